@@ -1,0 +1,37 @@
+# SynapseNet Serverless. `make run` and `make test` work on a fresh machine with Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+# Modules held at 100% line coverage.
+STRICT_COVERAGE ?=
+
+.PHONY: run test lint format clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	PORT=$(PORT) $(BIN)/python -m chalicelib.local
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	@if [ -n "$(STRICT_COVERAGE)" ]; then \
+		$(BIN)/python -m coverage report --fail-under=100 --include="$(STRICT_COVERAGE)"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check app.py chalicelib tests bench
+	$(BIN)/ruff format --check app.py chalicelib tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format app.py chalicelib tests bench
+	$(BIN)/ruff check --fix app.py chalicelib tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage htmlcov

@@ -1,0 +1,31 @@
+"""SynapseNet Serverless: the Chalice app.
+
+Thin on purpose: it creates the app, registers one Blueprint per domain and declares the
+scheduled, S3 and SQS handlers, each delegating to ``chalicelib``. Importing this module must not
+import shap, lime, scikit-learn, numba or pandas (every Lambda cold start pays for what it imports).
+"""
+
+from __future__ import annotations
+
+import os
+
+from chalice import Chalice, Rate
+
+from chalicelib.auth.api import api as auth_api
+from chalicelib.core import handlers
+from chalicelib.system.api import api as system_api
+
+app = Chalice(app_name="synapsenet")
+app.experimental_feature_flags.update(["BLUEPRINTS"])
+
+app.register_blueprint(system_api.blueprint)
+app.register_blueprint(auth_api.blueprint)
+
+DATA_BUCKET = os.environ.get("DATA_BUCKET", "synapse-data")
+SCHEDULE_MINUTES = int(os.environ.get("SYNAPSE_SCHEDULE_MINUTES", "1"))
+
+
+@app.schedule(Rate(SCHEDULE_MINUTES, unit=Rate.MINUTES), name="maintenance")
+def maintenance(event: object) -> dict[str, int]:
+    """Redelivers events that EventBridge refused earlier."""
+    return handlers.run_maintenance()

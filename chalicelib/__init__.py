@@ -1,0 +1,1 @@
+"""SynapseNet Serverless: A/B testing, training-data versioning and explainability on AWS."""

@@ -1,0 +1,1 @@
+"""Shared infrastructure: configuration, AWS clients, errors, HTTP toolkit, events, auth."""

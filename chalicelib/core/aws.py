@@ -1,0 +1,43 @@
+"""Lazily created boto3 clients, shared per process and reset between tests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from chalicelib.core.config import endpoint_url, region
+
+_clients: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def client(service: str) -> Any:
+    """Returns a cached boto3 client for ``service`` in the configured region and endpoint.
+
+    boto3 is imported on first use so that importing the app stays cheap.
+    """
+    found = _clients.get(service)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(service)
+        if found is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                retries={"max_attempts": 8, "mode": "adaptive"},
+                s3={"addressing_style": "path"},
+                max_pool_connections=32,
+            )
+            found = boto3.session.Session().client(
+                service, region_name=region(), endpoint_url=endpoint_url(), config=config
+            )
+            _clients[service] = found
+    return found
+
+
+def reset_clients() -> None:
+    """Drops cached clients (the endpoint or credentials changed, or a test ended)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,90 @@
+"""Configuration read from environment variables.
+
+Every setting has an environment variable; explicit constructor arguments override it. The same
+names are set by ``.chalice/config.json`` in AWS and by the local stack on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_PREFIX = "synapse"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def table_name(env_var: str, suffix: str) -> str:
+    """Returns the DynamoDB table name for ``env_var``, or ``<prefix>-<suffix>`` when unset.
+
+    Args:
+        env_var: Environment variable holding the full table name (e.g. ``EXPERIMENTS_TABLE``).
+        suffix: Suffix used with ``SYNAPSE_TABLE_PREFIX`` when the variable is unset.
+    """
+    prefix = _env("SYNAPSE_TABLE_PREFIX", DEFAULT_PREFIX)
+    return _env(env_var, f"{prefix}-{suffix}")
+
+
+def region() -> str:
+    """The AWS region used by every client."""
+    return _env("AWS_REGION", _env("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def endpoint_url() -> str | None:
+    """An endpoint override (the local stack's moto server), or ``None`` for real AWS."""
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved runtime settings.
+
+    Attributes:
+        stage: Deployment stage (``local``, ``dev``, ``prod``).
+        data_bucket: Bucket holding dataset objects (``incoming/``, ``cas/``, ``rejected/``).
+        models_bucket: Bucket holding model artifacts.
+        event_bus_name: EventBridge bus for lifecycle events.
+        event_source: ``Source`` field of published events.
+        max_body_bytes: Largest accepted request body; larger bodies get 413.
+        presign_seconds: Lifetime of presigned URLs.
+        route_cache_ttl_seconds: How long an experiment config is cached by the router.
+        explanation_jobs_queue: SQS queue name for asynchronous explanation jobs.
+        explanation_backend: ``inprocess`` or ``lambda`` (see the deployment docs).
+        explanation_function: Name of the explanation Lambda when the backend is ``lambda``.
+    """
+
+    stage: str = field(default_factory=lambda: _env("SYNAPSE_STAGE", "dev"))
+    data_bucket: str = field(default_factory=lambda: _env("DATA_BUCKET", f"{DEFAULT_PREFIX}-data"))
+    models_bucket: str = field(
+        default_factory=lambda: _env("MODELS_BUCKET", f"{DEFAULT_PREFIX}-models")
+    )
+    event_bus_name: str = field(
+        default_factory=lambda: _env("EVENT_BUS_NAME", f"{DEFAULT_PREFIX}-events")
+    )
+    event_source: str = field(default_factory=lambda: _env("EVENT_SOURCE", "synapsenet"))
+    max_body_bytes: int = field(
+        default_factory=lambda: int(_env("SYNAPSE_MAX_BODY_BYTES", str(6 * 1024 * 1024)))
+    )
+    presign_seconds: int = field(
+        default_factory=lambda: int(_env("SYNAPSE_PRESIGN_SECONDS", "900"))
+    )
+    route_cache_ttl_seconds: float = field(
+        default_factory=lambda: float(_env("SYNAPSE_ROUTE_CACHE_TTL", "5"))
+    )
+    explanation_jobs_queue: str = field(
+        default_factory=lambda: _env("EXPLANATION_JOBS_QUEUE", f"{DEFAULT_PREFIX}-explanation-jobs")
+    )
+    explanation_backend: str = field(
+        default_factory=lambda: _env("SYNAPSE_EXPLANATION_BACKEND", "inprocess")
+    )
+    explanation_function: str = field(
+        default_factory=lambda: _env("EXPLANATION_FUNCTION", f"{DEFAULT_PREFIX}-explainer")
+    )
+
+
+def get_settings() -> Settings:
+    """Reads the settings from the environment (cheap; call where needed)."""
+    return Settings()

@@ -1,0 +1,314 @@
+"""The HTTP toolkit every domain blueprint uses.
+
+A route is declared once with its role, request schemas and response schema::
+
+    api = ApiBlueprint(__name__, tag="experiments")
+
+    @api.route("/experiments/{experiment_id}", "GET", response=ExperimentOut)
+    def get_experiment(ctx: RequestContext, experiment_id: str) -> ExperimentOut: ...
+
+The wrapper authenticates, enforces the body size limit, validates the JSON body and the query
+string with pydantic, calls the handler, serializes the result and maps every
+:class:`~chalicelib.core.errors.SynapseError` to ``{"error", "message"}``. The same declarations
+produce ``GET /openapi.json`` (see :mod:`chalicelib.core.openapi`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from chalice import Blueprint, Response
+
+from chalicelib.core import jsonutil
+from chalicelib.core.config import get_settings
+from chalicelib.core.errors import (
+    PayloadTooLarge,
+    ServiceUnavailable,
+    SynapseError,
+    ValidationError,
+)
+from chalicelib.core.observability import logger, record_latency
+
+if TYPE_CHECKING:
+    from chalicelib.auth.models import Principal
+
+JSON_CONTENT_TYPES = ["application/json"]
+
+
+@dataclass
+class RouteSpec:
+    """Everything known about one route, for dispatch and for the OpenAPI document."""
+
+    path: str
+    method: str
+    name: str
+    role: str | None
+    body: Any = None
+    query: Any = None
+    response: Any = None
+    status: int = 200
+    summary: str = ""
+    description: str = ""
+    tag: str = ""
+    extra_responses: dict[int, str] = field(default_factory=dict)
+
+
+ROUTES: list[RouteSpec] = []
+
+
+@dataclass
+class RequestContext:
+    """What a handler gets: the caller, the validated body and query, and the raw request.
+
+    Attributes:
+        principal: The authenticated caller (``None`` on public routes).
+        body: The validated body model instance (or ``None``).
+        query: The validated query model instance (or ``None``).
+        headers: Request headers (lower-case keys).
+        request: The underlying Chalice request.
+        correlation_id: The id logged with every line of this request.
+    """
+
+    principal: Principal | None
+    body: Any
+    query: Any
+    headers: dict[str, str]
+    request: Any
+    correlation_id: str
+
+
+@dataclass
+class ApiResponse:
+    """A handler result with a status or headers other than the route's default."""
+
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _validation_details(exc: Any) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(part) for part in err.get("loc", ())), "message": err.get("msg", "")}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _adapter(schema: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(schema)
+
+
+class _Validator:
+    """Caches a pydantic TypeAdapter per schema (built lazily on first use)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, Any] = {}
+
+    def get(self, schema: Any) -> Any:
+        key = id(schema)
+        found = self._cache.get(key)
+        if found is None:
+            found = _adapter(schema)
+            self._cache[key] = found
+        return found
+
+
+_validators = _Validator()
+
+
+def parse_model(schema: Any, data: Any, where: str) -> Any:
+    """Validates ``data`` against ``schema`` (a pydantic model or type).
+
+    Raises:
+        ValidationError: The data does not match; details name each field.
+    """
+    from pydantic import ValidationError as PydanticError
+
+    try:
+        return _validators.get(schema).validate_python(data)
+    except PydanticError as exc:
+        details = _validation_details(exc)
+        first = details[0] if details else {"field": "", "message": "invalid"}
+        label = f"{where}.{first['field']}" if first["field"] else where
+        raise ValidationError(f"{label}: {first['message']}", details=details) from None
+
+
+def _parse_body(spec: RouteSpec, request: Any) -> Any:
+    raw = request.raw_body or b""
+    if len(raw) > get_settings().max_body_bytes:
+        raise PayloadTooLarge(
+            f"request body is {len(raw)} bytes; the limit is {get_settings().max_body_bytes}"
+        )
+    if spec.body is None:
+        return None
+    if not raw.strip():
+        raise ValidationError("a JSON request body is required")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"request body is not valid JSON: {exc}") from None
+    return parse_model(spec.body, data, "body")
+
+
+def _parse_query(spec: RouteSpec, request: Any) -> Any:
+    params = dict(request.query_params or {})
+    if spec.query is None:
+        return None
+    return parse_model(spec.query, params, "query")
+
+
+def _serialize(spec: RouteSpec, result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    status, headers, body = spec.status, {}, result
+    if isinstance(result, ApiResponse):
+        status, headers, body = result.status, result.headers, result.body
+    if status == 204:
+        return Response(body="", status_code=204, headers=headers)
+    text = jsonutil.dumps(body)
+    if spec.response is not None and status == spec.status and _validate_responses():
+        _validators.get(spec.response).validate_json(text)
+    return Response(
+        body=text, status_code=status, headers={"Content-Type": "application/json", **headers}
+    )
+
+
+def _validate_responses() -> bool:
+    return os.environ.get("SYNAPSE_VALIDATE_RESPONSES", "") == "1"
+
+
+def error_response(error: SynapseError) -> Response:
+    """The JSON response for a domain error."""
+    return Response(
+        body=jsonutil.dumps(error.to_dict()),
+        status_code=error.status,
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def _translate_aws_error(exc: Exception) -> SynapseError | None:
+    """Maps AWS failures that survived retries to a 503 instead of a bare 500."""
+    name = type(exc).__name__
+    if name in {"ClientError", "EndpointConnectionError", "ConnectionClosedError"}:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", name)
+        return ServiceUnavailable(f"a storage dependency failed ({code}); nothing was changed")
+    if name in {"PutError", "UpdateError", "GetError", "QueryError", "ScanError", "DeleteError"}:
+        return ServiceUnavailable("the database did not accept the request; try again")
+    return None
+
+
+def _headers(request: Any) -> dict[str, str]:
+    return {key.lower(): value for key, value in (request.headers or {}).items()}
+
+
+def _correlation_id(request: Any, headers: dict[str, str]) -> str:
+    found = headers.get("x-correlation-id")
+    if found:
+        return found[:128]
+    context = getattr(request, "context", None) or {}
+    return str(context.get("requestId") or os.urandom(8).hex())
+
+
+def dispatch(spec: RouteSpec, handler: Callable[..., Any], request: Any, path: dict[str, Any]) -> Response:
+    """Runs one request through auth, validation, the handler and error mapping."""
+    from chalicelib.auth.service import authenticate
+
+    started = time.perf_counter()
+    headers = _headers(request)
+    correlation_id = _correlation_id(request, headers)
+    logger.set_correlation_id(correlation_id)
+    try:
+        principal = authenticate(headers, spec.role) if spec.role is not None else None
+        body = _parse_body(spec, request)
+        query = _parse_query(spec, request)
+        ctx = RequestContext(principal, body, query, headers, request, correlation_id)
+        response = _serialize(spec, handler(ctx, **path))
+    except SynapseError as error:
+        response = error_response(error)
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become responses
+        mapped = _translate_aws_error(exc)
+        if mapped is None:
+            logger.exception("unhandled error", extra={"route": spec.name})
+            mapped = SynapseError("internal error", code="internal_error")
+            mapped.status = 500
+        response = error_response(mapped)
+    record_latency("RequestLatency", started, route=spec.name)
+    logger.info(
+        "request",
+        extra={"route": spec.name, "method": spec.method, "status": response.status_code},
+    )
+    return response
+
+
+class ApiBlueprint:
+    """A Chalice Blueprint whose routes are declared with schemas and a required role.
+
+    Args:
+        import_name: The module name (``__name__``).
+        tag: OpenAPI tag for the routes.
+    """
+
+    def __init__(self, import_name: str, tag: str) -> None:
+        self.blueprint = Blueprint(import_name)
+        self.tag = tag
+
+    def route(
+        self,
+        path: str,
+        method: str,
+        *,
+        role: str | None = "reader",
+        body: Any = None,
+        query: Any = None,
+        response: Any = None,
+        status: int = 200,
+        summary: str = "",
+        responses: dict[int, str] | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declares a route.
+
+        Args:
+            path: Chalice path pattern, e.g. ``/experiments/{experiment_id}``.
+            method: HTTP method.
+            role: Least role needed (``reader``, ``writer``, ``admin``), or ``None`` for public.
+            body: Pydantic model (or type) of the JSON body.
+            query: Pydantic model of the query string.
+            response: Pydantic model (or type) of the success body.
+            status: Success status code.
+            summary: One line for the OpenAPI document.
+            responses: Other documented statuses with a description (e.g. ``{202: "..."}``).
+        """
+
+        def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
+            spec = RouteSpec(
+                path=path,
+                method=method.upper(),
+                name=handler.__name__,
+                role=role,
+                body=body,
+                query=query,
+                response=response,
+                status=status,
+                summary=summary or (handler.__doc__ or "").strip().split("\n")[0],
+                description=(handler.__doc__ or "").strip(),
+                tag=self.tag,
+                extra_responses=dict(responses or {}),
+            )
+            ROUTES.append(spec)
+            blueprint = self.blueprint
+
+            def view(**path_params: Any) -> Response:
+                return dispatch(spec, handler, blueprint.current_request, path_params)
+
+            view.__name__ = handler.__name__
+            view.__doc__ = handler.__doc__
+            blueprint.route(path, methods=[spec.method], content_types=JSON_CONTENT_TYPES)(view)
+            return handler
+
+        return decorator

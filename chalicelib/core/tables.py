@@ -1,0 +1,76 @@
+"""The one list of DynamoDB tables: PynamoDB models registered here are what the local bootstrap,
+the tests and the deployment template create.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from chalicelib.core.config import endpoint_url, region, table_name
+
+# Modules that declare PynamoDB tables; importing them registers their models.
+TABLE_MODULES = (
+    "chalicelib.auth.repository",
+    "chalicelib.core.events",
+    "chalicelib.registry.repository",
+    "chalicelib.abtesting.repository",
+    "chalicelib.dataversion.repository",
+    "chalicelib.explainability.repository",
+)
+
+_TABLES: list[Any] = []
+
+
+def register_table(model: Any) -> Any:
+    """Class decorator: adds a PynamoDB model to the tables the stack creates."""
+    if model not in _TABLES:
+        _TABLES.append(model)
+    return model
+
+
+def meta(env_var: str, suffix: str) -> type:
+    """Builds a PynamoDB ``Meta`` class whose table name comes from ``env_var``.
+
+    Args:
+        env_var: Environment variable with the table name (``EXPERIMENTS_TABLE``).
+        suffix: Default name suffix after ``SYNAPSE_TABLE_PREFIX``.
+    """
+    attrs = {
+        "table_name": table_name(env_var, suffix),
+        "region": region(),
+        "host": endpoint_url(),
+        "billing_mode": "PAY_PER_REQUEST",
+        "env_var": env_var,
+        "max_retry_attempts": 5,
+    }
+    return type("Meta", (), attrs)
+
+
+def all_table_models() -> list[Any]:
+    """Every registered PynamoDB model (importing the modules that declare them)."""
+    for module in TABLE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+    return list(_TABLES)
+
+
+def create_all_tables() -> list[str]:
+    """Creates every table that does not exist yet (idempotent); returns the table names."""
+    names = []
+    for model in all_table_models():
+        if not model.exists():
+            model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
+            _enable_ttl(model)
+        names.append(model.Meta.table_name)
+    return names
+
+
+def _enable_ttl(model: Any) -> None:
+    from pynamodb.attributes import TTLAttribute
+
+    if any(isinstance(attr, TTLAttribute) for attr in model.get_attributes().values()):
+        model.update_ttl(ignore_update_ttl_errors=True)

@@ -1,0 +1,1 @@
+"""The local stack: embedded moto, resource bootstrap, schedule runner and event pumps."""

@@ -1,0 +1,1 @@
+"""Public system routes: health and the OpenAPI document."""
