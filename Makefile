@@ -20,8 +20,10 @@ $(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.tx
 run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m chalicelib.local
 
+PYTEST_COV := --cov=chalicelib --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=85
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_COV)
 	@if [ -n "$(STRICT_COVERAGE)" ]; then \
 		$(BIN)/python -m coverage report --fail-under=100 --include="$(STRICT_COVERAGE)"; fi
 

@@ -13,6 +13,7 @@ from chalice import Chalice, Rate
 
 from chalicelib.auth.api import api as auth_api
 from chalicelib.core import handlers
+from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
 
 app = Chalice(app_name="synapsenet")
@@ -20,6 +21,7 @@ app.experimental_feature_flags.update(["BLUEPRINTS"])
 
 app.register_blueprint(system_api.blueprint)
 app.register_blueprint(auth_api.blueprint)
+app.register_blueprint(registry_api.blueprint)
 
 DATA_BUCKET = os.environ.get("DATA_BUCKET", "synapse-data")
 SCHEDULE_MINUTES = int(os.environ.get("SYNAPSE_SCHEDULE_MINUTES", "1"))

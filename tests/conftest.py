@@ -84,7 +84,7 @@ def client(aws: Any) -> Iterator[Any]:
 
     import app as app_module
 
-    with Client(app_module.app) as test_client:
+    with Client(app_module.app, stage_name="local") as test_client:
         yield test_client
 
 

@@ -1,0 +1,1 @@
+"""Model registry: safe model artifacts in S3, numbered versions and stages."""

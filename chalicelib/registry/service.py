@@ -1,0 +1,374 @@
+"""The model registry: register safe artifacts, number versions, stage them, load them.
+
+Artifacts are skops files checked against a type allow-list before they are stored and again
+when they are loaded; pickle and joblib are refused. Version numbers are allocated with a
+conditional transaction (retried), so concurrent registrations get consecutive numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationError
+from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.singleton import lazy
+from chalicelib.registry.models import (
+    REFUSED_FORMATS,
+    ArtifactFormat,
+    ModelStage,
+    ModelTask,
+    ModelVersion,
+    RegisteredModel,
+)
+from chalicelib.registry.repository import RegistryRepository
+from chalicelib.registry.safety import check_artifact
+from chalicelib.registry.storage import ArtifactStore
+
+MAX_BACKGROUND_ROWS = 10_000
+REGISTER_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """What a caller says about a new version (everything but the bytes).
+
+    Attributes:
+        format: Artifact format; only ``skops``.
+        task: What the model predicts.
+        feature_names: Input feature names in order (required for tabular tasks).
+        class_names: Class labels for classifiers.
+        background_dataset_version_id: Dataset version to explain against.
+        background_sample: Rows stored with the model as explanation background.
+        description: Free text.
+        metadata: Free-form strings.
+    """
+
+    format: str = ArtifactFormat.SKOPS.value
+    task: str = ModelTask.CLASSIFICATION.value
+    feature_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    background_dataset_version_id: str | None = None
+    background_sample: tuple[tuple[Any, ...], ...] | None = None
+    description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+def _check_format(fmt: str) -> None:
+    lowered = fmt.lower()
+    if lowered in REFUSED_FORMATS:
+        raise UnprocessableEntity(
+            f"format '{fmt}' is refused: pickle-based files execute code when loaded. "
+            "Save scikit-learn models with skops (format 'skops').",
+            code="unsafe_format",
+        )
+    if lowered != ArtifactFormat.SKOPS.value:
+        raise UnprocessableEntity(f"format '{fmt}' is not supported; use 'skops'")
+
+
+def _check_task(task: str) -> ModelTask:
+    try:
+        return ModelTask(task)
+    except ValueError:
+        allowed = ", ".join(t.value for t in ModelTask)
+        raise ValidationError(f"task must be one of {allowed}; got '{task}'") from None
+
+
+def _check_features(task: ModelTask, names: tuple[str, ...]) -> None:
+    tabular = task in (ModelTask.CLASSIFICATION, ModelTask.REGRESSION)
+    if tabular and not names:
+        raise UnprocessableEntity("feature_names are required for tabular models")
+    if len(set(names)) != len(names):
+        raise UnprocessableEntity("feature_names must be unique")
+
+
+def _check_background(spec: VersionSpec) -> None:
+    rows = spec.background_sample
+    if rows is None:
+        return
+    if not rows or len(rows) > MAX_BACKGROUND_ROWS:
+        raise UnprocessableEntity(
+            f"background_sample must have between 1 and {MAX_BACKGROUND_ROWS} rows"
+        )
+    width = len(spec.feature_names)
+    for index, row in enumerate(rows):
+        if width and len(row) != width:
+            raise UnprocessableEntity(
+                f"background_sample row {index} has {len(row)} values; expected {width}"
+            )
+
+
+def decode_artifact(text: str) -> bytes:
+    """Decodes a base64 artifact.
+
+    Raises:
+        ValidationError: Not valid base64.
+    """
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("artifact_base64 is not valid base64") from None
+
+
+class ModelRegistry:
+    """Registers, stages and loads model versions.
+
+    Args:
+        repository: DynamoDB access.
+        store: S3 artifact store.
+        event_bus: Where lifecycle events go.
+        clock: Time source.
+        cache_size: Loaded models kept in memory.
+    """
+
+    def __init__(
+        self,
+        repository: RegistryRepository | None = None,
+        store: ArtifactStore | None = None,
+        event_bus: EventBus | None = None,
+        clock: Clock | None = None,
+        cache_size: int = 8,
+    ) -> None:
+        self.repository = repository or RegistryRepository()
+        self.store = store or ArtifactStore()
+        self.event_bus = event_bus or get_event_bus()
+        self.clock = clock or SystemClock()
+        self._loaded: OrderedDict[tuple[str, int, str], Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def create_model(self, name: str, description: str = "", owner: str = "") -> RegisteredModel:
+        """Creates a model with a unique name.
+
+        Raises:
+            ValidationError: Empty name.
+            Conflict: The name is taken.
+        """
+        if not name.strip():
+            raise ValidationError("name must not be empty")
+        now = self.clock.now()
+        model = RegisteredModel(
+            model_id=f"m-{uuid.uuid4().hex[:12]}",
+            name=name.strip(),
+            description=description,
+            owner=owner,
+            latest_version=0,
+            production_version=None,
+            generation=0,
+            created_at=now,
+            updated_at=now,
+        )
+        self.repository.create_model(model)
+        self.event_bus.publish("ModelCreated", {"model_id": model.model_id, "name": model.name})
+        return model
+
+    def get_model(self, model_id: str) -> RegisteredModel:
+        """A model (404 if unknown)."""
+        return self.repository.get_model(model_id)
+
+    def list_models(self) -> list[RegisteredModel]:
+        """All models."""
+        return self.repository.list_models()
+
+    def get_version(self, model_id: str, version: int) -> ModelVersion:
+        """One version (404 if unknown)."""
+        return self.repository.get_version(model_id, int(version))
+
+    def list_versions(self, model_id: str) -> list[ModelVersion]:
+        """Every version of a model (404 if the model is unknown)."""
+        self.repository.get_model(model_id)
+        return self.repository.list_versions(model_id)
+
+    def create_upload(self, model_id: str) -> tuple[str, str]:
+        """A presigned PUT URL for an artifact too large for a JSON body.
+
+        Returns:
+            The upload key (pass it as ``artifact_upload_key``) and the URL.
+        """
+        self.repository.get_model(model_id)
+        key = f"uploads/{model_id}/{uuid.uuid4().hex}.skops"
+        return key, self.store.presign_upload(key)
+
+    def register_version(
+        self,
+        model_id: str,
+        spec: VersionSpec,
+        artifact: bytes | None = None,
+        upload_key: str | None = None,
+    ) -> ModelVersion:
+        """Checks and stores an artifact and records it as the next version.
+
+        Args:
+            model_id: The model.
+            spec: Format, task, features and the rest.
+            artifact: The artifact bytes, or
+            upload_key: the key returned by :meth:`create_upload` after the client's PUT.
+
+        Raises:
+            ModelNotFound: Unknown model.
+            UnprocessableEntity: Refused format, unsafe artifact, inconsistent metadata.
+        """
+        _check_format(spec.format)
+        task = _check_task(spec.task)
+        _check_features(task, spec.feature_names)
+        _check_background(spec)
+        self.repository.get_model(model_id)
+        data = self._artifact_bytes(model_id, artifact, upload_key)
+        check_artifact(data)
+        digest = hashlib.sha256(data).hexdigest()
+        artifact_key = f"artifacts/{model_id}/{digest}.skops"
+        if not self.store.exists(artifact_key):  # content-addressed: same key, same bytes
+            self.store.put(artifact_key, data)
+        background_key = self._store_background(model_id, spec)
+        version = self._allocate(
+            model_id, spec, task, artifact_key, digest, len(data), background_key
+        )
+        if upload_key:
+            self.store.delete(upload_key)
+        self.event_bus.publish(
+            "ModelVersionRegistered",
+            {"model_id": model_id, "version": version.version, "artifact_sha256": digest},
+        )
+        return version
+
+    def _artifact_bytes(
+        self, model_id: str, artifact: bytes | None, upload_key: str | None
+    ) -> bytes:
+        if (artifact is None) == (upload_key is None):
+            raise ValidationError("give exactly one of artifact_base64 or artifact_upload_key")
+        if artifact is not None:
+            if not artifact:
+                raise UnprocessableEntity("the artifact is empty")
+            return artifact
+        assert upload_key is not None
+        if not upload_key.startswith(f"uploads/{model_id}/") or ".." in upload_key:
+            raise ValidationError("artifact_upload_key must be a key returned by the uploads route")
+        return self.store.get(upload_key)
+
+    def _store_background(self, model_id: str, spec: VersionSpec) -> str | None:
+        if spec.background_sample is None:
+            return None
+        rows = [list(row) for row in spec.background_sample]
+        text = json.dumps(rows, sort_keys=True)
+        key = f"backgrounds/{model_id}/{hashlib.sha256(text.encode()).hexdigest()}.json"
+        self.store.put_json(key, rows)
+        return key
+
+    def _allocate(
+        self,
+        model_id: str,
+        spec: VersionSpec,
+        task: ModelTask,
+        artifact_key: str,
+        digest: str,
+        size: int,
+        background_key: str | None,
+    ) -> ModelVersion:
+        for _ in range(REGISTER_ATTEMPTS):
+            latest = self.repository.get_model(model_id).latest_version
+            now = self.clock.now()
+            version = ModelVersion(
+                model_id=model_id,
+                version=latest + 1,
+                format=ArtifactFormat.SKOPS.value,
+                task=task,
+                feature_names=list(spec.feature_names),
+                class_names=list(spec.class_names),
+                artifact_key=artifact_key,
+                artifact_sha256=digest,
+                artifact_size=size,
+                stage=ModelStage.NONE,
+                background_dataset_version_id=spec.background_dataset_version_id,
+                background_sample_key=background_key,
+                description=spec.description,
+                created_at=now,
+                updated_at=now,
+                metadata=dict(spec.metadata),
+            )
+            try:
+                self.repository.add_version(version, latest)
+                return version
+            except Conflict:
+                continue
+        raise Conflict("too many concurrent registrations for this model; retry")
+
+    def set_stage(self, model_id: str, version: int, stage: str) -> ModelVersion:
+        """Moves a version to ``staging``, ``production`` or ``archived``.
+
+        Promoting to production archives the previous production version atomically.
+
+        Raises:
+            ValidationError: Unknown stage.
+            ModelVersionNotFound: Unknown version.
+            Conflict: A concurrent stage change won.
+        """
+        try:
+            target = ModelStage(stage)
+        except ValueError:
+            raise ValidationError(
+                f"stage must be staging, production or archived; got '{stage}'"
+            ) from None
+        if target is ModelStage.NONE:
+            raise ValidationError("stage must be staging, production or archived")
+        current = self.repository.get_version(model_id, int(version))
+        if current.stage is target:
+            return current
+        model = self.repository.get_model(model_id)
+        self.repository.change_stage(model, current, target, self.clock.now())
+        detail = {"model_id": model_id, "version": current.version, "stage": target.value}
+        self.event_bus.publish("ModelVersionStageChanged", detail)
+        if target is ModelStage.PRODUCTION:
+            previous = model.production_version
+            self.event_bus.publish("ModelVersionPromoted", {**detail, "previous_version": previous})
+        return self.repository.get_version(model_id, current.version)
+
+    def promote(self, model_id: str, version: int) -> ModelVersion:
+        """Shorthand for ``set_stage(model_id, version, "production")``."""
+        return self.set_stage(model_id, version, ModelStage.PRODUCTION.value)
+
+    def get_background_sample(self, model_id: str, version: int) -> list[list[Any]] | None:
+        """The background rows stored with a version, or ``None``."""
+        found = self.get_version(model_id, version)
+        if found.background_sample_key is None:
+            return None
+        return self.store.get_json(found.background_sample_key)
+
+    def load_model(self, model_id: str, version: int) -> Any:
+        """The estimator of a version, loaded with skops and the trusted-type allow-list.
+
+        Imports skops (and scikit-learn) on first use only. Loaded models are cached per
+        (model, version, artifact hash).
+
+        Raises:
+            UnsafeArtifactError: The stored artifact has untrusted types.
+        """
+        found = self.get_version(model_id, version)
+        key = (model_id, found.version, found.artifact_sha256)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+        data = self.store.get(found.artifact_key)
+        trusted = check_artifact(data)
+        import skops.io as sio
+
+        estimator = sio.loads(data, trusted=trusted)
+        with self._lock:
+            self._loaded[key] = estimator
+            while len(self._loaded) > self._cache_size:
+                self._loaded.popitem(last=False)
+        return estimator
+
+
+@lazy
+def get_model_registry() -> ModelRegistry:
+    """The process-wide model registry."""
+    return ModelRegistry()

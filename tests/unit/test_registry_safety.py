@@ -1,0 +1,66 @@
+"""The artifact allow-list check, without AWS."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import FunctionTransformer
+
+from chalicelib.registry.safety import UnsafeArtifactError, check_artifact, is_trusted
+
+
+def _model() -> LogisticRegression:
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    return LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+
+
+def test_skops_logistic_regression_is_trusted() -> None:
+    types = check_artifact(sio.dumps(_model()))
+    assert "sklearn.linear_model._logistic.LogisticRegression" in types
+
+
+def test_pickle_bytes_are_refused_with_advice() -> None:
+    with pytest.raises(UnsafeArtifactError, match="skops"):
+        check_artifact(pickle.dumps(_model()))
+
+
+def test_non_archive_is_refused() -> None:
+    with pytest.raises(UnsafeArtifactError, match="not a skops archive"):
+        check_artifact(b"hello world")
+
+
+def test_function_transformer_is_refused_even_with_numpy_function() -> None:
+    transformer = FunctionTransformer(np.log1p).fit(np.ones((3, 2)))
+    with pytest.raises(UnsafeArtifactError) as caught:
+        check_artifact(sio.dumps(transformer))
+    assert "FunctionTransformer" in caught.value.message
+
+
+def test_forged_schema_naming_os_system_is_refused() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        schema = {"__class__": "system", "__module__": "os", "__loader__": "TypeNode"}
+        archive.writestr("schema.json", json.dumps(schema))
+    with pytest.raises(UnsafeArtifactError, match="os.system"):
+        check_artifact(buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("name", "trusted"),
+    [
+        ("sklearn.tree._tree.Tree", True),
+        ("numpy.ndarray", True),
+        ("builtins.dict", True),
+        ("builtins.eval", False),
+        ("subprocess.Popen", False),
+    ],
+)
+def test_allow_list(name: str, trusted: bool) -> None:
+    assert is_trusted(name) is trusted
