@@ -106,10 +106,10 @@ class Http:
         import json
 
         raw = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
-        response = getattr(self.client.http, method.lower())(
-            path, headers=self._headers(token), body=raw
-        ) if method.upper() not in {"GET", "DELETE"} else getattr(self.client.http, method.lower())(
-            path, headers=self._headers(token)
+        response = (
+            getattr(self.client.http, method.lower())(path, headers=self._headers(token), body=raw)
+            if method.upper() not in {"GET", "DELETE"}
+            else getattr(self.client.http, method.lower())(path, headers=self._headers(token))
         )
         response.data = json.loads(response.body) if response.body else None
         return response

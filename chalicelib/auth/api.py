@@ -70,11 +70,15 @@ def _key_out(key: ApiKey) -> dict[str, object]:
     }
 
 
-@api.route("/auth/keys", "POST", role="admin", body=CreateKeyBody, response=IssuedKeyOut, status=201)
+@api.route(
+    "/auth/keys", "POST", role="admin", body=CreateKeyBody, response=IssuedKeyOut, status=201
+)
 def create_key(ctx: RequestContext) -> dict[str, object]:
     """Create an API key; the token is returned once."""
     body: CreateKeyBody = ctx.body
-    issued = get_auth_service().create_key(body.principal, list(body.roles), body.groups, body.description)
+    issued = get_auth_service().create_key(
+        body.principal, list(body.roles), body.groups, body.description
+    )
     return {**_key_out(issued.key), "token": issued.token}
 
 

@@ -38,7 +38,11 @@ class Principal:
     def has_role(self, role: str) -> bool:
         """Whether any granted role is at least ``role``."""
         needed = Role(role).rank
-        return any(Role(granted).rank >= needed for granted in self.roles if granted in Role._value2member_map_)
+        return any(
+            Role(granted).rank >= needed
+            for granted in self.roles
+            if granted in Role._value2member_map_
+        )
 
     @property
     def is_admin(self) -> bool:

@@ -150,7 +150,9 @@ class AuthService:
         key = found[0]
         if key.revoked:
             raise Unauthorized("this API token has been revoked")
-        principal = Principal(key.principal, key.key_id, frozenset(key.roles), frozenset(key.groups))
+        principal = Principal(
+            key.principal, key.key_id, frozenset(key.roles), frozenset(key.groups)
+        )
         with self._lock:
             self._cache[digest] = (now + self.cache_ttl, principal)
         return principal

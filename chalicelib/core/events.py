@@ -174,7 +174,9 @@ class EventBridgeBus:
         """Tries again to publish events from the outbox; returns how many were delivered."""
         delivered = 0
         for item in EventOutboxTable.scan(limit=limit):
-            event = Event(item.detail_type, json.loads(item.detail), item.occurred_at, item.event_id)
+            event = Event(
+                item.detail_type, json.loads(item.detail), item.occurred_at, item.event_id
+            )
             try:
                 result = self.client.put_events(Entries=[self._entry(event)])
             except Exception:  # noqa: BLE001 - stays in the outbox for the next run

@@ -215,7 +215,9 @@ def _correlation_id(request: Any, headers: dict[str, str]) -> str:
     return str(context.get("requestId") or os.urandom(8).hex())
 
 
-def dispatch(spec: RouteSpec, handler: Callable[..., Any], request: Any, path: dict[str, Any]) -> Response:
+def dispatch(
+    spec: RouteSpec, handler: Callable[..., Any], request: Any, path: dict[str, Any]
+) -> Response:
     """Runs one request through auth, validation, the handler and error mapping."""
     from chalicelib.auth.service import authenticate
 

@@ -19,11 +19,7 @@ def test_openapi_lists_every_route(http: Http) -> None:
     doc = http.call("GET", "/openapi.json", token="").data
     assert doc["openapi"].startswith("3.")
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-    declared = {
-        (path, method)
-        for path, entry in app_module.app.routes.items()
-        for method in entry
-    }
+    declared = {(path, method) for path, entry in app_module.app.routes.items() for method in entry}
     assert declared == documented
 
 
@@ -52,13 +48,17 @@ def test_revoked_token_is_401(http: Http, tokens: Tokens) -> None:
 
 
 def test_non_admin_cannot_create_keys(http: Http, tokens: Tokens) -> None:
-    response = http.call("POST", "/auth/keys", {"principal": "x", "roles": ["admin"]}, token=tokens.writer)
+    response = http.call(
+        "POST", "/auth/keys", {"principal": "x", "roles": ["admin"]}, token=tokens.writer
+    )
     assert response.status_code == 403
     assert response.data["error"] == "forbidden"
 
 
 def test_invalid_body_is_400_naming_the_field(http: Http, tokens: Tokens) -> None:
-    response = http.call("POST", "/auth/keys", {"principal": "x", "roles": ["king"]}, token=tokens.admin)
+    response = http.call(
+        "POST", "/auth/keys", {"principal": "x", "roles": ["king"]}, token=tokens.admin
+    )
     assert response.status_code == 400
     assert "roles" in response.data["message"]
 
