@@ -13,11 +13,13 @@ from chalice import Chalice, Rate
 
 from chalicelib.auth.api import api as auth_api
 from chalicelib.core import handlers
+from chalicelib.core.http import normalize_framework_errors
 from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
 
 app = Chalice(app_name="synapsenet")
 app.experimental_feature_flags.update(["BLUEPRINTS"])
+app.register_middleware(normalize_framework_errors, "http")
 
 app.register_blueprint(system_api.blueprint)
 app.register_blueprint(auth_api.blueprint)

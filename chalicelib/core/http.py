@@ -314,3 +314,17 @@ class ApiBlueprint:
             return handler
 
         return decorator
+
+
+def normalize_framework_errors(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """HTTP middleware: rewrites Chalice's own error bodies (405, 415, 500) to our error shape."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and "Code" in body:
+        code = "".join(
+            "_" + ch.lower() if ch.isupper() and i else ch.lower()
+            for i, ch in enumerate(str(body["Code"]))
+        )
+        response.body = jsonutil.dumps({"error": code, "message": str(body.get("Message", ""))})
+        response.headers = {**(response.headers or {}), "Content-Type": "application/json"}
+    return response

@@ -91,3 +91,26 @@ def test_whoami_reports_roles_and_groups(http: Http, tokens: Tokens) -> None:
         "roles": ["reader"],
         "groups": ["ml"],
     }
+
+
+def test_wrong_content_type_gets_our_error_shape(client: Any, tokens: Tokens) -> None:
+    import json
+
+    response = client.http.post(
+        "/auth/keys",
+        headers={"Authorization": f"Bearer {tokens.admin}", "Content-Type": "text/plain"},
+        body="hello",
+    )
+    assert response.status_code == 415
+    assert json.loads(response.body) == {
+        "error": "unsupported_media_type",
+        "message": "Unsupported media type: text/plain",
+    }
+
+
+def test_wrong_method_gets_our_error_shape(client: Any) -> None:
+    import json
+
+    response = client.http.delete("/health")
+    assert response.status_code == 405
+    assert json.loads(response.body)["error"] == "method_not_allowed_error"
