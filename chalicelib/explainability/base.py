@@ -1,0 +1,160 @@
+"""What the SHAP and LIME engines share: the cache/event flow, explainer LRU and class handling."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.core.errors import UnprocessableEntity, ValidationError
+from chalicelib.core.events import EventBus
+from chalicelib.explainability.cache import ExplanationCache, cache_key
+from chalicelib.explainability.loading import ModelDescriptor, ModelLoader
+from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
+
+TOP_FEATURES = 5
+
+
+class ExplainerBase:
+    """Shared plumbing of the engines.
+
+    Args:
+        model_loader: Resolves and loads model versions.
+        cache: Explanation cache (``None``: always compute).
+        event_bus: Receives ``ExplanationCompleted`` (``None``: no events).
+        clock: Time source.
+        explainer_cache_size: Built explainers kept per engine.
+    """
+
+    explanation_type = ""
+
+    def __init__(
+        self,
+        model_loader: ModelLoader,
+        cache: ExplanationCache | None = None,
+        event_bus: EventBus | None = None,
+        clock: Clock | None = None,
+        explainer_cache_size: int = 16,
+    ) -> None:
+        self.model_loader = model_loader
+        self.cache = cache
+        self.event_bus = event_bus
+        self.clock = clock or SystemClock()
+        self._explainers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._explainer_cache_size = explainer_cache_size
+        self._lock = threading.Lock()
+
+    def _explainer(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """A built explainer from the LRU, building it on a miss."""
+        with self._lock:
+            found = self._explainers.get(key)
+            if found is not None:
+                self._explainers.move_to_end(key)
+                return found
+        built = build()
+        with self._lock:
+            self._explainers[key] = built
+            while len(self._explainers) > self._explainer_cache_size:
+                self._explainers.popitem(last=False)
+        return built
+
+    def _cached(
+        self,
+        descriptor: ModelDescriptor,
+        canonical: Any,
+        parameters: dict[str, Any],
+        compute: Callable[[], PredictionExplanation],
+    ) -> PredictionExplanation:
+        """Returns the cached explanation or computes, stores and announces a new one."""
+        key = cache_key(descriptor, self.explanation_type, canonical, parameters)
+        if self.cache is not None:
+            found = self.cache.get(key, descriptor.model_id)
+            if found is not None:
+                return found
+        started = time.perf_counter()
+        explanation = compute()
+        explanation.computation_time_ms = (time.perf_counter() - started) * 1000
+        if self.cache is not None:
+            self.cache.set(key, explanation)
+        self._announce([explanation])
+        return explanation
+
+    def _announce(self, explanations: list[PredictionExplanation]) -> None:
+        if self.event_bus is None or not explanations:
+            return
+        first = explanations[0]
+        self.event_bus.publish(
+            "ExplanationCompleted",
+            {
+                "model_id": first.model_id,
+                "model_version": first.model_version,
+                "explanation_type": first.explanation_type,
+                "algorithm": first.algorithm,
+                "count": len(explanations),
+                "explanation_ids": [e.explanation_id for e in explanations[:50]],
+                "prediction_ids": [e.prediction_id for e in explanations[:50]],
+                "computation_time_ms": sum(e.computation_time_ms for e in explanations),
+            },
+        )
+
+    def _build_explanation(self, **values: Any) -> PredictionExplanation:
+        """A :class:`PredictionExplanation` with sorted contributions and top features."""
+        contributions: list[FeatureContribution] = sorted(
+            values.pop("feature_contributions"), key=lambda c: -abs(c.contribution)
+        )
+        positive = [c.feature_name for c in contributions if c.contribution > 0][:TOP_FEATURES]
+        negative = sorted(
+            (c for c in contributions if c.contribution < 0), key=lambda c: c.contribution
+        )
+        return PredictionExplanation(
+            explanation_id=uuid.uuid4().hex,
+            explanation_type=self.explanation_type,
+            feature_contributions=contributions,
+            top_positive_features=positive,
+            top_negative_features=[c.feature_name for c in negative][:TOP_FEATURES],
+            created_at=self.clock.now(),
+            **values,
+        )
+
+
+def class_labels(estimator: Any, descriptor: ModelDescriptor) -> list[str]:
+    """Display names of the estimator's classes (registered names when they line up)."""
+    classes = [str(c) for c in getattr(estimator, "classes_", [])]
+    if descriptor.class_names and len(descriptor.class_names) == len(classes):
+        return list(descriptor.class_names)
+    return classes
+
+
+def class_index(estimator: Any, descriptor: ModelDescriptor, class_name: str | None) -> int | None:
+    """The index of ``class_name`` in ``estimator.classes_`` (``None``: not given).
+
+    Raises:
+        ValidationError: The class is unknown.
+    """
+    if class_name is None:
+        return None
+    names = class_labels(estimator, descriptor)
+    raw = [str(c) for c in getattr(estimator, "classes_", [])]
+    for candidates in (names, raw):
+        if class_name in candidates:
+            return candidates.index(class_name)
+    raise ValidationError(f"unknown class_name '{class_name}'; classes are {names}")
+
+
+def predicted_indices(estimator: Any, X: np.ndarray) -> np.ndarray:
+    """Index in ``classes_`` of each row's predicted class."""
+    predictions = estimator.predict(X)
+    lookup = {value: i for i, value in enumerate(estimator.classes_.tolist())}
+    return np.asarray([lookup[value] for value in predictions.tolist()], dtype=int)
+
+
+def require(condition: bool, message: str) -> None:
+    """Raises a 422 with ``message`` unless ``condition``."""
+    if not condition:
+        raise UnprocessableEntity(message)

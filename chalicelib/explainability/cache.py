@@ -1,0 +1,178 @@
+"""Two-level explanation cache: an in-memory LRU per Lambda instance over a DynamoDB table.
+
+The key is the sha256 of canonical JSON over everything that decides the result: model id,
+version, artifact sha256 (so a re-registered artifact can never hit an old entry), the canonical
+input, the explanation type and every result-changing parameter (seed, samples, background size,
+class, algorithm...). Requests without a version are resolved to the production version *before*
+the key is built, so promoting a version changes the key and never serves a stale answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.explainability.loading import ModelDescriptor
+from chalicelib.explainability.models import PredictionExplanation
+from chalicelib.explainability.repository import CachedItem, ExplanationRepository
+
+DEFAULT_TTL = timedelta(days=1)
+
+
+def cache_key(
+    descriptor: ModelDescriptor,
+    explanation_type: str,
+    canonical_input: Any,
+    parameters: dict[str, Any],
+) -> str:
+    """The content hash identifying one explanation.
+
+    Args:
+        descriptor: The resolved model version.
+        explanation_type: ``shap`` or ``lime``.
+        canonical_input: The validated input (feature vector, text or image).
+        parameters: Every parameter that changes the result.
+    """
+    material = {
+        "model_id": descriptor.model_id,
+        "version": descriptor.version,
+        "artifact_sha256": descriptor.artifact_sha256,
+        "background": descriptor.background_dataset_version_id,
+        "type": explanation_type,
+        "input": canonical_input,
+        "parameters": parameters,
+    }
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class _Entry:
+    model_id: str
+    model_version: int
+    payload: dict[str, Any]
+    expires_at: datetime
+
+
+class ExplanationCache:
+    """Caches explanations in memory and in DynamoDB.
+
+    Args:
+        repository: DynamoDB access (``None``: memory only).
+        max_entries: In-memory LRU size.
+        ttl: Lifetime of an entry (DynamoDB TTL attribute and memory expiry).
+        clock: Time source.
+    """
+
+    def __init__(
+        self,
+        repository: ExplanationRepository | None = None,
+        max_entries: int = 2048,
+        ttl: timedelta = DEFAULT_TTL,
+        clock: Clock | None = None,
+    ) -> None:
+        self.repository = repository
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.clock = clock or SystemClock()
+        self._memory: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stats = {"hits": 0, "misses": 0, "memory_hits": 0, "table_hits": 0, "sets": 0}
+
+    def get(self, key: str, model_id: str) -> PredictionExplanation | None:
+        """The cached explanation for ``key`` (marked ``cached=True``), or ``None``."""
+        now = self.clock.now()
+        entry = self._memory_get(key, now)
+        if entry is not None:
+            self._count("hits", "memory_hits")
+            return _restore(entry.payload)
+        item = self.repository.cache_get(model_id, key, now) if self.repository else None
+        if item is None:
+            self._count("misses")
+            return None
+        self._memory_put(key, _Entry(model_id, item.model_version, item.payload, item.expires_at))
+        self._count("hits", "table_hits")
+        return _restore(item.payload)
+
+    def set(self, key: str, explanation: PredictionExplanation) -> None:
+        """Stores an explanation under ``key`` in both levels."""
+        payload = explanation.to_dict()
+        payload["cached"] = False
+        expires_at = self.clock.now() + self.ttl
+        model_id, version = explanation.model_id, explanation.model_version
+        self._memory_put(key, _Entry(model_id, version, payload, expires_at))
+        if self.repository is not None:
+            item = CachedItem(model_id, key, version, payload, expires_at)
+            self.repository.cache_put(item, self.clock.now())
+        self._count("sets")
+
+    def invalidate_model(self, model_id: str, model_version: int | None = None) -> int:
+        """Removes every cached explanation of a model (or of one version).
+
+        Returns:
+            How many distinct entries were removed (memory and table together).
+        """
+        removed: set[str] = set()
+        with self._lock:
+            for key, entry in list(self._memory.items()):
+                same_version = model_version is None or entry.model_version == model_version
+                if entry.model_id == model_id and same_version:
+                    del self._memory[key]
+                    removed.add(key)
+        if self.repository is not None:
+            removed |= self.repository.cache_delete_model(model_id, model_version)
+        return len(removed)
+
+    def get_cache_stats(self) -> dict[str, Any]:
+        """Hits, misses, hit rate and in-memory size of this instance."""
+        with self._lock:
+            stats = dict(self._stats)
+            size = len(self._memory)
+        lookups = stats["hits"] + stats["misses"]
+        return {
+            **stats,
+            "hit_rate": stats["hits"] / lookups if lookups else 0.0,
+            "size": size,
+            "max_entries": self.max_entries,
+            "ttl_seconds": int(self.ttl.total_seconds()),
+        }
+
+    def clear_memory(self) -> None:
+        """Drops the in-memory level (the table level stays)."""
+        with self._lock:
+            self._memory.clear()
+
+    def _memory_get(self, key: str, now: datetime) -> _Entry | None:
+        with self._lock:
+            entry = self._memory.get(key)
+            if entry is None:
+                return None
+            if entry.expires_at <= now:
+                del self._memory[key]
+                return None
+            self._memory.move_to_end(key)
+            return entry
+
+    def _memory_put(self, key: str, entry: _Entry) -> None:
+        with self._lock:
+            self._memory[key] = entry
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.max_entries:
+                self._memory.popitem(last=False)
+
+    def _count(self, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self._stats[name] += 1
+
+
+def _restore(payload: dict[str, Any]) -> PredictionExplanation:
+    explanation = PredictionExplanation.from_dict(payload)
+    explanation.cached = True
+    return explanation

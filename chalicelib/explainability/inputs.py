@@ -1,0 +1,108 @@
+"""Validation of explanation inputs: every problem is a 400 that names the feature."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from chalicelib.core.errors import ValidationError
+
+MAX_TEXT_CHARS = 20_000
+MAX_IMAGE_PIXELS = 512 * 512
+
+
+def _check_value(name: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "null" if value is None else type(value).__name__
+        raise ValidationError(f"{where}feature '{name}' must be a number; got {kind}")
+    if not math.isfinite(float(value)):
+        raise ValidationError(f"{where}feature '{name}' must be a finite number; got {value}")
+    return float(value)
+
+
+def tabular_row(
+    data: Any, feature_names: tuple[str, ...] | list[str], where: str = ""
+) -> list[float]:
+    """One input dict as a row of floats in feature order.
+
+    Args:
+        data: Feature name → number.
+        feature_names: The model's features in order.
+        where: Prefix for messages (``"inputs[3]: "``).
+
+    Raises:
+        ValidationError: Not an object, unknown or missing features, non-numbers, NaN/inf.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError(f"{where}input_data must be an object of feature name to number")
+    unknown = [key for key in data if key not in feature_names]
+    if unknown:
+        raise ValidationError(
+            f"{where}unknown feature '{unknown[0]}'", details={"unknown": unknown}
+        )
+    missing = [name for name in feature_names if name not in data]
+    if missing:
+        raise ValidationError(
+            f"{where}missing feature '{missing[0]}'", details={"missing": missing}
+        )
+    return [_check_value(name, data[name], where) for name in feature_names]
+
+
+def tabular_matrix(inputs: list[Any], feature_names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Several input dicts as a float matrix (rows × features).
+
+    Raises:
+        ValidationError: Any row is invalid (the message names the row and the feature).
+    """
+    if not inputs:
+        raise ValidationError("inputs must not be empty")
+    rows = [tabular_row(item, feature_names, f"inputs[{i}]: ") for i, item in enumerate(inputs)]
+    return np.asarray(rows, dtype=float)
+
+
+def text_input(data: Any) -> str:
+    """The ``text`` of a text input.
+
+    Raises:
+        ValidationError: Missing, not a string, empty or too long.
+    """
+    text = data.get("text") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError("input_data.text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValidationError(f"input_data.text is longer than {MAX_TEXT_CHARS} characters")
+    return text
+
+
+def image_input(data: Any) -> np.ndarray:
+    """The ``image`` of an image input: H×W (grayscale) or H×W×3 numbers.
+
+    Raises:
+        ValidationError: Missing, ragged, wrong shape, not numeric or not finite.
+    """
+    image = data.get("image") if isinstance(data, dict) else None
+    if image is None:
+        raise ValidationError("input_data.image must be rows of pixel values")
+    try:
+        array = np.asarray(image, dtype=float)
+    except (TypeError, ValueError):
+        raise ValidationError("input_data.image must be rectangular rows of numbers") from None
+    shape_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
+    if not shape_ok or min(array.shape[:2]) < 2:
+        raise ValidationError("input_data.image must be H×W (grayscale) or H×W×3 (RGB)")
+    if array.shape[0] * array.shape[1] > MAX_IMAGE_PIXELS:
+        raise ValidationError(f"input_data.image has more than {MAX_IMAGE_PIXELS} pixels")
+    if not np.isfinite(array).all():
+        raise ValidationError("input_data.image contains NaN or infinite values")
+    return array
+
+
+def canonical_input(kind: str, data: Any, feature_names: tuple[str, ...]) -> Any:
+    """The canonical form of an input for cache keys (validated)."""
+    if kind == "text":
+        return {"text": text_input(data)}
+    if kind == "image":
+        return {"image": image_input(data).tolist()}
+    return tabular_row(data, feature_names)

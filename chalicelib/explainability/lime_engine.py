@@ -1,0 +1,438 @@
+"""LIME explanations: tabular, text (word level) and image (superpixels).
+
+Every call is deterministic: LIME's random state is reset from ``seed`` on each call (explainers
+kept in the LRU are reseeded), so a recomputation always equals the cached answer. The
+surrogate's R² on the perturbed samples is reported as ``local_fidelity``. Classifier
+contributions are in probability space; regressors in the prediction's space.
+
+Image models take flattened pixels: an image of shape H×W (grayscale) or H×W×3 is passed to the
+model as one row of ``H*W`` or ``H*W*3`` values (row-major), so any scikit-learn classifier
+trained on flattened images can be explained without a custom transformer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chalicelib.core.errors import UnprocessableEntity, ValidationError
+from chalicelib.explainability.base import (
+    ExplainerBase,
+    class_index,
+    class_labels,
+    predicted_indices,
+    require,
+)
+from chalicelib.explainability.inputs import image_input, tabular_row, text_input
+from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
+from chalicelib.explainability.models import (
+    ExplanationType,
+    FeatureContribution,
+    OutputSpace,
+    PredictionExplanation,
+)
+
+MAX_SAMPLES = 20_000
+SEGMENTATIONS = ("slic", "quickshift", "felzenszwalb")
+DEFAULT_TEXT_FEATURES = 10
+
+
+@dataclass(frozen=True)
+class LimeOptions:
+    """Parameters that change a LIME result (all part of the cache key)."""
+
+    num_samples: int = 5000
+    num_features: int | None = None
+    class_name: str | None = None
+    seed: int = 0
+    segmentation: str = "slic"
+    n_segments: int = 25
+
+    def as_parameters(self) -> dict[str, Any]:
+        """The options as a JSON dict."""
+        return dict(self.__dict__)
+
+
+def lime_options(
+    num_samples: int = 5000,
+    num_features: int | None = None,
+    class_name: str | None = None,
+    seed: int = 0,
+    segmentation: str = "slic",
+    n_segments: int = 25,
+) -> LimeOptions:
+    """Validated LIME options.
+
+    Raises:
+        ValidationError: A value out of range.
+    """
+    if not 10 <= int(num_samples) <= MAX_SAMPLES:
+        raise ValidationError(f"num_samples must be between 10 and {MAX_SAMPLES}")
+    if num_features is not None and int(num_features) < 1:
+        raise ValidationError("num_features must be at least 1")
+    if segmentation not in SEGMENTATIONS:
+        raise ValidationError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
+    if not 2 <= int(n_segments) <= 500:
+        raise ValidationError("n_segments must be between 2 and 500")
+    return LimeOptions(
+        int(num_samples),
+        None if num_features is None else int(num_features),
+        class_name,
+        int(seed),
+        segmentation,
+        int(n_segments),
+    )
+
+
+class LIMEExplainer(ExplainerBase):
+    """Explains tabular, text and image predictions with LIME."""
+
+    explanation_type = ExplanationType.LIME.value
+
+    def explain_prediction(
+        self,
+        model_id: str,
+        model_version: int | None,
+        input_data: dict[str, Any],
+        prediction_id: str | None = None,
+        **options: Any,
+    ) -> PredictionExplanation:
+        """Explains one tabular prediction (cached; ``options`` as :func:`lime_options`).
+
+        Raises:
+            ValidationError: Invalid input (the message names the feature).
+            UnprocessableEntity: Not a tabular model, or no background data.
+        """
+        opts = lime_options(**options)
+        descriptor = self.model_loader.describe(model_id, model_version)
+        require(descriptor.is_tabular, f"model '{model_id}' is not tabular ({descriptor.task})")
+        row = tabular_row(input_data, descriptor.feature_names)
+        return self._cached(
+            descriptor,
+            row,
+            opts.as_parameters(),
+            lambda: self._tabular(descriptor, np.asarray(row), prediction_id, opts),
+        )
+
+    def explain_batch(
+        self,
+        model_id: str,
+        model_version: int | None,
+        inputs: list[dict[str, Any]],
+        prediction_ids: list[str | None] | None = None,
+        **options: Any,
+    ) -> list[PredictionExplanation]:
+        """Explains several tabular predictions (each one cached)."""
+        ids = list(prediction_ids or [None] * len(inputs))
+        if len(ids) != len(inputs):
+            raise ValidationError("prediction_ids must have one id per input")
+        return [
+            self.explain_prediction(model_id, model_version, item, pid, **options)
+            for item, pid in zip(inputs, ids, strict=True)
+        ]
+
+    def explain_text_prediction(
+        self,
+        model_id: str,
+        model_version: int | None,
+        text: str,
+        prediction_id: str | None = None,
+        **options: Any,
+    ) -> PredictionExplanation:
+        """Explains a text classifier's prediction word by word (cached).
+
+        The model must accept a list of strings (e.g. a TF-IDF + classifier pipeline).
+        """
+        opts = lime_options(**options)
+        descriptor = self.model_loader.describe(model_id, model_version)
+        require(
+            descriptor.task == "text_classification",
+            f"model '{model_id}' is not a text classifier ({descriptor.task})",
+        )
+        clean = text_input({"text": text})
+        return self._cached(
+            descriptor,
+            {"text": clean},
+            opts.as_parameters(),
+            lambda: self._text(descriptor, clean, prediction_id, opts),
+        )
+
+    def explain_image_prediction(
+        self,
+        model_id: str,
+        model_version: int | None,
+        image: Any,
+        prediction_id: str | None = None,
+        **options: Any,
+    ) -> PredictionExplanation:
+        """Explains an image classifier's prediction by superpixels (cached).
+
+        Returns:
+            Per-superpixel weights (``segment_<id>``) and the segment map in ``segments``.
+        """
+        opts = lime_options(**options)
+        descriptor = self.model_loader.describe(model_id, model_version)
+        require(
+            descriptor.task == "image_classification",
+            f"model '{model_id}' is not an image classifier ({descriptor.task})",
+        )
+        array = image_input({"image": image})
+        return self._cached(
+            descriptor,
+            {"image": array.tolist()},
+            opts.as_parameters(),
+            lambda: self._image(descriptor, array, prediction_id, opts),
+        )
+
+    # --- tabular ------------------------------------------------------------------------------
+    def _tabular(
+        self,
+        descriptor: ModelDescriptor,
+        row: np.ndarray,
+        prediction_id: str | None,
+        opts: LimeOptions,
+    ) -> PredictionExplanation:
+        loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
+        explainer = self._tabular_explainer(loaded)
+        _reseed(explainer, opts.seed)
+        estimator = loaded.estimator
+        names = list(descriptor.feature_names)
+        if descriptor.is_classifier:
+            label = self._label(loaded, row[None, :], opts)
+            predict = estimator.predict_proba
+        else:
+            label, predict = 1, estimator.predict
+        result = explainer.explain_instance(
+            row,
+            predict,
+            labels=(label,),
+            num_features=opts.num_features or len(names),
+            num_samples=opts.num_samples,
+        )
+        conditions = dict(
+            zip(_ids(result.local_exp[label]), _texts(result.as_list(label)), strict=True)
+        )
+        contributions = [
+            FeatureContribution(names[i], float(row[i]), float(w), conditions.get(i))
+            for i, w in result.local_exp[label]
+        ]
+        actual = _actual(estimator, row[None, :], descriptor.is_classifier, label)
+        return self._lime_explanation(
+            descriptor,
+            loaded,
+            "lime_tabular",
+            prediction_id,
+            label,
+            result,
+            contributions,
+            actual,
+            opts,
+        )
+
+    def _tabular_explainer(self, loaded: LoadedModel) -> Any:
+        descriptor = loaded.descriptor
+        background = loaded.background
+        require(
+            background is not None,
+            f"model '{descriptor.model_id}' version {descriptor.version} has no background data "
+            "for LIME; register it with a background_sample or background_dataset_version_id",
+        )
+
+        def build() -> Any:
+            from lime.lime_tabular import LimeTabularExplainer
+
+            return LimeTabularExplainer(
+                background,
+                feature_names=list(descriptor.feature_names),
+                class_names=class_labels(loaded.estimator, descriptor) or None,
+                mode="classification" if descriptor.is_classifier else "regression",
+                discretize_continuous=True,
+                random_state=0,
+            )
+
+        key = (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, "lime_tabular")
+        return self._explainer(key, build)
+
+    # --- text ---------------------------------------------------------------------------------
+    def _text(
+        self, descriptor: ModelDescriptor, text: str, prediction_id: str | None, opts: LimeOptions
+    ) -> PredictionExplanation:
+        from lime.lime_text import LimeTextExplainer
+
+        loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
+        estimator = loaded.estimator
+        label = self._label(loaded, [text], opts)
+        explainer = LimeTextExplainer(
+            class_names=class_labels(estimator, descriptor),
+            bow=True,
+            random_state=np.random.RandomState(opts.seed),
+        )
+        result = explainer.explain_instance(
+            text,
+            lambda texts: estimator.predict_proba(list(texts)),
+            labels=(label,),
+            num_features=opts.num_features or DEFAULT_TEXT_FEATURES,
+            num_samples=opts.num_samples,
+        )
+        words = result.domain_mapper.indexed_string
+        contributions = [
+            FeatureContribution(str(words.word(i)), str(words.word(i)), float(w))
+            for i, w in result.local_exp[label]
+        ]
+        actual = _actual(estimator, [text], True, label)
+        return self._lime_explanation(
+            descriptor,
+            loaded,
+            "lime_text",
+            prediction_id,
+            label,
+            result,
+            contributions,
+            actual,
+            opts,
+        )
+
+    # --- image --------------------------------------------------------------------------------
+    def _image(
+        self,
+        descriptor: ModelDescriptor,
+        image: np.ndarray,
+        prediction_id: str | None,
+        opts: LimeOptions,
+    ) -> PredictionExplanation:
+        from lime.lime_image import LimeImageExplainer
+
+        loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
+        estimator = loaded.estimator
+        expected = getattr(estimator, "n_features_in_", image.size)
+        if expected != image.size:
+            raise ValidationError(
+                f"input_data.image has {image.size} values; the model expects {expected} "
+                "(flattened pixels)"
+            )
+        grayscale = image.ndim == 2
+
+        def classify(images: np.ndarray) -> np.ndarray:
+            batch = np.asarray(images, dtype=float)
+            if grayscale:
+                batch = batch[..., 0]
+            return estimator.predict_proba(batch.reshape(len(batch), -1))
+
+        label = self._label(loaded, image.reshape(1, -1), opts)
+        explainer = LimeImageExplainer(random_state=opts.seed)
+        with contextlib.redirect_stderr(io.StringIO()):  # lime's image sampler draws a tqdm bar
+            result = explainer.explain_instance(
+                image,
+                classify,
+                labels=(label,),
+                top_labels=None,
+                hide_color=None,
+                num_samples=opts.num_samples,
+                segmentation_fn=_segmenter(opts),
+                random_seed=opts.seed,
+                batch_size=max(10, min(opts.num_samples, 500)),
+            )
+        weights = sorted(result.local_exp[label], key=lambda p: -abs(p[1]))
+        if opts.num_features:
+            weights = weights[: opts.num_features]
+        contributions = [FeatureContribution(f"segment_{i}", int(i), float(w)) for i, w in weights]
+        actual = _actual(estimator, image.reshape(1, -1), True, label)
+        explanation = self._lime_explanation(
+            descriptor,
+            loaded,
+            "lime_image",
+            prediction_id,
+            label,
+            result,
+            contributions,
+            actual,
+            opts,
+        )
+        explanation.segments = np.asarray(result.segments, dtype=int).tolist()
+        return explanation
+
+    # --- shared -------------------------------------------------------------------------------
+    def _label(self, loaded: LoadedModel, X: Any, opts: LimeOptions) -> int:
+        requested = class_index(loaded.estimator, loaded.descriptor, opts.class_name)
+        if requested is not None:
+            return requested
+        return int(predicted_indices(loaded.estimator, X)[0])
+
+    def _lime_explanation(
+        self,
+        descriptor: ModelDescriptor,
+        loaded: LoadedModel,
+        algorithm: str,
+        prediction_id: str | None,
+        label: int,
+        result: Any,
+        contributions: list[FeatureContribution],
+        actual: float,
+        opts: LimeOptions,
+    ) -> PredictionExplanation:
+        labels = class_labels(loaded.estimator, descriptor) if descriptor.is_classifier else []
+        space = OutputSpace.PROBABILITY.value if descriptor.is_classifier else OutputSpace.RAW.value
+        return self._build_explanation(
+            prediction_id=prediction_id,
+            model_id=descriptor.model_id,
+            model_version=descriptor.version,
+            input_kind=algorithm.removeprefix("lime_"),
+            algorithm=algorithm,
+            output_space=space,
+            explained_class=labels[label] if labels else None,
+            base_prediction=float(result.intercept[label]),
+            actual_prediction=actual,
+            feature_contributions=contributions,
+            local_fidelity=float(result.score),
+            local_prediction=float(np.asarray(result.local_pred).reshape(-1)[0]),
+            parameters=opts.as_parameters(),
+        )
+
+
+def _reseed(explainer: Any, seed: int) -> None:
+    """Resets every random state a cached LimeTabularExplainer shares (as its constructor does)."""
+    state = np.random.RandomState(seed)
+    explainer.random_state = state
+    explainer.base.random_state = state
+    if getattr(explainer, "discretizer", None) is not None:
+        explainer.discretizer.random_state = state
+
+
+def _segmenter(opts: LimeOptions) -> Any:
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+    if opts.segmentation == "slic":
+        return SegmentationAlgorithm(
+            "slic", n_segments=opts.n_segments, compactness=10, start_label=0, convert2lab=False
+        )
+    if opts.segmentation == "quickshift":
+        return SegmentationAlgorithm(
+            "quickshift", kernel_size=2, max_dist=50, ratio=0.5, random_seed=opts.seed
+        )
+    return SegmentationAlgorithm("felzenszwalb", scale=50, sigma=0.5, min_size=2)
+
+
+def _actual(estimator: Any, X: Any, is_classifier: bool, label: int) -> float:
+    if is_classifier:
+        return float(np.asarray(estimator.predict_proba(X))[0, label])
+    return float(np.asarray(estimator.predict(X)).reshape(-1)[0])
+
+
+def _ids(pairs: list[tuple[int, float]]) -> list[int]:
+    return [int(i) for i, _ in pairs]
+
+
+def _texts(pairs: list[tuple[str, float]]) -> list[str]:
+    return [str(text) for text, _ in pairs]
+
+
+def unsupported(explanation_type: str) -> UnprocessableEntity:
+    """The 422 for explanation types that exist in the enum but are not implemented."""
+    return UnprocessableEntity(
+        f"explanation_type '{explanation_type}' is not implemented yet; use shap or lime",
+        code="unsupported_explanation_type",
+    )

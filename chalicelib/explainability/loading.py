@@ -1,0 +1,231 @@
+"""Where explained models and their background data come from.
+
+The engines see a :class:`ModelLoader` (describe a version cheaply, load its estimator) and a
+:class:`BackgroundDataProvider`. The registry-backed loader keeps an LRU of loaded models so a
+warm Lambda instance never re-reads an artifact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from chalicelib.core.errors import UnprocessableEntity
+
+TABULAR_TASKS = ("classification", "regression")
+CLASSIFIER_TASKS = ("classification", "text_classification", "image_classification")
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """What the explainers need to know about a model version (no estimator).
+
+    Attributes:
+        model_id: The model.
+        version: The concrete version.
+        task: ``classification``, ``regression``, ``text_classification``, ``image_classification``.
+        feature_names: Input feature names in order.
+        class_names: Class labels (classifiers), in the estimator's ``classes_`` order.
+        artifact_sha256: Content hash of the artifact; part of every cache key.
+        background_dataset_version_id: Dataset version used as background, if any.
+    """
+
+    model_id: str
+    version: int
+    task: str
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    artifact_sha256: str
+    background_dataset_version_id: str | None = None
+
+    @property
+    def is_tabular(self) -> bool:
+        """Whether inputs are feature vectors."""
+        return self.task in TABULAR_TASKS
+
+    @property
+    def is_classifier(self) -> bool:
+        """Whether the model predicts classes."""
+        return self.task in CLASSIFIER_TASKS
+
+
+@dataclass
+class LoadedModel:
+    """A loaded estimator with its descriptor and background rows (``None`` if it has none)."""
+
+    estimator: Any
+    descriptor: ModelDescriptor
+    background: np.ndarray | None
+
+
+class ModelLoader(Protocol):
+    """Resolves and loads model versions."""
+
+    def describe(self, model_id: str, version: int | None) -> ModelDescriptor:
+        """The descriptor of a version (``None``: the production version); no heavy imports."""
+        ...
+
+    def load(self, model_id: str, version: int | None) -> LoadedModel:
+        """The estimator, descriptor and background of a version."""
+        ...
+
+
+class DatasetReader(Protocol):
+    """Reads the rows of a dataset version as a numeric matrix in the given column order."""
+
+    def read_rows(self, dataset_version_id: str, columns: list[str]) -> np.ndarray:
+        """The rows of ``dataset_version_id`` restricted to ``columns``."""
+        ...
+
+
+class BackgroundDataProvider:
+    """Finds a model version's background rows: its dataset version or the stored sample.
+
+    Args:
+        registry: The model registry (stored samples).
+        dataset_reader: Reads dataset versions; without one, dataset-backed backgrounds get 422.
+    """
+
+    def __init__(self, registry: Any, dataset_reader: DatasetReader | None = None) -> None:
+        self.registry = registry
+        self.dataset_reader = dataset_reader
+
+    def get_background(self, descriptor: ModelDescriptor) -> np.ndarray | None:
+        """The background matrix (rows × features), or ``None`` when the version has none.
+
+        Raises:
+            UnprocessableEntity: The background cannot be read or is not numeric.
+        """
+        if descriptor.background_dataset_version_id:
+            return self.read_dataset(descriptor.background_dataset_version_id, descriptor)
+        rows = self.registry.get_background_sample(descriptor.model_id, descriptor.version)
+        if rows is None:
+            return None
+        return as_numeric_matrix(rows, "background_sample")
+
+    def read_dataset(self, dataset_version_id: str, descriptor: ModelDescriptor) -> np.ndarray:
+        """The rows of a dataset version in the model's feature order.
+
+        Raises:
+            UnprocessableEntity: No dataset reader is configured.
+        """
+        if self.dataset_reader is None:
+            raise UnprocessableEntity(
+                f"dataset version '{dataset_version_id}' cannot be read: dataset-backed "
+                "backgrounds need the dataset versioning service"
+            )
+        return self.dataset_reader.read_rows(dataset_version_id, list(descriptor.feature_names))
+
+
+def as_numeric_matrix(rows: Any, what: str) -> np.ndarray:
+    """Rows as a float matrix.
+
+    Raises:
+        UnprocessableEntity: Not rectangular or not numeric.
+    """
+    try:
+        matrix = np.asarray(rows, dtype=float)
+    except (TypeError, ValueError):
+        raise UnprocessableEntity(f"{what} must be numeric rows") from None
+    if matrix.ndim != 2 or not np.isfinite(matrix).all():
+        raise UnprocessableEntity(f"{what} must be rectangular rows of finite numbers")
+    return matrix
+
+
+def descriptor_from_version(version: Any) -> ModelDescriptor:
+    """A descriptor from a registry ``ModelVersion`` (or anything shaped like one)."""
+    task = getattr(version.task, "value", version.task)
+    return ModelDescriptor(
+        model_id=version.model_id,
+        version=int(version.version),
+        task=str(task),
+        feature_names=tuple(version.feature_names),
+        class_names=tuple(version.class_names),
+        artifact_sha256=version.artifact_sha256,
+        background_dataset_version_id=version.background_dataset_version_id,
+    )
+
+
+class RegistryModelLoader:
+    """Loads models from the registry, with LRUs of descriptors and loaded models.
+
+    Version records and artifacts are immutable (an artifact is keyed by its sha256), so cached
+    entries never go stale; the production version is resolved on every call.
+
+    Args:
+        registry: A ``ModelRegistry`` (default: the process-wide one).
+        backgrounds: Background provider (default: stored samples, no dataset reader).
+        cache_size: Loaded models kept in memory.
+    """
+
+    def __init__(
+        self,
+        registry: Any = None,
+        backgrounds: BackgroundDataProvider | None = None,
+        cache_size: int = 8,
+    ) -> None:
+        if registry is None:
+            from chalicelib.registry.service import get_model_registry
+
+            registry = get_model_registry()
+        self.registry = registry
+        self.backgrounds = backgrounds or BackgroundDataProvider(registry)
+        self.cache_size = cache_size
+        self._descriptors: OrderedDict[tuple[str, int], ModelDescriptor] = OrderedDict()
+        self._models: OrderedDict[tuple[str, int, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def resolve_version(self, model_id: str, version: int | None) -> int:
+        """The concrete version: ``version`` itself or the current production version.
+
+        Raises:
+            UnprocessableEntity: No version given and the model has no production version.
+        """
+        if version is not None:
+            return int(version)
+        model = self.registry.get_model(model_id)
+        if model.production_version is None:
+            raise UnprocessableEntity(
+                f"model '{model_id}' has no production version; pass model_version"
+            )
+        return int(model.production_version)
+
+    def describe(self, model_id: str, version: int | None) -> ModelDescriptor:
+        """The descriptor of a version (404 if unknown)."""
+        concrete = self.resolve_version(model_id, version)
+        key = (model_id, concrete)
+        with self._lock:
+            found = self._descriptors.get(key)
+            if found is not None:
+                self._descriptors.move_to_end(key)
+                return found
+        descriptor = descriptor_from_version(self.registry.get_version(model_id, concrete))
+        with self._lock:
+            self._descriptors[key] = descriptor
+            _trim(self._descriptors, self.cache_size * 16)
+        return descriptor
+
+    def load(self, model_id: str, version: int | None) -> LoadedModel:
+        """The estimator, descriptor and background of a version (cached)."""
+        descriptor = self.describe(model_id, version)
+        key = (model_id, descriptor.version, descriptor.artifact_sha256)
+        with self._lock:
+            found = self._models.get(key)
+            if found is not None:
+                self._models.move_to_end(key)
+                return found
+        estimator = self.registry.load_model(model_id, descriptor.version)
+        loaded = LoadedModel(estimator, descriptor, self.backgrounds.get_background(descriptor))
+        with self._lock:
+            self._models[key] = loaded
+            _trim(self._models, self.cache_size)
+        return loaded
+
+
+def _trim(cache: OrderedDict[Any, Any], size: int) -> None:
+    while len(cache) > size:
+        cache.popitem(last=False)

@@ -1,0 +1,239 @@
+"""Explainability domain: explanation types, requests and results.
+
+Every result is a plain dataclass with ``to_dict``/``from_dict`` so it can be cached (JSON) and
+returned over HTTP unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from chalicelib.core.clock import parse_iso, utc_now
+
+
+class ExplanationType(str, Enum):
+    """How a prediction is explained. Only ``shap`` and ``lime`` are implemented."""
+
+    SHAP = "shap"
+    LIME = "lime"
+    INTEGRATED_GRADIENTS = "integrated_gradients"
+    ATTENTION = "attention"
+
+
+IMPLEMENTED_TYPES = (ExplanationType.SHAP, ExplanationType.LIME)
+
+
+class AggregationMethod(str, Enum):
+    """How per-prediction contributions become one global importance per feature.
+
+    Every method works on absolute contributions: ``mean`` (mean |phi|, the usual SHAP global
+    importance), ``median``, ``max`` and ``percentile_95`` (linear interpolation).
+    """
+
+    MEAN = "mean"
+    MEDIAN = "median"
+    MAX = "max"
+    PERCENTILE_95 = "percentile_95"
+
+
+class InputKind(str, Enum):
+    """What kind of input is explained."""
+
+    TABULAR = "tabular"
+    TEXT = "text"
+    IMAGE = "image"
+
+
+class OutputSpace(str, Enum):
+    """The space contributions are reported in; additivity holds in this space."""
+
+    PROBABILITY = "probability"
+    LOG_ODDS = "log_odds"
+    MARGIN = "margin"
+    RAW = "raw"
+
+
+@dataclass
+class FeatureContribution:
+    """One feature's share of a prediction.
+
+    Attributes:
+        feature_name: Feature (tabular), word (text) or ``segment_<n>`` (image).
+        feature_value: The input value of that feature (a word, a segment id).
+        contribution: Signed contribution in the explanation's output space.
+        condition: LIME's discretized condition (``"age <= 30.00"``), when there is one.
+    """
+
+    feature_name: str
+    feature_value: Any
+    contribution: float
+    condition: str | None = None
+
+
+@dataclass
+class PredictionExplanation:
+    """The explanation of one prediction.
+
+    Attributes:
+        explanation_id: Unique id.
+        prediction_id: The caller's id for the prediction, if any.
+        model_id: Explained model.
+        model_version: Explained version.
+        explanation_type: ``shap`` or ``lime``.
+        input_kind: ``tabular``, ``text`` or ``image``.
+        algorithm: The algorithm used (``tree``, ``linear``, ``exact``, ``kernel``,
+            ``lime_tabular``, ``lime_text``, ``lime_image``).
+        output_space: Where contributions live (``probability``, ``log_odds``, ``margin``, ``raw``).
+        explained_class: The class explained (classifiers), else ``None``.
+        base_prediction: Expected value (SHAP) or surrogate intercept (LIME).
+        actual_prediction: The model's output for the input in ``output_space``.
+        feature_contributions: Every contribution, largest absolute first.
+        top_positive_features: Names of the largest positive contributions (up to 5).
+        top_negative_features: Names of the most negative contributions (up to 5).
+        additivity_error: |base + sum(contributions) - actual| (SHAP only).
+        local_fidelity: The LIME surrogate's R² on its perturbed samples (LIME only).
+        local_prediction: The LIME surrogate's prediction for the input (LIME only).
+        interactions: Pairwise SHAP interaction values, when asked (tree models).
+        segments: The image segment map (rows of segment ids), for image explanations.
+        parameters: The result-changing parameters used (seed, samples, background size...).
+        created_at: When it was computed (UTC).
+        computation_time_ms: Time to compute it (not to fetch it from the cache).
+        cached: Whether this answer came from the cache.
+    """
+
+    explanation_id: str
+    prediction_id: str | None
+    model_id: str
+    model_version: int
+    explanation_type: str
+    input_kind: str
+    algorithm: str
+    output_space: str
+    explained_class: str | None
+    base_prediction: float
+    actual_prediction: float
+    feature_contributions: list[FeatureContribution]
+    top_positive_features: list[str]
+    top_negative_features: list[str]
+    additivity_error: float | None = None
+    local_fidelity: float | None = None
+    local_prediction: float | None = None
+    interactions: dict[str, Any] | None = None
+    segments: list[list[int]] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utc_now)
+    computation_time_ms: float = 0.0
+    cached: bool = False
+
+    def contribution_map(self) -> dict[str, float]:
+        """Feature name → contribution."""
+        return {c.feature_name: c.contribution for c in self.feature_contributions}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO text)."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PredictionExplanation:
+        """Rebuilds an explanation from :meth:`to_dict` output."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["feature_contributions"] = [
+            FeatureContribution(**item) for item in data.get("feature_contributions", [])
+        ]
+        values["created_at"] = parse_iso(data["created_at"])
+        return cls(**values)
+
+
+@dataclass
+class GlobalExplanation:
+    """Global feature importance aggregated over many explanations.
+
+    Attributes:
+        model_id: Explained model.
+        model_version: Explained version.
+        explanation_type: ``shap`` or ``lime``.
+        aggregation_method: How contributions were aggregated.
+        feature_importances: Feature → importance, most important first.
+        n_explanations: How many explanations were aggregated.
+        stability: Output of ``FeatureImportanceAggregator.compute_stability``.
+        interactions: Output of ``detect_feature_interactions``.
+        output_space: Output space of the underlying contributions.
+        created_at: When it was computed (UTC).
+        computation_time_ms: Time to compute it.
+    """
+
+    model_id: str
+    model_version: int
+    explanation_type: str
+    aggregation_method: str
+    feature_importances: dict[str, float]
+    n_explanations: int
+    stability: dict[str, Any]
+    interactions: list[dict[str, Any]]
+    output_space: str
+    created_at: datetime = field(default_factory=utc_now)
+    computation_time_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+@dataclass
+class ExplanationRequest:
+    """Everything that decides one explanation.
+
+    Attributes:
+        model_id: Model to explain.
+        model_version: Version; ``None`` means the production version.
+        explanation_type: ``shap`` or ``lime``.
+        input_data: Feature → value (tabular), or ``{"text": ...}`` / ``{"image": ...}``.
+        prediction_id: The caller's id for the prediction.
+        background_sample_size: Background rows used (summarized when the background is larger).
+        include_interactions: Pairwise interaction values (tree SHAP only).
+        class_name: Class to explain (default: the predicted class).
+        num_samples: LIME perturbation samples.
+        num_features: LIME features/words/segments reported (default: all tabular features,
+            10 words or segments).
+        seed: Random seed (LIME sampling, background subsampling).
+        algorithm: Force a SHAP algorithm (``auto``, ``tree``, ``linear``, ``exact``, ``kernel``).
+        background_method: ``kmeans`` or ``random`` summary of a large background.
+        segmentation: Image segmentation (``slic``, ``quickshift``, ``felzenszwalb``).
+    """
+
+    model_id: str
+    model_version: int | None = None
+    explanation_type: ExplanationType = ExplanationType.SHAP
+    input_data: dict[str, Any] = field(default_factory=dict)
+    prediction_id: str | None = None
+    background_sample_size: int = 100
+    include_interactions: bool = False
+    class_name: str | None = None
+    num_samples: int = 5000
+    num_features: int | None = None
+    seed: int = 0
+    algorithm: str = "auto"
+    background_method: str = "kmeans"
+    segmentation: str = "slic"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for job payloads and the Lambda backend)."""
+        data = asdict(self)
+        data["explanation_type"] = self.explanation_type.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExplanationRequest:
+        """Rebuilds a request from :meth:`to_dict` output."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["explanation_type"] = ExplanationType(values.get("explanation_type", "shap"))
+        return cls(**values)

@@ -1,0 +1,269 @@
+"""DynamoDB and S3 access of the explainability service (the only module that touches them).
+
+Tables:
+    ``explanation-cache``: hash key ``model_id``, range key ``cache_key`` (the content hash), so
+    one query finds every cached explanation of a model for invalidation. ``expires_at`` is a
+    DynamoDB TTL attribute; reads also ignore expired items because TTL deletion is lazy.
+    ``explanation-jobs``: one item per asynchronous job with conditional status transitions.
+Large job results live in the models bucket under ``explanations/jobs/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, UpdateError
+from pynamodb.models import Model
+
+from chalicelib.core import aws
+from chalicelib.core.config import get_settings
+from chalicelib.core.errors import Conflict, NotFound
+from chalicelib.core.tables import meta, register_table
+
+# DynamoDB items are limited to 400 KB; results above this go to S3.
+INLINE_RESULT_LIMIT = 350 * 1024
+JOB_RETENTION = timedelta(days=7)
+
+
+class ExplanationJobNotFound(NotFound):
+    """No job with that id."""
+
+    code = "job_not_found"
+
+
+@register_table
+class ExplanationCacheTable(Model):
+    """One cached explanation (zlib-compressed JSON)."""
+
+    Meta = meta("EXPLANATION_CACHE_TABLE", "explanation-cache")
+
+    model_id = UnicodeAttribute(hash_key=True)
+    cache_key = UnicodeAttribute(range_key=True)
+    model_version = NumberAttribute()
+    payload = BinaryAttribute(legacy_encoding=False)
+    created_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+
+@register_table
+class ExplanationJobTable(Model):
+    """An asynchronous explanation job."""
+
+    Meta = meta("EXPLANATION_JOBS_TABLE", "explanation-jobs")
+
+    job_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    status = UnicodeAttribute()
+    owner = UnicodeAttribute(default="")
+    request = UnicodeAttribute()
+    result = UnicodeAttribute(null=True)
+    result_key = UnicodeAttribute(null=True)
+    error = UnicodeAttribute(null=True)
+    attempts = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
+@dataclass(frozen=True)
+class CachedItem:
+    """A cached explanation as stored."""
+
+    model_id: str
+    cache_key: str
+    model_version: int
+    payload: dict[str, Any]
+    expires_at: datetime
+
+
+@dataclass
+class JobRecord:
+    """A job as stored (``result`` already fetched from S3 when it was large)."""
+
+    job_id: str
+    kind: str
+    status: str
+    owner: str
+    request: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExplanationRepository:
+    """Cache items, job items and large job results."""
+
+    # --- cache -------------------------------------------------------------------------------
+    def cache_get(self, model_id: str, cache_key: str, now: datetime) -> CachedItem | None:
+        """A live cached item, or ``None`` (missing or expired)."""
+        try:
+            item = ExplanationCacheTable.get(model_id, cache_key, consistent_read=False)
+        except DoesNotExist:
+            return None
+        if item.expires_at <= now:
+            return None
+        payload = json.loads(zlib.decompress(item.payload))
+        return CachedItem(model_id, cache_key, int(item.model_version), payload, item.expires_at)
+
+    def cache_put(self, item: CachedItem, now: datetime) -> bool:
+        """Stores an item; returns ``False`` when it is too large for DynamoDB."""
+        blob = zlib.compress(json.dumps(item.payload, separators=(",", ":")).encode(), 6)
+        if len(blob) > INLINE_RESULT_LIMIT:
+            return False
+        ExplanationCacheTable(
+            item.model_id,
+            item.cache_key,
+            model_version=item.model_version,
+            payload=blob,
+            created_at=now,
+            expires_at=item.expires_at,
+        ).save()
+        return True
+
+    def cache_delete_model(self, model_id: str, model_version: int | None = None) -> set[str]:
+        """Deletes a model's cached items (one version or all); returns the deleted keys."""
+        condition = None
+        if model_version is not None:
+            condition = ExplanationCacheTable.model_version == model_version
+        items = ExplanationCacheTable.query(
+            model_id,
+            filter_condition=condition,
+            attributes_to_get=["model_id", "cache_key", "model_version"],
+        )
+        deleted: set[str] = set()
+        with ExplanationCacheTable.batch_write() as batch:
+            for item in items:
+                batch.delete(item)
+                deleted.add(item.cache_key)
+        return deleted
+
+    # --- jobs --------------------------------------------------------------------------------
+    def create_job(self, record: JobRecord) -> None:
+        """Stores a new job (409 if the id exists)."""
+        try:
+            ExplanationJobTable(
+                record.job_id,
+                kind=record.kind,
+                status=record.status,
+                owner=record.owner,
+                request=json.dumps(record.request, separators=(",", ":")),
+                attempts=0,
+                created_at=record.created_at,
+                updated_at=record.updated_at,
+                expires_at=record.created_at + JOB_RETENTION,
+            ).save(condition=ExplanationJobTable.job_id.does_not_exist())
+        except PutError as exc:
+            if _is_conditional(exc):
+                raise Conflict(f"job '{record.job_id}' already exists") from None
+            raise
+
+    def delete_job(self, job_id: str) -> None:
+        """Removes a job (used when its message could not be queued)."""
+        with contextlib.suppress(DeleteError):
+            ExplanationJobTable(job_id).delete()
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """A job with its result (404 if unknown)."""
+        try:
+            item = ExplanationJobTable.get(job_id, consistent_read=True)
+        except DoesNotExist:
+            raise ExplanationJobNotFound(f"explanation job '{job_id}' not found") from None
+        result = None
+        if item.result is not None:
+            result = json.loads(item.result)
+        elif item.result_key:
+            result = self._get_result(item.result_key)
+        return JobRecord(
+            job_id=item.job_id,
+            kind=item.kind,
+            status=item.status,
+            owner=item.owner,
+            request=json.loads(item.request),
+            result=result,
+            error=json.loads(item.error) if item.error else None,
+            attempts=int(item.attempts or 0),
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+        )
+
+    def start_job(self, job_id: str, now: datetime) -> bool:
+        """Moves a queued (or retried running) job to running; ``False`` if already finished."""
+        item = ExplanationJobTable(job_id)
+        try:
+            item.update(
+                actions=[
+                    ExplanationJobTable.status.set("running"),
+                    ExplanationJobTable.attempts.add(1),
+                    ExplanationJobTable.updated_at.set(now),
+                ],
+                condition=ExplanationJobTable.status.is_in("queued", "running"),
+            )
+        except UpdateError as exc:
+            if _is_conditional(exc):
+                return False
+            raise
+        return True
+
+    def finish_job(
+        self, job_id: str, status: str, now: datetime, result: Any = None, error: Any = None
+    ) -> None:
+        """Moves a running job to ``succeeded`` (with its result) or ``failed`` (with an error)."""
+        actions = [
+            ExplanationJobTable.status.set(status),
+            ExplanationJobTable.updated_at.set(now),
+        ]
+        if error is not None:
+            actions.append(ExplanationJobTable.error.set(json.dumps(error)))
+        if result is not None:
+            text = json.dumps(result, separators=(",", ":"))
+            if len(text.encode()) > INLINE_RESULT_LIMIT:
+                key = f"explanations/jobs/{job_id}.json"
+                self._put_result(key, text)
+                actions.append(ExplanationJobTable.result_key.set(key))
+            else:
+                actions.append(ExplanationJobTable.result.set(text))
+        try:
+            ExplanationJobTable(job_id).update(
+                actions=actions, condition=ExplanationJobTable.status == "running"
+            )
+        except UpdateError as exc:
+            if _is_conditional(exc):
+                raise Conflict(f"job '{job_id}' is not running") from None
+            raise
+
+    def enqueue_job(self, job_id: str) -> None:
+        """Sends the job's message to the jobs queue (the SQS-triggered worker runs it)."""
+        sqs = aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=get_settings().explanation_jobs_queue)["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"job_id": job_id}))
+
+    def _put_result(self, key: str, text: str) -> None:
+        aws.client("s3").put_object(
+            Bucket=get_settings().models_bucket,
+            Key=key,
+            Body=text.encode(),
+            ContentType="application/json",
+        )
+
+    def _get_result(self, key: str) -> Any:
+        body = aws.client("s3").get_object(Bucket=get_settings().models_bucket, Key=key)["Body"]
+        return json.loads(body.read())
+
+
+def _is_conditional(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    return cause == "ConditionalCheckFailedException"
