@@ -311,9 +311,10 @@ class S3EventPump(QueuePump):
             return 0, True
         delivered, ok = 0, True
         for record in body.get("Records", []):
-            for route in self.routes:
-                if not route.matches(record):
-                    continue
+            routes = [route for route in self.routes if route.matches(record)]
+            if not routes:
+                log.debug("%s: no handler for %s", self.name, record.get("s3", {}).get("object"))
+            for route in routes:
                 if self._invoke(route, record):
                     delivered += 1
                 else:

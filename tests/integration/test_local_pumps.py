@@ -266,3 +266,37 @@ def test_pump_thread_delivers_until_stopped(notified_bucket: Any) -> None:
 
     assert recorder.keys == ["incoming/threaded.csv"]
     assert not pump.running
+
+
+def test_message_that_is_not_an_s3_notification_is_dropped_not_retried_forever(
+    endpoint: str,
+) -> None:
+    sqs = client("sqs", endpoint)
+    url = sqs.create_queue(QueueName=f"garbage-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="not json")
+    recorder = Recorder()
+    pump = S3EventPump(url, recorder, sqs)
+
+    assert pump.poll_once(wait_seconds=0) == 0
+
+    assert recorder.events == []
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+
+
+def test_sqs_handler_declared_by_queue_arn_polls_that_queue(endpoint: str) -> None:
+    sqs = client("sqs", endpoint)
+    name = f"by-arn-{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = f"arn:aws:sqs:{REGION}:123456789012:{name}"
+    app = Chalice(app_name="pump-test")
+
+    @app.on_sqs_message(queue_arn=arn, name="by_arn")
+    def by_arn(event: Any) -> None:
+        return None
+
+    (pump,) = sqs_pumps_for_app(app, sqs)
+
+    assert pump.queue_url == url
+    assert pump.queue_arn == arn
