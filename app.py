@@ -14,6 +14,7 @@ from chalice import Chalice, Rate
 from chalicelib.auth.api import api as auth_api
 from chalicelib.core import handlers
 from chalicelib.core.http import normalize_framework_errors
+from chalicelib.explainability.api import api as explainability_api
 from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
 
@@ -24,6 +25,7 @@ app.register_middleware(normalize_framework_errors, "http")
 app.register_blueprint(system_api.blueprint)
 app.register_blueprint(auth_api.blueprint)
 app.register_blueprint(registry_api.blueprint)
+app.register_blueprint(explainability_api.blueprint)
 
 DATA_BUCKET = os.environ.get("DATA_BUCKET", "synapse-data")
 SCHEDULE_MINUTES = int(os.environ.get("SYNAPSE_SCHEDULE_MINUTES", "1"))
@@ -33,3 +35,15 @@ SCHEDULE_MINUTES = int(os.environ.get("SYNAPSE_SCHEDULE_MINUTES", "1"))
 def maintenance(event: object) -> dict[str, int]:
     """Redelivers events that EventBridge refused earlier."""
     return handlers.run_maintenance()
+
+
+@app.on_sqs_message(
+    queue=os.environ.get("EXPLANATION_JOBS_QUEUE", "synapse-explanation-jobs"),
+    batch_size=1,
+    name="explanation_worker",
+)
+def explanation_worker(event: object) -> dict[str, int]:
+    """Runs queued explanation jobs (batch, global, dependence)."""
+    from chalicelib.explainability import handlers as explainability_handlers
+
+    return explainability_handlers.handle_job_messages(event)

@@ -112,6 +112,15 @@ class ExplanationCache:
             self.repository.cache_put(item, self.clock.now())
         self._count("sets")
 
+    def remember(self, key: str, explanation: PredictionExplanation) -> None:
+        """Keeps an explanation in the memory level only (another process stored the table item)."""
+        payload = explanation.to_dict()
+        payload["cached"] = False
+        entry = _Entry(
+            explanation.model_id, explanation.model_version, payload, self.clock.now() + self.ttl
+        )
+        self._memory_put(key, entry)
+
     def invalidate_model(self, model_id: str, model_version: int | None = None) -> int:
         """Removes every cached explanation of a model (or of one version).
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.core.errors import UnprocessableEntity, ValidationError
+from chalicelib.core.errors import ValidationError
 from chalicelib.explainability.base import (
     ExplainerBase,
     class_index,
@@ -428,11 +428,3 @@ def _ids(pairs: list[tuple[int, float]]) -> list[int]:
 
 def _texts(pairs: list[tuple[str, float]]) -> list[str]:
     return [str(text) for text, _ in pairs]
-
-
-def unsupported(explanation_type: str) -> UnprocessableEntity:
-    """The 422 for explanation types that exist in the enum but are not implemented."""
-    return UnprocessableEntity(
-        f"explanation_type '{explanation_type}' is not implemented yet; use shap or lime",
-        code="unsupported_explanation_type",
-    )

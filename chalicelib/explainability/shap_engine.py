@@ -215,6 +215,35 @@ def summarize_background(
     return background[np.sort(chosen)], size
 
 
+def shap_options(
+    background_sample_size: int = 100,
+    background_method: str = "kmeans",
+    algorithm: str = "auto",
+    class_name: str | None = None,
+    seed: int = 0,
+    include_interactions: bool = False,
+) -> ShapOptions:
+    """Validated SHAP options.
+
+    Raises:
+        ValidationError: A value out of range or an unknown name.
+    """
+    if not 1 <= int(background_sample_size) <= 10_000:
+        raise ValidationError("background_sample_size must be between 1 and 10000")
+    if background_method not in BACKGROUND_METHODS:
+        raise ValidationError("background_method must be kmeans or random")
+    if algorithm not in ALGORITHMS:
+        raise ValidationError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+    return ShapOptions(
+        background_sample_size=int(background_sample_size),
+        background_method=background_method,
+        algorithm=algorithm,
+        class_name=class_name,
+        include_interactions=bool(include_interactions),
+        seed=int(seed),
+    )
+
+
 class SHAPExplainer(ExplainerBase):
     """Explains tabular predictions with SHAP (see the module docstring for the algorithms)."""
 
@@ -239,7 +268,7 @@ class SHAPExplainer(ExplainerBase):
             ValidationError: Invalid input (the message names the feature) or parameters.
             UnprocessableEntity: The model cannot be explained this way.
         """
-        options = self._options(
+        options = shap_options(
             background_sample_size,
             background_method,
             algorithm,
@@ -274,7 +303,7 @@ class SHAPExplainer(ExplainerBase):
         Raises:
             ValidationError: Any row is invalid (the message names the row and feature).
         """
-        options = self._options(
+        options = shap_options(
             background_sample_size,
             background_method,
             algorithm,
@@ -360,7 +389,7 @@ class SHAPExplainer(ExplainerBase):
         loaded = self.model_loader.load(model_id, descriptor.version)
         if descriptor.is_classifier and class_name is None:
             class_name = class_labels(loaded.estimator, descriptor)[-1]
-        opts = self._options(
+        opts = shap_options(
             options.get("background_sample_size", 100),
             options.get("background_method", "kmeans"),
             options.get("algorithm", "auto"),
@@ -617,30 +646,6 @@ class SHAPExplainer(ExplainerBase):
             f"SHAP explains tabular models; model '{model_id}' is {descriptor.task} (use lime)",
         )
         return descriptor
-
-    @staticmethod
-    def _options(
-        background_sample_size: int,
-        background_method: str,
-        algorithm: str,
-        class_name: str | None,
-        seed: int,
-        include_interactions: bool,
-    ) -> ShapOptions:
-        if not 1 <= int(background_sample_size) <= 10_000:
-            raise ValidationError("background_sample_size must be between 1 and 10000")
-        if background_method not in BACKGROUND_METHODS:
-            raise ValidationError("background_method must be kmeans or random")
-        if algorithm not in ALGORITHMS:
-            raise ValidationError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
-        return ShapOptions(
-            background_sample_size=int(background_sample_size),
-            background_method=background_method,
-            algorithm=algorithm,
-            class_name=class_name,
-            include_interactions=bool(include_interactions),
-            seed=int(seed),
-        )
 
     @staticmethod
     def _interaction_feature(

@@ -1,0 +1,422 @@
+"""Orchestration: one entry point per API operation, the compute backends and job dispatch.
+
+Backends (``SYNAPSE_EXPLANATION_BACKEND``):
+
+* ``inprocess`` (local stack, tests): the engines run in this process.
+* ``lambda`` (AWS): shap and numba do not fit the API's zip, so the API function invokes the
+  explanation function (``EXPLANATION_FUNCTION``, handler
+  ``chalicelib.explainability.handlers.explainer_function_handler``) synchronously for single
+  explanations and asynchronously (``InvocationType=Event``) to run queued jobs. The cache is
+  consulted before invoking, so a cache hit never leaves the API function.
+
+Requests of up to ``SYNC_ROW_LIMIT`` rows are answered synchronously; larger batches, global
+importance over a dataset version and requests with ``asynchronous=True`` become jobs (202).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chalicelib.core import aws
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.core.config import get_settings
+from chalicelib.core.errors import (
+    ServiceUnavailable,
+    SynapseError,
+    UnprocessableEntity,
+    ValidationError,
+)
+from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.singleton import lazy
+from chalicelib.explainability.aggregator import FeatureImportanceAggregator
+from chalicelib.explainability.cache import ExplanationCache, cache_key
+from chalicelib.explainability.jobs import ExplanationJobs
+from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
+from chalicelib.explainability.loading import ModelDescriptor, ModelLoader, RegistryModelLoader
+from chalicelib.explainability.models import (
+    IMPLEMENTED_TYPES,
+    ExplanationRequest,
+    ExplanationType,
+    GlobalExplanation,
+    PredictionExplanation,
+)
+from chalicelib.explainability.repository import ExplanationRepository, JobRecord
+from chalicelib.explainability.shap_engine import SHAPExplainer, shap_options
+
+SYNC_ROW_LIMIT = 50
+MAX_JOB_ROWS = 10_000
+SHAP_OPTIONS = (
+    "background_sample_size",
+    "background_method",
+    "algorithm",
+    "class_name",
+    "seed",
+    "include_interactions",
+)
+LIME_OPTIONS = ("num_samples", "num_features", "class_name", "seed", "segmentation", "n_segments")
+
+
+class ComputeBackend(Protocol):
+    """Runs an operation (``explain``, ``batch``, ``global``, ``dependence``, ``run_job``)."""
+
+    def run(self, operation: str, payload: dict[str, Any]) -> Any:
+        """Runs ``operation`` and returns its JSON-ready result."""
+        ...
+
+    def dispatch_job(self, job_id: str) -> None:
+        """Runs a queued job (here or elsewhere)."""
+        ...
+
+
+@dataclass
+class Submitted:
+    """A request that became an asynchronous job."""
+
+    job: JobRecord
+
+
+class ExplanationService:
+    """The explainability service behind the HTTP API and the event handlers.
+
+    Args:
+        model_loader: Resolves and loads model versions.
+        cache: Explanation cache.
+        repository: Jobs and large results.
+        event_bus: Receives ``ExplanationCompleted``.
+        clock: Time source.
+        backend: Where computation runs (default: from settings).
+    """
+
+    def __init__(
+        self,
+        model_loader: ModelLoader,
+        cache: ExplanationCache,
+        repository: ExplanationRepository,
+        event_bus: EventBus,
+        clock: Clock | None = None,
+        backend: ComputeBackend | str | None = None,
+    ) -> None:
+        self.model_loader = model_loader
+        self.cache = cache
+        self.clock = clock or SystemClock()
+        self.shap = SHAPExplainer(model_loader, cache, event_bus, self.clock)
+        self.lime = LIMEExplainer(model_loader, cache, event_bus, self.clock)
+        self.aggregator = FeatureImportanceAggregator()
+        self.jobs = ExplanationJobs(repository, self.execute, self.clock)
+        self.backend: ComputeBackend = (
+            backend
+            if backend is not None and not isinstance(backend, str)
+            else backend_from_settings(self, backend)
+        )
+
+    # --- single ------------------------------------------------------------------------------
+    def explain(self, request: ExplanationRequest) -> PredictionExplanation:
+        """Explains one prediction (cache first, then the backend).
+
+        Raises:
+            UnprocessableEntity: An unimplemented type, or SHAP on a text/image model.
+            ValidationError: Invalid input or parameters.
+        """
+        check_type(request.explanation_type)
+        if isinstance(self.backend, InProcessBackend):
+            return self.explain_here(request)
+        descriptor, key = self.request_key(request)
+        found = self.cache.get(key, descriptor.model_id)
+        if found is not None:
+            return found
+        payload = {**request.to_dict(), "model_version": descriptor.version}
+        explanation = PredictionExplanation.from_dict(self.backend.run("explain", payload))
+        self.cache.remember(key, explanation)
+        return explanation
+
+    def explain_here(self, request: ExplanationRequest) -> PredictionExplanation:
+        """Explains one prediction in this process (engines handle cache and events)."""
+        check_type(request.explanation_type)
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        kind = input_kind(descriptor)
+        version = descriptor.version
+        if request.explanation_type is ExplanationType.SHAP:
+            if kind != "tabular":
+                raise UnprocessableEntity(
+                    f"SHAP explains tabular models; model '{request.model_id}' is "
+                    f"{descriptor.task}: use explanation_type lime"
+                )
+            return self.shap.explain_prediction(
+                request.model_id,
+                version,
+                request.input_data,
+                request.prediction_id,
+                **_pick(request.to_dict(), SHAP_OPTIONS),
+            )
+        options = _pick(request.to_dict(), LIME_OPTIONS)
+        if kind == "text":
+            text = (request.input_data or {}).get("text")
+            return self.lime.explain_text_prediction(
+                request.model_id, version, text, request.prediction_id, **options
+            )
+        if kind == "image":
+            image = (request.input_data or {}).get("image")
+            return self.lime.explain_image_prediction(
+                request.model_id, version, image, request.prediction_id, **options
+            )
+        return self.lime.explain_prediction(
+            request.model_id, version, request.input_data, request.prediction_id, **options
+        )
+
+    def request_key(self, request: ExplanationRequest) -> tuple[ModelDescriptor, str]:
+        """The resolved version and cache key of a single request (no heavy imports)."""
+        from chalicelib.explainability.inputs import canonical_input
+
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        data = request.to_dict()
+        if request.explanation_type is ExplanationType.SHAP:
+            parameters = shap_options(**_pick(data, SHAP_OPTIONS)).as_parameters()
+        else:
+            parameters = lime_options(**_pick(data, LIME_OPTIONS)).as_parameters()
+        canonical = canonical_input(
+            input_kind(descriptor), request.input_data, descriptor.feature_names
+        )
+        key = cache_key(descriptor, request.explanation_type.value, canonical, parameters)
+        return descriptor, key
+
+    # --- batch, global, dependence -----------------------------------------------------------
+    def explain_batch(self, payload: dict[str, Any], owner: str = "") -> dict[str, Any] | Submitted:
+        """Explains many predictions, or submits a job above the synchronous limit."""
+        check_type(ExplanationType(payload.get("explanation_type", "shap")))
+        rows = len(payload.get("inputs") or [])
+        _check_rows(rows)
+        if payload.get("asynchronous") or rows > SYNC_ROW_LIMIT:
+            return Submitted(self.jobs.submit("batch", _job_payload(self, payload), owner))
+        return self.backend.run("batch", payload)
+
+    def global_importance(
+        self, payload: dict[str, Any], owner: str = ""
+    ) -> dict[str, Any] | Submitted:
+        """Global importance, stability and interactions (a job above the synchronous limit)."""
+        check_type(ExplanationType(payload.get("explanation_type", "shap")))
+        rows = len(payload.get("inputs") or [])
+        _check_rows(rows)
+        big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
+        if payload.get("asynchronous") or big:
+            return Submitted(self.jobs.submit("global", _job_payload(self, payload), owner))
+        return self.backend.run("global", payload)
+
+    def dependence(self, payload: dict[str, Any], owner: str = "") -> dict[str, Any] | Submitted:
+        """SHAP dependence-plot data (a job above the synchronous limit)."""
+        rows = len(payload.get("inputs") or [])
+        _check_rows(rows)
+        big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
+        if payload.get("asynchronous") or big:
+            return Submitted(self.jobs.submit("dependence", _job_payload(self, payload), owner))
+        return self.backend.run("dependence", payload)
+
+    # --- jobs, cache -------------------------------------------------------------------------
+    def get_job(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """A job's status and result (someone else's job is 404 unless ``owner`` is None)."""
+        return self.jobs.get(job_id, owner)
+
+    def handle_job(self, job_id: str) -> None:
+        """Called by the queue worker: runs the job here or hands it to the backend."""
+        self.backend.dispatch_job(job_id)
+
+    def invalidate(self, model_id: str, model_version: int | None = None) -> int:
+        """Drops cached explanations of a model (or one version); returns how many."""
+        return self.cache.invalidate_model(model_id, model_version)
+
+    def cache_stats(self) -> dict[str, Any]:
+        """This instance's cache statistics."""
+        return self.cache.get_cache_stats()
+
+    # --- execution (in this process) ---------------------------------------------------------
+    def execute(self, operation: str, payload: dict[str, Any]) -> Any:
+        """Runs an operation here and returns its JSON-ready result."""
+        handlers = {
+            "explain": lambda p: self.explain_here(ExplanationRequest.from_dict(p)).to_dict(),
+            "batch": self._run_batch,
+            "global": self._run_global,
+            "dependence": self._run_dependence,
+            "run_job": lambda p: self.jobs.run(p["job_id"]),
+        }
+        if operation not in handlers:
+            raise ValidationError(f"unknown operation '{operation}'")
+        return handlers[operation](payload)
+
+    def _batch_explanations(self, payload: dict[str, Any]) -> list[PredictionExplanation]:
+        kind = ExplanationType(payload.get("explanation_type", "shap"))
+        check_type(kind)
+        args = (payload["model_id"], payload.get("model_version"), payload["inputs"])
+        ids = payload.get("prediction_ids")
+        if kind is ExplanationType.SHAP:
+            return self.shap.explain_batch(*args, ids, **_pick(payload, SHAP_OPTIONS))
+        return self.lime.explain_batch(*args, ids, **_pick(payload, LIME_OPTIONS))
+
+    def _run_batch(self, payload: dict[str, Any]) -> dict[str, Any]:
+        explanations = self._batch_explanations(payload)
+        return {"count": len(explanations), "explanations": [e.to_dict() for e in explanations]}
+
+    def _run_global(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        started = time.perf_counter()
+        inputs = self.shap.resolve_inputs(
+            payload["model_id"],
+            payload.get("model_version"),
+            payload.get("inputs"),
+            payload.get("dataset_version_id"),
+            MAX_JOB_ROWS,
+        )
+        explanations = self._batch_explanations({**payload, "inputs": inputs})
+        method = payload.get("aggregation_method", "mean")
+        result: GlobalExplanation = self.aggregator.summarize(
+            explanations, method, payload.get("top_k", 5), payload.get("interaction_threshold", 0.5)
+        )
+        result.computation_time_ms = (time.perf_counter() - started) * 1000
+        data = result.to_dict()
+        bins = payload.get("prediction_bins")
+        data["segments"] = (
+            self.aggregator.segment_by_prediction(explanations, bins, method) if bins else None
+        )
+        return data
+
+    def _run_dependence(self, payload: dict[str, Any]) -> dict[str, Any]:
+        options = _pick(
+            payload, ("background_sample_size", "background_method", "algorithm", "seed")
+        )
+        return self.shap.get_feature_dependence(
+            payload["model_id"],
+            payload.get("model_version"),
+            payload["feature"],
+            inputs=payload.get("inputs"),
+            dataset_version_id=payload.get("dataset_version_id"),
+            interaction_feature=payload.get("interaction_feature", "auto"),
+            class_name=payload.get("class_name"),
+            max_rows=MAX_JOB_ROWS,
+            **options,
+        )
+
+
+class InProcessBackend:
+    """Runs everything in this process."""
+
+    def __init__(self, service: ExplanationService) -> None:
+        self.service = service
+
+    def run(self, operation: str, payload: dict[str, Any]) -> Any:
+        """Runs the operation here."""
+        return self.service.execute(operation, payload)
+
+    def dispatch_job(self, job_id: str) -> None:
+        """Runs the job here."""
+        self.service.jobs.run(job_id)
+
+
+class LambdaBackend:
+    """Invokes the explanation function (synchronously; jobs asynchronously).
+
+    The function answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``;
+    errors come back as the same status and code they had there.
+
+    Args:
+        function_name: The explanation function (default: ``EXPLANATION_FUNCTION``).
+        client: A boto3 Lambda client (default: the shared one).
+    """
+
+    def __init__(self, function_name: str | None = None, client: Any = None) -> None:
+        self.function_name = function_name or get_settings().explanation_function
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("lambda")
+
+    def run(self, operation: str, payload: dict[str, Any]) -> Any:
+        """Invokes the function and returns its result (or raises its error)."""
+        body = json.dumps({"operation": operation, "payload": payload}).encode()
+        response = self.client.invoke(
+            FunctionName=self.function_name, InvocationType="RequestResponse", Payload=body
+        )
+        answer = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError") or not isinstance(answer, dict):
+            raise ServiceUnavailable("the explanation function failed; try again")
+        if not answer.get("ok"):
+            raise remote_error(answer.get("error") or {})
+        return answer.get("result")
+
+    def dispatch_job(self, job_id: str) -> None:
+        """Starts the job in the explanation function without waiting."""
+        body = json.dumps({"operation": "run_job", "payload": {"job_id": job_id}}).encode()
+        self.client.invoke(FunctionName=self.function_name, InvocationType="Event", Payload=body)
+
+
+def remote_error(error: dict[str, Any]) -> SynapseError:
+    """The local equivalent of an error reported by the explanation function."""
+    found = SynapseError(str(error.get("message", "explanation failed")), code=error.get("error"))
+    found.status = int(error.get("status", 500))
+    found.details = error.get("details")
+    return found
+
+
+def backend_from_settings(service: ExplanationService, name: str | None = None) -> ComputeBackend:
+    """The backend called ``name`` (default: ``SYNAPSE_EXPLANATION_BACKEND``).
+
+    Raises:
+        ValueError: An unknown backend name.
+    """
+    name = name or get_settings().explanation_backend
+    if name == "inprocess":
+        return InProcessBackend(service)
+    if name == "lambda":
+        return LambdaBackend()
+    raise ValueError(f"SYNAPSE_EXPLANATION_BACKEND must be inprocess or lambda, not '{name}'")
+
+
+def check_type(explanation_type: ExplanationType) -> None:
+    """Raises the 422 for explanation types that exist but are not implemented."""
+    if explanation_type not in IMPLEMENTED_TYPES:
+        raise UnprocessableEntity(
+            f"explanation_type '{explanation_type.value}' is not implemented yet; use shap or lime",
+            code="unsupported_explanation_type",
+        )
+
+
+def input_kind(descriptor: ModelDescriptor) -> str:
+    """``tabular``, ``text`` or ``image`` from the model's task."""
+    return {"text_classification": "text", "image_classification": "image"}.get(
+        descriptor.task, "tabular"
+    )
+
+
+def _pick(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: data[name] for name in names if name in data and data[name] is not None}
+
+
+def _check_rows(rows: int) -> None:
+    if rows > MAX_JOB_ROWS:
+        raise ValidationError(f"at most {MAX_JOB_ROWS} inputs are accepted in one request")
+
+
+def _job_payload(service: ExplanationService, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload a job runs with: the version is pinned now, so a later promotion cannot change
+    what the job explains."""
+    descriptor = service.model_loader.describe(payload["model_id"], payload.get("model_version"))
+    return {**payload, "model_version": descriptor.version, "asynchronous": False}
+
+
+def build_service(backend: str | None = None) -> ExplanationService:
+    """A service over the registry, the DynamoDB cache and the event bus."""
+    repository = ExplanationRepository()
+    return ExplanationService(
+        model_loader=RegistryModelLoader(),
+        cache=ExplanationCache(repository),
+        repository=repository,
+        event_bus=get_event_bus(),
+        backend=backend,
+    )
+
+
+@lazy
+def get_explanation_service() -> ExplanationService:
+    """The process-wide explanation service (backend from settings)."""
+    return build_service()
