@@ -2,11 +2,10 @@
 
 Random path ids only ever reach the 404 branch of a handler. The pool holds ids the API itself
 returned: every top-level response field whose name is also a path parameter somewhere
-(``model_id``, ``experiment_id``, ``dataset_id``, ``version``...) is kept, so routes that land later are
-covered
-without changes here. Creating a resource needs a valid body, which schemathesis generates from the
-route's declared schema; a few bodies that random data cannot satisfy (a real skops artifact) come
-from :data:`KNOWN_SEEDS`.
+(``model_id``, ``experiment_id``, ``dataset_id``, ``version``...) is kept, so routes that land
+later are covered without changes here. Creating a resource needs a valid body, which
+schemathesis generates from the route's declared schema; a few bodies that random data cannot
+satisfy (a real skops artifact) come from :data:`KNOWN_SEEDS`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,12 @@ class Api:
         data = body if isinstance(body, str | bytes) or body is None else None
         json_body = None if data is not None or body is None else body
         return self.session.request(
-            method, self.url + path, headers=headers, data=data, json=json_body, timeout=60,
+            method,
+            self.url + path,
+            headers=headers,
+            data=data,
+            json=json_body,
+            timeout=60,
             **kwargs,
         )
 
