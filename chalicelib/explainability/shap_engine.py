@@ -446,6 +446,8 @@ class SHAPExplainer(ExplainerBase):
     def shap_values(self, loaded: LoadedModel, X: np.ndarray, options: ShapOptions) -> ShapResult:
         """SHAP values of every row for its explained class (the engine's core)."""
         estimator, descriptor = loaded.estimator, loaded.descriptor
+        if descriptor.is_classifier:
+            class_index(estimator, descriptor, options.class_name)  # 400 before any work
         algorithm = choose_algorithm(estimator, X.shape[1], options.algorithm)
         require(
             not options.include_interactions or algorithm == "tree",
