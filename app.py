@@ -11,6 +11,7 @@ import os
 
 from chalice import Chalice, Rate
 
+from chalicelib.abtesting.api import api as abtesting_api
 from chalicelib.auth.api import api as auth_api
 from chalicelib.core import handlers
 from chalicelib.core.http import normalize_framework_errors
@@ -25,6 +26,7 @@ app.register_middleware(normalize_framework_errors, "http")
 app.register_blueprint(system_api.blueprint)
 app.register_blueprint(auth_api.blueprint)
 app.register_blueprint(registry_api.blueprint)
+app.register_blueprint(abtesting_api.blueprint)
 app.register_blueprint(explainability_api.blueprint)
 
 DATA_BUCKET = os.environ.get("DATA_BUCKET", "synapse-data")
@@ -35,6 +37,14 @@ SCHEDULE_MINUTES = int(os.environ.get("SYNAPSE_SCHEDULE_MINUTES", "1"))
 def maintenance(event: object) -> dict[str, int]:
     """Redelivers events that EventBridge refused earlier."""
     return handlers.run_maintenance()
+
+
+@app.schedule(Rate(SCHEDULE_MINUTES, unit=Rate.MINUTES), name="experiment_monitor")
+def experiment_monitor(event: object) -> dict[str, object]:
+    """Rollback checks, ramp steps and bandit reweighting for every running experiment."""
+    from chalicelib.abtesting.handlers import run_monitor
+
+    return run_monitor(event)
 
 
 @app.on_sqs_message(

@@ -1,0 +1,549 @@
+"""HTTP routes of the experimentation service (``/experiments``).
+
+Weights are JSON strings (``"0.25"``); they must sum to exactly 1. Malformed input is 400,
+inconsistent input (weights, controls, unknown model versions) 422, a wrong state 409.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib.abtesting.models import (
+    BanditConfig,
+    Experiment,
+    ExperimentMetrics,
+    ModelVariant,
+    Outcome,
+    RampSchedule,
+)
+from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
+
+api = ApiBlueprint(__name__, tag="experiments")
+
+DECIMAL_TEXT = r"^[0-9]+(\.[0-9]+)?$"
+NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+StatusName = Literal["draft", "running", "paused", "concluded", "rolled_back"]
+
+
+def _engine() -> Any:
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    return get_ab_engine()
+
+
+def _rollback() -> Any:
+    from chalicelib.abtesting.rollback import get_rollback_manager
+
+    return get_rollback_manager()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariantIn(_Strict):
+    """One arm: a registered model version and its traffic share."""
+
+    variant_id: str = Field(min_length=1, max_length=64)
+    model_id: str = Field(min_length=1, max_length=128)
+    model_version: int = Field(ge=1)
+    traffic_weight: str = Field(pattern=DECIMAL_TEXT, max_length=40, description='e.g. "0.25"')
+    is_control: bool = False
+
+
+class RampIn(_Strict):
+    """Ramp schedule: treatment shares, one step per interval while guardrails are healthy."""
+
+    steps: list[Annotated[str, Field(pattern=DECIMAL_TEXT, max_length=40)]] = Field(
+        min_length=1, max_length=50, description='treatment shares, e.g. ["0.05", "0.25", "1"]'
+    )
+    interval_minutes: int = Field(default=60, ge=1, le=10_080)
+    min_requests_per_variant: int = Field(default=100, ge=0)
+
+
+class BanditIn(_Strict):
+    """Thompson-sampling settings."""
+
+    floor: str = Field(default="0.01", pattern=DECIMAL_TEXT, max_length=20)
+    interval_minutes: int = Field(default=5, ge=1, le=10_080)
+    samples: int = Field(default=20_000, ge=100, le=200_000)
+
+
+class CreateExperimentBody(_Strict):
+    """Body of ``POST /experiments``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    variants: list[VariantIn] = Field(min_length=1, max_length=20)
+    allocation_strategy: Literal["percentage", "ramping", "mab"] = "percentage"
+    minimum_sample_size: int = Field(default=1000, ge=1)
+    confidence_level: float = Field(default=0.95, gt=0, lt=1)
+    primary_metric: str = Field(default="conversion_rate", pattern=NAME)
+    guardrail_metrics: list[str] = Field(default_factory=list, max_length=20)
+    ramp: RampIn | None = None
+    bandit: BanditIn | None = None
+
+
+class VariantOut(BaseModel):
+    """A variant with its configured and its effective (state-dependent) weight."""
+
+    variant_id: str
+    model_id: str
+    model_version: int
+    traffic_weight: str
+    effective_weight: str
+    is_control: bool
+
+
+class RampOut(BaseModel):
+    """Ramp schedule and progress."""
+
+    steps: list[str]
+    interval_minutes: int
+    min_requests_per_variant: int
+    current_step: int
+    last_ramp_at: datetime | None
+
+
+class BanditOut(BaseModel):
+    """Bandit settings and last reweighting."""
+
+    floor: str
+    interval_minutes: int
+    samples: int
+    weights_updated_at: datetime | None
+
+
+class ExperimentOut(BaseModel):
+    """An experiment."""
+
+    experiment_id: str
+    name: str
+    description: str
+    status: StatusName
+    allocation_strategy: str
+    variants: list[VariantOut]
+    start_time: datetime | None
+    end_time: datetime | None
+    minimum_sample_size: int
+    confidence_level: float
+    primary_metric: str
+    guardrail_metrics: list[str]
+    created_at: datetime
+    updated_at: datetime
+    owner: str
+    ramp: RampOut | None
+    bandit: BanditOut | None
+    winning_variant_id: str | None
+    rollback_reason: str | None
+    rollback_details: dict[str, Any]
+    revision: int
+
+
+class ExperimentList(BaseModel):
+    """Experiments, newest first."""
+
+    experiments: list[ExperimentOut]
+
+
+class ListQuery(_Strict):
+    """Query of ``GET /experiments``."""
+
+    status: StatusName | None = None
+
+
+class ConcludeBody(_Strict):
+    """Body of ``POST /experiments/{id}/conclude`` (``{}`` lets the analysis pick)."""
+
+    winning_variant_id: str | None = Field(default=None, max_length=64)
+
+
+class RollbackBody(_Strict):
+    """Body of ``POST /experiments/{id}/rollback``."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class RouteBody(_Strict):
+    """Body of ``POST /experiments/{id}/route``."""
+
+    request_id: str = Field(min_length=1, max_length=256)
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    sticky: bool = True
+
+
+class RouteOut(BaseModel):
+    """The assignment."""
+
+    experiment_id: str
+    request_id: str
+    variant_id: str
+    model_version: int
+
+
+class OutcomeIn(_Strict):
+    """One outcome (``request_id`` is the idempotency key)."""
+
+    variant_id: str = Field(min_length=1, max_length=64)
+    request_id: str = Field(min_length=1, max_length=256)
+    success: bool
+    latency_ms: float = Field(ge=0, le=1e7)
+    converted: bool | None = None
+    custom_metrics: dict[str, float] = Field(default_factory=dict, max_length=20)
+
+
+class OutcomeBatch(_Strict):
+    """A batch of up to 1,000 outcomes."""
+
+    outcomes: list[OutcomeIn] = Field(min_length=1, max_length=1000)
+
+
+class OutcomeReceiptOut(BaseModel):
+    """How many outcomes were counted now and how many were repeats."""
+
+    accepted: int
+    duplicates: int
+
+
+class VariantMetricsOut(BaseModel):
+    """Aggregated outcomes of one variant."""
+
+    variant_id: str
+    request_count: int
+    success_count: int
+    error_count: int
+    success_rate: float | None
+    error_rate: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    latency_mean_ms: float | None
+    conversion_rate: float | None
+    converted_count: int
+    conversion_trials: int
+    custom_metrics: dict[str, float]
+
+
+class MetricsOut(BaseModel):
+    """Metrics per variant."""
+
+    experiment_id: str
+    variants: dict[str, VariantMetricsOut]
+
+
+class GuardrailOut(BaseModel):
+    """One guardrail check."""
+
+    metric_name: str
+    control_value: float | None
+    treatment_value: float | None
+    relative_change: float | None
+    degraded: bool
+    has_data: bool
+
+
+class TreatmentOut(BaseModel):
+    """One treatment against the control on the primary metric."""
+
+    variant_id: str
+    metric_name: str
+    test: str
+    control_value: float | None
+    treatment_value: float | None
+    statistic: float | None
+    p_value: float | None
+    adjusted_p_value: float | None
+    is_significant: bool
+    confidence_interval: list[float | None]
+    effect_size: float | None
+    sample_size_adequate: bool
+    recommended_action: str
+    improves: bool
+    guardrails: list[GuardrailOut]
+
+
+class SampleRatioOut(BaseModel):
+    """Sample-ratio-mismatch check."""
+
+    checked: bool
+    chi_square: float | None
+    p_value: float | None
+    mismatch: bool
+    observed: dict[str, int]
+    expected: dict[str, float]
+
+
+class AnalysisOut(BaseModel):
+    """Significance per treatment, guardrails, SRM and a recommendation."""
+
+    experiment_id: str
+    primary_metric: str
+    control_variant_id: str
+    treatments: list[TreatmentOut]
+    sample_ratio: SampleRatioOut
+    recommendation: Literal["continue", "conclude_winner", "conclude_no_difference"]
+    recommended_winner: str | None
+    warnings: list[str]
+
+
+class RollbackPolicyBody(_Strict):
+    """Body of ``PUT /experiments/{id}/rollback-policy``."""
+
+    error_rate_threshold: float = Field(default=0.05, ge=0, le=1)
+    latency_degradation_threshold: float = Field(default=0.20, ge=0)
+    min_requests_before_rollback: int = Field(default=100, ge=1)
+    latency_percentile: Literal["p50", "p95", "p99"] = "p95"
+    enabled: bool = True
+
+
+class RollbackPolicyOut(BaseModel):
+    """A stored rollback policy."""
+
+    experiment_id: str
+    error_rate_threshold: float
+    latency_degradation_threshold: float
+    min_requests_before_rollback: int
+    latency_percentile: str
+    enabled: bool
+
+
+def experiment_out(experiment: Experiment) -> dict[str, Any]:
+    """The JSON shape of an experiment."""
+    effective = experiment.effective_weights()
+    ramp = experiment.ramp
+    bandit = experiment.bandit
+    return {
+        "experiment_id": experiment.experiment_id,
+        "name": experiment.name,
+        "description": experiment.description,
+        "status": experiment.status.value,
+        "allocation_strategy": experiment.allocation_strategy.value,
+        "variants": [
+            {
+                "variant_id": v.variant_id,
+                "model_id": v.model_id,
+                "model_version": v.model_version,
+                "traffic_weight": str(v.traffic_weight),
+                "effective_weight": str(effective[v.variant_id]),
+                "is_control": v.is_control,
+            }
+            for v in experiment.variants
+        ],
+        "start_time": experiment.start_time,
+        "end_time": experiment.end_time,
+        "minimum_sample_size": experiment.minimum_sample_size,
+        "confidence_level": experiment.confidence_level,
+        "primary_metric": experiment.primary_metric,
+        "guardrail_metrics": list(experiment.guardrail_metrics),
+        "created_at": experiment.created_at,
+        "updated_at": experiment.updated_at,
+        "owner": experiment.owner,
+        "ramp": None
+        if ramp is None
+        else {
+            "steps": [str(s) for s in ramp.steps],
+            "interval_minutes": ramp.interval_minutes,
+            "min_requests_per_variant": ramp.min_requests_per_variant,
+            "current_step": experiment.ramp_step,
+            "last_ramp_at": experiment.last_ramp_at,
+        },
+        "bandit": None
+        if bandit is None
+        else {
+            "floor": str(bandit.floor),
+            "interval_minutes": bandit.interval_minutes,
+            "samples": bandit.samples,
+            "weights_updated_at": experiment.weights_updated_at,
+        },
+        "winning_variant_id": experiment.winning_variant_id,
+        "rollback_reason": experiment.rollback_reason,
+        "rollback_details": experiment.rollback_details,
+        "revision": experiment.revision,
+    }
+
+
+def _variant(body: VariantIn) -> ModelVariant:
+    return ModelVariant(
+        body.variant_id, body.model_id, body.model_version, Decimal(body.traffic_weight),
+        body.is_control,
+    )  # fmt: skip
+
+
+def _metrics_out(found: ExperimentMetrics) -> dict[str, Any]:
+    return {
+        "variant_id": found.variant_id,
+        "request_count": found.request_count,
+        "success_count": found.success_count,
+        "error_count": found.error_count,
+        "success_rate": found.success_rate,
+        "error_rate": found.error_rate,
+        "latency_p50_ms": found.latency_p50_ms,
+        "latency_p95_ms": found.latency_p95_ms,
+        "latency_p99_ms": found.latency_p99_ms,
+        "latency_mean_ms": found.latency.mean,
+        "conversion_rate": found.conversion_rate,
+        "converted_count": found.converted_count,
+        "conversion_trials": found.conversion_trials,
+        "custom_metrics": found.custom_metrics,
+    }
+
+
+@api.route("/experiments", "POST", role="writer", body=CreateExperimentBody,
+           response=ExperimentOut, status=201)  # fmt: skip
+def create_experiment(ctx: RequestContext) -> ApiResponse:
+    """Creates a draft experiment."""
+    body: CreateExperimentBody = ctx.body
+    ramp = None
+    if body.ramp is not None:
+        steps = tuple(Decimal(step) for step in body.ramp.steps)
+        ramp = RampSchedule(steps, body.ramp.interval_minutes, body.ramp.min_requests_per_variant)
+    bandit = None
+    if body.bandit is not None:
+        bandit = BanditConfig(
+            Decimal(body.bandit.floor), body.bandit.interval_minutes, body.bandit.samples
+        )
+    experiment = _engine().create_experiment(
+        name=body.name,
+        variants=[_variant(v) for v in body.variants],
+        description=body.description,
+        allocation_strategy=body.allocation_strategy,
+        minimum_sample_size=body.minimum_sample_size,
+        confidence_level=body.confidence_level,
+        primary_metric=body.primary_metric,
+        guardrail_metrics=body.guardrail_metrics,
+        ramp=ramp,
+        bandit=bandit,
+        owner=ctx.principal.principal if ctx.principal else "",
+    )
+    return ApiResponse(experiment_out(experiment), status=201)
+
+
+@api.route("/experiments", "GET", query=ListQuery, response=ExperimentList)
+def list_experiments(ctx: RequestContext) -> dict[str, Any]:
+    """Lists experiments (optionally one status)."""
+    found = _engine().list_experiments(ctx.query.status)
+    return {"experiments": [experiment_out(e) for e in found]}
+
+
+@api.route("/experiments/{experiment_id}", "GET", response=ExperimentOut)
+def get_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """One experiment."""
+    return experiment_out(_engine().get_experiment(experiment_id))
+
+
+@api.route("/experiments/{experiment_id}/start", "POST", role="writer", response=ExperimentOut)
+def start_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """draft → running."""
+    return experiment_out(_engine().start_experiment(experiment_id))
+
+
+@api.route("/experiments/{experiment_id}/pause", "POST", role="writer", response=ExperimentOut)
+def pause_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """running → paused (all traffic to control)."""
+    return experiment_out(_engine().pause_experiment(experiment_id))
+
+
+@api.route("/experiments/{experiment_id}/resume", "POST", role="writer", response=ExperimentOut)
+def resume_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """paused → running."""
+    return experiment_out(_engine().resume_experiment(experiment_id))
+
+
+@api.route("/experiments/{experiment_id}/conclude", "POST", role="writer", body=ConcludeBody,
+           response=ExperimentOut)  # fmt: skip
+def conclude_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Concludes; the winner gets all traffic and is promoted to production."""
+    winner = ctx.body.winning_variant_id
+    return experiment_out(_engine().conclude_experiment(experiment_id, winner))
+
+
+@api.route("/experiments/{experiment_id}/rollback", "POST", role="writer", body=RollbackBody,
+           response=ExperimentOut)  # fmt: skip
+def rollback_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Rolls back now: all traffic to control, the reason stored."""
+    return experiment_out(_rollback().rollback_now(experiment_id, ctx.body.reason))
+
+
+@api.route("/experiments/{experiment_id}/route", "POST", body=RouteBody, response=RouteOut)
+def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Assigns a request (sticky per user id) to a variant."""
+    body: RouteBody = ctx.body
+    variant_id, version = _engine().route_request(
+        experiment_id, body.request_id, body.user_id, body.sticky
+    )
+    return {
+        "experiment_id": experiment_id,
+        "request_id": body.request_id,
+        "variant_id": variant_id,
+        "model_version": version,
+    }
+
+
+@api.route("/experiments/{experiment_id}/outcomes", "POST", role="writer",
+           body=OutcomeIn | OutcomeBatch, response=OutcomeReceiptOut)  # fmt: skip
+def record_outcomes(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
+    """Records one outcome or ``{"outcomes": [...]}``; repeated request ids count once."""
+    items = ctx.body.outcomes if isinstance(ctx.body, OutcomeBatch) else [ctx.body]
+    outcomes = [
+        Outcome(o.variant_id, o.request_id, o.success, o.latency_ms, o.converted, o.custom_metrics)
+        for o in items
+    ]
+    receipt = _engine().record_outcomes(experiment_id, outcomes)
+    return {"accepted": receipt.accepted, "duplicates": receipt.duplicates}
+
+
+@api.route("/experiments/{experiment_id}/metrics", "GET", response=MetricsOut)
+def experiment_metrics(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Aggregated outcomes per variant."""
+    found = _engine().get_experiment_metrics(experiment_id)
+    return {
+        "experiment_id": experiment_id,
+        "variants": {name: _metrics_out(m) for name, m in found.items()},
+    }
+
+
+@api.route("/experiments/{experiment_id}/analysis", "GET", response=AnalysisOut)
+def experiment_analysis(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Significance per treatment (Holm-corrected), guardrails, SRM and a recommendation."""
+    analysis = _engine().analyze_experiment(experiment_id)
+    srm = analysis.sample_ratio
+    return {
+        "experiment_id": analysis.experiment_id,
+        "primary_metric": analysis.primary_metric,
+        "control_variant_id": analysis.control_variant_id,
+        "treatments": [
+            {
+                **{k: v for k, v in t.significance.__dict__.items() if k != "confidence_interval"},
+                "variant_id": t.variant_id,
+                "confidence_interval": list(t.significance.confidence_interval),
+                "recommended_action": t.significance.recommended_action.value,
+                "adjusted_p_value": t.adjusted_p_value,
+                "improves": t.improves,
+                "guardrails": [g.__dict__ for g in t.guardrails],
+            }
+            for t in analysis.treatments
+        ],
+        "sample_ratio": srm.__dict__,
+        "recommendation": analysis.recommendation.value,
+        "recommended_winner": analysis.recommended_winner,
+        "warnings": analysis.warnings,
+    }
+
+
+@api.route("/experiments/{experiment_id}/rollback-policy", "PUT", role="writer",
+           body=RollbackPolicyBody, response=RollbackPolicyOut)  # fmt: skip
+def put_rollback_policy(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Stores the automatic-rollback policy of an experiment."""
+    policy = _rollback().register_experiment(experiment_id, **ctx.body.model_dump())
+    return policy.__dict__
+
+
+@api.route("/experiments/{experiment_id}/rollback-policy", "GET", response=RollbackPolicyOut)
+def get_rollback_policy(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """The rollback policy in force (the default one when none was stored)."""
+    _engine().get_experiment(experiment_id)
+    return _rollback().get_policy(experiment_id).__dict__

@@ -1,0 +1,575 @@
+"""The experimentation engine: create, run and conclude experiments; route; record outcomes.
+
+State changes are conditional DynamoDB updates on ``status`` (see the repository), so a wrong
+state is a 409 and of two concurrent transitions exactly one succeeds. Ramp steps and bandit
+reweighting are conditional on the experiment's ``revision``, so a monitor run repeated or run
+twice at once changes the weights once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Protocol
+
+from chalicelib.abtesting.bandit import thompson_weights
+from chalicelib.abtesting.models import (
+    BanditConfig,
+    Experiment,
+    ExperimentMetrics,
+    ExperimentStatus,
+    ModelVariant,
+    Outcome,
+    OutcomeReceipt,
+    RampSchedule,
+    TrafficAllocationStrategy,
+)
+from chalicelib.abtesting.repository import (
+    AssignmentStore,
+    ExperimentRepository,
+    ExperimentStateConflict,
+    OutcomeStore,
+)
+from chalicelib.abtesting.routing import TrafficRouter
+from chalicelib.abtesting.statistics import (
+    ExperimentAnalysis,
+    StatisticalAnalyzer,
+    metrics_from_counters,
+)
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.core.config import get_settings
+from chalicelib.core.errors import Conflict, NotFound, UnprocessableEntity
+from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.singleton import lazy
+
+S = ExperimentStatus
+METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+BANDIT_METRICS = frozenset({"conversion_rate", "success_rate"})
+
+
+class ModelRegistryPort(Protocol):
+    """The two registry methods the engine uses."""
+
+    def get_version(self, model_id: str, version: int) -> Any:
+        """A version (raises a NotFound subclass when unknown)."""
+
+    def set_stage(self, model_id: str, version: int, stage: str) -> Any:
+        """Moves a version to a stage (``production`` archives the previous one)."""
+
+
+class InvalidExperiment(UnprocessableEntity):
+    """The experiment configuration is inconsistent."""
+
+    code = "invalid_experiment"
+
+
+def _check_weights(variants: Sequence[ModelVariant]) -> None:
+    for variant in variants:
+        weight = variant.traffic_weight
+        if not isinstance(weight, Decimal) or not weight.is_finite():
+            raise InvalidExperiment(f"variant {variant.variant_id}: weight must be a Decimal")
+        if not Decimal(0) <= weight <= Decimal(1):
+            raise InvalidExperiment(f"variant {variant.variant_id}: weight must be in [0, 1]")
+    total = sum((Fraction(v.traffic_weight) for v in variants), Fraction(0))
+    if total != 1:
+        shown = " + ".join(str(v.traffic_weight) for v in variants)
+        raise InvalidExperiment(f"traffic weights must sum to exactly 1; {shown} = {float(total)}")
+
+
+def _check_variants(variants: Sequence[ModelVariant]) -> None:
+    if len(variants) < 2:
+        raise InvalidExperiment("an experiment needs at least two variants")
+    ids = [v.variant_id for v in variants]
+    if len(set(ids)) != len(ids):
+        raise InvalidExperiment("variant ids must be unique")
+    if any(not METRIC_NAME.match(vid) for vid in ids):
+        raise InvalidExperiment("variant ids must be 1-64 letters, digits, '_', '.', '-'")
+    controls = sum(1 for v in variants if v.is_control)
+    if controls != 1:
+        raise InvalidExperiment(f"exactly one variant must be the control; found {controls}")
+    _check_weights(variants)
+
+
+def _check_metrics(primary: str, guardrails: Iterable[str]) -> None:
+    for name in (primary, *guardrails):
+        if not METRIC_NAME.match(name):
+            raise InvalidExperiment(f"metric name '{name}' is not valid")
+
+
+def _check_ramp(variants: Sequence[ModelVariant], ramp: RampSchedule | None) -> None:
+    if ramp is None or not ramp.steps:
+        raise InvalidExperiment("a ramping experiment needs a ramp schedule")
+    if len(variants) != 2:
+        raise InvalidExperiment(
+            "a ramping experiment has exactly one treatment and the control "
+            "(so a ramp only ever moves users from control into the treatment)"
+        )
+    steps = list(ramp.steps)
+    if any(not Decimal(0) < s <= Decimal(1) for s in steps):
+        raise InvalidExperiment("ramp steps must be in (0, 1]")
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise InvalidExperiment("ramp steps must strictly increase")
+    if ramp.interval_minutes < 1 or ramp.min_requests_per_variant < 0:
+        raise InvalidExperiment("ramp interval must be at least 1 minute")
+    treatment = next(v for v in variants if not v.is_control)
+    if treatment.traffic_weight != steps[0]:
+        raise InvalidExperiment(
+            f"the treatment's weight ({treatment.traffic_weight}) must equal the first ramp "
+            f"step ({steps[0]})"
+        )
+
+
+def _check_bandit(variants: Sequence[ModelVariant], bandit: BanditConfig, primary: str) -> None:
+    if primary not in BANDIT_METRICS:
+        raise InvalidExperiment("a bandit's primary metric must be conversion_rate or success_rate")
+    if bandit.floor < 0 or bandit.floor * len(variants) > 1:
+        raise InvalidExperiment("the bandit floor times the number of arms must be at most 1")
+    if any(v.traffic_weight < bandit.floor for v in variants):
+        raise InvalidExperiment(f"every arm starts at or above the floor {bandit.floor}")
+    if bandit.interval_minutes < 1 or bandit.samples < 100:
+        raise InvalidExperiment("bandit interval >= 1 minute and samples >= 100")
+
+
+def _seed(experiment: Experiment) -> int:
+    text = f"{experiment.experiment_id}:{experiment.revision}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+class ABTestingEngine:
+    """Experiments over model versions: lifecycle, routing, outcomes, metrics and analysis.
+
+    Args:
+        repository: Experiments and policies.
+        registry: Model registry (``get_version``, ``set_stage``).
+        event_bus: Lifecycle events.
+        clock: Time source.
+        outcomes: Outcome counters.
+        assignments: Sticky bandit assignments.
+        route_cache_ttl: Seconds an experiment config is cached (default from settings).
+        monotonic: Cache time source (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        repository: ExperimentRepository | None = None,
+        registry: ModelRegistryPort | None = None,
+        event_bus: EventBus | None = None,
+        clock: Clock | None = None,
+        outcomes: OutcomeStore | None = None,
+        assignments: AssignmentStore | None = None,
+        route_cache_ttl: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.repository = repository or ExperimentRepository()
+        self._registry = registry
+        self.event_bus = event_bus or get_event_bus()
+        self.clock = clock or SystemClock()
+        self.outcomes = outcomes or OutcomeStore()
+        ttl = get_settings().route_cache_ttl_seconds if route_cache_ttl is None else route_cache_ttl
+        self.router = TrafficRouter(
+            self.repository.get,
+            assignments or AssignmentStore(),
+            ttl_seconds=ttl,
+            monotonic=monotonic,
+            clock=self.clock,
+        )
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._configs: dict[str, tuple[float, Experiment]] = {}
+
+    @property
+    def registry(self) -> ModelRegistryPort:
+        if self._registry is None:
+            from chalicelib.registry.service import get_model_registry
+
+            self._registry = get_model_registry()
+        return self._registry
+
+    # ----------------------------------------------------------------- creation and reads
+
+    def create_experiment(
+        self,
+        name: str,
+        variants: Sequence[ModelVariant],
+        description: str = "",
+        allocation_strategy: TrafficAllocationStrategy | str = "percentage",
+        minimum_sample_size: int = 1000,
+        confidence_level: float = 0.95,
+        primary_metric: str = "conversion_rate",
+        guardrail_metrics: Sequence[str] = (),
+        ramp: RampSchedule | None = None,
+        bandit: BanditConfig | None = None,
+        owner: str = "",
+    ) -> Experiment:
+        """Validates and stores a draft experiment.
+
+        Raises:
+            InvalidExperiment: Not exactly one control, weights not summing to exactly 1, an
+                unknown model version, or an inconsistent ramp or bandit (422).
+        """
+        strategy = TrafficAllocationStrategy(allocation_strategy)
+        if not name.strip():
+            raise InvalidExperiment("name must not be empty")
+        if not 0 < confidence_level < 1 or minimum_sample_size < 1:
+            raise InvalidExperiment("confidence_level in (0, 1) and minimum_sample_size >= 1")
+        _check_variants(variants)
+        _check_metrics(primary_metric, guardrail_metrics)
+        if strategy is TrafficAllocationStrategy.RAMPING:
+            _check_ramp(variants, ramp)
+        if strategy is TrafficAllocationStrategy.MAB:
+            bandit = bandit or BanditConfig()
+            _check_bandit(variants, bandit, primary_metric)
+        self._check_model_versions(variants)
+        now = self.clock.now()
+        experiment_id = f"exp-{uuid.uuid4().hex[:16]}"
+        experiment = Experiment(
+            experiment_id=experiment_id,
+            name=name.strip(),
+            description=description,
+            variants=tuple(variants),
+            status=S.DRAFT,
+            allocation_strategy=strategy,
+            start_time=None,
+            end_time=None,
+            minimum_sample_size=minimum_sample_size,
+            confidence_level=confidence_level,
+            primary_metric=primary_metric,
+            guardrail_metrics=tuple(guardrail_metrics),
+            created_at=now,
+            updated_at=now,
+            salt=experiment_id,
+            owner=owner,
+            ramp=ramp if strategy is TrafficAllocationStrategy.RAMPING else None,
+            bandit=bandit if strategy is TrafficAllocationStrategy.MAB else None,
+        )
+        self.repository.create(experiment)
+        self._publish("ExperimentCreated", experiment)
+        return experiment
+
+    def _check_model_versions(self, variants: Sequence[ModelVariant]) -> None:
+        for variant in variants:
+            try:
+                self.registry.get_version(variant.model_id, variant.model_version)
+            except NotFound:
+                raise InvalidExperiment(
+                    f"variant {variant.variant_id}: model {variant.model_id} has no version "
+                    f"{variant.model_version} in the registry",
+                    code="unknown_model_version",
+                ) from None
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """The experiment (404 if unknown)."""
+        return self.repository.get(experiment_id)
+
+    def list_experiments(self, status: ExperimentStatus | str | None = None) -> list[Experiment]:
+        """Experiments, newest first, optionally with one status."""
+        return self.repository.list_experiments(S(status) if status is not None else None)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start_experiment(self, experiment_id: str) -> Experiment:
+        """draft → running (409 from any other state)."""
+        now = self.clock.now()
+        experiment = self._transition(
+            experiment_id,
+            [S.DRAFT],
+            S.RUNNING,
+            start_time=now,
+            last_ramp_at=now,
+            weights_updated_at=now,
+        )
+        self._publish("ExperimentStarted", experiment)
+        return experiment
+
+    def pause_experiment(self, experiment_id: str) -> Experiment:
+        """running → paused; all traffic goes to the control while paused."""
+        experiment = self._transition(experiment_id, [S.RUNNING], S.PAUSED)
+        self._publish("ExperimentPaused", experiment)
+        return experiment
+
+    def resume_experiment(self, experiment_id: str) -> Experiment:
+        """paused → running with the weights it had."""
+        experiment = self._transition(experiment_id, [S.PAUSED], S.RUNNING)
+        self._publish("ExperimentResumed", experiment)
+        return experiment
+
+    resume = resume_experiment
+
+    def conclude_experiment(
+        self, experiment_id: str, winning_variant_id: str | None = None
+    ) -> Experiment:
+        """running/paused → concluded; the winner gets all traffic and goes to production.
+
+        Without ``winning_variant_id`` the analysis picks it: the treatment that significantly
+        improves the primary metric (Holm-corrected, guardrails healthy), else the control.
+        If the registry refuses the promotion the experiment is put back as it was.
+
+        Raises:
+            InvalidExperiment: Unknown winning variant.
+            ExperimentStateConflict: Not running or paused.
+        """
+        current = self.repository.get(experiment_id)
+        if current.status not in (S.RUNNING, S.PAUSED):
+            raise ExperimentStateConflict(
+                f"experiment {experiment_id} is {current.status.value}; "
+                "only a running or paused experiment can be concluded"
+            )
+        if winning_variant_id is None:
+            winning_variant_id = self.analyze_experiment(experiment_id).recommended_winner
+        winner = current.variant(winning_variant_id or current.control.variant_id)
+        if winner is None:
+            raise InvalidExperiment(f"unknown winning variant '{winning_variant_id}'")
+        experiment = self._transition(
+            experiment_id,
+            [current.status],
+            S.CONCLUDED,
+            end_time=self.clock.now(),
+            winning_variant_id=winner.variant_id,
+        )
+        try:
+            self.registry.set_stage(winner.model_id, winner.model_version, "production")
+        except Exception:
+            self._transition(
+                experiment_id,
+                [S.CONCLUDED],
+                current.status,
+                end_time=None,
+                winning_variant_id=None,
+            )
+            raise
+        detail = {
+            "winning_variant_id": winner.variant_id,
+            "model_id": winner.model_id,
+            "model_version": winner.model_version,
+        }
+        self._publish("ExperimentConcluded", experiment, **detail)
+        return experiment
+
+    def mark_rolled_back(
+        self, experiment_id: str, reason: str, details: dict[str, Any], automatic: bool
+    ) -> Experiment:
+        """running (or paused, when manual) → rolled_back with the reason stored.
+
+        Raises:
+            ExperimentStateConflict: Already rolled back, concluded or a draft.
+        """
+        allowed = [S.RUNNING] if automatic else [S.RUNNING, S.PAUSED]
+        experiment = self._transition(
+            experiment_id,
+            allowed,
+            S.ROLLED_BACK,
+            end_time=self.clock.now(),
+            rollback_reason=reason,
+            rollback_details=details,
+        )
+        self._publish("ExperimentRolledBack", experiment, reason=reason, automatic=automatic)
+        return experiment
+
+    def _transition(
+        self,
+        experiment_id: str,
+        allowed: Sequence[ExperimentStatus],
+        target: ExperimentStatus,
+        **changes: Any,
+    ) -> Experiment:
+        experiment = self.repository.transition(
+            experiment_id, allowed, target, self.clock.now(), **changes
+        )
+        self._forget(experiment_id)
+        return experiment
+
+    def _forget(self, experiment_id: str) -> None:
+        self.router.invalidate(experiment_id)
+        self._configs.pop(experiment_id, None)
+
+    def _publish(self, detail_type: str, experiment: Experiment, **extra: Any) -> None:
+        detail = {
+            "experiment_id": experiment.experiment_id,
+            "name": experiment.name,
+            "status": experiment.status.value,
+            "weights": {k: str(v) for k, v in experiment.effective_weights().items()},
+            **extra,
+        }
+        self.event_bus.publish(detail_type, detail)
+
+    # ----------------------------------------------------------------- routing and outcomes
+
+    def route_request(
+        self,
+        experiment_id: str,
+        request_id: str,
+        user_id: str | None = None,
+        sticky: bool = True,
+    ) -> tuple[str, int]:
+        """``(variant_id, model_version)`` for a request (see :mod:`routing` for the rules)."""
+        return self.router.route(experiment_id, request_id, user_id, sticky)
+
+    def _config(self, experiment_id: str) -> Experiment:
+        cached = self._configs.get(experiment_id)
+        if cached is not None and cached[0] > self._monotonic():
+            return cached[1]
+        experiment = self.repository.get(experiment_id)
+        self._configs[experiment_id] = (self._monotonic() + self._ttl, experiment)
+        return experiment
+
+    def record_outcome(
+        self,
+        experiment_id: str,
+        variant_id: str,
+        request_id: str,
+        success: bool,
+        latency_ms: float,
+        converted: bool | None = None,
+        custom_metrics: dict[str, float] | None = None,
+    ) -> OutcomeReceipt:
+        """Records one outcome; a retry with the same ``request_id`` counts once."""
+        outcome = Outcome(
+            variant_id, request_id, success, latency_ms, converted, dict(custom_metrics or {})
+        )
+        return self.record_outcomes(experiment_id, [outcome])
+
+    def record_outcomes(self, experiment_id: str, outcomes: Sequence[Outcome]) -> OutcomeReceipt:
+        """Records a batch (≈ one DynamoDB write request per 98 outcomes), idempotently.
+
+        Raises:
+            InvalidExperiment: A variant is not part of the experiment (nothing is stored).
+            ExperimentStateConflict: The experiment is still a draft.
+        """
+        experiment = self._config(experiment_id)
+        if experiment.status is S.DRAFT:
+            raise Conflict(f"experiment {experiment_id} has not been started", code="invalid_state")
+        known = {v.variant_id for v in experiment.variants}
+        for outcome in outcomes:
+            if outcome.variant_id not in known:
+                raise InvalidExperiment(f"variant '{outcome.variant_id}' is not in the experiment")
+            if not outcome.latency_ms >= 0:
+                raise InvalidExperiment("latency_ms must be a non-negative number")
+            for name in outcome.custom_metrics:
+                if not METRIC_NAME.match(name):
+                    raise InvalidExperiment(f"custom metric name '{name}' is not valid")
+        return self.outcomes.record(experiment_id, list(outcomes), self.clock.now())
+
+    def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:
+        """Aggregated outcomes per variant (every variant present, zeros without data)."""
+        experiment = self._config(experiment_id)
+        counters = self.outcomes.read(experiment_id)
+        return {
+            v.variant_id: metrics_from_counters(v.variant_id, counters.get(v.variant_id, {}))
+            for v in experiment.variants
+        }
+
+    def analyze_experiment(self, experiment_id: str) -> ExperimentAnalysis:
+        """Significance per treatment, guardrails, SRM and a recommendation."""
+        experiment = self.repository.get(experiment_id)
+        analyzer = StatisticalAnalyzer(experiment.confidence_level, experiment.minimum_sample_size)
+        analysis = analyzer.analyze(experiment, self.get_experiment_metrics(experiment_id))
+        if experiment.allocation_strategy is not TrafficAllocationStrategy.PERCENTAGE:
+            srm = replace(analysis.sample_ratio, mismatch=False, checked=False)
+            warnings = [w for w in analysis.warnings if not w.startswith("sample ratio")]
+            analysis = replace(analysis, sample_ratio=srm, warnings=warnings)
+        return analysis
+
+    # ----------------------------------------------------------------- scheduled work
+
+    def advance_ramp(self, experiment_id: str) -> Experiment | None:
+        """Moves a running ramp one step when its interval passed and guardrails are healthy.
+
+        Returns:
+            The experiment after the step, or ``None`` when not due, finished, holding
+            (guardrail degraded or too few requests) or another run moved it first.
+        """
+        experiment = self.repository.get(experiment_id)
+        ramp = experiment.ramp
+        if (
+            experiment.status is not S.RUNNING
+            or ramp is None
+            or experiment.ramp_step + 1 >= len(ramp.steps)
+        ):
+            return None
+        now = self.clock.now()
+        due = (experiment.last_ramp_at or now) + timedelta(minutes=ramp.interval_minutes)
+        if now < due or self.ramp_hold_reason(experiment) is not None:
+            return None
+        step = experiment.ramp_step + 1
+        share = ramp.steps[step]
+        variants = tuple(
+            replace(v, traffic_weight=(Decimal(1) - share) if v.is_control else share)
+            for v in experiment.variants
+        )
+        updated = self.repository.update_allocation(
+            experiment_id,
+            experiment.revision,
+            now,
+            variants=variants,
+            ramp_step=step,
+            last_ramp_at=now,
+        )
+        if updated is None:
+            return None
+        self._forget(experiment_id)
+        self._publish("RampAdvanced", updated, step=step, treatment_weight=str(share))
+        return updated
+
+    def ramp_hold_reason(self, experiment: Experiment) -> str | None:
+        """Why the ramp must hold (too little data, a degraded guardrail), or ``None``."""
+        ramp = experiment.ramp
+        metrics = self.get_experiment_metrics(experiment.experiment_id)
+        needed = ramp.min_requests_per_variant if ramp else 0
+        for variant_id, found in metrics.items():
+            if found.request_count < needed:
+                return f"{variant_id} has {found.request_count} requests; {needed} needed"
+        control = metrics[experiment.control.variant_id]
+        analyzer = StatisticalAnalyzer(experiment.confidence_level)
+        for treatment in experiment.treatments:
+            checks = analyzer.check_guardrail_metrics(
+                control, metrics[treatment.variant_id], experiment.guardrail_metrics
+            )
+            degraded = [c.metric_name for c in checks if c.degraded]
+            if degraded:
+                return f"{treatment.variant_id}: guardrails degraded: {', '.join(degraded)}"
+        return None
+
+    def update_bandit_weights(self, experiment_id: str) -> Experiment | None:
+        """Recomputes a running bandit's weights by Thompson sampling when its interval passed.
+
+        Returns:
+            The experiment with new weights, or ``None`` when not due or another run won.
+        """
+        experiment = self.repository.get(experiment_id)
+        bandit = experiment.bandit
+        if experiment.status is not S.RUNNING or bandit is None:
+            return None
+        now = self.clock.now()
+        last = experiment.weights_updated_at or now
+        if now < last + timedelta(minutes=bandit.interval_minutes):
+            return None
+        metrics = self.get_experiment_metrics(experiment_id)
+        arms = []
+        for variant in experiment.variants:
+            successes, trials = metrics[variant.variant_id].proportion(experiment.primary_metric)
+            arms.append((successes, trials - successes))
+        weights = thompson_weights(arms, bandit.floor, bandit.samples, _seed(experiment))
+        variants = tuple(
+            replace(v, traffic_weight=w) for v, w in zip(experiment.variants, weights, strict=True)
+        )
+        updated = self.repository.update_allocation(
+            experiment_id, experiment.revision, now, variants=variants, weights_updated_at=now
+        )
+        if updated is None:
+            return None
+        self._forget(experiment_id)
+        self._publish("WeightsUpdated", updated)
+        return updated
+
+
+@lazy
+def get_ab_engine() -> ABTestingEngine:
+    """The process-wide experimentation engine."""
+    return ABTestingEngine()

@@ -1,0 +1,423 @@
+"""A/B testing domain: experiments, variants, metrics, statistics results and rollback policy.
+
+Traffic weights are :class:`~decimal.Decimal` everywhere (strings in JSON); datetimes are
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+
+class ExperimentStatus(str, Enum):
+    """Lifecycle of an experiment."""
+
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CONCLUDED = "concluded"
+    ROLLED_BACK = "rolled_back"
+
+
+class TrafficAllocationStrategy(str, Enum):
+    """How traffic is split between variants."""
+
+    PERCENTAGE = "percentage"
+    RAMPING = "ramping"
+    MAB = "mab"
+
+
+class RecommendedAction(str, Enum):
+    """What the statistics suggest doing next."""
+
+    CONTINUE = "continue"
+    CONCLUDE_WINNER = "conclude_winner"
+    CONCLUDE_NO_DIFFERENCE = "conclude_no_difference"
+
+
+# Metrics that are proportions (tested with the two-proportion z-test).
+RATE_METRICS = frozenset({"conversion_rate", "success_rate", "error_rate"})
+# Metrics where a higher value is worse (guardrails, winners, rollback).
+LOWER_IS_BETTER = frozenset(
+    {"error_rate", "latency_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}
+)
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One arm of an experiment: a model version and its share of traffic.
+
+    Attributes:
+        variant_id: Unique within the experiment.
+        model_id: Registered model id.
+        model_version: Version number in the registry.
+        traffic_weight: Share of traffic (all variants sum to exactly 1).
+        is_control: Exactly one variant is the control.
+    """
+
+    variant_id: str
+    model_id: str
+    model_version: int
+    traffic_weight: Decimal
+    is_control: bool = False
+
+
+@dataclass(frozen=True)
+class RampSchedule:
+    """Treatment shares a ramping experiment moves through, one step per interval.
+
+    Attributes:
+        steps: Increasing treatment shares, e.g. ``0.05, 0.25, 0.5, 1``.
+        interval_minutes: Minimum time between two steps.
+        min_requests_per_variant: Requests each variant needs before the next step.
+    """
+
+    steps: tuple[Decimal, ...]
+    interval_minutes: int = 60
+    min_requests_per_variant: int = 100
+
+
+@dataclass(frozen=True)
+class BanditConfig:
+    """Thompson-sampling settings of a multi-armed-bandit experiment.
+
+    Attributes:
+        floor: Smallest weight any arm keeps.
+        interval_minutes: Minimum time between two reweightings.
+        samples: Monte Carlo draws used to estimate each arm's win probability.
+    """
+
+    floor: Decimal = Decimal("0.01")
+    interval_minutes: int = 5
+    samples: int = 20_000
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An A/B test or canary rollout of model versions.
+
+    Attributes:
+        experiment_id: Generated id.
+        name: Human name.
+        description: Free text.
+        variants: The arms; exactly one is the control.
+        status: Lifecycle status.
+        allocation_strategy: percentage, ramping or mab.
+        start_time: When it was first started.
+        end_time: When it was concluded or rolled back.
+        minimum_sample_size: Requests per variant before a conclusion is trusted.
+        confidence_level: E.g. 0.95.
+        primary_metric: The metric that decides the winner.
+        guardrail_metrics: Metrics that must not degrade.
+        created_at: Creation time.
+        updated_at: Last change.
+        salt: Hash salt of the assignment (defaults to the id).
+        owner: Principal that created it.
+        ramp: Ramp schedule (ramping only).
+        ramp_step: Index of the current ramp step.
+        last_ramp_at: When the ramp last moved (or the experiment started).
+        bandit: Bandit settings (mab only).
+        weights_updated_at: When bandit weights were last recomputed.
+        winning_variant_id: Set on conclusion.
+        rollback_reason: Why it was rolled back.
+        rollback_details: Metric, variant, observed value and threshold of the rollback.
+        revision: Bumped on every change; conditional writes compare it.
+    """
+
+    experiment_id: str
+    name: str
+    description: str
+    variants: tuple[ModelVariant, ...]
+    status: ExperimentStatus
+    allocation_strategy: TrafficAllocationStrategy
+    start_time: datetime | None
+    end_time: datetime | None
+    minimum_sample_size: int
+    confidence_level: float
+    primary_metric: str
+    guardrail_metrics: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    salt: str = ""
+    owner: str = ""
+    ramp: RampSchedule | None = None
+    ramp_step: int = 0
+    last_ramp_at: datetime | None = None
+    bandit: BanditConfig | None = None
+    weights_updated_at: datetime | None = None
+    winning_variant_id: str | None = None
+    rollback_reason: str | None = None
+    rollback_details: dict[str, object] = field(default_factory=dict)
+    revision: int = 0
+
+    @property
+    def control(self) -> ModelVariant:
+        """The control variant."""
+        return next(v for v in self.variants if v.is_control)
+
+    @property
+    def treatments(self) -> tuple[ModelVariant, ...]:
+        """Every non-control variant, in declared order."""
+        return tuple(v for v in self.variants if not v.is_control)
+
+    def effective_weights(self) -> dict[str, Decimal]:
+        """Where traffic actually goes now: the control while paused or rolled back, the winner
+        once concluded, else the configured weights."""
+        if self.status in (ExperimentStatus.PAUSED, ExperimentStatus.ROLLED_BACK):
+            target = self.control.variant_id
+        elif self.status is ExperimentStatus.CONCLUDED:
+            target = self.winning_variant_id or self.control.variant_id
+        else:
+            return {v.variant_id: v.traffic_weight for v in self.variants}
+        return {v.variant_id: Decimal(1 if v.variant_id == target else 0) for v in self.variants}
+
+    def variant(self, variant_id: str) -> ModelVariant | None:
+        """The variant with that id, or ``None``."""
+        return next((v for v in self.variants if v.variant_id == variant_id), None)
+
+
+@dataclass(frozen=True)
+class SufficientStats:
+    """Count, sum and sum of squares of a continuous metric (mergeable, enough for Welch)."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    @property
+    def mean(self) -> float | None:
+        """Arithmetic mean, or ``None`` without data."""
+        return self.total / self.count if self.count else None
+
+    @property
+    def variance(self) -> float | None:
+        """Unbiased sample variance, or ``None`` with fewer than two values."""
+        if self.count < 2:
+            return None
+        value = (self.total_sq - self.total * self.total / self.count) / (self.count - 1)
+        return max(value, 0.0)
+
+
+@dataclass(frozen=True)
+class ExperimentMetrics:
+    """Aggregated outcomes of one variant.
+
+    Attributes:
+        variant_id: The variant.
+        request_count: Outcomes recorded.
+        success_count: Outcomes with ``success=True``.
+        error_count: Outcomes with ``success=False``.
+        latency_p50_ms: Median latency (from the log-bucket histogram; ≤ 2 % relative error).
+        latency_p95_ms: 95th percentile latency.
+        latency_p99_ms: 99th percentile latency.
+        conversion_rate: Converted / outcomes that reported ``converted``.
+        custom_metrics: Mean of each custom metric.
+        converted_count: Outcomes with ``converted=True``.
+        conversion_trials: Outcomes that reported ``converted`` at all.
+        latency: Sufficient statistics of latency.
+        custom_stats: Sufficient statistics of each custom metric.
+    """
+
+    variant_id: str
+    request_count: int = 0
+    success_count: int = 0
+    error_count: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    conversion_rate: float | None = None
+    custom_metrics: dict[str, float] = field(default_factory=dict)
+    converted_count: int = 0
+    conversion_trials: int = 0
+    latency: SufficientStats = field(default_factory=SufficientStats)
+    custom_stats: dict[str, SufficientStats] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Successes / requests."""
+        return self.success_count / self.request_count if self.request_count else None
+
+    @property
+    def error_rate(self) -> float | None:
+        """Errors / requests."""
+        return self.error_count / self.request_count if self.request_count else None
+
+    def proportion(self, metric: str) -> tuple[int, int]:
+        """``(successes, trials)`` of a rate metric.
+
+        Raises:
+            KeyError: ``metric`` is not a rate.
+        """
+        if metric == "conversion_rate":
+            return self.converted_count, self.conversion_trials
+        if metric == "success_rate":
+            return self.success_count, self.request_count
+        if metric == "error_rate":
+            return self.error_count, self.request_count
+        raise KeyError(metric)
+
+    def continuous(self, metric: str) -> SufficientStats:
+        """Sufficient statistics of ``latency_ms`` or a custom metric (empty if unknown)."""
+        if metric in {"latency_ms", "latency"}:
+            return self.latency
+        return self.custom_stats.get(metric, SufficientStats())
+
+    def value(self, metric: str) -> float | None:
+        """The point value of any metric by name (``None`` when there is no data)."""
+        if metric in RATE_METRICS:
+            successes, trials = self.proportion(metric)
+            return successes / trials if trials else None
+        if metric in {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}:
+            return getattr(self, metric)
+        return self.continuous(metric).mean
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One observed result of a routed request.
+
+    Attributes:
+        variant_id: The variant that served the request.
+        request_id: Idempotency key: a retried outcome with the same id counts once.
+        success: Whether the model call succeeded.
+        latency_ms: Model latency in milliseconds.
+        converted: Whether the user converted (``None`` when not reported).
+        custom_metrics: Named numeric observations.
+    """
+
+    variant_id: str
+    request_id: str
+    success: bool
+    latency_ms: float
+    converted: bool | None = None
+    custom_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutcomeReceipt:
+    """What a batch of outcomes did.
+
+    Attributes:
+        accepted: Outcomes counted now.
+        duplicates: Outcomes whose request id was already counted (ignored).
+    """
+
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class SignificanceResult:
+    """A comparison of one treatment with the control on one metric.
+
+    Attributes:
+        metric_name: The metric compared.
+        test: ``two_proportion_z`` or ``welch_t``.
+        control_value: Control's rate or mean.
+        treatment_value: Treatment's rate or mean.
+        is_significant: p-value below ``1 - confidence_level``.
+        p_value: Two-sided p-value.
+        confidence_interval: CI of ``treatment - control``.
+        effect_size: Relative lift ``(treatment - control) / control`` (``None`` if control is 0).
+        sample_size_adequate: Both arms reached the minimum sample size.
+        recommended_action: continue / conclude_winner / conclude_no_difference.
+        statistic: z or t statistic.
+    """
+
+    metric_name: str
+    test: str
+    control_value: float | None
+    treatment_value: float | None
+    is_significant: bool
+    p_value: float
+    confidence_interval: tuple[float, float]
+    effect_size: float | None
+    sample_size_adequate: bool
+    recommended_action: RecommendedAction
+    statistic: float = math.nan
+
+
+@dataclass(frozen=True)
+class GuardrailResult:
+    """One guardrail metric, treatment against control.
+
+    Attributes:
+        metric_name: The metric.
+        control_value: Control's value (``None`` without data).
+        treatment_value: Treatment's value (``None`` without data).
+        relative_change: ``(treatment - control) / control`` (inf when control is 0).
+        degraded: The treatment is worse by more than the threshold.
+        has_data: Both arms have a value.
+    """
+
+    metric_name: str
+    control_value: float | None
+    treatment_value: float | None
+    relative_change: float | None
+    degraded: bool
+    has_data: bool
+
+
+@dataclass(frozen=True)
+class SampleRatioResult:
+    """Sample-ratio-mismatch check: observed counts against the configured weights.
+
+    Attributes:
+        chi_square: Pearson's statistic.
+        p_value: Upper tail of chi-square with k - 1 degrees of freedom.
+        mismatch: p-value below the alarm level (default 0.001).
+        observed: Requests per variant.
+        expected: Expected requests per variant from the weights.
+        checked: Whether the check applies (fixed weights); ramps and bandits change weights.
+    """
+
+    chi_square: float
+    p_value: float
+    mismatch: bool
+    observed: dict[str, int]
+    expected: dict[str, float]
+    checked: bool = True
+
+
+@dataclass(frozen=True)
+class RollbackPolicy:
+    """When an experiment is rolled back automatically (stored in DynamoDB).
+
+    Attributes:
+        experiment_id: The experiment.
+        error_rate_threshold: A treatment whose error rate exceeds this is rolled back.
+        latency_degradation_threshold: Relative p95 latency increase over control that triggers.
+        min_requests_before_rollback: Requests a treatment needs before it is judged.
+        latency_percentile: Which percentile the latency rule compares (p50, p95, p99).
+        enabled: Whether the monitor checks this experiment.
+    """
+
+    experiment_id: str
+    error_rate_threshold: float = 0.05
+    latency_degradation_threshold: float = 0.20
+    min_requests_before_rollback: int = 100
+    latency_percentile: str = "p95"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RollbackDecision:
+    """Why an experiment should be rolled back.
+
+    Attributes:
+        variant_id: The offending treatment.
+        metric: The metric that crossed its threshold.
+        observed: The observed value.
+        threshold: The threshold it crossed.
+        reason: Human-readable sentence naming all of the above.
+    """
+
+    variant_id: str
+    metric: str
+    observed: float
+    threshold: float
+    reason: str

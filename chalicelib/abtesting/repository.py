@@ -1,0 +1,665 @@
+"""DynamoDB storage of experiments, rollback policies, sticky assignments and outcome counters.
+
+This is the only module of the domain that talks to DynamoDB. Experiments change state only
+through conditional updates on ``status`` (and ``revision`` for weight changes), so two
+concurrent transitions cannot both succeed. Outcomes are written with ``TransactWriteItems``:
+one conditional put per request id into a dedup table plus one ``ADD`` update per
+(variant, shard) carrying the chunk's sufficient statistics and latency histogram, so a batch of
+N outcomes costs about N / 98 write requests and an outcome is either stored and counted or
+neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pynamodb.attributes import (
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.abtesting import sketch
+from chalicelib.abtesting.models import (
+    BanditConfig,
+    Experiment,
+    ExperimentStatus,
+    ModelVariant,
+    Outcome,
+    OutcomeReceipt,
+    RampSchedule,
+    RollbackPolicy,
+    TrafficAllocationStrategy,
+)
+from chalicelib.core import aws
+from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable
+from chalicelib.core.tables import meta, register_table
+
+MAX_TRANSACTION_ACTIONS = 100
+METRIC_SHARDS = 16
+DEDUP_TTL = timedelta(days=7)
+WRITE_ATTEMPTS = 8
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "TransactionInProgressException",
+        "TransactionConflictException",
+    }
+)
+
+
+class ExperimentNotFound(NotFound):
+    """No experiment with that id."""
+
+    code = "experiment_not_found"
+
+
+class ExperimentStateConflict(Conflict):
+    """The experiment is not in a state that allows the operation."""
+
+    code = "invalid_state"
+
+
+class StatusIndex(GlobalSecondaryIndex["ExperimentTable"]):
+    """Experiments by status (the monitor queries ``running``)."""
+
+    class Meta:
+        index_name = "status-index"
+        projection = AllProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    experiment_id = UnicodeAttribute(range_key=True)
+
+
+@register_table
+class ExperimentTable(Model):
+    """One item per experiment. Variants, ramp and bandit settings are JSON text."""
+
+    Meta = meta("EXPERIMENTS_TABLE", "experiments")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+    status = UnicodeAttribute()
+    allocation_strategy = UnicodeAttribute()
+    variants = UnicodeAttribute()
+    start_time = UTCDateTimeAttribute(null=True)
+    end_time = UTCDateTimeAttribute(null=True)
+    minimum_sample_size = NumberAttribute()
+    confidence_level = NumberAttribute()
+    primary_metric = UnicodeAttribute()
+    guardrail_metrics = UnicodeAttribute(default="[]")
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    salt = UnicodeAttribute()
+    owner = UnicodeAttribute(default="")
+    ramp = UnicodeAttribute(null=True)
+    ramp_step = NumberAttribute(default=0)
+    last_ramp_at = UTCDateTimeAttribute(null=True)
+    bandit = UnicodeAttribute(null=True)
+    weights_updated_at = UTCDateTimeAttribute(null=True)
+    winning_variant_id = UnicodeAttribute(null=True)
+    rollback_reason = UnicodeAttribute(null=True)
+    rollback_details = UnicodeAttribute(null=True)
+    revision = NumberAttribute(default=0)
+    status_index = StatusIndex()
+
+    def to_domain(self) -> Experiment:
+        """The stored experiment as a domain object."""
+        return Experiment(
+            experiment_id=self.experiment_id,
+            name=self.name,
+            description=self.description or "",
+            variants=variants_from_json(self.variants),
+            status=ExperimentStatus(self.status),
+            allocation_strategy=TrafficAllocationStrategy(self.allocation_strategy),
+            start_time=self.start_time,
+            end_time=self.end_time,
+            minimum_sample_size=int(self.minimum_sample_size),
+            confidence_level=float(self.confidence_level),
+            primary_metric=self.primary_metric,
+            guardrail_metrics=tuple(json.loads(self.guardrail_metrics or "[]")),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            salt=self.salt,
+            owner=self.owner or "",
+            ramp=_ramp_from_json(self.ramp),
+            ramp_step=int(self.ramp_step or 0),
+            last_ramp_at=self.last_ramp_at,
+            bandit=_bandit_from_json(self.bandit),
+            weights_updated_at=self.weights_updated_at,
+            winning_variant_id=self.winning_variant_id,
+            rollback_reason=self.rollback_reason,
+            rollback_details=json.loads(self.rollback_details or "{}"),
+            revision=int(self.revision or 0),
+        )
+
+
+@register_table
+class RollbackPolicyTable(Model):
+    """The automatic-rollback policy of an experiment."""
+
+    Meta = meta("ROLLBACK_POLICIES_TABLE", "rollback-policies")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    error_rate_threshold = NumberAttribute()
+    latency_degradation_threshold = NumberAttribute()
+    min_requests_before_rollback = NumberAttribute()
+    latency_percentile = UnicodeAttribute(default="p95")
+    enabled = NumberAttribute(default=1)
+
+
+@register_table
+class AssignmentTable(Model):
+    """Sticky assignments of users in bandit experiments (written once, conditionally)."""
+
+    Meta = meta("EXPERIMENT_ASSIGNMENTS_TABLE", "experiment-assignments")
+
+    pk = UnicodeAttribute(hash_key=True)
+    variant_id = UnicodeAttribute()
+    assigned_at = UTCDateTimeAttribute()
+
+
+@register_table
+class OutcomeDedupTable(Model):
+    """Request ids already counted per experiment; expire after ``DEDUP_TTL``."""
+
+    Meta = meta("OUTCOME_DEDUP_TABLE", "outcome-dedup")
+
+    pk = UnicodeAttribute(hash_key=True)
+    variant_id = UnicodeAttribute()
+    expires_at = TTLAttribute()
+
+
+@register_table
+class MetricShardTable(Model):
+    """Outcome counters per (experiment, variant, shard); histogram buckets are dynamic ``h*``."""
+
+    Meta = meta("EXPERIMENT_METRICS_TABLE", "experiment-metrics")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(range_key=True)
+    request_count = NumberAttribute(default=0)
+
+
+def variants_to_json(variants: Iterable[ModelVariant]) -> str:
+    """Variants as JSON text (weights as strings, exact)."""
+    return json.dumps(
+        [
+            {
+                "variant_id": v.variant_id,
+                "model_id": v.model_id,
+                "model_version": v.model_version,
+                "traffic_weight": str(v.traffic_weight),
+                "is_control": v.is_control,
+            }
+            for v in variants
+        ]
+    )
+
+
+def variants_from_json(text: str) -> tuple[ModelVariant, ...]:
+    """Parses :func:`variants_to_json` output."""
+    return tuple(
+        ModelVariant(
+            variant_id=item["variant_id"],
+            model_id=item["model_id"],
+            model_version=int(item["model_version"]),
+            traffic_weight=Decimal(item["traffic_weight"]),
+            is_control=bool(item["is_control"]),
+        )
+        for item in json.loads(text)
+    )
+
+
+def _ramp_to_json(ramp: RampSchedule | None) -> str | None:
+    if ramp is None:
+        return None
+    return json.dumps(
+        {
+            "steps": [str(step) for step in ramp.steps],
+            "interval_minutes": ramp.interval_minutes,
+            "min_requests_per_variant": ramp.min_requests_per_variant,
+        }
+    )
+
+
+def _ramp_from_json(text: str | None) -> RampSchedule | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return RampSchedule(
+        steps=tuple(Decimal(step) for step in data["steps"]),
+        interval_minutes=int(data["interval_minutes"]),
+        min_requests_per_variant=int(data["min_requests_per_variant"]),
+    )
+
+
+def _bandit_to_json(bandit: BanditConfig | None) -> str | None:
+    if bandit is None:
+        return None
+    return json.dumps(
+        {
+            "floor": str(bandit.floor),
+            "interval_minutes": bandit.interval_minutes,
+            "samples": bandit.samples,
+        }
+    )
+
+
+def _bandit_from_json(text: str | None) -> BanditConfig | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return BanditConfig(Decimal(data["floor"]), int(data["interval_minutes"]), int(data["samples"]))
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+class ExperimentRepository:
+    """Reads and writes experiments and rollback policies with conditional writes."""
+
+    def create(self, experiment: Experiment) -> None:
+        """Stores a new experiment.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+        item = ExperimentTable(
+            experiment.experiment_id,
+            name=experiment.name,
+            description=experiment.description,
+            status=experiment.status.value,
+            allocation_strategy=experiment.allocation_strategy.value,
+            variants=variants_to_json(experiment.variants),
+            minimum_sample_size=experiment.minimum_sample_size,
+            confidence_level=experiment.confidence_level,
+            primary_metric=experiment.primary_metric,
+            guardrail_metrics=json.dumps(list(experiment.guardrail_metrics)),
+            created_at=experiment.created_at,
+            updated_at=experiment.updated_at,
+            salt=experiment.salt,
+            owner=experiment.owner,
+            ramp=_ramp_to_json(experiment.ramp),
+            ramp_step=experiment.ramp_step,
+            bandit=_bandit_to_json(experiment.bandit),
+            revision=0,
+        )
+        try:
+            item.save(condition=ExperimentTable.experiment_id.does_not_exist())
+        except PutError as exc:
+            if _conditional_failed(exc):
+                raise Conflict(f"experiment {experiment.experiment_id} already exists") from None
+            raise
+
+    def get(self, experiment_id: str) -> Experiment:
+        """The experiment (strongly consistent read).
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+        """
+        try:
+            return ExperimentTable.get(experiment_id, consistent_read=True).to_domain()
+        except DoesNotExist:
+            raise ExperimentNotFound(f"experiment {experiment_id} does not exist") from None
+
+    def list_experiments(self, status: ExperimentStatus | None = None) -> list[Experiment]:
+        """Experiments, newest first; with ``status`` only those (one index query)."""
+        if status is None:
+            items: Iterable[ExperimentTable] = ExperimentTable.scan()
+        else:
+            items = ExperimentTable.status_index.query(status.value)
+        found = [item.to_domain() for item in items]
+        return sorted(found, key=lambda e: e.created_at, reverse=True)
+
+    def transition(
+        self,
+        experiment_id: str,
+        allowed: Iterable[ExperimentStatus],
+        target: ExperimentStatus,
+        when: datetime,
+        **changes: Any,
+    ) -> Experiment:
+        """Moves the experiment to ``target`` if its status is one of ``allowed``.
+
+        Args:
+            experiment_id: The experiment.
+            allowed: Statuses the transition starts from.
+            target: The new status.
+            when: Time of the change.
+            **changes: Other attributes to set (``variants`` as a tuple of variants).
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+            ExperimentStateConflict: The status is not one of ``allowed`` (someone else won).
+        """
+        allowed_values = [status.value for status in allowed]
+        actions = [
+            ExperimentTable.status.set(target.value),
+            ExperimentTable.updated_at.set(when),
+            ExperimentTable.revision.add(1),
+            *self._change_actions(changes),
+        ]
+        item = ExperimentTable(experiment_id)
+        try:
+            item.update(actions=actions, condition=ExperimentTable.status.is_in(*allowed_values))
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+            current = self.get(experiment_id)
+            raise ExperimentStateConflict(
+                f"experiment {experiment_id} is {current.status.value}; "
+                f"cannot move to {target.value} (allowed from: {', '.join(allowed_values)})"
+            ) from None
+        return item.to_domain()
+
+    def update_allocation(
+        self, experiment_id: str, expected_revision: int, when: datetime, **changes: Any
+    ) -> Experiment | None:
+        """Changes weights (ramp step, bandit) of a running experiment at a known revision.
+
+        Returns:
+            The updated experiment, or ``None`` when the revision or status changed meanwhile
+            (another monitor run or a transition won; nothing was written).
+        """
+        actions = [
+            ExperimentTable.updated_at.set(when),
+            ExperimentTable.revision.add(1),
+            *self._change_actions(changes),
+        ]
+        condition = (ExperimentTable.revision == expected_revision) & (
+            ExperimentTable.status == ExperimentStatus.RUNNING.value
+        )
+        item = ExperimentTable(experiment_id)
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return item.to_domain()
+
+    @staticmethod
+    def _change_actions(changes: dict[str, Any]) -> list[Any]:
+        actions = []
+        for name, value in changes.items():
+            if name == "variants":
+                value = variants_to_json(value)
+            elif name == "rollback_details":
+                value = json.dumps(value)
+            attribute = getattr(ExperimentTable, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        return actions
+
+    def save_policy(self, policy: RollbackPolicy) -> None:
+        """Stores (replaces) the rollback policy of an experiment."""
+        RollbackPolicyTable(
+            policy.experiment_id,
+            error_rate_threshold=policy.error_rate_threshold,
+            latency_degradation_threshold=policy.latency_degradation_threshold,
+            min_requests_before_rollback=policy.min_requests_before_rollback,
+            latency_percentile=policy.latency_percentile,
+            enabled=1 if policy.enabled else 0,
+        ).save()
+
+    def get_policy(self, experiment_id: str) -> RollbackPolicy | None:
+        """The stored policy, or ``None``."""
+        try:
+            item = RollbackPolicyTable.get(experiment_id, consistent_read=True)
+        except DoesNotExist:
+            return None
+        return RollbackPolicy(
+            experiment_id=experiment_id,
+            error_rate_threshold=float(item.error_rate_threshold),
+            latency_degradation_threshold=float(item.latency_degradation_threshold),
+            min_requests_before_rollback=int(item.min_requests_before_rollback),
+            latency_percentile=item.latency_percentile,
+            enabled=bool(item.enabled),
+        )
+
+
+class AssignmentStore:
+    """Persisted first assignments of users (bandit experiments keep users sticky with it)."""
+
+    def get_or_assign(
+        self, experiment_id: str, user_id: str, variant_id: str, when: datetime
+    ) -> str:
+        """Stores ``variant_id`` for the user unless one is stored; returns the stored one."""
+        key = f"{experiment_id}#{user_id}"
+        item = AssignmentTable(key, variant_id=variant_id, assigned_at=when)
+        try:
+            item.save(condition=AssignmentTable.pk.does_not_exist())
+            return variant_id
+        except PutError as exc:
+            if not _conditional_failed(exc):
+                raise
+        return AssignmentTable.get(key, consistent_read=True).variant_id
+
+
+@dataclass
+class _VariantDelta:
+    """Increments a chunk adds to one (variant, shard) counter item."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, Decimal] = field(default_factory=dict)
+
+    def add_count(self, name: str, amount: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+    def add_sum(self, name: str, amount: Decimal) -> None:
+        self.sums[name] = self.sums.get(name, Decimal(0)) + amount
+
+    def observe(self, outcome: Outcome) -> None:
+        self.add_count("request_count")
+        self.add_count("success_count" if outcome.success else "error_count")
+        if outcome.converted is not None:
+            self.add_count("conversion_trials")
+            if outcome.converted:
+                self.add_count("converted_count")
+        latency = Decimal(str(round(float(outcome.latency_ms), 3)))
+        self.add_sum("latency_sum", latency)
+        self.add_sum("latency_sumsq", latency * latency)
+        self.add_count(sketch.attribute_name(sketch.bucket_index(float(latency))))
+        for name, raw in outcome.custom_metrics.items():
+            value = Decimal(str(round(float(raw), 6)))
+            self.add_count(f"c:{name}:n")
+            self.add_sum(f"c:{name}:s", value)
+            self.add_sum(f"c:{name}:ss", value * value)
+
+    def update_expression(self) -> tuple[str, dict[str, str], dict[str, Any]]:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        clauses = []
+        merged: dict[str, Any] = {**self.counts, **self.sums}
+        for position, (name, amount) in enumerate(merged.items()):
+            names[f"#a{position}"] = name
+            values[f":v{position}"] = {"N": str(amount)}
+            clauses.append(f"#a{position} :v{position}")
+        return "ADD " + ", ".join(clauses), names, values
+
+
+def shard_for(experiment_id: str, first_request_id: str) -> int:
+    """The counter shard a chunk goes to (spreads load; any shard is correct)."""
+    digest = hashlib.blake2b(f"{experiment_id}:{first_request_id}".encode(), digest_size=2)
+    return int.from_bytes(digest.digest(), "big") % METRIC_SHARDS
+
+
+def chunk_outcomes(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
+    """Splits outcomes so each chunk plus one update per variant fits one transaction."""
+    chunk: list[Outcome] = []
+    variants: set[str] = set()
+    for outcome in outcomes:
+        grown = variants | {outcome.variant_id}
+        if chunk and len(chunk) + 1 + len(grown) > MAX_TRANSACTION_ACTIONS:
+            yield chunk
+            chunk, grown = [], {outcome.variant_id}
+        chunk.append(outcome)
+        variants = grown
+    if chunk:
+        yield chunk
+
+
+class OutcomeStore:
+    """Idempotent, sharded outcome counters (low-level DynamoDB client for dynamic attributes).
+
+    Args:
+        client: A boto3 DynamoDB client (default: the shared one).
+        sleep: Backoff sleep (tests pass a no-op).
+    """
+
+    def __init__(self, client: Any = None, sleep: Any = time.sleep) -> None:
+        self._client = client
+        self._sleep = sleep
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("dynamodb")
+
+    def record(self, experiment_id: str, outcomes: list[Outcome], now: datetime) -> OutcomeReceipt:
+        """Counts each request id once; returns how many were new and how many were repeats."""
+        unique: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            unique.setdefault(outcome.request_id, outcome)
+        duplicates = len(outcomes) - len(unique)
+        accepted = 0
+        expires = int((now + DEDUP_TTL).timestamp())
+        for chunk in chunk_outcomes(list(unique.values())):
+            stored, repeated = self._write_chunk(experiment_id, chunk, expires)
+            accepted += stored
+            duplicates += repeated
+        return OutcomeReceipt(accepted=accepted, duplicates=duplicates)
+
+    def _actions(self, experiment_id: str, chunk: list[Outcome], expires: int) -> list[Any]:
+        dedup_table = OutcomeDedupTable.Meta.table_name
+        metrics_table = MetricShardTable.Meta.table_name
+        actions: list[Any] = [
+            {
+                "Put": {
+                    "TableName": dedup_table,
+                    "Item": {
+                        "pk": {"S": f"{experiment_id}#{outcome.request_id}"},
+                        "variant_id": {"S": outcome.variant_id},
+                        "expires_at": {"N": str(expires)},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            for outcome in chunk
+        ]
+        deltas: dict[str, _VariantDelta] = {}
+        for outcome in chunk:
+            deltas.setdefault(outcome.variant_id, _VariantDelta()).observe(outcome)
+        shard = shard_for(experiment_id, chunk[0].request_id)
+        for variant_id, delta in deltas.items():
+            expression, names, values = delta.update_expression()
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": metrics_table,
+                        "Key": {
+                            "experiment_id": {"S": experiment_id},
+                            "shard_key": {"S": f"{variant_id}#{shard:02d}"},
+                        },
+                        "UpdateExpression": expression,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            )
+        return actions
+
+    def _write_chunk(
+        self, experiment_id: str, chunk: list[Outcome], expires: int
+    ) -> tuple[int, int]:
+        """Writes one chunk; drops request ids already counted and retries the rest."""
+        from botocore.exceptions import ClientError
+
+        pending, repeated = list(chunk), 0
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self.client.transact_write_items(
+                    TransactItems=self._actions(experiment_id, pending, expires)
+                )
+                return len(pending), repeated
+            except ClientError as exc:
+                seen = self._already_counted(exc, pending)
+                if seen is None:
+                    raise
+                if seen:
+                    repeated += len(seen)
+                    pending = [o for o in pending if o.request_id not in seen]
+                    if not pending:
+                        return 0, repeated
+                    continue
+                self._sleep(min(0.05 * 2**attempt, 1.0) * random.uniform(0.5, 1.0))
+        raise ServiceUnavailable("outcome counters are too contended; retry the same request ids")
+
+    @staticmethod
+    def _already_counted(exc: Any, pending: list[Outcome]) -> set[str] | None:
+        """Request ids whose dedup put failed (already counted); empty set means retry all.
+
+        Returns ``None`` for errors that are not retryable.
+        """
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        if code in RETRYABLE_CODES:
+            return set()
+        if code != "TransactionCanceledException":
+            return None
+        reasons = exc.response.get("CancellationReasons") or []
+        seen = {
+            pending[index].request_id
+            for index, reason in enumerate(reasons[: len(pending)])
+            if (reason or {}).get("Code") == "ConditionalCheckFailed"
+        }
+        return seen
+
+    def read(self, experiment_id: str) -> dict[str, dict[str, Any]]:
+        """Every counter shard of the experiment merged per variant.
+
+        Returns:
+            ``{variant_id: {"counts": {...}, "sums": {...}, "histogram": {index: n}}}``.
+        """
+        merged: dict[str, dict[str, Any]] = {}
+        paginator = self.client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=MetricShardTable.Meta.table_name,
+            KeyConditionExpression="experiment_id = :e",
+            ExpressionAttributeValues={":e": {"S": experiment_id}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                variant_id = item["shard_key"]["S"].rsplit("#", 1)[0]
+                target = merged.setdefault(variant_id, {"sums": {}, "histogram": {}})
+                _merge_item(target, item)
+        return merged
+
+
+def _merge_item(target: dict[str, Any], item: dict[str, Any]) -> None:
+    for name, raw in item.items():
+        if "N" not in raw:
+            continue
+        value = Decimal(raw["N"])
+        index = sketch.parse_attribute(name)
+        if index is not None:
+            target["histogram"][index] = target["histogram"].get(index, 0) + int(value)
+        else:
+            target["sums"][name] = target["sums"].get(name, Decimal(0)) + value
