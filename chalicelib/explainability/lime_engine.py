@@ -7,7 +7,8 @@ contributions are in probability space; regressors in the prediction's space.
 
 Image models take flattened pixels: an image of shape H×W (grayscale) or H×W×3 is passed to the
 model as one row of ``H*W`` or ``H*W*3`` values (row-major), so any scikit-learn classifier
-trained on flattened images can be explained without a custom transformer.
+trained on flattened images can be explained without a custom transformer. Superpixels are
+switched off by setting them to 0 (black).
 """
 
 from __future__ import annotations
@@ -330,7 +331,7 @@ class LIMEExplainer(ExplainerBase):
                 classify,
                 labels=(label,),
                 top_labels=None,
-                hide_color=None,
+                hide_color=0,  # switched-off superpixels are black
                 num_samples=opts.num_samples,
                 segmentation_fn=_segmenter(opts),
                 random_seed=opts.seed,
