@@ -1,0 +1,117 @@
+"""ExplanationCache: content-hash keys, memory and DynamoDB levels, TTL, invalidation, stats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.core.clock import FixedClock
+from chalicelib.explainability.cache import ExplanationCache, cache_key
+from chalicelib.explainability.loading import ModelDescriptor
+from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
+from chalicelib.explainability.repository import ExplanationRepository
+
+DESCRIPTOR = ModelDescriptor("m1", 1, "regression", ("a", "b"), (), "sha-1")
+PARAMS = {"seed": 0, "background_sample_size": 100}
+
+
+def _explanation(model_id: str = "m1", version: int = 1, value: float = 0.25) -> PredictionExplanation:
+    return PredictionExplanation(
+        explanation_id="e1",
+        prediction_id="p1",
+        model_id=model_id,
+        model_version=version,
+        explanation_type="shap",
+        input_kind="tabular",
+        algorithm="linear",
+        output_space="raw",
+        explained_class=None,
+        base_prediction=1.0,
+        actual_prediction=1.25,
+        feature_contributions=[FeatureContribution("a", 2.0, value), FeatureContribution("b", 1.0, 0.0)],
+        top_positive_features=["a"],
+        top_negative_features=[],
+        additivity_error=0.0,
+    )
+
+
+def test_the_key_changes_with_everything_that_changes_the_result() -> None:
+    base = cache_key(DESCRIPTOR, "shap", [1.0, 2.0], PARAMS)
+    assert base == cache_key(DESCRIPTOR, "shap", [1.0, 2.0], dict(reversed(PARAMS.items())))
+    variants = [
+        cache_key(ModelDescriptor("m1", 2, "regression", ("a", "b"), (), "sha-1"), "shap", [1.0, 2.0], PARAMS),
+        cache_key(ModelDescriptor("m1", 1, "regression", ("a", "b"), (), "sha-2"), "shap", [1.0, 2.0], PARAMS),
+        cache_key(DESCRIPTOR, "lime", [1.0, 2.0], PARAMS),
+        cache_key(DESCRIPTOR, "shap", [1.0, 2.5], PARAMS),
+        cache_key(DESCRIPTOR, "shap", [1.0, 2.0], {**PARAMS, "seed": 1}),
+        cache_key(DESCRIPTOR, "shap", [1.0, 2.0], {**PARAMS, "background_sample_size": 50}),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_memory_only_cache_counts_hits_and_misses_and_expires_entries() -> None:
+    clock = FixedClock()
+    cache = ExplanationCache(None, max_entries=2, ttl=timedelta(minutes=5), clock=clock)
+    assert cache.get("k1", "m1") is None
+    cache.set("k1", _explanation())
+    found = cache.get("k1", "m1")
+    assert found is not None and found.cached
+    assert found.contribution_map() == {"a": 0.25, "b": 0.0}
+    clock.advance(minutes=6)
+    assert cache.get("k1", "m1") is None
+    stats = cache.get_cache_stats()
+    assert (stats["hits"], stats["misses"], stats["size"]) == (1, 2, 0)
+    assert stats["hit_rate"] == pytest.approx(1 / 3)
+
+
+def test_the_memory_level_is_a_bounded_lru() -> None:
+    cache = ExplanationCache(None, max_entries=2)
+    for key in ("k1", "k2"):
+        cache.set(key, _explanation())
+    cache.get("k1", "m1")
+    cache.set("k3", _explanation())
+    assert cache.get("k2", "m1") is None
+    assert cache.get("k1", "m1") is not None
+    assert cache.get_cache_stats()["size"] == 2
+
+
+def test_the_table_level_serves_other_instances_until_the_ttl(aws: Any) -> None:
+    clock = FixedClock()
+    writer = ExplanationCache(ExplanationRepository(), ttl=timedelta(hours=1), clock=clock)
+    reader = ExplanationCache(ExplanationRepository(), ttl=timedelta(hours=1), clock=clock)
+    writer.set("k1", _explanation())
+    found = reader.get("k1", "m1")
+    assert found is not None and found.cached and found.additivity_error == 0.0
+    assert reader.get_cache_stats()["table_hits"] == 1
+    assert reader.get("k1", "m1") is not None
+    assert reader.get_cache_stats()["memory_hits"] == 1
+    clock.advance(hours=2)
+    assert ExplanationCache(ExplanationRepository(), clock=clock).get("k1", "m1") is None
+
+
+def test_invalidate_model_removes_a_version_or_every_version_and_counts_them(aws: Any) -> None:
+    cache = ExplanationCache(ExplanationRepository())
+    cache.set("a1", _explanation("m1", 1))
+    cache.set("a2", _explanation("m1", 1, 0.5))
+    cache.set("b1", _explanation("m1", 2))
+    cache.set("other", _explanation("m2", 1))
+    cache.remember("mem-only", _explanation("m1", 2))
+    assert cache.invalidate_model("m1", 1) == 2
+    assert cache.get("a1", "m1") is None and cache.get("b1", "m1") is not None
+    assert cache.invalidate_model("m1") == 2
+    assert cache.get("b1", "m1") is None and cache.get("mem-only", "m1") is None
+    assert cache.get("other", "m2") is not None
+    assert cache.invalidate_model("m1") == 0
+
+
+def test_an_oversized_payload_stays_in_memory_only(aws: Any, monkeypatch: Any) -> None:
+    from chalicelib.explainability import repository
+
+    monkeypatch.setattr(repository, "INLINE_RESULT_LIMIT", 10)
+    cache = ExplanationCache(ExplanationRepository())
+    cache.set("k1", _explanation())
+    assert cache.get("k1", "m1") is not None
+    cache.clear_memory()
+    assert cache.get("k1", "m1") is None
