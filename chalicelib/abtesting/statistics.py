@@ -6,7 +6,7 @@
 * Continuous metrics (latency, custom metrics): Welch's t-test from count, sum and sum of squares,
   as ``statsmodels.stats.weightstats.ttest_ind(usevar="unequal")``.
 * Sample size per arm for a rate: Cohen's h with the normal approximation,
-  ``n = ((z_{1-alpha/2} + z_{power}) / h)^2`` with ``h = 2 asin(sqrt(p2)) - 2 asin(sqrt(p1))``
+  ``n = 2 ((z_{1-alpha/2} + z_{power}) / h)^2`` with ``h = 2 asin(sqrt(p2)) - 2 asin(sqrt(p1))``
   and ``p2 = baseline * (1 + minimum_detectable_effect)`` (the effect is relative), as
   ``NormalIndPower().solve_power(proportion_effectsize(p2, p1), ...)`` rounded up.
 * Sample-ratio mismatch: Pearson chi-square of observed requests against the weights.
@@ -252,7 +252,7 @@ class StatisticalAnalyzer:
         h = 2 * math.asin(math.sqrt(target)) - 2 * math.asin(math.sqrt(baseline_rate))
         z_alpha = _NORMAL.inv_cdf(1 - (1 - confidence_level) / 2)
         z_beta = _NORMAL.inv_cdf(power)
-        return math.ceil(((z_alpha + z_beta) / abs(h)) ** 2)
+        return math.ceil(2 * ((z_alpha + z_beta) / abs(h)) ** 2)
 
     def check_guardrail_metrics(
         self,
@@ -288,12 +288,16 @@ class StatisticalAnalyzer:
         weights: Mapping[str, float],
         alpha: float = SRM_ALPHA,
     ) -> SampleRatioResult:
-        """Chi-square test of observed requests per variant against the configured weights."""
+        """Chi-square test of observed requests per variant against the configured weights.
+
+        Variants with weight 0 are left out; the other weights are normalized.
+        """
         from scipy import stats
 
         active = [name for name, weight in weights.items() if weight > 0]
         total = sum(observed.get(name, 0) for name in active)
-        expected = {name: total * float(weights[name]) for name in active}
+        weight_sum = sum(float(weights[name]) for name in active)
+        expected = {name: total * float(weights[name]) / weight_sum for name in active}
         counts = {name: int(observed.get(name, 0)) for name in active}
         if total == 0 or len(active) < 2:
             return SampleRatioResult(0.0, 1.0, False, counts, expected)
