@@ -207,6 +207,7 @@ class ExplanationRequest:
         algorithm: Force a SHAP algorithm (``auto``, ``tree``, ``linear``, ``exact``, ``kernel``).
         background_method: ``kmeans`` or ``random`` summary of a large background.
         segmentation: Image segmentation (``slic``, ``quickshift``, ``felzenszwalb``).
+        n_segments: Superpixels wanted from ``slic``.
     """
 
     model_id: str
@@ -223,6 +224,7 @@ class ExplanationRequest:
     algorithm: str = "auto"
     background_method: str = "kmeans"
     segmentation: str = "slic"
+    n_segments: int = 25
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for job payloads and the Lambda backend)."""

@@ -1,0 +1,225 @@
+"""The explainability API end to end over HTTP: register, explain, cache, promote, jobs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import Http, Tokens
+
+
+def _register(
+    http: Http,
+    estimator: Any,
+    task: str,
+    names: list[str],
+    background: np.ndarray | None = None,
+    classes: list[str] | None = None,
+    model_id: str | None = None,
+) -> tuple[str, int]:
+    import skops.io as sio
+
+    if model_id is None:
+        created = http.call("POST", "/models", {"name": f"m-{np.random.randint(1e9)}"})
+        assert created.status_code == 201, created.data
+        model_id = created.data["model_id"]
+    body = {
+        "artifact_base64": base64.b64encode(sio.dumps(estimator)).decode(),
+        "format": "skops",
+        "task": task,
+        "feature_names": names,
+        "class_names": classes or [],
+        "background_sample": None if background is None else background.tolist(),
+    }
+    version = http.call("POST", f"/models/{model_id}/versions", body)
+    assert version.status_code == 201, version.data
+    return model_id, version.data["version"]
+
+
+@pytest.fixture
+def forest(http: Http) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 4))
+    y = (X[:, 0] - X[:, 3] > 0).astype(int)
+    names = ["age", "income", "tenure", "debt"]
+    model = RandomForestClassifier(n_estimators=15, max_depth=4, random_state=0).fit(X, y)
+    model_id, version = _register(http, model, "classification", names, X[:60], ["stay", "churn"])
+    rows = [dict(zip(names, row.tolist(), strict=True)) for row in X]
+    return type("Forest", (), {"id": model_id, "version": version, "rows": rows, "X": X})
+
+
+def test_explain_over_http_then_the_second_call_is_a_cache_hit(http: Http, forest: Any) -> None:
+    body = {"model_id": forest.id, "model_version": forest.version, "input_data": forest.rows[0]}
+    first = http.call("POST", "/explanations", body)
+    assert first.status_code == 200, first.data
+    assert first.data["algorithm"] == "tree" and first.data["output_space"] == "probability"
+    assert first.data["cached"] is False
+    assert first.data["additivity_error"] < 1e-3
+    second = http.call("POST", "/explanations", body)
+    assert second.data["cached"] is True
+    assert second.data["explanation_id"] == first.data["explanation_id"]
+    stats = http.call("GET", "/explanations/cache/stats").data
+    assert stats["hits"] >= 1 and stats["misses"] >= 1
+
+
+def test_lime_over_http_reports_fidelity(http: Http, forest: Any) -> None:
+    body = {
+        "model_id": forest.id,
+        "model_version": forest.version,
+        "explanation_type": "lime",
+        "input_data": forest.rows[1],
+        "num_samples": 300,
+    }
+    response = http.call("POST", "/explanations", body)
+    assert response.status_code == 200, response.data
+    assert response.data["algorithm"] == "lime_tabular"
+    assert response.data["local_fidelity"] is not None
+
+
+def test_promoting_a_version_never_serves_the_old_explanation(http: Http, forest: Any) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    stage = {"stage": "production"}
+    assert http.call("POST", f"/models/{forest.id}/versions/1/stage", stage).status_code == 200
+    body = {"model_id": forest.id, "input_data": forest.rows[2]}
+    v1 = http.call("POST", "/explanations", body)
+    assert v1.data["model_version"] == 1
+    assert http.call("POST", "/explanations", body).data["cached"] is True
+    y = (forest.X[:, 1] > 0).astype(int)
+    _register(
+        http, LogisticRegression().fit(forest.X, y), "classification",
+        ["age", "income", "tenure", "debt"], forest.X[:60], ["stay", "churn"], forest.id,
+    )
+    assert http.call("POST", f"/models/{forest.id}/versions/2/stage", stage).status_code == 200
+    v2 = http.call("POST", "/explanations", body)
+    assert v2.data["model_version"] == 2
+    assert v2.data["cached"] is False
+    assert v2.data["algorithm"] == "linear"
+
+
+def test_delete_invalidates_cached_explanations_of_a_model(
+    http: Http, forest: Any, tokens: Tokens
+) -> None:
+    body = {"model_id": forest.id, "model_version": forest.version, "input_data": forest.rows[0]}
+    http.call("POST", "/explanations", body)
+    http.call("POST", "/explanations", {**body, "input_data": forest.rows[1]})
+    denied = http.call("DELETE", f"/models/{forest.id}/explanations", token=tokens.reader)
+    assert denied.status_code == 403
+    removed = http.call("DELETE", f"/models/{forest.id}/explanations?version=1")
+    assert removed.status_code == 200
+    assert removed.data == {"model_id": forest.id, "model_version": 1, "removed": 2}
+    assert http.call("POST", "/explanations", body).data["cached"] is False
+
+
+def test_batch_global_and_dependence_answer_synchronously_under_the_limit(
+    http: Http, forest: Any
+) -> None:
+    common = {"model_id": forest.id, "model_version": forest.version}
+    batch = http.call("POST", "/explanations/batch", {**common, "inputs": forest.rows[:5]})
+    assert batch.status_code == 200, batch.data
+    assert batch.data["count"] == 5
+    result = http.call(
+        "POST",
+        "/explanations/global",
+        {**common, "inputs": forest.rows[:30], "aggregation_method": "percentile_95",
+         "prediction_bins": [0.0, 0.5, 1.0], "top_k": 2},
+    )
+    assert result.status_code == 200, result.data
+    assert set(list(result.data["feature_importances"])[:2]) == {"age", "debt"}
+    assert result.data["stability"]["top_k"] == 2
+    assert sum(s["count"] for s in result.data["segments"]) == 30
+    dependence = http.call(
+        "POST", "/explanations/dependence", {**common, "inputs": forest.rows[:20], "feature": "age"}
+    )
+    assert dependence.status_code == 200, dependence.data
+    assert len(dependence.data["shap_values"]) == 20
+    assert dependence.data["explained_class"] == "churn"
+
+
+def _run_queued_jobs(client: Any) -> int:
+    from chalicelib.core import aws
+    from chalicelib.core.config import get_settings
+
+    sqs = aws.client("sqs")
+    queue = get_settings().explanation_jobs_queue
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    for message in messages:
+        event = client.events.generate_sqs_event(queue_name=queue, message_bodies=[message["Body"]])
+        client.lambda_.invoke("explanation_worker", event)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return len(messages)
+
+
+def test_a_large_batch_becomes_a_job_that_the_sqs_worker_completes(
+    http: Http, forest: Any, client: Any, tokens: Tokens
+) -> None:
+    body = {"model_id": forest.id, "model_version": forest.version, "inputs": forest.rows[:60]}
+    accepted = http.call("POST", "/explanations/batch", body)
+    assert accepted.status_code == 202, accepted.data
+    job_id = accepted.data["job_id"]
+    assert http.call("GET", f"/explanations/jobs/{job_id}").data["status"] == "queued"
+    assert _run_queued_jobs(client) == 1
+    job = http.call("GET", f"/explanations/jobs/{job_id}")
+    assert job.status_code == 200
+    assert job.data["status"] == "succeeded"
+    assert job.data["result"]["count"] == 60
+    assert max(e["additivity_error"] for e in job.data["result"]["explanations"]) < 1e-3
+    assert http.call("GET", f"/explanations/jobs/{job_id}", token=tokens.other_writer).status_code == 404
+    assert http.call("GET", f"/explanations/jobs/{job_id}", token=tokens.admin).status_code == 200
+    # A redelivered message for a finished job changes nothing.
+    event = client.events.generate_sqs_event(
+        queue_name="synapse-explanation-jobs", message_bodies=[json.dumps({"job_id": job_id})]
+    )
+    client.lambda_.invoke("explanation_worker", event)
+    assert http.call("GET", f"/explanations/jobs/{job_id}").data["attempts"] == 1
+
+
+def test_an_asynchronous_global_job_that_fails_reports_the_error(
+    http: Http, forest: Any, client: Any
+) -> None:
+    body = {
+        "model_id": forest.id,
+        "model_version": forest.version,
+        "inputs": forest.rows[:3],
+        "class_name": "nope",
+        "asynchronous": True,
+    }
+    accepted = http.call("POST", "/explanations/global", body)
+    assert accepted.status_code == 202
+    _run_queued_jobs(client)
+    job = http.call("GET", f"/explanations/jobs/{accepted.data['job_id']}").data
+    assert job["status"] == "failed"
+    assert job["error"]["status"] == 400 and "nope" in job["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "text"),
+    [
+        ({"explanation_type": "integrated_gradients"}, 422, "not implemented"),
+        ({"explanation_type": "attention"}, 422, "not implemented"),
+        ({"input_data": {"age": "old", "income": 1, "tenure": 1, "debt": 1}}, 400, "'age'"),
+        ({"input_data": {"age": 1, "income": 1, "tenure": 1}}, 400, "missing feature 'debt'"),
+        ({"model_id": "m-missing"}, 404, "m-missing"),
+        ({"model_version": 9}, 404, ""),
+        ({"num_samples": 1}, 400, "num_samples"),
+    ],
+)
+def test_bad_requests_get_clear_errors(
+    http: Http, forest: Any, change: dict, status: int, text: str
+) -> None:
+    body = {"model_id": forest.id, "model_version": forest.version, "input_data": forest.rows[0]}
+    response = http.call("POST", "/explanations", {**body, **change})
+    assert response.status_code == status, response.data
+    assert text in response.data["message"]
+
+
+def test_unknown_job_is_404(http: Http) -> None:
+    response = http.call("GET", "/explanations/jobs/job-nope")
+    assert response.status_code == 404
