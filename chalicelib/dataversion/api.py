@@ -1,0 +1,595 @@
+"""HTTP routes of the dataset versioning service.
+
+Access: a caller who may not read a dataset gets 404 for it (as if it did not exist); readers
+get 403 on writes. Large files go through ``POST /datasets/{id}/uploads`` (presigned PUT under
+``incoming/``); the S3 trigger turns the uploaded object into a version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from chalicelib.core.errors import ValidationError
+from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
+from chalicelib.dataversion.models import Dataset, DatasetFormat, DatasetSchema, DatasetVersion
+from chalicelib.dataversion.service import get_dataset_service
+from chalicelib.dataversion.versioning import VersionRequest
+
+api = ApiBlueprint(__name__, tag="datasets")
+
+FormatName = Literal["parquet", "csv", "json", "tfrecord", "numpy", "pickle"]
+ColumnType = Literal["int", "long", "float", "double", "bool", "string"]
+
+
+class SchemaIn(BaseModel):
+    """A declared schema."""
+
+    columns: dict[str, ColumnType] = Field(min_length=1, max_length=2000)
+    primary_key: list[str] = Field(default_factory=list)
+    partition_keys: list[str] = Field(default_factory=list)
+    nullable: list[str] = Field(default_factory=list)
+    schema_version: int = Field(default=1, ge=1)
+
+    def to_domain(self) -> DatasetSchema:
+        return DatasetSchema.from_dict(self.model_dump())
+
+
+class SchemaOut(BaseModel):
+    """A schema with its order-independent hash."""
+
+    columns: dict[str, str]
+    primary_key: list[str]
+    partition_keys: list[str]
+    nullable: list[str]
+    schema_version: int
+    hash: str
+
+
+class CreateDatasetBody(BaseModel):
+    """Body of ``POST /datasets``."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^/]+$")
+    description: str = Field(default="", max_length=2000)
+    format: FormatName = "csv"
+    compatibility: Literal["backward", "forward", "full", "none"] = "backward"
+    access_groups: list[str] = Field(default_factory=list, max_length=50)
+    schema_: SchemaIn | None = Field(default=None, alias="schema")
+
+
+class DatasetOut(BaseModel):
+    """A dataset."""
+
+    dataset_id: str
+    name: str
+    owner: str
+    access_groups: list[str]
+    format: str
+    compatibility: str
+    description: str
+    declared_schema: SchemaOut | None
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    """The datasets the caller may see."""
+
+    datasets: list[DatasetOut]
+
+
+class VersionOut(BaseModel):
+    """A dataset version."""
+
+    version_id: str
+    dataset_id: str
+    version_number: int
+    sha256: str
+    size_bytes: int
+    format: str
+    schema_: SchemaOut | None = Field(alias="schema")
+    row_count: int | None
+    schema_sampled_rows: int | None
+    parent_version_ids: list[str]
+    transformation_id: str | None
+    tags: dict[str, str]
+    created_by: str
+    created_at: datetime
+    warnings: list[str]
+    source_key: str | None
+    created: bool | None = None
+
+
+class VersionList(BaseModel):
+    """A page of versions."""
+
+    versions: list[VersionOut]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class CreateVersionBody(BaseModel):
+    """Body of ``POST /datasets/{id}/versions``: inline content (text or base64)."""
+
+    data: str | None = Field(default=None, description="UTF-8 content (CSV, JSON lines)")
+    data_base64: str | None = Field(default=None, description="binary content, base64")
+    format: FormatName | None = None
+    schema_: SchemaIn | None = Field(default=None, alias="schema")
+    parent_version_id: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class UploadBody(BaseModel):
+    """Body of ``POST /datasets/{id}/uploads``."""
+
+    filename: str = Field(default="data.csv", min_length=1, max_length=200)
+
+
+class UploadOut(BaseModel):
+    """A presigned PUT for one file."""
+
+    key: str
+    url: str
+    method: str
+    expires_in: int
+
+
+class ContentOut(BaseModel):
+    """A presigned GET of a version's content."""
+
+    version_id: str
+    sha256: str
+    size_bytes: int
+    url: str
+    expires_in: int
+
+
+class VersionsQuery(BaseModel):
+    """Query of ``GET /datasets/{id}/versions``."""
+
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+    as_of: datetime | None = None
+
+
+class CompareQuery(BaseModel):
+    """Query of the compare route: version numbers or ids."""
+
+    a: str = Field(min_length=1)
+    b: str = Field(min_length=1)
+
+
+class CompareOut(BaseModel):
+    """Differences between two versions."""
+
+    a: str
+    b: str
+    same_content: bool
+    schema_: dict[str, Any] = Field(alias="schema")
+    row_count: dict[str, int | None]
+    rows: dict[str, Any] | None
+    rows_note: str | None
+
+
+class LineageQuery(BaseModel):
+    """Query of ``GET /lineage/{version_id}``."""
+
+    direction: Literal["upstream", "downstream", "both"] = "upstream"
+    max_depth: int | None = Field(default=None, ge=0, le=100)
+
+
+class LineageNodeOut(BaseModel):
+    """A version in a lineage view (``visible`` false: another team's version, redacted)."""
+
+    version_id: str
+    dataset_id: str | None
+    version_number: int | None
+    sha256: str | None
+    created_at: datetime | None
+    depth: int
+    visible: bool
+
+
+class LineageEdgeOut(BaseModel):
+    """A derivation."""
+
+    parent_id: str
+    child_id: str
+    transformation_id: str | None
+    transformation_type: str | None
+
+
+class LineageViewOut(BaseModel):
+    """One direction of lineage."""
+
+    nodes: list[LineageNodeOut]
+    edges: list[LineageEdgeOut]
+    truncated: bool
+
+
+class LineageOut(BaseModel):
+    """Upstream and/or downstream lineage of a version."""
+
+    version_id: str
+    upstream: LineageViewOut | None = None
+    downstream: LineageViewOut | None = None
+
+
+class TransformationBody(BaseModel):
+    """Body of ``POST /datasets/{id}/transformations``."""
+
+    transformation: dict[str, Any] = Field(description="a declarative spec; see the docs")
+    source_version_ids: list[str] = Field(min_length=1, max_length=10)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+    output_dataset_ids: dict[Literal["output", "train", "test"], str] = Field(default_factory=dict)
+    data: str | None = Field(default=None, description="external steps: the produced content")
+
+
+class TransformationOut(BaseModel):
+    """A recorded transformation and its output versions."""
+
+    transformation_id: str
+    type: str
+    params: dict[str, Any]
+    source_version_ids: list[str]
+    output_version_ids: dict[str, str]
+    fitted_params: dict[str, Any]
+    replayable: bool
+    code_hash: str | None
+    created_by: str
+    created_at: datetime
+    outputs: dict[str, VersionOut]
+
+
+class ReplayBody(BaseModel):
+    """Body of ``POST /versions/{version_id}/replay``."""
+
+    source_version_id: str
+    data: str | None = Field(default=None, description="new source content (CSV / JSON lines)")
+    data_version_id: str | None = Field(default=None, description="or a stored version")
+
+
+class ReplayOut(BaseModel):
+    """The outcome of a replay."""
+
+    target_version_id: str
+    source_version_id: str
+    sha256: str
+    size_bytes: int
+    row_count: int
+    target_sha256: str
+    matches_target: bool
+    steps: list[str]
+
+
+class ReproducibilityOut(BaseModel):
+    """Whether a version can be rebuilt from its roots."""
+
+    version_id: str
+    reproducible: bool
+    chain: list[str]
+    missing_objects: list[dict[str, str]]
+    non_replayable_steps: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+
+
+class UsageBody(BaseModel):
+    """Body of the usages route."""
+
+    experiment_id: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(default="training", min_length=1, max_length=50)
+
+
+class UsageOut(BaseModel):
+    """A recorded usage."""
+
+    experiment_id: str
+    dataset_id: str
+    version_id: str
+    purpose: str
+    recorded_by: str
+    recorded_at: datetime
+
+
+class UsagesQuery(BaseModel):
+    """Query of ``GET /datasets/{id}/usages``."""
+
+    experiment_id: str = Field(min_length=1)
+
+
+class UsageList(BaseModel):
+    """Usages of a dataset by one experiment."""
+
+    usages: list[UsageOut]
+
+
+class ReconstructQuery(BaseModel):
+    """Query of ``GET /datasets/{id}/reconstruct``: exactly one of ``as_of``, ``experiment_id``."""
+
+    as_of: datetime | None = None
+    experiment_id: str | None = None
+
+
+class ReconstructionOut(BaseModel):
+    """A version to rebuild from and its download URL."""
+
+    version: VersionOut
+    download_url: str
+    usage: UsageOut | None
+
+
+class ReconstructList(BaseModel):
+    """Versions to rebuild from."""
+
+    reconstructions: list[ReconstructionOut]
+
+
+def dataset_out(dataset: Dataset) -> dict[str, Any]:
+    """JSON shape of a dataset."""
+    declared = dataset.declared_schema
+    return {
+        **dataset.__dict__,
+        "declared_schema": declared.to_dict() if declared else None,
+    }
+
+
+def version_out(version: DatasetVersion, created: bool | None = None) -> dict[str, Any]:
+    """JSON shape of a version (the storage key stays internal)."""
+    shown = {key: value for key, value in version.__dict__.items() if key != "storage_key"}
+    shown["schema"] = version.schema.to_dict() if version.schema else None
+    if created is not None:
+        shown["created"] = created
+    return shown
+
+
+def _principal(ctx: RequestContext) -> Any:
+    assert ctx.principal is not None
+    return ctx.principal
+
+
+def _content(body: CreateVersionBody) -> bytes:
+    if (body.data is None) == (body.data_base64 is None):
+        raise ValidationError("give exactly one of 'data' or 'data_base64'")
+    if body.data is not None:
+        return body.data.encode("utf-8")
+    try:
+        return base64.b64decode(body.data_base64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("data_base64 is not valid base64") from None
+
+
+@api.route(
+    "/datasets", "POST", role="writer", body=CreateDatasetBody, response=DatasetOut, status=201
+)
+def create_dataset(ctx: RequestContext) -> dict[str, Any]:
+    """Create a dataset (unique name; the caller owns it)."""
+    body: CreateDatasetBody = ctx.body
+    dataset = get_dataset_service().create_dataset(
+        _principal(ctx),
+        body.name,
+        body.access_groups,
+        body.format,
+        body.compatibility,
+        body.description,
+        body.schema_.to_domain() if body.schema_ else None,
+    )
+    return dataset_out(dataset)
+
+
+@api.route("/datasets", "GET", response=DatasetList)
+def list_datasets(ctx: RequestContext) -> dict[str, Any]:
+    """List the datasets the caller may read."""
+    found = get_dataset_service().list_datasets(_principal(ctx))
+    return {"datasets": [dataset_out(dataset) for dataset in found]}
+
+
+@api.route("/datasets/{dataset_id}", "GET", response=DatasetOut)
+def get_dataset(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Get a dataset."""
+    return dataset_out(get_dataset_service().readable(_principal(ctx), dataset_id))
+
+
+@api.route(
+    "/datasets/{dataset_id}/versions",
+    "POST",
+    role="writer",
+    body=CreateVersionBody,
+    response=VersionOut,
+    status=201,
+    responses={200: "identical content: the existing version"},
+)
+def create_version(ctx: RequestContext, dataset_id: str) -> Any:
+    """Create a version from inline content (201), or get the one with identical content (200)."""
+    body: CreateVersionBody = ctx.body
+    request = VersionRequest(
+        schema=body.schema_.to_domain() if body.schema_ else None,
+        parent_version_ids=[body.parent_version_id] if body.parent_version_id else [],
+        tags=dict(body.tags),
+        format=None if body.format is None else DatasetFormat(body.format),
+    )
+    outcome = get_dataset_service().create_version(
+        _principal(ctx), dataset_id, _content(body), request
+    )
+    shown = version_out(outcome.version, outcome.created)
+    return shown if outcome.created else ApiResponse(shown, 200)
+
+
+@api.route(
+    "/datasets/{dataset_id}/uploads",
+    "POST",
+    role="writer",
+    body=UploadBody,
+    response=UploadOut,
+    status=201,
+)
+def create_upload(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Presigned PUT URL under incoming/ for a file of any size; S3 makes it a version."""
+    body: UploadBody = ctx.body
+    upload = get_dataset_service().create_upload(_principal(ctx), dataset_id, body.filename)
+    return {"key": upload.key, "url": upload.url, "method": "PUT", "expires_in": upload.expires_in}
+
+
+@api.route("/datasets/{dataset_id}/versions", "GET", query=VersionsQuery, response=VersionList)
+def list_versions(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """List versions (ascending; limit, offset, as_of)."""
+    query: VersionsQuery = ctx.query
+    page, total = get_dataset_service().list_versions(
+        _principal(ctx), dataset_id, query.limit, query.offset, query.as_of
+    )
+    following = query.offset + len(page)
+    return {
+        "versions": [version_out(version) for version in page],
+        "total": total,
+        "limit": query.limit,
+        "offset": query.offset,
+        "next_offset": following if following < total else None,
+    }
+
+
+@api.route("/datasets/{dataset_id}/versions/{version}", "GET", response=VersionOut)
+def get_version(ctx: RequestContext, dataset_id: str, version: str) -> dict[str, Any]:
+    """Get a version by number or id."""
+    return version_out(get_dataset_service().version(_principal(ctx), dataset_id, version))
+
+
+@api.route("/datasets/{dataset_id}/versions/{version}/content", "GET", response=ContentOut)
+def get_content(ctx: RequestContext, dataset_id: str, version: str) -> dict[str, Any]:
+    """Presigned GET URL of a version's content."""
+    from chalicelib.core.config import get_settings
+
+    found, url = get_dataset_service().content_url(_principal(ctx), dataset_id, version)
+    return {
+        "version_id": found.version_id,
+        "sha256": found.sha256,
+        "size_bytes": found.size_bytes,
+        "url": url,
+        "expires_in": get_settings().presign_seconds,
+    }
+
+
+@api.route("/datasets/{dataset_id}/compare", "GET", query=CompareQuery, response=CompareOut)
+def compare_versions(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Schema, row-count and row-level differences between versions a and b."""
+    query: CompareQuery = ctx.query
+    return get_dataset_service().compare(_principal(ctx), dataset_id, query.a, query.b)
+
+
+@api.route("/lineage/{version_id}", "GET", query=LineageQuery, response=LineageOut)
+def get_lineage(ctx: RequestContext, version_id: str) -> dict[str, Any]:
+    """Upstream / downstream lineage of a version (max_depth bounds the traversal)."""
+    query: LineageQuery = ctx.query
+    views = get_dataset_service().lineage(
+        _principal(ctx), version_id, query.direction, query.max_depth
+    )
+    return {"version_id": version_id, **views}
+
+
+@api.route(
+    "/datasets/{dataset_id}/transformations",
+    "POST",
+    role="writer",
+    body=TransformationBody,
+    response=TransformationOut,
+    status=201,
+)
+def apply_transformation(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Apply a declarative transformation to source versions; record outputs and lineage."""
+    body: TransformationBody = ctx.body
+    applied = get_dataset_service().apply_transformation(
+        _principal(ctx),
+        dataset_id,
+        body.transformation,
+        body.source_version_ids,
+        body.tags,
+        dict(body.output_dataset_ids),
+        None if body.data is None else body.data.encode("utf-8"),
+    )
+    return {
+        **applied.record.__dict__,
+        "outputs": {
+            role: version_out(outcome.version, outcome.created)
+            for role, outcome in applied.outputs.items()
+        },
+    }
+
+
+@api.route(
+    "/versions/{version_id}/replay", "POST", role="writer", body=ReplayBody, response=ReplayOut
+)
+def replay(ctx: RequestContext, version_id: str) -> dict[str, Any]:
+    """Re-apply the recorded chain from a source version to this one on new data."""
+    body: ReplayBody = ctx.body
+    result = get_dataset_service().replay(
+        _principal(ctx),
+        version_id,
+        body.source_version_id,
+        None if body.data is None else body.data.encode("utf-8"),
+        body.data_version_id,
+    )
+    return {
+        "target_version_id": version_id,
+        "source_version_id": body.source_version_id,
+        "sha256": result.sha256,
+        "size_bytes": result.size_bytes,
+        "row_count": result.row_count,
+        "target_sha256": result.target_sha256,
+        "matches_target": result.matches_target,
+        "steps": result.steps,
+    }
+
+
+@api.route("/versions/{version_id}/reproducibility", "GET", response=ReproducibilityOut)
+def reproducibility(ctx: RequestContext, version_id: str) -> dict[str, Any]:
+    """Report missing source objects and non-replayable steps in a version's chain."""
+    return get_dataset_service().reproducibility(_principal(ctx), version_id).__dict__
+
+
+@api.route(
+    "/datasets/{dataset_id}/versions/{version}/usages",
+    "POST",
+    role="writer",
+    body=UsageBody,
+    response=UsageOut,
+    status=201,
+)
+def record_usage(ctx: RequestContext, dataset_id: str, version: str) -> dict[str, Any]:
+    """Record that an experiment used this version (idempotent)."""
+    body: UsageBody = ctx.body
+    usage = get_dataset_service().record_usage(
+        _principal(ctx), dataset_id, version, body.experiment_id, body.purpose
+    )
+    return dict(usage.__dict__)
+
+
+@api.route("/datasets/{dataset_id}/usages", "GET", query=UsagesQuery, response=UsageList)
+def list_usages(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Usages of this dataset recorded by one experiment."""
+    query: UsagesQuery = ctx.query
+    found = get_dataset_service().usages(_principal(ctx), dataset_id, query.experiment_id)
+    return {"usages": [dict(usage.__dict__) for usage in found]}
+
+
+@api.route(
+    "/datasets/{dataset_id}/reconstruct", "GET", query=ReconstructQuery, response=ReconstructList
+)
+def reconstruct(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """The version(s) to rebuild from: as of a time, or as recorded by an experiment."""
+    query: ReconstructQuery = ctx.query
+    found = get_dataset_service().reconstruct(
+        _principal(ctx), dataset_id, query.as_of, query.experiment_id
+    )
+    return {
+        "reconstructions": [
+            {
+                "version": version_out(item.version),
+                "download_url": item.download_url,
+                "usage": dict(item.usage.__dict__) if item.usage else None,
+            }
+            for item in found
+        ]
+    }

@@ -1,0 +1,623 @@
+"""DynamoDB storage of datasets, versions, transformations, lineage, usages and rejections
+(the dataversion domain's only DynamoDB code).
+
+Uniqueness is enforced with conditional writes in one ``TransactWriteItems``: the version item
+keyed ``(dataset_id, version_number)`` and three reservation items in ``dataset-keys`` (the
+version id, the dataset's content hash, and — for S3 ingests — the source object's key and
+ETag). Either all are written or none, so the dedup index and the versions never diverge and a
+failed attempt leaves no gap in the numbering.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.core.errors import Conflict, NotFound
+from chalicelib.core.tables import meta, register_table
+from chalicelib.dataversion.models import (
+    CompatibilityMode,
+    Dataset,
+    DatasetFormat,
+    DatasetSchema,
+    DatasetUsage,
+    DatasetVersion,
+    LineageEdge,
+    LineageNode,
+    Rejection,
+    TransformationRecord,
+    TransformationType,
+)
+
+
+class DatasetNotFound(NotFound):
+    """No dataset with that id or name (or the caller may not see it)."""
+
+    code = "dataset_not_found"
+
+
+class DatasetVersionNotFound(NotFound):
+    """No such version."""
+
+    code = "dataset_version_not_found"
+
+
+class TransformationNotFound(NotFound):
+    """No such transformation record."""
+
+    code = "transformation_not_found"
+
+
+class VersionNumberTaken(Conflict):
+    """Another writer took the version number first (the engine retries with the next one)."""
+
+
+class DuplicateContent(Conflict):
+    """The dataset already has a version with this content hash."""
+
+
+class DuplicateSource(Conflict):
+    """This source object (key and ETag) was already ingested."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+@register_table
+class DatasetTable(Model):
+    """One item per dataset."""
+
+    Meta = meta("DATASETS_TABLE", "datasets")
+
+    dataset_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    owner = UnicodeAttribute(default="")
+    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
+    format = UnicodeAttribute()
+    compatibility = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+    declared_schema = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+
+    def to_domain(self) -> Dataset:
+        declared = self.declared_schema
+        return Dataset(
+            dataset_id=self.dataset_id,
+            name=self.name,
+            owner=self.owner or "",
+            access_groups=list(self.access_groups or []),
+            format=DatasetFormat(self.format),
+            compatibility=CompatibilityMode(self.compatibility),
+            description=self.description or "",
+            declared_schema=DatasetSchema.from_dict(json.loads(declared)) if declared else None,
+            created_at=self.created_at,
+        )
+
+
+@register_table
+class DatasetKeyTable(Model):
+    """Unique reservations: ``name#…``, ``vid#…``, ``sha#<dataset>#<sha256>``, ``src#…``."""
+
+    Meta = meta("DATASET_KEYS_TABLE", "dataset-keys")
+
+    key = UnicodeAttribute(hash_key=True)
+    dataset_id = UnicodeAttribute()
+    version_id = UnicodeAttribute(null=True)
+    version_number = NumberAttribute(null=True)
+
+
+@register_table
+class DatasetVersionTable(Model):
+    """One item per version, numbered per dataset."""
+
+    Meta = meta("DATASET_VERSIONS_TABLE", "dataset-versions")
+
+    dataset_id = UnicodeAttribute(hash_key=True)
+    version_number = NumberAttribute(range_key=True)
+    version_id = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    size_bytes = NumberAttribute()
+    storage_key = UnicodeAttribute()
+    format = UnicodeAttribute()
+    schema = UnicodeAttribute(null=True)
+    row_count = NumberAttribute(null=True)
+    parent_version_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    transformation_id = UnicodeAttribute(null=True)
+    tags = UnicodeAttribute(default="{}")
+    created_by = UnicodeAttribute(default="")
+    created_at = UTCDateTimeAttribute()
+    warnings = ListAttribute(of=UnicodeAttribute, default=list)
+    source_key = UnicodeAttribute(null=True)
+    schema_sampled_rows = NumberAttribute(null=True)
+
+    def to_domain(self) -> DatasetVersion:
+        return DatasetVersion(
+            version_id=self.version_id,
+            dataset_id=self.dataset_id,
+            version_number=int(self.version_number),
+            sha256=self.sha256,
+            size_bytes=int(self.size_bytes),
+            storage_key=self.storage_key,
+            format=DatasetFormat(self.format),
+            schema=DatasetSchema.from_dict(json.loads(self.schema)) if self.schema else None,
+            row_count=None if self.row_count is None else int(self.row_count),
+            parent_version_ids=list(self.parent_version_ids or []),
+            transformation_id=self.transformation_id,
+            tags=json.loads(self.tags or "{}"),
+            created_by=self.created_by or "",
+            created_at=self.created_at,
+            warnings=list(self.warnings or []),
+            source_key=self.source_key,
+            schema_sampled_rows=None
+            if self.schema_sampled_rows is None
+            else int(self.schema_sampled_rows),
+        )
+
+    @classmethod
+    def from_domain(cls, version: DatasetVersion) -> DatasetVersionTable:
+        return cls(
+            version.dataset_id,
+            version.version_number,
+            version_id=version.version_id,
+            sha256=version.sha256,
+            size_bytes=version.size_bytes,
+            storage_key=version.storage_key,
+            format=version.format.value,
+            schema=_dumps(version.schema.to_dict()) if version.schema else None,
+            row_count=version.row_count,
+            parent_version_ids=list(version.parent_version_ids),
+            transformation_id=version.transformation_id,
+            tags=_dumps(version.tags),
+            created_by=version.created_by,
+            created_at=version.created_at,
+            warnings=list(version.warnings),
+            source_key=version.source_key,
+            schema_sampled_rows=version.schema_sampled_rows,
+        )
+
+
+@register_table
+class TransformationTable(Model):
+    """One item per recorded transformation."""
+
+    Meta = meta("DATASET_TRANSFORMATIONS_TABLE", "dataset-transformations")
+
+    transformation_id = UnicodeAttribute(hash_key=True)
+    type = UnicodeAttribute()
+    params = UnicodeAttribute(default="{}")
+    source_version_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    output_version_ids = UnicodeAttribute(default="{}")
+    fitted_params = UnicodeAttribute(default="{}")
+    replayable = BooleanAttribute(default=True)
+    code_hash = UnicodeAttribute(null=True)
+    created_by = UnicodeAttribute(default="")
+    created_at = UTCDateTimeAttribute()
+
+    def to_domain(self) -> TransformationRecord:
+        return TransformationRecord(
+            transformation_id=self.transformation_id,
+            type=TransformationType(self.type),
+            params=json.loads(self.params),
+            source_version_ids=list(self.source_version_ids or []),
+            output_version_ids=json.loads(self.output_version_ids),
+            fitted_params=json.loads(self.fitted_params),
+            replayable=bool(self.replayable),
+            code_hash=self.code_hash,
+            created_by=self.created_by or "",
+            created_at=self.created_at,
+        )
+
+
+@register_table
+class LineageTable(Model):
+    """Adjacency items: ``(node, "node")`` metadata, ``(node, "up#<parent>")`` and
+    ``(node, "down#<child>")`` edges."""
+
+    Meta = meta("DATASET_LINEAGE_TABLE", "dataset-lineage")
+
+    node_id = UnicodeAttribute(hash_key=True)
+    edge = UnicodeAttribute(range_key=True)
+    dataset_id = UnicodeAttribute(null=True)
+    version_number = NumberAttribute(null=True)
+    sha256 = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute(null=True)
+    transformation_id = UnicodeAttribute(null=True)
+    transformation_type = UnicodeAttribute(null=True)
+
+
+@register_table
+class DatasetUsageTable(Model):
+    """Which versions an experiment used."""
+
+    Meta = meta("DATASET_USAGES_TABLE", "dataset-usages")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    usage_key = UnicodeAttribute(range_key=True)
+    dataset_id = UnicodeAttribute()
+    version_id = UnicodeAttribute()
+    purpose = UnicodeAttribute(default="training")
+    recorded_by = UnicodeAttribute(default="")
+    recorded_at = UTCDateTimeAttribute()
+
+
+@register_table
+class DatasetRejectionTable(Model):
+    """Incoming files that were moved to ``rejected/``, keyed by source key and ETag."""
+
+    Meta = meta("DATASET_REJECTIONS_TABLE", "dataset-rejections")
+
+    source = UnicodeAttribute(hash_key=True)
+    source_key = UnicodeAttribute()
+    etag = UnicodeAttribute(default="")
+    rejected_key = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    rejected_at = UTCDateTimeAttribute()
+
+
+def _connection() -> Connection:
+    return Connection(region=DatasetTable.Meta.region, host=DatasetTable.Meta.host)
+
+
+def _reasons(exc: TransactWriteError) -> list[str]:
+    return [(reason.code if reason else "") or "" for reason in (exc.cancellation_reasons or [])]
+
+
+def _failed(reasons: list[str], index: int) -> bool:
+    return index < len(reasons) and reasons[index] == "ConditionalCheckFailed"
+
+
+def source_ref(bucket: str, key: str, etag: str, version_id: str | None = None) -> str:
+    """The idempotency key of one S3 object state."""
+    return f"{bucket}/{key}#{etag}#{version_id or ''}"
+
+
+class DatasetRepository:
+    """Datasets, versions, transformations, usages and rejections in DynamoDB."""
+
+    # ---- datasets -------------------------------------------------------------------------
+
+    def create_dataset(self, dataset: Dataset) -> None:
+        """Stores a dataset and reserves its name atomically.
+
+        Raises:
+            Conflict: The name is taken.
+        """
+        declared = dataset.declared_schema
+        item = DatasetTable(
+            dataset.dataset_id,
+            name=dataset.name,
+            owner=dataset.owner,
+            access_groups=list(dataset.access_groups),
+            format=dataset.format.value,
+            compatibility=dataset.compatibility.value,
+            description=dataset.description,
+            declared_schema=_dumps(declared.to_dict()) if declared else None,
+            created_at=dataset.created_at,
+        )
+        name = DatasetKeyTable(f"name#{dataset.name}", dataset_id=dataset.dataset_id)
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                tx.save(name, condition=DatasetKeyTable.key.does_not_exist())
+                tx.save(item, condition=DatasetTable.dataset_id.does_not_exist())
+        except TransactWriteError as exc:
+            if "ConditionalCheckFailed" in _reasons(exc):
+                raise Conflict(f"a dataset named '{dataset.name}' already exists") from None
+            raise
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """The dataset.
+
+        Raises:
+            DatasetNotFound: Unknown id.
+        """
+        try:
+            return DatasetTable.get(dataset_id, consistent_read=True).to_domain()
+        except DoesNotExist:
+            raise DatasetNotFound(f"dataset {dataset_id} does not exist") from None
+
+    def find_dataset(self, id_or_name: str) -> Dataset | None:
+        """A dataset by id or by name, or ``None``."""
+        try:
+            return DatasetTable.get(id_or_name, consistent_read=True).to_domain()
+        except DoesNotExist:
+            pass
+        reserved = self._key(f"name#{id_or_name}")
+        return None if reserved is None else self.get_dataset(reserved.dataset_id)
+
+    def list_datasets(self) -> list[Dataset]:
+        """Every dataset, by name."""
+        return sorted((item.to_domain() for item in DatasetTable.scan()), key=lambda d: d.name)
+
+    # ---- versions -------------------------------------------------------------------------
+
+    def latest_version_number(self, dataset_id: str) -> int:
+        """The highest version number (0 when there is none)."""
+        for item in DatasetVersionTable.query(
+            dataset_id, scan_index_forward=False, limit=1, consistent_read=True
+        ):
+            return int(item.version_number)
+        return 0
+
+    def add_version(self, version: DatasetVersion, source: str | None = None) -> None:
+        """Writes a version with its reservations in one transaction.
+
+        Raises:
+            DuplicateContent: The dataset already has this content hash.
+            DuplicateSource: This source object was already ingested.
+            VersionNumberTaken: Another writer took the number (retry with the next).
+        """
+        keys = [
+            DatasetKeyTable(
+                f"sha#{version.dataset_id}#{version.sha256}",
+                dataset_id=version.dataset_id,
+                version_id=version.version_id,
+                version_number=version.version_number,
+            ),
+            self._version_key(version),
+        ]
+        if source is not None:
+            keys.append(
+                DatasetKeyTable(
+                    f"src#{source}",
+                    dataset_id=version.dataset_id,
+                    version_id=version.version_id,
+                    version_number=version.version_number,
+                )
+            )
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                tx.save(
+                    DatasetVersionTable.from_domain(version),
+                    condition=DatasetVersionTable.version_number.does_not_exist(),
+                )
+                for item in keys:
+                    tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
+        except TransactWriteError as exc:
+            reasons = _reasons(exc)
+            if _failed(reasons, 1):
+                raise DuplicateContent("identical content is already a version") from None
+            if _failed(reasons, 3):
+                raise DuplicateSource("this source object was already ingested") from None
+            if _failed(reasons, 0):
+                raise VersionNumberTaken("version number taken") from None
+            raise
+
+    @staticmethod
+    def _version_key(version: DatasetVersion) -> DatasetKeyTable:
+        return DatasetKeyTable(
+            f"vid#{version.version_id}",
+            dataset_id=version.dataset_id,
+            version_id=version.version_id,
+            version_number=version.version_number,
+        )
+
+    def _key(self, key: str) -> DatasetKeyTable | None:
+        try:
+            return DatasetKeyTable.get(key, consistent_read=True)
+        except DoesNotExist:
+            return None
+
+    def reserve_source(self, source: str, version: DatasetVersion) -> None:
+        """Remembers that a source object resolved to an existing version (dedup path)."""
+        try:
+            DatasetKeyTable(
+                f"src#{source}",
+                dataset_id=version.dataset_id,
+                version_id=version.version_id,
+                version_number=version.version_number,
+            ).save(condition=DatasetKeyTable.key.does_not_exist())
+        except PutError as exc:
+            if "ConditionalCheckFailed" not in str(exc):
+                raise
+
+    def version_for_source(self, source: str) -> DatasetVersion | None:
+        """The version a source object was ingested as, if any."""
+        found = self._key(f"src#{source}")
+        return None if found is None else self.get_version(found.dataset_id, found.version_number)
+
+    def version_by_hash(self, dataset_id: str, sha256: str) -> DatasetVersion | None:
+        """The dataset's version with this content hash, if any."""
+        found = self._key(f"sha#{dataset_id}#{sha256}")
+        return None if found is None else self.get_version(dataset_id, found.version_number)
+
+    def get_version(self, dataset_id: str, version_number: Any) -> DatasetVersion:
+        """One version by number.
+
+        Raises:
+            DatasetVersionNotFound: Unknown number.
+        """
+        try:
+            item = DatasetVersionTable.get(dataset_id, int(version_number), consistent_read=True)
+        except DoesNotExist:
+            raise DatasetVersionNotFound(
+                f"dataset {dataset_id} has no version {version_number}"
+            ) from None
+        return item.to_domain()
+
+    def get_version_by_id(self, version_id: str) -> DatasetVersion:
+        """One version by its id.
+
+        Raises:
+            DatasetVersionNotFound: Unknown id.
+        """
+        found = self._key(f"vid#{version_id}")
+        if found is None:
+            raise DatasetVersionNotFound(f"version {version_id} does not exist")
+        return self.get_version(found.dataset_id, found.version_number)
+
+    def list_versions(self, dataset_id: str, limit: int, offset: int) -> list[DatasetVersion]:
+        """Versions ``offset+1 … offset+limit`` in ascending order (numbers are consecutive)."""
+        query = DatasetVersionTable.query(
+            dataset_id,
+            DatasetVersionTable.version_number > offset,
+            limit=limit,
+            consistent_read=True,
+        )
+        return [item.to_domain() for item in query]
+
+    def versions_descending(self, dataset_id: str) -> Iterator[DatasetVersion]:
+        """Versions from the newest backwards (lazily paged)."""
+        for item in DatasetVersionTable.query(
+            dataset_id, scan_index_forward=False, consistent_read=True
+        ):
+            yield item.to_domain()
+
+    # ---- transformations ------------------------------------------------------------------
+
+    def save_transformation(self, record: TransformationRecord) -> None:
+        """Stores (or completes) a transformation record."""
+        TransformationTable(
+            record.transformation_id,
+            type=record.type.value,
+            params=_dumps(record.params),
+            source_version_ids=list(record.source_version_ids),
+            output_version_ids=_dumps(record.output_version_ids),
+            fitted_params=_dumps(record.fitted_params),
+            replayable=record.replayable,
+            code_hash=record.code_hash,
+            created_by=record.created_by,
+            created_at=record.created_at,
+        ).save()
+
+    def get_transformation(self, transformation_id: str) -> TransformationRecord:
+        """One transformation record.
+
+        Raises:
+            TransformationNotFound: Unknown id.
+        """
+        try:
+            return TransformationTable.get(transformation_id, consistent_read=True).to_domain()
+        except DoesNotExist:
+            raise TransformationNotFound(
+                f"transformation {transformation_id} does not exist"
+            ) from None
+
+    # ---- usages and rejections ------------------------------------------------------------
+
+    def record_usage(self, usage: DatasetUsage) -> None:
+        """Stores a usage (idempotent per experiment, version and purpose)."""
+        DatasetUsageTable(
+            usage.experiment_id,
+            f"{usage.dataset_id}#{usage.version_id}#{usage.purpose}",
+            dataset_id=usage.dataset_id,
+            version_id=usage.version_id,
+            purpose=usage.purpose,
+            recorded_by=usage.recorded_by,
+            recorded_at=usage.recorded_at,
+        ).save()
+
+    def usages(self, experiment_id: str, dataset_id: str | None = None) -> list[DatasetUsage]:
+        """An experiment's usages (optionally of one dataset), oldest first."""
+        condition = None
+        if dataset_id is not None:
+            condition = DatasetUsageTable.usage_key.startswith(f"{dataset_id}#")
+        items = DatasetUsageTable.query(experiment_id, condition, consistent_read=True)
+        found = [
+            DatasetUsage(
+                experiment_id=item.experiment_id,
+                dataset_id=item.dataset_id,
+                version_id=item.version_id,
+                purpose=item.purpose,
+                recorded_by=item.recorded_by or "",
+                recorded_at=item.recorded_at,
+            )
+            for item in items
+        ]
+        return sorted(found, key=lambda usage: usage.recorded_at)
+
+    def record_rejection(self, rejection: Rejection) -> None:
+        """Stores why an incoming file was rejected."""
+        DatasetRejectionTable(
+            f"{rejection.source_key}#{rejection.etag}",
+            source_key=rejection.source_key,
+            etag=rejection.etag,
+            rejected_key=rejection.rejected_key,
+            reason=rejection.reason,
+            rejected_at=rejection.rejected_at,
+        ).save()
+
+    def get_rejection(self, source_key: str, etag: str) -> Rejection | None:
+        """The rejection of one incoming object, if any."""
+        try:
+            item = DatasetRejectionTable.get(f"{source_key}#{etag}", consistent_read=True)
+        except DoesNotExist:
+            return None
+        return Rejection(
+            source_key=item.source_key,
+            etag=item.etag,
+            rejected_key=item.rejected_key,
+            reason=item.reason,
+            rejected_at=item.rejected_at,
+        )
+
+    def list_rejections(self, limit: int = 100) -> list[Rejection]:
+        """Recent rejections (any order; for operators)."""
+        return [
+            Rejection(i.source_key, i.etag, i.rejected_key, i.reason, i.rejected_at)
+            for i in DatasetRejectionTable.scan(limit=limit)
+        ]
+
+
+class LineageRepository:
+    """Adjacency items of the lineage DAG."""
+
+    def put_node(self, node: LineageNode) -> None:
+        """Stores a node's metadata (idempotent)."""
+        LineageTable(
+            node.version_id,
+            "node",
+            dataset_id=node.dataset_id,
+            version_number=node.version_number,
+            sha256=node.sha256,
+            created_at=node.created_at,
+        ).save()
+
+    def put_edge(self, edge: LineageEdge) -> None:
+        """Stores both directions of an edge in one transaction."""
+        attrs = {
+            "transformation_id": edge.transformation_id,
+            "transformation_type": edge.transformation_type,
+        }
+        with TransactWrite(connection=_connection()) as tx:
+            tx.save(LineageTable(edge.child_id, f"up#{edge.parent_id}", **attrs))
+            tx.save(LineageTable(edge.parent_id, f"down#{edge.child_id}", **attrs))
+
+    def get_nodes(self, node_ids: Iterable[str]) -> dict[str, LineageNode]:
+        """Node metadata for several ids (one BatchGetItem per 100 ids)."""
+        keys = [(node_id, "node") for node_id in dict.fromkeys(node_ids)]
+        found: dict[str, LineageNode] = {}
+        for item in LineageTable.batch_get(keys):
+            found[item.node_id] = LineageNode(
+                version_id=item.node_id,
+                dataset_id=item.dataset_id or "",
+                version_number=int(item.version_number or 0),
+                sha256=item.sha256 or "",
+                created_at=item.created_at,
+            )
+        return found
+
+    def edges(self, node_id: str, direction: str) -> list[LineageEdge]:
+        """The edges of one node: ``up`` (to parents) or ``down`` (to children)."""
+        prefix = "up#" if direction == "up" else "down#"
+        edges = []
+        for item in LineageTable.query(node_id, LineageTable.edge.startswith(prefix)):
+            other = item.edge[len(prefix) :]
+            parent, child = (other, node_id) if direction == "up" else (node_id, other)
+            edges.append(
+                LineageEdge(parent, child, item.transformation_id, item.transformation_type)
+            )
+        return edges

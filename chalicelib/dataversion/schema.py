@@ -1,0 +1,422 @@
+"""Schemas: inference from CSV / JSON-lines streams, checks against a declared schema, and the
+schema-evolution rules of the compatibility modes.
+
+Inference reads the stream once, alongside hashing: rows are counted exactly over the whole
+stream (quote-aware newline counting, which runs at memory speed), while column types are
+inferred from the first ``sample_rows`` rows so that ingest keeps up with hashing on large files.
+The number of rows the types came from is recorded on the version.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.dataversion.models import (
+    COLUMN_TYPES,
+    CompatibilityMode,
+    DatasetFormat,
+    DatasetSchema,
+)
+
+DEFAULT_SAMPLE_ROWS = 50_000
+MAX_SAMPLE_BYTES = 32 * 1024 * 1024
+
+_INT = re.compile(r"^[+-]?\d+$")
+_BOOLS = {"true": True, "false": False}
+_NUMERIC_RANK = {"int": 0, "long": 1, "float": 2, "double": 3}
+WIDENINGS = frozenset(
+    {
+        ("int", "long"),
+        ("int", "float"),
+        ("int", "double"),
+        ("long", "float"),
+        ("long", "double"),
+        ("float", "double"),
+    }
+)
+
+
+class SchemaEvolutionError(UnprocessableEntity):
+    """The new schema is not compatible with the previous one under the dataset's mode (422)."""
+
+    code = "schema_incompatible"
+
+
+class SchemaMismatch(UnprocessableEntity):
+    """The data does not match the declared schema (422)."""
+
+    code = "schema_mismatch"
+
+
+class UnreadableContent(UnprocessableEntity):
+    """CSV / JSON-lines content that cannot be parsed (422)."""
+
+    code = "unreadable_content"
+
+
+def value_type(text: str) -> str | None:
+    """The narrowest type of one CSV cell (``None`` for an empty cell)."""
+    if text == "":
+        return None
+    if _INT.match(text):
+        return "int"
+    if text.lower() in _BOOLS:
+        return "bool"
+    try:
+        float(text)
+    except ValueError:
+        return "string"
+    return "float"
+
+
+def merge_types(current: str | None, seen: str | None) -> str | None:
+    """The narrowest type holding values of both types."""
+    if seen is None or current == seen:
+        return current
+    if current is None:
+        return seen
+    if current in _NUMERIC_RANK and seen in _NUMERIC_RANK:
+        return current if _NUMERIC_RANK[current] >= _NUMERIC_RANK[seen] else seen
+    return "string"
+
+
+def json_value_type(value: Any) -> str | None:
+    """The type of one JSON value (objects and arrays count as ``string``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "string"
+
+
+@dataclass
+class _ColumnStats:
+    types: dict[str, str | None] = field(default_factory=dict)
+    nullable: set[str] = field(default_factory=set)
+
+    def see(self, column: str, kind: str | None) -> None:
+        if kind is None:
+            self.nullable.add(column)
+            self.types.setdefault(column, None)
+        else:
+            self.types[column] = merge_types(self.types.get(column), kind)
+
+    def schema(self) -> DatasetSchema:
+        columns = {name: kind or "string" for name, kind in self.types.items()}
+        nullable = [name for name in columns if name in self.nullable]
+        return DatasetSchema(columns=columns, nullable=nullable)
+
+
+class _CsvLineCounter:
+    """Counts records exactly: newlines outside quoted CSV fields (or every newline, for JSON
+    lines, where strings cannot hold a raw newline)."""
+
+    def __init__(self, quote_aware: bool = True) -> None:
+        self.quote_aware = quote_aware
+        self.in_quotes = False
+        self.newlines = 0
+        self.last = b""
+        self.seen = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.seen += len(chunk)
+        self.last = chunk[-1:]
+        if not self.quote_aware or (not self.in_quotes and b'"' not in chunk):
+            self.newlines += chunk.count(b"\n")
+            return
+        parts = chunk.split(b'"')
+        start = 1 if self.in_quotes else 0
+        self.newlines += sum(part.count(b"\n") for part in parts[start::2])
+        if (len(parts) - 1) % 2:
+            self.in_quotes = not self.in_quotes
+
+    def records(self) -> int:
+        trailing = 1 if self.seen and self.last != b"\n" else 0
+        return self.newlines + trailing
+
+
+class ContentInspector:
+    """Consumes a content stream chunk by chunk: counts rows and infers the schema.
+
+    Args:
+        fmt: The content format; only CSV and JSON lines are inspected.
+        sample_rows: Rows used for type inference (row counting always covers every row).
+    """
+
+    def __init__(self, fmt: DatasetFormat, sample_rows: int = DEFAULT_SAMPLE_ROWS) -> None:
+        self.format = fmt
+        self.sample_rows = sample_rows
+        self.active = fmt in (DatasetFormat.CSV, DatasetFormat.JSON)
+        self._counter = _CsvLineCounter(quote_aware=fmt is DatasetFormat.CSV)
+        self._sample: list[bytes] = []
+        self._sample_size = 0
+        self._sampling = self.active
+
+    def feed(self, chunk: bytes) -> None:
+        """Takes the next chunk of the stream."""
+        if not self.active:
+            return
+        self._counter.feed(chunk)
+        if self._sampling:
+            self._sample.append(chunk)
+            self._sample_size += len(chunk)
+            if self._sample_size >= MAX_SAMPLE_BYTES or self._enough_lines():
+                self._sampling = False
+
+    def _enough_lines(self) -> bool:
+        return self._counter.newlines > self.sample_rows + 1
+
+    def finish(self) -> tuple[int | None, DatasetSchema | None, int | None]:
+        """Returns (row count, inferred schema, rows the types came from or ``None`` for all)."""
+        if not self.active:
+            return None, None, None
+        complete = self._sampling
+        data = b"".join(self._sample)
+        if self.format is DatasetFormat.CSV:
+            header, rows = parse_csv_sample(data, self.sample_rows, complete)
+            stats = _ColumnStats()
+            for name in header:
+                stats.types[name] = None
+            for row in rows:
+                for name, cell in zip(header, row, strict=False):
+                    stats.see(name, value_type(cell))
+            total = max(self._counter.records() - 1, 0)
+            schema = stats.schema() if header else None
+        else:
+            records = parse_jsonl_sample(data, self.sample_rows, complete)
+            schema = _json_schema(records)
+            total = self._counter.records() if records else 0
+            rows = records
+        sampled = None if complete and len(rows) >= total else len(rows)
+        return total, schema, sampled
+
+
+def _json_schema(records: list[dict[str, Any]]) -> DatasetSchema | None:
+    if not records:
+        return None
+    stats = _ColumnStats()
+    order: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            order.setdefault(key, None)
+    for record in records:
+        for key in order:
+            stats.see(key, json_value_type(record.get(key)))
+    return stats.schema()
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableContent(f"content is not UTF-8 text: {exc}") from None
+
+
+def parse_csv_sample(data: bytes, limit: int, complete: bool) -> tuple[list[str], list[list[str]]]:
+    """Parses the header and up to ``limit`` rows of a CSV prefix.
+
+    Args:
+        data: The first bytes of the stream (or all of it).
+        limit: Most rows returned.
+        complete: Whether ``data`` is the whole stream (else the last partial row is dropped).
+    """
+    if not complete:
+        cut = data.rfind(b"\n")
+        data = data[: cut + 1] if cut >= 0 else b""
+    reader = csv.reader(io.StringIO(_decode(data), newline=""))
+    try:
+        header = next(reader, [])
+        rows = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise UnreadableContent(
+                    f"CSV row {reader.line_num} has {len(row)} fields; the header has {len(header)}"
+                )
+            rows.append(row)
+            if len(rows) >= limit:
+                break
+    except csv.Error as exc:
+        raise UnreadableContent(f"CSV is malformed: {exc}") from None
+    if len(set(header)) != len(header):
+        raise UnreadableContent("CSV header has duplicate column names")
+    return header, rows
+
+
+def parse_jsonl_sample(data: bytes, limit: int, complete: bool) -> list[dict[str, Any]]:
+    """Parses up to ``limit`` records of a JSON-lines prefix (each line one JSON object)."""
+    if not complete:
+        cut = data.rfind(b"\n")
+        data = data[: cut + 1] if cut >= 0 else b""
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(_decode(data).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise UnreadableContent(f"JSON line {number} is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise UnreadableContent(f"JSON line {number} is not an object")
+        records.append(value)
+        if len(records) >= limit:
+            break
+    return records
+
+
+def check_declared(declared: DatasetSchema, inferred: DatasetSchema | None) -> None:
+    """Checks inferred data types against a declared schema.
+
+    Raises:
+        SchemaMismatch: A column is missing, undeclared, of an incompatible type, or has empty
+            values while declared non-nullable; the message names the column.
+    """
+    if inferred is None:
+        raise SchemaMismatch("the content has no rows or header to check the declared schema")
+    problems = []
+    for name, kind in declared.columns.items():
+        if name not in inferred.columns:
+            problems.append(f"column '{name}' is declared but missing from the data")
+            continue
+        found = inferred.columns[name]
+        if not _fits(found, kind):
+            problems.append(f"column '{name}' is declared {kind} but the data holds {found}")
+        if inferred.is_nullable(name) and not declared.is_nullable(name):
+            problems.append(f"column '{name}' is not nullable but the data has empty values")
+    for name in inferred.columns:
+        if name not in declared.columns:
+            problems.append(f"column '{name}' is in the data but not in the declared schema")
+    if problems:
+        raise SchemaMismatch("; ".join(problems), details=problems)
+
+
+def _fits(found: str, declared: str) -> bool:
+    if found == declared or declared == "string":
+        return True
+    return (found, declared) in WIDENINGS
+
+
+def check_schema_definition(schema: DatasetSchema) -> None:
+    """Checks a schema given by a client.
+
+    Raises:
+        UnprocessableEntity: Unknown types, or keys naming columns that do not exist.
+    """
+    for name, kind in schema.columns.items():
+        if kind not in COLUMN_TYPES:
+            raise UnprocessableEntity(
+                f"column '{name}' has unknown type '{kind}'; use one of {', '.join(COLUMN_TYPES)}"
+            )
+    for label, names in (
+        ("primary_key", schema.primary_key),
+        ("partition_keys", schema.partition_keys),
+        ("nullable", schema.nullable),
+    ):
+        for name in names:
+            if name not in schema.columns:
+                raise UnprocessableEntity(f"{label} names unknown column '{name}'")
+
+
+BOTH = frozenset({"backward", "forward"})
+
+
+def _column_changes(old: DatasetSchema, new: DatasetSchema) -> Iterable[tuple[str, frozenset[str]]]:
+    for name in old.columns:
+        if name not in new.columns:
+            yield (
+                f"column '{name}' was dropped (readers of the old schema need it)",
+                frozenset({"forward"}),
+            )
+    for name in new.columns:
+        if name in old.columns:
+            continue
+        if new.is_nullable(name):
+            yield f"nullable column '{name}' was added", frozenset()
+        else:
+            yield (
+                f"required column '{name}' was added (old data has no value for it)",
+                frozenset({"backward"}),
+            )
+
+
+def _type_changes(old: DatasetSchema, new: DatasetSchema) -> Iterable[tuple[str, frozenset[str]]]:
+    for name, before in old.columns.items():
+        after = new.columns.get(name)
+        if after is None:
+            continue
+        if after != before:
+            if (before, after) in WIDENINGS:
+                yield f"column '{name}' widened {before} -> {after}", frozenset({"forward"})
+            elif (after, before) in WIDENINGS:
+                yield f"column '{name}' narrowed {before} -> {after}", frozenset({"backward"})
+            else:
+                yield f"column '{name}' changed type {before} -> {after}", BOTH
+        was, now = old.is_nullable(name), new.is_nullable(name)
+        if was and not now:
+            yield f"column '{name}' became required", frozenset({"backward"})
+        elif now and not was:
+            yield f"column '{name}' became nullable", frozenset({"forward"})
+
+
+def _key_changes(old: DatasetSchema, new: DatasetSchema) -> Iterable[tuple[str, frozenset[str]]]:
+    if list(old.primary_key) != list(new.primary_key):
+        yield f"primary key changed {old.primary_key} -> {new.primary_key}", BOTH
+
+
+def evolution_report(
+    old: DatasetSchema, new: DatasetSchema, mode: CompatibilityMode
+) -> tuple[list[str], list[str]]:
+    """Compares two schemas under a compatibility mode.
+
+    Returns:
+        (changes, problems): every change found, and the ones the mode forbids, each with the
+        direction it breaks (``backward`` / ``forward``).
+    """
+    checked = {
+        CompatibilityMode.BACKWARD: {"backward"},
+        CompatibilityMode.FORWARD: {"forward"},
+        CompatibilityMode.FULL: {"backward", "forward"},
+        CompatibilityMode.NONE: set(),
+    }[mode]
+    changes: list[str] = []
+    problems: list[str] = []
+    for producer in (_column_changes, _type_changes, _key_changes):
+        for text, breaks in producer(old, new):
+            changes.append(text)
+            broken = sorted(breaks & checked)
+            if broken:
+                problems.append(f"{text}: breaks {' and '.join(broken)} compatibility")
+    return changes, problems
+
+
+def validate_schema_evolution(
+    old: DatasetSchema, new: DatasetSchema, mode: CompatibilityMode = CompatibilityMode.BACKWARD
+) -> list[str]:
+    """Checks that ``new`` may follow ``old`` under ``mode``.
+
+    Returns:
+        The changes found (empty when the schemas are equivalent).
+
+    Raises:
+        SchemaEvolutionError: Listing every incompatible change (``details``).
+    """
+    changes, problems = evolution_report(old, new, mode)
+    if problems:
+        raise SchemaEvolutionError(
+            f"schema is not {mode.value}-compatible: " + "; ".join(problems), details=problems
+        )
+    return changes

@@ -1,0 +1,308 @@
+"""The access-controlled facade the HTTP routes call: one method per route.
+
+Every method takes the calling :class:`~chalicelib.auth.models.Principal` and checks it against
+each dataset it touches (see :mod:`chalicelib.dataversion.access`) before delegating to the
+engine, the transformation service or the reconstructor.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.auth.models import Principal
+from chalicelib.core.errors import ValidationError
+from chalicelib.core.singleton import lazy
+from chalicelib.dataversion import access
+from chalicelib.dataversion.lineage import LineageView
+from chalicelib.dataversion.models import (
+    Dataset,
+    DatasetSchema,
+    DatasetUsage,
+    DatasetVersion,
+    LineageNode,
+)
+from chalicelib.dataversion.pipeline import AppliedTransformation, TransformationService
+from chalicelib.dataversion.reconstruction import (
+    DatasetReconstructor,
+    Reconstruction,
+    ReplayResult,
+    ReproducibilityReport,
+)
+from chalicelib.dataversion.repository import DatasetNotFound, DatasetVersionNotFound
+from chalicelib.dataversion.storage import INCOMING_PREFIX
+from chalicelib.dataversion.versioning import (
+    DatasetVersioningEngine,
+    VersionOutcome,
+    VersionRequest,
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class Upload:
+    """A presigned upload: PUT the file to ``url``; the S3 trigger makes it a version."""
+
+    key: str
+    url: str
+    expires_in: int
+
+
+class DatasetService:
+    """Dataset operations on behalf of a caller.
+
+    Args:
+        engine: Versioning engine.
+        transforms: Transformation runner.
+        reconstructor: Reconstruction and replay.
+    """
+
+    def __init__(
+        self,
+        engine: DatasetVersioningEngine | None = None,
+        transforms: TransformationService | None = None,
+        reconstructor: DatasetReconstructor | None = None,
+    ) -> None:
+        self.engine = engine or get_versioning_engine()
+        self.transforms = transforms or TransformationService(self.engine)
+        self.reconstructor = reconstructor or DatasetReconstructor(self.engine, self.transforms)
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def readable(self, principal: Principal, dataset_id: str) -> Dataset:
+        """The dataset if the caller may read it (404 otherwise)."""
+        return access.require_read(principal, self.engine.get_dataset(dataset_id))
+
+    def writable(self, principal: Principal, dataset_id: str) -> Dataset:
+        """The dataset if the caller may write it (404 / 403 otherwise)."""
+        return access.require_write(principal, self.engine.get_dataset(dataset_id))
+
+    def readable_version(self, principal: Principal, version_id: str) -> DatasetVersion:
+        """A version by id if the caller may read its dataset (404 otherwise)."""
+        version = self.engine.get_version_by_id(version_id)
+        try:
+            self.readable(principal, version.dataset_id)
+        except DatasetNotFound:
+            raise DatasetVersionNotFound(f"version {version_id} does not exist") from None
+        return version
+
+    def version(self, principal: Principal, dataset_id: str, ref: str) -> DatasetVersion:
+        """A version of a readable dataset by number (``3``) or id (``dv-…``)."""
+        self.readable(principal, dataset_id)
+        if ref.isdigit():
+            return self.engine.get_version(dataset_id, version_number=int(ref))
+        return self.engine.get_version(dataset_id, version_id=ref)
+
+    # ---- datasets -------------------------------------------------------------------------
+
+    def create_dataset(
+        self,
+        principal: Principal,
+        name: str,
+        access_groups: list[str],
+        format: str,
+        compatibility: str,
+        description: str,
+        schema: DatasetSchema | None,
+    ) -> Dataset:
+        """Creates a dataset owned by the caller."""
+        return self.engine.create_dataset(
+            name,
+            principal.principal,
+            access_groups,
+            format,
+            compatibility,
+            description,
+            schema,
+        )
+
+    def list_datasets(self, principal: Principal) -> list[Dataset]:
+        """The datasets the caller may see."""
+        return access.visible(principal, self.engine.list_datasets())
+
+    # ---- versions -------------------------------------------------------------------------
+
+    def create_version(
+        self, principal: Principal, dataset_id: str, data: Any, request: VersionRequest
+    ) -> VersionOutcome:
+        """Stores inline content as a version (parents must be readable too)."""
+        self.writable(principal, dataset_id)
+        for parent in request.parent_version_ids:
+            self.readable_version(principal, parent)
+        request.created_by = principal.principal
+        return self.engine.store_version(dataset_id, data, request)
+
+    def create_upload(self, principal: Principal, dataset_id: str, filename: str) -> Upload:
+        """A presigned PUT URL under ``incoming/<dataset_id>/`` for one file."""
+        from chalicelib.core.config import get_settings
+
+        dataset = self.writable(principal, dataset_id)
+        safe = _UNSAFE.sub("_", filename).strip("._") or "data"
+        key = f"{INCOMING_PREFIX}{dataset.dataset_id}/{uuid.uuid4().hex}-{safe[:120]}"
+        seconds = get_settings().presign_seconds
+        return Upload(key, self.engine.store.presign_put(key, seconds), seconds)
+
+    def list_versions(
+        self,
+        principal: Principal,
+        dataset_id: str,
+        limit: int,
+        offset: int,
+        as_of: datetime | None,
+    ) -> tuple[list[DatasetVersion], int]:
+        """A page of versions and the total."""
+        self.readable(principal, dataset_id)
+        return self.engine.list_versions(dataset_id, limit, offset, as_of)
+
+    def content_url(self, principal: Principal, dataset_id: str, ref: str) -> tuple[Any, str]:
+        """A version and a presigned GET URL of its content."""
+        found = self.version(principal, dataset_id, ref)
+        return found, self.engine.store.presign_get(found.storage_key)
+
+    def compare(self, principal: Principal, dataset_id: str, a: str, b: str) -> dict[str, Any]:
+        """Differences between two versions of a dataset."""
+        first = self.version(principal, dataset_id, a)
+        second = self.version(principal, dataset_id, b)
+        return self.engine.compare_versions(first, second)
+
+    # ---- lineage --------------------------------------------------------------------------
+
+    def lineage(
+        self, principal: Principal, version_id: str, direction: str, max_depth: int | None
+    ) -> dict[str, Any]:
+        """Upstream and/or downstream lineage; versions of unreadable datasets are redacted."""
+        self.readable_version(principal, version_id)
+        graph = self.engine.lineage
+        views: dict[str, LineageView] = {}
+        if direction in ("upstream", "both"):
+            views["upstream"] = graph.get_upstream_lineage(version_id, max_depth)
+        if direction in ("downstream", "both"):
+            views["downstream"] = graph.get_downstream_lineage(version_id, max_depth)
+        cache: dict[str, bool] = {}
+        return {
+            name: {
+                "nodes": [self._node(principal, node, cache) for node in view.nodes],
+                "edges": view.edges,
+                "truncated": view.truncated,
+            }
+            for name, view in views.items()
+        }
+
+    def _node(self, principal: Principal, node: LineageNode, cache: dict[str, bool]) -> dict:
+        if node.dataset_id not in cache:
+            try:
+                self.readable(principal, node.dataset_id)
+                cache[node.dataset_id] = True
+            except DatasetNotFound:
+                cache[node.dataset_id] = False
+        shown = dict(node.__dict__)
+        shown["visible"] = cache[node.dataset_id]
+        if not shown["visible"]:
+            shown.update(dataset_id=None, version_number=None, sha256=None, created_at=None)
+        return shown
+
+    # ---- transformations, replay, reproducibility -----------------------------------------
+
+    def apply_transformation(
+        self,
+        principal: Principal,
+        dataset_id: str,
+        spec: dict[str, Any],
+        source_version_ids: list[str],
+        tags: dict[str, str],
+        output_datasets: dict[str, str],
+        data: Any,
+    ) -> AppliedTransformation:
+        """Runs (or, for external steps, records) a transformation into writable datasets."""
+        self.writable(principal, dataset_id)
+        for target in output_datasets.values():
+            self.writable(principal, target)
+        for source in source_version_ids:
+            self.readable_version(principal, source)
+        return self.transforms.apply(
+            dataset_id,
+            spec,
+            source_version_ids,
+            principal.principal,
+            tags,
+            output_datasets,
+            data,
+        )
+
+    def replay(
+        self,
+        principal: Principal,
+        target_version_id: str,
+        source_version_id: str,
+        data: Any,
+        data_version_id: str | None,
+    ) -> ReplayResult:
+        """Replays the chain from a source to a target on new data (inline or a stored version)."""
+        self.readable_version(principal, target_version_id)
+        source = self.readable_version(principal, source_version_id)
+        if (data is None) == (data_version_id is None):
+            raise ValidationError("give exactly one of 'data' or 'data_version_id'")
+        if data_version_id is not None:
+            stored = self.readable_version(principal, data_version_id)
+            self.transforms.load_version(stored)
+            data = self.engine.store.read(stored.storage_key)
+        return self.reconstructor.replay_transformations(source.version_id, target_version_id, data)
+
+    def reproducibility(self, principal: Principal, version_id: str) -> ReproducibilityReport:
+        """Whether a version can be rebuilt."""
+        self.readable_version(principal, version_id)
+        return self.reconstructor.validate_reproducibility(version_id)
+
+    # ---- usages and reconstruction --------------------------------------------------------
+
+    def record_usage(
+        self,
+        principal: Principal,
+        dataset_id: str,
+        ref: str,
+        experiment_id: str,
+        purpose: str,
+    ) -> DatasetUsage:
+        """Records that an experiment used a version."""
+        self.readable(principal, dataset_id)
+        found = self.version(principal, dataset_id, ref)
+        return self.reconstructor.record_usage(
+            dataset_id, found.version_id, experiment_id, purpose, principal.principal
+        )
+
+    def usages(self, principal: Principal, dataset_id: str, experiment_id: str) -> list[Any]:
+        """An experiment's usages of a dataset."""
+        self.readable(principal, dataset_id)
+        return self.engine.repository.usages(experiment_id, dataset_id)
+
+    def reconstruct(
+        self,
+        principal: Principal,
+        dataset_id: str,
+        as_of: datetime | None,
+        experiment_id: str | None,
+    ) -> list[Reconstruction]:
+        """The version(s) to rebuild from: as of a time, or as used by an experiment."""
+        self.readable(principal, dataset_id)
+        if (as_of is None) == (experiment_id is None):
+            raise ValidationError("give exactly one of 'as_of' or 'experiment_id'")
+        if as_of is not None:
+            return [self.reconstructor.reconstruct_at_time(dataset_id, as_of)]
+        assert experiment_id is not None
+        return self.reconstructor.reconstruct_for_experiment(experiment_id, dataset_id)
+
+
+@lazy
+def get_versioning_engine() -> DatasetVersioningEngine:
+    """The process-wide versioning engine."""
+    return DatasetVersioningEngine()
+
+
+@lazy
+def get_dataset_service() -> DatasetService:
+    """The process-wide dataset service."""
+    return DatasetService()

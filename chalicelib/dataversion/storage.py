@@ -1,0 +1,209 @@
+"""S3 storage of dataset content (the dataversion domain's only S3 code).
+
+Layout of the data bucket:
+
+* ``incoming/<dataset name or id>/<file>``: uploads; each new object triggers an ingest.
+* ``cas/sha256/ab/cdef…``: content-addressed version bytes, written once per distinct content.
+* ``tmp/<uuid>``: inline uploads being hashed; copied into ``cas/`` and deleted.
+* ``rejected/<path>``: incoming files that could not become a version (reason in DynamoDB).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.core import aws
+from chalicelib.core.config import get_settings
+
+CHUNK_BYTES = 8 * 1024 * 1024
+COPY_PART_BYTES = 512 * 1024 * 1024
+SINGLE_COPY_LIMIT = 5 * 1024 * 1024 * 1024
+CAS_PREFIX = "cas/sha256/"
+TMP_PREFIX = "tmp/"
+INCOMING_PREFIX = "incoming/"
+REJECTED_PREFIX = "rejected/"
+
+
+def cas_key(sha256: str) -> str:
+    """The content-addressed key of a digest: ``cas/sha256/ab/cdef…``."""
+    return f"{CAS_PREFIX}{sha256[:2]}/{sha256[2:]}"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD tells about an object.
+
+    Attributes:
+        key: The key.
+        size: Content length.
+        etag: ETag without quotes.
+        version_id: S3 version id when the bucket is versioned.
+    """
+
+    key: str
+    size: int
+    etag: str
+    version_id: str | None
+
+
+class DataStore:
+    """Reads and writes dataset objects in the data bucket.
+
+    Args:
+        bucket: Bucket name (default: ``DATA_BUCKET``).
+        chunk_bytes: Size of streamed reads and multipart parts (at least 5 MiB).
+    """
+
+    def __init__(self, bucket: str | None = None, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.bucket = bucket or get_settings().data_bucket
+        self.chunk_bytes = max(chunk_bytes, 5 * 1024 * 1024)
+
+    @property
+    def s3(self) -> Any:
+        return aws.client("s3")
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        """Size and ETag of ``key`` (``None`` when absent)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            found = self.s3.head_object(**kwargs)
+        except self.s3.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            size=int(found["ContentLength"]),
+            etag=str(found.get("ETag", "")).strip('"'),
+            version_id=found.get("VersionId") if version_id else None,
+        )
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+        return self.head(key) is not None
+
+    def iter_object(self, key: str, version_id: str | None = None) -> Iterator[bytes]:
+        """Streams an object in ``chunk_bytes`` chunks (never the whole object in memory)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        body = self.s3.get_object(**kwargs)["Body"]
+        try:
+            while True:
+                chunk = body.read(self.chunk_bytes)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            body.close()
+
+    def read(self, key: str) -> bytes:
+        """The whole object (callers check the size first)."""
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Stores bytes at ``key``."""
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def upload_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Streams chunks to a new temporary key (multipart above one chunk).
+
+        Returns:
+            The temporary key and the number of bytes written.
+        """
+        key = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        total = 0
+        try:
+            for chunk in chunks:
+                total += len(chunk)
+                buffer += chunk
+                while len(buffer) >= self.chunk_bytes:
+                    upload_id = upload_id or self._start_multipart(key)
+                    parts.append(self._upload_part(key, upload_id, len(parts) + 1, buffer))
+                    del buffer[: self.chunk_bytes]
+            if upload_id is None:
+                self.put(key, bytes(buffer))
+                return key, total
+            if buffer or not parts:
+                parts.append(self._upload_part(key, upload_id, len(parts) + 1, buffer))
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            if upload_id is not None:
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return key, total
+
+    def _start_multipart(self, key: str) -> str:
+        return self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+
+    def _upload_part(self, key: str, upload_id: str, number: int, buffer: bytearray) -> dict:
+        body = bytes(buffer[: self.chunk_bytes])
+        found = self.s3.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"ETag": found["ETag"], "PartNumber": number}
+
+    def copy(
+        self, source_key: str, target_key: str, size: int, source_version: str | None = None
+    ) -> None:
+        """Server-side copy (no bytes pass through this process); multipart above 5 GiB."""
+        source: dict[str, Any] = {"Bucket": self.bucket, "Key": source_key}
+        if source_version:
+            source["VersionId"] = source_version
+        if size <= SINGLE_COPY_LIMIT:
+            self.s3.copy_object(Bucket=self.bucket, Key=target_key, CopySource=source)
+            return
+        upload_id = self._start_multipart(target_key)
+        parts = []
+        for number, start in enumerate(range(0, size, COPY_PART_BYTES), start=1):
+            end = min(start + COPY_PART_BYTES, size) - 1
+            found = self.s3.upload_part_copy(
+                Bucket=self.bucket,
+                Key=target_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource=source,
+                CopySourceRange=f"bytes={start}-{end}",
+            )
+            parts.append({"ETag": found["CopyPartResult"]["ETag"], "PartNumber": number})
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=target_key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+
+    def delete(self, key: str) -> None:
+        """Removes ``key`` (no error if absent)."""
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def presign_put(self, key: str, expires: int | None = None) -> str:
+        """A presigned PUT URL for exactly ``key``."""
+        return self.s3.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key},
+            ExpiresIn=expires or get_settings().presign_seconds,
+        )
+
+    def presign_get(self, key: str, expires: int | None = None) -> str:
+        """A presigned GET URL for ``key``."""
+        return self.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key},
+            ExpiresIn=expires or get_settings().presign_seconds,
+        )
+
+
+def _is_missing(exc: Any) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}

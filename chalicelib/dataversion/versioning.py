@@ -1,0 +1,645 @@
+"""The dataset versioning engine: datasets, content-addressed versions, schema checks, S3 ingest.
+
+Content is streamed once: every chunk updates the sha256, the row counter and the schema sampler,
+and goes on to S3 (inline data, as a multipart upload to a temporary key) or stays there (S3
+ingest, where the object is then copied server-side). The bytes are stored once per distinct
+content at ``cas/sha256/ab/cdef…``; identical content returns the existing version.
+
+Version numbers are allocated by a conditional transaction on ``(dataset_id, version_number)``
+retried with the next number, so concurrent writers get consecutive numbers with no gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.core.errors import (
+    Conflict,
+    ServiceUnavailable,
+    UnprocessableEntity,
+    ValidationError,
+)
+from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.observability import logger
+from chalicelib.dataversion.lineage import LineageGraph
+from chalicelib.dataversion.models import (
+    PICKLE_WARNING,
+    TABULAR_FORMATS,
+    CompatibilityMode,
+    Dataset,
+    DatasetFormat,
+    DatasetSchema,
+    DatasetVersion,
+    Rejection,
+    TransformationRecord,
+)
+from chalicelib.dataversion.repository import (
+    DatasetRepository,
+    DatasetVersionNotFound,
+    DuplicateContent,
+    DuplicateSource,
+    VersionNumberTaken,
+    source_ref,
+)
+from chalicelib.dataversion.schema import (
+    DEFAULT_SAMPLE_ROWS,
+    WIDENINGS,
+    ContentInspector,
+    check_declared,
+    check_schema_definition,
+    validate_schema_evolution,
+)
+from chalicelib.dataversion.storage import (
+    CHUNK_BYTES,
+    INCOMING_PREFIX,
+    REJECTED_PREFIX,
+    DataStore,
+    cas_key,
+)
+
+MAX_ALLOCATION_ATTEMPTS = 200
+EXTENSION_FORMATS = {
+    ".csv": DatasetFormat.CSV,
+    ".jsonl": DatasetFormat.JSON,
+    ".ndjson": DatasetFormat.JSON,
+    ".json": DatasetFormat.JSON,
+    ".parquet": DatasetFormat.PARQUET,
+    ".tfrecord": DatasetFormat.TFRECORD,
+    ".npy": DatasetFormat.NUMPY,
+    ".npz": DatasetFormat.NUMPY,
+    ".pkl": DatasetFormat.PICKLE,
+    ".pickle": DatasetFormat.PICKLE,
+}
+
+DataSource = bytes | bytearray | memoryview | str | BinaryIO | Iterable[bytes]
+
+
+@dataclass
+class VersionOutcome:
+    """The result of storing content.
+
+    Attributes:
+        version: The new version, or the existing one with identical content.
+        created: Whether a new version was written.
+    """
+
+    version: DatasetVersion
+    created: bool
+
+
+@dataclass
+class IngestOutcome:
+    """What an S3-triggered ingest did with one object.
+
+    Attributes:
+        status: ``created``, ``duplicate``, ``rejected`` or ``missing`` (already handled).
+        key: The incoming key.
+        version: The version, when created or deduplicated.
+        reason: Why it was rejected.
+    """
+
+    status: str
+    key: str
+    version: DatasetVersion | None = None
+    reason: str | None = None
+
+
+@dataclass
+class _Content:
+    """What one pass over the bytes learned."""
+
+    sha256: str
+    size: int
+    row_count: int | None
+    schema: DatasetSchema | None
+    sampled_rows: int | None
+
+
+@dataclass
+class VersionRequest:
+    """Everything about a new version except its bytes.
+
+    Attributes:
+        schema: A schema the content must match (else the dataset's declared one, else inferred).
+        parent_version_ids: Versions it derives from.
+        transformation: The transformation that produced it.
+        tags: Labels.
+        created_by: Principal.
+        format: Content format (default: the dataset's).
+        source_key: The incoming key for S3 ingests.
+    """
+
+    schema: DatasetSchema | None = None
+    parent_version_ids: list[str] = field(default_factory=list)
+    transformation: TransformationRecord | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    created_by: str = ""
+    format: DatasetFormat | None = None
+    source_key: str | None = None
+
+
+def iter_chunks(data: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yields ``data`` in chunks: bytes-like, text, a binary file object or an iterable of bytes.
+
+    Raises:
+        ValidationError: Something that is not bytes.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data)
+        for start in range(0, len(view), chunk_bytes):
+            yield bytes(view[start : start + chunk_bytes])
+        return
+    if hasattr(data, "read"):
+        while True:
+            chunk = data.read(chunk_bytes)
+            if not chunk:
+                return
+            if not isinstance(chunk, bytes | bytearray):
+                raise ValidationError("file objects must be opened in binary mode")
+            yield bytes(chunk)
+    for chunk in data:
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise ValidationError("data chunks must be bytes")
+        yield bytes(chunk)
+
+
+class _Observer:
+    """Hashes and inspects chunks as they pass."""
+
+    def __init__(self, fmt: DatasetFormat, sample_rows: int) -> None:
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.inspector = ContentInspector(fmt, sample_rows)
+
+    def watch(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.see(chunk)
+            yield chunk
+
+    def see(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        self.inspector.feed(chunk)
+
+    def result(self) -> _Content:
+        rows, schema, sampled = self.inspector.finish()
+        return _Content(self.digest.hexdigest(), self.size, rows, schema, sampled)
+
+
+def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) -> DatasetSchema:
+    """Keeps the previous version's wider types and nullability where the new data fits them.
+
+    Inference only sees values, so a float column whose new values happen to be whole numbers
+    would otherwise be inferred as ``int`` and look like a narrowing.
+    """
+    if previous is None:
+        return inferred
+    columns = dict(inferred.columns)
+    nullable = set(inferred.nullable)
+    for name, kind in inferred.columns.items():
+        before = previous.columns.get(name)
+        if before is None:
+            continue
+        if kind == before or (kind, before) in WIDENINGS or before == "string":
+            columns[name] = before
+        if previous.is_nullable(name):
+            nullable.add(name)
+    keep = [name for name in previous.primary_key if name in columns]
+    partitions = [name for name in previous.partition_keys if name in columns]
+    return DatasetSchema(
+        columns=columns,
+        primary_key=keep if len(keep) == len(previous.primary_key) else [],
+        partition_keys=partitions,
+        nullable=[name for name in columns if name in nullable],
+        schema_version=previous.schema_version,
+    )
+
+
+def format_for_key(key: str, default: DatasetFormat) -> DatasetFormat:
+    """The format implied by a file name's extension, else ``default``."""
+    lowered = key.lower()
+    for extension, fmt in EXTENSION_FORMATS.items():
+        if lowered.endswith(extension):
+            return fmt
+    return default
+
+
+class DatasetVersioningEngine:
+    """Creates datasets and versions.
+
+    Args:
+        repository: DynamoDB access.
+        store: S3 access.
+        lineage: The lineage graph versions are added to.
+        event_bus: Where lifecycle events go.
+        clock: Time source.
+        sample_rows: Rows used for schema inference (row counts cover every row).
+    """
+
+    def __init__(
+        self,
+        repository: DatasetRepository | None = None,
+        store: DataStore | None = None,
+        lineage: LineageGraph | None = None,
+        event_bus: EventBus | None = None,
+        clock: Clock | None = None,
+        sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    ) -> None:
+        self.repository = repository or DatasetRepository()
+        self.store = store or DataStore()
+        self.lineage = lineage or LineageGraph()
+        self.event_bus = event_bus or get_event_bus()
+        self.clock = clock or SystemClock()
+        self.sample_rows = sample_rows
+
+    # ---- datasets -------------------------------------------------------------------------
+
+    def create_dataset(
+        self,
+        name: str,
+        owner: str,
+        access_groups: Iterable[str] = (),
+        format: DatasetFormat | str = DatasetFormat.CSV,
+        compatibility: CompatibilityMode | str = CompatibilityMode.BACKWARD,
+        description: str = "",
+        schema: DatasetSchema | None = None,
+    ) -> Dataset:
+        """Creates a dataset with a unique name.
+
+        Raises:
+            ValidationError: Empty name or a name with ``/``.
+            UnprocessableEntity: An invalid declared schema.
+            Conflict: The name is taken (409).
+        """
+        clean = name.strip()
+        if not clean or "/" in clean:
+            raise ValidationError("name must be non-empty and must not contain '/'")
+        if schema is not None:
+            check_schema_definition(schema)
+        dataset = Dataset(
+            dataset_id=f"ds-{uuid.uuid4().hex[:16]}",
+            name=clean,
+            owner=owner,
+            access_groups=sorted(set(access_groups)),
+            format=DatasetFormat(format),
+            compatibility=CompatibilityMode(compatibility),
+            description=description,
+            declared_schema=schema,
+            created_at=self.clock.now(),
+        )
+        self.repository.create_dataset(dataset)
+        self.event_bus.publish(
+            "DatasetCreated",
+            {"dataset_id": dataset.dataset_id, "name": dataset.name, "owner": owner},
+        )
+        return dataset
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """A dataset (404 if unknown)."""
+        return self.repository.get_dataset(dataset_id)
+
+    def list_datasets(self) -> list[Dataset]:
+        """Every dataset (callers filter by access)."""
+        return self.repository.list_datasets()
+
+    # ---- creating versions ----------------------------------------------------------------
+
+    def create_version(
+        self,
+        dataset_id: str,
+        data: DataSource,
+        schema: DatasetSchema | None = None,
+        parent_version_id: str | None = None,
+        transformation: TransformationRecord | None = None,
+        tags: dict[str, str] | None = None,
+        created_by: str = "",
+        format: DatasetFormat | str | None = None,
+    ) -> DatasetVersion:
+        """Stores content as a new version (or returns the version with identical content).
+
+        Args:
+            dataset_id: The dataset.
+            data: Bytes, text, a binary file object or an iterable of byte chunks; streamed.
+            schema: A schema the content must match.
+            parent_version_id: The version it derives from.
+            transformation: The transformation that produced it.
+            tags: Labels.
+            created_by: Principal.
+            format: Content format (default: the dataset's).
+
+        Raises:
+            SchemaMismatch: The content does not match the declared schema (422).
+            SchemaEvolutionError: The schema is incompatible with the previous version (422).
+        """
+        request = VersionRequest(
+            schema=schema,
+            parent_version_ids=[parent_version_id] if parent_version_id else [],
+            transformation=transformation,
+            tags=dict(tags or {}),
+            created_by=created_by,
+            format=DatasetFormat(format) if format else None,
+        )
+        return self.store_version(dataset_id, data, request).version
+
+    def store_version(self, dataset_id: str, data: Any, request: VersionRequest) -> VersionOutcome:
+        """Like :meth:`create_version`, also telling whether a new version was written."""
+        dataset = self.repository.get_dataset(dataset_id)
+        fmt = request.format or dataset.format
+        self._check_parents(request.parent_version_ids)
+        observer = _Observer(fmt, self.sample_rows)
+        staged, _ = self.store.upload_stream(observer.watch(iter_chunks(data)))
+        try:
+            content = observer.result()
+            return self._commit(dataset, fmt, content, request, staged, None, None)
+        finally:
+            self.store.delete(staged)
+
+    def _check_parents(self, parent_ids: list[str]) -> None:
+        for parent in parent_ids:
+            self.repository.get_version_by_id(parent)
+
+    def _commit(
+        self,
+        dataset: Dataset,
+        fmt: DatasetFormat,
+        content: _Content,
+        request: VersionRequest,
+        staged_key: str,
+        staged_version: str | None,
+        source: str | None,
+    ) -> VersionOutcome:
+        existing = self.repository.version_by_hash(dataset.dataset_id, content.sha256)
+        if existing is not None:
+            return self._deduplicated(existing, source)
+        latest = self._latest(dataset.dataset_id)
+        schema = self._resolve_schema(dataset, fmt, content, request, latest)
+        storage_key = cas_key(content.sha256)
+        if not self.store.exists(storage_key):
+            self.store.copy(staged_key, storage_key, content.size, staged_version)
+        version = DatasetVersion(
+            version_id=f"dv-{uuid.uuid4().hex[:16]}",
+            dataset_id=dataset.dataset_id,
+            version_number=(latest.version_number if latest else 0) + 1,
+            sha256=content.sha256,
+            size_bytes=content.size,
+            storage_key=storage_key,
+            format=fmt,
+            schema=schema,
+            row_count=content.row_count,
+            parent_version_ids=list(request.parent_version_ids),
+            transformation_id=request.transformation.transformation_id
+            if request.transformation
+            else None,
+            tags=dict(request.tags),
+            created_by=request.created_by,
+            created_at=self.clock.now(),
+            warnings=[PICKLE_WARNING] if fmt is DatasetFormat.PICKLE else [],
+            source_key=request.source_key,
+            schema_sampled_rows=content.sampled_rows,
+        )
+        return self._allocate(version, source, request.transformation)
+
+    def _deduplicated(self, existing: DatasetVersion, source: str | None) -> VersionOutcome:
+        if source is not None:
+            self.repository.reserve_source(source, existing)
+        self.lineage.add_version_node(existing)
+        return VersionOutcome(existing, created=False)
+
+    def _latest(self, dataset_id: str) -> DatasetVersion | None:
+        number = self.repository.latest_version_number(dataset_id)
+        return self.repository.get_version(dataset_id, number) if number else None
+
+    def _resolve_schema(
+        self,
+        dataset: Dataset,
+        fmt: DatasetFormat,
+        content: _Content,
+        request: VersionRequest,
+        latest: DatasetVersion | None,
+    ) -> DatasetSchema | None:
+        declared = request.schema or dataset.declared_schema
+        if declared is not None:
+            check_schema_definition(declared)
+            if fmt in TABULAR_FORMATS:
+                check_declared(declared, content.schema)
+            schema: DatasetSchema | None = declared
+        elif content.schema is not None:
+            schema = reconcile_inferred(latest.schema if latest else None, content.schema)
+        else:
+            schema = None
+        if latest is not None and latest.schema is not None and schema is not None:
+            validate_schema_evolution(latest.schema, schema, dataset.compatibility)
+        return schema
+
+    def _allocate(
+        self,
+        version: DatasetVersion,
+        source: str | None,
+        transformation: TransformationRecord | None,
+    ) -> VersionOutcome:
+        """Writes the version, moving to the next number while other writers win."""
+        candidate = version
+        for attempt in range(MAX_ALLOCATION_ATTEMPTS):
+            try:
+                self.repository.add_version(candidate, source)
+            except VersionNumberTaken:
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+                latest = self.repository.latest_version_number(version.dataset_id)
+                number = max(candidate.version_number + 1, latest + 1)
+                candidate = replace(candidate, version_number=number, created_at=self.clock.now())
+                continue
+            except DuplicateContent:
+                found = self.repository.version_by_hash(version.dataset_id, version.sha256)
+                assert found is not None
+                return self._deduplicated(found, source)
+            except DuplicateSource:
+                assert source is not None
+                found = self.repository.version_for_source(source)
+                assert found is not None
+                return VersionOutcome(found, created=False)
+            self._record_lineage(candidate, transformation)
+            self.event_bus.publish("DatasetVersionCreated", _version_event(candidate))
+            return VersionOutcome(candidate, created=True)
+        raise ServiceUnavailable("could not allocate a version number; too much contention")
+
+    def _record_lineage(
+        self, version: DatasetVersion, transformation: TransformationRecord | None
+    ) -> None:
+        self.lineage.add_version_node(version)
+        for parent in version.parent_version_ids:
+            self.lineage.add_transformation_edge([parent], version.version_id, transformation)
+
+    # ---- S3-triggered ingest --------------------------------------------------------------
+
+    def ingest_object(self, key: str, s3_version_id: str | None = None) -> IngestOutcome:
+        """Turns an object under ``incoming/<dataset name or id>/`` into a version.
+
+        Idempotent: the same object (key and ETag) always resolves to the same version, however
+        often and in whatever order its events arrive. Files for unknown datasets, or whose
+        content is refused, are moved to ``rejected/`` with the reason recorded.
+        """
+        info = self.store.head(key, s3_version_id)
+        if info is None:
+            logger.info("incoming object already handled or gone", extra={"key": key})
+            return IngestOutcome("missing", key)
+        source = source_ref(self.store.bucket, key, info.etag, s3_version_id)
+        done = self.repository.version_for_source(source)
+        if done is not None:
+            self._remove_incoming(key, info.etag)
+            return IngestOutcome("duplicate", key, done)
+        dataset = self._dataset_for_key(key)
+        if dataset is None:
+            return self._reject(key, info.etag, s3_version_id, self._unknown_reason(key))
+        fmt = format_for_key(key, dataset.format)
+        observer = _Observer(fmt, self.sample_rows)
+        request = VersionRequest(created_by=f"s3:{key}", format=fmt, source_key=key)
+        try:
+            for chunk in self.store.iter_object(key, s3_version_id):
+                observer.see(chunk)
+            content = observer.result()
+            outcome = self._commit(
+                dataset, fmt, content, request, key, s3_version_id or None, source
+            )
+        except (UnprocessableEntity, Conflict) as exc:
+            return self._reject(key, info.etag, s3_version_id, exc.message)
+        self._remove_incoming(key, info.etag)
+        status = "created" if outcome.created else "duplicate"
+        return IngestOutcome(status, key, outcome.version)
+
+    def _dataset_for_key(self, key: str) -> Dataset | None:
+        parts = key[len(INCOMING_PREFIX) :].split("/", 1)
+        if not key.startswith(INCOMING_PREFIX) or len(parts) < 2 or not parts[0] or not parts[1]:
+            return None
+        return self.repository.find_dataset(parts[0])
+
+    @staticmethod
+    def _unknown_reason(key: str) -> str:
+        parts = key[len(INCOMING_PREFIX) :].split("/", 1)
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            return f"key '{key}' is not incoming/<dataset name or id>/<file>"
+        return f"no dataset named or with id '{parts[0]}'"
+
+    def _remove_incoming(self, key: str, etag: str) -> None:
+        current = self.store.head(key)
+        if current is not None and current.etag == etag:
+            self.store.delete(key)
+
+    def _reject(self, key: str, etag: str, s3_version_id: str | None, reason: str) -> IngestOutcome:
+        rest = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
+        rejected_key = f"{REJECTED_PREFIX}{rest}"
+        info = self.store.head(key, s3_version_id)
+        if info is not None:
+            self.store.copy(key, rejected_key, info.size, s3_version_id)
+        rejection = Rejection(key, etag, rejected_key, reason, self.clock.now())
+        self.repository.record_rejection(rejection)
+        self.event_bus.publish(
+            "DatasetVersionRejected",
+            {"source_key": key, "etag": etag, "rejected_key": rejected_key, "reason": reason},
+        )
+        self._remove_incoming(key, etag)
+        logger.warning("incoming file rejected", extra={"key": key, "reason": reason})
+        return IngestOutcome("rejected", key, reason=reason)
+
+    # ---- reading versions -----------------------------------------------------------------
+
+    def get_version(
+        self,
+        dataset_id: str,
+        version_id: str | None = None,
+        version_number: int | None = None,
+        as_of: datetime | None = None,
+    ) -> DatasetVersion:
+        """One version: by id, by number, the one current at ``as_of``, or the latest.
+
+        Raises:
+            DatasetVersionNotFound: No such version (or none existed at ``as_of``).
+        """
+        self.repository.get_dataset(dataset_id)
+        if version_id is not None:
+            found = self.repository.get_version_by_id(version_id)
+            if found.dataset_id != dataset_id:
+                raise DatasetVersionNotFound(f"dataset {dataset_id} has no version {version_id}")
+            return found
+        if version_number is not None:
+            return self.repository.get_version(dataset_id, version_number)
+        if as_of is not None:
+            return self.version_at(dataset_id, as_of)
+        latest = self._latest(dataset_id)
+        if latest is None:
+            raise DatasetVersionNotFound(f"dataset {dataset_id} has no versions yet")
+        return latest
+
+    def version_at(self, dataset_id: str, as_of: datetime) -> DatasetVersion:
+        """The newest version created at or before ``as_of``.
+
+        Raises:
+            DatasetVersionNotFound: The dataset had no version then.
+        """
+        for version in self.repository.versions_descending(dataset_id):
+            if version.created_at <= as_of:
+                return version
+        raise DatasetVersionNotFound(f"dataset {dataset_id} had no version at {as_of.isoformat()}")
+
+    def get_version_by_id(self, version_id: str) -> DatasetVersion:
+        """A version by its id (404 if unknown)."""
+        return self.repository.get_version_by_id(version_id)
+
+    def list_versions(
+        self, dataset_id: str, limit: int = 50, offset: int = 0, as_of: datetime | None = None
+    ) -> tuple[list[DatasetVersion], int]:
+        """A page of versions in ascending order.
+
+        Returns:
+            The page and the total number of versions (as of ``as_of``, when given).
+        """
+        self.repository.get_dataset(dataset_id)
+        if as_of is None:
+            total = self.repository.latest_version_number(dataset_id)
+        else:
+            try:
+                total = self.version_at(dataset_id, as_of).version_number
+            except DatasetVersionNotFound:
+                total = 0
+        if offset >= total:
+            return [], total
+        page = self.repository.list_versions(dataset_id, min(limit, total - offset), offset)
+        return [v for v in page if v.version_number <= total], total
+
+    def validate_schema_evolution(
+        self, old: DatasetSchema, new: DatasetSchema, mode: CompatibilityMode | str | None = None
+    ) -> list[str]:
+        """The changes from ``old`` to ``new``; raises when ``mode`` (default backward) forbids one.
+
+        Raises:
+            SchemaEvolutionError: Listing every incompatible change (422).
+        """
+        return validate_schema_evolution(old, new, CompatibilityMode(mode or "backward"))
+
+    def compare_versions(self, a: DatasetVersion, b: DatasetVersion, sample: int = 20) -> dict:
+        """Schema, row-count and row-level differences from ``a`` to ``b``."""
+        from chalicelib.dataversion.compare import compare_versions
+
+        return compare_versions(self.store, a, b, sample)
+
+
+def _version_event(version: DatasetVersion) -> dict[str, Any]:
+    return {
+        "dataset_id": version.dataset_id,
+        "version_id": version.version_id,
+        "version_number": version.version_number,
+        "sha256": version.sha256,
+        "size_bytes": version.size_bytes,
+        "row_count": version.row_count,
+        "parent_version_ids": version.parent_version_ids,
+        "transformation_id": version.transformation_id,
+    }
