@@ -15,6 +15,7 @@ from chalicelib.abtesting.api import api as abtesting_api
 from chalicelib.auth.api import api as auth_api
 from chalicelib.core import handlers
 from chalicelib.core.http import normalize_framework_errors
+from chalicelib.dataversion.api import api as dataversion_api
 from chalicelib.explainability.api import api as explainability_api
 from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
@@ -28,6 +29,7 @@ app.register_blueprint(auth_api.blueprint)
 app.register_blueprint(registry_api.blueprint)
 app.register_blueprint(abtesting_api.blueprint)
 app.register_blueprint(explainability_api.blueprint)
+app.register_blueprint(dataversion_api.blueprint)
 
 DATA_BUCKET = os.environ.get("DATA_BUCKET", "synapse-data")
 SCHEDULE_MINUTES = int(os.environ.get("SYNAPSE_SCHEDULE_MINUTES", "1"))
@@ -57,3 +59,13 @@ def explanation_worker(event: object) -> dict[str, int]:
     from chalicelib.explainability import handlers as explainability_handlers
 
     return explainability_handlers.handle_job_messages(event)
+
+
+@app.on_s3_event(
+    bucket=DATA_BUCKET, prefix="incoming/", events=["s3:ObjectCreated:*"], name="dataset_ingest"
+)
+def dataset_ingest(event: object) -> None:
+    """Turns files landing under incoming/<dataset>/ into dataset versions (idempotent)."""
+    from chalicelib.dataversion.handlers import handle_s3_event
+
+    handle_s3_event(event)
