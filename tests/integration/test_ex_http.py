@@ -93,8 +93,13 @@ def test_promoting_a_version_never_serves_the_old_explanation(http: Http, forest
     assert http.call("POST", "/explanations", body).data["cached"] is True
     y = (forest.X[:, 1] > 0).astype(int)
     _register(
-        http, LogisticRegression().fit(forest.X, y), "classification",
-        ["age", "income", "tenure", "debt"], forest.X[:60], ["stay", "churn"], forest.id,
+        http,
+        LogisticRegression().fit(forest.X, y),
+        "classification",
+        ["age", "income", "tenure", "debt"],
+        forest.X[:60],
+        ["stay", "churn"],
+        forest.id,
     )
     assert http.call("POST", f"/models/{forest.id}/versions/2/stage", stage).status_code == 200
     v2 = http.call("POST", "/explanations", body)
@@ -127,8 +132,13 @@ def test_batch_global_and_dependence_answer_synchronously_under_the_limit(
     result = http.call(
         "POST",
         "/explanations/global",
-        {**common, "inputs": forest.rows[:30], "aggregation_method": "percentile_95",
-         "prediction_bins": [0.0, 0.5, 1.0], "top_k": 2},
+        {
+            **common,
+            "inputs": forest.rows[:30],
+            "aggregation_method": "percentile_95",
+            "prediction_bins": [0.0, 0.5, 1.0],
+            "top_k": 2,
+        },
     )
     assert result.status_code == 200, result.data
     assert set(list(result.data["feature_importances"])[:2]) == {"age", "debt"}
@@ -171,7 +181,10 @@ def test_a_large_batch_becomes_a_job_that_the_sqs_worker_completes(
     assert job.data["status"] == "succeeded"
     assert job.data["result"]["count"] == 60
     assert max(e["additivity_error"] for e in job.data["result"]["explanations"]) < 1e-3
-    assert http.call("GET", f"/explanations/jobs/{job_id}", token=tokens.other_writer).status_code == 404
+    assert (
+        http.call("GET", f"/explanations/jobs/{job_id}", token=tokens.other_writer).status_code
+        == 404
+    )
     assert http.call("GET", f"/explanations/jobs/{job_id}", token=tokens.admin).status_code == 200
     # A redelivered message for a finished job changes nothing.
     event = client.events.generate_sqs_event(

@@ -118,9 +118,12 @@ def test_correlated_contributions_are_reported_as_interactions() -> None:
     )
     assert [(p["feature_a"], p["feature_b"]) for p in found] == [("x", "y")]
     assert found[0]["correlation"] > 0.99
-    assert FeatureImportanceAggregator().detect_feature_interactions(
-        [_explanation(r) for r in rows[:2]]
-    ) == []
+    assert (
+        FeatureImportanceAggregator().detect_feature_interactions(
+            [_explanation(r) for r in rows[:2]]
+        )
+        == []
+    )
 
 
 def test_segments_by_prediction_aggregate_within_each_bin() -> None:

@@ -17,7 +17,9 @@ DESCRIPTOR = ModelDescriptor("m1", 1, "regression", ("a", "b"), (), "sha-1")
 PARAMS = {"seed": 0, "background_sample_size": 100}
 
 
-def _explanation(model_id: str = "m1", version: int = 1, value: float = 0.25) -> PredictionExplanation:
+def _explanation(
+    model_id: str = "m1", version: int = 1, value: float = 0.25
+) -> PredictionExplanation:
     return PredictionExplanation(
         explanation_id="e1",
         prediction_id="p1",
@@ -30,7 +32,10 @@ def _explanation(model_id: str = "m1", version: int = 1, value: float = 0.25) ->
         explained_class=None,
         base_prediction=1.0,
         actual_prediction=1.25,
-        feature_contributions=[FeatureContribution("a", 2.0, value), FeatureContribution("b", 1.0, 0.0)],
+        feature_contributions=[
+            FeatureContribution("a", 2.0, value),
+            FeatureContribution("b", 1.0, 0.0),
+        ],
         top_positive_features=["a"],
         top_negative_features=[],
         additivity_error=0.0,
@@ -41,8 +46,18 @@ def test_the_key_changes_with_everything_that_changes_the_result() -> None:
     base = cache_key(DESCRIPTOR, "shap", [1.0, 2.0], PARAMS)
     assert base == cache_key(DESCRIPTOR, "shap", [1.0, 2.0], dict(reversed(PARAMS.items())))
     variants = [
-        cache_key(ModelDescriptor("m1", 2, "regression", ("a", "b"), (), "sha-1"), "shap", [1.0, 2.0], PARAMS),
-        cache_key(ModelDescriptor("m1", 1, "regression", ("a", "b"), (), "sha-2"), "shap", [1.0, 2.0], PARAMS),
+        cache_key(
+            ModelDescriptor("m1", 2, "regression", ("a", "b"), (), "sha-1"),
+            "shap",
+            [1.0, 2.0],
+            PARAMS,
+        ),
+        cache_key(
+            ModelDescriptor("m1", 1, "regression", ("a", "b"), (), "sha-2"),
+            "shap",
+            [1.0, 2.0],
+            PARAMS,
+        ),
         cache_key(DESCRIPTOR, "lime", [1.0, 2.0], PARAMS),
         cache_key(DESCRIPTOR, "shap", [1.0, 2.5], PARAMS),
         cache_key(DESCRIPTOR, "shap", [1.0, 2.0], {**PARAMS, "seed": 1}),

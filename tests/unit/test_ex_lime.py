@@ -47,8 +47,12 @@ def test_lime_tabular_reports_fidelity_and_the_driving_features(ctx: Any) -> Non
     assert explanation.algorithm == "lime_tabular"
     assert explanation.output_space == "probability"
     assert 0.0 <= explanation.local_fidelity <= 1.0
-    assert explanation.explained_class == ["neg", "pos"][int(model.estimator.predict(model.X[7:8])[0])]
-    assert explanation.actual_prediction == pytest.approx(model.estimator.predict_proba(model.X[7:8]).max())
+    assert (
+        explanation.explained_class == ["neg", "pos"][int(model.estimator.predict(model.X[7:8])[0])]
+    )
+    assert explanation.actual_prediction == pytest.approx(
+        model.estimator.predict_proba(model.X[7:8]).max()
+    )
     top_two = {c.feature_name for c in explanation.feature_contributions[:2]}
     assert "f1" in top_two
     assert all(c.condition for c in explanation.feature_contributions)
@@ -131,7 +135,9 @@ def test_lime_image_returns_superpixel_weights_and_the_segment_map(ctx: Any) -> 
     bottom_weight = np.mean([weights[s] for s in np.unique(segments[6:])])
     assert top_weight > bottom_weight
     with pytest.raises(ValidationError, match="expects 144"):
-        ctx.svc.lime.explain_image_prediction(model.model_id, model.version, np.zeros((5, 5)).tolist())
+        ctx.svc.lime.explain_image_prediction(
+            model.model_id, model.version, np.zeros((5, 5)).tolist()
+        )
 
 
 def test_shap_on_a_text_model_and_unimplemented_types_are_422(ctx: Any) -> None:

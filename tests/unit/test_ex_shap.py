@@ -29,7 +29,9 @@ def test_linear_model_shap_equals_coef_times_input_minus_background_mean(ctx: An
 
     X, names = tabular_data(120, 5)
     y = X @ np.array([1.5, -2.0, 0.5, 3.0, -0.25]) + 0.7
-    model = register(ctx.reg, LinearRegression().fit(X, y), "regression", names, X, background=X[:60])
+    model = register(
+        ctx.reg, LinearRegression().fit(X, y), "regression", names, X, background=X[:60]
+    )
     explanation = ctx.svc.shap.explain_prediction(model.model_id, model.version, model.row(70))
     expected = model.estimator.coef_ * (X[70] - X[:60].mean(axis=0))
     assert explanation.algorithm == "linear"
@@ -153,7 +155,9 @@ def test_invalid_inputs_are_400_naming_the_feature(ctx: Any, change: dict, messa
     from sklearn.linear_model import LinearRegression
 
     X, names = tabular_data(40, 3)
-    model = register(ctx.reg, LinearRegression().fit(X, X[:, 0]), "regression", names, X, background=X)
+    model = register(
+        ctx.reg, LinearRegression().fit(X, X[:, 0]), "regression", names, X, background=X
+    )
     with pytest.raises(ValidationError, match=message):
         ctx.svc.shap.explain_prediction(model.model_id, model.version, {**model.row(), **change})
     missing = model.row()
@@ -167,7 +171,9 @@ def test_unknown_class_name_is_400_and_no_background_is_422(ctx: Any) -> None:
 
     X, names = tabular_data(60, 3)
     y = (X[:, 0] > 0).astype(int)
-    model = register(ctx.reg, LogisticRegression().fit(X, y), "classification", names, X, ["a", "b"])
+    model = register(
+        ctx.reg, LogisticRegression().fit(X, y), "classification", names, X, ["a", "b"]
+    )
     with pytest.raises(ValidationError, match="unknown class_name 'c'"):
         ctx.svc.shap.explain_prediction(model.model_id, model.version, model.row(), class_name="c")
     with pytest.raises(UnprocessableEntity, match="no background data"):
@@ -217,7 +223,9 @@ def test_global_importance_ranks_the_driving_feature_first(ctx: Any) -> None:
     y = 5 * X[:, 2] + 0.1 * X[:, 0]
     model = register(ctx.reg, LinearRegression().fit(X, y), "regression", names, X, background=X)
     result = ctx.svc.shap.compute_global_importance(
-        model.model_id, model.version, inputs=[model.row(i) for i in range(20)],
+        model.model_id,
+        model.version,
+        inputs=[model.row(i) for i in range(20)],
         aggregation_method="median",
     )
     assert next(iter(result.feature_importances)) == "f2"

@@ -68,7 +68,9 @@ def register(
     return Registered(model_id, version.version, feature_names, X, estimator)
 
 
-def service(bus: RecordingEventBus | None = None, reg: Any = None, backend: Any = "inprocess") -> Any:
+def service(
+    bus: RecordingEventBus | None = None, reg: Any = None, backend: Any = "inprocess"
+) -> Any:
     """An in-process explanation service over the registry and the moto cache table."""
     from chalicelib.explainability.cache import ExplanationCache
     from chalicelib.explainability.loading import RegistryModelLoader
