@@ -6,7 +6,6 @@ import io
 import json
 from typing import Any
 
-import numpy as np
 import pytest
 
 from chalicelib.core.errors import ServiceUnavailable, SynapseError
