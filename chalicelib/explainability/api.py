@@ -286,7 +286,8 @@ def explain_batch(ctx: RequestContext) -> Any:
 @api.route("/explanations/global", "POST", body=GlobalBody, response=GlobalOut, responses=ACCEPTED)
 def explain_global(ctx: RequestContext) -> Any:
     """Global importance with stability and interactions (a job above 50 inputs)."""
-    return _answer(get_explanation_service().global_importance(ctx.body.model_dump(), _owner(ctx)))
+    service = get_explanation_service()
+    return _answer(service.global_importance(ctx.body.model_dump(), _owner(ctx), ctx.principal))
 
 
 @api.route(
@@ -298,7 +299,8 @@ def explain_global(ctx: RequestContext) -> Any:
 )
 def explain_dependence(ctx: RequestContext) -> Any:
     """SHAP dependence-plot data for one feature (a job above 50 inputs)."""
-    return _answer(get_explanation_service().dependence(ctx.body.model_dump(), _owner(ctx)))
+    service = get_explanation_service()
+    return _answer(service.dependence(ctx.body.model_dump(), _owner(ctx), ctx.principal))
 
 
 @api.route("/explanations/jobs/{job_id}", "GET", response=JobOut)

@@ -7,8 +7,11 @@ warm Lambda instance never re-reads an artifact.
 
 from __future__ import annotations
 
+import csv
+import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -121,6 +124,96 @@ class BackgroundDataProvider:
         return self.dataset_reader.read_rows(dataset_version_id, list(descriptor.feature_names))
 
 
+MAX_DATASET_ROWS = 10_000
+
+
+class DataversionReader:
+    """Reads dataset versions of the versioning service (CSV or JSON lines) as numeric rows.
+
+    Only the first ``max_rows`` rows are read (streamed, never the whole object).
+
+    Args:
+        engine: A ``DatasetVersioningEngine`` (default: the process-wide one).
+        store: A ``DataStore`` (default: the data bucket).
+        max_rows: Rows read at most.
+    """
+
+    def __init__(
+        self, engine: Any = None, store: Any = None, max_rows: int = MAX_DATASET_ROWS
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self.max_rows = max_rows
+
+    def read_rows(self, dataset_version_id: str, columns: list[str]) -> np.ndarray:
+        """The rows of a version restricted to ``columns``, in that order.
+
+        Raises:
+            DatasetVersionNotFound: Unknown version (404).
+            UnprocessableEntity: Opaque format, a missing column or non-numeric values.
+        """
+        from chalicelib.dataversion.service import get_versioning_engine
+        from chalicelib.dataversion.storage import DataStore
+
+        engine = self._engine or get_versioning_engine()
+        version = engine.get_version_by_id(dataset_version_id)
+        fmt = getattr(version.format, "value", version.format)
+        if fmt not in ("csv", "json"):
+            raise UnprocessableEntity(
+                f"dataset version '{dataset_version_id}' is {fmt}; only csv and json lines "
+                "datasets can be explained"
+            )
+        lines = _lines((self._store or DataStore()).iter_object(version.storage_key))
+        records = _csv_records(lines) if fmt == "csv" else _json_records(lines)
+        rows = []
+        for index, record in enumerate(records):
+            if index >= self.max_rows:
+                break
+            rows.append(_pick_columns(record, columns, dataset_version_id, index))
+        if not rows:
+            raise UnprocessableEntity(f"dataset version '{dataset_version_id}' has no rows")
+        return as_numeric_matrix(rows, f"dataset version '{dataset_version_id}'")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8-sig").rstrip("\r")
+    if pending.strip():
+        yield pending.decode("utf-8-sig").rstrip("\r")
+
+
+def _csv_records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    return csv.DictReader(line for line in lines if line.strip())
+
+
+def _json_records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        if line.strip():
+            yield json.loads(line)
+
+
+def _pick_columns(
+    record: dict[str, Any], columns: list[str], version_id: str, index: int
+) -> list[float]:
+    values = []
+    for column in columns:
+        if column not in record:
+            raise UnprocessableEntity(
+                f"dataset version '{version_id}' has no column '{column}' (a model feature)"
+            )
+        try:
+            values.append(float(record[column]))
+        except (TypeError, ValueError):
+            raise UnprocessableEntity(
+                f"dataset version '{version_id}' row {index}: column '{column}' is not numeric"
+            ) from None
+    return values
+
+
 def as_numeric_matrix(rows: Any, what: str) -> np.ndarray:
     """Rows as a float matrix.
 
@@ -158,7 +251,7 @@ class RegistryModelLoader:
 
     Args:
         registry: A ``ModelRegistry`` (default: the process-wide one).
-        backgrounds: Background provider (default: stored samples, no dataset reader).
+        backgrounds: Background provider (default: stored samples and dataset versions).
         cache_size: Loaded models kept in memory.
     """
 
@@ -173,7 +266,7 @@ class RegistryModelLoader:
 
             registry = get_model_registry()
         self.registry = registry
-        self.backgrounds = backgrounds or BackgroundDataProvider(registry)
+        self.backgrounds = backgrounds or BackgroundDataProvider(registry, DataversionReader())
         self.cache_size = cache_size
         self._descriptors: OrderedDict[tuple[str, int], ModelDescriptor] = OrderedDict()
         self._models: OrderedDict[tuple[str, int, str], LoadedModel] = OrderedDict()

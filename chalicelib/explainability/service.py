@@ -192,10 +192,15 @@ class ExplanationService:
         return self.backend.run("batch", payload)
 
     def global_importance(
-        self, payload: dict[str, Any], owner: str = ""
+        self, payload: dict[str, Any], owner: str = "", principal: Any = None
     ) -> dict[str, Any] | Submitted:
-        """Global importance, stability and interactions (a job above the synchronous limit)."""
+        """Global importance, stability and interactions (a job above the synchronous limit).
+
+        With a ``principal``, a ``dataset_version_id`` must name a dataset the caller may read
+        (otherwise 404, as the dataset service answers).
+        """
         check_type(ExplanationType(payload.get("explanation_type", "shap")))
+        authorize_dataset(principal, payload.get("dataset_version_id"))
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
         big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
@@ -203,8 +208,11 @@ class ExplanationService:
             return Submitted(self.jobs.submit("global", _job_payload(self, payload), owner))
         return self.backend.run("global", payload)
 
-    def dependence(self, payload: dict[str, Any], owner: str = "") -> dict[str, Any] | Submitted:
+    def dependence(
+        self, payload: dict[str, Any], owner: str = "", principal: Any = None
+    ) -> dict[str, Any] | Submitted:
         """SHAP dependence-plot data (a job above the synchronous limit)."""
+        authorize_dataset(principal, payload.get("dataset_version_id"))
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
         big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
@@ -379,6 +387,22 @@ def check_type(explanation_type: ExplanationType) -> None:
             f"explanation_type '{explanation_type.value}' is not implemented yet; use shap or lime",
             code="unsupported_explanation_type",
         )
+
+
+def authorize_dataset(principal: Any, dataset_version_id: str | None) -> None:
+    """Checks that ``principal`` may read the dataset of ``dataset_version_id`` (if both given).
+
+    Raises:
+        DatasetNotFound: The caller may not read it (indistinguishable from a missing one).
+    """
+    if principal is None or dataset_version_id is None:
+        return
+    from chalicelib.dataversion.access import require_read
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    engine = get_versioning_engine()
+    version = engine.get_version_by_id(dataset_version_id)
+    require_read(principal, engine.get_dataset(version.dataset_id))
 
 
 def input_kind(descriptor: ModelDescriptor) -> str:
