@@ -1,0 +1,206 @@
+"""The S3 trigger: files under incoming/<dataset>/ become versions, at least once, idempotently."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+
+from chalicelib.core.config import get_settings
+from chalicelib.core.events import RecordingEventBus, get_event_bus
+from tests.conftest import Http, Tokens
+
+CSV = b"id,score\n1,0.5\n2,0.75\n3,1.0\n"
+
+
+@pytest.fixture
+def bus(aws: Any) -> RecordingEventBus:
+    recording = RecordingEventBus()
+    get_event_bus.override(recording)
+    return recording
+
+
+def s3() -> Any:
+    from chalicelib.core import aws as clients
+
+    return clients.client("s3")
+
+
+def put(key: str, body: bytes) -> None:
+    s3().put_object(Bucket=get_settings().data_bucket, Key=key, Body=body)
+
+
+def keys(prefix: str) -> list[str]:
+    found = s3().list_objects_v2(Bucket=get_settings().data_bucket, Prefix=prefix)
+    return [item["Key"] for item in found.get("Contents", [])]
+
+
+def deliver(client: Any, key: str) -> None:
+    """Invokes the ingest function as S3 would: the key form-encoded ("+" for spaces)."""
+    event = client.events.generate_s3_event(
+        bucket=get_settings().data_bucket, key=quote_plus(key, safe="/")
+    )
+    client.lambda_.invoke("dataset_ingest", event)
+
+
+def create_dataset(http: Http, name: str, **extra: Any) -> dict[str, Any]:
+    response = http.call("POST", "/datasets", {"name": name, **extra})
+    assert response.status_code == 201, response.data
+    return response.data
+
+
+def versions(http: Http, dataset_id: str) -> list[dict[str, Any]]:
+    return http.call("GET", f"/datasets/{dataset_id}/versions").data["versions"]
+
+
+def test_an_incoming_file_becomes_a_version_by_dataset_name(
+    client: Any, http: Http, bus: RecordingEventBus
+) -> None:
+    dataset = create_dataset(http, "clicks")
+    put("incoming/clicks/day1.csv", CSV)
+    deliver(client, "incoming/clicks/day1.csv")
+    found = versions(http, dataset["dataset_id"])
+    assert len(found) == 1
+    digest = hashlib.sha256(CSV).hexdigest()
+    assert found[0]["sha256"] == digest
+    assert found[0]["row_count"] == 3
+    assert found[0]["source_key"] == "incoming/clicks/day1.csv"
+    assert keys(f"cas/sha256/{digest[:2]}/") == [f"cas/sha256/{digest[:2]}/{digest[2:]}"]
+    assert keys("incoming/") == []
+    assert len(bus.of_type("DatasetVersionCreated")) == 1
+
+
+def test_the_same_event_delivered_three_times_makes_one_version(
+    client: Any, http: Http, bus: RecordingEventBus
+) -> None:
+    dataset = create_dataset(http, "clicks")
+    put(f"incoming/{dataset['dataset_id']}/a.csv", CSV)
+    for _ in range(3):
+        deliver(client, f"incoming/{dataset['dataset_id']}/a.csv")
+    assert [v["version_number"] for v in versions(http, dataset["dataset_id"])] == [1]
+    assert len(bus.of_type("DatasetVersionCreated")) == 1
+
+
+def test_redelivery_after_a_crash_before_cleanup_makes_no_new_version(
+    client: Any, http: Http
+) -> None:
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    dataset = create_dataset(http, "clicks")
+    put("incoming/clicks/a.csv", CSV)
+    engine = get_versioning_engine()
+    original = engine._remove_incoming
+    engine._remove_incoming = lambda key, etag: None  # the first attempt dies before cleanup
+    deliver(client, "incoming/clicks/a.csv")
+    engine._remove_incoming = original
+    assert keys("incoming/") == ["incoming/clicks/a.csv"]
+    deliver(client, "incoming/clicks/a.csv")
+    assert len(versions(http, dataset["dataset_id"])) == 1
+    assert keys("incoming/") == []
+
+
+def test_out_of_order_events_for_new_content_add_one_version_each(
+    client: Any, http: Http
+) -> None:
+    dataset = create_dataset(http, "clicks")
+    put("incoming/clicks/b.csv", CSV + b"5,0.1\n")
+    put("incoming/clicks/a.csv", CSV)
+    deliver(client, "incoming/clicks/b.csv")
+    deliver(client, "incoming/clicks/a.csv")
+    deliver(client, "incoming/clicks/b.csv")
+    found = versions(http, dataset["dataset_id"])
+    assert [v["row_count"] for v in found] == [4, 3]
+
+
+def test_url_encoded_keys_are_decoded(client: Any, http: Http) -> None:
+    dataset = create_dataset(http, "sales eu")
+    key = "incoming/sales eu/q1 report+final (v2).csv"
+    put(key, CSV)
+    deliver(client, key)
+    found = versions(http, dataset["dataset_id"])
+    assert len(found) == 1
+    assert found[0]["source_key"] == key
+
+
+def test_a_file_for_an_unknown_dataset_is_moved_to_rejected_with_a_reason(
+    client: Any, http: Http, bus: RecordingEventBus
+) -> None:
+    from chalicelib.dataversion.repository import DatasetRepository
+
+    put("incoming/nobody/x.csv", CSV)
+    etag = s3().head_object(Bucket=get_settings().data_bucket, Key="incoming/nobody/x.csv")[
+        "ETag"
+    ].strip('"')
+    for _ in range(2):
+        deliver(client, "incoming/nobody/x.csv")
+    assert keys("incoming/") == []
+    assert keys("rejected/") == ["rejected/nobody/x.csv"]
+    stored = s3().get_object(Bucket=get_settings().data_bucket, Key="rejected/nobody/x.csv")
+    assert stored["Body"].read() == CSV
+    rejection = DatasetRepository().get_rejection("incoming/nobody/x.csv", etag)
+    assert rejection is not None and "nobody" in rejection.reason
+    assert len(bus.of_type("DatasetVersionRejected")) == 1
+
+
+def test_content_breaking_the_schema_is_rejected_not_lost(client: Any, http: Http) -> None:
+    dataset = create_dataset(http, "clicks")
+    put("incoming/clicks/1.csv", CSV)
+    deliver(client, "incoming/clicks/1.csv")
+    put("incoming/clicks/2.csv", b"id,score,extra\n1,0.5,x\n")
+    deliver(client, "incoming/clicks/2.csv")
+    assert len(versions(http, dataset["dataset_id"])) == 1
+    assert keys("rejected/") == ["rejected/clicks/2.csv"]
+
+
+def test_presigned_upload_then_trigger_makes_a_version(
+    client: Any, http: Http, tokens: Tokens
+) -> None:
+    import requests
+
+    dataset = create_dataset(http, "clicks")
+    upload = http.call(
+        "POST", f"/datasets/{dataset['dataset_id']}/uploads", {"filename": "big file.csv"}
+    )
+    assert upload.status_code == 201
+    key = upload.data["key"]
+    assert key.startswith(f"incoming/{dataset['dataset_id']}/") and key.endswith("big_file.csv")
+    assert requests.put(upload.data["url"], data=CSV, timeout=30).status_code == 200
+    deliver(client, key)
+    found = versions(http, dataset["dataset_id"])
+    assert found[0]["sha256"] == hashlib.sha256(CSV).hexdigest()
+    content = http.call("GET", f"/datasets/{dataset['dataset_id']}/versions/1/content")
+    assert requests.get(content.data["url"], timeout=30).content == CSV
+
+
+def test_a_real_put_delivered_twice_by_the_local_pump_makes_one_version(
+    client: Any, http: Http, aws: Any
+) -> None:
+    import app as app_module
+    from chalicelib.core import aws as clients
+    from chalicelib.local.pumps import S3EventPump
+
+    dataset = create_dataset(http, "pumped")
+    put("incoming/pumped/data.csv", CSV)
+    sqs = clients.client("sqs")
+    received = sqs.receive_message(
+        QueueUrl=aws.s3_events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    created = [m for m in received if "data.csv" in m["Body"]]
+    assert len(created) == 1
+    for message in received:
+        sqs.change_message_visibility(
+            QueueUrl=aws.s3_events_queue_url,
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=0,
+        )
+    sqs.send_message(QueueUrl=aws.s3_events_queue_url, MessageBody=created[0]["Body"])
+    pump = S3EventPump.for_app(app_module.app, aws.s3_events_queue_url, sqs, wait_seconds=0)
+    delivered = 0
+    for _ in range(5):
+        delivered += pump.poll_once(wait_seconds=0)
+    assert delivered == 2
+    found = versions(http, dataset["dataset_id"])
+    assert len(found) == 1
+    assert found[0]["source_key"] == "incoming/pumped/data.csv"
