@@ -25,7 +25,6 @@ from chalicelib.explainability.base import (
     ExplainerBase,
     class_index,
     class_labels,
-    predicted_indices,
     require,
 )
 from chalicelib.explainability.inputs import image_input, tabular_row, text_input
@@ -203,17 +202,17 @@ class LIMEExplainer(ExplainerBase):
         estimator = loaded.estimator
         names = list(descriptor.feature_names)
         if descriptor.is_classifier:
-            label = self._label(loaded, row[None, :], opts)
-            predict = estimator.predict_proba
+            targets, predict = self._targets(loaded, opts), estimator.predict_proba
         else:
-            label, predict = 1, estimator.predict
+            targets, predict = {"labels": (1,)}, estimator.predict
         result = explainer.explain_instance(
             row,
             predict,
-            labels=(label,),
             num_features=opts.num_features or len(names),
             num_samples=opts.num_samples,
+            **targets,
         )
+        label = _chosen(result, targets)
         conditions = dict(
             zip(_ids(result.local_exp[label]), _texts(result.as_list(label)), strict=True)
         )
@@ -221,7 +220,10 @@ class LIMEExplainer(ExplainerBase):
             FeatureContribution(names[i], float(row[i]), float(w), conditions.get(i))
             for i, w in result.local_exp[label]
         ]
-        actual = _actual(estimator, row[None, :], descriptor.is_classifier, label)
+        if descriptor.is_classifier:
+            actual = float(result.predict_proba[label])  # the model's output for the row itself
+        else:
+            actual = float(result.predicted_value)
         return self._lime_explanation(
             descriptor,
             loaded,
@@ -266,7 +268,7 @@ class LIMEExplainer(ExplainerBase):
 
         loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
         estimator = loaded.estimator
-        label = self._label(loaded, [text], opts)
+        targets = self._targets(loaded, opts)
         explainer = LimeTextExplainer(
             class_names=class_labels(estimator, descriptor),
             bow=True,
@@ -275,16 +277,17 @@ class LIMEExplainer(ExplainerBase):
         result = explainer.explain_instance(
             text,
             lambda texts: estimator.predict_proba(list(texts)),
-            labels=(label,),
             num_features=opts.num_features or DEFAULT_TEXT_FEATURES,
             num_samples=opts.num_samples,
+            **targets,
         )
+        label = _chosen(result, targets)
         words = result.domain_mapper.indexed_string
         contributions = [
             FeatureContribution(str(words.word(i)), str(words.word(i)), float(w))
             for i, w in result.local_exp[label]
         ]
-        actual = _actual(estimator, [text], True, label)
+        actual = float(result.predict_proba[label])
         return self._lime_explanation(
             descriptor,
             loaded,
@@ -323,7 +326,9 @@ class LIMEExplainer(ExplainerBase):
                 batch = batch[..., 0]
             return estimator.predict_proba(batch.reshape(len(batch), -1))
 
-        label = self._label(loaded, image.reshape(1, -1), opts)
+        proba = np.asarray(estimator.predict_proba(image.reshape(1, -1)))[0]
+        requested = class_index(estimator, descriptor, opts.class_name)
+        label = int(np.argmax(proba)) if requested is None else requested
         explainer = LimeImageExplainer(random_state=opts.seed)
         with contextlib.redirect_stderr(io.StringIO()):  # lime's image sampler draws a tqdm bar
             result = explainer.explain_instance(
@@ -341,7 +346,7 @@ class LIMEExplainer(ExplainerBase):
         if opts.num_features:
             weights = weights[: opts.num_features]
         contributions = [FeatureContribution(f"segment_{i}", int(i), float(w)) for i, w in weights]
-        actual = _actual(estimator, image.reshape(1, -1), True, label)
+        actual = float(proba[label])
         explanation = self._lime_explanation(
             descriptor,
             loaded,
@@ -357,11 +362,12 @@ class LIMEExplainer(ExplainerBase):
         return explanation
 
     # --- shared -------------------------------------------------------------------------------
-    def _label(self, loaded: LoadedModel, X: Any, opts: LimeOptions) -> int:
+    def _targets(self, loaded: LoadedModel, opts: LimeOptions) -> dict[str, Any]:
+        """LIME's label arguments: the requested class, or the most probable one."""
         requested = class_index(loaded.estimator, loaded.descriptor, opts.class_name)
         if requested is not None:
-            return requested
-        return int(predicted_indices(loaded.estimator, X)[0])
+            return {"labels": (requested,)}
+        return {"labels": (), "top_labels": 1}
 
     def _lime_explanation(
         self,
@@ -417,10 +423,11 @@ def _segmenter(opts: LimeOptions) -> Any:
     return SegmentationAlgorithm("felzenszwalb", scale=50, sigma=0.5, min_size=2)
 
 
-def _actual(estimator: Any, X: Any, is_classifier: bool, label: int) -> float:
-    if is_classifier:
-        return float(np.asarray(estimator.predict_proba(X))[0, label])
-    return float(np.asarray(estimator.predict(X)).reshape(-1)[0])
+def _chosen(result: Any, targets: dict[str, Any]) -> int:
+    """The label LIME explained (the requested one or its top label)."""
+    if targets.get("top_labels"):
+        return int(result.top_labels[0])
+    return int(targets["labels"][0])
 
 
 def _ids(pairs: list[tuple[int, float]]) -> list[int]:

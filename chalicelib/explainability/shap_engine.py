@@ -510,7 +510,7 @@ class SHAPExplainer(ExplainerBase):
         values, base = _per_class(
             explainer.shap_values(X), explainer.expected_value, outputs.shape[1]
         )
-        chosen = self._chosen_classes(loaded, X, options, outputs)
+        chosen = self._chosen_classes(loaded, X, options, outputs, from_outputs=True)
         picks = [0 if c is None else c for c in chosen]
         rows_index = np.arange(len(X))
         interactions = None
@@ -567,13 +567,25 @@ class SHAPExplainer(ExplainerBase):
         return np.asarray(values, dtype=float).reshape(X.shape), np.full(len(X), expected)
 
     def _chosen_classes(
-        self, loaded: LoadedModel, X: np.ndarray, options: ShapOptions, outputs: np.ndarray
+        self,
+        loaded: LoadedModel,
+        X: np.ndarray,
+        options: ShapOptions,
+        outputs: np.ndarray,
+        from_outputs: bool = False,
     ) -> list[int | None]:
+        """The class explained per row: the requested one or the predicted one.
+
+        For tree and linear models ``predict`` is the argmax of the outputs already computed
+        (probabilities or margins), so the model is not evaluated a second time.
+        """
         if not loaded.descriptor.is_classifier:
             return [None] * len(X)
         requested = class_index(loaded.estimator, loaded.descriptor, options.class_name)
         if requested is not None:
             return [requested] * len(X)
+        if from_outputs:
+            return [int(i) for i in np.argmax(outputs, axis=1)]
         return [int(i) for i in predicted_indices(loaded.estimator, X)]
 
     # --- explainers ---------------------------------------------------------------------------
