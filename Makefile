@@ -7,7 +7,7 @@ PORT ?= 8000
 # Modules held at 100% line coverage.
 STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py
 
-.PHONY: run test lint format clean venv
+.PHONY: run test lint format clean venv package deploy
 
 venv: $(STAMP)
 
@@ -34,6 +34,18 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format app.py chalicelib tests bench
 	$(BIN)/ruff check --fix app.py chalicelib tests bench
+
+# Deployment (see infra/). `make package` needs no AWS account: it builds dist/deployment.zip and
+# dist/template.json for STAGE, prints every artifact's unzipped size (the explainer image's
+# dependencies are installed into dist/.cache to be measured) and cfn-lints the template.
+STAGE ?= prod
+
+package: $(STAMP)
+	$(BIN)/python -m infra.package --stage $(STAGE) --out dist --image --lint
+
+# Needs AWS credentials, AWS_REGION and Docker; checks them before building anything.
+deploy:
+	STAGE=$(STAGE) PYTHON=$(BIN)/python infra/deploy.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov

@@ -101,9 +101,16 @@ def sdk_pins(path: Path = DEV_REQUIREMENTS) -> list[str]:
 
 
 def install_for_lambda(
-    requirements: list[Path], target: Path, wheelhouse: Path, extra: list[str] | None = None
+    requirements: list[Path],
+    target: Path,
+    wheelhouse: Path,
+    extra: list[str] | None = None,
+    bytecode: bool = False,
 ) -> None:
     """``pip install --target`` of ``requirements`` with Lambda-compatible wheels only.
+
+    ``bytecode`` keeps pip's ``.pyc`` compilation (what ``pip install`` in the image does); the
+    zip is built without it, as Chalice builds it.
 
     Requirements published only as sdists (``lime``) are built into ``wheelhouse`` first; that
     works for pure-Python projects (``py3-none-any``), and pip refuses anything else.
@@ -115,7 +122,7 @@ def install_for_lambda(
         result = _pip(
             "install",
             "--quiet",
-            "--no-compile",
+            *([] if bytecode else ["--no-compile"]),
             "--target",
             str(tmp),
             "--find-links",
@@ -138,17 +145,22 @@ def install_for_lambda(
     raise SystemExit("pip install kept failing; see the messages above")
 
 
-def cached_install(requirements: list[Path], cache: Path, label: str) -> Path:
+def cached_install(
+    requirements: list[Path], cache: Path, label: str, bytecode: bool = False
+) -> Path:
     """Installs ``requirements`` (+ :func:`sdk_pins`) for the Lambda runtime, once per content
     hash (under ``cache``)."""
     extra = sdk_pins()
     contents = [p.read_bytes() for p in requirements]
-    key = _digest(RUNTIME.encode(), *contents, " ".join([*PLATFORMS, *extra]).encode())
+    key = _digest(
+        RUNTIME.encode(), *contents, " ".join([*PLATFORMS, *extra, str(bytecode)]).encode()
+    )
     target = cache / f"{label}-{RUNTIME}-{key}"
     if not target.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
-        print(f"installing {', '.join(p.name for p in requirements)} for {RUNTIME} into {target}")
-        install_for_lambda(requirements, target, cache / "wheelhouse", extra)
+        names = ", ".join(str(p.relative_to(REPO)) for p in requirements)
+        print(f"installing {names} for {RUNTIME} into {target}")
+        install_for_lambda(requirements, target, cache / "wheelhouse", extra, bytecode)
     return target
 
 
@@ -196,7 +208,7 @@ def build(stage: str, out: Path, cache: Path, region: str) -> dict[str, Any]:
 
     check_explainer_entrypoint(REPO)
     vendor = cached_install([LIGHT_REQUIREMENTS], cache, "vendor")
-    stage_dir = cache / f"project-{stage}"
+    stage_dir = out / ".project"
     stage_project(REPO, stage_dir, vendor)
     out.mkdir(parents=True, exist_ok=True)
     buckets = {env["DATA_BUCKET"]: "DataBucket", env["MODELS_BUCKET"]: "ModelsBucket"}
@@ -212,8 +224,9 @@ def measure(out: Path, cache: Path, image: bool) -> list[Any]:
 
     artifacts = [measure_zip(path) for path in sorted(out.glob("*.zip"))]
     if image:
-        site = cached_install([LIGHT_REQUIREMENTS, EXPLAINER_REQUIREMENTS], cache, "explainer-site")
-        artifacts.append(measure_tree(site, "explainer image: site-packages"))
+        requirements = [LIGHT_REQUIREMENTS, EXPLAINER_REQUIREMENTS]
+        site = cached_install(requirements, cache, "explainer-site", bytecode=True)
+        artifacts.append(measure_tree(site, "explainer image: /var/task (deps + .pyc)"))
     return artifacts
 
 
@@ -261,14 +274,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also install the explainer image's dependencies (~800 MB) and measure them",
     )
+    parser.add_argument(
+        "--lint", action="store_true", help="cfn-lint the template and its SAM expansion"
+    )
     args = parser.parse_args(argv)
     build(args.stage, args.out.resolve(), args.cache.resolve(), args.region)
     fits = report(args.out, measure(args.out, args.cache.resolve(), args.image))
     print(f"template: {args.out / 'template.json'}")
+    findings = lint_template(args.out / "template.json") if args.lint else []
     if not fits:
         print("an artifact exceeds its Lambda limit", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if fits and not findings else 1
+
+
+def lint_template(path: Path) -> list[str]:
+    """Runs :func:`infra.validate.validate` and prints the outcome."""
+    from infra.validate import validate
+
+    findings = validate(path)
+    for finding in findings:
+        print(f"cfn-lint: {finding}", file=sys.stderr)
+    print("cfn-lint: template and SAM expansion clean" if not findings else "cfn-lint: FAILED")
+    return findings
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""Template validation: cfn-lint on the SAM template and on its CloudFormation expansion.
+
+cfn-lint 1.x checks a SAM template against SAM's schemas without expanding it, so it cannot see
+what the SAM transform adds (the data bucket's notification configuration, the S3 and API Gateway
+invoke permissions, SQS event source mappings) nor a circular dependency through them. So the
+template is also expanded with ``aws-sam-translator`` (the library CloudFormation's
+``AWS::Serverless`` transform is built on) and the result is linted as plain CloudFormation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PLACEHOLDER_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/synapsenet-explainer:validate"
+PLACEHOLDER_CODE = "s3://synapsenet-artifacts/deployment.zip"
+
+
+class _NoManagedPolicies:
+    """The template names no managed policies (every role is explicit)."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def expand_sam(template: dict[str, Any], region: str = "us-east-1") -> dict[str, Any]:
+    """The plain CloudFormation template the ``AWS::Serverless-2016-10-31`` transform produces.
+
+    Local ``CodeUri`` paths are replaced by an S3 URI, as ``aws cloudformation package`` does.
+    """
+    from samtranslator.translator.transform import transform
+
+    document = copy.deepcopy(template)
+    for resource in document["Resources"].values():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function" and "CodeUri" in properties:
+            properties["CodeUri"] = PLACEHOLDER_CODE
+        if resource["Type"] == "AWS::Serverless::LayerVersion":
+            properties["ContentUri"] = PLACEHOLDER_CODE
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    return transform(document, {"ExplainerImageUri": PLACEHOLDER_IMAGE}, _NoManagedPolicies())
+
+
+def lint(path: Path, regions: list[str] | None = None) -> list[str]:
+    """cfn-lint findings (errors, warnings; not informational) of the template at ``path``."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(path, config=ManualArgs(regions=regions or ["us-east-1"]))
+    return [
+        f"{m.rule.id} {m.message} ({m.filename}:{m.linenumber})"
+        for m in matches
+        if m.rule.severity.lower() in ("error", "warning")
+    ]
+
+
+def validate(template_path: Path) -> list[str]:
+    """Lints the SAM template and its expansion (written next to it as ``*.expanded.json``)."""
+    findings = lint(template_path)
+    template = json.loads(template_path.read_text())
+    expanded_path = template_path.with_suffix(".expanded.json")
+    expanded_path.write_text(json.dumps(expand_sam(template), indent=2, sort_keys=True) + "\n")
+    findings += lint(expanded_path)
+    return findings

@@ -1,0 +1,483 @@
+"""Deployment packaging: the zip fits Lambda, the template is lint-clean and covers the app.
+
+The package and template are built once per session from the current app and tables (``python -m
+infra.package`` in a subprocess, as ``make package`` runs it), so a new table, handler or queue
+is covered without touching these tests. Dependencies are installed once into ``dist/.cache``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from infra import access as access_module
+from infra.chalice_build import PackagingError, SynapseSAMGenerator
+from infra.sizes import ZIP_UNZIPPED_LIMIT, zip_function_total, zip_unzipped_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE = "prod"
+HEAVY = {"shap", "sklearn", "numba", "llvmlite", "pandas", "lime", "skimage", "matplotlib"}
+HEAVY_DISTS = {"shap", "scikit_learn", "numba", "llvmlite", "pandas", "lime", "scikit_image"}
+TABLE_TYPE = "AWS::DynamoDB::Table"
+FUNCTION_TYPE = "AWS::Serverless::Function"
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python -m infra.package --stage prod`` into a temporary directory."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.package", "--stage", STAGE, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def template(packaged: Path) -> dict[str, Any]:
+    return json.loads((packaged / "template.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def zip_names(packaged: Path) -> list[str]:
+    with zipfile.ZipFile(packaged / "deployment.zip") as archive:
+        return archive.namelist()
+
+
+@pytest.fixture(scope="module")
+def stage_env() -> dict[str, str]:
+    config = json.loads((REPO / ".chalice" / "config.json").read_text())
+    return {**config["environment_variables"], **config["stages"][STAGE]["environment_variables"]}
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _zip_functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        k: v for k, v in _resources(template, FUNCTION_TYPE).items() if "CodeUri" in v["Properties"]
+    }
+
+
+# --- Limits and contents of the zip ------------------------------------------------------------
+
+
+def test_zip_functions_fit_the_250mb_unzipped_limit_with_their_layers(packaged: Path) -> None:
+    zips = sorted(packaged.glob("*.zip"))
+    assert [z.name for z in zips if z.name == "deployment.zip"] == ["deployment.zip"]
+    total = sum(zip_unzipped_bytes(z) for z in zips)
+    assert total <= ZIP_UNZIPPED_LIMIT, f"{total / 2**20:.1f} MB unzipped"
+    sizes = json.loads((packaged / "sizes.json").read_text())
+    assert sizes["zip_function_unzipped_bytes"] == total
+    assert sizes["fits"] is True
+
+
+def test_zip_package_carries_no_explanation_dependencies(zip_names: list[str]) -> None:
+    top = {name.split("/", 1)[0] for name in zip_names}
+    assert not top & HEAVY
+    dists = {n.split("-", 1)[0].lower() for n in top if n.endswith(".dist-info")}
+    assert not dists & HEAVY_DISTS
+
+
+def test_zip_package_holds_the_app_and_its_light_dependencies(zip_names: list[str]) -> None:
+    names = set(zip_names)
+    for required in ("app.py", "chalice/app.py", "chalicelib/core/tables.py"):
+        assert required in names
+    top = {name.split("/", 1)[0] for name in zip_names}
+    assert {"numpy", "scipy", "pynamodb", "pydantic", "aws_lambda_powertools"} <= top
+    dev_pins = (REPO / "requirements-dev.txt").read_text()
+    boto3_version = re.search(r"^boto3==(\S+)", dev_pins, re.M).group(1)
+    assert f"boto3-{boto3_version}.dist-info/METADATA" in names
+    assert not any("__pycache__" in n for n in names)
+
+
+def _wheel_tags(archive: zipfile.ZipFile) -> dict[str, list[str]]:
+    tags: dict[str, list[str]] = {}
+    for name in archive.namelist():
+        if name.endswith(".dist-info/WHEEL"):
+            text = archive.read(name).decode()
+            tags[name.split("/")[0]] = re.findall(r"^Tag: (\S+)$", text, re.M)
+    return tags
+
+
+def _loadable_on_python312_al2023(tag: str) -> bool:
+    python, abi, platform = tag.split("-")
+    if python not in {"py3", "py2.py3", "cp312"} and not (abi == "abi3" and python <= "cp312"):
+        return False
+    if abi not in {"none", "abi3", "cp312"} or platform == "any":
+        return platform == "any" and abi in {"none", "abi3"} or abi == "cp312"
+    match = re.match(r"manylinux_(\d+)_(\d+)_x86_64|manylinux(2014|2010|1)_x86_64", platform)
+    if not match:
+        return False
+    if match.group(3):
+        return True
+    return (int(match.group(1)), int(match.group(2))) <= (2, 34)
+
+
+def test_zip_wheels_are_loadable_by_the_python312_runtime(
+    packaged: Path, template: dict[str, Any]
+) -> None:
+    runtimes = {f["Properties"]["Runtime"] for f in _zip_functions(template).values()}
+    assert runtimes == {"python3.12"}
+    with zipfile.ZipFile(packaged / "deployment.zip") as archive:
+        tags = _wheel_tags(archive)
+    assert tags
+    bad = {d: t for d, t in tags.items() if not any(_loadable_on_python312_al2023(x) for x in t)}
+    assert not bad
+
+
+def test_wheel_tag_check_rejects_what_amazon_linux_2023_cannot_load() -> None:
+    assert _loadable_on_python312_al2023("cp312-cp312-manylinux_2_27_x86_64")
+    assert _loadable_on_python312_al2023("py3-none-any")
+    assert not _loadable_on_python312_al2023("cp311-cp311-manylinux_2_17_x86_64")
+    assert not _loadable_on_python312_al2023("cp312-cp312-manylinux_2_39_x86_64")
+    assert not _loadable_on_python312_al2023("cp312-cp312-macosx_11_0_arm64")
+
+
+def test_size_helpers_sum_uncompressed_members(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.txt", "a" * 10_000)
+        archive.writestr("d/y.bin", b"\0" * 5_000)
+    assert zip_unzipped_bytes(path) == 15_000
+    assert path.stat().st_size < 15_000
+    from infra.sizes import Artifact
+
+    parts = [Artifact("f", "zip", 200, 1, 250), Artifact("i", "image", 10**9, 0, 10**10)]
+    assert zip_function_total(parts) == 200
+
+
+# --- Template validity ---------------------------------------------------------------------
+
+
+def test_template_and_its_sam_expansion_are_cfn_lint_clean(packaged: Path) -> None:
+    from infra.validate import validate
+
+    assert validate(packaged / "template.json") == []
+
+
+# --- Template covers the app -----------------------------------------------------------------
+
+
+def test_every_pynamodb_table_is_declared_with_keys_indexes_ttl_pitr_and_sse(
+    template: dict[str, Any], stage_env: dict[str, str]
+) -> None:
+    from pynamodb.attributes import TTLAttribute
+
+    from chalicelib.core.tables import all_table_models
+    from infra.template import camel
+
+    tables = _resources(template, TABLE_TYPE)
+    models = all_table_models()
+    assert len(tables) == len(models)
+    for model in models:
+        props = tables[camel(model.__name__)]["Properties"]
+        schema = model._get_schema()
+        assert props["TableName"].startswith(stage_env["SYNAPSE_TABLE_PREFIX"] + "-")
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+        keys = {(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]}
+        assert keys == {(k["AttributeName"], k["KeyType"]) for k in schema["key_schema"]}
+        assert props["KeySchema"][0]["KeyType"] == "HASH"
+        indexes = {i["IndexName"] for i in props.get("GlobalSecondaryIndexes", [])}
+        assert indexes == {i["index_name"] for i in schema["global_secondary_indexes"]}
+        ttl = [a.attr_name for a in model.get_attributes().values() if isinstance(a, TTLAttribute)]
+        if ttl:
+            assert props["TimeToLiveSpecification"] == {"AttributeName": ttl[0], "Enabled": True}
+        else:
+            assert "TimeToLiveSpecification" not in props
+
+
+def _app_event_sources() -> list[Any]:
+    import app as application
+
+    return list(application.app.event_sources)
+
+
+def test_every_app_handler_is_a_function_with_its_trigger(template: dict[str, Any]) -> None:
+    functions = {f["Properties"]["FunctionName"]: f for f in _zip_functions(template).values()}
+    expected_types = {
+        "ScheduledEventConfig": "Schedule",
+        "S3EventConfig": "S3",
+        "SQSEventConfig": "SQS",
+        "CloudWatchEventConfig": "CloudWatchEvent",
+    }
+    sources = _app_event_sources()
+    assert sources
+    for source in sources:
+        function = functions[f"synapsenet-{STAGE}-{source.name}"]
+        assert function["Properties"]["Handler"] == source.handler_string
+        events = list(function["Properties"]["Events"].values())
+        assert [e["Type"] for e in events] == [expected_types[type(source).__name__]]
+        if events[0]["Type"] == "S3":
+            props = events[0]["Properties"]
+            assert props["Bucket"] == {"Ref": "DataBucket"}
+            if source.prefix:
+                rules = props["Filter"]["S3Key"]["Rules"]
+                assert {"Name": "prefix", "Value": source.prefix} in rules
+        if events[0]["Type"] == "SQS":
+            queue = events[0]["Properties"]["Queue"]["Fn::GetAtt"][0]
+            assert template["Resources"][queue]["Type"] == "AWS::SQS::Queue"
+    api = template["Resources"]["APIHandler"]["Properties"]
+    assert api["Handler"] == "app.app"
+
+
+def test_function_environment_names_the_stacks_own_resources(
+    template: dict[str, Any], stage_env: dict[str, str]
+) -> None:
+    resources = template["Resources"]
+    functions = _resources(template, FUNCTION_TYPE)
+    table_env = set()
+    for logical_id, function in functions.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        for name, value in variables.items():
+            if name.endswith("_TABLE"):
+                assert resources[value["Ref"]]["Type"] == TABLE_TYPE, (logical_id, name)
+                table_env.add(name)
+            if name.endswith("_QUEUE"):
+                assert resources[value["Fn::GetAtt"][0]]["Type"] == "AWS::SQS::Queue"
+        assert variables["DATA_BUCKET"] == {"Ref": "DataBucketName"}
+        assert variables["MODELS_BUCKET"] == {"Ref": "ModelsBucketName"}
+        assert variables["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
+        if "CodeUri" in function["Properties"]:
+            assert variables["EXPLANATION_FUNCTION"] == {"Ref": "ExplainerFunction"}
+            assert variables["SYNAPSE_EXPLANATION_BACKEND"] == "lambda"
+    from chalicelib.core.tables import all_table_models
+
+    assert table_env == {m.Meta.env_var for m in all_table_models()}
+    assert resources["DataBucket"]["Properties"]["BucketName"] == {"Ref": "DataBucketName"}
+    assert template["Parameters"]["DataBucketName"]["Default"] == stage_env["DATA_BUCKET"]
+    assert resources["EventBus"]["Properties"]["Name"] == stage_env["EVENT_BUS_NAME"]
+    explainer = resources["ExplainerFunction"]["Properties"]
+    assert explainer["FunctionName"] == stage_env["EXPLANATION_FUNCTION"]
+
+
+def test_each_function_has_its_own_role_without_wildcards(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    roles = [
+        f["Properties"]["Role"]["Fn::GetAtt"][0]
+        for f in _resources(template, FUNCTION_TYPE).values()
+    ]
+    assert len(roles) == len(set(roles))
+    assert set(roles) == set(_resources(template, "AWS::IAM::Role"))
+    for role in roles:
+        for policy in resources[role]["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Allow"
+                assert not any("*" in action for action in statement["Action"]), statement
+                assert all(isinstance(r, dict) for r in statement["Resource"]), statement
+
+
+def _granted(template: dict[str, Any], function: str) -> dict[str, set[str]]:
+    """Service prefix → logical ids / parameters named in the function role's resources."""
+    role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    granted: dict[str, set[str]] = {}
+    for policy in template["Resources"][role]["Properties"]["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            service = statement["Action"][0].split(":")[0]
+            for resource in statement["Resource"]:
+                granted.setdefault(service, set()).update(_referenced(resource))
+    return granted
+
+
+def _referenced(resource: dict[str, Any]) -> set[str]:
+    """Logical ids and parameters an ARN intrinsic refers to (``GetAtt``, ``Sub``)."""
+    if "Fn::GetAtt" in resource:
+        return {resource["Fn::GetAtt"][0]}
+    return set(re.findall(r"\$\{([A-Za-z0-9]+)", resource["Fn::Sub"]))
+
+
+def test_roles_follow_the_declared_access(template: dict[str, Any]) -> None:
+    maintenance = _granted(template, "Maintenance")
+    assert "s3" not in maintenance and "lambda" not in maintenance
+    assert maintenance["dynamodb"] == {"EventOutboxTable"}
+    api = _granted(template, "APIHandler")
+    assert "ExplainerFunction" in api["lambda"]
+    assert {"DataBucketName", "ModelsBucketName"} <= api["s3"]
+    tables = set(_resources(template, TABLE_TYPE))
+    assert tables <= api["dynamodb"]
+    explainer = _granted(template, "ExplainerFunction")
+    assert "ApiKeyTable" not in explainer["dynamodb"]
+    assert "lambda" not in explainer
+    worker = _granted(template, "ExplanationWorker")
+    assert "ExplanationJobsQueue" in worker["sqs"]
+
+
+def test_undeclared_function_stops_the_packaging() -> None:
+    with pytest.raises(KeyError, match="infra/access.py"):
+        access_module.access_for("a_new_handler")
+
+
+def test_s3_subscription_outside_the_stack_is_refused() -> None:
+    generator = SynapseSAMGenerator(None, None, {"synapse-prod-data": "DataBucket"})
+    function = SimpleNamespace(resource_name="ingest")
+    resource = SimpleNamespace(
+        bucket="someone-elses-bucket",
+        events=["s3:ObjectCreated:*"],
+        prefix="incoming/",
+        suffix=None,
+        lambda_function=function,
+        resource_name="ingest-s3event",
+    )
+    template = {"Resources": {"Ingest": {"Properties": {}}}}
+    with pytest.raises(PackagingError, match="someone-elses-bucket"):
+        generator._generate_s3bucketnotification(resource, template)
+    resource.bucket = "synapse-prod-data"
+    generator._generate_s3bucketnotification(resource, template)
+    event = template["Resources"]["Ingest"]["Properties"]["Events"]["IngestS3event"]
+    assert event["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+
+
+def test_queues_have_dead_letter_queues_and_async_functions_a_failure_queue(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    queues = _resources(template, "AWS::SQS::Queue")
+    dlqs = {
+        q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for q in queues.values()
+        if "RedrivePolicy" in q["Properties"]
+    }
+    sources = set(queues) - dlqs - {"AsyncFailuresQueue"}
+    assert sources
+    assert all("RedrivePolicy" in queues[q]["Properties"] for q in sources)
+    for function in _resources(template, FUNCTION_TYPE).values():
+        events = list((function["Properties"].get("Events") or {}).values())
+        asynchronous = any(e["Type"] in {"Schedule", "S3", "CloudWatchEvent"} for e in events)
+        if asynchronous:
+            target = function["Properties"]["DeadLetterQueue"]["TargetArn"]
+            assert target == {"Fn::GetAtt": ["AsyncFailuresQueue", "Arn"]}
+        for event in events:
+            if event["Type"] == "SQS":
+                queue = resources[event["Properties"]["Queue"]["Fn::GetAtt"][0]]
+                timeout = function["Properties"]["Timeout"]
+                assert queue["Properties"]["VisibilityTimeout"] >= timeout
+
+
+def test_buckets_are_encrypted_private_and_the_data_bucket_versioned(
+    template: dict[str, Any],
+) -> None:
+    buckets = _resources(template, "AWS::S3::Bucket")
+    assert set(buckets) == {"DataBucket", "ModelsBucket"}
+    for bucket in buckets.values():
+        props = bucket["Properties"]
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert all(props["PublicAccessBlockConfiguration"].values())
+        assert len(props["PublicAccessBlockConfiguration"]) == 4
+    assert buckets["DataBucket"]["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    policies = _resources(template, "AWS::S3::BucketPolicy")
+    assert {p["Properties"]["Bucket"]["Ref"] for p in policies.values()} == set(buckets)
+
+
+# --- The explanation function's image -------------------------------------------------------
+
+
+def _handler_exists(dotted: str) -> bool:
+    module, _, function = dotted.rpartition(".")
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(Path(spec.origin).read_text())
+    return any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body)
+
+
+def test_explainer_is_an_image_function_whose_handler_exists(template: dict[str, Any]) -> None:
+    props = template["Resources"]["ExplainerFunction"]["Properties"]
+    assert props["PackageType"] == "Image"
+    assert props["ImageUri"] == {"Ref": "ExplainerImageUri"}
+    assert "ExplainerImageUri" in template["Parameters"]
+    (command,) = props["ImageConfig"]["Command"]
+    assert _handler_exists(command)
+    assert props["Environment"]["Variables"]["SYNAPSE_EXPLANATION_BACKEND"] == "inprocess"
+
+
+def test_dockerfile_matches_the_runtime_pins_and_handler() -> None:
+    from infra.package import RUNTIME
+    from infra.template import EXPLAINER_HANDLER
+
+    dockerfile = (REPO / "layers" / "explainer" / "Dockerfile").read_text()
+    base = re.search(r"^FROM public\.ecr\.aws/lambda/python:(\S+)$", dockerfile, re.M)
+    assert base and f"python{base.group(1)}" == RUNTIME
+    dev = (REPO / "requirements-dev.txt").read_text()
+    for arg, package in (("CHALICE_VERSION", "chalice"), ("BOTO3_VERSION", "boto3")):
+        pinned = re.search(rf"^{package}==(\S+)", dev, re.M).group(1)
+        assert f"ARG {arg}={pinned}" in dockerfile
+    assert f'CMD ["{EXPLAINER_HANDLER}"]' in dockerfile
+    for source in re.findall(r"^COPY (\S+) ", dockerfile, re.M):
+        assert (REPO / source).exists(), source
+
+
+# --- make deploy ----------------------------------------------------------------------------
+
+
+def _fake_tools(tmp_path: Path, sts_ok: bool) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sts = (
+        "echo 123456789012; exit 0"
+        if sts_ok
+        else 'echo "Unable to locate credentials" >&2; exit 255'
+    )
+    (bin_dir / "aws").write_text(f'#!/bin/sh\nif [ "$1" = sts ]; then {sts}; fi\nexit 0\n')
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", AWS_REGION="us-east-1", DRY_RUN="1")
+    return env
+
+
+def test_deploy_fails_fast_without_credentials(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", "infra/deploy.sh"],
+        cwd=REPO,
+        env=_fake_tools(tmp_path, sts_ok=False),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "no usable AWS credentials" in result.stderr
+    assert "+ " not in result.stdout
+
+
+def test_deploy_builds_pushes_and_deploys_with_the_image_uri(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", "infra/deploy.sh"],
+        cwd=REPO,
+        env={**_fake_tools(tmp_path, sts_ok=True), "IMAGE_TAG": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/synapsenet-explainer:abc"
+    steps = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    order = ["-m infra.package", "docker build", "docker push", "cloudformation package"]
+    order.append("cloudformation deploy")
+    positions = [next(i for i, s in enumerate(steps) if word in s) for word in order]
+    assert positions == sorted(positions)
+    deploy = next(s for s in steps if "cloudformation deploy" in s)
+    assert f"ExplainerImageUri={image}" in deploy
+    assert "DataBucketName=synapse-prod-data-123456789012" in deploy
+    assert f"-f layers/explainer/Dockerfile -t {image}" in next(
+        s for s in steps if "docker build" in s
+    )
