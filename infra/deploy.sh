@@ -12,7 +12,8 @@
 #   4. build the explainer image (layers/explainer/Dockerfile) and push it to ECR;
 #   5. aws cloudformation package (uploads dist/deployment.zip) and aws cloudformation deploy,
 #      passing the image URI and globally unique bucket names;
-#   6. print the stack outputs (EndpointURL, bucket names, queue URLs).
+#   6. print the stack outputs (EndpointURL, bucket names, queue URLs) and how to issue the
+#      first admin API key (python -m infra.admin_key).
 #
 # Variables: STAGE (prod), AWS_REGION, STACK_NAME (synapsenet-$STAGE), ECR_REPOSITORY
 # (synapsenet-explainer), ARTIFACT_BUCKET (synapsenet-artifacts-<account>-<region>),
@@ -98,3 +99,5 @@ run aws cloudformation deploy --template-file dist/packaged.yaml --stack-name "$
 # 6. Where it is.
 run aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
     --query "Stacks[0].Outputs" --output table
+echo "deploy: done. First admin API key (once per stack):"
+echo "  AWS_REGION=$REGION $PYTHON -m infra.admin_key --stage $STAGE --principal <you@example.com>"

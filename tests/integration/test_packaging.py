@@ -481,3 +481,14 @@ def test_deploy_builds_pushes_and_deploys_with_the_image_uri(tmp_path: Path) -> 
     assert f"-f layers/explainer/Dockerfile -t {image}" in next(
         s for s in steps if "docker build" in s
     )
+
+
+def test_admin_key_bootstrap_issues_a_working_admin_token(aws: Any) -> None:
+    from chalicelib.auth.service import AuthService
+    from infra.admin_key import create_admin_key
+
+    key_id, token = create_admin_key("ops@example.com")
+    principal = AuthService().verify(token)
+    assert principal.principal == "ops@example.com"
+    assert principal.has_role("admin")
+    assert [k.key_id for k in AuthService().list_keys()] == [key_id]
