@@ -58,7 +58,8 @@ def test_concurrent_identical_content_makes_one_version(atomic_dynamodb: None) -
     dataset = engine.create_dataset("same", "alice")
     body = b"id,value\n1,2\n"
     with ThreadPoolExecutor(max_workers=8) as pool:
-        ids = set(pool.map(lambda _: engine.create_version(dataset.dataset_id, body).version_id,
-                           range(8)))
+        ids = set(
+            pool.map(lambda _: engine.create_version(dataset.dataset_id, body).version_id, range(8))
+        )
     assert len(ids) == 1
     assert engine.list_versions(dataset.dataset_id)[1] == 1

@@ -101,9 +101,7 @@ def test_redelivery_after_a_crash_before_cleanup_makes_no_new_version(
     assert keys("incoming/") == []
 
 
-def test_out_of_order_events_for_new_content_add_one_version_each(
-    client: Any, http: Http
-) -> None:
+def test_out_of_order_events_for_new_content_add_one_version_each(client: Any, http: Http) -> None:
     dataset = create_dataset(http, "clicks")
     put("incoming/clicks/b.csv", CSV + b"5,0.1\n")
     put("incoming/clicks/a.csv", CSV)
@@ -130,9 +128,11 @@ def test_a_file_for_an_unknown_dataset_is_moved_to_rejected_with_a_reason(
     from chalicelib.dataversion.repository import DatasetRepository
 
     put("incoming/nobody/x.csv", CSV)
-    etag = s3().head_object(Bucket=get_settings().data_bucket, Key="incoming/nobody/x.csv")[
-        "ETag"
-    ].strip('"')
+    etag = (
+        s3()
+        .head_object(Bucket=get_settings().data_bucket, Key="incoming/nobody/x.csv")["ETag"]
+        .strip('"')
+    )
     for _ in range(2):
         deliver(client, "incoming/nobody/x.csv")
     assert keys("incoming/") == []

@@ -37,7 +37,9 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def engine(aws: Any, bus: RecordingEventBus, clock: FixedClock) -> DatasetVersioningEngine:
-    return DatasetVersioningEngine(store=DataStore(chunk_bytes=5 * 1024 * 1024), event_bus=bus, clock=clock)
+    return DatasetVersioningEngine(
+        store=DataStore(chunk_bytes=5 * 1024 * 1024), event_bus=bus, clock=clock
+    )
 
 
 def _objects(prefix: str) -> list[str]:
