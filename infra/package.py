@@ -132,8 +132,12 @@ def install_for_lambda(
             *(extra or []),
         )
         if result.returncode == 0:
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
+            try:
+                tmp.rename(target)
+            except OSError:  # another build installed the same content meanwhile
+                if not target.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
             return
         shutil.rmtree(tmp, ignore_errors=True)
         missing = re.search(r"No matching distribution found for (\S+)", result.stderr)
