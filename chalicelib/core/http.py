@@ -27,6 +27,7 @@ from chalice import Blueprint, Response
 from chalicelib.core import jsonutil
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import (
+    Conflict,
     PayloadTooLarge,
     ServiceUnavailable,
     SynapseError,
@@ -192,14 +193,29 @@ def error_response(error: SynapseError) -> Response:
     )
 
 
+_CONDITION_FAILED = {"ConditionalCheckFailedException", "ConditionalCheckFailed"}
+
+
 def _translate_aws_error(exc: Exception) -> SynapseError | None:
-    """Maps AWS failures that survived retries to a 503 instead of a bare 500."""
-    name = type(exc).__name__
-    if name in {"ClientError", "EndpointConnectionError", "ConnectionClosedError"}:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", name)
-        return ServiceUnavailable(f"a storage dependency failed ({code}); nothing was changed")
-    if name in {"PutError", "UpdateError", "GetError", "QueryError", "ScanError", "DeleteError"}:
+    """Maps AWS failures that survived retries to a 503 instead of a bare 500.
+
+    Covers botocore's ``ClientError`` (and subclasses), its connection/timeout errors and every
+    PynamoDB error that wraps one (including ``TransactWriteError``/``TransactGetError``). A
+    DynamoDB condition that a handler did not turn into a domain error is a lost race: 409.
+    """
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from pynamodb.exceptions import PynamoDBException
+
+    if isinstance(exc, PynamoDBException) and type(exc).__name__ != "DoesNotExist":
+        reasons = {getattr(r, "code", None) for r in getattr(exc, "cancellation_reasons", [])}
+        if exc.cause_response_code in _CONDITION_FAILED or reasons & _CONDITION_FAILED:
+            return Conflict("a concurrent change won; read the resource again and retry")
         return ServiceUnavailable("the database did not accept the request; try again")
+    if isinstance(exc, ClientError | HTTPClientError | BotoConnectionError):
+        response = getattr(exc, "response", None) or {}
+        code = response.get("Error", {}).get("Code", type(exc).__name__)
+        return ServiceUnavailable(f"a storage dependency failed ({code}); nothing was changed")
     return None
 
 
@@ -235,7 +251,12 @@ def dispatch(
         response = error_response(error)
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become responses
         mapped = _translate_aws_error(exc)
-        if mapped is None:
+        if mapped is not None:
+            logger.warning(
+                "dependency failed",
+                extra={"route": spec.name, "error": f"{type(exc).__name__}: {exc}"[:500]},
+            )
+        else:
             logger.exception("unhandled error", extra={"route": spec.name})
             mapped = SynapseError("internal error", code="internal_error")
             mapped.status = 500

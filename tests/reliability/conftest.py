@@ -1,0 +1,52 @@
+"""Module-scoped moto for the fault-injection suites: bootstrapping every table takes seconds,
+so one AWS per module is shared and each test works on resources it creates itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from chalicelib.core import aws as aws_clients
+from chalicelib.core.singleton import reset_all
+from tests.conftest import Http, Tokens
+
+
+@pytest.fixture(scope="module")
+def module_aws() -> Iterator[Any]:
+    """One moto AWS with every resource, for the whole module."""
+    from chalicelib.local.bootstrap import bootstrap
+
+    reset_all()
+    aws_clients.reset_clients()
+    with mock_aws():
+        yield bootstrap()
+    reset_all()
+    aws_clients.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def module_tokens(module_aws: Any) -> Tokens:
+    """Tokens per role in the module's AWS."""
+    from chalicelib.auth.service import get_auth_service
+
+    service = get_auth_service()
+    return Tokens(
+        admin=service.create_key("admin", ["admin"]).token,
+        writer=service.create_key("alice", ["writer"], ["ml"]).token,
+        reader=service.create_key("rita", ["reader"], ["ml"]).token,
+        other_writer=service.create_key("bob", ["writer"], ["other"]).token,
+    )
+
+
+@pytest.fixture(scope="module")
+def module_http(module_aws: Any, module_tokens: Tokens) -> Iterator[Http]:
+    """The Chalice test client over the app, as the writer by default."""
+    from chalice.test import Client
+
+    import app as app_module
+
+    with Client(app_module.app, stage_name="local") as client:
+        yield Http(client, module_tokens.writer)

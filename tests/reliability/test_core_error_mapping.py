@@ -1,0 +1,92 @@
+"""``dispatch`` maps AWS failures that outlived the retries to 503 (and lost races to 409)."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from pynamodb.exceptions import (
+    DoesNotExist,
+    GetError,
+    PutError,
+    TransactGetError,
+    TransactWriteError,
+    VerboseClientError,
+)
+
+from chalicelib.core.errors import Conflict, ServiceUnavailable
+from chalicelib.core.http import _translate_aws_error
+
+
+def _client_error(code: str, operation: str = "PutItem") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}}, operation)
+
+
+def _verbose(code: str, reasons: list[dict[str, str]] | None = None) -> VerboseClientError:
+    return VerboseClientError(
+        {"Error": {"Code": code, "Message": "m"}, "CancellationReasons": reasons or []},
+        "TransactWriteItems",
+        cancellation_reasons=[
+            None if r["Code"] == "None" else type("R", (), {"code": r["Code"]})()
+            for r in (reasons or [])
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _client_error("ThrottlingException"),
+        _client_error("SlowDown", "PutObject"),
+        _verbose("ProvisionedThroughputExceededException"),
+        EndpointConnectionError(endpoint_url="http://x"),
+        ConnectTimeoutError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+        PutError("put failed", _client_error("InternalServerError")),
+        GetError("get failed", _client_error("ThrottlingException", "GetItem")),
+        TransactWriteError("tx failed", _verbose("ThrottlingException")),
+        TransactGetError("tx failed", _verbose("InternalServerError")),
+        TransactWriteError(
+            "tx failed",
+            _verbose("TransactionCanceledException", [{"Code": "ThrottlingError"}]),
+        ),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_dependency_failures_become_503(exc: Exception) -> None:
+    mapped = _translate_aws_error(exc)
+    assert isinstance(mapped, ServiceUnavailable)
+    assert mapped.status == 503 and mapped.code == "service_unavailable"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        PutError("condition", _client_error("ConditionalCheckFailedException")),
+        TransactWriteError(
+            "tx failed",
+            _verbose(
+                "TransactionCanceledException",
+                [{"Code": "None"}, {"Code": "ConditionalCheckFailed"}],
+            ),
+        ),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_an_unhandled_condition_failure_is_a_409(exc: Exception) -> None:
+    mapped = _translate_aws_error(exc)
+    assert isinstance(mapped, Conflict) and mapped.status == 409
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [DoesNotExist(), ParamValidationError(report="bad"), KeyError("x"), ValueError("x")],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_programming_errors_stay_unmapped(exc: Exception) -> None:
+    assert _translate_aws_error(exc) is None
