@@ -7,7 +7,7 @@ PORT ?= 8000
 # Modules held at 100% line coverage.
 STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py
 
-.PHONY: run test lint format clean venv package deploy
+.PHONY: run test lint format clean venv package deploy demo bench
 
 venv: $(STAMP)
 
@@ -46,6 +46,27 @@ package: $(STAMP)
 # Needs AWS credentials, AWS_REGION and Docker; checks them before building anything.
 deploy:
 	STAGE=$(STAGE) PYTHON=$(BIN)/python infra/deploy.sh
+
+# `make demo`: the whole story through the HTTP API on a local stack it starts (or on
+# SYNAPSE_URL with SYNAPSE_TOKEN); writes demo-output/ (report.html, PNGs). DEMO_FAST=1: small.
+DEMO_STAMP := $(VENV)/.installed-demo
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(DEMO_STAMP): $(STAMP) requirements-demo.txt
+	$(BIN)/python -m pip install --quiet -r requirements-demo.txt
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	SYNAPSE_SCHEDULE_SECONDS=$${SYNAPSE_SCHEDULE_SECONDS:-2} $(BIN)/python -m demo --out demo-output
+
+# `make bench`: every bench/bench_*.py, bounded (under 15 minutes), into bench/results.md and
+# bench/results/*.json. QUICK=1 passes --quick to the benches that have it.
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov
