@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
 
