@@ -118,17 +118,20 @@ def _wheel_tags(archive: zipfile.ZipFile) -> dict[str, list[str]]:
 
 
 def _loadable_on_python312_al2023(tag: str) -> bool:
+    """Whether a wheel tag can be imported by CPython 3.12 on x86_64 glibc 2.34."""
     python, abi, platform = tag.split("-")
-    if python not in {"py3", "py2.py3", "cp312"} and not (abi == "abi3" and python <= "cp312"):
+    cpython = re.fullmatch(r"cp3(\d+)", python)
+    if abi == "abi3":
+        python_ok = bool(cpython) and int(cpython.group(1)) <= 12
+    else:
+        python_ok = python in {"py3", "py2.py3", "cp312"} and abi in {"none", "cp312"}
+    if not python_ok:
         return False
-    if abi not in {"none", "abi3", "cp312"} or platform == "any":
-        return platform == "any" and abi in {"none", "abi3"} or abi == "cp312"
-    match = re.match(r"manylinux_(\d+)_(\d+)_x86_64|manylinux(2014|2010|1)_x86_64", platform)
-    if not match:
-        return False
-    if match.group(3):
+    if platform == "any":
         return True
-    return (int(match.group(1)), int(match.group(2))) <= (2, 34)
+    legacy = {"manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"}
+    glibc = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
+    return platform in legacy or bool(glibc) and (int(glibc[1]), int(glibc[2])) <= (2, 34)
 
 
 def test_zip_wheels_are_loadable_by_the_python312_runtime(
@@ -149,6 +152,9 @@ def test_wheel_tag_check_rejects_what_amazon_linux_2023_cannot_load() -> None:
     assert not _loadable_on_python312_al2023("cp311-cp311-manylinux_2_17_x86_64")
     assert not _loadable_on_python312_al2023("cp312-cp312-manylinux_2_39_x86_64")
     assert not _loadable_on_python312_al2023("cp312-cp312-macosx_11_0_arm64")
+    assert not _loadable_on_python312_al2023("cp312-cp312-manylinux_2_28_aarch64")
+    assert _loadable_on_python312_al2023("cp39-abi3-manylinux2014_x86_64")
+    assert not _loadable_on_python312_al2023("cp313-abi3-manylinux2014_x86_64")
 
 
 def test_size_helpers_sum_uncompressed_members(tmp_path: Path) -> None:
