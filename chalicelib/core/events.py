@@ -162,13 +162,28 @@ class EventBridgeBus:
 
     def _to_outbox(self, event: Event, error: str) -> None:
         logger.warning("event kept for redelivery", extra={"detail_type": event.detail_type})
-        EventOutboxTable(
+        item = EventOutboxTable(
             event.event_id,
             detail_type=event.detail_type,
             detail=jsonutil.dumps(event.detail),
             occurred_at=event.time,
             last_error=error[:500],
-        ).save()
+        )
+        try:
+            item.save()
+        except Exception as exc:  # noqa: BLE001 - the change this event reports is committed
+            # Raising would report a committed change as failed (and a client retry would repeat
+            # it); the full event goes to the error log instead, the last place it can be kept.
+            logger.error(
+                "event lost: EventBridge and the outbox both failed",
+                extra={
+                    "event_id": event.event_id,
+                    "detail_type": event.detail_type,
+                    "detail": item.detail,
+                    "occurred_at": event.time.isoformat(),
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                },
+            )
 
     def redeliver_outbox(self, limit: int = 100) -> int:
         """Tries again to publish events from the outbox; returns how many were delivered."""
