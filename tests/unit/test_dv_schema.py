@@ -1,0 +1,173 @@
+"""Schema hashing, inference and evolution rules per compatibility mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.dataversion.models import CompatibilityMode, DatasetFormat, DatasetSchema
+from chalicelib.dataversion.schema import (
+    ContentInspector,
+    SchemaEvolutionError,
+    SchemaMismatch,
+    UnreadableContent,
+    check_declared,
+    evolution_report,
+    validate_schema_evolution,
+)
+
+B, F, FULL, NONE = (
+    CompatibilityMode.BACKWARD,
+    CompatibilityMode.FORWARD,
+    CompatibilityMode.FULL,
+    CompatibilityMode.NONE,
+)
+
+
+def schema(columns: dict[str, str], nullable: list[str] | None = None, pk: list[str] | None = None):
+    return DatasetSchema(columns=columns, nullable=nullable or [], primary_key=pk or [])
+
+
+BASE = schema({"id": "int", "score": "float", "name": "string"}, pk=["id"])
+
+
+def allowed(new: DatasetSchema, mode: CompatibilityMode) -> bool:
+    try:
+        validate_schema_evolution(BASE, new, mode)
+    except SchemaEvolutionError:
+        return False
+    return True
+
+
+def test_schema_hash_ignores_column_order() -> None:
+    a = schema({"id": "int", "score": "float"}, nullable=["score"])
+    b = schema({"score": "float", "id": "int"}, nullable=["score"])
+    assert a.compute_hash() == b.compute_hash()
+    assert a.compute_hash() != schema({"id": "int", "score": "double"}).compute_hash()
+    assert a.compute_hash() != schema({"id": "int", "score": "float"}).compute_hash()
+
+
+def test_adding_a_nullable_column_is_fine_in_every_mode() -> None:
+    new = schema({**BASE.columns, "country": "string"}, nullable=["country"], pk=["id"])
+    assert all(allowed(new, mode) for mode in (B, F, FULL, NONE))
+    assert validate_schema_evolution(BASE, new, FULL) == ["nullable column 'country' was added"]
+
+
+def test_adding_a_required_column_breaks_backward_only() -> None:
+    new = schema({**BASE.columns, "country": "string"}, pk=["id"])
+    assert (allowed(new, B), allowed(new, F), allowed(new, FULL), allowed(new, NONE)) == (
+        False,
+        True,
+        False,
+        True,
+    )
+
+
+def test_dropping_a_column_breaks_forward_only() -> None:
+    new = schema({"id": "int", "score": "float"}, pk=["id"])
+    assert (allowed(new, B), allowed(new, F), allowed(new, FULL)) == (True, False, False)
+
+
+@pytest.mark.parametrize("wider", ["long", "float", "double"])
+def test_widening_int_is_backward_compatible_only(wider: str) -> None:
+    new = schema({**BASE.columns, "id": wider}, pk=["id"])
+    assert (allowed(new, B), allowed(new, F), allowed(new, FULL)) == (True, False, False)
+
+
+def test_narrowing_is_forward_compatible_only() -> None:
+    new = schema({**BASE.columns, "score": "int"}, pk=["id"])
+    assert (allowed(new, B), allowed(new, F), allowed(new, FULL)) == (False, True, False)
+
+
+def test_unrelated_type_change_breaks_both() -> None:
+    new = schema({**BASE.columns, "name": "int"}, pk=["id"])
+    assert (allowed(new, B), allowed(new, F), allowed(new, NONE)) == (False, False, True)
+
+
+def test_renaming_is_a_drop_plus_an_add() -> None:
+    new = schema({"id": "int", "score": "float", "full_name": "string"}, pk=["id"])
+    changes, problems = evolution_report(BASE, new, FULL)
+    assert len(changes) == 2
+    assert any("'name' was dropped" in p and "forward" in p for p in problems)
+    assert any("'full_name' was added" in p and "backward" in p for p in problems)
+
+
+def test_changing_the_primary_key_is_always_breaking() -> None:
+    new = schema(dict(BASE.columns), pk=["name"])
+    assert (allowed(new, B), allowed(new, F), allowed(new, FULL)) == (False, False, False)
+
+
+def test_nullability_changes() -> None:
+    looser = schema(dict(BASE.columns), nullable=["score"], pk=["id"])
+    assert (allowed(looser, B), allowed(looser, F)) == (True, False)
+    validate_schema_evolution(looser, BASE, F)
+    with pytest.raises(SchemaEvolutionError):
+        validate_schema_evolution(looser, BASE, B)
+
+
+def test_the_error_lists_every_problem() -> None:
+    new = schema({"id": "string", "extra": "int"}, pk=["extra"])
+    with pytest.raises(SchemaEvolutionError) as raised:
+        validate_schema_evolution(BASE, new, FULL)
+    assert raised.value.status == 422
+    assert len(raised.value.details) == 5  # 2 drops, 1 required add, 1 retype, the key
+
+
+def inspect(data: bytes, fmt: DatasetFormat = DatasetFormat.CSV, rows: int = 100, chunk: int = 7):
+    inspector = ContentInspector(fmt, rows)
+    for start in range(0, len(data), chunk):
+        inspector.feed(data[start : start + chunk])
+    return inspector.finish()
+
+
+def test_inference_types_and_nullability() -> None:
+    count, inferred, sampled = inspect(b"a,b,c,d,e\n1,2.5,true,x,\n-3,4,FALSE,,\n")
+    assert count == 2 and sampled is None
+    assert inferred.columns == {"a": "int", "b": "float", "c": "bool", "d": "string", "e": "string"}
+    assert inferred.nullable == ["d", "e"]
+
+
+def test_rows_are_counted_beyond_the_inference_sample() -> None:
+    body = b"a\n" + b"".join(f"{i}\n".encode() for i in range(1000)) + b"x\n"
+    count, inferred, sampled = inspect(body, rows=10, chunk=64)
+    assert count == 1001
+    assert inferred.columns == {"a": "int"}
+    assert sampled is not None and sampled < 1001
+
+
+def test_crlf_and_missing_final_newline() -> None:
+    assert inspect(b"a,b\r\n1,2\r\n3,4")[0] == 2
+    assert inspect(b"")[0:2] == (0, None)
+
+
+def test_json_lines_with_quotes_inside_strings_count_exactly() -> None:
+    body = b'{"t": "say \\"hi\\"", "n": 1}\n{"t": "x", "n": null}\n'
+    count, inferred, _ = inspect(body, DatasetFormat.JSON)
+    assert count == 2
+    assert inferred.columns == {"t": "string", "n": "int"} and inferred.nullable == ["n"]
+
+
+def test_opaque_formats_are_not_inspected() -> None:
+    assert inspect(b"\x00\x01", DatasetFormat.PARQUET) == (None, None, None)
+
+
+def test_malformed_content_is_unreadable() -> None:
+    with pytest.raises(UnreadableContent):
+        inspect(b"a,b\n1,2,3\n")
+    with pytest.raises(UnreadableContent):
+        inspect(b'{"a": 1}\nnot json\n', DatasetFormat.JSON)
+    with pytest.raises(UnreadableContent):
+        inspect(b"a,a\n1,2\n")
+    with pytest.raises(UnreadableContent):
+        inspect(b"\xff\xfe,a\n")
+
+
+def test_declared_schema_check_names_columns() -> None:
+    inferred = schema({"id": "int", "score": "float", "extra": "string"}, nullable=["score"])
+    declared = schema({"id": "long", "score": "float", "gone": "int"})
+    with pytest.raises(SchemaMismatch) as raised:
+        check_declared(declared, inferred)
+    text = raised.value.message
+    assert "'gone'" in text and "'extra'" in text and "'score' is not nullable" in text
+    check_declared(
+        schema({"id": "double", "score": "float", "extra": "string"}, ["score"]), inferred
+    )
