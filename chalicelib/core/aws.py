@@ -7,6 +7,12 @@ from typing import Any
 
 from chalicelib.core.config import endpoint_url, region
 
+# Attempts per call (first try included). Throttling backoff doubles from 1 s (botocore standard
+# and adaptive modes), so 4 attempts wait at most 1 + 2 + 4 = 7 s before a 503: a request stays
+# inside API Gateway's 29 s limit instead of timing out after its change may have committed.
+# EventBridge gets 2: the event bus retries whole batches itself and then uses the outbox.
+MAX_ATTEMPTS = {"events": 2}
+
 _clients: dict[str, Any] = {}
 _lock = threading.Lock()
 
@@ -26,7 +32,7 @@ def client(service: str) -> Any:
             from botocore.config import Config
 
             config = Config(
-                retries={"max_attempts": 8, "mode": "adaptive"},
+                retries={"total_max_attempts": MAX_ATTEMPTS.get(service, 4), "mode": "adaptive"},
                 s3={"addressing_style": "path"},
                 max_pool_connections=32,
             )

@@ -42,7 +42,8 @@ def meta(env_var: str, suffix: str) -> type:
         "host": endpoint_url(),
         "billing_mode": "PAY_PER_REQUEST",
         "env_var": env_var,
-        "max_retry_attempts": 5,
+        # Retries after the first try: throttling waits at most 1 + 2 + 4 = 7 s (see core.aws).
+        "max_retry_attempts": 3,
     }
     return type("Meta", (), attrs)
 

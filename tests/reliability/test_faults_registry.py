@@ -113,7 +113,8 @@ def test_s3_outage_gives_503_and_no_version(
     response = http.call("POST", f"/models/{model_id}/versions", _body(artifact))
     assert response.status_code == 503, response.data
     assert response.data["error"] == "service_unavailable"
-    assert faults.injected["s3.PutObject"] > 1  # retried before giving up
+    assert faults.injected["s3.PutObject"] == 4  # the client's attempts, then a 503
+    assert 0 < sum(faults.sleeps) <= 7.0  # the backoff botocore asked for
     faults.clear()
     assert list(ModelVersionTable.query(model_id)) == []
     assert _objects(f"artifacts/{model_id}/") == []
