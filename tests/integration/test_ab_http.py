@@ -1,0 +1,325 @@
+"""Experiments end to end over HTTP with the real model registry, on moto."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+
+from chalicelib.core.events import RecordingEventBus
+from tests.conftest import Http, Tokens
+
+
+@pytest.fixture
+def bus(aws: Any) -> RecordingEventBus:
+    """Every event the app publishes in this test (engine and registry are built after this)."""
+    from chalicelib.core.events import get_event_bus
+
+    recording = RecordingEventBus()
+    get_event_bus.override(recording)
+    return recording
+
+
+@pytest.fixture
+def atomic_dynamodb(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serializes requests inside moto's DynamoDB, as the real service is atomic per request."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    original = DynamoHandler.call_action
+
+    def locked(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(DynamoHandler, "call_action", locked)
+
+
+@pytest.fixture
+def thread_safe_app(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Gives the app a thread-local ``current_request``, as ``chalice local`` and Lambda do."""
+    from chalice.local import LocalChalice
+
+    import app as app_module
+
+    original = type(app_module.app)
+    threaded = type("ThreadLocalApp", (LocalChalice, original), {})
+    monkeypatch.setattr(app_module.app, "__class__", threaded)
+    yield
+
+
+def _artifact(seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    return base64.b64encode(sio.dumps(LogisticRegression().fit(X, y))).decode()
+
+
+def _model_with_versions(http: Http, count: int = 2) -> str:
+    created = http.call("POST", "/models", {"name": f"ranker-{uuid.uuid4().hex[:8]}"})
+    assert created.status_code == 201, created.data
+    model_id = created.data["model_id"]
+    for seed in range(count):
+        body = {
+            "artifact_base64": _artifact(seed),
+            "format": "skops",
+            "task": "classification",
+            "feature_names": ["a", "b", "c"],
+        }
+        response = http.call("POST", f"/models/{model_id}/versions", body)
+        assert response.status_code == 201, response.data
+    return model_id
+
+
+def _body(model_id: str, control: str = "0.5", treatment: str = "0.5", **extra: Any) -> dict:
+    return {
+        "name": "ranker v2 vs v1",
+        "variants": [
+            {
+                "variant_id": "control",
+                "model_id": model_id,
+                "model_version": 1,
+                "traffic_weight": control,
+                "is_control": True,
+            },
+            {
+                "variant_id": "treatment",
+                "model_id": model_id,
+                "model_version": 2,
+                "traffic_weight": treatment,
+            },
+        ],
+        "guardrail_metrics": ["error_rate", "latency_p95_ms"],
+        "minimum_sample_size": 100,
+        **extra,
+    }
+
+
+def _create_running(http: Http, body: dict[str, Any]) -> str:
+    created = http.call("POST", "/experiments", body)
+    assert created.status_code == 201, created.data
+    experiment_id = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{experiment_id}/start").status_code == 200
+    return experiment_id
+
+
+def _outcome(variant: str, request_id: str, **extra: Any) -> dict[str, Any]:
+    return {"variant_id": variant, "request_id": request_id, "success": True, "latency_ms": 40.0,
+            **extra}  # fmt: skip
+
+
+def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: Tokens) -> None:
+    model_id = _model_with_versions(http)
+    created = http.call("POST", "/experiments", _body(model_id))
+    assert created.status_code == 201, created.data
+    experiment_id = created.data["experiment_id"]
+    assert created.data["status"] == "draft"
+    assert [v["traffic_weight"] for v in created.data["variants"]] == ["0.5", "0.5"]
+    assert http.call("POST", f"/experiments/{experiment_id}/pause").status_code == 409
+    refused = http.call("POST", f"/experiments/{experiment_id}/route", {"request_id": "r"})
+    assert refused.status_code == 409
+
+    started = http.call("POST", f"/experiments/{experiment_id}/start")
+    assert started.data["status"] == "running" and started.data["start_time"]
+
+    routed = {}
+    for index in range(40):
+        body = {"request_id": f"req-{index}", "user_id": f"user-{index % 10}"}
+        answer = http.call("POST", f"/experiments/{experiment_id}/route", body, token=tokens.reader)
+        assert answer.status_code == 200, answer.data
+        variant = answer.data["variant_id"]
+        assert routed.setdefault(body["user_id"], variant) == variant  # sticky
+        assert answer.data["model_version"] == (1 if variant == "control" else 2)
+
+    single = http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcome("control", "o-0"))
+    assert single.data == {"accepted": 1, "duplicates": 0}
+    batch = [
+        _outcome("control", f"c-{i}", converted=i < 15, custom_metrics={"revenue": 1.0})
+        for i in range(150)
+    ] + [
+        _outcome("treatment", f"t-{i}", converted=i < 45, custom_metrics={"revenue": 2.0})
+        for i in range(150)
+    ]
+    posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": batch})
+    assert posted.data == {"accepted": 300, "duplicates": 0}
+    retried = http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": batch[:10]})
+    assert retried.data == {"accepted": 0, "duplicates": 10}
+
+    metrics = http.call("GET", f"/experiments/{experiment_id}/metrics", token=tokens.reader).data
+    assert metrics["variants"]["control"]["request_count"] == 151
+    assert metrics["variants"]["treatment"]["conversion_rate"] == pytest.approx(0.3)
+    assert metrics["variants"]["treatment"]["custom_metrics"] == {"revenue": 2.0}
+    assert metrics["variants"]["control"]["latency_p50_ms"] == pytest.approx(40.0, rel=0.01)
+
+    analysis = http.call("GET", f"/experiments/{experiment_id}/analysis").data
+    assert analysis["treatments"][0]["variant_id"] == "treatment"
+    assert analysis["treatments"][0]["is_significant"] is True
+    assert analysis["treatments"][0]["test"] == "two_proportion_z"
+    assert analysis["sample_ratio"]["checked"] is True
+    assert analysis["recommendation"] == "conclude_winner"
+    assert analysis["recommended_winner"] == "treatment"
+
+    paused = http.call("POST", f"/experiments/{experiment_id}/pause")
+    assert [v["effective_weight"] for v in paused.data["variants"]] == ["1", "0"]
+    to_control = http.call("POST", f"/experiments/{experiment_id}/route",
+                           {"request_id": "x", "user_id": "user-1"})  # fmt: skip
+    assert to_control.data["variant_id"] == "control"
+    assert http.call("POST", f"/experiments/{experiment_id}/resume").data["status"] == "running"
+    listed = http.call("GET", "/experiments?status=running").data["experiments"]
+    assert [e["experiment_id"] for e in listed] == [experiment_id]
+
+    concluded = http.call("POST", f"/experiments/{experiment_id}/conclude", {})
+    assert concluded.status_code == 200, concluded.data
+    assert concluded.data["status"] == "concluded"
+    assert concluded.data["winning_variant_id"] == "treatment"
+    version = http.call("GET", f"/models/{model_id}/versions/2").data
+    assert version["stage"] == "production"
+    again = http.call("POST", f"/experiments/{experiment_id}/conclude", {})
+    assert again.status_code == 409
+
+    types = [e.detail_type for e in bus.events if e.detail.get("experiment_id") == experiment_id]
+    assert types == [
+        "ExperimentCreated",
+        "ExperimentStarted",
+        "ExperimentPaused",
+        "ExperimentResumed",
+        "ExperimentConcluded",
+    ]
+
+
+def test_invalid_experiments_get_400_or_422(http: Http) -> None:
+    model_id = _model_with_versions(http)
+    thirds = _body(model_id)
+    thirds["variants"].append({**thirds["variants"][1], "variant_id": "third"})
+    for variant in thirds["variants"]:
+        variant["traffic_weight"] = "0.3333"
+    response = http.call("POST", "/experiments", thirds)
+    assert response.status_code == 422 and "sum to exactly 1" in response.data["message"]
+    two_controls = _body(model_id)
+    two_controls["variants"][1]["is_control"] = True
+    assert http.call("POST", "/experiments", two_controls).status_code == 422
+    unknown = _body(model_id)
+    unknown["variants"][1]["model_version"] = 9
+    response = http.call("POST", "/experiments", unknown)
+    assert response.status_code == 422 and response.data["error"] == "unknown_model_version"
+    number_weight = _body(model_id)
+    number_weight["variants"][0]["traffic_weight"] = 0.5
+    assert http.call("POST", "/experiments", number_weight).status_code == 400
+    assert http.call("POST", "/experiments", _body(model_id, "abc")).status_code == 400
+    assert http.call("POST", "/experiments", "{nope").status_code == 400
+    assert http.call("GET", "/experiments").data["experiments"] == []
+    assert http.call("GET", "/experiments/exp-missing").status_code == 404
+    assert http.call("GET", "/experiments?status=bogus").status_code == 400
+
+
+def test_canary_with_an_error_spike_is_rolled_back_by_the_scheduled_handler(
+    http: Http, client: Any, bus: RecordingEventBus
+) -> None:
+    model_id = _model_with_versions(http)
+    experiment_id = _create_running(http, _body(model_id, "0.9", "0.1"))
+    policy = {"error_rate_threshold": 0.05, "min_requests_before_rollback": 50}
+    stored = http.call("PUT", f"/experiments/{experiment_id}/rollback-policy", policy)
+    assert stored.status_code == 200 and stored.data["error_rate_threshold"] == 0.05
+    assert http.call("GET", f"/experiments/{experiment_id}/rollback-policy").data == stored.data
+
+    healthy = [_outcome("control", f"c-{i}") for i in range(200)]
+    spiking = [{**_outcome("treatment", f"t-{i}"), "success": i % 4 != 0} for i in range(80)]
+    posted = http.call("POST", f"/experiments/{experiment_id}/outcomes",
+                       {"outcomes": healthy + spiking})  # fmt: skip
+    assert posted.data["accepted"] == 280
+
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    result = client.lambda_.invoke("experiment_monitor", event)
+    assert result.payload["rolled_back"] == [experiment_id]
+
+    experiment = http.call("GET", f"/experiments/{experiment_id}").data
+    assert experiment["status"] == "rolled_back"
+    assert "error_rate 0.2500 exceeds threshold 0.0500" in experiment["rollback_reason"]
+    assert experiment["rollback_details"]["metric"] == "error_rate"
+    assert experiment["rollback_details"]["threshold"] == 0.05
+    for index in range(20):
+        routed = http.call("POST", f"/experiments/{experiment_id}/route",
+                           {"request_id": f"r{index}", "user_id": f"u{index}"})  # fmt: skip
+        assert routed.data["variant_id"] == "control"
+    rolled = bus.of_type("ExperimentRolledBack")
+    assert len(rolled) == 1 and rolled[0].detail["experiment_id"] == experiment_id
+    assert rolled[0].detail["reason"] == experiment["rollback_reason"]
+
+    second = client.lambda_.invoke("experiment_monitor", event)
+    assert second.payload["checked"] == 0 and len(bus.of_type("ExperimentRolledBack")) == 1
+    manual = http.call("POST", f"/experiments/{experiment_id}/rollback", {"reason": "again"})
+    assert manual.status_code == 409
+
+
+def test_manual_rollback_over_http_stores_the_reason(http: Http, bus: RecordingEventBus) -> None:
+    model_id = _model_with_versions(http)
+    experiment_id = _create_running(http, _body(model_id))
+    response = http.call("POST", f"/experiments/{experiment_id}/rollback",
+                         {"reason": "bad offline eval"})  # fmt: skip
+    assert response.status_code == 200
+    assert response.data["rollback_reason"] == "bad offline eval"
+    assert [v["effective_weight"] for v in response.data["variants"]] == ["1", "0"]
+    assert bus.of_type("ExperimentRolledBack")[0].detail["automatic"] is False
+
+
+def test_ramp_advances_through_the_scheduled_handler(
+    http: Http, client: Any, bus: RecordingEventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.abtesting.engine import get_ab_engine
+    from chalicelib.core.clock import FixedClock, utc_now
+
+    clock = FixedClock(utc_now())
+    get_ab_engine().clock = clock
+    model_id = _model_with_versions(http)
+    ramp = {"steps": ["0.1", "0.5", "1"], "interval_minutes": 10, "min_requests_per_variant": 20}
+    body = _body(model_id, "0.9", "0.1", allocation_strategy="ramping", ramp=ramp)
+    experiment_id = _create_running(http, body)
+    outcomes = [_outcome(v, f"{v}-{i}") for v in ("control", "treatment") for i in range(30)]
+    http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": outcomes})
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    assert client.lambda_.invoke("experiment_monitor", event).payload["ramped"] == []
+    clock.advance(minutes=11)
+    assert client.lambda_.invoke("experiment_monitor", event).payload["ramped"] == [experiment_id]
+    experiment = http.call("GET", f"/experiments/{experiment_id}").data
+    assert experiment["ramp"]["current_step"] == 1
+    assert [v["traffic_weight"] for v in experiment["variants"]] == ["0.5", "0.5"]
+    assert len(bus.of_type("RampAdvanced")) == 1
+    bad_ramp = _body(model_id, "0.9", "0.1", allocation_strategy="ramping",
+                     ramp={**ramp, "steps": ["0.1", "x"]})  # fmt: skip
+    assert http.call("POST", "/experiments", bad_ramp).status_code == 400
+
+
+def test_concurrent_outcome_posts_give_exact_counts(
+    http: Http, atomic_dynamodb: None, thread_safe_app: None
+) -> None:
+    model_id = _model_with_versions(http)
+    experiment_id = _create_running(http, _body(model_id))
+    batches = [
+        [_outcome("control" if i % 2 else "treatment", f"req-{b * 30 + i}") for i in range(60)]
+        for b in range(8)
+    ]  # overlapping request ids: batch b covers ids 30b .. 30b+59, so 270 distinct ids
+
+    def post(batch: list[dict[str, Any]]) -> dict[str, int]:
+        response = http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": batch})
+        assert response.status_code == 200, response.data
+        return response.data
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        receipts = list(pool.map(post, batches + batches[:3]))
+    assert sum(r["accepted"] for r in receipts) == 270
+    assert sum(r["duplicates"] for r in receipts) == 11 * 60 - 270
+    metrics = http.call("GET", f"/experiments/{experiment_id}/metrics").data["variants"]
+    assert metrics["control"]["request_count"] + metrics["treatment"]["request_count"] == 270
+    assert metrics["control"]["request_count"] == 135
