@@ -507,9 +507,10 @@ class SHAPExplainer(ExplainerBase):
         else:
             explainer, rows = self._linear_explainer(loaded, options)
             outputs = model_outputs(loaded.estimator, X, space, descriptor.is_classifier)
-        values, base = _per_class(
-            explainer.shap_values(X), explainer.expected_value, outputs.shape[1]
-        )
+        # shap's own tree additivity check would evaluate the trees again; ours is reported.
+        kwargs = {"check_additivity": False} if algorithm == "tree" else {}
+        raw = explainer.shap_values(X, **kwargs)
+        values, base = _per_class(raw, explainer.expected_value, outputs.shape[1])
         chosen = self._chosen_classes(loaded, X, options, outputs, from_outputs=True)
         picks = [0 if c is None else c for c in chosen]
         rows_index = np.arange(len(X))

@@ -1,0 +1,346 @@
+"""Warm explanation latencies: the service next to the same shap/lime call made directly.
+
+Runs in-process against moto (no AWS account): models are trained here, registered through the
+model registry (skops), and explained through ``ExplanationService``. Each row reports the median
+of warm repetitions:
+
+* ``direct``: the library call alone on a pre-built explainer (what a hand-written script does).
+* ``service``: the service's compute path (input validation, cache key, model/explainer LRU,
+  output-space bookkeeping, additivity check, result objects) with the cache bypassed.
+* ``service + cache miss``: the full path including the DynamoDB cache lookup and write and the
+  ExplanationCompleted event (moto in-process, so AWS round-trips are not representative).
+* ``cache hit``: a repeated request answered from the in-memory cache level.
+
+Usage: ``.venv/bin/python bench/bench_explanations.py [--quick]``; prints a markdown table and
+writes ``bench/results/explanations.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "SYNAPSE_STAGE": "bench",
+        "SYNAPSE_METRICS": "off",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "SYNAPSE_EXPLANATION_BACKEND": "inprocess",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import numpy as np  # noqa: E402
+
+TARGETS_MS = {
+    "single TreeSHAP": 20.0,
+    "single KernelSHAP": 500.0,
+    "batch TreeSHAP (per row)": 100.0,
+    "LIME tabular": 2000.0,
+    "cache hit": 5.0,
+}
+
+
+def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+class Setup:
+    """Trained and registered models plus a service with and without a cache."""
+
+    def __init__(self) -> None:
+        from chalicelib.core.events import get_event_bus
+        from chalicelib.explainability.cache import ExplanationCache
+        from chalicelib.explainability.loading import RegistryModelLoader
+        from chalicelib.explainability.repository import ExplanationRepository
+        from chalicelib.explainability.service import ExplanationService
+        from chalicelib.local.bootstrap import bootstrap
+        from chalicelib.registry.service import ModelRegistry
+
+        bootstrap()
+        self.registry = ModelRegistry()
+        loader = RegistryModelLoader(self.registry)
+        repository = ExplanationRepository()
+        self.service = ExplanationService(
+            loader, ExplanationCache(repository), repository, get_event_bus(), backend="inprocess"
+        )
+        # The same engines without a cache: the compute path alone.
+        self.uncached = ExplanationService(
+            loader, ExplanationCache(None), repository, None, backend="inprocess"
+        )
+        self.uncached.shap.cache = None
+        self.uncached.lime.cache = None
+        rng = np.random.default_rng(0)
+        self.names = [f"x{i}" for i in range(20)]
+        self.X = rng.normal(size=(4000, 20))
+        logits = self.X[:, 0] * 2 - self.X[:, 1] + self.X[:, 2] * self.X[:, 3] + 0.5 * self.X[:, 4]
+        self.y = (logits > 0).astype(int)
+        self.background = self.X[:100]
+
+    def register(self, estimator: Any) -> tuple[str, int]:
+        import uuid
+
+        import skops.io as sio
+
+        from chalicelib.registry.service import VersionSpec
+
+        model = self.registry.create_model(f"bench-{uuid.uuid4().hex[:6]}")
+        spec = VersionSpec(
+            format="skops",
+            task="classification",
+            feature_names=tuple(self.names),
+            class_names=("no", "yes"),
+            background_sample=tuple(tuple(float(v) for v in row) for row in self.background),
+        )
+        version = self.registry.register_version(
+            model.model_id, spec, artifact=sio.dumps(estimator)
+        )
+        return model.model_id, version.version
+
+    def row(self, i: int) -> dict[str, float]:
+        return dict(zip(self.names, self.X[i].tolist(), strict=True))
+
+
+def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
+    import shap
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0, n_jobs=1)
+    forest.fit(setup.X, setup.y)
+    model_id, version = setup.register(forest)
+    direct = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
+    x = setup.X[1000:1001]
+    counter = iter(range(1000, 4000))
+
+    def service_miss() -> None:
+        setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter)))
+
+    rows = []
+    direct_ms = timed(lambda: direct.shap_values(x, check_additivity=False), repeat)
+    service_ms = timed(
+        lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1000)), repeat
+    )
+    rows.append(
+        row(
+            "single TreeSHAP",
+            "RandomForest 100 trees, depth 8, 20 features",
+            direct_ms,
+            service_ms,
+            timed(service_miss, repeat),
+        )
+    )
+    batch = setup.X[:1000]
+    inputs = [setup.row(i) for i in range(1000)]
+    batch_repeat = max(3, repeat // 10)
+    direct_batch = (
+        timed(lambda: direct.shap_values(batch, check_additivity=False), batch_repeat, 1) / 1000
+    )
+    service_batch = (
+        timed(lambda: setup.uncached.shap.explain_batch(model_id, version, inputs), batch_repeat, 1)
+        / 1000
+    )
+    full_batch = (
+        timed(lambda: setup.service.shap.explain_batch(model_id, version, inputs), batch_repeat, 1)
+        / 1000
+    )
+    rows.append(
+        row(
+            "batch TreeSHAP (per row)",
+            "same forest, 1,000 rows in one call",
+            direct_batch,
+            service_batch,
+            full_batch,
+        )
+    )
+    from chalicelib.explainability.models import ExplanationRequest
+
+    request = ExplanationRequest(model_id, version, input_data=setup.row(1000))
+    setup.service.explain(request)
+    hit_ms = timed(lambda: setup.service.explain(request), repeat * 5)
+    rows.append(
+        row(
+            "cache hit",
+            "same forest, repeated request (memory level)",
+            direct_ms,
+            hit_ms,
+            hit_ms,
+            compare="direct TreeSHAP",
+        )
+    )
+    return rows
+
+
+def bench_kernel(setup: Setup, repeat: int) -> list[dict[str, Any]]:
+    import shap
+    from sklearn.neural_network import MLPClassifier
+
+    mlp = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0)
+    mlp.fit(setup.X[:2000], setup.y[:2000])
+    model_id, version = setup.register(mlp)
+    x = setup.X[1500:1501]
+    label = int(mlp.predict(x)[0])
+
+    def predict(data: np.ndarray) -> np.ndarray:
+        return mlp.predict_proba(data)[:, label]
+
+    direct = shap.KernelExplainer(predict, setup.background)
+
+    def direct_call() -> None:
+        np.random.seed(0)
+        direct.shap_values(x, nsamples="auto", silent=True, l1_reg=False)
+
+    kernel_repeat = max(3, repeat // 4)
+    direct_ms = timed(direct_call, kernel_repeat)
+    service_ms = timed(
+        lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1500)),
+        kernel_repeat,
+    )
+    counter = iter(range(2000, 4000))
+    full_ms = timed(
+        lambda: setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter))),
+        kernel_repeat,
+    )
+    return [
+        row(
+            "single KernelSHAP",
+            "MLP (32), 20 features, 100 background rows, nsamples auto",
+            direct_ms,
+            service_ms,
+            full_ms,
+        )
+    ]
+
+
+def bench_lime(setup: Setup, repeat: int) -> list[dict[str, Any]]:
+    from lime.lime_tabular import LimeTabularExplainer
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0, n_jobs=1)
+    forest.fit(setup.X, setup.y)
+    model_id, version = setup.register(forest)
+    direct = LimeTabularExplainer(
+        setup.background,
+        feature_names=setup.names,
+        class_names=["no", "yes"],
+        discretize_continuous=True,
+        random_state=0,
+    )
+    x = setup.X[2000]
+
+    def direct_call() -> None:
+        direct.random_state = direct.base.random_state = np.random.RandomState(0)
+        direct.discretizer.random_state = direct.random_state
+        direct.explain_instance(
+            x, forest.predict_proba, top_labels=1, num_features=20, num_samples=5000
+        )
+
+    lime_repeat = max(3, repeat // 4)
+    direct_ms = timed(direct_call, lime_repeat)
+    service_ms = timed(
+        lambda: setup.uncached.lime.explain_prediction(
+            model_id, version, setup.row(2000), num_samples=5000
+        ),
+        lime_repeat,
+    )
+    counter = iter(range(2001, 4000))
+    full_ms = timed(
+        lambda: setup.service.lime.explain_prediction(
+            model_id, version, setup.row(next(counter)), num_samples=5000
+        ),
+        lime_repeat,
+    )
+    return [
+        row(
+            "LIME tabular",
+            "RandomForest 100 trees, 20 features, 5,000 samples",
+            direct_ms,
+            service_ms,
+            full_ms,
+        )
+    ]
+
+
+def row(
+    name: str, model: str, direct: float, service: float, full: float, compare: str = "direct"
+) -> dict[str, Any]:
+    return {
+        "figure": name,
+        "model": model,
+        "direct_ms": round(direct, 3),
+        "service_ms": round(service, 3),
+        "service_with_cache_miss_ms": round(full, 3),
+        "overhead_pct": round((service - direct) / direct * 100, 1),
+        "target_ms": TARGETS_MS[name],
+        "meets_target": full <= TARGETS_MS[name] if name != "cache hit" else service <= 5.0,
+        "compared_with": compare,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| figure | model | direct shap/lime (ms) | service (ms) | overhead | "
+        "service + cache miss (ms) | target (ms) | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        overhead = (
+            "n/a (vs direct TreeSHAP)"
+            if r["figure"] == "cache hit"
+            else f"{r['overhead_pct']:+.1f}%"
+        )
+        lines.append(
+            f"| {r['figure']} | {r['model']} | {r['direct_ms']:.3f} | {r['service_ms']:.3f} | "
+            f"{overhead} | {r['service_with_cache_miss_ms']:.3f} | {r['target_ms']:.0f} | "
+            f"{'yes' if r['meets_target'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    repeat = 8 if args.quick else 40
+    from moto import mock_aws
+
+    with mock_aws():
+        setup = Setup()
+        rows = bench_tree(setup, repeat) + bench_kernel(setup, repeat) + bench_lime(setup, repeat)
+    print(table(rows))
+    out = ROOT / "bench" / "results" / "explanations.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "repeat": repeat,
+        "statistic": "median",
+    }
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
