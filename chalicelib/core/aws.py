@@ -34,6 +34,9 @@ def client(service: str) -> Any:
             config = Config(
                 retries={"total_max_attempts": MAX_ATTEMPTS.get(service, 4), "mode": "adaptive"},
                 s3={"addressing_style": "path"},
+                # SigV4 everywhere: without it botocore presigns us-east-1 URLs with SigV2, which
+                # S3 refuses for buckets created since 2020 and which carries no X-Amz-Expires.
+                signature_version="s3v4" if service == "s3" else None,
                 max_pool_connections=32,
             )
             found = boto3.session.Session().client(
