@@ -70,12 +70,18 @@ class ExplainerBase:
         canonical: Any,
         parameters: dict[str, Any],
         compute: Callable[[], PredictionExplanation],
+        prediction_id: str | None = None,
     ) -> PredictionExplanation:
-        """Returns the cached explanation or computes, stores and announces a new one."""
+        """Returns the cached explanation or computes, stores and announces a new one.
+
+        The prediction id is not part of the key (it does not change the result); a cached
+        answer carries the id of the request it answers.
+        """
         key = cache_key(descriptor, self.explanation_type, canonical, parameters)
         if self.cache is not None:
             found = self.cache.get(key, descriptor.model_id)
             if found is not None:
+                found.prediction_id = prediction_id
                 return found
         started = time.perf_counter()
         explanation = compute()

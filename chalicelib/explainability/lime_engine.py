@@ -116,6 +116,7 @@ class LIMEExplainer(ExplainerBase):
             row,
             opts.as_parameters(),
             lambda: self._tabular(descriptor, np.asarray(row), prediction_id, opts),
+            prediction_id,
         )
 
     def explain_batch(
@@ -159,6 +160,7 @@ class LIMEExplainer(ExplainerBase):
             {"text": clean},
             opts.as_parameters(),
             lambda: self._text(descriptor, clean, prediction_id, opts),
+            prediction_id,
         )
 
     def explain_image_prediction(
@@ -186,6 +188,7 @@ class LIMEExplainer(ExplainerBase):
             {"image": array.tolist()},
             opts.as_parameters(),
             lambda: self._image(descriptor, array, prediction_id, opts),
+            prediction_id,
         )
 
     # --- tabular ------------------------------------------------------------------------------

@@ -283,6 +283,7 @@ class SHAPExplainer(ExplainerBase):
             row,
             options.as_parameters(),
             lambda: self._explain_rows(descriptor, np.asarray([row]), [prediction_id], options)[0],
+            prediction_id,
         )
 
     def explain_batch(

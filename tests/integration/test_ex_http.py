@@ -236,3 +236,61 @@ def test_bad_requests_get_clear_errors(
 def test_unknown_job_is_404(http: Http) -> None:
     response = http.call("GET", "/explanations/jobs/job-nope")
     assert response.status_code == 404
+
+
+def test_text_and_image_models_are_explained_with_lime_over_http(http: Http) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["great fun", "lovely great story", "awful bore", "bad awful plot"] * 5
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10))
+    pipeline.fit(texts, [1, 1, 0, 0] * 5)
+    text_model, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    body = {
+        "model_id": text_model,
+        "model_version": 1,
+        "explanation_type": "lime",
+        "input_data": {"text": "great plot but awful ending"},
+        "num_samples": 200,
+        "class_name": "pos",
+    }
+    text = http.call("POST", "/explanations", body)
+    assert text.status_code == 200, text.data
+    weights = {c["feature_name"]: c["contribution"] for c in text.data["feature_contributions"]}
+    assert text.data["input_kind"] == "text" and weights["great"] > 0 > weights["awful"]
+
+    rng = np.random.default_rng(1)
+    images = rng.random((60, 8, 8))
+    labels = (images[:, :4].mean(axis=(1, 2)) > images[:, 4:].mean(axis=(1, 2))).astype(int)
+    classifier = LogisticRegression(max_iter=300).fit(images.reshape(60, -1), labels)
+    image_model, _ = _register(http, classifier, "image_classification", [])
+    image = http.call(
+        "POST",
+        "/explanations",
+        {
+            "model_id": image_model,
+            "model_version": 1,
+            "explanation_type": "lime",
+            "input_data": {"image": images[0].tolist()},
+            "num_samples": 100,
+            "n_segments": 4,
+        },
+    )
+    assert image.status_code == 200, image.data
+    assert np.asarray(image.data["segments"]).shape == (8, 8)
+    assert image.data["algorithm"] == "lime_image"
+    shap_on_image = http.call(
+        "POST",
+        "/explanations",
+        {"model_id": image_model, "model_version": 1, "input_data": {"image": images[0].tolist()}},
+    )
+    assert shap_on_image.status_code == 422
+
+
+def test_a_cache_hit_carries_the_callers_prediction_id(http: Http, forest: Any) -> None:
+    body = {"model_id": forest.id, "model_version": forest.version, "input_data": forest.rows[4]}
+    first = http.call("POST", "/explanations", {**body, "prediction_id": "p-1"})
+    second = http.call("POST", "/explanations", {**body, "prediction_id": "p-2"})
+    assert (first.data["prediction_id"], second.data["prediction_id"]) == ("p-1", "p-2")
+    assert second.data["cached"] is True
