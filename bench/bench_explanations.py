@@ -57,14 +57,25 @@ TARGETS_MS = {
 
 def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
     """Median wall time of ``fn`` in milliseconds after ``warmup`` calls."""
+    return paired([fn], repeat, warmup)[0]
+
+
+def paired(fns: list[Callable[[], Any]], repeat: int, warmup: int = 2) -> list[float]:
+    """Median wall times (ms) of several functions called in alternation.
+
+    Alternating the calls spreads load from other processes on the machine evenly over the
+    figures being compared, so the overhead ratio stays meaningful on a busy machine.
+    """
     for _ in range(warmup):
-        fn()
-    samples = []
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            samples[i].append((time.perf_counter() - started) * 1000)
+    return [statistics.median(values) for values in samples]
 
 
 class Setup:
@@ -138,9 +149,13 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
         setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter)))
 
     rows = []
-    direct_ms = timed(lambda: direct.shap_values(x, check_additivity=False), repeat)
-    service_ms = timed(
-        lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1000)), repeat
+    direct_ms, service_ms, miss_ms = paired(
+        [
+            lambda: direct.shap_values(x, check_additivity=False),
+            lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1000)),
+            service_miss,
+        ],
+        repeat,
     )
     rows.append(
         row(
@@ -148,22 +163,23 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             "RandomForest 100 trees, depth 8, 20 features",
             direct_ms,
             service_ms,
-            timed(service_miss, repeat),
+            miss_ms,
         )
     )
     batch = setup.X[:1000]
     inputs = [setup.row(i) for i in range(1000)]
     batch_repeat = max(3, repeat // 10)
-    direct_batch = (
-        timed(lambda: direct.shap_values(batch, check_additivity=False), batch_repeat, 1) / 1000
-    )
-    service_batch = (
-        timed(lambda: setup.uncached.shap.explain_batch(model_id, version, inputs), batch_repeat, 1)
-        / 1000
-    )
-    full_batch = (
-        timed(lambda: setup.service.shap.explain_batch(model_id, version, inputs), batch_repeat, 1)
-        / 1000
+    direct_batch, service_batch, full_batch = (
+        ms / 1000
+        for ms in paired(
+            [
+                lambda: direct.shap_values(batch, check_additivity=False),
+                lambda: setup.uncached.shap.explain_batch(model_id, version, inputs),
+                lambda: setup.service.shap.explain_batch(model_id, version, inputs),
+            ],
+            batch_repeat,
+            1,
+        )
     )
     rows.append(
         row(
@@ -211,16 +227,16 @@ def bench_kernel(setup: Setup, repeat: int) -> list[dict[str, Any]]:
         np.random.seed(0)
         direct.shap_values(x, nsamples="auto", silent=True, l1_reg=False)
 
-    kernel_repeat = max(3, repeat // 4)
-    direct_ms = timed(direct_call, kernel_repeat)
-    service_ms = timed(
-        lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1500)),
-        kernel_repeat,
-    )
     counter = iter(range(2000, 4000))
-    full_ms = timed(
-        lambda: setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter))),
-        kernel_repeat,
+    direct_ms, service_ms, full_ms = paired(
+        [
+            direct_call,
+            lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1500)),
+            lambda: setup.service.shap.explain_prediction(
+                model_id, version, setup.row(next(counter))
+            ),
+        ],
+        max(3, repeat // 4),
     )
     return [
         row(
@@ -256,20 +272,18 @@ def bench_lime(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             x, forest.predict_proba, top_labels=1, num_features=20, num_samples=5000
         )
 
-    lime_repeat = max(3, repeat // 4)
-    direct_ms = timed(direct_call, lime_repeat)
-    service_ms = timed(
-        lambda: setup.uncached.lime.explain_prediction(
-            model_id, version, setup.row(2000), num_samples=5000
-        ),
-        lime_repeat,
-    )
     counter = iter(range(2001, 4000))
-    full_ms = timed(
-        lambda: setup.service.lime.explain_prediction(
-            model_id, version, setup.row(next(counter)), num_samples=5000
-        ),
-        lime_repeat,
+    direct_ms, service_ms, full_ms = paired(
+        [
+            direct_call,
+            lambda: setup.uncached.lime.explain_prediction(
+                model_id, version, setup.row(2000), num_samples=5000
+            ),
+            lambda: setup.service.lime.explain_prediction(
+                model_id, version, setup.row(next(counter)), num_samples=5000
+            ),
+        ],
+        max(3, repeat // 4),
     )
     return [
         row(

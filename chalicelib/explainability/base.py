@@ -14,6 +14,7 @@ import numpy as np
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus
+from chalicelib.core.observability import record_latency
 from chalicelib.explainability.cache import ExplanationCache, cache_key
 from chalicelib.explainability.loading import ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
@@ -86,6 +87,7 @@ class ExplainerBase:
         started = time.perf_counter()
         explanation = compute()
         explanation.computation_time_ms = (time.perf_counter() - started) * 1000
+        record_latency("ExplanationComputeLatency", started, algorithm=explanation.algorithm)
         if self.cache is not None:
             self.cache.set(key, explanation)
         self._announce([explanation])
