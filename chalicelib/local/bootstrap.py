@@ -6,6 +6,7 @@ come from the PynamoDB models registered in :mod:`chalicelib.core.tables`, the o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -46,24 +47,21 @@ def _create_bucket(name: str) -> None:
     kwargs: dict[str, object] = {"Bucket": name}
     if region() != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region()}
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(**kwargs)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
 
 
 def _create_bus(name: str) -> None:
     events = aws.client("events")
-    try:
+    with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
         events.create_event_bus(Name=name)
-    except events.exceptions.ResourceAlreadyExistsException:
-        pass
 
 
 def _create_queue(name: str) -> tuple[str, str]:
     sqs = aws.client("sqs")
     url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    arn = attributes["Attributes"]["QueueArn"]
     return url, arn
 
 
@@ -75,7 +73,9 @@ def _notify_incoming(bucket: str, queue_arn: str) -> None:
                 {
                     "QueueArn": queue_arn,
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": INCOMING_PREFIX}]}},
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": INCOMING_PREFIX}]}
+                    },
                 }
             ]
         },
