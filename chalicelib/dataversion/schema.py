@@ -25,8 +25,8 @@ from chalicelib.dataversion.models import (
     DatasetSchema,
 )
 
-DEFAULT_SAMPLE_ROWS = 50_000
-MAX_SAMPLE_BYTES = 32 * 1024 * 1024
+DEFAULT_SAMPLE_ROWS = 10_000
+MAX_SAMPLE_BYTES = 8 * 1024 * 1024
 
 _INT = re.compile(r"^[+-]?\d+$")
 _BOOLS = {"true": True, "false": False}

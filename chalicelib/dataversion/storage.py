@@ -10,6 +10,8 @@ Layout of the data bucket:
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from chalicelib.core import aws
 from chalicelib.core.config import get_settings
 
 CHUNK_BYTES = 8 * 1024 * 1024
+PREFETCH_CHUNKS = 2
 COPY_PART_BYTES = 512 * 1024 * 1024
 SINGLE_COPY_LIMIT = 5 * 1024 * 1024 * 1024
 CAS_PREFIX = "cas/sha256/"
@@ -88,18 +91,33 @@ class DataStore:
         return self.head(key) is not None
 
     def iter_object(self, key: str, version_id: str | None = None) -> Iterator[bytes]:
-        """Streams an object in ``chunk_bytes`` chunks (never the whole object in memory)."""
+        """Streams an object in ``chunk_bytes`` chunks (never the whole object in memory).
+
+        A reader thread fetches the next chunks while the caller processes the current one
+        (socket reads and sha256 both release the GIL), with at most ``PREFETCH_CHUNKS`` chunks
+        waiting, so memory stays bounded whatever the object's size.
+        """
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if version_id:
             kwargs["VersionId"] = version_id
         body = self.s3.get_object(**kwargs)["Body"]
+        chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=PREFETCH_CHUNKS)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=_read_ahead, args=(body, self.chunk_bytes, chunks, stop), daemon=True
+        )
+        reader.start()
         try:
             while True:
-                chunk = body.read(self.chunk_bytes)
-                if not chunk:
+                item = chunks.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if not item:
                     return
-                yield chunk
+                yield item
         finally:
+            stop.set()
+            reader.join()
             body.close()
 
     def read(self, key: str) -> bytes:
@@ -202,6 +220,25 @@ class DataStore:
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=expires or get_settings().presign_seconds,
         )
+
+
+def _read_ahead(
+    body: Any, size: int, chunks: queue.Queue[bytes | BaseException], stop: threading.Event
+) -> None:
+    """Reads ``body`` into ``chunks`` until the end (an empty chunk), an error, or ``stop``."""
+    try:
+        while not stop.is_set():
+            chunk = body.read(size)
+            while not stop.is_set():
+                try:
+                    chunks.put(chunk, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not chunk:
+                return
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        chunks.put(exc)
 
 
 def _is_missing(exc: Any) -> bool:

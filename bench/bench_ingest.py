@@ -1,0 +1,376 @@
+"""Ingest: version a large file end to end (presigned upload + S3-triggered ingest) against moto.
+
+Setup: moto's ``ThreadedMotoServer`` on 127.0.0.1 (random port), bootstrapped like a deployment
+(tables, data bucket, the S3→SQS notification on ``incoming/``). For each size (256 MiB and
+1 GiB; ``--quick``: 64 and 256 MiB) a CSV file is generated on disk, then:
+
+1. **Upload**: ``POST /datasets/{id}/uploads``' service call gives a presigned PUT; the file is
+   streamed from disk with ``requests``.
+2. **Ingest**: a fresh subprocess runs the local stack's ``S3EventPump`` over the app's
+   ``dataset_ingest`` handler: it receives the bucket's notification from SQS, streams the object
+   once (sha256 + row count + schema sample) and copies it server-side into ``cas/``. The worker
+   reports its wall time, the time spent hashing/inspecting and its peak RSS (``VmHWM`` of
+   the fresh worker process, i.e. the ingest's own high-water mark).
+3. **Raw sha256**: ``hashlib.sha256`` over the same bytes (8 MiB chunks from the page cache;
+   only the ``update`` calls are timed).
+4. **Peer**: ``dvc add`` + ``dvc push`` of the same file to a bucket on the same moto server,
+   with DVC from ``bench/.dvc-venv`` or ``DVC_BIN`` (DVC pins an older botocore than this
+   project, so it lives in its own virtualenv; see ``requirements-bench.txt``).
+
+Reported (markdown table + ``bench/results/ingest.json``): end-to-end MB/s (upload + ingest) vs
+DVC, ingest-only MB/s, hashing MB/s during ingest vs raw sha256, and peak memory at both sizes.
+MB = 10^6 bytes. Usage: ``.venv/bin/python bench/bench_ingest.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+MIB = 1024 * 1024
+CHUNK = 8 * MIB
+DVC_BUCKET = "synapse-bench-dvc"
+TARGET_RATIO = 2.5
+TARGET_HASH_SHARE = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_env(endpoint: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        SYNAPSE_STAGE="local",
+        SYNAPSE_METRICS="off",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def generate_csv(path: Path, size: int) -> None:
+    """A CSV of about ``size`` bytes: an 8 MiB block of random rows, repeated."""
+    rng = random.Random(7)
+    rows = []
+    length = 0
+    while length < CHUNK:
+        row = (
+            f"{rng.randint(0, 10**9)},{rng.random():.6f},"
+            f"{rng.choice(['a', 'b', 'c'])},{rng.randint(0, 1) == 1}\n"
+        )
+        rows.append(row)
+        length += len(row)
+    block = "".join(rows).encode()
+    with path.open("wb") as out:
+        written = out.write(b"id,score,label,flag\n")
+        while written + len(block) <= size:
+            written += out.write(block)
+        rest = block[: size - written]
+        out.write(rest[: rest.rfind(b"\n") + 1])
+
+
+def raw_sha256(path: Path) -> tuple[float, str]:
+    """Seconds spent in ``hashlib.sha256().update`` over the file (page cache warm), and the
+    digest."""
+    digest = hashlib.sha256()
+    spent = 0.0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            started = time.perf_counter()
+            digest.update(chunk)
+            spent += time.perf_counter() - started
+    return spent, digest.hexdigest()
+
+
+WORKER = r"""
+import json, resource, sys, time
+queue_url = sys.argv[1]
+import app
+from chalicelib.dataversion import versioning
+from chalicelib.local.pumps import S3EventPump
+
+spent = [0.0, 0]
+original = versioning._Observer.see
+def timed(self, chunk):
+    started = time.perf_counter()
+    original(self, chunk)
+    spent[0] += time.perf_counter() - started
+    spent[1] += len(chunk)
+versioning._Observer.see = timed
+
+def peak_rss():
+    # VmHWM is this process's own high-water mark; ru_maxrss would also count the parent's RSS
+    # inherited through fork/exec (the parent runs the moto server holding the objects).
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+pump = S3EventPump.for_app(app.app, queue_url, wait_seconds=2, retry_delay_seconds=1)
+started = time.perf_counter()
+delivered = 0
+deadline = started + 240
+while delivered == 0 and time.perf_counter() < deadline and not pump.failures:
+    delivered += pump.poll_once()
+seconds = time.perf_counter() - started
+print(json.dumps({
+    "delivered": delivered,
+    "failures": pump.failures,
+    "seconds": seconds,
+    "inspect_seconds": spent[0],
+    "inspected_bytes": spent[1],
+    "maxrss_bytes": peak_rss(),
+}))
+"""
+
+
+def run_worker(env: dict[str, str], queue_url: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, queue_url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ingest worker failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dvc_binary() -> str | None:
+    for candidate in (os.environ.get("DVC_BIN"), str(ROOT / "bench" / ".dvc-venv" / "bin" / "dvc")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return shutil.which("dvc")
+
+
+def run_dvc(dvc: str, env: dict[str, str], endpoint: str, path: Path, tag: str) -> float:
+    """Seconds for ``dvc add`` + ``dvc push`` of ``path`` into the moto bucket."""
+    work = Path(tempfile.mkdtemp(prefix="bench-dvc-", dir=path.parent))
+    try:
+        target = work / path.name
+        os.link(path, target)
+        clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        clean["DVC_NO_ANALYTICS"] = "1"
+
+        def dvc_run(*args: str) -> None:
+            subprocess.run([dvc, *args], cwd=work, env=clean, check=True, capture_output=True)
+
+        dvc_run("init", "--no-scm", "-q")
+        dvc_run("remote", "add", "-d", "bench", f"s3://{DVC_BUCKET}/{tag}")
+        dvc_run("remote", "modify", "bench", "endpointurl", endpoint)
+        dvc_run("config", "cache.type", "copy")
+        started = time.perf_counter()
+        dvc_run("add", "-q", target.name)
+        dvc_run("push", "-q")
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def upload_session() -> Any:
+    """A requests session that sends file bodies in 1 MiB blocks (http.client's default: 8 KiB)."""
+    import requests
+    import requests.adapters
+
+    class LargeBlocks(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["blocksize"] = MIB
+            super().init_poolmanager(*args, **kwargs)
+
+    session = requests.Session()
+    session.mount("http://", LargeBlocks())
+    return session
+
+
+def mb_per_s(size: int, seconds: float) -> float:
+    return size / 1e6 / seconds if seconds > 0 else float("inf")
+
+
+def measure_size(
+    size: int, tmp: Path, env: dict[str, str], resources: Any, dvc: str | None, endpoint: str
+) -> dict[str, Any]:
+    from chalicelib.auth.models import Principal
+    from chalicelib.dataversion.service import get_dataset_service
+
+    path = tmp / f"data-{size // MIB}mib.csv"
+    generate_csv(path, size)
+    actual = path.stat().st_size
+    admin = Principal("bench", "k", frozenset({"admin"}))
+    service = get_dataset_service()
+    dataset = service.create_dataset(
+        admin, f"bench-{size // MIB}-{time.time_ns()}", [], "csv", "backward", "", None
+    )
+    upload = service.create_upload(admin, dataset.dataset_id, path.name)
+    session = upload_session()
+    started = time.perf_counter()
+    with path.open("rb") as handle:
+        response = session.put(upload.url, data=handle, timeout=600)
+    upload_seconds = time.perf_counter() - started
+    response.raise_for_status()
+    worker = run_worker(env, resources.s3_events_queue_url)
+    if not worker["delivered"] or worker["failures"]:
+        raise RuntimeError(f"ingest did not complete: {worker}")
+    version = service.engine.get_version(dataset.dataset_id)
+    sha_seconds, expected = raw_sha256(path)
+    if expected != version.sha256:
+        raise RuntimeError("ingested hash differs from the file's sha256")
+    dvc_seconds = run_dvc(dvc, env, endpoint, path, str(size)) if dvc else None
+    service.engine.store.delete(version.storage_key)
+    path.unlink()
+    return {
+        "bytes": actual,
+        "rows": version.row_count,
+        "upload_seconds": upload_seconds,
+        "ingest_seconds": worker["seconds"],
+        "inspect_seconds": worker["inspect_seconds"],
+        "inspected_bytes": worker["inspected_bytes"],
+        "raw_sha256_seconds": sha_seconds,
+        "maxrss_bytes": worker["maxrss_bytes"],
+        "dvc_seconds": dvc_seconds,
+    }
+
+
+def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[str, Any]]:
+    largest = results[max(results)]
+    smallest = results[min(results)]
+    size = largest["bytes"]
+    ours = mb_per_s(size, largest["upload_seconds"] + largest["ingest_seconds"])
+    peer = mb_per_s(size, largest["dvc_seconds"]) if largest["dvc_seconds"] else None
+    hashing = mb_per_s(largest["inspected_bytes"], largest["inspect_seconds"])
+    raw = mb_per_s(size, largest["raw_sha256_seconds"])
+    label = f"{size / MIB:.0f} MiB"
+    rows = [
+        {
+            "figure": f"Version a {label} CSV end to end (presigned PUT + S3-triggered ingest), MB/s",
+            "ours": round(ours, 1),
+            "peer": None if peer is None else round(peer, 1),
+            "peer_name": "dvc add + dvc push (same moto S3)" if dvc else "dvc not installed",
+            "ratio": None if peer is None else round(ours / peer, 2),
+            "unit": "MB/s",
+            "target": f">= {TARGET_RATIO}x DVC",
+            "met": None if peer is None else ours / peer >= TARGET_RATIO,
+            "note": f"upload {largest['upload_seconds']:.1f} s + ingest {largest['ingest_seconds']:.1f} s",
+        },
+        {
+            "figure": f"S3-triggered ingest alone ({label}: stream, hash, count rows, server-side copy), MB/s",
+            "ours": round(mb_per_s(size, largest["ingest_seconds"]), 1),
+            "peer": None,
+            "ratio": None,
+            "unit": "MB/s",
+            "target": "informational",
+            "met": None,
+        },
+        {
+            "figure": "Hashing + row counting during ingest vs raw hashlib.sha256 on the same bytes, MB/s",
+            "ours": round(hashing, 1),
+            "peer": round(raw, 1),
+            "peer_name": "hashlib.sha256",
+            "ratio": round(hashing / raw, 2),
+            "unit": "MB/s",
+            "target": f">= {TARGET_HASH_SHARE:.0%} of raw",
+            "met": hashing / raw >= TARGET_HASH_SHARE,
+        },
+        {
+            "figure": f"Peak RSS of the ingest process, {smallest['bytes'] / MIB:.0f} MiB vs {label}",
+            "ours": round(largest["maxrss_bytes"] / MIB, 1),
+            "peer": round(smallest["maxrss_bytes"] / MIB, 1),
+            "peer_name": f"{smallest['bytes'] / MIB:.0f} MiB file",
+            "ratio": round(largest["maxrss_bytes"] / smallest["maxrss_bytes"], 2),
+            "unit": "MiB",
+            "target": "the same (streaming)",
+            "met": largest["maxrss_bytes"] <= smallest["maxrss_bytes"] * 1.1,
+            "note": "includes the interpreter and imports",
+        },
+    ]
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| Figure | Ours | Peer | Ratio | Target | Met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        peer = "—" if row["peer"] is None else f"{row['peer']} ({row.get('peer_name', '')})"
+        lines.append(
+            f"| {row['figure']} | {row['ours']} {row['unit']} | {peer} | "
+            f"{'—' if row['ratio'] is None else row['ratio']} | {row['target']} | "
+            f"{'—' if row['met'] is None else ('yes' if row['met'] else 'no')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64 MiB and 256 MiB instead")
+    args = parser.parse_args()
+    sizes = [64 * MIB, 256 * MIB] if args.quick else [256 * MIB, 1024 * MIB]
+
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = bench_env(endpoint)
+    os.environ.update({k: env[k] for k in env if k.startswith(("AWS_", "SYNAPSE_", "POWERTOOLS_"))})
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    dvc = dvc_binary()
+    results: dict[int, dict[str, Any]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        from chalicelib.core import aws
+        from chalicelib.local.bootstrap import bootstrap
+
+        resources = bootstrap()
+        aws.client("s3").create_bucket(Bucket=DVC_BUCKET)
+        for size in sizes:
+            results[size] = measure_size(size, tmp, env, resources, dvc, endpoint)
+            print(f"{size // MIB} MiB: {json.dumps(results[size])}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
+    rows = rows_for(results, dvc)
+    print(table(rows))
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "sizes_bytes": [results[s]["bytes"] for s in sizes],
+        "dvc": dvc,
+        "raw": {str(k): v for k, v in results.items()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "ingest.json"
+    out.write_text(json.dumps({"bench": "ingest", "meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
