@@ -78,8 +78,9 @@ class ExplainerBase:
         The prediction id is not part of the key (it does not change the result); a cached
         answer carries the id of the request it answers.
         """
-        key = cache_key(descriptor, self.explanation_type, canonical, parameters)
+        key = ""
         if self.cache is not None:
+            key = cache_key(descriptor, self.explanation_type, canonical, parameters)
             found = self.cache.get(key, descriptor.model_id)
             if found is not None:
                 found.prediction_id = prediction_id

@@ -471,9 +471,13 @@ class SHAPExplainer(ExplainerBase):
         labels = class_labels(loaded.estimator, descriptor) if descriptor.is_classifier else []
         names = list(descriptor.feature_names)
         parameters = {**options.as_parameters(), "background_rows_used": result.background_rows}
+        # Plain lists: indexing numpy arrays element by element costs more than the math.
+        inputs, values = X.tolist(), result.values.tolist()
+        totals = (result.base + result.values.sum(axis=1)).tolist()
+        bases, actuals = result.base.tolist(), result.actual.tolist()
         explanations = []
         for i, prediction_id in enumerate(prediction_ids):
-            total = float(result.base[i] + result.values[i].sum())
+            chosen = result.classes[i]
             explanations.append(
                 self._build_explanation(
                     prediction_id=prediction_id,
@@ -482,16 +486,13 @@ class SHAPExplainer(ExplainerBase):
                     input_kind="tabular",
                     algorithm=result.algorithm,
                     output_space=result.output_space,
-                    explained_class=None
-                    if result.classes[i] is None
-                    else labels[result.classes[i]],
-                    base_prediction=float(result.base[i]),
-                    actual_prediction=float(result.actual[i]),
-                    feature_contributions=[
-                        FeatureContribution(name, float(X[i, j]), float(result.values[i, j]))
-                        for j, name in enumerate(names)
-                    ],
-                    additivity_error=abs(total - float(result.actual[i])),
+                    explained_class=None if chosen is None else labels[chosen],
+                    base_prediction=bases[i],
+                    actual_prediction=actuals[i],
+                    feature_contributions=list(
+                        map(FeatureContribution, names, inputs[i], values[i])
+                    ),
+                    additivity_error=abs(totals[i] - actuals[i]),
                     interactions=_interactions(result.interactions, i, names),
                     parameters=parameters,
                 )
