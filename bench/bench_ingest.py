@@ -4,8 +4,9 @@ Setup: moto's ``ThreadedMotoServer`` on 127.0.0.1 (random port), bootstrapped li
 (tables, data bucket, the S3→SQS notification on ``incoming/``). For each size (256 MiB and
 1 GiB; ``--quick``: 64 and 256 MiB) a CSV file is generated on disk, then:
 
-1. **Upload**: ``POST /datasets/{id}/uploads``' service call gives a presigned PUT; the file is
-   streamed from disk with ``requests``.
+1. **Upload**: the service call behind ``POST /datasets/{id}/uploads`` (with ``size_bytes``)
+   gives a presigned multipart upload; the parts are streamed from disk with ``requests``,
+   four at a time, and completed (``POST /datasets/{id}/uploads/complete``).
 2. **Ingest**: a fresh subprocess runs the local stack's ``S3EventPump`` over the app's
    ``dataset_ingest`` handler: it receives the bucket's notification from SQS, streams the object
    once (sha256 + row count + schema sample) and copies it server-side into ``cas/``. The worker
@@ -47,6 +48,7 @@ CHUNK = 8 * MIB
 DVC_BUCKET = "synapse-bench-dvc"
 TARGET_RATIO = 2.5
 TARGET_HASH_SHARE = 0.5
+UPLOAD_THREADS = 4
 
 
 def free_port() -> int:
@@ -208,6 +210,50 @@ def upload_session() -> Any:
     return session
 
 
+def upload_file(service: Any, admin: Any, dataset_id: str, path: Path) -> None:
+    """Uploads ``path`` the way a client would: presigned multipart, parts streamed from disk in
+    parallel (single PUT below the multipart threshold), then completes the upload."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = path.stat().st_size
+    upload = service.create_upload(admin, dataset_id, path.name, size)
+    session = upload_session()
+    if upload.url is not None:
+        with path.open("rb") as handle:
+            session.put(upload.url, data=handle, timeout=600).raise_for_status()
+        return
+
+    def put_part(numbered: tuple[int, str]) -> tuple[int, str]:
+        number, url = numbered
+        with path.open("rb") as handle:
+            handle.seek((number - 1) * upload.part_size)
+            body = PartReader(handle, min(upload.part_size, size - (number - 1) * upload.part_size))
+            response = session.put(url, data=body, timeout=600)
+        response.raise_for_status()
+        return number, response.headers["ETag"]
+
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        etags = list(pool.map(put_part, enumerate(upload.part_urls, start=1)))
+    service.complete_upload(admin, dataset_id, upload.key, upload.upload_id, etags)
+
+
+class PartReader:
+    """A file window of ``length`` bytes that requests streams (it has ``read`` and ``len``)."""
+
+    def __init__(self, handle: Any, length: int) -> None:
+        self.handle = handle
+        self.remaining = length
+        self.len = length
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        wanted = self.remaining if size < 0 else min(size, self.remaining)
+        data = self.handle.read(wanted)
+        self.remaining -= len(data)
+        return data
+
+
 def mb_per_s(size: int, seconds: float) -> float:
     return size / 1e6 / seconds if seconds > 0 else float("inf")
 
@@ -226,13 +272,9 @@ def measure_size(
     dataset = service.create_dataset(
         admin, f"bench-{size // MIB}-{time.time_ns()}", [], "csv", "backward", "", None
     )
-    upload = service.create_upload(admin, dataset.dataset_id, path.name)
-    session = upload_session()
     started = time.perf_counter()
-    with path.open("rb") as handle:
-        response = session.put(upload.url, data=handle, timeout=600)
+    upload_file(service, admin, dataset.dataset_id, path)
     upload_seconds = time.perf_counter() - started
-    response.raise_for_status()
     worker = run_worker(env, resources.s3_events_queue_url)
     if not worker["delivered"] or worker["failures"]:
         raise RuntimeError(f"ingest did not complete: {worker}")
@@ -240,7 +282,12 @@ def measure_size(
     sha_seconds, expected = raw_sha256(path)
     if expected != version.sha256:
         raise RuntimeError("ingested hash differs from the file's sha256")
-    dvc_seconds = run_dvc(dvc, env, endpoint, path, str(size)) if dvc else None
+    dvc_seconds, dvc_error = None, None
+    if dvc:
+        try:
+            dvc_seconds = run_dvc(dvc, env, endpoint, path, str(size))
+        except subprocess.CalledProcessError as exc:
+            dvc_error = (exc.stderr or b"").decode(errors="replace")[-300:]
     service.engine.store.delete(version.storage_key)
     path.unlink()
     return {
@@ -253,7 +300,16 @@ def measure_size(
         "raw_sha256_seconds": sha_seconds,
         "maxrss_bytes": worker["maxrss_bytes"],
         "dvc_seconds": dvc_seconds,
+        "dvc_error": dvc_error,
     }
+
+
+def peer_name(result: dict[str, Any], dvc: str | None) -> str:
+    if not dvc:
+        return "dvc not installed"
+    if result["dvc_seconds"] is None:
+        return f"dvc add + push failed against moto: {result['dvc_error']}"
+    return "dvc add + dvc push (same moto S3)"
 
 
 def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[str, Any]]:
@@ -267,18 +323,19 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
     label = f"{size / MIB:.0f} MiB"
     rows = [
         {
-            "figure": f"Version a {label} CSV end to end (presigned PUT + S3-triggered ingest), MB/s",
+            "figure": f"Version a {label} CSV end to end (presigned upload + S3 ingest), MB/s",
             "ours": round(ours, 1),
             "peer": None if peer is None else round(peer, 1),
-            "peer_name": "dvc add + dvc push (same moto S3)" if dvc else "dvc not installed",
+            "peer_name": peer_name(largest, dvc),
             "ratio": None if peer is None else round(ours / peer, 2),
             "unit": "MB/s",
             "target": f">= {TARGET_RATIO}x DVC",
             "met": None if peer is None else ours / peer >= TARGET_RATIO,
-            "note": f"upload {largest['upload_seconds']:.1f} s + ingest {largest['ingest_seconds']:.1f} s",
+            "note": f"upload {largest['upload_seconds']:.1f} s"
+            f" + ingest {largest['ingest_seconds']:.1f} s",
         },
         {
-            "figure": f"S3-triggered ingest alone ({label}: stream, hash, count rows, server-side copy), MB/s",
+            "figure": f"S3-triggered ingest alone ({label}: stream, hash, count, copy), MB/s",
             "ours": round(mb_per_s(size, largest["ingest_seconds"]), 1),
             "peer": None,
             "ratio": None,
@@ -287,7 +344,7 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
             "met": None,
         },
         {
-            "figure": "Hashing + row counting during ingest vs raw hashlib.sha256 on the same bytes, MB/s",
+            "figure": "Hashing + row counting during ingest vs raw hashlib.sha256, MB/s",
             "ours": round(hashing, 1),
             "peer": round(raw, 1),
             "peer_name": "hashlib.sha256",
@@ -297,7 +354,7 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
             "met": hashing / raw >= TARGET_HASH_SHARE,
         },
         {
-            "figure": f"Peak RSS of the ingest process, {smallest['bytes'] / MIB:.0f} MiB vs {label}",
+            "figure": f"Peak RSS of ingest, {smallest['bytes'] / MIB:.0f} MiB vs {label}",
             "ours": round(largest["maxrss_bytes"] / MIB, 1),
             "peer": round(smallest["maxrss_bytes"] / MIB, 1),
             "peer_name": f"{smallest['bytes'] / MIB:.0f} MiB file",

@@ -125,18 +125,45 @@ class CreateVersionBody(BaseModel):
 
 
 class UploadBody(BaseModel):
-    """Body of ``POST /datasets/{id}/uploads``."""
+    """Body of ``POST /datasets/{id}/uploads``; give ``size_bytes`` to get a multipart upload
+    for large files (parallel parts; required above 5 GiB)."""
 
     filename: str = Field(default="data.csv", min_length=1, max_length=200)
+    size_bytes: int | None = Field(default=None, ge=0)
 
 
 class UploadOut(BaseModel):
-    """A presigned PUT for one file."""
+    """Presigned PUT URL(s) for one file: ``url`` (single PUT) or ``part_urls`` (multipart)."""
 
     key: str
-    url: str
+    url: str | None
     method: str
     expires_in: int
+    upload_id: str | None
+    part_size: int | None
+    part_urls: list[str] | None
+
+
+class PartIn(BaseModel):
+    """One uploaded part: its number and the ETag S3 returned for it."""
+
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class CompleteUploadBody(BaseModel):
+    """Body of ``POST /datasets/{id}/uploads/complete``."""
+
+    key: str = Field(min_length=1, max_length=1024)
+    upload_id: str = Field(min_length=1, max_length=1024)
+    parts: list[PartIn] = Field(min_length=1, max_length=10_000)
+
+
+class CompleteUploadOut(BaseModel):
+    """A completed multipart upload (the S3 trigger ingests it)."""
+
+    key: str
+    status: str
 
 
 class ContentOut(BaseModel):
@@ -430,8 +457,31 @@ def create_version(ctx: RequestContext, dataset_id: str) -> Any:
 def create_upload(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
     """Presigned PUT URL under incoming/ for a file of any size; S3 makes it a version."""
     body: UploadBody = ctx.body
-    upload = get_dataset_service().create_upload(_principal(ctx), dataset_id, body.filename)
-    return {"key": upload.key, "url": upload.url, "method": "PUT", "expires_in": upload.expires_in}
+    upload = get_dataset_service().create_upload(
+        _principal(ctx), dataset_id, body.filename, body.size_bytes
+    )
+    return {**upload.__dict__, "method": "PUT"}
+
+
+@api.route(
+    "/datasets/{dataset_id}/uploads/complete",
+    "POST",
+    role="writer",
+    body=CompleteUploadBody,
+    response=CompleteUploadOut,
+    status=202,
+)
+def complete_upload(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Complete a multipart upload with the parts' ETags; the S3 trigger makes it a version."""
+    body: CompleteUploadBody = ctx.body
+    get_dataset_service().complete_upload(
+        _principal(ctx),
+        dataset_id,
+        body.key,
+        body.upload_id,
+        [(part.part_number, part.etag) for part in body.parts],
+    )
+    return {"key": body.key, "status": "completed"}
 
 
 @api.route("/datasets/{dataset_id}/versions", "GET", query=VersionsQuery, response=VersionList)

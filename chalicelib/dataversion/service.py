@@ -43,13 +43,36 @@ from chalicelib.dataversion.versioning import (
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MIN_PART_BYTES = 16 * 1024 * 1024
+MAX_PARTS = 10_000
+MAX_SINGLE_PUT = 5 * 1024 * 1024 * 1024
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024 * 1024 * 1024
+
+
 @dataclass
 class Upload:
-    """A presigned upload: PUT the file to ``url``; the S3 trigger makes it a version."""
+    """A presigned upload; the S3 trigger makes the uploaded file a version.
+
+    Single PUT (``url``) for files up to ``MULTIPART_THRESHOLD`` (or of unknown size);
+    above that, a multipart upload: PUT each part to its ``part_urls`` entry (in parallel if
+    you like), then complete it with the parts' ETags.
+
+    Attributes:
+        key: The object key under ``incoming/<dataset_id>/``.
+        url: The single-PUT URL (``None`` for multipart).
+        expires_in: Seconds the URLs stay valid.
+        upload_id: The multipart upload id.
+        part_size: Bytes per part (the last part may be smaller).
+        part_urls: One URL per part, part numbers starting at 1.
+    """
 
     key: str
-    url: str
+    url: str | None
     expires_in: int
+    upload_id: str | None = None
+    part_size: int | None = None
+    part_urls: list[str] | None = None
 
 
 class DatasetService:
@@ -136,15 +159,51 @@ class DatasetService:
         request.created_by = principal.principal
         return self.engine.store_version(dataset_id, data, request)
 
-    def create_upload(self, principal: Principal, dataset_id: str, filename: str) -> Upload:
-        """A presigned PUT URL under ``incoming/<dataset_id>/`` for one file."""
+    def create_upload(
+        self,
+        principal: Principal,
+        dataset_id: str,
+        filename: str,
+        size_bytes: int | None = None,
+    ) -> Upload:
+        """Presigned upload URL(s) under ``incoming/<dataset_id>/`` for one file.
+
+        Raises:
+            PayloadTooLarge: Over 5 TiB (S3's object limit).
+        """
         from chalicelib.core.config import get_settings
+        from chalicelib.core.errors import PayloadTooLarge
 
         dataset = self.writable(principal, dataset_id)
         safe = _UNSAFE.sub("_", filename).strip("._") or "data"
         key = f"{INCOMING_PREFIX}{dataset.dataset_id}/{uuid.uuid4().hex}-{safe[:120]}"
         seconds = get_settings().presign_seconds
-        return Upload(key, self.engine.store.presign_put(key, seconds), seconds)
+        if size_bytes is not None and size_bytes > MAX_UPLOAD_BYTES:
+            raise PayloadTooLarge(f"files are limited to {MAX_UPLOAD_BYTES} bytes")
+        if size_bytes is None or size_bytes <= MULTIPART_THRESHOLD:
+            return Upload(key, self.engine.store.presign_put(key, seconds), seconds)
+        part_size = max(MIN_PART_BYTES, -(-size_bytes // MAX_PARTS))
+        parts = -(-size_bytes // part_size)
+        upload_id, urls = self.engine.store.start_presigned_multipart(key, parts, seconds)
+        return Upload(key, None, seconds, upload_id, part_size, urls)
+
+    def complete_upload(
+        self,
+        principal: Principal,
+        dataset_id: str,
+        key: str,
+        upload_id: str,
+        etags: list[tuple[int, str]],
+    ) -> None:
+        """Completes a multipart upload; the S3 trigger then makes the file a version.
+
+        Raises:
+            ValidationError: The key is not one of this dataset's upload keys.
+        """
+        dataset = self.writable(principal, dataset_id)
+        if not key.startswith(f"{INCOMING_PREFIX}{dataset.dataset_id}/"):
+            raise ValidationError("key is not an upload key of this dataset")
+        self.engine.store.complete_multipart(key, upload_id, etags)
 
     def list_versions(
         self,

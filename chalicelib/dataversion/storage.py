@@ -213,6 +213,50 @@ class DataStore:
             ExpiresIn=expires or get_settings().presign_seconds,
         )
 
+    def start_presigned_multipart(
+        self, key: str, parts: int, expires: int | None = None
+    ) -> tuple[str, list[str]]:
+        """Starts a multipart upload of ``key`` and presigns a PUT URL for each part.
+
+        Returns:
+            The upload id and the part URLs (part numbers 1…``parts``).
+        """
+        upload_id = self._start_multipart(key)
+        urls = [
+            self.s3.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "UploadId": upload_id,
+                    "PartNumber": number,
+                },
+                ExpiresIn=expires or get_settings().presign_seconds,
+            )
+            for number in range(1, parts + 1)
+        ]
+        return upload_id, urls
+
+    def complete_multipart(self, key: str, upload_id: str, etags: list[tuple[int, str]]) -> None:
+        """Completes a multipart upload from (part number, ETag) pairs.
+
+        Raises:
+            UnprocessableEntity: S3 refused the parts (unknown upload, wrong ETags, part too small).
+        """
+        from chalicelib.core.errors import UnprocessableEntity
+
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in sorted(etags)]
+        try:
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except self.s3.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            raise UnprocessableEntity(f"S3 refused to complete the upload: {code}") from None
+
     def presign_get(self, key: str, expires: int | None = None) -> str:
         """A presigned GET URL for ``key``."""
         return self.s3.generate_presigned_url(

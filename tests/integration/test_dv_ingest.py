@@ -204,3 +204,40 @@ def test_a_real_put_delivered_twice_by_the_local_pump_makes_one_version(
     found = versions(http, dataset["dataset_id"])
     assert len(found) == 1
     assert found[0]["source_key"] == "incoming/pumped/data.csv"
+
+
+def test_large_files_use_a_presigned_multipart_upload(
+    client: Any, http: Http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    from chalicelib.dataversion import service
+
+    monkeypatch.setattr(service, "MULTIPART_THRESHOLD", 1024 * 1024)
+    monkeypatch.setattr(service, "MIN_PART_BYTES", 5 * 1024 * 1024)
+    dataset = create_dataset(http, "large")
+    body = b"id,score\n" + b"1,0.5\n" * (11 * 1024 * 1024 // 6)
+    upload = http.call(
+        "POST",
+        f"/datasets/{dataset['dataset_id']}/uploads",
+        {"filename": "large.csv", "size_bytes": len(body)},
+    ).data
+    assert upload["url"] is None and len(upload["part_urls"]) == 3
+    size = upload["part_size"]
+    parts = []
+    for number, url in enumerate(upload["part_urls"], start=1):
+        chunk = body[(number - 1) * size : number * size]
+        response = requests.put(url, data=chunk, timeout=30)
+        assert response.status_code == 200
+        parts.append({"part_number": number, "etag": response.headers["ETag"]})
+    path = f"/datasets/{dataset['dataset_id']}/uploads/complete"
+    wrong = http.call("POST", path, {"key": "incoming/other/x", "upload_id": "u", "parts": parts})
+    assert wrong.status_code == 400
+    done = http.call(
+        "POST", path, {"key": upload["key"], "upload_id": upload["upload_id"], "parts": parts}
+    )
+    assert done.status_code == 202, done.data
+    deliver(client, upload["key"])
+    found = versions(http, dataset["dataset_id"])
+    assert found[0]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert found[0]["row_count"] == body.count(b"\n") - 1
