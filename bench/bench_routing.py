@@ -1,0 +1,170 @@
+"""Routing throughput: ``ABTestingEngine.route_request`` assignments/s against the GrowthBook SDK.
+
+Both assign the same user ids to a 50/50 split in-process with a warm config:
+
+* ours: ``engine.route_request(experiment_id, request_id, user_id)`` on an engine over moto
+  DynamoDB with the default route-cache TTL (``SYNAPSE_ROUTE_CACHE_TTL``, 5 s); the first call
+  loads the config, a reload every TTL is included in the timing.
+* peer: one ``growthbook.GrowthBook`` instance, ``set_attributes({"id": user})`` then
+  ``run(Experiment(key, [0, 1], weights=[0.5, 0.5]))`` per user (the SDK's in-process path).
+
+Reported: the best of ``--repeats`` timed passes over ``--users`` users (best-of limits noise from
+other processes on a shared machine), the ratio, and each side's share of users in treatment.
+Target: ours >= 5x GrowthBook.
+
+Usage: ``.venv/bin/python bench/bench_routing.py [--quick] [--users N] [--repeats N]``; prints a
+markdown table and writes ``bench/results/routing.json`` (rows: figure, ours, peer, ratio, unit,
+target, met).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TARGET_RATIO = 5.0
+
+for key, value in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "SYNAPSE_METRICS": "off",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}.items():
+    os.environ.setdefault(key, value)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+class _Registry:
+    """Every model version exists (the bench measures routing, not the registry)."""
+
+    def get_version(self, model_id: str, version: int) -> tuple[str, int]:
+        return (model_id, version)
+
+    def set_stage(self, model_id: str, version: int, stage: str) -> None:
+        return None
+
+
+def _time(run: Any, users: list[str], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(users)
+        best = min(best, time.perf_counter() - started)
+    return len(users) / best
+
+
+def measure_ours(users: list[str], repeats: int) -> tuple[float, float]:
+    """Assignments/s of ``route_request`` and the share of users in treatment."""
+    from moto import mock_aws
+
+    from chalicelib.abtesting.engine import ABTestingEngine
+    from chalicelib.abtesting.models import ModelVariant
+    from chalicelib.core.events import RecordingEventBus
+    from chalicelib.core.tables import create_all_tables
+
+    with mock_aws():
+        create_all_tables()
+        engine = ABTestingEngine(registry=_Registry(), event_bus=RecordingEventBus())
+        variants = [
+            ModelVariant("control", "m", 1, Decimal("0.5"), True),
+            ModelVariant("treatment", "m", 2, Decimal("0.5")),
+        ]
+        experiment_id = engine.create_experiment("bench", variants).experiment_id
+        engine.start_experiment(experiment_id)
+        route = engine.route_request
+        route(experiment_id, "warm", "warm")
+
+        def run(batch: list[str]) -> None:
+            for user in batch:
+                route(experiment_id, user, user)
+
+        rate = _time(run, users, repeats)
+        share = sum(route(experiment_id, u, u)[0] == "treatment" for u in users) / len(users)
+    return rate, share
+
+
+def measure_growthbook(users: list[str], repeats: int) -> tuple[float, float]:
+    """Assignments/s of the GrowthBook SDK on the same users and split."""
+    from growthbook import Experiment, GrowthBook
+
+    gb = GrowthBook(attributes={"id": "warm"})
+    experiment = Experiment(key="bench", variations=[0, 1], weights=[0.5, 0.5])
+    gb.run(experiment)
+
+    def run(batch: list[str]) -> None:
+        for user in batch:
+            gb.set_attributes({"id": user})
+            gb.run(experiment)
+
+    rate = _time(run, users, repeats)
+    treated = 0
+    for user in users:
+        gb.set_attributes({"id": user})
+        treated += gb.run(experiment).variationId == 1
+    return rate, treated / len(users)
+
+
+def main() -> None:
+    """Measures both and writes ``bench/results/routing.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer users and repeats")
+    parser.add_argument("--users", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    count = args.users or (50_000 if args.quick else 200_000)
+    repeats = args.repeats or (2 if args.quick else 3)
+    users = [f"user-{index}" for index in range(count)]
+
+    ours, our_share = measure_ours(users, repeats)
+    peer, peer_share = measure_growthbook(users, repeats)
+    ratio = ours / peer
+    rows = [
+        {
+            "figure": "route_request assignments/s, in-process, warm config, 50/50 split",
+            "ours": round(ours),
+            "peer": round(peer),
+            "peer_name": "GrowthBook Python SDK (growthbook 4.0.0) GrowthBook.run",
+            "ratio": round(ratio, 2),
+            "unit": "assignments/s",
+            "target": f">= {TARGET_RATIO:g}x peer",
+            "met": ratio >= TARGET_RATIO,
+            "note": f"{count} users, best of {repeats}; treatment share ours "
+            f"{our_share:.4f}, GrowthBook {peer_share:.4f}",
+        }
+    ]
+    print("| figure | ours | GrowthBook | ratio | target | met? |")
+    print("|---|---:|---:|---:|---|---|")
+    for r in rows:
+        met = "yes" if r["met"] else "no"
+        print(
+            f"| {r['figure']} | {r['ours']:,} | {r['peer']:,} | {r['ratio']:.2f}x "
+            f"| {r['target']} | {met} |"
+        )
+    print(f"\ntreatment share: ours {our_share:.4f}, GrowthBook {peer_share:.4f} ({count} users)")
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "users": count,
+        "repeats": repeats,
+        "load_average": list(os.getloadavg()),
+    }
+    out = ROOT / "bench" / "results" / "routing.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"bench": "routing", "meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
