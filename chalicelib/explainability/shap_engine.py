@@ -11,6 +11,10 @@ Algorithm per model (recorded in every explanation as ``algorithm``):
   (binary), margin for other linear classifiers, the prediction for regressors.
 * ``exact`` (at most ``EXACT_MAX_FEATURES`` features) or ``kernel``: model-agnostic, in
   probability space for classifiers with ``predict_proba`` (margin otherwise), raw for regressors.
+  ``exact`` evaluates every coalition (2^M - 2) with the Shapley kernel, which gives exact
+  Shapley values for the background; it runs through ``KernelExplainer`` because shap's
+  ``ExactExplainer`` JIT-compiles with numba on first use (seconds on a cold Lambda).
+  ``kernel`` samples coalitions (shap's ``auto`` count) with a seeded generator.
 
 Contributions always add up to ``actual_prediction - base_prediction`` in ``output_space``; the
 remaining difference is reported as ``additivity_error``. shap is imported on first use only.
@@ -560,11 +564,10 @@ class SHAPExplainer(ExplainerBase):
     def _agnostic_values(
         self, explainer: Any, algorithm: str, X: np.ndarray, options: ShapOptions
     ) -> tuple[np.ndarray, np.ndarray]:
-        if algorithm == "exact":
-            out = explainer(X)
-            return np.asarray(out.values, dtype=float), np.asarray(out.base_values, dtype=float)
         np.random.seed(options.seed)  # KernelSHAP samples coalitions with the global generator
-        nsamples = options.nsamples or "auto"
+        nsamples: Any = options.nsamples or "auto"
+        if algorithm == "exact":
+            nsamples = 2 ** X.shape[1] - 2  # every coalition: exact Shapley values, no sampling
         values = explainer.shap_values(X, nsamples=nsamples, silent=True, l1_reg=False)
         expected = float(np.asarray(explainer.expected_value).reshape(-1)[0])
         return np.asarray(values, dtype=float).reshape(X.shape), np.full(len(X), expected)
@@ -641,10 +644,7 @@ class SHAPExplainer(ExplainerBase):
                 options.seed,
                 weighted,
             )
-            if algorithm == "kernel":
-                return shap.KernelExplainer(predict, data), rows
-            masker = shap.maskers.Independent(data, max_samples=rows)
-            return shap.explainers.Exact(predict, masker), rows
+            return shap.KernelExplainer(predict, data), rows
 
         key = (
             *_model_key(descriptor, algorithm),

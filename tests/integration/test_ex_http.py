@@ -212,25 +212,24 @@ def test_an_asynchronous_global_job_that_fails_reports_the_error(
     assert job["error"]["status"] == 400 and "nope" in job["error"]["message"]
 
 
-@pytest.mark.parametrize(
-    ("change", "status", "text"),
-    [
-        ({"explanation_type": "integrated_gradients"}, 422, "not implemented"),
-        ({"explanation_type": "attention"}, 422, "not implemented"),
-        ({"input_data": {"age": "old", "income": 1, "tenure": 1, "debt": 1}}, 400, "'age'"),
-        ({"input_data": {"age": 1, "income": 1, "tenure": 1}}, 400, "missing feature 'debt'"),
-        ({"model_id": "m-missing"}, 404, "m-missing"),
-        ({"model_version": 9}, 404, ""),
-        ({"num_samples": 1}, 400, "num_samples"),
-    ],
-)
-def test_bad_requests_get_clear_errors(
-    http: Http, forest: Any, change: dict, status: int, text: str
-) -> None:
+BAD_REQUESTS = [
+    ({"explanation_type": "integrated_gradients"}, 422, "not implemented"),
+    ({"explanation_type": "attention"}, 422, "not implemented"),
+    ({"input_data": {"age": "old", "income": 1, "tenure": 1, "debt": 1}}, 400, "'age'"),
+    ({"input_data": {"age": 1, "income": 1, "tenure": 1}}, 400, "missing feature 'debt'"),
+    ({"model_id": "m-missing"}, 404, "m-missing"),
+    ({"model_version": 9}, 404, ""),
+    ({"num_samples": 1}, 400, "num_samples"),
+    ({"class_name": "maybe"}, 400, "unknown class_name 'maybe'"),
+]
+
+
+def test_bad_requests_get_clear_errors(http: Http, forest: Any) -> None:
     body = {"model_id": forest.id, "model_version": forest.version, "input_data": forest.rows[0]}
-    response = http.call("POST", "/explanations", {**body, **change})
-    assert response.status_code == status, response.data
-    assert text in response.data["message"]
+    for change, status, text in BAD_REQUESTS:
+        response = http.call("POST", "/explanations", {**body, **change})
+        assert response.status_code == status, (change, response.data)
+        assert text in response.data["message"], (change, response.data)
 
 
 def test_unknown_job_is_404(http: Http) -> None:

@@ -141,29 +141,36 @@ def test_interactions_for_a_linear_model_are_refused(ctx: Any) -> None:
         )
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"zzz": 1.0}, "unknown feature 'zzz'"),
-        ({"f1": "high"}, "feature 'f1' must be a number; got str"),
-        ({"f1": float("nan")}, "feature 'f1' must be a finite number"),
-        ({"f1": True}, "feature 'f1' must be a number; got bool"),
-        ({"f1": None}, "feature 'f1' must be a number; got null"),
-    ],
-)
-def test_invalid_inputs_are_400_naming_the_feature(ctx: Any, change: dict, message: str) -> None:
+INVALID_INPUTS = [
+    ({"zzz": 1.0}, "unknown feature 'zzz'"),
+    ({"f1": "high"}, "feature 'f1' must be a number; got str"),
+    ({"f1": float("nan")}, "feature 'f1' must be a finite number"),
+    ({"f1": float("inf")}, "feature 'f1' must be a finite number"),
+    ({"f1": True}, "feature 'f1' must be a number; got bool"),
+    ({"f1": None}, "feature 'f1' must be a number; got null"),
+]
+
+
+def test_invalid_inputs_are_400_naming_the_feature(ctx: Any) -> None:
     from sklearn.linear_model import LinearRegression
 
     X, names = tabular_data(40, 3)
     model = register(
         ctx.reg, LinearRegression().fit(X, X[:, 0]), "regression", names, X, background=X
     )
-    with pytest.raises(ValidationError, match=message):
-        ctx.svc.shap.explain_prediction(model.model_id, model.version, {**model.row(), **change})
+    for change, message in INVALID_INPUTS:
+        with pytest.raises(ValidationError, match=message):
+            ctx.svc.shap.explain_prediction(
+                model.model_id, model.version, {**model.row(), **change}
+            )
     missing = model.row()
     del missing["f2"]
     with pytest.raises(ValidationError, match="missing feature 'f2'"):
         ctx.svc.shap.explain_prediction(model.model_id, model.version, missing)
+    with pytest.raises(ValidationError, match=r"inputs\[1\]: feature 'f0'"):
+        ctx.svc.shap.explain_batch(
+            model.model_id, model.version, [model.row(), {**model.row(), "f0": "x"}]
+        )
 
 
 def test_unknown_class_name_is_400_and_no_background_is_422(ctx: Any) -> None:
