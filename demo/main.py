@@ -41,7 +41,10 @@ def run_demo(url: str, token: str, options: Options) -> Context:
     ctx = Context(Api(url, token), options)
     ctx.say(f"SynapseNet demo against {url}{' (fast mode)' if options.fast else ''}")
     for name, title, step in STEPS:
-        run_step(ctx, name, title, step)
+        if options.steps is None or name in options.steps:
+            run_step(ctx, name, title, step)
+        elif name == "data":
+            step_data.local_fallback(ctx)
     ctx.say()
     ctx.say("=== Report ===")
     make_plots(ctx)
@@ -60,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", default=os.environ.get("DEMO_FAST") == "1")
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--steps", nargs="*", default=None, choices=[s[0] for s in STEPS])
     args = parser.parse_args(argv)
     schedule = float(os.environ.get("SYNAPSE_SCHEDULE_SECONDS") or 2)
-    options = Options(args.fast, args.out, args.seed, schedule)
+    steps = tuple(args.steps) if args.steps else None
+    options = Options(args.fast, args.out, args.seed, schedule, steps)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with endpoint(args.out, schedule) as api:

@@ -242,7 +242,8 @@ def lineage(graph: dict[str, Any], rows: dict[str, Any], names: dict[str, str], 
         name = names.get(node_id, f"v{node.get('version_number')}")
         label = f"{name}\n{rows.get(node_id, '?')} rows\n{(node.get('sha256') or '')[:8]}"
         ax.text(x, y, label, ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "round", "facecolor": "#e8f0fe", "edgecolor": "#1f77b4"})  # fmt: skip
+                bbox={"boxstyle": "round", "facecolor": "#e8f0fe",
+                      "edgecolor": "#1f77b4"})  # fmt: skip
     ax.set_xlim(-0.5, max(layers) + 0.5)
     spread = max(len(m) for m in layers.values())
     ax.set_ylim(-spread / 2 - 0.3, spread / 2 + 0.3)

@@ -32,8 +32,10 @@ def make_plots(ctx: Context) -> None:
     out, results = ctx.options.out_dir, ctx.results
     if "data" in results and results["data"].get("lineage"):
         data = results["data"]
-        _try(ctx, "lineage", lambda: plots.lineage(data["lineage"], _lineage_rows(data),
-                                                     data["names"], out / "lineage.png"))  # fmt: skip
+        rows = _lineage_rows(data)
+        names = data["names"]
+        _try(ctx, "lineage",
+             lambda: plots.lineage(data["lineage"], rows, names, out / "lineage.png"))  # fmt: skip
     if "canary" in results:
         canary = results["canary"]
         _try(
@@ -137,7 +139,8 @@ def _canary_html(ctx: Context) -> str:
         "<h2>3. Canary of v2 and the automatic rollback</h2>"
         f"<p>Ramp {_esc(exp['ramp']['steps'])}, interval {exp['ramp']['interval_minutes']} min; "
         f"rollback policy: error rate &gt; {policy['error_rate_threshold']}, latency "
-        f"{policy['latency_percentile']} &gt; +{policy['latency_degradation_threshold']:.0%}, after "
+        f"{policy['latency_percentile']} &gt; "
+        f"+{policy['latency_degradation_threshold']:.0%}, after "
         f"{policy['min_requests_before_rollback']} requests. Simulated: v2 1&nbsp;% errors, then "
         f"{found['behaviour']['canary_regression']['error_rate']:.0%}.</p>"
         f"<p><b>Status {exp['status']}</b>. Reason stored by the monitor: "
@@ -194,8 +197,10 @@ def _explain_html(ctx: Context) -> str:
         ["SHAP algorithm / output", f"{one['algorithm']} / {one['output_space']}"],
         ["base → prediction", f"{one['base_prediction']:.4f} → {one['actual_prediction']:.4f}"],
         ["additivity error", one["additivity_error"]],
+        ["first SHAP call (cold server path)", f"{found['shap_cold_ms']:.0f} ms"],
         ["SHAP time / repeat (cached)", f"{one['computation_time_ms']:.1f} ms / "
-         f"{found['shap_repeat']['computation_time_ms']:.2f} ms ({found['shap_repeat']['cached']})"],
+         f"{found['shap_repeat']['computation_time_ms']:.2f} ms "
+         f"({found['shap_repeat']['cached']})"],
         ["LIME local fidelity R²", lime["local_fidelity"]],
         ["LIME time", f"{lime['computation_time_ms']:.0f} ms"],
         ["global: rows, mean pairwise top-k Jaccard",

@@ -183,7 +183,7 @@ def run(ctx: Context) -> None:
     if not fast:
         ctx.say("  phase 1: v2 healthy (1 % errors); waiting for the monitor to advance the ramp")
         ramped = _phase(
-            ctx, traffic, recorder, "healthy", lambda s: (s["ramp_step"] or 0) >= 1, 100, 40.0
+            ctx, traffic, recorder, "healthy", lambda s: (s["ramp_step"] or 0) >= 1, 100, 20.0
         )
         ctx.say(f"  ramp advanced: {ramped} (step {recorder.samples[-1]['ramp_step']})")
     regression = Behaviour(error_rate=0.15, latency_ms=52.0)
@@ -196,12 +196,12 @@ def run(ctx: Context) -> None:
         "regression",
         lambda s: s["status"] == "rolled_back",
         30 if fast else 120,
-        None if fast else 40.0,
+        None if fast else 20.0,
     )
     if not rolled:
         raise TimeoutError("the experiment monitor did not roll the canary back in time")
     if not fast:
-        _phase(ctx, traffic, recorder, "after rollback", lambda s: False, 5, 40.0)
+        _phase(ctx, traffic, recorder, "after rollback", lambda s: False, 5, 20.0)
     experiment = ctx.api.get(f"/experiments/{experiment_id}")
     after = _verify_routing(ctx, experiment_id, 20 if fast else 100)
     details = experiment.get("rollback_details") or {}

@@ -69,7 +69,7 @@ def run(ctx: Context) -> None:
     created = _create(ctx)
     experiment_id = created["experiment_id"]
     ctx.api.post(f"/experiments/{experiment_id}/start")
-    rates = (0.10, 0.20) if ctx.fast else (0.10, 0.13)
+    rates = (0.10, 0.20) if ctx.fast else (0.10, 0.14)
     behaviours = {
         "control": Behaviour(error_rate=0.005, latency_ms=40.0, conversion_rate=rates[0]),
         "treatment": Behaviour(error_rate=0.005, latency_ms=34.0, conversion_rate=rates[1]),

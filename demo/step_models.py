@@ -19,25 +19,26 @@ ROUTES = [
 ]
 
 
-def candidates(seed: int) -> list[tuple[str, Any]]:
+def candidates(seed: int, fast: bool = False) -> list[tuple[str, Any]]:
     """(description, unfitted estimator) in registration order."""
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    forest, boosting = (40, 50) if fast else (200, 150)
     return [
         (
             "StandardScaler + LogisticRegression",
             make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
         ),
         (
-            "RandomForestClassifier (200 trees)",
-            RandomForestClassifier(n_estimators=200, max_depth=8, random_state=seed, n_jobs=1),
+            f"RandomForestClassifier ({forest} trees)",
+            RandomForestClassifier(n_estimators=forest, max_depth=8, random_state=seed, n_jobs=1),
         ),
         (
-            "GradientBoostingClassifier (150 stumps-of-3)",
-            GradientBoostingClassifier(n_estimators=150, max_depth=3, random_state=seed),
+            f"GradientBoostingClassifier ({boosting} trees of depth 3)",
+            GradientBoostingClassifier(n_estimators=boosting, max_depth=3, random_state=seed),
         ),
     ]
 
@@ -78,7 +79,7 @@ def run(ctx: Context) -> None:
     model_id = model["model_id"]
     ctx.say(f"  model {model['name']} ({model_id})")
     fitted, rows = {}, []
-    for description, estimator in candidates(ctx.options.seed):
+    for description, estimator in candidates(ctx.options.seed, ctx.fast):
         estimator.fit(train.X, train.y)
         accuracy = float(estimator.score(test.X, test.y))
         version = _register(

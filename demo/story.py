@@ -32,12 +32,14 @@ class Options:
         out_dir: Where plots and ``report.html`` go.
         seed: Seed of the simulation.
         schedule_seconds: Period of the scheduled experiment monitor (when the demo started it).
+        steps: Run only these steps (``None``: all); without "data" the split is made locally.
     """
 
     fast: bool
     out_dir: Path
     seed: int = 7
     schedule_seconds: float | None = 2.0
+    steps: tuple[str, ...] | None = None
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""A local-stack speed fix: moto's ``transact_write_items`` backs up the whole table once per
+item of the transaction (``copy.deepcopy(self.tables[name])`` inside the item loop), so a batch
+of 50 outcomes copied the outcomes table 50 times and ``POST /experiments/{id}/outcomes`` got
+slower with every outcome already stored (seconds per batch after a few thousand outcomes).
+
+:func:`install` makes that backup happen once per table per transaction, with the same rollback
+semantics. It only touches moto (the local stand-in for DynamoDB), never the app; the demo and
+``bench_http`` start their stack through :mod:`demo.serve`, which installs it first.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+_state = threading.local()
+
+
+class _CopyOncePerTable:
+    """Stands in for the ``copy`` module inside ``moto.dynamodb.models``."""
+
+    def __init__(self, table_type: type) -> None:
+        self._table_type = table_type
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    def deepcopy(self, obj: Any, memo: Any = None) -> Any:
+        backups = getattr(_state, "backups", None)
+        if backups is None or not isinstance(obj, self._table_type):
+            return copy.deepcopy(obj, memo)
+        if id(obj) not in backups:
+            backups[id(obj)] = copy.deepcopy(obj)
+        return backups[id(obj)]
+
+
+def install() -> bool:
+    """Patches moto's DynamoDB backend (idempotent); returns whether it changed anything."""
+    from moto.dynamodb import models
+
+    original = models.DynamoDBBackend.transact_write_items
+    if getattr(original, "_copies_once", False):
+        return False
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        _state.backups = {}
+        try:
+            return original(self, transact_items)
+        finally:
+            _state.backups = None
+
+    transact_write_items._copies_once = True  # type: ignore[attr-defined]
+    models.copy = _CopyOncePerTable(models.Table)  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    return True

@@ -1,0 +1,68 @@
+"""``make demo`` in its fast mode against an in-process local stack: the canary is rolled back by
+the scheduled monitor with a reason, and the report and its plots are written.
+
+Bounded: small models, a few hundred simulated requests, the monitor every second (well under a
+minute on a quiet machine). The full story is ``make demo``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib.local.stack import LocalStack
+from demo.main import run_demo
+from demo.motofix import install
+from demo.story import Context, Options
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Context, Path]]:
+    install()
+    out = tmp_path_factory.mktemp("demo-output")
+    options = Options(fast=True, out_dir=out, schedule_seconds=1, steps=("models", "canary"))
+    with LocalStack(port=0, moto_port=0, schedule_seconds=1) as stack:
+        yield run_demo(stack.url, stack.admin_token, options), out
+
+
+def test_fast_demo_runs_the_selected_steps_to_the_end(demo_run: tuple[Context, Path]) -> None:
+    ctx, _ = demo_run
+
+    assert {s.name: (s.state, s.reason) for s in ctx.steps} == {
+        "models": ("ok", ""),
+        "canary": ("ok", ""),
+    }
+
+
+def test_monitor_rolls_the_failing_canary_back_with_its_reason(
+    demo_run: tuple[Context, Path],
+) -> None:
+    ctx, _ = demo_run
+    canary = ctx.results["canary"]
+    experiment = canary["experiment"]
+
+    assert experiment["status"] == "rolled_back"
+    assert experiment["rollback_details"]["metric"] == "error_rate"
+    assert experiment["rollback_details"]["observed"] > experiment["rollback_details"]["threshold"]
+    assert "error_rate" in experiment["rollback_reason"]
+    assert set(canary["routing_after"]) == {"control"}
+    assert {v["variant_id"]: v["effective_weight"] for v in experiment["variants"]} == {
+        "control": "1",
+        "canary": "0",
+    }
+
+
+def test_report_and_plots_are_written(demo_run: tuple[Context, Path]) -> None:
+    _, out = demo_run
+
+    for name in ("report.html", "results.json", "canary_metrics.png", "canary_ramp.png"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "rolled_back" in html and "canary_metrics.png" in html
+    assert (
+        json.loads((out / "results.json").read_text())["plots"]["canary_ramp"] == "canary_ramp.png"
+    )
