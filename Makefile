@@ -60,9 +60,16 @@ demo: $(DEMO_STAMP)
 	SYNAPSE_SCHEDULE_SECONDS=$${SYNAPSE_SCHEDULE_SECONDS:-2} $(BIN)/python -m demo --out demo-output
 
 # `make bench`: every bench/bench_*.py, bounded (under 15 minutes), into bench/results.md and
-# bench/results/*.json. QUICK=1 passes --quick to the benches that have it.
+# bench/results/*.json. QUICK=1 passes --quick to the benches that have it. Peers from
+# requirements-bench.txt: growthbook into .venv; DVC (whose botocore pin clashes with boto3's)
+# into bench/.dvc-venv, and bench_ingest reports the DVC peer as unavailable if that fails.
+DVC_VENV := bench/.dvc-venv
+
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
-	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m pip install --quiet $$(grep -E '^growthbook==' requirements-bench.txt)
+	test -x $(DVC_VENV)/bin/dvc || { $(PYTHON) -m venv $(DVC_VENV) && \
+		$(DVC_VENV)/bin/python -m pip install --quiet -r requirements-bench.txt; } || \
+		echo "warning: could not install DVC into $(DVC_VENV); the ingest bench skips its peer"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
