@@ -74,6 +74,8 @@ class Rule:
         kind: ``throttle`` or ``5xx``.
         times: How many matching calls fail (``None``: every one).
         when: Extra predicate on the request parameters (e.g. a table name).
+        apply: Let the service apply the request and lose only the response (moto only): the
+            ambiguous failure after commit, a timeout or a 500 on the way back.
         failed: How many calls this rule failed so far.
     """
 
@@ -82,6 +84,7 @@ class Rule:
     kind: str = "throttle"
     times: int | None = None
     when: Callable[[dict[str, Any]], bool] | None = None
+    apply: bool = False
     failed: int = 0
 
     def matches(self, service: str, operation: str, params: dict[str, Any]) -> bool:
@@ -135,7 +138,8 @@ class FaultInjector:
                 if rule.matches(service, operation, params):
                     rule.failed += 1
                     self.injected[f"{service}.{operation}"] += 1
-                    self.faulted.add(id(request))
+                    if not rule.apply:
+                        self.faulted.add(id(request))
                     return _response(service, rule.kind, request.url)
         return None
 
