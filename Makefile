@@ -7,7 +7,7 @@ PORT ?= 8000
 # Modules held at 100% line coverage.
 STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversion/lineage.py,chalicelib/abtesting/routing.py
 
-.PHONY: run test lint format clean venv package deploy demo bench
+.PHONY: run test lint format clean venv fuzz package deploy demo bench
 
 venv: $(STAMP)
 
@@ -26,6 +26,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_COV)
 	@if [ -n "$(STRICT_COVERAGE)" ]; then \
 		$(BIN)/python -m coverage report --fail-under=100 --include="$(STRICT_COVERAGE)"; fi
+
+# Longer API fuzzing and load than `make test` runs (examples per pass, load seconds).
+FUZZ_EXAMPLES ?= 200
+LOAD_SECONDS ?= 30
+
+fuzz: $(STAMP)
+	SYNAPSE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SYNAPSE_FUZZ_SHRINK=1 SYNAPSE_LOAD_SECONDS=$(LOAD_SECONDS) \
+		$(BIN)/python -m pytest tests/reliability/test_api_fuzz.py tests/reliability/test_load.py \
+		-p no:cov -n 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check app.py chalicelib tests bench
