@@ -1,0 +1,91 @@
+"""Input and parameter validation of the explainers (no AWS, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chalicelib.core.errors import UnprocessableEntity, ValidationError
+from chalicelib.explainability.inputs import (
+    canonical_input,
+    image_input,
+    tabular_matrix,
+    tabular_row,
+    text_input,
+)
+from chalicelib.explainability.lime_engine import lime_options
+from chalicelib.explainability.shap_engine import choose_algorithm, shap_options
+
+
+def test_tabular_rows_keep_feature_order_and_accept_ints() -> None:
+    assert tabular_row({"b": 2, "a": 1.5}, ("a", "b")) == [1.5, 2.0]
+    assert tabular_matrix([{"a": 1}, {"a": 2}], ("a",)).tolist() == [[1.0], [2.0]]
+    with pytest.raises(ValidationError, match="must be an object"):
+        tabular_row([1, 2], ("a", "b"))
+    with pytest.raises(ValidationError, match="must not be empty"):
+        tabular_matrix([], ("a",))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (None, "input_data.image"),
+        ({"image": [[1, 2], [3]]}, "rectangular"),
+        ({"image": [1, 2, 3]}, "H×W"),
+        ({"image": np.zeros((4, 4, 2)).tolist()}, "H×W"),
+        ({"image": [[1, float("nan")], [1, 1]]}, "NaN"),
+        ({"image": np.zeros((600, 600)).tolist()}, "pixels"),
+    ],
+)
+def test_bad_images_are_400(data: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        image_input(data)
+
+
+def test_texts_and_canonical_forms() -> None:
+    assert text_input({"text": " hi "}) == " hi "
+    with pytest.raises(ValidationError, match="longer than"):
+        text_input({"text": "x" * 20_001})
+    assert canonical_input("text", {"text": "a"}, ()) == {"text": "a"}
+    assert canonical_input("image", {"image": [[0, 1], [1, 0]]}, ()) == {
+        "image": [[0.0, 1.0], [1.0, 0.0]]
+    }
+    assert canonical_input("tabular", {"a": 1}, ("a",)) == [1.0]
+
+
+def test_option_ranges_are_checked() -> None:
+    with pytest.raises(ValidationError, match="background_sample_size"):
+        shap_options(background_sample_size=0)
+    with pytest.raises(ValidationError, match="background_method"):
+        shap_options(background_method="median")
+    with pytest.raises(ValidationError, match="algorithm"):
+        shap_options(algorithm="deep")
+    with pytest.raises(ValidationError, match="num_features"):
+        lime_options(num_features=0)
+    with pytest.raises(ValidationError, match="segmentation"):
+        lime_options(segmentation="watershed")
+    with pytest.raises(ValidationError, match="n_segments"):
+        lime_options(n_segments=1)
+
+
+def test_algorithm_choice_follows_the_model_family() -> None:
+    class RandomForestClassifier:  # the choice is by class name: no training needed
+        pass
+
+    class LinearRegression:
+        pass
+
+    class SVC:
+        pass
+
+    assert choose_algorithm(RandomForestClassifier(), 30) == "tree"
+    assert choose_algorithm(LinearRegression(), 30) == "linear"
+    assert choose_algorithm(SVC(), 10) == "exact"
+    assert choose_algorithm(SVC(), 11) == "kernel"
+    assert choose_algorithm(RandomForestClassifier(), 3, "kernel") == "kernel"
+    with pytest.raises(UnprocessableEntity, match="tree algorithm"):
+        choose_algorithm(SVC(), 3, "tree")
+    with pytest.raises(UnprocessableEntity, match="linear algorithm"):
+        choose_algorithm(SVC(), 3, "linear")
+    with pytest.raises(ValidationError):
+        choose_algorithm(SVC(), 3, "deep")
