@@ -225,6 +225,25 @@ def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) 
     )
 
 
+def key_problem(key: str) -> str | None:
+    """Why an incoming key cannot be ingested, or ``None``.
+
+    Keys must be ``incoming/<dataset name or id>/<file path>`` with no empty, ``.`` or ``..``
+    segments, backslashes or control characters: S3 keys are flat, but such names mislead
+    every tool that maps keys to paths, so they are rejected rather than versioned.
+    """
+    if not key.startswith(INCOMING_PREFIX):
+        return f"key '{key}' is not under {INCOMING_PREFIX}"
+    segments = key[len(INCOMING_PREFIX) :].split("/")
+    if len(segments) < 2:
+        return f"key '{key}' is not incoming/<dataset name or id>/<file>"
+    if any(segment in ("", ".", "..") for segment in segments):
+        return f"key '{key}' has an empty, '.' or '..' segment"
+    if "\\" in key or any(ord(char) < 32 or ord(char) == 127 for char in key):
+        return f"key '{key}' contains a backslash or a control character"
+    return None
+
+
 def format_for_key(key: str, default: DatasetFormat) -> DatasetFormat:
     """The format implied by a file name's extension, else ``default``."""
     lowered = key.lower()
@@ -497,9 +516,14 @@ class DatasetVersioningEngine:
         if done is not None:
             self._remove_incoming(key, info.etag)
             return IngestOutcome("duplicate", key, done)
-        dataset = self._dataset_for_key(key)
+        problem = key_problem(key)
+        if problem is not None:
+            return self._reject(key, info.etag, s3_version_id, problem)
+        name = key[len(INCOMING_PREFIX) :].split("/", 1)[0]
+        dataset = self.repository.find_dataset(name)
         if dataset is None:
-            return self._reject(key, info.etag, s3_version_id, self._unknown_reason(key))
+            reason = f"no dataset named or with id '{name}'"
+            return self._reject(key, info.etag, s3_version_id, reason)
         fmt = format_for_key(key, dataset.format)
         observer = _Observer(fmt, self.sample_rows)
         request = VersionRequest(created_by=f"s3:{key}", format=fmt, source_key=key)
@@ -515,19 +539,6 @@ class DatasetVersioningEngine:
         self._remove_incoming(key, info.etag)
         status = "created" if outcome.created else "duplicate"
         return IngestOutcome(status, key, outcome.version)
-
-    def _dataset_for_key(self, key: str) -> Dataset | None:
-        parts = key[len(INCOMING_PREFIX) :].split("/", 1)
-        if not key.startswith(INCOMING_PREFIX) or len(parts) < 2 or not parts[0] or not parts[1]:
-            return None
-        return self.repository.find_dataset(parts[0])
-
-    @staticmethod
-    def _unknown_reason(key: str) -> str:
-        parts = key[len(INCOMING_PREFIX) :].split("/", 1)
-        if len(parts) < 2 or not parts[0] or not parts[1]:
-            return f"key '{key}' is not incoming/<dataset name or id>/<file>"
-        return f"no dataset named or with id '{parts[0]}'"
 
     def _remove_incoming(self, key: str, etag: str) -> None:
         current = self.store.head(key)

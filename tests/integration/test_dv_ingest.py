@@ -241,3 +241,21 @@ def test_large_files_use_a_presigned_multipart_upload(
     found = versions(http, dataset["dataset_id"])
     assert found[0]["sha256"] == hashlib.sha256(body).hexdigest()
     assert found[0]["row_count"] == body.count(b"\n") - 1
+
+
+@pytest.mark.parametrize(
+    "suffix", ["../../cas/evil.csv", "sub/../x.csv", "/abs.csv", "..", "a\\..\\b.csv", "./x.csv"]
+)
+def test_keys_with_path_tricks_are_rejected_not_versioned(
+    client: Any, http: Http, suffix: str
+) -> None:
+    from chalicelib.dataversion.versioning import key_problem
+
+    dataset = create_dataset(http, "tricky")
+    key = f"incoming/{dataset['dataset_id']}/{suffix}"
+    assert key_problem(key) is not None
+    put(key, CSV)
+    deliver(client, key)
+    assert versions(http, dataset["dataset_id"]) == []
+    assert keys("incoming/") == []
+    assert len(keys("rejected/")) == 1
