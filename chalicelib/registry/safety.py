@@ -9,46 +9,86 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 from chalicelib.core.errors import UnprocessableEntity
 
-# Module prefixes whose types may be instantiated when loading a model.
-TRUSTED_MODULE_PREFIXES = (
-    "sklearn.",
-    "numpy",
-    "scipy.sparse",
-    "collections.",
+# scikit-learn classes (never functions): ``sklearn.<modules>.<Class>`` with a capitalised,
+# optionally underscore-prefixed class name. Functions are refused because a forged schema can
+# name any importable callable; classes are instantiated without running their constructor.
+_SKLEARN_CLASS = re.compile(r"^sklearn(\.[a-z_][a-z0-9_]*)+\.(_?[A-Z][A-Za-z0-9_]*)$")
+
+# Modules of scikit-learn that run code by design (test helpers) or vendor third-party code.
+_SKLEARN_REFUSED_MODULES = re.compile(r"(^|\.)(_?testing|externals|_build_utils|conftest)(\.|$)")
+
+# Classes that wrap arbitrary callables, refused under every import path (re-exports included).
+_REFUSED_CLASS_NAMES = {"FunctionTransformer"}
+
+_NUMPY_SCALARS = {
+    f"numpy.{name}"
+    for name in [
+        "ndarray",
+        "dtype",
+        "bool_",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "longdouble",
+        "complex64",
+        "complex128",
+        "str_",
+        "bytes_",
+        "datetime64",
+        "timedelta64",
+        "intc",
+        "uintc",
+    ]
+}
+
+# Pure data types outside scikit-learn.
+TRUSTED_TYPES = (
+    _NUMPY_SCALARS
+    | {
+        "numpy.random.mtrand.RandomState",
+        "numpy.random._generator.Generator",
+        "numpy.random._mt19937.MT19937",
+        "numpy.random._pcg64.PCG64",
+        "numpy.random.bit_generator.SeedSequence",
+        "numpy.ma.core.MaskedArray",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "collections.Counter",
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.int",
+        "builtins.float",
+        "builtins.complex",
+        "builtins.str",
+        "builtins.bytes",
+        "builtins.bool",
+        "builtins.slice",
+        "builtins.NoneType",
+    }
+    | {
+        f"scipy.sparse._{fmt}.{fmt}_{kind}"
+        for fmt in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
+        for kind in ("matrix", "array")
+    }
 )
-
-# Builtins that only hold data.
-TRUSTED_BUILTINS = {
-    "builtins.dict",
-    "builtins.list",
-    "builtins.tuple",
-    "builtins.set",
-    "builtins.frozenset",
-    "builtins.int",
-    "builtins.float",
-    "builtins.complex",
-    "builtins.str",
-    "builtins.bytes",
-    "builtins.bool",
-    "builtins.slice",
-    "builtins.NoneType",
-    "builtins.type",
-    "builtins.object",
-}
-
-# Never trusted even under a trusted prefix: they wrap arbitrary callables.
-UNTRUSTED_TYPES = {
-    "sklearn.preprocessing._function_transformer.FunctionTransformer",
-    "numpy.load",
-    "numpy.loadtxt",
-    "numpy.fromfile",
-}
 
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -60,12 +100,16 @@ class UnsafeArtifactError(UnprocessableEntity):
 
 
 def is_trusted(type_name: str) -> bool:
-    """Whether a fully qualified type or function name may be loaded."""
-    if type_name in UNTRUSTED_TYPES:
+    """Whether a fully qualified type name may be loaded (an explicit allow-list, no prefixes)."""
+    if type_name.rsplit(".", 1)[-1] in _REFUSED_CLASS_NAMES:
         return False
-    if type_name in TRUSTED_BUILTINS:
+    if type_name in TRUSTED_TYPES:
         return True
-    return type_name.startswith(TRUSTED_MODULE_PREFIXES)
+    match = _SKLEARN_CLASS.match(type_name)
+    if match is None:
+        return False
+    module = type_name.rsplit(".", 1)[0]
+    return _SKLEARN_REFUSED_MODULES.search(module) is None
 
 
 def _walk(node: Any) -> Iterator[str]:

@@ -15,12 +15,6 @@ from chalicelib.registry.safety import UnsafeArtifactError, check_artifact
 from tests.conftest import Http
 from tests.security.helpers import b64, model
 
-ALLOW_LIST_TOO_BROAD = (
-    "registry.safety trusts every name under the 'numpy' prefix (no dot: also 'numpyevil.*'), "
-    "'sklearn.', 'collections.' and builtins.type; UNTRUSTED_TYPES is matched by exact name only, "
-    "so a re-export path of the same callable passes"
-)
-
 
 def _forged(*names: str) -> bytes:
     """A skops-shaped archive whose schema names ``names`` (module.Class)."""
@@ -41,7 +35,7 @@ def _forged(*names: str) -> bytes:
     return buffer.getvalue()
 
 
-REFUSED_NOW = [
+REFUSED_NAMES = [
     "os.system",
     "posix.system",
     "subprocess.Popen",
@@ -54,8 +48,7 @@ REFUSED_NOW = [
     "joblib.load",
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
     "numpy.load",
-]
-TRUSTED_BUT_DANGEROUS = [
+    # Names a prefix-based allow-list would have trusted:
     "sklearn.preprocessing.FunctionTransformer",  # same class, public re-export path
     "numpy.lib._npyio_impl.load",  # numpy.load with allow_pickle
     "numpy.testing._private.utils.runstring",  # exec(astr, dict)
@@ -65,22 +58,10 @@ TRUSTED_BUT_DANGEROUS = [
 ]
 
 
-@pytest.mark.parametrize("name", REFUSED_NOW)
+@pytest.mark.parametrize("name", REFUSED_NAMES)
 def test_forged_schemas_naming_dangerous_callables_are_refused(name: str) -> None:
     with pytest.raises(UnsafeArtifactError):
         check_artifact(_forged("sklearn.linear_model._logistic.LogisticRegression", name))
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=ALLOW_LIST_TOO_BROAD))
-        for n in TRUSTED_BUT_DANGEROUS
-    ],
-)
-def test_dangerous_callables_under_trusted_prefixes_are_refused(name: str) -> None:
-    with pytest.raises(UnsafeArtifactError):
-        check_artifact(_forged(name))
 
 
 def _archive(files: dict[str, bytes]) -> bytes:
@@ -135,7 +116,6 @@ def test_formats_other_than_skops_are_refused(module_http: Http, fmt: str) -> No
     assert response.status_code == 422, response.data
 
 
-@pytest.mark.xfail(strict=True, reason=ALLOW_LIST_TOO_BROAD)
 def test_a_function_transformer_renamed_to_its_public_path_is_refused() -> None:
     import numpy as np
     import skops.io as sio
@@ -147,5 +127,5 @@ def test_a_function_transformer_renamed_to_its_public_path_is_refused() -> None:
     files["schema.json"] = files["schema.json"].replace(
         b'"sklearn.preprocessing._function_transformer"', b'"sklearn.preprocessing"'
     )
-    with pytest.raises(UnsafeArtifactError):  # today: accepted, and skops loads it
+    with pytest.raises(UnsafeArtifactError):
         check_artifact(_archive(files))
