@@ -9,6 +9,7 @@ twice at once changes the weights once.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 import uuid
@@ -449,11 +450,11 @@ class ABTestingEngine:
         for outcome in outcomes:
             if outcome.variant_id not in known:
                 raise InvalidExperiment(f"variant '{outcome.variant_id}' is not in the experiment")
-            if not outcome.latency_ms >= 0:
-                raise InvalidExperiment("latency_ms must be a non-negative number")
-            for name in outcome.custom_metrics:
-                if not METRIC_NAME.match(name):
-                    raise InvalidExperiment(f"custom metric name '{name}' is not valid")
+            if not 0 <= outcome.latency_ms < math.inf:
+                raise InvalidExperiment("latency_ms must be a finite, non-negative number")
+            for name, value in outcome.custom_metrics.items():
+                if not METRIC_NAME.match(name) or not math.isfinite(value):
+                    raise InvalidExperiment(f"custom metric '{name}' needs a valid name and value")
         return self.outcomes.record(experiment_id, list(outcomes), self.clock.now())
 
     def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:

@@ -264,6 +264,10 @@ def test_canary_with_an_error_spike_is_rolled_back_by_the_scheduled_handler(
 def test_manual_rollback_over_http_stores_the_reason(http: Http, bus: RecordingEventBus) -> None:
     model_id = _model_with_versions(http)
     experiment_id = _create_running(http, _body(model_id))
+    empty = http.call("GET", f"/experiments/{experiment_id}/analysis")
+    assert empty.status_code == 200, empty.data
+    assert empty.data["recommendation"] == "continue"
+    assert empty.data["treatments"][0]["confidence_interval"] == [None, None]
     response = http.call("POST", f"/experiments/{experiment_id}/rollback",
                          {"reason": "bad offline eval"})  # fmt: skip
     assert response.status_code == 200
@@ -299,6 +303,22 @@ def test_ramp_advances_through_the_scheduled_handler(
     bad_ramp = _body(model_id, "0.9", "0.1", allocation_strategy="ramping",
                      ramp={**ramp, "steps": ["0.1", "x"]})  # fmt: skip
     assert http.call("POST", "/experiments", bad_ramp).status_code == 400
+
+
+def test_bandit_over_http_keeps_users_sticky(http: Http) -> None:
+    model_id = _model_with_versions(http)
+    body = _body(model_id, allocation_strategy="mab", primary_metric="conversion_rate",
+                 bandit={"floor": "0.05", "interval_minutes": 1})  # fmt: skip
+    experiment_id = _create_running(http, body)
+    experiment = http.call("GET", f"/experiments/{experiment_id}").data
+    assert experiment["bandit"]["floor"] == "0.05"
+    path = f"/experiments/{experiment_id}/route"
+    first = http.call("POST", path, {"request_id": "a", "user_id": "u-1"}).data["variant_id"]
+    assert (
+        http.call("POST", path, {"request_id": "b", "user_id": "u-1"}).data["variant_id"] == first
+    )
+    bad_floor = _body(model_id, allocation_strategy="mab", bandit={"floor": "0.6"})
+    assert http.call("POST", "/experiments", bad_floor).status_code == 422
 
 
 def test_concurrent_outcome_posts_give_exact_counts(

@@ -402,6 +402,15 @@ def test_outcomes_for_unknown_variants_or_drafts_store_nothing(engine: Any) -> N
     with pytest.raises(InvalidExperiment):
         engine.record_outcomes(experiment.experiment_id, _outcomes("v0", 3) + _outcomes("zz", 1))
     assert engine.get_experiment_metrics(experiment.experiment_id)["v0"].request_count == 0
+    for bad in (
+        Outcome("v0", "nan", True, float("nan")),
+        Outcome("v0", "inf", True, float("inf")),
+        Outcome("v0", "neg", True, -1.0),
+        Outcome("v0", "metric", True, 1.0, custom_metrics={"x": float("inf")}),
+        Outcome("v0", "name", True, 1.0, custom_metrics={"bad name": 1.0}),
+    ):
+        with pytest.raises(InvalidExperiment):
+            engine.record_outcomes(experiment.experiment_id, [bad])
     draft = engine.create_experiment("d", _variants("0.5", "0.5"))
     with pytest.raises(Conflict):
         engine.record_outcomes(draft.experiment_id, _outcomes("v0", 1))
@@ -567,6 +576,33 @@ def test_bandit_reweighting_favours_the_better_arm_and_keeps_floors(
     assert weights["v1"] == max(weights.values()) and weights["v1"] > Decimal("0.9")
     assert bus.of_type("WeightsUpdated")[0].detail["weights"]["v1"] == str(weights["v1"])
     assert engine.update_bandit_weights(eid) is None
+
+
+def test_bandit_users_stay_sticky_across_instances_and_reweighting(
+    engine: Any, clock: FixedClock, registry: FakeRegistry, bus: Any, write_counter: dict
+) -> None:
+    experiment = _running(
+        engine, "0.5", "0.5", allocation_strategy="mab", bandit=BanditConfig(Decimal("0.01"), 5)
+    )
+    eid = experiment.experiment_id
+    users = [f"user-{i}" for i in range(60)]
+    write_counter.clear()
+    first = {user: engine.route_request(eid, f"r-{user}", user) for user in users}
+    assert write_counter == {"PutItem": 60}  # one conditional put per new user
+    assert {user: engine.route_request(eid, "again", user) for user in users} == first
+    assert write_counter == {"PutItem": 60}  # repeat users are served from the LRU
+    engine.record_outcomes(
+        eid,
+        [Outcome("v0", f"c{i}", True, 5.0, converted=i < 5) for i in range(200)]
+        + [Outcome("v1", f"t{i}", True, 5.0, converted=i < 80) for i in range(200)],
+    )
+    clock.advance(minutes=6)
+    reweighted = engine.update_bandit_weights(eid)
+    assert reweighted is not None and reweighted.variants[1].traffic_weight > Decimal("0.9")
+    other = ABTestingEngine(registry=registry, event_bus=bus, clock=clock, route_cache_ttl=0)
+    assert {user: other.route_request(eid, "elsewhere", user) for user in users} == first
+    newcomers = [other.route_request(eid, "n", f"new-{i}")[0] for i in range(100)]
+    assert newcomers.count("v1") > 80
 
 
 # ------------------------------------------------------------------------------- rollback
