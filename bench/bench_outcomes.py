@@ -214,8 +214,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.stock_moto:
         patch_moto_transaction_copies()
-    count = args.outcomes or (3_001 if args.quick else 10_001)
-    naive_count = min(count, 2_000)
+    count = args.outcomes or (2_001 if args.quick else 5_001)
+    naive_count = min(count, 1_000)
 
     server = _start_server()
     try:
