@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -31,32 +32,61 @@ _STATUS_TEXT = {
 }
 
 
-def _schema(schema: Any, components: dict[str, Any]) -> dict[str, Any]:
+def _ref(name: str) -> str:
+    return REF_TEMPLATE.format(model=name)
+
+
+def _register(generated: dict[str, Any], components: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Moves ``$defs`` into ``components``, renaming a definition whose name is taken by a
+    different schema (two packages may both have a ``VersionOut``) and rewriting its refs."""
+    defs = generated.pop("$defs", {})
+    renames: dict[str, str] = {}
+    for name, definition in defs.items():
+        if components.get(name, definition) == definition:
+            continue
+        candidate, index = f"{prefix}{name}", 2
+        while components.get(candidate, definition) != definition:
+            candidate, index = f"{prefix}{name}{index}", index + 1
+        renames[name] = candidate
+    if renames:
+        text = json.dumps({"schema": generated, "defs": defs})
+        for old, new in renames.items():
+            text = text.replace(json.dumps(_ref(old)), json.dumps(_ref(new)))
+        rewritten = json.loads(text)
+        generated, defs = rewritten["schema"], rewritten["defs"]
+    for name, definition in defs.items():
+        components.setdefault(renames.get(name, name), definition)
+    return generated
+
+
+def _prefix(spec: RouteSpec) -> str:
+    return "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", spec.tag) if part)
+
+
+def _schema(schema: Any, components: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     from pydantic import TypeAdapter
 
     generated = TypeAdapter(schema).json_schema(ref_template=REF_TEMPLATE, mode="serialization")
-    for name, definition in generated.pop("$defs", {}).items():
-        components[name] = definition
     title = generated.get("title")
     if generated.get("type") == "object" and title and "properties" in generated:
-        components[title] = generated
-        return {"$ref": REF_TEMPLATE.format(model=title)}
-    return generated
+        # The response model itself becomes a component, under the same collision rule.
+        body = {k: v for k, v in generated.items() if k != "$defs"}
+        wrapped = {"$ref": _ref(title), "$defs": {**generated.get("$defs", {}), title: body}}
+        return _register(wrapped, components, prefix)
+    return _register(generated, components, prefix)
 
 
-def _input_schema(schema: Any, components: dict[str, Any]) -> dict[str, Any]:
+def _input_schema(schema: Any, components: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     from pydantic import TypeAdapter
 
     generated = TypeAdapter(schema).json_schema(ref_template=REF_TEMPLATE, mode="validation")
-    for name, definition in generated.pop("$defs", {}).items():
-        components.setdefault(name, definition)
-    return generated
+    return _register(generated, components, prefix)
 
 
 def _query_parameters(spec: RouteSpec, components: dict[str, Any]) -> list[dict[str, Any]]:
     if spec.query is None:
         return []
-    schema = _input_schema(spec.query, components)
+    schema = _input_schema(spec.query, components, _prefix(spec))
     required = set(schema.get("required", []))
     return [
         {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -75,8 +105,8 @@ def _error_statuses(spec: RouteSpec) -> list[int]:
     statuses = [400, 413, 503]
     if spec.role is not None:
         statuses += [401, 403]
-    if "{" in spec.path:
-        statuses.append(404)
+    if "{" in spec.path or spec.body is not None or spec.query is not None:
+        statuses.append(404)  # an id in the path, the body or the query may be unknown
     if spec.method in {"POST", "PUT", "DELETE", "PATCH"}:
         statuses += [409, 422]
     return sorted(set(statuses))
@@ -85,7 +115,7 @@ def _error_statuses(spec: RouteSpec) -> list[int]:
 def _responses(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "Success"}
     if spec.status != 204:
-        body = _schema(spec.response, components) if spec.response is not None else {}
+        body = _schema(spec.response, components, _prefix(spec)) if spec.response else {}
         ok["content"] = {"application/json": {"schema": body}}
     responses: dict[str, Any] = {str(spec.status): ok}
     for status, text in spec.extra_responses.items():
@@ -119,7 +149,9 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
     if spec.body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _input_schema(spec.body, components)}},
+            "content": {
+                "application/json": {"schema": _input_schema(spec.body, components, _prefix(spec))}
+            },
         }
     operation["security"] = [] if spec.role is None else [{"bearerAuth": []}]
     if spec.role is not None:

@@ -14,17 +14,41 @@ from chalicelib.core.singleton import reset_all
 from tests.conftest import Http, Tokens
 
 
+def _session_per_thread() -> Any:
+    """PynamoDB creates a botocore session per table connection and loads the DynamoDB service
+    model again for each (seconds for every table); one session per thread shares that work."""
+    import threading
+
+    import botocore.session
+
+    local = threading.local()
+
+    def get_session() -> Any:
+        found = getattr(local, "session", None)
+        if found is None:
+            found = local.session = botocore.session.get_session()
+        return found
+
+    return get_session
+
+
 @pytest.fixture(scope="module")
 def module_aws() -> Iterator[Any]:
     """One moto AWS with every resource, for the whole module."""
+    import pynamodb.connection.base
+
     from chalicelib.local.bootstrap import bootstrap
+    from chalicelib.local.stack import point_tables_at
 
     reset_all()
     aws_clients.reset_clients()
-    with mock_aws():
+    point_tables_at(None)
+    with pytest.MonkeyPatch.context() as patch, mock_aws():
+        patch.setattr(pynamodb.connection.base, "get_session", _session_per_thread())
         yield bootstrap()
     reset_all()
     aws_clients.reset_clients()
+    point_tables_at(None)
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def _skops_artifact() -> bytes:
     return sio.dumps(LogisticRegression().fit(X, (X[:, 0] > 0).astype(int)))
 
 
-def _register_version_body() -> dict[str, Any]:
+def _register_version_body(pool: Pool) -> dict[str, Any]:
     return {
         "artifact_base64": base64.b64encode(_skops_artifact()).decode(),
         "format": "skops",
@@ -77,9 +77,27 @@ def _register_version_body() -> dict[str, Any]:
     }
 
 
-# Bodies that generated data cannot produce, by (method, path). Called lazily.
-KNOWN_SEEDS: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
-    ("POST", "/models/{model_id}/versions"): _register_version_body,
+def _experiment_body(pool: Pool) -> dict[str, Any]:
+    model_id = pool.values["model_id"][0]
+    variants = [
+        {"variant_id": "control", "model_id": model_id, "model_version": 1,
+         "traffic_weight": "0.5", "is_control": True},
+        {"variant_id": "treatment", "model_id": model_id, "model_version": 1,
+         "traffic_weight": "0.5"},
+    ]  # fmt: skip
+    return {"name": "seeded", "variants": variants}
+
+
+def _dataset_version_body(pool: Pool) -> dict[str, Any]:
+    return {"data": "a,b\n1,2\n3,4\n"}
+
+
+# Bodies that generated data cannot produce (or rarely does), by (method, path), built from the
+# pool; a seed whose ids are not in the pool yet waits for the next round.
+KNOWN_SEEDS: dict[tuple[str, str], tuple[tuple[str, ...], Callable[[Pool], dict[str, Any]]]] = {
+    ("POST", "/models/{model_id}/versions"): (("model_id",), _register_version_body),
+    ("POST", "/experiments"): (("model_id", "version"), _experiment_body),
+    ("POST", "/datasets/{dataset_id}/versions"): (("dataset_id",), _dataset_version_body),
 }
 
 
@@ -112,22 +130,50 @@ def _try_generated(api: Api, schema: Any, spec: RouteSpec, pool: Pool, tries: in
 
 def seed(api: Api, schema: Any, rounds: int = 3, tries: int = 15) -> Pool:
     """Creates resources through every POST route whose parameters are known, for ``rounds``
-    rounds (each round can use the ids the previous one returned)."""
+    rounds (each round can use the ids the previous one returned), then keeps only the ids that
+    a ``GET .../{id}`` route confirms (a field named ``experiment_id`` in another resource's
+    response is not necessarily an experiment that exists)."""
     pool = Pool()
     names = all_param_names()
     done: set[tuple[str, str]] = set()
     for _ in range(rounds):
         for spec in _creators():
             key = (spec.method, spec.path)
-            if key in done or not pool.covers(spec.path):
+            known = KNOWN_SEEDS.get(key)
+            needs = set(path_params(spec.path)) | set(known[0] if known else ())
+            if key in done or not all(name in pool.values for name in needs):
                 continue
             done.add(key)
-            known = KNOWN_SEEDS.get(key)
             if known is not None:
                 path = spec.path.format(**pool.fill(spec.path))
-                response = api.call(spec.method, path, known())
+                response = api.call(spec.method, path, known[1](pool))
                 if response.status_code < 300:
                     pool.harvest(response.json(), names)
                 continue
             _try_generated(api, schema, spec, pool, tries)
+    _confirm(api, pool)
     return pool
+
+
+def _confirm(api: Api, pool: Pool) -> None:
+    """Drops ids that the route reading that resource does not know."""
+    for name in list(pool.values):
+        readers = [
+            spec
+            for spec in ROUTES
+            if spec.method == "GET"
+            and spec.path.endswith(f"/{{{name}}}")
+            and all(p == name or p in pool.values for p in path_params(spec.path))
+        ]
+        if not readers:
+            continue
+        reader = readers[0]
+        kept = []
+        for value in pool.values[name]:
+            params = {**pool.fill(reader.path.replace(f"{{{name}}}", "")), name: value}
+            if api.call("GET", reader.path.format(**params)).status_code < 300:
+                kept.append(value)
+        if kept:
+            pool.values[name] = kept
+        else:
+            del pool.values[name]
