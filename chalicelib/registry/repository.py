@@ -93,6 +93,7 @@ class ModelVersionTable(Model):
     stage = UnicodeAttribute(default=ModelStage.NONE.value)
     background_dataset_version_id = UnicodeAttribute(null=True)
     background_sample_key = UnicodeAttribute(null=True)
+    registration_id = UnicodeAttribute(null=True)
     description = UnicodeAttribute(default="")
     metadata = MapAttribute(default=dict)
     created_at = UTCDateTimeAttribute()
@@ -178,8 +179,13 @@ class RegistryRepository:
         """All models, by name."""
         return sorted((item.to_domain() for item in ModelTable.scan()), key=lambda m: m.name)
 
-    def add_version(self, version: ModelVersion, expected_latest: int) -> None:
+    def add_version(
+        self, version: ModelVersion, expected_latest: int, registration_id: str = ""
+    ) -> None:
         """Stores version ``expected_latest + 1`` if no other writer took that number.
+
+        ``registration_id`` is stored with the version so a caller whose transaction committed
+        but whose response was lost can recognise its own version (see :meth:`registered_by`).
 
         Raises:
             Conflict: Another registration won the race (the caller retries).
@@ -197,6 +203,7 @@ class RegistryRepository:
             stage=version.stage.value,
             background_dataset_version_id=version.background_dataset_version_id,
             background_sample_key=version.background_sample_key,
+            registration_id=registration_id or None,
             description=version.description,
             metadata=version.metadata,
             created_at=version.created_at,
@@ -230,6 +237,14 @@ class RegistryRepository:
             return ModelVersionTable.get(model_id, version, consistent_read=True).to_domain()
         except DoesNotExist:
             raise ModelVersionNotFound(f"model {model_id} has no version {version}") from None
+
+    def registered_by(self, model_id: str, version: int) -> str | None:
+        """The registration id that created a version, or ``None`` if there is no such version."""
+        try:
+            item = ModelVersionTable.get(model_id, version, consistent_read=True)
+        except DoesNotExist:
+            return None
+        return item.registration_id
 
     def list_versions(self, model_id: str) -> list[ModelVersion]:
         """Every version of a model, ascending."""

@@ -272,8 +272,13 @@ class ModelRegistry:
         size: int,
         background_key: str | None,
     ) -> ModelVersion:
+        registration_id = uuid.uuid4().hex
         for _ in range(REGISTER_ATTEMPTS):
             latest = self.repository.get_model(model_id).latest_version
+            if latest and self.repository.registered_by(model_id, latest) == registration_id:
+                # Our transaction committed but its response was lost; botocore's retry then
+                # failed the condition. The version is ours: return it, do not register again.
+                return self.repository.get_version(model_id, latest)
             now = self.clock.now()
             version = ModelVersion(
                 model_id=model_id,
@@ -294,7 +299,7 @@ class ModelRegistry:
                 metadata=dict(spec.metadata),
             )
             try:
-                self.repository.add_version(version, latest)
+                self.repository.add_version(version, latest, registration_id)
                 return version
             except Conflict:
                 continue

@@ -25,11 +25,6 @@ LOST_RESPONSE_TRANSITION = (
     "retried by botocore, fails its status condition and returns 409 invalid_state; the "
     "ExperimentRolledBack/ExperimentPaused event is never published (transition not idempotent)"
 )
-LOST_RESPONSE_REGISTRY = (
-    "registry: a version TransactWriteItems that committed but lost its response is retried, "
-    "fails latest_version == expected, and _allocate registers the same artifact again as the "
-    "next version (a client sees version N+1; version N is an unrequested duplicate)"
-)
 
 
 @pytest.fixture
@@ -200,7 +195,6 @@ def test_a_rollback_whose_response_was_lost_still_reports_success(
     assert response.status_code == 200, response.data
 
 
-@pytest.mark.xfail(strict=True, reason=LOST_RESPONSE_REGISTRY)
 def test_a_registration_whose_response_was_lost_registers_one_version(
     module_http: Http, registered: dict[str, Any], faults: FaultInjector
 ) -> None:
