@@ -53,6 +53,8 @@ from chalicelib.core.singleton import lazy
 S = ExperimentStatus
 METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 BANDIT_METRICS = frozenset({"conversion_rate", "success_rate"})
+# Custom metric values are bounded so that sums of squares stay exact DynamoDB numbers.
+MAX_CUSTOM_VALUE = 1e12
 
 
 class ModelRegistryPort(Protocol):
@@ -453,8 +455,11 @@ class ABTestingEngine:
             if not 0 <= outcome.latency_ms < math.inf:
                 raise InvalidExperiment("latency_ms must be a finite, non-negative number")
             for name, value in outcome.custom_metrics.items():
-                if not METRIC_NAME.match(name) or not math.isfinite(value):
-                    raise InvalidExperiment(f"custom metric '{name}' needs a valid name and value")
+                if not METRIC_NAME.match(name) or not abs(value) <= MAX_CUSTOM_VALUE:
+                    raise InvalidExperiment(
+                        f"custom metric '{name}': name must be 1-64 letters, digits, '_', '.', "
+                        f"'-' and the value finite with |value| <= {MAX_CUSTOM_VALUE:g}"
+                    )
         return self.outcomes.record(experiment_id, list(outcomes), self.clock.now())
 
     def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:

@@ -407,6 +407,7 @@ def test_outcomes_for_unknown_variants_or_drafts_store_nothing(engine: Any) -> N
         Outcome("v0", "inf", True, float("inf")),
         Outcome("v0", "neg", True, -1.0),
         Outcome("v0", "metric", True, 1.0, custom_metrics={"x": float("inf")}),
+        Outcome("v0", "huge", True, 1.0, custom_metrics={"x": 1e200}),
         Outcome("v0", "name", True, 1.0, custom_metrics={"bad name": 1.0}),
     ):
         with pytest.raises(InvalidExperiment):
