@@ -120,7 +120,7 @@ def _check_ramp(variants: Sequence[ModelVariant], ramp: RampSchedule | None) -> 
     if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
         raise InvalidExperiment("ramp steps must strictly increase")
     if ramp.interval_minutes < 1 or ramp.min_requests_per_variant < 0:
-        raise InvalidExperiment("ramp interval must be at least 1 minute")
+        raise InvalidExperiment("ramp interval >= 1 minute and min_requests_per_variant >= 0")
     treatment = next(v for v in variants if not v.is_control)
     if treatment.traffic_weight != steps[0]:
         raise InvalidExperiment(
