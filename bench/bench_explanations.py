@@ -10,6 +10,10 @@ of warm repetitions:
 * ``service + cache miss``: the full path including the DynamoDB cache lookup and write and the
   ExplanationCompleted event (moto in-process, so AWS round-trips are not representative).
 * ``cache hit``: a repeated request answered from the in-memory cache level.
+* ``service's own cost``: the compute path with the library call replaced by its recorded result
+  (see :func:`stubbed_overhead`); ``overhead`` is that cost over ``direct``. The wall-clock
+  difference ``service - direct`` is shown too, but on a shared 2-vCPU machine its noise is
+  larger than the overhead being measured.
 
 Usage: ``.venv/bin/python bench/bench_explanations.py [--quick]``; prints a markdown table and
 writes ``bench/results/explanations.json``.
@@ -76,6 +80,42 @@ def paired(fns: list[Callable[[], Any]], repeat: int, warmup: int = 2) -> list[f
             fn()
             samples[i].append((time.perf_counter() - started) * 1000)
     return [statistics.median(values) for values in samples]
+
+
+def stubbed_overhead(call: Callable[[], Any], owner: Any, attr: str, repeat: int) -> float:
+    """The service's own cost (ms): ``call`` timed with the library call ``owner.attr`` replaced
+    by a function that returns the result it recorded on a real run.
+
+    What remains is validation, caching keys, LRUs, bookkeeping and result assembly, measured
+    without the library's work, so a busy machine inflates it far less than a difference of two
+    noisy wall-clock figures.
+    """
+    real = getattr(owner, attr)
+    had_own = attr in vars(owner)
+    recorded: dict[str, Any] = {}
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        recorded["value"] = real(*args, **kwargs)
+        return recorded["value"]
+
+    setattr(owner, attr, record)
+    try:
+        call()
+        setattr(owner, attr, lambda *args, **kwargs: recorded["value"])
+        return timed(call, repeat)
+    finally:
+        if had_own:
+            setattr(owner, attr, real)
+        else:
+            delattr(owner, attr)
+
+
+def cached_explainer(engine: Any, model_id: str) -> Any:
+    """The explainer an engine built for ``model_id`` (from its LRU)."""
+    for key, value in engine._explainers.items():
+        if key[0] == model_id:
+            return value[0] if isinstance(value, tuple) else value
+    raise LookupError(model_id)
 
 
 class Setup:
@@ -157,6 +197,11 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
         ],
         repeat,
     )
+    single = lambda: setup.uncached.shap.explain_prediction(  # noqa: E731
+        model_id, version, setup.row(1000)
+    )
+    explainer = cached_explainer(setup.uncached.shap, model_id)
+    own_ms = stubbed_overhead(single, explainer, "shap_values", repeat)
     rows.append(
         row(
             "single TreeSHAP",
@@ -164,6 +209,7 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             direct_ms,
             service_ms,
             miss_ms,
+            own_ms,
         )
     )
     batch = setup.X[:1000]
@@ -181,6 +227,15 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             1,
         )
     )
+    own_batch = (
+        stubbed_overhead(
+            lambda: setup.uncached.shap.explain_batch(model_id, version, inputs),
+            explainer,
+            "shap_values",
+            batch_repeat,
+        )
+        / 1000
+    )
     rows.append(
         row(
             "batch TreeSHAP (per row)",
@@ -188,6 +243,7 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             direct_batch,
             service_batch,
             full_batch,
+            own_batch,
         )
     )
     from chalicelib.explainability.models import ExplanationRequest
@@ -200,6 +256,7 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             "cache hit",
             "same forest, repeated request (memory level)",
             direct_ms,
+            hit_ms,
             hit_ms,
             hit_ms,
             compare="direct TreeSHAP",
@@ -238,6 +295,12 @@ def bench_kernel(setup: Setup, repeat: int) -> list[dict[str, Any]]:
         ],
         max(3, repeat // 4),
     )
+    own_ms = stubbed_overhead(
+        lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1500)),
+        cached_explainer(setup.uncached.shap, model_id),
+        "shap_values",
+        repeat,
+    )
     return [
         row(
             "single KernelSHAP",
@@ -245,6 +308,7 @@ def bench_kernel(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             direct_ms,
             service_ms,
             full_ms,
+            own_ms,
         )
     ]
 
@@ -285,6 +349,14 @@ def bench_lime(setup: Setup, repeat: int) -> list[dict[str, Any]]:
         ],
         max(3, repeat // 4),
     )
+    own_ms = stubbed_overhead(
+        lambda: setup.uncached.lime.explain_prediction(
+            model_id, version, setup.row(2000), num_samples=5000
+        ),
+        cached_explainer(setup.uncached.lime, model_id),
+        "explain_instance",
+        repeat,
+    )
     return [
         row(
             "LIME tabular",
@@ -292,12 +364,19 @@ def bench_lime(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             direct_ms,
             service_ms,
             full_ms,
+            own_ms,
         )
     ]
 
 
 def row(
-    name: str, model: str, direct: float, service: float, full: float, compare: str = "direct"
+    name: str,
+    model: str,
+    direct: float,
+    service: float,
+    full: float,
+    own: float,
+    compare: str = "direct",
 ) -> dict[str, Any]:
     return {
         "figure": name,
@@ -305,29 +384,33 @@ def row(
         "direct_ms": round(direct, 3),
         "service_ms": round(service, 3),
         "service_with_cache_miss_ms": round(full, 3),
-        "overhead_pct": round((service - direct) / direct * 100, 1),
+        "wall_clock_difference_pct": round((service - direct) / direct * 100, 1),
+        "service_own_ms": round(own, 3),
+        "overhead_pct": round(own / direct * 100, 1),
         "target_ms": TARGETS_MS[name],
-        "meets_target": full <= TARGETS_MS[name] if name != "cache hit" else service <= 5.0,
+        "meets_target": service <= TARGETS_MS[name],
+        "meets_target_with_cache_miss": full <= TARGETS_MS[name],
         "compared_with": compare,
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| figure | model | direct shap/lime (ms) | service (ms) | overhead | "
-        "service + cache miss (ms) | target (ms) | met |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| figure | model | direct shap/lime (ms) | service (ms) | service's own cost (ms) | "
+        "overhead | wall-clock difference | service + cache miss (ms) | target (ms) | met |"
+        " met incl. miss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
-        overhead = (
-            "n/a (vs direct TreeSHAP)"
-            if r["figure"] == "cache hit"
-            else f"{r['overhead_pct']:+.1f}%"
-        )
+        hit = r["figure"] == "cache hit"
+        overhead = "n/a" if hit else f"{r['overhead_pct']:.1f}%"
+        difference = "n/a" if hit else f"{r['wall_clock_difference_pct']:+.1f}%"
         lines.append(
             f"| {r['figure']} | {r['model']} | {r['direct_ms']:.3f} | {r['service_ms']:.3f} | "
-            f"{overhead} | {r['service_with_cache_miss_ms']:.3f} | {r['target_ms']:.0f} | "
-            f"{'yes' if r['meets_target'] else 'no'} |"
+            f"{r['service_own_ms']:.3f} | {overhead} | {difference} | "
+            f"{r['service_with_cache_miss_ms']:.3f} | {r['target_ms']:.0f} | "
+            f"{'yes' if r['meets_target'] else 'no'} | "
+            f"{'yes' if r['meets_target_with_cache_miss'] else 'no'} |"
         )
     return "\n".join(lines)
 
