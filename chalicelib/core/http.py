@@ -31,6 +31,7 @@ from chalicelib.core.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     SynapseError,
+    UnprocessableEntity,
     ValidationError,
 )
 from chalicelib.core.observability import logger, record_latency
@@ -211,11 +212,26 @@ def _translate_aws_error(exc: Exception) -> SynapseError | None:
         reasons = {getattr(r, "code", None) for r in getattr(exc, "cancellation_reasons", [])}
         if exc.cause_response_code in _CONDITION_FAILED or reasons & _CONDITION_FAILED:
             return Conflict("a concurrent change won; read the resource again and retry")
+        if exc.cause_response_code == "ValidationException":
+            return _unstorable(exc.cause_response_message or "")
         return ServiceUnavailable("the database did not accept the request; try again")
     if isinstance(exc, ClientError | HTTPClientError | BotoConnectionError):
         response = getattr(exc, "response", None) or {}
         code = response.get("Error", {}).get("Code", type(exc).__name__)
+        if code == "ValidationException":
+            return _unstorable(response.get("Error", {}).get("Message", ""))
         return ServiceUnavailable(f"a storage dependency failed ({code}); nothing was changed")
+    return None
+
+
+# DynamoDB refusals caused by the values a client sent, not by the service's health.
+_UNSTORABLE = ("number overflow", "number underflow", "item size has exceeded", "size of")
+
+
+def _unstorable(message: str) -> SynapseError | None:
+    """A 422 for a value DynamoDB cannot store; other validation errors are bugs (500)."""
+    if any(marker in message.lower() for marker in _UNSTORABLE):
+        return UnprocessableEntity(f"a value cannot be stored: {message[:200]}", code="unstorable")
     return None
 
 

@@ -102,6 +102,12 @@ def _checks(kind: str) -> list[Any]:
     ]
 
 
+def _query_required(spec: RouteSpec) -> bool:
+    """Whether the route needs query values (random ones, e.g. version refs, may not exist)."""
+    fields = getattr(spec.query, "model_fields", {})
+    return any(info.is_required() for info in fields.values())
+
+
 def _settings() -> Any:
     phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if SHRINK else [])
     return settings(
@@ -138,7 +144,7 @@ def _run(fuzz: Fuzz, spec: RouteSpec, kind: str) -> None:
 
     check()
     assert sent, "no request was generated for this operation"
-    if kind == "seeded" and spec.method == "GET":
+    if kind == "seeded" and spec.method == "GET" and not _query_required(spec):
         # Real ids and schema-valid queries: a reader route must answer with success at least once.
         codes = sorted(set(sent))
         assert any(code < 300 for code in sent), f"never succeeded with real ids: {codes}"

@@ -83,9 +83,34 @@ def test_an_unhandled_condition_failure_is_a_409(exc: Exception) -> None:
     assert isinstance(mapped, Conflict) and mapped.status == 409
 
 
+def _validation(message: str) -> ClientError:
+    error = {"Error": {"Code": "ValidationException", "Message": message}}
+    return ClientError(error, "PutItem")
+
+
 @pytest.mark.parametrize(
     "exc",
-    [DoesNotExist(), ParamValidationError(report="bad"), KeyError("x"), ValueError("x")],
+    [
+        PutError("put failed", _validation("Number underflow. Attempting to store a number")),
+        PutError("put failed", _validation("Number overflow. Attempting to store a number")),
+        _validation("Item size has exceeded the maximum allowed size"),
+    ],
+    ids=["underflow", "overflow", "item-size"],
+)
+def test_values_dynamodb_cannot_store_are_a_422(exc: Exception) -> None:
+    mapped = _translate_aws_error(exc)
+    assert mapped is not None and mapped.status == 422 and mapped.code == "unstorable"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        DoesNotExist(),
+        ParamValidationError(report="bad"),
+        KeyError("x"),
+        ValueError("x"),
+        PutError("bad key", _validation("The provided key element does not match the schema")),
+    ],
     ids=lambda exc: type(exc).__name__,
 )
 def test_programming_errors_stay_unmapped(exc: Exception) -> None:
