@@ -294,3 +294,35 @@ def test_ingest_during_an_outage_fails_for_a_redelivery_and_then_creates_one_ver
     for _ in range(2):  # at-least-once: the event arrives again, twice
         module_http.client.lambda_.invoke("dataset_ingest", event)
     assert [v["version_number"] for v in _dataset_versions(module_http, dataset_id)] == [1]
+
+
+def _run_monitor(http: Http) -> dict[str, Any]:
+    event = http.client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    return http.client.lambda_.invoke("experiment_monitor", event).payload
+
+
+def test_automatic_rollback_during_an_outage_is_retried_by_the_next_monitor_run(
+    module_http: Http, registered: dict[str, Any], faults: FaultInjector
+) -> None:
+    experiment_id = _experiment(module_http, registered)
+    policy = {"error_rate_threshold": 0.1, "min_requests_before_rollback": 10}
+    put = module_http.call("PUT", f"/experiments/{experiment_id}/rollback-policy", policy)
+    assert put.status_code == 200, put.data
+    failing = _outcomes([f"f{i}" for i in range(20)], variant="treatment")
+    for outcome in failing["outcomes"]:
+        outcome["success"] = False
+    assert module_http.call("POST", f"/experiments/{experiment_id}/outcomes", failing).data == {
+        "accepted": 20,
+        "duplicates": 0,
+    }
+    faults.fail("dynamodb", "UpdateItem", kind="5xx", when=table_of(ExperimentTable))
+    report = _run_monitor(module_http)
+    assert experiment_id in report["errors"]
+    faults.clear()
+    assert _status(experiment_id) == "running"  # nothing half rolled back
+    report = _run_monitor(module_http)
+    assert experiment_id in report["rolled_back"]
+    assert _status(experiment_id) == "rolled_back"
+    assert _run_monitor(module_http)["rolled_back"] == []  # and only once
