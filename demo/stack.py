@@ -91,7 +91,7 @@ def local_stack(out_dir: Path, schedule_seconds: float) -> Iterator[Endpoint]:
     log_file = out_dir / "stack.log"
     log_file.write_text("")
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo.serve"],
+        [sys.executable, "-m", "chalicelib.local"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -182,6 +182,10 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from chalicelib.local.motofix import install
+
+        install()
+
         self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
         self._moto.start()
         self.moto_port = self._moto.get_host_and_port()[1]

@@ -14,7 +14,6 @@ import pytest
 
 from chalicelib.local.stack import LocalStack
 from demo.main import run_demo
-from demo.motofix import install
 from demo.story import Context, Options
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Context, Path]]:
-    install()
     out = tmp_path_factory.mktemp("demo-output")
     options = Options(fast=True, out_dir=out, schedule_seconds=1, steps=("models", "canary"))
     with LocalStack(port=0, moto_port=0, schedule_seconds=1) as stack:

@@ -4,8 +4,9 @@ of 50 outcomes copied the outcomes table 50 times and ``POST /experiments/{id}/o
 slower with every outcome already stored (seconds per batch after a few thousand outcomes).
 
 :func:`install` makes that backup happen once per table per transaction, with the same rollback
-semantics. It only touches moto (the local stand-in for DynamoDB), never the app; the demo and
-``bench_http`` start their stack through :mod:`demo.serve`, which installs it first.
+semantics. It only touches moto (the local stand-in for DynamoDB), never the app; every
+:class:`~chalicelib.local.stack.LocalStack` installs it when it starts (``make run``, the demo,
+the benches).
 """
 
 from __future__ import annotations
