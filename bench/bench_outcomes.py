@@ -70,40 +70,11 @@ class WriteCounter:
         BaseClient._make_api_call = counting  # type: ignore[method-assign]
 
 
-def patch_moto_transaction_copies() -> None:
-    """Makes moto's TransactWriteItems deep-copy each table once per transaction, not per action.
+def install_moto_fix() -> None:
+    """The local stack's moto fix (one table copy per transaction; see its module)."""
+    from chalicelib.local.motofix import install
 
-    moto copies ``self.tables[name]`` for every action in a loop that runs before any action is
-    applied, so returning the first copy of a table for the rest of the call is equivalent.
-    """
-    import copy as real_copy
-
-    import moto.dynamodb.models as dynamo_models
-
-    class _OncePerTransaction:
-        memo: dict[int, Any] | None = None
-
-        def deepcopy(self, value: Any, *args: Any) -> Any:
-            if self.memo is None or args:
-                return real_copy.deepcopy(value, *args)
-            key = id(value)
-            if key not in self.memo:
-                self.memo[key] = real_copy.deepcopy(value)
-            return self.memo[key]
-
-    shim = _OncePerTransaction()
-    backend = dynamo_models.DynamoDBBackend
-    original = backend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[Any]) -> None:
-        shim.memo = {}
-        try:
-            return original(self, transact_items)
-        finally:
-            shim.memo = None
-
-    dynamo_models.copy = shim  # type: ignore[assignment]
-    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    install()
 
 
 def _start_server() -> Any:
@@ -213,7 +184,7 @@ def main() -> None:
     parser.add_argument("--stock-moto", action="store_true", help="do not patch moto's copies")
     args = parser.parse_args()
     if not args.stock_moto:
-        patch_moto_transaction_copies()
+        install_moto_fix()
     count = args.outcomes or (2_001 if args.quick else 5_001)
     naive_count = min(count, 1_000)
 
