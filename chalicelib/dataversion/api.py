@@ -356,6 +356,28 @@ class ReconstructList(BaseModel):
     reconstructions: list[ReconstructionOut]
 
 
+class RejectionOut(BaseModel):
+    """An incoming file that was moved to ``rejected/`` instead of becoming a version."""
+
+    source_key: str
+    etag: str
+    rejected_key: str
+    reason: str
+    rejected_at: datetime
+
+
+class RejectionList(BaseModel):
+    """Recent rejections."""
+
+    rejections: list[RejectionOut]
+
+
+class RejectionsQuery(BaseModel):
+    """Query of ``GET /dataset-rejections``."""
+
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
 def dataset_out(dataset: Dataset) -> dict[str, Any]:
     """JSON shape of a dataset."""
     declared = dataset.declared_schema
@@ -643,3 +665,14 @@ def reconstruct(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
             for item in found
         ]
     }
+
+
+@api.route(
+    "/dataset-rejections", "GET", role="admin", query=RejectionsQuery, response=RejectionList
+)
+def list_rejections(ctx: RequestContext) -> dict[str, Any]:
+    """Incoming files moved to rejected/ and why (operators; newest first)."""
+    query: RejectionsQuery = ctx.query
+    found = get_dataset_service().engine.repository.list_rejections(query.limit)
+    ordered = sorted(found, key=lambda item: item.rejected_at, reverse=True)
+    return {"rejections": [dict(item.__dict__) for item in ordered]}

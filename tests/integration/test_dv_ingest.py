@@ -123,7 +123,7 @@ def test_url_encoded_keys_are_decoded(client: Any, http: Http) -> None:
 
 
 def test_a_file_for_an_unknown_dataset_is_moved_to_rejected_with_a_reason(
-    client: Any, http: Http, bus: RecordingEventBus
+    client: Any, http: Http, bus: RecordingEventBus, tokens: Tokens
 ) -> None:
     from chalicelib.dataversion.repository import DatasetRepository
 
@@ -142,6 +142,11 @@ def test_a_file_for_an_unknown_dataset_is_moved_to_rejected_with_a_reason(
     rejection = DatasetRepository().get_rejection("incoming/nobody/x.csv", etag)
     assert rejection is not None and "nobody" in rejection.reason
     assert len(bus.of_type("DatasetVersionRejected")) == 1
+    listed = http.call("GET", "/dataset-rejections", token=tokens.admin).data["rejections"]
+    assert [(r["source_key"], r["rejected_key"]) for r in listed] == [
+        ("incoming/nobody/x.csv", "rejected/nobody/x.csv")
+    ]
+    assert "nobody" in listed[0]["reason"]
 
 
 def test_content_breaking_the_schema_is_rejected_not_lost(client: Any, http: Http) -> None:
