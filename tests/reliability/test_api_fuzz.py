@@ -37,6 +37,14 @@ PASSES = ("admin", "admin-negative", "reader", "seeded")
 # Known failures in other packages' routes, by (method, path, pass): a precise reason each.
 # Strict xfail: the test fails again as soon as the route is fixed, so the entry gets removed.
 KNOWN: dict[tuple[str, str, str], str] = {}
+# Known failures that depend on which examples are drawn or on machine speed: not strict.
+KNOWN_FLAKY: dict[tuple[str, str, str], str] = {
+    ("POST", "/datasets/{dataset_id}/uploads", "seeded"): (
+        "dataversion: size_bytes is unbounded; size_bytes >= ~50 GB makes the route presign "
+        "10,000 part URLs in one response (MBs of JSON, >10 s locally; over Lambda's 6 MB "
+        "response limit in AWS)"
+    ),
+}
 
 
 def _routes() -> list[RouteSpec]:
@@ -53,8 +61,12 @@ def _params() -> list[Any]:
                 continue
             if kind == "admin-negative" and not (spec.body or spec.query or path_params(spec.path)):
                 continue  # nothing a request could get wrong
-            reason = KNOWN.get((spec.method, spec.path, kind))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            key = (spec.method, spec.path, kind)
+            marks = []
+            if key in KNOWN:
+                marks = [pytest.mark.xfail(strict=True, reason=KNOWN[key])]
+            elif key in KNOWN_FLAKY:
+                marks = [pytest.mark.xfail(strict=False, reason=KNOWN_FLAKY[key])]
             params.append(
                 pytest.param(spec, kind, marks=marks, id=f"{kind}:{spec.method} {spec.path}")
             )
