@@ -13,7 +13,7 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "pip>=23,<26.3"  # chalice needs pip<26.3
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -37,12 +37,12 @@ fuzz: $(STAMP)
 		-p no:cov -n 0
 
 lint: $(STAMP)
-	$(BIN)/ruff check app.py chalicelib tests bench
-	$(BIN)/ruff format --check app.py chalicelib tests bench
+	$(BIN)/ruff check app.py chalicelib tests bench demo infra
+	$(BIN)/ruff format --check app.py chalicelib tests bench demo infra
 
 format: $(STAMP)
-	$(BIN)/ruff format app.py chalicelib tests bench
-	$(BIN)/ruff check --fix app.py chalicelib tests bench
+	$(BIN)/ruff format app.py chalicelib tests bench demo infra
+	$(BIN)/ruff check --fix app.py chalicelib tests bench demo infra
 
 # Deployment (see infra/). `make package` needs no AWS account: it builds dist/deployment.zip and
 # dist/template.json for STAGE, prints every artifact's unzipped size (the explainer image's
@@ -85,4 +85,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .coverage htmlcov dist demo-output
