@@ -5,7 +5,7 @@ Synchronous limits: ``/explanations/batch``, ``/explanations/global`` and
 a ``dataset_version_id`` or ``"asynchronous": true`` return 202 with a job id to poll at
 ``GET /explanations/jobs/{job_id}``. At most 10,000 inputs per request.
 
-This module imports no shap, lime or scikit-learn: they load on the first explanation.
+This module imports no shap, lime, scikit-learn or numpy: they load on the first explanation.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
-from chalicelib.explainability.models import ExplanationRequest, ExplanationType
-from chalicelib.explainability.service import (
+from chalicelib.explainability.models import (
     MAX_JOB_ROWS,
+    ExplanationRequest,
+    ExplanationType,
     Submitted,
-    get_explanation_service,
 )
 
 api = ApiBlueprint(__name__, tag="explainability")
@@ -250,6 +250,14 @@ class CacheStatsOut(BaseModel):
     sets: int
     max_entries: int
     ttl_seconds: int
+
+
+def get_explanation_service() -> Any:
+    """The process-wide service, imported on first use: the service pulls in numpy, which the
+    API function's cold start should not pay for routes that never explain anything."""
+    from chalicelib.explainability.service import get_explanation_service as getter
+
+    return getter()
 
 
 def _owner(ctx: RequestContext) -> str:

@@ -25,6 +25,11 @@ class ExplanationType(str, Enum):
 
 IMPLEMENTED_TYPES = (ExplanationType.SHAP, ExplanationType.LIME)
 
+# Inputs answered synchronously by batch/global/dependence; more become a job (202).
+SYNC_ROW_LIMIT = 50
+# Inputs accepted in one request (also the rows read from a dataset version).
+MAX_JOB_ROWS = 10_000
+
 
 class AggregationMethod(str, Enum):
     """How per-prediction contributions become one global importance per feature.
@@ -239,3 +244,10 @@ class ExplanationRequest:
         values = {key: value for key, value in data.items() if key in known}
         values["explanation_type"] = ExplanationType(values.get("explanation_type", "shap"))
         return cls(**values)
+
+
+@dataclass
+class Submitted:
+    """A request that became an asynchronous job (``job`` is the stored job record)."""
+
+    job: Any

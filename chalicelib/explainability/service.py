@@ -16,7 +16,6 @@ importance over a dataset version and requests with ``asynchronous=True`` become
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.core import aws
@@ -37,16 +36,17 @@ from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
 from chalicelib.explainability.loading import ModelDescriptor, ModelLoader, RegistryModelLoader
 from chalicelib.explainability.models import (
     IMPLEMENTED_TYPES,
+    MAX_JOB_ROWS,
+    SYNC_ROW_LIMIT,
     ExplanationRequest,
     ExplanationType,
     GlobalExplanation,
     PredictionExplanation,
+    Submitted,
 )
 from chalicelib.explainability.repository import ExplanationRepository, JobRecord
 from chalicelib.explainability.shap_engine import SHAPExplainer, shap_options
 
-SYNC_ROW_LIMIT = 50
-MAX_JOB_ROWS = 10_000
 SHAP_OPTIONS = (
     "background_sample_size",
     "background_method",
@@ -68,13 +68,6 @@ class ComputeBackend(Protocol):
     def dispatch_job(self, job_id: str) -> None:
         """Runs a queued job (here or elsewhere)."""
         ...
-
-
-@dataclass
-class Submitted:
-    """A request that became an asynchronous job."""
-
-    job: JobRecord
 
 
 class ExplanationService:

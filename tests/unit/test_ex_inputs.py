@@ -89,3 +89,18 @@ def test_algorithm_choice_follows_the_model_family() -> None:
         choose_algorithm(SVC(), 3, "linear")
     with pytest.raises(ValidationError):
         choose_algorithm(SVC(), 3, "deep")
+
+
+def test_importing_the_api_loads_no_numerical_library() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("numpy", "shap", "lime", "sklearn", "numba", "pandas", "skimage")
+    code = (
+        "import sys, chalicelib.explainability.api; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"
