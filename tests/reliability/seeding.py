@@ -93,17 +93,31 @@ def _dataset_version_body(pool: Pool) -> dict[str, Any]:
     return {"data": "a,b\n1,2\n3,4\n"}
 
 
+def _explanation_job_body(pool: Pool) -> dict[str, Any]:
+    return {
+        "model_id": pool.values["model_id"][0],
+        "model_version": 1,
+        "inputs": [{"f0": 0.1, "f1": 0.2, "f2": 0.3}],
+        "asynchronous": True,
+    }
+
+
 # Bodies that generated data cannot produce (or rarely does), by (method, path), built from the
 # pool; a seed whose ids are not in the pool yet waits for the next round.
 KNOWN_SEEDS: dict[tuple[str, str], tuple[tuple[str, ...], Callable[[Pool], dict[str, Any]]]] = {
     ("POST", "/models/{model_id}/versions"): (("model_id",), _register_version_body),
     ("POST", "/experiments"): (("model_id", "version"), _experiment_body),
     ("POST", "/datasets/{dataset_id}/versions"): (("dataset_id",), _dataset_version_body),
+    ("POST", "/explanations/batch"): (("model_id", "version"), _explanation_job_body),
 }
 
 
 def _creators() -> list[RouteSpec]:
-    return [spec for spec in ROUTES if spec.method == "POST" and spec.status == 201]
+    return [
+        spec
+        for spec in ROUTES
+        if spec.method == "POST" and (spec.status == 201 or (spec.method, spec.path) in KNOWN_SEEDS)
+    ]
 
 
 def _try_generated(api: Api, schema: Any, spec: RouteSpec, pool: Pool, tries: int) -> None:

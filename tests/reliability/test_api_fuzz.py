@@ -172,4 +172,5 @@ def test_operation_survives_fuzzing(fuzz: Fuzz, spec: RouteSpec, kind: str) -> N
 
 def test_seeding_reaches_the_registry_routes(fuzz: Fuzz) -> None:
     pool = fuzz.seeded_pool()
-    assert {"model_id", "version", "key_id"} <= set(pool.values), pool.values
+    expected = {"model_id", "version", "key_id", "experiment_id", "dataset_id", "job_id"}
+    assert expected <= set(pool.values), pool.values
