@@ -45,9 +45,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MIN_PART_BYTES = 16 * 1024 * 1024
-MAX_PARTS = 10_000
-MAX_SINGLE_PUT = 5 * 1024 * 1024 * 1024
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024 * 1024 * 1024
+MAX_PART_BYTES = 5 * 1024 * 1024 * 1024  # S3's part limit
+# At most 1,000 presigned part URLs per response (about 600 KB of JSON, well under Lambda's
+# 6 MB response limit); parts grow with the file instead, up to S3's 5 GiB part limit.
+MAX_PARTS = 1_000
+MAX_UPLOAD_BYTES = MAX_PARTS * MAX_PART_BYTES
 
 
 @dataclass
@@ -169,7 +171,7 @@ class DatasetService:
         """Presigned upload URL(s) under ``incoming/<dataset_id>/`` for one file.
 
         Raises:
-            PayloadTooLarge: Over 5 TiB (S3's object limit).
+            PayloadTooLarge: Over ``MAX_UPLOAD_BYTES`` (1,000 parts of 5 GiB).
         """
         from chalicelib.core.config import get_settings
         from chalicelib.core.errors import PayloadTooLarge

@@ -264,3 +264,19 @@ def test_keys_with_path_tricks_are_rejected_not_versioned(
     assert versions(http, dataset["dataset_id"]) == []
     assert keys("incoming/") == []
     assert len(keys("rejected/")) == 1
+
+
+def test_multipart_uploads_presign_at_most_a_thousand_parts(http: Http) -> None:
+    from chalicelib.dataversion import service
+
+    dataset = create_dataset(http, "huge")
+    path = f"/datasets/{dataset['dataset_id']}/uploads"
+    fifty_gb = http.call("POST", path, {"filename": "x.csv", "size_bytes": 50 * 10**9}).data
+    assert len(fifty_gb["part_urls"]) <= service.MAX_PARTS
+    assert fifty_gb["part_size"] * len(fifty_gb["part_urls"]) >= 50 * 10**9
+    limit = service.MAX_UPLOAD_BYTES
+    largest = http.call("POST", path, {"filename": "x.csv", "size_bytes": limit}).data
+    assert len(largest["part_urls"]) == service.MAX_PARTS
+    assert largest["part_size"] <= service.MAX_PART_BYTES
+    too_big = http.call("POST", path, {"filename": "x.csv", "size_bytes": limit + 1})
+    assert too_big.status_code == 413
