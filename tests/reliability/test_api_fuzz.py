@@ -38,13 +38,7 @@ PASSES = ("admin", "admin-negative", "reader", "seeded")
 # Strict xfail: the test fails again as soon as the route is fixed, so the entry gets removed.
 KNOWN: dict[tuple[str, str, str], str] = {}
 # Known failures that depend on which examples are drawn or on machine speed: not strict.
-KNOWN_FLAKY: dict[tuple[str, str, str], str] = {
-    ("POST", "/datasets/{dataset_id}/uploads", "seeded"): (
-        "dataversion: size_bytes is unbounded; size_bytes >= ~50 GB makes the route presign "
-        "10,000 part URLs in one response (MBs of JSON, >10 s locally; over Lambda's 6 MB "
-        "response limit in AWS)"
-    ),
-}
+KNOWN_FLAKY: dict[tuple[str, str, str], str] = {}
 
 
 def _routes() -> list[RouteSpec]:
