@@ -51,8 +51,9 @@ def thread_safe_app(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     import app as app_module
 
     original = type(app_module.app)
-    threaded = type("ThreadLocalApp", (LocalChalice, original), {})
-    monkeypatch.setattr(app_module.app, "__class__", threaded)
+    if not issubclass(original, LocalChalice):  # a LocalStack in this process may have done it
+        threaded = type("ThreadLocalApp", (LocalChalice, original), {})
+        monkeypatch.setattr(app_module.app, "__class__", threaded)
     yield
 
 
