@@ -229,8 +229,12 @@ _UNSTORABLE = ("number overflow", "number underflow", "item size has exceeded", 
 
 
 def _unstorable(message: str) -> SynapseError | None:
-    """A 422 for a value DynamoDB cannot store; other validation errors are bugs (500)."""
-    if any(marker in message.lower() for marker in _UNSTORABLE):
+    """A 422 for a value DynamoDB cannot store, a 400 for an empty id used as a key; other
+    validation errors are bugs (500)."""
+    lowered = message.lower()
+    if "key attribute cannot contain an empty string" in lowered:
+        return ValidationError("an id in the request is empty")
+    if any(marker in lowered for marker in _UNSTORABLE):
         return UnprocessableEntity(f"a value cannot be stored: {message[:200]}", code="unstorable")
     return None
 

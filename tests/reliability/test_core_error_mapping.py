@@ -102,6 +102,15 @@ def test_values_dynamodb_cannot_store_are_a_422(exc: Exception) -> None:
     assert mapped is not None and mapped.status == 422 and mapped.code == "unstorable"
 
 
+def test_an_empty_id_used_as_a_key_is_a_400() -> None:
+    message = (
+        "One or more parameter values are not valid. The AttributeValue for a key attribute "
+        "cannot contain an empty string value. Key: dataset_id"
+    )
+    mapped = _translate_aws_error(GetError("get failed", _validation(message)))
+    assert mapped is not None and mapped.status == 400 and mapped.code == "invalid_request"
+
+
 @pytest.mark.parametrize(
     "exc",
     [
