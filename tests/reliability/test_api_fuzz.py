@@ -11,7 +11,7 @@ are fuzzed without edits here), with four passes:
 * ``seeded``: schema-valid requests whose path parameters are real ids the API returned
   (see :mod:`tests.reliability.seeding`), so handlers get past their 404 branch.
 
-``SYNAPSE_FUZZ_EXAMPLES`` bounds the examples per pass (default 10; ``make fuzz`` raises it and
+``SYNAPSE_FUZZ_EXAMPLES`` bounds the examples per pass (default 6; ``make fuzz`` raises it and
 lets Hypothesis shrink failures).
 """
 
@@ -30,7 +30,7 @@ from tests.reliability.stack import Api, running_stack
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("SYNAPSE_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("SYNAPSE_FUZZ_EXAMPLES", "6"))
 SHRINK = os.environ.get("SYNAPSE_FUZZ_SHRINK", "") == "1"
 PASSES = ("admin", "admin-negative", "reader", "seeded")
 

@@ -1,7 +1,7 @@
 """Bounded load on the local stack over loopback HTTP: several threads route requests, post
 outcomes (re-posting some request ids, as retrying clients do), create dataset versions inline
 and through presigned S3 uploads (ingested by the S3 event pump), and register model versions,
-all at once for ``SYNAPSE_LOAD_SECONDS`` (default 6).
+all at once for ``SYNAPSE_LOAD_SECONDS`` (default 4).
 
 Afterwards: no request failed except by design, outcome counts equal the distinct request ids,
 sticky assignments held, and dataset and model version numbers are consecutive from 1.
@@ -27,7 +27,7 @@ from tests.reliability.stack import Api, linearizable_dynamodb, running_stack
 
 pytestmark = pytest.mark.e2e
 
-SECONDS = float(os.environ.get("SYNAPSE_LOAD_SECONDS", "6"))
+SECONDS = float(os.environ.get("SYNAPSE_LOAD_SECONDS", "4"))
 USERS = [f"user-{i}" for i in range(25)]
 
 
