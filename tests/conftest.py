@@ -33,6 +33,10 @@ from moto import mock_aws  # noqa: E402
 
 from chalicelib.core import aws as aws_clients  # noqa: E402
 from chalicelib.core.singleton import reset_all  # noqa: E402
+from chalicelib.local.motofix import install as install_moto_fixes  # noqa: E402
+
+# moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper.
+install_moto_fixes()
 
 
 @pytest.fixture

@@ -1,4 +1,11 @@
-"""A local-stack speed fix: moto's ``transact_write_items`` backs up the whole table once per
+"""Two fixes to moto's DynamoDB for the local stack and the tests.
+
+**Atomicity.** moto applies a conditional write or a transaction as several unlocked Python steps,
+so two threads of the moto server could both pass the same condition: lost updates that real
+DynamoDB, which applies each request atomically, cannot produce. :func:`install` serializes
+moto's DynamoDB request handling (one request at a time inside moto; the app is not serialized).
+
+**Speed.** moto's ``transact_write_items`` backs up the whole table once per
 item of the transaction (``copy.deepcopy(self.tables[name])`` inside the item loop), so a batch
 of 50 outcomes copied the outcomes table 50 times and ``POST /experiments/{id}/outcomes`` got
 slower with every outcome already stored (seconds per batch after a few thousand outcomes).
@@ -36,9 +43,27 @@ class _CopyOncePerTable:
         return backups[id(obj)]
 
 
+def _serialize_requests() -> None:
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    if getattr(original, "_serialized", False):
+        return
+    lock = threading.RLock()
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    call_action._serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 def install() -> bool:
-    """Patches moto's DynamoDB backend (idempotent); returns whether it changed anything."""
+    """Patches moto's DynamoDB (idempotent); returns whether the copy fix was newly installed."""
     from moto.dynamodb import models
+
+    _serialize_requests()
 
     original = models.DynamoDBBackend.transact_write_items
     if getattr(original, "_copies_once", False):

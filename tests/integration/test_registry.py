@@ -144,16 +144,17 @@ def test_concurrent_registrations_get_consecutive_versions(aws: Any) -> None:
     registry = ModelRegistry(event_bus=RecordingEventBus())
     model = registry.create_model("parallel")
     spec = VersionSpec(task="classification", feature_names=tuple(FEATURES))
-    artifact = _artifact()
+    # Distinct artifacts: moto's S3 is not thread-safe when threads overwrite one key.
+    artifacts = [_artifact(LogisticRegression(C=0.1 * (n + 1))) for n in range(8)]
     errors: list[Exception] = []
 
-    def register() -> None:
+    def register(artifact: bytes) -> None:
         try:
             registry.register_version(model.model_id, spec, artifact)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=register) for _ in range(8)]
+    threads = [threading.Thread(target=register, args=(a,)) for a in artifacts]
     for thread in threads:
         thread.start()
     for thread in threads:
