@@ -5,6 +5,7 @@ the tests and the deployment template create.
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 from chalicelib.core.config import endpoint_url, region, table_name
@@ -20,6 +21,33 @@ TABLE_MODULES = (
 )
 
 _TABLES: list[Any] = []
+
+
+def _share_botocore_sessions() -> None:
+    """Makes PynamoDB share one botocore session per thread across all table classes.
+
+    PynamoDB builds a session per table connection and each one loads the DynamoDB service model
+    again: tens of milliseconds per table on every cold start. Sessions are not thread-safe, so
+    each thread gets its own.
+    """
+    import pynamodb.connection.base as base
+
+    if getattr(base.get_session, "_shared", False):
+        return
+    local = threading.local()
+    create = base.get_session
+
+    def get_session() -> Any:
+        found = getattr(local, "session", None)
+        if found is None:
+            found = local.session = create()
+        return found
+
+    get_session._shared = True  # type: ignore[attr-defined]
+    base.get_session = get_session
+
+
+_share_botocore_sessions()
 
 
 def register_table(model: Any) -> Any:
