@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -117,6 +118,7 @@ class ExperimentTable(Model):
     rollback_reason = UnicodeAttribute(null=True)
     rollback_details = UnicodeAttribute(null=True)
     revision = NumberAttribute(default=0)
+    transition_id = UnicodeAttribute(null=True)
     status_index = StatusIndex()
 
     def to_domain(self) -> Experiment:
@@ -315,8 +317,11 @@ class ExperimentRepository:
         Raises:
             ExperimentNotFound: Unknown id.
         """
+        return self._item(experiment_id).to_domain()
+
+    def _item(self, experiment_id: str) -> ExperimentTable:
         try:
-            return ExperimentTable.get(experiment_id, consistent_read=True).to_domain()
+            return ExperimentTable.get(experiment_id, consistent_read=True)
         except DoesNotExist:
             raise ExperimentNotFound(f"experiment {experiment_id} does not exist") from None
 
@@ -351,10 +356,14 @@ class ExperimentRepository:
             ExperimentStateConflict: The status is not one of ``allowed`` (someone else won).
         """
         allowed_values = [status.value for status in allowed]
+        # A token written with the change: if the update commits but its response is lost,
+        # botocore's retry fails the status condition, and the token tells us the change is ours.
+        token = uuid.uuid4().hex
         actions = [
             ExperimentTable.status.set(target.value),
             ExperimentTable.updated_at.set(when),
             ExperimentTable.revision.add(1),
+            ExperimentTable.transition_id.set(token),
             *self._change_actions(changes),
         ]
         item = ExperimentTable(experiment_id)
@@ -363,7 +372,10 @@ class ExperimentRepository:
         except UpdateError as exc:
             if not _conditional_failed(exc):
                 raise
-            current = self.get(experiment_id)
+            stored = self._item(experiment_id)
+            if stored.transition_id == token:
+                return stored.to_domain()
+            current = stored.to_domain()
             raise ExperimentStateConflict(
                 f"experiment {experiment_id} is {current.status.value}; "
                 f"cannot move to {target.value} (allowed from: {', '.join(allowed_values)})"

@@ -20,12 +20,6 @@ from tests.conftest import Http
 from tests.reliability.faults import FaultInjector, inject_faults, table_of
 from tests.reliability.seeding import _skops_artifact
 
-LOST_RESPONSE_TRANSITION = (
-    "abtesting: a state transition whose UpdateItem committed but whose response was lost is "
-    "retried by botocore, fails its status condition and returns 409 invalid_state; the "
-    "ExperimentRolledBack/ExperimentPaused event is never published (transition not idempotent)"
-)
-
 
 @pytest.fixture
 def faults(module_http: Http) -> Iterator[FaultInjector]:
@@ -179,7 +173,6 @@ def test_rollback_while_eventbridge_is_down_still_rolls_back_and_keeps_the_event
     assert routed.status_code == 200 and routed.data["variant_id"] == "control"
 
 
-@pytest.mark.xfail(strict=True, reason=LOST_RESPONSE_TRANSITION)
 def test_a_rollback_whose_response_was_lost_still_reports_success(
     module_http: Http, registered: dict[str, Any], faults: FaultInjector
 ) -> None:
