@@ -90,6 +90,10 @@ TRUSTED_TYPES = (
     }
 )
 
+# A skops schema describes the object tree, not the arrays; real ones are kilobytes. The limit
+# keeps a small, highly compressed archive from expanding into the function's memory.
+MAX_SCHEMA_BYTES = 16 * 1024 * 1024
+
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
@@ -137,6 +141,10 @@ def artifact_types(data: bytes) -> set[str]:
         )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if archive.getinfo("schema.json").file_size > MAX_SCHEMA_BYTES:
+                raise UnsafeArtifactError(
+                    f"the artifact's schema.json is larger than {MAX_SCHEMA_BYTES} bytes"
+                )
             schema = json.loads(archive.read("schema.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise UnsafeArtifactError(f"not a skops archive ({exc})") from None

@@ -64,3 +64,15 @@ def test_forged_schema_naming_os_system_is_refused() -> None:
 )
 def test_allow_list(name: str, trusted: bool) -> None:
     assert is_trusted(name) is trusted
+
+
+def test_an_oversized_schema_is_refused_before_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.registry import safety
+
+    monkeypatch.setattr(safety, "MAX_SCHEMA_BYTES", 100)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("schema.json", json.dumps({"pad": " " * 10_000}))
+    assert len(buffer.getvalue()) < 1_000  # small on the wire, large when expanded
+    with pytest.raises(UnsafeArtifactError, match="larger than 100 bytes"):
+        check_artifact(buffer.getvalue())
