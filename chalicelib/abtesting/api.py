@@ -294,8 +294,8 @@ class RollbackPolicyBody(_Strict):
     """Body of ``PUT /experiments/{id}/rollback-policy``."""
 
     error_rate_threshold: float = Field(default=0.05, ge=0, le=1)
-    latency_degradation_threshold: float = Field(default=0.20, ge=0)
-    min_requests_before_rollback: int = Field(default=100, ge=1)
+    latency_degradation_threshold: float = Field(default=0.20, ge=0, le=100)
+    min_requests_before_rollback: int = Field(default=100, ge=1, le=1_000_000_000)
     latency_percentile: Literal["p50", "p95", "p99"] = "p95"
     enabled: bool = True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -253,7 +253,9 @@ class TransformationBody(BaseModel):
     transformation: dict[str, Any] = Field(description="a declarative spec; see the docs")
     source_version_ids: list[str] = Field(min_length=1, max_length=10)
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
-    output_dataset_ids: dict[Literal["output", "train", "test"], str] = Field(default_factory=dict)
+    output_dataset_ids: dict[
+        Literal["output", "train", "test"], Annotated[str, Field(min_length=1, max_length=200)]
+    ] = Field(default_factory=dict)
     data: str | None = Field(default=None, description="external steps: the produced content")
 
 
