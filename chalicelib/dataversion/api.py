@@ -338,7 +338,8 @@ class UsageList(BaseModel):
 
 
 class ReconstructQuery(BaseModel):
-    """Query of ``GET /datasets/{id}/reconstruct``: exactly one of ``as_of``, ``experiment_id``."""
+    """Query of ``GET /datasets/{id}/reconstruct``: at most one of ``as_of`` (default: now) and
+    ``experiment_id``."""
 
     as_of: datetime | None = None
     experiment_id: str | None = None
@@ -652,7 +653,7 @@ def list_usages(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
     "/datasets/{dataset_id}/reconstruct", "GET", query=ReconstructQuery, response=ReconstructList
 )
 def reconstruct(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
-    """The version(s) to rebuild from: as of a time, or as recorded by an experiment."""
+    """The version(s) to rebuild from: as of a time (default now), or as used by an experiment."""
     query: ReconstructQuery = ctx.query
     found = get_dataset_service().reconstruct(
         _principal(ctx), dataset_id, query.as_of, query.experiment_id

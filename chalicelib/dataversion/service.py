@@ -347,14 +347,14 @@ class DatasetService:
         as_of: datetime | None,
         experiment_id: str | None,
     ) -> list[Reconstruction]:
-        """The version(s) to rebuild from: as of a time, or as used by an experiment."""
+        """The version(s) to rebuild from: as of a time (default now) or used by an experiment."""
         self.readable(principal, dataset_id)
-        if (as_of is None) == (experiment_id is None):
-            raise ValidationError("give exactly one of 'as_of' or 'experiment_id'")
-        if as_of is not None:
-            return [self.reconstructor.reconstruct_at_time(dataset_id, as_of)]
-        assert experiment_id is not None
-        return self.reconstructor.reconstruct_for_experiment(experiment_id, dataset_id)
+        if as_of is not None and experiment_id is not None:
+            raise ValidationError("give at most one of 'as_of' or 'experiment_id'")
+        if experiment_id is not None:
+            return self.reconstructor.reconstruct_for_experiment(experiment_id, dataset_id)
+        moment = as_of if as_of is not None else self.engine.clock.now()
+        return [self.reconstructor.reconstruct_at_time(dataset_id, moment)]
 
 
 @lazy

@@ -208,7 +208,9 @@ def test_reconstruct_for_an_experiment_and_at_a_time(http: Http, tokens: Tokens)
     assert len(usages["usages"]) == 1
     missing = http.call("GET", f"/datasets/{train_ds}/reconstruct?experiment_id=exp-0")
     assert missing.status_code == 404
-    both = http.call("GET", f"/datasets/{train_ds}/reconstruct")
+    now = http.call("GET", f"/datasets/{train_ds}/reconstruct").data  # as_of defaults to now
+    assert now["reconstructions"][0]["version"]["version_number"] == 2  # the row added above
+    both = http.call("GET", f"/datasets/{train_ds}/reconstruct?as_of={at}&experiment_id=exp-42")
     assert both.status_code == 400
 
 
