@@ -76,6 +76,19 @@ def meta(env_var: str, suffix: str) -> type:
     return type("Meta", (), attrs)
 
 
+def transaction_connection() -> Any:
+    """A PynamoDB connection for ``TransactWrite`` in the configured region and endpoint."""
+    from pynamodb.connection import Connection
+
+    return Connection(region=region(), host=endpoint_url())
+
+
+def cancellation_codes(exc: Any) -> list[str]:
+    """Per-item cancellation codes of a failed transaction, aligned with its items (``""`` none)."""
+    reasons = getattr(exc, "cancellation_reasons", None) or []
+    return [(reason.code if reason else "") or "" for reason in reasons]
+
+
 def all_table_models() -> list[Any]:
     """Every registered PynamoDB model (importing the modules that declare them)."""
     for module in TABLE_MODULES:

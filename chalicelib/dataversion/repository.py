@@ -21,13 +21,17 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.core.errors import Conflict, NotFound
-from chalicelib.core.tables import meta, register_table
+from chalicelib.core.tables import (
+    cancellation_codes,
+    meta,
+    register_table,
+    transaction_connection,
+)
 from chalicelib.dataversion.models import (
     CompatibilityMode,
     Dataset,
@@ -268,14 +272,6 @@ class DatasetRejectionTable(Model):
     rejected_at = UTCDateTimeAttribute()
 
 
-def _connection() -> Connection:
-    return Connection(region=DatasetTable.Meta.region, host=DatasetTable.Meta.host)
-
-
-def _reasons(exc: TransactWriteError) -> list[str]:
-    return [(reason.code if reason else "") or "" for reason in (exc.cancellation_reasons or [])]
-
-
 def _failed(reasons: list[str], index: int) -> bool:
     return index < len(reasons) and reasons[index] == "ConditionalCheckFailed"
 
@@ -310,11 +306,11 @@ class DatasetRepository:
         )
         name = DatasetKeyTable(f"name#{dataset.name}", dataset_id=dataset.dataset_id)
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(name, condition=DatasetKeyTable.key.does_not_exist())
                 tx.save(item, condition=DatasetTable.dataset_id.does_not_exist())
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _reasons(exc):
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise Conflict(f"a dataset named '{dataset.name}' already exists") from None
             raise
 
@@ -379,7 +375,7 @@ class DatasetRepository:
                 )
             )
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(
                     DatasetVersionTable.from_domain(version),
                     condition=DatasetVersionTable.version_number.does_not_exist(),
@@ -387,7 +383,7 @@ class DatasetRepository:
                 for item in keys:
                     tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
         except TransactWriteError as exc:
-            reasons = _reasons(exc)
+            reasons = cancellation_codes(exc)
             if _failed(reasons, 1):
                 raise DuplicateContent("identical content is already a version") from None
             if _failed(reasons, 3):
@@ -592,7 +588,7 @@ class LineageRepository:
             "transformation_id": edge.transformation_id,
             "transformation_type": edge.transformation_type,
         }
-        with TransactWrite(connection=_connection()) as tx:
+        with TransactWrite(connection=transaction_connection()) as tx:
             tx.save(LineageTable(edge.child_id, f"up#{edge.parent_id}", **attrs))
             tx.save(LineageTable(edge.parent_id, f"down#{edge.child_id}", **attrs))
 

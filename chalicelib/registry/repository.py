@@ -12,13 +12,17 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.core.errors import Conflict, NotFound
-from chalicelib.core.tables import meta, register_table
+from chalicelib.core.tables import (
+    cancellation_codes,
+    meta,
+    register_table,
+    transaction_connection,
+)
 from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
 
 
@@ -127,14 +131,6 @@ def _plain_metadata(value: Any) -> dict[str, str]:
     return {str(key): str(item) for key, item in plain.items()}
 
 
-def _connection() -> Connection:
-    return Connection(region=ModelTable.Meta.region, host=ModelTable.Meta.host)
-
-
-def _conflict_reasons(exc: TransactWriteError) -> list[str]:
-    return [reason.code or "" for reason in (exc.cancellation_reasons or []) if reason]
-
-
 class RegistryRepository:
     """Reads and writes models and versions with conditional, transactional writes."""
 
@@ -156,11 +152,11 @@ class RegistryRepository:
         )
         name = ModelNameTable(model.name, model_id=model.model_id)
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(name, condition=ModelNameTable.name.does_not_exist())
                 tx.save(item, condition=ModelTable.model_id.does_not_exist())
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _conflict_reasons(exc):
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise Conflict(f"a model named '{model.name}' already exists") from None
             raise
 
@@ -211,7 +207,7 @@ class RegistryRepository:
         )
         model = ModelTable(version.model_id)
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=transaction_connection()) as tx:
                 tx.update(
                     model,
                     actions=[
@@ -223,7 +219,7 @@ class RegistryRepository:
                 )
                 tx.save(item, condition=ModelVersionTable.version.does_not_exist())
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _conflict_reasons(exc):
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise Conflict("another version was registered at the same time") from None
             raise
 
@@ -297,10 +293,10 @@ class RegistryRepository:
             )
         )
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=transaction_connection()) as tx:
                 for item, item_actions, condition in actions:
                     tx.update(item, actions=item_actions, condition=condition)
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _conflict_reasons(exc):
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise Conflict("the model's stages changed concurrently; retry") from None
             raise
