@@ -89,6 +89,29 @@ def cancellation_codes(exc: Any) -> list[str]:
     return [(reason.code if reason else "") or "" for reason in reasons]
 
 
+def save_with_unique_key(
+    key_item: Any, key_attribute: Any, item: Any, item_attribute: Any, conflict_message: str
+) -> None:
+    """Saves ``item`` and ``key_item`` (which reserves a unique name) in one transaction.
+
+    Raises:
+        Conflict: The name is reserved already (or the item exists).
+    """
+    from pynamodb.exceptions import TransactWriteError
+    from pynamodb.transactions import TransactWrite
+
+    from chalicelib.core.errors import Conflict
+
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.save(key_item, condition=key_attribute.does_not_exist())
+            tx.save(item, condition=item_attribute.does_not_exist())
+    except TransactWriteError as exc:
+        if "ConditionalCheckFailed" in cancellation_codes(exc):
+            raise Conflict(conflict_message) from None
+        raise
+
+
 def all_table_models() -> list[Any]:
     """Every registered PynamoDB model (importing the modules that declare them)."""
     for module in TABLE_MODULES:

@@ -30,6 +30,7 @@ from chalicelib.core.tables import (
     cancellation_codes,
     meta,
     register_table,
+    save_with_unique_key,
     transaction_connection,
 )
 from chalicelib.dataversion.models import (
@@ -305,14 +306,13 @@ class DatasetRepository:
             created_at=dataset.created_at,
         )
         name = DatasetKeyTable(f"name#{dataset.name}", dataset_id=dataset.dataset_id)
-        try:
-            with TransactWrite(connection=transaction_connection()) as tx:
-                tx.save(name, condition=DatasetKeyTable.key.does_not_exist())
-                tx.save(item, condition=DatasetTable.dataset_id.does_not_exist())
-        except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in cancellation_codes(exc):
-                raise Conflict(f"a dataset named '{dataset.name}' already exists") from None
-            raise
+        save_with_unique_key(
+            name,
+            DatasetKeyTable.key,
+            item,
+            DatasetTable.dataset_id,
+            f"a dataset named '{dataset.name}' already exists",
+        )
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """The dataset.

@@ -21,6 +21,7 @@ from chalicelib.core.tables import (
     cancellation_codes,
     meta,
     register_table,
+    save_with_unique_key,
     transaction_connection,
 )
 from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
@@ -151,14 +152,13 @@ class RegistryRepository:
             updated_at=model.updated_at,
         )
         name = ModelNameTable(model.name, model_id=model.model_id)
-        try:
-            with TransactWrite(connection=transaction_connection()) as tx:
-                tx.save(name, condition=ModelNameTable.name.does_not_exist())
-                tx.save(item, condition=ModelTable.model_id.does_not_exist())
-        except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in cancellation_codes(exc):
-                raise Conflict(f"a model named '{model.name}' already exists") from None
-            raise
+        save_with_unique_key(
+            name,
+            ModelNameTable.name,
+            item,
+            ModelTable.model_id,
+            f"a model named '{model.name}' already exists",
+        )
 
     def get_model(self, model_id: str) -> RegisteredModel:
         """The model.
