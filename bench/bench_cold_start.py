@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("shap", "lime", "sklearn", "numba", "pandas")
@@ -122,10 +123,8 @@ def main() -> None:
             f"| {r['figure']} | {r['ours']} | {r['peer']} | {r['ratio'] or ''} | {r['target']} | "
             f"{'yes' if r['met'] else 'no'} |"
         )
-    out = ROOT / "bench" / "results" / "cold_start.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "runs": runs, "app": app, "shap": shap}
-    out.write_text(json.dumps({"bench": "cold_start", "meta": meta, "rows": rows}, indent=2))
+    meta = {**machine_meta(), "runs": runs, "app": app, "shap": shap}
+    out = write_results("cold_start", rows, meta)
     print(f"\nwritten to {out.relative_to(ROOT)}")
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -155,11 +154,13 @@ def main() -> None:
             f"{r['figure']}: route {r['ours']} req/s, health {r['peer']} req/s, ratio "
             f"{r['ratio']} (target {r['target']}: {'met' if r['met'] else 'NOT met'})"
         )
-    out = ROOT / "bench" / "results" / "http.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "seconds_per_round": seconds,
-            "threads": args.threads, "rounds": found}  # fmt: skip
-    out.write_text(json.dumps({"bench": "http", "meta": meta, "rows": rows}, indent=2))
+    meta = {
+        **machine_meta(),
+        "seconds_per_round": seconds,
+        "threads": args.threads,
+        "rounds": found,
+    }
+    out = write_results("http", rows, meta)
     print(f"\nwritten to {out.relative_to(ROOT)}")
 
 

@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
 import shutil
 import socket
@@ -39,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -416,16 +417,12 @@ def main() -> None:
     rows = rows_for(results, dvc)
     print(table(rows))
     meta = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_meta(),
         "sizes_bytes": [results[s]["bytes"] for s in sizes],
         "dvc": dvc,
         "raw": {str(k): v for k, v in results.items()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "ingest.json"
-    out.write_text(json.dumps({"bench": "ingest", "meta": meta, "rows": rows}, indent=2))
+    out = write_results("ingest", rows, meta)
     print(f"wrote {out}")
 
 

@@ -26,14 +26,14 @@ met).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -238,17 +238,8 @@ def main() -> None:
         )
     for r in rows:
         print(f"- {r['note']}")
-    meta = {
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "outcomes": count,
-        "batch": BATCH,
-        "load_average": list(os.getloadavg()),
-    }
-    out = ROOT / "bench" / "results" / "outcomes.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"bench": "outcomes", "meta": meta, "rows": rows}, indent=2))
+    meta = {**machine_meta(), "outcomes": count, "batch": BATCH}
+    out = write_results("outcomes", rows, meta)
     print(f"wrote {out.relative_to(ROOT)}")
 
 

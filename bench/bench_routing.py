@@ -20,14 +20,14 @@ target, met).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -152,17 +152,8 @@ def main() -> None:
             f"| {r['target']} | {met} |"
         )
     print(f"\ntreatment share: ours {our_share:.4f}, GrowthBook {peer_share:.4f} ({count} users)")
-    meta = {
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "users": count,
-        "repeats": repeats,
-        "load_average": list(os.getloadavg()),
-    }
-    out = ROOT / "bench" / "results" / "routing.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"bench": "routing", "meta": meta, "rows": rows}, indent=2))
+    meta = {**machine_meta(), "users": count, "repeats": repeats}
+    out = write_results("routing", rows, meta)
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -19,15 +19,14 @@ writes ``bench/results/statistics.json`` (rows: figure, ours, peer, ratio, unit,
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -215,15 +214,11 @@ def main() -> None:
     started = time.perf_counter()
     rows = run(cases, args.seed)
     print(table(rows))
-    out = ROOT / "bench" / "results" / "statistics.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "python": platform.python_version(), "cases": cases, "seed": args.seed,
+        **machine_meta(), "cases": cases, "seed": args.seed,
         "seconds": round(time.perf_counter() - started, 2),
     }  # fmt: skip
-    out.write_text(
-        json.dumps({"bench": "statistics", "meta": meta, "rows": rows}, indent=2, default=float)
-    )
+    out = write_results("statistics", rows, meta)
     print(f"\nwritten to {out.relative_to(ROOT)}")
 
 

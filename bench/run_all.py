@@ -1,10 +1,10 @@
 """``make bench``: runs every ``bench/bench_*.py`` (each bounded in time) and writes one table.
 
-Each bench writes ``bench/results/<name>.json``. The shared row format is
-``{figure, ours, peer, ratio, unit, target, met}`` (plus optional ``peer_name`` and ``note``);
-benches that write another shape are adapted here (see ``ADAPTERS``), never edited. The runner
-writes ``bench/results.md`` (the table, the date and the machine) and ``bench/results/all.json``;
-each bench's console output goes to ``bench/results/<name>.log``.
+Each bench writes ``bench/results/<name>.json`` through ``bench/results_io.py``, in the shared
+row format ``{figure, ours, peer, ratio, unit, target, met}`` (plus optional ``peer_name`` and
+``note``; see ``results_io.Row``). The runner writes ``bench/results.md`` (the table, the date
+and the machine) and ``bench/results/all.json``; each bench's console output goes to
+``bench/results/<name>.log``.
 
 Usage: ``.venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--budget SECONDS]``.
 ``--quick`` passes ``--quick`` to the benches that accept it. The whole run stays under
@@ -21,14 +21,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from results_io import COLUMNS, RESULTS, ROOT
+
 BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
 # Seconds each bench may take (default DEFAULT_LIMIT); the runner kills it after that.
 LIMITS = {
     "bench_ingest": 330,
@@ -50,42 +49,9 @@ ORDER = [
     "bench_explanations",
     "bench_ingest",
 ]
-COLUMNS = ("figure", "ours", "peer", "ratio", "unit", "target", "met")
 
 
-# ---- adapters: other benches' JSON → shared rows ---------------------------------------------
-
-
-def _ratio(ours: Any, peer: Any) -> float | None:
-    if isinstance(ours, int | float) and isinstance(peer, int | float) and peer:
-        return ours / peer
-    return None
-
-
-def adapt_explanations(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """``bench_explanations.py``: service vs direct shap/lime latency rows."""
-    rows = []
-    for r in data.get("rows", []):
-        ours, peer = r.get("service_with_cache_miss_ms"), r.get("direct_ms")
-        note = (
-            f"{r.get('model', '')}; ours = the full service path (with the cache miss); the "
-            f"compute path alone {r.get('service_ms')} ms, overhead {r.get('overhead_pct')}% vs "
-            f"the {r.get('compared_with', 'direct')} call"
-        )
-        rows.append(
-            {
-                "figure": f"explanation latency: {r.get('figure')}",
-                "ours": ours,
-                "peer": peer,
-                "peer_name": f"{r.get('compared_with', 'direct')} shap/lime call",
-                "ratio": _ratio(ours, peer),
-                "unit": "ms",
-                "target": f"< {r.get('target_ms')} ms; overhead ≤ 10%",
-                "met": r.get("meets_target"),
-                "note": note,
-            }
-        )
-    return rows
+# ---- reading the benches' JSON ---------------------------------------------------------------
 
 
 def adapt_generic(data: Any) -> list[dict[str, Any]]:
@@ -115,11 +81,6 @@ def adapt_generic(data: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-ADAPTERS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
-    "explanations": adapt_explanations,
-}
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -187,8 +148,7 @@ def collect(run: dict[str, Any]) -> list[dict[str, Any]]:
         except (OSError, ValueError) as exc:
             rows.append({"figure": f"{name}: unreadable ({exc})", "met": None})
             continue
-        adapter = ADAPTERS.get(Path(name).stem, adapt_generic)
-        for row in adapter(data):
+        for row in adapt_generic(data):
             rows.append({**row, "bench": run["bench"]})
     return rows
 
@@ -277,7 +237,7 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], info: dict[
 
 
 def report_only() -> int:
-    """Rewrites ``results.md`` and ``all.json`` from the last run (after an adapter change)."""
+    """Rewrites ``results.md`` and ``all.json`` from the last run's JSON files."""
     last = json.loads((RESULTS / "all.json").read_text(encoding="utf-8"))
     runs = last.pop("runs")
     last.pop("rows", None)
