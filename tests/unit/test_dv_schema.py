@@ -11,6 +11,7 @@ from chalicelib.dataversion.schema import (
     SchemaMismatch,
     UnreadableContent,
     check_declared,
+    count_newlines,
     evolution_report,
     validate_schema_evolution,
 )
@@ -132,6 +133,21 @@ def test_rows_are_counted_beyond_the_inference_sample() -> None:
     assert count == 1001
     assert inferred.columns == {"a": "int"}
     assert sampled is not None and sampled < 1001
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 1_048_576 + 17, 3 * 1_048_576])
+def test_vectorised_newline_counting_matches_bytes_count(size: int) -> None:
+    import random
+
+    rng = random.Random(size)
+    body = bytes(rng.choices(b"ab\n\r,", k=size))
+    assert count_newlines(body) == body.count(b"\n")
+
+
+def test_large_chunks_count_rows_exactly() -> None:
+    row = b"1,0.5\n"
+    body = b"a,b\n" + row * 200_000
+    assert inspect(body, rows=10, chunk=1_000_003)[0] == 200_000
 
 
 def test_crlf_and_missing_final_newline() -> None:
