@@ -82,6 +82,17 @@ def tokens(aws: Any) -> Tokens:
 
 
 @pytest.fixture
+def bus(aws: Any) -> Any:
+    """A ``RecordingEventBus`` holding every event the app publishes in this test (services
+    built after this fixture use it)."""
+    from chalicelib.core.events import RecordingEventBus, get_event_bus
+
+    recording = RecordingEventBus()
+    get_event_bus.override(recording)
+    return recording
+
+
+@pytest.fixture
 def client(aws: Any) -> Iterator[Any]:
     """Chalice's in-process test client over the real app."""
     from chalice.test import Client

@@ -19,16 +19,6 @@ from tests.conftest import Http, Tokens
 
 
 @pytest.fixture
-def bus(aws: Any) -> RecordingEventBus:
-    """Every event the app publishes in this test (engine and registry are built after this)."""
-    from chalicelib.core.events import get_event_bus
-
-    recording = RecordingEventBus()
-    get_event_bus.override(recording)
-    return recording
-
-
-@pytest.fixture
 def atomic_dynamodb(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Serializes requests inside moto's DynamoDB, as the real service is atomic per request."""
     from moto.dynamodb.responses import DynamoHandler

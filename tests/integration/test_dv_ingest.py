@@ -9,17 +9,10 @@ from urllib.parse import quote_plus
 import pytest
 
 from chalicelib.core.config import get_settings
-from chalicelib.core.events import RecordingEventBus, get_event_bus
+from chalicelib.core.events import RecordingEventBus
 from tests.conftest import Http, Tokens
 
 CSV = b"id,score\n1,0.5\n2,0.75\n3,1.0\n"
-
-
-@pytest.fixture
-def bus(aws: Any) -> RecordingEventBus:
-    recording = RecordingEventBus()
-    get_event_bus.override(recording)
-    return recording
 
 
 def s3() -> Any:
