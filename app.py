@@ -69,3 +69,16 @@ def dataset_ingest(event: object) -> None:
     from chalicelib.dataversion.handlers import handle_s3_event
 
     handle_s3_event(event)
+
+
+@app.on_s3_event(
+    bucket=DATA_BUCKET, prefix="cas/sha256/", events=["s3:ObjectCreated:Put"], name="dataset_upload"
+)
+def dataset_upload(event: object) -> None:
+    """Versions direct uploads (a verified PUT straight into cas/) in place (idempotent).
+
+    Only PUTs: the copies the other paths make into cas/ raise ObjectCreated:Copy events.
+    """
+    from chalicelib.dataversion.handlers import handle_s3_event
+
+    handle_s3_event(event)

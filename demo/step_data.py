@@ -3,6 +3,7 @@ and split it with declarative transformations, and show the lineage."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from typing import Any
@@ -31,12 +32,19 @@ def _versions(ctx: Context, dataset_id: str) -> list[dict[str, Any]]:
 
 
 def _upload(ctx: Context, dataset_id: str, raw: RawExport) -> dict[str, Any]:
-    upload = ctx.api.post(f"/datasets/{dataset_id}/uploads", {"filename": "breast_cancer_raw.csv"})
+    digest = hashlib.sha256(raw.content).hexdigest()
+    body = {"filename": "breast_cancer_raw.csv", "sha256": digest}
+    upload = ctx.api.post(f"/datasets/{dataset_id}/uploads", body)
     key = upload.get("key") or upload.get("upload_key")
-    ctx.say(f"  presigned PUT for s3://…/{key} (expires in {upload.get('expires_in')} s)")
+    ctx.say(
+        f"  declared sha256 {digest[:12]}…: {upload.get('mode')} presigned PUT for s3://…/{key}"
+        f" (expires in {upload.get('expires_in')} s)"
+    )
     started = time.monotonic()
-    put = requests.put(upload["url"], data=raw.content, timeout=60)
-    put.raise_for_status()
+    if upload.get("status") != "exists":
+        headers = upload.get("headers") or {}
+        put = requests.put(upload["url"], data=raw.content, headers=headers, timeout=60)
+        put.raise_for_status()
     ctx.say(f"  uploaded {len(raw.content):,} bytes straight to S3; waiting for the S3 trigger…")
     version = poll(
         lambda: next(iter(_versions(ctx, dataset_id)), None),

@@ -67,6 +67,18 @@ for _ in $(seq 1 30); do  # the S3 trigger creates version 2 within a second or 
 done
 call "$URL/datasets/$DS/versions" | jq -c '.versions | map({version_number, row_count, sha256})'
 call "$URL/datasets/$DS/compare?a=1&b=2" | jq -c '{row_count, same_content}'
+# Declaring the SHA-256 sends new content straight to its content address: one PUT that S3
+# verifies (send exactly the returned headers), versioned in place; known content is not re-sent.
+printf 'id,radius,label\n%s,15.0,0\n' "$RANDOM$RANDOM" > /tmp/direct.csv
+SHA=$(sha256sum /tmp/direct.csv | cut -d' ' -f1)
+UPLOAD=$(call -X POST "$URL/datasets/$DS/uploads" -d '{"filename": "direct.csv", "sha256": "'"$SHA"'"}')
+mapfile -t SIGNED < <(jq -r '.headers | to_entries[] | "-H", "\(.key): \(.value)"' <<<"$UPLOAD")
+curl -fsS --upload-file /tmp/direct.csv "${SIGNED[@]}" "$(jq -r .url <<<"$UPLOAD")"
+for _ in $(seq 1 30); do
+  [ "$(call "$URL/datasets/$DS/versions" | jq '.versions | length')" -ge 3 ] && break; sleep 1
+done
+call -X POST "$URL/datasets/$DS/uploads" -d '{"filename": "again.csv", "sha256": "'"$SHA"'"}' \
+  | jq -c '{status, version_id}'  # "exists": nothing to upload
 OUT=$(call -X POST "$URL/datasets/$DS/transformations" -d '{
   "transformation": {"type": "filter", "predicates": [{"column": "radius", "op": "lt", "value": 15}]},
   "source_version_ids": ["'"$V1"'"]}')

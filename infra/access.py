@@ -96,6 +96,10 @@ FUNCTION_ACCESS: dict[str, Access] = {
     "dataset_ingest": Access(
         domains=frozenset({"dataversion", "core"}), data_bucket="write", publish=True
     ),
+    # A direct (declared SHA-256) upload landed in cas/: versioned in place.
+    "dataset_upload": Access(
+        domains=frozenset({"dataversion", "core"}), data_bucket="write", publish=True
+    ),
     # Queued explanation jobs: hands the compute to the explanation function.
     "explanation_worker": Access(
         domains=_EXPLANATION.domains,

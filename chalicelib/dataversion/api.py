@@ -125,15 +125,22 @@ class CreateVersionBody(BaseModel):
 
 
 class UploadBody(BaseModel):
-    """Body of ``POST /datasets/{id}/uploads``; give ``size_bytes`` to get a multipart upload
-    for large files (parallel parts; required above 5 GiB)."""
+    """Body of ``POST /datasets/{id}/uploads``.
+
+    Give ``sha256`` (the file's digest) for a direct upload: new content goes straight into
+    content-addressed storage in one PUT that S3 verifies, and content the dataset already has
+    is not uploaded at all. Give ``size_bytes`` to get a multipart upload for large files when
+    no digest is given (parallel parts; required above 5 GiB).
+    """
 
     filename: str = Field(default="data.csv", min_length=1, max_length=200)
     size_bytes: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class UploadOut(BaseModel):
-    """Presigned PUT URL(s) for one file: ``url`` (single PUT) or ``part_urls`` (multipart)."""
+    """What to upload: ``url`` (one PUT with exactly ``headers``), ``part_urls`` (multipart),
+    or nothing (``status`` ``exists``: the dataset has this content as ``version_id``)."""
 
     key: str
     url: str | None
@@ -142,6 +149,10 @@ class UploadOut(BaseModel):
     upload_id: str | None
     part_size: int | None
     part_urls: list[str] | None
+    headers: dict[str, str]
+    status: Literal["upload", "exists"]
+    mode: Literal["direct", "staged", "none"]
+    version_id: str | None
 
 
 class PartIn(BaseModel):
@@ -478,14 +489,20 @@ def create_version(ctx: RequestContext, dataset_id: str) -> Any:
     body=UploadBody,
     response=UploadOut,
     status=201,
+    responses={200: "the dataset already has this sha256: nothing to upload"},
 )
-def create_upload(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
-    """Presigned PUT URL under incoming/ for a file of any size; S3 makes it a version."""
+def create_upload(ctx: RequestContext, dataset_id: str) -> Any:
+    """Presigned PUT URL(s) for a file of any size; the S3 trigger makes it a version.
+
+    With ``sha256``: ``exists`` (200) when the dataset already has that content, else a
+    direct, S3-verified PUT into content-addressed storage (201).
+    """
     body: UploadBody = ctx.body
     upload = get_dataset_service().create_upload(
-        _principal(ctx), dataset_id, body.filename, body.size_bytes
+        _principal(ctx), dataset_id, body.filename, body.size_bytes, body.sha256
     )
-    return {**upload.__dict__, "method": "PUT"}
+    shown = {**upload.__dict__, "method": "PUT"}
+    return ApiResponse(shown, 200) if upload.status == "exists" else shown
 
 
 @api.route(

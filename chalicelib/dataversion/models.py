@@ -285,12 +285,14 @@ class DatasetUsage:
 
 @dataclass
 class Rejection:
-    """A file under ``incoming/`` that could not become a version.
+    """A file under ``incoming/`` (or a direct upload into ``cas/``) that could not become a
+    version.
 
     Attributes:
-        source_key: The incoming key.
+        source_key: The incoming (or direct upload's) key.
         etag: Its ETag when it was rejected.
-        rejected_key: Where it was moved (``rejected/…``).
+        rejected_key: Where it was moved (``rejected/…``), or its own key when the bytes stayed
+            (a direct upload whose content matches its address).
         reason: Why.
         rejected_at: Time (UTC).
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,13 @@ from chalicelib.dataversion.reconstruction import (
     ReproducibilityReport,
 )
 from chalicelib.dataversion.repository import DatasetNotFound, DatasetVersionNotFound
-from chalicelib.dataversion.storage import INCOMING_PREFIX
+from chalicelib.dataversion.storage import (
+    INCOMING_PREFIX,
+    META_CREATED_BY,
+    META_DATASET,
+    META_FILENAME,
+    cas_key,
+)
 from chalicelib.dataversion.versioning import (
     DatasetVersioningEngine,
     VersionOutcome,
@@ -41,11 +47,14 @@ from chalicelib.dataversion.versioning import (
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
 
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MIN_PART_BYTES = 16 * 1024 * 1024
 MAX_PART_BYTES = 5 * 1024 * 1024 * 1024  # S3's part limit
+MAX_SINGLE_PUT_BYTES = 5 * 1024 * 1024 * 1024  # S3's limit for one PUT (a direct upload)
 # At most 1,000 presigned part URLs per response (about 600 KB of JSON, well under Lambda's
 # 6 MB response limit); parts grow with the file instead, up to S3's 5 GiB part limit.
 MAX_PARTS = 1_000
@@ -56,17 +65,28 @@ MAX_UPLOAD_BYTES = MAX_PARTS * MAX_PART_BYTES
 class Upload:
     """A presigned upload; the S3 trigger makes the uploaded file a version.
 
-    Single PUT (``url``) for files up to ``MULTIPART_THRESHOLD`` (or of unknown size);
-    above that, a multipart upload: PUT each part to its ``part_urls`` entry (in parallel if
-    you like), then complete it with the parts' ETags.
+    Three shapes:
+
+    * **Direct** (the caller declared the file's SHA-256 and the content is new): one PUT of
+      ``url`` with ``headers``, straight into content-addressed storage. S3 checks the digest
+      and the ingest versions the object where it is, with no copy.
+    * **Exists** (``status`` ``exists``): this dataset already has a version with that
+      SHA-256 (``version_id``); nothing to upload.
+    * **Staged**: a single PUT (``url``) under ``incoming/<dataset_id>/`` for files up to
+      ``MULTIPART_THRESHOLD`` or of unknown size; above that, a multipart upload: PUT each part
+      to its ``part_urls`` entry (in parallel if you like), then complete it with the ETags.
 
     Attributes:
-        key: The object key under ``incoming/<dataset_id>/``.
-        url: The single-PUT URL (``None`` for multipart).
+        key: The object key.
+        url: The single-PUT URL (``None`` for multipart and ``exists``).
         expires_in: Seconds the URLs stay valid.
         upload_id: The multipart upload id.
         part_size: Bytes per part (the last part may be smaller).
         part_urls: One URL per part, part numbers starting at 1.
+        headers: Headers the PUT must carry exactly (they are signed into ``url``).
+        status: ``upload`` or ``exists``.
+        version_id: The existing version, for ``exists``.
+        mode: ``direct``, ``staged`` or ``none`` (``exists``).
     """
 
     key: str
@@ -75,6 +95,10 @@ class Upload:
     upload_id: str | None = None
     part_size: int | None = None
     part_urls: list[str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    status: str = "upload"
+    version_id: str | None = None
+    mode: str = "staged"
 
 
 class DatasetService:
@@ -167,8 +191,18 @@ class DatasetService:
         dataset_id: str,
         filename: str,
         size_bytes: int | None = None,
+        sha256: str | None = None,
     ) -> Upload:
-        """Presigned upload URL(s) under ``incoming/<dataset_id>/`` for one file.
+        """Presigned upload URL(s) for one file (see :class:`Upload` for the three shapes).
+
+        Args:
+            principal: The caller (writer on the dataset).
+            dataset_id: The dataset.
+            filename: The file's name; its extension picks the format.
+            size_bytes: The file's size: above ``MULTIPART_THRESHOLD`` a staged upload is
+                multipart; a direct upload is one PUT, so at most 5 GiB.
+            sha256: The file's SHA-256 (hex). New content then goes straight to
+                content-addressed storage; content the dataset already has is not uploaded.
 
         Raises:
             PayloadTooLarge: Over ``MAX_UPLOAD_BYTES`` (1,000 parts of 5 GiB).
@@ -178,16 +212,61 @@ class DatasetService:
 
         dataset = self.writable(principal, dataset_id)
         safe = _UNSAFE.sub("_", filename).strip("._") or "data"
-        key = f"{INCOMING_PREFIX}{dataset.dataset_id}/{uuid.uuid4().hex}-{safe[:120]}"
         seconds = get_settings().presign_seconds
         if size_bytes is not None and size_bytes > MAX_UPLOAD_BYTES:
             raise PayloadTooLarge(f"files are limited to {MAX_UPLOAD_BYTES} bytes")
+        if sha256 is not None:
+            direct = self._direct_upload(principal, dataset, safe, size_bytes, sha256, seconds)
+            if direct is not None:
+                return direct
+        key = f"{INCOMING_PREFIX}{dataset.dataset_id}/{uuid.uuid4().hex}-{safe[:120]}"
         if size_bytes is None or size_bytes <= MULTIPART_THRESHOLD:
             return Upload(key, self.engine.store.presign_put(key, seconds), seconds)
         part_size = max(MIN_PART_BYTES, -(-size_bytes // MAX_PARTS))
         parts = -(-size_bytes // part_size)
         upload_id, urls = self.engine.store.start_presigned_multipart(key, parts, seconds)
         return Upload(key, None, seconds, upload_id, part_size, urls)
+
+    def _direct_upload(
+        self,
+        principal: Principal,
+        dataset: Dataset,
+        filename: str,
+        size_bytes: int | None,
+        sha256: str,
+        seconds: int,
+    ) -> Upload | None:
+        """The ``exists`` or direct upload for a declared digest, or ``None`` for a staged one.
+
+        Content already in ``cas/`` (another dataset's, say) is staged rather than linked: the
+        caller has not shown that it holds those bytes, and the staged ingest checks that it
+        does before deduplicating (no copy is made then either).
+        """
+        digest = sha256.lower()
+        if not _SHA256.fullmatch(digest):
+            raise ValidationError("sha256 must be 64 hexadecimal characters")
+        existing = self.engine.repository.version_by_hash(dataset.dataset_id, digest)
+        if existing is not None:
+            return Upload(
+                existing.storage_key,
+                None,
+                0,
+                status="exists",
+                version_id=existing.version_id,
+                mode="none",
+            )
+        key = cas_key(digest)
+        if (
+            size_bytes is not None and size_bytes > MAX_SINGLE_PUT_BYTES
+        ) or self.engine.store.exists(key):
+            return None
+        metadata = {
+            META_DATASET: dataset.dataset_id,
+            META_FILENAME: filename[:120],
+            META_CREATED_BY: _NOT_HEADER_SAFE.sub("_", principal.principal)[:200],
+        }
+        url, headers = self.engine.store.presign_verified_put(key, digest, metadata, seconds)
+        return Upload(key, url, seconds, headers=headers, mode="direct")
 
     def complete_upload(
         self,

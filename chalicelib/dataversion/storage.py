@@ -3,18 +3,23 @@
 Layout of the data bucket:
 
 * ``incoming/<dataset name or id>/<file>``: uploads; each new object triggers an ingest.
-* ``cas/sha256/ab/cdef…``: content-addressed version bytes, written once per distinct content.
+* ``cas/sha256/ab/cdef…``: content-addressed version bytes, written once per distinct content:
+  copied from ``incoming/`` or ``tmp/``, or PUT there directly by a client that declared the
+  SHA-256 (S3 checks it; ``If-None-Match: *`` means such a PUT can create but never replace).
+  Direct PUTs carry the dataset in their metadata and also trigger an ingest.
 * ``tmp/<uuid>``: inline uploads being hashed; copied into ``cas/`` and deleted.
 * ``rejected/<path>``: incoming files that could not become a version (reason in DynamoDB).
 """
 
 from __future__ import annotations
 
+import base64
 import queue
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core import aws
@@ -30,9 +35,22 @@ INCOMING_PREFIX = "incoming/"
 REJECTED_PREFIX = "rejected/"
 
 
+# User metadata of a direct (declared SHA-256) upload, signed into its presigned URL.
+META_DATASET = "synapse-dataset"
+META_CREATED_BY = "synapse-created-by"
+META_FILENAME = "synapse-filename"
+_CAS_KEY = re.compile(r"^cas/sha256/([0-9a-f]{2})/([0-9a-f]{62})$")
+
+
 def cas_key(sha256: str) -> str:
     """The content-addressed key of a digest: ``cas/sha256/ab/cdef…``."""
     return f"{CAS_PREFIX}{sha256[:2]}/{sha256[2:]}"
+
+
+def digest_of(key: str) -> str | None:
+    """The SHA-256 a content-addressed key stands for (``None`` for any other key)."""
+    found = _CAS_KEY.match(key)
+    return None if found is None else found.group(1) + found.group(2)
 
 
 @dataclass(frozen=True)
@@ -44,12 +62,14 @@ class ObjectInfo:
         size: Content length.
         etag: ETag without quotes.
         version_id: S3 version id when the bucket is versioned.
+        metadata: User metadata (``x-amz-meta-*`` without the prefix).
     """
 
     key: str
     size: int
     etag: str
     version_id: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class DataStore:
@@ -84,6 +104,7 @@ class DataStore:
             size=int(found["ContentLength"]),
             etag=str(found.get("ETag", "")).strip('"'),
             version_id=found.get("VersionId") if version_id else None,
+            metadata=dict(found.get("Metadata") or {}),
         )
 
     def exists(self, key: str) -> bool:
@@ -212,6 +233,34 @@ class DataStore:
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=expires or get_settings().presign_seconds,
         )
+
+    def presign_verified_put(
+        self, key: str, sha256: str, metadata: dict[str, str], expires: int | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """A presigned PUT that only creates ``key`` and only with content of digest ``sha256``.
+
+        The checksum, ``If-None-Match: *`` and the metadata are signed into the URL, so the
+        client must send exactly the returned headers: S3 refuses a body whose SHA-256 differs
+        (``BadDigest``) and any PUT once the key exists (``412 PreconditionFailed``).
+
+        Returns:
+            The URL and the headers the PUT must carry.
+        """
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        url = self.s3.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ChecksumSHA256": checksum,
+                "IfNoneMatch": "*",
+                "Metadata": metadata,
+            },
+            ExpiresIn=expires or get_settings().presign_seconds,
+        )
+        headers = {"x-amz-checksum-sha256": checksum, "If-None-Match": "*"}
+        headers.update({f"x-amz-meta-{name}": value for name, value in metadata.items()})
+        return url, headers
 
     def start_presigned_multipart(
         self, key: str, parts: int, expires: int | None = None

@@ -58,11 +58,17 @@ from chalicelib.dataversion.schema import (
     validate_schema_evolution,
 )
 from chalicelib.dataversion.storage import (
+    CAS_PREFIX,
     CHUNK_BYTES,
     INCOMING_PREFIX,
+    META_CREATED_BY,
+    META_DATASET,
+    META_FILENAME,
     REJECTED_PREFIX,
     DataStore,
+    ObjectInfo,
     cas_key,
+    digest_of,
 )
 
 MAX_ALLOCATION_ATTEMPTS = 200
@@ -100,7 +106,8 @@ class IngestOutcome:
     """What an S3-triggered ingest did with one object.
 
     Attributes:
-        status: ``created``, ``duplicate``, ``rejected`` or ``missing`` (already handled).
+        status: ``created``, ``duplicate``, ``rejected``, ``missing`` (already handled) or
+            ``ignored`` (a ``cas/`` object that is not a direct upload).
         key: The incoming key.
         version: The version, when created or deduplicated.
         reason: Why it was rejected.
@@ -507,6 +514,8 @@ class DatasetVersioningEngine:
         often and in whatever order its events arrive. Files for unknown datasets, or whose
         content is refused, are moved to ``rejected/`` with the reason recorded.
         """
+        if key.startswith(CAS_PREFIX):
+            return self._ingest_direct(key, s3_version_id)
         info = self.store.head(key, s3_version_id)
         if info is None:
             logger.info("incoming object already handled or gone", extra={"key": key})
@@ -539,6 +548,70 @@ class DatasetVersioningEngine:
         self._remove_incoming(key, info.etag)
         status = "created" if outcome.created else "duplicate"
         return IngestOutcome(status, key, outcome.version)
+
+    def _ingest_direct(self, key: str, s3_version_id: str | None) -> IngestOutcome:
+        """Turns a direct upload (a PUT straight to ``cas/…`` with the dataset in its metadata,
+        see :meth:`DataStore.presign_verified_put`) into a version, in place: nothing is copied.
+
+        The content is still read once, for the row count and the schema, and hashed on the
+        way: S3 has already checked the digest, but an emulator may not, and a CAS object
+        whose bytes differ from its address is removed rather than versioned. Objects without
+        the metadata (copies into ``cas/`` made by the other paths) are ignored.
+        """
+        expected = digest_of(key)
+        info = self.store.head(key, s3_version_id)
+        if info is None or expected is None or META_DATASET not in info.metadata:
+            return IngestOutcome("ignored", key)
+        source = source_ref(self.store.bucket, key, info.etag, s3_version_id)
+        done = self.repository.version_for_source(source)
+        if done is not None:
+            return IngestOutcome("duplicate", key, done)
+        earlier = self.repository.get_rejection(key, info.etag)
+        if earlier is not None:
+            return IngestOutcome("rejected", key, reason=earlier.reason)
+        dataset = self.repository.find_dataset(info.metadata[META_DATASET])
+        if dataset is None:
+            reason = f"no dataset with id '{info.metadata[META_DATASET]}'"
+            return self._reject_direct(key, info, reason, remove=False)
+        filename = info.metadata.get(META_FILENAME, "")
+        fmt = format_for_key(filename, dataset.format)
+        observer = _Observer(fmt, self.sample_rows)
+        created_by = info.metadata.get(META_CREATED_BY) or f"s3:{key}"
+        request = VersionRequest(created_by=created_by, format=fmt, source_key=key)
+        try:
+            for chunk in self.store.iter_object(key, s3_version_id):
+                observer.see(chunk)
+            content = observer.result()
+            if content.sha256 != expected:
+                reason = f"content hashes to {content.sha256}, not the declared {expected}"
+                return self._reject_direct(key, info, reason, remove=True)
+            outcome = self._commit(dataset, fmt, content, request, key, None, source)
+        except (UnprocessableEntity, Conflict) as exc:
+            return self._reject_direct(key, info, exc.message, remove=False)
+        status = "created" if outcome.created else "duplicate"
+        return IngestOutcome(status, key, outcome.version)
+
+    def _reject_direct(
+        self, key: str, info: ObjectInfo, reason: str, remove: bool
+    ) -> IngestOutcome:
+        """Records why a direct upload did not become a version.
+
+        Its bytes stay where they are (they match their address, and other versions may come to
+        use them) unless ``remove``: then they do not match it and are moved to ``rejected/``.
+        """
+        rejected_key = key
+        if remove:
+            rejected_key = f"{REJECTED_PREFIX}{key}"
+            self.store.copy(key, rejected_key, info.size, info.version_id)
+            self.store.delete(key)
+        rejection = Rejection(key, info.etag, rejected_key, reason, self.clock.now())
+        self.repository.record_rejection(rejection)
+        self.event_bus.publish(
+            "DatasetVersionRejected",
+            {"source_key": key, "etag": info.etag, "rejected_key": rejected_key, "reason": reason},
+        )
+        logger.warning("direct upload rejected", extra={"key": key, "reason": reason})
+        return IngestOutcome("rejected", key, reason=reason)
 
     def _remove_incoming(self, key: str, etag: str) -> None:
         current = self.store.head(key)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from chalicelib.core import aws
 from chalicelib.core.config import Settings, get_settings, region
 from chalicelib.core.tables import create_all_tables
-
-INCOMING_PREFIX = "incoming/"
+from chalicelib.dataversion.storage import CAS_PREFIX, INCOMING_PREFIX
 
 
 def s3_events_queue_name() -> str:
@@ -66,17 +65,19 @@ def _create_queue(name: str) -> tuple[str, str]:
 
 
 def _notify_incoming(bucket: str, queue_arn: str) -> None:
+    """Every new object under ``incoming/`` and every PUT into ``cas/``, as the deployed stack
+    subscribes ``dataset_ingest`` and ``dataset_upload``."""
+    subscriptions = ((INCOMING_PREFIX, "s3:ObjectCreated:*"), (CAS_PREFIX, "s3:ObjectCreated:Put"))
     aws.client("s3").put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
             "QueueConfigurations": [
                 {
                     "QueueArn": queue_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {
-                        "Key": {"FilterRules": [{"Name": "prefix", "Value": INCOMING_PREFIX}]}
-                    },
+                    "Events": [events],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
                 }
+                for prefix, events in subscriptions
             ]
         },
     )
