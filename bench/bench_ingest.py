@@ -1,26 +1,32 @@
 """Ingest: version a large file end to end (presigned upload + S3-triggered ingest) against moto.
 
 Setup: moto's ``ThreadedMotoServer`` on 127.0.0.1 (random port), bootstrapped like a deployment
-(tables, data bucket, the S3→SQS notification on ``incoming/``). For each size (256 MiB and
-1 GiB; ``--quick``: 64 and 256 MiB) a CSV file is generated on disk, then:
+(tables, data bucket, the S3→SQS notifications on ``incoming/`` and ``cas/``). For each size
+(256 MiB and 1 GiB; ``--quick``: 64 and 256 MiB) a CSV file is generated on disk and versioned
+both ways a client can, each into a fresh dataset with empty storage:
 
-1. **Upload**: the service call behind ``POST /datasets/{id}/uploads`` (with ``size_bytes``)
-   gives a presigned multipart upload; the parts are streamed from disk with ``requests``,
-   four at a time, and completed (``POST /datasets/{id}/uploads/complete``).
-2. **Ingest**: a fresh subprocess runs the local stack's ``S3EventPump`` over the app's
-   ``dataset_ingest`` handler: it receives the bucket's notification from SQS, streams the object
-   once (sha256 + row count + schema sample) and copies it server-side into ``cas/``. The worker
-   reports its wall time, the time spent hashing/inspecting and its peak RSS (``VmHWM`` of
-   the fresh worker process, i.e. the ingest's own high-water mark).
+1. **Staged** (no digest declared): the service call behind ``POST /datasets/{id}/uploads``
+   (with ``size_bytes``) gives a presigned multipart upload under ``incoming/``; the parts are
+   streamed from disk with ``requests``, four at a time, and completed. The ingest streams the
+   object once (sha256 + row count + schema sample) and copies it server-side into ``cas/``.
+2. **Direct** (``sha256`` declared): the client hashes the file (timed as part of the upload),
+   gets one PUT URL straight to the content address with the checksum and ``If-None-Match: *``
+   signed in, and PUTs it. The ingest streams it once (row count, schema, a second hash as a
+   check) and versions it where it lies: no copy.
+
+   In both, a fresh subprocess runs the local stack's ``S3EventPump`` over the app's
+   ``@app.on_s3_event`` handlers and reports its wall time, the time spent hashing/inspecting
+   and its peak RSS (``VmHWM``: the worker's own high-water mark).
 3. **Raw sha256**: ``hashlib.sha256`` over the same bytes (8 MiB chunks from the page cache;
    only the ``update`` calls are timed).
 4. **Peer**: ``dvc add`` + ``dvc push`` of the same file to a bucket on the same moto server,
    with DVC from ``bench/.dvc-venv`` or ``DVC_BIN`` (DVC pins an older botocore than this
    project, so it lives in its own virtualenv; see ``requirements-bench.txt``).
 
-Reported (markdown table + ``bench/results/ingest.json``): end-to-end MB/s (upload + ingest) vs
-DVC, ingest-only MB/s, hashing MB/s during ingest vs raw sha256, and peak memory at both sizes.
-MB = 10^6 bytes. Usage: ``.venv/bin/python bench/bench_ingest.py [--quick]``.
+Reported (markdown table + ``bench/results/ingest.json``): end-to-end MB/s (upload + ingest) of
+both paths vs DVC (the direct path carries the target), ingest-only MB/s, hashing MB/s during
+ingest vs raw sha256, and peak memory at both sizes. MB = 10^6 bytes.
+Usage: ``.venv/bin/python bench/bench_ingest.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ from results_io import machine_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
 MIB = 1024 * 1024
 CHUNK = 8 * MIB
 DVC_BUCKET = "synapse-bench-dvc"
@@ -211,18 +216,33 @@ def upload_session() -> Any:
     return session
 
 
-def upload_file(service: Any, admin: Any, dataset_id: str, path: Path) -> None:
-    """Uploads ``path`` the way a client would: presigned multipart, parts streamed from disk in
-    parallel (single PUT below the multipart threshold), then completes the upload."""
+def file_sha256(path: Path) -> str:
+    """The client's side of a direct upload: the file's digest, read from disk."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_file(service: Any, admin: Any, dataset_id: str, path: Path, declare: bool) -> str:
+    """Uploads ``path`` the way a client would and returns the upload mode.
+
+    ``declare``: hash the file, declare the digest and PUT it once with the signed headers
+    (a direct upload). Otherwise presigned multipart, parts streamed from disk in parallel
+    (single PUT below the multipart threshold), then complete the upload.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     size = path.stat().st_size
-    upload = service.create_upload(admin, dataset_id, path.name, size)
+    digest = file_sha256(path) if declare else None
+    upload = service.create_upload(admin, dataset_id, path.name, size, digest)
     session = upload_session()
     if upload.url is not None:
         with path.open("rb") as handle:
-            session.put(upload.url, data=handle, timeout=600).raise_for_status()
-        return
+            response = session.put(upload.url, data=handle, headers=upload.headers, timeout=600)
+        response.raise_for_status()
+        return upload.mode
 
     def put_part(numbered: tuple[int, str]) -> tuple[int, str]:
         number, url = numbered
@@ -236,6 +256,7 @@ def upload_file(service: Any, admin: Any, dataset_id: str, path: Path) -> None:
     with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
         etags = list(pool.map(put_part, enumerate(upload.part_urls, start=1)))
     service.complete_upload(admin, dataset_id, upload.key, upload.upload_id, etags)
+    return upload.mode
 
 
 class PartReader:
@@ -259,6 +280,25 @@ def mb_per_s(size: int, seconds: float) -> float:
     return size / 1e6 / seconds if seconds > 0 else float("inf")
 
 
+def version_once(
+    service: Any, admin: Any, path: Path, env: dict[str, str], queue_url: str, declare: bool
+) -> dict[str, Any]:
+    """Uploads ``path`` into a new dataset, runs the triggered ingest in a fresh worker and
+    removes the stored bytes again (so the next path starts with empty storage)."""
+    dataset = service.create_dataset(
+        admin, f"bench-{path.stem}-{time.time_ns()}", [], "csv", "backward", "", None
+    )
+    started = time.perf_counter()
+    mode = upload_file(service, admin, dataset.dataset_id, path, declare)
+    upload_seconds = time.perf_counter() - started
+    worker = run_worker(env, queue_url)
+    if not worker["delivered"] or worker["failures"]:
+        raise RuntimeError(f"ingest did not complete: {worker}")
+    version = service.engine.get_version(dataset.dataset_id)
+    service.engine.store.delete(version.storage_key)
+    return {"mode": mode, "upload_seconds": upload_seconds, "version": version, **worker}
+
+
 def measure_size(
     size: int, tmp: Path, env: dict[str, str], resources: Any, dvc: str | None, endpoint: str
 ) -> dict[str, Any]:
@@ -270,36 +310,28 @@ def measure_size(
     actual = path.stat().st_size
     admin = Principal("bench", "k", frozenset({"admin"}))
     service = get_dataset_service()
-    dataset = service.create_dataset(
-        admin, f"bench-{size // MIB}-{time.time_ns()}", [], "csv", "backward", "", None
-    )
-    started = time.perf_counter()
-    upload_file(service, admin, dataset.dataset_id, path)
-    upload_seconds = time.perf_counter() - started
-    worker = run_worker(env, resources.s3_events_queue_url)
-    if not worker["delivered"] or worker["failures"]:
-        raise RuntimeError(f"ingest did not complete: {worker}")
-    version = service.engine.get_version(dataset.dataset_id)
+    queue = resources.s3_events_queue_url
+    staged = version_once(service, admin, path, env, queue, declare=False)
+    direct = version_once(service, admin, path, env, queue, declare=True)
+    if direct["mode"] != "direct":
+        raise RuntimeError(f"expected a direct upload, got {direct['mode']}")
     sha_seconds, expected = raw_sha256(path)
-    if expected != version.sha256:
-        raise RuntimeError("ingested hash differs from the file's sha256")
+    for run in (staged, direct):
+        if run.pop("version").sha256 != expected:
+            raise RuntimeError("ingested hash differs from the file's sha256")
     dvc_seconds, dvc_error = None, None
     if dvc:
         try:
             dvc_seconds = run_dvc(dvc, env, endpoint, path, str(size))
         except subprocess.CalledProcessError as exc:
             dvc_error = (exc.stderr or b"").decode(errors="replace")[-300:]
-    service.engine.store.delete(version.storage_key)
     path.unlink()
     return {
         "bytes": actual,
-        "rows": version.row_count,
-        "upload_seconds": upload_seconds,
-        "ingest_seconds": worker["seconds"],
-        "inspect_seconds": worker["inspect_seconds"],
-        "inspected_bytes": worker["inspected_bytes"],
+        "staged": staged,
+        "direct": direct,
         "raw_sha256_seconds": sha_seconds,
-        "maxrss_bytes": worker["maxrss_bytes"],
+        "maxrss_bytes": max(staged["maxrss_bytes"], direct["maxrss_bytes"]),
         "dvc_seconds": dvc_seconds,
         "dvc_error": dvc_error,
     }
@@ -313,31 +345,43 @@ def peer_name(result: dict[str, Any], dvc: str | None) -> str:
     return "dvc add + dvc push (same moto S3)"
 
 
+def end_to_end_row(result: dict[str, Any], path: str, dvc: str | None, headline: bool) -> dict:
+    run = result[path]
+    size = result["bytes"]
+    ours = mb_per_s(size, run["upload_seconds"] + run["seconds"])
+    peer = mb_per_s(size, result["dvc_seconds"]) if result["dvc_seconds"] else None
+    ratio = None if peer is None else ours / peer
+    described = {
+        "direct": "declared SHA-256: client hash + one verified PUT + ingest in place",
+        "staged": "no digest: presigned multipart + ingest + copy into cas/",
+    }[path]
+    return {
+        "figure": f"Version a {size / MIB:.0f} MiB CSV end to end ({described}), MB/s",
+        "ours": round(ours, 1),
+        "peer": None if peer is None else round(peer, 1),
+        "peer_name": peer_name(result, dvc),
+        "ratio": None if ratio is None else round(ratio, 2),
+        "unit": "MB/s",
+        "target": f">= {TARGET_RATIO}x DVC" if headline else "informational",
+        "met": None if ratio is None or not headline else ratio >= TARGET_RATIO,
+        "note": f"upload {run['upload_seconds']:.1f} s + ingest {run['seconds']:.1f} s",
+    }
+
+
 def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[str, Any]]:
     largest = results[max(results)]
     smallest = results[min(results)]
     size = largest["bytes"]
-    ours = mb_per_s(size, largest["upload_seconds"] + largest["ingest_seconds"])
-    peer = mb_per_s(size, largest["dvc_seconds"]) if largest["dvc_seconds"] else None
-    hashing = mb_per_s(largest["inspected_bytes"], largest["inspect_seconds"])
-    raw = mb_per_s(size, largest["raw_sha256_seconds"])
     label = f"{size / MIB:.0f} MiB"
-    rows = [
+    staged = largest["staged"]
+    hashing = mb_per_s(staged["inspected_bytes"], staged["inspect_seconds"])
+    raw = mb_per_s(size, largest["raw_sha256_seconds"])
+    return [
+        end_to_end_row(largest, "direct", dvc, headline=True),
+        end_to_end_row(largest, "staged", dvc, headline=False),
         {
-            "figure": f"Version a {label} CSV end to end (presigned upload + S3 ingest), MB/s",
-            "ours": round(ours, 1),
-            "peer": None if peer is None else round(peer, 1),
-            "peer_name": peer_name(largest, dvc),
-            "ratio": None if peer is None else round(ours / peer, 2),
-            "unit": "MB/s",
-            "target": f">= {TARGET_RATIO}x DVC",
-            "met": None if peer is None else ours / peer >= TARGET_RATIO,
-            "note": f"upload {largest['upload_seconds']:.1f} s"
-            f" + ingest {largest['ingest_seconds']:.1f} s",
-        },
-        {
-            "figure": f"S3-triggered ingest alone ({label}: stream, hash, count, copy), MB/s",
-            "ours": round(mb_per_s(size, largest["ingest_seconds"]), 1),
+            "figure": f"S3-triggered ingest alone ({label}, direct: stream, hash, count), MB/s",
+            "ours": round(mb_per_s(size, largest["direct"]["seconds"]), 1),
             "peer": None,
             "ratio": None,
             "unit": "MB/s",
@@ -366,7 +410,6 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
             "note": "includes the interpreter and imports",
         },
     ]
-    return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
