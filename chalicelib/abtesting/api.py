@@ -547,3 +547,46 @@ def get_rollback_policy(ctx: RequestContext, experiment_id: str) -> dict[str, An
     """The rollback policy in force (the default one when none was stored)."""
     _engine().get_experiment(experiment_id)
     return _rollback().get_policy(experiment_id).__dict__
+
+
+class SampleSizeQuery(_Strict):
+    """Query of ``GET /stats/sample-size``."""
+
+    baseline_rate: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    minimum_detectable_effect: float = Field(
+        allow_inf_nan=False, description="relative change to detect: 0.1 = +10 %"
+    )
+    confidence_level: float = Field(default=0.95, gt=0, lt=1, allow_inf_nan=False)
+    power: float = Field(default=0.8, gt=0, lt=1, allow_inf_nan=False)
+    variants: int = Field(default=2, ge=2, le=100)
+    daily_traffic: int | None = Field(default=None, ge=1)
+
+
+class SampleSizeOut(BaseModel):
+    """Traffic an experiment on a rate needs (see ``plan_sample_size``)."""
+
+    per_variant: int
+    total: int
+    comparisons: int
+    confidence_level: float
+    confidence_per_comparison: float
+    power: float
+    baseline_rate: float
+    target_rate: float
+    days: int | None
+    method: str
+
+
+@api.route(
+    "/stats/sample-size",
+    "GET",
+    query=SampleSizeQuery,
+    response=SampleSizeOut,
+    responses={422: "no sample size: a rate leaves (0, 1), or the effect is zero or too small"},
+)
+def sample_size(ctx: RequestContext) -> dict[str, Any]:
+    """Requests per arm (and days, given daily traffic) to detect a relative change of a rate."""
+    from chalicelib.abtesting.statistics import plan_sample_size
+
+    query: SampleSizeQuery = ctx.query
+    return plan_sample_size(**query.model_dump()).__dict__

@@ -99,6 +99,89 @@ class ExperimentAnalysis:
     warnings: list[str] = field(default_factory=list)
 
 
+# Beyond this many requests per arm an effect is, in practice, undetectable.
+MAX_SAMPLE_SIZE = 1e12
+
+
+@dataclass(frozen=True)
+class SampleSizePlan:
+    """How much traffic an experiment on a rate needs.
+
+    Attributes:
+        per_variant: Requests each arm needs.
+        total: Requests over all arms (equal split).
+        comparisons: Treatments compared with the control.
+        confidence_level: The requested (family-wise) confidence.
+        confidence_per_comparison: After the Bonferroni split over ``comparisons``.
+        power: 1 - beta of each comparison.
+        baseline_rate: The control's rate.
+        target_rate: The rate the smallest effect of interest leads to.
+        days: Days to reach ``total`` at the given daily traffic (``None`` without it).
+        method: How it was computed.
+    """
+
+    per_variant: int
+    total: int
+    comparisons: int
+    confidence_level: float
+    confidence_per_comparison: float
+    power: float
+    baseline_rate: float
+    target_rate: float
+    days: int | None
+    method: str = (
+        "two-sided two-proportion z-test on Cohen's h (as statsmodels' NormalIndPower), "
+        "Bonferroni over the comparisons with the control"
+    )
+
+
+def plan_sample_size(
+    baseline_rate: float,
+    minimum_detectable_effect: float,
+    confidence_level: float = 0.95,
+    power: float = 0.8,
+    variants: int = 2,
+    daily_traffic: int | None = None,
+) -> SampleSizePlan:
+    """Requests per arm, in total and in days, to detect a relative change of a rate.
+
+    With more than one treatment, each comparison with the control is tested at
+    ``1 - (1 - confidence_level) / (variants - 1)`` (Bonferroni: the bound the analysis's Holm
+    correction never needs more than).
+
+    Args:
+        baseline_rate: The control's rate, in (0, 1).
+        minimum_detectable_effect: Relative change to detect (0.1 = +10 %).
+        confidence_level: Family-wise 1 - alpha.
+        power: 1 - beta.
+        variants: Arms including the control (at least 2).
+        daily_traffic: Requests per day over all arms, for ``days``.
+
+    Raises:
+        UnprocessableEntity: Fewer than 2 variants, no positive traffic, or what
+            :meth:`StatisticalAnalyzer.calculate_sample_size_requirement` refuses.
+    """
+    if variants < 2 or (daily_traffic is not None and daily_traffic < 1):
+        raise UnprocessableEntity("need at least 2 variants and a positive daily_traffic")
+    comparisons = variants - 1
+    per_comparison = 1 - (1 - confidence_level) / comparisons
+    per_variant = StatisticalAnalyzer().calculate_sample_size_requirement(
+        baseline_rate, minimum_detectable_effect, per_comparison, power
+    )
+    total = per_variant * variants
+    return SampleSizePlan(
+        per_variant=per_variant,
+        total=total,
+        comparisons=comparisons,
+        confidence_level=confidence_level,
+        confidence_per_comparison=per_comparison,
+        power=power,
+        baseline_rate=baseline_rate,
+        target_rate=baseline_rate * (1 + minimum_detectable_effect),
+        days=None if daily_traffic is None else math.ceil(total / daily_traffic),
+    )
+
+
 class StatisticalAnalyzer:
     """Significance tests, sample sizes, guardrails, SRM and Holm correction.
 
@@ -234,7 +317,8 @@ class StatisticalAnalyzer:
             power: 1 - beta.
 
         Raises:
-            UnprocessableEntity: A rate outside (0, 1), a zero effect, or a level outside (0, 1).
+            UnprocessableEntity: A rate outside (0, 1), a zero effect, a level outside (0, 1),
+                or an effect too small to detect within ``MAX_SAMPLE_SIZE`` requests per arm.
         """
         target = baseline_rate * (1 + minimum_detectable_effect)
         checks = (
@@ -252,7 +336,12 @@ class StatisticalAnalyzer:
         h = 2 * math.asin(math.sqrt(target)) - 2 * math.asin(math.sqrt(baseline_rate))
         z_alpha = _NORMAL.inv_cdf(1 - (1 - confidence_level) / 2)
         z_beta = _NORMAL.inv_cdf(power)
-        return math.ceil(2 * ((z_alpha + z_beta) / abs(h)) ** 2)
+        needed = 2 * ((z_alpha + z_beta) / abs(h)) ** 2 if h else math.inf
+        if not needed <= MAX_SAMPLE_SIZE:
+            raise UnprocessableEntity(
+                f"detecting this effect needs more than {MAX_SAMPLE_SIZE:.0e} requests per arm"
+            )
+        return math.ceil(needed)
 
     def check_guardrail_metrics(
         self,

@@ -334,3 +334,23 @@ def test_concurrent_outcome_posts_give_exact_counts(
     metrics = http.call("GET", f"/experiments/{experiment_id}/metrics").data["variants"]
     assert metrics["control"]["request_count"] + metrics["treatment"]["request_count"] == 270
     assert metrics["control"]["request_count"] == 135
+
+
+def test_sample_size_route_plans_traffic_and_refuses_nonsense(http: Http) -> None:
+    path = "/stats/sample-size?baseline_rate=0.1&minimum_detectable_effect=0.1"
+    plan = http.call("GET", f"{path}&daily_traffic=5000")
+    assert plan.status_code == 200, plan.data
+    assert plan.data["per_variant"] == 14_745 and plan.data["total"] == 29_490
+    assert plan.data["days"] == 6 and plan.data["comparisons"] == 1
+    three = http.call("GET", f"{path}&variants=3").data
+    assert three["per_variant"] > 14_745 and three["confidence_per_comparison"] == 0.975
+    for bad in [
+        "/stats/sample-size?baseline_rate=1.5&minimum_detectable_effect=0.1",
+        "/stats/sample-size?baseline_rate=nan&minimum_detectable_effect=0.1",
+        "/stats/sample-size?baseline_rate=0.1",
+        f"{path}&variants=1",
+        f"{path}&power=abc",
+    ]:
+        assert http.call("GET", bad).status_code == 400, bad
+    assert http.call("GET", f"{path[:-3]}0").status_code == 422  # a zero effect
+    assert http.call("GET", f"{path[:-3]}9.5").status_code == 422  # the rate leaves (0, 1)

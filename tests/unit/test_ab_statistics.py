@@ -28,7 +28,11 @@ from chalicelib.abtesting.models import (
     SufficientStats,
     TrafficAllocationStrategy,
 )
-from chalicelib.abtesting.statistics import StatisticalAnalyzer, holm_bonferroni
+from chalicelib.abtesting.statistics import (
+    StatisticalAnalyzer,
+    holm_bonferroni,
+    plan_sample_size,
+)
 from chalicelib.core.errors import UnprocessableEntity
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -147,6 +151,33 @@ def test_sample_size_matches_statsmodels_normal_power(
 
 def test_sample_size_known_value_for_ten_percent_lift_on_ten_percent() -> None:
     assert StatisticalAnalyzer().calculate_sample_size_requirement(0.10, 0.10) == 14_745
+
+
+@pytest.mark.parametrize("variants", [2, 3, 5])
+def test_a_sample_size_plan_splits_alpha_over_the_comparisons(variants: int) -> None:
+    plan = plan_sample_size(0.10, 0.10, 0.95, 0.8, variants=variants, daily_traffic=10_000)
+    alpha = 0.05 / (variants - 1)
+    expected = NormalIndPower().solve_power(
+        effect_size=proportion_effectsize(0.11, 0.10), alpha=alpha, power=0.8
+    )
+    assert plan.per_variant == math.ceil(expected)
+    assert plan.total == plan.per_variant * variants
+    assert plan.comparisons == variants - 1
+    assert plan.days == math.ceil(plan.total / 10_000)
+    assert plan.target_rate == pytest.approx(0.11)
+    if variants == 2:
+        assert plan.per_variant == 14_745
+
+
+def test_a_sample_size_plan_refuses_one_arm_or_no_traffic() -> None:
+    with pytest.raises(UnprocessableEntity):
+        plan_sample_size(0.1, 0.1, variants=1)
+    with pytest.raises(UnprocessableEntity):
+        plan_sample_size(0.1, 0.1, daily_traffic=0)
+    for invisible in (1e-300, 1e-9):  # rounds to no change / needs > 1e12 per arm
+        with pytest.raises(UnprocessableEntity):
+            plan_sample_size(0.1, invisible)
+    assert plan_sample_size(0.1, 0.1).days is None
 
 
 def test_sample_size_rejects_impossible_inputs() -> None:
