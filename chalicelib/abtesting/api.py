@@ -20,6 +20,7 @@ from chalicelib.abtesting.models import (
     Outcome,
     RampSchedule,
 )
+from chalicelib.abtesting.statistics import SampleSizePlan, plan_sample_size
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
 
 api = ApiBlueprint(__name__, tag="experiments")
@@ -562,31 +563,14 @@ class SampleSizeQuery(_Strict):
     daily_traffic: int | None = Field(default=None, ge=1)
 
 
-class SampleSizeOut(BaseModel):
-    """Traffic an experiment on a rate needs (see ``plan_sample_size``)."""
-
-    per_variant: int
-    total: int
-    comparisons: int
-    confidence_level: float
-    confidence_per_comparison: float
-    power: float
-    baseline_rate: float
-    target_rate: float
-    days: int | None
-    method: str
-
-
 @api.route(
     "/stats/sample-size",
     "GET",
     query=SampleSizeQuery,
-    response=SampleSizeOut,
+    response=SampleSizePlan,
     responses={422: "no sample size: a rate leaves (0, 1), or the effect is zero or too small"},
 )
 def sample_size(ctx: RequestContext) -> dict[str, Any]:
     """Requests per arm (and days, given daily traffic) to detect a relative change of a rate."""
-    from chalicelib.abtesting.statistics import plan_sample_size
-
     query: SampleSizeQuery = ctx.query
     return plan_sample_size(**query.model_dump()).__dict__
