@@ -51,6 +51,7 @@ call -X POST "$URL/experiments/$EXP/outcomes" -d '{"outcomes": [
   {"variant_id": "treatment", "request_id": "req-2", "success": true, "latency_ms": 38.0, "converted": true}]}' | jq -c .
 call "$URL/experiments/$EXP/metrics" | jq -c '.variants | map({variant_id, request_count, conversion_rate})'
 call "$URL/experiments/$EXP/analysis" | jq -c '{recommendation}'
+call "$URL/stats/sample-size?baseline_rate=0.1&minimum_detectable_effect=0.1&daily_traffic=5000" | jq -c '{per_variant, total, days}'
 call -X POST "$URL/experiments/$EXP/conclude" -d '{"winning_variant_id": "treatment"}' | jq -r .status
 call "$URL/models/$MODEL" | jq -c '{production_version}'
 
