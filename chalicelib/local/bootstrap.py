@@ -16,6 +16,12 @@ from chalicelib.core.config import Settings, get_settings, region
 from chalicelib.core.tables import create_all_tables
 from chalicelib.dataversion.storage import CAS_PREFIX, INCOMING_PREFIX
 
+# Receives before a message moves to its dead-letter queue, as deployed: S3 invokes the ingest
+# functions asynchronously (one try plus Lambda's two retries, then the function's DLQ), and the
+# jobs queue's redrive policy allows infra.template.QUEUE_MAX_RECEIVES.
+S3_EVENT_ATTEMPTS = 3
+JOBS_MAX_RECEIVES = 5
+
 
 def s3_events_queue_name() -> str:
     """The SQS queue that stands in for the S3 trigger locally."""
@@ -30,8 +36,11 @@ class Resources:
         tables: DynamoDB table names.
         buckets: S3 bucket names.
         event_bus: EventBridge bus name.
-        s3_events_queue_url: Queue receiving the data bucket's ``incoming/`` notifications.
+        s3_events_queue_url: Queue receiving the data bucket's ``incoming/`` and ``cas/``
+            notifications.
         jobs_queue_url: Queue of asynchronous explanation jobs.
+        s3_events_dlq_url: Where S3 events go after ``S3_EVENT_ATTEMPTS`` failed deliveries.
+        jobs_dlq_url: Where jobs go after ``JOBS_MAX_RECEIVES`` failed deliveries.
     """
 
     tables: list[str]
@@ -39,6 +48,8 @@ class Resources:
     event_bus: str
     s3_events_queue_url: str
     jobs_queue_url: str
+    s3_events_dlq_url: str
+    jobs_dlq_url: str
 
 
 def _create_bucket(name: str) -> None:
@@ -56,12 +67,23 @@ def _create_bus(name: str) -> None:
         events.create_event_bus(Name=name)
 
 
-def _create_queue(name: str) -> tuple[str, str]:
+def _queue_arn(url: str) -> str:
+    attributes = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]
+
+
+def _create_queue(name: str, max_receives: int) -> tuple[str, str, str]:
+    """A queue whose messages move to ``<name>-dlq`` after ``max_receives`` receives.
+
+    Returns:
+        The queue's URL and ARN, and the dead-letter queue's URL.
+    """
     sqs = aws.client("sqs")
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    arn = attributes["Attributes"]["QueueArn"]
-    return url, arn
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    redrive = {"deadLetterTargetArn": _queue_arn(dlq_url), "maxReceiveCount": str(max_receives)}
+    attributes = {"VisibilityTimeout": "60", "RedrivePolicy": json.dumps(redrive)}
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    return url, _queue_arn(url), dlq_url
 
 
 def _notify_incoming(bucket: str, queue_arn: str) -> None:
@@ -91,10 +113,10 @@ def bootstrap(settings: Settings | None = None) -> Resources:
     for bucket in buckets:
         _create_bucket(bucket)
     _create_bus(settings.event_bus_name)
-    s3_url, s3_arn = _create_queue(s3_events_queue_name())
-    jobs_url, _ = _create_queue(settings.explanation_jobs_queue)
+    s3_url, s3_arn, s3_dlq = _create_queue(s3_events_queue_name(), S3_EVENT_ATTEMPTS)
+    jobs_url, _, jobs_dlq = _create_queue(settings.explanation_jobs_queue, JOBS_MAX_RECEIVES)
     _notify_incoming(settings.data_bucket, s3_arn)
-    return Resources(tables, buckets, settings.event_bus_name, s3_url, jobs_url)
+    return Resources(tables, buckets, settings.event_bus_name, s3_url, jobs_url, s3_dlq, jobs_dlq)
 
 
 def describe(resources: Resources) -> str:

@@ -273,3 +273,35 @@ def test_multipart_uploads_presign_at_most_a_thousand_parts(http: Http) -> None:
     assert largest["part_size"] <= service.MAX_PART_BYTES
     too_big = http.call("POST", path, {"filename": "x.csv", "size_bytes": limit + 1})
     assert too_big.status_code == 413
+
+
+def test_an_s3_event_whose_handler_keeps_failing_ends_in_the_local_dead_letter_queue(
+    aws: Any,
+) -> None:
+    """As deployed (one try plus Lambda's two retries, then the DLQ), not redelivered forever."""
+    from chalicelib.core import aws as clients
+    from chalicelib.local.bootstrap import S3_EVENT_ATTEMPTS
+    from chalicelib.local.pumps import S3EventPump
+
+    attempts: list[str] = []
+
+    def failing(event: dict[str, Any], context: Any) -> None:
+        attempts.append(event["Records"][0]["s3"]["object"]["key"])
+        raise RuntimeError("ingest keeps failing")
+
+    pump = S3EventPump(aws.s3_events_queue_url, failing, retry_delay_seconds=0)
+    put("incoming/poison.csv", CSV)
+    for _ in range(S3_EVENT_ATTEMPTS + 3):
+        pump.poll_once(wait_seconds=0)
+    assert attempts == ["incoming/poison.csv"] * S3_EVENT_ATTEMPTS
+    dead = clients.client("sqs").receive_message(
+        QueueUrl=aws.s3_events_dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    )["Messages"]
+    assert ["poison.csv" in message["Body"] for message in dead] == [True]
+
+
+def test_the_local_redrive_limits_match_the_deployed_ones() -> None:
+    from chalicelib.local.bootstrap import JOBS_MAX_RECEIVES
+    from infra.template import QUEUE_MAX_RECEIVES
+
+    assert JOBS_MAX_RECEIVES == QUEUE_MAX_RECEIVES
