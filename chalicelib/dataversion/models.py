@@ -17,9 +17,11 @@ from typing import Any
 class DatasetFormat(str, Enum):
     """How a version's bytes are encoded.
 
-    ``csv`` and ``json`` (JSON lines) are inspected: schema inference and row counts. ``parquet``,
-    ``tfrecord`` and ``numpy`` are stored and hashed as opaque bytes. ``pickle`` is accepted only as
-    opaque bytes with a warning on the version and is never loaded.
+    ``csv`` and ``json`` (JSON lines) are inspected: schema inference and row counts.
+    ``parquet``: the row count and the schema come from the file's footer (transformations and
+    row-level compares read CSV and JSON lines only). ``tfrecord`` and ``numpy`` are stored and
+    hashed as opaque bytes. ``pickle`` is accepted only as opaque bytes with a warning on the
+    version and is never loaded.
     """
 
     PARQUET = "parquet"
@@ -30,7 +32,10 @@ class DatasetFormat(str, Enum):
     PICKLE = "pickle"
 
 
+# Formats whose rows the service reads (transformations, row-level compares).
 TABULAR_FORMATS = frozenset({DatasetFormat.CSV, DatasetFormat.JSON})
+# Formats with a schema: inferred on ingest, checked against a declared one, evolved.
+SCHEMA_FORMATS = TABULAR_FORMATS | {DatasetFormat.PARQUET}
 PICKLE_WARNING = (
     "pickle content is stored as opaque bytes and is never loaded by the service; "
     "loading pickle executes arbitrary code, so prefer csv, json lines or parquet"

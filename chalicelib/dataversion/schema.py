@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from chalicelib.dataversion.models import (
 
 DEFAULT_SAMPLE_ROWS = 10_000
 MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+# The end of a Parquet stream kept for its footer (footers are kilobytes to a few megabytes).
+PARQUET_TAIL_BYTES = 16 * 1024 * 1024
 
 _INT = re.compile(r"^[+-]?\d+$")
 _BOOLS = {"true": True, "false": False}
@@ -56,7 +59,7 @@ class SchemaMismatch(UnprocessableEntity):
 
 
 class UnreadableContent(UnprocessableEntity):
-    """CSV / JSON-lines content that cannot be parsed (422)."""
+    """CSV, JSON-lines or Parquet content that cannot be parsed (422)."""
 
     code = "unreadable_content"
 
@@ -168,11 +171,39 @@ class _CsvLineCounter:
         return self.newlines + trailing
 
 
+class _Tail:
+    """The first four and the last ``limit`` (or more) bytes of a stream, kept as references to
+    the chunks that hold them (no copies while streaming)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head = b""
+        self.size = 0
+        self._chunks: deque[bytes] = deque()
+        self._held = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if len(self.head) < 4:
+            self.head += bytes(chunk[: 4 - len(self.head)])
+        self.size += len(chunk)
+        self._chunks.append(chunk)
+        self._held += len(chunk)
+        while self._held - len(self._chunks[0]) >= self.limit:
+            self._held -= len(self._chunks.popleft())
+
+    def bytes(self) -> bytes:
+        return b"".join(self._chunks)
+
+
 class ContentInspector:
     """Consumes a content stream chunk by chunk: counts rows and infers the schema.
 
+    CSV and JSON lines: rows counted exactly, types inferred from a sample. Parquet: the exact
+    row count and the column types and nullability declared in the footer, read from the last
+    ``PARQUET_TAIL_BYTES`` of the stream. Other formats are opaque.
+
     Args:
-        fmt: The content format; only CSV and JSON lines are inspected.
+        fmt: The content format.
         sample_rows: Rows used for type inference (row counting always covers every row).
     """
 
@@ -184,9 +215,12 @@ class ContentInspector:
         self._sample: list[bytes] = []
         self._sample_size = 0
         self._sampling = self.active
+        self._tail = _Tail(PARQUET_TAIL_BYTES) if fmt is DatasetFormat.PARQUET else None
 
     def feed(self, chunk: bytes) -> None:
         """Takes the next chunk of the stream."""
+        if self._tail is not None:
+            self._tail.feed(chunk)
         if not self.active:
             return
         self._counter.feed(chunk)
@@ -201,6 +235,8 @@ class ContentInspector:
 
     def finish(self) -> tuple[int | None, DatasetSchema | None, int | None]:
         """Returns (row count, inferred schema, rows the types came from or ``None`` for all)."""
+        if self._tail is not None:
+            return _parquet_result(self._tail)
         if not self.active:
             return None, None, None
         complete = self._sampling
@@ -222,6 +258,28 @@ class ContentInspector:
             rows = records
         sampled = None if complete and len(rows) >= total else len(rows)
         return total, schema, sampled
+
+
+def _parquet_result(tail: _Tail) -> tuple[int | None, DatasetSchema | None, int | None]:
+    """Row count and schema from a Parquet footer (``None``s when the footer is larger than
+    ``PARQUET_TAIL_BYTES``: such a file is versioned without them).
+
+    Raises:
+        UnreadableContent: Not a Parquet file, or a malformed footer.
+    """
+    from chalicelib.dataversion.parquet import MAGIC, footer_size, parse_footer
+
+    if tail.head != MAGIC:
+        raise UnreadableContent("not a Parquet file: it does not start with PAR1")
+    data = tail.bytes()
+    size = footer_size(data, file_size=tail.size)
+    if size + 8 > len(data):
+        return None, None, None
+    found = parse_footer(data[-8 - size : -8])
+    schema = (
+        DatasetSchema(columns=found.columns, nullable=found.nullable) if found.columns else None
+    )
+    return found.num_rows, schema, None
 
 
 def _json_schema(records: list[dict[str, Any]]) -> DatasetSchema | None:
@@ -316,7 +374,7 @@ def check_declared(declared: DatasetSchema, inferred: DatasetSchema | None) -> N
         if not _fits(found, kind):
             problems.append(f"column '{name}' is declared {kind} but the data holds {found}")
         if inferred.is_nullable(name) and not declared.is_nullable(name):
-            problems.append(f"column '{name}' is not nullable but the data has empty values")
+            problems.append(f"column '{name}' is not nullable but the data has or allows nulls")
     for name in inferred.columns:
         if name not in declared.columns:
             problems.append(f"column '{name}' is in the data but not in the declared schema")

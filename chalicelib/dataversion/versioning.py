@@ -32,6 +32,7 @@ from chalicelib.core.observability import logger
 from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.models import (
     PICKLE_WARNING,
+    SCHEMA_FORMATS,
     TABULAR_FORMATS,
     CompatibilityMode,
     Dataset,
@@ -456,7 +457,8 @@ class DatasetVersioningEngine:
         declared = request.schema or dataset.declared_schema
         if declared is not None:
             check_schema_definition(declared)
-            if fmt in TABULAR_FORMATS:
+            read = fmt in TABULAR_FORMATS or content.row_count is not None
+            if fmt in SCHEMA_FORMATS and read:  # not a Parquet file whose footer was too large
                 check_declared(declared, content.schema)
             schema: DatasetSchema | None = declared
         elif content.schema is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chalicelib.dataversion.models import CompatibilityMode, DatasetFormat, DatasetSchema
@@ -163,7 +165,61 @@ def test_json_lines_with_quotes_inside_strings_count_exactly() -> None:
 
 
 def test_opaque_formats_are_not_inspected() -> None:
-    assert inspect(b"\x00\x01", DatasetFormat.PARQUET) == (None, None, None)
+    for fmt in (DatasetFormat.TFRECORD, DatasetFormat.NUMPY, DatasetFormat.PICKLE):
+        assert inspect(b"\x00\x01", fmt) == (None, None, None)
+
+
+def parquet_bytes(rows: int = 50, **write: Any) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("score", pa.float64()),
+            pa.field("label", pa.string()),
+            pa.field("flag", pa.bool_()),
+        ]
+    )
+    table = pa.table(
+        {
+            "id": list(range(rows)),
+            "score": [i / 7 for i in range(rows)],
+            "label": ["a", None] * (rows // 2) + ["b"] * (rows % 2),
+            "flag": [i % 3 == 0 for i in range(rows)],
+        },
+        schema=schema,
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **write)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 4096, 10**9])
+def test_parquet_row_count_and_schema_come_from_the_footer(chunk: int) -> None:
+    data = parquet_bytes(1001, row_group_size=100)
+    count, inferred, sampled = inspect(data, DatasetFormat.PARQUET, chunk=chunk)
+    assert count == 1001 and sampled is None
+    assert inferred.columns == {"id": "long", "score": "double", "label": "string", "flag": "bool"}
+    assert inferred.nullable == ["score", "label", "flag"]
+
+
+def test_parquet_footer_beyond_the_kept_tail_leaves_schema_and_count_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chalicelib.dataversion import schema as schema_module
+
+    monkeypatch.setattr(schema_module, "PARQUET_TAIL_BYTES", 64)
+    assert inspect(parquet_bytes(), DatasetFormat.PARQUET, chunk=16) == (None, None, None)
+
+
+def test_content_that_is_not_parquet_is_unreadable() -> None:
+    data = parquet_bytes()
+    for broken in (b"", b"\x00\x01", b"id,score\n1,2\n", data[:-1], b"XXXX" + data[4:]):
+        with pytest.raises(UnreadableContent):
+            inspect(broken, DatasetFormat.PARQUET)
 
 
 def test_malformed_content_is_unreadable() -> None:
