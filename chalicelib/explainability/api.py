@@ -52,13 +52,20 @@ class ExplainParams(ShapParams):
 
 class ExplainBody(ExplainParams):
     """Body of ``POST /explanations``: ``input_data`` is feature → number for tabular models,
-    ``{"text": ...}`` for text models and ``{"image": [[...]]}`` for image models."""
+    ``{"text": ...}`` for text models and ``{"image": [[...]]}`` for image models.
+
+    SHAP on text and image models uses ``max_evals`` (model evaluations, default 500),
+    ``class_name``, ``seed`` and, for images, ``segmentation``, ``n_segments`` and
+    ``hide_color`` (value of switched-off superpixels; default the image's mean)."""
 
     model_id: str = Field(min_length=1, max_length=200)
     model_version: int | None = Field(default=None, ge=1)
     explanation_type: TypeName = "shap"
     input_data: dict[str, Any]
     prediction_id: str | None = Field(default=None, max_length=200)
+    # SHAP on text and image models (shap's Partition explainer):
+    max_evals: int = Field(default=500, ge=10, le=10_000)
+    hide_color: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class BatchBody(ExplainParams):

@@ -333,6 +333,7 @@ class LIMEExplainer(ExplainerBase):
         requested = class_index(estimator, descriptor, opts.class_name)
         label = int(np.argmax(proba)) if requested is None else requested
         explainer = LimeImageExplainer(random_state=opts.seed)
+        segments = image_segments(image, opts.segmentation, opts.n_segments, opts.seed)
         with contextlib.redirect_stderr(io.StringIO()):  # lime's image sampler draws a tqdm bar
             result = explainer.explain_instance(
                 image,
@@ -341,7 +342,8 @@ class LIMEExplainer(ExplainerBase):
                 top_labels=None,
                 hide_color=0,  # switched-off superpixels are black
                 num_samples=opts.num_samples,
-                segmentation_fn=_segmenter(opts),
+                # The same superpixels SHAP uses (image_segments): both name the same features.
+                segmentation_fn=lambda _: segments,
                 random_seed=opts.seed,
                 batch_size=max(10, min(opts.num_samples, 500)),
             )
@@ -412,16 +414,28 @@ def _reseed(explainer: Any, seed: int) -> None:
         explainer.discretizer.random_state = state
 
 
-def _segmenter(opts: LimeOptions) -> Any:
+def image_segments(image: np.ndarray, segmentation: str, n_segments: int, seed: int) -> np.ndarray:
+    """The superpixel map (H×W segment ids) of an H×W or H×W×3 image.
+
+    Segmentation runs on the RGB view of the image (grayscale is repeated into three channels,
+    as ``LimeImageExplainer`` does). LIME and image SHAP both use this map.
+    """
+    from skimage.color import gray2rgb
+
+    rgb = gray2rgb(image) if image.ndim == 2 else image
+    return np.asarray(_segmenter(segmentation, n_segments, seed)(rgb))
+
+
+def _segmenter(segmentation: str, n_segments: int, seed: int) -> Any:
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
-    if opts.segmentation == "slic":
+    if segmentation == "slic":
         return SegmentationAlgorithm(
-            "slic", n_segments=opts.n_segments, compactness=10, start_label=0, convert2lab=False
+            "slic", n_segments=n_segments, compactness=10, start_label=0, convert2lab=False
         )
-    if opts.segmentation == "quickshift":
+    if segmentation == "quickshift":
         return SegmentationAlgorithm(
-            "quickshift", kernel_size=2, max_dist=50, ratio=0.5, random_seed=opts.seed
+            "quickshift", kernel_size=2, max_dist=50, ratio=0.5, random_seed=seed
         )
     return SegmentationAlgorithm("felzenszwalb", scale=50, sigma=0.5, min_size=2)
 

@@ -90,7 +90,8 @@ class PredictionExplanation:
         explanation_type: ``shap`` or ``lime``.
         input_kind: ``tabular``, ``text`` or ``image``.
         algorithm: The algorithm used (``tree``, ``linear``, ``exact``, ``kernel``,
-            ``lime_tabular``, ``lime_text``, ``lime_image``).
+            ``partition`` (SHAP on text and image), ``lime_tabular``, ``lime_text``,
+            ``lime_image``).
         output_space: Where contributions live (``probability``, ``log_odds``, ``margin``, ``raw``).
         explained_class: The class explained (classifiers), else ``None``.
         base_prediction: Expected value (SHAP) or surrogate intercept (LIME).
@@ -213,6 +214,8 @@ class ExplanationRequest:
         background_method: ``kmeans`` or ``random`` summary of a large background.
         segmentation: Image segmentation (``slic``, ``quickshift``, ``felzenszwalb``).
         n_segments: Superpixels wanted from ``slic``.
+        max_evals: Model evaluations of SHAP's Partition explainer (text and image models).
+        hide_color: Value of switched-off superpixels in image SHAP (``None``: the image mean).
     """
 
     model_id: str
@@ -230,6 +233,8 @@ class ExplanationRequest:
     background_method: str = "kmeans"
     segmentation: str = "slic"
     n_segments: int = 25
+    max_evals: int = 500
+    hide_color: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for job payloads and the Lambda backend)."""

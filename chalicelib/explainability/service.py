@@ -46,6 +46,7 @@ from chalicelib.explainability.models import (
 )
 from chalicelib.explainability.repository import ExplanationRepository, JobRecord
 from chalicelib.explainability.shap_engine import SHAPExplainer, shap_options
+from chalicelib.explainability.shap_media import media_shap_parameters
 
 SHAP_OPTIONS = (
     "background_sample_size",
@@ -56,6 +57,10 @@ SHAP_OPTIONS = (
     "include_interactions",
 )
 LIME_OPTIONS = ("num_samples", "num_features", "class_name", "seed", "segmentation", "n_segments")
+MEDIA_SHAP_OPTIONS = {
+    "text": ("max_evals", "class_name", "seed"),
+    "image": ("max_evals", "class_name", "seed", "segmentation", "n_segments", "hide_color"),
+}
 
 
 class ComputeBackend(Protocol):
@@ -109,7 +114,7 @@ class ExplanationService:
         """Explains one prediction (cache first, then the backend).
 
         Raises:
-            UnprocessableEntity: An unimplemented type, or SHAP on a text/image model.
+            UnprocessableEntity: An unimplemented type, or a model the method cannot explain.
             ValidationError: Invalid input or parameters.
         """
         check_type(request.explanation_type)
@@ -131,11 +136,8 @@ class ExplanationService:
         kind = input_kind(descriptor)
         version = descriptor.version
         if request.explanation_type is ExplanationType.SHAP:
-            if kind != "tabular":
-                raise UnprocessableEntity(
-                    f"SHAP explains tabular models; model '{request.model_id}' is "
-                    f"{descriptor.task}: use explanation_type lime"
-                )
+            if kind in MEDIA_SHAP_OPTIONS:
+                return self._explain_media_with_shap(request, kind, version)
             return self.shap.explain_prediction(
                 request.model_id,
                 version,
@@ -158,19 +160,34 @@ class ExplanationService:
             request.model_id, version, request.input_data, request.prediction_id, **options
         )
 
+    def _explain_media_with_shap(
+        self, request: ExplanationRequest, kind: str, version: int
+    ) -> PredictionExplanation:
+        """SHAP (Partition explainer) of a text or image model."""
+        options = _pick(request.to_dict(), MEDIA_SHAP_OPTIONS[kind])
+        data = request.input_data or {}
+        if kind == "text":
+            return self.shap.explain_text_prediction(
+                request.model_id, version, data.get("text"), request.prediction_id, **options
+            )
+        return self.shap.explain_image_prediction(
+            request.model_id, version, data.get("image"), request.prediction_id, **options
+        )
+
     def request_key(self, request: ExplanationRequest) -> tuple[ModelDescriptor, str]:
         """The resolved version and cache key of a single request (no heavy imports)."""
         from chalicelib.explainability.inputs import canonical_input
 
         descriptor = self.model_loader.describe(request.model_id, request.model_version)
         data = request.to_dict()
-        if request.explanation_type is ExplanationType.SHAP:
+        kind = input_kind(descriptor)
+        if request.explanation_type is ExplanationType.SHAP and kind in MEDIA_SHAP_OPTIONS:
+            parameters = media_shap_parameters(kind, **_pick(data, MEDIA_SHAP_OPTIONS[kind]))
+        elif request.explanation_type is ExplanationType.SHAP:
             parameters = shap_options(**_pick(data, SHAP_OPTIONS)).as_parameters()
         else:
             parameters = lime_options(**_pick(data, LIME_OPTIONS)).as_parameters()
-        canonical = canonical_input(
-            input_kind(descriptor), request.input_data, descriptor.feature_names
-        )
+        canonical = canonical_input(kind, request.input_data, descriptor.feature_names)
         key = cache_key(descriptor, request.explanation_type.value, canonical, parameters)
         return descriptor, key
 

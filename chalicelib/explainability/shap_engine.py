@@ -1,4 +1,4 @@
-"""SHAP explanations of tabular models.
+"""SHAP explanations of tabular models (text and image models: ``shap_media``).
 
 Algorithm per model (recorded in every explanation as ``algorithm``):
 
@@ -45,6 +45,7 @@ from chalicelib.explainability.models import (
     OutputSpace,
     PredictionExplanation,
 )
+from chalicelib.explainability.shap_media import MediaShap
 
 EXACT_MAX_FEATURES = 10
 ALGORITHMS = ("auto", "tree", "linear", "exact", "kernel")
@@ -249,9 +250,36 @@ def shap_options(
 
 
 class SHAPExplainer(ExplainerBase):
-    """Explains tabular predictions with SHAP (see the module docstring for the algorithms)."""
+    """Explains tabular predictions with SHAP (see the module docstring for the algorithms),
+    and text and image predictions with the Partition explainer (see ``shap_media``)."""
 
     explanation_type = ExplanationType.SHAP.value
+
+    def explain_text_prediction(
+        self,
+        model_id: str,
+        model_version: int | None,
+        text: str,
+        prediction_id: str | None = None,
+        **options: Any,
+    ) -> PredictionExplanation:
+        """Explains a text classifier's prediction word by word (cached; ``options`` as
+        :func:`~chalicelib.explainability.shap_media.media_shap_options`)."""
+        return MediaShap(self).explain_text(model_id, model_version, text, prediction_id, **options)
+
+    def explain_image_prediction(
+        self,
+        model_id: str,
+        model_version: int | None,
+        image: Any,
+        prediction_id: str | None = None,
+        **options: Any,
+    ) -> PredictionExplanation:
+        """Explains an image classifier's prediction by LIME's superpixels (cached; ``options``
+        as :func:`~chalicelib.explainability.shap_media.media_shap_options`)."""
+        return MediaShap(self).explain_image(
+            model_id, model_version, image, prediction_id, **options
+        )
 
     def explain_prediction(
         self,
@@ -660,7 +688,9 @@ class SHAPExplainer(ExplainerBase):
         descriptor = self.model_loader.describe(model_id, model_version)
         require(
             descriptor.is_tabular,
-            f"SHAP explains tabular models; model '{model_id}' is {descriptor.task} (use lime)",
+            f"model '{model_id}' is {descriptor.task}: tabular SHAP, batch, global and dependence "
+            "explanations need a tabular model; explain text and image inputs one at a time "
+            "(POST /explanations)",
         )
         return descriptor
 

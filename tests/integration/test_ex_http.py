@@ -279,12 +279,71 @@ def test_text_and_image_models_are_explained_with_lime_over_http(http: Http) -> 
     assert image.status_code == 200, image.data
     assert np.asarray(image.data["segments"]).shape == (8, 8)
     assert image.data["algorithm"] == "lime_image"
-    shap_on_image = http.call(
-        "POST",
-        "/explanations",
-        {"model_id": image_model, "model_version": 1, "input_data": {"image": images[0].tolist()}},
+
+
+def test_text_and_image_models_are_explained_with_shap_over_http(http: Http) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["excellent fun", "an excellent story", "awful bore", "an awful plot"] * 5
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10))
+    pipeline.fit(texts, [1, 1, 0, 0] * 5)
+    text_model, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    body = {
+        "model_id": text_model,
+        "model_version": 1,
+        "explanation_type": "shap",
+        "input_data": {"text": "an excellent plot"},
+        "max_evals": 100,
+    }
+    text = http.call("POST", "/explanations", body)
+    assert text.status_code == 200, text.data
+    data = text.data
+    assert (data["input_kind"], data["algorithm"], data["explained_class"]) == (
+        "text",
+        "partition",
+        "pos",
     )
-    assert shap_on_image.status_code == 422
+    assert data["top_positive_features"][0] == "excellent"
+    weights = {c["feature_name"]: c["contribution"] for c in data["feature_contributions"]}
+    assert abs(data["base_prediction"] + sum(weights.values()) - data["actual_prediction"]) < 1e-6
+    assert data["additivity_error"] < 1e-6 and data["cached"] is False
+    assert data["parameters"] == {"max_evals": 100, "class_name": None, "seed": 0, "n_tokens": 3}
+    again = http.call("POST", "/explanations", body)
+    assert again.status_code == 200 and again.data["cached"] is True
+    assert again.data["feature_contributions"] == data["feature_contributions"]
+    too_many = http.call("POST", "/explanations", {**body, "max_evals": 10_001})
+    assert too_many.status_code == 400, too_many.data
+
+    rng = np.random.default_rng(1)
+    images = rng.random((60, 8, 8))
+    labels = (images[:, :4].mean(axis=(1, 2)) > images[:, 4:].mean(axis=(1, 2))).astype(int)
+    classifier = LogisticRegression(max_iter=300).fit(images.reshape(60, -1), labels)
+    image_model, _ = _register(http, classifier, "image_classification", [])
+    body = {
+        "model_id": image_model,
+        "model_version": 1,
+        "explanation_type": "shap",
+        "input_data": {"image": images[0].tolist()},
+        "n_segments": 4,
+        "hide_color": 0.5,
+    }
+    image = http.call("POST", "/explanations", body)
+    assert image.status_code == 200, image.data
+    segments = np.asarray(image.data["segments"])
+    assert segments.shape == (8, 8) and image.data["algorithm"] == "partition"
+    names = {c["feature_name"] for c in image.data["feature_contributions"]}
+    assert names == {f"segment_{s}" for s in np.unique(segments).tolist()}
+    assert image.data["additivity_error"] < 1e-6
+    assert image.data["parameters"]["hide_color"] == 0.5
+    assert http.call("POST", "/explanations", body).data["cached"] is True
+    batch = http.call(
+        "POST",
+        "/explanations/batch",
+        {"model_id": image_model, "model_version": 1, "inputs": [body["input_data"]]},
+    )
+    assert batch.status_code == 422 and "need a tabular model" in batch.data["message"]
 
 
 def test_a_cache_hit_carries_the_callers_prediction_id(http: Http, forest: Any) -> None:

@@ -140,16 +140,14 @@ def test_lime_image_returns_superpixel_weights_and_the_segment_map(ctx: Any) -> 
         )
 
 
-def test_shap_on_a_text_model_and_unimplemented_types_are_422(ctx: Any) -> None:
+def test_unimplemented_types_on_a_text_model_are_422(ctx: Any) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TEXTS, LABELS)
     model = register(ctx.reg, pipeline, "text_classification", [], np.zeros((0, 0)))
-    shap_request = ExplanationRequest(model.model_id, model.version, input_data={"text": "fun"})
-    with pytest.raises(UnprocessableEntity, match="use explanation_type lime"):
-        ctx.svc.explain(shap_request)
+    # (SHAP on text and image models: tests/unit/test_ex_shap_media.py)
     for kind in (ExplanationType.INTEGRATED_GRADIENTS, ExplanationType.ATTENTION):
         request = ExplanationRequest(model.model_id, model.version, kind, {"text": "fun"})
         with pytest.raises(UnprocessableEntity, match="not implemented"):

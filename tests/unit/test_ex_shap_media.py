@@ -1,0 +1,201 @@
+"""SHAP (Partition explainer) on real text and image classifiers registered through the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from chalicelib.core.errors import UnprocessableEntity, ValidationError
+from chalicelib.core.events import RecordingEventBus
+from chalicelib.explainability.models import ExplanationRequest, ExplanationType
+from tests.unit.test_ex_support import register, registry, service
+
+REVIEWS = [
+    "an excellent film",
+    "excellent acting and a fine story",
+    "the cast was excellent",
+    "simply excellent",
+    "an awful film",
+    "awful acting and a dull story",
+    "the cast was awful",
+    "simply awful",
+] * 3
+SENTIMENT = [1, 1, 1, 1, 0, 0, 0, 0] * 3
+
+
+@pytest.fixture
+def ctx(aws: Any) -> Any:
+    bus = RecordingEventBus()
+    reg = registry(bus)
+    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+
+
+def _text_model(ctx: Any) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10)).fit(REVIEWS, SENTIMENT)
+    return register(ctx.reg, pipeline, "text_classification", [], np.zeros((0, 0)), ["neg", "pos"])
+
+
+def _image_model(ctx: Any) -> tuple[Any, np.ndarray]:
+    """Class ``top`` has a bright top half, ``bottom`` a bright bottom half (12×12 grayscale)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    images = rng.random((120, 12, 12)) * 0.2
+    labels = rng.integers(0, 2, 120)
+    images[labels == 1, :6, :] += 0.8
+    images[labels == 0, 6:, :] += 0.8
+    classifier = LogisticRegression(max_iter=500).fit(images.reshape(120, -1), labels)
+    model = register(ctx.reg, classifier, "image_classification", [], images, ["bottom", "top"])
+    return model, images[int(np.flatnonzero(labels == 1)[0])]
+
+
+def test_text_shap_gives_the_decisive_word_the_largest_positive_contribution(ctx: Any) -> None:
+    model = _text_model(ctx)
+    text = "the story was excellent, truly excellent"
+    explanation = ctx.svc.shap.explain_text_prediction(model.model_id, model.version, text)
+    weights = explanation.contribution_map()
+    proba = model.estimator.predict_proba([text])[0]
+    assert explanation.explained_class == "pos"
+    assert explanation.input_kind == "text" and explanation.algorithm == "partition"
+    assert explanation.explanation_type == "shap" and explanation.output_space == "probability"
+    assert explanation.top_positive_features[0] == "excellent"
+    assert weights["excellent"] == max(weights.values()) > 0.1
+    # both occurrences of "excellent" are one feature, like LIME's bag of words
+    assert [c.feature_name for c in explanation.feature_contributions].count("excellent") == 1
+    assert set(weights) == {"the", "story", "was", "excellent", "truly"}
+    # Partition SHAP is additive: masked-everything value + contributions = the model's output
+    assert explanation.actual_prediction == pytest.approx(proba[1], abs=1e-12)
+    assert explanation.base_prediction == pytest.approx(
+        model.estimator.predict_proba([""])[0][1], abs=1e-12
+    )
+    total = explanation.base_prediction + sum(weights.values())
+    assert abs(total - explanation.actual_prediction) < 1e-6
+    assert explanation.additivity_error < 1e-6
+    assert explanation.parameters == {
+        "max_evals": 500,
+        "class_name": None,
+        "seed": 0,
+        "n_tokens": 6,  # "excellent" twice
+    }
+    assert ctx.bus.of_type("ExplanationCompleted")[-1].detail["algorithm"] == "partition"
+
+
+def test_text_shap_explains_the_requested_class_and_is_deterministic(ctx: Any) -> None:
+    model = _text_model(ctx)
+    text = "an awful story with excellent acting"
+    explain = ctx.svc.shap.explain_text_prediction
+    negative = explain(model.model_id, model.version, text, class_name="neg", seed=7)
+    assert negative.explained_class == "neg"
+    weights = negative.contribution_map()
+    assert weights["awful"] == max(weights.values()) > 0 > weights["excellent"]
+    assert negative.additivity_error < 1e-6
+    ctx.svc.shap.cache = None  # recompute instead of reading the cache
+    again = explain(model.model_id, model.version, text, class_name="neg", seed=7)
+    assert again.cached is False
+    assert [(c.feature_name, c.contribution) for c in again.feature_contributions] == [
+        (c.feature_name, c.contribution) for c in negative.feature_contributions
+    ]
+    assert again.base_prediction == negative.base_prediction
+
+
+def test_text_shap_through_the_service_is_cached_per_method_and_options(ctx: Any) -> None:
+    model = _text_model(ctx)
+    request = ExplanationRequest(
+        model.model_id, model.version, input_data={"text": "simply excellent"}, max_evals=200
+    )
+    first = ctx.svc.explain(request)
+    second = ctx.svc.explain(request)
+    assert first.algorithm == "partition" and first.cached is False
+    assert second.cached is True and second.contribution_map() == first.contribution_map()
+    # the key the Lambda backend checks before invoking is the key the engine stored under
+    descriptor, key = ctx.svc.request_key(request)
+    assert ctx.svc.cache.get(key, descriptor.model_id) is not None
+    other_budget = ExplanationRequest(
+        model.model_id, model.version, input_data={"text": "simply excellent"}, max_evals=300
+    )
+    assert ctx.svc.explain(other_budget).cached is False
+    lime = ExplanationRequest(
+        model.model_id,
+        model.version,
+        ExplanationType.LIME,
+        {"text": "simply excellent"},
+        num_samples=100,
+    )
+    assert ctx.svc.explain(lime).algorithm == "lime_text"
+
+
+def test_text_and_image_shap_options_are_validated(ctx: Any) -> None:
+    model = _text_model(ctx)
+    explain = ctx.svc.shap.explain_text_prediction
+    for bad, message in (
+        ({"max_evals": 5}, "max_evals must be between 10 and 10000"),
+        ({"max_evals": 10_001}, "max_evals must be between 10 and 10000"),
+        ({"class_name": "meh"}, "unknown class_name"),
+        ({"hide_color": float("nan")}, "hide_color must be a finite number"),
+        ({"segmentation": "watershed"}, "segmentation must be one of"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            explain(model.model_id, model.version, "excellent", **bad)
+    with pytest.raises(ValidationError, match="input_data.text"):
+        explain(model.model_id, model.version, "  ")
+    with pytest.raises(UnprocessableEntity, match="not an image classifier"):
+        ctx.svc.shap.explain_image_prediction(model.model_id, model.version, [[0, 1], [1, 0]])
+    batch = {"model_id": model.model_id, "model_version": model.version}
+    batch["inputs"] = [{"text": "excellent"}]
+    with pytest.raises(UnprocessableEntity, match="need a tabular model"):
+        ctx.svc.explain_batch(batch)
+
+
+def test_image_shap_explains_lime_superpixels_additively(ctx: Any) -> None:
+    model, image = _image_model(ctx)
+    explanation = ctx.svc.shap.explain_image_prediction(
+        model.model_id, model.version, image.tolist(), n_segments=4
+    )
+    lime = ctx.svc.lime.explain_image_prediction(
+        model.model_id, model.version, image.tolist(), num_samples=50, n_segments=4
+    )
+    segments = np.asarray(explanation.segments)
+    assert segments.shape == (12, 12)
+    assert explanation.segments == lime.segments  # the same features for both methods
+    assert explanation.input_kind == "image" and explanation.algorithm == "partition"
+    assert explanation.explained_class == "top"
+    weights = {c.feature_value: c.contribution for c in explanation.feature_contributions}
+    assert set(weights) == set(np.unique(segments).tolist())
+    assert all(
+        c.feature_name == f"segment_{c.feature_value}" for c in explanation.feature_contributions
+    )
+    top = np.mean([weights[s] for s in np.unique(segments[:6])])
+    bottom = np.mean([weights[s] for s in np.unique(segments[6:])])
+    assert top > bottom and top > 0
+    # masked superpixels take the image's mean: the base is the model on a flat mean image
+    flat = np.full((1, 144), image.mean())
+    assert explanation.base_prediction == pytest.approx(model.estimator.predict_proba(flat)[0][1])
+    assert explanation.actual_prediction == pytest.approx(
+        model.estimator.predict_proba(image.reshape(1, -1))[0][1]
+    )
+    assert explanation.additivity_error < 1e-6
+    assert explanation.parameters["hide_color"] is None
+    assert explanation.parameters["n_superpixels"] == len(weights)
+
+
+def test_image_shap_is_deterministic_and_honours_hide_color_and_size(ctx: Any) -> None:
+    model, image = _image_model(ctx)
+    explain = ctx.svc.shap.explain_image_prediction
+    black = explain(model.model_id, model.version, image.tolist(), n_segments=9, hide_color=0.0)
+    black_image = np.zeros((1, 144))
+    assert black.base_prediction == pytest.approx(model.estimator.predict_proba(black_image)[0][1])
+    assert black.additivity_error < 1e-6 and len(black.feature_contributions) > 4
+    ctx.svc.shap.cache = None
+    again = explain(model.model_id, model.version, image.tolist(), n_segments=9, hide_color=0.0)
+    assert again.contribution_map() == black.contribution_map()
+    budget = explain(model.model_id, model.version, image.tolist(), n_segments=9, max_evals=10)
+    assert budget.additivity_error < 1e-6  # additive even when the budget runs out
+    rgb = np.repeat(image[:, :, None], 3, axis=2)
+    with pytest.raises(ValidationError, match="expects 144"):
+        explain(model.model_id, model.version, rgb.tolist())
