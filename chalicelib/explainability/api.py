@@ -56,7 +56,7 @@ class ExplainBody(ExplainParams):
 
     SHAP on text and image models uses ``max_evals`` (model evaluations, default 500),
     ``class_name``, ``seed`` and, for images, ``segmentation``, ``n_segments`` and
-    ``hide_color`` (value of switched-off superpixels; default the image's mean)."""
+    ``hide_color`` (value of switched-off superpixels, LIME's too; default the image's mean)."""
 
     model_id: str = Field(min_length=1, max_length=200)
     model_version: int | None = Field(default=None, ge=1)

@@ -51,10 +51,14 @@ class LimeOptions:
     seed: int = 0
     segmentation: str = "slic"
     n_segments: int = 25
+    hide_color: float | None = None
 
     def as_parameters(self) -> dict[str, Any]:
-        """The options as a JSON dict."""
-        return dict(self.__dict__)
+        """The options as a JSON dict (``hide_color`` only when set: images only)."""
+        found = dict(self.__dict__)
+        if found["hide_color"] is None:
+            del found["hide_color"]
+        return found
 
 
 def lime_options(
@@ -64,8 +68,9 @@ def lime_options(
     seed: int = 0,
     segmentation: str = "slic",
     n_segments: int = 25,
+    hide_color: float | None = None,
 ) -> LimeOptions:
-    """Validated LIME options.
+    """Validated LIME options (``hide_color``: images; ``None`` is the image's mean).
 
     Raises:
         ValidationError: A value out of range.
@@ -78,6 +83,8 @@ def lime_options(
         raise ValidationError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
     if not 2 <= int(n_segments) <= 500:
         raise ValidationError("n_segments must be between 2 and 500")
+    if hide_color is not None and not np.isfinite(float(hide_color)):
+        raise ValidationError("hide_color must be a finite number")
     return LimeOptions(
         int(num_samples),
         None if num_features is None else int(num_features),
@@ -85,6 +92,7 @@ def lime_options(
         int(seed),
         segmentation,
         int(n_segments),
+        None if hide_color is None else float(hide_color),
     )
 
 
@@ -340,7 +348,7 @@ class LIMEExplainer(ExplainerBase):
                 classify,
                 labels=(label,),
                 top_labels=None,
-                hide_color=0,  # switched-off superpixels are black
+                hide_color=hidden_value(image, opts.hide_color),
                 num_samples=opts.num_samples,
                 # The same superpixels SHAP uses (image_segments): both name the same features.
                 segmentation_fn=lambda _: segments,
@@ -424,6 +432,16 @@ def image_segments(image: np.ndarray, segmentation: str, n_segments: int, seed: 
 
     rgb = gray2rgb(image) if image.ndim == 2 else image
     return np.asarray(_segmenter(segmentation, n_segments, seed)(rgb))
+
+
+def hidden_value(image: np.ndarray, hide_color: float | None) -> np.ndarray | float:
+    """What a switched-off superpixel becomes, for LIME and image SHAP alike: ``hide_color``,
+    or the image's mean (per channel for RGB)."""
+    if hide_color is not None:
+        return float(hide_color)
+    if image.ndim == 3:
+        return image.reshape(-1, image.shape[2]).mean(axis=0)
+    return float(image.mean())
 
 
 def _segmenter(segmentation: str, n_segments: int, seed: int) -> Any:

@@ -215,7 +215,8 @@ class ExplanationRequest:
         segmentation: Image segmentation (``slic``, ``quickshift``, ``felzenszwalb``).
         n_segments: Superpixels wanted from ``slic``.
         max_evals: Model evaluations of SHAP's Partition explainer (text and image models).
-        hide_color: Value of switched-off superpixels in image SHAP (``None``: the image mean).
+        hide_color: Value of switched-off superpixels in image LIME and SHAP (``None``: the
+            image mean).
     """
 
     model_id: str

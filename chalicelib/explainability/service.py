@@ -145,7 +145,7 @@ class ExplanationService:
                 request.prediction_id,
                 **_pick(request.to_dict(), SHAP_OPTIONS),
             )
-        options = _pick(request.to_dict(), LIME_OPTIONS)
+        options = _lime_values(request.to_dict(), kind)
         if kind == "text":
             text = (request.input_data or {}).get("text")
             return self.lime.explain_text_prediction(
@@ -186,7 +186,7 @@ class ExplanationService:
         elif request.explanation_type is ExplanationType.SHAP:
             parameters = shap_options(**_pick(data, SHAP_OPTIONS)).as_parameters()
         else:
-            parameters = lime_options(**_pick(data, LIME_OPTIONS)).as_parameters()
+            parameters = lime_options(**_lime_values(data, kind)).as_parameters()
         canonical = canonical_input(kind, request.input_data, descriptor.feature_names)
         key = cache_key(descriptor, request.explanation_type.value, canonical, parameters)
         return descriptor, key
@@ -420,6 +420,14 @@ def input_kind(descriptor: ModelDescriptor) -> str:
     return {"text_classification": "text", "image_classification": "image"}.get(
         descriptor.task, "tabular"
     )
+
+
+def _lime_values(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The request's LIME options (``hide_color`` applies to images only)."""
+    found = _pick(data, LIME_OPTIONS)
+    if kind == "image":
+        found["hide_color"] = data.get("hide_color")
+    return found
 
 
 def _pick(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import numpy as np
 from chalicelib.core.errors import ValidationError
 from chalicelib.explainability.base import ExplainerBase, class_index, class_labels, require
 from chalicelib.explainability.inputs import image_input, text_input
-from chalicelib.explainability.lime_engine import SEGMENTATIONS, image_segments
+from chalicelib.explainability.lime_engine import SEGMENTATIONS, hidden_value, image_segments
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
     FeatureContribution,
@@ -239,7 +239,7 @@ class MediaShap:
         segments = image_segments(image, opts.segmentation, opts.n_segments, opts.seed)
         ids, index = np.unique(segments, return_inverse=True)
         index = index.reshape(segments.shape)
-        fill = _fill(image, opts.hide_color)
+        fill = hidden_value(image, opts.hide_color)
         proba = np.asarray(estimator.predict_proba(image.reshape(1, -1)))[0]
         label = self._label(loaded, proba, opts)
         predict = _masked_image_model(estimator, image, index, fill, label)
@@ -321,15 +321,6 @@ def _word_contributions(tokens: list[str], values: np.ndarray) -> list[FeatureCo
             continue
         totals[word] = totals.get(word, 0.0) + float(value)
     return [FeatureContribution(word, word, value) for word, value in totals.items()]
-
-
-def _fill(image: np.ndarray, hide_color: float | None) -> np.ndarray | float:
-    """What a masked pixel becomes: ``hide_color`` or the image's mean (per channel)."""
-    if hide_color is not None:
-        return float(hide_color)
-    if image.ndim == 3:
-        return image.reshape(-1, image.shape[2]).mean(axis=0)
-    return float(image.mean())
 
 
 def _masked_image_model(

@@ -138,6 +138,18 @@ def test_lime_image_returns_superpixel_weights_and_the_segment_map(ctx: Any) -> 
         ctx.svc.lime.explain_image_prediction(
             model.model_id, model.version, np.zeros((5, 5)).tolist()
         )
+    assert "hide_color" not in explanation.parameters  # default: the image's mean
+    black = ExplanationRequest(
+        model.model_id, model.version, ExplanationType.LIME, {"image": image.tolist()}
+    )
+    black.num_samples, black.n_segments, black.hide_color = 300, 4, 0.0
+    hidden_black = ctx.svc.explain(black)
+    assert hidden_black.parameters["hide_color"] == 0.0
+    assert hidden_black.base_prediction != explanation.base_prediction
+    with pytest.raises(ValidationError, match="hide_color"):
+        ctx.svc.lime.explain_image_prediction(
+            model.model_id, model.version, image.tolist(), hide_color=float("nan")
+        )
 
 
 def test_unimplemented_types_on_a_text_model_are_422(ctx: Any) -> None:
