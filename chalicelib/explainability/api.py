@@ -48,6 +48,9 @@ class ExplainParams(ShapParams):
     num_features: int | None = Field(default=None, ge=1, le=1000)
     segmentation: Literal["slic", "quickshift", "felzenszwalb"] = "slic"
     n_segments: int = Field(default=25, ge=2, le=500)
+    # Text and image models: SHAP's Partition explainer budget; the value of hidden superpixels.
+    max_evals: int = Field(default=500, ge=10, le=10_000)
+    hide_color: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class ExplainBody(ExplainParams):
@@ -63,9 +66,6 @@ class ExplainBody(ExplainParams):
     explanation_type: TypeName = "shap"
     input_data: dict[str, Any]
     prediction_id: str | None = Field(default=None, max_length=200)
-    # SHAP on text and image models (shap's Partition explainer):
-    max_evals: int = Field(default=500, ge=10, le=10_000)
-    hide_color: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class BatchBody(ExplainParams):

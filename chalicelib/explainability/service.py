@@ -30,6 +30,7 @@ from chalicelib.core.errors import (
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
 from chalicelib.explainability.aggregator import FeatureImportanceAggregator
+from chalicelib.explainability.base import require
 from chalicelib.explainability.cache import ExplanationCache, cache_key
 from chalicelib.explainability.jobs import ExplanationJobs
 from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
@@ -264,11 +265,28 @@ class ExplanationService:
     def _batch_explanations(self, payload: dict[str, Any]) -> list[PredictionExplanation]:
         kind = ExplanationType(payload.get("explanation_type", "shap"))
         check_type(kind)
+        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        if input_kind(descriptor) != "tabular":
+            return self._media_batch(payload, descriptor.version)
         args = (payload["model_id"], payload.get("model_version"), payload["inputs"])
         ids = payload.get("prediction_ids")
         if kind is ExplanationType.SHAP:
             return self.shap.explain_batch(*args, ids, **_pick(payload, SHAP_OPTIONS))
         return self.lime.explain_batch(*args, ids, **_pick(payload, LIME_OPTIONS))
+
+    def _media_batch(self, payload: dict[str, Any], version: int) -> list[PredictionExplanation]:
+        """Text or image inputs, one explanation each (each one cached), in input order."""
+        inputs = payload["inputs"]
+        ids = list(payload.get("prediction_ids") or [None] * len(inputs))
+        if len(ids) != len(inputs):
+            raise ValidationError("prediction_ids must have one id per input")
+        base = {**payload, "model_version": version}
+        return [
+            self.explain_here(
+                ExplanationRequest.from_dict({**base, "input_data": item, "prediction_id": pid})
+            )
+            for item, pid in zip(inputs, ids, strict=True)
+        ]
 
     def _run_batch(self, payload: dict[str, Any]) -> dict[str, Any]:
         explanations = self._batch_explanations(payload)
@@ -278,6 +296,12 @@ class ExplanationService:
         import time
 
         started = time.perf_counter()
+        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        require(
+            input_kind(descriptor) != "image",
+            f"model '{descriptor.model_id}' classifies images: superpixels differ from image to "
+            "image, so they have no global importance; explain images one by one or in a batch",
+        )
         inputs = self.shap.resolve_inputs(
             payload["model_id"],
             payload.get("model_version"),

@@ -688,9 +688,10 @@ class SHAPExplainer(ExplainerBase):
         descriptor = self.model_loader.describe(model_id, model_version)
         require(
             descriptor.is_tabular,
-            f"model '{model_id}' is {descriptor.task}: tabular SHAP, batch, global and dependence "
-            "explanations need a tabular model; explain text and image inputs one at a time "
-            "(POST /explanations)",
+            f"model '{model_id}' is {descriptor.task}: dependence plots and global importance "
+            "over a dataset version need a tabular model; explain text and image inputs with "
+            "POST /explanations or /explanations/batch (text also with /explanations/global "
+            "and inputs)",
         )
         return descriptor
 

@@ -338,12 +338,61 @@ def test_text_and_image_models_are_explained_with_shap_over_http(http: Http) -> 
     assert image.data["additivity_error"] < 1e-6
     assert image.data["parameters"]["hide_color"] == 0.5
     assert http.call("POST", "/explanations", body).data["cached"] is True
-    batch = http.call(
+    batch_body = {
+        "model_id": image_model,
+        "model_version": 1,
+        "inputs": [body["input_data"], {"image": images[1].tolist()}],
+        "n_segments": 4,
+        "hide_color": 0.5,
+        "prediction_ids": ["a", "b"],
+    }
+    batch = http.call("POST", "/explanations/batch", batch_body)
+    assert batch.status_code == 200, batch.data
+    first, second = batch.data["explanations"]
+    assert first["cached"] is True and first["prediction_id"] == "a"  # the single one above
+    assert second["input_kind"] == "image" and second["prediction_id"] == "b"
+    global_body = {**batch_body, "inputs": batch_body["inputs"]}
+    del global_body["prediction_ids"]
+    per_image = http.call("POST", "/explanations/global", global_body)
+    assert per_image.status_code == 422 and "superpixels differ" in per_image.data["message"]
+
+
+def test_text_models_get_batch_and_global_word_importance(http: Http) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["excellent fun", "an excellent story", "awful bore", "an awful plot"] * 5
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10))
+    pipeline.fit(texts, [1, 1, 0, 0] * 5)
+    model, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    # "the" and "show" are outside the vocabulary: only the two sentiment words can matter.
+    inputs = [{"text": t} for t in ("the excellent show", "the awful show", "excellent show")]
+    for kind in ("shap", "lime"):
+        body = {
+            "model_id": model,
+            "model_version": 1,
+            "explanation_type": kind,
+            "inputs": inputs,
+            "max_evals": 60,
+            "num_samples": 200,
+        }
+        batch = http.call("POST", "/explanations/batch", body)
+        assert batch.status_code == 200, batch.data
+        assert batch.data["count"] == 3
+        assert [e["input_kind"] for e in batch.data["explanations"]] == ["text"] * 3
+        ranked = http.call("POST", "/explanations/global", {**body, "top_k": 2})
+        assert ranked.status_code == 200, ranked.data
+        importance = ranked.data["feature_importances"]
+        assert set(list(importance)[:2]) == {"excellent", "awful"}, (kind, importance)
+    mismatched = http.call("POST", "/explanations/batch", {**body, "prediction_ids": ["only-one"]})
+    assert mismatched.status_code == 400, mismatched.data
+    dataset = http.call(
         "POST",
-        "/explanations/batch",
-        {"model_id": image_model, "model_version": 1, "inputs": [body["input_data"]]},
+        "/explanations/global",
+        {"model_id": model, "model_version": 1, "dataset_version_id": "dv-nope"},
     )
-    assert batch.status_code == 422 and "need a tabular model" in batch.data["message"]
+    assert dataset.status_code in (404, 422), dataset.data
 
 
 def test_a_cache_hit_carries_the_callers_prediction_id(http: Http, forest: Any) -> None:

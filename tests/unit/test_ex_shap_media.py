@@ -146,10 +146,10 @@ def test_text_and_image_shap_options_are_validated(ctx: Any) -> None:
         explain(model.model_id, model.version, "  ")
     with pytest.raises(UnprocessableEntity, match="not an image classifier"):
         ctx.svc.shap.explain_image_prediction(model.model_id, model.version, [[0, 1], [1, 0]])
-    batch = {"model_id": model.model_id, "model_version": model.version}
-    batch["inputs"] = [{"text": "excellent"}]
+    dependence = {"model_id": model.model_id, "model_version": model.version}
+    dependence.update(feature="excellent", inputs=[{"text": "excellent"}])
     with pytest.raises(UnprocessableEntity, match="need a tabular model"):
-        ctx.svc.explain_batch(batch)
+        ctx.svc.dependence(dependence)
 
 
 def test_image_shap_explains_lime_superpixels_additively(ctx: Any) -> None:
