@@ -98,6 +98,25 @@ call -X POST "$URL/explanations" -d '{"model_id": "'"$MODEL"'", "explanation_typ
 call -X POST "$URL/explanations/global" -d '{"model_id": "'"$MODEL"'", "aggregation_method": "mean",
   "inputs": ['"$ROW"', {"radius": 20.6, "texture": 29.3, "perimeter": 140.1, "area": 1265.0}]}' \
   | jq -c '{feature_importances, stability}'
+
+say "explanations of a text model: words as features (SHAP), one text and globally"
+TEXT_MODEL=$(call -X POST "$URL/models" -d '{"name": "reviews-'"$RANDOM"'"}' | jq -r .model_id)
+ARTIFACT=$(.venv/bin/python -c "
+import base64, skops.io as sio
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+texts = ['excellent fun', 'an excellent story', 'awful bore', 'an awful plot'] * 5
+model = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10)).fit(texts, [1, 1, 0, 0] * 5)
+print(base64.b64encode(sio.dumps(model)).decode())")
+jq -n --arg a "$ARTIFACT" '{artifact_base64: $a, format: "skops", task: "text_classification",
+    class_names: ["neg", "pos"]}' | call -X POST "$URL/models/$TEXT_MODEL/versions" -d @- | jq -c '{version}'
+call -X POST "$URL/explanations" -d '{"model_id": "'"$TEXT_MODEL"'", "model_version": 1,
+  "explanation_type": "shap", "max_evals": 200, "input_data": {"text": "an excellent, gripping story"}}' \
+  | jq -c '{algorithm, explained_class, top_positive_features, additivity_error}'
+call -X POST "$URL/explanations/global" -d '{"model_id": "'"$TEXT_MODEL"'", "model_version": 1,
+  "max_evals": 100, "top_k": 2, "inputs": [{"text": "the excellent show"}, {"text": "the awful show"}]}' \
+  | jq -c '{feature_importances}'
 call "$URL/explanations/cache/stats" | jq -c .
 echo
 echo "walkthrough complete"
