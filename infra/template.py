@@ -149,13 +149,33 @@ def add_tables(template: dict[str, Any], models: Iterable[Any], inventory: Inven
 # --- S3, EventBridge, SQS ---------------------------------------------------------------------
 
 
-def _bucket(name_param: str, versioned: bool) -> dict[str, Any]:
+# Staging prefixes whose objects are never referenced once their write finished or failed:
+# bucket logical id → prefix → days to keep.
+STAGING_EXPIRY = {
+    # Inline dataset content being hashed (deleted after the copy into cas/; left by crashes),
+    # and incoming files that could not become a version (kept a month for inspection).
+    "DataBucket": {"tmp/": 1, "rejected/": 30},
+    # Presigned model-artifact uploads; registration copies them to artifacts/.
+    "ModelsBucket": {"uploads/": 7},
+}
+
+
+def _bucket(name_param: str, versioned: bool, expire: dict[str, int]) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {
             "Id": "abort-incomplete-multipart-uploads",
             "Status": "Enabled",
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
         }
+    ]
+    rules += [
+        {
+            "Id": f"expire-{prefix.strip('/')}",
+            "Status": "Enabled",
+            "Prefix": prefix,
+            "ExpirationInDays": days,
+        }
+        for prefix, days in expire.items()
     ]
     properties: dict[str, Any] = {
         "BucketName": {"Ref": name_param},
@@ -213,9 +233,13 @@ def _tls_only_policy(bucket: str) -> dict[str, Any]:
 def add_buckets(template: dict[str, Any]) -> None:
     """The data bucket (versioned) and the models bucket, with TLS-only policies."""
     resources = template["Resources"]
-    resources["DataBucket"] = _bucket("DataBucketName", versioned=True)
+    resources["DataBucket"] = _bucket(
+        "DataBucketName", versioned=True, expire=STAGING_EXPIRY["DataBucket"]
+    )
     resources["DataBucketPolicy"] = _tls_only_policy("DataBucket")
-    resources["ModelsBucket"] = _bucket("ModelsBucketName", versioned=False)
+    resources["ModelsBucket"] = _bucket(
+        "ModelsBucketName", versioned=False, expire=STAGING_EXPIRY["ModelsBucket"]
+    )
     resources["ModelsBucketPolicy"] = _tls_only_policy("ModelsBucket")
 
 

@@ -393,6 +393,36 @@ def test_buckets_are_encrypted_private_and_the_data_bucket_versioned(
     assert {p["Properties"]["Bucket"]["Ref"] for p in policies.values()} == set(buckets)
 
 
+def test_only_staging_prefixes_expire(template: dict[str, Any]) -> None:
+    from chalicelib.dataversion.storage import (
+        CAS_PREFIX,
+        INCOMING_PREFIX,
+        REJECTED_PREFIX,
+        TMP_PREFIX,
+    )
+
+    buckets = _resources(template, "AWS::S3::Bucket")
+    expiring = {
+        name: {
+            rule["Prefix"]: rule["ExpirationInDays"]
+            for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+            if "ExpirationInDays" in rule
+        }
+        for name, bucket in buckets.items()
+    }
+    assert expiring == {
+        "DataBucket": {TMP_PREFIX: 1, REJECTED_PREFIX: 30},
+        "ModelsBucket": {"uploads/": 7},
+    }
+    live = {
+        "DataBucket": [CAS_PREFIX, INCOMING_PREFIX],
+        "ModelsBucket": ["artifacts/", "backgrounds/"],
+    }
+    for name, prefixes in live.items():
+        for prefix in prefixes:
+            assert not any(prefix.startswith(gone) for gone in expiring[name]), prefix
+
+
 # --- The explanation function's image -------------------------------------------------------
 
 
