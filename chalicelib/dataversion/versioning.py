@@ -411,7 +411,7 @@ class DatasetVersioningEngine:
         latest = self._latest(dataset.dataset_id)
         schema = self._resolve_schema(dataset, fmt, content, request, latest)
         storage_key = cas_key(content.sha256)
-        if not self.store.exists(storage_key):
+        if staged_key != storage_key and not self.store.exists(storage_key):
             self.store.copy(staged_key, storage_key, content.size, staged_version)
         version = DatasetVersion(
             version_id=f"dv-{uuid.uuid4().hex[:16]}",
@@ -606,14 +606,7 @@ class DatasetVersioningEngine:
             rejected_key = f"{REJECTED_PREFIX}{key}"
             self.store.copy(key, rejected_key, info.size, info.version_id)
             self.store.delete(key)
-        rejection = Rejection(key, info.etag, rejected_key, reason, self.clock.now())
-        self.repository.record_rejection(rejection)
-        self.event_bus.publish(
-            "DatasetVersionRejected",
-            {"source_key": key, "etag": info.etag, "rejected_key": rejected_key, "reason": reason},
-        )
-        logger.warning("direct upload rejected", extra={"key": key, "reason": reason})
-        return IngestOutcome("rejected", key, reason=reason)
+        return self._record_rejection(key, info.etag, rejected_key, reason)
 
     def _remove_incoming(self, key: str, etag: str) -> None:
         current = self.store.head(key)
@@ -626,13 +619,20 @@ class DatasetVersioningEngine:
         info = self.store.head(key, s3_version_id)
         if info is not None:
             self.store.copy(key, rejected_key, info.size, s3_version_id)
+        outcome = self._record_rejection(key, etag, rejected_key, reason)
+        self._remove_incoming(key, etag)
+        return outcome
+
+    def _record_rejection(
+        self, key: str, etag: str, rejected_key: str, reason: str
+    ) -> IngestOutcome:
+        """Stores, publishes and logs why an uploaded object did not become a version."""
         rejection = Rejection(key, etag, rejected_key, reason, self.clock.now())
         self.repository.record_rejection(rejection)
         self.event_bus.publish(
             "DatasetVersionRejected",
             {"source_key": key, "etag": etag, "rejected_key": rejected_key, "reason": reason},
         )
-        self._remove_incoming(key, etag)
         logger.warning("incoming file rejected", extra={"key": key, "reason": reason})
         return IngestOutcome("rejected", key, reason=reason)
 
