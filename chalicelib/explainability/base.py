@@ -20,6 +20,10 @@ from chalicelib.explainability.loading import ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
 
 TOP_FEATURES = 5
+_CLASSIFIER_TASKS = {
+    "text_classification": "a text classifier",
+    "image_classification": "an image classifier",
+}
 
 
 class ExplainerBase:
@@ -50,6 +54,21 @@ class ExplainerBase:
         self._explainers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._explainer_cache_size = explainer_cache_size
         self._lock = threading.Lock()
+
+    def _describe_classifier(
+        self, model_id: str, model_version: int | None, task: str
+    ) -> ModelDescriptor:
+        """The version's descriptor if its task is ``task`` (a text or image classifier).
+
+        Raises:
+            UnprocessableEntity: The model has another task.
+        """
+        descriptor = self.model_loader.describe(model_id, model_version)
+        require(
+            descriptor.task == task,
+            f"model '{model_id}' is not {_CLASSIFIER_TASKS[task]} ({descriptor.task})",
+        )
+        return descriptor
 
     def _explainer(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         """A built explainer from the LRU, building it on a miss."""

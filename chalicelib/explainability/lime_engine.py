@@ -79,21 +79,31 @@ def lime_options(
         raise ValidationError(f"num_samples must be between 10 and {MAX_SAMPLES}")
     if num_features is not None and int(num_features) < 1:
         raise ValidationError("num_features must be at least 1")
+    return LimeOptions(
+        int(num_samples),
+        None if num_features is None else int(num_features),
+        class_name,
+        int(seed),
+        *image_options(segmentation, n_segments, hide_color),
+    )
+
+
+def image_options(
+    segmentation: str, n_segments: int, hide_color: float | None
+) -> tuple[str, int, float | None]:
+    """Validated superpixel options, shared by LIME and image SHAP.
+
+    Raises:
+        ValidationError: An unknown segmentation, ``n_segments`` outside 2–500, or a
+            non-finite ``hide_color``.
+    """
     if segmentation not in SEGMENTATIONS:
         raise ValidationError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
     if not 2 <= int(n_segments) <= 500:
         raise ValidationError("n_segments must be between 2 and 500")
     if hide_color is not None and not np.isfinite(float(hide_color)):
         raise ValidationError("hide_color must be a finite number")
-    return LimeOptions(
-        int(num_samples),
-        None if num_features is None else int(num_features),
-        class_name,
-        int(seed),
-        segmentation,
-        int(n_segments),
-        None if hide_color is None else float(hide_color),
-    )
+    return segmentation, int(n_segments), None if hide_color is None else float(hide_color)
 
 
 class LIMEExplainer(ExplainerBase):
@@ -157,11 +167,7 @@ class LIMEExplainer(ExplainerBase):
         The model must accept a list of strings (e.g. a TF-IDF + classifier pipeline).
         """
         opts = lime_options(**options)
-        descriptor = self.model_loader.describe(model_id, model_version)
-        require(
-            descriptor.task == "text_classification",
-            f"model '{model_id}' is not a text classifier ({descriptor.task})",
-        )
+        descriptor = self._describe_classifier(model_id, model_version, "text_classification")
         clean = text_input({"text": text})
         return self._cached(
             descriptor,
@@ -185,11 +191,7 @@ class LIMEExplainer(ExplainerBase):
             Per-superpixel weights (``segment_<id>``) and the segment map in ``segments``.
         """
         opts = lime_options(**options)
-        descriptor = self.model_loader.describe(model_id, model_version)
-        require(
-            descriptor.task == "image_classification",
-            f"model '{model_id}' is not an image classifier ({descriptor.task})",
-        )
+        descriptor = self._describe_classifier(model_id, model_version, "image_classification")
         array = image_input({"image": image})
         return self._cached(
             descriptor,

@@ -268,7 +268,7 @@ class ExplanationService:
         descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
         if input_kind(descriptor) != "tabular":
             return self._media_batch(payload, descriptor.version)
-        args = (payload["model_id"], payload.get("model_version"), payload["inputs"])
+        args = (payload["model_id"], descriptor.version, payload["inputs"])
         ids = payload.get("prediction_ids")
         if kind is ExplanationType.SHAP:
             return self.shap.explain_batch(*args, ids, **_pick(payload, SHAP_OPTIONS))
@@ -304,12 +304,13 @@ class ExplanationService:
         )
         inputs = self.shap.resolve_inputs(
             payload["model_id"],
-            payload.get("model_version"),
+            descriptor.version,
             payload.get("inputs"),
             payload.get("dataset_version_id"),
             MAX_JOB_ROWS,
         )
-        explanations = self._batch_explanations({**payload, "inputs": inputs})
+        pinned = {**payload, "model_version": descriptor.version, "inputs": inputs}
+        explanations = self._batch_explanations(pinned)
         method = payload.get("aggregation_method", "mean")
         result: GlobalExplanation = self.aggregator.summarize(
             explanations, method, payload.get("top_k", 5), payload.get("interaction_threshold", 0.5)

@@ -33,7 +33,7 @@ import numpy as np
 from chalicelib.core.errors import ValidationError
 from chalicelib.explainability.base import ExplainerBase, class_index, class_labels, require
 from chalicelib.explainability.inputs import image_input, text_input
-from chalicelib.explainability.lime_engine import SEGMENTATIONS, hidden_value, image_segments
+from chalicelib.explainability.lime_engine import hidden_value, image_options, image_segments
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
     FeatureContribution,
@@ -95,19 +95,8 @@ def media_shap_options(
     """
     if isinstance(max_evals, bool) or not MIN_MAX_EVALS <= int(max_evals) <= MAX_MAX_EVALS:
         raise ValidationError(f"max_evals must be between {MIN_MAX_EVALS} and {MAX_MAX_EVALS}")
-    if segmentation not in SEGMENTATIONS:
-        raise ValidationError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
-    if not 2 <= int(n_segments) <= 500:
-        raise ValidationError("n_segments must be between 2 and 500")
-    if hide_color is not None and not np.isfinite(float(hide_color)):
-        raise ValidationError("hide_color must be a finite number")
     return MediaShapOptions(
-        max_evals=int(max_evals),
-        class_name=class_name,
-        seed=int(seed),
-        segmentation=segmentation,
-        n_segments=int(n_segments),
-        hide_color=None if hide_color is None else float(hide_color),
+        int(max_evals), class_name, int(seed), *image_options(segmentation, n_segments, hide_color)
     )
 
 
@@ -150,10 +139,8 @@ class MediaShap:
             UnprocessableEntity: Not a text classifier, or no ``predict_proba``.
         """
         opts = media_shap_options(**options)
-        descriptor = self.engine.model_loader.describe(model_id, model_version)
-        require(
-            descriptor.task == "text_classification",
-            f"model '{model_id}' is not a text classifier ({descriptor.task})",
+        descriptor = self.engine._describe_classifier(
+            model_id, model_version, "text_classification"
         )
         clean = text_input({"text": text})
         return self.engine._cached(
@@ -179,10 +166,8 @@ class MediaShap:
             UnprocessableEntity: Not an image classifier, or no ``predict_proba``.
         """
         opts = media_shap_options(**options)
-        descriptor = self.engine.model_loader.describe(model_id, model_version)
-        require(
-            descriptor.task == "image_classification",
-            f"model '{model_id}' is not an image classifier ({descriptor.task})",
+        descriptor = self.engine._describe_classifier(
+            model_id, model_version, "image_classification"
         )
         array = image_input({"image": image})
         return self.engine._cached(
