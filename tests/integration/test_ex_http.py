@@ -237,15 +237,40 @@ def test_unknown_job_is_404(http: Http) -> None:
     assert response.status_code == 404
 
 
-def test_text_and_image_models_are_explained_with_lime_over_http(http: Http) -> None:
+GREAT_AWFUL = ["great fun", "lovely great story", "awful bore", "bad awful plot"]
+EXCELLENT_AWFUL = ["excellent fun", "an excellent story", "awful bore", "an awful plot"]
+
+
+def _image_model(http: Http) -> tuple[str, np.ndarray]:
+    """Registers a classifier of 8x8 images by which half is brighter; returns its id and the
+    training images."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    images = rng.random((60, 8, 8))
+    labels = (images[:, :4].mean(axis=(1, 2)) > images[:, 4:].mean(axis=(1, 2))).astype(int)
+    classifier = LogisticRegression(max_iter=300).fit(images.reshape(60, -1), labels)
+    model_id, _ = _register(http, classifier, "image_classification", [])
+    return model_id, images
+
+
+def _text_model(http: Http, texts: list[str]) -> str:
+    """Registers a TF-IDF + logistic regression pipeline trained on ``texts`` (pos, pos, neg,
+    neg, repeated) and returns its model id."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    texts = ["great fun", "lovely great story", "awful bore", "bad awful plot"] * 5
     pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10))
-    pipeline.fit(texts, [1, 1, 0, 0] * 5)
-    text_model, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    pipeline.fit(texts * 5, [1, 1, 0, 0] * 5)
+    model_id, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    return model_id
+
+
+def test_text_and_image_models_are_explained_with_lime_over_http(http: Http) -> None:
+    text_model = _text_model(
+        http, ["great fun", "lovely great story", "awful bore", "bad awful plot"]
+    )
     body = {
         "model_id": text_model,
         "model_version": 1,
@@ -259,11 +284,7 @@ def test_text_and_image_models_are_explained_with_lime_over_http(http: Http) -> 
     weights = {c["feature_name"]: c["contribution"] for c in text.data["feature_contributions"]}
     assert text.data["input_kind"] == "text" and weights["great"] > 0 > weights["awful"]
 
-    rng = np.random.default_rng(1)
-    images = rng.random((60, 8, 8))
-    labels = (images[:, :4].mean(axis=(1, 2)) > images[:, 4:].mean(axis=(1, 2))).astype(int)
-    classifier = LogisticRegression(max_iter=300).fit(images.reshape(60, -1), labels)
-    image_model, _ = _register(http, classifier, "image_classification", [])
+    image_model, images = _image_model(http)
     image = http.call(
         "POST",
         "/explanations",
@@ -282,14 +303,9 @@ def test_text_and_image_models_are_explained_with_lime_over_http(http: Http) -> 
 
 
 def test_text_and_image_models_are_explained_with_shap_over_http(http: Http) -> None:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    texts = ["excellent fun", "an excellent story", "awful bore", "an awful plot"] * 5
-    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10))
-    pipeline.fit(texts, [1, 1, 0, 0] * 5)
-    text_model, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    text_model = _text_model(
+        http, ["excellent fun", "an excellent story", "awful bore", "an awful plot"]
+    )
     body = {
         "model_id": text_model,
         "model_version": 1,
@@ -316,11 +332,7 @@ def test_text_and_image_models_are_explained_with_shap_over_http(http: Http) -> 
     too_many = http.call("POST", "/explanations", {**body, "max_evals": 10_001})
     assert too_many.status_code == 400, too_many.data
 
-    rng = np.random.default_rng(1)
-    images = rng.random((60, 8, 8))
-    labels = (images[:, :4].mean(axis=(1, 2)) > images[:, 4:].mean(axis=(1, 2))).astype(int)
-    classifier = LogisticRegression(max_iter=300).fit(images.reshape(60, -1), labels)
-    image_model, _ = _register(http, classifier, "image_classification", [])
+    image_model, images = _image_model(http)
     body = {
         "model_id": image_model,
         "model_version": 1,
@@ -358,14 +370,9 @@ def test_text_and_image_models_are_explained_with_shap_over_http(http: Http) -> 
 
 
 def test_text_models_get_batch_and_global_word_importance(http: Http) -> None:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    texts = ["excellent fun", "an excellent story", "awful bore", "an awful plot"] * 5
-    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10))
-    pipeline.fit(texts, [1, 1, 0, 0] * 5)
-    model, _ = _register(http, pipeline, "text_classification", [], classes=["neg", "pos"])
+    model = _text_model(
+        http, ["excellent fun", "an excellent story", "awful bore", "an awful plot"]
+    )
     # "the" and "show" are outside the vocabulary: only the two sentiment words can matter.
     inputs = [{"text": t} for t in ("the excellent show", "the awful show", "excellent show")]
     for kind in ("shap", "lime"):
