@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("shap", "lime", "sklearn", "numba", "pandas")
@@ -116,16 +116,8 @@ def main() -> None:
     app = measure("app", runs)
     shap = measure("shap", runs)
     rows = rows_for(app, shap)
-    print("| figure | ours | peer (import shap) | ratio | target | met |")
-    print("|---|---:|---:|---:|---|---|")
-    for r in rows:
-        print(
-            f"| {r['figure']} | {r['ours']} | {r['peer']} | {r['ratio'] or ''} | {r['target']} | "
-            f"{'yes' if r['met'] else 'no'} |"
-        )
     meta = {**machine_meta(), "runs": runs, "app": app, "shap": shap}
-    out = write_results("cold_start", rows, meta)
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    report("cold_start", rows, meta)
 
 
 if __name__ == "__main__":

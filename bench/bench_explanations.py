@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -449,8 +449,7 @@ def main() -> None:
         rows = bench_tree(setup, repeat) + bench_kernel(setup, repeat) + bench_lime(setup, repeat)
     print(table(rows))
     meta = {**machine_meta(), "repeat": repeat, "statistic": "median"}
-    out = write_results("explanations", rows, meta)
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    report("explanations", rows, meta)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -149,19 +149,13 @@ def main() -> None:
     seconds = args.seconds or (3.0 if args.quick else 5.0)
     found = run(seconds, args.threads, args.rounds)
     rows = rows_for(found, args.threads)
-    for r in rows:
-        print(
-            f"{r['figure']}: route {r['ours']} req/s, health {r['peer']} req/s, ratio "
-            f"{r['ratio']} (target {r['target']}: {'met' if r['met'] else 'NOT met'})"
-        )
     meta = {
         **machine_meta(),
         "seconds_per_round": seconds,
         "threads": args.threads,
         "rounds": found,
     }
-    out = write_results("http", rows, meta)
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    report("http", rows, meta)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -412,18 +412,6 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
     ]
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| Figure | Ours | Peer | Ratio | Target | Met |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        peer = "—" if row["peer"] is None else f"{row['peer']} ({row.get('peer_name', '')})"
-        lines.append(
-            f"| {row['figure']} | {row['ours']} {row['unit']} | {peer} | "
-            f"{'—' if row['ratio'] is None else row['ratio']} | {row['target']} | "
-            f"{'—' if row['met'] is None else ('yes' if row['met'] else 'no')} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 MiB and 256 MiB instead")
@@ -458,15 +446,13 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         server.stop()
     rows = rows_for(results, dvc)
-    print(table(rows))
     meta = {
         **machine_meta(),
         "sizes_bytes": [results[s]["bytes"] for s in sizes],
         "dvc": dvc,
         "raw": {str(k): v for k, v in results.items()},
     }
-    out = write_results("ingest", rows, meta)
-    print(f"wrote {out}")
+    report("ingest", rows, meta)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -228,19 +228,8 @@ def main() -> None:
             f"histogram and sums; naive: {naive['seconds']:.1f} s for {naive_count}",
         },
     ]
-    print("| figure | ours | one write per outcome | ratio | target | met? |")
-    print("|---|---:|---:|---:|---|---|")
-    for r in rows:
-        met = "yes" if r["met"] else "no"
-        print(
-            f"| {r['figure']} | {r['ours']:,} | {r['peer']:,} | {r['ratio']} "
-            f"| {r['target']} | {met} |"
-        )
-    for r in rows:
-        print(f"- {r['note']}")
     meta = {**machine_meta(), "outcomes": count, "batch": BATCH}
-    out = write_results("outcomes", rows, meta)
-    print(f"wrote {out.relative_to(ROOT)}")
+    report("outcomes", rows, meta)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -143,18 +143,8 @@ def main() -> None:
             f"{our_share:.4f}, GrowthBook {peer_share:.4f}",
         }
     ]
-    print("| figure | ours | GrowthBook | ratio | target | met? |")
-    print("|---|---:|---:|---:|---|---|")
-    for r in rows:
-        met = "yes" if r["met"] else "no"
-        print(
-            f"| {r['figure']} | {r['ours']:,} | {r['peer']:,} | {r['ratio']:.2f}x "
-            f"| {r['target']} | {met} |"
-        )
-    print(f"\ntreatment share: ours {our_share:.4f}, GrowthBook {peer_share:.4f} ({count} users)")
     meta = {**machine_meta(), "users": count, "repeats": repeats}
-    out = write_results("routing", rows, meta)
-    print(f"wrote {out.relative_to(ROOT)}")
+    report("routing", rows, meta)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import machine_meta, write_results
+from results_io import machine_meta, report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -191,18 +191,6 @@ def run(cases: int, seed: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of the rows."""
-    lines = ["| figure | ours | peer | target | met |", "|---|---:|---:|---|---|"]
-    for r in rows:
-        ours = f"{r['ours']:.3g}" if isinstance(r["ours"], float) else str(r["ours"])
-        lines.append(
-            f"| {r['figure']} | {ours} | {r['peer']} | {r['target']} | "
-            f"{'yes' if r['met'] else 'no'} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     """Runs the comparisons and writes ``bench/results/statistics.json``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -213,13 +201,11 @@ def main() -> None:
     cases = args.cases or (100 if args.quick else 400)
     started = time.perf_counter()
     rows = run(cases, args.seed)
-    print(table(rows))
     meta = {
         **machine_meta(), "cases": cases, "seed": args.seed,
         "seconds": round(time.perf_counter() - started, 2),
     }  # fmt: skip
-    out = write_results("statistics", rows, meta)
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    report("statistics", rows, meta)
 
 
 if __name__ == "__main__":

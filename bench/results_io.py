@@ -85,3 +85,49 @@ def write_results(bench: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
     payload = {"bench": bench, "meta": meta, "rows": rows}
     out.write_text(json.dumps(payload, indent=2, default=_jsonable), encoding="utf-8")
     return out
+
+
+def cell(value: Any) -> str:
+    """A value as a markdown table cell (numbers rounded for reading, ``–`` for none)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) < 1e-3:
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows as markdown table lines, then their notes (``bench/results.md`` shows the same)."""
+    lines = [
+        "| figure | ours | peer | ratio | unit | target | met? |",
+        "|---|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        peer = cell(r.get("peer"))
+        if r.get("peer_name") and r.get("peer") is not None:
+            peer = f"{peer} ({r['peer_name']})"
+        lines.append(
+            f"| {cell(r.get('figure'))} | {cell(r.get('ours'))} | {peer} | "
+            f"{cell(r.get('ratio'))} | {cell(r.get('unit'))} | {cell(r.get('target'))} | "
+            f"{cell(r.get('met'))} |"
+        )
+    notes = [f"- {r['figure']}: {r['note']}" for r in rows if r.get("note")]
+    return lines + (["", "Notes:", "", *notes] if notes else [])
+
+
+def report(bench: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+    """Prints the table, writes ``bench/results/<bench>.json`` and says where."""
+    print("\n".join(table(rows)))
+    out = write_results(bench, rows, meta)
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+    return out

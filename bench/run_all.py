@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from results_io import COLUMNS, RESULTS, ROOT
+from results_io import COLUMNS, RESULTS, ROOT, table
 
 BENCH = ROOT / "bench"
 # Seconds each bench may take (default DEFAULT_LIMIT); the runner kills it after that.
@@ -182,24 +182,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        if abs(value) < 1e-3:
-            return f"{value:.2e}"
-        return f"{value:.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value).replace("|", "\\|")
-
-
 def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """``bench/results.md``."""
     lines = [
@@ -212,21 +194,8 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], info: dict[
         f"put ours and the peer in the same run, rather than absolute times). "
         f"`make bench{' QUICK=1' if info['quick'] else ''}`, {info['seconds']:.0f} s in total.",
         "",
-        "| figure | ours | peer | ratio | unit | target | met? |",
-        "|---|---:|---:|---:|---|---|---|",
+        *table(rows),
     ]
-    for r in rows:
-        peer = _cell(r.get("peer"))
-        if r.get("peer_name") and r.get("peer") is not None:
-            peer = f"{peer} ({r['peer_name']})"
-        lines.append(
-            f"| {_cell(r.get('figure'))} | {_cell(r.get('ours'))} | {peer} | "
-            f"{_cell(r.get('ratio'))} | {_cell(r.get('unit'))} | {_cell(r.get('target'))} | "
-            f"{_cell(r.get('met'))} |"
-        )
-    notes = [f"- {r['figure']}: {r['note']}" for r in rows if r.get("note")]
-    if notes:
-        lines += ["", "Notes:", "", *notes]
     lines += ["", "| bench | status | seconds | results | log |", "|---|---|---:|---|---|"]
     for run in runs:
         lines.append(
