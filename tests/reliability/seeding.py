@@ -78,15 +78,18 @@ def _register_version_body(pool: Pool) -> dict[str, Any]:
     }
 
 
-def _experiment_body(pool: Pool) -> dict[str, Any]:
-    model_id = pool.values["model_id"][0]
-    variants = [
+def fifty_fifty(model_id: str, treatment_version: int) -> list[dict[str, Any]]:
+    """A control on version 1 and a treatment on ``treatment_version``, half the traffic each."""
+    return [
         {"variant_id": "control", "model_id": model_id, "model_version": 1,
          "traffic_weight": "0.5", "is_control": True},
-        {"variant_id": "treatment", "model_id": model_id, "model_version": 1,
+        {"variant_id": "treatment", "model_id": model_id, "model_version": treatment_version,
          "traffic_weight": "0.5"},
     ]  # fmt: skip
-    return {"name": "seeded", "variants": variants}
+
+
+def _experiment_body(pool: Pool) -> dict[str, Any]:
+    return {"name": "seeded", "variants": fifty_fifty(pool.values["model_id"][0], 1)}
 
 
 def _dataset_version_body(pool: Pool) -> dict[str, Any]:

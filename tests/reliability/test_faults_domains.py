@@ -18,7 +18,7 @@ import pytest
 from chalicelib.abtesting.repository import ExperimentTable
 from tests.conftest import Http
 from tests.reliability.faults import FaultInjector, inject_faults, table_of
-from tests.reliability.seeding import _skops_artifact
+from tests.reliability.seeding import _skops_artifact, fifty_fifty
 
 
 @pytest.fixture
@@ -41,12 +41,7 @@ def registered(module_http: Http) -> dict[str, Any]:
 
 def _experiment(http: Http, registered: dict[str, Any], start: bool = True) -> str:
     model_id = registered["model_id"]
-    variants = [
-        {"variant_id": "control", "model_id": model_id, "model_version": 1,
-         "traffic_weight": "0.5", "is_control": True},
-        {"variant_id": "treatment", "model_id": model_id, "model_version": 2,
-         "traffic_weight": "0.5"},
-    ]  # fmt: skip
+    variants = fifty_fifty(model_id, 2)
     created = http.call("POST", "/experiments", {"name": "faults", "variants": variants})
     assert created.status_code == 201, created.data
     experiment_id = created.data["experiment_id"]

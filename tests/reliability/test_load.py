@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.reliability.seeding import _skops_artifact
+from tests.reliability.seeding import _skops_artifact, fifty_fifty
 from tests.reliability.stack import Api, linearizable_dynamodb, running_stack
 
 pytestmark = pytest.mark.e2e
@@ -72,12 +72,7 @@ def _setup(api: Api) -> Setup:
     version_body = {"artifact_base64": artifact, "task": "classification", "feature_names": FEAT}
     for _ in range(2):
         _ok(api, "POST", f"/models/{model_id}/versions", version_body)
-    variants = [
-        {"variant_id": "control", "model_id": model_id, "model_version": 1,
-         "traffic_weight": "0.5", "is_control": True},
-        {"variant_id": "treatment", "model_id": model_id, "model_version": 2,
-         "traffic_weight": "0.5"},
-    ]  # fmt: skip
+    variants = fifty_fifty(model_id, 2)
     experiment = _ok(api, "POST", "/experiments", {"name": "load", "variants": variants})
     _ok(api, "POST", f"/experiments/{experiment['experiment_id']}/start", status=200)
     dataset = _ok(
