@@ -145,6 +145,14 @@ def _names(explanation: dict[str, Any]) -> list[str]:
     return [c["feature_name"] for c in explanation["feature_contributions"]]
 
 
+def _save_shap_figure(title: str, path: Path) -> Path:
+    """Sizes, titles and saves the figure a ``shap.plots`` call just drew."""
+    fig = plt.gcf()
+    fig.set_size_inches(9, 6)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
 def shap_waterfall(one: dict[str, Any], path: Path) -> Path:
     """shap's waterfall of one explanation rebuilt from the API's numbers."""
     import shap
@@ -152,10 +160,7 @@ def shap_waterfall(one: dict[str, Any], path: Path) -> Path:
     names = _names(one)
     explanation = _shap_explanation([one], names)[0]
     shap.plots.waterfall(explanation, max_display=12, show=False)
-    fig = plt.gcf()
-    fig.set_size_inches(9, 6)
-    fig.suptitle(f"SHAP waterfall ({one['algorithm']}, {one['output_space']})", fontsize=10)
-    return _save(fig, path)
+    return _save_shap_figure(f"SHAP waterfall ({one['algorithm']}, {one['output_space']})", path)
 
 
 def shap_beeswarm(batch: dict[str, Any], path: Path) -> Path:
@@ -165,10 +170,7 @@ def shap_beeswarm(batch: dict[str, Any], path: Path) -> Path:
     explanations = batch["explanations"]
     names = _names(explanations[0])
     shap.plots.beeswarm(_shap_explanation(explanations, names), max_display=12, show=False)
-    fig = plt.gcf()
-    fig.set_size_inches(9, 6)
-    fig.suptitle(f"SHAP values of {len(explanations)} test cases", fontsize=10)
-    return _save(fig, path)
+    return _save_shap_figure(f"SHAP values of {len(explanations)} test cases", path)
 
 
 def shap_bar(batch: dict[str, Any], path: Path) -> Path:
@@ -178,10 +180,7 @@ def shap_bar(batch: dict[str, Any], path: Path) -> Path:
     explanations = batch["explanations"]
     names = _names(explanations[0])
     shap.plots.bar(_shap_explanation(explanations, names), max_display=12, show=False)
-    fig = plt.gcf()
-    fig.set_size_inches(9, 6)
-    fig.suptitle("Mean |SHAP| over the batch", fontsize=10)
-    return _save(fig, path)
+    return _save_shap_figure("Mean |SHAP| over the batch", path)
 
 
 def lime_bar(lime: dict[str, Any], path: Path) -> Path:

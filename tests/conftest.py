@@ -67,9 +67,9 @@ class Tokens:
         return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
-@pytest.fixture
-def tokens(aws: Any) -> Tokens:
-    """API keys for an admin, a writer (group ``ml``), a reader (group ``ml``), another writer."""
+def make_tokens() -> Tokens:
+    """API keys for an admin, a writer (group ``ml``), a reader (group ``ml``), another writer
+    (group ``other``), created in the current AWS."""
     from chalicelib.auth.service import get_auth_service
 
     service = get_auth_service()
@@ -79,6 +79,12 @@ def tokens(aws: Any) -> Tokens:
         reader=service.create_key("rita", ["reader"], ["ml"]).token,
         other_writer=service.create_key("bob", ["writer"], ["other"]).token,
     )
+
+
+@pytest.fixture
+def tokens(aws: Any) -> Tokens:
+    """API keys for an admin, a writer (group ``ml``), a reader (group ``ml``), another writer."""
+    return make_tokens()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from chalicelib.core import aws as aws_clients
 from chalicelib.core.singleton import reset_all
-from tests.conftest import Http, Tokens
+from tests.conftest import Http, Tokens, make_tokens
 
 
 def _session_per_thread() -> Any:
@@ -54,15 +54,7 @@ def module_aws() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def module_tokens(module_aws: Any) -> Tokens:
     """Tokens per role in the module's AWS."""
-    from chalicelib.auth.service import get_auth_service
-
-    service = get_auth_service()
-    return Tokens(
-        admin=service.create_key("admin", ["admin"]).token,
-        writer=service.create_key("alice", ["writer"], ["ml"]).token,
-        reader=service.create_key("rita", ["reader"], ["ml"]).token,
-        other_writer=service.create_key("bob", ["writer"], ["other"]).token,
-    )
+    return make_tokens()
 
 
 @pytest.fixture(scope="module")
