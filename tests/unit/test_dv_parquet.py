@@ -8,7 +8,6 @@ import datetime
 import decimal
 import io
 import random
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -184,17 +183,14 @@ def test_zero_columns():
     assert read_metadata(data) == ParquetMetadata(0, {}, [], expected(data).created_by)
 
 
-def test_many_columns_parse_fast():
+def test_many_columns_and_row_groups_parse_exactly():
+    # How fast this parses is measured in bench/bench_parquet.py, not asserted here.
     table = pa.table({f"c{i:04d}": pa.array([i, None], pa.float64()) for i in range(1_500)})
     data = write(table, row_group_size=1)
     assert pq.ParquetFile(io.BytesIO(data)).metadata.num_row_groups == 2
-    metadata = footer_of(data)
-    started = time.perf_counter()
-    got = parse_footer(metadata)
-    elapsed = time.perf_counter() - started
+    got = parse_footer(footer_of(data))
     assert len(got.columns) == 1_500
     assert got == expected(data)
-    assert elapsed < 1.0, f"{len(metadata)} footer bytes took {elapsed:.3f}s"
 
 
 def test_footer_size_from_a_tail_only():
