@@ -13,13 +13,15 @@ from chalice import Chalice, Rate
 
 from chalicelib.abtesting.api import api as abtesting_api
 from chalicelib.auth.api import api as auth_api
+from chalicelib.auth.service import authenticate
 from chalicelib.core import handlers
-from chalicelib.core.http import normalize_framework_errors
+from chalicelib.core.http import normalize_framework_errors, set_authenticator
 from chalicelib.dataversion.api import api as dataversion_api
 from chalicelib.explainability.api import api as explainability_api
 from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
 
+set_authenticator(authenticate)
 app = Chalice(app_name="synapsenet")
 app.experimental_feature_flags.update(["BLUEPRINTS"])
 app.register_middleware(normalize_framework_errors, "http")

@@ -129,8 +129,8 @@ class Setup:
         from chalicelib.explainability.loading import RegistryModelLoader
         from chalicelib.explainability.repository import ExplanationRepository
         from chalicelib.explainability.service import ExplanationService
-        from chalicelib.local.bootstrap import bootstrap
         from chalicelib.registry.service import ModelRegistry
+        from synapse_local.bootstrap import bootstrap
 
         bootstrap()
         self.registry = ModelRegistry()

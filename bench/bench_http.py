@@ -1,7 +1,7 @@
 """HTTP routing on the local stack: ``POST /experiments/{id}/route`` requests/s next to
 ``GET /health`` on the same server (what routing adds over the framework's own floor).
 
-The stack runs in a child process (``python -m chalicelib.local``, loopback only); the load comes
+The stack runs in a child process (``python -m synapse_local``, loopback only); the load comes
 from a few client threads with keep-alive sessions, for a bounded time per endpoint, alternating
 health and route rounds so that drift on a shared machine hits both alike. Reported: the mean
 requests/s over the rounds and the ratio route / health (target ≥ 0.8).

@@ -118,7 +118,7 @@ import json, resource, sys, time
 queue_url = sys.argv[1]
 import app
 from chalicelib.dataversion import versioning
-from chalicelib.local.pumps import S3EventPump
+from synapse_local.pumps import S3EventPump
 
 spent = [0.0, 0]
 original = versioning._Observer.see
@@ -302,7 +302,7 @@ def version_once(
 def measure_size(
     size: int, tmp: Path, env: dict[str, str], resources: Any, dvc: str | None, endpoint: str
 ) -> dict[str, Any]:
-    from chalicelib.auth.models import Principal
+    from chalicelib.core.principal import Principal
     from chalicelib.dataversion.service import get_dataset_service
 
     path = tmp / f"data-{size // MIB}mib.csv"
@@ -435,7 +435,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         from chalicelib.core import aws
-        from chalicelib.local.bootstrap import bootstrap
+        from synapse_local.bootstrap import bootstrap
 
         resources = bootstrap()
         aws.client("s3").create_bucket(Bucket=DVC_BUCKET)

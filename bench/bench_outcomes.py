@@ -72,7 +72,7 @@ class WriteCounter:
 
 def install_moto_fix() -> None:
     """The local stack's moto fix (one table copy per transaction; see its module)."""
-    from chalicelib.local.motofix import install
+    from synapse_local.motofix import install
 
     install()
 
@@ -190,7 +190,7 @@ def main() -> None:
 
     server = _start_server()
     try:
-        from chalicelib.core.tables import create_all_tables
+        from chalicelib.domains import create_all_tables
 
         create_all_tables()
         counter = WriteCounter()

@@ -71,7 +71,7 @@ def measure_ours(users: list[str], repeats: int) -> tuple[float, float]:
     from chalicelib.abtesting.engine import ABTestingEngine
     from chalicelib.abtesting.models import ModelVariant
     from chalicelib.core.events import RecordingEventBus
-    from chalicelib.core.tables import create_all_tables
+    from chalicelib.domains import create_all_tables
 
     with mock_aws():
         create_all_tables()

@@ -1,6 +1,6 @@
 """Where the demo's API lives: ``$SYNAPSE_URL`` + ``$SYNAPSE_TOKEN``, or a local stack it starts.
 
-The stack runs in a child process (``python -m chalicelib.local``) so that the server and the
+The stack runs in a child process (``python -m synapse_local``) so that the server and the
 traffic simulator use different cores; its log goes to ``<out>/stack.log``.
 """
 
@@ -79,7 +79,7 @@ def _read_url(process: subprocess.Popen[str], log_file: Path, limit: float) -> s
 
 @contextmanager
 def local_stack(out_dir: Path, schedule_seconds: float) -> Iterator[Endpoint]:
-    """Starts ``python -m chalicelib.local`` on a free port and stops it afterwards."""
+    """Starts ``python -m synapse_local`` on a free port and stops it afterwards."""
     token = "demo-" + secrets.token_urlsafe(24)
     env = dict(os.environ)
     env.update(
@@ -91,7 +91,7 @@ def local_stack(out_dir: Path, schedule_seconds: float) -> Iterator[Endpoint]:
     log_file = out_dir / "stack.log"
     log_file.write_text("")
     process = subprocess.Popen(
-        [sys.executable, "-m", "chalicelib.local"],
+        [sys.executable, "-m", "synapse_local"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

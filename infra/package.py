@@ -206,7 +206,7 @@ def build(stage: str, out: Path, cache: Path, region: str) -> dict[str, Any]:
     """Builds ``deployment.zip``, ``sam.json`` and ``template.json`` into ``out``."""
     env = stage_environment(stage)
     apply_environment(env, region)
-    from chalicelib.core.tables import all_table_models
+    from chalicelib.domains import all_table_models
     from infra.chalice_build import package_chalice_app
     from infra.template import StackSettings, build_template
 

@@ -450,7 +450,7 @@ def build_template(
 
     Args:
         chalice: What :func:`infra.chalice_build.package_chalice_app` produced.
-        models: The PynamoDB models (:func:`chalicelib.core.tables.all_table_models`).
+        models: The PynamoDB models (:func:`chalicelib.domains.all_table_models`).
         settings: Stage, runtime, architecture.
 
     Raises:

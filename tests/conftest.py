@@ -33,7 +33,7 @@ from moto import mock_aws  # noqa: E402
 
 from chalicelib.core import aws as aws_clients  # noqa: E402
 from chalicelib.core.singleton import reset_all  # noqa: E402
-from chalicelib.local.motofix import install as install_moto_fixes  # noqa: E402
+from synapse_local.motofix import install as install_moto_fixes  # noqa: E402
 
 # moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper.
 install_moto_fixes()
@@ -42,7 +42,7 @@ install_moto_fixes()
 @pytest.fixture
 def aws() -> Iterator[Any]:
     """A fresh moto AWS with every table, bucket, queue and the event bus created."""
-    from chalicelib.local.bootstrap import bootstrap
+    from synapse_local.bootstrap import bootstrap
 
     reset_all()
     aws_clients.reset_clients()

@@ -46,7 +46,7 @@ from chalicelib.abtesting.models import (
 )
 from chalicelib.core import aws
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable
-from chalicelib.core.tables import meta, register_table
+from chalicelib.core.tables import meta
 
 MAX_TRANSACTION_ACTIONS = 100
 METRIC_SHARDS = 16
@@ -87,7 +87,6 @@ class StatusIndex(GlobalSecondaryIndex["ExperimentTable"]):
     experiment_id = UnicodeAttribute(range_key=True)
 
 
-@register_table
 class ExperimentTable(Model):
     """One item per experiment. Variants, ramp and bandit settings are JSON text."""
 
@@ -152,7 +151,6 @@ class ExperimentTable(Model):
         )
 
 
-@register_table
 class RollbackPolicyTable(Model):
     """The automatic-rollback policy of an experiment."""
 
@@ -166,7 +164,6 @@ class RollbackPolicyTable(Model):
     enabled = NumberAttribute(default=1)
 
 
-@register_table
 class AssignmentTable(Model):
     """Sticky assignments of users in bandit experiments (written once, conditionally)."""
 
@@ -177,7 +174,6 @@ class AssignmentTable(Model):
     assigned_at = UTCDateTimeAttribute()
 
 
-@register_table
 class OutcomeDedupTable(Model):
     """Request ids already counted per experiment; expire after ``DEDUP_TTL``."""
 
@@ -188,7 +184,6 @@ class OutcomeDedupTable(Model):
     expires_at = TTLAttribute()
 
 
-@register_table
 class MetricShardTable(Model):
     """Outcome counters per (experiment, variant, shard); histogram buckets are dynamic ``h*``."""
 
@@ -675,3 +670,13 @@ def _merge_item(target: dict[str, Any], item: dict[str, Any]) -> None:
             target["histogram"][index] = target["histogram"].get(index, 0) + int(value)
         else:
             target["sums"][name] = target["sums"].get(name, Decimal(0)) + value
+
+
+# The DynamoDB tables this module declares (listed by chalicelib.domains).
+TABLES = (
+    ExperimentTable,
+    RollbackPolicyTable,
+    AssignmentTable,
+    OutcomeDedupTable,
+    MetricShardTable,
+)

@@ -2,55 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 
+from chalicelib.core.principal import Principal, Role
 
-class Role(str, Enum):
-    """Roles, each including the ones below it: admin > writer > reader."""
-
-    READER = "reader"
-    WRITER = "writer"
-    ADMIN = "admin"
-
-    @property
-    def rank(self) -> int:
-        return {"reader": 1, "writer": 2, "admin": 3}[self.value]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated caller.
-
-    Attributes:
-        principal: Who the caller is (a user or service name).
-        key_id: The API key used.
-        roles: Granted roles.
-        groups: Groups used for dataset access control.
-    """
-
-    principal: str
-    key_id: str
-    roles: frozenset[str] = field(default_factory=frozenset)
-    groups: frozenset[str] = field(default_factory=frozenset)
-
-    def has_role(self, role: str) -> bool:
-        """Whether any granted role is at least ``role``."""
-        needed = Role(role).rank
-        return any(
-            Role(granted).rank >= needed
-            for granted in self.roles
-            if granted in Role._value2member_map_
-        )
-
-    @property
-    def is_admin(self) -> bool:
-        return self.has_role("admin")
-
-    def can_access(self, owner: str, access_groups: list[str] | set[str] | frozenset[str]) -> bool:
-        """Whether the caller owns a resource, shares one of its groups, or is an admin."""
-        return self.is_admin or owner == self.principal or bool(self.groups & set(access_groups))
+__all__ = ["ApiKey", "Principal", "Role"]
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ from pynamodb.models import Model
 
 from chalicelib.auth.models import ApiKey
 from chalicelib.core.errors import Conflict
-from chalicelib.core.tables import meta, register_table
+from chalicelib.core.tables import meta
 
 
-@register_table
 class ApiKeyTable(Model):
     """One item per API key; ``token_hash`` is sha256 of the token."""
 
@@ -86,3 +85,7 @@ class ApiKeyRepository:
     def list(self) -> list[ApiKey]:
         """Every key (admins only; small table)."""
         return [item.to_domain() for item in ApiKeyTable.scan()]
+
+
+# The DynamoDB tables this module declares (listed by chalicelib.domains).
+TABLES = (ApiKeyTable,)

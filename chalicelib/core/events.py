@@ -24,7 +24,7 @@ from chalicelib.core.clock import utc_now
 from chalicelib.core.config import get_settings
 from chalicelib.core.observability import logger
 from chalicelib.core.singleton import lazy
-from chalicelib.core.tables import meta, register_table
+from chalicelib.core.tables import meta
 
 MAX_ENTRIES_PER_CALL = 10
 
@@ -79,7 +79,6 @@ class RecordingEventBus:
         return [event for event in self.events if event.detail_type == detail_type]
 
 
-@register_table
 class EventOutboxTable(Model):
     """Events that EventBridge refused after retries, kept for redelivery."""
 
@@ -206,3 +205,7 @@ class EventBridgeBus:
 def get_event_bus() -> EventBus:
     """The process-wide event bus (EventBridge)."""
     return EventBridgeBus()
+
+
+# The DynamoDB tables this module declares (listed by chalicelib.domains).
+TABLES = (EventOutboxTable,)

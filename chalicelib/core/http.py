@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalice import Blueprint, Response
 
@@ -35,11 +35,25 @@ from chalicelib.core.errors import (
     ValidationError,
 )
 from chalicelib.core.observability import logger, record_latency
-
-if TYPE_CHECKING:
-    from chalicelib.auth.models import Principal
+from chalicelib.core.principal import Principal
 
 JSON_CONTENT_TYPES = ["application/json"]
+
+# Checks a request's credentials for a role: ``(headers, role) -> Principal``; raises
+# ``Unauthorized``/``Forbidden``. Core knows no domain: ``app.py`` installs the auth domain's.
+Authenticator = Callable[[dict[str, str], str], Principal]
+_authenticator: list[Authenticator] = []
+
+
+def set_authenticator(authenticator: Authenticator) -> None:
+    """Installs how every route with a role authenticates its caller (``app.py`` does this)."""
+    _authenticator[:] = [authenticator]
+
+
+def _authenticate(headers: dict[str, str], role: str) -> Principal:
+    if not _authenticator:
+        raise RuntimeError("no authenticator installed: call core.http.set_authenticator first")
+    return _authenticator[0](headers, role)
 
 
 @dataclass
@@ -255,14 +269,12 @@ def dispatch(
     spec: RouteSpec, handler: Callable[..., Any], request: Any, path: dict[str, Any]
 ) -> Response:
     """Runs one request through auth, validation, the handler and error mapping."""
-    from chalicelib.auth.service import authenticate
-
     started = time.perf_counter()
     headers = _headers(request)
     correlation_id = _correlation_id(request, headers)
     logger.set_correlation_id(correlation_id)
     try:
-        principal = authenticate(headers, spec.role) if spec.role is not None else None
+        principal = _authenticate(headers, spec.role) if spec.role is not None else None
         body = _parse_body(spec, request)
         query = _parse_query(spec, request)
         ctx = RequestContext(principal, body, query, headers, request, correlation_id)

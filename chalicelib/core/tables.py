@@ -1,26 +1,16 @@
-"""The one list of DynamoDB tables: PynamoDB models registered here are what the local bootstrap,
-the tests and the deployment template create.
+"""DynamoDB table plumbing shared by every domain: table metadata from the environment,
+transactions, unique-name saves and idempotent table creation.
+
+Core knows no domain: which tables exist is :func:`chalicelib.domains.all_table_models`.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from chalicelib.core.config import endpoint_url, region, table_name
-
-# Modules that declare PynamoDB tables; importing them registers their models.
-TABLE_MODULES = (
-    "chalicelib.auth.repository",
-    "chalicelib.core.events",
-    "chalicelib.registry.repository",
-    "chalicelib.abtesting.repository",
-    "chalicelib.dataversion.repository",
-    "chalicelib.explainability.repository",
-)
-
-_TABLES: list[Any] = []
 
 
 def _share_botocore_sessions() -> None:
@@ -48,13 +38,6 @@ def _share_botocore_sessions() -> None:
 
 
 _share_botocore_sessions()
-
-
-def register_table(model: Any) -> Any:
-    """Class decorator: adds a PynamoDB model to the tables the stack creates."""
-    if model not in _TABLES:
-        _TABLES.append(model)
-    return model
 
 
 def meta(env_var: str, suffix: str) -> type:
@@ -112,21 +95,17 @@ def save_with_unique_key(
         raise
 
 
-def all_table_models() -> list[Any]:
-    """Every registered PynamoDB model (importing the modules that declare them)."""
-    for module in TABLE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
-    return list(_TABLES)
+def create_all_tables(models: Iterable[Any]) -> list[str]:
+    """Creates each table of ``models`` that does not exist yet (idempotent).
 
+    Args:
+        models: PynamoDB models (:func:`chalicelib.domains.all_table_models`).
 
-def create_all_tables() -> list[str]:
-    """Creates every table that does not exist yet (idempotent); returns the table names."""
+    Returns:
+        The table names.
+    """
     names = []
-    for model in all_table_models():
+    for model in models:
         if not model.exists():
             model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
             _enable_ttl(model)

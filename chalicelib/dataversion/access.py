@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chalicelib.auth.models import Principal
 from chalicelib.core.errors import Forbidden
+from chalicelib.core.principal import Principal
 from chalicelib.dataversion.models import Dataset
 from chalicelib.dataversion.repository import DatasetNotFound
 

@@ -29,7 +29,6 @@ from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.tables import (
     cancellation_codes,
     meta,
-    register_table,
     save_with_unique_key,
     transaction_connection,
 )
@@ -82,7 +81,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
-@register_table
 class DatasetTable(Model):
     """One item per dataset."""
 
@@ -113,7 +111,6 @@ class DatasetTable(Model):
         )
 
 
-@register_table
 class DatasetKeyTable(Model):
     """Unique reservations: ``name#…``, ``vid#…``, ``sha#<dataset>#<sha256>``, ``src#…``."""
 
@@ -125,7 +122,6 @@ class DatasetKeyTable(Model):
     version_number = NumberAttribute(null=True)
 
 
-@register_table
 class DatasetVersionTable(Model):
     """One item per version, numbered per dataset."""
 
@@ -195,7 +191,6 @@ class DatasetVersionTable(Model):
         )
 
 
-@register_table
 class TransformationTable(Model):
     """One item per recorded transformation."""
 
@@ -227,7 +222,6 @@ class TransformationTable(Model):
         )
 
 
-@register_table
 class LineageTable(Model):
     """Adjacency items: ``(node, "node")`` metadata, ``(node, "up#<parent>")`` and
     ``(node, "down#<child>")`` edges."""
@@ -244,7 +238,6 @@ class LineageTable(Model):
     transformation_type = UnicodeAttribute(null=True)
 
 
-@register_table
 class DatasetUsageTable(Model):
     """Which versions an experiment used."""
 
@@ -259,7 +252,6 @@ class DatasetUsageTable(Model):
     recorded_at = UTCDateTimeAttribute()
 
 
-@register_table
 class DatasetRejectionTable(Model):
     """Incoming files that were moved to ``rejected/``, keyed by source key and ETag."""
 
@@ -617,3 +609,15 @@ class LineageRepository:
                 LineageEdge(parent, child, item.transformation_id, item.transformation_type)
             )
         return edges
+
+
+# The DynamoDB tables this module declares (listed by chalicelib.domains).
+TABLES = (
+    DatasetTable,
+    DatasetKeyTable,
+    DatasetVersionTable,
+    TransformationTable,
+    LineageTable,
+    DatasetUsageTable,
+    DatasetRejectionTable,
+)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chalicelib.auth.models import Principal
 from chalicelib.core.errors import ValidationError
+from chalicelib.core.principal import Principal
 from chalicelib.core.singleton import lazy
 from chalicelib.dataversion import access
 from chalicelib.dataversion.lineage import LineageView

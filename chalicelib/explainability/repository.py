@@ -30,7 +30,7 @@ from pynamodb.models import Model
 from chalicelib.core import aws
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import Conflict, NotFound
-from chalicelib.core.tables import meta, register_table
+from chalicelib.core.tables import meta
 
 # DynamoDB items are limited to 400 KB; results above this go to S3.
 INLINE_RESULT_LIMIT = 350 * 1024
@@ -43,7 +43,6 @@ class ExplanationJobNotFound(NotFound):
     code = "job_not_found"
 
 
-@register_table
 class ExplanationCacheTable(Model):
     """One cached explanation (zlib-compressed JSON)."""
 
@@ -57,7 +56,6 @@ class ExplanationCacheTable(Model):
     expires_at = TTLAttribute()
 
 
-@register_table
 class ExplanationJobTable(Model):
     """An asynchronous explanation job."""
 
@@ -267,3 +265,10 @@ class ExplanationRepository:
 def _is_conditional(exc: Exception) -> bool:
     cause = getattr(exc, "cause_response_code", None)
     return cause == "ConditionalCheckFailedException"
+
+
+# The DynamoDB tables this module declares (listed by chalicelib.domains).
+TABLES = (
+    ExplanationCacheTable,
+    ExplanationJobTable,
+)

@@ -20,7 +20,6 @@ from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.tables import (
     cancellation_codes,
     meta,
-    register_table,
     save_with_unique_key,
     transaction_connection,
 )
@@ -39,7 +38,6 @@ class ModelVersionNotFound(NotFound):
     code = "model_version_not_found"
 
 
-@register_table
 class ModelTable(Model):
     """One item per registered model; ``latest_version`` allocates version numbers."""
 
@@ -70,7 +68,6 @@ class ModelTable(Model):
         )
 
 
-@register_table
 class ModelNameTable(Model):
     """Reserves a model name so names stay unique."""
 
@@ -80,7 +77,6 @@ class ModelNameTable(Model):
     model_id = UnicodeAttribute()
 
 
-@register_table
 class ModelVersionTable(Model):
     """One item per model version."""
 
@@ -300,3 +296,11 @@ class RegistryRepository:
             if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise Conflict("the model's stages changed concurrently; retry") from None
             raise
+
+
+# The DynamoDB tables this module declares (listed by chalicelib.domains).
+TABLES = (
+    ModelTable,
+    ModelNameTable,
+    ModelVersionTable,
+)

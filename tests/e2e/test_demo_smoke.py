@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.local.stack import LocalStack
 from demo.main import run_demo
 from demo.story import Context, Options
+from synapse_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

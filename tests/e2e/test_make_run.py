@@ -1,4 +1,4 @@
-"""What ``make run`` starts (``python -m chalicelib.local``), as a user sees it: the printed URL
+"""What ``make run`` starts (``python -m synapse_local``), as a user sees it: the printed URL
 and token, the API over HTTP, and a clean exit on Ctrl-C."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def local_stack() -> Iterator[Running]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(test_only)}
     env.update({"PORT": str(port), "SYNAPSE_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "chalicelib.local"],
+        [sys.executable, "-m", "synapse_local"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

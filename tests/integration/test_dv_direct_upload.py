@@ -208,7 +208,7 @@ def test_the_local_stack_routes_a_real_direct_put_to_the_upload_handler(
     client: Any, http: Http, aws: Any
 ) -> None:
     import app as app_module
-    from chalicelib.local.pumps import S3EventPump
+    from synapse_local.pumps import S3EventPump
 
     dataset_id = create_dataset(http, "pumped")
     upload = ask(http, dataset_id).data

@@ -177,7 +177,7 @@ def test_a_real_put_delivered_twice_by_the_local_pump_makes_one_version(
 ) -> None:
     import app as app_module
     from chalicelib.core import aws as clients
-    from chalicelib.local.pumps import S3EventPump
+    from synapse_local.pumps import S3EventPump
 
     dataset = create_dataset(http, "pumped")
     put("incoming/pumped/data.csv", CSV)
@@ -280,8 +280,8 @@ def test_an_s3_event_whose_handler_keeps_failing_ends_in_the_local_dead_letter_q
 ) -> None:
     """As deployed (one try plus Lambda's two retries, then the DLQ), not redelivered forever."""
     from chalicelib.core import aws as clients
-    from chalicelib.local.bootstrap import S3_EVENT_ATTEMPTS
-    from chalicelib.local.pumps import S3EventPump
+    from synapse_local.bootstrap import S3_EVENT_ATTEMPTS
+    from synapse_local.pumps import S3EventPump
 
     attempts: list[str] = []
 
@@ -301,7 +301,7 @@ def test_an_s3_event_whose_handler_keeps_failing_ends_in_the_local_dead_letter_q
 
 
 def test_the_local_redrive_limits_match_the_deployed_ones() -> None:
-    from chalicelib.local.bootstrap import JOBS_MAX_RECEIVES
     from infra.template import QUEUE_MAX_RECEIVES
+    from synapse_local.bootstrap import JOBS_MAX_RECEIVES
 
     assert JOBS_MAX_RECEIVES == QUEUE_MAX_RECEIVES

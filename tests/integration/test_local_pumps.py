@@ -15,7 +15,7 @@ import pytest
 from chalice import Chalice
 from moto.server import ThreadedMotoServer
 
-from chalicelib.local.pumps import S3EventPump, SqsPump, sqs_pumps_for_app
+from synapse_local.pumps import S3EventPump, SqsPump, sqs_pumps_for_app
 
 REGION = "us-east-1"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from chalice import Chalice, Cron, Rate
 
-from chalicelib.local.scheduler import (
+from synapse_local.scheduler import (
     CronSchedule,
     Every,
     ScheduledJob,

@@ -14,8 +14,8 @@ import boto3
 import pytest
 import requests
 
-from chalicelib.local.pumps import S3Route
-from chalicelib.local.stack import LocalStack
+from synapse_local.pumps import S3Route
+from synapse_local.stack import LocalStack
 
 
 def wait_for(predicate: Callable[[], bool], limit: float = 15.0) -> bool:

@@ -16,7 +16,7 @@ from chalice import Chalice, Cron, Rate
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import ValidationError
-from chalicelib.local.stack import LocalStack
+from synapse_local.stack import LocalStack
 
 
 def wait_for(predicate: Callable[[], bool], limit: float = 15.0) -> bool:

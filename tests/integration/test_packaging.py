@@ -96,6 +96,14 @@ def test_zip_package_carries_no_explanation_dependencies(zip_names: list[str]) -
     assert not dists & HEAVY_DISTS
 
 
+def test_zip_package_carries_no_dev_tooling(zip_names: list[str]) -> None:
+    top = {name.split("/", 1)[0] for name in zip_names}
+    assert not top & {"moto", "synapse_local", "demo", "bench", "tests", "werkzeug", "flask"}
+    dists = {n.split("-", 1)[0].lower() for n in top if n.endswith(".dist-info")}
+    assert not dists & {"moto", "werkzeug", "flask", "pytest", "schemathesis"}
+    assert not any(n.startswith("chalicelib/local/") for n in zip_names)
+
+
 def test_zip_package_holds_the_app_and_its_light_dependencies(zip_names: list[str]) -> None:
     names = set(zip_names)
     for required in ("app.py", "chalice/app.py", "chalicelib/core/tables.py"):
@@ -187,7 +195,7 @@ def test_every_pynamodb_table_is_declared_with_keys_indexes_ttl_pitr_and_sse(
 ) -> None:
     from pynamodb.attributes import TTLAttribute
 
-    from chalicelib.core.tables import all_table_models
+    from chalicelib.domains import all_table_models
     from infra.template import camel
 
     tables = _resources(template, TABLE_TYPE)
@@ -266,7 +274,7 @@ def test_function_environment_names_the_stacks_own_resources(
         if "CodeUri" in function["Properties"]:
             assert variables["EXPLANATION_FUNCTION"] == {"Ref": "ExplainerFunction"}
             assert variables["SYNAPSE_EXPLANATION_BACKEND"] == "lambda"
-    from chalicelib.core.tables import all_table_models
+    from chalicelib.domains import all_table_models
 
     assert table_env == {m.Meta.env_var for m in all_table_models()}
     assert resources["DataBucket"]["Properties"]["BucketName"] == {"Ref": "DataBucketName"}

@@ -37,8 +37,8 @@ def module_aws() -> Iterator[Any]:
     """One moto AWS with every resource, for the whole module."""
     import pynamodb.connection.base
 
-    from chalicelib.local.bootstrap import bootstrap
-    from chalicelib.local.stack import point_tables_at
+    from synapse_local.bootstrap import bootstrap
+    from synapse_local.stack import point_tables_at
 
     reset_all()
     aws_clients.reset_clients()

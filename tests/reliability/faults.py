@@ -168,7 +168,7 @@ def inject_faults() -> Iterator[FaultInjector]:
     import botocore.endpoint
 
     from chalicelib.core import aws
-    from chalicelib.core.tables import all_table_models
+    from chalicelib.domains import all_table_models
 
     injector = FaultInjector()
     original = botocore.client.ClientCreator.create_client

@@ -55,8 +55,8 @@ class Api:
 
 @contextmanager
 def running_stack(**options: Any) -> Iterator[Any]:
-    """Starts :class:`chalicelib.local.stack.LocalStack` on free loopback ports and stops it."""
-    from chalicelib.local.stack import LocalStack
+    """Starts :class:`synapse_local.stack.LocalStack` on free loopback ports and stops it."""
+    from synapse_local.stack import LocalStack
 
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     for name in QUIET_LOGGERS:

@@ -30,7 +30,7 @@ def test_each_boto3_client_waits_at_most_seven_seconds(service: str, module_aws:
 
 
 def test_each_table_waits_at_most_seven_seconds() -> None:
-    from chalicelib.core.tables import all_table_models
+    from chalicelib.domains import all_table_models
 
     for model in all_table_models():
         attempts = 1 + model.Meta.max_retry_attempts

@@ -2,7 +2,7 @@
 
 In AWS, S3 invokes the ``@app.on_s3_event`` function and the Lambda SQS poller invokes the
 ``@app.on_sqs_message`` function. Locally nothing does, so the local stack routes the data bucket's
-notifications to an SQS queue (see :mod:`chalicelib.local.bootstrap`) and these pumps long-poll
+notifications to an SQS queue (see :mod:`synapse_local.bootstrap`) and these pumps long-poll
 the queues and call the app's registered handlers with the event shapes Lambda would pass.
 
 Delivery is at-least-once, as in AWS: a message is deleted only after every handler it was

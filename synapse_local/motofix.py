@@ -12,7 +12,7 @@ slower with every outcome already stored (seconds per batch after a few thousand
 
 :func:`install` makes that backup happen once per table per transaction, with the same rollback
 semantics. It only touches moto (the local stand-in for DynamoDB), never the app; every
-:class:`~chalicelib.local.stack.LocalStack` installs it when it starts (``make run``, the demo,
+:class:`~synapse_local.stack.LocalStack` installs it when it starts (``make run``, the demo,
 the benches).
 """
 

@@ -1,4 +1,4 @@
-"""``python -m chalicelib.local`` (what ``make run`` starts): the local stack until Ctrl-C.
+"""``python -m synapse_local`` (what ``make run`` starts): the local stack until Ctrl-C.
 
 Environment:
     PORT: HTTP port of the API (default 8000).
@@ -21,7 +21,7 @@ os.environ.setdefault("SYNAPSE_STAGE", "local")
 os.environ.setdefault("SYNAPSE_METRICS", "off")
 
 from chalicelib.core.errors import SynapseError  # noqa: E402
-from chalicelib.local.stack import LocalStack  # noqa: E402
+from synapse_local.stack import LocalStack  # noqa: E402
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

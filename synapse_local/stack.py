@@ -2,11 +2,11 @@
 
 One process, no Docker. :class:`LocalStack` starts moto's ``ThreadedMotoServer`` on loopback,
 points boto3 and PynamoDB at it through ``AWS_ENDPOINT_URL``, creates every resource a deployment
-has (:func:`chalicelib.local.bootstrap.bootstrap`), seeds an admin API key, serves the app with
+has (:func:`synapse_local.bootstrap.bootstrap`), seeds an admin API key, serves the app with
 Chalice's local server, and runs what ``chalice local`` does not: the ``@app.schedule``,
 ``@app.on_s3_event`` and ``@app.on_sqs_message`` handlers, found on the app object.
 
-``make run`` uses it through ``python -m chalicelib.local``; tests and benchmarks use it directly::
+``make run`` uses it through ``python -m synapse_local``; tests and benchmarks use it directly::
 
     with LocalStack(port=0) as stack:  # 0: a free port
         headers = {"Authorization": f"Bearer {stack.admin_token}"}
@@ -24,8 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from chalicelib.local.pumps import S3EventPump, SqsPump, sqs_pumps_for_app
-from chalicelib.local.scheduler import ScheduleRunner
+from synapse_local.pumps import S3EventPump, SqsPump, sqs_pumps_for_app
+from synapse_local.scheduler import ScheduleRunner
 
 log = logging.getLogger("synapse.local")
 
@@ -71,7 +71,7 @@ def point_tables_at(endpoint: str | None) -> None:
     the stack set ``AWS_ENDPOINT_URL`` (in a test process, say).
     """
     from chalicelib.core.config import region
-    from chalicelib.core.tables import all_table_models
+    from chalicelib.domains import all_table_models
 
     for model in all_table_models():
         model.Meta.host = endpoint
@@ -182,7 +182,7 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from chalicelib.local.motofix import install
+        from synapse_local.motofix import install
 
         install()
 
@@ -199,7 +199,7 @@ class LocalStack:
 
     def _bootstrap(self) -> None:
         from chalicelib.auth.service import get_auth_service
-        from chalicelib.local.bootstrap import bootstrap
+        from synapse_local.bootstrap import bootstrap
 
         self.resources = bootstrap()
         service = get_auth_service()

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from chalicelib.core.config import region
-from chalicelib.local.pumps import LOCAL_ACCOUNT, LambdaHandler, lambda_context
+from synapse_local.pumps import LOCAL_ACCOUNT, LambdaHandler, lambda_context
 
 log = logging.getLogger("synapse.local.scheduler")
 

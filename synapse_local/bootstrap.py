@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from chalicelib.core import aws
 from chalicelib.core.config import Settings, get_settings, region
-from chalicelib.core.tables import create_all_tables
 from chalicelib.dataversion.storage import CAS_PREFIX, INCOMING_PREFIX
+from chalicelib.domains import create_all_tables
 
 # Receives before a message moves to its dead-letter queue, as deployed: S3 invokes the ingest
 # functions asynchronously (one try plus Lambda's two retries, then the function's DLQ), and the
