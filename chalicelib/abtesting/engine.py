@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from chalicelib.abtesting.bandit import thompson_weights
+from chalicelib.abtesting.errors import ExperimentStateConflict, InvalidExperiment
 from chalicelib.abtesting.models import (
     BanditConfig,
     Experiment,
@@ -32,12 +33,7 @@ from chalicelib.abtesting.models import (
     RampSchedule,
     TrafficAllocationStrategy,
 )
-from chalicelib.abtesting.repository import (
-    AssignmentStore,
-    ExperimentRepository,
-    ExperimentStateConflict,
-    OutcomeStore,
-)
+from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, OutcomeStore
 from chalicelib.abtesting.routing import TrafficRouter
 from chalicelib.abtesting.statistics import (
     ExperimentAnalysis,
@@ -46,7 +42,7 @@ from chalicelib.abtesting.statistics import (
 )
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import Conflict, NotFound, UnprocessableEntity
+from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
 
@@ -65,12 +61,6 @@ class ModelRegistryPort(Protocol):
 
     def set_stage(self, model_id: str, version: int, stage: str) -> Any:
         """Moves a version to a stage (``production`` archives the previous one)."""
-
-
-class InvalidExperiment(UnprocessableEntity):
-    """The experiment configuration is inconsistent."""
-
-    code = "invalid_experiment"
 
 
 def _check_weights(variants: Sequence[ModelVariant]) -> None:

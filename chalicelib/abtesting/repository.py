@@ -33,6 +33,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.abtesting import sketch
+from chalicelib.abtesting.errors import ExperimentNotFound, ExperimentStateConflict
 from chalicelib.abtesting.models import (
     BanditConfig,
     Experiment,
@@ -45,7 +46,7 @@ from chalicelib.abtesting.models import (
     TrafficAllocationStrategy,
 )
 from chalicelib.core import aws
-from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable
+from chalicelib.core.errors import Conflict, ServiceUnavailable
 from chalicelib.core.tables import meta
 
 MAX_TRANSACTION_ACTIONS = 100
@@ -62,18 +63,6 @@ RETRYABLE_CODES = frozenset(
         "TransactionConflictException",
     }
 )
-
-
-class ExperimentNotFound(NotFound):
-    """No experiment with that id."""
-
-    code = "experiment_not_found"
-
-
-class ExperimentStateConflict(Conflict):
-    """The experiment is not in a state that allows the operation."""
-
-    code = "invalid_state"
 
 
 class StatusIndex(GlobalSecondaryIndex["ExperimentTable"]):

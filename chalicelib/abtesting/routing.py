@@ -36,19 +36,13 @@ from fractions import Fraction
 from hashlib import blake2b
 from typing import Protocol
 
+from chalicelib.abtesting.errors import ExperimentNotRunning
 from chalicelib.abtesting.models import Experiment, ExperimentStatus, TrafficAllocationStrategy
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import Conflict
 
 SCALE = 2**64
 Choice = tuple[str, int]
-
-
-class ExperimentNotRunning(Conflict):
-    """The experiment has not been started, so it has no traffic to route."""
-
-    code = "experiment_not_started"
 
 
 def thresholds(weights: list[Fraction]) -> list[int]:

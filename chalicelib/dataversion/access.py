@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from chalicelib.core.errors import Forbidden
 from chalicelib.core.principal import Principal
+from chalicelib.dataversion.errors import DatasetNotFound
 from chalicelib.dataversion.models import Dataset
-from chalicelib.dataversion.repository import DatasetNotFound
 
 
 def can_read(principal: Principal, dataset: Dataset) -> bool:

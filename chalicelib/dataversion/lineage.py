@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.dataversion.errors import LineageCycleError
 from chalicelib.dataversion.models import (
     DatasetVersion,
     LineageEdge,
@@ -22,12 +22,6 @@ from chalicelib.dataversion.models import (
 from chalicelib.dataversion.repository import LineageRepository
 
 UP, DOWN = "up", "down"
-
-
-class LineageCycleError(UnprocessableEntity):
-    """The edge would make the lineage cyclic (422)."""
-
-    code = "lineage_cycle"
 
 
 @dataclass

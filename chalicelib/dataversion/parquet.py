@@ -9,7 +9,7 @@ schema and the row count, so the ingest reads the last bytes of an object, asks
 :func:`footer_size` how long the metadata is, and hands exactly those bytes to
 :func:`parse_footer`. pyarrow is deliberately not used: it does not fit in the Lambda package.
 
-Every malformed input raises :class:`~chalicelib.dataversion.schema.UnreadableContent` (422)
+Every malformed input raises :class:`~chalicelib.dataversion.errors.UnreadableContent` (422)
 with a message; sizes and nesting depth are bounded so hostile footers cannot exhaust memory,
 time or the stack. Encrypted footers (``PARE`` magic) are not supported and are reported as
 unreadable. Bytes after the end of the ``FileMetaData`` struct (the footer signature of files
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chalicelib.dataversion.schema import UnreadableContent
+from chalicelib.dataversion.errors import UnreadableContent
 
 MAGIC = b"PAR1"
 MAX_DEPTH = 64

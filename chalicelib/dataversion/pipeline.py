@@ -8,6 +8,7 @@ from typing import Any
 
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import ValidationError
+from chalicelib.dataversion.errors import TransformError
 from chalicelib.dataversion.models import (
     TABULAR_FORMATS,
     DatasetFormat,
@@ -17,7 +18,6 @@ from chalicelib.dataversion.models import (
 from chalicelib.dataversion.transforms import (
     ExternalSpec,
     Table,
-    TransformError,
     check_size,
     is_replayable,
     load_table,

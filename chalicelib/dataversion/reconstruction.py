@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.core.clock import Clock
-from chalicelib.core.errors import NotFound, UnprocessableEntity, ValidationError
+from chalicelib.core.errors import ValidationError
+from chalicelib.dataversion.errors import NotReplayable, TransformError, UsageNotFound
 from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.models import (
     DatasetFormat,
@@ -18,27 +19,8 @@ from chalicelib.dataversion.models import (
     TransformationRecord,
 )
 from chalicelib.dataversion.pipeline import TransformationService
-from chalicelib.dataversion.transforms import (
-    Table,
-    TransformError,
-    load_table,
-    parse_spec,
-    run,
-    to_csv_bytes,
-)
+from chalicelib.dataversion.transforms import Table, load_table, parse_spec, run, to_csv_bytes
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
-
-
-class UsageNotFound(NotFound):
-    """The experiment recorded no usage of the dataset."""
-
-    code = "usage_not_found"
-
-
-class NotReplayable(UnprocessableEntity):
-    """The chain contains a step the service cannot re-execute (422)."""
-
-    code = "not_replayable"
 
 
 @dataclass

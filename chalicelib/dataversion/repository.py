@@ -25,12 +25,19 @@ from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.tables import (
     cancellation_codes,
     meta,
     save_with_unique_key,
     transaction_connection,
+)
+from chalicelib.dataversion.errors import (
+    DatasetNotFound,
+    DatasetVersionNotFound,
+    DuplicateContent,
+    DuplicateSource,
+    TransformationNotFound,
+    VersionNumberTaken,
 )
 from chalicelib.dataversion.models import (
     CompatibilityMode,
@@ -45,36 +52,6 @@ from chalicelib.dataversion.models import (
     TransformationRecord,
     TransformationType,
 )
-
-
-class DatasetNotFound(NotFound):
-    """No dataset with that id or name (or the caller may not see it)."""
-
-    code = "dataset_not_found"
-
-
-class DatasetVersionNotFound(NotFound):
-    """No such version."""
-
-    code = "dataset_version_not_found"
-
-
-class TransformationNotFound(NotFound):
-    """No such transformation record."""
-
-    code = "transformation_not_found"
-
-
-class VersionNumberTaken(Conflict):
-    """Another writer took the version number first (the engine retries with the next one)."""
-
-
-class DuplicateContent(Conflict):
-    """The dataset already has a version with this content hash."""
-
-
-class DuplicateSource(Conflict):
-    """This source object (key and ETag) was already ingested."""
 
 
 def _dumps(value: Any) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, UnreadableContent
 from chalicelib.dataversion.models import (
     COLUMN_TYPES,
     CompatibilityMode,
@@ -44,24 +45,6 @@ WIDENINGS = frozenset(
         ("float", "double"),
     }
 )
-
-
-class SchemaEvolutionError(UnprocessableEntity):
-    """The new schema is not compatible with the previous one under the dataset's mode (422)."""
-
-    code = "schema_incompatible"
-
-
-class SchemaMismatch(UnprocessableEntity):
-    """The data does not match the declared schema (422)."""
-
-    code = "schema_mismatch"
-
-
-class UnreadableContent(UnprocessableEntity):
-    """CSV, JSON-lines or Parquet content that cannot be parsed (422)."""
-
-    code = "unreadable_content"
 
 
 def value_type(text: str) -> str | None:

@@ -17,6 +17,7 @@ from chalicelib.core.errors import ValidationError
 from chalicelib.core.principal import Principal
 from chalicelib.core.singleton import lazy
 from chalicelib.dataversion import access
+from chalicelib.dataversion.errors import DatasetNotFound, DatasetVersionNotFound
 from chalicelib.dataversion.lineage import LineageView
 from chalicelib.dataversion.models import (
     Dataset,
@@ -32,7 +33,6 @@ from chalicelib.dataversion.reconstruction import (
     ReplayResult,
     ReproducibilityReport,
 )
-from chalicelib.dataversion.repository import DatasetNotFound, DatasetVersionNotFound
 from chalicelib.dataversion.storage import (
     INCOMING_PREFIX,
     META_CREATED_BY,

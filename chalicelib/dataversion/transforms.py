@@ -25,10 +25,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.dataversion.errors import TransformError, UnreadableContent
 from chalicelib.dataversion.models import DatasetFormat, DatasetSchema, TransformationType
 from chalicelib.dataversion.schema import (
-    UnreadableContent,
     json_value_type,
     merge_types,
     parse_csv_sample,
@@ -38,12 +37,6 @@ from chalicelib.dataversion.schema import (
 
 MAX_TRANSFORM_BYTES = 200 * 1024 * 1024
 NUMERIC = frozenset({"int", "long", "float", "double"})
-
-
-class TransformError(UnprocessableEntity):
-    """A transformation cannot run on these inputs (422)."""
-
-    code = "transformation_failed"
 
 
 # ---- specs ----------------------------------------------------------------------------------

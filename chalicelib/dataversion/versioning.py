@@ -29,6 +29,12 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.observability import logger
+from chalicelib.dataversion.errors import (
+    DatasetVersionNotFound,
+    DuplicateContent,
+    DuplicateSource,
+    VersionNumberTaken,
+)
 from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.models import (
     PICKLE_WARNING,
@@ -42,14 +48,7 @@ from chalicelib.dataversion.models import (
     Rejection,
     TransformationRecord,
 )
-from chalicelib.dataversion.repository import (
-    DatasetRepository,
-    DatasetVersionNotFound,
-    DuplicateContent,
-    DuplicateSource,
-    VersionNumberTaken,
-    source_ref,
-)
+from chalicelib.dataversion.repository import DatasetRepository, source_ref
 from chalicelib.dataversion.schema import (
     DEFAULT_SAMPLE_ROWS,
     WIDENINGS,

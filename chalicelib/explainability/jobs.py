@@ -15,11 +15,8 @@ from typing import Any
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import SynapseError
 from chalicelib.core.observability import logger
-from chalicelib.explainability.repository import (
-    ExplanationJobNotFound,
-    ExplanationRepository,
-    JobRecord,
-)
+from chalicelib.explainability.errors import ExplanationJobNotFound
+from chalicelib.explainability.repository import ExplanationRepository, JobRecord
 
 JOB_KINDS = ("batch", "global", "dependence")
 MAX_ATTEMPTS = 3

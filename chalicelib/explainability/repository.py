@@ -29,18 +29,13 @@ from pynamodb.models import Model
 
 from chalicelib.core import aws
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import Conflict, NotFound
+from chalicelib.core.errors import Conflict
 from chalicelib.core.tables import meta
+from chalicelib.explainability.errors import ExplanationJobNotFound
 
 # DynamoDB items are limited to 400 KB; results above this go to S3.
 INLINE_RESULT_LIMIT = 350 * 1024
 JOB_RETENTION = timedelta(days=7)
-
-
-class ExplanationJobNotFound(NotFound):
-    """No job with that id."""
-
-    code = "job_not_found"
 
 
 class ExplanationCacheTable(Model):

@@ -16,26 +16,15 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.core.errors import Conflict, NotFound
+from chalicelib.core.errors import Conflict
 from chalicelib.core.tables import (
     cancellation_codes,
     meta,
     save_with_unique_key,
     transaction_connection,
 )
+from chalicelib.registry.errors import ModelNotFound, ModelVersionNotFound
 from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
-
-
-class ModelNotFound(NotFound):
-    """No model with that id."""
-
-    code = "model_not_found"
-
-
-class ModelVersionNotFound(NotFound):
-    """No such version of the model."""
-
-    code = "model_version_not_found"
 
 
 class ModelTable(Model):

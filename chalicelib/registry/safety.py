@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.registry.errors import UnsafeArtifactError
 
 # scikit-learn classes (never functions): ``sklearn.<modules>.<Class>`` with a capitalised,
 # optionally underscore-prefixed class name. Functions are refused because a forged schema can
@@ -95,12 +95,6 @@ TRUSTED_TYPES = (
 MAX_SCHEMA_BYTES = 16 * 1024 * 1024
 
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-
-
-class UnsafeArtifactError(UnprocessableEntity):
-    """The artifact is not a safe skops file."""
-
-    code = "unsafe_artifact"
 
 
 def is_trusted(type_name: str) -> bool:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.registry.safety import UnsafeArtifactError, check_artifact
+from chalicelib.registry.errors import UnsafeArtifactError
+from chalicelib.registry.safety import check_artifact
 from tests.conftest import Http
 from tests.security.helpers import b64, model
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.abtesting.engine import ABTestingEngine, InvalidExperiment
+from chalicelib.abtesting.engine import ABTestingEngine
+from chalicelib.abtesting.errors import ExperimentStateConflict, InvalidExperiment
 from chalicelib.abtesting.models import (
     BanditConfig,
     Experiment,
@@ -17,7 +18,7 @@ from chalicelib.abtesting.models import (
     Outcome,
     RampSchedule,
 )
-from chalicelib.abtesting.repository import ExperimentStateConflict, OutcomeStore
+from chalicelib.abtesting.repository import OutcomeStore
 from chalicelib.abtesting.rollback import AutoRollbackManager
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import Conflict, NotFound

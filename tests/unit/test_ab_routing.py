@@ -11,20 +11,14 @@ from typing import Any
 
 import pytest
 
+from chalicelib.abtesting.errors import ExperimentNotRunning
 from chalicelib.abtesting.models import (
     Experiment,
     ExperimentStatus,
     ModelVariant,
     TrafficAllocationStrategy,
 )
-from chalicelib.abtesting.routing import (
-    SCALE,
-    ExperimentNotRunning,
-    RouteTable,
-    TrafficRouter,
-    thresholds,
-    unit_hash,
-)
+from chalicelib.abtesting.routing import SCALE, RouteTable, TrafficRouter, thresholds, unit_hash
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

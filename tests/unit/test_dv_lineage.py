@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.dataversion.lineage import LineageCycleError, LineageGraph
+from chalicelib.dataversion.errors import LineageCycleError
+from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetVersion,

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from chalicelib.dataversion import parquet
+from chalicelib.dataversion.errors import UnreadableContent
 from chalicelib.dataversion.models import COLUMN_TYPES
 from chalicelib.dataversion.parquet import (
     MAGIC,
@@ -23,7 +24,6 @@ from chalicelib.dataversion.parquet import (
     parse_footer,
     read_metadata,
 )
-from chalicelib.dataversion.schema import UnreadableContent
 
 # ---------------------------------------------------------------- pyarrow files
 
@@ -210,7 +210,7 @@ def test_module_uses_only_the_standard_library():
         "collections.abc",
         "dataclasses",
         "typing",
-        "chalicelib.dataversion.schema",
+        "chalicelib.dataversion.errors",
     }
 
 

@@ -6,12 +6,10 @@ from typing import Any
 
 import pytest
 
+from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, UnreadableContent
 from chalicelib.dataversion.models import CompatibilityMode, DatasetFormat, DatasetSchema
 from chalicelib.dataversion.schema import (
     ContentInspector,
-    SchemaEvolutionError,
-    SchemaMismatch,
-    UnreadableContent,
     check_declared,
     count_newlines,
     evolution_report,

@@ -10,16 +10,11 @@ import pytest
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.events import RecordingEventBus
+from chalicelib.dataversion.errors import NotReplayable, TransformError
 from chalicelib.dataversion.models import DatasetFormat
 from chalicelib.dataversion.pipeline import TransformationService
-from chalicelib.dataversion.reconstruction import DatasetReconstructor, NotReplayable
-from chalicelib.dataversion.transforms import (
-    TransformError,
-    load_table,
-    parse_spec,
-    run,
-    to_csv_bytes,
-)
+from chalicelib.dataversion.reconstruction import DatasetReconstructor
+from chalicelib.dataversion.transforms import load_table, parse_spec, run, to_csv_bytes
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
 
 DATA = b"id,group,value,flag\n1,a,10,true\n2,b,20,false\n3,a,,true\n4,c,40,false\n5,b,50,true\n"

@@ -11,14 +11,17 @@ import pytest
 
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.events import RecordingEventBus
+from chalicelib.dataversion.errors import (
+    DatasetVersionNotFound,
+    SchemaEvolutionError,
+    SchemaMismatch,
+)
 from chalicelib.dataversion.models import (
     PICKLE_WARNING,
     CompatibilityMode,
     DatasetFormat,
     DatasetSchema,
 )
-from chalicelib.dataversion.repository import DatasetVersionNotFound
-from chalicelib.dataversion.schema import SchemaEvolutionError, SchemaMismatch
 from chalicelib.dataversion.storage import DataStore, cas_key
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
 

@@ -13,7 +13,8 @@ import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
 
-from chalicelib.registry.safety import UnsafeArtifactError, check_artifact, is_trusted
+from chalicelib.registry.errors import UnsafeArtifactError
+from chalicelib.registry.safety import check_artifact, is_trusted
 
 
 def _model() -> LogisticRegression:

@@ -1,0 +1,29 @@
+"""The abtesting domain's errors (each maps to its HTTP status in core.errors)."""
+
+from __future__ import annotations
+
+from chalicelib.core.errors import Conflict, NotFound, UnprocessableEntity
+
+
+class ExperimentNotFound(NotFound):
+    """No experiment with that id."""
+
+    code = "experiment_not_found"
+
+
+class ExperimentNotRunning(Conflict):
+    """The experiment has not been started, so it has no traffic to route."""
+
+    code = "experiment_not_started"
+
+
+class ExperimentStateConflict(Conflict):
+    """The experiment is not in a state that allows the operation."""
+
+    code = "invalid_state"
+
+
+class InvalidExperiment(UnprocessableEntity):
+    """The experiment configuration is inconsistent."""
+
+    code = "invalid_experiment"

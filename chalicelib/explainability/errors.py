@@ -1,0 +1,11 @@
+"""The explainability domain's errors (each maps to its HTTP status in core.errors)."""
+
+from __future__ import annotations
+
+from chalicelib.core.errors import NotFound
+
+
+class ExplanationJobNotFound(NotFound):
+    """No job with that id."""
+
+    code = "job_not_found"
