@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 # Modules held at 100% line coverage.
-STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversion/lineage.py,chalicelib/abtesting/routing.py
+STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversion/lineage.py,chalicelib/abtesting/routing.py,chalicelib/abtesting/assignment.py
 
 .PHONY: run test lint format clean venv fuzz package deploy demo bench
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.tx
 run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m synapse_local
 
-PYTEST_COV := --cov=chalicelib --cov=synapse_local --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=85
+PYTEST_COV := --cov=chalicelib --cov=synapse_local --cov=synapse_client --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=85
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_COV)
@@ -37,12 +37,12 @@ fuzz: $(STAMP)
 		-p no:cov -n 0
 
 lint: $(STAMP)
-	$(BIN)/ruff check app.py chalicelib synapse_local tests bench demo infra
-	$(BIN)/ruff format --check app.py chalicelib synapse_local tests bench demo infra
+	$(BIN)/ruff check app.py chalicelib synapse_local synapse_client tests bench demo infra
+	$(BIN)/ruff format --check app.py chalicelib synapse_local synapse_client tests bench demo infra
 
 format: $(STAMP)
-	$(BIN)/ruff format app.py chalicelib synapse_local tests bench demo infra
-	$(BIN)/ruff check --fix app.py chalicelib synapse_local tests bench demo infra
+	$(BIN)/ruff format app.py chalicelib synapse_local synapse_client tests bench demo infra
+	$(BIN)/ruff check --fix app.py chalicelib synapse_local synapse_client tests bench demo infra
 
 # Deployment (see infra/). `make package` needs no AWS account: it builds dist/deployment.zip and
 # dist/template.json for STAGE, prints every artifact's unzipped size (the explainer image's

@@ -6,6 +6,8 @@ inconsistent input (weights, controls, unknown model versions) 422, a wrong stat
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -21,6 +23,7 @@ from chalicelib.abtesting.models import (
     RampSchedule,
 )
 from chalicelib.abtesting.statistics import SampleSizePlan, plan_sample_size
+from chalicelib.core.config import get_settings
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
 
 api = ApiBlueprint(__name__, tag="experiments")
@@ -184,6 +187,38 @@ class RouteOut(BaseModel):
     request_id: str
     variant_id: str
     model_version: int
+
+
+class RoutingVariantOut(BaseModel):
+    """One variant of a routing config, in layout order (treatments first, the control last)."""
+
+    variant_id: str
+    model_id: str
+    model_version: int
+    weight: str
+
+
+class FixedChoiceOut(BaseModel):
+    """The one variant everyone gets (paused, rolled back, concluded)."""
+
+    variant_id: str
+    model_version: int
+
+
+class RoutingConfigOut(BaseModel):
+    """What a client needs to assign users locally with the service's hashing."""
+
+    experiment_id: str
+    revision: int
+    status: StatusName
+    allocation_strategy: str
+    hash: Literal["blake2b-64"]
+    salt: str
+    variants: list[RoutingVariantOut]
+    fixed: FixedChoiceOut | None
+    blocked: str | None
+    sticky_store: bool
+    ttl_seconds: float
 
 
 class OutcomeIn(_Strict):
@@ -482,6 +517,29 @@ def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
         "variant_id": variant_id,
         "model_version": version,
     }
+
+
+def _etag(document: dict[str, Any]) -> str:
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@api.route("/experiments/{experiment_id}/routing-config", "GET", response=RoutingConfigOut,
+           responses={304: "unchanged since the ETag sent in If-None-Match"})  # fmt: skip
+def get_routing_config(ctx: RequestContext, experiment_id: str) -> ApiResponse:
+    """The routing config for local assignment (ETag; 304 when If-None-Match matches)."""
+    ttl = get_settings().route_cache_ttl_seconds
+    config = {**_engine().routing_config(experiment_id), "ttl_seconds": ttl}
+    etag = _etag(config)
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max(int(ttl), 0)}"}
+    if _matches(ctx.headers.get("if-none-match", ""), etag):
+        return ApiResponse(None, 304, headers)
+    return ApiResponse(config, 200, headers)
 
 
 @api.route("/experiments/{experiment_id}/outcomes", "POST", role="writer",

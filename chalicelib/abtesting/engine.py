@@ -34,7 +34,7 @@ from chalicelib.abtesting.models import (
     TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, OutcomeStore
-from chalicelib.abtesting.routing import TrafficRouter
+from chalicelib.abtesting.routing import TrafficRouter, routing_config
 from chalicelib.abtesting.statistics import (
     ExperimentAnalysis,
     StatisticalAnalyzer,
@@ -403,6 +403,10 @@ class ABTestingEngine:
     ) -> tuple[str, int]:
         """``(variant_id, model_version)`` for a request (see :mod:`routing` for the rules)."""
         return self.router.route(experiment_id, request_id, user_id, sticky)
+
+    def routing_config(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment's routing config, read fresh (what local assignment runs on)."""
+        return routing_config(self.repository.get(experiment_id))
 
     def _config(self, experiment_id: str) -> Experiment:
         cached = self._configs.get(experiment_id)

@@ -1,6 +1,8 @@
 """The routing hot path: deterministic, sticky assignment of requests to variants.
 
-How a request is assigned:
+The assignment itself is :mod:`chalicelib.abtesting.assignment` (pure, shared byte for byte
+with the Python client's local assignment) run on :func:`routing_config`, the document that
+``GET /experiments/{id}/routing-config`` serves. How a request is assigned:
 
 * The key is the user id (sticky) or, without one or with ``sticky=False``, the request id.
 * ``h`` = the first 8 bytes (big-endian) of ``blake2b(salt + ":" + key)``, i.e. the point
@@ -26,76 +28,79 @@ the control; a concluded one sends everyone to the winner; a draft refuses to ro
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
-from fractions import Fraction
-from hashlib import blake2b
-from typing import Protocol
+from typing import Any, Protocol
 
+from chalicelib.abtesting.assignment import (
+    HASH_NAME,
+    SCALE,
+    Assigner,
+    Choice,
+    NotRoutable,
+    thresholds,
+    unit_hash,
+)
 from chalicelib.abtesting.errors import ExperimentNotRunning
 from chalicelib.abtesting.models import Experiment, ExperimentStatus, TrafficAllocationStrategy
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
 
-SCALE = 2**64
-Choice = tuple[str, int]
+__all__ = ["SCALE", "RouteTable", "TrafficRouter", "routing_config", "thresholds", "unit_hash"]
 
 
-def thresholds(weights: list[Fraction]) -> list[int]:
-    """Integer thresholds ``ceil(cumulative * 2**64)`` of weights given as exact fractions."""
-    found, total = [], Fraction(0)
-    for weight in weights:
-        total += weight
-        found.append(math.ceil(total * SCALE))
-    return found
+def _fixed(experiment: Experiment) -> dict[str, Any] | None:
+    status = experiment.status
+    if status in (ExperimentStatus.PAUSED, ExperimentStatus.ROLLED_BACK):
+        target = experiment.control
+    elif status is ExperimentStatus.CONCLUDED:
+        target = experiment.variant(experiment.winning_variant_id or "") or experiment.control
+    else:
+        return None
+    return {"variant_id": target.variant_id, "model_version": target.model_version}
 
 
-def unit_hash(salt: str, key: str) -> int:
-    """The 64-bit hash of ``salt:key`` (a point ``h / 2**64`` of the unit interval)."""
-    return int.from_bytes(blake2b(f"{salt}:{key}".encode(), digest_size=8).digest(), "big")
+def routing_config(experiment: Experiment) -> dict[str, Any]:
+    """The routing config of an experiment: everything :class:`Assigner` needs, as JSON.
 
-
-class RouteTable:
-    """One experiment's routing state, precomputed on config load.
-
-    Attributes:
-        prefix: ``salt + ":"``.
-        thresholds: Integer cumulative thresholds in layout order.
-        choices: ``(variant_id, model_version)`` in layout order.
-        fixed: The single choice when the state sends everyone to one variant.
-        persist: Whether first assignments of users are stored (running bandits).
-        blocked: Why routing is refused (draft), else ``None``.
+    ``GET /experiments/{id}/routing-config`` serves it and the router builds its tables from it,
+    so the service and a client assigning locally run the same code on the same data.
     """
+    layout = [*experiment.treatments, experiment.control]
+    blocked = None
+    if experiment.status is ExperimentStatus.DRAFT:
+        blocked = f"experiment {experiment.experiment_id} has not been started"
+    return {
+        "experiment_id": experiment.experiment_id,
+        "revision": experiment.revision,
+        "status": experiment.status.value,
+        "allocation_strategy": experiment.allocation_strategy.value,
+        "hash": HASH_NAME,
+        "salt": experiment.salt,
+        "variants": [
+            {
+                "variant_id": v.variant_id,
+                "model_id": v.model_id,
+                "model_version": v.model_version,
+                "weight": str(v.traffic_weight),
+            }
+            for v in layout
+        ],
+        "fixed": _fixed(experiment),
+        "blocked": blocked,
+        "sticky_store": experiment.allocation_strategy is TrafficAllocationStrategy.MAB,
+    }
 
-    __slots__ = ("prefix", "thresholds", "choices", "by_id", "fixed", "persist", "blocked")
+
+class RouteTable(Assigner):
+    """One experiment's routing state: an :class:`Assigner` built from its routing config."""
+
+    __slots__ = ()
 
     def __init__(self, experiment: Experiment) -> None:
-        layout = [*experiment.treatments, experiment.control]
-        self.prefix = f"{experiment.salt}:"
-        self.choices: list[Choice] = [(v.variant_id, v.model_version) for v in layout]
-        self.by_id = dict(self.choices)
-        self.thresholds = thresholds([Fraction(v.traffic_weight) for v in layout])
-        self.fixed: Choice | None = None
-        self.blocked: str | None = None
-        status = experiment.status
-        control = (experiment.control.variant_id, experiment.control.model_version)
-        if status in (ExperimentStatus.PAUSED, ExperimentStatus.ROLLED_BACK):
-            self.fixed = control
-        elif status is ExperimentStatus.CONCLUDED:
-            winner = experiment.winning_variant_id or control[0]
-            self.fixed = (winner, self.by_id[winner])
-        elif status is ExperimentStatus.DRAFT:
-            self.blocked = f"experiment {experiment.experiment_id} has not been started"
-        self.persist = experiment.allocation_strategy is TrafficAllocationStrategy.MAB
-
-    def pick(self, key: str) -> Choice:
-        """The variant whose interval holds the hash of ``key``."""
-        point = int.from_bytes(blake2b((self.prefix + key).encode(), digest_size=8).digest(), "big")
-        return self.choices[bisect_right(self.thresholds, point)]
+        super().__init__(routing_config(experiment))
 
 
 class AssignmentStorePort(Protocol):
@@ -147,15 +152,12 @@ class TrafficRouter:
             table = self.refresh(experiment_id)
         else:
             table = cached[1]
-        if table.fixed is not None:
-            return table.fixed
-        if table.blocked is not None:
-            raise ExperimentNotRunning(table.blocked)
-        if user_id is None or not sticky:
-            return table.pick(request_id)
-        if table.persist:
-            return self._sticky(experiment_id, user_id, table)
-        return table.pick(user_id)
+        if table.needs_store(user_id, sticky):
+            return self._sticky(experiment_id, str(user_id), table)
+        try:
+            return table.route(request_id, user_id, sticky)
+        except NotRoutable as exc:
+            raise ExperimentNotRunning(str(exc)) from None
 
     def refresh(self, experiment_id: str) -> RouteTable:
         """Reloads one experiment's config into the cache and returns its route table."""

@@ -185,8 +185,8 @@ def _serialize(spec: RouteSpec, result: Any) -> Response:
     status, headers, body = spec.status, {}, result
     if isinstance(result, ApiResponse):
         status, headers, body = result.status, result.headers, result.body
-    if status == 204:
-        return Response(body="", status_code=204, headers=headers)
+    if status in (204, 304):  # no body: No Content, Not Modified
+        return Response(body="", status_code=status, headers=headers)
     text = jsonutil.dumps(body)
     if spec.response is not None and status == spec.status and _validate_responses():
         _validators.get(spec.response).validate_json(text)

@@ -119,10 +119,9 @@ def _responses(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
         ok["content"] = {"application/json": {"schema": body}}
     responses: dict[str, Any] = {str(spec.status): ok}
     for status, text in spec.extra_responses.items():
-        responses[str(status)] = {
-            "description": text,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
+        responses[str(status)] = {"description": text}
+        if status not in (204, 304):  # these two have no body
+            responses[str(status)]["content"] = {"application/json": {"schema": {"type": "object"}}}
     for status in _error_statuses(spec):
         responses.setdefault(
             str(status),

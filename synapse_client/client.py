@@ -1,0 +1,544 @@
+"""``Client``: a typed method for every route of the SynapseNet API, over HTTP only.
+
+::
+
+    from synapse_client import Client
+
+    api = Client("http://127.0.0.1:8000", token="snk_...")   # or Client.from_config()
+    experiment = api.local_experiment("exp-...")              # local assignment
+    variant_id, model_version = experiment.variant("user-42")
+
+Every method returns the API's decoded JSON; errors raise :mod:`synapse_client.errors`
+exceptions carrying the API's error code. The same code works against ``make run`` and a
+deployment: it only uses the public routes (``GET /openapi.json`` lists them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from synapse_client.errors import ApiError, MissingCapability
+from synapse_client.operations import Operation, operation
+from synapse_client.transport import Reply, Transport
+
+Json = dict[str, Any]
+
+
+class Client:
+    """The SynapseNet API.
+
+    Args:
+        url: Base URL (``http://127.0.0.1:8000``, or a deployment's API Gateway URL).
+        token: An API token (``snk_...``); public routes work without.
+        timeout: Seconds per request.
+        retries: Extra attempts for 429/503 answers and connection failures of safe requests.
+        backoff: First retry delay in seconds (doubled per attempt, with jitter).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.25,
+    ) -> None:
+        self.transport = Transport(url, token, timeout=timeout, retries=retries, backoff=backoff)
+        self._routes: set[tuple[str, str]] | None = None
+
+    @classmethod
+    def from_config(cls, path: str | None = None, **overrides: Any) -> Client:
+        """A client from ``synapse login``'s config file, overridden by ``SYNAPSE_URL`` and
+        ``SYNAPSE_TOKEN`` (see :mod:`synapse_client.config`)."""
+        from synapse_client.config import load_settings
+
+        settings = load_settings(path)
+        return cls(settings.url, settings.token, **overrides)
+
+    @property
+    def url(self) -> str:
+        """The API's base URL."""
+        return self.transport.url
+
+    def _call(self, spec: Operation, path: str, fields: dict[str, Any]) -> Any:
+        body = fields if spec.send == "body" else None
+        if spec.send == "body" and not fields and spec.method in ("POST", "PUT"):
+            body = {}
+        params = fields if spec.send == "query" else None
+        return self.request(spec.method, path, body, params, idempotent=spec.idempotent).data
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool | None = None,
+        ok: tuple[int, ...] = (),
+    ) -> Reply:
+        """One request to any path (retries and errors as for every method)."""
+        return self.transport.request(method, path, body, params, headers, idempotent, ok)
+
+    # ------------------------------------------------------------------ capabilities
+
+    def routes(self, refresh: bool = False) -> set[tuple[str, str]]:
+        """``(METHOD, path template)`` of every route the server declares (cached)."""
+        if self._routes is None or refresh:
+            document = self.openapi()
+            self._routes = {
+                (method.upper(), path)
+                for path, item in document.get("paths", {}).items()
+                for method in item
+                if method.lower() in ("get", "post", "put", "delete", "patch")
+            }
+        return self._routes
+
+    def require(self, method: str, path: str, capability: str) -> None:
+        """Raises :class:`MissingCapability` unless the server declares the route."""
+        if (method.upper(), path) not in self.routes():
+            raise MissingCapability(f"{method.upper()} {path}", capability)
+
+    # ------------------------------------------------------------------ system and auth
+
+    @operation("GET", "/health")
+    def health(self) -> Json:
+        """Liveness (public)."""
+
+    @operation("GET", "/openapi.json")
+    def openapi(self) -> Json:
+        """The OpenAPI 3.1 document of every route (public)."""
+
+    @operation("POST", "/auth/keys")
+    def create_key(
+        self,
+        principal: str,
+        roles: Sequence[str],
+        groups: Sequence[str] | None = None,
+        description: str | None = None,
+    ) -> Json:
+        """Creates an API key (admin); the answer holds the token, shown once."""
+
+    @operation("GET", "/auth/keys")
+    def list_keys(self) -> Json:
+        """Every API key (admin), without tokens."""
+
+    @operation("DELETE", "/auth/keys/{key_id}")
+    def revoke_key(self, key_id: str) -> Json:
+        """Revokes a key (admin)."""
+
+    @operation("GET", "/auth/whoami")
+    def whoami(self) -> Json:
+        """The caller's principal, roles and groups."""
+
+    # ------------------------------------------------------------------ models
+
+    @operation("POST", "/models")
+    def create_model(self, name: str, description: str | None = None) -> Json:
+        """Creates a model (writer)."""
+
+    @operation("GET", "/models")
+    def list_models(self) -> Json:
+        """Models."""
+
+    @operation("GET", "/models/{model_id}")
+    def get_model(self, model_id: str) -> Json:
+        """A model."""
+
+    @operation("POST", "/models/{model_id}/uploads", send=None)
+    def create_model_upload(self, model_id: str) -> Json:
+        """A presigned PUT for an artifact over the request-body limit."""
+
+    @operation("POST", "/models/{model_id}/versions")
+    def register_version(
+        self,
+        model_id: str,
+        format: str | None = None,  # noqa: A002 - the API's field name
+        task: str | None = None,
+        feature_names: Sequence[str] | None = None,
+        artifact_base64: str | None = None,
+        artifact_upload_key: str | None = None,
+        class_names: Sequence[str] | None = None,
+        background_sample: Sequence[Sequence[Any]] | None = None,
+        background_dataset_version_id: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Json:
+        """Registers a model version (a skops artifact, inline or uploaded)."""
+
+    @operation("GET", "/models/{model_id}/versions")
+    def list_model_versions(self, model_id: str) -> Json:
+        """A model's versions."""
+
+    @operation("GET", "/models/{model_id}/versions/{version}")
+    def get_model_version(self, model_id: str, version: int) -> Json:
+        """One model version."""
+
+    @operation("POST", "/models/{model_id}/versions/{version}/stage")
+    def set_stage(self, model_id: str, version: int, stage: str) -> Json:
+        """Moves a version to ``staging``, ``production`` or ``archived``."""
+
+    @operation("DELETE", "/models/{model_id}/explanations")
+    def invalidate_explanations(self, model_id: str, version: int | None = None) -> Json:
+        """Drops cached explanations of a model (or one version)."""
+
+    # ------------------------------------------------------------------ experiments
+
+    @operation("POST", "/experiments")
+    def create_experiment(
+        self,
+        name: str,
+        variants: Sequence[dict[str, Any]],
+        description: str | None = None,
+        allocation_strategy: str | None = None,
+        minimum_sample_size: int | None = None,
+        confidence_level: float | None = None,
+        primary_metric: str | None = None,
+        guardrail_metrics: Sequence[str] | None = None,
+        ramp: dict[str, Any] | None = None,
+        bandit: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Json:
+        """Creates a draft experiment (weights are decimal strings summing to exactly 1)."""
+
+    @operation("GET", "/experiments")
+    def list_experiments(self, status: str | None = None) -> Json:
+        """Experiments, newest first (optionally one status)."""
+
+    @operation("GET", "/experiments/{experiment_id}")
+    def get_experiment(self, experiment_id: str) -> Json:
+        """One experiment."""
+
+    @operation("POST", "/experiments/{experiment_id}/start", send=None)
+    def start_experiment(self, experiment_id: str) -> Json:
+        """draft → running."""
+
+    @operation("POST", "/experiments/{experiment_id}/pause", send=None)
+    def pause_experiment(self, experiment_id: str) -> Json:
+        """running → paused (everyone to the control)."""
+
+    @operation("POST", "/experiments/{experiment_id}/resume", send=None)
+    def resume_experiment(self, experiment_id: str) -> Json:
+        """paused → running."""
+
+    @operation("POST", "/experiments/{experiment_id}/conclude")
+    def conclude_experiment(
+        self, experiment_id: str, winning_variant_id: str | None = None, **options: Any
+    ) -> Json:
+        """Concludes (the winner gets all traffic and is promoted); ``None`` lets the analysis
+        pick."""
+
+    @operation("POST", "/experiments/{experiment_id}/rollback")
+    def rollback_experiment(self, experiment_id: str, reason: str) -> Json:
+        """Rolls back now (everyone to the control), storing the reason."""
+
+    @operation("POST", "/experiments/{experiment_id}/route")
+    def route(
+        self, experiment_id: str, request_id: str, user_id: str | None = None, sticky: bool = True
+    ) -> Json:
+        """Assigns one request over HTTP (see :meth:`local_experiment` for local assignment)."""
+
+    @operation("GET", "/experiments/{experiment_id}/routing-config", register_only=True)
+    def routing_config(
+        self, experiment_id: str, etag: str | None = None
+    ) -> tuple[Json | None, str]:
+        """The routing config for local assignment and its ETag.
+
+        Args:
+            experiment_id: The experiment.
+            etag: The ETag of the config held; an unchanged config then answers ``None``.
+
+        Returns:
+            ``(config or None when unchanged, etag)``.
+        """
+        headers = {"If-None-Match": etag} if etag else None
+        reply = self.request(
+            "GET", f"/experiments/{_q(experiment_id)}/routing-config", headers=headers, ok=(304,)
+        )
+        found = reply.headers.get("ETag") or etag or ""
+        return (None if reply.status == 304 else reply.data), found
+
+    @operation("POST", "/experiments/{experiment_id}/outcomes", register_only=True)
+    def record_outcomes(self, experiment_id: str, outcomes: Sequence[dict[str, Any]]) -> Json:
+        """Records outcomes, at most 1,000 per call (idempotent by each ``request_id``).
+
+        Each outcome: ``variant_id``, ``request_id``, ``success``, ``latency_ms`` and optionally
+        ``converted`` and ``custom_metrics``. Retried on connection failures too: the request ids
+        make a repeated batch count once.
+        """
+        path = f"/experiments/{_q(experiment_id)}/outcomes"
+        return self.request("POST", path, {"outcomes": list(outcomes)}, idempotent=True).data
+
+    @operation("GET", "/experiments/{experiment_id}/metrics")
+    def metrics(self, experiment_id: str) -> Json:
+        """Aggregated outcomes per variant."""
+
+    @operation("GET", "/experiments/{experiment_id}/analysis")
+    def analysis(self, experiment_id: str) -> Json:
+        """Statistics per treatment, guardrails, SRM and a recommendation."""
+
+    @operation("PUT", "/experiments/{experiment_id}/rollback-policy")
+    def set_rollback_policy(
+        self,
+        experiment_id: str,
+        error_rate_threshold: float | None = None,
+        latency_degradation_threshold: float | None = None,
+        min_requests_before_rollback: int | None = None,
+        latency_percentile: str | None = None,
+        enabled: bool | None = None,
+        **options: Any,
+    ) -> Json:
+        """Stores the automatic-rollback policy."""
+
+    @operation("GET", "/experiments/{experiment_id}/rollback-policy")
+    def get_rollback_policy(self, experiment_id: str) -> Json:
+        """The rollback policy in force."""
+
+    @operation("GET", "/stats/sample-size")
+    def sample_size(
+        self,
+        baseline_rate: float,
+        minimum_detectable_effect: float,
+        confidence_level: float | None = None,
+        power: float | None = None,
+        variants: int | None = None,
+        daily_traffic: int | None = None,
+    ) -> Json:
+        """Requests per arm (and days) to detect a relative change of a rate."""
+
+    # ------------------------------------------------------------------ datasets
+
+    @operation("POST", "/datasets")
+    def create_dataset(
+        self,
+        name: str,
+        format: str | None = None,  # noqa: A002 - the API's field name
+        description: str | None = None,
+        compatibility: str | None = None,
+        access_groups: Sequence[str] | None = None,
+        schema: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Json:
+        """Creates a dataset (writer)."""
+
+    @operation("GET", "/datasets")
+    def list_datasets(self) -> Json:
+        """The datasets the caller may read."""
+
+    @operation("GET", "/datasets/{dataset_id}")
+    def get_dataset(self, dataset_id: str) -> Json:
+        """A dataset."""
+
+    @operation("POST", "/datasets/{dataset_id}/versions")
+    def create_version(
+        self,
+        dataset_id: str,
+        data: str | None = None,
+        data_base64: str | None = None,
+        format: str | None = None,  # noqa: A002 - the API's field name
+        schema: dict[str, Any] | None = None,
+        parent_version_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Json:
+        """A version from inline content (up to the request-body limit; see :meth:`push`)."""
+
+    @operation("GET", "/datasets/{dataset_id}/versions")
+    def list_versions(
+        self,
+        dataset_id: str,
+        limit: int | None = None,
+        offset: int | None = None,
+        as_of: datetime | str | None = None,
+    ) -> Json:
+        """A page of versions (ascending)."""
+
+    def iter_versions(self, dataset_id: str, page: int = 200) -> Iterator[Json]:
+        """Every version of a dataset, following ``next_offset``."""
+        offset: int | None = 0
+        while offset is not None:
+            found = self.list_versions(dataset_id, limit=page, offset=offset)
+            yield from found["versions"]
+            offset = found.get("next_offset")
+
+    @operation("POST", "/datasets/{dataset_id}/uploads")
+    def create_upload(
+        self,
+        dataset_id: str,
+        filename: str | None = None,
+        size_bytes: int | None = None,
+        sha256: str | None = None,
+    ) -> Json:
+        """Presigned upload URL(s): direct (``sha256``), single PUT, or multipart."""
+
+    @operation("POST", "/datasets/{dataset_id}/uploads/complete")
+    def complete_upload(
+        self, dataset_id: str, key: str, upload_id: str, parts: Sequence[dict[str, Any]]
+    ) -> Json:
+        """Completes a multipart upload with the parts' ETags."""
+
+    @operation("GET", "/datasets/{dataset_id}/versions/{version}")
+    def get_version(self, dataset_id: str, version: int | str) -> Json:
+        """A version by number or id."""
+
+    @operation("GET", "/datasets/{dataset_id}/versions/{version}/content")
+    def content_url(self, dataset_id: str, version: int | str) -> Json:
+        """A presigned GET of a version's bytes with their sha256 (see :meth:`pull`)."""
+
+    @operation("GET", "/datasets/{dataset_id}/compare")
+    def compare(self, dataset_id: str, a: int | str, b: int | str) -> Json:
+        """Schema, row-count and row differences between versions ``a`` and ``b``."""
+
+    @operation("GET", "/lineage/{version_id}")
+    def lineage(
+        self, version_id: str, direction: str | None = None, max_depth: int | None = None
+    ) -> Json:
+        """Upstream / downstream lineage of a version."""
+
+    @operation("POST", "/datasets/{dataset_id}/transformations")
+    def transform(
+        self,
+        dataset_id: str,
+        transformation: dict[str, Any],
+        source_version_ids: Sequence[str] | None = None,
+        tags: dict[str, str] | None = None,
+        output_dataset_ids: Sequence[str] | None = None,
+        data: str | None = None,
+        **options: Any,
+    ) -> Json:
+        """Applies a declarative transformation."""
+
+    @operation("POST", "/versions/{version_id}/replay")
+    def replay(
+        self,
+        version_id: str,
+        source_version_id: str | None = None,
+        data: str | None = None,
+        data_version_id: str | None = None,
+        **options: Any,
+    ) -> Json:
+        """Replays a recorded chain of transformations on new data."""
+
+    @operation("GET", "/versions/{version_id}/reproducibility")
+    def reproducibility(self, version_id: str) -> Json:
+        """Missing objects and non-replayable steps of a version's lineage."""
+
+    @operation("POST", "/datasets/{dataset_id}/versions/{version}/usages")
+    def record_usage(
+        self, dataset_id: str, version: int | str, experiment_id: str, purpose: str | None = None
+    ) -> Json:
+        """Records that an experiment used a version."""
+
+    @operation("GET", "/datasets/{dataset_id}/usages")
+    def list_usages(self, dataset_id: str, experiment_id: str | None = None) -> Json:
+        """Usages of a dataset's versions."""
+
+    @operation("GET", "/datasets/{dataset_id}/reconstruct")
+    def reconstruct(
+        self,
+        dataset_id: str,
+        as_of: datetime | str | None = None,
+        experiment_id: str | None = None,
+    ) -> Json:
+        """The version in force at a time, or the one an experiment used."""
+
+    @operation("GET", "/dataset-rejections")
+    def list_rejections(self, limit: int | None = None) -> Json:
+        """Files the S3 trigger refused, with reasons (admin)."""
+
+    # ------------------------------------------------------------------ explanations
+
+    @operation("POST", "/explanations")
+    def explain(
+        self,
+        model_id: str,
+        input_data: Any,
+        explanation_type: str | None = None,
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """One SHAP or LIME explanation (options: ``seed``, ``num_samples``, ...)."""
+
+    @operation("POST", "/explanations/batch")
+    def explain_batch(
+        self,
+        model_id: str,
+        inputs: Sequence[Any],
+        explanation_type: str | None = None,
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """Explanations of several inputs (a job above the synchronous limit)."""
+
+    @operation("POST", "/explanations/global")
+    def explain_global(
+        self,
+        model_id: str,
+        inputs: Sequence[Any] | None = None,
+        dataset_version_id: str | None = None,
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """Global importance over inputs or a dataset version."""
+
+    @operation("POST", "/explanations/dependence")
+    def explain_dependence(
+        self,
+        model_id: str,
+        feature: str,
+        inputs: Sequence[Any] | None = None,
+        dataset_version_id: str | None = None,
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """A SHAP dependence plot's data for one feature."""
+
+    @operation("GET", "/explanations/jobs/{job_id}")
+    def get_job(self, job_id: str) -> Json:
+        """An explanation job's status and result."""
+
+    def wait_job(self, job_id: str, timeout: float = 600.0, poll: float = 0.5) -> Json:
+        """Polls a job until it succeeds; returns its result.
+
+        Raises:
+            ApiError: The job failed (code ``job_failed``).
+            TimeoutError: Not finished within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if job["status"] == "succeeded":
+                return job["result"]
+            if job["status"] == "failed":
+                raise ApiError(200, "job_failed", str(job.get("error")), "GET", f"/jobs/{job_id}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    @operation("GET", "/explanations/cache/stats")
+    def cache_stats(self) -> Json:
+        """Explanation cache hits, misses and size."""
+
+    # ------------------------------------------------------------------ higher level
+
+    def local_experiment(self, experiment_id: str, **options: Any) -> Any:
+        """A :class:`~synapse_client.local.LocalExperiment`: assigns users in-process with the
+        service's hashing, refreshing the routing config by ETag."""
+        from synapse_client.local import LocalExperiment
+
+        return LocalExperiment(self, experiment_id, **options)
+
+    def outcome_buffer(self, experiment_id: str, **options: Any) -> Any:
+        """An :class:`~synapse_client.local.OutcomeBuffer` that posts outcomes in batches."""
+        from synapse_client.local import OutcomeBuffer
+
+        return OutcomeBuffer(self, experiment_id, **options)
+
+
+def _q(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")

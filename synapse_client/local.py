@@ -1,0 +1,318 @@
+"""Local assignment and buffered outcomes: a model server routes without an HTTP call per request.
+
+:class:`LocalExperiment` holds an experiment's routing config (``GET
+/experiments/{id}/routing-config``) and assigns users with :mod:`synapse_client._assignment`, a
+byte-for-byte copy of the service's own assignment code, so it agrees with ``POST /route``. It
+refreshes the config when the server's ``ttl_seconds`` has passed, sending the ETag it holds (an
+unchanged config costs a 304 with no body); if a refresh fails, it keeps assigning with the
+config it has and tries again after ``retry_seconds``. A running bandit (``sticky_store``)
+stores each user's first assignment on the service, so sticky users of a bandit are routed
+with ``POST /route`` once and then remembered in an LRU, as the service's own router does.
+
+:class:`OutcomeBuffer` collects outcomes and posts them in batches (up to 1,000, the API's
+limit) when ``batch_size`` is reached, every ``flush_seconds`` from a background thread, and on
+``close()``. Each outcome's ``request_id`` is its idempotency key: a batch retried after a lost
+answer is counted once by the service. A batch that still fails stays buffered (up to
+``max_buffer`` outcomes; beyond that the oldest are dropped and counted in ``dropped``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from synapse_client._assignment import Assigner
+from synapse_client._assignment import NotRoutable as _NotRoutable
+from synapse_client.errors import NotRoutable, SynapseClientError
+
+log = logging.getLogger("synapse_client")
+Choice = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where one request goes.
+
+    Attributes:
+        experiment_id: The experiment.
+        request_id: The request's id (the idempotency key of its outcome).
+        variant_id: The variant.
+        model_id: The variant's model.
+        model_version: The variant's model version.
+    """
+
+    experiment_id: str
+    request_id: str
+    variant_id: str
+    model_id: str
+    model_version: int
+
+
+class LocalExperiment:
+    """Assigns requests of one experiment in-process, as ``POST /route`` would.
+
+    Args:
+        client: A :class:`~synapse_client.client.Client`.
+        experiment_id: The experiment.
+        ttl_seconds: Refresh period (default: the server's ``ttl_seconds``).
+        retry_seconds: Wait before retrying a failed refresh.
+        lru_size: Bandit users remembered.
+        monotonic: Time source (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        experiment_id: str,
+        ttl_seconds: float | None = None,
+        retry_seconds: float = 1.0,
+        lru_size: int = 100_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self._ttl = ttl_seconds
+        self._retry = retry_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[str, Choice] = OrderedDict()
+        self._lru_size = lru_size
+        self.config: dict[str, Any] = {}
+        self.etag = ""
+        self.fetches = 0  # config answers with a body
+        self.not_modified = 0  # 304 answers
+        self.failures = 0  # refreshes that failed (the held config stayed in use)
+        self._models: dict[str, str] = {}
+        self._assigner: Assigner | None = None
+        self._expires = 0.0
+        self.refresh()
+
+    @property
+    def revision(self) -> int:
+        """The experiment revision of the config held."""
+        return int(self.config.get("revision", 0))
+
+    def refresh(self) -> bool:
+        """Fetches the config if it changed (ETag); returns whether it changed.
+
+        Raises:
+            ApiError: The first fetch failed (later failures keep the held config).
+        """
+        try:
+            found, etag = self.client.routing_config(self.experiment_id, self.etag or None)
+        except SynapseClientError:
+            if self._assigner is None:
+                raise
+            self.failures += 1
+            self._expires = self._monotonic() + self._retry
+            log.warning("routing config refresh failed; keeping revision %s", self.revision)
+            return False
+        ttl = self._ttl
+        if found is None:
+            self.not_modified += 1
+        else:
+            assigner = Assigner(found)
+            with self._lock:
+                self.config, self.etag, self._assigner = found, etag, assigner
+                self._models = {v["variant_id"]: v["model_id"] for v in found["variants"]}
+                self._lru.clear()
+            self.fetches += 1
+        period = float(self.config.get("ttl_seconds", 5.0)) if ttl is None else ttl
+        self._expires = self._monotonic() + period
+        return found is not None
+
+    def _current(self) -> Assigner:
+        if self._monotonic() >= self._expires:
+            self.refresh()
+        return self._assigner  # type: ignore[return-value]
+
+    def variant(self, user_id: str) -> Choice:
+        """``(variant_id, model_version)`` of a user (the hot path: no HTTP call while the
+        config is fresh, except a bandit's first sight of a user).
+
+        Raises:
+            NotRoutable: The experiment is a draft.
+        """
+        assigner = self._current()
+        if assigner.persist and assigner.needs_store(user_id):
+            return self._stored(user_id, user_id)
+        try:
+            return assigner.route(user_id, user_id)
+        except _NotRoutable as exc:
+            raise NotRoutable(str(exc)) from None
+
+    def assign(
+        self, user_id: str | None = None, request_id: str | None = None, sticky: bool = True
+    ) -> Assignment:
+        """The assignment of one request, with a request id for its outcome.
+
+        Args:
+            user_id: The user (sticky); without one the request id is hashed.
+            request_id: The request's id (default: a new UUID).
+            sticky: ``False`` hashes the request id even when a user id is given.
+
+        Raises:
+            NotRoutable: The experiment is a draft.
+        """
+        request_id = request_id or uuid.uuid4().hex
+        assigner = self._current()
+        if assigner.needs_store(user_id, sticky):
+            variant_id, version = self._stored(str(user_id), request_id)
+        else:
+            try:
+                variant_id, version = assigner.route(request_id, user_id, sticky)
+            except _NotRoutable as exc:
+                raise NotRoutable(str(exc)) from None
+        return Assignment(
+            self.experiment_id, request_id, variant_id, self._models.get(variant_id, ""), version
+        )
+
+    def _stored(self, user_id: str, request_id: str) -> Choice:
+        """A bandit user's stored variant: ``POST /route`` once, then the LRU."""
+        with self._lock:
+            found = self._lru.get(user_id)
+            if found is not None:
+                self._lru.move_to_end(user_id)
+                return found
+        routed = self.client.route(self.experiment_id, request_id, user_id)
+        choice = (routed["variant_id"], int(routed["model_version"]))
+        with self._lock:
+            self._lru[user_id] = choice
+            if len(self._lru) > self._lru_size:
+                self._lru.popitem(last=False)
+        return choice
+
+
+class OutcomeBuffer:
+    """Buffers outcomes of one experiment and posts them in batches.
+
+    Args:
+        client: A :class:`~synapse_client.client.Client`.
+        experiment_id: The experiment.
+        batch_size: Post when this many are buffered (at most 1,000).
+        flush_seconds: Post what is buffered this often from a background thread (``None``:
+            only on ``batch_size``, ``flush()`` and ``close()``).
+        max_buffer: Outcomes kept while the API is unreachable; older ones are dropped.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        experiment_id: str,
+        batch_size: int = 500,
+        flush_seconds: float | None = 5.0,
+        max_buffer: int = 100_000,
+    ) -> None:
+        if not 1 <= batch_size <= 1000:
+            raise ValueError("batch_size must be between 1 and 1000 (the API's batch limit)")
+        self.client = client
+        self.experiment_id = experiment_id
+        self.batch_size = batch_size
+        self._pending: deque[dict[str, Any]] = deque()
+        self._max = max_buffer
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self.accepted = 0
+        self.duplicates = 0
+        self.dropped = 0
+        self.batches = 0
+        self.last_error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if flush_seconds is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(flush_seconds,), name="synapse-outcomes", daemon=True
+            )
+            self._thread.start()
+
+    def record(
+        self,
+        request_id: str,
+        variant_id: str,
+        success: bool,
+        latency_ms: float,
+        converted: bool | None = None,
+        custom_metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Buffers one outcome (posted with the next batch)."""
+        outcome: dict[str, Any] = {
+            "variant_id": variant_id,
+            "request_id": request_id,
+            "success": bool(success),
+            "latency_ms": float(latency_ms),
+        }
+        if converted is not None:
+            outcome["converted"] = bool(converted)
+        if custom_metrics:
+            outcome["custom_metrics"] = dict(custom_metrics)
+        with self._lock:
+            self._pending.append(outcome)
+            while len(self._pending) > self._max:
+                self._pending.popleft()
+                self.dropped += 1
+            full = len(self._pending) >= self.batch_size
+        if full:
+            self.flush(raise_errors=False)
+
+    def record_assignment(self, assignment: Assignment, **outcome: Any) -> None:
+        """Buffers the outcome of an :class:`Assignment` (its request id and variant)."""
+        self.record(assignment.request_id, assignment.variant_id, **outcome)
+
+    @property
+    def pending(self) -> int:
+        """Outcomes not yet accepted by the API."""
+        return len(self._pending)
+
+    def flush(self, raise_errors: bool = True) -> int:
+        """Posts everything buffered, in batches; returns how many the API took.
+
+        A failed batch goes back to the front of the buffer.
+        """
+        sent = 0
+        with self._send_lock:
+            while True:
+                with self._lock:
+                    batch = [
+                        self._pending.popleft()
+                        for _ in range(min(self.batch_size, len(self._pending)))
+                    ]
+                if not batch:
+                    return sent
+                try:
+                    receipt = self.client.record_outcomes(self.experiment_id, batch)
+                except SynapseClientError as exc:
+                    with self._lock:
+                        self._pending.extendleft(reversed(batch))
+                    self.last_error = exc
+                    if raise_errors:
+                        raise
+                    log.warning("outcome batch not posted (kept for the next flush): %s", exc)
+                    return sent
+                self.batches += 1
+                self.accepted += int(receipt.get("accepted", 0))
+                self.duplicates += int(receipt.get("duplicates", 0))
+                sent += len(batch)
+
+    def _run(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self.flush(raise_errors=False)
+
+    def close(self) -> None:
+        """Stops the background thread and posts what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    def __enter__(self) -> OutcomeBuffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,271 @@
+"""Local assignment agrees with ``POST /route``: the client (fed by ``GET
+/experiments/{id}/routing-config``), the service and an independent oracle put the same users in
+the same variants, across ramp steps, a pause, a resume and a rollback."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from synapse_client import Client, NotRoutable
+from synapse_client.local import OutcomeBuffer
+from tests.client.conftest import in_process_client, model_with_versions, two_arms
+from tests.conftest import Tokens
+
+USERS = [f"user-{index}" for index in range(100_000)]
+
+
+def oracle(experiment: dict[str, Any], key: str) -> str:
+    """The documented rule, written from scratch: blake2b-64 of ``salt:key`` against cumulative
+    exact weights in the order treatments (declared order), then the control."""
+    if experiment["status"] in ("paused", "rolled_back"):
+        return next(v["variant_id"] for v in experiment["variants"] if v["is_control"])
+    if experiment["status"] == "concluded":
+        return experiment["winning_variant_id"]
+    layout = [v for v in experiment["variants"] if not v["is_control"]]
+    layout += [v for v in experiment["variants"] if v["is_control"]]
+    digest = hashlib.blake2b(f"{experiment['experiment_id']}:{key}".encode(), digest_size=8)
+    point = Fraction(int.from_bytes(digest.digest(), "big"), 2**64)
+    total = Fraction(0)
+    for variant in layout:
+        total += Fraction(variant["traffic_weight"])
+        if point < total:
+            return variant["variant_id"]
+    raise AssertionError("weights do not cover the unit interval")
+
+
+def served(token: str, experiment_id: str, users: list[str]) -> list[str]:
+    """``POST /experiments/{id}/route`` for each user, answered by the app's Lambda handler
+    with the API Gateway proxy event a deployment gets (built once, its body set per user:
+    100,000 requests through ``requests`` would take minutes)."""
+    import json
+
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    import app as app_module
+
+    path = f"/experiments/{experiment_id}/route"
+    converter = LambdaEventConverter(RouteMatcher(list(app_module.app.routes)))
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    event = converter.create_lambda_event("POST", path, headers, b"{}")
+    context = LambdaContext("api_handler", 512)
+    found = []
+    for user in users:
+        event["body"] = json.dumps({"request_id": f"r-{user}", "user_id": user})
+        answer = app_module.app(event, context)
+        assert answer["statusCode"] == 200, answer
+        found.append(json.loads(answer["body"])["variant_id"])
+    return found
+
+
+@pytest.fixture
+def api(client: Any, tokens: Tokens) -> Client:
+    return in_process_client(client, tokens.writer)
+
+
+def _monitor(client: Any) -> dict[str, Any]:
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    return client.lambda_.invoke("experiment_monitor", event).payload
+
+
+def test_client_and_route_agree_on_100000_users_across_ramp_pause_resume_and_rollback(
+    api: Client, client: Any, tokens: Tokens
+) -> None:
+    from chalicelib.abtesting.engine import get_ab_engine
+    from chalicelib.core.clock import FixedClock, utc_now
+
+    clock = FixedClock(utc_now())
+    get_ab_engine().clock = clock
+    model_id = model_with_versions(api)
+    ramp = {"steps": ["0.1", "0.5", "1"], "interval_minutes": 10, "min_requests_per_variant": 0}
+    created = api.create_experiment(
+        "ramp", two_arms(model_id, "0.9", "0.1"), allocation_strategy="ramping", ramp=ramp
+    )
+    experiment_id = created["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id, ttl_seconds=3600)
+
+    def advance() -> None:
+        clock.advance(minutes=11)
+        assert _monitor(client)["ramped"] == [experiment_id]
+
+    phases = [
+        ("ramp step 0.1", lambda: None),
+        ("ramp step 0.5", advance),
+        ("paused", lambda: api.pause_experiment(experiment_id)),
+        ("resumed", lambda: api.resume_experiment(experiment_id)),
+        ("rolled back", lambda: api.rollback_experiment(experiment_id, reason="canary errors")),
+    ]
+    share = len(USERS) // len(phases)
+    previous: dict[str, str] = {}
+    for index, (name, change) in enumerate(phases):
+        change()
+        assert local.refresh() == (index > 0), f"{name}: the config did not change"
+        experiment = api.get_experiment(experiment_id)
+        assert local.revision == experiment["revision"]
+        mine = [local.variant(user)[0] for user in USERS]
+        assert mine == [oracle(experiment, user) for user in USERS], name
+        batch = slice(index * share, (index + 1) * share)
+        assert served(tokens.writer, experiment_id, USERS[batch]) == mine[batch], name
+        if name == "ramp step 0.5":  # a ramp only moves users from control into treatment
+            moved = {(previous[u], now) for u, now in zip(USERS, mine, strict=True)}
+            assert ("treatment", "control") not in moved
+        previous = dict(zip(USERS, mine, strict=True))
+        counts = Counter(mine)
+        if name == "ramp step 0.1":
+            assert abs(counts["treatment"] / len(USERS) - 0.1) < 0.005  # 5 sigma is 0.0047
+        if name in ("paused", "rolled back"):
+            assert counts == {"control": len(USERS)}
+
+
+def test_routing_config_answers_304_to_a_matching_etag_and_a_new_one_after_a_change(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("etag", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    config, etag = api.routing_config(experiment_id)
+    assert config is not None and etag.startswith('"')
+    unchanged, same = api.routing_config(experiment_id, etag)
+    assert unchanged is None and same == etag
+    reply = api.request(
+        "GET", f"/experiments/{experiment_id}/routing-config", headers={"If-None-Match": "*"}
+    )
+    assert reply.status == 304 and reply.data is None
+    api.pause_experiment(experiment_id)
+    changed, new_etag = api.routing_config(experiment_id, etag)
+    assert changed is not None and new_etag != etag
+    assert changed["fixed"] == {"variant_id": "control", "model_version": 1}
+    assert changed["revision"] > config["revision"]
+
+
+def test_local_experiment_refreshes_with_the_etag_after_the_ttl_and_keeps_its_config_on_errors(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("ttl", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    now = [0.0]
+    local = api.local_experiment(experiment_id, monotonic=lambda: now[0])
+    assert local.fetches == 1 and local.config["ttl_seconds"] > 0
+    local.variant("u-1")
+    assert (local.fetches, local.not_modified) == (1, 0)  # fresh: no request
+    now[0] += local.config["ttl_seconds"]
+    local.variant("u-1")
+    assert (local.fetches, local.not_modified) == (1, 1)  # expired, unchanged: a 304
+    api.pause_experiment(experiment_id)
+    now[0] += local.config["ttl_seconds"]
+    assert local.variant("u-1") == ("control", 1)
+    assert local.fetches == 2
+    api.transport.token = "snk_wrong_token_for_this_test_0000"
+    now[0] += local.config["ttl_seconds"]
+    assert local.variant("u-1") == ("control", 1)  # refresh failed, the held config is used
+    assert local.failures == 1
+
+
+def test_a_draft_is_not_routable_locally_or_by_the_service(api: Client) -> None:
+    from synapse_client import Conflict
+
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("draft", two_arms(model_id))["experiment_id"]
+    local = api.local_experiment(experiment_id)
+    with pytest.raises(NotRoutable):
+        local.variant("u-1")
+    with pytest.raises(NotRoutable):
+        local.assign(user_id="u-1")
+    with pytest.raises(Conflict) as refused:
+        api.route(experiment_id, request_id="r-1", user_id="u-1")
+    assert refused.value.status == 409
+
+
+def test_concluded_experiments_send_everyone_to_the_winner_locally(api: Client) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("win", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    api.conclude_experiment(experiment_id, winning_variant_id="treatment")
+    local = api.local_experiment(experiment_id)
+    assert {local.variant(f"u-{i}") for i in range(200)} == {("treatment", 2)}
+    assignment = local.assign(user_id="u-1")
+    assert (assignment.variant_id, assignment.model_id) == ("treatment", model_id)
+
+
+def test_requests_without_a_user_or_not_sticky_hash_the_request_id_like_the_service(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("rid", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id)
+    for index in range(300):
+        request_id = f"req-{index}"
+        anonymous = local.assign(request_id=request_id)
+        loose = local.assign(user_id="same-user", request_id=request_id, sticky=False)
+        served_anonymous = api.route(experiment_id, request_id=request_id)
+        served_loose = api.route(experiment_id, request_id=request_id, user_id="same-user",
+                                 sticky=False)  # fmt: skip
+        assert anonymous.variant_id == served_anonymous["variant_id"]
+        assert loose.variant_id == served_loose["variant_id"]
+
+
+def test_bandit_users_get_the_variant_the_service_stored_and_keep_it(api: Client) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment(
+        "mab", two_arms(model_id), allocation_strategy="mab", bandit={"floor": "0.05"}
+    )["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id)
+    assert local.config["sticky_store"] is True
+    users = [f"bandit-{i}" for i in range(50)]
+    first = {user: local.variant(user) for user in users}
+    calls = api.transport.attempts
+    again = {user: local.variant(user) for user in users}
+    assert again == first and api.transport.attempts == calls  # remembered: no HTTP call
+    stored = {u: api.route(experiment_id, request_id=f"x-{u}", user_id=u) for u in users}
+    assert {u: (s["variant_id"], s["model_version"]) for u, s in stored.items()} == first
+
+
+def test_outcomes_are_buffered_flushed_in_batches_and_counted_once_when_resent(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("outcomes", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id)
+    assignments = [local.assign(user_id=f"user-{i}") for i in range(1200)]
+    with OutcomeBuffer(api, experiment_id, batch_size=500, flush_seconds=None) as buffer:
+        for assignment in assignments:
+            buffer.record_assignment(assignment, success=True, latency_ms=12.5, converted=False)
+        assert buffer.batches == 2 and buffer.pending == 200
+    assert (buffer.batches, buffer.accepted, buffer.pending) == (3, 1200, 0)
+    again = OutcomeBuffer(api, experiment_id, batch_size=1000, flush_seconds=None)
+    for assignment in assignments[:300]:
+        again.record_assignment(assignment, success=True, latency_ms=12.5)
+    again.close()
+    assert (again.accepted, again.duplicates) == (0, 300)
+    counts = api.metrics(experiment_id)["variants"]
+    assert sum(v["request_count"] for v in counts.values()) == 1200
+    expected = Counter(a.variant_id for a in assignments)
+    assert {k: v["request_count"] for k, v in counts.items() if v["request_count"]} == expected
+
+
+def test_outcome_buffer_keeps_a_failed_batch_for_the_next_flush(api: Client) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("keep", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    buffer = OutcomeBuffer(api, experiment_id, batch_size=10, flush_seconds=None, max_buffer=15)
+    token = api.transport.token
+    api.transport.token = "snk_wrong_token_for_this_test_0000"
+    for index in range(20):
+        buffer.record(f"r-{index}", "control", success=True, latency_ms=1.0)
+    assert buffer.pending == 15 and buffer.dropped == 5 and buffer.last_error is not None
+    api.transport.token = token
+    assert buffer.flush() == 15
+    assert buffer.accepted == 15
+    with pytest.raises(ValueError):
+        OutcomeBuffer(api, experiment_id, batch_size=1001)
