@@ -54,6 +54,8 @@ class Settings:
         explanation_jobs_queue: SQS queue name for asynchronous explanation jobs.
         explanation_backend: ``inprocess`` or ``lambda`` (see the deployment docs).
         explanation_function: Name of the explanation Lambda when the backend is ``lambda``.
+        max_json_depth: Deepest nesting of arrays and objects accepted in a JSON request body
+            or a JSON-lines record; deeper is refused (400 for a body, 422 for data).
     """
 
     stage: str = field(default_factory=lambda: _env("SYNAPSE_STAGE", "dev"))
@@ -83,6 +85,7 @@ class Settings:
     explanation_function: str = field(
         default_factory=lambda: _env("EXPLANATION_FUNCTION", f"{DEFAULT_PREFIX}-explainer")
     )
+    max_json_depth: int = field(default_factory=lambda: int(_env("SYNAPSE_MAX_JSON_DEPTH", "64")))
 
 
 def get_settings() -> Settings:

@@ -15,14 +15,16 @@ produce ``GET /openapi.json`` (see :mod:`chalicelib.core.openapi`).
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from chalice import Blueprint, Response
+from pydantic import BaseModel
 
 from chalicelib.core import jsonutil
 from chalicelib.core.config import get_settings
@@ -147,12 +149,71 @@ def parse_model(schema: Any, data: Any, where: str) -> Any:
     from pydantic import ValidationError as PydanticError
 
     try:
-        return _validators.get(schema).validate_python(data)
+        parsed = _validators.get(schema).validate_python(data)
     except PydanticError as exc:
         details = _validation_details(exc)
         first = details[0] if details else {"field": "", "message": "invalid"}
         label = f"{where}.{first['field']}" if first["field"] else where
         raise ValidationError(f"{label}: {first['message']}", details=details) from None
+    check_numbers(parsed, where)
+    return parsed
+
+
+# Integers with more digits than DynamoDB keeps (38) are refused wherever they come from.
+_INT_LIMIT = 10**jsonutil.MAX_NUMBER_DIGITS
+
+
+def _number_problem(value: Any) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    if isinstance(value, int):
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return None
+        return f"a number has more than {jsonutil.MAX_NUMBER_DIGITS} digits"
+    if isinstance(value, Decimal) and not (
+        value.is_finite()
+        and len(value.as_tuple().digits) <= jsonutil.MAX_NUMBER_DIGITS
+        and -130 <= value.adjusted() <= 125  # DynamoDB's range
+    ):
+        return f"{str(value)[:40]} is not a finite number of at most 38 digits in range"
+    return None
+
+
+def _items(value: Any) -> Iterator[tuple[Any, Any]]:
+    """(field, key or index; item) of a pydantic model, dict, list, tuple or set."""
+    if isinstance(value, BaseModel):
+        return ((name, getattr(value, name)) for name in type(value).model_fields)
+    if isinstance(value, dict):
+        return iter(value.items())
+    return enumerate(value)
+
+
+_SCALARS = (float, int, Decimal)
+_CONTAINERS = (BaseModel, dict, list, tuple, set, frozenset)
+
+
+def check_numbers(value: Any, where: str) -> None:
+    """Refuses non-finite floats and integers of more than 38 digits anywhere in a validated
+    request: pydantic's lax mode turns query strings and JSON strings such as ``"1e999"``,
+    ``"nan"`` or a 4,000-digit numeral into numbers that DynamoDB, ``Decimal`` arithmetic and
+    numpy cannot take.
+
+    Raises:
+        ValidationError: Naming the field.
+    """
+    problem = _number_problem(value) if isinstance(value, _SCALARS) else None
+    if problem is not None:
+        raise ValidationError(f"{where}: {problem}")
+    pending = [(value, where)] if isinstance(value, _CONTAINERS) else []
+    while pending:
+        container, path = pending.pop()
+        for key, item in _items(container):
+            if isinstance(item, _SCALARS):
+                problem = _number_problem(item)
+                if problem is not None:
+                    raise ValidationError(f"{path}.{key}: {problem}")
+            elif isinstance(item, _CONTAINERS):
+                pending.append((item, f"{path}.{key}"))
 
 
 def _parse_body(spec: RouteSpec, request: Any) -> Any:
@@ -166,8 +227,10 @@ def _parse_body(spec: RouteSpec, request: Any) -> Any:
     if not raw.strip():
         raise ValidationError("a JSON request body is required")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = jsonutil.loads(raw, max_depth=get_settings().max_json_depth)
+    except jsonutil.JsonLimitExceeded as exc:
+        raise ValidationError(f"request body refused: {exc}") from None
+    except ValueError as exc:
         raise ValidationError(f"request body is not valid JSON: {exc}") from None
     return parse_model(spec.body, data, "body")
 
@@ -239,7 +302,13 @@ def _translate_aws_error(exc: Exception) -> SynapseError | None:
 
 
 # DynamoDB refusals caused by the values a client sent, not by the service's health.
-_UNSTORABLE = ("number overflow", "number underflow", "item size has exceeded", "size of")
+_UNSTORABLE = (
+    "number overflow",
+    "number underflow",
+    "significant digits",
+    "item size has exceeded",
+    "size of",
+)
 
 
 def _unstorable(message: str) -> SynapseError | None:

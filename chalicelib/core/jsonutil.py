@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -47,3 +48,140 @@ def dumps(value: Any) -> str:
     except ValueError:
         plain = json.loads(json.dumps(value, default=_default))
         return json.dumps(_sanitize(plain), allow_nan=False, separators=(",", ":"))
+
+
+# ---- reading untrusted JSON -----------------------------------------------------------------
+
+# DynamoDB stores numbers with at most 38 significant digits; a longer run of digits in a JSON
+# number cannot be stored (and a 4,000-digit integer is no one's measurement).
+MAX_NUMBER_DIGITS = 38
+DEFAULT_MAX_DEPTH = 64
+
+_BRACKETS = b"[]{}"
+# bytes.translate tables: keep only brackets (as "[" and "]"); the shape of numbers (every digit
+# as "0", "e"/"E" as "e", signs as "+", anything else " ").
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(_BRACKETS)))
+
+
+def _shape_table() -> bytes:
+    table = bytearray(b" " * 256)
+    for digit in b"0123456789":
+        table[digit] = ord("0")
+    table[ord("e")] = table[ord("E")] = ord("e")
+    table[ord("+")] = table[ord("-")] = ord("+")
+    return bytes(table)
+
+
+_SHAPE = _shape_table()
+# A number whose exponent has three or more digits may leave the range of a double.
+_WIDE_EXPONENT = re.compile(rb"(?<![\d.])-?\d++(?:\.\d++)?[eE][+-]?\d{3,}+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class JsonLimitExceeded(ValueError):
+    """JSON that is well-formed or not, but beyond a documented limit (depth, digits, range)."""
+
+
+def loads(
+    text: str | bytes,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_digits: int | None = MAX_NUMBER_DIGITS,
+    finite: bool = True,
+) -> Any:
+    """Parses untrusted JSON with explicit bounds instead of the interpreter's recursion limit.
+
+    Checked before parsing, in C on the text with its strings removed: arrays and objects
+    nest at most ``max_depth`` levels, and no number has a run of more than ``max_digits``
+    digits (``None``: unchecked). With ``finite``, ``NaN`` and ``Infinity`` (not JSON) and
+    numbers outside the range of a double (``1e999``) are refused too. Strings holding a lone
+    UTF-16 surrogate (``"\\ud800"``), which cannot be encoded as UTF-8, are always refused.
+
+    Raises:
+        JsonLimitExceeded: Too deep, too many digits, out of range or a lone surrogate.
+        ValueError: Not JSON (``json.JSONDecodeError``) or not UTF-8/16/32 text.
+    """
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text).decode(json.detect_encoding(text))
+    skeleton = _skeleton(text)
+    _check_depth(skeleton, max_depth)
+    shape = skeleton.translate(_SHAPE)
+    if max_digits is not None and b"0" * (max_digits + 1) in shape:
+        raise JsonLimitExceeded(f"a number has more than {max_digits} digits")
+    if finite and (b"e000" in shape or b"e+000" in shape):
+        _check_range(skeleton)
+    value = json.loads(text, parse_constant=_refuse_constant if finite else None)
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        raise JsonLimitExceeded("a string holds a lone UTF-16 surrogate (not valid Unicode)")
+    return value
+
+
+def nesting_depth(text: str, limit: int) -> int:
+    """The deepest nesting of arrays and objects in ``text`` (strings ignored), counted up to
+    ``limit + 1``: any deeper text answers ``limit + 1``.
+
+    Raises:
+        ValueError: The brackets are not balanced (so the text is not JSON).
+    """
+    return _bracket_depth(_skeleton(text), limit)
+
+
+def _skeleton(text: str) -> bytes:
+    """The text outside JSON strings (as UTF-8), every string reduced to ``""``.
+
+    Escaped backslashes, then escaped quotes, are dropped first, so every quote left delimits a
+    string and the pieces between quotes alternate outside/inside. All of it runs in C: the cost
+    is a few copies of the text, whatever its shape. (In text that is not JSON the pieces may
+    be misread, but only after the point where the parser itself stops.)
+    """
+    if "\\" in text:
+        text = text.replace("\\\\", "").replace('\\"', "")
+    pieces = text.split('"')
+    return '""'.join(pieces[::2]).encode("utf-8", "surrogatepass")
+
+
+def _bracket_depth(skeleton: bytes, limit: int) -> int:
+    """Each pass removes the innermost ``[]`` pairs of the bracket skeleton at C speed, so the
+    work is at most ``limit + 1`` passes over the text whatever the input."""
+    brackets = skeleton.translate(_SQUARE, _NOT_BRACKETS)
+    for depth in range(limit + 1):
+        if not brackets:
+            return depth
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            raise json.JSONDecodeError("unbalanced brackets", "", 0)
+        brackets = shorter
+    return limit + 1
+
+
+def _check_depth(skeleton: bytes, max_depth: int) -> None:
+    if _bracket_depth(skeleton, max_depth) > max_depth:
+        raise JsonLimitExceeded(f"arrays and objects nest deeper than {max_depth} levels")
+
+
+def _check_range(skeleton: bytes) -> None:
+    for match in _WIDE_EXPONENT.finditer(skeleton):
+        token = match.group().decode("ascii")
+        value = float(token)
+        mantissa = token.lower().split("e")[0]
+        if not math.isfinite(value) or (value == 0 and mantissa.strip("-0.")):
+            raise JsonLimitExceeded(f"the number {token[:40]} is outside the range of a double")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonLimitExceeded(f"{name} is not a JSON number")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.core import jsonutil
+from chalicelib.core.config import get_settings
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, UnreadableContent
 from chalicelib.dataversion.models import (
@@ -29,6 +30,9 @@ from chalicelib.dataversion.models import (
 
 DEFAULT_SAMPLE_ROWS = 10_000
 MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+# The longest first line (a CSV header, the first JSON record) a version may have: the schema
+# comes from it, and a longer one would leave the version unchecked.
+MAX_FIRST_LINE_BYTES = MAX_SAMPLE_BYTES
 # The end of a Parquet stream kept for its footer (footers are kilobytes to a few megabytes).
 PARQUET_TAIL_BYTES = 16 * 1024 * 1024
 
@@ -210,7 +214,8 @@ class ContentInspector:
         if self._sampling:
             self._sample.append(chunk)
             self._sample_size += len(chunk)
-            if self._sample_size >= MAX_SAMPLE_BYTES or self._enough_lines():
+            # One byte past the limit, so that a first line of exactly the limit is seen whole.
+            if self._sample_size > MAX_FIRST_LINE_BYTES or self._enough_lines():
                 self._sampling = False
 
     def _enough_lines(self) -> bool:
@@ -224,6 +229,7 @@ class ContentInspector:
             return None, None, None
         complete = self._sampling
         data = b"".join(self._sample)
+        _check_first_line(data, complete, self.format)
         if self.format is DatasetFormat.CSV:
             header, rows = parse_csv_sample(data, self.sample_rows, complete)
             stats = _ColumnStats()
@@ -241,6 +247,26 @@ class ContentInspector:
             rows = records
         sampled = None if complete and len(rows) >= total else len(rows)
         return total, schema, sampled
+
+
+def _check_first_line(data: bytes, complete: bool, fmt: DatasetFormat) -> None:
+    """Refuses content whose first line is longer than :data:`MAX_FIRST_LINE_BYTES`.
+
+    The schema (and with it the declared-schema and evolution checks) comes from the first
+    line, so content whose header does not fit in the sample is refused on every ingest path
+    rather than versioned without a schema.
+
+    Raises:
+        UnreadableContent: The first line is over the limit.
+    """
+    end = data.find(b"\n", 0, MAX_FIRST_LINE_BYTES + 1)
+    if end >= 0 or (complete and len(data) <= MAX_FIRST_LINE_BYTES):
+        return
+    what = "CSV header" if fmt is DatasetFormat.CSV else "first JSON line"
+    raise UnreadableContent(
+        f"the {what} is longer than {MAX_FIRST_LINE_BYTES} bytes (the limit of a first line); "
+        "the schema cannot be read from it"
+    )
 
 
 def _parquet_result(tail: _Tail) -> tuple[int | None, DatasetSchema | None, int | None]:
@@ -324,19 +350,37 @@ def parse_jsonl_sample(data: bytes, limit: int, complete: bool) -> list[dict[str
         cut = data.rfind(b"\n")
         data = data[: cut + 1] if cut >= 0 else b""
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(_decode(data).splitlines(), start=1):
+    # Only "\n" ends a record: JSON strings may hold U+2028, U+0085 and the like.
+    for number, line in enumerate(_decode(data).split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            raise UnreadableContent(f"JSON line {number} is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise UnreadableContent(f"JSON line {number} is not an object")
-        records.append(value)
+        records.append(parse_json_record(line, number))
         if len(records) >= limit:
             break
     return records
+
+
+def parse_json_record(line: str, number: int) -> dict[str, Any]:
+    """One JSON-lines record: an object nested at most ``SYNAPSE_MAX_JSON_DEPTH`` levels.
+
+    The depth is checked before parsing (see :func:`chalicelib.core.jsonutil.loads`), so a
+    record nested thousands of levels deep is refused like any unreadable line. Numbers are
+    taken as written (``NaN`` included); their size is checked where they are used.
+
+    Raises:
+        UnreadableContent: Not JSON, too deep, or not an object.
+    """
+    try:
+        value = jsonutil.loads(
+            line, max_depth=get_settings().max_json_depth, max_digits=None, finite=False
+        )
+    except jsonutil.JsonLimitExceeded as exc:
+        raise UnreadableContent(f"JSON line {number} is refused: {exc}") from None
+    except ValueError as exc:
+        raise UnreadableContent(f"JSON line {number} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UnreadableContent(f"JSON line {number} is not an object")
+    return value
 
 
 def check_declared(declared: DatasetSchema, inferred: DatasetSchema | None) -> None:

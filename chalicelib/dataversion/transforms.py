@@ -283,7 +283,10 @@ def _text(value: Any) -> str:
         if not math.isfinite(value):
             return ""
         return repr(value)
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an integer over Python's 4,300-digit conversion limit (a huge sum)
+        raise TransformError("a result is too large to write as text") from None
 
 
 def to_csv_bytes(table: Table) -> bytes:
@@ -522,6 +525,17 @@ def run(spec: Any, sources: list[Table]) -> TransformResult:
     needed = SOURCES_NEEDED.get(spec.type, 1)
     if len(sources) != needed:
         raise TransformError(f"'{spec.type}' takes {needed} source version(s); got {len(sources)}")
+    try:
+        return _run(spec, sources)
+    except OverflowError:
+        # Data values are kept as written; an integer beyond a double's range cannot be
+        # compared with a float, averaged or scaled.
+        raise TransformError(
+            f"'{spec.type}' met a number too large to compute with (beyond a double's range)"
+        ) from None
+
+
+def _run(spec: Any, sources: list[Table]) -> TransformResult:
     if isinstance(spec, JoinSpec):
         return run_join(spec, sources[0], sources[1])
     runners: dict[type, Callable[[Any, Table], TransformResult]] = {

@@ -8,7 +8,6 @@ warm Lambda instance never re-reads an artifact.
 from __future__ import annotations
 
 import csv
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from chalicelib.core import jsonutil
+from chalicelib.core.config import get_settings
 from chalicelib.core.errors import UnprocessableEntity
 
 TABULAR_TASKS = ("classification", "regression")
@@ -191,9 +192,17 @@ def _csv_records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 
 
 def _json_records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        if line.strip():
-            yield json.loads(line)
+    depth = get_settings().max_json_depth
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = jsonutil.loads(line, max_depth=depth, max_digits=None, finite=False)
+        except ValueError as exc:
+            raise UnprocessableEntity(f"JSON line {number} cannot be read: {exc}") from None
+        if not isinstance(record, dict):
+            raise UnprocessableEntity(f"JSON line {number} is not an object")
+        yield record
 
 
 def _pick_columns(
@@ -207,7 +216,7 @@ def _pick_columns(
             )
         try:
             values.append(float(record[column]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UnprocessableEntity(
                 f"dataset version '{version_id}' row {index}: column '{column}' is not numeric"
             ) from None

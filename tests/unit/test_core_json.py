@@ -10,7 +10,10 @@ from enum import Enum
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from chalicelib.core import jsonutil
 from chalicelib.core.clock import FixedClock, ensure_utc, parse_iso, to_iso
 from chalicelib.core.jsonutil import dumps
 
@@ -69,3 +72,116 @@ def test_fixed_clock_moves_only_when_told() -> None:
     start = clock.now()
     assert clock.advance(minutes=5) - start == (clock.now() - start)
     assert (clock.now() - start).total_seconds() == 300
+
+
+# ---- reading untrusted JSON (jsonutil.loads), against the standard library as the oracle -----
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _depth(value: object) -> int:
+    """Reference nesting depth, by recursion over the parsed value."""
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=_json_values, ascii_only=st.booleans())
+def test_bounded_loads_agrees_with_json_loads_and_measures_depth_exactly(
+    value: object, ascii_only: bool
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    depth = _depth(value)
+    assert jsonutil.nesting_depth(text, 64) == min(depth, 65)
+    assert jsonutil.loads(text, max_depth=max(depth, 0)) == json.loads(text)
+    if depth:
+        with pytest.raises(jsonutil.JsonLimitExceeded, match=f"deeper than {depth - 1} levels"):
+            jsonutil.loads(text, max_depth=depth - 1)
+
+
+@pytest.mark.parametrize("depth", [64, 65, 3_000, 100_000])
+def test_nesting_is_bounded_before_parsing_at_any_depth(depth: int) -> None:
+    for opener, closer in (("[", "]"), ('{"a":', "}")):
+        text = opener * depth + "1" + closer * depth
+        if depth <= 64:
+            assert jsonutil.nesting_depth(text, 64) == depth
+            jsonutil.loads(text)
+        else:
+            with pytest.raises(jsonutil.JsonLimitExceeded, match="deeper than 64 levels"):
+                jsonutil.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 5_000, "]" * 10 + "[" * 5_000, '{"a":' * 5_000, "[[]"],
+)
+def test_unbalanced_deep_text_is_invalid_json_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        jsonutil.loads(text)
+    assert not isinstance(caught.value, RecursionError)
+
+
+def test_brackets_inside_strings_and_escapes_do_not_count() -> None:
+    text = json.dumps({"a": "[" * 500 + '\\"[' + "{" * 500, "b": ['"]]]', "\\", "\\\\"]})
+    assert jsonutil.nesting_depth(text, 64) == 2
+    assert jsonutil.loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9" * 4001, "more than 38 digits"),
+        ('{"n": -' + "1" * 39 + "}", "more than 38 digits"),
+        ('{"n": 0.' + "1" * 39 + "}", "more than 38 digits"),
+        ('{"n": 1e999}', "outside the range of a double"),
+        ('{"n": -1E+400}', "outside the range of a double"),
+        ('{"n": 1e-400}', "outside the range of a double"),
+        ('{"n": NaN}', "NaN is not a JSON number"),
+        ('{"n": [Infinity]}', "Infinity is not a JSON number"),
+        ('{"n": -Infinity}', "-Infinity is not a JSON number"),
+        ('{"s": "\\ud800"}', "lone UTF-16 surrogate"),
+        ('{"\\udfff": 1}', "lone UTF-16 surrogate"),
+    ],
+)
+def test_numbers_beyond_dynamodb_or_double_and_lone_surrogates_are_refused(
+    text: str, message: str
+) -> None:
+    with pytest.raises(jsonutil.JsonLimitExceeded, match=message):
+        jsonutil.loads(text)
+
+
+def test_numbers_at_the_limits_and_escaped_pairs_are_kept() -> None:
+    text = '{"i": %s, "f": 1.7976931348623157e308, "t": 5e-324, "z": 0e-999, "e": "\\ud83d\\ude00"}'
+    value = jsonutil.loads(text % ("9" * 38))
+    assert value == {"i": 10**38 - 1, "f": 1.7976931348623157e308, "t": 5e-324, "z": 0.0, "e": "😀"}
+    assert jsonutil.loads('"\\\\ud800"') == "\\ud800"  # an escaped backslash, not an escape
+    # digits inside strings are text, not numbers
+    assert jsonutil.loads(json.dumps({"s": "9" * 5000})) == {"s": "9" * 5000}
+
+
+def test_data_mode_keeps_numbers_as_written_but_still_bounds_depth() -> None:
+    lenient = {"max_digits": None, "finite": False}
+    assert jsonutil.loads('{"a": NaN, "b": 1e999}', **lenient)["b"] == float("inf")
+    assert jsonutil.loads('{"a": %s}' % ("7" * 400), **lenient)["a"] == int("7" * 400)
+    with pytest.raises(jsonutil.JsonLimitExceeded):
+        jsonutil.loads("[" * 65 + "]" * 65, **lenient)
+
+
+def test_bytes_in_utf8_and_utf16_are_decoded_and_invalid_utf8_is_refused() -> None:
+    assert jsonutil.loads('{"a": "é"}'.encode()) == {"a": "é"}
+    assert jsonutil.loads('{"a": "é"}'.encode("utf-16")) == {"a": "é"}
+    with pytest.raises(ValueError):
+        jsonutil.loads(b'{"a": "\xff"}')

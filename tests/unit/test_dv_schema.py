@@ -162,6 +162,33 @@ def test_json_lines_with_quotes_inside_strings_count_exactly() -> None:
     assert inferred.columns == {"t": "string", "n": "int"} and inferred.nullable == ["n"]
 
 
+def test_json_lines_end_only_at_newline_not_at_unicode_line_separators() -> None:
+    body = '{"t": "a\u2028b\u0085c\u2029", "n": 1}\n{"t": "x", "n": 2}\n'.encode()
+    count, inferred, _ = inspect(body, DatasetFormat.JSON)
+    assert count == 2 and inferred.columns == {"t": "string", "n": "int"}
+
+
+@pytest.mark.parametrize("chunk", [1_048_576, 8 * 1_048_576, 16 * 1_048_576])
+@pytest.mark.parametrize("fmt", [DatasetFormat.CSV, DatasetFormat.JSON])
+def test_a_first_line_over_the_limit_is_unreadable_whatever_the_chunking(
+    chunk: int, fmt: DatasetFormat
+) -> None:
+    from chalicelib.dataversion.schema import MAX_FIRST_LINE_BYTES
+
+    if fmt is DatasetFormat.CSV:  # 64 names of 128 KiB (the csv module's field limit)
+        names = [b"c%02d" % i + b"x" * (131_072 - 3) for i in range(64)]
+        at_limit = b",".join(names)[:-63] + b"\n" + b",".join([b"1"] * 64) + b"\n"
+    else:
+        pad = b"x" * (MAX_FIRST_LINE_BYTES - len(b'{"a": 1, "p": ""}'))
+        at_limit = b'{"a": 1, "p": "' + pad + b'"}\n{"a": 2, "p": ""}\n'
+    assert at_limit.index(b"\n") == MAX_FIRST_LINE_BYTES
+    assert inspect(at_limit, fmt, chunk=chunk)[0] == (1 if fmt is DatasetFormat.CSV else 2)
+    over = at_limit.replace(b"x", b"xx", 1)
+    for body in (over, over.split(b"\n")[0]):  # with or without further lines
+        with pytest.raises(UnreadableContent, match="longer than 8388608 bytes"):
+            inspect(body, fmt, chunk=chunk)
+
+
 def test_opaque_formats_are_not_inspected() -> None:
     for fmt in (DatasetFormat.TFRECORD, DatasetFormat.NUMPY, DatasetFormat.PICKLE):
         assert inspect(b"\x00\x01", fmt) == (None, None, None)
