@@ -7,7 +7,7 @@ PORT ?= 8000
 # Modules held at 100% line coverage.
 STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversion/lineage.py,chalicelib/abtesting/routing.py,chalicelib/abtesting/assignment.py
 
-.PHONY: run test lint format clean venv fuzz package deploy demo bench
+.PHONY: run test lint format clean venv fuzz package deploy demo bench trusted-types
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format app.py chalicelib synapse_local synapse_client tests bench demo infra
 	$(BIN)/ruff check --fix app.py chalicelib synapse_local synapse_client tests bench demo infra
+
+# The skops allow-list (chalicelib/registry/trusted_types.json) from the pinned scikit-learn, numpy,
+# scipy and skops; rerun after changing layers/explainer/requirements.txt and review the diff.
+trusted-types: $(STAMP)
+	$(BIN)/python -m infra.trusted_types
 
 # Deployment (see infra/). `make package` needs no AWS account: it builds dist/deployment.zip and
 # dist/template.json for STAGE, prints every artifact's unzipped size (the explainer image's

@@ -49,6 +49,8 @@ class Settings:
         event_bus_name: EventBridge bus for lifecycle events.
         event_source: ``Source`` field of published events.
         max_body_bytes: Largest accepted request body; larger bodies get 413.
+        max_model_bytes: Largest size a model artifact may declare once expanded (its members'
+            uncompressed sizes and its arrays); larger ones are refused before decompression.
         presign_seconds: Lifetime of presigned URLs.
         route_cache_ttl_seconds: How long an experiment config is cached by the router.
         explanation_jobs_queue: SQS queue name for asynchronous explanation jobs.
@@ -69,6 +71,9 @@ class Settings:
     event_source: str = field(default_factory=lambda: _env("EVENT_SOURCE", "synapsenet"))
     max_body_bytes: int = field(
         default_factory=lambda: int(_env("SYNAPSE_MAX_BODY_BYTES", str(6 * 1024 * 1024)))
+    )
+    max_model_bytes: int = field(
+        default_factory=lambda: int(_env("SYNAPSE_MAX_MODEL_BYTES", str(256 * 1024 * 1024)))
     )
     presign_seconds: int = field(
         default_factory=lambda: int(_env("SYNAPSE_PRESIGN_SECONDS", "900"))

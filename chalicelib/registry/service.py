@@ -21,6 +21,7 @@ from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
+from chalicelib.registry.errors import UnsafeArtifactError
 from chalicelib.registry.models import (
     REFUSED_FORMATS,
     ArtifactFormat,
@@ -362,15 +363,36 @@ class ModelRegistry:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
         data = self.store.get(found.artifact_key)
-        trusted = check_artifact(data)
-        import skops.io as sio
-
-        estimator = sio.loads(data, trusted=trusted)
+        estimator = load_checked(data, found.artifact_sha256)
         with self._lock:
             self._loaded[key] = estimator
             while len(self._loaded) > self._cache_size:
                 self._loaded.popitem(last=False)
         return estimator
+
+
+def load_checked(data: bytes, sha256: str) -> Any:
+    """Loads stored artifact bytes after checking them again, whatever wrote them.
+
+    The bytes must hash to what registration recorded and pass the same check as at
+    registration; skops then gets exactly the types that check accepted.
+
+    Raises:
+        UnsafeArtifactError: Changed since registration, refused by the check, or unloadable.
+    """
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise UnsafeArtifactError(
+            "the stored artifact is not the one registered (its sha256 differs); it is refused"
+        )
+    trusted = check_artifact(data)
+    import skops.io as sio
+
+    try:
+        return sio.loads(data, trusted=trusted)
+    except Exception as exc:  # the file is user data: any failure is the file's, not ours
+        raise UnsafeArtifactError(
+            f"the artifact could not be loaded ({type(exc).__name__}); re-save it with skops"
+        ) from None
 
 
 @lazy

@@ -4,7 +4,6 @@ callables through another import path than the one the allow-list blocks."""
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import zipfile
 from typing import Any
@@ -14,26 +13,16 @@ import pytest
 from chalicelib.registry.errors import UnsafeArtifactError
 from chalicelib.registry.safety import check_artifact
 from tests.conftest import Http
+from tests.security import forge
 from tests.security.helpers import b64, model
 
 
 def _forged(*names: str) -> bytes:
-    """A skops-shaped archive whose schema names ``names`` (module.Class)."""
-    nodes = []
-    for name in names:
-        module, cls = name.rsplit(".", 1)
-        nodes.append({"__class__": cls, "__module__": module, "__loader__": "TypeNode"})
-    schema = {
-        "__class__": "list",
-        "__module__": "builtins",
-        "__loader__": "ListNode",
-        "content": nodes,
-        "protocol": 2,
-    }
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("schema.json", json.dumps(schema))
-    return buffer.getvalue()
+    """A real LogisticRegression file with one extra attribute naming each of ``names``."""
+    data = forge.dumps(forge.fitted_model())
+    for index, name in enumerate(names):
+        data = forge.with_attribute(data, forge.type_node(name), attr=f"forged_{index}_")
+    return data
 
 
 REFUSED_NAMES = [
@@ -61,8 +50,9 @@ REFUSED_NAMES = [
 
 @pytest.mark.parametrize("name", REFUSED_NAMES)
 def test_forged_schemas_naming_dangerous_callables_are_refused(name: str) -> None:
-    with pytest.raises(UnsafeArtifactError):
-        check_artifact(_forged("sklearn.linear_model._logistic.LogisticRegression", name))
+    with pytest.raises(UnsafeArtifactError, match="not on the allow-list") as caught:
+        check_artifact(_forged("builtins.str", name))
+    assert caught.value.details["untrusted_types"] == [name]
 
 
 def _archive(files: dict[str, bytes]) -> bytes:

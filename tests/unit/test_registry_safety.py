@@ -45,10 +45,19 @@ def test_function_transformer_is_refused_even_with_numpy_function() -> None:
 
 
 def test_forged_schema_naming_os_system_is_refused() -> None:
+    with zipfile.ZipFile(io.BytesIO(sio.dumps(_model()))) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    schema = json.loads(files["schema.json"])
+    schema["content"]["content"]["C"] = {
+        "__class__": "system",
+        "__module__": "os",
+        "__loader__": "TypeNode",
+    }
+    files["schema.json"] = json.dumps(schema).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        schema = {"__class__": "system", "__module__": "os", "__loader__": "TypeNode"}
-        archive.writestr("schema.json", json.dumps(schema))
+        for name, data in files.items():
+            archive.writestr(name, data)
     with pytest.raises(UnsafeArtifactError, match="os.system"):
         check_artifact(buffer.getvalue())
 
