@@ -51,15 +51,22 @@ def _env_float(name: str) -> float | None:
     return float(value) if value else None
 
 
+# Loggers that may see request lines or URLs (the app's, moto's): their records are redacted.
+REDACTED_LOGGERS = ("synapse.local", "synapse.local.http", "werkzeug")
+
+
 def _local_server_classes() -> tuple[type, type]:
-    """Chalice's request handler with request lines logged through ``logging``."""
+    """Chalice's request handler with request lines logged through ``logging``, without
+    credentials: query-string values (``?access_token=…``, presigned signatures) are redacted."""
     from chalice.local import ChaliceRequestHandler, ThreadedHTTPServer
+
+    from chalicelib.core.observability import redact
 
     http_log = logging.getLogger("synapse.local.http")
 
     class LoggingRequestHandler(ChaliceRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            http_log.info("%s %s", self.address_string(), format % args)
+            http_log.info("%s %s", self.address_string(), redact(format % args))
 
     return LoggingRequestHandler, ThreadedHTTPServer
 
@@ -166,6 +173,9 @@ class LocalStack:
         """
         if self.started:
             return self
+        from chalicelib.core.observability import redact_logs
+
+        redact_logs(*REDACTED_LOGGERS)
         try:
             self._start_moto()
             self._bootstrap()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import threading
 import time
@@ -24,6 +25,13 @@ from chalicelib.core.errors import Forbidden, NotFound, Unauthorized, Validation
 from chalicelib.core.singleton import lazy
 
 TOKEN_PREFIX = "snk_"
+# What a well-formed token can be: printable ASCII of bounded length, whose key id (the part
+# between the first two underscores of an ``snk_`` token) is a short plain name. Anything else
+# is refused as a 401 before DynamoDB is asked (an empty or oversized key id is not a lookup).
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 512
+_KEY_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")
+_TOKEN_CHARS = re.compile(r"[!-~]+")  # printable ASCII, no spaces
 
 
 def hash_token(token: str) -> str:
@@ -36,6 +44,19 @@ def key_id_of(token: str) -> str:
     if token.startswith(TOKEN_PREFIX) and token.count("_") >= 2:
         return token.split("_", 2)[1]
     return "k" + hash_token(token)[:19]
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be an API token (``None`` when its shape is fine)."""
+    if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS:
+        return f"it is not {MIN_TOKEN_CHARS}-{MAX_TOKEN_CHARS} characters long"
+    if not _TOKEN_CHARS.fullmatch(token):
+        return "it is not printable ASCII without spaces"
+    if not _KEY_ID.fullmatch(key_id_of(token)):
+        return (
+            "its key id (between the first two underscores) is not 1-64 letters, digits, '.' or '-'"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,8 +114,10 @@ class AuthService:
             raise ValidationError(f"roles must be from reader, writer, admin; got {roles}")
         if not principal.strip():
             raise ValidationError("principal must not be empty")
-        if token is not None and len(token) < 16:
-            raise ValidationError("a token must be at least 16 characters")
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ValidationError(f"a token must be at least {MIN_TOKEN_CHARS} characters")
+        if token is not None and token_problem(token):
+            raise ValidationError(f"malformed token: {token_problem(token)}")
         if token is None:
             key_id = secrets.token_hex(8)
             token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
@@ -137,8 +160,10 @@ class AuthService:
         """The principal for a token.
 
         Raises:
-            Unauthorized: Unknown, revoked or mismatching token.
+            Unauthorized: Malformed, unknown, revoked or mismatching token.
         """
+        if token_problem(token) is not None:
+            raise Unauthorized("invalid API token")
         digest = hash_token(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
