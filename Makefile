@@ -11,10 +11,12 @@ STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversio
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip>=23,<26.3"  # chalice needs pip<26.3
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	# the Python client and the `synapse` command (.venv/bin/synapse), editable
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -156,8 +156,8 @@ class Client:
     def register_version(
         self,
         model_id: str,
+        task: str,
         format: str | None = None,  # noqa: A002 - the API's field name
-        task: str | None = None,
         feature_names: Sequence[str] | None = None,
         artifact_base64: str | None = None,
         artifact_upload_key: str | None = None,
@@ -403,9 +403,9 @@ class Client:
         self,
         dataset_id: str,
         transformation: dict[str, Any],
-        source_version_ids: Sequence[str] | None = None,
+        source_version_ids: Sequence[str],
         tags: dict[str, str] | None = None,
-        output_dataset_ids: Sequence[str] | None = None,
+        output_dataset_ids: dict[str, str] | None = None,
         data: str | None = None,
         **options: Any,
     ) -> Json:
@@ -415,7 +415,7 @@ class Client:
     def replay(
         self,
         version_id: str,
-        source_version_id: str | None = None,
+        source_version_id: str,
         data: str | None = None,
         data_version_id: str | None = None,
         **options: Any,
@@ -536,6 +536,18 @@ class Client:
         from synapse_client.local import OutcomeBuffer
 
         return OutcomeBuffer(self, experiment_id, **options)
+
+    def push(self, path: str, dataset_id: str, **options: Any) -> Json:
+        """Uploads a file as a new version (see :func:`synapse_client.data.push`)."""
+        from synapse_client.data import push
+
+        return push(self, path, dataset_id, **options)
+
+    def pull(self, dataset_id: str, version: int | str, path: str, **options: Any) -> Json:
+        """Downloads a version and verifies its sha256 (see :func:`synapse_client.data.pull`)."""
+        from synapse_client.data import pull
+
+        return pull(self, dataset_id, version, path, **options)
 
 
 def _q(value: str) -> str:

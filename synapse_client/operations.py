@@ -79,6 +79,7 @@ def operation(
         OPERATIONS[(method, path)] = spec
         if register_only:
             func.__synapse_operation__ = spec  # type: ignore[attr-defined]
+            func.__synapse_register_only__ = True  # type: ignore[attr-defined]
             return func
         signature = inspect.signature(func)
         var_kw = next(

@@ -77,6 +77,7 @@ def model_with_versions(api: Any, count: int = 2) -> str:
             task="classification",
             feature_names=["a", "b", "c"],
             artifact_base64=skops_artifact(seed),
+            background_sample=np.random.default_rng(seed).normal(size=(20, 3)).round(3).tolist(),
         )
     return model_id
 

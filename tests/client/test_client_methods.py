@@ -1,0 +1,163 @@
+"""Every ``synapse_client.Client`` method against a local stack over loopback HTTP; the last
+test checks that this module called every route the client declares."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from synapse_client import Client, Conflict, Forbidden, NotFound, Unauthorized
+from synapse_client.operations import OPERATIONS
+from tests.client.conftest import model_with_versions, two_arms
+
+CALLED: set[tuple[str, str]] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def record_calls() -> Iterator[None]:
+    """Records the route of every request the client sends in this module."""
+    from synapse_client.transport import Transport
+
+    patterns = [
+        (key, re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(key[1])) + "$"))
+        for key in OPERATIONS
+    ]
+    original = Transport.request
+
+    def request(self: Transport, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        for key, pattern in patterns:
+            if key[0] == method.upper() and pattern.match(path):
+                CALLED.add(key)
+        return original(self, method, path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Transport, "request", request)
+        yield
+
+
+def test_system_routes_and_keys(admin: Client, stack: Any) -> None:
+    assert admin.health()["status"] == "ok"
+    assert "/health" in admin.openapi()["paths"]
+    created = admin.create_key("carol", ["reader"], groups=["ml"], description="test key")
+    carol = Client(stack.url, created["token"])
+    assert carol.whoami()["principal"] == "carol"
+    assert created["key_id"] in {k["key_id"] for k in admin.list_keys()["keys"]}
+    with pytest.raises(Forbidden):
+        carol.list_keys()
+    admin.revoke_key(created["key_id"])
+    with pytest.raises(Unauthorized):
+        carol.whoami()
+
+
+def test_model_registry_methods(admin: Client) -> None:
+    model_id = model_with_versions(admin)
+    assert admin.get_model(model_id)["latest_version"] == 2
+    assert model_id in {m["model_id"] for m in admin.list_models()["models"]}
+    assert [v["version"] for v in admin.list_model_versions(model_id)["versions"]] == [1, 2]
+    assert admin.get_model_version(model_id, 2)["task"] == "classification"
+    upload = admin.create_model_upload(model_id)
+    assert upload["method"] == "PUT" and upload["upload_key"]
+    assert admin.set_stage(model_id, 1, "production")["stage"] == "production"
+    admin.invalidate_explanations(model_id, version=1)
+    with pytest.raises(NotFound) as missing:
+        admin.get_model("m-missing")
+    assert missing.value.code in ("not_found", "model_not_found")
+
+
+def test_experiment_methods(admin: Client) -> None:
+    model_id = model_with_versions(admin)
+    created = admin.create_experiment("methods", two_arms(model_id), minimum_sample_size=10)
+    experiment_id = created["experiment_id"]
+    assert admin.get_experiment(experiment_id)["status"] == "draft"
+    policy = admin.set_rollback_policy(experiment_id, error_rate_threshold=0.2)
+    assert policy["error_rate_threshold"] == 0.2
+    assert admin.get_rollback_policy(experiment_id)["enabled"] is True
+    admin.start_experiment(experiment_id)
+    assert experiment_id in {e["experiment_id"] for e in admin.list_experiments("running")[
+        "experiments"]}  # fmt: skip
+    routed = admin.route(experiment_id, request_id="req-1", user_id="user-1")
+    local = admin.local_experiment(experiment_id)
+    assert local.variant("user-1") == (routed["variant_id"], routed["model_version"])
+    config, etag = admin.routing_config(experiment_id)
+    assert config["experiment_id"] == experiment_id and etag
+    receipt = admin.record_outcomes(
+        experiment_id,
+        [{"variant_id": "control", "request_id": "req-1", "success": True, "latency_ms": 3.0}],
+    )
+    assert receipt == {"accepted": 1, "duplicates": 0}
+    assert admin.metrics(experiment_id)["variants"]["control"]["request_count"] == 1
+    assert admin.analysis(experiment_id)["recommendation"] == "continue"
+    admin.pause_experiment(experiment_id)
+    admin.resume_experiment(experiment_id)
+    assert admin.rollback_experiment(experiment_id, "manual")["status"] == "rolled_back"
+    with pytest.raises(Conflict):
+        admin.conclude_experiment(experiment_id)
+    other = admin.create_experiment("conclude", two_arms(model_id))["experiment_id"]
+    admin.start_experiment(other)
+    assert admin.conclude_experiment(other)["winning_variant_id"] == "control"
+    plan = admin.sample_size(0.1, 0.1, daily_traffic=5000)
+    assert plan["per_variant"] > 0 and plan["days"] >= 1
+
+
+def test_dataset_methods(admin: Client) -> None:
+    dataset_id = admin.create_dataset("methods-ds", format="csv", access_groups=["ml"])[
+        "dataset_id"]  # fmt: skip
+    assert admin.get_dataset(dataset_id)["name"] == "methods-ds"
+    assert dataset_id in {d["dataset_id"] for d in admin.list_datasets()["datasets"]}
+    first = admin.create_version(dataset_id, data="id,radius,label\n1,14.1,0\n2,12.0,1\n")
+    second = admin.create_version(dataset_id, data="id,radius,label\n1,14.1,0\n3,9.0,1\n")
+    assert [v["version_number"] for v in admin.iter_versions(dataset_id, page=1)] == [1, 2]
+    assert admin.get_version(dataset_id, 2)["version_id"] == second["version_id"]
+    assert admin.compare(dataset_id, 1, 2)["same_content"] is False
+    content = admin.content_url(dataset_id, 1)
+    assert requests.get(content["url"], timeout=30).content.startswith(b"id,radius")
+    upload = admin.create_upload(dataset_id, filename="more.csv")
+    assert upload["mode"] == "staged" and upload["url"]
+    multipart = admin.create_upload(dataset_id, filename="huge.csv", size_bytes=200_000_000)
+    part = requests.put(multipart["part_urls"][0], data=b"x", timeout=30)
+    finished = admin.complete_upload(
+        dataset_id,
+        key=multipart["key"],
+        upload_id=multipart["upload_id"],
+        parts=[{"part_number": 1, "etag": part.headers["ETag"]}],
+    )
+    assert finished["status"] == "completed"
+    made = admin.transform(dataset_id, {"type": "filter", "predicates": [
+        {"column": "radius", "op": "lt", "value": 13}]}, [first["version_id"]])  # fmt: skip
+    output_id = made["output_version_ids"]["output"]
+    upstream = admin.lineage(output_id, direction="upstream", max_depth=3)
+    assert first["version_id"] in {n["version_id"] for n in upstream["upstream"]["nodes"]}
+    assert admin.reproducibility(output_id)["reproducible"] in (True, False)
+    replayed = admin.replay(output_id, source_version_id=first["version_id"],
+                            data_version_id=second["version_id"])  # fmt: skip
+    assert replayed["target_version_id"]
+    admin.record_usage(dataset_id, 1, experiment_id="exp-for-usage")
+    assert admin.list_usages(dataset_id, experiment_id="exp-for-usage")["usages"]
+    assert admin.reconstruct(dataset_id, experiment_id="exp-for-usage")
+    assert "rejections" in admin.list_rejections(limit=5)
+
+
+def test_explanation_methods(admin: Client) -> None:
+    model_id = model_with_versions(admin, count=1)
+    row = {"a": 0.1, "b": 0.2, "c": 0.3}
+    single = admin.explain(model_id, row, model_version=1, explanation_type="shap")
+    assert single["model_version"] == 1
+    assert admin.explain_batch(model_id, [row, row], model_version=1)["count"] == 2
+    ranked = admin.explain_global(model_id, inputs=[row, {"a": 1, "b": 0, "c": -1}],
+                                  model_version=1)  # fmt: skip
+    assert set(ranked["feature_importances"]) == {"a", "b", "c"}
+    dependence = admin.explain_dependence(model_id, "a", inputs=[row, row], model_version=1)
+    assert dependence["feature"] == "a"
+    job = admin.explain_batch(model_id, [row] * 3, model_version=1, asynchronous=True)
+    result = admin.wait_job(job["job_id"], timeout=120)
+    assert result["count"] == 3
+    assert admin.get_job(job["job_id"])["status"] == "succeeded"
+    assert admin.cache_stats()["hits"] >= 0
+
+
+def test_every_declared_route_was_called_against_the_local_stack() -> None:
+    assert set(OPERATIONS) - CALLED == set()
