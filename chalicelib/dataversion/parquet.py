@@ -11,9 +11,13 @@ schema and the row count, so the ingest reads the last bytes of an object, asks
 
 Every malformed input raises :class:`~chalicelib.dataversion.errors.UnreadableContent` (422)
 with a message; sizes and nesting depth are bounded so hostile footers cannot exhaust memory,
-time or the stack. Encrypted footers (``PARE`` magic) are not supported and are reported as
-unreadable. Bytes after the end of the ``FileMetaData`` struct (the footer signature of files
-with encrypted columns but a plaintext footer) are ignored.
+time or the stack. The row count is only believed when the file could hold it: the row groups'
+counts must add up to it, every row group with rows must hold column data with at least one
+value per row, a page (whose value count is an i32) holds at most 2^31 - 1 values per byte, and
+the column data must lie inside the file (a 57-byte file claiming 2^63 - 1 rows is refused).
+Encrypted footers (``PARE`` magic) are not supported and are reported as unreadable. Bytes after
+the end of the ``FileMetaData`` struct (the footer signature of files with encrypted columns but
+a plaintext footer) are ignored; a row group with rows must have at least one plaintext column.
 """
 
 from __future__ import annotations
@@ -113,10 +117,10 @@ def read_metadata(data: bytes) -> ParquetMetadata:
     if data[:4] != MAGIC:
         raise UnreadableContent("not a Parquet file: it does not start with PAR1")
     size = footer_size(data, file_size=len(data))
-    return parse_footer(data[-8 - size : -8])
+    return parse_footer(data[-8 - size : -8], file_size=len(data))
 
 
-def parse_footer(metadata: bytes) -> ParquetMetadata:
+def parse_footer(metadata: bytes, file_size: int | None = None) -> ParquetMetadata:
     """Decodes a Thrift-compact ``FileMetaData`` into the schema and row count.
 
     Column types come from the *physical* type of each leaf: BOOLEAN → bool, INT32 → int,
@@ -131,10 +135,13 @@ def parse_footer(metadata: bytes) -> ParquetMetadata:
 
     Args:
         metadata: Exactly the ``FileMetaData`` bytes (see :func:`footer_size`).
+        file_size: The whole file's size, when known: the column data the row groups point at
+            must then lie between the leading ``PAR1`` and the footer.
 
     Raises:
         UnreadableContent: The bytes are not a well-formed ``FileMetaData``, a required field
-            is missing, the schema is inconsistent, or it has more than ``MAX_COLUMNS`` leaves.
+            is missing, the schema is inconsistent, it has more than ``MAX_COLUMNS`` leaves, or
+            its row counts are not what the row groups (and the file) can hold.
     """
     fields = _read_struct(_Reader(metadata), _FILE_FIELDS, depth=0)
     if 2 not in fields or not fields[2]:
@@ -144,6 +151,8 @@ def parse_footer(metadata: bytes) -> ParquetMetadata:
     if fields[3] < 0:
         raise UnreadableContent(f"Parquet footer has a negative num_rows ({fields[3]})")
     columns, nullable = _flatten(fields[2])
+    data_end = None if file_size is None else file_size - 8 - len(metadata)
+    _check_row_groups(fields[3], fields.get(4, []), data_end)
     return ParquetMetadata(fields[3], columns, nullable, fields.get(6))
 
 
@@ -404,9 +413,161 @@ def _read_schema(reader: _Reader, depth: int) -> list[_Element]:
     return [_read_element(reader, depth + 1) for _ in range(size)]
 
 
+# ---- row groups: what the file physically holds ---------------------------------------------
+
+# A data page counts its values in an i32, and takes at least one byte.
+MAX_PAGE_VALUES = 2**31 - 1
+_DATA_START = len(MAGIC)
+
+
+@dataclass
+class _Chunks:
+    """What the column chunks of one row group add up to (kept as totals: a footer may list
+    millions of chunks)."""
+
+    count: int = 0
+    plain: int = 0
+    compressed: int = 0
+    min_values: int | None = None
+    start: int | None = None
+    end: int = 0
+    external: bool = False
+
+    def add(self, chunk: dict[int, Any]) -> None:
+        """Adds one ``ColumnChunk`` (its ``file_path`` and ``ColumnMetaData``)."""
+        self.count += 1
+        self.external = self.external or bool(chunk.get(1))
+        meta = chunk.get(3)
+        if meta is None:  # an encrypted column: its metadata is not in plaintext
+            return
+        missing = [name for fid, name in _REQUIRED_META.items() if fid not in meta]
+        if missing:
+            raise UnreadableContent(f"Parquet column chunk metadata lacks {', '.join(missing)}")
+        values, size, data_offset = meta[5], meta[7], meta[9]
+        dictionary_offset = meta.get(11, 0)
+        if min(values, size, data_offset, dictionary_offset) < 0:
+            raise UnreadableContent("Parquet column chunk has a negative count, size or offset")
+        if values > MAX_PAGE_VALUES * size:
+            raise UnreadableContent(
+                f"Parquet column chunk claims {values} values in {size} bytes "
+                f"(a page holds at most {MAX_PAGE_VALUES} values and takes at least a byte)"
+            )
+        self.plain += 1
+        self.compressed += size
+        self.min_values = values if self.min_values is None else min(self.min_values, values)
+        if values:  # writers leave the data page offset of an empty chunk at 0
+            start = dictionary_offset if 0 < dictionary_offset < data_offset else data_offset
+            self.start = start if self.start is None else min(self.start, start)
+            self.end = max(self.end, start + size)
+
+
+_REQUIRED_META = {5: "num_values", 7: "total_compressed_size", 9: "data_page_offset"}
+_META_FIELDS: _FieldSpec = {
+    5: (_I64, _read_i64),
+    7: (_I64, _read_i64),
+    9: (_I64, _read_i64),
+    11: (_I64, _read_i64),
+}
+
+
+def _read_column_meta(reader: _Reader, depth: int) -> dict[int, Any]:
+    """The counts, size and offsets of one ``ColumnMetaData``."""
+    return _read_struct(reader, _META_FIELDS, depth)
+
+
+_CHUNK_FIELDS: _FieldSpec = {
+    1: (_BINARY, _read_text),
+    3: (_STRUCT, _read_column_meta),
+}
+
+
+def _read_chunks(reader: _Reader, depth: int) -> _Chunks:
+    """Reads ``list<ColumnChunk>`` into totals."""
+    etype, size = reader.list_header()
+    if etype != _STRUCT:
+        raise UnreadableContent(f"Parquet row group columns are {_TYPE_NAMES[etype]}, not structs")
+    totals = _Chunks()
+    for _ in range(size):
+        totals.add(_read_struct(reader, _CHUNK_FIELDS, depth + 1))
+    return totals
+
+
+_ROW_GROUP_FIELDS: _FieldSpec = {
+    1: (_LIST, _read_chunks),
+    3: (_I64, _read_i64),
+}
+
+
+def _read_row_groups(reader: _Reader, depth: int) -> list[tuple[int, _Chunks]]:
+    """Reads ``list<RowGroup>``: (num_rows, column chunk totals) of each."""
+    etype, size = reader.list_header()
+    if etype != _STRUCT:
+        raise UnreadableContent(f"Parquet row groups are {_TYPE_NAMES[etype]}, not structs")
+    groups = []
+    for index in range(size):
+        fields = _read_struct(reader, _ROW_GROUP_FIELDS, depth + 1)
+        if 1 not in fields or 3 not in fields:
+            raise UnreadableContent(f"Parquet row group {index} lacks its columns or num_rows")
+        groups.append((fields[3], fields[1]))
+    return groups
+
+
+def _check_row_groups(
+    num_rows: int, groups: list[tuple[int, _Chunks]], data_end: int | None
+) -> None:
+    """Refuses a row count the row groups do not add up to, or that the file cannot hold."""
+    total = 0
+    for index, (rows, chunks) in enumerate(groups):
+        if rows < 0:
+            raise UnreadableContent(f"Parquet row group {index} has a negative num_rows ({rows})")
+        _check_group(index, rows, chunks)
+        total += rows
+    if total != num_rows:
+        raise UnreadableContent(
+            f"Parquet footer claims {num_rows} rows but its {len(groups)} row groups hold {total}"
+        )
+    if data_end is not None:
+        _check_extent(groups, data_end)
+
+
+def _check_group(index: int, rows: int, chunks: _Chunks) -> None:
+    if chunks.external:
+        raise UnreadableContent(
+            f"Parquet row group {index} keeps column data in other files (file_path); "
+            "only self-contained files can be versioned"
+        )
+    if rows == 0:
+        return
+    if chunks.plain == 0:
+        held = "no column data" if chunks.count == 0 else "only encrypted columns"
+        raise UnreadableContent(f"Parquet row group {index} claims {rows} rows but has {held}")
+    if chunks.min_values is not None and chunks.min_values < rows:
+        raise UnreadableContent(
+            f"Parquet row group {index} claims {rows} rows but a column holds "
+            f"{chunks.min_values} values (every row has at least one)"
+        )
+
+
+def _check_extent(groups: list[tuple[int, _Chunks]], data_end: int) -> None:
+    """The column data must lie between the leading magic and the footer."""
+    room = max(data_end - _DATA_START, 0)
+    compressed = sum(chunks.compressed for _, chunks in groups)
+    if compressed > room:
+        raise UnreadableContent(
+            f"Parquet column chunks claim {compressed} bytes; the file holds {room} bytes of data"
+        )
+    for index, (_, chunks) in enumerate(groups):
+        if chunks.start is not None and (chunks.start < _DATA_START or chunks.end > data_end):
+            raise UnreadableContent(
+                f"Parquet row group {index} points at bytes {chunks.start}-{chunks.end}, "
+                f"outside the file's data ({_DATA_START}-{data_end})"
+            )
+
+
 _FILE_FIELDS: _FieldSpec = {
     2: (_LIST, _read_schema),
     3: (_I64, _read_i64),
+    4: (_LIST, _read_row_groups),
     6: (_BINARY, _read_text),
 }
 

@@ -284,7 +284,7 @@ def _parquet_result(tail: _Tail) -> tuple[int | None, DatasetSchema | None, int 
     size = footer_size(data, file_size=tail.size)
     if size + 8 > len(data):
         return None, None, None
-    found = parse_footer(data[-8 - size : -8])
+    found = parse_footer(data[-8 - size : -8], file_size=tail.size)
     schema = (
         DatasetSchema(columns=found.columns, nullable=found.nullable) if found.columns else None
     )

@@ -414,3 +414,46 @@ def test_an_uploaded_json_lines_file_whose_first_record_is_over_8_mib_is_rejecte
     rejection = _rejection(module_http, module_tokens.admin, key)
     assert "first JSON line is longer than 8388608 bytes" in rejection["reason"]
     assert versions(module_http, dataset_id) == []
+
+
+# ---- Parquet footers that claim more than the file holds ----------------------------------
+
+
+def _absurd_parquet() -> bytes:
+    """49 bytes: a schema with one column and num_rows 2^63 - 1, no row groups."""
+    from tests.unit.test_dv_parquet import INT_COLUMN, file_of, footer, root
+
+    return file_of(footer([root(1), INT_COLUMN], num_rows=2**63 - 1, groups=[]))
+
+
+def _parquet_dataset(http: Http) -> str:
+    body = {"name": unique("pq"), "format": "parquet", "access_groups": ["ml"]}
+    response = http.call("POST", "/datasets", body)
+    assert response.status_code == 201, response.data
+    return response.data["dataset_id"]
+
+
+def test_a_49_byte_parquet_file_claiming_2_63_rows_is_422_inline(module_http: Http) -> None:
+    import base64
+
+    data = _absurd_parquet()
+    assert len(data) == 49  # the issue's file had 57 bytes; what matters is the claim
+    dataset_id = _parquet_dataset(module_http)
+    body = {"data_base64": base64.b64encode(data).decode()}
+    response = module_http.call("POST", f"/datasets/{dataset_id}/versions", body)
+    refused(response, 422, f"claims {2**63 - 1} rows but its 0 row groups hold 0")
+    assert response.data["error"] == "unreadable_content"
+    assert versions(module_http, dataset_id) == []
+
+
+def test_an_uploaded_parquet_file_claiming_2_63_rows_is_rejected(
+    module_http: Http, module_tokens: Tokens, module_aws: Any
+) -> None:
+    dataset_id = _parquet_dataset(module_http)
+    key = f"incoming/{dataset_id}/absurd.parquet"
+    put(key, _absurd_parquet())
+    _deliver_through_the_queue(module_aws)
+    rejection = _rejection(module_http, module_tokens.admin, key)
+    assert "row groups hold 0" in rejection["reason"]
+    assert versions(module_http, dataset_id) == []
+    assert keys(f"rejected/{dataset_id}/") == [f"rejected/{dataset_id}/absurd.parquet"]

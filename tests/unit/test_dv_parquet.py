@@ -341,9 +341,29 @@ def root(n: int) -> bytes:
     return element("schema", children=n)
 
 
-def footer(elements: list[bytes], num_rows: int = 5, extra=()) -> bytes:
+def column_chunk(values: int, size: int, offset: int = 4, dictionary=None, path=None) -> bytes:
+    """A ``ColumnChunk`` with its ``ColumnMetaData`` (type, codec and the counts that matter)."""
+    meta = [(1, I32, zz(2)), (4, I32, zz(0)), (5, I64, zz(values)), (6, I64, zz(size))]
+    meta += [(7, I64, zz(size)), (9, I64, zz(offset))]
+    meta += [(11, I64, zz(dictionary))] if dictionary is not None else []
+    fields = [(1, BINARY, text(path))] if path is not None else []
+    fields += [(2, I64, zz(offset)), (3, STRUCT, struct(*meta))]
+    return struct(*fields)
+
+
+def row_group(num_rows: int, chunks: list[bytes] | None = None) -> bytes:
+    """A ``RowGroup``; by default one chunk just large enough for ``num_rows`` values."""
+    if chunks is None:
+        chunks = [column_chunk(num_rows, max(1, -(-num_rows // parquet.MAX_PAGE_VALUES)))]
+    size = zz(sum(len(chunk) for chunk in chunks))
+    return struct((1, LIST, lst(STRUCT, chunks)), (2, I64, size), (3, I64, zz(num_rows)))
+
+
+def footer(elements: list[bytes], num_rows: int = 5, extra=(), groups=None) -> bytes:
     fields = [(1, I32, zz(2)), (2, LIST, lst(STRUCT, elements)), (3, I64, zz(num_rows))]
-    fields += [(4, LIST, lst(STRUCT, []))]
+    if groups is None:
+        groups = [row_group(num_rows)] if num_rows > 0 else []
+    fields += [(4, LIST, lst(STRUCT, groups))]
     return struct(*sorted(fields + list(extra)))
 
 
@@ -489,3 +509,80 @@ def test_schema_element_limit(monkeypatch):
         footer([root(2), INT_COLUMN, element("m", ptype=1, rep=0)]),
         "has 3 elements \\(at most 2\\)",
     )
+
+
+# ---------------------------------------------------------------- row counts the file can hold
+
+
+def file_of(metadata: bytes, data: bytes = b"") -> bytes:
+    """A whole file: magic, column data, the footer, its length, magic."""
+    return MAGIC + data + metadata + len(metadata).to_bytes(4, "little") + MAGIC
+
+
+def test_a_file_of_a_few_bytes_claiming_2_63_rows_is_refused():
+    metadata = footer([root(1), INT_COLUMN], num_rows=2**63 - 1, groups=[])
+    data = file_of(metadata)
+    assert len(data) <= 64
+    with pytest.raises(UnreadableContent, match=f"claims {2**63 - 1} rows but its 0 row groups"):
+        read_metadata(data)
+
+
+@pytest.mark.parametrize(
+    ("num_rows", "groups", "match"),
+    [
+        (5, [row_group(3), row_group(3)], "claims 5 rows but its 2 row groups hold 6"),
+        (5, [row_group(-1, [column_chunk(0, 1)]), row_group(6)], "row group 0 has a negative"),
+        (2**62, [row_group(2**62, [column_chunk(2**62, 10)])], "values in 10 bytes"),
+        (10, [row_group(10, [column_chunk(10, 5), column_chunk(4, 5)])], "a column holds 4 values"),
+        (3, [row_group(3, [])], "claims 3 rows but has no column data"),
+        (3, [row_group(3, [struct((2, I64, zz(4)))])], "only encrypted columns"),
+        (3, [row_group(3, [column_chunk(3, 9, path="other.parquet")])], "other files"),
+        (3, [row_group(3, [struct((3, STRUCT, struct((5, I64, zz(3)))))])], "lacks total_comp"),
+        (3, [row_group(3, [column_chunk(3, -9)])], "negative count, size or offset"),
+        (3, [struct((3, I64, zz(3)))], "row group 0 lacks its columns"),
+    ],
+)
+def test_row_counts_the_row_groups_do_not_hold_are_refused(num_rows, groups, match):
+    unreadable(footer([root(1), INT_COLUMN], num_rows=num_rows, groups=groups), match)
+
+
+def test_column_data_must_lie_inside_the_file():
+    data = b"\x00" * 40  # where the column chunk's bytes sit: offsets 4 to 44
+    inside = footer([root(1), INT_COLUMN], num_rows=3, groups=[row_group(3, [column_chunk(3, 40)])])
+    assert read_metadata(file_of(inside, data)).num_rows == 3
+    for chunk, match in [
+        (column_chunk(3, 41), "claim 41 bytes; the file holds 40"),
+        (column_chunk(3, 30, offset=20), "bytes 20-50, outside the file's data \\(4-44\\)"),
+        (column_chunk(3, 10, offset=0), "bytes 0-10, outside"),
+        (column_chunk(3, 10, offset=30, dictionary=2), "bytes 2-12, outside"),
+    ]:
+        metadata = footer([root(1), INT_COLUMN], num_rows=3, groups=[row_group(3, [chunk])])
+        with pytest.raises(UnreadableContent, match=match):
+            read_metadata(file_of(metadata, data))
+        parse_footer(metadata)  # without the file's size only the counts are checked
+
+
+def _variety() -> dict[str, tuple[pa.Table, dict]]:
+    lists = pa.table({"l": [[], None, [1, 2, 3], []] * 250})
+    nulls = pa.table({"a": pa.array([None] * 1000, pa.int64()), "b": list(range(1000))})
+    mapped = pa.array([[("a", 1.0)], None, []] * 10, pa.map_(pa.string(), pa.float64()))
+    return {
+        "every type": (EVERY_TYPE, {}),
+        "empty": (EVERY_TYPE.slice(0, 0), {}),
+        "no columns": (pa.table({}), {}),
+        "all null": (nulls, {"row_group_size": 7}),
+        "lists": (lists, {"data_page_version": "2.0"}),
+        "map": (pa.table({"m": mapped}), {"row_group_size": 7, "compression": "zstd"}),
+        "one dictionary value": (pa.table({"c": ["same"] * 100_000}), {}),
+        "no dictionary": (pa.table({"c": ["x"] * 1000}), {"use_dictionary": False}),
+        "many row groups": (pa.table({"n": list(range(5_000))}), {"row_group_size": 3}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_variety()))
+def test_files_written_by_pyarrow_pass_the_row_count_checks(name):
+    table, options = _variety()[name]
+    data = write(table, **options)
+    got = read_metadata(data)
+    assert got.num_rows == pq.ParquetFile(io.BytesIO(data)).metadata.num_rows == table.num_rows
+    assert got == expected(data)
