@@ -19,8 +19,9 @@ $(STAMP): requirements.txt requirements-dev.txt layers/explainer/requirements.tx
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The state is kept in .synapse-local/ across restarts; `make run RESET=1` starts empty.
 run: $(STAMP)
-	PORT=$(PORT) $(BIN)/python -m synapse_local
+	PORT=$(PORT) SYNAPSE_LOCAL_RESET=$(RESET) $(BIN)/python -m synapse_local
 
 PYTEST_COV := --cov=chalicelib --cov=synapse_local --cov=synapse_client --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=85
 

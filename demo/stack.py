@@ -86,6 +86,7 @@ def local_stack(out_dir: Path, schedule_seconds: float) -> Iterator[Endpoint]:
         PORT="0",
         SYNAPSE_ADMIN_TOKEN=token,
         SYNAPSE_SCHEDULE_SECONDS=str(schedule_seconds),
+        SYNAPSE_LOCAL_PERSIST="0",  # the demo starts empty and leaves no state behind
         PYTHONUNBUFFERED="1",
     )
     log_file = out_dir / "stack.log"

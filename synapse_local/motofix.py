@@ -43,16 +43,20 @@ class _CopyOncePerTable:
         return backups[id(obj)]
 
 
+# Held by every DynamoDB request inside moto (and by the local stack's snapshots, which read
+# moto's tables directly and so see them between two requests, never during one).
+DYNAMODB_LOCK = threading.RLock()
+
+
 def _serialize_requests() -> None:
     from moto.dynamodb.responses import DynamoHandler
 
     original = DynamoHandler.call_action
     if getattr(original, "_serialized", False):
         return
-    lock = threading.RLock()
 
     def call_action(self: Any) -> Any:
-        with lock:
+        with DYNAMODB_LOCK:
             return original(self)
 
     call_action._serialized = True  # type: ignore[attr-defined]

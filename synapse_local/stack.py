@@ -109,6 +109,9 @@ class LocalStack:
         run_schedules: Start the schedule runner.
         run_pumps: Start the S3 and SQS pumps.
         pump_options: Passed to the pumps (``wait_seconds``, ``retry_delay_seconds``).
+        state_dir: Keep the state across restarts in this folder (``None``: in memory only;
+            see :mod:`synapse_local.persistence`). A generated admin token is kept there too.
+        flush_seconds: How often changed state is written to ``state_dir``.
     """
 
     def __init__(
@@ -122,6 +125,8 @@ class LocalStack:
         run_schedules: bool = True,
         run_pumps: bool = True,
         pump_options: dict[str, Any] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        flush_seconds: float = 5.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -146,6 +151,11 @@ class LocalStack:
         self._http_thread: threading.Thread | None = None
         self._saved_env: dict[str, str | None] | None = None
         self.started = False
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.flush_seconds = flush_seconds
+        self.persistence: Any = None
+        self.restored = ""
+        self._restored_objects = 0
 
     @property
     def url(self) -> str:
@@ -178,10 +188,12 @@ class LocalStack:
         redact_logs(*REDACTED_LOGGERS)
         try:
             self._start_moto()
-            self._bootstrap()
+            state = self._restore_objects()
+            self._bootstrap(state)
             self._load_app()
             self._serve_http()
             self._start_workers()
+            self._start_flusher()
         except BaseException:
             self.stop()
             raise
@@ -207,18 +219,49 @@ class LocalStack:
         os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
         _reset_clients(self.endpoint_url)
 
-    def _bootstrap(self) -> None:
+    def _restore_objects(self) -> dict[str, Any] | None:
+        """Saved S3 objects go back before the bootstrap subscribes the notifications."""
+        if self.state_dir is None:
+            return None
+        from chalicelib.core.config import region
+        from synapse_local.persistence import Persistence
+
+        self.persistence = Persistence(self.state_dir, region(), self.flush_seconds)
+        state = self.persistence.load()
+        if state is not None:
+            self._restored_objects = self.persistence.restore_objects(state)
+        return state
+
+    def _bootstrap(self, state: dict[str, Any] | None = None) -> None:
         from chalicelib.auth.service import get_auth_service
         from synapse_local.bootstrap import bootstrap
 
         self.resources = bootstrap()
+        if state is not None:
+            items = self.persistence.restore_items(state)
+            messages = self.persistence.restore_messages(state)
+            self.restored = self.persistence.describe((items, self._restored_objects, messages))
         service = get_auth_service()
+        token_file = self.state_dir / "admin-token" if self.state_dir is not None else None
+        if not self._admin_token and token_file is not None and token_file.exists():
+            self._admin_token = token_file.read_text(encoding="utf-8").strip() or None
         if self._admin_token:
             service.ensure_key(self._admin_token, "admin", ["admin"])
         else:
             self._admin_token = service.create_key(
                 "admin", ["admin"], description="local stack admin"
             ).token
+        if token_file is not None:
+            token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+                out.write(self._admin_token)
+
+    def _start_flusher(self) -> None:
+        if self.persistence is not None:
+            self.persistence.track(self._moto)
+            self.persistence.save()
+            self.persistence.start_flusher()
 
     def _load_app(self) -> None:
         if isinstance(self._app_spec, str):
@@ -291,11 +334,21 @@ class LocalStack:
             if self._http_thread is not None:
                 self._http_thread.join()
             self._http, self._http_thread = None, None
+        self._save_state()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
         self._restore_env()
         self.started = False
+
+    def _save_state(self) -> None:
+        """A last snapshot on a clean stop (when the stack had started and persists)."""
+        if self.persistence is None:
+            return
+        self.persistence.stop_flusher()
+        if self.started:
+            self.persistence.save()
+        self.persistence = None
 
     def _restore_env(self) -> None:
         if self._saved_env is None:
@@ -320,9 +373,13 @@ class LocalStack:
         lines = [
             "SynapseNet local stack is running.",
             f"  API URL:      {self.url}",
+            f"  Console:      {self.url}/console",
             f"  Admin token:  {token}",
             f"  AWS (moto):   {self.endpoint_url}  (AWS_ENDPOINT_URL, or aws --endpoint-url)",
         ]
+        if self.state_dir is not None:
+            kept = f"  State:        {self.state_dir} (kept across restarts"
+            lines.append(kept + (f"; {self.restored})" if self.restored else "; empty)"))
         lines += [f"  Schedule:     {job.name} {job.schedule}" for job in self._jobs()]
         lines += [
             f"  S3 trigger:   {route.name} <- s3://{route.bucket}/{route.prefix or ''}"

@@ -47,12 +47,13 @@ def _read(process: subprocess.Popen[str], sink: queue.Queue[str | None]) -> None
 
 
 @pytest.fixture(scope="module")
-def local_stack() -> Iterator[Running]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     port = free_port()
     # A user's shell: none of the test settings conftest put into this process's environment.
     test_only = ("COV_", "PYTEST_", "AWS_", "SYNAPSE_", "POWERTOOLS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(test_only)}
-    env.update({"PORT": str(port), "SYNAPSE_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"})
+    env.update({"PORT": str(port), "SYNAPSE_ADMIN_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1",
+                "SYNAPSE_LOCAL_DIR": str(tmp_path_factory.mktemp("state"))})  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "synapse_local"],
         cwd=ROOT,
@@ -83,6 +84,7 @@ def local_stack() -> Iterator[Running]:
 
 def test_prints_the_url_on_the_requested_port_and_the_seeded_token(local_stack: Running) -> None:
     assert local_stack.url == f"http://127.0.0.1:{local_stack.port}"
+    assert f"Console:      {local_stack.url}/console" in "".join(local_stack.lines)
     assert local_stack.token == TOKEN
     assert any("curl" in line for line in local_stack.lines)
 
