@@ -1,19 +1,31 @@
-"""Two fixes to moto's DynamoDB for the local stack and the tests.
+"""Fixes to moto for the local stack and the tests: atomic DynamoDB requests, transactions that
+cost what they touch, and no moto object kept alive after moto dropped it.
 
 **Atomicity.** moto applies a conditional write or a transaction as several unlocked Python steps,
 so two threads of the moto server could both pass the same condition: lost updates that real
 DynamoDB, which applies each request atomically, cannot produce. :func:`install` serializes
 moto's DynamoDB request handling (one request at a time inside moto; the app is not serialized).
 
-**Speed.** moto's ``transact_write_items`` backs up the whole table once per
-item of the transaction (``copy.deepcopy(self.tables[name])`` inside the item loop), so a batch
-of 50 outcomes copied the outcomes table 50 times and ``POST /experiments/{id}/outcomes`` got
-slower with every outcome already stored (seconds per batch after a few thousand outcomes).
+**Transactions.** moto's ``transact_write_items`` backs up every table it writes to with
+``copy.deepcopy(table)`` (once per *action*), so that it can put the backup in place when an
+action fails. A batch of outcomes writes up to 98 dedup items, so each ``POST .../outcomes``
+copied the whole dedup table: the time of a post grew with every outcome already stored.
+:func:`install` replaces the table copies with an undo log of the items the transaction names
+(at most 100, copied before any action runs) and restores exactly those on failure: the same
+all-or-nothing result, at a cost that no longer depends on the table's size. A table with a
+stream also gets its stream records of the failed transaction dropped, as moto's backup did.
 
-:func:`install` makes that backup happen once per table per transaction, with the same rollback
-semantics. It only touches moto (the local stand-in for DynamoDB), never the app; every
-:class:`~synapse_local.stack.LocalStack` installs it when it starts (``make run``, the demo,
-the benches).
+**Memory.** Every moto model object (``BaseModel``: DynamoDB items and tables, S3 keys, SQS
+messages, ...) is appended to a class-level ``instances_tracked`` list when created, only so
+that moto's dashboard (``/moto-api/data.json``) can list it; nothing ever removes it. Each item
+copy above, each replaced or deleted item, each deleted S3 object and its bytes stayed in memory
+for the life of the process: the local stack's RSS grew quadratically with the outcomes posted
+(2.5 GB after 20,000). :func:`install` stops that tracking, so moto's objects live as long as
+moto uses them (moto's dashboard lists no instances as a consequence).
+
+It only touches moto (the local stand-in for AWS), never the app; the tests install it
+(``tests/conftest.py``) and so does every :class:`~synapse_local.stack.LocalStack` (``make
+run``, the demo, the benches).
 """
 
 from __future__ import annotations
@@ -25,8 +37,13 @@ from typing import Any
 _state = threading.local()
 
 
-class _CopyOncePerTable:
-    """Stands in for the ``copy`` module inside ``moto.dynamodb.models``."""
+class _TableCopyAsIs:
+    """Stands in for the ``copy`` module inside ``moto.dynamodb.models``.
+
+    Inside an undo-logged transaction (see :class:`_UndoLog`) a table's "backup" is the live
+    table itself, so moto's own rollback (putting the backup in place) changes nothing and the
+    undo log restores the items instead.
+    """
 
     def __init__(self, table_type: type) -> None:
         self._table_type = table_type
@@ -35,12 +52,117 @@ class _CopyOncePerTable:
         return getattr(copy, name)
 
     def deepcopy(self, obj: Any, memo: Any = None) -> Any:
-        backups = getattr(_state, "backups", None)
-        if backups is None or not isinstance(obj, self._table_type):
-            return copy.deepcopy(obj, memo)
-        if id(obj) not in backups:
-            backups[id(obj)] = copy.deepcopy(obj)
-        return backups[id(obj)]
+        if getattr(_state, "undo_logged", False) and isinstance(obj, self._table_type):
+            return obj
+        return copy.deepcopy(obj, memo)
+
+
+def _key_values(table: Any, key: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The (hash, range) ``DynamoType`` values of a key, or ``None`` when it is malformed
+    (moto then fails that action without writing anything)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    try:
+        hash_value = DynamoType(key[table.hash_key_attr])
+        range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+    return hash_value, range_value
+
+
+def _stored(table: Any, hash_value: Any, range_value: Any) -> Any:
+    """The item under a key, without creating anything (``table.items`` is a defaultdict)."""
+    if range_value is None:
+        return table.items.get(hash_value)
+    return table.items.get(hash_value, {}).get(range_value)
+
+
+def _put_back(table: Any, hash_value: Any, range_value: Any, item: Any) -> None:
+    """Makes the item under a key ``item`` again (``None``: no item)."""
+    if range_value is None:
+        if item is None:
+            table.items.pop(hash_value, None)
+        else:
+            table.items[hash_value] = item
+        return
+    if item is not None:
+        table.items[hash_value][range_value] = item
+        return
+    bucket = table.items.get(hash_value)
+    if bucket is not None:
+        bucket.pop(range_value, None)
+        if not bucket:
+            table.items.pop(hash_value, None)
+
+
+class _UndoLog:
+    """The items a transaction names, as they were before it, and the tables' stream lengths.
+
+    Args:
+        backend: moto's ``DynamoDBBackend``.
+        transact_items: The ``TransactItems`` of the request.
+    """
+
+    def __init__(self, backend: Any, transact_items: list[dict[str, Any]]) -> None:
+        self._items: list[tuple[Any, Any, Any, Any]] = []
+        self._streams: dict[int, tuple[Any, int]] = {}
+        for action in transact_items:
+            self._remember(backend, action)
+
+    def _remember(self, backend: Any, action: Any) -> None:
+        if not isinstance(action, dict) or len(action) != 1:
+            return
+        ((op_type, op),) = action.items()
+        table = backend.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+        if table is None:
+            return
+        key = op.get("Item") if op_type == "Put" else op.get("Key")
+        located = _key_values(table, key) if isinstance(key, dict) else None
+        if located is None:
+            return
+        before = _stored(table, *located)
+        self._items.append((table, *located, None if before is None else copy.deepcopy(before)))
+        shard = table.stream_shard
+        if shard is not None and id(table) not in self._streams:
+            self._streams[id(table)] = (shard, len(shard.items))
+
+    @property
+    def size(self) -> int:
+        """How many item states are kept."""
+        return len(self._items)
+
+    def restore(self) -> None:
+        """Puts every named item back as it was (the first state wins for a repeated key)."""
+        for table, hash_value, range_value, item in reversed(self._items):
+            _put_back(table, hash_value, range_value, item)
+        for shard, length in self._streams.values():
+            del shard.items[length:]
+
+
+def _undo_logged_transactions() -> bool:
+    from moto.dynamodb import models
+
+    original = models.DynamoDBBackend.transact_write_items
+    if getattr(original, "_undo_logged", False):
+        return False
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        undo = _UndoLog(self, transact_items) if len(transact_items) <= 100 else None
+        _state.undo_logged = True
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            if undo is not None:
+                undo.restore()
+            raise
+        finally:
+            _state.undo_logged = False
+
+    transact_write_items._undo_logged = True  # type: ignore[attr-defined]
+    transact_write_items.__wrapped__ = original  # type: ignore[attr-defined]
+    models.copy = _TableCopyAsIs(models.Table)  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    return True
 
 
 # Held by every DynamoDB request inside moto (and by the local stack's snapshots, which read
@@ -63,24 +185,22 @@ def _serialize_requests() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
+def _stop_instance_tracking() -> None:
+    """moto's ``BaseModel.__new__`` without the append to ``instances_tracked``."""
+    from moto.core.common_models import BaseModel
+
+    if getattr(BaseModel.__new__, "_untracked", False):
+        return
+
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:  # noqa: N807 - moto's hook
+        return super(BaseModel, cls).__new__(cls)
+
+    __new__._untracked = True  # type: ignore[attr-defined]
+    BaseModel.__new__ = staticmethod(__new__)  # type: ignore[assignment,method-assign]
+
+
 def install() -> bool:
-    """Patches moto's DynamoDB (idempotent); returns whether the copy fix was newly installed."""
-    from moto.dynamodb import models
-
+    """Patches moto (idempotent); returns whether the transaction fix was newly installed."""
     _serialize_requests()
-
-    original = models.DynamoDBBackend.transact_write_items
-    if getattr(original, "_copies_once", False):
-        return False
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        _state.backups = {}
-        try:
-            return original(self, transact_items)
-        finally:
-            _state.backups = None
-
-    transact_write_items._copies_once = True  # type: ignore[attr-defined]
-    models.copy = _CopyOncePerTable(models.Table)  # type: ignore[assignment]
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    return True
+    _stop_instance_tracking()
+    return _undo_logged_transactions()

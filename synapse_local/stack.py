@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -36,6 +37,8 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_SECURITY_TOKEN": "testing",
 }
+# Bytes of a response the local server sends in one write (larger ones go out in pieces).
+RESPONSE_BUFFER_BYTES = 64 * 1024
 # Environment variables the stack sets, restored by stop().
 _MANAGED_ENV = (
     *FAKE_CREDENTIALS,
@@ -56,19 +59,35 @@ REDACTED_LOGGERS = ("synapse.local", "synapse.local.http", "werkzeug")
 
 
 def _local_server_classes() -> tuple[type, type]:
-    """Chalice's request handler with request lines logged through ``logging``, without
-    credentials: query-string values (``?access_token=…``, presigned signatures) are redacted."""
+    """Chalice's request handler, answering keep-alive clients without a stall, with request
+    lines logged through ``logging`` without credentials (query-string values such as
+    ``?access_token=…`` and presigned signatures are redacted).
+
+    Chalice's handler writes a response in two sends on an unbuffered socket (the status line
+    and headers, then the body). On a keep-alive connection Nagle's algorithm holds the second
+    send until the client acknowledges the first, and the client delays that ACK (40 ms on
+    Linux): every request of a ``requests.Session`` took about 46 ms. Here the response is
+    written into a buffer and sent in one write when the handler flushes it, and
+    ``TCP_NODELAY`` is set so that a response larger than the buffer is not held either.
+    """
     from chalice.local import ChaliceRequestHandler, ThreadedHTTPServer
 
     from chalicelib.core.observability import redact
 
     http_log = logging.getLogger("synapse.local.http")
 
-    class LoggingRequestHandler(ChaliceRequestHandler):
+    class LocalRequestHandler(ChaliceRequestHandler):
+        # Buffered: the stdlib handler flushes once per response (handle_one_request).
+        wbufsize = RESPONSE_BUFFER_BYTES
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             http_log.info("%s %s", self.address_string(), redact(format % args))
 
-    return LoggingRequestHandler, ThreadedHTTPServer
+    return LocalRequestHandler, ThreadedHTTPServer
 
 
 def point_tables_at(endpoint: str | None) -> None:

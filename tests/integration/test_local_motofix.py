@@ -1,0 +1,253 @@
+"""The local stack's moto fixes (``synapse_local.motofix``): memory that stays flat as outcomes
+accumulate, and transactions that roll back exactly as stock moto's table copies did.
+
+Memory is measured with tracemalloc in bytes (never in seconds): what stays allocated per
+1,000 outcomes posted, and how far the peak rises above it while they are written.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import tracemalloc
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
+
+from chalicelib.abtesting.models import Outcome
+from chalicelib.abtesting.repository import OutcomeStore
+from synapse_local import motofix
+
+THOUSAND = 1000
+BATCH = 200
+ROUNDS = 4
+# A dedup item and its share of moto's structures take about 1 KB; stock moto kept 17 MB per
+# 1,000 outcomes after the first 1,000 and 10 MB more for every further 1,000.
+MAX_RETAINED_PER_THOUSAND = 3 * 1024 * 1024
+SLACK = 512 * 1024
+
+
+def _post_thousand(store: OutcomeStore, start: int) -> None:
+    now = datetime.now(timezone.utc)
+    for offset in range(start, start + THOUSAND, BATCH):
+        outcomes = [
+            Outcome("control" if i % 2 else "treatment", f"r{i}", i % 7 != 0, 12.5 + i % 40)
+            for i in range(offset, offset + BATCH)
+        ]
+        store.record("exp-memory", outcomes, now)
+
+
+def _measure_rounds(store: OutcomeStore) -> list[tuple[int, int]]:
+    """(bytes retained, bytes of peak above the retained) per round of 1,000 outcomes."""
+    _post_thousand(store, 0)  # clients, parsers and tables warmed up
+    rounds = []
+    tracemalloc.start()
+    try:
+        for index in range(1, ROUNDS + 1):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            _post_thousand(store, index * THOUSAND)
+            gc.collect()
+            current, peak = tracemalloc.get_traced_memory()
+            rounds.append((current - before, peak - current))
+    finally:
+        tracemalloc.stop()
+    return rounds
+
+
+def test_memory_per_thousand_outcomes_stays_constant_as_outcomes_accumulate(aws: Any) -> None:
+    rounds = _measure_rounds(OutcomeStore())
+
+    retained = [kept for kept, _ in rounds]
+    peaks = [above for _, above in rounds]
+    assert max(retained) <= MAX_RETAINED_PER_THOUSAND, rounds
+    # Flat: the last 1,000 cost what the first did (stock moto: +10 MB per 1,000 stored).
+    assert retained[-1] <= retained[0] * 1.5 + SLACK, rounds
+    # No copy of a whole table per transaction: the peak does not rise with the table's size.
+    assert peaks[-1] <= peaks[0] * 1.5 + SLACK, rounds
+
+
+# ---- transactions: the undo log against stock moto's table copies --------------------------
+
+HASH_TABLE = "motofix-hash"
+RANGE_TABLE = "motofix-range"
+KEYS = ["a", "b", "c", "d"]
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture
+def backends() -> Iterator[tuple[DynamoDBBackend, DynamoDBBackend]]:
+    """Two DynamoDB backends (one per region) with the same tables; the range table has a
+    stream, whose records of a cancelled transaction must be dropped too."""
+    with mock_aws():
+        pair = []
+        for region in ("us-east-1", "eu-west-1"):
+            client = boto3.client("dynamodb", region_name=region)
+            client.create_table(
+                TableName=HASH_TABLE,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            client.create_table(
+                TableName=RANGE_TABLE,
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+            )
+            pair.append(dynamodb_backends[ACCOUNT][region])
+        yield pair[0], pair[1]
+
+
+def _key(rng: random.Random, table: str) -> dict[str, Any]:
+    key = {"pk": {"S": rng.choice(KEYS)}}
+    if table == RANGE_TABLE:
+        key["sk"] = {"S": rng.choice(KEYS[:2])}
+    return key
+
+
+def _action(rng: random.Random) -> dict[str, Any]:
+    table = rng.choice([HASH_TABLE, RANGE_TABLE])
+    key = _key(rng, table)
+    kind = rng.choice(["Put", "PutNew", "Update", "UpdateIfExists", "Delete", "Check"])
+    if kind in ("Put", "PutNew"):
+        put: dict[str, Any] = {
+            "TableName": table,
+            "Item": {**key, "v": {"N": str(rng.randint(0, 9))}},
+        }
+        if kind == "PutNew":
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        return {"Put": put}
+    if kind.startswith("Update"):
+        update = {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": "ADD n :one SET s = :s",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":s": {"S": rng.choice(KEYS)}},
+        }
+        if kind == "UpdateIfExists":
+            update["ConditionExpression"] = "attribute_exists(pk)"
+        return {"Update": update}
+    if kind == "Delete":
+        return {"Delete": {"TableName": table, "Key": key}}
+    return {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": key,
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+    }
+
+
+def _contents(backend: DynamoDBBackend) -> dict[str, Any]:
+    """Every item of both tables, and how many stream records the range table holds."""
+    found: dict[str, Any] = {}
+    for name in (HASH_TABLE, RANGE_TABLE):
+        table = backend.tables[name]
+        items = []
+        for bucket in table.items.values():
+            for item in bucket.values() if isinstance(bucket, dict) else [bucket]:
+                items.append(item.to_json()["Attributes"])
+        found[name] = sorted(items, key=repr)
+    found["stream records"] = len(backend.tables[RANGE_TABLE].stream_shard.items)
+    return found
+
+
+def _apply(method: Any, backend: DynamoDBBackend, actions: list[dict[str, Any]]) -> str:
+    try:
+        method(backend, actions)
+    except Exception as exc:  # noqa: BLE001 - the outcome compared is the exception's type
+        return type(exc).__name__
+    return "ok"
+
+
+def test_failed_transactions_leave_tables_exactly_as_stock_moto_rollback_does(
+    backends: tuple[DynamoDBBackend, DynamoDBBackend],
+) -> None:
+    patched, stock = backends
+    undo_logged = DynamoDBBackend.transact_write_items
+    original = undo_logged.__wrapped__
+    rng = random.Random(17)
+    outcomes = set()
+    for _ in range(400):
+        actions = [_action(rng) for _ in range(rng.randint(1, 6))]
+        ours = _apply(undo_logged, patched, actions)
+        theirs = _apply(original, stock, actions)
+
+        assert ours == theirs, actions
+        assert _contents(patched) == _contents(stock), actions
+        outcomes.add(ours)
+    # The sequence exercised commits, cancelled transactions and repeated keys.
+    assert {"ok", "TransactionCanceledException", "MultipleTransactionsException"} <= outcomes
+
+
+def test_a_cancelled_transaction_restores_updated_put_and_deleted_items(
+    backends: tuple[DynamoDBBackend, DynamoDBBackend],
+) -> None:
+    backend, _ = backends
+    backend.put_item(HASH_TABLE, {"pk": {"S": "a"}, "n": {"N": "1"}})
+    backend.put_item(HASH_TABLE, {"pk": {"S": "b"}, "n": {"N": "2"}})
+    before = _contents(backend)
+    actions = [
+        {"Update": {"TableName": HASH_TABLE, "Key": {"pk": {"S": "a"}},
+                    "UpdateExpression": "ADD n :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+        {"Delete": {"TableName": HASH_TABLE, "Key": {"pk": {"S": "b"}}}},
+        {"Put": {"TableName": RANGE_TABLE, "Item": {"pk": {"S": "c"}, "sk": {"S": "x"}}}},
+        {"Put": {"TableName": HASH_TABLE, "Item": {"pk": {"S": "d"}},
+                 "ConditionExpression": "attribute_exists(pk)"}},
+    ]  # fmt: skip
+
+    assert _apply(DynamoDBBackend.transact_write_items, backend, actions) == (
+        "TransactionCanceledException"
+    )
+    assert _contents(backend) == before
+    # No empty range bucket is left behind for the key that was put and taken back.
+    assert DynamoType({"S": "c"}) not in backend.tables[RANGE_TABLE].items
+
+
+def test_transactions_do_not_copy_whole_tables(
+    backends: tuple[DynamoDBBackend, DynamoDBBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, _ = backends
+    for index in range(50):
+        backend.put_item(HASH_TABLE, {"pk": {"S": f"k{index}"}})
+    copied: list[type] = []
+    real_deepcopy = motofix.copy.deepcopy
+
+    def counting(obj: Any, memo: Any = None) -> Any:
+        copied.append(type(obj))
+        return real_deepcopy(obj, memo)
+
+    monkeypatch.setattr(motofix.copy, "deepcopy", counting)
+    actions = [
+        {"Put": {"TableName": HASH_TABLE, "Item": {"pk": {"S": f"k{i}"}, "v": {"N": "1"}}}}
+        for i in range(5)
+    ]
+    DynamoDBBackend.transact_write_items(backend, actions)
+
+    assert Item in copied  # the undo log copies the items the transaction names...
+    assert Table not in copied  # ...and never a table
+    assert len(_contents(backend)[HASH_TABLE]) == 50
+
+
+def test_moto_objects_are_not_kept_alive_by_instance_tracking(aws: Any) -> None:
+    Item(DynamoType({"S": "gone"}), None, {"pk": {"S": "gone"}})
+
+    assert Item.instances_tracked == []
+    assert motofix.install() is False  # idempotent: nothing patched twice
