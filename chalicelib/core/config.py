@@ -38,6 +38,12 @@ def endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def _half_memory() -> int:
+    """Half the Lambda function's configured memory (1 GiB outside Lambda)."""
+    megabytes = _env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+    return int(megabytes) * 1024 * 1024 // 2
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved runtime settings.
@@ -51,6 +57,8 @@ class Settings:
         max_body_bytes: Largest accepted request body; larger bodies get 413.
         max_model_bytes: Largest size a model artifact may declare once expanded (its members'
             uncompressed sizes and its arrays); larger ones are refused before decompression.
+        model_memory_bytes: Memory the loaded models of one instance may take together (cached
+            models and loads under way); default half the Lambda function's memory, else 1 GiB.
         presign_seconds: Lifetime of presigned URLs.
         route_cache_ttl_seconds: How long an experiment config is cached by the router.
         explanation_jobs_queue: SQS queue name for asynchronous explanation jobs.
@@ -74,6 +82,9 @@ class Settings:
     )
     max_model_bytes: int = field(
         default_factory=lambda: int(_env("SYNAPSE_MAX_MODEL_BYTES", str(256 * 1024 * 1024)))
+    )
+    model_memory_bytes: int = field(
+        default_factory=lambda: int(_env("SYNAPSE_MODEL_MEMORY_BYTES", str(_half_memory())))
     )
     presign_seconds: int = field(
         default_factory=lambda: int(_env("SYNAPSE_PRESIGN_SECONDS", "900"))

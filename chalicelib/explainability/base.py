@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus
 from chalicelib.core.observability import record_latency
 from chalicelib.explainability.cache import ExplanationCache, cache_key
-from chalicelib.explainability.loading import ModelDescriptor, ModelLoader
+from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
 
 TOP_FEATURES = 5
@@ -34,7 +33,7 @@ class ExplainerBase:
         cache: Explanation cache (``None``: always compute).
         event_bus: Receives ``ExplanationCompleted`` (``None``: no events).
         clock: Time source.
-        explainer_cache_size: Built explainers kept per engine.
+        explainer_cache_size: Built explainers kept per loaded model.
     """
 
     explanation_type = ""
@@ -51,7 +50,6 @@ class ExplainerBase:
         self.cache = cache
         self.event_bus = event_bus
         self.clock = clock or SystemClock()
-        self._explainers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._explainer_cache_size = explainer_cache_size
         self._lock = threading.Lock()
 
@@ -70,18 +68,26 @@ class ExplainerBase:
         )
         return descriptor
 
-    def _explainer(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        """A built explainer from the LRU, building it on a miss."""
+    def _explainer(self, owner: LoadedModel, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """A built explainer of ``owner``'s LRU, building it on a miss.
+
+        Explainers live with the loaded model they explain (they hold it), so they leave memory
+        when the model leaves the loader's byte-bounded cache, and the model is charged for them.
+        """
+        cache = owner.explainers
         with self._lock:
-            found = self._explainers.get(key)
+            found = cache.get(key)
             if found is not None:
-                self._explainers.move_to_end(key)
+                cache.move_to_end(key)
                 return found
         built = build()
         with self._lock:
-            self._explainers[key] = built
-            while len(self._explainers) > self._explainer_cache_size:
-                self._explainers.popitem(last=False)
+            cache[key] = built
+            while len(cache) > self._explainer_cache_size:
+                cache.popitem(last=False)
+        recharge = getattr(self.model_loader, "recharge", None)
+        if recharge is not None:
+            recharge(owner)
         return built
 
     def _cached(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from chalicelib.core.errors import NotFound
+from chalicelib.core.errors import NotFound, UnprocessableEntity
 
 
 class ExplanationJobNotFound(NotFound):
     """No job with that id."""
 
     code = "job_not_found"
+
+
+class ModelTooLarge(UnprocessableEntity):
+    """Loading the model would exceed the function's model memory budget."""
+
+    code = "model_too_large"

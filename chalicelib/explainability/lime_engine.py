@@ -271,7 +271,7 @@ class LIMEExplainer(ExplainerBase):
             )
 
         key = (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, "lime_tabular")
-        return self._explainer(key, build)
+        return self._explainer(loaded, key, build)
 
     # --- text ---------------------------------------------------------------------------------
     def _text(

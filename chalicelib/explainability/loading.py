@@ -1,8 +1,8 @@
 """Where explained models and their background data come from.
 
 The engines see a :class:`ModelLoader` (describe a version cheaply, load its estimator) and a
-:class:`BackgroundDataProvider`. The registry-backed loader keeps an LRU of loaded models so a
-warm Lambda instance never re-reads an artifact.
+:class:`BackgroundDataProvider`. The registry-backed loader keeps loaded models within a memory
+budget so a warm Lambda instance does not re-read an artifact it has room for.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import csv
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from chalicelib.core import jsonutil
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.explainability.memory import ModelMemory, estimate_bytes
 
 TABULAR_TASKS = ("classification", "regression")
 CLASSIFIER_TASKS = ("classification", "text_classification", "image_classification")
@@ -59,11 +60,15 @@ class ModelDescriptor:
 
 @dataclass
 class LoadedModel:
-    """A loaded estimator with its descriptor and background rows (``None`` if it has none)."""
+    """A loaded estimator with its descriptor and background rows (``None`` if it has none).
+
+    ``explainers`` holds the explainers built for it, so they leave memory with it.
+    """
 
     estimator: Any
     descriptor: ModelDescriptor
     background: np.ndarray | None
+    explainers: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
 
 
 class ModelLoader(Protocol):
@@ -253,15 +258,19 @@ def descriptor_from_version(version: Any) -> ModelDescriptor:
 
 
 class RegistryModelLoader:
-    """Loads models from the registry, with LRUs of descriptors and loaded models.
+    """Loads models from the registry, with an LRU of descriptors and a byte-bounded model cache.
 
     Version records and artifacts are immutable (an artifact is keyed by its sha256), so cached
-    entries never go stale; the production version is resolved on every call.
+    entries never go stale; the production version is resolved on every call. Loaded models
+    (with their background rows and explainers) are kept within a memory budget: a load reserves
+    what the artifact declares before it starts, and each kept model is charged what its arrays
+    take (see :mod:`chalicelib.explainability.memory`).
 
     Args:
         registry: A ``ModelRegistry`` (default: the process-wide one).
         backgrounds: Background provider (default: stored samples and dataset versions).
-        cache_size: Loaded models kept in memory.
+        cache_size: Loaded models kept in memory at most (whatever their size).
+        memory_bytes: The budget (default: ``SYNAPSE_MODEL_MEMORY_BYTES``).
     """
 
     def __init__(
@@ -269,6 +278,7 @@ class RegistryModelLoader:
         registry: Any = None,
         backgrounds: BackgroundDataProvider | None = None,
         cache_size: int = 8,
+        memory_bytes: int | None = None,
     ) -> None:
         if registry is None:
             from chalicelib.registry.service import get_model_registry
@@ -277,8 +287,9 @@ class RegistryModelLoader:
         self.registry = registry
         self.backgrounds = backgrounds or BackgroundDataProvider(registry, DataversionReader())
         self.cache_size = cache_size
+        budget = get_settings().model_memory_bytes if memory_bytes is None else memory_bytes
+        self.memory = ModelMemory(budget, max_entries=cache_size)
         self._descriptors: OrderedDict[tuple[str, int], ModelDescriptor] = OrderedDict()
-        self._models: OrderedDict[tuple[str, int, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
     def resolve_version(self, model_id: str, version: int | None) -> int:
@@ -312,20 +323,36 @@ class RegistryModelLoader:
         return descriptor
 
     def load(self, model_id: str, version: int | None) -> LoadedModel:
-        """The estimator, descriptor and background of a version (cached)."""
+        """The estimator, descriptor and background of a version (cached within the budget).
+
+        Raises:
+            ModelTooLarge: Loading it would exceed the whole memory budget.
+            UnsafeArtifactError: The stored artifact is refused.
+        """
         descriptor = self.describe(model_id, version)
-        key = (model_id, descriptor.version, descriptor.artifact_sha256)
-        with self._lock:
-            found = self._models.get(key)
-            if found is not None:
-                self._models.move_to_end(key)
-                return found
-        estimator = self.registry.load_model(model_id, descriptor.version)
+        key = _model_key(descriptor)
+        found = self.memory.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        estimator = self.registry.load_model(
+            model_id, descriptor.version, reserve=self.memory.reserve
+        )
         loaded = LoadedModel(estimator, descriptor, self.backgrounds.get_background(descriptor))
-        with self._lock:
-            self._models[key] = loaded
-            _trim(self._models, self.cache_size)
+        self.memory.put(key, loaded, loaded_bytes(loaded))
         return loaded
+
+    def recharge(self, loaded: LoadedModel) -> None:
+        """Charges a cached model anew after explainers were built for it."""
+        self.memory.recharge(_model_key(loaded.descriptor), loaded_bytes(loaded))
+
+
+def loaded_bytes(loaded: LoadedModel) -> int:
+    """What a loaded model takes: its estimator, background rows and built explainers."""
+    return estimate_bytes(loaded.estimator, loaded.background, loaded.explainers)
+
+
+def _model_key(descriptor: ModelDescriptor) -> tuple[str, int, str]:
+    return (descriptor.model_id, descriptor.version, descriptor.artifact_sha256)
 
 
 def _trim(cache: OrderedDict[Any, Any], size: int) -> None:

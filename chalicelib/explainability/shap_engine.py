@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
+from chalicelib.core.imports import import_clean
 from chalicelib.explainability.base import (
     ExplainerBase,
     class_index,
@@ -213,7 +214,7 @@ def summarize_background(
     if len(background) <= size:
         return background, len(background)
     if method == "kmeans" and weighted:
-        import shap
+        shap = import_clean("shap")
 
         return shap.kmeans(background, size), size
     chosen = np.random.default_rng(seed).choice(len(background), size=size, replace=False)
@@ -625,17 +626,17 @@ class SHAPExplainer(ExplainerBase):
     # --- explainers ---------------------------------------------------------------------------
     def _tree_explainer(self, loaded: LoadedModel) -> Any:
         def build() -> Any:
-            import shap
+            shap = import_clean("shap")
 
             return shap.TreeExplainer(loaded.estimator, feature_perturbation="tree_path_dependent")
 
-        return self._explainer(_model_key(loaded.descriptor, "tree"), build)
+        return self._explainer(loaded, _model_key(loaded.descriptor, "tree"), build)
 
     def _linear_explainer(self, loaded: LoadedModel, options: ShapOptions) -> tuple[Any, int]:
         background = _require_background(loaded)
 
         def build() -> tuple[Any, int]:
-            import shap
+            shap = import_clean("shap")
 
             data, rows = summarize_background(
                 background, options.background_sample_size, "random", options.seed, weighted=False
@@ -648,7 +649,7 @@ class SHAPExplainer(ExplainerBase):
             options.background_sample_size,
             options.seed,
         )
-        return self._explainer(key, build)
+        return self._explainer(loaded, key, build)
 
     def _agnostic_explainer(
         self, loaded: LoadedModel, options: ShapOptions, algorithm: str, space: str, column: int
@@ -662,7 +663,7 @@ class SHAPExplainer(ExplainerBase):
             ]
 
         def build() -> tuple[Any, int]:
-            import shap
+            shap = import_clean("shap")
 
             weighted = algorithm == "kernel"
             data, rows = summarize_background(
@@ -681,7 +682,7 @@ class SHAPExplainer(ExplainerBase):
             options.background_method,
             options.seed,
         )
-        return self._explainer(key, build)
+        return self._explainer(loaded, key, build)
 
     # --- helpers ------------------------------------------------------------------------------
     def _tabular_descriptor(self, model_id: str, model_version: int | None) -> ModelDescriptor:
@@ -703,7 +704,7 @@ class SHAPExplainer(ExplainerBase):
             return None
         if requested != "auto":
             return requested
-        import shap
+        shap = import_clean("shap")
 
         order = shap.utils.approximate_interactions(index, values, X)
         candidates = [int(i) for i in order if int(i) != index]

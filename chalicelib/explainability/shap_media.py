@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from chalicelib.core.errors import ValidationError
+from chalicelib.core.imports import import_clean
 from chalicelib.explainability.base import ExplainerBase, class_index, class_labels, require
 from chalicelib.explainability.inputs import image_input, text_input
 from chalicelib.explainability.lime_engine import hidden_value, image_options, image_segments
@@ -186,7 +187,7 @@ class MediaShap:
         prediction_id: str | None,
         opts: MediaShapOptions,
     ) -> PredictionExplanation:
-        import shap
+        shap = import_clean("shap")
 
         loaded = self._load(descriptor)
         estimator = loaded.estimator
@@ -341,7 +342,7 @@ def _partition_over_segments(
     if count == 1:  # one feature gets the whole difference
         base = float(predict(hidden)[0])
         return _Attribution(np.asarray([actual - base]), base, actual)
-    import shap
+    shap = import_clean("shap")
     from scipy.cluster.hierarchy import linkage
 
     rows, cols = np.indices(index.shape)

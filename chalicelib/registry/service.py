@@ -11,9 +11,9 @@ import base64
 import binascii
 import hashlib
 import json
-import threading
 import uuid
-from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from chalicelib.registry.models import (
     RegisteredModel,
 )
 from chalicelib.registry.repository import RegistryRepository
-from chalicelib.registry.safety import check_artifact
+from chalicelib.registry.safety import check_artifact, inspect_artifact
 from chalicelib.registry.storage import ArtifactStore
 
 MAX_BACKGROUND_ROWS = 10_000
@@ -127,7 +127,9 @@ class ModelRegistry:
         store: S3 artifact store.
         event_bus: Where lifecycle events go.
         clock: Time source.
-        cache_size: Loaded models kept in memory.
+
+    Loaded models are not cached here: the explanation path keeps them in a cache bounded in
+    bytes (``chalicelib.explainability.memory``), and a second cache would hold them past it.
     """
 
     def __init__(
@@ -136,15 +138,11 @@ class ModelRegistry:
         store: ArtifactStore | None = None,
         event_bus: EventBus | None = None,
         clock: Clock | None = None,
-        cache_size: int = 8,
     ) -> None:
         self.repository = repository or RegistryRepository()
         self.store = store or ArtifactStore()
         self.event_bus = event_bus or get_event_bus()
         self.clock = clock or SystemClock()
-        self._loaded: OrderedDict[tuple[str, int, str], Any] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
 
     def create_model(self, name: str, description: str = "", owner: str = "") -> RegisteredModel:
         """Creates a model with a unique name.
@@ -347,35 +345,48 @@ class ModelRegistry:
             return None
         return self.store.get_json(found.background_sample_key)
 
-    def load_model(self, model_id: str, version: int) -> Any:
+    def load_model(self, model_id: str, version: int, reserve: Reserve | None = None) -> Any:
         """The estimator of a version, loaded with skops and the trusted-type allow-list.
 
-        Imports skops (and scikit-learn) on first use only. Loaded models are cached per
-        (model, version, artifact hash).
+        Imports skops (and scikit-learn) on first use only. The stored bytes must match the
+        sha256 recorded at registration and pass the artifact check again.
+
+        Args:
+            model_id: The model.
+            version: The version.
+            reserve: Holds memory for a step of the load: called with the bytes it needs (first
+                the artifact as stored, then what the check says loading takes) and a label;
+                returns a context manager held while that step runs.
 
         Raises:
-            UnsafeArtifactError: The stored artifact has untrusted types.
+            UnsafeArtifactError: The stored artifact changed or is refused, or skops fails.
         """
         found = self.get_version(model_id, version)
-        key = (model_id, found.version, found.artifact_sha256)
-        with self._lock:
-            if key in self._loaded:
-                self._loaded.move_to_end(key)
-                return self._loaded[key]
-        data = self.store.get(found.artifact_key)
-        estimator = load_checked(data, found.artifact_sha256)
-        with self._lock:
-            self._loaded[key] = estimator
-            while len(self._loaded) > self._cache_size:
-                self._loaded.popitem(last=False)
-        return estimator
+        hold = reserve or _no_reservation
+        label = f"model '{model_id}' version {found.version}"
+        with hold(found.artifact_size, label):
+            data = self.store.get(found.artifact_key)
+            return load_checked(data, found.artifact_sha256, hold, label)
 
 
-def load_checked(data: bytes, sha256: str) -> Any:
+Reserve = Callable[[int, str], AbstractContextManager[Any]]
+
+
+def _no_reservation(nbytes: int, what: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+def load_checked(
+    data: bytes,
+    sha256: str,
+    reserve: Reserve = _no_reservation,
+    what: str = "the model",
+) -> Any:
     """Loads stored artifact bytes after checking them again, whatever wrote them.
 
     The bytes must hash to what registration recorded and pass the same check as at
-    registration; skops then gets exactly the types that check accepted.
+    registration (which caps what they declare before anything is decompressed); skops then gets
+    exactly the types that check accepted, while ``reserve`` holds what loading takes.
 
     Raises:
         UnsafeArtifactError: Changed since registration, refused by the check, or unloadable.
@@ -384,15 +395,16 @@ def load_checked(data: bytes, sha256: str) -> Any:
         raise UnsafeArtifactError(
             "the stored artifact is not the one registered (its sha256 differs); it is refused"
         )
-    trusted = check_artifact(data)
+    report = inspect_artifact(data)
     import skops.io as sio
 
-    try:
-        return sio.loads(data, trusted=trusted)
-    except Exception as exc:  # the file is user data: any failure is the file's, not ours
-        raise UnsafeArtifactError(
-            f"the artifact could not be loaded ({type(exc).__name__}); re-save it with skops"
-        ) from None
+    with reserve(report.load_bytes, what):
+        try:
+            return sio.loads(data, trusted=report.types)
+        except Exception as exc:  # the file is user data: any failure is the file's, not ours
+            raise UnsafeArtifactError(
+                f"the artifact could not be loaded ({type(exc).__name__}); re-save it with skops"
+            ) from None
 
 
 @lazy

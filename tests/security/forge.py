@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 _ids = itertools.count(10**15)
@@ -130,3 +131,132 @@ def skops_types(data: bytes) -> list[str]:
     import skops.io as sio
 
     return sio.get_untrusted_types(data=data)
+
+
+# --- hand-written zips (for declared sizes that lie) ------------------------------------------
+
+
+def deflate_zeros(prefix: bytes, zeros: int, segment: int = 1 << 20) -> tuple[bytes, int, int]:
+    """A raw deflate stream of ``prefix`` then ``zeros`` zero bytes, built without holding them.
+
+    One fully flushed segment of compressed zeros is repeated, so a 1 GiB stream costs one MiB
+    of work. Returns the stream, the CRC-32 and the uncompressed size.
+    """
+    import zlib
+
+    if zeros % segment:
+        raise ValueError("zeros must be a multiple of segment")
+    head = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [head.compress(prefix) + head.flush(zlib.Z_FULL_FLUSH)]
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    repeated = block.compress(bytes(segment)) + block.flush(zlib.Z_FULL_FLUSH)
+    parts.append(repeated * (zeros // segment))
+    parts.append(zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH))
+    crc = zlib.crc32(prefix)
+    chunk = bytes(segment)
+    for _ in range(zeros // segment):
+        crc = zlib.crc32(chunk, crc)
+    return b"".join(parts), crc, len(prefix) + zeros
+
+
+@dataclass
+class Entry:
+    """One zip member as it will be written: name, stored bytes and what the headers say."""
+
+    name: str
+    data: bytes
+    crc: int
+    size: int
+    method: int = 0
+
+
+def stored(name: str, data: bytes) -> Entry:
+    """A member stored as is (headers tell the truth)."""
+    import zlib
+
+    return Entry(name, data, zlib.crc32(data), len(data))
+
+
+def write_zip(entries: list[Entry], declared_count: int | None = None) -> bytes:
+    """A zip with exactly these headers (sizes and CRCs as given, true or not)."""
+    import struct
+
+    out = bytearray()
+    directory = bytearray()
+    for entry in entries:
+        name = entry.name.encode()
+        offset = len(out)
+        out += struct.pack(
+            "<IHHHHHIIIHH",
+            0x04034B50,
+            20,
+            0,
+            entry.method,
+            0,
+            0x21,
+            entry.crc,
+            len(entry.data),
+            entry.size,
+            len(name),
+            0,
+        )
+        out += name + entry.data
+        directory += struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            20,
+            20,
+            0,
+            entry.method,
+            0,
+            0x21,
+            entry.crc,
+            len(entry.data),
+            entry.size,
+            len(name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        directory += name
+    count = len(entries) if declared_count is None else declared_count
+    end = struct.pack(
+        "<IHHHHIIH",
+        0x06054B50,
+        0,
+        0,
+        min(count, 0xFFFF),
+        min(count, 0xFFFF),
+        len(directory),
+        len(out),
+        0,
+    )
+    return bytes(out + directory + end)
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    """The header np.save writes for an array of ``shape`` and ``descr``."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+def entries_of(data: bytes) -> list[Entry]:
+    """The members of a real skops file as stored entries."""
+    schema, members = unpack(data)
+    return [stored("schema.json", json.dumps(schema).encode())] + [
+        stored(name, content) for name, content in members.items()
+    ]
+
+
+def entries_of_zip(data: bytes) -> list[Entry]:
+    """The members of any zip (an ``.npz``, say) as stored entries."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [stored(name, archive.read(name)) for name in archive.namelist()]
