@@ -20,6 +20,7 @@ from chalicelib.dataversion.api import api as dataversion_api
 from chalicelib.explainability.api import api as explainability_api
 from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
+from chalicelib.system.console import blueprint as console
 
 set_authenticator(authenticate)
 app = Chalice(app_name="synapsenet")
@@ -27,6 +28,7 @@ app.experimental_feature_flags.update(["BLUEPRINTS"])
 app.register_middleware(normalize_framework_errors, "http")
 
 app.register_blueprint(system_api.blueprint)
+app.register_blueprint(console)
 app.register_blueprint(auth_api.blueprint)
 app.register_blueprint(registry_api.blueprint)
 app.register_blueprint(abtesting_api.blueprint)

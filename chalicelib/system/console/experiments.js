@@ -1,0 +1,139 @@
+// Experiments: the list with status, and one experiment's live metrics, confidence intervals and
+// allocation over time, guardrails, and rollback decisions with their reasons.
+import { get, q } from "./api.js";
+import { allocationChart, intervalChart } from "./charts.js";
+import { badge, card, el, fmt, show, table, when } from "./ui.js";
+
+const REFRESH_MS = 5000;
+const KEPT_SAMPLES = 240;
+
+export async function experimentList() {
+  const { experiments } = await get("/experiments");
+  show(
+    el("h1", {}, "Experiments"),
+    experiments.length === 0 ? el("p", { class: "muted" }, "No experiments yet.") : table(
+      experiments,
+      [
+        ["Name", (e) => e.name],
+        ["Status", (e) => badge(e.status)],
+        ["Strategy", (e) => e.allocation_strategy],
+        ["Weights", (e) => e.variants.map((v) => `${v.variant_id} ${v.effective_weight}`).join(" · ")],
+        ["Created", (e) => when(e.created_at)],
+        ["Id", (e) => el("code", {}, e.experiment_id)],
+      ],
+      (e) => { window.location.hash = `#/experiments/${e.experiment_id}`; },
+    ),
+  );
+}
+
+// What this tab has seen of an experiment (the API answers the current state only).
+function history(experimentId) {
+  const key = `synapse-history-${experimentId}`;
+  const samples = JSON.parse(window.sessionStorage.getItem(key) || "[]");
+  return {
+    samples,
+    add(sample) {
+      samples.push(sample);
+      window.sessionStorage.setItem(key, JSON.stringify(samples.slice(-KEPT_SAMPLES)));
+    },
+  };
+}
+
+function variantsTable(experiment, metrics) {
+  return table(experiment.variants, [
+    ["Variant", (v) => v.variant_id + (v.is_control ? " (control)" : "")],
+    ["Model version", (v) => `${v.model_id} v${v.model_version}`],
+    ["Weight", (v) => v.traffic_weight],
+    ["Effective", (v) => v.effective_weight],
+    ["Requests", (v) => fmt(metrics[v.variant_id]?.request_count ?? 0)],
+    ["Success rate", (v) => fmt(metrics[v.variant_id]?.success_rate)],
+    ["Error rate", (v) => fmt(metrics[v.variant_id]?.error_rate)],
+    ["Conversion", (v) => fmt(metrics[v.variant_id]?.conversion_rate)],
+    ["p50 / p95 ms", (v) => `${fmt(metrics[v.variant_id]?.latency_p50_ms, 3)} / `
+      + `${fmt(metrics[v.variant_id]?.latency_p95_ms, 3)}`],
+  ]);
+}
+
+function decisions(experiment, analysis, policy) {
+  const parts = [];
+  if (experiment.rollback_reason) {
+    parts.push(el("p", { class: "reason rollback-reason" }, `Rolled back: ${experiment.rollback_reason}`));
+    const details = experiment.rollback_details || {};
+    if (Object.keys(details).length) {
+      parts.push(table(Object.entries(details), [["Detail", ([k]) => k], ["Value", ([, v]) => fmt(v)]]));
+    }
+  }
+  parts.push(el("p", {}, "Recommendation: ", el("strong", { class: "recommendation" },
+    analysis.recommendation), analysis.recommended_winner ? ` (winner ${analysis.recommended_winner})` : ""));
+  const guardrails = analysis.treatments.flatMap((t) => t.guardrails.map((g) => ({ ...g, variant: t.variant_id })));
+  if (guardrails.length) {
+    parts.push(table(guardrails, [
+      ["Variant", (g) => g.variant], ["Guardrail", (g) => g.metric_name],
+      ["Control", (g) => fmt(g.control_value)], ["Treatment", (g) => fmt(g.treatment_value)],
+      ["Change", (g) => fmt(g.relative_change)],
+      ["Verdict", (g) => el("span", { class: g.degraded ? "bad" : "good" }, g.degraded ? "degraded" : (g.has_data ? "healthy" : "no data"))],
+    ]));
+  }
+  const srm = analysis.sample_ratio;
+  if (srm.checked) {
+    parts.push(el("p", { class: srm.mismatch ? "bad" : "muted" },
+      `Sample ratio: p = ${fmt(srm.p_value)}${srm.mismatch ? " — mismatch" : ""}`));
+  }
+  analysis.warnings.forEach((w) => parts.push(el("p", { class: "muted" }, `⚠ ${w}`)));
+  parts.push(el("p", { class: "muted" }, `Automatic rollback ${policy.enabled ? "on" : "off"}: error rate over `
+    + `${policy.error_rate_threshold}, ${policy.latency_percentile} latency over +`
+    + `${policy.latency_degradation_threshold * 100}% after ${policy.min_requests_before_rollback} requests per variant.`));
+  return parts;
+}
+
+function allocationNote(experiment) {
+  if (experiment.ramp) {
+    const r = experiment.ramp;
+    return `Ramp step ${r.current_step + 1} of ${r.steps.length} (${r.steps.join(" → ")}), `
+      + `last moved ${when(r.last_ramp_at)}`;
+  }
+  if (experiment.bandit) return `Bandit: reweighted ${when(experiment.bandit.weights_updated_at)}`;
+  return "Fixed percentages";
+}
+
+async function load(experimentId) {
+  const base = `/experiments/${q(experimentId)}`;
+  const [experiment, metrics, analysis, policy] = await Promise.all([
+    get(base), get(`${base}/metrics`), get(`${base}/analysis`), get(`${base}/rollback-policy`),
+  ]);
+  return { experiment, metrics: metrics.variants, analysis, policy };
+}
+
+export async function experimentDetail(experimentId, scheduled) {
+  const seen = history(experimentId);
+  const render = async () => {
+    const { experiment, metrics, analysis, policy } = await load(experimentId);
+    seen.add({
+      t: Date.now(),
+      weights: Object.fromEntries(experiment.variants.map((v) => [v.variant_id, Number(v.effective_weight)])),
+      ci: Object.fromEntries(analysis.treatments.map((t) => [t.variant_id, t.confidence_interval])),
+    });
+    const series = analysis.treatments.map((t) => ({
+      label: `${t.variant_id} − control (${t.metric_name})`,
+      points: seen.samples.map((s, i) => {
+        const [low, high] = s.ci[t.variant_id] || [null, null];
+        return { t: i, low, high, mid: low === null || high === null ? null : (low + high) / 2 };
+      }),
+    }));
+    show(
+      el("h1", {}, experiment.name, " ", badge(experiment.status)),
+      el("p", { class: "muted" }, `${experiment.experiment_id} · ${experiment.allocation_strategy} · `
+        + `started ${when(experiment.start_time)} · owner ${experiment.owner || "–"}`),
+      card("Live metrics per variant", variantsTable(experiment, metrics),
+        el("p", { class: "muted" }, `Refreshed every ${REFRESH_MS / 1000} s, ${new Date().toLocaleTimeString()}`)),
+      el("div", { class: "grid" },
+        card("Confidence interval over time", intervalChart(series),
+          el("p", { class: "muted" }, `${analysis.primary_metric}: interval of the difference to the control at each refresh this tab made (${seen.samples.length})`)),
+        card("Allocation over time", allocationChart(seen.samples),
+          el("p", { class: "muted allocation-note" }, allocationNote(experiment)))),
+      card("Guardrails and decisions", ...decisions(experiment, analysis, policy)),
+    );
+  };
+  await render();
+  scheduled(setInterval(() => render().catch(() => {}), REFRESH_MS));
+}
