@@ -22,6 +22,7 @@ from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationErro
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
 from chalicelib.registry.errors import UnsafeArtifactError
+from chalicelib.registry.integrity import check_loaded
 from chalicelib.registry.models import (
     REFUSED_FORMATS,
     ArtifactFormat,
@@ -386,7 +387,8 @@ def load_checked(
 
     The bytes must hash to what registration recorded and pass the same check as at
     registration (which caps what they declare before anything is decompressed); skops then gets
-    exactly the types that check accepted, while ``reserve`` holds what loading takes.
+    exactly the types that check accepted, while ``reserve`` holds what loading takes; the loaded
+    trees must then be trees (:mod:`chalicelib.registry.integrity`).
 
     Raises:
         UnsafeArtifactError: Changed since registration, refused by the check, or unloadable.
@@ -400,11 +402,13 @@ def load_checked(
 
     with reserve(report.load_bytes, what):
         try:
-            return sio.loads(data, trusted=report.types)
+            model = sio.loads(data, trusted=report.types)
         except Exception as exc:  # the file is user data: any failure is the file's, not ours
             raise UnsafeArtifactError(
                 f"the artifact could not be loaded ({type(exc).__name__}); re-save it with skops"
             ) from None
+        check_loaded(model)
+        return model
 
 
 @lazy
