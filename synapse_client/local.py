@@ -90,6 +90,7 @@ class LocalExperiment:
         self.failures = 0  # refreshes that failed (the held config stayed in use)
         self._models: dict[str, str] = {}
         self._assigner: Assigner | None = None
+        self._for_user: Callable[[str], Choice] | None = None
         self._expires = 0.0
         self.refresh()
 
@@ -120,6 +121,7 @@ class LocalExperiment:
             assigner = Assigner(found)
             with self._lock:
                 self.config, self.etag, self._assigner = found, etag, assigner
+                self._for_user = assigner.user_picker()
                 self._models = {v["variant_id"]: v["model_id"] for v in found["variants"]}
                 self._lru.clear()
             self.fetches += 1
@@ -139,11 +141,13 @@ class LocalExperiment:
         Raises:
             NotRoutable: The experiment is a draft.
         """
-        assigner = self._current()
-        if assigner.persist and assigner.needs_store(user_id):
+        if self._monotonic() >= self._expires:
+            self.refresh()
+        picker = self._for_user
+        if picker is None:  # a running bandit: the service's stored assignment decides
             return self._stored(user_id, user_id)
         try:
-            return assigner.route(user_id, user_id)
+            return picker(user_id)
         except _NotRoutable as exc:
             raise NotRoutable(str(exc)) from None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from hashlib import blake2b
 from typing import Any
@@ -53,6 +53,19 @@ def unit_hash(salt: str, key: str) -> int:
     return int.from_bytes(blake2b(f"{salt}:{key}".encode(), digest_size=8).digest(), "big")
 
 
+def _picker(prefix: str, bounds: list[int], choices: list[Choice]) -> Callable[[str], Choice]:
+    """``key -> the variant whose interval holds blake2b-64(prefix + key)`` (names bound once:
+    this runs for every request)."""
+
+    def pick(
+        key: str, _hash: Any = blake2b, _int: Any = int.from_bytes, _find: Any = bisect_right
+    ) -> Choice:
+        return choices[_find(bounds, _int(_hash((prefix + key).encode(), digest_size=8).digest(),
+                                          "big"))]  # fmt: skip
+
+    return pick
+
+
 class Assigner:
     """One experiment's assignment state, precomputed from its routing config.
 
@@ -68,7 +81,7 @@ class Assigner:
     """
 
     __slots__ = ("revision", "prefix", "thresholds", "choices", "by_id", "fixed", "persist",
-                 "blocked")  # fmt: skip
+                 "blocked", "pick")  # fmt: skip
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         if config.get("hash", HASH_NAME) != HASH_NAME:
@@ -85,11 +98,7 @@ class Assigner:
         )
         self.blocked: str | None = config.get("blocked")
         self.persist = bool(config.get("sticky_store", False))
-
-    def pick(self, key: str) -> Choice:
-        """The variant whose interval holds the hash of ``key``."""
-        point = int.from_bytes(blake2b((self.prefix + key).encode(), digest_size=8).digest(), "big")
-        return self.choices[bisect_right(self.thresholds, point)]
+        self.pick: Callable[[str], Choice] = _picker(self.prefix, self.thresholds, self.choices)
 
     def route(self, request_id: str, user_id: str | None = None, sticky: bool = True) -> Choice:
         """``(variant_id, model_version)`` for a request whose variant the hash decides.
@@ -104,6 +113,21 @@ class Assigner:
         if user_id is None or not sticky:
             return self.pick(request_id)
         return self.pick(user_id)
+
+    def user_picker(self) -> Callable[[str], Choice] | None:
+        """How a sticky user is assigned, as one function of the user id (the hot path of local
+        assignment); ``None`` when the service's stored first assignment decides (a running
+        bandit). The function raises :class:`NotRoutable` for a draft."""
+        fixed, reason = self.fixed, self.blocked
+        if fixed is not None:
+            return lambda key: fixed
+        if reason is not None:
+
+            def refuse(key: str) -> Choice:
+                raise NotRoutable(reason)
+
+            return refuse
+        return None if self.persist else self.pick
 
     def needs_store(self, user_id: str | None, sticky: bool = True) -> bool:
         """Whether the service's stored first assignment decides (a running bandit's user)."""

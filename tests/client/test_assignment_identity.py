@@ -34,3 +34,22 @@ def test_the_service_router_builds_its_tables_with_the_shared_assigner() -> None
     from chalicelib.abtesting.assignment import Assigner
 
     assert issubclass(routing.RouteTable, Assigner)
+
+
+def test_the_user_picker_follows_the_state_of_the_config() -> None:
+    import pytest
+
+    from chalicelib.abtesting.assignment import Assigner, NotRoutable
+
+    variants = [{"variant_id": "t", "model_version": 2, "weight": "0.5"},
+                {"variant_id": "c", "model_version": 1, "weight": "0.5"}]  # fmt: skip
+    running = Assigner({"salt": "s", "variants": variants})
+    assert running.user_picker() is running.pick
+    assert running.user_picker()("u-1") == running.route("r", "u-1")
+    paused = Assigner({"salt": "s", "variants": variants,
+                       "fixed": {"variant_id": "c", "model_version": 1}})  # fmt: skip
+    assert paused.user_picker()("anyone") == ("c", 1)
+    draft = Assigner({"salt": "s", "variants": variants, "blocked": "not started"})
+    with pytest.raises(NotRoutable, match="not started"):
+        draft.user_picker()("u-1")
+    assert Assigner({"salt": "s", "variants": variants, "sticky_store": True}).user_picker() is None
