@@ -25,6 +25,7 @@ from chalicelib.abtesting.models import (
 from chalicelib.abtesting.statistics import SampleSizePlan, plan_sample_size
 from chalicelib.core.config import get_settings
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
+from chalicelib.core.text import Name, Text
 
 api = ApiBlueprint(__name__, tag="experiments")
 
@@ -52,7 +53,7 @@ class _Strict(BaseModel):
 class VariantIn(_Strict):
     """One arm: a registered model version and its traffic share."""
 
-    variant_id: str = Field(min_length=1, max_length=64)
+    variant_id: Name = Field(min_length=1, max_length=64)
     model_id: str = Field(min_length=1, max_length=128)
     model_version: int = Field(ge=1)
     traffic_weight: str = Field(pattern=DECIMAL_TEXT, max_length=40, description='e.g. "0.25"')
@@ -80,14 +81,16 @@ class BanditIn(_Strict):
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
+    name: Name = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=2000)
     variants: list[VariantIn] = Field(min_length=1, max_length=20)
     allocation_strategy: Literal["percentage", "ramping", "mab"] = "percentage"
     minimum_sample_size: int = Field(default=1000, ge=1)
     confidence_level: float = Field(default=0.95, gt=0, lt=1)
     primary_metric: str = Field(default="conversion_rate", pattern=NAME)
-    guardrail_metrics: list[str] = Field(default_factory=list, max_length=20)
+    guardrail_metrics: list[Annotated[Name, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
     ramp: RampIn | None = None
     bandit: BanditIn | None = None
 
@@ -169,7 +172,7 @@ class ConcludeBody(_Strict):
 class RollbackBody(_Strict):
     """Body of ``POST /experiments/{id}/rollback``."""
 
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
 class RouteBody(_Strict):
@@ -229,7 +232,9 @@ class OutcomeIn(_Strict):
     success: bool
     latency_ms: float = Field(ge=0, le=1e7)
     converted: bool | None = None
-    custom_metrics: dict[str, float] = Field(default_factory=dict, max_length=20)
+    custom_metrics: dict[Annotated[Name, Field(min_length=1, max_length=200)], float] = Field(
+        default_factory=dict, max_length=20
+    )
 
 
 class OutcomeBatch(_Strict):

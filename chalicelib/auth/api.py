@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from chalicelib.auth.models import ApiKey
 from chalicelib.auth.service import get_auth_service
 from chalicelib.core.http import ApiBlueprint, RequestContext
+from chalicelib.core.text import Name, Text
 
 api = ApiBlueprint(__name__, tag="auth")
 
@@ -19,10 +20,12 @@ RoleName = Literal["reader", "writer", "admin"]
 class CreateKeyBody(BaseModel):
     """Body of ``POST /auth/keys``."""
 
-    principal: str = Field(min_length=1, max_length=200)
+    principal: Name = Field(min_length=1, max_length=200)
     roles: list[RoleName] = Field(min_length=1)
-    groups: list[str] = Field(default_factory=list, max_length=100)
-    description: str = Field(default="", max_length=500)
+    groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
+    description: Text = Field(default="", max_length=500)
 
 
 class KeyOut(BaseModel):

@@ -38,6 +38,7 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.observability import logger, record_latency
 from chalicelib.core.principal import Principal
+from chalicelib.core.text import visible
 
 JSON_CONTENT_TYPES = ["application/json"]
 
@@ -111,7 +112,10 @@ class ApiResponse:
 
 def _validation_details(exc: Any) -> list[dict[str, Any]]:
     return [
-        {"field": ".".join(str(part) for part in err.get("loc", ())), "message": err.get("msg", "")}
+        {
+            "field": visible(".".join(str(part) for part in err.get("loc", ()))),
+            "message": err["msg"],
+        }
         for err in exc.errors(include_url=False, include_input=False)
     ]
 
@@ -263,9 +267,12 @@ def _validate_responses() -> bool:
 
 
 def error_response(error: SynapseError) -> Response:
-    """The JSON response for a domain error."""
+    """The JSON response for a domain error (control and bidirectional-formatting characters a
+    message quotes from the request are written as ``\\uXXXX``)."""
+    body = error.to_dict()
+    body["message"] = visible(body["message"])
     return Response(
-        body=jsonutil.dumps(error.to_dict()),
+        body=jsonutil.dumps(body),
         status_code=error.status,
         headers={"Content-Type": "application/json"},
     )

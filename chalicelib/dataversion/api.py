@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
+from chalicelib.core.text import Name, Text, name_pattern
 from chalicelib.dataversion.models import Dataset, DatasetFormat, DatasetSchema, DatasetVersion
 from chalicelib.dataversion.service import get_dataset_service
 from chalicelib.dataversion.versioning import VersionRequest
@@ -26,13 +27,20 @@ FormatName = Literal["parquet", "csv", "json", "tfrecord", "numpy", "pickle"]
 ColumnType = Literal["int", "long", "float", "double", "bool", "string"]
 
 
+ColumnName = Annotated[Name, Field(min_length=1, max_length=1000)]
+Tags = dict[
+    Annotated[Name, Field(min_length=1, max_length=128)], Annotated[Name, Field(max_length=256)]
+]
+DatasetName = Annotated[Name, Field(json_schema_extra={"pattern": name_pattern("/")})]
+
+
 class SchemaIn(BaseModel):
     """A declared schema."""
 
-    columns: dict[str, ColumnType] = Field(min_length=1, max_length=2000)
-    primary_key: list[str] = Field(default_factory=list)
-    partition_keys: list[str] = Field(default_factory=list)
-    nullable: list[str] = Field(default_factory=list)
+    columns: dict[ColumnName, ColumnType] = Field(min_length=1, max_length=2000)
+    primary_key: list[ColumnName] = Field(default_factory=list, max_length=2000)
+    partition_keys: list[ColumnName] = Field(default_factory=list, max_length=2000)
+    nullable: list[ColumnName] = Field(default_factory=list, max_length=2000)
     schema_version: int = Field(default=1, ge=1)
 
     def to_domain(self) -> DatasetSchema:
@@ -53,11 +61,13 @@ class SchemaOut(BaseModel):
 class CreateDatasetBody(BaseModel):
     """Body of ``POST /datasets``."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^/]+$")
-    description: str = Field(default="", max_length=2000)
+    name: DatasetName = Field(min_length=1, max_length=200, pattern=r"^[^/]+$")
+    description: Text = Field(default="", max_length=2000)
     format: FormatName = "csv"
     compatibility: Literal["backward", "forward", "full", "none"] = "backward"
-    access_groups: list[str] = Field(default_factory=list, max_length=50)
+    access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=50
+    )
     schema_: SchemaIn | None = Field(default=None, alias="schema")
 
 
@@ -121,7 +131,7 @@ class CreateVersionBody(BaseModel):
     format: FormatName | None = None
     schema_: SchemaIn | None = Field(default=None, alias="schema")
     parent_version_id: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+    tags: Tags = Field(default_factory=dict, max_length=50)
 
 
 class UploadBody(BaseModel):
@@ -133,7 +143,7 @@ class UploadBody(BaseModel):
     no digest is given (parallel parts; required above 5 GiB).
     """
 
-    filename: str = Field(default="data.csv", min_length=1, max_length=200)
+    filename: Name = Field(default="data.csv", min_length=1, max_length=200)
     size_bytes: int | None = Field(default=None, ge=0)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
@@ -263,7 +273,7 @@ class TransformationBody(BaseModel):
 
     transformation: dict[str, Any] = Field(description="a declarative spec; see the docs")
     source_version_ids: list[str] = Field(min_length=1, max_length=10)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+    tags: Tags = Field(default_factory=dict, max_length=50)
     output_dataset_ids: dict[
         Literal["output", "train", "test"], Annotated[str, Field(min_length=1, max_length=200)]
     ] = Field(default_factory=dict)
@@ -322,7 +332,7 @@ class UsageBody(BaseModel):
     """Body of the usages route."""
 
     experiment_id: str = Field(min_length=1, max_length=200)
-    purpose: str = Field(default="training", min_length=1, max_length=50)
+    purpose: Name = Field(default="training", min_length=1, max_length=50)
 
 
 class UsageOut(BaseModel):

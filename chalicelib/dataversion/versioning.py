@@ -29,6 +29,7 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.observability import logger
+from chalicelib.core.text import name_problem, visible
 from chalicelib.dataversion.errors import (
     DatasetVersionNotFound,
     DuplicateContent,
@@ -236,8 +237,10 @@ def key_problem(key: str) -> str | None:
     """Why an incoming key cannot be ingested, or ``None``.
 
     Keys must be ``incoming/<dataset name or id>/<file path>`` with no empty, ``.`` or ``..``
-    segments, backslashes or control characters: S3 keys are flat, but such names mislead
-    every tool that maps keys to paths, so they are rejected rather than versioned.
+    segments, backslashes, or characters a name may not hold (controls, bidirectional
+    formatting; see :mod:`chalicelib.core.text`): S3 keys are flat, but such names mislead
+    every tool that maps keys to paths (or display as something else), so they are rejected
+    rather than versioned.
     """
     if not key.startswith(INCOMING_PREFIX):
         return f"key '{key}' is not under {INCOMING_PREFIX}"
@@ -246,8 +249,11 @@ def key_problem(key: str) -> str | None:
         return f"key '{key}' is not incoming/<dataset name or id>/<file>"
     if any(segment in ("", ".", "..") for segment in segments):
         return f"key '{key}' has an empty, '.' or '..' segment"
-    if "\\" in key or any(ord(char) < 32 or ord(char) == 127 for char in key):
-        return f"key '{key}' contains a backslash or a control character"
+    if "\\" in key:
+        return f"key '{visible(key)}' contains a backslash"
+    problem = name_problem(key)
+    if problem is not None:
+        return f"key '{visible(key)}' contains a {problem}"
     return None
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.http import ApiBlueprint, RequestContext
+from chalicelib.core.text import Name, Text
 from chalicelib.registry.models import ModelVersion, RegisteredModel
 from chalicelib.registry.service import VersionSpec, decode_artifact, get_model_registry
 
@@ -20,8 +21,8 @@ Scalar = float | int | str | bool | None
 class CreateModelBody(BaseModel):
     """Body of ``POST /models``."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
+    name: Name = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=2000)
 
 
 class ModelOut(BaseModel):
@@ -53,12 +54,18 @@ class RegisterVersionBody(BaseModel):
     )
     format: str = Field(default="skops", max_length=50)
     task: Literal["classification", "regression", "text_classification", "image_classification"]
-    feature_names: list[str] = Field(default_factory=list, max_length=10_000)
-    class_names: list[str] = Field(default_factory=list, max_length=10_000)
+    feature_names: list[Annotated[Name, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    class_names: list[Annotated[Name, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=10_000
+    )
     background_dataset_version_id: str | None = None
     background_sample: list[list[Scalar]] | None = None
-    description: str = Field(default="", max_length=2000)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    description: Text = Field(default="", max_length=2000)
+    metadata: dict[
+        Annotated[Name, Field(max_length=200)], Annotated[Text, Field(max_length=2000)]
+    ] = Field(default_factory=dict, max_length=100)
 
 
 class VersionOut(BaseModel):
