@@ -20,6 +20,10 @@ os.environ.update(
         "SYNAPSE_VALIDATE_RESPONSES": "1",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_DEV": "false",
+        # Synchronous explanations stop at 20 s when deployed (API Gateway gives up at 29 s);
+        # here the first shap Partition call of a process compiles with numba, which took 17 s
+        # on a shared 2-vCPU machine under load. Tests of the deadline set their own limits.
+        "SYNAPSE_EXPLAIN_SYNC_DEADLINE": "300",
     }
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)

@@ -1,9 +1,12 @@
 """HTTP routes of the explainability service.
 
-Synchronous limits: ``/explanations/batch``, ``/explanations/global`` and
-``/explanations/dependence`` answer up to ``SYNC_ROW_LIMIT`` (50) inputs directly; more inputs,
-a ``dataset_version_id`` or ``"asynchronous": true`` return 202 with a job id to poll at
-``GET /explanations/jobs/{job_id}``. At most 10,000 inputs per request.
+Bounded work: every request is estimated before it runs (``chalicelib.explainability.budget``).
+Each route answers directly when the estimate fits ``SYNAPSE_EXPLAIN_SYNC_SECONDS`` (and, for
+``/explanations/batch``, ``/explanations/global`` and ``/explanations/dependence``, up to
+``SYNC_ROW_LIMIT`` (50) inputs); more work, more inputs, a ``dataset_version_id`` or
+``"asynchronous": true`` return 202 with a job id to poll at ``GET /explanations/jobs/{job_id}``;
+an estimate over ``SYNAPSE_EXPLAIN_JOB_SECONDS`` is a 422 ``too_expensive`` naming the estimate
+and the limit. At most 10,000 inputs per request.
 
 This module imports no shap, lime, scikit-learn or numpy: they load on the first explanation.
 """
@@ -66,6 +69,7 @@ class ExplainBody(ExplainParams):
     explanation_type: TypeName = "shap"
     input_data: dict[str, Any]
     prediction_id: str | None = Field(default=None, max_length=200)
+    asynchronous: bool = False
 
 
 class BatchBody(ExplainParams):
@@ -210,12 +214,13 @@ class DependenceOut(BaseModel):
 
 
 class JobAcceptedOut(BaseModel):
-    """A submitted job."""
+    """A submitted job, with the request's estimated seconds of computation."""
 
     job_id: str
     kind: str
     status: str
     status_url: str
+    estimated_seconds: float | None = None
 
 
 class JobOut(BaseModel):
@@ -279,28 +284,32 @@ def _answer(result: dict[str, Any] | Submitted) -> Any:
             "kind": job.kind,
             "status": job.status,
             "status_url": f"/explanations/jobs/{job.job_id}",
+            "estimated_seconds": result.estimated_seconds,
         }
         return ApiResponse(body, 202, {"Location": body["status_url"]})
     return result
 
 
-@api.route("/explanations", "POST", body=ExplainBody, response=ExplanationOut)
+@api.route("/explanations", "POST", body=ExplainBody, response=ExplanationOut, responses=ACCEPTED)
 def explain(ctx: RequestContext) -> Any:
-    """Explains one prediction with SHAP or LIME (tabular, text or image input)."""
+    """Explains one prediction with SHAP or LIME (tabular, text or image input); a job when
+    its estimate is over the synchronous limit."""
     data = ctx.body.model_dump()
     data["explanation_type"] = ExplanationType(data["explanation_type"])
-    return get_explanation_service().explain(ExplanationRequest(**data)).to_dict()
+    service = get_explanation_service()
+    found = service.explain_or_submit(ExplanationRequest(**data), _owner(ctx))
+    return _answer(found if isinstance(found, Submitted) else found.to_dict())
 
 
 @api.route("/explanations/batch", "POST", body=BatchBody, response=BatchOut, responses=ACCEPTED)
 def explain_batch(ctx: RequestContext) -> Any:
-    """Explains many predictions with one explainer (a job above 50 inputs)."""
+    """Explains many predictions with one explainer (a job above 50 inputs or the limit)."""
     return _answer(get_explanation_service().explain_batch(ctx.body.model_dump(), _owner(ctx)))
 
 
 @api.route("/explanations/global", "POST", body=GlobalBody, response=GlobalOut, responses=ACCEPTED)
 def explain_global(ctx: RequestContext) -> Any:
-    """Global importance with stability and interactions (a job above 50 inputs)."""
+    """Global importance with stability and interactions (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
     return _answer(service.global_importance(ctx.body.model_dump(), _owner(ctx), ctx.principal))
 
@@ -313,7 +322,7 @@ def explain_global(ctx: RequestContext) -> Any:
     responses=ACCEPTED,
 )
 def explain_dependence(ctx: RequestContext) -> Any:
-    """SHAP dependence-plot data for one feature (a job above 50 inputs)."""
+    """SHAP dependence-plot data for one feature (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
     return _answer(service.dependence(ctx.body.model_dump(), _owner(ctx), ctx.principal))
 

@@ -14,6 +14,7 @@ from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus
 from chalicelib.core.observability import record_latency
+from chalicelib.explainability.budget import before_compute
 from chalicelib.explainability.cache import ExplanationCache, cache_key
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
@@ -110,6 +111,7 @@ class ExplainerBase:
             if found is not None:
                 found.prediction_id = prediction_id
                 return found
+        before_compute()  # the service's admission of the estimate, if one is pending
         started = time.perf_counter()
         explanation = compute()
         explanation.computation_time_ms = (time.perf_counter() - started) * 1000

@@ -217,6 +217,7 @@ class ExplanationRequest:
         max_evals: Model evaluations of SHAP's Partition explainer (text and image models).
         hide_color: Value of switched-off superpixels in image LIME and SHAP (``None``: the
             image mean).
+        asynchronous: Run it as a job (202) even if it would fit the synchronous limit.
     """
 
     model_id: str
@@ -236,6 +237,7 @@ class ExplanationRequest:
     n_segments: int = 25
     max_evals: int = 500
     hide_color: float | None = None
+    asynchronous: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for job payloads and the Lambda backend)."""
@@ -254,6 +256,12 @@ class ExplanationRequest:
 
 @dataclass
 class Submitted:
-    """A request that became an asynchronous job (``job`` is the stored job record)."""
+    """A request that became an asynchronous job.
+
+    Attributes:
+        job: The stored job record.
+        estimated_seconds: The request's estimated cost, when it was estimated.
+    """
 
     job: Any
+    estimated_seconds: float | None = None

@@ -5,7 +5,7 @@ Tables:
     one query finds every cached explanation of a model for invalidation. ``expires_at`` is a
     DynamoDB TTL attribute; reads also ignore expired items because TTL deletion is lazy.
     ``explanation-jobs``: one item per asynchronous job with conditional status transitions.
-Large job results live in the models bucket under ``explanations/jobs/``.
+Large job results and requests live in the models bucket under ``explanations/jobs/``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class ExplanationJobTable(Model):
     kind = UnicodeAttribute()
     status = UnicodeAttribute()
     owner = UnicodeAttribute(default="")
-    request = UnicodeAttribute()
+    request = UnicodeAttribute(null=True)
+    # Requests over INLINE_RESULT_LIMIT (an image, thousands of rows) live in the models bucket.
+    request_key = UnicodeAttribute(null=True)
     result = UnicodeAttribute(null=True)
     result_key = UnicodeAttribute(null=True)
     error = UnicodeAttribute(null=True)
@@ -68,6 +70,8 @@ class ExplanationJobTable(Model):
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     expires_at = TTLAttribute(null=True)
+    # While running: when the attempt's deadline (plus its safety margin) has passed.
+    lease_until = UTCDateTimeAttribute(null=True)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class JobRecord:
     attempts: int
     created_at: datetime
     updated_at: datetime
+    lease_until: datetime | None = None
 
 
 class ExplanationRepository:
@@ -147,13 +152,19 @@ class ExplanationRepository:
     # --- jobs --------------------------------------------------------------------------------
     def create_job(self, record: JobRecord) -> None:
         """Stores a new job (409 if the id exists)."""
+        text = json.dumps(record.request, separators=(",", ":"))
+        request_key = None
+        if len(text.encode()) > INLINE_RESULT_LIMIT:
+            request_key = f"explanations/jobs/{record.job_id}.request.json"
+            self._put_result(request_key, text)
         try:
             ExplanationJobTable(
                 record.job_id,
                 kind=record.kind,
                 status=record.status,
                 owner=record.owner,
-                request=json.dumps(record.request, separators=(",", ":")),
+                request=None if request_key else text,
+                request_key=request_key,
                 attempts=0,
                 created_at=record.created_at,
                 updated_at=record.updated_at,
@@ -185,31 +196,54 @@ class ExplanationRepository:
             kind=item.kind,
             status=item.status,
             owner=item.owner,
-            request=json.loads(item.request),
+            request=json.loads(item.request)
+            if item.request
+            else self._get_result(item.request_key),
             result=result,
             error=json.loads(item.error) if item.error else None,
             attempts=int(item.attempts or 0),
             created_at=item.created_at,
             updated_at=item.updated_at,
+            lease_until=item.lease_until,
         )
 
-    def start_job(self, job_id: str, now: datetime) -> bool:
-        """Moves a queued (or retried running) job to running; ``False`` if already finished."""
-        item = ExplanationJobTable(job_id)
+    def start_job(self, job_id: str, now: datetime, lease_until: datetime) -> bool:
+        """Moves a queued job, or a running one whose lease has passed (its attempt died), to
+        running until ``lease_until``; ``False`` if it is finished or another attempt holds it."""
+        table = ExplanationJobTable
+        lapsed = (table.status == "running") & (
+            table.lease_until.does_not_exist() | (table.lease_until < now)
+        )
         try:
-            item.update(
+            ExplanationJobTable(job_id).update(
                 actions=[
-                    ExplanationJobTable.status.set("running"),
-                    ExplanationJobTable.attempts.add(1),
-                    ExplanationJobTable.updated_at.set(now),
+                    table.status.set("running"),
+                    table.attempts.add(1),
+                    table.updated_at.set(now),
+                    table.lease_until.set(lease_until),
                 ],
-                condition=ExplanationJobTable.status.is_in("queued", "running"),
+                condition=(table.status == "queued") | lapsed,
             )
         except UpdateError as exc:
             if _is_conditional(exc):
                 return False
             raise
         return True
+
+    def release_job(self, job_id: str, now: datetime) -> None:
+        """Puts a running job back to queued (its attempt failed and will be retried)."""
+        try:
+            ExplanationJobTable(job_id).update(
+                actions=[
+                    ExplanationJobTable.status.set("queued"),
+                    ExplanationJobTable.updated_at.set(now),
+                    ExplanationJobTable.lease_until.remove(),
+                ],
+                condition=ExplanationJobTable.status == "running",
+            )
+        except UpdateError as exc:
+            if not _is_conditional(exc):
+                raise
 
     def finish_job(
         self, job_id: str, status: str, now: datetime, result: Any = None, error: Any = None
@@ -218,6 +252,7 @@ class ExplanationRepository:
         actions = [
             ExplanationJobTable.status.set(status),
             ExplanationJobTable.updated_at.set(now),
+            ExplanationJobTable.lease_until.remove(),
         ]
         if error is not None:
             actions.append(ExplanationJobTable.error.set(json.dumps(error)))

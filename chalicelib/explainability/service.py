@@ -9,8 +9,15 @@ Backends (``SYNAPSE_EXPLANATION_BACKEND``):
   explanations and asynchronously (``InvocationType=Event``) to run queued jobs. The cache is
   consulted before invoking, so a cache hit never leaves the API function.
 
-Requests of up to ``SYNC_ROW_LIMIT`` rows are answered synchronously; larger batches, global
-importance over a dataset version and requests with ``asynchronous=True`` become jobs (202).
+Every request is estimated before it runs (:mod:`.budget`, :mod:`.planner`): the API counts it
+without the model (a lower bound: over ``SYNAPSE_EXPLAIN_JOB_SECONDS`` is a 422 at once), then
+the backend measures it with the model. Requests of up to ``SYNC_ROW_LIMIT`` rows whose estimate
+fits ``SYNAPSE_EXPLAIN_SYNC_SECONDS`` are answered synchronously (and handed to a job if they
+reach ``SYNAPSE_EXPLAIN_SYNC_DEADLINE``); larger batches, global importance over a dataset
+version, requests with ``asynchronous=True`` and estimates over the synchronous limit become jobs
+(202); estimates over what a job may do are refused (422 ``too_expensive``). A job runs until its
+deadline (the function's remaining time less a safety margin) and records ``failed`` with the
+reason if it would not finish.
 """
 
 from __future__ import annotations
@@ -31,7 +38,20 @@ from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
 from chalicelib.explainability.aggregator import FeatureImportanceAggregator
 from chalicelib.explainability.base import require
+from chalicelib.explainability.budget import (
+    Allowance,
+    Estimate,
+    Limits,
+    admit,
+    bounded,
+    current,
+    decide,
+    on_compute,
+    refuse_if_over_job,
+    sync_allowance,
+)
 from chalicelib.explainability.cache import ExplanationCache, cache_key
+from chalicelib.explainability.errors import DeadlineExceeded, NeedsJob
 from chalicelib.explainability.jobs import ExplanationJobs
 from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
 from chalicelib.explainability.loading import ModelDescriptor, ModelLoader, RegistryModelLoader
@@ -45,6 +65,7 @@ from chalicelib.explainability.models import (
     PredictionExplanation,
     Submitted,
 )
+from chalicelib.explainability.planner import CostPlanner, input_kind
 from chalicelib.explainability.repository import ExplanationRepository, JobRecord
 from chalicelib.explainability.shap_engine import SHAPExplainer, shap_options
 from chalicelib.explainability.shap_media import media_shap_parameters
@@ -65,14 +86,20 @@ MEDIA_SHAP_OPTIONS = {
 
 
 class ComputeBackend(Protocol):
-    """Runs an operation (``explain``, ``batch``, ``global``, ``dependence``, ``run_job``)."""
+    """Runs an operation (``explain``, ``batch``, ``global``, ``dependence``, ``plan``,
+    ``run_job``) under the caller's allowance (:func:`.budget.current`)."""
 
     def run(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Runs ``operation`` and returns its JSON-ready result."""
+        """Runs ``operation`` and returns its JSON-ready result.
+
+        Raises:
+            NeedsJob: Synchronous work over the synchronous limit or deadline.
+        """
         ...
 
-    def dispatch_job(self, job_id: str) -> None:
-        """Runs a queued job (here or elsewhere)."""
+    def dispatch_job(self, job_id: str, seconds_available: float | None = None) -> None:
+        """Runs a queued job (here or elsewhere); ``seconds_available`` is what this function
+        has left (``None``: no timeout)."""
         ...
 
 
@@ -86,6 +113,7 @@ class ExplanationService:
         event_bus: Receives ``ExplanationCompleted``.
         clock: Time source.
         backend: Where computation runs (default: from settings).
+        limits: Work limits (default: from the environment, read on each request).
     """
 
     def __init__(
@@ -96,6 +124,7 @@ class ExplanationService:
         event_bus: EventBus,
         clock: Clock | None = None,
         backend: ComputeBackend | str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.model_loader = model_loader
         self.cache = cache
@@ -103,36 +132,89 @@ class ExplanationService:
         self.shap = SHAPExplainer(model_loader, cache, event_bus, self.clock)
         self.lime = LIMEExplainer(model_loader, cache, event_bus, self.clock)
         self.aggregator = FeatureImportanceAggregator()
-        self.jobs = ExplanationJobs(repository, self.execute, self.clock)
+        self.planner = CostPlanner(model_loader, self.shap.tree_explainer, dataset_row_count)
+        self._limits = limits
+        self.jobs = ExplanationJobs(repository, self.execute, self.clock, self._job_limits)
         self.backend: ComputeBackend = (
             backend
             if backend is not None and not isinstance(backend, str)
             else backend_from_settings(self, backend)
         )
 
+    @property
+    def limits(self) -> Limits:
+        """The work limits (given, or read from the environment now)."""
+        return self._limits or Limits()
+
+    def _job_limits(self) -> Limits:
+        return self.limits
+
     # --- single ------------------------------------------------------------------------------
     def explain(self, request: ExplanationRequest) -> PredictionExplanation:
-        """Explains one prediction (cache first, then the backend).
+        """Explains one prediction and waits for it (the Python API; HTTP uses
+        :meth:`explain_or_submit`). The work may cost up to the job limit.
 
         Raises:
             UnprocessableEntity: An unimplemented type, or a model the method cannot explain.
             ValidationError: Invalid input or parameters.
+            TooExpensive: The estimate is over what a job may do.
         """
         check_type(request.explanation_type)
-        if isinstance(self.backend, InProcessBackend):
-            return self.explain_here(request)
-        descriptor, key = self.request_key(request)
-        found = self.cache.get(key, descriptor.model_id)
-        if found is not None:
-            return found
-        payload = {**request.to_dict(), "model_version": descriptor.version}
-        explanation = PredictionExplanation.from_dict(self.backend.run("explain", payload))
+        with bounded(waiting_allowance(self.limits)):
+            if isinstance(self.backend, InProcessBackend):
+                return self.explain_here(request)
+            descriptor, key = self.request_key(request)
+            found = self.cache.get(key, descriptor.model_id)
+            if found is not None:
+                return found
+            payload = {**request.to_dict(), "model_version": descriptor.version}
+            explanation = PredictionExplanation.from_dict(self.backend.run("explain", payload))
         self.cache.remember(key, explanation)
         return explanation
 
-    def explain_here(self, request: ExplanationRequest) -> PredictionExplanation:
-        """Explains one prediction in this process (engines handle cache and events)."""
+    def explain_or_submit(
+        self, request: ExplanationRequest, owner: str = ""
+    ) -> PredictionExplanation | Submitted:
+        """Explains one prediction now, or submits a job when its estimate is over the synchronous
+        limit or ``request.asynchronous`` is set; a cached answer is always returned at once.
+
+        Raises:
+            TooExpensive: The estimate is over what a job may do (422).
+            ValidationError: Invalid input or parameters.
+        """
         check_type(request.explanation_type)
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        payload = {**request.to_dict(), "model_version": descriptor.version}
+        static = self.planner.static("explain", payload, descriptor)
+        to_job = decide(static, self.limits) == "job" or request.asynchronous
+        remote = not isinstance(self.backend, InProcessBackend)
+        key = ""
+        if to_job or remote:  # in process, the engine looks the cache up itself
+            descriptor, key = self.request_key(request)
+            found = self.cache.get(key, descriptor.model_id)
+            if found is not None:
+                return found
+        if to_job:
+            return self._submit("explain", payload, owner, descriptor)
+        answer = self._run_now("explain", payload, owner)
+        if isinstance(answer, Submitted):
+            return answer
+        explanation = PredictionExplanation.from_dict(answer)
+        if remote:
+            self.cache.remember(key, explanation)
+        return explanation
+
+    def explain_here(self, request: ExplanationRequest) -> PredictionExplanation:
+        """Explains one prediction in this process (the engines handle cache and events); on a
+        cache miss, the running allowance must admit its measured cost first."""
+        check_type(request.explanation_type)
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        payload = {**request.to_dict(), "model_version": descriptor.version}
+        with on_compute(lambda: admit(self.planner.measured("explain", payload, descriptor))):
+            return self._explain_one(request)
+
+    def _explain_one(self, request: ExplanationRequest) -> PredictionExplanation:
+        """Explains one prediction in this process without estimating it again."""
         descriptor = self.model_loader.describe(request.model_id, request.model_version)
         kind = input_kind(descriptor)
         version = descriptor.version
@@ -194,18 +276,18 @@ class ExplanationService:
 
     # --- batch, global, dependence -----------------------------------------------------------
     def explain_batch(self, payload: dict[str, Any], owner: str = "") -> dict[str, Any] | Submitted:
-        """Explains many predictions, or submits a job above the synchronous limit."""
+        """Explains many predictions, or submits a job (over ``SYNC_ROW_LIMIT`` inputs, over
+        the synchronous limit, or asked to)."""
         check_type(ExplanationType(payload.get("explanation_type", "shap")))
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
-        if payload.get("asynchronous") or rows > SYNC_ROW_LIMIT:
-            return Submitted(self.jobs.submit("batch", _job_payload(self, payload), owner))
-        return self.backend.run("batch", payload)
+        force = bool(payload.get("asynchronous")) or rows > SYNC_ROW_LIMIT
+        return self._run_or_submit("batch", payload, owner, force)
 
     def global_importance(
         self, payload: dict[str, Any], owner: str = "", principal: Any = None
     ) -> dict[str, Any] | Submitted:
-        """Global importance, stability and interactions (a job above the synchronous limit).
+        """Global importance, stability and interactions (a job above the synchronous limits).
 
         With a ``principal``, a ``dataset_version_id`` must name a dataset the caller may read
         (otherwise 404, as the dataset service answers).
@@ -215,30 +297,69 @@ class ExplanationService:
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
         big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
-        if payload.get("asynchronous") or big:
-            return Submitted(self.jobs.submit("global", _job_payload(self, payload), owner))
-        return self.backend.run("global", payload)
+        return self._run_or_submit(
+            "global", payload, owner, big or bool(payload.get("asynchronous"))
+        )
 
     def dependence(
         self, payload: dict[str, Any], owner: str = "", principal: Any = None
     ) -> dict[str, Any] | Submitted:
-        """SHAP dependence-plot data (a job above the synchronous limit)."""
+        """SHAP dependence-plot data (a job above the synchronous limits)."""
         authorize_dataset(principal, payload.get("dataset_version_id"))
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
         big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
-        if payload.get("asynchronous") or big:
-            return Submitted(self.jobs.submit("dependence", _job_payload(self, payload), owner))
-        return self.backend.run("dependence", payload)
+        force = big or bool(payload.get("asynchronous"))
+        return self._run_or_submit("dependence", payload, owner, force)
+
+    def plan(self, operation: str, payload: dict[str, Any]) -> Estimate:
+        """The measured estimate of a request (loads the model; see :mod:`.planner`)."""
+        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        return self.planner.measured(operation, payload, descriptor)
+
+    def _run_or_submit(
+        self, operation: str, payload: dict[str, Any], owner: str, force_job: bool
+    ) -> dict[str, Any] | Submitted:
+        """Answers now or submits a job, by the estimate (422 over what a job may do)."""
+        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        pinned = {**payload, "model_version": descriptor.version}
+        static = self.planner.static(operation, pinned, descriptor)
+        if decide(static, self.limits) == "job" or force_job:
+            return self._submit(operation, pinned, owner, descriptor)
+        return self._run_now(operation, pinned, owner)
+
+    def _run_now(self, operation: str, payload: dict[str, Any], owner: str) -> Any:
+        """Runs synchronously under the synchronous allowance; a job if it does not fit."""
+        try:
+            with bounded(sync_allowance(self.limits)):
+                return self.backend.run(operation, payload)
+        except NeedsJob as over:
+            return self._submitted(operation, payload, owner, over.estimate)
+
+    def _submit(
+        self, operation: str, payload: dict[str, Any], owner: str, descriptor: ModelDescriptor
+    ) -> Submitted:
+        """Submits a job once its measured estimate fits what a job may do (else 422)."""
+        found = self.backend.run("plan", {"operation": operation, "request": payload})
+        measured = Estimate.from_dict(found)
+        refuse_if_over_job(measured, self.limits.job_seconds)
+        return self._submitted(operation, payload, owner, measured)
+
+    def _submitted(
+        self, operation: str, payload: dict[str, Any], owner: str, cost: Estimate | None
+    ) -> Submitted:
+        job = self.jobs.submit(operation, {**payload, "asynchronous": False}, owner)
+        return Submitted(job, None if cost is None else cost.seconds)
 
     # --- jobs, cache -------------------------------------------------------------------------
     def get_job(self, job_id: str, owner: str | None = None) -> JobRecord:
         """A job's status and result (someone else's job is 404 unless ``owner`` is None)."""
         return self.jobs.get(job_id, owner)
 
-    def handle_job(self, job_id: str) -> None:
-        """Called by the queue worker: runs the job here or hands it to the backend."""
-        self.backend.dispatch_job(job_id)
+    def handle_job(self, job_id: str, seconds_available: float | None = None) -> None:
+        """Called by the queue worker: runs the job here (with the worker's remaining
+        ``seconds_available``) or hands it to the backend."""
+        self.backend.dispatch_job(job_id, seconds_available)
 
     def invalidate(self, model_id: str, model_version: int | None = None) -> int:
         """Drops cached explanations of a model (or one version); returns how many."""
@@ -250,22 +371,37 @@ class ExplanationService:
 
     # --- execution (in this process) ---------------------------------------------------------
     def execute(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Runs an operation here and returns its JSON-ready result."""
-        handlers = {
+        """Runs an operation here under the running allowance; returns its JSON-ready result.
+
+        Raises:
+            NeedsJob: Synchronous work over the synchronous limit, or stopped at its deadline.
+        """
+        handlers: dict[str, Any] = {
             "explain": lambda p: self.explain_here(ExplanationRequest.from_dict(p)).to_dict(),
             "batch": self._run_batch,
             "global": self._run_global,
             "dependence": self._run_dependence,
-            "run_job": lambda p: self.jobs.run(p["job_id"]),
+            "plan": lambda p: self.plan(p["operation"], p["request"]).to_dict(),
+            "run_job": lambda p: self.jobs.run(p["job_id"], p.get("seconds_available")),
         }
         if operation not in handlers:
             raise ValidationError(f"unknown operation '{operation}'")
-        return handlers[operation](payload)
+        try:
+            return handlers[operation](payload)
+        except DeadlineExceeded:
+            allowance = current()
+            if allowance is not None and allowance.mode == "sync":
+                raise NeedsJob() from None  # the estimate was wrong: finish it as a job
+            raise
 
-    def _batch_explanations(self, payload: dict[str, Any]) -> list[PredictionExplanation]:
+    def _batch_explanations(
+        self, payload: dict[str, Any], operation: str = "batch"
+    ) -> list[PredictionExplanation]:
+        """Explanations of ``payload["inputs"]``, once the allowance admits their estimate."""
         kind = ExplanationType(payload.get("explanation_type", "shap"))
         check_type(kind)
         descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        admit(self.planner.measured(operation, payload, descriptor))
         if input_kind(descriptor) != "tabular":
             return self._media_batch(payload, descriptor.version)
         args = (payload["model_id"], descriptor.version, payload["inputs"])
@@ -282,7 +418,7 @@ class ExplanationService:
             raise ValidationError("prediction_ids must have one id per input")
         base = {**payload, "model_version": version}
         return [
-            self.explain_here(
+            self._explain_one(
                 ExplanationRequest.from_dict({**base, "input_data": item, "prediction_id": pid})
             )
             for item, pid in zip(inputs, ids, strict=True)
@@ -310,7 +446,7 @@ class ExplanationService:
             MAX_JOB_ROWS,
         )
         pinned = {**payload, "model_version": descriptor.version, "inputs": inputs}
-        explanations = self._batch_explanations(pinned)
+        explanations = self._batch_explanations(pinned, "global")
         method = payload.get("aggregation_method", "mean")
         result: GlobalExplanation = self.aggregator.summarize(
             explanations, method, payload.get("top_k", 5), payload.get("interaction_threshold", 0.5)
@@ -327,12 +463,23 @@ class ExplanationService:
         options = _pick(
             payload, ("background_sample_size", "background_method", "algorithm", "seed")
         )
+        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        inputs = payload.get("inputs")
+        if inputs is None and payload.get("dataset_version_id") is not None:
+            inputs = self.shap.resolve_inputs(
+                payload["model_id"],
+                descriptor.version,
+                None,
+                payload["dataset_version_id"],
+                MAX_JOB_ROWS,
+            )
+        admit(self.planner.measured("dependence", payload, descriptor, inputs))
         return self.shap.get_feature_dependence(
             payload["model_id"],
-            payload.get("model_version"),
+            descriptor.version,
             payload["feature"],
-            inputs=payload.get("inputs"),
-            dataset_version_id=payload.get("dataset_version_id"),
+            inputs=inputs,
+            dataset_version_id=None if inputs is not None else payload.get("dataset_version_id"),
             interaction_feature=payload.get("interaction_feature", "auto"),
             class_name=payload.get("class_name"),
             max_rows=MAX_JOB_ROWS,
@@ -347,12 +494,12 @@ class InProcessBackend:
         self.service = service
 
     def run(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Runs the operation here."""
+        """Runs the operation here (under the caller's allowance)."""
         return self.service.execute(operation, payload)
 
-    def dispatch_job(self, job_id: str) -> None:
-        """Runs the job here."""
-        self.service.jobs.run(job_id)
+    def dispatch_job(self, job_id: str, seconds_available: float | None = None) -> None:
+        """Runs the job here, within ``seconds_available``."""
+        self.service.jobs.run(job_id, seconds_available)
 
 
 class LambdaBackend:
@@ -375,20 +522,33 @@ class LambdaBackend:
         return self._client or aws.client("lambda")
 
     def run(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Invokes the function and returns its result (or raises its error)."""
-        body = json.dumps({"operation": operation, "payload": payload}).encode()
+        """Invokes the function (with the caller's allowance) and returns its result.
+
+        Raises:
+            NeedsJob: The function found the work over the synchronous limit or deadline.
+            SynapseError: The function's error, with its status and code.
+        """
+        event: dict[str, Any] = {"operation": operation, "payload": payload}
+        allowance = current()
+        if allowance is not None:
+            event["allowance"] = allowance.to_dict()
         response = self.client.invoke(
-            FunctionName=self.function_name, InvocationType="RequestResponse", Payload=body
+            FunctionName=self.function_name,
+            InvocationType="RequestResponse",
+            Payload=json.dumps(event).encode(),
         )
         answer = json.loads(response["Payload"].read() or b"null")
         if response.get("FunctionError") or not isinstance(answer, dict):
             raise ServiceUnavailable("the explanation function failed; try again")
+        if "needs_job" in answer:
+            found = answer["needs_job"]
+            raise NeedsJob(Estimate.from_dict(found) if found else None)
         if not answer.get("ok"):
             raise remote_error(answer.get("error") or {})
         return answer.get("result")
 
-    def dispatch_job(self, job_id: str) -> None:
-        """Starts the job in the explanation function without waiting."""
+    def dispatch_job(self, job_id: str, seconds_available: float | None = None) -> None:
+        """Starts the job in the explanation function without waiting (it has its own time)."""
         body = json.dumps({"operation": "run_job", "payload": {"job_id": job_id}}).encode()
         self.client.invoke(FunctionName=self.function_name, InvocationType="Event", Payload=body)
 
@@ -440,11 +600,20 @@ def authorize_dataset(principal: Any, dataset_version_id: str | None) -> None:
     require_read(principal, engine.get_dataset(version.dataset_id))
 
 
-def input_kind(descriptor: ModelDescriptor) -> str:
-    """``tabular``, ``text`` or ``image`` from the model's task."""
-    return {"text_classification": "text", "image_classification": "image"}.get(
-        descriptor.task, "tabular"
-    )
+def dataset_row_count(dataset_version_id: str) -> int | None:
+    """The row count recorded for a dataset version (``None`` if unknown or unreadable)."""
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    try:
+        found = get_versioning_engine().get_version_by_id(dataset_version_id).row_count
+    except SynapseError:
+        return None
+    return None if found is None else int(found)
+
+
+def waiting_allowance(limits: Limits) -> Allowance:
+    """The allowance of a caller that waits for the answer in process: up to the job limit."""
+    return Allowance("job", float("inf"), limits.job_seconds, limits.job_seconds)
 
 
 def _lime_values(data: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from chalicelib.explainability.base import (
     predicted_indices,
     require,
 )
+from chalicelib.explainability.budget import SHAP_CHUNK, checkpoint, guarded
 from chalicelib.explainability.inputs import tabular_matrix, tabular_row
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
@@ -544,14 +545,15 @@ class SHAPExplainer(ExplainerBase):
             outputs = model_outputs(loaded.estimator, X, space, descriptor.is_classifier)
         # shap's own tree additivity check would evaluate the trees again; ours is reported.
         kwargs = {"check_additivity": False} if algorithm == "tree" else {}
-        raw = explainer.shap_values(X, **kwargs)
+        raw = in_row_chunks(lambda part: explainer.shap_values(part, **kwargs), X, SHAP_CHUNK)
         values, base = _per_class(raw, explainer.expected_value, outputs.shape[1])
         chosen = self._chosen_classes(loaded, X, options, outputs, from_outputs=True)
         picks = [0 if c is None else c for c in chosen]
         rows_index = np.arange(len(X))
         interactions = None
         if options.include_interactions:
-            raw = explainer.shap_interaction_values(X)
+            step = max(1, SHAP_CHUNK // X.shape[1])
+            raw = in_row_chunks(explainer.shap_interaction_values, X, step)
             interactions = _per_class_interactions(raw, outputs.shape[1])[rows_index, :, :, picks]
         return ShapResult(
             values=values[rows_index, :, picks],
@@ -624,6 +626,10 @@ class SHAPExplainer(ExplainerBase):
         return [int(i) for i in predicted_indices(loaded.estimator, X)]
 
     # --- explainers ---------------------------------------------------------------------------
+    def tree_explainer(self, loaded: LoadedModel) -> Any:
+        """The (cached) ``shap.TreeExplainer`` of a loaded tree model."""
+        return self._tree_explainer(loaded)
+
     def _tree_explainer(self, loaded: LoadedModel) -> Any:
         def build() -> Any:
             shap = import_clean("shap")
@@ -657,6 +663,7 @@ class SHAPExplainer(ExplainerBase):
         background = _require_background(loaded)
         descriptor, estimator = loaded.descriptor, loaded.estimator
 
+        @guarded
         def predict(data: np.ndarray) -> np.ndarray:
             return model_outputs(estimator, np.asarray(data), space, descriptor.is_classifier)[
                 :, column
@@ -709,6 +716,24 @@ class SHAPExplainer(ExplainerBase):
         order = shap.utils.approximate_interactions(index, values, X)
         candidates = [int(i) for i in order if int(i) != index]
         return names[candidates[0]] if candidates else None
+
+
+def in_row_chunks(compute: Any, X: np.ndarray, step: int) -> Any:
+    """``compute(X)`` evaluated ``step`` rows at a time, checking the deadline between parts.
+
+    Rows are explained independently, so the parts put together equal one call on ``X``
+    (a per-class list of arrays is put together class by class).
+    """
+    if len(X) <= step:
+        checkpoint()
+        return compute(X)
+    parts = []
+    for start in range(0, len(X), step):
+        checkpoint()
+        parts.append(compute(X[start : start + step]))
+    if isinstance(parts[0], list):
+        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    return np.concatenate([np.asarray(part) for part in parts])
 
 
 def _model_key(descriptor: ModelDescriptor, algorithm: str) -> tuple[Any, ...]:

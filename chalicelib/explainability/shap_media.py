@@ -24,6 +24,7 @@ first call in a process (about 3 s).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.imports import import_clean
 from chalicelib.explainability.base import ExplainerBase, class_index, class_labels, require
+from chalicelib.explainability.budget import checkpoint, guarded
 from chalicelib.explainability.inputs import image_input, text_input
 from chalicelib.explainability.lime_engine import hidden_value, image_options, image_segments
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
@@ -49,6 +51,13 @@ TOKEN_PATTERN = r"\W+"
 # Pixel values built per model call when masked images are evaluated (bounds memory).
 _CHUNK_VALUES = 4_000_000
 _EDGES = re.compile(r"^\W+|\W+$")
+# Set once shap's Partition explainer has run in this process (numba has compiled it).
+_COMPILED = threading.Event()
+
+
+def partition_compiled() -> bool:
+    """Whether this process has already paid the Partition explainer's numba compilation."""
+    return _COMPILED.is_set()
 
 
 @dataclass(frozen=True)
@@ -193,12 +202,14 @@ class MediaShap:
         estimator = loaded.estimator
         label = self._label(loaded, np.asarray(estimator.predict_proba([text]))[0], opts)
 
+        @guarded
         def predict(texts: Any) -> np.ndarray:
             return np.asarray(estimator.predict_proba([str(t) for t in texts]))[:, label]
 
         masker = shap.maskers.Text(TOKEN_PATTERN)
         explainer = shap.PartitionExplainer(predict, masker)
         result = explainer([text], max_evals=opts.max_evals, silent=True)
+        _COMPILED.set()
         tokens = [str(token) for token in np.asarray(result.data[0], dtype=object)]
         attribution = _attribution(result, predict([text])[0])
         contributions = _word_contributions(tokens, attribution.values)
@@ -319,6 +330,7 @@ def _masked_image_model(
         keep = np.asarray(masks) > 0.5
         out = np.empty(len(keep), dtype=float)
         for start in range(0, len(keep), chunk):
+            checkpoint()
             shown = keep[start : start + chunk][:, index]  # (n, H, W)
             if image.ndim == 3:
                 shown = shown[..., None]
@@ -356,4 +368,6 @@ def _partition_over_segments(
     )
     masker = shap.maskers.Partition(hidden, clustering=linkage(centroids, method="ward"))
     explainer = shap.PartitionExplainer(predict, masker)
-    return _attribution(explainer(shown, max_evals=opts.max_evals, silent=True), actual)
+    found = explainer(shown, max_evals=opts.max_evals, silent=True)
+    _COMPILED.set()
+    return _attribution(found, actual)

@@ -152,6 +152,18 @@ def test_batch_global_and_dependence_answer_synchronously_under_the_limit(
     assert dependence.data["explained_class"] == "churn"
 
 
+def invoke_worker(event: dict[str, Any], timeout_seconds: int = 30) -> Any:
+    """Invokes the ``explanation_worker`` handler as Lambda does, with a context holding the
+    function's timeout (``lambda_timeout`` 30 s); chalice's test client gives every invocation a
+    3 s context, and jobs take their deadline from it."""
+    from chalice.local import LambdaContext
+
+    from app import app
+
+    context = LambdaContext("explanation_worker", 1024, max_runtime_ms=timeout_seconds * 1000)
+    return app.handler_map["explanation_worker"](event, context)
+
+
 def _run_queued_jobs(client: Any) -> int:
     from chalicelib.core import aws
     from chalicelib.core.config import get_settings
@@ -162,7 +174,7 @@ def _run_queued_jobs(client: Any) -> int:
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
     for message in messages:
         event = client.events.generate_sqs_event(queue_name=queue, message_bodies=[message["Body"]])
-        client.lambda_.invoke("explanation_worker", event)
+        invoke_worker(event)
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return len(messages)
 
@@ -190,7 +202,7 @@ def test_a_large_batch_becomes_a_job_that_the_sqs_worker_completes(
     event = client.events.generate_sqs_event(
         queue_name="synapse-explanation-jobs", message_bodies=[json.dumps({"job_id": job_id})]
     )
-    client.lambda_.invoke("explanation_worker", event)
+    invoke_worker(event)
     assert http.call("GET", f"/explanations/jobs/{job_id}").data["attempts"] == 1
 
 

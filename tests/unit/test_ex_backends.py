@@ -139,7 +139,17 @@ def test_a_job_is_handed_to_the_function_and_run_there(model: Any) -> None:
         "inputs": [model.row(i) for i in range(3)],
         "asynchronous": True,
     }
-    job = api_side.explain_batch(payload, owner="alice").job
+    plan = explainer_function_handler(
+        {"operation": "plan", "payload": {"operation": "batch", "request": payload}}
+    )
+    assert plan["ok"] is True and plan["result"]["measured"] is True
+    with Stubber(client) as stub:
+        synchronous = {"FunctionName": "explainer-fn", "InvocationType": "RequestResponse"}
+        stub.add_response("invoke", _payload(plan), {**synchronous, "Payload": ANY})
+        submitted = api_side.explain_batch(payload, owner="alice")
+        stub.assert_no_pending_responses()
+    assert submitted.estimated_seconds == pytest.approx(plan["result"]["seconds"], abs=1e-3)
+    job = submitted.job
     with Stubber(client) as stub:
         expected = {"FunctionName": "explainer-fn", "InvocationType": "Event", "Payload": ANY}
         stub.add_response("invoke", {"StatusCode": 202}, expected)
@@ -189,7 +199,7 @@ def test_unexpected_job_errors_are_retried_then_fail(model: Any, monkeypatch: An
     for _ in range(2):
         with pytest.raises(RuntimeError):
             svc.handle_job(job.job_id)
-        assert svc.get_job(job.job_id).status == "running"
+        assert svc.get_job(job.job_id).status == "queued"  # waiting for the redelivery
     svc.handle_job(job.job_id)
     failed = svc.get_job(job.job_id)
     assert failed.status == "failed" and failed.attempts == 3

@@ -1,0 +1,347 @@
+"""Cost estimates of explanation requests, before they run (see :mod:`.budget` for the formula).
+
+:meth:`CostPlanner.static` counts a request without its model (the API function, which has no
+scikit-learn): exact counts of inputs, samples, evaluations, tokens and pixels, the cheapest model
+speed and, for SHAP on tabular models, the cheapest algorithm, so it is a lower bound and a
+request it finds too expensive is too expensive whatever the model.
+
+:meth:`CostPlanner.measured` loads the model (which the explanation needs anyway) and counts what
+the engines will really do: the SHAP algorithm chosen for the model, the background rows used, the
+superpixels of each image (the segmentation is kept for the explanation), and the model's own
+speed from one timed predict on a small batch (tabular models: once per model and output; text
+and images: on the request's own inputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from chalicelib.explainability.budget import (
+    RATES,
+    Estimate,
+    ModelSpeed,
+    Work,
+    combine,
+    estimate,
+    image_counts,
+    measure_speed,
+    text_counts,
+)
+from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
+from chalicelib.explainability.models import MAX_JOB_ROWS
+
+# Rows in the timed predict of a tabular model, and copies of a text or image input.
+PROBE_ROWS = 2048
+PROBE_MEDIA = 4
+# Text and image inputs of a batch measured on the model; the others are scaled.
+MEASURED_INPUTS = 8
+TREE_PROBE_ROWS = 8
+SHAP_METHODS = ("tree", "linear", "exact", "kernel")
+
+
+def input_kind(descriptor: ModelDescriptor) -> str:
+    """``tabular``, ``text`` or ``image`` from the model's task."""
+    return {"text_classification": "text", "image_classification": "image"}.get(
+        descriptor.task, "tabular"
+    )
+
+
+def request_inputs(operation: str, payload: dict[str, Any]) -> list[Any]:
+    """The inputs a request explains (one for ``explain``; ``[]`` for a dataset version)."""
+    if operation == "explain":
+        return [payload.get("input_data") or {}]
+    return list(payload.get("inputs") or [])
+
+
+def _method(payload: dict[str, Any]) -> str:
+    return str(payload.get("explanation_type") or "shap")
+
+
+def _int(payload: dict[str, Any], name: str, default: int) -> int:
+    value = payload.get(name)
+    return default if value is None else int(value)
+
+
+class CostPlanner:
+    """Estimates what an explanation request will cost.
+
+    Args:
+        model_loader: Describes and loads model versions.
+        tree_explainer: The SHAP engine's (cached) TreeExplainer of a loaded model.
+        dataset_rows: ``dataset_version_id → row count`` (``None``: unknown), for global
+            importance and dependence over a dataset version before it is read.
+    """
+
+    def __init__(
+        self,
+        model_loader: ModelLoader,
+        tree_explainer: Callable[[LoadedModel], Any],
+        dataset_rows: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.model_loader = model_loader
+        self.tree_explainer = tree_explainer
+        self.dataset_rows = dataset_rows
+        self._speeds: OrderedDict[tuple[Any, ...], ModelSpeed] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- entry points -----------------------------------------------------------------------
+    def static(
+        self, operation: str, payload: dict[str, Any], descriptor: ModelDescriptor
+    ) -> Estimate:
+        """A lower bound of the request's cost without loading the model."""
+        return self._estimate(
+            operation, payload, descriptor, None, request_inputs(operation, payload)
+        )
+
+    def measured(
+        self,
+        operation: str,
+        payload: dict[str, Any],
+        descriptor: ModelDescriptor,
+        inputs: list[Any] | None = None,
+    ) -> Estimate:
+        """The request's cost with its model loaded and timed.
+
+        Args:
+            operation: ``explain``, ``batch``, ``global`` or ``dependence``.
+            payload: The request.
+            descriptor: The resolved model version.
+            inputs: The inputs when already resolved (a dataset version's rows).
+        """
+        loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
+        found = request_inputs(operation, payload) if inputs is None else inputs
+        return self._estimate(operation, payload, descriptor, loaded, found)
+
+    # --- counting ---------------------------------------------------------------------------
+    def _estimate(
+        self,
+        operation: str,
+        payload: dict[str, Any],
+        descriptor: ModelDescriptor,
+        loaded: LoadedModel | None,
+        inputs: list[Any],
+    ) -> Estimate:
+        kind = input_kind(descriptor)
+        if kind == "text":
+            return self._media(lambda item, model: self._text(payload, item, model), inputs, loaded)
+        if kind == "image":
+            return self._media(
+                lambda item, model: self._image(payload, item, model), inputs, loaded
+            )
+        rows = len(inputs) or self._dataset_rows(payload)
+        if operation == "dependence" or _method(payload) == "shap":
+            return self._tabular_shap(payload, descriptor, loaded, rows)
+        return self._tabular_lime(payload, descriptor, loaded, rows)
+
+    @staticmethod
+    def _media(
+        one: Callable[[Any, LoadedModel | None], Estimate],
+        inputs: list[Any],
+        loaded: LoadedModel | None,
+    ) -> Estimate:
+        """Text or image inputs, each estimated on its own: the first ``MEASURED_INPUTS``
+        measured on the model, the others counted and scaled by the same measured/counted
+        ratio (measuring thousands of inputs would cost more than it tells)."""
+        items = inputs or [{}]
+        if loaded is None or len(items) <= MEASURED_INPUTS:
+            return combine([one(item, loaded) for item in items])
+        measured = [one(item, loaded) for item in items[:MEASURED_INPUTS]]
+        counted = sum(one(item, None).seconds for item in items[:MEASURED_INPUTS])
+        ratio = sum(e.seconds for e in measured) / counted if counted > 0 else 1.0
+        rest = [_scaled(one(item, None), ratio) for item in items[MEASURED_INPUTS:]]
+        return combine(measured + rest)
+
+    def _dataset_rows(self, payload: dict[str, Any]) -> int:
+        """Rows of the request's dataset version (at most what is read), or 1 when unknown."""
+        version_id = payload.get("dataset_version_id")
+        found = None
+        if version_id and self.dataset_rows is not None:
+            found = self.dataset_rows(str(version_id))
+        return max(1, min(MAX_JOB_ROWS, found or 1))
+
+    def _tabular_shap(
+        self,
+        payload: dict[str, Any],
+        descriptor: ModelDescriptor,
+        loaded: LoadedModel | None,
+        rows: int,
+    ) -> Estimate:
+        features = max(1, len(descriptor.feature_names))
+        requested = str(payload.get("algorithm") or "auto")
+        wanted = _int(payload, "background_sample_size", 100)
+        interactions = bool(payload.get("include_interactions"))
+        if loaded is None:
+            method = requested if requested in SHAP_METHODS else "model_specific"
+            work = Work(method, rows, features, 0, 1, features, interactions=interactions)
+            return estimate(work)
+        from chalicelib.explainability.shap_engine import choose_algorithm
+
+        method = choose_algorithm(loaded.estimator, features, requested)
+        background = 0 if loaded.background is None else len(loaded.background)
+        used = min(background, wanted) if method in ("exact", "kernel") else 0
+        work = Work(method, rows, features, 0, max(1, used), features, interactions=interactions)
+        if method == "tree":
+            return estimate(work, self._tree_speed(loaded, interactions))
+        return estimate(work, self._tabular_speed(loaded, method))
+
+    def _tabular_lime(
+        self,
+        payload: dict[str, Any],
+        descriptor: ModelDescriptor,
+        loaded: LoadedModel | None,
+        rows: int,
+    ) -> Estimate:
+        features = max(1, len(descriptor.feature_names))
+        samples = _int(payload, "num_samples", 5000)
+        work = Work("lime_tabular", rows, features, samples, 0, features)
+        speed = None if loaded is None else self._tabular_speed(loaded, "lime")
+        return estimate(work, speed)
+
+    def _text(self, payload: dict[str, Any], data: Any, loaded: LoadedModel | None) -> Estimate:
+        text = data.get("text") if isinstance(data, dict) else None
+        tokens, characters = text_counts(text)
+        lime = _method(payload) == "lime"
+        samples = _int(payload, "num_samples", 5000) if lime else _int(payload, "max_evals", 500)
+        method = "lime_text" if lime else "partition_text"
+        work = Work(method, 1, tokens, samples, 0, characters)
+        first = not lime and loaded is not None
+        speed = None
+        if (
+            loaded is not None
+            and isinstance(text, str)
+            and hasattr(loaded.estimator, "predict_proba")
+        ):
+            probe = [text] * PROBE_MEDIA
+            speed = measure_speed(lambda rows: loaded.estimator.predict_proba(list(rows)), probe)
+        return _with_compilation(estimate(work, speed), first)
+
+    def _image(self, payload: dict[str, Any], data: Any, loaded: LoadedModel | None) -> Estimate:
+        image = data.get("image") if isinstance(data, dict) else None
+        pixels, values = image_counts(image)
+        lime = _method(payload) == "lime"
+        samples = _int(payload, "num_samples", 5000) if lime else _int(payload, "max_evals", 500)
+        segmentation = str(payload.get("segmentation") or "slic")
+        wanted = _int(payload, "n_segments", 25)
+        superpixels = min(pixels, wanted) if segmentation == "slic" else 1
+        speed = None
+        if loaded is not None and image is not None:
+            superpixels, speed = self._image_facts(payload, image, loaded, superpixels)
+        method = "lime_image" if lime else "partition_image"
+        work = Work(method, 1, superpixels, samples, 0, values, pixels, segmentation)
+        return _with_compilation(estimate(work, speed), not lime and loaded is not None)
+
+    def _image_facts(
+        self, payload: dict[str, Any], image: Any, loaded: LoadedModel, fallback: int
+    ) -> tuple[int, ModelSpeed | None]:
+        """Superpixels of the image (segmenting it, kept for the explanation) and the model's
+        seconds per image; the fallback when the image is invalid (the engine reports why)."""
+        from chalicelib.core.errors import SynapseError
+        from chalicelib.explainability.inputs import image_input
+        from chalicelib.explainability.lime_engine import image_segments
+
+        try:
+            array = image_input({"image": image})
+        except SynapseError:
+            return fallback, None
+        segmentation = str(payload.get("segmentation") or "slic")
+        segments = image_segments(
+            array, segmentation, _int(payload, "n_segments", 25), _int(payload, "seed", 0)
+        )
+        count = int(np.unique(segments).shape[0])
+        estimator = loaded.estimator
+        if (
+            not hasattr(estimator, "predict_proba")
+            or getattr(estimator, "n_features_in_", array.size) != array.size
+        ):
+            return count, None
+        probe = np.repeat(array.reshape(1, -1), PROBE_MEDIA, axis=0)
+        return count, measure_speed(estimator.predict_proba, probe)
+
+    # --- model speed ------------------------------------------------------------------------
+    def _tabular_speed(self, loaded: LoadedModel, method: str) -> ModelSpeed:
+        """The speed of the call the method makes (cached per model and method)."""
+        descriptor = loaded.descriptor
+        key = (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, method)
+        with self._lock:
+            found = self._speeds.get(key)
+        if found is not None:
+            return found
+        estimator = loaded.estimator
+        rows = _probe_rows(loaded)
+        if method in ("exact", "kernel"):
+            from chalicelib.explainability.shap_engine import model_outputs, output_space
+
+            space = output_space(estimator, method, descriptor.is_classifier)
+
+            def predict(data: np.ndarray) -> Any:
+                return model_outputs(estimator, data, space, descriptor.is_classifier)
+        elif descriptor.is_classifier and hasattr(estimator, "predict_proba"):
+            predict = estimator.predict_proba
+        else:
+            predict = estimator.predict
+        speed = measure_speed(predict, rows)
+        self._remember(key, speed)
+        return speed
+
+    def _tree_speed(self, loaded: LoadedModel, interactions: bool) -> ModelSpeed:
+        """TreeSHAP's speed on this model, per call and per input (a pilot on a few rows;
+        cached)."""
+        descriptor = loaded.descriptor
+        key = (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, interactions)
+        with self._lock:
+            found = self._speeds.get(key)
+        if found is not None:
+            return found
+        explainer = self.tree_explainer(loaded)
+        rows = _probe_rows(loaded)[:TREE_PROBE_ROWS]
+        if interactions:
+            speed = measure_speed(explainer.shap_interaction_values, rows, repeat=1)
+        else:
+            speed = measure_speed(
+                lambda part: explainer.shap_values(part, check_additivity=False), rows, repeat=1
+            )
+        self._remember(key, speed)
+        return speed
+
+    def _remember(self, key: tuple[Any, ...], speed: ModelSpeed) -> None:
+        with self._lock:
+            self._speeds[key] = speed
+            while len(self._speeds) > 256:
+                self._speeds.popitem(last=False)
+
+
+def _with_compilation(cost: Estimate, partition: bool) -> Estimate:
+    """Adds the Partition explainer's one-off numba compilation when this process has not paid
+    it yet (measured estimates only: the API cannot know the explanation function's state)."""
+    from chalicelib.explainability.shap_media import partition_compiled
+
+    if not partition or partition_compiled():
+        return cost
+    return dataclasses.replace(cost, seconds=cost.seconds + RATES.partition_first_call)
+
+
+def _scaled(cost: Estimate, ratio: float) -> Estimate:
+    """A counted estimate scaled to what the measured inputs cost."""
+    return dataclasses.replace(
+        cost,
+        seconds=cost.seconds * ratio,
+        model_row_seconds=cost.model_row_seconds * ratio,
+        model_call_seconds=cost.model_call_seconds * ratio,
+        measured=True,
+    )
+
+
+def _probe_rows(loaded: LoadedModel) -> np.ndarray:
+    """Rows shaped like the model's inputs: its background, or zeros, tiled to ``PROBE_ROWS``."""
+    width = max(1, len(loaded.descriptor.feature_names))
+    background = loaded.background
+    if background is None or len(background) == 0 or background.shape[1] != width:
+        return np.zeros((PROBE_ROWS, width))
+    reps = -(-PROBE_ROWS // len(background))
+    return np.tile(background, (reps, 1))[:PROBE_ROWS]
