@@ -32,6 +32,7 @@ BENCH = ROOT / "bench"
 LIMITS = {
     "bench_ingest": 330,
     "bench_explanations": 240,
+    "bench_explain_budget": 240,
     "bench_outcomes": 150,
     "bench_routing": 120,
     "bench_http": 120,
@@ -49,6 +50,7 @@ ORDER = [
     "bench_http",
     "bench_outcomes",
     "bench_explanations",
+    "bench_explain_budget",
     "bench_ingest",
 ]
 
