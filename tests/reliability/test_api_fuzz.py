@@ -10,9 +10,13 @@ are fuzzed without edits here), with four passes:
 * ``reader``: schema-valid requests with a reader token; only 2xx/4xx.
 * ``seeded``: schema-valid requests whose path parameters are real ids the API returned
   (see :mod:`tests.reliability.seeding`), so handlers get past their 404 branch.
+* ``hostile``: a schema-valid request (with real ids when seeding found them) with one thing
+  replaced by what an attacker sends (see :mod:`tests.reliability.hostile`): JSON nested up to
+  100,000 deep, 1,000-digit numbers, ``NaN``, control and bidirectional characters, huge
+  strings, in the body, a query value or a path parameter. No 5xx, every answer documented.
 
-``SYNAPSE_FUZZ_EXAMPLES`` bounds the examples per pass (default 6; ``make fuzz`` raises it and
-lets Hypothesis shrink failures).
+``SYNAPSE_FUZZ_EXAMPLES`` bounds the examples per pass (default 6, and 4 for the hostile pass,
+whose bodies are larger; ``make fuzz`` raises both and lets Hypothesis shrink failures).
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from chalicelib.core.http import ROUTES, RouteSpec
+from tests.reliability.hostile import attack
 from tests.reliability.seeding import Pool, path_params, seed
 from tests.reliability.stack import Api, running_stack
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = int(os.environ.get("SYNAPSE_FUZZ_EXAMPLES", "6"))
+HOSTILE_EXAMPLES = max(4, EXAMPLES * 2 // 3)
 SHRINK = os.environ.get("SYNAPSE_FUZZ_SHRINK", "") == "1"
-PASSES = ("admin", "admin-negative", "reader", "seeded")
+PASSES = ("admin", "admin-negative", "reader", "seeded", "hostile")
 
 # Known failures in other packages' routes, by (method, path, pass): a precise reason each.
 # Strict xfail: the test fails again as soon as the route is fixed, so the entry gets removed.
@@ -53,7 +60,8 @@ def _params() -> list[Any]:
         for kind in PASSES:
             if kind == "seeded" and not path_params(spec.path):
                 continue
-            if kind == "admin-negative" and not (spec.body or spec.query or path_params(spec.path)):
+            attackable = spec.body or spec.query or path_params(spec.path)
+            if kind in ("admin-negative", "hostile") and not attackable:
                 continue  # nothing a request could get wrong
             key = (spec.method, spec.path, kind)
             marks = []
@@ -114,10 +122,10 @@ def _query_required(spec: RouteSpec) -> bool:
     return any(info.is_required() for info in fields.values())
 
 
-def _settings() -> Any:
+def _settings(examples: int = EXAMPLES) -> Any:
     phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if SHRINK else [])
     return settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         deadline=None,
         database=None,
         derandomize=not SHRINK,
@@ -126,8 +134,59 @@ def _settings() -> Any:
     )
 
 
+def _query_names(spec: RouteSpec) -> list[str]:
+    fields = getattr(spec.query, "model_fields", {})
+    return [info.alias or name for name, info in fields.items()]
+
+
+def _json_body(case: Any) -> Any:
+    body = getattr(case, "body", None)
+    return body if isinstance(body, dict | list | str | int | float | bool) else None
+
+
+def _run_hostile(fuzz: Fuzz, spec: RouteSpec) -> list[int]:
+    """Schema-valid cases with one hostile change each; returns the statuses."""
+    from schemathesis import GenerationMode
+
+    operation = fuzz.schema[spec.path][spec.method]
+    pool = fuzz.seeded_pool()
+    fixed = pool.fill(spec.path) if pool.covers(spec.path) else {}
+    checks = _checks("hostile")
+    sent: list[int] = []
+    headers = {"Authorization": f"Bearer {fuzz.api.token}", "Content-Type": "application/json"}
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE), data=st.data())
+    @_settings(HOSTILE_EXAMPLES)
+    def check(case: Any, data: Any) -> None:
+        if fixed:
+            case.path_parameters = dict(fixed)
+        body = _json_body(case)
+        chosen, node = data.draw(
+            attack(body, spec.body is not None, _query_names(spec), path_params(spec.path)),
+            label="attack",
+        )
+        extra: dict[str, Any] = {}
+        if chosen.where == "body":
+            extra["data"] = chosen.body_bytes(body, node)
+        elif chosen.where == "query":
+            case.query = {**(case.query or {}), chosen.name: chosen.value}
+        else:
+            case.path_parameters = {**(case.path_parameters or {}), chosen.name: chosen.value}
+        response = case.call_and_validate(
+            base_url=fuzz.api.url, headers=headers, checks=checks, **extra
+        )
+        sent.append(response.status_code)
+
+    check()
+    return sent
+
+
 def _run(fuzz: Fuzz, spec: RouteSpec, kind: str) -> None:
     from schemathesis import GenerationMode
+
+    if kind == "hostile":
+        assert _run_hostile(fuzz, spec), "no request was generated for this operation"
+        return
 
     operation = fuzz.schema[spec.path][spec.method]
     mode = GenerationMode.NEGATIVE if kind == "admin-negative" else GenerationMode.POSITIVE
