@@ -23,6 +23,12 @@ for the life of the process: the local stack's RSS grew quadratically with the o
 (2.5 GB after 20,000). :func:`install` stops that tracking, so moto's objects live as long as
 moto uses them (moto's dashboard lists no instances as a consequence).
 
+**Parsing.** moto parses a condition expression from scratch each time it meets it, three times
+per conditional put of a transaction (validation, the transaction's check, the put itself): a
+third of the cost of an outcome post. :func:`install` remembers the syntax trees of recent
+(expression, names, values) triples; a tree is immutable once built, so a remembered one
+evaluates exactly like a new one.
+
 It only touches moto (the local stand-in for AWS), never the app; the tests install it
 (``tests/conftest.py``) and so does every :class:`~synapse_local.stack.LocalStack` (``make
 run``, the demo, the benches).
@@ -31,7 +37,9 @@ run``, the demo, the benches).
 from __future__ import annotations
 
 import copy
+import json
 import threading
+from collections import OrderedDict
 from typing import Any
 
 _state = threading.local()
@@ -199,8 +207,61 @@ def _stop_instance_tracking() -> None:
     BaseModel.__new__ = staticmethod(__new__)  # type: ignore[assignment,method-assign]
 
 
+PARSED_EXPRESSIONS = 1024
+
+
+def _parse_key(parser: Any) -> str | None:
+    try:
+        return json.dumps(
+            [
+                parser.condition_expression,
+                parser.expression_attribute_names,
+                parser.expression_attribute_values,
+            ],
+            sort_keys=True,
+        )
+    except (TypeError, ValueError):  # values JSON cannot express: parse every time
+        return None
+
+
+def _remember_parsed_conditions() -> None:
+    """``ConditionExpressionParser.parse`` with an LRU of its results (errors are not kept)."""
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    original = ConditionExpressionParser.parse
+    if getattr(original, "_remembered", False):
+        return
+    parsed: OrderedDict[str, tuple[Any, list[str], list[str]]] = OrderedDict()
+    lock = threading.Lock()
+
+    def parse(self: Any) -> Any:
+        key = _parse_key(self)
+        with lock:
+            found = parsed.get(key) if key is not None else None
+            if found is not None:
+                parsed.move_to_end(key)
+        if found is None:
+            op = original(self)
+            found = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            if key is not None:
+                with lock:
+                    parsed[key] = found
+                    if len(parsed) > PARSED_EXPRESSIONS:
+                        parsed.popitem(last=False)
+            return op
+        op, names, values = found
+        self.expr_attr_names_found.extend(names)
+        self.expr_attr_values_found.extend(values)
+        return op
+
+    parse._remembered = True  # type: ignore[attr-defined]
+    parse.__wrapped__ = original  # type: ignore[attr-defined]
+    ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
+
+
 def install() -> bool:
     """Patches moto (idempotent); returns whether the transaction fix was newly installed."""
     _serialize_requests()
     _stop_instance_tracking()
+    _remember_parsed_conditions()
     return _undo_logged_transactions()

@@ -251,3 +251,38 @@ def test_moto_objects_are_not_kept_alive_by_instance_tracking(aws: Any) -> None:
 
     assert Item.instances_tracked == []
     assert motofix.install() is False  # idempotent: nothing patched twice
+
+
+CONDITIONS = [
+    ("attribute_not_exists(pk)", None, None),
+    ("attribute_exists(#n) AND #n > :v", {"#n": "n"}, {":v": {"N": "2"}}),
+    ("#n > :v", {"#n": "n"}, {":v": {"N": "5"}}),  # same text, other value: another tree
+    ("NOT (s = :s) OR size(s) < :v", None, {":s": {"S": "b"}, ":v": {"N": "2"}}),
+]
+
+
+def test_remembered_condition_trees_evaluate_like_freshly_parsed_ones() -> None:
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    fresh_parse = ConditionExpressionParser.parse.__wrapped__
+    items = [
+        Item(DynamoType({"S": "a"}), None, {"pk": {"S": "a"}, "n": {"N": str(n)}, "s": {"S": s}})
+        for n in range(7)
+        for s in ("a", "b", "cc")
+    ] + [None]
+    for expression, names, values in CONDITIONS * 2:  # the second pass hits the memory
+        remembered = ConditionExpressionParser(expression, names, values)
+        fresh = ConditionExpressionParser(expression, names, values)
+        ours, theirs = remembered.parse(), fresh_parse(fresh)
+
+        assert [ours.expr(item) for item in items] == [theirs.expr(item) for item in items]
+        assert remembered.expr_attr_names_found == fresh.expr_attr_names_found
+        assert remembered.expr_attr_values_found == fresh.expr_attr_values_found
+
+
+def test_an_invalid_condition_is_refused_every_time() -> None:
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    for _ in range(2):
+        with pytest.raises(Exception, match="Bad function expression"):
+            ConditionExpressionParser("attribute_exists(", None, None).parse()
