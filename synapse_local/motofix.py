@@ -29,6 +29,10 @@ third of the cost of an outcome post. :func:`install` remembers the syntax trees
 (expression, names, values) triples; a tree is immutable once built, so a remembered one
 evaluates exactly like a new one.
 
+**Revisions.** An item changes in place only through ``update_item``; :func:`install` stamps the
+item it updates with a new :func:`item_revision`, so the local stack's snapshots serialize an
+item again only when it changed (:mod:`synapse_local.persistence`).
+
 It only touches moto (the local stand-in for AWS), never the app; the tests install it
 (``tests/conftest.py``) and so does every :class:`~synapse_local.stack.LocalStack` (``make
 run``, the demo, the benches).
@@ -37,6 +41,7 @@ run``, the demo, the benches).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import threading
 from collections import OrderedDict
@@ -207,6 +212,44 @@ def _stop_instance_tracking() -> None:
     BaseModel.__new__ = staticmethod(__new__)  # type: ignore[assignment,method-assign]
 
 
+_REVISION = "_synapse_revision"
+_revisions = itertools.count(1)
+
+
+def item_revision(item: Any) -> int:
+    """How many in-place updates stamped this item object (0: never updated in place)."""
+    return item.__dict__.get(_REVISION, 0)
+
+
+def _stamp(item: Any) -> None:
+    if item is not None:
+        item.__dict__[_REVISION] = next(_revisions)
+
+
+def _stamped_updates() -> None:
+    """``update_item`` stamps the item it changes, before (it may fail half-way) and after."""
+    from moto.dynamodb import models
+
+    original = models.DynamoDBBackend.update_item
+    if getattr(original, "_stamps", False):
+        return
+
+    def update_item(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        table = self.tables.get(table_name)
+        located = _key_values(table, key) if table is not None and isinstance(key, dict) else None
+        if located is not None:
+            _stamp(_stored(table, *located))
+        try:
+            item = original(self, table_name, key, *args, **kw)
+        finally:
+            if located is not None:
+                _stamp(_stored(table, *located))
+        return item
+
+    update_item._stamps = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
+
+
 PARSED_EXPRESSIONS = 1024
 
 
@@ -264,4 +307,5 @@ def install() -> bool:
     _serialize_requests()
     _stop_instance_tracking()
     _remember_parsed_conditions()
+    _stamped_updates()
     return _undo_logged_transactions()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,71 @@ def test_the_change_tracker_counts_writes_but_not_reads_or_polls() -> None:
                            ("POST", "DynamoDB_20120810.PutItem"), ("PUT", "")]:  # fmt: skip
         tracker({"REQUEST_METHOD": method, "HTTP_X_AMZ_TARGET": target}, None)
     assert tracker.changes == 2 and len(seen) == 6
+
+
+def _fresh_texts(region: str) -> dict[str, list[Any]]:
+    """Every item of every table serialized from scratch (the oracle for cached texts)."""
+    from synapse_local.persistence import _backend, _items_of
+
+    backend = _backend("dynamodb", region)
+    return {
+        name: sorted((item.to_json()["Attributes"] for item in _items_of(table)), key=repr)
+        for name, table in backend.tables.items()
+    }
+
+
+def test_snapshots_serialize_only_changed_items_and_match_a_full_serialization(
+    aws: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import random
+
+    import boto3
+    from moto.dynamodb.models.dynamo_type import Item
+
+    from chalicelib.abtesting.repository import MetricShardTable, OutcomeDedupTable
+
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    dedup, metrics = OutcomeDedupTable.Meta.table_name, MetricShardTable.Meta.table_name
+    keeper = Persistence(tmp_path, "us-east-1")
+    serialized: list[Any] = []
+    to_json = Item.to_json
+
+    def counting(item: Any) -> Any:
+        serialized.append(item)
+        return to_json(item)
+
+    for index in range(50):
+        dynamodb.put_item(TableName=dedup, Item={"pk": {"S": f"old{index}"}})
+    keeper._dump_tables()
+    monkeypatch.setattr(Item, "to_json", counting)
+    rng = random.Random(5)
+    for step in range(60):
+        key = f"k{rng.randint(0, 9)}"
+        action = rng.choice(["put", "update", "delete", "transact"])
+        if action == "put":
+            dynamodb.put_item(TableName=dedup, Item={"pk": {"S": key}, "n": {"N": str(step)}})
+        elif action == "delete":
+            dynamodb.delete_item(TableName=dedup, Key={"pk": {"S": key}})
+        else:
+            update = {"TableName": metrics, "UpdateExpression": "ADD request_count :one",
+                      "Key": {"experiment_id": {"S": "e"}, "shard_key": {"S": key}},
+                      "ExpressionAttributeValues": {":one": {"N": "1"}}}  # fmt: skip
+            if action == "update":
+                dynamodb.update_item(**update)
+            else:  # a cancelled transaction: the update is rolled back
+                never = "attribute_not_exists(pk) AND attribute_exists(pk)"
+                failing = {"TableName": dedup, "Item": {"pk": {"S": key}},
+                           "ConditionExpression": never}  # fmt: skip
+                update.pop("TableName")
+                with contextlib.suppress(dynamodb.exceptions.TransactionCanceledException):
+                    dynamodb.transact_write_items(
+                        TransactItems=[
+                            {"Update": {"TableName": metrics, **update}},
+                            {"Put": failing},
+                        ]
+                    )
+        serialized.clear()
+        tables = keeper._dump_tables()
+        assert len(serialized) <= 2  # what this step changed, never every item
+        parsed = {name: sorted(map(json.loads, texts), key=repr) for name, texts in tables.items()}
+        assert parsed == _fresh_texts("us-east-1")
