@@ -23,6 +23,7 @@ reason if it would not finish.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Protocol
 
 from chalicelib.core import aws
@@ -387,7 +388,7 @@ class ExplanationService:
         if operation not in handlers:
             raise ValidationError(f"unknown operation '{operation}'")
         try:
-            return handlers[operation](payload)
+            return require_finite(handlers[operation](payload))
         except DeadlineExceeded:
             allowance = current()
             if allowance is not None and allowance.mode == "sync":
@@ -573,6 +574,32 @@ def backend_from_settings(service: ExplanationService, name: str | None = None) 
     if name == "lambda":
         return LambdaBackend()
     raise ValueError(f"SYNAPSE_EXPLANATION_BACKEND must be inprocess or lambda, not '{name}'")
+
+
+def require_finite(result: Any) -> Any:
+    """Returns ``result`` if every number in it is finite.
+
+    Inputs are finite (checked on the way in), but values near the limits of a double (a
+    feature of 1.7e308, a background row of -1e308) can overflow a model's arithmetic; such an
+    explanation would be answered with nulls in place of numbers.
+
+    Raises:
+        UnprocessableEntity: Naming the first value that is not finite.
+    """
+    pending: list[tuple[Any, str]] = [(result, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UnprocessableEntity(
+                f"the explanation is not finite ({where.lstrip('.')} is {value}): input or "
+                "background values this large overflow the model's floating-point arithmetic",
+                code="not_finite",
+            )
+        if isinstance(value, dict):
+            pending.extend((item, f"{where}.{key}") for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            pending.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+    return result
 
 
 def check_type(explanation_type: ExplanationType) -> None:

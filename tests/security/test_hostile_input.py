@@ -457,3 +457,54 @@ def test_an_uploaded_parquet_file_claiming_2_63_rows_is_rejected(
     assert "row groups hold 0" in rejection["reason"]
     assert versions(module_http, dataset_id) == []
     assert keys(f"rejected/{dataset_id}/") == [f"rejected/{dataset_id}/absurd.parquet"]
+
+
+# ---- finite inputs whose explanation overflows ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explained_model(module_http: Http) -> str:
+    response = module_http.call("POST", "/models", {"name": unique("finite")})
+    model = response.data["model_id"]
+    body = _register_version_body(None)
+    body["background_sample"] = [[0.1, 0.2, 0.3], [1.0, -1.0, 0.5], [0.3, 0.1, -0.2]]
+    assert module_http.call("POST", f"/models/{model}/versions", body).status_code == 201
+    extreme = {**body, "background_sample": [[1.7e308, 1e308, -1.7e308], [1.0, 1.0, 1.0]]}
+    assert module_http.call("POST", f"/models/{model}/versions", extreme).status_code == 201
+    return model
+
+
+def test_an_explanation_that_overflows_is_422_not_nulls_or_a_500(
+    module_http: Http, explained_model: str
+) -> None:
+    row = {"f0": 1.7e308, "f1": 1.7e308, "f2": -1.7e308}
+    base = {"model_id": explained_model, "model_version": 1}
+    single = module_http.call("POST", "/explanations", {**base, "input_data": row})
+    refused(single, 422, "not finite", "overflow")
+    assert single.data["error"] == "not_finite"
+    inputs = [row, {"f0": 1.0, "f1": 1.0, "f2": 1.0}]
+    overall = module_http.call("POST", "/explanations/global", {**base, "inputs": inputs})
+    refused(overall, 422, "not finite")
+    background = {"model_id": explained_model, "model_version": 2, "input_data": inputs[1]}
+    refused(module_http.call("POST", "/explanations", background), 422, "not finite")
+    ordinary = module_http.call("POST", "/explanations", {**base, "input_data": inputs[1]})
+    assert ordinary.status_code == 200, ordinary.data
+
+
+def test_a_job_whose_explanation_overflows_fails_with_the_reason(
+    module_http: Http, explained_model: str
+) -> None:
+    from chalicelib.explainability.service import get_explanation_service
+
+    body = {
+        "model_id": explained_model,
+        "model_version": 1,
+        "inputs": [{"f0": 1.7e308, "f1": 1.0, "f2": 1.0}],
+        "asynchronous": True,
+    }
+    submitted = module_http.call("POST", "/explanations/batch", body)
+    assert submitted.status_code == 202, submitted.data
+    job_id = submitted.data["job_id"]
+    get_explanation_service().handle_job(job_id)
+    job = module_http.call("GET", f"/explanations/jobs/{job_id}").data
+    assert job["status"] == "failed" and job["error"]["error"] == "not_finite", job
