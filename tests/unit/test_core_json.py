@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -185,3 +186,59 @@ def test_bytes_in_utf8_and_utf16_are_decoded_and_invalid_utf8_is_refused() -> No
     assert jsonutil.loads('{"a": "é"}'.encode("utf-16")) == {"a": "é"}
     with pytest.raises(ValueError):
         jsonutil.loads(b'{"a": "\xff"}')
+
+
+# ---- numbers after validation (core.http.check_numbers), against a plain recursive oracle ----
+
+_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+_nested = st.recursive(
+    _numbers,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=3), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+def _bad_number(value: object) -> bool:
+    """Reference: is there a non-finite float or an integer of 39+ digits anywhere?"""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, int):
+        return abs(value) >= 10**38
+    items = value.values() if isinstance(value, dict) else value
+    return any(_bad_number(item) for item in items)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(value=_nested)
+def test_check_numbers_refuses_exactly_what_the_oracle_finds(value: object) -> None:
+    from chalicelib.core.errors import ValidationError
+    from chalicelib.core.http import check_numbers
+
+    if _bad_number(value):
+        with pytest.raises(ValidationError, match="not a finite number|more than 38 digits"):
+            check_numbers(value, "body")
+    else:
+        check_numbers(value, "body")
+
+
+def test_check_numbers_names_the_field_in_rows_of_numbers() -> None:
+    from chalicelib.core.errors import ValidationError
+    from chalicelib.core.http import check_numbers
+
+    rows = [[0.5] * 30 for _ in range(1_000)]
+    check_numbers({"rows": rows}, "body")
+    rows[700][29] = float("nan")
+    with pytest.raises(ValidationError, match=r"body\.rows\.700\.29: nan"):
+        check_numbers({"rows": rows}, "body")
+    rows[700][29] = 1e308  # finite: fine, even though a row's sum overflows
+    check_numbers({"rows": [[1e308, 1e308], [-(10**37), 10**37]]}, "body")
