@@ -39,12 +39,14 @@ LIMITS = {
     "bench_cold_start": 120,
     "bench_statistics": 90,
     "bench_parquet": 60,
+    "bench_json_bounds": 60,
 }
 DEFAULT_LIMIT = 180
 # Run order: cheap and independent first, so a slow bench cannot starve them.
 ORDER = [
     "bench_statistics",
     "bench_parquet",
+    "bench_json_bounds",
     "bench_cold_start",
     "bench_routing",
     "bench_http",

@@ -77,6 +77,9 @@ _SHAPE = _shape_table()
 # A number whose exponent has three or more digits may leave the range of a double.
 _WIDE_EXPONENT = re.compile(rb"(?<![\d.])-?\d++(?:\.\d++)?[eE][+-]?\d{3,}+")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_BACKSLASHES = re.compile(r"\\\\")
+_ESCAPED_QUOTE = re.compile(r'\\"')
 
 
 class JsonLimitExceeded(ValueError):
@@ -111,7 +114,7 @@ def loads(
     if finite and (b"e000" in shape or b"e+000" in shape):
         _check_range(skeleton)
     value = json.loads(text, parse_constant=_refuse_constant if finite else None)
-    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+    if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise JsonLimitExceeded("a string holds a lone UTF-16 surrogate (not valid Unicode)")
     return value
 
@@ -134,8 +137,12 @@ def _skeleton(text: str) -> bytes:
     is a few copies of the text, whatever its shape. (In text that is not JSON the pieces may
     be misread, but only after the point where the parser itself stops.)
     """
-    if "\\" in text:
-        text = text.replace("\\\\", "").replace('\\"', "")
+    # Each replace copies the text: only when there is something to drop. ("\\" in text is a
+    # memchr; longer needles are searched with re, many times faster than str's search.)
+    if "\\" in text and _BACKSLASHES.search(text):
+        text = text.replace("\\\\", "")
+    if "\\" in text and _ESCAPED_QUOTE.search(text):
+        text = text.replace('\\"', "")
     pieces = text.split('"')
     return '""'.join(pieces[::2]).encode("utf-8", "surrogatepass")
 
