@@ -150,9 +150,9 @@ class Rates:
     lime_value: float = 1e-6
     lime_text_sample: float = 6e-5
     lime_text_token: float = 5e-7
-    lime_image_value: float = 1.7e-8
+    lime_image_value: float = 1.3e-8
     lime_image_segment: float = 1e-7
-    partition_eval: float = 1e-3
+    partition_eval: float = 5e-4
     partition_text_token: float = 2e-6
     partition_text_pair: float = 4e-6
     partition_image_value: float = 1e-8
