@@ -138,7 +138,7 @@ def _tabular_for(
     cases = []
     shap_grid: list[tuple[str, int, int]] = []
     if label == "forest":
-        shap_grid += [("tree", 200, 100), ("tree", 1000, 100)]
+        shap_grid += [("tree", 200 if features > 20 else 600, 100)]
     if label == "logistic":
         shap_grid += [("linear", 1000, 100)]
     if label != "forest" or features == 20:

@@ -52,8 +52,8 @@ ORDER = [
     "bench_http",
     "bench_outcomes",
     "bench_explanations",
-    "bench_explain_budget",
     "bench_ingest",
+    "bench_explain_budget",
 ]
 
 

@@ -36,9 +36,10 @@ from chalicelib.explainability.budget import (
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import MAX_JOB_ROWS
 
-# Rows in the timed predict of a tabular model, and copies of a text or image input.
+# Rows in the timed predict of a tabular model, copies of an image, copies of a text.
 PROBE_ROWS = 2048
 PROBE_MEDIA = 4
+PROBE_TEXTS = 16
 # Text and image inputs of a batch measured on the model; the others are scaled.
 MEASURED_INPUTS = 8
 TREE_PROBE_ROWS = 8
@@ -217,7 +218,7 @@ class CostPlanner:
             and isinstance(text, str)
             and hasattr(loaded.estimator, "predict_proba")
         ):
-            probe = [text] * PROBE_MEDIA
+            probe = [text] * PROBE_TEXTS
             speed = measure_speed(lambda rows: loaded.estimator.predict_proba(list(rows)), probe)
         return _with_compilation(estimate(work, speed), first)
 
