@@ -511,10 +511,12 @@ class Allowance:
     job_seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """The allowance for another process (relative seconds: clocks differ)."""
+        """The allowance for another process (relative seconds: clocks differ; ``None``: no
+        deadline, since JSON has no infinity)."""
+        left = max(0.0, self.deadline - time.monotonic())
         return {
             "mode": self.mode,
-            "seconds_left": max(0.0, self.deadline - time.monotonic()),
+            "seconds_left": left if math.isfinite(left) else None,
             "limit_seconds": self.limit_seconds,
             "job_seconds": self.job_seconds,
         }
@@ -529,9 +531,10 @@ class Allowance:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Allowance:
         """Rebuilds an allowance sent by :meth:`to_dict`."""
+        left = data["seconds_left"]
         return cls(
             mode=str(data["mode"]),
-            deadline=time.monotonic() + float(data["seconds_left"]),
+            deadline=time.monotonic() + (math.inf if left is None else float(left)),
             limit_seconds=float(data["limit_seconds"]),
             job_seconds=float(data["job_seconds"]),
         )
