@@ -47,10 +47,23 @@ def maintenance(event: object) -> dict[str, int]:
 
 @app.schedule(Rate(SCHEDULE_MINUTES, unit=Rate.MINUTES), name="experiment_monitor")
 def experiment_monitor(event: object) -> dict[str, object]:
-    """Rollback checks, ramp steps and bandit reweighting for every running experiment."""
+    """Fans every running experiment out to the monitor queue (25 per message)."""
     from chalicelib.abtesting.handlers import run_monitor
 
     return run_monitor(event)
+
+
+@app.on_sqs_message(
+    queue=os.environ.get("EXPERIMENT_MONITOR_QUEUE", "synapse-experiment-monitor"),
+    batch_size=1,
+    name="experiment_monitor_worker",
+)
+def experiment_monitor_worker(event: object) -> dict[str, object]:
+    """Canary checks and rollback, ramp steps and bandit reweighting of the experiments a
+    monitor message names."""
+    from chalicelib.abtesting.handlers import handle_monitor_messages
+
+    return handle_monitor_messages(event)
 
 
 @app.on_sqs_message(

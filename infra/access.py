@@ -88,8 +88,13 @@ FUNCTION_ACCESS: dict[str, Access] = {
     ),
     # Redelivers outboxed events.
     "maintenance": Access(domains=frozenset({"core"}), publish=True),
-    # A/B guardrails and automatic rollback: experiments, the registry's stages, events.
+    # The monitor's tick: lists running experiments and fans them out to the monitor queue.
     "experiment_monitor": Access(
+        domains=frozenset({"abtesting"}), send_queues=("EXPERIMENT_MONITOR_QUEUE",)
+    ),
+    # Canary checks and automatic rollback, ramps and bandits of the experiments a monitor
+    # message names: experiments, the registry's stages, events.
+    "experiment_monitor_worker": Access(
         domains=frozenset({"abtesting", "registry", "core"}), publish=True
     ),
     # A file landed under incoming/: new dataset version, content-addressed copy, rejection.

@@ -41,6 +41,8 @@ class Resources:
         jobs_queue_url: Queue of asynchronous explanation jobs.
         s3_events_dlq_url: Where S3 events go after ``S3_EVENT_ATTEMPTS`` failed deliveries.
         jobs_dlq_url: Where jobs go after ``JOBS_MAX_RECEIVES`` failed deliveries.
+        monitor_queue_url: Queue the experiment monitor fans running experiments out to.
+        monitor_dlq_url: Where monitor messages go after ``JOBS_MAX_RECEIVES`` receives.
     """
 
     tables: list[str]
@@ -50,6 +52,8 @@ class Resources:
     jobs_queue_url: str
     s3_events_dlq_url: str
     jobs_dlq_url: str
+    monitor_queue_url: str = ""
+    monitor_dlq_url: str = ""
 
 
 def _create_bucket(name: str) -> None:
@@ -115,8 +119,14 @@ def bootstrap(settings: Settings | None = None) -> Resources:
     _create_bus(settings.event_bus_name)
     s3_url, s3_arn, s3_dlq = _create_queue(s3_events_queue_name(), S3_EVENT_ATTEMPTS)
     jobs_url, _, jobs_dlq = _create_queue(settings.explanation_jobs_queue, JOBS_MAX_RECEIVES)
+    monitor_url, _, monitor_dlq = _create_queue(
+        settings.experiment_monitor_queue, JOBS_MAX_RECEIVES
+    )
     _notify_incoming(settings.data_bucket, s3_arn)
-    return Resources(tables, buckets, settings.event_bus_name, s3_url, jobs_url, s3_dlq, jobs_dlq)
+    return Resources(
+        tables, buckets, settings.event_bus_name, s3_url, jobs_url, s3_dlq, jobs_dlq,
+        monitor_url, monitor_dlq,
+    )  # fmt: skip
 
 
 def describe(resources: Resources) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,7 +16,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.abtesting.models import (
+    AllocationPhase,
+    AnalysisMethod,
+    AnalysisSettings,
     BanditConfig,
+    CanaryState,
     Experiment,
     ExperimentMetrics,
     ModelVariant,
@@ -78,6 +83,26 @@ class BanditIn(_Strict):
     samples: int = Field(default=20_000, ge=100, le=200_000)
 
 
+class AnalysisIn(_Strict):
+    """How the experiment is analysed (see the README's "What a decision means")."""
+
+    method: Literal["sequential", "fixed"] = Field(
+        default="sequential",
+        description="sequential: always-valid, read it any time; fixed: a fixed-horizon test "
+        "that recommends nothing before the planned sample size",
+    )
+    minimum_detectable_effect: float = Field(
+        default=0.1, gt=0, lt=10, allow_inf_nan=False, description="relative: 0.1 = 10 %"
+    )
+    power: float = Field(default=0.8, gt=0, lt=1, allow_inf_nan=False)
+    tuning_sample_size: int = Field(
+        default=5000, ge=1, le=10**12, description="requests per arm where the sequence is tightest"
+    )
+    planned_sample_size: int | None = Field(
+        default=None, ge=1, le=10**12, description="fixed: requests per arm to wait for"
+    )
+
+
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
@@ -93,6 +118,7 @@ class CreateExperimentBody(_Strict):
     )
     ramp: RampIn | None = None
     bandit: BanditIn | None = None
+    analysis: AnalysisIn | None = None
 
 
 class VariantOut(BaseModel):
@@ -125,6 +151,25 @@ class BanditOut(BaseModel):
     weights_updated_at: datetime | None
 
 
+class AnalysisSettingsOut(BaseModel):
+    """How the experiment is analysed."""
+
+    method: str
+    minimum_detectable_effect: float
+    power: float
+    tuning_sample_size: int
+    planned_sample_size: int | None
+
+
+class PhaseOut(BaseModel):
+    """Weights in force from ``started_at`` until the next phase."""
+
+    phase: int
+    started_at: datetime
+    reason: Literal["start", "ramp", "reweight", "pause", "resume", "end"]
+    weights: dict[str, str]
+
+
 class ExperimentOut(BaseModel):
     """An experiment."""
 
@@ -149,6 +194,10 @@ class ExperimentOut(BaseModel):
     rollback_reason: str | None
     rollback_details: dict[str, Any]
     revision: int
+    analysis: AnalysisSettingsOut
+    allocation_history: list[PhaseOut]
+    current_phase: int
+    conclusion_reason: str | None
 
 
 class ExperimentList(BaseModel):
@@ -184,12 +233,13 @@ class RouteBody(_Strict):
 
 
 class RouteOut(BaseModel):
-    """The assignment."""
+    """The assignment (send ``phase`` back with the outcome)."""
 
     experiment_id: str
     request_id: str
     variant_id: str
     model_version: int
+    phase: int
 
 
 class RoutingVariantOut(BaseModel):
@@ -235,6 +285,9 @@ class OutcomeIn(_Strict):
     custom_metrics: dict[Annotated[Name, Field(min_length=1, max_length=200)], float] = Field(
         default_factory=dict, max_length=20
     )
+    phase: int | None = Field(
+        default=None, ge=0, le=1_000_000, description="the phase /route answered; default: now"
+    )
 
 
 class OutcomeBatch(_Strict):
@@ -277,7 +330,7 @@ class MetricsOut(BaseModel):
 
 
 class GuardrailOut(BaseModel):
-    """One guardrail check."""
+    """One guardrail check (``degraded``: evidence the treatment is worse than allowed)."""
 
     metric_name: str
     control_value: float | None
@@ -285,6 +338,9 @@ class GuardrailOut(BaseModel):
     relative_change: float | None
     degraded: bool
     has_data: bool
+    outcome: Literal["pass", "fail", "inconclusive"]
+    test: str
+    interval: list[float | None]
 
 
 class TreatmentOut(BaseModel):
@@ -305,10 +361,28 @@ class TreatmentOut(BaseModel):
     recommended_action: str
     improves: bool
     guardrails: list[GuardrailOut]
+    method: Literal["sequential", "fixed"]
+    decision: Literal[
+        "better", "worse", "equivalent", "no_difference", "inconclusive", "underpowered", "no_data"
+    ]
+    planned_sample_size: int | None
+    alpha: float | None
+
+
+class PhaseRatioOut(BaseModel):
+    """The SRM check of one allocation phase against its own weights."""
+
+    phase: int | None
+    checked: bool
+    chi_square: float | None
+    p_value: float | None
+    mismatch: bool
+    observed: dict[str, int]
+    expected: dict[str, float]
 
 
 class SampleRatioOut(BaseModel):
-    """Sample-ratio-mismatch check."""
+    """Sample-ratio-mismatch check: per allocation phase, Bonferroni over the phases."""
 
     checked: bool
     chi_square: float | None
@@ -316,6 +390,7 @@ class SampleRatioOut(BaseModel):
     mismatch: bool
     observed: dict[str, int]
     expected: dict[str, float]
+    phases: list[PhaseRatioOut]
 
 
 class AnalysisOut(BaseModel):
@@ -329,27 +404,77 @@ class AnalysisOut(BaseModel):
     recommendation: Literal["continue", "conclude_winner", "conclude_no_difference"]
     recommended_winner: str | None
     warnings: list[str]
+    method: Literal["sequential", "fixed"]
+    reason: str
+
+
+class AnalysisQuery(_Strict):
+    """Query of ``GET /experiments/{id}/analysis``."""
+
+    method: Literal["sequential", "fixed"] | None = Field(
+        default=None, description="default: the experiment's method"
+    )
 
 
 class RollbackPolicyBody(_Strict):
-    """Body of ``PUT /experiments/{id}/rollback-policy``."""
+    """Body of ``PUT /experiments/{id}/rollback-policy`` (the canary judge's settings)."""
 
-    error_rate_threshold: float = Field(default=0.05, ge=0, le=1)
-    latency_degradation_threshold: float = Field(default=0.20, ge=0, le=100)
-    min_requests_before_rollback: int = Field(default=100, ge=1, le=1_000_000_000)
+    error_rate_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="opt-in cap; needs evidence (lower bound above it)"
+    )
+    latency_degradation_threshold: float = Field(
+        default=0.20, ge=0, le=100, description="relative tolerance of the latency percentile"
+    )
+    min_requests_before_rollback: int = Field(
+        default=100, ge=1, le=1_000_000_000, description="per arm, control and canary"
+    )
     latency_percentile: Literal["p50", "p95", "p99"] = "p95"
     enabled: bool = True
+    error_rate_tolerance: float = Field(
+        default=0.20, ge=0, le=100, description="relative: fail above (1 + this) x control"
+    )
+    latency_threshold_ms: float | None = Field(
+        default=None, gt=0, le=1e7, description="opt-in cap of the percentile; needs evidence"
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, allow_inf_nan=False)
+    tuning_sample_size: int = Field(default=1000, ge=1, le=10**12)
+    failure_limit: int = Field(default=1, ge=1, le=1000, description="consecutive failed checks")
 
 
 class RollbackPolicyOut(BaseModel):
     """A stored rollback policy."""
 
     experiment_id: str
-    error_rate_threshold: float
+    error_rate_threshold: float | None
     latency_degradation_threshold: float
     min_requests_before_rollback: int
     latency_percentile: str
     enabled: bool
+    error_rate_tolerance: float
+    latency_threshold_ms: float | None
+    alpha: float
+    tuning_sample_size: int
+    failure_limit: int
+
+
+class CheckOut(BaseModel):
+    """The monitor's latest canary check of an experiment."""
+
+    tick: str
+    outcome: Literal["pass", "fail", "inconclusive"]
+    reason: str
+    consecutive_failures: int
+    checks: int
+    checked_at: datetime
+    variants: list[dict[str, Any]]
+
+
+class ChecksOut(BaseModel):
+    """The latest check (``null`` before the monitor's first) and the policy it applies."""
+
+    experiment_id: str
+    latest: CheckOut | None
+    failure_limit: int
 
 
 def experiment_out(experiment: Experiment) -> dict[str, Any]:
@@ -404,6 +529,23 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
         "rollback_reason": experiment.rollback_reason,
         "rollback_details": experiment.rollback_details,
         "revision": experiment.revision,
+        "analysis": _settings_out(experiment.analysis),
+        "allocation_history": [_phase_out(p) for p in experiment.phases],
+        "current_phase": experiment.phase,
+        "conclusion_reason": experiment.conclusion_reason,
+    }
+
+
+def _settings_out(settings: AnalysisSettings) -> dict[str, Any]:
+    return {**settings.__dict__, "method": settings.method.value}
+
+
+def _phase_out(phase: AllocationPhase) -> dict[str, Any]:
+    return {
+        "phase": phase.index,
+        "started_at": phase.started_at,
+        "reason": phase.reason.value,
+        "weights": {name: str(weight) for name, weight in phase.weights.items()},
     }
 
 
@@ -411,6 +553,15 @@ def _variant(body: VariantIn) -> ModelVariant:
     return ModelVariant(
         body.variant_id, body.model_id, body.model_version, Decimal(body.traffic_weight),
         body.is_control,
+    )  # fmt: skip
+
+
+def _analysis_settings(body: AnalysisIn | None) -> AnalysisSettings | None:
+    if body is None:
+        return None
+    return AnalysisSettings(
+        AnalysisMethod(body.method), body.minimum_detectable_effect, body.power,
+        body.tuning_sample_size, body.planned_sample_size,
     )  # fmt: skip
 
 
@@ -459,6 +610,7 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         ramp=ramp,
         bandit=bandit,
         owner=ctx.principal.principal if ctx.principal else "",
+        analysis=_analysis_settings(body.analysis),
     )
     return ApiResponse(experiment_out(experiment), status=201)
 
@@ -513,7 +665,7 @@ def rollback_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, An
 def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Assigns a request (sticky per user id) to a variant."""
     body: RouteBody = ctx.body
-    variant_id, version = _engine().route_request(
+    variant_id, version, phase = _engine().assign_request(
         experiment_id, body.request_id, body.user_id, body.sticky
     )
     return {
@@ -521,6 +673,7 @@ def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
         "request_id": body.request_id,
         "variant_id": variant_id,
         "model_version": version,
+        "phase": phase,
     }
 
 
@@ -553,9 +706,10 @@ def record_outcomes(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
     """Records one outcome or ``{"outcomes": [...]}``; repeated request ids count once."""
     items = ctx.body.outcomes if isinstance(ctx.body, OutcomeBatch) else [ctx.body]
     outcomes = [
-        Outcome(o.variant_id, o.request_id, o.success, o.latency_ms, o.converted, o.custom_metrics)
+        Outcome(o.variant_id, o.request_id, o.success, o.latency_ms, o.converted, o.custom_metrics,
+                o.phase)
         for o in items
-    ]
+    ]  # fmt: skip
     receipt = _engine().record_outcomes(experiment_id, outcomes)
     return {"accepted": receipt.accepted, "duplicates": receipt.duplicates}
 
@@ -570,32 +724,49 @@ def experiment_metrics(ctx: RequestContext, experiment_id: str) -> dict[str, Any
     }
 
 
-@api.route("/experiments/{experiment_id}/analysis", "GET", response=AnalysisOut)
+@api.route("/experiments/{experiment_id}/analysis", "GET", query=AnalysisQuery,
+           response=AnalysisOut)  # fmt: skip
 def experiment_analysis(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
-    """Significance per treatment (Holm-corrected), guardrails, SRM and a recommendation."""
-    analysis = _engine().analyze_experiment(experiment_id)
-    srm = analysis.sample_ratio
+    """Significance per treatment (sequential by default, stratified by allocation phase),
+    guardrails, SRM per phase and a recommendation with its reason."""
+    analysis = _engine().analyze_experiment(experiment_id, ctx.query.method)
     return {
         "experiment_id": analysis.experiment_id,
         "primary_metric": analysis.primary_metric,
         "control_variant_id": analysis.control_variant_id,
-        "treatments": [
-            {
-                **{k: v for k, v in t.significance.__dict__.items() if k != "confidence_interval"},
-                "variant_id": t.variant_id,
-                "confidence_interval": list(t.significance.confidence_interval),
-                "recommended_action": t.significance.recommended_action.value,
-                "adjusted_p_value": t.adjusted_p_value,
-                "improves": t.improves,
-                "guardrails": [g.__dict__ for g in t.guardrails],
-            }
-            for t in analysis.treatments
-        ],
-        "sample_ratio": srm.__dict__,
+        "treatments": [_treatment_out(t) for t in analysis.treatments],
+        "sample_ratio": _ratio_out(analysis.sample_ratio),
         "recommendation": analysis.recommendation.value,
         "recommended_winner": analysis.recommended_winner,
         "warnings": analysis.warnings,
+        "method": analysis.method,
+        "reason": analysis.reason,
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _treatment_out(item: Any) -> dict[str, Any]:
+    result = item.significance
+    return {
+        **{k: v for k, v in result.__dict__.items() if k != "confidence_interval"},
+        "variant_id": item.variant_id,
+        "confidence_interval": [_finite(v) for v in result.confidence_interval],
+        "recommended_action": result.recommended_action.value,
+        "adjusted_p_value": item.adjusted_p_value,
+        "improves": item.improves,
+        "guardrails": [
+            {**g.__dict__, "interval": [_finite(v) for v in g.interval]} for g in item.guardrails
+        ],
+    }
+
+
+def _ratio_out(srm: Any) -> dict[str, Any]:
+    phases = [{k: v for k, v in r.__dict__.items() if k != "phases"} for r in srm.phases]
+    return {**{k: v for k, v in srm.__dict__.items() if k not in ("phases", "phase")},
+            "phases": phases}  # fmt: skip
 
 
 @api.route("/experiments/{experiment_id}/rollback-policy", "PUT", role="writer",
@@ -613,6 +784,21 @@ def get_rollback_policy(ctx: RequestContext, experiment_id: str) -> dict[str, An
     return _rollback().get_policy(experiment_id).__dict__
 
 
+@api.route("/experiments/{experiment_id}/checks", "GET", response=ChecksOut)
+def latest_check(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """The monitor's latest canary check: pass / fail / inconclusive, the tests, numbers and
+    bounds per treatment, and the run of consecutive failures."""
+    _engine().get_experiment(experiment_id)
+    manager = _rollback()
+    state: CanaryState | None = manager.get_check(experiment_id)
+    latest = None
+    if state is not None:
+        latest = {k: v for k, v in state.__dict__.items() if k != "experiment_id"}
+        latest["variants"] = list(state.variants)
+    policy = manager.get_policy(experiment_id)
+    return {"experiment_id": experiment_id, "latest": latest, "failure_limit": policy.failure_limit}
+
+
 class SampleSizeQuery(_Strict):
     """Query of ``GET /stats/sample-size``."""
 
@@ -624,6 +810,10 @@ class SampleSizeQuery(_Strict):
     power: float = Field(default=0.8, gt=0, lt=1, allow_inf_nan=False)
     variants: int = Field(default=2, ge=2, le=100)
     daily_traffic: int | None = Field(default=None, ge=1)
+    method: Literal["sequential", "fixed"] = Field(
+        default="sequential", description="the analysis the plan is for"
+    )
+    tuning_sample_size: int = Field(default=5000, ge=1, le=10**12)
 
 
 @api.route(

@@ -15,14 +15,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
+from chalicelib.abtesting.aggregate import merge_counters
 from chalicelib.abtesting.bandit import thompson_weights
 from chalicelib.abtesting.errors import ExperimentStateConflict, InvalidExperiment
 from chalicelib.abtesting.models import (
+    AllocationPhase,
+    AnalysisMethod,
+    AnalysisSettings,
     BanditConfig,
     Experiment,
     ExperimentMetrics,
@@ -30,14 +34,18 @@ from chalicelib.abtesting.models import (
     ModelVariant,
     Outcome,
     OutcomeReceipt,
+    PhaseReason,
     RampSchedule,
+    RecommendedAction,
     TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, OutcomeStore
 from chalicelib.abtesting.routing import TrafficRouter, routing_config
 from chalicelib.abtesting.statistics import (
     ExperimentAnalysis,
+    PhaseMetrics,
     StatisticalAnalyzer,
+    comparable_pairs,
     metrics_from_counters,
 )
 from chalicelib.core.clock import Clock, SystemClock
@@ -51,6 +59,9 @@ METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 BANDIT_METRICS = frozenset({"conversion_rate", "success_rate"})
 # Custom metric values are bounded so that sums of squares stay exact DynamoDB numbers.
 MAX_CUSTOM_VALUE = 1e12
+# Allocation phases an experiment keeps (ramp steps, reweights, pauses); a bandit stops
+# reweighting when its history is full, so counters and the experiment item stay bounded.
+MAX_PHASES = 500
 
 
 class ModelRegistryPort(Protocol):
@@ -130,6 +141,26 @@ def _check_bandit(variants: Sequence[ModelVariant], bandit: BanditConfig, primar
         raise InvalidExperiment("bandit interval >= 1 minute and samples >= 100")
 
 
+def _check_analysis(analysis: AnalysisSettings) -> None:
+    planned = analysis.planned_sample_size
+    checks = (
+        0 < analysis.minimum_detectable_effect < 10,
+        0 < analysis.power < 1,
+        analysis.tuning_sample_size >= 1,
+        planned is None or planned >= 1,
+    )
+    if not all(checks):
+        raise InvalidExperiment(
+            "analysis: minimum_detectable_effect in (0, 10), power in (0, 1), "
+            "tuning_sample_size >= 1 and planned_sample_size >= 1"
+        )
+
+
+def _phase(experiment: Experiment, reason: PhaseReason, when: datetime) -> AllocationPhase:
+    """The phase that begins when ``experiment`` (as it will be after the change) takes effect."""
+    return AllocationPhase(len(experiment.phases), when, reason, experiment.effective_weights())
+
+
 def _seed(experiment: Experiment) -> int:
     text = f"{experiment.experiment_id}:{experiment.revision}".encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
@@ -200,12 +231,17 @@ class ABTestingEngine:
         ramp: RampSchedule | None = None,
         bandit: BanditConfig | None = None,
         owner: str = "",
+        analysis: AnalysisSettings | None = None,
     ) -> Experiment:
         """Validates and stores a draft experiment.
 
+        Args:
+            analysis: Analysis method (default sequential), minimum detectable effect, power,
+                sequential tuning and an optional declared plan (see :class:`AnalysisSettings`).
+
         Raises:
             InvalidExperiment: Not exactly one control, weights not summing to exactly 1, an
-                unknown model version, or an inconsistent ramp or bandit (422).
+                unknown model version, or an inconsistent ramp, bandit or analysis (422).
         """
         strategy = TrafficAllocationStrategy(allocation_strategy)
         if not name.strip():
@@ -214,6 +250,8 @@ class ABTestingEngine:
             raise InvalidExperiment("confidence_level in (0, 1) and minimum_sample_size >= 1")
         _check_variants(variants)
         _check_metrics(primary_metric, guardrail_metrics)
+        analysis = analysis or AnalysisSettings()
+        _check_analysis(analysis)
         if strategy is TrafficAllocationStrategy.RAMPING:
             _check_ramp(variants, ramp)
         if strategy is TrafficAllocationStrategy.MAB:
@@ -241,6 +279,7 @@ class ABTestingEngine:
             owner=owner,
             ramp=ramp if strategy is TrafficAllocationStrategy.RAMPING else None,
             bandit=bandit if strategy is TrafficAllocationStrategy.MAB else None,
+            analysis=analysis,
         )
         self.repository.create(experiment)
         self._publish("ExperimentCreated", experiment)
@@ -268,12 +307,13 @@ class ABTestingEngine:
     # ----------------------------------------------------------------- lifecycle
 
     def start_experiment(self, experiment_id: str) -> Experiment:
-        """draft → running (409 from any other state)."""
+        """draft → running (409 from any other state); the first allocation phase begins."""
         now = self.clock.now()
         experiment = self._transition(
             experiment_id,
             [S.DRAFT],
             S.RUNNING,
+            PhaseReason.START,
             start_time=now,
             last_ramp_at=now,
             weights_updated_at=now,
@@ -282,14 +322,15 @@ class ABTestingEngine:
         return experiment
 
     def pause_experiment(self, experiment_id: str) -> Experiment:
-        """running → paused; all traffic goes to the control while paused."""
-        experiment = self._transition(experiment_id, [S.RUNNING], S.PAUSED)
+        """running → paused; all traffic goes to the control while paused, in a phase of its own
+        that the analysis and the SRM check leave out (exposure is not counted)."""
+        experiment = self._transition(experiment_id, [S.RUNNING], S.PAUSED, PhaseReason.PAUSE)
         self._publish("ExperimentPaused", experiment)
         return experiment
 
     def resume_experiment(self, experiment_id: str) -> Experiment:
-        """paused → running with the weights it had."""
-        experiment = self._transition(experiment_id, [S.PAUSED], S.RUNNING)
+        """paused → running with the weights it had (a new allocation phase)."""
+        experiment = self._transition(experiment_id, [S.PAUSED], S.RUNNING, PhaseReason.RESUME)
         self._publish("ExperimentResumed", experiment)
         return experiment
 
@@ -298,11 +339,15 @@ class ABTestingEngine:
     def conclude_experiment(
         self, experiment_id: str, winning_variant_id: str | None = None
     ) -> Experiment:
-        """running/paused → concluded; the winner gets all traffic and goes to production.
+        """running/paused → concluded.
 
-        Without ``winning_variant_id`` the analysis picks it: the treatment that significantly
-        improves the primary metric (Holm-corrected, guardrails healthy), else the control.
-        If the registry refuses the promotion the experiment is put back as it was.
+        With ``winning_variant_id`` that variant gets all traffic and its model version is
+        promoted to production. Without it, the always-valid (sequential) analysis decides:
+        a decisive winner (``conclude_winner``: significant at any look, guardrails healthy, no
+        SRM) is promoted and named in the response and the event; otherwise the experiment is
+        concluded *without promoting anything* and everyone stays on the control's model. The
+        stored ``conclusion_reason`` says which and why. If the registry refuses a promotion,
+        the experiment is put back as it was.
 
         Raises:
             InvalidExperiment: Unknown winning variant.
@@ -314,36 +359,66 @@ class ABTestingEngine:
                 f"experiment {experiment_id} is {current.status.value}; "
                 "only a running or paused experiment can be concluded"
             )
-        if winning_variant_id is None:
-            winning_variant_id = self.analyze_experiment(experiment_id).recommended_winner
-        winner = current.variant(winning_variant_id or current.control.variant_id)
-        if winner is None:
-            raise InvalidExperiment(f"unknown winning variant '{winning_variant_id}'")
+        winner, reason = self._conclusion(current, winning_variant_id)
         experiment = self._transition(
             experiment_id,
             [current.status],
             S.CONCLUDED,
+            PhaseReason.END,
             end_time=self.clock.now(),
-            winning_variant_id=winner.variant_id,
+            winning_variant_id=winner.variant_id if winner else None,
+            conclusion_reason=reason,
         )
+        if winner is not None:
+            self._promote(experiment_id, current, winner)
+        detail: dict[str, Any] = {
+            "winning_variant_id": winner.variant_id if winner else None,
+            "promoted": winner is not None,
+            "reason": reason,
+        }
+        if winner is not None:
+            detail.update(model_id=winner.model_id, model_version=winner.model_version)
+        self._publish("ExperimentConcluded", experiment, **detail)
+        return experiment
+
+    def _conclusion(
+        self, current: Experiment, winning_variant_id: str | None
+    ) -> tuple[ModelVariant | None, str]:
+        """The variant to promote (``None``: nothing) and the reason stored with the conclusion."""
+        if winning_variant_id is not None:
+            chosen = current.variant(winning_variant_id)
+            if chosen is None:
+                raise InvalidExperiment(f"unknown winning variant '{winning_variant_id}'")
+            return chosen, f"{chosen.variant_id} promoted: chosen by the caller"
+        analysis = self.analyze_experiment(current.experiment_id, AnalysisMethod.SEQUENTIAL)
+        if (
+            analysis.recommendation is RecommendedAction.CONCLUDE_WINNER
+            and analysis.recommended_winner is not None
+        ):
+            winner = current.variant(analysis.recommended_winner)
+            return winner, f"{analysis.recommended_winner} promoted: {analysis.reason}"
+        control = current.control
+        return None, (
+            "concluded without promoting anything: no decisive winner in the always-valid "
+            f"analysis; everyone stays on the control's model ({control.model_id} version "
+            f"{control.model_version}). {analysis.reason}"
+        )
+
+    def _promote(self, experiment_id: str, before: Experiment, winner: ModelVariant) -> None:
         try:
             self.registry.set_stage(winner.model_id, winner.model_version, "production")
         except Exception:
+            back = PhaseReason.RESUME if before.status is S.RUNNING else PhaseReason.PAUSE
             self._transition(
                 experiment_id,
                 [S.CONCLUDED],
-                current.status,
+                before.status,
+                back,
                 end_time=None,
                 winning_variant_id=None,
+                conclusion_reason=None,
             )
             raise
-        detail = {
-            "winning_variant_id": winner.variant_id,
-            "model_id": winner.model_id,
-            "model_version": winner.model_version,
-        }
-        self._publish("ExperimentConcluded", experiment, **detail)
-        return experiment
 
     def mark_rolled_back(
         self, experiment_id: str, reason: str, details: dict[str, Any], automatic: bool
@@ -358,6 +433,7 @@ class ABTestingEngine:
             experiment_id,
             allowed,
             S.ROLLED_BACK,
+            PhaseReason.END,
             end_time=self.clock.now(),
             rollback_reason=reason,
             rollback_details=details,
@@ -370,11 +446,23 @@ class ABTestingEngine:
         experiment_id: str,
         allowed: Sequence[ExperimentStatus],
         target: ExperimentStatus,
+        reason: PhaseReason,
         **changes: Any,
     ) -> Experiment:
-        experiment = self.repository.transition(
-            experiment_id, allowed, target, self.clock.now(), **changes
+        """A conditional status change that also appends the allocation phase it begins.
+
+        The phase's weights are the effective weights after the change (the variants cannot
+        change meanwhile: ramps and reweights need a running experiment and the revision).
+        """
+        now = self.clock.now()
+        current = self.repository.get(experiment_id)
+        projected = replace(
+            current,
+            status=target,
+            winning_variant_id=changes.get("winning_variant_id", current.winning_variant_id),
         )
+        changes["phase"] = _phase(projected, reason, now)
+        experiment = self.repository.transition(experiment_id, allowed, target, now, **changes)
         self._forget(experiment_id)
         return experiment
 
@@ -408,6 +496,17 @@ class ABTestingEngine:
         """The experiment's routing config, read fresh (what local assignment runs on)."""
         return routing_config(self.repository.get(experiment_id))
 
+    def assign_request(
+        self,
+        experiment_id: str,
+        request_id: str,
+        user_id: str | None = None,
+        sticky: bool = True,
+    ) -> tuple[str, int, int]:
+        """``(variant_id, model_version, phase)``: :meth:`route_request` plus the allocation
+        phase, which the client sends back with the outcome."""
+        return self.router.assign(experiment_id, request_id, user_id, sticky)
+
     def _config(self, experiment_id: str) -> Experiment:
         cached = self._configs.get(experiment_id)
         if cached is not None and cached[0] > self._monotonic():
@@ -435,15 +534,30 @@ class ABTestingEngine:
     def record_outcomes(self, experiment_id: str, outcomes: Sequence[Outcome]) -> OutcomeReceipt:
         """Records a batch (≈ one DynamoDB write request per 98 outcomes), idempotently.
 
+        Outcomes without a ``phase`` count in the allocation phase in force now (as this
+        instance's cached config knows it); with one, in that phase.
+
         Raises:
-            InvalidExperiment: A variant is not part of the experiment (nothing is stored).
+            InvalidExperiment: A variant is not part of the experiment, or a phase that does not
+                exist (nothing is stored).
             ExperimentStateConflict: The experiment is still a draft.
         """
         experiment = self._config(experiment_id)
         if experiment.status is S.DRAFT:
             raise Conflict(f"experiment {experiment_id} has not been started", code="invalid_state")
+        if any((o.phase or 0) > experiment.phase for o in outcomes):
+            self._configs.pop(experiment_id, None)  # a newer phase than the cached config knows
+            experiment = self._config(experiment_id)
+        outcomes = [
+            o if o.phase is not None else replace(o, phase=experiment.phase) for o in outcomes
+        ]
         known = {v.variant_id for v in experiment.variants}
         for outcome in outcomes:
+            if not 0 <= (outcome.phase or 0) <= experiment.phase:
+                raise InvalidExperiment(
+                    f"allocation phase {outcome.phase} does not exist (the latest is "
+                    f"{experiment.phase})"
+                )
             if outcome.variant_id not in known:
                 raise InvalidExperiment(f"variant '{outcome.variant_id}' is not in the experiment")
             if not 0 <= outcome.latency_ms < math.inf:
@@ -457,24 +571,57 @@ class ABTestingEngine:
         return self.outcomes.record(experiment_id, list(outcomes), self.clock.now())
 
     def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:
-        """Aggregated outcomes per variant (every variant present, zeros without data)."""
-        experiment = self._config(experiment_id)
-        counters = self.outcomes.read(experiment_id)
-        return {
-            v.variant_id: metrics_from_counters(v.variant_id, counters.get(v.variant_id, {}))
-            for v in experiment.variants
-        }
+        """Aggregated outcomes per variant over every phase (zeros without data)."""
+        return self.experiment_data(experiment_id)[1]
 
-    def analyze_experiment(self, experiment_id: str) -> ExperimentAnalysis:
-        """Significance per treatment, guardrails, SRM and a recommendation."""
+    def get_phase_metrics(self, experiment_id: str) -> list[PhaseMetrics]:
+        """Outcomes per allocation phase and variant, with each phase's weights."""
+        return self.experiment_data(experiment_id)[2]
+
+    def experiment_data(
+        self, experiment_id: str, experiment: Experiment | None = None
+    ) -> tuple[Experiment, dict[str, ExperimentMetrics], list[PhaseMetrics]]:
+        """The experiment, its totals per variant and its metrics per phase (one counter
+        query).
+
+        An experiment stored before phases existed counts as one phase at its current weights.
+        """
+        experiment = experiment or self._config(experiment_id)
+        counters = self.outcomes.read_phases(experiment_id)
+        variant_ids = [v.variant_id for v in experiment.variants]
+        phases = list(experiment.phases) or [
+            AllocationPhase(0, experiment.start_time or experiment.created_at, PhaseReason.START,
+                            {v.variant_id: v.traffic_weight for v in experiment.variants})
+        ]  # fmt: skip
+        per_phase = [
+            PhaseMetrics(
+                phase,
+                {
+                    name: metrics_from_counters(name, counters.get(phase.index, {}).get(name, {}))
+                    for name in variant_ids
+                },
+            )
+            for phase in phases
+        ]
+        totals = {
+            name: metrics_from_counters(
+                name, merge_counters(c.get(name, {}) for c in counters.values())
+            )
+            for name in variant_ids
+        }
+        return experiment, totals, per_phase
+
+    def analyze_experiment(
+        self, experiment_id: str, method: AnalysisMethod | str | None = None
+    ) -> ExperimentAnalysis:
+        """Significance per treatment (stratified by allocation phase), guardrails, SRM per
+        phase and a recommendation, by the experiment's method unless ``method`` is given."""
         experiment = self.repository.get(experiment_id)
-        analyzer = StatisticalAnalyzer(experiment.confidence_level, experiment.minimum_sample_size)
-        analysis = analyzer.analyze(experiment, self.get_experiment_metrics(experiment_id))
-        if experiment.allocation_strategy is not TrafficAllocationStrategy.PERCENTAGE:
-            srm = replace(analysis.sample_ratio, mismatch=False, checked=False)
-            warnings = [w for w in analysis.warnings if not w.startswith("sample ratio")]
-            analysis = replace(analysis, sample_ratio=srm, warnings=warnings)
-        return analysis
+        _, totals, phases = self.experiment_data(experiment_id, experiment)
+        analyzer = StatisticalAnalyzer(
+            experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
+        )
+        return analyzer.analyze(experiment, totals, phases, method)
 
     # ----------------------------------------------------------------- scheduled work
 
@@ -510,6 +657,7 @@ class ABTestingEngine:
             variants=variants,
             ramp_step=step,
             last_ramp_at=now,
+            phase=_phase(replace(experiment, variants=variants), PhaseReason.RAMP, now),
         )
         if updated is None:
             return None
@@ -518,19 +666,25 @@ class ABTestingEngine:
         return updated
 
     def ramp_hold_reason(self, experiment: Experiment) -> str | None:
-        """Why the ramp must hold (too little data, a degraded guardrail), or ``None``."""
+        """Why the ramp must hold (too little data, evidence that a guardrail degraded), or
+        ``None``. Guardrails use the always-valid test, stratified by ramp step."""
         ramp = experiment.ramp
-        metrics = self.get_experiment_metrics(experiment.experiment_id)
+        _, metrics, phases = self.experiment_data(experiment.experiment_id, experiment)
         needed = ramp.min_requests_per_variant if ramp else 0
         for variant_id, found in metrics.items():
             if found.request_count < needed:
                 return f"{variant_id} has {found.request_count} requests; {needed} needed"
-        control = metrics[experiment.control.variant_id]
-        analyzer = StatisticalAnalyzer(experiment.confidence_level)
+        control_id = experiment.control.variant_id
+        control = metrics[control_id]
+        analyzer = StatisticalAnalyzer(
+            experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
+        )
         for treatment in experiment.treatments:
+            pairs = comparable_pairs(phases, control_id, treatment.variant_id)
             checks = analyzer.check_guardrail_metrics(
-                control, metrics[treatment.variant_id], experiment.guardrail_metrics
-            )
+                control, metrics[treatment.variant_id], experiment.guardrail_metrics,
+                strata=pairs or None,
+            )  # fmt: skip
             degraded = [c.metric_name for c in checks if c.degraded]
             if degraded:
                 return f"{treatment.variant_id}: guardrails degraded: {', '.join(degraded)}"
@@ -550,6 +704,8 @@ class ABTestingEngine:
         last = experiment.weights_updated_at or now
         if now < last + timedelta(minutes=bandit.interval_minutes):
             return None
+        if len(experiment.phases) >= MAX_PHASES:
+            return None  # the allocation history is full: the bandit keeps its weights
         metrics = self.get_experiment_metrics(experiment_id)
         arms = []
         for variant in experiment.variants:
@@ -559,9 +715,13 @@ class ABTestingEngine:
         variants = tuple(
             replace(v, traffic_weight=w) for v, w in zip(experiment.variants, weights, strict=True)
         )
+        if variants == experiment.variants:
+            return None  # same weights: no new phase
+        phase = _phase(replace(experiment, variants=variants), PhaseReason.REWEIGHT, now)
         updated = self.repository.update_allocation(
-            experiment_id, experiment.revision, now, variants=variants, weights_updated_at=now
-        )
+            experiment_id, experiment.revision, now, variants=variants, weights_updated_at=now,
+            phase=phase,
+        )  # fmt: skip
         if updated is None:
             return None
         self._forget(experiment_id)

@@ -7,10 +7,12 @@ timezone-aware UTC.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from fractions import Fraction
 
 
 class ExperimentStatus(str, Enum):
@@ -96,6 +98,70 @@ class BanditConfig:
     samples: int = 20_000
 
 
+class AnalysisMethod(str, Enum):
+    """How the analysis decides."""
+
+    SEQUENTIAL = "sequential"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How an experiment is analysed.
+
+    Attributes:
+        method: ``sequential`` (default: always-valid p-values and confidence sequences, safe to
+            read at any time) or ``fixed`` (fixed-horizon tests, which may recommend only once
+            both arms reached the planned sample size).
+        minimum_detectable_effect: Smallest relative change worth detecting (0.1 = 10 %); it
+            sets the planned sample size and the equivalence margin.
+        power: Power the planned sample size gives against that effect.
+        tuning_sample_size: Requests per arm at which the sequential confidence sequences are
+            tightest (GrowthBook's tuning parameter).
+        planned_sample_size: Requests per arm the fixed-horizon test waits for; ``None``
+            plans it from the control's observed rate (or spread) at every analysis.
+    """
+
+    method: AnalysisMethod = AnalysisMethod.SEQUENTIAL
+    minimum_detectable_effect: float = 0.1
+    power: float = 0.8
+    tuning_sample_size: int = 5000
+    planned_sample_size: int | None = None
+
+
+class PhaseReason(str, Enum):
+    """Why a new allocation phase began."""
+
+    START = "start"
+    RAMP = "ramp"
+    REWEIGHT = "reweight"
+    PAUSE = "pause"
+    RESUME = "resume"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class AllocationPhase:
+    """The weights in force from ``started_at`` until the next phase.
+
+    Attributes:
+        index: 0, 1, 2, ... in order.
+        started_at: When the weights took effect.
+        reason: What began it (start, ramp, reweight, pause, resume, end).
+        weights: Effective weights per variant (the control gets everything while paused).
+    """
+
+    index: int
+    started_at: datetime
+    reason: PhaseReason
+    weights: dict[str, Decimal]
+
+    @property
+    def compares(self) -> bool:
+        """Whether two or more arms had traffic (a phase the analysis and SRM can use)."""
+        return sum(1 for weight in self.weights.values() if weight > 0) >= 2
+
+
 @dataclass(frozen=True)
 class Experiment:
     """An A/B test or canary rollout of model versions.
@@ -126,6 +192,9 @@ class Experiment:
         rollback_reason: Why it was rolled back.
         rollback_details: Metric, variant, observed value and threshold of the rollback.
         revision: Bumped on every change; conditional writes compare it.
+        analysis: How the experiment is analysed (method, effect, power, tuning).
+        phases: Allocation history: the weights in force over time.
+        conclusion_reason: What the conclusion did and why (promoted or not).
     """
 
     experiment_id: str
@@ -153,6 +222,9 @@ class Experiment:
     rollback_reason: str | None = None
     rollback_details: dict[str, object] = field(default_factory=dict)
     revision: int = 0
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    phases: tuple[AllocationPhase, ...] = ()
+    conclusion_reason: str | None = None
 
     @property
     def control(self) -> ModelVariant:
@@ -175,6 +247,11 @@ class Experiment:
             return {v.variant_id: v.traffic_weight for v in self.variants}
         return {v.variant_id: Decimal(1 if v.variant_id == target else 0) for v in self.variants}
 
+    @property
+    def phase(self) -> int:
+        """Index of the allocation phase in force (0 before the start)."""
+        return self.phases[-1].index if self.phases else 0
+
     def variant(self, variant_id: str) -> ModelVariant | None:
         """The variant with that id, or ``None``."""
         return next((v for v in self.variants if v.variant_id == variant_id), None)
@@ -182,24 +259,86 @@ class Experiment:
 
 @dataclass(frozen=True)
 class SufficientStats:
-    """Count, sum and sum of squares of a continuous metric (mergeable, enough for Welch)."""
+    """Count, sum and centred sum of squares of a continuous metric (mergeable, enough for Welch).
+
+    ``m2`` is the sum of squared deviations from the mean, the quantity Welford's and Chan's
+    algorithms carry; the variance is ``m2 / (count - 1)``. Built from raw sums
+    (``SufficientStats(n, total, total_sq)``) it is derived with exact rational arithmetic from
+    the given floats; the repository builds it with :meth:`from_moments` from exact Decimal sums,
+    so values such as ``1e9 + N(0, 1)`` keep their variance (``sum x^2 - (sum x)^2 / n`` in
+    floats would cancel to 0).
+
+    Attributes:
+        count: Number of values.
+        total: Sum of the values.
+        total_sq: Sum of their squares (informational; ``m2`` decides the variance).
+        m2: Sum of squared deviations from the mean (``None``: derive it from the sums).
+        center: The mean when it is known more exactly than ``total / count``.
+    """
 
     count: int = 0
     total: float = 0.0
     total_sq: float = 0.0
+    m2: float | None = None
+    center: float | None = None
+
+    @classmethod
+    def from_moments(cls, count: int, mean: float, m2: float) -> SufficientStats:
+        """Statistics from a count, a mean and a centred sum of squares."""
+        if count <= 0:
+            return cls()
+        total = mean * count
+        return cls(count, total, m2 + total * mean, max(m2, 0.0), mean)
+
+    @classmethod
+    def from_values(cls, values: Iterable[float]) -> SufficientStats:
+        """The corrected two-pass algorithm with exactly rounded sums (``math.fsum``): stable for
+        values far from zero, where running (Welford) updates drift by an ulp per value."""
+        data = [float(v) for v in values]
+        if not data:
+            return cls()
+        mean = math.fsum(data) / len(data)
+        deviations = [v - mean for v in data]
+        correction = math.fsum(deviations)
+        m2 = math.fsum(d * d for d in deviations) - correction * correction / len(data)
+        return cls.from_moments(len(data), mean + correction / len(data), m2)
+
+    def merge(self, other: SufficientStats) -> SufficientStats:
+        """Chan et al.'s pairwise combination (exact in the centred form)."""
+        if not other.count:
+            return self
+        if not self.count:
+            return other
+        count = self.count + other.count
+        a, b = self.mean or 0.0, other.mean or 0.0
+        delta = b - a
+        mean = a + delta * other.count / count
+        m2 = self.centered + other.centered + delta * delta * self.count * other.count / count
+        return SufficientStats.from_moments(count, mean, m2)
 
     @property
     def mean(self) -> float | None:
         """Arithmetic mean, or ``None`` without data."""
-        return self.total / self.count if self.count else None
+        if not self.count:
+            return None
+        return self.center if self.center is not None else self.total / self.count
+
+    @property
+    def centered(self) -> float:
+        """Sum of squared deviations from the mean (0 without data)."""
+        if self.m2 is not None:
+            return self.m2
+        if self.count < 1:
+            return 0.0
+        exact = Fraction(self.total_sq) - Fraction(self.total) ** 2 / self.count
+        return max(float(exact), 0.0)
 
     @property
     def variance(self) -> float | None:
         """Unbiased sample variance, or ``None`` with fewer than two values."""
         if self.count < 2:
             return None
-        value = (self.total_sq - self.total * self.total / self.count) / (self.count - 1)
-        return max(value, 0.0)
+        return self.centered / (self.count - 1)
 
 
 @dataclass(frozen=True)
@@ -220,6 +359,7 @@ class ExperimentMetrics:
         conversion_trials: Outcomes that reported ``converted`` at all.
         latency: Sufficient statistics of latency.
         custom_stats: Sufficient statistics of each custom metric.
+        latency_histogram: The merged log-bucket latency histogram (bucket index → count).
     """
 
     variant_id: str
@@ -235,6 +375,7 @@ class ExperimentMetrics:
     conversion_trials: int = 0
     latency: SufficientStats = field(default_factory=SufficientStats)
     custom_stats: dict[str, SufficientStats] = field(default_factory=dict)
+    latency_histogram: dict[int, int] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float | None:
@@ -287,6 +428,8 @@ class Outcome:
         latency_ms: Model latency in milliseconds.
         converted: Whether the user converted (``None`` when not reported).
         custom_metrics: Named numeric observations.
+        phase: Allocation phase the request was routed in (as ``/route`` answered it); ``None``
+            means the phase in force when the outcome is recorded.
     """
 
     variant_id: str
@@ -295,6 +438,7 @@ class Outcome:
     latency_ms: float
     converted: bool | None = None
     custom_metrics: dict[str, float] = field(default_factory=dict)
+    phase: int | None = None
 
 
 @dataclass(frozen=True)
@@ -326,6 +470,12 @@ class SignificanceResult:
         sample_size_adequate: Both arms reached the minimum sample size.
         recommended_action: continue / conclude_winner / conclude_no_difference.
         statistic: z or t statistic.
+        method: ``sequential`` (always valid) or ``fixed`` (fixed horizon).
+        decision: ``better``, ``worse``, ``equivalent``, ``no_difference``, ``inconclusive``,
+            ``underpowered`` or ``no_data`` (see the README's "What a decision means").
+        planned_sample_size: Requests per arm at which the test reaches the configured power
+            against the minimum detectable effect (``None`` when it cannot be planned).
+        alpha: Level of the test and of the interval (after the multiple-comparison split).
     """
 
     metric_name: str
@@ -339,6 +489,10 @@ class SignificanceResult:
     sample_size_adequate: bool
     recommended_action: RecommendedAction
     statistic: float = math.nan
+    method: str = "fixed"
+    decision: str = ""
+    planned_sample_size: int | None = None
+    alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -350,8 +504,13 @@ class GuardrailResult:
         control_value: Control's value (``None`` without data).
         treatment_value: Treatment's value (``None`` without data).
         relative_change: ``(treatment - control) / control`` (inf when control is 0).
-        degraded: The treatment is worse by more than the threshold.
+        degraded: There is evidence (an always-valid test) that the treatment is worse than
+            the control by more than the threshold.
         has_data: Both arms have a value.
+        outcome: ``pass`` (evidence it is not worse by that much), ``fail`` (``degraded``) or
+            ``inconclusive``.
+        test: The test used.
+        interval: Confidence sequence of the tested contrast (positive means worse).
     """
 
     metric_name: str
@@ -360,6 +519,9 @@ class GuardrailResult:
     relative_change: float | None
     degraded: bool
     has_data: bool
+    outcome: str = "inconclusive"
+    test: str = ""
+    interval: tuple[float, float] = (-math.inf, math.inf)
 
 
 @dataclass(frozen=True)
@@ -372,7 +534,9 @@ class SampleRatioResult:
         mismatch: p-value below the alarm level (default 0.001).
         observed: Requests per variant.
         expected: Expected requests per variant from the weights.
-        checked: Whether the check applies (fixed weights); ramps and bandits change weights.
+        checked: Whether any phase had two or more arms with traffic to compare.
+        phases: One result per allocation phase (its own weights), when computed per phase.
+        phase: The allocation phase this result is about (``None`` for the combined result).
     """
 
     chi_square: float
@@ -381,27 +545,49 @@ class SampleRatioResult:
     observed: dict[str, int]
     expected: dict[str, float]
     checked: bool = True
+    phases: tuple[SampleRatioResult, ...] = ()
+    phase: int | None = None
 
 
 @dataclass(frozen=True)
 class RollbackPolicy:
     """When an experiment is rolled back automatically (stored in DynamoDB).
 
+    Every check compares each treatment (canary) with the control (see
+    :mod:`chalicelib.abtesting.judge`); absolute caps are opt-in and also need evidence.
+
     Attributes:
         experiment_id: The experiment.
-        error_rate_threshold: A treatment whose error rate exceeds this is rolled back.
-        latency_degradation_threshold: Relative p95 latency increase over control that triggers.
-        min_requests_before_rollback: Requests a treatment needs before it is judged.
+        error_rate_threshold: Opt-in absolute cap: fail when the always-valid lower confidence
+            bound of the canary's error rate is above it (``None``: no cap).
+        latency_degradation_threshold: Relative tolerance of the latency percentile: fail when
+            more of the canary's requests than of the control's exceed ``(1 + this)`` times
+            the control's percentile, with evidence.
+        min_requests_before_rollback: Requests *each* arm (control and canary) needs before a
+            check can pass or fail.
         latency_percentile: Which percentile the latency rule compares (p50, p95, p99).
         enabled: Whether the monitor checks this experiment.
+        error_rate_tolerance: Relative tolerance of the error rate: fail when the canary's
+            error rate is above ``(1 + this)`` times the control's, with evidence.
+        latency_threshold_ms: Opt-in absolute cap of the latency percentile in milliseconds.
+        alpha: Level of every always-valid test of a check (one-sided use of the two-sided
+            confidence sequence, so the chance of a false fail is at most ``alpha / 2``-ish and
+            never above ``alpha``, however many checks run).
+        tuning_sample_size: Requests per arm at which the confidence sequences are tightest.
+        failure_limit: Consecutive failed checks that roll back (Argo Rollouts' semantics).
     """
 
     experiment_id: str
-    error_rate_threshold: float = 0.05
+    error_rate_threshold: float | None = None
     latency_degradation_threshold: float = 0.20
     min_requests_before_rollback: int = 100
     latency_percentile: str = "p95"
     enabled: bool = True
+    error_rate_tolerance: float = 0.20
+    latency_threshold_ms: float | None = None
+    alpha: float = 0.05
+    tuning_sample_size: int = 1000
+    failure_limit: int = 1
 
 
 @dataclass(frozen=True)
@@ -414,6 +600,8 @@ class RollbackDecision:
         observed: The observed value.
         threshold: The threshold it crossed.
         reason: Human-readable sentence naming all of the above.
+        details: The test, its confidence bounds and the counts behind them (stored with the
+            rollback).
     """
 
     variant_id: str
@@ -421,3 +609,29 @@ class RollbackDecision:
     observed: float
     threshold: float
     reason: str
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CanaryState:
+    """The monitor's last canary check of an experiment (stored, one item per experiment).
+
+    Attributes:
+        experiment_id: The experiment.
+        tick: The scheduled tick the check belongs to (a redelivered tick is not counted twice).
+        outcome: ``pass``, ``fail`` or ``inconclusive`` (the worst treatment's).
+        reason: Why, naming the tests, numbers and bounds.
+        consecutive_failures: Failed checks in a row, this one included.
+        checks: Checks recorded so far.
+        checked_at: When it was recorded.
+        variants: Each treatment's check (criteria, bounds), as JSON-friendly dicts.
+    """
+
+    experiment_id: str
+    tick: str
+    outcome: str
+    reason: str
+    consecutive_failures: int
+    checks: int
+    checked_at: datetime
+    variants: tuple[dict[str, object], ...] = ()

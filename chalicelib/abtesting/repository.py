@@ -11,6 +11,7 @@ neither.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import random
@@ -23,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from pynamodb.attributes import (
+    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -33,14 +35,20 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.abtesting import sketch
+from chalicelib.abtesting.aggregate import PRECISION, custom_attribute, shift_of
 from chalicelib.abtesting.errors import ExperimentNotFound, ExperimentStateConflict
 from chalicelib.abtesting.models import (
+    AllocationPhase,
+    AnalysisMethod,
+    AnalysisSettings,
     BanditConfig,
+    CanaryState,
     Experiment,
     ExperimentStatus,
     ModelVariant,
     Outcome,
     OutcomeReceipt,
+    PhaseReason,
     RampSchedule,
     RollbackPolicy,
     TrafficAllocationStrategy,
@@ -49,6 +57,8 @@ from chalicelib.core import aws
 from chalicelib.core.errors import Conflict, ServiceUnavailable
 from chalicelib.core.tables import meta
 
+# Exact arithmetic for the sums a chunk adds (the default context rounds at 28 digits).
+_EXACT = decimal.Context(prec=PRECISION)
 MAX_TRANSACTION_ACTIONS = 100
 METRIC_SHARDS = 16
 DEDUP_TTL = timedelta(days=7)
@@ -107,6 +117,9 @@ class ExperimentTable(Model):
     rollback_details = UnicodeAttribute(null=True)
     revision = NumberAttribute(default=0)
     transition_id = UnicodeAttribute(null=True)
+    analysis = UnicodeAttribute(null=True)
+    phases = ListAttribute(of=UnicodeAttribute, null=True)
+    conclusion_reason = UnicodeAttribute(null=True)
     status_index = StatusIndex()
 
     def to_domain(self) -> Experiment:
@@ -137,6 +150,11 @@ class ExperimentTable(Model):
             rollback_reason=self.rollback_reason,
             rollback_details=json.loads(self.rollback_details or "{}"),
             revision=int(self.revision or 0),
+            analysis=analysis_from_json(self.analysis),
+            phases=tuple(
+                phase_from_json(index, text) for index, text in enumerate(self.phases or [])
+            ),
+            conclusion_reason=self.conclusion_reason,
         )
 
 
@@ -146,11 +164,44 @@ class RollbackPolicyTable(Model):
     Meta = meta("ROLLBACK_POLICIES_TABLE", "rollback-policies")
 
     experiment_id = UnicodeAttribute(hash_key=True)
-    error_rate_threshold = NumberAttribute()
+    error_rate_threshold = NumberAttribute(null=True)
     latency_degradation_threshold = NumberAttribute()
     min_requests_before_rollback = NumberAttribute()
     latency_percentile = UnicodeAttribute(default="p95")
     enabled = NumberAttribute(default=1)
+    error_rate_tolerance = NumberAttribute(null=True)
+    latency_threshold_ms = NumberAttribute(null=True)
+    alpha = NumberAttribute(null=True)
+    tuning_sample_size = NumberAttribute(null=True)
+    failure_limit = NumberAttribute(null=True)
+
+
+class CanaryStateTable(Model):
+    """The latest canary check of an experiment and its run of consecutive failures."""
+
+    Meta = meta("CANARY_CHECKS_TABLE", "canary-checks")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    tick = UnicodeAttribute()
+    outcome = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    consecutive_failures = NumberAttribute(default=0)
+    checks = NumberAttribute(default=0)
+    checked_at = UTCDateTimeAttribute()
+    variants = UnicodeAttribute(default="[]")
+
+    def to_domain(self) -> CanaryState:
+        """The stored check as a domain object."""
+        return CanaryState(
+            experiment_id=self.experiment_id,
+            tick=self.tick,
+            outcome=self.outcome,
+            reason=self.reason,
+            consecutive_failures=int(self.consecutive_failures or 0),
+            checks=int(self.checks or 0),
+            checked_at=self.checked_at,
+            variants=tuple(json.loads(self.variants or "[]")),
+        )
 
 
 class AssignmentTable(Model):
@@ -210,6 +261,56 @@ def variants_from_json(text: str) -> tuple[ModelVariant, ...]:
             is_control=bool(item["is_control"]),
         )
         for item in json.loads(text)
+    )
+
+
+def analysis_to_json(settings: AnalysisSettings) -> str:
+    """Analysis settings as JSON text."""
+    return json.dumps(
+        {
+            "method": settings.method.value,
+            "minimum_detectable_effect": settings.minimum_detectable_effect,
+            "power": settings.power,
+            "tuning_sample_size": settings.tuning_sample_size,
+            "planned_sample_size": settings.planned_sample_size,
+        }
+    )
+
+
+def analysis_from_json(text: str | None) -> AnalysisSettings:
+    """Parses :func:`analysis_to_json` output (defaults for experiments stored before it)."""
+    if not text:
+        return AnalysisSettings()
+    data = json.loads(text)
+    planned = data.get("planned_sample_size")
+    return AnalysisSettings(
+        method=AnalysisMethod(data["method"]),
+        minimum_detectable_effect=float(data["minimum_detectable_effect"]),
+        power=float(data["power"]),
+        tuning_sample_size=int(data["tuning_sample_size"]),
+        planned_sample_size=None if planned is None else int(planned),
+    )
+
+
+def phase_to_json(phase: AllocationPhase) -> str:
+    """One allocation phase as JSON text (its index is its position in the list)."""
+    return json.dumps(
+        {
+            "started_at": phase.started_at.isoformat(),
+            "reason": phase.reason.value,
+            "weights": {name: str(weight) for name, weight in phase.weights.items()},
+        }
+    )
+
+
+def phase_from_json(index: int, text: str) -> AllocationPhase:
+    """Parses :func:`phase_to_json` output."""
+    data = json.loads(text)
+    return AllocationPhase(
+        index=index,
+        started_at=datetime.fromisoformat(data["started_at"]),
+        reason=PhaseReason(data["reason"]),
+        weights={name: Decimal(weight) for name, weight in data["weights"].items()},
     )
 
 
@@ -287,6 +388,8 @@ class ExperimentRepository:
             ramp_step=experiment.ramp_step,
             bandit=_bandit_to_json(experiment.bandit),
             revision=0,
+            analysis=analysis_to_json(experiment.analysis),
+            phases=[phase_to_json(phase) for phase in experiment.phases] or None,
         )
         try:
             item.save(condition=ExperimentTable.experiment_id.does_not_exist())
@@ -308,6 +411,13 @@ class ExperimentRepository:
             return ExperimentTable.get(experiment_id, consistent_read=True)
         except DoesNotExist:
             raise ExperimentNotFound(f"experiment {experiment_id} does not exist") from None
+
+    def running_ids(self) -> list[str]:
+        """Ids of every running experiment (one index query, only the key projected)."""
+        items = ExperimentTable.status_index.query(
+            ExperimentStatus.RUNNING.value, attributes_to_get=["experiment_id"]
+        )
+        return [item.experiment_id for item in items]
 
     def list_experiments(self, status: ExperimentStatus | None = None) -> list[Experiment]:
         """Experiments, newest first; with ``status`` only those (one index query)."""
@@ -396,6 +506,11 @@ class ExperimentRepository:
     def _change_actions(changes: dict[str, Any]) -> list[Any]:
         actions = []
         for name, value in changes.items():
+            if name == "phase":
+                # Appended atomically: concurrent changes each add their phase, in commit order.
+                existing = ExperimentTable.phases | []
+                actions.append(ExperimentTable.phases.set(existing.append([phase_to_json(value)])))
+                continue
             if name == "variants":
                 value = variants_to_json(value)
             elif name == "rollback_details":
@@ -413,22 +528,111 @@ class ExperimentRepository:
             min_requests_before_rollback=policy.min_requests_before_rollback,
             latency_percentile=policy.latency_percentile,
             enabled=1 if policy.enabled else 0,
+            error_rate_tolerance=policy.error_rate_tolerance,
+            latency_threshold_ms=policy.latency_threshold_ms,
+            alpha=policy.alpha,
+            tuning_sample_size=policy.tuning_sample_size,
+            failure_limit=policy.failure_limit,
         ).save()
 
     def get_policy(self, experiment_id: str) -> RollbackPolicy | None:
-        """The stored policy, or ``None``."""
+        """The stored policy, or ``None`` (fields a policy stored before they existed get
+        their defaults)."""
         try:
             item = RollbackPolicyTable.get(experiment_id, consistent_read=True)
         except DoesNotExist:
             return None
+        default = RollbackPolicy(experiment_id)
+
+        def number(value: Any, fallback: Any, kind: Any = float) -> Any:
+            return fallback if value is None else kind(value)
+
         return RollbackPolicy(
             experiment_id=experiment_id,
-            error_rate_threshold=float(item.error_rate_threshold),
+            error_rate_threshold=number(item.error_rate_threshold, None),
             latency_degradation_threshold=float(item.latency_degradation_threshold),
             min_requests_before_rollback=int(item.min_requests_before_rollback),
             latency_percentile=item.latency_percentile,
             enabled=bool(item.enabled),
+            error_rate_tolerance=number(item.error_rate_tolerance, default.error_rate_tolerance),
+            latency_threshold_ms=number(item.latency_threshold_ms, None),
+            alpha=number(item.alpha, default.alpha),
+            tuning_sample_size=number(item.tuning_sample_size, default.tuning_sample_size, int),
+            failure_limit=number(item.failure_limit, default.failure_limit, int),
         )
+
+
+class CanaryCheckStore:
+    """The latest canary check per experiment, recorded once per monitor tick."""
+
+    def record(
+        self,
+        experiment_id: str,
+        tick: str,
+        outcome: str,
+        reason: str,
+        variants: list[dict[str, Any]],
+        when: datetime,
+    ) -> CanaryState:
+        """Stores a check of ``tick`` and counts consecutive failures (one conditional update).
+
+        A tick that was already recorded (a redelivered monitor message) or is older than the
+        stored one changes nothing; the stored state is returned.
+        """
+        failed = outcome == "fail"
+        table = CanaryStateTable
+        actions = [
+            table.tick.set(tick),
+            table.outcome.set(outcome),
+            table.reason.set(reason),
+            table.checked_at.set(when),
+            table.variants.set(json.dumps(variants)),
+            table.checks.set((table.checks | 0) + 1),
+            table.consecutive_failures.set((table.consecutive_failures | 0) + 1)
+            if failed
+            else table.consecutive_failures.set(0),
+        ]
+        item = CanaryStateTable(experiment_id)
+        try:
+            item.update(
+                actions=actions, condition=table.tick.does_not_exist() | (table.tick < tick)
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+            return CanaryStateTable.get(experiment_id, consistent_read=True).to_domain()
+        return item.to_domain()
+
+    def get(self, experiment_id: str) -> CanaryState | None:
+        """The latest recorded check, or ``None``."""
+        try:
+            return CanaryStateTable.get(experiment_id, consistent_read=True).to_domain()
+        except DoesNotExist:
+            return None
+
+
+class MonitorQueue:
+    """The queue the scheduled monitor fans running experiments out to."""
+
+    def send(self, bodies: list[str]) -> int:
+        """Sends message bodies in batches of 10; returns how many were sent.
+
+        Raises:
+            ServiceUnavailable: SQS refused some messages after the client's retries.
+        """
+        from chalicelib.core.config import get_settings
+
+        sqs = aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=get_settings().experiment_monitor_queue)["QueueUrl"]
+        for start in range(0, len(bodies), 10):
+            entries = [
+                {"Id": str(index), "MessageBody": body}
+                for index, body in enumerate(bodies[start : start + 10])
+            ]
+            failed = sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed") or []
+            if failed:
+                raise ServiceUnavailable(f"SQS refused {len(failed)} monitor messages")
+        return len(bodies)
 
 
 class AssignmentStore:
@@ -460,7 +664,7 @@ class _VariantDelta:
         self.counts[name] = self.counts.get(name, 0) + amount
 
     def add_sum(self, name: str, amount: Decimal) -> None:
-        self.sums[name] = self.sums.get(name, Decimal(0)) + amount
+        self.sums[name] = _EXACT.add(self.sums.get(name, Decimal(0)), amount)
 
     def observe(self, outcome: Outcome) -> None:
         self.add_count("request_count")
@@ -471,13 +675,16 @@ class _VariantDelta:
                 self.add_count("converted_count")
         latency = Decimal(str(round(float(outcome.latency_ms), 3)))
         self.add_sum("latency_sum", latency)
-        self.add_sum("latency_sumsq", latency * latency)
+        self.add_sum("latency_sumsq", _EXACT.multiply(latency, latency))
         self.add_count(sketch.attribute_name(sketch.bucket_index(float(latency))))
         for name, raw in outcome.custom_metrics.items():
+            # Shifted sums (see aggregate): d = value - shift keeps squares small and exact.
             value = Decimal(str(round(float(raw), 6)))
-            self.add_count(f"c:{name}:n")
-            self.add_sum(f"c:{name}:s", value)
-            self.add_sum(f"c:{name}:ss", value * value)
+            shift = shift_of(value)
+            delta = _EXACT.subtract(value, shift)
+            self.add_count(custom_attribute(name, "n", shift))
+            self.add_sum(custom_attribute(name, "s", shift), delta)
+            self.add_sum(custom_attribute(name, "ss", shift), _EXACT.multiply(delta, delta))
 
     def update_expression(self) -> tuple[str, dict[str, str], dict[str, Any]]:
         names: dict[str, str] = {}
@@ -497,17 +704,37 @@ def shard_for(experiment_id: str, first_request_id: str) -> int:
     return int.from_bytes(digest.digest(), "big") % METRIC_SHARDS
 
 
+def counter_key(outcome: Outcome) -> tuple[str, int]:
+    """The (variant, allocation phase) whose counters an outcome adds to."""
+    return outcome.variant_id, outcome.phase or 0
+
+
+def shard_key(variant_id: str, phase: int, shard: int) -> str:
+    """Range key of a counter item (phase 0 keeps the original ``<variant>#<shard>`` form)."""
+    if phase:
+        return f"{variant_id}#p{phase}#{shard:02d}"
+    return f"{variant_id}#{shard:02d}"
+
+
+def parse_shard_key(key: str) -> tuple[str, int]:
+    """``(variant_id, phase)`` of a counter item's range key."""
+    parts = key.split("#")
+    if len(parts) == 3 and parts[1].startswith("p") and parts[1][1:].isdigit():
+        return parts[0], int(parts[1][1:])
+    return parts[0], 0
+
+
 def chunk_outcomes(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
-    """Splits outcomes so each chunk plus one update per variant fits one transaction."""
+    """Splits outcomes so each chunk plus one update per (variant, phase) fits one transaction."""
     chunk: list[Outcome] = []
-    variants: set[str] = set()
+    keys: set[tuple[str, int]] = set()
     for outcome in outcomes:
-        grown = variants | {outcome.variant_id}
+        grown = keys | {counter_key(outcome)}
         if chunk and len(chunk) + 1 + len(grown) > MAX_TRANSACTION_ACTIONS:
             yield chunk
-            chunk, grown = [], {outcome.variant_id}
+            chunk, grown = [], {counter_key(outcome)}
         chunk.append(outcome)
-        variants = grown
+        keys = grown
     if chunk:
         yield chunk
 
@@ -559,11 +786,11 @@ class OutcomeStore:
             }
             for outcome in chunk
         ]
-        deltas: dict[str, _VariantDelta] = {}
+        deltas: dict[tuple[str, int], _VariantDelta] = {}
         for outcome in chunk:
-            deltas.setdefault(outcome.variant_id, _VariantDelta()).observe(outcome)
+            deltas.setdefault(counter_key(outcome), _VariantDelta()).observe(outcome)
         shard = shard_for(experiment_id, chunk[0].request_id)
-        for variant_id, delta in deltas.items():
+        for (variant_id, phase), delta in deltas.items():
             expression, names, values = delta.update_expression()
             actions.append(
                 {
@@ -571,7 +798,7 @@ class OutcomeStore:
                         "TableName": metrics_table,
                         "Key": {
                             "experiment_id": {"S": experiment_id},
-                            "shard_key": {"S": f"{variant_id}#{shard:02d}"},
+                            "shard_key": {"S": shard_key(variant_id, phase, shard)},
                         },
                         "UpdateExpression": expression,
                         "ExpressionAttributeNames": names,
@@ -628,12 +855,29 @@ class OutcomeStore:
         return seen
 
     def read(self, experiment_id: str) -> dict[str, dict[str, Any]]:
-        """Every counter shard of the experiment merged per variant.
+        """Every counter shard of the experiment merged per variant (all phases).
 
         Returns:
-            ``{variant_id: {"counts": {...}, "sums": {...}, "histogram": {index: n}}}``.
+            ``{variant_id: {"sums": {...}, "histogram": {index: n}}}``.
         """
         merged: dict[str, dict[str, Any]] = {}
+        for variants in self.read_phases(experiment_id).values():
+            for variant_id, raw in variants.items():
+                target = merged.setdefault(variant_id, {"sums": {}, "histogram": {}})
+                for name, value in raw["sums"].items():
+                    target["sums"][name] = target["sums"].get(name, Decimal(0)) + value
+                for index, value in raw["histogram"].items():
+                    target["histogram"][index] = target["histogram"].get(index, 0) + value
+        return merged
+
+    def read_phases(self, experiment_id: str) -> dict[int, dict[str, dict[str, Any]]]:
+        """Every counter shard of the experiment merged per allocation phase and variant (one
+        query, paginated).
+
+        Returns:
+            ``{phase: {variant_id: {"sums": {...}, "histogram": {index: n}}}}``.
+        """
+        merged: dict[int, dict[str, dict[str, Any]]] = {}
         paginator = self.client.get_paginator("query")
         pages = paginator.paginate(
             TableName=MetricShardTable.Meta.table_name,
@@ -643,8 +887,9 @@ class OutcomeStore:
         )
         for page in pages:
             for item in page.get("Items", []):
-                variant_id = item["shard_key"]["S"].rsplit("#", 1)[0]
-                target = merged.setdefault(variant_id, {"sums": {}, "histogram": {}})
+                variant_id, phase = parse_shard_key(item["shard_key"]["S"])
+                variants = merged.setdefault(phase, {})
+                target = variants.setdefault(variant_id, {"sums": {}, "histogram": {}})
                 _merge_item(target, item)
         return merged
 
@@ -665,6 +910,7 @@ def _merge_item(target: dict[str, Any], item: dict[str, Any]) -> None:
 TABLES = (
     ExperimentTable,
     RollbackPolicyTable,
+    CanaryStateTable,
     AssignmentTable,
     OutcomeDedupTable,
     MetricShardTable,

@@ -1,32 +1,55 @@
-"""Automatic rollback of canaries and the experiment monitor run by the scheduled function.
+"""Automatic rollback by the canary judge, and the experiment monitor.
+
+Every check compares each treatment with the control with always-valid tests (see
+:mod:`~chalicelib.abtesting.judge`): pass, fail or inconclusive. The latest check and the run of
+consecutive failures are stored per experiment, once per monitor tick (a redelivered tick is not
+counted twice); ``failure_limit`` consecutive failed checks roll the experiment back (Argo
+Rollouts' analysis semantics). A rollback is the conditional transition running → rolled_back,
+so two monitors checking at once roll back once and publish one event; the stored reason names
+the test, the numbers and the confidence bound.
 
 Policies live in DynamoDB (the Lambda is stateless); an experiment without a stored policy is
-checked with the default policy. A rollback is the conditional transition running → rolled_back,
-so two monitors checking at once roll back once and publish one event. The monitor also advances
-ramps and reweights bandits; every step is conditional, so running it often, twice at once or
-after a crash is harmless, and a run with nothing due costs one index query plus one metrics query
-per running experiment.
+checked with the default policy. The monitor also advances ramps and reweights bandits; every
+step is conditional, so running it often, twice at once or after a crash is harmless.
+
+Scale: the scheduled ``experiment_monitor`` only lists running experiment ids and fans them out
+to the monitor queue in messages of ``MONITOR_BATCH`` ids (:meth:`AutoRollbackManager.fan_out`);
+the SQS-triggered ``experiment_monitor_worker`` checks them (:meth:`check_experiments`), so one
+tick's work is spread over as many invocations as the fleet needs.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from chalicelib.abtesting.engine import ABTestingEngine, get_ab_engine
+from chalicelib.abtesting.judge import PERCENTILES, CanaryCheck, CheckOutcome, judge_canary
 from chalicelib.abtesting.models import (
+    CanaryState,
     Experiment,
     ExperimentMetrics,
     ExperimentStatus,
     RollbackDecision,
     RollbackPolicy,
 )
+from chalicelib.abtesting.repository import CanaryCheckStore, MonitorQueue
+from chalicelib.abtesting.statistics import comparable_pairs
 from chalicelib.core.errors import Conflict, UnprocessableEntity
 from chalicelib.core.observability import logger
 from chalicelib.core.singleton import lazy
 
-PERCENTILES = {"p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms"}
+MONITOR_BATCH = 25
+"""Experiments per monitor message (each takes a few DynamoDB calls to check)."""
+
+
+def tick_id(when: datetime) -> str:
+    """The sortable id of a monitor tick (UTC, microseconds)."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -39,6 +62,7 @@ class MonitorReport:
         ramped: Experiments whose ramp advanced.
         reweighted: Bandits whose weights changed.
         errors: Experiments whose check failed (retried on the next run).
+        outcomes: Checks per outcome (pass, fail, inconclusive).
     """
 
     checked: int = 0
@@ -46,6 +70,7 @@ class MonitorReport:
     ramped: list[str] = field(default_factory=list)
     reweighted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
@@ -55,94 +80,103 @@ class MonitorReport:
             "ramped": self.ramped,
             "reweighted": self.reweighted,
             "errors": self.errors,
+            "outcomes": self.outcomes,
         }
 
 
-def _error_rule(
-    variant_id: str, found: ExperimentMetrics, policy: RollbackPolicy
-) -> RollbackDecision | None:
-    rate = found.error_rate
-    if rate is None or rate <= policy.error_rate_threshold:
-        return None
+def _decision(check: CanaryCheck, policy: RollbackPolicy, failures: int) -> RollbackDecision:
+    """The rollback a failed check leads to, with the details stored on the experiment."""
+    first = check.failed[0]
+    details: dict[str, object] = {
+        "variant_id": check.variant_id,
+        "metric": first.metric,
+        "kind": first.kind,
+        "test": first.test,
+        "observed": first.observed,
+        "reference": first.reference,
+        "threshold": first.threshold,
+        **{k: v for k, v in first.as_dict().items() if k in ("lower_bound", "upper_bound")},
+        "alpha": policy.alpha,
+        "consecutive_failures": failures,
+        "failure_limit": policy.failure_limit,
+        "control_requests": check.control_requests,
+        "canary_requests": check.canary_requests,
+        "criteria": [c.as_dict() for c in check.criteria],
+    }
+    reason = (
+        f"{check.reason} ({failures} consecutive failed check{'s' if failures != 1 else ''}, "
+        f"failure_limit {policy.failure_limit})"
+    )
     return RollbackDecision(
-        variant_id=variant_id,
-        metric="error_rate",
-        observed=rate,
-        threshold=policy.error_rate_threshold,
-        reason=(
-            f"variant {variant_id}: error_rate {rate:.4f} exceeds threshold "
-            f"{policy.error_rate_threshold:.4f} ({found.error_count} errors in "
-            f"{found.request_count} requests)"
-        ),
+        variant_id=check.variant_id,
+        metric=first.metric,
+        observed=first.observed if first.observed is not None else float("nan"),
+        threshold=first.threshold,
+        reason=reason,
+        details=details,
     )
 
 
-def _latency_rule(
-    variant_id: str,
-    found: ExperimentMetrics,
-    control: ExperimentMetrics,
-    policy: RollbackPolicy,
-) -> RollbackDecision | None:
-    attribute = PERCENTILES[policy.latency_percentile]
-    treated, base = getattr(found, attribute), getattr(control, attribute)
-    if treated is None or not base:
-        return None
-    change = (treated - base) / base
-    if change <= policy.latency_degradation_threshold:
-        return None
-    return RollbackDecision(
-        variant_id=variant_id,
-        metric=f"latency_{policy.latency_percentile}_ms",
-        observed=change,
-        threshold=policy.latency_degradation_threshold,
-        reason=(
-            f"variant {variant_id}: latency {policy.latency_percentile} {treated:.1f} ms is "
-            f"{change:.1%} above control ({base:.1f} ms); threshold "
-            f"{policy.latency_degradation_threshold:.1%}"
-        ),
-    )
+def _overall(checks: list[CanaryCheck]) -> str:
+    outcomes = {c.outcome for c in checks}
+    if CheckOutcome.FAIL in outcomes:
+        return CheckOutcome.FAIL.value
+    if outcomes == {CheckOutcome.PASS}:
+        return CheckOutcome.PASS.value
+    return CheckOutcome.INCONCLUSIVE.value
 
 
 class AutoRollbackManager:
-    """Checks rollback conditions, rolls back, and runs the experiment monitor.
+    """Judges canaries, rolls back, and runs the experiment monitor.
 
     Args:
         engine: The experimentation engine (its repository, metrics and transitions).
+        checks: Store of the latest check per experiment.
+        queue: The monitor's fan-out queue.
     """
 
-    def __init__(self, engine: ABTestingEngine | None = None) -> None:
+    def __init__(
+        self,
+        engine: ABTestingEngine | None = None,
+        checks: CanaryCheckStore | None = None,
+        queue: MonitorQueue | None = None,
+    ) -> None:
         self.engine = engine or get_ab_engine()
+        self.checks = checks or CanaryCheckStore()
+        self.queue = queue or MonitorQueue()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def register_experiment(
         self,
         experiment_id: str,
-        error_rate_threshold: float = 0.05,
+        error_rate_threshold: float | None = None,
         latency_degradation_threshold: float = 0.20,
         min_requests_before_rollback: int = 100,
         latency_percentile: str = "p95",
         enabled: bool = True,
+        error_rate_tolerance: float = 0.20,
+        latency_threshold_ms: float | None = None,
+        alpha: float = 0.05,
+        tuning_sample_size: int = 1000,
+        failure_limit: int = 1,
     ) -> RollbackPolicy:
         """Stores the rollback policy of an experiment (replacing any earlier one).
+
+        See :class:`~chalicelib.abtesting.models.RollbackPolicy` for the fields. Caps
+        (``error_rate_threshold``, ``latency_threshold_ms``) are opt-in.
 
         Raises:
             ExperimentNotFound: Unknown experiment.
             UnprocessableEntity: Thresholds out of range.
         """
         self.engine.get_experiment(experiment_id)
-        if not 0 <= error_rate_threshold <= 1 or latency_degradation_threshold < 0:
-            raise UnprocessableEntity("error_rate_threshold in [0, 1]; latency threshold >= 0")
-        if min_requests_before_rollback < 1 or latency_percentile not in PERCENTILES:
-            raise UnprocessableEntity("min_requests_before_rollback >= 1; percentile p50/p95/p99")
         policy = RollbackPolicy(
-            experiment_id,
-            error_rate_threshold,
-            latency_degradation_threshold,
-            min_requests_before_rollback,
-            latency_percentile,
-            enabled,
-        )
+            experiment_id, error_rate_threshold, latency_degradation_threshold,
+            min_requests_before_rollback, latency_percentile, enabled, error_rate_tolerance,
+            latency_threshold_ms, alpha, tuning_sample_size, failure_limit,
+        )  # fmt: skip
+        _validate(policy)
         self.engine.repository.save_policy(policy)
         return policy
 
@@ -150,31 +184,75 @@ class AutoRollbackManager:
         """The stored policy, or the default one."""
         return self.engine.repository.get_policy(experiment_id) or RollbackPolicy(experiment_id)
 
+    def get_check(self, experiment_id: str) -> CanaryState | None:
+        """The latest recorded check of an experiment (``None`` before the first)."""
+        return self.checks.get(experiment_id)
+
+    # ------------------------------------------------------------------ judging
+
+    def judge(
+        self, experiment: Experiment, policy: RollbackPolicy | None = None
+    ) -> list[CanaryCheck]:
+        """Each treatment's check against the control now (nothing stored)."""
+        policy = policy or self.get_policy(experiment.experiment_id)
+        _, _, phases = self.engine.experiment_data(experiment.experiment_id, experiment)
+        control_id = experiment.control.variant_id
+        checks = []
+        for treatment in experiment.treatments:
+            pairs = comparable_pairs(phases, control_id, treatment.variant_id)
+            if not pairs:
+                empty = ExperimentMetrics(control_id), ExperimentMetrics(treatment.variant_id)
+                pairs = [empty]
+            checks.append(judge_canary(treatment.variant_id, pairs, policy))
+        return checks
+
     def evaluate(self, experiment: Experiment) -> RollbackDecision | None:
-        """The first rule a treatment breaks (error rate, then latency), or ``None``."""
+        """The rollback the current check calls for if its failures reached the limit, or
+        ``None`` (a single check, as if it were the ``failure_limit``-th failure in a row)."""
         policy = self.get_policy(experiment.experiment_id)
         if not policy.enabled:
             return None
-        metrics = self.engine.get_experiment_metrics(experiment.experiment_id)
-        control = metrics[experiment.control.variant_id]
-        for treatment in experiment.treatments:
-            found = metrics[treatment.variant_id]
-            if found.request_count < policy.min_requests_before_rollback:
-                continue
-            decision = _error_rule(treatment.variant_id, found, policy) or _latency_rule(
-                treatment.variant_id, found, control, policy
-            )
-            if decision is not None:
-                return decision
+        for check in self.judge(experiment, policy):
+            if check.outcome is CheckOutcome.FAIL:
+                return _decision(check, policy, policy.failure_limit)
         return None
 
     def check_rollback_conditions(self, experiment_id: str) -> str | None:
-        """A reason naming metric, observed value and threshold, or ``None`` when healthy."""
+        """A reason naming the test, numbers and bound of a failing check, or ``None``."""
         experiment = self.engine.get_experiment(experiment_id)
         if experiment.status is not ExperimentStatus.RUNNING:
             return None
         decision = self.evaluate(experiment)
         return decision.reason if decision else None
+
+    def check(
+        self, experiment: Experiment, tick: datetime
+    ) -> tuple[CanaryState | None, RollbackDecision | None]:
+        """One monitor check: judge, record it for ``tick``, and say whether to roll back.
+
+        Returns:
+            The recorded state (``None`` when the policy is disabled) and the rollback decision
+            once ``failure_limit`` consecutive checks failed.
+        """
+        policy = self.get_policy(experiment.experiment_id)
+        if not policy.enabled:
+            return None, None
+        checks = self.judge(experiment, policy)
+        outcome = _overall(checks)
+        chosen = [c for c in checks if c.outcome.value == outcome] or checks
+        reason = "; ".join(c.reason for c in chosen) or "no treatments"
+        state = self.checks.record(
+            experiment.experiment_id, tick_id(tick), outcome, reason,
+            [c.as_dict() for c in checks], self.engine.clock.now(),
+        )  # fmt: skip
+        failing = [c for c in checks if c.outcome is CheckOutcome.FAIL]
+        if state.outcome != "fail" or not failing:
+            return state, None
+        if state.consecutive_failures < policy.failure_limit:
+            return state, None
+        return state, _decision(failing[0], policy, state.consecutive_failures)
+
+    # ------------------------------------------------------------------ rolling back
 
     def execute_rollback(
         self,
@@ -206,31 +284,64 @@ class AutoRollbackManager:
             experiment_id, reason, {"metric": "manual"}, automatic=False
         )
 
-    def run_once(self) -> MonitorReport:
-        """One monitor pass over every running experiment: rollback, ramp, bandit."""
+    # ------------------------------------------------------------------ the monitor
+
+    def run_once(self, tick: datetime | None = None) -> MonitorReport:
+        """One monitor pass over every running experiment in this process: judge and roll
+        back, ramp, reweight (what :meth:`fan_out` spreads over the worker invocations)."""
+        tick = tick or self.engine.clock.now()
         report = MonitorReport()
         for experiment in self.engine.list_experiments(ExperimentStatus.RUNNING):
-            report.checked += 1
-            try:
-                self._monitor(experiment, report)
-            except Exception:  # noqa: BLE001 - one bad experiment must not stop the others
-                logger.exception(
-                    "monitor failed", extra={"experiment_id": experiment.experiment_id}
-                )
-                report.errors.append(experiment.experiment_id)
+            self._guarded(experiment, report, tick)
         return report
 
-    def _monitor(self, experiment: Experiment, report: MonitorReport) -> None:
+    def fan_out(self, tick: datetime | None = None) -> dict[str, Any]:
+        """The scheduled tick: lists running experiment ids (one index query) and sends them to
+        the monitor queue, ``MONITOR_BATCH`` per message.
+
+        Returns:
+            ``{"tick", "running", "messages"}``.
+        """
+        tick = tick or self.engine.clock.now()
+        ids = self.engine.repository.running_ids()
+        stamp = tick_id(tick)
+        bodies = [
+            json.dumps({"tick": stamp, "experiment_ids": ids[start : start + MONITOR_BATCH]})
+            for start in range(0, len(ids), MONITOR_BATCH)
+        ]
+        sent = self.queue.send(bodies) if bodies else 0
+        return {"tick": stamp, "running": len(ids), "messages": sent}
+
+    def check_experiments(self, experiment_ids: Iterable[str], tick: datetime) -> MonitorReport:
+        """What a monitor message asks: the experiments still running are checked (judge and
+        roll back, ramp, reweight); each failure is logged and left to the next tick."""
+        report = MonitorReport()
+        for experiment_id in experiment_ids:
+            try:
+                experiment = self.engine.get_experiment(experiment_id)
+            except Exception:  # noqa: BLE001 - a vanished or unreadable one must not stop the rest
+                logger.exception("monitor read failed", extra={"experiment_id": experiment_id})
+                report.errors.append(experiment_id)
+                continue
+            if experiment.status is ExperimentStatus.RUNNING:
+                self._guarded(experiment, report, tick)
+        return report
+
+    def _guarded(self, experiment: Experiment, report: MonitorReport, tick: datetime) -> None:
+        report.checked += 1
+        try:
+            self._monitor(experiment, report, tick)
+        except Exception:  # noqa: BLE001 - one bad experiment must not stop the others
+            logger.exception("monitor failed", extra={"experiment_id": experiment.experiment_id})
+            report.errors.append(experiment.experiment_id)
+
+    def _monitor(self, experiment: Experiment, report: MonitorReport, tick: datetime) -> None:
         experiment_id = experiment.experiment_id
-        decision = self.evaluate(experiment)
+        state, decision = self.check(experiment, tick)
+        if state is not None:
+            report.outcomes[state.outcome] = report.outcomes.get(state.outcome, 0) + 1
         if decision is not None:
-            details = {
-                "variant_id": decision.variant_id,
-                "metric": decision.metric,
-                "observed": decision.observed,
-                "threshold": decision.threshold,
-            }
-            if self.execute_rollback(experiment_id, decision.reason, details):
+            if self.execute_rollback(experiment_id, decision.reason, decision.details):
                 report.rolled_back.append(experiment_id)
             return
         if experiment.ramp is not None and self.engine.advance_ramp(experiment_id):
@@ -267,6 +378,27 @@ class AutoRollbackManager:
             except Exception:  # noqa: BLE001 - the loop survives storage hiccups
                 logger.exception("monitor pass failed")
             self._stop.wait(interval)
+
+
+def _validate(policy: RollbackPolicy) -> None:
+    checks = (
+        policy.error_rate_threshold is None or 0 <= policy.error_rate_threshold <= 1,
+        policy.latency_degradation_threshold >= 0,
+        0 <= policy.error_rate_tolerance <= 100,
+        policy.latency_threshold_ms is None or policy.latency_threshold_ms > 0,
+        policy.min_requests_before_rollback >= 1,
+        policy.latency_percentile in PERCENTILES,
+        0 < policy.alpha < 0.5,
+        policy.tuning_sample_size >= 1,
+        policy.failure_limit >= 1,
+    )
+    if not all(checks):
+        raise UnprocessableEntity(
+            "rollback policy: error_rate_threshold in [0, 1], latency tolerance >= 0, "
+            "error_rate_tolerance in [0, 100], latency_threshold_ms > 0, "
+            "min_requests_before_rollback >= 1, percentile p50/p95/p99, alpha in (0, 0.5), "
+            "tuning_sample_size >= 1, failure_limit >= 1"
+        )
 
 
 @lazy

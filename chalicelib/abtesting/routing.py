@@ -50,6 +50,9 @@ from chalicelib.core.config import get_settings
 
 __all__ = ["SCALE", "RouteTable", "TrafficRouter", "routing_config", "thresholds", "unit_hash"]
 
+Assignment = tuple[str, int, int]
+"""``(variant_id, model_version, allocation phase)``."""
+
 
 def _fixed(experiment: Experiment) -> dict[str, Any] | None:
     status = experiment.status
@@ -91,16 +94,19 @@ def routing_config(experiment: Experiment) -> dict[str, Any]:
         "fixed": _fixed(experiment),
         "blocked": blocked,
         "sticky_store": experiment.allocation_strategy is TrafficAllocationStrategy.MAB,
+        "phase": experiment.phase,
     }
 
 
 class RouteTable(Assigner):
-    """One experiment's routing state: an :class:`Assigner` built from its routing config."""
+    """One experiment's routing state: an :class:`Assigner` built from its routing config, and
+    the allocation phase its weights belong to."""
 
-    __slots__ = ()
+    __slots__ = ("phase",)
 
     def __init__(self, experiment: Experiment) -> None:
         super().__init__(routing_config(experiment))
+        self.phase = experiment.phase
 
 
 class AssignmentStorePort(Protocol):
@@ -147,11 +153,31 @@ class TrafficRouter:
         self, experiment_id: str, request_id: str, user_id: str | None = None, sticky: bool = True
     ) -> Choice:
         """``(variant_id, model_version)`` for a request; see the module docstring."""
+        return self._choose(experiment_id, self._table(experiment_id), request_id, user_id, sticky)
+
+    def assign(
+        self, experiment_id: str, request_id: str, user_id: str | None = None, sticky: bool = True
+    ) -> Assignment:
+        """:meth:`route` plus the allocation phase whose weights decided it (clients send it
+        back with the outcome, so outcomes count in the phase their request was routed in)."""
+        table = self._table(experiment_id)
+        variant_id, version = self._choose(experiment_id, table, request_id, user_id, sticky)
+        return variant_id, version, table.phase
+
+    def _table(self, experiment_id: str) -> RouteTable:
         cached = self._tables.get(experiment_id)
         if cached is None or cached[0] <= self._monotonic():
-            table = self.refresh(experiment_id)
-        else:
-            table = cached[1]
+            return self.refresh(experiment_id)
+        return cached[1]
+
+    def _choose(
+        self,
+        experiment_id: str,
+        table: RouteTable,
+        request_id: str,
+        user_id: str | None,
+        sticky: bool,
+    ) -> Choice:
         if table.needs_store(user_id, sticky):
             return self._sticky(experiment_id, str(user_id), table)
         try:

@@ -1,16 +1,33 @@
-"""Frequentist statistics of experiments, computed from sufficient statistics.
+"""Statistics of experiments, computed from sufficient statistics.
 
-* Rates (conversion, success, error): two-proportion z-test with the pooled standard error for
-  the test and the unpooled (Wald) standard error for the confidence interval of the difference,
-  as ``statsmodels.stats.proportion.proportions_ztest`` / ``confint_proportions_2indep``.
-* Continuous metrics (latency, custom metrics): Welch's t-test from count, sum and sum of squares,
-  as ``statsmodels.stats.weightstats.ttest_ind(usevar="unequal")``.
-* Sample size per arm for a rate: Cohen's h with the normal approximation,
-  ``n = 2 ((z_{1-alpha/2} + z_{power}) / h)^2`` with ``h = 2 asin(sqrt(p2)) - 2 asin(sqrt(p1))``
-  and ``p2 = baseline * (1 + minimum_detectable_effect)`` (the effect is relative), as
-  ``NormalIndPower().solve_power(proportion_effectsize(p2, p1), ...)`` rounded up.
-* Sample-ratio mismatch: Pearson chi-square of observed requests against the weights.
-* Several treatments: Holm-Bonferroni adjusted p-values.
+Two analysis methods (``Experiment.analysis.method``, or ``?method=`` on the analysis route):
+
+* ``sequential`` (the default): the always-valid mSPRT of :mod:`~chalicelib.abtesting.sequential`
+  (p-values and confidence sequences that hold at every look), stratified by allocation phase.
+  Several treatments split alpha with Bonferroni, so each interval is at ``alpha / k`` and agrees
+  with its adjusted p-value.
+* ``fixed``: fixed-horizon tests that may recommend only once both arms reached the *planned*
+  sample size (the power calculation for the minimum detectable effect at the control's observed
+  rate or spread); before that the answer is "underpowered: keep running".
+
+  - Rates: Newcomb's hybrid score interval of the difference (as statsmodels'
+    ``confint_proportions_2indep(method="newcomb")``) and the p-value that inverts it, so
+    ``p < alpha`` exactly when the interval excludes 0. ``statistic`` is the pooled z (as
+    ``proportions_ztest``).
+  - Continuous metrics (latency, custom metrics): Welch's t-test from count, mean and centred
+    sum of squares, as ``statsmodels.stats.weightstats.ttest_ind(usevar="unequal")``.
+  - Several allocation phases: a stratified normal test (phase estimates weighted by their
+    effective size), never the pooled counts, which Simpson's paradox can reverse.
+  - Several treatments: Holm-Bonferroni adjusted p-values.
+
+* Sample size per arm for a rate (fixed): Cohen's h with the normal approximation,
+  ``n = 2 ((z_{1-alpha/2} + z_{power}) / h)^2``, as statsmodels' ``NormalIndPower``; sequential:
+  the smallest ``n`` at which the mSPRT has crossed with the requested power
+  (:func:`~chalicelib.abtesting.sequential.sequential_sample_size`).
+* Sample-ratio mismatch: Pearson chi-square per allocation phase against that phase's weights,
+  Bonferroni over the phases.
+* Guardrails: the canary judge's always-valid test that the treatment is worse by more than the
+  threshold (:func:`~chalicelib.abtesting.judge.worse_than`).
 
 scipy is imported only inside the functions that need the t and chi-square distributions.
 """
@@ -22,9 +39,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
+from chalicelib.abtesting import sequential
+from chalicelib.abtesting.aggregate import merge_metrics, metrics_from_counters
+from chalicelib.abtesting.judge import CheckOutcome, Pair, worse_than
 from chalicelib.abtesting.models import (
     LOWER_IS_BETTER,
     RATE_METRICS,
+    AllocationPhase,
+    AnalysisMethod,
+    AnalysisSettings,
     Experiment,
     ExperimentMetrics,
     GuardrailResult,
@@ -34,8 +57,23 @@ from chalicelib.abtesting.models import (
 )
 from chalicelib.core.errors import UnprocessableEntity
 
+__all__ = [
+    "ExperimentAnalysis",
+    "PhaseMetrics",
+    "SampleSizePlan",
+    "StatisticalAnalyzer",
+    "TreatmentAnalysis",
+    "comparable_pairs",
+    "holm_bonferroni",
+    "metrics_from_counters",
+    "plan_sample_size",
+    "two_sided_normal_p",
+]
+
 _NORMAL = NormalDist()
 SRM_ALPHA = 0.001
+# Requests per arm before a guardrail's normal approximation is trusted.
+GUARDRAIL_MINIMUM = 100
 
 
 def two_sided_normal_p(z: float) -> float:
@@ -85,8 +123,11 @@ class ExperimentAnalysis:
         treatments: One analysis per treatment.
         sample_ratio: The SRM check.
         recommendation: continue / conclude_winner / conclude_no_difference.
-        recommended_winner: The variant to conclude with (the control when nothing beat it).
+        recommended_winner: The treatment to promote; ``None`` unless the recommendation is
+            ``conclude_winner``.
         warnings: Human-readable concerns (SRM, degraded guardrails).
+        method: ``sequential`` or ``fixed``.
+        reason: One sentence saying why the recommendation is what it is.
     """
 
     experiment_id: str
@@ -97,6 +138,21 @@ class ExperimentAnalysis:
     recommendation: RecommendedAction
     recommended_winner: str | None
     warnings: list[str] = field(default_factory=list)
+    method: str = AnalysisMethod.SEQUENTIAL.value
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PhaseMetrics:
+    """Metrics of every variant during one allocation phase.
+
+    Attributes:
+        phase: The phase (its weights).
+        metrics: Metrics per variant of outcomes attributed to that phase.
+    """
+
+    phase: AllocationPhase
+    metrics: Mapping[str, ExperimentMetrics]
 
 
 # Beyond this many requests per arm an effect is, in practice, undetectable.
@@ -118,6 +174,7 @@ class SampleSizePlan:
         target_rate: The rate the smallest effect of interest leads to.
         days: Days to reach ``total`` at the given daily traffic (``None`` without it).
         method: How it was computed.
+        analysis_method: ``sequential`` (the analysis' default) or ``fixed``.
     """
 
     per_variant: int
@@ -133,6 +190,13 @@ class SampleSizePlan:
         "two-sided two-proportion z-test on Cohen's h (as statsmodels' NormalIndPower), "
         "Bonferroni over the comparisons with the control"
     )
+    analysis_method: str = AnalysisMethod.FIXED.value
+
+
+SEQUENTIAL_PLAN = (
+    "smallest n at which the always-valid mSPRT (tuning {tuning} per arm) has crossed with the "
+    "requested power, Bonferroni over the comparisons with the control"
+)
 
 
 def plan_sample_size(
@@ -142,8 +206,14 @@ def plan_sample_size(
     power: float = 0.8,
     variants: int = 2,
     daily_traffic: int | None = None,
+    method: str = AnalysisMethod.SEQUENTIAL.value,
+    tuning_sample_size: int = sequential.DEFAULT_TUNING,
 ) -> SampleSizePlan:
     """Requests per arm, in total and in days, to detect a relative change of a rate.
+
+    ``method="sequential"`` (the default analysis) plans for the always-valid test, which needs
+    more requests than a fixed-horizon test read once (about twice at +10 % on a 10 % rate) and
+    in exchange may be read at any time.
 
     With more than one treatment, each comparison with the control is tested at
     ``1 - (1 - confidence_level) / (variants - 1)`` (Bonferroni: the bound the analysis's Holm
@@ -156,6 +226,8 @@ def plan_sample_size(
         power: 1 - beta.
         variants: Arms including the control (at least 2).
         daily_traffic: Requests per day over all arms, for ``days``.
+        method: ``sequential`` or ``fixed``.
+        tuning_sample_size: ``N*`` of the sequential test.
 
     Raises:
         UnprocessableEntity: Fewer than 2 variants, no positive traffic, or what
@@ -166,9 +238,13 @@ def plan_sample_size(
     comparisons = variants - 1
     per_comparison = 1 - (1 - confidence_level) / comparisons
     per_variant = StatisticalAnalyzer().calculate_sample_size_requirement(
-        baseline_rate, minimum_detectable_effect, per_comparison, power
-    )
+        baseline_rate, minimum_detectable_effect, per_comparison, power, method,
+        tuning_sample_size,
+    )  # fmt: skip
     total = per_variant * variants
+    extra = {}
+    if method == AnalysisMethod.SEQUENTIAL.value:
+        extra["method"] = SEQUENTIAL_PLAN.format(tuning=tuning_sample_size)
     return SampleSizePlan(
         per_variant=per_variant,
         total=total,
@@ -179,20 +255,64 @@ def plan_sample_size(
         baseline_rate=baseline_rate,
         target_rate=baseline_rate * (1 + minimum_detectable_effect),
         days=None if daily_traffic is None else math.ceil(total / daily_traffic),
+        analysis_method=AnalysisMethod(method).value,
+        **extra,
     )
 
 
+def newcomb_p_value(
+    x_control: int, n_control: int, x_treatment: int, n_treatment: int
+) -> tuple[float, float]:
+    """``(p, z*)``: the p-value that inverts Newcomb's interval.
+
+    The interval at level ``1 - p`` has 0 on its boundary, so ``p < alpha`` exactly when the
+    ``1 - alpha`` interval excludes 0. Found by bisection on the normal quantile ``z*``.
+    """
+    diff = x_treatment / n_treatment - x_control / n_control
+    if diff == 0:
+        return 1.0, 0.0
+
+    def excludes_zero(z: float) -> bool:
+        low, high = sequential.newcomb_interval_z(x_control, n_control, x_treatment, n_treatment, z)
+        return low > 0 or high < 0
+
+    low, high = 0.0, 40.0
+    if excludes_zero(high):
+        return math.erfc(high / math.sqrt(2.0)), high
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if excludes_zero(middle) else (low, middle)
+    return math.erfc(high / math.sqrt(2.0)), high
+
+
+def _pairs_totals(pairs: Sequence[Pair]) -> tuple[ExperimentMetrics, ExperimentMetrics]:
+    if len(pairs) == 1:
+        return pairs[0]
+    control = merge_metrics(pairs[0][0].variant_id, [c for c, _ in pairs])
+    return control, merge_metrics(pairs[0][1].variant_id, [t for _, t in pairs])
+
+
 class StatisticalAnalyzer:
-    """Significance tests, sample sizes, guardrails, SRM and Holm correction.
+    """Significance tests, sample sizes, guardrails, SRM and multiple-comparison corrections.
 
     Args:
         confidence_level: Default confidence level (e.g. 0.95).
-        minimum_sample_size: Requests each arm needs before a conclusion is recommended.
+        minimum_sample_size: Requests each arm needs before any recommendation.
+        settings: Method, minimum detectable effect, power and sequential tuning (defaults:
+            sequential, 10 %, 80 %, 5,000).
     """
 
-    def __init__(self, confidence_level: float = 0.95, minimum_sample_size: int = 1000) -> None:
+    def __init__(
+        self,
+        confidence_level: float = 0.95,
+        minimum_sample_size: int = 1000,
+        settings: AnalysisSettings | None = None,
+    ) -> None:
         self.confidence_level = confidence_level
         self.minimum_sample_size = minimum_sample_size
+        self.settings = settings or AnalysisSettings()
+
+    # ------------------------------------------------------------------ one comparison
 
     def calculate_significance(
         self,
@@ -200,42 +320,178 @@ class StatisticalAnalyzer:
         treatment: ExperimentMetrics,
         metric_name: str,
         confidence_level: float | None = None,
+        method: AnalysisMethod | str | None = None,
+        strata: Sequence[Pair] | None = None,
+        comparisons: int = 1,
     ) -> SignificanceResult:
         """Compares treatment with control on one metric (``treatment - control``).
 
-        Rates use the two-proportion z-test; ``latency_ms`` and custom metrics use Welch's t.
+        Args:
+            control: Control's metrics (all phases).
+            treatment: Treatment's metrics (all phases).
+            metric_name: A rate (``conversion_rate``, ``success_rate``, ``error_rate``),
+                ``latency_ms`` or a custom metric.
+            confidence_level: Overrides the analyzer's level.
+            method: ``sequential`` or ``fixed`` (default: the analyzer's settings).
+            strata: ``(control, treatment)`` per allocation phase (default: one stratum).
+            comparisons: Treatments compared with the control (alpha is split for the
+                sequential interval and for the planned sample size).
         """
         level = self.confidence_level if confidence_level is None else confidence_level
-        if metric_name in RATE_METRICS:
-            return self._proportions(control, treatment, metric_name, level)
-        return self._welch(control, treatment, metric_name, level)
-
-    def _adequate(self, control: ExperimentMetrics, treatment: ExperimentMetrics) -> bool:
+        chosen = AnalysisMethod(method or self.settings.method)
+        pairs = list(strata) if strata else [(control, treatment)]
+        alpha = round((1.0 - level) / max(comparisons, 1), 12)
+        rate = metric_name in RATE_METRICS
+        values = (control.value(metric_name), treatment.value(metric_name))
+        planned = self._planned(control, treatment, metric_name, alpha, chosen)
+        if chosen is AnalysisMethod.SEQUENTIAL:
+            found = self._sequential(pairs, metric_name, rate, alpha)
+            test_alpha = alpha
+        else:
+            test_alpha = round(1.0 - level, 12)
+            if len(pairs) > 1:
+                found = self._stratified_fixed(pairs, metric_name, rate, test_alpha)
+            elif rate:
+                found = self._newcomb(control, treatment, metric_name, test_alpha)
+            else:
+                found = self._welch(control, treatment, metric_name, level)
         smallest = min(control.request_count, treatment.request_count)
-        return smallest >= self.minimum_sample_size
+        needed = self.minimum_sample_size
+        if chosen is AnalysisMethod.FIXED and planned is not None:
+            needed = planned
+        adequate = smallest >= needed
+        return self._result(metric_name, values, found, planned, chosen, test_alpha, adequate)
+
+    def _planned(
+        self,
+        control: ExperimentMetrics,
+        treatment: ExperimentMetrics,
+        metric: str,
+        alpha: float,
+        method: AnalysisMethod,
+    ) -> int | None:
+        """Requests per arm for the configured power against the minimum detectable effect:
+        the declared plan, else planned at the control's observed rate or spread (``None`` when
+        that is not defined)."""
+        settings = self.settings
+        if settings.planned_sample_size is not None:
+            return max(settings.planned_sample_size, self.minimum_sample_size)
+        mde = settings.minimum_detectable_effect
+        base = control.value(metric)
+        if metric in RATE_METRICS:
+            if base is None or not 0 < base < 1 or not 0 < base * (1 + mde) < 1:
+                return None
+            needed = self._rate_plan(base, mde, alpha, method)
+        else:
+            needed = self._mean_plan(control, treatment, metric, alpha, method)
+        return None if needed is None else max(needed, self.minimum_sample_size)
+
+    def _rate_plan(
+        self, base: float, mde: float, alpha: float, method: AnalysisMethod
+    ) -> int | None:
+        try:
+            return self.calculate_sample_size_requirement(
+                base, mde, 1 - alpha, self.settings.power, method,
+                self.settings.tuning_sample_size,
+            )  # fmt: skip
+        except UnprocessableEntity:
+            return None
+
+    def _mean_plan(
+        self,
+        control: ExperimentMetrics,
+        treatment: ExperimentMetrics,
+        metric: str,
+        alpha: float,
+        method: AnalysisMethod,
+    ) -> int | None:
+        c, t = control.continuous(metric), treatment.continuous(metric)
+        base = c.mean
+        if not base or c.variance is None or t.variance is None:
+            return None
+        sd = math.sqrt((c.variance + t.variance) / 2)
+        effect = abs(base) * self.settings.minimum_detectable_effect
+        if not sd or not effect:
+            return None
+        if method is AnalysisMethod.SEQUENTIAL:
+            return sequential.sequential_sample_size(
+                effect, sd, sd, alpha, self.settings.power, self.settings.tuning_sample_size,
+                MAX_SAMPLE_SIZE,
+            )  # fmt: skip
+        z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(self.settings.power)
+        return math.ceil(min(2 * (z * sd / effect) ** 2, MAX_SAMPLE_SIZE))
+
+    def _sequential(
+        self, pairs: Sequence[Pair], metric: str, rate: bool, alpha: float
+    ) -> tuple[str, float, float, tuple[float, float]]:
+        strata = _strata(pairs, metric, rate)
+        result = sequential.compare(strata, alpha, self.settings.tuning_sample_size)
+        test = "sequential_proportions" if rate else "sequential_means"
+        if result is None:
+            return test, math.nan, 1.0, (math.nan, math.nan)
+        return test, result.z, result.p_value, result.interval
+
+    def _stratified_fixed(
+        self, pairs: Sequence[Pair], metric: str, rate: bool, alpha: float
+    ) -> tuple[str, float, float, tuple[float, float]]:
+        pooled = sequential.pool(_strata(pairs, metric, rate))
+        if pooled is None or not pooled.variance > 0:
+            return "stratified_z", math.nan, 1.0, (math.nan, math.nan)
+        diff = pooled.treatment - pooled.control
+        se = math.sqrt(pooled.variance)
+        half = _NORMAL.inv_cdf(1 - alpha / 2) * se
+        return "stratified_z", diff / se, two_sided_normal_p(diff / se), (diff - half, diff + half)
+
+    def _newcomb(
+        self, control: ExperimentMetrics, treatment: ExperimentMetrics, metric: str, alpha: float
+    ) -> tuple[str, float, float, tuple[float, float]]:
+        x_c, n_c = control.proportion(metric)
+        x_t, n_t = treatment.proportion(metric)
+        if not n_c or not n_t:
+            return "newcomb", math.nan, 1.0, (math.nan, math.nan)
+        pooled = (x_c + x_t) / (n_c + n_t)
+        se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_t))
+        z = (x_t / n_t - x_c / n_c) / se_pooled if se_pooled > 0 else 0.0
+        p_value, _ = newcomb_p_value(x_c, n_c, x_t, n_t)
+        interval = sequential.newcomb_interval(x_c, n_c, x_t, n_t, alpha)
+        return "newcomb", z, p_value, interval
+
+    def _welch(
+        self, control: ExperimentMetrics, treatment: ExperimentMetrics, metric: str, level: float
+    ) -> tuple[str, float, float, tuple[float, float]]:
+        c, t = control.continuous(metric), treatment.continuous(metric)
+        if c.variance is None or t.variance is None:
+            return "welch_t", math.nan, 1.0, (math.nan, math.nan)
+        diff = (t.mean or 0.0) - (c.mean or 0.0)
+        var_c, var_t = c.variance / c.count, t.variance / t.count
+        se = math.sqrt(var_c + var_t)
+        if se == 0:
+            return "welch_t", 0.0, 1.0, (diff, diff)
+        from scipy import stats
+
+        dof = (var_c + var_t) ** 2 / (var_c**2 / (c.count - 1) + var_t**2 / (t.count - 1))
+        statistic = diff / se
+        p_value = float(2 * stats.t.sf(abs(statistic), dof))
+        half = float(stats.t.ppf(1 - (1 - level) / 2, dof)) * se
+        return "welch_t", statistic, p_value, (diff - half, diff + half)
 
     def _result(
         self,
         metric: str,
-        test: str,
         values: tuple[float | None, float | None],
-        statistic: float,
-        p_value: float,
-        interval: tuple[float, float],
+        found: tuple[str, float, float, tuple[float, float]],
+        planned: int | None,
+        method: AnalysisMethod,
+        alpha: float,
         adequate: bool,
-        level: float,
     ) -> SignificanceResult:
+        test, statistic, p_value, interval = found
         control_value, treatment_value = values
-        significant = p_value < 1.0 - level
+        significant = p_value < alpha
         lift = None
         if control_value and treatment_value is not None:
             lift = (treatment_value - control_value) / control_value
-        if not adequate:
-            action = RecommendedAction.CONTINUE
-        elif significant:
-            action = RecommendedAction.CONCLUDE_WINNER
-        else:
-            action = RecommendedAction.CONCLUDE_NO_DIFFERENCE
+        decision = self._decision(metric, method, interval, adequate, significant, values)
         return SignificanceResult(
             metric_name=metric,
             test=test,
@@ -246,60 +502,41 @@ class StatisticalAnalyzer:
             confidence_interval=interval,
             effect_size=lift,
             sample_size_adequate=adequate,
-            recommended_action=action,
+            recommended_action=_ACTIONS[decision],
             statistic=statistic,
+            method=method.value,
+            decision=decision,
+            planned_sample_size=planned,
+            alpha=alpha,
         )
 
-    def _proportions(
-        self, control: ExperimentMetrics, treatment: ExperimentMetrics, metric: str, level: float
-    ) -> SignificanceResult:
-        x_c, n_c = control.proportion(metric)
-        x_t, n_t = treatment.proportion(metric)
-        adequate = self._adequate(control, treatment)
-        if not n_c or not n_t:
-            values = (x_c / n_c if n_c else None, x_t / n_t if n_t else None)
-            nan = (math.nan, math.nan)
-            return self._result(
-                metric, "two_proportion_z", values, math.nan, 1.0, nan, False, level
-            )
-        p_c, p_t = x_c / n_c, x_t / n_t
-        diff = p_t - p_c
-        pooled = (x_c + x_t) / (n_c + n_t)
-        se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_t))
-        z = diff / se_pooled if se_pooled > 0 else 0.0
-        p_value = two_sided_normal_p(z) if se_pooled > 0 else 1.0
-        se = math.sqrt(p_c * (1 - p_c) / n_c + p_t * (1 - p_t) / n_t)
-        half = _NORMAL.inv_cdf(1 - (1 - level) / 2) * se
-        interval = (diff - half, diff + half)
-        values = (p_c, p_t)
-        return self._result(
-            metric, "two_proportion_z", values, z, p_value, interval, adequate, level
-        )
+    def _decision(
+        self,
+        metric: str,
+        method: AnalysisMethod,
+        interval: tuple[float, float],
+        adequate: bool,
+        significant: bool,
+        values: tuple[float | None, float | None],
+    ) -> str:
+        """better / worse / equivalent / no_difference / inconclusive / underpowered / no_data."""
+        control_value, treatment_value = values
+        if math.isnan(interval[0]) or control_value is None or treatment_value is None:
+            return "no_data"
+        if not adequate:
+            return "underpowered" if method is AnalysisMethod.FIXED else "inconclusive"
+        if significant:
+            up = (interval[0] + interval[1]) > 0
+            better = not up if metric in LOWER_IS_BETTER else up
+            return "better" if better else "worse"
+        if method is AnalysisMethod.FIXED:
+            return "no_difference"
+        margin = abs(control_value) * self.settings.minimum_detectable_effect
+        if margin > 0 and -margin < interval[0] and interval[1] < margin:
+            return "equivalent"
+        return "inconclusive"
 
-    def _welch(
-        self, control: ExperimentMetrics, treatment: ExperimentMetrics, metric: str, level: float
-    ) -> SignificanceResult:
-        c, t = control.continuous(metric), treatment.continuous(metric)
-        adequate = self._adequate(control, treatment)
-        values = (c.mean, t.mean)
-        nan = (math.nan, math.nan)
-        if c.variance is None or t.variance is None:
-            return self._result(metric, "welch_t", values, math.nan, 1.0, nan, False, level)
-        diff = t.mean - c.mean  # type: ignore[operator]
-        var_c, var_t = c.variance / c.count, t.variance / t.count
-        se = math.sqrt(var_c + var_t)
-        if se == 0:
-            return self._result(metric, "welch_t", values, 0.0, 1.0, (diff, diff), adequate, level)
-        from scipy import stats
-
-        dof = (var_c + var_t) ** 2 / (var_c**2 / (c.count - 1) + var_t**2 / (t.count - 1))
-        statistic = diff / se
-        p_value = float(2 * stats.t.sf(abs(statistic), dof))
-        half = float(stats.t.ppf(1 - (1 - level) / 2, dof)) * se
-        interval = (diff - half, diff + half)
-        return self._result(
-            metric, "welch_t", values, statistic, p_value, interval, adequate, level
-        )
+    # ------------------------------------------------------------------ sample size
 
     def calculate_sample_size_requirement(
         self,
@@ -307,6 +544,8 @@ class StatisticalAnalyzer:
         minimum_detectable_effect: float,
         confidence_level: float = 0.95,
         power: float = 0.8,
+        method: AnalysisMethod | str = AnalysisMethod.FIXED,
+        tuning_sample_size: int = sequential.DEFAULT_TUNING,
     ) -> int:
         """Requests per arm to detect a relative change of a rate (two-sided test).
 
@@ -315,6 +554,9 @@ class StatisticalAnalyzer:
             minimum_detectable_effect: Relative change to detect (0.1 = +10 %).
             confidence_level: 1 - alpha.
             power: 1 - beta.
+            method: ``fixed`` (a test read once, the classic formula) or ``sequential`` (the
+                always-valid test read at every look).
+            tuning_sample_size: ``N*`` of the sequential test.
 
         Raises:
             UnprocessableEntity: A rate outside (0, 1), a zero effect, a level outside (0, 1),
@@ -333,15 +575,30 @@ class StatisticalAnalyzer:
                 "need 0 < baseline_rate < 1, a non-zero effect keeping the rate in (0, 1), "
                 "and confidence_level and power in (0, 1)"
             )
-        h = 2 * math.asin(math.sqrt(target)) - 2 * math.asin(math.sqrt(baseline_rate))
-        z_alpha = _NORMAL.inv_cdf(1 - (1 - confidence_level) / 2)
-        z_beta = _NORMAL.inv_cdf(power)
-        needed = 2 * ((z_alpha + z_beta) / abs(h)) ** 2 if h else math.inf
+        if AnalysisMethod(method) is AnalysisMethod.SEQUENTIAL:
+            needed = float(
+                sequential.sequential_sample_size(
+                    target - baseline_rate,
+                    math.sqrt(baseline_rate * (1 - baseline_rate)),
+                    math.sqrt(target * (1 - target)),
+                    1 - confidence_level,
+                    power,
+                    tuning_sample_size,
+                    MAX_SAMPLE_SIZE * 10,
+                )  # fmt: skip
+            )
+        else:
+            h = 2 * math.asin(math.sqrt(target)) - 2 * math.asin(math.sqrt(baseline_rate))
+            z_alpha = _NORMAL.inv_cdf(1 - (1 - confidence_level) / 2)
+            z_beta = _NORMAL.inv_cdf(power)
+            needed = 2 * ((z_alpha + z_beta) / abs(h)) ** 2 if h else math.inf
         if not needed <= MAX_SAMPLE_SIZE:
             raise UnprocessableEntity(
                 f"detecting this effect needs more than {MAX_SAMPLE_SIZE:.0e} requests per arm"
             )
         return math.ceil(needed)
+
+    # ------------------------------------------------------------------ guardrails and SRM
 
     def check_guardrail_metrics(
         self,
@@ -349,26 +606,45 @@ class StatisticalAnalyzer:
         treatment: ExperimentMetrics,
         guardrail_names: Sequence[str],
         degradation_threshold: float = 0.1,
+        strata: Sequence[Pair] | None = None,
     ) -> list[GuardrailResult]:
-        """Flags guardrails on which the treatment is worse than control by more than the threshold.
+        """Flags guardrails on which there is evidence that the treatment is worse than the
+        control by more than the threshold (relative).
 
         "Worse" is higher for error rate and latencies, lower for other rates and custom metrics.
-        The change is relative to control; when control is 0, any worsening counts as degraded.
+        The evidence is the canary judge's always-valid test (:func:`judge.worse_than`) at the
+        analyzer's alpha, stratified by allocation phase, after ``GUARDRAIL_MINIMUM`` requests
+        per arm; ``relative_change`` is the point estimate, for information.
         """
+        pairs = list(strata) if strata else [(control, treatment)]
+        alpha = 1.0 - self.confidence_level
+        tuning = self.settings.tuning_sample_size
         results = []
         for name in guardrail_names:
             c_value, t_value = control.value(name), treatment.value(name)
             if c_value is None or t_value is None:
                 results.append(GuardrailResult(name, c_value, t_value, None, False, False))
                 continue
-            worsening = t_value - c_value if name in LOWER_IS_BETTER else c_value - t_value
             if c_value:
                 change = (t_value - c_value) / abs(c_value)
-                degraded = worsening / abs(c_value) > degradation_threshold
             else:
                 change = math.inf if t_value > 0 else (-math.inf if t_value < 0 else 0.0)
-                degraded = worsening > 0
-            results.append(GuardrailResult(name, c_value, t_value, change, degraded, True))
+            verdict = worse_than(name, pairs, degradation_threshold, alpha, tuning,
+                                 GUARDRAIL_MINIMUM)  # fmt: skip
+            failed = verdict.outcome is CheckOutcome.FAIL
+            results.append(
+                GuardrailResult(
+                    name,
+                    c_value,
+                    t_value,
+                    change,
+                    failed,
+                    True,
+                    verdict.outcome.value,
+                    verdict.test,
+                    verdict.interval,
+                )  # fmt: skip
+            )
         return results
 
     def check_sample_ratio(
@@ -381,7 +657,7 @@ class StatisticalAnalyzer:
 
         Variants with weight 0 are left out; the other weights are normalized.
         """
-        from scipy import stats
+        from scipy import special
 
         active = [name for name, weight in weights.items() if weight > 0]
         total = sum(observed.get(name, 0) for name in active)
@@ -389,76 +665,122 @@ class StatisticalAnalyzer:
         expected = {name: total * float(weights[name]) / weight_sum for name in active}
         counts = {name: int(observed.get(name, 0)) for name in active}
         if total == 0 or len(active) < 2:
-            return SampleRatioResult(0.0, 1.0, False, counts, expected)
+            return SampleRatioResult(0.0, 1.0, False, counts, expected, checked=False)
         chi_square = sum((counts[n] - expected[n]) ** 2 / expected[n] for n in active)
-        p_value = float(stats.chi2.sf(chi_square, len(active) - 1))
+        p_value = float(special.chdtrc(len(active) - 1, chi_square))  # chi2.sf, without overhead
         return SampleRatioResult(chi_square, p_value, p_value < alpha, counts, expected)
 
+    def check_sample_ratio_phases(
+        self, phases: Sequence[PhaseMetrics], alpha: float = SRM_ALPHA
+    ) -> SampleRatioResult:
+        """SRM per allocation phase against that phase's weights, Bonferroni over the phases.
+
+        The combined result's ``p_value`` is the smallest phase p-value times the number of
+        phases checked (capped at 1); ``observed`` and ``expected`` add up the checked phases
+        (a paused phase, with traffic to the control only, is not exposure to compare).
+        """
+        results = []
+        for item in phases:
+            weights = {name: float(w) for name, w in item.phase.weights.items()}
+            observed = {name: m.request_count for name, m in item.metrics.items()}
+            found = self.check_sample_ratio(observed, weights, alpha)
+            results.append(SampleRatioResult(**{**found.__dict__, "phase": item.phase.index}))
+        checked = [r for r in results if r.checked]
+        observed_total: dict[str, int] = {}
+        expected_total: dict[str, float] = {}
+        for result in checked:
+            for name, count in result.observed.items():
+                observed_total[name] = observed_total.get(name, 0) + count
+                expected_total[name] = expected_total.get(name, 0.0) + result.expected[name]
+        if not checked:
+            return SampleRatioResult(0.0, 1.0, False, observed_total, expected_total, False,
+                                     tuple(results))  # fmt: skip
+        p_value = min(1.0, min(r.p_value for r in checked) * len(checked))
+        chi_square = sum(r.chi_square for r in checked)
+        return SampleRatioResult(chi_square, p_value, p_value < alpha, observed_total,
+                                 expected_total, True, tuple(results))  # fmt: skip
+
+    # ------------------------------------------------------------------ the analysis
+
     def analyze(
-        self, experiment: Experiment, metrics: Mapping[str, ExperimentMetrics]
+        self,
+        experiment: Experiment,
+        metrics: Mapping[str, ExperimentMetrics],
+        phases: Sequence[PhaseMetrics] | None = None,
+        method: AnalysisMethod | str | None = None,
     ) -> ExperimentAnalysis:
-        """Significance per treatment (Holm-adjusted), guardrails, SRM and a recommendation."""
+        """Significance per treatment, guardrails, SRM and a recommendation.
+
+        Args:
+            experiment: The experiment (variants, metric, level, analysis settings).
+            metrics: Metrics per variant over the whole experiment.
+            phases: Metrics per allocation phase; the comparisons use only phases in which
+                both arms had traffic (paused time does not count), stratified by phase.
+                Without phases the totals are one phase at the configured weights.
+            method: Overrides the experiment's analysis method.
+        """
+        chosen = AnalysisMethod(method or experiment.analysis.method)
+        analyzer = StatisticalAnalyzer(
+            experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
+        )
+        phases = list(phases) if phases is not None else [_one_phase(experiment, metrics)]
         control_id = experiment.control.variant_id
-        control = metrics.get(control_id, ExperimentMetrics(control_id))
-        metric = experiment.primary_metric
-        raw = [
-            self.calculate_significance(
-                control,
-                metrics.get(t.variant_id, ExperimentMetrics(t.variant_id)),
-                metric,
-                experiment.confidence_level,
-            )
-            for t in experiment.treatments
+        treatments = experiment.treatments
+        raw = []
+        for variant in treatments:
+            pairs = comparable_pairs(phases, control_id, variant.variant_id)
+            control, treatment = _pairs_totals(pairs) if pairs else _empty_pair(control_id, variant)
+            result = analyzer.calculate_significance(
+                control, treatment, experiment.primary_metric, None, chosen, pairs or None,
+                len(treatments),
+            )  # fmt: skip
+            raw.append((variant.variant_id, pairs, control, treatment, result))
+        adjusted = _adjusted([item[4].p_value for item in raw], chosen)
+        analyses = [
+            analyzer._treatment(experiment, item, p_adj, chosen)
+            for item, p_adj in zip(raw, adjusted, strict=True)
         ]
-        adjusted = holm_bonferroni([result.p_value for result in raw])
-        treatments = [
-            self._treatment(experiment, control, metrics, variant.variant_id, result, p_adj)
-            for variant, result, p_adj in zip(experiment.treatments, raw, adjusted, strict=True)
-        ]
-        weights = {v.variant_id: float(v.traffic_weight) for v in experiment.variants}
-        observed = {name: m.request_count for name, m in metrics.items()}
-        srm = self.check_sample_ratio(observed, weights)
-        return self._recommend(experiment, treatments, srm)
+        srm = analyzer.check_sample_ratio_phases(phases)
+        return analyzer._recommend(experiment, analyses, srm, chosen)
 
     def _treatment(
         self,
         experiment: Experiment,
-        control: ExperimentMetrics,
-        metrics: Mapping[str, ExperimentMetrics],
-        variant_id: str,
-        result: SignificanceResult,
+        item: tuple[str, list[Pair], ExperimentMetrics, ExperimentMetrics, SignificanceResult],
         adjusted: float,
+        method: AnalysisMethod,
     ) -> TreatmentAnalysis:
-        significant = adjusted < 1.0 - experiment.confidence_level
-        action = result.recommended_action
-        if result.sample_size_adequate:
-            action = (
-                RecommendedAction.CONCLUDE_WINNER
-                if significant
-                else RecommendedAction.CONCLUDE_NO_DIFFERENCE
-            )
+        variant_id, pairs, control, treatment, result = item
+        alpha_family = 1.0 - experiment.confidence_level
+        significant = adjusted < alpha_family
+        decision = result.decision
+        if decision in {"better", "worse"} and not significant:
+            decision = "no_difference" if method is AnalysisMethod.FIXED else "inconclusive"
         corrected = SignificanceResult(
-            **{**result.__dict__, "is_significant": significant, "recommended_action": action}
+            **{
+                **result.__dict__,
+                "is_significant": significant,
+                "decision": decision,
+                "recommended_action": _ACTIONS[decision],
+            }
         )
-        treatment = metrics.get(variant_id, ExperimentMetrics(variant_id))
-        guardrails = self.check_guardrail_metrics(control, treatment, experiment.guardrail_metrics)
-        lower = experiment.primary_metric in LOWER_IS_BETTER
-        direction = (result.treatment_value or 0.0) - (result.control_value or 0.0)
-        better = direction < 0 if lower else direction > 0
-        improves = significant and result.sample_size_adequate and better
-        return TreatmentAnalysis(variant_id, corrected, adjusted, guardrails, improves)
+        guardrails = self.check_guardrail_metrics(
+            control, treatment, experiment.guardrail_metrics, strata=pairs or None
+        )
+        return TreatmentAnalysis(variant_id, corrected, adjusted, guardrails, decision == "better")
 
     def _recommend(
         self,
         experiment: Experiment,
         treatments: list[TreatmentAnalysis],
         srm: SampleRatioResult,
+        method: AnalysisMethod,
     ) -> ExperimentAnalysis:
         warnings = []
         if srm.mismatch:
             warnings.append(
-                f"sample ratio mismatch (chi-square {srm.chi_square:.2f}, p={srm.p_value:.2g}): "
-                "assignment or logging is broken; do not trust the results"
+                f"sample ratio mismatch (chi-square {srm.chi_square:.2f}, p={srm.p_value:.2g}, "
+                "per allocation phase): assignment or logging is broken; do not trust the results"
             )
         for item in treatments:
             for guard in item.guardrails:
@@ -467,67 +789,148 @@ class StatisticalAnalyzer:
         healthy = [
             t for t in treatments if t.improves and not any(g.degraded for g in t.guardrails)
         ]
-        control_id = experiment.control.variant_id
-        adequate = all(t.significance.sample_size_adequate for t in treatments)
+        decided = all(
+            t.significance.decision in {"worse", "equivalent", "no_difference"}
+            or (t.improves and t not in healthy)
+            for t in treatments
+        )
         winner: str | None = None
-        if srm.mismatch or not adequate:
+        if srm.mismatch:
             action = RecommendedAction.CONTINUE
+            reason = "sample ratio mismatch: fix assignment or logging before deciding anything"
         elif healthy:
             action = RecommendedAction.CONCLUDE_WINNER
             best = max(healthy, key=lambda t: abs(t.significance.effect_size or 0.0))
             winner = best.variant_id
-        else:
+            reason = _winner_reason(best, method)
+        elif treatments and decided:
             action = RecommendedAction.CONCLUDE_NO_DIFFERENCE
-            winner = control_id
+            reason = _no_winner_reason(treatments)
+        else:
+            action = RecommendedAction.CONTINUE
+            reason = _continue_reason(treatments, method)
         return ExperimentAnalysis(
             experiment_id=experiment.experiment_id,
             primary_metric=experiment.primary_metric,
-            control_variant_id=control_id,
+            control_variant_id=experiment.control.variant_id,
             treatments=treatments,
             sample_ratio=srm,
             recommendation=action,
             recommended_winner=winner,
             warnings=warnings,
+            method=method.value,
+            reason=reason,
         )
 
 
-def metrics_from_counters(variant_id: str, raw: Mapping[str, object]) -> ExperimentMetrics:
-    """Builds :class:`ExperimentMetrics` from merged shard counters (see the repository)."""
-    from chalicelib.abtesting import sketch
-    from chalicelib.abtesting.models import SufficientStats
+_ACTIONS = {
+    "better": RecommendedAction.CONCLUDE_WINNER,
+    "worse": RecommendedAction.CONCLUDE_NO_DIFFERENCE,
+    "equivalent": RecommendedAction.CONCLUDE_NO_DIFFERENCE,
+    "no_difference": RecommendedAction.CONCLUDE_NO_DIFFERENCE,
+    "inconclusive": RecommendedAction.CONTINUE,
+    "underpowered": RecommendedAction.CONTINUE,
+    "no_data": RecommendedAction.CONTINUE,
+}
 
-    sums = dict(raw.get("sums", {}))  # type: ignore[call-overload]
-    histogram = dict(raw.get("histogram", {}))  # type: ignore[call-overload]
 
-    def count(name: str) -> int:
-        return int(sums.get(name, 0))
-
-    requests = count("request_count")
-    latency = SufficientStats(
-        requests, float(sums.get("latency_sum", 0)), float(sums.get("latency_sumsq", 0))
-    )
-    custom_stats: dict[str, SufficientStats] = {}
-    for name in sums:
-        if name.startswith("c:") and name.endswith(":n"):
-            metric = name[2:-2]
-            custom_stats[metric] = SufficientStats(
-                count(name),
-                float(sums.get(f"c:{metric}:s", 0)),
-                float(sums.get(f"c:{metric}:ss", 0)),
+def _strata(pairs: Sequence[Pair], metric: str, rate: bool) -> list[sequential.Stratum]:
+    strata = []
+    for control, treatment in pairs:
+        if rate:
+            x_c, n_c = control.proportion(metric)
+            x_t, n_t = treatment.proportion(metric)
+            strata.append(sequential.proportion_stratum(x_c, n_c, x_t, n_t))
+            continue
+        c, t = control.continuous(metric), treatment.continuous(metric)
+        if c.variance is not None and t.variance is not None:
+            strata.append(
+                sequential.Stratum(
+                    c.mean or 0.0,
+                    t.mean or 0.0,
+                    c.variance / c.count,
+                    t.variance / t.count,
+                    c.count,
+                    t.count,
+                )  # fmt: skip
             )
-    trials, converted = count("conversion_trials"), count("converted_count")
-    return ExperimentMetrics(
-        variant_id=variant_id,
-        request_count=requests,
-        success_count=count("success_count"),
-        error_count=count("error_count"),
-        latency_p50_ms=sketch.quantile(histogram, 0.50),
-        latency_p95_ms=sketch.quantile(histogram, 0.95),
-        latency_p99_ms=sketch.quantile(histogram, 0.99),
-        conversion_rate=converted / trials if trials else None,
-        custom_metrics={k: v.mean for k, v in custom_stats.items() if v.mean is not None},
-        converted_count=converted,
-        conversion_trials=trials,
-        latency=latency,
-        custom_stats=custom_stats,
+    return strata
+
+
+def _one_phase(experiment: Experiment, metrics: Mapping[str, ExperimentMetrics]) -> PhaseMetrics:
+    from chalicelib.abtesting.models import PhaseReason
+
+    weights = {v.variant_id: v.traffic_weight for v in experiment.variants}
+    start = experiment.start_time or experiment.created_at
+    phase = AllocationPhase(0, start, PhaseReason.START, weights)
+    full = {v.variant_id: metrics.get(v.variant_id, ExperimentMetrics(v.variant_id))
+            for v in experiment.variants}  # fmt: skip
+    return PhaseMetrics(phase, full)
+
+
+def comparable_pairs(
+    phases: Sequence[PhaseMetrics], control_id: str, treatment_id: str
+) -> list[Pair]:
+    """``(control, treatment)`` of every phase in which both had traffic."""
+    found = []
+    for item in phases:
+        weights = item.phase.weights
+        if weights.get(control_id, 0) > 0 and weights.get(treatment_id, 0) > 0:
+            found.append(
+                (item.metrics.get(control_id, ExperimentMetrics(control_id)),
+                 item.metrics.get(treatment_id, ExperimentMetrics(treatment_id)))
+            )  # fmt: skip
+    return found
+
+
+def _empty_pair(control_id: str, variant: object) -> Pair:
+    return ExperimentMetrics(control_id), ExperimentMetrics(getattr(variant, "variant_id", ""))
+
+
+def _adjusted(p_values: list[float], method: AnalysisMethod) -> list[float]:
+    """Holm (fixed) or Bonferroni (sequential: matches the intervals at alpha / k)."""
+    if method is AnalysisMethod.FIXED:
+        return holm_bonferroni(p_values)
+    return [min(1.0, p * len(p_values)) for p in p_values]
+
+
+def _interval_text(result: SignificanceResult) -> str:
+    low, high = result.confidence_interval
+    kind = "confidence sequence" if result.method == "sequential" else "confidence interval"
+    level = 1 - (result.alpha or 0.05)
+    return f"{level:.1%} {kind} of the difference [{low:+.4g}, {high:+.4g}]"
+
+
+def _winner_reason(best: TreatmentAnalysis, method: AnalysisMethod) -> str:
+    result = best.significance
+    kind = "always-valid" if method is AnalysisMethod.SEQUENTIAL else "fixed-horizon"
+    return (
+        f"{best.variant_id} is better on {result.metric_name} "
+        f"({result.control_value:.4g} → {result.treatment_value:.4g}): {kind} p = "
+        f"{best.adjusted_p_value:.3g} (adjusted), {_interval_text(result)}; guardrails healthy"
     )
+
+
+def _no_winner_reason(treatments: list[TreatmentAnalysis]) -> str:
+    parts = [f"{t.variant_id}: {t.significance.decision}" for t in treatments]
+    return "no treatment beats the control (" + ", ".join(parts) + "); keep the control"
+
+
+def _continue_reason(treatments: list[TreatmentAnalysis], method: AnalysisMethod) -> str:
+    parts = []
+    for item in treatments:
+        result = item.significance
+        planned = result.planned_sample_size
+        if result.decision == "underpowered":
+            parts.append(
+                f"{item.variant_id}: underpowered: keep running until {planned} requests per "
+                "arm (the planned sample size for the minimum detectable effect)"
+            )
+        elif result.decision == "no_data":
+            parts.append(f"{item.variant_id}: no data yet")
+        else:
+            expected = ""
+            if planned:
+                expected = f"; about {planned} per arm decide an effect of the minimum size"
+            parts.append(f"{item.variant_id}: {result.decision}: keep running{expected}")
+    return "; ".join(parts) or "no treatments"

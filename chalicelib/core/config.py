@@ -62,6 +62,7 @@ class Settings:
         presign_seconds: Lifetime of presigned URLs.
         route_cache_ttl_seconds: How long an experiment config is cached by the router.
         explanation_jobs_queue: SQS queue name for asynchronous explanation jobs.
+        experiment_monitor_queue: SQS queue the scheduled experiment monitor fans out to.
         explanation_backend: ``inprocess`` or ``lambda`` (see the deployment docs).
         explanation_function: Name of the explanation Lambda when the backend is ``lambda``.
         max_json_depth: Deepest nesting of arrays and objects accepted in a JSON request body
@@ -94,6 +95,11 @@ class Settings:
     )
     explanation_jobs_queue: str = field(
         default_factory=lambda: _env("EXPLANATION_JOBS_QUEUE", f"{DEFAULT_PREFIX}-explanation-jobs")
+    )
+    experiment_monitor_queue: str = field(
+        default_factory=lambda: _env(
+            "EXPERIMENT_MONITOR_QUEUE", f"{DEFAULT_PREFIX}-experiment-monitor"
+        )
     )
     explanation_backend: str = field(
         default_factory=lambda: _env("SYNAPSE_EXPLANATION_BACKEND", "inprocess")

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from chalicelib.core.events import RecordingEventBus
 from tests.conftest import Http, Tokens
+from tests.monitor import run_monitor
 
 
 @pytest.fixture
@@ -109,7 +110,10 @@ def _outcome(variant: str, request_id: str, **extra: Any) -> dict[str, Any]:
 
 def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: Tokens) -> None:
     model_id = _model_with_versions(http)
-    created = http.call("POST", "/experiments", _body(model_id))
+    # tuning 200: the confidence sequence is tightest around 200 requests per arm
+    created = http.call(
+        "POST", "/experiments", _body(model_id, analysis={"tuning_sample_size": 200})
+    )
     assert created.status_code == 201, created.data
     experiment_id = created.data["experiment_id"]
     assert created.data["status"] == "draft"
@@ -120,6 +124,8 @@ def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: To
 
     started = http.call("POST", f"/experiments/{experiment_id}/start")
     assert started.data["status"] == "running" and started.data["start_time"]
+    assert started.data["analysis"]["method"] == "sequential"
+    assert [p["reason"] for p in started.data["allocation_history"]] == ["start"]
 
     routed = {}
     for index in range(40):
@@ -129,6 +135,7 @@ def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: To
         variant = answer.data["variant_id"]
         assert routed.setdefault(body["user_id"], variant) == variant  # sticky
         assert answer.data["model_version"] == (1 if variant == "control" else 2)
+        assert answer.data["phase"] == 0
 
     single = http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcome("control", "o-0"))
     assert single.data == {"accepted": 1, "duplicates": 0}
@@ -151,19 +158,40 @@ def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: To
     assert metrics["variants"]["control"]["latency_p50_ms"] == pytest.approx(40.0, rel=0.01)
 
     analysis = http.call("GET", f"/experiments/{experiment_id}/analysis").data
-    assert analysis["treatments"][0]["variant_id"] == "treatment"
-    assert analysis["treatments"][0]["is_significant"] is True
-    assert analysis["treatments"][0]["test"] == "two_proportion_z"
+    treatment = analysis["treatments"][0]
+    assert treatment["variant_id"] == "treatment" and treatment["decision"] == "better"
+    assert treatment["is_significant"] is True and analysis["method"] == "sequential"
+    assert treatment["test"] == "sequential_proportions"
     assert analysis["sample_ratio"]["checked"] is True
+    assert [p["phase"] for p in analysis["sample_ratio"]["phases"]] == [0]
     assert analysis["recommendation"] == "conclude_winner"
     assert analysis["recommended_winner"] == "treatment"
+    assert analysis["reason"].startswith("treatment is better on conversion_rate")
+    fixed = http.call("GET", f"/experiments/{experiment_id}/analysis?method=fixed").data
+    assert fixed["method"] == "fixed" and fixed["recommendation"] == "continue"
+    assert fixed["treatments"][0]["decision"] == "underpowered"
+    assert fixed["treatments"][0]["planned_sample_size"] == 14_745
+    assert "underpowered: keep running until 14745" in fixed["reason"]
+    assert http.call("GET", f"/experiments/{experiment_id}/analysis?method=x").status_code == 400
 
     paused = http.call("POST", f"/experiments/{experiment_id}/pause")
     assert [v["effective_weight"] for v in paused.data["variants"]] == ["1", "0"]
     to_control = http.call("POST", f"/experiments/{experiment_id}/route",
                            {"request_id": "x", "user_id": "user-1"})  # fmt: skip
-    assert to_control.data["variant_id"] == "control"
-    assert http.call("POST", f"/experiments/{experiment_id}/resume").data["status"] == "running"
+    assert to_control.data["variant_id"] == "control" and to_control.data["phase"] == 1
+    # exposure while paused is its own phase: it does not count in the analysis or the SRM
+    while_paused = [_outcome("control", f"p-{i}", converted=False) for i in range(500)]
+    http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": while_paused})
+    still = http.call("GET", f"/experiments/{experiment_id}/analysis").data
+    assert still["sample_ratio"]["observed"] == analysis["sample_ratio"]["observed"]
+    assert still["sample_ratio"]["phases"][1]["checked"] is False
+    resumed = http.call("POST", f"/experiments/{experiment_id}/resume").data
+    assert resumed["status"] == "running" and resumed["current_phase"] == 2
+    assert [p["reason"] for p in resumed["allocation_history"]] == ["start", "pause", "resume"]
+    late = http.call("POST", f"/experiments/{experiment_id}/outcomes",
+                     {"outcomes": [_outcome("control", "late-1", phase=0),
+                                   _outcome("control", "late-2", phase=7)]})  # fmt: skip
+    assert late.status_code == 422 and "phase 7" in late.data["message"]
     listed = http.call("GET", "/experiments?status=running").data["experiments"]
     assert [e["experiment_id"] for e in listed] == [experiment_id]
 
@@ -171,6 +199,8 @@ def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: To
     assert concluded.status_code == 200, concluded.data
     assert concluded.data["status"] == "concluded"
     assert concluded.data["winning_variant_id"] == "treatment"
+    assert concluded.data["conclusion_reason"].startswith("treatment promoted")
+    assert concluded.data["allocation_history"][-1]["reason"] == "end"
     version = http.call("GET", f"/models/{model_id}/versions/2").data
     assert version["stage"] == "production"
     again = http.call("POST", f"/experiments/{experiment_id}/conclude", {})
@@ -221,23 +251,26 @@ def test_canary_with_an_error_spike_is_rolled_back_by_the_scheduled_handler(
     assert stored.status_code == 200 and stored.data["error_rate_threshold"] == 0.05
     assert http.call("GET", f"/experiments/{experiment_id}/rollback-policy").data == stored.data
 
-    healthy = [_outcome("control", f"c-{i}") for i in range(200)]
-    spiking = [{**_outcome("treatment", f"t-{i}"), "success": i % 4 != 0} for i in range(80)]
+    healthy = [_outcome("control", f"c-{i}") for i in range(400)]
+    spiking = [{**_outcome("treatment", f"t-{i}"), "success": i % 4 != 0} for i in range(160)]
     posted = http.call("POST", f"/experiments/{experiment_id}/outcomes",
                        {"outcomes": healthy + spiking})  # fmt: skip
-    assert posted.data["accepted"] == 280
+    assert posted.data["accepted"] == 560
 
-    event = client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
-    )
-    result = client.lambda_.invoke("experiment_monitor", event)
-    assert result.payload["rolled_back"] == [experiment_id]
+    result = run_monitor(client)
+    assert result["fan_out"]["running"] == 1 and result["fan_out"]["messages"] == 1
+    assert result["rolled_back"] == [experiment_id]
 
     experiment = http.call("GET", f"/experiments/{experiment_id}").data
     assert experiment["status"] == "rolled_back"
-    assert "error_rate 0.2500 exceeds threshold 0.0500" in experiment["rollback_reason"]
-    assert experiment["rollback_details"]["metric"] == "error_rate"
-    assert experiment["rollback_details"]["threshold"] == 0.05
+    reason = experiment["rollback_reason"]
+    assert "error_rate 0.2500 (40 errors in 160 requests) exceeds threshold 0.0500" in reason
+    assert "lower bound" in reason and "mSPRT" in reason
+    details = experiment["rollback_details"]
+    assert details["metric"] == "error_rate" and details["kind"] == "cap"
+    assert details["threshold"] == 0.05 and details["lower_bound"] > 0
+    checks = http.call("GET", f"/experiments/{experiment_id}/checks").data
+    assert checks["latest"]["outcome"] == "fail" and checks["latest"]["consecutive_failures"] == 1
     for index in range(20):
         routed = http.call("POST", f"/experiments/{experiment_id}/route",
                            {"request_id": f"r{index}", "user_id": f"u{index}"})  # fmt: skip
@@ -246,8 +279,8 @@ def test_canary_with_an_error_spike_is_rolled_back_by_the_scheduled_handler(
     assert len(rolled) == 1 and rolled[0].detail["experiment_id"] == experiment_id
     assert rolled[0].detail["reason"] == experiment["rollback_reason"]
 
-    second = client.lambda_.invoke("experiment_monitor", event)
-    assert second.payload["checked"] == 0 and len(bus.of_type("ExperimentRolledBack")) == 1
+    second = run_monitor(client, "2026-01-01T00:01:00Z")
+    assert second["fan_out"]["running"] == 0 and len(bus.of_type("ExperimentRolledBack")) == 1
     manual = http.call("POST", f"/experiments/{experiment_id}/rollback", {"reason": "again"})
     assert manual.status_code == 409
 
@@ -281,12 +314,9 @@ def test_ramp_advances_through_the_scheduled_handler(
     experiment_id = _create_running(http, body)
     outcomes = [_outcome(v, f"{v}-{i}") for v in ("control", "treatment") for i in range(30)]
     http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": outcomes})
-    event = client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
-    )
-    assert client.lambda_.invoke("experiment_monitor", event).payload["ramped"] == []
+    assert run_monitor(client)["ramped"] == []
     clock.advance(minutes=11)
-    assert client.lambda_.invoke("experiment_monitor", event).payload["ramped"] == [experiment_id]
+    assert run_monitor(client, "2026-01-01T00:11:00Z")["ramped"] == [experiment_id]
     experiment = http.call("GET", f"/experiments/{experiment_id}").data
     assert experiment["ramp"]["current_step"] == 1
     assert [v["traffic_weight"] for v in experiment["variants"]] == ["0.5", "0.5"]
@@ -338,11 +368,13 @@ def test_concurrent_outcome_posts_give_exact_counts(
 
 def test_sample_size_route_plans_traffic_and_refuses_nonsense(http: Http) -> None:
     path = "/stats/sample-size?baseline_rate=0.1&minimum_detectable_effect=0.1"
-    plan = http.call("GET", f"{path}&daily_traffic=5000")
+    plan = http.call("GET", f"{path}&daily_traffic=5000&method=fixed")
     assert plan.status_code == 200, plan.data
     assert plan.data["per_variant"] == 14_745 and plan.data["total"] == 29_490
     assert plan.data["days"] == 6 and plan.data["comparisons"] == 1
-    three = http.call("GET", f"{path}&variants=3").data
+    sequential = http.call("GET", path).data
+    assert sequential["analysis_method"] == "sequential" and sequential["per_variant"] == 30_341
+    three = http.call("GET", f"{path}&variants=3&method=fixed").data
     assert three["per_variant"] > 14_745 and three["confidence_per_comparison"] == 0.975
     for bad in [
         "/stats/sample-size?baseline_rate=1.5&minimum_detectable_effect=0.1",

@@ -17,6 +17,7 @@ import pytest
 
 from chalicelib.abtesting.repository import ExperimentTable
 from tests.conftest import Http
+from tests.monitor import run_monitor
 from tests.reliability.faults import FaultInjector, inject_faults, table_of
 from tests.reliability.seeding import _skops_artifact, fifty_fifty
 
@@ -282,11 +283,8 @@ def test_ingest_during_an_outage_fails_for_a_redelivery_and_then_creates_one_ver
     assert [v["version_number"] for v in _dataset_versions(module_http, dataset_id)] == [1]
 
 
-def _run_monitor(http: Http) -> dict[str, Any]:
-    event = http.client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
-    )
-    return http.client.lambda_.invoke("experiment_monitor", event).payload
+def _run_monitor(http: Http, when: str) -> dict[str, Any]:
+    return run_monitor(http.client, when)
 
 
 def test_automatic_rollback_during_an_outage_is_retried_by_the_next_monitor_run(
@@ -299,16 +297,17 @@ def test_automatic_rollback_during_an_outage_is_retried_by_the_next_monitor_run(
     failing = _outcomes([f"f{i}" for i in range(20)], variant="treatment")
     for outcome in failing["outcomes"]:
         outcome["success"] = False
+    failing["outcomes"] += _outcomes([f"ok{i}" for i in range(20)], variant="control")["outcomes"]
     assert module_http.call("POST", f"/experiments/{experiment_id}/outcomes", failing).data == {
-        "accepted": 20,
+        "accepted": 40,
         "duplicates": 0,
     }
     faults.fail("dynamodb", "UpdateItem", kind="5xx", when=table_of(ExperimentTable))
-    report = _run_monitor(module_http)
+    report = _run_monitor(module_http, "2026-01-01T00:00:00Z")
     assert experiment_id in report["errors"]
     faults.clear()
     assert _status(experiment_id) == "running"  # nothing half rolled back
-    report = _run_monitor(module_http)
+    report = _run_monitor(module_http, "2026-01-01T00:01:00Z")
     assert experiment_id in report["rolled_back"]
     assert _status(experiment_id) == "rolled_back"
-    assert _run_monitor(module_http)["rolled_back"] == []  # and only once
+    assert _run_monitor(module_http, "2026-01-01T00:02:00Z")["rolled_back"] == []  # only once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from decimal import Decimal
 from typing import Any
@@ -332,19 +333,50 @@ def test_conclude_unknown_winner_is_422(engine: Any) -> None:
         engine.conclude_experiment(experiment.experiment_id, "nope")
 
 
-def test_conclude_without_a_winner_lets_the_analysis_pick(
-    engine: Any, registry: FakeRegistry
+def _conversions(eid: str, engine: Any, per_arm: int, control: float, treatment: float) -> None:
+    engine.record_outcomes(
+        eid,
+        [Outcome("v0", f"c{i}", True, 50.0, converted=i < control * per_arm)
+         for i in range(per_arm)]
+        + [Outcome("v1", f"t{i}", True, 50.0, converted=i < treatment * per_arm)
+           for i in range(per_arm)],
+    )  # fmt: skip
+
+
+def test_conclude_without_a_winner_promotes_a_decisive_sequential_winner(
+    engine: Any, registry: FakeRegistry, bus: Any
 ) -> None:
     experiment = _running(engine, "0.5", "0.5", minimum_sample_size=100)
     eid = experiment.experiment_id
-    engine.record_outcomes(
-        eid,
-        [Outcome("v0", f"c{i}", True, 50.0, converted=i < 20) for i in range(200)]
-        + [Outcome("v1", f"t{i}", True, 50.0, converted=i < 50) for i in range(200)],
-    )
+    _conversions(eid, engine, 1000, 0.10, 0.25)
     concluded = engine.conclude_experiment(eid)
     assert concluded.winning_variant_id == "v1"
     assert registry.promoted == [("m-1", 2)]
+    assert concluded.conclusion_reason.startswith("v1 promoted: v1 is better on conversion_rate")
+    event = bus.of_type("ExperimentConcluded")[0].detail
+    assert event["promoted"] is True and event["winning_variant_id"] == "v1"
+    assert event["model_version"] == 2 and "always-valid" in event["reason"]
+
+
+def test_conclude_without_a_decisive_winner_promotes_nothing_and_keeps_the_control(
+    engine: Any, registry: FakeRegistry, bus: Any
+) -> None:
+    """10 % vs 25 % on 200 users each is significant for a test read once, but the analysis may
+    have been read at every batch: the always-valid test is not yet decisive."""
+    experiment = _running(engine, "0.5", "0.5", minimum_sample_size=100)
+    eid = experiment.experiment_id
+    _conversions(eid, engine, 200, 0.10, 0.25)
+    assert engine.analyze_experiment(eid, "fixed").treatments[0].significance.p_value < 0.001
+    concluded = engine.conclude_experiment(eid)
+    assert concluded.status is ExperimentStatus.CONCLUDED
+    assert concluded.winning_variant_id is None and registry.promoted == []
+    assert concluded.conclusion_reason.startswith("concluded without promoting anything")
+    assert "control's model (m-1 version 1)" in concluded.conclusion_reason
+    assert concluded.effective_weights() == {"v0": Decimal(1), "v1": Decimal(0)}
+    assert {engine.route_request(eid, f"r{i}", f"u{i}") for i in range(50)} == {("v0", 1)}
+    event = bus.of_type("ExperimentConcluded")[0].detail
+    assert event["promoted"] is False and event["winning_variant_id"] is None
+    assert "model_version" not in event
 
 
 # ------------------------------------------------------------------------------- outcomes
@@ -520,7 +552,12 @@ def test_ramp_advances_only_when_due_with_enough_data_and_healthy_guardrails(
     assert engine.advance_ramp(eid) is None  # interval restarts at the step
     engine.record_outcomes(eid, _outcomes("v1", 20, errors=10, prefix="bad"))
     clock.advance(minutes=31)
-    assert engine.advance_ramp(eid) is None  # error-rate guardrail degraded: hold
+    # half of 20 requests failing is not yet evidence (guardrails need 100 per arm)
+    assert engine.ramp_hold_reason(engine.get_experiment(eid)) is None
+    engine.record_outcomes(
+        eid, _outcomes("v0", 200, prefix="more") + _outcomes("v1", 200, errors=60, prefix="worse")
+    )
+    assert engine.advance_ramp(eid) is None  # evidence the error-rate guardrail degraded: hold
     assert "error_rate" in (engine.ramp_hold_reason(engine.get_experiment(eid)) or "")
     events = bus.of_type("RampAdvanced")
     assert len(events) == 1 and events[0].detail["treatment_weight"] == "0.25"
@@ -615,18 +652,22 @@ def manager(engine: Any) -> AutoRollbackManager:
     return AutoRollbackManager(engine)
 
 
-def test_error_spike_gives_a_reason_naming_metric_value_and_threshold(
+def test_an_error_spike_fails_the_check_with_the_test_numbers_and_bound(
     engine: Any, manager: AutoRollbackManager
 ) -> None:
     experiment = _running(engine, "0.9", "0.1")
     eid = experiment.experiment_id
     manager.register_experiment(eid, error_rate_threshold=0.05, min_requests_before_rollback=50)
     engine.record_outcomes(eid, _outcomes("v1", 40, errors=20))
-    assert manager.check_rollback_conditions(eid) is None  # below min requests
-    engine.record_outcomes(eid, _outcomes("v1", 60, prefix="more"))
+    assert manager.check_rollback_conditions(eid) is None  # the control has no requests yet
+    engine.record_outcomes(
+        eid, _outcomes("v0", 800) + _outcomes("v1", 160, errors=20, prefix="more")
+    )
     reason = manager.check_rollback_conditions(eid)
-    assert reason is not None
-    assert "error_rate 0.2000" in reason and "threshold 0.0500" in reason and "v1" in reason
+    assert reason is not None and reason.startswith("variant v1: fail")
+    assert "error_rate 0.2000 (40 errors in 200 requests) exceeds threshold 0.0500" in reason
+    assert "lower bound" in reason and "mSPRT" in reason
+    assert "error_rate 0.2 vs control 0" in reason  # and the comparison with the control
 
 
 def test_latency_degradation_triggers_rollback(engine: Any, manager: AutoRollbackManager) -> None:
@@ -637,11 +678,12 @@ def test_latency_degradation_triggers_rollback(engine: Any, manager: AutoRollbac
     )
     engine.record_outcomes(
         eid,
-        [Outcome("v0", f"c{i}", True, 100.0) for i in range(50)]
-        + [Outcome("v1", f"t{i}", True, 150.0) for i in range(50)],
+        [Outcome("v0", f"c{i}", True, 100.0 + i % 3) for i in range(50)]
+        + [Outcome("v1", f"t{i}", True, 150.0 + i % 3) for i in range(50)],
     )
     reason = manager.check_rollback_conditions(eid)
-    assert reason is not None and "latency p95" in reason and "20.0%" in reason
+    assert reason is not None and re.search(r"latency_p95_ms 15\d(\.\d)? vs control 10\d", reason)
+    assert "above 1.20 x control's p95" in reason and "lower bound" in reason
     manager.register_experiment(eid, enabled=False)
     assert manager.check_rollback_conditions(eid) is None
 
@@ -674,13 +716,18 @@ def test_monitor_pass_rolls_back_and_is_idempotent(
 ) -> None:
     healthy = _running(engine, "0.5", "0.5")
     broken = _running(engine, "0.5", "0.5")
-    engine.record_outcomes(broken.experiment_id, _outcomes("v1", 200, errors=40))
-    engine.record_outcomes(healthy.experiment_id, _outcomes("v1", 200))
+    engine.record_outcomes(
+        broken.experiment_id, _outcomes("v0", 200) + _outcomes("v1", 200, errors=40)
+    )
+    engine.record_outcomes(healthy.experiment_id, _outcomes("v0", 200) + _outcomes("v1", 200))
     first = manager.run_once()
     assert first.checked == 2 and first.rolled_back == [broken.experiment_id]
     stored = engine.get_experiment(broken.experiment_id)
     assert stored.rollback_details["metric"] == "error_rate"
     assert stored.rollback_details["observed"] == pytest.approx(0.2)
+    assert stored.rollback_details["lower_bound"] > 0
+    assert stored.rollback_details["consecutive_failures"] == 1
+    assert manager.get_check(healthy.experiment_id).outcome in {"pass", "inconclusive"}
     second = manager.run_once()
     assert second.checked == 1 and second.rolled_back == []
 
@@ -689,7 +736,9 @@ def test_start_monitoring_runs_the_same_pass_in_a_thread(
     engine: Any, manager: AutoRollbackManager, bus: Any
 ) -> None:
     broken = _running(engine, "0.5", "0.5")
-    engine.record_outcomes(broken.experiment_id, _outcomes("v1", 200, errors=40))
+    engine.record_outcomes(
+        broken.experiment_id, _outcomes("v0", 200) + _outcomes("v1", 200, errors=40)
+    )
     rolled = threading.Event()
     original = bus.publish_many
 
@@ -715,12 +764,20 @@ def test_policy_is_stored_and_validated(engine: Any, manager: AutoRollbackManage
 
     experiment = _running(engine, "0.5", "0.5")
     eid = experiment.experiment_id
-    assert manager.get_policy(eid).error_rate_threshold == 0.05  # default
-    manager.register_experiment(eid, error_rate_threshold=0.1, latency_percentile="p99")
-    fresh = AutoRollbackManager(engine)
-    assert fresh.get_policy(eid).error_rate_threshold == 0.1
-    assert fresh.get_policy(eid).latency_percentile == "p99"
-    with pytest.raises(UnprocessableEntity):
-        manager.register_experiment(eid, error_rate_threshold=2)
+    default = manager.get_policy(eid)
+    assert default.error_rate_threshold is None and default.latency_threshold_ms is None  # opt-in
+    assert (default.error_rate_tolerance, default.alpha, default.failure_limit) == (0.2, 0.05, 1)
+    manager.register_experiment(
+        eid, error_rate_threshold=0.1, latency_percentile="p99", failure_limit=3,
+        latency_threshold_ms=250.0, alpha=0.01, tuning_sample_size=400, error_rate_tolerance=0.5,
+    )  # fmt: skip
+    fresh = AutoRollbackManager(engine).get_policy(eid)
+    assert fresh.error_rate_threshold == 0.1 and fresh.latency_percentile == "p99"
+    assert (fresh.failure_limit, fresh.latency_threshold_ms, fresh.alpha) == (3, 250.0, 0.01)
+    assert (fresh.tuning_sample_size, fresh.error_rate_tolerance) == (400, 0.5)
+    for wrong in ({"error_rate_threshold": 2}, {"failure_limit": 0}, {"alpha": 0.7},
+                  {"latency_threshold_ms": -1.0}, {"latency_percentile": "p90"}):  # fmt: skip
+        with pytest.raises(UnprocessableEntity):
+            manager.register_experiment(eid, **wrong)
     with pytest.raises(NotFound):
         manager.register_experiment("exp-missing")

@@ -264,3 +264,22 @@ def test_bandit_without_a_store_still_routes_by_hash() -> None:
     router, _ = _router(experiment)
     table = RouteTable(experiment)
     assert router.route("exp-1", "r", "u9") == table.pick("u9")
+
+
+def test_an_assignment_names_the_allocation_phase_of_the_weights_that_decided_it() -> None:
+    from chalicelib.abtesting.models import AllocationPhase, PhaseReason
+
+    phases = tuple(
+        AllocationPhase(index, NOW, reason, {"control": Decimal(1), "treatment": Decimal(0)})
+        for index, reason in enumerate([PhaseReason.START, PhaseReason.PAUSE])
+    )
+    paused = _experiment({"control": "0.5", "treatment": "0.5"}, phases=phases,
+                         status=ExperimentStatus.PAUSED)  # fmt: skip
+    router, loader = _router(paused)
+    assert router.assign("exp-1", "r-1", "u-1") == ("control", 1, 1)
+    running = replace(paused, status=ExperimentStatus.RUNNING, phases=phases[:1])
+    loader.experiment = running
+    router.invalidate("exp-1")
+    variant, version, phase = router.assign("exp-1", "r-2", "u-2")
+    assert (variant, version) == router.route("exp-1", "r-2", "u-2") and phase == 0
+    assert RouteTable(_experiment({"control": "0.5", "treatment": "0.5"})).phase == 0
