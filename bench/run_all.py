@@ -40,11 +40,14 @@ LIMITS = {
     "bench_statistics": 90,
     "bench_parquet": 60,
     "bench_json_bounds": 60,
+    "bench_decisions": 240,
+    "bench_monitor": 300,
 }
 DEFAULT_LIMIT = 180
 # Run order: cheap and independent first, so a slow bench cannot starve them.
 ORDER = [
     "bench_statistics",
+    "bench_decisions",
     "bench_parquet",
     "bench_json_bounds",
     "bench_cold_start",
@@ -53,6 +56,7 @@ ORDER = [
     "bench_outcomes",
     "bench_explanations",
     "bench_ingest",
+    "bench_monitor",
     "bench_explain_budget",
 ]
 
