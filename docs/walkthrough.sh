@@ -39,21 +39,33 @@ EXP=$(call -X POST "$URL/experiments" -d '{
   "name": "churn-v2-'"$RANDOM"'", "allocation_strategy": "percentage",
   "variants": [
     {"variant_id": "control", "model_id": "'"$MODEL"'", "model_version": 1, "traffic_weight": "0.5", "is_control": true},
-    {"variant_id": "treatment", "model_id": "'"$MODEL"'", "model_version": 2, "traffic_weight": "0.5"}]}' \
+    {"variant_id": "treatment", "model_id": "'"$MODEL"'", "model_version": 2, "traffic_weight": "0.5"}],
+  "analysis": {"method": "sequential", "minimum_detectable_effect": 0.1, "power": 0.8,
+               "tuning_sample_size": 5000}}' \
   | jq -r .experiment_id)
-call -X PUT "$URL/experiments/$EXP/rollback-policy" \
-  -d '{"error_rate_threshold": 0.05, "latency_degradation_threshold": 0.2, "min_requests_before_rollback": 100}' \
-  | jq -c .
 call -X POST "$URL/experiments/$EXP/start" | jq -r .status
 call -X POST "$URL/experiments/$EXP/route" -d '{"request_id": "req-1", "user_id": "user-42"}' | jq -c .
+call "$URL/experiments/$EXP/routing-config" | jq -c '{revision, phase, variants: [.variants[] | {variant_id, weight}]}'
 call -X POST "$URL/experiments/$EXP/outcomes" -d '{"outcomes": [
-  {"variant_id": "control", "request_id": "req-1", "success": true, "latency_ms": 41.5, "converted": false},
-  {"variant_id": "treatment", "request_id": "req-2", "success": true, "latency_ms": 38.0, "converted": true}]}' | jq -c .
+  {"variant_id": "control", "request_id": "req-1", "success": true, "latency_ms": 41.5, "converted": false, "phase": 0},
+  {"variant_id": "treatment", "request_id": "req-2", "success": true, "latency_ms": 38.0, "converted": true, "phase": 0}]}' | jq -c .
 call "$URL/experiments/$EXP/metrics" | jq -c '.variants | map({variant_id, request_count, conversion_rate})'
-call "$URL/experiments/$EXP/analysis" | jq -c '{recommendation}'
-call "$URL/stats/sample-size?baseline_rate=0.1&minimum_detectable_effect=0.1&daily_traffic=5000" | jq -c '{per_variant, total, days}'
-call -X POST "$URL/experiments/$EXP/conclude" -d '{"winning_variant_id": "treatment"}' | jq -r .status
+call "$URL/experiments/$EXP/analysis" | jq -c '{recommendation, method, reason}'
+call "$URL/experiments/$EXP/analysis?method=fixed" | jq -c '{recommendation, method, reason}'
+call "$URL/stats/sample-size?baseline_rate=0.1&minimum_detectable_effect=0.1&daily_traffic=5000" | jq -c '{per_variant, total, days, analysis_method}'
+call -X POST "$URL/experiments/$EXP/conclude" -d '{}' | jq -c '{status, winning_variant_id, conclusion_reason}'
 call "$URL/models/$MODEL" | jq -c '{production_version}'
+
+say "a canary judged by the monitor (its checks, then the stored reason if it failed)"
+CANARY=$(call -X POST "$URL/experiments" -d '{"name": "ranker v2 canary '"$RANDOM"'", "primary_metric": "success_rate",
+  "variants": [
+    {"variant_id": "control", "model_id": "'"$MODEL"'", "model_version": 1, "traffic_weight": "0.9", "is_control": true},
+    {"variant_id": "canary", "model_id": "'"$MODEL"'", "model_version": 2, "traffic_weight": "0.1"}]}' | jq -r .experiment_id)
+call -X PUT "$URL/experiments/$CANARY/rollback-policy" -d '{"error_rate_tolerance": 0.2,
+  "latency_degradation_threshold": 0.2, "min_requests_before_rollback": 100, "failure_limit": 2}' | jq -c .
+call -X POST "$URL/experiments/$CANARY/start" | jq -r .status
+call "$URL/experiments/$CANARY/checks" | jq -c '{latest, failure_limit}'
+call "$URL/experiments/$CANARY" | jq -c '{status, rollback_reason}'
 
 say "datasets: inline version, presigned upload through the S3 trigger, transformation, lineage"
 DS=$(call -X POST "$URL/datasets" -d '{"name": "cells-'"$RANDOM"'", "format": "csv", "access_groups": ["ml"]}' \

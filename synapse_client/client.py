@@ -277,8 +277,9 @@ class Client:
         """Aggregated outcomes per variant."""
 
     @operation("GET", "/experiments/{experiment_id}/analysis")
-    def analysis(self, experiment_id: str) -> Json:
-        """Statistics per treatment, guardrails, SRM and a recommendation."""
+    def analysis(self, experiment_id: str, method: str | None = None) -> Json:
+        """Decisions per treatment, guardrails, SRM per phase and a recommendation with its
+        reason (``method``: ``sequential``, the default, or ``fixed``)."""
 
     @operation("PUT", "/experiments/{experiment_id}/rollback-policy")
     def set_rollback_policy(
@@ -297,6 +298,10 @@ class Client:
     def get_rollback_policy(self, experiment_id: str) -> Json:
         """The rollback policy in force."""
 
+    @operation("GET", "/experiments/{experiment_id}/checks")
+    def latest_check(self, experiment_id: str) -> Json:
+        """The monitor's latest canary check (pass / fail / inconclusive, tests and bounds)."""
+
     @operation("GET", "/stats/sample-size")
     def sample_size(
         self,
@@ -306,8 +311,11 @@ class Client:
         power: float | None = None,
         variants: int | None = None,
         daily_traffic: int | None = None,
+        method: str | None = None,
+        tuning_sample_size: int | None = None,
     ) -> Json:
-        """Requests per arm (and days) to detect a relative change of a rate."""
+        """Requests per arm (and days) to detect a relative change of a rate (``method``:
+        ``sequential``, the default, or ``fixed``)."""
 
     # ------------------------------------------------------------------ datasets
 

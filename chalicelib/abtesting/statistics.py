@@ -921,7 +921,12 @@ def _continue_reason(treatments: list[TreatmentAnalysis], method: AnalysisMethod
     for item in treatments:
         result = item.significance
         planned = result.planned_sample_size
-        if result.decision == "underpowered":
+        if result.decision == "underpowered" and planned is None:
+            parts.append(
+                f"{item.variant_id}: underpowered: keep running (no plan yet: the control's rate "
+                "or spread is still unknown; or declare analysis.planned_sample_size)"
+            )
+        elif result.decision == "underpowered":
             parts.append(
                 f"{item.variant_id}: underpowered: keep running until {planned} requests per "
                 "arm (the planned sample size for the minimum detectable effect)"

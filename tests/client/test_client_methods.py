@@ -97,6 +97,7 @@ def test_experiment_methods(admin: Client) -> None:
     assert receipt == {"accepted": 1, "duplicates": 0}
     assert admin.metrics(experiment_id)["variants"]["control"]["request_count"] == 1
     assert admin.analysis(experiment_id)["recommendation"] == "continue"
+    assert admin.analysis(experiment_id, method="fixed")["method"] == "fixed"
     admin.pause_experiment(experiment_id)
     admin.resume_experiment(experiment_id)
     assert admin.rollback_experiment(experiment_id, "manual")["status"] == "rolled_back"
@@ -104,7 +105,10 @@ def test_experiment_methods(admin: Client) -> None:
         admin.conclude_experiment(experiment_id)
     other = admin.create_experiment("conclude", two_arms(model_id))["experiment_id"]
     admin.start_experiment(other)
-    assert admin.conclude_experiment(other)["winning_variant_id"] == "control"
+    concluded = admin.conclude_experiment(other)  # no decisive winner: nothing is promoted
+    assert concluded["winning_variant_id"] is None
+    assert concluded["conclusion_reason"].startswith("concluded without promoting anything")
+    assert admin.latest_check(other)["latest"] is None  # the monitor never checked it
     plan = admin.sample_size(0.1, 0.1, daily_traffic=5000)
     assert plan["per_variant"] > 0 and plan["days"] >= 1
 

@@ -15,6 +15,7 @@ from synapse_client import Client, NotRoutable
 from synapse_client.local import OutcomeBuffer
 from tests.client.conftest import in_process_client, model_with_versions, two_arms
 from tests.conftest import Tokens
+from tests.monitor import run_monitor
 
 USERS = [f"user-{index}" for index in range(100_000)]
 
@@ -68,10 +69,7 @@ def api(client: Any, tokens: Tokens) -> Client:
 
 
 def _monitor(client: Any) -> dict[str, Any]:
-    event = client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
-    )
-    return client.lambda_.invoke("experiment_monitor", event).payload
+    return run_monitor(client)  # the schedule fans out; the SQS worker ramps
 
 
 def test_client_and_route_agree_on_100000_users_across_ramp_pause_resume_and_rollback(

@@ -194,6 +194,10 @@ def test_fixed_horizon_waits_for_the_planned_sample_size_before_recommending() -
     )
     assert big.planned_sample_size is not None and big.planned_sample_size < 2000
     assert big.recommended_action is RecommendedAction.CONCLUDE_WINNER and big.decision == "better"
+    unknown = _experiment("t", settings=AnalysisSettings(method=FIXED))
+    no_rate = {"c": _rates("c", 0, 10), "t": _rates("t", 1, 10)}
+    reason = StatisticalAnalyzer().analyze(unknown, no_rate).reason
+    assert "no plan yet" in reason and "None" not in reason
 
 
 def test_fixed_horizon_power_at_the_planned_size_is_80_percent() -> None:

@@ -80,9 +80,15 @@ function decisions(experiment, analysis, policy) {
       `Sample ratio: p = ${fmt(srm.p_value)}${srm.mismatch ? " — mismatch" : ""}`));
   }
   analysis.warnings.forEach((w) => parts.push(el("p", { class: "muted" }, `⚠ ${w}`)));
-  parts.push(el("p", { class: "muted" }, `Automatic rollback ${policy.enabled ? "on" : "off"}: error rate over `
-    + `${policy.error_rate_threshold}, ${policy.latency_percentile} latency over +`
-    + `${policy.latency_degradation_threshold * 100}% after ${policy.min_requests_before_rollback} requests per variant.`));
+  const caps = [
+    policy.error_rate_threshold == null ? null : `error rate cap ${policy.error_rate_threshold}`,
+    policy.latency_threshold_ms == null ? null : `${policy.latency_percentile} cap ${policy.latency_threshold_ms} ms`,
+  ].filter(Boolean);
+  parts.push(el("p", { class: "muted" }, `Automatic rollback ${policy.enabled ? "on" : "off"}: `
+    + `each check tests the canary against the control (error rate over +${policy.error_rate_tolerance * 100}%, `
+    + `${policy.latency_percentile} latency over +${policy.latency_degradation_threshold * 100}%, `
+    + `always-valid at α ${policy.alpha}${caps.length ? `; ${caps.join(", ")}` : ""}) after `
+    + `${policy.min_requests_before_rollback} requests per arm; ${policy.failure_limit} failed check(s) in a row roll back.`));
   return parts;
 }
 
