@@ -38,6 +38,16 @@ def endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def max_body_bytes() -> int:
+    """``SYNAPSE_MAX_BODY_BYTES``: the largest request body (read alone on every request)."""
+    return int(_env("SYNAPSE_MAX_BODY_BYTES", str(6 * 1024 * 1024)))
+
+
+def max_json_depth() -> int:
+    """``SYNAPSE_MAX_JSON_DEPTH``: the deepest JSON nesting accepted (read alone per request)."""
+    return int(_env("SYNAPSE_MAX_JSON_DEPTH", "64"))
+
+
 def _half_memory() -> int:
     """Half the Lambda function's configured memory (1 GiB outside Lambda)."""
     megabytes = _env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
@@ -78,9 +88,7 @@ class Settings:
         default_factory=lambda: _env("EVENT_BUS_NAME", f"{DEFAULT_PREFIX}-events")
     )
     event_source: str = field(default_factory=lambda: _env("EVENT_SOURCE", "synapsenet"))
-    max_body_bytes: int = field(
-        default_factory=lambda: int(_env("SYNAPSE_MAX_BODY_BYTES", str(6 * 1024 * 1024)))
-    )
+    max_body_bytes: int = field(default_factory=max_body_bytes)
     max_model_bytes: int = field(
         default_factory=lambda: int(_env("SYNAPSE_MAX_MODEL_BYTES", str(256 * 1024 * 1024)))
     )
@@ -107,7 +115,7 @@ class Settings:
     explanation_function: str = field(
         default_factory=lambda: _env("EXPLANATION_FUNCTION", f"{DEFAULT_PREFIX}-explainer")
     )
-    max_json_depth: int = field(default_factory=lambda: int(_env("SYNAPSE_MAX_JSON_DEPTH", "64")))
+    max_json_depth: int = field(default_factory=max_json_depth)
 
 
 def get_settings() -> Settings:

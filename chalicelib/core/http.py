@@ -15,6 +15,7 @@ produce ``GET /openapi.json`` (see :mod:`chalicelib.core.openapi`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -26,8 +27,7 @@ from typing import Any
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib.core import jsonutil
-from chalicelib.core.config import get_settings
+from chalicelib.core import config, jsonutil
 from chalicelib.core.errors import (
     Conflict,
     PayloadTooLarge,
@@ -36,7 +36,7 @@ from chalicelib.core.errors import (
     UnprocessableEntity,
     ValidationError,
 )
-from chalicelib.core.observability import logger, record_latency
+from chalicelib.core.observability import logger, record_latency, set_correlation_id
 from chalicelib.core.principal import Principal
 from chalicelib.core.text import visible
 
@@ -245,16 +245,15 @@ def check_numbers(value: Any, where: str) -> None:
 
 def _parse_body(spec: RouteSpec, request: Any) -> Any:
     raw = request.raw_body or b""
-    if len(raw) > get_settings().max_body_bytes:
-        raise PayloadTooLarge(
-            f"request body is {len(raw)} bytes; the limit is {get_settings().max_body_bytes}"
-        )
+    limit = config.max_body_bytes()  # one variable, not every setting, on each request
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is {len(raw)} bytes; the limit is {limit}")
     if spec.body is None:
         return None
     if not raw.strip():
         raise ValidationError("a JSON request body is required")
     try:
-        data = jsonutil.loads(raw, max_depth=get_settings().max_json_depth)
+        data = jsonutil.loads(raw, max_depth=config.max_json_depth())
     except jsonutil.JsonLimitExceeded as exc:
         raise ValidationError(f"request body refused: {exc}") from None
     except ValueError as exc:
@@ -371,7 +370,7 @@ def dispatch(
     started = time.perf_counter()
     headers = _headers(request)
     correlation_id = _correlation_id(request, headers)
-    logger.set_correlation_id(correlation_id)
+    set_correlation_id(correlation_id)
     try:
         principal = _authenticate(headers, spec.role) if spec.role is not None else None
         body = _parse_body(spec, request)
@@ -393,11 +392,19 @@ def dispatch(
             mapped.status = 500
         response = error_response(mapped)
     record_latency("RequestLatency", started, route=spec.name)
-    logger.info(
-        "request",
-        extra={"route": spec.name, "method": spec.method, "status": response.status_code},
-    )
+    _log_request(spec, response.status_code)
     return response
+
+
+def _log_request(spec: RouteSpec, status: int) -> None:
+    """One structured line per request: at INFO when it failed (4xx, 5xx), at DEBUG when it
+    succeeded. A powertools log line costs about as much as a warm ``/route`` does without
+    it; successes are counted and timed by the ``RequestLatency`` metric, and
+    ``POWERTOOLS_LOG_LEVEL=DEBUG`` (or ``POWERTOOLS_LOGGER_SAMPLE_RATE``) logs them all."""
+    level = logging.INFO if status >= 400 else logging.DEBUG
+    if logger.isEnabledFor(level):
+        extra = {"route": spec.name, "method": spec.method, "status": status}
+        logger.log(level, "request", extra=extra)
 
 
 class ApiBlueprint:
