@@ -42,6 +42,7 @@ LIMITS = {
     "bench_json_bounds": 60,
     "bench_decisions": 240,
     "bench_monitor": 300,
+    "bench_invocations": 240,
 }
 DEFAULT_LIMIT = 180
 # Run order: cheap and independent first, so a slow bench cannot starve them.
@@ -58,6 +59,7 @@ ORDER = [
     "bench_ingest",
     "bench_monitor",
     "bench_explain_budget",
+    "bench_invocations",
 ]
 
 

@@ -1,0 +1,150 @@
+"""What the hot routes cost in AWS calls per invocation, counted with a botocore event hook
+(``synapse_local.awscalls``), never timed: warm routing calls nothing, an analysis reads one
+query per variant at most, a batch of 1,000 outcomes stays within the write budget.
+``bench/bench_invocations.py`` reports the same counts next to handler times."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+
+from synapse_local.awscalls import AwsCallCounter
+from tests.conftest import Http
+
+DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+
+
+@pytest.fixture
+def calls(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsCallCounter]:
+    """A counter over every client the app creates from here on (caches kept an hour)."""
+    from chalicelib.core import aws as aws_clients
+    from chalicelib.core.singleton import reset_all
+    from chalicelib.domains import all_table_models
+
+    monkeypatch.setenv("SYNAPSE_ROUTE_CACHE_TTL", "3600")
+    monkeypatch.setenv("SYNAPSE_AUTH_CACHE_TTL", "3600")
+    AwsCallCounter.install()
+    aws_clients.reset_clients()
+    reset_all()
+    for model in all_table_models():
+        model._connection = None  # PynamoDB's clients are created again, hooked
+    counter = AwsCallCounter()
+    yield counter
+    counter.stop()
+
+
+def _experiment(http: Http, arms: int) -> tuple[str, list[str]]:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(40, 2))
+    model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
+    artifact = base64.b64encode(sio.dumps(model)).decode()
+    model_id = http.call("POST", "/models", {"name": f"cost-{uuid.uuid4().hex[:6]}"}).data[
+        "model_id"
+    ]
+    for _ in range(arms):
+        body = {"artifact_base64": artifact, "task": "classification", "feature_names": ["a", "b"]}
+        assert http.call("POST", f"/models/{model_id}/versions", body).status_code == 201
+    names = ["control", *(f"treatment{i}" for i in range(1, arms))]
+    weights = ["0.5", "0.25", "0.25"] if arms == 3 else ["0.5", "0.5"]
+    variants = [
+        {"variant_id": name, "model_id": model_id, "model_version": index + 1,
+         "traffic_weight": weights[index], "is_control": index == 0}
+        for index, name in enumerate(names)
+    ]  # fmt: skip
+    created = http.call("POST", "/experiments", {"name": "cost", "variants": variants})
+    experiment_id = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{experiment_id}/start").status_code == 200
+    return experiment_id, names
+
+
+def _route(http: Http, experiment_id: str, user: str) -> None:
+    body = {"request_id": f"r-{user}", "user_id": user}
+    assert http.call("POST", f"/experiments/{experiment_id}/route", body).status_code == 200
+
+
+def _outcomes(names: list[str], count: int, start: int = 0) -> dict[str, Any]:
+    return {
+        "outcomes": [
+            {"variant_id": names[i % len(names)], "request_id": f"o{i}", "success": i % 9 != 0,
+             "latency_ms": 10.0 + i % 40, "converted": i % 4 == 0}
+            for i in range(start, start + count)
+        ]
+    }  # fmt: skip
+
+
+def test_routing_with_a_warm_config_makes_no_aws_call(http: Http, calls: AwsCallCounter) -> None:
+    experiment_id, _ = _experiment(http, 2)
+    _route(http, experiment_id, "first")  # loads the key and the config into the caches
+
+    with calls:
+        for index in range(50):
+            _route(http, experiment_id, f"user-{index}")
+
+    assert calls.by_operation() == {}
+
+
+def test_a_cold_route_reads_the_config_once_and_the_next_ones_nothing(
+    http: Http, calls: AwsCallCounter
+) -> None:
+    experiment_id, _ = _experiment(http, 2)
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    get_ab_engine.reset()  # a new instance: empty config cache (the key stays cached)
+
+    with calls:
+        for index in range(20):
+            _route(http, experiment_id, f"user-{index}")
+
+    assert calls.by_operation() == {"dynamodb.GetItem": 1}
+
+
+def test_analysis_reads_at_most_one_query_per_variant(http: Http, calls: AwsCallCounter) -> None:
+    experiment_id, names = _experiment(http, 3)
+    posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcomes(names, 600))
+    assert posted.data["accepted"] == 600
+
+    with calls:
+        analysis = http.call("GET", f"/experiments/{experiment_id}/analysis")
+
+    assert analysis.status_code == 200
+    assert calls.count("dynamodb", "Scan") == 0
+    assert calls.count("dynamodb", "Query") <= len(names)
+    assert calls.count("dynamodb", "GetItem") <= 1  # the experiment, read consistently
+
+
+def test_an_outcome_batch_of_1000_stays_within_the_write_budget(
+    http: Http, calls: AwsCallCounter
+) -> None:
+    experiment_id, names = _experiment(http, 2)
+    http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcomes(names, 1, 10_000))
+
+    with calls:
+        posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcomes(names, 1000))
+
+    assert posted.data == {"accepted": 1000, "duplicates": 0}
+    writes = sum(calls.count("dynamodb", operation) for operation in DYNAMODB_WRITES)
+    assert writes <= 20
+    assert calls.count("dynamodb") == writes  # and reads nothing (config and key cached)
+
+
+def test_the_counter_sees_every_client_created_after_install(aws: Any) -> None:
+    import boto3
+
+    AwsCallCounter.install()
+    s3 = boto3.client("s3", region_name="us-east-1")
+    with AwsCallCounter() as counter:
+        s3.list_buckets()
+        s3.list_buckets()
+    s3.list_buckets()  # after stop: not counted
+
+    assert counter.by_operation() == {"s3.ListBuckets": 2}
+    assert counter.total == 2 and counter.count("s3") == 2 and counter.count("sqs") == 0
+    counter.reset()
+    assert counter.total == 0
