@@ -39,7 +39,12 @@ from chalicelib.abtesting.models import (
     RecommendedAction,
     TrafficAllocationStrategy,
 )
-from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, OutcomeStore
+from chalicelib.abtesting.repository import (
+    AssignmentStore,
+    ExperimentRepository,
+    OutcomeStore,
+    history_fits,
+)
 from chalicelib.abtesting.routing import TrafficRouter, routing_config
 from chalicelib.abtesting.statistics import (
     ExperimentAnalysis,
@@ -59,8 +64,10 @@ METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 BANDIT_METRICS = frozenset({"conversion_rate", "success_rate"})
 # Custom metric values are bounded so that sums of squares stay exact DynamoDB numbers.
 MAX_CUSTOM_VALUE = 1e12
-# Allocation phases an experiment keeps (ramp steps, reweights, pauses); a bandit stops
-# reweighting when its history is full, so counters and the experiment item stay bounded.
+# Allocation phases an experiment keeps (ramp steps, reweights, pauses, and their JSON within
+# repository.HISTORY_BYTES), so counters and the experiment item stay bounded. A full history
+# stops the ramp and the bandit (their weights stay) and refuses pauses (409); room is always
+# kept for a pause's resume and for the final phase, so conclude and roll back always work.
 MAX_PHASES = 500
 
 
@@ -159,6 +166,13 @@ def _check_analysis(analysis: AnalysisSettings) -> None:
 def _phase(experiment: Experiment, reason: PhaseReason, when: datetime) -> AllocationPhase:
     """The phase that begins when ``experiment`` (as it will be after the change) takes effect."""
     return AllocationPhase(len(experiment.phases), when, reason, experiment.effective_weights())
+
+
+def _history_has_room(experiment: Experiment, keep: int) -> bool:
+    """Whether a new phase fits in the allocation history with room for ``keep`` more (by count
+    and by stored bytes)."""
+    fits_count = len(experiment.phases) + 1 + keep <= MAX_PHASES
+    return fits_count and history_fits(experiment, 1 + keep)
 
 
 def _seed(experiment: Experiment) -> int:
@@ -324,6 +338,12 @@ class ABTestingEngine:
     def pause_experiment(self, experiment_id: str) -> Experiment:
         """running → paused; all traffic goes to the control while paused, in a phase of its own
         that the analysis and the SRM check leave out (exposure is not counted)."""
+        current = self.repository.get(experiment_id)
+        if current.status is S.RUNNING and not _history_has_room(current, keep=2):
+            raise ExperimentStateConflict(
+                f"the allocation history is full ({len(current.phases)} phases): the experiment "
+                "cannot be paused any more; conclude it or roll it back"
+            )
         experiment = self._transition(experiment_id, [S.RUNNING], S.PAUSED, PhaseReason.PAUSE)
         self._publish("ExperimentPaused", experiment)
         return experiment
@@ -642,7 +662,9 @@ class ABTestingEngine:
             return None
         now = self.clock.now()
         due = (experiment.last_ramp_at or now) + timedelta(minutes=ramp.interval_minutes)
-        if now < due or self.ramp_hold_reason(experiment) is not None:
+        if now < due or not _history_has_room(experiment, keep=3):
+            return None  # not due, or the history is full: the ramp stays at this step
+        if self.ramp_hold_reason(experiment) is not None:
             return None
         step = experiment.ramp_step + 1
         share = ramp.steps[step]
@@ -704,7 +726,7 @@ class ABTestingEngine:
         last = experiment.weights_updated_at or now
         if now < last + timedelta(minutes=bandit.interval_minutes):
             return None
-        if len(experiment.phases) >= MAX_PHASES:
+        if not _history_has_room(experiment, keep=3):
             return None  # the allocation history is full: the bandit keeps its weights
         metrics = self.get_experiment_metrics(experiment_id)
         arms = []

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -301,6 +301,30 @@ def phase_to_json(phase: AllocationPhase) -> str:
             "weights": {name: str(weight) for name, weight in phase.weights.items()},
         }
     )
+
+
+# The allocation history lives on the experiment item (DynamoDB: 400 KB per item; moto, the local
+# stack, counts an updated attribute's old and new value together): its JSON is kept under this.
+HISTORY_BYTES = 150_000
+# Longest weight text a phase can hold: weights and ramp steps are at most 40 characters, the
+# control's complement of a step one more.
+_WIDEST_WEIGHT = "0." + "9" * 40
+
+
+def history_bytes(phases: Iterable[AllocationPhase]) -> int:
+    """Bytes of the stored JSON of ``phases``."""
+    return sum(len(phase_to_json(phase).encode()) for phase in phases)
+
+
+def history_fits(experiment: Experiment, more: int) -> bool:
+    """Whether ``more`` phases of the widest kind still fit in :data:`HISTORY_BYTES`."""
+    widest = AllocationPhase(
+        len(experiment.phases),
+        datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc),
+        max(PhaseReason, key=lambda reason: len(reason.value)),
+        dict.fromkeys((v.variant_id for v in experiment.variants), _WIDEST_WEIGHT),
+    )
+    return history_bytes(experiment.phases) + more * history_bytes([widest]) <= HISTORY_BYTES
 
 
 def phase_from_json(index: int, text: str) -> AllocationPhase:

@@ -12,16 +12,23 @@ import pytest
 from scipy import stats
 
 from chalicelib.abtesting.engine import MAX_PHASES, ABTestingEngine
-from chalicelib.abtesting.errors import InvalidExperiment
+from chalicelib.abtesting.errors import ExperimentStateConflict, InvalidExperiment
 from chalicelib.abtesting.models import (
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
+    ExperimentStatus,
+    ModelVariant,
     Outcome,
     PhaseReason,
     RampSchedule,
 )
-from chalicelib.abtesting.repository import parse_shard_key, shard_key
+from chalicelib.abtesting.repository import (
+    HISTORY_BYTES,
+    history_bytes,
+    parse_shard_key,
+    shard_key,
+)
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.events import RecordingEventBus
 from tests.unit.test_ab_engine import FakeRegistry, _running
@@ -172,13 +179,46 @@ def test_a_bandit_stops_reweighting_when_its_history_is_full(
                           bandit=BanditConfig(Decimal("0.05"), 5, 500))  # fmt: skip
     eid = experiment.experiment_id
     engine.record_outcomes(eid, _binomial("v1", "b", 200, 0.5, None, 14))
-    monkeypatch.setattr(engine_module, "MAX_PHASES", 1)
+    # one phase now, one for the reweight and room for a pause, its resume and the end
+    monkeypatch.setattr(engine_module, "MAX_PHASES", 4)
     clock.advance(minutes=6)
     assert engine.update_bandit_weights(eid) is None
     assert len(engine.get_experiment(eid).phases) == 1
     monkeypatch.setattr(engine_module, "MAX_PHASES", MAX_PHASES)
     assert engine.update_bandit_weights(eid) is not None
     assert len(engine.get_experiment(eid).phases) == 2
+
+
+def test_a_full_history_refuses_pauses_and_still_concludes_within_the_item_limit(
+    engine: Any, clock: FixedClock, bus: RecordingEventBus
+) -> None:
+    """20 arms with 64-character ids: each phase is ~2 KB of the experiment's DynamoDB item.
+    Before the byte bound, 63 pause/resume cycles made the item too large for DynamoDB (moto
+    enforces it) and then even ``conclude`` and roll back failed."""
+    names = [f"arm-{index:02d}-" + "x" * 57 for index in range(20)]
+    variants = [ModelVariant(name, "m-1", 1, Decimal("0.05"), index == 0)
+                for index, name in enumerate(names)]  # fmt: skip
+    created = engine.create_experiment("wide", variants, allocation_strategy="mab",
+                                       bandit=BanditConfig(Decimal("0.01"), 1, 500))  # fmt: skip
+    eid = engine.start_experiment(created.experiment_id).experiment_id
+    engine.record_outcomes(eid, _binomial(names[1], "b", 300, 0.5, None, 15))
+    cycles = 0
+    with pytest.raises(ExperimentStateConflict, match="allocation history is full"):
+        while cycles < 200:
+            engine.pause_experiment(eid)
+            engine.resume_experiment(eid)
+            cycles += 1
+    refused = engine.get_experiment(eid)
+    assert refused.status is ExperimentStatus.RUNNING and 20 <= cycles < 200
+    assert len(refused.phases) == 1 + 2 * cycles
+    clock.advance(minutes=2)
+    assert engine.update_bandit_weights(eid) is None  # the bandit keeps its weights
+    assert engine.get_experiment(eid).revision == refused.revision
+    concluded = engine.conclude_experiment(eid)
+    assert concluded.status is ExperimentStatus.CONCLUDED
+    assert len(concluded.phases) == len(refused.phases) + 1
+    assert history_bytes(concluded.phases) <= HISTORY_BYTES
+    assert bus.of_type("ExperimentConcluded")
 
 
 def test_fixed_analysis_of_a_custom_metric_near_1e9_matches_scipy_through_dynamodb(
