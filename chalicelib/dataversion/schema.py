@@ -27,8 +27,11 @@ from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetSchema,
 )
+from chalicelib.dataversion.records import RecordSampler, RecordScanner
 
 DEFAULT_SAMPLE_ROWS = 10_000
+# What a blank JSON line may hold besides its "\n": JSON whitespace, nothing else.
+JSON_BLANK = " \t\r"
 MAX_SAMPLE_BYTES = 8 * 1024 * 1024
 # The longest first line (a CSV header, the first JSON record) a version may have: the schema
 # comes from it, and a longer one would leave the version unchecked.
@@ -108,56 +111,6 @@ class _ColumnStats:
         return DatasetSchema(columns=columns, nullable=nullable)
 
 
-# Chunks at least this large are counted with numpy (about 4x ``bytes.count``, which would
-# otherwise cost more than the sha256 of the same bytes); numpy is imported on first use only.
-VECTOR_COUNT_BYTES = 64 * 1024
-_VECTOR_SLICE = 1024 * 1024
-
-
-def count_newlines(chunk: bytes) -> int:
-    """Number of ``\n`` bytes in ``chunk``."""
-    if len(chunk) < VECTOR_COUNT_BYTES:
-        return chunk.count(b"\n")
-    import numpy as np
-
-    view = np.frombuffer(chunk, dtype=np.uint8)
-    # 1 MiB slices keep the comparison's temporary array small and reused.
-    return sum(
-        int(np.count_nonzero(view[start : start + _VECTOR_SLICE] == 10))
-        for start in range(0, len(view), _VECTOR_SLICE)
-    )
-
-
-class _CsvLineCounter:
-    """Counts records exactly: newlines outside quoted CSV fields (or every newline, for JSON
-    lines, where strings cannot hold a raw newline)."""
-
-    def __init__(self, quote_aware: bool = True) -> None:
-        self.quote_aware = quote_aware
-        self.in_quotes = False
-        self.newlines = 0
-        self.last = b""
-        self.seen = 0
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        self.seen += len(chunk)
-        self.last = chunk[-1:]
-        if not self.quote_aware or (not self.in_quotes and b'"' not in chunk):
-            self.newlines += count_newlines(chunk)
-            return
-        parts = chunk.split(b'"')
-        start = 1 if self.in_quotes else 0
-        self.newlines += sum(part.count(b"\n") for part in parts[start::2])
-        if (len(parts) - 1) % 2:
-            self.in_quotes = not self.in_quotes
-
-    def records(self) -> int:
-        trailing = 1 if self.seen and self.last != b"\n" else 0
-        return self.newlines + trailing
-
-
 class _Tail:
     """The first four and the last ``limit`` (or more) bytes of a stream, kept as references to
     the chunks that hold them (no copies while streaming)."""
@@ -185,8 +138,11 @@ class _Tail:
 class ContentInspector:
     """Consumes a content stream chunk by chunk: counts rows and infers the schema.
 
-    CSV and JSON lines: rows counted exactly, types inferred from a sample. Parquet: the exact
-    row count and the column types and nullability declared in the footer, read from the last
+    CSV and JSON lines: records counted exactly over the whole stream by
+    :class:`~chalicelib.dataversion.records.RecordScanner` (what Python's ``csv`` module and
+    ``json`` read: blank lines, quoted line ends, stray quotes, CR-only line ends), types
+    inferred from the first ``sample_rows`` records. Parquet: the exact row count and the
+    column types and nullability declared in the footer, read from the last
     ``PARQUET_TAIL_BYTES`` of the stream. Other formats are opaque.
 
     Args:
@@ -198,70 +154,67 @@ class ContentInspector:
         self.format = fmt
         self.sample_rows = sample_rows
         self.active = fmt in (DatasetFormat.CSV, DatasetFormat.JSON)
-        self._counter = _CsvLineCounter(quote_aware=fmt is DatasetFormat.CSV)
-        self._sample: list[bytes] = []
-        self._sample_size = 0
-        self._sampling = self.active
         self._tail = _Tail(PARQUET_TAIL_BYTES) if fmt is DatasetFormat.PARQUET else None
+        self._head = RecordSampler(
+            size=sample_rows,
+            skip=1 if fmt is DatasetFormat.CSV else 0,
+            head_bytes=MAX_SAMPLE_BYTES,
+            max_record_bytes=MAX_FIRST_LINE_BYTES,
+            reservoir=False,
+        )
+        self._scanner = RecordScanner(fmt.value, self._head) if self.active else None
 
     def feed(self, chunk: bytes) -> None:
         """Takes the next chunk of the stream."""
         if self._tail is not None:
             self._tail.feed(chunk)
-        if not self.active:
-            return
-        self._counter.feed(chunk)
-        if self._sampling:
-            self._sample.append(chunk)
-            self._sample_size += len(chunk)
-            # One byte past the limit, so that a first line of exactly the limit is seen whole.
-            if self._sample_size > MAX_FIRST_LINE_BYTES or self._enough_lines():
-                self._sampling = False
-
-    def _enough_lines(self) -> bool:
-        return self._counter.newlines > self.sample_rows + 1
+        if self._scanner is not None:
+            self._scanner.feed(chunk)
 
     def finish(self) -> tuple[int | None, DatasetSchema | None, int | None]:
         """Returns (row count, inferred schema, rows the types came from or ``None`` for all)."""
         if self._tail is not None:
             return _parquet_result(self._tail)
-        if not self.active:
+        if self._scanner is None:
             return None, None, None
-        complete = self._sampling
-        data = b"".join(self._sample)
-        _check_first_line(data, complete, self.format)
+        records = self._scanner.finish()
+        head = self._head
+        pieces = [piece for _, piece in head.sample()]
         if self.format is DatasetFormat.CSV:
-            header, rows = parse_csv_sample(data, self.sample_rows, complete)
+            if records and head.skipped[0] is None:
+                _first_line_too_long(self.format)
+            header, rows = parse_csv_records(head.skipped[0] if records else None, pieces)
             stats = _ColumnStats()
             for name in header:
                 stats.types[name] = None
             for row in rows:
                 for name, cell in zip(header, row, strict=False):
                     stats.see(name, value_type(cell))
-            total = max(self._counter.records() - 1, 0)
+            total = max(records - 1, 0)
             schema = stats.schema() if header else None
         else:
-            records = parse_jsonl_sample(data, self.sample_rows, complete)
-            schema = _json_schema(records)
-            total = self._counter.records() if records else 0
-            rows = records
-        sampled = None if complete and len(rows) >= total else len(rows)
+            if 0 in head.too_long:
+                _first_line_too_long(self.format)
+            rows = [
+                parse_json_record(_decode(piece), number, "record")
+                for number, piece in enumerate(pieces, start=1)
+            ]
+            schema = _json_schema(rows)
+            total = records
+        sampled = None if head.complete and len(rows) >= total else len(rows)
         return total, schema, sampled
 
 
-def _check_first_line(data: bytes, complete: bool, fmt: DatasetFormat) -> None:
-    """Refuses content whose first line is longer than :data:`MAX_FIRST_LINE_BYTES`.
+def _first_line_too_long(fmt: DatasetFormat) -> None:
+    """Refuses content whose first record is longer than :data:`MAX_FIRST_LINE_BYTES`.
 
     The schema (and with it the declared-schema and evolution checks) comes from the first
-    line, so content whose header does not fit in the sample is refused on every ingest path
+    record, so content whose header does not fit in the sample is refused on every ingest path
     rather than versioned without a schema.
 
     Raises:
-        UnreadableContent: The first line is over the limit.
+        UnreadableContent: Always.
     """
-    end = data.find(b"\n", 0, MAX_FIRST_LINE_BYTES + 1)
-    if end >= 0 or (complete and len(data) <= MAX_FIRST_LINE_BYTES):
-        return
     what = "CSV header" if fmt is DatasetFormat.CSV else "first JSON line"
     raise UnreadableContent(
         f"the {what} is longer than {MAX_FIRST_LINE_BYTES} bytes (the limit of a first line); "
@@ -344,6 +297,36 @@ def parse_csv_sample(data: bytes, limit: int, complete: bool) -> tuple[list[str]
     return header, rows
 
 
+def parse_csv_records(
+    header: bytes | None, pieces: list[bytes]
+) -> tuple[list[str], list[list[str]]]:
+    """Parses a CSV header and records cut at exact record boundaries (see
+    :class:`~chalicelib.dataversion.records.RecordScanner`).
+
+    Raises:
+        UnreadableContent: Not UTF-8, a record whose field count differs from the header's,
+            or duplicate column names.
+    """
+    if header is None:
+        return [], []
+    text = "\n".join(_decode(piece.lstrip(b"\r\n")) for piece in [header, *pieces])
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        names = next(reader, [])
+        rows = []
+        for number, row in enumerate(reader, start=1):
+            if len(row) != len(names):
+                raise UnreadableContent(
+                    f"CSV record {number} has {len(row)} fields; the header has {len(names)}"
+                )
+            rows.append(row)
+    except csv.Error as exc:
+        raise UnreadableContent(f"CSV is malformed: {exc}") from None
+    if len(set(names)) != len(names):
+        raise UnreadableContent("CSV header has duplicate column names")
+    return names, rows
+
+
 def parse_jsonl_sample(data: bytes, limit: int, complete: bool) -> list[dict[str, Any]]:
     """Parses up to ``limit`` records of a JSON-lines prefix (each line one JSON object)."""
     if not complete:
@@ -352,7 +335,7 @@ def parse_jsonl_sample(data: bytes, limit: int, complete: bool) -> list[dict[str
     records: list[dict[str, Any]] = []
     # Only "\n" ends a record: JSON strings may hold U+2028, U+0085 and the like.
     for number, line in enumerate(_decode(data).split("\n"), start=1):
-        if not line.strip():
+        if not line.strip(JSON_BLANK):
             continue
         records.append(parse_json_record(line, number))
         if len(records) >= limit:
@@ -360,12 +343,17 @@ def parse_jsonl_sample(data: bytes, limit: int, complete: bool) -> list[dict[str
     return records
 
 
-def parse_json_record(line: str, number: int) -> dict[str, Any]:
+def parse_json_record(line: str, number: int, unit: str = "line") -> dict[str, Any]:
     """One JSON-lines record: an object nested at most ``SYNAPSE_MAX_JSON_DEPTH`` levels.
 
     The depth is checked before parsing (see :func:`chalicelib.core.jsonutil.loads`), so a
     record nested thousands of levels deep is refused like any unreadable line. Numbers are
     taken as written (``NaN`` included); their size is checked where they are used.
+
+    Args:
+        line: The record's text.
+        number: Its number, for messages.
+        unit: What the number counts: ``line`` (of the file) or ``record``.
 
     Raises:
         UnreadableContent: Not JSON, too deep, or not an object.
@@ -375,11 +363,11 @@ def parse_json_record(line: str, number: int) -> dict[str, Any]:
             line, max_depth=get_settings().max_json_depth, max_digits=None, finite=False
         )
     except jsonutil.JsonLimitExceeded as exc:
-        raise UnreadableContent(f"JSON line {number} is refused: {exc}") from None
+        raise UnreadableContent(f"JSON {unit} {number} is refused: {exc}") from None
     except ValueError as exc:
-        raise UnreadableContent(f"JSON line {number} is not valid JSON: {exc}") from None
+        raise UnreadableContent(f"JSON {unit} {number} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise UnreadableContent(f"JSON line {number} is not an object")
+        raise UnreadableContent(f"JSON {unit} {number} is not an object")
     return value
 
 

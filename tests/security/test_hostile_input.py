@@ -236,7 +236,7 @@ def test_a_json_lines_version_with_a_deep_record_is_422_and_writes_nothing(
     staged_before, cas_before = keys("tmp/"), keys("cas/")
     data = '{"a": 1, "b": []}\n' + _deep_record() + "\n"
     response = module_http.call("POST", f"/datasets/{dataset_id}/versions", {"data": data})
-    refused(response, 422, "JSON line 2", "deeper than 64 levels")
+    refused(response, 422, "JSON record 2", "deeper than 64 levels")
     assert response.data["error"] == "unreadable_content"
     assert versions(module_http, dataset_id) == []
     assert keys("tmp/") == staged_before and keys("cas/") == cas_before

@@ -1,0 +1,263 @@
+"""Record counting and sampling checked against independent readers: Python's ``csv`` and
+``json`` modules decide what a record is; the scanner must agree on every generated stream,
+however it is cut into chunks and slices."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chalicelib.dataversion import records
+from chalicelib.dataversion.models import DatasetFormat
+from chalicelib.dataversion.records import RecordSampler, RecordScanner
+from chalicelib.dataversion.schema import ContentInspector
+
+csv.field_size_limit(sys.maxsize)
+SETTINGS = settings(
+    max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+
+# Pieces a CSV stream is made of, stray quotes and every line end included.
+CSV_PIECES = st.sampled_from(
+    [
+        b"a",
+        b"12",
+        b",",
+        b'"',
+        b'""',
+        b'"quoted, with comma"',
+        b'"line one\nline two"',
+        b'"blank\n\ninside"',
+        b'"cr\r\ronly"',
+        b'5"',
+        b" ",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b"\n\n",
+        b"\xc3\xa9",
+    ]
+)
+# JSON lines: each line a record or JSON whitespace, ended by "\n" (the last maybe not).
+JSON_LINES = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                b'{"a": 1}',
+                b' {"t": "say \\"hi\\", \\n is no line end"}\t',
+                b'{"u": "\xe2\x80\xa8 \xc2\x85"}\r',
+                b"",
+                b" ",
+                b"\t",
+                b"\r",
+                b" \r\t ",
+            ]
+        ),
+        st.booleans(),
+    ),
+    max_size=120,
+)
+
+
+def csv_rows(data: bytes) -> list[list[str]]:
+    """What ``csv`` reads: the excel dialect over text opened with ``newline=""``."""
+    text = data.decode("utf-8-sig")
+    return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+
+
+def json_records(data: bytes) -> list[object]:
+    """What ``json`` reads line by line; a line json reads as nothing (``[line]`` is ``[]``)
+    is no record."""
+    lines = data.decode("utf-8-sig").split("\n")
+    return [json.loads(line) for line in lines if json.loads(f"[{line}]") != []]
+
+
+def chunks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def scan(data: bytes, fmt: str, chunk: int, sampler: RecordSampler | None = None) -> int:
+    scanner = RecordScanner(fmt, sampler)
+    for part in chunks(data, chunk):
+        scanner.feed(part)
+    return scanner.finish()
+
+
+def piece_row(piece: bytes) -> list[str]:
+    return next(csv.reader(io.StringIO(piece.lstrip(b"\r\n").decode(), newline="")))
+
+
+@pytest.fixture(params=[64, 1 << 20], ids=["64-byte slices", "1-MiB slices"])
+def slices(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(records, "SLICE_BYTES", request.param)
+    return request.param
+
+
+@SETTINGS
+@given(parts=st.lists(CSV_PIECES, max_size=120), chunk=st.integers(1, 300))
+def test_csv_records_are_counted_and_cut_exactly_as_csv_reads_them(
+    slices: int, parts: list[bytes], chunk: int
+) -> None:
+    data = b"".join(parts)
+    expected = csv_rows(data)
+    sampler = RecordSampler(size=10_000)
+    assert scan(data, "csv", chunk, sampler) == len(expected)
+    assert [piece_row(piece) for _, piece in sampler.sample()] == expected
+
+
+@SETTINGS
+@given(lines=JSON_LINES, chunk=st.integers(1, 300))
+def test_json_lines_records_are_counted_and_cut_exactly_as_json_reads_them(
+    slices: int, lines: list[tuple[bytes, bool]], chunk: int
+) -> None:
+    data = b"".join(
+        line + (b"\n" if ended or i < len(lines) - 1 else b"")
+        for i, (line, ended) in enumerate(lines)
+    )
+    expected = json_records(data)
+    sampler = RecordSampler(size=10_000)
+    assert scan(data, "json", chunk, sampler) == len(expected)
+    pieces = [piece for _, piece in sampler.sample()]
+    assert [json.loads(piece) for piece in pieces] == expected
+    assert not any(piece[:1].isspace() for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    ("body", "rows"),
+    [
+        (b"a,b\n1,2\n\n3,4\n\n", 2),  # blank lines between and after records
+        (b"a,b\n1,2\n3,4\n\n\n\n", 2),  # trailing blank lines
+        (b'a,b\n1,5"\n2,6"\n3,7', 3),  # quotes inside unquoted fields are characters
+        (b'a,b\n1,"x', 1),  # one stray quote opens a field the data never closes
+        (b"a,b\r1,2\r3,4\r", 2),  # CR-only line ends
+        (b'a,b\n1,"line one\nline two"\n2,"\n\n"\n', 2),  # line ends inside quotes
+        (b"\xef\xbb\xbfa,b\r\n1,2\r\n", 1),  # byte-order mark and CRLF
+    ],
+)
+def test_the_issue_examples_count_as_csv_reads_them(body: bytes, rows: int) -> None:
+    assert len(csv_rows(body)) - 1 == rows
+    count, _, _ = inspect(body, DatasetFormat.CSV)
+    assert count == rows
+
+
+def test_json_lines_with_blank_and_whitespace_lines_count_only_records() -> None:
+    body = b'{"a": 1}\n\n  \n\t\r\n{"a": 2}\r\n\n'
+    assert len(json_records(body)) == 2
+    assert inspect(body, DatasetFormat.JSON)[0] == 2
+
+
+def inspect(body: bytes, fmt: DatasetFormat, rows: int = 100, chunk: int = 3):
+    inspector = ContentInspector(fmt, rows)
+    for part in chunks(body, chunk):
+        inspector.feed(part)
+    return inspector.finish()
+
+
+def test_schema_inference_reads_quoted_line_ends_in_the_head() -> None:
+    body = b'id,text\n1,"first\nsecond"\n2,"x"\n'
+    count, schema, sampled = inspect(body, DatasetFormat.CSV, rows=1, chunk=5)
+    assert count == 2 and sampled == 1
+    assert schema is not None and schema.columns == {"id": "int", "text": "string"}
+
+
+def test_a_json_error_names_the_record_past_blank_lines() -> None:
+    from chalicelib.dataversion.errors import UnreadableContent
+
+    with pytest.raises(UnreadableContent, match="JSON record 2 "):
+        inspect(b'{"a": 1}\n\n\n{"a": \n', DatasetFormat.JSON)
+
+
+@SETTINGS
+@given(
+    parts=st.lists(CSV_PIECES, max_size=300),
+    chunk=st.integers(1, 200),
+    size=st.integers(1, 6),
+    skip=st.integers(0, 2),
+    seed=st.integers(0, 1000),
+)
+def test_a_reservoir_sample_holds_exact_records_with_their_numbers(
+    slices: int, parts: list[bytes], chunk: int, size: int, skip: int, seed: int
+) -> None:
+    data = b"".join(parts)
+    expected = csv_rows(data)
+    sampler = RecordSampler(size=size, skip=skip, seed=seed)
+    assert scan(data, "csv", chunk, sampler) == len(expected)
+    sample = sampler.sample()
+    assert len(sample) == min(size, max(len(expected) - skip, 0))
+    assert all(piece_row(piece) == expected[index] for index, piece in sample)
+    assert [piece_row(piece) for piece in sampler.skipped] == expected[:skip]
+
+
+class CountingSampler(RecordSampler):
+    """Counts the records that replace a member of the sample."""
+
+    replaced = 0
+
+    def take(self, index: int, piece: bytes | None) -> None:
+        before = None if self.filling else list(self._slots)
+        super().take(index, piece)
+        if before is not None and self._slots != before:
+            self.replaced += 1
+
+
+def test_the_reservoir_is_uniform_and_replaces_as_often_as_algorithm_r() -> None:
+    """Over 300 seeds, 5,000 records, 20 kept: every tenth of the stream holds a tenth of the
+    sample (chi-square, 9 degrees of freedom, p > 0.001), and replacements average
+    k (H_n - H_k), the expectation of Vitter's Algorithm R (within 5%)."""
+    from scipy import stats
+
+    n, k, seeds = 5_000, 20, 300
+    body = b"".join(b"%d\n" % i for i in range(n))
+    tenths = np.zeros(10)
+    replaced = []
+    for seed in range(seeds):
+        sampler = CountingSampler(size=k, seed=seed)
+        scan(body, "csv", 256, sampler)
+        numbers = np.array([int(piece) for _, piece in sampler.sample()])
+        assert len(numbers) == k and len(set(numbers.tolist())) == k
+        tenths += np.bincount(numbers * 10 // n, minlength=10)
+        replaced.append(sampler.replaced)
+    assert stats.chisquare(tenths).pvalue > 0.001
+    expected = k * sum(1 / i for i in range(k + 1, n + 1))
+    assert math.isclose(float(np.mean(replaced)), expected, rel_tol=0.05)
+
+
+def test_the_same_seed_gives_the_same_sample() -> None:
+    body = b"".join(b"%d\n" % i for i in range(5_000))
+    first, second = RecordSampler(size=20, seed=3), RecordSampler(size=20, seed=3)
+    scan(body, "csv", 777, first)
+    scan(body, "csv", 4096, second)
+    assert first.sample() == second.sample()
+    other = RecordSampler(size=20, seed=4)
+    scan(body, "csv", 777, other)
+    assert other.sample() != first.sample()
+
+
+def test_records_longer_than_the_limit_are_never_sampled() -> None:
+    body = b"short\n" + b"x" * 100 + b"\nend\n"
+    sampler = RecordSampler(size=10, max_record_bytes=50)
+    assert scan(body, "csv", 7, sampler) == 3
+    assert [index for index, _ in sampler.sample()] == [0, 2]
+    assert sampler.too_long == [1] and not sampler.complete
+
+
+def test_a_head_only_sampler_stops_after_the_head() -> None:
+    body = b"".join(b"%d\n" % i for i in range(1_000))
+    sampler = RecordSampler(size=10, reservoir=False)
+    assert scan(body, "csv", 64, sampler) == 1_000
+    assert [int(piece) for _, piece in sampler.sample()] == list(range(10))
+
+
+def test_other_formats_are_not_scanned() -> None:
+    with pytest.raises(ValueError, match="parquet"):
+        RecordScanner("parquet")
