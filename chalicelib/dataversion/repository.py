@@ -317,13 +317,26 @@ class DatasetRepository:
             return int(item.version_number)
         return 0
 
-    def add_version(self, version: DatasetVersion, source: str | None = None) -> None:
+    def add_version(
+        self,
+        version: DatasetVersion,
+        source: str | None = None,
+        predecessor: DatasetVersion | None = None,
+    ) -> None:
         """Writes a version with its reservations in one transaction.
+
+        Args:
+            version: The version.
+            source: The S3 object it was ingested from (reserved with it).
+            predecessor: The version it must directly follow (its schema was checked against
+                it): the transaction fails unless that version is number
+                ``version.version_number - 1``.
 
         Raises:
             DuplicateContent: The dataset already has this content hash.
             DuplicateSource: This source object was already ingested.
-            VersionNumberTaken: Another writer took the number (retry with the next).
+            VersionNumberTaken: Another writer took the number, or the predecessor is not the
+                one checked (retry with the next).
         """
         keys = [
             DatasetKeyTable(
@@ -351,13 +364,22 @@ class DatasetRepository:
                 )
                 for item in keys:
                     tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
+                if predecessor is not None:
+                    tx.condition_check(
+                        DatasetVersionTable,
+                        version.dataset_id,
+                        range_key=version.version_number - 1,
+                        condition=DatasetVersionTable.version_id == predecessor.version_id,
+                    )
         except TransactWriteError as exc:
             reasons = cancellation_codes(exc)
-            if _failed(reasons, 1):
+            # pynamodb sends condition checks first, then the puts in order.
+            first = 0 if predecessor is None else 1
+            if _failed(reasons, first + 1):
                 raise DuplicateContent("identical content is already a version") from None
-            if _failed(reasons, 3):
+            if source is not None and _failed(reasons, first + 3):
                 raise DuplicateSource("this source object was already ingested") from None
-            if _failed(reasons, 0):
+            if _failed(reasons, first) or (predecessor is not None and _failed(reasons, 0)):
                 raise VersionNumberTaken("version number taken") from None
             raise
 

@@ -15,7 +15,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -439,7 +439,11 @@ class DatasetVersioningEngine:
             source_key=request.source_key,
             schema_sampled_rows=content.sampled_rows,
         )
-        return self._allocate(version, source, request.transformation)
+
+        def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
+            return self._resolve_schema(dataset, fmt, content, request, predecessor)
+
+        return self._allocate(version, latest, follow, source, request.transformation)
 
     def _deduplicated(self, existing: DatasetVersion, source: str | None) -> VersionOutcome:
         if source is not None:
@@ -477,19 +481,36 @@ class DatasetVersioningEngine:
     def _allocate(
         self,
         version: DatasetVersion,
+        predecessor: DatasetVersion | None,
+        follow: Callable[[DatasetVersion | None], DatasetSchema | None],
         source: str | None,
         transformation: TransformationRecord | None,
     ) -> VersionOutcome:
-        """Writes the version, moving to the next number while other writers win."""
+        """Writes the version right after ``predecessor``, the version its schema was checked
+        against.
+
+        The write is one transaction conditional on the number being free and on the
+        predecessor being the one checked; when another writer wins, the schema is resolved and
+        checked again (``follow``) against the version that is now the latest before the next
+        number is tried, so a version never lands after one it was not checked against.
+
+        Raises:
+            SchemaEvolutionError: The content is incompatible with the version it now follows.
+        """
         candidate = version
         for attempt in range(MAX_ALLOCATION_ATTEMPTS):
             try:
-                self.repository.add_version(candidate, source)
+                self.repository.add_version(candidate, source, predecessor)
             except VersionNumberTaken:
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-                latest = self.repository.latest_version_number(version.dataset_id)
-                number = max(candidate.version_number + 1, latest + 1)
-                candidate = replace(candidate, version_number=number, created_at=self.clock.now())
+                predecessor = self._latest(version.dataset_id)
+                number = (predecessor.version_number if predecessor else 0) + 1
+                candidate = replace(
+                    candidate,
+                    version_number=number,
+                    schema=follow(predecessor),
+                    created_at=self.clock.now(),
+                )
                 continue
             except DuplicateContent:
                 found = self.repository.version_by_hash(version.dataset_id, version.sha256)

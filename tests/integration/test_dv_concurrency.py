@@ -64,3 +64,88 @@ def test_concurrent_identical_content_makes_one_version(atomic_dynamodb: None) -
         )
     assert len(ids) == 1
     assert engine.list_versions(dataset.dataset_id)[1] == 1
+
+
+def test_a_writer_that_loses_the_race_is_checked_against_the_version_it_now_follows(
+    aws: Any,
+) -> None:
+    """The issue's race, made deterministic: v2 drops column ``a`` while a write checked
+    against v1 (``a`` required) is between its check and its transaction; it must not land as
+    v3 with ``a`` back as a required column."""
+    from chalicelib.dataversion.errors import SchemaEvolutionError
+
+    engine = DatasetVersioningEngine(event_bus=RecordingEventBus())
+    dataset = engine.create_dataset("raced", "alice")
+    engine.create_version(dataset.dataset_id, b"id,a\n1,2\n")
+    original = engine.repository.add_version
+    interleaved: list[int] = []
+
+    def add_version(version: Any, source: Any = None, predecessor: Any = None) -> None:
+        if not interleaved:  # the other writer lands v2 first
+            interleaved.append(1)
+            engine.create_version(dataset.dataset_id, b"id\n7\n")
+        original(version, source, predecessor)
+
+    engine.repository.add_version = add_version  # type: ignore[method-assign]
+    with pytest.raises(SchemaEvolutionError, match="required column 'a' was added"):
+        engine.create_version(dataset.dataset_id, b"id,a\n3,4\n")
+    engine.repository.add_version = original  # type: ignore[method-assign]
+    stored, total = engine.list_versions(dataset.dataset_id)
+    assert total == 2 and list(stored[-1].schema.columns) == ["id"]
+
+
+def test_a_transaction_naming_a_stale_predecessor_is_refused(aws: Any) -> None:
+    from dataclasses import replace
+
+    from chalicelib.dataversion.errors import VersionNumberTaken
+
+    engine = DatasetVersioningEngine(event_bus=RecordingEventBus())
+    dataset = engine.create_dataset("stale", "alice")
+    first = engine.create_version(dataset.dataset_id, b"id\n1\n")
+    second = engine.create_version(dataset.dataset_id, b"id\n2\n")
+    third = replace(second, version_id="dv-third", version_number=3, sha256="0" * 64)
+    with pytest.raises(VersionNumberTaken):
+        engine.repository.add_version(third, None, first)
+    engine.repository.add_version(third, None, second)
+    assert engine.repository.latest_version_number(dataset.dataset_id) == 3
+
+
+# Each writer's content: compatible or not with whatever it ends up following (backward mode).
+RACING_BODIES = [
+    b"id,a\n1,2\n",  # a required int column
+    b"id\n1\n",  # a dropped (backward-compatible)
+    b"id,a,note\n1,2,\n",  # a nullable column added
+    b"id,a\n1,x\n",  # a turned into a string (incompatible with an int a)
+    b"id,b\n1,2\n",  # a required column b (incompatible unless b was there)
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_racing_writers_with_mixed_schemas_never_land_an_incompatible_version(
+    atomic_dynamodb: None, seed: int
+) -> None:
+    import random
+
+    from chalicelib.dataversion.errors import SchemaEvolutionError
+    from chalicelib.dataversion.schema import validate_schema_evolution
+
+    rng = random.Random(seed)
+    engine = DatasetVersioningEngine(event_bus=RecordingEventBus())
+    dataset = engine.create_dataset(f"mixed-{seed}", "alice")
+    engine.create_version(dataset.dataset_id, b"id,a\n0,0\n")
+    bodies = [rng.choice(RACING_BODIES).replace(b"1", str(i + 10).encode()) for i in range(16)]
+
+    def write(body: bytes) -> str:
+        try:
+            engine.create_version(dataset.dataset_id, body)
+        except SchemaEvolutionError:
+            return "refused"
+        return "landed"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(write, bodies))
+    stored, total = engine.list_versions(dataset.dataset_id, limit=100)
+    assert [v.version_number for v in stored] == list(range(1, total + 1))
+    assert total == 1 + results.count("landed")
+    for before, after in zip(stored, stored[1:], strict=False):
+        validate_schema_evolution(before.schema, after.schema, dataset.compatibility)
