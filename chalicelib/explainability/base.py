@@ -107,7 +107,7 @@ class ExplainerBase:
         key = ""
         if self.cache is not None:
             key = cache_key(descriptor, self.explanation_type, canonical, parameters)
-            found = self.cache.get(key, descriptor.model_id)
+            found = self.cache.get(key, descriptor.model_id, descriptor.version)
             if found is not None:
                 found.prediction_id = prediction_id
                 return found
@@ -120,6 +120,49 @@ class ExplainerBase:
             self.cache.set(key, explanation)
         self._announce([explanation])
         return explanation
+
+    def _cached_rows(
+        self,
+        descriptor: ModelDescriptor,
+        canonicals: list[Any],
+        parameters: dict[str, Any],
+        compute: Callable[[list[int]], list[PredictionExplanation]],
+        prediction_ids: list[str | None],
+    ) -> list[PredictionExplanation]:
+        """A batch through the per-row cache: each row under the key a single request for it
+        uses; only the rows not found are computed (``compute(indices)``, one explainer), stored
+        and announced (one event).
+
+        A row's explanation never depends on the other rows of its batch, so a row answered from
+        the cache equals the one the batch would have computed.
+        """
+        n = len(canonicals)
+        keys = [""] * n
+        found: list[PredictionExplanation | None] = [None] * n
+        if self.cache is not None:
+            keys = [
+                cache_key(descriptor, self.explanation_type, canonical, parameters)
+                for canonical in canonicals
+            ]
+            found = self.cache.get_many(keys, descriptor.model_id, descriptor.version)
+        missing = [i for i in range(n) if found[i] is None]
+        if missing:
+            before_compute()
+            started = time.perf_counter()
+            computed = compute(missing)
+            share = (time.perf_counter() - started) * 1000 / len(computed)
+            for i, explanation in zip(missing, computed, strict=True):
+                explanation.computation_time_ms = share
+                found[i] = explanation
+            if self.cache is not None:
+                self.cache.set_many([(keys[i], found[i]) for i in missing])  # type: ignore[misc]
+            self._announce(computed)
+        answers: list[PredictionExplanation] = []
+        for explanation, prediction_id in zip(found, prediction_ids, strict=True):
+            assert explanation is not None
+            explanation.prediction_id = prediction_id
+            answers.append(explanation)
+        return answers
 
     def _announce(self, explanations: list[PredictionExplanation]) -> None:
         if self.event_bus is None or not explanations:
@@ -140,10 +183,15 @@ class ExplainerBase:
         )
 
     def _build_explanation(self, **values: Any) -> PredictionExplanation:
-        """A :class:`PredictionExplanation` with sorted contributions and top features."""
+        """A :class:`PredictionExplanation` with sorted contributions and top features.
+
+        Raises:
+            UnprocessableEntity: ``not_finite``, a number of the result is NaN or infinite.
+        """
         contributions: list[FeatureContribution] = sorted(
             values.pop("feature_contributions"), key=lambda c: -abs(c.contribution)
         )
+        _require_finite(values, contributions)
         positive = [c.feature_name for c in contributions if c.contribution > 0][:TOP_FEATURES]
         negative = sorted(
             (c for c in contributions if c.contribution < 0), key=lambda c: c.contribution
@@ -157,6 +205,28 @@ class ExplainerBase:
             created_at=self.clock.now(),
             **values,
         )
+
+
+def _require_finite(values: dict[str, Any], contributions: list[FeatureContribution]) -> None:
+    """Inputs are finite (checked on the way in), but values near the limits of a double (a
+    feature of 1.7e308) can overflow a model's arithmetic; such a result is refused, never
+    answered with nulls in place of numbers."""
+    numbers = [
+        ("base_prediction", values.get("base_prediction", 0.0)),
+        ("actual_prediction", values.get("actual_prediction", 0.0)),
+        ("additivity_error", values.get("additivity_error", 0.0)),
+    ]
+    numbers += [(f"contribution of '{c.feature_name}'", c.contribution) for c in contributions]
+    interactions = values.get("interactions")
+    if interactions is not None and not np.isfinite(interactions["matrix"]).all():
+        numbers.append(("an interaction value", float("nan")))
+    for where, number in numbers:
+        if number is not None and not np.isfinite(number):
+            raise UnprocessableEntity(
+                f"the explanation is not finite ({where} is {number}): input or background "
+                "values this large overflow the model's floating-point arithmetic",
+                code="not_finite",
+            )
 
 
 def class_labels(estimator: Any, descriptor: ModelDescriptor) -> list[str]:

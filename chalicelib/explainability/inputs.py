@@ -17,9 +17,16 @@ def _check_value(name: str, value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "null" if value is None else type(value).__name__
         raise ValidationError(f"{where}feature '{name}' must be a number; got {kind}")
-    if not math.isfinite(float(value)):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValidationError(
+            f"{where}feature '{name}' is too large: an integer of {len(str(abs(value)))} digits "
+            "is beyond a double's range"
+        ) from None
+    if not math.isfinite(number):
         raise ValidationError(f"{where}feature '{name}' must be a finite number; got {value}")
-    return float(value)
+    return number
 
 
 def tabular_row(

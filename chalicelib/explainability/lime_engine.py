@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.core.errors import ValidationError
+from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.explainability.base import (
     ExplainerBase,
     class_index,
@@ -31,7 +31,7 @@ from chalicelib.explainability.base import (
     require,
 )
 from chalicelib.explainability.budget import checkpoint, guarded, image_batch_size
-from chalicelib.explainability.inputs import image_input, tabular_row, text_input
+from chalicelib.explainability.inputs import image_input, tabular_matrix, tabular_row, text_input
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
     ExplanationType,
@@ -156,10 +156,17 @@ class LIMEExplainer(ExplainerBase):
         ids = list(prediction_ids or [None] * len(inputs))
         if len(ids) != len(inputs):
             raise ValidationError("prediction_ids must have one id per input")
-        return [
-            self.explain_prediction(model_id, model_version, item, pid, **options)
-            for item, pid in zip(inputs, ids, strict=True)
-        ]
+        opts = lime_options(**options)
+        descriptor = self.model_loader.describe(model_id, model_version)
+        require(descriptor.is_tabular, f"model '{model_id}' is not tabular ({descriptor.task})")
+        X = tabular_matrix(inputs, descriptor.feature_names)
+        return self._cached_rows(
+            descriptor,
+            X.tolist(),
+            opts.as_parameters(),
+            lambda rows: [self._tabular(descriptor, X[i], ids[i], opts) for i in rows],
+            ids,
+        )
 
     def explain_text_prediction(
         self,
@@ -227,7 +234,7 @@ class LIMEExplainer(ExplainerBase):
             targets, predict = {"labels": (1,)}, estimator.predict
         result = explainer.explain_instance(
             row,
-            guarded(predict),
+            guarded(_finite(predict)),
             num_features=opts.num_features or len(names),
             num_samples=opts.num_samples,
             **targets,
@@ -471,6 +478,24 @@ def masking_image_explainer(base: type) -> type:
             return data, np.concatenate(labels, axis=0)
 
     return MaskingImageExplainer
+
+
+def _finite(predict: Any) -> Any:
+    """``predict`` refusing outputs that are not finite (a 422, before lime fits its surrogate:
+    scikit-learn's Ridge would raise a ValueError on them)."""
+
+    def call(data: Any) -> Any:
+        outputs = np.asarray(predict(data), dtype=float)
+        if not np.isfinite(outputs).all():
+            raise UnprocessableEntity(
+                "the explanation is not finite (the model's output for the row or its "
+                "neighbourhood is not a finite number): input or background values this large "
+                "overflow the model's floating-point arithmetic",
+                code="not_finite",
+            )
+        return outputs
+
+    return call
 
 
 def _reseed(explainer: Any, seed: int) -> None:

@@ -51,6 +51,23 @@ class ExplanationCacheTable(Model):
     expires_at = TTLAttribute()
 
 
+# The generation item of a model lives in the cache table beside its entries; cache keys are
+# hex digests, which sort after "#", so range conditions ``>= "0"`` skip it.
+GENERATION_KEY = "#generation"
+
+
+class ExplanationGenerationItem(Model):
+    """A model's explanation generation: bumped by every invalidation and part of every stored
+    cache key, so an invalidation reaches every instance (the same table as the entries; not
+    listed in ``TABLES``, which creates the table once)."""
+
+    Meta = meta("EXPLANATION_CACHE_TABLE", "explanation-cache")
+
+    model_id = UnicodeAttribute(hash_key=True)
+    cache_key = UnicodeAttribute(range_key=True)
+    generation = NumberAttribute(default=0)
+
+
 class ExplanationJobTable(Model):
     """An asynchronous explanation job."""
 
@@ -117,20 +134,62 @@ class ExplanationRepository:
         payload = json.loads(zlib.decompress(item.payload))
         return CachedItem(model_id, cache_key, int(item.model_version), payload, item.expires_at)
 
+    def cache_get_many(
+        self, model_id: str, cache_keys: list[str], now: datetime
+    ) -> dict[str, CachedItem]:
+        """The live cached items among ``cache_keys`` (BatchGetItem, 100 keys a request)."""
+        found: dict[str, CachedItem] = {}
+        wanted = list(dict.fromkeys(cache_keys))
+        for item in ExplanationCacheTable.batch_get([(model_id, key) for key in wanted]):
+            if item.expires_at > now:
+                payload = json.loads(zlib.decompress(item.payload))
+                found[item.cache_key] = CachedItem(
+                    model_id, item.cache_key, int(item.model_version), payload, item.expires_at
+                )
+        return found
+
+    def cache_put_many(self, items: list[CachedItem], now: datetime) -> int:
+        """Stores items (BatchWriteItem, 25 a request), skipping those too large for DynamoDB;
+        returns how many were stored."""
+        stored = 0
+        with ExplanationCacheTable.batch_write() as batch:
+            for item in items:
+                blob = _cache_blob(item)
+                if blob is None:
+                    continue
+                batch.save(_cache_row(item, blob, now))
+                stored += 1
+        return stored
+
     def cache_put(self, item: CachedItem, now: datetime) -> bool:
         """Stores an item; returns ``False`` when it is too large for DynamoDB."""
-        blob = zlib.compress(json.dumps(item.payload, separators=(",", ":")).encode(), 6)
-        if len(blob) > INLINE_RESULT_LIMIT:
+        blob = _cache_blob(item)
+        if blob is None:
             return False
-        ExplanationCacheTable(
-            item.model_id,
-            item.cache_key,
-            model_version=item.model_version,
-            payload=blob,
-            created_at=now,
-            expires_at=item.expires_at,
-        ).save()
+        _cache_row(item, blob, now).save()
         return True
+
+    def cache_generations(self, model_id: str) -> dict[int | None, int]:
+        """A model's explanation generations: ``None`` → the model's, version → that version's
+        (absent: 0). One strongly consistent Query of the model's generation items."""
+        found: dict[int | None, int] = {}
+        items = ExplanationGenerationItem.query(
+            model_id,
+            range_key_condition=ExplanationGenerationItem.cache_key.startswith(GENERATION_KEY),
+            consistent_read=True,
+        )
+        for item in items:
+            version = item.cache_key[len(GENERATION_KEY) + 1 :]
+            found[int(version) if version else None] = int(item.generation or 0)
+        return found
+
+    def bump_cache_generation(self, model_id: str, model_version: int | None = None) -> int:
+        """Adds one to a model's (or one version's) explanation generation, atomically;
+        returns the new value."""
+        key = GENERATION_KEY if model_version is None else f"{GENERATION_KEY}#{model_version}"
+        item = ExplanationGenerationItem(model_id, key)
+        item.update(actions=[ExplanationGenerationItem.generation.add(1)])
+        return int(item.generation)
 
     def cache_delete_model(self, model_id: str, model_version: int | None = None) -> set[str]:
         """Deletes a model's cached items (one version or all); returns the deleted keys."""
@@ -139,6 +198,7 @@ class ExplanationRepository:
             condition = ExplanationCacheTable.model_version == model_version
         items = ExplanationCacheTable.query(
             model_id,
+            range_key_condition=ExplanationCacheTable.cache_key >= "0",
             filter_condition=condition,
             attributes_to_get=["model_id", "cache_key", "model_version"],
         )
@@ -290,6 +350,22 @@ class ExplanationRepository:
     def _get_result(self, key: str) -> Any:
         body = aws.client("s3").get_object(Bucket=get_settings().models_bucket, Key=key)["Body"]
         return json.loads(body.read())
+
+
+def _cache_blob(item: CachedItem) -> bytes | None:
+    blob = zlib.compress(json.dumps(item.payload, separators=(",", ":")).encode(), 6)
+    return None if len(blob) > INLINE_RESULT_LIMIT else blob
+
+
+def _cache_row(item: CachedItem, blob: bytes, now: datetime) -> ExplanationCacheTable:
+    return ExplanationCacheTable(
+        item.model_id,
+        item.cache_key,
+        model_version=item.model_version,
+        payload=blob,
+        created_at=now,
+        expires_at=item.expires_at,
+    )
 
 
 def _is_conditional(exc: Exception) -> bool:

@@ -22,6 +22,7 @@ remaining difference is reported as ``additivity_error``. shap is imported on fi
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,8 @@ TREE_MODELS = {
     "DecisionTreeRegressor",
     "ExtraTreeClassifier",
     "ExtraTreeRegressor",
+    "HistGradientBoostingClassifier",
+    "HistGradientBoostingRegressor",
 }
 LINEAR_MODELS = {
     "LinearRegression",
@@ -81,6 +84,7 @@ LINEAR_MODELS = {
     "LinearSVR",
     "RidgeClassifier",
 }
+BOOSTED_CLASSIFIERS = {"GradientBoostingClassifier", "HistGradientBoostingClassifier"}
 PROBABILITY_TREES = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
 
 
@@ -137,6 +141,13 @@ def choose_algorithm(estimator: Any, n_features: int, requested: str = "auto") -
     name = type(estimator).__name__
     if requested == "tree" and name not in TREE_MODELS:
         raise UnprocessableEntity(f"the tree algorithm does not support {name}")
+    if name in TREE_MODELS and _has_category_splits(estimator):
+        if requested == "tree":
+            raise UnprocessableEntity(
+                f"the tree algorithm does not support {name} with categorical features "
+                "(shap's trees cannot hold category sets); use exact or kernel"
+            )
+        name = "categorical " + name
     if requested == "linear" and name not in LINEAR_MODELS:
         raise UnprocessableEntity(f"the linear algorithm does not support {name}")
     if requested != "auto":
@@ -146,6 +157,12 @@ def choose_algorithm(estimator: Any, n_features: int, requested: str = "auto") -
     if name in LINEAR_MODELS:
         return "linear"
     return "exact" if n_features <= EXACT_MAX_FEATURES else "kernel"
+
+
+def _has_category_splits(estimator: Any) -> bool:
+    """Whether a histogram gradient boosting model splits on category sets."""
+    categorical = getattr(estimator, "is_categorical_", None)
+    return categorical is not None and bool(np.any(categorical))
 
 
 def output_space(estimator: Any, algorithm: str, is_classifier: bool) -> str:
@@ -165,7 +182,7 @@ def output_space(estimator: Any, algorithm: str, is_classifier: bool) -> str:
 def _margin(estimator: Any) -> str:
     binary = len(getattr(estimator, "classes_", [])) == 2
     name = type(estimator).__name__
-    logistic = name.startswith("LogisticRegression") or name == "GradientBoostingClassifier"
+    logistic = name.startswith("LogisticRegression") or name in BOOSTED_CLASSIFIERS
     return OutputSpace.LOG_ODDS.value if binary and logistic else OutputSpace.MARGIN.value
 
 
@@ -333,7 +350,12 @@ class SHAPExplainer(ExplainerBase):
         seed: int = 0,
         include_interactions: bool = False,
     ) -> list[PredictionExplanation]:
-        """Explains many predictions with one explainer and one background (not cached per row).
+        """Explains many predictions with one explainer and one background.
+
+        Each row is cached under the key a single request for it uses: rows already explained
+        are answered from the cache, the others are computed together and stored one by one.
+        A row's answer never depends on its neighbours (KernelSHAP seeds every row from its own
+        content), so a batch equals the single explanations of its rows.
 
         Raises:
             ValidationError: Any row is invalid (the message names the row and feature).
@@ -351,15 +373,13 @@ class SHAPExplainer(ExplainerBase):
         ids = list(prediction_ids or [None] * len(inputs))
         if len(ids) != len(inputs):
             raise ValidationError("prediction_ids must have one id per input")
-        import time
-
-        started = time.perf_counter()
-        explanations = self._explain_rows(descriptor, X, ids, options)
-        share = (time.perf_counter() - started) * 1000 / len(explanations)
-        for explanation in explanations:
-            explanation.computation_time_ms = share
-        self._announce(explanations)
-        return explanations
+        return self._cached_rows(
+            descriptor,
+            X.tolist(),
+            options.as_parameters(),
+            lambda rows: self._explain_rows(descriptor, X[rows], [ids[i] for i in rows], options),
+            ids,
+        )
 
     def compute_global_importance(
         self,
@@ -595,13 +615,24 @@ class SHAPExplainer(ExplainerBase):
     def _agnostic_values(
         self, explainer: Any, algorithm: str, X: np.ndarray, options: ShapOptions
     ) -> tuple[np.ndarray, np.ndarray]:
-        np.random.seed(options.seed)  # KernelSHAP samples coalitions with the global generator
+        """KernelSHAP values row by row, each row's coalitions drawn with its own seed.
+
+        shap samples coalitions with numpy's global generator, continuing from row to row; a
+        row's answer would depend on the rows before it in a batch. Reseeding from
+        :func:`row_seed` before every row makes a batch equal the single explanations.
+        """
         nsamples: Any = options.nsamples or "auto"
         if algorithm == "exact":
             nsamples = 2 ** X.shape[1] - 2  # every coalition: exact Shapley values, no sampling
-        values = explainer.shap_values(X, nsamples=nsamples, silent=True, l1_reg=False)
+        values = np.empty(X.shape, dtype=float)
+        for i in range(len(X)):
+            np.random.seed(row_seed(X[i], options.seed))
+            found = explainer.shap_values(
+                X[i : i + 1], nsamples=nsamples, silent=True, l1_reg=False
+            )
+            values[i] = np.asarray(found, dtype=float).reshape(-1)
         expected = float(np.asarray(explainer.expected_value).reshape(-1)[0])
-        return np.asarray(values, dtype=float).reshape(X.shape), np.full(len(X), expected)
+        return values, np.full(len(X), expected)
 
     def _chosen_classes(
         self,
@@ -634,28 +665,27 @@ class SHAPExplainer(ExplainerBase):
         def build() -> Any:
             shap = import_clean("shap")
 
-            return shap.TreeExplainer(loaded.estimator, feature_perturbation="tree_path_dependent")
+            return shap.TreeExplainer(
+                tree_model(loaded.estimator), feature_perturbation="tree_path_dependent"
+            )
 
         return self._explainer(loaded, _model_key(loaded.descriptor, "tree"), build)
 
     def _linear_explainer(self, loaded: LoadedModel, options: ShapOptions) -> tuple[Any, int]:
+        """shap's LinearExplainer over the whole background.
+
+        ``coef * (x - mean(background))`` needs only the background's mean, which costs one
+        pass over it, so linear models never subsample (``background_sample_size`` is ignored).
+        """
         background = _require_background(loaded)
 
         def build() -> tuple[Any, int]:
             shap = import_clean("shap")
 
-            data, rows = summarize_background(
-                background, options.background_sample_size, "random", options.seed, weighted=False
-            )
-            masker = shap.maskers.Independent(data, max_samples=rows)
-            return shap.LinearExplainer(loaded.estimator, masker), rows
+            masker = shap.maskers.Independent(background, max_samples=len(background))
+            return shap.LinearExplainer(loaded.estimator, masker), len(background)
 
-        key = (
-            *_model_key(loaded.descriptor, "linear"),
-            options.background_sample_size,
-            options.seed,
-        )
-        return self._explainer(loaded, key, build)
+        return self._explainer(loaded, _model_key(loaded.descriptor, "linear"), build)
 
     def _agnostic_explainer(
         self, loaded: LoadedModel, options: ShapOptions, algorithm: str, space: str, column: int
@@ -734,6 +764,61 @@ def in_row_chunks(compute: Any, X: np.ndarray, step: int) -> Any:
     if isinstance(parts[0], list):
         return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
     return np.concatenate([np.asarray(part) for part in parts])
+
+
+def row_seed(row: np.ndarray, seed: int) -> int:
+    """The seed of one row's KernelSHAP sampling: from the request's ``seed`` and the row's own
+    values (so it is the same alone and in any batch)."""
+    digest = hashlib.sha256(np.asarray(row, dtype=np.float64).tobytes())
+    digest.update(int(seed).to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest()[:4], "little")
+
+
+def tree_model(estimator: Any) -> Any:
+    """What ``shap.TreeExplainer`` is given for a tree model: the estimator itself, or for a
+    multiclass ``GradientBoostingClassifier`` (which shap refuses) its trees as shap's model dict.
+
+    Each stage of a multiclass gradient boosting model holds one regression tree per class whose
+    leaves, times the learning rate, add to that class's margin; a tree whose values are zero for
+    every other class explains exactly the same sum, so TreeSHAP over all of them gives each
+    class's margin, as ``decision_function`` computes it (the inputs compared as float32, as
+    scikit-learn's trees compare them).
+    """
+    stages = getattr(estimator, "estimators_", None)
+    multiclass = stages is not None and np.ndim(stages) == 2 and np.shape(stages)[1] > 1
+    if type(estimator).__name__ != "GradientBoostingClassifier" or not multiclass:
+        return estimator
+    n_classes = stages.shape[1]
+    trees = [
+        _tree_dict(tree.tree_, column, n_classes, float(estimator.learning_rate))
+        for stage in stages
+        for column, tree in enumerate(stage)
+    ]
+    base = estimator._raw_predict_init(np.zeros((1, estimator.n_features_in_)))[0]
+    return {
+        "trees": trees,
+        "base_offset": np.asarray(base, dtype=float),
+        "tree_output": "raw_value",
+        "input_dtype": np.float32,
+        "internal_dtype": np.float64,
+    }
+
+
+def _tree_dict(tree: Any, column: int, n_classes: int, scale: float) -> dict[str, np.ndarray]:
+    values = np.zeros((tree.node_count, n_classes))
+    values[:, column] = tree.value[:, 0, 0] * scale
+    left, right = tree.children_left, tree.children_right
+    missing_left = getattr(tree, "missing_go_to_left", None)
+    default = left if missing_left is None else np.where(missing_left, left, right)
+    return {
+        "children_left": np.array(left),
+        "children_right": np.array(right),
+        "children_default": np.array(default),
+        "features": np.array(tree.feature),
+        "thresholds": np.array(tree.threshold, dtype=float),
+        "values": values,
+        "node_sample_weight": np.array(tree.weighted_n_node_samples, dtype=float),
+    }
 
 
 def _model_key(descriptor: ModelDescriptor, algorithm: str) -> tuple[Any, ...]:

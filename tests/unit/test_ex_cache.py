@@ -130,3 +130,32 @@ def test_an_oversized_payload_stays_in_memory_only(aws: Any, monkeypatch: Any) -
     assert cache.get("k1", "m1") is not None
     cache.clear_memory()
     assert cache.get("k1", "m1") is None
+
+
+def test_an_invalidation_reaches_another_instance_within_the_generation_ttl(aws: Any) -> None:
+    clock = FixedClock()
+    here = ExplanationCache(ExplanationRepository(), clock=clock)
+    there = ExplanationCache(ExplanationRepository(), clock=clock)
+    there.set("k1", _explanation("m1", 1))
+    there.set("k2", _explanation("m1", 2))
+    assert there.get("k1", "m1", 1) is not None  # warm in its memory level
+    here.invalidate_model("m1", 1)
+    clock.advance(seconds=0.5)  # inside the generation TTL the other instance may still serve
+    assert there.get("k1", "m1", 1) is not None
+    clock.advance(seconds=0.6)
+    assert there.get("k1", "m1", 1) is None
+    assert there.get("k2", "m1", 2) is not None  # another version is untouched
+    here.invalidate_model("m1")
+    clock.advance(seconds=1.1)
+    assert there.get("k2", "m1", 2) is None
+    there.set("k2", _explanation("m1", 2))  # stored in the new generation, found again
+    assert here.get("k2", "m1", 2) is not None
+    assert ExplanationRepository().cache_generations("m1") == {None: 1, 1: 1}
+
+
+def test_generation_items_are_not_cache_entries(aws: Any) -> None:
+    cache = ExplanationCache(ExplanationRepository())
+    cache.invalidate_model("m1")
+    cache.set("a1", _explanation("m1", 1))
+    assert cache.invalidate_model("m1") == 1  # the entry, not the generation item
+    assert ExplanationRepository().cache_generations("m1") == {None: 2}
