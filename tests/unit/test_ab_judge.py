@@ -89,17 +89,29 @@ def test_a_3x_error_rate_regression_of_a_10_percent_canary_is_caught_within_2000
     assert float(np.median([when for when in rolled if when is not None])) <= 600
 
 
+def _cumulative_histograms(values: np.ndarray) -> list[dict[int, int]]:
+    """The histogram after each check (row) of ``values``."""
+    found: list[dict[int, int]] = []
+    total: dict[int, int] = {}
+    for row in values:
+        for bucket, count in _histogram(row).items():
+            total[bucket] = total.get(bucket, 0) + count
+        found.append(dict(total))
+    return found
+
+
 def test_a_latency_aa_is_not_rolled_back_by_the_histogram_test() -> None:
+    """Identical latency distributions, 100 requests per arm per check, judged at every one of
+    30 checks: at most 1 % of canaries ever fail (0 of 300 here)."""
     rng = np.random.default_rng(5)
     sims, checks, per_check = 300, 30, 100
     false_fails = 0
     for _ in range(sims):
-        control = rng.lognormal(np.log(40), 0.4, (checks, per_check))
-        canary = rng.lognormal(np.log(40), 0.4, (checks, per_check))
-        for check in range(5, checks, 5):  # a few checks per simulation keep the test quick
+        control = _cumulative_histograms(rng.lognormal(np.log(40), 0.4, (checks, per_check)))
+        canary = _cumulative_histograms(rng.lognormal(np.log(40), 0.4, (checks, per_check)))
+        for check in range(checks):
             n = (check + 1) * per_check
-            pair = (_arm("control", n, 0, _histogram(control[: check + 1])),
-                    _arm("canary", n, 0, _histogram(canary[: check + 1])))  # fmt: skip
+            pair = (_arm("control", n, 0, control[check]), _arm("canary", n, 0, canary[check]))
             if judge_canary("canary", [pair], POLICY).outcome is CheckOutcome.FAIL:
                 false_fails += 1
                 break
