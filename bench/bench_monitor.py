@@ -15,7 +15,7 @@ measured, not extrapolated; each of its messages is one worker invocation of 25 
 runs in this process, so its per-call cost (Python) is part of every figure; DynamoDB answers in
 single-digit milliseconds.
 
-The fleet is 400 experiments by default (moto's transactions make building a larger one slow);
+The fleet is 200 experiments by default (moto's transactions make building a larger one slow);
 figures are scaled to 1,000. Usage: ``.venv/bin/python bench/bench_monitor.py [--quick]
 [--experiments N]``; writes
 ``bench/results/monitor.json``.
@@ -199,7 +199,7 @@ def rows(found: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> None:
     """Measures and writes ``bench/results/monitor.json``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100 experiments, not 400")
+    parser.add_argument("--quick", action="store_true", help="100 experiments, not 200")
     parser.add_argument("--experiments", type=int, default=None)
     args = parser.parse_args()
     os.environ.setdefault("SYNAPSE_METRICS", "off")
@@ -212,7 +212,7 @@ def main() -> None:
     }.items():
         os.environ.setdefault(name, value)  # fmt: skip
     os.environ.pop("AWS_ENDPOINT_URL", None)
-    count = args.experiments or (100 if args.quick else 400)
+    count = args.experiments or (100 if args.quick else 200)
     found = measure(count)
     meta = {**machine_meta(), **{k: round(v, 3) if isinstance(v, float) else v
                                  for k, v in found.items()}}  # fmt: skip
