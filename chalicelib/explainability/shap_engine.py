@@ -66,6 +66,7 @@ TREE_MODELS = {
     "ExtraTreeRegressor",
     "HistGradientBoostingClassifier",
     "HistGradientBoostingRegressor",
+    "BoosterModel",  # XGBoost and LightGBM (chalicelib.registry.boosters)
 }
 LINEAR_MODELS = {
     "LinearRegression",
@@ -84,7 +85,11 @@ LINEAR_MODELS = {
     "LinearSVR",
     "RidgeClassifier",
 }
-BOOSTED_CLASSIFIERS = {"GradientBoostingClassifier", "HistGradientBoostingClassifier"}
+BOOSTED_CLASSIFIERS = {
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "BoosterModel",
+}
 PROBABILITY_TREES = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
 
 
@@ -559,7 +564,8 @@ class SHAPExplainer(ExplainerBase):
         descriptor = loaded.descriptor
         if algorithm == "tree":
             explainer, rows = self._tree_explainer(loaded), 0
-            outputs = _tree_outputs(explainer, X, space, descriptor.is_classifier)
+            outputs = _tree_outputs(explainer, loaded.estimator, X, descriptor.is_classifier)
+            _require_tree_interactions(loaded.estimator, options)
         else:
             explainer, rows = self._linear_explainer(loaded, options)
             outputs = model_outputs(loaded.estimator, X, space, descriptor.is_classifier)
@@ -784,6 +790,8 @@ def tree_model(estimator: Any) -> Any:
     class's margin, as ``decision_function`` computes it (the inputs compared as float32, as
     scikit-learn's trees compare them).
     """
+    if type(estimator).__name__ == "BoosterModel":
+        return estimator.booster
     stages = getattr(estimator, "estimators_", None)
     multiclass = stages is not None and np.ndim(stages) == 2 and np.shape(stages)[1] > 1
     if type(estimator).__name__ != "GradientBoostingClassifier" or not multiclass:
@@ -840,12 +848,30 @@ def _require_background(loaded: LoadedModel) -> np.ndarray:
     return background
 
 
-def _tree_outputs(explainer: Any, X: np.ndarray, space: str, is_classifier: bool) -> np.ndarray:
-    """The trees' raw output (the space TreeSHAP explains), computed from the same trees."""
-    raw = np.asarray(explainer.model.predict(X), dtype=float)
+def _tree_outputs(explainer: Any, estimator: Any, X: np.ndarray, is_classifier: bool) -> np.ndarray:
+    """The trees' raw output (the space TreeSHAP explains), computed from the same trees; for
+    XGBoost and LightGBM, the library's own margin (shap's copy of a multiclass XGBoost model
+    does not hold its base scores)."""
+    if type(estimator).__name__ == "BoosterModel":
+        raw = estimator.decision_function(X) if is_classifier else estimator.predict(X)
+    else:
+        raw = np.asarray(explainer.model.predict(X), dtype=float)
     if not is_classifier:
-        return raw.reshape(len(X), 1)
-    return _as_class_columns(raw)
+        return np.asarray(raw, dtype=float).reshape(len(X), 1)
+    return _as_class_columns(np.asarray(raw, dtype=float))
+
+
+def _require_tree_interactions(estimator: Any, options: ShapOptions) -> None:
+    """shap computes a multiclass LightGBM model's interaction values as if it had one output."""
+    report = getattr(estimator, "report", None)
+    multiclass_lightgbm = (
+        report is not None and report.library == "lightgbm" and report.kind == "multiclass"
+    )
+    require(
+        not (options.include_interactions and multiclass_lightgbm),
+        "interaction values of multiclass LightGBM models are not available (shap computes "
+        "them as if the model had one output); ask without include_interactions",
+    )
 
 
 def _per_class_interactions(raw: Any, n_outputs: int) -> np.ndarray:

@@ -29,6 +29,9 @@ class ArtifactFormat(str, Enum):
     """Accepted artifact formats. Pickle and joblib are refused (they execute code on load)."""
 
     SKOPS = "skops"
+    XGBOOST_JSON = "xgboost_json"
+    XGBOOST_UBJ = "xgboost_ubj"
+    LIGHTGBM_TEXT = "lightgbm_text"
 
 
 REFUSED_FORMATS = {"pickle", "pkl", "joblib", "cloudpickle", "dill"}

@@ -21,6 +21,7 @@ from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
+from chalicelib.registry.boosters import check_booster, load_booster
 from chalicelib.registry.errors import UnsafeArtifactError
 from chalicelib.registry.integrity import check_loaded
 from chalicelib.registry.models import (
@@ -32,7 +33,7 @@ from chalicelib.registry.models import (
     RegisteredModel,
 )
 from chalicelib.registry.repository import RegistryRepository
-from chalicelib.registry.safety import check_artifact, inspect_artifact
+from chalicelib.registry.safety import check_artifact, inspect_artifact, max_model_bytes
 from chalicelib.registry.storage import ArtifactStore
 
 MAX_BACKGROUND_ROWS = 10_000
@@ -64,16 +65,55 @@ class VersionSpec:
     metadata: tuple[tuple[str, str], ...] = ()
 
 
-def _check_format(fmt: str) -> None:
+ARTIFACT_EXTENSIONS = {
+    ArtifactFormat.SKOPS.value: "skops",
+    ArtifactFormat.XGBOOST_JSON.value: "json",
+    ArtifactFormat.XGBOOST_UBJ.value: "ubj",
+    ArtifactFormat.LIGHTGBM_TEXT.value: "txt",
+}
+
+
+def _check_format(fmt: str) -> str:
+    """The accepted format named by ``fmt`` (lower case).
+
+    Raises:
+        UnprocessableEntity: Pickle-based (``unsafe_format``) or unknown.
+    """
     lowered = fmt.lower()
     if lowered in REFUSED_FORMATS:
         raise UnprocessableEntity(
             f"format '{fmt}' is refused: pickle-based files execute code when loaded. "
-            "Save scikit-learn models with skops (format 'skops').",
+            "Save scikit-learn models with skops (format 'skops'), XGBoost models as JSON or "
+            "UBJSON ('xgboost_json', 'xgboost_ubj') and LightGBM models as text "
+            "('lightgbm_text').",
             code="unsafe_format",
         )
-    if lowered != ArtifactFormat.SKOPS.value:
-        raise UnprocessableEntity(f"format '{fmt}' is not supported; use 'skops'")
+    if lowered not in ARTIFACT_EXTENSIONS:
+        raise UnprocessableEntity(
+            f"format '{fmt}' is not supported; use one of {', '.join(ARTIFACT_EXTENSIONS)}"
+        )
+    return lowered
+
+
+def _check_booster_file(fmt: str, data: bytes, task: ModelTask, spec: VersionSpec) -> None:
+    """Checks an XGBoost/LightGBM file and that it fits the declared task and classes.
+
+    Raises:
+        UnsafeArtifactError: The file is refused.
+        UnprocessableEntity: It does not predict what the version declares.
+    """
+    report = check_booster(fmt, data, len(spec.feature_names), max_model_bytes())
+    wanted = "regression" if report.kind == "regression" else "classification"
+    if task.value != wanted:
+        raise UnprocessableEntity(
+            f"the {report.library} model's objective '{report.objective}' is {wanted}, "
+            f"not {task.value}"
+        )
+    if spec.class_names and len(spec.class_names) != report.n_classes:
+        raise UnprocessableEntity(
+            f"the model predicts {report.n_classes} classes but {len(spec.class_names)} "
+            "class_names were given"
+        )
 
 
 def _check_task(task: str) -> ModelTask:
@@ -216,15 +256,18 @@ class ModelRegistry:
             ModelNotFound: Unknown model.
             UnprocessableEntity: Refused format, unsafe artifact, inconsistent metadata.
         """
-        _check_format(spec.format)
+        fmt = _check_format(spec.format)
         task = _check_task(spec.task)
         _check_features(task, spec.feature_names)
         _check_background(spec)
         self.repository.get_model(model_id)
         data = self._artifact_bytes(model_id, artifact, upload_key)
-        check_artifact(data)
+        if fmt == ArtifactFormat.SKOPS.value:
+            check_artifact(data)
+        else:
+            _check_booster_file(fmt, data, task, spec)
         digest = hashlib.sha256(data).hexdigest()
-        artifact_key = f"artifacts/{model_id}/{digest}.skops"
+        artifact_key = f"artifacts/{model_id}/{digest}.{ARTIFACT_EXTENSIONS[fmt]}"
         if not self.store.exists(artifact_key):  # content-addressed: same key, same bytes
             self.store.put(artifact_key, data)
         background_key = self._store_background(model_id, spec)
@@ -283,7 +326,7 @@ class ModelRegistry:
             version = ModelVersion(
                 model_id=model_id,
                 version=latest + 1,
-                format=ArtifactFormat.SKOPS.value,
+                format=spec.format.lower(),
                 task=task,
                 feature_names=list(spec.feature_names),
                 class_names=list(spec.class_names),
@@ -367,7 +410,9 @@ class ModelRegistry:
         label = f"model '{model_id}' version {found.version}"
         with hold(found.artifact_size, label):
             data = self.store.get(found.artifact_key)
-            return load_checked(data, found.artifact_sha256, hold, label)
+            return load_checked(
+                data, found.artifact_sha256, hold, label, found.format, len(found.feature_names)
+            )
 
 
 Reserve = Callable[[int, str], AbstractContextManager[Any]]
@@ -382,6 +427,8 @@ def load_checked(
     sha256: str,
     reserve: Reserve = _no_reservation,
     what: str = "the model",
+    fmt: str = ArtifactFormat.SKOPS.value,
+    n_features: int | None = None,
 ) -> Any:
     """Loads stored artifact bytes after checking them again, whatever wrote them.
 
@@ -397,6 +444,10 @@ def load_checked(
         raise UnsafeArtifactError(
             "the stored artifact is not the one registered (its sha256 differs); it is refused"
         )
+    if fmt != ArtifactFormat.SKOPS.value:
+        booster = check_booster(fmt, data, n_features or None, max_model_bytes())
+        with reserve(booster.load_bytes, what):
+            return load_booster(fmt, data, booster)
     report = inspect_artifact(data)
     import skops.io as sio
 

@@ -27,8 +27,14 @@ from infra.sizes import ZIP_UNZIPPED_LIMIT, zip_function_total, zip_unzipped_byt
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE = "prod"
-HEAVY = {"shap", "sklearn", "numba", "llvmlite", "pandas", "lime", "skimage", "matplotlib"}
-HEAVY_DISTS = {"shap", "scikit_learn", "numba", "llvmlite", "pandas", "lime", "scikit_image"}
+HEAVY = {
+    *("shap", "sklearn", "numba", "llvmlite", "pandas", "lime", "skimage", "matplotlib"),
+    *("xgboost", "lightgbm"),
+}
+HEAVY_DISTS = {
+    *("shap", "scikit_learn", "numba", "llvmlite", "pandas", "lime", "scikit_image"),
+    *("xgboost", "xgboost_cpu", "lightgbm"),
+}
 TABLE_TYPE = "AWS::DynamoDB::Table"
 FUNCTION_TYPE = "AWS::Serverless::Function"
 
