@@ -20,6 +20,7 @@ from typing import Any
 from chalicelib.core import jsonutil
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.core.text import name_problem, visible
 from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, UnreadableContent
 from chalicelib.dataversion.models import (
     COLUMN_TYPES,
@@ -172,7 +173,17 @@ class ContentInspector:
             self._scanner.feed(chunk)
 
     def finish(self) -> tuple[int | None, DatasetSchema | None, int | None]:
-        """Returns (row count, inferred schema, rows the types came from or ``None`` for all)."""
+        """Returns (row count, inferred schema, rows the types came from or ``None`` for all).
+
+        Raises:
+            UnreadableContent: The content cannot be read, or a column name it holds (a CSV
+                header cell, a JSON-lines key, a Parquet leaf) is not a valid name.
+        """
+        result = self._finish()
+        _check_column_names(result[1])
+        return result
+
+    def _finish(self) -> tuple[int | None, DatasetSchema | None, int | None]:
         if self._tail is not None:
             return _parquet_result(self._tail)
         if self._scanner is None:
@@ -203,6 +214,21 @@ class ContentInspector:
             total = records
         sampled = None if head.complete and len(rows) >= total else len(rows)
         return total, schema, sampled
+
+
+def _check_column_names(schema: DatasetSchema | None) -> None:
+    """Holds the column names read from the data to the rule every client-given name follows
+    (no control, bidirectional-formatting or line-separator character).
+
+    Raises:
+        UnreadableContent: A column name breaks the rule (the message shows it escaped).
+    """
+    for name in schema.columns if schema is not None else ():
+        problem = name_problem(name)
+        if problem is not None:
+            raise UnreadableContent(
+                f"the column name {visible(name)!r} holds a {problem}; rename the column"
+            )
 
 
 def _first_line_too_long(fmt: DatasetFormat) -> None:

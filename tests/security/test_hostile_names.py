@@ -243,3 +243,64 @@ def test_every_name_and_text_field_of_every_request_schema_uses_the_shared_valid
                 ):
                     unchecked.append(f"{spec.method} {spec.path} {path}")
     assert unchecked == [], "\n".join(unchecked)
+
+
+# Column names read from the data itself: a CSV header cell (also quoted, with a line break in
+# it), a JSON-lines key (escaped in the JSON text), each refused like a name a client types.
+DATA_COLUMNS = {
+    "csv-rlo": ("csv", "ad\u202enimda,b\n1,2\n", "U+202E"),
+    "csv-nul-esc": ("csv", "a\u0000b,\u001b[31mred\n1,2\n", "U+0000"),
+    "csv-quoted-newline": ("csv", '"multi\nline",b\n1,2\n', "U+000A"),
+    "jsonl-escaped-rlo": ("json", '{"ad\\u202enimda": 1, "x": 2}\n', "U+202E"),
+    "jsonl-escaped-nul": ("json", '{"a": 1, "x\\u0000": 2}\n', "U+0000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_COLUMNS))
+def test_a_column_name_read_from_the_data_is_held_to_the_name_rule(
+    module_http: Http, case: str
+) -> None:
+    fmt, data, code = DATA_COLUMNS[case]
+    made = module_http.call("POST", "/datasets", {"name": unique("cols"), "format": fmt})
+    dataset_id = made.data["dataset_id"]
+    response = module_http.call("POST", f"/datasets/{dataset_id}/versions", {"data": data})
+    assert response.status_code == 422, response.data
+    assert response.data["error"] == "unreadable_content"
+    message = response.data["message"]
+    assert code in message and not any(c in message for c in "\u202e\x00\x1b")
+    versions = module_http.call("GET", f"/datasets/{dataset_id}/versions").data["versions"]
+    assert versions == []
+
+
+def test_an_uploaded_file_with_a_bidi_column_name_is_rejected_not_versioned(
+    module_http: Http, module_tokens: Tokens, dataset_id: str
+) -> None:
+    from chalicelib.core import aws
+    from chalicelib.core.config import get_settings
+
+    key = f"incoming/{dataset_id}/columns.csv"
+    bucket = get_settings().data_bucket
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body="ad\u202enimda\n2\n".encode())
+    event = module_http.client.events.generate_s3_event(bucket=bucket, key=key)
+    module_http.client.lambda_.invoke("dataset_ingest", event)
+    listed = module_http.call("GET", "/dataset-rejections", token=module_tokens.admin).data
+    reasons = [r["reason"] for r in listed["rejections"] if r["source_key"] == key]
+    assert reasons and "U+202E" in reasons[0] and "\u202e" not in reasons[0], listed
+    versions = module_http.call("GET", f"/datasets/{dataset_id}/versions").data["versions"]
+    assert all(v["source_key"] != key for v in versions)
+
+
+def test_a_parquet_leaf_name_with_a_bidi_override_is_refused(module_http: Http) -> None:
+    import base64
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"ad\u202enimda": [1, 2]}), sink)
+    made = module_http.call("POST", "/datasets", {"name": unique("pq"), "format": "parquet"})
+    dataset_id = made.data["dataset_id"]
+    body = {"data_base64": base64.b64encode(sink.getvalue()).decode()}
+    response = module_http.call("POST", f"/datasets/{dataset_id}/versions", body)
+    assert response.status_code == 422 and "U+202E" in response.data["message"], response.data
