@@ -110,6 +110,7 @@ class VersionOut(BaseModel):
     created_at: datetime
     warnings: list[str]
     source_key: str | None
+    restored_from: str | None = None
     created: bool | None = None
 
 
@@ -488,6 +489,22 @@ def create_version(ctx: RequestContext, dataset_id: str) -> Any:
     outcome = get_dataset_service().create_version(
         _principal(ctx), dataset_id, _content(body), request
     )
+    shown = version_out(outcome.version, outcome.created)
+    return shown if outcome.created else ApiResponse(shown, 200)
+
+
+@api.route(
+    "/datasets/{dataset_id}/versions/{version}/restore",
+    "POST",
+    role="writer",
+    response=VersionOut,
+    status=201,
+    responses={200: "the latest version already holds this content: nothing written"},
+)
+def restore_version(ctx: RequestContext, dataset_id: str, version: str) -> Any:
+    """Make an earlier version current again: a new version pointing to the same stored object
+    (no copy), recorded in lineage as restored_from the old one."""
+    outcome = get_dataset_service().restore_version(_principal(ctx), dataset_id, version)
     shown = version_out(outcome.version, outcome.created)
     return shown if outcome.created else ApiResponse(shown, 200)
 

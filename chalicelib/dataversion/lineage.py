@@ -22,6 +22,7 @@ from chalicelib.dataversion.models import (
 from chalicelib.dataversion.repository import LineageRepository
 
 UP, DOWN = "up", "down"
+RESTORED_FROM = "restored_from"
 
 
 @dataclass
@@ -97,6 +98,16 @@ class LineageGraph:
         for edge in edges:
             self.repository.put_edge(edge)
         return edges
+
+    def add_restore_edge(self, restored_id: str, target_id: str) -> LineageEdge:
+        """Records that ``target`` restores the content of ``restored`` (a ``restored_from``
+        edge, no transformation). A restore is always a new version, so it cannot close a
+        cycle."""
+        edge = LineageEdge(
+            parent_id=restored_id, child_id=target_id, transformation_type=RESTORED_FROM
+        )
+        self.repository.put_edge(edge)
+        return edge
 
     def detect_cycles(self, source_ids: Iterable[str], target_id: str) -> list[str]:
         """The cycle that edges ``source → target`` would close, or ``[]`` if none.

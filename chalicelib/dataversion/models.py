@@ -179,6 +179,7 @@ class DatasetVersion:
         warnings: Notes such as the pickle warning.
         source_key: The ``incoming/`` key it was ingested from, if any.
         schema_sampled_rows: Rows the schema was inferred from (``None``: every row).
+        restored_from: The version whose content this one restores (same stored object).
     """
 
     version_id: str
@@ -198,6 +199,7 @@ class DatasetVersion:
     warnings: list[str] = field(default_factory=list)
     source_key: str | None = None
     schema_sampled_rows: int | None = None
+    restored_from: str | None = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.core.errors import Conflict
 from chalicelib.core.tables import (
     cancellation_codes,
     meta,
@@ -121,6 +122,7 @@ class DatasetVersionTable(Model):
     warnings = ListAttribute(of=UnicodeAttribute, default=list)
     source_key = UnicodeAttribute(null=True)
     schema_sampled_rows = NumberAttribute(null=True)
+    restored_from = UnicodeAttribute(null=True)
 
     def to_domain(self) -> DatasetVersion:
         return DatasetVersion(
@@ -143,6 +145,7 @@ class DatasetVersionTable(Model):
             schema_sampled_rows=None
             if self.schema_sampled_rows is None
             else int(self.schema_sampled_rows),
+            restored_from=self.restored_from,
         )
 
     @classmethod
@@ -165,6 +168,7 @@ class DatasetVersionTable(Model):
             warnings=list(version.warnings),
             source_key=version.source_key,
             schema_sampled_rows=version.schema_sampled_rows,
+            restored_from=version.restored_from,
         )
 
 
@@ -362,7 +366,15 @@ class DatasetRepository:
                     DatasetVersionTable.from_domain(version),
                     condition=DatasetVersionTable.version_number.does_not_exist(),
                 )
-                for item in keys:
+                # A restore moves the content's reservation to the new version (it must exist).
+                restoring = version.restored_from is not None
+                tx.save(
+                    keys[0],
+                    condition=DatasetKeyTable.key.exists()
+                    if restoring
+                    else DatasetKeyTable.key.does_not_exist(),
+                )
+                for item in keys[1:]:
                     tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
                 if predecessor is not None:
                     tx.condition_check(
@@ -376,6 +388,10 @@ class DatasetRepository:
             # pynamodb sends condition checks first, then the puts in order.
             first = 0 if predecessor is None else 1
             if _failed(reasons, first + 1):
+                if version.restored_from is not None:
+                    raise Conflict(
+                        "the content of the restored version is no longer held"
+                    ) from None
                 raise DuplicateContent("identical content is already a version") from None
             if source is not None and _failed(reasons, first + 3):
                 raise DuplicateSource("this source object was already ingested") from None

@@ -185,6 +185,12 @@ class DatasetService:
         request.created_by = principal.principal
         return self.engine.store_version(dataset_id, data, request)
 
+    def restore_version(self, principal: Principal, dataset_id: str, ref: str) -> VersionOutcome:
+        """Makes an earlier version current again (write access to the dataset)."""
+        self.writable(principal, dataset_id)
+        found = self.version(principal, dataset_id, ref)
+        return self.engine.restore_version(dataset_id, found, principal.principal)
+
     def create_upload(
         self,
         principal: Principal,

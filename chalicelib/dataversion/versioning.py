@@ -412,7 +412,7 @@ class DatasetVersioningEngine:
     ) -> VersionOutcome:
         existing = self.repository.version_by_hash(dataset.dataset_id, content.sha256)
         if existing is not None:
-            return self._deduplicated(existing, source)
+            return self._deduplicated(existing, source, request)
         latest = self._latest(dataset.dataset_id)
         schema = self._resolve_schema(dataset, fmt, content, request, latest)
         storage_key = cas_key(content.sha256)
@@ -445,11 +445,33 @@ class DatasetVersioningEngine:
 
         return self._allocate(version, latest, follow, source, request.transformation)
 
-    def _deduplicated(self, existing: DatasetVersion, source: str | None) -> VersionOutcome:
+    def _deduplicated(
+        self, existing: DatasetVersion, source: str | None, request: VersionRequest | None = None
+    ) -> VersionOutcome:
+        """The version that already holds the content, with the parents the request names
+        recorded as new lineage edges (see :meth:`_link_parents`)."""
         if source is not None:
             self.repository.reserve_source(source, existing)
         self.lineage.add_version_node(existing)
+        if request is not None and request.parent_version_ids:
+            self._link_parents(existing, request)
         return VersionOutcome(existing, created=False)
+
+    def _link_parents(self, existing: DatasetVersion, request: VersionRequest) -> None:
+        """Records ``parent → existing`` for each parent not yet linked. Never an edge from a
+        version to itself (a transformation whose output equals its input adds nothing), nor
+        one that would close a cycle (content equal to an ancestor's: the DAG keeps the
+        original derivation)."""
+        linked = {
+            edge.parent_id for edge in self.lineage.repository.edges(existing.version_id, "up")
+        }
+        linked |= {existing.version_id, *existing.parent_version_ids}
+        for parent in dict.fromkeys(request.parent_version_ids):
+            if parent in linked or self.lineage.detect_cycles([parent], existing.version_id):
+                continue
+            self.lineage.add_transformation_edge(
+                [parent], existing.version_id, request.transformation
+            )
 
     def _latest(self, dataset_id: str) -> DatasetVersion | None:
         number = self.repository.latest_version_number(dataset_id)
@@ -515,7 +537,11 @@ class DatasetVersioningEngine:
             except DuplicateContent:
                 found = self.repository.version_by_hash(version.dataset_id, version.sha256)
                 assert found is not None
-                return self._deduplicated(found, source)
+                request = VersionRequest(
+                    parent_version_ids=list(version.parent_version_ids),
+                    transformation=transformation,
+                )
+                return self._deduplicated(found, source, request)
             except DuplicateSource:
                 assert source is not None
                 found = self.repository.version_for_source(source)
@@ -530,8 +556,56 @@ class DatasetVersioningEngine:
         self, version: DatasetVersion, transformation: TransformationRecord | None
     ) -> None:
         self.lineage.add_version_node(version)
+        if version.restored_from is not None:
+            self.lineage.add_restore_edge(version.restored_from, version.version_id)
+            return
         for parent in version.parent_version_ids:
             self.lineage.add_transformation_edge([parent], version.version_id, transformation)
+
+    # ---- restoring ------------------------------------------------------------------------
+
+    def restore_version(
+        self, dataset_id: str, version: DatasetVersion, created_by: str = ""
+    ) -> VersionOutcome:
+        """Makes an earlier version's content current again, as Delta Lake's ``RESTORE``.
+
+        The new version points to the same stored object (nothing is copied), carries the old
+        version's schema, row count and format, and is recorded in lineage with a
+        ``restored_from`` edge from the old version. Its schema is checked against the version
+        it follows, like any new version. Restoring the content the latest version already
+        holds writes nothing and returns the latest version.
+
+        Raises:
+            DatasetVersionNotFound: The version is not one of this dataset's.
+            SchemaEvolutionError: The old schema may not follow the latest one (422).
+        """
+        dataset = self.repository.get_dataset(dataset_id)
+        if version.dataset_id != dataset_id:
+            raise DatasetVersionNotFound(
+                f"dataset {dataset_id} has no version {version.version_id}"
+            )
+        latest = self._latest(dataset_id)
+        if latest is not None and latest.sha256 == version.sha256:
+            return VersionOutcome(latest, created=False)
+
+        def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
+            if predecessor is not None and predecessor.schema and version.schema:
+                validate_schema_evolution(predecessor.schema, version.schema, dataset.compatibility)
+            return version.schema
+
+        restored = replace(
+            version,
+            version_id=f"dv-{uuid.uuid4().hex[:16]}",
+            version_number=(latest.version_number if latest else 0) + 1,
+            parent_version_ids=[version.version_id],
+            transformation_id=None,
+            created_by=created_by,
+            created_at=self.clock.now(),
+            source_key=None,
+            restored_from=version.version_id,
+            schema=follow(latest),
+        )
+        return self._allocate(restored, latest, follow, None, None)
 
     # ---- S3-triggered ingest --------------------------------------------------------------
 
