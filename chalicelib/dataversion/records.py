@@ -66,6 +66,7 @@ class _Ends:
         self.count = count
         self._positions = positions
         self._words: np.ndarray | None = None
+        self.lazy: np.ndarray | None = None  # a mask whose set bytes are the ends
 
     @classmethod
     def of_words(cls, words: np.ndarray) -> _Ends:
@@ -77,6 +78,8 @@ class _Ends:
 
     def locate(self, indices: np.ndarray) -> np.ndarray:
         """The positions of the ``indices``-th ends (0-based, ascending)."""
+        if self._positions is None and self.lazy is not None:
+            self._positions = np.flatnonzero(self.lazy)
         if self._positions is not None:
             return self._positions[indices]
         assert self._words is not None
@@ -240,8 +243,6 @@ class RecordScanner:
                 ):
                     start = self._record_start if number == 0 else base + before + 1
                     self.sampler.take(index, self._piece(data, lo, base, start, base + position))
-            last = ends.locate(np.array([ends.count - 1], dtype=np.int64))
-            self._record_start = base + int(last[0]) + 1
         self._partial, self._partial_size = [], 0
 
     def _piece(self, data: bytes, lo: int, base: int, start: int, end: int) -> bytes | None:
@@ -283,6 +284,10 @@ class RecordScanner:
         if carry.in_quote and not has_quote:  # the whole slice lies inside a quoted field
             carry.prev_term, carry.last_byte = False, data[hi - 1]
             return _Ends(0), -1
+        if not has_quote and not carry.in_quote:
+            plain = self._plain_ends(data, view, lo, hi)
+            if plain is not None:
+                return plain
         terms = _words(view == LF)
         if data.find(b"\r", lo, hi) >= 0:
             terms |= _words(view == CR)
@@ -300,6 +305,23 @@ class RecordScanner:
         carry.in_quote, carry.last_byte = in_quote, data[hi - 1]
         last = _last_set(terms, size) if self.sampler is not None else -1
         return _Ends.of_words(counted), last
+
+    def _plain_ends(
+        self, data: bytes, view: np.ndarray, lo: int, hi: int
+    ) -> tuple[_Ends, int] | None:
+        """The common case at memory speed: a slice with no quote, no ``\r`` and no blank line
+        (``None`` otherwise), where every ``\n`` ends a record; positions only on demand."""
+        carry = self._carry
+        if data.find(b"\r", lo, hi) >= 0 or (carry.prev_term and data[lo] == LF):
+            return None
+        newlines = view == LF
+        if np.logical_and(newlines[1:], newlines[:-1]).any():
+            return None
+        ends = _Ends(int(np.count_nonzero(newlines)))
+        ends.lazy = newlines
+        carry.prev_term = data[hi - 1] == LF
+        carry.last_byte = data[hi - 1]
+        return ends, (data.rfind(b"\n", lo, hi) - lo if ends.count else -1)
 
     def _parity_inside(self, view: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, bool] | None:
         """Which bytes lie inside quoted fields, by the parity of the quotes before them, if
@@ -509,6 +531,9 @@ class RecordSampler:
 
     def wanted(self, first: int, count: int) -> Iterable[int]:
         """The numbers of the wanted records among ``first`` … ``first + count - 1``."""
+        if (self.filling or first < self.skip) and not self.reservoir:
+            room = max(self.skip - first, 0) + self.size - len(self._slots)
+            return range(first, first + min(count, room))
         if self.filling or first < self.skip:
             return range(first, first + count)
         if self._rng is None:
