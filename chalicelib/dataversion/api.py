@@ -64,7 +64,15 @@ class CreateDatasetBody(BaseModel):
     name: DatasetName = Field(min_length=1, max_length=200, pattern=r"^[^/]+$")
     description: Text = Field(default="", max_length=2000)
     format: FormatName = "csv"
-    compatibility: Literal["backward", "forward", "full", "none"] = "backward"
+    compatibility: Literal[
+        "backward",
+        "backward_transitive",
+        "forward",
+        "forward_transitive",
+        "full",
+        "full_transitive",
+        "none",
+    ] = "backward"
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=50
     )

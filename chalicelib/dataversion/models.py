@@ -43,17 +43,34 @@ PICKLE_WARNING = (
 
 
 class CompatibilityMode(str, Enum):
-    """Schema-evolution rules, as in a schema registry.
+    """Schema-evolution rules, Confluent Schema Registry's seven modes.
 
-    ``backward``: readers of the new schema can read data written with the old one.
-    ``forward``: readers of the old schema can read data written with the new one.
-    ``full``: both. ``none``: no checks.
+    ``backward``: readers of the new schema can read data written with the previous one.
+    ``forward``: readers of the previous schema can read data written with the new one.
+    ``full``: both. ``none``: no checks. The ``_transitive`` variants check the new schema
+    against every earlier version of the dataset, not only the previous one.
     """
 
     BACKWARD = "backward"
+    BACKWARD_TRANSITIVE = "backward_transitive"
     FORWARD = "forward"
+    FORWARD_TRANSITIVE = "forward_transitive"
     FULL = "full"
+    FULL_TRANSITIVE = "full_transitive"
     NONE = "none"
+
+    @property
+    def directions(self) -> frozenset[str]:
+        """What the mode checks: ``backward``, ``forward``, both or neither."""
+        base = self.value.removesuffix("_transitive")
+        if base == "full":
+            return frozenset({"backward", "forward"})
+        return frozenset() if base == "none" else frozenset({base})
+
+    @property
+    def transitive(self) -> bool:
+        """Whether the new schema is checked against every earlier version."""
+        return self.value.endswith("_transitive")
 
 
 class TransformationType(str, Enum):

@@ -455,9 +455,13 @@ BOTH = frozenset({"backward", "forward"})
 
 def _column_changes(old: DatasetSchema, new: DatasetSchema) -> Iterable[tuple[str, frozenset[str]]]:
     for name in old.columns:
-        if name not in new.columns:
+        if name in new.columns:
+            continue
+        if old.is_nullable(name):  # readers of the old schema read it as null
+            yield f"nullable column '{name}' was dropped", frozenset()
+        else:
             yield (
-                f"column '{name}' was dropped (readers of the old schema need it)",
+                f"required column '{name}' was dropped (readers of the old schema need it)",
                 frozenset({"forward"}),
             )
     for name in new.columns:
@@ -505,12 +509,7 @@ def evolution_report(
         (changes, problems): every change found, and the ones the mode forbids, each with the
         direction it breaks (``backward`` / ``forward``).
     """
-    checked = {
-        CompatibilityMode.BACKWARD: {"backward"},
-        CompatibilityMode.FORWARD: {"forward"},
-        CompatibilityMode.FULL: {"backward", "forward"},
-        CompatibilityMode.NONE: set(),
-    }[mode]
+    checked = mode.directions
     changes: list[str] = []
     problems: list[str] = []
     for producer in (_column_changes, _type_changes, _key_changes):
@@ -534,6 +533,38 @@ def validate_schema_evolution(
         SchemaEvolutionError: Listing every incompatible change (``details``).
     """
     changes, problems = evolution_report(old, new, mode)
+    if problems:
+        raise SchemaEvolutionError(
+            f"schema is not {mode.value}-compatible: " + "; ".join(problems), details=problems
+        )
+    return changes
+
+
+def validate_against_history(
+    history: list[DatasetSchema | None],
+    new: DatasetSchema,
+    mode: CompatibilityMode = CompatibilityMode.BACKWARD,
+) -> list[str]:
+    """Checks that ``new`` may follow the schemas of earlier versions (oldest first, the
+    previous version last) under ``mode``: the previous one only, or every one for the
+    ``_transitive`` modes (versions without a schema are skipped).
+
+    Returns:
+        The changes from the previous schema.
+
+    Raises:
+        SchemaEvolutionError: Listing every incompatible change, naming the earlier version
+            (``version N``, counted from 1) for a transitive mode.
+    """
+    known = [(number, old) for number, old in enumerate(history, start=1) if old is not None]
+    if not known:
+        return []
+    changes, problems = evolution_report(known[-1][1], new, mode)
+    if mode.transitive:
+        problems = []
+        for number, old in known:
+            found = evolution_report(old, new, mode)[1]
+            problems.extend(f"against version {number}: {problem}" for problem in found)
     if problems:
         raise SchemaEvolutionError(
             f"schema is not {mode.value}-compatible: " + "; ".join(problems), details=problems

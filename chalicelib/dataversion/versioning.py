@@ -56,6 +56,7 @@ from chalicelib.dataversion.schema import (
     ContentInspector,
     check_declared,
     check_schema_definition,
+    validate_against_history,
     validate_schema_evolution,
 )
 from chalicelib.dataversion.storage import (
@@ -205,10 +206,16 @@ class _Observer:
 
 
 def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) -> DatasetSchema:
-    """Keeps the previous version's wider types and nullability where the new data fits them.
+    """Keeps the previous version's wider types and nullability where the new data fits them,
+    and makes columns the previous version did not have nullable.
 
     Inference only sees values, so a float column whose new values happen to be whole numbers
-    would otherwise be inferred as ``int`` and look like a narrowing.
+    would otherwise be inferred as ``int`` and look like a narrowing. Likewise a column that
+    first appears fully populated has not been declared required: nothing says later data must
+    fill it. So requiredness comes from the version that introduces a column only when that is
+    the first version (its fully populated columns are required); a column added later by
+    inference is optional, and adding it is compatible in every mode. A declared schema states
+    nullability explicitly and is taken as written.
     """
     if previous is None:
         return inferred
@@ -217,6 +224,7 @@ def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) 
     for name, kind in inferred.columns.items():
         before = previous.columns.get(name)
         if before is None:
+            nullable.add(name)
             continue
         if kind == before or (kind, before) in WIDENINGS or before == "string":
             columns[name] = before
@@ -496,9 +504,30 @@ class DatasetVersioningEngine:
             schema = reconcile_inferred(latest.schema if latest else None, content.schema)
         else:
             schema = None
-        if latest is not None and latest.schema is not None and schema is not None:
-            validate_schema_evolution(latest.schema, schema, dataset.compatibility)
+        self._check_evolution(dataset, latest, schema)
         return schema
+
+    def _check_evolution(
+        self, dataset: Dataset, latest: DatasetVersion | None, schema: DatasetSchema | None
+    ) -> None:
+        """Checks ``schema`` against the version it follows (every earlier version for the
+        transitive modes).
+
+        Raises:
+            SchemaEvolutionError: The dataset's mode forbids a change (422).
+        """
+        if latest is None or schema is None or dataset.compatibility is CompatibilityMode.NONE:
+            return
+        if dataset.compatibility.transitive:
+            earlier = [
+                found.schema
+                for found in self.repository.versions_descending(dataset.dataset_id)
+                if found.version_number <= latest.version_number
+            ]
+            history = list(reversed(earlier))
+        else:
+            history = [latest.schema]
+        validate_against_history(history, schema, dataset.compatibility)
 
     def _allocate(
         self,
@@ -589,8 +618,7 @@ class DatasetVersioningEngine:
             return VersionOutcome(latest, created=False)
 
         def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
-            if predecessor is not None and predecessor.schema and version.schema:
-                validate_schema_evolution(predecessor.schema, version.schema, dataset.compatibility)
+            self._check_evolution(dataset, predecessor, version.schema)
             return version.schema
 
         restored = replace(

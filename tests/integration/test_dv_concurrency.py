@@ -69,10 +69,11 @@ def test_concurrent_identical_content_makes_one_version(atomic_dynamodb: None) -
 def test_a_writer_that_loses_the_race_is_checked_against_the_version_it_now_follows(
     aws: Any,
 ) -> None:
-    """The issue's race, made deterministic: v2 drops column ``a`` while a write checked
-    against v1 (``a`` required) is between its check and its transaction; it must not land as
-    v3 with ``a`` back as a required column."""
+    """The issue's race, made deterministic: v2 drops column ``a`` while a write declaring
+    ``a`` required, checked against v1, is between its check and its transaction; it must not
+    land as v3 with ``a`` back as a required column."""
     from chalicelib.dataversion.errors import SchemaEvolutionError
+    from chalicelib.dataversion.models import DatasetSchema
 
     engine = DatasetVersioningEngine(event_bus=RecordingEventBus())
     dataset = engine.create_dataset("raced", "alice")
@@ -87,8 +88,9 @@ def test_a_writer_that_loses_the_race_is_checked_against_the_version_it_now_foll
         original(version, source, predecessor)
 
     engine.repository.add_version = add_version  # type: ignore[method-assign]
+    required = DatasetSchema(columns={"id": "int", "a": "int"})
     with pytest.raises(SchemaEvolutionError, match="required column 'a' was added"):
-        engine.create_version(dataset.dataset_id, b"id,a\n3,4\n")
+        engine.create_version(dataset.dataset_id, b"id,a\n3,4\n", schema=required)
     engine.repository.add_version = original  # type: ignore[method-assign]
     stored, total = engine.list_versions(dataset.dataset_id)
     assert total == 2 and list(stored[-1].schema.columns) == ["id"]
@@ -110,13 +112,15 @@ def test_a_transaction_naming_a_stale_predecessor_is_refused(aws: Any) -> None:
     assert engine.repository.latest_version_number(dataset.dataset_id) == 3
 
 
-# Each writer's content: compatible or not with whatever it ends up following (backward mode).
-RACING_BODIES = [
-    b"id,a\n1,2\n",  # a required int column
-    b"id\n1\n",  # a dropped (backward-compatible)
-    b"id,a,note\n1,2,\n",  # a nullable column added
-    b"id,a\n1,x\n",  # a turned into a string (incompatible with an int a)
-    b"id,b\n1,2\n",  # a required column b (incompatible unless b was there)
+# Each writer's content (and declared schema): compatible or not with whatever it ends up
+# following (backward mode).
+REQUIRED_B = {"id": "int", "b": "int"}
+RACING_WRITES: list[tuple[bytes, dict[str, str] | None]] = [
+    (b"id,a\n1,2\n", None),  # a int column (required if a was required)
+    (b"id\n1\n", None),  # a dropped (backward-compatible)
+    (b"id,a,note\n1,2,\n", None),  # a nullable column added
+    (b"id,a\n1,x\n", None),  # a turned into a string (incompatible with an int a)
+    (b"id,b\n1,2\n", REQUIRED_B),  # a required column b (incompatible unless b was there)
 ]
 
 
@@ -127,23 +131,29 @@ def test_racing_writers_with_mixed_schemas_never_land_an_incompatible_version(
     import random
 
     from chalicelib.dataversion.errors import SchemaEvolutionError
+    from chalicelib.dataversion.models import DatasetSchema
     from chalicelib.dataversion.schema import validate_schema_evolution
 
     rng = random.Random(seed)
     engine = DatasetVersioningEngine(event_bus=RecordingEventBus())
     dataset = engine.create_dataset(f"mixed-{seed}", "alice")
     engine.create_version(dataset.dataset_id, b"id,a\n0,0\n")
-    bodies = [rng.choice(RACING_BODIES).replace(b"1", str(i + 10).encode()) for i in range(16)]
+    writes = [rng.choice(RACING_WRITES) for _ in range(16)]
+    writes = [
+        (body.replace(b"1", str(i + 10).encode()), cols) for i, (body, cols) in enumerate(writes)
+    ]
 
-    def write(body: bytes) -> str:
+    def write(item: tuple[bytes, dict[str, str] | None]) -> str:
+        body, columns = item
+        declared = DatasetSchema(columns=columns) if columns else None
         try:
-            engine.create_version(dataset.dataset_id, body)
+            engine.create_version(dataset.dataset_id, body, schema=declared)
         except SchemaEvolutionError:
             return "refused"
         return "landed"
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(write, bodies))
+        results = list(pool.map(write, writes))
     stored, total = engine.list_versions(dataset.dataset_id, limit=100)
     assert [v.version_number for v in stored] == list(range(1, total + 1))
     assert total == 1 + results.count("landed")

@@ -146,7 +146,7 @@ def test_content_breaking_the_schema_is_rejected_not_lost(client: Any, http: Htt
     dataset = create_dataset(http, "clicks")
     put("incoming/clicks/1.csv", CSV)
     deliver(client, "incoming/clicks/1.csv")
-    put("incoming/clicks/2.csv", b"id,score,extra\n1,0.5,x\n")
+    put("incoming/clicks/2.csv", b"id,score\nx1,0.5\n")
     deliver(client, "incoming/clicks/2.csv")
     assert len(versions(http, dataset["dataset_id"])) == 1
     assert keys("rejected/") == ["rejected/clicks/2.csv"]

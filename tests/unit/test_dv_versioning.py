@@ -154,9 +154,23 @@ def test_incompatible_schema_change_is_refused_under_backward(
     dataset = engine.create_dataset("clicks", "alice")
     engine.create_version(dataset.dataset_id, CSV)
     with pytest.raises(SchemaEvolutionError) as raised:
-        engine.create_version(dataset.dataset_id, b"id,amount,label,country\n1,2.5,true,de\n")
-    assert "country" in raised.value.message
+        engine.create_version(dataset.dataset_id, b"id,amount,label\nx1,2.5,true\n")
+    assert "column 'id' changed type int -> string" in raised.value.message
     assert engine.list_versions(dataset.dataset_id)[1] == 1
+
+
+def test_an_inferred_new_column_is_optional_so_adding_it_is_compatible(
+    engine: DatasetVersioningEngine,
+) -> None:
+    """A column that first appears fully populated was not declared required: adding it is
+    fine in the default (backward) mode, and a later version may drop it again even in full."""
+    dataset = engine.create_dataset("clicks", "alice", compatibility=CompatibilityMode.FULL)
+    engine.create_version(dataset.dataset_id, CSV)
+    second = engine.create_version(dataset.dataset_id, b"id,amount,label,country\n1,2.5,true,de\n")
+    assert second.schema is not None and second.schema.is_nullable("country")
+    assert not second.schema.is_nullable("id")
+    third = engine.create_version(dataset.dataset_id, b"id,amount,label\n4,2.5,true\n")
+    assert third.version_number == 3
 
 
 def test_whole_numbers_in_a_float_column_are_not_a_narrowing(
