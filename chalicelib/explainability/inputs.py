@@ -13,7 +13,16 @@ MAX_TEXT_CHARS = 20_000
 MAX_IMAGE_PIXELS = 512 * 512
 
 
-def _check_value(name: str, value: Any, where: str) -> float:
+MAX_CATEGORY_CHARS = 1_000
+
+
+def _check_value(name: str, value: Any, where: str, allow_text: bool = False) -> float | str:
+    if allow_text and isinstance(value, str):
+        if len(value) > MAX_CATEGORY_CHARS:
+            raise ValidationError(
+                f"{where}feature '{name}' is longer than {MAX_CATEGORY_CHARS} characters"
+            )
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "null" if value is None else type(value).__name__
         raise ValidationError(f"{where}feature '{name}' must be a number; got {kind}")
@@ -30,14 +39,16 @@ def _check_value(name: str, value: Any, where: str) -> float:
 
 
 def tabular_row(
-    data: Any, feature_names: tuple[str, ...] | list[str], where: str = ""
-) -> list[float]:
+    data: Any, feature_names: tuple[str, ...] | list[str], where: str = "", allow_text: bool = False
+) -> list[Any]:
     """One input dict as a row of floats in feature order.
 
     Args:
         data: Feature name → number.
         feature_names: The model's features in order.
         where: Prefix for messages (``"inputs[3]: "``).
+        allow_text: Keep strings (categories a pipeline encodes; the engine checks which columns
+            may hold them).
 
     Raises:
         ValidationError: Not an object, unknown or missing features, non-numbers, NaN/inf.
@@ -54,18 +65,33 @@ def tabular_row(
         raise ValidationError(
             f"{where}missing feature '{missing[0]}'", details={"missing": missing}
         )
-    return [_check_value(name, data[name], where) for name in feature_names]
+    return [_check_value(name, data[name], where, allow_text) for name in feature_names]
 
 
-def tabular_matrix(inputs: list[Any], feature_names: tuple[str, ...] | list[str]) -> np.ndarray:
-    """Several input dicts as a float matrix (rows × features).
+def tabular_matrix(
+    inputs: list[Any], feature_names: tuple[str, ...] | list[str], allow_text: bool = False
+) -> np.ndarray:
+    """Several input dicts as a matrix (rows × features): floats, or objects when a row holds
+    a string (``allow_text``).
 
     Raises:
         ValidationError: Any row is invalid (the message names the row and the feature).
     """
     if not inputs:
         raise ValidationError("inputs must not be empty")
-    rows = [tabular_row(item, feature_names, f"inputs[{i}]: ") for i, item in enumerate(inputs)]
+    rows = [
+        tabular_row(item, feature_names, f"inputs[{i}]: ", allow_text)
+        for i, item in enumerate(inputs)
+    ]
+    return as_matrix(rows)
+
+
+def as_matrix(rows: list[list[Any]]) -> np.ndarray:
+    """Rows as a float matrix, or an object matrix when any value is a string."""
+    if any(isinstance(value, str) for row in rows for value in row):
+        matrix = np.empty((len(rows), len(rows[0])), dtype=object)
+        matrix[:] = rows
+        return matrix
     return np.asarray(rows, dtype=float)
 
 
@@ -112,4 +138,4 @@ def canonical_input(kind: str, data: Any, feature_names: tuple[str, ...]) -> Any
         return {"text": text_input(data)}
     if kind == "image":
         return {"image": image_input(data).tolist()}
-    return tabular_row(data, feature_names)
+    return tabular_row(data, feature_names, allow_text=True)

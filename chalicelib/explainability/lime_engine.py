@@ -135,7 +135,8 @@ class LIMEExplainer(ExplainerBase):
         opts = lime_options(**options)
         descriptor = self.model_loader.describe(model_id, model_version)
         require(descriptor.is_tabular, f"model '{model_id}' is not tabular ({descriptor.task})")
-        row = tabular_row(input_data, descriptor.feature_names)
+        row = tabular_row(input_data, descriptor.feature_names, allow_text=True)
+        _require_numbers([row], descriptor.feature_names)
         return self._cached(
             descriptor,
             row,
@@ -159,7 +160,8 @@ class LIMEExplainer(ExplainerBase):
         opts = lime_options(**options)
         descriptor = self.model_loader.describe(model_id, model_version)
         require(descriptor.is_tabular, f"model '{model_id}' is not tabular ({descriptor.task})")
-        X = tabular_matrix(inputs, descriptor.feature_names)
+        X = tabular_matrix(inputs, descriptor.feature_names, allow_text=True)
+        _require_numbers(X.tolist(), descriptor.feature_names)
         return self._cached_rows(
             descriptor,
             X.tolist(),
@@ -478,6 +480,18 @@ def masking_image_explainer(base: type) -> type:
             return data, np.concatenate(labels, axis=0)
 
     return MaskingImageExplainer
+
+
+def _require_numbers(rows: list[list[Any]], names: tuple[str, ...]) -> None:
+    """LIME perturbs numbers: a categorical (string) input is refused with what to use instead."""
+    for i, row in enumerate(rows):
+        for name, value in zip(names, row, strict=True):
+            if isinstance(value, str):
+                where = f"inputs[{i}]: " if len(rows) > 1 else ""
+                raise ValidationError(
+                    f"{where}feature '{name}' must be a number; got str (LIME explains numeric "
+                    "columns; explain a pipeline's categorical inputs with SHAP)"
+                )
 
 
 def _finite(predict: Any) -> Any:

@@ -38,7 +38,13 @@ from chalicelib.explainability.base import (
     require,
 )
 from chalicelib.explainability.budget import SHAP_CHUNK, checkpoint, guarded
-from chalicelib.explainability.inputs import tabular_matrix, tabular_row
+from chalicelib.explainability.categorical import (
+    check_row_types,
+    encode,
+    encoded_groups,
+    text_columns,
+)
+from chalicelib.explainability.inputs import as_matrix, tabular_matrix, tabular_row
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
     AggregationMethod,
@@ -333,12 +339,13 @@ class SHAPExplainer(ExplainerBase):
             include_interactions,
         )
         descriptor = self._tabular_descriptor(model_id, model_version)
-        row = tabular_row(input_data, descriptor.feature_names)
+        row = tabular_row(input_data, descriptor.feature_names, allow_text=True)
+        X = self._typed_rows(descriptor, [row])
         return self._cached(
             descriptor,
             row,
             options.as_parameters(),
-            lambda: self._explain_rows(descriptor, np.asarray([row]), [prediction_id], options)[0],
+            lambda: self._explain_rows(descriptor, X, [prediction_id], options)[0],
             prediction_id,
         )
 
@@ -374,7 +381,8 @@ class SHAPExplainer(ExplainerBase):
             include_interactions,
         )
         descriptor = self._tabular_descriptor(model_id, model_version)
-        X = tabular_matrix(inputs, descriptor.feature_names)
+        X = tabular_matrix(inputs, descriptor.feature_names, allow_text=True)
+        X = self._typed_rows(descriptor, X.tolist(), batch=True) if X.dtype == object else X
         ids = list(prediction_ids or [None] * len(inputs))
         if len(ids) != len(inputs):
             raise ValidationError("prediction_ids must have one id per input")
@@ -508,6 +516,8 @@ class SHAPExplainer(ExplainerBase):
         estimator, descriptor = loaded.estimator, loaded.descriptor
         if descriptor.is_classifier:
             class_index(estimator, descriptor, options.class_name)  # 400 before any work
+        if text_columns(estimator):
+            return self._grouped(loaded, X, options)
         algorithm = choose_algorithm(estimator, X.shape[1], options.algorithm)
         require(
             not options.include_interactions or algorithm == "tree",
@@ -590,6 +600,53 @@ class SHAPExplainer(ExplainerBase):
             output_space=space,
             background_rows=rows,
             interactions=interactions,
+        )
+
+    def _grouped(self, loaded: LoadedModel, X: np.ndarray, options: ShapOptions) -> ShapResult:
+        """A pipeline with categorical columns: TreeSHAP on what its last step sees, each input
+        column getting the sum of its encoded columns (see :mod:`.categorical`)."""
+        pipeline, descriptor = loaded.estimator, loaded.descriptor
+        final = pipeline[-1]
+        require(
+            type(final).__name__ in TREE_MODELS and not _has_category_splits(final),
+            "a pipeline with categorical columns is explained by TreeSHAP on its last step, "
+            f"which must be a tree model (it is {type(final).__name__})",
+        )
+        require(
+            options.algorithm in ("auto", "tree"),
+            "a pipeline with categorical columns is explained with the tree algorithm only",
+        )
+        require(
+            not options.include_interactions,
+            "interaction values of a pipeline with categorical columns are not available",
+        )
+        encoded = encode(pipeline, X, descriptor.feature_names)
+
+        def build() -> Any:
+            shap = import_clean("shap")
+
+            return shap.TreeExplainer(tree_model(final), feature_perturbation="tree_path_dependent")
+
+        explainer = self._explainer(loaded, _model_key(descriptor, "tree-grouped"), build)
+        outputs = _tree_outputs(explainer, final, encoded, descriptor.is_classifier)
+        step = max(1, SHAP_CHUNK)
+        raw = in_row_chunks(
+            lambda part: explainer.shap_values(part, check_additivity=False), encoded, step
+        )
+        values, base = _per_class(raw, explainer.expected_value, outputs.shape[1])
+        groups = encoded_groups(pipeline, X.shape[1])
+        grouped = np.stack([values[:, group, :].sum(axis=1) for group in groups], axis=1)
+        chosen = self._chosen_classes(loaded, encoded, options, outputs, from_outputs=True)
+        picks = [0 if c is None else c for c in chosen]
+        rows = np.arange(len(X))
+        return ShapResult(
+            values=grouped[rows, :, picks],
+            base=base[picks],
+            actual=outputs[rows, picks],
+            classes=chosen,
+            algorithm="tree",
+            output_space=output_space(final, "tree", descriptor.is_classifier),
+            background_rows=0,
         )
 
     def _model_agnostic(
@@ -728,6 +785,19 @@ class SHAPExplainer(ExplainerBase):
         return self._explainer(loaded, key, build)
 
     # --- helpers ------------------------------------------------------------------------------
+    def _typed_rows(
+        self, descriptor: ModelDescriptor, rows: list[list[Any]], batch: bool = False
+    ) -> np.ndarray:
+        """Rows as a matrix; strings only where the model encodes categories (else 400)."""
+        X = as_matrix(rows)
+        if X.dtype == object:
+            loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
+            allowed = text_columns(loaded.estimator)
+            for i, row in enumerate(rows):
+                where = f"inputs[{i}]: " if batch else ""
+                check_row_types(row, descriptor.feature_names, allowed, where)
+        return X
+
     def _tabular_descriptor(self, model_id: str, model_version: int | None) -> ModelDescriptor:
         descriptor = self.model_loader.describe(model_id, model_version)
         require(
