@@ -2,6 +2,8 @@
 
 Weights are JSON strings (``"0.25"``); they must sum to exactly 1. Malformed input is 400,
 inconsistent input (weights, controls, unknown model versions) 422, a wrong state 409.
+Every route goes through :mod:`chalicelib.abtesting.facade`, which checks the caller against the
+experiment: one the caller may not read is a 404, exactly as for one that does not exist.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalicelib.abtesting import facade
 from chalicelib.abtesting.models import (
     AllocationPhase,
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
-    CanaryState,
     Experiment,
     ExperimentMetrics,
     ModelVariant,
@@ -30,6 +32,7 @@ from chalicelib.abtesting.models import (
 from chalicelib.abtesting.statistics import SampleSizePlan, plan_sample_size
 from chalicelib.core.config import get_settings
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
+from chalicelib.core.principal import Principal
 from chalicelib.core.text import Name, Text
 
 api = ApiBlueprint(__name__, tag="experiments")
@@ -39,16 +42,9 @@ NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 StatusName = Literal["draft", "running", "paused", "concluded", "rolled_back"]
 
 
-def _engine() -> Any:
-    from chalicelib.abtesting.engine import get_ab_engine
-
-    return get_ab_engine()
-
-
-def _rollback() -> Any:
-    from chalicelib.abtesting.rollback import get_rollback_manager
-
-    return get_rollback_manager()
+def _principal(ctx: RequestContext) -> Principal:
+    assert ctx.principal is not None
+    return ctx.principal
 
 
 class _Strict(BaseModel):
@@ -119,6 +115,15 @@ class CreateExperimentBody(_Strict):
     ramp: RampIn | None = None
     bandit: BanditIn | None = None
     analysis: AnalysisIn | None = None
+    access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=50, description="who may see it; default: the caller's groups"
+    )
+
+
+class AccessBody(_Strict):
+    """Body of ``PUT /experiments/{id}/access``: who may see it besides its owner."""
+
+    access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(max_length=50)
 
 
 class VariantOut(BaseModel):
@@ -188,6 +193,7 @@ class ExperimentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     owner: str
+    access_groups: list[str]
     ramp: RampOut | None
     bandit: BanditOut | None
     winning_variant_id: str | None
@@ -508,6 +514,7 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
         "created_at": experiment.created_at,
         "updated_at": experiment.updated_at,
         "owner": experiment.owner,
+        "access_groups": list(experiment.access_groups),
         "ramp": None
         if ramp is None
         else {
@@ -598,9 +605,11 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         bandit = BanditConfig(
             Decimal(body.bandit.floor), body.bandit.interval_minutes, body.bandit.samples
         )
-    experiment = _engine().create_experiment(
+    experiment = facade.create_experiment(
+        _principal(ctx),
         name=body.name,
         variants=[_variant(v) for v in body.variants],
+        access_groups=body.access_groups,
         description=body.description,
         allocation_strategy=body.allocation_strategy,
         minimum_sample_size=body.minimum_sample_size,
@@ -609,7 +618,6 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         guardrail_metrics=body.guardrail_metrics,
         ramp=ramp,
         bandit=bandit,
-        owner=ctx.principal.principal if ctx.principal else "",
         analysis=_analysis_settings(body.analysis),
     )
     return ApiResponse(experiment_out(experiment), status=201)
@@ -617,33 +625,41 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
 
 @api.route("/experiments", "GET", query=ListQuery, response=ExperimentList)
 def list_experiments(ctx: RequestContext) -> dict[str, Any]:
-    """Lists experiments (optionally one status)."""
-    found = _engine().list_experiments(ctx.query.status)
+    """Lists the experiments the caller may read (optionally one status)."""
+    found = facade.list_experiments(_principal(ctx), ctx.query.status)
     return {"experiments": [experiment_out(e) for e in found]}
 
 
 @api.route("/experiments/{experiment_id}", "GET", response=ExperimentOut)
 def get_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """One experiment."""
-    return experiment_out(_engine().get_experiment(experiment_id))
+    return experiment_out(facade.readable_experiment(_principal(ctx), experiment_id))
+
+
+@api.route("/experiments/{experiment_id}/access", "PUT", role="writer", body=AccessBody,
+           response=ExperimentOut)  # fmt: skip
+def set_experiment_access(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Replace the groups that may see the experiment (its owner and admins always may)."""
+    groups = ctx.body.access_groups
+    return experiment_out(facade.set_access_groups(_principal(ctx), experiment_id, groups))
 
 
 @api.route("/experiments/{experiment_id}/start", "POST", role="writer", response=ExperimentOut)
 def start_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """draft → running."""
-    return experiment_out(_engine().start_experiment(experiment_id))
+    return experiment_out(facade.start(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/pause", "POST", role="writer", response=ExperimentOut)
 def pause_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """running → paused (all traffic to control)."""
-    return experiment_out(_engine().pause_experiment(experiment_id))
+    return experiment_out(facade.pause(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/resume", "POST", role="writer", response=ExperimentOut)
 def resume_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """paused → running."""
-    return experiment_out(_engine().resume_experiment(experiment_id))
+    return experiment_out(facade.resume(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/conclude", "POST", role="writer", body=ConcludeBody,
@@ -651,22 +667,22 @@ def resume_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]
 def conclude_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Concludes; the winner gets all traffic and is promoted to production."""
     winner = ctx.body.winning_variant_id
-    return experiment_out(_engine().conclude_experiment(experiment_id, winner))
+    return experiment_out(facade.conclude(_principal(ctx), experiment_id, winner))
 
 
 @api.route("/experiments/{experiment_id}/rollback", "POST", role="writer", body=RollbackBody,
            response=ExperimentOut)  # fmt: skip
 def rollback_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Rolls back now: all traffic to control, the reason stored."""
-    return experiment_out(_rollback().rollback_now(experiment_id, ctx.body.reason))
+    return experiment_out(facade.rollback(_principal(ctx), experiment_id, ctx.body.reason))
 
 
 @api.route("/experiments/{experiment_id}/route", "POST", body=RouteBody, response=RouteOut)
 def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Assigns a request (sticky per user id) to a variant."""
     body: RouteBody = ctx.body
-    variant_id, version, phase = _engine().assign_request(
-        experiment_id, body.request_id, body.user_id, body.sticky
+    variant_id, version, phase = facade.route(
+        _principal(ctx), experiment_id, body.request_id, body.user_id, body.sticky
     )
     return {
         "experiment_id": experiment_id,
@@ -710,14 +726,14 @@ def record_outcomes(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
                 o.phase)
         for o in items
     ]  # fmt: skip
-    receipt = _engine().record_outcomes(experiment_id, outcomes)
+    receipt = facade.record_outcomes(_principal(ctx), experiment_id, outcomes)
     return {"accepted": receipt.accepted, "duplicates": receipt.duplicates}
 
 
 @api.route("/experiments/{experiment_id}/metrics", "GET", response=MetricsOut)
 def experiment_metrics(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Aggregated outcomes per variant."""
-    found = _engine().get_experiment_metrics(experiment_id)
+    found = facade.metrics(_principal(ctx), experiment_id)
     return {
         "experiment_id": experiment_id,
         "variants": {name: _metrics_out(m) for name, m in found.items()},
@@ -729,7 +745,7 @@ def experiment_metrics(ctx: RequestContext, experiment_id: str) -> dict[str, Any
 def experiment_analysis(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Significance per treatment (sequential by default, stratified by allocation phase),
     guardrails, SRM per phase and a recommendation with its reason."""
-    analysis = _engine().analyze_experiment(experiment_id, ctx.query.method)
+    analysis = facade.analysis(_principal(ctx), experiment_id, ctx.query.method)
     return {
         "experiment_id": analysis.experiment_id,
         "primary_metric": analysis.primary_metric,
@@ -773,29 +789,25 @@ def _ratio_out(srm: Any) -> dict[str, Any]:
            body=RollbackPolicyBody, response=RollbackPolicyOut)  # fmt: skip
 def put_rollback_policy(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Stores the automatic-rollback policy of an experiment."""
-    policy = _rollback().register_experiment(experiment_id, **ctx.body.model_dump())
+    policy = facade.put_policy(_principal(ctx), experiment_id, **ctx.body.model_dump())
     return policy.__dict__
 
 
 @api.route("/experiments/{experiment_id}/rollback-policy", "GET", response=RollbackPolicyOut)
 def get_rollback_policy(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """The rollback policy in force (the default one when none was stored)."""
-    _engine().get_experiment(experiment_id)
-    return _rollback().get_policy(experiment_id).__dict__
+    return facade.get_policy(_principal(ctx), experiment_id).__dict__
 
 
 @api.route("/experiments/{experiment_id}/checks", "GET", response=ChecksOut)
 def latest_check(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """The monitor's latest canary check: pass / fail / inconclusive, the tests, numbers and
     bounds per treatment, and the run of consecutive failures."""
-    _engine().get_experiment(experiment_id)
-    manager = _rollback()
-    state: CanaryState | None = manager.get_check(experiment_id)
+    state, policy = facade.latest_check(_principal(ctx), experiment_id)
     latest = None
     if state is not None:
         latest = {k: v for k, v in state.__dict__.items() if k != "experiment_id"}
         latest["variants"] = list(state.variants)
-    policy = manager.get_policy(experiment_id)
     return {"experiment_id": experiment_id, "latest": latest, "failure_limit": policy.failure_limit}
 
 

@@ -22,7 +22,11 @@ from typing import Any, Protocol
 
 from chalicelib.abtesting.aggregate import merge_counters
 from chalicelib.abtesting.bandit import thompson_weights
-from chalicelib.abtesting.errors import ExperimentStateConflict, InvalidExperiment
+from chalicelib.abtesting.errors import (
+    ExperimentStateConflict,
+    InvalidExperiment,
+    unknown_model_version,
+)
 from chalicelib.abtesting.models import (
     AllocationPhase,
     AnalysisMethod,
@@ -225,9 +229,9 @@ class ABTestingEngine:
     @property
     def registry(self) -> ModelRegistryPort:
         if self._registry is None:
-            from chalicelib.registry.service import get_model_registry
+            from chalicelib.registry import facade
 
-            self._registry = get_model_registry()
+            self._registry = facade.as_system()
         return self._registry
 
     # ----------------------------------------------------------------- creation and reads
@@ -246,8 +250,12 @@ class ABTestingEngine:
         bandit: BanditConfig | None = None,
         owner: str = "",
         analysis: AnalysisSettings | None = None,
+        access_groups: Sequence[str] = (),
     ) -> Experiment:
         """Validates and stores a draft experiment.
+
+        ``owner`` and ``access_groups`` decide who sees it (:mod:`chalicelib.core.access`);
+        callers are checked by :mod:`chalicelib.abtesting.facade`, not here.
 
         Args:
             analysis: Analysis method (default sequential), minimum detectable effect, power,
@@ -294,6 +302,7 @@ class ABTestingEngine:
             ramp=ramp if strategy is TrafficAllocationStrategy.RAMPING else None,
             bandit=bandit if strategy is TrafficAllocationStrategy.MAB else None,
             analysis=analysis,
+            access_groups=tuple(sorted(set(access_groups))),
         )
         self.repository.create(experiment)
         self._publish("ExperimentCreated", experiment)
@@ -304,15 +313,26 @@ class ABTestingEngine:
             try:
                 self.registry.get_version(variant.model_id, variant.model_version)
             except NotFound:
-                raise InvalidExperiment(
-                    f"variant {variant.variant_id}: model {variant.model_id} has no version "
-                    f"{variant.model_version} in the registry",
-                    code="unknown_model_version",
+                raise unknown_model_version(
+                    variant.variant_id, variant.model_id, variant.model_version
                 ) from None
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """The experiment (404 if unknown)."""
         return self.repository.get(experiment_id)
+
+    def cached_experiment(self, experiment_id: str) -> Experiment:
+        """The experiment as this instance caches it for routing and outcomes (at most
+        ``route_cache_ttl`` seconds old; 404 if unknown)."""
+        return self._config(experiment_id)
+
+    def set_access_groups(self, experiment_id: str, access_groups: Sequence[str]) -> Experiment:
+        """Replaces who may see an experiment (its owner stays)."""
+        groups = sorted(set(access_groups))
+        experiment = self.repository.set_access_groups(experiment_id, groups, self.clock.now())
+        self._forget(experiment_id)
+        self._publish("ExperimentAccessChanged", experiment, access_groups=groups)
+        return experiment
 
     def list_experiments(self, status: ExperimentStatus | str | None = None) -> list[Experiment]:
         """Experiments, newest first, optionally with one status."""

@@ -27,3 +27,12 @@ class InvalidExperiment(UnprocessableEntity):
     """The experiment configuration is inconsistent."""
 
     code = "invalid_experiment"
+
+
+def unknown_model_version(variant_id: str, model_id: str, version: int) -> InvalidExperiment:
+    """The answer for a variant whose model version does not exist, or that the caller may not
+    read (the two are indistinguishable)."""
+    return InvalidExperiment(
+        f"variant {variant_id}: model {model_id} has no version {version} in the registry",
+        code="unknown_model_version",
+    )

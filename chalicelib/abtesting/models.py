@@ -195,6 +195,8 @@ class Experiment:
         analysis: How the experiment is analysed (method, effect, power, tuning).
         phases: Allocation history: the weights in force over time.
         conclusion_reason: What the conclusion did and why (promoted or not).
+        access_groups: Groups whose members may read (and, with the writer role, change) it;
+            see :mod:`chalicelib.core.access`.
     """
 
     experiment_id: str
@@ -225,6 +227,7 @@ class Experiment:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     phases: tuple[AllocationPhase, ...] = ()
     conclusion_reason: str | None = None
+    access_groups: tuple[str, ...] = ()
 
     @property
     def control(self) -> ModelVariant:

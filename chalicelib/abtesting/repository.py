@@ -107,6 +107,8 @@ class ExperimentTable(Model):
     updated_at = UTCDateTimeAttribute()
     salt = UnicodeAttribute()
     owner = UnicodeAttribute(default="")
+    # Absent on experiments stored before access groups existed: visible to admins only.
+    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
     ramp = UnicodeAttribute(null=True)
     ramp_step = NumberAttribute(default=0)
     last_ramp_at = UTCDateTimeAttribute(null=True)
@@ -155,6 +157,7 @@ class ExperimentTable(Model):
                 phase_from_json(index, text) for index, text in enumerate(self.phases or [])
             ),
             conclusion_reason=self.conclusion_reason,
+            access_groups=tuple(self.access_groups or ()),
         )
 
 
@@ -408,6 +411,7 @@ class ExperimentRepository:
             updated_at=experiment.updated_at,
             salt=experiment.salt,
             owner=experiment.owner,
+            access_groups=list(experiment.access_groups),
             ramp=_ramp_to_json(experiment.ramp),
             ramp_step=experiment.ramp_step,
             bandit=_bandit_to_json(experiment.bandit),
@@ -442,6 +446,30 @@ class ExperimentRepository:
             ExperimentStatus.RUNNING.value, attributes_to_get=["experiment_id"]
         )
         return [item.experiment_id for item in items]
+
+    def set_access_groups(
+        self, experiment_id: str, access_groups: list[str], when: datetime
+    ) -> Experiment:
+        """Replaces an experiment's access groups (its revision is not bumped: the allocation is
+        unchanged).
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+        """
+        item = ExperimentTable(experiment_id)
+        try:
+            item.update(
+                actions=[
+                    ExperimentTable.access_groups.set(access_groups),
+                    ExperimentTable.updated_at.set(when),
+                ],
+                condition=ExperimentTable.experiment_id.exists(),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                raise ExperimentNotFound(f"experiment {experiment_id} does not exist") from None
+            raise
+        return item.to_domain()
 
     def list_experiments(self, status: ExperimentStatus | None = None) -> list[Experiment]:
         """Experiments, newest first; with ``status`` only those (one index query)."""

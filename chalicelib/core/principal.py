@@ -30,7 +30,7 @@ class Principal:
         principal: Who the caller is (a user or service name).
         key_id: The API key used.
         roles: Granted roles.
-        groups: Groups used for dataset access control.
+        groups: Groups used for access control (:mod:`chalicelib.core.access`).
     """
 
     principal: str
@@ -50,7 +50,3 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.has_role("admin")
-
-    def can_access(self, owner: str, access_groups: list[str] | set[str] | frozenset[str]) -> bool:
-        """Whether the caller owns a resource, shares one of its groups, or is an admin."""
-        return self.is_admin or owner == self.principal or bool(self.groups & set(access_groups))

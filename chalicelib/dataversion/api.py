@@ -79,6 +79,12 @@ class CreateDatasetBody(BaseModel):
     schema_: SchemaIn | None = Field(default=None, alias="schema")
 
 
+class AccessBody(BaseModel):
+    """Body of ``PUT /datasets/{id}/access``: who may see the dataset besides its owner."""
+
+    access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(max_length=50)
+
+
 class DatasetOut(BaseModel):
     """A dataset."""
 
@@ -476,6 +482,14 @@ def get_dataset(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
     return dataset_out(get_dataset_service().readable(_principal(ctx), dataset_id))
 
 
+@api.route("/datasets/{dataset_id}/access", "PUT", role="writer", body=AccessBody,
+           response=DatasetOut)  # fmt: skip
+def set_dataset_access(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Replace the groups that may see the dataset (its owner and admins always may)."""
+    groups = ctx.body.access_groups
+    return dataset_out(get_dataset_service().set_access_groups(_principal(ctx), dataset_id, groups))
+
+
 @api.route(
     "/datasets/{dataset_id}/versions",
     "POST",
@@ -728,6 +742,5 @@ def reconstruct(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
 def list_rejections(ctx: RequestContext) -> dict[str, Any]:
     """Incoming files moved to rejected/ and why (operators; newest first)."""
     query: RejectionsQuery = ctx.query
-    found = get_dataset_service().engine.repository.list_rejections(query.limit)
-    ordered = sorted(found, key=lambda item: item.rejected_at, reverse=True)
-    return {"rejections": [dict(item.__dict__) for item in ordered]}
+    found = get_dataset_service().list_rejections(_principal(ctx), query.limit)
+    return {"rejections": [dict(item.__dict__) for item in found]}

@@ -173,7 +173,7 @@ class DatasetReconstructor:
         data = _as_bytes(new_source_data)
         fresh = load_table(data, source.format, source.schema)
         run_state = _Replay(self, source.version_id, fresh)
-        if not run_state.depends(target):
+        if target.version_id == source.version_id or not run_state.depends(target):
             raise ValidationError(
                 f"version {target.version_id} does not derive from {source.version_id} "
                 "through recorded transformations"

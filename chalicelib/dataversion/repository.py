@@ -21,7 +21,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -297,6 +297,24 @@ class DatasetRepository:
             return DatasetTable.get(dataset_id, consistent_read=True).to_domain()
         except DoesNotExist:
             raise DatasetNotFound(f"dataset {dataset_id} does not exist") from None
+
+    def set_access_groups(self, dataset_id: str, access_groups: list[str]) -> Dataset:
+        """Replaces a dataset's access groups.
+
+        Raises:
+            DatasetNotFound: Unknown id.
+        """
+        item = DatasetTable(dataset_id)
+        try:
+            item.update(
+                actions=[DatasetTable.access_groups.set(access_groups)],
+                condition=DatasetTable.dataset_id.exists(),
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise DatasetNotFound(f"dataset {dataset_id} does not exist") from None
+            raise
+        return item.to_domain()
 
     def find_dataset(self, id_or_name: str) -> Dataset | None:
         """A dataset by id or by name, or ``None``."""

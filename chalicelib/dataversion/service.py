@@ -1,8 +1,9 @@
 """The access-controlled facade the HTTP routes call: one method per route.
 
-Every method takes the calling :class:`~chalicelib.auth.models.Principal` and checks it against
-each dataset it touches (see :mod:`chalicelib.dataversion.access`) before delegating to the
-engine, the transformation service or the reconstructor.
+Every method takes the calling :class:`~chalicelib.core.principal.Principal` and checks it
+against each dataset it touches (the one rule of :mod:`chalicelib.core.access`) before
+delegating to the engine, the transformation service or the reconstructor. Other domains use
+:mod:`chalicelib.dataversion.facade` instead.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from chalicelib.core import access
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.principal import Principal
 from chalicelib.core.singleton import lazy
-from chalicelib.dataversion import access
 from chalicelib.dataversion.errors import DatasetNotFound, DatasetVersionNotFound
 from chalicelib.dataversion.lineage import LineageView
 from chalicelib.dataversion.models import (
@@ -124,11 +125,15 @@ class DatasetService:
 
     def readable(self, principal: Principal, dataset_id: str) -> Dataset:
         """The dataset if the caller may read it (404 otherwise)."""
-        return access.require_read(principal, self.engine.get_dataset(dataset_id))
+        return access.require_read(
+            principal, self.engine.get_dataset(dataset_id), _missing_dataset(dataset_id)
+        )
 
     def writable(self, principal: Principal, dataset_id: str) -> Dataset:
         """The dataset if the caller may write it (404 / 403 otherwise)."""
-        return access.require_write(principal, self.engine.get_dataset(dataset_id))
+        return access.require_write(
+            principal, self.engine.get_dataset(dataset_id), _missing_dataset(dataset_id)
+        )
 
     def readable_version(self, principal: Principal, version_id: str) -> DatasetVersion:
         """A version by id if the caller may read its dataset (404 otherwise)."""
@@ -168,6 +173,19 @@ class DatasetService:
             description,
             schema,
         )
+
+    def set_access_groups(
+        self, principal: Principal, dataset_id: str, access_groups: list[str]
+    ) -> Dataset:
+        """Replaces who may see a dataset (needs write access to it; its owner stays)."""
+        self.writable(principal, dataset_id)
+        groups = sorted({group for group in access_groups if group})
+        return self.engine.repository.set_access_groups(dataset_id, groups)
+
+    def list_rejections(self, principal: Principal, limit: int) -> list[Any]:
+        """Files the S3 trigger refused, newest first (admins: the route's role)."""
+        found = self.engine.repository.list_rejections(limit)
+        return sorted(found, key=lambda item: item.rejected_at, reverse=True)
 
     def list_datasets(self, principal: Principal) -> list[Dataset]:
         """The datasets the caller may see."""
@@ -413,16 +431,19 @@ class DatasetService:
         experiment_id: str,
         purpose: str,
     ) -> DatasetUsage:
-        """Records that an experiment used a version."""
-        self.readable(principal, dataset_id)
+        """Records that an experiment used a version: the caller must be able to write the
+        dataset and read the experiment (404 otherwise, as for one that does not exist)."""
+        self.writable(principal, dataset_id)
         found = self.version(principal, dataset_id, ref)
+        _readable_experiment(principal, experiment_id)
         return self.reconstructor.record_usage(
             dataset_id, found.version_id, experiment_id, purpose, principal.principal
         )
 
     def usages(self, principal: Principal, dataset_id: str, experiment_id: str) -> list[Any]:
-        """An experiment's usages of a dataset."""
+        """An experiment's usages of a dataset (both must be readable by the caller)."""
         self.readable(principal, dataset_id)
+        _readable_experiment(principal, experiment_id)
         return self.engine.repository.usages(experiment_id, dataset_id)
 
     def reconstruct(
@@ -437,9 +458,23 @@ class DatasetService:
         if as_of is not None and experiment_id is not None:
             raise ValidationError("give at most one of 'as_of' or 'experiment_id'")
         if experiment_id is not None:
+            _readable_experiment(principal, experiment_id)
             return self.reconstructor.reconstruct_for_experiment(experiment_id, dataset_id)
         moment = as_of if as_of is not None else self.engine.clock.now()
         return [self.reconstructor.reconstruct_at_time(dataset_id, moment)]
+
+
+def _readable_experiment(principal: Principal, experiment_id: str) -> None:
+    """A usage record refers to an experiment: checked with the caller's rights when the record
+    is made and whenever it is read (the experiments domain answers 404 for both unknown and
+    unreadable experiments)."""
+    from chalicelib.abtesting import facade as experiments
+
+    experiments.readable_experiment(principal, experiment_id)
+
+
+def _missing_dataset(dataset_id: str) -> Any:
+    return lambda: DatasetNotFound(f"dataset {dataset_id} does not exist")
 
 
 @lazy

@@ -8,6 +8,10 @@ Each route answers directly when the estimate fits ``SYNAPSE_EXPLAIN_SYNC_SECOND
 an estimate over ``SYNAPSE_EXPLAIN_JOB_SECONDS`` is a 422 ``too_expensive`` naming the estimate
 and the limit. At most 10,000 inputs per request.
 
+Access: the model (and its background dataset version, and a request's ``dataset_version_id``)
+must be readable by the caller, checked before the cache; otherwise 404, as for ones that do not
+exist. Jobs are their submitter's (and admins'); clearing a model's cache needs write access to it.
+
 This module imports no shap, lime, scikit-learn or numpy: they load on the first explanation.
 """
 
@@ -19,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
+from chalicelib.core.principal import Principal
 from chalicelib.explainability.models import (
     MAX_JOB_ROWS,
     ExplanationRequest,
@@ -272,8 +277,9 @@ def get_explanation_service() -> Any:
     return getter()
 
 
-def _owner(ctx: RequestContext) -> str:
-    return ctx.principal.principal if ctx.principal is not None else ""
+def _principal(ctx: RequestContext) -> Principal:
+    assert ctx.principal is not None
+    return ctx.principal
 
 
 def _answer(result: dict[str, Any] | Submitted) -> Any:
@@ -296,22 +302,24 @@ def explain(ctx: RequestContext) -> Any:
     its estimate is over the synchronous limit."""
     data = ctx.body.model_dump()
     data["explanation_type"] = ExplanationType(data["explanation_type"])
+    request = ExplanationRequest(**data)
     service = get_explanation_service()
-    found = service.explain_or_submit(ExplanationRequest(**data), _owner(ctx))
+    found = service.explain_or_submit(request, principal=_principal(ctx))
     return _answer(found if isinstance(found, Submitted) else found.to_dict())
 
 
 @api.route("/explanations/batch", "POST", body=BatchBody, response=BatchOut, responses=ACCEPTED)
 def explain_batch(ctx: RequestContext) -> Any:
     """Explains many predictions with one explainer (a job above 50 inputs or the limit)."""
-    return _answer(get_explanation_service().explain_batch(ctx.body.model_dump(), _owner(ctx)))
+    service = get_explanation_service()
+    return _answer(service.explain_batch(ctx.body.model_dump(), principal=_principal(ctx)))
 
 
 @api.route("/explanations/global", "POST", body=GlobalBody, response=GlobalOut, responses=ACCEPTED)
 def explain_global(ctx: RequestContext) -> Any:
     """Global importance with stability and interactions (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
-    return _answer(service.global_importance(ctx.body.model_dump(), _owner(ctx), ctx.principal))
+    return _answer(service.global_importance(ctx.body.model_dump(), principal=_principal(ctx)))
 
 
 @api.route(
@@ -324,14 +332,13 @@ def explain_global(ctx: RequestContext) -> Any:
 def explain_dependence(ctx: RequestContext) -> Any:
     """SHAP dependence-plot data for one feature (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
-    return _answer(service.dependence(ctx.body.model_dump(), _owner(ctx), ctx.principal))
+    return _answer(service.dependence(ctx.body.model_dump(), principal=_principal(ctx)))
 
 
 @api.route("/explanations/jobs/{job_id}", "GET", response=JobOut)
 def get_job(ctx: RequestContext, job_id: str) -> Any:
-    """Status and result of an explanation job (your own jobs; admins see all)."""
-    owner = None if ctx.principal is not None and ctx.principal.is_admin else _owner(ctx)
-    job = get_explanation_service().get_job(job_id, owner)
+    """Status and result of an explanation job (its submitter, their groups and admins)."""
+    job = get_explanation_service().get_job(job_id, _principal(ctx))
     return {
         "job_id": job.job_id,
         "kind": job.kind,
@@ -354,7 +361,7 @@ def get_job(ctx: RequestContext, job_id: str) -> Any:
 def invalidate_explanations(ctx: RequestContext, model_id: str) -> Any:
     """Removes cached explanations of a model (``?version=`` for one version)."""
     version = ctx.query.version
-    removed = get_explanation_service().invalidate(model_id, version)
+    removed = get_explanation_service().invalidate(model_id, version, _principal(ctx))
     return {"model_id": model_id, "model_version": version, "removed": removed}
 
 

@@ -89,3 +89,10 @@ class NeedsJob(Exception):
     def __init__(self, estimate: Estimate | None = None) -> None:
         super().__init__("the work is over the synchronous limit")
         self.estimate = estimate
+
+
+class BackgroundNotFound(NotFound):
+    """The model version explains against a dataset version the caller may not read (or that
+    no longer exists); the answer names neither."""
+
+    code = "background_not_found"

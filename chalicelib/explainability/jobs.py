@@ -21,9 +21,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from chalicelib.core import access
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, SynapseError
 from chalicelib.core.observability import logger
+from chalicelib.core.principal import Principal
 from chalicelib.explainability.budget import SAFETY_SECONDS, Limits, bounded, job_allowance
 from chalicelib.explainability.errors import ExplanationJobNotFound
 from chalicelib.explainability.repository import ExplanationRepository, JobRecord
@@ -32,6 +34,10 @@ JOB_KINDS = ("explain", "batch", "global", "dependence")
 MAX_ATTEMPTS = 3
 
 Executor = Callable[[str, dict[str, Any]], Any]
+
+
+def _missing(job_id: str) -> Callable[[], ExplanationJobNotFound]:
+    return lambda: ExplanationJobNotFound(f"explanation job '{job_id}' not found")
 
 
 class ExplanationJobs:
@@ -82,14 +88,18 @@ class ExplanationJobs:
             raise
         return record
 
-    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
-        """A job; with ``owner`` given, someone else's job is reported as not found.
+    def get(self, job_id: str, principal: Principal | str | None = None) -> JobRecord:
+        """A job. With a ``principal`` (or an owner's name), a job the caller may not read
+        (someone else's, unless the caller is an admin) is reported as not found.
 
         A running job whose lease has passed is recorded as ``failed`` (``job_lost``) first.
         """
         record = self.repository.get_job(job_id)
-        if owner is not None and record.owner != owner:
-            raise ExplanationJobNotFound(f"explanation job '{job_id}' not found")
+        if isinstance(principal, str):
+            if record.owner != principal:
+                raise _missing(job_id)()
+        elif principal is not None:
+            access.require_read(principal, record, _missing(job_id))
         now = self.clock.now()
         if record.status == "running" and record.lease_until and record.lease_until < now:
             lost = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,19 +136,21 @@ MAX_DATASET_ROWS = 10_000
 class DataversionReader:
     """Reads dataset versions of the versioning service (CSV or JSON lines) as numeric rows.
 
-    Only the first ``max_rows`` rows are read (streamed, never the whole object).
+    Only the first ``max_rows`` rows are read (streamed, never the whole object). It reads as
+    the system: callers are checked against the version before (``ExplanationService.authorize``
+    and the registry, when a model's background is registered).
 
     Args:
-        engine: A ``DatasetVersioningEngine`` (default: the process-wide one).
-        store: A ``DataStore`` (default: the data bucket).
+        open_version: ``version_id -> (format, byte chunks)`` (default: the dataversion facade).
         max_rows: Rows read at most.
     """
 
     def __init__(
-        self, engine: Any = None, store: Any = None, max_rows: int = MAX_DATASET_ROWS
+        self,
+        open_version: Callable[[str], tuple[str, Iterable[bytes]]] | None = None,
+        max_rows: int = MAX_DATASET_ROWS,
     ) -> None:
-        self._engine = engine
-        self._store = store
+        self._open_version = open_version
         self.max_rows = max_rows
 
     def read_rows(self, dataset_version_id: str, columns: list[str]) -> np.ndarray:
@@ -158,18 +160,16 @@ class DataversionReader:
             DatasetVersionNotFound: Unknown version (404).
             UnprocessableEntity: Opaque format, a missing column or non-numeric values.
         """
-        from chalicelib.dataversion.service import get_versioning_engine
-        from chalicelib.dataversion.storage import DataStore
-
-        engine = self._engine or get_versioning_engine()
-        version = engine.get_version_by_id(dataset_version_id)
-        fmt = getattr(version.format, "value", version.format)
+        opener = self._open_version
+        if opener is None:
+            from chalicelib.dataversion.facade import open_version_as_system as opener
+        fmt, chunks = opener(dataset_version_id)
         if fmt not in ("csv", "json"):
             raise UnprocessableEntity(
                 f"dataset version '{dataset_version_id}' is {fmt}; only csv and json lines "
                 "datasets can be explained"
             )
-        lines = _lines((self._store or DataStore()).iter_object(version.storage_key))
+        lines = _lines(chunks)
         records = _csv_records(lines) if fmt == "csv" else _json_records(lines)
         rows = []
         for index, record in enumerate(records):
@@ -281,9 +281,9 @@ class RegistryModelLoader:
         memory_bytes: int | None = None,
     ) -> None:
         if registry is None:
-            from chalicelib.registry.service import get_model_registry
+            from chalicelib.registry.facade import as_system
 
-            registry = get_model_registry()
+            registry = as_system()
         self.registry = registry
         self.backgrounds = backgrounds or BackgroundDataProvider(registry, DataversionReader())
         self.cache_size = cache_size

@@ -118,6 +118,14 @@ class JobRecord:
     updated_at: datetime
     lease_until: datetime | None = None
 
+    @property
+    def access_groups(self) -> tuple[str, ...]:
+        """The submitter's groups, kept with the request (``caller``): a job is visible to its
+        submitter, those groups and admins, as every resource is (:mod:`chalicelib.core.access`).
+        Jobs submitted before callers were kept are their owner's and admins' only."""
+        caller = self.request.get("caller") if isinstance(self.request, dict) else None
+        return tuple((caller or {}).get("groups") or ())
+
 
 class ExplanationRepository:
     """Cache items, job items and large job results."""

@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.core import aws
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import (
+    NotFound,
     ServiceUnavailable,
     SynapseError,
     UnprocessableEntity,
     ValidationError,
 )
 from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.principal import Principal
 from chalicelib.core.singleton import lazy
 from chalicelib.explainability.aggregator import FeatureImportanceAggregator
 from chalicelib.explainability.base import require
@@ -52,7 +55,12 @@ from chalicelib.explainability.budget import (
     sync_allowance,
 )
 from chalicelib.explainability.cache import ExplanationCache, cache_key
-from chalicelib.explainability.errors import DeadlineExceeded, NeedsJob
+from chalicelib.explainability.errors import (
+    BackgroundNotFound,
+    DeadlineExceeded,
+    ExplanationJobNotFound,
+    NeedsJob,
+)
 from chalicelib.explainability.jobs import ExplanationJobs
 from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
 from chalicelib.explainability.loading import ModelDescriptor, ModelLoader, RegistryModelLoader
@@ -151,16 +159,22 @@ class ExplanationService:
         return self.limits
 
     # --- single ------------------------------------------------------------------------------
-    def explain(self, request: ExplanationRequest) -> PredictionExplanation:
+    def explain(
+        self, request: ExplanationRequest, principal: Principal | None = None
+    ) -> PredictionExplanation:
         """Explains one prediction and waits for it (the Python API; HTTP uses
-        :meth:`explain_or_submit`). The work may cost up to the job limit.
+        :meth:`explain_or_submit`): access, then the cache, then the backend. The work may cost
+        up to the job limit.
 
         Raises:
+            ModelNotFound: The caller may not read the model (as if it did not exist).
+            BackgroundNotFound: The caller may not read the version's background dataset.
             UnprocessableEntity: An unimplemented type, or a model the method cannot explain.
             ValidationError: Invalid input or parameters.
             TooExpensive: The estimate is over what a job may do.
         """
         check_type(request.explanation_type)
+        self.authorize(principal, request.model_id, request.model_version)
         with bounded(waiting_allowance(self.limits)):
             if isinstance(self.backend, InProcessBackend):
                 return self.explain_here(request)
@@ -174,16 +188,21 @@ class ExplanationService:
         return explanation
 
     def explain_or_submit(
-        self, request: ExplanationRequest, owner: str = ""
+        self, request: ExplanationRequest, owner: str = "", principal: Principal | None = None
     ) -> PredictionExplanation | Submitted:
         """Explains one prediction now, or submits a job when its estimate is over the synchronous
         limit or ``request.asynchronous`` is set; a cached answer is always returned at once.
+        With a ``principal``, access is checked before the cache (:meth:`authorize`).
 
         Raises:
+            ModelNotFound: The caller may not read the model (as if it did not exist).
+            BackgroundNotFound: The caller may not read the version's background dataset.
             TooExpensive: The estimate is over what a job may do (422).
             ValidationError: Invalid input or parameters.
         """
         check_type(request.explanation_type)
+        self.authorize(principal, request.model_id, request.model_version)
+        submitter = Submitter(owner, principal)
         descriptor = self.model_loader.describe(request.model_id, request.model_version)
         payload = {**request.to_dict(), "model_version": descriptor.version}
         static = self.planner.static("explain", payload, descriptor)
@@ -196,8 +215,8 @@ class ExplanationService:
             if found is not None:
                 return found
         if to_job:
-            return self._submit("explain", payload, owner, descriptor)
-        answer = self._run_now("explain", payload, owner)
+            return self._submit("explain", payload, submitter)
+        answer = self._run_now("explain", payload, submitter)
         if isinstance(answer, Submitted):
             return answer
         explanation = PredictionExplanation.from_dict(answer)
@@ -276,42 +295,45 @@ class ExplanationService:
         return descriptor, key
 
     # --- batch, global, dependence -----------------------------------------------------------
-    def explain_batch(self, payload: dict[str, Any], owner: str = "") -> dict[str, Any] | Submitted:
+    def explain_batch(
+        self, payload: dict[str, Any], owner: str = "", principal: Principal | None = None
+    ) -> dict[str, Any] | Submitted:
         """Explains many predictions, or submits a job (over ``SYNC_ROW_LIMIT`` inputs, over
-        the synchronous limit, or asked to)."""
+        the synchronous limit, or asked to). With a ``principal``, the model and its background
+        must be readable by the caller (404 otherwise)."""
         check_type(ExplanationType(payload.get("explanation_type", "shap")))
+        self.authorize_payload(principal, payload)
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
         force = bool(payload.get("asynchronous")) or rows > SYNC_ROW_LIMIT
-        return self._run_or_submit("batch", payload, owner, force)
+        return self._run_or_submit("batch", payload, Submitter(owner, principal), force)
 
     def global_importance(
-        self, payload: dict[str, Any], owner: str = "", principal: Any = None
+        self, payload: dict[str, Any], owner: str = "", principal: Principal | None = None
     ) -> dict[str, Any] | Submitted:
         """Global importance, stability and interactions (a job above the synchronous limits).
 
-        With a ``principal``, a ``dataset_version_id`` must name a dataset the caller may read
-        (otherwise 404, as the dataset service answers).
+        With a ``principal``, the model and a ``dataset_version_id`` must be readable by the
+        caller (otherwise 404, as for ones that do not exist).
         """
         check_type(ExplanationType(payload.get("explanation_type", "shap")))
-        authorize_dataset(principal, payload.get("dataset_version_id"))
-        rows = len(payload.get("inputs") or [])
-        _check_rows(rows)
-        big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
-        return self._run_or_submit(
-            "global", payload, owner, big or bool(payload.get("asynchronous"))
-        )
-
-    def dependence(
-        self, payload: dict[str, Any], owner: str = "", principal: Any = None
-    ) -> dict[str, Any] | Submitted:
-        """SHAP dependence-plot data (a job above the synchronous limits)."""
-        authorize_dataset(principal, payload.get("dataset_version_id"))
+        self.authorize_payload(principal, payload)
         rows = len(payload.get("inputs") or [])
         _check_rows(rows)
         big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
         force = big or bool(payload.get("asynchronous"))
-        return self._run_or_submit("dependence", payload, owner, force)
+        return self._run_or_submit("global", payload, Submitter(owner, principal), force)
+
+    def dependence(
+        self, payload: dict[str, Any], owner: str = "", principal: Principal | None = None
+    ) -> dict[str, Any] | Submitted:
+        """SHAP dependence-plot data (a job above the synchronous limits)."""
+        self.authorize_payload(principal, payload)
+        rows = len(payload.get("inputs") or [])
+        _check_rows(rows)
+        big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
+        force = big or bool(payload.get("asynchronous"))
+        return self._run_or_submit("dependence", payload, Submitter(owner, principal), force)
 
     def plan(self, operation: str, payload: dict[str, Any]) -> Estimate:
         """The measured estimate of a request (loads the model; see :mod:`.planner`)."""
@@ -319,51 +341,131 @@ class ExplanationService:
         return self.planner.measured(operation, payload, descriptor)
 
     def _run_or_submit(
-        self, operation: str, payload: dict[str, Any], owner: str, force_job: bool
+        self, operation: str, payload: dict[str, Any], submitter: Submitter, force_job: bool
     ) -> dict[str, Any] | Submitted:
         """Answers now or submits a job, by the estimate (422 over what a job may do)."""
         descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
         pinned = {**payload, "model_version": descriptor.version}
         static = self.planner.static(operation, pinned, descriptor)
         if decide(static, self.limits) == "job" or force_job:
-            return self._submit(operation, pinned, owner, descriptor)
-        return self._run_now(operation, pinned, owner)
+            return self._submit(operation, pinned, submitter)
+        return self._run_now(operation, pinned, submitter)
 
-    def _run_now(self, operation: str, payload: dict[str, Any], owner: str) -> Any:
+    def _run_now(self, operation: str, payload: dict[str, Any], submitter: Submitter) -> Any:
         """Runs synchronously under the synchronous allowance; a job if it does not fit."""
         try:
             with bounded(sync_allowance(self.limits)):
                 return self.backend.run(operation, payload)
         except NeedsJob as over:
-            return self._submitted(operation, payload, owner, over.estimate)
+            return self._submitted(operation, payload, submitter, over.estimate)
 
-    def _submit(
-        self, operation: str, payload: dict[str, Any], owner: str, descriptor: ModelDescriptor
-    ) -> Submitted:
+    def _submit(self, operation: str, payload: dict[str, Any], submitter: Submitter) -> Submitted:
         """Submits a job once its measured estimate fits what a job may do (else 422)."""
         found = self.backend.run("plan", {"operation": operation, "request": payload})
         measured = Estimate.from_dict(found)
         refuse_if_over_job(measured, self.limits.job_seconds)
-        return self._submitted(operation, payload, owner, measured)
+        return self._submitted(operation, payload, submitter, measured)
 
     def _submitted(
-        self, operation: str, payload: dict[str, Any], owner: str, cost: Estimate | None
+        self,
+        operation: str,
+        payload: dict[str, Any],
+        submitter: Submitter,
+        cost: Estimate | None,
     ) -> Submitted:
-        job = self.jobs.submit(operation, {**payload, "asynchronous": False}, owner)
+        """Stores the job: the version is pinned, and the submitter is kept so the job's reads
+        are checked again with the submitter's rights when it runs."""
+        job_payload = submitter.job_payload({**payload, "asynchronous": False})
+        job = self.jobs.submit(operation, job_payload, submitter.name)
         return Submitted(job, None if cost is None else cost.seconds)
 
+    # --- access ------------------------------------------------------------------------------
+    def authorize(
+        self,
+        principal: Principal | None,
+        model_id: str,
+        model_version: int | None,
+        dataset_version_id: str | None = None,
+    ) -> None:
+        """Checks every resource an explanation reads with the caller's rights, before the cache.
+
+        The model must be readable; so must the version's background dataset version and the
+        request's ``dataset_version_id``. Without a ``principal`` (work acting as the system)
+        nothing is checked.
+
+        Raises:
+            ModelNotFound: The model is unknown or not readable.
+            BackgroundNotFound: The background dataset version is gone or not readable (the
+                message names neither).
+            DatasetVersionNotFound: ``dataset_version_id`` is unknown or not readable.
+        """
+        if principal is None:
+            return
+        from chalicelib.dataversion import facade as datasets
+        from chalicelib.registry import facade as registry
+
+        registry.readable_model(principal, model_id)
+        if dataset_version_id is not None:
+            datasets.readable_version(principal, dataset_version_id)
+        descriptor = self.model_loader.describe(model_id, model_version)
+        background = descriptor.background_dataset_version_id
+        if background is None:
+            return
+        try:
+            datasets.readable_version(principal, background)
+        except NotFound:
+            raise BackgroundNotFound(
+                f"model {model_id} version {descriptor.version} explains against a dataset "
+                "version that does not exist or that you may not read"
+            ) from None
+
+    def authorize_payload(self, principal: Principal | None, payload: dict[str, Any]) -> None:
+        """:meth:`authorize` for a batch, global, dependence or job payload."""
+        self.authorize(
+            principal,
+            payload["model_id"],
+            payload.get("model_version"),
+            payload.get("dataset_version_id"),
+        )
+
     # --- jobs, cache -------------------------------------------------------------------------
-    def get_job(self, job_id: str, owner: str | None = None) -> JobRecord:
-        """A job's status and result (someone else's job is 404 unless ``owner`` is None)."""
-        return self.jobs.get(job_id, owner)
+    def get_job(self, job_id: str, principal: Principal | str | None = None) -> JobRecord:
+        """A job's status and result.
+
+        With a ``principal``: a job the caller may read (its submitter, the submitter's groups,
+        admins) whose model, background and dataset version the caller may still read; otherwise
+        404, as for a job that does not exist. A plain owner name only compares owners; ``None``
+        reads any job.
+        """
+        record = self.jobs.get(job_id, principal)
+        if isinstance(principal, Principal):
+            try:
+                self.authorize(
+                    principal,
+                    record.request["model_id"],
+                    record.request.get("model_version"),
+                    record.request.get("dataset_version_id"),
+                )
+            except NotFound:
+                raise ExplanationJobNotFound(f"explanation job '{job_id}' not found") from None
+        return record
 
     def handle_job(self, job_id: str, seconds_available: float | None = None) -> None:
         """Called by the queue worker: runs the job here (with the worker's remaining
         ``seconds_available``) or hands it to the backend."""
         self.backend.dispatch_job(job_id, seconds_available)
 
-    def invalidate(self, model_id: str, model_version: int | None = None) -> int:
-        """Drops cached explanations of a model (or one version); returns how many."""
+    def invalidate(
+        self, model_id: str, model_version: int | None = None, principal: Principal | None = None
+    ) -> int:
+        """Drops cached explanations of a model (or one version); returns how many.
+
+        With a ``principal``, the caller must be able to change the model (404 otherwise).
+        """
+        if principal is not None:
+            from chalicelib.registry import facade as registry
+
+            registry.writable_model(principal, model_id)
         return self.cache.invalidate_model(model_id, model_version)
 
     def cache_stats(self) -> dict[str, Any]:
@@ -374,9 +476,16 @@ class ExplanationService:
     def execute(self, operation: str, payload: dict[str, Any]) -> Any:
         """Runs an operation here under the running allowance; returns its JSON-ready result.
 
+        A job payload carries its submitter (``caller``): the resources it reads are checked
+        again with the submitter's rights when the job runs, not only when it was submitted.
+
         Raises:
             NeedsJob: Synchronous work over the synchronous limit, or stopped at its deadline.
         """
+        caller = payload.get(CALLER)
+        if caller is not None:
+            payload = {key: value for key, value in payload.items() if key != CALLER}
+            self.authorize_payload(caller_principal(caller), payload)
         handlers: dict[str, Any] = {
             "explain": lambda p: self.explain_here(ExplanationRequest.from_dict(p)).to_dict(),
             "batch": self._run_batch,
@@ -611,20 +720,52 @@ def check_type(explanation_type: ExplanationType) -> None:
         )
 
 
-def authorize_dataset(principal: Any, dataset_version_id: str | None) -> None:
-    """Checks that ``principal`` may read the dataset of ``dataset_version_id`` (if both given).
+# The submitter of a job, stored in its payload so its reads are checked again when it runs.
+CALLER = "caller"
 
-    Raises:
-        DatasetNotFound: The caller may not read it (indistinguishable from a missing one).
+
+def caller_snapshot(principal: Principal) -> dict[str, Any]:
+    """What a job payload keeps of its submitter (neither token nor key id)."""
+    return {
+        "principal": principal.principal,
+        "roles": sorted(principal.roles),
+        "groups": sorted(principal.groups),
+    }
+
+
+def caller_principal(snapshot: dict[str, Any]) -> Principal:
+    """The :class:`Principal` a job payload's ``caller`` describes."""
+    return Principal(
+        principal=str(snapshot.get("principal", "")),
+        key_id="",
+        roles=frozenset(snapshot.get("roles") or ()),
+        groups=frozenset(snapshot.get("groups") or ()),
+    )
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits a job: an owner's name (the Python API) or the API's caller.
+
+    Attributes:
+        owner: The owner's name when there is no principal.
+        principal: The caller; kept in the job's payload so its reads are checked again with
+            the caller's rights when it runs.
     """
-    if principal is None or dataset_version_id is None:
-        return
-    from chalicelib.dataversion.access import require_read
-    from chalicelib.dataversion.service import get_versioning_engine
 
-    engine = get_versioning_engine()
-    version = engine.get_version_by_id(dataset_version_id)
-    require_read(principal, engine.get_dataset(version.dataset_id))
+    owner: str = ""
+    principal: Principal | None = None
+
+    @property
+    def name(self) -> str:
+        """The job's owner."""
+        return self.principal.principal if self.principal is not None else self.owner
+
+    def job_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``payload`` with the caller kept (``caller``), if there is one."""
+        if self.principal is None:
+            return payload
+        return {**payload, CALLER: caller_snapshot(self.principal)}
 
 
 def dataset_row_count(dataset_version_id: str) -> int | None:
@@ -658,13 +799,6 @@ def _pick(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 def _check_rows(rows: int) -> None:
     if rows > MAX_JOB_ROWS:
         raise ValidationError(f"at most {MAX_JOB_ROWS} inputs are accepted in one request")
-
-
-def _job_payload(service: ExplanationService, payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload a job runs with: the version is pinned now, so a later promotion cannot change
-    what the job explains."""
-    descriptor = service.model_loader.describe(payload["model_id"], payload.get("model_version"))
-    return {**payload, "model_version": descriptor.version, "asynchronous": False}
 
 
 def build_service(backend: str | None = None) -> ExplanationService:

@@ -1,4 +1,9 @@
-"""HTTP routes of the model registry."""
+"""HTTP routes of the model registry.
+
+Every route goes through :mod:`chalicelib.registry.facade`, which checks the caller against the
+model (owner, ``access_groups``, admin): a model the caller may not read is a 404, exactly as
+for one that does not exist.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,32 @@ from pydantic import BaseModel, Field
 
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.http import ApiBlueprint, RequestContext
+from chalicelib.core.principal import Principal
 from chalicelib.core.text import Name, Text
+from chalicelib.registry import facade
 from chalicelib.registry.models import ModelVersion, RegisteredModel
-from chalicelib.registry.service import VersionSpec, decode_artifact, get_model_registry
+from chalicelib.registry.service import VersionSpec, decode_artifact
 
 api = ApiBlueprint(__name__, tag="models")
 
 Scalar = float | int | str | bool | None
 
 
+GroupName = Annotated[Name, Field(min_length=1, max_length=200)]
+
+
 class CreateModelBody(BaseModel):
-    """Body of ``POST /models``."""
+    """Body of ``POST /models`` (``access_groups`` default: the caller's groups)."""
 
     name: Name = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=2000)
+    access_groups: list[GroupName] | None = Field(default=None, max_length=50)
+
+
+class AccessBody(BaseModel):
+    """Body of ``PUT /models/{model_id}/access``: who may see the model besides its owner."""
+
+    access_groups: list[GroupName] = Field(max_length=50)
 
 
 class ModelOut(BaseModel):
@@ -32,6 +49,7 @@ class ModelOut(BaseModel):
     name: str
     description: str
     owner: str
+    access_groups: list[str]
     latest_version: int
     production_version: int | None
     generation: int
@@ -111,11 +129,18 @@ class UploadOut(BaseModel):
 
 def model_out(model: RegisteredModel) -> dict[str, Any]:
     """JSON shape of a model."""
-    return dict(model.__dict__)
+    return {**model.__dict__, "access_groups": list(model.access_groups)}
 
 
-def version_out(version: ModelVersion) -> dict[str, Any]:
-    """JSON shape of a version (the S3 keys stay internal)."""
+def version_out(version: ModelVersion, principal: Principal | None = None) -> dict[str, Any]:
+    """JSON shape of a version (the S3 keys stay internal).
+
+    With a ``principal``, a background dataset version the caller may not read is shown as
+    ``null``: its id is not the caller's to see.
+    """
+    background = version.background_dataset_version_id
+    if principal is not None and not facade.background_visible(principal, version):
+        background = None
     return {
         "model_id": version.model_id,
         "version": version.version,
@@ -126,13 +151,18 @@ def version_out(version: ModelVersion) -> dict[str, Any]:
         "artifact_sha256": version.artifact_sha256,
         "artifact_size": version.artifact_size,
         "stage": version.stage.value,
-        "background_dataset_version_id": version.background_dataset_version_id,
+        "background_dataset_version_id": background,
         "has_background_sample": version.has_background_sample,
         "description": version.description,
         "metadata": version.metadata,
         "created_at": version.created_at,
         "updated_at": version.updated_at,
     }
+
+
+def _principal(ctx: RequestContext) -> Principal:
+    assert ctx.principal is not None
+    return ctx.principal
 
 
 def parse_version(text: str) -> int:
@@ -150,27 +180,33 @@ def parse_version(text: str) -> int:
 def create_model(ctx: RequestContext) -> dict[str, Any]:
     """Create a model (unique name)."""
     body: CreateModelBody = ctx.body
-    assert ctx.principal is not None
-    registry = get_model_registry()
-    return model_out(registry.create_model(body.name, body.description, ctx.principal.principal))
+    created = facade.create_model(_principal(ctx), body.name, body.description, body.access_groups)
+    return model_out(created)
 
 
 @api.route("/models", "GET", response=ModelList)
 def list_models(ctx: RequestContext) -> dict[str, Any]:
-    """List models."""
-    return {"models": [model_out(m) for m in get_model_registry().list_models()]}
+    """List the models the caller may read."""
+    return {"models": [model_out(m) for m in facade.list_models(_principal(ctx))]}
 
 
 @api.route("/models/{model_id}", "GET", response=ModelOut)
 def get_model(ctx: RequestContext, model_id: str) -> dict[str, Any]:
     """Get a model."""
-    return model_out(get_model_registry().get_model(model_id))
+    return model_out(facade.readable_model(_principal(ctx), model_id))
+
+
+@api.route("/models/{model_id}/access", "PUT", role="writer", body=AccessBody, response=ModelOut)
+def set_model_access(ctx: RequestContext, model_id: str) -> dict[str, Any]:
+    """Replace the groups that may see the model (its owner and admins always may)."""
+    body: AccessBody = ctx.body
+    return model_out(facade.set_access_groups(_principal(ctx), model_id, body.access_groups))
 
 
 @api.route("/models/{model_id}/uploads", "POST", role="writer", response=UploadOut, status=201)
 def create_model_upload(ctx: RequestContext, model_id: str) -> dict[str, Any]:
     """Presigned PUT URL for an artifact larger than the request body limit."""
-    key, url = get_model_registry().create_upload(model_id)
+    key, url = facade.create_upload(_principal(ctx), model_id)
     from chalicelib.core.config import get_settings
 
     return {
@@ -205,21 +241,27 @@ def register_version(ctx: RequestContext, model_id: str) -> dict[str, Any]:
         metadata=tuple(sorted(body.metadata.items())),
     )
     artifact = None if body.artifact_base64 is None else decode_artifact(body.artifact_base64)
-    registry = get_model_registry()
-    version = registry.register_version(model_id, spec, artifact, body.artifact_upload_key)
+    version = facade.register_version(
+        _principal(ctx), model_id, spec, artifact, body.artifact_upload_key
+    )
     return version_out(version)
 
 
 @api.route("/models/{model_id}/versions", "GET", response=VersionList)
 def list_versions(ctx: RequestContext, model_id: str) -> dict[str, Any]:
     """List versions of a model."""
-    return {"versions": [version_out(v) for v in get_model_registry().list_versions(model_id)]}
+    principal = _principal(ctx)
+    found = facade.list_versions(principal, model_id)
+    return {"versions": [version_out(v, principal) for v in found]}
 
 
 @api.route("/models/{model_id}/versions/{version}", "GET", response=VersionOut)
 def get_version(ctx: RequestContext, model_id: str, version: str) -> dict[str, Any]:
     """Get a model version."""
-    return version_out(get_model_registry().get_version(model_id, parse_version(version)))
+    principal = _principal(ctx)
+    return version_out(
+        facade.readable_version(principal, model_id, parse_version(version)), principal
+    )
 
 
 @api.route(
@@ -232,5 +274,6 @@ def get_version(ctx: RequestContext, model_id: str, version: str) -> dict[str, A
 def set_stage(ctx: RequestContext, model_id: str, version: str) -> dict[str, Any]:
     """Move a version to staging, production (archives the previous one) or archived."""
     body: StageBody = ctx.body
-    found = get_model_registry().set_stage(model_id, parse_version(version), body.stage)
-    return version_out(found)
+    principal = _principal(ctx)
+    found = facade.set_stage(principal, model_id, parse_version(version), body.stage)
+    return version_out(found, principal)

@@ -51,6 +51,8 @@ class RegisteredModel:
         generation: Bumped on every registration or stage change; caches key on it.
         created_at: Creation time (UTC).
         updated_at: Last change (UTC).
+        access_groups: Groups whose members may read (and, with the writer role, change) it;
+            see :mod:`chalicelib.core.access`.
     """
 
     model_id: str
@@ -62,6 +64,7 @@ class RegisteredModel:
     generation: int
     created_at: datetime
     updated_at: datetime
+    access_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -36,6 +36,8 @@ class ModelTable(Model):
     name = UnicodeAttribute()
     description = UnicodeAttribute(default="")
     owner = UnicodeAttribute(default="")
+    # Absent on models stored before access groups existed: those are visible to admins only.
+    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
     latest_version = NumberAttribute(default=0)
     production_version = NumberAttribute(null=True)
     generation = NumberAttribute(default=0)
@@ -54,6 +56,7 @@ class ModelTable(Model):
             generation=int(self.generation or 0),
             created_at=self.created_at,
             updated_at=self.updated_at,
+            access_groups=tuple(self.access_groups or ()),
         )
 
 
@@ -131,6 +134,7 @@ class RegistryRepository:
             name=model.name,
             description=model.description,
             owner=model.owner,
+            access_groups=list(model.access_groups),
             latest_version=0,
             generation=0,
             created_at=model.created_at,
@@ -155,6 +159,25 @@ class RegistryRepository:
             return ModelTable.get(model_id, consistent_read=True).to_domain()
         except DoesNotExist:
             raise ModelNotFound(f"model {model_id} does not exist") from None
+
+    def set_access_groups(self, model_id: str, access_groups: list[str], when: datetime) -> None:
+        """Replaces a model's access groups.
+
+        Raises:
+            ModelNotFound: Unknown id.
+        """
+        try:
+            ModelTable(model_id).update(
+                actions=[
+                    ModelTable.access_groups.set(access_groups),
+                    ModelTable.updated_at.set(when),
+                ],
+                condition=ModelTable.model_id.exists(),
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise ModelNotFound(f"model {model_id} does not exist") from None
+            raise
 
     def list_models(self) -> list[RegisteredModel]:
         """All models, by name."""

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -185,8 +185,16 @@ class ModelRegistry:
         self.event_bus = event_bus or get_event_bus()
         self.clock = clock or SystemClock()
 
-    def create_model(self, name: str, description: str = "", owner: str = "") -> RegisteredModel:
+    def create_model(
+        self,
+        name: str,
+        description: str = "",
+        owner: str = "",
+        access_groups: Sequence[str] = (),
+    ) -> RegisteredModel:
         """Creates a model with a unique name.
+
+        ``owner`` and ``access_groups`` decide who sees it (:mod:`chalicelib.core.access`).
 
         Raises:
             ValidationError: Empty name.
@@ -205,6 +213,7 @@ class ModelRegistry:
             generation=0,
             created_at=now,
             updated_at=now,
+            access_groups=tuple(sorted(set(access_groups))),
         )
         self.repository.create_model(model)
         self.event_bus.publish("ModelCreated", {"model_id": model.model_id, "name": model.name})
@@ -212,6 +221,15 @@ class ModelRegistry:
 
     def get_model(self, model_id: str) -> RegisteredModel:
         """A model (404 if unknown)."""
+        return self.repository.get_model(model_id)
+
+    def set_access_groups(self, model_id: str, access_groups: Sequence[str]) -> RegisteredModel:
+        """Replaces who may see a model (its owner stays)."""
+        groups = sorted(set(access_groups))
+        self.repository.set_access_groups(model_id, groups, self.clock.now())
+        self.event_bus.publish(
+            "ModelAccessChanged", {"model_id": model_id, "access_groups": groups}
+        )
         return self.repository.get_model(model_id)
 
     def list_models(self) -> list[RegisteredModel]:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.conftest import Http, Tokens
+from tests.security.helpers import experiment
 
 USERS = (
     "id,age,country,income\n"
@@ -189,28 +190,32 @@ def test_reproducibility_reports_external_steps_and_missing_objects(http: Http) 
 def test_reconstruct_for_an_experiment_and_at_a_time(http: Http, tokens: Tokens) -> None:
     chain = build_chain(http)
     train_ds = chain["train_ds"]
+    exp = experiment(http)
     used = http.call(
         "POST",
         f"/datasets/{train_ds}/versions/{chain['train']['version_id']}/usages",
-        {"experiment_id": "exp-42"},
+        {"experiment_id": exp},
     )
     assert used.status_code == 201, used.data
     version(http, train_ds, "id,age,country,income,region\n99,30,de,0.5,eu\n")
-    found = http.call("GET", f"/datasets/{train_ds}/reconstruct?experiment_id=exp-42").data
+    found = http.call("GET", f"/datasets/{train_ds}/reconstruct?experiment_id={exp}").data
     assert [r["version"]["version_id"] for r in found["reconstructions"]] == [
         chain["train"]["version_id"]
     ]
-    assert found["reconstructions"][0]["usage"]["experiment_id"] == "exp-42"
+    assert found["reconstructions"][0]["usage"]["experiment_id"] == exp
     at = quote(chain["train"]["created_at"])
     then = http.call("GET", f"/datasets/{train_ds}/reconstruct?as_of={at}").data
     assert then["reconstructions"][0]["version"]["version_number"] == 1
-    usages = http.call("GET", f"/datasets/{train_ds}/usages?experiment_id=exp-42").data
+    usages = http.call("GET", f"/datasets/{train_ds}/usages?experiment_id={exp}").data
     assert len(usages["usages"]) == 1
     missing = http.call("GET", f"/datasets/{train_ds}/reconstruct?experiment_id=exp-0")
-    assert missing.status_code == 404
+    assert missing.status_code == 404 and missing.data["error"] == "experiment_not_found"
+    unused = experiment(http)
+    never = http.call("GET", f"/datasets/{train_ds}/reconstruct?experiment_id={unused}")
+    assert never.status_code == 404 and never.data["error"] == "usage_not_found"
     now = http.call("GET", f"/datasets/{train_ds}/reconstruct").data  # as_of defaults to now
     assert now["reconstructions"][0]["version"]["version_number"] == 2  # the row added above
-    both = http.call("GET", f"/datasets/{train_ds}/reconstruct?as_of={at}&experiment_id=exp-42")
+    both = http.call("GET", f"/datasets/{train_ds}/reconstruct?as_of={at}&experiment_id={exp}")
     assert both.status_code == 400
 
 
@@ -229,3 +234,12 @@ def test_invalid_transformation_spec_is_400_and_bad_column_422(http: Http) -> No
     )
     assert column.status_code == 422
     assert "nope" in column.data["message"]
+
+
+def test_replaying_a_version_onto_itself_is_400_not_a_crash(http: Http) -> None:
+    ds = dataset(http, "self-replay")
+    v = version(http, ds, USERS)
+    body = {"source_version_id": v["version_id"], "data": USERS}
+    response = http.call("POST", f"/versions/{v['version_id']}/replay", body)
+    assert response.status_code == 400, response.data
+    assert "does not derive from" in response.data["message"]

@@ -17,10 +17,65 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def model(http: Http, token: str | None = None) -> str:
-    response = http.call("POST", "/models", {"name": unique("sec")}, token=token)
+def model(http: Http, token: str | None = None, groups: list[str] | None = None) -> str:
+    body: dict[str, Any] = {"name": unique("sec")}
+    if groups is not None:
+        body["access_groups"] = groups
+    response = http.call("POST", "/models", body, token=token)
     assert response.status_code == 201, response.data
     return response.data["model_id"]
+
+
+def skops_artifact(seed: int = 0) -> str:
+    """Base64 of a small LogisticRegression on three features, saved with skops."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    return b64(sio.dumps(LogisticRegression().fit(X, y)))
+
+
+def model_version(
+    http: Http, model_id: str, token: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Registers a version (features ``a``, ``b``, ``c``) and returns it."""
+    body = {
+        "artifact_base64": skops_artifact(),
+        "task": "classification",
+        "feature_names": ["a", "b", "c"],
+        **extra,
+    }
+    response = http.call("POST", f"/models/{model_id}/versions", body, token=token)
+    assert response.status_code == 201, response.data
+    return response.data
+
+
+def experiment_body(model_id: str, **extra: Any) -> dict[str, Any]:
+    """A 50/50 experiment of versions 1 and 2 of ``model_id``."""
+    return {
+        "name": unique("exp"),
+        "variants": [
+            {"variant_id": "control", "model_id": model_id, "model_version": 1,
+             "traffic_weight": "0.5", "is_control": True},
+            {"variant_id": "treatment", "model_id": model_id, "model_version": 2,
+             "traffic_weight": "0.5"},
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+def experiment(http: Http, token: str | None = None, groups: list[str] | None = None) -> str:
+    """A draft experiment over a new model with two versions, both in ``groups``."""
+    model_id = model(http, token=token, groups=groups)
+    model_version(http, model_id, token=token)
+    model_version(http, model_id, token=token)
+    extra = {} if groups is None else {"access_groups": groups}
+    response = http.call("POST", "/experiments", experiment_body(model_id, **extra), token=token)
+    assert response.status_code == 201, response.data
+    return response.data["experiment_id"]
 
 
 def dataset(http: Http, token: str | None = None, groups: list[str] | None = None) -> str:

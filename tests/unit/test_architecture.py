@@ -1,6 +1,8 @@
 """The allowed arrows between packages (docs/ARCHITECTURE.md), checked by walking every import.
 
 * ``core`` imports no domain.
+* A domain uses another domain only through its public face: ``facade`` (operations, each
+  checking the caller), ``models`` and ``errors``; never its engine, service, store or repository.
 * ``chalicelib`` never imports dev tooling (the local stack, demo, bench, tests) or moto.
 * No import loop among ``chalicelib``'s module-level imports.
 * The suite asserts no wall-clock timings (those belong in ``bench/``).
@@ -56,6 +58,66 @@ def test_chalicelib_never_imports_dev_tooling() -> None:
         for name, path in chalicelib_modules().items()
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+PUBLIC_FACE = {"facade", "models", "errors"}
+
+
+def foreign_imports(module: str, source: str) -> list[str]:
+    """What ``module`` (``chalicelib.<domain>.…``) imports from other domains beyond their
+    public face, at any depth (lazy imports inside functions count)."""
+    own = module.split(".")[1]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            base = node.module.split(".")
+            # ``from chalicelib.registry import facade`` names the submodule in the alias.
+            targets = [base + [a.name] if len(base) == 2 else base for a in node.names]
+        else:
+            continue
+        for parts in targets:
+            if parts[0] != "chalicelib" or len(parts) < 2 or parts[1] not in DOMAINS:
+                continue
+            if parts[1] != own and (len(parts) < 3 or parts[2] not in PUBLIC_FACE):
+                found.append(".".join(parts))
+    return sorted(set(found))
+
+
+def test_the_public_face_check_catches_a_reach_into_another_domain() -> None:
+    module = "chalicelib.explainability.loading"
+    assert foreign_imports(module, "from chalicelib.dataversion.storage import DataStore") == [
+        "chalicelib.dataversion.storage"
+    ]
+    assert foreign_imports(module, "def f():\n    import chalicelib.registry.service\n") == [
+        "chalicelib.registry.service"
+    ]
+    assert foreign_imports(module, "from chalicelib.registry import service, facade") == [
+        "chalicelib.registry.service"
+    ]
+    allowed = (
+        "from chalicelib.registry import facade\n"
+        "from chalicelib.dataversion.models import Dataset\n"
+        "from chalicelib.abtesting.errors import ExperimentNotFound\n"
+        "from chalicelib.explainability.service import x\n"  # its own domain
+        "from chalicelib.core.access import can_read\n"
+    )
+    assert foreign_imports(module, allowed) == []
+
+
+def test_domains_use_each_other_only_through_their_public_face() -> None:
+    offenders = {
+        name: foreign_imports(name, path.read_text(encoding="utf-8"))
+        for name, path in chalicelib_modules().items()
+        if name.split(".")[1:2] and name.split(".")[1] in DOMAINS
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_every_data_domain_has_a_facade() -> None:
+    for domain in ("registry", "abtesting", "dataversion"):
+        assert (CHALICELIB / domain / "facade.py").is_file(), domain
 
 
 def _graph() -> dict[str, set[str]]:

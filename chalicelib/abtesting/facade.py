@@ -1,0 +1,252 @@
+"""The experimentation domain's public face: every experiment operation on behalf of a caller.
+
+The HTTP routes and other domains come here, never to the engine or its repositories. Each
+function checks the caller against the experiment with the one rule of
+:mod:`chalicelib.core.access` (owner, ``access_groups``, admin): an experiment the caller may not
+read is answered exactly like one that does not exist. The model versions an experiment routes
+to are references: each must be readable by the caller when the experiment is created, and the
+winner's model writable by the caller when a conclusion promotes it. The scheduled monitor acts
+as the system on experiments whose references were checked when they were made.
+
+Hot paths (routing, outcomes, metrics, analysis) check against the experiment as this instance
+caches it for routing (``SYNAPSE_ROUTE_CACHE_TTL``), so an access change made elsewhere reaches
+them within that time, as a pause does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from chalicelib.abtesting.errors import ExperimentNotFound, unknown_model_version
+from chalicelib.abtesting.models import (
+    AnalysisMethod,
+    CanaryState,
+    Experiment,
+    ExperimentMetrics,
+    ModelVariant,
+    Outcome,
+    OutcomeReceipt,
+    RollbackPolicy,
+)
+from chalicelib.abtesting.statistics import ExperimentAnalysis
+from chalicelib.core import access
+from chalicelib.core.errors import NotFound
+from chalicelib.core.principal import Principal
+from chalicelib.registry.errors import ModelNotFound
+
+
+def _engine() -> Any:
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    return get_ab_engine()
+
+
+def _rollback() -> Any:
+    from chalicelib.abtesting.rollback import get_rollback_manager
+
+    return get_rollback_manager()
+
+
+def _missing(experiment_id: str) -> Any:
+    return lambda: ExperimentNotFound(f"experiment {experiment_id} does not exist")
+
+
+# ---- access -------------------------------------------------------------------------------
+
+
+def readable_experiment(principal: Principal, experiment_id: str) -> Experiment:
+    """The experiment if the caller may read it (a strongly consistent read).
+
+    Raises:
+        ExperimentNotFound: Unknown or not readable (the same answer).
+    """
+    found = _engine().get_experiment(experiment_id)
+    return access.require_read(principal, found, _missing(experiment_id))
+
+
+def writable_experiment(principal: Principal, experiment_id: str) -> Experiment:
+    """The experiment if the caller may change it.
+
+    Raises:
+        ExperimentNotFound: Unknown or not readable.
+        Forbidden: Readable, but the caller lacks the writer role.
+    """
+    found = _engine().get_experiment(experiment_id)
+    return access.require_write(principal, found, _missing(experiment_id))
+
+
+def _cached_readable(principal: Principal, experiment_id: str) -> Experiment:
+    found = _engine().cached_experiment(experiment_id)
+    return access.require_read(principal, found, _missing(experiment_id))
+
+
+def _cached_writable(principal: Principal, experiment_id: str) -> Experiment:
+    found = _engine().cached_experiment(experiment_id)
+    return access.require_write(principal, found, _missing(experiment_id))
+
+
+def _check_variant_models(principal: Principal, variants: Sequence[ModelVariant]) -> None:
+    from chalicelib.registry import facade as registry
+
+    for variant in variants:
+        try:
+            registry.readable_version(principal, variant.model_id, variant.model_version)
+        except NotFound:
+            raise unknown_model_version(
+                variant.variant_id, variant.model_id, variant.model_version
+            ) from None
+
+
+def _check_promotable(principal: Principal, experiment: Experiment, winner: str | None) -> None:
+    """The caller must be able to change the model a conclusion promotes: the named winner's,
+    or, when the analysis picks it, every variant's."""
+    from chalicelib.registry import facade as registry
+
+    candidates = [v for v in experiment.variants if winner is None or v.variant_id == winner]
+    for variant in candidates:
+        try:
+            registry.writable_model(principal, variant.model_id)
+        except NotFound:
+            raise ModelNotFound(
+                f"variant {variant.variant_id}: its model does not exist or you may not promote it"
+            ) from None
+
+
+# ---- experiments --------------------------------------------------------------------------
+
+
+def create_experiment(
+    principal: Principal,
+    name: str,
+    variants: Sequence[ModelVariant],
+    access_groups: Sequence[str] | None = None,
+    **settings: Any,
+) -> Experiment:
+    """Creates a draft experiment owned by the caller, visible to ``access_groups`` (default: the
+    caller's groups). Every variant's model version must be readable by the caller.
+
+    Args:
+        principal: The caller.
+        name: The experiment's name.
+        variants: The arms.
+        access_groups: Who may see it besides the owner and admins.
+        **settings: The rest of :meth:`ABTestingEngine.create_experiment`'s arguments.
+
+    Raises:
+        InvalidExperiment: An inconsistent configuration, or a model version that does not exist
+            or that the caller may not read (``unknown_model_version``, the same answer).
+    """
+    _check_variant_models(principal, variants)
+    return _engine().create_experiment(
+        name=name,
+        variants=variants,
+        owner=principal.principal,
+        access_groups=access.initial_groups(principal, access_groups),
+        **settings,
+    )
+
+
+def list_experiments(principal: Principal, status: str | None = None) -> list[Experiment]:
+    """The experiments the caller may read, newest first."""
+    return access.visible(principal, _engine().list_experiments(status))
+
+
+def set_access_groups(
+    principal: Principal, experiment_id: str, access_groups: Sequence[str]
+) -> Experiment:
+    """Replaces who may see an experiment (needs write access to it)."""
+    writable_experiment(principal, experiment_id)
+    return _engine().set_access_groups(experiment_id, access_groups)
+
+
+def start(principal: Principal, experiment_id: str) -> Experiment:
+    """draft → running."""
+    writable_experiment(principal, experiment_id)
+    return _engine().start_experiment(experiment_id)
+
+
+def pause(principal: Principal, experiment_id: str) -> Experiment:
+    """running → paused."""
+    writable_experiment(principal, experiment_id)
+    return _engine().pause_experiment(experiment_id)
+
+
+def resume(principal: Principal, experiment_id: str) -> Experiment:
+    """paused → running."""
+    writable_experiment(principal, experiment_id)
+    return _engine().resume_experiment(experiment_id)
+
+
+def conclude(principal: Principal, experiment_id: str, winner: str | None) -> Experiment:
+    """Concludes; the winner's model version is promoted, so the caller must be able to change
+    that model (every variant's when the analysis picks the winner)."""
+    experiment = writable_experiment(principal, experiment_id)
+    _check_promotable(principal, experiment, winner)
+    return _engine().conclude_experiment(experiment_id, winner)
+
+
+def rollback(principal: Principal, experiment_id: str, reason: str) -> Experiment:
+    """Rolls back now."""
+    writable_experiment(principal, experiment_id)
+    return _rollback().rollback_now(experiment_id, reason)
+
+
+# ---- traffic and outcomes -----------------------------------------------------------------
+
+
+def route(
+    principal: Principal, experiment_id: str, request_id: str, user_id: str | None, sticky: bool
+) -> tuple[str, int, int]:
+    """``(variant_id, model_version, phase)`` for a request to an experiment the caller may
+    read."""
+    _cached_readable(principal, experiment_id)
+    return _engine().assign_request(experiment_id, request_id, user_id, sticky)
+
+
+def record_outcomes(
+    principal: Principal, experiment_id: str, outcomes: Sequence[Outcome]
+) -> OutcomeReceipt:
+    """Records outcomes into an experiment the caller may change."""
+    _cached_writable(principal, experiment_id)
+    return _engine().record_outcomes(experiment_id, outcomes)
+
+
+def metrics(principal: Principal, experiment_id: str) -> dict[str, ExperimentMetrics]:
+    """Aggregated outcomes per variant."""
+    _cached_readable(principal, experiment_id)
+    return _engine().get_experiment_metrics(experiment_id)
+
+
+def analysis(
+    principal: Principal, experiment_id: str, method: AnalysisMethod | str | None = None
+) -> ExperimentAnalysis:
+    """Significance, guardrails, SRM and a recommendation (``method``: the experiment's own
+    when ``None``)."""
+    _cached_readable(principal, experiment_id)
+    return _engine().analyze_experiment(experiment_id, method)
+
+
+# ---- rollback policy ----------------------------------------------------------------------
+
+
+def put_policy(principal: Principal, experiment_id: str, **settings: Any) -> RollbackPolicy:
+    """Stores the automatic-rollback policy of an experiment the caller may change."""
+    writable_experiment(principal, experiment_id)
+    return _rollback().register_experiment(experiment_id, **settings)
+
+
+def get_policy(principal: Principal, experiment_id: str) -> RollbackPolicy:
+    """The policy in force for an experiment the caller may read."""
+    readable_experiment(principal, experiment_id)
+    return _rollback().get_policy(experiment_id)
+
+
+def latest_check(
+    principal: Principal, experiment_id: str
+) -> tuple[CanaryState | None, RollbackPolicy]:
+    """The monitor's latest canary check (``None`` before the first) and the policy in force,
+    for an experiment the caller may read."""
+    readable_experiment(principal, experiment_id)
+    manager = _rollback()
+    return manager.get_check(experiment_id), manager.get_policy(experiment_id)

@@ -1,0 +1,64 @@
+"""The dataversion domain's public face: what other domains may ask of it.
+
+Other domains never reach the versioning engine, the store or the repository; they ask here,
+with the caller's :class:`~chalicelib.core.principal.Principal`, and get the same 404 for a
+version they may not read as for one that does not exist (see :mod:`chalicelib.core.access`).
+The ``*_as_system`` functions serve scheduled and queued work that follows a reference that was
+checked with the caller's rights when it was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from chalicelib.core.principal import Principal
+from chalicelib.dataversion.models import Dataset, DatasetVersion
+
+
+def _service():  # noqa: ANN202 - the service module imports the engine, loaded on first use
+    from chalicelib.dataversion.service import get_dataset_service
+
+    return get_dataset_service()
+
+
+def readable_dataset(principal: Principal, dataset_id: str) -> Dataset:
+    """The dataset if the caller may read it.
+
+    Raises:
+        DatasetNotFound: Unknown or not readable (the same answer).
+    """
+    return _service().readable(principal, dataset_id)
+
+
+def readable_version(principal: Principal, version_id: str) -> DatasetVersion:
+    """A version by id if the caller may read its dataset.
+
+    Raises:
+        DatasetVersionNotFound: Unknown or not readable (the same answer, naming only
+            ``version_id``).
+    """
+    return _service().readable_version(principal, version_id)
+
+
+def open_version(principal: Principal, version_id: str) -> tuple[str, Iterator[bytes]]:
+    """The format (``csv``, ``json``, ``parquet``, …) and streamed bytes of a readable version.
+
+    Raises:
+        DatasetVersionNotFound: Unknown or not readable.
+    """
+    return _content(readable_version(principal, version_id))
+
+
+def open_version_as_system(version_id: str) -> tuple[str, Iterator[bytes]]:
+    """Like :func:`open_version` without a caller: for work whose reference to ``version_id``
+    was checked with its caller's rights when it was made.
+
+    Raises:
+        DatasetVersionNotFound: Unknown version.
+    """
+    return _content(_service().engine.get_version_by_id(version_id))
+
+
+def _content(version: DatasetVersion) -> tuple[str, Iterator[bytes]]:
+    fmt = getattr(version.format, "value", version.format)
+    return str(fmt), _service().engine.store.iter_object(version.storage_key)
