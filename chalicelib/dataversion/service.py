@@ -39,7 +39,7 @@ from chalicelib.dataversion.storage import (
     META_CREATED_BY,
     META_DATASET,
     META_FILENAME,
-    cas_key,
+    direct_key,
 )
 from chalicelib.dataversion.versioning import (
     DatasetVersioningEngine,
@@ -262,9 +262,10 @@ class DatasetService:
     ) -> Upload | None:
         """The ``exists`` or direct upload for a declared digest, or ``None`` for a staged one.
 
-        Content already in ``cas/`` (another dataset's, say) is staged rather than linked: the
-        caller has not shown that it holds those bytes, and the staged ingest checks that it
-        does before deduplicating (no copy is made then either).
+        The answer depends on this dataset only, never on what other datasets hold: a direct
+        upload goes to the dataset's own address (:func:`direct_key`), and only a file over one
+        PUT, or bytes already at that address (a direct upload of this dataset that its schema
+        check refused), is staged instead.
         """
         digest = sha256.lower()
         if not _SHA256.fullmatch(digest):
@@ -279,7 +280,7 @@ class DatasetService:
                 version_id=existing.version_id,
                 mode="none",
             )
-        key = cas_key(digest)
+        key = direct_key(digest, dataset.dataset_id)
         if (
             size_bytes is not None and size_bytes > MAX_SINGLE_PUT_BYTES
         ) or self.engine.store.exists(key):

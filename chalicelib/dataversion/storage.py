@@ -3,10 +3,12 @@
 Layout of the data bucket:
 
 * ``incoming/<dataset name or id>/<file>``: uploads; each new object triggers an ingest.
-* ``cas/sha256/ab/cdef…``: content-addressed version bytes, written once per distinct content:
-  copied from ``incoming/`` or ``tmp/``, or PUT there directly by a client that declared the
-  SHA-256 (S3 checks it; ``If-None-Match: *`` means such a PUT can create but never replace).
-  Direct PUTs carry the dataset in their metadata and also trigger an ingest.
+* ``cas/sha256/ab/cdef…``: content-addressed version bytes, written once per distinct content,
+  copied from ``incoming/`` or ``tmp/``.
+* ``cas/sha256/ab/cdef…/<dataset_id>``: a direct upload, PUT there by a client that declared the
+  SHA-256 (S3 checks it; ``If-None-Match: *`` means such a PUT can create but never replace). The
+  address is the dataset's own, so whether another dataset holds the same content never changes
+  the answer. Direct PUTs carry the dataset in their metadata and also trigger an ingest.
 * ``tmp/<uuid>``: inline uploads being hashed; copied into ``cas/`` and deleted.
 * ``rejected/<path>``: incoming files that could not become a version (reason in DynamoDB).
 """
@@ -39,7 +41,7 @@ REJECTED_PREFIX = "rejected/"
 META_DATASET = "synapse-dataset"
 META_CREATED_BY = "synapse-created-by"
 META_FILENAME = "synapse-filename"
-_CAS_KEY = re.compile(r"^cas/sha256/([0-9a-f]{2})/([0-9a-f]{62})$")
+_CAS_KEY = re.compile(r"^cas/sha256/([0-9a-f]{2})/([0-9a-f]{62})(?:/([A-Za-z0-9_-]{1,128}))?$")
 
 
 def cas_key(sha256: str) -> str:
@@ -47,10 +49,23 @@ def cas_key(sha256: str) -> str:
     return f"{CAS_PREFIX}{sha256[:2]}/{sha256[2:]}"
 
 
+def direct_key(sha256: str, dataset_id: str) -> str:
+    """Where a direct upload of ``sha256`` into ``dataset_id`` goes:
+    ``cas/sha256/ab/cdef…/<dataset_id>``, an address no other dataset shares."""
+    return f"{cas_key(sha256)}/{dataset_id}"
+
+
 def digest_of(key: str) -> str | None:
-    """The SHA-256 a content-addressed key stands for (``None`` for any other key)."""
+    """The SHA-256 a content-addressed or direct-upload key stands for (``None`` for any other
+    key)."""
     found = _CAS_KEY.match(key)
     return None if found is None else found.group(1) + found.group(2)
+
+
+def dataset_of(key: str) -> str | None:
+    """The dataset a direct-upload key belongs to (``None`` for any other key)."""
+    found = _CAS_KEY.match(key)
+    return None if found is None else found.group(3)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ from chalicelib.dataversion.storage import (
     DataStore,
     ObjectInfo,
     cas_key,
+    dataset_of,
     digest_of,
 )
 
@@ -423,7 +424,8 @@ class DatasetVersioningEngine:
             return self._deduplicated(existing, source, request)
         latest = self._latest(dataset.dataset_id)
         schema = self._resolve_schema(dataset, fmt, content, request, latest)
-        storage_key = cas_key(content.sha256)
+        # A direct upload stays at the dataset's own address; everything else is shared by digest.
+        storage_key = staged_key if dataset_of(staged_key) else cas_key(content.sha256)
         if staged_key != storage_key and not self.store.exists(storage_key):
             self.store.copy(staged_key, storage_key, content.size, staged_version)
         version = DatasetVersion(
@@ -699,9 +701,10 @@ class DatasetVersioningEngine:
         earlier = self.repository.get_rejection(key, info.etag)
         if earlier is not None:
             return IngestOutcome("rejected", key, reason=earlier.reason)
-        dataset = self.repository.find_dataset(info.metadata[META_DATASET])
+        named = dataset_of(key) or info.metadata[META_DATASET]
+        dataset = self.repository.find_dataset(named)
         if dataset is None:
-            reason = f"no dataset with id '{info.metadata[META_DATASET]}'"
+            reason = f"no dataset with id '{named}'"
             return self._reject_direct(key, info, reason, remove=False)
         filename = info.metadata.get(META_FILENAME, "")
         fmt = format_for_key(filename, dataset.format)

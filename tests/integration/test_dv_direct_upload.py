@@ -2,7 +2,8 @@
 
 The PUT is verified (checksum and ``If-None-Match: *`` signed into the URL), the ``cas/`` trigger
 versions the object where it lies (no copy, no staging key), content the dataset already has is
-not uploaded again, and bytes that do not match their address never become a version.
+not uploaded again, bytes that do not match their address never become a version, and the
+answer never depends on what other datasets hold (each dataset has its own direct address).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import requests
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.events import RecordingEventBus
-from chalicelib.dataversion.storage import DataStore, cas_key
-from tests.conftest import Http
+from chalicelib.dataversion.storage import DataStore, cas_key, direct_key
+from tests.conftest import Http, Tokens
 
 CSV = b"id,score\n1,0.5\n2,0.75\n3,1.0\n"
 DIGEST = hashlib.sha256(CSV).hexdigest()
@@ -85,7 +86,7 @@ def test_a_declared_upload_goes_straight_to_its_content_address_and_is_versioned
     dataset_id = create_dataset(http, "direct")
     upload = upload_directly(client, http, dataset_id)
     assert upload["mode"] == "direct" and upload["status"] == "upload"
-    assert upload["key"] == cas_key(DIGEST)
+    assert upload["key"] == direct_key(DIGEST, dataset_id)
     headers = upload["headers"]
     assert headers["If-None-Match"] == "*"
     assert headers["x-amz-meta-synapse-dataset"] == dataset_id
@@ -97,7 +98,7 @@ def test_a_declared_upload_goes_straight_to_its_content_address_and_is_versioned
     assert version["schema"]["columns"] == {"id": "int", "score": "float"}
     assert no_copies == []
     assert keys("incoming/") == [] and keys("tmp/") == []
-    assert keys("cas/") == [cas_key(DIGEST)]
+    assert keys("cas/") == [direct_key(DIGEST, dataset_id)]
     assert len(bus.of_type("DatasetVersionCreated")) == 1
     content = http.call("GET", f"/datasets/{dataset_id}/versions/1/content")
     assert requests.get(content.data["url"], timeout=30).content == CSV
@@ -134,22 +135,35 @@ def test_a_second_put_cannot_replace_content_addressed_bytes(client: Any, http: 
     assert second.status_code == 412
 
 
-def test_content_already_stored_for_another_dataset_is_staged_and_verified_not_linked(
-    client: Any, http: Http, no_copies: list[str]
+def test_content_another_dataset_holds_gets_the_same_answer_as_new_content(
+    client: Any, http: Http, no_copies: list[str], tokens: Tokens
 ) -> None:
-    first = create_dataset(http, "first")
-    upload_directly(client, http, first)
-    second = create_dataset(http, "second")
-    upload = ask(http, second)
-    assert upload.status_code == 201
-    assert upload.data["mode"] == "staged" and upload.data["key"].startswith(f"incoming/{second}/")
-    assert requests.put(upload.data["url"], data=CSV, timeout=30).status_code == 200
-    deliver(client, "dataset_ingest", upload.data["key"])
-    (version,) = versions(http, second)
-    assert version["sha256"] == DIGEST
-    assert keys("cas/") == [cas_key(DIGEST)]
-    assert no_copies == []  # the bytes were already at their address
-    assert keys("incoming/") == []
+    """Whether another dataset (another group's, say) holds a digest is not the caller's to
+    learn: the answer has the same mode, fields and headers either way, and the upload goes to
+    the caller's own address, so S3 cannot answer 412 because of someone else's object."""
+    theirs = create_dataset(http, "theirs")
+    upload_directly(client, http, theirs)
+    bob = Http(http.client, tokens.other_writer)
+    ours = create_dataset(bob, "ours")
+    fresh_body = b"id,score\n7,0.7\n"
+    held, fresh = ask(bob, ours), ask(bob, ours, fresh_body)
+    assert held.status_code == fresh.status_code == 201
+    assert held.data["key"] == direct_key(DIGEST, ours)
+    assert fresh.data["key"] == direct_key(hashlib.sha256(fresh_body).hexdigest(), ours)
+    digest_free = ("key", "url", "headers")
+    assert {k: v for k, v in held.data.items() if k not in digest_free} == {
+        k: v for k, v in fresh.data.items() if k not in digest_free
+    }
+    assert held.data["mode"] == "direct"
+    assert set(held.data["headers"]) == set(fresh.data["headers"])
+    assert theirs not in str(held.data)
+    put = requests.put(held.data["url"], data=CSV, headers=held.data["headers"], timeout=30)
+    assert put.status_code == 200  # not 412: the address is ours alone
+    deliver(client, "dataset_upload", held.data["key"])
+    assert [v["sha256"] for v in versions(bob, ours)] == [DIGEST]
+    assert sorted(keys("cas/")) == sorted([direct_key(DIGEST, theirs), direct_key(DIGEST, ours)])
+    assert no_copies == []
+    assert [v["sha256"] for v in versions(http, theirs)] == [DIGEST]  # theirs untouched
 
 
 def test_bytes_that_do_not_match_their_address_are_rejected_and_removed(
@@ -163,7 +177,7 @@ def test_bytes_that_do_not_match_their_address_are_rejected_and_removed(
     deliver(client, "dataset_upload", upload["key"])
     assert versions(http, dataset_id) == []
     assert keys("cas/") == []
-    assert keys("rejected/") == [f"rejected/{cas_key(DIGEST)}"]
+    assert keys("rejected/") == [f"rejected/{direct_key(DIGEST, dataset_id)}"]
     (rejected,) = bus.of_type("DatasetVersionRejected")
     assert "not the declared" in rejected.detail["reason"]
 
