@@ -137,8 +137,17 @@ class Client:
     # ------------------------------------------------------------------ models
 
     @operation("POST", "/models")
-    def create_model(self, name: str, description: str | None = None) -> Json:
-        """Creates a model (writer)."""
+    def create_model(
+        self,
+        name: str,
+        description: str | None = None,
+        access_groups: Sequence[str] | None = None,
+    ) -> Json:
+        """Creates a model (writer); ``access_groups`` default to the caller's groups."""
+
+    @operation("PUT", "/models/{model_id}/access")
+    def set_model_access(self, model_id: str, access_groups: Sequence[str]) -> Json:
+        """Replaces the groups that may see a model (its owner and admins always may)."""
 
     @operation("GET", "/models")
     def list_models(self) -> Json:
@@ -200,9 +209,15 @@ class Client:
         guardrail_metrics: Sequence[str] | None = None,
         ramp: dict[str, Any] | None = None,
         bandit: dict[str, Any] | None = None,
+        access_groups: Sequence[str] | None = None,
         **options: Any,
     ) -> Json:
-        """Creates a draft experiment (weights are decimal strings summing to exactly 1)."""
+        """Creates a draft experiment (weights are decimal strings summing to exactly 1);
+        ``access_groups`` default to the caller's groups."""
+
+    @operation("PUT", "/experiments/{experiment_id}/access")
+    def set_experiment_access(self, experiment_id: str, access_groups: Sequence[str]) -> Json:
+        """Replaces the groups that may see an experiment (its owner and admins always may)."""
 
     @operation("GET", "/experiments")
     def list_experiments(self, status: str | None = None) -> Json:
@@ -339,6 +354,10 @@ class Client:
     @operation("GET", "/datasets/{dataset_id}")
     def get_dataset(self, dataset_id: str) -> Json:
         """A dataset."""
+
+    @operation("PUT", "/datasets/{dataset_id}/access")
+    def set_dataset_access(self, dataset_id: str, access_groups: Sequence[str]) -> Json:
+        """Replaces the groups that may see a dataset (its owner and admins always may)."""
 
     @operation("POST", "/datasets/{dataset_id}/versions")
     def create_version(

@@ -708,7 +708,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
 def get_routing_config(ctx: RequestContext, experiment_id: str) -> ApiResponse:
     """The routing config for local assignment (ETag; 304 when If-None-Match matches)."""
     ttl = get_settings().route_cache_ttl_seconds
-    config = {**_engine().routing_config(experiment_id), "ttl_seconds": ttl}
+    config = {**facade.routing_config(_principal(ctx), experiment_id), "ttl_seconds": ttl}
     etag = _etag(config)
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={max(int(ttl), 0)}"}
     if _matches(ctx.headers.get("if-none-match", ""), etag):

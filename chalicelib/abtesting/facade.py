@@ -204,6 +204,14 @@ def route(
     return _engine().assign_request(experiment_id, request_id, user_id, sticky)
 
 
+def routing_config(principal: Principal, experiment_id: str) -> dict[str, Any]:
+    """The routing config (for local assignment) of an experiment the caller may read, read
+    fresh."""
+    from chalicelib.abtesting.routing import routing_config as config_of
+
+    return config_of(readable_experiment(principal, experiment_id))
+
+
 def record_outcomes(
     principal: Principal, experiment_id: str, outcomes: Sequence[Outcome]
 ) -> OutcomeReceipt:

@@ -68,6 +68,7 @@ def test_model_registry_methods(admin: Client) -> None:
     upload = admin.create_model_upload(model_id)
     assert upload["method"] == "PUT" and upload["upload_key"]
     assert admin.set_stage(model_id, 1, "production")["stage"] == "production"
+    assert admin.set_model_access(model_id, ["ml"])["access_groups"] == ["ml"]
     admin.invalidate_explanations(model_id, version=1)
     with pytest.raises(NotFound) as missing:
         admin.get_model("m-missing")
@@ -79,6 +80,8 @@ def test_experiment_methods(admin: Client) -> None:
     created = admin.create_experiment("methods", two_arms(model_id), minimum_sample_size=10)
     experiment_id = created["experiment_id"]
     assert admin.get_experiment(experiment_id)["status"] == "draft"
+    shared = admin.set_experiment_access(experiment_id, ["ml"])
+    assert shared["access_groups"] == ["ml"]
     policy = admin.set_rollback_policy(experiment_id, error_rate_threshold=0.2)
     assert policy["error_rate_threshold"] == 0.2
     assert admin.get_rollback_policy(experiment_id)["enabled"] is True
@@ -145,9 +148,13 @@ def test_dataset_methods(admin: Client) -> None:
     replayed = admin.replay(output_id, source_version_id=first["version_id"],
                             data_version_id=second["version_id"])  # fmt: skip
     assert replayed["target_version_id"]
-    admin.record_usage(dataset_id, 1, experiment_id="exp-for-usage")
-    assert admin.list_usages(dataset_id, experiment_id="exp-for-usage")["usages"]
-    assert admin.reconstruct(dataset_id, experiment_id="exp-for-usage")
+    model_id = model_with_versions(admin)
+    used_by = admin.create_experiment("usage", two_arms(model_id))["experiment_id"]
+    admin.record_usage(dataset_id, 1, experiment_id=used_by)
+    assert admin.list_usages(dataset_id, experiment_id=used_by)["usages"]
+    assert admin.reconstruct(dataset_id, experiment_id=used_by)
+    shared = admin.set_dataset_access(dataset_id, ["ml", "risk"])
+    assert shared["access_groups"] == ["ml", "risk"]
     assert "rejections" in admin.list_rejections(limit=5)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from chalicelib.dataversion.storage import direct_key
 from synapse_client import Client, IntegrityError
 from synapse_client.cli import main
 from synapse_client.data import ResumeRecord, sha256_file
@@ -138,7 +139,7 @@ def test_pull_refuses_bytes_that_do_not_match_and_resumes_a_partial_download(
 
     s3 = boto3.client("s3", endpoint_url=stack.endpoint_url, region_name="us-east-1")
     bucket = stack.resources.buckets[0]
-    key = f"cas/sha256/{version['sha256'][:2]}/{version['sha256'][2:]}"
+    key = direct_key(version["sha256"], dataset_id)  # a push declares the sha256: direct
     s3.put_object(Bucket=bucket, Key=key, Body=b"tampered")
     other = tmp_path / "other.csv"
     with pytest.raises(IntegrityError):

@@ -143,6 +143,7 @@ RULES: dict[tuple[str, str], Rule] = {
             "latency_ms": 12.5,
         }
     ),
+    ("GET", "/experiments/{experiment_id}/routing-config"): Rule(),
     ("GET", "/experiments/{experiment_id}/metrics"): Rule(),
     ("GET", "/experiments/{experiment_id}/analysis"): Rule(),
     ("PUT", "/experiments/{experiment_id}/rollback-policy"): Rule(body=lambda w, i: {}),
