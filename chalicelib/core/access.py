@@ -47,11 +47,6 @@ def can_read(principal: Principal, resource: Protected) -> bool:
     return bool(principal.groups & set(resource.access_groups))
 
 
-def can_write(principal: Principal, resource: Protected) -> bool:
-    """Read access plus the writer role."""
-    return can_read(principal, resource) and principal.has_role("writer")
-
-
 def require_read(principal: Principal, resource: T, missing: Callable[[], NotFound]) -> T:
     """Returns ``resource`` if the caller may read it.
 

@@ -10,24 +10,17 @@ checked with the caller's rights when it was made.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from chalicelib.core.principal import Principal
-from chalicelib.dataversion.models import Dataset, DatasetVersion
+from chalicelib.dataversion.models import DatasetVersion
 
 
-def _service():  # noqa: ANN202 - the service module imports the engine, loaded on first use
+def _service() -> Any:
+    # The service module imports the engine: loaded on first use, not when this one is.
     from chalicelib.dataversion.service import get_dataset_service
 
     return get_dataset_service()
-
-
-def readable_dataset(principal: Principal, dataset_id: str) -> Dataset:
-    """The dataset if the caller may read it.
-
-    Raises:
-        DatasetNotFound: Unknown or not readable (the same answer).
-    """
-    return _service().readable(principal, dataset_id)
 
 
 def readable_version(principal: Principal, version_id: str) -> DatasetVersion:
@@ -40,18 +33,10 @@ def readable_version(principal: Principal, version_id: str) -> DatasetVersion:
     return _service().readable_version(principal, version_id)
 
 
-def open_version(principal: Principal, version_id: str) -> tuple[str, Iterator[bytes]]:
-    """The format (``csv``, ``json``, ``parquet``, …) and streamed bytes of a readable version.
-
-    Raises:
-        DatasetVersionNotFound: Unknown or not readable.
-    """
-    return _content(readable_version(principal, version_id))
-
-
 def open_version_as_system(version_id: str) -> tuple[str, Iterator[bytes]]:
-    """Like :func:`open_version` without a caller: for work whose reference to ``version_id``
-    was checked with its caller's rights when it was made.
+    """The format (``csv``, ``json``, ``parquet``, …) and streamed bytes of a version, without
+    a caller: for work whose reference to ``version_id`` was checked with its caller's rights
+    (:func:`readable_version`) when it was made or just before.
 
     Raises:
         DatasetVersionNotFound: Unknown version.
