@@ -171,9 +171,10 @@ class SystemRegistry:
         """Moves a version to a stage (``production`` archives the previous one)."""
         return _registry().set_stage(model_id, version, stage)
 
-    def load_model(self, model_id: str, version: int) -> Any:
-        """The estimator of a version (skops, trusted types only)."""
-        return _registry().load_model(model_id, version)
+    def load_model(self, model_id: str, version: int, reserve: Any = None) -> Any:
+        """The estimator of a version (skops, trusted types only); ``reserve`` holds memory for
+        each step of the load (see ``ModelRegistry.load_model``)."""
+        return _registry().load_model(model_id, version, reserve=reserve)
 
     def get_background_sample(self, model_id: str, version: int) -> list[list[Any]] | None:
         """The background rows stored with a version, or ``None``."""
