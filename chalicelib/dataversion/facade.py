@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from chalicelib.core.errors import NotFound
 from chalicelib.core.principal import Principal
 from chalicelib.dataversion.models import DatasetVersion
 
@@ -42,6 +43,17 @@ def open_version_as_system(version_id: str) -> tuple[str, Iterator[bytes]]:
         DatasetVersionNotFound: Unknown version.
     """
     return _content(_service().engine.get_version_by_id(version_id))
+
+
+def row_count_as_system(version_id: str) -> int | None:
+    """The row count recorded for a version (``None`` when unknown, not recorded or the version
+    does not exist): for estimating work on a version the caller was already checked against.
+    """
+    try:
+        found = _service().engine.get_version_by_id(version_id).row_count
+    except NotFound:
+        return None
+    return None if found is None else int(found)
 
 
 def _content(version: DatasetVersion) -> tuple[str, Iterator[bytes]]:

@@ -769,14 +769,16 @@ class Submitter:
 
 
 def dataset_row_count(dataset_version_id: str) -> int | None:
-    """The row count recorded for a dataset version (``None`` if unknown or unreadable)."""
-    from chalicelib.dataversion.service import get_versioning_engine
+    """The row count recorded for a dataset version (``None`` if unknown or unreadable).
+
+    Read as the system: the planner estimates only versions the caller was checked against
+    (:meth:`ExplanationService.authorize`)."""
+    from chalicelib.dataversion.facade import row_count_as_system
 
     try:
-        found = get_versioning_engine().get_version_by_id(dataset_version_id).row_count
+        return row_count_as_system(dataset_version_id)
     except SynapseError:
         return None
-    return None if found is None else int(found)
 
 
 def waiting_allowance(limits: Limits) -> Allowance:
