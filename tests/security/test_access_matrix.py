@@ -148,6 +148,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/experiments/{experiment_id}/analysis"): Rule(),
     ("PUT", "/experiments/{experiment_id}/rollback-policy"): Rule(body=lambda w, i: {}),
     ("GET", "/experiments/{experiment_id}/rollback-policy"): Rule(),
+    ("GET", "/experiments/{experiment_id}/checks"): Rule(),
     ("GET", "/stats/sample-size"): Rule("compute"),
     # --- auth ----------------------------------------------------------------------------------
     ("POST", "/auth/keys"): Rule("admin"),
