@@ -103,6 +103,13 @@ def paused(http: Http, world: World) -> Ids:
     return _experiment(http, world, "start", "pause")
 
 
+def newer_version(http: Http, world: World) -> Ids:
+    """A new latest version, so restoring version 1 writes one (201)."""
+    added = http.call("POST", f"/datasets/{world['dataset_id']}/versions", _new_rows(world, {}))
+    assert added.status_code == 201, added.data
+    return {}
+
+
 def _new_rows(world: World, ids: Ids) -> dict[str, str]:
     return {"data": f"a,b,c\n{uuid.uuid4().int % 1000},1,2\n"}
 
@@ -173,6 +180,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/datasets/{dataset_id}/versions"): Rule(query="limit=10"),
     ("GET", "/datasets/{dataset_id}/versions/{version}"): Rule(),
     ("GET", "/datasets/{dataset_id}/versions/{version}/content"): Rule(),
+    ("POST", "/datasets/{dataset_id}/versions/{version}/restore"): Rule(fresh=newer_version),
     ("GET", "/datasets/{dataset_id}/compare"): Rule(query="a=1&b=1"),
     ("GET", "/lineage/{version_id}"): Rule(query="direction=both"),
     ("POST", "/datasets/{dataset_id}/transformations"): Rule(
