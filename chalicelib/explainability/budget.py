@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,16 @@ MAX_VALUES = 1 << 27
 # Values handed to the model in one call at most (rows × values per row); larger calls are split
 # so that a deadline is checked between the parts and memory stays bounded.
 CHUNK_VALUES = 1 << 21
+# Seconds one model call is planned to take when work runs under a deadline: a call is split into
+# parts of at most this long at the speed seen so far (the first part at most FIRST_CHUNK_ROWS
+# rows, each next part at most CHUNK_GROWTH times the previous one), and the deadline is checked
+# between parts, so work stops within about one part of its deadline.
+CHUNK_SECONDS = 0.5
+FIRST_CHUNK_ROWS = 256
+CHUNK_GROWTH = 4
+# Seconds the timing probe of a model may spend (it grows its batch from one row while it
+# stays under this; see measure_speed).
+PROBE_SECONDS = 0.25
 # Rows explained per TreeSHAP/LinearSHAP call (the deadline is checked between calls); with
 # interaction values, this many row × feature cells.
 SHAP_CHUNK = 256
@@ -407,7 +417,8 @@ def estimate(work: Work, speed: ModelSpeed | None = None, rates: Rates = RATES) 
         model_row_seconds=used.row_seconds,
         model_call_seconds=used.call_seconds,
         measured=speed is not None,
-        peak_values=counted.peak_values,
+        # A model call holds at least one row's values (its intermediate arrays when measured).
+        peak_values=max(counted.peak_values, work.row_values),
         summary=describe(work, counted.rows),
     )
 
@@ -465,31 +476,50 @@ def measure_speed(
     rows: Any,
     repeat: int = 3,
     clock: Callable[[], float] = time.perf_counter,
+    budget: float = PROBE_SECONDS,
 ) -> ModelSpeed:
-    """The model's seconds per call and per row: the best of ``repeat`` timed calls on one row
-    and on all of ``rows`` (after one call that warms caches up).
+    """The model's seconds per call and per row, measured without unbounded work.
+
+    One row is timed first; then batches of 4, 16, 64, ... of ``rows`` while the probe has
+    spent less than ``budget`` seconds (so a slow model is timed on few rows, never on the whole
+    batch); then, if time is left, one row and the largest batch ``repeat`` − 1 more times (the
+    best of each counts). The deadline of the running request is checked before every call.
+    When even one row took longer than ``budget``, that row's time is the per-row figure.
 
     Args:
         predict: The model call the explainer will make.
-        rows: A small batch shaped like the explainer's (a few hundred rows, a few images).
-        repeat: Timed calls of each size.
+        rows: Rows shaped like the explainer's (the rows it will send, when known).
+        repeat: Timed calls of each size at most.
         clock: Seconds now.
+        budget: Seconds the probe may spend (about; one batch more at most).
     """
     count = max(1, len(rows))
-    predict(rows[:1])
-    one = many = math.inf
-    for _ in range(max(1, repeat)):
-        started = clock()
-        predict(rows[:1])
-        middle = clock()
-        predict(rows)
-        one = min(one, middle - started)
-        many = min(many, clock() - middle)
-    if count == 1:
-        return ModelSpeed(0.0, many)
+    one = _timed(predict, rows[:1], clock)
+    spent, size, many = one, 1, one
+    while size < count and spent < budget:
+        size = min(count, size * CHUNK_GROWTH)
+        many = _timed(predict, rows[:size], clock)
+        spent += many
+    for _ in range(max(1, repeat) - 1):
+        if spent >= budget:
+            break
+        again_one = _timed(predict, rows[:1], clock)
+        again_many = _timed(predict, rows[:size], clock) if size > 1 else again_one
+        one, many = min(one, again_one), min(many, again_many)
+        spent += again_one + again_many
+    if size == 1:
+        return ModelSpeed(0.0, one)
     # At least a quarter of the batch's mean per row: timer noise can make both calls equal.
-    per_row = max((many - one) / (count - 1), many / count / 4)
+    per_row = max((many - one) / (size - 1), many / size / 4)
     return ModelSpeed(max(0.0, one - per_row), per_row)
+
+
+def _timed(predict: Callable[[Any], Any], rows: Any, clock: Callable[[], float]) -> float:
+    """Seconds of one ``predict(rows)``, after checking the running request's deadline."""
+    checkpoint()
+    started = clock()
+    predict(rows)
+    return clock() - started
 
 
 # --- the allowance of the running request -------------------------------------------------------
@@ -503,12 +533,18 @@ class Allowance:
         limit_seconds: Most the estimate may be (sync: the sync limit; job: the job limit, or the
             time left before the deadline if less).
         job_seconds: Above this the request is refused (422) rather than made a job.
+        row_seconds: Seconds per model row of the admitted estimate (0: none admitted yet); the
+            first part of a :func:`guarded` call is sized with it.
+        row_values: Values one model row holds inside the model at most (its measured
+            intermediate arrays, 0: unknown); :func:`guarded` sizes its parts with it.
     """
 
     mode: str
     deadline: float
     limit_seconds: float
     job_seconds: float
+    row_seconds: float = 0.0
+    row_values: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The allowance for another process (relative seconds: clocks differ; ``None``: no
@@ -519,6 +555,8 @@ class Allowance:
             "seconds_left": left if math.isfinite(left) else None,
             "limit_seconds": self.limit_seconds,
             "job_seconds": self.job_seconds,
+            "row_seconds": self.row_seconds,
+            "row_values": self.row_values,
         }
 
     @classmethod
@@ -537,6 +575,8 @@ class Allowance:
             deadline=time.monotonic() + (math.inf if left is None else float(left)),
             limit_seconds=float(data["limit_seconds"]),
             job_seconds=float(data["job_seconds"]),
+            row_seconds=float(data.get("row_seconds") or 0.0),
+            row_values=int(data.get("row_values") or 0),
         )
 
 
@@ -641,6 +681,13 @@ def admit(cost: Estimate) -> None:
     refuse_if_over_job(cost, allowance.job_seconds)
     left = max(0.0, min(allowance.limit_seconds, allowance.deadline - time.monotonic()))
     if cost.seconds <= left:
+        _ALLOWANCE.set(
+            replace(
+                allowance,
+                row_seconds=max(allowance.row_seconds, cost.model_row_seconds),
+                row_values=max(allowance.row_values, cost.row_values),
+            )
+        )
         return
     if allowance.mode == "sync":
         raise NeedsJob(cost)
@@ -657,32 +704,72 @@ def checkpoint() -> None:
 def guarded(predict: Callable[[Any], Any], chunk_values: int = CHUNK_VALUES) -> Callable:
     """``predict`` checking the deadline before each call and splitting large calls.
 
-    Rows are independent, so splitting a call into consecutive parts gives the same outputs;
-    the deadline is checked before each part and at most ``chunk_values`` values are built
-    into one call.
+    Rows are independent, so splitting a call into consecutive parts gives the same outputs.
+    A part holds at most ``chunk_values`` values (counting a row as the larger of its width and
+    the model's measured intermediate values per row, :attr:`Allowance.row_values`). Under a
+    deadline, parts are also sized by time: the first one at most :data:`FIRST_CHUNK_ROWS` rows
+    and :data:`CHUNK_SECONDS` at the admitted speed, each next one :data:`CHUNK_SECONDS` at the
+    speed the previous part showed (growing at most :data:`CHUNK_GROWTH` times), and the
+    deadline is checked before each part.
     """
 
     def call(data: Any) -> Any:
         checkpoint()
+        allowance = current()
         count = len(data)
-        step = _chunk_rows(data, chunk_values)
-        if count <= step:
+        hinted = 0 if allowance is None else allowance.row_values
+        step = _chunk_rows(data, chunk_values, hinted)
+        if allowance is None or not math.isfinite(allowance.deadline):
+            return _in_parts(predict, data, [step] * -(-count // step))
+        rows = min(step, FIRST_CHUNK_ROWS, _rows_in(CHUNK_SECONDS, allowance.row_seconds))
+        if count <= rows:
             return predict(data)
         parts = []
-        for start in range(0, count, step):
+        start = 0
+        while start < count:
             checkpoint()
-            parts.append(np.asarray(predict(data[start : start + step])))
+            began = time.monotonic()
+            parts.append(np.asarray(predict(data[start : start + rows])))
+            spent = time.monotonic() - began
+            start += rows
+            by_time = _rows_in(CHUNK_SECONDS, spent / rows)
+            rows = max(1, min(step, rows * CHUNK_GROWTH, by_time))
         return np.concatenate(parts, axis=0)
 
     return call
 
 
-def _chunk_rows(data: Any, chunk_values: int) -> int:
-    """Rows per call so that a call holds about ``chunk_values`` values (text: characters)."""
+def _in_parts(predict: Callable[[Any], Any], data: Any, sizes: list[int]) -> Any:
+    """``predict`` over consecutive parts of ``data`` of ``sizes`` rows (checking the deadline
+    before each part); one call when there is one part."""
+    if len(sizes) <= 1:
+        return predict(data)
+    parts = []
+    start = 0
+    for size in sizes:
+        checkpoint()
+        parts.append(np.asarray(predict(data[start : start + size])))
+        start += size
+    return np.concatenate(parts, axis=0)
+
+
+def _rows_in(seconds: float, row_seconds: float) -> int:
+    """Rows that take about ``seconds`` at ``row_seconds`` each (a power of two, at least 1,
+    so that parts, and so outputs, stay the same from run to run unless the speed changes a
+    lot); no limit for an unknown or zero speed."""
+    if not row_seconds > 0:
+        return 1 << 62
+    rows = int(seconds / row_seconds)
+    return 1 << max(0, rows.bit_length() - 1)
+
+
+def _chunk_rows(data: Any, chunk_values: int, row_values: int = 0) -> int:
+    """Rows per call so that a call holds about ``chunk_values`` values (text: characters;
+    ``row_values``: the model's own values per row when larger)."""
     if isinstance(data, np.ndarray) and data.ndim >= 2:
         width = int(np.prod(data.shape[1:])) or 1
     elif len(data) and isinstance(data[0], str):
         width = max(1, max(len(text) for text in data[:16]))
     else:
         width = 1
-    return max(1, chunk_values // width)
+    return max(1, chunk_values // max(width, row_values))

@@ -64,6 +64,16 @@ class TooExpensive(UnprocessableEntity):
         return cls(message, details=details)
 
 
+def out_of_memory() -> TooExpensive:
+    """The error for an explanation during which memory ran out (``MemoryError``)."""
+    return TooExpensive(
+        "this explanation ran out of memory (the model builds more per row than the function "
+        "has); ask for fewer inputs, samples, background rows or a smaller image, or register a "
+        "model that builds less per row",
+        details={"limit": "memory"},
+    )
+
+
 class DeadlineExceeded(UnprocessableEntity):
     """The work ran out of its time (a job's deadline before the function's timeout)."""
 

@@ -8,8 +8,16 @@ request it finds too expensive is too expensive whatever the model.
 :meth:`CostPlanner.measured` loads the model (which the explanation needs anyway) and counts what
 the engines will really do: the SHAP algorithm chosen for the model, the background rows used, the
 superpixels of each image (the segmentation is kept for the explanation), and the model's own
-speed from one timed predict on a small batch (tabular models: once per model and output; text
-and images: on the request's own inputs).
+speed, timed without unbounded work (:func:`.budget.measure_speed`: one row first, more only
+while the probe stays under its budget, the deadline checked before every call).
+
+Tabular models are timed twice: once per model and output on rows tiled from its background
+(cached), and on every request on rows like the ones its explainer will send, built from the
+request's inputs (:func:`.probe.sample_rows`); the slower per-row figure counts, so a model
+that is fast on the background its author chose but slow near the request's input is estimated
+at its real speed. The values one row takes inside the model (its intermediate arrays,
+:mod:`.probe`) are counted as the row's width: an estimate over the largest array an
+explanation may build is refused before the model is even called on a batch.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.core.errors import SynapseError
 from chalicelib.explainability.budget import (
+    CHUNK_VALUES,
+    MAX_VALUES,
     RATES,
     Estimate,
     ModelSpeed,
@@ -35,6 +46,11 @@ from chalicelib.explainability.budget import (
 )
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import MAX_JOB_ROWS
+from chalicelib.explainability.probe import (
+    declared_row_values,
+    measured_row_values,
+    sample_rows,
+)
 
 # Rows in the timed predict of a tabular model, copies of an image, copies of a text.
 PROBE_ROWS = 2048
@@ -89,6 +105,7 @@ class CostPlanner:
         self.tree_explainer = tree_explainer
         self.dataset_rows = dataset_rows
         self._speeds: OrderedDict[tuple[Any, ...], ModelSpeed] = OrderedDict()
+        self._widths: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- entry points -----------------------------------------------------------------------
@@ -137,8 +154,8 @@ class CostPlanner:
             )
         rows = len(inputs) or self._dataset_rows(payload)
         if operation == "dependence" or _method(payload) == "shap":
-            return self._tabular_shap(payload, descriptor, loaded, rows)
-        return self._tabular_lime(payload, descriptor, loaded, rows)
+            return self._tabular_shap(payload, descriptor, loaded, rows, inputs)
+        return self._tabular_lime(payload, descriptor, loaded, rows, inputs)
 
     @staticmethod
     def _media(
@@ -172,6 +189,7 @@ class CostPlanner:
         descriptor: ModelDescriptor,
         loaded: LoadedModel | None,
         rows: int,
+        inputs: list[Any] | None = None,
     ) -> Estimate:
         features = max(1, len(descriptor.feature_names))
         requested = str(payload.get("algorithm") or "auto")
@@ -189,7 +207,8 @@ class CostPlanner:
         work = Work(method, rows, features, 0, max(1, used), features, interactions=interactions)
         if method == "tree":
             return estimate(work, self._tree_speed(loaded, interactions))
-        return estimate(work, self._tabular_speed(loaded, method))
+        width, speed = self._tabular_facts(loaded, method, inputs)
+        return estimate(dataclasses.replace(work, row_values=width), speed)
 
     def _tabular_lime(
         self,
@@ -197,12 +216,15 @@ class CostPlanner:
         descriptor: ModelDescriptor,
         loaded: LoadedModel | None,
         rows: int,
+        inputs: list[Any] | None = None,
     ) -> Estimate:
         features = max(1, len(descriptor.feature_names))
         samples = _int(payload, "num_samples", 5000)
         work = Work("lime_tabular", rows, features, samples, 0, features)
-        speed = None if loaded is None else self._tabular_speed(loaded, "lime")
-        return estimate(work, speed)
+        if loaded is None:
+            return estimate(work)
+        width, speed = self._tabular_facts(loaded, "lime", inputs)
+        return estimate(dataclasses.replace(work, row_values=width), speed)
 
     def _text(self, payload: dict[str, Any], data: Any, loaded: LoadedModel | None) -> Estimate:
         text = data.get("text") if isinstance(data, dict) else None
@@ -265,28 +287,59 @@ class CostPlanner:
         return count, measure_speed(estimator.predict_proba, probe)
 
     # --- model speed ------------------------------------------------------------------------
-    def _tabular_speed(self, loaded: LoadedModel, method: str) -> ModelSpeed:
-        """The speed of the call the method makes (cached per model and method)."""
-        descriptor = loaded.descriptor
-        key = (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, method)
+    def _tabular_facts(
+        self, loaded: LoadedModel, method: str, inputs: list[Any] | None
+    ) -> tuple[int, ModelSpeed | None]:
+        """Values one row takes inside the model and the model's speed for ``method``: the
+        slower of its speed on its background (cached) and on rows like the ones the explainer
+        will send for these inputs. No speed (the floor) when one row alone is over
+        :data:`MAX_VALUES` values: the estimate is then refused without calling the model."""
+        features = max(1, len(loaded.descriptor.feature_names))
+        predict = _predict_for(loaded, method)
+        declared = declared_row_values(loaded.estimator)
+        if declared > MAX_VALUES:
+            return declared, None
+        width = max(features, self._row_values(loaded, method, predict, declared))
+        if width > MAX_VALUES:
+            return width, None
+        base = self._tabular_speed(loaded, method, predict, width)
+        matrix = _input_matrix(loaded, inputs)
+        if matrix is None:
+            return width, base
+        rows = sample_rows(method, matrix, loaded.background)
+        seen = measure_speed(predict, rows[: _fitting(width, len(rows))], repeat=1)
+        if seen.row_seconds <= base.row_seconds:
+            return width, base
+        return width, ModelSpeed(max(base.call_seconds, seen.call_seconds), seen.row_seconds)
+
+    def _row_values(
+        self, loaded: LoadedModel, method: str, predict: Callable[[Any], Any], declared: int
+    ) -> int:
+        """Values one row takes inside the model (measured once per model and method)."""
+        key = (*_key(loaded), method)
+        with self._lock:
+            found = self._widths.get(key)
+        if found is not None:
+            return found
+        width = measured_row_values(predict, _probe_rows(loaded), declared)
+        with self._lock:
+            self._widths[key] = width
+            while len(self._widths) > 256:
+                self._widths.popitem(last=False)
+        return width
+
+    def _tabular_speed(
+        self, loaded: LoadedModel, method: str, predict: Callable[[Any], Any], width: int
+    ) -> ModelSpeed:
+        """The speed of the call the method makes on background rows (cached per model and
+        method), on as many rows as fit :data:`CHUNK_VALUES` values of ``width`` each."""
+        key = (*_key(loaded), method)
         with self._lock:
             found = self._speeds.get(key)
         if found is not None:
             return found
-        estimator = loaded.estimator
         rows = _probe_rows(loaded)
-        if method in ("exact", "kernel"):
-            from chalicelib.explainability.shap_engine import model_outputs, output_space
-
-            space = output_space(estimator, method, descriptor.is_classifier)
-
-            def predict(data: np.ndarray) -> Any:
-                return model_outputs(estimator, data, space, descriptor.is_classifier)
-        elif descriptor.is_classifier and hasattr(estimator, "predict_proba"):
-            predict = estimator.predict_proba
-        else:
-            predict = estimator.predict
-        speed = measure_speed(predict, rows)
+        speed = measure_speed(predict, rows[: _fitting(width, len(rows))])
         self._remember(key, speed)
         return speed
 
@@ -315,6 +368,42 @@ class CostPlanner:
             self._speeds[key] = speed
             while len(self._speeds) > 256:
                 self._speeds.popitem(last=False)
+
+
+def _key(loaded: LoadedModel) -> tuple[Any, ...]:
+    descriptor = loaded.descriptor
+    return (descriptor.model_id, descriptor.version, descriptor.artifact_sha256)
+
+
+def _fitting(width: int, rows: int) -> int:
+    """Rows of ``width`` values that fit one model call's :data:`CHUNK_VALUES` (at least 1)."""
+    return max(1, min(rows, CHUNK_VALUES // max(1, width)))
+
+
+def _predict_for(loaded: LoadedModel, method: str) -> Callable[[Any], Any]:
+    """The model call ``method`` makes."""
+    estimator, descriptor = loaded.estimator, loaded.descriptor
+    if method in ("exact", "kernel"):
+        from chalicelib.explainability.shap_engine import model_outputs, output_space
+
+        space = output_space(estimator, method, descriptor.is_classifier)
+        return lambda data: model_outputs(estimator, data, space, descriptor.is_classifier)
+    if descriptor.is_classifier and hasattr(estimator, "predict_proba"):
+        return estimator.predict_proba
+    return estimator.predict
+
+
+def _input_matrix(loaded: LoadedModel, inputs: list[Any] | None) -> np.ndarray | None:
+    """The first inputs as a matrix (``None``: none given, or invalid: the engine says why)."""
+    from chalicelib.explainability.inputs import tabular_matrix
+
+    if not inputs:
+        return None
+    try:
+        matrix = tabular_matrix(inputs[:MEASURED_INPUTS], loaded.descriptor.feature_names)
+    except (SynapseError, TypeError, ValueError):
+        return None
+    return matrix if matrix.ndim == 2 and len(matrix) else None
 
 
 def _with_compilation(cost: Estimate, partition: bool) -> Estimate:

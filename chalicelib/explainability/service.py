@@ -60,6 +60,7 @@ from chalicelib.explainability.errors import (
     DeadlineExceeded,
     ExplanationJobNotFound,
     NeedsJob,
+    out_of_memory,
 )
 from chalicelib.explainability.jobs import ExplanationJobs
 from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
@@ -177,7 +178,10 @@ class ExplanationService:
         self.authorize(principal, request.model_id, request.model_version)
         with bounded(waiting_allowance(self.limits)):
             if isinstance(self.backend, InProcessBackend):
-                return self.explain_here(request)
+                try:
+                    return self.explain_here(request)
+                except MemoryError:
+                    raise out_of_memory() from None
             descriptor, key = self.request_key(request)
             found = self.cache.get(key, descriptor.model_id)
             if found is not None:
@@ -503,6 +507,9 @@ class ExplanationService:
             if allowance is not None and allowance.mode == "sync":
                 raise NeedsJob() from None  # the estimate was wrong: finish it as a job
             raise
+        except MemoryError:
+            # Whatever allocated it is gone by now; the request, not the server, is at fault.
+            raise out_of_memory() from None
 
     def _batch_explanations(
         self, payload: dict[str, Any], operation: str = "batch"
