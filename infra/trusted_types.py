@@ -14,7 +14,8 @@ scipy and skops (``layers/explainer/requirements.txt``) and reviewed like code:
 * ``losses``, ``numpy_scalars``, ``sparse``, ``bit_generators``: what skops' ``LossNode``,
   ``NdArrayNode``/``TypeNode``, ``SparseMatrixNode`` and ``RandomGeneratorNode`` may name.
 * ``restricted_parameters``: parameters of trusted classes that would read files or write to
-  disk (``input`` of the text vectorizers, ``memory`` of pipelines and clustering), with the
+  disk (``input`` of the text vectorizers, ``memory`` of pipelines and clustering) or run
+  unbounded work (``token_pattern`` of the text vectorizers: a regular expression), with the
   only values a served model may hold.
 * ``corpus_loaders``: every skops loader the corpus uses (the checker must accept all of them).
 
@@ -78,7 +79,27 @@ TESTING_MODULE = re.compile(r"(^|\.)(tests?|_?testing|conftest|_test_common)(\.|
 # Parameters of trusted classes that touch the host: ``input='filename'``/``'file'`` makes a text
 # vectorizer open every input string as a path; ``memory`` makes a pipeline or clustering step
 # cache to a directory (joblib.Memory). Served models must hold the harmless value.
-RESTRICTED_PARAMETERS = {"input": ["content"], "memory": [None]}
+# ``token_pattern`` is a regular expression the text vectorizers run on every input: a pattern
+# with nested quantifiers such as ``(?:a+)+b`` backtracks exponentially (23 characters took
+# about a second, 30 about two minutes) and Python's ``re`` cannot be interrupted, so only
+# scikit-learn's default and a few simple patterns that match in linear time are served.
+TOKEN_PATTERNS = [
+    None,
+    r"(?u)\b\w\w+\b",
+    r"(?u)\b\w+\b",
+    r"\b\w\w+\b",
+    r"\b\w+\b",
+    r"(?u)\w+",
+    r"\w+",
+    r"\w\w+",
+    r"\S+",
+    r"[^\s]+",
+    r"[a-zA-Z]+",
+    r"[A-Za-z]+",
+    r"(?u)\b[a-zA-Z]{2,}\b",
+    r"\b[a-zA-Z]{2,}\b",
+]
+RESTRICTED_PARAMETERS = {"input": ["content"], "memory": [None], "token_pattern": TOKEN_PATTERNS}
 
 
 def type_name(cls: type) -> str:

@@ -95,6 +95,11 @@ _CHECK_ARRAY = "sklearn.utils.validation.check_array"
 _PARTIAL = "functools.partial"
 _CHECK_ARRAY_KWARGS = {"dtype", "ensure_all_finite"}
 _FUNCTION_TRANSFORMER_NONE = ("inverse_func", "kw_args", "inv_kw_args")
+# Why a restricted parameter may only hold the listed values (default: it touches files).
+_RESTRICTED_REASONS = {
+    "token_pattern": "it is a regular expression run on every input text, and other patterns "
+    "can backtrack for minutes on a short text (nested quantifiers such as (?:a+)+b)",
+}
 
 
 @dataclass(frozen=True)
@@ -513,9 +518,12 @@ class _SchemaChecker:
                 found = (json.loads(value["content"]),)
         if found is None or found[0] not in values:
             shown = ", ".join(json.dumps(v) for v in values)
+            why = _RESTRICTED_REASONS.get(
+                parameter, "other values read or write files on the server"
+            )
             raise UnsafeArtifactError(
                 f"{_clip(name.rpartition('.')[2])}.{parameter} must be {shown} in a served model: "
-                "other values read or write files on the server"
+                f"{why}"
             )
 
     def function_transformer(self, state: dict[str, Any], depth: int) -> None:
