@@ -48,6 +48,7 @@ from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, Mode
 from chalicelib.explainability.models import MAX_JOB_ROWS
 from chalicelib.explainability.probe import (
     declared_row_values,
+    declared_text_values,
     measured_row_values,
     sample_rows,
 )
@@ -232,6 +233,8 @@ class CostPlanner:
         lime = _method(payload) == "lime"
         samples = _int(payload, "num_samples", 5000) if lime else _int(payload, "max_evals", 500)
         method = "lime_text" if lime else "partition_text"
+        if loaded is not None and isinstance(text, str):
+            characters = max(characters, declared_text_values(loaded.estimator, text))
         work = Work(method, 1, tokens, samples, 0, characters)
         first = not lime and loaded is not None
         speed = None
@@ -239,6 +242,7 @@ class CostPlanner:
             loaded is not None
             and isinstance(text, str)
             and hasattr(loaded.estimator, "predict_proba")
+            and characters <= MAX_VALUES  # else refused on the count, never run
         ):
             probe = [text] * PROBE_TEXTS
             speed = measure_speed(lambda rows: loaded.estimator.predict_proba(list(rows)), probe)

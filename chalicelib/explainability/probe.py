@@ -95,6 +95,35 @@ def declared_row_values(estimator: Any) -> int:
     return widest
 
 
+def declared_text_values(estimator: Any, text: str) -> int:
+    """The most values (8 bytes each) the text vectorizers in ``estimator`` build from ``text``
+    (0 without one): every n-gram of ``ngram_range`` over the text's characters (``char``,
+    ``char_wb``) or words (``word``, counted as the API splits them), as a Python string of its
+    characters (about 6 values of object overhead plus one per 8 characters).
+
+    ``CountVectorizer(analyzer="char", ngram_range=(1, 20000))`` on a 20,000-character text
+    would build 200 million strings, more than an explanation may hold, from one input.
+    """
+    from chalicelib.explainability.budget import text_counts
+
+    widest = 0
+    for obj in _objects(estimator):
+        ngrams = getattr(obj, "ngram_range", None)
+        analyzer = getattr(obj, "analyzer", None)
+        if not isinstance(analyzer, str) or not isinstance(ngrams, tuple) or len(ngrams) != 2:
+            continue
+        words = text_counts(text)[0]
+        units = words if analyzer == "word" else len(text) + 2 * words
+        low, high = max(1, _int(ngrams[0])), min(_int(ngrams[1]), max(1, units))
+        strings = characters = 0
+        for n in range(low, high + 1):
+            count = units - n + 1
+            strings += count
+            characters += count * n
+        widest = max(widest, 6 * strings + characters // 8)
+    return widest
+
+
 def _polynomial_width(poly: Any) -> int:
     found = [_int(getattr(poly, name, 0)) for name in ("_n_out_full", "n_output_features_")]
     with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):

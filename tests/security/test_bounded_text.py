@@ -139,3 +139,20 @@ def test_a_model_slow_on_the_requests_text_is_timed_on_one_copy_and_becomes_a_jo
     # probe classified 52 copies; LIME would classify 50 perturbed texts).
     assert texts_predicted and max(texts_predicted) == 1, texts_predicted
     assert sum(texts_predicted) <= 2, texts_predicted
+
+
+def test_a_text_model_that_would_build_too_many_n_grams_from_one_text_is_refused_unrun(
+    module_http: Http, texts_predicted: list[int]
+) -> None:
+    """Character n-grams of length 1 to 5,000 over 20,000 characters: 87 million strings."""
+    huge = text_model("CountVectorizer", analyzer="char", ngram_range=(1, 5000))
+    model_id, registered = _register(module_http, huge)
+    assert registered.status_code == 201, registered.data
+    request = {"model_id": model_id, "model_version": 1, "explanation_type": "lime"}
+    request |= {"num_samples": 50, "input_data": {"text": "lorem ipsum dolor sit amet " * 740}}
+    texts_predicted.clear()
+    refused = module_http.call("POST", "/explanations", request)
+    assert refused.status_code == 422, refused.data
+    assert refused.data["error"] == "too_expensive"
+    assert refused.data["details"]["estimate"]["peak_values"] > 2**27
+    assert texts_predicted == []

@@ -157,3 +157,22 @@ def test_the_memory_one_row_takes_inside_a_model_is_measured() -> None:
     measured = measured_row_values(expanding, np.zeros((8, 3)))
     assert 100_000 <= measured < 110_000
     assert measured_row_values(lambda rows: rows, np.zeros((8, 3))) < 1_000
+
+
+def test_the_n_grams_a_text_vectorizer_builds_from_one_text_are_counted() -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from chalicelib.explainability.probe import declared_text_values
+
+    def model(**options: Any) -> Any:
+        pipeline = make_pipeline(CountVectorizer(**options), LogisticRegression())
+        return pipeline.fit(["ab b", "aab", "b a", "aaab"], [0, 1, 0, 1])
+
+    text = "abcd efgh"  # 9 characters, 2 words
+    # char n-grams of 1..2 over the 9 characters plus 2 per word: 13 + 12 strings, 37 characters
+    assert declared_text_values(model(analyzer="char", ngram_range=(1, 2)), text) == 6 * 25 + 4
+    # word bigrams and unigrams: 2 + 1 strings of 1 and 2 "characters" (words)
+    assert declared_text_values(model(ngram_range=(1, 2)), text) == 6 * 3 + 0
+    assert declared_text_values(LogisticRegression(), text) == 0
