@@ -514,6 +514,45 @@ def measure_speed(
     return ModelSpeed(max(0.0, one - per_row), per_row)
 
 
+def measure_rows(
+    predict: Callable[[Any], Any],
+    rows: Any,
+    reference: Any,
+    clock: Callable[[], float] = time.perf_counter,
+    budget: float = PROBE_SECONDS,
+) -> float:
+    """Seconds per row that ``rows`` cost beyond as many ``reference`` rows (whose speed is
+    known): one row of ``rows`` is timed first (if it alone takes ``budget``, its time is the
+    answer), then ``reference`` and ``rows`` alternately, twice, or three times while under a
+    fifth of ``budget`` (this runs on every request), the best time of each counting: a pause of the
+    process (load, a context switch) would otherwise read as slow rows. ``rows`` taking up to
+    twice the reference's time is counted as noise (0): a model only that much slower on the
+    request's rows is still stopped by the deadline checks between parts of its calls.
+
+    Args:
+        predict: The model call.
+        rows: The rows to time (the first one alone first).
+        reference: As many rows of known speed (the model's background).
+        clock: Seconds now.
+        budget: Seconds the one row may take for the rest to be timed.
+    """
+    one = _timed(predict, rows[:1], clock)
+    if one >= budget or len(rows) <= 1:
+        return one
+    seen = known = math.inf
+    spent = one
+    for turn in range(3):
+        began = clock()
+        known = min(known, _timed(predict, reference, clock))
+        seen = min(seen, _timed(predict, rows, clock))
+        spent += clock() - began
+        if turn and spent > budget / 5:
+            break
+    if seen <= 2 * known:
+        return 0.0
+    return (seen - known) / len(rows)
+
+
 def _timed(predict: Callable[[Any], Any], rows: Any, clock: Callable[[], float]) -> float:
     """Seconds of one ``predict(rows)``, after checking the running request's deadline."""
     checkpoint()

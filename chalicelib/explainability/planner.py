@@ -13,9 +13,10 @@ while the probe stays under its budget, the deadline checked before every call).
 
 Tabular models are timed twice: once per model and output on rows tiled from its background
 (cached), and on every request on rows like the ones its explainer will send, built from the
-request's inputs (:func:`.probe.sample_rows`); the slower per-row figure counts, so a model
-that is fast on the background its author chose but slow near the request's input is estimated
-at its real speed. The values one row takes inside the model (its intermediate arrays,
+request's inputs (:func:`.probe.sample_rows`), against as many background rows
+(:func:`.budget.measure_rows`); what they take beyond the background is added per row, so a
+model that is fast on the background its author chose but slow near the request's input is
+estimated at its real speed. The values one row takes inside the model (its intermediate arrays,
 :mod:`.probe`) are counted as the row's width: an estimate over the largest array an
 explanation may build is refused before the model is even called on a batch.
 """
@@ -41,12 +42,14 @@ from chalicelib.explainability.budget import (
     combine,
     estimate,
     image_counts,
+    measure_rows,
     measure_speed,
     text_counts,
 )
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import MAX_JOB_ROWS
 from chalicelib.explainability.probe import (
+    SAMPLE_ROWS,
     declared_row_values,
     declared_text_values,
     measured_row_values,
@@ -294,10 +297,11 @@ class CostPlanner:
     def _tabular_facts(
         self, loaded: LoadedModel, method: str, inputs: list[Any] | None
     ) -> tuple[int, ModelSpeed | None]:
-        """Values one row takes inside the model and the model's speed for ``method``: the
-        slower of its speed on its background (cached) and on rows like the ones the explainer
-        will send for these inputs. No speed (the floor) when one row alone is over
-        :data:`MAX_VALUES` values: the estimate is then refused without calling the model."""
+        """Values one row takes inside the model and the model's speed for ``method``: its speed
+        on its background (cached) plus what rows like the ones the explainer will send for
+        these inputs take beyond as many background rows. No speed (the floor) when one row
+        alone is over :data:`MAX_VALUES` values: the estimate is then refused without calling
+        the model."""
         features = max(1, len(loaded.descriptor.feature_names))
         predict = _predict_for(loaded, method)
         declared = declared_row_values(loaded.estimator)
@@ -310,11 +314,10 @@ class CostPlanner:
         matrix = _input_matrix(loaded, inputs)
         if matrix is None:
             return width, base
-        rows = sample_rows(method, matrix, loaded.background)
-        seen = measure_speed(predict, rows[: _fitting(width, len(rows))], repeat=1)
-        if seen.row_seconds <= base.row_seconds:
-            return width, base
-        return width, ModelSpeed(max(base.call_seconds, seen.call_seconds), seen.row_seconds)
+        count = _fitting(width, SAMPLE_ROWS)
+        rows = sample_rows(method, matrix, loaded.background, count)
+        extra = measure_rows(predict, rows, _probe_rows(loaded)[:count])
+        return width, ModelSpeed(base.call_seconds, base.row_seconds + extra)
 
     def _row_values(
         self, loaded: LoadedModel, method: str, predict: Callable[[Any], Any], declared: int

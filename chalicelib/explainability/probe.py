@@ -57,7 +57,7 @@ def sample_rows(
     """
     if background is None or len(background) == 0 or method not in ("kernel", "exact", "lime"):
         reps = -(-rows // len(inputs))
-        return np.tile(inputs, (reps, 1))[: max(rows, len(inputs))]
+        return np.tile(inputs, (reps, 1))[:rows]
     rng = np.random.default_rng(_seed(inputs))
     count, width = rows - 1, inputs.shape[1]
     picks = rng.integers(0, len(background), size=(count, width))

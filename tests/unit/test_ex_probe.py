@@ -176,3 +176,26 @@ def test_the_n_grams_a_text_vectorizer_builds_from_one_text_are_counted() -> Non
     # word bigrams and unigrams: 2 + 1 strings of 1 and 2 "characters" (words)
     assert declared_text_values(model(ngram_range=(1, 2)), text) == 6 * 3 + 0
     assert declared_text_values(LogisticRegression(), text) == 0
+
+
+def test_the_requests_rows_cost_what_they_take_beyond_as_many_known_rows() -> None:
+    from chalicelib.explainability.budget import measure_rows
+
+    clock, calls = FakeClock(), []
+
+    def centre_is_slow(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        clock.now += 0.002 + 0.00001 * len(rows) + 0.001 * int((rows[:, 0] == 0).sum())
+        return np.zeros((len(rows), 2))
+
+    known = np.ones((64, 3))
+    request = np.zeros((64, 3))
+    request[1::2, 0] = 1.0  # half the rows (the input among them) at the slow place
+    extra = measure_rows(centre_is_slow, request, known, clock=clock)
+    # The input alone first, then the reference and the rows twice (0.077 s spent: over 0.05).
+    assert calls == [1] + [64, 64] * 2
+    assert extra == pytest.approx(32 * 0.001 / 64)
+    assert measure_rows(centre_is_slow, known, known, clock=clock) == 0.0
+    clock.now, calls[:] = 0.0, []
+    hopeless = measure_rows(centre_is_slow, request, known, clock=clock, budget=0.001)
+    assert calls == [1] and hopeless == pytest.approx(0.002 + 0.00001 + 0.001)
