@@ -54,6 +54,10 @@ import numpy as np  # noqa: E402
 
 TARGETS_MS = {
     "single TreeSHAP": 20.0,
+    "XGBoost single TreeSHAP": 20.0,
+    "LightGBM single TreeSHAP": 20.0,
+    "XGBoost batch TreeSHAP (per row)": 100.0,
+    "LightGBM batch TreeSHAP (per row)": 100.0,
     "single KernelSHAP": 500.0,
     "batch TreeSHAP (per row)": 100.0,
     "LIME tabular": 2000.0,
@@ -94,16 +98,27 @@ def stubbed_overhead(call: Callable[[], Any], owner: Any, attr: str, repeat: int
     """
     real = getattr(owner, attr)
     had_own = attr in vars(owner)
-    recorded: dict[str, Any] = {}
+    recorded: list[Any] = []
 
     def record(*args: Any, **kwargs: Any) -> Any:
-        recorded["value"] = real(*args, **kwargs)
-        return recorded["value"]
+        recorded.append(real(*args, **kwargs))
+        return recorded[-1]
 
     setattr(owner, attr, record)
     try:
         call()
-        setattr(owner, attr, lambda *args, **kwargs: recorded["value"])
+        # A call may be split into parts (TreeSHAP in chunks of rows): replay them in order.
+        replay = iter(())
+
+        def replayed(*args: Any, **kwargs: Any) -> Any:
+            nonlocal replay
+            found = next(replay, None)
+            if found is None:
+                replay = iter(recorded)
+                found = next(replay)
+            return found
+
+        setattr(owner, attr, replayed)
         return timed(call, repeat)
     finally:
         if had_own:
@@ -112,9 +127,9 @@ def stubbed_overhead(call: Callable[[], Any], owner: Any, attr: str, repeat: int
             delattr(owner, attr)
 
 
-def cached_explainer(engine: Any, model_id: str) -> Any:
-    """The explainer an engine built for ``model_id`` (from its LRU)."""
-    for key, value in engine._explainers.items():
+def cached_explainer(engine: Any, model_id: str, version: int = 1) -> Any:
+    """The explainer an engine built for ``model_id`` (explainers live with the loaded model)."""
+    for key, value in engine.model_loader.load(model_id, version).explainers.items():
         if key[0] == model_id:
             return value[0] if isinstance(value, tuple) else value
     raise LookupError(model_id)
@@ -202,7 +217,7 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
     single = lambda: setup.uncached.shap.explain_prediction(  # noqa: E731
         model_id, version, setup.row(1000)
     )
-    explainer = cached_explainer(setup.uncached.shap, model_id)
+    explainer = cached_explainer(setup.uncached.shap, model_id, version)
     own_ms = stubbed_overhead(single, explainer, "shap_values", repeat)
     rows.append(
         row(
@@ -216,6 +231,13 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
     )
     batch = setup.X[:1000]
     inputs = [setup.row(i) for i in range(1000)]
+    rng = np.random.default_rng(7)
+
+    def fresh_rows() -> list[dict[str, float]]:
+        # Batches are cached per row: new rows each time keep the full path a cache miss.
+        values = rng.normal(size=(1000, len(setup.names))).tolist()
+        return [dict(zip(setup.names, v, strict=True)) for v in values]
+
     batch_repeat = max(3, repeat // 10)
     direct_batch, service_batch, full_batch = (
         ms / 1000
@@ -223,7 +245,7 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             [
                 lambda: direct.shap_values(batch, check_additivity=False),
                 lambda: setup.uncached.shap.explain_batch(model_id, version, inputs),
-                lambda: setup.service.shap.explain_batch(model_id, version, inputs),
+                lambda: setup.service.shap.explain_batch(model_id, version, fresh_rows()),
             ],
             batch_repeat,
             1,
@@ -262,6 +284,87 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             hit_ms,
             hit_ms,
             compare="direct TreeSHAP",
+        )
+    )
+    return rows
+
+
+def booster_files(setup: Setup) -> dict[str, tuple[Any, str, bytes]]:
+    """XGBoost (UBJSON) and LightGBM (text) boosters trained on the bench data: 100 trees."""
+    import tempfile
+
+    import lightgbm
+    import xgboost
+
+    data = xgboost.DMatrix(setup.X, label=setup.y)
+    params = {"objective": "binary:logistic", "max_depth": 6, "nthread": 1, "seed": 0}
+    xgb = xgboost.train(params, data, num_boost_round=100)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.ubj")
+        xgb.save_model(path)
+        with open(path, "rb") as handle:
+            xgb_bytes = handle.read()
+    lgb = lightgbm.train(
+        {"objective": "binary", "num_leaves": 31, "verbose": -1, "num_threads": 1, "seed": 0},
+        lightgbm.Dataset(setup.X, label=setup.y),
+        100,
+    )
+    return {
+        "XGBoost": (xgb, "xgboost_ubj", xgb_bytes),
+        "LightGBM": (lgb, "lightgbm_text", lgb.model_to_string().encode()),
+    }
+
+
+def bench_boosters(setup: Setup, repeat: int) -> list[dict[str, Any]]:
+    """TreeSHAP of XGBoost and LightGBM boosters through the service vs shap on the booster."""
+    from chalicelib.registry.service import VersionSpec
+
+    rows = []
+    for library, (booster, fmt, data) in booster_files(setup).items():
+        model = setup.registry.create_model(f"bench-{library.lower()}")
+        spec = VersionSpec(format=fmt, task="classification", feature_names=tuple(setup.names))
+        version = setup.registry.register_version(model.model_id, spec, artifact=data).version
+        rows += _booster_rows(setup, library, fmt, booster, model.model_id, version, repeat)
+    return rows
+
+
+def _booster_rows(
+    setup: Setup, library: str, fmt: str, booster: Any, model_id: str, version: int, repeat: int
+) -> list[dict[str, Any]]:
+    import shap
+
+    direct = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
+    x = setup.X[1000:1001]
+    counter = iter(range(1000, 4000))
+
+    def single() -> None:
+        setup.uncached.shap.explain_prediction(model_id, version, setup.row(1000))
+
+    def miss() -> None:
+        setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter)))
+
+    direct_ms, service_ms, miss_ms = paired([lambda: direct.shap_values(x), single, miss], repeat)
+    explainer = cached_explainer(setup.uncached.shap, model_id, version)
+    own_ms = stubbed_overhead(single, explainer, "shap_values", repeat)
+    trees = f"{library} 100 trees, 20 features ({fmt})"
+    rows = [row(f"{library} single TreeSHAP", trees, direct_ms, service_ms, miss_ms, own_ms)]
+    batch, inputs = setup.X[:1000], [setup.row(i) for i in range(1000)]
+    batch_repeat = max(3, repeat // 10)
+
+    def service_batch() -> None:
+        setup.uncached.shap.explain_batch(model_id, version, inputs)
+
+    timings = paired([lambda: direct.shap_values(batch), service_batch], batch_repeat, 1)
+    own_batch = stubbed_overhead(service_batch, explainer, "shap_values", batch_repeat)
+    direct_per_row, service_per_row, own = (ms / 1000 for ms in (*timings, own_batch))
+    rows.append(
+        row(
+            f"{library} batch TreeSHAP (per row)",
+            "same booster, 1,000 rows in one call (compute path; no cache)",
+            direct_per_row,
+            service_per_row,
+            service_per_row,
+            own,
         )
     )
     return rows
@@ -446,7 +549,8 @@ def main() -> None:
 
     with mock_aws():
         setup = Setup()
-        rows = bench_tree(setup, repeat) + bench_kernel(setup, repeat) + bench_lime(setup, repeat)
+        rows = bench_tree(setup, repeat) + bench_boosters(setup, repeat)
+        rows += bench_kernel(setup, repeat) + bench_lime(setup, repeat)
     print(table(rows))
     meta = {**machine_meta(), "repeat": repeat, "statistic": "median"}
     report("explanations", rows, meta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -212,21 +213,28 @@ def _require_finite(values: dict[str, Any], contributions: list[FeatureContribut
     feature of 1.7e308) can overflow a model's arithmetic; such a result is refused, never
     answered with nulls in place of numbers."""
     numbers = [
-        ("base_prediction", values.get("base_prediction", 0.0)),
-        ("actual_prediction", values.get("actual_prediction", 0.0)),
-        ("additivity_error", values.get("additivity_error", 0.0)),
+        values.get("base_prediction"),
+        values.get("actual_prediction"),
+        values.get("additivity_error"),
+        *(c.contribution for c in contributions),
     ]
-    numbers += [(f"contribution of '{c.feature_name}'", c.contribution) for c in contributions]
     interactions = values.get("interactions")
-    if interactions is not None and not np.isfinite(interactions["matrix"]).all():
-        numbers.append(("an interaction value", float("nan")))
-    for where, number in numbers:
-        if number is not None and not np.isfinite(number):
-            raise UnprocessableEntity(
-                f"the explanation is not finite ({where} is {number}): input or background "
-                "values this large overflow the model's floating-point arithmetic",
-                code="not_finite",
-            )
+    finite_matrix = interactions is None or bool(np.isfinite(interactions["matrix"]).all())
+    if finite_matrix and all(v is None or math.isfinite(v) for v in numbers):
+        return  # the common case, checked at C speed
+    named = [
+        ("base_prediction", numbers[0]),
+        ("actual_prediction", numbers[1]),
+        ("additivity_error", numbers[2]),
+        *((f"contribution of '{c.feature_name}'", c.contribution) for c in contributions),
+        ("an interaction value", 0.0 if finite_matrix else float("nan")),
+    ]
+    where, number = next((w, v) for w, v in named if v is not None and not math.isfinite(v))
+    raise UnprocessableEntity(
+        f"the explanation is not finite ({where} is {number}): input or background "
+        "values this large overflow the model's floating-point arithmetic",
+        code="not_finite",
+    )
 
 
 def class_labels(estimator: Any, descriptor: ModelDescriptor) -> list[str]:

@@ -65,6 +65,9 @@ def tabular_row(
         raise ValidationError(
             f"{where}missing feature '{missing[0]}'", details={"missing": missing}
         )
+    values = [data[name] for name in feature_names]
+    if all(type(v) is float for v in values) and all(map(math.isfinite, values)):
+        return values  # the common case: plain finite floats
     return [_check_value(name, data[name], where, allow_text) for name in feature_names]
 
 
@@ -88,11 +91,12 @@ def tabular_matrix(
 
 def as_matrix(rows: list[list[Any]]) -> np.ndarray:
     """Rows as a float matrix, or an object matrix when any value is a string."""
-    if any(isinstance(value, str) for row in rows for value in row):
-        matrix = np.empty((len(rows), len(rows[0])), dtype=object)
-        matrix[:] = rows
-        return matrix
-    return np.asarray(rows, dtype=float)
+    found = np.asarray(rows)  # numbers only: a numeric array; any string: a string array
+    if found.dtype.kind in "iuf":
+        return found.astype(float, copy=False)
+    matrix = np.empty((len(rows), len(rows[0])), dtype=object)
+    matrix[:] = rows  # the values themselves (numbers stay numbers)
+    return matrix
 
 
 def text_input(data: Any) -> str:

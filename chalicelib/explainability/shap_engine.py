@@ -922,13 +922,31 @@ def _tree_outputs(explainer: Any, estimator: Any, X: np.ndarray, is_classifier: 
     """The trees' raw output (the space TreeSHAP explains), computed from the same trees; for
     XGBoost and LightGBM, the library's own margin (shap's copy of a multiclass XGBoost model
     does not hold its base scores)."""
+    raw = np.asarray(explainer.model.predict(X), dtype=float)
     if type(estimator).__name__ == "BoosterModel":
-        raw = estimator.decision_function(X) if is_classifier else estimator.predict(X)
-    else:
-        raw = np.asarray(explainer.model.predict(X), dtype=float)
+        raw = _booster_margin(explainer, estimator, X, raw, is_classifier)
     if not is_classifier:
         return np.asarray(raw, dtype=float).reshape(len(X), 1)
     return _as_class_columns(np.asarray(raw, dtype=float))
+
+
+def _booster_margin(
+    explainer: Any, estimator: Any, X: np.ndarray, raw: np.ndarray, is_classifier: bool
+) -> np.ndarray:
+    """An XGBoost/LightGBM model's margin from shap's copy of its trees (one pass in C, cheaper
+    than a library call per request) corrected by its constant offset from the library's own
+    margin (shap's copy of a multiclass XGBoost model lacks the base scores), measured once per
+    explainer. Where shap's copy has another shape (multiclass LightGBM) the library answers."""
+    library = estimator.decision_function if is_classifier else estimator.predict
+    offset = getattr(explainer, "synapse_offset", None)
+    if offset is None:
+        probe = np.zeros((1, X.shape[1]))
+        expected, copied = np.asarray(library(probe)), np.asarray(explainer.model.predict(probe))
+        offset = expected - copied if expected.shape == copied.shape else False
+        explainer.synapse_offset = offset
+    if offset is False or raw.shape[1:] != np.shape(offset)[1:]:
+        return np.asarray(library(X), dtype=float)
+    return raw + offset
 
 
 def _require_tree_interactions(estimator: Any, options: ShapOptions) -> None:
