@@ -18,6 +18,7 @@ from chalicelib.core import handlers
 from chalicelib.core.http import normalize_framework_errors, set_authenticator
 from chalicelib.dataversion.api import api as dataversion_api
 from chalicelib.explainability.api import api as explainability_api
+from chalicelib.explainability.insights_api import api as insights_api
 from chalicelib.registry.api import api as registry_api
 from chalicelib.system.api import api as system_api
 from chalicelib.system.console import blueprint as console
@@ -33,6 +34,7 @@ app.register_blueprint(auth_api.blueprint)
 app.register_blueprint(registry_api.blueprint)
 app.register_blueprint(abtesting_api.blueprint)
 app.register_blueprint(explainability_api.blueprint)
+app.register_blueprint(insights_api.blueprint)
 app.register_blueprint(dataversion_api.blueprint)
 
 DATA_BUCKET = os.environ.get("DATA_BUCKET", "synapse-data")

@@ -163,6 +163,27 @@ class ModelInsights:
         return (lambda X: np.asarray(estimator.predict_proba(X))[:, index]), labels[index]
 
     # --- attribution drift --------------------------------------------------------------------
+    def side_rows(
+        self, model_id: str, model_version: int | None, dataset_version_id: str | None
+    ) -> list[dict[str, Any]]:
+        """The rows an attribution is computed over when no inputs are given: a dataset
+        version's rows, else the version's background rows (its baseline).
+
+        Raises:
+            UnprocessableEntity: Neither a dataset version nor background rows.
+        """
+        if dataset_version_id is not None:
+            return self.shap.resolve_inputs(model_id, model_version, None, dataset_version_id)
+        loaded = self._load(model_id, model_version)
+        require(
+            loaded.background is not None,
+            f"model '{model_id}' version {loaded.descriptor.version} has no background "
+            "rows for a baseline attribution; name inputs or a dataset_version_id",
+        )
+        assert loaded.background is not None
+        names = loaded.descriptor.feature_names
+        return [dict(zip(names, row, strict=True)) for row in loaded.background.tolist()]
+
     def attribution(
         self,
         model_id: str,
@@ -174,15 +195,7 @@ class ModelInsights:
         """A global attribution (feature → mean |SHAP|) over inputs, a dataset version or, with
         neither, the version's own background rows (its baseline)."""
         if inputs is None and dataset_version_id is None:
-            loaded = self._load(model_id, model_version)
-            require(
-                loaded.background is not None,
-                f"model '{model_id}' version {loaded.descriptor.version} has no background "
-                "rows for a baseline attribution; name inputs or a dataset_version_id",
-            )
-            assert loaded.background is not None
-            names = loaded.descriptor.feature_names
-            inputs = [dict(zip(names, row, strict=True)) for row in loaded.background.tolist()]
+            inputs = self.side_rows(model_id, model_version, None)
         result = self.shap.compute_global_importance(
             model_id,
             model_version,
