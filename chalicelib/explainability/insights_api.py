@@ -160,6 +160,14 @@ def _insights(service: Any) -> Any:
     return ModelInsights(service.shap)
 
 
+def _finite(result: Any) -> Any:
+    """The result if every number in it is finite; else 422 ``not_finite`` (inputs near a
+    double's limits can overflow the model's arithmetic)."""
+    from chalicelib.explainability.service import require_finite
+
+    return require_finite(result)
+
+
 def _check_rows(rows: int, per_row: int, what: str) -> None:
     if rows * per_row > MAX_MODEL_ROWS:
         raise UnprocessableEntity(
@@ -202,8 +210,10 @@ def attribution_drift(ctx: RequestContext) -> Any:
     model versions, or one version on two input samples or dataset versions)."""
     body, service = ctx.body, _service()
     sides = [_side(service, ctx, side, body.seed) for side in (body.baseline, body.current)]
-    return _insights(service).attribution_drift(
-        sides[0], sides[1], body.top_k, body.threshold, seed=body.seed
+    return _finite(
+        _insights(service).attribution_drift(
+            sides[0], sides[1], body.top_k, body.threshold, seed=body.seed
+        )
     )
 
 
@@ -222,7 +232,7 @@ def bias(ctx: RequestContext) -> Any:
         body.positive_label,
         body.facet_name,
     )
-    return report.to_dict()
+    return _finite(report.to_dict())
 
 
 @api.route(
@@ -234,8 +244,10 @@ def permutation_importance(ctx: RequestContext) -> Any:
     service.authorize(ctx.principal, body.model_id, body.model_version)
     features = len(service.model_loader.describe(body.model_id, body.model_version).feature_names)
     _check_rows(len(body.inputs), body.n_repeats * features + 1, "permutation importance")
-    return _insights(service).permutation_importance(
-        body.model_id, body.model_version, body.inputs, body.labels, body.n_repeats, body.seed
+    return _finite(
+        _insights(service).permutation_importance(
+            body.model_id, body.model_version, body.inputs, body.labels, body.n_repeats, body.seed
+        )
     )
 
 
@@ -246,12 +258,14 @@ def partial_dependence(ctx: RequestContext) -> Any:
     service.authorize(ctx.principal, body.model_id, body.model_version)
     points = len(body.grid) if body.grid is not None else body.grid_resolution
     _check_rows(len(body.inputs), points, "partial dependence")
-    return _insights(service).partial_dependence(
-        body.model_id,
-        body.model_version,
-        body.feature,
-        body.inputs,
-        body.grid_resolution,
-        body.class_name,
-        body.grid,
+    return _finite(
+        _insights(service).partial_dependence(
+            body.model_id,
+            body.model_version,
+            body.feature,
+            body.inputs,
+            body.grid_resolution,
+            body.class_name,
+            body.grid,
+        )
     )
