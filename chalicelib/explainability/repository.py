@@ -61,11 +61,17 @@ class ExplanationGenerationItem(Model):
     cache key, so an invalidation reaches every instance (the same table as the entries; not
     listed in ``TABLES``, which creates the table once)."""
 
-    Meta = meta("EXPLANATION_CACHE_TABLE", "explanation-cache")
+    Meta = ExplanationCacheTable.Meta
 
     model_id = UnicodeAttribute(hash_key=True)
     cache_key = UnicodeAttribute(range_key=True)
     generation = NumberAttribute(default=0)
+
+    @classmethod
+    def _get_connection(cls) -> Any:
+        # The cache table's own connection: whatever points the listed tables at an endpoint
+        # (the local stack, tests) points this item at it too.
+        return ExplanationCacheTable._get_connection()
 
 
 class ExplanationJobTable(Model):

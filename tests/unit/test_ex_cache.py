@@ -159,3 +159,15 @@ def test_generation_items_are_not_cache_entries(aws: Any) -> None:
     cache.set("a1", _explanation("m1", 1))
     assert cache.invalidate_model("m1") == 1  # the entry, not the generation item
     assert ExplanationRepository().cache_generations("m1") == {None: 2}
+
+
+def test_the_generation_item_uses_the_cache_tables_connection(aws: Any) -> None:
+    # The local stack and the tests re-point the listed tables (chalicelib.domains) at their
+    # endpoint by dropping each table's connection; the generation item must follow.
+    from chalicelib.explainability.repository import (
+        ExplanationCacheTable,
+        ExplanationGenerationItem,
+    )
+
+    ExplanationCacheTable._connection = None
+    assert ExplanationGenerationItem._get_connection() is ExplanationCacheTable._get_connection()
