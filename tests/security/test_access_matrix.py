@@ -122,6 +122,15 @@ def _rows(count: int) -> list[dict[str, float]]:
     return [{k: v + i / 10 for k, v in ROW.items()} for i in range(count)]
 
 
+def _labelled(world: World) -> dict[str, Any]:
+    return {
+        "model_id": world["model_id"],
+        "model_version": 1,
+        "inputs": _rows(3),
+        "labels": ["0", "1", "1"],
+    }
+
+
 RULES: dict[tuple[str, str], Rule] = {
     # --- experiments ---------------------------------------------------------------------------
     ("POST", "/experiments"): Rule("collection"),
@@ -217,6 +226,24 @@ RULES: dict[tuple[str, str], Rule] = {
             "feature": "a",
             "inputs": _rows(3),
         }
+    ),
+    ("POST", "/explanations/drift"): Rule(
+        body=lambda w, i: {
+            "baseline": {"model_id": w["model_id"], "model_version": 1},
+            "current": {"model_id": w["model_id"], "model_version": 1, "inputs": _rows(3)},
+        }
+    ),
+    ("POST", "/explanations/bias"): Rule(
+        body=lambda w, i: {
+            **_labelled(w),
+            "facet": ["x", "y", "x"],
+            "facet_values": ["x"],
+            "positive_label": "1",
+        }
+    ),
+    ("POST", "/explanations/permutation-importance"): Rule(body=lambda w, i: _labelled(w)),
+    ("POST", "/explanations/partial-dependence"): Rule(
+        body=lambda w, i: {**_labelled(w), "feature": "a", "grid_resolution": 3}
     ),
     ("GET", "/explanations/jobs/{job_id}"): Rule(),
     ("DELETE", "/models/{model_id}/explanations"): Rule(),
