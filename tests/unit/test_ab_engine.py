@@ -543,6 +543,9 @@ def test_ramp_advances_only_when_due_with_enough_data_and_healthy_guardrails(
     clock.advance(minutes=-2)
     assert engine.advance_ramp(eid) is None  # not due
     clock.advance(minutes=2)
+    with pytest.MonkeyPatch.context() as patch:  # a full allocation history: the ramp holds
+        patch.setattr("chalicelib.abtesting.engine.MAX_PHASES", 4)
+        assert engine.advance_ramp(eid) is None
     stepped = engine.advance_ramp(eid)
     assert stepped is not None and stepped.ramp_step == 1
     assert {v.variant_id: v.traffic_weight for v in stepped.variants} == {
