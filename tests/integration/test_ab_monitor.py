@@ -22,7 +22,10 @@ def _fleet(model_id: str, count: int) -> list[str]:
                 ModelVariant("treatment", model_id, 2, Decimal("0.5"))]  # fmt: skip
     ids = []
     for index in range(count):
-        created = engine.create_experiment(f"fleet-{index}", variants)
+        # owned by the ``http`` fixture's writer (alice, group ml), who reads their checks
+        created = engine.create_experiment(
+            f"fleet-{index}", variants, owner="alice", access_groups=["ml"]
+        )
         engine.start_experiment(created.experiment_id)
         ids.append(created.experiment_id)
     return ids
