@@ -241,6 +241,42 @@ class ModelInsights:
         }
 
     # --- bias ---------------------------------------------------------------------------------
+    def bias_on_dataset(
+        self,
+        model_id: str,
+        model_version: int | None,
+        dataset_version_id: str,
+        label_column: str,
+        facet_column: str,
+        facet_values: list[Any],
+        positive_label: Any,
+    ) -> BiasReport:
+        """:meth:`bias` over a dataset version's rows (its first 10,000): the model's features,
+        the observed labels in ``label_column`` and the facet in ``facet_column``.
+
+        Raises:
+            UnprocessableEntity: A missing column or a feature that is not a number.
+        """
+        descriptor = self.shap._tabular_descriptor(model_id, model_version)
+        names = list(descriptor.feature_names)
+        reader = getattr(self.model_loader.backgrounds, "dataset_reader", None)
+        require(reader is not None, "this loader cannot read dataset versions")
+        columns = list(dict.fromkeys([*names, label_column, facet_column]))
+        records = reader.read_records(dataset_version_id, columns)
+        inputs = [
+            _numeric(record, names, dataset_version_id, i) for i, record in enumerate(records)
+        ]
+        return self.bias(
+            model_id,
+            model_version,
+            inputs,
+            [record[label_column] for record in records],
+            [_text(record[facet_column]) for record in records],
+            [_text(value) for value in facet_values],
+            positive_label,
+            facet_column,
+        )
+
     def bias(
         self,
         model_id: str,
@@ -271,6 +307,27 @@ class ModelInsights:
         if positive not in names:
             raise ValidationError(f"positive_label '{positive_label}' is not a class ({names})")
         return bias_metrics(observed, facet, facet_values, positive, predicted, facet_name)
+
+
+def _text(value: Any) -> str:
+    """A facet value compared as text (a CSV cell and a JSON number alike)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _numeric(
+    record: dict[str, Any], names: list[str], version_id: str, index: int
+) -> dict[str, float]:
+    row = {}
+    for name in names:
+        try:
+            row[name] = float(record[name])
+        except (TypeError, ValueError, OverflowError):
+            raise UnprocessableEntity(
+                f"dataset version '{version_id}' row {index}: column '{name}' is not numeric"
+            ) from None
+    return row
 
 
 def _score(loaded: LoadedModel, X: np.ndarray, y: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.http import ApiBlueprint, RequestContext
 
 api = ApiBlueprint(__name__, tag="explainability")
@@ -86,12 +86,18 @@ class LabelledBody(ModelRef):
     labels: list[str | float | int] = Field(min_length=1, max_length=MAX_ROWS)
 
 
-class BiasBody(LabelledBody):
-    """Body of ``POST /explanations/bias``: ``facet`` holds each input's facet value; the rows
-    whose value is in ``facet_values`` form Clarify's group d."""
+class BiasBody(ModelRef):
+    """Body of ``POST /explanations/bias``: either ``inputs`` with their ``labels`` and
+    ``facet`` values, or a ``dataset_version_id`` with its ``label_column`` and declared
+    ``facet_column``. The rows whose facet value is in ``facet_values`` form Clarify's group d."""
 
+    inputs: list[Row] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
+    labels: list[str | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
+    facet: list[str | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
     facet_name: str = Field(default="facet", min_length=1, max_length=200)
-    facet: list[str | float | int] = Field(min_length=1, max_length=MAX_ROWS)
+    dataset_version_id: str | None = Field(default=None, max_length=200)
+    label_column: str | None = Field(default=None, min_length=1, max_length=200)
+    facet_column: str | None = Field(default=None, min_length=1, max_length=200)
     facet_values: list[str | float | int] = Field(min_length=1, max_length=100)
     positive_label: str | float | int
 
@@ -221,17 +227,36 @@ def attribution_drift(ctx: RequestContext) -> Any:
 def bias(ctx: RequestContext) -> Any:
     """Clarify's bias metrics of a classifier's predictions for a declared facet."""
     body, service = ctx.body, _service()
-    service.authorize(ctx.principal, body.model_id, body.model_version)
-    report = _insights(service).bias(
-        body.model_id,
-        body.model_version,
-        body.inputs,
-        body.labels,
-        body.facet,
-        body.facet_values,
-        body.positive_label,
-        body.facet_name,
-    )
+    given = body.inputs is not None and body.labels is not None and body.facet is not None
+    stored = body.dataset_version_id is not None and body.label_column and body.facet_column
+    if given == bool(stored):
+        raise ValidationError(
+            "give either inputs, labels and facet, or dataset_version_id, label_column and "
+            "facet_column"
+        )
+    service.authorize(ctx.principal, body.model_id, body.model_version, body.dataset_version_id)
+    insights = _insights(service)
+    if given:
+        report = insights.bias(
+            body.model_id,
+            body.model_version,
+            body.inputs,
+            body.labels,
+            body.facet,
+            body.facet_values,
+            body.positive_label,
+            body.facet_name,
+        )
+    else:
+        report = insights.bias_on_dataset(
+            body.model_id,
+            body.model_version,
+            body.dataset_version_id,
+            body.label_column,
+            body.facet_column,
+            body.facet_values,
+            body.positive_label,
+        )
     return _finite(report.to_dict())
 
 

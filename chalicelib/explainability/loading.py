@@ -160,6 +160,31 @@ class DataversionReader:
             DatasetVersionNotFound: Unknown version (404).
             UnprocessableEntity: Opaque format, a missing column or non-numeric values.
         """
+        rows = [
+            _pick_columns(record, columns, dataset_version_id, index)
+            for index, record in enumerate(self._records(dataset_version_id))
+        ]
+        return as_numeric_matrix(rows, f"dataset version '{dataset_version_id}'")
+
+    def read_records(self, dataset_version_id: str, columns: list[str]) -> list[dict[str, Any]]:
+        """The first ``max_rows`` records of a version restricted to ``columns``, values as
+        read (CSV: strings; JSON lines: JSON values).
+
+        Raises:
+            DatasetVersionNotFound: Unknown version (404).
+            UnprocessableEntity: Opaque format, a missing column or no rows.
+        """
+        found = []
+        for record in self._records(dataset_version_id):
+            missing = [column for column in columns if column not in record]
+            if missing:
+                raise UnprocessableEntity(
+                    f"dataset version '{dataset_version_id}' has no column '{missing[0]}'"
+                )
+            found.append({column: record[column] for column in columns})
+        return found
+
+    def _records(self, dataset_version_id: str) -> list[dict[str, Any]]:
         opener = self._open_version
         if opener is None:
             from chalicelib.dataversion.facade import open_version_as_system as opener
@@ -175,10 +200,10 @@ class DataversionReader:
         for index, record in enumerate(records):
             if index >= self.max_rows:
                 break
-            rows.append(_pick_columns(record, columns, dataset_version_id, index))
+            rows.append(record)
         if not rows:
             raise UnprocessableEntity(f"dataset version '{dataset_version_id}' has no rows")
-        return as_numeric_matrix(rows, f"dataset version '{dataset_version_id}'")
+        return rows
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[str]:

@@ -121,3 +121,52 @@ def test_outsiders_get_404_from_every_insight_route(
     for path, body in bodies.items():
         response = http.call("POST", path, body, token=tokens.other_writer)
         assert response.status_code == 404, (path, response.data)
+
+
+def test_bias_on_a_dataset_version_with_a_declared_facet_column(http: Http, linear: Any) -> None:
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    X, y = linear.X[:120], linear.y[:120]
+    region = ["south" if x < 0 else "north" for x in X[:, 1]]
+    lines = ["income,age,zip_code,approved,region"]
+    lines += [
+        f"{a!r},{b!r},{c!r},{['deny', 'grant'][v]},{r}"
+        for (a, b, c), v, r in zip(X.tolist(), y.tolist(), region, strict=True)
+    ]
+    engine = get_versioning_engine()
+    dataset = engine.create_dataset("bias-data", owner="alice", access_groups=["ml"])
+    version = engine.create_version(dataset.dataset_id, ("\n".join(lines) + "\n").encode())
+    model = {"model_id": linear.id, "model_version": linear.v1}
+    stored = http.call(
+        "POST",
+        "/explanations/bias",
+        {
+            **model,
+            "dataset_version_id": version.version_id,
+            "label_column": "approved",
+            "facet_column": "region",
+            "facet_values": ["south"],
+            "positive_label": "grant",
+        },
+    )
+    assert stored.status_code == 200, stored.data
+    given = http.call(
+        "POST",
+        "/explanations/bias",
+        {
+            **model,
+            "inputs": linear.rows[:120],
+            "labels": [["deny", "grant"][v] for v in y],
+            "facet": region,
+            "facet_values": ["south"],
+            "positive_label": "grant",
+            "facet_name": "region",
+        },
+    )
+    assert stored.data == given.data
+    neither = http.call(
+        "POST",
+        "/explanations/bias",
+        {**model, "facet_values": ["south"], "positive_label": "grant"},
+    )
+    assert neither.status_code == 400
