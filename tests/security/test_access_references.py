@@ -242,6 +242,47 @@ def test_a_queued_job_is_checked_again_with_its_submitters_rights_when_it_runs(
     assert gone.status_code == 404 and gone.data["error"] == "job_not_found"
 
 
+def test_a_single_explanation_job_is_checked_again_when_it_runs(
+    people: dict[str, Http],
+) -> None:
+    """``POST /explanations`` with ``asynchronous`` (a job of kind ``explain``): its model's
+    background is checked with the submitter's rights when it runs, not only when submitted."""
+    alice, carol = people["alice"], people["carol"]
+    ds = _dataset(alice, ["ml"])
+    model = _model(alice, ["ml"], background_dataset_version_id=ds["version_id"])
+    body = {
+        "model_id": model["model_id"],
+        "model_version": 1,
+        "input_data": ROW,
+        "asynchronous": True,
+    }
+    submitted = _ok(carol.call("POST", "/explanations", body), 202)
+    assert submitted["kind"] == "explain"
+    _ok(alice.call("PUT", f"/datasets/{ds['dataset_id']}/access", {"access_groups": []}))
+    assert _run_job(submitted["job_id"]) == "failed"
+    job = _ok(people["admin"].call("GET", f"/explanations/jobs/{submitted['job_id']}"))
+    assert job["error"]["error"] == "background_not_found" and job["result"] is None
+    assert_nothing_of(job["error"], "base_prediction", *_private_secrets(ds))
+
+
+def test_an_async_single_explanation_over_an_unreadable_background_creates_no_job(
+    people: dict[str, Http], shared_model: dict[str, Any]
+) -> None:
+    from chalicelib.explainability.repository import ExplanationJobTable
+
+    before = ExplanationJobTable.count()
+    body = {
+        "model_id": shared_model["model_id"],
+        "model_version": 1,
+        "input_data": ROW,
+        "asynchronous": True,
+    }
+    refused = people["bob"].call("POST", "/explanations", body)
+    assert refused.status_code == 404 and refused.data["error"] == "background_not_found"
+    assert_nothing_of(refused.data, *_private_secrets(shared_model["dataset"]))
+    assert ExplanationJobTable.count() == before
+
+
 def test_a_finished_job_is_not_shown_once_its_model_is_hidden_from_the_caller(
     people: dict[str, Http],
 ) -> None:
