@@ -44,6 +44,7 @@ from typing import Any
 
 from chalicelib.core.config import get_settings
 from chalicelib.registry.errors import UnsafeArtifactError
+from chalicelib.registry.structures import check_sparse, check_structures
 
 ALLOW_LIST_PATH = Path(__file__).with_name("trusted_types.json")
 
@@ -63,6 +64,8 @@ CHUNK = 1024 * 1024
 MAX_NPY_HEADER = 10_000
 # The skops protocol the allow-list was generated for (skops 0.16).
 SKOPS_PROTOCOL = 2
+# Largest member read whole by the structure check (members were capped before).
+CAP_READ = 1 << 40
 # Names listed in an error message at most.
 MAX_LISTED = 20
 
@@ -237,6 +240,7 @@ def inspect_artifact(data: bytes, max_bytes: int | None = None) -> ArtifactRepor
             sizes.measure(checker.files)
             contents = {name: _verify_member(archive, info) for name, info in infos.items()}
             checker.check_shared_ids(contents)
+            _check_compiled(schema, archive, infos)
     except RecursionError:
         raise UnsafeArtifactError("the artifact nests objects too deeply") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, struct.error) as exc:
@@ -248,6 +252,18 @@ def inspect_artifact(data: bytes, max_bytes: int | None = None) -> ArtifactRepor
         array_bytes=sizes.arrays,
         schema_bytes=infos["schema.json"].file_size,
     )
+
+
+def _check_compiled(
+    schema: dict[str, Any], archive: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]
+) -> None:
+    """The compiled structures (:mod:`chalicelib.registry.structures`) of an accepted tree."""
+    try:
+        check_structures(schema, lambda name: _read_limited(archive, infos[name], CAP_READ))
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise UnsafeArtifactError(
+            f"the model holds a compiled structure of unexpected shape ({_clip(str(exc))})"
+        ) from None
 
 
 # --- the zip container -----------------------------------------------------------------------
@@ -365,6 +381,7 @@ class _SchemaChecker:
         self.files: dict[str, str] = {}
         self.untrusted: set[str] = set()
         self._ids: dict[int, list[dict[str, Any]]] = {}
+        self._readers: dict[str, Any] = {}
         self._loaders: dict[str, Callable[[dict[str, Any], str, int], None]] = {
             "ObjectNode": self._object,
             "DictNode": self._dict,
@@ -757,6 +774,16 @@ class _SchemaChecker:
             raise UnsafeArtifactError(f"malformed skops node (not a .{kind} member)")
         if self.files.setdefault(member, kind) != kind:
             raise UnsafeArtifactError(f"'{_clip(member)}' is read as two kinds of data")
+        # skops builds a member once per object id that reads it: a member read by two objects
+        # would be expanded twice (or thousands of times) while its size is counted once.
+        reader = state.get("__id__")
+        if member in self._readers and (type(reader) is not int or self._readers[member] != reader):
+            raise UnsafeArtifactError(
+                f"'{_clip(member)}' is read by more than one object of the schema; each array "
+                "file may belong to one object (loading would build it once per reader, past "
+                "its declared size)"
+            )
+        self._readers[member] = reader
 
 
 def _digest(value: Any, memo: dict[int, bytes], contents: dict[str, bytes]) -> bytes:
@@ -882,6 +909,7 @@ class _ArraySizes:
                     raise UnsafeArtifactError(f"'{_clip(info.filename)}' is not a sparse matrix")
                 self._npy(inner, member)
                 _verify_member(inner, member)  # CRC and size; its hash is its npz's
+        check_sparse(inner_bytes, _clip(info.filename))
 
 
 def _read_prefix(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> bytes:
