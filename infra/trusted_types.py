@@ -7,9 +7,10 @@ scipy and skops (``layers/explainer/requirements.txt``) and reviewed like code:
 * ``estimators``: every class ``sklearn.utils.all_estimators()`` lists, by its *defining* module
   (``cls.__module__``), minus the ones that run a user's function (``FunctionTransformer``).
 * ``helpers``: scikit-learn's own non-estimator types that fitted models hold (trees, tree
-  predictors, binners, losses and links, kernels, distance metrics, neighbour trees, optimizers,
-  calibrators), found by dumping a corpus of real fitted models of every common family with
-  skops and collecting the types, plus the documented families those belong to.
+  predictors, binners, losses and links, kernels, optimizers, calibrators), found by dumping a
+  corpus of real fitted models of every common family with skops and collecting the types, plus
+  the documented families those belong to; not the neighbour trees (``KDTree``, ``BallTree``) and
+  their distance metrics, whose compiled state is not checked (``REFUSED_HELPERS``).
 * ``dicts``: the mapping types real models hold (``dict`` and scikit-learn's ``Bunch``).
 * ``losses``, ``numpy_scalars``, ``sparse``, ``bit_generators``: what skops' ``LossNode``,
   ``NdArrayNode``/``TypeNode``, ``SparseMatrixNode`` and ``RandomGeneratorNode`` may name.
@@ -53,8 +54,6 @@ HELPER_FAMILIES = [
     ("sklearn.gaussian_process.kernels", "Kernel"),
     ("sklearn._loss.loss", "BaseLoss"),
     ("sklearn._loss.link", "BaseLink"),
-    ("sklearn.metrics._dist_metrics", "DistanceMetric64"),
-    ("sklearn.metrics._dist_metrics", "DistanceMetric32"),
     ("sklearn.neural_network._stochastic_optimizers", "BaseOptimizer"),
 ]
 REFUSED_HELPER = re.compile(r"PyFunc")
@@ -65,12 +64,19 @@ HELPER_CLASSES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn._loss.link.Interval",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.gaussian_process._gpc._BinaryGaussianProcessClassifierLaplace",
 ]
+# Compiled structures whose content is not checked (``chalicelib/registry/structures.py`` checks
+# trees, boosting predictors, libsvm models and sparse matrices): the neighbour trees index their
+# data, node and bound arrays in compiled code without bounds checks (a KDTree whose idx_array
+# holds 10**9 crashes a query), and their distance metrics size parameter vectors and matrices by
+# the data. Models holding them (KNeighbors*/RadiusNeighbors*/NearestNeighbors/KernelDensity/
+# LocalOutlierFactor/Isomap... with algorithm "kd_tree", "ball_tree" or an "auto" that picks one)
+# are refused; with algorithm="brute" they hold neither.
+REFUSED_HELPERS = {"sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree"}
+REFUSED_HELPER_MODULES = ("sklearn.metrics._dist_metrics.",)
 TREE = "sklearn.tree._tree.Tree"
 # skops loaders that construct an instance of the class they name.
 CLASS_LOADERS = ("ObjectNode", "TreeNode", "LossNode")
@@ -448,6 +454,7 @@ def generate() -> dict[str, Any]:
     functions = {n: sorted(c) for n, c in corpus.get("FunctionNode", {}).items()}
     helpers = family_types() | {n for n in classes if n.startswith("sklearn.")}
     helpers -= set(estimators) | set(loss_types()) | REFUSED_ESTIMATORS | {TREE}
+    helpers = {n for n in helpers - REFUSED_HELPERS if not n.startswith(REFUSED_HELPER_MODULES)}
     unknown = sorted(n for n in helpers | set(estimators) if not resolves_to_itself(n))
     if unknown:
         raise SystemExit(f"names that do not resolve to their defining module: {unknown}")

@@ -26,6 +26,11 @@ CLASS_SETS = ("estimators", "helpers", "dicts", "trees", "losses", "sparse")
 REFUSED_IN_CORPUS = {
     # its fitted B-splines hold a numpy function (scipy's array-API alias of asarray)
     "sklearn.preprocessing._polynomial.SplineTransformer",
+    # they hold a KDTree or BallTree ("auto" picks one), whose compiled state is not checked
+    # (infra/trusted_types.py REFUSED_HELPERS); with algorithm="brute" they are accepted
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.neighbors._classification.RadiusNeighborsClassifier",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
 }
 
 

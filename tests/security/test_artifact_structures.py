@@ -254,6 +254,18 @@ def one_member_read_by_40_arrays() -> bytes:
     return forge.pack(schema, members, compression=zipfile.ZIP_DEFLATED)
 
 
+def knn_kdtree_idx_1e9() -> bytes:
+    """KNeighborsClassifier(algorithm="kd_tree") whose KDTree index array holds 10**9."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    schema, members = forge.unpack(
+        forge.dumps(KNeighborsClassifier(algorithm="kd_tree").fit(*_data()))
+    )
+    idx_array = forge.attribute(schema, "_tree")["content"]["content"][1]
+    _store(members, idx_array, np.full_like(_load(members, idx_array), 10**9))
+    return forge.pack(schema, members)
+
+
 # name: (builder, width of the model's input, what the refusal says)
 FORGED: dict[str, tuple[Callable[[], bytes], int, str]] = {
     "tree-claiming-1e8-features": (tree_claiming_1e8_features, 3, "called with 3"),
@@ -295,6 +307,7 @@ FORGED: dict[str, tuple[Callable[[], bytes], int, str]] = {
         f"more than {MAX_TREE_DEPTH} levels deep",
     ),
     "one-member-read-by-40-arrays": (one_member_read_by_40_arrays, 3, "more than one object"),
+    "knn-kdtree-index-1e9": (knn_kdtree_idx_1e9, 3, "sklearn.neighbors._kd_tree.KDTree"),
 }
 
 # --- the files are dangerous to plain scikit-learn ----------------------------------------------
@@ -452,3 +465,27 @@ def test_a_declared_depth_that_is_not_the_trees_depth_is_refused() -> None:
     data = forge.edit_schema(chain_tree(5), lie)
     with pytest.raises(UnsafeArtifactError, match="declared depth"):
         inspect_artifact(data)
+
+
+# --- neighbour trees are not on the allow-list --------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "kd_tree", "ball_tree"])
+def test_real_neighbour_models_holding_a_tree_are_refused_naming_it(algorithm: str) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    data = forge.dumps(KNeighborsClassifier(algorithm=algorithm).fit(*_data()))
+    with pytest.raises(UnsafeArtifactError, match=r"neighbors\._(kd|ball)_tree\.(KD|Ball)Tree"):
+        inspect_artifact(data)
+
+
+def test_a_brute_force_neighbour_model_is_accepted_and_predicts_as_fitted() -> None:
+    import skops.io as sio
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = _data()
+    fitted = KNeighborsClassifier(algorithm="brute").fit(X, y)
+    data = forge.dumps(fitted)
+    loaded = sio.loads(data, trusted=inspect_artifact(data).types)
+    check_loaded(loaded)
+    assert (loaded.predict_proba(X[:50]) == fitted.predict_proba(X[:50])).all()

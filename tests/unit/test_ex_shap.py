@@ -103,7 +103,7 @@ def test_exact_shap_is_chosen_for_few_features_and_gives_an_ignored_feature_zero
 
     # The third feature is an input of the pipeline but is dropped before the model reads it.
     keep = ColumnTransformer([("keep", StandardScaler(), [0, 1])], remainder="drop")
-    pipeline = make_pipeline(keep, KNeighborsRegressor(5)).fit(X, y)
+    pipeline = make_pipeline(keep, KNeighborsRegressor(5, algorithm="brute")).fit(X, y)
     model = register(ctx.reg, pipeline, "regression", names, X, background=X[:30])
     explanation = ctx.svc.shap.explain_prediction(model.model_id, model.version, model.row(40))
     assert explanation.algorithm == "exact"
