@@ -43,6 +43,7 @@ LIMITS = {
     "bench_decisions": 240,
     "bench_monitor": 300,
     "bench_invocations": 240,
+    "bench_explainer_cold_start": 300,
 }
 DEFAULT_LIMIT = 180
 # Run order: cheap and independent first, so a slow bench cannot starve them.
@@ -60,6 +61,7 @@ ORDER = [
     "bench_monitor",
     "bench_explain_budget",
     "bench_invocations",
+    "bench_explainer_cold_start",
 ]
 
 

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.core.imports import import_clean
 from chalicelib.explainability.base import (
     ExplainerBase,
     class_index,
@@ -45,6 +44,7 @@ from chalicelib.explainability.categorical import (
     text_columns,
 )
 from chalicelib.explainability.inputs import as_matrix, tabular_matrix, tabular_row
+from chalicelib.explainability.jit_cache import import_shap
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
     AggregationMethod,
@@ -243,7 +243,7 @@ def summarize_background(
     if len(background) <= size:
         return background, len(background)
     if method == "kmeans" and weighted:
-        shap = import_clean("shap")
+        shap = import_shap()
 
         return shap.kmeans(background, size), size
     chosen = np.random.default_rng(seed).choice(len(background), size=size, replace=False)
@@ -623,7 +623,7 @@ class SHAPExplainer(ExplainerBase):
         encoded = encode(pipeline, X, descriptor.feature_names)
 
         def build() -> Any:
-            shap = import_clean("shap")
+            shap = import_shap()
 
             return shap.TreeExplainer(tree_model(final), feature_perturbation="tree_path_dependent")
 
@@ -726,7 +726,7 @@ class SHAPExplainer(ExplainerBase):
 
     def _tree_explainer(self, loaded: LoadedModel) -> Any:
         def build() -> Any:
-            shap = import_clean("shap")
+            shap = import_shap()
 
             return shap.TreeExplainer(
                 tree_model(loaded.estimator), feature_perturbation="tree_path_dependent"
@@ -743,7 +743,7 @@ class SHAPExplainer(ExplainerBase):
         background = _require_background(loaded)
 
         def build() -> tuple[Any, int]:
-            shap = import_clean("shap")
+            shap = import_shap()
 
             masker = shap.maskers.Independent(background, max_samples=len(background))
             return shap.LinearExplainer(loaded.estimator, masker), len(background)
@@ -763,7 +763,7 @@ class SHAPExplainer(ExplainerBase):
             ]
 
         def build() -> tuple[Any, int]:
-            shap = import_clean("shap")
+            shap = import_shap()
 
             weighted = algorithm == "kernel"
             data, rows = summarize_background(
@@ -817,7 +817,7 @@ class SHAPExplainer(ExplainerBase):
             return None
         if requested != "auto":
             return requested
-        shap = import_clean("shap")
+        shap = import_shap()
 
         order = shap.utils.approximate_interactions(index, values, X)
         candidates = [int(i) for i in order if int(i) != index]

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from chalicelib.core.errors import ValidationError
-from chalicelib.core.imports import import_clean
 from chalicelib.explainability.base import ExplainerBase, class_index, class_labels, require
 from chalicelib.explainability.budget import checkpoint, guarded
 from chalicelib.explainability.inputs import image_input, text_input
+from chalicelib.explainability.jit_cache import import_shap
 from chalicelib.explainability.lime_engine import hidden_value, image_options, image_segments
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
@@ -196,7 +196,7 @@ class MediaShap:
         prediction_id: str | None,
         opts: MediaShapOptions,
     ) -> PredictionExplanation:
-        shap = import_clean("shap")
+        shap = import_shap()
 
         loaded = self._load(descriptor)
         estimator = loaded.estimator
@@ -354,7 +354,7 @@ def _partition_over_segments(
     if count == 1:  # one feature gets the whole difference
         base = float(predict(hidden)[0])
         return _Attribution(np.asarray([actual - base]), base, actual)
-    shap = import_clean("shap")
+    shap = import_shap()
     from scipy.cluster.hierarchy import linkage
 
     rows, cols = np.indices(index.shape)

@@ -1,0 +1,73 @@
+"""Disk-cacheable copies of shap's numba functions that numba cannot cache as shap calls them.
+
+Imported only by :mod:`chalicelib.explainability.jit_cache` when ``NUMBA_CACHE_DIR`` is set
+(it imports numba). shap's ``_build_fixed_single_output`` takes the link function as an argument,
+and a jitted function passed as an argument is typed by its identity, so numba's cache never
+matches it in a new process: it was most of the 3 s compiled on every cold start. Every SHAP
+explanation here uses the identity link, so this copy (shap 0.51's code with ``link(x)`` read as
+``x``) takes no function and is cached; any other link keeps shap's own function.
+``tests/unit/test_ex_jit_cache.py`` compares the two on random batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def fixed_single_output_identity(
+    averaged_outs: Any,
+    last_outs: Any,
+    outputs: Any,
+    batch_positions: Any,
+    varying_rows: Any,
+    num_varying_rows: Any,
+    linearizing_weights: Any,
+) -> None:  # pragma: no cover - compiled by numba (coverage cannot see inside)
+    """shap's ``_build_fixed_single_output`` for the identity link (same arguments less the
+    link; fills ``averaged_outs`` and ``last_outs`` in place)."""
+    sample_count = last_outs.shape[0]
+    for i in range(len(averaged_outs)):
+        if batch_positions[i] < batch_positions[i + 1]:
+            if num_varying_rows[i] == sample_count:
+                last_outs[:] = outputs[batch_positions[i] : batch_positions[i + 1]]
+            else:
+                last_outs[varying_rows[i]] = outputs[batch_positions[i] : batch_positions[i + 1]]
+            if linearizing_weights is not None:
+                averaged_outs[i] = np.mean(linearizing_weights * last_outs)
+            else:
+                averaged_outs[i] = np.mean(last_outs)
+        else:
+            averaged_outs[i] = averaged_outs[i - 1]
+
+
+def single_output(original: Any, identity: Any) -> Any:
+    """A drop-in for shap's ``_build_fixed_single_output``: the cached copy for the identity
+    link, ``original`` for any other."""
+
+    def build_fixed_single_output(
+        averaged_outs: Any,
+        last_outs: Any,
+        outputs: Any,
+        batch_positions: Any,
+        varying_rows: Any,
+        num_varying_rows: Any,
+        link: Any,
+        linearizing_weights: Any,
+    ) -> None:
+        if link is not identity:
+            return original(  # type: ignore[no-any-return]
+                averaged_outs, last_outs, outputs, batch_positions, varying_rows,
+                num_varying_rows, link, linearizing_weights,
+            )  # fmt: skip
+        fixed_single_output_identity(
+            averaged_outs, last_outs, outputs, batch_positions, varying_rows,
+            num_varying_rows, linearizing_weights,
+        )  # fmt: skip
+        return None
+
+    build_fixed_single_output.original = original  # type: ignore[attr-defined]
+    return build_fixed_single_output

@@ -1,0 +1,111 @@
+"""shap's numba compilations cached on disk (``chalicelib.explainability.jit_cache``): the
+cacheable copy of shap's output builder computes what shap's does, and a second fresh process
+with the cache (here seeded from another directory, as the explainer image does from the cache
+baked at build time) compiles nothing but the one function numba cannot load from a cache.
+Counted with numba's event API, never timed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _batch(rng: np.random.Generator, samples: int, steps: int, full: bool) -> tuple:
+    outputs_per_step = samples if full else 2
+    sizes = rng.integers(0, outputs_per_step + 1, size=steps)
+    sizes[0] = outputs_per_step
+    positions = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    outputs = rng.normal(size=int(positions[-1]))
+    varying = np.zeros((steps, samples), dtype=bool)
+    counts = np.zeros(steps, dtype=np.int64)
+    for step, size in enumerate(sizes):
+        rows = rng.choice(samples, size=int(size), replace=False) if not full else np.arange(size)
+        varying[step, rows] = True
+        counts[step] = size
+    return outputs, positions, varying, counts
+
+
+@pytest.mark.parametrize("full", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_cached_output_builder_computes_what_shaps_does(full: bool, weighted: bool) -> None:
+    from shap import links
+    from shap.utils import _masked_model
+
+    from chalicelib.explainability.jit_kernels import fixed_single_output_identity
+
+    original = getattr(
+        _masked_model._build_fixed_single_output,
+        "original",
+        _masked_model._build_fixed_single_output,
+    )
+    rng = np.random.default_rng(7 + full + 2 * weighted)
+    for samples, steps in ((1, 5), (4, 30), (9, 200)):
+        outputs, positions, varying, counts = _batch(rng, samples, steps, full or samples == 1)
+        weights = rng.random(samples) if weighted else None
+        theirs = (np.zeros(steps), rng.normal(size=samples))
+        ours = (theirs[0].copy(), theirs[1].copy())
+        original(*theirs, outputs, positions, varying, counts, links.identity, weights)
+        fixed_single_output_identity(*ours, outputs, positions, varying, counts, weights)
+
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+        assert np.isfinite(theirs[0]).all() and theirs[0].any()
+
+
+def test_other_links_keep_shaps_own_function() -> None:
+    from shap import links
+
+    from chalicelib.explainability.jit_kernels import single_output
+
+    calls = []
+    built = single_output(lambda *args: calls.append(args[6]), links.identity)
+    built(None, None, None, None, None, None, links.logit, None)
+
+    assert calls == [links.logit]
+    assert built.original is not None
+
+
+def test_without_numba_cache_dir_shap_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.explainability import jit_cache
+
+    if jit_cache.cache_directory():
+        pytest.skip("this process runs with NUMBA_CACHE_DIR")
+    shap = jit_cache.import_shap()
+
+    assert not hasattr(shap.utils._masked_model._build_fixed_single_output, "original")
+
+
+def _warm(cache: Path, seed: Path | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "SYNAPSE_NUMBA"))}
+    env.update(NUMBA_CACHE_DIR=str(cache), NUMBA_CPU_NAME="generic", POWERTOOLS_LOG_LEVEL="ERROR")
+    if seed is not None:
+        env["SYNAPSE_NUMBA_CACHE_SEED"] = str(seed)
+    done = subprocess.run(
+        [sys.executable, "-m", "chalicelib.explainability.jit_cache"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_seeded_with_the_built_cache_does_not_recompile(tmp_path: Path) -> None:
+    built = _warm(tmp_path / "image", None)  # what the image build does
+    seeded = _warm(tmp_path / "tmp", tmp_path / "image")  # a cold start: /tmp seeded
+
+    assert "_rec_fill_masks" in built["compiled"]  # text and image SHAP reach numba
+    assert built["compilations"] > 10
+    # Only lower_credit is compiled again (numba crashes loading its cache: see UNCACHEABLE).
+    assert set(seeded["compiled"]) <= {"lower_credit"}, seeded
+    assert seeded["compilations"] <= 3
