@@ -215,8 +215,14 @@ class Persistence:
             for key_name, key in list(bucket.keys.items()):
                 if key is None:
                     continue
+                try:
+                    blob = self._blob_of(name, key)
+                except ValueError:
+                    # Deleted or overwritten since the listing (moto closed its buffer): that
+                    # request counted as a change, so the next flush saves the bucket as it is.
+                    continue
                 objects[key_name] = {
-                    "blob": self._blob_of(name, key),
+                    "blob": blob,
                     "size": key.size,
                     "metadata": dict(key.metadata),  # Content-Type included
                     "checksum": key.checksum_value,

@@ -127,3 +127,24 @@ def test_snapshots_serialize_only_changed_items_and_match_a_full_serialization(
         assert len(serialized) <= 2  # what this step changed, never every item
         parsed = {name: sorted(map(json.loads, texts), key=repr) for name, texts in tables.items()}
         assert parsed == _fresh_texts("us-east-1")
+
+
+def test_an_object_deleted_while_a_snapshot_is_taken_is_skipped_not_a_failed_save(
+    aws: Any, tmp_path: Path
+) -> None:
+    import boto3
+
+    from synapse_local.persistence import _backend
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="snapshot-race")
+    for name in ("kept", "going"):
+        s3.put_object(Bucket="snapshot-race", Key=name, Body=name.encode())
+    keeper = Persistence(tmp_path, "us-east-1")
+    bucket = _backend("s3", "us-east-1").buckets["snapshot-race"]
+    bucket.keys["going"].dispose()  # as a DeleteObject racing the listing leaves it
+
+    objects = keeper._dump_buckets()["snapshot-race"]
+
+    assert set(objects) == {"kept"}
+    assert objects["kept"]["size"] == 4
