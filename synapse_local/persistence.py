@@ -212,7 +212,8 @@ class Persistence:
         found: dict[str, dict[str, Any]] = {}
         for name, bucket in list(backend.buckets.items()):
             objects = {}
-            for key_name, key in list(bucket.keys.items()):
+            for key_name in list(bucket.keys.keys()):  # moto's items() fails on a delete
+                key = bucket.keys.get(key_name)
                 if key is None:
                     continue
                 try:
