@@ -33,11 +33,14 @@ test: $(STAMP)
 # Longer API fuzzing and load than `make test` runs (examples per pass, load seconds).
 FUZZ_EXAMPLES ?= 200
 LOAD_SECONDS ?= 30
+# Outcomes posted by the local stack's memory soak (tests/reliability/test_local_soak.py).
+SOAK_OUTCOMES ?= 20000
 
 fuzz: $(STAMP)
 	SYNAPSE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SYNAPSE_FUZZ_SHRINK=1 SYNAPSE_LOAD_SECONDS=$(LOAD_SECONDS) \
+		SYNAPSE_SOAK_OUTCOMES=$(SOAK_OUTCOMES) \
 		$(BIN)/python -m pytest tests/reliability/test_api_fuzz.py tests/reliability/test_load.py \
-		-p no:cov -n 0
+		tests/reliability/test_local_soak.py -p no:cov -n 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check app.py chalicelib synapse_local synapse_client tests bench demo infra
