@@ -44,6 +44,7 @@ LIMITS = {
     "bench_monitor": 300,
     "bench_invocations": 240,
     "bench_explainer_cold_start": 300,
+    "bench_local_stack": 600,
 }
 DEFAULT_LIMIT = 180
 # Run order: cheap and independent first, so a slow bench cannot starve them.
@@ -62,6 +63,7 @@ ORDER = [
     "bench_explain_budget",
     "bench_invocations",
     "bench_explainer_cold_start",
+    "bench_local_stack",
 ]
 
 

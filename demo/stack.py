@@ -32,12 +32,14 @@ class Endpoint:
         token: Admin token.
         started_here: Whether the demo started (and will stop) the stack.
         schedule_seconds: The monitor period, when known.
+        pid: The stack's process id when started here (benches sample its memory).
     """
 
     url: str
     token: str
     started_here: bool
     schedule_seconds: float | None
+    pid: int | None = None
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[str], limit: float) -> None:
@@ -78,17 +80,29 @@ def _read_url(process: subprocess.Popen[str], log_file: Path, limit: float) -> s
 
 
 @contextmanager
-def local_stack(out_dir: Path, schedule_seconds: float) -> Iterator[Endpoint]:
-    """Starts ``python -m synapse_local`` on a free port and stops it afterwards."""
+def local_stack(
+    out_dir: Path, schedule_seconds: float | None, env_overrides: dict[str, str] | None = None
+) -> Iterator[Endpoint]:
+    """Starts ``python -m synapse_local`` on a free port and stops it afterwards.
+
+    Args:
+        out_dir: Where ``stack.log`` goes.
+        schedule_seconds: Period of every scheduled handler (``None``: their own rates).
+        env_overrides: More environment for the stack (a bench keeps its state on disk, as
+            ``make run`` does, with ``SYNAPSE_LOCAL_PERSIST=1`` and ``SYNAPSE_LOCAL_DIR``).
+    """
     token = "demo-" + secrets.token_urlsafe(24)
     env = dict(os.environ)
+    env.pop("SYNAPSE_SCHEDULE_SECONDS", None)
     env.update(
         PORT="0",
         SYNAPSE_ADMIN_TOKEN=token,
-        SYNAPSE_SCHEDULE_SECONDS=str(schedule_seconds),
         SYNAPSE_LOCAL_PERSIST="0",  # the demo starts empty and leaves no state behind
         PYTHONUNBUFFERED="1",
     )
+    if schedule_seconds is not None:
+        env["SYNAPSE_SCHEDULE_SECONDS"] = str(schedule_seconds)
+    env.update(env_overrides or {})
     log_file = out_dir / "stack.log"
     log_file.write_text("")
     process = subprocess.Popen(
@@ -102,7 +116,7 @@ def local_stack(out_dir: Path, schedule_seconds: float) -> Iterator[Endpoint]:
     try:
         url = _read_url(process, log_file, limit=120)
         _wait_healthy(url, process, limit=60)
-        yield Endpoint(url, token, True, schedule_seconds)
+        yield Endpoint(url, token, True, schedule_seconds, process.pid)
     finally:
         process.terminate()
         try:
