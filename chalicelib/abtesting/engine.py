@@ -222,9 +222,6 @@ class ABTestingEngine:
             monotonic=monotonic,
             clock=self.clock,
         )
-        self._ttl = ttl
-        self._monotonic = monotonic
-        self._configs: dict[str, tuple[float, Experiment]] = {}
 
     @property
     def registry(self) -> ModelRegistryPort:
@@ -508,7 +505,6 @@ class ABTestingEngine:
 
     def _forget(self, experiment_id: str) -> None:
         self.router.invalidate(experiment_id)
-        self._configs.pop(experiment_id, None)
 
     def _publish(self, detail_type: str, experiment: Experiment, **extra: Any) -> None:
         detail = {
@@ -548,12 +544,8 @@ class ABTestingEngine:
         return self.router.assign(experiment_id, request_id, user_id, sticky)
 
     def _config(self, experiment_id: str) -> Experiment:
-        cached = self._configs.get(experiment_id)
-        if cached is not None and cached[0] > self._monotonic():
-            return cached[1]
-        experiment = self.repository.get(experiment_id)
-        self._configs[experiment_id] = (self._monotonic() + self._ttl, experiment)
-        return experiment
+        """The experiment from the router's cache (one cached copy per instance)."""
+        return self.router.experiment(experiment_id)
 
     def record_outcome(
         self,
@@ -586,8 +578,8 @@ class ABTestingEngine:
         if experiment.status is S.DRAFT:
             raise Conflict(f"experiment {experiment_id} has not been started", code="invalid_state")
         if any((o.phase or 0) > experiment.phase for o in outcomes):
-            self._configs.pop(experiment_id, None)  # a newer phase than the cached config knows
-            experiment = self._config(experiment_id)
+            # a newer phase than the cached config knows
+            experiment = self.router.refresh(experiment_id).experiment
         outcomes = [
             o if o.phase is not None else replace(o, phase=experiment.phase) for o in outcomes
         ]

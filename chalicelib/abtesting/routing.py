@@ -99,14 +99,15 @@ def routing_config(experiment: Experiment) -> dict[str, Any]:
 
 
 class RouteTable(Assigner):
-    """One experiment's routing state: an :class:`Assigner` built from its routing config, and
-    the allocation phase its weights belong to."""
+    """One experiment's routing state: an :class:`Assigner` built from its routing config, the
+    allocation phase its weights belong to, and the experiment it was built from."""
 
-    __slots__ = ("phase",)
+    __slots__ = ("experiment", "phase")
 
     def __init__(self, experiment: Experiment) -> None:
         super().__init__(routing_config(experiment))
         self.phase = experiment.phase
+        self.experiment = experiment
 
 
 class AssignmentStorePort(Protocol):
@@ -184,6 +185,11 @@ class TrafficRouter:
             return table.route(request_id, user_id, sticky)
         except NotRoutable as exc:
             raise ExperimentNotRunning(str(exc)) from None
+
+    def experiment(self, experiment_id: str) -> Experiment:
+        """The experiment as cached for routing (at most ``ttl_seconds`` old): the one copy an
+        instance keeps, which the engine reads too (outcomes, access checks)."""
+        return self._table(experiment_id).experiment
 
     def refresh(self, experiment_id: str) -> RouteTable:
         """Reloads one experiment's config into the cache and returns its route table."""
