@@ -75,3 +75,9 @@ class UsageNotFound(NotFound):
 
 class VersionNumberTaken(Conflict):
     """Another writer took the version number first (the engine retries with the next one)."""
+
+
+class ContentIntegrityError(Conflict):
+    """Stored bytes no longer hash to the version's sha256: they are never used."""
+
+    code = "content_integrity"

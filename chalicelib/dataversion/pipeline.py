@@ -15,6 +15,7 @@ from chalicelib.dataversion.models import (
     DatasetVersion,
     TransformationRecord,
 )
+from chalicelib.dataversion.reader import read_verified
 from chalicelib.dataversion.transforms import (
     ExternalSpec,
     Table,
@@ -66,7 +67,7 @@ class TransformationService:
                 "transformations need csv or json"
             )
         check_size(version.size_bytes)
-        data = self.engine.store.read(version.storage_key)
+        data = read_verified(self.engine.store, version)
         return load_table(data, version.format, version.schema)
 
     def apply(

@@ -1,0 +1,126 @@
+"""Reading stored versions back: verified against their sha256, and sampled uniformly.
+
+Every read of a version's content for a transformation, a replay, a comparison or an
+explanation background hashes the bytes it read and refuses them when they differ from the
+version's ``sha256`` (:class:`~chalicelib.dataversion.errors.ContentIntegrityError`, 409): bytes
+overwritten under a content address (an emulator, an operator) are never silently used.
+
+:func:`sample_records` streams a CSV or JSON-lines version once: records are cut exactly as
+Python's ``csv`` and ``json`` read them (quoted line ends, blank lines inside quotes) and a
+seeded uniform reservoir sample of at most ``max_rows`` is kept (the same seed, the same rows),
+instead of the first rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.dataversion.errors import ContentIntegrityError
+from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
+from chalicelib.dataversion.records import RecordSampler, RecordScanner
+from chalicelib.dataversion.schema import parse_json_record
+from chalicelib.dataversion.storage import DataStore
+
+DEFAULT_SAMPLE_ROWS = 10_000
+
+
+@dataclass
+class RecordSample:
+    """Records of a version.
+
+    Attributes:
+        columns: The CSV header, or the JSON keys in order of first appearance in the sample.
+        records: The sampled records (column → value; CSV values are strings), in file order.
+        row_numbers: Each record's number among the version's records (0-based).
+        total: How many records the version holds.
+    """
+
+    columns: list[str]
+    records: list[dict[str, Any]]
+    row_numbers: list[int]
+    total: int
+
+
+def check_digest(version: DatasetVersion, digest: str) -> None:
+    """Refuses bytes that do not hash to the version's sha256.
+
+    Raises:
+        ContentIntegrityError: They differ (409).
+    """
+    if digest != version.sha256:
+        raise ContentIntegrityError(
+            f"the stored content of version {version.version_id} hashes to {digest}, not its "
+            f"sha256 {version.sha256}; it is not used"
+        )
+
+
+def read_verified(store: DataStore, version: DatasetVersion) -> bytes:
+    """The whole content of a version, checked against its sha256 (callers check the size).
+
+    Raises:
+        ContentIntegrityError: The stored bytes differ from the version's content.
+    """
+    data = store.read(version.storage_key)
+    check_digest(version, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def sample_records(
+    store: DataStore, version: DatasetVersion, max_rows: int = DEFAULT_SAMPLE_ROWS, seed: int = 0
+) -> RecordSample:
+    """A seeded uniform sample of a CSV or JSON-lines version's records, read in one pass.
+
+    Raises:
+        UnprocessableEntity: Another format, or content that is not UTF-8 / valid records.
+        ContentIntegrityError: The stored bytes differ from the version's content.
+    """
+    if version.format not in (DatasetFormat.CSV, DatasetFormat.JSON):
+        raise UnprocessableEntity(
+            f"version {version.version_id} is {version.format.value}; only csv and json lines "
+            "versions can be read as records"
+        )
+    is_csv = version.format is DatasetFormat.CSV
+    sampler = RecordSampler(size=max_rows, seed=seed, skip=1 if is_csv else 0)
+    scanner = RecordScanner(version.format.value, sampler)
+    digest = hashlib.sha256()
+    for chunk in store.iter_object(version.storage_key):
+        digest.update(chunk)
+        scanner.feed(chunk)
+    total = scanner.finish()
+    check_digest(version, digest.hexdigest())
+    picked = sampler.sample()
+    numbers = [index - sampler.skip for index, _ in picked]
+    if is_csv:
+        columns, records = _csv_records(sampler.skipped[0] if sampler.skipped else None, picked)
+        return RecordSample(columns, records, numbers, max(total - 1, 0))
+    records = [parse_json_record(_text(piece), index + 1, "record") for index, piece in picked]
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    return RecordSample(columns, records, numbers, total)
+
+
+def _csv_records(
+    header: bytes | None, picked: Iterable[tuple[int, bytes]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    if header is None:
+        return [], []
+    pieces = [header, *(piece for _, piece in picked)]
+    text = "\n".join(_text(piece.lstrip(b"\r\n")) for piece in pieces)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise UnprocessableEntity(f"CSV is malformed: {exc}") from None
+    names, data = rows[0], rows[1:]
+    return names, [dict(zip(names, row, strict=False)) for row in data]
+
+
+def _text(piece: bytes) -> str:
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnprocessableEntity(f"content is not UTF-8 text: {exc}") from None
