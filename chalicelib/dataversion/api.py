@@ -220,6 +220,46 @@ class VersionsQuery(BaseModel):
     as_of: datetime | None = None
 
 
+class VersionQuery(BaseModel):
+    """Query of ``GET /datasets/{id}/versions/{version}``."""
+
+    as_of: datetime | None = Field(
+        default=None, description="for a tag: the version it pointed to at this time"
+    )
+
+
+class TagBody(BaseModel):
+    """Body of ``PUT /datasets/{id}/tags/{tag}``."""
+
+    version: str = Field(
+        min_length=1, max_length=200, description="a version number, version id or another tag"
+    )
+
+
+class TagOut(BaseModel):
+    """Where a tag points, from its last move."""
+
+    dataset_id: str
+    tag: str
+    version_id: str
+    version_number: int
+    previous_version_id: str | None
+    moved_by: str
+    moved_at: datetime
+
+
+class TagList(BaseModel):
+    """The tags of a dataset."""
+
+    tags: list[TagOut]
+
+
+class TagHistoryOut(TagOut):
+    """Where a tag points (or pointed at ``as_of``) and every move of it, oldest first."""
+
+    history: list[TagOut]
+
+
 class CompareQuery(BaseModel):
     """Query of the compare route: version numbers or ids."""
 
@@ -592,10 +632,37 @@ def list_versions(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
     }
 
 
-@api.route("/datasets/{dataset_id}/versions/{version}", "GET", response=VersionOut)
+@api.route(
+    "/datasets/{dataset_id}/versions/{version}", "GET", query=VersionQuery, response=VersionOut
+)
 def get_version(ctx: RequestContext, dataset_id: str, version: str) -> dict[str, Any]:
-    """Get a version by number or id."""
-    return version_out(get_dataset_service().version(_principal(ctx), dataset_id, version))
+    """Get a version by number, id or tag (as_of: where the tag pointed then)."""
+    query: VersionQuery = ctx.query
+    found = get_dataset_service().version(_principal(ctx), dataset_id, version, query.as_of)
+    return version_out(found)
+
+
+@api.route("/datasets/{dataset_id}/tags/{tag}", "PUT", role="writer", body=TagBody, response=TagOut)
+def move_tag(ctx: RequestContext, dataset_id: str, tag: str) -> dict[str, Any]:
+    """Point a tag (a named ref) at a version, recording who moved it, when and from where."""
+    body: TagBody = ctx.body
+    moved = get_dataset_service().move_tag(_principal(ctx), dataset_id, tag, body.version)
+    return dict(moved.__dict__)
+
+
+@api.route("/datasets/{dataset_id}/tags", "GET", response=TagList)
+def list_tags(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Where every tag of the dataset points."""
+    found = get_dataset_service().tags(_principal(ctx), dataset_id)
+    return {"tags": [dict(move.__dict__) for move in found]}
+
+
+@api.route("/datasets/{dataset_id}/tags/{tag}", "GET", query=VersionQuery, response=TagHistoryOut)
+def get_tag(ctx: RequestContext, dataset_id: str, tag: str) -> dict[str, Any]:
+    """A tag: where it points (as_of: pointed then) and every move, oldest first."""
+    query: VersionQuery = ctx.query
+    current, history = get_dataset_service().tag(_principal(ctx), dataset_id, tag, query.as_of)
+    return {**current.__dict__, "history": [dict(move.__dict__) for move in history]}
 
 
 @api.route("/datasets/{dataset_id}/versions/{version}/content", "GET", response=ContentOut)

@@ -326,3 +326,26 @@ class Rejection:
     rejected_key: str
     reason: str
     rejected_at: datetime
+
+
+@dataclass
+class TagMove:
+    """One move of a named ref (a tag such as ``production``): its history is a list of these.
+
+    Attributes:
+        dataset_id: The dataset.
+        tag: The tag's name.
+        version_id: The version it points to after the move.
+        version_number: That version's number.
+        previous_version_id: Where it pointed before (``None``: the tag was new).
+        moved_by: Principal.
+        moved_at: Time (UTC).
+    """
+
+    dataset_id: str
+    tag: str
+    version_id: str
+    version_number: int
+    previous_version_id: str | None
+    moved_by: str
+    moved_at: datetime

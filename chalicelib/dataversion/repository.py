@@ -11,6 +11,7 @@ failed attempt leaves no gap in the numbering.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -50,6 +51,7 @@ from chalicelib.dataversion.models import (
     LineageEdge,
     LineageNode,
     Rejection,
+    TagMove,
     TransformationRecord,
     TransformationType,
 )
@@ -645,6 +647,93 @@ class LineageRepository:
 
 
 # The DynamoDB tables this module declares (listed by chalicelib.domains).
+class DatasetTagTable(Model):
+    """Tags: ``cur#<tag>`` (where it points now) and ``log#<tag>#<time>#<id>`` (each move)."""
+
+    Meta = meta("DATASET_TAGS_TABLE", "dataset-tags")
+
+    dataset_id = UnicodeAttribute(hash_key=True)
+    tag_key = UnicodeAttribute(range_key=True)
+    tag = UnicodeAttribute()
+    version_id = UnicodeAttribute()
+    version_number = NumberAttribute()
+    previous_version_id = UnicodeAttribute(null=True)
+    moved_by = UnicodeAttribute(default="")
+    moved_at = UTCDateTimeAttribute()
+
+    def to_domain(self) -> TagMove:
+        return TagMove(
+            dataset_id=self.dataset_id,
+            tag=self.tag,
+            version_id=self.version_id,
+            version_number=int(self.version_number),
+            previous_version_id=self.previous_version_id,
+            moved_by=self.moved_by or "",
+            moved_at=self.moved_at,
+        )
+
+
+def _tag_item(key: str, move: TagMove) -> DatasetTagTable:
+    return DatasetTagTable(
+        move.dataset_id,
+        key,
+        tag=move.tag,
+        version_id=move.version_id,
+        version_number=move.version_number,
+        previous_version_id=move.previous_version_id,
+        moved_by=move.moved_by,
+        moved_at=move.moved_at,
+    )
+
+
+class TagRepository:
+    """Where each tag points, and every move of it."""
+
+    def current(self, dataset_id: str, tag: str) -> TagMove | None:
+        """The tag's last move (where it points), or ``None``."""
+        try:
+            return DatasetTagTable.get(dataset_id, f"cur#{tag}", consistent_read=True).to_domain()
+        except DoesNotExist:
+            return None
+
+    def move(self, move: TagMove) -> None:
+        """Points the tag at ``move.version_id`` if it still points at
+        ``move.previous_version_id``, and logs the move, in one transaction.
+
+        Raises:
+            VersionNumberTaken: Another move came first (read again and retry).
+        """
+        cur = DatasetTagTable.tag_key
+        condition = (
+            cur.does_not_exist()
+            if move.previous_version_id is None
+            else DatasetTagTable.version_id == move.previous_version_id
+        )
+        stamp = f"{move.moved_at.isoformat()}#{uuid.uuid4().hex[:8]}"
+        try:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.save(_tag_item(f"cur#{move.tag}", move), condition=condition)
+                tx.save(_tag_item(f"log#{move.tag}#{stamp}", move))
+        except TransactWriteError as exc:
+            if _failed(cancellation_codes(exc), 0):
+                raise VersionNumberTaken("the tag moved meanwhile") from None
+            raise
+
+    def list_current(self, dataset_id: str) -> list[TagMove]:
+        """Where every tag of the dataset points, by name."""
+        found = DatasetTagTable.query(
+            dataset_id, DatasetTagTable.tag_key.startswith("cur#"), consistent_read=True
+        )
+        return [item.to_domain() for item in found]
+
+    def history(self, dataset_id: str, tag: str) -> list[TagMove]:
+        """Every move of a tag, oldest first."""
+        found = DatasetTagTable.query(
+            dataset_id, DatasetTagTable.tag_key.startswith(f"log#{tag}#"), consistent_read=True
+        )
+        return [item.to_domain() for item in found]
+
+
 TABLES = (
     DatasetTable,
     DatasetKeyTable,
@@ -653,4 +742,5 @@ TABLES = (
     LineageTable,
     DatasetUsageTable,
     DatasetRejectionTable,
+    DatasetTagTable,
 )

@@ -26,8 +26,10 @@ from chalicelib.dataversion.models import (
     DatasetUsage,
     DatasetVersion,
     LineageNode,
+    TagMove,
 )
 from chalicelib.dataversion.pipeline import AppliedTransformation, TransformationService
+from chalicelib.dataversion.reader import read_verified
 from chalicelib.dataversion.reconstruction import (
     DatasetReconstructor,
     Reconstruction,
@@ -144,12 +146,40 @@ class DatasetService:
             raise DatasetVersionNotFound(f"version {version_id} does not exist") from None
         return version
 
-    def version(self, principal: Principal, dataset_id: str, ref: str) -> DatasetVersion:
-        """A version of a readable dataset by number (``3``) or id (``dv-…``)."""
+    def version(
+        self, principal: Principal, dataset_id: str, ref: str, as_of: datetime | None = None
+    ) -> DatasetVersion:
+        """A version of a readable dataset by number (``3``), id (``dv-…``) or tag
+        (``production``; with ``as_of``, where the tag pointed then)."""
         self.readable(principal, dataset_id)
         if ref.isdigit():
             return self.engine.get_version(dataset_id, version_number=int(ref))
-        return self.engine.get_version(dataset_id, version_id=ref)
+        if ref.startswith("dv-"):
+            return self.engine.get_version(dataset_id, version_id=ref)
+        moved = self.engine.tags.resolve(dataset_id, ref, as_of)
+        return self.engine.get_version(dataset_id, version_id=moved.version_id)
+
+    # ---- tags -----------------------------------------------------------------------------
+
+    def move_tag(self, principal: Principal, dataset_id: str, tag: str, ref: str) -> TagMove:
+        """Points a tag at a version (a number, id or another tag) of a writable dataset."""
+        self.writable(principal, dataset_id)
+        target = self.version(principal, dataset_id, ref)
+        return self.engine.tags.move(target, tag, principal.principal)
+
+    def tags(self, principal: Principal, dataset_id: str) -> list[TagMove]:
+        """Where each tag of a readable dataset points."""
+        self.readable(principal, dataset_id)
+        return self.engine.tags.tags(dataset_id)
+
+    def tag(
+        self, principal: Principal, dataset_id: str, tag: str, as_of: datetime | None = None
+    ) -> tuple[TagMove, list[TagMove]]:
+        """Where a tag points (or pointed at ``as_of``) and its whole history."""
+        self.readable(principal, dataset_id)
+        return self.engine.tags.resolve(dataset_id, tag, as_of), self.engine.tags.history(
+            dataset_id, tag
+        )
 
     # ---- datasets -------------------------------------------------------------------------
 
@@ -414,7 +444,7 @@ class DatasetService:
         if data_version_id is not None:
             stored = self.readable_version(principal, data_version_id)
             self.transforms.load_version(stored)
-            data = self.engine.store.read(stored.storage_key)
+            data = read_verified(self.engine.store, stored)
         return self.reconstructor.replay_transformations(source.version_id, target_version_id, data)
 
     def reproducibility(self, principal: Principal, version_id: str) -> ReproducibilityReport:

@@ -73,6 +73,7 @@ from chalicelib.dataversion.storage import (
     dataset_of,
     digest_of,
 )
+from chalicelib.dataversion.tags import TagBook
 
 MAX_ALLOCATION_ATTEMPTS = 200
 EXTENSION_FORMATS = {
@@ -302,6 +303,7 @@ class DatasetVersioningEngine:
         self.event_bus = event_bus or get_event_bus()
         self.clock = clock or SystemClock()
         self.sample_rows = sample_rows
+        self.tags = TagBook(clock=self.clock)
 
     # ---- datasets -------------------------------------------------------------------------
 
