@@ -47,6 +47,14 @@ def maintenance(event: object) -> dict[str, int]:
     return handlers.run_maintenance()
 
 
+@app.schedule(Rate(60, unit=Rate.MINUTES), name="dataset_retention")
+def dataset_retention(event: object) -> dict[str, int]:
+    """Applies dataset retention policies and deletes stored objects no live version uses."""
+    from chalicelib.dataversion.handlers import run_retention
+
+    return run_retention()
+
+
 @app.schedule(Rate(SCHEDULE_MINUTES, unit=Rate.MINUTES), name="experiment_monitor")
 def experiment_monitor(event: object) -> dict[str, object]:
     """Fans every running experiment out to the monitor queue (25 per message)."""

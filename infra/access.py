@@ -105,6 +105,11 @@ FUNCTION_ACCESS: dict[str, Access] = {
     "dataset_upload": Access(
         domains=frozenset({"dataversion", "core"}), data_bucket="write", publish=True
     ),
+    # Hourly: dataset retention policies, then garbage collection of unreferenced content
+    # (lists and deletes under cas/).
+    "dataset_retention": Access(
+        domains=frozenset({"dataversion", "core"}), data_bucket="write", publish=True
+    ),
     # Queued explanation jobs: hands the compute to the explanation function.
     "explanation_worker": Access(
         domains=_EXPLANATION.domains,

@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
 from chalicelib.core.text import Name, Text, name_pattern
-from chalicelib.dataversion.models import Dataset, DatasetFormat, DatasetSchema, DatasetVersion
+from chalicelib.dataversion.models import (
+    Dataset,
+    DatasetFormat,
+    DatasetSchema,
+    DatasetVersion,
+    RetentionPolicy,
+)
 from chalicelib.dataversion.service import get_dataset_service
 from chalicelib.dataversion.versioning import VersionRequest
 
@@ -85,6 +91,23 @@ class AccessBody(BaseModel):
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(max_length=50)
 
 
+class RetentionIn(BaseModel):
+    """A retention policy: versions neither among the ``keep_last`` newest nor younger than
+    ``keep_days`` days are deleted by the scheduled retention job (the latest, tagged and
+    experiment-used versions are always kept)."""
+
+    keep_last: int | None = Field(default=None, ge=1, le=1_000_000)
+    keep_days: int | None = Field(default=None, ge=1, le=36_500)
+
+
+class EraseOut(BaseModel):
+    """What an erasure did."""
+
+    sha256: str
+    deleted_version_ids: list[str]
+    deleted_objects: list[str]
+
+
 class DatasetOut(BaseModel):
     """A dataset."""
 
@@ -97,6 +120,7 @@ class DatasetOut(BaseModel):
     description: str
     declared_schema: SchemaOut | None
     created_at: datetime
+    retention: RetentionIn | None = None
 
 
 class DatasetList(BaseModel):
@@ -125,6 +149,8 @@ class VersionOut(BaseModel):
     warnings: list[str]
     source_key: str | None
     restored_from: str | None = None
+    deleted_at: datetime | None = None
+    deleted_by: str | None = None
     created: bool | None = None
 
 
@@ -296,6 +322,7 @@ class LineageNodeOut(BaseModel):
     created_at: datetime | None
     depth: int
     visible: bool
+    deleted_at: datetime | None = None
 
 
 class LineageEdgeOut(BaseModel):
@@ -463,6 +490,7 @@ def dataset_out(dataset: Dataset) -> dict[str, Any]:
     return {
         **dataset.__dict__,
         "declared_schema": declared.to_dict() if declared else None,
+        "retention": dataset.retention.to_dict() if dataset.retention else None,
     }
 
 
@@ -640,6 +668,42 @@ def get_version(ctx: RequestContext, dataset_id: str, version: str) -> dict[str,
     query: VersionQuery = ctx.query
     found = get_dataset_service().version(_principal(ctx), dataset_id, version, query.as_of)
     return version_out(found)
+
+
+@api.route(
+    "/datasets/{dataset_id}/versions/{version}", "DELETE", role="writer", response=VersionOut
+)
+def delete_version(ctx: RequestContext, dataset_id: str, version: str) -> dict[str, Any]:
+    """Delete a version: a tombstone (reads answer 410; it stays listed and in lineage); its
+    bytes go once no live version points to them. 409 if tagged or used by an experiment."""
+    deleted = get_dataset_service().delete_version(_principal(ctx), dataset_id, version)
+    return version_out(deleted)
+
+
+@api.route(
+    "/datasets/{dataset_id}/retention", "PUT", role="writer", body=RetentionIn, response=DatasetOut
+)
+def set_retention(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Set the dataset's retention policy (both fields null: keep every version)."""
+    body: RetentionIn = ctx.body
+    policy = (
+        None
+        if body.keep_last is None and body.keep_days is None
+        else RetentionPolicy(body.keep_last, body.keep_days)
+    )
+    return dataset_out(get_dataset_service().set_retention(_principal(ctx), dataset_id, policy))
+
+
+@api.route("/content/{sha256}/erase", "POST", role="admin", response=EraseOut)
+def erase_content(ctx: RequestContext, sha256: str) -> dict[str, Any]:
+    """Erase content everywhere (a GDPR request): every live version of any dataset holding
+    this sha256 is deleted (tags and usages notwithstanding) and its bytes are deleted now."""
+    deleted, collected = get_dataset_service().erase_content(_principal(ctx), sha256)
+    return {
+        "sha256": sha256.lower(),
+        "deleted_version_ids": [version.version_id for version in deleted],
+        "deleted_objects": collected.deleted,
+    }
 
 
 @api.route("/datasets/{dataset_id}/tags/{tag}", "PUT", role="writer", body=TagBody, response=TagOut)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chalicelib.core.errors import Conflict, NotFound, UnprocessableEntity
+from chalicelib.core.errors import Conflict, NotFound, SynapseError, UnprocessableEntity
 
 
 class DatasetNotFound(NotFound):
@@ -81,3 +81,16 @@ class ContentIntegrityError(Conflict):
     """Stored bytes no longer hash to the version's sha256: they are never used."""
 
     code = "content_integrity"
+
+
+class ObjectCollected(Conflict):
+    """Garbage collection claimed the stored object a new version would point to (retried)."""
+
+    code = "object_collected"
+
+
+class DatasetVersionGone(SynapseError):
+    """The version was deleted: a tombstone remains in lineage and in the version list."""
+
+    status = 410
+    code = "dataset_version_gone"

@@ -1,4 +1,5 @@
-"""The S3 trigger: objects landing under ``incoming/`` become dataset versions."""
+"""The S3 trigger (objects landing under ``incoming/`` become dataset versions) and the
+scheduled retention and garbage-collection job."""
 
 from __future__ import annotations
 
@@ -40,3 +41,25 @@ def handle_s3_event(event: Any) -> list[IngestOutcome]:
         )
         outcomes.append(outcome)
     return outcomes
+
+
+def run_retention() -> dict[str, int]:
+    """The scheduled lifecycle job: applies every dataset's retention policy, then collects
+    stored objects no live version points to (older than ``SYNAPSE_GC_GRACE_SECONDS``,
+    default one day)."""
+    import os
+    from datetime import timedelta
+
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    engine = get_versioning_engine()
+    deleted = 0
+    for dataset in engine.list_datasets():
+        deleted += len(engine.lifecycle.apply_retention(dataset))
+    grace = timedelta(seconds=float(os.environ.get("SYNAPSE_GC_GRACE_SECONDS", "86400")))
+    collected = engine.lifecycle.collect_garbage(grace)
+    logger.info(
+        "dataset retention",
+        extra={"versions_deleted": deleted, "objects_deleted": len(collected.deleted)},
+    )
+    return {"versions_deleted": deleted, "objects_deleted": len(collected.deleted)}

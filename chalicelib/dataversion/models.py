@@ -161,6 +161,7 @@ class Dataset:
         description: Free text.
         declared_schema: A schema every version must match, if declared.
         created_at: Creation time (UTC).
+        retention: Which versions the retention job keeps (``None``: all).
     """
 
     dataset_id: str
@@ -172,6 +173,7 @@ class Dataset:
     description: str
     declared_schema: DatasetSchema | None
     created_at: datetime
+    retention: RetentionPolicy | None = None
 
 
 @dataclass
@@ -197,6 +199,9 @@ class DatasetVersion:
         source_key: The ``incoming/`` key it was ingested from, if any.
         schema_sampled_rows: Rows the schema was inferred from (``None``: every row).
         restored_from: The version whose content this one restores (same stored object).
+        deleted_at: When the version was deleted (a tombstone: its reads answer 410).
+        deleted_by: Who deleted it (``retention`` for the retention policy, ``erasure`` for a
+            content erasure).
     """
 
     version_id: str
@@ -217,6 +222,13 @@ class DatasetVersion:
     source_key: str | None = None
     schema_sampled_rows: int | None = None
     restored_from: str | None = None
+    deleted_at: datetime | None = None
+    deleted_by: str | None = None
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the version is a tombstone."""
+        return self.deleted_at is not None
 
 
 @dataclass
@@ -259,6 +271,7 @@ class LineageNode:
         sha256: Its content hash.
         created_at: When it was created.
         depth: Distance from the node a traversal started at (0 for the start).
+        deleted_at: When the version was deleted (a tombstone), if it was.
     """
 
     version_id: str
@@ -267,6 +280,7 @@ class LineageNode:
     sha256: str
     created_at: datetime | None
     depth: int = 0
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -349,3 +363,23 @@ class TagMove:
     previous_version_id: str | None
     moved_by: str
     moved_at: datetime
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Which versions of a dataset the scheduled retention job keeps.
+
+    A version is deleted (tombstoned) only when neither rule keeps it: it is not among the
+    ``keep_last`` newest live versions and it is older than ``keep_days`` days. The latest
+    version, tagged versions and versions an experiment used are always kept.
+
+    Attributes:
+        keep_last: Newest live versions kept (``None``: this rule keeps nothing more).
+        keep_days: Versions younger than this many days are kept (``None``: likewise).
+    """
+
+    keep_last: int | None = None
+    keep_days: int | None = None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"keep_last": self.keep_last, "keep_days": self.keep_days}

@@ -38,6 +38,7 @@ from chalicelib.dataversion.errors import (
     DatasetVersionNotFound,
     DuplicateContent,
     DuplicateSource,
+    ObjectCollected,
     TransformationNotFound,
     VersionNumberTaken,
 )
@@ -51,6 +52,7 @@ from chalicelib.dataversion.models import (
     LineageEdge,
     LineageNode,
     Rejection,
+    RetentionPolicy,
     TagMove,
     TransformationRecord,
     TransformationType,
@@ -75,9 +77,11 @@ class DatasetTable(Model):
     description = UnicodeAttribute(default="")
     declared_schema = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    retention = UnicodeAttribute(null=True)
 
     def to_domain(self) -> Dataset:
         declared = self.declared_schema
+        kept = json.loads(self.retention) if self.retention else None
         return Dataset(
             dataset_id=self.dataset_id,
             name=self.name,
@@ -88,6 +92,7 @@ class DatasetTable(Model):
             description=self.description or "",
             declared_schema=DatasetSchema.from_dict(json.loads(declared)) if declared else None,
             created_at=self.created_at,
+            retention=RetentionPolicy(**kept) if kept else None,
         )
 
 
@@ -100,6 +105,7 @@ class DatasetKeyTable(Model):
     dataset_id = UnicodeAttribute()
     version_id = UnicodeAttribute(null=True)
     version_number = NumberAttribute(null=True)
+    gc_token = UnicodeAttribute(null=True)  # obj#<storage key>: garbage collection claimed it
 
 
 class DatasetVersionTable(Model):
@@ -125,6 +131,8 @@ class DatasetVersionTable(Model):
     source_key = UnicodeAttribute(null=True)
     schema_sampled_rows = NumberAttribute(null=True)
     restored_from = UnicodeAttribute(null=True)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    deleted_by = UnicodeAttribute(null=True)
 
     def to_domain(self) -> DatasetVersion:
         return DatasetVersion(
@@ -148,6 +156,8 @@ class DatasetVersionTable(Model):
             if self.schema_sampled_rows is None
             else int(self.schema_sampled_rows),
             restored_from=self.restored_from,
+            deleted_at=self.deleted_at,
+            deleted_by=self.deleted_by,
         )
 
     @classmethod
@@ -171,6 +181,8 @@ class DatasetVersionTable(Model):
             source_key=version.source_key,
             schema_sampled_rows=version.schema_sampled_rows,
             restored_from=version.restored_from,
+            deleted_at=version.deleted_at,
+            deleted_by=version.deleted_by,
         )
 
 
@@ -217,6 +229,7 @@ class LineageTable(Model):
     version_number = NumberAttribute(null=True)
     sha256 = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute(null=True)
+    deleted_at = UTCDateTimeAttribute(null=True)
     transformation_id = UnicodeAttribute(null=True)
     transformation_type = UnicodeAttribute(null=True)
 
@@ -396,6 +409,12 @@ class DatasetRepository:
                 )
                 for item in keys[1:]:
                     tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
+                # Garbage collection has not claimed the object (see collect_garbage).
+                tx.condition_check(
+                    DatasetKeyTable,
+                    f"obj#{version.storage_key}",
+                    condition=DatasetKeyTable.gc_token.does_not_exist(),
+                )
                 if predecessor is not None:
                     tx.condition_check(
                         DatasetVersionTable,
@@ -405,8 +424,11 @@ class DatasetRepository:
                     )
         except TransactWriteError as exc:
             reasons = cancellation_codes(exc)
-            # pynamodb sends condition checks first, then the puts in order.
-            first = 0 if predecessor is None else 1
+            # pynamodb sends condition checks first (the object's, the predecessor's), then
+            # the puts in order.
+            if _failed(reasons, 0):
+                raise ObjectCollected("garbage collection claimed the stored object") from None
+            first = 1 if predecessor is None else 2
             if _failed(reasons, first + 1):
                 if version.restored_from is not None:
                     raise Conflict(
@@ -415,7 +437,7 @@ class DatasetRepository:
                 raise DuplicateContent("identical content is already a version") from None
             if source is not None and _failed(reasons, first + 3):
                 raise DuplicateSource("this source object was already ingested") from None
-            if _failed(reasons, first) or (predecessor is not None and _failed(reasons, 0)):
+            if _failed(reasons, first) or (predecessor is not None and _failed(reasons, 1)):
                 raise VersionNumberTaken("version number taken") from None
             raise
 
@@ -500,6 +522,86 @@ class DatasetRepository:
             yield item.to_domain()
 
     # ---- transformations ------------------------------------------------------------------
+
+    # ---- deletion, retention and garbage collection ----------------------------------------
+
+    def set_retention(self, dataset_id: str, policy: RetentionPolicy | None) -> Dataset:
+        """Stores a dataset's retention policy (``None``: keep everything)."""
+        item = DatasetTable.get(dataset_id, consistent_read=True)
+        item.update(
+            actions=[
+                DatasetTable.retention.set(_dumps(policy.to_dict()))
+                if policy is not None
+                else DatasetTable.retention.remove()
+            ]
+        )
+        return item.to_domain()
+
+    def delete_version(self, version: DatasetVersion, deleted_by: str, at: Any) -> DatasetVersion:
+        """Tombstones a version and frees its content reservation (if it holds it), at once.
+
+        Raises:
+            VersionNumberTaken: It was deleted meanwhile (or its reservation moved).
+        """
+        item = DatasetVersionTable.from_domain(version)
+        sha_key = f"sha#{version.dataset_id}#{version.sha256}"
+        reserved = self._key(sha_key)
+        try:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.update(
+                    item,
+                    actions=[
+                        DatasetVersionTable.deleted_at.set(at),
+                        DatasetVersionTable.deleted_by.set(deleted_by),
+                    ],
+                    condition=DatasetVersionTable.deleted_at.does_not_exist(),
+                )
+                if reserved is not None and reserved.version_id == version.version_id:
+                    tx.delete(
+                        DatasetKeyTable(sha_key),
+                        condition=DatasetKeyTable.version_id == version.version_id,
+                    )
+        except TransactWriteError:
+            raise VersionNumberTaken("the version changed meanwhile") from None
+        return self.get_version(version.dataset_id, version.version_number)
+
+    def used_version_ids(self, dataset_id: str) -> set[str]:
+        """Versions of the dataset any experiment recorded using (a scan: scheduled work)."""
+        found = DatasetUsageTable.scan(DatasetUsageTable.dataset_id == dataset_id)
+        return {item.version_id for item in found}
+
+    def live_storage_keys(self) -> set[str]:
+        """The stored objects every live version points to (a consistent scan)."""
+        found = DatasetVersionTable.scan(
+            DatasetVersionTable.deleted_at.does_not_exist(), consistent_read=True
+        )
+        return {item.storage_key for item in found}
+
+    def live_versions_with_content(self, sha256: str) -> list[DatasetVersion]:
+        """Every live version, of any dataset, whose content has this sha256 (a scan)."""
+        found = DatasetVersionTable.scan(
+            (DatasetVersionTable.sha256 == sha256)
+            & DatasetVersionTable.deleted_at.does_not_exist(),
+            consistent_read=True,
+        )
+        return [item.to_domain() for item in found]
+
+    def claim_object(self, storage_key: str, token: str) -> bool:
+        """Marks a stored object as being collected; new versions cannot point to it until
+        :meth:`release_object`. Returns whether the claim was made."""
+        try:
+            DatasetKeyTable(f"obj#{storage_key}", dataset_id="*", gc_token=token).save(
+                condition=DatasetKeyTable.gc_token.does_not_exist()
+            )
+        except PutError as exc:
+            if "ConditionalCheckFailed" in str(exc):
+                return False
+            raise
+        return True
+
+    def release_object(self, storage_key: str, token: str) -> None:
+        """Ends a claim."""
+        DatasetKeyTable(f"obj#{storage_key}").delete(condition=DatasetKeyTable.gc_token == token)
 
     def save_transformation(self, record: TransformationRecord) -> None:
         """Stores (or completes) a transformation record."""
@@ -607,6 +709,7 @@ class LineageRepository:
             version_number=node.version_number,
             sha256=node.sha256,
             created_at=node.created_at,
+            deleted_at=node.deleted_at,
         ).save()
 
     def put_edge(self, edge: LineageEdge) -> None:
@@ -630,6 +733,7 @@ class LineageRepository:
                 version_number=int(item.version_number or 0),
                 sha256=item.sha256 or "",
                 created_at=item.created_at,
+                deleted_at=item.deleted_at,
             )
         return found
 

@@ -18,7 +18,11 @@ from chalicelib.core import access
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.principal import Principal
 from chalicelib.core.singleton import lazy
-from chalicelib.dataversion.errors import DatasetNotFound, DatasetVersionNotFound
+from chalicelib.dataversion.errors import (
+    DatasetNotFound,
+    DatasetVersionGone,
+    DatasetVersionNotFound,
+)
 from chalicelib.dataversion.lineage import LineageView
 from chalicelib.dataversion.models import (
     Dataset,
@@ -26,6 +30,7 @@ from chalicelib.dataversion.models import (
     DatasetUsage,
     DatasetVersion,
     LineageNode,
+    RetentionPolicy,
     TagMove,
 )
 from chalicelib.dataversion.pipeline import AppliedTransformation, TransformationService
@@ -137,20 +142,28 @@ class DatasetService:
             principal, self.engine.get_dataset(dataset_id), _missing_dataset(dataset_id)
         )
 
-    def readable_version(self, principal: Principal, version_id: str) -> DatasetVersion:
-        """A version by id if the caller may read its dataset (404 otherwise)."""
+    def readable_version(
+        self, principal: Principal, version_id: str, live: bool = True
+    ) -> DatasetVersion:
+        """A version by id if the caller may read its dataset (404 otherwise; 410 if it was
+        deleted, unless ``live`` is false: lineage shows tombstones)."""
         version = self.engine.get_version_by_id(version_id)
         try:
             self.readable(principal, version.dataset_id)
         except DatasetNotFound:
             raise DatasetVersionNotFound(f"version {version_id} does not exist") from None
-        return version
+        return _live(version) if live else version
 
     def version(
         self, principal: Principal, dataset_id: str, ref: str, as_of: datetime | None = None
     ) -> DatasetVersion:
         """A version of a readable dataset by number (``3``), id (``dv-…``) or tag
         (``production``; with ``as_of``, where the tag pointed then)."""
+        return _live(self._version_or_tombstone(principal, dataset_id, ref, as_of))
+
+    def _version_or_tombstone(
+        self, principal: Principal, dataset_id: str, ref: str, as_of: datetime | None = None
+    ) -> DatasetVersion:
         self.readable(principal, dataset_id)
         if ref.isdigit():
             return self.engine.get_version(dataset_id, version_number=int(ref))
@@ -158,6 +171,28 @@ class DatasetService:
             return self.engine.get_version(dataset_id, version_id=ref)
         moved = self.engine.tags.resolve(dataset_id, ref, as_of)
         return self.engine.get_version(dataset_id, version_id=moved.version_id)
+
+    # ---- deletion and retention -----------------------------------------------------------
+
+    def delete_version(self, principal: Principal, dataset_id: str, ref: str) -> DatasetVersion:
+        """Tombstones a version of a writable dataset (409 if tagged or used; 410 if gone)."""
+        self.writable(principal, dataset_id)
+        found = self._version_or_tombstone(principal, dataset_id, ref)
+        return self.engine.lifecycle.delete_version(found, principal.principal)
+
+    def set_retention(
+        self, principal: Principal, dataset_id: str, policy: RetentionPolicy | None
+    ) -> Dataset:
+        """Sets a writable dataset's retention policy."""
+        self.writable(principal, dataset_id)
+        return self.engine.lifecycle.set_retention(dataset_id, policy)
+
+    def erase_content(self, principal: Principal, sha256: str) -> tuple[list[DatasetVersion], Any]:
+        """Erases content everywhere (admins: the route's role)."""
+        digest = sha256.lower()
+        if not _SHA256.fullmatch(digest):
+            raise ValidationError("sha256 must be 64 hex digits")
+        return self.engine.lifecycle.erase_content(digest, principal.principal)
 
     # ---- tags -----------------------------------------------------------------------------
 
@@ -370,7 +405,7 @@ class DatasetService:
         self, principal: Principal, version_id: str, direction: str, max_depth: int | None
     ) -> dict[str, Any]:
         """Upstream and/or downstream lineage; versions of unreadable datasets are redacted."""
-        self.readable_version(principal, version_id)
+        self.readable_version(principal, version_id, live=False)
         graph = self.engine.lineage
         views: dict[str, LineageView] = {}
         if direction in ("upstream", "both"):
@@ -397,7 +432,9 @@ class DatasetService:
         shown = dict(node.__dict__)
         shown["visible"] = cache[node.dataset_id]
         if not shown["visible"]:
-            shown.update(dataset_id=None, version_number=None, sha256=None, created_at=None)
+            shown.update(
+                dataset_id=None, version_number=None, sha256=None, created_at=None, deleted_at=None
+            )
         return shown
 
     # ---- transformations, replay, reproducibility -----------------------------------------
@@ -506,6 +543,20 @@ def _readable_experiment(principal: Principal, experiment_id: str) -> None:
 
 def _missing_dataset(dataset_id: str) -> Any:
     return lambda: DatasetNotFound(f"dataset {dataset_id} does not exist")
+
+
+def _live(version: DatasetVersion) -> DatasetVersion:
+    """The version unless it was deleted.
+
+    Raises:
+        DatasetVersionGone: It is a tombstone (410).
+    """
+    if version.deleted:
+        raise DatasetVersionGone(
+            f"version {version.version_number} of dataset {version.dataset_id} was deleted "
+            f"by {version.deleted_by} at {version.deleted_at}"
+        )
+    return version
 
 
 @lazy

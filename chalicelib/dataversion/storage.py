@@ -22,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from chalicelib.core import aws
@@ -236,6 +237,13 @@ class DataStore:
             UploadId=upload_id,
             MultipartUpload={"Parts": parts},
         )
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """(key, last modified) of every object under ``prefix`` (paginated)."""
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"], item["LastModified"]
 
     def delete(self, key: str) -> None:
         """Removes ``key`` (no error if absent)."""

@@ -31,9 +31,11 @@ from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.observability import logger
 from chalicelib.core.text import name_problem, visible
 from chalicelib.dataversion.errors import (
+    DatasetVersionGone,
     DatasetVersionNotFound,
     DuplicateContent,
     DuplicateSource,
+    ObjectCollected,
     VersionNumberTaken,
 )
 from chalicelib.dataversion.lineage import LineageGraph
@@ -50,6 +52,7 @@ from chalicelib.dataversion.models import (
     TransformationRecord,
 )
 from chalicelib.dataversion.repository import DatasetRepository, source_ref
+from chalicelib.dataversion.retention import Lifecycle
 from chalicelib.dataversion.schema import (
     DEFAULT_SAMPLE_ROWS,
     WIDENINGS,
@@ -304,6 +307,9 @@ class DatasetVersioningEngine:
         self.clock = clock or SystemClock()
         self.sample_rows = sample_rows
         self.tags = TagBook(clock=self.clock)
+        self.lifecycle = Lifecycle(
+            self.repository, self.store, self.tags, self.lineage, self.event_bus, self.clock
+        )
 
     # ---- datasets -------------------------------------------------------------------------
 
@@ -455,7 +461,13 @@ class DatasetVersioningEngine:
         def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
             return self._resolve_schema(dataset, fmt, content, request, predecessor)
 
-        return self._allocate(version, latest, follow, source, request.transformation)
+        def ensure_stored() -> None:
+            if staged_key != storage_key and not self.store.exists(storage_key):
+                self.store.copy(staged_key, storage_key, content.size, staged_version)
+
+        return self._allocate(
+            version, latest, follow, source, request.transformation, ensure_stored
+        )
 
     def _deduplicated(
         self, existing: DatasetVersion, source: str | None, request: VersionRequest | None = None
@@ -489,6 +501,15 @@ class DatasetVersioningEngine:
         number = self.repository.latest_version_number(dataset_id)
         return self.repository.get_version(dataset_id, number) if number else None
 
+    def _live(self, version: DatasetVersion | None) -> DatasetVersion | None:
+        """``version`` if it is live, else the newest live version before it (``None``: none)."""
+        if version is None or not version.deleted:
+            return version
+        for found in self.repository.versions_descending(version.dataset_id):
+            if found.version_number < version.version_number and not found.deleted:
+                return found
+        return None
+
     def _resolve_schema(
         self,
         dataset: Dataset,
@@ -497,6 +518,7 @@ class DatasetVersioningEngine:
         request: VersionRequest,
         latest: DatasetVersion | None,
     ) -> DatasetSchema | None:
+        latest = self._live(latest)
         declared = request.schema or dataset.declared_schema
         if declared is not None:
             check_schema_definition(declared)
@@ -540,9 +562,14 @@ class DatasetVersioningEngine:
         follow: Callable[[DatasetVersion | None], DatasetSchema | None],
         source: str | None,
         transformation: TransformationRecord | None,
+        ensure_stored: Callable[[], None] | None = None,
     ) -> VersionOutcome:
         """Writes the version right after ``predecessor``, the version its schema was checked
         against.
+
+        When garbage collection has claimed the stored object (see
+        :mod:`~chalicelib.dataversion.retention`) the write waits and retries, storing the
+        bytes again first (``ensure_stored``) in case the collection deleted them.
 
         The write is one transaction conditional on the number being free and on the
         predecessor being the one checked; when another writer wins, the schema is resolved and
@@ -566,6 +593,11 @@ class DatasetVersioningEngine:
                     schema=follow(predecessor),
                     created_at=self.clock.now(),
                 )
+                continue
+            except ObjectCollected:
+                time.sleep(random.uniform(0.005, 0.02 * min(attempt + 1, 10)))
+                if ensure_stored is not None:
+                    ensure_stored()
                 continue
             except DuplicateContent:
                 found = self.repository.version_by_hash(version.dataset_id, version.sha256)
@@ -617,12 +649,15 @@ class DatasetVersioningEngine:
             raise DatasetVersionNotFound(
                 f"dataset {dataset_id} has no version {version.version_id}"
             )
+        if version.deleted:
+            raise DatasetVersionGone(f"version {version.version_id} was deleted")
         latest = self._latest(dataset_id)
-        if latest is not None and latest.sha256 == version.sha256:
-            return VersionOutcome(latest, created=False)
+        current = self._live(latest)
+        if current is not None and current.sha256 == version.sha256:
+            return VersionOutcome(current, created=False)
 
         def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
-            self._check_evolution(dataset, predecessor, version.schema)
+            self._check_evolution(dataset, self._live(predecessor), version.schema)
             return version.schema
 
         restored = replace(
@@ -793,19 +828,19 @@ class DatasetVersioningEngine:
             return self.repository.get_version(dataset_id, version_number)
         if as_of is not None:
             return self.version_at(dataset_id, as_of)
-        latest = self._latest(dataset_id)
+        latest = self._live(self._latest(dataset_id))
         if latest is None:
-            raise DatasetVersionNotFound(f"dataset {dataset_id} has no versions yet")
+            raise DatasetVersionNotFound(f"dataset {dataset_id} has no live versions")
         return latest
 
     def version_at(self, dataset_id: str, as_of: datetime) -> DatasetVersion:
-        """The newest version created at or before ``as_of``.
+        """The newest live (not deleted) version created at or before ``as_of``.
 
         Raises:
-            DatasetVersionNotFound: The dataset had no version then.
+            DatasetVersionNotFound: The dataset had no such version then.
         """
         for version in self.repository.versions_descending(dataset_id):
-            if version.created_at <= as_of:
+            if version.created_at <= as_of and not version.deleted:
                 return version
         raise DatasetVersionNotFound(f"dataset {dataset_id} had no version at {as_of.isoformat()}")
 
