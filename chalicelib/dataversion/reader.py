@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core.errors import UnprocessableEntity
-from chalicelib.dataversion.errors import ContentIntegrityError
+from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
 from chalicelib.dataversion.records import RecordSampler, RecordScanner
 from chalicelib.dataversion.schema import parse_json_record
@@ -60,12 +60,18 @@ def check_digest(version: DatasetVersion, digest: str) -> None:
         )
 
 
+def _check_live(version: DatasetVersion) -> None:
+    if version.deleted:
+        raise DatasetVersionGone(f"version {version.version_id} was deleted")
+
+
 def read_verified(store: DataStore, version: DatasetVersion) -> bytes:
     """The whole content of a version, checked against its sha256 (callers check the size).
 
     Raises:
         ContentIntegrityError: The stored bytes differ from the version's content.
     """
+    _check_live(version)
     data = store.read(version.storage_key)
     check_digest(version, hashlib.sha256(data).hexdigest())
     return data
@@ -80,6 +86,7 @@ def sample_records(
         UnprocessableEntity: Another format, or content that is not UTF-8 / valid records.
         ContentIntegrityError: The stored bytes differ from the version's content.
     """
+    _check_live(version)
     if version.format not in (DatasetFormat.CSV, DatasetFormat.JSON):
         raise UnprocessableEntity(
             f"version {version.version_id} is {version.format.value}; only csv and json lines "
