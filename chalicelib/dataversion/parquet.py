@@ -66,7 +66,8 @@ class ParquetMetadata:
         num_rows: Exact number of rows in the file.
         columns: Leaf column path → column type (one of ``COLUMN_TYPES``), in file order.
             Top-level leaves are named as-is; leaves inside groups are dotted paths
-            (``a.b.c``), as Parquet tools show column paths.
+            (``a.b.c``), as Parquet tools show column paths; a name holding a ``.`` or a
+            backquote is written in backquotes (```a.b```), as Spark does.
         nullable: Leaf column paths that may hold nulls, in file order.
         created_by: The writer's self-description (e.g. ``parquet-cpp-arrow version 26.0.1``).
     """
@@ -603,7 +604,7 @@ class _Flattener:
     def node(self, element: _Element, scope: _Scope, depth: int) -> None:
         """Records a leaf, or descends into a group."""
         child = _Scope(
-            prefix=f"{scope.prefix}{element.name}",
+            prefix=f"{scope.prefix}{_segment(element.name)}",
             optional=scope.optional or element.repetition != _REQUIRED,
             repeated=scope.repeated or element.repetition == _REPEATED,
         )
@@ -623,6 +624,15 @@ class _Flattener:
         self.columns[scope.prefix] = "string" if scope.repeated else column_type
         if scope.optional:
             self.nullable.append(scope.prefix)
+
+
+def _segment(name: str) -> str:
+    """One segment of a column path: as-is, or in backquotes (a backquote doubled) when it
+    holds a ``.`` or a backquote, as Spark writes such names, so that a top-level column
+    ``a.b`` (```a.b```) and the field ``b`` of a struct ``a`` (``a.b``) stay distinct."""
+    if "." in name or "`" in name:
+        return "`" + name.replace("`", "``") + "`"
+    return name
 
 
 def _flatten(elements: list[_Element]) -> tuple[dict[str, str], list[str]]:

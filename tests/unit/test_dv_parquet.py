@@ -586,3 +586,28 @@ def test_files_written_by_pyarrow_pass_the_row_count_checks(name):
     got = read_metadata(data)
     assert got.num_rows == pq.ParquetFile(io.BytesIO(data)).metadata.num_rows == table.num_rows
     assert got == expected(data)
+
+
+def _arrow_leaf_paths(fields: list[pa.Field], prefix: str = "") -> list[str]:
+    """Leaf paths from pyarrow's own reading of the schema, segments with a dot quoted."""
+    paths = []
+    for field in fields:
+        name = f"`{field.name}`" if "." in field.name else field.name
+        if pa.types.is_struct(field.type):
+            paths += _arrow_leaf_paths(list(field.type), f"{prefix}{name}.")
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def test_a_top_level_dotted_column_beside_a_struct_field_of_the_same_path_is_read():
+    """pyarrow writes and reads a top-level ``a.b`` beside a struct ``a{b}``; they are two
+    columns: ```a.b``` (quoted, as Spark writes such names) and ``a.b``."""
+    table = pa.table({"a.b": [1, 2], "a": pa.array([{"b": "x"}, {"b": "y"}])})
+    data = write(table)
+    read_back = pq.read_table(io.BytesIO(data))
+    assert read_back.num_rows == 2 and read_back.column_names == ["a.b", "a"]
+    got = read_metadata(data)
+    assert list(got.columns) == _arrow_leaf_paths(list(read_back.schema)) == ["`a.b`", "a.b"]
+    assert got.columns == {"`a.b`": "long", "a.b": "string"} and got.num_rows == 2
+    assert parquet._segment("x`y") == "`x``y`"
