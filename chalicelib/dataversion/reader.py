@@ -23,7 +23,6 @@ from typing import Any
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
-from chalicelib.dataversion.records import RecordSampler, RecordScanner
 from chalicelib.dataversion.schema import parse_json_record
 from chalicelib.dataversion.storage import DataStore
 
@@ -92,6 +91,8 @@ def sample_records(
             f"version {version.version_id} is {version.format.value}; only csv and json lines "
             "versions can be read as records"
         )
+    from chalicelib.dataversion.records import RecordSampler, RecordScanner
+
     is_csv = version.format is DatasetFormat.CSV
     sampler = RecordSampler(size=max_rows, seed=seed, skip=1 if is_csv else 0)
     scanner = RecordScanner(version.format.value, sampler)

@@ -28,7 +28,6 @@ from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetSchema,
 )
-from chalicelib.dataversion.records import RecordSampler, RecordScanner
 
 DEFAULT_SAMPLE_ROWS = 10_000
 # What a blank JSON line may hold besides its "\n": JSON whitespace, nothing else.
@@ -156,6 +155,9 @@ class ContentInspector:
         self.sample_rows = sample_rows
         self.active = fmt in (DatasetFormat.CSV, DatasetFormat.JSON)
         self._tail = _Tail(PARQUET_TAIL_BYTES) if fmt is DatasetFormat.PARQUET else None
+        # numpy comes with the scanner: loaded on the first ingest, not at import (cold start).
+        from chalicelib.dataversion.records import RecordSampler, RecordScanner
+
         self._head = RecordSampler(
             size=sample_rows,
             skip=1 if fmt is DatasetFormat.CSV else 0,
