@@ -100,6 +100,46 @@ class RetentionIn(BaseModel):
     keep_days: int | None = Field(default=None, ge=1, le=36_500)
 
 
+class VersionRefOut(BaseModel):
+    """A version named in a drift report."""
+
+    version_id: str
+    version_number: int
+
+
+class SchemaDiffOut(BaseModel):
+    """Columns added and removed from a to b, every change, and those the dataset's mode
+    forbids."""
+
+    added: list[str]
+    removed: list[str]
+    changes: list[str]
+    incompatible: list[str]
+
+
+class ColumnDriftOut(BaseModel):
+    """Drift of one column present in both versions."""
+
+    column: str
+    kind: Literal["numeric", "categorical"]
+    psi: float | None
+    test: Literal["ks", "chi2"]
+    statistic: float | None
+    p_value: float | None
+    nulls: dict[str, float]
+
+
+class DriftOut(BaseModel):
+    """Per-column drift from version a to version b, on seeded uniform samples."""
+
+    a: VersionRefOut
+    b: VersionRefOut
+    rows: dict[str, int]
+    sampled_rows: dict[str, int]
+    schema_: SchemaDiffOut = Field(alias="schema")
+    columns: list[ColumnDriftOut]
+
+
 class EraseOut(BaseModel):
     """What an erasure did."""
 
@@ -668,6 +708,14 @@ def get_version(ctx: RequestContext, dataset_id: str, version: str) -> dict[str,
     query: VersionQuery = ctx.query
     found = get_dataset_service().version(_principal(ctx), dataset_id, version, query.as_of)
     return version_out(found)
+
+
+@api.route("/datasets/{dataset_id}/drift", "GET", query=CompareQuery, response=DriftOut)
+def drift(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Per-column drift from version a to b (PSI; KS or chi-square with p-values) and the
+    schema diff; a and b are numbers, ids or tags."""
+    query: CompareQuery = ctx.query
+    return get_dataset_service().drift(_principal(ctx), dataset_id, query.a, query.b)
 
 
 @api.route(

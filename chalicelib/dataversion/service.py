@@ -172,6 +172,16 @@ class DatasetService:
         moved = self.engine.tags.resolve(dataset_id, ref, as_of)
         return self.engine.get_version(dataset_id, version_id=moved.version_id)
 
+    def drift(self, principal: Principal, dataset_id: str, a: str, b: str) -> dict[str, Any]:
+        """Per-column drift from version ``a`` to ``b`` (numbers, ids or tags) and their
+        schema diff."""
+        from chalicelib.dataversion.drift import drift_report
+
+        dataset = self.readable(principal, dataset_id)
+        first = self.version(principal, dataset_id, a)
+        second = self.version(principal, dataset_id, b)
+        return drift_report(self.engine.store, first, second, dataset.compatibility)
+
     # ---- deletion and retention -----------------------------------------------------------
 
     def delete_version(self, principal: Principal, dataset_id: str, ref: str) -> DatasetVersion:
