@@ -106,6 +106,7 @@ class DatasetKeyTable(Model):
     version_id = UnicodeAttribute(null=True)
     version_number = NumberAttribute(null=True)
     gc_token = UnicodeAttribute(null=True)  # obj#<storage key>: garbage collection claimed it
+    generation = NumberAttribute(null=True)  # obj#<storage key>: times it was collected
 
 
 class DatasetVersionTable(Model):
@@ -359,6 +360,7 @@ class DatasetRepository:
         version: DatasetVersion,
         source: str | None = None,
         predecessor: DatasetVersion | None = None,
+        object_generation: int = 0,
     ) -> None:
         """Writes a version with its reservations in one transaction.
 
@@ -368,6 +370,9 @@ class DatasetRepository:
             predecessor: The version it must directly follow (its schema was checked against
                 it): the transaction fails unless that version is number
                 ``version.version_number - 1``.
+            object_generation: The stored object's collection generation when the caller saw
+                its bytes (:meth:`object_state`): the transaction fails if garbage collection
+                has claimed or deleted the object since.
 
         Raises:
             DuplicateContent: The dataset already has this content hash.
@@ -413,7 +418,12 @@ class DatasetRepository:
                 tx.condition_check(
                     DatasetKeyTable,
                     f"obj#{version.storage_key}",
-                    condition=DatasetKeyTable.gc_token.does_not_exist(),
+                    condition=DatasetKeyTable.gc_token.does_not_exist()
+                    & (
+                        DatasetKeyTable.generation.does_not_exist()
+                        if object_generation == 0
+                        else DatasetKeyTable.generation == object_generation
+                    ),
                 )
                 if predecessor is not None:
                     tx.condition_check(
@@ -586,22 +596,37 @@ class DatasetRepository:
         )
         return [item.to_domain() for item in found]
 
+    def object_state(self, storage_key: str) -> tuple[int, bool]:
+        """A stored object's collection generation (how often it was deleted) and whether a
+        collection has claimed it now."""
+        found = self._key(f"obj#{storage_key}")
+        if found is None:
+            return 0, False
+        return int(found.generation or 0), found.gc_token is not None
+
     def claim_object(self, storage_key: str, token: str) -> bool:
         """Marks a stored object as being collected; new versions cannot point to it until
         :meth:`release_object`. Returns whether the claim was made."""
         try:
-            DatasetKeyTable(f"obj#{storage_key}", dataset_id="*", gc_token=token).save(
-                condition=DatasetKeyTable.gc_token.does_not_exist()
+            DatasetKeyTable(f"obj#{storage_key}").update(
+                actions=[DatasetKeyTable.gc_token.set(token), DatasetKeyTable.dataset_id.set("*")],
+                condition=DatasetKeyTable.gc_token.does_not_exist(),
             )
-        except PutError as exc:
+        except UpdateError as exc:
             if "ConditionalCheckFailed" in str(exc):
                 return False
             raise
         return True
 
-    def release_object(self, storage_key: str, token: str) -> None:
-        """Ends a claim."""
-        DatasetKeyTable(f"obj#{storage_key}").delete(condition=DatasetKeyTable.gc_token == token)
+    def release_object(self, storage_key: str, token: str, deleted: bool) -> None:
+        """Ends a claim; when the object was deleted its generation moves on, so that a writer
+        that saw the bytes before fails its transaction and stores them again."""
+        actions = [DatasetKeyTable.gc_token.remove()]
+        if deleted:
+            actions.append(DatasetKeyTable.generation.add(1))
+        DatasetKeyTable(f"obj#{storage_key}").update(
+            actions=actions, condition=DatasetKeyTable.gc_token == token
+        )
 
     def save_transformation(self, record: TransformationRecord) -> None:
         """Stores (or completes) a transformation record."""

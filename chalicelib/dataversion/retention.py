@@ -11,11 +11,13 @@
   deleted, then its stored object is collected at once.
 * **Garbage collection** deletes stored objects no live version points to, once older than a
   grace period (uploads in flight). It is safe under concurrent uploads: it first *claims* each
-  candidate (an item new versions' transactions are conditional on), then re-reads which objects
-  live versions point to (a consistent scan) and deletes only what is still unreferenced. A
-  version committed before the claim is seen by that scan; one committing after it fails its
-  transaction and retries once the claim is released, copying its bytes back if they were
-  deleted. So no object a version points to is ever deleted.
+  candidate, then re-reads which objects live versions point to (a consistent scan), deletes
+  only what is still unreferenced, and releases the claim moving the object's *generation* on.
+  A writer reads the object's generation before it checks the bytes are stored, and its version
+  transaction is conditional on no claim and that same generation. A version committed before
+  the claim is seen by the scan; one committing during the claim, or after a deletion it did not
+  see, fails and retries: it reads the generation again and stores its bytes again. So no
+  object a version points to is ever deleted.
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ class Lifecycle:
                     result.deleted.append(key)
         finally:
             for key in claimed:
-                self.repository.release_object(key, token)
+                self.repository.release_object(key, token, deleted=key in result.deleted)
         return result
 
 

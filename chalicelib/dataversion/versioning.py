@@ -434,8 +434,22 @@ class DatasetVersioningEngine:
         schema = self._resolve_schema(dataset, fmt, content, request, latest)
         # A direct upload stays at the dataset's own address; everything else is shared by digest.
         storage_key = staged_key if dataset_of(staged_key) else cas_key(content.sha256)
-        if staged_key != storage_key and not self.store.exists(storage_key):
-            self.store.copy(staged_key, storage_key, content.size, staged_version)
+
+        def ensure_stored() -> int:
+            """Stores the bytes at their address unless there; returns the object's collection
+            generation read before the check (the version write is conditional on it)."""
+
+            def copy() -> bool:
+                if self.store.exists(storage_key):
+                    return True
+                if staged_key == storage_key:  # a direct upload collected before its ingest
+                    return False
+                self.store.copy(staged_key, storage_key, content.size, staged_version)
+                return True
+
+            return self._object_generation(storage_key, copy)
+
+        generation = ensure_stored()
         version = DatasetVersion(
             version_id=f"dv-{uuid.uuid4().hex[:16]}",
             dataset_id=dataset.dataset_id,
@@ -461,13 +475,28 @@ class DatasetVersioningEngine:
         def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
             return self._resolve_schema(dataset, fmt, content, request, predecessor)
 
-        def ensure_stored() -> None:
-            if staged_key != storage_key and not self.store.exists(storage_key):
-                self.store.copy(staged_key, storage_key, content.size, staged_version)
-
         return self._allocate(
-            version, latest, follow, source, request.transformation, ensure_stored
+            version, latest, follow, source, request.transformation, ensure_stored, generation
         )
+
+    def _object_generation(self, storage_key: str, stored: Callable[[], bool]) -> int:
+        """Waits out a garbage collection that claimed the object, then makes sure its bytes
+        are stored (``stored``); returns the generation read before that check.
+
+        Raises:
+            Conflict: The bytes are gone and cannot be stored again.
+        """
+        for attempt in range(MAX_ALLOCATION_ATTEMPTS):
+            generation, claimed = self.repository.object_state(storage_key)
+            if claimed:
+                time.sleep(random.uniform(0.005, 0.02 * min(attempt + 1, 10)))
+                continue
+            if not stored():
+                raise Conflict(
+                    "the stored content was deleted (garbage collection); upload it again"
+                )
+            return generation
+        raise ServiceUnavailable("the stored content stays claimed by garbage collection")
 
     def _deduplicated(
         self, existing: DatasetVersion, source: str | None, request: VersionRequest | None = None
@@ -562,7 +591,8 @@ class DatasetVersioningEngine:
         follow: Callable[[DatasetVersion | None], DatasetSchema | None],
         source: str | None,
         transformation: TransformationRecord | None,
-        ensure_stored: Callable[[], None] | None = None,
+        ensure_stored: Callable[[], int] | None = None,
+        generation: int = 0,
     ) -> VersionOutcome:
         """Writes the version right after ``predecessor``, the version its schema was checked
         against.
@@ -582,7 +612,7 @@ class DatasetVersioningEngine:
         candidate = version
         for attempt in range(MAX_ALLOCATION_ATTEMPTS):
             try:
-                self.repository.add_version(candidate, source, predecessor)
+                self.repository.add_version(candidate, source, predecessor, generation)
             except VersionNumberTaken:
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 predecessor = self._latest(version.dataset_id)
@@ -595,9 +625,8 @@ class DatasetVersioningEngine:
                 )
                 continue
             except ObjectCollected:
-                time.sleep(random.uniform(0.005, 0.02 * min(attempt + 1, 10)))
                 if ensure_stored is not None:
-                    ensure_stored()
+                    generation = ensure_stored()
                 continue
             except DuplicateContent:
                 found = self.repository.version_by_hash(version.dataset_id, version.sha256)
@@ -672,7 +701,13 @@ class DatasetVersioningEngine:
             restored_from=version.version_id,
             schema=follow(latest),
         )
-        return self._allocate(restored, latest, follow, None, None)
+
+        def still_stored() -> int:
+            return self._object_generation(
+                version.storage_key, lambda: self.store.exists(version.storage_key)
+            )
+
+        return self._allocate(restored, latest, follow, None, None, still_stored, still_stored())
 
     # ---- S3-triggered ingest --------------------------------------------------------------
 

@@ -186,34 +186,47 @@ def atomic_dynamodb(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 def test_garbage_collection_racing_with_uploads_never_deletes_a_referenced_object(
     atomic_dynamodb: None,
 ) -> None:
-    """Uploads keep re-creating versions of five contents whose earlier versions are deleted
-    (so their objects are collection candidates) while collections run with no grace period:
-    at the end every live version's object exists and hashes to its sha256."""
-    engine = DatasetVersioningEngine(store=DataStore(), event_bus=RecordingEventBus())
-    dataset = engine.create_dataset("racing-gc", "alice")
-    stop = threading.Event()
+    """Ten contents are uploaded to a scratch dataset and deleted again, three times each, so
+    their stored objects keep becoming collection candidates, while collections run with no
+    grace period and a second dataset uploads each content three times (sharing the object),
+    deleting the first two. At the end each content's last version in the second dataset is
+    live and its object exists and hashes to its sha256."""
+    import random
 
-    def upload(round_: int) -> None:
-        version = engine.create_version(dataset.dataset_id, body(round_ % 5))
-        if round_ % 3:  # delete most of them again: their objects become candidates
-            with contextlib.suppress(DatasetVersionGone):
-                engine.lifecycle.delete_version(version, "w")
+    engine = DatasetVersioningEngine(store=DataStore(), event_bus=RecordingEventBus())
+    scratch = engine.create_dataset("racing-scratch", "alice")
+    kept = engine.create_dataset("racing-kept", "alice")
+    stop = threading.Event()
+    rounds = [("scratch", i % 10) for i in range(30)] + [("kept", i) for i in range(10)]
+    random.Random(5).shuffle(rounds)
+
+    def upload(round_: tuple[str, int]) -> None:
+        target, content = round_
+        if target == "kept":  # three versions in turn; the first two deleted again
+            for turn in range(3):
+                version = engine.create_version(kept.dataset_id, body(content))
+                if turn < 2:
+                    engine.lifecycle.delete_version(version, "k")
+            return
+        version = engine.create_version(scratch.dataset_id, body(content))
+        with contextlib.suppress(DatasetVersionGone):
+            engine.lifecycle.delete_version(version, "w")
 
     def collect() -> int:
         runs = 0
-        while not stop.wait(0.01):
+        while not stop.wait(0.05):
             engine.lifecycle.collect_garbage(timedelta(0))
             runs += 1
         return runs
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         collectors = [pool.submit(collect) for _ in range(2)]
-        list(pool.map(upload, range(30)))
+        list(pool.map(upload, rounds))
         stop.set()
         assert all(c.result() > 0 for c in collectors)
-    live = [v for v in engine.repository.versions_descending(dataset.dataset_id) if not v.deleted]
-    assert live
-    for version in live:
+    versions = [v for v in engine.repository.versions_descending(kept.dataset_id) if not v.deleted]
+    assert len(versions) == 10
+    for version in versions:
         data = stored(version.storage_key)
         assert data is not None, f"version {version.version_number}'s object was deleted"
         assert hashlib.sha256(data).hexdigest() == version.sha256
