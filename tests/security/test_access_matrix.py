@@ -110,6 +110,21 @@ def newer_version(http: Http, world: World) -> Ids:
     return {}
 
 
+def tagged(http: Http, world: World) -> Ids:
+    """A tag on version 1 (a fresh name per call)."""
+    tag = f"matrix-{uuid.uuid4().hex[:8]}"
+    moved = http.call("PUT", f"/datasets/{world['dataset_id']}/tags/{tag}", {"version": "1"})
+    assert moved.status_code == 200, moved.data
+    return {"tag": tag}
+
+
+def deletable(http: Http, world: World) -> Ids:
+    """A new version nothing tags or uses, to delete."""
+    added = http.call("POST", f"/datasets/{world['dataset_id']}/versions", _new_rows(world, {}))
+    assert added.status_code == 201, added.data
+    return {"version": str(added.data["version_number"])}
+
+
 def _new_rows(world: World, ids: Ids) -> dict[str, str]:
     return {"data": f"a,b,c\n{uuid.uuid4().int % 1000},1,2\n"}
 
@@ -191,6 +206,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/datasets/{dataset_id}/versions/{version}/content"): Rule(),
     ("POST", "/datasets/{dataset_id}/versions/{version}/restore"): Rule(fresh=newer_version),
     ("GET", "/datasets/{dataset_id}/compare"): Rule(query="a=1&b=1"),
+    ("GET", "/datasets/{dataset_id}/drift"): Rule(query="a=1&b=1"),
+    ("PUT", "/datasets/{dataset_id}/tags/{tag}"): Rule(
+        body=lambda w, i: {"version": "1"}, fresh=lambda http, w: {"tag": "matrix-production"}
+    ),
+    ("GET", "/datasets/{dataset_id}/tags/{tag}"): Rule(fresh=tagged),
+    ("GET", "/datasets/{dataset_id}/tags"): Rule(),
+    ("DELETE", "/datasets/{dataset_id}/versions/{version}"): Rule(fresh=deletable),
+    ("PUT", "/datasets/{dataset_id}/retention"): Rule(body=lambda w, i: {"keep_last": 100}),
+    ("POST", "/content/{sha256}/erase"): Rule("admin"),
     ("GET", "/lineage/{version_id}"): Rule(query="direction=both"),
     ("POST", "/datasets/{dataset_id}/transformations"): Rule(
         body=lambda w, i: {
