@@ -81,11 +81,13 @@ def test_a_writer_that_loses_the_race_is_checked_against_the_version_it_now_foll
     original = engine.repository.add_version
     interleaved: list[int] = []
 
-    def add_version(version: Any, source: Any = None, predecessor: Any = None) -> None:
+    def add_version(
+        version: Any, source: Any = None, predecessor: Any = None, generation: int = 0
+    ) -> None:
         if not interleaved:  # the other writer lands v2 first
             interleaved.append(1)
             engine.create_version(dataset.dataset_id, b"id\n7\n")
-        original(version, source, predecessor)
+        original(version, source, predecessor, generation)
 
     engine.repository.add_version = add_version  # type: ignore[method-assign]
     required = DatasetSchema(columns={"id": "int", "a": "int"})

@@ -77,7 +77,11 @@ def test_tagged_or_experiment_used_versions_are_not_deleted(
     http.call("PUT", f"/datasets/{dataset}/tags/production", {"version": "1"})
     tagged = http.call("DELETE", f"/datasets/{dataset}/versions/1")
     assert tagged.status_code == 409 and "production" in tagged.data["message"]
-    http.call("POST", f"/datasets/{dataset}/versions/2/usages", {"experiment_id": "exp-9"})
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    engine = get_versioning_engine()
+    second = engine.get_version(dataset, version_number=2)
+    engine.repository.record_usage(_usage(second, FixedClock()))
     used = http.call("DELETE", f"/datasets/{dataset}/versions/2")
     assert used.status_code == 409 and "experiment" in used.data["message"]
     assert (
