@@ -411,6 +411,11 @@ class Client:
     def get_version(self, dataset_id: str, version: int | str) -> Json:
         """A version by number or id."""
 
+    @operation("POST", "/datasets/{dataset_id}/versions/{version}/restore")
+    def restore_version(self, dataset_id: str, version: int | str) -> Json:
+        """Makes an earlier version current again (a new version over the same stored object,
+        recorded in lineage as restored from it)."""
+
     @operation("GET", "/datasets/{dataset_id}/versions/{version}/content")
     def content_url(self, dataset_id: str, version: int | str) -> Json:
         """A presigned GET of a version's bytes with their sha256 (see :meth:`pull`)."""
@@ -522,6 +527,50 @@ class Client:
         **options: Any,
     ) -> Json:
         """A SHAP dependence plot's data for one feature."""
+
+    @operation("POST", "/explanations/drift")
+    def attribution_drift(
+        self, baseline: dict[str, Any], current: dict[str, Any], **options: Any
+    ) -> Json:
+        """Attribution drift (NDCG of the top features) between two sides, each a model version
+        with inputs, a dataset version or its baseline (options: ``top_k``, ``threshold``,
+        ``seed``)."""
+
+    @operation("POST", "/explanations/bias")
+    def bias_metrics(
+        self,
+        model_id: str,
+        facet_values: Sequence[Any],
+        positive_label: Any,
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """Clarify's pre- and post-training bias metrics for a facet (options: ``inputs``,
+        ``labels``, ``facet``, ``facet_name`` or ``dataset_version_id``, ``label_column``,
+        ``facet_column``)."""
+
+    @operation("POST", "/explanations/permutation-importance")
+    def permutation_importance(
+        self,
+        model_id: str,
+        inputs: Sequence[Any],
+        labels: Sequence[Any],
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """Permutation importance of each feature (options: ``n_repeats``, ``seed``)."""
+
+    @operation("POST", "/explanations/partial-dependence")
+    def partial_dependence(
+        self,
+        model_id: str,
+        feature: str,
+        inputs: Sequence[Any],
+        model_version: int | None = None,
+        **options: Any,
+    ) -> Json:
+        """Partial dependence and ICE curves of one feature (options: ``grid_resolution``,
+        ``grid``, ``class_name``)."""
 
     @operation("GET", "/explanations/jobs/{job_id}")
     def get_job(self, job_id: str) -> Json:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.http import ApiBlueprint, RequestContext
+from chalicelib.core.text import Name
 
 api = ApiBlueprint(__name__, tag="explainability")
 
@@ -83,7 +84,7 @@ class LabelledBody(ModelRef):
     """Inputs with their observed labels."""
 
     inputs: list[Row] = Field(min_length=1, max_length=MAX_ROWS)
-    labels: list[str | float | int] = Field(min_length=1, max_length=MAX_ROWS)
+    labels: list[Name | float | int] = Field(min_length=1, max_length=MAX_ROWS)
 
 
 class BiasBody(ModelRef):
@@ -92,14 +93,14 @@ class BiasBody(ModelRef):
     ``facet_column``. The rows whose facet value is in ``facet_values`` form Clarify's group d."""
 
     inputs: list[Row] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
-    labels: list[str | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
-    facet: list[str | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
-    facet_name: str = Field(default="facet", min_length=1, max_length=200)
+    labels: list[Name | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
+    facet: list[Name | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
+    facet_name: Name = Field(default="facet", min_length=1, max_length=200)
     dataset_version_id: str | None = Field(default=None, max_length=200)
-    label_column: str | None = Field(default=None, min_length=1, max_length=200)
-    facet_column: str | None = Field(default=None, min_length=1, max_length=200)
-    facet_values: list[str | float | int] = Field(min_length=1, max_length=100)
-    positive_label: str | float | int
+    label_column: Name | None = Field(default=None, min_length=1, max_length=200)
+    facet_column: Name | None = Field(default=None, min_length=1, max_length=200)
+    facet_values: list[Name | float | int] = Field(min_length=1, max_length=100)
+    positive_label: Name | float | int
 
 
 class BiasOut(BaseModel):

@@ -126,6 +126,10 @@ def test_dataset_methods(admin: Client) -> None:
     assert [v["version_number"] for v in admin.iter_versions(dataset_id, page=1)] == [1, 2]
     assert admin.get_version(dataset_id, 2)["version_id"] == second["version_id"]
     assert admin.compare(dataset_id, 1, 2)["same_content"] is False
+    restored = admin.restore_version(dataset_id, 1)
+    assert restored["version_number"] == 3 and restored["version_id"] != first["version_id"]
+    latest = admin.get_version(dataset_id, restored["version_number"])
+    assert latest["sha256"] == first["sha256"]
     content = admin.content_url(dataset_id, 1)
     assert requests.get(content["url"], timeout=30).content.startswith(b"id,radius")
     upload = admin.create_upload(dataset_id, filename="more.csv")
@@ -174,6 +178,17 @@ def test_explanation_methods(admin: Client) -> None:
     assert result["count"] == 3
     assert admin.get_job(job["job_id"])["status"] == "succeeded"
     assert admin.cache_stats()["hits"] >= 0
+    rows = [row, {"a": 1.0, "b": 0.0, "c": -1.0}, {"a": -0.5, "b": 0.4, "c": 0.9}, row]
+    side = {"model_id": model_id, "model_version": 1, "inputs": rows}
+    assert admin.attribution_drift(side, side)["ndcg"] == pytest.approx(1.0)
+    labels = [0, 1, 0, 1]
+    bias = admin.bias_metrics(model_id, ["x"], 1, model_version=1, inputs=rows, labels=labels,
+                              facet=["x", "y", "x", "y"])  # fmt: skip
+    assert bias["counts"] and "pre_training" in bias
+    importance = admin.permutation_importance(model_id, rows, labels, model_version=1)
+    assert set(importance["importances"]) == {"a", "b", "c"}
+    curves = admin.partial_dependence(model_id, "a", rows, model_version=1, grid_resolution=3)
+    assert curves["model_version"] == 1 and len(curves["individual"]) == len(rows)
 
 
 def test_every_declared_route_was_called_against_the_local_stack() -> None:

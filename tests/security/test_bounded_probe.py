@@ -1,8 +1,10 @@
 """A model that is cheap where its author measured it and slow where the request sends it.
 
 Hostile tester, finding 7: the planner timed a model on its background rows, which the model's
-author chooses. A nearest-neighbour pipeline over points on a circle answers rows on the circle
-in microseconds and rows at its centre in about half a millisecond (the KD-tree cannot prune);
+author chooses. A nearest-neighbour pipeline over points on a circle on a KD-tree answered rows
+on the circle in microseconds and rows at its centre in about half a millisecond (the tree
+cannot prune). KD-trees are now refused at registration, so the child here makes the model slow
+near the centre on purpose (a sleep per such row, the same on any machine);
 KernelSHAP takes ``x0``, ``x1`` from the input (the centre) in half its coalitions. Measured on
 the background, the request looked like a fraction of a second and ran synchronously for about a
 minute, and because the model got all its rows in one call, neither the synchronous deadline
@@ -34,7 +36,10 @@ from tests.security import forge
 from tests.security.app_child import WORKER, run_app
 
 FEATURES = 12
-POINTS = 20_000
+POINTS = 2_000
+# Each row near the centre costs this much more (a sleep in the child: the model is slow there
+# on any machine; KD-trees themselves are refused at registration since the structures check).
+SLOW_SECONDS_PER_ROW = 0.002
 BACKGROUND = 10
 NAMES = [f"x{i}" for i in range(FEATURES)]
 # KernelSHAP's rows for one input: shap's auto coalitions (2·12 + 2048) × background rows.
@@ -61,7 +66,7 @@ def circle_pipeline() -> bytes:
     model = Pipeline(
         [
             ("pick", ColumnTransformer([("xy", scale, [0, 1])])),
-            ("knn", KNeighborsClassifier(algorithm="kd_tree")),
+            ("knn", KNeighborsClassifier(algorithm="brute")),
         ]
     ).fit(X, y)
     return forge.dumps(model)
@@ -82,6 +87,7 @@ def counted(self, X):
     started = time.monotonic()
     xy = np.asarray(X, dtype=float)[:, :2]
     inner = int(((xy ** 2).sum(axis=1) < 0.25).sum())  # the slow rows, near the centre
+    time.sleep({slow} * inner)
     calls.append({{"rows": len(X), "inner": inner,
                   "after_deadline": deadline is not None and started > deadline}})
     return original(self, X)
@@ -145,6 +151,7 @@ def child() -> dict[str, Any]:
             features=FEATURES,
             names=NAMES,
             worker_seconds=3.0,
+            slow=SLOW_SECONDS_PER_ROW,
             limits=LIMITS,
         )
     )
