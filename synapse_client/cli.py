@@ -26,7 +26,7 @@ import click
 
 from synapse_client import config as config_file
 from synapse_client.client import Client
-from synapse_client.errors import MissingCapability, SynapseClientError
+from synapse_client.errors import SynapseClientError
 from synapse_client.output import ProgressBar, dumps, human_bytes, pairs, table
 
 EXIT_CODES = __doc__.split("Exit codes:", 1)[1].strip("\n")
@@ -278,12 +278,10 @@ def data_diff(obj: Context, dataset: str, a: str, b: str) -> None:
 @click.argument("tag")
 @pass_ctx
 def data_tag(obj: Context, dataset: str, version: str, tag: str) -> None:
-    """Points TAG at VERSION of DATASET (needs the server's dataset tags)."""
+    """Points TAG at VERSION of DATASET (the tag's history keeps who moved it, when, from where)."""
     client = obj.client
-    client.require("PUT", "/datasets/{dataset_id}/tags/{tag}", "dataset tags (issue 15)")
-    raise MissingCapability(  # the server has the route but this client predates it
-        "PUT /datasets/{dataset_id}/tags/{tag} in this client", "upgrade synapse-client"
-    )
+    moved = client.move_tag(_dataset_id(client, dataset), tag, version)
+    obj.emit(moved, lambda d: pairs(d, list(d)))
 
 
 @data.command("drift")
@@ -292,12 +290,18 @@ def data_tag(obj: Context, dataset: str, version: str, tag: str) -> None:
 @click.argument("b")
 @pass_ctx
 def data_drift(obj: Context, dataset: str, a: str, b: str) -> None:
-    """Per-column drift between versions A and B (needs the server's drift route)."""
+    """Per-column drift from version A to B (PSI; KS or chi-square with p-values)."""
     client = obj.client
-    client.require("GET", "/datasets/{dataset_id}/drift", "column profiles and drift (issue 15)")
-    raise MissingCapability(
-        "GET /datasets/{dataset_id}/drift in this client", "upgrade synapse-client"
-    )
+    found = client.drift(_dataset_id(client, dataset), a, b)
+
+    def human(d: dict[str, Any]) -> str:
+        lines = []
+        for key, value in d.items():
+            shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
+            lines.append(f"{key}: {str(shown)[:2000]}")
+        return "\n".join(lines)
+
+    obj.emit(found, human)
 
 
 # ---------------------------------------------------------------------- experiments

@@ -408,13 +408,46 @@ class Client:
         """Completes a multipart upload with the parts' ETags."""
 
     @operation("GET", "/datasets/{dataset_id}/versions/{version}")
-    def get_version(self, dataset_id: str, version: int | str) -> Json:
-        """A version by number or id."""
+    def get_version(
+        self, dataset_id: str, version: int | str, as_of: datetime | str | None = None
+    ) -> Json:
+        """A version by number, id or tag (``as_of``: where the tag pointed then)."""
 
     @operation("POST", "/datasets/{dataset_id}/versions/{version}/restore")
     def restore_version(self, dataset_id: str, version: int | str) -> Json:
         """Makes an earlier version current again (a new version over the same stored object,
         recorded in lineage as restored from it)."""
+
+    @operation("DELETE", "/datasets/{dataset_id}/versions/{version}")
+    def delete_version(self, dataset_id: str, version: int | str) -> Json:
+        """Deletes a version (a tombstone: reads answer 410; 409 if tagged or used)."""
+
+    @operation("PUT", "/datasets/{dataset_id}/tags/{tag}")
+    def move_tag(self, dataset_id: str, tag: str, version: str) -> Json:
+        """Points ``tag`` at a version (a number as text, an id or another tag), recorded in
+        its history."""
+
+    @operation("GET", "/datasets/{dataset_id}/tags")
+    def list_tags(self, dataset_id: str) -> Json:
+        """Where every tag of a dataset points."""
+
+    @operation("GET", "/datasets/{dataset_id}/tags/{tag}")
+    def get_tag(self, dataset_id: str, tag: str, as_of: datetime | str | None = None) -> Json:
+        """A tag: where it points (or pointed at ``as_of``) and every move, oldest first."""
+
+    @operation("GET", "/datasets/{dataset_id}/drift")
+    def drift(self, dataset_id: str, a: int | str, b: int | str) -> Json:
+        """Per-column drift (PSI; KS or chi-square) and the schema diff from ``a`` to ``b``."""
+
+    @operation("PUT", "/datasets/{dataset_id}/retention")
+    def set_retention(
+        self, dataset_id: str, keep_last: int | None = None, keep_days: int | None = None
+    ) -> Json:
+        """Sets a dataset's retention policy (both ``None``: keep every version)."""
+
+    @operation("POST", "/content/{sha256}/erase")
+    def erase_content(self, sha256: str) -> Json:
+        """Erases content everywhere (admin): every live version holding it, and its bytes."""
 
     @operation("GET", "/datasets/{dataset_id}/versions/{version}/content")
     def content_url(self, dataset_id: str, version: int | str) -> Json:

@@ -114,14 +114,23 @@ def test_data_create_push_log_diff_and_pull_round_trip(synapse: Any, tmp_path: P
     assert "cells-cli" in synapse("data", "ls").stdout
 
 
-def test_tag_and_drift_name_the_missing_server_capability(synapse: Any) -> None:
-    dataset_id = as_json(synapse("--json", "data", "create", "tagless"))["dataset_id"]
-    tag = synapse("data", "tag", dataset_id, "1", "production", code=6)
-    assert "PUT /datasets/{dataset_id}/tags/{tag}" in tag.stderr and "issue 15" in tag.stderr
-    drift = synapse("data", "drift", dataset_id, "1", "2", code=6)
-    assert "GET /datasets/{dataset_id}/drift" in drift.stderr
-    pull = synapse("data", "pull", dataset_id, "production", code=6)
-    assert "tags" in pull.stderr
+def test_tag_drift_and_pull_by_tag(synapse: Any, tmp_path: Any) -> None:
+    dataset_id = as_json(synapse("--json", "data", "create", "tagged"))["dataset_id"]
+    first, second = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    first.write_text("x,kind\n" + "".join(f"{i},a\n" for i in range(200)))
+    second.write_text("x,kind\n" + "".join(f"{i + 150},b\n" for i in range(200)))
+    synapse("-q", "data", "push", str(first), dataset_id)
+    synapse("-q", "data", "push", str(second), dataset_id)
+    moved = as_json(synapse("--json", "data", "tag", dataset_id, "1", "production"))
+    assert moved["tag"] == "production" and moved["version_number"] == 1, moved
+    assert "candidate" in synapse("data", "tag", dataset_id, "2", "candidate").stdout
+    drift = as_json(synapse("--json", "data", "drift", dataset_id, "production", "candidate"))
+    assert {"x", "kind"} <= set(json.dumps(drift).replace('"', " ").split()), drift
+    assert "x" in synapse("data", "drift", dataset_id, "1", "2").stdout
+    target = tmp_path / "out.csv"
+    synapse("-q", "data", "pull", dataset_id, "production", "-o", str(target))
+    assert target.read_bytes() == first.read_bytes()
+    synapse("data", "drift", dataset_id, "1", "nope", code=3)
 
 
 def _experiment_yaml(model_id: str, name: str) -> str:

@@ -157,6 +157,20 @@ def test_dataset_methods(admin: Client) -> None:
     admin.record_usage(dataset_id, 1, experiment_id=used_by)
     assert admin.list_usages(dataset_id, experiment_id=used_by)["usages"]
     assert admin.reconstruct(dataset_id, experiment_id=used_by)
+    moved = admin.move_tag(dataset_id, "production", "2")
+    assert moved["version_number"] == 2 and moved["moved_by"] == "admin"
+    assert [t["tag"] for t in admin.list_tags(dataset_id)["tags"]] == ["production"]
+    history = admin.get_tag(dataset_id, "production")["history"]
+    assert [h["version_number"] for h in history] == [2]
+    assert admin.get_version(dataset_id, "production")["version_number"] == 2
+    assert admin.drift(dataset_id, 1, "production")
+    kept = admin.set_retention(dataset_id, keep_last=50)
+    assert kept["dataset_id"] == dataset_id
+    extra = admin.create_version(dataset_id, data="id,radius,label\n9,1.0,0\n")
+    gone = admin.delete_version(dataset_id, extra["version_number"])
+    assert gone["version_id"] == extra["version_id"]
+    erased = admin.erase_content(extra["sha256"])
+    assert erased["sha256"] == extra["sha256"]
     shared = admin.set_dataset_access(dataset_id, ["ml", "risk"])
     assert shared["access_groups"] == ["ml", "risk"]
     assert "rejections" in admin.list_rejections(limit=5)
