@@ -770,6 +770,7 @@ def _treatment_out(item: Any) -> dict[str, Any]:
         **{k: v for k, v in result.__dict__.items() if k != "confidence_interval"},
         "variant_id": item.variant_id,
         "confidence_interval": [_finite(v) for v in result.confidence_interval],
+        "statistic": None if result.statistic is None else _finite(result.statistic),
         "recommended_action": result.recommended_action.value,
         "adjusted_p_value": item.adjusted_p_value,
         "improves": item.improves,

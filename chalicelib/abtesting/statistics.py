@@ -466,7 +466,10 @@ class StatisticalAnalyzer:
         var_c, var_t = c.variance / c.count, t.variance / t.count
         se = math.sqrt(var_c + var_t)
         if se == 0:
-            return "welch_t", 0.0, 1.0, (diff, diff)
+            # Both arms constant: the difference is known exactly (scipy: t = ±inf, p = 0).
+            if diff == 0:
+                return "welch_t", 0.0, 1.0, (0.0, 0.0)
+            return "welch_t", math.copysign(math.inf, diff), 0.0, (diff, diff)
         from scipy import stats
 
         dof = (var_c + var_t) ** 2 / (var_c**2 / (c.count - 1) + var_t**2 / (t.count - 1))

@@ -514,3 +514,23 @@ def test_quantized_weights_share_the_quanta_by_largest_remainder() -> None:
     assert sum(weights) == Decimal(1)
     assert sorted(weights) == [Decimal("0.3333"), Decimal("0.3333"), Decimal("0.3334")]
     assert quantize_weights([0.0, 0.0], Decimal("0.01")) == [Decimal("0.5"), Decimal("0.5")]
+
+
+def test_constant_but_different_samples_are_a_certain_difference_as_in_scipy() -> None:
+    """Two constant arms that differ (5.0 everywhere vs 6.0 everywhere) are not 'no
+    difference': scipy's Welch test gives t = inf and p = 0, and the interval is the difference."""
+    from scipy import stats
+
+    control, treatment = np.full(5000, 5.0), np.full(5000, 6.0)
+    result = _fixed(minimum=10).calculate_significance(
+        _continuous("c", control), _continuous("t", treatment), "latency_ms"
+    )
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on constant samples
+        oracle = stats.ttest_ind(treatment, control, equal_var=False)
+    assert result.p_value == oracle.pvalue == 0.0
+    assert result.statistic == oracle.statistic == math.inf
+    assert result.confidence_interval == (1.0, 1.0) and result.is_significant
+    assert result.decision == "worse"  # higher latency is worse
