@@ -26,6 +26,7 @@ _STATUS_TEXT = {
     403: "Not allowed",
     404: "Unknown id",
     409: "Conflict or wrong state",
+    410: "Deleted (a dataset version's tombstone)",
     413: "Payload too large",
     422: "Semantically invalid",
     503: "A dependency failed; nothing changed",
@@ -106,7 +107,8 @@ def _error_statuses(spec: RouteSpec) -> list[int]:
     if spec.role is not None:
         statuses += [401, 403]
     if "{" in spec.path or spec.body is not None or spec.query is not None:
-        statuses.append(404)  # an id in the path, the body or the query may be unknown
+        # an id in the path, the body or the query may be unknown, or name a deleted version
+        statuses += [404, 410]
     if spec.method in {"POST", "PUT", "DELETE", "PATCH"}:
         statuses += [409, 422]
     return sorted(set(statuses))

@@ -45,7 +45,12 @@ def test_monitor_rolls_the_failing_canary_back_with_its_reason(
 
     assert experiment["status"] == "rolled_back"
     assert experiment["rollback_details"]["metric"] == "error_rate"
-    assert experiment["rollback_details"]["observed"] > experiment["rollback_details"]["threshold"]
+    details = experiment["rollback_details"]
+    # The judge's failing criterion: the canary's error rate against the control's with the
+    # relative tolerance, its confidence sequence entirely above zero.
+    assert details["kind"] == "versus_control", details
+    assert details["observed"] > details["reference"] * (1 + details["threshold"])
+    assert details["lower_bound"] > 0
     assert "error_rate" in experiment["rollback_reason"]
     assert set(canary["routing_after"]) == {"control"}
     assert {v["variant_id"]: v["effective_weight"] for v in experiment["variants"]} == {

@@ -155,7 +155,7 @@ def test_the_memory_one_row_takes_inside_a_model_is_measured() -> None:
         return wide.sum(axis=1)
 
     measured = measured_row_values(expanding, np.zeros((8, 3)))
-    assert 100_000 <= measured < 110_000
+    assert 99_000 <= measured < 110_000  # traced bytes / 8, within the allocator's rounding
     assert measured_row_values(lambda rows: rows, np.zeros((8, 3))) < 1_000
 
 
