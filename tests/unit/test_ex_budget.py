@@ -293,8 +293,16 @@ def test_model_rows_of_lime_and_shap_on_images_are_what_they_evaluate(engines: A
     assert counted - 1 <= planned.model_rows <= 100
 
 
-def test_the_planner_counts_the_superpixels_the_engines_will_use(engines: Any) -> None:
+def test_the_planner_counts_the_superpixels_the_engines_will_use(
+    engines: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.explainability import planner
     from chalicelib.explainability.lime_engine import image_segments
+
+    # The model measured as fast as the floor (no clock): the estimates differ by counting only.
+    monkeypatch.setattr(
+        planner, "measure_speed", lambda predict, rows, **_: budget.floor_speed(rows.shape[1])
+    )
 
     rng = np.random.default_rng(5)
     images = rng.random((10, 32, 32))
@@ -317,10 +325,12 @@ def test_the_estimate_without_the_model_counts_no_more_than_the_model_needs(
 ) -> None:
     from chalicelib.explainability import planner
 
-    # The model measured as fast as the floor: what remains to compare is the counting.
+    # The model measured as fast as the floor, and the request's rows no slower than the
+    # background (no clock): what remains to compare is the counting.
     monkeypatch.setattr(
         planner, "measure_speed", lambda predict, rows, **_: budget.floor_speed(rows.shape[1])
     )
+    monkeypatch.setattr(planner, "measure_rows", lambda predict, rows, reference, **_: 0.0)
     _tabular(engines, "cheap", 20, 200)
     rows = _rows(engines, "cheap", 4)
     descriptor = engines.loader.describe("cheap", 1)
