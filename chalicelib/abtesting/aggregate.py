@@ -144,12 +144,28 @@ def metrics_from_counters(variant_id: str, raw: Mapping[str, Any]) -> Experiment
         for metric, moments in _custom_moments(sums).items()
         if moments.count > 0
     }
-    trials, converted = count("conversion_trials"), count("converted_count")
+    counts = (requests, count("success_count"), count("error_count"))
+    conversions = (count("converted_count"), count("conversion_trials"))
+    return _metrics(variant_id, counts, conversions, latency, custom_stats, histogram)
+
+
+def _metrics(
+    variant_id: str,
+    counts: tuple[int, int, int],
+    conversions: tuple[int, int],
+    latency: SufficientStats,
+    custom_stats: dict[str, SufficientStats],
+    histogram: dict[int, int],
+) -> ExperimentMetrics:
+    """Metrics from totals: (requests, successes, errors), (converted, trials), the latency
+    and custom-metric statistics and the latency histogram (its percentiles read here)."""
+    requests, successes, errors = counts
+    converted, trials = conversions
     return ExperimentMetrics(
         variant_id=variant_id,
         request_count=requests,
-        success_count=count("success_count"),
-        error_count=count("error_count"),
+        success_count=successes,
+        error_count=errors,
         latency_p50_ms=sketch.quantile(histogram, 0.50),
         latency_p95_ms=sketch.quantile(histogram, 0.95),
         latency_p99_ms=sketch.quantile(histogram, 0.99),
@@ -187,21 +203,10 @@ def merge_metrics(variant_id: str, items: Sequence[ExperimentMetrics]) -> Experi
         latency = latency.merge(item.latency)
         for name, stats in item.custom_stats.items():
             custom[name] = custom.get(name, SufficientStats()).merge(stats)
-    trials = sum(m.conversion_trials for m in items)
-    converted = sum(m.converted_count for m in items)
-    return ExperimentMetrics(
-        variant_id=variant_id,
-        request_count=sum(m.request_count for m in items),
-        success_count=sum(m.success_count for m in items),
-        error_count=sum(m.error_count for m in items),
-        latency_p50_ms=sketch.quantile(histogram, 0.50),
-        latency_p95_ms=sketch.quantile(histogram, 0.95),
-        latency_p99_ms=sketch.quantile(histogram, 0.99),
-        conversion_rate=converted / trials if trials else None,
-        custom_metrics={k: v.mean for k, v in custom.items() if v.mean is not None},
-        converted_count=converted,
-        conversion_trials=trials,
-        latency=latency,
-        custom_stats=custom,
-        latency_histogram=histogram,
+    counts = (
+        sum(m.request_count for m in items),
+        sum(m.success_count for m in items),
+        sum(m.error_count for m in items),
     )
+    conversions = (sum(m.converted_count for m in items), sum(m.conversion_trials for m in items))
+    return _metrics(variant_id, counts, conversions, latency, custom, histogram)
