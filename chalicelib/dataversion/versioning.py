@@ -630,7 +630,8 @@ class DatasetVersioningEngine:
                 continue
             except DuplicateContent:
                 found = self.repository.version_by_hash(version.dataset_id, version.sha256)
-                assert found is not None
+                if found is None:  # the version holding it was deleted meanwhile: write again
+                    continue
                 request = VersionRequest(
                     parent_version_ids=list(version.parent_version_ids),
                     transformation=transformation,

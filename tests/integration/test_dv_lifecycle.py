@@ -225,8 +225,10 @@ def test_garbage_collection_racing_with_uploads_never_deletes_a_referenced_objec
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         collectors = [pool.submit(collect) for _ in range(2)]
-        list(pool.map(upload, rounds))
-        stop.set()
+        try:
+            list(pool.map(upload, rounds))
+        finally:  # an upload that raises must fail the test, not leave the collectors running
+            stop.set()
         assert all(c.result() > 0 for c in collectors)
     versions = [v for v in engine.repository.versions_descending(kept.dataset_id) if not v.deleted]
     assert len(versions) == 10
