@@ -67,6 +67,7 @@ def seeded() -> Iterator[dict[str, Any]]:
         api.create_version(dataset_id, data="id,radius,label\n1,14.1,0\n2,12.0,1\n4,8.0,0\n")
         api.transform(dataset_id, {"type": "filter", "predicates": [
             {"column": "radius", "op": "lt", "value": 13}]}, [first["version_id"]])  # fmt: skip
+        api.move_tag(dataset_id, "production", "2")
         yield {"stack": stack, "ab": ab, "canary": canary_id, "dataset": dataset_id,
                "model": model_id}  # fmt: skip
 
@@ -127,6 +128,7 @@ def test_sign_in_and_walk_experiments_datasets_and_models(
     seeded: dict[str, Any], browser: Any, shots: Callable[[Any, str], Path]
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     stack = seeded["stack"]
     browser.get(f"{stack.url}/console")
@@ -155,6 +157,8 @@ def test_sign_in_and_walk_experiments_datasets_and_models(
     wait_for(browser, "svg.ci-chart .ci-band")
     wait_for(browser, "svg.allocation-chart rect")
     assert "Fixed percentages" in wait_for(browser, ".allocation-note").text
+    phases = wait_for(browser, "section.card", "Allocation over time")
+    assert "start" in phases.text and "control 0.5" in phases.text  # the server's phase record
     time.sleep(5.5)  # one automatic refresh: a second point on the interval chart
     wait_for(browser, "p.muted", "refresh this tab made (2)")
     shots(browser, "console-experiment")
@@ -162,6 +166,8 @@ def test_sign_in_and_walk_experiments_datasets_and_models(
     browser.get(f"{stack.url}/console#/experiments/{seeded['canary']}")
     reason = wait_for(browser, ".rollback-reason")
     assert "Rolled back" in reason.text and "error_rate" in reason.text
+    assert wait_for(browser, ".check-outcome").text == "fail"
+    assert "error" in wait_for(browser, ".check-reason").text
     decisions = wait_for(browser, "section.card", "Guardrails and decisions")
     assert "Automatic rollback on" in decisions.text
 
@@ -178,7 +184,15 @@ def test_sign_in_and_walk_experiments_datasets_and_models(
     browser.get(f"{stack.url}/console#/datasets/{seeded['dataset']}/2")
     changes = wait_for(browser, "section.card", "v1 → v2")
     assert "content changed" in changes.text
-    assert "Drift" in changes.text and '"psi"' in changes.text and '"ks"' in changes.text
+    tags = wait_for(browser, "section.card", "MOVED BY")  # headers are upper-cased by CSS
+    assert "production" in tags.text and "v2" in tags.text and "admin" in tags.text
+    drift = wait_for(browser, "#drift-result", "v1 → v2")
+    radius = wait_for(browser, "#drift-result tr", "radius").text.split()
+    assert radius[:2] == ["radius", "numeric"] and "KS" in radius
+    Select(browser.find_element(By.ID, "drift-a")).select_by_visible_text("v3")
+    drift = wait_for(browser, "#drift-result", "v3 → v2")
+    assert "2 → 3 rows" in drift.text  # the filtered version has rows 2 and 3 of v1
+    shots(browser, "console-drift")
 
     wait_for(browser, "nav a", "Models").click()
     wait_for(browser, "tr.clickable", "ranker").click()

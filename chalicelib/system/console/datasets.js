@@ -1,8 +1,8 @@
-// Datasets: versions, tags, schema, the lineage graph, and the difference (or drift) between
-// a version and the one before it.
+// Datasets: named tags, versions, schema, the lineage graph, the difference between a version
+// and the one before it, and per-column drift between any two versions.
 import { get, has, q } from "./api.js";
 import { lineageGraph } from "./charts.js";
-import { card, el, fmt, show, table, when } from "./ui.js";
+import { card, el, errorBox, fmt, show, table, when } from "./ui.js";
 
 export async function datasetList() {
   const { datasets } = await get("/datasets");
@@ -49,23 +49,86 @@ async function lineageCard(version) {
   return card("Lineage", graph);
 }
 
+// PSI bands as most monitoring tools draw them: < 0.1 stable, 0.1–0.25 moderate, ≥ 0.25 shifted.
+function psiBand(psi) {
+  if (psi === null || psi === undefined) return el("span", { class: "muted" }, "–");
+  if (psi >= 0.25) return el("span", { class: "bad drift-shifted" }, "shifted");
+  if (psi >= 0.1) return el("span", { class: "warn drift-moderate" }, "moderate");
+  return el("span", { class: "good" }, "stable");
+}
+
+function driftTable(drift) {
+  const schema = drift.schema;
+  const notes = [
+    `v${drift.a.version_number} → v${drift.b.version_number}: ${fmt(drift.rows.a)} → ${fmt(drift.rows.b)} rows`
+      + ` (sampled ${fmt(drift.sampled_rows.a)} / ${fmt(drift.sampled_rows.b)})`,
+  ];
+  if (schema.added.length) notes.push(`added: ${schema.added.join(", ")}`);
+  if (schema.removed.length) notes.push(`removed: ${schema.removed.join(", ")}`);
+  if (schema.incompatible.length) notes.push(`incompatible: ${schema.incompatible.join("; ")}`);
+  return el("div", { class: "drift" },
+    el("p", { class: "muted" }, notes.join(" · ")),
+    drift.columns.length === 0 ? el("p", { class: "muted" }, "No column in both versions.") : table(drift.columns, [
+      ["Column", (c) => c.column], ["Kind", (c) => c.kind], ["PSI", (c) => fmt(c.psi, 3)],
+      ["Drift", (c) => psiBand(c.psi)], ["Test", (c) => (c.test === "ks" ? "KS" : "χ²")],
+      ["Statistic", (c) => fmt(c.statistic, 3)], ["p-value", (c) => fmt(c.p_value, 3)],
+      ["Nulls a → b", (c) => `${fmt(c.nulls.a, 3)} → ${fmt(c.nulls.b, 3)}`],
+    ]));
+}
+
+function versionPicker(versions, chosen, id) {
+  return el("select", { id }, versions.map((v) => el("option", {
+    value: v.version_number, selected: v.version_number === chosen,
+  }, `v${v.version_number}`)));
+}
+
+// Drift between any two versions: two pickers (defaults: the version before and this one).
+async function driftCard(dataset, versions, version) {
+  if (!(await has("GET", "/datasets/{dataset_id}/drift"))) {
+    return card("Drift", el("p", { class: "muted drift-missing" },
+      "This server has no drift route (GET /datasets/{id}/drift)."));
+  }
+  if (versions.length < 2) return card("Drift", el("p", { class: "muted" }, "One version: nothing to compare."));
+  const numbers = versions.map((v) => v.version_number);
+  const older = numbers.filter((n) => n < version.version_number);
+  const a = versionPicker(versions, older.length ? Math.max(...older) : Math.min(...numbers), "drift-a");
+  const b = versionPicker(versions, version.version_number, "drift-b");
+  const result = el("div", { id: "drift-result" });
+  const run = async () => {
+    result.replaceChildren(el("p", { class: "muted" }, "Comparing…"));
+    try {
+      const path = `/datasets/${q(dataset.dataset_id)}/drift?a=${q(a.value)}&b=${q(b.value)}`;
+      result.replaceChildren(driftTable(await get(path)));
+    } catch (error) {
+      result.replaceChildren(errorBox(error));
+    }
+  };
+  a.onchange = run;
+  b.onchange = run;
+  await run();
+  return card("Drift", el("div", { class: "pickers" }, el("label", {}, "from ", a), el("label", {}, "to ", b)), result);
+}
+
 async function changesCard(dataset, version) {
   if (version.version_number <= 1) return card("Changes", el("p", { class: "muted" }, "The first version."));
   const previous = version.version_number - 1;
   const compared = await get(`/datasets/${q(dataset.dataset_id)}/compare?a=${previous}&b=${version.version_number}`);
   const rows = Object.entries(compared.row_count).map(([k, v]) => [k, v]);
-  const parts = [
+  return card("Changes",
     el("p", {}, `v${previous} → v${version.version_number}: `, compared.same_content ? "same content" : "content changed"),
     table(rows, [["Rows", ([k]) => k], ["Count", ([, v]) => fmt(v)]]),
-    el("pre", { class: "muted" }, JSON.stringify(compared.schema, null, 1).slice(0, 1500)),
-  ];
-  if (await has("GET", "/datasets/{dataset_id}/drift")) {
-    const drift = await get(`/datasets/${q(dataset.dataset_id)}/drift?a=${previous}&b=${version.version_number}`);
-    parts.push(el("h2", {}, "Drift"), el("pre", {}, JSON.stringify(drift, null, 1).slice(0, 3000)));
-  } else {
-    parts.push(el("p", { class: "muted drift-missing" }, "Drift: this server has no drift route yet (GET /datasets/{id}/drift)."));
-  }
-  return card("Changes", ...parts);
+    el("pre", { class: "muted" }, JSON.stringify(compared.schema, null, 1).slice(0, 1500)));
+}
+
+// Named tags (production, candidate, ...): where each points and who moved it last.
+async function tagsCard(dataset) {
+  if (!(await has("GET", "/datasets/{dataset_id}/tags"))) return null;
+  const { tags } = await get(`/datasets/${q(dataset.dataset_id)}/tags`);
+  if (tags.length === 0) return card("Tags", el("p", { class: "muted" }, "No tags yet (PUT /datasets/{id}/tags/{tag})."));
+  return card("Tags", table(tags, [
+    ["Tag", (t) => el("code", {}, t.tag)], ["Version", (t) => `v${t.version_number}`],
+    ["Moved by", (t) => t.moved_by], ["Moved", (t) => when(t.moved_at)],
+  ], (t) => { window.location.hash = `#/datasets/${dataset.dataset_id}/${t.version_number}`; }));
 }
 
 export async function datasetDetail(datasetId, selected) {
@@ -91,8 +154,9 @@ export async function datasetDetail(datasetId, selected) {
     ["sha256", (v) => el("code", {}, v.sha256.slice(0, 12))], ["By", (v) => v.created_by],
   ], (v) => { window.location.hash = `#/datasets/${datasetId}/${v.version_number}`; },
   (v) => v.version_id === version.version_id));
-  const [lineage, changes] = await Promise.all([lineageCard(version), changesCard(dataset, version)]);
-  show(...header, versionsCard,
+  const [lineage, changes, drift, tags] = await Promise.all([lineageCard(version),
+    changesCard(dataset, version), driftCard(dataset, versions, version), tagsCard(dataset)]);
+  show(...header, tags, versionsCard,
     el("div", { class: "grid" }, card(`Schema of v${version.version_number}`, schemaTable(version)), changes),
-    lineage);
+    drift, lineage);
 }

@@ -1,6 +1,6 @@
 // Experiments: the list with status, and one experiment's live metrics, confidence intervals and
 // allocation over time, guardrails, and rollback decisions with their reasons.
-import { get, q } from "./api.js";
+import { get, has, q } from "./api.js";
 import { allocationChart, intervalChart } from "./charts.js";
 import { badge, card, el, fmt, show, table, when } from "./ui.js";
 
@@ -102,21 +102,47 @@ function allocationNote(experiment) {
   return "Fixed percentages";
 }
 
+// The weights in force phase by phase, as the server recorded them (ramp steps, bandit
+// reweights, pauses): one bar per phase in the chart, and the table of phases.
+function allocationHistory(experiment) {
+  const phases = experiment.allocation_history || [];
+  const samples = phases.map((p) => ({ weights: Object.fromEntries(
+    Object.entries(p.weights).map(([k, w]) => [k, Number(w)])) }));
+  return [allocationChart(samples), table(phases.slice(-12), [
+    ["Phase", (p) => p.phase], ["From", (p) => when(p.started_at)], ["Reason", (p) => p.reason],
+    ["Weights", (p) => Object.entries(p.weights).map(([k, w]) => `${k} ${w}`).join(" · ")],
+  ])];
+}
+
+// The monitor's latest canary check (pass / fail / inconclusive) and the run of failures.
+function checkCard(checks) {
+  if (!checks) return null;
+  const latest = checks.latest;
+  if (!latest) return card("Latest canary check", el("p", { class: "muted" }, "The monitor has not checked this experiment yet."));
+  const css = { pass: "good", fail: "bad", inconclusive: "muted" }[latest.outcome];
+  return card("Latest canary check",
+    el("p", {}, el("strong", { class: `check-outcome ${css}` }, latest.outcome),
+      ` at ${when(latest.checked_at)} · ${latest.consecutive_failures} of ${checks.failure_limit}`
+      + ` failed check(s) in a row · ${latest.checks} check(s) so far`),
+    el("p", { class: "muted check-reason" }, latest.reason));
+}
+
 async function load(experimentId) {
   const base = `/experiments/${q(experimentId)}`;
-  const [experiment, metrics, analysis, policy] = await Promise.all([
+  const withChecks = await has("GET", "/experiments/{experiment_id}/checks");
+  const [experiment, metrics, analysis, policy, checks] = await Promise.all([
     get(base), get(`${base}/metrics`), get(`${base}/analysis`), get(`${base}/rollback-policy`),
+    withChecks ? get(`${base}/checks`) : null,
   ]);
-  return { experiment, metrics: metrics.variants, analysis, policy };
+  return { experiment, metrics: metrics.variants, analysis, policy, checks };
 }
 
 export async function experimentDetail(experimentId, scheduled) {
   const seen = history(experimentId);
   const render = async () => {
-    const { experiment, metrics, analysis, policy } = await load(experimentId);
+    const { experiment, metrics, analysis, policy, checks } = await load(experimentId);
     seen.add({
       t: Date.now(),
-      weights: Object.fromEntries(experiment.variants.map((v) => [v.variant_id, Number(v.effective_weight)])),
       ci: Object.fromEntries(analysis.treatments.map((t) => [t.variant_id, t.confidence_interval])),
     });
     const series = analysis.treatments.map((t) => ({
@@ -135,8 +161,9 @@ export async function experimentDetail(experimentId, scheduled) {
       el("div", { class: "grid" },
         card("Confidence interval over time", intervalChart(series),
           el("p", { class: "muted" }, `${analysis.primary_metric}: interval of the difference to the control at each refresh this tab made (${seen.samples.length})`)),
-        card("Allocation over time", allocationChart(seen.samples),
+        card("Allocation over time", ...allocationHistory(experiment),
           el("p", { class: "muted allocation-note" }, allocationNote(experiment)))),
+      checkCard(checks),
       card("Guardrails and decisions", ...decisions(experiment, analysis, policy)),
     );
   };

@@ -53,6 +53,6 @@ export function errorBox(error) {
 
 export function show(...nodes) {
   const main = document.getElementById("main");
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter((node) => node !== null && node !== undefined));
   return main;
 }
