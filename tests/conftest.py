@@ -39,8 +39,39 @@ from chalicelib.core import aws as aws_clients  # noqa: E402
 from chalicelib.core.singleton import reset_all  # noqa: E402
 from synapse_local.motofix import install as install_moto_fixes  # noqa: E402
 
-# moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper.
+# moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper. This is
+# the suite's only serialization of moto: tests needing DynamoDB's per-request atomicity rely on
+# it (``moto_is_atomic`` below checks it is in place).
 install_moto_fixes()
+
+
+def _share_botocore_loader() -> None:
+    """One botocore data loader for the whole test process.
+
+    Every boto3 session builds its own loader and parses the JSON service models and
+    ``endpoints.json`` again (about 0.1 s per client); the ``aws`` fixture makes fresh clients
+    for every test, so that parsing was most of a test's setup. The files never change while
+    the suite runs, and a loader only caches what it read, so sharing one is safe.
+    """
+    import functools
+
+    import botocore.loaders
+    import botocore.session
+
+    if not isinstance(botocore.session.create_loader, functools._lru_cache_wrapper):
+        botocore.session.create_loader = functools.lru_cache(maxsize=None)(
+            botocore.loaders.create_loader
+        )
+
+
+_share_botocore_loader()
+
+
+def moto_is_atomic() -> bool:
+    """True when moto applies each DynamoDB request atomically (``synapse_local.motofix``)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    return getattr(DynamoHandler.call_action, "_serialized", False)
 
 
 @pytest.fixture
@@ -55,6 +86,32 @@ def aws() -> Iterator[Any]:
         yield resources
     reset_all()
     aws_clients.reset_clients()
+
+
+@pytest.fixture
+def atomic_dynamodb(aws: Any) -> Any:
+    """The ``aws`` fixture, for tests of concurrent writes: moto applies each DynamoDB request
+    atomically, as DynamoDB does (``synapse_local.motofix``, installed above), so threads never
+    interleave inside one request and the app's own conditions are what the test exercises."""
+    assert moto_is_atomic(), "synapse_local.motofix.install() did not run"
+    return aws
+
+
+@pytest.fixture(scope="module")
+def module_aws() -> Iterator[Any]:
+    """One moto AWS with every resource for a whole module (tests create their own resources
+    with unique names and never rely on an empty account)."""
+    from synapse_local.bootstrap import bootstrap
+    from synapse_local.stack import point_tables_at
+
+    reset_all()
+    aws_clients.reset_clients()
+    point_tables_at(None)
+    with mock_aws():
+        yield bootstrap()
+    reset_all()
+    aws_clients.reset_clients()
+    point_tables_at(None)
 
 
 @dataclass
@@ -88,6 +145,12 @@ def make_tokens() -> Tokens:
 @pytest.fixture
 def tokens(aws: Any) -> Tokens:
     """API keys for an admin, a writer (group ``ml``), a reader (group ``ml``), another writer."""
+    return make_tokens()
+
+
+@pytest.fixture(scope="module")
+def module_tokens(module_aws: Any) -> Tokens:
+    """Tokens per role in the module's AWS."""
     return make_tokens()
 
 
@@ -144,3 +207,14 @@ class Http:
 def http(client: Any, tokens: Tokens) -> Http:
     """HTTP helper authenticated as the writer by default (pass ``token=`` to switch)."""
     return Http(client, tokens.writer)
+
+
+@pytest.fixture(scope="module")
+def module_http(module_aws: Any, module_tokens: Tokens) -> Iterator[Http]:
+    """The Chalice test client over the app in the module's AWS, as the writer by default."""
+    from chalice.test import Client
+
+    import app as app_module
+
+    with Client(app_module.app, stage_name="local") as client:
+        yield Http(client, module_tokens.writer)

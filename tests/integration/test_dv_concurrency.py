@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,27 +9,6 @@ import pytest
 
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
-
-
-@pytest.fixture
-def atomic_dynamodb(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Serializes requests inside moto's DynamoDB, as the real service is atomic per request.
-
-    moto's TransactWriteItems deep-copies its tables for rollback without a lock, so concurrent
-    requests can corrupt the emulator itself; the engine's own concurrency control (conditional
-    transactions, retried) is what the tests exercise.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    lock = threading.RLock()
-    original = DynamoHandler.call_action
-
-    def locked(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    monkeypatch.setattr(DynamoHandler, "call_action", locked)
-    yield
 
 
 def test_twenty_concurrent_creations_get_versions_one_to_twenty(atomic_dynamodb: None) -> None:

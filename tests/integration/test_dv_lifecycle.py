@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -168,23 +167,6 @@ def test_erasure_removes_the_content_from_every_dataset(
     assert http.call("GET", f"/datasets/{dataset}/versions/1").status_code == 410
     assert http.call("GET", f"/datasets/{other}/versions/1").status_code == 410
     assert http.call("POST", "/content/nothex/erase", token=tokens.admin).status_code == 400
-
-
-@pytest.fixture
-def atomic_dynamodb(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Serializes requests inside moto's DynamoDB, as the real service is atomic per request
-    (see test_dv_concurrency.py)."""
-    from moto.dynamodb.responses import DynamoHandler
-
-    lock = threading.RLock()
-    original = DynamoHandler.call_action
-
-    def locked(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    monkeypatch.setattr(DynamoHandler, "call_action", locked)
-    yield
 
 
 def test_garbage_collection_racing_with_uploads_never_deletes_a_referenced_object(
