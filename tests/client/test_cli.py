@@ -15,7 +15,8 @@ from click.testing import CliRunner, Result
 
 from synapse_client import Client
 from synapse_client.cli import main
-from tests.client.conftest import model_with_versions, skops_artifact
+from tests.helpers.client import model_with_versions
+from tests.helpers.models import skops_artifact
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import requests
 
 from synapse_client import Client, Conflict, Forbidden, NotFound, Unauthorized
 from synapse_client.operations import OPERATIONS
-from tests.client.conftest import model_with_versions, two_arms
+from tests.helpers.client import model_with_versions, two_arms
 
 CALLED: set[tuple[str, str]] = set()
 RAN: set[str] = set()

@@ -13,8 +13,8 @@ import pytest
 
 from synapse_client import Client, NotRoutable
 from synapse_client.local import OutcomeBuffer
-from tests.client.conftest import in_process_client, model_with_versions, two_arms
 from tests.conftest import Tokens
+from tests.helpers.client import in_process_client, model_with_versions, two_arms
 from tests.monitor import run_monitor
 
 USERS = [f"user-{index}" for index in range(100_000)]

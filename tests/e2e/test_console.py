@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from synapse_client import Client
-from tests.client.conftest import model_with_versions, two_arms
+from tests.helpers.client import model_with_versions, two_arms
 from tests.reliability.stack import running_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from synapse_client import Client
-from tests.client.conftest import model_with_versions, two_arms
-from tests.e2e.test_make_run import free_port
+from tests.helpers.client import model_with_versions, two_arms
+from tests.helpers.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FLUSH_SECONDS = 1.0

@@ -7,7 +7,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,16 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers.net import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token-for-make-run"
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

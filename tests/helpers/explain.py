@@ -1,16 +1,16 @@
-"""Shared helpers of the explainability tests: small real models registered through the registry.
-
-(No tests here; the name keeps the file inside the explainability test namespace.)
-"""
+"""Builders shared by the explainability tests: small real models registered through the
+registry (in process or over HTTP), the in-process explanation service, and the job worker."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from chalicelib.core.events import RecordingEventBus
+from tests.conftest import Http
 
 
 @dataclass
@@ -91,3 +91,62 @@ def tabular_data(n: int = 200, features: int = 4, seed: int = 0) -> tuple[np.nda
     """Standard-normal features ``f0..f{n-1}``."""
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, features)), [f"f{i}" for i in range(features)]
+
+
+def register_over_http(
+    http: Http,
+    estimator: Any,
+    task: str,
+    names: list[str],
+    background: np.ndarray | None = None,
+    classes: list[str] | None = None,
+    model_id: str | None = None,
+) -> tuple[str, int]:
+    """Registers ``estimator`` (skops) over HTTP, in a new model unless ``model_id``; returns
+    the model id and the version."""
+    import skops.io as sio
+
+    if model_id is None:
+        created = http.call("POST", "/models", {"name": f"m-{np.random.randint(1e9)}"})
+        assert created.status_code == 201, created.data
+        model_id = created.data["model_id"]
+    body = {
+        "artifact_base64": base64.b64encode(sio.dumps(estimator)).decode(),
+        "format": "skops",
+        "task": task,
+        "feature_names": names,
+        "class_names": classes or [],
+        "background_sample": None if background is None else background.tolist(),
+    }
+    version = http.call("POST", f"/models/{model_id}/versions", body)
+    assert version.status_code == 201, version.data
+    return model_id, version.data["version"]
+
+
+def invoke_worker(event: dict[str, Any], timeout_seconds: int = 30) -> Any:
+    """Invokes the ``explanation_worker`` handler as Lambda does, with a context holding the
+    function's timeout (``lambda_timeout`` 30 s); chalice's test client gives every invocation a
+    3 s context, and jobs take their deadline from it."""
+    from chalice.local import LambdaContext
+
+    from app import app
+
+    context = LambdaContext("explanation_worker", 1024, max_runtime_ms=timeout_seconds * 1000)
+    return app.handler_map["explanation_worker"](event, context)
+
+
+def run_queued_jobs(client: Any) -> int:
+    """Runs every message waiting on the explanation jobs queue through the worker (as the
+    Lambda SQS poller would) and deletes it; returns how many ran."""
+    from chalicelib.core import aws
+    from chalicelib.core.config import get_settings
+
+    sqs = aws.client("sqs")
+    queue = get_settings().explanation_jobs_queue
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    for message in messages:
+        event = client.events.generate_sqs_event(queue_name=queue, message_bodies=[message["Body"]])
+        invoke_worker(event)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return len(messages)

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import pytest
-import skops.io as sio
-from sklearn.linear_model import LogisticRegression
 
 from chalicelib.core.events import RecordingEventBus
 from tests.conftest import Http, Tokens
+from tests.helpers.abtesting import experiment_request as _body
+from tests.helpers.abtesting import http_model_with_versions as _model_with_versions
+from tests.helpers.abtesting import outcome_body as _outcome
+from tests.helpers.abtesting import start_over_http as _create_running
 from tests.monitor import run_monitor
-
-
-@pytest.fixture
-def atomic_dynamodb(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serializes requests inside moto's DynamoDB, as the real service is atomic per request."""
-    from moto.dynamodb.responses import DynamoHandler
-
-    lock = threading.RLock()
-    original = DynamoHandler.call_action
-
-    def locked(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    monkeypatch.setattr(DynamoHandler, "call_action", locked)
 
 
 @pytest.fixture
@@ -46,66 +29,6 @@ def thread_safe_app(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
         threaded = type("ThreadLocalApp", (LocalChalice, original), {})
         monkeypatch.setattr(app_module.app, "__class__", threaded)
     yield
-
-
-def _artifact(seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(60, 3))
-    y = (X[:, 0] + X[:, 1] > 0).astype(int)
-    return base64.b64encode(sio.dumps(LogisticRegression().fit(X, y))).decode()
-
-
-def _model_with_versions(http: Http, count: int = 2) -> str:
-    created = http.call("POST", "/models", {"name": f"ranker-{uuid.uuid4().hex[:8]}"})
-    assert created.status_code == 201, created.data
-    model_id = created.data["model_id"]
-    for seed in range(count):
-        body = {
-            "artifact_base64": _artifact(seed),
-            "format": "skops",
-            "task": "classification",
-            "feature_names": ["a", "b", "c"],
-        }
-        response = http.call("POST", f"/models/{model_id}/versions", body)
-        assert response.status_code == 201, response.data
-    return model_id
-
-
-def _body(model_id: str, control: str = "0.5", treatment: str = "0.5", **extra: Any) -> dict:
-    return {
-        "name": "ranker v2 vs v1",
-        "variants": [
-            {
-                "variant_id": "control",
-                "model_id": model_id,
-                "model_version": 1,
-                "traffic_weight": control,
-                "is_control": True,
-            },
-            {
-                "variant_id": "treatment",
-                "model_id": model_id,
-                "model_version": 2,
-                "traffic_weight": treatment,
-            },
-        ],
-        "guardrail_metrics": ["error_rate", "latency_p95_ms"],
-        "minimum_sample_size": 100,
-        **extra,
-    }
-
-
-def _create_running(http: Http, body: dict[str, Any]) -> str:
-    created = http.call("POST", "/experiments", body)
-    assert created.status_code == 201, created.data
-    experiment_id = created.data["experiment_id"]
-    assert http.call("POST", f"/experiments/{experiment_id}/start").status_code == 200
-    return experiment_id
-
-
-def _outcome(variant: str, request_id: str, **extra: Any) -> dict[str, Any]:
-    return {"variant_id": variant, "request_id": request_id, "success": True, "latency_ms": 40.0,
-            **extra}  # fmt: skip
 
 
 def test_full_lifecycle_over_http(http: Http, bus: RecordingEventBus, tokens: Tokens) -> None:

@@ -10,7 +10,10 @@ from typing import Any
 from chalicelib.abtesting.models import ModelVariant, Outcome
 from chalicelib.core.events import RecordingEventBus
 from tests.conftest import Http
-from tests.integration.test_ab_http import _body, _create_running, _model_with_versions, _outcome
+from tests.helpers.abtesting import experiment_request as _body
+from tests.helpers.abtesting import http_model_with_versions as _model_with_versions
+from tests.helpers.abtesting import outcome_body as _outcome
+from tests.helpers.abtesting import start_over_http as _create_running
 from tests.monitor import run_monitor
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.abtesting.assignment import Assigner
-from tests.client.conftest import in_process_client, model_with_versions, two_arms
 from tests.conftest import Http, Tokens
+from tests.helpers.client import in_process_client, model_with_versions, two_arms
 
 
 def test_routing_config_is_readable_by_a_reader_and_carries_an_etag_and_max_age(

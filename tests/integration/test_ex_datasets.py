@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Http, Tokens
-from tests.integration.test_ex_http import _run_queued_jobs
+from tests.helpers.explain import run_queued_jobs as _run_queued_jobs
 
 
 def _csv(X: np.ndarray, names: list[str]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -10,34 +9,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import Http, Tokens
-
-
-def _register(
-    http: Http,
-    estimator: Any,
-    task: str,
-    names: list[str],
-    background: np.ndarray | None = None,
-    classes: list[str] | None = None,
-    model_id: str | None = None,
-) -> tuple[str, int]:
-    import skops.io as sio
-
-    if model_id is None:
-        created = http.call("POST", "/models", {"name": f"m-{np.random.randint(1e9)}"})
-        assert created.status_code == 201, created.data
-        model_id = created.data["model_id"]
-    body = {
-        "artifact_base64": base64.b64encode(sio.dumps(estimator)).decode(),
-        "format": "skops",
-        "task": task,
-        "feature_names": names,
-        "class_names": classes or [],
-        "background_sample": None if background is None else background.tolist(),
-    }
-    version = http.call("POST", f"/models/{model_id}/versions", body)
-    assert version.status_code == 201, version.data
-    return model_id, version.data["version"]
+from tests.helpers.explain import invoke_worker
+from tests.helpers.explain import register_over_http as _register
+from tests.helpers.explain import run_queued_jobs as _run_queued_jobs
 
 
 @pytest.fixture
@@ -150,33 +124,6 @@ def test_batch_global_and_dependence_answer_synchronously_under_the_limit(
     assert dependence.status_code == 200, dependence.data
     assert len(dependence.data["shap_values"]) == 20
     assert dependence.data["explained_class"] == "churn"
-
-
-def invoke_worker(event: dict[str, Any], timeout_seconds: int = 30) -> Any:
-    """Invokes the ``explanation_worker`` handler as Lambda does, with a context holding the
-    function's timeout (``lambda_timeout`` 30 s); chalice's test client gives every invocation a
-    3 s context, and jobs take their deadline from it."""
-    from chalice.local import LambdaContext
-
-    from app import app
-
-    context = LambdaContext("explanation_worker", 1024, max_runtime_ms=timeout_seconds * 1000)
-    return app.handler_map["explanation_worker"](event, context)
-
-
-def _run_queued_jobs(client: Any) -> int:
-    from chalicelib.core import aws
-    from chalicelib.core.config import get_settings
-
-    sqs = aws.client("sqs")
-    queue = get_settings().explanation_jobs_queue
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    for message in messages:
-        event = client.events.generate_sqs_event(queue_name=queue, message_bodies=[message["Body"]])
-        invoke_worker(event)
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return len(messages)
 
 
 def test_a_large_batch_becomes_a_job_that_the_sqs_worker_completes(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Http, Tokens
-from tests.integration.test_ex_http import _register
+from tests.helpers.explain import register_over_http as _register
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ registered handlers with Lambda's event shapes, at least once."""
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,14 +15,9 @@ from chalice import Chalice
 from moto.server import ThreadedMotoServer
 
 from synapse_local.pumps import S3EventPump, SqsPump, sqs_pumps_for_app
+from tests.helpers.net import free_port
 
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

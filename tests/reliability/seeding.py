@@ -10,7 +10,6 @@ satisfy (a real skops artifact) come from :data:`KNOWN_SEEDS`.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 
 from chalicelib.core.http import ROUTES, RouteSpec
+from tests.helpers.models import version_body
 from tests.reliability.stack import Api
 
 PARAM = re.compile(r"{([^}]+)}")
@@ -59,23 +59,8 @@ class Pool:
         return {name: self.values[name][0] for name in path_params(path)}
 
 
-def _skops_artifact() -> bytes:
-    import numpy as np
-    import skops.io as sio
-    from sklearn.linear_model import LogisticRegression
-
-    X = np.random.default_rng(0).normal(size=(40, 3))
-    return sio.dumps(LogisticRegression().fit(X, (X[:, 0] > 0).astype(int)))
-
-
 def _register_version_body(pool: Pool) -> dict[str, Any]:
-    return {
-        "artifact_base64": base64.b64encode(_skops_artifact()).decode(),
-        "format": "skops",
-        "task": "classification",
-        "feature_names": ["f0", "f1", "f2"],
-        "class_names": ["no", "yes"],
-    }
+    return version_body()
 
 
 def fifty_fifty(model_id: str, treatment_version: int) -> list[dict[str, Any]]:

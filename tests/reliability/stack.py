@@ -69,30 +69,3 @@ def running_stack(**options: Any) -> Iterator[Any]:
         stack.stop()
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-@contextmanager
-def linearizable_dynamodb() -> Iterator[None]:
-    """Serializes moto's DynamoDB request handling, as real DynamoDB serializes each request.
-
-    moto applies a conditional write (or a transaction) as several unlocked Python steps, so two
-    threads of the moto server can both pass the same condition: concurrency tests would then
-    see lost updates that DynamoDB cannot produce. This restores DynamoDB's per-request
-    atomicity; it does not serialize the application.
-    """
-    import threading
-
-    from moto.dynamodb.responses import DynamoHandler
-
-    lock = threading.RLock()
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]

@@ -8,7 +8,6 @@ way back), and botocore retries a request that already succeeded.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +16,10 @@ import pytest
 
 from chalicelib.abtesting.repository import ExperimentTable
 from tests.conftest import Http
+from tests.helpers.models import skops_artifact
 from tests.monitor import run_monitor
 from tests.reliability.faults import FaultInjector, inject_faults, table_of
-from tests.reliability.seeding import _skops_artifact, fifty_fifty
+from tests.reliability.seeding import fifty_fifty
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def faults(module_http: Http) -> Iterator[FaultInjector]:
 
 @pytest.fixture(scope="module")
 def registered(module_http: Http) -> dict[str, Any]:
-    artifact = base64.b64encode(_skops_artifact()).decode()
+    artifact = skops_artifact()
     name = f"dom-{uuid.uuid4().hex[:6]}"
     model_id = module_http.call("POST", "/models", {"name": name}).data["model_id"]
     body = {"artifact_base64": artifact, "task": "classification", "feature_names": ["a", "b"]}

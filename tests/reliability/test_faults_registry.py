@@ -16,15 +16,15 @@ import pytest
 
 from chalicelib.registry.repository import ModelTable, ModelVersionTable
 from tests.conftest import Http
+from tests.helpers.models import skops_bytes
 from tests.reliability.faults import FaultInjector, inject_faults, table_of
-from tests.reliability.seeding import _skops_artifact
 
 FEATURES = ["f0", "f1", "f2"]
 
 
 @pytest.fixture(scope="module")
 def artifact() -> bytes:
-    return _skops_artifact()
+    return skops_bytes()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ sticky assignments held, and dataset and model version numbers are consecutive f
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
@@ -22,8 +21,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.reliability.seeding import _skops_artifact, fifty_fifty
-from tests.reliability.stack import Api, linearizable_dynamodb, running_stack
+from tests.conftest import moto_is_atomic
+from tests.helpers.models import skops_artifact
+from tests.reliability.seeding import fifty_fifty
+from tests.reliability.stack import Api, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +68,7 @@ def _ok(api: Api, method: str, path: str, body: Any = None, status: int = 201) -
 
 
 def _setup(api: Api) -> Setup:
-    artifact = base64.b64encode(_skops_artifact()).decode()
+    artifact = skops_artifact()
     model_id = _ok(api, "POST", "/models", {"name": f"load-{uuid.uuid4().hex[:6]}"})["model_id"]
     version_body = {"artifact_base64": artifact, "task": "classification", "feature_names": FEAT}
     for _ in range(2):
@@ -203,10 +204,8 @@ def _run(workers: list[Callable[[int], None]], seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def loaded() -> Iterator[tuple[Setup, Record]]:
-    with (
-        linearizable_dynamodb(),
-        running_stack(run_schedules=False, pump_options={"wait_seconds": 1}) as stack,
-    ):
+    assert moto_is_atomic()  # DynamoDB applies each request atomically; so must moto here
+    with running_stack(run_schedules=False, pump_options={"wait_seconds": 1}) as stack:
         api = Api(stack.url, stack.admin_token, requests.Session())
         setup = _setup(api)
         record = Record()

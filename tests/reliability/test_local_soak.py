@@ -12,7 +12,6 @@ reports the RSS of a real ``make run`` process up to 200,000 outcomes.
 
 from __future__ import annotations
 
-import base64
 import gc
 import os
 import tracemalloc
@@ -22,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.seeding import _skops_artifact, fifty_fifty
+from tests.helpers.models import skops_artifact
+from tests.reliability.seeding import fifty_fifty
 from tests.reliability.stack import Api, running_stack
 
 SOAK = os.environ.get("SYNAPSE_SOAK_OUTCOMES", "")
@@ -80,7 +80,7 @@ def _assert_flat(retained: list[int], limit: int, slack: int) -> None:
 
 def _experiment(api: Api) -> str:
     model = api.call("POST", "/models", {"name": f"soak-{uuid.uuid4().hex[:8]}"}).json()
-    artifact = base64.b64encode(_skops_artifact()).decode()
+    artifact = skops_artifact()
     body = {"artifact_base64": artifact, "task": "classification",
             "feature_names": ["f0", "f1", "f2"]}  # fmt: skip
     for _ in range(2):

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from tests.conftest import Http
+from tests.helpers.models import skops_artifact
 
 
 def unique(prefix: str) -> str:
@@ -24,18 +25,6 @@ def model(http: Http, token: str | None = None, groups: list[str] | None = None)
     response = http.call("POST", "/models", body, token=token)
     assert response.status_code == 201, response.data
     return response.data["model_id"]
-
-
-def skops_artifact(seed: int = 0) -> str:
-    """Base64 of a small LogisticRegression on three features, saved with skops."""
-    import numpy as np
-    import skops.io as sio
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(60, 3))
-    y = (X[:, 0] + X[:, 1] > 0).astype(int)
-    return b64(sio.dumps(LogisticRegression().fit(X, y)))
 
 
 def model_version(

@@ -16,7 +16,8 @@ import pytest
 from chalicelib.core.config import get_settings
 from chalicelib.core.http import ROUTES
 from tests.conftest import Http, Tokens
-from tests.reliability.seeding import _register_version_body, fifty_fifty
+from tests.helpers.models import version_body
+from tests.reliability.seeding import fifty_fifty
 from tests.security.helpers import dataset, unique
 
 DEEP = 3_000
@@ -77,7 +78,7 @@ def model_id(module_http: Http) -> str:
     response = module_http.call("POST", "/models", {"name": unique("hostile")})
     assert response.status_code == 201, response.data
     model = response.data["model_id"]
-    registered = module_http.call("POST", f"/models/{model}/versions", _register_version_body(None))
+    registered = module_http.call("POST", f"/models/{model}/versions", version_body())
     assert registered.status_code == 201, registered.data
     return model
 
@@ -421,7 +422,7 @@ def test_an_uploaded_json_lines_file_whose_first_record_is_over_8_mib_is_rejecte
 
 def _absurd_parquet() -> bytes:
     """49 bytes: a schema with one column and num_rows 2^63 - 1, no row groups."""
-    from tests.unit.test_dv_parquet import INT_COLUMN, file_of, footer, root
+    from tests.helpers.parquet import INT_COLUMN, file_of, footer, root
 
     return file_of(footer([root(1), INT_COLUMN], num_rows=2**63 - 1, groups=[]))
 
@@ -466,7 +467,7 @@ def test_an_uploaded_parquet_file_claiming_2_63_rows_is_rejected(
 def explained_model(module_http: Http) -> str:
     response = module_http.call("POST", "/models", {"name": unique("finite")})
     model = response.data["model_id"]
-    body = _register_version_body(None)
+    body = version_body()
     body["background_sample"] = [[0.1, 0.2, 0.3], [1.0, -1.0, 0.5], [0.3, 0.1, -0.2]]
     assert module_http.call("POST", f"/models/{model}/versions", body).status_code == 201
     extreme = {**body, "background_sample": [[1.7e308, 1e308, -1.7e308], [1.0, 1.0, 1.0]]}

@@ -15,9 +15,9 @@ import pytest
 
 from chalicelib.core.observability import logger
 from tests.conftest import Http, Tokens
+from tests.helpers.models import skops_artifact
 from tests.reliability.faults import inject_faults
-from tests.reliability.seeding import _skops_artifact
-from tests.security.helpers import b64, model
+from tests.security.helpers import model
 
 
 class Capture(logging.Handler):
@@ -67,7 +67,7 @@ def _register_body(artifact_b64: str, **extra: Any) -> dict[str, Any]:
 def test_successful_and_refused_requests_log_no_secrets(
     module_http: Http, module_tokens: Tokens, captured: Capture
 ) -> None:
-    artifact = b64(_skops_artifact())
+    artifact = skops_artifact()
     token = module_tokens.writer
     model_id = model(module_http, token=token)
     calls = [
@@ -89,7 +89,7 @@ def test_successful_and_refused_requests_log_no_secrets(
 def test_dependency_failures_log_no_secrets(
     module_http: Http, module_tokens: Tokens, captured: Capture
 ) -> None:
-    artifact = b64(_skops_artifact())
+    artifact = skops_artifact()
     token = module_tokens.writer
     model_id = model(module_http, token=token)
     with inject_faults() as faults:
@@ -111,7 +111,7 @@ def test_an_unhandled_error_logs_no_secrets(
 ) -> None:
     from chalicelib.registry import service
 
-    artifact = b64(_skops_artifact())
+    artifact = skops_artifact()
     token = module_tokens.writer
     model_id = model(module_http, token=token)
 

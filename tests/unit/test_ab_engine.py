@@ -24,48 +24,11 @@ from chalicelib.abtesting.rollback import AutoRollbackManager
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.events import RecordingEventBus
+from tests.helpers.abtesting import FakeRegistry
+from tests.helpers.abtesting import engine_variants as _variants
+from tests.helpers.abtesting import running_experiment as _running
 
 WRITE_OPERATIONS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-
-
-class FakeRegistry:
-    """The two registry methods the engine uses, over an in-memory set of versions."""
-
-    def __init__(self, versions: set[tuple[str, int]] | None = None) -> None:
-        self.versions = versions if versions is not None else {("m-1", 1), ("m-1", 2), ("m-1", 3)}
-        self.promoted: list[tuple[str, int]] = []
-        self.fail_promotion = False
-
-    def get_version(self, model_id: str, version: int) -> tuple[str, int]:
-        if (model_id, version) not in self.versions:
-            raise NotFound(f"model {model_id} has no version {version}")
-        return (model_id, version)
-
-    def set_stage(self, model_id: str, version: int, stage: str) -> None:
-        if self.fail_promotion:
-            raise Conflict("the model's stages changed concurrently; retry")
-        assert stage == "production"
-        self.promoted.append((model_id, version))
-
-
-@pytest.fixture
-def serialized_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Makes moto's DynamoDB apply each request atomically, as DynamoDB does.
-
-    moto evaluates a condition and applies the write in separate Python steps without a lock,
-    so threads could interleave inside one request; real DynamoDB never does.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("transact_write_items", "update_item", "put_item", "get_item", "query", "scan"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
 
 
 @pytest.fixture
@@ -103,18 +66,6 @@ def registry() -> FakeRegistry:
 @pytest.fixture
 def engine(aws: Any, bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry) -> Any:
     return ABTestingEngine(registry=registry, event_bus=bus, clock=clock, route_cache_ttl=0)
-
-
-def _variants(*weights: str, control: int = 0) -> list[ModelVariant]:
-    return [
-        ModelVariant(f"v{index}", "m-1", index + 1, Decimal(weight), index == control)
-        for index, weight in enumerate(weights)
-    ]
-
-
-def _running(engine: ABTestingEngine, *weights: str, **kwargs: Any) -> Experiment:
-    created = engine.create_experiment("exp", _variants(*weights), **kwargs)
-    return engine.start_experiment(created.experiment_id)
 
 
 def _outcomes(variant: str, count: int, errors: int = 0, prefix: str = "r", **extra: Any) -> list:
@@ -288,7 +239,7 @@ def _race(actions: list[Any]) -> list[str]:
 
 
 def test_two_concurrent_transitions_cannot_both_succeed(
-    engine: Any, serialized_dynamodb: None, bus: Any
+    engine: Any, atomic_dynamodb: None, bus: Any
 ) -> None:
     for _ in range(4):
         eid = _running(engine, "0.5", "0.5").experiment_id
@@ -567,7 +518,7 @@ def test_ramp_advances_only_when_due_with_enough_data_and_healthy_guardrails(
 
 
 def test_ramp_step_is_taken_once_by_concurrent_monitors(
-    engine: Any, clock: FixedClock, serialized_dynamodb: None, bus: Any
+    engine: Any, clock: FixedClock, atomic_dynamodb: None, bus: Any
 ) -> None:
     experiment = _ramping(engine)
     engine.record_outcomes(experiment.experiment_id, _outcomes("v0", 20) + _outcomes("v1", 20))
@@ -692,7 +643,7 @@ def test_latency_degradation_triggers_rollback(engine: Any, manager: AutoRollbac
 
 
 def test_concurrent_rollbacks_roll_back_once_and_publish_one_event(
-    engine: Any, manager: AutoRollbackManager, serialized_dynamodb: None, bus: Any
+    engine: Any, manager: AutoRollbackManager, atomic_dynamodb: None, bus: Any
 ) -> None:
     experiment = _running(engine, "0.5", "0.5")
     barrier = threading.Barrier(5)

@@ -15,7 +15,7 @@ import pytest
 from chalicelib.abtesting import sketch
 from chalicelib.abtesting.judge import CheckOutcome, judge_canary, worse_than
 from chalicelib.abtesting.models import ExperimentMetrics, RollbackPolicy
-from tests.unit.test_ab_sequential import clopper_pearson_upper
+from tests.helpers.abtesting import clopper_pearson_upper
 
 POLICY = RollbackPolicy("exp")  # the defaults: tolerance 20 %, alpha 0.05, no caps
 

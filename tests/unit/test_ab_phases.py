@@ -31,7 +31,8 @@ from chalicelib.abtesting.repository import (
 )
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.events import RecordingEventBus
-from tests.unit.test_ab_engine import FakeRegistry, _running
+from tests.helpers.abtesting import FakeRegistry
+from tests.helpers.abtesting import running_experiment as _running
 
 
 @pytest.fixture

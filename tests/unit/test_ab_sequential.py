@@ -24,14 +24,9 @@ from statsmodels.stats.proportion import proportions_ztest
 from chalicelib.abtesting import sequential
 from chalicelib.abtesting.models import ExperimentMetrics
 from chalicelib.abtesting.statistics import StatisticalAnalyzer
-from tests.unit.test_ab_statistics import _experiment, _rates
-
-
-def clopper_pearson_upper(events: int, trials: int, confidence: float = 0.95) -> float:
-    """One-sided upper confidence bound of a binomial proportion."""
-    return (
-        1.0 if events >= trials else float(stats.beta.ppf(confidence, events + 1, trials - events))
-    )
+from tests.helpers.abtesting import analysis_experiment as _experiment
+from tests.helpers.abtesting import clopper_pearson_upper
+from tests.helpers.abtesting import rate_metrics as _rates
 
 
 def not_significantly_below(events: int, trials: int, target: float) -> bool:

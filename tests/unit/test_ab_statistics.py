@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -24,14 +23,10 @@ from chalicelib.abtesting.models import (
     AllocationPhase,
     AnalysisMethod,
     AnalysisSettings,
-    Experiment,
     ExperimentMetrics,
-    ExperimentStatus,
-    ModelVariant,
     PhaseReason,
     RecommendedAction,
     SufficientStats,
-    TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.statistics import (
     PhaseMetrics,
@@ -40,14 +35,9 @@ from chalicelib.abtesting.statistics import (
     plan_sample_size,
 )
 from chalicelib.core.errors import UnprocessableEntity
-
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-def _rates(variant: str, converted: int, trials: int) -> ExperimentMetrics:
-    return ExperimentMetrics(
-        variant, request_count=trials, converted_count=converted, conversion_trials=trials
-    )
+from tests.helpers.abtesting import NOW
+from tests.helpers.abtesting import analysis_experiment as _experiment
+from tests.helpers.abtesting import rate_metrics as _rates
 
 
 def _continuous(variant: str, values: np.ndarray) -> ExperimentMetrics:
@@ -380,18 +370,6 @@ def test_holm_bonferroni_matches_statsmodels() -> None:
     p_values = [0.01, 0.04, 0.03, 0.005, 0.2]
     expected = multipletests(p_values, method="holm")[1]
     assert holm_bonferroni(p_values) == pytest.approx(list(expected))
-
-
-def _experiment(*treatments: str, settings: AnalysisSettings | None = None) -> Experiment:
-    share = Decimal(1) / (1 + len(treatments))
-    variants = [ModelVariant("c", "m", 1, share, True)] + [
-        ModelVariant(name, "m", 2, share) for name in treatments
-    ]
-    return Experiment(
-        "exp", "e", "", tuple(variants), ExperimentStatus.RUNNING,
-        TrafficAllocationStrategy.PERCENTAGE, NOW, None, 1000, 0.95, "conversion_rate",
-        ("error_rate",), NOW, NOW, analysis=settings or AnalysisSettings(),
-    )  # fmt: skip
 
 
 def test_fixed_analysis_applies_holm_and_picks_a_healthy_winner() -> None:

@@ -6,6 +6,8 @@
 * ``chalicelib`` never imports dev tooling (the local stack, demo, bench, tests) or moto.
 * No import loop among ``chalicelib``'s module-level imports.
 * The suite asserts no wall-clock timings (those belong in ``bench/``).
+* Test modules share code only through ``tests/helpers``, ``tests/conftest.py`` fixtures and
+  the suites' helper modules: never a private name, a ``test_*`` module or a directory's conftest.
 """
 
 from __future__ import annotations
@@ -120,6 +122,76 @@ def test_every_data_domain_has_a_facade() -> None:
         assert (CHALICELIB / domain / "facade.py").is_file(), domain
 
 
+# The layer that talks to AWS: each domain's ``repository`` (DynamoDB) and ``storage`` (S3), and
+# core's plumbing. ``explainability.service`` invokes the explainer function (``LambdaBackend``)
+# through ``core.aws``: a call to compute, not to store, kept beside the backend that makes it.
+AWS_SDKS = ("boto3", "botocore", "pynamodb", "chalicelib.core.aws")
+AWS_LAYER = {"repository", "storage"}
+AWS_CORE = {"aws", "tables", "events", "http"}
+AWS_EXCEPTIONS = {"chalicelib.explainability.service"}
+
+
+def _talks_to_aws(path: Path) -> bool:
+    return any(i == sdk or i.startswith(f"{sdk}.") for i in imports(path) for sdk in AWS_SDKS)
+
+
+def test_only_repositories_storage_and_core_plumbing_talk_to_aws() -> None:
+    offenders = sorted(
+        name
+        for name, path in chalicelib_modules().items()
+        if _talks_to_aws(path)
+        and name.rsplit(".", 1)[-1] not in AWS_LAYER
+        and not (name.startswith("chalicelib.core.") and name.rsplit(".", 1)[-1] in AWS_CORE)
+        and name not in AWS_EXCEPTIONS
+    )
+    assert offenders == []
+
+
+ENTRY_MODULES = {"api", "insights_api", "handlers", "console"}
+
+
+def test_routes_and_event_handlers_never_reach_a_repository_or_store() -> None:
+    """The entry layer (routes, event handlers) calls a service or facade, never storage."""
+    offenders = {
+        name: sorted(
+            i for i in imports(path) if i.rsplit(".", 1)[-1] in AWS_LAYER and i.startswith("chal")
+        )
+        for name, path in chalicelib_modules().items()
+        if name.rsplit(".", 1)[-1] in ENTRY_MODULES
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+APP_REACHES = ENTRY_MODULES | {"http", "service"}
+
+
+def app_reaches_too_deep(source: str) -> list[str]:
+    """The ``chalicelib`` modules ``app.py``'s source imports below the entry layer (routes,
+    handlers, core's HTTP plumbing and the auth service's authenticator)."""
+    modules = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            base = node.module
+            modules += [f"{base}.{a.name}" if base.count(".") == 1 else base for a in node.names]
+        elif isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+    return sorted(
+        m
+        for m in modules
+        if m.startswith("chalicelib.") and m.split(".")[2:3] and m.split(".")[2] not in APP_REACHES
+    )
+
+
+def test_app_imports_only_the_entry_layer() -> None:
+    assert app_reaches_too_deep("from chalicelib.abtesting.repository import X") == [
+        "chalicelib.abtesting.repository"
+    ]
+    assert app_reaches_too_deep("from chalicelib.core import handlers, tables") == [
+        "chalicelib.core.tables"
+    ]
+    assert app_reaches_too_deep((REPO / "app.py").read_text(encoding="utf-8")) == []
+
+
 def _graph() -> dict[str, set[str]]:
     modules = chalicelib_modules()
     return {
@@ -170,3 +242,67 @@ def test_the_suite_asserts_no_wall_clock_timings() -> None:
         if TIMERS.search(text) and TIMING.search(text):
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == [], "move timings to bench/"
+
+
+# ---- the suite: shared test code lives in helper modules and fixtures ------------------------
+
+
+def suite_import_violations(module: str, source: str) -> list[str]:
+    """What a test-suite module imports that it should not: a private name of another test
+    module, anything from a ``test_*`` module (test modules are not libraries: shared builders go
+    to ``tests/helpers`` or a fixture) or a conftest other than the root one."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            pairs = [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            pairs = [(alias.name, "") for alias in node.names]
+        else:
+            continue
+        for target, name in pairs:
+            if target.split(".")[0] != "tests" or target == module:
+                continue
+            last = target.rsplit(".", 1)[-1]
+            if name.startswith("_") or last.startswith("_"):
+                found.append(f"{target}.{name} (private)")
+            elif last.startswith("test_") or name.startswith("test_"):
+                found.append(f"{target}.{name} (a test module)")
+            elif last == "conftest" and target != "tests.conftest":
+                found.append(f"{target}.{name} (a directory's conftest)")
+    return sorted(found)
+
+
+def test_the_suite_import_check_catches_private_and_test_module_imports() -> None:
+    module = "tests.integration.test_x"
+    check = suite_import_violations
+    assert check(module, "from tests.integration.test_y import _helper") == [
+        "tests.integration.test_y._helper (private)"
+    ]
+    assert check(module, "def f():\n    from tests.unit.test_y import helper\n") == [
+        "tests.unit.test_y.helper (a test module)"
+    ]
+    assert check(module, "from tests.reliability.seeding import _body") == [
+        "tests.reliability.seeding._body (private)"
+    ]
+    assert check(module, "from tests.client.conftest import builder") == [
+        "tests.client.conftest.builder (a directory's conftest)"
+    ]
+    assert check(module, "import tests.e2e.test_make_run") == [
+        "tests.e2e.test_make_run. (a test module)"
+    ]
+    allowed = (
+        "from tests.conftest import Http, Tokens\n"
+        "from tests.helpers.abtesting import running_experiment as _running\n"
+        "from tests.security import forge\n"
+        "from chalicelib.core.http import _private\n"  # not the suite's business here
+    )
+    assert check(module, allowed) == []
+
+
+def test_test_modules_share_code_only_through_helpers_and_fixtures() -> None:
+    offenders = {}
+    for path in (REPO / "tests").rglob("*.py"):
+        found = suite_import_violations(module_name(path), path.read_text(encoding="utf-8"))
+        if found:
+            offenders[module_name(path)] = found
+    assert offenders == {}

@@ -11,7 +11,7 @@ import pytest
 from chalicelib.core.errors import ServiceUnavailable, SynapseError
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.explainability.models import ExplanationRequest
-from tests.unit.test_ex_support import register, registry, service, tabular_data
+from tests.helpers.explain import register, registry, service, tabular_data
 
 
 @pytest.fixture

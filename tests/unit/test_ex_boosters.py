@@ -18,7 +18,7 @@ from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.registry.boosters import check_booster, read_ubjson
 from chalicelib.registry.errors import UnsafeArtifactError
-from tests.unit.test_ex_support import registry, service, tabular_data
+from tests.helpers.explain import registry, service, tabular_data
 
 xgboost = pytest.importorskip("xgboost")
 lightgbm = pytest.importorskip("lightgbm")

@@ -14,7 +14,7 @@ import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.events import RecordingEventBus
-from tests.unit.test_ex_support import register, registry, service
+from tests.helpers.explain import register, registry, service
 
 NAMES = ["color", "size", "city", "age"]
 

@@ -12,7 +12,7 @@ import pytest
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.explainability.insights import ModelInsights
-from tests.unit.test_ex_support import register, registry, service, tabular_data
+from tests.helpers.explain import register, registry, service, tabular_data
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.events import RecordingEventBus
-from tests.unit.test_ex_support import register, registry, service, tabular_data
+from tests.helpers.explain import register, registry, service, tabular_data
 
 
 @pytest.fixture

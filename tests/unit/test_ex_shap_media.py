@@ -10,7 +10,7 @@ import pytest
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.explainability.models import ExplanationRequest, ExplanationType
-from tests.unit.test_ex_support import register, registry, service
+from tests.helpers.explain import register, registry, service
 
 REVIEWS = [
     "an excellent film",
