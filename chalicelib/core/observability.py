@@ -16,7 +16,6 @@ import sys
 import time
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "synapsenet")
 
@@ -53,14 +52,6 @@ def record_latency(name: str, started: float, **metadata: str) -> None:
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     middle = _latency_line_parts(metrics.namespace, name, tuple(metadata.items()))
     sys.stdout.write(f'{{"_aws":{{"Timestamp":{int(time.time() * 1000)}{middle}{elapsed_ms!r}]}}\n')
-
-
-def record_count(name: str, value: float = 1.0) -> None:
-    """Emits a count metric."""
-    if not metrics_enabled():
-        return
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    metrics.flush_metrics(raise_on_empty_metrics=False)
 
 
 # ---- secrets never reach a log line --------------------------------------------------------
