@@ -9,12 +9,14 @@ checked with the caller's rights when it was made.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.errors import NotFound
 from chalicelib.core.principal import Principal
 from chalicelib.dataversion.models import DatasetVersion
+
+if TYPE_CHECKING:
+    from chalicelib.dataversion.reader import RecordSample
 
 
 def _service() -> Any:
@@ -34,15 +36,22 @@ def readable_version(principal: Principal, version_id: str) -> DatasetVersion:
     return _service().readable_version(principal, version_id)
 
 
-def open_version_as_system(version_id: str) -> tuple[str, Iterator[bytes]]:
-    """The format (``csv``, ``json``, ``parquet``, …) and streamed bytes of a version, without
-    a caller: for work whose reference to ``version_id`` was checked with its caller's rights
+def sample_records_as_system(version_id: str, max_rows: int, seed: int = 0) -> RecordSample:
+    """A seeded uniform sample of at most ``max_rows`` records of a CSV or JSON-lines version
+    (in file order; CSV values as strings), read in one pass and checked against the version's
+    sha256: for work whose reference to ``version_id`` was checked with its caller's rights
     (:func:`readable_version`) when it was made or just before.
 
     Raises:
         DatasetVersionNotFound: Unknown version.
+        DatasetVersionGone: The version was deleted (410).
+        ContentIntegrityError: The stored bytes differ from the version's content (409).
+        UnprocessableEntity: Another format, or content that is not valid records.
     """
-    return _content(_service().engine.get_version_by_id(version_id))
+    from chalicelib.dataversion.reader import sample_records
+
+    engine = _service().engine
+    return sample_records(engine.store, engine.get_version_by_id(version_id), max_rows, seed)
 
 
 def row_count_as_system(version_id: str) -> int | None:
@@ -54,8 +63,3 @@ def row_count_as_system(version_id: str) -> int | None:
     except NotFound:
         return None
     return None if found is None else int(found)
-
-
-def _content(version: DatasetVersion) -> tuple[str, Iterator[bytes]]:
-    fmt = getattr(version.format, "value", version.format)
-    return str(fmt), _service().engine.store.iter_object(version.storage_key)

@@ -7,16 +7,14 @@ budget so a warm Lambda instance does not re-read an artifact it has room for.
 
 from __future__ import annotations
 
-import csv
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from chalicelib.core import jsonutil
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.explainability.memory import ModelMemory, estimate_bytes
@@ -136,21 +134,24 @@ MAX_DATASET_ROWS = 10_000
 class DataversionReader:
     """Reads dataset versions of the versioning service (CSV or JSON lines) as numeric rows.
 
-    Only the first ``max_rows`` rows are read (streamed, never the whole object). It reads as
-    the system: callers are checked against the version before (``ExplanationService.authorize``
-    and the registry, when a model's background is registered).
+    At most ``max_rows`` records are used: a seeded uniform sample of the whole version (the same
+    version, the same rows), in file order, read in one pass by the dataversion domain and
+    checked against the version's sha256 (bytes changed under their address answer 409). It
+    reads as the system: callers are checked against the version before
+    (``ExplanationService.authorize`` and the registry, when a model's background is registered).
 
     Args:
-        open_version: ``version_id -> (format, byte chunks)`` (default: the dataversion facade).
+        sample_version: ``(version_id, max_rows) -> sample`` with ``records`` (default: the
+            dataversion facade's ``sample_records_as_system``).
         max_rows: Rows read at most.
     """
 
     def __init__(
         self,
-        open_version: Callable[[str], tuple[str, Iterable[bytes]]] | None = None,
+        sample_version: Callable[[str, int], Any] | None = None,
         max_rows: int = MAX_DATASET_ROWS,
     ) -> None:
-        self._open_version = open_version
+        self._sample_version = sample_version
         self.max_rows = max_rows
 
     def read_rows(self, dataset_version_id: str, columns: list[str]) -> np.ndarray:
@@ -167,8 +168,8 @@ class DataversionReader:
         return as_numeric_matrix(rows, f"dataset version '{dataset_version_id}'")
 
     def read_records(self, dataset_version_id: str, columns: list[str]) -> list[dict[str, Any]]:
-        """The first ``max_rows`` records of a version restricted to ``columns``, values as
-        read (CSV: strings; JSON lines: JSON values).
+        """At most ``max_rows`` records of a version (a uniform sample) restricted to
+        ``columns``, values as read (CSV: strings; JSON lines: JSON values).
 
         Raises:
             DatasetVersionNotFound: Unknown version (404).
@@ -185,54 +186,13 @@ class DataversionReader:
         return found
 
     def _records(self, dataset_version_id: str) -> list[dict[str, Any]]:
-        opener = self._open_version
-        if opener is None:
-            from chalicelib.dataversion.facade import open_version_as_system as opener
-        fmt, chunks = opener(dataset_version_id)
-        if fmt not in ("csv", "json"):
-            raise UnprocessableEntity(
-                f"dataset version '{dataset_version_id}' is {fmt}; only csv and json lines "
-                "datasets can be explained"
-            )
-        lines = _lines(chunks)
-        records = _csv_records(lines) if fmt == "csv" else _json_records(lines)
-        rows = []
-        for index, record in enumerate(records):
-            if index >= self.max_rows:
-                break
-            rows.append(record)
-        if not rows:
+        sampler = self._sample_version
+        if sampler is None:
+            from chalicelib.dataversion.facade import sample_records_as_system as sampler
+        records = list(sampler(dataset_version_id, self.max_rows).records)
+        if not records:
             raise UnprocessableEntity(f"dataset version '{dataset_version_id}' has no rows")
-        return rows
-
-
-def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            yield line.decode("utf-8-sig").rstrip("\r")
-    if pending.strip():
-        yield pending.decode("utf-8-sig").rstrip("\r")
-
-
-def _csv_records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    return csv.DictReader(line for line in lines if line.strip())
-
-
-def _json_records(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    depth = get_settings().max_json_depth
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = jsonutil.loads(line, max_depth=depth, max_digits=None, finite=False)
-        except ValueError as exc:
-            raise UnprocessableEntity(f"JSON line {number} cannot be read: {exc}") from None
-        if not isinstance(record, dict):
-            raise UnprocessableEntity(f"JSON line {number} is not an object")
-        yield record
+        return records
 
 
 def _pick_columns(

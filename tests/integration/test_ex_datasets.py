@@ -109,3 +109,43 @@ def test_a_dataset_without_a_model_feature_is_422_naming_the_column(
     job = http.call("GET", f"/explanations/jobs/{accepted.data['job_id']}").data
     assert job["status"] == "failed"
     assert job["error"]["status"] == 422 and "'f2'" in job["error"]["message"]
+
+
+def test_a_background_whose_stored_bytes_changed_is_refused_with_409(
+    http: Http, dataset_model: Any
+) -> None:
+    from chalicelib.dataversion.storage import DataStore
+
+    stored = dataset_model.engine.get_version_by_id(dataset_model.dataset_version)
+    DataStore().put(stored.storage_key, _csv(dataset_model.X[:5] + 1.0, ["f0", "f1", "f2"]))
+    body = {"model_id": dataset_model.id, "model_version": 1, "input_data": dataset_model.rows[3]}
+    response = http.call("POST", "/explanations", body)
+    assert response.status_code == 409, response.data
+    assert response.data["error"] == "content_integrity"
+
+
+def test_a_large_background_is_a_seeded_uniform_sample_of_the_whole_version(
+    http: Http, dataset_model: Any
+) -> None:
+    import csv
+    import io
+
+    from chalicelib.explainability.loading import DataversionReader
+
+    # Sorted by f0: the first 100 rows would all lie far below the version's mean.
+    X = np.round(np.sort(np.random.default_rng(9).normal(size=(1_000, 3)), axis=0), 6)
+    data = _csv(X, ["f0", "f1", "f2"])
+    version = dataset_model.engine.create_version(dataset_model.dataset.dataset_id, data)
+    reader = DataversionReader(max_rows=100)
+    rows = reader.read_rows(version.version_id, ["f2", "f0"])
+    again = reader.read_rows(version.version_id, ["f2", "f0"])
+    np.testing.assert_array_equal(rows, again)  # the same version, the same rows
+    oracle = list(csv.DictReader(io.StringIO(data.decode())))
+    picked = [
+        i for i, row in enumerate(oracle) if [float(row["f2"]), float(row["f0"])] in rows.tolist()
+    ]
+    assert len(rows) == len(picked) == 100 and max(picked) > 500
+    assert rows.tolist() == [[float(oracle[i]["f2"]), float(oracle[i]["f0"])] for i in picked]
+    spread = X[:, 0].std() / np.sqrt(100)
+    assert abs(rows[:, 1].mean() - X[:, 0].mean()) < 4 * spread
+    assert X[:100, 0].mean() < X[:, 0].mean() - 10 * spread  # what the head would have given
