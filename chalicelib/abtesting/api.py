@@ -23,6 +23,9 @@ from chalicelib.abtesting.models import (
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
+    BayesianPrior,
+    DecisionEngine,
+    DecisionSettings,
     Experiment,
     ExperimentMetrics,
     ModelVariant,
@@ -99,6 +102,30 @@ class AnalysisIn(_Strict):
     )
 
 
+class PriorIn(_Strict):
+    """Priors of the Bayesian reading (the same for every arm)."""
+
+    alpha: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False,
+                         description="Beta(alpha, beta) prior of a rate")  # fmt: skip
+    beta: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+    mean: float | None = Field(
+        default=None, allow_inf_nan=False, ge=-1e12, le=1e12,
+        description="normal prior on each arm's mean (with sd); default flat",
+    )  # fmt: skip
+    sd: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False)
+
+
+class DecisionIn(_Strict):
+    """Which engine decides (the recommendation and ``conclude``), its threshold and priors."""
+
+    engine: Literal["frequentist", "bayesian"] = "frequentist"
+    risk_threshold: float = Field(
+        default=0.0025, gt=0, lt=1, allow_inf_nan=False,
+        description="largest expected loss (relative to the control) the bayesian engine ships",
+    )  # fmt: skip
+    prior: PriorIn = Field(default_factory=PriorIn)
+
+
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
@@ -115,6 +142,7 @@ class CreateExperimentBody(_Strict):
     ramp: RampIn | None = None
     bandit: BanditIn | None = None
     analysis: AnalysisIn | None = None
+    decision: DecisionIn | None = None
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=50, description="who may see it; default: the caller's groups"
     )
@@ -166,6 +194,23 @@ class AnalysisSettingsOut(BaseModel):
     planned_sample_size: int | None
 
 
+class PriorOut(BaseModel):
+    """Priors of the Bayesian reading."""
+
+    alpha: float
+    beta: float
+    mean: float | None
+    sd: float | None
+
+
+class DecisionOut(BaseModel):
+    """Which engine decides, its risk threshold and the priors."""
+
+    engine: Literal["frequentist", "bayesian"]
+    risk_threshold: float
+    prior: PriorOut
+
+
 class PhaseOut(BaseModel):
     """Weights in force from ``started_at`` until the next phase."""
 
@@ -201,6 +246,7 @@ class ExperimentOut(BaseModel):
     rollback_details: dict[str, Any]
     revision: int
     analysis: AnalysisSettingsOut
+    decision: DecisionOut
     allocation_history: list[PhaseOut]
     current_phase: int
     conclusion_reason: str | None
@@ -349,6 +395,33 @@ class GuardrailOut(BaseModel):
     interval: list[float | None]
 
 
+class BayesianOut(BaseModel):
+    """The Bayesian reading of the primary metric (see the README's "Bayesian results")."""
+
+    model: Literal["beta_binomial", "normal"]
+    prior: str
+    control_mean: float
+    treatment_mean: float
+    chance_to_win: float
+    expected_loss_treatment: float
+    expected_loss_control: float
+    risk_treatment: float | None
+    risk_control: float | None
+    relative_lift: float | None
+    credible_interval: list[float] | None
+    credible_level: float
+    lower_is_better: bool
+    decision: Literal["better", "keep_control", "inconclusive", "no_data"]
+
+
+class VerdictOut(BaseModel):
+    """One decision engine's recommendation."""
+
+    recommendation: Literal["continue", "conclude_winner", "conclude_no_difference"]
+    recommended_winner: str | None
+    reason: str
+
+
 class TreatmentOut(BaseModel):
     """One treatment against the control on the primary metric."""
 
@@ -373,6 +446,7 @@ class TreatmentOut(BaseModel):
     ]
     planned_sample_size: int | None
     alpha: float | None
+    bayesian: BayesianOut | None
 
 
 class PhaseRatioOut(BaseModel):
@@ -412,6 +486,9 @@ class AnalysisOut(BaseModel):
     warnings: list[str]
     method: Literal["sequential", "fixed"]
     reason: str
+    decision_engine: Literal["frequentist", "bayesian"]
+    verdicts: dict[str, VerdictOut]
+    risk_threshold: float | None
 
 
 class AnalysisQuery(_Strict):
@@ -537,6 +614,7 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
         "rollback_details": experiment.rollback_details,
         "revision": experiment.revision,
         "analysis": _settings_out(experiment.analysis),
+        "decision": _decision_out(experiment.analysis.decision),
         "allocation_history": [_phase_out(p) for p in experiment.phases],
         "current_phase": experiment.phase,
         "conclusion_reason": experiment.conclusion_reason,
@@ -544,7 +622,16 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
 
 
 def _settings_out(settings: AnalysisSettings) -> dict[str, Any]:
-    return {**settings.__dict__, "method": settings.method.value}
+    fields = {k: v for k, v in settings.__dict__.items() if k != "decision"}
+    return {**fields, "method": settings.method.value}
+
+
+def _decision_out(decision: DecisionSettings) -> dict[str, Any]:
+    return {
+        "engine": decision.engine.value,
+        "risk_threshold": decision.risk_threshold,
+        "prior": dict(decision.prior.__dict__),
+    }
 
 
 def _phase_out(phase: AllocationPhase) -> dict[str, Any]:
@@ -563,12 +650,22 @@ def _variant(body: VariantIn) -> ModelVariant:
     )  # fmt: skip
 
 
-def _analysis_settings(body: AnalysisIn | None) -> AnalysisSettings | None:
-    if body is None:
+def _analysis_settings(
+    body: AnalysisIn | None, decision: DecisionIn | None = None
+) -> AnalysisSettings | None:
+    if body is None and decision is None:
         return None
+    body = body or AnalysisIn()
+    chosen = DecisionSettings()
+    if decision is not None:
+        prior = decision.prior
+        chosen = DecisionSettings(
+            DecisionEngine(decision.engine), decision.risk_threshold,
+            BayesianPrior(prior.alpha, prior.beta, prior.mean, prior.sd),
+        )  # fmt: skip
     return AnalysisSettings(
         AnalysisMethod(body.method), body.minimum_detectable_effect, body.power,
-        body.tuning_sample_size, body.planned_sample_size,
+        body.tuning_sample_size, body.planned_sample_size, chosen,
     )  # fmt: skip
 
 
@@ -618,7 +715,7 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         guardrail_metrics=body.guardrail_metrics,
         ramp=ramp,
         bandit=bandit,
-        analysis=_analysis_settings(body.analysis),
+        analysis=_analysis_settings(body.analysis, body.decision),
     )
     return ApiResponse(experiment_out(experiment), status=201)
 
@@ -757,6 +854,12 @@ def experiment_analysis(ctx: RequestContext, experiment_id: str) -> dict[str, An
         "warnings": analysis.warnings,
         "method": analysis.method,
         "reason": analysis.reason,
+        "decision_engine": analysis.decision_engine,
+        "verdicts": {
+            name: {**v.__dict__, "recommendation": v.recommendation.value}
+            for name, v in analysis.verdicts.items()
+        },
+        "risk_threshold": analysis.risk_threshold,
     }
 
 
@@ -777,7 +880,18 @@ def _treatment_out(item: Any) -> dict[str, Any]:
         "guardrails": [
             {**g.__dict__, "interval": [_finite(v) for v in g.interval]} for g in item.guardrails
         ],
+        "bayesian": _bayesian_out(item),
     }
+
+
+def _bayesian_out(item: Any) -> dict[str, Any] | None:
+    reading = item.bayesian
+    if reading is None:
+        return None
+    found = {k: v for k, v in reading.__dict__.items() if k != "metric_name"}
+    interval = reading.credible_interval
+    found["credible_interval"] = None if interval is None else list(interval)
+    return {**found, "decision": item.bayesian_decision}
 
 
 def _ratio_out(srm: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from chalicelib.abtesting.models import (
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
+    DecisionSettings,
     Experiment,
     ExperimentMetrics,
     ExperimentStatus,
@@ -165,6 +166,25 @@ def _check_analysis(analysis: AnalysisSettings) -> None:
             "analysis: minimum_detectable_effect in (0, 10), power in (0, 1), "
             "tuning_sample_size >= 1 and planned_sample_size >= 1"
         )
+    _check_decision(analysis.decision)
+
+
+def _check_decision(decision: DecisionSettings) -> None:
+    prior = decision.prior
+    finite = all(
+        isinstance(v, int | float) and math.isfinite(v)
+        for v in (decision.risk_threshold, prior.alpha, prior.beta)
+    )
+    if not finite or not 0 < decision.risk_threshold < 1 or prior.alpha <= 0 or prior.beta <= 0:
+        raise InvalidExperiment(
+            "decision: risk_threshold in (0, 1) and prior alpha, beta finite and > 0"
+        )
+    if (prior.mean is None) != (prior.sd is None):
+        raise InvalidExperiment("decision: prior mean and sd go together (both or neither)")
+    if prior.sd is not None and not (
+        math.isfinite(prior.sd) and prior.sd > 0 and math.isfinite(prior.mean or 0.0)
+    ):
+        raise InvalidExperiment("decision: prior sd must be finite and > 0, its mean finite")
 
 
 def _phase(experiment: Experiment, reason: PhaseReason, when: datetime) -> AllocationPhase:
@@ -428,6 +448,11 @@ class ABTestingEngine:
                 raise InvalidExperiment(f"unknown winning variant '{winning_variant_id}'")
             return chosen, f"{chosen.variant_id} promoted: chosen by the caller"
         analysis = self.analyze_experiment(current.experiment_id, AnalysisMethod.SEQUENTIAL)
+        engine = (
+            "Bayesian (expected loss)"
+            if analysis.decision_engine == "bayesian"
+            else ("always-valid")
+        )
         if (
             analysis.recommendation is RecommendedAction.CONCLUDE_WINNER
             and analysis.recommended_winner is not None
@@ -436,7 +461,7 @@ class ABTestingEngine:
             return winner, f"{analysis.recommended_winner} promoted: {analysis.reason}"
         control = current.control
         return None, (
-            "concluded without promoting anything: no decisive winner in the always-valid "
+            f"concluded without promoting anything: no decisive winner in the {engine} "
             f"analysis; everyone stays on the control's model ({control.model_id} version "
             f"{control.model_version}). {analysis.reason}"
         )

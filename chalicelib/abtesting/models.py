@@ -105,6 +105,47 @@ class AnalysisMethod(str, Enum):
     FIXED = "fixed"
 
 
+class DecisionEngine(str, Enum):
+    """Which reading of the data decides (``conclude``, the recommendation)."""
+
+    FREQUENTIST = "frequentist"
+    BAYESIAN = "bayesian"
+
+
+@dataclass(frozen=True)
+class BayesianPrior:
+    """Priors of the Bayesian reading (see :mod:`chalicelib.abtesting.bayes`).
+
+    Attributes:
+        alpha: ``Beta(alpha, beta)`` prior of each arm's rate (default uniform ``Beta(1, 1)``).
+        beta: See ``alpha``.
+        mean: Mean of a normal prior on each arm's mean (``None`` with ``sd``: flat).
+        sd: Standard deviation of that prior.
+    """
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    mean: float | None = None
+    sd: float | None = None
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """How the analysis decides.
+
+    Attributes:
+        engine: ``frequentist`` (default: the analysis method's test) or ``bayesian`` (expected
+            loss below ``risk_threshold``).
+        risk_threshold: Largest expected loss, relative to the control's posterior mean, at
+            which the Bayesian engine ships a treatment (or keeps the control).
+        prior: Priors of the Bayesian reading (shown with either engine).
+    """
+
+    engine: DecisionEngine = DecisionEngine.FREQUENTIST
+    risk_threshold: float = 0.0025
+    prior: BayesianPrior = field(default_factory=BayesianPrior)
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
     """How an experiment is analysed.
@@ -120,6 +161,7 @@ class AnalysisSettings:
             tightest (GrowthBook's tuning parameter).
         planned_sample_size: Requests per arm the fixed-horizon test waits for; ``None``
             plans it from the control's observed rate (or spread) at every analysis.
+        decision: Which engine decides, its risk threshold and the Bayesian priors.
     """
 
     method: AnalysisMethod = AnalysisMethod.SEQUENTIAL
@@ -127,6 +169,7 @@ class AnalysisSettings:
     power: float = 0.8
     tuning_sample_size: int = 5000
     planned_sample_size: int | None = None
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
 
 
 class PhaseReason(str, Enum):

@@ -42,7 +42,10 @@ from chalicelib.abtesting.models import (
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
+    BayesianPrior,
     CanaryState,
+    DecisionEngine,
+    DecisionSettings,
     Experiment,
     ExperimentStatus,
     ModelVariant,
@@ -276,7 +279,36 @@ def analysis_to_json(settings: AnalysisSettings) -> str:
             "power": settings.power,
             "tuning_sample_size": settings.tuning_sample_size,
             "planned_sample_size": settings.planned_sample_size,
+            "decision": decision_to_dict(settings.decision),
         }
+    )
+
+
+def decision_to_dict(decision: DecisionSettings) -> dict[str, Any]:
+    """Decision settings as JSON-ready data."""
+    prior = decision.prior
+    return {
+        "engine": decision.engine.value,
+        "risk_threshold": decision.risk_threshold,
+        "prior": {"alpha": prior.alpha, "beta": prior.beta, "mean": prior.mean, "sd": prior.sd},
+    }
+
+
+def decision_from_dict(data: dict[str, Any] | None) -> DecisionSettings:
+    """Parses :func:`decision_to_dict` output (defaults when absent)."""
+    if not data:
+        return DecisionSettings()
+    prior = data.get("prior") or {}
+    mean, sd = prior.get("mean"), prior.get("sd")
+    return DecisionSettings(
+        engine=DecisionEngine(data.get("engine", "frequentist")),
+        risk_threshold=float(data.get("risk_threshold", 0.0025)),
+        prior=BayesianPrior(
+            float(prior.get("alpha", 1.0)),
+            float(prior.get("beta", 1.0)),
+            None if mean is None else float(mean),
+            None if sd is None else float(sd),
+        ),
     )
 
 
@@ -292,6 +324,7 @@ def analysis_from_json(text: str | None) -> AnalysisSettings:
         power=float(data["power"]),
         tuning_sample_size=int(data["tuning_sample_size"]),
         planned_sample_size=None if planned is None else int(planned),
+        decision=decision_from_dict(data.get("decision")),
     )
 
 

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
-from chalicelib.abtesting import sequential
+from chalicelib.abtesting import bayes, sequential
 from chalicelib.abtesting.aggregate import merge_metrics, metrics_from_counters
 from chalicelib.abtesting.judge import CheckOutcome, Pair, worse_than
 from chalicelib.abtesting.models import (
@@ -48,6 +48,8 @@ from chalicelib.abtesting.models import (
     AllocationPhase,
     AnalysisMethod,
     AnalysisSettings,
+    BayesianPrior,
+    DecisionEngine,
     Experiment,
     ExperimentMetrics,
     GuardrailResult,
@@ -58,6 +60,7 @@ from chalicelib.abtesting.models import (
 from chalicelib.core.errors import UnprocessableEntity
 
 __all__ = [
+    "EngineVerdict",
     "ExperimentAnalysis",
     "PhaseMetrics",
     "SampleSizePlan",
@@ -103,6 +106,11 @@ class TreatmentAnalysis:
         adjusted_p_value: Holm-Bonferroni adjusted p-value across treatments.
         guardrails: Guardrail checks.
         improves: The treatment is significantly better on the primary metric.
+        bayesian: The Bayesian reading of the primary metric (``None`` without data, or for a
+            percentile metric).
+        bayesian_decision: ``better`` (the expected loss of shipping it is below the risk
+            threshold), ``keep_control`` (that of keeping the control is), ``inconclusive`` or
+            ``no_data``.
     """
 
     variant_id: str
@@ -110,6 +118,23 @@ class TreatmentAnalysis:
     adjusted_p_value: float
     guardrails: list[GuardrailResult]
     improves: bool
+    bayesian: bayes.BayesianResult | None = None
+    bayesian_decision: str = "no_data"
+
+
+@dataclass(frozen=True)
+class EngineVerdict:
+    """What one decision engine recommends.
+
+    Attributes:
+        recommendation: continue / conclude_winner / conclude_no_difference.
+        recommended_winner: The treatment to promote, or ``None``.
+        reason: Why, in one sentence.
+    """
+
+    recommendation: RecommendedAction
+    recommended_winner: str | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +153,10 @@ class ExperimentAnalysis:
         warnings: Human-readable concerns (SRM, degraded guardrails).
         method: ``sequential`` or ``fixed``.
         reason: One sentence saying why the recommendation is what it is.
+        decision_engine: ``frequentist`` or ``bayesian``: whose verdict ``recommendation``,
+            ``recommended_winner`` and ``reason`` are (and what ``conclude`` follows).
+        verdicts: Both engines' verdicts, by engine name.
+        risk_threshold: The Bayesian engine's threshold on the relative expected loss.
     """
 
     experiment_id: str
@@ -140,6 +169,9 @@ class ExperimentAnalysis:
     warnings: list[str] = field(default_factory=list)
     method: str = AnalysisMethod.SEQUENTIAL.value
     reason: str = ""
+    decision_engine: str = DecisionEngine.FREQUENTIST.value
+    verdicts: Mapping[str, EngineVerdict] = field(default_factory=dict)
+    risk_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -744,7 +776,26 @@ class StatisticalAnalyzer:
             for item, p_adj in zip(raw, adjusted, strict=True)
         ]
         srm = analyzer.check_sample_ratio_phases(phases)
-        return analyzer._recommend(experiment, analyses, srm, chosen)
+        frequentist = analyzer._recommend(experiment, analyses, srm, chosen)
+        return _with_verdicts(experiment, frequentist, srm)
+
+    def bayesian(
+        self,
+        control: ExperimentMetrics,
+        treatment: ExperimentMetrics,
+        metric_name: str,
+        prior: BayesianPrior | None = None,
+    ) -> bayes.BayesianResult | None:
+        """The Bayesian reading of one comparison: chance to win, expected loss (risk) and the
+        relative lift's 95 % credible interval (``None`` without data; see :mod:`bayes`).
+
+        Args:
+            control: Control's metrics.
+            treatment: Treatment's metrics.
+            metric_name: A rate, ``latency_ms`` or a custom metric.
+            prior: Priors (default: ``Beta(1, 1)`` for rates, flat for means).
+        """
+        return bayes.compare_metrics(control, treatment, metric_name, prior)
 
     def _treatment(
         self,
@@ -770,7 +821,15 @@ class StatisticalAnalyzer:
         guardrails = self.check_guardrail_metrics(
             control, treatment, experiment.guardrail_metrics, strata=pairs or None
         )
-        return TreatmentAnalysis(variant_id, corrected, adjusted, guardrails, decision == "better")
+        settings = experiment.analysis.decision
+        reading = bayes.compare_metrics(
+            control, treatment, experiment.primary_metric, settings.prior
+        )
+        adequate = min(control.request_count, treatment.request_count) >= self.minimum_sample_size
+        return TreatmentAnalysis(
+            variant_id, corrected, adjusted, guardrails, decision == "better", reading,
+            bayesian_decision(reading, settings.risk_threshold, adequate),
+        )  # fmt: skip
 
     def _recommend(
         self,
@@ -942,3 +1001,93 @@ def _continue_reason(treatments: list[TreatmentAnalysis], method: AnalysisMethod
                 expected = f"; about {planned} per arm decide an effect of the minimum size"
             parts.append(f"{item.variant_id}: {result.decision}: keep running{expected}")
     return "; ".join(parts) or "no treatments"
+
+
+def bayesian_decision(
+    reading: bayes.BayesianResult | None, risk_threshold: float, adequate: bool
+) -> str:
+    """``better``, ``keep_control``, ``inconclusive`` or ``no_data`` by expected loss.
+
+    ``better`` when the risk of shipping the treatment is below the threshold (and no larger
+    than that of keeping the control); ``keep_control`` when the risk of keeping the control is;
+    ``inconclusive`` before ``minimum_sample_size`` requests per arm or while both are above it.
+    """
+    if reading is None:
+        return "no_data"
+    risk_t, risk_c = reading.risk_treatment, reading.risk_control
+    if not adequate or risk_t is None or risk_c is None:
+        return "inconclusive"
+    if risk_t < risk_threshold and risk_t <= risk_c:
+        return "better"
+    if risk_c < risk_threshold:
+        return "keep_control"
+    return "inconclusive"
+
+
+def _bayesian_verdict(
+    experiment: Experiment, treatments: Sequence[TreatmentAnalysis], srm: SampleRatioResult
+) -> EngineVerdict:
+    threshold = experiment.analysis.decision.risk_threshold
+    if srm.mismatch:
+        return EngineVerdict(
+            RecommendedAction.CONTINUE,
+            None,
+            "sample ratio mismatch: fix assignment or logging before deciding anything",
+        )
+    healthy = [
+        t for t in treatments
+        if t.bayesian_decision == "better" and not any(g.degraded for g in t.guardrails)
+    ]  # fmt: skip
+    if healthy:
+        best = max(healthy, key=lambda t: t.bayesian.chance_to_win if t.bayesian else 0.0)
+        reading = best.bayesian
+        assert reading is not None
+        return EngineVerdict(
+            RecommendedAction.CONCLUDE_WINNER,
+            best.variant_id,
+            f"{best.variant_id} is better on {reading.metric_name}: chance to win "
+            f"{reading.chance_to_win:.1%}, risk {reading.risk_treatment:.3g} < threshold "
+            f"{threshold:g} (expected loss relative to the control); guardrails healthy",
+        )
+    settled = all(
+        t.bayesian_decision == "keep_control"
+        or (t.bayesian_decision == "better" and t not in healthy)
+        for t in treatments
+    )
+    parts = ", ".join(f"{t.variant_id}: {t.bayesian_decision}" for t in treatments)
+    if treatments and settled:
+        return EngineVerdict(
+            RecommendedAction.CONCLUDE_NO_DIFFERENCE,
+            None,
+            f"keeping the control risks less than {threshold:g} against every treatment or a "
+            f"guardrail degraded ({parts}); keep the control",
+        )
+    return EngineVerdict(
+        RecommendedAction.CONTINUE,
+        None,
+        f"no arm's expected loss is below the risk threshold {threshold:g} yet ({parts}): "
+        "keep running",
+    )
+
+
+def _with_verdicts(
+    experiment: Experiment, frequentist: ExperimentAnalysis, srm: SampleRatioResult
+) -> ExperimentAnalysis:
+    """The analysis with both engines' verdicts; the configured engine's is the recommendation."""
+    settings = experiment.analysis.decision
+    verdicts = {
+        DecisionEngine.FREQUENTIST.value: EngineVerdict(
+            frequentist.recommendation, frequentist.recommended_winner, frequentist.reason
+        ),
+        DecisionEngine.BAYESIAN.value: _bayesian_verdict(experiment, frequentist.treatments, srm),
+    }
+    chosen = verdicts[DecisionEngine(settings.engine).value]
+    return replace(
+        frequentist,
+        recommendation=chosen.recommendation,
+        recommended_winner=chosen.recommended_winner,
+        reason=chosen.reason,
+        decision_engine=DecisionEngine(settings.engine).value,
+        verdicts=verdicts,
+        risk_threshold=settings.risk_threshold,
+    )

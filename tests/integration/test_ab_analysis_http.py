@@ -1,0 +1,109 @@
+"""Issue 19's analysis over HTTP: the Bayesian engine beside the frequentist one."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+
+from tests.conftest import Http
+
+
+def _model(http: Http) -> str:
+    created = http.call("POST", "/models", {"name": f"ranker-{uuid.uuid4().hex[:8]}"})
+    assert created.status_code == 201, created.data
+    model_id = created.data["model_id"]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    artifact = base64.b64encode(sio.dumps(LogisticRegression().fit(X, X[:, 0] > 0))).decode()
+    for _ in range(2):
+        body = {"artifact_base64": artifact, "format": "skops", "task": "classification",
+                "feature_names": ["a", "b"]}  # fmt: skip
+        assert http.call("POST", f"/models/{model_id}/versions", body).status_code == 201
+    return model_id
+
+
+def _body(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "ranker",
+        "variants": [
+            {"variant_id": "control", "model_id": model_id, "model_version": 1,
+             "traffic_weight": "0.5", "is_control": True},
+            {"variant_id": "treatment", "model_id": model_id, "model_version": 2,
+             "traffic_weight": "0.5"},
+        ],
+        "minimum_sample_size": 100,
+        **extra,
+    }  # fmt: skip
+
+
+def _conversions(http: Http, eid: str, per_arm: int, rates: tuple[float, float]) -> None:
+    outcomes = [
+        {"variant_id": arm, "request_id": f"{arm}-{i}", "success": True, "latency_ms": 30.0,
+         "converted": i < rate * per_arm}
+        for arm, rate in zip(("control", "treatment"), rates, strict=True)
+        for i in range(per_arm)
+    ]  # fmt: skip
+    for start in range(0, len(outcomes), 1000):
+        batch = {"outcomes": outcomes[start : start + 1000]}
+        assert http.call("POST", f"/experiments/{eid}/outcomes", batch).status_code == 200
+
+
+def test_bayesian_decision_over_http_shows_both_engines_and_conclude_follows_it(
+    http: Http,
+) -> None:
+    decision = {"engine": "bayesian", "risk_threshold": 0.01, "prior": {"alpha": 1, "beta": 1}}
+    created = http.call("POST", "/experiments", _body(_model(http), decision=decision))
+    assert created.status_code == 201, created.data
+    assert created.data["decision"] == {
+        "engine": "bayesian",
+        "risk_threshold": 0.01,
+        "prior": {"alpha": 1.0, "beta": 1.0, "mean": None, "sd": None},
+    }
+    eid = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{eid}/start").status_code == 200
+    _conversions(http, eid, 600, (0.10, 0.13))
+    analysis = http.call("GET", f"/experiments/{eid}/analysis")
+    assert analysis.status_code == 200, analysis.data
+    data = analysis.data
+    assert data["decision_engine"] == "bayesian" and data["risk_threshold"] == 0.01
+    assert data["verdicts"]["frequentist"]["recommendation"] == "continue"
+    assert data["verdicts"]["bayesian"]["recommendation"] == "conclude_winner"
+    assert data["recommendation"] == "conclude_winner"
+    reading = data["treatments"][0]["bayesian"]
+    assert reading["model"] == "beta_binomial" and reading["decision"] == "better"
+    assert reading["control_mean"] == pytest.approx(61 / 602)
+    low, high = reading["credible_interval"]
+    assert low < reading["relative_lift"] < high
+    concluded = http.call("POST", f"/experiments/{eid}/conclude", {})
+    assert concluded.data["winning_variant_id"] == "treatment"
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        {"engine": "oracle"},
+        {"risk_threshold": 0},
+        {"risk_threshold": "0.01x"},
+        {"prior": {"alpha": -1}},
+        {"prior": {"sd": 0}},
+        {"prior": {"kappa": 1}},
+    ],
+)
+def test_bad_decision_settings_are_400_and_create_nothing(http: Http, decision: dict) -> None:
+    response = http.call("POST", "/experiments", _body("m-unknown", decision=decision))
+    assert response.status_code == 400, response.data
+    assert {"error", "message"} <= set(response.data)
+    assert http.call("GET", "/experiments").data["experiments"] == []
+
+
+def test_a_prior_mean_without_its_sd_is_422_and_creates_nothing(http: Http) -> None:
+    body = _body(_model(http), decision={"prior": {"mean": 1.0}})
+    response = http.call("POST", "/experiments", body)
+    assert response.status_code == 422, response.data
+    assert http.call("GET", "/experiments").data["experiments"] == []
