@@ -117,9 +117,10 @@ def test_names_that_read_as_versions_or_are_not_names_are_400(
     http: Http, dataset: str, name: str
 ) -> None:
     response = tag(http, dataset, name, "1")
-    assert response.status_code in (400, 404), response.data
-    if response.status_code == 400:
-        assert response.data["error"] == "invalid_request"
+    assert response.status_code == 400, response.data
+    assert response.data["error"] == "invalid_request"
+    assert f"{name[:40]!r} is not a tag name" in response.data["message"]  # quoted, cut at 40
+    assert http.call("GET", f"/datasets/{dataset}/tags").data["tags"] == []
 
 
 def test_tags_follow_the_dataset_access_rule(http: Http, tokens: Tokens, dataset: str) -> None:

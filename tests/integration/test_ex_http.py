@@ -358,7 +358,8 @@ def test_text_models_get_batch_and_global_word_importance(http: Http) -> None:
         "/explanations/global",
         {"model_id": model, "model_version": 1, "dataset_version_id": "dv-nope"},
     )
-    assert dataset.status_code in (404, 422), dataset.data
+    assert dataset.status_code == 404, dataset.data
+    assert dataset.data["error"] == "dataset_version_not_found"
 
 
 def test_a_cache_hit_carries_the_callers_prediction_id(http: Http, forest: Any) -> None:

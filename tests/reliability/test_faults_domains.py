@@ -108,7 +108,7 @@ def test_an_outcome_write_whose_response_was_lost_is_counted_exactly_once(
     path = f"/experiments/{experiment_id}/outcomes"
     faults.fail("dynamodb", "TransactWriteItems", kind="5xx", times=1, apply=True)
     response = module_http.call("POST", path, _outcomes(["x", "y"]))
-    assert response.status_code in (200, 503), response.data
+    assert response.status_code == 200, response.data
     faults.clear()
     assert _counts(module_http, experiment_id) == {"control": 2, "treatment": 0}
     again = module_http.call("POST", path, _outcomes(["x", "y"]))  # the client's retry
@@ -192,7 +192,7 @@ def test_a_registration_whose_response_was_lost_registers_one_version(
     faults.fail("dynamodb", "TransactWriteItems", kind="5xx", times=1, apply=True)
     response = module_http.call("POST", f"/models/{model_id}/versions", registered["body"])
     faults.clear()
-    assert response.status_code in (201, 503), response.data
+    assert response.status_code == 201, response.data
     versions = module_http.call("GET", f"/models/{model_id}/versions").data["versions"]
     assert len(versions) == 1, [v["version"] for v in versions]
 
@@ -258,7 +258,8 @@ def test_a_version_write_whose_response_was_lost_creates_one_version(
     faults.fail("dynamodb", "TransactWriteItems", kind="5xx", times=1, apply=True)
     response = module_http.call("POST", f"/datasets/{dataset_id}/versions", {"data": "a,b\n1,2\n"})
     faults.clear()
-    assert response.status_code in (200, 201, 503), response.data
+    # botocore's retry finds the version its lost first attempt wrote: the existing one, 200
+    assert response.status_code == 200, response.data
     assert [v["version_number"] for v in _dataset_versions(module_http, dataset_id)] == [1]
 
 

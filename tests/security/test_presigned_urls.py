@@ -86,4 +86,5 @@ def test_another_teams_writer_gets_no_upload_url_for_a_dataset(
     response = module_http.call(
         "POST", f"/datasets/{dataset_id}/uploads", {}, token=module_tokens.other_writer
     )
-    assert response.status_code in (403, 404), response.data
+    assert response.status_code == 404, response.data  # an outsider cannot tell it exists
+    assert response.data["error"] == "dataset_not_found"

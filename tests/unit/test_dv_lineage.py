@@ -67,9 +67,15 @@ def record(kind: TransformationType) -> TransformationRecord:
 
 
 @pytest.fixture
-def graph(aws: Any) -> LineageGraph:
+def counting(aws: Any) -> CountingRepository:
+    """The lineage repository of ``graph``, counting its edge queries."""
+    return CountingRepository()
+
+
+@pytest.fixture
+def graph(counting: CountingRepository) -> LineageGraph:
     """raw → clean → joined ← lookup; joined → train, joined → test; train → model_input."""
-    built = LineageGraph(CountingRepository())
+    built = LineageGraph(counting)
     for minute, name in enumerate(["raw", "lookup", "clean", "joined", "train", "test", "mi"]):
         built.add_version_node(version(name, minute))
     built.add_transformation_edge(["raw"], "clean", record(TransformationType.FILTER))
@@ -118,9 +124,10 @@ def test_max_depth_limits_the_traversal_and_says_so(graph: LineageGraph) -> None
     assert leaf.ids == ["mi"] and leaf.truncated is False
 
 
-def test_traversal_reads_only_the_visited_subgraph(graph: LineageGraph) -> None:
-    repository = graph.repository
-    assert isinstance(repository, CountingRepository)
+def test_traversal_reads_only_the_visited_subgraph(
+    graph: LineageGraph, counting: CountingRepository
+) -> None:
+    repository = counting
     for index in range(30):  # an unrelated part of the graph
         graph.add_transformation_edge([f"other-{index}"], f"other-{index + 1}")
     repository.edge_queries = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import pearsonr
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.explainability.aggregator import FeatureImportanceAggregator, contribution_matrix
@@ -145,4 +146,18 @@ def test_summarize_combines_importances_stability_and_interactions() -> None:
     assert result.n_explanations == 4
     assert result.stability["top_k"] == 1
     assert result.model_id == "m" and result.aggregation_method == "mean"
-    assert isinstance(result.interactions, list)
+    assert result.interactions == []  # no pair reaches |r| 0.5 (scipy below: -0.40, -0.32, 0.18)
+    looser = FeatureImportanceAggregator().summarize(
+        [_explanation(r) for r in ROWS], "mean", 1, interaction_threshold=0.3
+    )
+
+    def r(a: str, b: str) -> float:
+        return float(pearsonr([row[a] for row in ROWS], [row[b] for row in ROWS])[0])
+
+    assert [(p["feature_a"], p["feature_b"]) for p in looser.interactions] == [
+        ("a", "c"),
+        ("a", "b"),
+    ]
+    assert [p["correlation"] for p in looser.interactions] == pytest.approx(
+        [r("a", "c"), r("a", "b")]
+    )
