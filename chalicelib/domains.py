@@ -10,15 +10,16 @@ from typing import Any
 
 
 def all_table_models() -> list[Any]:
-    """Every PynamoDB table model of every domain (and core's event outbox)."""
+    """Every PynamoDB table model of every domain (and core's event outbox and reference pins)."""
     from chalicelib.abtesting.repository import TABLES as ABTESTING
     from chalicelib.auth.repository import TABLES as AUTH
     from chalicelib.core.events import TABLES as EVENTS
+    from chalicelib.core.references import TABLES as REFERENCES
     from chalicelib.dataversion.repository import TABLES as DATAVERSION
     from chalicelib.explainability.repository import TABLES as EXPLAINABILITY
     from chalicelib.registry.repository import TABLES as REGISTRY
 
-    return [*AUTH, *EVENTS, *REGISTRY, *ABTESTING, *DATAVERSION, *EXPLAINABILITY]
+    return [*AUTH, *EVENTS, *REFERENCES, *REGISTRY, *ABTESTING, *DATAVERSION, *EXPLAINABILITY]
 
 
 def create_all_tables() -> list[str]:

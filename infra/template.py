@@ -125,7 +125,11 @@ def table_resource(model: Any) -> dict[str, Any]:
 
 
 def model_domain(model: Any) -> str:
-    """``chalicelib.abtesting.repository`` → ``abtesting``."""
+    """``chalicelib.abtesting.repository`` → ``abtesting`` (a table may name its own grant
+    domain in ``Meta.grant_domain``: core's reference pins are only the API's)."""
+    declared = getattr(getattr(model, "Meta", None), "grant_domain", None)
+    if declared:
+        return str(declared)
     parts = model.__module__.split(".")
     return parts[1] if len(parts) > 1 and parts[0] == "chalicelib" else parts[0]
 

@@ -344,9 +344,20 @@ class ABTestingEngine:
         return self._config(experiment_id)
 
     def set_access_groups(self, experiment_id: str, access_groups: Sequence[str]) -> Experiment:
-        """Replaces who may see an experiment (its owner stays)."""
+        """Replaces who may see an experiment (its owner stays).
+
+        Raises:
+            ExperimentNotFound: Unknown experiment.
+            Referenced: A dataset readable by a group the change drops records a usage of the
+                experiment (see :mod:`chalicelib.core.references`).
+        """
+        from chalicelib.core import references
+
         groups = sorted(set(access_groups))
-        experiment = self.repository.set_access_groups(experiment_id, groups, self.clock.now())
+        dropped = set(self.repository.get(experiment_id).access_groups) - set(groups)
+        target = references.Ref("experiment", experiment_id)
+        with references.narrowing(target, dropped, {"dataset": _dataset_groups}):
+            experiment = self.repository.set_access_groups(experiment_id, groups, self.clock.now())
         self._forget(experiment_id)
         self._publish("ExperimentAccessChanged", experiment, access_groups=groups)
         return experiment
@@ -786,6 +797,13 @@ class ABTestingEngine:
         self._forget(experiment_id)
         self._publish("WeightsUpdated", updated)
         return updated
+
+
+def _dataset_groups(dataset_id: str) -> list[str] | None:
+    """Who may read a dataset that records a usage of an experiment."""
+    from chalicelib.dataversion import facade as datasets
+
+    return datasets.access_groups_as_system(dataset_id)
 
 
 @lazy

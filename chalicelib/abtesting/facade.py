@@ -30,7 +30,7 @@ from chalicelib.abtesting.models import (
     RollbackPolicy,
 )
 from chalicelib.abtesting.statistics import ExperimentAnalysis
-from chalicelib.core import access
+from chalicelib.core import access, references
 from chalicelib.core.errors import NotFound
 from chalicelib.core.principal import Principal
 from chalicelib.registry.errors import ModelNotFound
@@ -124,7 +124,8 @@ def create_experiment(
     **settings: Any,
 ) -> Experiment:
     """Creates a draft experiment owned by the caller, visible to ``access_groups`` (default: the
-    caller's groups). Every variant's model version must be readable by the caller.
+    caller's groups). Every variant's model version must be readable by the caller; the
+    reference pins each model's access (:mod:`chalicelib.core.references`).
 
     Args:
         principal: The caller.
@@ -138,13 +139,28 @@ def create_experiment(
             or that the caller may not read (``unknown_model_version``, the same answer).
     """
     _check_variant_models(principal, variants)
-    return _engine().create_experiment(
-        name=name,
-        variants=variants,
-        owner=principal.principal,
-        access_groups=access.initial_groups(principal, access_groups),
-        **settings,
-    )
+    groups = access.initial_groups(principal, access_groups)
+    models = [references.Ref("model", variant.model_id) for variant in variants]
+    with references.referring(models, "experiment", groups) as held:
+        _check_variant_models(principal, variants)  # again, now that the pins hold
+        experiment = _engine().create_experiment(
+            name=name,
+            variants=variants,
+            owner=principal.principal,
+            access_groups=groups,
+            **settings,
+        )
+        held.bind(experiment.experiment_id)
+    return experiment
+
+
+def access_groups_as_system(experiment_id: str) -> list[str] | None:
+    """An experiment's access groups (``None`` if it does not exist): for deciding whether a
+    change of another resource's access would hide it from the experiment's readers."""
+    try:
+        return list(_engine().get_experiment(experiment_id).access_groups)
+    except NotFound:
+        return None
 
 
 def list_experiments(principal: Principal, status: str | None = None) -> list[Experiment]:

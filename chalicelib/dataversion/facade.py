@@ -36,6 +36,15 @@ def readable_version(principal: Principal, version_id: str) -> DatasetVersion:
     return _service().readable_version(principal, version_id)
 
 
+def access_groups_as_system(dataset_id: str) -> list[str] | None:
+    """A dataset's access groups (``None`` if it does not exist): for deciding whether a change
+    of another resource's access would hide it from the dataset's readers."""
+    try:
+        return list(_service().engine.get_dataset(dataset_id).access_groups)
+    except NotFound:
+        return None
+
+
 def sample_records_as_system(version_id: str, max_rows: int, seed: int = 0) -> RecordSample:
     """A seeded uniform sample of at most ``max_rows`` records of a CSV or JSON-lines version
     (in file order; CSV values as strings), read in one pass and checked against the version's

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chalicelib.core import access
+from chalicelib.core import access, references
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.principal import Principal
 from chalicelib.core.singleton import lazy
@@ -252,10 +253,18 @@ class DatasetService:
     def set_access_groups(
         self, principal: Principal, dataset_id: str, access_groups: list[str]
     ) -> Dataset:
-        """Replaces who may see a dataset (needs write access to it; its owner stays)."""
-        self.writable(principal, dataset_id)
+        """Replaces who may see a dataset (needs write access to it; its owner stays).
+
+        Raises:
+            Referenced: A model (a version's background) or another dataset (parents, sources)
+                readable by a group the change drops refers to the dataset (see
+                :mod:`chalicelib.core.references`).
+        """
+        dataset = self.writable(principal, dataset_id)
         groups = sorted({group for group in access_groups if group})
-        return self.engine.repository.set_access_groups(dataset_id, groups)
+        dropped = set(dataset.access_groups) - set(groups)
+        with references.narrowing(references.Ref("dataset", dataset_id), dropped, _REFERRERS):
+            return self.engine.repository.set_access_groups(dataset_id, groups)
 
     def list_rejections(self, principal: Principal, limit: int) -> list[Any]:
         """Files the S3 trigger refused, newest first (admins: the route's role)."""
@@ -272,11 +281,19 @@ class DatasetService:
         self, principal: Principal, dataset_id: str, data: Any, request: VersionRequest
     ) -> VersionOutcome:
         """Stores inline content as a version (parents must be readable too)."""
-        self.writable(principal, dataset_id)
-        for parent in request.parent_version_ids:
-            self.readable_version(principal, parent)
+        dataset = self.writable(principal, dataset_id)
+        parents = [self.readable_version(principal, p) for p in request.parent_version_ids]
         request.created_by = principal.principal
-        return self.engine.store_version(dataset_id, data, request)
+        with self._referring(dataset, {parent.dataset_id for parent in parents}):
+            for parent in request.parent_version_ids:
+                self.readable_version(principal, parent)  # again, now that the pins hold
+            return self.engine.store_version(dataset_id, data, request)
+
+    def _referring(self, dataset: Dataset, sources: set[str]) -> Any:
+        """Pins the other datasets a version of ``dataset`` derives from (see
+        :mod:`chalicelib.core.references`)."""
+        targets = [references.Ref("dataset", s) for s in sources if s != dataset.dataset_id]
+        return references.referring(targets, "dataset", dataset.access_groups, dataset.dataset_id)
 
     def restore_version(self, principal: Principal, dataset_id: str, ref: str) -> VersionOutcome:
         """Makes an earlier version current again (write access to the dataset)."""
@@ -460,20 +477,23 @@ class DatasetService:
         data: Any,
     ) -> AppliedTransformation:
         """Runs (or, for external steps, records) a transformation into writable datasets."""
-        self.writable(principal, dataset_id)
-        for target in output_datasets.values():
-            self.writable(principal, target)
-        for source in source_version_ids:
-            self.readable_version(principal, source)
-        return self.transforms.apply(
-            dataset_id,
-            spec,
-            source_version_ids,
-            principal.principal,
-            tags,
-            output_datasets,
-            data,
-        )
+        writers = [self.writable(principal, dataset_id)]
+        writers += [self.writable(principal, target) for target in output_datasets.values()]
+        sources = {self.readable_version(principal, s).dataset_id for s in source_version_ids}
+        with ExitStack() as pins:
+            for writer in writers:
+                pins.enter_context(self._referring(writer, sources))
+            for source in source_version_ids:
+                self.readable_version(principal, source)  # again, now that the pins hold
+            return self.transforms.apply(
+                dataset_id,
+                spec,
+                source_version_ids,
+                principal.principal,
+                tags,
+                output_datasets,
+                data,
+            )
 
     def replay(
         self,
@@ -511,12 +531,15 @@ class DatasetService:
     ) -> DatasetUsage:
         """Records that an experiment used a version: the caller must be able to write the
         dataset and read the experiment (404 otherwise, as for one that does not exist)."""
-        self.writable(principal, dataset_id)
+        dataset = self.writable(principal, dataset_id)
         found = self.version(principal, dataset_id, ref)
         _readable_experiment(principal, experiment_id)
-        return self.reconstructor.record_usage(
-            dataset_id, found.version_id, experiment_id, purpose, principal.principal
-        )
+        experiment = [references.Ref("experiment", experiment_id)]
+        with references.referring(experiment, "dataset", dataset.access_groups, dataset_id):
+            _readable_experiment(principal, experiment_id)  # again, now that the pin holds
+            return self.reconstructor.record_usage(
+                dataset_id, found.version_id, experiment_id, purpose, principal.principal
+            )
 
     def usages(self, principal: Principal, dataset_id: str, experiment_id: str) -> list[Any]:
         """An experiment's usages of a dataset (both must be readable by the caller)."""
@@ -549,6 +572,25 @@ def _readable_experiment(principal: Principal, experiment_id: str) -> None:
     from chalicelib.abtesting import facade as experiments
 
     experiments.readable_experiment(principal, experiment_id)
+
+
+def _model_groups(model_id: str) -> list[str] | None:
+    """Who may read a model whose version takes its background from a dataset."""
+    from chalicelib.registry import facade as registry
+
+    return registry.access_groups_as_system(model_id)
+
+
+def _dataset_groups(dataset_id: str) -> list[str] | None:
+    """Who may read a dataset whose versions derive from another dataset."""
+    try:
+        return list(get_versioning_engine().get_dataset(dataset_id).access_groups)
+    except DatasetNotFound:
+        return None
+
+
+#: Who may refer to a dataset: models (a version's background) and datasets (parents, sources).
+_REFERRERS = {"model": _model_groups, "dataset": _dataset_groups}
 
 
 def _missing_dataset(dataset_id: str) -> Any:

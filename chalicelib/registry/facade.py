@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.core import access
+from chalicelib.core import access, references
 from chalicelib.core.principal import Principal
 from chalicelib.registry.errors import ModelNotFound
 from chalicelib.registry.models import ModelVersion, RegisteredModel
@@ -96,18 +96,24 @@ def register_version(
 ) -> ModelVersion:
     """Registers a version of a model the caller may change.
 
-    A ``background_dataset_version_id`` must name a dataset version the caller may read.
+    A ``background_dataset_version_id`` must name a dataset version the caller may read; the
+    reference pins that dataset's access (:mod:`chalicelib.core.references`): its groups cannot
+    drop one of the model's while the version exists.
 
     Raises:
         ModelNotFound: The model is unknown or not readable.
         DatasetVersionNotFound: The background dataset version is unknown or not readable.
     """
-    writable_model(principal, model_id)
-    if spec.background_dataset_version_id is not None:
-        from chalicelib.dataversion import facade as datasets
+    model = writable_model(principal, model_id)
+    background = spec.background_dataset_version_id
+    if background is None:
+        return _registry().register_version(model_id, spec, artifact, upload_key)
+    from chalicelib.dataversion import facade as datasets
 
-        datasets.readable_version(principal, spec.background_dataset_version_id)
-    return _registry().register_version(model_id, spec, artifact, upload_key)
+    dataset = references.Ref("dataset", datasets.readable_version(principal, background).dataset_id)
+    with references.referring([dataset], "model", model.access_groups, model_id):
+        datasets.readable_version(principal, background)  # again, now that the pin holds
+        return _registry().register_version(model_id, spec, artifact, upload_key)
 
 
 def list_versions(principal: Principal, model_id: str) -> list[ModelVersion]:
@@ -149,6 +155,17 @@ def background_visible(principal: Principal, version: ModelVersion) -> bool:
 
 
 # ---- without a caller ---------------------------------------------------------------------
+
+
+def access_groups_as_system(model_id: str) -> list[str] | None:
+    """A model's access groups (``None`` if it does not exist): for deciding whether a change
+    of another resource's access would hide it from the model's readers."""
+    from chalicelib.core.errors import NotFound
+
+    try:
+        return list(_registry().get_model(model_id).access_groups)
+    except NotFound:
+        return None
 
 
 class SystemRegistry:

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.core import references
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus, get_event_bus
@@ -224,9 +225,17 @@ class ModelRegistry:
         return self.repository.get_model(model_id)
 
     def set_access_groups(self, model_id: str, access_groups: Sequence[str]) -> RegisteredModel:
-        """Replaces who may see a model (its owner stays)."""
+        """Replaces who may see a model (its owner stays).
+
+        Raises:
+            ModelNotFound: Unknown model.
+            Referenced: An experiment readable by a group the change drops routes to the model
+                (see :mod:`chalicelib.core.references`).
+        """
         groups = sorted(set(access_groups))
-        self.repository.set_access_groups(model_id, groups, self.clock.now())
+        dropped = set(self.repository.get_model(model_id).access_groups) - set(groups)
+        with references.narrowing(references.Ref("model", model_id), dropped, _REFERRERS):
+            self.repository.set_access_groups(model_id, groups, self.clock.now())
         self.event_bus.publish(
             "ModelAccessChanged", {"model_id": model_id, "access_groups": groups}
         )
@@ -478,6 +487,16 @@ def load_checked(
             ) from None
         check_loaded(model)
         return model
+
+
+def _experiment_groups(experiment_id: str) -> list[str] | None:
+    from chalicelib.abtesting import facade as experiments
+
+    return experiments.access_groups_as_system(experiment_id)
+
+
+#: Who may refer to a model: experiments, by their variants.
+_REFERRERS = {"experiment": _experiment_groups}
 
 
 @lazy

@@ -130,3 +130,14 @@ def sigv4_query_signature(method: str, url: str, secret: str) -> str:
     for part in (region, service, "aws4_request"):
         key = _sign(key, part)
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def narrow_behind_the_pins(kind: str, resource_id: str, groups: list[str]) -> None:
+    """Sets a resource's ``access_groups`` in its table, past the API: what a reference stored
+    before pins existed (``chalicelib.core.references``) meets when its target is narrowed."""
+    from chalicelib.abtesting.repository import ExperimentTable
+    from chalicelib.dataversion.repository import DatasetTable
+    from chalicelib.registry.repository import ModelTable
+
+    table = {"dataset": DatasetTable, "experiment": ExperimentTable, "model": ModelTable}[kind]
+    table(resource_id).update(actions=[table.access_groups.set(groups)])

@@ -21,7 +21,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import Http, Tokens
-from tests.security.helpers import experiment_body, model_version, skops_artifact, unique
+from tests.security.helpers import (
+    experiment_body,
+    model_version,
+    narrow_behind_the_pins,
+    skops_artifact,
+    unique,
+)
 
 # Alice's private data: the model's features plus a column nobody else should learn about.
 SECRET_COLUMN = "salary_band"
@@ -258,7 +264,11 @@ def test_a_single_explanation_job_is_checked_again_when_it_runs(
     }
     submitted = _ok(carol.call("POST", "/explanations", body), 202)
     assert submitted["kind"] == "explain"
-    _ok(alice.call("PUT", f"/datasets/{ds['dataset_id']}/access", {"access_groups": []}))
+    # The model's background pins the dataset (test_access_pins.py): the API refuses this change,
+    # so it is made as a reference stored before pins existed would see it.
+    refused = alice.call("PUT", f"/datasets/{ds['dataset_id']}/access", {"access_groups": []})
+    assert refused.status_code == 409 and refused.data["error"] == "referenced"
+    narrow_behind_the_pins("dataset", ds["dataset_id"], [])
     assert _run_job(submitted["job_id"]) == "failed"
     job = _ok(people["admin"].call("GET", f"/explanations/jobs/{submitted['job_id']}"))
     assert job["error"]["error"] == "background_not_found" and job["result"] is None
@@ -371,7 +381,12 @@ def test_a_usage_is_checked_again_when_read(people: dict[str, Http]) -> None:
     path = f"/datasets/{mine['dataset_id']}"
     _ok(bob.call("POST", f"{path}/versions/1/usages", {"experiment_id": experiment_id}), 201)
     assert len(_ok(bob.call("GET", f"{path}/usages?experiment_id={experiment_id}"))["usages"]) == 1
-    _ok(alice.call("PUT", f"/experiments/{experiment_id}/access", {"access_groups": ["ml"]}))
+    # The usage pins the experiment (test_access_pins.py): the API refuses this change, so it is
+    # made as a usage recorded before pins existed would see it.
+    narrowed = {"access_groups": ["ml"]}
+    refused = alice.call("PUT", f"/experiments/{experiment_id}/access", narrowed)
+    assert refused.status_code == 409 and refused.data["error"] == "referenced"
+    narrow_behind_the_pins("experiment", experiment_id, ["ml"])
     for route in (f"{path}/usages", f"{path}/reconstruct"):
         refused = bob.call("GET", f"{route}?experiment_id={experiment_id}")
         assert refused.status_code == 404 and refused.data["error"] == "experiment_not_found"
