@@ -123,11 +123,12 @@ def test_every_data_domain_has_a_facade() -> None:
 
 
 # The layer that talks to AWS: each domain's ``repository`` (DynamoDB) and ``storage`` (S3), and
-# core's plumbing. ``explainability.service`` invokes the explainer function (``LambdaBackend``)
-# through ``core.aws``: a call to compute, not to store, kept beside the backend that makes it.
+# core's plumbing (``references`` keeps the reference pins). ``explainability.service`` invokes
+# the explainer function (``LambdaBackend``) through ``core.aws``: a call to compute, not to
+# store, kept beside the backend that makes it.
 AWS_SDKS = ("boto3", "botocore", "pynamodb", "chalicelib.core.aws")
 AWS_LAYER = {"repository", "storage"}
-AWS_CORE = {"aws", "tables", "events", "http"}
+AWS_CORE = {"aws", "tables", "events", "http", "references"}  # references: the pins table
 AWS_EXCEPTIONS = {"chalicelib.explainability.service"}
 
 
