@@ -38,6 +38,7 @@ LIMITS = {
     "bench_http": 120,
     "bench_cold_start": 120,
     "bench_statistics": 90,
+    "bench_cuped": 90,
     "bench_parquet": 60,
     "bench_json_bounds": 60,
     "bench_decisions": 240,
@@ -50,6 +51,7 @@ DEFAULT_LIMIT = 180
 # Run order: cheap and independent first, so a slow bench cannot starve them.
 ORDER = [
     "bench_statistics",
+    "bench_cuped",
     "bench_decisions",
     "bench_parquet",
     "bench_json_bounds",

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from chalicelib.abtesting import sketch
-from chalicelib.abtesting.models import ExperimentMetrics, SufficientStats
+from chalicelib.abtesting import cuped, sketch
+from chalicelib.abtesting.models import CupedSums, ExperimentMetrics, SufficientStats
 
 PRECISION = 100
 """Decimal digits used for moments (stored sums have at most 38; squares of them 76)."""
@@ -146,7 +146,8 @@ def metrics_from_counters(variant_id: str, raw: Mapping[str, Any]) -> Experiment
     }
     counts = (requests, count("success_count"), count("error_count"))
     conversions = (count("converted_count"), count("conversion_trials"))
-    return _metrics(variant_id, counts, conversions, latency, custom_stats, histogram)
+    found = _metrics(variant_id, counts, conversions, latency, custom_stats, histogram)
+    return replace(found, cuped=cuped.sums_from_counters(sums))
 
 
 def _metrics(
@@ -209,4 +210,5 @@ def merge_metrics(variant_id: str, items: Sequence[ExperimentMetrics]) -> Experi
         sum(m.error_count for m in items),
     )
     conversions = (sum(m.converted_count for m in items), sum(m.conversion_trials for m in items))
-    return _metrics(variant_id, counts, conversions, latency, custom, histogram)
+    found = _metrics(variant_id, counts, conversions, latency, custom, histogram)
+    return replace(found, cuped=sum((m.cuped for m in items), CupedSums()))

@@ -340,6 +340,10 @@ class OutcomeIn(_Strict):
     phase: int | None = Field(
         default=None, ge=0, le=1_000_000, description="the phase /route answered; default: now"
     )
+    covariate: float | None = Field(
+        default=None, ge=-1e6, le=1e6, allow_inf_nan=False, strict=True,
+        description="the unit's pre-experiment value, for CUPED (6 decimals kept)",
+    )  # fmt: skip
 
 
 class OutcomeBatch(_Strict):
@@ -414,6 +418,24 @@ class BayesianOut(BaseModel):
     decision: Literal["better", "keep_control", "inconclusive", "no_data"]
 
 
+class CupedOut(BaseModel):
+    """The CUPED-adjusted comparison (OLS of the metric on treatment + centred covariate)."""
+
+    units_control: int
+    units_treatment: int
+    theta: float
+    correlation: float
+    unadjusted_effect: float
+    unadjusted_standard_error: float
+    effect: float
+    standard_error: float
+    variance_reduction: float
+    statistic: float | None
+    p_value: float
+    confidence_interval: list[float]
+    degrees_of_freedom: int
+
+
 class VerdictOut(BaseModel):
     """One decision engine's recommendation."""
 
@@ -447,6 +469,7 @@ class TreatmentOut(BaseModel):
     planned_sample_size: int | None
     alpha: float | None
     bayesian: BayesianOut | None
+    cuped: CupedOut | None
 
 
 class PhaseRatioOut(BaseModel):
@@ -820,7 +843,7 @@ def record_outcomes(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
     items = ctx.body.outcomes if isinstance(ctx.body, OutcomeBatch) else [ctx.body]
     outcomes = [
         Outcome(o.variant_id, o.request_id, o.success, o.latency_ms, o.converted, o.custom_metrics,
-                o.phase)
+                o.phase, o.covariate)
         for o in items
     ]  # fmt: skip
     receipt = facade.record_outcomes(_principal(ctx), experiment_id, outcomes)
@@ -881,7 +904,17 @@ def _treatment_out(item: Any) -> dict[str, Any]:
             {**g.__dict__, "interval": [_finite(v) for v in g.interval]} for g in item.guardrails
         ],
         "bayesian": _bayesian_out(item),
+        "cuped": _cuped_out(item.cuped),
     }
+
+
+def _cuped_out(found: Any) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    data = {k: v for k, v in found.__dict__.items() if k != "metric_name"}
+    data["statistic"] = _finite(found.statistic)
+    data["confidence_interval"] = list(found.confidence_interval)
+    return data
 
 
 def _bayesian_out(item: Any) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
+from chalicelib.abtesting import cuped
 from chalicelib.abtesting.aggregate import merge_counters
 from chalicelib.abtesting.bandit import thompson_weights
 from chalicelib.abtesting.errors import (
@@ -185,6 +186,23 @@ def _check_decision(decision: DecisionSettings) -> None:
         math.isfinite(prior.sd) and prior.sd > 0 and math.isfinite(prior.mean or 0.0)
     ):
         raise InvalidExperiment("decision: prior sd must be finite and > 0, its mean finite")
+
+
+def _check_covariates(outcomes: Sequence[Outcome], metric: str) -> None:
+    """A covariate is finite with ``|x| <= cuped.LIMIT``, and so is the metric value it pairs
+    with (the CUPED sums stay exact DynamoDB numbers)."""
+    for outcome in outcomes:
+        x = outcome.covariate
+        if x is None:
+            continue
+        value = cuped.response_value(outcome, metric)
+        if not (isinstance(x, int | float) and abs(x) <= cuped.LIMIT) or (
+            value is not None and not abs(value) <= cuped.LIMIT
+        ):
+            raise InvalidExperiment(
+                f"outcome {outcome.request_id}: covariate and the {metric} value it pairs with "
+                f"must be finite with |value| <= {cuped.LIMIT:g}"
+            )
 
 
 def _phase(experiment: Experiment, reason: PhaseReason, when: datetime) -> AllocationPhase:
@@ -592,11 +610,14 @@ class ABTestingEngine:
         latency_ms: float,
         converted: bool | None = None,
         custom_metrics: dict[str, float] | None = None,
+        covariate: float | None = None,
     ) -> OutcomeReceipt:
-        """Records one outcome; a retry with the same ``request_id`` counts once."""
+        """Records one outcome; a retry with the same ``request_id`` counts once (``covariate``:
+        the unit's pre-experiment value, for CUPED)."""
         outcome = Outcome(
-            variant_id, request_id, success, latency_ms, converted, dict(custom_metrics or {})
-        )
+            variant_id, request_id, success, latency_ms, converted, dict(custom_metrics or {}),
+            covariate=covariate,
+        )  # fmt: skip
         return self.record_outcomes(experiment_id, [outcome])
 
     def record_outcomes(self, experiment_id: str, outcomes: Sequence[Outcome]) -> OutcomeReceipt:
@@ -636,7 +657,10 @@ class ABTestingEngine:
                         f"custom metric '{name}': name must be 1-64 letters, digits, '_', '.', "
                         f"'-' and the value finite with |value| <= {MAX_CUSTOM_VALUE:g}"
                     )
-        return self.outcomes.record(experiment_id, list(outcomes), self.clock.now())
+        _check_covariates(outcomes, experiment.primary_metric)
+        return self.outcomes.record(
+            experiment_id, list(outcomes), self.clock.now(), experiment.primary_metric
+        )
 
     def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:
         """Aggregated outcomes per variant over every phase (zeros without data)."""

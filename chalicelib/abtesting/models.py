@@ -388,6 +388,36 @@ class SufficientStats:
 
 
 @dataclass(frozen=True)
+class CupedSums:
+    """Exact sums over the outcomes that carried a pre-experiment covariate ``x`` and a value
+    ``y`` of the primary metric: enough for CUPED (see :mod:`chalicelib.abtesting.cuped`), and
+    mergeable by addition.
+
+    Attributes:
+        n: Outcomes with both.
+        sx: Sum of ``x``.
+        sxx: Sum of ``x^2``.
+        sy: Sum of ``y``.
+        syy: Sum of ``y^2``.
+        sxy: Sum of ``x y``.
+    """
+
+    n: Decimal = Decimal(0)
+    sx: Decimal = Decimal(0)
+    sxx: Decimal = Decimal(0)
+    sy: Decimal = Decimal(0)
+    syy: Decimal = Decimal(0)
+    sxy: Decimal = Decimal(0)
+
+    def __add__(self, other: CupedSums) -> CupedSums:
+        return CupedSums(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def astuple(self) -> tuple[Decimal, ...]:
+        """``(n, sx, sxx, sy, syy, sxy)``."""
+        return (self.n, self.sx, self.sxx, self.sy, self.syy, self.sxy)
+
+
+@dataclass(frozen=True)
 class ExperimentMetrics:
     """Aggregated outcomes of one variant.
 
@@ -406,6 +436,7 @@ class ExperimentMetrics:
         latency: Sufficient statistics of latency.
         custom_stats: Sufficient statistics of each custom metric.
         latency_histogram: The merged log-bucket latency histogram (bucket index → count).
+        cuped: Sums over outcomes with a covariate, for CUPED.
     """
 
     variant_id: str
@@ -422,6 +453,7 @@ class ExperimentMetrics:
     latency: SufficientStats = field(default_factory=SufficientStats)
     custom_stats: dict[str, SufficientStats] = field(default_factory=dict)
     latency_histogram: dict[int, int] = field(default_factory=dict)
+    cuped: CupedSums = field(default_factory=CupedSums)
 
     @property
     def success_rate(self) -> float | None:
@@ -476,6 +508,8 @@ class Outcome:
         custom_metrics: Named numeric observations.
         phase: Allocation phase the request was routed in (as ``/route`` answered it); ``None``
             means the phase in force when the outcome is recorded.
+        covariate: The unit's pre-experiment value of the metric (or of anything correlated
+            with it), for CUPED; ``None`` when unknown.
     """
 
     variant_id: str
@@ -485,6 +519,7 @@ class Outcome:
     converted: bool | None = None
     custom_metrics: dict[str, float] = field(default_factory=dict)
     phase: int | None = None
+    covariate: float | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.abtesting import sketch
+from chalicelib.abtesting import cuped, sketch
 from chalicelib.abtesting.aggregate import PRECISION, custom_attribute, shift_of
 from chalicelib.abtesting.errors import ExperimentNotFound, ExperimentStateConflict
 from chalicelib.abtesting.models import (
@@ -751,7 +751,7 @@ class _VariantDelta:
     def add_sum(self, name: str, amount: Decimal) -> None:
         self.sums[name] = _EXACT.add(self.sums.get(name, Decimal(0)), amount)
 
-    def observe(self, outcome: Outcome) -> None:
+    def observe(self, outcome: Outcome, cuped_metric: str | None = None) -> None:
         self.add_count("request_count")
         self.add_count("success_count" if outcome.success else "error_count")
         if outcome.converted is not None:
@@ -770,6 +770,11 @@ class _VariantDelta:
             self.add_count(custom_attribute(name, "n", shift))
             self.add_sum(custom_attribute(name, "s", shift), delta)
             self.add_sum(custom_attribute(name, "ss", shift), _EXACT.multiply(delta, delta))
+        if outcome.covariate is not None and cuped_metric is not None:
+            value = cuped.response_value(outcome, cuped_metric)
+            if value is not None:
+                for name, amount in cuped.outcome_sums(outcome.covariate, value).items():
+                    self.add_sum(name, amount)
 
     def update_expression(self) -> tuple[str, dict[str, str], dict[str, Any]]:
         names: dict[str, str] = {}
@@ -840,8 +845,18 @@ class OutcomeStore:
     def client(self) -> Any:
         return self._client or aws.client("dynamodb")
 
-    def record(self, experiment_id: str, outcomes: list[Outcome], now: datetime) -> OutcomeReceipt:
-        """Counts each request id once; returns how many were new and how many were repeats."""
+    def record(
+        self,
+        experiment_id: str,
+        outcomes: list[Outcome],
+        now: datetime,
+        cuped_metric: str | None = None,
+    ) -> OutcomeReceipt:
+        """Counts each request id once; returns how many were new and how many were repeats.
+
+        With ``cuped_metric``, outcomes that carry a covariate also add the CUPED sums of that
+        metric (in the same counter update).
+        """
         unique: dict[str, Outcome] = {}
         for outcome in outcomes:
             unique.setdefault(outcome.request_id, outcome)
@@ -849,12 +864,18 @@ class OutcomeStore:
         accepted = 0
         expires = int((now + DEDUP_TTL).timestamp())
         for chunk in chunk_outcomes(list(unique.values())):
-            stored, repeated = self._write_chunk(experiment_id, chunk, expires)
+            stored, repeated = self._write_chunk(experiment_id, chunk, expires, cuped_metric)
             accepted += stored
             duplicates += repeated
         return OutcomeReceipt(accepted=accepted, duplicates=duplicates)
 
-    def _actions(self, experiment_id: str, chunk: list[Outcome], expires: int) -> list[Any]:
+    def _actions(
+        self,
+        experiment_id: str,
+        chunk: list[Outcome],
+        expires: int,
+        cuped_metric: str | None = None,
+    ) -> list[Any]:
         dedup_table = OutcomeDedupTable.Meta.table_name
         metrics_table = MetricShardTable.Meta.table_name
         actions: list[Any] = [
@@ -873,7 +894,7 @@ class OutcomeStore:
         ]
         deltas: dict[tuple[str, int], _VariantDelta] = {}
         for outcome in chunk:
-            deltas.setdefault(counter_key(outcome), _VariantDelta()).observe(outcome)
+            deltas.setdefault(counter_key(outcome), _VariantDelta()).observe(outcome, cuped_metric)
         shard = shard_for(experiment_id, chunk[0].request_id)
         for (variant_id, phase), delta in deltas.items():
             expression, names, values = delta.update_expression()
@@ -894,7 +915,11 @@ class OutcomeStore:
         return actions
 
     def _write_chunk(
-        self, experiment_id: str, chunk: list[Outcome], expires: int
+        self,
+        experiment_id: str,
+        chunk: list[Outcome],
+        expires: int,
+        cuped_metric: str | None = None,
     ) -> tuple[int, int]:
         """Writes one chunk; drops request ids already counted and retries the rest."""
         from botocore.exceptions import ClientError
@@ -903,7 +928,7 @@ class OutcomeStore:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 self.client.transact_write_items(
-                    TransactItems=self._actions(experiment_id, pending, expires)
+                    TransactItems=self._actions(experiment_id, pending, expires, cuped_metric)
                 )
                 return len(pending), repeated
             except ClientError as exc:

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
-from chalicelib.abtesting import bayes, sequential
+from chalicelib.abtesting import bayes, cuped, sequential
 from chalicelib.abtesting.aggregate import merge_metrics, metrics_from_counters
 from chalicelib.abtesting.judge import CheckOutcome, Pair, worse_than
 from chalicelib.abtesting.models import (
@@ -111,6 +111,8 @@ class TreatmentAnalysis:
         bayesian_decision: ``better`` (the expected loss of shipping it is below the risk
             threshold), ``keep_control`` (that of keeping the control is), ``inconclusive`` or
             ``no_data``.
+        cuped: The CUPED-adjusted comparison of the primary metric over outcomes that carried
+            a covariate (``None`` without enough of them).
     """
 
     variant_id: str
@@ -120,6 +122,7 @@ class TreatmentAnalysis:
     improves: bool
     bayesian: bayes.BayesianResult | None = None
     bayesian_decision: str = "no_data"
+    cuped: cuped.CupedResult | None = None
 
 
 @dataclass(frozen=True)
@@ -829,6 +832,8 @@ class StatisticalAnalyzer:
         return TreatmentAnalysis(
             variant_id, corrected, adjusted, guardrails, decision == "better", reading,
             bayesian_decision(reading, settings.risk_threshold, adequate),
+            cuped.analyze(control.cuped, treatment.cuped, experiment.primary_metric,
+                          experiment.confidence_level),
         )  # fmt: skip
 
     def _recommend(

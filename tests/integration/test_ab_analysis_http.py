@@ -107,3 +107,42 @@ def test_a_prior_mean_without_its_sd_is_422_and_creates_nothing(http: Http) -> N
     response = http.call("POST", "/experiments", body)
     assert response.status_code == 422, response.data
     assert http.call("GET", "/experiments").data["experiments"] == []
+
+
+def test_cuped_over_http_reports_the_adjusted_test_and_its_variance_reduction(
+    http: Http,
+) -> None:
+    created = http.call("POST", "/experiments", _body(_model(http), primary_metric="revenue"))
+    eid = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{eid}/start").status_code == 200
+    rng = np.random.default_rng(8)
+    outcomes = []
+    for arm, lift in (("control", 0.0), ("treatment", 0.5)):
+        x = np.round(rng.normal(100, 10, 400), 6)
+        y = np.round(0.8 * x + lift + rng.normal(0, 4, 400), 6)
+        outcomes += [
+            {"variant_id": arm, "request_id": f"{arm}-{i}", "success": True, "latency_ms": 5.0,
+             "custom_metrics": {"revenue": float(v)}, "covariate": float(c)}
+            for i, (c, v) in enumerate(zip(x, y, strict=True))
+        ]  # fmt: skip
+    posted = http.call("POST", f"/experiments/{eid}/outcomes", {"outcomes": outcomes})
+    assert posted.data == {"accepted": 800, "duplicates": 0}
+    found = http.call("GET", f"/experiments/{eid}/analysis").data["treatments"][0]["cuped"]
+    assert found["units_control"] == found["units_treatment"] == 400
+    assert found["variance_reduction"] == pytest.approx(found["correlation"] ** 2, abs=0.01)
+    assert found["standard_error"] < found["unadjusted_standard_error"] / 2
+    low, high = found["confidence_interval"]
+    assert low < found["effect"] < high
+
+
+@pytest.mark.parametrize("covariate", ["NaN", "Infinity", 1e7, "1.5", True])
+def test_a_bad_covariate_over_http_is_400_and_counts_nothing(http: Http, covariate: Any) -> None:
+    created = http.call("POST", "/experiments", _body(_model(http)))
+    eid = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{eid}/start").status_code == 200
+    outcome = {"variant_id": "control", "request_id": "r", "success": True, "latency_ms": 5.0,
+               "converted": True, "covariate": covariate}  # fmt: skip
+    response = http.call("POST", f"/experiments/{eid}/outcomes", outcome)
+    assert response.status_code == 400, response.data
+    metrics = http.call("GET", f"/experiments/{eid}/metrics").data
+    assert metrics["variants"]["control"]["request_count"] == 0

@@ -148,3 +148,23 @@ def test_the_counter_sees_every_client_created_after_install(aws: Any) -> None:
     assert counter.total == 2 and counter.count("s3") == 2 and counter.count("sqs") == 0
     counter.reset()
     assert counter.total == 0
+
+
+def test_1000_outcomes_with_cuped_covariates_stay_within_the_write_budget(
+    http: Http, calls: AwsCallCounter
+) -> None:
+    """The CUPED sums ride in the same counter updates: no extra write."""
+    experiment_id, names = _experiment(http, 2)
+    http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcomes(names, 1, 10_000))
+    batch = _outcomes(names, 1000)
+    for index, outcome in enumerate(batch["outcomes"]):
+        outcome["covariate"] = float(index % 17) + 0.25
+
+    with calls:
+        posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", batch)
+
+    assert posted.data == {"accepted": 1000, "duplicates": 0}
+    writes = sum(calls.count("dynamodb", operation) for operation in DYNAMODB_WRITES)
+    assert writes <= 20
+    analysis = http.call("GET", f"/experiments/{experiment_id}/analysis").data
+    assert analysis["treatments"][0]["cuped"]["units_control"] == 500
