@@ -16,6 +16,7 @@ refused (TreeSHAP cannot explain them exactly).
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -322,13 +323,32 @@ def read_ubjson(data: bytes) -> Any:
 
 
 # --- LightGBM ---------------------------------------------------------------------------------
+#: The keys LightGBM writes for a tree (LightGBM 4): a tree section may hold each at most once.
+LIGHTGBM_TREE_KEYS = frozenset(
+    {
+        "Tree", "num_leaves", "num_cat", "split_feature", "split_gain", "threshold",
+        "decision_type", "left_child", "right_child", "leaf_value", "leaf_weight", "leaf_count",
+        "internal_value", "internal_weight", "internal_count", "cat_boundaries", "cat_threshold",
+        "is_linear", "shrinkage", "leaf_const", "num_features", "leaf_features", "leaf_coeff",
+    }
+)  # fmt: skip
+#: Control characters LightGBM does not treat as line ends but Python's ``splitlines`` does,
+#: or that a model file never holds.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _check_lightgbm(data: bytes) -> BoosterReport:
+    """Reads the text the way LightGBM does: a tree ends at its first blank line, trees are
+    where ``tree_sizes`` says; anything the two readings could see differently (a repeated key,
+    lines after a tree's blank line, sizes that do not match, other line breaks) is refused."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _refuse("a LightGBM text model is UTF-8 text") from None
+    if _CONTROL.search(text):
+        raise _refuse("a LightGBM text model holds no control characters but tabs and newlines")
     head, _, rest = text.partition("\nTree=")
-    header = _key_values(head)
+    header = _key_values(head, "the header")
     if not head.startswith("tree\n") or "max_feature_idx" not in header:
         raise _refuse("not a LightGBM text model (no 'tree' header with max_feature_idx)")
     n_features = int(_number(header["max_feature_idx"], "max_feature_idx")) + 1
@@ -340,15 +360,49 @@ def _check_lightgbm(data: bytes) -> BoosterReport:
     sections = ("Tree=" + body).split("\nTree=") if rest else []
     if not sections:
         raise _refuse("the model has no trees")
+    sections = [sections[0], *("Tree=" + section for section in sections[1:])]
+    _check_tree_sizes(header.get("tree_sizes"), sections)
     nodes = sum(_check_lightgbm_tree(section, n_features) for section in sections)
     kind = LIGHTGBM_OBJECTIVES[objective]
     classes = n_classes if kind == "multiclass" else (2 if kind == "binary" else 1)
     return BoosterReport("lightgbm", kind, objective, n_features, classes, len(sections), nodes)
 
 
-def _key_values(block: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in block.splitlines() if "=" in line)
-    return {key.strip(): value.strip() for key, value in pairs}
+def _check_tree_sizes(declared: str | None, sections: list[str]) -> None:
+    """LightGBM reads tree ``i`` at the offset the sizes before it add up to: they must be the
+    sizes of the trees checked here (each up to the next ``Tree=`` or ``end of trees``)."""
+    if declared is None:
+        return
+    actual = [len(section.encode("utf-8")) + 1 for section in sections]
+    if declared.split() != [str(size) for size in actual]:
+        raise _refuse("tree_sizes does not match the trees in the file")
+
+
+def _key_values(block: str, where: str) -> dict[str, str]:
+    """``key=value`` lines, each key once (LightGBM and a dict would keep different copies)."""
+    found: dict[str, str] = {}
+    for line in block.split("\n"):
+        if "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key in found:
+            raise _refuse(f"{where} names '{key[:40]}' twice")
+        found[key] = value
+    return found
+
+
+def _tree_lines(section: str, where: str) -> str:
+    """A tree's lines up to its blank line, where LightGBM stops reading it; only blank lines
+    may follow, and only the keys LightGBM writes."""
+    lines = section.split("\n")
+    end = lines.index("") if "" in lines else len(lines)
+    if any(line.strip() for line in lines[end:]):
+        raise _refuse(f"{where}: lines follow the blank line that ends the tree")
+    keys = [line.split("=", 1)[0].strip() for line in lines[:end]]
+    unknown = sorted(set(keys) - LIGHTGBM_TREE_KEYS)
+    if unknown or any("=" not in line for line in lines[:end]):
+        raise _refuse(f"{where}: a line is not one of LightGBM's tree fields")
+    return "\n".join(lines[:end])
 
 
 def _lightgbm_ints(values: dict[str, str], name: str, where: str) -> np.ndarray:
@@ -359,8 +413,9 @@ def _lightgbm_ints(values: dict[str, str], name: str, where: str) -> np.ndarray:
 
 
 def _check_lightgbm_tree(section: str, n_features: int) -> int:
-    values = _key_values(section if section.startswith("Tree=") else "Tree=" + section)
-    where = f"tree {values.get('Tree', '?')}"
+    first_line = section.split("\n", 1)[0]
+    where = f"tree {first_line.removeprefix('Tree=')[:20]}"
+    values = _key_values(_tree_lines(section, where), where)
     leaves = int(_number(values.get("num_leaves"), f"{where}: num_leaves"))
     if int(_number(values.get("num_cat", 0), "num_cat")) != 0:
         raise _refuse(f"{where} has categorical splits, which TreeSHAP cannot explain")
@@ -446,6 +501,7 @@ def load_booster(fmt: str, data: bytes, report: BoosterReport) -> BoosterModel:
             import lightgbm
 
             booster = lightgbm.Booster(model_str=data.decode("utf-8"))
+            _check_loaded_lightgbm(booster, report)
         else:
             import xgboost
 
@@ -454,6 +510,27 @@ def load_booster(fmt: str, data: bytes, report: BoosterReport) -> BoosterModel:
             booster.set_param({"nthread": 1})
     except ImportError as exc:
         raise _refuse(f"{exc.name} is not installed where this model is loaded") from None
+    except UnsafeArtifactError:
+        raise
     except Exception as exc:  # the file is user data: any failure is the file's
         raise _refuse(f"{report.library} could not load it ({type(exc).__name__})") from None
     return BoosterModel(booster, report)
+
+
+def _check_loaded_lightgbm(booster: Any, report: BoosterReport) -> None:
+    """The trees LightGBM actually loaded, walked before any prediction: as many inputs and
+    trees as the checked text, every split on one of those inputs (LightGBM indexes the row
+    with a split's feature unchecked)."""
+    dumped = booster.dump_model()
+    trees = dumped.get("tree_info", [])
+    if booster.num_feature() != report.n_features or len(trees) != report.trees:
+        raise _refuse("the loaded model differs from the checked file")
+    for tree in trees:
+        pending = [tree.get("tree_structure", {})]
+        while pending:
+            node = pending.pop()
+            if "split_feature" not in node:
+                continue
+            if not 0 <= int(node["split_feature"]) < report.n_features:
+                raise _refuse("the loaded model splits on a feature it does not read")
+            pending += [node.get("left_child", {}), node.get("right_child", {})]

@@ -1,0 +1,164 @@
+"""A LightGBM text model is read the way LightGBM reads it (second attack round, issue 12).
+
+The check used to read each tree's ``key=value`` lines into a dict, so a repeated key kept its
+*last* value; LightGBM stops reading a tree at its first blank line, so it keeps the *first*
+block. A real model whose first tree holds a block splitting on feature 10^9, then a blank line,
+then the genuine lines, passed the check (201) and crashed the process with SIGSEGV on the first
+prediction. Each forged file below is a real trained model with one change; the first test shows
+plain LightGBM crashes on the blank-line forgery in a child process, the others that the service
+refuses every variant with ``422 unsafe_artifact`` over HTTP, and that a booster whose loaded
+trees disagree with the checked file is refused after loading, before any prediction.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from chalicelib.registry.boosters import BoosterReport, check_booster, load_booster
+from chalicelib.registry.errors import UnsafeArtifactError
+from tests.conftest import Http
+from tests.security.helpers import model
+
+FEATURES = ["x0", "x1", "x2"]
+HUGE = 1_000_000_000
+
+
+def _real() -> str:
+    import lightgbm
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = X[:, 0] + X[:, 1] * X[:, 2]
+    params = {"objective": "regression", "num_leaves": 4, "verbose": -1, "seed": 0}
+    return lightgbm.train(params, lightgbm.Dataset(X, y), 3).model_to_string()
+
+
+REAL = _real()
+
+
+def _tree(text: str, index: int) -> str:
+    """Tree ``index``'s text, from ``Tree=`` to the blank line that ends it."""
+    return re.search(rf"Tree={index}\n.*?\n\n", text, re.S).group(0)  # type: ignore[union-attr]
+
+
+def _hostile(tree: str) -> str:
+    features = re.search(r"split_feature=([\d ]+)\n", tree).group(1).split()  # type: ignore[union-attr]
+    features[-1] = str(HUGE)
+    return re.sub(r"split_feature=[\d ]+\n", f"split_feature={' '.join(features)}\n", tree)
+
+
+def _blank_line_block(text: str) -> str:
+    """Tree 0 as LightGBM reads it splits on feature 10^9; the genuine lines follow a blank
+    line (the check kept those)."""
+    tree = _tree(text, 0)
+    hostile = _hostile(tree).rstrip("\n") + "\n\n"
+    genuine = tree.split("\n", 1)[1]  # its key lines without the Tree= line
+    return text.replace(tree, hostile + genuine, 1).replace(_sizes_line(text), "")
+
+
+def _sizes_line(text: str) -> str:
+    return re.search(r"tree_sizes=[\d ]+\n", text).group(0)  # type: ignore[union-attr]
+
+
+def _repeated_key(text: str) -> str:
+    tree = _tree(text, 0)
+    line = re.search(r"split_feature=[\d ]+\n", tree).group(0)  # type: ignore[union-attr]
+    hostile = re.search(r"split_feature=[\d ]+\n", _hostile(tree)).group(0)  # type: ignore[union-attr]
+    return text.replace(line, hostile + line, 1)
+
+
+def _hidden_tree(text: str) -> str:
+    """``tree_sizes`` sends LightGBM to a tree after ``end of trees``, which the check never
+    read."""
+    hostile = _hostile(_tree(text, 2))
+    sizes = [int(s) for s in _sizes_line(text).split("=")[1].split()]
+    start = text.index("Tree=0")
+    appended = text + "\n" + hostile
+    sizes[2] = appended.index(hostile, len(text)) - start - sum(sizes[:2])
+    return appended.replace(_sizes_line(text), f"tree_sizes={' '.join(map(str, sizes))}\n")
+
+
+def _vertical_tab(text: str) -> str:
+    """Python's ``splitlines`` breaks a line at ``\\x0b``; LightGBM does not."""
+    tree = _tree(text, 0)
+    line = re.search(r"split_feature=[\d ]+\n", tree).group(0)  # type: ignore[union-attr]
+    return text.replace(line, line.rstrip("\n") + "\x0bsplit_gain=1\n", 1)
+
+
+def _repeated_header_key(text: str) -> str:
+    return text.replace("max_feature_idx=2\n", "max_feature_idx=2\nmax_feature_idx=2\n", 1)
+
+
+FORGED: dict[str, Callable[[str], str]] = {
+    "a block after a blank line": _blank_line_block,
+    "a repeated key in a tree": _repeated_key,
+    "tree_sizes pointing past end of trees": _hidden_tree,
+    "a vertical tab inside a line": _vertical_tab,
+    "a repeated header key": _repeated_header_key,
+}
+
+
+def test_plain_lightgbm_crashes_on_the_blank_line_forgery(tmp_path: Path) -> None:
+    path = tmp_path / "forged.txt"
+    path.write_text(_blank_line_block(REAL))
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, lightgbm
+        booster = lightgbm.Booster(model_str=open({str(path)!r}).read())
+        print(booster.predict(np.zeros((8, 3)) + np.arange(8)[:, None] - 4))
+        print("SURVIVED")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert done.returncode < 0, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+
+
+def test_the_genuine_model_passes_the_check() -> None:
+    report = check_booster("lightgbm_text", REAL.encode(), 3, 1 << 28)
+    assert (report.n_features, report.trees) == (3, 3)
+
+
+@pytest.mark.parametrize("name", sorted(FORGED))
+def test_a_forged_lightgbm_file_is_refused_by_the_check(name: str) -> None:
+    forged = FORGED[name](REAL)
+    assert forged != REAL
+    with pytest.raises(UnsafeArtifactError):
+        check_booster("lightgbm_text", forged.encode(), 3, 1 << 28)
+
+
+@pytest.mark.parametrize("name", sorted(FORGED))
+def test_a_forged_lightgbm_file_is_refused_at_registration(module_http: Http, name: str) -> None:
+    model_id = model(module_http)
+    body = {
+        "format": "lightgbm_text",
+        "artifact_base64": base64.b64encode(FORGED[name](REAL).encode()).decode(),
+        "task": "regression",
+        "feature_names": FEATURES,
+    }
+    refused = module_http.call("POST", f"/models/{model_id}/versions", body)
+    assert refused.status_code == 422, refused.data
+    assert refused.data["error"] == "unsafe_artifact"
+    assert module_http.call("GET", f"/models/{model_id}").data["latest_version"] == 0
+
+
+def test_a_booster_whose_loaded_trees_disagree_with_the_check_is_refused_after_loading() -> None:
+    """Whatever the text check missed, the trees LightGBM actually loaded are walked before any
+    prediction: a split beyond the inputs the check counted is refused."""
+    genuine = check_booster("lightgbm_text", REAL.encode(), 3, 1 << 28)
+    assert load_booster("lightgbm_text", REAL.encode(), genuine).predict(np.zeros((2, 3))).shape
+    fewer: Any = BoosterReport(**{**genuine.__dict__, "n_features": 1})
+    with pytest.raises(UnsafeArtifactError, match="loaded"):
+        load_booster("lightgbm_text", REAL.encode(), fewer)
+    more_trees: Any = BoosterReport(**{**genuine.__dict__, "trees": genuine.trees + 1})
+    with pytest.raises(UnsafeArtifactError, match="loaded"):
+        load_booster("lightgbm_text", REAL.encode(), more_trees)
