@@ -281,8 +281,9 @@ class Client:
         """Records outcomes, at most 1,000 per call (idempotent by each ``request_id``).
 
         Each outcome: ``variant_id``, ``request_id``, ``success``, ``latency_ms`` and optionally
-        ``converted`` and ``custom_metrics``. Retried on connection failures too: the request ids
-        make a repeated batch count once.
+        ``converted``, ``custom_metrics`` and ``phase`` (the allocation phase the request was
+        assigned in, so it counts there even when posted after a ramp step). Retried on
+        connection failures too: the request ids make a repeated batch count once.
         """
         path = f"/experiments/{_q(experiment_id)}/outcomes"
         return self.request("POST", path, {"outcomes": list(outcomes)}, idempotent=True).data

@@ -11,8 +11,10 @@ with ``POST /route`` once and then remembered in an LRU, as the service's own ro
 
 :class:`OutcomeBuffer` collects outcomes and posts them in batches (up to 1,000, the API's
 limit) when ``batch_size`` is reached, every ``flush_seconds`` from a background thread, and on
-``close()``. Each outcome's ``request_id`` is its idempotency key: a batch retried after a lost
-answer is counted once by the service. A batch that still fails stays buffered (up to
+``close()``. An outcome recorded from an :class:`Assignment` carries the allocation phase of
+the config that assigned it, so a batch flushed after a ramp step still counts in the phase its
+users were routed in. Each outcome's ``request_id`` is its idempotency key: a batch retried
+after a lost answer is counted once by the service. A batch that still fails stays buffered (up to
 ``max_buffer`` outcomes; beyond that the oldest are dropped and counted in ``dropped``).
 """
 
@@ -45,6 +47,9 @@ class Assignment:
         variant_id: The variant.
         model_id: The variant's model.
         model_version: The variant's model version.
+        phase: The allocation phase of the config that decided it (sent back with the outcome,
+            so the outcome counts in that phase even when it is flushed after a ramp step);
+            ``None`` when the server's config names none.
     """
 
     experiment_id: str
@@ -52,6 +57,7 @@ class Assignment:
     variant_id: str
     model_id: str
     model_version: int
+    phase: int | None = None
 
 
 class LocalExperiment:
@@ -90,9 +96,16 @@ class LocalExperiment:
         self.failures = 0  # refreshes that failed (the held config stayed in use)
         self._models: dict[str, str] = {}
         self._assigner: Assigner | None = None
+        self._phase: int | None = None
         self._for_user: Callable[[str], Choice] | None = None
         self._expires = 0.0
         self.refresh()
+
+    @property
+    def phase(self) -> int | None:
+        """The allocation phase of the config held (pass it to :meth:`OutcomeBuffer.record`
+        with the outcome of a user placed by :meth:`variant`)."""
+        return self._phase
 
     @property
     def revision(self) -> int:
@@ -119,8 +132,10 @@ class LocalExperiment:
             self.not_modified += 1
         else:
             assigner = Assigner(found)
+            phase = found.get("phase")
             with self._lock:
-                self.config, self.etag, self._assigner = found, etag, assigner
+                self.config, self.etag = found, etag
+                self._assigner, self._phase = assigner, None if phase is None else int(phase)
                 self._for_user = assigner.user_picker()
                 self._models = {v["variant_id"]: v["model_id"] for v in found["variants"]}
                 self._lru.clear()
@@ -129,10 +144,11 @@ class LocalExperiment:
         self._expires = self._monotonic() + period
         return found is not None
 
-    def _current(self) -> Assigner:
+    def _current(self) -> tuple[Assigner, int | None]:
         if self._monotonic() >= self._expires:
             self.refresh()
-        return self._assigner  # type: ignore[return-value]
+        with self._lock:  # the phase of the very config that assigns
+            return self._assigner, self._phase  # type: ignore[return-value]
 
     def variant(self, user_id: str) -> Choice:
         """``(variant_id, model_version)`` of a user (the hot path: no HTTP call while the
@@ -165,7 +181,7 @@ class LocalExperiment:
             NotRoutable: The experiment is a draft.
         """
         request_id = request_id or uuid.uuid4().hex
-        assigner = self._current()
+        assigner, phase = self._current()
         if assigner.needs_store(user_id, sticky):
             variant_id, version = self._stored(str(user_id), request_id)
         else:
@@ -173,9 +189,8 @@ class LocalExperiment:
                 variant_id, version = assigner.route(request_id, user_id, sticky)
             except _NotRoutable as exc:
                 raise NotRoutable(str(exc)) from None
-        return Assignment(
-            self.experiment_id, request_id, variant_id, self._models.get(variant_id, ""), version
-        )
+        model_id = self._models.get(variant_id, "")
+        return Assignment(self.experiment_id, request_id, variant_id, model_id, version, phase)
 
     def _stored(self, user_id: str, request_id: str) -> Choice:
         """A bandit user's stored variant: ``POST /route`` once, then the LRU."""
@@ -243,8 +258,14 @@ class OutcomeBuffer:
         latency_ms: float,
         converted: bool | None = None,
         custom_metrics: dict[str, float] | None = None,
+        phase: int | None = None,
     ) -> None:
-        """Buffers one outcome (posted with the next batch)."""
+        """Buffers one outcome (posted with the next batch).
+
+        ``phase`` is the allocation phase the request was assigned in (``Assignment.phase``,
+        ``LocalExperiment.phase``); without it the service counts the outcome in the phase in
+        force when the batch arrives, which may be a later ramp step than the assignment's.
+        """
         outcome: dict[str, Any] = {
             "variant_id": variant_id,
             "request_id": request_id,
@@ -255,6 +276,8 @@ class OutcomeBuffer:
             outcome["converted"] = bool(converted)
         if custom_metrics:
             outcome["custom_metrics"] = dict(custom_metrics)
+        if phase is not None:
+            outcome["phase"] = int(phase)
         with self._lock:
             self._pending.append(outcome)
             while len(self._pending) > self._max:
@@ -265,7 +288,8 @@ class OutcomeBuffer:
             self.flush(raise_errors=False)
 
     def record_assignment(self, assignment: Assignment, **outcome: Any) -> None:
-        """Buffers the outcome of an :class:`Assignment` (its request id and variant)."""
+        """Buffers the outcome of an :class:`Assignment` (its request id, variant and phase)."""
+        outcome.setdefault("phase", assignment.phase)
         self.record(assignment.request_id, assignment.variant_id, **outcome)
 
     @property

@@ -267,3 +267,35 @@ def test_outcome_buffer_keeps_a_failed_batch_for_the_next_flush(api: Client) -> 
     assert buffer.accepted == 15
     with pytest.raises(ValueError):
         OutcomeBuffer(api, experiment_id, batch_size=1001)
+
+
+def test_buffered_outcomes_count_in_the_phase_their_users_were_assigned_in_after_a_ramp_step(
+    api: Client, client: Any
+) -> None:
+    from chalicelib.abtesting.engine import get_ab_engine
+    from chalicelib.core.clock import FixedClock, utc_now
+
+    clock = FixedClock(utc_now())
+    get_ab_engine().clock = clock
+    model_id = model_with_versions(api)
+    ramp = {"steps": ["0.1", "0.5", "1"], "interval_minutes": 10, "min_requests_per_variant": 0}
+    created = api.create_experiment(
+        "late flush", two_arms(model_id, "0.9", "0.1"), allocation_strategy="ramping", ramp=ramp
+    )
+    experiment_id = created["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id, ttl_seconds=3600)
+    buffer = OutcomeBuffer(api, experiment_id, batch_size=1000, flush_seconds=None)
+    assignments = [local.assign(user_id=f"user-{index}") for index in range(900)]
+    assert {a.phase for a in assignments} == {0} and local.phase == 0
+    for assignment in assignments:
+        buffer.record_assignment(assignment, success=True, latency_ms=3.0)
+    clock.advance(minutes=11)
+    assert _monitor(client)["ramped"] == [experiment_id]
+    get_ab_engine().router.refresh(experiment_id)  # the instance the batch reaches knows phase 1
+    buffer.close()
+    ratio = api.analysis(experiment_id)["sample_ratio"]
+    by_phase = {p["phase"]: p["observed"] for p in ratio["phases"]}
+    assert by_phase[0] == dict(Counter(a.variant_id for a in assignments))
+    assert sum(by_phase[1].values()) == 0
+    assert not ratio["mismatch"]
