@@ -30,6 +30,8 @@ PRECISION = 100
 """Decimal digits used for moments (stored sums have at most 38; squares of them 76)."""
 
 _CONTEXT = decimal.Context(prec=PRECISION)
+# Counters of declared ratio and quantile metrics (chalicelib.abtesting.metrics).
+DECLARED_PREFIXES = ("r:", "q:")
 COUNT_NAMES = (
     "request_count",
     "success_count",
@@ -147,7 +149,8 @@ def metrics_from_counters(variant_id: str, raw: Mapping[str, Any]) -> Experiment
     counts = (requests, count("success_count"), count("error_count"))
     conversions = (count("converted_count"), count("conversion_trials"))
     found = _metrics(variant_id, counts, conversions, latency, custom_stats, histogram)
-    return replace(found, cuped=cuped.sums_from_counters(sums))
+    declared = {k: v for k, v in sums.items() if k.startswith(DECLARED_PREFIXES)}
+    return replace(found, cuped=cuped.sums_from_counters(sums), declared_sums=declared)
 
 
 def _metrics(
@@ -211,4 +214,8 @@ def merge_metrics(variant_id: str, items: Sequence[ExperimentMetrics]) -> Experi
     )
     conversions = (sum(m.converted_count for m in items), sum(m.conversion_trials for m in items))
     found = _metrics(variant_id, counts, conversions, latency, custom, histogram)
-    return replace(found, cuped=sum((m.cuped for m in items), CupedSums()))
+    declared: dict[str, Decimal] = {}
+    for item in items:
+        for name, value in item.declared_sums.items():
+            declared[name] = declared.get(name, Decimal(0)) + value
+    return replace(found, cuped=sum((m.cuped for m in items), CupedSums()), declared_sums=declared)

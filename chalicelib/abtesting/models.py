@@ -147,6 +147,37 @@ class DecisionSettings:
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """A metric an experiment declares (see :mod:`chalicelib.abtesting.metrics`).
+
+    Attributes:
+        name: The metric's name (for proportion, mean and quantile also the named outcome
+            value it reads, unless ``source`` says otherwise).
+        kind: ``proportion``, ``mean``, ``ratio`` or ``quantile``.
+        role: ``primary``, ``secondary`` or ``guardrail``.
+        source: The outcome value read (a custom metric or ``conversion_rate``,
+            ``success_rate``, ``error_rate``, ``latency_ms``); default ``name``.
+        numerator: A ratio's numerator (a named outcome value).
+        denominator: A ratio's denominator.
+        quantile: A quantile metric's level in (0, 1).
+        cap_lower: Values below are recorded as this (winsorising).
+        cap_upper: Values above are recorded as this.
+        lower_is_better: Direction (default: lower for error rate and latencies).
+    """
+
+    name: str
+    kind: str
+    role: str = "secondary"
+    source: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+    quantile: float | None = None
+    cap_lower: float | None = None
+    cap_upper: float | None = None
+    lower_is_better: bool | None = None
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     """How an experiment is analysed.
 
@@ -162,6 +193,9 @@ class AnalysisSettings:
         planned_sample_size: Requests per arm the fixed-horizon test waits for; ``None``
             plans it from the control's observed rate (or spread) at every analysis.
         decision: Which engine decides, its risk threshold and the Bayesian priors.
+        metrics: Declared metrics (primary, secondary, guardrail), analysed together.
+        correction: Multiple-testing correction over declared metrics and treatments:
+            ``holm`` (family-wise error), ``bh`` (false discovery rate) or ``none``.
     """
 
     method: AnalysisMethod = AnalysisMethod.SEQUENTIAL
@@ -170,6 +204,8 @@ class AnalysisSettings:
     tuning_sample_size: int = 5000
     planned_sample_size: int | None = None
     decision: DecisionSettings = field(default_factory=DecisionSettings)
+    metrics: tuple[MetricSpec, ...] = ()
+    correction: str = "holm"
 
 
 class PhaseReason(str, Enum):
@@ -437,6 +473,7 @@ class ExperimentMetrics:
         custom_stats: Sufficient statistics of each custom metric.
         latency_histogram: The merged log-bucket latency histogram (bucket index → count).
         cuped: Sums over outcomes with a covariate, for CUPED.
+        declared_sums: Counters of declared ratio (``r:``) and quantile (``q:``) metrics.
     """
 
     variant_id: str
@@ -454,6 +491,7 @@ class ExperimentMetrics:
     custom_stats: dict[str, SufficientStats] = field(default_factory=dict)
     latency_histogram: dict[int, int] = field(default_factory=dict)
     cuped: CupedSums = field(default_factory=CupedSums)
+    declared_sums: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float | None:

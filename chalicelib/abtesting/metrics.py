@@ -1,0 +1,296 @@
+"""Declared experiment metrics: proportions, means, ratios (delta method) and quantiles.
+
+An experiment may declare up to :data:`MAX_METRICS` metrics, each ``primary``, ``secondary`` or
+``guardrail``, over the named values its outcomes carry (``custom_metrics``) or the built-in ones
+(``conversion_rate``, ``success_rate``, ``error_rate``, ``latency_ms``):
+
+* ``proportion``: the mean of a 0/1 value (or a built-in rate); variance ``p (1 - p) / n``.
+* ``mean``: the mean of a value; variance ``s^2 / n``. Optional ``cap_lower``/``cap_upper``
+  winsorise each value at record time (heavy tails: one 1e6 order cannot swamp the mean).
+* ``ratio``: ``sum numerator / sum denominator`` over outcomes carrying both (e.g. clicks per
+  session, revenue per order). Units are outcomes, so numerator and denominator are correlated;
+  the delta method gives ``Var(R) = (s_aa - 2 R s_ab + R^2 s_bb) / (n b^2)`` from exact sums
+  ``n, sum a, sum b, sum a^2, sum b^2, sum a b`` (checked against a seeded bootstrap).
+* ``quantile``: the ``q`` quantile of a positive value from a mergeable log-bucket histogram
+  (1 % relative accuracy, :mod:`sketch`); its standard error from the distribution-free
+  order-statistic interval ``ranks n q +- z sqrt(n q (1 - q))``, half its width over ``z``
+  (coverage checked by simulation).
+
+Each metric of each treatment is compared with the control by the analysis method (the
+always-valid mSPRT by default, or a fixed-horizon z test), and the p-values of all declared
+metrics and treatments are adjusted together by the declared correction (``holm`` or ``bh``,
+:mod:`correction`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from statistics import NormalDist
+from typing import Any
+
+from chalicelib.abtesting import correction, sequential, sketch
+from chalicelib.abtesting.models import (
+    LOWER_IS_BETTER,
+    RATE_METRICS,
+    ExperimentMetrics,
+    MetricSpec,
+    SufficientStats,
+)
+
+__all__ = [
+    "KINDS",
+    "MAX_METRICS",
+    "ROLES",
+    "Estimate",
+    "MetricComparison",
+    "compare",
+    "compare_all",
+    "estimate",
+    "ratio_estimate",
+    "quantile_estimate",
+]
+
+KINDS = ("proportion", "mean", "ratio", "quantile")
+ROLES = ("primary", "secondary", "guardrail")
+MAX_METRICS = 10
+RATIO_LIMIT = 1e6
+"""Largest ``|value|`` of a ratio's numerator or denominator (exact sums of squares)."""
+_NORMAL = NormalDist()
+_QUANTILE_Z = _NORMAL.inv_cdf(0.975)
+RATIO_KINDS = ("n", "a", "b", "aa", "bb", "ab")
+
+
+def ratio_attribute(metric: str, kind: str) -> str:
+    """Counter attribute of a ratio metric's sums: ``r:<metric>:<kind>``."""
+    return f"r:{metric}:{kind}"
+
+
+def quantile_attribute(metric: str, bucket: int) -> str:
+    """Counter attribute of a quantile metric's histogram bucket: ``q:<metric>:<bucket>``."""
+    return f"q:{metric}:{bucket}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One arm's estimate of a metric and the variance of that estimate.
+
+    Attributes:
+        value: The estimate.
+        variance: Its variance (``value``'s squared standard error).
+        n: Units behind it.
+    """
+
+    value: float
+    variance: float
+    n: int
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One declared metric, one treatment against the control.
+
+    Attributes:
+        metric_name: The metric.
+        kind: proportion, mean, ratio or quantile.
+        role: primary, secondary or guardrail.
+        variant_id: The treatment.
+        control: Control's estimate (``None`` without data).
+        treatment: Treatment's estimate.
+        difference: ``treatment - control``.
+        relative_change: ``difference / |control|``.
+        interval: Confidence interval (sequential: confidence sequence) of the difference at
+            the unadjusted level.
+        p_value: Raw p-value.
+        adjusted_p_value: After the declared correction over all metrics and treatments.
+        significant: ``adjusted_p_value < alpha``.
+        direction: ``better``, ``worse`` or ``none`` (significant and which way).
+        test: The test used.
+    """
+
+    metric_name: str
+    kind: str
+    role: str
+    variant_id: str
+    control: Estimate | None
+    treatment: Estimate | None
+    difference: float | None
+    relative_change: float | None
+    interval: tuple[float, float] | None
+    p_value: float
+    adjusted_p_value: float = 1.0
+    significant: bool = False
+    direction: str = "none"
+    test: str = ""
+
+
+def _from_stats(stats: SufficientStats, proportion: bool) -> Estimate | None:
+    if stats.count < 2 or stats.mean is None or stats.variance is None:
+        return None
+    if proportion:
+        p = stats.mean
+        return Estimate(p, p * (1 - p) / stats.count, stats.count)
+    return Estimate(stats.mean, stats.variance / stats.count, stats.count)
+
+
+def ratio_estimate(sums: Mapping[str, Any], metric: str) -> Estimate | None:
+    """``sum a / sum b`` and its delta-method variance from the exact sums of a ratio metric."""
+    values = {k: Decimal(sums.get(ratio_attribute(metric, k), 0)) for k in RATIO_KINDS}
+    n = int(values["n"])
+    if n < 2 or values["b"] == 0:
+        return None
+    mean_a, mean_b = values["a"] / n, values["b"] / n
+    s_aa = float((values["aa"] - values["a"] * mean_a) / (n - 1))
+    s_bb = float((values["bb"] - values["b"] * mean_b) / (n - 1))
+    s_ab = float((values["ab"] - values["a"] * mean_b) / (n - 1))
+    ratio = float(values["a"] / values["b"])
+    b = float(mean_b)
+    variance = (s_aa - 2 * ratio * s_ab + ratio * ratio * s_bb) / (n * b * b)
+    return Estimate(ratio, max(variance, 0.0), n)
+
+
+def quantile_estimate(histogram: Mapping[int, int], q: float) -> Estimate | None:
+    """The ``q`` quantile of a histogram and the variance from its order-statistic interval."""
+    n = sum(int(c) for c in histogram.values())
+    if n < 2:
+        return None
+    value = sketch.quantile(histogram, q)
+    spread = _QUANTILE_Z * math.sqrt(n * q * (1 - q))
+    low_rank = max(math.floor(n * q - spread), 0)
+    high_rank = min(math.ceil(n * q + spread), n - 1)
+    low = sketch.quantile(histogram, low_rank / (n - 1))
+    high = sketch.quantile(histogram, high_rank / (n - 1))
+    if value is None or low is None or high is None:
+        return None
+    se = (high - low) / (2 * _QUANTILE_Z)
+    return Estimate(value, se * se, n)
+
+
+def _quantile_histogram(metrics: ExperimentMetrics, spec: MetricSpec) -> dict[int, int]:
+    source = spec.source or spec.name
+    if source in {"latency_ms", "latency"}:
+        return dict(metrics.latency_histogram)
+    prefix = f"q:{spec.name}:"
+    return {
+        int(name[len(prefix) :]): int(count)
+        for name, count in metrics.declared_sums.items()
+        if name.startswith(prefix)
+    }
+
+
+def estimate(metrics: ExperimentMetrics, spec: MetricSpec) -> Estimate | None:
+    """One arm's estimate of a declared metric (``None`` without enough data)."""
+    source = spec.source or spec.name
+    if spec.kind == "ratio":
+        return ratio_estimate(metrics.declared_sums, spec.name)
+    if spec.kind == "quantile":
+        return quantile_estimate(_quantile_histogram(metrics, spec), spec.quantile or 0.5)
+    if spec.kind == "proportion" and source in RATE_METRICS:
+        successes, trials = metrics.proportion(source)
+        if trials < 2:
+            return None
+        p = successes / trials
+        return Estimate(p, p * (1 - p) / trials, trials)
+    return _from_stats(metrics.continuous(source), spec.kind == "proportion")
+
+
+def compare(
+    spec: MetricSpec,
+    variant_id: str,
+    control: Estimate | None,
+    treatment: Estimate | None,
+    method: str = "sequential",
+    alpha: float = 0.05,
+    tuning: int = sequential.DEFAULT_TUNING,
+) -> MetricComparison:
+    """The raw comparison of one metric (the correction comes later, over all of them)."""
+    empty = MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
+                             None, None, None, 1.0, test="no_data")  # fmt: skip
+    if control is None or treatment is None:
+        return empty
+    difference = treatment.value - control.value
+    relative = difference / abs(control.value) if control.value else None
+    variance = control.variance + treatment.variance
+    if method == "sequential":
+        stratum = sequential.Stratum(control.value, treatment.value, control.variance,
+                                     treatment.variance, control.n, treatment.n)  # fmt: skip
+        found = sequential.compare([stratum], alpha, tuning)
+        if found is None:
+            return empty
+        return MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
+                                difference, relative, found.interval, found.p_value,
+                                test="sequential_z")  # fmt: skip
+    if variance <= 0:
+        p_value = 1.0 if difference == 0 else 0.0
+        interval = (difference, difference)
+    else:
+        se = math.sqrt(variance)
+        p_value = math.erfc(abs(difference / se) / math.sqrt(2.0))
+        half = _NORMAL.inv_cdf(1 - alpha / 2) * se
+        interval = (difference - half, difference + half)
+    return MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
+                            difference, relative, interval, p_value, test="z")  # fmt: skip
+
+
+def _lower_is_better(spec: MetricSpec) -> bool:
+    if spec.lower_is_better is not None:
+        return spec.lower_is_better
+    return (spec.source or spec.name) in LOWER_IS_BETTER
+
+
+def compare_all(
+    specs: Sequence[MetricSpec],
+    pairs: Mapping[str, tuple[ExperimentMetrics, ExperimentMetrics]],
+    correction_method: str = "holm",
+    method: str = "sequential",
+    alpha: float = 0.05,
+    tuning: int = sequential.DEFAULT_TUNING,
+) -> list[MetricComparison]:
+    """Every declared metric for every treatment, with p-values adjusted together.
+
+    Args:
+        specs: The declared metrics.
+        pairs: ``{treatment_id: (control metrics, treatment metrics)}``.
+        correction_method: ``holm``, ``bh`` or ``none``.
+        method: ``sequential`` or ``fixed``.
+        alpha: Family-wise (holm) or false-discovery (bh) level.
+        tuning: The sequential test's tuning sample size.
+    """
+    raw = [
+        compare(
+            spec,
+            variant_id,
+            estimate(control, spec),
+            estimate(treatment, spec),
+            method,
+            alpha,
+            tuning,
+        )  # fmt: skip
+        for variant_id, (control, treatment) in pairs.items()
+        for spec in specs
+    ]
+    adjusted = correction.adjust([item.p_value for item in raw], correction_method)
+    found = []
+    for item, p_adj in zip(raw, adjusted, strict=True):
+        spec = next(s for s in specs if s.name == item.metric_name)
+        significant = p_adj < alpha and item.difference is not None
+        direction = "none"
+        if significant:
+            up = (item.difference or 0.0) > 0
+            direction = "worse" if up == _lower_is_better(spec) else "better"
+        found.append(
+            MetricComparison(**{**item.__dict__, "adjusted_p_value": p_adj,
+                                "significant": significant, "direction": direction})
+        )  # fmt: skip
+    return found
+
+
+def capped(spec: MetricSpec, value: float) -> float:
+    """The value winsorised at the metric's declared caps."""
+    if spec.cap_lower is not None and value < spec.cap_lower:
+        return spec.cap_lower
+    if spec.cap_upper is not None and value > spec.cap_upper:
+        return spec.cap_upper
+    return value
