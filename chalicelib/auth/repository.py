@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pynamodb.attributes import ListAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
 from chalicelib.auth.models import ApiKey
 from chalicelib.core.errors import Conflict
-from chalicelib.core.tables import meta
+from chalicelib.core.tables import meta, string_list
 
 
 class ApiKeyTable(Model):
@@ -21,8 +21,8 @@ class ApiKeyTable(Model):
     key_id = UnicodeAttribute(hash_key=True)
     token_hash = UnicodeAttribute()
     principal = UnicodeAttribute()
-    roles = ListAttribute(of=UnicodeAttribute, default=list)
-    groups = ListAttribute(of=UnicodeAttribute, default=list)
+    roles = string_list()
+    groups = string_list()
     description = UnicodeAttribute(default="")
     created_at = UTCDateTimeAttribute()
     revoked_at = UTCDateTimeAttribute(null=True)

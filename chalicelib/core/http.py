@@ -271,9 +271,11 @@ def _parse_query(spec: RouteSpec, request: Any) -> Any:
 def _serialize(spec: RouteSpec, result: Any) -> Response:
     if isinstance(result, Response):
         return result
-    status, headers, body = spec.status, {}, result
+    headers: dict[str, str | list[str]] = {}
+    status, body = spec.status, result
     if isinstance(result, ApiResponse):
-        status, headers, body = result.status, result.headers, result.body
+        status, body = result.status, result.body
+        headers.update(result.headers)
     if status in (204, 304):  # no body: No Content, Not Modified
         return Response(body="", status_code=status, headers=headers)
     text = jsonutil.dumps(body)
@@ -402,9 +404,10 @@ def _log_request(spec: RouteSpec, status: int) -> None:
     it; successes are counted and timed by the ``RequestLatency`` metric, and
     ``POWERTOOLS_LOG_LEVEL=DEBUG`` (or ``POWERTOOLS_LOGGER_SAMPLE_RATE``) logs them all."""
     level = logging.INFO if status >= 400 else logging.DEBUG
-    if logger.isEnabledFor(level):
+    delegating: Any = logger  # powertools' Logger hands these to its logging.Logger
+    if delegating.isEnabledFor(level):
         extra = {"route": spec.name, "method": spec.method, "status": status}
-        logger.log(level, "request", extra=extra)
+        delegating.log(level, "request", extra=extra)
 
 
 class ApiBlueprint:

@@ -30,13 +30,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pynamodb.attributes import ListAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError
 from pynamodb.models import Model
 
 from chalicelib.core.clock import utc_now
 from chalicelib.core.errors import Conflict
-from chalicelib.core.tables import meta
+from chalicelib.core.tables import meta, string_list
 
 #: The sort key of a target's narrowing marker (sorts after every ``kind#…`` pin).
 MARKER = "~narrowing"
@@ -59,7 +59,7 @@ class ReferenceTable(Model):
 
     target = UnicodeAttribute(hash_key=True)
     referrer = UnicodeAttribute(range_key=True)
-    groups = ListAttribute(of=UnicodeAttribute, default=list)
+    groups = string_list()
     made_at = UTCDateTimeAttribute()
     until = UTCDateTimeAttribute(null=True)
 

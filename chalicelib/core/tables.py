@@ -40,7 +40,7 @@ def _share_botocore_sessions() -> None:
 _share_botocore_sessions()
 
 
-def meta(env_var: str, suffix: str) -> type:
+def meta(env_var: str, suffix: str) -> Any:
     """Builds a PynamoDB ``Meta`` class whose table name comes from ``env_var``.
 
     Args:
@@ -57,6 +57,18 @@ def meta(env_var: str, suffix: str) -> type:
         "max_retry_attempts": 3,
     }
     return type("Meta", (), attrs)
+
+
+def string_list() -> Any:
+    """A DynamoDB list of strings (``L`` of ``S``), empty by default.
+
+    PynamoDB types a ``ListAttribute``'s value as a list of its element *attribute* class
+    (``list[UnicodeAttribute]``) although it holds ``str``; the attribute is typed ``Any`` here
+    and read through ``list[str]`` where it is used.
+    """
+    from pynamodb.attributes import ListAttribute, UnicodeAttribute
+
+    return ListAttribute(of=UnicodeAttribute, default=list)
 
 
 def transaction_connection() -> Any:

@@ -826,7 +826,7 @@ def apply_transformation(ctx: RequestContext, dataset_id: str) -> dict[str, Any]
         body.transformation,
         body.source_version_ids,
         body.tags,
-        dict(body.output_dataset_ids),
+        {str(role): dataset for role, dataset in body.output_dataset_ids.items()},
         None if body.data is None else body.data.encode("utf-8"),
     )
     return {

@@ -17,12 +17,12 @@ from typing import Any
 
 from pynamodb.attributes import (
     BooleanAttribute,
-    ListAttribute,
     NumberAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -31,6 +31,7 @@ from chalicelib.core.tables import (
     cancellation_codes,
     meta,
     save_with_unique_key,
+    string_list,
     transaction_connection,
 )
 from chalicelib.dataversion.errors import (
@@ -71,7 +72,7 @@ class DatasetTable(Model):
     dataset_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
     owner = UnicodeAttribute(default="")
-    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
+    access_groups = string_list()
     format = UnicodeAttribute()
     compatibility = UnicodeAttribute()
     description = UnicodeAttribute(default="")
@@ -123,12 +124,12 @@ class DatasetVersionTable(Model):
     format = UnicodeAttribute()
     schema = UnicodeAttribute(null=True)
     row_count = NumberAttribute(null=True)
-    parent_version_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    parent_version_ids = string_list()
     transformation_id = UnicodeAttribute(null=True)
     tags = UnicodeAttribute(default="{}")
     created_by = UnicodeAttribute(default="")
     created_at = UTCDateTimeAttribute()
-    warnings = ListAttribute(of=UnicodeAttribute, default=list)
+    warnings = string_list()
     source_key = UnicodeAttribute(null=True)
     schema_sampled_rows = NumberAttribute(null=True)
     restored_from = UnicodeAttribute(null=True)
@@ -195,7 +196,7 @@ class TransformationTable(Model):
     transformation_id = UnicodeAttribute(hash_key=True)
     type = UnicodeAttribute()
     params = UnicodeAttribute(default="{}")
-    source_version_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    source_version_ids = string_list()
     output_version_ids = UnicodeAttribute(default="{}")
     fitted_params = UnicodeAttribute(default="{}")
     replayable = BooleanAttribute(default=True)
@@ -621,7 +622,7 @@ class DatasetRepository:
     def release_object(self, storage_key: str, token: str, deleted: bool) -> None:
         """Ends a claim; when the object was deleted its generation moves on, so that a writer
         that saw the bytes before fails its transaction and stores them again."""
-        actions = [DatasetKeyTable.gc_token.remove()]
+        actions: list[Action] = [DatasetKeyTable.gc_token.remove()]
         if deleted:
             actions.append(DatasetKeyTable.generation.add(1))
         DatasetKeyTable(f"obj#{storage_key}").update(
@@ -739,7 +740,7 @@ class LineageRepository:
 
     def put_edge(self, edge: LineageEdge) -> None:
         """Stores both directions of an edge in one transaction."""
-        attrs = {
+        attrs: dict[str, Any] = {
             "transformation_id": edge.transformation_id,
             "transformation_type": edge.transformation_type,
         }

@@ -208,11 +208,11 @@ class ContentInspector:
         else:
             if 0 in head.too_long:
                 _first_line_too_long(self.format)
-            rows = [
+            records_read = [
                 parse_json_record(_decode(piece), number, "record")
                 for number, piece in enumerate(pieces, start=1)
             ]
-            schema = _json_schema(rows)
+            schema = _json_schema(records_read)
             total = records
         sampled = None if head.complete and len(rows) >= total else len(rows)
         return total, schema, sampled

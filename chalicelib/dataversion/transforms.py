@@ -396,7 +396,7 @@ def run_join(spec: JoinSpec, left: Table, right: Table) -> TransformResult:
         if None not in key:
             matches.setdefault(key, []).append([row[i] for i in extra])
     missing = [None] * len(extra)
-    rows = []
+    rows: list[list[Any]] = []
     for row in left.rows:
         found = matches.get(tuple(row[i] for i in left_keys), [])
         rows.extend(row + tail for tail in found)

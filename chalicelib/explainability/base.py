@@ -159,10 +159,10 @@ class ExplainerBase:
                 self.cache.set_many([(keys[i], found[i]) for i in missing])  # type: ignore[misc]
             self._announce(computed)
         answers: list[PredictionExplanation] = []
-        for explanation, prediction_id in zip(found, prediction_ids, strict=True):
-            assert explanation is not None
-            explanation.prediction_id = prediction_id
-            answers.append(explanation)
+        for held, prediction_id in zip(found, prediction_ids, strict=True):
+            assert held is not None
+            held.prediction_id = prediction_id
+            answers.append(held)
         return answers
 
     def _announce(self, explanations: list[PredictionExplanation]) -> None:

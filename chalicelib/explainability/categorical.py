@@ -122,7 +122,8 @@ def encode(estimator: Any, X: np.ndarray, names: list[str] | tuple[str, ...]) ->
     if hasattr(transformed, "toarray"):
         transformed = transformed.toarray()
     encoded = np.asarray(transformed, dtype=float)
-    width = sum(s.stop - s.start for s in column_transformer(estimator).output_indices_.values())
+    transformer: Any = column_transformer(estimator)  # the caller checked there is one
+    width = sum(s.stop - s.start for s in transformer.output_indices_.values())
     if encoded.shape[1] != width:
         raise UnprocessableEntity(
             "the pipeline's steps after its ColumnTransformer change the number of columns; "

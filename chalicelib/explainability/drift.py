@@ -46,7 +46,7 @@ def feature_changes(baseline: dict[str, float], current: dict[str, float]) -> li
     first. A feature present on one side only has ``None`` on the other."""
     base_rank = {f: i + 1 for i, f in enumerate(ranking(baseline))}
     current_rank = {f: i + 1 for i, f in enumerate(ranking(current))}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(set(baseline) | set(current)):
         before, after = baseline.get(name), current.get(name)
         rows.append(
@@ -59,7 +59,7 @@ def feature_changes(baseline: dict[str, float], current: dict[str, float]) -> li
                 "current_rank": current_rank.get(name),
             }
         )
-    rows.sort(key=lambda row: -abs(row["change"] or 0.0))
+    rows.sort(key=lambda row: -abs(float(row["change"] or 0.0)))
     return rows
 
 

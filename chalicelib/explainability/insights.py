@@ -259,7 +259,7 @@ class ModelInsights:
         """
         descriptor = self.shap._tabular_descriptor(model_id, model_version)
         names = list(descriptor.feature_names)
-        reader = getattr(self.model_loader.backgrounds, "dataset_reader", None)
+        reader: Any = getattr(self.model_loader.backgrounds, "dataset_reader", None)
         require(reader is not None, "this loader cannot read dataset versions")
         columns = list(dict.fromkeys([*names, label_column, facet_column]))
         records = reader.read_records(dataset_version_id, columns)

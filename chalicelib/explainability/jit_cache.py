@@ -53,7 +53,8 @@ def cache_directory() -> str:
         return os.environ.get("NUMBA_CACHE_DIR", "")
     from numba.core import config
 
-    return str(config.CACHE_DIR or "")
+    found: Any = getattr(config, "CACHE_DIR", "")  # set from NUMBA_CACHE_DIR when numba loads
+    return str(found or "")
 
 
 def _seed(target: str, seed: str) -> None:
@@ -85,7 +86,7 @@ def cache_dispatchers(prefix: str) -> int:
                 and _uncached(value)
                 and not _loads_badly(value.py_func)
             ):
-                value._cache = _cache_class()(value.py_func)
+                value._cache = _cache_class()(value.py_func)  # type: ignore[attr-defined]
                 enabled += 1
     return enabled
 

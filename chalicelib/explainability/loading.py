@@ -188,7 +188,9 @@ class DataversionReader:
     def _records(self, dataset_version_id: str) -> list[dict[str, Any]]:
         sampler = self._sample_version
         if sampler is None:
-            from chalicelib.dataversion.facade import sample_records_as_system as sampler
+            from chalicelib.dataversion.facade import sample_records_as_system
+
+            sampler = sample_records_as_system
         records = list(sampler(dataset_version_id, self.max_rows).records)
         if not records:
             raise UnprocessableEntity(f"dataset version '{dataset_version_id}' has no rows")

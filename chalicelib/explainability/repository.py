@@ -25,6 +25,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from chalicelib.core import aws
@@ -323,7 +324,7 @@ class ExplanationRepository:
         self, job_id: str, status: str, now: datetime, result: Any = None, error: Any = None
     ) -> None:
         """Moves a running job to ``succeeded`` (with its result) or ``failed`` (with an error)."""
-        actions = [
+        actions: list[Action] = [
             ExplanationJobTable.status.set(status),
             ExplanationJobTable.updated_at.set(now),
             ExplanationJobTable.lease_until.remove(),

@@ -62,6 +62,7 @@ from chalicelib.explainability.errors import (
     NeedsJob,
     out_of_memory,
 )
+from chalicelib.explainability.inputs import text_input
 from chalicelib.explainability.jobs import ExplanationJobs
 from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
 from chalicelib.explainability.loading import ModelDescriptor, ModelLoader, RegistryModelLoader
@@ -254,7 +255,7 @@ class ExplanationService:
             )
         options = _lime_values(request.to_dict(), kind)
         if kind == "text":
-            text = (request.input_data or {}).get("text")
+            text = text_input(request.input_data)
             return self.lime.explain_text_prediction(
                 request.model_id, version, text, request.prediction_id, **options
             )
@@ -275,7 +276,7 @@ class ExplanationService:
         data = request.input_data or {}
         if kind == "text":
             return self.shap.explain_text_prediction(
-                request.model_id, version, data.get("text"), request.prediction_id, **options
+                request.model_id, version, text_input(data), request.prediction_id, **options
             )
         return self.shap.explain_image_prediction(
             request.model_id, version, data.get("image"), request.prediction_id, **options

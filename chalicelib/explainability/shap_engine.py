@@ -501,7 +501,7 @@ class SHAPExplainer(ExplainerBase):
             raise ValidationError("give exactly one of inputs or dataset_version_id")
         if inputs is None:
             descriptor = self._tabular_descriptor(model_id, model_version)
-            backgrounds = getattr(self.model_loader, "backgrounds", None)
+            backgrounds: Any = getattr(self.model_loader, "backgrounds", None)
             require(backgrounds is not None, "this loader cannot read dataset versions")
             matrix = backgrounds.read_dataset(dataset_version_id, descriptor)
             names = descriptor.feature_names
@@ -862,7 +862,7 @@ def tree_model(estimator: Any) -> Any:
     """
     if type(estimator).__name__ == "BoosterModel":
         return estimator.booster
-    stages = getattr(estimator, "estimators_", None)
+    stages: Any = getattr(estimator, "estimators_", None)
     multiclass = stages is not None and np.ndim(stages) == 2 and np.shape(stages)[1] > 1
     if type(estimator).__name__ != "GradientBoostingClassifier" or not multiclass:
         return estimator
@@ -976,11 +976,11 @@ def _interactions(matrix: np.ndarray | None, row: int, names: list[str]) -> dict
     if matrix is None:
         return None
     values = matrix[row]
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
             pairs.append(
                 {"feature_a": names[a], "feature_b": names[b], "value": float(values[a, b] * 2)}
             )
-    pairs.sort(key=lambda pair: -abs(pair["value"]))
+    pairs.sort(key=lambda pair: -abs(float(pair["value"])))
     return {"feature_names": names, "matrix": values.tolist(), "top_pairs": pairs[:10]}

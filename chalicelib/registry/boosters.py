@@ -286,7 +286,7 @@ class _Reader:
         if kind in _SCALARS and count is not None:
             dtype, size = _SCALARS[kind]
             return np.frombuffer(self.take(size * count), dtype=dtype)
-        items = []
+        items: list[Any] = []
         while count is None or len(items) < count:
             marker = kind or self.marker()
             if count is None and marker == b"]":
@@ -500,7 +500,7 @@ def load_booster(fmt: str, data: bytes, report: BoosterReport) -> BoosterModel:
         if report.library == "lightgbm":
             import lightgbm
 
-            booster = lightgbm.Booster(model_str=data.decode("utf-8"))
+            booster: Any = lightgbm.Booster(model_str=data.decode("utf-8"))
             _check_loaded_lightgbm(booster, report)
         else:
             import xgboost

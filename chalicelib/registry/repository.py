@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from pynamodb.attributes import (
-    ListAttribute,
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
@@ -21,6 +20,7 @@ from chalicelib.core.tables import (
     cancellation_codes,
     meta,
     save_with_unique_key,
+    string_list,
     transaction_connection,
 )
 from chalicelib.registry.errors import ModelNotFound, ModelVersionNotFound
@@ -37,7 +37,7 @@ class ModelTable(Model):
     description = UnicodeAttribute(default="")
     owner = UnicodeAttribute(default="")
     # Absent on models stored before access groups existed: those are visible to admins only.
-    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
+    access_groups = string_list()
     latest_version = NumberAttribute(default=0)
     production_version = NumberAttribute(null=True)
     generation = NumberAttribute(default=0)
@@ -78,8 +78,8 @@ class ModelVersionTable(Model):
     version = NumberAttribute(range_key=True)
     format = UnicodeAttribute()
     task = UnicodeAttribute()
-    feature_names = ListAttribute(of=UnicodeAttribute, default=list)
-    class_names = ListAttribute(of=UnicodeAttribute, default=list)
+    feature_names = string_list()
+    class_names = string_list()
     artifact_key = UnicodeAttribute()
     artifact_sha256 = UnicodeAttribute()
     artifact_size = NumberAttribute()
@@ -88,7 +88,7 @@ class ModelVersionTable(Model):
     background_sample_key = UnicodeAttribute(null=True)
     registration_id = UnicodeAttribute(null=True)
     description = UnicodeAttribute(default="")
-    metadata = MapAttribute(default=dict)
+    metadata: MapAttribute[str, Any] = MapAttribute(default=dict)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
 
