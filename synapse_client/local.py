@@ -15,7 +15,11 @@ limit) when ``batch_size`` is reached, every ``flush_seconds`` from a background
 the config that assigned it, so a batch flushed after a ramp step still counts in the phase its
 users were routed in. Each outcome's ``request_id`` is its idempotency key: a batch retried
 after a lost answer is counted once by the service. A batch that still fails stays buffered (up to
-``max_buffer`` outcomes; beyond that the oldest are dropped and counted in ``dropped``).
+``max_buffer`` outcomes; beyond that the oldest are dropped and counted in ``dropped``). A batch
+the API refuses for its content (400, 413, 422: a request id over 256 characters, a variant the
+experiment does not have) is split in halves until each refused outcome is alone; those are set
+aside in ``refused`` (counted in ``rejected``) and the others are posted, so one bad outcome
+never holds the rest back.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from typing import Any
 
 from synapse_client._assignment import Assigner
 from synapse_client._assignment import NotRoutable as _NotRoutable
-from synapse_client.errors import NotRoutable, SynapseClientError
+from synapse_client.errors import ApiError, NotRoutable, SynapseClientError
 
 log = logging.getLogger("synapse_client")
 Choice = tuple[str, int]
+# Answers that refuse a batch for what is in it: no retry of the same bytes can succeed.
+REFUSED_STATUSES = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,8 @@ class OutcomeBuffer:
         self.accepted = 0
         self.duplicates = 0
         self.dropped = 0
+        self.rejected = 0  # outcomes the API refused (the last 1,000 are kept in ``refused``)
+        self.refused: deque[tuple[dict[str, Any], ApiError]] = deque(maxlen=1000)
         self.batches = 0
         self.last_error: Exception | None = None
         self._stop = threading.Event()
@@ -313,7 +321,7 @@ class OutcomeBuffer:
                 if not batch:
                     return sent
                 try:
-                    receipt = self.client.record_outcomes(self.experiment_id, batch)
+                    sent += self._post(batch)
                 except SynapseClientError as exc:
                     with self._lock:
                         self._pending.extendleft(reversed(batch))
@@ -322,10 +330,28 @@ class OutcomeBuffer:
                         raise
                     log.warning("outcome batch not posted (kept for the next flush): %s", exc)
                     return sent
-                self.batches += 1
-                self.accepted += int(receipt.get("accepted", 0))
-                self.duplicates += int(receipt.get("duplicates", 0))
-                sent += len(batch)
+
+    def _post(self, batch: list[dict[str, Any]]) -> int:
+        """Posts a batch; returns how many outcomes the API took. A batch refused for its
+        content is split in halves (repeats count once: request ids) until each refused outcome
+        is alone, and that one is set aside."""
+        try:
+            receipt = self.client.record_outcomes(self.experiment_id, batch)
+        except ApiError as exc:
+            if exc.status not in REFUSED_STATUSES:
+                raise
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                return self._post(batch[:middle]) + self._post(batch[middle:])
+            self.refused.append((batch[0], exc))
+            self.rejected += 1
+            self.last_error = exc
+            log.warning("outcome %s refused (set aside): %s", batch[0]["request_id"], exc)
+            return 0
+        self.batches += 1
+        self.accepted += int(receipt.get("accepted", 0))
+        self.duplicates += int(receipt.get("duplicates", 0))
+        return len(batch)
 
     def _run(self, period: float) -> None:
         while not self._stop.wait(period):

@@ -299,3 +299,24 @@ def test_buffered_outcomes_count_in_the_phase_their_users_were_assigned_in_after
     assert by_phase[0] == dict(Counter(a.variant_id for a in assignments))
     assert sum(by_phase[1].values()) == 0
     assert not ratio["mismatch"]
+
+
+def test_an_outcome_the_api_refuses_is_set_aside_and_does_not_hold_back_the_others(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("poison", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    buffer = OutcomeBuffer(api, experiment_id, batch_size=1000, flush_seconds=None)
+    for index in range(10):
+        buffer.record(f"good-{index}", "control", success=True, latency_ms=1.0)
+    buffer.record("x" * 300, "control", success=True, latency_ms=1.0)  # over the API's 256
+    buffer.record("unknown-variant", "no-such-variant", success=True, latency_ms=1.0)
+    for index in range(10, 20):
+        buffer.record(f"good-{index}", "treatment", success=False, latency_ms=2.0)
+    assert buffer.flush(raise_errors=False) == 20
+    assert (buffer.accepted, buffer.pending, buffer.rejected) == (20, 0, 2)
+    assert [o["request_id"][:8] for o, _ in buffer.refused] == ["x" * 8, "unknown-"]
+    assert [error.status for _, error in buffer.refused] == [400, 422]
+    counts = api.metrics(experiment_id)["variants"]
+    assert {k: v["request_count"] for k, v in counts.items()} == {"control": 10, "treatment": 10}
