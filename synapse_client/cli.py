@@ -48,7 +48,10 @@ class Context:
     def client(self) -> Client:
         """The API client (flags over ``SYNAPSE_URL``/``SYNAPSE_TOKEN`` over the config file)."""
         if self._client is None:
-            settings = config_file.load_settings()
+            try:
+                settings = config_file.load_settings()
+            except ValueError as exc:  # a broken config file: exit 2 naming it, no traceback
+                raise click.UsageError(str(exc)) from None
             self._client = Client(self.url or settings.url, self.token or settings.token)
         return self._client
 
@@ -316,10 +319,16 @@ def _load_spec(path: str) -> dict[str, Any]:
     import yaml
 
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    spec = yaml.safe_load(text)
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise click.UsageError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(spec, dict):
         raise click.UsageError(f"{path}: expected a mapping with name and variants")
-    for variant in spec.get("variants") or []:
+    variants = spec.get("variants") or []
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise click.UsageError(f"{path}: variants must be a list of mappings")
+    for variant in variants:
         if "traffic_weight" in variant:  # YAML reads 0.5 as a float; the API wants "0.5"
             variant["traffic_weight"] = str(variant["traffic_weight"])
     for key in ("ramp",):
@@ -583,15 +592,26 @@ def model_promote(obj: Context, model_id: str, version: int, stage: str) -> None
 
 def _read_inputs(value: str | None, path: str | None) -> list[Any]:
     if value is not None:
-        found = json.loads(value)
+        found = _json(value, "--input")
         return found if isinstance(found, list) else [found]
     if path is None:
         raise click.UsageError("give --input JSON or --input-file (JSON or JSON lines)")
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     stripped = text.strip()
     if stripped.startswith("["):
-        return json.loads(stripped)
-    return [json.loads(line) for line in stripped.splitlines() if line.strip()]
+        return _json(stripped, path)
+    return [
+        _json(line, f"{path} line {number}")
+        for number, line in enumerate(stripped.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.UsageError(f"{where} is not valid JSON: {exc}") from None
 
 
 def _waterfall(d: dict[str, Any]) -> str:

@@ -46,12 +46,15 @@ def read_file(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """The config file's values (empty when there is none).
 
     Raises:
-        ValueError: The file is not a JSON object.
+        ValueError: The file is not a JSON object (the message names the file).
     """
     target = config_path(path)
     if not target.exists():
         return {}
-    data = json.loads(target.read_text(encoding="utf-8") or "{}")
+    try:
+        data = json.loads(target.read_text(encoding="utf-8") or "{}")
+    except ValueError as exc:
+        raise ValueError(f"{target} is not valid JSON ({exc}); run synapse login again") from None
     if not isinstance(data, dict):
         raise ValueError(f"{target} is not a JSON object")
     return {k: str(v) for k, v in data.items() if v is not None}
