@@ -12,6 +12,7 @@ import os
 from chalice import Chalice, Rate
 
 from chalicelib.abtesting.api import api as abtesting_api
+from chalicelib.abtesting.layers_api import api as layers_api
 from chalicelib.auth.api import api as auth_api
 from chalicelib.auth.service import authenticate
 from chalicelib.core import handlers
@@ -33,6 +34,7 @@ app.register_blueprint(console)
 app.register_blueprint(auth_api.blueprint)
 app.register_blueprint(registry_api.blueprint)
 app.register_blueprint(abtesting_api.blueprint)
+app.register_blueprint(layers_api.blueprint)
 app.register_blueprint(explainability_api.blueprint)
 app.register_blueprint(insights_api.blueprint)
 app.register_blueprint(dataversion_api.blueprint)

@@ -28,6 +28,7 @@ from chalicelib.abtesting.models import (
     DecisionSettings,
     Experiment,
     ExperimentMetrics,
+    LayerSlice,
     ModelVariant,
     Outcome,
     RampSchedule,
@@ -126,6 +127,37 @@ class DecisionIn(_Strict):
     prior: PriorIn = Field(default_factory=PriorIn)
 
 
+AttributeValue = (
+    Annotated[str, Field(max_length=256)]
+    | Annotated[float, Field(allow_inf_nan=False, ge=-(2**53), le=2**53)]
+    | bool
+)
+
+
+class LayerSliceIn(_Strict):
+    """The slice of a layer an experiment takes: buckets ``[start, end)`` of 10,000."""
+
+    layer_id: str = Field(min_length=1, max_length=64)
+    start: int = Field(ge=0, le=10_000)
+    end: int = Field(ge=0, le=10_000, description="one past the last bucket")
+
+
+class LayerSliceOut(BaseModel):
+    """The slice of a layer an experiment takes."""
+
+    layer_id: str
+    start: int
+    end: int
+
+
+class HoldoutRefOut(BaseModel):
+    """A holdout covering the experiment (captured when it was created)."""
+
+    holdout_id: str
+    salt: str
+    share: str
+
+
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
@@ -145,6 +177,13 @@ class CreateExperimentBody(_Strict):
     decision: DecisionIn | None = None
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=50, description="who may see it; default: the caller's groups"
+    )
+    layer: LayerSliceIn | None = Field(
+        default=None, description="a slice of a layer: no other experiment of it sees its users"
+    )
+    targeting: dict[str, Any] | None = Field(
+        default=None,
+        description="who is eligible: {all|any: [...]} of {attribute, equals|in|gt/gte/lt/lte}",
     )
 
 
@@ -250,6 +289,9 @@ class ExperimentOut(BaseModel):
     allocation_history: list[PhaseOut]
     current_phase: int
     conclusion_reason: str | None
+    layer: LayerSliceOut | None
+    targeting: dict[str, Any] | None
+    holdouts: list[HoldoutRefOut]
 
 
 class ExperimentList(BaseModel):
@@ -282,16 +324,23 @@ class RouteBody(_Strict):
     request_id: str = Field(min_length=1, max_length=256)
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
     sticky: bool = True
+    attributes: dict[Annotated[str, Field(pattern=NAME)], AttributeValue] | None = Field(
+        default=None, max_length=50, description="what the experiment's targeting tests"
+    )
 
 
 class RouteOut(BaseModel):
-    """The assignment (send ``phase`` back with the outcome)."""
+    """The assignment (send ``phase`` back with the outcome). A request kept out of the
+    experiment gets the control's ``model_version``: a holdout user under the variant
+    ``holdout``, an ineligible or outside-layer request under no variant (``null``, not an
+    exposure: record no outcome for it)."""
 
     experiment_id: str
     request_id: str
-    variant_id: str
+    variant_id: str | None
     model_version: int
     phase: int
+    exposure: Literal["experiment", "holdout", "ineligible", "outside_layer"]
 
 
 class RoutingVariantOut(BaseModel):
@@ -310,6 +359,16 @@ class FixedChoiceOut(BaseModel):
     model_version: int
 
 
+class LayerConfigOut(BaseModel):
+    """The experiment's slice of its layer, with the layer's hash salt."""
+
+    layer_id: str
+    salt: str
+    buckets: int
+    start: int
+    end: int
+
+
 class RoutingConfigOut(BaseModel):
     """What a client needs to assign users locally with the service's hashing."""
 
@@ -324,6 +383,9 @@ class RoutingConfigOut(BaseModel):
     blocked: str | None
     sticky_store: bool
     ttl_seconds: float
+    layer: LayerConfigOut | None
+    holdouts: list[HoldoutRefOut]
+    targeting: dict[str, Any] | None
 
 
 class OutcomeIn(_Strict):
@@ -641,6 +703,12 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
         "allocation_history": [_phase_out(p) for p in experiment.phases],
         "current_phase": experiment.phase,
         "conclusion_reason": experiment.conclusion_reason,
+        "layer": None if experiment.layer is None else experiment.layer.__dict__,
+        "targeting": experiment.targeting,
+        "holdouts": [
+            {"holdout_id": h.holdout_id, "salt": h.salt, "share": str(h.share)}
+            for h in experiment.holdouts
+        ],
     }
 
 
@@ -739,6 +807,8 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         ramp=ramp,
         bandit=bandit,
         analysis=_analysis_settings(body.analysis, body.decision),
+        layer=None if body.layer is None else LayerSlice(**body.layer.model_dump()),
+        targeting=body.targeting,
     )
     return ApiResponse(experiment_out(experiment), status=201)
 
@@ -799,10 +869,11 @@ def rollback_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, An
 
 @api.route("/experiments/{experiment_id}/route", "POST", body=RouteBody, response=RouteOut)
 def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
-    """Assigns a request (sticky per user id) to a variant."""
+    """Assigns a request (sticky per user id) to a variant, or keeps it out (targeting,
+    holdout, layer)."""
     body: RouteBody = ctx.body
-    variant_id, version, phase = facade.route(
-        _principal(ctx), experiment_id, body.request_id, body.user_id, body.sticky
+    variant_id, version, phase, exposure = facade.decide(
+        _principal(ctx), experiment_id, body.request_id, body.user_id, body.sticky, body.attributes
     )
     return {
         "experiment_id": experiment_id,
@@ -810,6 +881,7 @@ def route_request(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
         "variant_id": variant_id,
         "model_version": version,
         "phase": phase,
+        "exposure": exposure,
     }
 
 

@@ -9,6 +9,7 @@ twice at once changes the weights once.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import time
@@ -22,12 +23,14 @@ from typing import Any, Protocol
 
 from chalicelib.abtesting import cuped
 from chalicelib.abtesting.aggregate import merge_counters
+from chalicelib.abtesting.assignment import HOLDOUT, Attributes, InvalidCondition, compile_condition
 from chalicelib.abtesting.bandit import thompson_weights
 from chalicelib.abtesting.errors import (
     ExperimentStateConflict,
     InvalidExperiment,
     unknown_model_version,
 )
+from chalicelib.abtesting.layers import LayerService, check_slice, get_layer_service
 from chalicelib.abtesting.models import (
     AllocationPhase,
     AnalysisMethod,
@@ -37,6 +40,7 @@ from chalicelib.abtesting.models import (
     Experiment,
     ExperimentMetrics,
     ExperimentStatus,
+    LayerSlice,
     ModelVariant,
     Outcome,
     OutcomeReceipt,
@@ -75,6 +79,8 @@ MAX_CUSTOM_VALUE = 1e12
 # stops the ramp and the bandit (their weights stay) and refuses pauses (409); room is always
 # kept for a pause's resume and for the final phase, so conclude and roll back always work.
 MAX_PHASES = 500
+# A targeting condition is stored on the experiment's item (and served in its routing config).
+MAX_TARGETING_BYTES = 16_384
 
 
 class ModelRegistryPort(Protocol):
@@ -108,6 +114,8 @@ def _check_variants(variants: Sequence[ModelVariant]) -> None:
         raise InvalidExperiment("variant ids must be unique")
     if any(not METRIC_NAME.match(vid) for vid in ids):
         raise InvalidExperiment("variant ids must be 1-64 letters, digits, '_', '.', '-'")
+    if HOLDOUT in ids:
+        raise InvalidExperiment(f"the variant id '{HOLDOUT}' is reserved for holdout users")
     controls = sum(1 for v in variants if v.is_control)
     if controls != 1:
         raise InvalidExperiment(f"exactly one variant must be the control; found {controls}")
@@ -205,6 +213,21 @@ def _check_covariates(outcomes: Sequence[Outcome], metric: str) -> None:
             )
 
 
+def _check_targeting(targeting: dict[str, Any] | None) -> None:
+    if targeting is None:
+        return
+    try:
+        compile_condition(targeting)
+    except InvalidCondition as exc:
+        raise InvalidExperiment(str(exc), code="invalid_targeting") from None
+    size = len(json.dumps(targeting, separators=(",", ":")).encode())
+    if size > MAX_TARGETING_BYTES:
+        raise InvalidExperiment(
+            f"targeting: a condition is at most {MAX_TARGETING_BYTES} bytes of JSON; got {size}",
+            code="invalid_targeting",
+        )
+
+
 def _phase(experiment: Experiment, reason: PhaseReason, when: datetime) -> AllocationPhase:
     """The phase that begins when ``experiment`` (as it will be after the change) takes effect."""
     return AllocationPhase(len(experiment.phases), when, reason, experiment.effective_weights())
@@ -234,6 +257,7 @@ class ABTestingEngine:
         assignments: Sticky bandit assignments.
         route_cache_ttl: Seconds an experiment config is cached (default from settings).
         monotonic: Cache time source (tests pass a fake).
+        layers: Layers and holdouts (default: the process-wide service).
     """
 
     def __init__(
@@ -246,7 +270,9 @@ class ABTestingEngine:
         assignments: AssignmentStore | None = None,
         route_cache_ttl: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        layers: LayerService | None = None,
     ) -> None:
+        self._layers = layers
         self.repository = repository or ExperimentRepository()
         self._registry = registry
         self.event_bus = event_bus or get_event_bus()
@@ -260,6 +286,13 @@ class ABTestingEngine:
             monotonic=monotonic,
             clock=self.clock,
         )
+
+    @property
+    def layers(self) -> LayerService:
+        """Layers and holdouts."""
+        if self._layers is None:
+            self._layers = get_layer_service()
+        return self._layers
 
     @property
     def registry(self) -> ModelRegistryPort:
@@ -286,6 +319,8 @@ class ABTestingEngine:
         owner: str = "",
         analysis: AnalysisSettings | None = None,
         access_groups: Sequence[str] = (),
+        layer: LayerSlice | None = None,
+        targeting: dict[str, Any] | None = None,
     ) -> Experiment:
         """Validates and stores a draft experiment.
 
@@ -295,10 +330,14 @@ class ABTestingEngine:
         Args:
             analysis: Analysis method (default sequential), minimum detectable effect, power,
                 sequential tuning and an optional declared plan (see :class:`AnalysisSettings`).
+            layer: The slice of a layer it takes (reserved here; never overlapping another's).
+            targeting: The condition on request attributes that decides eligibility.
 
         Raises:
             InvalidExperiment: Not exactly one control, weights not summing to exactly 1, an
-                unknown model version, or an inconsistent ramp, bandit or analysis (422).
+                unknown model version, an inconsistent ramp, bandit or analysis, a slice outside
+                the layer or a targeting condition outside the grammar (422).
+            SliceTaken: The slice overlaps another experiment's in the layer (409).
         """
         strategy = TrafficAllocationStrategy(allocation_strategy)
         if not name.strip():
@@ -314,6 +353,9 @@ class ABTestingEngine:
         if strategy is TrafficAllocationStrategy.MAB:
             bandit = bandit or BanditConfig()
             _check_bandit(variants, bandit, primary_metric)
+        _check_targeting(targeting)
+        if layer is not None:
+            check_slice(layer)
         self._check_model_versions(variants)
         now = self.clock.now()
         experiment_id = f"exp-{uuid.uuid4().hex[:16]}"
@@ -338,10 +380,26 @@ class ABTestingEngine:
             bandit=bandit if strategy is TrafficAllocationStrategy.MAB else None,
             analysis=analysis,
             access_groups=tuple(sorted(set(access_groups))),
+            layer=layer,
+            targeting=targeting,
+            holdouts=self.layers.holdouts_for(None if layer is None else layer.layer_id),
         )
-        self.repository.create(experiment)
+        self._store_new(experiment)
         self._publish("ExperimentCreated", experiment)
         return experiment
+
+    def _store_new(self, experiment: Experiment) -> None:
+        """Reserves the experiment's layer slice, then stores it (freeing the slice if the
+        store fails, so a failed creation leaves the layer as it was)."""
+        layer = experiment.layer
+        if layer is not None:
+            self.layers.reserve(experiment.experiment_id, layer)
+        try:
+            self.repository.create(experiment)
+        except Exception:
+            if layer is not None:
+                self.layers.release(experiment.experiment_id, layer.layer_id)
+            raise
 
     def _check_model_versions(self, variants: Sequence[ModelVariant]) -> None:
         for variant in variants:
@@ -578,9 +636,25 @@ class ABTestingEngine:
         request_id: str,
         user_id: str | None = None,
         sticky: bool = True,
+        attributes: Attributes | None = None,
     ) -> tuple[str, int]:
-        """``(variant_id, model_version)`` for a request (see :mod:`routing` for the rules)."""
-        return self.router.route(experiment_id, request_id, user_id, sticky)
+        """``(variant_id, model_version)`` for a request (see :mod:`routing` for the rules; a
+        request the targeting, a holdout or the layer keeps out gets the control's; use
+        :meth:`decide_request` to learn whether it is in the experiment)."""
+        return self.router.route(experiment_id, request_id, user_id, sticky, attributes)
+
+    def decide_request(
+        self,
+        experiment_id: str,
+        request_id: str,
+        user_id: str | None = None,
+        sticky: bool = True,
+        attributes: Attributes | None = None,
+    ) -> tuple[str | None, int, int, str]:
+        """``(variant_id or None, model_version, phase, exposure)``: the assignment with the
+        request's attributes (targeting), saying whether it is in the experiment
+        (``exposure``: ``experiment``, ``holdout``, ``ineligible`` or ``outside_layer``)."""
+        return self.router.decide(experiment_id, request_id, user_id, sticky, attributes)
 
     def routing_config(self, experiment_id: str) -> dict[str, Any]:
         """The experiment's routing config, read fresh (what local assignment runs on)."""
@@ -641,6 +715,8 @@ class ABTestingEngine:
             o if o.phase is not None else replace(o, phase=experiment.phase) for o in outcomes
         ]
         known = {v.variant_id for v in experiment.variants}
+        if experiment.holdouts:
+            known.add(HOLDOUT)
         for outcome in outcomes:
             if not 0 <= (outcome.phase or 0) <= experiment.phase:
                 raise InvalidExperiment(
@@ -699,7 +775,7 @@ class ABTestingEngine:
             name: metrics_from_counters(
                 name, merge_counters(c.get(name, {}) for c in counters.values())
             )
-            for name in variant_ids
+            for name in variant_ids + ([HOLDOUT] if experiment.holdouts else [])
         }
         return experiment, totals, per_phase
 
@@ -766,7 +842,7 @@ class ABTestingEngine:
         _, metrics, phases = self.experiment_data(experiment.experiment_id, experiment)
         needed = ramp.min_requests_per_variant if ramp else 0
         for variant_id, found in metrics.items():
-            if found.request_count < needed:
+            if found.request_count < needed and variant_id != HOLDOUT:
                 return f"{variant_id} has {found.request_count} requests; {needed} needed"
         control_id = experiment.control.variant_id
         control = metrics[control_id]

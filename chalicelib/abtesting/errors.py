@@ -36,3 +36,27 @@ def unknown_model_version(variant_id: str, model_id: str, version: int) -> Inval
         f"variant {variant_id}: model {model_id} has no version {version} in the registry",
         code="unknown_model_version",
     )
+
+
+class LayerNotFound(NotFound):
+    """No layer with that id (or one the caller may not read)."""
+
+    code = "layer_not_found"
+
+
+class HoldoutNotFound(NotFound):
+    """No holdout with that id."""
+
+    code = "holdout_not_found"
+
+
+class SliceTaken(Conflict):
+    """The slice overlaps a slice another experiment of the layer takes."""
+
+    code = "layer_slice_taken"
+
+
+def unknown_layer(layer_id: str) -> InvalidExperiment:
+    """The answer for a slice of a layer that does not exist or that the caller may not read
+    (the two are indistinguishable)."""
+    return InvalidExperiment(f"layer {layer_id} does not exist", code="unknown_layer")

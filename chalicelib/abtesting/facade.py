@@ -18,12 +18,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.abtesting.errors import ExperimentNotFound, unknown_model_version
+from chalicelib.abtesting.errors import (
+    ExperimentNotFound,
+    LayerNotFound,
+    unknown_layer,
+    unknown_model_version,
+)
 from chalicelib.abtesting.models import (
     AnalysisMethod,
     CanaryState,
     Experiment,
     ExperimentMetrics,
+    Holdout,
+    Layer,
+    LayerSlice,
     ModelVariant,
     Outcome,
     OutcomeReceipt,
@@ -48,8 +56,18 @@ def _rollback() -> Any:
     return get_rollback_manager()
 
 
+def _layers() -> Any:
+    from chalicelib.abtesting.layers import get_layer_service
+
+    return get_layer_service()
+
+
 def _missing(experiment_id: str) -> Any:
     return lambda: ExperimentNotFound(f"experiment {experiment_id} does not exist")
+
+
+def _missing_layer(layer_id: str) -> Any:
+    return lambda: LayerNotFound(f"layer {layer_id} does not exist")
 
 
 # ---- access -------------------------------------------------------------------------------
@@ -139,6 +157,12 @@ def create_experiment(
             or that the caller may not read (``unknown_model_version``, the same answer).
     """
     _check_variant_models(principal, variants)
+    layer: LayerSlice | None = settings.get("layer")
+    if layer is not None:
+        try:
+            readable_layer(principal, layer.layer_id)
+        except NotFound:
+            raise unknown_layer(layer.layer_id) from None
     groups = access.initial_groups(principal, access_groups)
     models = [references.Ref("model", variant.model_id) for variant in variants]
     with references.referring(models, "experiment", groups) as held:
@@ -220,6 +244,20 @@ def route(
     return _engine().assign_request(experiment_id, request_id, user_id, sticky)
 
 
+def decide(
+    principal: Principal,
+    experiment_id: str,
+    request_id: str,
+    user_id: str | None,
+    sticky: bool,
+    attributes: dict[str, Any] | None = None,
+) -> tuple[str | None, int, int, str]:
+    """``(variant_id or None, model_version, phase, exposure)`` for a request with attributes
+    to an experiment the caller may read (see ``ABTestingEngine.decide_request``)."""
+    _cached_readable(principal, experiment_id)
+    return _engine().decide_request(experiment_id, request_id, user_id, sticky, attributes)
+
+
 def routing_config(principal: Principal, experiment_id: str) -> dict[str, Any]:
     """The routing config (for local assignment) of an experiment the caller may read, read
     fresh."""
@@ -274,3 +312,96 @@ def latest_check(
     readable_experiment(principal, experiment_id)
     manager = _rollback()
     return manager.get_check(experiment_id), manager.get_policy(experiment_id)
+
+
+# ---- layers and holdouts ------------------------------------------------------------------
+
+
+def readable_layer(principal: Principal, layer_id: str) -> Layer:
+    """The layer if the caller may read it.
+
+    Raises:
+        LayerNotFound: Unknown or not readable (the same answer).
+    """
+    return access.require_read(principal, _layers().get_layer(layer_id), _missing_layer(layer_id))
+
+
+def writable_layer(principal: Principal, layer_id: str) -> Layer:
+    """The layer if the caller may change it (404 when not readable, 403 without the writer
+    role)."""
+    found = _layers().get_layer(layer_id)
+    return access.require_write(principal, found, _missing_layer(layer_id))
+
+
+def create_layer(
+    principal: Principal,
+    name: str,
+    description: str = "",
+    access_groups: Sequence[str] | None = None,
+) -> Layer:
+    """Creates an empty layer owned by the caller, visible to ``access_groups`` (default: the
+    caller's groups)."""
+    return _layers().create_layer(
+        name, description, principal.principal, access.initial_groups(principal, access_groups)
+    )
+
+
+def list_layers(principal: Principal) -> list[Layer]:
+    """The layers the caller may read, newest first."""
+    return access.visible(principal, _layers().list_layers())
+
+
+def set_layer_access(principal: Principal, layer_id: str, access_groups: Sequence[str]) -> Layer:
+    """Replaces who may see a layer (needs write access to it)."""
+    writable_layer(principal, layer_id)
+    return _layers().set_access_groups(layer_id, access_groups)
+
+
+def delete_layer(principal: Principal, layer_id: str) -> None:
+    """Deletes an empty layer the caller may change (409 while an experiment takes a slice)."""
+    writable_layer(principal, layer_id)
+    _layers().delete_layer(layer_id)
+
+
+def visible_slices(principal: Principal, layer: Layer) -> list[tuple[LayerSlice, str | None]]:
+    """The layer's slices in bucket order, each with its experiment's id when the caller may
+    read that experiment (``None`` otherwise: the range is shown as taken, nothing more)."""
+    found = []
+    for experiment_id, taken in sorted(layer.slices.items(), key=lambda item: item[1].start):
+        try:
+            shown: str | None = readable_experiment(principal, experiment_id).experiment_id
+        except NotFound:
+            shown = None
+        found.append((taken, shown))
+    return found
+
+
+def create_holdout(
+    principal: Principal, name: str, share: Any, layer_ids: Sequence[str] = ()
+) -> Holdout:
+    """Creates a global holdout (the route is admin-only; an admin reads every layer).
+
+    Raises:
+        InvalidExperiment: A scope layer that does not exist (``unknown_layer``, 422).
+    """
+    for layer_id in layer_ids:
+        try:
+            readable_layer(principal, layer_id)
+        except NotFound:
+            raise unknown_layer(layer_id) from None
+    return _layers().create_holdout(name, share, layer_ids, principal.principal)
+
+
+def list_holdouts(principal: Principal) -> list[Holdout]:
+    """Every holdout (platform-wide settings that every routing config carries)."""
+    return _layers().list_holdouts()
+
+
+def get_holdout(principal: Principal, holdout_id: str) -> Holdout:
+    """One holdout."""
+    return _layers().get_holdout(holdout_id)
+
+
+def delete_holdout(principal: Principal, holdout_id: str) -> None:
+    """Deletes a holdout (admin-only route)."""
+    _layers().delete_holdout(holdout_id)

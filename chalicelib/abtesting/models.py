@@ -241,6 +241,113 @@ class AllocationPhase:
         return sum(1 for weight in self.weights.values() if weight > 0) >= 2
 
 
+LAYER_BUCKETS = 10_000
+"""Buckets of every layer's hash space (a slice is ``[start, end)`` of them)."""
+
+
+@dataclass(frozen=True)
+class LayerSlice:
+    """The part of a layer's hash space an experiment takes: buckets ``[start, end)``.
+
+    Attributes:
+        layer_id: The layer (its id is its hash salt).
+        start: First bucket (0 ≤ start < end).
+        end: One past the last bucket (≤ ``LAYER_BUCKETS``).
+    """
+
+    layer_id: str
+    start: int
+    end: int
+
+    def overlaps(self, other: LayerSlice) -> bool:
+        """Whether the two slices share a bucket of the same layer."""
+        return self.layer_id == other.layer_id and self.start < other.end and other.start < self.end
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A named hash space whose experiments are mutually exclusive.
+
+    Attributes:
+        layer_id: Generated id; also the salt of the layer's hash.
+        name: Human name.
+        description: Free text.
+        owner: Principal that created it.
+        access_groups: Groups whose members may read it (and, as writers, place experiments
+            in it or change it).
+        created_at: Creation time.
+        updated_at: Last change.
+        slices: The slices taken, by experiment id (never overlapping).
+        revision: Bumped on every change; slice reservations are conditional on it.
+    """
+
+    layer_id: str
+    name: str
+    description: str
+    owner: str
+    access_groups: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    slices: dict[str, LayerSlice] = field(default_factory=dict)
+    revision: int = 0
+
+    def free(self) -> list[tuple[int, int]]:
+        """The bucket ranges ``[start, end)`` no experiment takes, in order."""
+        found, position = [], 0
+        for taken in sorted(self.slices.values(), key=lambda s: s.start):
+            if taken.start > position:
+                found.append((position, taken.start))
+            position = max(position, taken.end)
+        if position < LAYER_BUCKETS:
+            found.append((position, LAYER_BUCKETS))
+        return found
+
+
+@dataclass(frozen=True)
+class HoldoutRef:
+    """A holdout as an experiment carries it (captured when the experiment is created).
+
+    Attributes:
+        holdout_id: The holdout.
+        salt: Its hash salt (its id).
+        share: The share of users it holds out.
+    """
+
+    holdout_id: str
+    salt: str
+    share: Decimal
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A fixed share of users who see only the controls of the experiments it covers.
+
+    Attributes:
+        holdout_id: Generated id; also the salt of its hash (independent of every layer's and
+            experiment's).
+        name: Human name.
+        share: The share of users held out (``Decimal`` in (0, 0.5]).
+        layer_ids: The layers whose experiments it covers; empty: every experiment.
+        owner: The admin that created it.
+        created_at: Creation time.
+    """
+
+    holdout_id: str
+    name: str
+    share: Decimal
+    layer_ids: tuple[str, ...]
+    owner: str
+    created_at: datetime
+
+    def covers(self, layer_id: str | None) -> bool:
+        """Whether an experiment in that layer (``None``: in no layer) is covered."""
+        return not self.layer_ids or layer_id in self.layer_ids
+
+    def ref(self) -> HoldoutRef:
+        """What an experiment it covers carries."""
+        return HoldoutRef(self.holdout_id, self.holdout_id, self.share)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """An A/B test or canary rollout of model versions.
@@ -276,6 +383,10 @@ class Experiment:
         conclusion_reason: What the conclusion did and why (promoted or not).
         access_groups: Groups whose members may read (and, with the writer role, change) it;
             see :mod:`chalicelib.core.access`.
+        layer: The slice of a layer it takes (``None``: it is in no layer).
+        targeting: The condition a request's attributes must meet to be in it (``None``:
+            every request), see :func:`chalicelib.abtesting.assignment.compile_condition`.
+        holdouts: The holdouts covering it (captured when it was created).
     """
 
     experiment_id: str
@@ -307,6 +418,9 @@ class Experiment:
     phases: tuple[AllocationPhase, ...] = ()
     conclusion_reason: str | None = None
     access_groups: tuple[str, ...] = ()
+    layer: LayerSlice | None = None
+    targeting: dict[str, object] | None = None
+    holdouts: tuple[HoldoutRef, ...] = ()
 
     @property
     def control(self) -> ModelVariant:

@@ -48,6 +48,8 @@ from chalicelib.abtesting.models import (
     DecisionSettings,
     Experiment,
     ExperimentStatus,
+    HoldoutRef,
+    LayerSlice,
     ModelVariant,
     Outcome,
     OutcomeReceipt,
@@ -125,6 +127,10 @@ class ExperimentTable(Model):
     analysis = UnicodeAttribute(null=True)
     phases = ListAttribute(of=UnicodeAttribute, null=True)
     conclusion_reason = UnicodeAttribute(null=True)
+    # Layers, targeting and holdouts (issue 19), JSON text; absent on older experiments.
+    layer = UnicodeAttribute(null=True)
+    targeting = UnicodeAttribute(null=True)
+    holdouts = UnicodeAttribute(null=True)
     status_index = StatusIndex()
 
     def to_domain(self) -> Experiment:
@@ -161,6 +167,7 @@ class ExperimentTable(Model):
             ),
             conclusion_reason=self.conclusion_reason,
             access_groups=tuple(self.access_groups or ()),
+            **gates_from_item(self.layer, self.targeting, self.holdouts),
         )
 
 
@@ -416,6 +423,31 @@ def _bandit_from_json(text: str | None) -> BanditConfig | None:
     return BanditConfig(Decimal(data["floor"]), int(data["interval_minutes"]), int(data["samples"]))
 
 
+def gates_to_item(experiment: Experiment) -> dict[str, str | None]:
+    """The layer slice, targeting and holdouts of an experiment as stored (JSON text)."""
+    found = experiment.layer
+    layer = None if found is None else json.dumps([found.layer_id, found.start, found.end])
+    holdouts = [[h.holdout_id, h.salt, str(h.share)] for h in experiment.holdouts]
+    return {
+        "layer": layer,
+        "targeting": None if experiment.targeting is None else json.dumps(experiment.targeting),
+        "holdouts": json.dumps(holdouts) if holdouts else None,
+    }
+
+
+def gates_from_item(layer: str | None, targeting: str | None, holdouts: str | None) -> Any:
+    """The keyword arguments of :class:`Experiment` for stored gates."""
+    layer_slice = None if layer is None else LayerSlice(*json.loads(layer))
+    refs = tuple(
+        HoldoutRef(found[0], found[1], Decimal(found[2])) for found in json.loads(holdouts or "[]")
+    )
+    return {
+        "layer": layer_slice,
+        "targeting": None if targeting is None else json.loads(targeting),
+        "holdouts": refs,
+    }
+
+
 def _conditional_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
@@ -451,6 +483,7 @@ class ExperimentRepository:
             revision=0,
             analysis=analysis_to_json(experiment.analysis),
             phases=[phase_to_json(phase) for phase in experiment.phases] or None,
+            **gates_to_item(experiment),
         )
         try:
             item.save(condition=ExperimentTable.experiment_id.does_not_exist())

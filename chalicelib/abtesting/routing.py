@@ -24,6 +24,11 @@ Caching: experiment configs are cached in memory for ``SYNAPSE_ROUTE_CACHE_TTL``
 reweighting made elsewhere takes effect on every instance within that TTL; the instance that made
 the change invalidates its own cache at once. Paused and rolled-back experiments send everyone to
 the control; a concluded one sends everyone to the winner; a draft refuses to route (409).
+
+Layers, holdouts and targeting gate a request before its variant is chosen (see
+:mod:`~chalicelib.abtesting.assignment`): the routing config carries the experiment's layer slice,
+the holdouts captured when it was created and its targeting condition, so the service and local
+assignment keep the same requests out. A running bandit stores only the users it admits.
 """
 
 from __future__ import annotations
@@ -36,15 +41,22 @@ from typing import Any, Protocol
 
 from chalicelib.abtesting.assignment import (
     HASH_NAME,
+    IN_EXPERIMENT,
     SCALE,
     Assigner,
+    Attributes,
     Choice,
     NotRoutable,
     thresholds,
     unit_hash,
 )
 from chalicelib.abtesting.errors import ExperimentNotRunning
-from chalicelib.abtesting.models import Experiment, ExperimentStatus, TrafficAllocationStrategy
+from chalicelib.abtesting.models import (
+    LAYER_BUCKETS,
+    Experiment,
+    ExperimentStatus,
+    TrafficAllocationStrategy,
+)
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
 
@@ -52,6 +64,8 @@ __all__ = ["SCALE", "RouteTable", "TrafficRouter", "routing_config", "thresholds
 
 Assignment = tuple[str, int, int]
 """``(variant_id, model_version, allocation phase)``."""
+Decision = tuple[str | None, int, int, str]
+"""``(variant_id or None, model_version, allocation phase, exposure)``."""
 
 
 def _fixed(experiment: Experiment) -> dict[str, Any] | None:
@@ -63,6 +77,14 @@ def _fixed(experiment: Experiment) -> dict[str, Any] | None:
     else:
         return None
     return {"variant_id": target.variant_id, "model_version": target.model_version}
+
+
+def _layer(experiment: Experiment) -> dict[str, Any] | None:
+    found = experiment.layer
+    if found is None:
+        return None
+    return {"layer_id": found.layer_id, "salt": found.layer_id, "buckets": LAYER_BUCKETS,
+            "start": found.start, "end": found.end}  # fmt: skip
 
 
 def routing_config(experiment: Experiment) -> dict[str, Any]:
@@ -95,6 +117,12 @@ def routing_config(experiment: Experiment) -> dict[str, Any]:
         "blocked": blocked,
         "sticky_store": experiment.allocation_strategy is TrafficAllocationStrategy.MAB,
         "phase": experiment.phase,
+        "layer": _layer(experiment),
+        "holdouts": [
+            {"holdout_id": h.holdout_id, "salt": h.salt, "share": str(h.share)}
+            for h in experiment.holdouts
+        ],
+        "targeting": experiment.targeting,
     }
 
 
@@ -151,10 +179,53 @@ class TrafficRouter:
         self._lock = threading.Lock()
 
     def route(
-        self, experiment_id: str, request_id: str, user_id: str | None = None, sticky: bool = True
+        self,
+        experiment_id: str,
+        request_id: str,
+        user_id: str | None = None,
+        sticky: bool = True,
+        attributes: Attributes | None = None,
     ) -> Choice:
-        """``(variant_id, model_version)`` for a request; see the module docstring."""
-        return self._choose(experiment_id, self._table(experiment_id), request_id, user_id, sticky)
+        """``(variant_id, model_version)`` for a request (the control's for a request kept out
+        of the experiment); see the module docstring."""
+        table = self._table(experiment_id)
+        if not table.gated:  # the hot path of an experiment without gates
+            return self._choose(experiment_id, table, request_id, user_id, sticky)
+        variant_id, version, exposure = self._decide(
+            experiment_id, table, request_id, user_id, sticky, attributes
+        )
+        return (variant_id, version) if exposure == IN_EXPERIMENT else table.default
+
+    def decide(
+        self,
+        experiment_id: str,
+        request_id: str,
+        user_id: str | None = None,
+        sticky: bool = True,
+        attributes: Attributes | None = None,
+    ) -> Decision:
+        """``(variant_id or None, model_version, phase, exposure)``: :meth:`assign` that also
+        says whether the request is in the experiment (``exposure``, see
+        :meth:`Assigner.decide`)."""
+        table = self._table(experiment_id)
+        found = self._decide(experiment_id, table, request_id, user_id, sticky, attributes)
+        return found[0], found[1], table.phase, found[2]
+
+    def _decide(
+        self,
+        experiment_id: str,
+        table: RouteTable,
+        request_id: str,
+        user_id: str | None,
+        sticky: bool,
+        attributes: Attributes | None,
+    ) -> tuple[str | None, int, str]:
+        if not table.gated or table.blocked is not None:
+            variant_id, version = self._choose(experiment_id, table, request_id, user_id, sticky)
+            return variant_id, version, IN_EXPERIMENT
+        if table.needs_store(user_id, sticky) and table.exclusion(str(user_id), attributes) is None:
+            return (*self._sticky(experiment_id, str(user_id), table), IN_EXPERIMENT)
+        return table.decide(request_id, user_id, sticky, attributes)
 
     def assign(
         self, experiment_id: str, request_id: str, user_id: str | None = None, sticky: bool = True
@@ -162,8 +233,7 @@ class TrafficRouter:
         """:meth:`route` plus the allocation phase whose weights decided it (clients send it
         back with the outcome, so outcomes count in the phase their request was routed in)."""
         table = self._table(experiment_id)
-        variant_id, version = self._choose(experiment_id, table, request_id, user_id, sticky)
-        return variant_id, version, table.phase
+        return (*self.route(experiment_id, request_id, user_id, sticky), table.phase)
 
     def _table(self, experiment_id: str) -> RouteTable:
         cached = self._tables.get(experiment_id)

@@ -67,7 +67,8 @@ class Rule:
         kind: ``resource`` (the matrix applies), or why it does not: ``collection`` (lists
             and creates, tested below), ``instance`` (counters of the answering instance, no
             resource), ``compute`` (no stored resource), ``admin`` (admins only), ``self`` (the
-            caller's own key), ``public``.
+            caller's own key), ``public``, ``platform`` (platform-wide settings every reader
+            sees: holdouts, which every routing config they cover carries anyway).
         body: Builds the body from the world and the route's ids.
         query: Query string (``{name}`` filled from the ids).
         fresh: Builds a resource in the state the route needs, per call (state transitions).
@@ -101,6 +102,13 @@ def running(http: Http, world: World) -> Ids:
 
 def paused(http: Http, world: World) -> Ids:
     return _experiment(http, world, "start", "pause")
+
+
+def empty_layer(http: Http, world: World) -> Ids:
+    """A new layer without slices (deletable)."""
+    created = http.call("POST", "/layers", {"name": "matrix-empty", "access_groups": ["ml"]})
+    assert created.status_code == 201, created.data
+    return {"layer_id": created.data["layer_id"]}
 
 
 def newer_version(http: Http, world: World) -> Ids:
@@ -181,6 +189,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/experiments/{experiment_id}/rollback-policy"): Rule(),
     ("GET", "/experiments/{experiment_id}/checks"): Rule(),
     ("GET", "/stats/sample-size"): Rule("compute"),
+    # --- layers and holdouts -------------------------------------------------------------------
+    ("POST", "/layers"): Rule("collection"),
+    ("GET", "/layers"): Rule("collection"),
+    ("GET", "/layers/{layer_id}"): Rule(),
+    ("PUT", "/layers/{layer_id}/access"): Rule(body=lambda w, i: {"access_groups": ["ml"]}),
+    ("DELETE", "/layers/{layer_id}"): Rule(fresh=empty_layer),
+    ("POST", "/holdouts"): Rule("admin"),
+    ("GET", "/holdouts"): Rule("platform"),
+    ("GET", "/holdouts/{holdout_id}"): Rule("platform"),
+    ("DELETE", "/holdouts/{holdout_id}"): Rule("admin"),
     # --- auth ----------------------------------------------------------------------------------
     ("POST", "/auth/keys"): Rule("admin"),
     ("GET", "/auth/keys"): Rule("admin"),
@@ -343,7 +361,8 @@ def world(people: Principals) -> World:
     """A dataset with a version and a derived version, a model with two versions, a running
     experiment over it, a queued job and a cached explanation, all in group ``ml``."""
     alice = people["owner"]
-    names = [unique("matrix-ds"), unique("matrix-model"), unique("matrix-exp")]
+    names = [unique("matrix-ds"), unique("matrix-model"), unique("matrix-exp"),
+             unique("matrix-layer")]  # fmt: skip
     dataset_id = _ok(
         alice.call("POST", "/datasets", {"name": names[0], "access_groups": ["ml"]}), 201
     )["dataset_id"]
@@ -366,7 +385,10 @@ def world(people: Principals) -> World:
     sample = {"background_sample": [[0.1, 0.2, 0.3], [-0.5, 0.4, 1.0], [0.9, -0.8, 0.1]]}
     model_version(alice, model_id, **sample)
     model_version(alice, model_id, **sample)
-    experiment = {**experiment_body(model_id), "name": names[2]}
+    layer_id = _ok(alice.call("POST", "/layers", {"name": names[3], "access_groups": ["ml"]}),
+                   201)["layer_id"]  # fmt: skip
+    experiment = {**experiment_body(model_id), "name": names[2],
+                  "layer": {"layer_id": layer_id, "start": 0, "end": 5000}}  # fmt: skip
     experiment_id = _ok(alice.call("POST", "/experiments", experiment), 201)["experiment_id"]
     _ok(alice.call("POST", f"/experiments/{experiment_id}/start"))
     job = alice.call(
@@ -382,6 +404,7 @@ def world(people: Principals) -> World:
         "version": "1",
         "model_id": model_id,
         "experiment_id": experiment_id,
+        "layer_id": layer_id,
         "job_id": _ok(job, 202)["job_id"],
         "artifact": skops_artifact(3),
     }
@@ -394,7 +417,8 @@ def _explain_body(model_id: str) -> dict[str, Any]:
 
 # --- one call ---------------------------------------------------------------------------------
 
-ID_NAMES = ("dataset_id", "version_id", "source_id", "model_id", "experiment_id", "job_id")
+ID_NAMES = ("dataset_id", "version_id", "source_id", "model_id", "experiment_id", "job_id",
+            "layer_id")  # fmt: skip
 
 
 @dataclass
@@ -504,7 +528,7 @@ def test_group_isolation_matrix(
 
 # --- collections ------------------------------------------------------------------------------
 
-LISTS = {"/datasets": 0, "/models": 1, "/experiments": 2}  # index of the name in World.names
+LISTS = {"/datasets": 0, "/models": 1, "/experiments": 2, "/layers": 3}  # index in World.names
 
 
 @pytest.mark.parametrize("path", list(LISTS))

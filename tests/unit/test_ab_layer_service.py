@@ -1,0 +1,158 @@
+"""The layer service on moto: reservations are conditional on the layer's revision, so a race
+between overlapping slices has one winner; a failed experiment store frees its slice."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from chalicelib.abtesting.errors import SliceTaken
+from chalicelib.abtesting.layer_repository import LayerRepository
+from chalicelib.abtesting.layers import LayerService
+from chalicelib.abtesting.models import Layer, LayerSlice, ModelVariant
+from chalicelib.core.errors import Conflict, UnprocessableEntity
+from chalicelib.core.events import RecordingEventBus
+
+
+class RacingRepository(LayerRepository):
+    """Lets another reservation land between this caller's read of the layer and its write."""
+
+    def __init__(self, rival: LayerService, rival_slice: LayerSlice) -> None:
+        self.rival, self.rival_slice, self.raced = rival, rival_slice, False
+
+    def get_layer(self, layer_id: str) -> Layer:
+        found = super().get_layer(layer_id)
+        if not self.raced:
+            self.raced = True
+            self.rival.reserve("exp-rival", self.rival_slice)
+        return found
+
+
+def test_of_two_racing_overlapping_reservations_exactly_one_wins(aws: Any) -> None:
+    bus = RecordingEventBus()
+    rival = LayerService(event_bus=bus)
+    layer = rival.create_layer("ranking")
+    racing = LayerService(RacingRepository(rival, LayerSlice(layer.layer_id, 0, 5000)), bus)
+
+    with pytest.raises(SliceTaken, match=r"free: \[5000, 10000\)"):
+        racing.reserve("exp-late", LayerSlice(layer.layer_id, 4000, 6000))
+
+    stored = rival.get_layer(layer.layer_id)
+    assert stored.slices == {"exp-rival": LayerSlice(layer.layer_id, 0, 5000)}
+    assert stored.revision == 1
+
+
+def test_a_racing_disjoint_reservation_is_retried_and_both_are_stored(aws: Any) -> None:
+    bus = RecordingEventBus()
+    rival = LayerService(event_bus=bus)
+    layer = rival.create_layer("ranking")
+    racing = LayerService(RacingRepository(rival, LayerSlice(layer.layer_id, 0, 5000)), bus)
+
+    racing.reserve("exp-late", LayerSlice(layer.layer_id, 5000, 6000))
+
+    stored = rival.get_layer(layer.layer_id)
+    assert set(stored.slices) == {"exp-rival", "exp-late"} and stored.revision == 2
+    assert stored.free() == [(6000, 10000)]
+    rival.release("exp-late", layer.layer_id)
+    rival.release("exp-late", layer.layer_id)  # twice: nothing left to free
+    assert rival.get_layer(layer.layer_id).free() == [(5000, 10000)]
+
+
+class Failing:
+    """An experiment repository whose store fails (after the slice was reserved)."""
+
+    def create(self, experiment: Any) -> None:
+        raise RuntimeError("DynamoDB is down")
+
+    def get(self, experiment_id: str) -> Any:
+        raise AssertionError("not read")
+
+
+class Registry:
+    def get_version(self, model_id: str, version: int) -> tuple[str, int]:
+        return (model_id, version)
+
+
+def test_a_failed_experiment_store_frees_its_slice(aws: Any) -> None:
+    from chalicelib.abtesting.engine import ABTestingEngine
+
+    bus = RecordingEventBus()
+    layers = LayerService(event_bus=bus)
+    layer = layers.create_layer("ranking")
+    engine = ABTestingEngine(Failing(), Registry(), bus, layers=layers)  # type: ignore[arg-type]
+    variants = [
+        ModelVariant("control", "m", 1, Decimal("0.5"), True),
+        ModelVariant("treatment", "m", 2, Decimal("0.5")),
+    ]
+    with pytest.raises(RuntimeError, match="down"):
+        engine.create_experiment("e", variants, layer=LayerSlice(layer.layer_id, 0, 100))
+    assert layers.get_layer(layer.layer_id).slices == {}
+
+
+def test_layer_and_holdout_validation(aws: Any) -> None:
+    layers = LayerService(event_bus=RecordingEventBus())
+    with pytest.raises(UnprocessableEntity):
+        layers.create_layer("  ")
+    for share in (Decimal(0), Decimal("0.51"), 0.1):
+        with pytest.raises(UnprocessableEntity, match="share"):
+            layers.create_holdout("h", share)  # type: ignore[arg-type]
+    for _ in range(10):
+        layers.create_holdout("h", Decimal("0.01"))
+    with pytest.raises(UnprocessableEntity, match="at most 10"):
+        layers.create_holdout("h", Decimal("0.01"))
+    layer = layers.create_layer("l")
+    layers.reserve("exp-1", LayerSlice(layer.layer_id, 0, 10))
+    with pytest.raises(Conflict, match="layer_in_use|slice"):
+        layers.delete_layer(layer.layer_id)
+
+
+class StaleRepository(LayerRepository):
+    """Every conditional write loses (another writer always came first)."""
+
+    def update_layer(self, layer: Layer, when: Any, **changes: Any) -> Layer | None:
+        return None
+
+    def delete_layer(self, layer: Layer) -> bool:
+        return False
+
+
+def test_a_layer_that_keeps_changing_is_a_409_not_a_loop(aws: Any) -> None:
+    bus = RecordingEventBus()
+    layer = LayerService(event_bus=bus).create_layer("busy")
+    stale = LayerService(StaleRepository(), bus)
+    for attempt in (
+        lambda: stale.reserve("e", LayerSlice(layer.layer_id, 0, 1)),
+        lambda: stale.set_access_groups(layer.layer_id, ["ml"]),
+        lambda: stale.delete_layer(layer.layer_id),
+    ):
+        with pytest.raises(Conflict):
+            attempt()
+
+
+def test_a_holdout_without_outcomes_does_not_hold_a_ramp(aws: Any) -> None:
+    from chalicelib.abtesting.engine import ABTestingEngine
+    from chalicelib.abtesting.models import Outcome, RampSchedule
+
+    bus = RecordingEventBus()
+    layers = LayerService(event_bus=bus)
+    layers.create_holdout("h", Decimal("0.1"))
+    engine = ABTestingEngine(registry=Registry(), event_bus=bus, layers=layers)  # type: ignore[arg-type]
+    variants = [
+        ModelVariant("control", "m", 1, Decimal("0.9"), True),
+        ModelVariant("treatment", "m", 2, Decimal("0.1")),
+    ]
+    ramp = RampSchedule((Decimal("0.1"), Decimal("0.5")), 1, min_requests_per_variant=5)
+    created = engine.create_experiment("ramp", variants, allocation_strategy="ramping", ramp=ramp)
+    assert [h.share for h in created.holdouts] == [Decimal("0.1")]
+    engine.start_experiment(created.experiment_id)
+    outcomes = [
+        Outcome(variant, f"{variant}-{index}", True, 10.0)
+        for variant in ("control", "treatment")
+        for index in range(5)
+    ]
+    engine.record_outcomes(created.experiment_id, outcomes)
+    experiment = engine.get_experiment(created.experiment_id)
+    assert engine.get_experiment_metrics(created.experiment_id)["holdout"].request_count == 0
+    assert engine.ramp_hold_reason(experiment) is None
