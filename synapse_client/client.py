@@ -252,9 +252,61 @@ class Client:
 
     @operation("POST", "/experiments/{experiment_id}/route")
     def route(
-        self, experiment_id: str, request_id: str, user_id: str | None = None, sticky: bool = True
+        self,
+        experiment_id: str,
+        request_id: str,
+        user_id: str | None = None,
+        sticky: bool = True,
+        attributes: dict[str, Any] | None = None,
     ) -> Json:
-        """Assigns one request over HTTP (see :meth:`local_experiment` for local assignment)."""
+        """Assigns one request over HTTP (see :meth:`local_experiment` for local assignment);
+        ``attributes`` are what the experiment's targeting tests. ``exposure`` says whether
+        the request is in the experiment (``variant_id`` is ``None`` when it is not counted)."""
+
+    # ------------------------------------------------------------------ layers and holdouts
+
+    @operation("POST", "/layers")
+    def create_layer(
+        self,
+        name: str,
+        description: str | None = None,
+        access_groups: Sequence[str] | None = None,
+    ) -> Json:
+        """Creates an empty layer (10,000 buckets) whose experiments never share a user."""
+
+    @operation("GET", "/layers")
+    def list_layers(self) -> Json:
+        """The layers the caller may read, newest first."""
+
+    @operation("GET", "/layers/{layer_id}")
+    def get_layer(self, layer_id: str) -> Json:
+        """One layer: its taken slices and free bucket ranges."""
+
+    @operation("PUT", "/layers/{layer_id}/access")
+    def set_layer_access(self, layer_id: str, access_groups: Sequence[str]) -> Json:
+        """Replaces the groups that may see a layer (and place experiments in it)."""
+
+    @operation("DELETE", "/layers/{layer_id}")
+    def delete_layer(self, layer_id: str) -> Json:
+        """Deletes an empty layer (409 while an experiment takes a slice of it)."""
+
+    @operation("POST", "/holdouts")
+    def create_holdout(self, name: str, share: str, layer_ids: Sequence[str] | None = None) -> Json:
+        """Creates a global holdout (admin): ``share`` (a decimal string, at most "0.5") of
+        users see only the controls of experiments created from now on (``layer_ids``: only
+        those in these layers)."""
+
+    @operation("GET", "/holdouts")
+    def list_holdouts(self) -> Json:
+        """Every holdout."""
+
+    @operation("GET", "/holdouts/{holdout_id}")
+    def get_holdout(self, holdout_id: str) -> Json:
+        """One holdout."""
+
+    @operation("DELETE", "/holdouts/{holdout_id}")
+    def delete_holdout(self, holdout_id: str) -> Json:
+        """Deletes a holdout (admin); experiments that carry it keep it."""
 
     @operation("GET", "/experiments/{experiment_id}/routing-config", register_only=True)
     def routing_config(

@@ -8,6 +8,10 @@ unchanged config costs a 304 with no body); if a refresh fails, it keeps assigni
 config it has and tries again after ``retry_seconds``. A running bandit (``sticky_store``)
 stores each user's first assignment on the service, so sticky users of a bandit are routed
 with ``POST /route`` once and then remembered in an LRU, as the service's own router does.
+Layers, holdouts and targeting are in the config too: :meth:`LocalExperiment.assign` with the
+request's ``attributes`` keeps out exactly the requests ``POST /route`` keeps out (its
+``exposure`` says why), and :meth:`OutcomeBuffer.record_assignment` records nothing for a request
+that is not an exposure.
 
 :class:`OutcomeBuffer` collects outcomes and posts them in batches (up to 1,000, the API's
 limit) when ``batch_size`` is reached, every ``flush_seconds`` from a background thread, and on
@@ -33,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from synapse_client._assignment import Assigner
+from synapse_client._assignment import IN_EXPERIMENT, Assigner
 from synapse_client._assignment import NotRoutable as _NotRoutable
 from synapse_client.errors import ApiError, NotRoutable, SynapseClientError
 
@@ -50,20 +54,23 @@ class Assignment:
     Attributes:
         experiment_id: The experiment.
         request_id: The request's id (the idempotency key of its outcome).
-        variant_id: The variant.
-        model_id: The variant's model.
-        model_version: The variant's model version.
+        variant_id: The variant (``holdout`` for a holdout user; ``None`` for a request the
+            targeting or the layer keeps out, which is not an exposure).
+        model_id: The variant's model (the control's for a request kept out).
+        model_version: The variant's model version (the control's for a request kept out).
         phase: The allocation phase of the config that decided it (sent back with the outcome,
             so the outcome counts in that phase even when it is flushed after a ramp step);
             ``None`` when the server's config names none.
+        exposure: ``experiment``, ``holdout``, ``ineligible`` or ``outside_layer``.
     """
 
     experiment_id: str
     request_id: str
-    variant_id: str
+    variant_id: str | None
     model_id: str
     model_version: int
     phase: int | None = None
+    exposure: str = IN_EXPERIMENT
 
 
 class LocalExperiment:
@@ -101,6 +108,7 @@ class LocalExperiment:
         self.not_modified = 0  # 304 answers
         self.failures = 0  # refreshes that failed (the held config stayed in use)
         self._models: dict[str, str] = {}
+        self._default_model = ""
         self._assigner: Assigner | None = None
         self._phase: int | None = None
         self._for_user: Callable[[str], Choice] | None = None
@@ -144,6 +152,7 @@ class LocalExperiment:
                 self._assigner, self._phase = assigner, None if phase is None else int(phase)
                 self._for_user = assigner.user_picker()
                 self._models = {v["variant_id"]: v["model_id"] for v in found["variants"]}
+                self._default_model = found["variants"][-1]["model_id"]
                 self._lru.clear()
             self.fetches += 1
         period = float(self.config.get("ttl_seconds", 5.0)) if ttl is None else ttl
@@ -157,8 +166,9 @@ class LocalExperiment:
             return self._assigner, self._phase  # type: ignore[return-value]
 
     def variant(self, user_id: str) -> Choice:
-        """``(variant_id, model_version)`` of a user (the hot path: no HTTP call while the
-        config is fresh, except a bandit's first sight of a user).
+        """``(variant_id, model_version)`` of a user without attributes (the hot path: no HTTP
+        call while the config is fresh, except a bandit's first sight of a user); a user the
+        experiment keeps out gets the control's.
 
         Raises:
             NotRoutable: The experiment is a draft.
@@ -167,6 +177,9 @@ class LocalExperiment:
             self.refresh()
         picker = self._for_user
         if picker is None:  # a running bandit: the service's stored assignment decides
+            assigner = self._assigner
+            if assigner is not None and assigner.gated and assigner.exclusion(user_id):
+                return assigner.default  # kept out: the bandit stores nothing for it
             return self._stored(user_id, user_id)
         try:
             return picker(user_id)
@@ -174,7 +187,11 @@ class LocalExperiment:
             raise NotRoutable(str(exc)) from None
 
     def assign(
-        self, user_id: str | None = None, request_id: str | None = None, sticky: bool = True
+        self,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        sticky: bool = True,
+        attributes: dict[str, Any] | None = None,
     ) -> Assignment:
         """The assignment of one request, with a request id for its outcome.
 
@@ -182,30 +199,40 @@ class LocalExperiment:
             user_id: The user (sticky); without one the request id is hashed.
             request_id: The request's id (default: a new UUID).
             sticky: ``False`` hashes the request id even when a user id is given.
+            attributes: What the experiment's targeting tests (as sent to ``POST /route``).
 
         Raises:
             NotRoutable: The experiment is a draft.
         """
         request_id = request_id or uuid.uuid4().hex
         assigner, phase = self._current()
-        if assigner.needs_store(user_id, sticky):
-            variant_id, version = self._stored(str(user_id), request_id)
-        else:
-            try:
-                variant_id, version = assigner.route(request_id, user_id, sticky)
-            except _NotRoutable as exc:
-                raise NotRoutable(str(exc)) from None
-        model_id = self._models.get(variant_id, "")
-        return Assignment(self.experiment_id, request_id, variant_id, model_id, version, phase)
+        try:
+            if assigner.needs_store(user_id, sticky) and (
+                not assigner.gated or assigner.exclusion(str(user_id), attributes) is None
+            ):
+                variant_id, version = self._stored(str(user_id), request_id, attributes)
+                exposure = IN_EXPERIMENT
+            else:
+                variant_id, version, exposure = assigner.decide(
+                    request_id, user_id, sticky, attributes
+                )
+        except _NotRoutable as exc:
+            raise NotRoutable(str(exc)) from None
+        model_id = self._models.get(variant_id or "", self._default_model)
+        return Assignment(
+            self.experiment_id, request_id, variant_id, model_id, version, phase, exposure
+        )
 
-    def _stored(self, user_id: str, request_id: str) -> Choice:
+    def _stored(
+        self, user_id: str, request_id: str, attributes: dict[str, Any] | None = None
+    ) -> Choice:
         """A bandit user's stored variant: ``POST /route`` once, then the LRU."""
         with self._lock:
             found = self._lru.get(user_id)
             if found is not None:
                 self._lru.move_to_end(user_id)
                 return found
-        routed = self.client.route(self.experiment_id, request_id, user_id)
+        routed = self.client.route(self.experiment_id, request_id, user_id, attributes=attributes)
         choice = (routed["variant_id"], int(routed["model_version"]))
         with self._lock:
             self._lru[user_id] = choice
@@ -296,7 +323,11 @@ class OutcomeBuffer:
             self.flush(raise_errors=False)
 
     def record_assignment(self, assignment: Assignment, **outcome: Any) -> None:
-        """Buffers the outcome of an :class:`Assignment` (its request id, variant and phase)."""
+        """Buffers the outcome of an :class:`Assignment` (its request id, variant and phase; a
+        holdout user's counts as the holdout). A request the experiment kept out (targeting,
+        layer) is not an exposure: nothing is recorded."""
+        if assignment.variant_id is None:
+            return
         outcome.setdefault("phase", assignment.phase)
         self.record(assignment.request_id, assignment.variant_id, **outcome)
 

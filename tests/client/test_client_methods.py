@@ -205,6 +205,36 @@ def test_explanation_methods(admin: Client) -> None:
     assert curves["model_version"] == 1 and len(curves["individual"]) == len(rows)
 
 
+def test_layer_and_holdout_methods(admin: Client) -> None:
+    layer = admin.create_layer("methods-layer", description="d")
+    layer_id = layer["layer_id"]
+    assert layer["free"] == [[0, 10000]] and layer["slices"] == []
+    assert layer_id in {found["layer_id"] for found in admin.list_layers()["layers"]}
+    assert admin.set_layer_access(layer_id, ["ml"])["access_groups"] == ["ml"]
+    holdout = admin.create_holdout("methods-holdout", "0.02", layer_ids=[layer_id])
+    assert admin.get_holdout(holdout["holdout_id"])["layer_ids"] == [layer_id]
+    assert holdout["holdout_id"] in {h["holdout_id"] for h in admin.list_holdouts()["holdouts"]}
+    model_id = model_with_versions(admin)
+    experiment = admin.create_experiment(
+        "layered", two_arms(model_id), layer={"layer_id": layer_id, "start": 0, "end": 100},
+        targeting={"attribute": "plan", "equals": "pro"},
+    )  # fmt: skip
+    assert admin.get_layer(layer_id)["slices"] == [
+        {"start": 0, "end": 100, "experiment_id": experiment["experiment_id"]}
+    ]
+    with pytest.raises(Conflict):
+        admin.delete_layer(layer_id)
+    admin.start_experiment(experiment["experiment_id"])
+    routed = admin.route(experiment["experiment_id"], "r-1", "u-1", attributes={"plan": "free"})
+    assert (routed["variant_id"], routed["exposure"]) == (None, "ineligible")
+    assert admin.delete_holdout(holdout["holdout_id"]) == {
+        "id": holdout["holdout_id"],
+        "deleted": True,
+    }
+    empty = admin.create_layer("methods-empty")["layer_id"]
+    assert admin.delete_layer(empty)["deleted"] is True
+
+
 def test_every_declared_route_was_called_against_the_local_stack() -> None:
     others = {name for name in globals() if name.startswith("test_")} - {
         "test_every_declared_route_was_called_against_the_local_stack"

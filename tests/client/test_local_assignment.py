@@ -320,3 +320,141 @@ def test_an_outcome_the_api_refuses_is_set_aside_and_does_not_hold_back_the_othe
     assert [error.status for _, error in buffer.refused] == [400, 422]
     counts = api.metrics(experiment_id)["variants"]
     assert {k: v["request_count"] for k, v in counts.items()} == {"control": 10, "treatment": 10}
+
+
+HTTP_USERS = 10_000  # of the 100,000, also routed through the Lambda handler (about 1 ms each)
+
+
+def _admits(attributes: dict[str, Any]) -> bool:
+    """The targeting below, written out by hand."""
+    young = 18 <= attributes["age"] < 30
+    return attributes["country"] in ("DE", "FR") and (young or attributes["plan"] == "pro")
+
+
+def _hash(salt: str, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=8).digest(), "big")
+
+
+def gated_oracle(experiment: dict[str, Any], key: str, attributes: dict[str, Any]) -> tuple:
+    """The documented gate, from scratch: targeting, then each holdout's share, then the layer
+    bucket ``floor(h * 10000 / 2**64)`` in the slice; then the variant as :func:`oracle`."""
+    control = next(v for v in experiment["variants"] if v["is_control"])
+    if experiment["targeting"] is not None and not _admits(attributes):
+        return (None, control["model_version"], "ineligible")
+    for holdout in experiment["holdouts"]:
+        if Fraction(_hash(holdout["salt"], key), 2**64) < Fraction(holdout["share"]):
+            return ("holdout", control["model_version"], "holdout")
+    layer = experiment["layer"]
+    if not layer["start"] <= _hash(layer["layer_id"], key) * 10_000 // 2**64 < layer["end"]:
+        return (None, control["model_version"], "outside_layer")
+    chosen = oracle(experiment, key)
+    version = next(v["model_version"] for v in experiment["variants"] if v["variant_id"] == chosen)
+    return (chosen, version, "experiment")
+
+
+def served_decisions(
+    token: str, experiment_id: str, users: list[str], attributes: list[dict[str, Any]]
+) -> list[tuple]:
+    """``POST /route`` with attributes for each user through the app's Lambda handler."""
+    import json
+
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    import app as app_module
+
+    path = f"/experiments/{experiment_id}/route"
+    converter = LambdaEventConverter(RouteMatcher(list(app_module.app.routes)))
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    event = converter.create_lambda_event("POST", path, headers, b"{}")
+    context = LambdaContext("api_handler", 512)
+    found = []
+    for user, attrs in zip(users, attributes, strict=True):
+        event["body"] = json.dumps(
+            {"request_id": f"r-{user}", "user_id": user, "attributes": attrs}
+        )
+        answer = app_module.app(event, context)
+        assert answer["statusCode"] == 200, answer
+        data = json.loads(answer["body"])
+        found.append((data["variant_id"], data["model_version"], data["exposure"]))
+    return found
+
+
+def test_client_and_route_agree_on_100000_users_with_layers_a_holdout_and_targeting(
+    api: Client, client: Any, tokens: Tokens
+) -> None:
+    import numpy as np
+
+    from chalicelib.abtesting.engine import get_ab_engine
+    from tests.client.conftest import in_process_client
+
+    admin = in_process_client(client, tokens.admin)
+    holdout = admin.create_holdout("global", "0.1")
+    model_id = model_with_versions(api)
+    layer_id = api.create_layer("ranking")["layer_id"]
+    targeting = {
+        "all": [
+            {"attribute": "country", "in": ["DE", "FR"]},
+            {"any": [{"attribute": "age", "gte": 18, "lt": 30},
+                     {"attribute": "plan", "equals": "pro"}]},
+        ]
+    }  # fmt: skip
+    targeted = api.create_experiment(
+        "targeted", two_arms(model_id, "0.7", "0.3"), targeting=targeting,
+        layer={"layer_id": layer_id, "start": 0, "end": 5000},
+    )["experiment_id"]  # fmt: skip
+    plain = api.create_experiment(
+        "plain", two_arms(model_id), layer={"layer_id": layer_id, "start": 5000, "end": 10000}
+    )["experiment_id"]
+    rng = np.random.default_rng(19)
+    countries = ["DE", "FR", "US", "BR"]
+    attributes = [
+        {"country": countries[c], "age": int(a), "plan": "pro" if p < 0.2 else "free"}
+        for c, a, p in zip(
+            rng.integers(0, 4, len(USERS)), rng.integers(10, 70, len(USERS)),
+            rng.random(len(USERS)), strict=True,
+        )
+    ]  # fmt: skip
+    decided = {}
+    for experiment_id in (targeted, plain):
+        api.start_experiment(experiment_id)
+        experiment = api.get_experiment(experiment_id)
+        assert experiment["holdouts"] == [
+            {"holdout_id": holdout["holdout_id"], "salt": holdout["salt"], "share": "0.1"}
+        ]
+        local = api.local_experiment(experiment_id, ttl_seconds=3600)
+        mine = [
+            (a.variant_id, a.model_version, a.exposure)
+            for a in (
+                local.assign(user, f"r-{user}", attributes=attrs)
+                for user, attrs in zip(USERS, attributes, strict=True)
+            )
+        ]
+        assert mine == [
+            gated_oracle(experiment, user, attrs)
+            for user, attrs in zip(USERS, attributes, strict=True)
+        ], experiment_id
+        engine = get_ab_engine()  # the router behind POST /route, for every user
+        assert [
+            (found[0], found[1], found[3])
+            for found in (
+                engine.decide_request(experiment_id, f"r-{user}", user, True, attrs)
+                for user, attrs in zip(USERS, attributes, strict=True)
+            )
+        ] == mine
+        head = slice(0, HTTP_USERS)  # and POST /route itself through the Lambda handler
+        assert (
+            served_decisions(tokens.writer, experiment_id, USERS[head], attributes[head])
+            == (mine[head])
+        )
+        decided[experiment_id] = mine
+    both = [
+        user
+        for user, a, b in zip(USERS, decided[targeted], decided[plain], strict=True)
+        if a[2] == b[2] == "experiment"
+    ]
+    assert both == []
+    counts = Counter(found[2] for found in decided[plain])
+    assert set(counts) == {"experiment", "holdout", "outside_layer"}
+    assert abs(counts["holdout"] / len(USERS) - 0.1) < 0.005  # 5 sigma is 0.0047
+    counts = Counter(found[2] for found in decided[targeted])
+    assert set(counts) == {"experiment", "holdout", "outside_layer", "ineligible"}
