@@ -8,6 +8,14 @@ Both assign the same user ids to a 50/50 split in-process with a warm config:
 * peer: one ``growthbook.GrowthBook`` instance, ``set_attributes({"id": user})`` then
   ``run(Experiment(key, [0, 1], weights=[0.5, 0.5]))`` per user (the SDK's in-process path).
 
+A second row gates the same split (issue 19): ours is an experiment taking buckets [0, 5000) of
+a layer, covered by a 5 % global holdout, with a targeting condition (country in {DE, FR} and
+either 18 <= age < 30 or plan = pro), routed with ``route_request(..., attributes=...)``; the
+peer is GrowthBook's equivalent, a namespace ``("ranking", 0, 0.5)`` and the same condition in
+its MongoDB-style syntax (``set_attributes`` with the user's attributes, then ``run``). Both see
+the same users with the same seeded attributes; GrowthBook has no holdout in its Python SDK, so
+ours does one hash more.
+
 Reported: the best of ``--repeats`` timed passes over ``--users`` users (best-of limits noise from
 other processes on a shared machine), the ratio, and each side's share of users in treatment.
 Target: ours >= 5x GrowthBook.
@@ -62,6 +70,107 @@ def _time(run: Any, users: list[str], repeats: int) -> float:
         run(users)
         best = min(best, time.perf_counter() - started)
     return len(users) / best
+
+
+TARGETING = {
+    "all": [
+        {"attribute": "country", "in": ["DE", "FR"]},
+        {
+            "any": [
+                {"attribute": "age", "gte": 18, "lt": 30},
+                {"attribute": "plan", "equals": "pro"},
+            ]
+        },
+    ]
+}
+GROWTHBOOK_CONDITION = {
+    "country": {"$in": ["DE", "FR"]},
+    "$or": [{"age": {"$gte": 18, "$lt": 30}}, {"plan": "pro"}],
+}
+
+
+def attributes_of(users: list[str]) -> list[dict[str, Any]]:
+    """Seeded attributes per user (about 40 % admitted by the targeting)."""
+    import random
+
+    rng = random.Random(19)
+    return [
+        {"country": rng.choice(["DE", "FR", "US"]), "age": rng.randrange(10, 60),
+         "plan": "pro" if rng.random() < 0.3 else "free"}
+        for _ in users
+    ]  # fmt: skip
+
+
+def measure_ours_gated(
+    users: list[str], attributes: list[dict[str, Any]], repeats: int
+) -> tuple[float, float]:
+    """Assignments/s of ``route_request`` with a layer slice, a holdout and targeting, and the
+    share of users in the experiment's treatment."""
+    from moto import mock_aws
+
+    from chalicelib.abtesting.engine import ABTestingEngine
+    from chalicelib.abtesting.layers import LayerService
+    from chalicelib.abtesting.models import LayerSlice, ModelVariant
+    from chalicelib.core.events import RecordingEventBus
+    from chalicelib.domains import create_all_tables
+
+    with mock_aws():
+        create_all_tables()
+        bus = RecordingEventBus()
+        layers = LayerService(event_bus=bus)
+        engine = ABTestingEngine(registry=_Registry(), event_bus=bus, layers=layers)
+        layer = layers.create_layer("ranking")
+        layers.create_holdout("global", Decimal("0.05"))
+        variants = [
+            ModelVariant("control", "m", 1, Decimal("0.5"), True),
+            ModelVariant("treatment", "m", 2, Decimal("0.5")),
+        ]
+        experiment_id = engine.create_experiment(
+            "bench", variants, layer=LayerSlice(layer.layer_id, 0, 5000), targeting=TARGETING
+        ).experiment_id
+        engine.start_experiment(experiment_id)
+        route = engine.route_request
+        pairs = list(zip(users, attributes, strict=True))
+        route(experiment_id, "warm", "warm", True, pairs[0][1])
+
+        def run(batch: list[str]) -> None:
+            for user, attrs in pairs:
+                route(experiment_id, user, user, True, attrs)
+
+        rate = _time(run, users, repeats)
+        decide = engine.decide_request
+        share = sum(decide(experiment_id, u, u, True, a)[0] == "treatment" for u, a in pairs) / len(
+            users
+        )
+    return rate, share
+
+
+def measure_growthbook_gated(
+    users: list[str], attributes: list[dict[str, Any]], repeats: int
+) -> tuple[float, float]:
+    """Assignments/s of the GrowthBook SDK with a namespace and the same condition."""
+    from growthbook import Experiment, GrowthBook
+
+    gb = GrowthBook(attributes={"id": "warm"})
+    experiment = Experiment(
+        key="bench", variations=[0, 1], weights=[0.5, 0.5], namespace=("ranking", 0, 0.5),
+        condition=GROWTHBOOK_CONDITION,
+    )  # fmt: skip
+    gb.run(experiment)
+    pairs = list(zip(users, attributes, strict=True))
+
+    def run(batch: list[str]) -> None:
+        for user, attrs in pairs:
+            gb.set_attributes({"id": user, **attrs})
+            gb.run(experiment)
+
+    rate = _time(run, users, repeats)
+    treated = 0
+    for user, attrs in pairs:
+        gb.set_attributes({"id": user, **attrs})
+        found = gb.run(experiment)
+        treated += found.inExperiment and found.variationId == 1
+    return rate, treated / len(users)
 
 
 def measure_ours(users: list[str], repeats: int) -> tuple[float, float]:
@@ -129,6 +238,10 @@ def main() -> None:
     ours, our_share = measure_ours(users, repeats)
     peer, peer_share = measure_growthbook(users, repeats)
     ratio = ours / peer
+    attributes = attributes_of(users)
+    gated, gated_share = measure_ours_gated(users, attributes, repeats)
+    gated_peer, gated_peer_share = measure_growthbook_gated(users, attributes, repeats)
+    gated_ratio = gated / gated_peer
     rows = [
         {
             "figure": "route_request assignments/s, in-process, warm config, 50/50 split",
@@ -141,7 +254,21 @@ def main() -> None:
             "met": ratio >= TARGET_RATIO,
             "note": f"{count} users, best of {repeats}; treatment share ours "
             f"{our_share:.4f}, GrowthBook {peer_share:.4f}",
-        }
+        },
+        {
+            "figure": "route_request assignments/s with a layer slice (half), a 5 % holdout "
+            "and targeting (attributes per request)",
+            "ours": round(gated),
+            "peer": round(gated_peer),
+            "peer_name": "GrowthBook Python SDK (growthbook 4.0.0) GrowthBook.run with a "
+            "namespace and a condition",
+            "ratio": round(gated_ratio, 2),
+            "unit": "assignments/s",
+            "target": f">= {TARGET_RATIO:g}x peer",
+            "met": gated_ratio >= TARGET_RATIO,
+            "note": f"{count} users, best of {repeats}; share in treatment ours "
+            f"{gated_share:.4f} (0.5 x 0.95 x admitted share), GrowthBook {gated_peer_share:.4f}",
+        },
     ]
     meta = {**machine_meta(), "users": count, "repeats": repeats}
     report("routing", rows, meta)
