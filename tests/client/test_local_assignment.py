@@ -385,7 +385,6 @@ def test_client_and_route_agree_on_100000_users_with_layers_a_holdout_and_target
     import numpy as np
 
     from chalicelib.abtesting.engine import get_ab_engine
-    from tests.client.conftest import in_process_client
 
     admin = in_process_client(client, tokens.admin)
     holdout = admin.create_holdout("global", "0.1")

@@ -4,36 +4,17 @@ holdout and ineligible requests are not exposures."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.conftest import Http, Tokens
-
-
-def _artifact(seed: int) -> str:
-    import numpy as np
-    import skops.io as sio
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(seed)
-    features = rng.normal(size=(40, 3))
-    labels = (features[:, 0] > 0).astype(int)
-    return base64.b64encode(sio.dumps(LogisticRegression().fit(features, labels))).decode()
+from tests.helpers.abtesting import http_model_with_versions
 
 
 def _model(http: Http, token: str | None = None) -> str:
-    created = http.call("POST", "/models", {"name": f"m-{uuid.uuid4().hex[:8]}"}, token=token)
-    assert created.status_code == 201, created.data
-    model_id = created.data["model_id"]
-    for seed in (0, 1):
-        body = {"artifact_base64": _artifact(seed), "task": "classification",
-                "feature_names": ["a", "b", "c"]}  # fmt: skip
-        added = http.call("POST", f"/models/{model_id}/versions", body, token=token)
-        assert added.status_code == 201, added.data
-    return model_id
+    return http_model_with_versions(http if token is None else Http(http.client, token))
 
 
 def _body(model_id: str, **extra: Any) -> dict[str, Any]:
