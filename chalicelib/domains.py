@@ -11,7 +11,6 @@ from typing import Any
 
 def all_table_models() -> list[Any]:
     """Every PynamoDB table model of every domain (and core's event outbox and reference pins)."""
-    from chalicelib.abtesting.layer_repository import TABLES as LAYERS
     from chalicelib.abtesting.repository import TABLES as ABTESTING
     from chalicelib.auth.repository import TABLES as AUTH
     from chalicelib.core.events import TABLES as EVENTS
@@ -20,16 +19,7 @@ def all_table_models() -> list[Any]:
     from chalicelib.explainability.repository import TABLES as EXPLAINABILITY
     from chalicelib.registry.repository import TABLES as REGISTRY
 
-    return [
-        *AUTH,
-        *EVENTS,
-        *REFERENCES,
-        *REGISTRY,
-        *ABTESTING,
-        *LAYERS,
-        *DATAVERSION,
-        *EXPLAINABILITY,
-    ]
+    return [*AUTH, *EVENTS, *REFERENCES, *REGISTRY, *ABTESTING, *DATAVERSION, *EXPLAINABILITY]
 
 
 def create_all_tables() -> list[str]:

@@ -158,15 +158,14 @@ def create_experiment(
     """
     _check_variant_models(principal, variants)
     layer: LayerSlice | None = settings.get("layer")
-    if layer is not None:
-        try:
-            readable_layer(principal, layer.layer_id)
-        except NotFound:
-            raise unknown_layer(layer.layer_id) from None
+    _check_layer(principal, layer)
     groups = access.initial_groups(principal, access_groups)
-    models = [references.Ref("model", variant.model_id) for variant in variants]
-    with references.referring(models, "experiment", groups) as held:
+    targets = [references.Ref("model", variant.model_id) for variant in variants]
+    if layer is not None:
+        targets.append(references.Ref("layer", layer.layer_id))
+    with references.referring(targets, "experiment", groups) as held:
         _check_variant_models(principal, variants)  # again, now that the pins hold
+        _check_layer(principal, layer)
         experiment = _engine().create_experiment(
             name=name,
             variants=variants,
@@ -176,6 +175,17 @@ def create_experiment(
         )
         held.bind(experiment.experiment_id)
     return experiment
+
+
+def _check_layer(principal: Principal, layer: LayerSlice | None) -> None:
+    """The caller must read the layer an experiment takes a slice of (``unknown_layer`` 422
+    otherwise, the answer for a missing layer)."""
+    if layer is None:
+        return
+    try:
+        readable_layer(principal, layer.layer_id)
+    except NotFound:
+        raise unknown_layer(layer.layer_id) from None
 
 
 def access_groups_as_system(experiment_id: str) -> list[str] | None:

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from chalicelib.abtesting.errors import InvalidExperiment, SliceTaken
-from chalicelib.abtesting.layer_repository import LayerRepository
 from chalicelib.abtesting.models import (
     LAYER_BUCKETS,
     Holdout,
@@ -29,6 +28,8 @@ from chalicelib.abtesting.models import (
     Layer,
     LayerSlice,
 )
+from chalicelib.abtesting.repository import LayerRepository
+from chalicelib.core import references
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, UnprocessableEntity
 from chalicelib.core.events import EventBus, get_event_bus
@@ -98,13 +99,22 @@ class LayerService:
         return self.repository.list_layers()
 
     def set_access_groups(self, layer_id: str, access_groups: Sequence[str]) -> Layer:
-        """Replaces who may see the layer (its owner stays)."""
+        """Replaces who may see the layer (its owner stays).
+
+        Raises:
+            Referenced: An experiment readable by a group the change drops takes a slice of it
+                (409; see :mod:`chalicelib.core.references`).
+        """
         groups = tuple(sorted(set(access_groups)))
-        for _ in range(RESERVE_ATTEMPTS):
-            layer = self.repository.get_layer(layer_id)
-            updated = self.repository.update_layer(layer, self.clock.now(), access_groups=groups)
-            if updated is not None:
-                return updated
+        dropped = set(self.repository.get_layer(layer_id).access_groups) - set(groups)
+        with references.narrowing(references.Ref("layer", layer_id), dropped, _REFERRERS):
+            for _ in range(RESERVE_ATTEMPTS):
+                layer = self.repository.get_layer(layer_id)
+                updated = self.repository.update_layer(
+                    layer, self.clock.now(), access_groups=groups
+                )
+                if updated is not None:
+                    return updated
         raise Conflict(f"layer {layer_id} kept changing; try again", code="layer_busy")
 
     def delete_layer(self, layer_id: str) -> None:
@@ -214,6 +224,15 @@ class LayerService:
     def holdouts_for(self, layer_id: str | None) -> tuple[HoldoutRef, ...]:
         """The holdouts that cover a new experiment in that layer (``None``: in none)."""
         return tuple(h.ref() for h in self.repository.list_holdouts() if h.covers(layer_id))
+
+
+def _experiment_groups(experiment_id: str) -> list[str] | None:
+    from chalicelib.abtesting.facade import access_groups_as_system
+
+    return access_groups_as_system(experiment_id)
+
+
+_REFERRERS = {"experiment": _experiment_groups}
 
 
 @lazy

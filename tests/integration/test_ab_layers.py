@@ -291,3 +291,16 @@ def test_variant_id_holdout_is_reserved(http: Http, model_id: str) -> None:
     body["variants"][1]["variant_id"] = "holdout"
     answer = http.call("POST", "/experiments", body)
     assert answer.status_code == 422 and "reserved" in answer.data["message"]
+
+
+def test_a_layer_cannot_be_hidden_from_the_readers_of_an_experiment_in_it(
+    http: Http, model_id: str
+) -> None:
+    layer_id = _layer(http, access_groups=["ml"])
+    body = _body(model_id, layer={"layer_id": layer_id, "start": 0, "end": 10})
+    assert http.call("POST", "/experiments", body).status_code == 201
+    narrowed = http.call("PUT", f"/layers/{layer_id}/access", {"access_groups": []})
+    assert (narrowed.status_code, narrowed.data["error"]) == (409, "referenced"), narrowed.data
+    assert http.call("GET", f"/layers/{layer_id}").data["access_groups"] == ["ml"]
+    widened = http.call("PUT", f"/layers/{layer_id}/access", {"access_groups": ["ml", "x"]})
+    assert widened.status_code == 200 and widened.data["access_groups"] == ["ml", "x"]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from chalicelib.abtesting.errors import SliceTaken
-from chalicelib.abtesting.layer_repository import LayerRepository
 from chalicelib.abtesting.layers import LayerService
 from chalicelib.abtesting.models import Layer, LayerSlice, ModelVariant
+from chalicelib.abtesting.repository import LayerRepository
 from chalicelib.core.errors import Conflict, UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
 

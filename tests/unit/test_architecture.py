@@ -148,7 +148,7 @@ def test_only_repositories_storage_and_core_plumbing_talk_to_aws() -> None:
     assert offenders == []
 
 
-ENTRY_MODULES = {"api", "insights_api", "handlers", "console"}
+ENTRY_MODULES = {"api", "insights_api", "layers_api", "handlers", "console"}
 
 
 def test_routes_and_event_handlers_never_reach_a_repository_or_store() -> None:
