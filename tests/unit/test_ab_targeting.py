@@ -245,3 +245,10 @@ def test_the_router_refuses_a_gated_draft() -> None:
     router = TrafficRouter(lambda _: draft, None, ttl_seconds=60)
     with pytest.raises(ExperimentNotRunning):
         router.decide("exp-1", "r", "u", True, {"a": 1})
+
+
+def test_the_router_decides_an_experiment_without_gates_as_it_routes_it() -> None:
+    router = TrafficRouter(lambda _: _experiment(), None, ttl_seconds=60)
+    variant_id, version, phase, exposure = router.decide("exp-1", "r", "u-1")
+    assert (variant_id, version) == router.route("exp-1", "r", "u-1")
+    assert (phase, exposure) == (0, "experiment")
