@@ -17,7 +17,11 @@ one pass) and always stages. A push interrupted (Ctrl-C, a lost connection) resu
 again: the digest is not recomputed, a multipart upload sends only the parts S3 has not
 acknowledged (while its presigned part URLs are valid: ``SYNAPSE_PRESIGN_SECONDS``, 900 s by
 default; after that it starts over), and a direct PUT, which S3 takes whole or not at all, is
-sent again. Resume records live in ``$SYNAPSE_STATE_DIR`` or ``~/.cache/synapse/uploads``.
+sent again. A resumed multipart upload first re-reads each acknowledged part and compares it
+with the sha256 recorded when it was sent; a file that changed meanwhile (even with the same
+name, size and modification time) starts the push over instead of completing an upload of two
+files' parts, and in ``auto`` mode the whole file must still have the digest it was announced
+with. Resume records live in ``$SYNAPSE_STATE_DIR`` or ``~/.cache/synapse/uploads``.
 
 ``pull(client, dataset_id, version, path)`` downloads to ``path.part`` (continuing a partial one
 with an HTTP Range request), checks the sha256 the API states for the version, and only then
@@ -257,20 +261,26 @@ class Pusher:
     def _send_parts(self, upload: dict[str, Any], digest: Any) -> None:
         part_size = int(upload["part_size"])
         done_parts: dict[str, str] = dict(self.record.data.get("parts") or {})
+        part_digests: dict[str, str] = dict(self.record.data.get("part_sha256") or {})
+        whole = digest if digest is not None else hashlib.sha256()
         uploaded = sum(min(part_size, self.size - (int(n) - 1) * part_size) for n in done_parts)
         self.progress("upload", uploaded, self.size)
         with open(self.path, "rb") as handle:
             for number, url in enumerate(upload["part_urls"], start=1):
                 offset = (number - 1) * part_size
                 length = min(part_size, self.size - offset)
-                if str(number) in done_parts:
-                    if digest is not None:  # hash the acknowledged part without sending it
-                        _hash_window(handle, offset, length, digest)
+                part = hashlib.sha256()
+                if str(number) in done_parts:  # hash the acknowledged part without sending it
+                    _hash_window(handle, offset, length, whole, part)
+                    if part_digests.get(str(number)) != part.hexdigest():
+                        self._start_over("a part S3 acknowledged is not in the file any more")
                     continue
-                uploaded = self._send_part(handle, url, offset, length, digest, uploaded)
-                etag = self._last_etag
-                done_parts[str(number)] = etag
-                self.record.save(parts=done_parts)
+                uploaded = self._send_part(handle, url, offset, length, (whole, part), uploaded)
+                done_parts[str(number)] = self._last_etag
+                part_digests[str(number)] = part.hexdigest()
+                self.record.save(parts=done_parts, part_sha256=part_digests)
+        if digest is None and whole.hexdigest() != self.record.data.get("sha256"):
+            self._start_over("the file changed after it was hashed")
         numbers = sorted(int(n) for n in done_parts)
         parts = [{"part_number": n, "etag": done_parts[str(n)]} for n in numbers]
         self.client.complete_upload(
@@ -278,13 +288,13 @@ class Pusher:
         )
 
     def _send_part(
-        self, handle: BinaryIO, url: str, offset: int, length: int, digest: Any, uploaded: int
+        self, handle: BinaryIO, url: str, offset: int, length: int, digests: Any, uploaded: int
     ) -> int:
         start = uploaded
 
         def on_read(chunk: bytes) -> None:
             nonlocal uploaded
-            if digest is not None:
+            for digest in digests:
                 digest.update(chunk)
             uploaded += len(chunk)
             self.progress("upload", uploaded, self.size)
@@ -295,6 +305,11 @@ class Pusher:
         self.sent_bytes += uploaded - start
         self.sent_parts += 1
         return uploaded
+
+    def _start_over(self, why: str) -> None:
+        """Forgets the resume record and raises :class:`_StartOver` (nothing is completed)."""
+        self.record.clear()
+        raise _StartOver(f"{self.path}: {why}; the push starts over")
 
     def _put(self, url: str, body: _Reader, headers: dict[str, str]) -> requests.Response:
         try:
@@ -327,6 +342,10 @@ class _AskAgain(Exception):
     """A direct PUT found its content address taken: request the upload again."""
 
 
+class _StartOver(_AskAgain):
+    """The file is not the one whose parts were sent: push it again from the start."""
+
+
 def _expired(record: dict[str, Any]) -> bool:
     upload = record.get("upload")
     if not upload:
@@ -335,13 +354,14 @@ def _expired(record: dict[str, Any]) -> bool:
     return time.time() > float(record.get("issued_at", 0)) + lifetime - 30
 
 
-def _hash_window(handle: BinaryIO, offset: int, length: int, digest: Any) -> None:
+def _hash_window(handle: BinaryIO, offset: int, length: int, *digests: Any) -> None:
     handle.seek(offset)
     while length > 0:
         chunk = handle.read(min(CHUNK, length))
         if not chunk:
             break
-        digest.update(chunk)
+        for digest in digests:
+            digest.update(chunk)
         length -= len(chunk)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,27 @@ def test_an_interrupted_direct_push_resumes_without_hashing_again(
     assert "hash" not in again.phases and found["resumed"] is True
     assert found["mode"] == "direct" and found["version"]["version_number"] == 1
     assert admin.list_versions(dataset_id)["total"] == 1
+
+
+def test_a_resumed_push_of_a_different_file_with_the_same_name_size_and_mtime_starts_over(
+    env: Path, admin: Client, tmp_path: Path
+) -> None:
+    mode = "multipart"
+    path = csv_file(tmp_path / "same.csv", 70 * MB, "first-1")  # over 64 MiB: 16 MiB parts
+    dataset_id = admin.create_dataset(f"replaced-{mode}")["dataset_id"]
+    with pytest.raises(KeyboardInterrupt):
+        admin.push(str(path), dataset_id, mode=mode, progress=Interrupt(limit=20 * MB))
+    assert len(ResumeRecord(path, dataset_id, admin.url, env).data["parts"]) >= 1
+    before = path.stat()
+    with open(path, "r+b") as out:  # another file: same name, size and mtime, new first part
+        out.seek(len(b"id,value,label\n"))
+        out.write(b"other-1")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    found = admin.push(str(path), dataset_id, mode=mode, timeout=60)
+    assert found["sha256"] == sha256_file(path)
+    assert found["version"]["sha256"] == sha256_file(path)
+    versions = admin.list_versions(dataset_id)
+    assert versions["total"] == 1, versions  # no version of the two files' parts mixed
 
 
 def test_pull_refuses_bytes_that_do_not_match_and_resumes_a_partial_download(
