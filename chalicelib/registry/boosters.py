@@ -148,13 +148,50 @@ def _check_xgboost(document: Any) -> BoosterReport:
     n_classes = max(1, int(_number(params.get("num_class", 0), "num_class")))
     if int(_number(params.get("num_target", 1), "num_target")) != 1:
         raise _refuse("models with several targets are not explained")
-    trees = _field(booster, "model", "trees")
+    model = _field(booster, "model")
+    trees = _field(model, "trees")
     if not isinstance(trees, list) or not trees:
         raise _refuse("the model has no trees")
     nodes = sum(_check_xgboost_tree(tree, n_features, index) for index, tree in enumerate(trees))
+    _check_xgboost_layout(model, len(trees), n_classes)
     kind = XGBOOST_OBJECTIVES[objective]
     classes = n_classes if kind == "multiclass" else (2 if kind == "binary" else 1)
     return BoosterReport("xgboost", kind, objective, n_features, classes, len(trees), nodes)
+
+
+def _check_xgboost_layout(model: dict[str, Any], n_trees: int, n_classes: int) -> None:
+    """XGBoost adds tree ``i`` to output group ``tree_info[i]`` without a bounds check: one
+    group per class (one for binary and regression models), as many entries as trees; the
+    declared tree count and the per-iteration boundaries must agree with the trees."""
+    groups = _model_ints(model, "tree_info")
+    if len(groups) != n_trees:
+        raise _refuse("tree_info does not name an output group for every tree")
+    if np.any((groups < 0) | (groups >= n_classes)):
+        raise _refuse("tree_info names an output group the model does not have")
+    params = model.get("gbtree_model_param", {})
+    if int(_number(params.get("num_trees", n_trees), "num_trees")) != n_trees:
+        raise _refuse("num_trees is not the number of trees")
+    if int(_number(params.get("num_parallel_tree", 1), "num_parallel_tree")) < 1:
+        raise _refuse("num_parallel_tree must be at least 1")
+    if "iteration_indptr" in model:
+        bounds = _model_ints(model, "iteration_indptr")
+        if (
+            len(bounds) < 1
+            or bounds[0] != 0
+            or bounds[-1] != n_trees
+            or np.any(np.diff(bounds) < 0)
+        ):
+            raise _refuse("iteration_indptr does not divide the trees into iterations")
+
+
+def _model_ints(model: dict[str, Any], name: str) -> np.ndarray:
+    try:
+        array = np.asarray(model[name], dtype=np.int64)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise _refuse(f"'{name}' is missing or not integers") from None
+    if array.ndim != 1:
+        raise _refuse(f"'{name}' is not a list")
+    return array
 
 
 def _int_array(tree: dict[str, Any], name: str, index: int) -> np.ndarray:
@@ -185,10 +222,30 @@ def _check_xgboost_tree(tree: Any, n_features: int, index: int) -> int:
     if split_type is not None and np.any(split_type != 0):
         raise _refuse(f"tree {index} has categorical splits, which TreeSHAP cannot explain")
     _check_children(left, right, n, f"tree {index}")
+    _check_parents(tree, left, right, index)
+    for name in ("base_weights", "default_left", "loss_changes", "sum_hessian"):
+        if name in tree and np.size(tree[name]) != n:
+            raise _refuse(f"tree {index}: its node arrays differ in length")
     inner = left != -1
     if np.any((features[inner] < 0) | (features[inner] >= n_features)):
         raise _refuse(f"tree {index} splits on a feature the model does not read")
     return n
+
+
+#: The parent XGBoost writes for a tree's root.
+XGBOOST_ROOT_PARENT = 2147483647
+
+
+def _check_parents(tree: dict[str, Any], left: np.ndarray, right: np.ndarray, index: int) -> None:
+    """XGBoost follows ``parents`` without a bounds check: each must be the node whose child
+    it is (the root's, XGBoost's marker)."""
+    parents = _int_array(tree, "parents", index)
+    expected = np.full(len(left), XGBOOST_ROOT_PARENT, dtype=np.int64)
+    splits = np.flatnonzero(left != -1)
+    expected[left[splits]] = splits
+    expected[right[splits]] = splits
+    if len(parents) != len(left) or np.any(parents != expected):
+        raise _refuse(f"tree {index}: 'parents' are not the nodes' parents")
 
 
 def _check_children(left: np.ndarray, right: np.ndarray, n: int, where: str) -> None:

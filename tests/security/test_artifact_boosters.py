@@ -1,4 +1,6 @@
-"""A LightGBM text model is read the way LightGBM reads it (second attack round, issue 12).
+"""Booster files the libraries would trust blindly (second attack round, issue 12).
+
+LightGBM: a text model is read the way LightGBM reads it.
 
 The check used to read each tree's ``key=value`` lines into a dict, so a repeated key kept its
 *last* value; LightGBM stops reading a tree at its first blank line, so it keeps the *first*
@@ -8,11 +10,18 @@ prediction. Each forged file below is a real trained model with one change; the 
 plain LightGBM crashes on the blank-line forgery in a child process, the others that the service
 refuses every variant with ``422 unsafe_artifact`` over HTTP, and that a booster whose loaded
 trees disagree with the checked file is refused after loading, before any prediction.
+
+XGBoost: ``tree_info`` (the output group each tree adds to) and ``parents`` are used by
+XGBoost's compiled code as unchecked indices; a real multiclass model with ``tree_info[0] =
+10^9`` or ``-5``, or a ``parents`` entry of 10^9 or -7, passed the check (201) and crashes plain
+XGBoost (SIGSEGV or heap corruption) when it predicts.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import json
 import re
 import subprocess
 import sys
@@ -162,3 +171,86 @@ def test_a_booster_whose_loaded_trees_disagree_with_the_check_is_refused_after_l
     more_trees: Any = BoosterReport(**{**genuine.__dict__, "trees": genuine.trees + 1})
     with pytest.raises(UnsafeArtifactError, match="loaded"):
         load_booster("lightgbm_text", REAL.encode(), more_trees)
+
+
+# ---- XGBoost ------------------------------------------------------------------------------
+
+
+def _xgb_document() -> dict[str, Any]:
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = np.digitize(X[:, 0] - X[:, 2], [-0.5, 0.5])
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 2, "seed": 0}
+    booster = xgboost.train(params, xgboost.DMatrix(X, label=y), num_boost_round=2)
+    return json.loads(booster.save_raw("json"))
+
+
+XGB = _xgb_document()
+
+
+def _xgb_forged(change: Callable[[dict[str, Any]], None]) -> bytes:
+    document = copy.deepcopy(XGB)
+    change(document["learner"]["gradient_booster"]["model"])
+    return json.dumps(document).encode()
+
+
+XGB_FORGED: dict[str, Callable[[dict[str, Any]], None]] = {
+    "tree_info beyond the classes": lambda m: m["tree_info"].__setitem__(0, HUGE),
+    "a negative tree_info": lambda m: m["tree_info"].__setitem__(0, -5),
+    "tree_info shorter than the trees": lambda m: m["tree_info"].pop(),
+    "a parent beyond the nodes": lambda m: m["trees"][0]["parents"].__setitem__(1, HUGE),
+    "a negative parent": lambda m: m["trees"][0]["parents"].__setitem__(1, -7),
+    "a parent that is not the node's": lambda m: m["trees"][0]["parents"].__setitem__(3, 2),
+    "a node array shorter than the tree": lambda m: m["trees"][0].__setitem__("base_weights", [0]),
+    "num_trees other than the trees": lambda m: m["gbtree_model_param"].__setitem__(
+        "num_trees", str(HUGE)
+    ),
+    "iteration_indptr past the trees": lambda m: m["iteration_indptr"].__setitem__(-1, HUGE),
+}
+
+
+@pytest.mark.parametrize("name", ["tree_info beyond the classes", "a parent beyond the nodes"])
+def test_plain_xgboost_crashes_on_the_forged_indices(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "forged.json"
+    path.write_bytes(_xgb_forged(XGB_FORGED[name]))
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, xgboost
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(open({str(path)!r}, "rb").read()))
+        rows = np.random.default_rng(1).normal(size=(50, 3))
+        print(booster.predict(xgboost.DMatrix(rows)))
+        print("SURVIVED")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert done.returncode < 0, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+
+
+def test_the_genuine_xgboost_model_passes_the_check() -> None:
+    report = check_booster("xgboost_json", json.dumps(XGB).encode(), 3, 1 << 28)
+    assert (report.n_features, report.n_classes, report.trees) == (3, 3, 6)
+
+
+@pytest.mark.parametrize("name", sorted(XGB_FORGED))
+def test_a_forged_xgboost_file_is_refused_by_the_check(name: str) -> None:
+    with pytest.raises(UnsafeArtifactError):
+        check_booster("xgboost_json", _xgb_forged(XGB_FORGED[name]), 3, 1 << 28)
+
+
+@pytest.mark.parametrize("name", ["tree_info beyond the classes", "a negative parent"])
+def test_a_forged_xgboost_file_is_refused_at_registration(module_http: Http, name: str) -> None:
+    model_id = model(module_http)
+    body = {
+        "format": "xgboost_json",
+        "artifact_base64": base64.b64encode(_xgb_forged(XGB_FORGED[name])).decode(),
+        "task": "classification",
+        "feature_names": FEATURES,
+        "class_names": ["a", "b", "c"],
+    }
+    refused = module_http.call("POST", f"/models/{model_id}/versions", body)
+    assert refused.status_code == 422, refused.data
+    assert refused.data["error"] == "unsafe_artifact"
+    assert module_http.call("GET", f"/models/{model_id}").data["latest_version"] == 0
