@@ -10,6 +10,7 @@ jitter, capped at ``max_backoff``.
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -96,9 +97,11 @@ class Transport:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
         if retry_after:
             try:
-                return min(max(float(retry_after), 0.0), self.max_backoff)
-            except ValueError:
-                pass
+                seconds = float(retry_after)
+            except ValueError:  # an HTTP date: the backoff below
+                seconds = math.nan
+            if not math.isnan(seconds):  # "nan" would make time.sleep raise ValueError
+                return min(max(seconds, 0.0), self.max_backoff)
         return random.uniform(0, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
 
     def request(
@@ -163,6 +166,12 @@ class Transport:
                 data = response.text
         if response.status_code >= 400 and response.status_code not in ok:
             raise error_for(response.status_code, data, method, path)
+        if isinstance(data, str):  # a 2xx page from something that is not the API
+            kind = response.headers.get("Content-Type", "unknown content")
+            raise TransportError(
+                f"{method} {path}: the answer is not JSON ({kind}, {response.status_code}); "
+                "is the URL a SynapseNet API?"
+            )
         return Reply(response.status_code, data, response.headers)
 
 

@@ -42,7 +42,10 @@ class Scripted(BaseAdapter):
         response = requests.Response()
         response.status_code = status
         response.headers = requests.structures.CaseInsensitiveDict(headers)
-        response._content = b"" if body is None else json.dumps(body).encode()
+        if isinstance(body, bytes):  # a raw body (not the API's JSON)
+            response._content = body
+        else:
+            response._content = b"" if body is None else json.dumps(body).encode()
         response.request = request
         return response
 
@@ -73,6 +76,20 @@ def test_retry_after_is_honoured_and_capped() -> None:
                                  (200, {}, {})])  # fmt: skip
     client.health()
     assert slept == [3.0, 8.0]
+
+
+def test_a_retry_after_that_is_not_a_number_of_seconds_falls_back_to_the_backoff() -> None:
+    script = [(429, {}, {"Retry-After": "nan"}), (503, {}, {"Retry-After": "-inf"}), (200, {}, {})]
+    client, _, slept = scripted(script)
+    client.health()
+    assert len(slept) == 2 and 0 <= slept[0] <= 0.25 and slept[1] == 0.0
+
+
+def test_a_server_that_answers_something_other_than_json_is_a_transport_error() -> None:
+    page = b"<!doctype html><title>Welcome to nginx</title>"
+    client, _, _ = scripted([(200, page, {"Content-Type": "text/html"})])
+    with pytest.raises(TransportError, match="not JSON"):
+        client.list_datasets()
 
 
 def test_a_503_that_persists_raises_with_the_apis_code_after_the_retries() -> None:
