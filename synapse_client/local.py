@@ -39,10 +39,11 @@ from typing import Any
 
 from synapse_client._assignment import IN_EXPERIMENT, Assigner
 from synapse_client._assignment import NotRoutable as _NotRoutable
-from synapse_client.errors import ApiError, NotRoutable, SynapseClientError
+from synapse_client.errors import ApiError, BadRequest, NotRoutable, SynapseClientError
 
 log = logging.getLogger("synapse_client")
 Choice = tuple[str, int]
+MAX_ID = 256  # POST /route's limit on a user id and a request id (characters)
 # Answers that refuse a batch for what is in it: no retry of the same bytes can succeed.
 REFUSED_STATUSES = frozenset({400, 413, 422})
 
@@ -172,7 +173,10 @@ class LocalExperiment:
 
         Raises:
             NotRoutable: The experiment is a draft.
+            BadRequest: An id ``POST /route`` refuses (empty, over 256 characters, a lone
+                surrogate).
         """
+        _check_id("user_id", user_id)
         if self._monotonic() >= self._expires:
             self.refresh()
         picker = self._for_user
@@ -205,6 +209,9 @@ class LocalExperiment:
             NotRoutable: The experiment is a draft.
         """
         request_id = request_id or uuid.uuid4().hex
+        _check_id("request_id", request_id)
+        if user_id is not None:
+            _check_id("user_id", user_id)
         assigner, phase = self._current()
         try:
             if assigner.needs_store(user_id, sticky) and (
@@ -239,6 +246,28 @@ class LocalExperiment:
             if len(self._lru) > self._lru_size:
                 self._lru.popitem(last=False)
         return choice
+
+
+def _check_id(field: str, value: str) -> None:
+    """Refuses an id ``POST /route`` refuses (so local assignment never places a user the
+    service would not): 1 to 256 characters of valid Unicode (no lone surrogate).
+
+    Raises:
+        BadRequest: As the service would answer (400 ``invalid_request``).
+    """
+    if 0 < len(value) <= MAX_ID and (value.isascii() or _encodable(value)):
+        return
+    raise BadRequest(
+        400, "invalid_request", f"{field} must be 1 to {MAX_ID} characters of valid Unicode"
+    )
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class OutcomeBuffer:

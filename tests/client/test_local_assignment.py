@@ -457,3 +457,30 @@ def test_client_and_route_agree_on_100000_users_with_layers_a_holdout_and_target
     assert abs(counts["holdout"] / len(USERS) - 0.1) < 0.005  # 5 sigma is 0.0047
     counts = Counter(found[2] for found in decided[targeted])
     assert set(counts) == {"experiment", "holdout", "outside_layer", "ineligible"}
+
+
+@pytest.mark.parametrize("user_id", ["", "u" * 257, "\ud800", "ok-\udfff"])
+def test_a_user_id_the_service_refuses_is_refused_locally_in_every_state(
+    api: Client, user_id: str
+) -> None:
+    from synapse_client import BadRequest
+
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("ids", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id, ttl_seconds=3600)
+    for change in (lambda: None, lambda: api.pause_experiment(experiment_id)):
+        change()
+        local.refresh()
+        with pytest.raises(BadRequest) as served:
+            api.route(experiment_id, request_id="r-1", user_id=user_id)
+        assert served.value.code == "invalid_request"
+        with pytest.raises(BadRequest):
+            local.variant(user_id)
+        with pytest.raises(BadRequest):
+            local.assign(user_id=user_id)
+        with pytest.raises(BadRequest):
+            local.assign(request_id=user_id or "r" * 257)
+    for fine in ("u" * 256, "🙂" * 256, "e\u0301", "a\x00b"):
+        routed = api.route(experiment_id, request_id="r-2", user_id=fine)
+        assert local.variant(fine) == (routed["variant_id"], routed["model_version"])
