@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.abtesting import facade
 from chalicelib.abtesting.models import (
+    LOWER_IS_BETTER,
     AllocationPhase,
     AnalysisMethod,
     AnalysisSettings,
@@ -26,12 +27,14 @@ from chalicelib.abtesting.models import (
     BayesianPrior,
     DecisionEngine,
     DecisionSettings,
+    Dimension,
     Experiment,
     ExperimentMetrics,
     LayerSlice,
     ModelVariant,
     Outcome,
     RampSchedule,
+    SegmentSettings,
 )
 from chalicelib.abtesting.statistics import SampleSizePlan, plan_sample_size
 from chalicelib.core.config import get_settings
@@ -158,6 +161,17 @@ class HoldoutRefOut(BaseModel):
     share: str
 
 
+class DimensionIn(_Strict):
+    """A dimension outcomes may carry (``attributes``), analysed per segment."""
+
+    max_values: int = Field(
+        default=20, ge=1, le=20, description="distinct values kept; later ones count as (other)"
+    )
+
+
+DimensionName = Annotated[str, Field(pattern=NAME)]
+
+
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
@@ -184,6 +198,17 @@ class CreateExperimentBody(_Strict):
     targeting: dict[str, Any] | None = Field(
         default=None,
         description="who is eligible: {all|any: [...]} of {attribute, equals|in|gt/gte/lt/lte}",
+    )
+    dimensions: dict[DimensionName, DimensionIn] = Field(
+        default_factory=dict,
+        max_length=3,
+        description='up to 3 outcome attributes analysed per segment, e.g. {"country": '
+        '{"max_values": 20}}',
+    )
+    segment_correction: Literal["holm", "bh"] = Field(
+        default="holm",
+        description="correction across segment tests: holm (familywise) or bh (false discovery "
+        "rate)",
     )
 
 
@@ -292,6 +317,8 @@ class ExperimentOut(BaseModel):
     layer: LayerSliceOut | None
     targeting: dict[str, Any] | None
     holdouts: list[HoldoutRefOut]
+    dimensions: dict[str, DimensionIn]
+    segment_correction: Literal["holm", "bh"]
 
 
 class ExperimentList(BaseModel):
@@ -406,6 +433,14 @@ class OutcomeIn(_Strict):
         default=None, ge=-1e6, le=1e6, allow_inf_nan=False, strict=True,
         description="the unit's pre-experiment value, for CUPED (6 decimals kept)",
     )  # fmt: skip
+    attributes: dict[
+        Annotated[str, Field(min_length=1, max_length=64)],
+        Annotated[Name, Field(min_length=1, max_length=64)],
+    ] = Field(
+        default_factory=dict,
+        max_length=3,
+        description='values of the experiment\'s declared dimensions, e.g. {"country": "BR"}',
+    )
 
 
 class OutcomeBatch(_Strict):
@@ -576,6 +611,58 @@ class AnalysisOut(BaseModel):
     risk_threshold: float | None
 
 
+class SegmentTestOut(BaseModel):
+    """One treatment against the control within one segment, on the primary metric."""
+
+    dimension: str
+    value: str
+    variant_id: str
+    control_count: int
+    treatment_count: int
+    control_value: float | None
+    treatment_value: float | None
+    difference: float | None
+    effect_size: float | None
+    test: str
+    statistic: float | None
+    p_value: float | None
+    adjusted_p_value: float
+    significant: bool
+    direction: Literal["better", "worse"] | None
+    confidence_interval: list[float | None]
+    flagged: bool
+    flag_reason: str | None
+
+
+class SegmentValueOut(BaseModel):
+    """One segment of a dimension: its metrics per variant (all phases)."""
+
+    value: str
+    variants: dict[str, VariantMetricsOut]
+
+
+class DimensionOut(BaseModel):
+    """A declared dimension and its segments."""
+
+    name: str
+    max_values: int
+    segments: list[SegmentValueOut]
+
+
+class SegmentsOut(BaseModel):
+    """Segment tests, corrected across segments, with the top and the flagged segments."""
+
+    experiment_id: str
+    primary_metric: str
+    method: Literal["sequential", "fixed"]
+    correction: Literal["holm", "bh"]
+    alpha: float
+    dimensions: list[DimensionOut]
+    tests: list[SegmentTestOut]
+    top: list[SegmentTestOut]
+    flagged: list[SegmentTestOut]
+
+
 class AnalysisQuery(_Strict):
     """Query of ``GET /experiments/{id}/analysis``."""
 
@@ -709,6 +796,10 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
             {"holdout_id": h.holdout_id, "salt": h.salt, "share": str(h.share)}
             for h in experiment.holdouts
         ],
+        "dimensions": {
+            d.name: {"max_values": d.max_values} for d in experiment.segments.dimensions
+        },
+        "segment_correction": experiment.segments.correction,
     }
 
 
@@ -809,6 +900,10 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         analysis=_analysis_settings(body.analysis, body.decision),
         layer=None if body.layer is None else LayerSlice(**body.layer.model_dump()),
         targeting=body.targeting,
+        segments=SegmentSettings(
+            tuple(Dimension(name, d.max_values) for name, d in body.dimensions.items()),
+            body.segment_correction,
+        ),
     )
     return ApiResponse(experiment_out(experiment), status=201)
 
@@ -915,7 +1010,7 @@ def record_outcomes(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
     items = ctx.body.outcomes if isinstance(ctx.body, OutcomeBatch) else [ctx.body]
     outcomes = [
         Outcome(o.variant_id, o.request_id, o.success, o.latency_ms, o.converted, o.custom_metrics,
-                o.phase, o.covariate)
+                o.phase, o.covariate, o.attributes)
         for o in items
     ]  # fmt: skip
     receipt = facade.record_outcomes(_principal(ctx), experiment_id, outcomes)
@@ -955,6 +1050,64 @@ def experiment_analysis(ctx: RequestContext, experiment_id: str) -> dict[str, An
             for name, v in analysis.verdicts.items()
         },
         "risk_threshold": analysis.risk_threshold,
+    }
+
+
+@api.route("/experiments/{experiment_id}/segments", "GET", query=AnalysisQuery,
+           response=SegmentsOut)  # fmt: skip
+def experiment_segments(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """The primary metric per segment of each declared dimension, tested per treatment with the
+    declared correction across segments; the top segments and those that disagree with the
+    overall result (flagged)."""
+    found = facade.segments(_principal(ctx), experiment_id, ctx.query.method)
+    return {
+        "experiment_id": found.experiment_id,
+        "primary_metric": found.primary_metric,
+        "method": found.method,
+        "correction": found.correction,
+        "alpha": found.alpha,
+        "dimensions": [
+            {
+                "name": d.name,
+                "max_values": d.max_values,
+                "segments": [
+                    {"value": value, "variants": {k: _metrics_out(m) for k, m in metrics.items()}}
+                    for value, metrics in found.segments.get(d.name, {}).items()
+                ],
+            }
+            for d in found.dimensions
+        ],
+        "tests": [_segment_test_out(t) for t in found.tests],
+        "top": [_segment_test_out(t) for t in found.top],
+        "flagged": [_segment_test_out(t) for t in found.flagged],
+    }
+
+
+def _segment_test_out(test: Any) -> dict[str, Any]:
+    result = test.significance
+    direction = None
+    if test.significant and test.difference:
+        up = test.difference > 0
+        direction = "worse" if up == (result.metric_name in LOWER_IS_BETTER) else "better"
+    return {
+        "dimension": test.dimension,
+        "value": test.value,
+        "variant_id": test.variant_id,
+        "control_count": test.control.request_count,
+        "treatment_count": test.treatment.request_count,
+        "control_value": result.control_value,
+        "treatment_value": result.treatment_value,
+        "difference": test.difference,
+        "effect_size": result.effect_size,
+        "test": result.test,
+        "statistic": None if result.statistic is None else _finite(result.statistic),
+        "p_value": result.p_value,
+        "adjusted_p_value": test.adjusted_p_value,
+        "significant": test.significant,
+        "direction": direction,
+        "confidence_interval": [_finite(v) for v in result.confidence_interval],
+        "flagged": test.flagged,
+        "flag_reason": test.flag_reason,
     }
 
 

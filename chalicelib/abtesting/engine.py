@@ -32,6 +32,7 @@ from chalicelib.abtesting.errors import (
 )
 from chalicelib.abtesting.layers import LayerService, check_slice, get_layer_service
 from chalicelib.abtesting.models import (
+    RATE_METRICS,
     AllocationPhase,
     AnalysisMethod,
     AnalysisSettings,
@@ -47,15 +48,23 @@ from chalicelib.abtesting.models import (
     PhaseReason,
     RampSchedule,
     RecommendedAction,
+    SegmentSettings,
     TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.repository import (
     AssignmentStore,
     ExperimentRepository,
     OutcomeStore,
+    SegmentPlan,
     history_fits,
 )
 from chalicelib.abtesting.routing import TrafficRouter, routing_config
+from chalicelib.abtesting.segments import (
+    SegmentAnalysis,
+    analyze_segments,
+    check_attributes,
+    check_settings,
+)
 from chalicelib.abtesting.statistics import (
     ExperimentAnalysis,
     PhaseMetrics,
@@ -321,6 +330,7 @@ class ABTestingEngine:
         access_groups: Sequence[str] = (),
         layer: LayerSlice | None = None,
         targeting: dict[str, Any] | None = None,
+        segments: SegmentSettings | None = None,
     ) -> Experiment:
         """Validates and stores a draft experiment.
 
@@ -332,6 +342,8 @@ class ABTestingEngine:
                 sequential tuning and an optional declared plan (see :class:`AnalysisSettings`).
             layer: The slice of a layer it takes (reserved here; never overlapping another's).
             targeting: The condition on request attributes that decides eligibility.
+            segments: Up to three dimensions outcomes may carry and the correction of the
+                segment tests (see :mod:`chalicelib.abtesting.segments`).
 
         Raises:
             InvalidExperiment: Not exactly one control, weights not summing to exactly 1, an
@@ -348,6 +360,8 @@ class ABTestingEngine:
         _check_metrics(primary_metric, guardrail_metrics)
         analysis = analysis or AnalysisSettings()
         _check_analysis(analysis)
+        segments = segments or SegmentSettings()
+        check_settings(segments)
         if strategy is TrafficAllocationStrategy.RAMPING:
             _check_ramp(variants, ramp)
         if strategy is TrafficAllocationStrategy.MAB:
@@ -383,6 +397,7 @@ class ABTestingEngine:
             layer=layer,
             targeting=targeting,
             holdouts=self.layers.holdouts_for(None if layer is None else layer.layer_id),
+            segments=segments,
         )
         self._store_new(experiment)
         self._publish("ExperimentCreated", experiment)
@@ -685,12 +700,16 @@ class ABTestingEngine:
         converted: bool | None = None,
         custom_metrics: dict[str, float] | None = None,
         covariate: float | None = None,
+        attributes: dict[str, str] | None = None,
     ) -> OutcomeReceipt:
         """Records one outcome; a retry with the same ``request_id`` counts once (``covariate``:
-        the unit's pre-experiment value, for CUPED)."""
+        the unit's pre-experiment value, for CUPED).
+
+        ``attributes`` holds values of the experiment's declared dimensions (an undeclared key
+        or a malformed value is a 422 and nothing is stored)."""
         outcome = Outcome(
             variant_id, request_id, success, latency_ms, converted, dict(custom_metrics or {}),
-            covariate=covariate,
+            covariate=covariate, attributes=dict(attributes or {}),
         )  # fmt: skip
         return self.record_outcomes(experiment_id, [outcome])
 
@@ -727,6 +746,7 @@ class ABTestingEngine:
                 raise InvalidExperiment(f"variant '{outcome.variant_id}' is not in the experiment")
             if not 0 <= outcome.latency_ms < math.inf:
                 raise InvalidExperiment("latency_ms must be a finite, non-negative number")
+            check_attributes(experiment.segments.dimensions, outcome.attributes)
             for name, value in outcome.custom_metrics.items():
                 if not METRIC_NAME.match(name) or not abs(value) <= MAX_CUSTOM_VALUE:
                     raise InvalidExperiment(
@@ -735,8 +755,9 @@ class ABTestingEngine:
                     )
         _check_covariates(outcomes, experiment.primary_metric)
         return self.outcomes.record(
-            experiment_id, list(outcomes), self.clock.now(), experiment.primary_metric
-        )
+            experiment_id, list(outcomes), self.clock.now(), experiment.primary_metric,
+            _segment_plan(experiment),
+        )  # fmt: skip
 
     def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:
         """Aggregated outcomes per variant over every phase (zeros without data)."""
@@ -790,6 +811,39 @@ class ABTestingEngine:
             experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
         )
         return analyzer.analyze(experiment, totals, phases, method)
+
+    def segment_phases(self, experiment: Experiment) -> dict[str, dict[str, list[PhaseMetrics]]]:
+        """Metrics per dimension, segment value and allocation phase (one query)."""
+        counters = self.outcomes.read_segments(experiment.experiment_id)
+        phases = _phases_of(experiment)
+        return {
+            dimension: {
+                value: [
+                    PhaseMetrics(
+                        phase,
+                        {
+                            v.variant_id: metrics_from_counters(
+                                v.variant_id, by_phase.get(phase.index, {}).get(v.variant_id, {})
+                            )
+                            for v in experiment.variants
+                        },
+                    )
+                    for phase in phases
+                ]
+                for value, by_phase in values.items()
+            }
+            for dimension, values in counters.items()
+        }
+
+    def analyze_segments(
+        self, experiment_id: str, method: AnalysisMethod | str | None = None
+    ) -> SegmentAnalysis:
+        """The primary metric per segment of every declared dimension, tested per treatment
+        with the declared correction across segments, the top segments and those that disagree
+        with the overall result (see :mod:`chalicelib.abtesting.segments`)."""
+        experiment = self.repository.get(experiment_id)
+        overall = self.analyze_experiment(experiment_id, method)
+        return analyze_segments(experiment, overall, self.segment_phases(experiment), method)
 
     # ----------------------------------------------------------------- scheduled work
 
@@ -904,6 +958,22 @@ def _dataset_groups(dataset_id: str) -> list[str] | None:
     from chalicelib.dataversion import facade as datasets
 
     return datasets.access_groups_as_system(dataset_id)
+
+
+def _segment_plan(experiment: Experiment) -> SegmentPlan:
+    """What outcomes of ``experiment`` count per segment: the declared dimensions and the
+    primary metric when it is a custom one."""
+    metric = experiment.primary_metric
+    builtin = metric in RATE_METRICS or metric.startswith("latency")
+    return SegmentPlan(experiment.segments.dimensions, None if builtin else metric)
+
+
+def _phases_of(experiment: Experiment) -> list[AllocationPhase]:
+    """The allocation phases (one at the current weights for experiments stored before)."""
+    return list(experiment.phases) or [
+        AllocationPhase(0, experiment.start_time or experiment.created_at, PhaseReason.START,
+                        {v.variant_id: v.traffic_weight for v in experiment.variants})
+    ]  # fmt: skip
 
 
 @lazy

@@ -37,6 +37,7 @@ from chalicelib.abtesting.models import (
     OutcomeReceipt,
     RollbackPolicy,
 )
+from chalicelib.abtesting.segments import SegmentAnalysis
 from chalicelib.abtesting.statistics import ExperimentAnalysis
 from chalicelib.core import access, references
 from chalicelib.core.errors import NotFound
@@ -297,6 +298,15 @@ def analysis(
     when ``None``)."""
     _cached_readable(principal, experiment_id)
     return _engine().analyze_experiment(experiment_id, method)
+
+
+def segments(
+    principal: Principal, experiment_id: str, method: AnalysisMethod | str | None = None
+) -> SegmentAnalysis:
+    """The primary metric per segment, corrected across segments, with the top and flagged
+    segments (``method``: the experiment's own when ``None``)."""
+    _cached_readable(principal, experiment_id)
+    return _engine().analyze_segments(experiment_id, method)
 
 
 # ---- rollback policy ----------------------------------------------------------------------

@@ -208,6 +208,33 @@ class AnalysisSettings:
     correction: str = "holm"
 
 
+@dataclass(frozen=True)
+class Dimension:
+    """An attribute outcomes may carry to be analysed per segment (see :mod:`.segments`).
+
+    Attributes:
+        name: The attribute key in an outcome's ``attributes``.
+        max_values: Distinct values kept; later new values count as ``"(other)"``.
+    """
+
+    name: str
+    max_values: int = 20
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """The dimensions an experiment is segmented by and how segment tests are corrected.
+
+    Attributes:
+        dimensions: At most three declared dimensions.
+        correction: ``holm`` (familywise error) or ``bh`` (Benjamini-Hochberg, false discovery
+            rate) across every segment test of an analysis.
+    """
+
+    dimensions: tuple[Dimension, ...] = ()
+    correction: str = "holm"
+
+
 class PhaseReason(str, Enum):
     """Why a new allocation phase began."""
 
@@ -387,6 +414,7 @@ class Experiment:
         targeting: The condition a request's attributes must meet to be in it (``None``:
             every request), see :func:`chalicelib.abtesting.assignment.compile_condition`.
         holdouts: The holdouts covering it (captured when it was created).
+        segments: Declared dimensions of outcomes and the segment tests' correction.
     """
 
     experiment_id: str
@@ -421,6 +449,7 @@ class Experiment:
     layer: LayerSlice | None = None
     targeting: dict[str, object] | None = None
     holdouts: tuple[HoldoutRef, ...] = ()
+    segments: SegmentSettings = field(default_factory=SegmentSettings)
 
     @property
     def control(self) -> ModelVariant:
@@ -662,6 +691,7 @@ class Outcome:
             means the phase in force when the outcome is recorded.
         covariate: The unit's pre-experiment value of the metric (or of anything correlated
             with it), for CUPED; ``None`` when unknown.
+        attributes: Values of the experiment's declared dimensions (``{"country": "BR"}``).
     """
 
     variant_id: str
@@ -672,6 +702,7 @@ class Outcome:
     custom_metrics: dict[str, float] = field(default_factory=dict)
     phase: int | None = None
     covariate: float | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from chalicelib.abtesting.models import (
     CanaryState,
     DecisionEngine,
     DecisionSettings,
+    Dimension,
     Experiment,
     ExperimentStatus,
     Holdout,
@@ -63,8 +64,10 @@ from chalicelib.abtesting.models import (
     PhaseReason,
     RampSchedule,
     RollbackPolicy,
+    SegmentSettings,
     TrafficAllocationStrategy,
 )
+from chalicelib.abtesting.segments import MISSING, OTHER, RESERVED
 from chalicelib.core import aws
 from chalicelib.core.errors import Conflict, ServiceUnavailable
 from chalicelib.core.tables import meta
@@ -73,6 +76,14 @@ from chalicelib.core.tables import meta
 _EXACT = decimal.Context(prec=PRECISION)
 MAX_TRANSACTION_ACTIONS = 100
 METRIC_SHARDS = 16
+# ADD clauses per UpdateExpression: DynamoDB allows 4 KB ("#a119 :v119, " is 13 bytes); moto,
+# the local stack, parses an expression recursively and fails from about 200 clauses.
+MAX_CLAUSES = 120
+# Segment counter attributes are "<value><SEP><counter>"; a value never holds a control character.
+SEGMENT_SEPARATOR = "\x1f"
+REGISTRY_KEY = "values"
+# Experiments whose kept segment values an instance remembers (then it forgets them all).
+KNOWN_VALUES_CACHE = 10_000
 DEDUP_TTL = timedelta(days=7)
 WRITE_ATTEMPTS = 8
 RETRYABLE_CODES = frozenset(
@@ -138,6 +149,7 @@ class ExperimentTable(Model):
     layer = UnicodeAttribute(null=True)
     targeting = UnicodeAttribute(null=True)
     holdouts = UnicodeAttribute(null=True)
+    segments = UnicodeAttribute(null=True)
     status_index = StatusIndex()
 
     def to_domain(self) -> Experiment:
@@ -175,6 +187,7 @@ class ExperimentTable(Model):
             conclusion_reason=self.conclusion_reason,
             access_groups=tuple(self.access_groups or ()),
             **gates_from_item(self.layer, self.targeting, self.holdouts),
+            segments=segments_from_json(self.segments),
         )
 
 
@@ -342,6 +355,27 @@ def analysis_from_json(text: str | None) -> AnalysisSettings:
     )
 
 
+def segments_to_json(settings: SegmentSettings) -> str | None:
+    """Segment settings as JSON text (``None`` when no dimension is declared)."""
+    if not settings.dimensions:
+        return None
+    return json.dumps(
+        {
+            "dimensions": [[d.name, d.max_values] for d in settings.dimensions],
+            "correction": settings.correction,
+        }
+    )
+
+
+def segments_from_json(text: str | None) -> SegmentSettings:
+    """Parses :func:`segments_to_json` output (no dimensions for experiments without it)."""
+    if not text:
+        return SegmentSettings()
+    data = json.loads(text)
+    dimensions = tuple(Dimension(name, int(limit)) for name, limit in data["dimensions"])
+    return SegmentSettings(dimensions, data["correction"])
+
+
 def phase_to_json(phase: AllocationPhase) -> str:
     """One allocation phase as JSON text (its index is its position in the list)."""
     return json.dumps(
@@ -491,6 +525,7 @@ class ExperimentRepository:
             analysis=analysis_to_json(experiment.analysis),
             phases=[phase_to_json(phase) for phase in experiment.phases] or None,
             **gates_to_item(experiment),
+            segments=segments_to_json(experiment.segments),
         )
         try:
             item.save(condition=ExperimentTable.experiment_id.does_not_exist())
@@ -792,15 +827,7 @@ class _VariantDelta:
         self.sums[name] = _EXACT.add(self.sums.get(name, Decimal(0)), amount)
 
     def observe(self, outcome: Outcome, cuped_metric: str | None = None) -> None:
-        self.add_count("request_count")
-        self.add_count("success_count" if outcome.success else "error_count")
-        if outcome.converted is not None:
-            self.add_count("conversion_trials")
-            if outcome.converted:
-                self.add_count("converted_count")
-        latency = Decimal(str(round(float(outcome.latency_ms), 3)))
-        self.add_sum("latency_sum", latency)
-        self.add_sum("latency_sumsq", _EXACT.multiply(latency, latency))
+        latency = self.observe_core(outcome)
         self.add_count(sketch.attribute_name(sketch.bucket_index(float(latency))))
         for name, raw in outcome.custom_metrics.items():
             # Shifted sums (see aggregate): d = value - shift keeps squares small and exact.
@@ -816,16 +843,72 @@ class _VariantDelta:
                 for name, amount in cuped.outcome_sums(outcome.covariate, value).items():
                     self.add_sum(name, amount)
 
+    def observe_core(self, outcome: Outcome, prefix: str = "") -> Decimal:
+        """Adds the counts, conversions and latency moments (names prefixed); returns the
+        latency as stored."""
+        self.add_count(prefix + "request_count")
+        self.add_count(prefix + ("success_count" if outcome.success else "error_count"))
+        if outcome.converted is not None:
+            self.add_count(prefix + "conversion_trials")
+            if outcome.converted:
+                self.add_count(prefix + "converted_count")
+        latency = Decimal(str(round(float(outcome.latency_ms), 3)))
+        self.add_sum(prefix + "latency_sum", latency)
+        self.add_sum(prefix + "latency_sumsq", _EXACT.multiply(latency, latency))
+        return latency
+
+    def observe_segment(self, outcome: Outcome, value: str, metric: str | None) -> None:
+        """Adds an outcome to segment ``value`` of a dimension item: the core counters and,
+        when ``metric`` is a custom metric it carries, that metric's moments. Its shift is
+        the value's power of ten (:func:`segment_shift`), so a segment keeps at most a few
+        dozen shift groups whatever the values."""
+        prefix = value + SEGMENT_SEPARATOR
+        self.observe_core(outcome, prefix)
+        if metric is None or metric not in outcome.custom_metrics:
+            return
+        number = Decimal(str(round(float(outcome.custom_metrics[metric]), 6)))
+        shift = segment_shift(number)
+        delta = _EXACT.subtract(number, shift)
+        self.add_count(prefix + custom_attribute(metric, "n", shift))
+        self.add_sum(prefix + custom_attribute(metric, "s", shift), delta)
+        self.add_sum(prefix + custom_attribute(metric, "ss", shift), _EXACT.multiply(delta, delta))
+
+    def names(self) -> set[str]:
+        """The attributes this delta adds to."""
+        return {*self.counts, *self.sums}
+
     def update_expression(self) -> tuple[str, dict[str, str], dict[str, Any]]:
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        clauses = []
-        merged: dict[str, Any] = {**self.counts, **self.sums}
-        for position, (name, amount) in enumerate(merged.items()):
-            names[f"#a{position}"] = name
-            values[f":v{position}"] = {"N": str(amount)}
-            clauses.append(f"#a{position} :v{position}")
-        return "ADD " + ", ".join(clauses), names, values
+        """One ``ADD`` expression over every attribute (see :meth:`update_parts`)."""
+        return _add_expression(list({**self.counts, **self.sums}.items()))
+
+    def update_parts(self) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+        """``ADD`` expressions of at most :data:`MAX_CLAUSES` attributes each, so every
+        ``UpdateExpression`` stays under DynamoDB's 4 KB; the parts go to distinct shards."""
+        merged = list({**self.counts, **self.sums}.items())
+        return [
+            _add_expression(merged[start : start + MAX_CLAUSES])
+            for start in range(0, len(merged), MAX_CLAUSES)
+        ]
+
+
+def _add_expression(items: list[tuple[str, Any]]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    clauses = []
+    for position, (name, amount) in enumerate(items):
+        names[f"#a{position}"] = name
+        # Plain notation: moto reads "1E-8" (how Decimal prints 0.0001 squared) as an integer.
+        text = str(amount) if isinstance(amount, int) else format(amount, "f")
+        values[f":v{position}"] = {"N": text}
+        clauses.append(f"#a{position} :v{position}")
+    return "ADD " + ", ".join(clauses), names, values
+
+
+def segment_shift(value: Decimal) -> Decimal:
+    """The shift of a segment's custom metric value: ``±10^e`` with ``10^e <= |value|``."""
+    if value == 0:
+        return Decimal(0)
+    return Decimal(1).scaleb(value.adjusted()).copy_sign(value)
 
 
 def shard_for(experiment_id: str, first_request_id: str) -> int:
@@ -854,17 +937,86 @@ def parse_shard_key(key: str) -> tuple[str, int]:
     return parts[0], 0
 
 
-def chunk_outcomes(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
-    """Splits outcomes so each chunk plus one update per (variant, phase) fits one transaction."""
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What a batch counts per segment besides the variant totals.
+
+    Attributes:
+        dimensions: The experiment's declared dimensions.
+        metric: A custom primary metric whose moments each segment keeps (``None``: only the
+            counts, conversions and latency moments).
+    """
+
+    dimensions: tuple[Dimension, ...] = ()
+    metric: str | None = None
+
+
+def segment_partition(experiment_id: str) -> str:
+    """Hash key of an experiment's segment counters and kept values (apart from the totals,
+    so the analysis query never reads them)."""
+    return f"{experiment_id}#segments"
+
+
+def segment_shard_key(variant_id: str, phase: int, dimension: str, shard: int) -> str:
+    """Range key of a segment counter item: one per (variant, phase, dimension, shard)."""
+    return f"{variant_id}#p{phase}#{dimension}#{shard:02d}"
+
+
+def parse_segment_key(key: str) -> tuple[str, int, str]:
+    """``(variant_id, phase, dimension)`` of a segment counter item's range key."""
+    variant_id, phase, dimension, _ = key.rsplit("#", 3)
+    return variant_id, int(phase[1:]), dimension
+
+
+def _outcome_names(
+    outcome: Outcome, plan: SegmentPlan, cuped_metric: str | None = None
+) -> dict[tuple[str, ...], set[str]]:
+    """The counter attributes an outcome adds to, per update key (unfolded values: folding only
+    merges values, so this bounds the chunk's updates)."""
+    variant_id, phase = counter_key(outcome)
+    main = _VariantDelta()
+    main.observe(outcome, cuped_metric)
+    found: dict[tuple[str, ...], set[str]] = {(variant_id, str(phase)): main.names()}
+    for dimension in plan.dimensions:
+        delta = _VariantDelta()
+        value = outcome.attributes.get(dimension.name, MISSING)
+        delta.observe_segment(outcome, value, plan.metric)
+        found[(variant_id, str(phase), dimension.name)] = delta.names()
+    return found
+
+
+def _fits(actions: int, names: dict[tuple[str, ...], set[str]],
+          added: dict[tuple[str, ...], set[str]]) -> bool:  # fmt: skip
+    """Whether ``actions`` puts plus the updates of ``names`` grown by ``added`` fit one
+    transaction, with no key split over more than :data:`METRIC_SHARDS` parts."""
+    for key in names.keys() | added.keys():
+        old = names.get(key, set())
+        count = len(old) + len(added.get(key, set()) - old)
+        parts = -(-count // MAX_CLAUSES)
+        if parts > METRIC_SHARDS:
+            return False
+        actions += parts
+    return actions <= MAX_TRANSACTION_ACTIONS
+
+
+def chunk_outcomes(
+    outcomes: list[Outcome], plan: SegmentPlan | None = None, cuped_metric: str | None = None
+) -> Iterator[list[Outcome]]:
+    """Splits outcomes so each chunk fits one transaction: a put per outcome, the update parts
+    of each (variant, phase) and of each (variant, phase, dimension), and one update of the kept
+    segment values when dimensions are declared."""
+    plan = plan or SegmentPlan()
+    extra = 1 if plan.dimensions else 0
     chunk: list[Outcome] = []
-    keys: set[tuple[str, int]] = set()
+    names: dict[tuple[str, ...], set[str]] = {}
     for outcome in outcomes:
-        grown = keys | {counter_key(outcome)}
-        if chunk and len(chunk) + 1 + len(grown) > MAX_TRANSACTION_ACTIONS:
+        added = _outcome_names(outcome, plan, cuped_metric)
+        if chunk and not _fits(len(chunk) + 1 + extra, names, added):
             yield chunk
-            chunk, grown = [], {counter_key(outcome)}
+            chunk, names = [], {}
         chunk.append(outcome)
-        keys = grown
+        for key, found in added.items():
+            names.setdefault(key, set()).update(found)
     if chunk:
         yield chunk
 
@@ -880,6 +1032,8 @@ class OutcomeStore:
     def __init__(self, client: Any = None, sleep: Any = time.sleep) -> None:
         self._client = client
         self._sleep = sleep
+        # Kept segment values per experiment and dimension, as last read or written here.
+        self._known: dict[str, dict[str, set[str]]] = {}
 
     @property
     def client(self) -> Any:
@@ -891,20 +1045,24 @@ class OutcomeStore:
         outcomes: list[Outcome],
         now: datetime,
         cuped_metric: str | None = None,
+        plan: SegmentPlan | None = None,
     ) -> OutcomeReceipt:
         """Counts each request id once; returns how many were new and how many were repeats.
 
         With ``cuped_metric``, outcomes that carry a covariate also add the CUPED sums of that
-        metric (in the same counter update).
+        metric (in the same counter update). With a ``plan`` declaring dimensions, each outcome
+        also counts in one segment per dimension (its value, ``(missing)``, or ``(other)``
+        beyond the dimension's kept values), in the same transaction.
         """
+        plan = plan or SegmentPlan()
         unique: dict[str, Outcome] = {}
         for outcome in outcomes:
             unique.setdefault(outcome.request_id, outcome)
         duplicates = len(outcomes) - len(unique)
         accepted = 0
         expires = int((now + DEDUP_TTL).timestamp())
-        for chunk in chunk_outcomes(list(unique.values())):
-            stored, repeated = self._write_chunk(experiment_id, chunk, expires, cuped_metric)
+        for chunk in chunk_outcomes(list(unique.values()), plan, cuped_metric):
+            stored, repeated = self._write_chunk(experiment_id, chunk, expires, cuped_metric, plan)
             accepted += stored
             duplicates += repeated
         return OutcomeReceipt(accepted=accepted, duplicates=duplicates)
@@ -915,6 +1073,7 @@ class OutcomeStore:
         chunk: list[Outcome],
         expires: int,
         cuped_metric: str | None = None,
+        segments: tuple[SegmentPlan, list[dict[str, str]], dict[str, list[str]]] | None = None,
     ) -> list[Any]:
         dedup_table = OutcomeDedupTable.Meta.table_name
         metrics_table = MetricShardTable.Meta.table_name
@@ -936,23 +1095,140 @@ class OutcomeStore:
         for outcome in chunk:
             deltas.setdefault(counter_key(outcome), _VariantDelta()).observe(outcome, cuped_metric)
         shard = shard_for(experiment_id, chunk[0].request_id)
+        if segments is not None and segments[2]:
+            actions.append(self._registry_action(experiment_id, segments[0], segments[2]))
         for (variant_id, phase), delta in deltas.items():
-            expression, names, values = delta.update_expression()
-            actions.append(
-                {
-                    "Update": {
-                        "TableName": metrics_table,
-                        "Key": {
-                            "experiment_id": {"S": experiment_id},
-                            "shard_key": {"S": shard_key(variant_id, phase, shard)},
-                        },
-                        "UpdateExpression": expression,
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values,
-                    }
-                }
-            )
+            for offset, part in enumerate(delta.update_parts()):
+                key = shard_key(variant_id, phase, (shard + offset) % METRIC_SHARDS)
+                actions.append(_update(metrics_table, experiment_id, key, part))
+        if segments is not None:
+            actions.extend(self._segment_actions(experiment_id, chunk, segments, shard))
         return actions
+
+    @staticmethod
+    def _segment_actions(
+        experiment_id: str,
+        chunk: list[Outcome],
+        segments: tuple[SegmentPlan, list[dict[str, str]], dict[str, list[str]]],
+        shard: int,
+    ) -> list[Any]:
+        plan, values, _ = segments
+        deltas: dict[tuple[str, int, str], _VariantDelta] = {}
+        for outcome, found in zip(chunk, values, strict=True):
+            variant_id, phase = counter_key(outcome)
+            for dimension in plan.dimensions:
+                key = (variant_id, phase, dimension.name)
+                deltas.setdefault(key, _VariantDelta()).observe_segment(
+                    outcome, found[dimension.name], plan.metric
+                )
+        table = MetricShardTable.Meta.table_name
+        partition = segment_partition(experiment_id)
+        actions = []
+        for (variant_id, phase, dimension), delta in deltas.items():
+            for offset, part in enumerate(delta.update_parts()):
+                key = segment_shard_key(
+                    variant_id, phase, dimension, (shard + offset) % METRIC_SHARDS
+                )
+                actions.append(_update(table, partition, key, part))
+        return actions
+
+    @staticmethod
+    def _registry_action(
+        experiment_id: str, plan: SegmentPlan, new: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """Adds newly kept values to each dimension's set, on condition that no set then holds
+        more than its ``max_values`` (fails when another writer filled it meanwhile)."""
+        limits = {d.name: d.max_values for d in plan.dimensions}
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        adds, conditions = [], []
+        for index, (dimension, found) in enumerate(sorted(new.items())):
+            names[f"#d{index}"] = f"v:{dimension}"
+            values[f":n{index}"] = {"SS": found}
+            values[f":m{index}"] = {"N": str(limits[dimension] - len(found))}
+            adds.append(f"#d{index} :n{index}")
+            conditions.append(f"(attribute_not_exists(#d{index}) OR size(#d{index}) <= :m{index})")
+        return {
+            "Update": {
+                "TableName": MetricShardTable.Meta.table_name,
+                "Key": {
+                    "experiment_id": {"S": segment_partition(experiment_id)},
+                    "shard_key": {"S": REGISTRY_KEY},
+                },
+                "UpdateExpression": "ADD " + ", ".join(adds),
+                "ConditionExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def _fold(
+        self, experiment_id: str, chunk: list[Outcome], plan: SegmentPlan, fresh: bool
+    ) -> tuple[list[dict[str, str]], dict[str, list[str]]] | None:
+        """Each outcome's value per dimension after folding, and the values to keep newly.
+
+        Returns ``None`` when a dimension would overflow by this instance's memory of the kept
+        values and that memory is not ``fresh`` (the caller reads the stored set and asks again).
+        """
+        if fresh:
+            self._known[experiment_id] = self._read_registry(experiment_id)
+        known = self._known.get(experiment_id, {})
+        values = [
+            {d.name: o.attributes.get(d.name, MISSING) for d in plan.dimensions} for o in chunk
+        ]
+        new: dict[str, list[str]] = {}
+        for dimension in plan.dimensions:
+            have = known.get(dimension.name, set())
+            unseen = [v[dimension.name] for v in values]
+            candidates = [v for v in dict.fromkeys(unseen) if v not in have and v not in RESERVED]
+            room = max(dimension.max_values - len(have), 0)
+            if len(candidates) > room and not fresh:
+                return None
+            kept = set(candidates[:room])
+            for found in values:
+                value = found[dimension.name]
+                if value not in have and value not in RESERVED and value not in kept:
+                    found[dimension.name] = OTHER
+            if kept:
+                new[dimension.name] = [v for v in candidates if v in kept]
+        return values, new
+
+    def _read_registry(self, experiment_id: str) -> dict[str, set[str]]:
+        """The stored kept values of each dimension (one consistent read)."""
+        item = self.client.get_item(
+            TableName=MetricShardTable.Meta.table_name,
+            Key={
+                "experiment_id": {"S": segment_partition(experiment_id)},
+                "shard_key": {"S": REGISTRY_KEY},
+            },
+            ConsistentRead=True,
+        ).get("Item", {})
+        return {
+            name[2:]: set(value.get("SS", []))
+            for name, value in item.items()
+            if name.startswith("v:")
+        }
+
+    def _remember(self, experiment_id: str, new: dict[str, list[str]]) -> None:
+        if len(self._known) >= KNOWN_VALUES_CACHE and experiment_id not in self._known:
+            self._known.clear()
+        known = self._known.setdefault(experiment_id, {})
+        for dimension, values in new.items():
+            known.setdefault(dimension, set()).update(values)
+
+    def _segments(
+        self, experiment_id: str, pending: list[Outcome], plan: SegmentPlan | None, fresh: bool
+    ) -> tuple[tuple[SegmentPlan, list[dict[str, str]], dict[str, list[str]]] | None, bool]:
+        """The folded segment values of ``pending`` (``None`` without dimensions) and whether
+        the stored kept values had to be read."""
+        if plan is None or not plan.dimensions:
+            return None, fresh
+        folded = self._fold(experiment_id, pending, plan, fresh)
+        if folded is None:
+            fresh = True
+            folded = self._fold(experiment_id, pending, plan, fresh)
+            assert folded is not None  # a fresh fold never defers
+        return (plan, *folded), fresh
 
     def _write_chunk(
         self,
@@ -960,26 +1236,37 @@ class OutcomeStore:
         chunk: list[Outcome],
         expires: int,
         cuped_metric: str | None = None,
+        plan: SegmentPlan | None = None,
     ) -> tuple[int, int]:
-        """Writes one chunk; drops request ids already counted and retries the rest."""
+        """Writes one chunk; drops request ids already counted and retries the rest (after
+        reading the kept segment values again when another writer changed them)."""
         from botocore.exceptions import ClientError
 
         pending, repeated = list(chunk), 0
+        fresh = False
         for attempt in range(WRITE_ATTEMPTS):
+            segments, fresh = self._segments(experiment_id, pending, plan, fresh)
             try:
                 self.client.transact_write_items(
-                    TransactItems=self._actions(experiment_id, pending, expires, cuped_metric)
+                    TransactItems=self._actions(
+                        experiment_id, pending, expires, cuped_metric, segments
+                    )
                 )
+                if segments is not None:
+                    self._remember(experiment_id, segments[2])
                 return len(pending), repeated
             except ClientError as exc:
                 seen = self._already_counted(exc, pending)
                 if seen is None:
                     raise
+                fresh = segments is not None and _refused_at(exc, len(pending))
                 if seen:
                     repeated += len(seen)
                     pending = [o for o in pending if o.request_id not in seen]
                     if not pending:
                         return 0, repeated
+                    continue
+                if fresh:
                     continue
                 self._sleep(min(0.05 * 2**attempt, 1.0) * random.uniform(0.5, 1.0))
         raise ServiceUnavailable("outcome counters are too contended; retry the same request ids")
@@ -1042,6 +1329,59 @@ class OutcomeStore:
                 target = variants.setdefault(variant_id, {"sums": {}, "histogram": {}})
                 _merge_item(target, item)
         return merged
+
+    def read_segments(
+        self, experiment_id: str
+    ) -> dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]]:
+        """Every segment counter of the experiment merged per dimension, value, allocation
+        phase and variant (one query of the segment partition, paginated).
+
+        Returns:
+            ``{dimension: {value: {phase: {variant_id: {"sums": {...}, "histogram": {}}}}}}``.
+        """
+        merged: dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]] = {}
+        pages = self.client.get_paginator("query").paginate(
+            TableName=MetricShardTable.Meta.table_name,
+            KeyConditionExpression="experiment_id = :e",
+            ExpressionAttributeValues={":e": {"S": segment_partition(experiment_id)}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                key = item["shard_key"]["S"]
+                if key == REGISTRY_KEY:
+                    continue
+                variant_id, phase, dimension = parse_segment_key(key)
+                values = merged.setdefault(dimension, {})
+                for name, raw in item.items():
+                    value, separator, counter = name.partition(SEGMENT_SEPARATOR)
+                    if not separator or "N" not in raw:
+                        continue
+                    phases = values.setdefault(value, {}).setdefault(phase, {})
+                    target = phases.setdefault(variant_id, {"sums": {}, "histogram": {}})
+                    sums = target["sums"]
+                    sums[counter] = sums.get(counter, Decimal(0)) + Decimal(raw["N"])
+        return merged
+
+
+def _refused_at(exc: Any, index: int) -> bool:
+    """Whether the transaction's action at ``index`` (the kept-values update) failed its
+    condition."""
+    reasons = exc.response.get("CancellationReasons") or []
+    return len(reasons) > index and (reasons[index] or {}).get("Code") == "ConditionalCheckFailed"
+
+
+def _update(table: str, partition: str, key: str, part: tuple[str, Any, Any]) -> dict[str, Any]:
+    expression, names, values = part
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": {"experiment_id": {"S": partition}, "shard_key": {"S": key}},
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
 
 
 def _merge_item(target: dict[str, Any], item: dict[str, Any]) -> None:

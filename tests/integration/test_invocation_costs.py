@@ -40,7 +40,7 @@ def calls(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsCallCounter]
     counter.stop()
 
 
-def _experiment(http: Http, arms: int) -> tuple[str, list[str]]:
+def _experiment(http: Http, arms: int, **extra: Any) -> tuple[str, list[str]]:
     rng = np.random.default_rng(1)
     features = rng.normal(size=(40, 2))
     model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
@@ -58,7 +58,7 @@ def _experiment(http: Http, arms: int) -> tuple[str, list[str]]:
          "traffic_weight": weights[index], "is_control": index == 0}
         for index, name in enumerate(names)
     ]  # fmt: skip
-    created = http.call("POST", "/experiments", {"name": "cost", "variants": variants})
+    created = http.call("POST", "/experiments", {"name": "cost", "variants": variants, **extra})
     experiment_id = created.data["experiment_id"]
     assert http.call("POST", f"/experiments/{experiment_id}/start").status_code == 200
     return experiment_id, names
@@ -132,6 +132,35 @@ def test_an_outcome_batch_of_1000_stays_within_the_write_budget(
     writes = sum(calls.count("dynamodb", operation) for operation in DYNAMODB_WRITES)
     assert writes <= 20
     assert calls.count("dynamodb") == writes  # and reads nothing (config and key cached)
+
+
+def test_an_outcome_batch_of_1000_with_three_dimensions_stays_within_the_write_budget(
+    http: Http, calls: AwsCallCounter
+) -> None:
+    dimensions = {name: {"max_values": 20} for name in ("country", "device", "plan")}
+    experiment_id, names = _experiment(http, 2, dimensions=dimensions)
+    http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcomes(names, 1, 10_000))
+    batch = _outcomes(names, 1000)
+    for index, outcome in enumerate(batch["outcomes"]):  # 20 values each, every one new here
+        outcome["attributes"] = {
+            "country": f"c{index % 20}", "device": f"d{index * 7 % 20}", "plan": f"p{index % 19}"
+        }  # fmt: skip
+
+    with calls:
+        posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", batch)
+
+    assert posted.data == {"accepted": 1000, "duplicates": 0}
+    writes = sum(calls.count("dynamodb", operation) for operation in DYNAMODB_WRITES)
+    print(f"writes for 1,000 outcomes with 3 dimensions: {writes}")
+    assert writes <= 20
+    assert calls.count("dynamodb") == writes  # and reads nothing (config, key, kept values)
+    segments = http.call("GET", f"/experiments/{experiment_id}/segments").data["dimensions"]
+    # 20, 20 and 19 values, and (missing) for the first outcome, which carried no attributes
+    assert [len(d["segments"]) for d in segments] == [21, 21, 20]
+    assert (
+        sum(s["variants"][name]["request_count"] for s in segments[0]["segments"] for name in names)
+        == 1001
+    )
 
 
 def test_the_counter_sees_every_client_created_after_install(aws: Any) -> None:

@@ -185,6 +185,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/experiments/{experiment_id}/routing-config"): Rule(),
     ("GET", "/experiments/{experiment_id}/metrics"): Rule(),
     ("GET", "/experiments/{experiment_id}/analysis"): Rule(),
+    ("GET", "/experiments/{experiment_id}/segments"): Rule(),
     ("PUT", "/experiments/{experiment_id}/rollback-policy"): Rule(body=lambda w, i: {}),
     ("GET", "/experiments/{experiment_id}/rollback-policy"): Rule(),
     ("GET", "/experiments/{experiment_id}/checks"): Rule(),

@@ -1,0 +1,362 @@
+"""Segments over HTTP and the Python API, on moto: declared dimensions, attribute validation,
+bounded cardinality with ``(other)``, exact sums, and flagged segments."""
+
+from __future__ import annotations
+
+import base64
+import random
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+
+from tests.conftest import Http
+
+COUNTS = ("request_count", "success_count", "error_count", "converted_count", "conversion_trials")
+
+
+def _model(http: Http) -> str:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 2))
+    model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
+    artifact = base64.b64encode(sio.dumps(model)).decode()
+    model_id = http.call("POST", "/models", {"name": f"seg-{uuid.uuid4().hex[:6]}"}).data[
+        "model_id"
+    ]
+    for _ in range(2):
+        body = {"artifact_base64": artifact, "task": "classification", "feature_names": ["a", "b"]}
+        assert http.call("POST", f"/models/{model_id}/versions", body).status_code == 201
+    return model_id
+
+
+def _body(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "segments",
+        "variants": [
+            {"variant_id": "control", "model_id": model_id, "model_version": 1,
+             "traffic_weight": "0.5", "is_control": True},
+            {"variant_id": "treatment", "model_id": model_id, "model_version": 2,
+             "traffic_weight": "0.5"},
+        ],
+        "primary_metric": "error_rate",
+        "minimum_sample_size": 10,
+        **extra,
+    }  # fmt: skip
+
+
+def _running(http: Http, **extra: Any) -> str:
+    created = http.call("POST", "/experiments", _body(_model(http), **extra))
+    assert created.status_code == 201, created.data
+    experiment_id = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{experiment_id}/start").status_code == 200
+    return experiment_id
+
+
+def _outcome(variant: str, request_id: str, attributes: dict[str, Any], **extra: Any) -> dict:
+    return {"variant_id": variant, "request_id": request_id, "success": True,
+            "latency_ms": 12.5, "attributes": attributes, **extra}  # fmt: skip
+
+
+DIMENSIONS = {"country": {"max_values": 5}, "device": {"max_values": 2}, "plan": {"max_values": 3}}
+
+
+def test_experiments_declare_dimensions_and_show_them(http: Http) -> None:
+    created = http.call(
+        "POST", "/experiments", _body(_model(http), dimensions=DIMENSIONS, segment_correction="bh")
+    )
+
+    assert created.status_code == 201, created.data
+    assert created.data["dimensions"] == DIMENSIONS
+    assert created.data["segment_correction"] == "bh"
+    again = http.call("GET", f"/experiments/{created.data['experiment_id']}")
+    assert again.data["dimensions"] == DIMENSIONS
+    assert again.data["segment_correction"] == "bh"
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "status"),
+    [
+        ({"a": {}, "b": {}, "c": {}, "d": {}}, 400),  # more than three
+        ({"country": {"max_values": 21}}, 400),
+        ({"country": {"max_values": 0}}, 400),
+        ({"1country": {}}, 400),
+        ({"country": {"max_values": 5, "extra": 1}}, 400),
+    ],
+)
+def test_bad_dimension_declarations_are_refused(
+    http: Http, dimensions: dict[str, Any], status: int
+) -> None:
+    created = http.call("POST", "/experiments", _body(_model(http), dimensions=dimensions))
+
+    assert created.status_code == status, created.data
+    assert {"error", "message"} <= set(created.data)
+
+
+def test_a_bad_segment_correction_is_refused(http: Http) -> None:
+    created = http.call("POST", "/experiments", _body(_model(http), segment_correction="bonf"))
+
+    assert created.status_code == 400
+    assert {"error", "message"} <= set(created.data)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "status", "code"),
+    [
+        ({"colour": "red"}, 422, "unknown_dimension"),
+        ({"country": 7}, 400, None),
+        ({"country": ["BR"]}, 400, None),
+        ({"country": None}, 400, None),
+        ({"country": ""}, 400, None),
+        ({"country": "x" * 65}, 400, None),
+        ({"country": "B\u0000R"}, 400, None),
+        ({"country": "B\u202eR"}, 400, None),
+        ({"country": "(other)"}, 422, "invalid_attributes"),
+        ({"country": "(missing)"}, 422, "invalid_attributes"),
+    ],
+)
+def test_bad_attributes_are_refused_and_nothing_is_counted(
+    http: Http, attributes: dict[str, Any], status: int, code: str | None
+) -> None:
+    experiment_id = _running(http, dimensions=DIMENSIONS)
+    batch = {"outcomes": [_outcome("control", "ok-1", {"country": "BR"}),
+                          _outcome("treatment", "bad", attributes)]}  # fmt: skip
+
+    posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", batch)
+
+    assert posted.status_code == status, posted.data
+    assert {"error", "message"} <= set(posted.data)
+    if code is not None:
+        assert posted.data["error"] == code
+    metrics = http.call("GET", f"/experiments/{experiment_id}/metrics").data["variants"]
+    assert metrics["control"]["request_count"] == metrics["treatment"]["request_count"] == 0
+    segments = http.call("GET", f"/experiments/{experiment_id}/segments").data
+    assert all(d["segments"] == [] for d in segments["dimensions"])
+
+
+def test_attributes_on_an_experiment_without_dimensions_are_refused(http: Http) -> None:
+    experiment_id = _running(http)
+
+    posted = http.call(
+        "POST",
+        f"/experiments/{experiment_id}/outcomes",
+        _outcome("control", "r", {"country": "BR"}),
+    )
+
+    assert posted.status_code == 422
+    assert posted.data["error"] == "unknown_dimension"
+
+
+def test_segments_add_up_exactly_to_the_overall_counts(http: Http) -> None:
+    experiment_id = _running(http, dimensions=DIMENSIONS)
+    rng = random.Random(7)
+    outcomes = []
+    for index in range(1500):
+        attributes = {
+            "country": rng.choice(["BR", "US", "DE", "FR", "IN", "JP", "MX", "NG"]),
+            "device": rng.choice(["ios", "android", "web", "tv"]),
+        }
+        if rng.random() < 0.8:
+            attributes["plan"] = rng.choice(["free", "pro"])
+        if rng.random() < 0.1:
+            del attributes["country"]
+        outcomes.append(
+            _outcome(rng.choice(["control", "treatment"]), f"r{index}", attributes,
+                     success=rng.random() > 0.1, converted=rng.choice([None, True, False]))
+        )  # fmt: skip
+    for start in range(0, len(outcomes), 500):
+        batch = {"outcomes": outcomes[start : start + 500]}
+        assert http.call("POST", f"/experiments/{experiment_id}/outcomes", batch).status_code == 200
+
+    overall = http.call("GET", f"/experiments/{experiment_id}/metrics").data["variants"]
+    found = http.call("GET", f"/experiments/{experiment_id}/segments").data
+
+    assert sum(v["request_count"] for v in overall.values()) == 1500
+    assert [d["name"] for d in found["dimensions"]] == ["country", "device", "plan"]
+    for dimension in found["dimensions"]:
+        for variant, totals in overall.items():
+            for name in COUNTS:
+                summed = sum(s["variants"][variant][name] for s in dimension["segments"])
+                assert summed == totals[name], (dimension["name"], variant, name)
+        values = {s["value"] for s in dimension["segments"]}
+        kept = values - {"(other)", "(missing)"}
+        assert len(kept) <= DIMENSIONS[dimension["name"]]["max_values"]
+    country = {s["value"] for s in found["dimensions"][0]["segments"]}
+    assert {"(other)", "(missing)"} <= country and len(country) == 7
+    assert {s["value"] for s in found["dimensions"][2]["segments"]} == {"free", "pro", "(missing)"}
+
+
+def test_values_beyond_the_bound_count_as_other_first_come_first_kept(http: Http) -> None:
+    experiment_id = _running(http, dimensions={"country": {"max_values": 3}})
+    url = f"/experiments/{experiment_id}/outcomes"
+    for index, country in enumerate(["BR", "US", "DE", "FR", "BR", "JP", "US"]):
+        body = _outcome("control", f"r{index}", {"country": country})
+        assert http.call("POST", url, body).status_code == 200
+
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    get_ab_engine.reset()  # a new instance that remembers no kept value
+    for index, country in enumerate(["FR", "DE", "IT"]):
+        body = _outcome("treatment", f"s{index}", {"country": country})
+        assert http.call("POST", url, body).status_code == 200
+
+    found = http.call("GET", f"/experiments/{experiment_id}/segments").data
+    counts = {
+        s["value"]: (s["variants"]["control"]["request_count"],
+                     s["variants"]["treatment"]["request_count"])
+        for s in found["dimensions"][0]["segments"]
+    }  # fmt: skip
+    assert counts == {"BR": (2, 0), "US": (2, 0), "DE": (1, 1), "(other)": (2, 2)}
+
+
+def test_writers_that_remember_nothing_never_keep_more_values_than_declared(aws: Any) -> None:
+    from chalicelib.abtesting.models import Dimension, Outcome
+    from chalicelib.abtesting.repository import OutcomeStore, SegmentPlan
+    from chalicelib.core.clock import utc_now
+
+    plan = SegmentPlan((Dimension("country", 4),))
+    stores = [OutcomeStore() for _ in range(3)]
+    rng = random.Random(3)
+    for index in range(60):
+        store = stores[index % 3]
+        outcome = Outcome("v", f"r{index}", True, 1.0,
+                          attributes={"country": f"c{rng.randrange(12)}"})  # fmt: skip
+        store.record("exp", [outcome], utc_now(), plan)
+
+    counted = OutcomeStore().read_segments("exp")["country"]
+    kept = set(counted) - {"(other)"}
+    assert len(kept) == 4
+    assert sum(v[0]["v"]["sums"]["request_count"] for v in counted.values()) == 60
+    for store in stores:  # every writer folded by the same stored set
+        assert store._read_registry("exp") == {"country": kept}
+
+
+def test_the_python_api_records_attributes_and_refuses_bad_ones(http: Http) -> None:
+    from chalicelib.abtesting.engine import get_ab_engine
+    from chalicelib.core.errors import UnprocessableEntity
+
+    experiment_id = _running(http, dimensions={"country": {"max_values": 3}})
+    engine = get_ab_engine()
+
+    receipt = engine.record_outcome(
+        experiment_id, "control", "p1", True, 5.0, attributes={"country": "BR"}
+    )
+    assert receipt.accepted == 1
+    for bad in ({"country": "a\tb"}, {"country": 3}, {"city": "Rio"}, {"country": "y" * 65}):
+        with pytest.raises(UnprocessableEntity):
+            engine.record_outcome(experiment_id, "control", "p2", True, 5.0, attributes=bad)
+    found = engine.analyze_segments(experiment_id)
+    assert found.segments["country"]["BR"]["control"].request_count == 1
+    assert found.segments["country"].keys() == {"BR"}
+
+
+def test_a_regression_in_one_segment_is_flagged_over_http(http: Http) -> None:
+    experiment_id = _running(
+        http, dimensions={"country": {"max_values": 10}}, analysis={"method": "fixed"}
+    )
+    rng = np.random.default_rng(11)
+    countries = [f"c{i}" for i in range(9)] + ["BR"]
+    outcomes = []
+    for country in countries:
+        for variant in ("control", "treatment"):
+            rate = 0.06 if (country == "BR" and variant == "treatment") else 0.02
+            failures = rng.random(600) < rate
+            outcomes += [
+                _outcome(variant, f"{country}-{variant}-{i}", {"country": country},
+                         success=not bool(failed))
+                for i, failed in enumerate(failures)
+            ]  # fmt: skip
+    for start in range(0, len(outcomes), 1000):
+        batch = {"outcomes": outcomes[start : start + 1000]}
+        assert http.call("POST", f"/experiments/{experiment_id}/outcomes", batch).status_code == 200
+
+    found = http.call("GET", f"/experiments/{experiment_id}/segments")
+    overall = http.call("GET", f"/experiments/{experiment_id}/analysis").data
+
+    assert found.status_code == 200, found.data
+    data = found.data
+    assert (data["method"], data["correction"], data["alpha"]) == ("fixed", "holm", 0.05)
+    assert len(data["tests"]) == 10
+    assert overall["treatments"][0]["is_significant"] is False
+    assert [(t["dimension"], t["value"]) for t in data["flagged"]] == [("country", "BR")]
+    flagged = data["flagged"][0]
+    assert flagged["direction"] == "worse" and flagged["difference"] > 0
+    assert "overall result is not significant" in flagged["flag_reason"]
+    assert data["top"][0]["value"] == "BR"
+    from statsmodels.stats.multitest import multipletests
+
+    raw = [t["p_value"] for t in data["tests"]]
+    expected = multipletests(raw, alpha=0.05, method="holm")[1]
+    assert [t["adjusted_p_value"] for t in data["tests"]] == pytest.approx(list(expected))
+
+
+class _CheckedClient:
+    """A DynamoDB client that refuses what DynamoDB refuses and moto lets through: more than
+    100 actions in a transaction, two on one item, an UpdateExpression over 4 KB, an expression
+    attribute name over 255 bytes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.transactions: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, TransactItems: list[dict[str, Any]]) -> Any:  # noqa: N803
+        assert len(TransactItems) <= 100
+        keys = [
+            str(next(iter(a.values()))["Key" if "Update" in a else "Item"]) for a in TransactItems
+        ]
+        assert len(set(keys)) == len(keys)
+        for action in TransactItems:
+            update = action.get("Update")
+            if update is None:
+                continue
+            assert len(update["UpdateExpression"].encode()) <= 4096
+            assert all(len(n.encode()) <= 255 for n in update["ExpressionAttributeNames"].values())
+        self.transactions.append(len(TransactItems))
+        return self._client.transact_write_items(TransactItems=TransactItems)
+
+
+def test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact(aws: Any) -> None:
+    from chalicelib.abtesting import aggregate
+    from chalicelib.abtesting.models import Dimension, Outcome
+    from chalicelib.abtesting.repository import OutcomeStore, SegmentPlan
+    from chalicelib.core import aws as clients
+    from chalicelib.core.clock import utc_now
+
+    plan = SegmentPlan(tuple(Dimension(f"dim{i}", 20) for i in range(3)), metric="score")
+    rng = np.random.default_rng(8)
+    long_values = [("é" * 60) + f"{i:04d}" for i in range(20)]  # 124 bytes each
+    outcomes = []
+    for index in range(600):
+        scores = {f"metric_{j}_{'x' * 50}": float(rng.normal(0, 10.0 ** rng.integers(-3, 9)))
+                  for j in range(5)}  # fmt: skip
+        scores["score"] = round(float(rng.normal(0, 10.0 ** rng.integers(-3, 9))), 6)
+        attributes = {f"dim{i}": long_values[int(rng.integers(20))] for i in range(3)}
+        outcomes.append(Outcome(f"v{index % 3}", f"r{index}", bool(index % 5), float(
+            rng.lognormal(3, 3)), custom_metrics=scores, attributes=attributes))  # fmt: skip
+    client = _CheckedClient(clients.client("dynamodb"))
+    store = OutcomeStore(client=client)
+
+    assert store.record("wide", outcomes, utc_now(), plan).accepted == 600
+
+    assert len(client.transactions) > 6  # the update parts took room from the puts
+    found = store.read_segments("wide")
+    for dimension in ("dim0", "dim1", "dim2"):
+        for value, phases in found[dimension].items():
+            for variant, raw in phases[0].items():
+                metrics = aggregate.metrics_from_counters(variant, raw)
+                scores = [
+                    o.custom_metrics["score"]
+                    for o in outcomes
+                    if o.variant_id == variant and o.attributes[dimension] == value
+                ]
+                assert metrics.request_count == len(scores)
+                stats = metrics.custom_stats["score"]
+                assert stats.mean == pytest.approx(float(np.mean(scores)), rel=1e-12, abs=1e-9)
+                if len(scores) > 1:
+                    expected = float(np.var(scores, ddof=1))
+                    assert stats.variance == pytest.approx(expected, rel=1e-9)

@@ -1,0 +1,35 @@
+"""Holm and Benjamini-Hochberg adjusted p-values against statsmodels' ``multipletests``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from chalicelib.abtesting import correction
+
+CASES = [
+    [0.01],
+    [0.04, 0.01, 0.03, 0.02],
+    [0.5, 0.5, 0.5, 0.001],  # ties
+    [1.0, 1.0, 0.0, 0.0],
+    [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216],
+]
+
+
+@pytest.mark.parametrize("values", CASES + [list(np.random.default_rng(s).random(40) ** 3)
+                                            for s in range(20)])  # fmt: skip
+@pytest.mark.parametrize(("method", "oracle"), [("holm", "holm"), ("bh", "fdr_bh")])
+def test_adjusted_p_values_equal_statsmodels(values: list[float], method: str, oracle: str) -> None:
+    expected = multipletests(values, alpha=0.05, method=oracle)[1]
+
+    assert correction.adjust(values, method) == pytest.approx(list(expected), abs=1e-15)
+
+
+def test_nothing_to_adjust_is_an_empty_list() -> None:
+    assert correction.adjust([], "holm") == [] == correction.adjust([], "bh")
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown correction"):
+        correction.adjust([0.1], "bonferroni")
