@@ -223,7 +223,7 @@ def test_writers_that_remember_nothing_never_keep_more_values_than_declared(aws:
         store = stores[index % 3]
         outcome = Outcome("v", f"r{index}", True, 1.0,
                           attributes={"country": f"c{rng.randrange(12)}"})  # fmt: skip
-        store.record("exp", [outcome], utc_now(), plan)
+        store.record("exp", [outcome], utc_now(), plan=plan)
 
     counted = OutcomeStore().read_segments("exp")["country"]
     kept = set(counted) - {"(other)"}
@@ -341,7 +341,7 @@ def test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact(
     client = _CheckedClient(clients.client("dynamodb"))
     store = OutcomeStore(client=client)
 
-    assert store.record("wide", outcomes, utc_now(), plan).accepted == 600
+    assert store.record("wide", outcomes, utc_now(), plan=plan).accepted == 600
 
     assert len(client.transactions) > 6  # the update parts took room from the puts
     found = store.read_segments("wide")
