@@ -421,8 +421,20 @@ def _check_lightgbm(data: bytes) -> BoosterReport:
     _check_tree_sizes(header.get("tree_sizes"), sections)
     nodes = sum(_check_lightgbm_tree(section, n_features) for section in sections)
     kind = LIGHTGBM_OBJECTIVES[objective]
+    _check_lightgbm_groups(header, kind, n_classes, len(sections))
     classes = n_classes if kind == "multiclass" else (2 if kind == "binary" else 1)
     return BoosterReport("lightgbm", kind, objective, n_features, classes, len(sections), nodes)
+
+
+def _check_lightgbm_groups(header: dict[str, str], kind: str, n_classes: int, trees: int) -> None:
+    """LightGBM indexes its output by ``num_tree_per_iteration`` unchecked: one tree per class
+    and iteration for a multiclass model, one otherwise, and whole iterations of trees."""
+    per_iteration = int(_number(header.get("num_tree_per_iteration", 1), "num_tree_per_iteration"))
+    expected = n_classes if kind == "multiclass" else 1
+    if kind != "multiclass" and n_classes != 1:
+        raise _refuse(f"a {kind} model has one output, not num_class={n_classes}")
+    if expected < 1 or per_iteration != expected or trees % per_iteration:
+        raise _refuse("num_tree_per_iteration does not match the classes and the trees")
 
 
 def _check_tree_sizes(declared: str | None, sections: list[str]) -> None:
@@ -496,7 +508,19 @@ def _check_lightgbm_tree(section: str, n_features: int) -> int:
             raise _refuse(f"{where}: a leaf index is beyond num_leaves")
     if np.any((features < 0) | (features >= n_features)):
         raise _refuse(f"{where} splits on a feature the model does not read")
+    _check_decisions(_lightgbm_ints(values, "decision_type", where), inner, where)
     return 2 * leaves - 1
+
+
+def _check_decisions(decisions: np.ndarray, inner: int, where: str) -> None:
+    """Bit 0 marks a categorical split (refused: ``num_cat`` is 0); bits 2-3 the missing-value
+    type (0, 1 or 2); nothing above bit 3."""
+    if (
+        len(decisions) != inner
+        or np.any((decisions < 0) | (decisions > 15) | (decisions & 1 == 1))
+        or np.any((decisions >> 2) & 3 == 3)
+    ):
+        raise _refuse(f"{where}: a decision_type LightGBM does not write for numeric splits")
 
 
 # --- loading (explainer image only: xgboost and lightgbm are imported here) ------------------

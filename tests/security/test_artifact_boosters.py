@@ -7,7 +7,8 @@ The check used to read each tree's ``key=value`` lines into a dict, so a repeate
 block. A real model whose first tree holds a block splitting on feature 10^9, then a blank line,
 then the genuine lines, passed the check (201) and crashed the process with SIGSEGV on the first
 prediction. Each forged file below is a real trained model with one change; the first test shows
-plain LightGBM crashes on the blank-line forgery in a child process, the others that the service
+plain LightGBM crashes on the blank-line forgery (and on a ``num_tree_per_iteration`` of 10^6)
+in a child process, the others that the service
 refuses every variant with ``422 unsafe_artifact`` over HTTP, and that a booster whose loaded
 trees disagree with the checked file is refused after loading, before any prediction.
 
@@ -108,7 +109,22 @@ def _repeated_header_key(text: str) -> str:
     return text.replace("max_feature_idx=2\n", "max_feature_idx=2\nmax_feature_idx=2\n", 1)
 
 
+def _in_first_tree(pattern: str, replacement: str) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        tree = _tree(text, 0)
+        changed = re.sub(pattern, replacement, tree, count=1)
+        return text.replace(tree, changed, 1).replace(_sizes_line(text), "")
+
+    return change
+
+
 FORGED: dict[str, Callable[[str], str]] = {
+    "num_tree_per_iteration of 10^6": lambda t: t.replace(
+        "num_tree_per_iteration=1", "num_tree_per_iteration=1000000"
+    ),
+    "num_class 5 on a regression": lambda t: t.replace("num_class=1", "num_class=5"),
+    "a categorical decision_type": _in_first_tree(r"decision_type=\d+", "decision_type=1"),
+    "a decision_type beyond LightGBM's": _in_first_tree(r"decision_type=\d+", "decision_type=77"),
     "a block after a blank line": _blank_line_block,
     "a repeated key in a tree": _repeated_key,
     "tree_sizes pointing past end of trees": _hidden_tree,
@@ -117,9 +133,10 @@ FORGED: dict[str, Callable[[str], str]] = {
 }
 
 
-def test_plain_lightgbm_crashes_on_the_blank_line_forgery(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["a block after a blank line", "num_tree_per_iteration of 10^6"])
+def test_plain_lightgbm_crashes_on_the_forgery(tmp_path: Path, name: str) -> None:
     path = tmp_path / "forged.txt"
-    path.write_text(_blank_line_block(REAL))
+    path.write_text(FORGED[name](REAL))
     script = textwrap.dedent(
         f"""
         import numpy as np, lightgbm
