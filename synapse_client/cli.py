@@ -49,10 +49,10 @@ class Context:
         """The API client (flags over ``SYNAPSE_URL``/``SYNAPSE_TOKEN`` over the config file)."""
         if self._client is None:
             try:
-                settings = config_file.load_settings()
+                settings = config_file.load_settings(url=self.url)
             except ValueError as exc:  # a broken config file: exit 2 naming it, no traceback
                 raise click.UsageError(str(exc)) from None
-            self._client = Client(self.url or settings.url, self.token or settings.token)
+            self._client = Client(settings.url, self.token or settings.token)
         return self._client
 
     def progress(self) -> ProgressBar:

@@ -2,7 +2,10 @@
 
 The file is ``$SYNAPSE_CONFIG`` or ``~/.config/synapse/config.json`` (``$XDG_CONFIG_HOME`` is
 honoured), written with permissions 0600 (it holds a token) in a directory created 0700.
-``SYNAPSE_URL`` and ``SYNAPSE_TOKEN`` override what the file says.
+``SYNAPSE_URL`` and ``SYNAPSE_TOKEN`` override what the file says. The file's token is used
+only with the file's URL: pointed at another API (``SYNAPSE_URL``, ``--url``), the client sends
+no token unless one is given too (``SYNAPSE_TOKEN``, ``--token``), so a production token saved
+by ``synapse login`` never reaches a staging, local or mistyped URL.
 """
 
 from __future__ import annotations
@@ -76,11 +79,13 @@ def save(url: str, token: str, path: str | os.PathLike[str] | None = None) -> Pa
     return target
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """The file's values overridden by ``SYNAPSE_URL`` / ``SYNAPSE_TOKEN``."""
+def load_settings(path: str | os.PathLike[str] | None = None, url: str | None = None) -> Settings:
+    """The file's values overridden by ``url`` (a ``--url`` flag), ``SYNAPSE_URL`` and
+    ``SYNAPSE_TOKEN``; the file's token only goes with the file's URL."""
     found = read_file(path)
-    url = os.environ.get("SYNAPSE_URL") or found.get("url") or DEFAULT_URL
-    token = os.environ.get("SYNAPSE_TOKEN") or found.get("token") or None
+    url = (url or os.environ.get("SYNAPSE_URL") or found.get("url") or DEFAULT_URL).rstrip("/")
+    saved = found.get("token") if found.get("url", "").rstrip("/") == url else None
+    token = os.environ.get("SYNAPSE_TOKEN") or saved or None
     if os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_TOKEN"):
         source = "environment"
     elif found:
