@@ -428,10 +428,17 @@ def _status_text(d: dict[str, Any]) -> str:
     return text
 
 
+def _seconds(param: click.Parameter, value: float) -> float:
+    if not value >= 0.1:  # also false for NaN, which time.sleep refuses
+        raise click.BadParameter(f"{value} is not a number of seconds of at least 0.1", param=param)
+    return value
+
+
 @exp.command("status")
 @click.argument("experiment_id")
 @click.option("--watch", is_flag=True, help="Refresh until it concludes or is rolled back.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", default=2.0, show_default=True, callback=lambda c, p, v: _seconds(p, v),
+              help="Seconds between refreshes (at least 0.1).")  # fmt: skip
 @click.option("--limit", "watch_limit", default=0.0, help="Stop watching after this many seconds.")
 @pass_ctx
 def exp_status(obj: Context, experiment_id: str, watch: bool, interval: float,

@@ -59,3 +59,11 @@ def test_a_broken_config_file_is_a_usage_error_that_names_it(
     config.parent.mkdir(parents=True)
     config.write_text(content)
     _usage_error(runner, ["--json", "whoami"], str(config))
+
+
+@pytest.mark.parametrize("interval", ["-1", "0", "nan"])
+def test_a_watch_interval_that_is_not_a_positive_number_of_seconds_is_a_usage_error(
+    runner: CliRunner, interval: str
+) -> None:
+    args = ["exp", "status", "exp-1", "--watch", "--interval", interval]
+    _usage_error(runner, args, "--interval")
