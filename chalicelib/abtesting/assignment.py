@@ -179,9 +179,30 @@ def _combine(node: Mapping[str, Any], depth: int, budget: list[int], where: str)
         _compile(part, depth + 1, budget, f"{where}.{operator}[{index}]")
         for index, part in enumerate(parts)
     )
+    return _joined(operator, tests)
+
+
+def _joined(operator: str, tests: tuple[Test, ...]) -> Test:
+    """``all`` / ``any`` of the tests (plain loops: a generator per request costs more)."""
+    if len(tests) == 1:
+        return tests[0]
     if operator == "all":
-        return lambda attributes: all(test(attributes) for test in tests)
-    return lambda attributes: any(test(attributes) for test in tests)
+
+        def every(attributes: Attributes) -> bool:
+            for test in tests:  # noqa: SIM110 - the hot path; all() would build a generator
+                if not test(attributes):
+                    return False
+            return True
+
+        return every
+
+    def some(attributes: Attributes) -> bool:
+        for test in tests:  # noqa: SIM110 - the hot path; any() would build a generator
+            if test(attributes):
+                return True
+        return False
+
+    return some
 
 
 def _leaf(node: Mapping[str, Any], where: str) -> Test:
@@ -193,8 +214,16 @@ def _leaf(node: Mapping[str, Any], where: str) -> Test:
         )
     operators = set(node) - {"attribute"}
     if operators == {"equals"}:
-        expected = _scalar(node["equals"], f"{where}.equals")
-        return lambda attributes: _typed(attributes.get(name)) == expected
+        kind, expected = _scalar(node["equals"], f"{where}.equals")
+        exact = {"text": str, "bool": bool}.get(kind or "")
+
+        def equals(attributes: Attributes) -> bool:
+            value = attributes.get(name)
+            if exact is not None and type(value) is exact:  # the common case, no _kind call
+                return bool(value == expected)
+            return _kind(value) == kind and bool(value == expected)
+
+        return equals
     if operators == {"in"}:
         return _member(name, node["in"], f"{where}.in")
     if operators and operators <= set(RANGE_OPERATORS):
@@ -208,7 +237,22 @@ def _member(name: str, values: Any, where: str) -> Test:
     if not isinstance(values, list) or not 1 <= len(values) <= MAX_VALUES:
         raise InvalidCondition(f"{where}: a list of 1 to {MAX_VALUES} values")
     allowed = frozenset(_scalar(value, where) for value in values)
-    return lambda attributes: _typed(attributes.get(name)) in allowed
+    texts = frozenset(value for kind, value in allowed if kind == "text")
+    numbers = frozenset(value for kind, value in allowed if kind == "number")
+    flags = frozenset(value for kind, value in allowed if kind == "bool")
+
+    def member(attributes: Attributes) -> bool:
+        value = attributes.get(name)
+        exact = type(value)
+        if exact is str:
+            return value in texts
+        if exact is int or exact is float:  # inf and nan are in no set of bounded numbers
+            return value in numbers
+        if exact is bool:
+            return value in flags
+        return _typed(value) in allowed
+
+    return member
 
 
 def _range(name: str, bounds: dict[str, Any], where: str) -> Test:
@@ -223,7 +267,11 @@ def _range(name: str, bounds: dict[str, Any], where: str) -> Test:
 
     def admits(attributes: Attributes) -> bool:
         value = attributes.get(name)
-        if _kind(value) != "number":
+        exact = type(value)
+        if exact is float:
+            if value - value != 0:  # inf or nan
+                return False
+        elif exact is not int and _kind(value) != "number":
             return False
         above = value > low if low_open else value >= low
         return above and (value < high if high_open else value <= high)
@@ -236,8 +284,28 @@ def layer_bucket(salt: str, key: str, buckets: int) -> int:
     return unit_hash(salt, key) * buckets >> 64
 
 
-def _hash64(prefix: str, key: str) -> int:
-    return int.from_bytes(blake2b((prefix + key).encode(), digest_size=8).digest(), "big")
+def _gate(
+    eligible: Test | None, holdouts: tuple[tuple[str, int], ...], layer: Any
+) -> Callable[[str, Attributes | None], str | None]:
+    """``(key, attributes) -> why the request is kept out, or None`` (names bound once: this runs
+    for every request of a gated experiment)."""
+
+    def gate(
+        key: str, attributes: Attributes | None, _hash: Any = blake2b, _int: Any = int.from_bytes
+    ) -> str | None:
+        if eligible is not None and not eligible(attributes or {}):
+            return INELIGIBLE
+        for prefix, bound in holdouts:
+            if _int(_hash((prefix + key).encode(), digest_size=8).digest(), "big") < bound:
+                return HELD_OUT
+        if layer is not None:
+            prefix, buckets, start, end = layer
+            point = _int(_hash((prefix + key).encode(), digest_size=8).digest(), "big")
+            if not start <= point * buckets >> 64 < end:
+                return OUTSIDE_LAYER
+        return None
+
+    return gate
 
 
 class Assigner:
@@ -261,7 +329,7 @@ class Assigner:
 
     __slots__ = ("revision", "prefix", "thresholds", "choices", "by_id", "fixed", "persist",
                  "blocked", "pick", "default", "eligible", "holdouts", "layer",
-                 "gated")  # fmt: skip
+                 "gated", "gate")  # fmt: skip
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         if config.get("hash", HASH_NAME) != HASH_NAME:
@@ -292,20 +360,12 @@ class Assigner:
             self.layer = (f"{layer['salt']}:", int(layer["buckets"]), int(layer["start"]),
                           int(layer["end"]))  # fmt: skip
         self.gated = self.eligible is not None or bool(self.holdouts) or self.layer is not None
+        self.gate = _gate(self.eligible, self.holdouts, self.layer)
 
     def exclusion(self, key: str, attributes: Attributes | None = None) -> str | None:
         """Why the request with this key and attributes is kept out (``ineligible``,
         ``holdout``, ``outside_layer``), or ``None`` when it is in the experiment."""
-        if self.eligible is not None and not self.eligible(attributes or {}):
-            return INELIGIBLE
-        for prefix, bound in self.holdouts:
-            if _hash64(prefix, key) < bound:
-                return HELD_OUT
-        if self.layer is not None:
-            prefix, buckets, start, end = self.layer
-            if not start <= _hash64(prefix, key) * buckets >> 64 < end:
-                return OUTSIDE_LAYER
-        return None
+        return self.gate(key, attributes)
 
     def decide(
         self,
@@ -324,7 +384,7 @@ class Assigner:
         if self.blocked is not None and self.fixed is None:
             raise NotRoutable(self.blocked)
         key = request_id if user_id is None or not sticky else user_id
-        reason = self.exclusion(key, attributes) if self.gated else None
+        reason = self.gate(key, attributes) if self.gated else None
         if reason is not None:
             return (HOLDOUT if reason == HELD_OUT else None), self.default[1], reason
         variant_id, version = self.fixed or self.pick(key)
@@ -343,16 +403,17 @@ class Assigner:
         Raises:
             NotRoutable: The experiment does not route (a draft).
         """
-        if not self.gated:
-            if self.fixed is not None:
-                return self.fixed
-            if self.blocked is not None:
+        key = request_id if user_id is None or not sticky else user_id
+        if self.gated:
+            if self.blocked is not None and self.fixed is None:
                 raise NotRoutable(self.blocked)
-            if user_id is None or not sticky:
-                return self.pick(request_id)
-            return self.pick(user_id)
-        variant_id, version, exposure = self.decide(request_id, user_id, sticky, attributes)
-        return (variant_id, version) if exposure == IN_EXPERIMENT else self.default
+            if self.gate(key, attributes) is not None:
+                return self.default
+        if self.fixed is not None:
+            return self.fixed
+        if self.blocked is not None:
+            raise NotRoutable(self.blocked)
+        return self.pick(key)
 
     def user_picker(self) -> Callable[[str], Choice] | None:
         """How a sticky user without attributes is assigned, as one function of the user id

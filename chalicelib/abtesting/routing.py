@@ -189,12 +189,15 @@ class TrafficRouter:
         """``(variant_id, model_version)`` for a request (the control's for a request kept out
         of the experiment); see the module docstring."""
         table = self._table(experiment_id)
-        if not table.gated:  # the hot path of an experiment without gates
-            return self._choose(experiment_id, table, request_id, user_id, sticky)
-        variant_id, version, exposure = self._decide(
-            experiment_id, table, request_id, user_id, sticky, attributes
-        )
-        return (variant_id, version) if exposure == IN_EXPERIMENT else table.default
+        if table.needs_store(user_id, sticky):  # a running bandit's user
+            variant_id, version, exposure = self._decide(
+                experiment_id, table, request_id, user_id, sticky, attributes
+            )
+            return (variant_id, version) if exposure == IN_EXPERIMENT else table.default
+        try:
+            return table.route(request_id, user_id, sticky, attributes)
+        except NotRoutable as exc:
+            raise ExperimentNotRunning(str(exc)) from None
 
     def decide(
         self,

@@ -35,6 +35,14 @@ from chalicelib.abtesting.routing import TrafficRouter, routing_config
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+class Text(str):
+    """A string subclass (a caller's own type): compared as a string, through the slow path."""
+
+
+class Whole(int):
+    """An int subclass: a number, through the slow path."""
+
+
 @pytest.mark.parametrize(
     ("condition", "attributes", "admitted"),
     [
@@ -50,6 +58,13 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
         ({"attribute": "c", "in": ["DE", "FR"]}, {"c": "FR"}, True),
         ({"attribute": "c", "in": ["DE", "FR"]}, {"c": "de"}, False),
         ({"attribute": "c", "in": [1, 2]}, {"c": True}, False),
+        ({"attribute": "c", "in": [1, 2]}, {"c": 2.0}, True),
+        ({"attribute": "c", "in": [1, 2]}, {"c": math.inf}, False),
+        ({"attribute": "c", "in": [1, 2]}, {"c": None}, False),
+        ({"attribute": "c", "in": ["DE", 1]}, {"c": Text("DE")}, True),
+        ({"attribute": "c", "in": [True]}, {"c": True}, True),
+        ({"attribute": "plan", "equals": "pro"}, {"plan": Text("pro")}, True),
+        ({"attribute": "age", "gte": 18}, {"age": Whole(20)}, True),
         ({"attribute": "age", "gte": 18}, {"age": 18}, True),
         ({"attribute": "age", "gt": 18}, {"age": 18}, False),
         ({"attribute": "age", "lt": 65}, {"age": 65}, False),
