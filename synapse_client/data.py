@@ -24,8 +24,9 @@ files' parts, and in ``auto`` mode the whole file must still have the digest it 
 with. Resume records live in ``$SYNAPSE_STATE_DIR`` or ``~/.cache/synapse/uploads``.
 
 ``pull(client, dataset_id, version, path)`` downloads to ``path.part`` (continuing a partial one
-with an HTTP Range request), checks the sha256 the API states for the version, and only then
-renames it to ``path``; a mismatch deletes the partial file and raises
+with an HTTP Range request when ``path.part.sha256`` names the same version's digest: a partial
+download of another version is started over), checks the sha256 the API states for the
+version, and only then renames it to ``path``; a mismatch deletes the partial file and raises
 :class:`~synapse_client.errors.IntegrityError`.
 """
 
@@ -433,9 +434,10 @@ def pull(
     content = client.content_url(dataset_id, ref)
     target = Path(path)
     partial = target.with_name(target.name + ".part")
+    marker = target.with_name(target.name + ".part.sha256")  # whose bytes ``partial`` holds
     digest = hashlib.sha256()
     have = 0
-    if partial.exists() and partial.stat().st_size <= int(content["size_bytes"]):
+    if _resumable(partial, marker, content):
         with open(partial, "rb") as existing:
             for chunk in iter(lambda: existing.read(CHUNK), b""):
                 digest.update(chunk)
@@ -445,7 +447,9 @@ def pull(
     total = int(content["size_bytes"])
     resumed_from = have
     if have < total:
+        marker.write_text(content["sha256"], encoding="utf-8")
         digest, have = _download(content["url"], partial, have, total, digest, progress)
+    marker.unlink(missing_ok=True)
     if digest.hexdigest() != content["sha256"]:
         partial.unlink(missing_ok=True)
         raise IntegrityError(
@@ -460,6 +464,13 @@ def pull(
         "path": str(target),
         "resumed_from": resumed_from,
     }
+
+
+def _resumable(partial: Path, marker: Path, content: dict[str, Any]) -> bool:
+    """Whether ``partial`` holds the start of this version (not longer, not another's)."""
+    if not partial.exists() or partial.stat().st_size > int(content["size_bytes"]):
+        return False
+    return not marker.exists() or marker.read_text(encoding="utf-8").strip() == content["sha256"]
 
 
 def _download(

@@ -192,3 +192,25 @@ def test_an_interrupted_cli_push_exits_130_and_the_next_run_resumes(
     second = CliRunner().invoke(main, ["data", "push", "--multipart", str(path), dataset_id])
     assert second.exit_code == 0, second.stderr
     assert "(resumed)" in second.stdout and "version 1" in second.stdout
+
+
+def test_an_interrupted_pull_of_one_version_does_not_spoil_a_pull_of_another_to_the_same_path(
+    env: Path, admin: Client, tmp_path: Path
+) -> None:
+    first = csv_file(tmp_path / "v1.csv", 3 * MB, "v1-1")
+    second = csv_file(tmp_path / "v2.csv", 3 * MB, "v2-2")
+    dataset_id = admin.create_dataset("pull-two-versions")["dataset_id"]
+    admin.push(str(first), dataset_id)
+    admin.push(str(second), dataset_id)
+    target = tmp_path / "data.csv"
+
+    def stop(phase: str, done: int, total: int) -> None:
+        if phase == "download" and done >= 1 * MB:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        admin.pull(dataset_id, 1, str(target), progress=stop)
+    assert target.with_name("data.csv.part").stat().st_size >= 1 * MB
+    found = admin.pull(dataset_id, 2, str(target))
+    assert found["resumed_from"] == 0 and target.read_bytes() == second.read_bytes()
+    assert not target.with_name("data.csv.part").exists()
