@@ -29,11 +29,16 @@ def metrics_enabled() -> bool:
 
 
 @functools.lru_cache(maxsize=512)
-def _latency_line_parts(namespace: str, name: str, metadata: tuple[tuple[str, str], ...]) -> str:
-    """Everything of an EMF latency line after its timestamp and before its value."""
-    fields = "".join(f",{json.dumps(key)}:{json.dumps(value)}" for key, value in metadata)
+def _latency_line_parts(
+    namespace: str, service: str | None, name: str, metadata: tuple[tuple[str, str], ...]
+) -> str:
+    """Everything of an EMF latency line after its timestamp and before its value (with the
+    ``service`` dimension powertools adds when a service name is configured)."""
+    pairs = ((("service", service),) if service else ()) + metadata
+    fields = "".join(f",{json.dumps(key)}:{json.dumps(value)}" for key, value in pairs)
+    dimensions = '[["service"]]' if service else "[[]]"
     return (
-        f',"CloudWatchMetrics":[{{"Namespace":{json.dumps(namespace)},"Dimensions":[[]],'
+        f',"CloudWatchMetrics":[{{"Namespace":{json.dumps(namespace)},"Dimensions":{dimensions},'
         f'"Metrics":[{{"Name":{json.dumps(name)},"Unit":"Milliseconds"}}]}}]}}'
         f"{fields},{json.dumps(name)}:["
     )
@@ -50,7 +55,7 @@ def record_latency(name: str, started: float, **metadata: str) -> None:
     if not metrics_enabled():
         return
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    middle = _latency_line_parts(metrics.namespace, name, tuple(metadata.items()))
+    middle = _latency_line_parts(metrics.namespace, metrics.service, name, tuple(metadata.items()))
     sys.stdout.write(f'{{"_aws":{{"Timestamp":{int(time.time() * 1000)}{middle}{elapsed_ms!r}]}}\n')
 
 

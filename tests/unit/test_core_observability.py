@@ -23,9 +23,11 @@ CASES = [
 ]
 
 
-def _powertools_document(name: str, value: float, metadata: dict[str, str]) -> dict[str, Any]:
+def _powertools_document(
+    name: str, value: float, metadata: dict[str, str], service: str | None
+) -> dict[str, Any]:
     """What powertools writes for one metric value with this metadata (the oracle)."""
-    reference = Metrics(namespace=observability.metrics.namespace)
+    reference = Metrics(namespace=observability.metrics.namespace, service=service)
     reference.clear_metrics()
     reference.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
     for key, text in metadata.items():
@@ -35,11 +37,21 @@ def _powertools_document(name: str, value: float, metadata: dict[str, str]) -> d
     return dict(document)
 
 
+# Deployed, POWERTOOLS_SERVICE_NAME (.chalice/config.json) gives every metric a service
+# dimension; without it there is none. Both are set explicitly: the environment a test process
+# inherits must not decide (chalice's test client swaps os.environ while a request runs).
+@pytest.mark.parametrize("service", [None, "synapsenet"])
 @pytest.mark.parametrize(("name", "metadata"), CASES)
 def test_latency_lines_are_the_emf_documents_powertools_writes(
-    name: str, metadata: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: Any
+    name: str,
+    metadata: dict[str, str],
+    service: str | None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
 ) -> None:
     monkeypatch.setenv("SYNAPSE_METRICS", "on")
+    monkeypatch.setattr(observability.metrics, "service", service)
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)  # the oracle reads it
     before = int(time.time() * 1000)
     observability.record_latency(name, time.perf_counter() - 0.0125, **metadata)
     after = int(time.time() * 1000)
@@ -48,7 +60,7 @@ def test_latency_lines_are_the_emf_documents_powertools_writes(
     assert len(lines) == 1
     ours = json.loads(lines[0])
     value = ours[name][0]
-    expected = _powertools_document(name, value, metadata)
+    expected = _powertools_document(name, value, metadata, service)
     assert before <= ours["_aws"].pop("Timestamp") <= after
     expected["_aws"].pop("Timestamp")
     assert ours == expected
