@@ -842,7 +842,11 @@ class ABTestingEngine:
         with the declared correction across segments, the top segments and those that disagree
         with the overall result (see :mod:`chalicelib.abtesting.segments`)."""
         experiment = self.repository.get(experiment_id)
-        overall = self.analyze_experiment(experiment_id, method)
+        _, totals, phases = self.experiment_data(experiment_id, experiment)
+        analyzer = StatisticalAnalyzer(
+            experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
+        )
+        overall = analyzer.analyze(experiment, totals, phases, method)
         return analyze_segments(experiment, overall, self.segment_phases(experiment), method)
 
     # ----------------------------------------------------------------- scheduled work

@@ -163,6 +163,23 @@ def test_an_outcome_batch_of_1000_with_three_dimensions_stays_within_the_write_b
     )
 
 
+def test_segments_read_one_query_more_than_the_analysis(http: Http, calls: AwsCallCounter) -> None:
+    experiment_id, names = _experiment(http, 3, dimensions={"country": {"max_values": 5}})
+    batch = _outcomes(names, 600)
+    for index, outcome in enumerate(batch["outcomes"]):
+        outcome["attributes"] = {"country": f"c{index % 7}"}
+    assert http.call("POST", f"/experiments/{experiment_id}/outcomes", batch).status_code == 200
+
+    with calls:
+        found = http.call("GET", f"/experiments/{experiment_id}/segments")
+
+    assert found.status_code == 200
+    assert len(found.data["tests"]) == 6 * 2  # 5 kept values and (other), 2 treatments
+    assert calls.count("dynamodb", "Scan") == 0
+    assert calls.count("dynamodb", "Query") <= len(names) + 1
+    assert calls.count("dynamodb", "GetItem") <= 1
+
+
 def test_the_counter_sees_every_client_created_after_install(aws: Any) -> None:
     import boto3
 
