@@ -382,11 +382,11 @@ class OutcomeBuffer:
                     return sent
                 try:
                     sent += self._post(batch)
-                except SynapseClientError as exc:
+                except Exception as exc:  # kept whatever failed: a flush never loses a batch
                     with self._lock:
                         self._pending.extendleft(reversed(batch))
                     self.last_error = exc
-                    if raise_errors:
+                    if raise_errors or not isinstance(exc, SynapseClientError):
                         raise
                     log.warning("outcome batch not posted (kept for the next flush): %s", exc)
                     return sent
@@ -415,7 +415,10 @@ class OutcomeBuffer:
 
     def _run(self, period: float) -> None:
         while not self._stop.wait(period):
-            self.flush(raise_errors=False)
+            try:
+                self.flush(raise_errors=False)
+            except Exception:  # noqa: BLE001 - the batch is kept; the thread must keep flushing
+                log.exception("outcome flush failed (kept for the next flush)")
 
     def close(self) -> None:
         """Stops the background thread and posts what is left."""

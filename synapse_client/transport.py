@@ -23,6 +23,13 @@ import requests
 from synapse_client.errors import TransportError, error_for
 
 RETRY_STATUSES = frozenset({429, 503})
+# Failures on the way (no answer, or an answer cut off) that a safe request may repeat.
+RETRY_FAILURES = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 USER_AGENT = "synapse-client/1.0"
 
@@ -146,11 +153,13 @@ class Transport:
                     headers=self._headers(headers, data is not None),
                     timeout=self.timeout,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except RETRY_FAILURES as exc:
                 if not safe or attempt > self.retries:
                     raise TransportError(f"{method} {self.url}{path}: {exc}") from exc
                 self._sleep(self.delay(attempt))
                 continue
+            except requests.RequestException as exc:  # a bad URL, redirects: no retry helps
+                raise TransportError(f"{method} {self.url}{path}: {exc}") from exc
             if response.status_code in RETRY_STATUSES and attempt <= self.retries:
                 self._sleep(self.delay(attempt, response.headers.get("Retry-After")))
                 continue

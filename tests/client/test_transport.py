@@ -118,6 +118,26 @@ def test_connection_failures_are_retried_for_safe_requests_only() -> None:
     assert receipt["accepted"] == 1 and len(adapter.seen) == 2  # keyed by request ids
 
 
+def test_a_response_cut_off_mid_body_is_a_transport_error_and_an_outcome_batch_is_kept() -> None:
+    from synapse_client.local import OutcomeBuffer
+
+    cut = requests.exceptions.ChunkedEncodingError("connection broken: IncompleteRead")
+    client, adapter, _ = scripted([cut, (200, {"models": []}, {})])
+    assert client.list_models() == {"models": []}  # a safe request is repeated
+
+    client, adapter, _ = scripted([cut])
+    with pytest.raises(TransportError):
+        client.create_model("m")
+    assert len(adapter.seen) == 1
+
+    client, adapter, _ = scripted([cut] * 5 + [(200, {"accepted": 2, "duplicates": 0}, {})])
+    buffer = OutcomeBuffer(client, "exp-1", batch_size=10, flush_seconds=None)
+    buffer.record("r-1", "control", success=True, latency_ms=1.0)
+    buffer.record("r-2", "control", success=True, latency_ms=1.0)
+    assert buffer.flush(raise_errors=False) == 0 and buffer.pending == 2  # kept, not lost
+    assert buffer.flush() == 2 and buffer.accepted == 2
+
+
 @pytest.mark.parametrize(
     ("status", "cls"),
     [(400, BadRequest), (401, Unauthorized), (404, NotFound), (409, Conflict),
