@@ -490,6 +490,13 @@ def _download(
         _check(answer, "download")
         with open(partial, "ab") as out:
             for chunk in _chunks(answer):
+                if have + len(chunk) > total:  # more than the version holds: stop reading
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise IntegrityError(
+                        f"the storage sent more bytes than the version's {total}; "
+                        "nothing was written"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
                 have += len(chunk)
