@@ -117,11 +117,6 @@ def _kind(value: Any) -> str | None:
     return "text" if isinstance(value, str) else None
 
 
-def _typed(value: Any) -> tuple[str | None, Any]:
-    """``(kind, value)``: equal only for the same kind (``true`` is not ``1``)."""
-    return (_kind(value), value)
-
-
 def _scalar(value: Any, where: str) -> tuple[str | None, Any]:
     kind = _kind(value)
     if (
@@ -250,7 +245,8 @@ def _member(name: str, values: Any, where: str) -> Test:
             return value in numbers
         if exact is bool:
             return value in flags
-        return _typed(value) in allowed
+        kind = _kind(value)  # None for a list or a dict: unhashable, and in no set
+        return kind is not None and (kind, value) in allowed
 
     return member
 

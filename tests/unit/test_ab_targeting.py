@@ -61,6 +61,12 @@ class Whole(int):
         ({"attribute": "c", "in": [1, 2]}, {"c": 2.0}, True),
         ({"attribute": "c", "in": [1, 2]}, {"c": math.inf}, False),
         ({"attribute": "c", "in": [1, 2]}, {"c": None}, False),
+        # Values no JSON attribute of POST /route can be (it answers 400) are simply not admitted
+        # by local assignment, as by 'equals' (an 'in' test raised TypeError: unhashable).
+        ({"attribute": "c", "in": [1, "DE"]}, {"c": [1]}, False),
+        ({"attribute": "c", "in": [1, "DE"]}, {"c": {"DE": 1}}, False),
+        ({"attribute": "c", "in": [1, "DE"]}, {"c": {"DE"}}, False),
+        ({"attribute": "c", "equals": "DE"}, {"c": ["DE"]}, False),
         ({"attribute": "c", "in": ["DE", 1]}, {"c": Text("DE")}, True),
         ({"attribute": "c", "in": [True]}, {"c": True}, True),
         ({"attribute": "plan", "equals": "pro"}, {"plan": Text("pro")}, True),
