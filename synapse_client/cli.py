@@ -76,6 +76,9 @@ class Cli(click.Group):
         except SynapseClientError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a local file or folder (-o into a missing folder, a full disk)
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; run the same command again to resume", err=True)
             ctx.exit(130)
@@ -345,7 +348,14 @@ def _experiment_line(d: dict[str, Any]) -> str:
 
 
 @exp.command("create")
-@click.option("-f", "--file", "path", required=True, help="Experiment YAML (or - for stdin).")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    help="Experiment YAML (or - for stdin).",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
 @click.option("--start", is_flag=True, help="Start it right away.")
 @pass_ctx
 def exp_create(obj: Context, path: str, start: bool) -> None:
@@ -637,7 +647,12 @@ def _waterfall(d: dict[str, Any]) -> str:
 @main.command()
 @click.argument("model_id")
 @click.option("--input", "input_json", default=None, help="One input as JSON.")
-@click.option("--input-file", default=None, help="Inputs as JSON or JSON lines (- for stdin).")
+@click.option(
+    "--input-file",
+    default=None,
+    help="Inputs as JSON or JSON lines (- for stdin).",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
 @click.option("--method", default="shap", show_default=True, type=click.Choice(["shap", "lime"]))
 @click.option("--global", "global_", is_flag=True, help="Global importance over the inputs.")
 @click.option("--version", "model_version", type=int, default=None)

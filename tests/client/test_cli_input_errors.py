@@ -67,3 +67,24 @@ def test_a_watch_interval_that_is_not_a_positive_number_of_seconds_is_a_usage_er
 ) -> None:
     args = ["exp", "status", "exp-1", "--watch", "--interval", interval]
     _usage_error(runner, args, "--interval")
+
+
+def test_a_missing_spec_or_input_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    _usage_error(runner, ["--json", "exp", "create", "-f", missing], "does not exist")
+    _usage_error(runner, ["explain", "m-1", "--input-file", missing], "does not exist")
+
+
+def test_a_local_file_error_is_one_line_and_exit_1_not_a_traceback(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b\n1,2\n")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("SYNAPSE_STATE_DIR", str(blocker / "uploads"))  # cannot be created
+    result = runner.invoke(main, ["--json", "data", "push", str(data), "ds-1"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "error: " in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
