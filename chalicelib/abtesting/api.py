@@ -31,6 +31,7 @@ from chalicelib.abtesting.models import (
     Experiment,
     ExperimentMetrics,
     LayerSlice,
+    MetricSpec,
     ModelVariant,
     Outcome,
     RampSchedule,
@@ -172,6 +173,22 @@ class DimensionIn(_Strict):
 DimensionName = Annotated[str, Field(pattern=NAME)]
 
 
+class MetricIn(_Strict):
+    """A declared metric (see the README's "Many metrics")."""
+
+    name: Name = Field(min_length=1, max_length=64, pattern=NAME)
+    kind: Literal["proportion", "mean", "ratio", "quantile"]
+    role: Literal["primary", "secondary", "guardrail"] = "secondary"
+    source: Name | None = Field(default=None, min_length=1, max_length=64, pattern=NAME,
+                                description="the outcome value read; default: name")  # fmt: skip
+    numerator: Name | None = Field(default=None, min_length=1, max_length=64, pattern=NAME)
+    denominator: Name | None = Field(default=None, min_length=1, max_length=64, pattern=NAME)
+    quantile: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+    cap_lower: float | None = Field(default=None, allow_inf_nan=False, ge=-1e12, le=1e12)
+    cap_upper: float | None = Field(default=None, allow_inf_nan=False, ge=-1e12, le=1e12)
+    lower_is_better: bool | None = None
+
+
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
@@ -189,6 +206,12 @@ class CreateExperimentBody(_Strict):
     bandit: BanditIn | None = None
     analysis: AnalysisIn | None = None
     decision: DecisionIn | None = None
+    metrics: list[MetricIn] = Field(
+        default_factory=list, max_length=10, description="declared metrics, analysed together"
+    )
+    correction: Literal["holm", "bh", "none"] = Field(
+        default="holm", description="multiple-testing correction over metrics and treatments"
+    )
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=50, description="who may see it; default: the caller's groups"
     )
@@ -275,6 +298,21 @@ class DecisionOut(BaseModel):
     prior: PriorOut
 
 
+class MetricSpecOut(BaseModel):
+    """A declared metric."""
+
+    name: str
+    kind: str
+    role: str
+    source: str | None
+    numerator: str | None
+    denominator: str | None
+    quantile: float | None
+    cap_lower: float | None
+    cap_upper: float | None
+    lower_is_better: bool | None
+
+
 class PhaseOut(BaseModel):
     """Weights in force from ``started_at`` until the next phase."""
 
@@ -311,6 +349,8 @@ class ExperimentOut(BaseModel):
     revision: int
     analysis: AnalysisSettingsOut
     decision: DecisionOut
+    metrics: list[MetricSpecOut]
+    correction: str
     allocation_history: list[PhaseOut]
     current_phase: int
     conclusion_reason: str | None
@@ -533,6 +573,33 @@ class CupedOut(BaseModel):
     degrees_of_freedom: int
 
 
+class EstimateOut(BaseModel):
+    """One arm's estimate of a declared metric."""
+
+    value: float
+    variance: float
+    n: int
+
+
+class MetricComparisonOut(BaseModel):
+    """One declared metric, one treatment against the control."""
+
+    metric_name: str
+    kind: str
+    role: str
+    variant_id: str
+    control: EstimateOut | None
+    treatment: EstimateOut | None
+    difference: float | None
+    relative_change: float | None
+    interval: list[float | None] | None
+    p_value: float
+    adjusted_p_value: float
+    significant: bool
+    direction: Literal["better", "worse", "none"]
+    test: str
+
+
 class VerdictOut(BaseModel):
     """One decision engine's recommendation."""
 
@@ -609,6 +676,8 @@ class AnalysisOut(BaseModel):
     decision_engine: Literal["frequentist", "bayesian"]
     verdicts: dict[str, VerdictOut]
     risk_threshold: float | None
+    metrics: list[MetricComparisonOut]
+    correction: str
 
 
 class SegmentTestOut(BaseModel):
@@ -787,6 +856,8 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
         "revision": experiment.revision,
         "analysis": _settings_out(experiment.analysis),
         "decision": _decision_out(experiment.analysis.decision),
+        "metrics": [dict(spec.__dict__) for spec in experiment.analysis.metrics],
+        "correction": experiment.analysis.correction,
         "allocation_history": [_phase_out(p) for p in experiment.phases],
         "current_phase": experiment.phase,
         "conclusion_reason": experiment.conclusion_reason,
@@ -804,7 +875,9 @@ def experiment_out(experiment: Experiment) -> dict[str, Any]:
 
 
 def _settings_out(settings: AnalysisSettings) -> dict[str, Any]:
-    fields = {k: v for k, v in settings.__dict__.items() if k != "decision"}
+    fields = {
+        k: v for k, v in settings.__dict__.items() if k not in ("decision", "metrics", "correction")
+    }
     return {**fields, "method": settings.method.value}
 
 
@@ -833,9 +906,13 @@ def _variant(body: VariantIn) -> ModelVariant:
 
 
 def _analysis_settings(
-    body: AnalysisIn | None, decision: DecisionIn | None = None
+    body: AnalysisIn | None,
+    decision: DecisionIn | None = None,
+    metrics: list[MetricIn] | None = None,
+    correction: str = "holm",
 ) -> AnalysisSettings | None:
-    if body is None and decision is None:
+    metrics = metrics or []
+    if body is None and decision is None and not metrics and correction == "holm":
         return None
     body = body or AnalysisIn()
     chosen = DecisionSettings()
@@ -848,6 +925,7 @@ def _analysis_settings(
     return AnalysisSettings(
         AnalysisMethod(body.method), body.minimum_detectable_effect, body.power,
         body.tuning_sample_size, body.planned_sample_size, chosen,
+        tuple(MetricSpec(**m.model_dump()) for m in metrics), correction,
     )  # fmt: skip
 
 
@@ -897,7 +975,7 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         guardrail_metrics=body.guardrail_metrics,
         ramp=ramp,
         bandit=bandit,
-        analysis=_analysis_settings(body.analysis, body.decision),
+        analysis=_analysis_settings(body.analysis, body.decision, body.metrics, body.correction),
         layer=None if body.layer is None else LayerSlice(**body.layer.model_dump()),
         targeting=body.targeting,
         segments=SegmentSettings(
@@ -1050,6 +1128,8 @@ def experiment_analysis(ctx: RequestContext, experiment_id: str) -> dict[str, An
             for name, v in analysis.verdicts.items()
         },
         "risk_threshold": analysis.risk_threshold,
+        "metrics": [_comparison_out(item) for item in analysis.metrics],
+        "correction": analysis.correction,
     }
 
 
@@ -1109,6 +1189,14 @@ def _segment_test_out(test: Any) -> dict[str, Any]:
         "flagged": test.flagged,
         "flag_reason": test.flag_reason,
     }
+
+
+def _comparison_out(item: Any) -> dict[str, Any]:
+    data = dict(item.__dict__)
+    for arm in ("control", "treatment"):
+        data[arm] = None if item.__dict__[arm] is None else dict(item.__dict__[arm].__dict__)
+    data["interval"] = None if item.interval is None else [_finite(v) for v in item.interval]
+    return data
 
 
 def _finite(value: float) -> float | None:

@@ -21,7 +21,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
-from chalicelib.abtesting import cuped
+from chalicelib.abtesting import correction, cuped
+from chalicelib.abtesting import metrics as declared
 from chalicelib.abtesting.aggregate import merge_counters
 from chalicelib.abtesting.assignment import HOLDOUT, Attributes, InvalidCondition, compile_condition
 from chalicelib.abtesting.bandit import thompson_weights
@@ -42,6 +43,7 @@ from chalicelib.abtesting.models import (
     ExperimentMetrics,
     ExperimentStatus,
     LayerSlice,
+    MetricSpec,
     ModelVariant,
     Outcome,
     OutcomeReceipt,
@@ -185,6 +187,63 @@ def _check_analysis(analysis: AnalysisSettings) -> None:
             "tuning_sample_size >= 1 and planned_sample_size >= 1"
         )
     _check_decision(analysis.decision)
+    _check_declared_metrics(analysis.metrics, analysis.correction)
+
+
+def _check_spec(spec: MetricSpec) -> None:
+    names = [n for n in (spec.name, spec.source, spec.numerator, spec.denominator) if n]
+    if not all(METRIC_NAME.match(n) for n in names):
+        raise InvalidExperiment(f"metric '{spec.name}': names must be 1-64 letters, digits, _.-")
+    if spec.kind not in declared.KINDS or spec.role not in declared.ROLES:
+        raise InvalidExperiment(
+            f"metric '{spec.name}': kind is one of {', '.join(declared.KINDS)} and role one of "
+            f"{', '.join(declared.ROLES)}"
+        )
+    if spec.kind == "ratio" and not (spec.numerator and spec.denominator):
+        raise InvalidExperiment(f"metric '{spec.name}': a ratio needs numerator and denominator")
+    if spec.kind == "quantile" and not (spec.quantile is not None and 0 < spec.quantile < 1):
+        raise InvalidExperiment(f"metric '{spec.name}': a quantile needs quantile in (0, 1)")
+    caps = [c for c in (spec.cap_lower, spec.cap_upper) if c is not None]
+    if not all(math.isfinite(c) for c in caps) or (len(caps) == 2 and caps[0] > caps[1]):
+        raise InvalidExperiment(f"metric '{spec.name}': caps must be finite, lower <= upper")
+
+
+def _check_declared_metrics(specs: Sequence[MetricSpec], method: str) -> None:
+    if len(specs) > declared.MAX_METRICS:
+        raise InvalidExperiment(f"at most {declared.MAX_METRICS} declared metrics")
+    if method not in correction.METHODS:
+        raise InvalidExperiment(f"correction is one of {', '.join(correction.METHODS)}")
+    if len({s.name for s in specs}) != len(specs):
+        raise InvalidExperiment("declared metric names must be unique")
+    if sum(1 for s in specs if s.role == "primary") > 1:
+        raise InvalidExperiment("at most one declared metric is primary")
+    for spec in specs:
+        _check_spec(spec)
+
+
+def _apply_declared(outcome: Outcome, specs: Sequence[MetricSpec]) -> Outcome:
+    """The outcome with declared caps applied; refuses values a declared metric cannot count."""
+    if not specs:
+        return outcome
+    values = dict(outcome.custom_metrics)
+    for spec in specs:
+        if spec.kind == "ratio":
+            for name in (spec.numerator, spec.denominator):
+                if name in values and not abs(values[name]) <= declared.RATIO_LIMIT:
+                    raise InvalidExperiment(
+                        f"metric '{spec.name}': {name} must be within ±{declared.RATIO_LIMIT:g}"
+                    )
+            continue
+        source = spec.source or spec.name
+        if source not in values:
+            continue
+        if spec.kind == "proportion" and values[source] not in (0, 1):
+            raise InvalidExperiment(f"metric '{spec.name}': {source} must be 0 or 1")
+        values[source] = declared.capped(spec, values[source])
+    extra = {}
+    for spec in specs:
+        extra.update(declared.increments(values, spec))
+    return replace(outcome, custom_metrics=values, declared=extra)
 
 
 def _check_decision(decision: DecisionSettings) -> None:
@@ -754,6 +813,8 @@ class ABTestingEngine:
                         f"'-' and the value finite with |value| <= {MAX_CUSTOM_VALUE:g}"
                     )
         _check_covariates(outcomes, experiment.primary_metric)
+        specs = experiment.analysis.metrics
+        outcomes = [_apply_declared(o, specs) for o in outcomes]
         return self.outcomes.record(
             experiment_id, list(outcomes), self.clock.now(), experiment.primary_metric,
             _segment_plan(experiment),

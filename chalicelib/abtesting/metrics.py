@@ -294,3 +294,20 @@ def capped(spec: MetricSpec, value: float) -> float:
     if spec.cap_upper is not None and value > spec.cap_upper:
         return spec.cap_upper
     return value
+
+
+def increments(values: Mapping[str, float], spec: MetricSpec) -> dict[str, Decimal]:
+    """The counter increments one outcome's named values add for a declared ratio (exact sums,
+    6 decimals kept) or quantile (one histogram bucket); nothing for other kinds."""
+    if spec.kind == "ratio" and spec.numerator in values and spec.denominator in values:
+        a = Decimal(str(round(float(values[spec.numerator]), 6)))
+        b = Decimal(str(round(float(values[spec.denominator]), 6)))
+        products = (Decimal(1), a, b, a * a, b * b, a * b)
+        return {
+            ratio_attribute(spec.name, k): v for k, v in zip(RATIO_KINDS, products, strict=True)
+        }
+    source = spec.source or spec.name
+    if spec.kind == "quantile" and source in values:
+        bucket = sketch.bucket_index(float(values[source]))
+        return {quantile_attribute(spec.name, bucket): Decimal(1)}
+    return {}

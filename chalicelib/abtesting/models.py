@@ -692,6 +692,8 @@ class Outcome:
         covariate: The unit's pre-experiment value of the metric (or of anything correlated
             with it), for CUPED; ``None`` when unknown.
         attributes: Values of the experiment's declared dimensions (``{"country": "BR"}``).
+        declared: Counter increments of the experiment's declared ratio and quantile metrics
+            (set by the engine from ``custom_metrics``; see :mod:`metrics`).
     """
 
     variant_id: str
@@ -703,6 +705,7 @@ class Outcome:
     phase: int | None = None
     covariate: float | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    declared: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from chalicelib.abtesting.models import (
     HoldoutRef,
     Layer,
     LayerSlice,
+    MetricSpec,
     ModelVariant,
     Outcome,
     OutcomeReceipt,
@@ -307,6 +308,8 @@ def analysis_to_json(settings: AnalysisSettings) -> str:
             "tuning_sample_size": settings.tuning_sample_size,
             "planned_sample_size": settings.planned_sample_size,
             "decision": decision_to_dict(settings.decision),
+            "metrics": [dict(spec.__dict__) for spec in settings.metrics],
+            "correction": settings.correction,
         }
     )
 
@@ -352,6 +355,8 @@ def analysis_from_json(text: str | None) -> AnalysisSettings:
         tuning_sample_size=int(data["tuning_sample_size"]),
         planned_sample_size=None if planned is None else int(planned),
         decision=decision_from_dict(data.get("decision")),
+        metrics=tuple(MetricSpec(**item) for item in data.get("metrics", [])),
+        correction=data.get("correction", "holm"),
     )
 
 
@@ -842,6 +847,8 @@ class _VariantDelta:
             if value is not None:
                 for name, amount in cuped.outcome_sums(outcome.covariate, value).items():
                     self.add_sum(name, amount)
+        for name, amount in outcome.declared.items():  # declared ratio and quantile metrics
+            self.add_sum(name, amount)
 
     def observe_core(self, outcome: Outcome, prefix: str = "") -> Decimal:
         """Adds the counts, conversions and latency moments (names prefixed); returns the

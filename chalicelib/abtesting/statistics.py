@@ -38,8 +38,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
+from typing import Any
 
 from chalicelib.abtesting import bayes, cuped, sequential
+from chalicelib.abtesting import metrics as declared
 from chalicelib.abtesting.aggregate import merge_metrics, metrics_from_counters
 from chalicelib.abtesting.judge import CheckOutcome, Pair, worse_than
 from chalicelib.abtesting.models import (
@@ -160,6 +162,8 @@ class ExperimentAnalysis:
             ``recommended_winner`` and ``reason`` are (and what ``conclude`` follows).
         verdicts: Both engines' verdicts, by engine name.
         risk_threshold: The Bayesian engine's threshold on the relative expected loss.
+        metrics: Every declared metric for every treatment, p-values adjusted together.
+        correction: The correction applied to them (``holm``, ``bh`` or ``none``).
     """
 
     experiment_id: str
@@ -175,6 +179,8 @@ class ExperimentAnalysis:
     decision_engine: str = DecisionEngine.FREQUENTIST.value
     verdicts: Mapping[str, EngineVerdict] = field(default_factory=dict)
     risk_threshold: float | None = None
+    metrics: list[declared.MetricComparison] = field(default_factory=list)
+    correction: str = "holm"
 
 
 @dataclass(frozen=True)
@@ -774,13 +780,16 @@ class StatisticalAnalyzer:
             )  # fmt: skip
             raw.append((variant.variant_id, pairs, control, treatment, result))
         adjusted = _adjusted([item[4].p_value for item in raw], chosen)
+        comparisons = _declared(experiment, raw, chosen)
         analyses = [
-            analyzer._treatment(experiment, item, p_adj, chosen)
+            _with_declared_guardrails(analyzer._treatment(experiment, item, p_adj, chosen),
+                                      comparisons)
             for item, p_adj in zip(raw, adjusted, strict=True)
-        ]
+        ]  # fmt: skip
         srm = analyzer.check_sample_ratio_phases(phases)
         frequentist = analyzer._recommend(experiment, analyses, srm, chosen)
-        return _with_verdicts(experiment, frequentist, srm)
+        found = _with_verdicts(experiment, frequentist, srm)
+        return replace(found, metrics=comparisons, correction=experiment.analysis.correction)
 
     def bayesian(
         self,
@@ -1096,3 +1105,46 @@ def _with_verdicts(
         verdicts=verdicts,
         risk_threshold=settings.risk_threshold,
     )
+
+
+def _declared(
+    experiment: Experiment, raw: Sequence[tuple[Any, ...]], method: AnalysisMethod
+) -> list[declared.MetricComparison]:
+    """Every declared metric for every treatment (totals of the comparable phases)."""
+    specs = experiment.analysis.metrics
+    if not specs:
+        return []
+    pairs = {item[0]: (item[2], item[3]) for item in raw}
+    return declared.compare_all(
+        specs, pairs, experiment.analysis.correction, method.value,
+        round(1.0 - experiment.confidence_level, 12), experiment.analysis.tuning_sample_size,
+    )  # fmt: skip
+
+
+def _with_declared_guardrails(
+    item: TreatmentAnalysis, comparisons: Sequence[declared.MetricComparison]
+) -> TreatmentAnalysis:
+    """Adds the declared guardrail metrics to the treatment's guardrails: ``fail`` (degraded,
+    which blocks promotion in both engines) when significantly worse after the correction."""
+    extra = []
+    for found in comparisons:
+        if found.variant_id != item.variant_id or found.role != "guardrail":
+            continue
+        failed = found.direction == "worse"
+        extra.append(
+            GuardrailResult(
+                found.metric_name,
+                found.control.value if found.control else None,
+                found.treatment.value if found.treatment else None,
+                found.relative_change,
+                failed,
+                found.difference is not None,
+                "fail" if failed else "inconclusive",
+                f"declared {found.kind} metric: {found.test}, adjusted p "
+                f"{found.adjusted_p_value:.3g}",
+                found.interval or (-math.inf, math.inf),
+            )
+        )
+    if not extra:
+        return item
+    return replace(item, guardrails=[*item.guardrails, *extra])

@@ -146,3 +146,51 @@ def test_a_bad_covariate_over_http_is_400_and_counts_nothing(http: Http, covaria
     assert response.status_code == 400, response.data
     metrics = http.call("GET", f"/experiments/{eid}/metrics").data
     assert metrics["variants"]["control"]["request_count"] == 0
+
+
+def test_declared_metrics_over_http_with_a_bh_correction(http: Http) -> None:
+    metrics = [
+        {"name": "revenue", "kind": "mean", "role": "primary", "cap_upper": 100},
+        {"name": "ctr", "kind": "ratio", "numerator": "clicks", "denominator": "sessions"},
+        {"name": "p90", "kind": "quantile", "source": "latency_ms", "quantile": 0.9},
+        {"name": "crashed", "kind": "proportion", "role": "guardrail", "lower_is_better": True},
+    ]
+    body = _body(_model(http), metrics=metrics, correction="bh")
+    created = http.call("POST", "/experiments", body)
+    assert created.status_code == 201, created.data
+    assert [m["name"] for m in created.data["metrics"]] == ["revenue", "ctr", "p90", "crashed"]
+    assert created.data["correction"] == "bh"
+    eid = created.data["experiment_id"]
+    assert http.call("POST", f"/experiments/{eid}/start").status_code == 200
+    outcomes = [
+        {"variant_id": arm, "request_id": f"{arm}-{i}", "success": True,
+         "latency_ms": 10.0 + i % 5, "custom_metrics": {"revenue": 5000.0 if i == 0 else 10.0,
+         "clicks": float(i % 3), "sessions": 2.0, "crashed": float(i % 50 == 0)}}
+        for arm in ("control", "treatment")
+        for i in range(200)
+    ]  # fmt: skip
+    posted = http.call("POST", f"/experiments/{eid}/outcomes", {"outcomes": outcomes})
+    assert posted.status_code == 200, posted.data
+    data = http.call("GET", f"/experiments/{eid}/analysis").data
+    assert data["correction"] == "bh"
+    found = {(m["metric_name"], m["variant_id"]): m for m in data["metrics"]}
+    revenue = found[("revenue", "treatment")]
+    assert revenue["control"]["value"] == pytest.approx((100 + 199 * 10) / 200)  # capped
+    assert found[("ctr", "treatment")]["treatment"]["value"] == pytest.approx(199 / 400)
+    assert {g["metric_name"] for g in data["treatments"][0]["guardrails"]} == {"crashed"}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"metrics": [{"name": f"m{i}", "kind": "mean"} for i in range(11)]},
+        {"metrics": [{"name": "a", "kind": "median"}]},
+        {"metrics": [{"name": "a", "kind": "mean", "weight": 2}]},
+        {"metrics": [{"name": "a", "kind": "quantile", "quantile": "NaN"}]},
+        {"correction": "bonferroni"},
+    ],
+)
+def test_bad_metric_declarations_are_400_and_create_nothing(http: Http, extra: dict) -> None:
+    response = http.call("POST", "/experiments", _body("m-unknown", **extra))
+    assert response.status_code == 400, response.data
+    assert http.call("GET", "/experiments").data["experiments"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,3 +126,147 @@ def test_guardrail_direction_and_joint_correction() -> None:
     assert by_key[("t1", "revenue")].direction == "better"
     assert by_key[("t1", "errors")].direction == "worse"
     assert by_key[("t2", "revenue")].direction == "none"
+
+
+# ------------------------------------------------------------------ declared on an experiment
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.promoted: list[tuple[str, int]] = []
+
+    def get_version(self, model_id: str, version: int) -> tuple[str, int]:
+        return model_id, version
+
+    def set_stage(self, model_id: str, version: int, stage: str) -> None:
+        self.promoted.append((model_id, version))
+
+
+@pytest.fixture
+def engine(aws: Any) -> Any:
+    from chalicelib.abtesting.engine import ABTestingEngine
+    from chalicelib.core.clock import FixedClock
+    from chalicelib.core.events import RecordingEventBus
+
+    return ABTestingEngine(registry=_Registry(), event_bus=RecordingEventBus(),
+                           clock=FixedClock(), route_cache_ttl=0)  # fmt: skip
+
+
+DECLARED = (
+    MetricSpec("revenue", "mean", "primary", cap_upper=100.0),
+    MetricSpec("ctr", "ratio", numerator="clicks", denominator="sessions"),
+    MetricSpec("latency_p90", "quantile", source="latency_ms", quantile=0.9),
+    MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True),
+)
+
+
+def _start(engine: Any, specs: tuple = DECLARED, method: str = "bh", **extra: Any) -> str:
+    from chalicelib.abtesting.models import AnalysisSettings, ModelVariant
+
+    variants = [ModelVariant("v0", "m-1", 1, Decimal("0.5"), True),
+                ModelVariant("v1", "m-1", 2, Decimal("0.5"))]  # fmt: skip
+    settings = AnalysisSettings(metrics=specs, correction=method)
+    created = engine.create_experiment("e", variants, analysis=settings, minimum_sample_size=100,
+                                       **extra)  # fmt: skip
+    return engine.start_experiment(created.experiment_id).experiment_id
+
+
+def test_declared_metrics_are_analysed_together_through_dynamodb(engine: Any) -> None:
+    from chalicelib.abtesting.models import Outcome
+
+    eid = _start(engine)
+    rng = np.random.default_rng(21)
+    raw: dict[str, dict[str, np.ndarray]] = {}
+    outcomes = []
+    for arm, lift in (("v0", 0.0), ("v1", 2.0)):
+        n = 800
+        revenue = np.round(rng.exponential(20, n) + lift, 6)
+        revenue[:3] = 1e6  # heavy tail, capped at 100 when recorded
+        sessions = rng.poisson(3, n) + 1.0
+        clicks = rng.binomial(sessions.astype(int), 0.3).astype(float)
+        latency = np.round(rng.lognormal(3, 0.5, n), 3)
+        crashed = (rng.random(n) < 0.02).astype(float)
+        raw[arm] = {"revenue": np.minimum(revenue, 100.0), "clicks": clicks,
+                    "sessions": sessions, "latency": latency}  # fmt: skip
+        outcomes += [
+            Outcome(arm, f"{arm}-{i}", True, float(latency[i]), custom_metrics={
+                "revenue": float(revenue[i]), "clicks": float(clicks[i]),
+                "sessions": float(sessions[i]), "crashed": float(crashed[i])})
+            for i in range(n)
+        ]  # fmt: skip
+    # small batches: each distinct revenue prefix and latency bucket is an attribute of the
+    # counter update, and moto's expression parser recurses once per attribute
+    for start in range(0, len(outcomes), 20):
+        engine.record_outcomes(eid, outcomes[start : start + 20])
+    analysis = engine.analyze_experiment(eid)
+    assert analysis.correction == "bh" and len(analysis.metrics) == 4
+    found = {item.metric_name: item for item in analysis.metrics}
+    assert found["revenue"].treatment.value == pytest.approx(raw["v1"]["revenue"].mean(),
+                                                             rel=1e-12)  # fmt: skip
+    ctr = raw["v0"]["clicks"].sum() / raw["v0"]["sessions"].sum()
+    assert found["ctr"].control.value == pytest.approx(ctr, rel=1e-12)
+    p90 = np.percentile(raw["v0"]["latency"], 90)
+    assert found["latency_p90"].control.value == pytest.approx(p90, rel=0.01)
+    p_values = [item.p_value for item in analysis.metrics]
+    expected = multipletests(p_values, method="fdr_bh")[1].tolist()
+    assert [item.adjusted_p_value for item in analysis.metrics] == pytest.approx(expected)
+    assert {g.metric_name for g in analysis.treatments[0].guardrails} == {"crashed"}
+
+
+def test_a_failing_declared_guardrail_blocks_promotion(engine: Any) -> None:
+    """The treatment converts 25 % against 10 % (a decisive winner) but crashes 30 % of the
+    time against 2 %: the guardrail fails and neither engine recommends it; conclude promotes
+    nothing."""
+    from chalicelib.abtesting.models import Outcome
+
+    specs = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True),)
+    eid = _start(engine, specs, "holm")
+    outcomes = [
+        Outcome(arm, f"{arm}-{i}", True, 10.0, converted=i < conv * 1000,
+                custom_metrics={"crashed": float(i % 100 < crash * 100)})
+        for arm, conv, crash in (("v0", 0.10, 0.02), ("v1", 0.25, 0.30))
+        for i in range(1000)
+    ]  # fmt: skip
+    engine.record_outcomes(eid, outcomes)
+    analysis = engine.analyze_experiment(eid)
+    assert analysis.treatments[0].significance.decision == "better"
+    guard = analysis.treatments[0].guardrails[0]
+    assert guard.metric_name == "crashed" and guard.degraded and guard.outcome == "fail"
+    assert analysis.recommendation.value != "conclude_winner"
+    assert analysis.verdicts["bayesian"].recommended_winner is None
+    assert engine.conclude_experiment(eid).winning_variant_id is None
+    assert engine.registry.promoted == []
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        tuple(MetricSpec(f"m{i}", "mean") for i in range(11)),
+        (MetricSpec("ctr", "ratio", numerator="clicks"),),
+        (MetricSpec("a", "mean"), MetricSpec("a", "proportion")),
+        (MetricSpec("a", "mean", "primary"), MetricSpec("b", "mean", "primary")),
+        (MetricSpec("p", "quantile", quantile=1.0),),
+        (MetricSpec("a", "mean", cap_lower=5.0, cap_upper=1.0),),
+        (MetricSpec("a", "median"),),
+    ],
+)
+def test_inconsistent_declarations_are_refused_and_store_nothing(engine: Any, specs: tuple) -> None:
+    from chalicelib.abtesting.errors import InvalidExperiment
+
+    with pytest.raises(InvalidExperiment):
+        _start(engine, specs)
+    assert engine.list_experiments() == []
+
+
+@pytest.mark.parametrize("values", [{"crashed": 0.5}, {"clicks": 2e6, "sessions": 1.0}])
+def test_values_a_declared_metric_cannot_count_are_422_and_store_nothing(
+    engine: Any, values: dict
+) -> None:
+    from chalicelib.abtesting.errors import InvalidExperiment
+    from chalicelib.abtesting.models import Outcome
+
+    eid = _start(engine)
+    good = Outcome("v0", "ok", True, 5.0, custom_metrics={"revenue": 1.0})
+    with pytest.raises(InvalidExperiment):
+        engine.record_outcomes(eid, [good, Outcome("v1", "bad", True, 5.0, custom_metrics=values)])
+    assert engine.get_experiment_metrics(eid)["v0"].request_count == 0
