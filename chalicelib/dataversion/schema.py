@@ -205,6 +205,7 @@ class ContentInspector:
                     stats.see(name, value_type(cell))
             total = max(records - 1, 0)
             schema = stats.schema() if header else None
+            read = len(rows)
         else:
             if 0 in head.too_long:
                 _first_line_too_long(self.format)
@@ -214,7 +215,8 @@ class ContentInspector:
             ]
             schema = _json_schema(records_read)
             total = records
-        sampled = None if head.complete and len(rows) >= total else len(rows)
+            read = len(records_read)
+        sampled = None if head.complete and read >= total else read
         return total, schema, sampled
 
 
