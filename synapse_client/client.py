@@ -349,6 +349,12 @@ class Client:
         """Decisions per treatment, guardrails, SRM per phase and a recommendation with its
         reason (``method``: ``sequential``, the default, or ``fixed``)."""
 
+    @operation("GET", "/experiments/{experiment_id}/segments")
+    def segments(self, experiment_id: str, method: str | None = None) -> Json:
+        """The primary metric per segment of each declared dimension, with the segment tests
+        corrected across segments, the top and the flagged ones (``method`` as for
+        :meth:`analysis`)."""
+
     @operation("PUT", "/experiments/{experiment_id}/rollback-policy")
     def set_rollback_policy(
         self,

@@ -101,6 +101,8 @@ def test_experiment_methods(admin: Client) -> None:
     assert admin.metrics(experiment_id)["variants"]["control"]["request_count"] == 1
     assert admin.analysis(experiment_id)["recommendation"] == "continue"
     assert admin.analysis(experiment_id, method="fixed")["method"] == "fixed"
+    segments = admin.segments(experiment_id, method="fixed")  # no dimensions declared
+    assert segments["experiment_id"] == experiment_id and segments["flagged"] == []
     admin.pause_experiment(experiment_id)
     admin.resume_experiment(experiment_id)
     assert admin.rollback_experiment(experiment_id, "manual")["status"] == "rolled_back"
