@@ -130,11 +130,6 @@ def _value_problem(value: object) -> str | None:
     return None
 
 
-def raw_values(dimensions: Sequence[Dimension], attributes: Mapping[str, str]) -> dict[str, str]:
-    """The value an outcome has in each declared dimension (:data:`MISSING` when absent)."""
-    return {d.name: attributes.get(d.name, MISSING) for d in dimensions}
-
-
 # ---------------------------------------------------------------------------------- analysis
 
 
