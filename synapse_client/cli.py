@@ -139,14 +139,14 @@ def completion(shell: str) -> None:
 
 @main.group()
 def data() -> None:
-    """Dataset versions: push, pull, log, diff, tag, drift."""
+    """Dataset versions: push, pull, log, diff, tag, drift, profile."""
 
 
 def _dataset_id(client: Client, ref: str) -> str:
     """A dataset id from an id or a unique name."""
     if ref.startswith("ds-"):
         return ref
-    matches = [d for d in client.list_datasets()["datasets"] if d["name"] == ref]
+    matches = [d for d in client.iter_datasets() if d["name"] == ref]
     if len(matches) != 1:
         raise click.UsageError(f"{len(matches)} datasets are named {ref!r}; give the dataset id")
     return matches[0]["dataset_id"]
@@ -179,7 +179,7 @@ def data_create(obj: Context, name: str, fmt: str, groups: tuple[str, ...],
 @pass_ctx
 def data_ls(obj: Context) -> None:
     """Datasets this token may read."""
-    found = obj.client.list_datasets()
+    found = {"datasets": list(obj.client.iter_datasets())}  # every page
     obj.emit(found, lambda d: table(d["datasets"], ["dataset_id", "name", "format", "owner",
                                                     "access_groups"]))  # fmt: skip
 
@@ -305,6 +305,32 @@ def data_drift(obj: Context, dataset: str, a: str, b: str) -> None:
         for key, value in d.items():
             shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
             lines.append(f"{key}: {str(shown)[:2000]}")
+        return "\n".join(lines)
+
+    obj.emit(found, human)
+
+
+@data.command("profile")
+@click.argument("dataset")
+@click.argument("version")
+@pass_ctx
+def data_profile(obj: Context, dataset: str, version: str) -> None:
+    """The column profile of a version (counts, nulls, distinct, moments, quantiles, top)."""
+    client = obj.client
+    found = client.profile(_dataset_id(client, dataset), version)
+
+    def human(p: dict[str, Any]) -> str:
+        scope = f"{p['profiled_rows']} of {p['rows']} rows" + (" (sample)" if p["sampled"] else "")
+        lines = [f"version {p['version_number']}: {scope}"]
+        for c in p["columns"]:
+            if c["kind"] == "numeric":
+                detail = f"min {c['min']} max {c['max']} mean {c['mean']} std {c['std']}"
+            else:
+                detail = ", ".join(f"{t['value']!r}×{t['count']}" for t in c["top"][:5])
+            lines.append(
+                f"{c['name']}: {c['kind']}, {c['count']} values, {c['nulls']} empty, "
+                f"{c['distinct']} distinct; {detail}"
+            )
         return "\n".join(lines)
 
     obj.emit(found, human)

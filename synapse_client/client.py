@@ -407,8 +407,19 @@ class Client:
         """Creates a dataset (writer)."""
 
     @operation("GET", "/datasets")
-    def list_datasets(self) -> Json:
-        """The datasets the caller may read."""
+    def list_datasets(self, limit: int | None = None, next_token: str | None = None) -> Json:
+        """A page of the datasets the caller may read, by name (``next_token`` in the answer
+        asks for the next page; see :meth:`iter_datasets`)."""
+
+    def iter_datasets(self, page_size: int = 100) -> Iterator[Json]:
+        """Every dataset the caller may read, by name, following the pages."""
+        token = None
+        while True:
+            page = self.list_datasets(limit=page_size, next_token=token)
+            yield from page["datasets"]
+            token = page.get("next_token")
+            if not token:
+                return
 
     @operation("GET", "/datasets/{dataset_id}")
     def get_dataset(self, dataset_id: str) -> Json:
@@ -497,6 +508,21 @@ class Client:
     @operation("GET", "/datasets/{dataset_id}/drift")
     def drift(self, dataset_id: str, a: int | str, b: int | str) -> Json:
         """Per-column drift (PSI; KS or chi-square) and the schema diff from ``a`` to ``b``."""
+
+    @operation("GET", "/datasets/{dataset_id}/versions/{version}/profile")
+    def profile(self, dataset_id: str, version: int | str) -> Json:
+        """The column profile computed when a version (number, id or tag) was ingested."""
+
+    @operation("PUT", "/datasets/{dataset_id}/drift-limits")
+    def set_drift_limits(
+        self,
+        dataset_id: str,
+        psi: float | None = None,
+        p_value: float | None = None,
+        columns: list[str] | None = None,
+    ) -> Json:
+        """Sets the drift limits new versions are checked against (psi and p_value both
+        ``None``: no limits)."""
 
     @operation("PUT", "/datasets/{dataset_id}/retention")
     def set_retention(

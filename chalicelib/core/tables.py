@@ -121,8 +121,40 @@ def create_all_tables(models: Iterable[Any]) -> list[str]:
         if not model.exists():
             model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
             _enable_ttl(model)
+        else:
+            add_missing_indexes(model)
         names.append(model.Meta.table_name)
     return names
+
+
+def add_missing_indexes(model: Any) -> list[str]:
+    """Adds the global secondary indexes a model declares that its existing table lacks (a
+    table kept from before the index, as the local stack's persisted state); returns their
+    names."""
+    from chalicelib.core import aws
+
+    client = aws.client("dynamodb")
+    table = client.describe_table(TableName=model.Meta.table_name)["Table"]
+    present = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+    added = []
+    for index in model._get_schema().get("global_secondary_indexes", []):
+        if index["index_name"] in present:
+            continue
+        client.update_table(
+            TableName=model.Meta.table_name,
+            AttributeDefinitions=index["attribute_definitions"],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": index["index_name"],
+                        "KeySchema": index["key_schema"],
+                        "Projection": index["projection"],
+                    }
+                }
+            ],
+        )
+        added.append(index["index_name"])
+    return added
 
 
 def _enable_ttl(model: Any) -> None:

@@ -22,6 +22,7 @@ from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetSchema,
     DatasetVersion,
+    DriftLimits,
     RetentionPolicy,
 )
 from chalicelib.dataversion.service import get_dataset_service
@@ -83,12 +84,31 @@ class CreateDatasetBody(BaseModel):
         default_factory=list, max_length=50
     )
     schema_: SchemaIn | None = Field(default=None, alias="schema")
+    drift_limits: DriftLimitsIn | None = None
 
 
 class AccessBody(BaseModel):
     """Body of ``PUT /datasets/{id}/access``: who may see the dataset besides its owner."""
 
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(max_length=50)
+
+
+class DriftLimitsIn(BaseModel):
+    """Drift limits: a new version whose drift from the version it follows exceeds them (per
+    column, as ``GET /datasets/{id}/drift`` computes it) is created with a warning and a
+    ``DatasetDriftDetected`` event. At least one of ``psi`` and ``p_value``."""
+
+    psi: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    p_value: float | None = Field(default=None, gt=0, lt=1)
+    columns: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+    def to_domain(self) -> DriftLimits | None:
+        """The limits (``None`` when neither is set: no limits)."""
+        if self.psi is None and self.p_value is None:
+            return None
+        return DriftLimits(self.psi, self.p_value, list(self.columns))
 
 
 class RetentionIn(BaseModel):
@@ -129,6 +149,53 @@ class ColumnDriftOut(BaseModel):
     nulls: dict[str, float]
 
 
+class TopValueOut(BaseModel):
+    """A frequent value of a column among the profiled records."""
+
+    value: str
+    count: int
+
+
+class HistogramOut(BaseModel):
+    """Equal-width bins between a numeric column's minimum and maximum (``counts[i]``: values
+    in ``[edges[i], edges[i + 1])``, the last bin closed)."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class ColumnProfileOut(BaseModel):
+    """The profile of one column."""
+
+    name: str
+    kind: Literal["numeric", "categorical", "empty"]
+    count: int
+    nulls: int
+    distinct: int
+    non_finite: int | None = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    quantiles: list[float] | None = None
+    histogram: HistogramOut | None = None
+    top: list[TopValueOut]
+
+
+class ProfileOut(BaseModel):
+    """The column profile of a version, computed at ingest from the records drawn while it was
+    hashed (every record, or a seeded uniform sample of ``profiled_rows`` when ``sampled``)."""
+
+    version_id: str
+    version_number: int
+    rows: int
+    profiled_rows: int
+    sampled: bool
+    unprofiled_columns: int
+    columns: list[ColumnProfileOut]
+    note: str | None
+
+
 class DriftOut(BaseModel):
     """Per-column drift from version a to version b, on seeded uniform samples."""
 
@@ -161,12 +228,22 @@ class DatasetOut(BaseModel):
     declared_schema: SchemaOut | None
     created_at: datetime
     retention: RetentionIn | None = None
+    drift_limits: DriftLimitsIn | None = None
 
 
 class DatasetList(BaseModel):
-    """The datasets the caller may see."""
+    """A page of the datasets the caller may see, by name; ``next_token`` asks for the next
+    page (``null``: this is the last)."""
 
     datasets: list[DatasetOut]
+    next_token: str | None = None
+
+
+class DatasetListQuery(BaseModel):
+    """Query of ``GET /datasets``: page size and the token of the page to continue from."""
+
+    limit: int = Field(default=100, ge=1, le=1000)
+    next_token: str | None = Field(default=None, max_length=2000)
 
 
 class VersionOut(BaseModel):
@@ -531,6 +608,7 @@ def dataset_out(dataset: Dataset) -> dict[str, Any]:
         **dataset.__dict__,
         "declared_schema": declared.to_dict() if declared else None,
         "retention": dataset.retention.to_dict() if dataset.retention else None,
+        "drift_limits": dataset.drift_limits.to_dict() if dataset.drift_limits else None,
     }
 
 
@@ -573,15 +651,19 @@ def create_dataset(ctx: RequestContext) -> dict[str, Any]:
         body.compatibility,
         body.description,
         body.schema_.to_domain() if body.schema_ else None,
+        body.drift_limits.to_domain() if body.drift_limits else None,
     )
     return dataset_out(dataset)
 
 
-@api.route("/datasets", "GET", response=DatasetList)
+@api.route("/datasets", "GET", query=DatasetListQuery, response=DatasetList)
 def list_datasets(ctx: RequestContext) -> dict[str, Any]:
-    """List the datasets the caller may read."""
-    found = get_dataset_service().list_datasets(_principal(ctx))
-    return {"datasets": [dataset_out(dataset) for dataset in found]}
+    """List the datasets the caller may read, by name, a page at a time (limit, next_token)."""
+    query: DatasetListQuery = ctx.query
+    found, token = get_dataset_service().list_datasets(
+        _principal(ctx), query.limit, query.next_token
+    )
+    return {"datasets": [dataset_out(dataset) for dataset in found], "next_token": token}
 
 
 @api.route("/datasets/{dataset_id}", "GET", response=DatasetOut)
@@ -710,6 +792,13 @@ def get_version(ctx: RequestContext, dataset_id: str, version: str) -> dict[str,
     return version_out(found)
 
 
+@api.route("/datasets/{dataset_id}/versions/{version}/profile", "GET", response=ProfileOut)
+def get_profile(ctx: RequestContext, dataset_id: str, version: str) -> dict[str, Any]:
+    """The column profile of a version (number, id or tag): counts, nulls, distinct values,
+    numeric moments, quantiles and histogram, top values; 404 for a format not profiled."""
+    return get_dataset_service().profile(_principal(ctx), dataset_id, version)
+
+
 @api.route("/datasets/{dataset_id}/drift", "GET", query=CompareQuery, response=DriftOut)
 def drift(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
     """Per-column drift from version a to b (PSI; KS or chi-square with p-values) and the
@@ -740,6 +829,20 @@ def set_retention(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
         else RetentionPolicy(body.keep_last, body.keep_days)
     )
     return dataset_out(get_dataset_service().set_retention(_principal(ctx), dataset_id, policy))
+
+
+@api.route(
+    "/datasets/{dataset_id}/drift-limits",
+    "PUT",
+    role="writer",
+    body=DriftLimitsIn,
+    response=DatasetOut,
+)
+def set_drift_limits(ctx: RequestContext, dataset_id: str) -> dict[str, Any]:
+    """Set the drift limits new versions are checked against (psi and p_value null: none)."""
+    body: DriftLimitsIn = ctx.body
+    limits = body.to_domain()
+    return dataset_out(get_dataset_service().set_drift_limits(_principal(ctx), dataset_id, limits))
 
 
 @api.route("/content/{sha256}/erase", "POST", role="admin", response=EraseOut)

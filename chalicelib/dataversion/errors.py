@@ -17,6 +17,13 @@ class DatasetVersionNotFound(NotFound):
     code = "dataset_version_not_found"
 
 
+class DatasetProfileNotFound(NotFound):
+    """The version has no column profile (a format that is not profiled, or created before
+    profiles were)."""
+
+    code = "dataset_profile_not_found"
+
+
 class DuplicateContent(Conflict):
     """The dataset already has a version with this content hash."""
 

@@ -53,6 +53,7 @@ def run_retention() -> dict[str, int]:
     from chalicelib.dataversion.service import get_versioning_engine
 
     engine = get_versioning_engine()
+    engine.repository.index_unlisted()  # datasets stored before the listing index
     deleted = 0
     for dataset in engine.list_datasets():
         deleted += len(engine.lifecycle.apply_retention(dataset))

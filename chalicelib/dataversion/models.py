@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from chalicelib.core.errors import ValidationError
+
 
 class DatasetFormat(str, Enum):
     """How a version's bytes are encoded.
@@ -162,6 +164,8 @@ class Dataset:
         declared_schema: A schema every version must match, if declared.
         created_at: Creation time (UTC).
         retention: Which versions the retention job keeps (``None``: all).
+        drift_limits: Drift a new version may show against the one it follows before it is
+            flagged (``None``: not checked).
     """
 
     dataset_id: str
@@ -174,6 +178,49 @@ class Dataset:
     declared_schema: DatasetSchema | None
     created_at: datetime
     retention: RetentionPolicy | None = None
+    drift_limits: DriftLimits | None = None
+
+
+@dataclass
+class DriftLimits:
+    """How far a new version may drift from the version it follows before it is flagged.
+
+    A column breaches the limits when its population stability index exceeds ``psi`` or its
+    two-sample test's p-value falls below ``p_value`` (as ``GET /datasets/{id}/drift``
+    computes them).
+
+    Attributes:
+        psi: Largest PSI accepted (``None``: not checked).
+        p_value: Smallest p-value accepted (``None``: not checked).
+        columns: The columns checked (empty: every column both versions have).
+    """
+
+    psi: float | None = None
+    p_value: float | None = None
+    columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"psi": self.psi, "p_value": self.p_value, "columns": list(self.columns)}
+
+
+MAX_LIMITED_COLUMNS = 1_000
+
+
+def check_drift_limits(limits: DriftLimits) -> None:
+    """Refuses limits that check nothing or cannot be met.
+
+    Raises:
+        ValidationError: Neither limit set, a PSI that is not positive, a p-value outside
+            (0, 1), or too many or empty column names (400).
+    """
+    if limits.psi is None and limits.p_value is None:
+        raise ValidationError("drift limits need psi and/or p_value")
+    if limits.psi is not None and not (0 < limits.psi < float("inf")):
+        raise ValidationError("psi must be a positive number")
+    if limits.p_value is not None and not (0 < limits.p_value < 1):
+        raise ValidationError("p_value must be between 0 and 1 (exclusive)")
+    if len(limits.columns) > MAX_LIMITED_COLUMNS or any(not c for c in limits.columns):
+        raise ValidationError(f"columns must be at most {MAX_LIMITED_COLUMNS} non-empty names")
 
 
 @dataclass

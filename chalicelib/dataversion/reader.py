@@ -18,13 +18,16 @@ import hashlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
 from chalicelib.dataversion.schema import parse_json_record
 from chalicelib.dataversion.storage import DataStore
+
+if TYPE_CHECKING:
+    from chalicelib.dataversion.records import RecordSampler
 
 DEFAULT_SAMPLE_ROWS = 10_000
 
@@ -102,9 +105,19 @@ def sample_records(
         scanner.feed(chunk)
     total = scanner.finish()
     check_digest(version, digest.hexdigest())
+    return records_of(sampler, total, version.format)
+
+
+def records_of(sampler: RecordSampler, total: int, fmt: DatasetFormat) -> RecordSample:
+    """The records a sampler drew from a scan of ``total`` records (a CSV header included),
+    parsed as :mod:`csv` or :mod:`json` read them.
+
+    Raises:
+        UnprocessableEntity: Content that is not UTF-8 or not valid records.
+    """
     picked = sampler.sample()
     numbers = [index - sampler.skip for index, _ in picked]
-    if is_csv:
+    if fmt is DatasetFormat.CSV:
         columns, records = _csv_records(sampler.skipped[0] if sampler.skipped else None, picked)
         return RecordSample(columns, records, numbers, max(total - 1, 0))
     records = [parse_json_record(_text(piece), index + 1, "record") for index, piece in picked]

@@ -156,7 +156,7 @@ class RecordScanner:
         sampler: Receives the bytes of the records it asks for (optional).
     """
 
-    def __init__(self, fmt: str, sampler: RecordSampler | None = None) -> None:
+    def __init__(self, fmt: str, sampler: RecordSampler | TeeSampler | None = None) -> None:
         if fmt not in ("csv", "json"):
             raise ValueError(f"records of {fmt!r} content are not scanned")
         self.fmt = fmt
@@ -236,13 +236,17 @@ class RecordScanner:
             wanted = np.fromiter(self.sampler.wanted(first, ends.count), dtype=np.int64)
             if len(wanted):
                 local = wanted - first
-                at = ends.locate(local)
-                previous = ends.locate(np.maximum(local - 1, 0))
-                for index, position, before, number in zip(
-                    wanted.tolist(), at.tolist(), previous.tolist(), local.tolist(), strict=True
-                ):
-                    start = self._record_start if number == 0 else base + before + 1
-                    self.sampler.take(index, self._piece(data, lo, base, start, base + position))
+                at = ends.locate(local).tolist()
+                previous = ends.locate(np.maximum(local - 1, 0)).tolist()
+                blank = self._blank
+                # A record after the first of the slice lies wholly in it: cut it directly.
+                pieces = [
+                    data[lo + before + 1 : lo + position].lstrip(blank)
+                    if number
+                    else self._piece(data, lo, base, self._record_start, base + position)
+                    for number, position, before in zip(local.tolist(), at, previous, strict=True)
+                ]
+                self.sampler.take_many(wanted.tolist(), pieces)
         self._partial, self._partial_size = [], 0
 
     def _piece(self, data: bytes, lo: int, base: int, start: int, end: int) -> bytes | None:
@@ -505,6 +509,8 @@ class RecordSampler:
         self.too_long: list[int] = []
         self.filling = True
         self.head_records = 0
+        self.head: list[tuple[int, bytes]] = []
+        self.head_too_long: list[int] = []
         self._slots: list[tuple[int, bytes]] = []
         self._held = 0
         self._next = -1
@@ -575,6 +581,35 @@ class RecordSampler:
             self._held = held
             self._slots[slot] = (index, piece or b"")
 
+    def take_many(self, indices: list[int], pieces: list[bytes | None]) -> None:
+        """Receives the bytes of wanted records, in ascending order (as :meth:`take` one by
+        one; past the head, in one pass over the picks they answer)."""
+        if self.filling or self._rng is None or not indices or indices[0] < self.skip:
+            for index, piece in zip(indices, pieces, strict=True):
+                self.take(index, piece)
+            return
+        self._extend(indices[-1] + 1)
+        self._pass(indices[0])
+        cursor = self._cursor
+        end = cursor + len(indices)
+        if self._at[cursor:end].tolist() != indices:  # not exactly the picks: one by one
+            for index, piece in zip(indices, pieces, strict=True):
+                self.take(index, piece)
+            return
+        slots, held = self._slots, self._held
+        longest, most = self.max_record_bytes, self.max_sample_bytes
+        for index, slot, piece in zip(
+            indices, self._slot[cursor:end].tolist(), pieces, strict=True
+        ):
+            if piece is None or len(piece) > longest:
+                self.too_long.append(index)
+                continue
+            after = held - len(slots[slot][1]) + len(piece)
+            if after <= most:
+                held = after
+                slots[slot] = (index, piece)
+        self._held, self._cursor = held, end
+
     def _fill(self, index: int, piece: bytes) -> None:
         self._slots.append((index, piece))
         self._held += len(piece)
@@ -585,6 +620,8 @@ class RecordSampler:
         """Ends the head at record ``last``: later records replace sampled ones (if wanted)."""
         self.filling = False
         self.head_records = len(self._slots)
+        self.head = list(self._slots)  # the first records, before any is replaced
+        self.head_too_long = list(self.too_long)
         if not self.reservoir:
             return
         self._rng = np.random.default_rng(self.seed)
@@ -625,9 +662,101 @@ class RecordSampler:
         return self.filling and not self.too_long
 
 
+class HeadView:
+    """The head a non-reservoir sampler of ``size`` records would hold, read from a uniform
+    sampler with the same byte limits and at least that many records (its head is the same
+    first records, kept when its reservoir starts replacing them): one sampler in the scan
+    serves the schema's head and the uniform sample.
+
+    Args:
+        sampler: The uniform sampler.
+        size: Records in the head (at most ``sampler.size``).
+    """
+
+    def __init__(self, sampler: RecordSampler, size: int) -> None:
+        self._sampler = sampler
+        self.size = size
+
+    @property
+    def skipped(self) -> list[bytes | None]:
+        """The leading records that are not data."""
+        return self._sampler.skipped
+
+    def _slots(self) -> list[tuple[int, bytes]]:
+        sampler = self._sampler
+        return sampler._slots if sampler.filling else sampler.head
+
+    def sample(self) -> list[tuple[int, bytes]]:
+        """The head records (number, bytes) in stream order."""
+        slots = self._slots()  # filled in stream order: already sorted
+        return slots[: self.size]
+
+    @property
+    def too_long(self) -> list[int]:
+        """Records of the head that were too long to keep."""
+        sampler = self._sampler
+        found = sampler.too_long if sampler.filling else sampler.head_too_long
+        slots = self._slots()
+        last = slots[self.size - 1][0] if len(slots) >= self.size else None
+        return [index for index in found if last is None or index < last]
+
+    @property
+    def complete(self) -> bool:
+        """Whether the head holds every data record."""
+        sampler = self._sampler
+        return sampler.filling and not sampler.too_long and len(sampler._slots) < self.size
+
+
+class TeeSampler:
+    """Two samplers fed from one scan: each receives the records it asks for.
+
+    The scanner sees one sampler; this one wants what either wants and hands each record to
+    the samplers that wanted it (a record too long for one of them reaches it as ``None``, as
+    it would alone). So the schema's head and a uniform sample are drawn in the same pass.
+
+    Args:
+        first: One sampler.
+        second: The other.
+    """
+
+    def __init__(self, first: RecordSampler, second: RecordSampler) -> None:
+        self.parts = (first, second)
+        self.max_record_bytes = max(first.max_record_bytes, second.max_record_bytes)
+        self._asked: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * 2
+        self._cursors = [0, 0]
+
+    def wants_any(self, first: int, count: int) -> bool:
+        """Whether either sampler wants a record numbered ``first`` … ``first + count - 1``."""
+        return any(part.wants_any(first, count) for part in self.parts)
+
+    def would_take(self, index: int) -> bool:
+        """Whether either sampler will want record ``index``, still in progress."""
+        return any(part.would_take(index) for part in self.parts)
+
+    def wanted(self, first: int, count: int) -> np.ndarray:
+        """The numbers either sampler wants among ``first`` … ``first + count - 1``."""
+        asked = [np.fromiter(part.wanted(first, count), dtype=np.int64) for part in self.parts]
+        self._asked, self._cursors = asked, [0, 0]
+        return np.union1d(asked[0], asked[1])
+
+    def take_many(self, indices: list[int], pieces: list[bytes | None]) -> None:
+        """Hands records' bytes (ascending) to the samplers that asked for them."""
+        for index, piece in zip(indices, pieces, strict=True):
+            self.take(index, piece)
+
+    def take(self, index: int, piece: bytes | None) -> None:
+        """Hands a record's bytes to the samplers that asked for it."""
+        for which, part in enumerate(self.parts):
+            asked, cursor = self._asked[which], self._cursors[which]
+            if cursor < len(asked) and int(asked[cursor]) == index:
+                self._cursors[which] = cursor + 1
+                fits = piece is not None and len(piece) <= part.max_record_bytes
+                part.take(index, piece if fits else None)
+
+
 _TINY = 1e-300
 _FAR = 2**40  # a gap of a trillion records: no later record is picked
 _BATCH = 1024
 
 
-__all__ = ["RecordSampler", "RecordScanner"]
+__all__ = ["HeadView", "RecordSampler", "RecordScanner", "TeeSampler"]

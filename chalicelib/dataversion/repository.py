@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from pynamodb.attributes import (
+    BinaryAttribute,
     BooleanAttribute,
     NumberAttribute,
     UnicodeAttribute,
@@ -23,6 +25,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -30,7 +33,6 @@ from chalicelib.core.errors import Conflict
 from chalicelib.core.tables import (
     cancellation_codes,
     meta,
-    save_with_unique_key,
     string_list,
     transaction_connection,
 )
@@ -50,6 +52,7 @@ from chalicelib.dataversion.models import (
     DatasetSchema,
     DatasetUsage,
     DatasetVersion,
+    DriftLimits,
     LineageEdge,
     LineageNode,
     Rejection,
@@ -79,10 +82,13 @@ class DatasetTable(Model):
     declared_schema = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     retention = UnicodeAttribute(null=True)
+    drift_limits = UnicodeAttribute(null=True)
+    listed = BooleanAttribute(null=True)  # its listing entries are written
 
     def to_domain(self) -> Dataset:
         declared = self.declared_schema
         kept = json.loads(self.retention) if self.retention else None
+        limits = json.loads(self.drift_limits) if self.drift_limits else None
         return Dataset(
             dataset_id=self.dataset_id,
             name=self.name,
@@ -94,11 +100,25 @@ class DatasetTable(Model):
             declared_schema=DatasetSchema.from_dict(json.loads(declared)) if declared else None,
             created_at=self.created_at,
             retention=RetentionPolicy(**kept) if kept else None,
+            drift_limits=DriftLimits(**limits) if limits else None,
         )
 
 
+class ListingIndex(GlobalSecondaryIndex["DatasetKeyTable"]):
+    """Datasets by who may list them: ``all`` (admins), ``own:<principal>``, ``grp:<group>``;
+    sorted by name (a sparse index: only ``lst#…`` items carry its keys)."""
+
+    class Meta:
+        index_name = "listing-index"
+        projection = AllProjection()
+
+    listing = UnicodeAttribute(hash_key=True)
+    listed = UnicodeAttribute(range_key=True)
+
+
 class DatasetKeyTable(Model):
-    """Unique reservations: ``name#…``, ``vid#…``, ``sha#<dataset>#<sha256>``, ``src#…``."""
+    """Unique reservations: ``name#…``, ``vid#…``, ``sha#<dataset>#<sha256>``, ``src#…``; a
+    version's profile ``prof#<version id>``; the listing entries ``lst#<partition>#<dataset>``."""
 
     Meta = meta("DATASET_KEYS_TABLE", "dataset-keys")
 
@@ -108,6 +128,10 @@ class DatasetKeyTable(Model):
     version_number = NumberAttribute(null=True)
     gc_token = UnicodeAttribute(null=True)  # obj#<storage key>: garbage collection claimed it
     generation = NumberAttribute(null=True)  # obj#<storage key>: times it was collected
+    profile = BinaryAttribute(null=True, legacy_encoding=False)  # prof#<version id>
+    listing = UnicodeAttribute(null=True)  # lst#…: the partition
+    listed = UnicodeAttribute(null=True)  # lst#…: ``<name>#<dataset id>``, the sort key
+    listing_index = ListingIndex()
 
 
 class DatasetVersionTable(Model):
@@ -267,6 +291,43 @@ def _failed(reasons: list[str], index: int) -> bool:
     return index < len(reasons) and reasons[index] == "ConditionalCheckFailed"
 
 
+MAX_LISTING_ATTEMPTS = 20
+ALL_DATASETS = "all"
+
+
+def listing_partitions(owner: str, access_groups: list[str]) -> list[str]:
+    """The listing-index partitions a dataset is entered under: every dataset (admins list
+    it), its owner's, and each of its groups'."""
+    found = [ALL_DATASETS]
+    if owner:
+        found.append(f"own:{owner}")
+    found.extend(f"grp:{group}" for group in sorted(set(access_groups)) if group)
+    return found
+
+
+def _listing_key(partition: str, dataset_id: str) -> str:
+    return f"lst#{partition}#{dataset_id}"
+
+
+def _listing_item(partition: str, dataset: Dataset) -> DatasetKeyTable:
+    return DatasetKeyTable(
+        _listing_key(partition, dataset.dataset_id),
+        dataset_id=dataset.dataset_id,
+        listing=partition,
+        listed=f"{dataset.name}#{dataset.dataset_id}",
+    )
+
+
+def _profile_item(version: DatasetVersion, profile: bytes) -> DatasetKeyTable:
+    return DatasetKeyTable(
+        f"prof#{version.version_id}",
+        dataset_id=version.dataset_id,
+        version_id=version.version_id,
+        version_number=version.version_number,
+        profile=profile,
+    )
+
+
 def source_ref(bucket: str, key: str, etag: str, version_id: str | None = None) -> str:
     """The idempotency key of one S3 object state."""
     return f"{bucket}/{key}#{etag}#{version_id or ''}"
@@ -294,15 +355,20 @@ class DatasetRepository:
             description=dataset.description,
             declared_schema=_dumps(declared.to_dict()) if declared else None,
             created_at=dataset.created_at,
+            drift_limits=_dumps(dataset.drift_limits.to_dict()) if dataset.drift_limits else None,
+            listed=True,
         )
         name = DatasetKeyTable(f"name#{dataset.name}", dataset_id=dataset.dataset_id)
-        save_with_unique_key(
-            name,
-            DatasetKeyTable.key,
-            item,
-            DatasetTable.dataset_id,
-            f"a dataset named '{dataset.name}' already exists",
-        )
+        try:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.save(name, condition=DatasetKeyTable.key.does_not_exist())
+                tx.save(item, condition=DatasetTable.dataset_id.does_not_exist())
+                for partition in listing_partitions(dataset.owner, dataset.access_groups):
+                    tx.save(_listing_item(partition, dataset))
+        except TransactWriteError as exc:
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
+                raise Conflict(f"a dataset named '{dataset.name}' already exists") from None
+            raise
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """The dataset.
@@ -316,22 +382,74 @@ class DatasetRepository:
             raise DatasetNotFound(f"dataset {dataset_id} does not exist") from None
 
     def set_access_groups(self, dataset_id: str, access_groups: list[str]) -> Dataset:
-        """Replaces a dataset's access groups.
+        """Replaces a dataset's access groups and its listing entries, in one transaction
+        conditional on the groups it replaces (retried when another change won).
 
         Raises:
             DatasetNotFound: Unknown id.
         """
-        item = DatasetTable(dataset_id)
-        try:
-            item.update(
-                actions=[DatasetTable.access_groups.set(access_groups)],
-                condition=DatasetTable.dataset_id.exists(),
-            )
-        except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise DatasetNotFound(f"dataset {dataset_id} does not exist") from None
-            raise
-        return item.to_domain()
+        for _ in range(MAX_LISTING_ATTEMPTS):
+            current = self.get_dataset(dataset_id)
+            before = set(listing_partitions(current.owner, current.access_groups))
+            after = set(listing_partitions(current.owner, access_groups))
+            changed = replace(current, access_groups=list(access_groups))
+            try:
+                with TransactWrite(connection=transaction_connection()) as tx:
+                    tx.update(
+                        DatasetTable(dataset_id),
+                        actions=[
+                            DatasetTable.access_groups.set(list(access_groups)),
+                            DatasetTable.listed.set(True),
+                        ],
+                        condition=DatasetTable.access_groups == list(current.access_groups),
+                    )
+                    for partition in sorted(before - after):
+                        tx.delete(DatasetKeyTable(_listing_key(partition, dataset_id)))
+                    for partition in sorted(after - before):
+                        tx.save(_listing_item(partition, changed))
+            except TransactWriteError:
+                continue
+            return changed
+        raise Conflict("the dataset's access groups keep changing; try again")
+
+    def list_datasets_in(
+        self, partitions: list[str], limit: int, after: str | None
+    ) -> tuple[list[Dataset], str | None]:
+        """A page of the datasets listed under any of ``partitions``, by name: at most
+        ``limit`` of them after the sort key ``after``, and the sort key to continue after
+        (``None``: no more). Each partition is read through the listing index."""
+        found: dict[str, str] = {}
+        for partition in dict.fromkeys(partitions):
+            condition = DatasetKeyTable.listed > after if after is not None else None
+            for entry in DatasetKeyTable.listing_index.query(
+                partition, range_key_condition=condition, limit=limit + 1
+            ):
+                found[entry.listed] = entry.dataset_id
+        page = sorted(found)[:limit]
+        ids = [found[listed] for listed in page]
+        items = {item.dataset_id: item for item in DatasetTable.batch_get(ids)}
+        datasets = [items[i].to_domain() for i in ids if i in items]
+        return datasets, (page[-1] if len(found) > limit else None)
+
+    def index_unlisted(self) -> int:
+        """Writes the listing entries of datasets stored before the listing index existed
+        (a scan of the datasets not yet marked ``listed``); returns how many."""
+        count = 0
+        for item in DatasetTable.scan(DatasetTable.listed.does_not_exist()):
+            dataset = item.to_domain()
+            try:
+                with TransactWrite(connection=transaction_connection()) as tx:
+                    tx.update(
+                        DatasetTable(dataset.dataset_id),
+                        actions=[DatasetTable.listed.set(True)],
+                        condition=DatasetTable.access_groups == list(dataset.access_groups),
+                    )
+                    for partition in listing_partitions(dataset.owner, dataset.access_groups):
+                        tx.save(_listing_item(partition, dataset))
+            except TransactWriteError:
+                continue  # its groups changed meanwhile: that change wrote the entries
+            count += 1
+        return count
 
     def find_dataset(self, id_or_name: str) -> Dataset | None:
         """A dataset by id or by name, or ``None``."""
@@ -362,8 +480,9 @@ class DatasetRepository:
         source: str | None = None,
         predecessor: DatasetVersion | None = None,
         object_generation: int = 0,
+        profile: bytes | None = None,
     ) -> None:
-        """Writes a version with its reservations in one transaction.
+        """Writes a version with its reservations (and its column profile) in one transaction.
 
         Args:
             version: The version.
@@ -374,6 +493,7 @@ class DatasetRepository:
             object_generation: The stored object's collection generation when the caller saw
                 its bytes (:meth:`object_state`): the transaction fails if garbage collection
                 has claimed or deleted the object since.
+            profile: The version's compressed column profile, stored as ``prof#<version id>``.
 
         Raises:
             DuplicateContent: The dataset already has this content hash.
@@ -381,24 +501,7 @@ class DatasetRepository:
             VersionNumberTaken: Another writer took the number, or the predecessor is not the
                 one checked (retry with the next).
         """
-        keys = [
-            DatasetKeyTable(
-                f"sha#{version.dataset_id}#{version.sha256}",
-                dataset_id=version.dataset_id,
-                version_id=version.version_id,
-                version_number=version.version_number,
-            ),
-            self._version_key(version),
-        ]
-        if source is not None:
-            keys.append(
-                DatasetKeyTable(
-                    f"src#{source}",
-                    dataset_id=version.dataset_id,
-                    version_id=version.version_id,
-                    version_number=version.version_number,
-                )
-            )
+        keys = self._reservations(version, source)
         try:
             with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(
@@ -415,6 +518,8 @@ class DatasetRepository:
                 )
                 for item in keys[1:]:
                     tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
+                if profile is not None:  # last, so the cancellation reasons keep their places
+                    tx.save(_profile_item(version, profile))
                 # Garbage collection has not claimed the object (see collect_garbage).
                 tx.condition_check(
                     DatasetKeyTable,
@@ -452,6 +557,28 @@ class DatasetRepository:
                 raise VersionNumberTaken("version number taken") from None
             raise
 
+    def _reservations(self, version: DatasetVersion, source: str | None) -> list[DatasetKeyTable]:
+        """The content's, the id's and (for S3 ingests) the source's reservation items."""
+        keys = [
+            DatasetKeyTable(
+                f"sha#{version.dataset_id}#{version.sha256}",
+                dataset_id=version.dataset_id,
+                version_id=version.version_id,
+                version_number=version.version_number,
+            ),
+            self._version_key(version),
+        ]
+        if source is not None:
+            keys.append(
+                DatasetKeyTable(
+                    f"src#{source}",
+                    dataset_id=version.dataset_id,
+                    version_id=version.version_id,
+                    version_number=version.version_number,
+                )
+            )
+        return keys
+
     @staticmethod
     def _version_key(version: DatasetVersion) -> DatasetKeyTable:
         return DatasetKeyTable(
@@ -460,6 +587,11 @@ class DatasetRepository:
             version_id=version.version_id,
             version_number=version.version_number,
         )
+
+    def get_profile(self, version_id: str) -> bytes | None:
+        """A version's compressed column profile (``None``: it has none)."""
+        found = self._key(f"prof#{version_id}")
+        return None if found is None or found.profile is None else bytes(found.profile)
 
     def _key(self, key: str) -> DatasetKeyTable | None:
         try:
@@ -548,6 +680,26 @@ class DatasetRepository:
         )
         return item.to_domain()
 
+    def set_drift_limits(self, dataset_id: str, limits: DriftLimits | None) -> Dataset:
+        """Stores (or, with ``None``, removes) a dataset's drift limits."""
+        item = DatasetTable.get(dataset_id, consistent_read=True)
+        item.update(
+            actions=[
+                DatasetTable.drift_limits.set(_dumps(limits.to_dict()))
+                if limits is not None
+                else DatasetTable.drift_limits.remove()
+            ]
+        )
+        return item.to_domain()
+
+    def add_warnings(self, version: DatasetVersion, warnings: list[str]) -> None:
+        """Appends warnings to a stored version."""
+        DatasetVersionTable.from_domain(version).update(
+            actions=[
+                DatasetVersionTable.warnings.set(DatasetVersionTable.warnings.append(warnings))
+            ]
+        )
+
     def delete_version(self, version: DatasetVersion, deleted_by: str, at: Any) -> DatasetVersion:
         """Tombstones a version and frees its content reservation (if it holds it), at once.
 
@@ -567,6 +719,8 @@ class DatasetRepository:
                     ],
                     condition=DatasetVersionTable.deleted_at.does_not_exist(),
                 )
+                # The profile holds values of the content (top values, extremes): it goes too.
+                tx.delete(DatasetKeyTable(f"prof#{version.version_id}"))
                 if reserved is not None and reserved.version_id == version.version_id:
                     tx.delete(
                         DatasetKeyTable(sha_key),

@@ -150,22 +150,41 @@ class ContentInspector:
         sample_rows: Rows used for type inference (row counting always covers every row).
     """
 
-    def __init__(self, fmt: DatasetFormat, sample_rows: int = DEFAULT_SAMPLE_ROWS) -> None:
+    def __init__(
+        self, fmt: DatasetFormat, sample_rows: int = DEFAULT_SAMPLE_ROWS, uniform_rows: int = 0
+    ) -> None:
         self.format = fmt
         self.sample_rows = sample_rows
         self.active = fmt in (DatasetFormat.CSV, DatasetFormat.JSON)
         self._tail = _Tail(PARQUET_TAIL_BYTES) if fmt is DatasetFormat.PARQUET else None
         # numpy comes with the scanner: loaded on the first ingest, not at import (cold start).
-        from chalicelib.dataversion.records import RecordSampler, RecordScanner
+        from chalicelib.dataversion.records import (
+            HeadView,
+            RecordSampler,
+            RecordScanner,
+            TeeSampler,
+        )
 
-        self._head = RecordSampler(
+        skip = 1 if fmt is DatasetFormat.CSV else 0
+        head = RecordSampler(
             size=sample_rows,
-            skip=1 if fmt is DatasetFormat.CSV else 0,
+            skip=skip,
             head_bytes=MAX_SAMPLE_BYTES,
             max_record_bytes=MAX_FIRST_LINE_BYTES,
             reservoir=False,
         )
-        self._scanner = RecordScanner(fmt.value, self._head) if self.active else None
+        # The seeded uniform sample the reader draws (reader.sample_records), drawn here too.
+        self.uniform = RecordSampler(size=uniform_rows, skip=skip) if uniform_rows > 0 else None
+        uniform = self.uniform
+        sampler: Any = head
+        self._head: Any = head
+        if uniform is not None and _same_limits(head, uniform) and sample_rows <= uniform_rows:
+            sampler = uniform  # its first records are the head: one sampler in the scan
+            self._head = HeadView(uniform, sample_rows)
+        elif uniform is not None:
+            sampler = TeeSampler(head, uniform)
+        self._scanner = RecordScanner(fmt.value, sampler) if self.active else None
+        self.records = 0  # records scanned (a CSV header included), once finished
 
     def feed(self, chunk: bytes) -> None:
         """Takes the next chunk of the stream."""
@@ -190,7 +209,7 @@ class ContentInspector:
             return _parquet_result(self._tail)
         if self._scanner is None:
             return None, None, None
-        records = self._scanner.finish()
+        records = self.records = self._scanner.finish()
         head = self._head
         pieces = [piece for _, piece in head.sample()]
         if self.format is DatasetFormat.CSV:
@@ -218,6 +237,15 @@ class ContentInspector:
             read = len(records_read)
         sampled = None if head.complete and read >= total else read
         return total, schema, sampled
+
+
+def _same_limits(head: Any, uniform: Any) -> bool:
+    """Whether a uniform sampler cuts its head as the schema's head sampler would."""
+    return (head.head_bytes, head.max_record_bytes, head.skip) == (
+        uniform.head_bytes,
+        uniform.max_record_bytes,
+        uniform.skip,
+    )
 
 
 def _check_column_names(schema: DatasetSchema | None) -> None:

@@ -8,6 +8,8 @@ delegating to the engine, the transformation service or the reconstructor. Other
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from contextlib import ExitStack
@@ -30,6 +32,7 @@ from chalicelib.dataversion.models import (
     DatasetSchema,
     DatasetUsage,
     DatasetVersion,
+    DriftLimits,
     LineageNode,
     RetentionPolicy,
     TagMove,
@@ -42,6 +45,7 @@ from chalicelib.dataversion.reconstruction import (
     ReplayResult,
     ReproducibilityReport,
 )
+from chalicelib.dataversion.repository import ALL_DATASETS, listing_partitions
 from chalicelib.dataversion.storage import (
     INCOMING_PREFIX,
     META_CREATED_BY,
@@ -183,6 +187,15 @@ class DatasetService:
         second = self.version(principal, dataset_id, b)
         return drift_report(self.engine.store, first, second, dataset.compatibility)
 
+    def profile(self, principal: Principal, dataset_id: str, ref: str) -> dict[str, Any]:
+        """The column profile of a version (number, id or tag) of a readable dataset.
+
+        Raises:
+            DatasetProfileNotFound: The version has no profile (404).
+        """
+        found = self.version(principal, dataset_id, ref)
+        return self.engine.get_profile(found)
+
     # ---- deletion and retention -----------------------------------------------------------
 
     def delete_version(self, principal: Principal, dataset_id: str, ref: str) -> DatasetVersion:
@@ -238,6 +251,7 @@ class DatasetService:
         compatibility: str,
         description: str,
         schema: DatasetSchema | None,
+        drift_limits: DriftLimits | None = None,
     ) -> Dataset:
         """Creates a dataset owned by the caller."""
         return self.engine.create_dataset(
@@ -248,7 +262,15 @@ class DatasetService:
             compatibility,
             description,
             schema,
+            drift_limits,
         )
+
+    def set_drift_limits(
+        self, principal: Principal, dataset_id: str, limits: DriftLimits | None
+    ) -> Dataset:
+        """Sets (``None``: removes) a writable dataset's drift limits."""
+        self.writable(principal, dataset_id)
+        return self.engine.set_drift_limits(dataset_id, limits)
 
     def set_access_groups(
         self, principal: Principal, dataset_id: str, access_groups: list[str]
@@ -271,9 +293,23 @@ class DatasetService:
         found = self.engine.repository.list_rejections(limit)
         return sorted(found, key=lambda item: item.rejected_at, reverse=True)
 
-    def list_datasets(self, principal: Principal) -> list[Dataset]:
-        """The datasets the caller may see."""
-        return access.visible(principal, self.engine.list_datasets())
+    def list_datasets(
+        self, principal: Principal, limit: int = 100, next_token: str | None = None
+    ) -> tuple[list[Dataset], str | None]:
+        """A page of the datasets the caller may see, by name, read through the listing index
+        (admins: every dataset; others: their own and their groups'), and the token of the
+        next page (``None``: the last page).
+
+        Raises:
+            ValidationError: A ``next_token`` this listing did not issue (400).
+        """
+        after = _decode_token(next_token) if next_token else None
+        if principal.is_admin:
+            partitions = [ALL_DATASETS]
+        else:
+            partitions = listing_partitions(principal.principal, sorted(principal.groups))[1:]
+        found, last = self.engine.repository.list_datasets_in(partitions, limit, after)
+        return access.visible(principal, found), _encode_token(last) if last else None
 
     # ---- versions -------------------------------------------------------------------------
 
@@ -591,6 +627,21 @@ def _dataset_groups(dataset_id: str) -> list[str] | None:
 
 #: Who may refer to a dataset: models (a version's background) and datasets (parents, sources).
 _REFERRERS = {"model": _model_groups, "dataset": _dataset_groups}
+
+
+def _encode_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        found = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        after = found["after"]
+    except (ValueError, TypeError, KeyError, UnicodeError):
+        raise ValidationError("next_token is not a token this listing issued") from None
+    if not isinstance(after, str):
+        raise ValidationError("next_token is not a token this listing issued")
+    return after
 
 
 def _missing_dataset(dataset_id: str) -> Any:

@@ -31,6 +31,7 @@ from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.observability import logger
 from chalicelib.core.text import name_problem, visible
 from chalicelib.dataversion.errors import (
+    DatasetProfileNotFound,
     DatasetVersionGone,
     DatasetVersionNotFound,
     DuplicateContent,
@@ -48,9 +49,12 @@ from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetSchema,
     DatasetVersion,
+    DriftLimits,
     Rejection,
     TransformationRecord,
+    check_drift_limits,
 )
+from chalicelib.dataversion.reader import DEFAULT_SAMPLE_ROWS as PROFILE_SAMPLE_ROWS
 from chalicelib.dataversion.repository import DatasetRepository, source_ref
 from chalicelib.dataversion.retention import Lifecycle
 from chalicelib.dataversion.schema import (
@@ -135,6 +139,8 @@ class _Content:
     row_count: int | None
     schema: DatasetSchema | None
     sampled_rows: int | None
+    profile: bytes | None = None
+    sample: Any = None  # the records profiled (a reader.RecordSample), for the drift limits
 
 
 @dataclass
@@ -188,12 +194,13 @@ def iter_chunks(data: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
 
 
 class _Observer:
-    """Hashes and inspects chunks as they pass."""
+    """Hashes and inspects chunks as they pass (and draws the records profiled)."""
 
-    def __init__(self, fmt: DatasetFormat, sample_rows: int) -> None:
+    def __init__(self, fmt: DatasetFormat, sample_rows: int, profile_rows: int = 0) -> None:
         self.digest = hashlib.sha256()
         self.size = 0
-        self.inspector = ContentInspector(fmt, sample_rows)
+        self.format = fmt
+        self.inspector = ContentInspector(fmt, sample_rows, uniform_rows=profile_rows)
 
     def watch(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -207,7 +214,16 @@ class _Observer:
 
     def result(self) -> _Content:
         rows, schema, sampled = self.inspector.finish()
-        return _Content(self.digest.hexdigest(), self.size, rows, schema, sampled)
+        profile, sample = None, None
+        if self.inspector.uniform is not None and self.inspector.active:
+            from chalicelib.dataversion.profile import encode_profile, profile_of_scan
+
+            found, sample = profile_of_scan(
+                self.inspector.uniform, self.inspector.records, self.format
+            )
+            profile = encode_profile(found)
+        digest = self.digest.hexdigest()
+        return _Content(digest, self.size, rows, schema, sampled, profile, sample)
 
 
 def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) -> DatasetSchema:
@@ -289,6 +305,8 @@ class DatasetVersioningEngine:
         event_bus: Where lifecycle events go.
         clock: Time source.
         sample_rows: Rows used for schema inference (row counts cover every row).
+        profile_rows: Records drawn for the column profile of a CSV or JSON-lines version
+            (0: no profiles).
     """
 
     def __init__(
@@ -299,6 +317,7 @@ class DatasetVersioningEngine:
         event_bus: EventBus | None = None,
         clock: Clock | None = None,
         sample_rows: int = DEFAULT_SAMPLE_ROWS,
+        profile_rows: int = PROFILE_SAMPLE_ROWS,
     ) -> None:
         self.repository = repository or DatasetRepository()
         self.store = store or DataStore()
@@ -306,6 +325,7 @@ class DatasetVersioningEngine:
         self.event_bus = event_bus or get_event_bus()
         self.clock = clock or SystemClock()
         self.sample_rows = sample_rows
+        self.profile_rows = profile_rows
         self.tags = TagBook(clock=self.clock)
         self.lifecycle = Lifecycle(
             self.repository, self.store, self.tags, self.lineage, self.event_bus, self.clock
@@ -322,11 +342,13 @@ class DatasetVersioningEngine:
         compatibility: CompatibilityMode | str = CompatibilityMode.BACKWARD,
         description: str = "",
         schema: DatasetSchema | None = None,
+        drift_limits: DriftLimits | None = None,
     ) -> Dataset:
         """Creates a dataset with a unique name.
 
         Raises:
-            ValidationError: Empty name or a name with ``/``.
+            ValidationError: Empty name or a name with ``/``, or drift limits that check
+                nothing or cannot be met.
             UnprocessableEntity: An invalid declared schema.
             Conflict: The name is taken (409).
         """
@@ -335,6 +357,8 @@ class DatasetVersioningEngine:
             raise ValidationError("name must be non-empty and must not contain '/'")
         if schema is not None:
             check_schema_definition(schema)
+        if drift_limits is not None:
+            check_drift_limits(drift_limits)
         dataset = Dataset(
             dataset_id=f"ds-{uuid.uuid4().hex[:16]}",
             name=clean,
@@ -345,6 +369,7 @@ class DatasetVersioningEngine:
             description=description,
             declared_schema=schema,
             created_at=self.clock.now(),
+            drift_limits=drift_limits,
         )
         self.repository.create_dataset(dataset)
         self.event_bus.publish(
@@ -405,7 +430,7 @@ class DatasetVersioningEngine:
         dataset = self.repository.get_dataset(dataset_id)
         fmt = request.format or dataset.format
         self._check_parents(request.parent_version_ids)
-        observer = _Observer(fmt, self.sample_rows)
+        observer = _Observer(fmt, self.sample_rows, self.profile_rows)
         staged, _ = self.store.upload_stream(observer.watch(iter_chunks(data)))
         try:
             content = observer.result()
@@ -475,9 +500,61 @@ class DatasetVersioningEngine:
         def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
             return self._resolve_schema(dataset, fmt, content, request, predecessor)
 
-        return self._allocate(
-            version, latest, follow, source, request.transformation, ensure_stored, generation
+        outcome = self._allocate(
+            version,
+            latest,
+            follow,
+            source,
+            request.transformation,
+            ensure_stored,
+            generation,
+            content.profile,
         )
+        if outcome.created and dataset.drift_limits is not None:
+            return self._flag_drift(dataset.drift_limits, outcome.version, content.sample)
+        return outcome
+
+    def _flag_drift(
+        self, limits: DriftLimits, version: DatasetVersion, sample: Any
+    ) -> VersionOutcome:
+        """Checks a new version against the live version before it under the dataset's drift
+        limits; a breach (or a check that could not run) becomes a warning on the version, and
+        a breach a ``DatasetDriftDetected`` event. The version stays created either way."""
+        from chalicelib.dataversion.limits import check_limits
+
+        before = self._live(self._previous(version))
+        if before is None or version.format not in (DatasetFormat.CSV, DatasetFormat.JSON):
+            return VersionOutcome(version, created=True)
+        warnings, breaches = check_limits(self.store, limits, before, version, sample)
+        if not warnings:
+            return VersionOutcome(version, created=True)
+        self.repository.add_warnings(version, warnings)
+        flagged = replace(version, warnings=[*version.warnings, *warnings])
+        if breaches:
+            self.event_bus.publish(
+                "DatasetDriftDetected",
+                {
+                    **_version_event(flagged),
+                    "against_version_id": before.version_id,
+                    "against_version_number": before.version_number,
+                    "limits": limits.to_dict(),
+                    "columns": breaches,
+                },
+            )
+        return VersionOutcome(flagged, created=True)
+
+    def _previous(self, version: DatasetVersion) -> DatasetVersion | None:
+        if version.version_number <= 1:
+            return None
+        return self.repository.get_version(version.dataset_id, version.version_number - 1)
+
+    def set_drift_limits(self, dataset_id: str, limits: DriftLimits | None) -> Dataset:
+        """Stores (or, with ``None``, removes) the drift limits new versions are checked
+        against."""
+        if limits is not None:
+            check_drift_limits(limits)
+        self.repository.get_dataset(dataset_id)
+        return self.repository.set_drift_limits(dataset_id, limits)
 
     def _object_generation(self, storage_key: str, stored: Callable[[], bool]) -> int:
         """Waits out a garbage collection that claimed the object, then makes sure its bytes
@@ -593,6 +670,7 @@ class DatasetVersioningEngine:
         transformation: TransformationRecord | None,
         ensure_stored: Callable[[], int] | None = None,
         generation: int = 0,
+        profile: bytes | None = None,
     ) -> VersionOutcome:
         """Writes the version right after ``predecessor``, the version its schema was checked
         against.
@@ -612,7 +690,7 @@ class DatasetVersioningEngine:
         candidate = version
         for attempt in range(MAX_ALLOCATION_ATTEMPTS):
             try:
-                self.repository.add_version(candidate, source, predecessor, generation)
+                self.repository.add_version(candidate, source, predecessor, generation, profile)
             except VersionNumberTaken:
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 predecessor = self._latest(version.dataset_id)
@@ -708,7 +786,10 @@ class DatasetVersioningEngine:
                 version.storage_key, lambda: self.store.exists(version.storage_key)
             )
 
-        return self._allocate(restored, latest, follow, None, None, still_stored, still_stored())
+        profile = self.repository.get_profile(version.version_id)
+        return self._allocate(
+            restored, latest, follow, None, None, still_stored, still_stored(), profile
+        )
 
     # ---- S3-triggered ingest --------------------------------------------------------------
 
@@ -739,7 +820,7 @@ class DatasetVersioningEngine:
             reason = f"no dataset named or with id '{name}'"
             return self._reject(key, info.etag, s3_version_id, reason)
         fmt = format_for_key(key, dataset.format)
-        observer = _Observer(fmt, self.sample_rows)
+        observer = _Observer(fmt, self.sample_rows, self.profile_rows)
         request = VersionRequest(created_by=f"s3:{key}", format=fmt, source_key=key)
         try:
             for chunk in self.store.iter_object(key, s3_version_id):
@@ -781,7 +862,7 @@ class DatasetVersioningEngine:
             return self._reject_direct(key, info, reason, remove=False)
         filename = info.metadata.get(META_FILENAME, "")
         fmt = format_for_key(filename, dataset.format)
-        observer = _Observer(fmt, self.sample_rows)
+        observer = _Observer(fmt, self.sample_rows, self.profile_rows)
         created_by = info.metadata.get(META_CREATED_BY) or f"s3:{key}"
         request = VersionRequest(created_by=created_by, format=fmt, source_key=key)
         try:
@@ -904,6 +985,26 @@ class DatasetVersioningEngine:
             return [], total
         page = self.repository.list_versions(dataset_id, min(limit, total - offset), offset)
         return [v for v in page if v.version_number <= total], total
+
+    def get_profile(self, version: DatasetVersion) -> dict[str, Any]:
+        """The column profile computed when ``version`` was ingested, with its version.
+
+        Raises:
+            DatasetProfileNotFound: The version has none: Parquet and opaque formats are not
+                profiled, nor versions created before profiles were (404).
+        """
+        from chalicelib.dataversion.profile import decode_profile
+
+        blob = self.repository.get_profile(version.version_id)
+        if blob is None:
+            raise DatasetProfileNotFound(
+                f"version {version.version_number} ({version.format.value}) has no column "
+                "profile: only csv and json lines versions are profiled, when ingested"
+            )
+        found = decode_profile(blob)
+        found["version_id"] = version.version_id
+        found["version_number"] = version.version_number
+        return found
 
     def validate_schema_evolution(
         self, old: DatasetSchema, new: DatasetSchema, mode: CompatibilityMode | str | None = None

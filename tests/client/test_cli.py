@@ -128,6 +128,14 @@ def test_tag_drift_and_pull_by_tag(synapse: Any, tmp_path: Any) -> None:
     drift = as_json(synapse("--json", "data", "drift", dataset_id, "production", "candidate"))
     assert {"x", "kind"} <= set(json.dumps(drift).replace('"', " ").split()), drift
     assert "x" in synapse("data", "drift", dataset_id, "1", "2").stdout
+    profile = as_json(synapse("--json", "data", "profile", dataset_id, "candidate"))
+    assert [c["name"] for c in profile["columns"]] == ["x", "kind"], profile
+    assert profile["columns"][0]["min"] == 150 and profile["columns"][1]["top"] == [
+        {"value": "b", "count": 200}
+    ]
+    assert "kind: categorical, 200 values, 0 empty, 1 distinct; 'b'×200" in (
+        synapse("data", "profile", dataset_id, "2").stdout
+    )
     target = tmp_path / "out.csv"
     synapse("-q", "data", "pull", dataset_id, "production", "-o", str(target))
     assert target.read_bytes() == first.read_bytes()

@@ -166,6 +166,11 @@ def test_dataset_methods(admin: Client) -> None:
     assert [h["version_number"] for h in history] == [2]
     assert admin.get_version(dataset_id, "production")["version_number"] == 2
     assert admin.drift(dataset_id, 1, "production")
+    limited = admin.set_drift_limits(dataset_id, psi=0.25, columns=["radius"])
+    assert limited["drift_limits"] == {"psi": 0.25, "p_value": None, "columns": ["radius"]}
+    assert admin.set_drift_limits(dataset_id)["drift_limits"] is None
+    profiled = admin.profile(dataset_id, "production")
+    assert profiled["version_number"] == 2 and profiled["columns"][0]["name"] == "id"
     kept = admin.set_retention(dataset_id, keep_last=50)
     assert kept["dataset_id"] == dataset_id
     extra = admin.create_version(dataset_id, data="id,radius,label\n9,1.0,0\n")

@@ -59,12 +59,16 @@ def test_a_writer_that_loses_the_race_is_checked_against_the_version_it_now_foll
     interleaved: list[int] = []
 
     def add_version(
-        version: Any, source: Any = None, predecessor: Any = None, generation: int = 0
+        version: Any,
+        source: Any = None,
+        predecessor: Any = None,
+        generation: int = 0,
+        profile: bytes | None = None,
     ) -> None:
         if not interleaved:  # the other writer lands v2 first
             interleaved.append(1)
             engine.create_version(dataset.dataset_id, b"id\n7\n")
-        original(version, source, predecessor, generation)
+        original(version, source, predecessor, generation, profile)
 
     engine.repository.add_version = add_version  # type: ignore[method-assign]
     required = DatasetSchema(columns={"id": "int", "a": "int"})

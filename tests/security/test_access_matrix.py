@@ -226,6 +226,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/datasets/{dataset_id}/versions/{version}/restore"): Rule(fresh=newer_version),
     ("GET", "/datasets/{dataset_id}/compare"): Rule(query="a=1&b=1"),
     ("GET", "/datasets/{dataset_id}/drift"): Rule(query="a=1&b=1"),
+    ("GET", "/datasets/{dataset_id}/versions/{version}/profile"): Rule(),
+    ("PUT", "/datasets/{dataset_id}/drift-limits"): Rule(body=lambda w, i: {"psi": 0.25}),
     ("PUT", "/datasets/{dataset_id}/tags/{tag}"): Rule(
         body=lambda w, i: {"version": "1"}, fresh=lambda http, w: {"tag": "matrix-production"}
     ),

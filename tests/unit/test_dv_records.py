@@ -209,6 +209,19 @@ class CountingSampler(RecordSampler):
         if before is not None and self._slots != before:
             self.replaced += 1
 
+    def take_many(self, indices: list[int], pieces: list[bytes | None]) -> None:
+        for index, piece in zip(indices, pieces, strict=True):  # one by one, each counted
+            self.take(index, piece)
+
+
+def test_records_handed_over_in_batches_give_the_sample_one_by_one_gives() -> None:
+    body = b"".join(b"%d\n" % i for i in range(20_000))
+    for seed in range(20):
+        batched, single = RecordSampler(size=50, seed=seed), CountingSampler(size=50, seed=seed)
+        scan(body, "csv", 1000, batched)
+        scan(body, "csv", 1000, single)
+        assert batched.sample() == single.sample() and batched.head == single.head
+
 
 def test_the_reservoir_is_uniform_and_replaces_as_often_as_algorithm_r() -> None:
     """Over 300 seeds, 5,000 records, 20 kept: every tenth of the stream holds a tenth of the

@@ -1,0 +1,294 @@
+"""Column profiles of a version, computed at ingest from the records drawn in the hashing pass.
+
+The pass that hashes and counts a CSV or JSON-lines version also draws the seeded uniform
+sample of at most :data:`PROFILE_SAMPLE_ROWS` records that
+:func:`~chalicelib.dataversion.reader.sample_records` (and so the drift route) reads: the same
+records, without reading the content again. The profile is computed from those records at the
+end of the pass; for a version with no more records than that it covers every record
+(``sampled: false``), for a larger one it describes the sample (``profiled_rows`` of ``rows``).
+
+Per column (the first :data:`MAX_PROFILED_COLUMNS`; ``unprofiled_columns`` counts the rest):
+``count`` (values present), ``nulls`` (empty CSV cells; JSON ``null``, ``""`` or a missing key),
+``distinct`` (exact, among the profiled values) and, for a numeric column (every present value
+a number, NaN and infinities included), ``non_finite``, ``min``/``max``, ``mean``/``std`` over
+the finite values (moments merged block by block with Chan's formula, so large offsets do not
+cancel), ``quantiles`` at :data:`QUANTILES` (numpy's linear interpolation) and a
+:data:`HISTOGRAM_BINS`-bin equal-width ``histogram``; for any other column the
+:data:`TOP_VALUES` most frequent values with their counts (ties by value; a value longer than
+:data:`MAX_VALUE_CHARS` characters is shown cut, with ``…``).
+
+Parquet and opaque formats are not profiled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.dataversion.models import DatasetFormat
+from chalicelib.dataversion.reader import DEFAULT_SAMPLE_ROWS, RecordSample, records_of
+from chalicelib.dataversion.records import RecordSampler
+
+PROFILE_SAMPLE_ROWS = DEFAULT_SAMPLE_ROWS  # the reader's (and the drift route's) sample
+MAX_PROFILED_COLUMNS = 64
+TOP_VALUES = 10
+MAX_VALUE_CHARS = 64
+HISTOGRAM_BINS = 20
+QUANTILES = (
+    0.0,
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.9,
+    0.95,
+    0.99,
+    1.0,
+)
+MAX_PROFILE_BYTES = 200_000  # compressed; a DynamoDB item holds 400 KB
+MOMENT_BLOCK = 4096
+
+
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations of a stream of numbers, mergeable.
+
+    Attributes:
+        count: Values seen.
+        mean: Their mean.
+        m2: The sum of their squared deviations from the mean.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        """The moments of ``values``: per block of :data:`MOMENT_BLOCK` by the corrected
+        two-pass algorithm, blocks merged by Chan's update."""
+        found = cls()
+        if not len(values):
+            return found
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: inf, shown as null
+            # Shifted by a first estimate of the mean, so that block means stay small numbers
+            # whose differences (Chan's delta) keep their digits.
+            shift = float(np.mean(values[:MOMENT_BLOCK]))
+            shifted = values - shift if math.isfinite(shift) else values
+            for start in range(0, len(values), MOMENT_BLOCK):
+                block = shifted[start : start + MOMENT_BLOCK]
+                mean = float(np.mean(block))
+                # The corrected two-pass sum: the rounding of the mean is taken back out.
+                deviations = block - mean
+                drift = float(np.sum(deviations))
+                m2 = float(np.sum(deviations**2)) - drift * drift / len(block)
+                found = found.merge(cls(len(block), mean + drift / len(block), m2))
+        if math.isfinite(shift):
+            found.mean += shift
+        return found
+
+    def merge(self, other: Moments) -> Moments:
+        """The moments of both streams (Chan, Golub and LeVeque's pairwise update)."""
+        if not other.count:
+            return self
+        if not self.count:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / count)
+        m2 = self.m2 + other.m2 + delta * delta * (self.count * other.count / count)
+        return Moments(count, mean, m2)
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation (``ddof=1``, as pandas); ``None`` under 2 values."""
+        return math.sqrt(max(self.m2, 0.0) / (self.count - 1)) if self.count > 1 else None
+
+
+def _present(values: list[Any]) -> list[Any]:
+    return [value for value in values if value not in (None, "")]
+
+
+def _numbers(values: list[Any]) -> np.ndarray | None:
+    """The values as float64 if every one is a number (or a string ``float`` reads without
+    ``_``), else ``None``."""
+    kinds = set(map(type, values))
+    if kinds - {str, int, float}:  # bool, dict, list: not numbers
+        return None
+    if str in kinds and "_" in "\x00".join(v for v in values if type(v) is str):
+        return None
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def numeric_profile(numbers: np.ndarray) -> dict[str, Any]:
+    """The numeric part of a column profile."""
+    finite = numbers[np.isfinite(numbers)]
+    found: dict[str, Any] = {
+        "kind": "numeric",
+        "distinct": int(len(np.unique(numbers))),
+        "non_finite": int(len(numbers) - len(finite)),
+        "min": None,
+        "max": None,
+        "mean": None,
+        "std": None,
+        "quantiles": None,
+        "histogram": None,
+        "top": [],
+    }
+    if not len(finite):
+        return found
+    moments = Moments.of(finite)
+    low, high = float(finite.min()), float(finite.max())
+    found.update(
+        min=low,
+        max=high,
+        mean=_finite_or_none(moments.mean),
+        std=None if moments.std is None else _finite_or_none(moments.std),
+        quantiles=[float(q) for q in np.quantile(finite, QUANTILES)],
+    )
+    found["histogram"] = _histogram(finite, low, high)
+    return found
+
+
+def _histogram(finite: np.ndarray, low: float, high: float) -> dict[str, list] | None:
+    """Equal-width bins over ``[low, high]``; ``None`` when the range overflows float64 or is
+    too narrow for distinct edges (subnormal spreads)."""
+    if not math.isfinite(high - low):
+        return None
+    try:
+        counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS)
+    except ValueError:
+        return None
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def categorical_profile(values: list[Any]) -> dict[str, Any]:
+    """The categorical part of a column profile."""
+    counts = Counter(
+        value if isinstance(value, str) else json.dumps(value, sort_keys=True) for value in values
+    )
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_VALUES]
+    return {
+        "kind": "categorical",
+        "distinct": len(counts),
+        "top": [{"value": _shown(value), "count": count} for value, count in top],
+    }
+
+
+def column_profile(name: str, values: list[Any]) -> dict[str, Any]:
+    """The profile of one column from its profiled values (``None``/``""``: empty)."""
+    present = _present(values)
+    numbers = _numbers(present) if present else None
+    found: dict[str, Any] = {
+        "name": name,
+        "count": len(present),
+        "nulls": len(values) - len(present),
+    }
+    if numbers is not None:
+        found.update(numeric_profile(numbers))
+    elif present:
+        found.update(categorical_profile(present))
+    else:
+        found.update(kind="empty", distinct=0, top=[])
+    return found
+
+
+def build_profile(
+    sample: RecordSample, columns_limit: int = MAX_PROFILED_COLUMNS
+) -> dict[str, Any]:
+    """The profile of a version from its sampled records."""
+    columns = sample.columns[:columns_limit]
+    return {
+        "rows": sample.total,
+        "profiled_rows": len(sample.records),
+        "sampled": len(sample.records) < sample.total,
+        "unprofiled_columns": len(sample.columns) - len(columns),
+        "columns": [
+            column_profile(name, [record.get(name) for record in sample.records])
+            for name in columns
+        ],
+        "note": None,
+    }
+
+
+def profile_of_scan(
+    sampler: RecordSampler, records: int, fmt: DatasetFormat
+) -> tuple[dict[str, Any], RecordSample | None]:
+    """The profile of a scanned version from the uniform sample its scan drew, and that
+    sample's records.
+
+    Records the sample cannot be read as (not UTF-8, not JSON) leave an empty profile with a
+    ``note`` saying why (and no records): the version is still created, as before profiles
+    existed.
+    """
+    try:
+        sample = records_of(sampler, records, fmt)
+    except UnprocessableEntity as exc:
+        total = max(records - 1, 0) if fmt is DatasetFormat.CSV else records
+        return {
+            "rows": total,
+            "profiled_rows": 0,
+            "sampled": total > 0,
+            "unprofiled_columns": 0,
+            "columns": [],
+            "note": f"not profiled: {exc.message}",
+        }, None
+    return build_profile(sample), sample
+
+
+def encode_profile(profile: dict[str, Any]) -> bytes:
+    """A profile as compressed JSON, at most :data:`MAX_PROFILE_BYTES`: columns are dropped
+    from the end (counted in ``unprofiled_columns``) until it fits."""
+    found = dict(profile)
+    while True:
+        text = json.dumps(found, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        blob = zlib.compress(text.encode("utf-8"), 6)
+        if len(blob) <= MAX_PROFILE_BYTES or not found["columns"]:
+            return blob
+        keep = len(found["columns"]) // 2
+        found["unprofiled_columns"] += len(found["columns"]) - keep
+        found["columns"] = found["columns"][:keep]
+
+
+def decode_profile(blob: bytes) -> dict[str, Any]:
+    """A profile stored by :func:`encode_profile`."""
+    return json.loads(zlib.decompress(blob).decode("utf-8"))
+
+
+__all__ = [
+    "MAX_PROFILED_COLUMNS",
+    "PROFILE_SAMPLE_ROWS",
+    "Moments",
+    "build_profile",
+    "column_profile",
+    "decode_profile",
+    "encode_profile",
+    "profile_of_scan",
+]

@@ -1,0 +1,284 @@
+"""Column profiles checked against independent readers and summaries: hypothesis-generated CSV
+and JSON-lines tables (quoted line ends, blanks, NaN, huge numbers, unicode) are read back with
+``csv`` / ``json`` and summarised with ``statistics``, numpy and ``collections.Counter``; the
+profile computed in the scanning pass, however the stream is cut, must agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import statistics
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chalicelib.dataversion.models import DatasetFormat
+from chalicelib.dataversion.profile import (
+    HISTOGRAM_BINS,
+    MAX_PROFILE_BYTES,
+    MAX_PROFILED_COLUMNS,
+    MAX_VALUE_CHARS,
+    QUANTILES,
+    TOP_VALUES,
+    Moments,
+    decode_profile,
+    encode_profile,
+    profile_of_scan,
+)
+from chalicelib.dataversion.records import RecordSampler, RecordScanner, TeeSampler
+from chalicelib.dataversion.schema import ContentInspector
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+NUMBER = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(-1e150, 1e150, allow_nan=False).map(repr),
+    st.sampled_from(["NaN", "inf", "-inf", "1e400", "0.1", "-0"]),
+)
+TEXT = st.one_of(
+    st.sampled_from(["a", "b", 'say "hi"', "comma, inside", "two\nlines", "blank\n\nline", "é"]),
+    st.text(alphabet="xyz \u00e9\u4e2d\r\n,\"'", min_size=1, max_size=8),
+)
+CELL = st.one_of(NUMBER, TEXT, st.just(""))
+
+
+def profile_of(data: bytes, fmt: DatasetFormat, chunk: int, head: int = 10_000) -> dict[str, Any]:
+    inspector = ContentInspector(fmt, head, uniform_rows=10_000)
+    for start in range(0, len(data), chunk):
+        inspector.feed(data[start : start + chunk])
+    inspector.finish()
+    assert inspector.uniform is not None
+    return profile_of_scan(inspector.uniform, inspector.records, fmt)[0]
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str) and "_" in value:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def histogram(finite: list[float]) -> dict[str, list] | None:
+    try:
+        counts, edges = np.histogram(np.array(finite), bins=HISTOGRAM_BINS)
+    except ValueError:  # numpy cannot cut the range into distinct edges
+        return None
+    if not math.isfinite(max(finite) - min(finite)):
+        return None
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def expected_column(values: list[Any]) -> dict[str, Any]:
+    """The profile of a column, computed the plain way."""
+    present = [v for v in values if v not in (None, "")]
+    found: dict[str, Any] = {"count": len(present), "nulls": len(values) - len(present)}
+    numbers = [as_number(v) for v in present]
+    if present and all(n is not None for n in numbers):
+        finite = [n for n in numbers if n is not None and math.isfinite(n)]
+        found.update(kind="numeric", non_finite=len(present) - len(finite))
+        found["distinct"] = len({("nan" if n != n else n) for n in numbers})
+        if finite:
+            found.update(min=min(finite), max=max(finite), mean=statistics.fmean(finite))
+            found["std"] = statistics.stdev(finite) if len(finite) > 1 else None
+            found["quantiles"] = np.quantile(np.array(finite), QUANTILES).tolist()
+            found["histogram"] = histogram(finite)
+        return found
+    if not present:
+        return {**found, "kind": "empty", "distinct": 0}
+    texts = [v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in present]
+    counts = Counter(texts)
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_VALUES]
+    shown = [v if len(v) <= MAX_VALUE_CHARS else v[: MAX_VALUE_CHARS - 1] + "…" for v, _ in top]
+    found.update(kind="categorical", distinct=len(counts))
+    found["top"] = [{"value": s, "count": c} for s, (_, c) in zip(shown, top, strict=True)]
+    return found
+
+
+def check(profile: dict[str, Any], names: list[str], rows: list[dict[str, Any]]) -> None:
+    assert profile["rows"] == len(rows) and profile["profiled_rows"] == len(rows)
+    assert not profile["sampled"] and profile["note"] is None
+    assert [c["name"] for c in profile["columns"]] == names
+    for column in profile["columns"]:
+        expected = expected_column([row.get(column["name"]) for row in rows])
+        for key, value in expected.items():
+            if key in ("mean", "std") and value is not None:
+                assert math.isclose(column[key], value, rel_tol=1e-9, abs_tol=1e-300), key
+            elif key == "quantiles":
+                assert np.allclose(column[key], value, rtol=1e-12, atol=0), key
+            else:
+                assert column[key] == value, (key, column, expected)
+
+
+@SETTINGS
+@given(
+    width=st.integers(1, 4),
+    cells=st.lists(st.lists(CELL, min_size=4, max_size=4), max_size=40),
+    kinds=st.lists(st.booleans(), min_size=4, max_size=4),
+    blanks=st.booleans(),
+    chunk=st.integers(1, 200),
+)
+def test_csv_profiles_agree_with_csv_statistics_numpy_and_counter(
+    width: int, cells: list[list[str]], kinds: list[bool], blanks: bool, chunk: int
+) -> None:
+    names = [f"c{i}" for i in range(width)]
+    out = io.StringIO()
+    # "\r\n" ends each row, so csv.writer quotes any field holding "\r" or "\n".
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(names)
+    for row in cells:  # some columns numbers only, so that both kinds are exercised
+        cooked = [c if not kinds[i] or as_number(c) is not None else "" for i, c in enumerate(row)]
+        writer.writerow(cooked[:width])
+        if blanks:
+            out.write("\n")  # a blank line is no record
+    data = out.getvalue().encode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+    rows = [row for row in rows if any(v is not None for v in row.values())]
+    check(profile_of(data, DatasetFormat.CSV, chunk), names, rows)
+
+
+JSON_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**18), 10**18),
+    st.floats(-1e150, 1e150, allow_nan=False),
+    st.text(max_size=6),
+    st.just({"k": [1, "é"]}),
+)
+
+
+@SETTINGS
+@given(
+    records=st.lists(
+        st.dictionaries(st.sampled_from(["a", "b", "ü"]), JSON_VALUE, max_size=3), max_size=40
+    ),
+    chunk=st.integers(1, 200),
+)
+def test_json_lines_profiles_agree_with_json_statistics_numpy_and_counter(
+    records: list[dict[str, Any]], chunk: int
+) -> None:
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    data = ("\n \n".join(lines) + "\n").encode("utf-8") if lines else b""
+    parsed = [json.loads(line) for line in data.decode().split("\n") if line.strip()]
+    names = list(dict.fromkeys(key for record in parsed for key in record))
+    check(profile_of(data, DatasetFormat.JSON, chunk), names, parsed)
+
+
+@SETTINGS
+@given(
+    lines=st.lists(st.sampled_from([b"1,x", b'"a\nb",2', b"", b"3,\xc3\xa9"]), max_size=300),
+    size=st.integers(1, 40),
+    chunk=st.integers(1, 100),
+)
+def test_the_tee_gives_each_sampler_what_it_would_draw_alone(
+    lines: list[bytes], size: int, chunk: int
+) -> None:
+    data = b"h,g\n" + b"\n".join(lines)
+
+    def draw(*samplers: RecordSampler) -> None:
+        scanner = RecordScanner("csv", samplers[0] if len(samplers) == 1 else TeeSampler(*samplers))
+        for start in range(0, len(data), chunk):
+            scanner.feed(data[start : start + chunk])
+        scanner.finish()
+
+    def head() -> RecordSampler:
+        return RecordSampler(size=size, skip=1, reservoir=False, max_record_bytes=5)
+
+    alone_head, alone_uniform = head(), RecordSampler(size=size, skip=1, seed=4)
+    draw(alone_head)
+    draw(alone_uniform)
+    both_head, both_uniform = head(), RecordSampler(size=size, skip=1, seed=4)
+    draw(both_head, both_uniform)
+    assert both_head.sample() == alone_head.sample() and both_head.too_long == alone_head.too_long
+    assert both_uniform.sample() == alone_uniform.sample()
+    assert both_uniform.skipped == alone_uniform.skipped == [b"h,g"]
+
+
+def test_moments_merged_by_block_keep_a_large_offset_exact() -> None:
+    rng = np.random.default_rng(1)
+    values = 1e9 + rng.normal(0.0, 1e-3, 20_000)  # a naive sum of squares loses every digit
+    moments = Moments.of(values)
+    assert moments.count == 20_000
+    assert math.isclose(moments.mean, statistics.fmean(values.tolist()), rel_tol=1e-15)
+    assert moments.std is not None
+    assert math.isclose(moments.std, statistics.stdev(values.tolist()), rel_tol=1e-9)
+    halves = Moments.of(values[:7_001]).merge(Moments.of(values[7_001:]))
+    assert halves.count == 20_000 and math.isclose(halves.mean, moments.mean, rel_tol=1e-15)
+    # Two means near 1e9 differ by about 1e-5 and each carries up to 6e-8 of rounding: merging
+    # separately computed parts keeps about six digits of the spread (one pass keeps all).
+    assert math.isclose(halves.std or 0.0, moments.std, rel_tol=1e-6)
+    centred = values - 1e9
+    merged = Moments.of(centred[:7_001]).merge(Moments.of(centred[7_001:]))
+    assert math.isclose(merged.std or 0.0, statistics.stdev(centred.tolist()), rel_tol=1e-12)
+    assert Moments().merge(moments) == moments and moments.merge(Moments()) == moments
+    assert Moments.of(np.array([3.0])).std is None
+
+
+def test_only_the_first_columns_are_profiled() -> None:
+    width = MAX_PROFILED_COLUMNS + 6
+    data = (",".join(f"c{i}" for i in range(width)) + "\n" + ",".join("1" * width) + "\n").encode()
+    profile = profile_of(data, DatasetFormat.CSV, 1 << 20)
+    assert len(profile["columns"]) == MAX_PROFILED_COLUMNS and profile["unprofiled_columns"] == 6
+
+
+def test_the_largest_profile_fits_a_dynamodb_item_and_a_larger_one_drops_columns() -> None:
+    rng = random.Random(2)
+    wide = "中" * MAX_VALUE_CHARS  # 3 bytes per character
+    column = {
+        "name": "n" * 100,
+        "kind": "numeric",
+        "count": 10_000,
+        "nulls": 0,
+        "distinct": 10_000,
+        "non_finite": 0,
+        "min": -1.2345678901234567e-300,
+        "max": 1.2345678901234567e300,
+        "mean": 1.2345678901234567e296,
+        "std": 1.2345678901234567e298,
+        "quantiles": [rng.random() * 1e300 for _ in QUANTILES],
+        "histogram": {
+            "edges": [rng.random() for _ in range(HISTOGRAM_BINS + 1)],
+            "counts": [9999] * HISTOGRAM_BINS,
+        },
+        "top": [
+            {"value": wide[:-1] + chr(0x4E00 + i) + str(rng.random()), "count": 9999}
+            for i in range(TOP_VALUES)
+        ],
+    }
+    columns = [
+        {**column, "name": f"{i}" + os.urandom(40).hex()} for i in range(MAX_PROFILED_COLUMNS)
+    ]
+    profile = {
+        "rows": 10**12,
+        "profiled_rows": 10_000,
+        "sampled": True,
+        "unprofiled_columns": 0,
+        "columns": columns,
+        "note": None,
+    }
+    blob = encode_profile(profile)
+    assert len(blob) <= MAX_PROFILE_BYTES and decode_profile(blob) == profile
+    huge = {**profile, "columns": [{**c, "name": os.urandom(4_000).hex()} for c in columns]}
+    cut = decode_profile(encode_profile(huge))
+    assert len(encode_profile(huge)) <= MAX_PROFILE_BYTES
+    kept = len(cut["columns"])
+    assert 0 < kept < MAX_PROFILED_COLUMNS and cut["unprofiled_columns"] == len(columns) - kept
+    assert cut["columns"] == huge["columns"][:kept]
+
+
+def test_records_that_are_not_utf8_leave_a_profile_that_says_why() -> None:
+    # The schema comes from the first record; the sample reaches the second.
+    profile = profile_of(b"a,b\n1,2\n1,\xff\n", DatasetFormat.CSV, 3, head=1)
+    assert profile["columns"] == [] and profile["rows"] == 2
+    assert profile["note"].startswith("not profiled: content is not UTF-8")
