@@ -29,6 +29,7 @@ never holds the rest back.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -248,6 +249,16 @@ class LocalExperiment:
         return choice
 
 
+def _refused_indices(exc: ApiError, size: int) -> set[int]:
+    """Positions of the outcomes a validation error names (``OutcomeBatch.outcomes.3.field``)."""
+    found = set()
+    for detail in exc.details.get("details") or []:
+        match = re.search(r"outcomes\.(\d+)\.", str(detail.get("field", "")) + ".")
+        if match and int(match.group(1)) < size:
+            found.add(int(match.group(1)))
+    return found
+
+
 def _check_id(field: str, value: str) -> None:
     """Refuses an id ``POST /route`` refuses (so local assignment never places a user the
     service would not): 1 to 256 characters of valid Unicode (no lone surrogate).
@@ -400,18 +411,27 @@ class OutcomeBuffer:
         except ApiError as exc:
             if exc.status not in REFUSED_STATUSES:
                 raise
+            named = _refused_indices(exc, len(batch))
+            if named and len(batch) > 1:  # the API named the outcomes it refused: set them aside
+                kept = [o for i, o in enumerate(batch) if i not in named]
+                for index in sorted(named):
+                    self._set_aside(batch[index], exc)
+                return self._post(kept) if kept else 0
             if len(batch) > 1:
                 middle = len(batch) // 2
                 return self._post(batch[:middle]) + self._post(batch[middle:])
-            self.refused.append((batch[0], exc))
-            self.rejected += 1
-            self.last_error = exc
-            log.warning("outcome %s refused (set aside): %s", batch[0]["request_id"], exc)
+            self._set_aside(batch[0], exc)
             return 0
         self.batches += 1
         self.accepted += int(receipt.get("accepted", 0))
         self.duplicates += int(receipt.get("duplicates", 0))
         return len(batch)
+
+    def _set_aside(self, outcome: dict[str, Any], exc: ApiError) -> None:
+        self.refused.append((outcome, exc))
+        self.rejected += 1
+        self.last_error = exc
+        log.warning("outcome %s refused (set aside): %s", outcome.get("request_id"), exc)
 
     def _run(self, period: float) -> None:
         while not self._stop.wait(period):

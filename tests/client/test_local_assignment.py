@@ -484,3 +484,19 @@ def test_a_user_id_the_service_refuses_is_refused_locally_in_every_state(
     for fine in ("u" * 256, "🙂" * 256, "e\u0301", "a\x00b"):
         routed = api.route(experiment_id, request_id="r-2", user_id=fine)
         assert local.variant(fine) == (routed["variant_id"], routed["model_version"])
+
+
+def test_outcomes_a_validation_error_names_are_set_aside_without_splitting_the_batch(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    experiment_id = api.create_experiment("named", two_arms(model_id))["experiment_id"]
+    api.start_experiment(experiment_id)
+    buffer = OutcomeBuffer(api, experiment_id, batch_size=1000, flush_seconds=None)
+    for index in range(999):
+        bad = index in (10, 700)
+        request_id = "x" * 300 if bad else f"named-{index}"
+        buffer.record(request_id, "control", success=True, latency_ms=1.0)
+    before = api.transport.attempts
+    assert buffer.flush() == 997 and buffer.rejected == 2
+    assert api.transport.attempts - before == 2  # the refused batch, then the rest once
