@@ -87,10 +87,20 @@ def test_no_variance_is_no_evidence() -> None:
     assert sequential.sequential_sample_size(0.0, 1.0, 1.0, limit=1e6) == 1_000_000
 
 
-def test_aa_false_winner_rate_under_continuous_peeking_is_at_most_alpha() -> None:
+def test_aa_false_winner_rate_under_continuous_peeking_is_at_most_alpha(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The issue's case: identical arms at 10 %, the analysis read at 39 checkpoints from 1,000
     to 20,000 users per arm. The naive peer (a z-test re-checked at every look) is shown to
-    fail the same data, so the simulation can tell the two apart."""
+    fail the same data, so the simulation can tell the two apart.
+
+    The experiment decides with the frequentist engine, so the Bayesian reading the analysis
+    also reports (numerical integration, ~20 ms a call; 11,700 calls here) plays no part in
+    what is measured and is left out (tests/unit/test_ab_bayes.py measures the Bayesian
+    engine's own A/A rate)."""
+    from chalicelib.abtesting import bayes
+
+    monkeypatch.setattr(bayes, "compare_metrics", lambda *args, **kwargs: None)
     rng = np.random.default_rng(7)
     sims = 300
     looks = np.arange(1000, 20001, 500)
