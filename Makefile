@@ -45,6 +45,7 @@ fuzz: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check app.py chalicelib synapse_local synapse_client tests bench demo infra
 	$(BIN)/ruff format --check app.py chalicelib synapse_local synapse_client tests bench demo infra
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format app.py chalicelib synapse_local synapse_client tests bench demo infra

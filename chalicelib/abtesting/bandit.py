@@ -20,7 +20,8 @@ def _quantum(floor: Decimal) -> Decimal:
     """``QUANTUM``, or finer when the floor has more decimals (so the floor is a whole number of
     quanta and can be kept exactly)."""
     exponent = floor.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < QUANTUM.as_tuple().exponent:
+    coarsest = QUANTUM.as_tuple().exponent
+    if isinstance(exponent, int) and isinstance(coarsest, int) and exponent < coarsest:
         return Decimal(1).scaleb(exponent)
     return QUANTUM
 

@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 from chalicelib.abtesting.models import (
     LOWER_IS_BETTER,
@@ -150,7 +151,7 @@ class BayesianResult:
 
 
 @functools.cache
-def _legendre(count: int = QUADRATURE_NODES) -> tuple[object, object]:
+def _legendre(count: int = QUADRATURE_NODES) -> tuple[Any, Any]:
     """Gauss-Legendre nodes and weights on (0, 1) (computed once)."""
     from scipy import special
 
@@ -159,13 +160,13 @@ def _legendre(count: int = QUADRATURE_NODES) -> tuple[object, object]:
 
 
 @functools.lru_cache(maxsize=64)
-def _quantiles(posterior: BetaPosterior) -> object:
+def _quantiles(posterior: BetaPosterior) -> Any:
     """The posterior's quantiles at the quadrature nodes (reused by every integral)."""
     u, _ = _legendre()
     return posterior.ppf(u)
 
 
-def _expect(posterior: BetaPosterior, function: Callable[[object], object]) -> float:
+def _expect(posterior: BetaPosterior, function: Callable[[Any], Any]) -> float:
     """``E[function(X)]`` for ``X ~ posterior``: ``integral_0^1 function(Q(u)) du``."""
     import numpy as np
 

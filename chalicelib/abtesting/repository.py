@@ -24,13 +24,13 @@ from decimal import Decimal
 from typing import Any
 
 from pynamodb.attributes import (
-    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -71,7 +71,7 @@ from chalicelib.abtesting.models import (
 from chalicelib.abtesting.segments import MISSING, OTHER, RESERVED
 from chalicelib.core import aws
 from chalicelib.core.errors import Conflict, ServiceUnavailable
-from chalicelib.core.tables import meta
+from chalicelib.core.tables import meta, string_list
 
 # Exact arithmetic for the sums a chunk adds (the default context rounds at 28 digits).
 _EXACT = decimal.Context(prec=PRECISION)
@@ -132,7 +132,7 @@ class ExperimentTable(Model):
     salt = UnicodeAttribute()
     owner = UnicodeAttribute(default="")
     # Absent on experiments stored before access groups existed: visible to admins only.
-    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
+    access_groups = string_list()
     ramp = UnicodeAttribute(null=True)
     ramp_step = NumberAttribute(default=0)
     last_ramp_at = UTCDateTimeAttribute(null=True)
@@ -144,7 +144,7 @@ class ExperimentTable(Model):
     revision = NumberAttribute(default=0)
     transition_id = UnicodeAttribute(null=True)
     analysis = UnicodeAttribute(null=True)
-    phases = ListAttribute(of=UnicodeAttribute, null=True)
+    phases = string_list(null=True)
     conclusion_reason = UnicodeAttribute(null=True)
     # Layers, targeting and holdouts (issue 19), JSON text; absent on older experiments.
     layer = UnicodeAttribute(null=True)
@@ -411,7 +411,7 @@ def history_fits(experiment: Experiment, more: int) -> bool:
         len(experiment.phases),
         datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc),
         max(PhaseReason, key=lambda reason: len(reason.value)),
-        dict.fromkeys((v.variant_id for v in experiment.variants), _WIDEST_WEIGHT),
+        dict.fromkeys((v.variant_id for v in experiment.variants), Decimal(_WIDEST_WEIGHT)),
     )
     return history_bytes(experiment.phases) + more * history_bytes([widest]) <= HISTORY_BYTES
 
@@ -469,7 +469,7 @@ def _bandit_from_json(text: str | None) -> BanditConfig | None:
     return BanditConfig(Decimal(data["floor"]), int(data["interval_minutes"]), int(data["samples"]))
 
 
-def gates_to_item(experiment: Experiment) -> dict[str, str | None]:
+def gates_to_item(experiment: Experiment) -> dict[str, Any]:
     """The layer slice, targeting and holdouts of an experiment as stored (JSON text)."""
     found = experiment.layer
     layer = None if found is None else json.dumps([found.layer_id, found.start, found.end])
@@ -746,7 +746,7 @@ class CanaryCheckStore:
         """
         failed = outcome == "fail"
         table = CanaryStateTable
-        actions = [
+        actions: list[Action] = [
             table.tick.set(tick),
             table.outcome.set(outcome),
             table.reason.set(reason),
@@ -843,9 +843,9 @@ class _VariantDelta:
             self.add_sum(custom_attribute(name, "s", shift), delta)
             self.add_sum(custom_attribute(name, "ss", shift), _EXACT.multiply(delta, delta))
         if outcome.covariate is not None and cuped_metric is not None:
-            value = cuped.response_value(outcome, cuped_metric)
-            if value is not None:
-                for name, amount in cuped.outcome_sums(outcome.covariate, value).items():
+            response = cuped.response_value(outcome, cuped_metric)
+            if response is not None:
+                for name, amount in cuped.outcome_sums(outcome.covariate, response).items():
                     self.add_sum(name, amount)
         for name, amount in outcome.declared.items():  # declared ratio and quantile metrics
             self.add_sum(name, amount)
@@ -1130,13 +1130,13 @@ class OutcomeStore:
                 )
         table = MetricShardTable.Meta.table_name
         partition = segment_partition(experiment_id)
-        actions = []
-        for (variant_id, phase, dimension), delta in deltas.items():
+        actions: list[Any] = []
+        for (variant_id, phase, dimension_name), delta in deltas.items():
             for offset, part in enumerate(delta.update_parts()):
-                key = segment_shard_key(
-                    variant_id, phase, dimension, (shard + offset) % METRIC_SHARDS
+                shard_key = segment_shard_key(
+                    variant_id, phase, dimension_name, (shard + offset) % METRIC_SHARDS
                 )
-                actions.append(_update(table, partition, key, part))
+                actions.append(_update(table, partition, shard_key, part))
         return actions
 
     @staticmethod
@@ -1415,7 +1415,7 @@ class LayerTable(Model):
     name = UnicodeAttribute()
     description = UnicodeAttribute(default="")
     owner = UnicodeAttribute(default="")
-    access_groups = ListAttribute(of=UnicodeAttribute, default=list)
+    access_groups = string_list()
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     slices = UnicodeAttribute(default="{}")
@@ -1445,7 +1445,7 @@ class HoldoutTable(Model):
     holdout_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
     share = UnicodeAttribute()
-    layer_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    layer_ids = string_list()
     owner = UnicodeAttribute(default="")
     created_at = UTCDateTimeAttribute()
 
@@ -1512,7 +1512,7 @@ class LayerRepository:
     def update_layer(self, layer: Layer, when: datetime, **changes: Any) -> Layer | None:
         """Writes ``changes`` (``slices``, ``access_groups``) if the layer's revision is still
         ``layer.revision``; ``None`` when another change came first."""
-        actions = [
+        actions: list[Action] = [
             LayerTable.updated_at.set(when),
             LayerTable.revision.set(layer.revision + 1),
         ]

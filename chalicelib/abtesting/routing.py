@@ -37,6 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.abtesting.assignment import (
@@ -141,7 +142,9 @@ class RouteTable(Assigner):
 class AssignmentStorePort(Protocol):
     """What the router needs to keep bandit users sticky (see ``repository.AssignmentStore``)."""
 
-    def get_or_assign(self, experiment_id: str, user_id: str, variant_id: str, when: object) -> str:
+    def get_or_assign(
+        self, experiment_id: str, user_id: str, variant_id: str, when: datetime
+    ) -> str:
         """Stores the variant unless one is stored; returns the stored one."""
 
 
@@ -193,7 +196,9 @@ class TrafficRouter:
             variant_id, version, exposure = self._decide(
                 experiment_id, table, request_id, user_id, sticky, attributes
             )
-            return (variant_id, version) if exposure == IN_EXPERIMENT else table.default
+            if exposure == IN_EXPERIMENT and variant_id is not None:
+                return variant_id, version
+            return table.default
         try:
             return table.route(request_id, user_id, sticky, attributes)
         except NotRoutable as exc:

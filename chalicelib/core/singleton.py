@@ -33,7 +33,7 @@ class Lazy(Generic[T]):
             if not self._built:
                 self._value = self._factory()
                 self._built = True
-        return self._value  # type: ignore[return-value]
+        return self._value
 
     def override(self, value: T) -> None:
         """Makes the getter return ``value`` until the next reset."""

@@ -59,8 +59,8 @@ def meta(env_var: str, suffix: str) -> Any:
     return type("Meta", (), attrs)
 
 
-def string_list() -> Any:
-    """A DynamoDB list of strings (``L`` of ``S``), empty by default.
+def string_list(null: bool = False) -> Any:
+    """A DynamoDB list of strings (``L`` of ``S``): empty by default, or absent when ``null``.
 
     PynamoDB types a ``ListAttribute``'s value as a list of its element *attribute* class
     (``list[UnicodeAttribute]``) although it holds ``str``; the attribute is typed ``Any`` here
@@ -68,6 +68,8 @@ def string_list() -> Any:
     """
     from pynamodb.attributes import ListAttribute, UnicodeAttribute
 
+    if null:
+        return ListAttribute(of=UnicodeAttribute, null=True)
     return ListAttribute(of=UnicodeAttribute, default=list)
 
 

@@ -113,7 +113,7 @@ def _cache_class() -> type:
     def takes_a_function(sig: Any) -> bool:
         return any(isinstance(arg, types.Dispatcher) for arg in getattr(sig, "args", sig))
 
-    class FunctionCacheWithoutFunctionArguments(FunctionCache):  # type: ignore[misc]
+    class FunctionCacheWithoutFunctionArguments(FunctionCache):
         def load_overload(self, sig: Any, target_context: Any) -> Any:
             return None if takes_a_function(sig) else super().load_overload(sig, target_context)
 
@@ -175,7 +175,7 @@ class CompileCounter:
 def _counting_listener(counter: CompileCounter) -> Any:
     from numba.core.event import Listener
 
-    class Counting(Listener):  # type: ignore[misc]
+    class Counting(Listener):
         def on_start(self, event: Any) -> None:
             counter.on_start(event.data["dispatcher"].py_func.__qualname__)
 

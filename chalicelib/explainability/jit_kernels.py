@@ -59,7 +59,7 @@ def single_output(original: Any, identity: Any) -> Any:
         linearizing_weights: Any,
     ) -> None:
         if link is not identity:
-            return original(  # type: ignore[no-any-return]
+            return original(
                 averaged_outs, last_outs, outputs, batch_positions, varying_rows,
                 num_varying_rows, link, linearizing_weights,
             )  # fmt: skip

@@ -445,7 +445,7 @@ def masking_image_explainer(base: type) -> type:
     lime's loop treats differently, fall back to lime's own code.
     """
 
-    class MaskingImageExplainer(base):  # type: ignore[misc, valid-type]
+    class MaskingImageExplainer(base):
         def data_labels(
             self,
             image: np.ndarray,

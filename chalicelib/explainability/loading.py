@@ -320,7 +320,7 @@ class RegistryModelLoader:
         key = _model_key(descriptor)
         found = self.memory.get(key)
         if found is not None:
-            return found  # type: ignore[no-any-return]
+            return found
         estimator = self.registry.load_model(
             model_id, descriptor.version, reserve=self.memory.reserve
         )
