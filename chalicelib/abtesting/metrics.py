@@ -299,9 +299,10 @@ def capped(spec: MetricSpec, value: float) -> float:
 def increments(values: Mapping[str, float], spec: MetricSpec) -> dict[str, Decimal]:
     """The counter increments one outcome's named values add for a declared ratio (exact sums,
     6 decimals kept) or quantile (one histogram bucket); nothing for other kinds."""
-    if spec.kind == "ratio" and spec.numerator in values and spec.denominator in values:
-        a = Decimal(str(round(float(values[spec.numerator]), 6)))
-        b = Decimal(str(round(float(values[spec.denominator]), 6)))
+    top, bottom = spec.numerator or "", spec.denominator or ""  # a ratio declares both
+    if spec.kind == "ratio" and top in values and bottom in values:
+        a = Decimal(str(round(float(values[top]), 6)))
+        b = Decimal(str(round(float(values[bottom]), 6)))
         products = (Decimal(1), a, b, a * a, b * b, a * b)
         return {
             ratio_attribute(spec.name, k): v for k, v in zip(RATIO_KINDS, products, strict=True)
