@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from chalicelib.abtesting import facade
 from chalicelib.abtesting.models import (
@@ -131,11 +131,21 @@ class DecisionIn(_Strict):
     prior: PriorIn = Field(default_factory=PriorIn)
 
 
-AttributeValue = (
+def _exact_integer(value: Any) -> Any:
+    """Refuses a JSON integer beyond 2**53 before float() rounds it (2**53 + 1 would become
+    2**53 and pass the bound, and targeting would admit it where local assignment, comparing
+    the exact integer, does not)."""
+    if type(value) is int and abs(value) > 2**53:
+        raise ValueError("a number is at most 2**53 in absolute value")
+    return value
+
+
+AttributeValue = Annotated[
     Annotated[str, Field(max_length=256)]
     | Annotated[float, Field(allow_inf_nan=False, ge=-(2**53), le=2**53)]
-    | bool
-)
+    | bool,
+    BeforeValidator(_exact_integer),
+]
 
 
 class LayerSliceIn(_Strict):
