@@ -133,11 +133,13 @@ def rows_for(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="128 MiB files instead of 512 MiB")
+    parser.add_argument("--mib", type=int, help="file size in MiB (overrides --quick)")
+    parser.add_argument("--formats", default="csv,json", help="comma-separated: csv,json")
     args = parser.parse_args()
-    size = (128 if args.quick else 512) * MIB
+    size = (args.mib or (128 if args.quick else 512)) * MIB
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-profiles-") as tmp:
-        for fmt in ("csv", "json"):
+        for fmt in args.formats.split(","):
             path = Path(tmp) / f"data.{fmt}"
             write(path, fmt, size)
             results[fmt] = measure(path, fmt)
