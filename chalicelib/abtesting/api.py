@@ -197,6 +197,9 @@ class MetricIn(_Strict):
     cap_lower: float | None = Field(default=None, allow_inf_nan=False, ge=-1e12, le=1e12)
     cap_upper: float | None = Field(default=None, allow_inf_nan=False, ge=-1e12, le=1e12)
     lower_is_better: bool | None = None
+    rollback: bool = Field(
+        default=False, description="guardrail only: the canary monitor may roll back on it"
+    )
 
 
 class CreateExperimentBody(_Strict):
@@ -321,6 +324,7 @@ class MetricSpecOut(BaseModel):
     cap_lower: float | None
     cap_upper: float | None
     lower_is_better: bool | None
+    rollback: bool
 
 
 class PhaseOut(BaseModel):

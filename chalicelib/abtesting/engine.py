@@ -199,6 +199,8 @@ def _check_spec(spec: MetricSpec) -> None:
             f"metric '{spec.name}': kind is one of {', '.join(declared.KINDS)} and role one of "
             f"{', '.join(declared.ROLES)}"
         )
+    if spec.rollback and spec.role != "guardrail":
+        raise InvalidExperiment(f"metric '{spec.name}': only a guardrail can roll back")
     if spec.kind == "ratio" and not (spec.numerator and spec.denominator):
         raise InvalidExperiment(f"metric '{spec.name}': a ratio needs numerator and denominator")
     if spec.kind == "quantile" and not (spec.quantile is not None and 0 < spec.quantile < 1):

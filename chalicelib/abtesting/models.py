@@ -163,6 +163,8 @@ class MetricSpec:
         cap_lower: Values below are recorded as this (winsorising).
         cap_upper: Values above are recorded as this.
         lower_is_better: Direction (default: lower for error rate and latencies).
+        rollback: A guardrail the canary monitor also judges: significantly worse (always-valid
+            test, Holm over such guardrails) fails the check, which can roll back.
     """
 
     name: str
@@ -175,6 +177,7 @@ class MetricSpec:
     cap_lower: float | None = None
     cap_upper: float | None = None
     lower_is_better: bool | None = None
+    rollback: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,20 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from chalicelib.abtesting import metrics as declared
+from chalicelib.abtesting.aggregate import merge_metrics
 from chalicelib.abtesting.engine import ABTestingEngine, get_ab_engine
-from chalicelib.abtesting.judge import PERCENTILES, CanaryCheck, CheckOutcome, judge_canary
+from chalicelib.abtesting.judge import (
+    PERCENTILES,
+    CanaryCheck,
+    CheckOutcome,
+    Criterion,
+    judge_canary,
+)
 from chalicelib.abtesting.models import (
     CanaryState,
     Experiment,
@@ -115,6 +123,72 @@ def _decision(check: CanaryCheck, policy: RollbackPolicy, failures: int) -> Roll
         reason=reason,
         details=details,
     )
+
+
+def _with_declared_guardrails(
+    experiment: Experiment,
+    phases: list[Any],
+    checks: list[CanaryCheck],
+    policy: RollbackPolicy,
+) -> list[CanaryCheck]:
+    """Adds a criterion per declared ``rollback`` guardrail: the always-valid test of the
+    declared metric (Holm over those guardrails and the treatments, at the policy's alpha) fails
+    when the treatment is significantly worse, else it is inconclusive."""
+    specs = [s for s in experiment.analysis.metrics if s.role == "guardrail" and s.rollback]
+    if not specs:
+        return checks
+    control_id = experiment.control.variant_id
+    pairs = {}
+    for treatment in experiment.treatments:
+        found = comparable_pairs(phases, control_id, treatment.variant_id)
+        if found:
+            pairs[treatment.variant_id] = (
+                merge_metrics(control_id, [c for c, _ in found]),
+                merge_metrics(treatment.variant_id, [t for _, t in found]),
+            )
+    comparisons = declared.compare_all(specs, pairs, "holm", "sequential", policy.alpha,
+                                       policy.tuning_sample_size)  # fmt: skip
+    return [_add_criteria(check, comparisons, policy) for check in checks]
+
+
+def _add_criteria(
+    check: CanaryCheck, comparisons: list[Any], policy: RollbackPolicy
+) -> CanaryCheck:
+    enough = min(check.control_requests, check.canary_requests) >= (
+        policy.min_requests_before_rollback
+    )
+    criteria = list(check.criteria)
+    for found in comparisons:
+        if found.variant_id != check.variant_id:
+            continue
+        failed = enough and found.direction == "worse"
+        outcome = CheckOutcome.FAIL if failed else CheckOutcome.INCONCLUSIVE
+        interval = found.interval or (float("-inf"), float("inf"))
+        verdict = "fail" if failed else "inconclusive"
+        criteria.append(
+            Criterion(
+                found.metric_name,
+                "declared_guardrail",
+                outcome,
+                f"always-valid mSPRT on the declared {found.kind} metric, Holm over declared "
+                "rollback guardrails",
+                found.treatment.value if found.treatment else None,
+                found.control.value if found.control else None,
+                0.0,
+                interval,
+                f"variant {check.variant_id}: {verdict}: {found.metric_name} "
+                f"{found.treatment.value if found.treatment else None} vs control "
+                f"{found.control.value if found.control else None}, adjusted p "
+                f"{found.adjusted_p_value:.3g}",
+            )  # fmt: skip
+        )
+    failed = [c for c in criteria if c.outcome is CheckOutcome.FAIL]
+    if failed and check.outcome is not CheckOutcome.FAIL:
+        return replace(check, outcome=CheckOutcome.FAIL, criteria=tuple(criteria),
+                       reason="; ".join(c.reason for c in failed))  # fmt: skip
+    if check.outcome is CheckOutcome.PASS and len(criteria) > len(check.criteria):
+        return replace(check, outcome=CheckOutcome.INCONCLUSIVE, criteria=tuple(criteria))
+    return replace(check, criteria=tuple(criteria))
 
 
 def _overall(checks: list[CanaryCheck]) -> str:
@@ -204,7 +278,7 @@ class AutoRollbackManager:
                 empty = ExperimentMetrics(control_id), ExperimentMetrics(treatment.variant_id)
                 pairs = [empty]
             checks.append(judge_canary(treatment.variant_id, pairs, policy))
-        return checks
+        return _with_declared_guardrails(experiment, phases, checks, policy)
 
     def evaluate(self, experiment: Experiment) -> RollbackDecision | None:
         """The rollback the current check calls for if its failures reached the limit, or

@@ -270,3 +270,51 @@ def test_values_a_declared_metric_cannot_count_are_422_and_store_nothing(
     with pytest.raises(InvalidExperiment):
         engine.record_outcomes(eid, [good, Outcome("v1", "bad", True, 5.0, custom_metrics=values)])
     assert engine.get_experiment_metrics(eid)["v0"].request_count == 0
+
+
+def _crash_outcomes(control: float, treatment: float, n: int = 1000) -> list:
+    from chalicelib.abtesting.models import Outcome
+
+    return [
+        Outcome(arm, f"{arm}-{i}", True, 10.0,
+                custom_metrics={"crashed": float(i % 100 < rate * 100)})
+        for arm, rate in (("v0", control), ("v1", treatment))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_a_rollback_guardrail_rolls_the_canary_back_through_the_monitor(engine: Any) -> None:
+    from chalicelib.abtesting.rollback import AutoRollbackManager
+
+    specs = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True,
+                        rollback=True),)  # fmt: skip
+    eid = _start(engine, specs, "holm")
+    engine.record_outcomes(eid, _crash_outcomes(0.02, 0.30))
+    manager = AutoRollbackManager(engine)
+    decision = manager.evaluate(engine.get_experiment(eid))
+    assert decision is not None and decision.metric == "crashed"
+    assert decision.details["kind"] == "declared_guardrail"
+
+
+def test_a_guardrail_without_rollback_or_without_evidence_rolls_nothing_back(engine: Any) -> None:
+    from chalicelib.abtesting.rollback import AutoRollbackManager
+
+    blocking = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True),)
+    eid = _start(engine, blocking, "holm")
+    engine.record_outcomes(eid, _crash_outcomes(0.02, 0.30))
+    assert AutoRollbackManager(engine).evaluate(engine.get_experiment(eid)) is None
+    rolling = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True,
+                          rollback=True),)  # fmt: skip
+    same = _start(engine, rolling, "holm")
+    engine.record_outcomes(same, _crash_outcomes(0.02, 0.02))
+    checks = AutoRollbackManager(engine).judge(engine.get_experiment(same))
+    crit = [c for c in checks[0].criteria if c.metric == "crashed"]
+    assert crit and crit[0].outcome.value == "inconclusive"
+    assert checks[0].outcome.value != "fail"
+
+
+def test_only_a_guardrail_may_roll_back(engine: Any) -> None:
+    from chalicelib.abtesting.errors import InvalidExperiment
+
+    with pytest.raises(InvalidExperiment):
+        _start(engine, (MetricSpec("revenue", "mean", "secondary", rollback=True),))
