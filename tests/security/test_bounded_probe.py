@@ -44,10 +44,12 @@ BACKGROUND = 10
 NAMES = [f"x{i}" for i in range(FEATURES)]
 # KernelSHAP's rows for one input: shap's auto coalitions (2·12 + 2048) × background rows.
 KERNEL_ROWS = (2 * FEATURES + 2048) * BACKGROUND
+# A job may cost an hour: the measured estimate of the slow rows grows with machine load, and
+# what is tested is that it exceeds the synchronous budget (a job), not the job budget (a 422).
 LIMITS = {
     "SYNAPSE_EXPLAIN_SYNC_SECONDS": "1",
     "SYNAPSE_EXPLAIN_SYNC_DEADLINE": "2",
-    "SYNAPSE_EXPLAIN_JOB_SECONDS": "240",
+    "SYNAPSE_EXPLAIN_JOB_SECONDS": "3600",
 }
 
 
@@ -110,9 +112,12 @@ registered = http.call("POST", f"/models/{{model_id}}/versions", body)
 report("registered", registered.status_code)
 request = {{"model_id": model_id, "model_version": 1, "explanation_type": "shap",
            "algorithm": "kernel", "input_data": dict.fromkeys({names!r}, 0.0)}}
-# Warm up (imports, the model's load) under the default limits, then the small ones.
+# Warm up (imports, the model's load) under limits no machine load can exceed (the warm-up is
+# not what is tested), then the small ones.
 from chalicelib.core.imports import import_clean
 import_clean("shap")
+os.environ.update({{"SYNAPSE_EXPLAIN_SYNC_SECONDS": "600", "SYNAPSE_EXPLAIN_SYNC_DEADLINE": "600",
+                   "SYNAPSE_EXPLAIN_JOB_SECONDS": "600"}})
 warm = http.call("POST", "/explanations", {{**request, "explanation_type": "lime",
                                             "num_samples": 20}})
 report("warm", warm.status_code)
