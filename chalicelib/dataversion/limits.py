@@ -30,9 +30,9 @@ def breaches(
             continue
         drift = column_drift(column, before, after)
         reasons = []
-        if _finite(drift.psi) and limits.psi is not None and drift.psi > limits.psi:
+        if _beyond(drift.psi, limits.psi, above=True):
             reasons.append(f"psi {drift.psi:.4g} > {limits.psi:g}")
-        if _finite(drift.p_value) and limits.p_value is not None and drift.p_value < limits.p_value:
+        if _beyond(drift.p_value, limits.p_value, above=False):
             reasons.append(f"{drift.test} p-value {drift.p_value:.3g} < {limits.p_value:g}")
         if reasons:
             found.append(
@@ -48,8 +48,11 @@ def breaches(
     return found
 
 
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+def _beyond(value: float | None, limit: float | None, above: bool) -> bool:
+    """Whether a finite ``value`` is above (or below) a declared ``limit``."""
+    if value is None or limit is None or not math.isfinite(value):
+        return False
+    return value > limit if above else value < limit
 
 
 def check_limits(
