@@ -1022,8 +1022,9 @@ def bayesian_decision(
 ) -> str:
     """``better``, ``keep_control``, ``inconclusive`` or ``no_data`` by expected loss.
 
-    ``better`` when the risk of shipping the treatment is below the threshold (and no larger
-    than that of keeping the control); ``keep_control`` when the risk of keeping the control is;
+    ``better`` when the risk of shipping the treatment is below the threshold (and smaller
+    than that of keeping the control: identical arms keep the control); ``keep_control``
+    when the risk of keeping the control is;
     ``inconclusive`` before ``minimum_sample_size`` requests per arm or while both are above it.
     """
     if reading is None:
@@ -1031,7 +1032,7 @@ def bayesian_decision(
     risk_t, risk_c = reading.risk_treatment, reading.risk_control
     if not adequate or risk_t is None or risk_c is None:
         return "inconclusive"
-    if risk_t < risk_threshold and risk_t <= risk_c:
+    if risk_t < risk_threshold and risk_t < risk_c:  # equal arms: nothing to ship
         return "better"
     if risk_c < risk_threshold:
         return "keep_control"

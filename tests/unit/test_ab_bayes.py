@@ -169,6 +169,16 @@ def test_bayesian_decision_follows_the_risk_threshold() -> None:
     assert bayesian_decision(reading(0.02, 0.03), 0.01, True) == "inconclusive"
 
 
+def test_identical_arms_keep_the_control_instead_of_naming_the_treatment_better() -> None:
+    """Two arms with the same posterior (a constant metric equal in both, or equal counts) have
+    equal risks; the tie named the treatment 'better' and conclude promoted it."""
+    for posterior in (bayes.NormalPosterior(1.0, 0.0), bayes.NormalPosterior(10.0, 0.01),
+                      bayes.BetaPosterior(500_001.0, 4_500_001.0)):  # fmt: skip
+        reading = bayes.compare(posterior, posterior, "value")
+        assert reading.risk_treatment == reading.risk_control
+        assert bayesian_decision(reading, 0.0025, True) == "keep_control"
+
+
 def test_the_risk_threshold_names_a_winner_in_most_aa_tests_read_repeatedly() -> None:
     """Documents a limit (README 'Deciding on risk', GUARANTEES 'What is not guaranteed'): the
     risk threshold bounds the expected loss, not the chance of naming a winner when the arms are
