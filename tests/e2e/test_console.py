@@ -41,11 +41,13 @@ def seeded() -> Iterator[dict[str, Any]]:
         api = Client(stack.url, stack.admin_token)
         model_id = model_with_versions(api)
         api.set_stage(model_id, 1, "production")
-        ab = api.create_experiment("ranker v2 vs v1", two_arms(model_id))["experiment_id"]
+        ab = api.create_experiment("ranker v2 vs v1", two_arms(model_id),
+                                   dimensions={"country": {"max_values": 5}})["experiment_id"]  # fmt: skip
         api.start_experiment(ab)
         api.record_outcomes(ab, [
             {"variant_id": v, "request_id": f"{v}-{i}", "success": True, "latency_ms": 30 + i % 7,
-             "converted": i % (10 if v == "control" else 7) == 0}
+             "converted": i % (10 if v == "control" else 7) == 0,
+             "attributes": {"country": "BR" if i % 4 == 0 else "US"}}
             for v in ("control", "treatment") for i in range(400)])  # fmt: skip
         canary = api.create_experiment("canary v2", two_arms(model_id, "0.9", "0.1"))
         canary_id = canary["experiment_id"]
@@ -157,6 +159,12 @@ def test_sign_in_and_walk_experiments_datasets_and_models(
     wait_for(browser, "svg.ci-chart .ci-band")
     wait_for(browser, "svg.allocation-chart rect")
     assert "Fixed percentages" in wait_for(browser, ".allocation-note").text
+    bayesian = wait_for(browser, "section.card", "Bayesian reading (conversion_rate)")
+    chance = wait_for(browser, ".chance-to-win").text
+    assert chance.endswith(" %") and 50 < float(chance[:-2]) <= 100  # treatment converts more
+    assert "Prior: Beta(1, 1)" in bayesian.text
+    segments = wait_for(browser, "section.card", "segment test(s)")
+    assert "country = BR" in segments.text and "country = US" in segments.text
     phases = wait_for(browser, "section.card", "Allocation over time")
     assert "start" in phases.text and "control 0.5" in phases.text  # the server's phase record
     time.sleep(5.5)  # one automatic refresh: a second point on the interval chart

@@ -127,20 +127,55 @@ function checkCard(checks) {
     el("p", { class: "muted check-reason" }, latest.reason));
 }
 
+// The Bayesian reading beside the frequentist one: chance to beat the control, the expected
+// loss of shipping each arm (relative to the control), the relative lift's credible interval.
+function bayesianCard(analysis) {
+  const rows = analysis.treatments.filter((t) => t.bayesian);
+  if (rows.length === 0) return null;
+  const pct = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(2)} %`);
+  return card(`Bayesian reading (${analysis.primary_metric})`, table(rows, [
+    ["Variant", (t) => t.variant_id],
+    ["Chance to beat control", (t) => el("strong", { class: "chance-to-win" }, pct(t.bayesian.chance_to_win))],
+    ["Risk if shipped", (t) => pct(t.bayesian.risk_treatment)],
+    ["Risk if kept", (t) => pct(t.bayesian.risk_control)],
+    ["Lift", (t) => pct(t.bayesian.relative_lift)],
+    [`${Math.round((rows[0].bayesian.credible_level || 0.95) * 100)} % credible interval`,
+      (t) => (t.bayesian.credible_interval ? t.bayesian.credible_interval.map(pct).join(" … ") : "–")],
+    ["Decision", (t) => t.bayesian.decision],
+  ]), el("p", { class: "muted" }, `Prior: ${rows[0].bayesian.prior}. Decisions use the `
+    + `${analysis.decision_engine} engine${analysis.risk_threshold == null ? "" : ` (risk threshold ${pct(analysis.risk_threshold)})`}.`));
+}
+
+// Per-segment tests with the declared correction; flagged segments disagree with the overall.
+function segmentsCard(segments) {
+  if (!segments || segments.dimensions.length === 0) return null;
+  const shown = segments.top.slice(0, 10);
+  return card("Segments", el("p", { class: "muted" }, `${segments.tests.length} segment test(s) on `
+    + `${segments.primary_metric}, ${segments.correction} correction at α ${segments.alpha}; `
+    + `${segments.flagged.length} flagged.`),
+  shown.length === 0 ? el("p", { class: "muted" }, "No segment has data yet.") : table(shown, [
+    ["Segment", (t) => `${t.dimension} = ${t.value}`], ["Variant", (t) => t.variant_id],
+    ["Control", (t) => fmt(t.control_value)], ["Treatment", (t) => fmt(t.treatment_value)],
+    ["Difference", (t) => fmt(t.difference)], ["Adjusted p", (t) => fmt(t.adjusted_p_value, 3)],
+    ["Flag", (t) => (t.flagged ? el("span", { class: "bad segment-flag" }, t.flag_reason || "flagged") : "")],
+  ]));
+}
+
 async function load(experimentId) {
   const base = `/experiments/${q(experimentId)}`;
   const withChecks = await has("GET", "/experiments/{experiment_id}/checks");
-  const [experiment, metrics, analysis, policy, checks] = await Promise.all([
+  const withSegments = await has("GET", "/experiments/{experiment_id}/segments");
+  const [experiment, metrics, analysis, policy, checks, segments] = await Promise.all([
     get(base), get(`${base}/metrics`), get(`${base}/analysis`), get(`${base}/rollback-policy`),
-    withChecks ? get(`${base}/checks`) : null,
+    withChecks ? get(`${base}/checks`) : null, withSegments ? get(`${base}/segments`) : null,
   ]);
-  return { experiment, metrics: metrics.variants, analysis, policy, checks };
+  return { experiment, metrics: metrics.variants, analysis, policy, checks, segments };
 }
 
 export async function experimentDetail(experimentId, scheduled) {
   const seen = history(experimentId);
   const render = async () => {
-    const { experiment, metrics, analysis, policy, checks } = await load(experimentId);
+    const { experiment, metrics, analysis, policy, checks, segments } = await load(experimentId);
     seen.add({
       t: Date.now(),
       ci: Object.fromEntries(analysis.treatments.map((t) => [t.variant_id, t.confidence_interval])),
@@ -163,6 +198,8 @@ export async function experimentDetail(experimentId, scheduled) {
           el("p", { class: "muted" }, `${analysis.primary_metric}: interval of the difference to the control at each refresh this tab made (${seen.samples.length})`)),
         card("Allocation over time", ...allocationHistory(experiment),
           el("p", { class: "muted allocation-note" }, allocationNote(experiment)))),
+      bayesianCard(analysis),
+      segmentsCard(segments),
       checkCard(checks),
       card("Guardrails and decisions", ...decisions(experiment, analysis, policy)),
     );
