@@ -26,6 +26,7 @@ EventBridge events (delivered already or not at all), caches (rebuilt on use).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -176,7 +177,7 @@ class Persistence:
                 "s3": self._dump_buckets(),
                 "sqs": self._dump_queues(),
             }
-            _write_atomically(self.state_file, _state_bytes(head, tables))
+            write_atomically(self.state_file, _state_bytes(head, tables))
             self._collect_garbage(head["s3"])
             self.saves += 1
 
@@ -199,7 +200,9 @@ class Persistence:
                 revision = item_revision(item)
                 cached = previous.get(id(item))
                 if cached is None or cached[0] is not item or cached[1] != revision:
-                    text = json.dumps(item.to_json()["Attributes"], separators=(",", ":"))
+                    text = json.dumps(
+                        item.to_json()["Attributes"], separators=(",", ":"), default=_base64
+                    )
                     cached = (item, revision, text)
                 kept[id(item)] = cached
                 texts.append(cached[2])
@@ -314,7 +317,7 @@ class Persistence:
                 log.warning("table %s no longer exists; %d saved items skipped", name, len(items))
                 continue
             for attributes in items:
-                table.put_item(attributes)
+                table.put_item(_binary_restored(attributes))
                 count += 1
         return count
 
@@ -355,7 +358,25 @@ def _state_bytes(head: dict[str, Any], tables: dict[str, list[str]]) -> bytes:
     return "".join(parts).encode()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _base64(value: Any) -> str:
+    """Binary attribute values (``B``, e.g. a version's compressed profile) as base64 text."""
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"{type(value).__name__} cannot be saved")
+
+
+def _binary_restored(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Top-level ``B`` values back to the bytes they were saved from."""
+    return {
+        name: {"B": base64.b64decode(value["B"])}
+        if set(value) == {"B"} and isinstance(value["B"], str)
+        else value
+        for name, value in attributes.items()
+    }
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data`` whole or not at all (a file only its owner reads)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".state-")
     try:
         with os.fdopen(handle, "wb") as out:

@@ -270,11 +270,11 @@ class LocalStack:
             self._admin_token = service.create_key(
                 "admin", ["admin"], description="local stack admin"
             ).token
-        if token_file is not None:
+        if token_file is not None:  # whole or not at all: a kill mid-write keeps the old key
+            from synapse_local.persistence import write_atomically
+
             token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-                out.write(self._admin_token)
+            write_atomically(token_file, self._admin_token.encode("utf-8"))
 
     def _start_flusher(self) -> None:
         if self.persistence is not None:
