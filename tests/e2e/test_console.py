@@ -41,8 +41,9 @@ def seeded() -> Iterator[dict[str, Any]]:
         api = Client(stack.url, stack.admin_token)
         model_id = model_with_versions(api)
         api.set_stage(model_id, 1, "production")
-        ab = api.create_experiment("ranker v2 vs v1", two_arms(model_id),
-                                   dimensions={"country": {"max_values": 5}})["experiment_id"]  # fmt: skip
+        country = {"country": {"max_values": 5}}
+        ab = api.create_experiment("ranker v2 vs v1", two_arms(model_id), dimensions=country)
+        ab = ab["experiment_id"]
         api.start_experiment(ab)
         api.record_outcomes(ab, [
             {"variant_id": v, "request_id": f"{v}-{i}", "success": True, "latency_ms": 30 + i % 7,
