@@ -334,12 +334,16 @@ class OutcomeBuffer:
         converted: bool | None = None,
         custom_metrics: dict[str, float] | None = None,
         phase: int | None = None,
+        covariate: float | None = None,
+        attributes: dict[str, str] | None = None,
     ) -> None:
         """Buffers one outcome (posted with the next batch).
 
         ``phase`` is the allocation phase the request was assigned in (``Assignment.phase``,
         ``LocalExperiment.phase``); without it the service counts the outcome in the phase in
         force when the batch arrives, which may be a later ramp step than the assignment's.
+        ``covariate`` is the unit's pre-experiment value (CUPED) and ``attributes`` the values of
+        the experiment's declared dimensions (segments), as ``POST .../outcomes`` takes them.
         """
         outcome: dict[str, Any] = {
             "variant_id": variant_id,
@@ -353,6 +357,10 @@ class OutcomeBuffer:
             outcome["custom_metrics"] = dict(custom_metrics)
         if phase is not None:
             outcome["phase"] = int(phase)
+        if covariate is not None:
+            outcome["covariate"] = float(covariate)
+        if attributes:
+            outcome["attributes"] = dict(attributes)
         with self._lock:
             self._pending.append(outcome)
             while len(self._pending) > self._max:

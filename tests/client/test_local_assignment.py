@@ -252,6 +252,34 @@ def test_outcomes_are_buffered_flushed_in_batches_and_counted_once_when_resent(
     assert {k: v["request_count"] for k, v in counts.items() if v["request_count"]} == expected
 
 
+def test_buffered_outcomes_carry_segment_attributes_and_the_cuped_covariate(
+    api: Client,
+) -> None:
+    model_id = model_with_versions(api)
+    dimensions = {"country": {"max_values": 5}}
+    created = api.create_experiment("segments", two_arms(model_id), dimensions=dimensions)
+    experiment_id = created["experiment_id"]
+    api.start_experiment(experiment_id)
+    local = api.local_experiment(experiment_id)
+    assignments = [local.assign(user_id=f"user-{i}") for i in range(200)]
+    with OutcomeBuffer(api, experiment_id, batch_size=1000, flush_seconds=None) as buffer:
+        for i, assignment in enumerate(assignments):
+            country = "BR" if i % 4 == 0 else "US"
+            outcome = {"success": True, "latency_ms": 10.0, "converted": i % 3 == 0}
+            buffer.record_assignment(
+                assignment, covariate=float(i % 7), attributes={"country": country}, **outcome
+            )
+    assert buffer.accepted == 200 and not buffer.rejected
+    found = api.segments(experiment_id)["dimensions"][0]
+    counted = {
+        segment["value"]: sum(v["request_count"] for v in segment["variants"].values())
+        for segment in found["segments"]
+    }
+    assert counted == {"BR": 50, "US": 150}
+    cuped = [t["cuped"] for t in api.analysis(experiment_id)["treatments"]]
+    assert cuped[0] is not None and cuped[0]["units_control"] > 0
+
+
 def test_outcome_buffer_keeps_a_failed_batch_for_the_next_flush(api: Client) -> None:
     model_id = model_with_versions(api)
     experiment_id = api.create_experiment("keep", two_arms(model_id))["experiment_id"]
