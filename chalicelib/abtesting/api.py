@@ -488,7 +488,7 @@ class OutcomeIn(_Strict):
         description="the unit's pre-experiment value, for CUPED (6 decimals kept)",
     )  # fmt: skip
     attributes: dict[
-        Annotated[str, Field(min_length=1, max_length=64)],
+        Annotated[Name, Field(min_length=1, max_length=64)],
         Annotated[Name, Field(min_length=1, max_length=64)],
     ] = Field(
         default_factory=dict,

@@ -22,7 +22,7 @@ from chalicelib.core.text import Name, Text
 
 api = ApiBlueprint(__name__, tag="layers")
 
-SHARE_TEXT = r"^0(\.[0-9]{1,6})?$"
+SHARE_TEXT = r"^[0](\.[0-9]{1,6})?$"  # a number: 0, or 0. and up to 6 digits
 
 
 def _principal(ctx: RequestContext) -> Principal:
