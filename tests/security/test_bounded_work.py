@@ -13,7 +13,6 @@ measured estimate is the counted work alone (never more than the API's).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import time
@@ -26,7 +25,7 @@ import pytest
 from chalicelib.explainability import planner as planner_module
 from chalicelib.explainability.budget import Allowance, Estimate, ModelSpeed
 from tests.conftest import Http
-from tests.security.helpers import unique
+from tests.helpers.explain import register_over_http
 
 LIMITS = ("SYNAPSE_EXPLAIN_SYNC_SECONDS", "SYNAPSE_EXPLAIN_JOB_SECONDS")
 
@@ -39,21 +38,7 @@ def _register(
     background: np.ndarray | None = None,
     classes: list[str] | None = None,
 ) -> str:
-    import skops.io as sio
-
-    created = http.call("POST", "/models", {"name": unique("bounded")})
-    assert created.status_code == 201, created.data
-    body = {
-        "artifact_base64": base64.b64encode(sio.dumps(estimator)).decode(),
-        "format": "skops",
-        "task": task,
-        "feature_names": names,
-        "class_names": classes or [],
-        "background_sample": None if background is None else background.tolist(),
-    }
-    version = http.call("POST", f"/models/{created.data['model_id']}/versions", body)
-    assert version.status_code == 201, version.data
-    return created.data["model_id"]
+    return register_over_http(http, estimator, task, names, background, classes)[0]
 
 
 class Models:
