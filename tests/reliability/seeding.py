@@ -97,6 +97,8 @@ KNOWN_SEEDS: dict[tuple[str, str], tuple[tuple[str, ...], Callable[[Pool], dict[
     ("POST", "/experiments"): (("model_id", "version"), _experiment_body),
     ("POST", "/datasets/{dataset_id}/versions"): (("dataset_id",), _dataset_version_body),
     ("POST", "/explanations/batch"): (("model_id", "version"), _explanation_job_body),
+    # a share is a decimal string at most 0.5: random strings of its pattern rarely are
+    ("POST", "/holdouts"): ((), lambda pool: {"name": "fuzz holdout", "share": "0.05"}),
 }
 
 
