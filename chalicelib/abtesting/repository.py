@@ -494,6 +494,20 @@ def gates_from_item(layer: str | None, targeting: str | None, holdouts: str | No
     }
 
 
+def _save_new(item: Any, key: Any, what: str) -> None:
+    """Writes ``item`` unless an item with its ``key`` exists.
+
+    Raises:
+        Conflict: One exists (``what`` already exists).
+    """
+    try:
+        item.save(condition=key.does_not_exist())
+    except PutError as exc:
+        if _conditional_failed(exc):
+            raise Conflict(f"{what} already exists") from None
+        raise
+
+
 def _conditional_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
@@ -532,12 +546,7 @@ class ExperimentRepository:
             **gates_to_item(experiment),
             segments=segments_to_json(experiment.segments),
         )
-        try:
-            item.save(condition=ExperimentTable.experiment_id.does_not_exist())
-        except PutError as exc:
-            if _conditional_failed(exc):
-                raise Conflict(f"experiment {experiment.experiment_id} already exists") from None
-            raise
+        _save_new(item, ExperimentTable.experiment_id, f"experiment {experiment.experiment_id}")
 
     def get(self, experiment_id: str) -> Experiment:
         """The experiment (strongly consistent read).
@@ -1486,12 +1495,7 @@ class LayerRepository:
             slices="{}",
             revision=0,
         )
-        try:
-            item.save(condition=LayerTable.layer_id.does_not_exist())
-        except PutError as exc:
-            if _conditional_failed(exc):
-                raise Conflict(f"layer {layer.layer_id} already exists") from None
-            raise
+        _save_new(item, LayerTable.layer_id, f"layer {layer.layer_id}")
 
     def get_layer(self, layer_id: str) -> Layer:
         """The layer (strongly consistent read).
