@@ -38,7 +38,7 @@ def _bodies() -> dict[str, tuple[bytes, Any]]:
     """Name -> (body bytes, pydantic model validating it)."""
     import app  # noqa: F401 - registers every blueprint
     from chalicelib.abtesting.api import RouteBody
-    from chalicelib.dataversion.api import CreateVersionBody
+    from chalicelib.dataversion.schemas import CreateVersionBody
     from chalicelib.registry.api import RegisterVersionBody
 
     rng = random.Random(7)
