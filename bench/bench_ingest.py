@@ -117,17 +117,17 @@ WORKER = r"""
 import json, resource, sys, time
 queue_url = sys.argv[1]
 import app
-from chalicelib.dataversion import versioning
+from chalicelib.dataversion import content
 from synapse_local.pumps import S3EventPump
 
 spent = [0.0, 0]
-original = versioning._Observer.see
+original = content.ContentObserver.see
 def timed(self, chunk):
     started = time.perf_counter()
     original(self, chunk)
     spent[0] += time.perf_counter() - started
     spent[1] += len(chunk)
-versioning._Observer.see = timed
+content.ContentObserver.see = timed
 
 def peak_rss():
     # VmHWM is this process's own high-water mark; ru_maxrss would also count the parent's RSS

@@ -1,6 +1,6 @@
 """Ingest with column profiles vs without: the same pass over the same file, in the same run.
 
-The ingest pass (``versioning._Observer``: sha256, exact record count, schema head, and with
+The ingest pass (``content.ContentObserver``: sha256, exact record count, schema head, and with
 profiles the seeded uniform sample of 10,000 records and the profile computed from it at the
 end) runs over a CSV and a JSON-lines file read in 8 MiB chunks from the page cache. Each
 configuration runs ``REPEATS`` times, alternating (with, without, with, ...), and the median
@@ -66,11 +66,11 @@ def write(path: Path, fmt: str, size: int) -> None:
 
 def one_pass(path: Path, fmt: str, profile_rows: int) -> tuple[float, dict[str, Any]]:
     """Seconds for one ingest pass over ``path`` and what it learned."""
-    from chalicelib.dataversion import versioning
+    from chalicelib.dataversion import content
     from chalicelib.dataversion.models import DatasetFormat
 
     started = time.perf_counter()
-    observer = versioning._Observer(DatasetFormat(fmt), 10_000, profile_rows)
+    observer = content.ContentObserver(DatasetFormat(fmt), 10_000, profile_rows)
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             observer.see(chunk)

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from chalicelib.core.observability import logger
-from chalicelib.dataversion.versioning import IngestOutcome
+from chalicelib.dataversion.ingest import IngestOutcome
 
 
 def s3_records(event: Any) -> list[tuple[str, str | None]]:

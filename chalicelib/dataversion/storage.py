@@ -249,6 +249,27 @@ class DataStore:
         """Removes ``key`` (no error if absent)."""
         self.s3.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_if_unchanged(self, key: str, etag: str) -> bool:
+        """Removes ``key`` only while it still holds the object with ``etag`` (a conditional
+        DELETE, ``If-Match``): an object uploaded again to the same key meanwhile stays.
+
+        Returns:
+            Whether the object was deleted (``False``: replaced or already gone).
+        """
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
+        except self.s3.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "PreconditionFailed" or _is_missing(exc):
+                return False
+            if code not in _CONDITION_UNSUPPORTED:
+                raise
+            current = self.head(key)  # an endpoint without conditional deletes
+            if current is None or current.etag != etag:
+                return False
+            self.delete(key)
+        return True
+
     def presign_put(self, key: str, expires: int | None = None) -> str:
         """A presigned PUT URL for exactly ``key``."""
         return self.s3.generate_presigned_url(
@@ -355,6 +376,9 @@ def _read_ahead(
                 return
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
         chunks.put(exc)
+
+
+_CONDITION_UNSUPPORTED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
 
 
 def _is_missing(exc: Any) -> bool:

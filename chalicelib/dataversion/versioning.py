@@ -1,8 +1,9 @@
-"""The dataset versioning engine: datasets, content-addressed versions, schema checks, S3 ingest.
+"""The dataset versioning engine: datasets, content-addressed versions, schema checks.
 
-Content is streamed once: every chunk updates the sha256, the row counter and the schema sampler,
-and goes on to S3 (inline data, as a multipart upload to a temporary key) or stays there (S3
-ingest, where the object is then copied server-side). The bytes are stored once per distinct
+Content is streamed once (:mod:`~chalicelib.dataversion.content`): every chunk updates the
+sha256, the row counter and the schema sampler, and goes on to S3 (inline data, as a multipart
+upload to a temporary key) or stays there (S3 ingest, :mod:`~chalicelib.dataversion.ingest`,
+where the object is then copied server-side). The bytes are stored once per distinct
 content at ``cas/sha256/ab/cdef…``; identical content returns the existing version.
 
 Version numbers are allocated by a conditional transaction on ``(dataset_id, version_number)``
@@ -11,25 +12,25 @@ retried with the next number, so concurrent writers get consecutive numbers with
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from chalicelib.core.clock import Clock, SystemClock
-from chalicelib.core.errors import (
-    Conflict,
-    ServiceUnavailable,
-    UnprocessableEntity,
-    ValidationError,
-)
+from chalicelib.core.errors import Conflict, ServiceUnavailable, ValidationError
 from chalicelib.core.events import EventBus, get_event_bus
-from chalicelib.core.observability import logger
-from chalicelib.core.text import name_problem, visible
+from chalicelib.dataversion.content import (
+    ContentObserver,
+    DataSource,
+    ScannedContent,
+    VersionOutcome,
+    VersionRequest,
+    iter_chunks,
+)
 from chalicelib.dataversion.errors import (
     DatasetProfileNotFound,
     DatasetVersionGone,
@@ -39,6 +40,7 @@ from chalicelib.dataversion.errors import (
     ObjectCollected,
     VersionNumberTaken,
 )
+from chalicelib.dataversion.ingest import IngestOutcome, ObjectIngest
 from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.models import (
     PICKLE_WARNING,
@@ -50,180 +52,34 @@ from chalicelib.dataversion.models import (
     DatasetSchema,
     DatasetVersion,
     DriftLimits,
-    Rejection,
     TransformationRecord,
     check_drift_limits,
 )
 from chalicelib.dataversion.reader import DEFAULT_SAMPLE_ROWS as PROFILE_SAMPLE_ROWS
-from chalicelib.dataversion.repository import DatasetRepository, source_ref
+from chalicelib.dataversion.repository import DatasetRepository
 from chalicelib.dataversion.retention import Lifecycle
 from chalicelib.dataversion.schema import (
     DEFAULT_SAMPLE_ROWS,
     WIDENINGS,
-    ContentInspector,
     check_declared,
     check_schema_definition,
     validate_against_history,
     validate_schema_evolution,
 )
-from chalicelib.dataversion.storage import (
-    CAS_PREFIX,
-    CHUNK_BYTES,
-    INCOMING_PREFIX,
-    META_CREATED_BY,
-    META_DATASET,
-    META_FILENAME,
-    REJECTED_PREFIX,
-    DataStore,
-    ObjectInfo,
-    cas_key,
-    dataset_of,
-    digest_of,
-)
+from chalicelib.dataversion.storage import DataStore, cas_key, dataset_of
 from chalicelib.dataversion.tags import TagBook
 
+__all__ = [
+    "DataSource",
+    "DatasetVersioningEngine",
+    "IngestOutcome",
+    "VersionOutcome",
+    "VersionRequest",
+    "iter_chunks",
+    "reconcile_inferred",
+]
+
 MAX_ALLOCATION_ATTEMPTS = 200
-EXTENSION_FORMATS = {
-    ".csv": DatasetFormat.CSV,
-    ".jsonl": DatasetFormat.JSON,
-    ".ndjson": DatasetFormat.JSON,
-    ".json": DatasetFormat.JSON,
-    ".parquet": DatasetFormat.PARQUET,
-    ".tfrecord": DatasetFormat.TFRECORD,
-    ".npy": DatasetFormat.NUMPY,
-    ".npz": DatasetFormat.NUMPY,
-    ".pkl": DatasetFormat.PICKLE,
-    ".pickle": DatasetFormat.PICKLE,
-}
-
-DataSource = bytes | bytearray | memoryview | str | BinaryIO | Iterable[bytes]
-
-
-@dataclass
-class VersionOutcome:
-    """The result of storing content.
-
-    Attributes:
-        version: The new version, or the existing one with identical content.
-        created: Whether a new version was written.
-    """
-
-    version: DatasetVersion
-    created: bool
-
-
-@dataclass
-class IngestOutcome:
-    """What an S3-triggered ingest did with one object.
-
-    Attributes:
-        status: ``created``, ``duplicate``, ``rejected``, ``missing`` (already handled) or
-            ``ignored`` (a ``cas/`` object that is not a direct upload).
-        key: The incoming key.
-        version: The version, when created or deduplicated.
-        reason: Why it was rejected.
-    """
-
-    status: str
-    key: str
-    version: DatasetVersion | None = None
-    reason: str | None = None
-
-
-@dataclass
-class _Content:
-    """What one pass over the bytes learned."""
-
-    sha256: str
-    size: int
-    row_count: int | None
-    schema: DatasetSchema | None
-    sampled_rows: int | None
-    profile: bytes | None = None
-    sample: Any = None  # the records profiled (a reader.RecordSample), for the drift limits
-
-
-@dataclass
-class VersionRequest:
-    """Everything about a new version except its bytes.
-
-    Attributes:
-        schema: A schema the content must match (else the dataset's declared one, else inferred).
-        parent_version_ids: Versions it derives from.
-        transformation: The transformation that produced it.
-        tags: Labels.
-        created_by: Principal.
-        format: Content format (default: the dataset's).
-        source_key: The incoming key for S3 ingests.
-    """
-
-    schema: DatasetSchema | None = None
-    parent_version_ids: list[str] = field(default_factory=list)
-    transformation: TransformationRecord | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    created_by: str = ""
-    format: DatasetFormat | None = None
-    source_key: str | None = None
-
-
-def iter_chunks(data: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Yields ``data`` in chunks: bytes-like, text, a binary file object or an iterable of bytes.
-
-    Raises:
-        ValidationError: Something that is not bytes.
-    """
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if isinstance(data, bytes | bytearray | memoryview):
-        view = memoryview(data)
-        for start in range(0, len(view), chunk_bytes):
-            yield bytes(view[start : start + chunk_bytes])
-        return
-    if hasattr(data, "read"):
-        while True:
-            chunk = data.read(chunk_bytes)
-            if not chunk:
-                return
-            if not isinstance(chunk, bytes | bytearray):
-                raise ValidationError("file objects must be opened in binary mode")
-            yield bytes(chunk)
-    for chunk in data:
-        if not isinstance(chunk, bytes | bytearray | memoryview):
-            raise ValidationError("data chunks must be bytes")
-        yield bytes(chunk)
-
-
-class _Observer:
-    """Hashes and inspects chunks as they pass (and draws the records profiled)."""
-
-    def __init__(self, fmt: DatasetFormat, sample_rows: int, profile_rows: int = 0) -> None:
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.format = fmt
-        self.inspector = ContentInspector(fmt, sample_rows, uniform_rows=profile_rows)
-
-    def watch(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            self.see(chunk)
-            yield chunk
-
-    def see(self, chunk: bytes) -> None:
-        self.digest.update(chunk)
-        self.size += len(chunk)
-        self.inspector.feed(chunk)
-
-    def result(self) -> _Content:
-        rows, schema, sampled = self.inspector.finish()
-        profile, sample = None, None
-        if self.inspector.uniform is not None and self.inspector.active:
-            from chalicelib.dataversion.profile import encode_profile, profile_of_scan
-
-            found, sample = profile_of_scan(
-                self.inspector.uniform, self.inspector.records, self.format
-            )
-            profile = encode_profile(found)
-        digest = self.digest.hexdigest()
-        return _Content(digest, self.size, rows, schema, sampled, profile, sample)
 
 
 def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) -> DatasetSchema:
@@ -262,39 +118,6 @@ def reconcile_inferred(previous: DatasetSchema | None, inferred: DatasetSchema) 
     )
 
 
-def key_problem(key: str) -> str | None:
-    """Why an incoming key cannot be ingested, or ``None``.
-
-    Keys must be ``incoming/<dataset name or id>/<file path>`` with no empty, ``.`` or ``..``
-    segments, backslashes, or characters a name may not hold (controls, bidirectional
-    formatting; see :mod:`chalicelib.core.text`): S3 keys are flat, but such names mislead
-    every tool that maps keys to paths (or display as something else), so they are rejected
-    rather than versioned.
-    """
-    if not key.startswith(INCOMING_PREFIX):
-        return f"key '{key}' is not under {INCOMING_PREFIX}"
-    segments = key[len(INCOMING_PREFIX) :].split("/")
-    if len(segments) < 2:
-        return f"key '{key}' is not incoming/<dataset name or id>/<file>"
-    if any(segment in ("", ".", "..") for segment in segments):
-        return f"key '{key}' has an empty, '.' or '..' segment"
-    if "\\" in key:
-        return f"key '{visible(key)}' contains a backslash"
-    problem = name_problem(key)
-    if problem is not None:
-        return f"key '{visible(key)}' contains a {problem}"
-    return None
-
-
-def format_for_key(key: str, default: DatasetFormat) -> DatasetFormat:
-    """The format implied by a file name's extension, else ``default``."""
-    lowered = key.lower()
-    for extension, fmt in EXTENSION_FORMATS.items():
-        if lowered.endswith(extension):
-            return fmt
-    return default
-
-
 class DatasetVersioningEngine:
     """Creates datasets and versions.
 
@@ -330,6 +153,12 @@ class DatasetVersioningEngine:
         self.lifecycle = Lifecycle(
             self.repository, self.store, self.tags, self.lineage, self.event_bus, self.clock
         )
+        self.ingestion = ObjectIngest(
+            self.repository, self.store, self.event_bus, self.clock, self._observer, self._commit
+        )
+
+    def _observer(self, fmt: DatasetFormat) -> ContentObserver:
+        return ContentObserver(fmt, self.sample_rows, self.profile_rows)
 
     # ---- datasets -------------------------------------------------------------------------
 
@@ -430,7 +259,7 @@ class DatasetVersioningEngine:
         dataset = self.repository.get_dataset(dataset_id)
         fmt = request.format or dataset.format
         self._check_parents(request.parent_version_ids)
-        observer = _Observer(fmt, self.sample_rows, self.profile_rows)
+        observer = self._observer(fmt)
         staged, _ = self.store.upload_stream(observer.watch(iter_chunks(data)))
         try:
             content = observer.result()
@@ -446,7 +275,7 @@ class DatasetVersioningEngine:
         self,
         dataset: Dataset,
         fmt: DatasetFormat,
-        content: _Content,
+        content: ScannedContent,
         request: VersionRequest,
         staged_key: str,
         staged_version: str | None,
@@ -620,7 +449,7 @@ class DatasetVersioningEngine:
         self,
         dataset: Dataset,
         fmt: DatasetFormat,
-        content: _Content,
+        content: ScannedContent,
         request: VersionRequest,
         latest: DatasetVersion | None,
     ) -> DatasetSchema | None:
@@ -794,132 +623,14 @@ class DatasetVersioningEngine:
     # ---- S3-triggered ingest --------------------------------------------------------------
 
     def ingest_object(self, key: str, s3_version_id: str | None = None) -> IngestOutcome:
-        """Turns an object under ``incoming/<dataset name or id>/`` into a version.
+        """Turns an uploaded object into a version: a file under ``incoming/<dataset name or
+        id>/``, or a direct upload to ``cas/…`` (see :mod:`~chalicelib.dataversion.ingest`).
 
         Idempotent: the same object (key and ETag) always resolves to the same version, however
         often and in whatever order its events arrive. Files for unknown datasets, or whose
         content is refused, are moved to ``rejected/`` with the reason recorded.
         """
-        if key.startswith(CAS_PREFIX):
-            return self._ingest_direct(key, s3_version_id)
-        info = self.store.head(key, s3_version_id)
-        if info is None:
-            logger.info("incoming object already handled or gone", extra={"key": key})
-            return IngestOutcome("missing", key)
-        source = source_ref(self.store.bucket, key, info.etag, s3_version_id)
-        done = self.repository.version_for_source(source)
-        if done is not None:
-            self._remove_incoming(key, info.etag)
-            return IngestOutcome("duplicate", key, done)
-        problem = key_problem(key)
-        if problem is not None:
-            return self._reject(key, info.etag, s3_version_id, problem)
-        name = key[len(INCOMING_PREFIX) :].split("/", 1)[0]
-        dataset = self.repository.find_dataset(name)
-        if dataset is None:
-            reason = f"no dataset named or with id '{name}'"
-            return self._reject(key, info.etag, s3_version_id, reason)
-        fmt = format_for_key(key, dataset.format)
-        observer = _Observer(fmt, self.sample_rows, self.profile_rows)
-        request = VersionRequest(created_by=f"s3:{key}", format=fmt, source_key=key)
-        try:
-            for chunk in self.store.iter_object(key, s3_version_id):
-                observer.see(chunk)
-            content = observer.result()
-            outcome = self._commit(
-                dataset, fmt, content, request, key, s3_version_id or None, source
-            )
-        except (UnprocessableEntity, Conflict) as exc:
-            return self._reject(key, info.etag, s3_version_id, exc.message)
-        self._remove_incoming(key, info.etag)
-        status = "created" if outcome.created else "duplicate"
-        return IngestOutcome(status, key, outcome.version)
-
-    def _ingest_direct(self, key: str, s3_version_id: str | None) -> IngestOutcome:
-        """Turns a direct upload (a PUT straight to ``cas/…`` with the dataset in its metadata,
-        see :meth:`DataStore.presign_verified_put`) into a version, in place: nothing is copied.
-
-        The content is still read once, for the row count and the schema, and hashed on the
-        way: S3 has already checked the digest, but an emulator may not, and a CAS object
-        whose bytes differ from its address is removed rather than versioned. Objects without
-        the metadata (copies into ``cas/`` made by the other paths) are ignored.
-        """
-        expected = digest_of(key)
-        info = self.store.head(key, s3_version_id)
-        if info is None or expected is None or META_DATASET not in info.metadata:
-            return IngestOutcome("ignored", key)
-        source = source_ref(self.store.bucket, key, info.etag, s3_version_id)
-        done = self.repository.version_for_source(source)
-        if done is not None:
-            return IngestOutcome("duplicate", key, done)
-        earlier = self.repository.get_rejection(key, info.etag)
-        if earlier is not None:
-            return IngestOutcome("rejected", key, reason=earlier.reason)
-        named = dataset_of(key) or info.metadata[META_DATASET]
-        dataset = self.repository.find_dataset(named)
-        if dataset is None:
-            reason = f"no dataset with id '{named}'"
-            return self._reject_direct(key, info, reason, remove=False)
-        filename = info.metadata.get(META_FILENAME, "")
-        fmt = format_for_key(filename, dataset.format)
-        observer = _Observer(fmt, self.sample_rows, self.profile_rows)
-        created_by = info.metadata.get(META_CREATED_BY) or f"s3:{key}"
-        request = VersionRequest(created_by=created_by, format=fmt, source_key=key)
-        try:
-            for chunk in self.store.iter_object(key, s3_version_id):
-                observer.see(chunk)
-            content = observer.result()
-            if content.sha256 != expected:
-                reason = f"content hashes to {content.sha256}, not the declared {expected}"
-                return self._reject_direct(key, info, reason, remove=True)
-            outcome = self._commit(dataset, fmt, content, request, key, None, source)
-        except (UnprocessableEntity, Conflict) as exc:
-            return self._reject_direct(key, info, exc.message, remove=False)
-        status = "created" if outcome.created else "duplicate"
-        return IngestOutcome(status, key, outcome.version)
-
-    def _reject_direct(
-        self, key: str, info: ObjectInfo, reason: str, remove: bool
-    ) -> IngestOutcome:
-        """Records why a direct upload did not become a version.
-
-        Its bytes stay where they are (they match their address, and other versions may come to
-        use them) unless ``remove``: then they do not match it and are moved to ``rejected/``.
-        """
-        rejected_key = key
-        if remove:
-            rejected_key = f"{REJECTED_PREFIX}{key}"
-            self.store.copy(key, rejected_key, info.size, info.version_id)
-            self.store.delete(key)
-        return self._record_rejection(key, info.etag, rejected_key, reason)
-
-    def _remove_incoming(self, key: str, etag: str) -> None:
-        current = self.store.head(key)
-        if current is not None and current.etag == etag:
-            self.store.delete(key)
-
-    def _reject(self, key: str, etag: str, s3_version_id: str | None, reason: str) -> IngestOutcome:
-        rest = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
-        rejected_key = f"{REJECTED_PREFIX}{rest}"
-        info = self.store.head(key, s3_version_id)
-        if info is not None:
-            self.store.copy(key, rejected_key, info.size, s3_version_id)
-        outcome = self._record_rejection(key, etag, rejected_key, reason)
-        self._remove_incoming(key, etag)
-        return outcome
-
-    def _record_rejection(
-        self, key: str, etag: str, rejected_key: str, reason: str
-    ) -> IngestOutcome:
-        """Stores, publishes and logs why an uploaded object did not become a version."""
-        rejection = Rejection(key, etag, rejected_key, reason, self.clock.now())
-        self.repository.record_rejection(rejection)
-        self.event_bus.publish(
-            "DatasetVersionRejected",
-            {"source_key": key, "etag": etag, "rejected_key": rejected_key, "reason": reason},
-        )
-        logger.warning("incoming file rejected", extra={"key": key, "reason": reason})
-        return IngestOutcome("rejected", key, reason=reason)
+        return self.ingestion.ingest(key, s3_version_id)
 
     # ---- reading versions -----------------------------------------------------------------
 

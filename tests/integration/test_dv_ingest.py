@@ -83,11 +83,11 @@ def test_redelivery_after_a_crash_before_cleanup_makes_no_new_version(
 
     dataset = create_dataset(http, "clicks")
     put("incoming/clicks/a.csv", CSV)
-    engine = get_versioning_engine()
-    original = engine._remove_incoming
-    engine._remove_incoming = lambda key, etag: None  # the first attempt dies before cleanup
+    ingestion = get_versioning_engine().ingestion
+    original = ingestion._release
+    ingestion._release = lambda arrival: None  # type: ignore[method-assign]  # dies before cleanup
     deliver(client, "incoming/clicks/a.csv")
-    engine._remove_incoming = original
+    ingestion._release = original  # type: ignore[method-assign]
     assert keys("incoming/") == ["incoming/clicks/a.csv"]
     deliver(client, "incoming/clicks/a.csv")
     assert len(versions(http, dataset["dataset_id"])) == 1
@@ -140,6 +140,51 @@ def test_a_file_for_an_unknown_dataset_is_moved_to_rejected_with_a_reason(
         ("incoming/nobody/x.csv", "rejected/nobody/x.csv")
     ]
     assert "nobody" in listed[0]["reason"]
+
+
+def test_a_rejected_file_is_read_with_one_head_and_a_newer_upload_to_its_key_survives(
+    client: Any, http: Http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One HEAD per ingest, even of a rejected file; the removal from incoming/ is a
+    conditional DELETE on the ETag read, so a file uploaded again to the same key while the
+    first was being handled is neither deleted nor lost."""
+    from chalicelib.dataversion.service import get_versioning_engine
+
+    store = get_versioning_engine().store
+    heads: list[str] = []
+    head = store.head
+    monkeypatch.setattr(store, "head", lambda key, *rest: heads.append(key) or head(key, *rest))
+    replaced = CSV + b"9,0.9\n"
+    copy = store.copy
+
+    def copy_then_replace(source: str, target: str, *rest: Any) -> None:
+        copy(source, target, *rest)
+        put(source, replaced)  # a new upload lands while the first one is being rejected
+
+    monkeypatch.setattr(store, "copy", copy_then_replace)
+    put("incoming/nobody/x.csv", CSV)
+    deliver(client, "incoming/nobody/x.csv")
+    assert heads == ["incoming/nobody/x.csv"]
+    assert keys("rejected/") == ["rejected/nobody/x.csv"]
+    kept = s3().get_object(Bucket=get_settings().data_bucket, Key="incoming/nobody/x.csv")
+    assert kept["Body"].read() == replaced
+
+
+def test_delete_if_unchanged_deletes_only_the_object_with_that_etag(aws: Any) -> None:
+    from chalicelib.dataversion.storage import DataStore
+
+    store = DataStore()
+    put("incoming/a/x.csv", CSV)
+    first = store.head("incoming/a/x.csv")
+    assert first is not None
+    put("incoming/a/x.csv", CSV + b"4,0.1\n")
+    assert store.delete_if_unchanged("incoming/a/x.csv", first.etag) is False
+    assert keys("incoming/") == ["incoming/a/x.csv"]
+    second = store.head("incoming/a/x.csv")
+    assert second is not None
+    assert store.delete_if_unchanged("incoming/a/x.csv", second.etag) is True
+    assert keys("incoming/") == []
+    assert store.delete_if_unchanged("incoming/a/x.csv", second.etag) is False
 
 
 def test_content_breaking_the_schema_is_rejected_not_lost(client: Any, http: Http) -> None:
@@ -247,7 +292,7 @@ def test_large_files_use_a_presigned_multipart_upload(
 def test_keys_with_path_tricks_are_rejected_not_versioned(
     client: Any, http: Http, suffix: str
 ) -> None:
-    from chalicelib.dataversion.versioning import key_problem
+    from chalicelib.dataversion.ingest import key_problem
 
     dataset = create_dataset(http, "tricky")
     key = f"incoming/{dataset['dataset_id']}/{suffix}"
