@@ -153,7 +153,7 @@ def measure_ours(count: int, counter: WriteCounter) -> dict[str, Any]:
 
 def measure_naive(count: int, counter: WriteCounter) -> dict[str, Any]:
     """One UpdateItem ADD per outcome on a per-variant counter (no dedup, no histogram)."""
-    from chalicelib.abtesting.repository import MetricShardTable
+    from chalicelib.abtesting.outcomes_repository import MetricShardTable
     from chalicelib.core import aws
 
     client = aws.client("dynamodb")

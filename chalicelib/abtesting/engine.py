@@ -53,13 +53,8 @@ from chalicelib.abtesting.models import (
     SegmentSettings,
     TrafficAllocationStrategy,
 )
-from chalicelib.abtesting.repository import (
-    AssignmentStore,
-    ExperimentRepository,
-    OutcomeStore,
-    SegmentPlan,
-    history_fits,
-)
+from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
+from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, history_fits
 from chalicelib.abtesting.routing import TrafficRouter, routing_config
 from chalicelib.abtesting.segments import (
     SegmentAnalysis,

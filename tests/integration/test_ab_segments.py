@@ -213,7 +213,7 @@ def test_values_beyond_the_bound_count_as_other_first_come_first_kept(http: Http
 
 def test_writers_that_remember_nothing_never_keep_more_values_than_declared(aws: Any) -> None:
     from chalicelib.abtesting.models import Dimension, Outcome
-    from chalicelib.abtesting.repository import OutcomeStore, SegmentPlan
+    from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
     from chalicelib.core.clock import utc_now
 
     plan = SegmentPlan((Dimension("country", 4),))
@@ -323,7 +323,7 @@ class _CheckedClient:
 def test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact(aws: Any) -> None:
     from chalicelib.abtesting import aggregate
     from chalicelib.abtesting.models import Dimension, Outcome
-    from chalicelib.abtesting.repository import OutcomeStore, SegmentPlan
+    from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
     from chalicelib.core import aws as clients
     from chalicelib.core.clock import utc_now
 

@@ -22,7 +22,7 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 
 from chalicelib.abtesting.models import Outcome
-from chalicelib.abtesting.repository import OutcomeStore
+from chalicelib.abtesting.outcomes_repository import OutcomeStore
 from synapse_local import motofix
 
 THOUSAND = 1000

@@ -80,7 +80,7 @@ def test_snapshots_serialize_only_changed_items_and_match_a_full_serialization(
     import boto3
     from moto.dynamodb.models.dynamo_type import Item
 
-    from chalicelib.abtesting.repository import MetricShardTable, OutcomeDedupTable
+    from chalicelib.abtesting.outcomes_repository import MetricShardTable, OutcomeDedupTable
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     dedup, metrics = OutcomeDedupTable.Meta.table_name, MetricShardTable.Meta.table_name

@@ -20,7 +20,7 @@ from chalicelib.abtesting.models import (
     Outcome,
     SufficientStats,
 )
-from chalicelib.abtesting.repository import _VariantDelta
+from chalicelib.abtesting.outcomes_repository import _VariantDelta
 from chalicelib.abtesting.statistics import StatisticalAnalyzer
 
 FIXED = StatisticalAnalyzer(minimum_sample_size=1, settings=AnalysisSettings(AnalysisMethod.FIXED))

@@ -19,7 +19,7 @@ from chalicelib.abtesting.models import (
     Outcome,
     RampSchedule,
 )
-from chalicelib.abtesting.repository import OutcomeStore
+from chalicelib.abtesting.outcomes_repository import OutcomeStore
 from chalicelib.abtesting.rollback import AutoRollbackManager
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import Conflict, NotFound
@@ -459,7 +459,7 @@ def test_outcome_store_raises_on_other_errors_and_gives_up_after_retries() -> No
 
 
 def test_chunks_fit_one_transaction_with_an_update_per_variant() -> None:
-    from chalicelib.abtesting.repository import chunk_outcomes
+    from chalicelib.abtesting.outcomes_repository import chunk_outcomes
 
     outcomes = [Outcome(f"v{i % 3}", f"r{i}", True, 1.0) for i in range(1000)]
     chunks = list(chunk_outcomes(outcomes))

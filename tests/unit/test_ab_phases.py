@@ -23,12 +23,8 @@ from chalicelib.abtesting.models import (
     PhaseReason,
     RampSchedule,
 )
-from chalicelib.abtesting.repository import (
-    HISTORY_BYTES,
-    history_bytes,
-    parse_shard_key,
-    shard_key,
-)
+from chalicelib.abtesting.outcomes_repository import parse_shard_key, shard_key
+from chalicelib.abtesting.repository import HISTORY_BYTES, history_bytes
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.events import RecordingEventBus
 from tests.helpers.abtesting import FakeRegistry

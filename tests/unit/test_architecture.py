@@ -121,7 +121,8 @@ def test_every_data_domain_has_a_facade() -> None:
         assert (CHALICELIB / domain / "facade.py").is_file(), domain
 
 
-# The layer that talks to AWS: each domain's ``repository`` (DynamoDB) and ``storage`` (S3), and
+# The layer that talks to AWS: each domain's ``repository`` (DynamoDB; a domain may split it into
+# ``<thing>_repository`` modules, as abtesting's ``outcomes_repository``) and ``storage`` (S3), and
 # core's plumbing (``references`` keeps the reference pins). ``explainability.service`` invokes
 # the explainer function (``LambdaBackend``) through ``core.aws``: a call to compute, not to
 # store, kept beside the backend that makes it.
@@ -129,6 +130,12 @@ AWS_SDKS = ("boto3", "botocore", "pynamodb", "chalicelib.core.aws")
 AWS_LAYER = {"repository", "storage"}
 AWS_CORE = {"aws", "tables", "events", "http", "references"}  # references: the pins table
 AWS_EXCEPTIONS = {"chalicelib.explainability.service"}
+
+
+def in_aws_layer(module: str) -> bool:
+    """Whether a module (dotted name) is a repository or storage module."""
+    last = module.rsplit(".", 1)[-1]
+    return last in AWS_LAYER or last.endswith("_repository")
 
 
 def _talks_to_aws(path: Path) -> bool:
@@ -140,7 +147,7 @@ def test_only_repositories_storage_and_core_plumbing_talk_to_aws() -> None:
         name
         for name, path in chalicelib_modules().items()
         if _talks_to_aws(path)
-        and name.rsplit(".", 1)[-1] not in AWS_LAYER
+        and not in_aws_layer(name)
         and not (name.startswith("chalicelib.core.") and name.rsplit(".", 1)[-1] in AWS_CORE)
         and name not in AWS_EXCEPTIONS
     )
@@ -153,9 +160,7 @@ ENTRY_MODULES = {"api", "insights_api", "layers_api", "handlers", "console"}
 def test_routes_and_event_handlers_never_reach_a_repository_or_store() -> None:
     """The entry layer (routes, event handlers) calls a service or facade, never storage."""
     offenders = {
-        name: sorted(
-            i for i in imports(path) if i.rsplit(".", 1)[-1] in AWS_LAYER and i.startswith("chal")
-        )
+        name: sorted(i for i in imports(path) if in_aws_layer(i) and i.startswith("chal"))
         for name, path in chalicelib_modules().items()
         if name.rsplit(".", 1)[-1] in ENTRY_MODULES
     }
