@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 
 from chalicelib.explainability.lime_engine import LIMEExplainer  # noqa: E402
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor  # noqa: E402
+from chalicelib.explainability.models import parse_request  # noqa: E402
 from chalicelib.explainability.planner import CostPlanner  # noqa: E402
 from chalicelib.explainability.shap_engine import SHAPExplainer  # noqa: E402
 
@@ -294,8 +295,9 @@ def measure(cases: list[Case], loader: Loader, planner: CostPlanner, repeat: int
     for case in cases:
         descriptor = loader.describe(case.model, 1)
         actual = best_of(case.run, repeat)
-        measured = planner.measured(case.operation, case.payload, descriptor)
-        counted = planner.static(case.operation, case.payload, descriptor)
+        request = parse_request(case.operation, {"model_id": case.model, **case.payload})
+        measured = planner.measured(request, descriptor)
+        counted = planner.static(request, descriptor)
         results.append(
             {
                 "family": case.family,

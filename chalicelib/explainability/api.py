@@ -26,8 +26,10 @@ from chalicelib.core.http import ApiBlueprint, ApiResponse, RequestContext
 from chalicelib.core.principal import Principal
 from chalicelib.explainability.models import (
     MAX_JOB_ROWS,
+    BatchRequest,
+    DependenceRequest,
     ExplanationRequest,
-    ExplanationType,
+    GlobalRequest,
     Submitted,
 )
 
@@ -300,9 +302,7 @@ def _answer(result: dict[str, Any] | Submitted) -> Any:
 def explain(ctx: RequestContext) -> Any:
     """Explains one prediction with SHAP or LIME (tabular, text or image input); a job when
     its estimate is over the synchronous limit."""
-    data = ctx.body.model_dump()
-    data["explanation_type"] = ExplanationType(data["explanation_type"])
-    request = ExplanationRequest(**data)
+    request = ExplanationRequest.from_dict(ctx.body.model_dump())
     service = get_explanation_service()
     found = service.explain_or_submit(request, principal=_principal(ctx))
     return _answer(found if isinstance(found, Submitted) else found.to_dict())
@@ -312,14 +312,16 @@ def explain(ctx: RequestContext) -> Any:
 def explain_batch(ctx: RequestContext) -> Any:
     """Explains many predictions with one explainer (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
-    return _answer(service.explain_batch(ctx.body.model_dump(), principal=_principal(ctx)))
+    request = BatchRequest.from_dict(ctx.body.model_dump())
+    return _answer(service.explain_batch(request, principal=_principal(ctx)))
 
 
 @api.route("/explanations/global", "POST", body=GlobalBody, response=GlobalOut, responses=ACCEPTED)
 def explain_global(ctx: RequestContext) -> Any:
     """Global importance with stability and interactions (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
-    return _answer(service.global_importance(ctx.body.model_dump(), principal=_principal(ctx)))
+    request = GlobalRequest.from_dict(ctx.body.model_dump())
+    return _answer(service.global_importance(request, principal=_principal(ctx)))
 
 
 @api.route(
@@ -332,7 +334,8 @@ def explain_global(ctx: RequestContext) -> Any:
 def explain_dependence(ctx: RequestContext) -> Any:
     """SHAP dependence-plot data for one feature (a job above 50 inputs or the limit)."""
     service = get_explanation_service()
-    return _answer(service.dependence(ctx.body.model_dump(), principal=_principal(ctx)))
+    request = DependenceRequest.from_dict(ctx.body.model_dump())
+    return _answer(service.dependence(request, principal=_principal(ctx)))
 
 
 @api.route("/explanations/jobs/{job_id}", "GET", response=JobOut)

@@ -189,6 +189,7 @@ def _side(service: Any, ctx: RequestContext, side: Side, seed: int) -> dict[str,
     """A drift side authorized, resolved to inputs and estimated as a global request."""
     from chalicelib.explainability.budget import decide
     from chalicelib.explainability.errors import TooExpensive
+    from chalicelib.explainability.models import GlobalRequest
 
     service.authorize(ctx.principal, side.model_id, side.model_version, side.dataset_version_id)
     descriptor = service.model_loader.describe(side.model_id, side.model_version)
@@ -203,7 +204,8 @@ def _side(service: Any, ctx: RequestContext, side: Side, seed: int) -> dict[str,
         "inputs": inputs,
         "seed": seed,
     }
-    cost = service.planner.static("global", payload, descriptor)
+    request = GlobalRequest(side.model_id, descriptor.version, inputs=inputs, seed=seed)
+    cost = service.planner.static(request, descriptor)
     if decide(cost, service.limits) == "job":
         raise TooExpensive.over(
             cost, service.limits.sync_seconds, "SYNAPSE_EXPLAIN_SYNC_SECONDS (drift is synchronous)"

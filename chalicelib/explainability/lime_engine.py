@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +37,13 @@ from chalicelib.explainability.models import (
     OutputSpace,
     PredictionExplanation,
 )
+from chalicelib.explainability.superpixels import (
+    hidden_value,
+    image_options,
+    image_segments,
+)
 
 MAX_SAMPLES = 20_000
-SEGMENT_CACHE_SIZE = 4
-_SEGMENTS: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
-_SEGMENTS_LOCK = threading.Lock()
-SEGMENTATIONS = ("slic", "quickshift", "felzenszwalb")
 DEFAULT_TEXT_FEATURES = 10
 
 
@@ -95,24 +94,6 @@ def lime_options(
     )
 
 
-def image_options(
-    segmentation: str, n_segments: int, hide_color: float | None
-) -> tuple[str, int, float | None]:
-    """Validated superpixel options, shared by LIME and image SHAP.
-
-    Raises:
-        ValidationError: An unknown segmentation, ``n_segments`` outside 2–500, or a
-            non-finite ``hide_color``.
-    """
-    if segmentation not in SEGMENTATIONS:
-        raise ValidationError(f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
-    if not 2 <= int(n_segments) <= 500:
-        raise ValidationError("n_segments must be between 2 and 500")
-    if hide_color is not None and not np.isfinite(float(hide_color)):
-        raise ValidationError("hide_color must be a finite number")
-    return segmentation, int(n_segments), None if hide_color is None else float(hide_color)
-
-
 class LIMEExplainer(ExplainerBase):
     """Explains tabular, text and image predictions with LIME."""
 
@@ -124,15 +105,18 @@ class LIMEExplainer(ExplainerBase):
         model_version: int | None,
         input_data: dict[str, Any],
         prediction_id: str | None = None,
-        **options: Any,
+        *,
+        options: LimeOptions | None = None,
+        **values: Any,
     ) -> PredictionExplanation:
-        """Explains one tabular prediction (cached; ``options`` as :func:`lime_options`).
+        """Explains one tabular prediction (cached; ``options``, or ``values`` as
+        :func:`lime_options`).
 
         Raises:
             ValidationError: Invalid input (the message names the feature).
             UnprocessableEntity: Not a tabular model, or no background data.
         """
-        opts = lime_options(**options)
+        opts = options if options is not None else lime_options(**values)
         descriptor = self.model_loader.describe(model_id, model_version)
         require(descriptor.is_tabular, f"model '{model_id}' is not tabular ({descriptor.task})")
         row = tabular_row(input_data, descriptor.feature_names, allow_text=True)
@@ -151,13 +135,15 @@ class LIMEExplainer(ExplainerBase):
         model_version: int | None,
         inputs: list[dict[str, Any]],
         prediction_ids: list[str | None] | None = None,
-        **options: Any,
+        *,
+        options: LimeOptions | None = None,
+        **values: Any,
     ) -> list[PredictionExplanation]:
         """Explains several tabular predictions (each one cached)."""
         ids = list(prediction_ids or [None] * len(inputs))
         if len(ids) != len(inputs):
             raise ValidationError("prediction_ids must have one id per input")
-        opts = lime_options(**options)
+        opts = options if options is not None else lime_options(**values)
         descriptor = self.model_loader.describe(model_id, model_version)
         require(descriptor.is_tabular, f"model '{model_id}' is not tabular ({descriptor.task})")
         X = tabular_matrix(inputs, descriptor.feature_names, allow_text=True)
@@ -176,13 +162,15 @@ class LIMEExplainer(ExplainerBase):
         model_version: int | None,
         text: str,
         prediction_id: str | None = None,
-        **options: Any,
+        *,
+        options: LimeOptions | None = None,
+        **values: Any,
     ) -> PredictionExplanation:
         """Explains a text classifier's prediction word by word (cached).
 
         The model must accept a list of strings (e.g. a TF-IDF + classifier pipeline).
         """
-        opts = lime_options(**options)
+        opts = options if options is not None else lime_options(**values)
         descriptor = self._describe_classifier(model_id, model_version, "text_classification")
         clean = text_input({"text": text})
         return self._cached(
@@ -199,14 +187,16 @@ class LIMEExplainer(ExplainerBase):
         model_version: int | None,
         image: Any,
         prediction_id: str | None = None,
-        **options: Any,
+        *,
+        options: LimeOptions | None = None,
+        **values: Any,
     ) -> PredictionExplanation:
         """Explains an image classifier's prediction by superpixels (cached).
 
         Returns:
             Per-superpixel weights (``segment_<id>``) and the segment map in ``segments``.
         """
-        opts = lime_options(**options)
+        opts = options if options is not None else lime_options(**values)
         descriptor = self._describe_classifier(model_id, model_version, "image_classification")
         array = image_input({"image": image})
         return self._cached(
@@ -519,59 +509,6 @@ def _reseed(explainer: Any, seed: int) -> None:
     explainer.base.random_state = state
     if getattr(explainer, "discretizer", None) is not None:
         explainer.discretizer.random_state = state
-
-
-def image_segments(image: np.ndarray, segmentation: str, n_segments: int, seed: int) -> np.ndarray:
-    """The superpixel map (H×W segment ids) of an H×W or H×W×3 image.
-
-    Segmentation runs on the RGB view of the image (grayscale is repeated into three channels,
-    as ``LimeImageExplainer`` does). LIME and image SHAP both use this map. The last few maps
-    are kept (keyed by the image's bytes and the options), so the cost estimate, which counts
-    the superpixels, does not make the explanation segment the image twice.
-    """
-    import hashlib
-
-    digest = hashlib.sha256(np.ascontiguousarray(image, dtype=float).tobytes()).hexdigest()
-    key = (digest, image.shape, segmentation, int(n_segments), int(seed))
-    with _SEGMENTS_LOCK:
-        found = _SEGMENTS.get(key)
-        if found is not None:
-            _SEGMENTS.move_to_end(key)
-            return found
-    from skimage.color import gray2rgb
-
-    rgb = gray2rgb(image) if image.ndim == 2 else image
-    segments = np.asarray(_segmenter(segmentation, n_segments, seed)(rgb))
-    segments.setflags(write=False)
-    with _SEGMENTS_LOCK:
-        _SEGMENTS[key] = segments
-        while len(_SEGMENTS) > SEGMENT_CACHE_SIZE:
-            _SEGMENTS.popitem(last=False)
-    return segments
-
-
-def hidden_value(image: np.ndarray, hide_color: float | None) -> np.ndarray | float:
-    """What a switched-off superpixel becomes, for LIME and image SHAP alike: ``hide_color``,
-    or the image's mean (per channel for RGB)."""
-    if hide_color is not None:
-        return float(hide_color)
-    if image.ndim == 3:
-        return image.reshape(-1, image.shape[2]).mean(axis=0)
-    return float(image.mean())
-
-
-def _segmenter(segmentation: str, n_segments: int, seed: int) -> Any:
-    from lime.wrappers.scikit_image import SegmentationAlgorithm
-
-    if segmentation == "slic":
-        return SegmentationAlgorithm(
-            "slic", n_segments=n_segments, compactness=10, start_label=0, convert2lab=False
-        )
-    if segmentation == "quickshift":
-        return SegmentationAlgorithm(
-            "quickshift", kernel_size=2, max_dist=50, ratio=0.5, random_seed=seed
-        )
-    return SegmentationAlgorithm("felzenszwalb", scale=50, sigma=0.5, min_size=2)
 
 
 def _chosen(result: Any, targets: dict[str, Any]) -> int:

@@ -6,10 +6,10 @@ returned over HTTP unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from chalicelib.core.clock import parse_iso, utc_now
 
@@ -193,16 +193,11 @@ class GlobalExplanation:
         return data
 
 
-@dataclass
-class ExplanationRequest:
-    """Everything that decides one explanation.
+@dataclass(kw_only=True)
+class ExplainOptions:
+    """The parameters every explanation request may set (each engine reads its own).
 
     Attributes:
-        model_id: Model to explain.
-        model_version: Version; ``None`` means the production version.
-        explanation_type: ``shap`` or ``lime``.
-        input_data: Feature → value (tabular), or ``{"text": ...}`` / ``{"image": ...}``.
-        prediction_id: The caller's id for the prediction.
         background_sample_size: Background rows used (summarized when the background is larger).
         include_interactions: Pairwise interaction values (tree SHAP only).
         class_name: Class to explain (default: the predicted class).
@@ -220,11 +215,6 @@ class ExplanationRequest:
         asynchronous: Run it as a job (202) even if it would fit the synchronous limit.
     """
 
-    model_id: str
-    model_version: int | None = None
-    explanation_type: ExplanationType = ExplanationType.SHAP
-    input_data: dict[str, Any] = field(default_factory=dict)
-    prediction_id: str | None = None
     background_sample_size: int = 100
     include_interactions: bool = False
     class_name: str | None = None
@@ -239,6 +229,26 @@ class ExplanationRequest:
     hide_color: float | None = None
     asynchronous: bool = False
 
+
+@dataclass
+class ExplanationQuery(ExplainOptions):
+    """What every explanation request names: the model, its version and the method.
+
+    A request travels as this typed object from the route to the engines; it becomes a dict
+    only at the Lambda and job boundary (:meth:`to_dict`, parsed back by :func:`parse_request`).
+
+    Attributes:
+        model_id: Model to explain.
+        model_version: Version; ``None`` means the production version.
+        explanation_type: ``shap`` or ``lime``.
+    """
+
+    operation: ClassVar[str] = ""
+
+    model_id: str
+    model_version: int | None = None
+    explanation_type: ExplanationType = ExplanationType.SHAP
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for job payloads and the Lambda backend)."""
         data = asdict(self)
@@ -246,12 +256,175 @@ class ExplanationRequest:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExplanationRequest:
-        """Rebuilds a request from :meth:`to_dict` output."""
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Rebuilds a request from :meth:`to_dict` output (unknown keys are ignored)."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        values["explanation_type"] = ExplanationType(values.get("explanation_type", "shap"))
+        values["explanation_type"] = ExplanationType(values.get("explanation_type") or "shap")
         return cls(**values)
+
+    def pinned(self, version: int) -> Self:
+        """The same request for a resolved model version."""
+        return replace(self, model_version=version)
+
+    def explained_inputs(self) -> list[Any]:
+        """The inputs the request explains (``[]`` when they come from a dataset version)."""
+        return []
+
+    def dataset_version(self) -> str | None:
+        """The dataset version the request reads its inputs from, if any."""
+        return None
+
+    @property
+    def method(self) -> str:
+        """``shap`` or ``lime``: the method whose work the request costs."""
+        return self.explanation_type.value
+
+
+@dataclass
+class ExplanationRequest(ExplanationQuery):
+    """Everything that decides one explanation (``POST /explanations``).
+
+    Attributes:
+        input_data: Feature → value (tabular), or ``{"text": ...}`` / ``{"image": ...}``.
+        prediction_id: The caller's id for the prediction.
+    """
+
+    operation: ClassVar[str] = "explain"
+
+    input_data: dict[str, Any] = field(default_factory=dict)
+    prediction_id: str | None = None
+
+    def explained_inputs(self) -> list[Any]:
+        """The one input explained."""
+        return [self.input_data or {}]
+
+
+@dataclass
+class BatchRequest(ExplanationQuery):
+    """Many predictions explained with one explainer (``POST /explanations/batch``).
+
+    Attributes:
+        inputs: The inputs, each as ``input_data`` of a single request.
+        prediction_ids: The caller's id per input (``None``: none).
+    """
+
+    operation: ClassVar[str] = "batch"
+
+    inputs: list[Any] = field(default_factory=list)
+    prediction_ids: list[str | None] | None = None
+
+    def explained_inputs(self) -> list[Any]:
+        """The inputs."""
+        return list(self.inputs)
+
+
+@dataclass
+class GlobalRequest(ExplanationQuery):
+    """Global importance over sample inputs or a dataset version (``POST /explanations/global``).
+
+    Attributes:
+        inputs: Sample inputs (or ``dataset_version_id``).
+        dataset_version_id: A dataset version whose rows are explained (always a job).
+        aggregation_method: ``mean``, ``median``, ``max`` or ``percentile_95`` of |contribution|.
+        top_k: Features in the stability measure.
+        interaction_threshold: Correlation above which two features are reported together.
+        prediction_bins: Edges of prediction ranges to segment importances by.
+    """
+
+    operation: ClassVar[str] = "global"
+
+    inputs: list[Any] | None = None
+    dataset_version_id: str | None = None
+    aggregation_method: str = "mean"
+    top_k: int = 5
+    interaction_threshold: float = 0.5
+    prediction_bins: list[float] | None = None
+
+    def explained_inputs(self) -> list[Any]:
+        """The sample inputs (``[]`` for a dataset version)."""
+        return list(self.inputs or [])
+
+    def dataset_version(self) -> str | None:
+        """``dataset_version_id``."""
+        return self.dataset_version_id
+
+
+@dataclass
+class DependenceRequest(ExplanationQuery):
+    """SHAP dependence-plot data for one feature (``POST /explanations/dependence``).
+
+    Attributes:
+        feature: The feature plotted.
+        interaction_feature: The feature colouring the plot (``auto``: the strongest
+            interaction; ``None``: none).
+        inputs: Sample inputs (or ``dataset_version_id``).
+        dataset_version_id: A dataset version whose rows are explained (always a job).
+    """
+
+    operation: ClassVar[str] = "dependence"
+
+    feature: str = ""
+    interaction_feature: str | None = "auto"
+    inputs: list[Any] | None = None
+    dataset_version_id: str | None = None
+
+    def explained_inputs(self) -> list[Any]:
+        """The sample inputs (``[]`` for a dataset version)."""
+        return list(self.inputs or [])
+
+    def dataset_version(self) -> str | None:
+        """``dataset_version_id``."""
+        return self.dataset_version_id
+
+    @property
+    def method(self) -> str:
+        """Always ``shap``."""
+        return ExplanationType.SHAP.value
+
+
+AnyRequest = ExplanationRequest | BatchRequest | GlobalRequest | DependenceRequest
+REQUEST_TYPES: dict[str, type[ExplanationQuery]] = {
+    kind.operation: kind
+    for kind in (ExplanationRequest, BatchRequest, GlobalRequest, DependenceRequest)
+}
+
+
+def parse_request(operation: str, data: dict[str, Any]) -> ExplanationQuery:
+    """The typed request an operation's serialised payload (a job's, the Lambda event's) holds.
+
+    Raises:
+        ValidationError: An unknown operation, or a payload that is not a request of it.
+    """
+    from chalicelib.core.errors import ValidationError
+
+    kind = REQUEST_TYPES.get(operation)
+    if kind is None:
+        raise ValidationError(f"unknown operation '{operation}'")
+    try:
+        return kind.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise ValidationError(f"malformed {operation} request: {error}") from None
+
+
+@dataclass
+class PlanRequest:
+    """A request to estimate (the ``plan`` operation sent to the explanation function).
+
+    Attributes:
+        request: The request whose cost is measured.
+    """
+
+    request: ExplanationQuery
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"operation", "request"}``, JSON-ready."""
+        return {"operation": self.request.operation, "request": self.request.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanRequest:
+        """Rebuilds it from :meth:`to_dict` output."""
+        return cls(parse_request(str(data.get("operation")), dict(data.get("request") or {})))
 
 
 @dataclass

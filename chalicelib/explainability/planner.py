@@ -47,7 +47,7 @@ from chalicelib.explainability.budget import (
     text_counts,
 )
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
-from chalicelib.explainability.models import MAX_JOB_ROWS
+from chalicelib.explainability.models import MAX_JOB_ROWS, ExplanationQuery
 from chalicelib.explainability.probe import (
     SAMPLE_ROWS,
     declared_row_values,
@@ -71,22 +71,6 @@ def input_kind(descriptor: ModelDescriptor) -> str:
     return {"text_classification": "text", "image_classification": "image"}.get(
         descriptor.task, "tabular"
     )
-
-
-def request_inputs(operation: str, payload: dict[str, Any]) -> list[Any]:
-    """The inputs a request explains (one for ``explain``; ``[]`` for a dataset version)."""
-    if operation == "explain":
-        return [payload.get("input_data") or {}]
-    return list(payload.get("inputs") or [])
-
-
-def _method(payload: dict[str, Any]) -> str:
-    return str(payload.get("explanation_type") or "shap")
-
-
-def _int(payload: dict[str, Any], name: str, default: int) -> int:
-    value = payload.get(name)
-    return default if value is None else int(value)
 
 
 class CostPlanner:
@@ -113,53 +97,46 @@ class CostPlanner:
         self._lock = threading.Lock()
 
     # --- entry points -----------------------------------------------------------------------
-    def static(
-        self, operation: str, payload: dict[str, Any], descriptor: ModelDescriptor
-    ) -> Estimate:
+    def static(self, request: ExplanationQuery, descriptor: ModelDescriptor) -> Estimate:
         """A lower bound of the request's cost without loading the model."""
-        return self._estimate(
-            operation, payload, descriptor, None, request_inputs(operation, payload)
-        )
+        return self._estimate(request, descriptor, None, request.explained_inputs())
 
     def measured(
         self,
-        operation: str,
-        payload: dict[str, Any],
+        request: ExplanationQuery,
         descriptor: ModelDescriptor,
         inputs: list[Any] | None = None,
     ) -> Estimate:
         """The request's cost with its model loaded and timed.
 
         Args:
-            operation: ``explain``, ``batch``, ``global`` or ``dependence``.
-            payload: The request.
+            request: The request (single, batch, global or dependence).
             descriptor: The resolved model version.
             inputs: The inputs when already resolved (a dataset version's rows).
         """
         loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
-        found = request_inputs(operation, payload) if inputs is None else inputs
-        return self._estimate(operation, payload, descriptor, loaded, found)
+        found = request.explained_inputs() if inputs is None else inputs
+        return self._estimate(request, descriptor, loaded, found)
 
     # --- counting ---------------------------------------------------------------------------
     def _estimate(
         self,
-        operation: str,
-        payload: dict[str, Any],
+        request: ExplanationQuery,
         descriptor: ModelDescriptor,
         loaded: LoadedModel | None,
         inputs: list[Any],
     ) -> Estimate:
         kind = input_kind(descriptor)
         if kind == "text":
-            return self._media(lambda item, model: self._text(payload, item, model), inputs, loaded)
+            return self._media(lambda item, model: self._text(request, item, model), inputs, loaded)
         if kind == "image":
             return self._media(
-                lambda item, model: self._image(payload, item, model), inputs, loaded
+                lambda item, model: self._image(request, item, model), inputs, loaded
             )
-        rows = len(inputs) or self._dataset_rows(payload)
-        if operation == "dependence" or _method(payload) == "shap":
-            return self._tabular_shap(payload, descriptor, loaded, rows, inputs)
-        return self._tabular_lime(payload, descriptor, loaded, rows, inputs)
+        rows = len(inputs) or self._dataset_rows(request)
+        if request.method == "shap":  # dependence plots are always SHAP
+            return self._tabular_shap(request, descriptor, loaded, rows, inputs)
+        return self._tabular_lime(request, descriptor, loaded, rows, inputs)
 
     @staticmethod
     def _media(
@@ -179,9 +156,9 @@ class CostPlanner:
         rest = [_scaled(one(item, None), ratio) for item in items[MEASURED_INPUTS:]]
         return combine(measured + rest)
 
-    def _dataset_rows(self, payload: dict[str, Any]) -> int:
+    def _dataset_rows(self, request: ExplanationQuery) -> int:
         """Rows of the request's dataset version (at most what is read), or 1 when unknown."""
-        version_id = payload.get("dataset_version_id")
+        version_id = request.dataset_version()
         found = None
         if version_id and self.dataset_rows is not None:
             found = self.dataset_rows(str(version_id))
@@ -189,16 +166,16 @@ class CostPlanner:
 
     def _tabular_shap(
         self,
-        payload: dict[str, Any],
+        request: ExplanationQuery,
         descriptor: ModelDescriptor,
         loaded: LoadedModel | None,
         rows: int,
         inputs: list[Any] | None = None,
     ) -> Estimate:
         features = max(1, len(descriptor.feature_names))
-        requested = str(payload.get("algorithm") or "auto")
-        wanted = _int(payload, "background_sample_size", 100)
-        interactions = bool(payload.get("include_interactions"))
+        requested = request.algorithm
+        wanted = request.background_sample_size
+        interactions = request.include_interactions
         if loaded is None:
             method = requested if requested in SHAP_METHODS else "model_specific"
             work = Work(method, rows, features, 0, 1, features, interactions=interactions)
@@ -216,25 +193,25 @@ class CostPlanner:
 
     def _tabular_lime(
         self,
-        payload: dict[str, Any],
+        request: ExplanationQuery,
         descriptor: ModelDescriptor,
         loaded: LoadedModel | None,
         rows: int,
         inputs: list[Any] | None = None,
     ) -> Estimate:
         features = max(1, len(descriptor.feature_names))
-        samples = _int(payload, "num_samples", 5000)
+        samples = request.num_samples
         work = Work("lime_tabular", rows, features, samples, 0, features)
         if loaded is None:
             return estimate(work)
         width, speed = self._tabular_facts(loaded, "lime", inputs)
         return estimate(dataclasses.replace(work, row_values=width), speed)
 
-    def _text(self, payload: dict[str, Any], data: Any, loaded: LoadedModel | None) -> Estimate:
+    def _text(self, request: ExplanationQuery, data: Any, loaded: LoadedModel | None) -> Estimate:
         text = data.get("text") if isinstance(data, dict) else None
         tokens, characters = text_counts(text)
-        lime = _method(payload) == "lime"
-        samples = _int(payload, "num_samples", 5000) if lime else _int(payload, "max_evals", 500)
+        lime = request.method == "lime"
+        samples = request.num_samples if lime else request.max_evals
         method = "lime_text" if lime else "partition_text"
         if loaded is not None and isinstance(text, str):
             characters = max(characters, declared_text_values(loaded.estimator, text))
@@ -251,38 +228,35 @@ class CostPlanner:
             speed = measure_speed(lambda rows: loaded.estimator.predict_proba(list(rows)), probe)
         return _with_compilation(estimate(work, speed), first)
 
-    def _image(self, payload: dict[str, Any], data: Any, loaded: LoadedModel | None) -> Estimate:
+    def _image(self, request: ExplanationQuery, data: Any, loaded: LoadedModel | None) -> Estimate:
         image = data.get("image") if isinstance(data, dict) else None
         pixels, values = image_counts(image)
-        lime = _method(payload) == "lime"
-        samples = _int(payload, "num_samples", 5000) if lime else _int(payload, "max_evals", 500)
-        segmentation = str(payload.get("segmentation") or "slic")
-        wanted = _int(payload, "n_segments", 25)
+        lime = request.method == "lime"
+        samples = request.num_samples if lime else request.max_evals
+        segmentation = request.segmentation
+        wanted = request.n_segments
         superpixels = min(pixels, wanted) if segmentation == "slic" else 1
         speed = None
         if loaded is not None and image is not None:
-            superpixels, speed = self._image_facts(payload, image, loaded, superpixels)
+            superpixels, speed = self._image_facts(request, image, loaded, superpixels)
         method = "lime_image" if lime else "partition_image"
         work = Work(method, 1, superpixels, samples, 0, values, pixels, segmentation)
         return _with_compilation(estimate(work, speed), not lime and loaded is not None)
 
     def _image_facts(
-        self, payload: dict[str, Any], image: Any, loaded: LoadedModel, fallback: int
+        self, request: ExplanationQuery, image: Any, loaded: LoadedModel, fallback: int
     ) -> tuple[int, ModelSpeed | None]:
         """Superpixels of the image (segmenting it, kept for the explanation) and the model's
         seconds per image; the fallback when the image is invalid (the engine reports why)."""
         from chalicelib.core.errors import SynapseError
         from chalicelib.explainability.inputs import image_input
-        from chalicelib.explainability.lime_engine import image_segments
+        from chalicelib.explainability.superpixels import image_segments
 
         try:
             array = image_input({"image": image})
         except SynapseError:
             return fallback, None
-        segmentation = str(payload.get("segmentation") or "slic")
-        segments = image_segments(
-            array, segmentation, _int(payload, "n_segments", 25), _int(payload, "seed", 0)
-        )
+        segments = image_segments(array, request.segmentation, request.n_segments, request.seed)
         count = int(np.unique(segments).shape[0])
         estimator = loaded.estimator
         if (

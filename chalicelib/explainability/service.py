@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, fields, replace
+from typing import Any, Protocol, TypeVar
 
 from chalicelib.core import aws
 from chalicelib.core.clock import Clock, SystemClock
@@ -64,44 +64,43 @@ from chalicelib.explainability.errors import (
 )
 from chalicelib.explainability.inputs import text_input
 from chalicelib.explainability.jobs import ExplanationJobs
-from chalicelib.explainability.lime_engine import LIMEExplainer, lime_options
+from chalicelib.explainability.lime_engine import LIMEExplainer, LimeOptions, lime_options
 from chalicelib.explainability.loading import ModelDescriptor, ModelLoader, RegistryModelLoader
 from chalicelib.explainability.models import (
     IMPLEMENTED_TYPES,
     MAX_JOB_ROWS,
     SYNC_ROW_LIMIT,
+    BatchRequest,
+    DependenceRequest,
+    ExplainOptions,
+    ExplanationQuery,
     ExplanationRequest,
     ExplanationType,
     GlobalExplanation,
+    GlobalRequest,
+    PlanRequest,
     PredictionExplanation,
     Submitted,
+    parse_request,
 )
 from chalicelib.explainability.planner import CostPlanner, input_kind
 from chalicelib.explainability.repository import ExplanationRepository, JobRecord
-from chalicelib.explainability.shap_engine import SHAPExplainer, shap_options
-from chalicelib.explainability.shap_media import media_shap_parameters
+from chalicelib.explainability.shap_engine import SHAPExplainer, ShapOptions, shap_options
+from chalicelib.explainability.shap_media import MediaShapOptions, media_shap_options
 
-SHAP_OPTIONS = (
-    "background_sample_size",
-    "background_method",
-    "algorithm",
-    "class_name",
-    "seed",
-    "include_interactions",
-)
-LIME_OPTIONS = ("num_samples", "num_features", "class_name", "seed", "segmentation", "n_segments")
-MEDIA_SHAP_OPTIONS = {
-    "text": ("max_evals", "class_name", "seed"),
-    "image": ("max_evals", "class_name", "seed", "segmentation", "n_segments", "hide_color"),
-}
+MEDIA_KINDS = ("text", "image")
+RequestT = TypeVar("RequestT", bound=ExplanationQuery)
+
+# What a compute backend runs: an explanation request, or the estimate of one.
+Work = ExplanationQuery | PlanRequest
 
 
 class ComputeBackend(Protocol):
-    """Runs an operation (``explain``, ``batch``, ``global``, ``dependence``, ``plan``,
-    ``run_job``) under the caller's allowance (:func:`.budget.current`)."""
+    """Runs a typed request (single, batch, global, dependence, or the estimate of one) under
+    the caller's allowance (:func:`.budget.current`)."""
 
-    def run(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Runs ``operation`` and returns its JSON-ready result.
+    def run(self, work: Work) -> Any:
+        """Runs ``work`` and returns its JSON-ready result.
 
         Raises:
             NeedsJob: Synchronous work over the synchronous limit or deadline.
@@ -187,8 +186,8 @@ class ExplanationService:
             found = self.cache.get(key, descriptor.model_id)
             if found is not None:
                 return found
-            payload = {**request.to_dict(), "model_version": descriptor.version}
-            explanation = PredictionExplanation.from_dict(self.backend.run("explain", payload))
+            pinned = request.pinned(descriptor.version)
+            explanation = PredictionExplanation.from_dict(self.backend.run(pinned))
         self.cache.remember(key, explanation)
         return explanation
 
@@ -209,8 +208,8 @@ class ExplanationService:
         self.authorize(principal, request.model_id, request.model_version)
         submitter = Submitter(owner, principal)
         descriptor = self.model_loader.describe(request.model_id, request.model_version)
-        payload = {**request.to_dict(), "model_version": descriptor.version}
-        static = self.planner.static("explain", payload, descriptor)
+        pinned = request.pinned(descriptor.version)
+        static = self.planner.static(pinned, descriptor)
         to_job = decide(static, self.limits) == "job" or request.asynchronous
         remote = not isinstance(self.backend, InProcessBackend)
         key = ""
@@ -220,8 +219,8 @@ class ExplanationService:
             if found is not None:
                 return found
         if to_job:
-            return self._submit("explain", payload, submitter)
-        answer = self._run_now("explain", payload, submitter)
+            return self._submit(pinned, submitter)
+        answer = self._run_now(pinned, submitter)
         if isinstance(answer, Submitted):
             return answer
         explanation = PredictionExplanation.from_dict(answer)
@@ -234,8 +233,8 @@ class ExplanationService:
         cache miss, the running allowance must admit its measured cost first."""
         check_type(request.explanation_type)
         descriptor = self.model_loader.describe(request.model_id, request.model_version)
-        payload = {**request.to_dict(), "model_version": descriptor.version}
-        with on_compute(lambda: admit(self.planner.measured("explain", payload, descriptor))):
+        pinned = request.pinned(descriptor.version)
+        with on_compute(lambda: admit(self.planner.measured(pinned, descriptor))):
             return self._explain_one(request)
 
     def _explain_one(self, request: ExplanationRequest) -> PredictionExplanation:
@@ -244,42 +243,42 @@ class ExplanationService:
         kind = input_kind(descriptor)
         version = descriptor.version
         if request.explanation_type is ExplanationType.SHAP:
-            if kind in MEDIA_SHAP_OPTIONS:
+            if kind in MEDIA_KINDS:
                 return self._explain_media_with_shap(request, kind, version)
             return self.shap.explain_prediction(
                 request.model_id,
                 version,
                 request.input_data,
                 request.prediction_id,
-                **_pick(request.to_dict(), SHAP_OPTIONS),
+                options=shap_options_of(request),
             )
-        options = _lime_values(request.to_dict(), kind)
+        options = lime_options_of(request, kind)
         if kind == "text":
             text = text_input(request.input_data)
             return self.lime.explain_text_prediction(
-                request.model_id, version, text, request.prediction_id, **options
+                request.model_id, version, text, request.prediction_id, options=options
             )
         if kind == "image":
             image = (request.input_data or {}).get("image")
             return self.lime.explain_image_prediction(
-                request.model_id, version, image, request.prediction_id, **options
+                request.model_id, version, image, request.prediction_id, options=options
             )
         return self.lime.explain_prediction(
-            request.model_id, version, request.input_data, request.prediction_id, **options
+            request.model_id, version, request.input_data, request.prediction_id, options=options
         )
 
     def _explain_media_with_shap(
         self, request: ExplanationRequest, kind: str, version: int
     ) -> PredictionExplanation:
         """SHAP (Partition explainer) of a text or image model."""
-        options = _pick(request.to_dict(), MEDIA_SHAP_OPTIONS[kind])
+        options = media_shap_options_of(request, kind)
         data = request.input_data or {}
         if kind == "text":
             return self.shap.explain_text_prediction(
-                request.model_id, version, text_input(data), request.prediction_id, **options
+                request.model_id, version, text_input(data), request.prediction_id, options=options
             )
         return self.shap.explain_image_prediction(
-            request.model_id, version, data.get("image"), request.prediction_id, **options
+            request.model_id, version, data.get("image"), request.prediction_id, options=options
         )
 
     def request_key(self, request: ExplanationRequest) -> tuple[ModelDescriptor, str]:
@@ -287,101 +286,103 @@ class ExplanationService:
         from chalicelib.explainability.inputs import canonical_input
 
         descriptor = self.model_loader.describe(request.model_id, request.model_version)
-        data = request.to_dict()
         kind = input_kind(descriptor)
-        if request.explanation_type is ExplanationType.SHAP and kind in MEDIA_SHAP_OPTIONS:
-            parameters = media_shap_parameters(kind, **_pick(data, MEDIA_SHAP_OPTIONS[kind]))
+        if request.explanation_type is ExplanationType.SHAP and kind in MEDIA_KINDS:
+            parameters = media_shap_options_of(request, kind).as_parameters(kind)
         elif request.explanation_type is ExplanationType.SHAP:
-            parameters = shap_options(**_pick(data, SHAP_OPTIONS)).as_parameters()
+            parameters = shap_options_of(request).as_parameters()
         else:
-            parameters = lime_options(**_lime_values(data, kind)).as_parameters()
+            parameters = lime_options_of(request, kind).as_parameters()
         canonical = canonical_input(kind, request.input_data, descriptor.feature_names)
         key = cache_key(descriptor, request.explanation_type.value, canonical, parameters)
         return descriptor, key
 
     # --- batch, global, dependence -----------------------------------------------------------
     def explain_batch(
-        self, payload: dict[str, Any], owner: str = "", principal: Principal | None = None
+        self,
+        request: BatchRequest | dict[str, Any],
+        owner: str = "",
+        principal: Principal | None = None,
     ) -> dict[str, Any] | Submitted:
         """Explains many predictions, or submits a job (over ``SYNC_ROW_LIMIT`` inputs, over
         the synchronous limit, or asked to). With a ``principal``, the model and its background
-        must be readable by the caller (404 otherwise)."""
-        check_type(ExplanationType(payload.get("explanation_type", "shap")))
-        self.authorize_payload(principal, payload)
-        rows = len(payload.get("inputs") or [])
+        must be readable by the caller (404 otherwise). A dict is read as a
+        :class:`BatchRequest` (the Python API's older form)."""
+        batch = as_request(BatchRequest, request)
+        check_type(batch.explanation_type)
+        self.authorize_request(principal, batch)
+        rows = len(batch.inputs)
         _check_rows(rows)
-        force = bool(payload.get("asynchronous")) or rows > SYNC_ROW_LIMIT
-        return self._run_or_submit("batch", payload, Submitter(owner, principal), force)
+        force = batch.asynchronous or rows > SYNC_ROW_LIMIT
+        return self._run_or_submit(batch, Submitter(owner, principal), force)
 
     def global_importance(
-        self, payload: dict[str, Any], owner: str = "", principal: Principal | None = None
+        self,
+        request: GlobalRequest | dict[str, Any],
+        owner: str = "",
+        principal: Principal | None = None,
     ) -> dict[str, Any] | Submitted:
         """Global importance, stability and interactions (a job above the synchronous limits).
 
         With a ``principal``, the model and a ``dataset_version_id`` must be readable by the
-        caller (otherwise 404, as for ones that do not exist).
+        caller (otherwise 404, as for ones that do not exist). A dict is read as a
+        :class:`GlobalRequest`.
         """
-        check_type(ExplanationType(payload.get("explanation_type", "shap")))
-        self.authorize_payload(principal, payload)
-        rows = len(payload.get("inputs") or [])
-        _check_rows(rows)
-        big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
-        force = big or bool(payload.get("asynchronous"))
-        return self._run_or_submit("global", payload, Submitter(owner, principal), force)
+        summary = as_request(GlobalRequest, request)
+        check_type(summary.explanation_type)
+        self.authorize_request(principal, summary)
+        return self._run_or_submit(summary, Submitter(owner, principal), _needs_job(summary))
 
     def dependence(
-        self, payload: dict[str, Any], owner: str = "", principal: Principal | None = None
+        self,
+        request: DependenceRequest | dict[str, Any],
+        owner: str = "",
+        principal: Principal | None = None,
     ) -> dict[str, Any] | Submitted:
-        """SHAP dependence-plot data (a job above the synchronous limits)."""
-        self.authorize_payload(principal, payload)
-        rows = len(payload.get("inputs") or [])
-        _check_rows(rows)
-        big = payload.get("dataset_version_id") is not None or rows > SYNC_ROW_LIMIT
-        force = big or bool(payload.get("asynchronous"))
-        return self._run_or_submit("dependence", payload, Submitter(owner, principal), force)
+        """SHAP dependence-plot data (a job above the synchronous limits). A dict is read as a
+        :class:`DependenceRequest`."""
+        plot = as_request(DependenceRequest, request)
+        self.authorize_request(principal, plot)
+        return self._run_or_submit(plot, Submitter(owner, principal), _needs_job(plot))
 
-    def plan(self, operation: str, payload: dict[str, Any]) -> Estimate:
+    def plan(self, request: ExplanationQuery) -> Estimate:
         """The measured estimate of a request (loads the model; see :mod:`.planner`)."""
-        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
-        return self.planner.measured(operation, payload, descriptor)
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        return self.planner.measured(request, descriptor)
 
     def _run_or_submit(
-        self, operation: str, payload: dict[str, Any], submitter: Submitter, force_job: bool
+        self, request: ExplanationQuery, submitter: Submitter, force_job: bool
     ) -> dict[str, Any] | Submitted:
         """Answers now or submits a job, by the estimate (422 over what a job may do)."""
-        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
-        pinned = {**payload, "model_version": descriptor.version}
-        static = self.planner.static(operation, pinned, descriptor)
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        pinned = request.pinned(descriptor.version)
+        static = self.planner.static(pinned, descriptor)
         if decide(static, self.limits) == "job" or force_job:
-            return self._submit(operation, pinned, submitter)
-        return self._run_now(operation, pinned, submitter)
+            return self._submit(pinned, submitter)
+        return self._run_now(pinned, submitter)
 
-    def _run_now(self, operation: str, payload: dict[str, Any], submitter: Submitter) -> Any:
+    def _run_now(self, request: ExplanationQuery, submitter: Submitter) -> Any:
         """Runs synchronously under the synchronous allowance; a job if it does not fit."""
         try:
             with bounded(sync_allowance(self.limits)):
-                return self.backend.run(operation, payload)
+                return self.backend.run(request)
         except NeedsJob as over:
-            return self._submitted(operation, payload, submitter, over.estimate)
+            return self._submitted(request, submitter, over.estimate)
 
-    def _submit(self, operation: str, payload: dict[str, Any], submitter: Submitter) -> Submitted:
+    def _submit(self, request: ExplanationQuery, submitter: Submitter) -> Submitted:
         """Submits a job once its measured estimate fits what a job may do (else 422)."""
-        found = self.backend.run("plan", {"operation": operation, "request": payload})
-        measured = Estimate.from_dict(found)
+        measured = Estimate.from_dict(self.backend.run(PlanRequest(request)))
         refuse_if_over_job(measured, self.limits.job_seconds)
-        return self._submitted(operation, payload, submitter, measured)
+        return self._submitted(request, submitter, measured)
 
     def _submitted(
-        self,
-        operation: str,
-        payload: dict[str, Any],
-        submitter: Submitter,
-        cost: Estimate | None,
+        self, request: ExplanationQuery, submitter: Submitter, cost: Estimate | None
     ) -> Submitted:
         """Stores the job: the version is pinned, and the submitter is kept so the job's reads
-        are checked again with the submitter's rights when it runs."""
-        job_payload = submitter.job_payload({**payload, "asynchronous": False})
-        job = self.jobs.submit(operation, job_payload, submitter.name)
+        are checked again with the submitter's rights when it runs. The job carries the
+        request serialised (:meth:`ExplanationQuery.to_dict`), parsed back when it runs."""
+        job_payload = submitter.job_payload(replace(request, asynchronous=False).to_dict())
+        job = self.jobs.submit(request.operation, job_payload, submitter.name)
         return Submitted(job, None if cost is None else cost.seconds)
 
     # --- access ------------------------------------------------------------------------------
@@ -424,13 +425,10 @@ class ExplanationService:
                 "version that does not exist or that you may not read"
             ) from None
 
-    def authorize_payload(self, principal: Principal | None, payload: dict[str, Any]) -> None:
-        """:meth:`authorize` for a batch, global, dependence or job payload."""
+    def authorize_request(self, principal: Principal | None, request: ExplanationQuery) -> None:
+        """:meth:`authorize` for every resource a request reads."""
         self.authorize(
-            principal,
-            payload["model_id"],
-            payload.get("model_version"),
-            payload.get("dataset_version_id"),
+            principal, request.model_id, request.model_version, request.dataset_version()
         )
 
     # --- jobs, cache -------------------------------------------------------------------------
@@ -445,12 +443,7 @@ class ExplanationService:
         record = self.jobs.get(job_id, principal)
         if isinstance(principal, Principal):
             try:
-                self.authorize(
-                    principal,
-                    record.request["model_id"],
-                    record.request.get("model_version"),
-                    record.request.get("dataset_version_id"),
-                )
+                self.authorize_request(principal, parse_request(record.kind, record.request))
             except NotFound:
                 raise ExplanationJobNotFound(f"explanation job '{job_id}' not found") from None
         return record
@@ -479,30 +472,36 @@ class ExplanationService:
 
     # --- execution (in this process) ---------------------------------------------------------
     def execute(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Runs an operation here under the running allowance; returns its JSON-ready result.
+        """Runs a serialised operation here (the Lambda event's or a job's): the payload is
+        parsed back into its typed request first, and nothing past this point sees a dict.
 
         A job payload carries its submitter (``caller``): the resources it reads are checked
         again with the submitter's rights when the job runs, not only when it was submitted.
 
         Raises:
+            ValidationError: An unknown operation or a malformed payload.
             NeedsJob: Synchronous work over the synchronous limit, or stopped at its deadline.
         """
+        if operation == "run_job":
+            return self.jobs.run(str(payload["job_id"]), payload.get("seconds_available"))
         caller = payload.get(CALLER)
+        data = {key: value for key, value in payload.items() if key != CALLER}
+        work: Work = (
+            PlanRequest.from_dict(data) if operation == "plan" else parse_request(operation, data)
+        )
         if caller is not None:
-            payload = {key: value for key, value in payload.items() if key != CALLER}
-            self.authorize_payload(caller_principal(caller), payload)
-        handlers: dict[str, Any] = {
-            "explain": lambda p: self.explain_here(ExplanationRequest.from_dict(p)).to_dict(),
-            "batch": self._run_batch,
-            "global": self._run_global,
-            "dependence": self._run_dependence,
-            "plan": lambda p: self.plan(p["operation"], p["request"]).to_dict(),
-            "run_job": lambda p: self.jobs.run(p["job_id"], p.get("seconds_available")),
-        }
-        if operation not in handlers:
-            raise ValidationError(f"unknown operation '{operation}'")
+            target = work.request if isinstance(work, PlanRequest) else work
+            self.authorize_request(caller_principal(caller), target)
+        return self.compute(work)
+
+    def compute(self, work: Work) -> Any:
+        """Runs a typed request here under the running allowance; returns its JSON-ready result.
+
+        Raises:
+            NeedsJob: Synchronous work over the synchronous limit, or stopped at its deadline.
+        """
         try:
-            return require_finite(handlers[operation](payload))
+            return require_finite(self._compute(work))
         except DeadlineExceeded:
             allowance = current()
             if allowance is not None and allowance.mode == "sync":
@@ -512,96 +511,106 @@ class ExplanationService:
             # Whatever allocated it is gone by now; the request, not the server, is at fault.
             raise out_of_memory() from None
 
-    def _batch_explanations(
-        self, payload: dict[str, Any], operation: str = "batch"
-    ) -> list[PredictionExplanation]:
-        """Explanations of ``payload["inputs"]``, once the allowance admits their estimate."""
-        kind = ExplanationType(payload.get("explanation_type", "shap"))
-        check_type(kind)
-        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
-        admit(self.planner.measured(operation, payload, descriptor))
-        if input_kind(descriptor) != "tabular":
-            return self._media_batch(payload, descriptor.version)
-        args = (payload["model_id"], descriptor.version, payload["inputs"])
-        ids = payload.get("prediction_ids")
-        if kind is ExplanationType.SHAP:
-            return self.shap.explain_batch(*args, ids, **_pick(payload, SHAP_OPTIONS))
-        return self.lime.explain_batch(*args, ids, **_pick(payload, LIME_OPTIONS))
+    def _compute(self, work: Work) -> Any:
+        if isinstance(work, PlanRequest):
+            return self.plan(work.request).to_dict()
+        if isinstance(work, ExplanationRequest):
+            return self.explain_here(work).to_dict()
+        if isinstance(work, BatchRequest):
+            explanations = self._batch_explanations(work)
+            return {"count": len(explanations), "explanations": [e.to_dict() for e in explanations]}
+        if isinstance(work, GlobalRequest):
+            return self._run_global(work)
+        if isinstance(work, DependenceRequest):
+            return self._run_dependence(work)
+        raise ValidationError(f"unknown request {type(work).__name__}")
 
-    def _media_batch(self, payload: dict[str, Any], version: int) -> list[PredictionExplanation]:
+    def _batch_explanations(
+        self, request: BatchRequest | GlobalRequest
+    ) -> list[PredictionExplanation]:
+        """Explanations of the request's inputs, once the allowance admits their estimate."""
+        check_type(request.explanation_type)
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        admit(self.planner.measured(request, descriptor))
+        if input_kind(descriptor) != "tabular":
+            return self._media_batch(request, descriptor.version)
+        inputs = request.explained_inputs()
+        ids = request.prediction_ids if isinstance(request, BatchRequest) else None
+        args = (request.model_id, descriptor.version, inputs, ids)
+        if request.explanation_type is ExplanationType.SHAP:
+            return self.shap.explain_batch(*args, options=shap_options_of(request))
+        return self.lime.explain_batch(*args, options=lime_options_of(request, "tabular"))
+
+    def _media_batch(
+        self, request: BatchRequest | GlobalRequest, version: int
+    ) -> list[PredictionExplanation]:
         """Text or image inputs, one explanation each (each one cached), in input order."""
-        inputs = payload["inputs"]
-        ids = list(payload.get("prediction_ids") or [None] * len(inputs))
+        inputs = request.explained_inputs()
+        found = request.prediction_ids if isinstance(request, BatchRequest) else None
+        ids = list(found or [None] * len(inputs))
         if len(ids) != len(inputs):
             raise ValidationError("prediction_ids must have one id per input")
-        base = {**payload, "model_version": version}
         return [
-            self._explain_one(
-                ExplanationRequest.from_dict({**base, "input_data": item, "prediction_id": pid})
-            )
+            self._explain_one(single_request(request, version, item, pid))
             for item, pid in zip(inputs, ids, strict=True)
         ]
 
-    def _run_batch(self, payload: dict[str, Any]) -> dict[str, Any]:
-        explanations = self._batch_explanations(payload)
-        return {"count": len(explanations), "explanations": [e.to_dict() for e in explanations]}
-
-    def _run_global(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _run_global(self, request: GlobalRequest) -> dict[str, Any]:
         import time
 
         started = time.perf_counter()
-        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
         require(
             input_kind(descriptor) != "image",
             f"model '{descriptor.model_id}' classifies images: superpixels differ from image to "
             "image, so they have no global importance; explain images one by one or in a batch",
         )
         inputs = self.shap.resolve_inputs(
-            payload["model_id"],
+            request.model_id,
             descriptor.version,
-            payload.get("inputs"),
-            payload.get("dataset_version_id"),
+            request.inputs,
+            request.dataset_version_id,
             MAX_JOB_ROWS,
         )
-        pinned = {**payload, "model_version": descriptor.version, "inputs": inputs}
-        explanations = self._batch_explanations(pinned, "global")
-        method = payload.get("aggregation_method", "mean")
+        pinned = replace(request, model_version=descriptor.version, inputs=inputs)
+        explanations = self._batch_explanations(pinned)
+        method = request.aggregation_method
         result: GlobalExplanation = self.aggregator.summarize(
-            explanations, method, payload.get("top_k", 5), payload.get("interaction_threshold", 0.5)
+            explanations, method, request.top_k, request.interaction_threshold
         )
         result.computation_time_ms = (time.perf_counter() - started) * 1000
         data = result.to_dict()
-        bins = payload.get("prediction_bins")
+        bins = request.prediction_bins
         data["segments"] = (
             self.aggregator.segment_by_prediction(explanations, bins, method) if bins else None
         )
         return data
 
-    def _run_dependence(self, payload: dict[str, Any]) -> dict[str, Any]:
-        options = _pick(
-            payload, ("background_sample_size", "background_method", "algorithm", "seed")
-        )
-        descriptor = self.model_loader.describe(payload["model_id"], payload.get("model_version"))
-        inputs = payload.get("inputs")
-        if inputs is None and payload.get("dataset_version_id") is not None:
+    def _run_dependence(self, request: DependenceRequest) -> dict[str, Any]:
+        descriptor = self.model_loader.describe(request.model_id, request.model_version)
+        inputs = request.inputs
+        if inputs is None and request.dataset_version_id is not None:
             inputs = self.shap.resolve_inputs(
-                payload["model_id"],
+                request.model_id,
                 descriptor.version,
                 None,
-                payload["dataset_version_id"],
+                request.dataset_version_id,
                 MAX_JOB_ROWS,
             )
-        admit(self.planner.measured("dependence", payload, descriptor, inputs))
+        admit(self.planner.measured(request, descriptor, inputs))
         return self.shap.get_feature_dependence(
-            payload["model_id"],
+            request.model_id,
             descriptor.version,
-            payload["feature"],
+            request.feature,
             inputs=inputs,
-            dataset_version_id=None if inputs is not None else payload.get("dataset_version_id"),
-            interaction_feature=payload.get("interaction_feature", "auto"),
-            class_name=payload.get("class_name"),
+            dataset_version_id=None if inputs is not None else request.dataset_version_id,
+            interaction_feature=request.interaction_feature,
+            class_name=request.class_name,
             max_rows=MAX_JOB_ROWS,
-            **options,
+            background_sample_size=request.background_sample_size,
+            background_method=request.background_method,
+            algorithm=request.algorithm,
+            seed=request.seed,
         )
 
 
@@ -611,9 +620,9 @@ class InProcessBackend:
     def __init__(self, service: ExplanationService) -> None:
         self.service = service
 
-    def run(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Runs the operation here (under the caller's allowance)."""
-        return self.service.execute(operation, payload)
+    def run(self, work: Work) -> Any:
+        """Runs the request here (under the caller's allowance), typed all the way."""
+        return self.service.compute(work)
 
     def dispatch_job(self, job_id: str, seconds_available: float | None = None) -> None:
         """Runs the job here, within ``seconds_available``."""
@@ -639,14 +648,17 @@ class LambdaBackend:
     def client(self) -> Any:
         return self._client or aws.client("lambda")
 
-    def run(self, operation: str, payload: dict[str, Any]) -> Any:
-        """Invokes the function (with the caller's allowance) and returns its result.
+    def run(self, work: Work) -> Any:
+        """Invokes the function (with the caller's allowance) and returns its result: the
+        request travels serialised (``{"operation", "payload"}``) and is parsed back into the
+        same type there (:meth:`ExplanationService.execute`).
 
         Raises:
             NeedsJob: The function found the work over the synchronous limit or deadline.
             SynapseError: The function's error, with its status and code.
         """
-        event: dict[str, Any] = {"operation": operation, "payload": payload}
+        operation = "plan" if isinstance(work, PlanRequest) else work.operation
+        event: dict[str, Any] = {"operation": operation, "payload": work.to_dict()}
         allowance = current()
         if allowance is not None:
             event["allowance"] = allowance.to_dict()
@@ -794,16 +806,96 @@ def waiting_allowance(limits: Limits) -> Allowance:
     return Allowance("job", float("inf"), limits.job_seconds, limits.job_seconds)
 
 
-def _lime_values(data: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The request's LIME options (``hide_color`` applies to images only)."""
-    found = _pick(data, LIME_OPTIONS)
-    if kind == "image":
-        found["hide_color"] = data.get("hide_color")
+def as_request(kind: type[RequestT], request: RequestT | dict[str, Any]) -> RequestT:
+    """``request`` as a typed request of ``kind`` (a dict is parsed: the Python API's older
+    form).
+
+    Raises:
+        ValidationError: A dict that is not a request of that kind.
+    """
+    if isinstance(request, kind):
+        return request
+    if not isinstance(request, dict):
+        raise ValidationError(f"expected a {kind.__name__}, not {type(request).__name__}")
+    found = parse_request(kind.operation, request)
+    assert isinstance(found, kind)
     return found
 
 
-def _pick(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: data[name] for name in names if name in data and data[name] is not None}
+def single_request(
+    request: ExplanationQuery, version: int, input_data: Any, prediction_id: str | None
+) -> ExplanationRequest:
+    """One input of a batch as a single request with the batch's options."""
+    options = {item.name: getattr(request, item.name) for item in fields(ExplainOptions)}
+    return ExplanationRequest(
+        request.model_id,
+        version,
+        request.explanation_type,
+        input_data,
+        prediction_id,
+        **options,
+    )
+
+
+def shap_options_of(request: ExplainOptions) -> ShapOptions:
+    """The request's tabular SHAP options, validated.
+
+    Raises:
+        ValidationError: A value out of range or an unknown name.
+    """
+    return shap_options(
+        request.background_sample_size,
+        request.background_method,
+        request.algorithm,
+        request.class_name,
+        request.seed,
+        request.include_interactions,
+    )
+
+
+def lime_options_of(request: ExplainOptions, kind: str) -> LimeOptions:
+    """The request's LIME options, validated (``hide_color`` applies to images only).
+
+    Raises:
+        ValidationError: A value out of range or an unknown name.
+    """
+    return lime_options(
+        request.num_samples,
+        request.num_features,
+        request.class_name,
+        request.seed,
+        request.segmentation,
+        request.n_segments,
+        request.hide_color if kind == "image" else None,
+    )
+
+
+def media_shap_options_of(request: ExplainOptions, kind: str) -> MediaShapOptions:
+    """The request's text/image SHAP options, validated (text uses ``max_evals``,
+    ``class_name`` and ``seed`` only).
+
+    Raises:
+        ValidationError: A value out of range or an unknown name.
+    """
+    if kind == "text":
+        return media_shap_options(request.max_evals, request.class_name, request.seed)
+    return media_shap_options(
+        request.max_evals,
+        request.class_name,
+        request.seed,
+        request.segmentation,
+        request.n_segments,
+        request.hide_color,
+    )
+
+
+def _needs_job(request: GlobalRequest | DependenceRequest) -> bool:
+    """Whether a global or dependence request is a job whatever its estimate: a dataset
+    version, more than ``SYNC_ROW_LIMIT`` inputs, or asked to (400 over ``MAX_JOB_ROWS``)."""
+    rows = len(request.inputs or [])
+    _check_rows(rows)
+    big = request.dataset_version_id is not None or rows > SYNC_ROW_LIMIT
+    return big or request.asynchronous
 
 
 def _check_rows(rows: int) -> None:

@@ -36,13 +36,13 @@ from chalicelib.explainability.base import ExplainerBase, class_index, class_lab
 from chalicelib.explainability.budget import checkpoint, guarded
 from chalicelib.explainability.inputs import image_input, text_input
 from chalicelib.explainability.jit_cache import import_shap
-from chalicelib.explainability.lime_engine import hidden_value, image_options, image_segments
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import (
     FeatureContribution,
     OutputSpace,
     PredictionExplanation,
 )
+from chalicelib.explainability.superpixels import hidden_value, image_options, image_segments
 
 DEFAULT_MAX_EVALS = 500
 MIN_MAX_EVALS = 10
@@ -140,7 +140,9 @@ class MediaShap:
         model_version: int | None,
         text: str,
         prediction_id: str | None = None,
-        **options: Any,
+        *,
+        options: MediaShapOptions | None = None,
+        **values: Any,
     ) -> PredictionExplanation:
         """Explains a text classifier's prediction word by word (cached).
 
@@ -148,7 +150,7 @@ class MediaShap:
             ValidationError: Invalid text or options.
             UnprocessableEntity: Not a text classifier, or no ``predict_proba``.
         """
-        opts = media_shap_options(**options)
+        opts = options if options is not None else media_shap_options(**values)
         descriptor = self.engine._describe_classifier(
             model_id, model_version, "text_classification"
         )
@@ -167,7 +169,9 @@ class MediaShap:
         model_version: int | None,
         image: Any,
         prediction_id: str | None = None,
-        **options: Any,
+        *,
+        options: MediaShapOptions | None = None,
+        **values: Any,
     ) -> PredictionExplanation:
         """Explains an image classifier's prediction by superpixels (cached).
 
@@ -175,7 +179,7 @@ class MediaShap:
             ValidationError: Invalid image (or not the model's size) or options.
             UnprocessableEntity: Not an image classifier, or no ``predict_proba``.
         """
-        opts = media_shap_options(**options)
+        opts = options if options is not None else media_shap_options(**values)
         descriptor = self.engine._describe_classifier(
             model_id, model_version, "image_classification"
         )

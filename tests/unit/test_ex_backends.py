@@ -106,7 +106,7 @@ def test_the_lambda_backend_maps_remote_and_function_errors(model: Any) -> None:
             {"FunctionName": "explainer-fn", "InvocationType": "RequestResponse", "Payload": ANY},
         )
         with pytest.raises(SynapseError) as raised:
-            backend.run("explain", {})
+            backend.run(ExplanationRequest("m", 1))
         assert raised.value.status == 422 and raised.value.code == "unprocessable"
         crashed = {**_payload({"errorMessage": "boom"}), "FunctionError": "Unhandled"}
         stub.add_response(
@@ -115,7 +115,7 @@ def test_the_lambda_backend_maps_remote_and_function_errors(model: Any) -> None:
             {"FunctionName": "explainer-fn", "InvocationType": "RequestResponse", "Payload": ANY},
         )
         with pytest.raises(ServiceUnavailable):
-            backend.run("explain", {})
+            backend.run(ExplanationRequest("m", 1))
         stub.add_response(
             "invoke",
             {"StatusCode": 202},

@@ -36,6 +36,7 @@ from chalicelib.explainability.budget import (
 )
 from chalicelib.explainability.errors import DeadlineExceeded, NeedsJob, TooExpensive
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
+from chalicelib.explainability.models import ExplanationQuery, parse_request
 
 # --- the estimate -----------------------------------------------------------------------------
 WORK = st.builds(
@@ -216,7 +217,7 @@ def test_model_rows_of_kernel_and_exact_shap_are_what_shap_evaluates(
     options |= {"class_name": "b"}
     payload = {"explanation_type": "shap", "inputs": rows, **options}
     descriptor = engines.loader.describe(algorithm, 1)
-    planned = engines.planner.measured("batch", payload, descriptor)
+    planned = engines.planner.measured(_request("batch", payload), descriptor)
     calls, counted = _counted(
         model, lambda: engines.shap.explain_batch(algorithm, 1, rows, **options)
     )
@@ -232,7 +233,9 @@ def test_model_rows_of_lime_are_what_lime_evaluates(engines: Any) -> None:
     model = _tabular(engines, "lime", 6, 100)
     rows = _rows(engines, "lime", 3)
     payload = {"explanation_type": "lime", "inputs": rows, "num_samples": 700}
-    planned = engines.planner.measured("batch", payload, engines.loader.describe("lime", 1))
+    planned = engines.planner.measured(
+        _request("batch", payload), engines.loader.describe("lime", 1)
+    )
     calls, counted = _counted(
         model, lambda: engines.lime.explain_batch("lime", 1, rows, num_samples=700)
     )
@@ -247,13 +250,13 @@ def test_model_rows_of_lime_and_shap_on_text_are_what_they_evaluate(engines: Any
     text = "a great plot with an awful ending and a great cast"
     descriptor = engines.loader.describe("text", 1)
     lime = {"explanation_type": "lime", "input_data": {"text": text}, "num_samples": 400}
-    planned = engines.planner.measured("explain", lime, descriptor)
+    planned = engines.planner.measured(_request("explain", lime), descriptor)
     _, counted = _counted(
         model, lambda: engines.lime.explain_text_prediction("text", 1, text, num_samples=400)
     )
     assert planned.model_rows == counted == 400
     shap = {"explanation_type": "shap", "input_data": {"text": text}, "max_evals": 5000}
-    planned = engines.planner.measured("explain", shap, descriptor)
+    planned = engines.planner.measured(_request("explain", shap), descriptor)
     _, counted = _counted(
         model, lambda: engines.shap.explain_text_prediction("text", 1, text, max_evals=5000)
     )
@@ -272,7 +275,7 @@ def test_model_rows_of_lime_and_shap_on_images_are_what_they_evaluate(engines: A
     descriptor = engines.loader.describe("image", 1)
     lime = {"explanation_type": "lime", "input_data": {"image": image}, "num_samples": 150}
     lime |= {"n_segments": 9}
-    planned = engines.planner.measured("explain", lime, descriptor)
+    planned = engines.planner.measured(_request("explain", lime), descriptor)
     calls, counted = _counted(
         model,
         lambda: engines.lime.explain_image_prediction(
@@ -283,7 +286,7 @@ def test_model_rows_of_lime_and_shap_on_images_are_what_they_evaluate(engines: A
     assert planned.model_calls == calls - 1
     shap = {"explanation_type": "shap", "input_data": {"image": image}, "max_evals": 100}
     shap |= {"n_segments": 9}
-    planned = engines.planner.measured("explain", shap, descriptor)
+    planned = engines.planner.measured(_request("explain", shap), descriptor)
     _, counted = _counted(
         model,
         lambda: engines.shap.explain_image_prediction(
@@ -311,12 +314,14 @@ def test_the_planner_counts_the_superpixels_the_engines_will_use(
     payload = {"explanation_type": "lime", "input_data": {"image": images[0].tolist()}}
     payload |= {"segmentation": "felzenszwalb", "num_samples": 100}
     planned = engines.planner.measured(
-        "explain", payload, engines.loader.describe("felzenszwalb", 1)
+        _request("explain", payload), engines.loader.describe("felzenszwalb", 1)
     )
     superpixels = len(np.unique(image_segments(images[0], "felzenszwalb", 25, 0)))
     assert superpixels > 25  # felzenszwalb ignores n_segments: the count must come from the map
     assert planned.peak_values == 100 * superpixels
-    static = engines.planner.static("explain", payload, engines.loader.describe("felzenszwalb", 1))
+    static = engines.planner.static(
+        _request("explain", payload), engines.loader.describe("felzenszwalb", 1)
+    )
     # Estimates, not clocks: the count-only estimate never exceeds the one from the real map.
     static_estimate, measured_estimate = static.seconds, planned.seconds
     assert static_estimate <= measured_estimate
@@ -341,8 +346,8 @@ def test_the_estimate_without_the_model_counts_no_more_than_the_model_needs(
         {"explanation_type": "shap", "inputs": rows, "background_sample_size": 150},
         {"explanation_type": "shap", "inputs": rows, "algorithm": "kernel"},
     ):
-        static = engines.planner.static("batch", payload, descriptor)
-        measured = engines.planner.measured("batch", payload, descriptor)
+        static = engines.planner.static(_request("batch", payload), descriptor)
+        measured = engines.planner.measured(_request("batch", payload), descriptor)
         assert not static.measured and measured.measured
         static_estimate, measured_estimate = static.seconds, measured.seconds
         assert static_estimate <= measured_estimate, payload
@@ -551,3 +556,8 @@ def test_an_allowance_crosses_the_lambda_boundary_as_plain_json() -> None:
     assert 0 < sync["seconds_left"] <= 20.0  # what is left when it is sent
     received = Allowance.from_dict(sync)
     assert (received.mode, received.limit_seconds, received.job_seconds) == ("sync", 10.0, 240.0)
+
+
+def _request(operation: str, payload: dict[str, Any]) -> ExplanationQuery:
+    """The typed request of a payload (the planner never reads the model id)."""
+    return parse_request(operation, {"model_id": "planned", **payload})

@@ -1,0 +1,13 @@
+"""One SHAP explainer per module, as shap keeps them (``shap/explainers/_tree.py``...).
+
+* :mod:`._tree`: TreeSHAP (``shap.TreeExplainer``, tree-path-dependent) for tree ensembles,
+  XGBoost/LightGBM boosters, multiclass gradient boosting and pipelines with categorical columns.
+* :mod:`._linear`: LinearSHAP (``shap.LinearExplainer``, interventional) over the whole
+  background.
+* :mod:`._kernel`: KernelSHAP, each row seeded from its own values.
+* :mod:`._exact`: every coalition through the kernel machinery (exact Shapley values).
+* :mod:`._common`: the options, the result and the output spaces they share.
+
+``chalicelib.explainability.shap_engine.SHAPExplainer`` chooses one per model and builds the
+explanations; shap itself is imported on first use only.
+"""

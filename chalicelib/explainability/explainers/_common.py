@@ -1,0 +1,260 @@
+"""What the SHAP explainers share: options, result, output spaces and row chunking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chalicelib.core.errors import ValidationError
+from chalicelib.explainability.base import class_index, predicted_indices, require
+from chalicelib.explainability.budget import checkpoint
+from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
+from chalicelib.explainability.models import OutputSpace
+
+ALGORITHMS = ("auto", "tree", "linear", "exact", "kernel")
+BACKGROUND_METHODS = ("kmeans", "random")
+TREE_MODELS = {
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+    "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+    "DecisionTreeClassifier",
+    "DecisionTreeRegressor",
+    "ExtraTreeClassifier",
+    "ExtraTreeRegressor",
+    "HistGradientBoostingClassifier",
+    "HistGradientBoostingRegressor",
+    "BoosterModel",  # XGBoost and LightGBM (chalicelib.registry.boosters)
+}
+LINEAR_MODELS = {
+    "LinearRegression",
+    "Ridge",
+    "RidgeCV",
+    "Lasso",
+    "LassoCV",
+    "ElasticNet",
+    "ElasticNetCV",
+    "BayesianRidge",
+    "LogisticRegression",
+    "LogisticRegressionCV",
+    "SGDClassifier",
+    "SGDRegressor",
+    "LinearSVC",
+    "LinearSVR",
+    "RidgeClassifier",
+}
+BOOSTED_CLASSIFIERS = {
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "BoosterModel",
+}
+PROBABILITY_TREES = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
+
+
+@dataclass(frozen=True)
+class ShapOptions:
+    """Parameters that change a SHAP result (all part of the cache key).
+
+    Attributes:
+        background_sample_size: Background rows used (a larger background is summarized).
+        background_method: ``kmeans`` (kernel only; others fall back to ``random``) or ``random``.
+        algorithm: ``auto`` or a forced algorithm.
+        class_name: Class to explain (default: each row's predicted class).
+        include_interactions: Interaction values (tree only).
+        seed: Seed of random background subsampling and KernelSHAP's sampling.
+        nsamples: KernelSHAP evaluations per row (``None``: shap's ``auto``).
+    """
+
+    background_sample_size: int = 100
+    background_method: str = "kmeans"
+    algorithm: str = "auto"
+    class_name: str | None = None
+    include_interactions: bool = False
+    seed: int = 0
+    nsamples: int | None = None
+
+    def as_parameters(self) -> dict[str, Any]:
+        """The options as a JSON dict (cache key, response ``parameters``)."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class ShapResult:
+    """SHAP values of a batch for the explained class of each row."""
+
+    values: np.ndarray
+    base: np.ndarray
+    actual: np.ndarray
+    classes: list[int | None]
+    algorithm: str
+    output_space: str
+    background_rows: int
+    interactions: np.ndarray | None = None
+
+
+def shap_options(
+    background_sample_size: int = 100,
+    background_method: str = "kmeans",
+    algorithm: str = "auto",
+    class_name: str | None = None,
+    seed: int = 0,
+    include_interactions: bool = False,
+) -> ShapOptions:
+    """Validated SHAP options.
+
+    Raises:
+        ValidationError: A value out of range or an unknown name.
+    """
+    if not 1 <= int(background_sample_size) <= 10_000:
+        raise ValidationError("background_sample_size must be between 1 and 10000")
+    if background_method not in BACKGROUND_METHODS:
+        raise ValidationError("background_method must be kmeans or random")
+    if algorithm not in ALGORITHMS:
+        raise ValidationError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+    return ShapOptions(
+        background_sample_size=int(background_sample_size),
+        background_method=background_method,
+        algorithm=algorithm,
+        class_name=class_name,
+        include_interactions=bool(include_interactions),
+        seed=int(seed),
+    )
+
+
+def output_space(estimator: Any, algorithm: str, is_classifier: bool) -> str:
+    """The output space contributions are reported in (see ``shap_engine``'s docstring)."""
+    if not is_classifier:
+        return OutputSpace.RAW.value
+    name = type(estimator).__name__
+    if algorithm == "tree":
+        return OutputSpace.PROBABILITY.value if name in PROBABILITY_TREES else _margin(estimator)
+    if algorithm == "linear":
+        return _margin(estimator)
+    if hasattr(estimator, "predict_proba"):
+        return OutputSpace.PROBABILITY.value
+    return _margin(estimator)
+
+
+def _margin(estimator: Any) -> str:
+    binary = len(getattr(estimator, "classes_", [])) == 2
+    name = type(estimator).__name__
+    logistic = name.startswith("LogisticRegression") or name in BOOSTED_CLASSIFIERS
+    return OutputSpace.LOG_ODDS.value if binary and logistic else OutputSpace.MARGIN.value
+
+
+def model_outputs(estimator: Any, X: np.ndarray, space: str, is_classifier: bool) -> np.ndarray:
+    """The model's outputs in ``space``, one column per class (one column for regressors)."""
+    if not is_classifier:
+        return np.asarray(estimator.predict(X), dtype=float).reshape(len(X), 1)
+    if space == OutputSpace.PROBABILITY.value:
+        return np.asarray(estimator.predict_proba(X), dtype=float)
+    return as_class_columns(np.asarray(estimator.decision_function(X), dtype=float))
+
+
+def as_class_columns(margin: np.ndarray) -> np.ndarray:
+    """A binary model's single margin as two columns (class 0 gets the negated margin)."""
+    if margin.ndim == 1:
+        return np.stack([-margin, margin], axis=1)
+    return margin
+
+
+def per_class(values: Any, expected: Any, n_outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """SHAP output as (rows, features, outputs) and base values as (outputs,)."""
+    array = np.asarray(values, dtype=float)
+    base = np.atleast_1d(np.asarray(expected, dtype=float)).reshape(-1)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[2] == 1 and n_outputs == 2:
+        array = np.concatenate([-array, array], axis=2)
+        base = np.concatenate([-base, base])
+    return array, base
+
+
+def chosen_classes(
+    loaded: LoadedModel,
+    X: np.ndarray,
+    options: ShapOptions,
+    outputs: np.ndarray,
+    from_outputs: bool = False,
+) -> list[int | None]:
+    """The class explained per row: the requested one or the predicted one.
+
+    For tree and linear models ``predict`` is the argmax of the outputs already computed
+    (probabilities or margins), so the model is not evaluated a second time.
+    """
+    if not loaded.descriptor.is_classifier:
+        return [None] * len(X)
+    requested = class_index(loaded.estimator, loaded.descriptor, options.class_name)
+    if requested is not None:
+        return [requested] * len(X)
+    if from_outputs:
+        return [int(i) for i in np.argmax(outputs, axis=1)]
+    return [int(i) for i in predicted_indices(loaded.estimator, X)]
+
+
+def picked(
+    values: np.ndarray,
+    base: np.ndarray,
+    outputs: np.ndarray,
+    chosen: list[int | None],
+    algorithm: str,
+    space: str,
+    background_rows: int,
+    interactions: np.ndarray | None = None,
+) -> ShapResult:
+    """Per-class values, bases and outputs narrowed to each row's explained class."""
+    picks = [0 if c is None else c for c in chosen]
+    rows = np.arange(len(outputs))
+    return ShapResult(
+        values=values[rows, :, picks],
+        base=base[picks],
+        actual=outputs[rows, picks],
+        classes=chosen,
+        algorithm=algorithm,
+        output_space=space,
+        background_rows=background_rows,
+        interactions=interactions,
+    )
+
+
+def in_row_chunks(compute: Any, X: np.ndarray, step: int) -> Any:
+    """``compute(X)`` evaluated ``step`` rows at a time, checking the deadline between parts.
+
+    Rows are explained independently, so the parts put together equal one call on ``X``
+    (a per-class list of arrays is put together class by class).
+    """
+    if len(X) <= step:
+        checkpoint()
+        return compute(X)
+    parts = []
+    for start in range(0, len(X), step):
+        checkpoint()
+        parts.append(compute(X[start : start + step]))
+    if isinstance(parts[0], list):
+        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    return np.concatenate([np.asarray(part) for part in parts])
+
+
+def model_key(descriptor: ModelDescriptor, algorithm: str) -> tuple[Any, ...]:
+    """The key of a built explainer in the engine's per-model cache."""
+    return (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, algorithm)
+
+
+def require_background(loaded: LoadedModel) -> np.ndarray:
+    """The model version's background rows (422 without any, 400 with the wrong width)."""
+    background = loaded.background
+    require(
+        background is not None,
+        f"model '{loaded.descriptor.model_id}' version {loaded.descriptor.version} has no "
+        "background data; register it with a background_sample or background_dataset_version_id",
+    )
+    assert background is not None
+    require(
+        background.shape[1] == len(loaded.descriptor.feature_names),
+        "the background data does not have one column per feature",
+    )
+    return background

@@ -1,0 +1,223 @@
+"""TreeSHAP: ``shap.TreeExplainer`` with ``tree_path_dependent`` perturbation.
+
+Exact and without a background for scikit-learn tree ensembles, ``HistGradientBoosting*``
+without categorical splits, XGBoost and LightGBM boosters (``chalicelib.registry.boosters``)
+and multiclass ``GradientBoostingClassifier`` (its trees handed to shap as a model dict).
+Output space: the trees' raw output (probability for random forests, extra trees and decision
+trees; log-odds or margin for gradient boosting; the prediction for regressors). Interaction
+values on request. A pipeline with categorical columns is explained by TreeSHAP on its last
+step, each input column getting the sum of its encoded columns (:func:`grouped_values`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chalicelib.explainability.base import require
+from chalicelib.explainability.budget import SHAP_CHUNK
+from chalicelib.explainability.categorical import encode, encoded_groups
+from chalicelib.explainability.explainers._common import (
+    TREE_MODELS,
+    ShapOptions,
+    ShapResult,
+    as_class_columns,
+    chosen_classes,
+    in_row_chunks,
+    model_key,
+    output_space,
+    per_class,
+    picked,
+)
+from chalicelib.explainability.jit_cache import import_shap
+from chalicelib.explainability.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from chalicelib.explainability.base import ExplainerBase
+
+
+def has_category_splits(estimator: Any) -> bool:
+    """Whether a histogram gradient boosting model splits on category sets."""
+    categorical = getattr(estimator, "is_categorical_", None)
+    return categorical is not None and bool(np.any(categorical))
+
+
+def tree_explainer(engine: ExplainerBase, loaded: LoadedModel) -> Any:
+    """The (cached) ``shap.TreeExplainer`` of a loaded tree model."""
+
+    def build() -> Any:
+        shap = import_shap()
+
+        return shap.TreeExplainer(
+            tree_model(loaded.estimator), feature_perturbation="tree_path_dependent"
+        )
+
+    return engine._explainer(loaded, model_key(loaded.descriptor, "tree"), build)
+
+
+def tree_values(
+    engine: ExplainerBase, loaded: LoadedModel, X: np.ndarray, options: ShapOptions, space: str
+) -> ShapResult:
+    """TreeSHAP values (and interaction values when asked) of every row's explained class."""
+    descriptor = loaded.descriptor
+    explainer = tree_explainer(engine, loaded)
+    outputs = tree_outputs(explainer, loaded.estimator, X, descriptor.is_classifier)
+    require_tree_interactions(loaded.estimator, options)
+    # shap's own tree additivity check would evaluate the trees again; ours is reported.
+    raw = in_row_chunks(
+        lambda part: explainer.shap_values(part, check_additivity=False), X, SHAP_CHUNK
+    )
+    values, base = per_class(raw, explainer.expected_value, outputs.shape[1])
+    chosen = chosen_classes(loaded, X, options, outputs, from_outputs=True)
+    interactions = None
+    if options.include_interactions:
+        picks = [0 if c is None else c for c in chosen]
+        step = max(1, SHAP_CHUNK // X.shape[1])
+        raw = in_row_chunks(explainer.shap_interaction_values, X, step)
+        interactions = per_class_interactions(raw, outputs.shape[1])[np.arange(len(X)), :, :, picks]
+    return picked(values, base, outputs, chosen, "tree", space, 0, interactions)
+
+
+def grouped_values(
+    engine: ExplainerBase, loaded: LoadedModel, X: np.ndarray, options: ShapOptions
+) -> ShapResult:
+    """A pipeline with categorical columns: TreeSHAP on what its last step sees, each input
+    column getting the sum of its encoded columns (see :mod:`..categorical`)."""
+    pipeline, descriptor = loaded.estimator, loaded.descriptor
+    final = pipeline[-1]
+    require(
+        type(final).__name__ in TREE_MODELS and not has_category_splits(final),
+        "a pipeline with categorical columns is explained by TreeSHAP on its last step, "
+        f"which must be a tree model (it is {type(final).__name__})",
+    )
+    require(
+        options.algorithm in ("auto", "tree"),
+        "a pipeline with categorical columns is explained with the tree algorithm only",
+    )
+    require(
+        not options.include_interactions,
+        "interaction values of a pipeline with categorical columns are not available",
+    )
+    encoded = encode(pipeline, X, descriptor.feature_names)
+
+    def build() -> Any:
+        shap = import_shap()
+
+        return shap.TreeExplainer(tree_model(final), feature_perturbation="tree_path_dependent")
+
+    explainer = engine._explainer(loaded, model_key(descriptor, "tree-grouped"), build)
+    outputs = tree_outputs(explainer, final, encoded, descriptor.is_classifier)
+    step = max(1, SHAP_CHUNK)
+    raw = in_row_chunks(
+        lambda part: explainer.shap_values(part, check_additivity=False), encoded, step
+    )
+    values, base = per_class(raw, explainer.expected_value, outputs.shape[1])
+    groups = encoded_groups(pipeline, X.shape[1])
+    grouped = np.stack([values[:, group, :].sum(axis=1) for group in groups], axis=1)
+    chosen = chosen_classes(loaded, encoded, options, outputs, from_outputs=True)
+    space = output_space(final, "tree", descriptor.is_classifier)
+    return picked(grouped, base, outputs, chosen, "tree", space, 0)
+
+
+def tree_model(estimator: Any) -> Any:
+    """What ``shap.TreeExplainer`` is given for a tree model: the estimator itself, or for a
+    multiclass ``GradientBoostingClassifier`` (which shap refuses) its trees as shap's model dict.
+
+    Each stage of a multiclass gradient boosting model holds one regression tree per class whose
+    leaves, times the learning rate, add to that class's margin; a tree whose values are zero for
+    every other class explains exactly the same sum, so TreeSHAP over all of them gives each
+    class's margin, as ``decision_function`` computes it (the inputs compared as float32, as
+    scikit-learn's trees compare them).
+    """
+    if type(estimator).__name__ == "BoosterModel":
+        return estimator.booster
+    stages: Any = getattr(estimator, "estimators_", None)
+    multiclass = stages is not None and np.ndim(stages) == 2 and np.shape(stages)[1] > 1
+    if type(estimator).__name__ != "GradientBoostingClassifier" or not multiclass:
+        return estimator
+    n_classes = stages.shape[1]
+    trees = [
+        _tree_dict(tree.tree_, column, n_classes, float(estimator.learning_rate))
+        for stage in stages
+        for column, tree in enumerate(stage)
+    ]
+    base = estimator._raw_predict_init(np.zeros((1, estimator.n_features_in_)))[0]
+    return {
+        "trees": trees,
+        "base_offset": np.asarray(base, dtype=float),
+        "tree_output": "raw_value",
+        "input_dtype": np.float32,
+        "internal_dtype": np.float64,
+    }
+
+
+def _tree_dict(tree: Any, column: int, n_classes: int, scale: float) -> dict[str, np.ndarray]:
+    values = np.zeros((tree.node_count, n_classes))
+    values[:, column] = tree.value[:, 0, 0] * scale
+    left, right = tree.children_left, tree.children_right
+    missing_left = getattr(tree, "missing_go_to_left", None)
+    default = left if missing_left is None else np.where(missing_left, left, right)
+    return {
+        "children_left": np.array(left),
+        "children_right": np.array(right),
+        "children_default": np.array(default),
+        "features": np.array(tree.feature),
+        "thresholds": np.array(tree.threshold, dtype=float),
+        "values": values,
+        "node_sample_weight": np.array(tree.weighted_n_node_samples, dtype=float),
+    }
+
+
+def tree_outputs(explainer: Any, estimator: Any, X: np.ndarray, is_classifier: bool) -> np.ndarray:
+    """The trees' raw output (the space TreeSHAP explains), computed from the same trees; for
+    XGBoost and LightGBM, the library's own margin (shap's copy of a multiclass XGBoost model
+    does not hold its base scores)."""
+    raw = np.asarray(explainer.model.predict(X), dtype=float)
+    if type(estimator).__name__ == "BoosterModel":
+        raw = _booster_margin(explainer, estimator, X, raw, is_classifier)
+    if not is_classifier:
+        return np.asarray(raw, dtype=float).reshape(len(X), 1)
+    return as_class_columns(np.asarray(raw, dtype=float))
+
+
+def _booster_margin(
+    explainer: Any, estimator: Any, X: np.ndarray, raw: np.ndarray, is_classifier: bool
+) -> np.ndarray:
+    """An XGBoost/LightGBM model's margin from shap's copy of its trees (one pass in C, cheaper
+    than a library call per request) corrected by its constant offset from the library's own
+    margin (shap's copy of a multiclass XGBoost model lacks the base scores), measured once per
+    explainer. Where shap's copy has another shape (multiclass LightGBM) the library answers."""
+    library = estimator.decision_function if is_classifier else estimator.predict
+    offset = getattr(explainer, "synapse_offset", None)
+    if offset is None:
+        probe = np.zeros((1, X.shape[1]))
+        expected, copied = np.asarray(library(probe)), np.asarray(explainer.model.predict(probe))
+        offset = expected - copied if expected.shape == copied.shape else False
+        explainer.synapse_offset = offset
+    if offset is False or raw.shape[1:] != np.shape(offset)[1:]:
+        return np.asarray(library(X), dtype=float)
+    return raw + offset
+
+
+def require_tree_interactions(estimator: Any, options: ShapOptions) -> None:
+    """shap computes a multiclass LightGBM model's interaction values as if it had one output."""
+    report = getattr(estimator, "report", None)
+    multiclass_lightgbm = (
+        report is not None and report.library == "lightgbm" and report.kind == "multiclass"
+    )
+    require(
+        not (options.include_interactions and multiclass_lightgbm),
+        "interaction values of multiclass LightGBM models are not available (shap computes "
+        "them as if the model had one output); ask without include_interactions",
+    )
+
+
+def per_class_interactions(raw: Any, n_outputs: int) -> np.ndarray:
+    """Interaction values as (rows, features, features, outputs)."""
+    array = np.asarray(raw, dtype=float)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.shape[3] == 1 and n_outputs == 2:
+        array = np.concatenate([-array, array], axis=3)
+    return array
