@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from chalicelib.auth.models import ApiKey, Principal, Role
+from chalicelib.auth.ports import ApiKeyStore
 from chalicelib.auth.repository import ApiKeyRepository
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Forbidden, NotFound, Unauthorized, ValidationError
@@ -78,11 +79,11 @@ class AuthService:
 
     def __init__(
         self,
-        repository: ApiKeyRepository | None = None,
+        repository: ApiKeyStore | None = None,
         clock: Clock | None = None,
         cache_ttl_seconds: float | None = None,
     ) -> None:
-        self.repository = repository or ApiKeyRepository()
+        self.repository: ApiKeyStore = repository or ApiKeyRepository()
         self.clock = clock or SystemClock()
         ttl = os.environ.get("SYNAPSE_AUTH_CACHE_TTL", "30")
         self.cache_ttl = float(ttl) if cache_ttl_seconds is None else cache_ttl_seconds

@@ -33,6 +33,7 @@ from chalicelib.registry.models import (
     ModelVersion,
     RegisteredModel,
 )
+from chalicelib.registry.ports import ArtifactBlobs, RegistryRecords
 from chalicelib.registry.repository import RegistryRepository
 from chalicelib.registry.safety import check_artifact, inspect_artifact, max_model_bytes
 from chalicelib.registry.storage import ArtifactStore
@@ -176,13 +177,13 @@ class ModelRegistry:
 
     def __init__(
         self,
-        repository: RegistryRepository | None = None,
-        store: ArtifactStore | None = None,
+        repository: RegistryRecords | None = None,
+        store: ArtifactBlobs | None = None,
         event_bus: EventBus | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.repository = repository or RegistryRepository()
-        self.store = store or ArtifactStore()
+        self.repository: RegistryRecords = repository or RegistryRepository()
+        self.store: ArtifactBlobs = store or ArtifactStore()
         self.event_bus = event_bus or get_event_bus()
         self.clock = clock or SystemClock()
 

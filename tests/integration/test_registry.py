@@ -8,13 +8,11 @@ import threading
 from typing import Any
 
 import numpy as np
-import pytest
 import requests
 import skops.io as sio
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from chalicelib.core.errors import Conflict, UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.registry.service import ModelRegistry, VersionSpec
 from tests.conftest import Http, Tokens
@@ -162,56 +160,3 @@ def test_concurrent_registrations_get_consecutive_versions(aws: Any) -> None:
     assert errors == []
     versions = [v.version for v in registry.list_versions(model.model_id)]
     assert versions == list(range(1, 9))
-
-
-def test_events_on_register_and_promote(aws: Any) -> None:
-    bus = RecordingEventBus()
-    registry = ModelRegistry(event_bus=bus)
-    model = registry.create_model("evented")
-    spec = VersionSpec(task="classification", feature_names=tuple(FEATURES))
-    registry.register_version(model.model_id, spec, _artifact())
-    registry.promote(model.model_id, 1)
-    assert [e.detail_type for e in bus.events] == [
-        "ModelCreated",
-        "ModelVersionRegistered",
-        "ModelVersionStageChanged",
-        "ModelVersionPromoted",
-    ]
-    assert registry.get_model(model.model_id).generation == 2
-
-
-def test_background_sample_is_stored_and_checked(aws: Any) -> None:
-    registry = ModelRegistry(event_bus=RecordingEventBus())
-    model = registry.create_model("bg")
-    good = VersionSpec(
-        task="classification",
-        feature_names=tuple(FEATURES),
-        background_sample=((1.0, 2.0, 3.0), (4.0, 5.0, 6.0)),
-    )
-    version = registry.register_version(model.model_id, good, _artifact())
-    assert registry.get_background_sample(model.model_id, version.version) == [
-        [1.0, 2.0, 3.0],
-        [4.0, 5.0, 6.0],
-    ]
-    bad = VersionSpec(
-        task="classification", feature_names=tuple(FEATURES), background_sample=((1.0,),)
-    )
-    with pytest.raises(UnprocessableEntity, match="row 0"):
-        registry.register_version(model.model_id, bad, _artifact())
-
-
-def test_stage_change_is_conditional(aws: Any) -> None:
-    registry = ModelRegistry(event_bus=RecordingEventBus())
-    model = registry.create_model("race")
-    spec = VersionSpec(task="classification", feature_names=tuple(FEATURES))
-    registry.register_version(model.model_id, spec, _artifact())
-    registry.register_version(model.model_id, spec, _artifact())
-    stale_model = registry.get_model(model.model_id)
-    version_two = registry.get_version(model.model_id, 2)
-    registry.promote(model.model_id, 1)
-    from chalicelib.registry.models import ModelStage
-
-    with pytest.raises(Conflict):
-        registry.repository.change_stage(
-            stale_model, version_two, ModelStage.PRODUCTION, stale_model.updated_at
-        )
