@@ -78,7 +78,8 @@ class CostPlanner:
 
     Args:
         model_loader: Describes and loads model versions.
-        tree_explainer: The SHAP engine's (cached) TreeExplainer of a loaded model.
+        tree_explainer: The SHAP engine's (cached) TreeExplainer of a loaded model
+            (``tree_explainer(loaded, True)``: the one computing interaction values).
         dataset_rows: ``dataset_version_id → row count`` (``None``: unknown), for global
             importance and dependence over a dataset version before it is read.
     """
@@ -86,7 +87,7 @@ class CostPlanner:
     def __init__(
         self,
         model_loader: ModelLoader,
-        tree_explainer: Callable[[LoadedModel], Any],
+        tree_explainer: Callable[..., Any],
         dataset_rows: Callable[[str], int | None] | None = None,
     ) -> None:
         self.model_loader = model_loader
@@ -333,11 +334,12 @@ class CostPlanner:
             found = self._speeds.get(key)
         if found is not None:
             return found
-        explainer = self.tree_explainer(loaded)
         rows = _probe_rows(loaded)[:TREE_PROBE_ROWS]
         if interactions:
+            explainer = self.tree_explainer(loaded, True)
             speed = measure_speed(explainer.shap_interaction_values, rows, repeat=1)
         else:
+            explainer = self.tree_explainer(loaded)
             speed = measure_speed(
                 lambda part: explainer.shap_values(part, check_additivity=False), rows, repeat=1
             )

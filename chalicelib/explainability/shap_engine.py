@@ -55,6 +55,7 @@ from chalicelib.explainability.explainers._linear import linear_values
 from chalicelib.explainability.explainers._tree import (
     grouped_values,
     has_category_splits,
+    interaction_explainer,
     tree_explainer,
     tree_model,
     tree_values,
@@ -436,9 +437,12 @@ class SHAPExplainer(ExplainerBase):
         return explanations
 
     # --- explainers ---------------------------------------------------------------------------
-    def tree_explainer(self, loaded: LoadedModel) -> Any:
-        """The (cached) ``shap.TreeExplainer`` of a loaded tree model."""
-        return tree_explainer(self, loaded)
+    def tree_explainer(self, loaded: LoadedModel, interactions: bool = False) -> Any:
+        """The (cached) ``shap.TreeExplainer`` of a loaded tree model; with ``interactions``,
+        the one whose interaction values are per class (see
+        :func:`.explainers._tree.interaction_explainer`)."""
+        explainer = tree_explainer(self, loaded)
+        return interaction_explainer(self, loaded, explainer) if interactions else explainer
 
     # --- helpers ------------------------------------------------------------------------------
     def _typed_rows(

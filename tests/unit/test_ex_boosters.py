@@ -165,10 +165,59 @@ def test_lime_and_kernel_shap_explain_boosters_too(ctx: Any) -> None:
     assert lime.actual_prediction == pytest.approx(max(proba, 1 - proba))
     kernel = ctx.svc.shap.explain_prediction(model_id, version, row, algorithm="exact")
     assert kernel.output_space == "probability" and kernel.additivity_error < 1e-9
-    with pytest.raises(UnprocessableEntity, match="multiclass LightGBM"):
-        _, multi = lgb_file("multiclass")
-        other, v = register_booster(ctx.reg, "lightgbm_text", multi, "multiclass")
-        ctx.svc.shap.explain_prediction(other, v, row, include_interactions=True)
+
+
+def _one_class_lightgbm(booster: Any, k: int, n_classes: int) -> Any:
+    """The oracle's model: a single-output LightGBM booster holding only class ``k``'s trees
+    (tree ``i`` of a multiclass model adds to class ``i % n_classes``), rebuilt from the model
+    text by LightGBM itself."""
+    import re
+
+    head, rest = booster.model_to_string().split("\nTree=0\n", 1)
+    body, tail = rest.split("\nend of trees\n", 1)
+    blocks = [b for b in re.split(r"\nTree=\d+\n", "\n" + body) if b.strip()]
+    mine = [b.strip("\n") for i, b in enumerate(blocks) if i % n_classes == k]
+    for pattern, value in (
+        (r"\nnum_class=\d+", "\nnum_class=1"),
+        (r"\nnum_tree_per_iteration=\d+", "\nnum_tree_per_iteration=1"),
+        (r"\nobjective=[^\n]*", "\nobjective=regression"),
+        (r"\ntree_sizes=[^\n]*", ""),
+    ):
+        head = re.sub(pattern, value, head)
+    trees = "".join(f"\nTree={i}\n{block}\n" for i, block in enumerate(mine))
+    return lightgbm.Booster(model_str=f"{head}{trees}\nend of trees\n{tail}")
+
+
+def test_multiclass_lightgbm_interaction_values_equal_shaps_on_each_class(ctx: Any) -> None:
+    """shap computes a multiclass LightGBM model's interaction values as if it had one output
+    (all classes' trees summed); ours are per class: each equals, to the last bit, shap's
+    TreeExplainer on a LightGBM model of that class's trees alone, and each row of the matrix
+    adds up to LightGBM's own SHAP values (``pred_contrib``) for the class."""
+    import shap
+
+    booster, data = lgb_file("multiclass")
+    model_id, version = register_booster(ctx.reg, "lightgbm_text", data, "multiclass")
+    X, _ = _data()
+    rows = [dict(zip(NAMES, X[i].tolist(), strict=True)) for i in range(6)]
+    contributions = booster.predict(X[:6], pred_contrib=True).reshape(6, 3, len(NAMES) + 1)
+    for k in range(3):
+        single = shap.TreeExplainer(
+            _one_class_lightgbm(booster, k, 3), feature_perturbation="tree_path_dependent"
+        )
+        assert (
+            single.model.predict(X[:6]).tolist()
+            == booster.predict(X[:6], raw_score=True)[:, k].tolist()
+        )
+        expected = np.asarray(single.shap_interaction_values(X[:6]))
+        batch = ctx.svc.shap.explain_batch(
+            model_id, version, rows, class_name=str(k), include_interactions=True
+        )
+        for i, explanation in enumerate(batch):
+            matrix = np.asarray(explanation.interactions["matrix"])
+            np.testing.assert_array_equal(matrix, expected[i])  # difference 0
+            np.testing.assert_allclose(matrix.sum(axis=1), contributions[i, k, :-1], atol=1e-12)
+            got = [explanation.contribution_map()[name] for name in NAMES]
+            np.testing.assert_allclose(got, contributions[i, k, :-1], atol=1e-12)
 
 
 def _xgb_document() -> dict[str, Any]:

@@ -63,7 +63,6 @@ def tree_values(
     descriptor = loaded.descriptor
     explainer = tree_explainer(engine, loaded)
     outputs = tree_outputs(explainer, loaded.estimator, X, descriptor.is_classifier)
-    require_tree_interactions(loaded.estimator, options)
     # shap's own tree additivity check would evaluate the trees again; ours is reported.
     raw = in_row_chunks(
         lambda part: explainer.shap_values(part, check_additivity=False), X, SHAP_CHUNK
@@ -74,7 +73,8 @@ def tree_values(
     if options.include_interactions:
         picks = [0 if c is None else c for c in chosen]
         step = max(1, SHAP_CHUNK // X.shape[1])
-        raw = in_row_chunks(explainer.shap_interaction_values, X, step)
+        source = interaction_explainer(engine, loaded, explainer)
+        raw = in_row_chunks(source.shap_interaction_values, X, step)
         interactions = per_class_interactions(raw, outputs.shape[1])[np.arange(len(X)), :, :, picks]
     return picked(values, base, outputs, chosen, "tree", space, 0, interactions)
 
@@ -200,17 +200,55 @@ def _booster_margin(
     return raw + offset
 
 
-def require_tree_interactions(estimator: Any, options: ShapOptions) -> None:
-    """shap computes a multiclass LightGBM model's interaction values as if it had one output."""
-    report = getattr(estimator, "report", None)
-    multiclass_lightgbm = (
-        report is not None and report.library == "lightgbm" and report.kind == "multiclass"
-    )
-    require(
-        not (options.include_interactions and multiclass_lightgbm),
-        "interaction values of multiclass LightGBM models are not available (shap computes "
-        "them as if the model had one output); ask without include_interactions",
-    )
+def interaction_explainer(engine: ExplainerBase, loaded: LoadedModel, explainer: Any) -> Any:
+    """The explainer whose interaction values are per class.
+
+    shap reads a multiclass LightGBM model as one output (its SHAP values come from LightGBM's
+    own ``pred_contrib``, but its interaction values sum every class's trees). Tree ``i`` of
+    such a model adds to class ``i % n_classes``, so its trees are handed to shap again as a
+    model dict whose tree ``i`` has values in column ``i % n_classes`` only: TreeSHAP then gives
+    each class's interactions, equal to shap's on a model of that class's trees alone (tested).
+    Every other model's interactions come from ``explainer`` itself.
+    """
+    report = getattr(loaded.estimator, "report", None)
+    if report is None or report.library != "lightgbm" or report.kind != "multiclass":
+        return explainer
+    n_classes = len(loaded.estimator.classes_)
+
+    def build() -> Any:
+        shap = import_shap()
+
+        trees = list(explainer.model.trees)
+        require(
+            not any(np.any(np.asarray(tree.threshold_types) == 1) for tree in trees),
+            "interaction values of multiclass LightGBM models with categorical splits are "
+            "not available; ask without include_interactions",
+        )
+        model = {
+            "trees": [_class_tree(tree, i % n_classes, n_classes) for i, tree in enumerate(trees)],
+            "base_offset": np.zeros(n_classes),
+            "tree_output": "raw_value",
+            "input_dtype": np.float64,
+            "internal_dtype": np.float64,
+        }
+        return shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+
+    return engine._explainer(loaded, model_key(loaded.descriptor, "tree-interactions"), build)
+
+
+def _class_tree(tree: Any, column: int, n_classes: int) -> dict[str, np.ndarray]:
+    """One of shap's parsed trees as a model-dict tree adding to ``column`` only."""
+    values = np.zeros((len(tree.values), n_classes))
+    values[:, column] = np.asarray(tree.values, dtype=float).reshape(len(tree.values), -1)[:, 0]
+    return {
+        "children_left": np.array(tree.children_left),
+        "children_right": np.array(tree.children_right),
+        "children_default": np.array(tree.children_default),
+        "features": np.array(tree.features),
+        "thresholds": np.array(tree.thresholds, dtype=float),
+        "values": values,
+        "node_sample_weight": np.array(tree.node_sample_weight, dtype=float),
+    }
 
 
 def per_class_interactions(raw: Any, n_outputs: int) -> np.ndarray:
