@@ -239,6 +239,7 @@ def report(out: Path, artifacts: list[Any]) -> bool:
     from infra.sizes import (
         MB,
         ZIP_UNZIPPED_LIMIT,
+        format_parts,
         format_table,
         largest_entries,
         zip_function_total,
@@ -250,6 +251,9 @@ def report(out: Path, artifacts: list[Any]) -> bool:
         f"zip functions (package + layers): {total / MB:.1f} MB of "
         f"{ZIP_UNZIPPED_LIMIT / MB:.0f} MB unzipped ({100 * total / ZIP_UNZIPPED_LIMIT:.0f}%)"
     )
+    for artifact in artifacts:
+        if artifact.parts:
+            print(format_parts(artifact))
     deployment = out / "deployment.zip"
     if deployment.exists():
         biggest = ", ".join(f"{n} {s / MB:.1f}" for n, s in largest_entries(deployment))

@@ -29,6 +29,7 @@ class Artifact:
         unzipped_bytes: Size on disk once extracted.
         stored_bytes: Size of the zip file itself (0 for an image directory).
         limit_bytes: The Lambda limit this artifact counts against.
+        parts: Bytes per installed distribution, largest first (an image's libraries).
     """
 
     name: str
@@ -36,6 +37,7 @@ class Artifact:
     unzipped_bytes: int
     stored_bytes: int
     limit_bytes: int
+    parts: tuple[tuple[str, int], ...] = ()
 
     @property
     def within_limit(self) -> bool:
@@ -43,8 +45,10 @@ class Artifact:
         return self.unzipped_bytes <= self.limit_bytes
 
     def as_dict(self) -> dict[str, object]:
-        """A JSON-ready dict (for ``sizes.json``)."""
-        return {**asdict(self), "within_limit": self.within_limit}
+        """A JSON-ready dict (for ``sizes.json``; ``parts`` as name → bytes)."""
+        data = {**asdict(self), "within_limit": self.within_limit}
+        data["parts"] = dict(self.parts)
+        return data
 
 
 def zip_unzipped_bytes(path: Path) -> int:
@@ -72,8 +76,40 @@ def measure_zip(path: Path, name: str | None = None) -> Artifact:
 
 
 def measure_tree(root: Path, name: str) -> Artifact:
-    """Measures an installed directory (an image's site-packages) against the image limit."""
-    return Artifact(name, "image", tree_bytes(root), 0, IMAGE_LIMIT)
+    """Measures an installed directory (an image's site-packages) against the image limit, with
+    the bytes of each installed distribution (:func:`distribution_sizes`)."""
+    parts = tuple(sorted(distribution_sizes(root).items(), key=lambda item: (-item[1], item[0])))
+    return Artifact(name, "image", tree_bytes(root), 0, IMAGE_LIMIT, parts)
+
+
+def distribution_sizes(site: Path) -> dict[str, int]:
+    """Bytes on disk per distribution installed in a ``site-packages`` directory.
+
+    Each ``*.dist-info/RECORD`` names the distribution's files; every top-level entry they sit
+    under (``sklearn/``, ``scikit_learn.libs/``, the ``.dist-info`` itself) is counted whole,
+    so bytecode compiled after installation is counted with its package. Entries no RECORD
+    names are reported as ``(other)``.
+    """
+    owners: dict[str, str] = {}
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        name = _distribution_name(record.parent.name)
+        owners.setdefault(record.parent.name, name)
+        for line in record.read_text(errors="replace").splitlines():
+            top = line.split(",", 1)[0].split("/", 1)[0]
+            if top and top not in ("..", "."):
+                owners.setdefault(top, name)
+    sizes: dict[str, int] = {}
+    for entry in site.iterdir():
+        size = tree_bytes(entry) if entry.is_dir() else entry.lstat().st_size
+        owner = owners.get(entry.name, "(other)")
+        sizes[owner] = sizes.get(owner, 0) + size
+    return sizes
+
+
+def _distribution_name(dist_info: str) -> str:
+    """``scikit_learn-1.9.1.dist-info`` → ``scikit-learn`` (PEP 503 normalized)."""
+    name = dist_info.removesuffix(".dist-info").split("-", 1)[0]
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def zip_function_total(artifacts: Iterable[Artifact]) -> int:
@@ -89,6 +125,14 @@ def largest_entries(path: Path, count: int = 8) -> list[tuple[str, int]]:
             top = info.filename.split("/", 1)[0]
             sizes[top] = sizes.get(top, 0) + info.file_size
     return sorted(sizes.items(), key=lambda item: -item[1])[:count]
+
+
+def format_parts(artifact: Artifact, count: int = 12) -> str:
+    """The largest distributions of an artifact as one line of ``name MB`` pairs."""
+    shown = ", ".join(f"{name} {size / MB:.1f}" for name, size in artifact.parts[:count])
+    rest = sum(size for _, size in artifact.parts[count:])
+    more = f", {len(artifact.parts) - count} others {rest / MB:.1f}" if rest else ""
+    return f"{artifact.name} by library (MB): {shown}{more}"
 
 
 def format_table(artifacts: Iterable[Artifact]) -> str:

@@ -190,6 +190,50 @@ def test_size_helpers_sum_uncompressed_members(tmp_path: Path) -> None:
     assert zip_function_total(parts) == 200
 
 
+def test_size_report_breaks_the_explainer_image_down_by_library(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make package --image`` prints (and writes to ``sizes.json``) each library of the
+    explainer image: every distribution of ``layers/explainer/requirements.txt`` by name, its
+    files counted with the bytecode compiled after installation."""
+    from infra.package import EXPLAINER_REQUIREMENTS, report
+    from infra.sizes import MB, measure_tree, measure_zip
+
+    wanted = [
+        re.split(r"[=<>~!; \[]", line.strip(), maxsplit=1)[0]
+        for line in EXPLAINER_REQUIREMENTS.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {"xgboost-cpu", "lightgbm", "shap", "lime", "scikit-learn"} <= set(wanted)
+    site = tmp_path / "site"
+    for index, name in enumerate(wanted):
+        package = site / f"pkg{index}"
+        (package / "__pycache__").mkdir(parents=True)
+        (package / "__init__.py").write_bytes(b"x" * (index + 1) * MB)
+        (package / "__pycache__" / "__init__.pyc").write_bytes(b"c" * 1000)  # not in RECORD
+        info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        (info / "RECORD").write_text(f"pkg{index}/__init__.py,sha256=x,{(index + 1) * MB}\n")
+    (site / "stray.pth").write_text("nobody's")
+    out = tmp_path / "dist"
+    out.mkdir()
+    with zipfile.ZipFile(out / "deployment.zip", "w") as archive:
+        archive.writestr("app.py", "app = None\n")
+    image = measure_tree(site, "explainer image")
+    assert report(out, [measure_zip(out / "deployment.zip"), image]) is True
+    printed = capsys.readouterr().out
+    line = next(text for text in printed.splitlines() if text.startswith("explainer image by"))
+    sizes = json.loads((out / "sizes.json").read_text())["artifacts"][1]["parts"]
+    for index, name in enumerate(wanted):
+        expected = (
+            (index + 1) * MB + 1000 + len(f"pkg{index}/__init__.py,sha256=x,{(index + 1) * MB}\n")
+        )
+        assert sizes[name] == expected
+        assert f"{name} {expected / MB:.1f}" in line
+    assert sizes["(other)"] == len("nobody's")
+    assert image.unzipped_bytes == sum(sizes.values())
+
+
 # --- Template validity ---------------------------------------------------------------------
 
 
