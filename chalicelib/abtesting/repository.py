@@ -948,6 +948,88 @@ class LayerRepository:
             raise
 
 
+class ExplanationGuardrailTable(Model):
+    """An experiment's explanation guardrails and their latest evaluation (JSON text).
+
+    ``status`` is the evaluation's (absent until the monitor submits its jobs): every change is
+    conditional on ``revision`` (and on ``status``), so a redeclaration makes the evaluation of
+    the old one unrecordable, and two monitors submit or decide one evaluation once.
+    """
+
+    Meta = meta("EXPLANATION_GUARDRAILS_TABLE", "explanation-guardrails")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    revision = UnicodeAttribute()
+    declaration = UnicodeAttribute()
+    status = UnicodeAttribute(null=True)
+    evaluation = UnicodeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute()
+
+
+class ExplanationGuardrailStore:
+    """The one item per experiment of :class:`ExplanationGuardrailTable`."""
+
+    def put(self, experiment_id: str, revision: str, declaration: dict[str, Any],
+            when: datetime) -> None:  # fmt: skip
+        """Stores a declaration (a new revision; any earlier evaluation is dropped)."""
+        ExplanationGuardrailTable(
+            experiment_id, revision=revision, declaration=json.dumps(declaration),
+            updated_at=when,
+        ).save()  # fmt: skip
+
+    def get(self, experiment_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """``(declaration, evaluation or None)``, or ``None`` when none is declared."""
+        try:
+            item = ExplanationGuardrailTable.get(experiment_id, consistent_read=True)
+        except DoesNotExist:
+            return None
+        evaluation = json.loads(item.evaluation) if item.evaluation else None
+        return json.loads(item.declaration), evaluation
+
+    def delete(self, experiment_id: str) -> bool:
+        """Removes the declaration; ``False`` if there was none."""
+        table = ExplanationGuardrailTable
+        try:
+            table(experiment_id).delete(condition=table.experiment_id.exists())
+        except DeleteError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def start(self, experiment_id: str, revision: str, evaluation: dict[str, Any],
+              when: datetime) -> bool:  # fmt: skip
+        """Records the first evaluation of ``revision``; ``False`` if one was already recorded
+        or the declaration changed."""
+        table = ExplanationGuardrailTable
+        condition = (table.revision == revision) & table.status.does_not_exist()
+        return self._update(experiment_id, evaluation, when, condition)
+
+    def finish(self, experiment_id: str, revision: str, evaluation: dict[str, Any],
+               when: datetime) -> bool:  # fmt: skip
+        """Replaces the pending evaluation of ``revision`` by its decision; ``False`` if it
+        was decided already or the declaration changed."""
+        table = ExplanationGuardrailTable
+        condition = (table.revision == revision) & (table.status == "pending")
+        return self._update(experiment_id, evaluation, when, condition)
+
+    def _update(self, experiment_id: str, evaluation: dict[str, Any], when: datetime,
+                condition: Any) -> bool:  # fmt: skip
+        table = ExplanationGuardrailTable
+        actions: list[Action] = [
+            table.status.set(evaluation["status"]),
+            table.evaluation.set(json.dumps(evaluation)),
+            table.updated_at.set(when),
+        ]
+        try:
+            table(experiment_id).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
 # The DynamoDB tables this module declares (listed by chalicelib.domains).
 TABLES = (
     ExperimentTable,
@@ -957,4 +1039,5 @@ TABLES = (
     *outcomes_repository.TABLES,
     LayerTable,
     HoldoutTable,
+    ExplanationGuardrailTable,
 )

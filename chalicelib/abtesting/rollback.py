@@ -12,6 +12,10 @@ Policies live in DynamoDB (the Lambda is stateless); an experiment without a sto
 checked with the default policy. The monitor also advances ramps and reweights bandits; every
 step is conditional, so running it often, twice at once or after a crash is harmless.
 
+Declared explanation guardrails (:mod:`~chalicelib.abtesting.explain_monitor`) are evaluated on
+the same ticks after the canary check: a failed ``rollback`` guardrail rolls back, and a ramp
+steps only once they passed.
+
 Scale: the scheduled ``experiment_monitor`` only lists running experiment ids and fans them out
 to the monitor queue in messages of ``MONITOR_BATCH`` ids (:meth:`AutoRollbackManager.fan_out`);
 the SQS-triggered ``experiment_monitor_worker`` checks them (:meth:`check_experiments`), so one
@@ -30,6 +34,8 @@ from typing import Any
 from chalicelib.abtesting import metrics as declared
 from chalicelib.abtesting.aggregate import merge_metrics
 from chalicelib.abtesting.engine import ABTestingEngine, get_ab_engine
+from chalicelib.abtesting.explain_guardrails import ExplanationGuardrails
+from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 from chalicelib.abtesting.judge import (
     PERCENTILES,
     CanaryCheck,
@@ -207,6 +213,8 @@ class AutoRollbackManager:
         engine: The experimentation engine (its repository, metrics and transitions).
         checks: Store of the latest check per experiment.
         queue: The monitor's fan-out queue.
+        explanations: The explanation guardrails (default: over the shared stores and the
+            explainability facade, created on first use).
     """
 
     def __init__(
@@ -214,10 +222,12 @@ class AutoRollbackManager:
         engine: ABTestingEngine | None = None,
         checks: CanaryCheckStore | None = None,
         queue: MonitorQueue | None = None,
+        explanations: ExplanationGuardrailMonitor | None = None,
     ) -> None:
         self.engine = engine or get_ab_engine()
         self.checks = checks or CanaryCheckStore()
         self.queue = queue or MonitorQueue()
+        self._explanations = explanations
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -257,6 +267,39 @@ class AutoRollbackManager:
     def get_policy(self, experiment_id: str) -> RollbackPolicy:
         """The stored policy, or the default one."""
         return self.engine.repository.get_policy(experiment_id) or RollbackPolicy(experiment_id)
+
+    @property
+    def explanations(self) -> ExplanationGuardrailMonitor:
+        """The explanation guardrails the monitor evaluates (declare, read, remove)."""
+        if self._explanations is None:
+            self._explanations = ExplanationGuardrailMonitor(
+                event_bus=self.engine.event_bus, clock=self.engine.clock
+            )
+        return self._explanations
+
+    def register_explanation_guardrails(
+        self,
+        experiment_id: str,
+        guardrails: list[dict[str, Any]],
+        dataset_version_id: str,
+        action: str = "hold",
+        sample_size: int = 100,
+        seed: int = 0,
+    ) -> ExplanationGuardrails:
+        """Declares an experiment's explanation guardrails (as the system: the Python API
+        trusts its caller; HTTP goes through the facade's access checks).
+
+        See :mod:`chalicelib.abtesting.explain_guardrails` for the guardrails.
+
+        Raises:
+            ExperimentNotFound: Unknown experiment.
+            UnprocessableEntity: Bad guardrails, action, sample size or an unknown feature.
+            Conflict: The experiment is concluded or rolled back.
+        """
+        experiment = self.engine.get_experiment(experiment_id)
+        return self.explanations.declare(
+            experiment, guardrails, dataset_version_id, action, sample_size, seed
+        )
 
     def get_check(self, experiment_id: str) -> CanaryState | None:
         """The latest recorded check of an experiment (``None`` before the first)."""
@@ -418,7 +461,13 @@ class AutoRollbackManager:
             if self.execute_rollback(experiment_id, decision.reason, decision.details):
                 report.rolled_back.append(experiment_id)
             return
-        if experiment.ramp is not None and self.engine.advance_ramp(experiment_id):
+        verdict = self.explanations.check(experiment, tick_id(tick))
+        if verdict.rollback_reason is not None:
+            if self.execute_rollback(experiment_id, verdict.rollback_reason, verdict.details):
+                report.rolled_back.append(experiment_id)
+            return
+        held = verdict.hold
+        if experiment.ramp is not None and not held and self.engine.advance_ramp(experiment_id):
             report.ramped.append(experiment_id)
         if experiment.bandit is not None and self.engine.update_bandit_weights(experiment_id):
             report.reweighted.append(experiment_id)

@@ -1,0 +1,382 @@
+"""The experiment monitor's explanation guardrails: declare, evaluate on ticks, decide.
+
+Each monitor tick, for a running experiment with declared guardrails
+(:mod:`chalicelib.abtesting.explain_guardrails`), :meth:`ExplanationGuardrailMonitor.check`
+moves one evaluation per declaration along, never waiting for an explanation:
+
+1. No evaluation of the current declaration yet: read a seeded uniform sample of
+   ``sample_size`` rows of the declared dataset version (dataversion facade), submit one global
+   SHAP attribution job per arm on those same rows (explainability facade) and record the
+   evaluation as ``pending`` (conditionally: two monitors at once record one).
+2. ``pending``: read the jobs. Any still queued or running: nothing changes (decided on a later
+   tick). Any failed: ``error`` with the job's message. All done: every guardrail is checked on
+   every treatment against the control and the evaluation becomes ``passed`` or ``failed``
+   (conditionally, so one monitor decides and publishes ``ExplanationGuardrailsEvaluated``).
+3. The verdict: the ramp steps only after ``passed`` (pending, error and failed all hold it);
+   ``failed`` with ``action: rollback`` rolls the experiment back with the failed guardrails as
+   the reason (a conditional transition, tried on every tick until it is not running).
+
+A new declaration (a new revision) starts over at 1; an evaluation is never repeated for the
+same declaration (the sample, models and guardrails do not change).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.abtesting.explain_guardrails import (
+    DEFAULT_SAMPLE,
+    ExplanationEvaluation,
+    ExplanationGuardrails,
+    evaluate,
+    parse_guardrails,
+    top_features,
+)
+from chalicelib.abtesting.models import Experiment, ExperimentStatus
+from chalicelib.core.clock import Clock, SystemClock
+from chalicelib.core.errors import Conflict, SynapseError
+from chalicelib.core.observability import logger
+
+EVENT = "ExplanationGuardrailsEvaluated"
+
+
+class AttributionPort(Protocol):
+    """Submits and reads global attribution jobs (the explainability facade)."""
+
+    def submit(self, model_id: str, model_version: int, inputs: list[dict[str, Any]],
+               seed: int) -> str: ...  # fmt: skip
+
+    def job(self, job_id: str) -> Any: ...
+
+
+class FacadeAttributions:
+    """:class:`AttributionPort` through the explainability facade (as the system)."""
+
+    def submit(self, model_id: str, model_version: int, inputs: list[dict[str, Any]],
+               seed: int) -> str:  # fmt: skip
+        """Submits one attribution job; returns its id."""
+        from chalicelib.explainability.facade import submit_attribution_as_system
+
+        return submit_attribution_as_system(model_id, model_version, inputs, seed)
+
+    def job(self, job_id: str) -> Any:
+        """The job's status and attribution."""
+        from chalicelib.explainability.facade import attribution_job_as_system
+
+        return attribution_job_as_system(job_id)
+
+
+def sample_rows_as_system(version_id: str, rows: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded uniform sample of a dataset version's records (the dataversion facade)."""
+    from chalicelib.dataversion.facade import sample_records_as_system
+
+    return list(sample_records_as_system(version_id, rows, seed).records)
+
+
+def feature_names_as_system(model_id: str, version: int) -> list[str]:
+    """A registered model version's feature names (the registry facade)."""
+    from chalicelib.registry.facade import as_system
+
+    return list(as_system().get_version(model_id, version).feature_names)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the explanation guardrails ask of the monitor this tick.
+
+    Attributes:
+        hold: The ramp must not step.
+        rollback_reason: Roll back with this reason (``None``: do not).
+        details: Stored with the rollback.
+        status: The evaluation's status (``None``: nothing declared).
+    """
+
+    hold: bool = False
+    rollback_reason: str | None = None
+    details: dict[str, Any] | None = None
+    status: str | None = None
+
+
+def _value(raw: Any) -> Any:
+    """A CSV cell as a number when it reads as one (JSON-lines values are kept)."""
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+class ExplanationGuardrailMonitor:
+    """Declares and evaluates explanation guardrails.
+
+    Args:
+        store: The guardrail items (default: ``ExplanationGuardrailStore``).
+        attributions: Attribution jobs (default: the explainability facade).
+        sample_rows: ``(version_id, rows, seed) -> records`` (default: dataversion facade).
+        feature_names: ``(model_id, version) -> names`` (default: the registry facade).
+        event_bus: Receives ``ExplanationGuardrailsEvaluated`` (default: the shared bus).
+        clock: Time source.
+    """
+
+    def __init__(
+        self,
+        store: Any = None,
+        attributions: AttributionPort | None = None,
+        sample_rows: Callable[[str, int, int], list[dict[str, Any]]] | None = None,
+        feature_names: Callable[[str, int], list[str]] | None = None,
+        event_bus: Any = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if store is None:
+            from chalicelib.abtesting.repository import ExplanationGuardrailStore
+
+            store = ExplanationGuardrailStore()
+        if event_bus is None:
+            from chalicelib.core.events import get_event_bus
+
+            event_bus = get_event_bus()
+        self.store = store
+        self.attributions = attributions or FacadeAttributions()
+        self.sample_rows = sample_rows or sample_rows_as_system
+        self.feature_names = feature_names or feature_names_as_system
+        self.event_bus = event_bus
+        self.clock = clock or SystemClock()
+
+    # ---- declaring ---------------------------------------------------------------------------
+
+    def declare(
+        self,
+        experiment: Experiment,
+        guardrails: list[dict[str, Any]],
+        dataset_version_id: str,
+        action: str = "hold",
+        sample_size: int = DEFAULT_SAMPLE,
+        seed: int = 0,
+        declared_by: str = "",
+    ) -> ExplanationGuardrails:
+        """Stores the experiment's explanation guardrails (replacing earlier ones, whose
+        evaluation is dropped: the next tick evaluates the new ones).
+
+        The caller's rights on the models and the dataset version are checked before (the
+        abtesting facade); here the declaration is checked against the models' features.
+
+        Raises:
+            UnprocessableEntity: Bad guardrails, action or sample size; a feature a treatment's
+                model does not have.
+            Conflict: The experiment is concluded or rolled back.
+        """
+        if experiment.status in (ExperimentStatus.CONCLUDED, ExperimentStatus.ROLLED_BACK):
+            raise Conflict(
+                f"experiment {experiment.experiment_id} is {experiment.status.value}: "
+                "its explanation guardrails can no longer change"
+            )
+        features = {
+            t.variant_id: self.feature_names(t.model_id, t.model_version)
+            for t in experiment.treatments
+        }
+        parsed = parse_guardrails(guardrails, action, sample_size, features)
+        declaration = ExplanationGuardrails(
+            experiment.experiment_id, parsed, action, dataset_version_id, sample_size, seed,
+            uuid.uuid4().hex, self.clock.now(), declared_by,
+        )  # fmt: skip
+        self.store.put(
+            experiment.experiment_id, declaration.revision, declaration.as_dict(),
+            declaration.declared_at,
+        )  # fmt: skip
+        return declaration
+
+    def get(
+        self, experiment_id: str
+    ) -> tuple[ExplanationGuardrails, ExplanationEvaluation | None] | None:
+        """The declaration and its latest evaluation (``None`` before the first tick), or
+        ``None`` when nothing is declared."""
+        found = self.store.get(experiment_id)
+        if found is None:
+            return None
+        declaration, evaluation = found
+        return (
+            ExplanationGuardrails.from_dict(declaration),
+            ExplanationEvaluation.from_dict(evaluation) if evaluation else None,
+        )
+
+    def remove(self, experiment_id: str) -> bool:
+        """Drops the declaration (the ramp is no longer held by it); ``False`` if none."""
+        return bool(self.store.delete(experiment_id))
+
+    # ---- the monitor -------------------------------------------------------------------------
+
+    def check(self, experiment: Experiment, tick: str) -> Verdict:
+        """One monitor tick's step for ``experiment`` (see the module's docstring); it never
+        waits for a job."""
+        found = self.get(experiment.experiment_id)
+        if found is None:
+            return Verdict()
+        declaration, evaluation = found
+        if evaluation is None:
+            evaluation = self._start(experiment, declaration, tick)
+        elif evaluation.status == "pending":
+            evaluation = self._collect(experiment, declaration, evaluation)
+        return _verdict(declaration, evaluation)
+
+    def _start(
+        self, experiment: Experiment, declaration: ExplanationGuardrails, tick: str
+    ) -> ExplanationEvaluation:
+        now = self.clock.now()
+        try:
+            jobs, rows = self._submit(experiment, declaration)
+            evaluation = ExplanationEvaluation(declaration.revision, "pending", tick, now,
+                                               jobs=jobs, sample_rows=rows)  # fmt: skip
+        except SynapseError as error:
+            if error.status >= 500:
+                raise
+            evaluation = ExplanationEvaluation(
+                declaration.revision, "error", tick, now, now,
+                reason=f"explanation guardrails could not start: {error}",
+            )  # fmt: skip
+        if self.store.start(experiment.experiment_id, declaration.revision,
+                            evaluation.as_dict(), now):  # fmt: skip
+            if evaluation.status == "error":
+                self._publish(experiment, declaration, evaluation)
+            return evaluation
+        return self._latest(experiment.experiment_id, evaluation)
+
+    def _submit(
+        self, experiment: Experiment, declaration: ExplanationGuardrails
+    ) -> tuple[dict[str, str], int]:
+        records = self.sample_rows(
+            declaration.dataset_version_id, declaration.sample_size, declaration.seed
+        )
+        if not records:
+            raise _no_rows(declaration.dataset_version_id)
+        jobs = {}
+        for variant in experiment.variants:
+            names = self.feature_names(variant.model_id, variant.model_version)
+            missing = [n for n in names if n not in records[0]]
+            if missing:
+                raise _missing_column(declaration.dataset_version_id, missing[0], variant)
+            inputs = [{n: _value(record.get(n)) for n in names} for record in records]
+            jobs[variant.variant_id] = self.attributions.submit(
+                variant.model_id, variant.model_version, inputs, declaration.seed
+            )
+        return jobs, len(records)
+
+    def _collect(
+        self,
+        experiment: Experiment,
+        declaration: ExplanationGuardrails,
+        evaluation: ExplanationEvaluation,
+    ) -> ExplanationEvaluation:
+        states = {variant: self.attributions.job(job) for variant, job in evaluation.jobs.items()}
+        if not all(state.finished for state in states.values()):
+            return evaluation
+        now = self.clock.now()
+        failed = {v: s for v, s in states.items() if s.status != "succeeded"}
+        if failed:
+            variant, state = sorted(failed.items())[0]
+            message = (state.error or {}).get("message", "the job failed")
+            decided = replace(
+                evaluation,
+                status="error",
+                finished_at=now,
+                reason=f"the attribution of variant {variant} failed: {message}",
+            )
+        else:
+            decided = self._decide(experiment, declaration, evaluation, states, now)
+        if self.store.finish(experiment.experiment_id, declaration.revision,
+                             decided.as_dict(), now):  # fmt: skip
+            self._publish(experiment, declaration, decided)
+            return decided
+        return self._latest(experiment.experiment_id, decided)
+
+    def _decide(
+        self,
+        experiment: Experiment,
+        declaration: ExplanationGuardrails,
+        evaluation: ExplanationEvaluation,
+        states: dict[str, Any],
+        now: datetime,
+    ) -> ExplanationEvaluation:
+        attributions = {v: dict(s.attribution or {}) for v, s in states.items()}
+        control = attributions[experiment.control.variant_id]
+        treatments = {t.variant_id: attributions[t.variant_id] for t in experiment.treatments}
+        results = evaluate(declaration.guardrails, control, treatments)
+        failed = [r for r in results if not r.passed]
+        return replace(
+            evaluation,
+            status="failed" if failed else "passed",
+            finished_at=now,
+            attributions=attributions,
+            top_features={v: top_features(a) for v, a in attributions.items()},
+            results=results,
+            reason="; ".join(r.reason for r in failed),
+        )
+
+    def _latest(self, experiment_id: str, fallback: ExplanationEvaluation) -> ExplanationEvaluation:
+        """What another monitor recorded first (or, if the declaration went, ``fallback``)."""
+        found = self.get(experiment_id)
+        if found is None or found[1] is None or found[1].revision != fallback.revision:
+            return fallback
+        return found[1]
+
+    def _publish(
+        self,
+        experiment: Experiment,
+        declaration: ExplanationGuardrails,
+        evaluation: ExplanationEvaluation,
+    ) -> None:
+        self.event_bus.publish(
+            EVENT,
+            {
+                "experiment_id": experiment.experiment_id,
+                "revision": declaration.revision,
+                "status": evaluation.status,
+                "action": declaration.action,
+                "reason": evaluation.reason,
+            },
+        )
+        if evaluation.status != "passed":
+            logger.warning(
+                "explanation guardrails did not pass",
+                extra={"experiment_id": experiment.experiment_id, "status": evaluation.status},
+            )
+
+
+def _verdict(declaration: ExplanationGuardrails, evaluation: ExplanationEvaluation) -> Verdict:
+    if evaluation.status == "passed":
+        return Verdict(status="passed")
+    if evaluation.status == "failed" and declaration.action == "rollback":
+        reason = f"explanation guardrails failed: {evaluation.reason}"
+        details = {
+            "metric": "explanation_guardrails",
+            "kind": "explanation_guardrail",
+            "revision": declaration.revision,
+            "dataset_version_id": declaration.dataset_version_id,
+            "sample_rows": evaluation.sample_rows,
+            "failed": [
+                r.guardrail | {"variant_id": r.variant_id, "observed": r.observed}
+                for r in evaluation.failed_results
+            ],  # fmt: skip
+            "top_features": evaluation.top_features,
+        }
+        return Verdict(True, reason, details, evaluation.status)
+    return Verdict(hold=True, status=evaluation.status)
+
+
+def _no_rows(version_id: str) -> SynapseError:
+    from chalicelib.core.errors import UnprocessableEntity
+
+    return UnprocessableEntity(f"dataset version '{version_id}' has no rows to explain")
+
+
+def _missing_column(version_id: str, column: str, variant: Any) -> SynapseError:
+    from chalicelib.core.errors import UnprocessableEntity
+
+    return UnprocessableEntity(
+        f"dataset version '{version_id}' has no column '{column}' (a feature of variant "
+        f"{variant.variant_id}'s model {variant.model_id} version {variant.model_version})"
+    )

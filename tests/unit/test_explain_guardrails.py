@@ -1,0 +1,191 @@
+"""Explanation guardrails: NDCG and top-k by hand, validation, and the monitor's steps over the
+DynamoDB store (moto) with attribution jobs faked, so every transition is seen."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from chalicelib.abtesting.explain_guardrails import (
+    ExplanationGuardrail,
+    evaluate,
+    parse_guardrails,
+)
+from chalicelib.abtesting.models import ModelVariant
+from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.core.events import RecordingEventBus
+from chalicelib.explainability.facade import AttributionJob
+
+CONTROL = {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.0}
+
+
+def test_ndcg_is_clarifys_measure_computed_by_hand() -> None:
+    # The treatment ranks b, a, c: DCG@2 scores that order with the control's attributions.
+    treatment = {"a": 2.0, "b": 5.0, "c": 1.0, "d": 0.5}
+    dcg = 2.0 / math.log2(2) + 3.0 / math.log2(3)  # b then a
+    ideal = 3.0 / math.log2(2) + 2.0 / math.log2(3)  # a then b
+    assert dcg / ideal == pytest.approx(0.913402, abs=1e-6)
+    passing = ExplanationGuardrail("ndcg", min=0.9, top_k=2)
+    failing = ExplanationGuardrail("ndcg", min=0.92, top_k=2)
+    ok, bad = evaluate((passing, failing), CONTROL, {"t": treatment})
+    assert ok.observed == pytest.approx(dcg / ideal) and ok.passed
+    assert bad.observed == ok.observed and not bad.passed
+    assert "NDCG@2" in bad.reason and "0.9134, below the minimum 0.92" in bad.reason
+    (same,) = evaluate((passing,), CONTROL, {"t": dict(CONTROL)})
+    assert same.observed == 1.0 and same.passed
+
+
+def test_feature_not_in_top_k_counts_ranks_and_ignores_a_zero_attribution() -> None:
+    guardrail = ExplanationGuardrail("feature_not_in_top_k", feature="d", k=2)
+    (inside,) = evaluate((guardrail,), CONTROL, {"t": {"a": 1.0, "d": 0.8, "b": 0.5}})
+    assert not inside.passed and inside.observed == 2
+    assert inside.reason == "variant t: 'd' is rank 2 in its attribution, inside its top 2"
+    (outside,) = evaluate((guardrail,), CONTROL, {"t": {"a": 1.0, "b": 0.9, "d": 0.8}})
+    assert outside.passed and outside.observed == 3
+    # Two features only: "d" is second, but with attribution 0 it has not entered the top.
+    (zero,) = evaluate((guardrail,), CONTROL, {"t": {"a": 1.0, "d": 0.0}})
+    assert zero.passed and zero.observed == 2
+    (absent,) = evaluate((guardrail,), CONTROL, {"t": {"a": 1.0}})
+    assert absent.passed and absent.observed is None
+
+
+FEATURES = {"treatment": ["a", "b", "zip_code"]}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"type": "ndcg", "min": -0.1},
+        {"type": "ndcg", "min": float("nan")},
+        {"type": "ndcg", "min": True},
+        {"type": "ndcg", "min": 0.9, "top_k": 1.5},
+        {"type": "ndcg", "min": 0.9, "top_k": 101},
+        {"type": "feature_not_in_top_k", "feature": "zip", "k": 3},
+        {"type": "feature_not_in_top_k", "feature": "zip_code"},
+        {"type": "feature_not_in_top_k", "feature": "zip_code", "k": 0},
+        {"type": "feature_not_in_top_k", "feature": "zip_code", "k": 2, "min": 0.5},
+        {"type": "other"},
+    ],
+)
+def test_a_bad_guardrail_is_a_422(raw: dict[str, Any]) -> None:
+    with pytest.raises(UnprocessableEntity):
+        parse_guardrails([raw], "hold", 100, FEATURES)
+
+
+def test_a_feature_must_belong_to_every_treatments_model() -> None:
+    raw = [{"type": "feature_not_in_top_k", "feature": "zip_code", "k": 1}]
+    assert parse_guardrails(raw, "rollback", 10, FEATURES)[0].feature == "zip_code"
+    with pytest.raises(UnprocessableEntity, match="not a feature of variant t2's model"):
+        parse_guardrails(raw, "hold", 100, {**FEATURES, "t2": ["a", "b"]})
+    for action, size in (("pause", 100), ("hold", 9), ("hold", 501)):
+        with pytest.raises(UnprocessableEntity):
+            parse_guardrails(raw, action, size, FEATURES)
+
+
+# ---- the monitor over the DynamoDB store, with attribution jobs faked -----------------------
+
+
+@dataclass
+class FakeJobs:
+    """Attribution jobs that finish when told to."""
+
+    results: dict[str, dict[str, float]]
+    submitted: list[tuple[str, int, int]] = field(default_factory=list)
+    done: bool = False
+    fail: str | None = None
+
+    def submit(self, model_id: str, model_version: int, inputs: list[dict[str, Any]],
+               seed: int) -> str:  # fmt: skip
+        self.submitted.append((model_id, model_version, len(inputs)))
+        return f"job-{len(self.submitted)}-v{model_version}"
+
+    def job(self, job_id: str) -> AttributionJob:
+        version = int(job_id.rsplit("-v", 1)[1])
+        if not self.done:
+            return AttributionJob(job_id, "running")
+        if self.fail is not None and version == 2:
+            return AttributionJob(job_id, "failed", error={"error": "x", "message": self.fail})
+        return AttributionJob(job_id, "succeeded", self.results[str(version)])
+
+
+def _experiment() -> Any:
+    from chalicelib.abtesting.models import Experiment, ExperimentStatus, TrafficAllocationStrategy
+    from chalicelib.core.clock import utc_now
+
+    now = utc_now()
+    variants = (ModelVariant("control", "m", 1, Decimal("0.5"), True),
+                ModelVariant("treatment", "m", 2, Decimal("0.5")))  # fmt: skip
+    return Experiment("exp-1", "e", "", variants, ExperimentStatus.RUNNING,
+                      TrafficAllocationStrategy.PERCENTAGE, now, None, 100, 0.95, "conversion_rate",
+                      (), now, now)  # fmt: skip
+
+
+def _monitor(aws: Any, jobs: FakeJobs, bus: RecordingEventBus) -> Any:
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+
+    rows = [{"a": str(i), "b": i, "zip_code": 0.5} for i in range(30)]
+    return ExplanationGuardrailMonitor(
+        attributions=jobs,
+        sample_rows=lambda version_id, n, seed: rows[:n],
+        feature_names=lambda model_id, version: ["a", "b", "zip_code"],
+        event_bus=bus,
+    )
+
+
+RAW = [{"type": "feature_not_in_top_k", "feature": "zip_code", "k": 1}]
+
+
+def test_the_monitor_never_waits_and_two_monitors_submit_and_decide_once(aws: Any) -> None:
+    bus = RecordingEventBus()
+    jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
+                     "2": {"a": 0.2, "b": 0.5, "zip_code": 0.9}})  # fmt: skip
+    first, second = _monitor(aws, jobs, bus), _monitor(aws, jobs, bus)
+    experiment = _experiment()
+    first.declare(experiment, RAW, "dv-1", "rollback", sample_size=20)
+    verdict = first.check(experiment, "t1")
+    assert verdict.hold and verdict.rollback_reason is None and verdict.status == "pending"
+    assert [(v, n) for _, v, n in jobs.submitted] == [(1, 20), (2, 20)]
+    assert second.check(experiment, "t1").status == "pending"  # the same tick again
+    assert second.check(experiment, "t2").status == "pending"  # jobs still running
+    assert len(jobs.submitted) == 2 and bus.events == []
+    jobs.done = True
+    decided = second.check(experiment, "t3")
+    assert decided.status == "failed" and decided.hold
+    assert "'zip_code' is rank 1" in str(decided.rollback_reason)
+    assert decided.details and decided.details["failed"][0]["observed"] == 1
+    again = first.check(experiment, "t4")
+    assert again.rollback_reason == decided.rollback_reason
+    assert len(jobs.submitted) == 2 and len(bus.events) == 1
+    assert bus.events[0].detail["status"] == "failed"
+    declaration, evaluation = first.get("exp-1")
+    assert evaluation.status == "failed" and evaluation.top_features["treatment"][0] == "zip_code"
+    assert evaluation.attributions["control"] == jobs.results["1"]
+    assert declaration.sample_size == 20 and evaluation.sample_rows == 20
+
+
+def test_a_failed_job_is_an_error_and_a_new_declaration_starts_over(aws: Any) -> None:
+    bus = RecordingEventBus()
+    jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.0},
+                     "2": {"a": 0.9, "b": 0.6, "zip_code": 0.0}}, fail="too_expensive")  # fmt: skip
+    monitor = _monitor(aws, jobs, bus)
+    experiment = _experiment()
+    monitor.declare(experiment, RAW, "dv-1", "hold")
+    monitor.check(experiment, "t1")
+    jobs.done = True
+    errored = monitor.check(experiment, "t2")
+    assert errored.status == "error" and errored.hold and errored.rollback_reason is None
+    _, evaluation = monitor.get("exp-1")
+    assert evaluation.reason == "the attribution of variant treatment failed: too_expensive"
+    assert monitor.check(experiment, "t3").status == "error" and len(jobs.submitted) == 2
+    jobs.fail = None
+    monitor.declare(experiment, RAW, "dv-1", "hold")
+    assert monitor.get("exp-1")[1] is None
+    assert monitor.check(experiment, "t4").status == "pending" and len(jobs.submitted) == 4
+    passed = monitor.check(experiment, "t5")
+    assert passed.status == "passed" and not passed.hold
+    assert monitor.remove("exp-1") and not monitor.remove("exp-1")
+    assert monitor.check(experiment, "t6").status is None
