@@ -376,6 +376,27 @@ class Client:
     def latest_check(self, experiment_id: str) -> Json:
         """The monitor's latest canary check (pass / fail / inconclusive, tests and bounds)."""
 
+    @operation("PUT", "/experiments/{experiment_id}/explanation-guardrails")
+    def set_explanation_guardrails(
+        self,
+        experiment_id: str,
+        explanation_guardrails: list[dict[str, Any]],
+        dataset_version_id: str,
+        action: str | None = None,
+        sample_size: int | None = None,
+        seed: int | None = None,
+    ) -> Json:
+        """Declares explanation guardrails (``ndcg`` / ``feature_not_in_top_k``) evaluated by
+        the monitor on a sample of a dataset version; ``action``: ``hold`` or ``rollback``."""
+
+    @operation("GET", "/experiments/{experiment_id}/explanation-guardrails")
+    def get_explanation_guardrails(self, experiment_id: str) -> Json:
+        """The declared explanation guardrails and their latest evaluation."""
+
+    @operation("DELETE", "/experiments/{experiment_id}/explanation-guardrails")
+    def delete_explanation_guardrails(self, experiment_id: str) -> Json:
+        """Removes the explanation guardrails (the ramp is no longer held by them)."""
+
     @operation("GET", "/stats/sample-size")
     def sample_size(
         self,

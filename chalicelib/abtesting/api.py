@@ -18,6 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from chalicelib.abtesting import facade
+from chalicelib.abtesting.explain_schemas import (
+    ExplanationGuardrailsBody,
+    ExplanationGuardrailsOut,
+    guardrails_out,
+)
 from chalicelib.abtesting.models import (
     LOWER_IS_BETTER,
     AllocationPhase,
@@ -1314,3 +1319,45 @@ def sample_size(ctx: RequestContext) -> dict[str, Any]:
     """Requests per arm (and days, given daily traffic) to detect a relative change of a rate."""
     query: SampleSizeQuery = ctx.query
     return plan_sample_size(**query.model_dump()).__dict__
+
+
+# ---- explanation guardrails (schemas in explain_schemas) ----------------------------------
+
+
+@api.route(
+    "/experiments/{experiment_id}/explanation-guardrails",
+    "PUT",
+    role="writer",
+    body=ExplanationGuardrailsBody,
+    response=ExplanationGuardrailsOut,
+    responses={
+        409: "the experiment is concluded or rolled back",
+        422: "a bad guardrail, action or sample size; an unknown feature",
+    },
+)
+def put_explanation_guardrails(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Declares the experiment's explanation guardrails (replacing earlier ones): the monitor
+    compares each treatment's global SHAP attribution with the control's on a sample of a
+    dataset version's rows, and holds the ramp or rolls back when one fails."""
+    body: ExplanationGuardrailsBody = ctx.body
+    declaration = facade.put_explanation_guardrails(
+        _principal(ctx), experiment_id,
+        [g.model_dump(exclude_none=True) for g in body.explanation_guardrails],
+        body.dataset_version_id, body.action, body.sample_size, body.seed,
+    )  # fmt: skip
+    return guardrails_out(declaration, None)
+
+
+@api.route("/experiments/{experiment_id}/explanation-guardrails", "GET",
+           response=ExplanationGuardrailsOut)  # fmt: skip
+def get_explanation_guardrails(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """The declared explanation guardrails and their latest evaluation: status, each arm's
+    attribution and top features, and every guardrail's result with its numbers."""
+    return guardrails_out(*facade.explanation_guardrails(_principal(ctx), experiment_id))
+
+
+@api.route("/experiments/{experiment_id}/explanation-guardrails", "DELETE", role="writer",
+           status=204)  # fmt: skip
+def delete_explanation_guardrails(ctx: RequestContext, experiment_id: str) -> None:
+    """Removes the experiment's explanation guardrails (the ramp is no longer held by them)."""
+    facade.remove_explanation_guardrails(_principal(ctx), experiment_id)

@@ -40,7 +40,7 @@ from chalicelib.abtesting.models import (
 from chalicelib.abtesting.segments import SegmentAnalysis
 from chalicelib.abtesting.statistics import ExperimentAnalysis
 from chalicelib.core import access, references
-from chalicelib.core.errors import NotFound
+from chalicelib.core.errors import NotFound, SynapseError
 from chalicelib.core.principal import Principal
 from chalicelib.registry.errors import ModelNotFound
 
@@ -332,6 +332,80 @@ def latest_check(
     readable_experiment(principal, experiment_id)
     manager = _rollback()
     return manager.get_check(experiment_id), manager.get_policy(experiment_id)
+
+
+# ---- explanation guardrails ---------------------------------------------------------------
+
+
+def put_explanation_guardrails(
+    principal: Principal,
+    experiment_id: str,
+    guardrails: list[dict[str, Any]],
+    dataset_version_id: str,
+    action: str = "hold",
+    sample_size: int = 100,
+    seed: int = 0,
+) -> Any:
+    """Declares the explanation guardrails of an experiment the caller may change; every arm's
+    model and the dataset version must be readable by the caller (checked now; the monitor
+    follows them as the system).
+
+    Raises:
+        ExperimentNotFound: Unknown or not readable experiment.
+        Forbidden: Readable, but the caller lacks the writer role.
+        InvalidExperiment: An arm's model the caller may not read (``unknown_model_version``).
+        DatasetVersionNotFound: Unknown or not readable dataset version.
+        UnprocessableEntity: Bad guardrails (:mod:`.explain_guardrails`).
+    """
+    from chalicelib.dataversion import facade as datasets
+
+    experiment = writable_experiment(principal, experiment_id)
+    _check_variant_models(principal, experiment.variants)
+    datasets.readable_version(principal, dataset_version_id)
+    return _rollback().explanations.declare(
+        experiment, guardrails, dataset_version_id, action, sample_size, seed,
+        principal.principal,
+    )  # fmt: skip
+
+
+def explanation_guardrails(principal: Principal, experiment_id: str) -> tuple[Any, Any]:
+    """An experiment's explanation guardrails and their latest evaluation (``None`` before the
+    monitor's first tick), for a caller who may read the experiment and every arm's model (the
+    attributions describe the models).
+
+    Raises:
+        ExplanationGuardrailsNotFound: None declared, or a model the caller may not read (the
+            same answer, naming no model).
+    """
+    from chalicelib.abtesting.explain_guardrails import ExplanationGuardrailsNotFound
+
+    experiment = readable_experiment(principal, experiment_id)
+    missing = ExplanationGuardrailsNotFound(
+        f"experiment {experiment_id} has no explanation guardrails"
+    )
+    try:
+        _check_variant_models(principal, experiment.variants)
+    except SynapseError:
+        raise missing from None
+    found = _rollback().explanations.get(experiment_id)
+    if found is None:
+        raise missing
+    return found
+
+
+def remove_explanation_guardrails(principal: Principal, experiment_id: str) -> None:
+    """Drops the explanation guardrails of an experiment the caller may change.
+
+    Raises:
+        ExplanationGuardrailsNotFound: None declared.
+    """
+    from chalicelib.abtesting.explain_guardrails import ExplanationGuardrailsNotFound
+
+    writable_experiment(principal, experiment_id)
+    if not _rollback().explanations.remove(experiment_id):
+        raise ExplanationGuardrailsNotFound(
+            f"experiment {experiment_id} has no explanation guardrails"
+        )
 
 
 # ---- layers and holdouts ------------------------------------------------------------------

@@ -99,6 +99,14 @@ KNOWN_SEEDS: dict[tuple[str, str], tuple[tuple[str, ...], Callable[[Pool], dict[
     ("POST", "/explanations/batch"): (("model_id", "version"), _explanation_job_body),
     # a share is a decimal string at most 0.5: random strings of its pattern rarely are
     ("POST", "/holdouts"): ((), lambda pool: {"name": "fuzz holdout", "share": "0.05"}),
+    # explanation guardrails exist once declared (a PUT), so their GET has something to read
+    ("PUT", "/experiments/{experiment_id}/explanation-guardrails"): (
+        ("experiment_id", "version_id"),
+        lambda pool: {
+            "explanation_guardrails": [{"type": "ndcg", "min": 0.5, "top_k": 2}],
+            "dataset_version_id": pool.values["version_id"][0],
+        },
+    ),
 }
 
 
@@ -106,7 +114,7 @@ def _creators() -> list[RouteSpec]:
     return [
         spec
         for spec in ROUTES
-        if spec.method == "POST" and (spec.status == 201 or (spec.method, spec.path) in KNOWN_SEEDS)
+        if (spec.method == "POST" and spec.status == 201) or (spec.method, spec.path) in KNOWN_SEEDS
     ]
 
 

@@ -104,6 +104,22 @@ def paused(http: Http, world: World) -> Ids:
     return _experiment(http, world, "start", "pause")
 
 
+def _guardrails_body(world: World, ids: Ids) -> dict[str, Any]:
+    return {
+        "explanation_guardrails": [{"type": "ndcg", "min": 0.5, "top_k": 2}],
+        "dataset_version_id": world["source_id"],
+    }
+
+
+def guarded(http: Http, world: World) -> Ids:
+    """A running experiment with explanation guardrails declared."""
+    ids = running(http, world)
+    path = f"/experiments/{ids['experiment_id']}/explanation-guardrails"
+    declared = http.call("PUT", path, _guardrails_body(world, ids))
+    assert declared.status_code == 200, declared.data
+    return ids
+
+
 def empty_layer(http: Http, world: World) -> Ids:
     """A new layer without slices (deletable)."""
     created = http.call("POST", "/layers", {"name": "matrix-empty", "access_groups": ["ml"]})
@@ -189,6 +205,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", "/experiments/{experiment_id}/rollback-policy"): Rule(body=lambda w, i: {}),
     ("GET", "/experiments/{experiment_id}/rollback-policy"): Rule(),
     ("GET", "/experiments/{experiment_id}/checks"): Rule(),
+    ("PUT", "/experiments/{experiment_id}/explanation-guardrails"): Rule(body=_guardrails_body),
+    ("GET", "/experiments/{experiment_id}/explanation-guardrails"): Rule(fresh=guarded),
+    ("DELETE", "/experiments/{experiment_id}/explanation-guardrails"): Rule(fresh=guarded),
     ("GET", "/stats/sample-size"): Rule("compute"),
     # --- layers and holdouts -------------------------------------------------------------------
     ("POST", "/layers"): Rule("collection"),
