@@ -16,7 +16,14 @@ import os
 import time
 from pathlib import Path
 
-from demo import step_canary, step_data, step_experiment, step_explain, step_models
+from demo import (
+    step_canary,
+    step_data,
+    step_experiment,
+    step_explain,
+    step_guardrails,
+    step_models,
+)
 from demo.client import Api
 from demo.report import make_plots, write_html
 from demo.stack import endpoint
@@ -28,6 +35,11 @@ STEPS = [
     ("canary", "2b/3. Canary of v2 with a ramp; automatic rollback", step_canary.run),
     ("experiment", "4. A/B test of v3 to significance; conclude and promote", step_experiment.run),
     ("explain", "5. Explain the winner: SHAP, LIME, global importance", step_explain.run),
+    (
+        "guardrails",
+        "6. Attribution drift; an explanation guardrail rolls a shortcut model back",
+        step_guardrails.run,
+    ),
 ]
 
 

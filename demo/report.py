@@ -216,6 +216,36 @@ def _explain_html(ctx: Context) -> str:
     )
 
 
+def _guardrails_html(ctx: Context) -> str:
+    found = ctx.results.get("guardrails")
+    if not found:
+        return ""
+    drift, versions, guard = found["drift"], found["versions"], found["guardrail"]
+    evaluation, experiment = guard["evaluation"], guard["experiment"]
+    rows = [
+        [f"v{found['drift_version']}: background baseline vs serving inputs, NDCG@5",
+         f"{drift['ndcg']:.4f} ({'drifted' if drift['drifted'] else 'no drift'})"],
+        ["v2 vs v3 on the same inputs, NDCG@5",
+         f"{versions['ndcg']:.4f} ({'drifted' if versions['drifted'] else 'no drift'})"],
+        ["guardrail evaluation", f"{evaluation['status']} after {guard['waited_seconds']:.0f} s "
+         f"({evaluation['sample_rows']} rows per arm)"],
+        ["control top 5", ", ".join(evaluation["top_features"].get("control", [])[:5])],
+        ["treatment top 5", ", ".join(evaluation["top_features"].get("treatment", [])[:5])],
+        ["experiment status", experiment["status"]],
+        ["rollback reason", experiment.get("rollback_reason") or ""],
+    ]  # fmt: skip
+    rows += [[("pass: " if r["passed"] else "FAIL: ") + str(r["guardrail"]), r["reason"]]
+             for r in evaluation["results"]]  # fmt: skip
+    return (
+        "<h2>6. Attribution drift and explanation guardrails</h2>"
+        f"<p>v{guard['treatment_version']} was trained on data whose "
+        f"<code>{_esc(guard['feature'])}</code> leaked the label; its experiment against "
+        f"v{guard['control_version']} declared explanation guardrails (Clarify's NDCG against the "
+        "control, the feature kept out of the top 3) evaluated by the scheduled monitor.</p>"
+        + _table(["", "value"], rows)
+    )
+
+
 STYLE = (
     "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
@@ -231,7 +261,14 @@ def write_html(ctx: Context, url: str) -> Path:
     )
     body = "".join(
         part(ctx)
-        for part in (_data_html, _models_html, _canary_html, _experiment_html, _explain_html)
+        for part in (
+            _data_html,
+            _models_html,
+            _canary_html,
+            _experiment_html,
+            _explain_html,
+            _guardrails_html,
+        )
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>SynapseNet demo</title>"

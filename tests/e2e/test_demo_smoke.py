@@ -1,5 +1,6 @@
 """``make demo`` in its fast mode against an in-process local stack: the canary is rolled back by
-the scheduled monitor with a reason, and the report and its plots are written.
+the scheduled monitor with a reason, a shortcut model is rolled back by its explanation
+guardrails, and the report and its plots are written.
 
 Bounded: small models, a few hundred simulated requests, the monitor every second (well under a
 minute on a quiet machine). The full story is ``make demo``."""
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Context, Path]]:
     out = tmp_path_factory.mktemp("demo-output")
-    options = Options(fast=True, out_dir=out, schedule_seconds=1, steps=("models", "canary"))
+    steps = ("models", "canary", "guardrails")
+    options = Options(fast=True, out_dir=out, schedule_seconds=1, steps=steps)
     with LocalStack(port=0, moto_port=0, schedule_seconds=1) as stack:
         yield run_demo(stack.url, stack.admin_token, options), out
 
@@ -33,6 +35,7 @@ def test_fast_demo_runs_the_selected_steps_to_the_end(demo_run: tuple[Context, P
     assert {s.name: (s.state, s.reason) for s in ctx.steps} == {
         "models": ("ok", ""),
         "canary": ("ok", ""),
+        "guardrails": ("ok", ""),
     }
 
 
@@ -68,4 +71,24 @@ def test_report_and_plots_are_written(demo_run: tuple[Context, Path]) -> None:
     assert "rolled_back" in html and "canary_metrics.png" in html
     assert (
         json.loads((out / "results.json").read_text())["plots"]["canary_ramp"] == "canary_ramp.png"
+    )
+
+
+def test_the_shortcut_model_is_rolled_back_by_its_explanation_guardrails(
+    demo_run: tuple[Context, Path],
+) -> None:
+    ctx, out = demo_run
+    found = ctx.results["guardrails"]
+    guard = found["guardrail"]
+    evaluation = guard["evaluation"]
+
+    assert evaluation["status"] == "failed"
+    assert evaluation["top_features"]["treatment"][0] == guard["feature"]
+    assert guard["feature"] not in evaluation["top_features"]["control"][:3]
+    assert guard["experiment"]["status"] == "rolled_back"
+    assert guard["experiment"]["rollback_details"]["metric"] == "explanation_guardrails"
+    assert f"'{guard['feature']}' is rank 1" in guard["experiment"]["rollback_reason"]
+    assert 0.0 <= found["drift"]["ndcg"] <= 1.0 and 0.0 <= found["versions"]["ndcg"] <= 1.0
+    assert "6. Attribution drift and explanation guardrails" in (
+        (out / "report.html").read_text(encoding="utf-8")
     )
