@@ -33,6 +33,10 @@ evaluates exactly like a new one.
 item it updates with a new :func:`item_revision`, so the local stack's snapshots serialize an
 item again only when it changed (:mod:`synapse_local.persistence`).
 
+**End of request.** :data:`AFTER_REQUEST` hooks run after every DynamoDB request, still inside
+the lock: the local stack's tables kept in SQLite write back what the request changed
+(:mod:`synapse_local.diskitems`).
+
 It only touches moto (the local stand-in for AWS), never the app; the tests install it
 (``tests/conftest.py``) and so does every :class:`~synapse_local.stack.LocalStack` (``make
 run``, the demo, the benches).
@@ -45,6 +49,7 @@ import itertools
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 _state = threading.local()
@@ -178,6 +183,10 @@ def _undo_logged_transactions() -> bool:
     return True
 
 
+# Called at the end of every DynamoDB request, still under DYNAMODB_LOCK (the local stack's
+# SQLite-kept tables write back what the request changed: synapse_local.diskitems).
+AFTER_REQUEST: list[Callable[[], None]] = []
+
 # Held by every DynamoDB request inside moto (and by the local stack's snapshots, which read
 # moto's tables directly and so see them between two requests, never during one).
 DYNAMODB_LOCK = threading.RLock()
@@ -192,7 +201,11 @@ def _serialize_requests() -> None:
 
     def call_action(self: Any) -> Any:
         with DYNAMODB_LOCK:
-            return original(self)
+            try:
+                return original(self)
+            finally:
+                for hook in AFTER_REQUEST:
+                    hook()
 
     call_action._serialized = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]

@@ -16,7 +16,11 @@ A snapshot is read from moto's in-process backends while moto's DynamoDB request
 (``motofix.DYNAMODB_LOCK``), so tables are consistent with each other. Only items that changed
 since the previous snapshot are serialized again (the rest keep their text), so the hold is a
 pass over the items (about 0.1 s per 100,000) rather than their serialization (seconds), and a
-long run does not slow every request down as its state grows. A snapshot is written atomically:
+long run does not slow every request down as its state grows. The traffic tables kept in SQLite
+(:mod:`synapse_local.diskitems`: outcome dedup records, bandit assignments) are not held in memory
+at all: their rows are read from one SQLite read snapshot taken under the same hold and streamed
+into the file after it, so neither the hold nor the memory of a snapshot grows with the outcomes
+posted. A snapshot is written atomically:
 blobs first, then ``state.json`` by rename; blobs no snapshot needs are deleted afterwards. So a
 ``kill -9`` loses at most what changed in the last flush interval, never the folder.
 
@@ -26,7 +30,6 @@ EventBridge events (delivered already or not at all), caches (rebuilt on use).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -36,9 +39,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from synapse_local.diskitems import binary_restored, item_text, settle
 
 log = logging.getLogger("synapse.local.persistence")
 
@@ -177,33 +182,36 @@ class Persistence:
                 "s3": self._dump_buckets(),
                 "sqs": self._dump_queues(),
             }
-            write_atomically(self.state_file, _state_bytes(head, tables))
+            write_atomically(self.state_file, _state_chunks(head, tables))
             self._collect_garbage(head["s3"])
             self.saves += 1
 
-    def _dump_tables(self) -> dict[str, list[str]]:
+    def _dump_tables(self) -> dict[str, list[str] | Iterator[str]]:
         """Every item of every table as DynamoDB JSON text (held under ``DYNAMODB_LOCK``).
 
         An item's text is kept from the previous snapshot while the item object is the same
         and :func:`~synapse_local.motofix.item_revision` says it was not updated in place
         since (puts and deletes replace objects), so a snapshot serializes only what changed
         and holds moto's DynamoDB for a pass over the items, not for their serialization.
+        A table kept in SQLite gives an iterator over one read snapshot instead (its texts are
+        stored already), consumed after the hold.
         """
+        from synapse_local.diskitems import DiskItems
         from synapse_local.motofix import item_revision
 
         backend = _backend("dynamodb", self.region)
         previous, kept = self._item_texts, {}
-        found: dict[str, list[str]] = {}
+        found: dict[str, list[str] | Iterator[str]] = {}
         for name, table in backend.tables.items():
+            if isinstance(table.items, DiskItems):
+                found[name] = table.items.texts()
+                continue
             texts = []
             for item in _items_of(table):
                 revision = item_revision(item)
                 cached = previous.get(id(item))
                 if cached is None or cached[0] is not item or cached[1] != revision:
-                    text = json.dumps(
-                        item.to_json()["Attributes"], separators=(",", ":"), default=_base64
-                    )
-                    cached = (item, revision, text)
+                    cached = (item, revision, item_text(item))
                 kept[id(item)] = cached
                 texts.append(cached[2])
             found[name] = texts
@@ -317,8 +325,11 @@ class Persistence:
                 log.warning("table %s no longer exists; %d saved items skipped", name, len(items))
                 continue
             for attributes in items:
-                table.put_item(_binary_restored(attributes))
+                table.put_item(binary_restored(attributes))
                 count += 1
+                if count % 1000 == 0:
+                    settle()  # items kept in SQLite are written per 1,000, not all at once
+        settle()
         return count
 
     def restore_messages(self, state: dict[str, Any]) -> int:
@@ -349,38 +360,34 @@ def _items_of(table: Any) -> list[Any]:
     return list(table.items.values())
 
 
-def _state_bytes(head: dict[str, Any], tables: dict[str, list[str]]) -> bytes:
-    """``state.json``: ``head`` plus ``"dynamodb": {table: [item, ...]}`` from item texts."""
-    parts = [json.dumps(head)[:-1], ', "dynamodb": {']
+def _state_chunks(
+    head: dict[str, Any], tables: dict[str, list[str] | Iterator[str]]
+) -> Iterator[bytes]:
+    """``state.json`` in pieces: ``head`` plus ``"dynamodb": {table: [item, ...]}``."""
+    yield (json.dumps(head)[:-1] + ', "dynamodb": {').encode()
     for index, (name, texts) in enumerate(tables.items()):
-        parts += [", " if index else "", json.dumps(name), ": [", ",".join(texts), "]"]
-    parts.append("}}")
-    return "".join(parts).encode()
+        yield f"{', ' if index else ''}{json.dumps(name)}: [".encode()
+        batch: list[str] = []
+        separator = ""
+        for text in texts:
+            batch.append(text)
+            if len(batch) == 1000:
+                yield (separator + ",".join(batch)).encode()
+                batch, separator = [], ","
+        if batch:
+            yield (separator + ",".join(batch)).encode()
+        yield b"]"
+    yield b"}}"
 
 
-def _base64(value: Any) -> str:
-    """Binary attribute values (``B``, e.g. a version's compressed profile) as base64 text."""
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    raise TypeError(f"{type(value).__name__} cannot be saved")
-
-
-def _binary_restored(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Top-level ``B`` values back to the bytes they were saved from."""
-    return {
-        name: {"B": base64.b64decode(value["B"])}
-        if set(value) == {"B"} and isinstance(value["B"], str)
-        else value
-        for name, value in attributes.items()
-    }
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data`` whole or not at all (a file only its owner reads)."""
+def write_atomically(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Replaces ``path`` with ``data`` (bytes, or pieces written in turn) whole or not at all
+    (a file only its owner reads)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".state-")
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(data)
+            for piece in [data] if isinstance(data, bytes | bytearray) else data:
+                out.write(piece)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

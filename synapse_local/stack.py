@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,7 @@ class LocalStack:
         self.persistence: Any = None
         self.restored = ""
         self._restored_objects = 0
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
@@ -256,6 +258,7 @@ class LocalStack:
         from synapse_local.bootstrap import bootstrap
 
         self.resources = bootstrap()
+        self._keep_traffic_tables_on_disk()
         if state is not None:
             items = self.persistence.restore_items(state)
             messages = self.persistence.restore_messages(state)
@@ -275,6 +278,23 @@ class LocalStack:
 
             token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomically(token_file, self._admin_token.encode("utf-8"))
+
+    def _keep_traffic_tables_on_disk(self) -> None:
+        """The outcome dedup and assignment tables go to SQLite files (memory flat in the
+        outcomes posted: :mod:`synapse_local.diskitems`), scratch beside the saved state."""
+        from moto.backends import get_backend
+
+        from chalicelib.core.config import region
+        from synapse_local import diskitems
+        from synapse_local.persistence import ACCOUNT
+
+        if self.state_dir is not None:
+            folder = self.state_dir / "tables"
+        else:
+            self._scratch = tempfile.TemporaryDirectory(prefix="synapse-tables-")
+            folder = Path(self._scratch.name)
+        backend = get_backend("dynamodb")[ACCOUNT][region()]  # type: ignore[call-overload]
+        diskitems.attach(backend, folder)
 
     def _start_flusher(self) -> None:
         if self.persistence is not None:
@@ -354,6 +374,7 @@ class LocalStack:
                 self._http_thread.join()
             self._http, self._http_thread = None, None
         self._save_state()
+        self._release_traffic_tables()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -368,6 +389,14 @@ class LocalStack:
         if self.started:
             self.persistence.save()
         self.persistence = None
+
+    def _release_traffic_tables(self) -> None:
+        from synapse_local import diskitems
+
+        diskitems.detach_all()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     def _restore_env(self) -> None:
         if self._saved_env is None:
