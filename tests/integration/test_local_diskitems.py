@@ -22,7 +22,7 @@ import pytest
 from moto.dynamodb.models import dynamodb_backends
 
 from chalicelib.abtesting.models import Outcome
-from chalicelib.abtesting.repository import OutcomeDedupTable, OutcomeStore
+from chalicelib.abtesting.outcomes_repository import OutcomeDedupTable, OutcomeStore
 from synapse_local import diskitems
 from synapse_local.persistence import Persistence
 
