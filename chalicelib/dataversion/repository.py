@@ -21,6 +21,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
@@ -128,6 +129,9 @@ class DatasetKeyTable(Model):
     version_number = NumberAttribute(null=True)
     gc_token = UnicodeAttribute(null=True)  # obj#<storage key>: garbage collection claimed it
     generation = NumberAttribute(null=True)  # obj#<storage key>: times it was collected
+    # obj#<storage key> and cnt#<sha256>: ``<dataset id>#<version number>`` of every live
+    # version pointing to that object / holding that content (the reference index).
+    refs = UnicodeSetAttribute(null=True)
     profile = BinaryAttribute(null=True, legacy_encoding=False)  # prof#<version id>
     listing = UnicodeAttribute(null=True)  # lst#…: the partition
     listed = UnicodeAttribute(null=True)  # lst#…: ``<name>#<dataset id>``, the sort key
@@ -520,16 +524,21 @@ class DatasetRepository:
                     tx.save(item, condition=DatasetKeyTable.key.does_not_exist())
                 if profile is not None:  # last, so the cancellation reasons keep their places
                     tx.save(_profile_item(version, profile))
-                # Garbage collection has not claimed the object (see collect_garbage).
-                tx.condition_check(
-                    DatasetKeyTable,
-                    f"obj#{version.storage_key}",
+                # The version is referenced from its object's and its content's index items,
+                # on condition that garbage collection has not claimed the object (see
+                # collect_garbage); updates go after the puts, so this one comes last but one.
+                tx.update(
+                    DatasetKeyTable(f"obj#{version.storage_key}"),
+                    actions=_referenced(version, True),
                     condition=DatasetKeyTable.gc_token.does_not_exist()
                     & (
                         DatasetKeyTable.generation.does_not_exist()
                         if object_generation == 0
                         else DatasetKeyTable.generation == object_generation
                     ),
+                )
+                tx.update(
+                    DatasetKeyTable(f"cnt#{version.sha256}"), actions=_referenced(version, True)
                 )
                 if predecessor is not None:
                     tx.condition_check(
@@ -540,11 +549,12 @@ class DatasetRepository:
                     )
         except TransactWriteError as exc:
             reasons = cancellation_codes(exc)
-            # pynamodb sends condition checks first (the object's, the predecessor's), then
-            # the puts in order.
-            if _failed(reasons, 0):
+            # pynamodb sends condition checks first (the predecessor's), then the puts in
+            # order (the version, its reservations, the profile), then the updates.
+            first = 0 if predecessor is None else 1
+            puts = 1 + len(keys) + (profile is not None)
+            if _failed(reasons, first + puts):
                 raise ObjectCollected("garbage collection claimed the stored object") from None
-            first = 1 if predecessor is None else 2
             if _failed(reasons, first + 1):
                 if version.restored_from is not None:
                     raise Conflict(
@@ -553,7 +563,7 @@ class DatasetRepository:
                 raise DuplicateContent("identical content is already a version") from None
             if source is not None and _failed(reasons, first + 3):
                 raise DuplicateSource("this source object was already ingested") from None
-            if _failed(reasons, first) or (predecessor is not None and _failed(reasons, 1)):
+            if _failed(reasons, first) or (predecessor is not None and _failed(reasons, 0)):
                 raise VersionNumberTaken("version number taken") from None
             raise
 
@@ -721,6 +731,8 @@ class DatasetRepository:
                 )
                 # The profile holds values of the content (top values, extremes): it goes too.
                 tx.delete(DatasetKeyTable(f"prof#{version.version_id}"))
+                for index_key in (f"obj#{version.storage_key}", f"cnt#{version.sha256}"):
+                    tx.update(DatasetKeyTable(index_key), actions=_referenced(version, False))
                 if reserved is not None and reserved.version_id == version.version_id:
                     tx.delete(
                         DatasetKeyTable(sha_key),
@@ -735,21 +747,55 @@ class DatasetRepository:
         found = DatasetUsageTable.scan(DatasetUsageTable.dataset_id == dataset_id)
         return {item.version_id for item in found}
 
-    def live_storage_keys(self) -> set[str]:
-        """The stored objects every live version points to (a consistent scan)."""
-        found = DatasetVersionTable.scan(
-            DatasetVersionTable.deleted_at.does_not_exist(), consistent_read=True
-        )
-        return {item.storage_key for item in found}
+    def referenced(self, storage_key: str) -> bool:
+        """Whether a live version points to the stored object (its index item, read
+        consistently)."""
+        found = self._key(f"obj#{storage_key}")
+        return found is not None and bool(found.refs)
 
     def live_versions_with_content(self, sha256: str) -> list[DatasetVersion]:
-        """Every live version, of any dataset, whose content has this sha256 (a scan)."""
-        found = DatasetVersionTable.scan(
-            (DatasetVersionTable.sha256 == sha256)
-            & DatasetVersionTable.deleted_at.does_not_exist(),
-            consistent_read=True,
-        )
-        return [item.to_domain() for item in found]
+        """Every live version, of any dataset, whose content has this sha256 (read from the
+        content's index item, not a scan)."""
+        found = self._key(f"cnt#{sha256}")
+        versions = []
+        for ref in sorted(found.refs or ()) if found is not None else ():
+            dataset_id, _, number = ref.rpartition("#")
+            try:
+                version = self.get_version(dataset_id, int(number))
+            except DatasetVersionNotFound:
+                continue
+            if not version.deleted and version.sha256 == sha256:
+                versions.append(version)
+        return versions
+
+    def index_references(self) -> int:
+        """Writes the reference index of versions stored before it existed: once, a
+        consistent scan of the versions, then a marker item that makes every later call one
+        read. Idempotent (set additions); a version deleted meanwhile is not indexed (the write
+        is conditional on it being live). Returns how many versions were indexed (0 once
+        done)."""
+        if self._key(REFERENCES_MARKER) is not None:
+            return 0
+        count = 0
+        for item in DatasetVersionTable.scan(
+            DatasetVersionTable.deleted_at.does_not_exist(), consistent_read=True
+        ):
+            version = item.to_domain()
+            try:
+                with TransactWrite(connection=transaction_connection()) as tx:
+                    tx.condition_check(
+                        DatasetVersionTable,
+                        version.dataset_id,
+                        range_key=version.version_number,
+                        condition=DatasetVersionTable.deleted_at.does_not_exist(),
+                    )
+                    for index_key in (f"obj#{version.storage_key}", f"cnt#{version.sha256}"):
+                        tx.update(DatasetKeyTable(index_key), actions=_referenced(version, True))
+            except TransactWriteError:
+                continue  # deleted meanwhile (or its object is being collected: it is gone)
+            count += 1
+        DatasetKeyTable(REFERENCES_MARKER, dataset_id="*").save()
+        return count
 
     def object_state(self, storage_key: str) -> tuple[int, bool]:
         """A stored object's collection generation (how often it was deleted) and whether a
@@ -760,12 +806,14 @@ class DatasetRepository:
         return int(found.generation or 0), found.gc_token is not None
 
     def claim_object(self, storage_key: str, token: str) -> bool:
-        """Marks a stored object as being collected; new versions cannot point to it until
-        :meth:`release_object`. Returns whether the claim was made."""
+        """Marks a stored object that no live version points to as being collected; new
+        versions cannot point to it until :meth:`release_object`. Returns whether the claim
+        was made (``False``: claimed by another collection, or referenced)."""
         try:
             DatasetKeyTable(f"obj#{storage_key}").update(
                 actions=[DatasetKeyTable.gc_token.set(token), DatasetKeyTable.dataset_id.set("*")],
-                condition=DatasetKeyTable.gc_token.does_not_exist(),
+                condition=DatasetKeyTable.gc_token.does_not_exist()
+                & DatasetKeyTable.refs.does_not_exist(),
             )
         except UpdateError as exc:
             if "ConditionalCheckFailed" in str(exc):
@@ -1028,3 +1076,15 @@ TABLES = (
     DatasetRejectionTable,
     DatasetTagTable,
 )
+
+
+REFERENCES_MARKER = "mig#references"
+
+
+def _referenced(version: DatasetVersion, add: bool) -> list[Action]:
+    """The update adding (or removing) a version from an index item's ``refs``."""
+    ref = {f"{version.dataset_id}#{version.version_number}"}
+    return [
+        DatasetKeyTable.refs.add(ref) if add else DatasetKeyTable.refs.delete(ref),
+        DatasetKeyTable.dataset_id.set("*"),
+    ]

@@ -10,14 +10,19 @@
 * **Erasure** (a GDPR request, admins): every live version of any dataset holding a sha256 is
   deleted, then its stored object is collected at once.
 * **Garbage collection** deletes stored objects no live version points to, once older than a
-  grace period (uploads in flight). It is safe under concurrent uploads: it first *claims* each
-  candidate, then re-reads which objects live versions point to (a consistent scan), deletes
-  only what is still unreferenced, and releases the claim moving the object's *generation* on.
+  grace period (uploads in flight). Nothing scans the versions table: each stored object has an
+  index item (``obj#<key>``) listing the live versions that point to it, and each content one
+  (``cnt#<sha256>``) listing the live versions that hold it; a version's write adds it to both
+  in its own transaction and its deletion removes it in its own. It is safe under concurrent
+  uploads: a collection *claims* a candidate only while its index lists no version (one
+  conditional write), deletes it, and releases the claim moving the object's *generation* on.
   A writer reads the object's generation before it checks the bytes are stored, and its version
-  transaction is conditional on no claim and that same generation. A version committed before
-  the claim is seen by the scan; one committing during the claim, or after a deletion it did not
-  see, fails and retries: it reads the generation again and stores its bytes again. So no
-  object a version points to is ever deleted.
+  transaction (which adds the reference) is conditional on no claim and that same generation.
+  So a version either lands first (and the claim fails) or fails and retries after the claim:
+  it reads the generation again and stores its bytes again. No object a version points to is
+  ever deleted. Versions stored before the index existed are indexed once, by
+  :meth:`~chalicelib.dataversion.repository.DatasetRepository.index_references`, before any
+  collection.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class Collection:
 
     Attributes:
         deleted: Object keys deleted.
-        kept: Candidates found referenced after the claim (a version arrived meanwhile).
+        kept: Candidates a version came to point to after they were listed (not claimed).
         busy: Candidates another collection had claimed.
     """
 
@@ -169,6 +174,7 @@ class Lifecycle:
     def erase_content(self, sha256: str, erased_by: str) -> tuple[list[DatasetVersion], Collection]:
         """Deletes every live version holding ``sha256`` (tags and usages notwithstanding), then
         collects the objects they pointed to at once (no grace period)."""
+        self.repository.index_references()
         versions = self.repository.live_versions_with_content(sha256)
         deleted = [self.delete_version(v, f"{ERASURE}:{erased_by}", force=True) for v in versions]
         keys = {v.storage_key for v in versions}
@@ -181,10 +187,10 @@ class Lifecycle:
 
     def collect_garbage(self, grace: timedelta = DEFAULT_GRACE) -> Collection:
         """Deletes stored objects older than ``grace`` that no live version points to."""
+        self.repository.index_references()
         cutoff = self.clock.now() - grace
         old = [key for key, modified in self.store.list_objects(CAS_PREFIX) if modified <= cutoff]
-        live = self.repository.live_storage_keys()
-        return self._collect([key for key in old if key not in live])
+        return self._collect([key for key in old if not self.repository.referenced(key)])
 
     def _collect(self, candidates: list[str]) -> Collection:
         result = Collection()
@@ -193,16 +199,14 @@ class Lifecycle:
         for key in candidates:
             if self.repository.claim_object(key, token):
                 claimed.append(key)
+            elif self.repository.referenced(key):  # a version arrived since it was listed
+                result.kept.append(key)
             else:
                 result.busy.append(key)
         try:
-            live = self.repository.live_storage_keys() if claimed else set()
-            for key in claimed:
-                if key in live:
-                    result.kept.append(key)
-                else:
-                    self.store.delete(key)
-                    result.deleted.append(key)
+            for key in claimed:  # unreferenced when claimed; none can point to it until release
+                self.store.delete(key)
+                result.deleted.append(key)
         finally:
             for key in claimed:
                 self.repository.release_object(key, token, deleted=key in result.deleted)

@@ -218,3 +218,80 @@ def test_garbage_collection_racing_with_uploads_never_deletes_a_referenced_objec
         data = stored(version.storage_key)
         assert data is not None, f"version {version.version_number}'s object was deleted"
         assert hashlib.sha256(data).hexdigest() == version.sha256
+
+
+def no_version_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any scan of the versions table fails the test (the reference index is read instead)."""
+    from chalicelib.dataversion.repository import DatasetVersionTable
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the versions table was scanned")
+
+    monkeypatch.setattr(DatasetVersionTable, "scan", classmethod(refuse))
+
+
+def test_erasure_and_garbage_collection_read_the_reference_index_not_a_scan(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = DatasetVersioningEngine(store=DataStore(), event_bus=RecordingEventBus())
+    assert engine.repository.index_references() == 0  # an empty table: the marker is written
+    no_version_scan(monkeypatch)
+    one = engine.create_dataset("one", "alice")
+    two = engine.create_dataset("two", "alice")
+    shared = engine.create_version(one.dataset_id, body(1))
+    engine.create_version(two.dataset_id, body(1))
+    only = engine.create_version(one.dataset_id, body(2))
+    kept = engine.create_version(one.dataset_id, body(3))
+    engine.lifecycle.delete_version(only, "alice")
+    collected = engine.lifecycle.collect_garbage(timedelta(0))
+    assert collected.deleted == [only.storage_key]
+    assert stored(kept.storage_key) == body(3).encode()
+    deleted, erased = engine.lifecycle.erase_content(shared.sha256, "admin")
+    assert sorted(v.dataset_id for v in deleted) == sorted([one.dataset_id, two.dataset_id])
+    assert erased.deleted == [shared.storage_key] and stored(shared.storage_key) is None
+    assert engine.repository.live_versions_with_content(kept.sha256) == [
+        engine.repository.get_version(one.dataset_id, kept.version_number)
+    ]
+
+
+def test_versions_stored_before_the_reference_index_are_indexed_once_before_collection(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.dataversion.repository import REFERENCES_MARKER, DatasetKeyTable
+
+    engine = DatasetVersioningEngine(store=DataStore(), event_bus=RecordingEventBus())
+    dataset = engine.create_dataset("old", "alice")
+    old = engine.create_version(dataset.dataset_id, body(1))
+    gone = engine.create_version(dataset.dataset_id, body(2))
+    engine.lifecycle.delete_version(gone, "alice")
+    # As stored before the index: no index items, no marker.
+    for key in (f"obj#{old.storage_key}", f"cnt#{old.sha256}", REFERENCES_MARKER):
+        DatasetKeyTable(key).delete()
+    assert not engine.repository.referenced(old.storage_key)
+    collected = engine.lifecycle.collect_garbage(timedelta(0))  # indexes first, then collects
+    assert collected.deleted == [gone.storage_key]
+    assert stored(old.storage_key) == body(1).encode()
+    assert engine.repository.referenced(old.storage_key)
+    assert engine.repository.live_versions_with_content(old.sha256) == [old]
+    no_version_scan(monkeypatch)  # indexed once: later runs read the marker
+    assert engine.repository.index_references() == 0
+
+
+def test_a_stale_candidate_is_not_collected_once_a_version_references_it(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version that lands between the listing of candidates and the claim: the claim itself
+    (conditional on the index listing no version) refuses the object."""
+    engine = DatasetVersioningEngine(store=DataStore(), event_bus=RecordingEventBus())
+    dataset = engine.create_dataset("late", "alice")
+    version = engine.create_version(dataset.dataset_id, body(1))
+    checked: list[str] = []
+
+    def stale(key: str) -> bool:  # the first check answers as before the version existed
+        checked.append(key)
+        return len(checked) > 1
+
+    monkeypatch.setattr(engine.repository, "referenced", stale)
+    collected = engine.lifecycle.collect_garbage(timedelta(0))
+    assert collected.deleted == [] and collected.kept == [version.storage_key]
+    assert stored(version.storage_key) == body(1).encode()
