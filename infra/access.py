@@ -93,9 +93,17 @@ FUNCTION_ACCESS: dict[str, Access] = {
         domains=frozenset({"abtesting"}), send_queues=("EXPERIMENT_MONITOR_QUEUE",)
     ),
     # Canary checks and automatic rollback, ramps and bandits of the experiments a monitor
-    # message names: experiments, the registry's stages, events.
+    # message names: experiments, the registry's stages, events. Explanation guardrails: a
+    # sample of a dataset version (its item and bytes), one explanation job per arm (its item,
+    # a large request in the models bucket, its queue message; the estimate is asked of the
+    # explanation function) and the jobs' results.
     "experiment_monitor_worker": Access(
-        domains=frozenset({"abtesting", "registry", "core"}), publish=True
+        domains=frozenset({"abtesting", "registry", "core", "dataversion", "explainability"}),
+        data_bucket="read",
+        models_bucket="write",
+        publish=True,
+        send_queues=("EXPLANATION_JOBS_QUEUE",),
+        invoke_explainer=True,
     ),
     # A file landed under incoming/: new dataset version, content-addressed copy, rejection.
     "dataset_ingest": Access(

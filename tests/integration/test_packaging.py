@@ -389,6 +389,11 @@ def test_roles_follow_the_declared_access(template: dict[str, Any]) -> None:
     assert "lambda" not in explainer
     worker = _granted(template, "ExplanationWorker")
     assert "ExplanationJobsQueue" in worker["sqs"]
+    # Explanation guardrails: the monitor samples a dataset version and submits explanation jobs.
+    monitor = _granted(template, "ExperimentMonitorWorker")
+    assert "ExplanationJobsQueue" in monitor["sqs"] and "ExplainerFunction" in monitor["lambda"]
+    assert {"ExplanationGuardrailTable", "ExplanationJobTable"} <= monitor["dynamodb"]
+    assert "DataBucketName" in monitor["s3"] and "ApiKeyTable" not in monitor["dynamodb"]
 
 
 def test_undeclared_function_stops_the_packaging() -> None:
