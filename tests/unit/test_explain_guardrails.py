@@ -4,6 +4,7 @@ DynamoDB store (moto) with attribution jobs faked, so every transition is seen."
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -189,3 +190,120 @@ def test_a_failed_job_is_an_error_and_a_new_declaration_starts_over(aws: Any) ->
     assert passed.status == "passed" and not passed.hold
     assert monitor.remove("exp-1") and not monitor.remove("exp-1")
     assert monitor.check(experiment, "t6").status is None
+
+
+class StaleStore:
+    """The DynamoDB store, except that reads see the item as it was before the first write (as
+    a second monitor that read just before the first one wrote would)."""
+
+    def __init__(self) -> None:
+        from chalicelib.abtesting.repository import ExplanationGuardrailStore
+
+        self.inner = ExplanationGuardrailStore()
+        self.frozen: Any = None
+
+    def freeze(self, experiment_id: str) -> None:
+        self.frozen = self.inner.get(experiment_id)
+
+    def get(self, experiment_id: str) -> Any:
+        if self.frozen is not None:
+            found, self.frozen = self.frozen, None
+            return found
+        return self.inner.get(experiment_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_monitor_that_loses_a_race_adopts_what_the_winner_recorded(aws: Any) -> None:
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+
+    bus = RecordingEventBus()
+    jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
+                     "2": {"a": 0.9, "b": 0.6, "zip_code": 0.2}})  # fmt: skip
+    stale = StaleStore()
+    rows = [{"a": 1.0, "b": 2.0, "zip_code": 0.5}] * 12
+    late = ExplanationGuardrailMonitor(stale, jobs, lambda *_: rows, lambda *_: ["a", "b",
+                                       "zip_code"], bus)  # fmt: skip
+    first = _monitor(aws, jobs, bus)
+    experiment = _experiment()
+    first.declare(experiment, RAW, "dv-1", "rollback", sample_size=12)
+    stale.freeze("exp-1")  # the late monitor read before anything was submitted
+    first.check(experiment, "t1")
+    recorded = first.get("exp-1")[1].jobs
+    assert late.check(experiment, "t1").status == "pending"
+    assert len(jobs.submitted) == 4 and first.get("exp-1")[1].jobs == recorded  # one set kept
+    jobs.done = True
+    stale.freeze("exp-1")  # it still sees "pending" when the first one decides
+    assert first.check(experiment, "t2").status == "passed"
+    assert late.check(experiment, "t2").status == "passed"
+    assert [e.detail["status"] for e in bus.events] == ["passed"]
+
+
+def test_no_rows_is_an_error_and_a_dependency_failure_is_retried_next_tick(aws: Any) -> None:
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+    from chalicelib.core.errors import ServiceUnavailable
+
+    bus, jobs = RecordingEventBus(), FakeJobs({})
+    answers: list[Any] = [ServiceUnavailable("S3 is throttling"), []]
+
+    def sample(version_id: str, rows: int, seed: int) -> list[dict[str, Any]]:
+        found = answers.pop(0)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    monitor = ExplanationGuardrailMonitor(None, jobs, sample, lambda *_: ["a"], bus)
+    experiment = _experiment()
+    monitor.declare(experiment, [{"type": "ndcg", "min": 0.5}], "dv-1")
+    with pytest.raises(ServiceUnavailable):
+        monitor.check(experiment, "t1")
+    assert monitor.get("exp-1")[1] is None  # nothing recorded: the next tick tries again
+    errored = monitor.check(experiment, "t2")
+    assert errored.status == "error" and errored.hold
+    assert "has no rows to explain" in monitor.get("exp-1")[1].reason
+    assert bus.events[0].detail["status"] == "error"
+
+
+def test_csv_cells_become_numbers_and_other_text_is_passed_on() -> None:
+    from chalicelib.abtesting.explain_monitor import _value
+
+    assert _value("1.5") == 1.5 and _value("north") == "north" and _value(3) == 3
+
+
+def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them(
+    aws: Any,
+) -> None:
+    from chalicelib.abtesting.engine import ABTestingEngine
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+    from chalicelib.abtesting.rollback import AutoRollbackManager
+    from tests.helpers.abtesting import FakeRegistry, running_experiment
+
+    bus = RecordingEventBus()
+    engine = ABTestingEngine(registry=FakeRegistry(), event_bus=bus, route_cache_ttl=0)
+    experiment = running_experiment(engine, "0.5", "0.5")
+    jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
+                     "2": {"a": 0.2, "b": 0.1, "zip_code": 0.9}}, done=True)  # fmt: skip
+    rows = [{"a": 1.0, "b": 2.0, "zip_code": 0.5}] * 10
+    monitor = ExplanationGuardrailMonitor(None, jobs, lambda *_: rows,
+                                          lambda *_: ["a", "b", "zip_code"], bus)  # fmt: skip
+    manager = AutoRollbackManager(engine, explanations=monitor)
+    declared = manager.register_explanation_guardrails(
+        experiment.experiment_id, RAW, "dv-1", action="rollback", sample_size=10
+    )
+    assert declared.action == "rollback" and manager.explanations is monitor
+    assert manager.run_once().rolled_back == []  # the jobs were just submitted
+    manager.start_monitoring(interval=0.05)
+    try:
+        stopped = engine.get_experiment(experiment.experiment_id)
+        for _ in range(200):
+            stopped = engine.get_experiment(experiment.experiment_id)
+            if stopped.status.value == "rolled_back":
+                break
+            time.sleep(0.05)
+    finally:
+        manager.stop_monitoring()
+    assert stopped.status.value == "rolled_back"
+    assert stopped.rollback_details["metric"] == "explanation_guardrails"
+    assert "'zip_code' is rank 1" in str(stopped.rollback_reason)
+    assert not manager.monitoring
