@@ -29,6 +29,14 @@ third of the cost of an outcome post. :func:`install` remembers the syntax trees
 (expression, names, values) triples; a tree is immutable once built, so a remembered one
 evaluates exactly like a new one.
 
+**Update expressions.** Every node of moto's update-expression tree (each action, path and
+value) is an ``UpdateExpression``, and two validators (one clause per kind; no path set twice or
+overlapping) gather the whole subtree below *every* node: quadratic in the actions, 85 s of
+moto's time for a batch of 600 outcomes with three segment dimensions. :func:`install` runs each
+check once on the whole expression; a subtree's actions are a subset of the whole's and both
+checks can only fail on more actions, so a passing whole means every subtree passes. When the
+whole fails, moto's own traversal runs and raises exactly the error moto raises.
+
 **Revisions.** An item changes in place only through ``update_item``; :func:`install` stamps the
 item it updates with a new :func:`item_revision`, so the local stack's snapshots serialize an
 item again only when it changed (:mod:`synapse_local.persistence`).
@@ -315,10 +323,35 @@ def _remember_parsed_conditions() -> None:
     ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
 
 
+def _validate_update_expressions_once() -> None:
+    """The clause-count and path-overlap checks of an update expression, once per expression."""
+    from moto.dynamodb.parsing.ast_nodes import UpdateExpression
+    from moto.dynamodb.parsing.validators import ActionCountValidator, OverlappingPathsValidator
+
+    for validator in (ActionCountValidator, OverlappingPathsValidator):
+        original = validator.traverse
+        if getattr(original, "_once", False):
+            continue
+
+        def traverse(self: Any, node: Any, _original: Any = original) -> Any:
+            if isinstance(node, UpdateExpression):
+                try:
+                    self._processing_map()[UpdateExpression](node)
+                except Exception:  # moto's own walk names the offending part as moto does
+                    return _original(self, node)
+                return node
+            return _original(self, node)
+
+        traverse._once = True  # type: ignore[attr-defined]
+        traverse.__wrapped__ = original  # type: ignore[attr-defined]
+        validator.traverse = traverse  # type: ignore[method-assign]
+
+
 def install() -> bool:
     """Patches moto (idempotent); returns whether the transaction fix was newly installed."""
     _serialize_requests()
     _stop_instance_tracking()
     _remember_parsed_conditions()
     _stamped_updates()
+    _validate_update_expressions_once()
     return _undo_logged_transactions()

@@ -286,3 +286,48 @@ def test_an_invalid_condition_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(Exception, match="Bad function expression"):
             ConditionExpressionParser("attribute_exists(", None, None).parse()
+
+
+def _random_update_expression(rng: random.Random) -> str:
+    paths = ["a", "a.b", "#n", "#n.c", "#m", "m[0]", "x", "y.z", "#n.c.d"]
+    clauses = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["SET", "ADD", "REMOVE"])
+        chosen = [rng.choice(paths) for _ in range(rng.randint(1, 5))]
+        if kind == "SET":
+            actions = [f"{path} = :v" for path in chosen]
+        elif kind == "ADD":
+            actions = [f"{path} :v" for path in chosen]
+        else:
+            actions = chosen
+        clauses.append(f"{kind} {', '.join(actions)}")
+    return " ".join(clauses)
+
+
+def _outcome(validator: Any, tree: Any, traverse: Any) -> Any:
+    try:
+        traverse(validator, tree)
+    except Exception as exc:
+        return type(exc), str(exc)
+    return "valid"
+
+
+def test_update_expressions_are_validated_once_with_moto_s_own_results_and_errors() -> None:
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.dynamodb.parsing.validators import ActionCountValidator, OverlappingPathsValidator
+
+    rng = random.Random(4)
+    names = {"#n": "n", "#m": "a"}  # '#m' names the same attribute as the plain path 'a'
+    seen: set[Any] = set()
+    for _ in range(400):
+        expression = _random_update_expression(rng)
+        for validator in (ActionCountValidator(), OverlappingPathsValidator(names)):
+            once = type(validator).traverse
+            assert once._once
+            tree = UpdateExpressionParser.make(expression)
+            ours = _outcome(validator, tree, once)
+            theirs = _outcome(validator, UpdateExpressionParser.make(expression), once.__wrapped__)
+            assert ours == theirs, expression
+            seen.add(ours if ours == "valid" else ours[0].__name__)
+    # The generated expressions exercise every outcome: valid, too many clauses, duplicates.
+    assert seen == {"valid", "TooManyClauses", "DuplicateUpdateExpression"}
