@@ -1,0 +1,67 @@
+"""The suite's own fixtures do what they say: the ``aws`` fixture's tables, copied from a template
+made once per process, are the tables ``create_all_tables`` makes, and no test sees another's
+items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moto import mock_aws
+
+from chalicelib.core import aws as aws_clients
+from chalicelib.core.singleton import reset_all
+from tests.conftest import bootstrapped_aws
+
+
+def _described() -> dict[str, Any]:
+    client = aws_clients.client("dynamodb")
+    found = {}
+    for name in client.list_tables()["TableNames"]:
+        table = client.describe_table(TableName=name)["Table"]
+        table.pop("CreationDateTime")
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        found[name] = (table, ttl)
+    return found
+
+
+def _fresh_account(build: Any) -> dict[str, Any]:
+    reset_all()
+    aws_clients.reset_clients()
+    with build() as _:
+        described = _described()
+    reset_all()
+    aws_clients.reset_clients()
+    return described
+
+
+def test_tables_copied_from_the_template_describe_as_created_ones() -> None:
+    from contextlib import contextmanager
+
+    from chalicelib.domains import all_table_models, create_all_tables
+
+    @contextmanager
+    def created() -> Any:
+        with mock_aws():
+            create_all_tables()
+            yield
+
+    by_api = _fresh_account(created)
+    assert len(by_api) == len(all_table_models())
+    assert any(ttl["TimeToLiveStatus"] == "ENABLED" for _, ttl in by_api.values())
+    assert any(table.get("GlobalSecondaryIndexes") for table, _ in by_api.values())
+    for _ in range(2):  # the first may make the template, the second copies it
+        assert _fresh_account(bootstrapped_aws) == by_api
+
+
+def test_each_aws_fixture_starts_with_empty_tables_whatever_the_last_test_wrote() -> None:
+    from chalicelib.auth.service import AuthService
+
+    for _ in range(2):
+        reset_all()
+        aws_clients.reset_clients()
+        with bootstrapped_aws():
+            service = AuthService()
+            assert service.list_keys() == []
+            issued = service.create_key("alice", ["reader"])
+            assert service.verify(issued.token).principal == "alice"
+            assert [key.key_id for key in service.list_keys()] == [issued.key.key_id]
