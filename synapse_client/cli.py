@@ -329,8 +329,10 @@ def data_profile(obj: Context, dataset: str, version: str) -> None:
                 detail = ", ".join(f"{t['value']!r}×{t['count']}" for t in c["top"][:5])
             lines.append(
                 f"{c['name']}: {c['kind']}, {c['count']} values, {c['nulls']} empty, "
-                f"{c['distinct']} distinct; {detail}"
+                f"{'?' if c['distinct'] is None else c['distinct']} distinct; {detail}"
             )
+        if p.get("note"):
+            lines.append(p["note"])
         return "\n".join(lines)
 
     obj.emit(found, human)

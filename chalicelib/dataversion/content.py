@@ -116,6 +116,7 @@ class ContentObserver:
         self.size = 0
         self.format = fmt
         self.inspector = ContentInspector(fmt, sample_rows, uniform_rows=profile_rows)
+        self.profiled = profile_rows > 0
 
     def watch(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """Yields ``chunks`` unchanged, observing each on the way."""
@@ -140,5 +141,9 @@ class ContentObserver:
                 self.inspector.uniform, self.inspector.records, self.format
             )
             profile = encode_profile(found)
+        elif self.profiled and self.inspector.parquet is not None:
+            from chalicelib.dataversion.profile import encode_profile, footer_profile
+
+            profile = encode_profile(footer_profile(self.inspector.parquet))
         digest = self.digest.hexdigest()
         return ScannedContent(digest, self.size, rows, schema, sampled, profile, sample)

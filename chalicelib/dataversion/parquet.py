@@ -22,8 +22,10 @@ a plaintext footer) are ignored; a row group with rows must have at least one pl
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chalicelib.dataversion.errors import UnreadableContent
@@ -59,6 +61,23 @@ _I32_RANGE = range(-(2**31), 2**31)
 
 
 @dataclass(frozen=True)
+class ColumnStatistics:
+    """What the footer's statistics say about one leaf column over every row group.
+
+    Attributes:
+        nulls: Null values in the column, summed over the row groups (``None``: a row group's
+            statistics do not say).
+        low: Its smallest value, for the numeric physical types (INT32, INT64, FLOAT, DOUBLE,
+            read as signed numbers; ``None``: unknown, or no value).
+        high: Its largest value, likewise.
+    """
+
+    nulls: int | None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
 class ParquetMetadata:
     """What the footer of a Parquet file says about its content.
 
@@ -70,12 +89,16 @@ class ParquetMetadata:
             backquote is written in backquotes (```a.b```), as Spark does.
         nullable: Leaf column paths that may hold nulls, in file order.
         created_by: The writer's self-description (e.g. ``parquet-cpp-arrow version 26.0.1``).
+        statistics: Leaf column path → its statistics from the row groups' column chunks, for
+            the columns that are not repeated (lists, maps) and whose chunks all carry
+            statistics.
     """
 
     num_rows: int
     columns: dict[str, str]
     nullable: list[str]
     created_by: str | None = None
+    statistics: dict[str, ColumnStatistics] = field(default_factory=dict, compare=False)
 
 
 def footer_size(tail: bytes, file_size: int | None = None) -> int:
@@ -151,10 +174,18 @@ def parse_footer(metadata: bytes, file_size: int | None = None) -> ParquetMetada
         raise UnreadableContent("Parquet footer has no num_rows")
     if fields[3] < 0:
         raise UnreadableContent(f"Parquet footer has a negative num_rows ({fields[3]})")
-    columns, nullable = _flatten(fields[2])
+    flattener = _flatten(fields[2])
     data_end = None if file_size is None else file_size - 8 - len(metadata)
-    _check_row_groups(fields[3], fields.get(4, []), data_end)
-    return ParquetMetadata(fields[3], columns, nullable, fields.get(6))
+    groups = fields.get(4, _RowGroups())
+    _check_row_groups(fields[3], groups, data_end)
+    statistics = {
+        name: found.statistics()
+        for name, found in zip(flattener.columns, groups.columns, strict=False)
+        if name not in flattener.repeated and found.known
+    }
+    return ParquetMetadata(
+        fields[3], flattener.columns, flattener.nullable, fields.get(6), statistics
+    )
 
 
 class _Reader:
@@ -360,6 +391,11 @@ def _read_text(reader: _Reader, depth: int) -> str:
     return reader.binary().decode("utf-8", errors="replace")
 
 
+def _read_bytes(reader: _Reader, depth: int) -> bytes:
+    """A binary field value (a statistic's encoded value)."""
+    return reader.binary()
+
+
 @dataclass(frozen=True)
 class _Element:
     """The parts of a Parquet ``SchemaElement`` the flattening needs."""
@@ -433,12 +469,16 @@ class _Chunks:
     start: int | None = None
     end: int = 0
     external: bool = False
+    # (physical type, Statistics, num_values) of each chunk, in column order, until the row
+    # group is merged into the file's column totals (see _read_row_groups).
+    stats: list[tuple[int | None, dict[int, Any] | None, int]] = field(default_factory=list)
 
     def add(self, chunk: dict[int, Any]) -> None:
         """Adds one ``ColumnChunk`` (its ``file_path`` and ``ColumnMetaData``)."""
         self.count += 1
         self.external = self.external or bool(chunk.get(1))
         meta = chunk.get(3)
+        self.stats.append((None, None, 0) if meta is None else (meta.get(1), meta.get(12), 0))
         if meta is None:  # an encrypted column: its metadata is not in plaintext
             return
         missing = [name for fid, name in _REQUIRED_META.items() if fid not in meta]
@@ -453,6 +493,7 @@ class _Chunks:
                 f"Parquet column chunk claims {values} values in {size} bytes "
                 f"(a page holds at most {MAX_PAGE_VALUES} values and takes at least a byte)"
             )
+        self.stats[-1] = (meta.get(1), meta.get(12), values)
         self.plain += 1
         self.compressed += size
         self.min_values = values if self.min_values is None else min(self.min_values, values)
@@ -462,12 +503,95 @@ class _Chunks:
             self.end = max(self.end, start + size)
 
 
+# Physical types whose statistics decode to numbers: INT32, INT64, FLOAT, DOUBLE.
+_NUMERIC_FORMATS = {1: "<i", 2: "<q", 4: "<f", 5: "<d"}
+
+
+class _ColumnTotals:
+    """One leaf column's statistics merged over the row groups read so far."""
+
+    def __init__(self) -> None:
+        self.known = True  # every chunk so far carried its null count
+        self.nulls = 0
+        self.ranged = True  # every chunk with values so far carried a decodable min and max
+        self.low: float | None = None
+        self.high: float | None = None
+
+    def merge(self, physical: int | None, stats: dict[int, Any] | None, values: int) -> None:
+        """Adds one column chunk's statistics."""
+        if stats is None or 3 not in stats:
+            self.known = False
+            return
+        self.nulls += stats[3]
+        if values - stats[3] <= 0:
+            return  # no value: no range to add
+        low = _decoded(physical, stats.get(6, stats.get(2)))
+        high = _decoded(physical, stats.get(5, stats.get(1)))
+        if low is None or high is None:
+            self.ranged = False
+            return
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
+    def statistics(self) -> ColumnStatistics:
+        """The merged statistics."""
+        if not self.ranged:
+            return ColumnStatistics(self.nulls)
+        return ColumnStatistics(self.nulls, self.low, self.high)
+
+
+def _decoded(physical: int | None, raw: bytes | None) -> float | None:
+    """A numeric statistic (plain-encoded, little-endian) as a float; ``None`` otherwise."""
+    layout = _NUMERIC_FORMATS.get(physical or -1)
+    if layout is None or raw is None or len(raw) != struct.calcsize(layout):
+        return None
+    value = float(struct.unpack(layout, raw)[0])
+    return value if math.isfinite(value) else None
+
+
+class _RowGroups(list[tuple[int, "_Chunks"]]):
+    """The row groups (num_rows, chunk totals), and every leaf column's merged statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: list[_ColumnTotals] = []
+
+    def add(self, rows: int, chunks: _Chunks) -> None:
+        """Adds a row group, merging its chunks' statistics column by column."""
+        for index, (physical, stats, values) in enumerate(chunks.stats):
+            if index >= MAX_COLUMNS:
+                break
+            if index == len(self.columns):
+                self.columns.append(_ColumnTotals())
+            self.columns[index].merge(physical, stats, values)
+        for missing in self.columns[len(chunks.stats) :]:
+            missing.known = False
+        chunks.stats = []
+        self.append((rows, chunks))
+
+
 _REQUIRED_META = {5: "num_values", 7: "total_compressed_size", 9: "data_page_offset"}
+_STATISTICS_FIELDS: _FieldSpec = {
+    1: (_BINARY, _read_bytes),
+    2: (_BINARY, _read_bytes),
+    3: (_I64, _read_i64),
+    5: (_BINARY, _read_bytes),
+    6: (_BINARY, _read_bytes),
+}
+
+
+def _read_statistics(reader: _Reader, depth: int) -> dict[int, Any]:
+    """A chunk's ``Statistics``: null count and encoded min/max (new and legacy fields)."""
+    return _read_struct(reader, _STATISTICS_FIELDS, depth)
+
+
 _META_FIELDS: _FieldSpec = {
+    1: (_I32, _read_i32),
     5: (_I64, _read_i64),
     7: (_I64, _read_i64),
     9: (_I64, _read_i64),
     11: (_I64, _read_i64),
+    12: (_STRUCT, _read_statistics),
 }
 
 
@@ -499,17 +623,17 @@ _ROW_GROUP_FIELDS: _FieldSpec = {
 }
 
 
-def _read_row_groups(reader: _Reader, depth: int) -> list[tuple[int, _Chunks]]:
+def _read_row_groups(reader: _Reader, depth: int) -> _RowGroups:
     """Reads ``list<RowGroup>``: (num_rows, column chunk totals) of each."""
     etype, size = reader.list_header()
     if etype != _STRUCT:
         raise UnreadableContent(f"Parquet row groups are {_TYPE_NAMES[etype]}, not structs")
-    groups = []
+    groups = _RowGroups()
     for index in range(size):
         fields = _read_struct(reader, _ROW_GROUP_FIELDS, depth + 1)
         if 1 not in fields or 3 not in fields:
             raise UnreadableContent(f"Parquet row group {index} lacks its columns or num_rows")
-        groups.append((fields[3], fields[1]))
+        groups.add(fields[3], fields[1])
     return groups
 
 
@@ -590,6 +714,7 @@ class _Flattener:
         self.pos = 1
         self.columns: dict[str, str] = {}
         self.nullable: list[str] = []
+        self.repeated: set[str] = set()
 
     def children(self, count: int, scope: _Scope, depth: int) -> None:
         """Consumes the next ``count`` subtrees, which are the children of one group."""
@@ -622,6 +747,8 @@ class _Flattener:
         if len(self.columns) >= MAX_COLUMNS:
             raise UnreadableContent(f"Parquet schema has more than {MAX_COLUMNS} columns")
         self.columns[scope.prefix] = "string" if scope.repeated else column_type
+        if scope.repeated:
+            self.repeated.add(scope.prefix)
         if scope.optional:
             self.nullable.append(scope.prefix)
 
@@ -635,8 +762,9 @@ def _segment(name: str) -> str:
     return name
 
 
-def _flatten(elements: list[_Element]) -> tuple[dict[str, str], list[str]]:
-    """Leaf column path → type, and the nullable leaves, from a flattened schema."""
+def _flatten(elements: list[_Element]) -> _Flattener:
+    """Leaf column path → type, and the nullable and repeated leaves, from a flattened
+    schema."""
     root = elements[0]
     if root.is_leaf:
         raise UnreadableContent("Parquet schema root is a column, not a group")
@@ -647,4 +775,4 @@ def _flatten(elements: list[_Element]) -> tuple[dict[str, str], list[str]]:
             f"Parquet schema is inconsistent: {len(elements)} elements, "
             f"num_children account for {flattener.pos}"
         )
-    return flattener.columns, flattener.nullable
+    return flattener

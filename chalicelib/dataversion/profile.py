@@ -17,7 +17,10 @@ cancel), ``quantiles`` at :data:`QUANTILES` (numpy's linear interpolation) and a
 :data:`TOP_VALUES` most frequent values with their counts (ties by value; a value longer than
 :data:`MAX_VALUE_CHARS` characters is shown cut, with ``…``).
 
-Parquet and opaque formats are not profiled.
+A Parquet version is profiled from its footer alone (:func:`footer_profile`): the row groups'
+column statistics give ``count`` and ``nulls`` exactly over every row and, for the numeric
+physical types, ``min``/``max``; distinct counts, moments, quantiles, histograms and top values
+are not in a footer and are left empty (``note`` says so). Opaque formats are not profiled.
 """
 
 from __future__ import annotations
@@ -263,6 +266,48 @@ def profile_of_scan(
     return build_profile(sample), sample
 
 
+FOOTER_NOTE = (
+    "from the Parquet footer's column statistics: count, nulls, min and max are exact over "
+    "every row (min and max for numeric columns); distinct counts, moments, quantiles, "
+    "histograms and top values are not in the footer"
+)
+_NUMERIC_TYPES = frozenset({"int", "long", "float", "double"})
+
+
+def footer_profile(footer: Any, columns_limit: int = MAX_PROFILED_COLUMNS) -> dict[str, Any]:
+    """The profile of a Parquet version from its footer (a ``parquet.ParquetMetadata``).
+
+    Columns whose row groups do not all carry statistics, and repeated ones (lists, maps), are
+    counted in ``unprofiled_columns``.
+    """
+    known = [name for name in footer.columns if name in footer.statistics]
+    shown = known[:columns_limit]
+    return {
+        "rows": footer.num_rows,
+        "profiled_rows": footer.num_rows,
+        "sampled": False,
+        "unprofiled_columns": len(footer.columns) - len(shown),
+        "columns": [
+            _footer_column(name, footer.columns[name], footer.statistics[name], footer.num_rows)
+            for name in shown
+        ],
+        "note": FOOTER_NOTE,
+    }
+
+
+def _footer_column(name: str, kind: str, stats: Any, rows: int) -> dict[str, Any]:
+    count = rows - stats.nulls
+    found: dict[str, Any] = {"name": name, "count": count, "nulls": stats.nulls, "top": []}
+    if count <= 0:
+        found.update(kind="empty", distinct=0)
+    elif kind in _NUMERIC_TYPES:
+        found.update(kind="numeric", distinct=None, non_finite=None, min=stats.low)
+        found.update(max=stats.high, mean=None, std=None, quantiles=None, histogram=None)
+    else:
+        found.update(kind="categorical", distinct=None)
+    return found
+
+
 def encode_profile(profile: dict[str, Any]) -> bytes:
     """A profile as compressed JSON, at most :data:`MAX_PROFILE_BYTES`: columns are dropped
     from the end (counted in ``unprofiled_columns``) until it fits."""
@@ -290,5 +335,6 @@ __all__ = [
     "column_profile",
     "decode_profile",
     "encode_profile",
+    "footer_profile",
     "profile_of_scan",
 ]

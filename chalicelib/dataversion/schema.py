@@ -185,6 +185,7 @@ class ContentInspector:
             sampler = TeeSampler(head, uniform)
         self._scanner = RecordScanner(fmt.value, sampler) if self.active else None
         self.records = 0  # records scanned (a CSV header included), once finished
+        self.parquet: Any = None  # the Parquet footer (a parquet.ParquetMetadata), once finished
 
     def feed(self, chunk: bytes) -> None:
         """Takes the next chunk of the stream."""
@@ -206,7 +207,12 @@ class ContentInspector:
 
     def _finish(self) -> tuple[int | None, DatasetSchema | None, int | None]:
         if self._tail is not None:
-            return _parquet_result(self._tail)
+            self.parquet = _parquet_footer(self._tail)
+            if self.parquet is None:  # larger than PARQUET_TAIL_BYTES
+                return None, None, None
+            found = self.parquet
+            columns = DatasetSchema(columns=found.columns, nullable=found.nullable)
+            return found.num_rows, columns if found.columns else None, None
         if self._scanner is None:
             return None, None, None
         records = self.records = self._scanner.finish()
@@ -280,9 +286,10 @@ def _first_line_too_long(fmt: DatasetFormat) -> None:
     )
 
 
-def _parquet_result(tail: _Tail) -> tuple[int | None, DatasetSchema | None, int | None]:
-    """Row count and schema from a Parquet footer (``None``s when the footer is larger than
-    ``PARQUET_TAIL_BYTES``: such a file is versioned without them).
+def _parquet_footer(tail: _Tail) -> Any:
+    """The Parquet footer (a ``parquet.ParquetMetadata``: row count, schema, column
+    statistics), or ``None`` when it is larger than ``PARQUET_TAIL_BYTES`` (such a file is
+    versioned without them).
 
     Raises:
         UnreadableContent: Not a Parquet file, or a malformed footer.
@@ -294,12 +301,8 @@ def _parquet_result(tail: _Tail) -> tuple[int | None, DatasetSchema | None, int 
     data = tail.bytes()
     size = footer_size(data, file_size=tail.size)
     if size + 8 > len(data):
-        return None, None, None
-    found = parse_footer(data[-8 - size : -8], file_size=tail.size)
-    schema = (
-        DatasetSchema(columns=found.columns, nullable=found.nullable) if found.columns else None
-    )
-    return found.num_rows, schema, None
+        return None
+    return parse_footer(data[-8 - size : -8], file_size=tail.size)
 
 
 def _json_schema(records: list[dict[str, Any]]) -> DatasetSchema | None:

@@ -159,7 +159,9 @@ class ColumnProfileOut(BaseModel):
     kind: Literal["numeric", "categorical", "empty"]
     count: int
     nulls: int
-    distinct: int
+    distinct: int | None = Field(
+        description="null for a Parquet version profiled from its footer (not known there)"
+    )
     non_finite: int | None = None
     min: float | None = None
     max: float | None = None
@@ -172,7 +174,9 @@ class ColumnProfileOut(BaseModel):
 
 class ProfileOut(BaseModel):
     """The column profile of a version, computed at ingest from the records drawn while it was
-    hashed (every record, or a seeded uniform sample of ``profiled_rows`` when ``sampled``)."""
+    hashed (every record, or a seeded uniform sample of ``profiled_rows`` when ``sampled``); for
+    Parquet, from the footer's column statistics over every row (``note`` says what is
+    known)."""
 
     version_id: str
     version_number: int

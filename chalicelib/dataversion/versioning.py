@@ -701,8 +701,8 @@ class DatasetVersioningEngine:
         """The column profile computed when ``version`` was ingested, with its version.
 
         Raises:
-            DatasetProfileNotFound: The version has none: Parquet and opaque formats are not
-                profiled, nor versions created before profiles were (404).
+            DatasetProfileNotFound: The version has none: opaque formats are not profiled, nor
+                versions created before profiles were (404).
         """
         from chalicelib.dataversion.profile import decode_profile
 
@@ -710,7 +710,7 @@ class DatasetVersioningEngine:
         if blob is None:
             raise DatasetProfileNotFound(
                 f"version {version.version_number} ({version.format.value}) has no column "
-                "profile: only csv and json lines versions are profiled, when ingested"
+                "profile: csv, json lines and parquet versions are profiled, when ingested"
             )
         found = decode_profile(blob)
         found["version_id"] = version.version_id

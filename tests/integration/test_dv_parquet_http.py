@@ -109,3 +109,71 @@ def test_parquet_versions_compare_by_schema_and_count_and_refuse_row_transforms(
         },
     )
     assert transform.status_code == 422, transform.data
+
+
+def test_a_parquet_version_is_profiled_from_its_footer_statistics_over_every_row(
+    http: Http,
+) -> None:
+    """Counts, nulls, min and max over every row group agree with pyarrow's own computation
+    over the whole table; what a footer cannot tell (distinct counts, moments) is null."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(3)
+    size = 5_000
+    ints = rng.integers(-(10**12), 10**12, size)
+    floats = rng.normal(50.0, 12.0, size)
+    table = pa.table(
+        {
+            "id": pa.array(ints, pa.int64(), mask=rng.random(size) < 0.1),
+            "score": pa.array(floats, mask=rng.random(size) < 0.3),
+            "small": pa.array(rng.integers(-50, 50, size), pa.int32()),
+            "label": pa.array(
+                [f"item {i % 97}" for i in range(size)], mask=rng.random(size) < 0.05
+            ),
+            "empty": pa.array([None] * size, pa.float64()),
+            "tags": pa.array([[i] for i in range(size)]),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=700)  # 8 row groups to merge
+    dataset_id = create(http, "profiled-parquet")
+    assert post_version(http, dataset_id, sink.getvalue()).status_code == 201
+    profile = http.call("GET", f"/datasets/{dataset_id}/versions/1/profile")
+    assert profile.status_code == 200, profile.data
+    found = profile.data
+    assert (found["rows"], found["profiled_rows"], found["sampled"]) == (size, size, False)
+    assert found["unprofiled_columns"] == 1  # the list column: counts are not rows
+    assert "footer" in found["note"]
+    columns = {c["name"]: c for c in found["columns"]}
+    assert list(columns) == ["id", "score", "small", "label", "empty"]
+    for name in ("id", "score", "small"):
+        column = table.column(name)
+        extremes = pc.min_max(column).as_py()
+        assert columns[name]["kind"] == "numeric"
+        assert columns[name]["nulls"] == column.null_count
+        assert columns[name]["count"] == size - column.null_count
+        assert columns[name]["min"] == float(extremes["min"])
+        assert columns[name]["max"] == float(extremes["max"])
+        assert columns[name]["distinct"] is None and columns[name]["mean"] is None
+    label = table.column("label")
+    assert columns["label"]["kind"] == "categorical"
+    assert (columns["label"]["count"], columns["label"]["nulls"]) == (
+        size - label.null_count,
+        label.null_count,
+    )
+    assert columns["empty"] == {**columns["empty"], "kind": "empty", "count": 0, "nulls": size}
+
+
+def test_columns_written_without_statistics_are_counted_unprofiled(aws: Any) -> None:
+    from chalicelib.dataversion.parquet import read_metadata
+    from chalicelib.dataversion.profile import footer_profile
+
+    table = pa.table({"id": [1, 2, None], "x": [0.5, None, 1.5], "s": ["a", None, "c"]})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, write_statistics=["x"])
+    found = footer_profile(read_metadata(sink.getvalue()))
+    assert [c["name"] for c in found["columns"]] == ["x"]
+    assert found["unprofiled_columns"] == 2
+    assert (found["columns"][0]["min"], found["columns"][0]["max"]) == (0.5, 1.5)
+    assert found["columns"][0]["nulls"] == 1

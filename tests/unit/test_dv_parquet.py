@@ -235,6 +235,8 @@ def test_module_uses_only_the_standard_library():
         "__future__",
         "collections.abc",
         "dataclasses",
+        "math",
+        "struct",
         "typing",
         "chalicelib.dataversion.errors",
     }
