@@ -2,9 +2,10 @@
 and image SHAP answer, and the numba compilations a second fresh process still makes.
 
 Each case is a new ``python`` process (nothing in ``sys.modules``) that imports the explanation
-engine, loads a skops model from a file (as the explainer loads one from the registry) and
-explains one input; the time is taken by this process from spawning the child to reading its
-answer, so the interpreter's own start is included. The models are fitted here beforehand.
+engine, loads a skops model from a file through the registry's checked loader (what the
+explainer does with the bytes it reads from the registry) and explains one input; the time is
+taken by this process from spawning the child to reading its answer, so the interpreter's own
+start is included. The models are fitted here beforehand.
 The peer is ``import shap`` alone in a fresh interpreter, timed the same way.
 
 Text and image SHAP reach shap's numba code. They run first without a numba cache (what every
@@ -37,12 +38,15 @@ CHILD = """
 import json, sys
 sys.path.insert(0, {root!r})
 kind, path = sys.argv[1], sys.argv[2]
+import hashlib
 import numpy as np
-import skops.io as sio
 from chalicelib.explainability.jit_cache import CompileCounter
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.shap_engine import SHAPExplainer
-estimator = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+from chalicelib.registry.service import load_checked
+with open(path, "rb") as handle:
+    data = handle.read()
+estimator = load_checked(data, hashlib.sha256(data).hexdigest())  # as the explainer loads it
 features = {features}
 tasks = {{"text": "text_classification", "image": "image_classification"}}
 task = tasks.get(kind, "classification")

@@ -41,3 +41,32 @@ def import_clean(name: str) -> ModuleType:
     module = outcome["module"]
     assert isinstance(module, ModuleType)
     return module
+
+
+_hiding = threading.Lock()
+
+
+def import_clean_without(name: str, absent: tuple[str, ...]) -> ModuleType:
+    """:func:`import_clean` of ``name`` as if the optional modules ``absent`` were not installed.
+
+    For libraries that import an optional dependency at import time only to offer features the
+    caller never uses (shap imports matplotlib for its plots): the first import skips it, which
+    a cold start pays for. A module of ``absent`` already loaded is left alone; none stays
+    hidden afterwards (a later ``import matplotlib`` loads it).
+
+    Raises:
+        ImportError: ``name`` cannot be imported.
+    """
+    found = sys.modules.get(name)
+    if found is not None:
+        return found
+    with _hiding:
+        hidden = [module for module in absent if module not in sys.modules]
+        for module in hidden:
+            sys.modules[module] = None  # type: ignore[assignment]  # import raises ImportError
+        try:
+            return import_clean(name)
+        finally:
+            for module in hidden:
+                if sys.modules.get(module, "") is None:
+                    del sys.modules[module]

@@ -24,7 +24,7 @@ import time
 from types import ModuleType
 from typing import Any
 
-from chalicelib.core.imports import import_clean
+from chalicelib.core.imports import import_clean_without
 
 SEED_ENV = "SYNAPSE_NUMBA_CACHE_SEED"
 UNCACHEABLE = frozenset({"shap.explainers._partition.lower_credit"})
@@ -35,7 +35,8 @@ _prepared: list[str] = []
 def import_shap() -> ModuleType:
     """``shap``, imported on a clean thread, with its numba functions cached on disk when
     ``NUMBA_CACHE_DIR`` is set (the first call copies ``SYNAPSE_NUMBA_CACHE_SEED`` there)."""
-    shap = import_clean("shap")
+    shap = import_clean_without("shap", ("matplotlib",))
+    _plots_on_demand(shap)
     if not _prepared:
         with _lock:
             if not _prepared:
@@ -45,6 +46,27 @@ def import_shap() -> ModuleType:
                     cache_dispatchers("shap")
                     _cacheable_single_output()
     return shap
+
+
+def _plots_on_demand(shap: ModuleType) -> None:
+    """``shap.plots`` imported when first used. shap imports matplotlib (and its plots) at
+    import time when it can; no explanation draws, so :func:`import_shap` imports shap without
+    it (a cold start's share of about 20%) and shap then keeps a stub that refuses every plot.
+    The stub goes and ``shap.plots`` imports the real module (and matplotlib) on first access."""
+    if "shap.plots" in sys.modules or not isinstance(
+        vars(shap).get("plots"), getattr(shap, "UnsupportedModule", ())
+    ):
+        return
+    del shap.plots
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - a module's attribute hook
+        if name == "plots":
+            import importlib
+
+            return importlib.import_module("shap.plots")
+        raise AttributeError(f"module 'shap' has no attribute {name!r}")
+
+    shap.__getattr__ = __getattr__  # type: ignore[method-assign]
 
 
 def cache_directory() -> str:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import importlib
 import json
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from chalicelib.core import references
@@ -477,7 +481,7 @@ def load_checked(
         with reserve(booster.load_bytes, what):
             return load_booster(fmt, data, booster)
     report = inspect_artifact(data)
-    import skops.io as sio
+    sio = skops_io()
 
     with reserve(report.load_bytes, what):
         try:
@@ -488,6 +492,36 @@ def load_checked(
             ) from None
         check_loaded(model)
         return model
+
+
+_skops_lock = threading.Lock()
+
+
+def skops_io() -> ModuleType:
+    """``skops.io``, imported without skops' list of every scikit-learn estimator.
+
+    At import, skops lists all of scikit-learn's estimators (``all_estimators``, which imports
+    every scikit-learn module: about a third of a tabular explainer's cold start) to trust them
+    by default. The registry never relies on that default: it passes the types its own
+    allow-list approved (:func:`inspect_artifact`) as ``trusted``, every type the file names,
+    so the list is left empty and a load trusts exactly what the registry checked.
+    """
+    found = sys.modules.get("skops.io")
+    if found is not None:
+        return found
+    import sklearn.utils
+
+    with _skops_lock:
+        every_estimator = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = _no_estimators
+        try:
+            return importlib.import_module("skops.io")
+        finally:
+            sklearn.utils.all_estimators = every_estimator
+
+
+def _no_estimators(*args: Any, **kwargs: Any) -> list[Any]:
+    return []
 
 
 def _experiment_groups(experiment_id: str) -> list[str] | None:
