@@ -381,13 +381,21 @@ class Client:
         self,
         experiment_id: str,
         explanation_guardrails: list[dict[str, Any]],
-        dataset_version_id: str,
+        dataset_version_id: str | None = None,
         action: str | None = None,
         sample_size: int | None = None,
         seed: int | None = None,
+        source: str | None = None,
     ) -> Json:
         """Declares explanation guardrails (``ndcg`` / ``feature_not_in_top_k``) evaluated by
-        the monitor on a sample of a dataset version; ``action``: ``hold`` or ``rollback``."""
+        the monitor on a sample of a dataset version (or, with ``source="posted_inputs"``, of
+        the inputs posted with :meth:`post_explanation_inputs`); ``action``: ``hold`` or
+        ``rollback``."""
+
+    @operation("POST", "/experiments/{experiment_id}/explanation-inputs")
+    def post_explanation_inputs(self, experiment_id: str, inputs: list[dict[str, Any]]) -> Json:
+        """Offers served inputs (``{"request_id", "input_data"}``) to the experiment's uniform
+        sample for ``posted_inputs`` explanation guardrails."""
 
     @operation("GET", "/experiments/{experiment_id}/explanation-guardrails")
     def get_explanation_guardrails(self, experiment_id: str) -> Json:

@@ -21,6 +21,8 @@ from chalicelib.abtesting import facade
 from chalicelib.abtesting.explain_schemas import (
     ExplanationGuardrailsBody,
     ExplanationGuardrailsOut,
+    ExplanationInputsBody,
+    PostedReceiptOut,
     guardrails_out,
 )
 from chalicelib.abtesting.models import (
@@ -1343,9 +1345,22 @@ def put_explanation_guardrails(ctx: RequestContext, experiment_id: str) -> dict[
     declaration = facade.put_explanation_guardrails(
         _principal(ctx), experiment_id,
         [g.model_dump(exclude_none=True) for g in body.explanation_guardrails],
-        body.dataset_version_id, body.action, body.sample_size, body.seed,
+        body.dataset_version_id, body.action, body.sample_size, body.seed, body.source,
     )  # fmt: skip
     return guardrails_out(declaration, None)
+
+
+@api.route("/experiments/{experiment_id}/explanation-inputs", "POST", role="writer",
+           body=ExplanationInputsBody, response=PostedReceiptOut,
+           responses={422: "a row that is not flat, finite and small"})  # fmt: skip
+def post_explanation_inputs(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
+    """Offers served inputs to the experiment's uniform sample (the smallest 500 hashes of the
+    request ids), which ``posted_inputs`` explanation guardrails explain; retries are harmless."""
+    body: ExplanationInputsBody = ctx.body
+    receipt = facade.post_explanation_inputs(
+        _principal(ctx), experiment_id, [(i.request_id, i.input_data) for i in body.inputs]
+    )
+    return receipt.__dict__
 
 
 @api.route("/experiments/{experiment_id}/explanation-guardrails", "GET",

@@ -31,6 +31,7 @@ from chalicelib.explainability.facade import ndcg, ranking
 
 GUARDRAIL_TYPES = ("ndcg", "feature_not_in_top_k")
 ACTIONS = ("hold", "rollback")
+SOURCES = ("dataset_version", "posted_inputs")
 MAX_GUARDRAILS = 20
 MAX_TOP_K = 100
 MIN_SAMPLE, MAX_SAMPLE, DEFAULT_SAMPLE = 10, 500, 100
@@ -75,12 +76,15 @@ class ExplanationGuardrails:
         experiment_id: The experiment.
         guardrails: What must hold for every treatment.
         action: ``hold`` or ``rollback`` when one fails.
-        dataset_version_id: The rows explained (a seeded uniform sample of them).
+        dataset_version_id: The rows explained (a seeded uniform sample of them), with the
+            ``dataset_version`` source ("" with ``posted_inputs``).
         sample_size: Rows explained per arm (the same rows for every arm).
         seed: The sample's seed (also SHAP's, for sampling explainers).
         revision: Changes with every declaration; an evaluation belongs to one revision.
         declared_at: When it was declared (UTC).
         declared_by: Who declared it.
+        source: ``dataset_version`` or ``posted_inputs`` (the experiment's bottom-k sample of
+            posted inputs, :mod:`chalicelib.abtesting.explain_inputs`).
     """
 
     experiment_id: str
@@ -92,6 +96,7 @@ class ExplanationGuardrails:
     revision: str
     declared_at: datetime
     declared_by: str = ""
+    source: str = "dataset_version"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -105,6 +110,7 @@ class ExplanationGuardrails:
             "revision": self.revision,
             "declared_at": self.declared_at.isoformat(),
             "declared_by": self.declared_by,
+            "source": self.source,
         }
 
     @classmethod
@@ -120,6 +126,7 @@ class ExplanationGuardrails:
             revision=data["revision"],
             declared_at=datetime.fromisoformat(data["declared_at"]),
             declared_by=data.get("declared_by", ""),
+            source=data.get("source", "dataset_version"),
         )
 
 
@@ -255,6 +262,20 @@ def parse_guardrail(raw: dict[str, Any], index: int, features: dict[str, list[st
             )
     k = _count(raw.get("k"), f"{where}.k", 1, MAX_TOP_K)
     return ExplanationGuardrail("feature_not_in_top_k", feature=feature, k=k)
+
+
+def check_source(source: str, dataset_version_id: str | None) -> None:
+    """Exactly one source of rows: a dataset version, or the posted inputs.
+
+    Raises:
+        UnprocessableEntity: An unknown source, or a dataset version missing or superfluous.
+    """
+    if source not in SOURCES:
+        raise UnprocessableEntity(f"source must be one of {', '.join(SOURCES)}")
+    if (source == "dataset_version") != bool(dataset_version_id):
+        raise UnprocessableEntity(
+            "give dataset_version_id with the dataset_version source, and none with posted_inputs"
+        )
 
 
 def parse_guardrails(

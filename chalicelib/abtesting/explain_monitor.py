@@ -5,9 +5,11 @@ Each monitor tick, for a running experiment with declared guardrails
 moves one evaluation per declaration along, never waiting for an explanation:
 
 1. No evaluation of the current declaration yet: read a seeded uniform sample of
-   ``sample_size`` rows of the declared dataset version (dataversion facade), submit one global
-   SHAP attribution job per arm on those same rows (explainability facade) and record the
-   evaluation as ``pending`` (conditionally: two monitors at once record one).
+   ``sample_size`` rows of the declared dataset version (dataversion facade) or, with the
+   ``posted_inputs`` source, the experiment's bottom-k sample of posted inputs (nothing happens
+   until it holds ``sample_size`` rows: the ramp is held, ``waiting``), submit one global SHAP
+   attribution job per arm on those same rows (explainability facade) and record the evaluation
+   as ``pending`` (conditionally: two monitors at once record one).
 2. ``pending``: read the jobs. Any still queued or running: nothing changes (decided on a later
    tick). Any failed: ``error`` with the job's message. All done: every guardrail is checked on
    every treatment against the control and the evaluation becomes ``passed`` or ``failed``
@@ -32,10 +34,12 @@ from chalicelib.abtesting.explain_guardrails import (
     DEFAULT_SAMPLE,
     ExplanationEvaluation,
     ExplanationGuardrails,
+    check_source,
     evaluate,
     parse_guardrails,
     top_features,
 )
+from chalicelib.abtesting.explain_inputs import PostedInputs
 from chalicelib.abtesting.models import Experiment, ExperimentStatus
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, SynapseError
@@ -121,6 +125,7 @@ class ExplanationGuardrailMonitor:
         feature_names: ``(model_id, version) -> names`` (default: the registry facade).
         event_bus: Receives ``ExplanationGuardrailsEvaluated`` (default: the shared bus).
         clock: Time source.
+        posted: The posted-inputs samples (default: over ``ExplanationInputStore``).
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class ExplanationGuardrailMonitor:
         feature_names: Callable[[str, int], list[str]] | None = None,
         event_bus: Any = None,
         clock: Clock | None = None,
+        posted: PostedInputs | None = None,
     ) -> None:
         if store is None:
             from chalicelib.abtesting.repository import ExplanationGuardrailStore
@@ -146,6 +152,14 @@ class ExplanationGuardrailMonitor:
         self.feature_names = feature_names or feature_names_as_system
         self.event_bus = event_bus
         self.clock = clock or SystemClock()
+        self._posted = posted
+
+    @property
+    def posted(self) -> PostedInputs:
+        """The posted-inputs samples (created on first use)."""
+        if self._posted is None:
+            self._posted = PostedInputs()
+        return self._posted
 
     # ---- declaring ---------------------------------------------------------------------------
 
@@ -153,11 +167,12 @@ class ExplanationGuardrailMonitor:
         self,
         experiment: Experiment,
         guardrails: list[dict[str, Any]],
-        dataset_version_id: str,
+        dataset_version_id: str | None,
         action: str = "hold",
         sample_size: int = DEFAULT_SAMPLE,
         seed: int = 0,
         declared_by: str = "",
+        source: str = "dataset_version",
     ) -> ExplanationGuardrails:
         """Stores the experiment's explanation guardrails (replacing earlier ones, whose
         evaluation is dropped: the next tick evaluates the new ones).
@@ -166,8 +181,8 @@ class ExplanationGuardrailMonitor:
         abtesting facade); here the declaration is checked against the models' features.
 
         Raises:
-            UnprocessableEntity: Bad guardrails, action or sample size; a feature a treatment's
-                model does not have.
+            UnprocessableEntity: Bad guardrails, action, sample size or source; a feature a
+                treatment's model does not have.
             Conflict: The experiment is concluded or rolled back.
         """
         if experiment.status in (ExperimentStatus.CONCLUDED, ExperimentStatus.ROLLED_BACK):
@@ -179,10 +194,11 @@ class ExplanationGuardrailMonitor:
             t.variant_id: self.feature_names(t.model_id, t.model_version)
             for t in experiment.treatments
         }
+        check_source(source, dataset_version_id)
         parsed = parse_guardrails(guardrails, action, sample_size, features)
         declaration = ExplanationGuardrails(
-            experiment.experiment_id, parsed, action, dataset_version_id, sample_size, seed,
-            uuid.uuid4().hex, self.clock.now(), declared_by,
+            experiment.experiment_id, parsed, action, dataset_version_id or "", sample_size,
+            seed, uuid.uuid4().hex, self.clock.now(), declared_by, source,
         )  # fmt: skip
         self.store.put(
             experiment.experiment_id, declaration.revision, declaration.as_dict(),
@@ -219,16 +235,21 @@ class ExplanationGuardrailMonitor:
         declaration, evaluation = found
         if evaluation is None:
             evaluation = self._start(experiment, declaration, tick)
+            if evaluation is None:
+                return Verdict(hold=True, status="waiting")
         elif evaluation.status == "pending":
             evaluation = self._collect(experiment, declaration, evaluation)
         return _verdict(declaration, evaluation)
 
     def _start(
         self, experiment: Experiment, declaration: ExplanationGuardrails, tick: str
-    ) -> ExplanationEvaluation:
+    ) -> ExplanationEvaluation | None:
         now = self.clock.now()
         try:
-            jobs, rows = self._submit(experiment, declaration)
+            records = self._rows(experiment, declaration)
+            if records is None:
+                return None  # too few posted inputs yet: decided on a later tick
+            jobs, rows = self._submit(experiment, declaration, records)
             evaluation = ExplanationEvaluation(declaration.revision, "pending", tick, now,
                                                jobs=jobs, sample_rows=rows)  # fmt: skip
         except SynapseError as error:
@@ -245,20 +266,33 @@ class ExplanationGuardrailMonitor:
             return evaluation
         return self._latest(experiment.experiment_id, evaluation)
 
-    def _submit(
+    def _rows(
         self, experiment: Experiment, declaration: ExplanationGuardrails
-    ) -> tuple[dict[str, str], int]:
+    ) -> list[dict[str, Any]] | None:
+        """The rows to explain, or ``None`` while the posted inputs are fewer than asked."""
+        if declaration.source == "posted_inputs":
+            found = self.posted.sample(experiment.experiment_id, declaration.sample_size)
+            return found if len(found) >= declaration.sample_size else None
         records = self.sample_rows(
             declaration.dataset_version_id, declaration.sample_size, declaration.seed
         )
         if not records:
             raise _no_rows(declaration.dataset_version_id)
+        return records
+
+    def _submit(
+        self,
+        experiment: Experiment,
+        declaration: ExplanationGuardrails,
+        records: list[dict[str, Any]],
+    ) -> tuple[dict[str, str], int]:
         jobs = {}
         for variant in experiment.variants:
             names = self.feature_names(variant.model_id, variant.model_version)
-            missing = [n for n in names if n not in records[0]]
+            missing = [n for n in names if any(n not in record for record in records)]
             if missing:
-                raise _missing_column(declaration.dataset_version_id, missing[0], variant)
+                where = declaration.dataset_version_id or "the posted inputs"
+                raise _missing_column(where, missing[0], variant)
             inputs = [{n: _value(record.get(n)) for n in names} for record in records]
             jobs[variant.variant_id] = self.attributions.submit(
                 variant.model_id, variant.model_version, inputs, declaration.seed
@@ -373,10 +407,12 @@ def _no_rows(version_id: str) -> SynapseError:
     return UnprocessableEntity(f"dataset version '{version_id}' has no rows to explain")
 
 
-def _missing_column(version_id: str, column: str, variant: Any) -> SynapseError:
+def _missing_column(where: str, column: str, variant: Any) -> SynapseError:
     from chalicelib.core.errors import UnprocessableEntity
 
+    posted = where == "the posted inputs"
+    name = f"{where} have" if posted else f"dataset version '{where}' has"
     return UnprocessableEntity(
-        f"dataset version '{version_id}' has no column '{column}' (a feature of variant "
+        f"{name} no column '{column}' (a feature of variant "
         f"{variant.variant_id}'s model {variant.model_id} version {variant.model_version})"
     )

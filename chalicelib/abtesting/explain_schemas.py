@@ -39,8 +39,15 @@ class ExplanationGuardrailsBody(_Strict):
     """Body of ``PUT /experiments/{id}/explanation-guardrails``."""
 
     explanation_guardrails: list[ExplanationGuardrailIn] = Field(max_length=100)
-    dataset_version_id: str = Field(
-        min_length=1, max_length=200, description="the rows explained (a seeded uniform sample)"
+    source: Literal["dataset_version", "posted_inputs"] = Field(
+        default="dataset_version",
+        description="the rows explained: a dataset version, or the sample of posted inputs",
+    )
+    dataset_version_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="with the dataset_version source: its rows (a seeded uniform sample)",
     )
     action: Literal["hold", "rollback"] = "hold"
     sample_size: int = Field(default=DEFAULT_SAMPLE, description="rows per arm, 10 to 500")
@@ -80,6 +87,7 @@ class ExplanationGuardrailsOut(BaseModel):
     experiment_id: str
     explanation_guardrails: list[dict[str, Any]]
     action: str
+    source: str
     dataset_version_id: str
     sample_size: int
     seed: int
@@ -87,6 +95,27 @@ class ExplanationGuardrailsOut(BaseModel):
     declared_at: datetime
     declared_by: str
     evaluation: EvaluationOut | None
+
+
+class PostedInputIn(_Strict):
+    """One served input: the routed request's id and its ``input_data`` (flat features)."""
+
+    request_id: str = Field(min_length=1, max_length=200)
+    input_data: dict[str, Any]
+
+
+class ExplanationInputsBody(_Strict):
+    """Body of ``POST /experiments/{id}/explanation-inputs``."""
+
+    inputs: list[PostedInputIn] = Field(min_length=1, max_length=500)
+
+
+class PostedReceiptOut(BaseModel):
+    """Rows received, written to the sample now, and held by the sample after the post."""
+
+    received: int
+    sampled: int
+    held: int
 
 
 def guardrails_out(

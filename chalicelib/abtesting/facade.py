@@ -341,14 +341,15 @@ def put_explanation_guardrails(
     principal: Principal,
     experiment_id: str,
     guardrails: list[dict[str, Any]],
-    dataset_version_id: str,
+    dataset_version_id: str | None,
     action: str = "hold",
     sample_size: int = 100,
     seed: int = 0,
+    source: str = "dataset_version",
 ) -> Any:
     """Declares the explanation guardrails of an experiment the caller may change; every arm's
-    model and the dataset version must be readable by the caller (checked now; the monitor
-    follows them as the system).
+    model and the dataset version (when one is named) must be readable by the caller (checked
+    now; the monitor follows them as the system).
 
     Raises:
         ExperimentNotFound: Unknown or not readable experiment.
@@ -361,11 +362,28 @@ def put_explanation_guardrails(
 
     experiment = writable_experiment(principal, experiment_id)
     _check_variant_models(principal, experiment.variants)
-    datasets.readable_version(principal, dataset_version_id)
+    if dataset_version_id:
+        datasets.readable_version(principal, dataset_version_id)
     return _rollback().explanations.declare(
         experiment, guardrails, dataset_version_id, action, sample_size, seed,
-        principal.principal,
+        principal.principal, source,
     )  # fmt: skip
+
+
+def post_explanation_inputs(
+    principal: Principal, experiment_id: str, inputs: list[tuple[str, Any]]
+) -> Any:
+    """Offers served inputs (``(request_id, input_data)``) to the bottom-k sample that
+    ``posted_inputs`` explanation guardrails explain (:mod:`.explain_inputs`), for an
+    experiment the caller may change.
+
+    Raises:
+        ExperimentNotFound: Unknown or not readable experiment.
+        Forbidden: Readable, but the caller lacks the writer role.
+        UnprocessableEntity: A row that is not flat, finite and small.
+    """
+    _cached_writable(principal, experiment_id)
+    return _rollback().explanations.posted.post(experiment_id, inputs)
 
 
 def explanation_guardrails(principal: Principal, experiment_id: str) -> tuple[Any, Any]:

@@ -1030,6 +1030,54 @@ class ExplanationGuardrailStore:
         return True
 
 
+class ExplanationInputTable(Model):
+    """Inputs posted for an experiment's explanation guardrails: the ones whose key (a hash
+    priority, then the request id) is among the smallest ``MAX_POSTED_INPUTS``."""
+
+    Meta = meta("EXPLANATION_INPUTS_TABLE", "explanation-inputs")
+
+    experiment_id = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    row = UnicodeAttribute()
+
+
+class ExplanationInputStore:
+    """The bottom-k sample of posted inputs, one partition per experiment."""
+
+    def keys(self, experiment_id: str, limit: int) -> list[str]:
+        """The ``limit`` smallest keys held (ascending)."""
+        found = ExplanationInputTable.query(
+            experiment_id, limit=limit, scan_index_forward=True, attributes_to_get=["key"],
+            consistent_read=True,
+        )  # fmt: skip
+        return [item.key for item in found]
+
+    def rows(self, experiment_id: str, limit: int) -> list[dict[str, Any]]:
+        """The rows of the ``limit`` smallest keys."""
+        found = ExplanationInputTable.query(
+            experiment_id, limit=limit, scan_index_forward=True, consistent_read=True
+        )
+        return [json.loads(item.row) for item in found]
+
+    def add(self, experiment_id: str, rows: dict[str, str]) -> None:
+        """Writes rows by key (a repeated key is overwritten with the same row)."""
+        with ExplanationInputTable.batch_write() as batch:
+            for key, row in rows.items():
+                batch.save(ExplanationInputTable(experiment_id, key, row=row))
+
+    def trim(self, experiment_id: str, keep: int) -> int:
+        """Deletes every row past the ``keep`` smallest keys; returns how many."""
+        kept = self.keys(experiment_id, keep)
+        if len(kept) < keep:
+            return 0
+        table = ExplanationInputTable
+        extra = list(table.query(experiment_id, table.key > kept[-1], attributes_to_get=["key"]))
+        with table.batch_write() as batch:
+            for item in extra:
+                batch.delete(table(experiment_id, item.key))
+        return len(extra)
+
+
 # The DynamoDB tables this module declares (listed by chalicelib.domains).
 TABLES = (
     ExperimentTable,
@@ -1040,4 +1088,5 @@ TABLES = (
     LayerTable,
     HoldoutTable,
     ExplanationGuardrailTable,
+    ExplanationInputTable,
 )

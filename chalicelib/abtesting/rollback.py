@@ -281,15 +281,18 @@ class AutoRollbackManager:
         self,
         experiment_id: str,
         guardrails: list[dict[str, Any]],
-        dataset_version_id: str,
+        dataset_version_id: str | None,
         action: str = "hold",
         sample_size: int = 100,
         seed: int = 0,
+        source: str = "dataset_version",
     ) -> ExplanationGuardrails:
         """Declares an experiment's explanation guardrails (as the system: the Python API
         trusts its caller; HTTP goes through the facade's access checks).
 
-        See :mod:`chalicelib.abtesting.explain_guardrails` for the guardrails.
+        See :mod:`chalicelib.abtesting.explain_guardrails` for the guardrails; with
+        ``source="posted_inputs"`` the rows are the inputs posted with
+        ``self.explanations.posted.post`` (:mod:`chalicelib.abtesting.explain_inputs`).
 
         Raises:
             ExperimentNotFound: Unknown experiment.
@@ -298,7 +301,7 @@ class AutoRollbackManager:
         """
         experiment = self.engine.get_experiment(experiment_id)
         return self.explanations.declare(
-            experiment, guardrails, dataset_version_id, action, sample_size, seed
+            experiment, guardrails, dataset_version_id, action, sample_size, seed, "", source
         )
 
     def get_check(self, experiment_id: str) -> CanaryState | None:

@@ -248,3 +248,38 @@ def test_a_reader_of_the_experiment_who_cannot_read_the_model_gets_404(
     assert refused.status_code == 422 and refused.data["error"] == "unknown_model_version"
     other_data = {**body, "dataset_version_id": _dataset_version(20, ("private",), "mallory")}
     assert http.call("PUT", path, other_data).status_code == 404
+
+
+def test_posted_inputs_of_routed_requests_are_sampled_and_explained(
+    http: Http, client: Any, bus: RecordingEventBus, clock: Any
+) -> None:
+    experiment_id = _ramping(http, _models(http, "zip"))
+    path = f"/experiments/{experiment_id}/explanation-guardrails"
+    body = {"explanation_guardrails": GUARDRAILS, "source": "posted_inputs",
+            "action": "rollback", "sample_size": 40}  # fmt: skip
+    declared = http.call("PUT", path, body)
+    assert declared.status_code == 200, declared.data
+    assert declared.data["source"] == "posted_inputs" and declared.data["dataset_version_id"] == ""
+    X = _data(seed=13)[:60]
+    served = []
+    for i, row in enumerate(X.tolist()):
+        routed = http.call("POST", f"/experiments/{experiment_id}/route", {"request_id": f"r{i}"})
+        assert routed.status_code == 200, routed.data
+        served.append({"request_id": f"r{i}", "input_data": dict(zip(FEATURES, row, strict=True))})
+    inputs = f"/experiments/{experiment_id}/explanation-inputs"
+    first = http.call("POST", inputs, {"inputs": served[:30]})
+    assert first.status_code == 200 and first.data == {"received": 30, "sampled": 30, "held": 30}
+    clock.advance(minutes=11)
+    assert run_monitor(client, TICKS[1])["ramped"] == []  # 30 < 40 rows: waiting, ramp held
+    assert http.call("GET", path).data["evaluation"] is None
+    assert http.call("POST", inputs, {"inputs": served[30:]}).data["held"] == 60
+    assert http.call("POST", inputs, {"inputs": served[:5]}).data["sampled"] == 0  # a retry
+    bad = http.call("POST", inputs, {"inputs": [{"request_id": "x", "input_data": {"a": []}}]})
+    assert bad.status_code == 422, bad.data
+    run_monitor(client, TICKS[2])
+    assert http.call("GET", path).data["evaluation"]["sample_rows"] == 40
+    assert run_queued_jobs(client) == 2
+    assert run_monitor(client, TICKS[3])["rolled_back"] == [experiment_id]
+    reason = http.call("GET", f"/experiments/{experiment_id}").data["rollback_reason"]
+    assert "'zip_code' is rank 1" in reason
+    assert http.call("PUT", path, body).status_code == 409  # rolled back: no more changes

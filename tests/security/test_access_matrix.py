@@ -207,6 +207,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/experiments/{experiment_id}/checks"): Rule(),
     ("PUT", "/experiments/{experiment_id}/explanation-guardrails"): Rule(body=_guardrails_body),
     ("GET", "/experiments/{experiment_id}/explanation-guardrails"): Rule(fresh=guarded),
+    ("POST", "/experiments/{experiment_id}/explanation-inputs"): Rule(
+        body=lambda w, i: {
+            "inputs": [{"request_id": uuid.uuid4().hex, "input_data": {"a": 0.1, "b": "x"}}]
+        }
+    ),
     ("DELETE", "/experiments/{experiment_id}/explanation-guardrails"): Rule(fresh=guarded),
     ("GET", "/stats/sample-size"): Rule("compute"),
     # --- layers and holdouts -------------------------------------------------------------------

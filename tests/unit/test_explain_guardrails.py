@@ -307,3 +307,70 @@ def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them(
     assert stopped.rollback_details["metric"] == "explanation_guardrails"
     assert "'zip_code' is rank 1" in str(stopped.rollback_reason)
     assert not manager.monitoring
+
+
+# ---- posted inputs: the bottom-k sample --------------------------------------------------------
+
+
+def test_posted_inputs_keep_exactly_the_500_smallest_hashes_whatever_the_order(aws: Any) -> None:
+    import hashlib
+    import random
+
+    from chalicelib.abtesting.explain_inputs import MAX_POSTED_INPUTS, PostedInputs
+
+    ids = [f"req-{i}" for i in range(1500)]
+    random.Random(3).shuffle(ids)
+    writers = (PostedInputs(), PostedInputs())  # two instances, interleaved batches
+    for start in range(0, len(ids), 100):
+        batch = [(rid, {"x": int(rid[4:]), "tag": "a"}) for rid in ids[start : start + 100]]
+        receipt = writers[start // 100 % 2].post("exp-k", batch)
+        assert receipt.held == min(start + 100, MAX_POSTED_INPUTS)
+    again = writers[0].post("exp-k", [(ids[0], {"x": int(ids[0][4:]), "tag": "a"})])
+    assert again.sampled == 0 and again.held == MAX_POSTED_INPUTS  # a retry changes nothing
+    oracle = sorted(ids, key=lambda r: hashlib.sha256(f"exp-k\x1f{r}".encode()).hexdigest()[:16])
+    kept = writers[1].sample("exp-k", MAX_POSTED_INPUTS)
+    assert [f"req-{row['x']}" for row in kept] == oracle[:MAX_POSTED_INPUTS]
+    assert writers[0].count("exp-k") == MAX_POSTED_INPUTS  # storage stays bounded
+    # Uniform over the ids: each third of them is kept about a third of the time.
+    thirds = [sum(1 for row in kept if row["x"] // 500 == t) for t in range(3)]
+    assert all(130 <= n <= 205 for n in thirds), thirds
+
+
+@pytest.mark.parametrize(
+    "row", [{}, {"x": float("inf")}, {"x": [1, 2]}, {"x": "y" * 257}, "flat", {"x": None}]
+)
+def test_a_bad_posted_row_is_a_422_and_stores_nothing(aws: Any, row: Any) -> None:
+    from chalicelib.abtesting.explain_inputs import PostedInputs
+
+    posted = PostedInputs()
+    with pytest.raises(UnprocessableEntity):
+        posted.post("exp-bad", [("ok", {"x": 1.0}), ("bad", row)])
+    assert posted.count("exp-bad") == 0
+
+
+def test_posted_inputs_wait_until_the_sample_is_full_then_are_explained(aws: Any) -> None:
+    from chalicelib.abtesting.explain_inputs import PostedInputs
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+
+    bus = RecordingEventBus()
+    jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
+                     "2": {"a": 0.9, "b": 0.4, "zip_code": 0.2}}, done=True)  # fmt: skip
+    posted = PostedInputs()
+    monitor = ExplanationGuardrailMonitor(None, jobs, None, lambda *_: ["a", "b", "zip_code"],
+                                          bus, posted=posted)  # fmt: skip
+    experiment = _experiment()
+    with pytest.raises(UnprocessableEntity):
+        monitor.declare(experiment, RAW, "dv-1", source="posted_inputs")
+    with pytest.raises(UnprocessableEntity):
+        monitor.declare(experiment, RAW, None)
+    monitor.declare(experiment, RAW, None, sample_size=20, source="posted_inputs")
+    rows = [(f"r{i}", {"a": i, "b": "2.5", "zip_code": 0.5}) for i in range(30)]
+    posted.post("exp-1", rows[:12])
+    waiting = monitor.check(experiment, "t1")
+    assert waiting.status == "waiting" and waiting.hold and jobs.submitted == []
+    assert monitor.get("exp-1")[1] is None
+    posted.post("exp-1", rows[12:])
+    assert monitor.check(experiment, "t2").status == "pending"
+    assert [n for _, _, n in jobs.submitted] == [20, 20]
+    assert monitor.check(experiment, "t3").status == "passed"
+    assert monitor.get("exp-1")[0].source == "posted_inputs"
