@@ -350,3 +350,37 @@ def test_the_local_redrive_limits_match_the_deployed_ones() -> None:
     from synapse_local.bootstrap import JOBS_MAX_RECEIVES
 
     assert JOBS_MAX_RECEIVES == QUEUE_MAX_RECEIVES
+
+
+def test_delete_if_unchanged_compares_etags_itself_where_s3_has_no_conditional_delete(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from chalicelib.dataversion.storage import DataStore
+
+    real = s3()
+
+    class NoConditionalDelete:
+        exceptions = real.exceptions
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def delete_object(self, **kwargs: Any) -> Any:
+            if "IfMatch" in kwargs:
+                error = {"Error": {"Code": "NotImplemented", "Message": "If-Match"}}
+                raise ClientError(error, "DeleteObject")
+            return real.delete_object(**kwargs)
+
+    monkeypatch.setattr(DataStore, "s3", property(lambda self: NoConditionalDelete()))
+    store = DataStore()
+    put("incoming/a/x.csv", CSV)
+    first = store.head("incoming/a/x.csv")
+    assert first is not None
+    put("incoming/a/x.csv", CSV + b"4,0.1\n")
+    assert store.delete_if_unchanged("incoming/a/x.csv", first.etag) is False
+    second = store.head("incoming/a/x.csv")
+    assert second is not None
+    assert store.delete_if_unchanged("incoming/a/x.csv", second.etag) is True
+    assert keys("incoming/") == []
