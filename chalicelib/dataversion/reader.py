@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.core.config import max_json_depth
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
@@ -120,7 +121,10 @@ def records_of(sampler: RecordSampler, total: int, fmt: DatasetFormat) -> Record
     if fmt is DatasetFormat.CSV:
         columns, records = _csv_records(sampler.skipped[0] if sampler.skipped else None, picked)
         return RecordSample(columns, records, numbers, max(total - 1, 0))
-    records = [parse_json_record(_text(piece), index + 1, "record") for index, piece in picked]
+    depth = max_json_depth()
+    records = [
+        parse_json_record(_text(piece), index + 1, "record", depth) for index, piece in picked
+    ]
     columns = list(dict.fromkeys(key for record in records for key in record))
     return RecordSample(columns, records, numbers, total)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core import jsonutil
-from chalicelib.core.config import get_settings
+from chalicelib.core.config import max_json_depth
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.core.text import name_problem, visible
 from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, UnreadableContent
@@ -234,8 +234,9 @@ class ContentInspector:
         else:
             if 0 in head.too_long:
                 _first_line_too_long(self.format)
+            depth = max_json_depth()
             records_read = [
-                parse_json_record(_decode(piece), number, "record")
+                parse_json_record(_decode(piece), number, "record", depth)
                 for number, piece in enumerate(pieces, start=1)
             ]
             schema = _json_schema(records_read)
@@ -394,17 +395,20 @@ def parse_jsonl_sample(data: bytes, limit: int, complete: bool) -> list[dict[str
         cut = data.rfind(b"\n")
         data = data[: cut + 1] if cut >= 0 else b""
     records: list[dict[str, Any]] = []
+    depth = max_json_depth()
     # Only "\n" ends a record: JSON strings may hold U+2028, U+0085 and the like.
     for number, line in enumerate(_decode(data).split("\n"), start=1):
         if not line.strip(JSON_BLANK):
             continue
-        records.append(parse_json_record(line, number))
+        records.append(parse_json_record(line, number, max_depth=depth))
         if len(records) >= limit:
             break
     return records
 
 
-def parse_json_record(line: str, number: int, unit: str = "line") -> dict[str, Any]:
+def parse_json_record(
+    line: str, number: int, unit: str = "line", max_depth: int | None = None
+) -> dict[str, Any]:
     """One JSON-lines record: an object nested at most ``SYNAPSE_MAX_JSON_DEPTH`` levels.
 
     The depth is checked before parsing (see :func:`chalicelib.core.jsonutil.loads`), so a
@@ -415,13 +419,18 @@ def parse_json_record(line: str, number: int, unit: str = "line") -> dict[str, A
         line: The record's text.
         number: Its number, for messages.
         unit: What the number counts: ``line`` (of the file) or ``record``.
+        max_depth: The depth limit, when the caller read ``SYNAPSE_MAX_JSON_DEPTH`` once for
+            many records (reading the environment per record cost more than parsing it).
 
     Raises:
         UnreadableContent: Not JSON, too deep, or not an object.
     """
     try:
         value = jsonutil.loads(
-            line, max_depth=get_settings().max_json_depth, max_digits=None, finite=False
+            line,
+            max_depth=max_json_depth() if max_depth is None else max_depth,
+            max_digits=None,
+            finite=False,
         )
     except jsonutil.JsonLimitExceeded as exc:
         raise UnreadableContent(f"JSON {unit} {number} is refused: {exc}") from None
