@@ -183,16 +183,27 @@ class ExplainerBase:
             },
         )
 
-    def _build_explanation(self, **values: Any) -> PredictionExplanation:
+    def _build_explanation(
+        self, *, ordered: bool = False, finite: bool = False, **values: Any
+    ) -> PredictionExplanation:
         """A :class:`PredictionExplanation` with sorted contributions and top features.
+
+        Args:
+            ordered: The contributions come sorted already, largest absolute value first (as
+                a stable sort would order them; a batch sorts all its rows at once).
+            finite: Every number was checked finite already (a batch checks all its rows at
+                once).
+            **values: The explanation's fields (``created_at``: default now; a batch's rows
+                share one time).
 
         Raises:
             UnprocessableEntity: ``not_finite``, a number of the result is NaN or infinite.
         """
-        contributions: list[FeatureContribution] = sorted(
-            values.pop("feature_contributions"), key=lambda c: -abs(c.contribution)
-        )
-        _require_finite(values, contributions)
+        contributions: list[FeatureContribution] = values.pop("feature_contributions")
+        if not ordered:
+            contributions = sorted(contributions, key=lambda c: -abs(c.contribution))
+        if not finite:
+            _require_finite(values, contributions)
         positive = [c.feature_name for c in contributions if c.contribution > 0][:TOP_FEATURES]
         negative = sorted(
             (c for c in contributions if c.contribution < 0), key=lambda c: c.contribution
@@ -203,7 +214,7 @@ class ExplainerBase:
             feature_contributions=contributions,
             top_positive_features=positive,
             top_negative_features=[c.feature_name for c in negative][:TOP_FEATURES],
-            created_at=self.clock.now(),
+            created_at=values.pop("created_at", None) or self.clock.now(),
             **values,
         )
 

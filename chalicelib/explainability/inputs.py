@@ -55,6 +55,19 @@ def tabular_row(
     """
     if not isinstance(data, dict):
         raise ValidationError(f"{where}input_data must be an object of feature name to number")
+    if len(data) == len(feature_names):
+        # The common case first: exactly the features (as many keys, every name present, so
+        # no unknown one), each a plain finite float.
+        try:
+            values = [data[name] for name in feature_names]
+        except KeyError:
+            values = None
+        if (
+            values is not None
+            and all(type(v) is float for v in values)
+            and all(map(math.isfinite, values))
+        ):
+            return values
     unknown = [key for key in data if key not in feature_names]
     if unknown:
         raise ValidationError(
@@ -65,9 +78,6 @@ def tabular_row(
         raise ValidationError(
             f"{where}missing feature '{missing[0]}'", details={"missing": missing}
         )
-    values = [data[name] for name in feature_names]
-    if all(type(v) is float for v in values) and all(map(math.isfinite, values)):
-        return values  # the common case: plain finite floats
     return [_check_value(name, data[name], where, allow_text) for name in feature_names]
 
 

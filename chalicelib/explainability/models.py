@@ -61,7 +61,7 @@ class OutputSpace(str, Enum):
     RAW = "raw"
 
 
-@dataclass
+@dataclass(slots=True)
 class FeatureContribution:
     """One feature's share of a prediction.
 

@@ -410,13 +410,27 @@ class SHAPExplainer(ExplainerBase):
         parameters = {**options.as_parameters(), "background_rows_used": result.background_rows}
         # Plain lists: indexing numpy arrays element by element costs more than the math.
         inputs, values = X.tolist(), result.values.tolist()
-        totals = (result.base + result.values.sum(axis=1)).tolist()
+        sums = result.base + result.values.sum(axis=1)
+        totals = sums.tolist()
         bases, actuals = result.base.tolist(), result.actual.tolist()
+        # The whole batch checked and sorted at once (numpy); rows with a number that is not
+        # finite go through the per-row check, which names it (a 422).
+        finite = _finite_result(result, sums)
+        order = _by_magnitude(result.values) if finite else None
+        now = self.clock.now()
         explanations = []
         for i, prediction_id in enumerate(prediction_ids):
             chosen = result.classes[i]
+            row, value = inputs[i], values[i]
+            if order is None:
+                contributions = list(map(FeatureContribution, names, row, value))
+            else:
+                contributions = [FeatureContribution(names[j], row[j], value[j]) for j in order[i]]
             explanations.append(
                 self._build_explanation(
+                    ordered=order is not None,
+                    finite=finite,
+                    created_at=now,
                     prediction_id=prediction_id,
                     model_id=descriptor.model_id,
                     model_version=descriptor.version,
@@ -426,9 +440,7 @@ class SHAPExplainer(ExplainerBase):
                     explained_class=None if chosen is None else labels[chosen],
                     base_prediction=bases[i],
                     actual_prediction=actuals[i],
-                    feature_contributions=list(
-                        map(FeatureContribution, names, inputs[i], values[i])
-                    ),
+                    feature_contributions=contributions,
                     additivity_error=abs(totals[i] - actuals[i]),
                     interactions=_interactions(result.interactions, i, names),
                     parameters=parameters,
@@ -482,6 +494,23 @@ class SHAPExplainer(ExplainerBase):
         order = shap.utils.approximate_interactions(index, values, X)
         candidates = [int(i) for i in order if int(i) != index]
         return names[candidates[0]] if candidates else None
+
+
+def _finite_result(result: ShapResult, totals: np.ndarray) -> bool:
+    """Whether every number of a batch's explanations is finite: values, bases, outputs,
+    additivity errors (|total - output|, which can overflow) and interaction values."""
+    errors = np.abs(totals - result.actual)
+    arrays = [result.values, result.base, result.actual, errors]
+    if result.interactions is not None:
+        arrays.append(result.interactions)
+    with np.errstate(all="ignore"):
+        return all(bool(np.isfinite(array).all()) for array in arrays)
+
+
+def _by_magnitude(values: np.ndarray) -> list[list[int]]:
+    """Per row, the feature indices largest absolute contribution first, ties in feature order:
+    the order Python's stable ``sorted(key=-abs)`` gives, computed for every row at once."""
+    return np.argsort(-np.abs(values), axis=1, kind="stable").tolist()
 
 
 def _interactions(matrix: np.ndarray | None, row: int, names: list[str]) -> dict[str, Any] | None:

@@ -92,6 +92,32 @@ def test_tree_shap_adds_up_and_an_unused_feature_gets_zero(ctx: Any) -> None:
     assert explanation.actual_prediction == pytest.approx(proba.max())
 
 
+def test_contributions_are_ordered_by_magnitude_with_ties_in_feature_order(ctx: Any) -> None:
+    """A batch orders every row's contributions at once (numpy); the order is the one a stable
+    sort by |contribution| gives, ties (here the exact zeros of unused features) in feature
+    order, alone and in a batch, and the top features follow it."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    X, names = tabular_data(200, 6)
+    X[:, [1, 3, 4]] = 0.0  # constant while training: their contributions are exactly 0
+    forest = RandomForestRegressor(n_estimators=10, max_depth=4, random_state=0)
+    forest.fit(X, 2 * X[:, 0] - X[:, 2] + 0.5 * X[:, 5])
+    model = register(ctx.reg, forest, "regression", names, X)
+    rows = [{**model.row(i), "f1": 1.0, "f3": -2.0, "f4": 3.0} for i in range(12)]
+    batch = ctx.svc.shap.explain_batch(model.model_id, model.version, rows)
+    uncached = service(RecordingEventBus(), ctx.reg).shap
+    uncached.cache = None  # the single explanations are computed, not the batch's cached rows
+    for row, explanation in zip(rows, batch, strict=True):
+        found = explanation.contribution_map()
+        expected = sorted(names, key=lambda name: -abs(found[name]))  # stable: feature order
+        assert [c.feature_name for c in explanation.feature_contributions] == expected
+        assert [found[name] for name in ("f1", "f3", "f4")] == [0.0, 0.0, 0.0]
+        positive = [name for name in expected if found[name] > 0][:5]
+        assert explanation.top_positive_features == positive
+        single = uncached.explain_prediction(model.model_id, model.version, row)
+        assert single.feature_contributions == explanation.feature_contributions
+
+
 def test_exact_shap_is_chosen_for_few_features_and_gives_an_ignored_feature_zero(ctx: Any) -> None:
     from sklearn.neighbors import KNeighborsRegressor
 
