@@ -191,6 +191,44 @@ def test_bad_requests_get_clear_errors(http: Http, forest: Any) -> None:
         assert text in response.data["message"], (change, response.data)
 
 
+def test_the_issue_16_reproductions_answer_over_http_without_a_500(http: Http) -> None:
+    """Each was a 500 over HTTP: a multiclass ``GradientBoostingClassifier`` (shap raised
+    ``InvalidModelError``), a feature of 1.7e308 whose prediction overflows (SHAP failed
+    response validation, LIME failed in its fit) and a 400-digit integer feature
+    (``OverflowError``)."""
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(90, 3))
+    names = ["a", "b", "c"]
+    boosted = GradientBoostingClassifier(n_estimators=10, random_state=0)
+    boosted.fit(X, np.digitize(X[:, 0], [-0.5, 0.5]))
+    model_id, version = _register(
+        http, boosted, "classification", names, X[:20], ["low", "mid", "high"]
+    )
+    row = dict(zip(names, X[3].tolist(), strict=True))
+    body = {"model_id": model_id, "model_version": version, "input_data": row}
+    found = http.call("POST", "/explanations", body)
+    assert found.status_code == 200, found.data
+    assert (found.data["algorithm"], found.data["output_space"]) == ("tree", "margin")
+    margin = boosted.decision_function(X[3:4])[0][boosted.predict(X[3:4])[0]]
+    assert found.data["actual_prediction"] == pytest.approx(float(margin), abs=1e-6)
+    linear_id, linear_version = _register(
+        http, LinearRegression().fit(X, X[:, 0] * 2), "regression", names, X[:20]
+    )
+    for kind in ("shap", "lime"):
+        common = {"model_id": linear_id, "model_version": linear_version}
+        common |= {"explanation_type": kind, "num_samples": 100}
+        huge = {"a": 1.7e308, "b": 1.7e308, "c": -1.7e308}
+        overflow = http.call("POST", "/explanations", {**common, "input_data": huge})
+        assert overflow.status_code == 422, overflow.data
+        assert overflow.data["error"] == "not_finite"
+        digits = http.call("POST", "/explanations", {**common, "input_data": {**row, "b": 10**400}})
+        assert digits.status_code == 400, digits.data
+        assert "more than 38 digits" in digits.data["message"]  # refused as it is parsed
+
+
 def test_unknown_job_is_404(http: Http) -> None:
     response = http.call("GET", "/explanations/jobs/job-nope")
     assert response.status_code == 404

@@ -153,6 +153,23 @@ def test_xgboost_interaction_values_equal_shaps(ctx: Any, kind: str) -> None:
     np.testing.assert_array_equal(np.asarray(explanation.interactions["matrix"]), expected)
 
 
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_lightgbm_interaction_values_equal_shaps(ctx: Any, kind: str) -> None:
+    import shap
+
+    booster, data = lgb_file(kind)
+    model_id, version = register_booster(ctx.reg, "lightgbm_text", data, kind)
+    X, _ = _data()
+    row = dict(zip(NAMES, X[2].tolist(), strict=True))
+    options = {"class_name": "1"} if kind == "binary" else {}
+    explanation = ctx.svc.shap.explain_prediction(
+        model_id, version, row, include_interactions=True, **options
+    )
+    oracle = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
+    expected = np.asarray(oracle.shap_interaction_values(X[2:3]))[0]
+    np.testing.assert_array_equal(np.asarray(explanation.interactions["matrix"]), expected)
+
+
 def test_lime_and_kernel_shap_explain_boosters_too(ctx: Any) -> None:
     booster, data = lgb_file("binary")
     X, _ = _data()

@@ -213,6 +213,25 @@ def test_hist_gradient_boosting_goes_through_tree_shap_equal_to_shap(ctx: Any) -
             assert explanation.additivity_error < 1e-9
 
 
+def test_hist_gradient_boosting_interaction_values_equal_shaps_for_every_class(ctx: Any) -> None:
+    import shap
+
+    X, names = tabular_data(300, 4)
+    estimator, task, classes = _hist_models(X)[2]  # three classes
+    model = register(ctx.reg, estimator, task, names, X, classes)
+    oracle = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
+    expected = np.asarray(oracle.shap_interaction_values(X[:4]))
+    assert expected.shape == (4, 4, 4, 3)
+    inputs = [model.row(i) for i in range(4)]
+    for k in range(3):
+        batch = ctx.svc.shap.explain_batch(
+            model.model_id, model.version, inputs, class_name=str(k), include_interactions=True
+        )
+        for i, explanation in enumerate(batch):
+            matrix = np.asarray(explanation.interactions["matrix"])
+            np.testing.assert_array_equal(matrix, expected[i, :, :, k])  # difference 0
+
+
 def _index(explanation: Any) -> int:
     return int(explanation.explained_class)
 
