@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.explainability.drift import DEFAULT_THRESHOLD, DEFAULT_TOP_K, ndcg, ranking
+from chalicelib.explainability.models import GlobalRequest
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -80,16 +81,8 @@ def submit_attribution_as_system(
         TooExpensive: The measured estimate is over what a job may do (422).
         ValidationError: Invalid inputs.
     """
-    payload = {
-        "model_id": model_id,
-        "model_version": model_version,
-        "inputs": inputs,
-        "explanation_type": "shap",
-        "aggregation_method": "mean",
-        "seed": seed,
-        "asynchronous": True,
-    }
-    submitted = _service().global_importance(payload, owner=owner)
+    request = GlobalRequest(model_id, model_version, inputs=inputs, seed=seed, asynchronous=True)
+    submitted = _service().global_importance(request, owner=owner)
     return str(submitted.job.job_id)
 
 
