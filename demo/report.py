@@ -241,7 +241,8 @@ def _guardrails_html(ctx: Context) -> str:
         f"<p>v{guard['treatment_version']} was trained on data whose "
         f"<code>{_esc(guard['feature'])}</code> leaked the label; its experiment against "
         f"v{guard['control_version']} declared explanation guardrails (Clarify's NDCG against the "
-        "control, the feature kept out of the top 3) evaluated by the scheduled monitor.</p>"
+        "control, the feature kept out of the top 3) evaluated by the scheduled monitor on a "
+        f"uniform sample of the {guard['posted']['held']} inputs it served.</p>"
         + _table(["", "value"], rows)
     )
 

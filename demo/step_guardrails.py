@@ -6,9 +6,11 @@
 * Guardrail: a retrain of v3 whose training data leaked the label into one weak feature (the
   one v3 ranks lowest) scores well offline; registered as v4, it goes into an experiment against
   v3 with explanation guardrails (NDCG against the control at least 0.9 on the top 5, the leaked
-  feature kept out of the top 3, ``action: rollback``) evaluated on a versioned sample of
-  serving inputs. The scheduled monitor submits one explanation job per arm, decides on a later
-  tick, and rolls the experiment back with the reason.
+  feature kept out of the top 3, ``action: rollback``) evaluated on the inputs the experiment
+  served: each test row is routed and its input posted with the request id
+  (``POST .../explanation-inputs``, a uniform bottom-k sample). The scheduled monitor submits one
+  explanation job per arm, decides on a later tick, and rolls the experiment back with the
+  reason.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from demo.story import Context, Skip
 
 ROUTES = [
     ("POST", "/explanations/drift"),
-    ("POST", "/datasets"),
-    ("POST", "/datasets/{}/versions"),
     ("POST", "/experiments"),
+    ("POST", "/experiments/{}/route"),
+    ("POST", "/experiments/{}/explanation-inputs"),
     ("PUT", "/experiments/{}/explanation-guardrails"),
     ("GET", "/experiments/{}/explanation-guardrails"),
 ]
@@ -100,15 +102,19 @@ def _shortcut(ctx: Context, model_id: str, train: Frame, feature: str) -> dict[s
     return version
 
 
-def _serving_inputs(ctx: Context, test: Frame) -> dict[str, Any]:
-    """The test split's feature rows as a dataset version (what the service would have logged)."""
-    dataset = ctx.api.post("/datasets", {"name": f"serving-inputs-{ctx.suffix}", "format": "csv"})
-    lines = [",".join(test.feature_names)] + [",".join(repr(v) for v in row) for row in test.X]
-    version = ctx.api.post(
-        f"/datasets/{dataset['dataset_id']}/versions", {"data": "\n".join(lines) + "\n"}
+def _serve(ctx: Context, experiment_id: str, test: Frame) -> dict[str, Any]:
+    """Routes every test row (as requests the service answers) and posts their inputs."""
+    served = []
+    for index, row in enumerate(test.records(range(len(test.y)))):
+        request_id = f"serve-{index}"
+        ctx.api.post(f"/experiments/{experiment_id}/route", {"request_id": request_id})
+        served.append({"request_id": request_id, "input_data": row})
+    receipt = ctx.api.post(f"/experiments/{experiment_id}/explanation-inputs", {"inputs": served})
+    ctx.say(
+        f"  routed {len(served)} requests and posted their inputs: the experiment's uniform "
+        f"sample holds {receipt['held']}"
     )
-    ctx.say(f"  serving inputs: {len(test.X)} rows as dataset version {version['version_id']}")
-    return version
+    return dict(receipt)
 
 
 def _experiment(ctx: Context, model_id: str, control: int, treatment: int) -> str:
@@ -137,7 +143,6 @@ def _decided(ctx: Context, path: str) -> dict[str, Any] | None:
 
 def _guardrail(ctx: Context, model_id: str, control: int, feature: str, test: Frame) -> dict:
     treatment = _shortcut(ctx, model_id, ctx.shared["train"], feature)["version"]
-    inputs = _serving_inputs(ctx, test)
     experiment_id = _experiment(ctx, model_id, control, treatment)
     path = f"/experiments/{experiment_id}/explanation-guardrails"
     declared = ctx.api.put(
@@ -147,11 +152,12 @@ def _guardrail(ctx: Context, model_id: str, control: int, feature: str, test: Fr
                 {"type": "ndcg", "min": 0.9, "top_k": 5},
                 {"type": "feature_not_in_top_k", "feature": feature, "k": 3},
             ],
-            "dataset_version_id": inputs["version_id"],
+            "source": "posted_inputs",
             "action": "rollback",
             "sample_size": 50 if ctx.fast else 100,
         },
     )
+    receipt = _serve(ctx, experiment_id, test)
     ctx.say(
         f"  experiment {experiment_id}: v{control} vs v{treatment}, guardrails NDCG@5 >= 0.9 "
         f"and '{feature}' not in the top 3, action rollback, {declared['sample_size']} rows"
@@ -177,6 +183,7 @@ def _guardrail(ctx: Context, model_id: str, control: int, feature: str, test: Fr
         "evaluation": evaluation,
         "waited_seconds": waited,
         "experiment": experiment,
+        "posted": receipt,
     }
 
 
