@@ -386,6 +386,7 @@ class Client:
         sample_size: int | None = None,
         seed: int | None = None,
         source: str | None = None,
+        reevaluate_minutes: int | None = None,
     ) -> Json:
         """Declares explanation guardrails (``ndcg`` / ``feature_not_in_top_k``) evaluated by
         the monitor on a sample of a dataset version (or, with ``source="posted_inputs"``, of

@@ -1346,6 +1346,7 @@ def put_explanation_guardrails(ctx: RequestContext, experiment_id: str) -> dict[
         _principal(ctx), experiment_id,
         [g.model_dump(exclude_none=True) for g in body.explanation_guardrails],
         body.dataset_version_id, body.action, body.sample_size, body.seed, body.source,
+        body.reevaluate_minutes,
     )  # fmt: skip
     return guardrails_out(declaration, None)
 

@@ -35,6 +35,7 @@ SOURCES = ("dataset_version", "posted_inputs")
 MAX_GUARDRAILS = 20
 MAX_TOP_K = 100
 MIN_SAMPLE, MAX_SAMPLE, DEFAULT_SAMPLE = 10, 500, 100
+MIN_REEVALUATE, MAX_REEVALUATE = 5, 10_080
 EVALUATION_STATES = ("pending", "passed", "failed", "error")
 
 
@@ -85,6 +86,7 @@ class ExplanationGuardrails:
         declared_by: Who declared it.
         source: ``dataset_version`` or ``posted_inputs`` (the experiment's bottom-k sample of
             posted inputs, :mod:`chalicelib.abtesting.explain_inputs`).
+        reevaluate_minutes: Evaluate again this long after each decision (``None``: once).
     """
 
     experiment_id: str
@@ -97,6 +99,7 @@ class ExplanationGuardrails:
     declared_at: datetime
     declared_by: str = ""
     source: str = "dataset_version"
+    reevaluate_minutes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -111,6 +114,7 @@ class ExplanationGuardrails:
             "declared_at": self.declared_at.isoformat(),
             "declared_by": self.declared_by,
             "source": self.source,
+            "reevaluate_minutes": self.reevaluate_minutes,
         }
 
     @classmethod
@@ -127,6 +131,7 @@ class ExplanationGuardrails:
             declared_at=datetime.fromisoformat(data["declared_at"]),
             declared_by=data.get("declared_by", ""),
             source=data.get("source", "dataset_version"),
+            reevaluate_minutes=data.get("reevaluate_minutes"),
         )
 
 
@@ -165,6 +170,9 @@ class ExplanationEvaluation:
         top_features: Variant → its 10 largest attributions, largest first.
         results: Every guardrail on every treatment.
         reason: Why it failed or errored ("" when passed or pending).
+        round: 0 for the first evaluation of a declaration, then one more per re-evaluation.
+        previous: The decision of the round before (``None`` in round 0): what the monitor
+            keeps acting on while this round is pending.
     """
 
     revision: str
@@ -178,6 +186,8 @@ class ExplanationEvaluation:
     top_features: dict[str, list[str]] = field(default_factory=dict)
     results: tuple[GuardrailResult, ...] = ()
     reason: str = ""
+    round: int = 0
+    previous: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -203,6 +213,8 @@ class ExplanationEvaluation:
             top_features={k: list(v) for k, v in (data.get("top_features") or {}).items()},
             results=tuple(GuardrailResult(**r) for r in data.get("results") or ()),
             reason=data.get("reason", ""),
+            round=int(data.get("round") or 0),
+            previous=data.get("previous"),
         )
 
     @property
@@ -262,6 +274,16 @@ def parse_guardrail(raw: dict[str, Any], index: int, features: dict[str, list[st
             )
     k = _count(raw.get("k"), f"{where}.k", 1, MAX_TOP_K)
     return ExplanationGuardrail("feature_not_in_top_k", feature=feature, k=k)
+
+
+def check_reevaluation(minutes: int | None) -> None:
+    """``None`` (evaluate once) or a whole number of minutes in range.
+
+    Raises:
+        UnprocessableEntity: Out of range.
+    """
+    if minutes is not None:
+        _count(minutes, "reevaluate_minutes", MIN_REEVALUATE, MAX_REEVALUATE)
 
 
 def check_source(source: str, dataset_version_id: str | None) -> None:

@@ -18,8 +18,11 @@ moves one evaluation per declaration along, never waiting for an explanation:
    ``failed`` with ``action: rollback`` rolls the experiment back with the failed guardrails as
    the reason (a conditional transition, tried on every tick until it is not running).
 
-A new declaration (a new revision) starts over at 1; an evaluation is never repeated for the
-same declaration (the sample, models and guardrails do not change).
+A new declaration (a new revision) starts over at 1. A declaration is evaluated once unless it
+sets ``reevaluate_minutes``: that long after each decision a new round starts at 1 (the sample
+of posted inputs may have changed; a dataset version's seed is the same, so its rows are too),
+and while it is pending the monitor keeps acting on the previous round's decision, so a passing
+ramp is not held by its own re-evaluation and a held one steps again once a round passes.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib.abtesting.explain_guardrails import (
     DEFAULT_SAMPLE,
     ExplanationEvaluation,
     ExplanationGuardrails,
+    check_reevaluation,
     check_source,
     evaluate,
     parse_guardrails,
@@ -173,6 +177,7 @@ class ExplanationGuardrailMonitor:
         seed: int = 0,
         declared_by: str = "",
         source: str = "dataset_version",
+        reevaluate_minutes: int | None = None,
     ) -> ExplanationGuardrails:
         """Stores the experiment's explanation guardrails (replacing earlier ones, whose
         evaluation is dropped: the next tick evaluates the new ones).
@@ -195,10 +200,11 @@ class ExplanationGuardrailMonitor:
             for t in experiment.treatments
         }
         check_source(source, dataset_version_id)
+        check_reevaluation(reevaluate_minutes)
         parsed = parse_guardrails(guardrails, action, sample_size, features)
         declaration = ExplanationGuardrails(
             experiment.experiment_id, parsed, action, dataset_version_id or "", sample_size,
-            seed, uuid.uuid4().hex, self.clock.now(), declared_by, source,
+            seed, uuid.uuid4().hex, self.clock.now(), declared_by, source, reevaluate_minutes,
         )  # fmt: skip
         self.store.put(
             experiment.experiment_id, declaration.revision, declaration.as_dict(),
@@ -239,25 +245,39 @@ class ExplanationGuardrailMonitor:
                 return Verdict(hold=True, status="waiting")
         elif evaluation.status == "pending":
             evaluation = self._collect(experiment, declaration, evaluation)
+        elif self._due(declaration, evaluation):
+            evaluation = self._start(experiment, declaration, tick, evaluation) or evaluation
         return _verdict(declaration, evaluation)
 
+    def _due(self, declaration: ExplanationGuardrails, evaluation: ExplanationEvaluation) -> bool:
+        """Whether a decided evaluation should be repeated now."""
+        minutes = declaration.reevaluate_minutes
+        if minutes is None or evaluation.finished_at is None:
+            return False
+        return self.clock.now() >= evaluation.finished_at + timedelta(minutes=minutes)
+
     def _start(
-        self, experiment: Experiment, declaration: ExplanationGuardrails, tick: str
+        self,
+        experiment: Experiment,
+        declaration: ExplanationGuardrails,
+        tick: str,
+        previous: ExplanationEvaluation | None = None,
     ) -> ExplanationEvaluation | None:
         now = self.clock.now()
+        rounds = {"round": previous.round + 1, "previous": previous.status} if previous else {}
         try:
             records = self._rows(experiment, declaration)
             if records is None:
                 return None  # too few posted inputs yet: decided on a later tick
             jobs, rows = self._submit(experiment, declaration, records)
             evaluation = ExplanationEvaluation(declaration.revision, "pending", tick, now,
-                                               jobs=jobs, sample_rows=rows)  # fmt: skip
+                                               jobs=jobs, sample_rows=rows, **rounds)  # fmt: skip
         except SynapseError as error:
             if error.status >= 500:
                 raise
             evaluation = ExplanationEvaluation(
                 declaration.revision, "error", tick, now, now,
-                reason=f"explanation guardrails could not start: {error}",
+                reason=f"explanation guardrails could not start: {error}", **rounds,
             )  # fmt: skip
         if self.store.start(experiment.experiment_id, declaration.revision,
                             evaluation.as_dict(), now):  # fmt: skip
@@ -381,6 +401,9 @@ class ExplanationGuardrailMonitor:
 
 
 def _verdict(declaration: ExplanationGuardrails, evaluation: ExplanationEvaluation) -> Verdict:
+    if evaluation.status == "pending" and evaluation.previous is not None:
+        # A re-evaluation: keep acting on the last decision until this round is decided.
+        return Verdict(hold=evaluation.previous != "passed", status="pending")
     if evaluation.status == "passed":
         return Verdict(status="passed")
     if evaluation.status == "failed" and declaration.action == "rollback":

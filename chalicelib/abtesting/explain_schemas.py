@@ -52,6 +52,9 @@ class ExplanationGuardrailsBody(_Strict):
     action: Literal["hold", "rollback"] = "hold"
     sample_size: int = Field(default=DEFAULT_SAMPLE, description="rows per arm, 10 to 500")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    reevaluate_minutes: int | None = Field(
+        default=None, description="evaluate again this long after each decision (5 to 10,080)"
+    )
 
 
 class GuardrailResultOut(BaseModel):
@@ -78,6 +81,8 @@ class EvaluationOut(BaseModel):
     top_features: dict[str, list[str]]
     results: list[GuardrailResultOut]
     reason: str
+    round: int
+    previous: str | None
 
 
 class ExplanationGuardrailsOut(BaseModel):
@@ -94,6 +99,7 @@ class ExplanationGuardrailsOut(BaseModel):
     revision: str
     declared_at: datetime
     declared_by: str
+    reevaluate_minutes: int | None
     evaluation: EvaluationOut | None
 
 

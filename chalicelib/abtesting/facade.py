@@ -346,6 +346,7 @@ def put_explanation_guardrails(
     sample_size: int = 100,
     seed: int = 0,
     source: str = "dataset_version",
+    reevaluate_minutes: int | None = None,
 ) -> Any:
     """Declares the explanation guardrails of an experiment the caller may change; every arm's
     model and the dataset version (when one is named) must be readable by the caller (checked
@@ -366,7 +367,7 @@ def put_explanation_guardrails(
         datasets.readable_version(principal, dataset_version_id)
     return _rollback().explanations.declare(
         experiment, guardrails, dataset_version_id, action, sample_size, seed,
-        principal.principal, source,
+        principal.principal, source, reevaluate_minutes,
     )  # fmt: skip
 
 

@@ -963,6 +963,7 @@ class ExplanationGuardrailTable(Model):
     declaration = UnicodeAttribute()
     status = UnicodeAttribute(null=True)
     evaluation = UnicodeAttribute(null=True)
+    round = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
 
 
@@ -999,10 +1000,16 @@ class ExplanationGuardrailStore:
 
     def start(self, experiment_id: str, revision: str, evaluation: dict[str, Any],
               when: datetime) -> bool:  # fmt: skip
-        """Records the first evaluation of ``revision``; ``False`` if one was already recorded
-        or the declaration changed."""
+        """Records the first evaluation of ``revision`` (or of its next ``round``, once the
+        previous round was decided); ``False`` if another monitor recorded it first or the
+        declaration changed."""
         table = ExplanationGuardrailTable
-        condition = (table.revision == revision) & table.status.does_not_exist()
+        number = int(evaluation.get("round") or 0)
+        condition = (table.revision == revision) & (
+            table.status.does_not_exist()
+            if number == 0
+            else (table.round == number - 1) & table.status.is_in("passed", "failed", "error")
+        )
         return self._update(experiment_id, evaluation, when, condition)
 
     def finish(self, experiment_id: str, revision: str, evaluation: dict[str, Any],
@@ -1010,7 +1017,10 @@ class ExplanationGuardrailStore:
         """Replaces the pending evaluation of ``revision`` by its decision; ``False`` if it
         was decided already or the declaration changed."""
         table = ExplanationGuardrailTable
-        condition = (table.revision == revision) & (table.status == "pending")
+        number = int(evaluation.get("round") or 0)
+        condition = (
+            (table.revision == revision) & (table.status == "pending") & (table.round == number)
+        )
         return self._update(experiment_id, evaluation, when, condition)
 
     def _update(self, experiment_id: str, evaluation: dict[str, Any], when: datetime,
@@ -1019,6 +1029,7 @@ class ExplanationGuardrailStore:
         actions: list[Action] = [
             table.status.set(evaluation["status"]),
             table.evaluation.set(json.dumps(evaluation)),
+            table.round.set(int(evaluation.get("round") or 0)),
             table.updated_at.set(when),
         ]
         try:

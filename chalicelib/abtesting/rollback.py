@@ -286,6 +286,7 @@ class AutoRollbackManager:
         sample_size: int = 100,
         seed: int = 0,
         source: str = "dataset_version",
+        reevaluate_minutes: int | None = None,
     ) -> ExplanationGuardrails:
         """Declares an experiment's explanation guardrails (as the system: the Python API
         trusts its caller; HTTP goes through the facade's access checks).
@@ -301,8 +302,9 @@ class AutoRollbackManager:
         """
         experiment = self.engine.get_experiment(experiment_id)
         return self.explanations.declare(
-            experiment, guardrails, dataset_version_id, action, sample_size, seed, "", source
-        )
+            experiment, guardrails, dataset_version_id, action, sample_size, seed, "", source,
+            reevaluate_minutes,
+        )  # fmt: skip
 
     def get_check(self, experiment_id: str) -> CanaryState | None:
         """The latest recorded check of an experiment (``None`` before the first)."""

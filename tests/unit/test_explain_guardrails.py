@@ -374,3 +374,41 @@ def test_posted_inputs_wait_until_the_sample_is_full_then_are_explained(aws: Any
     assert [n for _, _, n in jobs.submitted] == [20, 20]
     assert monitor.check(experiment, "t3").status == "passed"
     assert monitor.get("exp-1")[0].source == "posted_inputs"
+
+
+def test_reevaluation_rounds_keep_the_last_decision_until_the_next_one(aws: Any) -> None:
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+    from chalicelib.core.clock import FixedClock, utc_now
+
+    clock = FixedClock(utc_now())
+    bus = RecordingEventBus()
+    leaning = {"a": 0.2, "b": 0.1, "zip_code": 0.9}
+    jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1}, "2": leaning}, done=True)
+    rows = [{"a": 1.0, "b": 2.0, "zip_code": 0.5}] * 10
+    names = ["a", "b", "zip_code"]
+    monitor = ExplanationGuardrailMonitor(None, jobs, lambda *_: rows, lambda *_: names, bus, clock)
+    experiment = _experiment()
+    for minutes in (4, 10_081, True):
+        with pytest.raises(UnprocessableEntity):
+            monitor.declare(experiment, RAW, "dv-1", reevaluate_minutes=minutes)
+    monitor.declare(experiment, RAW, "dv-1", "hold", sample_size=10, reevaluate_minutes=30)
+    monitor.check(experiment, "t1")
+    assert monitor.check(experiment, "t2").status == "failed"
+    clock.advance(minutes=29)
+    assert monitor.check(experiment, "t3").status == "failed" and len(jobs.submitted) == 2
+    clock.advance(minutes=1)
+    jobs.done = False
+    jobs.results["2"] = {"a": 0.9, "b": 0.6, "zip_code": 0.05}  # the treatment was fixed
+    again = monitor.check(experiment, "t4")
+    assert again.status == "pending" and again.hold  # still held by the failed round 0
+    assert len(jobs.submitted) == 4 and monitor.check(experiment, "t4").status == "pending"
+    jobs.done = True
+    passed = monitor.check(experiment, "t5")
+    assert passed.status == "passed" and not passed.hold
+    _, evaluation = monitor.get("exp-1")
+    assert evaluation.round == 1 and evaluation.previous == "failed"
+    clock.advance(minutes=30)
+    jobs.done = False
+    third = monitor.check(experiment, "t6")
+    assert third.status == "pending" and not third.hold  # a passing ramp is not held meanwhile
+    assert [e.detail["status"] for e in bus.events] == ["failed", "passed"]
