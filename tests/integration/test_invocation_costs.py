@@ -214,3 +214,28 @@ def test_1000_outcomes_with_cuped_covariates_stay_within_the_write_budget(
     assert writes <= 20
     analysis = http.call("GET", f"/experiments/{experiment_id}/analysis").data
     assert analysis["treatments"][0]["cuped"]["units_control"] == 500
+
+
+def test_explanation_guardrails_cost_one_read_per_tick_and_posts_write_only_sampled_rows(
+    http: Http, calls: AwsCallCounter
+) -> None:
+    from chalicelib.abtesting.engine import get_ab_engine
+    from chalicelib.abtesting.rollback import get_rollback_manager
+
+    experiment_id, _ = _experiment(http, 2)
+    experiment = get_ab_engine().get_experiment(experiment_id)
+    monitor = get_rollback_manager().explanations
+    with calls:
+        assert monitor.check(experiment, "2026-01-01T00:00:00.000000Z").status is None
+    assert calls.by_operation() == {"dynamodb.GetItem": 1}  # nothing declared: one read
+    path = f"/experiments/{experiment_id}/explanation-inputs"
+    rows = [{"request_id": f"r{i}", "input_data": {"a": i, "b": -i}} for i in range(100)]
+    http.call("POST", path, {"inputs": rows[:1]})  # keys and configs cached
+    calls.reset()
+    with calls:
+        assert http.call("POST", path, {"inputs": rows}).data["sampled"] == 99
+    assert calls.by_operation() == {"dynamodb.Query": 1, "dynamodb.BatchWriteItem": 4}
+    calls.reset()
+    with calls:
+        assert http.call("POST", path, {"inputs": rows}).data["sampled"] == 0  # a retry
+    assert calls.by_operation() == {"dynamodb.Query": 1}
