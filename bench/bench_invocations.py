@@ -319,7 +319,7 @@ def per_call(action: Callable[[], Any], batches: int = 200, size: int = 20) -> f
 def overheads(aws: Lambda, route_events: list[dict[str, Any]]) -> dict[str, float]:
     """Seconds per ``/route`` request: the whole handler, and each piece of plumbing it runs,
     measured alone on the same objects, all as the fastest of many short batches."""
-    from chalicelib.abtesting.api import RouteBody, RouteOut
+    from chalicelib.abtesting.schemas import RouteBody, RouteOut
     from chalicelib.core import config, http, observability
     from chalicelib.core.observability import logger, record_latency
 

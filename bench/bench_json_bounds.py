@@ -37,7 +37,7 @@ TARGET_ABSOLUTE_MS = 0.1
 def _bodies() -> dict[str, tuple[bytes, Any]]:
     """Name -> (body bytes, pydantic model validating it)."""
     import app  # noqa: F401 - registers every blueprint
-    from chalicelib.abtesting.api import RouteBody
+    from chalicelib.abtesting.schemas import RouteBody
     from chalicelib.dataversion.schemas import CreateVersionBody
     from chalicelib.registry.api import RegisterVersionBody
 
