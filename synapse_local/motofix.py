@@ -37,6 +37,11 @@ check once on the whole expression; a subtree's actions are a subset of the whol
 checks can only fail on more actions, so a passing whole means every subtree passes. When the
 whole fails, moto's own traversal runs and raises exactly the error moto raises.
 
+moto also parses an update expression from scratch each time it meets it, twice per update of a
+transaction (the request's checks, then the update itself); :func:`install` remembers the trees
+of recent update expressions as it does conditions. moto only reads a parsed tree: its
+validator works on a deep copy, and the request checks only search it.
+
 **Revisions.** An item changes in place only through ``update_item``; :func:`install` stamps the
 item it updates with a new :func:`item_revision`, so the local stack's snapshots serialize an
 item again only when it changed (:mod:`synapse_local.persistence`).
@@ -323,6 +328,34 @@ def _remember_parsed_conditions() -> None:
     ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
 
 
+def _remember_parsed_updates() -> None:
+    """``UpdateExpressionParser.make`` with an LRU of the trees it built (errors are not kept)."""
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    original = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    if getattr(original, "_remembered", False):
+        return
+    parsed: OrderedDict[str, Any] = OrderedDict()
+    lock = threading.Lock()
+
+    def make(cls: Any, expression_str: str) -> Any:
+        with lock:
+            found = parsed.get(expression_str)
+            if found is not None:
+                parsed.move_to_end(expression_str)
+                return found
+        tree = original(cls, expression_str)
+        with lock:
+            parsed[expression_str] = tree
+            if len(parsed) > PARSED_EXPRESSIONS:
+                parsed.popitem(last=False)
+        return tree
+
+    make._remembered = True  # type: ignore[attr-defined]
+    make.__wrapped__ = original  # type: ignore[attr-defined]
+    UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign, assignment]
+
+
 def _validate_update_expressions_once() -> None:
     """The clause-count and path-overlap checks of an update expression, once per expression."""
     from moto.dynamodb.parsing.ast_nodes import UpdateExpression
@@ -354,4 +387,5 @@ def install() -> bool:
     _remember_parsed_conditions()
     _stamped_updates()
     _validate_update_expressions_once()
+    _remember_parsed_updates()
     return _undo_logged_transactions()

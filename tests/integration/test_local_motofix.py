@@ -331,3 +331,52 @@ def test_update_expressions_are_validated_once_with_moto_s_own_results_and_error
             seen.add(ours if ours == "valid" else ours[0].__name__)
     # The generated expressions exercise every outcome: valid, too many clauses, duplicates.
     assert seen == {"valid", "TooManyClauses", "DuplicateUpdateExpression"}
+
+
+def _shape(node: Any) -> Any:
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    if isinstance(node, Node):
+        return (type(node).__name__, tuple(_shape(child) for child in node.children or ()))
+    return repr(node)
+
+
+def test_remembered_update_trees_are_freshly_parsed_ones_and_stay_unchanged_by_updates() -> None:
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    fresh_make = UpdateExpressionParser.make.__func__.__wrapped__
+    rng = random.Random(5)
+    expressions = [_random_update_expression(rng) for _ in range(200)]
+    for expression in expressions * 2:  # the second pass hits the memory
+        ours = UpdateExpressionParser.make(expression)
+        assert _shape(ours) == _shape(fresh_make(UpdateExpressionParser, expression))
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        )  # fmt: skip
+        dynamodb.put_item(
+            TableName="t", Item={"pk": {"S": "a"}, "m": {"M": {}}, "gone": {"S": "x"}}
+        )
+        expression = "SET #n = if_not_exists(#n, :z) + :one, m.a = :one ADD c :one REMOVE gone"
+        for _ in range(2):  # the remembered tree serves every update and is left as parsed
+            dynamodb.update_item(
+                TableName="t", Key={"pk": {"S": "a"}}, UpdateExpression=expression,
+                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeValues={":z": {"N": "0"}, ":one": {"N": "1"}},
+            )  # fmt: skip
+        item = dynamodb.get_item(TableName="t", Key={"pk": {"S": "a"}})["Item"]
+        assert item == {"pk": {"S": "a"}, "n": {"N": "2"}, "m": {"M": {"a": {"N": "1"}}},
+                        "c": {"N": "2"}}  # fmt: skip
+        remembered = UpdateExpressionParser.make(expression)
+        assert _shape(remembered) == _shape(fresh_make(UpdateExpressionParser, expression))
+
+
+def test_an_invalid_update_expression_is_refused_every_time() -> None:
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    for _ in range(2):
+        with pytest.raises(Exception, match="Invalid UpdateExpression"):
+            UpdateExpressionParser.make("SET a = ")
