@@ -7,7 +7,8 @@ its treatment models, compared with its control model's on the same rows:
   ranking scored with the control's attributions (SageMaker Clarify's feature-attribution drift
   measure, as ``POST /explanations/drift`` computes it) must be at least ``min``.
 * ``{"type": "feature_not_in_top_k", "feature": "zip_code", "k": 3}``: the feature must not be
-  among the treatment's ``k`` largest attributions (a feature whose attribution is exactly 0
+  among the treatment's ``k`` largest attributions (its rank is 1 + the features strictly
+  above it, so a tie at the k-th place is inside; a feature whose attribution is exactly 0
   is never counted as "in" the top).
 
 The rows explained are a seeded uniform sample of ``sample_size`` rows of a named dataset
@@ -344,9 +345,11 @@ def _check_feature(
     guardrail: ExplanationGuardrail, variant_id: str, treatment: dict[str, float]
 ) -> GuardrailResult:
     feature, k = str(guardrail.feature), int(guardrail.k or 0)
-    order = ranking(treatment)
-    rank = order.index(feature) + 1 if feature in order else None
-    inside = rank is not None and rank <= k and treatment[feature] > 0
+    value = treatment.get(feature)
+    # Competition ranking: 1 + the features strictly above it, so a tie at the k-th place is
+    # inside the top k whatever the names.
+    rank = None if value is None else 1 + sum(v > value for v in treatment.values())
+    inside = rank is not None and rank <= k and value > 0
     where = "not ranked" if rank is None else f"rank {rank}"
     verdict = f"inside its top {k}" if inside else f"outside its top {k}"
     reason = f"variant {variant_id}: '{feature}' is {where} in its attribution, {verdict}"

@@ -119,6 +119,11 @@ def _value(raw: Any) -> Any:
     return raw
 
 
+def _same(raw: Any) -> Any:
+    """A posted value as posted."""
+    return raw
+
+
 class ExplanationGuardrailMonitor:
     """Declares and evaluates explanation guardrails.
 
@@ -313,7 +318,10 @@ class ExplanationGuardrailMonitor:
             if missing:
                 where = declaration.dataset_version_id or "the posted inputs"
                 raise _missing_column(where, missing[0], variant)
-            inputs = [{n: _value(record.get(n)) for n in names} for record in records]
+            # Posted inputs keep the JSON types they were served with (a category "02139" stays
+            # a string); a dataset version's CSV cells are parsed (see :func:`_value`).
+            cell = _value if declaration.source == "dataset_version" else _same
+            inputs = [{n: cell(record.get(n)) for n in names} for record in records]
             jobs[variant.variant_id] = self.attributions.submit(
                 variant.model_id, variant.model_version, inputs, declaration.seed
             )
@@ -407,18 +415,23 @@ def _verdict(declaration: ExplanationGuardrails, evaluation: ExplanationEvaluati
     if evaluation.status == "passed":
         return Verdict(status="passed")
     if evaluation.status == "failed" and declaration.action == "rollback":
-        reason = f"explanation guardrails failed: {evaluation.reason}"
+        # The experiment's rollback reason and details are read by every reader of the
+        # experiment, who may not read its models: they name no feature, rank or NDCG (the
+        # evaluation, behind the models' rights, has them).
+        failed = evaluation.failed_results
+        variants = sorted({r.variant_id for r in failed})
+        reason = (
+            f"explanation guardrails failed: {len(failed)} of {len(evaluation.results)} "
+            f"checks on variant(s) {', '.join(variants)}; the evaluation is at "
+            f"/experiments/{declaration.experiment_id}/explanation-guardrails"
+        )
         details = {
             "metric": "explanation_guardrails",
             "kind": "explanation_guardrail",
             "revision": declaration.revision,
             "dataset_version_id": declaration.dataset_version_id,
             "sample_rows": evaluation.sample_rows,
-            "failed": [
-                r.guardrail | {"variant_id": r.variant_id, "observed": r.observed}
-                for r in evaluation.failed_results
-            ],  # fmt: skip
-            "top_features": evaluation.top_features,
+            "failed": [{"variant_id": r.variant_id, "type": r.guardrail["type"]} for r in failed],
         }
         return Verdict(True, reason, details, evaluation.status)
     return Verdict(hold=True, status=evaluation.status)

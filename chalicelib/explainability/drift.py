@@ -9,7 +9,9 @@ attributions::
     NDCG = DCG / iDCG                           a(f): the baseline attribution of f
 
 ``k`` is 10 (or fewer features), and Clarify raises a violation below 0.90. A feature the
-baseline does not have counts 0. Per-feature changes (value, delta, rank) come with it.
+baseline does not have counts 0; features tied in the current attribution are scored in their
+least favourable order (a flat or all-zero attribution gets the lowest NDCG its ties allow).
+Per-feature changes (value, delta, rank) come with it.
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ def ndcg(baseline: dict[str, float], current: dict[str, float], k: int = DEFAULT
     """NDCG of ``current``'s top-``k`` ranking against ``baseline`` (1.0: same order).
 
     With no baseline attribution at all (every value 0) the rankings cannot disagree: 1.0.
+    Features tied in ``current`` are scored in the order least favourable to it (smallest
+    baseline attribution first): a ranking that does not tell them apart earns no credit from
+    their names' order.
     """
     top = min(k, len(baseline))
     ideal = sum(baseline[f] / math.log2(i + 2) for i, f in enumerate(ranking(baseline)[:top]))
     if ideal <= 0:
         return 1.0
-    gained = sum(
-        baseline.get(f, 0.0) / math.log2(i + 2) for i, f in enumerate(ranking(current)[:top])
-    )
+    order = sorted(current, key=lambda f: (-current[f], baseline.get(f, 0.0), f))
+    gained = sum(baseline.get(f, 0.0) / math.log2(i + 2) for i, f in enumerate(order[:top]))
     return gained / ideal
 
 

@@ -87,7 +87,7 @@ def test_the_shortcut_model_is_rolled_back_by_its_explanation_guardrails(
     assert guard["feature"] not in evaluation["top_features"]["control"][:3]
     assert guard["experiment"]["status"] == "rolled_back"
     assert guard["experiment"]["rollback_details"]["metric"] == "explanation_guardrails"
-    assert f"'{guard['feature']}' is rank 1" in guard["experiment"]["rollback_reason"]
+    assert f"'{guard['feature']}' is rank 1" in evaluation["reason"]
     assert 0.0 <= found["drift"]["ndcg"] <= 1.0 and 0.0 <= found["versions"]["ndcg"] <= 1.0
     assert "6. Attribution drift and explanation guardrails" in (
         (out / "report.html").read_text(encoding="utf-8")

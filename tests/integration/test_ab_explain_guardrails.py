@@ -111,13 +111,11 @@ def test_a_treatment_that_puts_zip_code_in_its_top_3_is_rolled_back_with_the_rea
     experiment = http.call("GET", f"/experiments/{experiment_id}").data
     assert experiment["status"] == "rolled_back"
     assert experiment["rollback_reason"].startswith("explanation guardrails failed")
-    assert (
-        "'zip_code' is rank 1 in its attribution, inside its top 3"
-        in (experiment["rollback_reason"])
-    )
+    assert path in experiment["rollback_reason"]
     assert experiment["rollback_details"]["metric"] == "explanation_guardrails"
     evaluation = http.call("GET", path).data["evaluation"]
     assert evaluation["status"] == "failed"
+    assert "'zip_code' is rank 1 in its attribution, inside its top 3" in evaluation["reason"]
     assert evaluation["top_features"]["treatment"][0] == "zip_code"
     assert "zip_code" not in evaluation["top_features"]["control"][:3]
     ndcg = next(r for r in evaluation["results"] if r["guardrail"]["type"] == "ndcg")
@@ -280,6 +278,29 @@ def test_posted_inputs_of_routed_requests_are_sampled_and_explained(
     assert http.call("GET", path).data["evaluation"]["sample_rows"] == 40
     assert run_queued_jobs(client) == 2
     assert run_monitor(client, TICKS[3])["rolled_back"] == [experiment_id]
-    reason = http.call("GET", f"/experiments/{experiment_id}").data["rollback_reason"]
-    assert "'zip_code' is rank 1" in reason
+    assert "'zip_code' is rank 1" in http.call("GET", path).data["evaluation"]["reason"]
     assert http.call("PUT", path, body).status_code == 409  # rolled back: no more changes
+
+
+def test_a_rollback_tells_a_reader_who_cannot_read_the_models_nothing_of_their_attributions(
+    http: Http, client: Any, tokens: Tokens, clock: Any
+) -> None:
+    experiment_id = _ramping(http, _models(http, "zip"))
+    assert _declare(http, experiment_id, _dataset_version(), "rollback").status_code == 200
+    clock.advance(minutes=11)
+    run_monitor(client, TICKS[1])
+    run_queued_jobs(client)
+    assert run_monitor(client, TICKS[2])["rolled_back"] == [experiment_id]
+    shared = http.call("PUT", f"/experiments/{experiment_id}/access",
+                       {"access_groups": ["ml", "other"]})  # fmt: skip
+    assert shared.status_code == 200, shared.data
+    path = f"/experiments/{experiment_id}/explanation-guardrails"
+    assert http.call("GET", path, token=tokens.other_writer).status_code == 404
+    seen = http.call("GET", f"/experiments/{experiment_id}", token=tokens.other_writer)
+    assert seen.status_code == 200 and seen.data["status"] == "rolled_back"
+    text = str(seen.data["rollback_reason"]) + str(seen.data["rollback_details"])
+    for secret in FEATURES + ["NDCG@", "rank"]:
+        assert secret not in text, (secret, text)
+    assert path in seen.data["rollback_reason"]
+    owner = http.call("GET", path).data["evaluation"]  # readers of the models see it all
+    assert owner["top_features"]["treatment"][0] == "zip_code"
