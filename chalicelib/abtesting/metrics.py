@@ -61,6 +61,9 @@ RATIO_LIMIT = 1e6
 _NORMAL = NormalDist()
 _QUANTILE_Z = _NORMAL.inv_cdf(0.975)
 RATIO_KINDS = ("n", "a", "b", "aa", "bb", "ab")
+EXACT_BELOW = 5
+"""A fixed comparison of proportions is Fisher's exact test when a 2x2 cell is expected to hold
+fewer units (the textbook rule for the normal approximation)."""
 
 
 def ratio_attribute(metric: str, kind: str) -> str:
@@ -222,16 +225,99 @@ def compare(
         return MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
                                 difference, relative, found.interval, found.p_value,
                                 test="sequential_z")  # fmt: skip
-    if variance <= 0:
-        p_value = 1.0 if difference == 0 else 0.0
-        interval = (difference, difference)
-    else:
-        se = math.sqrt(variance)
-        p_value = math.erfc(abs(difference / se) / math.sqrt(2.0))
-        half = _NORMAL.inv_cdf(1 - alpha / 2) * se
-        interval = (difference - half, difference + half)
+    if spec.kind == "proportion" and needs_exact_test(control, treatment):
+        exact = fisher_exact_p(*_table(control, treatment))
+        return MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
+                                difference, relative, None, exact, test="fisher_exact")  # fmt: skip
+    if variance <= 0:  # two constant arms: the z statistic is undefined, not infinite
+        return MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
+                                difference, relative, None, 1.0, test="zero_variance")  # fmt: skip
+    se = math.sqrt(variance)
+    p_value = math.erfc(abs(difference / se) / math.sqrt(2.0))
+    half = _NORMAL.inv_cdf(1 - alpha / 2) * se
+    interval = (difference - half, difference + half)
     return MetricComparison(spec.name, spec.kind, spec.role, variant_id, control, treatment,
                             difference, relative, interval, p_value, test="z")  # fmt: skip
+
+
+def _table(control: Estimate, treatment: Estimate) -> tuple[int, int, int, int]:
+    """``(control successes, control failures, treatment successes, treatment failures)``."""
+    hits_c, hits_t = round(control.value * control.n), round(treatment.value * treatment.n)
+    return hits_c, control.n - hits_c, hits_t, treatment.n - hits_t
+
+
+def needs_exact_test(control: Estimate, treatment: Estimate) -> bool:
+    """Whether a fixed comparison of two proportions uses Fisher's exact test instead of z:
+    some cell of the 2x2 table is expected to hold fewer than :data:`EXACT_BELOW` units (under
+    the pooled rate), which includes every table with a constant arm (zero variance)."""
+    a, b, c, d = _table(control, treatment)
+    total = a + b + c + d
+    if total == 0:
+        return False
+    smallest = min(a + c, b + d) * min(control.n, treatment.n) / total
+    return smallest < EXACT_BELOW or control.variance <= 0 or treatment.variance <= 0
+
+
+def fisher_exact_p(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided p-value of Fisher's exact test of the table ``[[a, b], [c, d]]``: the
+    hypergeometric probability of every table with the same margins that is at most as likely
+    as the observed one (scipy's rule, with its relative tolerance of 1e-7).
+
+    The probabilities rise to the mode and fall after it, so those tables are two tails: each
+    is found by bisection and summed outwards until a term is below ``e^-50`` of the observed
+    one, so a table of a billion units costs a few dozen terms, not a billion.
+    """
+    row, col, total = a + b, a + c, a + b + c + d
+    low, high = max(0, col - (total - row)), min(row, col)
+    base = math.lgamma(row + 1) + math.lgamma(total - row + 1) + math.lgamma(col + 1)
+    base += math.lgamma(total - col + 1) - math.lgamma(total + 1)
+
+    def log_pmf(x: int) -> float:
+        return base - (math.lgamma(x + 1) + math.lgamma(row - x + 1) + math.lgamma(col - x + 1)
+                       + math.lgamma(total - row - col + x + 1))  # fmt: skip
+
+    mode = min(max((row + 1) * (col + 1) // (total + 2), low), high)
+    limit = log_pmf(a) + math.log1p(1e-7)
+    found = 0.0
+    # left tail: [low, edge] rises, so bisect for the last x <= mode at most as likely
+    edge = _last(low, mode, lambda x: log_pmf(x) <= limit)
+    if edge is not None:
+        found += _tail(log_pmf, edge, low - 1, -1, limit)
+    start = _first(mode + 1, high, lambda x: log_pmf(x) <= limit)
+    if start is not None:
+        found += _tail(log_pmf, start, high + 1, 1, limit)
+    return min(1.0, found)
+
+
+def _last(low: int, high: int, ok: Any) -> int | None:
+    """The largest ``x`` in ``[low, high]`` with ``ok(x)``, ``ok`` true up to a point."""
+    if low > high or not ok(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if ok(middle) else (low, middle - 1)
+    return low
+
+
+def _first(low: int, high: int, ok: Any) -> int | None:
+    """The smallest ``x`` in ``[low, high]`` with ``ok(x)``, ``ok`` true from a point on."""
+    if low > high or not ok(high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if ok(middle) else (middle + 1, high)
+    return low
+
+
+def _tail(log_pmf: Any, start: int, stop: int, step: int, limit: float) -> float:
+    """``sum exp(log_pmf(x))`` from ``start`` towards ``stop`` (exclusive) until negligible."""
+    found = 0.0
+    for x in range(start, stop, step):
+        term = log_pmf(x)
+        if term < limit - 50:
+            break
+        found += math.exp(term)
+    return found
 
 
 def _lower_is_better(spec: MetricSpec) -> bool:

@@ -318,3 +318,76 @@ def test_only_a_guardrail_may_roll_back(engine: Any) -> None:
 
     with pytest.raises(InvalidExperiment):
         _start(engine, (MetricSpec("revenue", "mean", "secondary", rollback=True),))
+
+
+# ---- small samples: Fisher's exact test and constant arms -------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fisher_exact_p_equals_scipy_on_seeded_tables(seed: int) -> None:
+    from scipy.stats import fisher_exact
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        size = int(rng.choice([3, 12, 60, 400]))
+        a, b, c, d = (int(v) for v in rng.integers(0, size + 1, 4))
+        if a + b == 0 or c + d == 0:
+            continue
+        expected = fisher_exact([[a, b], [c, d]]).pvalue
+        assert metrics.fisher_exact_p(a, b, c, d) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_fisher_exact_p_on_a_billion_units_sums_only_the_tails() -> None:
+    from scipy.stats import fisher_exact
+
+    for table in ((10**9, 0, 10**9 - 1, 1), (10**9, 0, 10**9 - 40, 40), (0, 10**9, 25, 10**9)):
+        expected = fisher_exact([[table[0], table[1]], [table[2], table[3]]]).pvalue
+        assert metrics.fisher_exact_p(*table) == pytest.approx(expected, rel=1e-4, abs=1e-12)
+
+
+def _proportion(hits: int, n: int) -> metrics.Estimate:
+    p = hits / n
+    return metrics.Estimate(p, p * (1 - p) / n, n)
+
+
+def test_two_constant_proportion_arms_get_fishers_p_not_zero() -> None:
+    """0/20 against 20/20: z would divide by a zero variance and say p = 0."""
+    from scipy.stats import fisher_exact
+
+    spec = MetricSpec("crashed", "proportion", "guardrail")
+    found = metrics.compare(spec, "t", _proportion(0, 20), _proportion(20, 20), method="fixed")
+    assert found.test == "fisher_exact" and found.interval is None
+    assert found.p_value == pytest.approx(fisher_exact([[0, 20], [20, 0]]).pvalue, rel=1e-9)
+    assert 0 < found.p_value < 1e-10
+    same = metrics.compare(spec, "t", _proportion(0, 3), _proportion(0, 4), method="fixed")
+    assert (same.test, same.p_value) == ("fisher_exact", 1.0)
+
+
+def test_small_expected_cells_use_fisher_and_large_ones_keep_z() -> None:
+    from scipy.stats import fisher_exact
+
+    spec = MetricSpec("converted", "proportion")
+    small = metrics.compare(spec, "t", _proportion(1, 40), _proportion(6, 40), method="fixed")
+    assert small.test == "fisher_exact"
+    assert small.p_value == pytest.approx(fisher_exact([[1, 39], [6, 34]]).pvalue, rel=1e-9)
+    large = metrics.compare(spec, "t", _proportion(500, 1000), _proportion(540, 1000), "fixed")
+    assert large.test == "z" and large.interval is not None
+    assert not metrics.needs_exact_test(_proportion(5, 100), _proportion(5, 100))
+    assert metrics.needs_exact_test(_proportion(4, 100), _proportion(4, 100))
+
+
+def test_two_constant_mean_arms_have_no_z_test_and_p_is_one() -> None:
+    from chalicelib.abtesting.models import SufficientStats
+
+    spec = MetricSpec("score", "mean", "primary")
+
+    def arm(value: float) -> ExperimentMetrics:
+        return ExperimentMetrics(
+            "x", 10, custom_stats={"score": SufficientStats.from_values([value] * 10)}
+        )
+
+    found = metrics.compare_all([spec], {"t": (arm(3.0), arm(5.0))}, "holm", method="fixed")
+    assert [(f.test, f.p_value, f.interval, f.significant) for f in found] == [
+        ("zero_variance", 1.0, None, False)
+    ]
+    assert found[0].difference == 2.0
