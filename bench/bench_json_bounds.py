@@ -39,7 +39,7 @@ def _bodies() -> dict[str, tuple[bytes, Any]]:
     import app  # noqa: F401 - registers every blueprint
     from chalicelib.abtesting.schemas import RouteBody
     from chalicelib.dataversion.schemas import CreateVersionBody
-    from chalicelib.registry.api import RegisterVersionBody
+    from chalicelib.registry.schemas import RegisterVersionBody
 
     rng = random.Random(7)
     artifact = base64.b64encode(rng.randbytes(4_500_000)).decode()

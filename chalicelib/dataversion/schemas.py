@@ -8,13 +8,12 @@ dataclass (``models.py``) and once as its public schema here, never as a hand-bu
 
 from __future__ import annotations
 
-import types
-import typing
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from chalicelib.core.shaping import shaped as shaped  # re-exported for the routes
 from chalicelib.core.text import Name, Text, name_pattern
 from chalicelib.dataversion.models import DatasetSchema, DriftLimits
 
@@ -591,64 +590,3 @@ class RejectionsQuery(BaseModel):
     """Query of ``GET /dataset-rejections``."""
 
     limit: int = Field(default=100, ge=1, le=1000)
-
-
-def shaped(model: type[BaseModel], source: object = None, **fields: Any) -> dict[str, Any]:
-    """The JSON body ``model`` declares, read from a domain object.
-
-    Every field of ``model`` is looked up by its JSON name (the alias, else the name) first in
-    ``fields``, then as an attribute of ``source``; a field found in neither is left out (it
-    has a default). Values are given as the domain's own JSON shape (``to_dict()``) when they
-    have one, and domain objects under a field typed with another ``*Out`` model (alone, in a
-    list or optional) are shaped with that model, so nested entities come out the same way.
-
-    Args:
-        model: The response model.
-        source: The domain object (a dataclass), or ``None`` when ``fields`` give everything.
-        **fields: Values the domain object does not hold (a URL, a flag of the request).
-
-    Returns:
-        A dict that ``jsonutil`` serialises (datetimes as ISO-8601, enums as their values).
-    """
-    shown: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        key = info.alias or name
-        if key in fields:
-            value = fields[key]
-        elif source is not None and hasattr(source, key):
-            value = getattr(source, key)
-        else:
-            continue
-        shown[key] = _shaped_value(info.annotation, value)
-    return shown
-
-
-def _shaped_value(annotation: Any, value: Any) -> Any:
-    if value is None or isinstance(value, dict | str | int | float | bool):
-        return value
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    nested, many = _nested_model(annotation)
-    if nested is None:
-        return value
-    if many:
-        return [item if isinstance(item, dict) else shaped(nested, item) for item in value]
-    return shaped(nested, value)
-
-
-def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    """The ``*Out`` model under ``annotation`` (``X``, ``X | None``, ``list[X]``) and whether it
-    is a list."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
-    origin = typing.get_origin(annotation)
-    arguments = typing.get_args(annotation)
-    if origin is list and arguments:
-        found, _ = _nested_model(arguments[0])
-        return found, True
-    if origin in (typing.Union, types.UnionType):
-        for argument in arguments:
-            found, many = _nested_model(argument)
-            if found is not None:
-                return found, many
-    return None, False

@@ -1,0 +1,58 @@
+"""Request and response schemas of the API-key routes (the routes are in
+:mod:`chalicelib.auth.api`); responses are built with
+:func:`~chalicelib.core.shaping.shaped` from the domain objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from chalicelib.core.text import Name, Text
+
+RoleName = Literal["reader", "writer", "admin"]
+
+
+class CreateKeyBody(BaseModel):
+    """Body of ``POST /auth/keys``."""
+
+    principal: Name = Field(min_length=1, max_length=200)
+    roles: list[RoleName] = Field(min_length=1)
+    groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
+    description: Text = Field(default="", max_length=500)
+
+
+class KeyOut(BaseModel):
+    """API key metadata (an :class:`~chalicelib.auth.models.ApiKey`)."""
+
+    key_id: str
+    principal: str
+    roles: list[str]
+    groups: list[str]
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class IssuedKeyOut(KeyOut):
+    """A created key, with its token (shown only here)."""
+
+    token: str
+
+
+class KeyList(BaseModel):
+    """All keys."""
+
+    keys: list[KeyOut]
+
+
+class WhoAmI(BaseModel):
+    """The authenticated caller (a :class:`~chalicelib.core.principal.Principal`)."""
+
+    principal: str
+    key_id: str
+    roles: list[str]
+    groups: list[str]
