@@ -7,7 +7,7 @@ PORT ?= 8000
 # Modules held at 100% line coverage.
 STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversion/lineage.py,chalicelib/abtesting/routing.py,chalicelib/abtesting/assignment.py
 
-.PHONY: run test lint format clean venv fuzz package deploy demo bench trusted-types
+.PHONY: run test test-fast lint format clean venv fuzz package deploy demo bench trusted-types
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_COV)
 	@if [ -n "$(STRICT_COVERAGE)" ]; then \
 		$(BIN)/python -m coverage report --fail-under=100 --include="$(STRICT_COVERAGE)"; fi
+
+# A quick loop while working: no coverage, without the tests marked slow or e2e (make test runs all).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cov -m "not slow and not e2e"
 
 # Longer API fuzzing and load than `make test` runs (examples per pass, load seconds).
 FUZZ_EXAMPLES ?= 200

@@ -68,6 +68,51 @@ def _share_botocore_loader() -> None:
 _share_botocore_loader()
 
 
+# Tests (or whole modules, whose expensive module fixture is the cost) that took 20 s or more in a
+# --durations=0 profile of the suite: marked ``slow``. ``make test`` runs them all; ``make
+# test-fast`` leaves them and the ``e2e`` stack tests out for a quick loop while working.
+# ``tests/unit/test_suite_fixtures.py`` fails when an entry names no test.
+SLOW_TESTS = (
+    "tests/client/test_local_assignment.py::"
+    "test_client_and_route_agree_on_100000_users_across_ramp_pause_resume_and_rollback",
+    "tests/client/test_local_assignment.py::"
+    "test_client_and_route_agree_on_100000_users_with_layers_a_holdout_and_targeting",
+    "tests/unit/test_ex_jit_cache.py::"
+    "test_a_second_process_seeded_with_the_built_cache_does_not_recompile",
+    "tests/integration/test_invocation_costs.py::"
+    "test_an_outcome_batch_of_1000_with_three_dimensions_stays_within_the_write_budget",
+    "tests/integration/test_ab_segments.py::"
+    "test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact",
+    "tests/integration/test_local_motofix.py::"
+    "test_memory_per_thousand_outcomes_stays_constant_as_outcomes_accumulate",
+    "tests/security/test_artifact_allowlist.py::"
+    "test_the_committed_allow_list_is_what_the_installed_libraries_generate",
+    "tests/integration/test_dv_lifecycle.py::"
+    "test_garbage_collection_racing_with_uploads_never_deletes_a_referenced_object",
+    "tests/client/test_data.py::"
+    "test_an_interrupted_multipart_push_resumes_with_only_the_missing_parts",
+    "tests/client/test_data.py::test_a_200_mb_push_shows_progress_and_makes_a_verified_version",
+    "tests/unit/test_ab_phases.py::"
+    "test_a_full_history_refuses_pauses_and_still_concludes_within_the_item_limit",
+    "tests/unit/test_ex_correctness.py::test_batch_equals_single_for_every_algorithm",
+    "tests/unit/test_ex_budget.py::test_model_rows_of_lime_and_shap_on_text_are_what_they_evaluate",
+)
+SLOW_MODULES = (
+    "tests/integration/test_packaging.py",
+    "tests/client/test_packaging.py",
+    "tests/security/test_bounded_probe.py",
+    "tests/security/test_bounded_rows.py",
+)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Marks what :data:`SLOW_TESTS` and :data:`SLOW_MODULES` name ``slow``."""
+    for item in items:
+        test = item.nodeid.split("[", 1)[0]
+        if test in SLOW_TESTS or test.split("::", 1)[0] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def moto_is_atomic() -> bool:
     """True when moto applies each DynamoDB request atomically (``synapse_local.motofix``)."""
     from moto.dynamodb.responses import DynamoHandler

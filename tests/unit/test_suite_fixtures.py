@@ -4,13 +4,14 @@ items."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from moto import mock_aws
 
 from chalicelib.core import aws as aws_clients
 from chalicelib.core.singleton import reset_all
-from tests.conftest import bootstrapped_aws
+from tests.conftest import SLOW_MODULES, SLOW_TESTS, bootstrapped_aws
 
 
 def _described() -> dict[str, Any]:
@@ -65,3 +66,12 @@ def test_each_aws_fixture_starts_with_empty_tables_whatever_the_last_test_wrote(
             issued = service.create_key("alice", ["reader"])
             assert service.verify(issued.token).principal == "alice"
             assert [key.key_id for key in service.list_keys()] == [issued.key.key_id]
+
+
+def test_every_test_marked_slow_exists() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for module in SLOW_MODULES:
+        assert (root / module).is_file(), module
+    for test in SLOW_TESTS:
+        module, name = test.split("::")
+        assert f"def {name}(" in (root / module).read_text(encoding="utf-8"), test
