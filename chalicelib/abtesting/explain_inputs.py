@@ -33,16 +33,24 @@ def sample_key(experiment_id: str, request_id: str) -> str:
     return f"{digest[:16]}#{request_id}"
 
 
-def check_row(index: int, row: Any) -> str:
-    """A posted row as stored JSON: flat, finite numbers, booleans or short strings.
+def check_row(index: int, row: Any, features: tuple[str, ...] = ()) -> str:
+    """A posted row as stored JSON: flat, finite numbers, booleans or short strings, holding
+    every name of ``features`` with a number or a string (what an explanation accepts: a row
+    the models cannot be explained on would fail every evaluation it is sampled into).
 
     Raises:
         UnprocessableEntity: Another shape, a value that is not finite, too long or too many
-            features.
+            features; a feature missing or a boolean.
     """
     where = f"inputs[{index}].input_data"
     if not isinstance(row, dict) or not 1 <= len(row) <= MAX_FEATURES:
         raise UnprocessableEntity(f"{where} must be an object of 1 to {MAX_FEATURES} features")
+    for name in features:
+        if name not in row or isinstance(row[name], bool):
+            raise UnprocessableEntity(
+                f"{where}: '{name}', a feature of the experiment's models, must be a number or a "
+                "string"
+            )
     for name, value in row.items():
         if isinstance(value, bool) or (isinstance(value, str) and len(value) <= MAX_TEXT):
             continue
@@ -87,15 +95,17 @@ class PostedInputs:
             store = ExplanationInputStore()
         self.store = store
 
-    def post(self, experiment_id: str, inputs: list[tuple[str, Any]]) -> PostedReceipt:
+    def post(
+        self, experiment_id: str, inputs: list[tuple[str, Any]], features: tuple[str, ...] = ()
+    ) -> PostedReceipt:
         """Offers ``(request_id, input_data)`` rows to the sample (checked first: a bad row
-        stores nothing).
+        stores nothing); each must hold every name of ``features`` (the arms' models').
 
         Raises:
             UnprocessableEntity: A bad row (:func:`check_row`).
         """
         rows = {
-            sample_key(experiment_id, request_id): check_row(index, row)
+            sample_key(experiment_id, request_id): check_row(index, row, features)
             for index, (request_id, row) in enumerate(inputs)
         }
         held = self.store.keys(experiment_id, MAX_POSTED_INPUTS)

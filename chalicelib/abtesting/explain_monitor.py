@@ -162,6 +162,7 @@ class ExplanationGuardrailMonitor:
         self.event_bus = event_bus
         self.clock = clock or SystemClock()
         self._posted = posted
+        self._feature_cache: dict[tuple[str, int], tuple[str, ...]] = {}
 
     @property
     def posted(self) -> PostedInputs:
@@ -169,6 +170,22 @@ class ExplanationGuardrailMonitor:
         if self._posted is None:
             self._posted = PostedInputs()
         return self._posted
+
+    def features(self, experiment: Experiment) -> tuple[str, ...]:
+        """Every feature of the experiment's models, in arm order (model versions never change,
+        so each is read once per process)."""
+        names: dict[str, None] = {}
+        for variant in experiment.variants:
+            key = (variant.model_id, variant.model_version)
+            if key not in self._feature_cache:
+                self._feature_cache[key] = tuple(self.feature_names(*key))
+            names.update(dict.fromkeys(self._feature_cache[key]))
+        return tuple(names)
+
+    def post_inputs(self, experiment: Experiment, inputs: list[tuple[str, Any]]) -> Any:
+        """Offers served inputs to the experiment's posted-inputs sample; each row must hold
+        every feature of its models (see :meth:`PostedInputs.post`)."""
+        return self.posted.post(experiment.experiment_id, inputs, self.features(experiment))
 
     # ---- declaring ---------------------------------------------------------------------------
 

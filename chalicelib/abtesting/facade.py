@@ -381,10 +381,11 @@ def post_explanation_inputs(
     Raises:
         ExperimentNotFound: Unknown or not readable experiment.
         Forbidden: Readable, but the caller lacks the writer role.
-        UnprocessableEntity: A row that is not flat, finite and small.
+        UnprocessableEntity: A row that is not flat, finite and small, or lacks a feature of
+            the experiment's models.
     """
-    _cached_writable(principal, experiment_id)
-    return _rollback().explanations.posted.post(experiment_id, inputs)
+    experiment = _cached_writable(principal, experiment_id)
+    return _rollback().explanations.post_inputs(experiment, inputs)
 
 
 def explanation_guardrails(principal: Principal, experiment_id: str) -> tuple[Any, Any]:

@@ -293,7 +293,7 @@ class AutoRollbackManager:
 
         See :mod:`chalicelib.abtesting.explain_guardrails` for the guardrails; with
         ``source="posted_inputs"`` the rows are the inputs posted with
-        ``self.explanations.posted.post`` (:mod:`chalicelib.abtesting.explain_inputs`).
+        ``self.explanations.post_inputs`` (:mod:`chalicelib.abtesting.explain_inputs`).
 
         Raises:
             ExperimentNotFound: Unknown experiment.

@@ -274,6 +274,9 @@ def test_posted_inputs_of_routed_requests_are_sampled_and_explained(
     assert http.call("POST", inputs, {"inputs": served[:5]}).data["sampled"] == 0  # a retry
     bad = http.call("POST", inputs, {"inputs": [{"request_id": "x", "input_data": {"a": []}}]})
     assert bad.status_code == 422, bad.data
+    partial = {"request_id": "y", "input_data": dict(zip(FEATURES[:-1], X[0], strict=False))}
+    missing = http.call("POST", inputs, {"inputs": [partial]})
+    assert missing.status_code == 422 and "'zip_code', a feature" in missing.data["message"]
     run_monitor(client, TICKS[2])
     assert http.call("GET", path).data["evaluation"]["sample_rows"] == 40
     assert run_queued_jobs(client) == 2

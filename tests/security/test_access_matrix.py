@@ -209,7 +209,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/experiments/{experiment_id}/explanation-guardrails"): Rule(fresh=guarded),
     ("POST", "/experiments/{experiment_id}/explanation-inputs"): Rule(
         body=lambda w, i: {
-            "inputs": [{"request_id": uuid.uuid4().hex, "input_data": {"a": 0.1, "b": "x"}}]
+            "inputs": [{"request_id": uuid.uuid4().hex, "input_data": {"a": 0.1, "b": "x", "c": 2}}]
         }
     ),
     ("DELETE", "/experiments/{experiment_id}/explanation-guardrails"): Rule(fresh=guarded),

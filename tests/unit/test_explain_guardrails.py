@@ -445,6 +445,36 @@ def test_a_dataset_versions_numeric_looking_category_is_read_as_a_number(aws: An
     assert jobs.inputs[0][0] == {"a": 1.5, "zip_code": 2139.0, "city": "Paris"}
 
 
+def test_a_posted_row_the_models_cannot_be_explained_on_is_a_422_and_stores_nothing(
+    aws: Any,
+) -> None:
+    # Stored, such a row failed every evaluation it was sampled into, for good: the bottom-k
+    # sample keeps a small hash whatever is posted after it, and no route removes a row (one
+    # row of request id "bad3709" held a 400-row experiment's guardrails in "error").
+    from chalicelib.abtesting.explain_inputs import PostedInputs, sample_key
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+
+    jobs = FakeJobs({"1": {"a": 1.0}, "2": {"a": 1.0}}, done=True)
+    posted = PostedInputs()
+    reads: list[Any] = []
+    monitor = ExplanationGuardrailMonitor(None, jobs, None,
+                                          lambda *key: reads.append(key) or ["a", "zip_code"],
+                                          RecordingEventBus(), posted=posted)  # fmt: skip
+    experiment = _experiment()
+    monitor.declare(experiment, RAW, None, sample_size=10, source="posted_inputs")
+    good = [(f"r{i}", {"a": i, "zip_code": "02139", "extra": True}) for i in range(40)]
+    assert monitor.post_inputs(experiment, good).held == 40
+    bad_id = next(f"bad{i}" for i in range(10**6) if sample_key("exp-1", f"bad{i}") < "0008")
+    for bad in ({"a": 1}, {"a": 1, "zip_code": True}):
+        with pytest.raises(UnprocessableEntity, match="'zip_code', a feature"):
+            monitor.post_inputs(experiment, [("ok", {"a": 2, "zip_code": 0.5}), (bad_id, bad)])
+    assert posted.count("exp-1") == 40
+    assert monitor.check(experiment, "t1").status == "pending"
+    assert monitor.check(experiment, "t2").status == "passed"
+    assert sorted(set(reads)) == [("m", 1), ("m", 2)]
+    assert reads.count(("m", 1)) == 2  # once for all the posts, once to submit the jobs
+
+
 def test_reevaluation_rounds_keep_the_last_decision_until_the_next_one(aws: Any) -> None:
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
     from chalicelib.core.clock import FixedClock, utc_now
