@@ -118,6 +118,26 @@ def test_experiment_methods(admin: Client) -> None:
     assert plan["per_variant"] > 0 and plan["days"] >= 1
 
 
+def test_explanation_guardrail_methods(admin: Client) -> None:
+    model_id = model_with_versions(admin)
+    experiment_id = admin.create_experiment("guarded", two_arms(model_id))["experiment_id"]
+    admin.start_experiment(experiment_id)
+    declared = admin.set_explanation_guardrails(
+        experiment_id,
+        [{"type": "feature_not_in_top_k", "feature": "c", "k": 1}],
+        source="posted_inputs",
+        sample_size=10,
+    )
+    assert declared["source"] == "posted_inputs" and declared["evaluation"] is None
+    rows = [{"request_id": f"r{i}", "input_data": {"a": i, "b": -i, "c": 0.5}} for i in range(3)]
+    assert admin.post_explanation_inputs(experiment_id, rows)["held"] == 3
+    found = admin.get_explanation_guardrails(experiment_id)
+    assert found["revision"] == declared["revision"]
+    admin.delete_explanation_guardrails(experiment_id)
+    with pytest.raises(NotFound):
+        admin.get_explanation_guardrails(experiment_id)
+
+
 def test_dataset_methods(admin: Client) -> None:
     dataset_id = admin.create_dataset("methods-ds", format="csv", access_groups=["ml"])[
         "dataset_id"]  # fmt: skip

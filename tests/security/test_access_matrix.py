@@ -150,7 +150,8 @@ def deletable(http: Http, world: World) -> Ids:
 
 
 def _new_rows(world: World, ids: Ids) -> dict[str, str]:
-    return {"data": f"a,b,c\n{uuid.uuid4().int % 1000},1,2\n"}
+    # Fresh content each call: content identical to an existing version answers 200, not 201.
+    return {"data": f"a,b,c\n{uuid.uuid4().int % 10**12},1,2\n"}
 
 
 def _explain(world: World, ids: Ids) -> dict[str, Any]:
