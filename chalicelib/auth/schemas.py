@@ -26,7 +26,7 @@ class CreateKeyBody(BaseModel):
 
 
 class KeyOut(BaseModel):
-    """API key metadata (an :class:`~chalicelib.auth.models.ApiKey`)."""
+    """API key metadata."""
 
     key_id: str
     principal: str
@@ -50,7 +50,7 @@ class KeyList(BaseModel):
 
 
 class WhoAmI(BaseModel):
-    """The authenticated caller (a :class:`~chalicelib.core.principal.Principal`)."""
+    """The authenticated caller."""
 
     principal: str
     key_id: str
