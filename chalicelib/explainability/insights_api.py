@@ -8,151 +8,32 @@ estimated like ``POST /explanations/global`` and refused (422 ``too_expensive``)
 synchronous limit; permutation importance and partial dependence are refused over
 ``MAX_MODEL_ROWS`` rows asked of the model.
 
-This module imports no shap, lime, scikit-learn or numpy.
+Schemas are in :mod:`chalicelib.explainability.insights_schemas`. This module imports no shap,
+lime, scikit-learn or numpy.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from chalicelib.core.http import ApiBlueprint, RequestContext
-from chalicelib.core.text import Name
+from chalicelib.core.shaping import shaped
+from chalicelib.explainability.insights_schemas import (
+    BiasBody,
+    BiasOut,
+    DependenceBody,
+    DependenceOut,
+    DriftBody,
+    DriftOut,
+    PermutationBody,
+    PermutationOut,
+    Side,
+)
 
 api = ApiBlueprint(__name__, tag="explainability")
 
-MAX_ROWS = 1_000
 MAX_MODEL_ROWS = 100_000
-SIDE_ROWS = 50
-Row = dict[str, Any]
-
-
-class ModelRef(BaseModel):
-    """A model version (``None``: the production version)."""
-
-    model_id: str = Field(min_length=1, max_length=200)
-    model_version: int | None = Field(default=None, ge=1)
-
-
-class Side(ModelRef):
-    """One attribution of a drift request: over ``inputs``, a ``dataset_version_id`` (its first
-    rows) or, with neither, the version's baseline over its background rows."""
-
-    inputs: list[Row] | None = Field(default=None, min_length=1, max_length=SIDE_ROWS)
-    dataset_version_id: str | None = Field(default=None, max_length=200)
-    max_rows: int = Field(default=SIDE_ROWS, ge=1, le=SIDE_ROWS)
-
-
-class DriftBody(BaseModel):
-    """Body of ``POST /explanations/drift``."""
-
-    baseline: Side
-    current: Side
-    top_k: int = Field(default=10, ge=1, le=1000)
-    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-
-
-class FeatureChange(BaseModel):
-    """One feature's attributions on both sides."""
-
-    feature: str
-    baseline: float | None
-    current: float | None
-    change: float | None
-    baseline_rank: int | None
-    current_rank: int | None
-
-
-class DriftOut(BaseModel):
-    """Clarify's NDCG between two global attributions, with per-feature changes."""
-
-    ndcg: float
-    top_k: int
-    threshold: float
-    drifted: bool
-    baseline_top: list[str]
-    current_top: list[str]
-    features: list[FeatureChange]
-    baseline_attribution: dict[str, float]
-    current_attribution: dict[str, float]
-
-
-class LabelledBody(ModelRef):
-    """Inputs with their observed labels."""
-
-    inputs: list[Row] = Field(min_length=1, max_length=MAX_ROWS)
-    labels: list[Name | float | int] = Field(min_length=1, max_length=MAX_ROWS)
-
-
-class BiasBody(ModelRef):
-    """Body of ``POST /explanations/bias``: either ``inputs`` with their ``labels`` and
-    ``facet`` values, or a ``dataset_version_id`` with its ``label_column`` and declared
-    ``facet_column``. The rows whose facet value is in ``facet_values`` form Clarify's group d."""
-
-    inputs: list[Row] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
-    labels: list[Name | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
-    facet: list[Name | float | int] | None = Field(default=None, min_length=1, max_length=MAX_ROWS)
-    facet_name: Name = Field(default="facet", min_length=1, max_length=200)
-    dataset_version_id: str | None = Field(default=None, max_length=200)
-    label_column: Name | None = Field(default=None, min_length=1, max_length=200)
-    facet_column: Name | None = Field(default=None, min_length=1, max_length=200)
-    facet_values: list[Name | float | int] = Field(min_length=1, max_length=100)
-    positive_label: Name | float | int
-
-
-class BiasOut(BaseModel):
-    """Clarify's pre- and post-training bias metrics."""
-
-    facet: str
-    facet_values: list[Any]
-    counts: dict[str, int]
-    pre_training: dict[str, float | None]
-    post_training: dict[str, float | None]
-    undefined: dict[str, str]
-
-
-class PermutationBody(LabelledBody):
-    """Body of ``POST /explanations/permutation-importance``."""
-
-    n_repeats: int = Field(default=5, ge=1, le=50)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-
-
-class PermutationOut(BaseModel):
-    """Mean and standard deviation of the score's drop per shuffled feature."""
-
-    model_id: str
-    model_version: int
-    scoring: str
-    baseline_score: float
-    importances: dict[str, float]
-    std: dict[str, float]
-    n_repeats: int
-
-
-class DependenceBody(ModelRef):
-    """Body of ``POST /explanations/partial-dependence``."""
-
-    feature: str = Field(min_length=1, max_length=200)
-    inputs: list[Row] = Field(min_length=1, max_length=MAX_ROWS)
-    grid_resolution: int = Field(default=20, ge=2, le=100)
-    grid: list[float] | None = Field(default=None, min_length=1, max_length=100)
-    class_name: str | None = Field(default=None, max_length=200)
-
-
-class DependenceOut(BaseModel):
-    """The partial dependence (``average``) and every input's ICE curve (``individual``)."""
-
-    model_id: str
-    model_version: int
-    feature: str
-    explained_class: str | None
-    grid_values: list[float]
-    average: list[float]
-    individual: list[list[float]]
 
 
 def _service() -> Any:
@@ -219,11 +100,10 @@ def attribution_drift(ctx: RequestContext) -> Any:
     model versions, or one version on two input samples or dataset versions)."""
     body, service = ctx.body, _service()
     sides = [_side(service, ctx, side, body.seed) for side in (body.baseline, body.current)]
-    return _finite(
-        _insights(service).attribution_drift(
-            sides[0], sides[1], body.top_k, body.threshold, seed=body.seed
-        )
+    drift = _insights(service).attribution_drift(
+        sides[0], sides[1], body.top_k, body.threshold, seed=body.seed
     )
+    return _finite(shaped(DriftOut, drift))
 
 
 @api.route("/explanations/bias", "POST", body=BiasBody, response=BiasOut)
@@ -260,7 +140,7 @@ def bias(ctx: RequestContext) -> Any:
             body.facet_values,
             body.positive_label,
         )
-    return _finite(report.to_dict())
+    return _finite(shaped(BiasOut, report))
 
 
 @api.route(
@@ -272,11 +152,10 @@ def permutation_importance(ctx: RequestContext) -> Any:
     service.authorize(ctx.principal, body.model_id, body.model_version)
     features = len(service.model_loader.describe(body.model_id, body.model_version).feature_names)
     _check_rows(len(body.inputs), body.n_repeats * features + 1, "permutation importance")
-    return _finite(
-        _insights(service).permutation_importance(
-            body.model_id, body.model_version, body.inputs, body.labels, body.n_repeats, body.seed
-        )
+    found = _insights(service).permutation_importance(
+        body.model_id, body.model_version, body.inputs, body.labels, body.n_repeats, body.seed
     )
+    return _finite(shaped(PermutationOut, found))
 
 
 @api.route("/explanations/partial-dependence", "POST", body=DependenceBody, response=DependenceOut)
@@ -286,14 +165,13 @@ def partial_dependence(ctx: RequestContext) -> Any:
     service.authorize(ctx.principal, body.model_id, body.model_version)
     points = len(body.grid) if body.grid is not None else body.grid_resolution
     _check_rows(len(body.inputs), points, "partial dependence")
-    return _finite(
-        _insights(service).partial_dependence(
-            body.model_id,
-            body.model_version,
-            body.feature,
-            body.inputs,
-            body.grid_resolution,
-            body.class_name,
-            body.grid,
-        )
+    found = _insights(service).partial_dependence(
+        body.model_id,
+        body.model_version,
+        body.feature,
+        body.inputs,
+        body.grid_resolution,
+        body.class_name,
+        body.grid,
     )
+    return _finite(shaped(DependenceOut, found))
