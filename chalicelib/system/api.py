@@ -4,27 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from chalicelib.core.config import get_settings
 from chalicelib.core.http import ApiBlueprint, RequestContext
+from chalicelib.core.shaping import shaped
+from chalicelib.system.schemas import Health
 
 api = ApiBlueprint(__name__, tag="system")
 
 _openapi_cache: dict[str, Any] = {}
 
 
-class Health(BaseModel):
-    """Liveness answer."""
-
-    status: str
-    stage: str
-
-
 @api.route("/health", "GET", role=None, response=Health)
-def health(ctx: RequestContext) -> dict[str, str]:
+def health(ctx: RequestContext) -> dict[str, Any]:
     """Liveness check (no auth, no I/O)."""
-    return {"status": "ok", "stage": get_settings().stage}
+    return shaped(Health, status="ok", stage=get_settings().stage)
 
 
 @api.route("/openapi.json", "GET", role=None)

@@ -167,6 +167,26 @@ def test_routes_and_event_handlers_never_reach_a_repository_or_store() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+ROUTE_MODULES = {"api", "insights_api", "layers_api"}
+
+
+def declared_classes(source: str) -> list[str]:
+    """The classes a module declares at its top level."""
+    return [node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)]
+
+
+def test_route_modules_declare_no_schema() -> None:
+    """Request and response schemas live in each domain's ``schemas`` module, apart from the
+    routes (issue 13 item 5); a route module declares routes only."""
+    assert declared_classes("class XOut(BaseModel):\n    a: int\ndef f(): pass\n") == ["XOut"]
+    offenders = {
+        name: declared_classes(path.read_text(encoding="utf-8"))
+        for name, path in chalicelib_modules().items()
+        if name.rsplit(".", 1)[-1] in ROUTE_MODULES
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 APP_REACHES = ENTRY_MODULES | {"http", "service"}
 
 
