@@ -82,6 +82,15 @@ def test_a_tie_in_the_treatment_never_raises_its_ndcg() -> None:
     assert ndcg(control, reversed_, 10) == pytest.approx(expected)  # k above the features
 
 
+def test_an_ndcg_guardrail_against_a_control_without_attribution_passes_any_treatment() -> None:
+    # The documented limit (GUARANTEES, What is not guaranteed): a constant control (every
+    # attribution 0) gives NDCG no ranking to compare with; it is 1.0 and the guardrail passes.
+    guardrail = ExplanationGuardrail("ndcg", min=0.99, top_k=3)
+    flat = {"a": 0.0, "b": 0.0, "zip_code": 0.0}
+    (result,) = evaluate((guardrail,), flat, {"t": {"a": 0.0, "b": 0.1, "zip_code": 5.0}})
+    assert result.passed and result.observed == 1.0
+
+
 FEATURES = {"treatment": ["a", "b", "zip_code"]}
 
 
@@ -473,6 +482,21 @@ def test_a_posted_row_the_models_cannot_be_explained_on_is_a_422_and_stores_noth
     assert monitor.check(experiment, "t2").status == "passed"
     assert sorted(set(reads)) == [("m", 1), ("m", 2)]
     assert reads.count(("m", 1)) == 2  # once for all the posts, once to submit the jobs
+
+
+def test_a_poster_who_chooses_request_ids_can_fill_the_sample_with_its_rows(aws: Any) -> None:
+    # The documented limit (GUARANTEES, What is not guaranteed): request ids are not checked
+    # against routed requests and their hash is public, so a writer who grinds ids whose hash is
+    # below every honest one (about 200 hashes per row for 200 honest ids) owns the sample.
+    from chalicelib.abtesting.explain_inputs import PostedInputs, sample_key
+
+    posted = PostedInputs()
+    honest = [(f"r{i}", {"a": float(i)}) for i in range(200)]
+    posted.post("exp-grind", honest)
+    first = min(sample_key("exp-grind", rid) for rid, _ in honest)
+    chosen = [f"x{i}" for i in range(100_000) if sample_key("exp-grind", f"x{i}") < first][:10]
+    posted.post("exp-grind", [(rid, {"a": -1.0}) for rid in chosen])
+    assert [row["a"] for row in posted.sample("exp-grind", 10)] == [-1.0] * 10
 
 
 def test_reevaluation_rounds_keep_the_last_decision_until_the_next_one(aws: Any) -> None:
