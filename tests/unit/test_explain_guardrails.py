@@ -91,6 +91,17 @@ def test_an_ndcg_guardrail_against_a_control_without_attribution_passes_any_trea
     assert result.passed and result.observed == 1.0
 
 
+def test_a_feature_encoded_before_registration_is_ranked_column_by_column() -> None:
+    # The documented limit (GUARANTEES, What is not guaranteed): a model trained on columns
+    # one-hot encoded outside it (no Pipeline) is ranked per encoded column, so a zip code spread
+    # over zip_1..zip_4 (0.9 together, the largest) keeps each column out of the top 3.
+    guardrail = ExplanationGuardrail("feature_not_in_top_k", feature="zip_1", k=3)
+    spread = {"a": 0.5, "b": 0.4, "c": 0.3, "zip_1": 0.25, "zip_2": 0.25, "zip_3": 0.2,
+              "zip_4": 0.2}  # fmt: skip
+    (result,) = evaluate((guardrail,), CONTROL, {"t": spread})
+    assert result.passed and result.observed == 4
+
+
 FEATURES = {"treatment": ["a", "b", "zip_code"]}
 
 
