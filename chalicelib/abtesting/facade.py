@@ -390,12 +390,12 @@ def post_explanation_inputs(
 
 def explanation_guardrails(principal: Principal, experiment_id: str) -> tuple[Any, Any]:
     """An experiment's explanation guardrails and their latest evaluation (``None`` before the
-    monitor's first tick), for a caller who may read the experiment and every arm's model (the
-    attributions describe the models).
+    monitor's first tick), for a caller who may read the experiment, every arm's model and the
+    declared dataset version (the attributions describe the models and the version's rows).
 
     Raises:
-        ExplanationGuardrailsNotFound: None declared, or a model the caller may not read (the
-            same answer, naming no model).
+        ExplanationGuardrailsNotFound: None declared, or a model or dataset version the caller
+            may not read (the same answer, naming neither).
     """
     from chalicelib.abtesting.explain_guardrails import ExplanationGuardrailsNotFound
 
@@ -410,6 +410,14 @@ def explanation_guardrails(principal: Principal, experiment_id: str) -> tuple[An
     found = _rollback().explanations.get(experiment_id)
     if found is None:
         raise missing
+    if found[0].dataset_version_id:
+        # The attributions describe the version's rows too (as /explanations/drift, 404).
+        from chalicelib.dataversion import facade as datasets
+
+        try:
+            datasets.readable_version(principal, found[0].dataset_version_id)
+        except SynapseError:
+            raise missing from None
     return found
 
 

@@ -307,3 +307,20 @@ def test_a_rollback_tells_a_reader_who_cannot_read_the_models_nothing_of_their_a
     assert path in seen.data["rollback_reason"]
     owner = http.call("GET", path).data["evaluation"]  # readers of the models see it all
     assert owner["top_features"]["treatment"][0] == "zip_code"
+
+
+def test_a_reader_who_cannot_read_the_dataset_version_gets_404(http: Http, tokens: Tokens) -> None:
+    # Attributions over a dataset version's rows describe those rows (POST /explanations/drift
+    # answers 404 to whoever may not read them): so does the guardrails' evaluation.
+    experiment_id = _create_running(http, _body(_models(http, "same")))
+    path = f"/experiments/{experiment_id}/explanation-guardrails"
+    private = _dataset_version(20, ("private",), "mallory")
+    body = {"explanation_guardrails": GUARDRAILS, "dataset_version_id": private}
+    assert http.call("PUT", path, body, token=tokens.admin).status_code == 200  # admin reads all
+    assert http.call("GET", path, token=tokens.admin).status_code == 200
+    for who in (tokens.reader, tokens.writer):
+        hidden = http.call("GET", path, token=who)
+        assert hidden.status_code == 404 and private not in hidden.data["message"]
+    shared = {**body, "dataset_version_id": _dataset_version(20)}
+    assert http.call("PUT", path, shared).status_code == 200
+    assert http.call("GET", path, token=tokens.reader).status_code == 200
