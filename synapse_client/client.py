@@ -304,6 +304,19 @@ class Client:
     def get_holdout(self, holdout_id: str) -> Json:
         """One holdout."""
 
+    @operation("GET", "/holdouts/{holdout_id}/analysis")
+    def holdout_analysis(
+        self,
+        holdout_id: str,
+        metric: str | None = None,
+        method: str | None = None,
+        confidence_level: float | None = None,
+    ) -> Json:
+        """The cumulative effect of shipped models: the holdout's users against the users of
+        the shipped variants of the experiments it covers that the caller may read
+        (``metric``: a rate, ``latency_ms`` or a custom metric; ``method``: ``sequential``, the
+        default, or ``fixed``)."""
+
     @operation("DELETE", "/holdouts/{holdout_id}")
     def delete_holdout(self, holdout_id: str) -> Json:
         """Deletes a holdout (admin); experiments that carry it keep it."""

@@ -31,6 +31,11 @@ from chalicelib.abtesting.errors import (
     InvalidExperiment,
     unknown_model_version,
 )
+from chalicelib.abtesting.holdout_analysis import (
+    MAX_COVERED_EXPERIMENTS,
+    HoldoutAnalysis,
+    analyze_holdout,
+)
 from chalicelib.abtesting.layers import LayerService, check_slice, get_layer_service
 from chalicelib.abtesting.models import (
     RATE_METRICS,
@@ -71,7 +76,7 @@ from chalicelib.abtesting.statistics import (
 )
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import Conflict, NotFound
+from chalicelib.core.errors import Conflict, NotFound, UnprocessableEntity
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.singleton import lazy
 
@@ -857,6 +862,41 @@ class ABTestingEngine:
             for name in variant_ids + ([HOLDOUT] if experiment.holdouts else [])
         }
         return experiment, totals, per_phase
+
+    def analyze_holdout(
+        self,
+        holdout_id: str,
+        metric: str = "conversion_rate",
+        method: AnalysisMethod | str = AnalysisMethod.SEQUENTIAL,
+        confidence_level: float = 0.95,
+        experiments: Sequence[Experiment] | None = None,
+    ) -> HoldoutAnalysis:
+        """The cumulative effect of what the experiments a holdout covers ship: holdout users
+        against users of shipped variants (see :mod:`chalicelib.abtesting.holdout_analysis`).
+
+        Args:
+            holdout_id: The holdout (404 if unknown).
+            metric: A rate, ``latency_ms`` or a custom metric.
+            method: ``sequential`` (always valid) or ``fixed``.
+            confidence_level: ``1 - alpha``.
+            experiments: The experiments to consider (default: all); those the holdout does not
+                cover are left out.
+
+        Raises:
+            UnprocessableEntity: More than ``MAX_COVERED_EXPERIMENTS`` experiments are covered.
+        """
+        self.layers.get_holdout(holdout_id)
+        candidates = self.list_experiments() if experiments is None else experiments
+        covered = [e for e in candidates if any(h.holdout_id == holdout_id for h in e.holdouts)]
+        if len(covered) > MAX_COVERED_EXPERIMENTS:
+            raise UnprocessableEntity(
+                f"the holdout covers {len(covered)} experiments; at most "
+                f"{MAX_COVERED_EXPERIMENTS} are analysed together"
+            )
+        data = [(e, self.experiment_data(e.experiment_id, e)[1]) for e in covered]
+        return analyze_holdout(
+            holdout_id, data, metric, AnalysisMethod(method).value, 1 - confidence_level
+        )
 
     def analyze_experiment(
         self, experiment_id: str, method: AnalysisMethod | str | None = None

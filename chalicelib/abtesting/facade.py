@@ -24,6 +24,7 @@ from chalicelib.abtesting.errors import (
     unknown_layer,
     unknown_model_version,
 )
+from chalicelib.abtesting.holdout_analysis import HoldoutAnalysis
 from chalicelib.abtesting.models import (
     AnalysisMethod,
     CanaryState,
@@ -522,6 +523,19 @@ def list_holdouts(principal: Principal) -> list[Holdout]:
 def get_holdout(principal: Principal, holdout_id: str) -> Holdout:
     """One holdout."""
     return _layers().get_holdout(holdout_id)
+
+
+def holdout_analysis(
+    principal: Principal,
+    holdout_id: str,
+    metric: str = "conversion_rate",
+    method: str = "sequential",
+    confidence_level: float = 0.95,
+) -> HoldoutAnalysis:
+    """The holdout's users against users of shipped variants, over the experiments it covers
+    that the caller may read (the others are left out, unnamed)."""
+    readable = list_experiments(principal)
+    return _engine().analyze_holdout(holdout_id, metric, method, confidence_level, readable)
 
 
 def delete_holdout(principal: Principal, holdout_id: str) -> None:

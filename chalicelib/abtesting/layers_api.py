@@ -17,6 +17,8 @@ from chalicelib.abtesting.schemas import (
     CreateHoldoutBody,
     CreateLayerBody,
     DeletedOut,
+    HoldoutAnalysisOut,
+    HoldoutAnalysisQuery,
     HoldoutList,
     HoldoutOut,
     LayerAccessBody,
@@ -113,3 +115,15 @@ def delete_holdout(ctx: RequestContext, holdout_id: str) -> dict[str, Any]:
     """Deletes a holdout: experiments created later are not covered; existing ones keep it."""
     facade.delete_holdout(_principal(ctx), holdout_id)
     return DeletedOut.from_domain(None, id=holdout_id, deleted=True).body()
+
+
+@api.route("/holdouts/{holdout_id}/analysis", "GET", query=HoldoutAnalysisQuery,
+           response=HoldoutAnalysisOut)  # fmt: skip
+def holdout_analysis(ctx: RequestContext, holdout_id: str) -> dict[str, Any]:
+    """The cumulative effect of shipped models: the holdout's users against the users of the
+    shipped variants of the experiments it covers (those the caller may read), pooled."""
+    query: HoldoutAnalysisQuery = ctx.query
+    found = facade.holdout_analysis(
+        _principal(ctx), holdout_id, query.metric, query.method, query.confidence_level
+    )
+    return HoldoutAnalysisOut.from_domain(found).body()

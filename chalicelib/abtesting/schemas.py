@@ -601,8 +601,8 @@ class GuardrailOut(DomainOut):
     interval: list[float | None]
 
 
-class BayesianOut(DomainOut):
-    """The Bayesian reading of the primary metric (see the README's "Bayesian results")."""
+class BayesianReadingOut(DomainOut):
+    """A Bayesian reading (see the README's "Bayesian results")."""
 
     model: Literal["beta_binomial", "normal"]
     prior: str
@@ -617,6 +617,11 @@ class BayesianOut(DomainOut):
     credible_interval: list[float] | None
     credible_level: float
     lower_is_better: bool
+
+
+class BayesianOut(BayesianReadingOut):
+    """The Bayesian reading of the primary metric (see the README's "Bayesian results")."""
+
     decision: Literal["better", "keep_control", "inconclusive", "no_data"]
 
     @classmethod
@@ -1056,3 +1061,59 @@ class HoldoutList(DomainOut):
     """Holdouts, oldest first."""
 
     holdouts: list[HoldoutOut]
+
+
+class HoldoutAnalysisQuery(_Strict):
+    """Query of ``GET /holdouts/{id}/analysis``."""
+
+    metric: str = Field(
+        default="conversion_rate", pattern=NAME,
+        description="a rate (conversion_rate, success_rate, error_rate), latency_ms or a custom "
+        "metric",
+    )  # fmt: skip
+    method: Literal["sequential", "fixed"] = Field(
+        default="sequential", description="sequential: always valid, read it any time"
+    )
+    confidence_level: float = Field(default=0.95, gt=0, lt=1, allow_inf_nan=False)
+
+
+class CoveredExperimentOut(DomainOut):
+    """One experiment the holdout covers: what it ships and the requests counted."""
+
+    experiment_id: str
+    status: StatusName
+    shipped: list[str]
+    holdout_requests: int
+    exposed_requests: int
+    shared_holdout: bool
+
+
+class HoldoutAnalysisOut(DomainOut):
+    """Holdout users against users of shipped variants (``difference`` = exposed − holdout)."""
+
+    holdout_id: str
+    metric: str
+    method: Literal["sequential", "fixed"]
+    alpha: float
+    experiments: list[CoveredExperimentOut]
+    holdout: EstimateOut | None
+    exposed: EstimateOut | None
+    holdout_requests: int
+    exposed_requests: int
+    difference: float | None
+    relative_change: float | None
+    interval: list[float | None] | None
+    p_value: float
+    significant: bool
+    direction: Literal["better", "worse", "none"]
+    test: str
+    bayesian: BayesianReadingOut | None
+
+    @classmethod
+    def from_domain(cls, obj: Any, /, **computed: Any) -> Self:
+        """A holdout analysis (``obj``: ``HoldoutAnalysis``) with its comparison's numbers."""
+        found = obj.comparison
+        numbers = {k: getattr(found, k) for k in ("difference", "relative_change", "interval")}
+        return super().from_domain(
+            obj, **numbers, p_value=found.p_value, test=found.test, **computed
+        )

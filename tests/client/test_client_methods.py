@@ -254,6 +254,9 @@ def test_layer_and_holdout_methods(admin: Client) -> None:
     admin.start_experiment(experiment["experiment_id"])
     routed = admin.route(experiment["experiment_id"], "r-1", "u-1", attributes={"plan": "free"})
     assert (routed["variant_id"], routed["exposure"]) == (None, "ineligible")
+    analysis = admin.holdout_analysis(holdout["holdout_id"], metric="error_rate", method="fixed")
+    assert [e["experiment_id"] for e in analysis["experiments"]] == [experiment["experiment_id"]]
+    assert (analysis["method"], analysis["test"]) == ("fixed", "no_data")
     assert admin.delete_holdout(holdout["holdout_id"]) == {
         "id": holdout["holdout_id"],
         "deleted": True,

@@ -308,3 +308,50 @@ def test_a_layer_cannot_be_hidden_from_the_readers_of_an_experiment_in_it(
     assert http.call("GET", f"/layers/{layer_id}").data["access_groups"] == ["ml"]
     widened = http.call("PUT", f"/layers/{layer_id}/access", {"access_groups": ["ml", "x"]})
     assert widened.status_code == 200 and widened.data["access_groups"] == ["ml", "x"]
+
+
+def _post_rates(http: Http, experiment_id: str, variant: str, converted: int, n: int) -> None:
+    outcomes = [
+        {"variant_id": variant, "request_id": f"{variant}-{i}", "success": True,
+         "latency_ms": 5, "converted": i < converted}
+        for i in range(n)
+    ]  # fmt: skip
+    posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": outcomes})
+    assert posted.status_code == 200, posted.data
+
+
+def test_the_holdout_analysis_compares_holdout_users_with_shipped_variants_over_http(
+    http: Http, model_id: str, tokens: Tokens
+) -> None:
+    from statsmodels.stats import proportion as sm_proportion
+
+    holdout = http.call("POST", "/holdouts", {"name": "h", "share": "0.5"}, token=tokens.admin)
+    holdout_id = holdout.data["holdout_id"]
+    experiment_id = http.call("POST", "/experiments", _body(model_id)).data["experiment_id"]
+    http.call("POST", f"/experiments/{experiment_id}/start")
+    _post_rates(http, experiment_id, "holdout", 40, 300)
+    _post_rates(http, experiment_id, "treatment", 75, 300)
+    _post_rates(http, experiment_id, "control", 44, 300)
+    # another group's experiment under the same holdout: left out of this reader's analysis
+    other = Http(http.client, tokens.other_writer)
+    hidden = other.call("POST", "/experiments", _body(_model(http, tokens.other_writer))).data
+    other.call("POST", f"/experiments/{hidden['experiment_id']}/start")
+    _post_rates(other, hidden["experiment_id"], "treatment", 300, 300)
+
+    path = f"/holdouts/{holdout_id}/analysis?method=fixed"
+    found = http.call("GET", path, token=tokens.reader)
+    assert found.status_code == 200, found.data
+    body = found.data
+    assert [e["experiment_id"] for e in body["experiments"]] == [experiment_id]
+    assert body["experiments"][0]["shipped"] == ["treatment"]
+    assert (body["holdout_requests"], body["exposed_requests"]) == (300, 300)
+    expected = sm_proportion.test_proportions_2indep(75, 300, 40, 300, method="wald")
+    low, high = sm_proportion.confint_proportions_2indep(75, 300, 40, 300, method="wald")
+    assert body["test"] == "z" and body["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert body["interval"] == pytest.approx([low, high], rel=1e-9)
+    assert body["significant"] and body["direction"] == "better"
+    assert 0.99 < body["bayesian"]["chance_to_win"] <= 1.0
+    assert http.call("GET", "/holdouts/nope/analysis").status_code == 404
+    assert http.call("GET", f"/holdouts/{holdout_id}/analysis?metric=1x").status_code == 400
+    empty = http.call("GET", f"/holdouts/{holdout_id}/analysis?metric=revenue").data
+    assert (empty["test"], empty["p_value"], empty["significant"]) == ("no_data", 1.0, False)

@@ -224,6 +224,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/holdouts"): Rule("admin"),
     ("GET", "/holdouts"): Rule("platform"),
     ("GET", "/holdouts/{holdout_id}"): Rule("platform"),
+    # pools only the covered experiments the caller may read (test_ab_layers.py:
+    # test_the_holdout_analysis_compares_holdout_users_with_shipped_variants_over_http)
+    ("GET", "/holdouts/{holdout_id}/analysis"): Rule("platform"),
     ("DELETE", "/holdouts/{holdout_id}"): Rule("admin"),
     # --- auth ----------------------------------------------------------------------------------
     ("POST", "/auth/keys"): Rule("admin"),
