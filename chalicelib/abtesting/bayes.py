@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -385,3 +385,56 @@ def compare_metrics(
         return None
     text = describe_prior(prior, metric in RATE_METRICS)
     return compare(c, t, metric, metric in LOWER_IS_BETTER, text, level)
+
+
+def _units(metrics: ExperimentMetrics, metric: str) -> int:
+    if metric in RATE_METRICS:
+        return metrics.proportion(metric)[1]
+    return metrics.continuous(metric).count
+
+
+def compare_phases(
+    pairs: Sequence[tuple[ExperimentMetrics, ExperimentMetrics]],
+    metric: str,
+    prior: BayesianPrior | None = None,
+    level: float = CREDIBLE_LEVEL,
+) -> BayesianResult | None:
+    """The Bayesian reading stratified by allocation phase, like the frequentist test.
+
+    Pooling the phases' counts compares arms whose traffic came from different periods in
+    different proportions once the allocation changed (Simpson's paradox can reverse the
+    result). With one phase this is :func:`compare_metrics`. With several, each arm's
+    stratified value is ``sum_k w_k X_k`` over the phases where both arms have a posterior, with
+    the frequentist test's weights ``w_k`` proportional to the effective size
+    ``n_c n_t / (n_c + n_t)`` (summing to 1); the phases' posteriors are independent, so it is
+    normal with mean ``sum w_k E[X_k]`` and variance ``sum w_k^2 Var[X_k]`` (each phase's Beta or
+    normal posterior approximated by its first two moments), and the two arms are compared as
+    normal posteriors (``model`` ``normal``; the prior text says it is stratified).
+    """
+    prior = prior or BayesianPrior()
+    if len(pairs) == 1:
+        return compare_metrics(pairs[0][0], pairs[0][1], metric, prior, level)
+    strata: list[tuple[Posterior, Posterior, float]] = []
+    for control, treatment in pairs:
+        c, t = posterior_of(control, metric, prior), posterior_of(treatment, metric, prior)
+        n_c, n_t = _units(control, metric), _units(treatment, metric)
+        if c is not None and t is not None and n_c and n_t:
+            strata.append((c, t, n_c * n_t / (n_c + n_t)))
+    if not strata:
+        return None
+    if len(strata) == 1:
+        c, t, _ = strata[0]
+        text = describe_prior(prior, metric in RATE_METRICS)
+        return compare(c, t, metric, metric in LOWER_IS_BETTER, text, level)
+    total = sum(weight for _, _, weight in strata)
+    control_mean = sum(c.mean * w / total for c, _, w in strata)
+    treatment_mean = sum(t.mean * w / total for _, t, w in strata)
+    control_sd = math.sqrt(sum((c.sd * w / total) ** 2 for c, _, w in strata))
+    treatment_sd = math.sqrt(sum((t.sd * w / total) ** 2 for _, t, w in strata))
+    arms = (
+        NormalPosterior(control_mean, control_sd),
+        NormalPosterior(treatment_mean, treatment_sd),
+    )
+    text = describe_prior(prior, metric in RATE_METRICS)
+    text += f"; stratified over {len(strata)} allocation phases (weights n_c n_t / (n_c + n_t))"
+    return compare(arms[0], arms[1], metric, metric in LOWER_IS_BETTER, text, level)

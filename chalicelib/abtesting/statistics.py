@@ -834,8 +834,12 @@ class StatisticalAnalyzer:
             control, treatment, experiment.guardrail_metrics, strata=pairs or None
         )
         settings = experiment.analysis.decision
-        reading = bayes.compare_metrics(
-            control, treatment, experiment.primary_metric, settings.prior
+        reading = (
+            bayes.compare_phases(pairs, experiment.primary_metric, settings.prior)
+            if pairs
+            else bayes.compare_metrics(
+                control, treatment, experiment.primary_metric, settings.prior
+            )
         )
         adequate = min(control.request_count, treatment.request_count) >= self.minimum_sample_size
         return TreatmentAnalysis(
