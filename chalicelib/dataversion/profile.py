@@ -71,15 +71,23 @@ MOMENT_BLOCK = 4096
 class Moments:
     """Count, mean and sum of squared deviations of a stream of numbers, mergeable.
 
+    The squared deviations are summed in units of ``scale`` (a power of two near the largest
+    deviation), so that a spread whose square is outside float64 (values around 1e-190 or
+    1e200) still has its standard deviation: squared directly, it would underflow to 0 or
+    overflow to inf.
+
     Attributes:
         count: Values seen.
         mean: Their mean.
-        m2: The sum of their squared deviations from the mean.
+        m2: The sum of their squared deviations from the mean, divided by ``scale²``.
+        scale: The unit of the deviations summed in ``m2`` (a power of two; 0 while every
+            value seen is equal).
     """
 
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
+    scale: float = 0.0
 
     @classmethod
     def of(cls, values: np.ndarray) -> Moments:
@@ -94,16 +102,22 @@ class Moments:
             shift = float(np.mean(values[:MOMENT_BLOCK]))
             shifted = values - shift if math.isfinite(shift) else values
             for start in range(0, len(values), MOMENT_BLOCK):
-                block = shifted[start : start + MOMENT_BLOCK]
-                mean = float(np.mean(block))
-                # The corrected two-pass sum: the rounding of the mean is taken back out.
-                deviations = block - mean
-                drift = float(np.sum(deviations))
-                m2 = float(np.sum(deviations**2)) - drift * drift / len(block)
-                found = found.merge(cls(len(block), mean + drift / len(block), m2))
+                found = found.merge(cls._block(shifted[start : start + MOMENT_BLOCK]))
         if math.isfinite(shift):
             found.mean += shift
         return found
+
+    @classmethod
+    def _block(cls, block: np.ndarray) -> Moments:
+        """One block's moments by the corrected two-pass sum (the rounding of the mean is
+        taken back out), its deviations summed in units of their largest."""
+        mean = float(np.mean(block))
+        deviations = block - mean
+        scale = _unit(float(np.max(np.abs(deviations))))
+        scaled = deviations / (scale or 1.0)
+        drift = float(np.sum(scaled))
+        m2 = float(np.sum(scaled**2)) - drift * drift / len(block)
+        return cls(len(block), mean + drift * scale / len(block), m2, scale)
 
     def merge(self, other: Moments) -> Moments:
         """The moments of both streams (Chan, Golub and LeVeque's pairwise update)."""
@@ -114,13 +128,32 @@ class Moments:
         count = self.count + other.count
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.count / count)
-        m2 = self.m2 + other.m2 + delta * delta * (self.count * other.count / count)
-        return Moments(count, mean, m2)
+        scale = max(self.scale, other.scale, _unit(abs(delta)))
+        if not scale:  # every value equal
+            return Moments(count, mean, 0.0, 0.0)
+        m2 = (
+            self.m2 * (self.scale / scale) ** 2
+            + other.m2 * (other.scale / scale) ** 2
+            + (delta / scale) ** 2 * (self.count * other.count / count)
+        )
+        return Moments(count, mean, m2, scale)
 
     @property
     def std(self) -> float | None:
         """The sample standard deviation (``ddof=1``, as pandas); ``None`` under 2 values."""
-        return math.sqrt(max(self.m2, 0.0) / (self.count - 1)) if self.count > 1 else None
+        if self.count < 2:
+            return None
+        return self.scale * math.sqrt(max(self.m2, 0.0) / (self.count - 1))
+
+
+def _unit(largest: float) -> float:
+    """The power of two at or just above ``largest`` (0 for 0: no spread; 1 for inf or NaN,
+    which the sums carry on)."""
+    if largest == 0.0:
+        return 0.0
+    if not math.isfinite(largest):
+        return 1.0
+    return math.ldexp(1.0, min(math.frexp(largest)[1], 1023))  # 2**1024 is not a float
 
 
 def _present(values: list[Any]) -> list[Any]:

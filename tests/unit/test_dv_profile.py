@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -282,3 +283,24 @@ def test_records_that_are_not_utf8_leave_a_profile_that_says_why() -> None:
     profile = profile_of(b"a,b\n1,2\n1,\xff\n", DatasetFormat.CSV, 3, head=1)
     assert profile["columns"] == [] and profile["rows"] == 2
     assert profile["note"].startswith("not profiled: content is not UTF-8")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1.97e-190, 0.0],  # the square of the spread underflows float64
+        [1e-300, 0.0, 3e-300],
+        [5e-324, 0.0],
+        [1e200, 3e200],  # the square of the spread overflows float64
+        [1e308, -1e308, 1.5],
+    ],
+)
+def test_a_spread_whose_square_is_outside_float64_still_has_its_standard_deviation(
+    values: list[float],
+) -> None:
+    moments = Moments.of(np.array(values))
+    assert moments.std is not None
+    assert math.isclose(moments.std, statistics.stdev(values), rel_tol=1e-12)
+    halves = Moments.of(np.array(values[:1])).merge(Moments.of(np.array(values[1:])))
+    assert halves.std is not None
+    assert math.isclose(halves.std, statistics.stdev(values), rel_tol=1e-12)
