@@ -349,7 +349,7 @@ def _check_feature(
     # Competition ranking: 1 + the features strictly above it, so a tie at the k-th place is
     # inside the top k whatever the names.
     rank = None if value is None else 1 + sum(v > value for v in treatment.values())
-    inside = rank is not None and rank <= k and value > 0
+    inside = value is not None and rank is not None and rank <= k and value > 0
     where = "not ranked" if rank is None else f"rank {rank}"
     verdict = f"inside its top {k}" if inside else f"outside its top {k}"
     reason = f"variant {variant_id}: '{feature}' is {where} in its attribution, {verdict}"

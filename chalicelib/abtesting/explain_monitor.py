@@ -286,7 +286,9 @@ class ExplanationGuardrailMonitor:
         previous: ExplanationEvaluation | None = None,
     ) -> ExplanationEvaluation | None:
         now = self.clock.now()
-        rounds = {"round": previous.round + 1, "previous": previous.status} if previous else {}
+        rounds: dict[str, Any] = (
+            {"round": previous.round + 1, "previous": previous.status} if previous else {}
+        )
         try:
             records = self._rows(experiment, declaration)
             if records is None:
