@@ -67,8 +67,9 @@ CHUNK_GROWTH = 4
 # Seconds the timing probe of a model may spend (it grows its batch from one row while it
 # stays under this; see measure_speed).
 PROBE_SECONDS = 0.25
-# Rows explained per TreeSHAP/LinearSHAP call (the deadline is checked between calls); with
-# interaction values, this many row × feature cells.
+# Rows explained per LinearSHAP call, and by the first TreeSHAP call of a batch under a deadline
+# (the deadline is checked between calls); with interaction values, this many row × feature
+# cells. Later TreeSHAP calls are sized by time (see next_part_rows).
 SHAP_CHUNK = 256
 TOKEN_PATTERN = re.compile(r"\W+")
 
@@ -776,6 +777,25 @@ def guarded(predict: Callable[[Any], Any], chunk_values: int = CHUNK_VALUES) -> 
         return np.concatenate(parts, axis=0)
 
     return call
+
+
+def next_part_rows(previous: int, spent: float, cap: int) -> int:
+    """Rows of the next part of a computation split by rows, after a part of ``previous`` rows
+    took ``spent`` seconds.
+
+    Without a deadline: ``cap`` (the memory bound). Under one: as many rows as take the larger
+    of :data:`CHUNK_SECONDS` and a quarter of the time left before the deadline at the speed
+    the previous part showed (a part planned to end well before the deadline needs no
+    checkpoint inside it; near the deadline parts shrink to :data:`CHUNK_SECONDS`), growing at
+    most :data:`CHUNK_GROWTH` times, at least one row and at most ``cap``.
+    """
+    allowance = current()
+    if allowance is None or not math.isfinite(allowance.deadline):
+        return max(1, cap)
+    left = allowance.deadline - time.monotonic()
+    seconds = max(CHUNK_SECONDS, left / 4)
+    by_time = _rows_in(seconds, spent / max(1, previous))
+    return max(1, min(cap, previous * CHUNK_GROWTH, by_time))
 
 
 def _in_parts(predict: Callable[[Any], Any], data: Any, sizes: list[int]) -> Any:

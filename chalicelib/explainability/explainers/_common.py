@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from chalicelib.core.errors import ValidationError
 from chalicelib.explainability.base import class_index, predicted_indices, require
-from chalicelib.explainability.budget import checkpoint
+from chalicelib.explainability.budget import CHUNK_VALUES, checkpoint, current, next_part_rows
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import OutputSpace
 
@@ -234,6 +235,35 @@ def in_row_chunks(compute: Any, X: np.ndarray, step: int) -> Any:
     for start in range(0, len(X), step):
         checkpoint()
         parts.append(compute(X[start : start + step]))
+    if isinstance(parts[0], list):
+        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    return np.concatenate([np.asarray(part) for part in parts])
+
+
+def in_timed_chunks(compute: Any, X: np.ndarray, first: int, row_values: int) -> Any:
+    """``compute(X)`` in as few calls as the deadline and memory allow (TreeSHAP).
+
+    Each call holds at most :data:`~chalicelib.explainability.budget.CHUNK_VALUES` result
+    values (``row_values`` per row). Without a deadline that is the only split. Under one, the
+    first call explains at most ``first`` rows and each next one is sized from the speed the
+    previous one showed (:func:`~chalicelib.explainability.budget.next_part_rows`), the deadline
+    being checked before each call. Rows are explained independently, so the result equals one
+    call on ``X`` (a per-class list of arrays is put together class by class).
+    """
+    cap = max(1, CHUNK_VALUES // max(1, row_values))
+    allowance = current()
+    bounded = allowance is not None and np.isfinite(allowance.deadline)
+    rows = min(cap, first) if bounded else cap
+    parts: list[Any] = []
+    start = 0
+    while start < len(X):
+        checkpoint()
+        began = time.monotonic()
+        parts.append(compute(X[start : start + rows]))
+        start += rows
+        rows = next_part_rows(rows, time.monotonic() - began, cap)
+    if len(parts) == 1:
+        return parts[0]
     if isinstance(parts[0], list):
         return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
     return np.concatenate([np.asarray(part) for part in parts])

@@ -24,7 +24,7 @@ from chalicelib.explainability.explainers._common import (
     ShapResult,
     as_class_columns,
     chosen_classes,
-    in_row_chunks,
+    in_timed_chunks,
     model_key,
     output_space,
     per_class,
@@ -64,17 +64,18 @@ def tree_values(
     explainer = tree_explainer(engine, loaded)
     outputs = tree_outputs(explainer, loaded.estimator, X, descriptor.is_classifier)
     # shap's own tree additivity check would evaluate the trees again; ours is reported.
-    raw = in_row_chunks(
-        lambda part: explainer.shap_values(part, check_additivity=False), X, SHAP_CHUNK
+    m, k = X.shape[1], outputs.shape[1]
+    raw = in_timed_chunks(
+        lambda part: explainer.shap_values(part, check_additivity=False), X, SHAP_CHUNK, m * k
     )
-    values, base = per_class(raw, explainer.expected_value, outputs.shape[1])
+    values, base = per_class(raw, explainer.expected_value, k)
     chosen = chosen_classes(loaded, X, options, outputs, from_outputs=True)
     interactions = None
     if options.include_interactions:
         picks = [0 if c is None else c for c in chosen]
-        step = max(1, SHAP_CHUNK // X.shape[1])
+        first = max(1, SHAP_CHUNK // m)
         source = interaction_explainer(engine, loaded, explainer)
-        raw = in_row_chunks(source.shap_interaction_values, X, step)
+        raw = in_timed_chunks(source.shap_interaction_values, X, first, m * m * k)
         interactions = per_class_interactions(raw, outputs.shape[1])[np.arange(len(X)), :, :, picks]
     return picked(values, base, outputs, chosen, "tree", space, 0, interactions)
 
@@ -108,9 +109,11 @@ def grouped_values(
 
     explainer = engine._explainer(loaded, model_key(descriptor, "tree-grouped"), build)
     outputs = tree_outputs(explainer, final, encoded, descriptor.is_classifier)
-    step = max(1, SHAP_CHUNK)
-    raw = in_row_chunks(
-        lambda part: explainer.shap_values(part, check_additivity=False), encoded, step
+    raw = in_timed_chunks(
+        lambda part: explainer.shap_values(part, check_additivity=False),
+        encoded,
+        SHAP_CHUNK,
+        encoded.shape[1] * outputs.shape[1],
     )
     values, base = per_class(raw, explainer.expected_value, outputs.shape[1])
     groups = encoded_groups(pipeline, X.shape[1])
