@@ -152,13 +152,13 @@ def _assert_the_plain_library_does_not_survive(script: str) -> None:
     """Runs ``script`` (a plain library predicting on a forged file) in a child process, which
     must not come through: it is killed by a signal (SIGSEGV, SIGABRT on heap corruption),
     sometimes only at exit after printing a garbage prediction (LightGBM with
-    ``num_tree_per_iteration`` of 10^6 answered zeros, then SIGSEGV), or, its memory corrupted,
-    hangs (once seen blocked on a lock), or fails. What it must not do is exit normally."""
+    ``num_tree_per_iteration`` of 10^6 answered zeros, then SIGSEGV or, in a clean-clone run,
+    hung at exit), or, its memory corrupted, hangs (once seen blocked on a lock), or fails. What
+    it must not do is exit normally."""
     try:
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    except subprocess.TimeoutExpired as hung:
-        assert b"SURVIVED" not in (hung.stdout or b""), hung.stdout
-        return
+    except subprocess.TimeoutExpired:
+        return  # hung, before or after a garbage prediction: it did not exit
     assert done.returncode != 0, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
 
 
