@@ -59,8 +59,9 @@ from chalicelib.abtesting.models import (
     TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
+from chalicelib.abtesting.ports import ExperimentRecords
 from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, history_fits
-from chalicelib.abtesting.routing import TrafficRouter, routing_config
+from chalicelib.abtesting.routing import AssignmentStorePort, TrafficRouter, routing_config
 from chalicelib.abtesting.segments import (
     SegmentAnalysis,
     analyze_segments,
@@ -319,7 +320,8 @@ class ABTestingEngine:
     """Experiments over model versions: lifecycle, routing, outcomes, metrics and analysis.
 
     Args:
-        repository: Experiments and policies.
+        repository: Experiments and policies (DynamoDB by default; tests pass
+            :class:`~chalicelib.abtesting.memory.InMemoryExperimentRepository`).
         registry: Model registry (``get_version``, ``set_stage``).
         event_bus: Lifecycle events.
         clock: Time source.
@@ -332,12 +334,12 @@ class ABTestingEngine:
 
     def __init__(
         self,
-        repository: ExperimentRepository | None = None,
+        repository: ExperimentRecords | None = None,
         registry: ModelRegistryPort | None = None,
         event_bus: EventBus | None = None,
         clock: Clock | None = None,
         outcomes: OutcomeStore | None = None,
-        assignments: AssignmentStore | None = None,
+        assignments: AssignmentStorePort | None = None,
         route_cache_ttl: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         layers: LayerService | None = None,

@@ -28,6 +28,7 @@ from chalicelib.abtesting.models import (
     Layer,
     LayerSlice,
 )
+from chalicelib.abtesting.ports import LayerRecords
 from chalicelib.abtesting.repository import LayerRepository
 from chalicelib.core import references
 from chalicelib.core.clock import Clock, SystemClock
@@ -53,14 +54,15 @@ class LayerService:
     """Layers, their slices and holdouts.
 
     Args:
-        repository: Storage of layers and holdouts.
+        repository: Storage of layers and holdouts (DynamoDB by default; tests pass
+            :class:`~chalicelib.abtesting.memory.InMemoryLayerRepository`).
         event_bus: Lifecycle events.
         clock: Time source.
     """
 
     def __init__(
         self,
-        repository: LayerRepository | None = None,
+        repository: LayerRecords | None = None,
         event_bus: EventBus | None = None,
         clock: Clock | None = None,
     ) -> None:

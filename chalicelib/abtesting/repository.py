@@ -912,15 +912,20 @@ class LayerRepository:
         return True
 
     def create_holdout(self, holdout: Holdout) -> None:
-        """Stores a new holdout."""
-        HoldoutTable(
+        """Stores a new holdout.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+        item = HoldoutTable(
             holdout.holdout_id,
             name=holdout.name,
             share=str(holdout.share),
             layer_ids=list(holdout.layer_ids),
             owner=holdout.owner,
             created_at=holdout.created_at,
-        ).save(condition=HoldoutTable.holdout_id.does_not_exist())
+        )
+        _save_new(item, HoldoutTable.holdout_id, f"holdout {holdout.holdout_id}")
 
     def get_holdout(self, holdout_id: str) -> Holdout:
         """The holdout.

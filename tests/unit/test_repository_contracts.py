@@ -5,8 +5,10 @@ the ones a deployment uses: the same results, the same errors, the same conditio
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,6 +21,17 @@ from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, Regi
 IMPLEMENTATIONS = ["aws", "memory"]
 
 
+def _implementation(
+    request: pytest.FixtureRequest, package: str, aws: str, memory: str, **kwargs: Any
+) -> Any:
+    """A new instance of ``package``'s class named ``aws`` (``module.Class``, on the module's
+    moto account) or ``memory``, as the fixture's parameter says."""
+    if request.param == "aws":
+        request.getfixturevalue("module_aws")
+    module, name = (aws if request.param == "aws" else memory).rsplit(".", 1)
+    return getattr(importlib.import_module(f"chalicelib.{package}.{module}"), name)(**kwargs)
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
@@ -28,14 +41,9 @@ def _unique(prefix: str) -> str:
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def keys(request: pytest.FixtureRequest) -> Any:
-    if request.param == "aws":
-        from chalicelib.auth.repository import ApiKeyRepository
-
-        request.getfixturevalue("module_aws")
-        return ApiKeyRepository()
-    from chalicelib.auth.memory import InMemoryApiKeyRepository
-
-    return InMemoryApiKeyRepository()
+    return _implementation(
+        request, "auth", "repository.ApiKeyRepository", "memory.InMemoryApiKeyRepository"
+    )
 
 
 def _key(**changes: Any) -> Any:
@@ -90,14 +98,9 @@ def test_every_created_key_is_listed(keys: Any) -> None:
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def records(request: pytest.FixtureRequest) -> Any:
-    if request.param == "aws":
-        from chalicelib.registry.repository import RegistryRepository
-
-        request.getfixturevalue("module_aws")
-        return RegistryRepository()
-    from chalicelib.registry.memory import InMemoryRegistryRepository
-
-    return InMemoryRegistryRepository()
+    return _implementation(
+        request, "registry", "repository.RegistryRepository", "memory.InMemoryRegistryRepository"
+    )
 
 
 def _model(**changes: Any) -> RegisteredModel:
@@ -262,14 +265,13 @@ def test_a_stage_change_from_a_stale_reading_is_a_conflict_and_changes_nothing(
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def blobs(request: pytest.FixtureRequest) -> Any:
-    if request.param == "aws":
-        from chalicelib.registry.storage import ArtifactStore
-
-        request.getfixturevalue("module_aws")
-        return ArtifactStore(max_artifact_bytes=64)
-    from chalicelib.registry.memory import InMemoryArtifactStore
-
-    return InMemoryArtifactStore(max_artifact_bytes=64)
+    return _implementation(
+        request,
+        "registry",
+        "storage.ArtifactStore",
+        "memory.InMemoryArtifactStore",
+        max_artifact_bytes=64,
+    )
 
 
 def test_bytes_and_json_read_back_and_deleted_keys_are_gone(blobs: Any) -> None:
@@ -300,3 +302,280 @@ def test_an_object_over_the_artifact_limit_is_refused_on_read(blobs: Any) -> Non
 def test_an_upload_url_names_its_key(blobs: Any) -> None:
     key = _unique("uploads/m/u")
     assert key in blobs.presign_upload(key)
+
+
+# ---- abtesting: ExperimentRecords ------------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def experiments(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request,
+        "abtesting",
+        "repository.ExperimentRepository",
+        "memory.InMemoryExperimentRepository",
+    )
+
+
+def _experiment(**changes: Any) -> Any:
+    from chalicelib.abtesting.models import (
+        AllocationPhase,
+        Dimension,
+        Experiment,
+        ExperimentStatus,
+        HoldoutRef,
+        LayerSlice,
+        ModelVariant,
+        PhaseReason,
+        RampSchedule,
+        SegmentSettings,
+        TrafficAllocationStrategy,
+    )
+
+    now = utc_now()
+    experiment_id = _unique("exp")
+    arms = (
+        ModelVariant("control", "m-1", 1, Decimal("0.75"), True),
+        ModelVariant("treatment", "m-1", 2, Decimal("0.25")),
+    )
+    experiment = Experiment(
+        experiment_id, "name", "described", arms, ExperimentStatus.DRAFT,
+        TrafficAllocationStrategy.RAMPING, None, None, 500, 0.95, "conversion_rate",
+        ("error_rate",), now, now, salt=experiment_id, owner="alice",
+        ramp=RampSchedule((Decimal("0.25"), Decimal("1")), 10, 0), access_groups=("ml",),
+        phases=(AllocationPhase(7, now, PhaseReason.START, {"control": Decimal("1")}),),
+        layer=LayerSlice(_unique("layer"), 0, 5000),
+        targeting={"attribute": "country", "in": ["DE"]},
+        holdouts=(HoldoutRef("h-1", "h-1", Decimal("0.1")),),
+        segments=SegmentSettings((Dimension("country", 5),)),
+    )  # fmt: skip
+    return dataclasses.replace(experiment, **changes)
+
+
+def _as_stored(experiment: Any) -> Any:
+    """What a new experiment reads back as: revision 0, phases numbered by position."""
+    phases = tuple(dataclasses.replace(p, index=i) for i, p in enumerate(experiment.phases))
+    return dataclasses.replace(experiment, revision=0, phases=phases)
+
+
+def test_an_experiment_reads_back_and_unknown_ids_are_not_found(experiments: Any) -> None:
+    from chalicelib.abtesting.errors import ExperimentNotFound
+
+    experiment = _experiment(revision=9)
+    experiments.create(experiment)
+    assert experiments.get(experiment.experiment_id) == _as_stored(experiment)
+    bare = _experiment(ramp=None, phases=(), layer=None, targeting=None, holdouts=())
+    experiments.create(bare)
+    assert experiments.get(bare.experiment_id) == _as_stored(bare)
+    with pytest.raises(Conflict, match="already exists"):
+        experiments.create(dataclasses.replace(experiment, name="second"))
+    assert experiments.get(experiment.experiment_id).name == "name"
+    with pytest.raises(ExperimentNotFound):
+        experiments.get(_unique("missing"))
+
+
+def test_a_transition_moves_only_from_an_allowed_status_and_bumps_the_revision(
+    experiments: Any,
+) -> None:
+    from chalicelib.abtesting.errors import ExperimentNotFound, ExperimentStateConflict
+    from chalicelib.abtesting.models import AllocationPhase, ExperimentStatus, PhaseReason
+
+    S = ExperimentStatus
+    experiment = _experiment()
+    experiments.create(experiment)
+    when = experiment.created_at + timedelta(minutes=1)
+    phase = AllocationPhase(0, when, PhaseReason.RAMP, {"control": Decimal("0.75")})
+    started = experiments.transition(
+        experiment.experiment_id, [S.DRAFT], S.RUNNING, when, start_time=when, phase=phase
+    )
+    expected = dataclasses.replace(
+        _as_stored(experiment), status=S.RUNNING, start_time=when, updated_at=when, revision=1,
+        phases=(experiment.phases[0], dataclasses.replace(phase, index=1)),
+    )  # fmt: skip
+    expected = dataclasses.replace(
+        expected, phases=(dataclasses.replace(experiment.phases[0], index=0), expected.phases[1])
+    )
+    assert started == expected == experiments.get(experiment.experiment_id)
+    with pytest.raises(ExperimentStateConflict, match="is running; cannot move to concluded"):
+        experiments.transition(experiment.experiment_id, [S.DRAFT], S.CONCLUDED, when)
+    assert experiments.get(experiment.experiment_id) == expected
+    later = when + timedelta(minutes=1)
+    details = {"metric": "error_rate", "value": 0.5}
+    rolled = experiments.transition(
+        experiment.experiment_id, [S.RUNNING, S.PAUSED], S.ROLLED_BACK, later,
+        end_time=later, rollback_reason="errors", rollback_details=details, ramp_step=None,
+    )  # fmt: skip
+    assert (rolled.status, rolled.revision, rolled.rollback_details) == (S.ROLLED_BACK, 2, details)
+    assert (rolled.rollback_reason, rolled.end_time, rolled.ramp_step) == ("errors", later, 0)
+    assert experiments.get(experiment.experiment_id) == rolled
+    with pytest.raises(ExperimentNotFound):
+        experiments.transition(_unique("missing"), [S.DRAFT], S.RUNNING, later)
+
+
+def test_an_allocation_changes_only_at_the_expected_revision_of_a_running_experiment(
+    experiments: Any,
+) -> None:
+    from chalicelib.abtesting.models import ExperimentStatus, ModelVariant
+
+    S = ExperimentStatus
+    experiment = _experiment()
+    experiments.create(experiment)
+    when = experiment.created_at + timedelta(minutes=1)
+    arms = (
+        ModelVariant("control", "m-1", 1, Decimal("0.5"), True),
+        ModelVariant("treatment", "m-1", 2, Decimal("0.5")),
+    )
+    assert experiments.update_allocation(experiment.experiment_id, 0, when, variants=arms) is None
+    experiments.transition(experiment.experiment_id, [S.DRAFT], S.RUNNING, when)
+    assert experiments.update_allocation(experiment.experiment_id, 0, when, variants=arms) is None
+    moved = experiments.update_allocation(
+        experiment.experiment_id, 1, when, variants=list(arms), ramp_step=1, last_ramp_at=when
+    )
+    assert (moved.variants, moved.ramp_step, moved.revision) == (arms, 1, 2)
+    assert moved.last_ramp_at == when
+    assert experiments.get(experiment.experiment_id) == moved
+    assert experiments.update_allocation(_unique("missing"), 0, when, ramp_step=2) is None
+
+
+def test_access_groups_are_replaced_without_a_new_revision(experiments: Any) -> None:
+    from chalicelib.abtesting.errors import ExperimentNotFound
+
+    experiment = _experiment()
+    experiments.create(experiment)
+    later = experiment.created_at + timedelta(minutes=5)
+    changed = experiments.set_access_groups(experiment.experiment_id, ["a", "b"], later)
+    expected = dataclasses.replace(
+        _as_stored(experiment), access_groups=("a", "b"), updated_at=later
+    )
+    assert changed == expected == experiments.get(experiment.experiment_id)
+    with pytest.raises(ExperimentNotFound):
+        experiments.set_access_groups(_unique("missing"), ["a"], later)
+
+
+def test_experiments_are_listed_newest_first_and_by_status(experiments: Any) -> None:
+    from chalicelib.abtesting.models import ExperimentStatus
+
+    S = ExperimentStatus
+    start = utc_now() + timedelta(days=3650)  # after every other test's experiments
+    made = [_experiment(created_at=start + timedelta(seconds=n)) for n in range(3)]
+    for experiment in made:
+        experiments.create(experiment)
+    experiments.transition(made[1].experiment_id, [S.DRAFT], S.RUNNING, start)
+    ours = {e.experiment_id for e in made}
+    listed = [e.experiment_id for e in experiments.list_experiments() if e.experiment_id in ours]
+    assert listed == [e.experiment_id for e in reversed(made)]
+    drafts = [e for e in experiments.list_experiments(S.DRAFT) if e.experiment_id in ours]
+    assert [e.experiment_id for e in drafts] == [made[2].experiment_id, made[0].experiment_id]
+    assert made[1].experiment_id in experiments.running_ids()
+    assert made[0].experiment_id not in experiments.running_ids()
+
+
+def test_a_rollback_policy_is_replaced_and_absent_ones_are_none(experiments: Any) -> None:
+    from chalicelib.abtesting.models import RollbackPolicy
+
+    experiment_id = _unique("exp")
+    assert experiments.get_policy(experiment_id) is None
+    experiments.save_policy(RollbackPolicy(experiment_id))
+    assert experiments.get_policy(experiment_id) == RollbackPolicy(experiment_id)
+    policy = RollbackPolicy(
+        experiment_id, error_rate_threshold=0.05, latency_degradation_threshold=0.5,
+        min_requests_before_rollback=20, latency_percentile="p99", enabled=False,
+        error_rate_tolerance=0.3, latency_threshold_ms=250.0, alpha=0.01,
+        tuning_sample_size=2000, failure_limit=3,
+    )  # fmt: skip
+    experiments.save_policy(policy)
+    assert experiments.get_policy(experiment_id) == policy
+
+
+# ---- abtesting: AssignmentStorePort, LayerRecords ----------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def assignments(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "abtesting", "repository.AssignmentStore", "memory.InMemoryAssignmentStore"
+    )
+
+
+def test_a_users_first_assignment_is_kept(assignments: Any) -> None:
+    experiment_id, now = _unique("exp"), utc_now()
+    assert assignments.get_or_assign(experiment_id, "u1", "a", now) == "a"
+    assert assignments.get_or_assign(experiment_id, "u1", "b", now) == "a"
+    assert assignments.get_or_assign(experiment_id, "u2", "b", now) == "b"
+    assert assignments.get_or_assign(_unique("exp"), "u1", "b", now) == "b"
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def layers(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "abtesting", "repository.LayerRepository", "memory.InMemoryLayerRepository"
+    )
+
+
+def _layer(**changes: Any) -> Any:
+    from chalicelib.abtesting.models import Layer
+
+    now = utc_now()
+    layer = Layer(_unique("layer"), "ranking", "d", "alice", ("ml",), now, now)
+    return dataclasses.replace(layer, **changes)
+
+
+def test_a_layer_changes_only_at_its_revision_and_is_deleted_only_unchanged(layers: Any) -> None:
+    from chalicelib.abtesting.errors import LayerNotFound
+    from chalicelib.abtesting.models import LayerSlice
+
+    layer = _layer(revision=4)
+    layers.create_layer(layer)
+    stored = layers.get_layer(layer.layer_id)
+    assert stored == dataclasses.replace(layer, revision=0)
+    with pytest.raises(Conflict, match="already exists"):
+        layers.create_layer(dataclasses.replace(layer, name="second"))
+    when = layer.created_at + timedelta(minutes=1)
+    taken = {"exp-1": LayerSlice(layer.layer_id, 0, 100)}
+    changed = layers.update_layer(stored, when, slices=taken, access_groups=["a"])
+    expected = dataclasses.replace(
+        stored, slices=taken, access_groups=("a",), updated_at=when, revision=1
+    )
+    assert changed == expected == layers.get_layer(layer.layer_id)
+    assert layers.update_layer(stored, when, slices={}) is None  # a stale revision
+    assert layers.delete_layer(stored) is False
+    assert layers.get_layer(layer.layer_id) == expected
+    assert layers.delete_layer(expected) is True
+    with pytest.raises(LayerNotFound):
+        layers.get_layer(layer.layer_id)
+    assert layers.update_layer(expected, when, slices={}) is None
+    assert layers.delete_layer(expected) is False
+
+
+def test_layers_are_listed_newest_first(layers: Any) -> None:
+    start = utc_now() + timedelta(days=3650)
+    made = [_layer(created_at=start + timedelta(seconds=n)) for n in range(3)]
+    for layer in made:
+        layers.create_layer(layer)
+    ours = {layer.layer_id for layer in made}
+    listed = [layer for layer in layers.list_layers() if layer.layer_id in ours]
+    assert listed == list(reversed(made))
+
+
+def test_holdouts_read_back_oldest_first_and_unknown_ones_are_not_found(layers: Any) -> None:
+    from chalicelib.abtesting.errors import HoldoutNotFound
+    from chalicelib.abtesting.models import Holdout
+
+    start = utc_now() - timedelta(days=3650)  # before every other test's holdouts
+    made = [
+        Holdout(_unique("h"), "global", Decimal("0.1"), (), "admin", start),
+        Holdout(_unique("h"), "ranking", Decimal("0.05"), ("l-1", "l-2"), "admin", start),
+    ]
+    for holdout in made:
+        layers.create_holdout(holdout)
+    assert layers.get_holdout(made[1].holdout_id) == made[1]
+    with pytest.raises(Conflict, match="already exists"):
+        layers.create_holdout(dataclasses.replace(made[1], name="second"))
+    assert layers.get_holdout(made[1].holdout_id) == made[1]
+    listed = [h for h in layers.list_holdouts() if h.created_at == start][-2:]
+    assert listed == sorted(made, key=lambda h: h.holdout_id)
+    layers.delete_holdout(made[0].holdout_id)
+    with pytest.raises(HoldoutNotFound):
+        layers.get_holdout(made[0].holdout_id)
+    with pytest.raises(HoldoutNotFound):
+        layers.delete_holdout(made[0].holdout_id)

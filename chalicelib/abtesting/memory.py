@@ -1,0 +1,310 @@
+"""The experiments' storage in memory: :class:`~chalicelib.abtesting.ports.ExperimentRecords`,
+:class:`~chalicelib.abtesting.routing.AssignmentStorePort` and
+:class:`~chalicelib.abtesting.ports.LayerRecords` for tests of the experimentation logic without
+AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the DynamoDB
+repositories (one contract suite runs against both); each operation is atomic under one lock, as a
+conditional write is in DynamoDB, and every object goes in and out as a copy, as it would through
+a table."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from chalicelib.abtesting.errors import (
+    ExperimentNotFound,
+    ExperimentStateConflict,
+    HoldoutNotFound,
+    LayerNotFound,
+)
+from chalicelib.abtesting.models import (
+    Experiment,
+    ExperimentStatus,
+    Holdout,
+    Layer,
+    RollbackPolicy,
+)
+from chalicelib.core.errors import Conflict
+
+T = TypeVar("T")
+
+
+def _copy(value: T) -> T:
+    return copy.deepcopy(value)
+
+
+def _as_created(experiment: Experiment) -> Experiment:
+    """What a stored new experiment reads back as: the fields a creation does not write are
+    unset, the revision is 0 and the phases are numbered by position."""
+    phases = tuple(
+        dataclasses.replace(phase, index=index) for index, phase in enumerate(experiment.phases)
+    )
+    return dataclasses.replace(
+        _copy(experiment),
+        start_time=None,
+        end_time=None,
+        last_ramp_at=None,
+        weights_updated_at=None,
+        winning_variant_id=None,
+        rollback_reason=None,
+        rollback_details={},
+        conclusion_reason=None,
+        revision=0,
+        phases=phases,
+    )
+
+
+def _changed(experiment: Experiment, when: datetime, changes: dict[str, Any]) -> Experiment:
+    """``experiment`` with ``changes`` written and its revision bumped (``phase`` appends an
+    allocation phase; ``None`` removes a field, which reads back as its default)."""
+    fields: dict[str, Any] = {"updated_at": when, "revision": experiment.revision + 1}
+    for name, value in _copy(changes).items():
+        if name == "phase":
+            phases = fields.get("phases", experiment.phases)
+            fields["phases"] = (*phases, dataclasses.replace(value, index=len(phases)))
+        elif name == "variants":
+            fields[name] = tuple(value)
+        elif value is None and name in ("rollback_details", "ramp_step"):
+            fields[name] = {} if name == "rollback_details" else 0
+        else:
+            fields[name] = value
+    return dataclasses.replace(experiment, **fields)
+
+
+class InMemoryExperimentRepository:
+    """Experiments and rollback policies in dicts."""
+
+    def __init__(self) -> None:
+        self._experiments: dict[str, Experiment] = {}
+        self._policies: dict[str, RollbackPolicy] = {}
+        self._lock = threading.Lock()
+
+    def create(self, experiment: Experiment) -> None:
+        """Stores a new experiment at revision 0.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+        with self._lock:
+            if experiment.experiment_id in self._experiments:
+                raise Conflict(f"experiment {experiment.experiment_id} already exists")
+            self._experiments[experiment.experiment_id] = _as_created(experiment)
+
+    def get(self, experiment_id: str) -> Experiment:
+        """The experiment.
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+        """
+        with self._lock:
+            return _copy(self._stored(experiment_id))
+
+    def _stored(self, experiment_id: str) -> Experiment:
+        found = self._experiments.get(experiment_id)
+        if found is None:
+            raise ExperimentNotFound(f"experiment {experiment_id} does not exist")
+        return found
+
+    def running_ids(self) -> list[str]:
+        """Ids of every running experiment."""
+        with self._lock:
+            return [
+                e.experiment_id
+                for e in self._experiments.values()
+                if e.status is ExperimentStatus.RUNNING
+            ]
+
+    def set_access_groups(
+        self, experiment_id: str, access_groups: list[str], when: datetime
+    ) -> Experiment:
+        """Replaces an experiment's access groups (the revision is unchanged).
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+        """
+        with self._lock:
+            changed = dataclasses.replace(
+                self._stored(experiment_id), access_groups=tuple(access_groups), updated_at=when
+            )
+            self._experiments[experiment_id] = changed
+            return _copy(changed)
+
+    def list_experiments(self, status: ExperimentStatus | None = None) -> list[Experiment]:
+        """Experiments, newest first; with ``status`` only those."""
+        with self._lock:
+            found = [e for e in self._experiments.values() if status in (None, e.status)]
+            return _copy(sorted(found, key=lambda e: e.created_at, reverse=True))
+
+    def transition(
+        self,
+        experiment_id: str,
+        allowed: Iterable[ExperimentStatus],
+        target: ExperimentStatus,
+        when: datetime,
+        **changes: Any,
+    ) -> Experiment:
+        """Moves the experiment to ``target`` if its status is one of ``allowed``.
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+            ExperimentStateConflict: The status is not one of ``allowed``.
+        """
+        allowed_values = [status.value for status in allowed]
+        with self._lock:
+            current = self._stored(experiment_id)
+            if current.status.value not in allowed_values:
+                raise ExperimentStateConflict(
+                    f"experiment {experiment_id} is {current.status.value}; "
+                    f"cannot move to {target.value} (allowed from: {', '.join(allowed_values)})"
+                )
+            changed = _changed(current, when, {"status": target, **changes})
+            self._experiments[experiment_id] = changed
+            return _copy(changed)
+
+    def update_allocation(
+        self, experiment_id: str, expected_revision: int, when: datetime, **changes: Any
+    ) -> Experiment | None:
+        """Changes a running experiment at a known revision; ``None`` (nothing written) when
+        the revision or the status changed meanwhile."""
+        with self._lock:
+            current = self._experiments.get(experiment_id)
+            if (
+                current is None
+                or current.revision != expected_revision
+                or current.status is not ExperimentStatus.RUNNING
+            ):
+                return None
+            changed = _changed(current, when, changes)
+            self._experiments[experiment_id] = changed
+            return _copy(changed)
+
+    def save_policy(self, policy: RollbackPolicy) -> None:
+        """Stores (replaces) the rollback policy of an experiment."""
+        with self._lock:
+            self._policies[policy.experiment_id] = _copy(policy)
+
+    def get_policy(self, experiment_id: str) -> RollbackPolicy | None:
+        """The stored policy, or ``None``."""
+        with self._lock:
+            return _copy(self._policies.get(experiment_id))
+
+
+class InMemoryAssignmentStore:
+    """Users' first assignments in a dict."""
+
+    def __init__(self) -> None:
+        self._assigned: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def get_or_assign(
+        self, experiment_id: str, user_id: str, variant_id: str, when: datetime
+    ) -> str:
+        """Stores ``variant_id`` for the user unless one is stored; returns the stored one."""
+        with self._lock:
+            return self._assigned.setdefault((experiment_id, user_id), variant_id)
+
+
+class InMemoryLayerRepository:
+    """Layers and holdouts in dicts."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, Layer] = {}
+        self._holdouts: dict[str, Holdout] = {}
+        self._lock = threading.Lock()
+
+    def create_layer(self, layer: Layer) -> None:
+        """Stores a new layer at revision 0 with no slices.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+        with self._lock:
+            if layer.layer_id in self._layers:
+                raise Conflict(f"layer {layer.layer_id} already exists")
+            self._layers[layer.layer_id] = dataclasses.replace(_copy(layer), slices={}, revision=0)
+
+    def get_layer(self, layer_id: str) -> Layer:
+        """The layer.
+
+        Raises:
+            LayerNotFound: Unknown id.
+        """
+        with self._lock:
+            found = self._layers.get(layer_id)
+        if found is None:
+            raise LayerNotFound(f"layer {layer_id} does not exist")
+        return _copy(found)
+
+    def list_layers(self) -> list[Layer]:
+        """Every layer, newest first."""
+        with self._lock:
+            found = sorted(self._layers.values(), key=lambda layer: layer.created_at, reverse=True)
+            return _copy(found)
+
+    def update_layer(self, layer: Layer, when: datetime, **changes: Any) -> Layer | None:
+        """Writes ``slices``/``access_groups`` if the layer is still at ``layer.revision``;
+        ``None`` when another change came first (or the layer is gone)."""
+        fields: dict[str, Any] = {"updated_at": when, "revision": layer.revision + 1}
+        if "slices" in changes:
+            fields["slices"] = _copy(dict(changes["slices"]))
+        if "access_groups" in changes:
+            fields["access_groups"] = tuple(changes["access_groups"])
+        with self._lock:
+            current = self._layers.get(layer.layer_id)
+            if current is None or current.revision != layer.revision:
+                return None
+            changed = dataclasses.replace(current, **fields)
+            self._layers[layer.layer_id] = changed
+            return _copy(changed)
+
+    def delete_layer(self, layer: Layer) -> bool:
+        """Deletes the layer if it is still at ``layer.revision``; ``False`` otherwise."""
+        with self._lock:
+            current = self._layers.get(layer.layer_id)
+            if current is None or current.revision != layer.revision:
+                return False
+            del self._layers[layer.layer_id]
+            return True
+
+    def create_holdout(self, holdout: Holdout) -> None:
+        """Stores a new holdout.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+        with self._lock:
+            if holdout.holdout_id in self._holdouts:
+                raise Conflict(f"holdout {holdout.holdout_id} already exists")
+            self._holdouts[holdout.holdout_id] = _copy(holdout)
+
+    def get_holdout(self, holdout_id: str) -> Holdout:
+        """The holdout.
+
+        Raises:
+            HoldoutNotFound: Unknown id.
+        """
+        with self._lock:
+            found = self._holdouts.get(holdout_id)
+        if found is None:
+            raise HoldoutNotFound(f"holdout {holdout_id} does not exist")
+        return _copy(found)
+
+    def list_holdouts(self) -> list[Holdout]:
+        """Every holdout, oldest first."""
+        with self._lock:
+            found = sorted(self._holdouts.values(), key=lambda h: (h.created_at, h.holdout_id))
+            return _copy(found)
+
+    def delete_holdout(self, holdout_id: str) -> None:
+        """Deletes a holdout.
+
+        Raises:
+            HoldoutNotFound: Unknown id.
+        """
+        with self._lock:
+            if self._holdouts.pop(holdout_id, None) is None:
+                raise HoldoutNotFound(f"holdout {holdout_id} does not exist")

@@ -1,0 +1,131 @@
+"""The interfaces of the experiments' storage: experiments and rollback policies, layers and
+holdouts (DynamoDB in :mod:`chalicelib.abtesting.repository`; sticky assignments have theirs in
+:class:`chalicelib.abtesting.routing.AssignmentStorePort`), each with an in-memory implementation
+in :mod:`chalicelib.abtesting.memory` for tests of the experimentation logic that need no AWS.
+
+Both implementations of each pass one contract suite (``tests/unit/test_repository_contracts.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.abtesting.models import (
+    Experiment,
+    ExperimentStatus,
+    Holdout,
+    Layer,
+    RollbackPolicy,
+)
+
+
+class ExperimentRecords(Protocol):
+    """Experiments (changed under conditions on their status or revision) and rollback
+    policies."""
+
+    def create(self, experiment: Experiment) -> None:
+        """Stores a new experiment at revision 0.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+
+    def get(self, experiment_id: str) -> Experiment:
+        """The experiment.
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+        """
+
+    def running_ids(self) -> list[str]:
+        """Ids of every running experiment."""
+
+    def set_access_groups(
+        self, experiment_id: str, access_groups: list[str], when: datetime
+    ) -> Experiment:
+        """Replaces an experiment's access groups (the revision is unchanged).
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+        """
+
+    def list_experiments(self, status: ExperimentStatus | None = None) -> list[Experiment]:
+        """Experiments, newest first; with ``status`` only those."""
+
+    def transition(
+        self,
+        experiment_id: str,
+        allowed: Iterable[ExperimentStatus],
+        target: ExperimentStatus,
+        when: datetime,
+        **changes: Any,
+    ) -> Experiment:
+        """Moves the experiment to ``target`` if its status is one of ``allowed`` (bumping the
+        revision; ``phase`` appends an allocation phase, other changes set fields).
+
+        Raises:
+            ExperimentNotFound: Unknown id.
+            ExperimentStateConflict: The status is not one of ``allowed``.
+        """
+
+    def update_allocation(
+        self, experiment_id: str, expected_revision: int, when: datetime, **changes: Any
+    ) -> Experiment | None:
+        """Changes a running experiment at a known revision; ``None`` (nothing written) when
+        the revision or the status changed meanwhile."""
+
+    def save_policy(self, policy: RollbackPolicy) -> None:
+        """Stores (replaces) the rollback policy of an experiment."""
+
+    def get_policy(self, experiment_id: str) -> RollbackPolicy | None:
+        """The stored policy, or ``None``."""
+
+
+class LayerRecords(Protocol):
+    """Layers (their slices changed under a condition on the layer's revision) and holdouts."""
+
+    def create_layer(self, layer: Layer) -> None:
+        """Stores a new layer at revision 0 with no slices.
+
+        Raises:
+            Conflict: The id is taken.
+        """
+
+    def get_layer(self, layer_id: str) -> Layer:
+        """The layer.
+
+        Raises:
+            LayerNotFound: Unknown id.
+        """
+
+    def list_layers(self) -> list[Layer]:
+        """Every layer, newest first."""
+
+    def update_layer(self, layer: Layer, when: datetime, **changes: Any) -> Layer | None:
+        """Writes ``slices``/``access_groups`` if the layer is still at ``layer.revision``;
+        ``None`` when another change came first (or the layer is gone)."""
+
+    def delete_layer(self, layer: Layer) -> bool:
+        """Deletes the layer if it is still at ``layer.revision``; ``False`` otherwise."""
+
+    def create_holdout(self, holdout: Holdout) -> None:
+        """Stores a new holdout."""
+
+    def get_holdout(self, holdout_id: str) -> Holdout:
+        """The holdout.
+
+        Raises:
+            HoldoutNotFound: Unknown id.
+        """
+
+    def list_holdouts(self) -> list[Holdout]:
+        """Every holdout, oldest first."""
+
+    def delete_holdout(self, holdout_id: str) -> None:
+        """Deletes a holdout.
+
+        Raises:
+            HoldoutNotFound: Unknown id.
+        """
