@@ -19,6 +19,7 @@ from chalicelib.dataversion.models import (
     LineageNode,
     TransformationRecord,
 )
+from chalicelib.dataversion.ports import LineageStore
 from chalicelib.dataversion.repository import LineageRepository
 
 UP, DOWN = "up", "down"
@@ -51,10 +52,11 @@ class LineageGraph:
     """Adds versions and derivation edges; answers lineage questions.
 
     Args:
-        repository: Adjacency storage.
+        repository: Adjacency storage (DynamoDB by default; tests pass
+            :class:`~chalicelib.dataversion.memory.InMemoryLineageRepository`).
     """
 
-    def __init__(self, repository: LineageRepository | None = None) -> None:
+    def __init__(self, repository: LineageStore | None = None) -> None:
         self.repository = repository or LineageRepository()
 
     def add_version_node(self, version: DatasetVersion) -> LineageNode:

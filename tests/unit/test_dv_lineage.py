@@ -10,21 +10,23 @@ import pytest
 
 from chalicelib.dataversion.errors import LineageCycleError
 from chalicelib.dataversion.lineage import LineageGraph
+from chalicelib.dataversion.memory import InMemoryLineageRepository
 from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetVersion,
     TransformationRecord,
     TransformationType,
 )
-from chalicelib.dataversion.repository import LineageRepository
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-class CountingRepository(LineageRepository):
-    """Counts the edge queries a traversal makes."""
+class CountingRepository(InMemoryLineageRepository):
+    """Counts the edge queries a traversal makes (in memory: the DynamoDB repository passes
+    the same contract, ``tests/unit/test_repository_contracts.py``)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.edge_queries = 0
 
     def edges(self, node_id: str, direction: str) -> Any:
@@ -67,7 +69,7 @@ def record(kind: TransformationType) -> TransformationRecord:
 
 
 @pytest.fixture
-def counting(aws: Any) -> CountingRepository:
+def counting() -> CountingRepository:
     """The lineage repository of ``graph``, counting its edge queries."""
     return CountingRepository()
 
@@ -155,8 +157,8 @@ def test_an_edge_that_would_close_a_cycle_is_refused(graph: LineageGraph) -> Non
     assert graph.detect_cycles(["test", "mi"], "joined")[0] == "joined"
 
 
-def test_detect_cycles_skips_already_seen_nodes_in_diamonds(aws: Any) -> None:
-    built = LineageGraph()
+def test_detect_cycles_skips_already_seen_nodes_in_diamonds() -> None:
+    built = LineageGraph(InMemoryLineageRepository())
     built.add_transformation_edge(["a"], "b")
     built.add_transformation_edge(["a"], "c")
     built.add_transformation_edge(["b", "c"], "d")
@@ -171,8 +173,8 @@ def test_reproducibility_chain_is_ordered_roots_first(graph: LineageGraph) -> No
     assert len(edges) == 4
 
 
-def test_nodes_known_only_from_edges_have_placeholders(aws: Any) -> None:
-    built = LineageGraph()
+def test_nodes_known_only_from_edges_have_placeholders() -> None:
+    built = LineageGraph(InMemoryLineageRepository())
     built.add_transformation_edge(["p1", "p2"], "child")
     view = built.get_upstream_lineage("child")
     assert {node.version_id for node in view.nodes} == {"child", "p1", "p2"}

@@ -579,3 +579,52 @@ def test_holdouts_read_back_oldest_first_and_unknown_ones_are_not_found(layers: 
         layers.get_holdout(made[0].holdout_id)
     with pytest.raises(HoldoutNotFound):
         layers.delete_holdout(made[0].holdout_id)
+
+
+# ---- dataversion: LineageStore ---------------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def lineage(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "dataversion", "repository.LineageRepository", "memory.InMemoryLineageRepository"
+    )
+
+
+def test_lineage_nodes_are_replaced_and_unknown_ones_left_out(lineage: Any) -> None:
+    from chalicelib.dataversion.models import LineageNode
+
+    now = utc_now()
+    node = LineageNode(_unique("v"), "ds-1", 3, "ab" * 32, now, depth=5)
+    bare = LineageNode(_unique("v"), "", 0, "", None)
+    lineage.put_node(node)
+    lineage.put_node(bare)
+    missing = _unique("missing")
+    found = lineage.get_nodes([node.version_id, missing, bare.version_id, node.version_id])
+    assert found == {node.version_id: dataclasses.replace(node, depth=0), bare.version_id: bare}
+    found[node.version_id].depth = 9  # a caller's change to a node it read is not stored
+    deleted = dataclasses.replace(node, deleted_at=now + timedelta(days=1), depth=0)
+    lineage.put_node(deleted)
+    assert lineage.get_nodes([node.version_id]) == {node.version_id: deleted}
+    assert lineage.get_nodes([]) == {}
+
+
+def test_an_edge_is_read_from_both_ends_ordered_by_the_other_end(lineage: Any) -> None:
+    from chalicelib.dataversion.models import LineageEdge
+
+    child, parents = _unique("c"), [_unique(p) for p in ("p3", "p1", "p2")]
+    edges = [
+        LineageEdge(parents[0], child, "tr-1", "join"),
+        LineageEdge(parents[1], child, "tr-1", "join"),
+        LineageEdge(parents[2], child),
+    ]
+    for edge in edges + edges[:1]:  # storing an edge twice keeps one
+        lineage.put_edge(edge)
+    assert lineage.edges(child, "up") == sorted(edges, key=lambda e: e.parent_id)
+    assert lineage.edges(child, "down") == []
+    assert lineage.edges(parents[2], "down") == [edges[2]]
+    assert lineage.edges(parents[2], "up") == []
+    grandchild = _unique("g")
+    lineage.put_edge(LineageEdge(child, grandchild, "tr-2", "filter"))
+    assert lineage.edges(child, "down") == [LineageEdge(child, grandchild, "tr-2", "filter")]
+    assert lineage.edges(_unique("missing"), "up") == []
