@@ -20,7 +20,8 @@ from typing import Any
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.explainability.loading import ModelDescriptor
 from chalicelib.explainability.models import PredictionExplanation
-from chalicelib.explainability.repository import CachedItem, ExplanationRepository
+from chalicelib.explainability.ports import ExplanationCacheStore
+from chalicelib.explainability.repository import CachedItem
 
 DEFAULT_TTL = timedelta(days=1)
 # How long an instance trusts a model's generation before reading it again (one GetItem).
@@ -75,7 +76,9 @@ class ExplanationCache:
     before is never served again.
 
     Args:
-        repository: DynamoDB access (``None``: memory only).
+        repository: The table level (DynamoDB's :class:`~.repository.ExplanationRepository`
+            or, in tests, :class:`~.in_memory.InMemoryExplanationRepository`; ``None``: memory
+            only).
         max_entries: In-memory LRU size.
         ttl: Lifetime of an entry (DynamoDB TTL attribute and memory expiry).
         clock: Time source.
@@ -84,7 +87,7 @@ class ExplanationCache:
 
     def __init__(
         self,
-        repository: ExplanationRepository | None = None,
+        repository: ExplanationCacheStore | None = None,
         max_entries: int = 2048,
         ttl: timedelta = DEFAULT_TTL,
         clock: Clock | None = None,

@@ -28,7 +28,8 @@ from chalicelib.core.observability import logger
 from chalicelib.core.principal import Principal
 from chalicelib.explainability.budget import SAFETY_SECONDS, Limits, bounded, job_allowance
 from chalicelib.explainability.errors import ExplanationJobNotFound
-from chalicelib.explainability.repository import ExplanationRepository, JobRecord
+from chalicelib.explainability.ports import ExplanationJobStore
+from chalicelib.explainability.repository import JobRecord
 
 JOB_KINDS = ("explain", "batch", "global", "dependence")
 MAX_ATTEMPTS = 3
@@ -53,7 +54,7 @@ class ExplanationJobs:
 
     def __init__(
         self,
-        repository: ExplanationRepository,
+        repository: ExplanationJobStore,
         executor: Executor,
         clock: Clock | None = None,
         limits: Callable[[], Limits] | None = None,

@@ -169,7 +169,7 @@ class ExplanationRepository:
         stored = 0
         with ExplanationCacheTable.batch_write() as batch:
             for item in items:
-                blob = _cache_blob(item)
+                blob = cache_blob(item)
                 if blob is None:
                     continue
                 batch.save(_cache_row(item, blob, now))
@@ -178,7 +178,7 @@ class ExplanationRepository:
 
     def cache_put(self, item: CachedItem, now: datetime) -> bool:
         """Stores an item; returns ``False`` when it is too large for DynamoDB."""
-        blob = _cache_blob(item)
+        blob = cache_blob(item)
         if blob is None:
             return False
         _cache_row(item, blob, now).save()
@@ -367,7 +367,9 @@ class ExplanationRepository:
         return json.loads(body.read())
 
 
-def _cache_blob(item: CachedItem) -> bytes | None:
+def cache_blob(item: CachedItem) -> bytes | None:
+    """The item's payload as stored (zlib-compressed JSON), or ``None`` when it is over
+    :data:`INLINE_RESULT_LIMIT`."""
     blob = zlib.compress(json.dumps(item.payload, separators=(",", ":")).encode(), 6)
     return None if len(blob) > INLINE_RESULT_LIMIT else blob
 

@@ -1,4 +1,8 @@
-"""ExplanationCache: content-hash keys, memory and DynamoDB levels, TTL, invalidation, stats."""
+"""ExplanationCache: content-hash keys, memory and table levels, TTL, invalidation, stats.
+
+The table level is the in-memory repository (one per test, shared by the test's cache
+instances as they would share the DynamoDB table): the DynamoDB repository passes the same
+contract (``tests/unit/test_repository_contracts.py``)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,16 @@ import pytest
 
 from chalicelib.core.clock import FixedClock
 from chalicelib.explainability.cache import ExplanationCache, cache_key
+from chalicelib.explainability.in_memory import InMemoryExplanationRepository
 from chalicelib.explainability.loading import ModelDescriptor
 from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
-from chalicelib.explainability.repository import ExplanationRepository
+
+
+@pytest.fixture
+def table() -> InMemoryExplanationRepository:
+    """The cache table every instance of a test shares."""
+    return InMemoryExplanationRepository()
+
 
 DESCRIPTOR = ModelDescriptor("m1", 1, "regression", ("a", "b"), (), "sha-1")
 PARAMS = {"seed": 0, "background_sample_size": 100}
@@ -92,10 +103,12 @@ def test_the_memory_level_is_a_bounded_lru() -> None:
     assert cache.get_cache_stats()["size"] == 2
 
 
-def test_the_table_level_serves_other_instances_until_the_ttl(aws: Any) -> None:
+def test_the_table_level_serves_other_instances_until_the_ttl(
+    table: InMemoryExplanationRepository,
+) -> None:
     clock = FixedClock()
-    writer = ExplanationCache(ExplanationRepository(), ttl=timedelta(hours=1), clock=clock)
-    reader = ExplanationCache(ExplanationRepository(), ttl=timedelta(hours=1), clock=clock)
+    writer = ExplanationCache(table, ttl=timedelta(hours=1), clock=clock)
+    reader = ExplanationCache(table, ttl=timedelta(hours=1), clock=clock)
     writer.set("k1", _explanation())
     found = reader.get("k1", "m1")
     assert found is not None and found.cached and found.additivity_error == 0.0
@@ -103,11 +116,13 @@ def test_the_table_level_serves_other_instances_until_the_ttl(aws: Any) -> None:
     assert reader.get("k1", "m1") is not None
     assert reader.get_cache_stats()["memory_hits"] == 1
     clock.advance(hours=2)
-    assert ExplanationCache(ExplanationRepository(), clock=clock).get("k1", "m1") is None
+    assert ExplanationCache(table, clock=clock).get("k1", "m1") is None
 
 
-def test_invalidate_model_removes_a_version_or_every_version_and_counts_them(aws: Any) -> None:
-    cache = ExplanationCache(ExplanationRepository())
+def test_invalidate_model_removes_a_version_or_every_version_and_counts_them(
+    table: InMemoryExplanationRepository,
+) -> None:
+    cache = ExplanationCache(table)
     cache.set("a1", _explanation("m1", 1))
     cache.set("a2", _explanation("m1", 1, 0.5))
     cache.set("b1", _explanation("m1", 2))
@@ -121,21 +136,25 @@ def test_invalidate_model_removes_a_version_or_every_version_and_counts_them(aws
     assert cache.invalidate_model("m1") == 0
 
 
-def test_an_oversized_payload_stays_in_memory_only(aws: Any, monkeypatch: Any) -> None:
+def test_an_oversized_payload_stays_in_memory_only(
+    table: InMemoryExplanationRepository, monkeypatch: Any
+) -> None:
     from chalicelib.explainability import repository
 
     monkeypatch.setattr(repository, "INLINE_RESULT_LIMIT", 10)
-    cache = ExplanationCache(ExplanationRepository())
+    cache = ExplanationCache(table)
     cache.set("k1", _explanation())
     assert cache.get("k1", "m1") is not None
     cache.clear_memory()
     assert cache.get("k1", "m1") is None
 
 
-def test_an_invalidation_reaches_another_instance_within_the_generation_ttl(aws: Any) -> None:
+def test_an_invalidation_reaches_another_instance_within_the_generation_ttl(
+    table: InMemoryExplanationRepository,
+) -> None:
     clock = FixedClock()
-    here = ExplanationCache(ExplanationRepository(), clock=clock)
-    there = ExplanationCache(ExplanationRepository(), clock=clock)
+    here = ExplanationCache(table, clock=clock)
+    there = ExplanationCache(table, clock=clock)
     there.set("k1", _explanation("m1", 1))
     there.set("k2", _explanation("m1", 2))
     assert there.get("k1", "m1", 1) is not None  # warm in its memory level
@@ -150,15 +169,15 @@ def test_an_invalidation_reaches_another_instance_within_the_generation_ttl(aws:
     assert there.get("k2", "m1", 2) is None
     there.set("k2", _explanation("m1", 2))  # stored in the new generation, found again
     assert here.get("k2", "m1", 2) is not None
-    assert ExplanationRepository().cache_generations("m1") == {None: 1, 1: 1}
+    assert table.cache_generations("m1") == {None: 1, 1: 1}
 
 
-def test_generation_items_are_not_cache_entries(aws: Any) -> None:
-    cache = ExplanationCache(ExplanationRepository())
+def test_generation_items_are_not_cache_entries(table: InMemoryExplanationRepository) -> None:
+    cache = ExplanationCache(table)
     cache.invalidate_model("m1")
     cache.set("a1", _explanation("m1", 1))
     assert cache.invalidate_model("m1") == 1  # the entry, not the generation item
-    assert ExplanationRepository().cache_generations("m1") == {None: 2}
+    assert table.cache_generations("m1") == {None: 2}
 
 
 def test_the_generation_item_uses_the_cache_tables_connection(aws: Any) -> None:

@@ -628,3 +628,152 @@ def test_an_edge_is_read_from_both_ends_ordered_by_the_other_end(lineage: Any) -
     lineage.put_edge(LineageEdge(child, grandchild, "tr-2", "filter"))
     assert lineage.edges(child, "down") == [LineageEdge(child, grandchild, "tr-2", "filter")]
     assert lineage.edges(_unique("missing"), "up") == []
+
+
+# ---- explainability: ExplanationCacheStore, ExplanationJobStore ------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def explanations(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request,
+        "explainability",
+        "repository.ExplanationRepository",
+        "in_memory.InMemoryExplanationRepository",
+    )
+
+
+def _cached(model_id: str, key: str, version: int = 1, **changes: Any) -> Any:
+    from chalicelib.explainability.repository import CachedItem
+
+    payload = {"values": [0.25, -1.5], "names": ["a", "b"], "nested": {"k": None}}
+    expires = utc_now().replace(microsecond=0) + timedelta(hours=1)
+    return dataclasses.replace(CachedItem(model_id, key, version, payload, expires), **changes)
+
+
+def test_cached_items_read_back_until_they_expire(explanations: Any) -> None:
+    model_id, now = _unique("m"), utc_now()
+    item = _cached(model_id, "0a")
+    assert explanations.cache_put(item, now) is True
+    assert explanations.cache_get(model_id, "0a", now) == item
+    assert explanations.cache_get(model_id, "0a", item.expires_at) is None
+    assert explanations.cache_get(model_id, "0b", now) is None
+    assert explanations.cache_get(_unique("m"), "0a", now) is None
+    replaced = _cached(model_id, "0a", payload={"tuple": [1, 2]})
+    explanations.cache_put(dataclasses.replace(replaced, payload={"tuple": (1, 2)}), now)
+    assert explanations.cache_get(model_id, "0a", now) == replaced  # stored as JSON
+    fine = _cached(model_id, "0c", expires_at=item.expires_at + timedelta(microseconds=999_999))
+    explanations.cache_put(fine, now)  # the expiry is kept in whole seconds
+    whole = dataclasses.replace(fine, expires_at=item.expires_at)
+    assert explanations.cache_get(model_id, "0c", now) == whole
+    assert explanations.cache_get(model_id, "0c", item.expires_at) is None
+
+
+def test_cached_items_are_read_and_stored_in_batches(explanations: Any) -> None:
+    model_id, now = _unique("m"), utc_now()
+    items = [_cached(model_id, f"{n:02x}") for n in range(30)]
+    items[3] = dataclasses.replace(items[3], expires_at=now - timedelta(seconds=1))
+    assert explanations.cache_put_many(items, now) == 30
+    keys = [item.cache_key for item in items] + ["ff", "00"]
+    found = explanations.cache_get_many(model_id, keys, now)
+    assert found == {item.cache_key: item for n, item in enumerate(items) if n != 3}
+
+
+def test_an_item_too_large_to_store_is_skipped(explanations: Any) -> None:
+    import secrets
+
+    model_id, now = _unique("m"), utc_now()
+    large = _cached(model_id, "0a", payload={"noise": secrets.token_hex(400 * 1024)})
+    assert explanations.cache_put(large, now) is False
+    assert explanations.cache_put_many([large, _cached(model_id, "0b")], now) == 1
+    assert set(explanations.cache_get_many(model_id, ["0a", "0b"], now)) == {"0b"}
+
+
+def test_generations_count_up_per_model_and_version_and_survive_deletion(
+    explanations: Any,
+) -> None:
+    model_id, now = _unique("m"), utc_now()
+    assert explanations.cache_generations(model_id) == {}
+    assert explanations.bump_cache_generation(model_id) == 1
+    assert explanations.bump_cache_generation(model_id, 2) == 1
+    assert explanations.bump_cache_generation(model_id) == 2
+    explanations.cache_put(_cached(model_id, "0a", 2), now)
+    assert explanations.cache_delete_model(model_id) == {"0a"}
+    assert explanations.cache_generations(model_id) == {None: 2, 2: 1}
+    assert explanations.cache_generations(_unique("m")) == {}
+
+
+def test_deleting_a_models_items_takes_one_version_or_all(explanations: Any) -> None:
+    model_id, other, now = _unique("m"), _unique("m"), utc_now()
+    for key, version in (("0a", 1), ("0b", 1), ("0c", 2)):
+        explanations.cache_put(_cached(model_id, key, version), now)
+    explanations.cache_put(_cached(other, "0a", 1), now)
+    assert explanations.cache_delete_model(model_id, 1) == {"0a", "0b"}
+    assert set(explanations.cache_get_many(model_id, ["0a", "0b", "0c"], now)) == {"0c"}
+    assert explanations.cache_delete_model(model_id) == {"0c"}
+    assert explanations.cache_delete_model(model_id) == set()
+    assert explanations.cache_get(other, "0a", now) is not None
+
+
+def _job(**changes: Any) -> Any:
+    from chalicelib.explainability.repository import JobRecord
+
+    now = utc_now()
+    job = JobRecord(
+        _unique("job"), "batch", "queued", "alice", {"rows": [[1, 2]], "caller": {"groups": ["g"]}},
+        None, None, 0, now, now,
+    )  # fmt: skip
+    return dataclasses.replace(job, **changes)
+
+
+def test_a_job_reads_back_and_a_second_with_its_id_is_a_conflict(explanations: Any) -> None:
+    from chalicelib.explainability.errors import ExplanationJobNotFound
+
+    job = _job()
+    explanations.create_job(dataclasses.replace(job, attempts=4, result={"x": 1}))
+    assert explanations.get_job(job.job_id) == job
+    with pytest.raises(Conflict, match="already exists"):
+        explanations.create_job(dataclasses.replace(job, owner="mallory"))
+    assert explanations.get_job(job.job_id) == job
+    explanations.delete_job(job.job_id)
+    explanations.delete_job(job.job_id)  # deleting what is absent is not an error
+    with pytest.raises(ExplanationJobNotFound):
+        explanations.get_job(job.job_id)
+
+
+def test_a_job_runs_under_a_lease_and_finishes_only_while_running(explanations: Any) -> None:
+    job, now = _job(), utc_now()
+    explanations.create_job(job)
+    with pytest.raises(Conflict, match="is not running"):
+        explanations.finish_job(job.job_id, "succeeded", now, result=[1])
+    lease = now + timedelta(minutes=5)
+    assert explanations.start_job(job.job_id, now, lease) is True
+    assert explanations.start_job(job.job_id, now, lease) is False  # the lease holds
+    running = explanations.get_job(job.job_id)
+    assert (running.status, running.attempts, running.lease_until) == ("running", 1, lease)
+    later = lease + timedelta(seconds=1)
+    assert explanations.start_job(job.job_id, later, later + timedelta(minutes=5)) is True
+    explanations.release_job(job.job_id, later)
+    released = explanations.get_job(job.job_id)
+    assert (released.status, released.attempts, released.lease_until) == ("queued", 2, None)
+    assert released.updated_at == later
+    explanations.release_job(job.job_id, later)  # not running: nothing changes
+    assert explanations.get_job(job.job_id) == released
+    assert explanations.start_job(job.job_id, later, lease) is True
+    explanations.finish_job(job.job_id, "succeeded", later, result={"rows": [[0.5, (1, 2)]]})
+    done = explanations.get_job(job.job_id)
+    assert (done.status, done.result, done.error, done.lease_until) == (
+        "succeeded", {"rows": [[0.5, [1, 2]]]}, None, None,
+    )  # fmt: skip
+    assert explanations.start_job(job.job_id, later, lease) is False
+    assert explanations.start_job(_unique("missing"), later, lease) is False
+
+
+def test_a_failed_job_keeps_its_error(explanations: Any) -> None:
+    job, now = _job(), utc_now()
+    explanations.create_job(job)
+    explanations.start_job(job.job_id, now, now + timedelta(minutes=1))
+    error = {"error": "too_expensive", "message": "m"}
+    explanations.finish_job(job.job_id, "failed", now, error=error)
+    failed = explanations.get_job(job.job_id)
+    assert (failed.status, failed.error, failed.result) == ("failed", error, None)
