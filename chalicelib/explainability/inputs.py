@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -92,11 +94,32 @@ def tabular_matrix(
     """
     if not inputs:
         raise ValidationError("inputs must not be empty")
+    matrix = _float_matrix(inputs, tuple(feature_names))
+    if matrix is not None:
+        return matrix
     rows = [
         tabular_row(item, feature_names, f"inputs[{i}]: ", allow_text)
         for i, item in enumerate(inputs)
     ]
     return as_matrix(rows)
+
+
+def _float_matrix(inputs: list[Any], names: tuple[str, ...]) -> np.ndarray | None:
+    """The common case of :func:`tabular_matrix` checked for all rows at once: every input a
+    dict of exactly the features (as many keys, every name present, so no unknown one), every
+    value a float, all finite. ``None`` when any of that fails: the row-by-row check then
+    finds the first problem and names it."""
+    if not names or set(map(type, inputs)) != {dict} or set(map(len, inputs)) != {len(names)}:
+        return None
+    pick = itemgetter(*names)
+    try:
+        rows = list(map(pick, inputs)) if len(names) > 1 else [(pick(item),) for item in inputs]
+    except KeyError:
+        return None
+    if set(map(type, chain.from_iterable(rows))) != {float}:
+        return None
+    matrix = np.array(rows, dtype=float)
+    return matrix if bool(np.isfinite(matrix).all()) else None
 
 
 def as_matrix(rows: list[list[Any]]) -> np.ndarray:

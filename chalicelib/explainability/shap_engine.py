@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.explainability.base import ExplainerBase, class_index, class_labels, require
+from chalicelib.explainability.base import (
+    ExplainerBase,
+    RankedRows,
+    batch_ids,
+    class_index,
+    class_labels,
+    collection_paused,
+    require,
+)
 from chalicelib.explainability.categorical import check_row_types, text_columns
 from chalicelib.explainability.explainers._common import (
     ALGORITHMS,
@@ -407,46 +415,74 @@ class SHAPExplainer(ExplainerBase):
         result = self.shap_values(loaded, X, options)
         labels = class_labels(loaded.estimator, descriptor) if descriptor.is_classifier else []
         names = list(descriptor.feature_names)
-        parameters = {**options.as_parameters(), "background_rows_used": result.background_rows}
-        # Plain lists: indexing numpy arrays element by element costs more than the math.
-        inputs, values = X.tolist(), result.values.tolist()
+        fields: dict[str, Any] = {
+            "model_id": descriptor.model_id,
+            "model_version": descriptor.version,
+            "input_kind": "tabular",
+            "algorithm": result.algorithm,
+            "output_space": result.output_space,
+            "parameters": {
+                **options.as_parameters(),
+                "background_rows_used": result.background_rows,
+            },
+            "created_at": self.clock.now(),  # one time for the whole batch
+        }
+        explained = [None if chosen is None else labels[chosen] for chosen in result.classes]
         sums = result.base + result.values.sum(axis=1)
-        totals = sums.tolist()
+        # The whole batch is checked and ranked at once (numpy); a batch with a number that is
+        # not finite goes through the per-row check, which names it (a 422).
+        if not _finite_result(result, sums):
+            return self._checked_rows(X, result, prediction_ids, explained, names, sums, fields)
+        ids = batch_ids(len(prediction_ids))
         bases, actuals = result.base.tolist(), result.actual.tolist()
-        # The whole batch checked and sorted at once (numpy); rows with a number that is not
-        # finite go through the per-row check, which names it (a 422).
-        finite = _finite_result(result, sums)
-        order = _by_magnitude(result.values) if finite else None
-        now = self.clock.now()
+        errors = np.abs(sums - result.actual).tolist()
         explanations = []
-        for i, prediction_id in enumerate(prediction_ids):
-            chosen = result.classes[i]
-            row, value = inputs[i], values[i]
-            if order is None:
-                contributions = list(map(FeatureContribution, names, row, value))
-            else:
-                contributions = [FeatureContribution(names[j], row[j], value[j]) for j in order[i]]
-            explanations.append(
-                self._build_explanation(
-                    ordered=order is not None,
-                    finite=finite,
-                    created_at=now,
-                    prediction_id=prediction_id,
-                    model_id=descriptor.model_id,
-                    model_version=descriptor.version,
-                    input_kind="tabular",
-                    algorithm=result.algorithm,
-                    output_space=result.output_space,
-                    explained_class=None if chosen is None else labels[chosen],
-                    base_prediction=bases[i],
-                    actual_prediction=actuals[i],
-                    feature_contributions=contributions,
-                    additivity_error=abs(totals[i] - actuals[i]),
-                    interactions=_interactions(result.interactions, i, names),
-                    parameters=parameters,
+        with collection_paused():
+            ranked = RankedRows.of(result.values, X, names)
+            for i, prediction_id in enumerate(prediction_ids):
+                explanations.append(
+                    PredictionExplanation(
+                        explanation_id=ids[i],
+                        prediction_id=prediction_id,
+                        explanation_type=self.explanation_type,
+                        explained_class=explained[i],
+                        base_prediction=bases[i],
+                        actual_prediction=actuals[i],
+                        additivity_error=errors[i],
+                        interactions=_interactions(result.interactions, i, names),
+                        **ranked.row(i),
+                        **fields,
+                    )
                 )
-            )
         return explanations
+
+    def _checked_rows(
+        self,
+        X: np.ndarray,
+        result: ShapResult,
+        prediction_ids: list[str | None],
+        explained: list[str | None],
+        names: list[str],
+        sums: np.ndarray,
+        fields: dict[str, Any],
+    ) -> list[PredictionExplanation]:
+        """Explanations built row by row, each checked finite (the first row with a number that
+        is not finite is refused with a 422 naming it)."""
+        inputs, values = X.tolist(), result.values.tolist()
+        totals, bases, actuals = sums.tolist(), result.base.tolist(), result.actual.tolist()
+        return [
+            self._build_explanation(
+                prediction_id=prediction_id,
+                explained_class=explained[i],
+                base_prediction=bases[i],
+                actual_prediction=actuals[i],
+                feature_contributions=list(map(FeatureContribution, names, inputs[i], values[i])),
+                additivity_error=abs(totals[i] - actuals[i]),
+                interactions=_interactions(result.interactions, i, names),
+                **fields,
+            )
+            for i, prediction_id in enumerate(prediction_ids)
+        ]
 
     # --- explainers ---------------------------------------------------------------------------
     def tree_explainer(self, loaded: LoadedModel, interactions: bool = False) -> Any:
@@ -505,12 +541,6 @@ def _finite_result(result: ShapResult, totals: np.ndarray) -> bool:
         arrays.append(result.interactions)
     with np.errstate(all="ignore"):
         return all(bool(np.isfinite(array).all()) for array in arrays)
-
-
-def _by_magnitude(values: np.ndarray) -> list[list[int]]:
-    """Per row, the feature indices largest absolute contribution first, ties in feature order:
-    the order Python's stable ``sorted(key=-abs)`` gives, computed for every row at once."""
-    return np.argsort(-np.abs(values), axis=1, kind="stable").tolist()
 
 
 def _interactions(matrix: np.ndarray | None, row: int, names: list[str]) -> dict[str, Any] | None:

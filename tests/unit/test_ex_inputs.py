@@ -104,3 +104,53 @@ def test_importing_the_api_loads_no_numerical_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert found.stdout.strip() == "[]"
+
+
+def _row_by_row(inputs: list, names: tuple[str, ...]) -> np.ndarray:
+    """The oracle: every row through :func:`tabular_row` (the per-row check)."""
+    rows = [tabular_row(item, names, f"inputs[{i}]: ") for i, item in enumerate(inputs)]
+    return np.asarray(rows, dtype=float)
+
+
+def test_a_batch_of_plain_floats_is_read_at_once_exactly_as_row_by_row() -> None:
+    """The batch path checks every row at once (one itemgetter, one type set); the matrix is the
+    one the per-row check builds, keys in any order, extreme doubles and -0.0 included."""
+    names = ("a", "b", "c")
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(200, 3)) * 10.0 ** rng.integers(-300, 300, size=(200, 3))
+    values[0] = [-0.0, 5e-324, 1.7976931348623157e308]
+    inputs = [dict(zip(names[::-1], row[::-1], strict=True)) for row in values.tolist()]
+    found = tabular_matrix(inputs, names)
+    expected = _row_by_row(inputs, names)
+    assert found.dtype == np.float64
+    assert found.tobytes() == expected.tobytes()  # bit for bit, the sign of -0.0 included
+    mixed = [{"a": 1, "b": 2.5, "c": 10**20}, {"a": -3.0, "b": 0, "c": 2**53 + 1}]
+    assert tabular_matrix(mixed, names).tobytes() == _row_by_row(mixed, names).tobytes()
+    single = [{"a": 0.5}, {"a": -1.25}]
+    assert tabular_matrix(single, ("a",)).tolist() == [[0.5], [-1.25]]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"a": True}, "inputs[3]: feature 'a' must be a number; got bool"),
+        ({"a": None}, "inputs[3]: feature 'a' must be a number; got null"),
+        ({"a": float("nan")}, "inputs[3]: feature 'a' must be a finite number"),
+        ({"b": float("inf")}, "inputs[3]: feature 'b' must be a finite number"),
+        ({"a": "7"}, "inputs[3]: feature 'a' must be a number; got str"),
+        ({"a": 10**400}, "inputs[3]: feature 'a' is too large"),
+        ({"z": 1.0}, "inputs[3]: unknown feature 'z'"),
+    ],
+)
+def test_one_bad_value_in_a_batch_is_named_by_row_and_feature(bad: dict, message: str) -> None:
+    inputs = [{"a": float(i), "b": -float(i)} for i in range(6)]
+    inputs[3] = {**inputs[3], **bad}
+    if "z" in bad:
+        del inputs[3]["b"]  # as many keys as features, one of them unknown
+    with pytest.raises(ValidationError) as caught:
+        tabular_matrix(inputs, ("a", "b"))
+    assert str(caught.value.message).startswith(message)
+    with pytest.raises(ValidationError, match=r"inputs\[2\]: input_data must be an object"):
+        tabular_matrix([{"a": 1.0, "b": 1.0}] * 2 + [[1.0, 2.0]], ("a", "b"))
+    with pytest.raises(ValidationError, match=r"inputs\[1\]: missing feature 'b'"):
+        tabular_matrix([{"a": 1.0, "b": 1.0}, {"a": 1.0}], ("a", "b"))

@@ -105,6 +105,7 @@ def test_contributions_are_ordered_by_magnitude_with_ties_in_feature_order(ctx: 
     model = register(ctx.reg, forest, "regression", names, X)
     rows = [{**model.row(i), "f1": 1.0, "f3": -2.0, "f4": 3.0} for i in range(12)]
     batch = ctx.svc.shap.explain_batch(model.model_id, model.version, rows)
+    assert len({explanation.explanation_id for explanation in batch}) == len(rows)
     uncached = service(RecordingEventBus(), ctx.reg).shap
     uncached.cache = None  # the single explanations are computed, not the batch's cached rows
     for row, explanation in zip(rows, batch, strict=True):
@@ -114,6 +115,8 @@ def test_contributions_are_ordered_by_magnitude_with_ties_in_feature_order(ctx: 
         assert [found[name] for name in ("f1", "f3", "f4")] == [0.0, 0.0, 0.0]
         positive = [name for name in expected if found[name] > 0][:5]
         assert explanation.top_positive_features == positive
+        negative = sorted((name for name in expected if found[name] < 0), key=found.__getitem__)
+        assert explanation.top_negative_features == negative[:5]
         single = uncached.explain_prediction(model.model_id, model.version, row)
         assert single.feature_contributions == explanation.feature_contributions
 

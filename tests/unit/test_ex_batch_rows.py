@@ -1,0 +1,116 @@
+"""A batch's explanations built at once: ranking, ids and the paused collector (no AWS)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from chalicelib.explainability.base import (
+    TOP_FEATURES,
+    RankedRows,
+    batch_ids,
+    collection_paused,
+)
+
+
+def _oracle(names: list[str], row: list[float], values: list[float]) -> dict:
+    """One row as the per-row builder orders it: Python's stable sort by -|c|, positives in that
+    order, negatives by a stable sort on c."""
+    ranked = sorted(zip(names, row, values, strict=True), key=lambda item: -abs(item[2]))
+    negative = sorted((item for item in ranked if item[2] < 0), key=lambda item: item[2])
+    return {
+        "order": [(name, value, c) for name, value, c in ranked],
+        "positive": [name for name, _, c in ranked if c > 0][:TOP_FEATURES],
+        "negative": [name for name, _, _ in negative][:TOP_FEATURES],
+    }
+
+
+def test_ranking_a_batch_at_once_equals_pythons_stable_sort_on_ties() -> None:
+    """Small integers with both signs make ties everywhere (x and -x, several zeros, 0.0 and
+    -0.0): one argsort over the matrix orders each row as Python's stable sort does, and the top
+    negative features equal a stable sort on the signed value."""
+    rng = np.random.default_rng(11)
+    values = rng.integers(-3, 4, size=(300, 12)).astype(float)
+    values[0] = [0.0, -0.0, 2.0, -2.0, 2.0, -0.0, 1.0, -1.0, -2.0, 0.0, 3.0, -3.0]
+    X = rng.normal(size=values.shape)
+    names = [f"f{j}" for j in range(12)]
+    ranked = RankedRows.of(values, X, names)
+    ties = 0
+    for i in range(len(values)):
+        expected = _oracle(names, X[i].tolist(), values[i].tolist())
+        row = ranked.row(i)
+        found = [
+            (c.feature_name, c.feature_value, c.contribution) for c in row["feature_contributions"]
+        ]
+        assert found == expected["order"]
+        assert row["top_positive_features"] == expected["positive"]
+        assert row["top_negative_features"] == expected["negative"]
+        ties += len(set(np.abs(values[i]).tolist())) < 12
+    assert ties == len(values)  # every row had ties: the comparison is not vacuous
+
+
+def test_ranking_keeps_text_inputs_of_an_object_matrix() -> None:
+    X = np.empty((2, 3), dtype=object)
+    X[:] = [["red", 1.5, 2], ["blue", -1.0, 0]]
+    values = np.array([[0.1, -0.3, 0.3], [0.0, 0.0, -0.0]])
+    ranked = RankedRows.of(values, X, ["colour", "size", "count"])
+    first = [(c.feature_name, c.feature_value) for c in ranked.row(0)["feature_contributions"]]
+    assert first == [("size", 1.5), ("count", 2), ("colour", "red")]
+    assert [c.feature_name for c in ranked.row(1)["feature_contributions"]] == [
+        "colour",
+        "size",
+        "count",
+    ]
+
+
+def test_batch_ids_are_distinct_version_4_uuids_in_a_batch_and_across_batches() -> None:
+    first, second = batch_ids(10_000), batch_ids(10_000)
+    assert len(set(first) | set(second)) == 20_000
+    for found in first[:3] + first[-3:] + second[:3]:
+        parsed = uuid.UUID(hex=found)
+        assert parsed.hex == found and len(found) == 32
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    with pytest.raises(ValueError):
+        batch_ids((1 << 32) + 1)
+
+
+def test_the_paused_collector_resumes_only_as_it_was_and_after_the_last_pause() -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with collection_paused():
+            assert not gc.isenabled()
+            with collection_paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the outer pause still runs
+        assert gc.isenabled()
+        gc.disable()
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # a collector that was off stays off
+        gc.enable()
+        entered, leave = threading.Event(), threading.Event()
+
+        def other() -> None:
+            with collection_paused():
+                entered.set()
+                leave.wait(10)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        entered.wait(10)
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # the other thread's pause outlasts this one
+        leave.set()
+        thread.join(10)
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError), collection_paused():
+            raise RuntimeError("an error while building")
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
