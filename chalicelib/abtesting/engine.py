@@ -59,7 +59,7 @@ from chalicelib.abtesting.models import (
     TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
-from chalicelib.abtesting.ports import ExperimentRecords
+from chalicelib.abtesting.ports import ExperimentRecords, OutcomeCounters
 from chalicelib.abtesting.repository import AssignmentStore, ExperimentRepository, history_fits
 from chalicelib.abtesting.routing import AssignmentStorePort, TrafficRouter, routing_config
 from chalicelib.abtesting.segments import (
@@ -338,7 +338,7 @@ class ABTestingEngine:
         registry: ModelRegistryPort | None = None,
         event_bus: EventBus | None = None,
         clock: Clock | None = None,
-        outcomes: OutcomeStore | None = None,
+        outcomes: OutcomeCounters | None = None,
         assignments: AssignmentStorePort | None = None,
         route_cache_ttl: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,

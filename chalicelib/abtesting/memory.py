@@ -1,6 +1,7 @@
 """The experiments' storage in memory: :class:`~chalicelib.abtesting.ports.ExperimentRecords`,
-:class:`~chalicelib.abtesting.routing.AssignmentStorePort` and
-:class:`~chalicelib.abtesting.ports.LayerRecords` for tests of the experimentation logic without
+:class:`~chalicelib.abtesting.routing.AssignmentStorePort`,
+:class:`~chalicelib.abtesting.ports.LayerRecords` and
+:class:`~chalicelib.abtesting.ports.OutcomeCounters` for tests of the experimentation logic without
 AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the DynamoDB
 repositories (one contract suite runs against both); each operation is atomic under one lock, as a
 conditional write is in DynamoDB, and every object goes in and out as a copy, as it would through
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import decimal
 import threading
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from chalicelib.abtesting.aggregate import PRECISION
 from chalicelib.abtesting.errors import (
     ExperimentNotFound,
     ExperimentStateConflict,
@@ -26,7 +30,17 @@ from chalicelib.abtesting.models import (
     ExperimentStatus,
     Holdout,
     Layer,
+    Outcome,
+    OutcomeReceipt,
     RollbackPolicy,
+)
+from chalicelib.abtesting.outcomes_repository import (
+    SegmentPlan,
+    fold_segment_values,
+    merge_counters,
+    merge_segment_counters,
+    segment_deltas,
+    variant_deltas,
 )
 from chalicelib.core.errors import Conflict
 
@@ -308,3 +322,97 @@ class InMemoryLayerRepository:
         with self._lock:
             if self._holdouts.pop(holdout_id, None) is None:
                 raise HoldoutNotFound(f"holdout {holdout_id} does not exist")
+
+
+Counters = dict[str, Decimal]
+_EXACT = decimal.Context(prec=PRECISION)
+
+
+class InMemoryOutcomeStore:
+    """Outcome counters in dicts: the request ids counted, one counter item per (allocation
+    phase, variant) and per (variant, phase, dimension), and each dimension's kept values. The
+    counts are the DynamoDB store's own (:func:`~.outcomes_repository.variant_deltas`,
+    :func:`~.outcomes_repository.segment_deltas`), without its shards and transactions."""
+
+    def __init__(self) -> None:
+        self._counted: dict[str, set[str]] = {}
+        self._totals: dict[str, dict[tuple[str, int], Counters]] = {}
+        self._segments: dict[str, dict[tuple[str, int, str], Counters]] = {}
+        self._kept: dict[str, dict[str, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        experiment_id: str,
+        outcomes: list[Outcome],
+        now: datetime,
+        cuped_metric: str | None = None,
+        plan: SegmentPlan | None = None,
+    ) -> OutcomeReceipt:
+        """Counts each request id once (with the CUPED sums of ``cuped_metric`` and one segment
+        per dimension of ``plan``); returns how many were new and how many repeats."""
+        plan = plan or SegmentPlan()
+        with self._lock:
+            counted = self._counted.setdefault(experiment_id, set())
+            unique: dict[str, Outcome] = {}
+            for outcome in outcomes:
+                if outcome.request_id not in counted:
+                    unique.setdefault(outcome.request_id, outcome)
+            new = list(unique.values())
+            counted.update(unique)
+            totals = self._totals.setdefault(experiment_id, {})
+            for key, delta in variant_deltas(new, cuped_metric).items():
+                _add(totals.setdefault(key, {}), delta.counts, delta.sums)
+            if plan.dimensions and new:
+                self._count_segments(experiment_id, new, plan)
+        return OutcomeReceipt(accepted=len(new), duplicates=len(outcomes) - len(new))
+
+    def _count_segments(self, experiment_id: str, new: list[Outcome], plan: SegmentPlan) -> None:
+        kept = self._kept.setdefault(experiment_id, {})
+        folded = fold_segment_values(kept, new, plan, final=True)
+        assert folded is not None  # final kept values never defer
+        values, added = folded
+        for dimension, found in added.items():
+            kept.setdefault(dimension, set()).update(found)
+        segments = self._segments.setdefault(experiment_id, {})
+        for key, delta in segment_deltas(new, values, plan).items():
+            _add(segments.setdefault(key, {}), delta.counts, delta.sums)
+
+    def read(self, experiment_id: str) -> dict[str, dict[str, Any]]:
+        """The counters merged per variant over every phase."""
+        merged: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for (variant_id, _), counters in self._totals.get(experiment_id, {}).items():
+                merge_counters(merged.setdefault(variant_id, _empty()), counters)
+        return merged
+
+    def read_phases(self, experiment_id: str) -> dict[int, dict[str, dict[str, Any]]]:
+        """The counters per allocation phase and variant."""
+        merged: dict[int, dict[str, dict[str, Any]]] = {}
+        with self._lock:
+            for (variant_id, phase), counters in self._totals.get(experiment_id, {}).items():
+                target = merged.setdefault(phase, {}).setdefault(variant_id, _empty())
+                merge_counters(target, counters)
+        return merged
+
+    def read_segments(
+        self, experiment_id: str
+    ) -> dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]]:
+        """The segment counters per dimension, value, allocation phase and variant."""
+        merged: dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]] = {}
+        with self._lock:
+            for key, counters in self._segments.get(experiment_id, {}).items():
+                merge_segment_counters(merged, key, counters)
+        return merged
+
+
+def _empty() -> dict[str, Any]:
+    return {"sums": {}, "histogram": {}}
+
+
+def _add(target: Counters, counts: dict[str, int], sums: dict[str, Decimal]) -> None:
+    """Adds to counters as DynamoDB's ``ADD`` does: exactly, to :data:`PRECISION` digits."""
+    for name, count in counts.items():
+        target[name] = _EXACT.add(target.get(name, Decimal(0)), Decimal(count))
+    for name, amount in sums.items():
+        target[name] = _EXACT.add(target.get(name, Decimal(0)), amount)

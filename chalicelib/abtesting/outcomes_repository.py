@@ -286,6 +286,62 @@ def chunk_outcomes(
         yield chunk
 
 
+def variant_deltas(
+    outcomes: list[Outcome], cuped_metric: str | None = None
+) -> dict[tuple[str, int], _VariantDelta]:
+    """What ``outcomes`` add to each (variant, allocation phase)'s counters."""
+    deltas: dict[tuple[str, int], _VariantDelta] = {}
+    for outcome in outcomes:
+        deltas.setdefault(counter_key(outcome), _VariantDelta()).observe(outcome, cuped_metric)
+    return deltas
+
+
+def segment_deltas(
+    outcomes: list[Outcome], values: list[dict[str, str]], plan: SegmentPlan
+) -> dict[tuple[str, int, str], _VariantDelta]:
+    """What ``outcomes`` (with their folded ``values`` per dimension) add to each (variant,
+    allocation phase, dimension)'s segment counters."""
+    deltas: dict[tuple[str, int, str], _VariantDelta] = {}
+    for outcome, found in zip(outcomes, values, strict=True):
+        variant_id, phase = counter_key(outcome)
+        for dimension in plan.dimensions:
+            key = (variant_id, phase, dimension.name)
+            deltas.setdefault(key, _VariantDelta()).observe_segment(
+                outcome, found[dimension.name], plan.metric
+            )
+    return deltas
+
+
+def fold_segment_values(
+    known: dict[str, set[str]], outcomes: list[Outcome], plan: SegmentPlan, final: bool
+) -> tuple[list[dict[str, str]], dict[str, list[str]]] | None:
+    """Each outcome's value per dimension after folding, and the values to keep newly.
+
+    A dimension keeps its first ``max_values`` values (``known``: those kept so far); later
+    ones count as ``(other)``. Returns ``None`` when a dimension would overflow and the kept
+    values are not ``final`` (read afresh: the caller reads them and asks again).
+    """
+    values = [
+        {d.name: o.attributes.get(d.name, MISSING) for d in plan.dimensions} for o in outcomes
+    ]
+    new: dict[str, list[str]] = {}
+    for dimension in plan.dimensions:
+        have = known.get(dimension.name, set())
+        unseen = [v[dimension.name] for v in values]
+        candidates = [v for v in dict.fromkeys(unseen) if v not in have and v not in RESERVED]
+        room = max(dimension.max_values - len(have), 0)
+        if len(candidates) > room and not final:
+            return None
+        kept = set(candidates[:room])
+        for found in values:
+            value = found[dimension.name]
+            if value not in have and value not in RESERVED and value not in kept:
+                found[dimension.name] = OTHER
+        if kept:
+            new[dimension.name] = [v for v in candidates if v in kept]
+    return values, new
+
+
 class OutcomeStore:
     """Idempotent, sharded outcome counters (low-level DynamoDB client for dynamic attributes).
 
@@ -356,9 +412,7 @@ class OutcomeStore:
             }
             for outcome in chunk
         ]
-        deltas: dict[tuple[str, int], _VariantDelta] = {}
-        for outcome in chunk:
-            deltas.setdefault(counter_key(outcome), _VariantDelta()).observe(outcome, cuped_metric)
+        deltas = variant_deltas(chunk, cuped_metric)
         shard = shard_for(experiment_id, chunk[0].request_id)
         if segments is not None and segments[2]:
             actions.append(self._registry_action(experiment_id, segments[0], segments[2]))
@@ -378,14 +432,7 @@ class OutcomeStore:
         shard: int,
     ) -> list[Any]:
         plan, values, _ = segments
-        deltas: dict[tuple[str, int, str], _VariantDelta] = {}
-        for outcome, found in zip(chunk, values, strict=True):
-            variant_id, phase = counter_key(outcome)
-            for dimension in plan.dimensions:
-                key = (variant_id, phase, dimension.name)
-                deltas.setdefault(key, _VariantDelta()).observe_segment(
-                    outcome, found[dimension.name], plan.metric
-                )
+        deltas = segment_deltas(chunk, values, plan)
         table = MetricShardTable.Meta.table_name
         partition = segment_partition(experiment_id)
         actions: list[Any] = []
@@ -437,26 +484,7 @@ class OutcomeStore:
         """
         if fresh:
             self._known[experiment_id] = self._read_registry(experiment_id)
-        known = self._known.get(experiment_id, {})
-        values = [
-            {d.name: o.attributes.get(d.name, MISSING) for d in plan.dimensions} for o in chunk
-        ]
-        new: dict[str, list[str]] = {}
-        for dimension in plan.dimensions:
-            have = known.get(dimension.name, set())
-            unseen = [v[dimension.name] for v in values]
-            candidates = [v for v in dict.fromkeys(unseen) if v not in have and v not in RESERVED]
-            room = max(dimension.max_values - len(have), 0)
-            if len(candidates) > room and not fresh:
-                return None
-            kept = set(candidates[:room])
-            for found in values:
-                value = found[dimension.name]
-                if value not in have and value not in RESERVED and value not in kept:
-                    found[dimension.name] = OTHER
-            if kept:
-                new[dimension.name] = [v for v in candidates if v in kept]
-        return values, new
+        return fold_segment_values(self._known.get(experiment_id, {}), chunk, plan, fresh)
 
     def _read_registry(self, experiment_id: str) -> dict[str, set[str]]:
         """The stored kept values of each dimension (one consistent read)."""
@@ -616,16 +644,8 @@ class OutcomeStore:
                 key = item["shard_key"]["S"]
                 if key == REGISTRY_KEY:
                     continue
-                variant_id, phase, dimension = parse_segment_key(key)
-                values = merged.setdefault(dimension, {})
-                for name, raw in item.items():
-                    value, separator, counter = name.partition(SEGMENT_SEPARATOR)
-                    if not separator or "N" not in raw:
-                        continue
-                    phases = values.setdefault(value, {}).setdefault(phase, {})
-                    target = phases.setdefault(variant_id, {"sums": {}, "histogram": {}})
-                    sums = target["sums"]
-                    sums[counter] = sums.get(counter, Decimal(0)) + Decimal(raw["N"])
+                counters = {name: Decimal(raw["N"]) for name, raw in item.items() if "N" in raw}
+                merge_segment_counters(merged, parse_segment_key(key), counters)
         return merged
 
 
@@ -650,15 +670,36 @@ def _update(table: str, partition: str, key: str, part: tuple[str, Any, Any]) ->
 
 
 def _merge_item(target: dict[str, Any], item: dict[str, Any]) -> None:
-    for name, raw in item.items():
-        if "N" not in raw:
-            continue
-        value = Decimal(raw["N"])
+    merge_counters(target, {name: Decimal(raw["N"]) for name, raw in item.items() if "N" in raw})
+
+
+def merge_counters(target: dict[str, Any], counters: dict[str, Decimal]) -> None:
+    """Adds a counter item's attributes to ``target`` (``{"sums": {}, "histogram": {}}``):
+    latency bucket counts to the histogram, every other counter to the sums."""
+    for name, value in counters.items():
         index = sketch.parse_attribute(name)
         if index is not None:
             target["histogram"][index] = target["histogram"].get(index, 0) + int(value)
         else:
             target["sums"][name] = target["sums"].get(name, Decimal(0)) + value
+
+
+def merge_segment_counters(
+    merged: dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]],
+    key: tuple[str, int, str],
+    counters: dict[str, Decimal],
+) -> None:
+    """Adds a segment counter item (``key``: variant, phase, dimension) to ``merged``
+    (``{dimension: {value: {phase: {variant_id: {"sums": {...}, "histogram": {}}}}}}``)."""
+    variant_id, phase, dimension = key
+    values = merged.setdefault(dimension, {})
+    for name, amount in counters.items():
+        value, separator, counter = name.partition(SEGMENT_SEPARATOR)
+        if not separator:
+            continue
+        phases = values.setdefault(value, {}).setdefault(phase, {})
+        sums = phases.setdefault(variant_id, {"sums": {}, "histogram": {}})["sums"]
+        sums[counter] = sums.get(counter, Decimal(0)) + amount
 
 
 # The DynamoDB tables this module declares (listed through the repository's ``TABLES``).

@@ -1,5 +1,6 @@
 """The interfaces of the experiments' storage: experiments and rollback policies, layers and
-holdouts (DynamoDB in :mod:`chalicelib.abtesting.repository`; sticky assignments have theirs in
+holdouts (DynamoDB in :mod:`chalicelib.abtesting.repository`), outcome counters
+(:mod:`chalicelib.abtesting.outcomes_repository`; sticky assignments have theirs in
 :class:`chalicelib.abtesting.routing.AssignmentStorePort`), each with an in-memory implementation
 in :mod:`chalicelib.abtesting.memory` for tests of the experimentation logic that need no AWS.
 
@@ -17,8 +18,11 @@ from chalicelib.abtesting.models import (
     ExperimentStatus,
     Holdout,
     Layer,
+    Outcome,
+    OutcomeReceipt,
     RollbackPolicy,
 )
+from chalicelib.abtesting.outcomes_repository import SegmentPlan
 
 
 class ExperimentRecords(Protocol):
@@ -129,3 +133,31 @@ class LayerRecords(Protocol):
         Raises:
             HoldoutNotFound: Unknown id.
         """
+
+
+class OutcomeCounters(Protocol):
+    """Outcomes counted once per request id into sufficient statistics per allocation phase and
+    variant, and per declared segment."""
+
+    def record(
+        self,
+        experiment_id: str,
+        outcomes: list[Outcome],
+        now: datetime,
+        cuped_metric: str | None = None,
+        plan: SegmentPlan | None = None,
+    ) -> OutcomeReceipt:
+        """Counts each request id once (with the CUPED sums of ``cuped_metric`` and one segment
+        per dimension of ``plan``); returns how many were new and how many repeats."""
+
+    def read(self, experiment_id: str) -> dict[str, dict[str, Any]]:
+        """The counters merged per variant over every phase:
+        ``{variant_id: {"sums": {...}, "histogram": {index: n}}}``."""
+
+    def read_phases(self, experiment_id: str) -> dict[int, dict[str, dict[str, Any]]]:
+        """The counters per allocation phase and variant."""
+
+    def read_segments(
+        self, experiment_id: str
+    ) -> dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]]:
+        """The segment counters per dimension, value, allocation phase and variant."""

@@ -48,6 +48,26 @@ class FakeRegistry:
         self.promoted.append((model_id, version))
 
 
+def memory_engine(registry: Any, event_bus: Any, clock: Any) -> ABTestingEngine:
+    """An engine over in-memory experiments, outcomes, assignments, layers and holdouts (no
+    AWS: the DynamoDB repositories pass the same contracts, ``test_repository_contracts.py``),
+    with the route cache off so every change is seen at once."""
+    from chalicelib.abtesting.layers import LayerService
+    from chalicelib.abtesting.memory import (
+        InMemoryAssignmentStore,
+        InMemoryExperimentRepository,
+        InMemoryLayerRepository,
+        InMemoryOutcomeStore,
+    )
+
+    layers = LayerService(InMemoryLayerRepository(), event_bus=event_bus, clock=clock)
+    return ABTestingEngine(
+        repository=InMemoryExperimentRepository(), registry=registry, event_bus=event_bus,
+        clock=clock, outcomes=InMemoryOutcomeStore(), assignments=InMemoryAssignmentStore(),
+        route_cache_ttl=0, layers=layers,
+    )  # fmt: skip
+
+
 def engine_variants(*weights: str, control: int = 0) -> list[ModelVariant]:
     """Arms ``v0``, ``v1``... on versions 1, 2... of model ``m-1`` with these weights."""
     return [

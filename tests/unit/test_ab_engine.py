@@ -1,4 +1,5 @@
-"""The engine and rollback manager over moto DynamoDB with a fake model registry."""
+"""The engine and rollback manager over in-memory repositories with a fake model registry
+(moto DynamoDB where a test counts DynamoDB requests or exercises the DynamoDB outcome store)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from chalicelib.abtesting.rollback import AutoRollbackManager
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.events import RecordingEventBus
-from tests.helpers.abtesting import FakeRegistry
+from tests.helpers.abtesting import FakeRegistry, memory_engine
 from tests.helpers.abtesting import engine_variants as _variants
 from tests.helpers.abtesting import running_experiment as _running
 
@@ -64,7 +65,15 @@ def registry() -> FakeRegistry:
 
 
 @pytest.fixture
-def engine(aws: Any, bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry) -> Any:
+def engine(bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry) -> Any:
+    return memory_engine(registry, bus, clock)
+
+
+@pytest.fixture
+def dynamo_engine(
+    aws: Any, bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry
+) -> Any:
+    """The engine over the DynamoDB repositories (moto)."""
     return ABTestingEngine(registry=registry, event_bus=bus, clock=clock, route_cache_ttl=0)
 
 
@@ -349,8 +358,9 @@ def test_outcomes_are_idempotent_on_request_id(engine: Any) -> None:
 
 
 def test_a_thousand_batched_outcomes_cost_at_most_20_write_requests(
-    engine: Any, write_counter: dict[str, int]
+    dynamo_engine: Any, write_counter: dict[str, int]
 ) -> None:
+    engine = dynamo_engine
     experiment = _running(engine, "0.5", "0.5")
     outcomes = _outcomes("v0", 500) + _outcomes("v1", 500)
     write_counter.clear()
@@ -572,8 +582,9 @@ def test_bandit_reweighting_favours_the_better_arm_and_keeps_floors(
 
 
 def test_bandit_users_stay_sticky_across_instances_and_reweighting(
-    engine: Any, clock: FixedClock, registry: FakeRegistry, bus: Any, write_counter: dict
+    dynamo_engine: Any, clock: FixedClock, registry: FakeRegistry, bus: Any, write_counter: dict
 ) -> None:
+    engine = dynamo_engine
     experiment = _running(
         engine, "0.5", "0.5", allocation_strategy="mab", bandit=BanditConfig(Decimal("0.01"), 5)
     )
@@ -604,6 +615,12 @@ def test_bandit_users_stay_sticky_across_instances_and_reweighting(
 @pytest.fixture
 def manager(engine: Any) -> AutoRollbackManager:
     return AutoRollbackManager(engine)
+
+
+@pytest.fixture
+def dynamo_manager(dynamo_engine: Any) -> AutoRollbackManager:
+    """The rollback manager with its check store and monitor queue on moto."""
+    return AutoRollbackManager(dynamo_engine)
 
 
 def test_an_error_spike_fails_the_check_with_the_test_numbers_and_bound(
@@ -666,8 +683,9 @@ def test_concurrent_rollbacks_roll_back_once_and_publish_one_event(
 
 
 def test_monitor_pass_rolls_back_and_is_idempotent(
-    engine: Any, manager: AutoRollbackManager
+    dynamo_engine: Any, dynamo_manager: AutoRollbackManager
 ) -> None:
+    engine, manager = dynamo_engine, dynamo_manager
     healthy = _running(engine, "0.5", "0.5")
     broken = _running(engine, "0.5", "0.5")
     engine.record_outcomes(
@@ -687,8 +705,9 @@ def test_monitor_pass_rolls_back_and_is_idempotent(
 
 
 def test_start_monitoring_runs_the_same_pass_in_a_thread(
-    engine: Any, manager: AutoRollbackManager, bus: Any
+    dynamo_engine: Any, dynamo_manager: AutoRollbackManager, bus: Any
 ) -> None:
+    engine, manager = dynamo_engine, dynamo_manager
     broken = _running(engine, "0.5", "0.5")
     engine.record_outcomes(
         broken.experiment_id, _outcomes("v0", 200) + _outcomes("v1", 200, errors=40)

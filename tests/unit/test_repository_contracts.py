@@ -777,3 +777,79 @@ def test_a_failed_job_keeps_its_error(explanations: Any) -> None:
     explanations.finish_job(job.job_id, "failed", now, error=error)
     failed = explanations.get_job(job.job_id)
     assert (failed.status, failed.error, failed.result) == ("failed", error, None)
+
+
+# ---- abtesting: OutcomeCounters --------------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def outcomes(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "abtesting", "outcomes_repository.OutcomeStore", "memory.InMemoryOutcomeStore"
+    )
+
+
+def _outcomes(count: int, start: int = 0) -> list[Any]:
+    from chalicelib.abtesting.models import Outcome
+
+    countries = ["DE", "FR", "BR", "US", "JP"]
+    return [
+        Outcome(
+            "control" if n % 3 else "treatment", f"r-{n}", n % 7 != 0, 10.0 + n % 50 * 1.5,
+            converted=n % 4 == 0 if n % 5 else None,
+            custom_metrics={"revenue": n % 11 * 2.25} if n % 2 else {},
+            phase=n % 2, covariate=float(n % 9) if n % 3 == 0 else None,
+            attributes={"country": countries[n % 5]} if n % 6 else {},
+        )
+        for n in range(start, start + count)
+    ]  # fmt: skip
+
+
+def test_each_request_id_counts_once_per_phase_and_variant(outcomes: Any) -> None:
+    from chalicelib.abtesting.outcomes_repository import SegmentPlan
+
+    experiment_id, now = _unique("exp"), utc_now()
+    batch = _outcomes(120)
+    first = outcomes.record(experiment_id, batch + batch[:5], now, "revenue", SegmentPlan())
+    assert (first.accepted, first.duplicates) == (120, 5)
+    again = outcomes.record(experiment_id, batch[100:] + _outcomes(10, 120), now, "revenue")
+    assert (again.accepted, again.duplicates) == (10, 20)
+    counted = batch + _outcomes(10, 120)
+    phases = outcomes.read_phases(experiment_id)
+    for phase in (0, 1):
+        for variant in ("control", "treatment"):
+            mine = [o for o in counted if o.phase == phase and o.variant_id == variant]
+            sums = phases[phase][variant]["sums"]
+            assert sums["request_count"] == len(mine)
+            assert sums.get("error_count", 0) == sum(not o.success for o in mine)
+            assert sums.get("conversion_trials", 0) == sum(o.converted is not None for o in mine)
+            assert sums.get("converted_count", 0) == sum(o.converted is True for o in mine)
+            assert sums["latency_sum"] == sum(Decimal(str(o.latency_ms)) for o in mine)
+            assert sum(phases[phase][variant]["histogram"].values()) == len(mine)
+    merged = outcomes.read(experiment_id)
+    for variant in ("control", "treatment"):
+        total = sum(phases[p][variant]["sums"]["request_count"] for p in (0, 1))
+        assert merged[variant]["sums"]["request_count"] == total
+    assert outcomes.read(_unique("exp")) == {} and outcomes.read_phases(_unique("exp")) == {}
+
+
+def test_both_implementations_count_the_same_sums_segments_and_folds(module_aws: Any) -> None:
+    from chalicelib.abtesting.memory import InMemoryOutcomeStore
+    from chalicelib.abtesting.models import Dimension
+    from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
+
+    plan = SegmentPlan((Dimension("country", 3), Dimension("plan", 2)), metric="revenue")
+    experiment_id, now = _unique("exp"), utc_now()
+    reads = []
+    for store in (OutcomeStore(), InMemoryOutcomeStore()):
+        for start in range(0, 90, 30):
+            store.record(experiment_id, _outcomes(30, start), now, "revenue", plan)
+        reads.append(
+            (store.read(experiment_id), store.read_phases(experiment_id),
+             store.read_segments(experiment_id))
+        )  # fmt: skip
+    assert reads[0] == reads[1]
+    segments = reads[1][2]
+    assert set(segments["country"]) == {"FR", "BR", "US", "(other)", "(missing)"}  # first 3
+    assert set(segments["plan"]) == {"(missing)"}
+    assert reads[1][0]["treatment"]["sums"]["cv:n"] == 15  # n = 3, 9, ..., 87 carry x and y
