@@ -207,6 +207,8 @@ class Work:
         pixels: Pixels segmented per image.
         segmentation: Segmentation algorithm (images).
         interactions: TreeSHAP interaction values.
+        outputs: Outputs TreeSHAP explains per row (a classifier's classes, 2 for a binary
+            one; 1 for a regressor or when unknown).
     """
 
     method: str
@@ -218,6 +220,7 @@ class Work:
     pixels: int = 0
     segmentation: str = "slic"
     interactions: bool = False
+    outputs: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -337,8 +340,9 @@ class _Count:
     peak_values: int
 
 
-def _count(work: Work, rates: Rates) -> _Count:
-    """Model calls and rows, the seconds of the method's own work and its largest array."""
+def _count(work: Work, rates: Rates, speed: ModelSpeed, left: float | None) -> _Count:
+    """Model calls and rows, the seconds of the method's own work and its largest array
+    (TreeSHAP's calls as it splits the rows at ``speed`` with ``left`` seconds to go)."""
     n, m, samples = work.inputs, work.features, work.samples
     method, width = work.method, work.row_values
     results = n * m * rates.result_value
@@ -358,8 +362,10 @@ def _count(work: Work, rates: Rates) -> _Count:
     if method in ("tree", "model_specific", "linear"):
         rate = rates.tree_value if method == "tree" else rates.linear_value
         cells = n * m * (m if work.interactions else 1)
-        step = max(1, SHAP_CHUNK // m) if work.interactions else SHAP_CHUNK
-        return _Count(math.ceil(n / step), n, cells * rate + results, cells)
+        if method == "linear":  # LinearSHAP: SHAP_CHUNK rows per call
+            return _Count(math.ceil(n / SHAP_CHUNK), n, cells * rate + results, cells)
+        # TreeSHAP (or, without the model, the fewer calls of tree and linear)
+        return _Count(_tree_calls(work, speed, left), n, cells * rate + results, cells)
     if method == "lime_tabular":
         per_input = rates.lime_input + samples * (rates.lime_sample + rates.lime_value * m)
         calls = n * _calls(samples, width)
@@ -388,6 +394,20 @@ def _count(work: Work, rates: Rates) -> _Count:
     return _Count(calls, n * evaluations, own, max(evaluations * m, m * (m - 1) // 2))
 
 
+def _tree_calls(work: Work, speed: ModelSpeed, left: float | None) -> int:
+    """The shap calls TreeSHAP makes for ``work`` (see :func:`planned_parts`): SHAP values in
+    calls of at most :data:`CHUNK_VALUES` result values (features × outputs per row), the first
+    one under a deadline of :data:`SHAP_CHUNK` rows; with interaction values, also the
+    interaction calls (features² × outputs per row, the first one of :data:`SHAP_CHUNK` row ×
+    feature cells)."""
+    m, k = max(1, work.features), max(1, work.outputs)
+    calls = len(planned_parts(work.inputs, SHAP_CHUNK, part_cap(m * k), speed, left))
+    if work.interactions:
+        first = max(1, SHAP_CHUNK // m)
+        calls += len(planned_parts(work.inputs, first, part_cap(m * m * k), speed, left))
+    return calls
+
+
 def max_rate(rates: Rates) -> float:
     """The slowest segmentation rate (for an algorithm without its own)."""
     return max(rates.segment_pixel.values())
@@ -404,11 +424,12 @@ def estimate(work: Work, speed: ModelSpeed | None = None, rates: Rates = RATES) 
     Args:
         work: What the request asks for.
         speed: The model's measured speed (``None``: the floor). For TreeSHAP a "model row"
-            is one input explained, measured by a pilot on a few rows.
+            is one input explained, measured by a pilot on a few rows; its calls are counted
+            as the engine splits the rows under the running request's deadline, if any.
         rates: The method rates.
     """
-    counted = _count(work, rates)
     used = speed if speed is not None else floor_speed(work.row_values, rates)
+    counted = _count(work, rates, used, seconds_left())
     model = counted.calls * used.call_seconds + counted.rows * used.row_seconds
     return Estimate(
         seconds=counted.own_seconds + model,
@@ -781,21 +802,62 @@ def guarded(predict: Callable[[Any], Any], chunk_values: int = CHUNK_VALUES) -> 
 
 def next_part_rows(previous: int, spent: float, cap: int) -> int:
     """Rows of the next part of a computation split by rows, after a part of ``previous`` rows
-    took ``spent`` seconds.
+    took ``spent`` seconds, under the running request's deadline (:func:`part_rows`)."""
+    return part_rows(previous, spent, cap, seconds_left())
 
-    Without a deadline: ``cap`` (the memory bound). Under one: as many rows as take the larger
-    of :data:`CHUNK_SECONDS` and a quarter of the time left before the deadline at the speed
-    the previous part showed (a part planned to end well before the deadline needs no
-    checkpoint inside it; near the deadline parts shrink to :data:`CHUNK_SECONDS`), growing at
-    most :data:`CHUNK_GROWTH` times, at least one row and at most ``cap``.
-    """
+
+def seconds_left() -> float | None:
+    """Seconds before the running request's deadline (``None``: no deadline)."""
     allowance = current()
     if allowance is None or not math.isfinite(allowance.deadline):
+        return None
+    return allowance.deadline - time.monotonic()
+
+
+def part_cap(row_values: int) -> int:
+    """Rows in one part at most: :data:`CHUNK_VALUES` result values of ``row_values`` each."""
+    return max(1, CHUNK_VALUES // max(1, row_values))
+
+
+def first_part_rows(first: int, cap: int, left: float | None) -> int:
+    """Rows of the first part: ``cap`` without a deadline, at most ``first`` under one."""
+    return cap if left is None else max(1, min(cap, first))
+
+
+def part_rows(previous: int, spent: float, cap: int, left: float | None) -> int:
+    """Rows of the next part after a part of ``previous`` rows took ``spent`` seconds, with
+    ``left`` seconds before the deadline.
+
+    Without a deadline: ``cap`` (the memory bound). Under one: as many rows as take the larger
+    of :data:`CHUNK_SECONDS` and a quarter of the time left at the speed the previous part
+    showed (a part planned to end well before the deadline needs no checkpoint inside it; near
+    the deadline parts shrink to :data:`CHUNK_SECONDS`), growing at most :data:`CHUNK_GROWTH`
+    times, at least one row and at most ``cap``.
+    """
+    if left is None:
         return max(1, cap)
-    left = allowance.deadline - time.monotonic()
     seconds = max(CHUNK_SECONDS, left / 4)
     by_time = _rows_in(seconds, spent / max(1, previous))
     return max(1, min(cap, previous * CHUNK_GROWTH, by_time))
+
+
+def planned_parts(
+    rows: int, first: int, cap: int, speed: ModelSpeed, left: float | None
+) -> list[int]:
+    """The rows of each call a computation split by rows makes (TreeSHAP's
+    :func:`~chalicelib.explainability.explainers._common.in_timed_chunks`) over ``rows`` rows,
+    sized as it sizes them, when a call of ``k`` rows takes ``call_seconds + k × row_seconds``
+    and ``left`` seconds remain before the deadline (``None``: no deadline)."""
+    size = first_part_rows(first, cap, left)
+    parts: list[int] = []
+    done = 0
+    while done < rows:
+        parts.append(min(size, rows - done))
+        done += size
+        spent = speed.call_seconds + size * speed.row_seconds
+        left = None if left is None else left - spent
+        size = part_rows(size, spent, cap, left)
+    return parts
 
 
 def _in_parts(predict: Callable[[Any], Any], data: Any, sizes: list[int]) -> Any:

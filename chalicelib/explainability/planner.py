@@ -188,6 +188,8 @@ class CostPlanner:
         used = min(background, wanted) if method in ("exact", "kernel") else 0
         work = Work(method, rows, features, 0, max(1, used), features, interactions=interactions)
         if method == "tree":
+            outputs = len(getattr(loaded.estimator, "classes_", ())) or 2
+            work = dataclasses.replace(work, outputs=outputs if descriptor.is_classifier else 1)
             return estimate(work, self._tree_speed(loaded, interactions))
         width, speed = self._tabular_facts(loaded, method, inputs)
         return estimate(dataclasses.replace(work, row_values=width), speed)

@@ -50,8 +50,9 @@ WORK = st.builds(
     pixels=st.integers(0, 300_000),
     segmentation=st.sampled_from(["slic", "quickshift", "felzenszwalb"]),
     interactions=st.booleans(),
+    outputs=st.integers(1, 12),
 )
-GROWABLE = ("inputs", "features", "samples", "background_rows", "row_values", "pixels")
+GROWABLE = ("inputs", "features", "samples", "background_rows", "row_values", "pixels", "outputs")
 
 
 @settings(max_examples=300, deadline=None)
@@ -227,6 +228,85 @@ def test_model_rows_of_kernel_and_exact_shap_are_what_shap_evaluates(
     assert planned.model_rows == 2 * (coalitions * 20 + 1) + 20
     assert counted - len(rows) == planned.model_rows
     assert calls - 1 == planned.model_calls
+
+
+def _tree_model(engines: Any, name: str, features: int, classes: int) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(features)
+    X = rng.normal(size=(300, features))
+    y = np.digitize(X[:, 0] + X[:, 1], np.linspace(-1, 1, classes - 1))
+    forest = RandomForestClassifier(5, max_depth=3, random_state=0).fit(X, y)
+    engines.loader.add(name, forest, "classification", features, X[:20])
+
+
+def _shap_calls(engines: Any, name: str, run: Any) -> int:
+    """The calls ``run`` makes to the model's TreeExplainer (values and interaction values)."""
+    explainer = engines.shap.tree_explainer(engines.loader.load(name, 1))
+    counted = {"calls": 0}
+
+    def counting(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            counted["calls"] += 1
+            return method(*args, **kwargs)
+
+        return call
+
+    names = ("shap_values", "shap_interaction_values")
+    for method in names:
+        setattr(explainer, method, counting(getattr(explainer, method)))
+    try:
+        run()
+    finally:
+        for method in names:
+            delattr(explainer, method)  # the class's methods again
+    return counted["calls"]
+
+
+@pytest.mark.parametrize(
+    ("features", "classes", "interactions", "rows", "calls", "under_deadline"),
+    [
+        # One call holds 2^21 result values (features × classes per row): without a deadline
+        # 1,000 rows of 20 features and 2 classes are one call; under one the first call is
+        # 256 rows and the next ones 4 times larger (these trees are fast: time never binds).
+        (20, 2, False, 1, 1, 1),
+        (20, 2, False, 256, 1, 1),
+        (20, 2, False, 257, 1, 2),
+        (20, 2, False, 1000, 1, 2),
+        (20, 2, False, 2000, 1, 3),
+        # Interaction values: 30² × 3 values per row, 776 rows per call; under a deadline the
+        # first call is 256 // 30 = 8 rows (8, 32, 128, 512, then 320), after the values' calls.
+        (30, 3, True, 1000, 1 + 2, 2 + 5),
+    ],
+)
+def test_the_estimate_counts_the_tree_shap_calls_the_engine_makes(
+    engines: Any,
+    features: int,
+    classes: int,
+    interactions: bool,
+    rows: int,
+    calls: int,
+    under_deadline: int,
+) -> None:
+    """TreeSHAP batches in as few shap calls as memory and the deadline allow: the estimate
+    counts those calls, without a deadline (library use) and under a synchronous request's, as
+    counted on the explainer while the batch runs."""
+    name = f"tree-{features}-{classes}"
+    _tree_model(engines, name, features, classes)
+    inputs = _rows(engines, name, rows)
+    descriptor = engines.loader.describe(name, 1)
+    payload = {"explanation_type": "shap", "inputs": inputs, "include_interactions": interactions}
+    for allowance, expected in ((None, calls), (budget.sync_allowance(), under_deadline)):
+        with bounded(allowance):
+            planned = engines.planner.measured(_request("batch", payload), descriptor)
+            made = _shap_calls(
+                engines,
+                name,
+                lambda: engines.shap.explain_batch(
+                    name, 1, inputs, include_interactions=interactions
+                ),
+            )
+        assert planned.model_calls == made == expected, allowance
 
 
 def test_model_rows_of_lime_are_what_lime_evaluates(engines: Any) -> None:

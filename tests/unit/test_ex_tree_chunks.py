@@ -107,3 +107,45 @@ def test_tree_shap_in_timed_chunks_is_bit_identical_to_one_call() -> None:
     pieces = in_timed_chunks(lambda part: [part[:, :2], part[:, 2:]], X, 64, 5)
     np.testing.assert_array_equal(pieces[0], X[:, :2])
     np.testing.assert_array_equal(pieces[1], X[:, 2:])
+
+
+@pytest.mark.parametrize(
+    ("row_seconds", "call_seconds", "seconds", "rows", "row_values"),
+    [
+        (0.001, 0.03, 20.0, 15_000, 2),  # time binds: parts of a quarter of the time left
+        (1e-5, 0.001, 20.0, 50_000, 256),  # growth and the memory bound bind
+        (0.02, 0.0, 600.0, 20_000, 2),  # a slow model under a job's long deadline
+        (1e-6, 0.0, None, 10_000, 700),  # no deadline: parts of the memory bound
+    ],
+)
+def test_the_estimate_plans_the_parts_the_engine_makes(
+    monkeypatch: pytest.MonkeyPatch,
+    row_seconds: float,
+    call_seconds: float,
+    seconds: float | None,
+    rows: int,
+    row_values: int,
+) -> None:
+    """On a clock that a call of k rows advances by ``call_seconds + k × row_seconds``, the
+    parts :func:`budget.planned_parts` plans are the parts in_timed_chunks makes."""
+    clock = _Clock(row_seconds)
+    monkeypatch.setattr(time, "monotonic", clock)
+    sizes: list[int] = []
+
+    def compute(part: np.ndarray) -> np.ndarray:
+        sizes.append(len(part))
+        clock.now += call_seconds + row_seconds * len(part)
+        return part
+
+    allowance = None if seconds is None else Allowance("job", clock.now + seconds, 600.0, 600.0)
+    with bounded(allowance):
+        planned = budget.planned_parts(
+            rows,
+            256,
+            budget.part_cap(row_values),
+            budget.ModelSpeed(call_seconds, row_seconds),
+            budget.seconds_left(),
+        )
+        in_timed_chunks(compute, np.zeros((rows, 1)), 256, row_values)
+    assert planned == sizes
+    assert sum(sizes) == rows and len(sizes) > 1

@@ -10,7 +10,13 @@ import numpy as np
 
 from chalicelib.core.errors import ValidationError
 from chalicelib.explainability.base import class_index, predicted_indices, require
-from chalicelib.explainability.budget import CHUNK_VALUES, checkpoint, current, next_part_rows
+from chalicelib.explainability.budget import (
+    checkpoint,
+    first_part_rows,
+    next_part_rows,
+    part_cap,
+    seconds_left,
+)
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor
 from chalicelib.explainability.models import OutputSpace
 
@@ -248,12 +254,11 @@ def in_timed_chunks(compute: Any, X: np.ndarray, first: int, row_values: int) ->
     first call explains at most ``first`` rows and each next one is sized from the speed the
     previous one showed (:func:`~chalicelib.explainability.budget.next_part_rows`), the deadline
     being checked before each call. Rows are explained independently, so the result equals one
-    call on ``X`` (a per-class list of arrays is put together class by class).
+    call on ``X`` (a per-class list of arrays is put together class by class). The estimate
+    counts the same calls (:func:`~chalicelib.explainability.budget.planned_parts`).
     """
-    cap = max(1, CHUNK_VALUES // max(1, row_values))
-    allowance = current()
-    bounded = allowance is not None and np.isfinite(allowance.deadline)
-    rows = min(cap, first) if bounded else cap
+    cap = part_cap(row_values)
+    rows = first_part_rows(first, cap, seconds_left())
     parts: list[Any] = []
     start = 0
     while start < len(X):
