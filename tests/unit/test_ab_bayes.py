@@ -26,6 +26,7 @@ from chalicelib.abtesting.models import (
 from chalicelib.abtesting.statistics import StatisticalAnalyzer, bayesian_decision
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.events import RecordingEventBus
+from tests.helpers.abtesting import memory_engine
 
 DRAWS = 2_000_000
 # Chance to win agrees with the oracle within 0.5 percentage points (the promise); the Monte
@@ -218,9 +219,9 @@ class _Registry:
 
 
 @pytest.fixture
-def engine(aws: Any) -> ABTestingEngine:
-    return ABTestingEngine(registry=_Registry(), event_bus=RecordingEventBus(),
-                           clock=FixedClock(), route_cache_ttl=0)  # fmt: skip
+def engine() -> ABTestingEngine:
+    """The engine over in-memory repositories (the DynamoDB ones pass the same contracts)."""
+    return memory_engine(_Registry(), RecordingEventBus(), FixedClock())
 
 
 def _bayesian_experiment(engine: ABTestingEngine, **decision: Any) -> str:

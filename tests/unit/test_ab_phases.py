@@ -27,7 +27,7 @@ from chalicelib.abtesting.outcomes_repository import parse_shard_key, shard_key
 from chalicelib.abtesting.repository import HISTORY_BYTES, history_bytes
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.events import RecordingEventBus
-from tests.helpers.abtesting import FakeRegistry
+from tests.helpers.abtesting import FakeRegistry, memory_engine
 from tests.helpers.abtesting import running_experiment as _running
 
 
@@ -47,7 +47,16 @@ def bus() -> RecordingEventBus:
 
 
 @pytest.fixture
-def engine(aws: Any, bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry) -> Any:
+def engine(bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry) -> Any:
+    """The engine over in-memory repositories (the DynamoDB ones pass the same contracts)."""
+    return memory_engine(registry, bus, clock)
+
+
+@pytest.fixture
+def dynamo_engine(
+    aws: Any, bus: RecordingEventBus, clock: FixedClock, registry: FakeRegistry
+) -> Any:
+    """The engine over the DynamoDB repositories (moto enforces DynamoDB's item size)."""
     return ABTestingEngine(registry=registry, event_bus=bus, clock=clock, route_cache_ttl=0)
 
 
@@ -190,11 +199,12 @@ def test_a_bandit_stops_reweighting_when_its_history_is_full(
 
 
 def test_a_full_history_refuses_pauses_and_still_concludes_within_the_item_limit(
-    engine: Any, clock: FixedClock, bus: RecordingEventBus
+    dynamo_engine: Any, clock: FixedClock, bus: RecordingEventBus
 ) -> None:
     """20 arms with 64-character ids: each phase is ~2 KB of the experiment's DynamoDB item.
     Before the byte bound, 63 pause/resume cycles made the item too large for DynamoDB (moto
     enforces it) and then even ``conclude`` and roll back failed."""
+    engine = dynamo_engine
     names = [f"arm-{index:02d}-" + "x" * 57 for index in range(20)]
     variants = [ModelVariant(name, "m-1", 1, Decimal("0.05"), index == 0)
                 for index, name in enumerate(names)]  # fmt: skip
@@ -222,8 +232,9 @@ def test_a_full_history_refuses_pauses_and_still_concludes_within_the_item_limit
 
 
 def test_fixed_analysis_of_a_custom_metric_near_1e9_matches_scipy_through_dynamodb(
-    engine: Any,
+    dynamo_engine: Any,
 ) -> None:
+    engine = dynamo_engine
     settings = AnalysisSettings(AnalysisMethod.FIXED, planned_sample_size=100)
     experiment = _running(engine, "0.5", "0.5", primary_metric="score", analysis=settings,
                           minimum_sample_size=100)  # fmt: skip
