@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chalicelib.dataversion.sample_store import SampleStore
+
 SLICE_BYTES = 1 << 20
 QUOTE, COMMA, LF, CR, SPACE, TAB = 34, 44, 10, 13, 32, 9
 BOM = b"\xef\xbb\xbf"
@@ -83,7 +85,7 @@ class _Ends:
         if self._positions is not None:
             return self._positions[indices]
         assert self._words is not None
-        if len(indices) * 8 > self.count:
+        if len(indices) >= self.count:  # every end wanted: unpacking them all is as cheap
             self._positions = _bit_positions(self._words)
             return self._positions[indices]
         per_word = np.bitwise_count(self._words).astype(np.int64)
@@ -96,6 +98,25 @@ class _Ends:
         earlier = np.where(octet > 0, per_octet[np.arange(len(word)), np.maximum(octet - 1, 0)], 0)
         bit = _NTH_BIT[octets[np.arange(len(word)), octet], rank - earlier]
         return word * 64 + octet * 8 + bit
+
+
+def _as_numbers(numbers: Iterable[int]) -> np.ndarray:
+    """Record numbers as an int64 array (a range or an array without a Python loop)."""
+    if isinstance(numbers, np.ndarray):
+        return numbers.astype(np.int64, copy=False)
+    if isinstance(numbers, range):
+        return np.arange(numbers.start, numbers.stop, numbers.step, dtype=np.int64)
+    return np.fromiter(numbers, dtype=np.int64)
+
+
+def _whole(pieces: list[bytes | None]) -> list[bytes] | None:
+    """The pieces if none is missing (a record too long to keep), else ``None``."""
+    whole = [piece for piece in pieces if piece is not None]
+    return whole if len(whole) == len(pieces) else None
+
+
+def _lengths(pieces: list[bytes]) -> np.ndarray:
+    return np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
 
 
 def _bit_positions(words: np.ndarray) -> np.ndarray:
@@ -162,6 +183,7 @@ class RecordScanner:
         self.fmt = fmt
         self.sampler = sampler
         self._blank = b" \t\r\n" if fmt == "json" else b"\r\n"
+        self._blank_codes = np.frombuffer(self._blank, dtype=np.uint8)
         self.records = 0
         self.offset = 0  # bytes scanned (after a leading byte-order mark)
         self._carry = _Carry()
@@ -221,33 +243,76 @@ class RecordScanner:
             ends, last_outside = self._csv_ends(data, view, lo, hi)
         base = self.offset
         self.offset += hi - lo
-        self._end_records(ends, data, lo, base)
+        self._end_records(ends, data, lo, base, view)
         if last_outside >= 0:
             self._record_start = max(self._record_start, base + last_outside + 1)
         self._keep_partial(data, lo, hi, base)
 
-    def _end_records(self, ends: _Ends, data: bytes, lo: int, base: int) -> None:
+    def _end_records(
+        self, ends: _Ends, data: bytes, lo: int, base: int, view: np.ndarray | None = None
+    ) -> None:
         """Counts the records ending in this slice and hands the wanted ones to the sampler."""
         first = self.records
         self.records += ends.count
         if not ends.count:
             return
         if self.sampler is not None:
-            wanted = np.fromiter(self.sampler.wanted(first, ends.count), dtype=np.int64)
-            if len(wanted):
-                local = wanted - first
-                at = ends.locate(local).tolist()
-                previous = ends.locate(np.maximum(local - 1, 0)).tolist()
-                blank = self._blank
-                # A record after the first of the slice lies wholly in it: cut it directly.
-                pieces = [
-                    data[lo + before + 1 : lo + position].lstrip(blank)
-                    if number
-                    else self._piece(data, lo, base, self._record_start, base + position)
-                    for number, position, before in zip(local.tolist(), at, previous, strict=True)
-                ]
+            wanted = _as_numbers(self.sampler.wanted(first, ends.count))
+            if len(wanted) and not self._hand_ranges(ends, wanted, first, view, base):
+                pieces = self._cut(ends, wanted - first, data, lo, base)
                 self.sampler.take_many(wanted.tolist(), pieces)
         self._partial, self._partial_size = [], 0
+
+    def _hand_ranges(
+        self, ends: _Ends, wanted: np.ndarray, first: int, view: np.ndarray | None, base: int
+    ) -> bool:
+        """Hands the wanted records to a uniform sampler past its head as byte ranges of the
+        slice (no ``bytes`` object per record), when each lies wholly in the slice."""
+        sampler = self.sampler
+        if view is None or not isinstance(sampler, RecordSampler) or sampler.filling:
+            return False
+        local = wanted - first
+        count = len(local)
+        found = ends.locate(np.concatenate((local, np.maximum(local - 1, 0))))
+        stops, starts = found[:count], found[count:] + 1
+        if local[0] == 0:
+            if self._record_start < base:  # it began in an earlier slice
+                return False
+            starts[0] = self._record_start - base
+        self._skip_blank_lines(view, starts, stops)
+        return sampler.take_ranges(wanted, view, starts, stops - starts)
+
+    def _skip_blank_lines(self, view: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> None:
+        """Moves each record's start past the blank lines before it (what ``lstrip`` does to
+        a cut record): a byte at a time for all records at once (a CRLF line end leaves its
+        ``\n`` before the next record), then what is left of a longer run record by record."""
+        last = len(view) - 1
+        for _ in range(_BLANK_ROUNDS + 1):
+            blank = np.isin(view[np.minimum(starts, last)], self._blank_codes) & (starts < stops)
+            if not blank.any():
+                return
+            if _ < _BLANK_ROUNDS:
+                starts[blank] += 1
+        for at in np.flatnonzero(blank).tolist():
+            start, stop = int(starts[at]), int(stops[at])
+            starts[at] = stop - len(view[start:stop].tobytes().lstrip(self._blank))
+
+    def _cut(
+        self, ends: _Ends, local: np.ndarray, data: bytes, lo: int, base: int
+    ) -> list[bytes | None]:
+        """The bytes of the records that end at the ``local``-th ends of the slice (ascending):
+        a record after the slice's first lies wholly in it, from the end before it; the first
+        may have begun in an earlier slice."""
+        count = len(local)
+        found = ends.locate(np.concatenate((local, np.maximum(local - 1, 0)))).tolist()
+        blank = self._blank
+        pieces: list[bytes | None] = [
+            data[lo + before + 1 : lo + position].lstrip(blank)
+            for position, before in zip(found[:count], found[count:], strict=True)
+        ]
+        if local[0] == 0:
+            pieces[0] = self._piece(data, lo, base, self._record_start, base + found[0])
+        return pieces
 
     def _piece(self, data: bytes, lo: int, base: int, start: int, end: int) -> bytes | None:
         """The bytes of one record, its line end excluded (and the blank lines before it: line
@@ -511,8 +576,9 @@ class RecordSampler:
         self.head_records = 0
         self.head: list[tuple[int, bytes]] = []
         self.head_too_long: list[int] = []
-        self._slots: list[tuple[int, bytes]] = []
+        self._slots: list[tuple[int, bytes]] = []  # the head, while it fills
         self._held = 0
+        self._store: SampleStore | None = None  # the sample past the head
         self._next = -1
         self._log_w = 0.0
         self._rng: np.random.Generator | None = None
@@ -576,39 +642,95 @@ class RecordSampler:
         self._cursor += 1
         if not fits:
             return
-        held = self._held - len(self._slots[slot][1]) + len(piece or b"")
-        if held <= self.max_sample_bytes:
-            self._held = held
-            self._slots[slot] = (index, piece or b"")
+        store = self._store
+        assert store is not None and piece is not None
+        if self._held - int(store.length[slot]) + len(piece) <= self.max_sample_bytes:
+            store.put_pieces(np.array([slot]), np.array([index]), [piece])
+            self._held = store.live
 
     def take_many(self, indices: list[int], pieces: list[bytes | None]) -> None:
         """Receives the bytes of wanted records, in ascending order (as :meth:`take` one by
         one; past the head, in one pass over the picks they answer)."""
-        if self.filling or self._rng is None or not indices or indices[0] < self.skip:
-            for index, piece in zip(indices, pieces, strict=True):
-                self.take(index, piece)
+        taken = 0
+        while taken < len(indices) and (self.filling or indices[taken] < self.skip):
+            self.take(indices[taken], pieces[taken])
+            taken += 1
+        if taken:  # the rest came after the head (all of them: it was still filling)
+            indices, pieces = self._picked(indices[taken:], pieces[taken:])
+        if not indices:
             return
+        if self._rng is None:
+            self._take_each(indices, pieces)
+            return
+        numbers = np.asarray(indices, dtype=np.int64)
+        whole = _whole(pieces)
+        cursor = self._picks_are(numbers) if whole is not None else -1
+        if whole is None or cursor < 0 or not self._fits(_lengths(whole)):
+            self._take_each(indices, pieces)
+            return
+        assert self._store is not None
+        self._store.put_pieces(self._slot[cursor : cursor + len(numbers)], numbers, whole)
+        self._held, self._cursor = self._store.live, cursor + len(numbers)
+
+    def take_ranges(
+        self, numbers: np.ndarray, view: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+    ) -> bool:
+        """Receives the wanted records ``numbers`` (ascending) as the byte ranges
+        ``view[starts[i] : starts[i] + lengths[i]]``, copying only those that stay in the
+        sample, when they are exactly the reservoir's next picks, none is too long and all of
+        them together keep the sample within ``max_sample_bytes`` (so that none would be
+        refused one by one); ``False`` (nothing taken) otherwise: hand them to
+        :meth:`take_many`.
+        """
+        if self.filling or self._rng is None or int(numbers[0]) < self.skip:
+            return False
+        if not self._fits(lengths):
+            return False
+        cursor = self._picks_are(numbers)
+        if cursor < 0:
+            return False
+        end = cursor + len(numbers)
+        assert self._store is not None
+        self._store.put_ranges(self._slot[cursor:end], numbers, view, starts, lengths)
+        self._held, self._cursor = self._store.live, end
+        return True
+
+    def _picks_are(self, numbers: np.ndarray) -> int:
+        """Where the picks ``numbers`` (ascending) start among the drawn ones, or -1 if they
+        are not exactly the next picks."""
+        self._extend(int(numbers[-1]) + 1)
+        self._pass(int(numbers[0]))
+        cursor = self._cursor
+        if not np.array_equal(self._at[cursor : cursor + len(numbers)], numbers):
+            return -1
+        return cursor
+
+    def _fits(self, lengths: np.ndarray) -> bool:
+        """Whether records of these lengths may all replace members (none too long, the
+        sample within its byte limit even if nothing they replace were given back)."""
+        return (
+            int(lengths.max()) <= self.max_record_bytes
+            and self._held + int(lengths.sum()) <= self.max_sample_bytes
+        )
+
+    def _take_each(self, indices: list[int], pieces: list[bytes | None]) -> None:
+        for index, piece in zip(indices, pieces, strict=True):
+            self.take(index, piece)
+
+    def _picked(
+        self, indices: list[int], pieces: list[bytes | None]
+    ) -> tuple[list[int], list[bytes | None]]:
+        """Of records handed over after the head filled, the reservoir's picks, when every
+        other one fits (:meth:`take` would only pass it); else all of them, taken one by one."""
+        if self._rng is None or not indices:
+            return indices, pieces
+        whole = _whole(pieces)
+        if whole is None or int(_lengths(whole).max()) > self.max_record_bytes:
+            return indices, pieces
         self._extend(indices[-1] + 1)
         self._pass(indices[0])
-        cursor = self._cursor
-        end = cursor + len(indices)
-        if self._at[cursor:end].tolist() != indices:  # not exactly the picks: one by one
-            for index, piece in zip(indices, pieces, strict=True):
-                self.take(index, piece)
-            return
-        slots, held = self._slots, self._held
-        longest, most = self.max_record_bytes, self.max_sample_bytes
-        for index, slot, piece in zip(
-            indices, self._slot[cursor:end].tolist(), pieces, strict=True
-        ):
-            if piece is None or len(piece) > longest:
-                self.too_long.append(index)
-                continue
-            after = held - len(slots[slot][1]) + len(piece)
-            if after <= most:
-                held = after
-                slots[slot] = (index, piece)
-        self._held, self._cursor = held, end
+        chosen = np.flatnonzero(np.isin(np.asarray(indices), self._at[self._cursor :])).tolist()
+        return [indices[at] for at in chosen], [pieces[at] for at in chosen]
 
     def _fill(self, index: int, piece: bytes) -> None:
         self._slots.append((index, piece))
@@ -624,6 +746,7 @@ class RecordSampler:
         self.head_too_long = list(self.too_long)
         if not self.reservoir:
             return
+        self._store = SampleStore(self._slots)
         self._rng = np.random.default_rng(self.seed)
         self._log_w = math.log(max(self._rng.random(), _TINY)) / len(self._slots)
         self._next = last
@@ -654,7 +777,7 @@ class RecordSampler:
 
     def sample(self) -> list[tuple[int, bytes]]:
         """The sampled records (number, bytes) in stream order."""
-        return sorted(self._slots)
+        return sorted(self._store.records() if self._store is not None else self._slots)
 
     @property
     def complete(self) -> bool:
@@ -735,7 +858,7 @@ class TeeSampler:
 
     def wanted(self, first: int, count: int) -> np.ndarray:
         """The numbers either sampler wants among ``first`` … ``first + count - 1``."""
-        asked = [np.fromiter(part.wanted(first, count), dtype=np.int64) for part in self.parts]
+        asked = [_as_numbers(part.wanted(first, count)) for part in self.parts]
         self._asked, self._cursors = asked, [0, 0]
         return np.union1d(asked[0], asked[1])
 
@@ -754,6 +877,7 @@ class TeeSampler:
                 part.take(index, piece if fits else None)
 
 
+_BLANK_ROUNDS = 3  # blank bytes before a record skipped for all records at once
 _TINY = 1e-300
 _FAR = 2**40  # a gap of a trillion records: no later record is picked
 _BATCH = 1024
