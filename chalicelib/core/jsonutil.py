@@ -80,6 +80,8 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _BACKSLASHES = re.compile(r"\\\\")
 _ESCAPED_QUOTE = re.compile(r'\\"')
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # what json skips around a value
+_SPACES = frozenset(" \t\n\r")
 
 
 class JsonLimitExceeded(ValueError):
@@ -117,6 +119,58 @@ def loads(
     if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise JsonLimitExceeded("a string holds a lone UTF-16 surrogate (not valid Unicode)")
     return value
+
+
+def loads_lines(
+    text: str,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_digits: int | None = MAX_NUMBER_DIGITS,
+    finite: bool = True,
+) -> list[Any] | None:
+    """Each ``\n``-separated line of ``text`` parsed as :func:`loads` parses it alone, with
+    the bounds checked once over the whole text instead of line by line.
+
+    A line that is valid JSON has its strings closed and its brackets balanced, so the
+    skeleton of the whole text is the lines' skeletons joined, its depth the deepest line's,
+    and a digit run never crosses a line end: when every line parses, the checks say what
+    they say line by line. When a line does not (not JSON, refused, a value that ends before
+    or after its line), the answer is ``None``, and :func:`loads` on each line tells which
+    and why. (The parser reads lines in order and stops at the first that is not JSON, so a
+    skeleton misread after it is never parsed.)
+    """
+    try:
+        skeleton = _skeleton(text)
+        _check_depth(skeleton, max_depth)
+        shape = skeleton.translate(_SHAPE)
+        if max_digits is not None and b"0" * (max_digits + 1) in shape:
+            return None
+        if finite and (b"e000" in shape or b"e+000" in shape):
+            _check_range(skeleton)
+    except ValueError:  # JsonLimitExceeded included
+        return None
+    decoder = json.JSONDecoder(parse_constant=_refuse_constant if finite else None)
+    values: list[Any] = []
+    start = 0
+    for line in text.split("\n"):
+        end = start + len(line)
+        try:
+            value, stop = decoder.raw_decode(text, _past_whitespace(text, start))
+        except ValueError:
+            return None
+        if stop != end and (stop > end or text[stop:end].strip(" \t\r")):
+            return None
+        values.append(value)
+        start = end + 1
+    if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(values):
+        return None
+    return values
+
+
+def _past_whitespace(text: str, start: int) -> int:
+    if text[start : start + 1] not in _SPACES:  # most lines start with their value
+        return start
+    found = _WHITESPACE.match(text, start)
+    return found.end() if found else start
 
 
 def nesting_depth(text: str, limit: int) -> int:

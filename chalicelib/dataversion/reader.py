@@ -24,7 +24,7 @@ from chalicelib.core.config import max_json_depth
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
-from chalicelib.dataversion.schema import parse_json_record
+from chalicelib.dataversion.schema import decode_pieces, parse_json_records
 from chalicelib.dataversion.storage import DataStore
 
 if TYPE_CHECKING:
@@ -121,10 +121,10 @@ def records_of(sampler: RecordSampler, total: int, fmt: DatasetFormat) -> Record
     if fmt is DatasetFormat.CSV:
         columns, records = _csv_records(sampler.skipped[0] if sampler.skipped else None, picked)
         return RecordSample(columns, records, numbers, max(total - 1, 0))
-    depth = max_json_depth()
-    records = [
-        parse_json_record(_text(piece), index + 1, "record", depth) for index, piece in picked
-    ]
+    pieces = [piece for _, piece in picked]
+    records = parse_json_records(
+        pieces, [index + 1 for index, _ in picked], max_json_depth(), _text
+    )
     columns = list(dict.fromkeys(key for record in records for key in record))
     return RecordSample(columns, records, numbers, total)
 
@@ -135,7 +135,7 @@ def _csv_records(
     if header is None:
         return [], []
     pieces = [header, *(piece for _, piece in picked)]
-    text = "\n".join(_text(piece.lstrip(b"\r\n")) for piece in pieces)
+    text = decode_pieces([piece.lstrip(b"\r\n") for piece in pieces], _text)
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:

@@ -13,7 +13,7 @@ import csv
 import io
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from chalicelib.dataversion.models import (
     DatasetSchema,
 )
 
+_BOM = b"\xef\xbb\xbf"  # what utf-8-sig strips from the start of a piece
 DEFAULT_SAMPLE_ROWS = 10_000
 # What a blank JSON line may hold besides its "\n": JSON whitespace, nothing else.
 JSON_BLANK = " \t\r"
@@ -235,10 +236,8 @@ class ContentInspector:
             if 0 in head.too_long:
                 _first_line_too_long(self.format)
             depth = max_json_depth()
-            records_read = [
-                parse_json_record(_decode(piece), number, "record", depth)
-                for number, piece in enumerate(pieces, start=1)
-            ]
+            numbers = range(1, len(pieces) + 1)
+            records_read = parse_json_records(pieces, numbers, depth, _decode)
             schema = _json_schema(records_read)
             total = records
             read = len(records_read)
@@ -371,7 +370,7 @@ def parse_csv_records(
     """
     if header is None:
         return [], []
-    text = "\n".join(_decode(piece.lstrip(b"\r\n")) for piece in [header, *pieces])
+    text = decode_pieces([piece.lstrip(b"\r\n") for piece in [header, *pieces]], _decode)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         names = next(reader, [])
@@ -439,6 +438,54 @@ def parse_json_record(
     if not isinstance(value, dict):
         raise UnreadableContent(f"JSON {unit} {number} is not an object")
     return value
+
+
+def decode_pieces(pieces: list[bytes], decode: Callable[[bytes], str]) -> str:
+    """The pieces decoded one by one by ``decode`` and joined by ``\n``, in one decode of
+    their join when that is the same text (valid UTF-8 with no byte-order mark, which
+    ``utf-8-sig`` would strip from a piece); otherwise piece by piece, so that an error names
+    the piece's problem as before."""
+    joined = b"\n".join(pieces)
+    if _BOM not in joined:
+        try:
+            return joined.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return "\n".join(decode(piece) for piece in pieces)
+
+
+def parse_json_records(
+    pieces: list[bytes],
+    numbers: Iterable[int],
+    max_depth: int,
+    decode: Callable[[bytes], str],
+) -> list[dict[str, Any]]:
+    """JSON-lines records (each a line's bytes), as :func:`parse_json_record` parses each:
+    decoded and checked in one pass over their joined text when every one is a JSON object
+    (:func:`~chalicelib.core.jsonutil.loads_lines`); otherwise one by one, in order, so the
+    first record that is refused is named with its ``numbers`` entry, as before.
+
+    Raises:
+        UnreadableContent: A record is not UTF-8, not JSON, too deep, or not an object.
+    """
+    joined = b"\n".join(pieces)
+    if _BOM not in joined:
+        try:
+            text: str | None = joined.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            values = jsonutil.loads_lines(text, max_depth=max_depth, max_digits=None, finite=False)
+            if (
+                values is not None
+                and len(values) == len(pieces)
+                and all(type(value) is dict for value in values)
+            ):
+                return values
+    return [
+        parse_json_record(decode(piece), number, "record", max_depth)
+        for piece, number in zip(pieces, numbers, strict=True)
+    ]
 
 
 def check_declared(declared: DatasetSchema, inferred: DatasetSchema | None) -> None:

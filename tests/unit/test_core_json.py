@@ -242,3 +242,61 @@ def test_check_numbers_names_the_field_in_rows_of_numbers() -> None:
         check_numbers({"rows": rows}, "body")
     rows[700][29] = 1e308  # finite: fine, even though a row's sum overflows
     check_numbers({"rows": [[1e308, 1e308], [-(10**37), 10**37]]}, "body")
+
+
+_LINE_PARTS = st.sampled_from(
+    [
+        '{"a": 1}',
+        ' {"t": "say \\"hi\\", [[{"}\t\r',
+        "[1, [2, [3]]]",
+        '"x"',
+        "12",
+        "null",
+        '{"d": ' + "[" * 70 + "]" * 70 + "}",
+        '{"n": NaN}',
+        '{"n": 1e999}',
+        "9" * 50,
+        '{"s": "\\ud800"}',
+        '{"s": "\\\\", "e": "\\ud83d\\ude00"}',
+        '{"a": "x',
+        'x"}',
+        '{"a": [1',
+        '2]}, {"c": 3}',
+        "}",
+        "",
+        " ",
+        '\ufeff{"a": 1}',
+        '{"a": 1} {"b": 2}',
+        '{"a": 1},',
+        "\\",
+        '"\\',
+        "[" * 100,
+        "]" * 3 + "[" * 3,
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(lines=st.lists(_LINE_PARTS, min_size=1, max_size=6), lenient=st.booleans())
+def test_lines_parsed_at_once_are_what_each_line_parses_to_alone(
+    lines: list[str], lenient: bool
+) -> None:
+    """``loads_lines`` answers the lines' values exactly when ``loads`` (and ``json.loads``)
+    accepts every line alone, and ``None`` as soon as one is refused or not JSON: merged
+    neighbours (``{"a": [1`` then ``2]}, {"c": 3}``), strings or brackets left open across a
+    line end, a byte-order mark and values past the bounds included."""
+    bounds = {"max_digits": None, "finite": False} if lenient else {}
+    alone: list[object] | None = []
+    for line in lines:
+        try:
+            value = jsonutil.loads(line, max_depth=64, **bounds)
+        except ValueError:
+            alone = None
+            break
+        assert alone is not None
+        assert json.dumps(value) == json.dumps(json.loads(line))
+        alone.append(value)
+    found = jsonutil.loads_lines("\n".join(lines), max_depth=64, **bounds)
+    assert (found is None) == (alone is None)
+    if alone is not None:
+        assert json.dumps(found) == json.dumps(alone)

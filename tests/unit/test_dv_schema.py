@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any
 
 import pytest
@@ -12,7 +13,10 @@ from chalicelib.dataversion.models import CompatibilityMode, DatasetFormat, Data
 from chalicelib.dataversion.schema import (
     ContentInspector,
     check_declared,
+    decode_pieces,
     evolution_report,
+    parse_json_record,
+    parse_json_records,
     validate_schema_evolution,
 )
 
@@ -271,3 +275,60 @@ def test_declared_schema_check_names_columns() -> None:
     check_declared(
         schema({"id": "double", "score": "float", "extra": "string"}, ["score"]), inferred
     )
+
+
+_RECORD_PIECES = [
+    b'{"a": 1}',
+    b' {"b": "x\\"y"}\r',
+    b'{"a": [1',
+    b'2]}, {"c": 3}',
+    b"[1]",
+    b"\xef\xbb\xbf" + b'{"bom": 1}',
+    b'{"bad": "\xff"}',
+    b'{"d": ' + b"[" * 70 + b"]" * 70 + b"}",
+    b'{"n": NaN}',
+]
+
+
+@pytest.mark.parametrize("decode", ["utf-8", "utf-8-sig"])
+def test_json_records_parsed_together_are_parsed_one_by_one(decode: str) -> None:
+    """Every ordered pair and triple of pieces: the same records, or the same first error,
+    as parse_json_record on each piece in order (the pre-batch behaviour)."""
+
+    def one(piece: bytes) -> str:
+        try:
+            return piece.decode(decode)
+        except UnicodeDecodeError as exc:
+            raise UnreadableContent(f"content is not UTF-8 text: {exc}") from None
+
+    for size in (1, 2, 3):
+        for pieces in itertools.product(_RECORD_PIECES, repeat=size):
+            numbers = [7 * n + 1 for n in range(size)]
+            try:
+                expected: Any = [
+                    parse_json_record(one(p), n, "record", 64)
+                    for p, n in zip(pieces, numbers, strict=True)
+                ]
+            except UnreadableContent as exc:
+                expected = exc.message
+            try:
+                found: Any = parse_json_records(list(pieces), numbers, 64, one)
+            except UnreadableContent as exc:
+                found = exc.message
+            assert repr(found) == repr(expected)
+
+
+@pytest.mark.parametrize("decode", ["utf-8", "utf-8-sig"])
+def test_pieces_decoded_together_read_as_decoded_one_by_one(decode: str) -> None:
+    pieces = [b"a,\xc3\xa9", b"\xef\xbb\xbfb", b"c", b"\xc3", b"\xa9"]
+    for size in (1, 2, 3):
+        for chosen in itertools.product(pieces, repeat=size):
+            try:
+                expected: Any = "\n".join(p.decode(decode) for p in chosen)
+            except UnicodeDecodeError as exc:
+                expected = str(exc)
+            try:
+                found: Any = decode_pieces(list(chosen), lambda p: p.decode(decode))
+            except UnicodeDecodeError as exc:
+                found = str(exc)
+            assert found == expected
