@@ -25,6 +25,7 @@ are not in a footer and are left empty (``note`` says so). Opaque formats are no
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import zlib
@@ -225,12 +226,23 @@ def _histogram(finite: np.ndarray, low: float, high: float) -> dict[str, list] |
     return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
+_BOOLEANS = {True: "true", False: "false"}
+
+
+def _category(value: Any) -> str:
+    """A value as counted among a column's top values: a string as itself, anything else as
+    its JSON text (a boolean without a call to ``json.dumps``: JSON lines flags are common)."""
+    if isinstance(value, str):
+        return value
+    if type(value) is bool:
+        return _BOOLEANS[value]
+    return json.dumps(value, sort_keys=True)
+
+
 def categorical_profile(values: list[Any]) -> dict[str, Any]:
     """The categorical part of a column profile."""
-    counts = Counter(
-        value if isinstance(value, str) else json.dumps(value, sort_keys=True) for value in values
-    )
-    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_VALUES]
+    counts = Counter(map(_category, values))
+    top = heapq.nsmallest(TOP_VALUES, counts.items(), key=lambda item: (-item[1], item[0]))
     return {
         "kind": "categorical",
         "distinct": len(counts),
