@@ -1,10 +1,14 @@
-"""A batch's explanations built at once: ranking, ids and the paused collector (no AWS)."""
+"""A batch's explanations built at once: ranking, ids, the paused collector and their JSON
+dicts (no AWS)."""
 
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from chalicelib.explainability.base import (
     batch_ids,
     collection_paused,
 )
+from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
 
 
 def _oracle(names: list[str], row: list[float], values: list[float]) -> dict:
@@ -114,3 +119,71 @@ def test_the_paused_collector_resumes_only_as_it_was_and_after_the_last_pause() 
         assert gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def _explanation(**fields: object) -> PredictionExplanation:
+    values: dict = {
+        "explanation_id": "e1",
+        "prediction_id": "p1",
+        "model_id": "m",
+        "model_version": 3,
+        "explanation_type": "shap",
+        "input_kind": "tabular",
+        "algorithm": "tree",
+        "output_space": "log_odds",
+        "explained_class": "yes",
+        "base_prediction": -0.25,
+        "actual_prediction": 1.5,
+        "feature_contributions": [
+            FeatureContribution("age", 41.0, 0.75),
+            FeatureContribution("colour", "red", -0.5, "colour=red"),
+            FeatureContribution("segment_2", 2, 0.0),
+        ],
+        "top_positive_features": ["age"],
+        "top_negative_features": ["colour"],
+        "created_at": datetime(2026, 12, 2, 3, 4, 5, 678, tzinfo=UTC),
+    }
+    return PredictionExplanation(**{**values, **fields})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {
+            "additivity_error": 1e-9,
+            "interactions": {
+                "feature_names": ["a", "b"],
+                "matrix": [[0.5, -0.25], [-0.25, 1.0]],
+                "top_pairs": [{"feature_a": "a", "feature_b": "b", "value": -0.5}],
+            },
+            "parameters": {"seed": 0, "class_name": None, "sizes": (1, 2), "nested": {"k": [1]}},
+            "computation_time_ms": 12.5,
+            "cached": True,
+        },
+        {"local_fidelity": 0.9, "local_prediction": 0.4, "segments": [[0, 1], [2, 2]]},
+    ],
+)
+def test_an_explanations_dict_is_what_asdict_gives_with_nothing_shared(fields: dict) -> None:
+    """The dict is built field by field (asdict's generic deep copy cost about 0.6 s on a
+    1,000-row batch): the same keys in the same order and the same values as asdict, and
+    containers of its own, so changing the dict changes nothing in the explanation."""
+    explanation = _explanation(**fields)
+    expected = asdict(explanation)
+    expected["created_at"] = explanation.created_at.isoformat()
+    found = explanation.to_dict()
+    assert list(found) == list(expected)
+    assert found == expected
+    assert json.dumps(found) == json.dumps(expected)
+    found["feature_contributions"][0]["contribution"] = 99.0
+    found["top_positive_features"].append("x")
+    found["parameters"]["seed"] = 99
+    if found["interactions"] is not None:
+        found["interactions"]["matrix"][0][0] = 99.0
+        assert explanation.interactions["matrix"][0][0] == 0.5
+        found["parameters"]["nested"]["k"].append(2)
+        assert explanation.parameters["nested"] == {"k": [1]}
+    assert explanation.feature_contributions[0].contribution == 0.75
+    assert explanation.top_positive_features == ["age"]
+    assert explanation.parameters.get("seed") in (None, 0)
+    assert PredictionExplanation.from_dict(explanation.to_dict()) == explanation
