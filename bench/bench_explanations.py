@@ -15,7 +15,8 @@ of warm repetitions:
   difference ``service - direct`` is shown too, but on a shared 2-vCPU machine its noise is
   larger than the overhead being measured.
 
-Usage: ``.venv/bin/python bench/bench_explanations.py [--quick]``; prints a markdown table and
+Usage: ``.venv/bin/python bench/bench_explanations.py [--quick] [--only boosters ...]``
+(sections: tree, boosters, kernel, lime); prints a markdown table and
 writes ``bench/results/explanations.json`` in the shared row format (figure, ours, peer, ratio,
 unit, target, met): ours is the full service path with the cache miss, the peer the direct call;
 each row keeps the measurements behind it (``case``, ``direct_ms``, ``overhead_pct``, ...).
@@ -64,6 +65,10 @@ TARGETS_MS = {
     "LIME tabular": 2000.0,
     "cache hit": 5.0,
 }
+
+
+# The service's own cost allowed over the direct library call (targets.md: overhead ≤ 10%).
+OVERHEAD_LIMIT = 0.10
 
 
 def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
@@ -368,7 +373,8 @@ def _booster_rows(
     trees = f"{library} 100 trees, 20 features ({fmt})"
     rows = [row(f"{library} single TreeSHAP", trees, direct_ms, service_ms, miss_ms, own_ms)]
     batch, inputs = setup.X[:1000], [setup.row(i) for i in range(1000)]
-    batch_repeat = max(3, repeat // 10)
+    # Batches are the figure the overhead target is about: more pairs than the other batch row.
+    batch_repeat = max(5, repeat // 4)
 
     def service_batch() -> None:
         setup.uncached.shap.explain_batch(model_id, version, inputs)
@@ -509,8 +515,10 @@ def row(
 ) -> dict[str, Any]:
     """One shared-format row: the full service path (with the cache miss) vs the direct call.
 
-    ``met`` is the compute path's target (``meets_target``); the measurements behind the row
-    follow the shared fields, ``case`` being the short name the console table shows.
+    ``met`` is the compute path's latency target (``meets_target``) and, except for the cache
+    hit (which has no library call of its own), the overhead target: the service's own cost at
+    most 10% of the direct call (``meets_overhead``). The measurements behind the row follow the
+    shared fields, ``case`` being the short name the console table shows.
     """
     measured = {
         "case": name,
@@ -525,6 +533,7 @@ def row(
         "meets_target": service <= TARGETS_MS[name],
         "meets_target_with_cache_miss": full <= TARGETS_MS[name],
         "compared_with": compare,
+        "meets_overhead": None if name == "cache hit" else own <= direct * OVERHEAD_LIMIT,
     }
     ours, peer = measured["service_with_cache_miss_ms"], measured["direct_ms"]
     return {
@@ -535,7 +544,7 @@ def row(
         "ratio": ours / peer if peer else None,
         "unit": "ms",
         "target": f"< {measured['target_ms']} ms; overhead ≤ 10%",
-        "met": measured["meets_target"],
+        "met": measured["meets_target"] and measured["meets_overhead"] is not False,
         "note": f"{model}; ours = the full service path (with the cache miss); the compute path "
         f"alone {measured['service_ms']} ms, overhead {measured['overhead_pct']}% vs the "
         f"{compare} call",
@@ -564,19 +573,30 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SECTIONS: dict[str, Callable[[Setup, int], list[dict[str, Any]]]] = {
+    "tree": bench_tree,
+    "boosters": bench_boosters,
+    "kernel": bench_kernel,
+    "lime": bench_lime,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(SECTIONS), help="run these sections only"
+    )
     args = parser.parse_args()
     repeat = 8 if args.quick else 40
     from moto import mock_aws
 
+    sections = args.only or list(SECTIONS)
     with mock_aws():
         setup = Setup()
-        rows = bench_tree(setup, repeat) + bench_boosters(setup, repeat)
-        rows += bench_kernel(setup, repeat) + bench_lime(setup, repeat)
+        rows = [found for name in sections for found in SECTIONS[name](setup, repeat)]
     print(table(rows))
-    meta = {**machine_meta(), "repeat": repeat, "statistic": "median"}
+    meta = {**machine_meta(), "repeat": repeat, "statistic": "median", "sections": sections}
     report("explanations", rows, meta)
 
 
