@@ -25,6 +25,7 @@ from chalicelib.core import references
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationError
 from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.imports import import_clean_without
 from chalicelib.core.singleton import lazy
 from chalicelib.registry.boosters import check_booster, load_booster
 from chalicelib.registry.errors import UnsafeArtifactError
@@ -505,19 +506,24 @@ def skops_io() -> ModuleType:
     by default. The registry never relies on that default: it passes the types its own
     allow-list approved (:func:`inspect_artifact`) as ``trusted``, every type the file names,
     so the list is left empty and a load trusts exactly what the registry checked.
+
+    scikit-learn is imported (when it is not yet) as if pandas were not installed: it imports
+    pandas only to have it at hand for DataFrame inputs, which no model load or explanation
+    passes, and pandas is a sixth of a tree explainer's cold start. scikit-learn finds pandas
+    in ``sys.modules`` when something else imports it later.
     """
     found = sys.modules.get("skops.io")
     if found is not None:
         return found
-    import sklearn.utils
+    utils: Any = import_clean_without("sklearn.utils", ("pandas",))
 
     with _skops_lock:
-        every_estimator = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = _no_estimators
+        every_estimator = utils.all_estimators
+        utils.all_estimators = _no_estimators
         try:
             return importlib.import_module("skops.io")
         finally:
-            sklearn.utils.all_estimators = every_estimator
+            utils.all_estimators = every_estimator
 
 
 def _no_estimators(*args: Any, **kwargs: Any) -> list[Any]:

@@ -1,7 +1,9 @@
-"""The explainer's cold path (issue 17): a fresh interpreter's first TreeSHAP answer loads the
-model through the registry's checked loader and imports neither matplotlib (shap's plots) nor
-every scikit-learn estimator module (skops' default trust list); both stay available on demand,
-and skops still refuses what the registry did not approve.
+"""The explainer's cold path (issue 17): a fresh interpreter's first TreeSHAP answer of a forest
+loads the model through the registry's checked loader and imports neither shap (its C kernel
+is loaded on its own), numba, pandas, matplotlib (shap's plots) nor every scikit-learn
+estimator module (skops' default trust list); all stay available on demand (a later
+``import shap`` shares the kernel already loaded), and skops still refuses what the registry did
+not approve.
 
 Counts modules in a child process, never seconds (``bench/bench_explainer_cold_start.py`` times
 the same path against ``import shap``).
@@ -51,14 +53,15 @@ try:
 except skops.io.exceptions.UntrustedTypesFoundException as exc:
     refused = type(exc).__name__
 import shap
+same_kernel = shap.explainers._tree._cext is sys.modules["shap._cext"]
 plots = callable(shap.plots.bar)
 print("ANSWER " + json.dumps({"contributions": len(answer.feature_contributions),
-    "modules": first, "refused": refused, "plots": plots,
+    "modules": first, "refused": refused, "plots": plots, "same_kernel": same_kernel,
     "matplotlib_after_plots": "matplotlib" in sys.modules}))
 """
 
 
-def test_the_first_tree_answer_skips_plots_and_unused_estimators_which_stay_available(
+def test_the_first_tree_answer_skips_shap_pandas_and_unused_estimators_which_stay_available(
     tmp_path: Path,
 ) -> None:
     import numpy as np
@@ -88,6 +91,8 @@ def test_the_first_tree_answer_skips_plots_and_unused_estimators_which_stay_avai
     assert found["contributions"] == 3
     modules = set(found["modules"])
     assert "matplotlib" not in modules and "shap.plots" not in modules
+    assert {"shap", "numba", "pandas"}.isdisjoint(modules), {"shap", "numba", "pandas"} & modules
+    assert found["same_kernel"] is True
     assert modules.isdisjoint(ESTIMATOR_MODULES), sorted(modules & set(ESTIMATOR_MODULES))
     assert "sklearn.ensemble" in modules and "skops.io" in modules
     # skops' trust is what the registry passes: nothing trusted, the forest is refused.

@@ -2,6 +2,8 @@
 
 * :mod:`._tree`: TreeSHAP (``shap.TreeExplainer``, tree-path-dependent) for tree ensembles,
   XGBoost/LightGBM boosters, multiclass gradient boosting and pipelines with categorical columns.
+* :mod:`._native_tree`: the same TreeSHAP for scikit-learn's forests and decision trees on
+  shap's C kernel, without importing shap (an explainer's cold start).
 * :mod:`._linear`: LinearSHAP (``shap.LinearExplainer``, interventional) over the whole
   background.
 * :mod:`._kernel`: KernelSHAP, each row seeded from its own values.
