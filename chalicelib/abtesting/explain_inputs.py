@@ -17,9 +17,12 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.errors import UnprocessableEntity
+
+if TYPE_CHECKING:
+    from chalicelib.abtesting.ports import ExplanationInputRecords
 
 MAX_POSTED_INPUTS = 500
 MAX_FEATURES = 200
@@ -85,15 +88,16 @@ class PostedInputs:
     """Keeps the bottom-k sample of posted inputs per experiment.
 
     Args:
-        store: The rows (default: ``ExplanationInputStore``).
+        store: The rows (default: DynamoDB's ``ExplanationInputStore``; tests pass
+            :class:`~chalicelib.abtesting.memory.InMemoryExplanationInputStore`).
     """
 
-    def __init__(self, store: Any = None) -> None:
+    def __init__(self, store: ExplanationInputRecords | None = None) -> None:
         if store is None:
             from chalicelib.abtesting.repository import ExplanationInputStore
 
             store = ExplanationInputStore()
-        self.store = store
+        self.store: ExplanationInputRecords = store
 
     def post(
         self, experiment_id: str, inputs: list[tuple[str, Any]], features: tuple[str, ...] = ()

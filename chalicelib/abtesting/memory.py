@@ -1,17 +1,19 @@
 """The experiments' storage in memory: :class:`~chalicelib.abtesting.ports.ExperimentRecords`,
 :class:`~chalicelib.abtesting.routing.AssignmentStorePort`,
-:class:`~chalicelib.abtesting.ports.LayerRecords` and
-:class:`~chalicelib.abtesting.ports.OutcomeCounters` for tests of the experimentation logic without
-AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the DynamoDB
-repositories (one contract suite runs against both); each operation is atomic under one lock, as a
-conditional write is in DynamoDB, and every object goes in and out as a copy, as it would through
-a table."""
+:class:`~chalicelib.abtesting.ports.LayerRecords`,
+:class:`~chalicelib.abtesting.ports.OutcomeCounters` and
+:class:`~chalicelib.abtesting.ports.ExplanationInputRecords` for tests of the experimentation
+logic without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the
+DynamoDB repositories (one contract suite runs against both); each operation is atomic under one
+lock, as a conditional write is in DynamoDB, and every object goes in and out as a copy, as it
+would through a table."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import decimal
+import json
 import threading
 from collections.abc import Iterable
 from datetime import datetime
@@ -416,3 +418,36 @@ def _add(target: Counters, counts: dict[str, int], sums: dict[str, Decimal]) -> 
         target[name] = _EXACT.add(target.get(name, Decimal(0)), Decimal(count))
     for name, amount in sums.items():
         target[name] = _EXACT.add(target.get(name, Decimal(0)), amount)
+
+
+class InMemoryExplanationInputStore:
+    """Posted inputs in one dict per experiment, read in key order."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def keys(self, experiment_id: str, limit: int) -> list[str]:
+        """The ``limit`` smallest keys held (ascending)."""
+        with self._lock:
+            return sorted(self._rows.get(experiment_id, {}))[:limit]
+
+    def rows(self, experiment_id: str, limit: int) -> list[dict[str, Any]]:
+        """The rows of the ``limit`` smallest keys."""
+        with self._lock:
+            held = self._rows.get(experiment_id, {})
+            return [json.loads(held[key]) for key in sorted(held)[:limit]]
+
+    def add(self, experiment_id: str, rows: dict[str, str]) -> None:
+        """Writes rows by key (a repeated key is overwritten)."""
+        with self._lock:
+            self._rows.setdefault(experiment_id, {}).update(rows)
+
+    def trim(self, experiment_id: str, keep: int) -> int:
+        """Deletes every row past the ``keep`` smallest keys; returns how many."""
+        with self._lock:
+            held = self._rows.get(experiment_id, {})
+            extra = sorted(held)[keep:]
+            for key in extra:
+                del held[key]
+            return len(extra)

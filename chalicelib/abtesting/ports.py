@@ -1,6 +1,7 @@
 """The interfaces of the experiments' storage: experiments and rollback policies, layers and
 holdouts (DynamoDB in :mod:`chalicelib.abtesting.repository`), outcome counters
-(:mod:`chalicelib.abtesting.outcomes_repository`; sticky assignments have theirs in
+(:mod:`chalicelib.abtesting.outcomes_repository`), the posted inputs of explanation guardrails
+(sticky assignments have theirs in
 :class:`chalicelib.abtesting.routing.AssignmentStorePort`), each with an in-memory implementation
 in :mod:`chalicelib.abtesting.memory` for tests of the experimentation logic that need no AWS.
 
@@ -161,3 +162,19 @@ class OutcomeCounters(Protocol):
         self, experiment_id: str
     ) -> dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]]:
         """The segment counters per dimension, value, allocation phase and variant."""
+
+
+class ExplanationInputRecords(Protocol):
+    """The bottom-k sample of posted inputs: rows (JSON text) by key, read in key order."""
+
+    def keys(self, experiment_id: str, limit: int) -> list[str]:
+        """The ``limit`` smallest keys held (ascending)."""
+
+    def rows(self, experiment_id: str, limit: int) -> list[dict[str, Any]]:
+        """The rows of the ``limit`` smallest keys."""
+
+    def add(self, experiment_id: str, rows: dict[str, str]) -> None:
+        """Writes rows by key (a repeated key is overwritten)."""
+
+    def trim(self, experiment_id: str, keep: int) -> int:
+        """Deletes every row past the ``keep`` smallest keys; returns how many."""

@@ -16,6 +16,7 @@ from chalicelib.abtesting.explain_guardrails import (
     evaluate,
     parse_guardrails,
 )
+from chalicelib.abtesting.memory import InMemoryExplanationInputStore
 from chalicelib.abtesting.models import ModelVariant
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
@@ -398,7 +399,7 @@ def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them(
 # ---- posted inputs: the bottom-k sample --------------------------------------------------------
 
 
-def test_posted_inputs_keep_exactly_the_500_smallest_hashes_whatever_the_order(aws: Any) -> None:
+def test_posted_inputs_keep_exactly_the_500_smallest_hashes_whatever_the_order() -> None:
     import hashlib
     import random
 
@@ -406,7 +407,8 @@ def test_posted_inputs_keep_exactly_the_500_smallest_hashes_whatever_the_order(a
 
     ids = [f"req-{i}" for i in range(1500)]
     random.Random(3).shuffle(ids)
-    writers = (PostedInputs(), PostedInputs())  # two instances, interleaved batches
+    table = InMemoryExplanationInputStore()  # DynamoDB's passes the same contract
+    writers = (PostedInputs(table), PostedInputs(table))  # two instances, interleaved batches
     for start in range(0, len(ids), 100):
         batch = [(rid, {"x": int(rid[4:]), "tag": "a"}) for rid in ids[start : start + 100]]
         receipt = writers[start // 100 % 2].post("exp-k", batch)
@@ -425,10 +427,10 @@ def test_posted_inputs_keep_exactly_the_500_smallest_hashes_whatever_the_order(a
 @pytest.mark.parametrize(
     "row", [{}, {"x": float("inf")}, {"x": [1, 2]}, {"x": "y" * 257}, "flat", {"x": None}]
 )
-def test_a_bad_posted_row_is_a_422_and_stores_nothing(aws: Any, row: Any) -> None:
+def test_a_bad_posted_row_is_a_422_and_stores_nothing(row: Any) -> None:
     from chalicelib.abtesting.explain_inputs import PostedInputs
 
-    posted = PostedInputs()
+    posted = PostedInputs(InMemoryExplanationInputStore())
     with pytest.raises(UnprocessableEntity):
         posted.post("exp-bad", [("ok", {"x": 1.0}), ("bad", row)])
     assert posted.count("exp-bad") == 0
@@ -529,13 +531,13 @@ def test_a_posted_row_the_models_cannot_be_explained_on_is_a_422_and_stores_noth
     assert reads.count(("m", 1)) == 2  # once for all the posts, once to submit the jobs
 
 
-def test_a_poster_who_chooses_request_ids_can_fill_the_sample_with_its_rows(aws: Any) -> None:
+def test_a_poster_who_chooses_request_ids_can_fill_the_sample_with_its_rows() -> None:
     # The documented limit (GUARANTEES, What is not guaranteed): request ids are not checked
     # against routed requests and their hash is public, so a writer who grinds ids whose hash is
     # below every honest one (about 200 hashes per row for 200 honest ids) owns the sample.
     from chalicelib.abtesting.explain_inputs import PostedInputs, sample_key
 
-    posted = PostedInputs()
+    posted = PostedInputs(InMemoryExplanationInputStore())
     honest = [(f"r{i}", {"a": float(i)}) for i in range(200)]
     posted.post("exp-grind", honest)
     first = min(sample_key("exp-grind", rid) for rid, _ in honest)

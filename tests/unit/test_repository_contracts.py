@@ -853,3 +853,30 @@ def test_both_implementations_count_the_same_sums_segments_and_folds(module_aws:
     assert set(segments["country"]) == {"FR", "BR", "US", "(other)", "(missing)"}  # first 3
     assert set(segments["plan"]) == {"(missing)"}
     assert reads[1][0]["treatment"]["sums"]["cv:n"] == 15  # n = 3, 9, ..., 87 carry x and y
+
+
+# ---- abtesting: ExplanationInputRecords ------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def posted(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request,
+        "abtesting",
+        "repository.ExplanationInputStore",
+        "memory.InMemoryExplanationInputStore",
+    )
+
+
+def test_posted_inputs_are_read_in_key_order_and_trimmed_to_the_smallest(posted: Any) -> None:
+    experiment_id = _unique("exp")
+    rows = {f"{n:04x}|r{n}": f'{{"x": {n}}}' for n in (40, 3, 17, 250, 9)}
+    posted.add(experiment_id, rows)
+    posted.add(experiment_id, {"0003|r3": '{"x": 3, "again": true}'})  # a key is overwritten
+    posted.add(_unique("exp"), {"0000|r0": '{"x": 0}'})  # another experiment's partition
+    assert posted.keys(experiment_id, 3) == ["0003|r3", "0009|r9", "0011|r17"]
+    assert posted.rows(experiment_id, 2) == [{"x": 3, "again": True}, {"x": 9}]
+    assert posted.trim(experiment_id, 6) == 0  # fewer than asked: nothing to trim
+    assert posted.trim(experiment_id, 2) == 3
+    assert posted.keys(experiment_id, 10) == ["0003|r3", "0009|r9"]
+    assert posted.keys(_unique("exp"), 10) == [] and posted.rows(_unique("exp"), 10) == []
