@@ -7,6 +7,7 @@ import gc
 import json
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -20,6 +21,10 @@ from chalicelib.explainability.base import (
     collection_paused,
 )
 from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
+
+
+class _Row(list):
+    """A list subclass (results may hold one)."""
 
 
 def _oracle(names: list[str], row: list[float], values: list[float]) -> dict:
@@ -187,3 +192,33 @@ def test_an_explanations_dict_is_what_asdict_gives_with_nothing_shared(fields: d
     assert explanation.top_positive_features == ["age"]
     assert explanation.parameters.get("seed") in (None, 0)
     assert PredictionExplanation.from_dict(explanation.to_dict()) == explanation
+
+
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        (float("inf"), "explanations[1].feature_contributions[0].contribution"),
+        (np.float64("nan"), "explanations[1].feature_contributions[0].contribution"),
+        (
+            OrderedDict(x=(1.0, -np.inf)),
+            "explanations[1].feature_contributions[0].contribution.x[1]",
+        ),
+        (_Row([0.5, float("-inf")]), "explanations[1].feature_contributions[0].contribution[1]"),
+    ],
+)
+def test_a_result_with_a_number_that_is_not_finite_is_refused_naming_it(
+    bad: object, where: str
+) -> None:
+    """Results are first checked without keeping paths (the common, finite case of a large
+    batch); a value that is not finite, however nested (dict and list subclasses, tuples,
+    numpy floats), is then named."""
+    from chalicelib.core.errors import UnprocessableEntity
+    from chalicelib.explainability.service import require_finite
+
+    rows = [_explanation().to_dict() for _ in range(3)]
+    assert require_finite({"count": 3, "explanations": rows})["explanations"] is rows
+    rows[1]["feature_contributions"][0]["contribution"] = bad
+    with pytest.raises(UnprocessableEntity) as caught:
+        require_finite({"count": 3, "explanations": rows})
+    assert caught.value.code == "not_finite"
+    assert f"({where} is " in caught.value.message
