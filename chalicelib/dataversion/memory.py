@@ -1,15 +1,306 @@
-"""The data versioning's storage in memory: :class:`~chalicelib.dataversion.ports.LineageStore`
-for tests of the lineage logic without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same
-results as the DynamoDB repository (one contract suite runs against both); each operation is
-atomic under one lock, as a transaction is in DynamoDB."""
+"""The data versioning's storage in memory: :class:`~chalicelib.dataversion.ports.DatasetCatalog`
+and :class:`~chalicelib.dataversion.ports.LineageStore` for tests of the versioning and lineage
+logic without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the
+DynamoDB repository (one contract suite runs against both); each operation is atomic under one
+lock, as a transaction is in DynamoDB, and objects go in and out as copies."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from chalicelib.dataversion.models import LineageEdge, LineageNode
+from chalicelib.core.errors import Conflict
+from chalicelib.dataversion.errors import (
+    DatasetNotFound,
+    DatasetVersionNotFound,
+    DuplicateContent,
+    DuplicateSource,
+    ObjectCollected,
+    VersionNumberTaken,
+)
+from chalicelib.dataversion.models import Dataset, DatasetVersion, LineageEdge, LineageNode
+
+
+@dataclass
+class _StoredObject:
+    """A stored object's collection state: its generation (deletions so far), the claim of a
+    collection under way, and the live versions pointing to it."""
+
+    generation: int = 0
+    token: str | None = None
+    refs: set[str] = field(default_factory=set)
+
+
+def _ref(version: DatasetVersion) -> str:
+    return f"{version.dataset_id}#{version.version_number}"
+
+
+class InMemoryDatasetRepository:
+    """Datasets, versions, their reservations (content, id, source), profiles and the
+    reference index of stored objects and contents, in dicts."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[str, Dataset] = {}
+        self._names: dict[str, str] = {}
+        self._versions: dict[tuple[str, int], DatasetVersion] = {}
+        self._by_id: dict[str, tuple[str, int]] = {}
+        self._by_content: dict[tuple[str, str], str] = {}  # (dataset, sha256) -> version id
+        self._by_source: dict[str, tuple[str, int]] = {}
+        self._profiles: dict[str, bytes] = {}
+        self._objects: dict[str, _StoredObject] = {}
+        self._contents: dict[str, set[str]] = {}
+        self._lock = threading.RLock()
+
+    # ---- datasets -------------------------------------------------------------------------
+    def create_dataset(self, dataset: Dataset) -> None:
+        """Stores a dataset (without a retention policy) and reserves its name.
+
+        Raises:
+            Conflict: The name (or the id) is taken.
+        """
+        with self._lock:
+            if dataset.name in self._names or dataset.dataset_id in self._datasets:
+                raise Conflict(f"a dataset named '{dataset.name}' already exists")
+            self._names[dataset.name] = dataset.dataset_id
+            stored = dataclasses.replace(copy.deepcopy(dataset), retention=None)
+            self._datasets[dataset.dataset_id] = stored
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """The dataset.
+
+        Raises:
+            DatasetNotFound: Unknown id.
+        """
+        with self._lock:
+            found = self._datasets.get(dataset_id)
+            if found is None:
+                raise DatasetNotFound(f"dataset {dataset_id} does not exist")
+            return copy.deepcopy(found)
+
+    def find_dataset(self, id_or_name: str) -> Dataset | None:
+        """A dataset by id or by name, or ``None``."""
+        with self._lock:
+            dataset_id = id_or_name if id_or_name in self._datasets else self._names.get(id_or_name)
+            return None if dataset_id is None else self.get_dataset(dataset_id)
+
+    def list_datasets(self) -> list[Dataset]:
+        """Every dataset, by name."""
+        with self._lock:
+            return copy.deepcopy(sorted(self._datasets.values(), key=lambda d: d.name))
+
+    def set_access_groups(self, dataset_id: str, access_groups: list[str]) -> Dataset:
+        """Replaces a dataset's access groups.
+
+        Raises:
+            DatasetNotFound: Unknown id.
+        """
+        with self._lock:
+            changed = dataclasses.replace(
+                self.get_dataset(dataset_id), access_groups=list(access_groups)
+            )
+            self._datasets[dataset_id] = copy.deepcopy(changed)
+            return changed
+
+    # ---- versions -------------------------------------------------------------------------
+    def latest_version_number(self, dataset_id: str) -> int:
+        """The highest version number (0 when there is none)."""
+        with self._lock:
+            return max((n for d, n in self._versions if d == dataset_id), default=0)
+
+    def add_version(
+        self,
+        version: DatasetVersion,
+        source: str | None = None,
+        predecessor: DatasetVersion | None = None,
+        object_generation: int = 0,
+        profile: bytes | None = None,
+    ) -> None:
+        """Writes a version with its reservations and profile, all or nothing.
+
+        Raises:
+            ObjectCollected: Garbage collection claimed (or deleted) the stored object since
+                ``object_generation`` was read.
+            DuplicateContent: The dataset already has this content (a restore: ``Conflict``,
+                the content is no longer held).
+            DuplicateSource: The source object was already ingested.
+            VersionNumberTaken: The number is taken or ``predecessor`` is not the one before.
+        """
+        with self._lock:
+            self._check_new_version(version, source, predecessor, object_generation)
+            key = (version.dataset_id, version.version_number)
+            self._versions[key] = copy.deepcopy(version)
+            self._by_id[version.version_id] = key
+            self._by_content[(version.dataset_id, version.sha256)] = version.version_id
+            if source is not None:
+                self._by_source[source] = key
+            if profile is not None:
+                self._profiles[version.version_id] = bytes(profile)
+            stored = self._objects.setdefault(version.storage_key, _StoredObject())
+            stored.refs.add(_ref(version))
+            self._contents.setdefault(version.sha256, set()).add(_ref(version))
+
+    def _check_new_version(
+        self,
+        version: DatasetVersion,
+        source: str | None,
+        predecessor: DatasetVersion | None,
+        object_generation: int,
+    ) -> None:
+        """Raises what the DynamoDB transaction's failed conditions map to, in its order."""
+        stored = self._objects.get(version.storage_key, _StoredObject())
+        if stored.token is not None or stored.generation != object_generation:
+            raise ObjectCollected("garbage collection claimed the stored object")
+        held = (version.dataset_id, version.sha256) in self._by_content
+        if version.restored_from is not None and not held:
+            raise Conflict("the content of the restored version is no longer held")
+        if version.restored_from is None and held:
+            raise DuplicateContent("identical content is already a version")
+        if source is not None and source in self._by_source:
+            raise DuplicateSource("this source object was already ingested")
+        before = self._versions.get((version.dataset_id, version.version_number - 1))
+        if (version.dataset_id, version.version_number) in self._versions or (
+            predecessor is not None
+            and (before is None or before.version_id != predecessor.version_id)
+        ):
+            raise VersionNumberTaken("version number taken")
+
+    def get_profile(self, version_id: str) -> bytes | None:
+        """A version's compressed column profile, or ``None``."""
+        with self._lock:
+            return self._profiles.get(version_id)
+
+    def reserve_source(self, source: str, version: DatasetVersion) -> None:
+        """Remembers that a source object resolved to ``version`` (kept if already there)."""
+        with self._lock:
+            self._by_source.setdefault(source, (version.dataset_id, version.version_number))
+
+    def version_for_source(self, source: str) -> DatasetVersion | None:
+        """The version a source object was ingested as, if any."""
+        with self._lock:
+            key = self._by_source.get(source)
+            return None if key is None else self.get_version(*key)
+
+    def version_by_hash(self, dataset_id: str, sha256: str) -> DatasetVersion | None:
+        """The dataset's version holding this content, if any."""
+        with self._lock:
+            version_id = self._by_content.get((dataset_id, sha256))
+            return None if version_id is None else self.get_version_by_id(version_id)
+
+    def get_version(self, dataset_id: str, version_number: int) -> DatasetVersion:
+        """One version by number.
+
+        Raises:
+            DatasetVersionNotFound: Unknown number.
+        """
+        with self._lock:
+            found = self._versions.get((dataset_id, int(version_number)))
+            if found is None:
+                raise DatasetVersionNotFound(
+                    f"dataset {dataset_id} has no version {version_number}"
+                )
+            return copy.deepcopy(found)
+
+    def get_version_by_id(self, version_id: str) -> DatasetVersion:
+        """One version by id.
+
+        Raises:
+            DatasetVersionNotFound: Unknown id.
+        """
+        with self._lock:
+            key = self._by_id.get(version_id)
+            if key is None:
+                raise DatasetVersionNotFound(f"version {version_id} does not exist")
+            return self.get_version(*key)
+
+    def list_versions(self, dataset_id: str, limit: int, offset: int) -> list[DatasetVersion]:
+        """Versions ``offset+1 … offset+limit``, ascending."""
+        with self._lock:
+            numbers = sorted(n for d, n in self._versions if d == dataset_id and n > offset)
+            return [self.get_version(dataset_id, n) for n in numbers[:limit]]
+
+    def versions_descending(self, dataset_id: str) -> Iterator[DatasetVersion]:
+        """Versions from the newest backwards."""
+        with self._lock:
+            numbers = sorted((n for d, n in self._versions if d == dataset_id), reverse=True)
+            found = [self.get_version(dataset_id, n) for n in numbers]
+        yield from found
+
+    def delete_version(
+        self, version: DatasetVersion, deleted_by: str, at: datetime
+    ) -> DatasetVersion:
+        """Tombstones a version, dropping its profile, references and content reservation.
+
+        Raises:
+            VersionNumberTaken: It was deleted meanwhile.
+        """
+        key = (version.dataset_id, version.version_number)
+        with self._lock:
+            current = self._versions.get(key)
+            if current is not None and current.deleted_at is not None:
+                raise VersionNumberTaken("the version changed meanwhile")
+            tombstone = dataclasses.replace(
+                copy.deepcopy(version), deleted_at=at, deleted_by=deleted_by
+            )
+            self._versions[key] = tombstone
+            self._profiles.pop(version.version_id, None)
+            self._objects.setdefault(version.storage_key, _StoredObject()).refs.discard(
+                _ref(version)
+            )
+            self._contents.setdefault(version.sha256, set()).discard(_ref(version))
+            content = (version.dataset_id, version.sha256)
+            if self._by_content.get(content) == version.version_id:
+                del self._by_content[content]
+            return self.get_version(*key)
+
+    def referenced(self, storage_key: str) -> bool:
+        """Whether a live version points to the stored object."""
+        with self._lock:
+            found = self._objects.get(storage_key)
+            return found is not None and bool(found.refs)
+
+    def live_versions_with_content(self, sha256: str) -> list[DatasetVersion]:
+        """Every live version, of any dataset, with this content."""
+        found = []
+        with self._lock:
+            for ref in sorted(self._contents.get(sha256, ())):
+                dataset_id, _, number = ref.rpartition("#")
+                version = self._versions.get((dataset_id, int(number)))
+                if version is not None and not version.deleted and version.sha256 == sha256:
+                    found.append(copy.deepcopy(version))
+        return found
+
+    def object_state(self, storage_key: str) -> tuple[int, bool]:
+        """A stored object's collection generation and whether a collection claims it now."""
+        with self._lock:
+            found = self._objects.get(storage_key, _StoredObject())
+            return found.generation, found.token is not None
+
+    def claim_object(self, storage_key: str, token: str) -> bool:
+        """Claims an object no live version points to for collection; ``False`` if it is
+        claimed already or referenced."""
+        with self._lock:
+            found = self._objects.setdefault(storage_key, _StoredObject())
+            if found.token is not None or found.refs:
+                return False
+            found.token = token
+            return True
+
+    def release_object(self, storage_key: str, token: str, deleted: bool) -> None:
+        """Ends ``token``'s claim; a deleted object's generation moves on.
+
+        Raises:
+            Conflict: ``token`` does not hold the claim.
+        """
+        with self._lock:
+            found = self._objects.get(storage_key)
+            if found is None or found.token != token:
+                raise Conflict(f"{storage_key} is not claimed by {token}")
+            found.token = None
+            found.generation += int(deleted)
 
 
 class InMemoryLineageRepository:

@@ -880,3 +880,176 @@ def test_posted_inputs_are_read_in_key_order_and_trimmed_to_the_smallest(posted:
     assert posted.trim(experiment_id, 2) == 3
     assert posted.keys(experiment_id, 10) == ["0003|r3", "0009|r9"]
     assert posted.keys(_unique("exp"), 10) == [] and posted.rows(_unique("exp"), 10) == []
+
+
+# ---- dataversion: DatasetCatalog -------------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def catalog(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "dataversion", "repository.DatasetRepository", "memory.InMemoryDatasetRepository"
+    )
+
+
+def _dataset(**changes: Any) -> Any:
+    from chalicelib.dataversion.models import (
+        CompatibilityMode,
+        Dataset,
+        DatasetFormat,
+        DatasetSchema,
+        DriftLimits,
+    )
+
+    schema = DatasetSchema({"a": "int", "b": "string"}, primary_key=["a"], nullable=["b"])
+    dataset = Dataset(
+        _unique("ds"), _unique("name"), "alice", ["ml"], DatasetFormat.CSV,
+        CompatibilityMode.BACKWARD, "d", schema, utc_now(), drift_limits=DriftLimits(psi=0.2),
+    )  # fmt: skip
+    return dataclasses.replace(dataset, **changes)
+
+
+def _dataset_version(dataset: Any, number: int, **changes: Any) -> Any:
+    from chalicelib.dataversion.models import DatasetFormat, DatasetSchema, DatasetVersion
+
+    sha = uuid.uuid4().hex * 2
+    version = DatasetVersion(
+        _unique("v"), dataset.dataset_id, number, sha, 10 * number, f"data/{sha}",
+        DatasetFormat.CSV, DatasetSchema({"a": "int"}), 3, [], None, {"k": "v"}, "alice",
+        utc_now(), warnings=["w"], source_key="uploads/x.csv", schema_sampled_rows=3,
+    )  # fmt: skip
+    return dataclasses.replace(version, **changes)
+
+
+def test_a_dataset_reads_back_by_id_and_name_and_its_name_is_reserved(catalog: Any) -> None:
+    from chalicelib.dataversion.errors import DatasetNotFound
+    from chalicelib.dataversion.models import RetentionPolicy
+
+    dataset = _dataset(retention=RetentionPolicy(keep_last=3))
+    catalog.create_dataset(dataset)
+    stored = dataclasses.replace(dataset, retention=None)  # set apart, not on creation
+    assert catalog.get_dataset(dataset.dataset_id) == stored
+    assert catalog.find_dataset(dataset.dataset_id) == stored == catalog.find_dataset(dataset.name)
+    assert catalog.find_dataset(_unique("missing")) is None
+    with pytest.raises(Conflict, match="already exists"):
+        catalog.create_dataset(_dataset(name=dataset.name))
+    with pytest.raises(DatasetNotFound):
+        catalog.get_dataset(_unique("missing"))
+    changed = catalog.set_access_groups(dataset.dataset_id, ["a", "b"])
+    assert changed == dataclasses.replace(stored, access_groups=["a", "b"])
+    assert catalog.get_dataset(dataset.dataset_id) == changed
+    bare = _dataset(declared_schema=None, drift_limits=None, access_groups=[])
+    catalog.create_dataset(bare)
+    ours = {dataset.dataset_id, bare.dataset_id}
+    listed = [d for d in catalog.list_datasets() if d.dataset_id in ours]
+    assert listed == sorted([changed, bare], key=lambda d: d.name)
+
+
+def test_versions_are_numbered_and_found_by_number_id_content_and_source(catalog: Any) -> None:
+    from chalicelib.dataversion.errors import DatasetVersionNotFound
+
+    dataset = _dataset()
+    catalog.create_dataset(dataset)
+    assert catalog.latest_version_number(dataset.dataset_id) == 0
+    first = _dataset_version(dataset, 1)
+    second = _dataset_version(dataset, 2, schema=None, row_count=None, tags={}, warnings=[])
+    catalog.add_version(first, source="bucket/k#e1#", profile=b"\x00profile")
+    catalog.add_version(second, predecessor=first)
+    assert catalog.latest_version_number(dataset.dataset_id) == 2
+    assert catalog.get_version(dataset.dataset_id, 1) == first
+    assert catalog.get_version_by_id(second.version_id) == second
+    assert catalog.version_by_hash(dataset.dataset_id, second.sha256) == second
+    assert catalog.version_by_hash(dataset.dataset_id, "0" * 64) is None
+    assert catalog.version_for_source("bucket/k#e1#") == first
+    catalog.reserve_source("bucket/k#e1#", second)  # kept as it was
+    catalog.reserve_source("bucket/k#e2#", second)
+    assert catalog.version_for_source("bucket/k#e1#") == first
+    assert catalog.version_for_source("bucket/k#e2#") == second
+    assert catalog.version_for_source("bucket/none") is None
+    assert catalog.get_profile(first.version_id) == b"\x00profile"
+    assert catalog.get_profile(second.version_id) is None
+    assert catalog.list_versions(dataset.dataset_id, 1, 0) == [first]
+    assert catalog.list_versions(dataset.dataset_id, 5, 1) == [second]
+    assert list(catalog.versions_descending(dataset.dataset_id)) == [second, first]
+    with pytest.raises(DatasetVersionNotFound):
+        catalog.get_version(dataset.dataset_id, 3)
+    with pytest.raises(DatasetVersionNotFound):
+        catalog.get_version_by_id(_unique("missing"))
+
+
+def test_a_version_whose_reservation_is_taken_stores_nothing(catalog: Any) -> None:
+    from chalicelib.dataversion.errors import DuplicateContent, DuplicateSource, VersionNumberTaken
+
+    dataset = _dataset()
+    catalog.create_dataset(dataset)
+    first = _dataset_version(dataset, 1)
+    catalog.add_version(first, source="src-1")
+    with pytest.raises(DuplicateContent):
+        catalog.add_version(_dataset_version(dataset, 2, sha256=first.sha256))
+    with pytest.raises(DuplicateSource):
+        catalog.add_version(_dataset_version(dataset, 2), source="src-1")
+    with pytest.raises(VersionNumberTaken):  # the number
+        catalog.add_version(_dataset_version(dataset, 1))
+    stale = _dataset_version(dataset, 1)
+    with pytest.raises(VersionNumberTaken):  # a predecessor that is not version 1
+        catalog.add_version(_dataset_version(dataset, 2), predecessor=stale)
+    assert catalog.latest_version_number(dataset.dataset_id) == 1
+    assert catalog.list_versions(dataset.dataset_id, 10, 0) == [first]
+
+
+def test_deleting_a_version_frees_its_content_references_and_profile(catalog: Any) -> None:
+    from chalicelib.dataversion.errors import VersionNumberTaken
+
+    dataset, other = _dataset(), _dataset()
+    catalog.create_dataset(dataset)
+    catalog.create_dataset(other)
+    first = _dataset_version(dataset, 1)
+    twin = _dataset_version(other, 1, sha256=first.sha256, storage_key=first.storage_key)
+    catalog.add_version(first, profile=b"p")
+    catalog.add_version(twin)
+    assert catalog.live_versions_with_content(first.sha256) == sorted(
+        [first, twin], key=lambda v: f"{v.dataset_id}#{v.version_number}"
+    )
+    when = utc_now()
+    deleted = catalog.delete_version(first, "bob", when)
+    assert deleted == dataclasses.replace(first, deleted_at=when, deleted_by="bob")
+    assert catalog.get_profile(first.version_id) is None
+    assert catalog.version_by_hash(dataset.dataset_id, first.sha256) is None
+    assert catalog.live_versions_with_content(first.sha256) == [twin]
+    assert catalog.referenced(first.storage_key) is True  # the twin still points to it
+    with pytest.raises(VersionNumberTaken):
+        catalog.delete_version(first, "bob", when)
+    catalog.delete_version(twin, "bob", when)
+    assert catalog.referenced(first.storage_key) is False
+    assert catalog.live_versions_with_content(first.sha256) == []
+    restored = _dataset_version(dataset, 2, sha256=first.sha256, restored_from=first.version_id)
+    with pytest.raises(Conflict, match="no longer held"):  # the content was freed
+        catalog.add_version(restored)
+    catalog.add_version(dataclasses.replace(restored, restored_from=None))
+    assert catalog.version_by_hash(dataset.dataset_id, first.sha256).version_number == 2
+
+
+def test_a_claimed_or_collected_object_takes_no_new_version(catalog: Any) -> None:
+    from chalicelib.dataversion.errors import ObjectCollected
+
+    dataset = _dataset()
+    catalog.create_dataset(dataset)
+    first = _dataset_version(dataset, 1)
+    key = first.storage_key
+    assert catalog.object_state(key) == (0, False)
+    assert catalog.claim_object(key, "gc-1") is True
+    assert catalog.claim_object(key, "gc-2") is False
+    assert catalog.object_state(key) == (0, True)
+    with pytest.raises(ObjectCollected):
+        catalog.add_version(first)
+    catalog.release_object(key, "gc-1", deleted=True)
+    assert catalog.object_state(key) == (1, False)
+    with pytest.raises(ObjectCollected):  # its bytes were seen before the deletion
+        catalog.add_version(first, object_generation=0)
+    catalog.add_version(first, object_generation=1)
+    assert catalog.referenced(key) is True
+    assert catalog.claim_object(key, "gc-3") is False  # a live version points to it
+    catalog.delete_version(first, "bob", utc_now())
+    assert catalog.claim_object(key, "gc-3") is True
+    catalog.release_object(key, "gc-3", deleted=False)
+    assert catalog.object_state(key) == (1, False)
