@@ -1,5 +1,7 @@
-"""The layer service on moto: reservations are conditional on the layer's revision, so a race
-between overlapping slices has one winner; a failed experiment store frees its slice."""
+"""The layer service on the in-memory layer repository (the DynamoDB one passes the same
+contract, ``test_repository_contracts.py``): reservations are conditional on the layer's
+revision, so a race between overlapping slices has one winner; a failed experiment store frees
+its slice."""
 
 from __future__ import annotations
 
@@ -10,31 +12,42 @@ import pytest
 
 from chalicelib.abtesting.errors import SliceTaken
 from chalicelib.abtesting.layers import LayerService
+from chalicelib.abtesting.memory import InMemoryLayerRepository
 from chalicelib.abtesting.models import Layer, LayerSlice, ModelVariant
-from chalicelib.abtesting.repository import LayerRepository
 from chalicelib.core.errors import Conflict, UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
+from tests.helpers.abtesting import memory_engine
 
 
-class RacingRepository(LayerRepository):
-    """Lets another reservation land between this caller's read of the layer and its write."""
+class RacingRepository(InMemoryLayerRepository):
+    """Lets another reservation land between the next read of the layer and its write (the
+    rival service writes to this same repository, as another instance to the same table)."""
 
-    def __init__(self, rival: LayerService, rival_slice: LayerSlice) -> None:
-        self.rival, self.rival_slice, self.raced = rival, rival_slice, False
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: tuple[LayerService, LayerSlice] | None = None
 
     def get_layer(self, layer_id: str) -> Layer:
         found = super().get_layer(layer_id)
-        if not self.raced:
-            self.raced = True
-            self.rival.reserve("exp-rival", self.rival_slice)
+        if self.rival is not None:
+            rival, taken = self.rival
+            self.rival = None
+            rival.reserve("exp-rival", taken)
         return found
 
 
-def test_of_two_racing_overlapping_reservations_exactly_one_wins(aws: Any) -> None:
-    bus = RecordingEventBus()
-    rival = LayerService(event_bus=bus)
+def _racing(bus: RecordingEventBus, start: int, end: int) -> tuple[LayerService, Layer, Any]:
+    """A rival service, its new layer, and a service whose next read of the layer lets the
+    rival take ``[start, end)`` before it writes."""
+    repository = RacingRepository()
+    rival = LayerService(repository, bus)
     layer = rival.create_layer("ranking")
-    racing = LayerService(RacingRepository(rival, LayerSlice(layer.layer_id, 0, 5000)), bus)
+    repository.rival = (rival, LayerSlice(layer.layer_id, start, end))
+    return rival, layer, LayerService(repository, bus)
+
+
+def test_of_two_racing_overlapping_reservations_exactly_one_wins() -> None:
+    rival, layer, racing = _racing(RecordingEventBus(), 0, 5000)
 
     with pytest.raises(SliceTaken, match=r"free: \[5000, 10000\)"):
         racing.reserve("exp-late", LayerSlice(layer.layer_id, 4000, 6000))
@@ -44,11 +57,8 @@ def test_of_two_racing_overlapping_reservations_exactly_one_wins(aws: Any) -> No
     assert stored.revision == 1
 
 
-def test_a_racing_disjoint_reservation_is_retried_and_both_are_stored(aws: Any) -> None:
-    bus = RecordingEventBus()
-    rival = LayerService(event_bus=bus)
-    layer = rival.create_layer("ranking")
-    racing = LayerService(RacingRepository(rival, LayerSlice(layer.layer_id, 0, 5000)), bus)
+def test_a_racing_disjoint_reservation_is_retried_and_both_are_stored() -> None:
+    rival, layer, racing = _racing(RecordingEventBus(), 0, 5000)
 
     racing.reserve("exp-late", LayerSlice(layer.layer_id, 5000, 6000))
 
@@ -75,11 +85,11 @@ class Registry:
         return (model_id, version)
 
 
-def test_a_failed_experiment_store_frees_its_slice(aws: Any) -> None:
+def test_a_failed_experiment_store_frees_its_slice() -> None:
     from chalicelib.abtesting.engine import ABTestingEngine
 
     bus = RecordingEventBus()
-    layers = LayerService(event_bus=bus)
+    layers = LayerService(InMemoryLayerRepository(), event_bus=bus)
     layer = layers.create_layer("ranking")
     engine = ABTestingEngine(Failing(), Registry(), bus, layers=layers)  # type: ignore[arg-type]
     variants = [
@@ -91,8 +101,8 @@ def test_a_failed_experiment_store_frees_its_slice(aws: Any) -> None:
     assert layers.get_layer(layer.layer_id).slices == {}
 
 
-def test_layer_and_holdout_validation(aws: Any) -> None:
-    layers = LayerService(event_bus=RecordingEventBus())
+def test_layer_and_holdout_validation() -> None:
+    layers = LayerService(InMemoryLayerRepository(), event_bus=RecordingEventBus())
     with pytest.raises(UnprocessableEntity):
         layers.create_layer("  ")
     for share in (Decimal(0), Decimal("0.51"), 0.1):
@@ -108,7 +118,7 @@ def test_layer_and_holdout_validation(aws: Any) -> None:
         layers.delete_layer(layer.layer_id)
 
 
-class StaleRepository(LayerRepository):
+class StaleRepository(InMemoryLayerRepository):
     """Every conditional write loses (another writer always came first)."""
 
     def update_layer(self, layer: Layer, when: Any, **changes: Any) -> Layer | None:
@@ -118,10 +128,10 @@ class StaleRepository(LayerRepository):
         return False
 
 
-def test_a_layer_that_keeps_changing_is_a_409_not_a_loop(aws: Any) -> None:
+def test_a_layer_that_keeps_changing_is_a_409_not_a_loop() -> None:
     bus = RecordingEventBus()
-    layer = LayerService(event_bus=bus).create_layer("busy")
     stale = LayerService(StaleRepository(), bus)
+    layer = stale.create_layer("busy")
     for attempt in (
         lambda: stale.reserve("e", LayerSlice(layer.layer_id, 0, 1)),
         lambda: stale.set_access_groups(layer.layer_id, ["ml"]),
@@ -131,14 +141,12 @@ def test_a_layer_that_keeps_changing_is_a_409_not_a_loop(aws: Any) -> None:
             attempt()
 
 
-def test_a_holdout_without_outcomes_does_not_hold_a_ramp(aws: Any) -> None:
-    from chalicelib.abtesting.engine import ABTestingEngine
+def test_a_holdout_without_outcomes_does_not_hold_a_ramp() -> None:
     from chalicelib.abtesting.models import Outcome, RampSchedule
+    from chalicelib.core.clock import SystemClock
 
-    bus = RecordingEventBus()
-    layers = LayerService(event_bus=bus)
-    layers.create_holdout("h", Decimal("0.1"))
-    engine = ABTestingEngine(registry=Registry(), event_bus=bus, layers=layers)  # type: ignore[arg-type]
+    engine = memory_engine(Registry(), RecordingEventBus(), SystemClock())
+    engine.layers.create_holdout("h", Decimal("0.1"))
     variants = [
         ModelVariant("control", "m", 1, Decimal("0.9"), True),
         ModelVariant("treatment", "m", 2, Decimal("0.1")),
