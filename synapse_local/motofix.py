@@ -53,6 +53,10 @@ the lock: the local stack's tables kept in SQLite write back what the request ch
 It only touches moto (the local stand-in for AWS), never the app; the tests install it
 (``tests/conftest.py``) and so does every :class:`~synapse_local.stack.LocalStack` (``make
 run``, the demo, the benches).
+
+**Numbers.** moto writes the sum of an ``ADD`` with ``str(Decimal)`` (``9E-10``) and then reads
+a number without a ``.`` as an ``int``: the next ``ADD`` failed. :func:`install` writes sums in
+plain notation, as DynamoDB stores them.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 _state = threading.local()
@@ -380,8 +385,32 @@ def _validate_update_expressions_once() -> None:
         validator.traverse = traverse  # type: ignore[method-assign]
 
 
+def _plain_number_sums() -> None:
+    """``ADD`` of numbers writes the sum in plain notation, as DynamoDB returns numbers.
+
+    moto formats a Decimal sum with ``str`` (``0.0000000009`` becomes ``9E-10``) and reads an
+    operand without a ``.`` as an ``int``, so the next ``ADD`` to that attribute failed with
+    ``ValueError``: tiny sums of squares (a custom metric's segment moments) broke a counter."""
+    from moto.dynamodb.models.dynamo_type import DDBType, DynamoType
+
+    original = DynamoType.__add__
+    if getattr(original, "_plain", False):
+        return
+
+    def __add__(self: Any, other: Any) -> Any:  # noqa: N807 - moto's operator
+        total = original(self, other)
+        text = total.value
+        if "E" in text or "e" in text:
+            total = DynamoType({DDBType.NUMBER: format(Decimal(text), "f")})
+        return total
+
+    __add__._plain = True  # type: ignore[attr-defined]
+    DynamoType.__add__ = __add__  # type: ignore[method-assign]
+
+
 def install() -> bool:
     """Patches moto (idempotent); returns whether the transaction fix was newly installed."""
+    _plain_number_sums()
     _serialize_requests()
     _stop_instance_tracking()
     _remember_parsed_conditions()

@@ -12,6 +12,7 @@ import random
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -380,3 +381,20 @@ def test_an_invalid_update_expression_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(Exception, match="Invalid UpdateExpression"):
             UpdateExpressionParser.make("SET a = ")
+
+
+def test_sums_of_tiny_numbers_stay_addable(aws: Any) -> None:
+    """moto wrote 0.0000000004 + 0.0000000005 as ``9E-10`` and then failed to add to it."""
+    from chalicelib.core import aws as clients
+
+    client = clients.client("dynamodb")
+    table = next(t for t in client.list_tables()["TableNames"] if t.endswith("experiment-metrics"))
+    key = {"experiment_id": {"S": "tiny"}, "shard_key": {"S": "x"}}
+    for amount in ("0.0000000004", "0.0000000005", "0.000000001"):
+        client.update_item(
+            TableName=table, Key=key, UpdateExpression="ADD #a :v",
+            ExpressionAttributeNames={"#a": "ss"}, ExpressionAttributeValues={":v": {"N": amount}},
+        )  # fmt: skip
+
+    stored = client.get_item(TableName=table, Key=key)["Item"]["ss"]["N"]
+    assert Decimal(stored) == Decimal("0.0000000019")
