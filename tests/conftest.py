@@ -83,6 +83,8 @@ SLOW_TESTS = (
     "test_an_outcome_batch_of_1000_with_three_dimensions_stays_within_the_write_budget",
     "tests/integration/test_ab_segments.py::"
     "test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact",
+    "tests/integration/test_ab_segments.py::"
+    "test_every_declared_metric_is_tested_per_segment_against_numpy_and_statsmodels",
     "tests/integration/test_local_motofix.py::"
     "test_memory_per_thousand_outcomes_stays_constant_as_outcomes_accumulate",
     "tests/security/test_artifact_allowlist.py::"

@@ -1065,11 +1065,24 @@ def _dataset_groups(dataset_id: str) -> list[str] | None:
 
 
 def _segment_plan(experiment: Experiment) -> SegmentPlan:
-    """What outcomes of ``experiment`` count per segment: the declared dimensions and the
-    primary metric when it is a custom one."""
+    """What outcomes of ``experiment`` count per segment: the declared dimensions, the primary
+    metric when it is a custom one, and the custom values and ratios of the declared metrics
+    (quantiles have no segment counters; built-in rates and latency are always counted)."""
     metric = experiment.primary_metric
-    builtin = metric in RATE_METRICS or metric.startswith("latency")
-    return SegmentPlan(experiment.segments.dimensions, None if builtin else metric)
+    primary = None if _builtin(metric) else metric
+    specs = experiment.analysis.metrics
+    sources = (s.source or s.name for s in specs if s.kind in ("proportion", "mean"))
+    return SegmentPlan(
+        experiment.segments.dimensions,
+        primary,
+        tuple(dict.fromkeys(s for s in sources if not _builtin(s) and s != primary)),
+        tuple(s.name for s in specs if s.kind == "ratio"),
+    )
+
+
+def _builtin(metric: str) -> bool:
+    """Whether segment counters keep ``metric`` anyway (a rate or a latency)."""
+    return metric in RATE_METRICS or metric.startswith("latency")
 
 
 def _phases_of(experiment: Experiment) -> list[AllocationPhase]:

@@ -339,7 +339,7 @@ class InMemoryOutcomeStore:
     def __init__(self) -> None:
         self._counted: dict[str, set[str]] = {}
         self._totals: dict[str, dict[tuple[str, int], Counters]] = {}
-        self._segments: dict[str, dict[tuple[str, int, str], Counters]] = {}
+        self._segments: dict[str, dict[tuple[str, int, str, str], Counters]] = {}
         self._kept: dict[str, dict[str, set[str]]] = {}
         self._lock = threading.Lock()
 

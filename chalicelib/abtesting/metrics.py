@@ -51,6 +51,7 @@ __all__ = [
     "estimate",
     "ratio_estimate",
     "quantile_estimate",
+    "lower_is_better",
 ]
 
 KINDS = ("proportion", "mean", "ratio", "quantile")
@@ -320,7 +321,8 @@ def _tail(log_pmf: Any, start: int, stop: int, step: int, limit: float) -> float
     return found
 
 
-def _lower_is_better(spec: MetricSpec) -> bool:
+def lower_is_better(spec: MetricSpec) -> bool:
+    """Whether a lower value of the declared metric is better (declared, else by its source)."""
     if spec.lower_is_better is not None:
         return spec.lower_is_better
     return (spec.source or spec.name) in LOWER_IS_BETTER
@@ -365,7 +367,7 @@ def compare_all(
         direction = "none"
         if significant:
             up = (item.difference or 0.0) > 0
-            direction = "worse" if up == _lower_is_better(spec) else "better"
+            direction = "worse" if up == lower_is_better(spec) else "better"
         found.append(
             MetricComparison(**{**item.__dict__, "adjusted_p_value": p_adj,
                                 "significant": significant, "direction": direction})

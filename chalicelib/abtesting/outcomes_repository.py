@@ -4,7 +4,11 @@ Outcomes are written with ``TransactWriteItems``: one conditional put per reques
 table plus one ``ADD`` update per (variant, phase, shard) carrying the chunk's sufficient
 statistics and latency histogram, so a batch of N outcomes costs about N / 98 write requests and
 an outcome is either stored and counted or neither. Segment counters (declared dimensions) live
-under their own partition so the analysis query never reads them.
+under their own partition so the analysis query never reads them: per (variant, phase, dimension)
+one *group* of items holds every value's counts, conversions, latency moments (and a custom
+primary metric's moments), and each further declared metric has its own group (a custom value's
+moments, or a ratio's six exact sums), so an item holds one group's attributes for at most
+``max_values + 2`` values whatever the number of declared metrics.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pynamodb.models import Model
 
 from chalicelib.abtesting import cuped, sketch
 from chalicelib.abtesting.aggregate import PRECISION, custom_attribute, shift_of
+from chalicelib.abtesting.metrics import ratio_attribute
 from chalicelib.abtesting.models import Dimension, Outcome, OutcomeReceipt
 from chalicelib.abtesting.segments import MISSING, OTHER, RESERVED
 from chalicelib.core import aws
@@ -131,12 +136,24 @@ class _VariantDelta:
         self.observe_core(outcome, prefix)
         if metric is None or metric not in outcome.custom_metrics:
             return
-        number = Decimal(str(round(float(outcome.custom_metrics[metric]), 6)))
+        self.observe_segment_value(value, metric, outcome.custom_metrics[metric])
+
+    def observe_segment_value(self, value: str, name: str, raw: float) -> None:
+        """Adds one custom value's moments to segment ``value`` (shifted as
+        :meth:`observe_segment`)."""
+        prefix = value + SEGMENT_SEPARATOR
+        number = Decimal(str(round(float(raw), 6)))
         shift = segment_shift(number)
         delta = _EXACT.subtract(number, shift)
-        self.add_count(prefix + custom_attribute(metric, "n", shift))
-        self.add_sum(prefix + custom_attribute(metric, "s", shift), delta)
-        self.add_sum(prefix + custom_attribute(metric, "ss", shift), _EXACT.multiply(delta, delta))
+        self.add_count(prefix + custom_attribute(name, "n", shift))
+        self.add_sum(prefix + custom_attribute(name, "s", shift), delta)
+        self.add_sum(prefix + custom_attribute(name, "ss", shift), _EXACT.multiply(delta, delta))
+
+    def observe_segment_sums(self, value: str, sums: dict[str, Decimal]) -> None:
+        """Adds exact sums (a declared ratio's) to segment ``value``."""
+        prefix = value + SEGMENT_SEPARATOR
+        for name, amount in sums.items():
+            self.add_sum(prefix + name, amount)
 
     def names(self) -> set[str]:
         """The attributes this delta adds to."""
@@ -210,10 +227,37 @@ class SegmentPlan:
         dimensions: The experiment's declared dimensions.
         metric: A custom primary metric whose moments each segment keeps (``None``: only the
             counts, conversions and latency moments).
+        sources: Further custom values whose moments each segment keeps, each in its own item
+            group (the sources of declared proportion and mean metrics).
+        ratios: Declared ratio metrics whose exact sums each segment keeps, each in its own
+            item group.
     """
 
     dimensions: tuple[Dimension, ...] = ()
     metric: str | None = None
+    sources: tuple[str, ...] = ()
+    ratios: tuple[str, ...] = ()
+
+    def groups(self) -> tuple[str, ...]:
+        """The item groups of each dimension: ``""`` (counts, latency, the custom primary
+        metric), ``m.<source>`` and ``r.<ratio>``."""
+        return ("", *(f"m.{s}" for s in self.sources), *(f"r.{r}" for r in self.ratios))
+
+
+def observe_group(delta: _VariantDelta, outcome: Outcome, value: str, plan: SegmentPlan,
+                  group: str) -> None:  # fmt: skip
+    """Adds what ``outcome`` counts in segment ``value`` of one item group to ``delta``."""
+    kind, _, name = group.partition(".")
+    if not group:
+        delta.observe_segment(outcome, value, plan.metric)
+    elif kind == "m":
+        if name in outcome.custom_metrics:
+            delta.observe_segment_value(value, name, outcome.custom_metrics[name])
+    else:
+        prefix = ratio_attribute(name, "")
+        delta.observe_segment_sums(
+            value, {k: v for k, v in outcome.declared.items() if k.startswith(prefix)}
+        )
 
 
 def segment_partition(experiment_id: str) -> str:
@@ -222,15 +266,20 @@ def segment_partition(experiment_id: str) -> str:
     return f"{experiment_id}#segments"
 
 
-def segment_shard_key(variant_id: str, phase: int, dimension: str, shard: int) -> str:
-    """Range key of a segment counter item: one per (variant, phase, dimension, shard)."""
-    return f"{variant_id}#p{phase}#{dimension}#{shard:02d}"
+def segment_shard_key(
+    variant_id: str, phase: int, dimension: str, shard: int, group: str = ""
+) -> str:
+    """Range key of a segment counter item: one per (variant, phase, dimension, item group,
+    shard); the group follows the dimension after ``@`` (none for the first group)."""
+    where = f"{dimension}@{group}" if group else dimension
+    return f"{variant_id}#p{phase}#{where}#{shard:02d}"
 
 
-def parse_segment_key(key: str) -> tuple[str, int, str]:
-    """``(variant_id, phase, dimension)`` of a segment counter item's range key."""
-    variant_id, phase, dimension, _ = key.rsplit("#", 3)
-    return variant_id, int(phase[1:]), dimension
+def parse_segment_key(key: str) -> tuple[str, int, str, str]:
+    """``(variant_id, phase, dimension, item group)`` of a segment counter item's range key."""
+    variant_id, phase, where, _ = key.rsplit("#", 3)
+    dimension, _, group = where.partition("@")
+    return variant_id, int(phase[1:]), dimension, group
 
 
 def _outcome_names(
@@ -243,10 +292,11 @@ def _outcome_names(
     main.observe(outcome, cuped_metric)
     found: dict[tuple[str, ...], set[str]] = {(variant_id, str(phase)): main.names()}
     for dimension in plan.dimensions:
-        delta = _VariantDelta()
         value = outcome.attributes.get(dimension.name, MISSING)
-        delta.observe_segment(outcome, value, plan.metric)
-        found[(variant_id, str(phase), dimension.name)] = delta.names()
+        for group in plan.groups():
+            delta = _VariantDelta()
+            observe_group(delta, outcome, value, plan, group)
+            found[(variant_id, str(phase), dimension.name, group)] = delta.names()
     return found
 
 
@@ -298,17 +348,19 @@ def variant_deltas(
 
 def segment_deltas(
     outcomes: list[Outcome], values: list[dict[str, str]], plan: SegmentPlan
-) -> dict[tuple[str, int, str], _VariantDelta]:
+) -> dict[tuple[str, int, str, str], _VariantDelta]:
     """What ``outcomes`` (with their folded ``values`` per dimension) add to each (variant,
-    allocation phase, dimension)'s segment counters."""
-    deltas: dict[tuple[str, int, str], _VariantDelta] = {}
+    allocation phase, dimension, item group)'s segment counters (see :meth:`SegmentPlan.groups`;
+    a group an outcome adds nothing to has an empty delta)."""
+    deltas: dict[tuple[str, int, str, str], _VariantDelta] = {}
     for outcome, found in zip(outcomes, values, strict=True):
         variant_id, phase = counter_key(outcome)
         for dimension in plan.dimensions:
-            key = (variant_id, phase, dimension.name)
-            deltas.setdefault(key, _VariantDelta()).observe_segment(
-                outcome, found[dimension.name], plan.metric
-            )
+            for group in plan.groups():
+                delta = deltas.setdefault(
+                    (variant_id, phase, dimension.name, group), _VariantDelta()
+                )
+                observe_group(delta, outcome, found[dimension.name], plan, group)
     return deltas
 
 
@@ -436,10 +488,10 @@ class OutcomeStore:
         table = MetricShardTable.Meta.table_name
         partition = segment_partition(experiment_id)
         actions: list[Any] = []
-        for (variant_id, phase, dimension_name), delta in deltas.items():
+        for (variant_id, phase, dimension_name, group), delta in deltas.items():
             for offset, part in enumerate(delta.update_parts()):
                 shard_key = segment_shard_key(
-                    variant_id, phase, dimension_name, (shard + offset) % METRIC_SHARDS
+                    variant_id, phase, dimension_name, (shard + offset) % METRIC_SHARDS, group
                 )
                 actions.append(_update(table, partition, shard_key, part))
         return actions
@@ -686,12 +738,13 @@ def merge_counters(target: dict[str, Any], counters: dict[str, Decimal]) -> None
 
 def merge_segment_counters(
     merged: dict[str, dict[str, dict[int, dict[str, dict[str, Any]]]]],
-    key: tuple[str, int, str],
+    key: tuple[str, int, str, str],
     counters: dict[str, Decimal],
 ) -> None:
-    """Adds a segment counter item (``key``: variant, phase, dimension) to ``merged``
+    """Adds a segment counter item (``key``: variant, phase, dimension, item group; the group
+    only bounds the item, merging ignores it) to ``merged``
     (``{dimension: {value: {phase: {variant_id: {"sums": {...}, "histogram": {}}}}}}``)."""
-    variant_id, phase, dimension = key
+    variant_id, phase, dimension, _ = key
     values = merged.setdefault(dimension, {})
     for name, amount in counters.items():
         value, separator, counter = name.partition(SEGMENT_SEPARATOR)

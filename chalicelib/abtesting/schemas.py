@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from chalicelib.abtesting.models import LAYER_BUCKETS, LOWER_IS_BETTER
+from chalicelib.abtesting.models import LAYER_BUCKETS
 from chalicelib.core.text import Name, Text
 
 DECIMAL_TEXT = r"^[0-9]+(\.[0-9]+)?$"
@@ -778,11 +778,13 @@ class AnalysisOut(DomainOut):
 
 
 class SegmentTestOut(DomainOut):
-    """One treatment against the control within one segment, on the primary metric."""
+    """One treatment against the control within one segment, on one metric."""
 
     dimension: str
     value: str
     variant_id: str
+    metric: str
+    kind: Literal["primary", "proportion", "mean", "ratio"]
     control_count: int
     treatment_count: int
     control_value: float | None
@@ -804,10 +806,6 @@ class SegmentTestOut(DomainOut):
         """One segment test (``obj``: ``SegmentTest``): the arms' counts, the significance
         result and the direction of a significant difference."""
         result = obj.significance
-        direction = None
-        if obj.significant and obj.difference:
-            up = obj.difference > 0
-            direction = "worse" if up == (result.metric_name in LOWER_IS_BETTER) else "better"
         return super().from_domain(
             obj,
             control_count=obj.control.request_count,
@@ -819,9 +817,16 @@ class SegmentTestOut(DomainOut):
             statistic=result.statistic,
             p_value=result.p_value,
             confidence_interval=result.confidence_interval,
-            direction=direction,
             **computed,
         )
+
+
+class UntestedMetricOut(DomainOut):
+    """A declared metric without segment tests, and why."""
+
+    metric: str
+    kind: str
+    reason: str
 
 
 class SegmentValueOut(DomainOut):
@@ -840,10 +845,13 @@ class DimensionOut(DomainOut):
 
 
 class SegmentsOut(DomainOut):
-    """Segment tests, corrected across segments, with the top and the flagged segments."""
+    """Segment tests of every metric, corrected across metrics x segments x treatments, with
+    the top and the flagged tests."""
 
     experiment_id: str
     primary_metric: str
+    metrics: list[str]
+    untested: list[UntestedMetricOut]
     method: Literal["sequential", "fixed"]
     correction: Literal["holm", "bh"]
     alpha: float

@@ -14,10 +14,16 @@ dimension the segments add up exactly to the experiment's totals.
 
 Analysis (:func:`analyze_segments`): for every (dimension, value, treatment) the primary metric
 is compared with the control by the experiment's method (sequential or fixed, stratified by
-allocation phase, as the overall analysis), without the split over treatments; then one
-correction (Holm or Benjamini-Hochberg, declared) runs over every segment test of the analysis.
-A segment is *flagged* when its corrected result disagrees with the overall one: significant
-with the opposite sign, or significant where the overall comparison is not.
+allocation phase, as the overall analysis), without the split over treatments, and so is every
+declared proportion, mean and ratio metric (totals of the comparable phases, as ``/analysis``
+compares declared metrics). Then one correction (Holm or Benjamini-Hochberg, declared) runs over
+every test of the analysis: metrics x segments x treatments. A test is *flagged* when its
+corrected result disagrees with the overall one of the same metric: significant with the
+opposite sign, or significant where the overall comparison is not.
+
+Declared quantile metrics are not tested per segment (:data:`QUANTILE_UNTESTED`): a quantile
+needs a histogram per segment value (hundreds of buckets each), which the segment counter items
+do not keep; the response lists them under ``untested``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from chalicelib.abtesting import correction
+from chalicelib.abtesting import metrics as declared
 from chalicelib.abtesting.aggregate import merge_metrics
 from chalicelib.abtesting.errors import InvalidExperiment
 from chalicelib.abtesting.models import (
@@ -35,6 +42,8 @@ from chalicelib.abtesting.models import (
     Dimension,
     Experiment,
     ExperimentMetrics,
+    MetricSpec,
+    RecommendedAction,
     SegmentSettings,
     SignificanceResult,
 )
@@ -57,6 +66,10 @@ RESERVED = frozenset({OTHER, MISSING})
 TOP_SEGMENTS = 5
 CORRECTIONS = ("holm", "bh")
 DIMENSION_NAME_LENGTH = 64
+QUANTILE_UNTESTED = (
+    "quantiles are not tested per segment: a quantile needs a histogram per segment value "
+    "(hundreds of buckets each), which segment counters do not keep; /analysis tests it overall"
+)
 
 
 class InvalidAttributes(UnprocessableEntity):
@@ -135,7 +148,7 @@ def _value_problem(value: object) -> str | None:
 
 @dataclass(frozen=True)
 class SegmentTest:
-    """One treatment against the control within one segment.
+    """One treatment against the control within one segment, on one metric.
 
     Attributes:
         dimension: The dimension.
@@ -143,12 +156,17 @@ class SegmentTest:
         variant_id: The treatment.
         control: The control's metrics in the segment (all phases).
         treatment: The treatment's metrics in the segment.
-        significance: The uncorrected comparison on the primary metric.
-        adjusted_p_value: Corrected across every segment test of the analysis.
+        significance: The uncorrected comparison on the metric.
+        adjusted_p_value: Corrected across every test of the analysis (metrics x segments x
+            treatments).
         significant: ``adjusted_p_value < alpha``.
-        difference: ``treatment - control`` on the primary metric (``None`` without data).
+        difference: ``treatment - control`` on the metric (``None`` without data).
         flagged: The corrected result disagrees with the overall one.
         flag_reason: Why it is flagged (``None`` when it is not).
+        metric: The metric tested (the primary metric or a declared one).
+        kind: ``primary`` for the experiment's primary metric, else the declared kind
+            (``proportion``, ``mean``, ``ratio``).
+        direction: ``better`` or ``worse`` when significant, else ``None``.
     """
 
     dimension: str
@@ -162,6 +180,39 @@ class SegmentTest:
     difference: float | None
     flagged: bool
     flag_reason: str | None
+    metric: str = ""
+    kind: str = "primary"
+    direction: str | None = None
+
+
+@dataclass(frozen=True)
+class UntestedMetric:
+    """A declared metric the segment analysis does not test, and why.
+
+    Attributes:
+        metric: The declared metric.
+        kind: Its kind.
+        reason: Why it has no segment test.
+    """
+
+    metric: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """One uncorrected segment test and what judging it needs."""
+
+    dimension: str
+    value: str
+    variant_id: str
+    control: ExperimentMetrics
+    treatment: ExperimentMetrics
+    result: SignificanceResult
+    metric: str
+    kind: str
+    lower_is_better: bool
 
 
 @dataclass(frozen=True)
@@ -176,9 +227,12 @@ class SegmentAnalysis:
         alpha: The level the corrected p-values are compared with (1 - confidence level).
         dimensions: The declared dimensions.
         segments: ``{dimension: {value: {variant: metrics}}}`` over all phases.
-        tests: One test per (dimension, value, treatment), in dimension then value order.
+        tests: One test per (dimension, value, treatment, metric), in dimension, value,
+            treatment order; the primary metric first, then the declared metrics in order.
         top: Up to five tests: the significant ones first, then by absolute relative effect.
         flagged: The tests whose corrected result disagrees with the overall result.
+        metrics: The metrics tested per segment (the primary metric first).
+        untested: Declared metrics without segment tests, with the reason.
     """
 
     experiment_id: str
@@ -191,6 +245,8 @@ class SegmentAnalysis:
     tests: list[SegmentTest]
     top: list[SegmentTest]
     flagged: list[SegmentTest]
+    metrics: tuple[str, ...] = ()
+    untested: tuple[UntestedMetric, ...] = ()
 
 
 SegmentPhases = Mapping[str, Mapping[str, Sequence[PhaseMetrics]]]
@@ -203,20 +259,19 @@ def analyze_segments(
     segment_phases: SegmentPhases,
     method: AnalysisMethod | str | None = None,
 ) -> SegmentAnalysis:
-    """Tests the primary metric per segment, corrects across segments and flags disagreements.
+    """Tests the primary and the declared metrics per segment, corrects across all the tests
+    and flags disagreements with the overall results.
 
     Args:
-        experiment: The experiment (its dimensions, correction, metric and level).
+        experiment: The experiment (its dimensions, correction, metrics and level).
         overall: The experiment's overall analysis (by the same method).
         segment_phases: Metrics per dimension, value and allocation phase.
         method: Overrides the experiment's method.
     """
     chosen = AnalysisMethod(method or experiment.analysis.method)
-    analyzer = StatisticalAnalyzer(
-        experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
-    )
-    control_id = experiment.control.variant_id
-    raw: list[tuple[str, str, str, ExperimentMetrics, ExperimentMetrics, SignificanceResult]] = []
+    alpha = round(1.0 - experiment.confidence_level, 12)
+    specs = [s for s in experiment.analysis.metrics if s.kind != "quantile"]
+    raw: list[_Raw] = []
     totals: dict[str, dict[str, dict[str, ExperimentMetrics]]] = {}
     for dimension in experiment.segments.dimensions:
         values = segment_phases.get(dimension.name, {})
@@ -224,22 +279,12 @@ def analyze_segments(
         for value in sorted(values):
             phases = values[value]
             totals[dimension.name][value] = _totals(experiment, phases)
-            for variant in experiment.treatments:
-                pairs = comparable_pairs(phases, control_id, variant.variant_id)
-                control = merge_metrics(control_id, [c for c, _ in pairs] or [_empty(control_id)])
-                treatment = merge_metrics(
-                    variant.variant_id, [t for _, t in pairs] or [_empty(variant.variant_id)]
-                )
-                result = analyzer.calculate_significance(
-                    control, treatment, experiment.primary_metric, None, chosen, pairs or None
-                )
-                raw.append((dimension.name, value, variant.variant_id, control, treatment, result))
-    alpha = round(1.0 - experiment.confidence_level, 12)
+            raw += _segment_tests(experiment, dimension.name, value, phases, chosen, specs)
     method_name = experiment.segments.correction
-    adjusted = correction.adjust([_p(item[5]) for item in raw], method_name)
-    verdicts = {t.variant_id: t.significance for t in overall.treatments}
+    adjusted = correction.adjust([_p(item.result) for item in raw], method_name)
+    verdicts = _overall_verdicts(overall, experiment.primary_metric, chosen)
     tests = [
-        _test(item, p_adj, alpha, verdicts.get(item[2]))
+        _test(item, p_adj, alpha, verdicts.get((item.metric, item.variant_id)))
         for item, p_adj in zip(raw, adjusted, strict=True)
     ]
     return SegmentAnalysis(
@@ -253,7 +298,86 @@ def analyze_segments(
         tests=tests,
         top=top_segments(tests),
         flagged=[t for t in tests if t.flagged],
+        metrics=(experiment.primary_metric, *(s.name for s in specs)),
+        untested=tuple(
+            UntestedMetric(s.name, s.kind, QUANTILE_UNTESTED)
+            for s in experiment.analysis.metrics
+            if s.kind == "quantile"
+        ),
     )
+
+
+def _segment_tests(
+    experiment: Experiment,
+    dimension: str,
+    value: str,
+    phases: Sequence[PhaseMetrics],
+    method: AnalysisMethod,
+    specs: Sequence[MetricSpec],
+) -> list[_Raw]:
+    """The uncorrected tests of one segment: per treatment, the primary metric (stratified by
+    phase) and each declared metric (totals of the comparable phases)."""
+    analyzer = StatisticalAnalyzer(
+        experiment.confidence_level, experiment.minimum_sample_size, experiment.analysis
+    )
+    alpha = round(1.0 - experiment.confidence_level, 12)
+    control_id = experiment.control.variant_id
+    primary = experiment.primary_metric
+    found = []
+    for variant in experiment.treatments:
+        pairs = comparable_pairs(phases, control_id, variant.variant_id)
+        control = merge_metrics(control_id, [c for c, _ in pairs] or [_empty(control_id)])
+        treatment = merge_metrics(
+            variant.variant_id, [t for _, t in pairs] or [_empty(variant.variant_id)]
+        )
+        result = analyzer.calculate_significance(
+            control, treatment, primary, None, method, pairs or None
+        )
+        found.append(_Raw(dimension, value, variant.variant_id, control, treatment, result,
+                          primary, "primary", primary in LOWER_IS_BETTER))  # fmt: skip
+        for spec in specs:
+            compared = declared.compare(
+                spec, variant.variant_id, declared.estimate(control, spec),
+                declared.estimate(treatment, spec), method.value, alpha,
+                experiment.analysis.tuning_sample_size,
+            )  # fmt: skip
+            found.append(_Raw(dimension, value, variant.variant_id, control, treatment,
+                              _as_significance(compared, method, compared.p_value < alpha),
+                              spec.name, spec.kind, declared.lower_is_better(spec)))  # fmt: skip
+    return found
+
+
+def _as_significance(
+    found: declared.MetricComparison, method: AnalysisMethod, significant: bool
+) -> SignificanceResult:
+    """A declared metric's comparison in the shape of a primary-metric result."""
+    interval = found.interval or (math.nan, math.nan)
+    return SignificanceResult(
+        metric_name=found.metric_name,
+        test=found.test,
+        control_value=found.control.value if found.control else None,
+        treatment_value=found.treatment.value if found.treatment else None,
+        is_significant=significant,
+        p_value=found.p_value,
+        confidence_interval=interval,
+        effect_size=found.relative_change,
+        sample_size_adequate=found.difference is not None,
+        recommended_action=RecommendedAction.CONTINUE,
+        method=method.value,
+    )
+
+
+def _overall_verdicts(
+    overall: ExperimentAnalysis, primary: str, method: AnalysisMethod
+) -> dict[tuple[str, str], SignificanceResult]:
+    """The overall result of every (metric, treatment) a segment test is judged against (the
+    declared metrics' after their own correction)."""
+    found = {(primary, t.variant_id): t.significance for t in overall.treatments}
+    for item in overall.metrics:
+        found[(item.metric_name, item.variant_id)] = _as_significance(
+            item, method, item.significant
+        )
+    return found
 
 
 def top_segments(tests: Sequence[SegmentTest], count: int = TOP_SEGMENTS) -> list[SegmentTest]:
@@ -295,28 +419,28 @@ def _direction(result: SignificanceResult) -> int:
 
 
 def _test(
-    item: tuple[str, str, str, ExperimentMetrics, ExperimentMetrics, SignificanceResult],
-    adjusted: float,
-    alpha: float,
-    overall: SignificanceResult | None,
+    item: _Raw, adjusted: float, alpha: float, overall: SignificanceResult | None
 ) -> SegmentTest:
-    dimension, value, variant_id, control, treatment, result = item
+    result = item.result
     significant = adjusted < alpha
     difference = None
     if result.control_value is not None and result.treatment_value is not None:
         difference = result.treatment_value - result.control_value
-    reason = None
-    if significant:
-        reason = _disagreement(result, overall)
+    reason = direction = None
+    if significant and difference:
+        direction = _better(result, item.lower_is_better)
+        reason = _disagreement(result, overall, direction)
     return SegmentTest(
-        dimension, value, variant_id, control, treatment, result, adjusted, significant,
-        difference, reason is not None, reason,
+        item.dimension, item.value, item.variant_id, item.control, item.treatment, result,
+        adjusted, significant, difference, reason is not None, reason, item.metric, item.kind,
+        direction,
     )  # fmt: skip
 
 
-def _disagreement(result: SignificanceResult, overall: SignificanceResult | None) -> str | None:
+def _disagreement(
+    result: SignificanceResult, overall: SignificanceResult | None, better: str
+) -> str | None:
     """Why a significant segment result disagrees with the overall one (``None``: it agrees)."""
-    better = _better(result)
     if overall is None or not overall.is_significant:
         return f"significantly {better} here while the overall result is not significant"
     if _direction(overall) != _direction(result):
@@ -324,7 +448,6 @@ def _disagreement(result: SignificanceResult, overall: SignificanceResult | None
     return None
 
 
-def _better(result: SignificanceResult) -> str:
+def _better(result: SignificanceResult, lower_is_better: bool) -> str:
     up = _direction(result) > 0
-    good = not up if result.metric_name in LOWER_IS_BETTER else up
-    return "better" if good else "worse"
+    return "better" if up != lower_is_better else "worse"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
+from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
 from tests.conftest import Http
@@ -327,7 +328,10 @@ def test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact(
     from chalicelib.core import aws as clients
     from chalicelib.core.clock import utc_now
 
-    plan = SegmentPlan(tuple(Dimension(f"dim{i}", 20) for i in range(3)), metric="score")
+    wide = [f"metric_{j}_{'x' * 50}" for j in range(5)]
+    plan = SegmentPlan(
+        tuple(Dimension(f"dim{i}", 20) for i in range(3)), metric="score", sources=tuple(wide[:2])
+    )
     rng = np.random.default_rng(8)
     long_values = [("é" * 60) + f"{i:04d}" for i in range(20)]  # 124 bytes each
     outcomes = []
@@ -349,14 +353,151 @@ def test_wide_batches_stay_within_dynamodb_limits_and_segment_moments_are_exact(
         for value, phases in found[dimension].items():
             for variant, raw in phases[0].items():
                 metrics = aggregate.metrics_from_counters(variant, raw)
-                scores = [
-                    o.custom_metrics["score"]
-                    for o in outcomes
-                    if o.variant_id == variant and o.attributes[dimension] == value
-                ]
-                assert metrics.request_count == len(scores)
-                stats = metrics.custom_stats["score"]
-                assert stats.mean == pytest.approx(float(np.mean(scores)), rel=1e-12, abs=1e-9)
-                if len(scores) > 1:
-                    expected = float(np.var(scores, ddof=1))
-                    assert stats.variance == pytest.approx(expected, rel=1e-9)
+                for name in ("score", *wide[:2]):  # the primary's and two declared sources
+                    scores = [
+                        round(o.custom_metrics[name], 6)
+                        for o in outcomes
+                        if o.variant_id == variant and o.attributes[dimension] == value
+                    ]
+                    assert metrics.request_count == len(scores)
+                    stats = metrics.custom_stats[name]
+                    mean = float(np.mean(scores))
+                    assert stats.mean == pytest.approx(mean, rel=1e-12, abs=1e-9)
+                    if len(scores) > 1:
+                        expected = float(np.var(scores, ddof=1))
+                        assert stats.variance == pytest.approx(expected, rel=1e-9)
+                assert set(metrics.custom_stats) == {"score", *wide[:2]}
+
+
+DECLARED = [
+    {"name": "clicked", "kind": "proportion"},
+    {"name": "revenue", "kind": "mean", "cap_upper": 200},
+    {"name": "ctr", "kind": "ratio", "numerator": "clicks", "denominator": "sessions"},
+    {"name": "basket_p90", "kind": "quantile", "source": "basket", "quantile": 0.9},
+    {"name": "fast", "kind": "mean", "source": "latency_ms", "lower_is_better": True},
+]
+
+
+def _declared_outcomes(rng: np.random.Generator) -> list[dict[str, Any]]:
+    """400 outcomes per (country, variant); in DE the treatment's clicks per session fall by
+    a third, in BR and US they rise by a seventh (about no change overall); nothing else
+    differs."""
+    outcomes = []
+    for country in ("BR", "DE", "US"):
+        for variant in ("control", "treatment"):
+            rate = 2.1
+            if variant == "treatment":
+                rate = 1.4 if country == "DE" else 2.4
+            for index in range(400):
+                sessions = float(rng.poisson(3) + 1)
+                values = {
+                    "clicked": float(rng.random() < 0.3),
+                    "revenue": round(float(rng.lognormal(3, 1.2)), 2),
+                    "clicks": float(rng.poisson(rate * sessions / 3)),
+                    "sessions": sessions,
+                    "basket": round(float(rng.lognormal(2, 1)), 2),
+                }
+                outcomes.append(
+                    _outcome(variant, f"{country}-{variant}-{index}", {"country": country},
+                             latency_ms=round(float(rng.gamma(4, 10)), 3), custom_metrics=values)
+                )  # fmt: skip
+    return outcomes
+
+
+def _oracle(spec: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[float, float, int]:
+    """One arm's estimate, its variance and n, from the raw outcomes with numpy."""
+    values = [r["custom_metrics"] for r in rows]
+    if spec["kind"] == "ratio":
+        a = np.array([v["clicks"] for v in values])
+        b = np.array([v["sessions"] for v in values])
+        ratio = a.sum() / b.sum()
+        cov = np.cov(a, b, ddof=1)
+        variance = (cov[0, 0] - 2 * ratio * cov[0, 1] + ratio**2 * cov[1, 1]) / (
+            len(a) * b.mean() ** 2
+        )
+        return float(ratio), float(variance), len(a)
+    if spec.get("source") == "latency_ms":
+        x = np.array([r["latency_ms"] for r in rows])
+    else:
+        x = np.minimum([v[spec["name"]] for v in values], spec.get("cap_upper", np.inf))
+    return float(x.mean()), float(x.var(ddof=1) / len(x)), len(x)
+
+
+def test_every_declared_metric_is_tested_per_segment_against_numpy_and_statsmodels(
+    http: Http,
+) -> None:
+    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.proportion import test_proportions_2indep
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    experiment_id = _running(
+        http, dimensions={"country": {"max_values": 5}}, analysis={"method": "fixed"},
+        metrics=DECLARED, primary_metric="conversion_rate",
+    )  # fmt: skip
+    outcomes = _declared_outcomes(np.random.default_rng(19))
+    for start in range(0, len(outcomes), 1000):
+        batch = {"outcomes": outcomes[start : start + 1000]}
+        assert http.call("POST", f"/experiments/{experiment_id}/outcomes", batch).status_code == 200
+
+    found = http.call("GET", f"/experiments/{experiment_id}/segments")
+
+    assert found.status_code == 200, found.data
+    data = found.data
+    assert data["metrics"] == ["conversion_rate", "clicked", "revenue", "ctr", "fast"]
+    assert [(u["metric"], u["kind"]) for u in data["untested"]] == [("basket_p90", "quantile")]
+    assert "histogram per segment value" in data["untested"][0]["reason"]
+    assert len(data["tests"]) == 3 * 5  # 3 countries, 1 treatment, 5 metrics
+    specs = {s["name"]: s for s in DECLARED}
+    for test in data["tests"]:
+        if test["metric"] == "conversion_rate":  # no outcome reported a conversion
+            assert test["test"] and test["difference"] is None
+            continue
+        spec = specs[test["metric"]]
+        assert test["kind"] == spec["kind"]
+        arms = [
+            [o for o in outcomes if o["attributes"]["country"] == test["value"]
+             and o["variant_id"] == variant]
+            for variant in ("control", "treatment")
+        ]  # fmt: skip
+        (c_value, c_var, n_c), (t_value, t_var, n_t) = (_oracle(spec, rows) for rows in arms)
+        assert test["control_value"] == pytest.approx(c_value, rel=1e-9)
+        assert test["treatment_value"] == pytest.approx(t_value, rel=1e-9)
+        assert test["difference"] == pytest.approx(t_value - c_value, rel=1e-9, abs=1e-12)
+        if spec["kind"] == "proportion":
+            hits = [sum(r["custom_metrics"]["clicked"] for r in rows) for rows in arms]
+            oracle = test_proportions_2indep(
+                hits[1], n_t, hits[0], n_c, method="wald", compare="diff"
+            ).pvalue
+        elif spec["kind"] == "mean":
+            samples = [_samples(spec, rows) for rows in arms]
+            oracle = CompareMeans(DescrStatsW(samples[1]), DescrStatsW(samples[0])).ztest_ind(
+                usevar="unequal"
+            )[1]
+        else:
+            z = (t_value - c_value) / np.sqrt(c_var + t_var)
+            oracle = float(2 * stats.norm.sf(abs(z)))
+        assert test["test"] == "z"
+        assert test["p_value"] == pytest.approx(oracle, rel=1e-6), test
+    raw = [t["p_value"] for t in data["tests"]]
+    expected = multipletests(raw, alpha=0.05, method="holm")[1]
+    assert [t["adjusted_p_value"] for t in data["tests"]] == pytest.approx(list(expected))
+    flagged = [(t["value"], t["metric"], t["direction"]) for t in data["flagged"]]
+    # ctr moves in opposite directions by country and not overall: each country is flagged
+    assert flagged == [("BR", "ctr", "better"), ("DE", "ctr", "worse"), ("US", "ctr", "better")]
+    assert all("overall result is not significant" in t["flag_reason"] for t in data["flagged"])
+    assert (data["top"][0]["value"], data["top"][0]["metric"]) == ("DE", "ctr")
+
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    python = get_ab_engine().analyze_segments(experiment_id)
+    assert [(t.value, t.metric, t.adjusted_p_value) for t in python.tests] == [
+        (t["value"], t["metric"], pytest.approx(t["adjusted_p_value"])) for t in data["tests"]
+    ]
+    assert [u.metric for u in python.untested] == ["basket_p90"]
+
+
+def _samples(spec: dict[str, Any], rows: list[dict[str, Any]]) -> np.ndarray:
+    if spec.get("source") == "latency_ms":
+        return np.array([r["latency_ms"] for r in rows])
+    values = [r["custom_metrics"][spec["name"]] for r in rows]
+    return np.minimum(values, spec.get("cap_upper", np.inf))

@@ -134,33 +134,58 @@ def test_an_outcome_batch_of_1000_stays_within_the_write_budget(
     assert calls.count("dynamodb") == writes  # and reads nothing (config and key cached)
 
 
+SEVERAL_METRICS = [
+    {"name": "clicked", "kind": "proportion"},
+    {"name": "revenue", "kind": "mean", "cap_upper": 500},
+    {"name": "ctr", "kind": "ratio", "numerator": "clicks", "denominator": "sessions"},
+    {"name": "basket_p90", "kind": "quantile", "source": "basket", "quantile": 0.9},
+    {"name": "conversion", "kind": "proportion", "source": "conversion_rate",
+     "role": "guardrail"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("metrics", [[], SEVERAL_METRICS], ids=["primary-only", "five-metrics"])
 def test_an_outcome_batch_of_1000_with_three_dimensions_stays_within_the_write_budget(
-    http: Http, calls: AwsCallCounter
+    http: Http, calls: AwsCallCounter, metrics: list[dict[str, Any]]
 ) -> None:
+    """3 dimensions of 20 values, every declared metric counted per segment (quantiles have no
+    segment counters): still at most 20 write requests for 1,000 outcomes, and no read."""
     dimensions = {name: {"max_values": 20} for name in ("country", "device", "plan")}
-    experiment_id, names = _experiment(http, 2, dimensions=dimensions)
+    experiment_id, names = _experiment(http, 2, dimensions=dimensions, metrics=metrics)
     http.call("POST", f"/experiments/{experiment_id}/outcomes", _outcomes(names, 1, 10_000))
     batch = _outcomes(names, 1000)
+    rng = np.random.default_rng(5)
     for index, outcome in enumerate(batch["outcomes"]):  # 20 values each, every one new here
         outcome["attributes"] = {
             "country": f"c{index % 20}", "device": f"d{index * 7 % 20}", "plan": f"p{index % 19}"
         }  # fmt: skip
+        if metrics:
+            outcome["custom_metrics"] = {
+                "clicked": float(rng.random() < 0.3),
+                "revenue": round(float(rng.lognormal(3, 1.5)), 2),
+                "clicks": float(rng.poisson(2)),
+                "sessions": float(rng.poisson(3) + 1),
+                "basket": round(float(rng.lognormal(2, 1)), 2),
+            }
 
     with calls:
         posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", batch)
 
     assert posted.data == {"accepted": 1000, "duplicates": 0}
     writes = sum(calls.count("dynamodb", operation) for operation in DYNAMODB_WRITES)
-    print(f"writes for 1,000 outcomes with 3 dimensions: {writes}")
+    print(f"writes for 1,000 outcomes with 3 dimensions and {len(metrics)} metrics: {writes}")
     assert writes <= 20
     assert calls.count("dynamodb") == writes  # and reads nothing (config, key, kept values)
-    segments = http.call("GET", f"/experiments/{experiment_id}/segments").data["dimensions"]
+    found = http.call("GET", f"/experiments/{experiment_id}/segments").data
+    segments = found["dimensions"]
     # 20, 20 and 19 values, and (missing) for the first outcome, which carried no attributes
     assert [len(d["segments"]) for d in segments] == [21, 21, 20]
     assert (
         sum(s["variants"][name]["request_count"] for s in segments[0]["segments"] for name in names)
         == 1001
     )
+    tested = 1 + sum(1 for m in metrics if m["kind"] != "quantile")
+    assert len(found["tests"]) == 62 * tested
 
 
 def test_segments_read_one_query_more_than_the_analysis(http: Http, calls: AwsCallCounter) -> None:
@@ -239,3 +264,31 @@ def test_explanation_guardrails_cost_one_read_per_tick_and_posts_write_only_samp
     with calls:
         assert http.call("POST", path, {"inputs": rows}).data["sampled"] == 0  # a retry
     assert calls.by_operation() == {"dynamodb.Query": 1}
+
+
+@pytest.mark.parametrize(("sources", "most"), [(0, 11), (2, 13), (4, 16), (6, 21), (10, 40)])
+def test_writes_per_1000_outcomes_grow_with_the_metrics_segments_keep(
+    sources: int, most: int
+) -> None:
+    """What README's "Cost" states, counted by the transaction planner the store writes with
+    (one write request per chunk): 3 dimensions of 20 values, 2 variants, each declared metric
+    with its own segment counters (a custom proportion/mean source or a ratio) carried by every
+    outcome. Up to four fit the budget of 20; six do not."""
+    from chalicelib.abtesting.models import Dimension, Outcome
+    from chalicelib.abtesting.outcomes_repository import SegmentPlan, chunk_outcomes
+
+    rng = np.random.default_rng(1)
+    names = tuple(f"m{i}" for i in range(sources))
+    plan = SegmentPlan(tuple(Dimension(n, 20) for n in ("country", "device", "plan")), None, names)
+    outcomes = [
+        Outcome("control" if i % 2 else "treatment", f"r{i}", True, 10.0, True,
+                {n: round(float(rng.lognormal(3, 1.5)), 2) for n in names}, phase=0,
+                attributes={"country": f"c{i % 20}", "device": f"d{i * 7 % 20}",
+                            "plan": f"p{i % 19}"})
+        for i in range(1000)
+    ]  # fmt: skip
+
+    writes = len(list(chunk_outcomes(outcomes, plan)))
+
+    assert writes == most
+    assert (writes <= 20) == (sources <= 4)

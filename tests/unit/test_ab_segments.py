@@ -3,6 +3,7 @@ the correction oracle and the declaration checks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -11,7 +12,9 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from chalicelib.abtesting.aggregate import merge_metrics
 from chalicelib.abtesting.errors import InvalidExperiment
+from chalicelib.abtesting.metrics import RATIO_KINDS, ratio_attribute
 from chalicelib.abtesting.models import (
     AllocationPhase,
     AnalysisMethod,
@@ -21,9 +24,11 @@ from chalicelib.abtesting.models import (
     Experiment,
     ExperimentMetrics,
     ExperimentStatus,
+    MetricSpec,
     ModelVariant,
     PhaseReason,
     SegmentSettings,
+    SufficientStats,
     TrafficAllocationStrategy,
 )
 from chalicelib.abtesting.segments import (
@@ -227,3 +232,64 @@ def test_attributes_are_checked() -> None:
     ):  # fmt: skip
         with pytest.raises(InvalidAttributes):
             check_attributes(dimensions, attributes)
+
+
+DECLARED = (
+    MetricSpec("revenue", "mean"),
+    MetricSpec("clicked", "proportion"),
+    MetricSpec("ctr", "ratio", numerator="clicks", denominator="sessions"),
+    MetricSpec("basket_p90", "quantile", source="basket", quantile=0.9),
+)
+
+
+def _declared_arm(variant: str, rng: np.random.Generator, n: int) -> ExperimentMetrics:
+    """An arm with errors (2 %), revenue, clicked and clicks per session drawn with no effect."""
+    sessions = rng.poisson(3, n) + 1
+    clicks = rng.binomial(sessions, 0.3)
+    sums = {
+        ratio_attribute("ctr", kind): Decimal(int(value))
+        for kind, value in zip(
+            RATIO_KINDS,
+            (n, clicks.sum(), sessions.sum(), (clicks * clicks).sum(),
+             (sessions * sessions).sum(), (clicks * sessions).sum()),
+            strict=True,
+        )
+    }  # fmt: skip
+    errors = int(rng.binomial(n, 0.02))
+    return ExperimentMetrics(
+        variant, request_count=n, success_count=n - errors, error_count=errors,
+        custom_stats={
+            "revenue": SufficientStats.from_values(rng.lognormal(3, 1, n)),
+            "clicked": SufficientStats.from_values(rng.random(n) < 0.3),
+        },
+        declared_sums=sums,
+    )  # fmt: skip
+
+
+@pytest.mark.usefixtures("without_the_bayesian_reading")
+def test_with_no_effect_on_any_declared_metric_experiments_with_a_flag_stay_within_alpha() -> None:
+    """10 segments x 4 tested metrics (error rate, revenue, clicked, clicks per session) = 40
+    tests an experiment, Holm over all of them: the share of A/A experiments with any flag
+    stays within the binomial band of alpha. The quantile is reported untested."""
+    base = _experiment(10, "holm", "fixed")
+    experiment = replace(base, analysis=replace(base.analysis, metrics=DECLARED))
+    analyzer = StatisticalAnalyzer(0.95, 100, experiment.analysis)
+    rng = np.random.default_rng(23)
+    flagged = 0
+    for _ in range(RUNS):
+        segments = {
+            f"s{i}": [PhaseMetrics(PHASE, {v: _declared_arm(v, rng, 200) for v in WEIGHTS})]
+            for i in range(10)
+        }
+        totals = {
+            v: merge_metrics(v, [s[0].metrics[v] for s in segments.values()]) for v in WEIGHTS
+        }
+        overall = analyzer.analyze(experiment, totals, [PhaseMetrics(PHASE, totals)])
+        found = analyze_segments(experiment, overall, {"country": segments})
+        assert len(found.tests) == 40
+        flagged += bool(found.flagged)
+
+    assert [u.metric for u in found.untested] == ["basket_p90"]
+    assert found.metrics == ("error_rate", "revenue", "clicked", "ctr")
+    # measured: 6 of 300
+    assert flagged <= ALLOWED
