@@ -80,8 +80,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _BACKSLASHES = re.compile(r"\\\\")
 _ESCAPED_QUOTE = re.compile(r'\\"')
-_WHITESPACE = re.compile(r"[ \t\n\r]*")  # what json skips around a value
-_SPACES = frozenset(" \t\n\r")
+_NEWLINE = 10
 
 
 class JsonLimitExceeded(ValueError):
@@ -127,50 +126,50 @@ def loads_lines(
     max_digits: int | None = MAX_NUMBER_DIGITS,
     finite: bool = True,
 ) -> list[Any] | None:
-    """Each ``\n``-separated line of ``text`` parsed as :func:`loads` parses it alone, with
-    the bounds checked once over the whole text instead of line by line.
+    """Each ``\n``-separated line of ``text`` parsed as :func:`loads` parses it alone, in one
+    parse of the lines as the elements of an array (``[line,\nline,\n...]``) with the bounds
+    checked once over that text.
 
-    A line that is valid JSON has its strings closed and its brackets balanced, so the
-    skeleton of the whole text is the lines' skeletons joined, its depth the deepest line's,
-    and a digit run never crosses a line end: when every line parses, the checks say what
-    they say line by line. When a line does not (not JSON, refused, a value that ends before
-    or after its line), the answer is ``None``, and :func:`loads` on each line tells which
-    and why. (The parser reads lines in order and stops at the first that is not JSON, so a
-    skeleton misread after it is never parsed.)
+    The array holds what the lines hold exactly when it parses, has one element per line and
+    every line's brackets balance within the line (read from the skeleton, which a successful
+    parse shows to be right: no string can span the ``\n`` between lines). A line that held
+    more than one value (``1, 2``) would add an element, so the count could only match if
+    another line's value ran into the next (``[1`` then ``2]``), which leaves both lines
+    unbalanced. Bounds: the array nests one level deeper than its deepest line and no digit
+    run crosses a line end. Any failure answers ``None``, and :func:`loads` on each line tells
+    which line and why.
     """
+    lines = text.count("\n") + 1
+    array = "[" + text.replace("\n", ",\n") + "]"
     try:
-        skeleton = _skeleton(text)
-        _check_depth(skeleton, max_depth)
+        skeleton = _skeleton(array)
+        _check_depth(skeleton, max_depth + 1)
         shape = skeleton.translate(_SHAPE)
         if max_digits is not None and b"0" * (max_digits + 1) in shape:
             return None
         if finite and (b"e000" in shape or b"e+000" in shape):
             _check_range(skeleton)
-    except ValueError:  # JsonLimitExceeded included
+        values = json.loads(array, parse_constant=_refuse_constant if finite else None)
+    except ValueError:  # JsonLimitExceeded and JSONDecodeError included
         return None
-    decoder = json.JSONDecoder(parse_constant=_refuse_constant if finite else None)
-    values: list[Any] = []
-    start = 0
-    for line in text.split("\n"):
-        end = start + len(line)
-        try:
-            value, stop = decoder.raw_decode(text, _past_whitespace(text, start))
-        except ValueError:
-            return None
-        if stop != end and (stop > end or text[stop:end].strip(" \t\r")):
-            return None
-        values.append(value)
-        start = end + 1
+    if len(values) != lines or not _lines_balance(skeleton):
+        return None
     if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(values):
         return None
     return values
 
 
-def _past_whitespace(text: str, start: int) -> int:
-    if text[start : start + 1] not in _SPACES:  # most lines start with their value
-        return start
-    found = _WHITESPACE.match(text, start)
-    return found.end() if found else start
+def _lines_balance(skeleton: bytes) -> bool:
+    """Whether every line of an array's skeleton closes the brackets it opens and closes none
+    it did not open: the depth is 1 at every line end and never below 1 before the last
+    ``]``."""
+    import numpy as np  # only the data paths that parse many lines come here
+
+    steps = np.zeros(256, dtype=np.int8)
+    steps[list(b"[{")], steps[list(b"]}")] = 1, -1
+    marks = np.frombuffer(skeleton, dtype=np.uint8)
+    depth = np.cumsum(steps[marks], dtype=np.int64)
+    return bool((depth[:-1] >= 1).all() and (depth[marks == _NEWLINE] == 1).all())
 
 
 def nesting_depth(text: str, limit: int) -> int:

@@ -272,11 +272,17 @@ _LINE_PARTS = st.sampled_from(
         '"\\',
         "[" * 100,
         "]" * 3 + "[" * 3,
+        "[1",
+        "2]",
+        "3, 4",
+        '"ab',
+        'cd"',
+        "1], [2",
     ]
 )
 
 
-@settings(max_examples=500, deadline=None, database=None)
+@settings(max_examples=800, deadline=None, database=None)
 @given(lines=st.lists(_LINE_PARTS, min_size=1, max_size=6), lenient=st.booleans())
 def test_lines_parsed_at_once_are_what_each_line_parses_to_alone(
     lines: list[str], lenient: bool
