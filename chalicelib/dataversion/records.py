@@ -183,7 +183,8 @@ class RecordScanner:
         self.fmt = fmt
         self.sampler = sampler
         self._blank = b" \t\r\n" if fmt == "json" else b"\r\n"
-        self._blank_codes = np.frombuffer(self._blank, dtype=np.uint8)
+        self._is_blank = np.zeros(256, dtype=bool)
+        self._is_blank[list(self._blank)] = True
         self.records = 0
         self.offset = 0  # bytes scanned (after a leading byte-order mark)
         self._carry = _Carry()
@@ -193,6 +194,7 @@ class RecordScanner:
         self._partial: list[bytes] = []  # its bytes so far, when the sampler wants it
         self._partial_size = 0
         self._partial_start = 0
+        self._chunk: bytes | None = None  # the chunk being fed
 
     # ---- feeding ----------------------------------------------------------------------------
 
@@ -204,9 +206,13 @@ class RecordScanner:
             if not self._started:
                 return
         view = np.frombuffer(data, dtype=np.uint8)
+        self._chunk = data
         for start in range(0, len(data), SLICE_BYTES):
             end = min(start + SLICE_BYTES, len(data))
             self._slice(data, view[start:end], start, end)
+        self._chunk = None
+        if isinstance(self.sampler, RecordSampler):
+            self.sampler.flush()  # before the chunk's bytes go
 
     def _strip_bom(self, data: bytes) -> bytes:
         self._prefix += data
@@ -232,6 +238,8 @@ class RecordScanner:
         if last and self.offset > self._record_start:
             ends = _Ends(1, np.zeros(1, dtype=np.int64))
             self._end_records(ends, b"", 0, self.offset)
+        if isinstance(self.sampler, RecordSampler):
+            self.sampler.flush()
         return self.records
 
     # ---- one slice --------------------------------------------------------------------------
@@ -256,20 +264,44 @@ class RecordScanner:
         self.records += ends.count
         if not ends.count:
             return
-        if self.sampler is not None:
-            wanted = _as_numbers(self.sampler.wanted(first, ends.count))
-            if len(wanted) and not self._hand_ranges(ends, wanted, first, view, base):
+        start, stop = first, self.records
+        while self.sampler is not None and start < stop:
+            # A head that fills in this slice answers for its room; the records after it are
+            # asked for again, of the reservoir that then starts (only its picks are cut).
+            sampler = self.sampler
+            again = not isinstance(sampler, RecordSampler) or sampler.filling
+            wanted = _as_numbers(sampler.wanted(start, stop - start))
+            if not len(wanted):
+                break
+            start = int(wanted[-1]) + 1
+            if wanted[0] == first and self._record_start < base:  # begun in an earlier slice
+                sampler.take_many([first], self._cut(ends, wanted[:1] - first, data, lo, base))
+                wanted = wanted[1:]
+            if len(wanted) and not self._hand_ranges(ends, wanted, first, (data, lo, view), base):
                 pieces = self._cut(ends, wanted - first, data, lo, base)
-                self.sampler.take_many(wanted.tolist(), pieces)
+                sampler.take_many(wanted.tolist(), pieces)
+            if not again:  # a reservoir answered for the whole slice
+                break
         self._partial, self._partial_size = [], 0
 
     def _hand_ranges(
-        self, ends: _Ends, wanted: np.ndarray, first: int, view: np.ndarray | None, base: int
+        self,
+        ends: _Ends,
+        wanted: np.ndarray,
+        first: int,
+        where: tuple[bytes, int, np.ndarray | None],
+        base: int,
     ) -> bool:
         """Hands the wanted records to a uniform sampler past its head as byte ranges of the
-        slice (no ``bytes`` object per record), when each lies wholly in the slice."""
-        sampler = self.sampler
-        if view is None or not isinstance(sampler, RecordSampler) or sampler.filling:
+        chunk (no ``bytes`` object per record), when each lies wholly in this slice.
+
+        Args:
+            where: The chunk's bytes, where the slice starts in them, and the slice's array.
+        """
+        sampler, (data, lo, view) = self.sampler, where
+        if view is None or self._chunk is not data:
+            return False
+        if not isinstance(sampler, RecordSampler) or sampler.filling:
             return False
         local = wanted - first
         count = len(local)
@@ -280,7 +312,7 @@ class RecordScanner:
                 return False
             starts[0] = self._record_start - base
         self._skip_blank_lines(view, starts, stops)
-        return sampler.take_ranges(wanted, view, starts, stops - starts)
+        return sampler.take_ranges(wanted, data, starts + lo, stops - starts)
 
     def _skip_blank_lines(self, view: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> None:
         """Moves each record's start past the blank lines before it (what ``lstrip`` does to
@@ -288,7 +320,7 @@ class RecordScanner:
         ``\n`` before the next record), then what is left of a longer run record by record."""
         last = len(view) - 1
         for _ in range(_BLANK_ROUNDS + 1):
-            blank = np.isin(view[np.minimum(starts, last)], self._blank_codes) & (starts < stops)
+            blank = self._is_blank[view[np.minimum(starts, last)]] & (starts < stops)
             if not blank.any():
                 return
             if _ < _BLANK_ROUNDS:
@@ -579,6 +611,10 @@ class RecordSampler:
         self._slots: list[tuple[int, bytes]] = []  # the head, while it fills
         self._held = 0
         self._store: SampleStore | None = None  # the sample past the head
+        # Records handed over as ranges of the current chunk, copied in at its end.
+        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._pending_data: bytes | None = None
+        self._pending_bytes = 0
         self._next = -1
         self._log_w = 0.0
         self._rng: np.random.Generator | None = None
@@ -603,11 +639,9 @@ class RecordSampler:
 
     def wanted(self, first: int, count: int) -> Iterable[int]:
         """The numbers of the wanted records among ``first`` … ``first + count - 1``."""
-        if (self.filling or first < self.skip) and not self.reservoir:
+        if self.filling or first < self.skip:  # the head: at most what it has room for
             room = max(self.skip - first, 0) + self.size - len(self._slots)
             return range(first, first + min(count, room))
-        if self.filling or first < self.skip:
-            return range(first, first + count)
         if self._rng is None:
             return ()
         self._extend(first + count)
@@ -634,6 +668,7 @@ class RecordSampler:
             return
         if self._rng is None:
             return
+        self.flush()  # records handed over as ranges came before this one
         self._extend(index + 1)
         self._pass(index)
         if self._cursor >= len(self._at) or int(self._at[self._cursor]) != index:
@@ -651,6 +686,7 @@ class RecordSampler:
     def take_many(self, indices: list[int], pieces: list[bytes | None]) -> None:
         """Receives the bytes of wanted records, in ascending order (as :meth:`take` one by
         one; past the head, in one pass over the picks they answer)."""
+        self.flush()
         taken = 0
         while taken < len(indices) and (self.filling or indices[taken] < self.skip):
             self.take(indices[taken], pieces[taken])
@@ -673,10 +709,10 @@ class RecordSampler:
         self._held, self._cursor = self._store.live, cursor + len(numbers)
 
     def take_ranges(
-        self, numbers: np.ndarray, view: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+        self, numbers: np.ndarray, data: bytes, starts: np.ndarray, lengths: np.ndarray
     ) -> bool:
         """Receives the wanted records ``numbers`` (ascending) as the byte ranges
-        ``view[starts[i] : starts[i] + lengths[i]]``, copying only those that stay in the
+        ``data[starts[i] : starts[i] + lengths[i]]``, copying only those that stay in the
         sample, when they are exactly the reservoir's next picks, none is too long and all of
         them together keep the sample within ``max_sample_bytes`` (so that none would be
         refused one by one); ``False`` (nothing taken) otherwise: hand them to
@@ -684,16 +720,33 @@ class RecordSampler:
         """
         if self.filling or self._rng is None or int(numbers[0]) < self.skip:
             return False
+        if data is not self._pending_data:
+            self.flush()
         if not self._fits(lengths):
             return False
         cursor = self._picks_are(numbers)
         if cursor < 0:
             return False
         end = cursor + len(numbers)
-        assert self._store is not None
-        self._store.put_ranges(self._slot[cursor:end], numbers, view, starts, lengths)
-        self._held, self._cursor = self._store.live, end
+        self._pending.append((self._slot[cursor:end], numbers, starts, lengths))
+        self._pending_data = data
+        self._pending_bytes += int(lengths.sum())
+        self._cursor = end
         return True
+
+    def flush(self) -> None:
+        """Copies the records handed over as byte ranges into the sample, in one batch per
+        chunk (the scanner calls it before the chunk's bytes go; every other way in calls it
+        first, so records arrive in order)."""
+        if not self._pending:
+            return
+        assert self._store is not None and self._pending_data is not None
+        slots, numbers, starts, lengths = (
+            np.concatenate(part) for part in zip(*self._pending, strict=True)
+        )
+        self._store.put_ranges(slots, numbers, self._pending_data, starts, lengths)
+        self._pending, self._pending_data, self._pending_bytes = [], None, 0
+        self._held = self._store.live
 
     def _picks_are(self, numbers: np.ndarray) -> int:
         """Where the picks ``numbers`` (ascending) start among the drawn ones, or -1 if they
@@ -708,9 +761,10 @@ class RecordSampler:
     def _fits(self, lengths: np.ndarray) -> bool:
         """Whether records of these lengths may all replace members (none too long, the
         sample within its byte limit even if nothing they replace were given back)."""
+        held = self._held + self._pending_bytes
         return (
             int(lengths.max()) <= self.max_record_bytes
-            and self._held + int(lengths.sum()) <= self.max_sample_bytes
+            and held + int(lengths.sum()) <= self.max_sample_bytes
         )
 
     def _take_each(self, indices: list[int], pieces: list[bytes | None]) -> None:
@@ -777,6 +831,7 @@ class RecordSampler:
 
     def sample(self) -> list[tuple[int, bytes]]:
         """The sampled records (number, bytes) in stream order."""
+        self.flush()
         return sorted(self._store.records() if self._store is not None else self._slots)
 
     @property

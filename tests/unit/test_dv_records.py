@@ -359,3 +359,24 @@ def test_a_head_only_sampler_stops_after_the_head() -> None:
 def test_other_formats_are_not_scanned() -> None:
     with pytest.raises(ValueError, match="parquet"):
         RecordScanner("parquet")
+
+
+def test_a_tee_hands_each_sampler_what_it_would_take_alone() -> None:
+    """Heads that fill in the middle of a slice (the rest of the slice is asked for again):
+    through a tee, a head-only sampler and a reservoir hold what each holds fed alone."""
+    from chalicelib.dataversion.records import TeeSampler
+
+    body = b"".join(b"%d,x\r\n" % i for i in range(20_000))
+    for chunk in (333, 4096, 1 << 20):
+        head, uniform = RecordSampler(size=70, reservoir=False), RecordSampler(size=30, seed=1)
+        scan(body, "csv", chunk, TeeSampler(head, uniform))
+        head_alone, uniform_alone = (
+            RecordSampler(size=70, reservoir=False),
+            RecordSampler(size=30, seed=1),
+        )
+        scan(body, "csv", chunk, head_alone)
+        scan(body, "csv", chunk, uniform_alone)
+        assert head.sample() == head_alone.sample()
+        single = CountingSampler(size=30, seed=1)
+        scan(body, "csv", chunk, single)
+        assert uniform.sample() == uniform_alone.sample() == single.sample()
