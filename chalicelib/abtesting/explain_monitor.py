@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.abtesting.explain_guardrails import (
     DEFAULT_SAMPLE,
@@ -48,6 +48,9 @@ from chalicelib.abtesting.models import Experiment, ExperimentStatus
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.errors import Conflict, SynapseError
 from chalicelib.core.observability import logger
+
+if TYPE_CHECKING:
+    from chalicelib.abtesting.ports import ExplanationGuardrailRecords
 
 EVENT = "ExplanationGuardrailsEvaluated"
 
@@ -128,7 +131,8 @@ class ExplanationGuardrailMonitor:
     """Declares and evaluates explanation guardrails.
 
     Args:
-        store: The guardrail items (default: ``ExplanationGuardrailStore``).
+        store: The guardrail items (default: DynamoDB's ``ExplanationGuardrailStore``; tests
+            pass :class:`~chalicelib.abtesting.memory.InMemoryExplanationGuardrailStore`).
         attributions: Attribution jobs (default: the explainability facade).
         sample_rows: ``(version_id, rows, seed) -> records`` (default: dataversion facade).
         feature_names: ``(model_id, version) -> names`` (default: the registry facade).
@@ -139,7 +143,7 @@ class ExplanationGuardrailMonitor:
 
     def __init__(
         self,
-        store: Any = None,
+        store: ExplanationGuardrailRecords | None = None,
         attributions: AttributionPort | None = None,
         sample_rows: Callable[[str, int, int], list[dict[str, Any]]] | None = None,
         feature_names: Callable[[str, int], list[str]] | None = None,
@@ -155,7 +159,7 @@ class ExplanationGuardrailMonitor:
             from chalicelib.core.events import get_event_bus
 
             event_bus = get_event_bus()
-        self.store = store
+        self.store: ExplanationGuardrailRecords = store
         self.attributions = attributions or FacadeAttributions()
         self.sample_rows = sample_rows or sample_rows_as_system
         self.feature_names = feature_names or feature_names_as_system

@@ -1,7 +1,8 @@
 """The experiments' storage in memory: :class:`~chalicelib.abtesting.ports.ExperimentRecords`,
 :class:`~chalicelib.abtesting.routing.AssignmentStorePort`,
 :class:`~chalicelib.abtesting.ports.LayerRecords`,
-:class:`~chalicelib.abtesting.ports.OutcomeCounters` and
+:class:`~chalicelib.abtesting.ports.OutcomeCounters`,
+:class:`~chalicelib.abtesting.ports.ExplanationGuardrailRecords` and
 :class:`~chalicelib.abtesting.ports.ExplanationInputRecords` for tests of the experimentation
 logic without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the
 DynamoDB repositories (one contract suite runs against both); each operation is atomic under one
@@ -15,7 +16,8 @@ import dataclasses
 import decimal
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -451,3 +453,82 @@ class InMemoryExplanationInputStore:
             for key in extra:
                 del held[key]
             return len(extra)
+
+
+@dataclass
+class _GuardrailItem:
+    revision: str
+    declaration: str
+    status: str | None = None
+    evaluation: str | None = None
+    round: int | None = None
+
+
+class InMemoryExplanationGuardrailStore:
+    """Explanation guardrail declarations and evaluations, one item (JSON text) per experiment."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, _GuardrailItem] = {}
+        self._lock = threading.Lock()
+
+    def put(
+        self, experiment_id: str, revision: str, declaration: dict[str, Any], when: datetime
+    ) -> None:
+        """Stores a declaration (a new revision; any earlier evaluation is dropped)."""
+        with self._lock:
+            self._items[experiment_id] = _GuardrailItem(revision, json.dumps(declaration))
+
+    def get(self, experiment_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """``(declaration, evaluation or None)``, or ``None`` when none is declared."""
+        with self._lock:
+            item = self._items.get(experiment_id)
+        if item is None:
+            return None
+        evaluation = json.loads(item.evaluation) if item.evaluation else None
+        return json.loads(item.declaration), evaluation
+
+    def delete(self, experiment_id: str) -> bool:
+        """Removes the declaration; ``False`` if there was none."""
+        with self._lock:
+            return self._items.pop(experiment_id, None) is not None
+
+    def start(
+        self, experiment_id: str, revision: str, evaluation: dict[str, Any], when: datetime
+    ) -> bool:
+        """Records the first evaluation of ``revision`` (or its next ``round`` once the last
+        was decided); ``False`` if another monitor did first or the declaration changed."""
+        number = int(evaluation.get("round") or 0)
+
+        def ready(item: _GuardrailItem) -> bool:
+            if number == 0:
+                return item.status is None
+            return item.round == number - 1 and item.status in ("passed", "failed", "error")
+
+        return self._record(experiment_id, revision, evaluation, ready)
+
+    def finish(
+        self, experiment_id: str, revision: str, evaluation: dict[str, Any], when: datetime
+    ) -> bool:
+        """Replaces the pending evaluation of ``revision`` by its decision; ``False`` if it was
+        decided already or the declaration changed."""
+        number = int(evaluation.get("round") or 0)
+        return self._record(
+            experiment_id, revision, evaluation,
+            lambda item: item.status == "pending" and item.round == number,
+        )  # fmt: skip
+
+    def _record(
+        self,
+        experiment_id: str,
+        revision: str,
+        evaluation: dict[str, Any],
+        ready: Callable[[_GuardrailItem], bool],
+    ) -> bool:
+        with self._lock:
+            item = self._items.get(experiment_id)
+            if item is None or item.revision != revision or not ready(item):
+                return False
+            item.status = evaluation["status"]
+            item.evaluation = json.dumps(evaluation)
+            item.round = int(evaluation.get("round") or 0)
+            return True

@@ -1,6 +1,6 @@
 """The interfaces of the experiments' storage: experiments and rollback policies, layers and
 holdouts (DynamoDB in :mod:`chalicelib.abtesting.repository`), outcome counters
-(:mod:`chalicelib.abtesting.outcomes_repository`), the posted inputs of explanation guardrails
+(:mod:`chalicelib.abtesting.outcomes_repository`), explanation guardrails and their posted inputs
 (sticky assignments have theirs in
 :class:`chalicelib.abtesting.routing.AssignmentStorePort`), each with an in-memory implementation
 in :mod:`chalicelib.abtesting.memory` for tests of the experimentation logic that need no AWS.
@@ -178,3 +178,32 @@ class ExplanationInputRecords(Protocol):
 
     def trim(self, experiment_id: str, keep: int) -> int:
         """Deletes every row past the ``keep`` smallest keys; returns how many."""
+
+
+class ExplanationGuardrailRecords(Protocol):
+    """One declaration of explanation guardrails per experiment and its latest evaluation,
+    recorded under conditions on the declaration's revision and the evaluation's status and
+    round (so two monitors submit or decide one evaluation once)."""
+
+    def put(
+        self, experiment_id: str, revision: str, declaration: dict[str, Any], when: datetime
+    ) -> None:
+        """Stores a declaration (a new revision; any earlier evaluation is dropped)."""
+
+    def get(self, experiment_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """``(declaration, evaluation or None)``, or ``None`` when none is declared."""
+
+    def delete(self, experiment_id: str) -> bool:
+        """Removes the declaration; ``False`` if there was none."""
+
+    def start(
+        self, experiment_id: str, revision: str, evaluation: dict[str, Any], when: datetime
+    ) -> bool:
+        """Records the first evaluation of ``revision`` (or its next ``round`` once the last
+        was decided); ``False`` if another monitor did first or the declaration changed."""
+
+    def finish(
+        self, experiment_id: str, revision: str, evaluation: dict[str, Any], when: datetime
+    ) -> bool:
+        """Replaces the pending evaluation of ``revision`` by its decision; ``False`` if it was
+        decided already or the declaration changed."""

@@ -16,7 +16,10 @@ from chalicelib.abtesting.explain_guardrails import (
     evaluate,
     parse_guardrails,
 )
-from chalicelib.abtesting.memory import InMemoryExplanationInputStore
+from chalicelib.abtesting.memory import (
+    InMemoryExplanationGuardrailStore,
+    InMemoryExplanationInputStore,
+)
 from chalicelib.abtesting.models import ModelVariant
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
@@ -210,11 +213,13 @@ def _experiment() -> Any:
                       (), now, now)  # fmt: skip
 
 
-def _monitor(aws: Any, jobs: FakeJobs, bus: RecordingEventBus) -> Any:
+def _monitor(store: Any, jobs: FakeJobs, bus: RecordingEventBus) -> Any:
+    """A monitor over ``store`` (the in-memory store: DynamoDB's passes the same contract)."""
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 
     rows = [{"a": str(i), "b": i, "zip_code": 0.5} for i in range(30)]
     return ExplanationGuardrailMonitor(
+        store=store,
         attributions=jobs,
         sample_rows=lambda version_id, n, seed: rows[:n],
         feature_names=lambda model_id, version: ["a", "b", "zip_code"],
@@ -225,11 +230,12 @@ def _monitor(aws: Any, jobs: FakeJobs, bus: RecordingEventBus) -> Any:
 RAW = [{"type": "feature_not_in_top_k", "feature": "zip_code", "k": 1}]
 
 
-def test_the_monitor_never_waits_and_two_monitors_submit_and_decide_once(aws: Any) -> None:
+def test_the_monitor_never_waits_and_two_monitors_submit_and_decide_once() -> None:
     bus = RecordingEventBus()
     jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
                      "2": {"a": 0.2, "b": 0.5, "zip_code": 0.9}})  # fmt: skip
-    first, second = _monitor(aws, jobs, bus), _monitor(aws, jobs, bus)
+    store = InMemoryExplanationGuardrailStore()  # the table both monitors share
+    first, second = _monitor(store, jobs, bus), _monitor(store, jobs, bus)
     experiment = _experiment()
     first.declare(experiment, RAW, "dv-1", "rollback", sample_size=20)
     verdict = first.check(experiment, "t1")
@@ -255,11 +261,11 @@ def test_the_monitor_never_waits_and_two_monitors_submit_and_decide_once(aws: An
     assert declaration.sample_size == 20 and evaluation.sample_rows == 20
 
 
-def test_a_failed_job_is_an_error_and_a_new_declaration_starts_over(aws: Any) -> None:
+def test_a_failed_job_is_an_error_and_a_new_declaration_starts_over() -> None:
     bus = RecordingEventBus()
     jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.0},
                      "2": {"a": 0.9, "b": 0.6, "zip_code": 0.0}}, fail="too_expensive")  # fmt: skip
-    monitor = _monitor(aws, jobs, bus)
+    monitor = _monitor(InMemoryExplanationGuardrailStore(), jobs, bus)
     experiment = _experiment()
     monitor.declare(experiment, RAW, "dv-1", "hold")
     monitor.check(experiment, "t1")
@@ -280,13 +286,11 @@ def test_a_failed_job_is_an_error_and_a_new_declaration_starts_over(aws: Any) ->
 
 
 class StaleStore:
-    """The DynamoDB store, except that reads see the item as it was before the first write (as
+    """A guardrail store, except that reads see the item as it was before the first write (as
     a second monitor that read just before the first one wrote would)."""
 
     def __init__(self) -> None:
-        from chalicelib.abtesting.repository import ExplanationGuardrailStore
-
-        self.inner = ExplanationGuardrailStore()
+        self.inner = InMemoryExplanationGuardrailStore()
         self.frozen: Any = None
 
     def freeze(self, experiment_id: str) -> None:
@@ -302,7 +306,7 @@ class StaleStore:
         return getattr(self.inner, name)
 
 
-def test_a_monitor_that_loses_a_race_adopts_what_the_winner_recorded(aws: Any) -> None:
+def test_a_monitor_that_loses_a_race_adopts_what_the_winner_recorded() -> None:
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 
     bus = RecordingEventBus()
@@ -312,7 +316,7 @@ def test_a_monitor_that_loses_a_race_adopts_what_the_winner_recorded(aws: Any) -
     rows = [{"a": 1.0, "b": 2.0, "zip_code": 0.5}] * 12
     late = ExplanationGuardrailMonitor(stale, jobs, lambda *_: rows, lambda *_: ["a", "b",
                                        "zip_code"], bus)  # fmt: skip
-    first = _monitor(aws, jobs, bus)
+    first = _monitor(stale.inner, jobs, bus)
     experiment = _experiment()
     first.declare(experiment, RAW, "dv-1", "rollback", sample_size=12)
     stale.freeze("exp-1")  # the late monitor read before anything was submitted
@@ -327,7 +331,7 @@ def test_a_monitor_that_loses_a_race_adopts_what_the_winner_recorded(aws: Any) -
     assert [e.detail["status"] for e in bus.events] == ["passed"]
 
 
-def test_no_rows_is_an_error_and_a_dependency_failure_is_retried_next_tick(aws: Any) -> None:
+def test_no_rows_is_an_error_and_a_dependency_failure_is_retried_next_tick() -> None:
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
     from chalicelib.core.errors import ServiceUnavailable
 
@@ -340,7 +344,9 @@ def test_no_rows_is_an_error_and_a_dependency_failure_is_retried_next_tick(aws: 
             raise found
         return found
 
-    monitor = ExplanationGuardrailMonitor(None, jobs, sample, lambda *_: ["a"], bus)
+    monitor = ExplanationGuardrailMonitor(
+        InMemoryExplanationGuardrailStore(), jobs, sample, lambda *_: ["a"], bus
+    )
     experiment = _experiment()
     monitor.declare(experiment, [{"type": "ndcg", "min": 0.5}], "dv-1")
     with pytest.raises(ServiceUnavailable):
@@ -372,8 +378,9 @@ def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them(
     jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
                      "2": {"a": 0.2, "b": 0.1, "zip_code": 0.9}}, done=True)  # fmt: skip
     rows = [{"a": 1.0, "b": 2.0, "zip_code": 0.5}] * 10
-    monitor = ExplanationGuardrailMonitor(None, jobs, lambda *_: rows,
-                                          lambda *_: ["a", "b", "zip_code"], bus)  # fmt: skip
+    monitor = ExplanationGuardrailMonitor(InMemoryExplanationGuardrailStore(), jobs,
+                                          lambda *_: rows, lambda *_: ["a", "b", "zip_code"],
+                                          bus)  # fmt: skip
     manager = AutoRollbackManager(engine, explanations=monitor)
     declared = manager.register_explanation_guardrails(
         experiment.experiment_id, RAW, "dv-1", action="rollback", sample_size=10
@@ -436,16 +443,17 @@ def test_a_bad_posted_row_is_a_422_and_stores_nothing(row: Any) -> None:
     assert posted.count("exp-bad") == 0
 
 
-def test_posted_inputs_wait_until_the_sample_is_full_then_are_explained(aws: Any) -> None:
+def test_posted_inputs_wait_until_the_sample_is_full_then_are_explained() -> None:
     from chalicelib.abtesting.explain_inputs import PostedInputs
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 
     bus = RecordingEventBus()
     jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
                      "2": {"a": 0.9, "b": 0.4, "zip_code": 0.2}}, done=True)  # fmt: skip
-    posted = PostedInputs()
-    monitor = ExplanationGuardrailMonitor(None, jobs, None, lambda *_: ["a", "b", "zip_code"],
-                                          bus, posted=posted)  # fmt: skip
+    posted = PostedInputs(InMemoryExplanationInputStore())
+    monitor = ExplanationGuardrailMonitor(InMemoryExplanationGuardrailStore(), jobs, None,
+                                          lambda *_: ["a", "b", "zip_code"], bus,
+                                          posted=posted)  # fmt: skip
     experiment = _experiment()
     with pytest.raises(UnprocessableEntity):
         monitor.declare(experiment, RAW, "dv-1", source="posted_inputs")
@@ -464,7 +472,7 @@ def test_posted_inputs_wait_until_the_sample_is_full_then_are_explained(aws: Any
     assert monitor.get("exp-1")[0].source == "posted_inputs"
 
 
-def test_posted_inputs_are_explained_with_the_types_they_were_posted_with(aws: Any) -> None:
+def test_posted_inputs_are_explained_with_the_types_they_were_posted_with() -> None:
     # A zip code the model encodes as a category ("02139") is a string the client posted as
     # served; read as the number 2139.0 the pipeline would see an unknown category (all zeros
     # with handle_unknown="ignore"), and the guardrail would judge attributions of rows the
@@ -473,9 +481,10 @@ def test_posted_inputs_are_explained_with_the_types_they_were_posted_with(aws: A
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 
     jobs = FakeJobs({"1": {"a": 1.0}, "2": {"a": 1.0}})
-    posted = PostedInputs()
-    monitor = ExplanationGuardrailMonitor(None, jobs, None, lambda *_: ["a", "zip_code"],
-                                          RecordingEventBus(), posted=posted)  # fmt: skip
+    posted = PostedInputs(InMemoryExplanationInputStore())
+    monitor = ExplanationGuardrailMonitor(InMemoryExplanationGuardrailStore(), jobs, None,
+                                          lambda *_: ["a", "zip_code"], RecordingEventBus(),
+                                          posted=posted)  # fmt: skip
     experiment = _experiment()
     monitor.declare(experiment, RAW, None, sample_size=10, source="posted_inputs")
     posted.post("exp-1", [(f"r{i}", {"a": i, "zip_code": f"0{2139 + i}"}) for i in range(10)])
@@ -485,15 +494,15 @@ def test_posted_inputs_are_explained_with_the_types_they_were_posted_with(aws: A
         assert all(isinstance(row["a"], int) for row in inputs)
 
 
-def test_a_dataset_versions_numeric_looking_category_is_read_as_a_number(aws: Any) -> None:
+def test_a_dataset_versions_numeric_looking_category_is_read_as_a_number() -> None:
     # The documented limit (GUARANTEES, What is not guaranteed): a dataset version's cells that
     # read as numbers are sent as numbers, a zip code "02139" as 2139.0.
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 
     jobs = FakeJobs({"1": {"a": 1.0}, "2": {"a": 1.0}})
     rows = [{"a": "1.5", "zip_code": "02139", "city": "Paris"}] * 10
-    monitor = ExplanationGuardrailMonitor(None, jobs, lambda *_: rows,
-                                          lambda *_: ["a", "zip_code", "city"],
+    monitor = ExplanationGuardrailMonitor(InMemoryExplanationGuardrailStore(), jobs,
+                                          lambda *_: rows, lambda *_: ["a", "zip_code", "city"],
                                           RecordingEventBus())  # fmt: skip
     experiment = _experiment()
     monitor.declare(experiment, RAW, "dv-1", sample_size=10)
@@ -501,9 +510,7 @@ def test_a_dataset_versions_numeric_looking_category_is_read_as_a_number(aws: An
     assert jobs.inputs[0][0] == {"a": 1.5, "zip_code": 2139.0, "city": "Paris"}
 
 
-def test_a_posted_row_the_models_cannot_be_explained_on_is_a_422_and_stores_nothing(
-    aws: Any,
-) -> None:
+def test_a_posted_row_the_models_cannot_be_explained_on_is_a_422_and_stores_nothing() -> None:
     # Stored, such a row failed every evaluation it was sampled into, for good: the bottom-k
     # sample keeps a small hash whatever is posted after it, and no route removes a row (one
     # row of request id "bad3709" held a 400-row experiment's guardrails in "error").
@@ -511,9 +518,9 @@ def test_a_posted_row_the_models_cannot_be_explained_on_is_a_422_and_stores_noth
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 
     jobs = FakeJobs({"1": {"a": 1.0}, "2": {"a": 1.0}}, done=True)
-    posted = PostedInputs()
+    posted = PostedInputs(InMemoryExplanationInputStore())
     reads: list[Any] = []
-    monitor = ExplanationGuardrailMonitor(None, jobs, None,
+    monitor = ExplanationGuardrailMonitor(InMemoryExplanationGuardrailStore(), jobs, None,
                                           lambda *key: reads.append(key) or ["a", "zip_code"],
                                           RecordingEventBus(), posted=posted)  # fmt: skip
     experiment = _experiment()
@@ -546,7 +553,7 @@ def test_a_poster_who_chooses_request_ids_can_fill_the_sample_with_its_rows() ->
     assert [row["a"] for row in posted.sample("exp-grind", 10)] == [-1.0] * 10
 
 
-def test_reevaluation_rounds_keep_the_last_decision_until_the_next_one(aws: Any) -> None:
+def test_reevaluation_rounds_keep_the_last_decision_until_the_next_one() -> None:
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
     from chalicelib.core.clock import FixedClock, utc_now
 
@@ -556,7 +563,9 @@ def test_reevaluation_rounds_keep_the_last_decision_until_the_next_one(aws: Any)
     jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1}, "2": leaning}, done=True)
     rows = [{"a": 1.0, "b": 2.0, "zip_code": 0.5}] * 10
     names = ["a", "b", "zip_code"]
-    monitor = ExplanationGuardrailMonitor(None, jobs, lambda *_: rows, lambda *_: names, bus, clock)
+    monitor = ExplanationGuardrailMonitor(
+        InMemoryExplanationGuardrailStore(), jobs, lambda *_: rows, lambda *_: names, bus, clock
+    )
     experiment = _experiment()
     for minutes in (4, 10_081, True):
         with pytest.raises(UnprocessableEntity):

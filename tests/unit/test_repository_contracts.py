@@ -1053,3 +1053,44 @@ def test_a_claimed_or_collected_object_takes_no_new_version(catalog: Any) -> Non
     assert catalog.claim_object(key, "gc-3") is True
     catalog.release_object(key, "gc-3", deleted=False)
     assert catalog.object_state(key) == (1, False)
+
+
+# ---- abtesting: ExplanationGuardrailRecords --------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def guardrails(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request,
+        "abtesting",
+        "repository.ExplanationGuardrailStore",
+        "memory.InMemoryExplanationGuardrailStore",
+    )
+
+
+def test_an_evaluation_is_started_and_decided_once_per_revision_and_round(
+    guardrails: Any,
+) -> None:
+    experiment_id, now = _unique("exp"), utc_now()
+    declaration = {"guardrails": [{"type": "ndcg", "min": 0.5}], "sample_size": 20}
+    assert guardrails.get(experiment_id) is None
+    assert guardrails.start(experiment_id, "r1", {"status": "pending"}, now) is False  # none
+    guardrails.put(experiment_id, "r1", declaration, now)
+    assert guardrails.get(experiment_id) == (declaration, None)
+    pending = {"status": "pending", "jobs": {"v": "job-1"}}
+    assert guardrails.start(experiment_id, "r0", pending, now) is False  # another revision
+    assert guardrails.start(experiment_id, "r1", pending, now) is True
+    assert guardrails.start(experiment_id, "r1", pending, now) is False  # started already
+    assert guardrails.finish(experiment_id, "r1", {"status": "passed", "round": 1}, now) is False
+    passed = {"status": "passed", "round": 0, "observed": [0.9]}
+    assert guardrails.finish(experiment_id, "r1", passed, now) is True
+    assert guardrails.finish(experiment_id, "r1", passed, now) is False  # decided already
+    assert guardrails.get(experiment_id) == (declaration, passed)
+    later = {"status": "pending", "round": 1}
+    assert guardrails.start(experiment_id, "r1", {"status": "pending", "round": 2}, now) is False
+    assert guardrails.start(experiment_id, "r1", later, now) is True  # the next round
+    guardrails.put(experiment_id, "r2", declaration, now)  # a redeclaration drops it
+    assert guardrails.get(experiment_id) == (declaration, None)
+    assert guardrails.finish(experiment_id, "r1", {"status": "failed", "round": 1}, now) is False
+    assert guardrails.delete(experiment_id) is True and guardrails.delete(experiment_id) is False
+    assert guardrails.get(experiment_id) is None
