@@ -2,6 +2,7 @@
 :class:`~chalicelib.abtesting.routing.AssignmentStorePort`,
 :class:`~chalicelib.abtesting.ports.LayerRecords`,
 :class:`~chalicelib.abtesting.ports.OutcomeCounters`,
+:class:`~chalicelib.abtesting.ports.CanaryCheckRecords`,
 :class:`~chalicelib.abtesting.ports.ExplanationGuardrailRecords` and
 :class:`~chalicelib.abtesting.ports.ExplanationInputRecords` for tests of the experimentation
 logic without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the
@@ -30,6 +31,7 @@ from chalicelib.abtesting.errors import (
     LayerNotFound,
 )
 from chalicelib.abtesting.models import (
+    CanaryState,
     Experiment,
     ExperimentStatus,
     Holdout,
@@ -532,3 +534,41 @@ class InMemoryExplanationGuardrailStore:
             item.evaluation = json.dumps(evaluation)
             item.round = int(evaluation.get("round") or 0)
             return True
+
+
+class InMemoryCanaryCheckStore:
+    """The latest canary check per experiment in a dict."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, CanaryState] = {}
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        experiment_id: str,
+        tick: str,
+        outcome: str,
+        reason: str,
+        variants: list[dict[str, Any]],
+        when: datetime,
+    ) -> CanaryState:
+        """Stores a check of ``tick`` (counting consecutive failures) unless that tick or a later
+        one is recorded; returns the stored state."""
+        with self._lock:
+            stored = self._checks.get(experiment_id)
+            if stored is not None and stored.tick >= tick:
+                return _copy(stored)
+            failures = (
+                (stored.consecutive_failures if stored else 0) + 1 if outcome == "fail" else 0
+            )
+            self._checks[experiment_id] = CanaryState(
+                experiment_id=experiment_id, tick=tick, outcome=outcome, reason=reason,
+                consecutive_failures=failures, checks=(stored.checks if stored else 0) + 1,
+                checked_at=when, variants=tuple(_copy(variants)),
+            )  # fmt: skip
+            return _copy(self._checks[experiment_id])
+
+    def get(self, experiment_id: str) -> CanaryState | None:
+        """The latest recorded check, or ``None``."""
+        with self._lock:
+            return _copy(self._checks.get(experiment_id))

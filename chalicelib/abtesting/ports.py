@@ -1,7 +1,7 @@
 """The interfaces of the experiments' storage: experiments and rollback policies, layers and
 holdouts (DynamoDB in :mod:`chalicelib.abtesting.repository`), outcome counters
-(:mod:`chalicelib.abtesting.outcomes_repository`), explanation guardrails and their posted inputs
-(sticky assignments have theirs in
+(:mod:`chalicelib.abtesting.outcomes_repository`), canary checks, explanation guardrails and their
+posted inputs (sticky assignments have theirs in
 :class:`chalicelib.abtesting.routing.AssignmentStorePort`), each with an in-memory implementation
 in :mod:`chalicelib.abtesting.memory` for tests of the experimentation logic that need no AWS.
 
@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.abtesting.models import (
+    CanaryState,
     Experiment,
     ExperimentStatus,
     Holdout,
@@ -207,3 +208,22 @@ class ExplanationGuardrailRecords(Protocol):
     ) -> bool:
         """Replaces the pending evaluation of ``revision`` by its decision; ``False`` if it was
         decided already or the declaration changed."""
+
+
+class CanaryCheckRecords(Protocol):
+    """The latest canary check per experiment, recorded once per monitor tick."""
+
+    def record(
+        self,
+        experiment_id: str,
+        tick: str,
+        outcome: str,
+        reason: str,
+        variants: list[dict[str, Any]],
+        when: datetime,
+    ) -> CanaryState:
+        """Stores a check of ``tick`` (counting consecutive failures) unless that tick or a later
+        one is recorded; returns the stored state."""
+
+    def get(self, experiment_id: str) -> CanaryState | None:
+        """The latest recorded check, or ``None``."""

@@ -51,6 +51,7 @@ from chalicelib.abtesting.models import (
     RollbackDecision,
     RollbackPolicy,
 )
+from chalicelib.abtesting.ports import CanaryCheckRecords
 from chalicelib.abtesting.repository import CanaryCheckStore, MonitorQueue
 from chalicelib.abtesting.statistics import comparable_pairs
 from chalicelib.core.errors import Conflict, UnprocessableEntity
@@ -211,7 +212,8 @@ class AutoRollbackManager:
 
     Args:
         engine: The experimentation engine (its repository, metrics and transitions).
-        checks: Store of the latest check per experiment.
+        checks: Store of the latest check per experiment (DynamoDB by default; tests pass
+            :class:`~chalicelib.abtesting.memory.InMemoryCanaryCheckStore`).
         queue: The monitor's fan-out queue.
         explanations: The explanation guardrails (default: over the shared stores and the
             explainability facade, created on first use).
@@ -220,7 +222,7 @@ class AutoRollbackManager:
     def __init__(
         self,
         engine: ABTestingEngine | None = None,
-        checks: CanaryCheckStore | None = None,
+        checks: CanaryCheckRecords | None = None,
         queue: MonitorQueue | None = None,
         explanations: ExplanationGuardrailMonitor | None = None,
     ) -> None:

@@ -68,6 +68,22 @@ def memory_engine(registry: Any, event_bus: Any, clock: Any) -> ABTestingEngine:
     )  # fmt: skip
 
 
+def memory_manager(engine: ABTestingEngine) -> Any:
+    """The rollback manager of a :func:`memory_engine`, its canary checks and explanation
+    guardrails in memory too (its monitor queue serves only ``fan_out``)."""
+    from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+    from chalicelib.abtesting.memory import (
+        InMemoryCanaryCheckStore,
+        InMemoryExplanationGuardrailStore,
+    )
+    from chalicelib.abtesting.rollback import AutoRollbackManager
+
+    guardrails = ExplanationGuardrailMonitor(
+        InMemoryExplanationGuardrailStore(), event_bus=engine.event_bus, clock=engine.clock
+    )
+    return AutoRollbackManager(engine, checks=InMemoryCanaryCheckStore(), explanations=guardrails)
+
+
 def engine_variants(*weights: str, control: int = 0) -> list[ModelVariant]:
     """Arms ``v0``, ``v1``... on versions 1, 2... of model ``m-1`` with these weights."""
     return [

@@ -25,7 +25,7 @@ from chalicelib.abtesting.rollback import AutoRollbackManager
 from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import Conflict, NotFound
 from chalicelib.core.events import RecordingEventBus
-from tests.helpers.abtesting import FakeRegistry, memory_engine
+from tests.helpers.abtesting import FakeRegistry, memory_engine, memory_manager
 from tests.helpers.abtesting import engine_variants as _variants
 from tests.helpers.abtesting import running_experiment as _running
 
@@ -614,13 +614,7 @@ def test_bandit_users_stay_sticky_across_instances_and_reweighting(
 
 @pytest.fixture
 def manager(engine: Any) -> AutoRollbackManager:
-    return AutoRollbackManager(engine)
-
-
-@pytest.fixture
-def dynamo_manager(dynamo_engine: Any) -> AutoRollbackManager:
-    """The rollback manager with its check store and monitor queue on moto."""
-    return AutoRollbackManager(dynamo_engine)
+    return memory_manager(engine)
 
 
 def test_an_error_spike_fails_the_check_with_the_test_numbers_and_bound(
@@ -683,9 +677,8 @@ def test_concurrent_rollbacks_roll_back_once_and_publish_one_event(
 
 
 def test_monitor_pass_rolls_back_and_is_idempotent(
-    dynamo_engine: Any, dynamo_manager: AutoRollbackManager
+    engine: Any, manager: AutoRollbackManager
 ) -> None:
-    engine, manager = dynamo_engine, dynamo_manager
     healthy = _running(engine, "0.5", "0.5")
     broken = _running(engine, "0.5", "0.5")
     engine.record_outcomes(
@@ -705,9 +698,8 @@ def test_monitor_pass_rolls_back_and_is_idempotent(
 
 
 def test_start_monitoring_runs_the_same_pass_in_a_thread(
-    dynamo_engine: Any, dynamo_manager: AutoRollbackManager, bus: Any
+    engine: Any, manager: AutoRollbackManager, bus: Any
 ) -> None:
-    engine, manager = dynamo_engine, dynamo_manager
     broken = _running(engine, "0.5", "0.5")
     engine.record_outcomes(
         broken.experiment_id, _outcomes("v0", 200) + _outcomes("v1", 200, errors=40)

@@ -364,16 +364,15 @@ def test_csv_cells_become_numbers_and_other_text_is_passed_on() -> None:
     assert _value("1.5") == 1.5 and _value("north") == "north" and _value(3) == 3
 
 
-def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them(
-    aws: Any,
-) -> None:
-    from chalicelib.abtesting.engine import ABTestingEngine
+def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them() -> None:
     from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
+    from chalicelib.abtesting.memory import InMemoryCanaryCheckStore
     from chalicelib.abtesting.rollback import AutoRollbackManager
-    from tests.helpers.abtesting import FakeRegistry, running_experiment
+    from chalicelib.core.clock import SystemClock
+    from tests.helpers.abtesting import FakeRegistry, memory_engine, running_experiment
 
     bus = RecordingEventBus()
-    engine = ABTestingEngine(registry=FakeRegistry(), event_bus=bus, route_cache_ttl=0)
+    engine = memory_engine(FakeRegistry(), bus, SystemClock())
     experiment = running_experiment(engine, "0.5", "0.5")
     jobs = FakeJobs({"1": {"a": 1.0, "b": 0.5, "zip_code": 0.1},
                      "2": {"a": 0.2, "b": 0.1, "zip_code": 0.9}}, done=True)  # fmt: skip
@@ -381,7 +380,7 @@ def test_the_python_api_declares_guardrails_and_the_monitor_thread_acts_on_them(
     monitor = ExplanationGuardrailMonitor(InMemoryExplanationGuardrailStore(), jobs,
                                           lambda *_: rows, lambda *_: ["a", "b", "zip_code"],
                                           bus)  # fmt: skip
-    manager = AutoRollbackManager(engine, explanations=monitor)
+    manager = AutoRollbackManager(engine, InMemoryCanaryCheckStore(), explanations=monitor)
     declared = manager.register_explanation_guardrails(
         experiment.experiment_id, RAW, "dv-1", action="rollback", sample_size=10
     )

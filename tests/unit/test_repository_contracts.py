@@ -1094,3 +1094,35 @@ def test_an_evaluation_is_started_and_decided_once_per_revision_and_round(
     assert guardrails.finish(experiment_id, "r1", {"status": "failed", "round": 1}, now) is False
     assert guardrails.delete(experiment_id) is True and guardrails.delete(experiment_id) is False
     assert guardrails.get(experiment_id) is None
+
+
+# ---- abtesting: CanaryCheckRecords -----------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def canary_checks(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "abtesting", "repository.CanaryCheckStore", "memory.InMemoryCanaryCheckStore"
+    )
+
+
+def test_a_canary_check_counts_once_per_tick_and_failures_in_a_row(canary_checks: Any) -> None:
+    experiment_id, now = _unique("exp"), utc_now()
+    variants = [{"variant_id": "t", "outcome": "fail", "observed": 0.5}]
+    assert canary_checks.get(experiment_id) is None
+    first = canary_checks.record(experiment_id, "t001", "fail", "errors", variants, now)
+    assert (first.checks, first.consecutive_failures, first.variants) == (1, 1, tuple(variants))
+    assert (first.tick, first.outcome, first.reason, first.checked_at) == (
+        "t001",
+        "fail",
+        "errors",
+        now,
+    )
+    again = canary_checks.record(experiment_id, "t001", "pass", "ok", [], now)  # redelivered
+    assert again == first == canary_checks.get(experiment_id)
+    assert canary_checks.record(experiment_id, "t000", "pass", "ok", [], now) == first  # older
+    second = canary_checks.record(experiment_id, "t002", "fail", "errors", variants, now)
+    assert (second.checks, second.consecutive_failures) == (2, 2)
+    passed = canary_checks.record(experiment_id, "t003", "pass", "ok", [], now)
+    assert (passed.checks, passed.consecutive_failures, passed.variants) == (3, 0, ())
+    assert canary_checks.get(experiment_id) == passed
