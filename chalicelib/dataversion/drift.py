@@ -52,7 +52,7 @@ class ColumnDrift:
 
 
 def _values(sample: RecordSample, column: str) -> tuple[list[Any], int]:
-    raw = [record.get(column) for record in sample.records]
+    raw = sample.values(column)
     present = [value for value in raw if value not in (None, "")]
     return present, len(raw) - len(present)
 
@@ -131,7 +131,7 @@ def column_drift(column: str, a: RecordSample, b: RecordSample) -> ColumnDrift:
         test=test,
         statistic=statistic,
         p_value=p_value,
-        nulls={"a": _share(nulls_a, len(a.records)), "b": _share(nulls_b, len(b.records))},
+        nulls={"a": _share(nulls_a, a.size), "b": _share(nulls_b, b.size)},
     )
 
 
@@ -158,7 +158,7 @@ def drift_report(
         "a": {"version_id": a.version_id, "version_number": a.version_number},
         "b": {"version_id": b.version_id, "version_number": b.version_number},
         "rows": {"a": left.total, "b": right.total},
-        "sampled_rows": {"a": len(left.records), "b": len(right.records)},
+        "sampled_rows": {"a": left.size, "b": right.size},
         "schema": {
             "added": [c for c in right.columns if c not in left.columns],
             "removed": [c for c in left.columns if c not in right.columns],

@@ -167,7 +167,8 @@ def _numbers(values: list[Any]) -> np.ndarray | None:
     kinds = set(map(type, values))
     if kinds - {str, int, float}:  # bool, dict, list: not numbers
         return None
-    if str in kinds and "_" in "\x00".join(v for v in values if type(v) is str):
+    texts = values if kinds == {str} else [v for v in values if type(v) is str]
+    if texts and "_" in "\x00".join(texts):
         return None
     try:
         return np.array(values, dtype=np.float64)
@@ -275,13 +276,10 @@ def build_profile(
     columns = sample.columns[:columns_limit]
     return {
         "rows": sample.total,
-        "profiled_rows": len(sample.records),
-        "sampled": len(sample.records) < sample.total,
+        "profiled_rows": sample.size,
+        "sampled": sample.size < sample.total,
         "unprofiled_columns": len(sample.columns) - len(columns),
-        "columns": [
-            column_profile(name, [record.get(name) for record in sample.records])
-            for name in columns
-        ],
+        "columns": [column_profile(name, sample.values(name)) for name in columns],
         "note": None,
     }
 

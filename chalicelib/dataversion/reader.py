@@ -17,7 +17,9 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.config import max_json_depth
@@ -37,17 +39,69 @@ DEFAULT_SAMPLE_ROWS = 10_000
 class RecordSample:
     """Records of a version.
 
+    A CSV sample keeps the rows ``csv`` read and makes the records (dicts) only when they are
+    asked for: a profile reads its columns straight from the rows.
+
     Attributes:
         columns: The CSV header, or the JSON keys in order of first appearance in the sample.
-        records: The sampled records (column → value; CSV values are strings), in file order.
         row_numbers: Each record's number among the version's records (0-based).
         total: How many records the version holds.
     """
 
     columns: list[str]
-    records: list[dict[str, Any]]
     row_numbers: list[int]
     total: int
+    _records: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _rows: list[list[str]] | None = field(default=None, repr=False)
+    _width: int | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_records(
+        cls, columns: list[str], records: list[dict[str, Any]], numbers: list[int], total: int
+    ) -> RecordSample:
+        """A sample of parsed records (JSON lines)."""
+        return cls(columns, numbers, total, _records=records)
+
+    @classmethod
+    def of_rows(
+        cls, columns: list[str], rows: list[list[str]], numbers: list[int], total: int
+    ) -> RecordSample:
+        """A sample of CSV rows under the header ``columns``."""
+        return cls(columns, numbers, total, _rows=rows)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The sampled records (column → value; CSV values are strings), in file order (a CSV
+        row's cells under the header's names, a repeated name holding its last cell)."""
+        if self._records is None:
+            names = self.columns
+            self._records = [dict(zip(names, row, strict=False)) for row in self._rows or []]
+        return self._records
+
+    @property
+    def size(self) -> int:
+        """How many records the sample holds."""
+        return (
+            len(self._rows)
+            if self._records is None and self._rows is not None
+            else len(self.records)
+        )
+
+    def values(self, name: str) -> list[Any]:
+        """One column's value in each record, ``None`` where a record has none (as
+        ``record.get(name)`` over :attr:`records`)."""
+        rows = self._rows
+        if rows is None or self._records is not None or self._narrowest() < len(self.columns):
+            return [record.get(name) for record in self.records]  # short rows: as dicts read
+        where = {column: index for index, column in enumerate(self.columns)}  # a name's last
+        if name not in where:
+            return [None] * len(rows)
+        return list(map(itemgetter(where[name]), rows))
+
+    def _narrowest(self) -> int:
+        if self._width is None:
+            self._width = min(map(len, self._rows or []), default=0)
+        return self._width
 
 
 def check_digest(version: DatasetVersion, digest: str) -> None:
@@ -119,19 +173,19 @@ def records_of(sampler: RecordSampler, total: int, fmt: DatasetFormat) -> Record
     picked = sampler.sample()
     numbers = [index - sampler.skip for index, _ in picked]
     if fmt is DatasetFormat.CSV:
-        columns, records = _csv_records(sampler.skipped[0] if sampler.skipped else None, picked)
-        return RecordSample(columns, records, numbers, max(total - 1, 0))
+        columns, rows = _csv_rows(sampler.skipped[0] if sampler.skipped else None, picked)
+        return RecordSample.of_rows(columns, rows, numbers, max(total - 1, 0))
     pieces = [piece for _, piece in picked]
     records = parse_json_records(
         pieces, [index + 1 for index, _ in picked], max_json_depth(), _text
     )
-    columns = list(dict.fromkeys(key for record in records for key in record))
-    return RecordSample(columns, records, numbers, total)
+    columns = list(dict.fromkeys(chain.from_iterable(records)))
+    return RecordSample.of_records(columns, records, numbers, total)
 
 
-def _csv_records(
+def _csv_rows(
     header: bytes | None, picked: Iterable[tuple[int, bytes]]
-) -> tuple[list[str], list[dict[str, Any]]]:
+) -> tuple[list[str], list[list[str]]]:
     if header is None:
         return [], []
     pieces = [header, *(piece for _, piece in picked)]
@@ -140,8 +194,7 @@ def _csv_records(
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise UnprocessableEntity(f"CSV is malformed: {exc}") from None
-    names, data = rows[0], rows[1:]
-    return names, [dict(zip(names, row, strict=False)) for row in data]
+    return rows[0], rows[1:]
 
 
 def _text(piece: bytes) -> str:

@@ -832,7 +832,7 @@ class RecordSampler:
     def sample(self) -> list[tuple[int, bytes]]:
         """The sampled records (number, bytes) in stream order."""
         self.flush()
-        return sorted(self._store.records() if self._store is not None else self._slots)
+        return self._store.records() if self._store is not None else sorted(self._slots)
 
     @property
     def complete(self) -> bool:

@@ -83,18 +83,21 @@ class SampleStore:
         self._buffers.append(blob)
         self._stored += len(blob)
         if self._stored - self.live > max(self.live, MIN_GARBAGE_BYTES):
-            self._load(self.records())
+            self._load(self._members(slice(None)))  # slot by slot: slots keep their members
 
     def records(self) -> list[tuple[int, bytes]]:
-        """The members (record number, bytes), slot by slot."""
+        """The members (record number, bytes) in record order."""
+        return self._members(np.argsort(self.index, kind="stable"))
+
+    def _members(self, order: np.ndarray | slice) -> list[tuple[int, bytes]]:
         buffers = self._buffers
         return [
             (number, buffers[buffer][offset : offset + length])
             for number, buffer, offset, length in zip(
-                self.index.tolist(),
-                self._buffer.tolist(),
-                self._offset.tolist(),
-                self.length.tolist(),
+                self.index[order].tolist(),
+                self._buffer[order].tolist(),
+                self._offset[order].tolist(),
+                self.length[order].tolist(),
                 strict=True,
             )
         ]

@@ -304,3 +304,19 @@ def test_a_spread_whose_square_is_outside_float64_still_has_its_standard_deviati
     halves = Moments.of(np.array(values[:1])).merge(Moments.of(np.array(values[1:])))
     assert halves.std is not None
     assert math.isclose(halves.std, statistics.stdev(values), rel_tol=1e-12)
+
+
+def test_a_csv_sample_reads_columns_from_its_rows_as_its_records_would() -> None:
+    """Rows as wide as the header, short rows, a repeated name (its last cell, as a dict
+    keeps it) and a name the header lacks: the same values as record.get over the dicts."""
+    from chalicelib.dataversion.reader import RecordSample
+
+    names = ["a", "b", "a", "c"]
+    for rows in ([["1", "2", "3", "4"], ["5", "6", "7", "8"]], [["1", "2", "3", "4"], ["5"], []]):
+        sample = RecordSample.of_rows(names, rows, list(range(len(rows))), 10)
+        fresh = RecordSample.of_rows(names, rows, list(range(len(rows))), 10)
+        expected = [dict(zip(names, row, strict=False)) for row in rows]
+        for name in (*names, "missing"):
+            assert sample.values(name) == [record.get(name) for record in expected]
+        assert sample.size == len(rows) and fresh.records == expected
+        assert fresh.values("a") == sample.values("a")  # from the dicts once they exist
