@@ -29,6 +29,7 @@ from chalicelib.abtesting.models import (
     AnalysisSettings,
     BanditConfig,
     BayesianPrior,
+    CovariateRequest,
     DecisionEngine,
     DecisionSettings,
     Dimension,
@@ -146,6 +147,9 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
             tuple(Dimension(name, d.max_values) for name, d in body.dimensions.items()),
             body.segment_correction,
         ),
+        covariate_request=None
+        if body.covariate_source is None
+        else CovariateRequest(**body.covariate_source.model_dump()),
     )
     return ApiResponse(ExperimentOut.from_domain(experiment).body(), status=201)
 
@@ -256,7 +260,7 @@ def record_outcomes(ctx: RequestContext, experiment_id: str) -> dict[str, int]:
     items = ctx.body.outcomes if isinstance(ctx.body, OutcomeBatch) else [ctx.body]
     outcomes = [
         Outcome(o.variant_id, o.request_id, o.success, o.latency_ms, o.converted, o.custom_metrics,
-                o.phase, o.covariate, o.attributes)
+                o.phase, o.covariate, o.attributes, user_id=o.user_id)
         for o in items
     ]  # fmt: skip
     receipt = facade.record_outcomes(_principal(ctx), experiment_id, outcomes)

@@ -21,11 +21,12 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
-from chalicelib.abtesting import correction, cuped
+from chalicelib.abtesting import correction, covariates, cuped
 from chalicelib.abtesting import metrics as declared
 from chalicelib.abtesting.aggregate import merge_counters
 from chalicelib.abtesting.assignment import HOLDOUT, Attributes, InvalidCondition, compile_condition
 from chalicelib.abtesting.bandit import thompson_weights
+from chalicelib.abtesting.covariates import CovariateTables, VersionRecords
 from chalicelib.abtesting.errors import (
     ExperimentStateConflict,
     InvalidExperiment,
@@ -43,6 +44,7 @@ from chalicelib.abtesting.models import (
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
+    CovariateSource,
     DecisionSettings,
     Experiment,
     ExperimentMetrics,
@@ -77,8 +79,9 @@ from chalicelib.abtesting.statistics import (
 )
 from chalicelib.core.clock import Clock, SystemClock
 from chalicelib.core.config import get_settings
-from chalicelib.core.errors import Conflict, NotFound, UnprocessableEntity
+from chalicelib.core.errors import Conflict, NotFound, SynapseError, UnprocessableEntity
 from chalicelib.core.events import EventBus, get_event_bus
+from chalicelib.core.observability import logger
 from chalicelib.core.singleton import lazy
 
 S = ExperimentStatus
@@ -343,8 +346,10 @@ class ABTestingEngine:
         route_cache_ttl: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         layers: LayerService | None = None,
+        covariate_records: Callable[[CovariateSource], VersionRecords] | None = None,
     ) -> None:
         self._layers = layers
+        self.covariates = CovariateTables(covariate_records or _covariate_records)
         self.repository = repository or ExperimentRepository()
         self._registry = registry
         self.event_bus = event_bus or get_event_bus()
@@ -394,6 +399,7 @@ class ABTestingEngine:
         layer: LayerSlice | None = None,
         targeting: dict[str, Any] | None = None,
         segments: SegmentSettings | None = None,
+        covariate_source: CovariateSource | None = None,
     ) -> Experiment:
         """Validates and stores a draft experiment.
 
@@ -407,6 +413,8 @@ class ABTestingEngine:
             targeting: The condition on request attributes that decides eligibility.
             segments: Up to three dimensions outcomes may carry and the correction of the
                 segment tests (see :mod:`chalicelib.abtesting.segments`).
+            covariate_source: A dataset version CUPED covariates are joined from by user id
+                (see :mod:`chalicelib.abtesting.covariates`); read and checked here.
 
         Raises:
             InvalidExperiment: Not exactly one control, weights not summing to exactly 1, an
@@ -434,6 +442,8 @@ class ABTestingEngine:
         if layer is not None:
             check_slice(layer)
         self._check_model_versions(variants)
+        if covariate_source is not None:
+            self.covariates.table(covariate_source)  # a version that cannot serve: 413/422
         now = self.clock.now()
         experiment_id = f"exp-{uuid.uuid4().hex[:16]}"
         experiment = Experiment(
@@ -461,6 +471,7 @@ class ABTestingEngine:
             targeting=targeting,
             holdouts=self.layers.holdouts_for(None if layer is None else layer.layer_id),
             segments=segments,
+            covariate_source=covariate_source,
         )
         self._store_new(experiment)
         self._publish("ExperimentCreated", experiment)
@@ -764,15 +775,17 @@ class ABTestingEngine:
         custom_metrics: dict[str, float] | None = None,
         covariate: float | None = None,
         attributes: dict[str, str] | None = None,
+        user_id: str | None = None,
     ) -> OutcomeReceipt:
         """Records one outcome; a retry with the same ``request_id`` counts once (``covariate``:
-        the unit's pre-experiment value, for CUPED).
+        the unit's pre-experiment value, for CUPED; ``user_id``: the unit whose covariate an
+        experiment with a ``covariate_source`` joins).
 
         ``attributes`` holds values of the experiment's declared dimensions (an undeclared key
         or a malformed value is a 422 and nothing is stored)."""
         outcome = Outcome(
             variant_id, request_id, success, latency_ms, converted, dict(custom_metrics or {}),
-            covariate=covariate, attributes=dict(attributes or {}),
+            covariate=covariate, attributes=dict(attributes or {}), user_id=user_id,
         )  # fmt: skip
         return self.record_outcomes(experiment_id, [outcome])
 
@@ -816,6 +829,7 @@ class ABTestingEngine:
                         f"custom metric '{name}': name must be 1-64 letters, digits, '_', '.', "
                         f"'-' and the value finite with |value| <= {MAX_CUSTOM_VALUE:g}"
                     )
+        outcomes = self._join_covariates(experiment.covariate_source, outcomes)
         _check_covariates(outcomes, experiment.primary_metric)
         specs = experiment.analysis.metrics
         outcomes = [_apply_declared(o, specs) for o in outcomes]
@@ -823,6 +837,35 @@ class ABTestingEngine:
             experiment_id, list(outcomes), self.clock.now(), experiment.primary_metric,
             _segment_plan(experiment),
         )  # fmt: skip
+
+    def _join_covariates(
+        self, source: CovariateSource | None, outcomes: Sequence[Outcome]
+    ) -> list[Outcome]:
+        """Each outcome with the covariate of its ``user_id`` in the source's version (none
+        for a user it does not list, or while the version cannot be read: the outcomes are
+        counted all the same); the outcomes as they are without a source.
+
+        Raises:
+            InvalidExperiment: An outcome carries its own covariate (422).
+        """
+        if source is None:
+            return list(outcomes)
+        carried = next((o for o in outcomes if o.covariate is not None), None)
+        if carried is not None:
+            raise InvalidExperiment(
+                f"outcome {carried.request_id}: this experiment joins covariates from dataset "
+                f"{source.dataset_id} by user id; send user_id, not covariate",
+                code="covariate_not_allowed",
+            )
+        try:
+            table = self.covariates.table(source)
+        except SynapseError as exc:
+            logger.warning("covariates unavailable", extra={"reason": str(exc)})
+            return list(outcomes)
+        return [
+            replace(o, covariate=table.get(o.user_id)) if o.user_id is not None else o
+            for o in outcomes
+        ]
 
     def get_experiment_metrics(self, experiment_id: str) -> dict[str, ExperimentMetrics]:
         """Aggregated outcomes per variant over every phase (zeros without data)."""
@@ -1055,6 +1098,17 @@ class ABTestingEngine:
         self._forget(experiment_id)
         self._publish("WeightsUpdated", updated)
         return updated
+
+
+def _covariate_records(source: CovariateSource) -> VersionRecords:
+    """Every record of a covariate version, read as the system (the reference was checked
+    with its creator's rights), refused unread when it is too large."""
+    from chalicelib.dataversion import facade as datasets
+
+    version = datasets.version_as_system(source.version_id)
+    covariates.check_size(version.size_bytes, version.row_count)
+    found = datasets.sample_records_as_system(source.version_id, covariates.MAX_ROWS + 1)
+    return VersionRecords(found.columns, found.records, found.total)
 
 
 def _dataset_groups(dataset_id: str) -> list[str] | None:

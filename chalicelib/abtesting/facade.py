@@ -15,6 +15,7 @@ them within that time, as a pause does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ from chalicelib.abtesting.holdout_analysis import HoldoutAnalysis
 from chalicelib.abtesting.models import (
     AnalysisMethod,
     CanaryState,
+    CovariateRequest,
+    CovariateSource,
     Experiment,
     ExperimentMetrics,
     Holdout,
@@ -161,6 +164,9 @@ def create_experiment(
     _check_variant_models(principal, variants)
     layer: LayerSlice | None = settings.get("layer")
     _check_layer(principal, layer)
+    request: CovariateRequest | None = settings.pop("covariate_request", None)
+    if request is not None:
+        settings["covariate_source"] = _covariate_source(principal, request)
     groups = access.initial_groups(principal, access_groups)
     targets = [references.Ref("model", variant.model_id) for variant in variants]
     if layer is not None:
@@ -177,6 +183,23 @@ def create_experiment(
         )
         held.bind(experiment.experiment_id)
     return experiment
+
+
+def _covariate_source(principal: Principal, request: CovariateRequest) -> CovariateSource:
+    """The dataset version a caller names for CUPED covariates, if the caller may read it
+    (404 otherwise, the answer for one that does not exist).
+
+    Raises:
+        DatasetNotFound: Unknown or not readable dataset.
+        DatasetVersionNotFound: No such version or tag.
+    """
+    from chalicelib.dataversion import facade as datasets
+
+    version = datasets.readable_version_ref(principal, request.dataset_id, request.version)
+    return CovariateSource(
+        version.dataset_id, version.version_id, version.version_number, request.user_column,
+        request.covariate_column,
+    )  # fmt: skip
 
 
 def _check_layer(principal: Principal, layer: LayerSlice | None) -> None:
@@ -296,9 +319,28 @@ def analysis(
     principal: Principal, experiment_id: str, method: AnalysisMethod | str | None = None
 ) -> ExperimentAnalysis:
     """Significance, guardrails, SRM and a recommendation (``method``: the experiment's own
-    when ``None``)."""
-    _cached_readable(principal, experiment_id)
-    return _engine().analyze_experiment(experiment_id, method)
+    when ``None``). CUPED results from covariates joined from a dataset version are shown only
+    to a caller who may read that version (they are computed from its values)."""
+    experiment = _cached_readable(principal, experiment_id)
+    found = _engine().analyze_experiment(experiment_id, method)
+    if experiment.covariate_source is None or _reads_version(
+        principal, experiment.covariate_source.version_id
+    ):
+        return found
+    return dataclasses.replace(
+        found, treatments=[dataclasses.replace(t, cuped=None) for t in found.treatments]
+    )
+
+
+def _reads_version(principal: Principal, version_id: str) -> bool:
+    """Whether the caller may read a dataset version."""
+    from chalicelib.dataversion import facade as datasets
+
+    try:
+        datasets.readable_version(principal, version_id)
+    except SynapseError:
+        return False
+    return True
 
 
 def segments(

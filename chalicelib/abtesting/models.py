@@ -238,6 +238,43 @@ class SegmentSettings:
     correction: str = "holm"
 
 
+@dataclass(frozen=True)
+class CovariateSource:
+    """Where an experiment's CUPED covariates are joined from (see :mod:`.covariates`).
+
+    Attributes:
+        dataset_id: The dataset.
+        version_id: The version (resolved from a number, id or tag at creation).
+        version_number: Its number (for messages and the response).
+        user_column: The column holding user ids (outcomes carry ``user_id``).
+        covariate_column: The column holding each user's pre-experiment value.
+    """
+
+    dataset_id: str
+    version_id: str
+    version_number: int
+    user_column: str
+    covariate_column: str
+
+
+@dataclass(frozen=True)
+class CovariateRequest:
+    """A caller's request to join covariates from a dataset version (resolved and checked with
+    the caller's rights into a :class:`CovariateSource`).
+
+    Attributes:
+        dataset_id: The dataset.
+        version: A version number (``"3"``), id (``"dv-…"``) or tag.
+        user_column: The column holding user ids.
+        covariate_column: The column holding each user's pre-experiment value.
+    """
+
+    dataset_id: str
+    version: str
+    user_column: str
+    covariate_column: str
+
+
 class PhaseReason(str, Enum):
     """Why a new allocation phase began."""
 
@@ -418,6 +455,8 @@ class Experiment:
             every request), see :func:`chalicelib.abtesting.assignment.compile_condition`.
         holdouts: The holdouts covering it (captured when it was created).
         segments: Declared dimensions of outcomes and the segment tests' correction.
+        covariate_source: The dataset version CUPED covariates are joined from by user id
+            (``None``: outcomes carry their covariate, if any).
     """
 
     experiment_id: str
@@ -453,6 +492,7 @@ class Experiment:
     targeting: dict[str, object] | None = None
     holdouts: tuple[HoldoutRef, ...] = ()
     segments: SegmentSettings = field(default_factory=SegmentSettings)
+    covariate_source: CovariateSource | None = None
 
     @property
     def control(self) -> ModelVariant:
@@ -697,6 +737,8 @@ class Outcome:
         attributes: Values of the experiment's declared dimensions (``{"country": "BR"}``).
         declared: Counter increments of the experiment's declared ratio and quantile metrics
             (set by the engine from ``custom_metrics``; see :mod:`metrics`).
+        user_id: The unit, for an experiment that joins covariates from a dataset version
+            (see :mod:`.covariates`); not stored.
     """
 
     variant_id: str
@@ -709,6 +751,7 @@ class Outcome:
     covariate: float | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     declared: dict[str, Decimal] = field(default_factory=dict)
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ succeed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from chalicelib.abtesting.models import (
     BanditConfig,
     BayesianPrior,
     CanaryState,
+    CovariateSource,
     DecisionEngine,
     DecisionSettings,
     Dimension,
@@ -121,6 +123,7 @@ class ExperimentTable(Model):
     targeting = UnicodeAttribute(null=True)
     holdouts = UnicodeAttribute(null=True)
     segments = UnicodeAttribute(null=True)
+    covariate_source = UnicodeAttribute(null=True)
     status_index = StatusIndex()
 
     def to_domain(self) -> Experiment:
@@ -159,6 +162,7 @@ class ExperimentTable(Model):
             access_groups=tuple(self.access_groups or ()),
             **gates_from_item(self.layer, self.targeting, self.holdouts),
             segments=segments_from_json(self.segments),
+            covariate_source=covariate_source_from_json(self.covariate_source),
         )
 
 
@@ -331,6 +335,16 @@ def segments_from_json(text: str | None) -> SegmentSettings:
     return SegmentSettings(dimensions, data["correction"])
 
 
+def covariate_source_to_json(source: CovariateSource | None) -> str | None:
+    """Where covariates are joined from, as JSON text (``None`` without a source)."""
+    return None if source is None else json.dumps(dataclasses.asdict(source))
+
+
+def covariate_source_from_json(text: str | None) -> CovariateSource | None:
+    """Parses :func:`covariate_source_to_json` output."""
+    return CovariateSource(**json.loads(text)) if text else None
+
+
 def phase_to_json(phase: AllocationPhase) -> str:
     """One allocation phase as JSON text (its index is its position in the list)."""
     return json.dumps(
@@ -495,6 +509,7 @@ class ExperimentRepository:
             phases=[phase_to_json(phase) for phase in experiment.phases] or None,
             **gates_to_item(experiment),
             segments=segments_to_json(experiment.segments),
+            covariate_source=covariate_source_to_json(experiment.covariate_source),
         )
         _save_new(item, ExperimentTable.experiment_id, f"experiment {experiment.experiment_id}")
 

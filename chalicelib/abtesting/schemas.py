@@ -217,6 +217,27 @@ class MetricIn(_Strict):
     )
 
 
+class CovariateSourceIn(_Strict):
+    """A dataset version CUPED covariates are joined from by user id (README "CUPED")."""
+
+    dataset_id: str = Field(min_length=1, max_length=128)
+    version: str = Field(
+        min_length=1, max_length=128, description="a version number, id (dv-…) or tag"
+    )
+    user_column: str = Field(min_length=1, max_length=256)
+    covariate_column: str = Field(min_length=1, max_length=256)
+
+
+class CovariateSourceOut(DomainOut):
+    """Where an experiment's CUPED covariates are joined from."""
+
+    dataset_id: str
+    version_id: str
+    version_number: int
+    user_column: str
+    covariate_column: str
+
+
 class CreateExperimentBody(_Strict):
     """Body of ``POST /experiments``."""
 
@@ -255,6 +276,10 @@ class CreateExperimentBody(_Strict):
         max_length=3,
         description='up to 3 outcome attributes analysed per segment, e.g. {"country": '
         '{"max_values": 20}}',
+    )
+    covariate_source: CovariateSourceIn | None = Field(
+        default=None,
+        description="join each outcome's CUPED covariate from a dataset version by user_id",
     )
     segment_correction: Literal["holm", "bh"] = Field(
         default="holm",
@@ -388,6 +413,7 @@ class ExperimentOut(DomainOut):
     holdouts: list[HoldoutRefOut]
     dimensions: dict[str, DimensionIn]
     segment_correction: Literal["holm", "bh"]
+    covariate_source: CovariateSourceOut | None
 
     @classmethod
     def from_domain(cls, obj: Any, /, **computed: Any) -> Self:
@@ -541,6 +567,10 @@ class OutcomeIn(_Strict):
         max_length=3,
         description='values of the experiment\'s declared dimensions, e.g. {"country": "BR"}',
     )
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="the unit whose covariate an experiment with a covariate_source joins",
+    )  # fmt: skip
 
 
 class OutcomeBatch(_Strict):

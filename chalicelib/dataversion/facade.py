@@ -36,6 +36,27 @@ def readable_version(principal: Principal, version_id: str) -> DatasetVersion:
     return _service().readable_version(principal, version_id)
 
 
+def readable_version_ref(principal: Principal, dataset_id: str, ref: str) -> DatasetVersion:
+    """A version of a dataset the caller may read, by number (``3``), id (``dv-…``) or tag.
+
+    Raises:
+        DatasetNotFound: Unknown or not readable dataset (the same answer).
+        DatasetVersionNotFound: No such version or tag.
+        DatasetVersionGone: The version was deleted (410).
+    """
+    return _service().version(principal, dataset_id, ref)
+
+
+def version_as_system(version_id: str) -> DatasetVersion:
+    """A version by id, for work whose reference to it was checked with its caller's rights
+    when it was made.
+
+    Raises:
+        DatasetVersionNotFound: Unknown version.
+    """
+    return _service().engine.get_version_by_id(version_id)
+
+
 def access_groups_as_system(dataset_id: str) -> list[str] | None:
     """A dataset's access groups (``None`` if it does not exist): for deciding whether a change
     of another resource's access would hide it from the dataset's readers."""
