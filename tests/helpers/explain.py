@@ -28,10 +28,16 @@ class Registered:
         return dict(zip(self.feature_names, self.X[i].tolist(), strict=True))
 
 
-def registry(bus: RecordingEventBus | None = None) -> Any:
-    """A registry over the moto tables and bucket."""
+def registry(bus: RecordingEventBus | None = None, memory: bool = False) -> Any:
+    """A registry over the moto tables and bucket, or with ``memory`` over in-memory records
+    and artifacts (the DynamoDB and S3 ones pass the same contracts,
+    ``tests/unit/test_repository_contracts.py``)."""
+    from chalicelib.registry.memory import InMemoryArtifactStore, InMemoryRegistryRepository
     from chalicelib.registry.service import ModelRegistry
 
+    if memory:
+        stores = (InMemoryRegistryRepository(), InMemoryArtifactStore())
+        return ModelRegistry(*stores, event_bus=bus or RecordingEventBus())
     return ModelRegistry(event_bus=bus or RecordingEventBus())
 
 
@@ -69,15 +75,19 @@ def register(
 
 
 def service(
-    bus: RecordingEventBus | None = None, reg: Any = None, backend: Any = "inprocess"
+    bus: RecordingEventBus | None = None,
+    reg: Any = None,
+    backend: Any = "inprocess",
+    table: Any = None,
 ) -> Any:
-    """An in-process explanation service over the registry and the moto cache table."""
+    """An in-process explanation service over the registry and ``table``, its cache items and
+    jobs (default: the moto table)."""
     from chalicelib.explainability.cache import ExplanationCache
     from chalicelib.explainability.loading import RegistryModelLoader
     from chalicelib.explainability.repository import ExplanationRepository
     from chalicelib.explainability.service import ExplanationService
 
-    repository = ExplanationRepository()
+    repository = table if table is not None else ExplanationRepository()
     return ExplanationService(
         model_loader=RegistryModelLoader(reg or registry()),
         cache=ExplanationCache(repository),
@@ -85,6 +95,31 @@ def service(
         event_bus=bus or RecordingEventBus(),
         backend=backend,
     )
+
+
+@dataclass
+class MemoryContext:
+    """A registry and an explanation service over in-memory stores (no AWS: the DynamoDB and S3
+    ones pass the same contracts, ``tests/unit/test_repository_contracts.py``)."""
+
+    bus: RecordingEventBus
+    reg: Any
+    table: Any
+    svc: Any
+
+    def service(self) -> Any:
+        """Another service over the same registry and table (as another Lambda instance)."""
+        return service(RecordingEventBus(), self.reg, table=self.table)
+
+
+def memory_context() -> MemoryContext:
+    """A fresh :class:`MemoryContext`."""
+    from chalicelib.explainability.in_memory import InMemoryExplanationRepository
+
+    bus = RecordingEventBus()
+    reg = registry(bus, memory=True)
+    table = InMemoryExplanationRepository()
+    return MemoryContext(bus, reg, table, service(bus, reg, table=table))
 
 
 def tabular_data(n: int = 200, features: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity
-from chalicelib.core.events import RecordingEventBus
 from chalicelib.registry.boosters import check_booster, read_ubjson
 from chalicelib.registry.errors import UnsafeArtifactError
-from tests.helpers.explain import registry, service, tabular_data
+from tests.helpers.explain import MemoryContext, memory_context, tabular_data
 
 xgboost = pytest.importorskip("xgboost")
 lightgbm = pytest.importorskip("lightgbm")
@@ -27,10 +26,9 @@ NAMES = ["f0", "f1", "f2", "f3"]
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+def ctx() -> MemoryContext:
+    """The registry and service over in-memory stores."""
+    return memory_context()
 
 
 def _data() -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -13,17 +13,15 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.core.events import RecordingEventBus
-from tests.helpers.explain import register, registry, service
+from tests.helpers.explain import MemoryContext, memory_context, register
 
 NAMES = ["color", "size", "city", "age"]
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+def ctx() -> MemoryContext:
+    """The registry and service over in-memory stores."""
+    return memory_context()
 
 
 def _frame(n: int = 300, seed: int = 0) -> Any:

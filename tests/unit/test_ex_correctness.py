@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.core.events import RecordingEventBus
-from tests.helpers.explain import register, registry, service, tabular_data
+from tests.helpers.explain import MemoryContext, memory_context, register, tabular_data
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+def ctx() -> MemoryContext:
+    """The registry and service over in-memory stores."""
+    return memory_context()
 
 
 def _values(explanation: Any, names: list[str]) -> list[float]:
@@ -66,11 +64,11 @@ def test_linear_shap_uses_the_whole_1000_row_background(ctx: Any) -> None:
 
 def _batch_equals_single(ctx: Any, model: Any, rows: list[int], **options: Any) -> str:
     """Explains ``rows`` as one batch and each row alone on fresh services (no shared cache)."""
-    batch_service = service(RecordingEventBus(), ctx.reg)
+    batch_service = ctx.service()
     inputs = [model.row(i) for i in rows]
     batch = batch_service.shap.explain_batch(model.model_id, model.version, inputs, **options)
     for position, i in enumerate(rows):
-        alone = service(RecordingEventBus(), ctx.reg).shap
+        alone = ctx.service().shap
         alone.cache = None
         single = alone.explain_prediction(model.model_id, model.version, model.row(i), **options)
         names = model.feature_names
@@ -118,10 +116,8 @@ def test_lime_batch_equals_single(ctx: Any) -> None:
     forest = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, y)
     model = register(ctx.reg, forest, "classification", names, X, None, X[:40])
     inputs = [model.row(i) for i in (1, 2, 3)]
-    batch = service(RecordingEventBus(), ctx.reg).lime.explain_batch(
-        model.model_id, model.version, inputs, num_samples=300
-    )
-    alone = service(RecordingEventBus(), ctx.reg).lime
+    batch = ctx.service().lime.explain_batch(model.model_id, model.version, inputs, num_samples=300)
+    alone = ctx.service().lime
     alone.cache = None
     single = alone.explain_prediction(model.model_id, model.version, inputs[1], num_samples=300)
     assert _values(batch[1], names) == _values(single, names)
@@ -302,7 +298,7 @@ def test_an_invalidation_on_one_instance_reaches_another_warm_instance(ctx: Any)
 
     X, names = tabular_data(60, 3)
     model = register(ctx.reg, Ridge().fit(X, X[:, 0]), "regression", names, X, background=X)
-    first, second = service(RecordingEventBus(), ctx.reg), service(RecordingEventBus(), ctx.reg)
+    first, second = ctx.service(), ctx.service()
     for instance in (first, second):
         instance.cache.generation_ttl = timedelta(0)  # the bound itself: test_ex_cache.py
     assert not second.shap.explain_prediction(model.model_id, model.version, model.row(1)).cached

@@ -10,19 +10,15 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import ValidationError
-from chalicelib.core.events import RecordingEventBus
 from chalicelib.explainability.insights import ModelInsights
-from tests.helpers.explain import register, registry, service, tabular_data
+from tests.helpers.explain import memory_context, register, tabular_data
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    svc = service(bus, reg)
-    return type(
-        "Ctx", (), {"bus": bus, "reg": reg, "svc": svc, "insights": ModelInsights(svc.shap)}
-    )
+def ctx() -> Any:
+    """The registry and service over in-memory stores, and the insights over the service."""
+    found = memory_context()
+    return type("Ctx", (), {**vars(found), "insights": ModelInsights(found.svc.shap)})
 
 
 def _rows(model: Any, count: int) -> list[dict[str, float]]:

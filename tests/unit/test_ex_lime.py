@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.core.events import RecordingEventBus
 from chalicelib.explainability.models import ExplanationRequest, ExplanationType
-from tests.helpers.explain import register, registry, service, tabular_data
+from tests.helpers.explain import MemoryContext, memory_context, register, tabular_data
 
 TEXTS = [
     "a great fun movie",
@@ -24,10 +23,9 @@ LABELS = [1, 1, 1, 0, 0, 0] * 4
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+def ctx() -> MemoryContext:
+    """The registry and service over in-memory stores."""
+    return memory_context()
 
 
 def _forest(ctx: Any) -> Any:

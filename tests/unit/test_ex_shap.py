@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.core.events import RecordingEventBus
-from tests.helpers.explain import register, registry, service, tabular_data
+from tests.helpers.explain import MemoryContext, memory_context, register, tabular_data
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+def ctx() -> MemoryContext:
+    """The registry and service over in-memory stores."""
+    return memory_context()
 
 
 def _contributions(explanation: Any, names: list[str]) -> np.ndarray:
@@ -106,7 +104,7 @@ def test_contributions_are_ordered_by_magnitude_with_ties_in_feature_order(ctx: 
     rows = [{**model.row(i), "f1": 1.0, "f3": -2.0, "f4": 3.0} for i in range(12)]
     batch = ctx.svc.shap.explain_batch(model.model_id, model.version, rows)
     assert len({explanation.explanation_id for explanation in batch}) == len(rows)
-    uncached = service(RecordingEventBus(), ctx.reg).shap
+    uncached = ctx.service().shap
     uncached.cache = None  # the single explanations are computed, not the batch's cached rows
     for row, explanation in zip(rows, batch, strict=True):
         found = explanation.contribution_map()

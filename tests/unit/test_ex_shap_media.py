@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from chalicelib.core.events import RecordingEventBus
 from chalicelib.explainability.models import ExplanationRequest, ExplanationType
-from tests.helpers.explain import register, registry, service
+from tests.helpers.explain import MemoryContext, memory_context, register
 
 REVIEWS = [
     "an excellent film",
@@ -26,10 +25,9 @@ SENTIMENT = [1, 1, 1, 1, 0, 0, 0, 0] * 3
 
 
 @pytest.fixture
-def ctx(aws: Any) -> Any:
-    bus = RecordingEventBus()
-    reg = registry(bus)
-    return type("Ctx", (), {"bus": bus, "reg": reg, "svc": service(bus, reg)})
+def ctx() -> MemoryContext:
+    """The registry and service over in-memory stores."""
+    return memory_context()
 
 
 def _text_model(ctx: Any) -> Any:
