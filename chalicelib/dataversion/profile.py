@@ -242,7 +242,8 @@ def _category(value: Any) -> str:
 
 def categorical_profile(values: list[Any]) -> dict[str, Any]:
     """The categorical part of a column profile."""
-    counts = Counter(map(_category, values))
+    plain = all(type(value) is str for value in values)  # CSV cells, JSON strings
+    counts = Counter(values if plain else map(_category, values))
     top = heapq.nsmallest(TOP_VALUES, counts.items(), key=lambda item: (-item[1], item[0]))
     return {
         "kind": "categorical",
