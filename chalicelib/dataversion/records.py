@@ -68,14 +68,16 @@ class _Ends:
         self.count = count
         self._positions = positions
         self._words: np.ndarray | None = None
+        self._per_word: np.ndarray | None = None  # set bits of each word
         self.lazy: np.ndarray | None = None  # a mask whose set bytes are the ends
 
     @classmethod
     def of_words(cls, words: np.ndarray) -> _Ends:
         """Ends marked by the set bits of packed words (bit ``i`` of word ``w``: byte
         ``64 * w + i``)."""
-        found = cls(int(np.bitwise_count(words).sum()))
-        found._words = words
+        per_word = np.bitwise_count(words)
+        found = cls(int(per_word.sum(dtype=np.int64)))
+        found._words, found._per_word = words, per_word
         return found
 
     def locate(self, indices: np.ndarray) -> np.ndarray:
@@ -84,14 +86,13 @@ class _Ends:
             self._positions = np.flatnonzero(self.lazy)
         if self._positions is not None:
             return self._positions[indices]
-        assert self._words is not None
+        assert self._words is not None and self._per_word is not None
         if len(indices) >= self.count:  # every end wanted: unpacking them all is as cheap
             self._positions = _bit_positions(self._words)
             return self._positions[indices]
-        per_word = np.bitwise_count(self._words).astype(np.int64)
-        cumulative = np.cumsum(per_word)
+        cumulative = np.cumsum(self._per_word, dtype=np.int64)
         word = np.searchsorted(cumulative, indices, side="right")
-        rank = indices - (cumulative[word] - per_word[word])
+        rank = indices - cumulative[word] + self._per_word[word]
         octets = self._words[word].view(np.uint8).reshape(-1, 8)
         per_octet = np.cumsum(np.bitwise_count(octets).astype(np.int64), axis=1)
         octet = (per_octet <= rank[:, None]).sum(axis=1)
