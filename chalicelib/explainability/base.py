@@ -248,18 +248,29 @@ class RankedRows:
             negative=(ranked < 0).tolist(),
         )
 
-    def row(self, i: int) -> dict[str, Any]:
-        """Row ``i``'s ``feature_contributions`` and top positive and negative features."""
-        names = self.names[i]
-        return {
-            "feature_contributions": list(
-                map(FeatureContribution, names, self.inputs[i], self.values[i])
-            ),
-            "top_positive_features": list(islice(compress(names, self.positive[i]), TOP_FEATURES)),
-            # Among negative contributions a larger |c| is a smaller c, so rank order is already
-            # most negative first, ties in feature order (what a stable sort by c gives).
-            "top_negative_features": list(islice(compress(names, self.negative[i]), TOP_FEATURES)),
-        }
+    def contributions(self) -> list[list[FeatureContribution]]:
+        """Every row's ``feature_contributions``, in rank order."""
+        contribution = FeatureContribution
+        return [
+            list(map(contribution, names, inputs, values))
+            for names, inputs, values in zip(self.names, self.inputs, self.values, strict=True)
+        ]
+
+    def top_positive(self) -> list[list[str]]:
+        """Every row's ``top_positive_features``: its largest positive contributions."""
+        return [
+            list(islice(compress(names, positive), TOP_FEATURES))
+            for names, positive in zip(self.names, self.positive, strict=True)
+        ]
+
+    def top_negative(self) -> list[list[str]]:
+        """Every row's ``top_negative_features``. Among negative contributions a larger |c| is
+        a smaller c, so rank order is already most negative first, ties in feature order (what
+        a stable sort by c gives)."""
+        return [
+            list(islice(compress(names, negative), TOP_FEATURES))
+            for names, negative in zip(self.names, self.negative, strict=True)
+        ]
 
 
 def batch_ids(count: int) -> list[str]:

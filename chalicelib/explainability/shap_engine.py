@@ -433,28 +433,59 @@ class SHAPExplainer(ExplainerBase):
         # not finite goes through the per-row check, which names it (a 422).
         if not _finite_result(result, sums):
             return self._checked_rows(X, result, prediction_ids, explained, names, sums, fields)
-        ids = batch_ids(len(prediction_ids))
-        bases, actuals = result.base.tolist(), result.actual.tolist()
-        errors = np.abs(sums - result.actual).tolist()
-        explanations = []
+        n = len(prediction_ids)
         with collection_paused():
             ranked = RankedRows.of(result.values, X, names)
-            for i, prediction_id in enumerate(prediction_ids):
-                explanations.append(
-                    PredictionExplanation(
-                        explanation_id=ids[i],
-                        prediction_id=prediction_id,
-                        explanation_type=self.explanation_type,
-                        explained_class=explained[i],
-                        base_prediction=bases[i],
-                        actual_prediction=actuals[i],
-                        additivity_error=errors[i],
-                        interactions=_interactions(result.interactions, i, names),
-                        **ranked.row(i),
-                        **fields,
-                    )
-                )
-        return explanations
+            rows = zip(
+                batch_ids(n),
+                prediction_ids,
+                explained,
+                result.base.tolist(),
+                result.actual.tolist(),
+                np.abs(sums - result.actual).tolist(),
+                [_interactions(result.interactions, i, names) for i in range(n)],
+                ranked.contributions(),
+                ranked.top_positive(),
+                ranked.top_negative(),
+                strict=True,
+            )
+            return [self._ranked_explanation(fields, *row) for row in rows]
+
+    def _ranked_explanation(
+        self,
+        fields: dict[str, Any],
+        explanation_id: str,
+        prediction_id: str | None,
+        explained_class: str | None,
+        base: float,
+        actual: float,
+        additivity_error: float,
+        interactions: dict[str, Any] | None,
+        contributions: list[FeatureContribution],
+        positive: list[str],
+        negative: list[str],
+    ) -> PredictionExplanation:
+        """One row of a batch checked finite and ranked at once."""
+        return PredictionExplanation(
+            explanation_id=explanation_id,
+            prediction_id=prediction_id,
+            model_id=fields["model_id"],
+            model_version=fields["model_version"],
+            explanation_type=self.explanation_type,
+            input_kind=fields["input_kind"],
+            algorithm=fields["algorithm"],
+            output_space=fields["output_space"],
+            explained_class=explained_class,
+            base_prediction=base,
+            actual_prediction=actual,
+            feature_contributions=contributions,
+            top_positive_features=positive,
+            top_negative_features=negative,
+            additivity_error=additivity_error,
+            interactions=interactions,
+            parameters=fields["parameters"],
+            created_at=fields["created_at"],
+        )
 
     def _checked_rows(
         self,

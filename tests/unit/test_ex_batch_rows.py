@@ -49,16 +49,15 @@ def test_ranking_a_batch_at_once_equals_pythons_stable_sort_on_ties() -> None:
     X = rng.normal(size=values.shape)
     names = [f"f{j}" for j in range(12)]
     ranked = RankedRows.of(values, X, names)
+    contributions = ranked.contributions()
+    positive, negative = ranked.top_positive(), ranked.top_negative()
     ties = 0
     for i in range(len(values)):
         expected = _oracle(names, X[i].tolist(), values[i].tolist())
-        row = ranked.row(i)
-        found = [
-            (c.feature_name, c.feature_value, c.contribution) for c in row["feature_contributions"]
-        ]
+        found = [(c.feature_name, c.feature_value, c.contribution) for c in contributions[i]]
         assert found == expected["order"]
-        assert row["top_positive_features"] == expected["positive"]
-        assert row["top_negative_features"] == expected["negative"]
+        assert positive[i] == expected["positive"]
+        assert negative[i] == expected["negative"]
         ties += len(set(np.abs(values[i]).tolist())) < 12
     assert ties == len(values)  # every row had ties: the comparison is not vacuous
 
@@ -67,10 +66,13 @@ def test_ranking_keeps_text_inputs_of_an_object_matrix() -> None:
     X = np.empty((2, 3), dtype=object)
     X[:] = [["red", 1.5, 2], ["blue", -1.0, 0]]
     values = np.array([[0.1, -0.3, 0.3], [0.0, 0.0, -0.0]])
-    ranked = RankedRows.of(values, X, ["colour", "size", "count"])
-    first = [(c.feature_name, c.feature_value) for c in ranked.row(0)["feature_contributions"]]
-    assert first == [("size", 1.5), ("count", 2), ("colour", "red")]
-    assert [c.feature_name for c in ranked.row(1)["feature_contributions"]] == [
+    first, second = RankedRows.of(values, X, ["colour", "size", "count"]).contributions()
+    assert [(c.feature_name, c.feature_value) for c in first] == [
+        ("size", 1.5),
+        ("count", 2),
+        ("colour", "red"),
+    ]
+    assert [c.feature_name for c in second] == [
         "colour",
         "size",
         "count",
@@ -162,7 +164,13 @@ def _explanation(**fields: object) -> PredictionExplanation:
                 "matrix": [[0.5, -0.25], [-0.25, 1.0]],
                 "top_pairs": [{"feature_a": "a", "feature_b": "b", "value": -0.5}],
             },
-            "parameters": {"seed": 0, "class_name": None, "sizes": (1, 2), "nested": {"k": [1]}},
+            "parameters": {
+                "seed": 0,
+                "class_name": None,
+                "sizes": (1, 2),
+                "nested": {"k": [1]},
+                "since": datetime(2026, 1, 1, tzinfo=UTC),  # neither JSON nor a container
+            },
             "computation_time_ms": 12.5,
             "cached": True,
         },
@@ -179,7 +187,7 @@ def test_an_explanations_dict_is_what_asdict_gives_with_nothing_shared(fields: d
     found = explanation.to_dict()
     assert list(found) == list(expected)
     assert found == expected
-    assert json.dumps(found) == json.dumps(expected)
+    assert json.dumps(found, default=str) == json.dumps(expected, default=str)
     found["feature_contributions"][0]["contribution"] = 99.0
     found["top_positive_features"].append("x")
     found["parameters"]["seed"] = 99
