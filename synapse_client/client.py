@@ -246,6 +246,10 @@ class Client:
         """Concludes (the winner gets all traffic and is promoted); ``None`` lets the analysis
         pick."""
 
+    @operation("POST", "/experiments/{experiment_id}/release-slice", send=None)
+    def release_slice(self, experiment_id: str) -> Json:
+        """Gives up a concluded, rolled-back or draft experiment's layer slice."""
+
     @operation("POST", "/experiments/{experiment_id}/rollback")
     def rollback_experiment(self, experiment_id: str, reason: str) -> Json:
         """Rolls back now (everyone to the control), storing the reason."""

@@ -207,6 +207,14 @@ def conclude_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, An
     return ExperimentOut.from_domain(facade.conclude(_principal(ctx), experiment_id, winner)).body()
 
 
+@api.route("/experiments/{experiment_id}/release-slice", "POST", role="writer",
+           response=ExperimentOut)  # fmt: skip
+def release_slice(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Gives up a concluded, rolled-back or draft experiment's layer slice: nobody is routed
+    to it any more, and the layer frees the buckets after two route-cache periods."""
+    return ExperimentOut.from_domain(facade.release_slice(_principal(ctx), experiment_id)).body()
+
+
 @api.route("/experiments/{experiment_id}/rollback", "POST", role="writer", body=RollbackBody,
            response=ExperimentOut)  # fmt: skip
 def rollback_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:

@@ -96,6 +96,8 @@ MAX_CUSTOM_VALUE = 1e12
 MAX_PHASES = 500
 # A targeting condition is stored on the experiment's item (and served in its routing config).
 MAX_TARGETING_BYTES = 16_384
+# Statuses in which an experiment may give up its layer slice (nobody exposed is moved).
+RELEASABLE = frozenset({S.DRAFT, S.CONCLUDED, S.ROLLED_BACK})
 
 
 class ModelRegistryPort(Protocol):
@@ -837,6 +839,46 @@ class ABTestingEngine:
             experiment_id, list(outcomes), self.clock.now(), experiment.primary_metric,
             _segment_plan(experiment),
         )  # fmt: skip
+
+    def release_slice(self, experiment_id: str) -> Experiment:
+        """Gives up a concluded, rolled-back or draft experiment's layer slice.
+
+        The experiment keeps an empty slice (``start == end``: every request is
+        ``outside_layer`` and gets the control's model version, not the winner's); the layer
+        holds the buckets for two route-cache periods more (instances and clients holding the
+        old config stop routing them to this experiment by then) and then lets any experiment
+        take them. Idempotent.
+
+        Raises:
+            UnprocessableEntity: The experiment takes no slice (422 ``no_layer_slice``).
+            Conflict: It is running or paused: releasing would move users already exposed
+                (409 ``invalid_state``).
+        """
+        experiment = self.repository.get(experiment_id)
+        found = experiment.layer
+        if found is None:
+            raise UnprocessableEntity(
+                f"experiment {experiment_id} takes no layer slice", code="no_layer_slice"
+            )
+        if experiment.status not in RELEASABLE:
+            raise Conflict(
+                f"experiment {experiment_id} is {experiment.status.value}; a slice is released "
+                "once the experiment is concluded or rolled back (or while a draft): releasing "
+                "it now would move users already exposed",
+                code="invalid_state",
+            )
+        now = self.clock.now()
+        if found.start != found.end:
+            experiment = self.repository.transition(
+                experiment_id, [experiment.status], experiment.status, now,
+                layer=replace(found, end=found.start),
+            )  # fmt: skip
+            self._forget(experiment_id)
+        free_at = now + timedelta(seconds=2 * get_settings().route_cache_ttl_seconds)
+        self.layers.free_later(experiment_id, found.layer_id, free_at)
+        self._publish("LayerSliceReleased", experiment, layer_id=found.layer_id,
+                      start=found.start, end=found.end, free_at=free_at.isoformat())  # fmt: skip
+        return experiment
 
     def _join_covariates(
         self, source: CovariateSource | None, outcomes: Sequence[Outcome]

@@ -261,6 +261,13 @@ def conclude(principal: Principal, experiment_id: str, winner: str | None) -> Ex
     return _engine().conclude_experiment(experiment_id, winner)
 
 
+def release_slice(principal: Principal, experiment_id: str) -> Experiment:
+    """Gives up the layer slice of an experiment the caller may change, once it is concluded
+    or rolled back (or while a draft); see :meth:`ABTestingEngine.release_slice`."""
+    writable_experiment(principal, experiment_id)
+    return _engine().release_slice(experiment_id)
+
+
 def rollback(principal: Principal, experiment_id: str, reason: str) -> Experiment:
     """Rolls back now."""
     writable_experiment(principal, experiment_id)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 
 from chalicelib.abtesting.errors import InvalidExperiment, SliceTaken
@@ -126,8 +128,9 @@ class LayerService:
             Conflict: An experiment takes a slice of it (409).
         """
         layer = self.repository.get_layer(layer_id)
-        if layer.slices:
-            taken = len(layer.slices)
+        held = layer.held(self.clock.now())
+        if held:
+            taken = len(held)
             raise Conflict(
                 f"layer {layer_id} has {taken} experiment slice(s); it can only be deleted empty",
                 code="layer_in_use",
@@ -148,14 +151,16 @@ class LayerService:
         check_slice(wanted)
         for _ in range(RESERVE_ATTEMPTS):
             layer = self.repository.get_layer(wanted.layer_id)
-            clash = [key for key, s in layer.slices.items() if s.overlaps(wanted)]
+            now = self.clock.now()
+            held = layer.held(now)  # a released slice's buckets after its free_at are free
+            clash = [key for key, s in held.items() if s.overlaps(wanted)]
             if clash:
-                free = ", ".join(f"[{a}, {b})" for a, b in layer.free()) or "none"
+                free = ", ".join(f"[{a}, {b})" for a, b in layer.free(now)) or "none"
                 raise SliceTaken(
                     f"buckets [{wanted.start}, {wanted.end}) of layer {wanted.layer_id} overlap "
                     f"another experiment's slice; free: {free}"
                 )
-            slices = {**layer.slices, experiment_id: wanted}
+            slices = {**held, experiment_id: wanted}
             updated = self.repository.update_layer(layer, self.clock.now(), slices=slices)
             if updated is not None:
                 return updated
@@ -170,6 +175,24 @@ class LayerService:
             slices = {k: v for k, v in layer.slices.items() if k != experiment_id}
             if self.repository.update_layer(layer, self.clock.now(), slices=slices) is not None:
                 return
+        raise Conflict(f"layer {layer_id} kept changing; try again", code="layer_busy")
+
+    def free_later(self, experiment_id: str, layer_id: str, free_at: datetime) -> Layer:
+        """Marks an experiment's slice released: its buckets stay held until ``free_at``, then
+        any experiment may take them (idempotent; nothing to do for a slice already gone).
+
+        Raises:
+            Conflict: The layer kept changing (409 ``layer_busy``).
+        """
+        for _ in range(RESERVE_ATTEMPTS):
+            layer = self.repository.get_layer(layer_id)
+            found = layer.slices.get(experiment_id)
+            if found is None or found.free_at is not None:
+                return layer
+            slices = {**layer.slices, experiment_id: replace(found, free_at=free_at)}
+            updated = self.repository.update_layer(layer, self.clock.now(), slices=slices)
+            if updated is not None:
+                return updated
         raise Conflict(f"layer {layer_id} kept changing; try again", code="layer_busy")
 
     # ----------------------------------------------------------------- holdouts

@@ -318,17 +318,25 @@ class LayerSlice:
 
     Attributes:
         layer_id: The layer (its id is its hash salt).
-        start: First bucket (0 ≤ start < end).
+        start: First bucket (0 ≤ start < end; ``start == end`` once the experiment released
+            its slice: no user is in it).
         end: One past the last bucket (≤ ``LAYER_BUCKETS``).
+        free_at: On a layer, when a released slice's buckets may be taken again (``None``: the
+            slice is held).
     """
 
     layer_id: str
     start: int
     end: int
+    free_at: datetime | None = None
 
     def overlaps(self, other: LayerSlice) -> bool:
         """Whether the two slices share a bucket of the same layer."""
         return self.layer_id == other.layer_id and self.start < other.end and other.start < self.end
+
+    def held(self, now: datetime | None) -> bool:
+        """Whether the slice still keeps its buckets at ``now`` (``None``: as if never free)."""
+        return self.free_at is None or now is None or now < self.free_at
 
 
 @dataclass(frozen=True)
@@ -358,10 +366,15 @@ class Layer:
     slices: dict[str, LayerSlice] = field(default_factory=dict)
     revision: int = 0
 
-    def free(self) -> list[tuple[int, int]]:
-        """The bucket ranges ``[start, end)`` no experiment takes, in order."""
+    def held(self, now: datetime | None = None) -> dict[str, LayerSlice]:
+        """The slices that keep their buckets at ``now`` (released ones until their
+        ``free_at``; ``None``: every slice)."""
+        return {key: s for key, s in self.slices.items() if s.held(now)}
+
+    def free(self, now: datetime | None = None) -> list[tuple[int, int]]:
+        """The bucket ranges ``[start, end)`` no slice holds at ``now``, in order."""
         found, position = [], 0
-        for taken in sorted(self.slices.values(), key=lambda s: s.start):
+        for taken in sorted(self.held(now).values(), key=lambda s: s.start):
             if taken.start > position:
                 found.append((position, taken.start))
             position = max(position, taken.end)

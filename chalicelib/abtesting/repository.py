@@ -433,10 +433,14 @@ def _bandit_from_json(text: str | None) -> BanditConfig | None:
     return BanditConfig(Decimal(data["floor"]), int(data["interval_minutes"]), int(data["samples"]))
 
 
+def layer_to_json(found: LayerSlice | None) -> str | None:
+    """An experiment's layer slice as stored: ``[layer_id, start, end]``."""
+    return None if found is None else json.dumps([found.layer_id, found.start, found.end])
+
+
 def gates_to_item(experiment: Experiment) -> dict[str, Any]:
     """The layer slice, targeting and holdouts of an experiment as stored (JSON text)."""
-    found = experiment.layer
-    layer = None if found is None else json.dumps([found.layer_id, found.start, found.end])
+    layer = layer_to_json(experiment.layer)
     holdouts = [[h.holdout_id, h.salt, str(h.share)] for h in experiment.holdouts]
     return {
         "layer": layer,
@@ -652,6 +656,8 @@ class ExperimentRepository:
                 continue
             if name == "variants":
                 value = variants_to_json(value)
+            elif name == "layer":
+                value = layer_to_json(value)
             elif name == "rollback_details":
                 value = json.dumps(value)
             attribute = getattr(ExperimentTable, name)
@@ -821,7 +827,7 @@ class LayerTable(Model):
             access_groups=tuple(self.access_groups or ()),
             created_at=self.created_at,
             updated_at=self.updated_at,
-            slices={key: LayerSlice(self.layer_id, *bounds) for key, bounds in taken.items()},
+            slices={key: _slice_from_json(self.layer_id, found) for key, found in taken.items()},
             revision=int(self.revision or 0),
         )
 
@@ -851,7 +857,18 @@ class HoldoutTable(Model):
 
 
 def _slices_json(slices: dict[str, LayerSlice]) -> str:
-    return json.dumps({key: [s.start, s.end] for key, s in sorted(slices.items())})
+    """``{experiment_id: [start, end]}``, with the ``free_at`` ISO time third once released."""
+    return json.dumps(
+        {
+            key: [s.start, s.end] + ([] if s.free_at is None else [s.free_at.isoformat()])
+            for key, s in sorted(slices.items())
+        }
+    )
+
+
+def _slice_from_json(layer_id: str, found: list[Any]) -> LayerSlice:
+    free_at = datetime.fromisoformat(found[2]) if len(found) > 2 else None
+    return LayerSlice(layer_id, int(found[0]), int(found[1]), free_at)
 
 
 class LayerRepository:

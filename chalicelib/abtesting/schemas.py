@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, Literal, Self
@@ -1026,11 +1026,13 @@ class LayerAccessBody(_Strict):
 
 
 class SliceOut(DomainOut):
-    """A taken slice; ``experiment_id`` is ``null`` when the caller may not read it."""
+    """A taken slice; ``experiment_id`` is ``null`` when the caller may not read it;
+    ``free_at``: when a released slice's buckets become free (``null`` while it is held)."""
 
     start: int
     end: int
     experiment_id: str | None
+    free_at: datetime | None
 
 
 class LayerOut(DomainOut):
@@ -1051,7 +1053,7 @@ class LayerOut(DomainOut):
     @classmethod
     def from_domain(cls, obj: Any, /, **computed: Any) -> Self:
         """A layer (``obj``: ``Layer``); the caller passes ``slices`` as it may see them."""
-        free = [list(pair) for pair in obj.free()]
+        free = [list(pair) for pair in obj.free(datetime.now(timezone.utc))]
         return super().from_domain(obj, buckets=LAYER_BUCKETS, free=free, **computed)
 
 

@@ -247,7 +247,7 @@ def test_layer_and_holdout_methods(admin: Client) -> None:
         targeting={"attribute": "plan", "equals": "pro"},
     )  # fmt: skip
     assert admin.get_layer(layer_id)["slices"] == [
-        {"start": 0, "end": 100, "experiment_id": experiment["experiment_id"]}
+        {"start": 0, "end": 100, "experiment_id": experiment["experiment_id"], "free_at": None}
     ]
     with pytest.raises(Conflict):
         admin.delete_layer(layer_id)
@@ -257,6 +257,12 @@ def test_layer_and_holdout_methods(admin: Client) -> None:
     analysis = admin.holdout_analysis(holdout["holdout_id"], metric="error_rate", method="fixed")
     assert [e["experiment_id"] for e in analysis["experiments"]] == [experiment["experiment_id"]]
     assert (analysis["method"], analysis["test"]) == ("fixed", "no_data")
+    with pytest.raises(Conflict):  # running: releasing would move exposed users
+        admin.release_slice(experiment["experiment_id"])
+    admin.rollback_experiment(experiment["experiment_id"], "done")
+    released = admin.release_slice(experiment["experiment_id"])
+    assert released["layer"]["start"] == released["layer"]["end"] == 0
+    assert admin.get_layer(layer_id)["slices"][0]["free_at"] is not None
     assert admin.delete_holdout(holdout["holdout_id"]) == {
         "id": holdout["holdout_id"],
         "deleted": True,

@@ -73,8 +73,13 @@ def test_slices_of_one_layer_never_overlap_and_a_refused_one_stores_nothing(
     assert second.status_code == 201, second.data
     layer = http.call("GET", f"/layers/{layer_id}").data
     assert layer["slices"] == [
-        {"start": 0, "end": 3000, "experiment_id": first.data["experiment_id"]},
-        {"start": 3000, "end": 6000, "experiment_id": second.data["experiment_id"]},
+        {"start": 0, "end": 3000, "experiment_id": first.data["experiment_id"], "free_at": None},
+        {
+            "start": 3000,
+            "end": 6000,
+            "experiment_id": second.data["experiment_id"],
+            "free_at": None,
+        },
     ]
     assert layer["free"] == [[6000, 10000]] and layer["buckets"] == 10000
 
@@ -355,3 +360,50 @@ def test_the_holdout_analysis_compares_holdout_users_with_shipped_variants_over_
     assert http.call("GET", f"/holdouts/{holdout_id}/analysis?metric=1x").status_code == 400
     empty = http.call("GET", f"/holdouts/{holdout_id}/analysis?metric=revenue").data
     assert (empty["test"], empty["p_value"], empty["significant"]) == ("no_data", 1.0, False)
+
+
+def test_a_concluded_experiment_releases_its_slice_over_http_and_the_layer_frees_it_later(
+    http: Http, model_id: str, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNAPSE_ROUTE_CACHE_TTL", "30")
+    layer_id = _layer(http)
+    wanted = {"layer_id": layer_id, "start": 0, "end": 4000}
+    created = http.call("POST", "/experiments", _body(model_id, layer=wanted))
+    experiment_id = created.data["experiment_id"]
+    http.call("POST", f"/experiments/{experiment_id}/start")
+    users = [f"user-{i}" for i in range(400)]
+    routed = {
+        u: http.call("POST", f"/experiments/{experiment_id}/route",
+                     {"request_id": f"r-{u}", "user_id": u}).data["exposure"]
+        for u in users
+    }  # fmt: skip
+    inside = [u for u, exposure in routed.items() if exposure == "experiment"]
+    assert 100 < len(inside) < 220
+
+    running = http.call("POST", f"/experiments/{experiment_id}/release-slice")
+    assert running.status_code == 409 and running.data["error"] == "invalid_state"
+    outsider = http.call(
+        "POST", f"/experiments/{experiment_id}/release-slice", token=tokens.other_writer
+    )
+    assert outsider.status_code == 404
+    http.call("POST", f"/experiments/{experiment_id}/rollback", {"reason": "done"})
+
+    released = http.call("POST", f"/experiments/{experiment_id}/release-slice")
+
+    assert released.status_code == 200, released.data
+    assert released.data["layer"] == {"layer_id": layer_id, "start": 0, "end": 0}
+    after = {
+        http.call("POST", f"/experiments/{experiment_id}/route",
+                  {"request_id": f"s-{u}", "user_id": u}).data["exposure"]
+        for u in inside
+    }  # fmt: skip
+    assert after == {"outside_layer"}
+    layer = http.call("GET", f"/layers/{layer_id}").data
+    assert layer["slices"][0]["free_at"] is not None and layer["free"] == [[4000, 10000]]
+    held = http.call("POST", "/experiments", _body(model_id, layer=wanted))
+    assert held.status_code == 409 and held.data["error"] == "layer_slice_taken"
+    again = http.call("POST", f"/experiments/{experiment_id}/release-slice")  # idempotent
+    assert again.status_code == 200
+    assert http.call("GET", f"/layers/{layer_id}").data["slices"] == layer["slices"]
+    stored = http.call("GET", f"/experiments/{experiment_id}").data["layer"]
+    assert stored == {"layer_id": layer_id, "start": 0, "end": 0}

@@ -104,6 +104,15 @@ def paused(http: Http, world: World) -> Ids:
     return _experiment(http, world, "start", "pause")
 
 
+def sliced_draft(http: Http, world: World) -> Ids:
+    """A draft experiment in a slice of a new layer (a draft may release its slice)."""
+    layer = empty_layer(http, world)["layer_id"]
+    body = experiment_body(world["model_id"], layer={"layer_id": layer, "start": 0, "end": 10})
+    created = http.call("POST", "/experiments", body)
+    assert created.status_code == 201, created.data
+    return {"experiment_id": created.data["experiment_id"]}
+
+
 def _guardrails_body(world: World, ids: Ids) -> dict[str, Any]:
     return {
         "explanation_guardrails": [{"type": "ndcg", "min": 0.5, "top_k": 2}],
@@ -188,6 +197,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/experiments/{experiment_id}/rollback"): Rule(
         body=lambda w, i: {"reason": "matrix"}, fresh=running
     ),
+    ("POST", "/experiments/{experiment_id}/release-slice"): Rule(fresh=sliced_draft),
     ("POST", "/experiments/{experiment_id}/route"): Rule(
         body=lambda w, i: {"request_id": uuid.uuid4().hex, "user_id": "u-1"}
     ),

@@ -16,7 +16,7 @@ from chalicelib.abtesting.memory import InMemoryLayerRepository
 from chalicelib.abtesting.models import Layer, LayerSlice, ModelVariant
 from chalicelib.core.errors import Conflict, UnprocessableEntity
 from chalicelib.core.events import RecordingEventBus
-from tests.helpers.abtesting import memory_engine
+from tests.helpers.abtesting import FakeRegistry, engine_variants, memory_engine
 
 
 class RacingRepository(InMemoryLayerRepository):
@@ -164,3 +164,66 @@ def test_a_holdout_without_outcomes_does_not_hold_a_ramp() -> None:
     experiment = engine.get_experiment(created.experiment_id)
     assert engine.get_experiment_metrics(created.experiment_id)["holdout"].request_count == 0
     assert engine.ramp_hold_reason(experiment) is None
+
+
+def test_a_released_slice_routes_nobody_and_is_free_after_two_route_cache_periods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Conclude, release: the experiment keeps an empty slice (its users go outside_layer to
+    the control's model), the layer holds the buckets 2 x 5 s more, then another experiment
+    takes them; a running experiment cannot release (its exposed users would move)."""
+    from chalicelib.core.clock import FixedClock
+
+    monkeypatch.setenv("SYNAPSE_ROUTE_CACHE_TTL", "5")
+    bus = RecordingEventBus()
+    clock = FixedClock()
+    engine = memory_engine(FakeRegistry(), bus, clock)
+    layer = engine.layers.create_layer("ranking")
+    wanted = LayerSlice(layer.layer_id, 0, 5000)
+    first = engine.create_experiment("a", engine_variants("0.5", "0.5"), layer=wanted)
+    engine.start_experiment(first.experiment_id)
+    users = [f"u{i}" for i in range(2000)]
+    inside = [
+        u for u in users
+        if engine.decide_request(first.experiment_id, f"r-{u}", u)[3] == "experiment"
+    ]  # fmt: skip
+    assert 900 < len(inside) < 1100
+    with pytest.raises(Conflict, match="would move users already exposed"):
+        engine.release_slice(first.experiment_id)
+    engine.conclude_experiment(first.experiment_id, "v1")
+
+    released = engine.release_slice(first.experiment_id)
+
+    assert (released.layer.start, released.layer.end) == (0, 0)
+    decided = {engine.decide_request(first.experiment_id, f"s-{u}", u)[::3] for u in inside}
+    assert decided == {(None, "outside_layer")}  # the control's model, not an exposure
+    with pytest.raises(SliceTaken):  # held for two route-cache periods
+        engine.create_experiment("b", engine_variants("0.5", "0.5"), layer=wanted)
+    assert engine.layers.get_layer(layer.layer_id).free(clock.now()) == [(5000, 10000)]
+    clock.advance(seconds=10)
+    assert engine.layers.get_layer(layer.layer_id).free(clock.now()) == [(0, 10000)]
+    second = engine.create_experiment("b", engine_variants("0.5", "0.5"), layer=wanted)
+    assert engine.layers.get_layer(layer.layer_id).slices.keys() == {second.experiment_id}
+    again = engine.release_slice(first.experiment_id)  # idempotent: nothing left to release
+    assert again.layer == released.layer
+    assert engine.layers.get_layer(layer.layer_id).slices.keys() == {second.experiment_id}
+    assert bus.of_type("LayerSliceReleased")[0].detail["end"] == 5000
+
+
+def test_only_an_experiment_with_a_slice_can_release_one_and_a_layer_empties_when_freed() -> None:
+    from chalicelib.core.clock import FixedClock
+
+    clock = FixedClock()
+    engine = memory_engine(FakeRegistry(), RecordingEventBus(), clock)
+    plain = engine.create_experiment("plain", engine_variants("0.5", "0.5"))
+    with pytest.raises(UnprocessableEntity, match="takes no layer slice"):
+        engine.release_slice(plain.experiment_id)
+    layer = engine.layers.create_layer("ranking")
+    draft = engine.create_experiment(
+        "draft", engine_variants("0.5", "0.5"), layer=LayerSlice(layer.layer_id, 10, 20)
+    )
+    engine.release_slice(draft.experiment_id)  # a draft exposed nobody
+    with pytest.raises(Conflict, match="slice"):
+        engine.layers.delete_layer(layer.layer_id)
+    clock.advance(seconds=3600)
+    engine.layers.delete_layer(layer.layer_id)
