@@ -150,11 +150,14 @@ function bayesianCard(analysis) {
 function segmentsCard(segments) {
   if (!segments || segments.dimensions.length === 0) return null;
   const shown = segments.top.slice(0, 10);
+  const metrics = (segments.metrics || [segments.primary_metric]).join(", ");
+  const untested = (segments.untested || []).map((u) => `${u.metric} (${u.kind})`).join(", ");
   return card("Segments", el("p", { class: "muted" }, `${segments.tests.length} segment test(s) on `
-    + `${segments.primary_metric}, ${segments.correction} correction at α ${segments.alpha}; `
-    + `${segments.flagged.length} flagged.`),
+    + `${metrics}, ${segments.correction} correction at α ${segments.alpha} over all of them; `
+    + `${segments.flagged.length} flagged.${untested ? ` Not tested per segment: ${untested}.` : ""}`),
   shown.length === 0 ? el("p", { class: "muted" }, "No segment has data yet.") : table(shown, [
-    ["Segment", (t) => `${t.dimension} = ${t.value}`], ["Variant", (t) => t.variant_id],
+    ["Segment", (t) => `${t.dimension} = ${t.value}`], ["Metric", (t) => t.metric || segments.primary_metric],
+    ["Variant", (t) => t.variant_id],
     ["Control", (t) => fmt(t.control_value)], ["Treatment", (t) => fmt(t.treatment_value)],
     ["Difference", (t) => fmt(t.difference)], ["Adjusted p", (t) => fmt(t.adjusted_p_value, 3)],
     ["Flag", (t) => (t.flagged ? el("span", { class: "bad segment-flag" }, t.flag_reason || "flagged") : "")],
