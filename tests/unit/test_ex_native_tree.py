@@ -17,7 +17,7 @@ import pytest
 
 from chalicelib.explainability.explainers import _native_tree as native_tree
 from chalicelib.explainability.explainers._tree import path_dependent
-from tests.helpers.explain import register, registry, service, tabular_data
+from tests.helpers.explain import memory_context, register, tabular_data
 
 
 def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -93,16 +93,16 @@ def test_a_forest_goes_native_and_every_other_tree_model_to_shap() -> None:
     assert not native_tree.supports(RandomForestRegressor())  # not fitted: shap says why
 
 
-def test_the_engine_explains_a_registered_forest_as_shap_does(aws: Any) -> None:
+def test_the_engine_explains_a_registered_forest_as_shap_does() -> None:
     import shap
     from sklearn.ensemble import RandomForestClassifier
 
     X, names = tabular_data(200, 4, seed=5)
     labels = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
     forest = RandomForestClassifier(12, max_depth=5, random_state=0).fit(X, labels)
-    reg = registry(None)
-    model = register(reg, forest, "classification", names, X, ["a", "b", "c"])
-    svc = service(None, reg)
+    ctx = memory_context()
+    model = register(ctx.reg, forest, "classification", names, X, ["a", "b", "c"])
+    svc = ctx.svc
     inputs = [model.row(i) for i in range(5)]
     batch = svc.shap.explain_batch(model.model_id, model.version, inputs, class_name="c")
     oracle = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
