@@ -171,9 +171,13 @@ def create_experiment(
     targets = [references.Ref("model", variant.model_id) for variant in variants]
     if layer is not None:
         targets.append(references.Ref("layer", layer.layer_id))
+    if request is not None:  # the covariates' dataset stays readable by the experiment's readers
+        targets.append(references.Ref("dataset", settings["covariate_source"].dataset_id))
     with references.referring(targets, "experiment", groups) as held:
         _check_variant_models(principal, variants)  # again, now that the pins hold
         _check_layer(principal, layer)
+        if request is not None:
+            _covariate_source(principal, request)
         experiment = _engine().create_experiment(
             name=name,
             variants=variants,

@@ -226,3 +226,19 @@ def test_the_python_api_joins_covariates_by_user_id(http: Http) -> None:
 
     found = engine.analyze_experiment(experiment.experiment_id).treatments[0].cuped
     assert (found.units_control, found.units_treatment) == (5, 5)
+
+
+def test_the_covariates_dataset_cannot_be_hidden_from_the_experiments_readers(http: Http) -> None:
+    """Naming a version pins its dataset's access, as a variant pins its model's: narrowing the
+    dataset away from a group that reads the experiment is 409 ``referenced``."""
+    dataset_id = _dataset(http, _csv([("u1", 1.0)]), groups=["ml"])
+    model_id = http_model_with_versions(http)
+    created = http.call(
+        "POST", "/experiments", _body(model_id, _source(dataset_id), access_groups=["ml"])
+    )
+    assert created.status_code == 201, created.data
+
+    narrowed = http.call("PUT", f"/datasets/{dataset_id}/access", {"access_groups": []})
+
+    assert narrowed.status_code == 409, narrowed.data
+    assert narrowed.data["error"] == "referenced"
