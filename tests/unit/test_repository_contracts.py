@@ -1126,3 +1126,80 @@ def test_a_canary_check_counts_once_per_tick_and_failures_in_a_row(canary_checks
     passed = canary_checks.record(experiment_id, "t003", "pass", "ok", [], now)
     assert (passed.checks, passed.consecutive_failures, passed.variants) == (3, 0, ())
     assert canary_checks.get(experiment_id) == passed
+
+
+# ---- every interface, both implementations ---------------------------------------------------
+
+# (Protocol, DynamoDB/S3 implementation, in-memory implementation, whether the Protocol covers
+# every public method of the AWS one: a new repository method then needs its in-memory twin).
+INTERFACES = [
+    ("auth.ports.ApiKeyStore", "auth.repository.ApiKeyRepository",
+     "auth.memory.InMemoryApiKeyRepository", True),
+    ("registry.ports.RegistryRecords", "registry.repository.RegistryRepository",
+     "registry.memory.InMemoryRegistryRepository", True),
+    ("registry.ports.ArtifactBlobs", "registry.storage.ArtifactStore",
+     "registry.memory.InMemoryArtifactStore", False),
+    ("abtesting.ports.ExperimentRecords", "abtesting.repository.ExperimentRepository",
+     "abtesting.memory.InMemoryExperimentRepository", True),
+    ("abtesting.routing.AssignmentStorePort", "abtesting.repository.AssignmentStore",
+     "abtesting.memory.InMemoryAssignmentStore", True),
+    ("abtesting.ports.LayerRecords", "abtesting.repository.LayerRepository",
+     "abtesting.memory.InMemoryLayerRepository", True),
+    ("abtesting.ports.OutcomeCounters", "abtesting.outcomes_repository.OutcomeStore",
+     "abtesting.memory.InMemoryOutcomeStore", False),
+    ("abtesting.ports.CanaryCheckRecords", "abtesting.repository.CanaryCheckStore",
+     "abtesting.memory.InMemoryCanaryCheckStore", True),
+    ("abtesting.ports.ExplanationGuardrailRecords",
+     "abtesting.repository.ExplanationGuardrailStore",
+     "abtesting.memory.InMemoryExplanationGuardrailStore", True),
+    ("abtesting.ports.ExplanationInputRecords", "abtesting.repository.ExplanationInputStore",
+     "abtesting.memory.InMemoryExplanationInputStore", True),
+    ("dataversion.ports.DatasetCatalog", "dataversion.repository.DatasetRepository",
+     "dataversion.memory.InMemoryDatasetRepository", False),
+    ("dataversion.ports.LineageStore", "dataversion.repository.LineageRepository",
+     "dataversion.memory.InMemoryLineageRepository", True),
+    ("explainability.ports.ExplanationCacheStore",
+     "explainability.repository.ExplanationRepository",
+     "explainability.in_memory.InMemoryExplanationRepository", False),
+    ("explainability.ports.ExplanationJobStore",
+     "explainability.repository.ExplanationRepository",
+     "explainability.in_memory.InMemoryExplanationRepository", False),
+]  # fmt: skip
+
+
+def _class(dotted: str) -> Any:
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(f"chalicelib.{module}"), name)
+
+
+def _public_methods(cls: Any) -> set[str]:
+    return {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+
+
+@pytest.mark.parametrize(("port", "aws", "memory", "complete"), INTERFACES)
+def test_both_implementations_have_every_method_of_their_interface(
+    port: str, aws: str, memory: str, complete: bool
+) -> None:
+    import inspect
+
+    wanted = _public_methods(_class(port))
+    for implementation in (_class(aws), _class(memory)):
+        for name in wanted:
+            method = getattr(implementation, name, None)
+            assert callable(method), (implementation.__name__, name)
+            expected = inspect.signature(getattr(_class(port), name)).parameters
+            assert list(inspect.signature(method).parameters) == list(expected), name
+    if complete:
+        assert _public_methods(_class(aws)) <= wanted, "a repository method without its Protocol"
+
+
+def test_the_interface_table_names_every_ports_protocol() -> None:
+    from typing import Protocol
+
+    listed = {port for port, *_ in INTERFACES}
+    for package in ("auth", "registry", "abtesting", "dataversion", "explainability"):
+        ports = importlib.import_module(f"chalicelib.{package}.ports")
+        for name, value in vars(ports).items():
+            protocol = isinstance(value, type) and Protocol in value.__mro__
+            if protocol and value.__module__ == ports.__name__:
+                assert f"{package}.ports.{name}" in listed, name
