@@ -158,7 +158,12 @@ def _unit(largest: float) -> float:
 
 
 def _present(values: list[Any]) -> list[Any]:
+    if set(map(type, values)) <= _TEXT_OR_NONE:  # CSV cells: the falsy ones are "" and None
+        return list(filter(None, values))
     return [value for value in values if value not in (None, "")]
+
+
+_TEXT_OR_NONE = frozenset({str, type(None)})
 
 
 def _numbers(values: list[Any]) -> np.ndarray | None:
@@ -242,7 +247,7 @@ def _category(value: Any) -> str:
 
 def categorical_profile(values: list[Any]) -> dict[str, Any]:
     """The categorical part of a column profile."""
-    plain = all(type(value) is str for value in values)  # CSV cells, JSON strings
+    plain = set(map(type, values)) == {str}  # CSV cells, JSON strings
     counts = Counter(values if plain else map(_category, values))
     top = heapq.nsmallest(TOP_VALUES, counts.items(), key=lambda item: (-item[1], item[0]))
     return {
