@@ -33,6 +33,7 @@ from chalicelib.abtesting.models import (
     DecisionEngine,
     DecisionSettings,
     Dimension,
+    Experiment,
     LayerSlice,
     MetricSpec,
     ModelVariant,
@@ -80,6 +81,11 @@ api = ApiBlueprint(__name__, tag="experiments")
 def _principal(ctx: RequestContext) -> Principal:
     assert ctx.principal is not None
     return ctx.principal
+
+
+def _shown(ctx: RequestContext, experiment: Experiment) -> dict[str, Any]:
+    """An experiment's response body, as the caller may see it (:func:`facade.shown`)."""
+    return ExperimentOut.from_domain(facade.shown(_principal(ctx), experiment)).body()
 
 
 def _variant(body: VariantIn) -> ModelVariant:
@@ -151,24 +157,22 @@ def create_experiment(ctx: RequestContext) -> ApiResponse:
         if body.covariate_source is None
         else CovariateRequest(**body.covariate_source.model_dump()),
     )
-    return ApiResponse(ExperimentOut.from_domain(experiment).body(), status=201)
+    return ApiResponse(_shown(ctx, experiment), status=201)
 
 
 @api.route("/experiments", "GET", query=ListQuery, response=ExperimentList)
 def list_experiments(ctx: RequestContext) -> dict[str, Any]:
     """Lists the experiments the caller may read (optionally one status)."""
-    found = facade.list_experiments(_principal(ctx), ctx.query.status)
-    return ExperimentList.from_domain(
-        None, experiments=[ExperimentOut.from_domain(e) for e in found]
-    ).body()
+    principal = _principal(ctx)
+    found = facade.list_experiments(principal, ctx.query.status)
+    shown = [ExperimentOut.from_domain(facade.shown(principal, e)) for e in found]
+    return ExperimentList.from_domain(None, experiments=shown).body()
 
 
 @api.route("/experiments/{experiment_id}", "GET", response=ExperimentOut)
 def get_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """One experiment."""
-    return ExperimentOut.from_domain(
-        facade.readable_experiment(_principal(ctx), experiment_id)
-    ).body()
+    return _shown(ctx, facade.readable_experiment(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/access", "PUT", role="writer", body=AccessBody,
@@ -176,27 +180,25 @@ def get_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
 def set_experiment_access(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Replace the groups that may see the experiment (its owner and admins always may)."""
     groups = ctx.body.access_groups
-    return ExperimentOut.from_domain(
-        facade.set_access_groups(_principal(ctx), experiment_id, groups)
-    ).body()
+    return _shown(ctx, facade.set_access_groups(_principal(ctx), experiment_id, groups))
 
 
 @api.route("/experiments/{experiment_id}/start", "POST", role="writer", response=ExperimentOut)
 def start_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """draft → running."""
-    return ExperimentOut.from_domain(facade.start(_principal(ctx), experiment_id)).body()
+    return _shown(ctx, facade.start(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/pause", "POST", role="writer", response=ExperimentOut)
 def pause_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """running → paused (all traffic to control)."""
-    return ExperimentOut.from_domain(facade.pause(_principal(ctx), experiment_id)).body()
+    return _shown(ctx, facade.pause(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/resume", "POST", role="writer", response=ExperimentOut)
 def resume_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """paused → running."""
-    return ExperimentOut.from_domain(facade.resume(_principal(ctx), experiment_id)).body()
+    return _shown(ctx, facade.resume(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/conclude", "POST", role="writer", body=ConcludeBody,
@@ -204,7 +206,7 @@ def resume_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]
 def conclude_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Concludes; the winner gets all traffic and is promoted to production."""
     winner = ctx.body.winning_variant_id
-    return ExperimentOut.from_domain(facade.conclude(_principal(ctx), experiment_id, winner)).body()
+    return _shown(ctx, facade.conclude(_principal(ctx), experiment_id, winner))
 
 
 @api.route("/experiments/{experiment_id}/release-slice", "POST", role="writer",
@@ -212,16 +214,14 @@ def conclude_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, An
 def release_slice(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Gives up a concluded, rolled-back or draft experiment's layer slice: nobody is routed
     to it any more, and the layer frees the buckets after two route-cache periods."""
-    return ExperimentOut.from_domain(facade.release_slice(_principal(ctx), experiment_id)).body()
+    return _shown(ctx, facade.release_slice(_principal(ctx), experiment_id))
 
 
 @api.route("/experiments/{experiment_id}/rollback", "POST", role="writer", body=RollbackBody,
            response=ExperimentOut)  # fmt: skip
 def rollback_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
     """Rolls back now: all traffic to control, the reason stored."""
-    return ExperimentOut.from_domain(
-        facade.rollback(_principal(ctx), experiment_id, ctx.body.reason)
-    ).body()
+    return _shown(ctx, facade.rollback(_principal(ctx), experiment_id, ctx.body.reason))
 
 
 @api.route("/experiments/{experiment_id}/route", "POST", body=RouteBody, response=RouteOut)

@@ -895,8 +895,8 @@ class ABTestingEngine:
         carried = next((o for o in outcomes if o.covariate is not None), None)
         if carried is not None:
             raise InvalidExperiment(
-                f"outcome {carried.request_id}: this experiment joins covariates from dataset "
-                f"{source.dataset_id} by user id; send user_id, not covariate",
+                f"outcome {carried.request_id}: this experiment joins covariates from a dataset "
+                "version by user id; send user_id, not covariate",
                 code="covariate_not_allowed",
             )
         try:

@@ -186,7 +186,24 @@ def create_experiment(
             **settings,
         )
         held.bind(experiment.experiment_id)
+    _record_covariate_usage(principal, experiment)
     return experiment
+
+
+def _record_covariate_usage(principal: Principal, experiment: Experiment) -> None:
+    """Records the experiment's use of its covariate version, so the version is kept while
+    outcomes are joined with it (deleting it is 409, as for any version an experiment used)."""
+    from chalicelib.dataversion import facade as datasets
+
+    source = experiment.covariate_source
+    if source is not None:
+        datasets.record_usage_as_system(
+            source.version_id, experiment.experiment_id, COVARIATE_USAGE, principal.principal
+        )
+
+
+COVARIATE_USAGE = "cuped_covariates"
+"""The purpose of the usage record an experiment's covariate version gets."""
 
 
 def _covariate_source(principal: Principal, request: CovariateRequest) -> CovariateSource:
@@ -341,6 +358,16 @@ def analysis(
     return dataclasses.replace(
         found, treatments=[dataclasses.replace(t, cuped=None) for t in found.treatments]
     )
+
+
+def shown(principal: Principal, experiment: Experiment) -> Experiment:
+    """An experiment as the caller may see it: its ``covariate_source`` (which names a dataset
+    version and two of its columns) is withheld (``None``) unless the caller may read that
+    version now, as its CUPED result is in :func:`analysis`."""
+    source = experiment.covariate_source
+    if source is None or _reads_version(principal, source.version_id):
+        return experiment
+    return dataclasses.replace(experiment, covariate_source=None)
 
 
 def _reads_version(principal: Principal, version_id: str) -> bool:

@@ -57,6 +57,23 @@ def version_as_system(version_id: str) -> DatasetVersion:
     return _service().engine.get_version_by_id(version_id)
 
 
+def record_usage_as_system(
+    version_id: str, experiment_id: str, purpose: str, recorded_by: str
+) -> None:
+    """Records that an experiment uses a version, for work whose reference to it was checked
+    with its caller's rights just before: the version is then kept (deleting it is 409, retention
+    skips it; an erasure still deletes it) and listed among the experiment's usages.
+
+    Raises:
+        DatasetVersionNotFound: Unknown version.
+    """
+    service = _service()
+    version = service.engine.get_version_by_id(version_id)
+    service.reconstructor.record_usage(
+        version.dataset_id, version.version_id, experiment_id, purpose, recorded_by
+    )
+
+
 def access_groups_as_system(dataset_id: str) -> list[str] | None:
     """A dataset's access groups (``None`` if it does not exist): for deciding whether a change
     of another resource's access would hide it from the dataset's readers."""

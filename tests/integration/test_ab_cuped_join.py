@@ -242,3 +242,54 @@ def test_the_covariates_dataset_cannot_be_hidden_from_the_experiments_readers(ht
 
     assert narrowed.status_code == 409, narrowed.data
     assert narrowed.data["error"] == "referenced"
+
+
+def _joined_experiment(http: Http, dataset_id: str, **extra: Any) -> str:
+    created = http.call(
+        "POST", "/experiments", _body(http_model_with_versions(http), _source(dataset_id), **extra)
+    )
+    assert created.status_code == 201, created.data
+    return str(created.data["experiment_id"])
+
+
+def test_readers_who_may_not_read_the_version_are_not_shown_the_covariate_source(
+    http: Http, tokens: Tokens
+) -> None:
+    dataset_id = _dataset(http, _csv([("u1", 1.0)]), groups=[])  # alice's alone
+    experiment_id = _joined_experiment(http, dataset_id, access_groups=["ml"])
+
+    owner = http.call("GET", f"/experiments/{experiment_id}").data["covariate_source"]
+    shown = http.call("GET", f"/experiments/{experiment_id}", token=tokens.reader)
+    listed = http.call("GET", "/experiments", token=tokens.reader).data["experiments"]
+
+    assert owner["covariate_column"] == "pre_revenue"
+    assert shown.status_code == 200
+    assert shown.data["covariate_source"] is None
+    assert [e["covariate_source"] for e in listed if e["experiment_id"] == experiment_id] == [None]
+    for answer in (shown.data, listed):
+        assert dataset_id not in str(answer) and "pre_revenue" not in str(answer)
+
+
+def test_the_refusal_of_a_carried_covariate_does_not_name_the_dataset(http: Http) -> None:
+    dataset_id = _dataset(http, _csv([("u1", 1.0)]))
+    experiment_id = _joined_experiment(http, dataset_id)
+    http.call("POST", f"/experiments/{experiment_id}/start")
+    carried = {"variant_id": "control", "request_id": "a", "success": True, "latency_ms": 1.0,
+               "covariate": 2.0, "custom_metrics": {"revenue": 3.0}}  # fmt: skip
+
+    posted = http.call("POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": [carried]})
+
+    assert posted.status_code == 422
+    assert dataset_id not in posted.data["message"]
+
+
+def test_a_version_an_experiment_joins_covariates_from_cannot_be_deleted(http: Http) -> None:
+    dataset_id = _dataset(http, _csv([("u1", 1.0)]))
+    experiment_id = _joined_experiment(http, dataset_id)
+
+    deleted = http.call("DELETE", f"/datasets/{dataset_id}/versions/1")
+    usages = http.call("GET", f"/datasets/{dataset_id}/usages?experiment_id={experiment_id}")
+
+    assert deleted.status_code == 409, deleted.data
+    assert http.call("GET", f"/datasets/{dataset_id}/versions/1").status_code == 200
+    assert [u["purpose"] for u in usages.data["usages"]] == ["cuped_covariates"]
