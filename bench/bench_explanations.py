@@ -13,7 +13,9 @@ of warm repetitions:
 * ``service's own cost``: the compute path with the library call replaced by its recorded result
   (see :func:`stubbed_overhead`); ``overhead`` is that cost over ``direct``. The wall-clock
   difference ``service - direct`` is shown too, but on a shared 2-vCPU machine its noise is
-  larger than the overhead being measured.
+  larger than the overhead being measured; for the booster batches the same pairs are also
+  timed in process CPU time (``CPU-time difference``: both sides run on one thread, so time
+  spent descheduled by other processes does not count).
 
 Usage: ``.venv/bin/python bench/bench_explanations.py [--quick] [--only boosters ...]``
 (sections: tree, boosters, kernel, lime); prints a markdown table and
@@ -76,8 +78,14 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
     return paired([fn], repeat, warmup)[0]
 
 
-def paired(fns: list[Callable[[], Any]], repeat: int, warmup: int = 2) -> list[float]:
-    """Median wall times (ms) of several functions called in alternation.
+def paired(
+    fns: list[Callable[[], Any]],
+    repeat: int,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Median times (ms; wall clock unless ``clock`` says otherwise) of several functions called
+    in alternation.
 
     Alternating the calls spreads load from other processes on the machine evenly over the
     figures being compared, so the overhead ratio stays meaningful on a busy machine.
@@ -88,9 +96,9 @@ def paired(fns: list[Callable[[], Any]], repeat: int, warmup: int = 2) -> list[f
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            started = time.perf_counter()
+            started = clock()
             fn()
-            samples[i].append((time.perf_counter() - started) * 1000)
+            samples[i].append((clock() - started) * 1000)
     return [statistics.median(values) for values in samples]
 
 
@@ -387,16 +395,22 @@ def _booster_rows(
     )
     direct_per_row, service_per_row = (ms / 1000 for ms in timings)
     own = own_batch / direct_batch * direct_per_row
-    rows.append(
-        row(
-            f"{library} batch TreeSHAP (per row)",
-            "same booster, 1,000 rows in one call (compute path; no cache)",
-            direct_per_row,
-            service_per_row,
-            service_per_row,
-            own,
-        )
+    # The same pairs in process CPU time: both calls run on one thread (nthread=1 boosters), so
+    # time the process spends descheduled by other processes' load does not count.
+    direct_cpu, service_cpu = paired(
+        [lambda: direct.shap_values(batch), service_batch], batch_repeat, 1, time.process_time
     )
+    found = row(
+        f"{library} batch TreeSHAP (per row)",
+        "same booster, 1,000 rows in one call (compute path; no cache)",
+        direct_per_row,
+        service_per_row,
+        service_per_row,
+        own,
+    )
+    found["cpu_difference_pct"] = round((service_cpu - direct_cpu) / direct_cpu * 100, 1)
+    found["note"] += f"; CPU-time difference {found['cpu_difference_pct']:+.1f}%"
+    rows.append(found)
     return rows
 
 
@@ -555,17 +569,19 @@ def row(
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| figure | model | direct shap/lime (ms) | service (ms) | service's own cost (ms) | "
-        "overhead | wall-clock difference | service + cache miss (ms) | target (ms) | met |"
-        " met incl. miss |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "overhead | wall-clock difference | CPU-time difference | service + cache miss (ms) | "
+        "target (ms) | met | met incl. miss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         hit = r["case"] == "cache hit"
         overhead = "n/a" if hit else f"{r['overhead_pct']:.1f}%"
         difference = "n/a" if hit else f"{r['wall_clock_difference_pct']:+.1f}%"
+        cpu = r.get("cpu_difference_pct")
+        cpu_text = "–" if cpu is None else f"{cpu:+.1f}%"
         lines.append(
             f"| {r['case']} | {r['model']} | {r['direct_ms']:.3f} | {r['service_ms']:.3f} | "
-            f"{r['service_own_ms']:.3f} | {overhead} | {difference} | "
+            f"{r['service_own_ms']:.3f} | {overhead} | {difference} | {cpu_text} | "
             f"{r['service_with_cache_miss_ms']:.3f} | {r['target_ms']:.0f} | "
             f"{'yes' if r['meets_target'] else 'no'} | "
             f"{'yes' if r['meets_target_with_cache_miss'] else 'no'} |"
