@@ -30,6 +30,7 @@ from chalicelib.abtesting.covariates import CovariateTables, VersionRecords
 from chalicelib.abtesting.errors import (
     ExperimentStateConflict,
     InvalidExperiment,
+    slice_changed,
     unknown_model_version,
 )
 from chalicelib.abtesting.holdout_analysis import (
@@ -536,13 +537,19 @@ class ABTestingEngine:
     # ----------------------------------------------------------------- lifecycle
 
     def start_experiment(self, experiment_id: str) -> Experiment:
-        """draft → running (409 from any other state); the first allocation phase begins."""
+        """draft → running (409 from any other state, and for a draft whose layer slice was
+        released, even by a release that lands while it starts); the first allocation phase
+        begins."""
         now = self.clock.now()
+        found = self.repository.get(experiment_id).layer
+        if found is not None and found.start == found.end:
+            raise slice_changed(experiment_id)
         experiment = self._transition(
             experiment_id,
             [S.DRAFT],
             S.RUNNING,
             PhaseReason.START,
+            if_layer=found,
             start_time=now,
             last_ramp_at=now,
             weights_updated_at=now,
@@ -687,9 +694,11 @@ class ABTestingEngine:
         allowed: Sequence[ExperimentStatus],
         target: ExperimentStatus,
         reason: PhaseReason,
+        if_layer: LayerSlice | None = None,
         **changes: Any,
     ) -> Experiment:
-        """A conditional status change that also appends the allocation phase it begins.
+        """A conditional status change that also appends the allocation phase it begins (with
+        ``if_layer``: only while the experiment's slice is that one).
 
         The phase's weights are the effective weights after the change (the variants cannot
         change meanwhile: ramps and reweights need a running experiment and the revision).
@@ -702,7 +711,9 @@ class ABTestingEngine:
             winning_variant_id=changes.get("winning_variant_id", current.winning_variant_id),
         )
         changes["phase"] = _phase(projected, reason, now)
-        experiment = self.repository.transition(experiment_id, allowed, target, now, **changes)
+        experiment = self.repository.transition(
+            experiment_id, allowed, target, now, if_layer=if_layer, **changes
+        )
         self._forget(experiment_id)
         return experiment
 

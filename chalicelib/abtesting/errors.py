@@ -23,6 +23,15 @@ class ExperimentStateConflict(Conflict):
     code = "invalid_state"
 
 
+def slice_changed(experiment_id: str) -> ExperimentStateConflict:
+    """The answer when an experiment's layer slice changed under a transition that needs it
+    (a draft whose slice was released cannot start: it would route nobody)."""
+    return ExperimentStateConflict(
+        f"experiment {experiment_id}'s layer slice was released; an experiment with a released "
+        "slice routes nobody and cannot start (create a new experiment for the layer)"
+    )
+
+
 class InvalidExperiment(UnprocessableEntity):
     """The experiment configuration is inconsistent."""
 

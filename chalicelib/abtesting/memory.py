@@ -29,6 +29,7 @@ from chalicelib.abtesting.errors import (
     ExperimentStateConflict,
     HoldoutNotFound,
     LayerNotFound,
+    slice_changed,
 )
 from chalicelib.abtesting.models import (
     CanaryState,
@@ -36,6 +37,7 @@ from chalicelib.abtesting.models import (
     ExperimentStatus,
     Holdout,
     Layer,
+    LayerSlice,
     Outcome,
     OutcomeReceipt,
     RollbackPolicy,
@@ -165,17 +167,22 @@ class InMemoryExperimentRepository:
         allowed: Iterable[ExperimentStatus],
         target: ExperimentStatus,
         when: datetime,
+        *,
+        if_layer: LayerSlice | None = None,
         **changes: Any,
     ) -> Experiment:
-        """Moves the experiment to ``target`` if its status is one of ``allowed``.
+        """Moves the experiment to ``target`` if its status is one of ``allowed`` (and, with
+        ``if_layer``, its slice is still that one).
 
         Raises:
             ExperimentNotFound: Unknown id.
-            ExperimentStateConflict: The status is not one of ``allowed``.
+            ExperimentStateConflict: The status is not one of ``allowed``, or the slice changed.
         """
         allowed_values = [status.value for status in allowed]
         with self._lock:
             current = self._stored(experiment_id)
+            if if_layer is not None and current.layer != if_layer:
+                raise slice_changed(experiment_id)
             if current.status.value not in allowed_values:
                 raise ExperimentStateConflict(
                     f"experiment {experiment_id} is {current.status.value}; "

@@ -20,6 +20,7 @@ from chalicelib.abtesting.models import (
     ExperimentStatus,
     Holdout,
     Layer,
+    LayerSlice,
     Outcome,
     OutcomeReceipt,
     RollbackPolicy,
@@ -66,14 +67,17 @@ class ExperimentRecords(Protocol):
         allowed: Iterable[ExperimentStatus],
         target: ExperimentStatus,
         when: datetime,
+        *,
+        if_layer: LayerSlice | None = None,
         **changes: Any,
     ) -> Experiment:
         """Moves the experiment to ``target`` if its status is one of ``allowed`` (bumping the
-        revision; ``phase`` appends an allocation phase, other changes set fields).
+        revision; ``phase`` appends an allocation phase, other changes set fields) and, with
+        ``if_layer``, if its layer slice is still that one.
 
         Raises:
             ExperimentNotFound: Unknown id.
-            ExperimentStateConflict: The status is not one of ``allowed``.
+            ExperimentStateConflict: The status is not one of ``allowed``, or the slice changed.
         """
 
     def update_allocation(

@@ -33,6 +33,7 @@ from chalicelib.abtesting.errors import (
     ExperimentStateConflict,
     HoldoutNotFound,
     LayerNotFound,
+    slice_changed,
 )
 from chalicelib.abtesting.models import (
     AllocationPhase,
@@ -577,9 +578,12 @@ class ExperimentRepository:
         allowed: Iterable[ExperimentStatus],
         target: ExperimentStatus,
         when: datetime,
+        *,
+        if_layer: LayerSlice | None = None,
         **changes: Any,
     ) -> Experiment:
-        """Moves the experiment to ``target`` if its status is one of ``allowed``.
+        """Moves the experiment to ``target`` if its status is one of ``allowed`` (and, with
+        ``if_layer``, its slice is still that one).
 
         Args:
             experiment_id: The experiment.
@@ -604,8 +608,11 @@ class ExperimentRepository:
             *self._change_actions(changes),
         ]
         item = ExperimentTable(experiment_id)
+        condition = ExperimentTable.status.is_in(*allowed_values)
+        if if_layer is not None:
+            condition &= ExperimentTable.layer == layer_to_json(if_layer)
         try:
-            item.update(actions=actions, condition=ExperimentTable.status.is_in(*allowed_values))
+            item.update(actions=actions, condition=condition)
         except UpdateError as exc:
             if not _conditional_failed(exc):
                 raise
@@ -613,6 +620,8 @@ class ExperimentRepository:
             if stored.transition_id == token:
                 return stored.to_domain()
             current = stored.to_domain()
+            if if_layer is not None and current.layer != if_layer:
+                raise slice_changed(experiment_id) from None
             raise ExperimentStateConflict(
                 f"experiment {experiment_id} is {current.status.value}; "
                 f"cannot move to {target.value} (allowed from: {', '.join(allowed_values)})"

@@ -407,3 +407,18 @@ def test_a_concluded_experiment_releases_its_slice_over_http_and_the_layer_frees
     assert http.call("GET", f"/layers/{layer_id}").data["slices"] == layer["slices"]
     stored = http.call("GET", f"/experiments/{experiment_id}").data["layer"]
     assert stored == {"layer_id": layer_id, "start": 0, "end": 0}
+
+
+def test_a_draft_whose_slice_was_released_cannot_start_over_http(http: Http, model_id: str) -> None:
+    layer_id = _layer(http)
+    wanted = {"layer_id": layer_id, "start": 0, "end": 4000}
+    experiment_id = http.call("POST", "/experiments", _body(model_id, layer=wanted)).data[
+        "experiment_id"
+    ]
+    assert http.call("POST", f"/experiments/{experiment_id}/release-slice").status_code == 200
+
+    started = http.call("POST", f"/experiments/{experiment_id}/start")
+
+    assert started.status_code == 409, started.data
+    assert started.data["error"] == "invalid_state" and "released" in started.data["message"]
+    assert http.call("GET", f"/experiments/{experiment_id}").data["status"] == "draft"

@@ -227,3 +227,38 @@ def test_only_an_experiment_with_a_slice_can_release_one_and_a_layer_empties_whe
         engine.layers.delete_layer(layer.layer_id)
     clock.advance(seconds=3600)
     engine.layers.delete_layer(layer.layer_id)
+
+
+def test_a_draft_whose_slice_was_released_cannot_start_even_when_the_release_races_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starting a released draft would run an experiment that routes nobody (every request
+    outside_layer): 409, also when the release lands between the start's read and its write."""
+    from chalicelib.abtesting.errors import ExperimentStateConflict
+    from chalicelib.core.clock import FixedClock
+
+    engine = memory_engine(FakeRegistry(), RecordingEventBus(), FixedClock())
+    layer = engine.layers.create_layer("ranking")
+    wanted = LayerSlice(layer.layer_id, 0, 5000)
+    released = engine.create_experiment("a", engine_variants("0.5", "0.5"), layer=wanted)
+    engine.release_slice(released.experiment_id)
+    with pytest.raises(ExperimentStateConflict, match="released"):
+        engine.start_experiment(released.experiment_id)
+    racing = engine.create_experiment(
+        "b", engine_variants("0.5", "0.5"), layer=LayerSlice(layer.layer_id, 6000, 7000)
+    )
+    read = engine.repository.get
+    raced: list[str] = []
+
+    def get_then_release(experiment_id: str) -> Any:
+        found = read(experiment_id)
+        if not raced:  # the release lands after the start has read the draft
+            raced.append(experiment_id)
+            engine.release_slice(experiment_id)
+        return found
+
+    monkeypatch.setattr(engine.repository, "get", get_then_release)
+    with pytest.raises(ExperimentStateConflict):
+        engine.start_experiment(racing.experiment_id)
+    monkeypatch.setattr(engine.repository, "get", read)
+    assert engine.get_experiment(racing.experiment_id).status.value == "draft"

@@ -412,6 +412,30 @@ def test_a_transition_moves_only_from_an_allowed_status_and_bumps_the_revision(
         experiments.transition(_unique("missing"), [S.DRAFT], S.RUNNING, later)
 
 
+def test_a_transition_with_if_layer_moves_only_while_the_slice_is_that_one(
+    experiments: Any,
+) -> None:
+    from chalicelib.abtesting.errors import ExperimentStateConflict
+    from chalicelib.abtesting.models import ExperimentStatus
+
+    S = ExperimentStatus
+    experiment = _experiment()
+    experiments.create(experiment)
+    read = experiment.layer
+    when = experiment.created_at + timedelta(minutes=1)
+    released = dataclasses.replace(read, end=read.start)
+    experiments.transition(experiment.experiment_id, [S.DRAFT], S.DRAFT, when, layer=released)
+
+    with pytest.raises(ExperimentStateConflict, match="slice was released"):
+        experiments.transition(experiment.experiment_id, [S.DRAFT], S.RUNNING, when, if_layer=read)
+
+    assert experiments.get(experiment.experiment_id).status is S.DRAFT
+    started = experiments.transition(
+        experiment.experiment_id, [S.DRAFT], S.RUNNING, when, if_layer=released
+    )
+    assert started.status is S.RUNNING
+
+
 def test_an_allocation_changes_only_at_the_expected_revision_of_a_running_experiment(
     experiments: Any,
 ) -> None:
