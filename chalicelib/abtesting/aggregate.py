@@ -25,6 +25,7 @@ from typing import Any
 
 from chalicelib.abtesting import cuped, sketch
 from chalicelib.abtesting.models import CupedSums, ExperimentMetrics, SufficientStats
+from chalicelib.core.moments import merged_moments
 
 PRECISION = 100
 """Decimal digits used for moments (stored sums have at most 38; squares of them 76)."""
@@ -93,13 +94,11 @@ class Moments:
             return self
         if self.count <= 0:
             return other
-        c = _CONTEXT
-        count = c.add(self.count, other.count)
-        delta = c.subtract(other.mean, self.mean)
-        mean = c.add(self.mean, c.divide(c.multiply(delta, other.count), count))
-        weight = c.divide(c.multiply(self.count, other.count), count)
-        cross = c.multiply(c.multiply(delta, delta), weight)
-        return Moments(count, mean, c.add(c.add(self.m2, other.m2), cross))
+        with decimal.localcontext(_CONTEXT):
+            mean, m2 = merged_moments(
+                self.count, self.mean, self.m2, other.count, other.mean, other.m2
+            )
+            return Moments(self.count + other.count, mean, m2)
 
     def stats(self) -> SufficientStats:
         """As float :class:`SufficientStats` (rounded once, at the end)."""

@@ -14,6 +14,8 @@ from decimal import Decimal
 from enum import Enum
 from fractions import Fraction
 
+from chalicelib.core.moments import merged_moments
+
 
 class ExperimentStatus(str, Enum):
     """Lifecycle of an experiment."""
@@ -590,12 +592,15 @@ class SufficientStats:
             return self
         if not self.count:
             return other
-        count = self.count + other.count
-        a, b = self.mean or 0.0, other.mean or 0.0
-        delta = b - a
-        mean = a + delta * other.count / count
-        m2 = self.centered + other.centered + delta * delta * self.count * other.count / count
-        return SufficientStats.from_moments(count, mean, m2)
+        mean, m2 = merged_moments(
+            self.count,
+            self.mean or 0.0,
+            self.centered,
+            other.count,
+            other.mean or 0.0,
+            other.centered,
+        )
+        return SufficientStats.from_moments(self.count + other.count, mean, m2)
 
     @property
     def mean(self) -> float | None:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from chalicelib.core.errors import UnprocessableEntity
+from chalicelib.core.moments import merged_moments
 from chalicelib.dataversion.models import DatasetFormat
 from chalicelib.dataversion.reader import DEFAULT_SAMPLE_ROWS, RecordSample, records_of
 from chalicelib.dataversion.records import RecordSampler
@@ -127,15 +128,17 @@ class Moments:
         if not self.count:
             return other
         count = self.count + other.count
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.count / count)
-        scale = max(self.scale, other.scale, _unit(abs(delta)))
+        scale = max(self.scale, other.scale, _unit(abs(other.mean - self.mean)))
         if not scale:  # every value equal
-            return Moments(count, mean, 0.0, 0.0)
-        m2 = (
-            self.m2 * (self.scale / scale) ** 2
-            + other.m2 * (other.scale / scale) ** 2
-            + (delta / scale) ** 2 * (self.count * other.count / count)
+            return Moments(count, self.mean, 0.0, 0.0)
+        mean, m2 = merged_moments(
+            self.count,
+            self.mean,
+            self.m2 * (self.scale / scale) ** 2,
+            other.count,
+            other.mean,
+            other.m2 * (other.scale / scale) ** 2,
+            unit=scale,
         )
         return Moments(count, mean, m2, scale)
 
