@@ -308,9 +308,7 @@ class RecordScanner:
         count = len(local)
         found = ends.locate(np.concatenate((local, np.maximum(local - 1, 0))))
         stops, starts = found[:count], found[count:] + 1
-        if local[0] == 0:
-            if self._record_start < base:  # it began in an earlier slice
-                return False
+        if local[0] == 0:  # (one begun in an earlier slice was handed on alone)
             starts[0] = self._record_start - base
         self._skip_blank_lines(view, starts, stops)
         return sampler.take_ranges(wanted, data, starts + lo, stops - starts)

@@ -380,3 +380,32 @@ def test_a_tee_hands_each_sampler_what_it_would_take_alone() -> None:
         single = CountingSampler(size=30, seed=1)
         scan(body, "csv", chunk, single)
         assert uniform.sample() == uniform_alone.sample() == single.sample()
+
+
+def test_long_runs_of_blank_lines_before_picked_records_are_skipped_as_lstrip_does() -> None:
+    """Four blank CRLF lines (8 bytes) before every record: more than the rounds skipped for
+    all records at once, the rest record by record; the same records as cut bytes and as
+    take() one by one."""
+    for fmt, body in (
+        ("csv", b"".join(b"%d,x\r\n\r\n\r\n\r\n\r\n" % i for i in range(5_000))),
+        ("json", b"".join(b'{"i": %d}\n \t\n\r\n\n' % i for i in range(5_000))),
+    ):
+        ranges, pieces = RecordSampler(size=40, seed=9), PieceSampler(size=40, seed=9)
+        single = CountingSampler(size=40, seed=9)
+        for sampler in (ranges, pieces, single):
+            assert scan(body, fmt, 3000, sampler) == 5_000
+        assert ranges.sample() == pieces.sample() == single.sample()
+        assert all(not piece[:1].isspace() for _, piece in ranges.sample())
+
+
+def test_a_head_ended_by_its_byte_limit_hands_on_only_the_reservoirs_picks() -> None:
+    """A head that ends on bytes before its record count, inside a batch: the batch's later
+    records reach the reservoir as take() one by one would hand them."""
+    body = b"".join(b"%d,%s\n" % (i, b"y" * (i % 7)) for i in range(20_000))
+    for chunk in (500, 1 << 16):
+        batched = RecordSampler(size=60, seed=4, head_bytes=300)
+        single = CountingSampler(size=60, seed=4, head_bytes=300)
+        scan(body, "csv", chunk, batched)
+        scan(body, "csv", chunk, single)
+        assert batched.head == single.head and len(batched.head) < 60
+        assert batched.sample() == single.sample()
