@@ -360,8 +360,8 @@ def put_explanation_guardrails(ctx: RequestContext, experiment_id: str) -> dict[
     declaration = facade.put_explanation_guardrails(
         _principal(ctx), experiment_id,
         [g.model_dump(exclude_none=True) for g in body.explanation_guardrails],
-        body.dataset_version_id, body.action, body.sample_size, body.seed, body.source,
-        body.reevaluate_minutes,
+        body.dataset_version_id, action=body.action, sample_size=body.sample_size,
+        seed=body.seed, source=body.source, reevaluate_minutes=body.reevaluate_minutes,
     )  # fmt: skip
     return guardrails_out(declaration, None)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from chalicelib.core.errors import NotFound, UnprocessableEntity
 from chalicelib.explainability.facade import ndcg, ranking
@@ -68,6 +68,18 @@ class ExplanationGuardrail:
     def as_dict(self) -> dict[str, Any]:
         """The declared fields (``None`` ones left out)."""
         return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+class GuardrailOptions(TypedDict, total=False):
+    """The options of a declaration, beside its guardrails and dataset version, as the Python
+    API (``AutoRollbackManager.register_explanation_guardrails``) and the facade take them:
+    written once here, their defaults once in ``ExplanationGuardrailMonitor.declare``."""
+
+    action: str
+    sample_size: int
+    seed: int
+    source: str
+    reevaluate_minutes: int | None
 
 
 @dataclass(frozen=True)

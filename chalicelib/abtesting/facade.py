@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from chalicelib.abtesting.errors import (
     ExperimentNotFound,
@@ -25,6 +25,7 @@ from chalicelib.abtesting.errors import (
     unknown_layer,
     unknown_model_version,
 )
+from chalicelib.abtesting.explain_guardrails import GuardrailOptions
 from chalicelib.abtesting.holdout_analysis import HoldoutAnalysis
 from chalicelib.abtesting.models import (
     AnalysisMethod,
@@ -423,15 +424,12 @@ def put_explanation_guardrails(
     experiment_id: str,
     guardrails: list[dict[str, Any]],
     dataset_version_id: str | None,
-    action: str = "hold",
-    sample_size: int = 100,
-    seed: int = 0,
-    source: str = "dataset_version",
-    reevaluate_minutes: int | None = None,
+    **options: Unpack[GuardrailOptions],
 ) -> Any:
     """Declares the explanation guardrails of an experiment the caller may change; every arm's
     model and the dataset version (when one is named) must be readable by the caller (checked
-    now; the monitor follows them as the system).
+    now; the monitor follows them as the system). ``options`` as
+    ``AutoRollbackManager.register_explanation_guardrails`` takes them.
 
     Raises:
         ExperimentNotFound: Unknown or not readable experiment.
@@ -447,9 +445,8 @@ def put_explanation_guardrails(
     if dataset_version_id:
         datasets.readable_version(principal, dataset_version_id)
     return _rollback().explanations.declare(
-        experiment, guardrails, dataset_version_id, action, sample_size, seed,
-        principal.principal, source, reevaluate_minutes,
-    )  # fmt: skip
+        experiment, guardrails, dataset_version_id, declared_by=principal.principal, **options
+    )
 
 
 def post_explanation_inputs(

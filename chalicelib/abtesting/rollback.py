@@ -29,12 +29,12 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from chalicelib.abtesting import metrics as declared
 from chalicelib.abtesting.aggregate import merge_metrics
 from chalicelib.abtesting.engine import ABTestingEngine, get_ab_engine
-from chalicelib.abtesting.explain_guardrails import ExplanationGuardrails
+from chalicelib.abtesting.explain_guardrails import ExplanationGuardrails, GuardrailOptions
 from chalicelib.abtesting.explain_monitor import ExplanationGuardrailMonitor
 from chalicelib.abtesting.judge import (
     PERCENTILES,
@@ -284,17 +284,16 @@ class AutoRollbackManager:
         experiment_id: str,
         guardrails: list[dict[str, Any]],
         dataset_version_id: str | None,
-        action: str = "hold",
-        sample_size: int = 100,
-        seed: int = 0,
-        source: str = "dataset_version",
-        reevaluate_minutes: int | None = None,
+        **options: Unpack[GuardrailOptions],
     ) -> ExplanationGuardrails:
         """Declares an experiment's explanation guardrails (as the system: the Python API
         trusts its caller; HTTP goes through the facade's access checks).
 
-        See :mod:`chalicelib.abtesting.explain_guardrails` for the guardrails; with
-        ``source="posted_inputs"`` the rows are the inputs posted with
+        See :mod:`chalicelib.abtesting.explain_guardrails` for the guardrails; ``options``
+        (:class:`~chalicelib.abtesting.explain_guardrails.GuardrailOptions`: ``action="hold"``,
+        ``sample_size=100``, ``seed=0``, ``source="dataset_version"``,
+        ``reevaluate_minutes=None``) as :meth:`ExplanationGuardrailMonitor.declare` takes them;
+        with ``source="posted_inputs"`` the rows are the inputs posted with
         ``self.explanations.post_inputs`` (:mod:`chalicelib.abtesting.explain_inputs`).
 
         Raises:
@@ -303,10 +302,7 @@ class AutoRollbackManager:
             Conflict: The experiment is concluded or rolled back.
         """
         experiment = self.engine.get_experiment(experiment_id)
-        return self.explanations.declare(
-            experiment, guardrails, dataset_version_id, action, sample_size, seed, "", source,
-            reevaluate_minutes,
-        )  # fmt: skip
+        return self.explanations.declare(experiment, guardrails, dataset_version_id, **options)
 
     def get_check(self, experiment_id: str) -> CanaryState | None:
         """The latest recorded check of an experiment (``None`` before the first)."""
