@@ -9,6 +9,8 @@ Environment:
     SYNAPSE_LOCAL_RESET: ``1`` deletes the kept state first (``make run RESET=1``).
     SYNAPSE_LOCAL_PERSIST: ``0`` keeps everything in memory only (the demo and benches).
     SYNAPSE_LOCAL_FLUSH_SECONDS: How often changed state is written (default 5).
+    SYNAPSE_LOCAL_MEMORY_REPORT: A file the Python memory held is written to on SIGUSR1
+        (:mod:`synapse_local.memreport`; the local stack bench).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ os.environ.setdefault("SYNAPSE_STAGE", "local")
 os.environ.setdefault("SYNAPSE_METRICS", "off")
 
 from chalicelib.core.errors import SynapseError  # noqa: E402
+from synapse_local import memreport  # noqa: E402
 from synapse_local.stack import LocalStack  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +80,7 @@ def main() -> int:
     except (SynapseError, ValueError) as exc:  # a bad SYNAPSE_ADMIN_TOKEN or schedule
         print(f"Cannot start the local stack: {exc}", file=sys.stderr)
         return 2
+    memreport.install(quiet=stack.persistence.lock if stack.persistence else None)
     print(stack.describe(), flush=True)
     try:
         while not stop.wait(0.5):

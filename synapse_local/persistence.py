@@ -117,6 +117,11 @@ class Persistence:
         self.saves = 0
 
     @property
+    def lock(self) -> threading.Lock:
+        """Held while a snapshot is written (a memory report waits for it to end)."""
+        return self._lock
+
+    @property
     def state_file(self) -> Path:
         """The snapshot's index."""
         return self.directory / "state.json"
