@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.abtesting import cuped
 from chalicelib.abtesting.models import CovariateSource
-from chalicelib.core.errors import PayloadTooLarge, UnprocessableEntity
+from chalicelib.core.errors import NotFound, PayloadTooLarge, UnprocessableEntity
 from chalicelib.core.text import visible
 
 MAX_ROWS = 200_000
@@ -39,6 +40,8 @@ MAX_ROWS = 200_000
 MAX_BYTES = 32 * 1024 * 1024
 """Largest covariate version (bytes), checked before it is read."""
 CACHED_TABLES = 4
+RECHECK_SECONDS = 60.0
+"""How long a process joins a table it holds before checking its version still exists."""
 
 
 class InvalidCovariates(UnprocessableEntity):
@@ -130,27 +133,63 @@ def _number(value: object, row: int, column: str) -> float:
     return number
 
 
+class CovariatesGone(NotFound):
+    """The covariate version was deleted (erased) after the table was read."""
+
+    code = "covariates_gone"
+
+
 class CovariateTables:
-    """Covariate tables by source, read once per process (versions never change).
+    """Covariate tables by source, read once per process (versions never change), each checked
+    again every :data:`RECHECK_SECONDS` to still exist: an erased version stops being joined
+    (its values leave the process) within that time.
 
     Args:
         read: Reads a version's records as the system (a dataversion facade call).
+        live: Whether a source's version still exists (``None``: never checked again).
+        monotonic: The clock the checks are timed by.
     """
 
-    def __init__(self, read: Callable[[CovariateSource], VersionRecords]) -> None:
+    def __init__(
+        self,
+        read: Callable[[CovariateSource], VersionRecords],
+        live: Callable[[CovariateSource], bool] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._read = read
-        self._tables: dict[CovariateSource, dict[str, float]] = {}
+        self._live = live
+        self._monotonic = monotonic
+        self._tables: dict[CovariateSource, tuple[dict[str, float], float]] = {}
         self._lock = threading.Lock()
 
     def table(self, source: CovariateSource) -> Mapping[str, float]:
-        """The source's ``{user id: covariate}`` (read and checked on first use)."""
+        """The source's ``{user id: covariate}`` (read and checked on first use).
+
+        Raises:
+            CovariatesGone: The version was deleted since it was read (the table is dropped).
+        """
         with self._lock:
-            found = self._tables.get(source)
-        if found is not None:
-            return found
+            held = self._tables.get(source)
+        now = self._monotonic()
+        if held is not None:
+            return self._checked(source, held, now)
         found = covariate_table(self._read(source), source)
         with self._lock:
             if len(self._tables) >= CACHED_TABLES:
                 self._tables.clear()
-            self._tables[source] = found
+            self._tables[source] = (found, now)
         return found
+
+    def _checked(
+        self, source: CovariateSource, held: tuple[dict[str, float], float], now: float
+    ) -> dict[str, float]:
+        table, checked_at = held
+        if self._live is None or now - checked_at < RECHECK_SECONDS:
+            return table
+        if not self._live(source):
+            with self._lock:
+                self._tables.pop(source, None)
+            raise CovariatesGone(f"covariate version {source.version_id} was deleted")
+        with self._lock:
+            self._tables[source] = (table, now)
+        return table

@@ -336,6 +336,11 @@ class ABTestingEngine:
         route_cache_ttl: Seconds an experiment config is cached (default from settings).
         monotonic: Cache time source (tests pass a fake).
         layers: Layers and holdouts (default: the process-wide service).
+        covariate_records: Reads a covariate version's records (default: through the
+            dataversion facade).
+        covariate_live: Whether a covariate version still exists, asked every
+            ``covariates.RECHECK_SECONDS`` for a table held (default: through the dataversion
+            facade; never asked when ``covariate_records`` is given without it).
     """
 
     def __init__(
@@ -350,9 +355,14 @@ class ABTestingEngine:
         monotonic: Callable[[], float] = time.monotonic,
         layers: LayerService | None = None,
         covariate_records: Callable[[CovariateSource], VersionRecords] | None = None,
+        covariate_live: Callable[[CovariateSource], bool] | None = None,
     ) -> None:
         self._layers = layers
-        self.covariates = CovariateTables(covariate_records or _covariate_records)
+        self.covariates = (
+            CovariateTables(covariate_records, covariate_live, monotonic)
+            if covariate_records is not None
+            else CovariateTables(_covariate_records, covariate_live or _covariate_live, monotonic)
+        )
         self.repository = repository or ExperimentRepository()
         self._registry = registry
         self.event_bus = event_bus or get_event_bus()
@@ -1162,6 +1172,16 @@ def _covariate_records(source: CovariateSource) -> VersionRecords:
     covariates.check_size(version.size_bytes, version.row_count)
     found = datasets.sample_records_as_system(source.version_id, covariates.MAX_ROWS + 1)
     return VersionRecords(found.columns, found.records, found.total)
+
+
+def _covariate_live(source: CovariateSource) -> bool:
+    """Whether a covariate version still exists (an erasure deletes it)."""
+    from chalicelib.dataversion import facade as datasets
+
+    try:
+        return not datasets.version_as_system(source.version_id).deleted
+    except NotFound:
+        return False
 
 
 def _dataset_groups(dataset_id: str) -> list[str] | None:

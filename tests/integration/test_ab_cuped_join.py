@@ -293,3 +293,36 @@ def test_a_version_an_experiment_joins_covariates_from_cannot_be_deleted(http: H
     assert deleted.status_code == 409, deleted.data
     assert http.call("GET", f"/datasets/{dataset_id}/versions/1").status_code == 200
     assert [u["purpose"] for u in usages.data["usages"]] == ["cuped_covariates"]
+
+
+def test_an_erased_covariate_version_stops_being_joined_by_instances_that_read_it(
+    http: Http, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.abtesting import covariates
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    monkeypatch.setattr(covariates, "RECHECK_SECONDS", 0.0)
+    dataset_id = _dataset(http, _csv([("u1", 1.0), ("u2", 2.0)]))
+    experiment_id = _joined_experiment(http, dataset_id)
+    http.call("POST", f"/experiments/{experiment_id}/start")
+
+    def post(request_id: str) -> None:
+        outcome = {
+            "variant_id": "control",
+            "request_id": request_id,
+            "success": True,
+            "latency_ms": 1.0,
+            "user_id": "u1",
+            "custom_metrics": {"revenue": 3.0},
+        }
+        batch = {"outcomes": [outcome]}  # fmt: skip
+        assert http.call("POST", f"/experiments/{experiment_id}/outcomes", batch).status_code == 200
+
+    post("before")  # this instance now holds the table
+    sha = http.call("GET", f"/datasets/{dataset_id}/versions/1").data["sha256"]
+    erased = http.call("POST", f"/content/{sha}/erase", token=tokens.admin)
+    assert erased.status_code == 200, erased.data
+    post("after")
+
+    sums = get_ab_engine().get_experiment_metrics(experiment_id)["control"].cuped
+    assert sums.n == 1  # only the outcome recorded before the erasure carries u1's value

@@ -85,3 +85,26 @@ def test_outcomes_count_without_covariates_while_the_version_cannot_be_read() ->
     joined = engine._join_covariates(SOURCE, [Outcome("v", "r", True, 1.0, user_id="u")])
 
     assert joined[0].covariate is None
+
+
+def test_a_held_table_is_checked_again_after_the_recheck_period_and_dropped_once_gone() -> None:
+    from chalicelib.abtesting.covariates import RECHECK_SECONDS, CovariatesGone
+
+    now = [0.0]
+    live = [True]
+    checks: list[str] = []
+
+    def alive(source: CovariateSource) -> bool:
+        checks.append(source.version_id)
+        return live[0]
+
+    tables = CovariateTables(lambda s: _records(("u", 1.0)), alive, lambda: now[0])
+    assert tables.table(SOURCE) == {"u": 1.0}
+    now[0] += RECHECK_SECONDS / 2
+    assert tables.table(SOURCE) == {"u": 1.0} and checks == []  # within the period: no check
+    now[0] += RECHECK_SECONDS
+    assert tables.table(SOURCE) == {"u": 1.0} and len(checks) == 1  # checked, still there
+    live[0] = False
+    now[0] += RECHECK_SECONDS
+    with pytest.raises(CovariatesGone):
+        tables.table(SOURCE)
