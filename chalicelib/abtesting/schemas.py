@@ -20,7 +20,10 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from chalicelib.abtesting.bayes import BayesianResult
+from chalicelib.abtesting.cuped import CupedResult
 from chalicelib.abtesting.models import LAYER_BUCKETS
+from chalicelib.core.shaping import mirrored
 from chalicelib.core.text import Name, Text
 
 DECIMAL_TEXT = r"^[0-9]+(\.[0-9]+)?$"
@@ -631,22 +634,14 @@ class GuardrailOut(DomainOut):
     interval: list[float | None]
 
 
-class BayesianReadingOut(DomainOut):
-    """A Bayesian reading (see the README's "Bayesian results")."""
+_BayesianFields: Any = mirrored(
+    BayesianResult, DomainOut, exclude={"metric_name"},
+    model=Literal["beta_binomial", "normal"], credible_interval=list[float] | None,
+)  # fmt: skip
 
-    model: Literal["beta_binomial", "normal"]
-    prior: str
-    control_mean: float
-    treatment_mean: float
-    chance_to_win: float
-    expected_loss_treatment: float
-    expected_loss_control: float
-    risk_treatment: float | None
-    risk_control: float | None
-    relative_lift: float | None
-    credible_interval: list[float] | None
-    credible_level: float
-    lower_is_better: bool
+
+class BayesianReadingOut(_BayesianFields):
+    """A Bayesian reading (see the README's "Bayesian results")."""
 
 
 class BayesianOut(BayesianReadingOut):
@@ -661,22 +656,14 @@ class BayesianOut(BayesianReadingOut):
         return super().from_domain(obj.bayesian, decision=obj.bayesian_decision, **computed)
 
 
-class CupedOut(DomainOut):
-    """The CUPED-adjusted comparison (OLS of the metric on treatment + centred covariate)."""
+_CupedFields: Any = mirrored(
+    CupedResult, DomainOut, exclude={"metric_name"},
+    statistic=float | None, confidence_interval=list[float],
+)  # fmt: skip
 
-    units_control: int
-    units_treatment: int
-    theta: float
-    correlation: float
-    unadjusted_effect: float
-    unadjusted_standard_error: float
-    effect: float
-    standard_error: float
-    variance_reduction: float
-    statistic: float | None
-    p_value: float
-    confidence_interval: list[float]
-    degrees_of_freedom: int
+
+class CupedOut(_CupedFields):
+    """The CUPED-adjusted comparison (OLS of the metric on treatment + centred covariate)."""
 
 
 class EstimateOut(DomainOut):

@@ -8,14 +8,47 @@ and once as its public schema, never as a hand-built dict beside the ``*Out`` mo
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
-__all__ = ["shaped"]
+__all__ = ["mirrored", "shaped"]
+
+
+def mirrored(
+    source: type, base: type[BaseModel] = BaseModel, *, exclude: Collection[str] = (), **shown: Any
+) -> Any:
+    """The fields of a response model that shows a domain dataclass, derived from it.
+
+    A ``*Out`` model that shows a dataclass field by field subclasses this instead of copying
+    the field list: ``_CupedFields: Any = mirrored(CupedResult, DomainOut, exclude=...)``, then
+    ``class CupedOut(_CupedFields):`` (named first: a type checker takes no call as a base).
+    Every field of ``source`` becomes a required field of the same name and type, in the same
+    order, except those in ``exclude``; ``shown`` gives the JSON type of a field shown
+    differently (``type=str`` for an enum) or adds one the dataclass does not hold (appended).
+
+    Args:
+        source: The dataclass.
+        base: The model to extend (``BaseModel``, or a domain's base such as ``DomainOut``).
+        exclude: Fields of ``source`` the response leaves out.
+        **shown: Field name → type, replacing or adding fields.
+
+    Returns:
+        A model class to subclass (typed ``Any``: the fields are made at import time).
+    """
+    hints = typing.get_type_hints(source)
+    fields: dict[str, Any] = {
+        field.name: hints[field.name]
+        for field in dataclasses.fields(source)
+        if field.name not in exclude
+    }
+    fields.update(shown)
+    definitions: dict[str, Any] = {name: (annotation, ...) for name, annotation in fields.items()}
+    return create_model(f"{source.__name__}Fields", __base__=base, **definitions)
 
 
 def shaped(model: type[BaseModel], source: object = None, **fields: Any) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from chalicelib.core.shaping import mirrored
 from chalicelib.core.shaping import shaped as shaped  # re-exported for the routes
 from chalicelib.core.text import Name, Text, name_pattern
-from chalicelib.dataversion.models import DatasetSchema, DriftLimits
+from chalicelib.dataversion.models import DatasetSchema, DriftLimits, TransformationRecord
 
 FormatName = Literal["parquet", "csv", "json", "tfrecord", "numpy", "pickle"]
 ColumnType = Literal["int", "long", "float", "double", "bool", "string"]
@@ -470,20 +471,11 @@ class TransformationBody(BaseModel):
     data: str | None = Field(default=None, description="external steps: the produced content")
 
 
-class TransformationOut(BaseModel):
-    """A recorded transformation and its output versions."""
+_TransformationFields: Any = mirrored(TransformationRecord, type=str, outputs=dict[str, VersionOut])
 
-    transformation_id: str
-    type: str
-    params: dict[str, Any]
-    source_version_ids: list[str]
-    output_version_ids: dict[str, str]
-    fitted_params: dict[str, Any]
-    replayable: bool
-    code_hash: str | None
-    created_by: str
-    created_at: datetime
-    outputs: dict[str, VersionOut]
+
+class TransformationOut(_TransformationFields):
+    """A recorded transformation and its output versions."""
 
 
 class ReplayBody(BaseModel):

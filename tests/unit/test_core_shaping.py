@@ -3,14 +3,22 @@ mapping, nothing else; the registry and auth responses built with it show only t
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
+from chalicelib.abtesting.bayes import BayesianResult
+from chalicelib.abtesting.cuped import CupedResult
+from chalicelib.abtesting.schemas import BayesianReadingOut, CupedOut
 from chalicelib.auth.models import ApiKey
 from chalicelib.auth.schemas import IssuedKeyOut, KeyList
 from chalicelib.core import jsonutil
-from chalicelib.core.shaping import shaped
+from chalicelib.core.shaping import mirrored, shaped
+from chalicelib.dataversion.models import TransformationRecord
+from chalicelib.dataversion.schemas import TransformationOut
 from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
 from chalicelib.registry.schemas import ModelList, ModelOut, VersionOut
 
@@ -100,3 +108,51 @@ def json_round(body: dict[str, object]) -> dict[str, object]:
     import json
 
     return json.loads(jsonutil.dumps(body))
+
+
+@dataclasses.dataclass
+class _Reading:
+    metric_name: str
+    stage: ModelStage
+    interval: tuple[float, float] | None
+    count: int
+
+
+_ReadingFields: Any = mirrored(
+    _Reading, exclude={"metric_name"}, stage=str, interval=list[float] | None, note=str
+)
+
+
+class ReadingOut(_ReadingFields):
+    """A reading."""
+
+
+def test_a_mirrored_model_has_the_dataclass_fields_in_order_with_the_types_shown() -> None:
+    assert list(ReadingOut.model_fields) == ["stage", "interval", "count", "note"]
+    assert all(info.is_required() for info in ReadingOut.model_fields.values())
+    schema = ReadingOut.model_json_schema()
+    assert schema["title"] == "ReadingOut" and schema["description"] == "A reading."
+    assert schema["properties"]["stage"] == {"title": "Stage", "type": "string"}
+    assert schema["properties"]["count"] == {"title": "Count", "type": "integer"}
+    reading = _Reading("m", ModelStage.PRODUCTION, (1.0, 2.0), 3)
+    assert shaped(ReadingOut, reading, note="n") == {
+        "stage": ModelStage.PRODUCTION,
+        "interval": (1.0, 2.0),
+        "count": 3,
+        "note": "n",
+    }
+
+
+@pytest.mark.parametrize(
+    ("out", "record", "left_out"),
+    [
+        (TransformationOut, TransformationRecord, {"outputs"}),
+        (CupedOut, CupedResult, set()),
+        (BayesianReadingOut, BayesianResult, set()),
+    ],
+)
+def test_out_models_that_mirror_a_dataclass_stay_in_step_with_it(
+    out: type[BaseModel], record: type, left_out: set[str]
+) -> None:
+    shown = [name for name in out.model_fields if name not in left_out]
+    assert shown == [f.name for f in dataclasses.fields(record) if f.name != "metric_name"]
