@@ -17,7 +17,7 @@ never change), checked against its sha256, and refused when it could not be a co
 
 * more than :data:`MAX_ROWS` rows or :data:`MAX_BYTES` bytes (413 ``covariates_too_large``);
 * a column it does not have (422 ``unknown_column``);
-* an empty user id, a value that is not a finite number within ``±cuped.LIMIT`` (422
+* no row, an empty user id, a value that is not a finite number within ``±cuped.LIMIT`` (422
   ``invalid_covariate``), or a user id listed twice (422 ``duplicate_user_id``).
 """
 
@@ -85,7 +85,7 @@ def covariate_table(found: VersionRecords, source: CovariateSource) -> dict[str,
 
     Raises:
         PayloadTooLarge: More than :data:`MAX_ROWS` records.
-        InvalidCovariates: A missing column, an empty user id, a value that is not a finite
+        InvalidCovariates: No row, a missing column, an empty user id, a value that is not a finite
             number within ``±cuped.LIMIT``, or a user id listed twice.
     """
     if found.total > MAX_ROWS:
@@ -107,6 +107,10 @@ def covariate_table(found: VersionRecords, source: CovariateSource) -> dict[str,
                 code="duplicate_user_id",
             )
         table[user] = _number(record.get(source.covariate_column), row, source.covariate_column)
+    if not table:  # a wrong version or tag, most likely: CUPED would silently never apply
+        raise InvalidCovariates(
+            f"dataset {source.dataset_id} version {source.version_number} lists no user"
+        )
     return table
 
 

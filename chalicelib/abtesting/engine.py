@@ -904,9 +904,11 @@ class ABTestingEngine:
     def _join_covariates(
         self, source: CovariateSource | None, outcomes: Sequence[Outcome]
     ) -> list[Outcome]:
-        """Each outcome with the covariate of its ``user_id`` in the source's version (none
-        for a user it does not list, or while the version cannot be read: the outcomes are
-        counted all the same); the outcomes as they are without a source.
+        """Each outcome with the covariate of its ``user_id`` in the source's version, matched
+        as text as the table's ids are (the Python API's ``user_id=7`` finds the version's
+        ``7`` as HTTP's ``"7"`` does; none for a user it does not list, or while the version
+        cannot be read: the outcomes are counted all the same); the outcomes as they are
+        without a source.
 
         Raises:
             InvalidExperiment: An outcome carries its own covariate (422).
@@ -926,7 +928,7 @@ class ABTestingEngine:
             logger.warning("covariates unavailable", extra={"reason": str(exc)})
             return list(outcomes)
         return [
-            replace(o, covariate=table.get(o.user_id)) if o.user_id is not None else o
+            replace(o, covariate=table.get(str(o.user_id))) if o.user_id is not None else o
             for o in outcomes
         ]
 

@@ -142,6 +142,7 @@ BAD_TABLES = {
     "too big a value": (_csv([("u1", "2e6")]), 422, "invalid_covariate"),
     "duplicate user": (_csv([("u1", 1.0), ("u2", 2.0), ("u1", 3.0)]), 422, "duplicate_user_id"),
     "empty user": (_csv([("", 1.0)]), 422, "invalid_covariate"),
+    "no users": (_csv([]), 422, "invalid_covariate"),
     "missing column": (_csv([("u1", 1.0)], ("user", "revenue_before")), 422, "unknown_column"),
 }
 
@@ -326,3 +327,32 @@ def test_an_erased_covariate_version_stops_being_joined_by_instances_that_read_i
 
     sums = get_ab_engine().get_experiment_metrics(experiment_id)["control"].cuped
     assert sums.n == 1  # only the outcome recorded before the erasure carries u1's value
+
+
+def test_integer_user_ids_of_a_json_lines_version_join_string_and_integer_ids(http: Http) -> None:
+    import json
+
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    lines = "".join(json.dumps({"user": i, "pre_revenue": 10.0 * i}) + "\n" for i in (1, 2))
+    body = {"name": f"pre-{uuid.uuid4().hex[:6]}", "format": "json"}
+    dataset_id = http.call("POST", "/datasets", body).data["dataset_id"]
+    version = http.call("POST", f"/datasets/{dataset_id}/versions", {"data": lines})
+    assert version.status_code == 201, version.data
+    experiment_id = _joined_experiment(http, dataset_id)
+    http.call("POST", f"/experiments/{experiment_id}/start")
+    outcome = {"variant_id": "control", "request_id": "http", "success": True,
+               "latency_ms": 1.0, "user_id": "1", "custom_metrics": {"revenue": 3.0}}  # fmt: skip
+    assert (
+        http.call(
+            "POST", f"/experiments/{experiment_id}/outcomes", {"outcomes": [outcome]}
+        ).status_code
+        == 200
+    )
+    engine = get_ab_engine()
+    engine.record_outcome(
+        experiment_id, "control", "python", True, 1.0, custom_metrics={"revenue": 4.0}, user_id=2
+    )  # type: ignore[arg-type]
+
+    sums = engine.get_experiment_metrics(experiment_id)["control"].cuped
+    assert (sums.n, float(sums.sx)) == (2, 30.0)
