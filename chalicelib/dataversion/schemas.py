@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field
 from chalicelib.core.shaping import mirrored
 from chalicelib.core.shaping import shaped as shaped  # re-exported for the routes
 from chalicelib.core.text import Name, Text, name_pattern
-from chalicelib.dataversion.models import DatasetSchema, DriftLimits, TransformationRecord
+from chalicelib.dataversion.models import (
+    DatasetSchema,
+    DatasetUsage,
+    DriftLimits,
+    Rejection,
+    TagMove,
+    TransformationRecord,
+)
+from chalicelib.dataversion.reconstruction import ReproducibilityReport
 
 FormatName = Literal["parquet", "csv", "json", "tfrecord", "numpy", "pickle"]
 ColumnType = Literal["int", "long", "float", "double", "bool", "string"]
@@ -371,16 +379,11 @@ class TagBody(BaseModel):
     )
 
 
-class TagOut(BaseModel):
-    """Where a tag points, from its last move."""
+_TagFields: Any = mirrored(TagMove)
 
-    dataset_id: str
-    tag: str
-    version_id: str
-    version_number: int
-    previous_version_id: str | None
-    moved_by: str
-    moved_at: datetime
+
+class TagOut(_TagFields):
+    """Where a tag points, from its last move."""
 
 
 class TagList(BaseModel):
@@ -499,15 +502,11 @@ class ReplayOut(BaseModel):
     steps: list[str]
 
 
-class ReproducibilityOut(BaseModel):
-    """Whether a version can be rebuilt from its roots."""
+_ReproducibilityFields: Any = mirrored(ReproducibilityReport)
 
-    version_id: str
-    reproducible: bool
-    chain: list[str]
-    missing_objects: list[dict[str, str]]
-    non_replayable_steps: list[dict[str, Any]]
-    steps: list[dict[str, Any]]
+
+class ReproducibilityOut(_ReproducibilityFields):
+    """Whether a version can be rebuilt from its roots."""
 
 
 class UsageBody(BaseModel):
@@ -517,15 +516,11 @@ class UsageBody(BaseModel):
     purpose: Name = Field(default="training", min_length=1, max_length=50)
 
 
-class UsageOut(BaseModel):
-    """A recorded usage."""
+_UsageFields: Any = mirrored(DatasetUsage)
 
-    experiment_id: str
-    dataset_id: str
-    version_id: str
-    purpose: str
-    recorded_by: str
-    recorded_at: datetime
+
+class UsageOut(_UsageFields):
+    """A recorded usage."""
 
 
 class UsagesQuery(BaseModel):
@@ -562,14 +557,11 @@ class ReconstructList(BaseModel):
     reconstructions: list[ReconstructionOut]
 
 
-class RejectionOut(BaseModel):
-    """An incoming file that was moved to ``rejected/`` instead of becoming a version."""
+_RejectionFields: Any = mirrored(Rejection)
 
-    source_key: str
-    etag: str
-    rejected_key: str
-    reason: str
-    rejected_at: datetime
+
+class RejectionOut(_RejectionFields):
+    """An incoming file that was moved to ``rejected/`` instead of becoming a version."""
 
 
 class RejectionList(BaseModel):

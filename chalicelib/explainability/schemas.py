@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from chalicelib.explainability.models import MAX_JOB_ROWS
+from chalicelib.core.shaping import mirrored
+from chalicelib.explainability.models import MAX_JOB_ROWS, PredictionExplanation
 
 TypeName = Literal["shap", "lime", "integrated_gradients", "attention"]
 MethodName = Literal["mean", "median", "max", "percentile_95"]
@@ -106,32 +107,15 @@ class ContributionOut(BaseModel):
     condition: str | None = None
 
 
-class ExplanationOut(BaseModel):
+_ExplanationFields: Any = mirrored(PredictionExplanation)
+
+
+class ExplanationOut(_ExplanationFields):
     """One explanation (see ``PredictionExplanation``)."""
 
-    explanation_id: str
-    prediction_id: str | None
-    model_id: str
-    model_version: int
-    explanation_type: str
     input_kind: Literal["tabular", "text", "image"]
-    algorithm: str
     output_space: Literal["probability", "log_odds", "margin", "raw"]
-    explained_class: str | None
-    base_prediction: float
-    actual_prediction: float
     feature_contributions: list[ContributionOut]
-    top_positive_features: list[str]
-    top_negative_features: list[str]
-    additivity_error: float | None
-    local_fidelity: float | None
-    local_prediction: float | None
-    interactions: dict[str, Any] | None
-    segments: list[list[int]] | None
-    parameters: dict[str, Any]
-    created_at: datetime
-    computation_time_ms: float
-    cached: bool
 
 
 class BatchOut(BaseModel):

@@ -17,8 +17,17 @@ from chalicelib.auth.models import ApiKey
 from chalicelib.auth.schemas import IssuedKeyOut, KeyList
 from chalicelib.core import jsonutil
 from chalicelib.core.shaping import mirrored, shaped
-from chalicelib.dataversion.models import TransformationRecord
-from chalicelib.dataversion.schemas import TransformationOut
+from chalicelib.dataversion.models import DatasetUsage, Rejection, TagMove, TransformationRecord
+from chalicelib.dataversion.reconstruction import ReproducibilityReport
+from chalicelib.dataversion.schemas import (
+    RejectionOut,
+    ReproducibilityOut,
+    TagOut,
+    TransformationOut,
+    UsageOut,
+)
+from chalicelib.explainability.models import PredictionExplanation
+from chalicelib.explainability.schemas import ExplanationOut
 from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
 from chalicelib.registry.schemas import ModelList, ModelOut, VersionOut
 
@@ -144,15 +153,20 @@ def test_a_mirrored_model_has_the_dataclass_fields_in_order_with_the_types_shown
 
 
 @pytest.mark.parametrize(
-    ("out", "record", "left_out"),
+    ("out", "record", "added", "hidden"),
     [
-        (TransformationOut, TransformationRecord, {"outputs"}),
-        (CupedOut, CupedResult, set()),
-        (BayesianReadingOut, BayesianResult, set()),
+        (TransformationOut, TransformationRecord, {"outputs"}, set()),
+        (CupedOut, CupedResult, set(), {"metric_name"}),
+        (BayesianReadingOut, BayesianResult, set(), {"metric_name"}),
+        (TagOut, TagMove, set(), set()),
+        (UsageOut, DatasetUsage, set(), set()),
+        (RejectionOut, Rejection, set(), set()),
+        (ReproducibilityOut, ReproducibilityReport, set(), set()),
+        (ExplanationOut, PredictionExplanation, set(), set()),
     ],
 )
 def test_out_models_that_mirror_a_dataclass_stay_in_step_with_it(
-    out: type[BaseModel], record: type, left_out: set[str]
+    out: type[BaseModel], record: type, added: set[str], hidden: set[str]
 ) -> None:
-    shown = [name for name in out.model_fields if name not in left_out]
-    assert shown == [f.name for f in dataclasses.fields(record) if f.name != "metric_name"]
+    shown = [name for name in out.model_fields if name not in added]
+    assert shown == [f.name for f in dataclasses.fields(record) if f.name not in hidden]
