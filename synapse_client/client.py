@@ -246,6 +246,10 @@ class Client:
         """Concludes (the winner gets all traffic and is promoted); ``None`` lets the analysis
         pick."""
 
+    @operation("POST", "/experiments/{experiment_id}/resize-slice")
+    def resize_slice(self, experiment_id: str, start: int, end: int) -> Json:
+        """Moves a draft's layer slice, or grows a running or paused experiment's slice."""
+
     @operation("POST", "/experiments/{experiment_id}/release-slice", send=None)
     def release_slice(self, experiment_id: str) -> Json:
         """Gives up a concluded, rolled-back or draft experiment's layer slice."""

@@ -59,6 +59,7 @@ from chalicelib.abtesting.schemas import (
     OutcomeBatch,
     OutcomeIn,
     OutcomeReceiptOut,
+    ResizeSliceBody,
     RollbackBody,
     RollbackPolicyBody,
     RollbackPolicyOut,
@@ -207,6 +208,16 @@ def conclude_experiment(ctx: RequestContext, experiment_id: str) -> dict[str, An
     """Concludes; the winner gets all traffic and is promoted to production."""
     winner = ctx.body.winning_variant_id
     return _shown(ctx, facade.conclude(_principal(ctx), experiment_id, winner))
+
+
+@api.route("/experiments/{experiment_id}/resize-slice", "POST", role="writer",
+           body=ResizeSliceBody, response=ExperimentOut)  # fmt: skip
+def resize_slice(ctx: RequestContext, experiment_id: str) -> dict[str, Any]:
+    """Moves a draft's layer slice, or grows a running or paused experiment's slice into free
+    buckets (it must contain the old one: no exposed user moves)."""
+    body: ResizeSliceBody = ctx.body
+    found = facade.resize_slice(_principal(ctx), experiment_id, body.start, body.end)
+    return ExperimentOut.from_domain(found).body()
 
 
 @api.route("/experiments/{experiment_id}/release-slice", "POST", role="writer",

@@ -861,6 +861,63 @@ class ABTestingEngine:
             _segment_plan(experiment),
         )  # fmt: skip
 
+    def resize_slice(self, experiment_id: str, start: int, end: int) -> Experiment:
+        """Moves a draft's layer slice anywhere free, or grows a running or paused experiment's
+        slice into free buckets: ``[start, end)`` must contain the slice it has, so every user
+        it exposed stays in it (users of the added buckets were ``outside_layer``, never
+        exposed, and join). The layer is reserved first; if the experiment then changed, the
+        old slice is put back.
+
+        Raises:
+            UnprocessableEntity: The experiment takes no slice (422 ``no_layer_slice``), or the
+                range is not ``0 <= start < end <= 10000`` (422).
+            Conflict: It shrinks or moves the slice of an experiment that exposed users
+                (409 ``slice_would_move_users``); the experiment is concluded, rolled back or
+                its slice was released (409 ``invalid_state``); the buckets overlap another
+                experiment's slice (409 ``layer_slice_taken``).
+        """
+        experiment = self.repository.get(experiment_id)
+        found = self._resizable(experiment)
+        wanted = replace(found, start=start, end=end)
+        check_slice(wanted)
+        exposed = experiment.status is not S.DRAFT
+        if exposed and not (start <= found.start and found.end <= end):
+            raise Conflict(
+                f"[{start}, {end}) does not contain [{found.start}, {found.end}): users the "
+                f"experiment exposed would move; a running slice may only grow",
+                code="slice_would_move_users",
+            )
+        self.layers.reserve(experiment_id, wanted)
+        try:
+            updated = self.repository.transition(
+                experiment_id, [experiment.status], experiment.status, self.clock.now(),
+                layer=wanted,
+            )  # fmt: skip
+        except Exception:
+            self.layers.reserve(experiment_id, found)  # a subset of what is held: always fits
+            raise
+        self._forget(experiment_id)
+        self._publish("LayerSliceResized", updated, layer_id=found.layer_id, start=start, end=end)
+        return updated
+
+    @staticmethod
+    def _resizable(experiment: Experiment) -> LayerSlice:
+        """The slice of an experiment that may still change (see :meth:`resize_slice`)."""
+        found = experiment.layer
+        if found is None:
+            raise UnprocessableEntity(
+                f"experiment {experiment.experiment_id} takes no layer slice",
+                code="no_layer_slice",
+            )
+        if experiment.status not in (S.DRAFT, S.RUNNING, S.PAUSED) or found.start == found.end:
+            raise Conflict(
+                f"experiment {experiment.experiment_id} is {experiment.status.value}"
+                + (" and released its slice" if found.start == found.end else "")
+                + "; only a draft, running or paused experiment's slice changes",
+                code="invalid_state",
+            )
+        return found
+
     def release_slice(self, experiment_id: str) -> Experiment:
         """Gives up a concluded, rolled-back or draft experiment's layer slice.
 

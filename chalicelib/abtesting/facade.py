@@ -283,6 +283,15 @@ def conclude(principal: Principal, experiment_id: str, winner: str | None) -> Ex
     return _engine().conclude_experiment(experiment_id, winner)
 
 
+def resize_slice(principal: Principal, experiment_id: str, start: int, end: int) -> Experiment:
+    """Moves a draft's layer slice, or grows a running or paused experiment's, for a caller who
+    may change the experiment and read its layer (see :meth:`ABTestingEngine.resize_slice`)."""
+    experiment = writable_experiment(principal, experiment_id)
+    if experiment.layer is not None:
+        _check_layer(principal, experiment.layer)
+    return _engine().resize_slice(experiment_id, start, end)
+
+
 def release_slice(principal: Principal, experiment_id: str) -> Experiment:
     """Gives up the layer slice of an experiment the caller may change, once it is concluded
     or rolled back (or while a draft); see :meth:`ABTestingEngine.release_slice`."""

@@ -140,7 +140,8 @@ class LayerService:
         self.event_bus.publish("LayerDeleted", {"layer_id": layer_id})
 
     def reserve(self, experiment_id: str, wanted: LayerSlice) -> Layer:
-        """Takes ``wanted`` for an experiment (one conditional write on the layer).
+        """Takes ``wanted`` for an experiment (one conditional write on the layer), in place of
+        the slice it held (a resize).
 
         Raises:
             InvalidExperiment: The slice is outside ``[0, LAYER_BUCKETS)`` or empty (422).
@@ -153,7 +154,7 @@ class LayerService:
             layer = self.repository.get_layer(wanted.layer_id)
             now = self.clock.now()
             held = layer.held(now)  # a released slice's buckets after its free_at are free
-            clash = [key for key, s in held.items() if s.overlaps(wanted)]
+            clash = [key for key, s in held.items() if key != experiment_id and s.overlaps(wanted)]
             if clash:
                 free = ", ".join(f"[{a}, {b})" for a, b in layer.free(now)) or "none"
                 raise SliceTaken(

@@ -1006,6 +1006,13 @@ class CreateLayerBody(_Strict):
     )
 
 
+class ResizeSliceBody(_Strict):
+    """Body of ``POST /experiments/{id}/resize-slice``: the new ``[start, end)``."""
+
+    start: int = Field(ge=0, lt=LAYER_BUCKETS)
+    end: int = Field(gt=0, le=LAYER_BUCKETS)
+
+
 class LayerAccessBody(_Strict):
     """Body of ``PUT /layers/{id}/access``."""
 

@@ -259,6 +259,8 @@ def test_layer_and_holdout_methods(admin: Client) -> None:
     assert (analysis["method"], analysis["test"]) == ("fixed", "no_data")
     with pytest.raises(Conflict):  # running: releasing would move exposed users
         admin.release_slice(experiment["experiment_id"])
+    grown = admin.resize_slice(experiment["experiment_id"], 0, 200)
+    assert (grown["layer"]["start"], grown["layer"]["end"]) == (0, 200)
     admin.rollback_experiment(experiment["experiment_id"], "done")
     released = admin.release_slice(experiment["experiment_id"])
     assert released["layer"]["start"] == released["layer"]["end"] == 0

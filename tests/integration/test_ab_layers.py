@@ -422,3 +422,30 @@ def test_a_draft_whose_slice_was_released_cannot_start_over_http(http: Http, mod
     assert started.status_code == 409, started.data
     assert started.data["error"] == "invalid_state" and "released" in started.data["message"]
     assert http.call("GET", f"/experiments/{experiment_id}").data["status"] == "draft"
+
+
+def test_a_running_slice_grows_over_http_and_a_shrink_is_refused(
+    http: Http, model_id: str, tokens: Tokens
+) -> None:
+    layer_id = _layer(http)
+    created = http.call(
+        "POST", "/experiments", _body(model_id, layer={"layer_id": layer_id, "start": 0, "end": 10})
+    )
+    experiment_id = created.data["experiment_id"]
+    http.call("POST", f"/experiments/{experiment_id}/start")
+    path = f"/experiments/{experiment_id}/resize-slice"
+
+    grown = http.call("POST", path, {"start": 0, "end": 500})
+
+    assert grown.status_code == 200, grown.data
+    assert grown.data["layer"] == {"layer_id": layer_id, "start": 0, "end": 500}
+    assert http.call("GET", f"/layers/{layer_id}").data["free"] == [[500, 10000]]
+    shrink = http.call("POST", path, {"start": 0, "end": 100})
+    assert shrink.status_code == 409 and shrink.data["error"] == "slice_would_move_users"
+    assert http.call("POST", path, {"start": 5, "end": 2}).status_code == 422
+    assert http.call("POST", path, {"start": 0, "end": 10001}).status_code == 400
+    assert (
+        http.call("POST", path, {"start": 0, "end": 900}, token=tokens.other_writer).status_code
+        == 404
+    )
+    assert http.call("GET", f"/experiments/{experiment_id}").data["layer"]["end"] == 500

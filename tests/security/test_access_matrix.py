@@ -198,6 +198,9 @@ RULES: dict[tuple[str, str], Rule] = {
         body=lambda w, i: {"reason": "matrix"}, fresh=running
     ),
     ("POST", "/experiments/{experiment_id}/release-slice"): Rule(fresh=sliced_draft),
+    ("POST", "/experiments/{experiment_id}/resize-slice"): Rule(
+        body=lambda w, i: {"start": 0, "end": 20}, fresh=sliced_draft
+    ),
     ("POST", "/experiments/{experiment_id}/route"): Rule(
         body=lambda w, i: {"request_id": uuid.uuid4().hex, "user_id": "u-1"}
     ),

@@ -262,3 +262,67 @@ def test_a_draft_whose_slice_was_released_cannot_start_even_when_the_release_rac
         engine.start_experiment(racing.experiment_id)
     monkeypatch.setattr(engine.repository, "get", read)
     assert engine.get_experiment(racing.experiment_id).status.value == "draft"
+
+
+def test_a_running_slice_grows_into_free_buckets_and_no_exposed_user_moves() -> None:
+    """Grow [0, 3000) to [0, 5000) while running: every user routed into the experiment before
+    is still in it with the same variant; users who were outside_layer and now fall in the
+    added buckets join; shrinking, moving, overlapping a neighbour and resizing a concluded
+    experiment are refused, and a draft's slice moves anywhere free."""
+    from chalicelib.core.clock import FixedClock
+
+    engine = memory_engine(FakeRegistry(), RecordingEventBus(), FixedClock())
+    layer = engine.layers.create_layer("ranking")
+    arms = engine_variants("0.5", "0.5")
+    first = engine.create_experiment("a", arms, layer=LayerSlice(layer.layer_id, 0, 3000))
+    neighbour = engine.create_experiment("b", arms, layer=LayerSlice(layer.layer_id, 6000, 7000))
+    engine.start_experiment(first.experiment_id)
+    users = [f"u{i}" for i in range(3000)]
+    before = {u: engine.decide_request(first.experiment_id, f"r-{u}", u) for u in users}
+
+    grown = engine.resize_slice(first.experiment_id, 0, 5000)
+
+    assert (grown.layer.start, grown.layer.end) == (0, 5000)
+    after = {u: engine.decide_request(first.experiment_id, f"s-{u}", u) for u in users}
+    stayed = [u for u in users if before[u][3] == "experiment"]
+    assert all(after[u][0] == before[u][0] for u in stayed)  # same variant, still exposed
+    joined = [u for u in users if before[u][3] != "experiment" and after[u][3] == "experiment"]
+    assert 400 < len(joined) < 800  # about 2000 / 10000 of the users
+    assert engine.layers.get_layer(layer.layer_id).free() == [(5000, 6000), (7000, 10000)]
+    refused = [(0, 4000), (100, 5000), (1000, 6000), (0, 6500)]
+    for start, end in refused:
+        with pytest.raises(Conflict):
+            engine.resize_slice(first.experiment_id, start, end)
+    assert engine.get_experiment(first.experiment_id).layer == grown.layer
+    moved = engine.resize_slice(neighbour.experiment_id, 8000, 9000)  # a draft: anywhere free
+    assert (moved.layer.start, moved.layer.end) == (8000, 9000)
+    engine.conclude_experiment(first.experiment_id, "v1")
+    with pytest.raises(Conflict, match="concluded"):
+        engine.resize_slice(first.experiment_id, 0, 5500)
+    plain = engine.create_experiment("plain", arms)
+    with pytest.raises(UnprocessableEntity, match="takes no layer slice"):
+        engine.resize_slice(plain.experiment_id, 0, 10)
+
+
+def test_a_resize_whose_experiment_changed_meanwhile_puts_the_old_slice_back() -> None:
+    from chalicelib.abtesting.errors import ExperimentStateConflict
+    from chalicelib.core.clock import FixedClock
+
+    engine = memory_engine(FakeRegistry(), RecordingEventBus(), FixedClock())
+    layer = engine.layers.create_layer("ranking")
+    created = engine.create_experiment(
+        "a", engine_variants("0.5", "0.5"), layer=LayerSlice(layer.layer_id, 0, 100)
+    )
+    engine.start_experiment(created.experiment_id)
+    original = engine.repository.transition
+
+    def concluded_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        raise ExperimentStateConflict("experiment is concluded")
+
+    engine.repository.transition = concluded_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(ExperimentStateConflict):
+        engine.resize_slice(created.experiment_id, 0, 200)
+    engine.repository.transition = original  # type: ignore[method-assign]
+
+    slices = engine.layers.get_layer(layer.layer_id).slices
+    assert (slices[created.experiment_id].start, slices[created.experiment_id].end) == (0, 100)
