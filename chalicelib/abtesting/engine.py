@@ -887,14 +887,15 @@ class ABTestingEngine:
                 f"experiment exposed would move; a running slice may only grow",
                 code="slice_would_move_users",
             )
-        self.layers.reserve(experiment_id, wanted)
+        self.layers.reserve(experiment_id, wanted, replacing=found)
         try:
             updated = self.repository.transition(
                 experiment_id, [experiment.status], experiment.status, self.clock.now(),
-                layer=wanted,
+                if_layer=found, layer=wanted,
             )  # fmt: skip
         except Exception:
-            self.layers.reserve(experiment_id, found)  # a subset of what is held: always fits
+            # a subset of what is held: always fits
+            self.layers.reserve(experiment_id, found, replacing=wanted)
             raise
         self._forget(experiment_id)
         self._publish("LayerSliceResized", updated, layer_id=found.layer_id, start=start, end=end)

@@ -139,9 +139,12 @@ class LayerService:
             raise Conflict(f"layer {layer_id} changed while it was deleted", code="layer_in_use")
         self.event_bus.publish("LayerDeleted", {"layer_id": layer_id})
 
-    def reserve(self, experiment_id: str, wanted: LayerSlice) -> Layer:
-        """Takes ``wanted`` for an experiment (one conditional write on the layer), in place of
-        the slice it held (a resize).
+    def reserve(
+        self, experiment_id: str, wanted: LayerSlice, replacing: LayerSlice | None = None
+    ) -> Layer:
+        """Takes ``wanted`` for an experiment (one conditional write on the layer); with
+        ``replacing``, in place of that slice, which the layer must still hold for it (a
+        resize; 409 ``slice_changed`` when it was released or resized meanwhile).
 
         Raises:
             InvalidExperiment: The slice is outside ``[0, LAYER_BUCKETS)`` or empty (422).
@@ -152,6 +155,11 @@ class LayerService:
         check_slice(wanted)
         for _ in range(RESERVE_ATTEMPTS):
             layer = self.repository.get_layer(wanted.layer_id)
+            if replacing is not None and layer.slices.get(experiment_id) != replacing:
+                raise Conflict(
+                    f"the slice of experiment {experiment_id} changed meanwhile; read it again",
+                    code="slice_changed",
+                )
             now = self.clock.now()
             held = layer.held(now)  # a released slice's buckets after its free_at are free
             clash = [key for key, s in held.items() if key != experiment_id and s.overlaps(wanted)]

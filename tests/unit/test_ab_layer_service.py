@@ -326,3 +326,25 @@ def test_a_resize_whose_experiment_changed_meanwhile_puts_the_old_slice_back() -
 
     slices = engine.layers.get_layer(layer.layer_id).slices
     assert (slices[created.experiment_id].start, slices[created.experiment_id].end) == (0, 100)
+
+
+def test_a_resize_racing_a_release_is_refused_and_the_release_stands() -> None:
+    """The resize read the slice before a release landed: the layer no longer holds that slice
+    for it, so the resize is 409 ``slice_changed`` and the released slice keeps its free_at."""
+    from chalicelib.core.clock import FixedClock
+
+    engine = memory_engine(FakeRegistry(), RecordingEventBus(), FixedClock())
+    layer = engine.layers.create_layer("ranking")
+    created = engine.create_experiment(
+        "a", engine_variants("0.5", "0.5"), layer=LayerSlice(layer.layer_id, 0, 100)
+    )
+    stale = engine.get_experiment(created.experiment_id)
+    engine.release_slice(created.experiment_id)
+    engine.repository.get = lambda experiment_id: stale  # type: ignore[method-assign]
+
+    with pytest.raises(Conflict) as raised:
+        engine.resize_slice(created.experiment_id, 0, 200)
+
+    assert raised.value.code == "slice_changed"
+    held = engine.layers.get_layer(layer.layer_id).slices[created.experiment_id]
+    assert (held.start, held.end) == (0, 100) and held.free_at is not None
