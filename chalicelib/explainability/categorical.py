@@ -122,11 +122,15 @@ def encode(estimator: Any, X: np.ndarray, names: list[str] | tuple[str, ...]) ->
     if hasattr(transformed, "toarray"):
         transformed = transformed.toarray()
     encoded = np.asarray(transformed, dtype=float)
-    transformer: Any = column_transformer(estimator)  # the caller checked there is one
-    width = sum(s.stop - s.start for s in transformer.output_indices_.values())
-    if encoded.shape[1] != width:
+    if encoded.shape[1] != encoded_width(estimator):
         raise UnprocessableEntity(
             "the pipeline's steps after its ColumnTransformer change the number of columns; "
             "its explanations cannot be reported per input column"
         )
     return encoded
+
+
+def encoded_width(estimator: Any) -> int:
+    """Columns the pipeline's ColumnTransformer gives (what its last step sees)."""
+    transformer: Any = column_transformer(estimator)  # the caller checked there is one
+    return sum(s.stop - s.start for s in transformer.output_indices_.values())

@@ -46,6 +46,7 @@ from chalicelib.explainability.budget import (
     measure_speed,
     text_counts,
 )
+from chalicelib.explainability.categorical import encode, encoded_width, text_columns
 from chalicelib.explainability.loading import LoadedModel, ModelDescriptor, ModelLoader
 from chalicelib.explainability.models import MAX_JOB_ROWS, ExplanationQuery
 from chalicelib.explainability.probe import (
@@ -190,7 +191,10 @@ class CostPlanner:
         if method == "tree":
             outputs = len(getattr(loaded.estimator, "classes_", ())) or 2
             work = dataclasses.replace(work, outputs=outputs if descriptor.is_classifier else 1)
-            return estimate(work, self._tree_speed(loaded, interactions))
+            rows_in = _tree_rows(loaded)
+            # A categorical pipeline's TreeSHAP explains (and splits calls by) its encoded columns.
+            work = dataclasses.replace(work, features=rows_in.shape[1])
+            return estimate(work, self._tree_speed(loaded, interactions, rows_in))
         width, speed = self._tabular_facts(loaded, method, inputs)
         return estimate(dataclasses.replace(work, row_values=width), speed)
 
@@ -327,16 +331,16 @@ class CostPlanner:
         self._remember(key, speed)
         return speed
 
-    def _tree_speed(self, loaded: LoadedModel, interactions: bool) -> ModelSpeed:
-        """TreeSHAP's speed on this model, per call and per input (a pilot on a few rows;
-        cached)."""
+    def _tree_speed(self, loaded: LoadedModel, interactions: bool, probe: np.ndarray) -> ModelSpeed:
+        """TreeSHAP's speed on this model, per call and per input (a pilot on a few rows of
+        ``probe``, rows as its explainer sees them; cached)."""
         descriptor = loaded.descriptor
         key = (descriptor.model_id, descriptor.version, descriptor.artifact_sha256, interactions)
         with self._lock:
             found = self._speeds.get(key)
         if found is not None:
             return found
-        rows = _probe_rows(loaded)[:TREE_PROBE_ROWS]
+        rows = probe[:TREE_PROBE_ROWS]
         if interactions:
             explainer = self.tree_explainer(loaded, True)
             speed = measure_speed(explainer.shap_interaction_values, rows, repeat=1)
@@ -410,6 +414,20 @@ def _scaled(cost: Estimate, ratio: float) -> Estimate:
         model_call_seconds=cost.model_call_seconds * ratio,
         measured=True,
     )
+
+
+def _tree_rows(loaded: LoadedModel) -> np.ndarray:
+    """Rows as TreeSHAP's explainer sees them: the probe rows, or for a pipeline with
+    categorical columns those rows encoded by its steps before the last (the explainer's
+    columns; zeros of that width when the background cannot be encoded)."""
+    rows = _probe_rows(loaded)[:TREE_PROBE_ROWS]
+    estimator = loaded.estimator
+    if not text_columns(estimator):
+        return rows
+    try:
+        return encode(estimator, rows, loaded.descriptor.feature_names)
+    except (TypeError, ValueError):
+        return np.zeros((len(rows), encoded_width(estimator)))
 
 
 def _probe_rows(loaded: LoadedModel) -> np.ndarray:

@@ -61,6 +61,8 @@ from chalicelib.explainability.explainers._kernel import (
 )
 from chalicelib.explainability.explainers._linear import linear_values
 from chalicelib.explainability.explainers._tree import (
+    grouped_algorithm,
+    grouped_explainer,
     grouped_values,
     has_category_splits,
     interaction_explainer,
@@ -112,7 +114,8 @@ EXPLAINERS = {
 
 
 def choose_algorithm(estimator: Any, n_features: int, requested: str = "auto") -> str:
-    """The SHAP algorithm for an estimator.
+    """The SHAP algorithm for an estimator: the one choice the engine runs and the planner
+    prices (a pipeline with categorical columns: TreeSHAP on its last step).
 
     Raises:
         ValidationError: Unknown algorithm name.
@@ -120,6 +123,8 @@ def choose_algorithm(estimator: Any, n_features: int, requested: str = "auto") -
     """
     if requested not in ALGORITHMS:
         raise ValidationError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+    if text_columns(estimator):
+        return grouped_algorithm(estimator, requested)
     name = type(estimator).__name__
     if requested == "tree" and name not in TREE_MODELS:
         raise UnprocessableEntity(f"the tree algorithm does not support {name}")
@@ -394,9 +399,9 @@ class SHAPExplainer(ExplainerBase):
         estimator, descriptor = loaded.estimator, loaded.descriptor
         if descriptor.is_classifier:
             class_index(estimator, descriptor, options.class_name)  # 400 before any work
+        algorithm = choose_algorithm(estimator, X.shape[1], options.algorithm)
         if text_columns(estimator):
             return grouped_values(self, loaded, X, options)
-        algorithm = choose_algorithm(estimator, X.shape[1], options.algorithm)
         require(
             not options.include_interactions or algorithm == "tree",
             "interaction values are available for tree models only",
@@ -519,7 +524,14 @@ class SHAPExplainer(ExplainerBase):
     def tree_explainer(self, loaded: LoadedModel, interactions: bool = False) -> Any:
         """The (cached) ``shap.TreeExplainer`` of a loaded tree model; with ``interactions``,
         the one whose interaction values are per class (see
-        :func:`.explainers._tree.interaction_explainer`)."""
+        :func:`.explainers._tree.interaction_explainer`). For a pipeline with categorical
+        columns, its last step's (explaining the encoded columns; no interaction values)."""
+        if text_columns(loaded.estimator):
+            require(
+                not interactions,
+                "interaction values of a pipeline with categorical columns are not available",
+            )
+            return grouped_explainer(self, loaded)
         explainer = tree_explainer(self, loaded)
         return interaction_explainer(self, loaded, explainer) if interactions else explainer
 

@@ -132,3 +132,53 @@ def test_a_categorical_pipeline_whose_last_step_is_not_a_tree_is_422(ctx: Any) -
     model = register(ctx.reg, pipeline, "regression", NAMES, np.zeros((1, 4)))
     with pytest.raises(UnprocessableEntity, match="must be a tree model"):
         ctx.svc.shap.explain_prediction(model.model_id, model.version, _rows(frame, 1)[0])
+
+
+def _counting(explainer: Any) -> dict[str, int]:
+    """Counts the ``shap_values`` calls made on ``explainer`` (an instance attribute)."""
+    counted = {"calls": 0}
+    method = explainer.shap_values
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        counted["calls"] += 1
+        return method(*args, **kwargs)
+
+    explainer.shap_values = call
+    return counted
+
+
+@pytest.mark.parametrize(("rows", "background"), [(1, "rows"), (300, "zeros"), (1000, "rows")])
+def test_the_estimate_of_a_categorical_pipeline_counts_the_tree_shap_it_runs(
+    ctx: Any, rows: int, background: str
+) -> None:
+    """The engine explains a pipeline with categorical columns by TreeSHAP on its last step:
+    the estimate prices that (one model row per input, the engine's shap calls on the encoded
+    columns, without a deadline and under a synchronous one), not KernelSHAP or exact SHAP
+    over the background, because the planner asks the engine's own choice of algorithm. A
+    background the pipeline cannot encode (zeros for its string columns) is timed as zeros of
+    the encoded width."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from chalicelib.explainability import budget
+    from chalicelib.explainability.models import BatchRequest
+
+    frame = _frame(n=max(300, 2 * rows), seed=2)
+    y = np.select([frame["city"] == "rome", frame["size"] > 0], ["a", "b"], "c")
+    forest = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0)
+    pipeline = _pipeline(forest, frame, y)
+    rows_in = frame.iloc[:20].to_numpy() if background == "rows" else np.zeros((1, 4))
+    model = register(ctx.reg, pipeline, "classification", NAMES, rows_in)
+    descriptor = ctx.svc.model_loader.describe(model.model_id, model.version)
+    loaded = ctx.svc.model_loader.load(model.model_id, model.version)
+    for start, allowance in ((0, None), (rows, budget.sync_allowance())):
+        inputs = _rows(frame.iloc[start:], rows)  # rows not explained (cached) yet
+        request = BatchRequest.from_dict(
+            {"model_id": model.model_id, "explanation_type": "shap", "inputs": inputs}
+        )
+        with budget.bounded(allowance):
+            planned = ctx.svc.planner.measured(request, descriptor)
+            counted = _counting(ctx.svc.shap.tree_explainer(loaded))
+            batch = ctx.svc.shap.explain_batch(model.model_id, model.version, inputs)
+        assert {e.algorithm for e in batch} == {"tree"}
+        assert planned.model_rows == rows, allowance
+        assert planned.model_calls == counted["calls"] >= 1, allowance

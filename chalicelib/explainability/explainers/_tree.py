@@ -95,24 +95,13 @@ def grouped_values(
     column getting the sum of its encoded columns (see :mod:`..categorical`)."""
     pipeline, descriptor = loaded.estimator, loaded.descriptor
     final = pipeline[-1]
-    require(
-        type(final).__name__ in TREE_MODELS and not has_category_splits(final),
-        "a pipeline with categorical columns is explained by TreeSHAP on its last step, "
-        f"which must be a tree model (it is {type(final).__name__})",
-    )
-    require(
-        options.algorithm in ("auto", "tree"),
-        "a pipeline with categorical columns is explained with the tree algorithm only",
-    )
+    grouped_algorithm(pipeline, options.algorithm)
     require(
         not options.include_interactions,
         "interaction values of a pipeline with categorical columns are not available",
     )
     encoded = encode(pipeline, X, descriptor.feature_names)
-
-    explainer = engine._explainer(
-        loaded, model_key(descriptor, "tree-grouped"), lambda: path_dependent(final)
-    )
+    explainer = grouped_explainer(engine, loaded)
     outputs = tree_outputs(explainer, final, encoded, descriptor.is_classifier)
     raw = in_timed_chunks(
         lambda part: explainer.shap_values(part, check_additivity=False),
@@ -126,6 +115,34 @@ def grouped_values(
     chosen = chosen_classes(loaded, encoded, options, outputs, from_outputs=True)
     space = output_space(final, "tree", descriptor.is_classifier)
     return picked(grouped, base, outputs, chosen, "tree", space, 0)
+
+
+def grouped_algorithm(pipeline: Any, requested: str) -> str:
+    """The algorithm of a pipeline with categorical columns: always TreeSHAP on its last step.
+
+    Raises:
+        UnprocessableEntity: The last step is not a tree model, or another algorithm is forced.
+    """
+    final = pipeline[-1]
+    require(
+        type(final).__name__ in TREE_MODELS and not has_category_splits(final),
+        "a pipeline with categorical columns is explained by TreeSHAP on its last step, "
+        f"which must be a tree model (it is {type(final).__name__})",
+    )
+    require(
+        requested in ("auto", "tree"),
+        "a pipeline with categorical columns is explained with the tree algorithm only",
+    )
+    return "tree"
+
+
+def grouped_explainer(engine: ExplainerBase, loaded: LoadedModel) -> Any:
+    """The (cached) TreeSHAP explainer of a categorical pipeline's last step (it explains the
+    encoded columns :func:`~chalicelib.explainability.categorical.encode` gives)."""
+    final = loaded.estimator[-1]
+    return engine._explainer(
+        loaded, model_key(loaded.descriptor, "tree-grouped"), lambda: path_dependent(final)
+    )
 
 
 def tree_model(estimator: Any) -> Any:
