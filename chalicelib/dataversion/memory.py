@@ -1,18 +1,22 @@
-"""The data versioning's storage in memory: :class:`~chalicelib.dataversion.ports.DatasetCatalog`
-and :class:`~chalicelib.dataversion.ports.LineageStore` for tests of the versioning and lineage
-logic without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the
-DynamoDB repository (one contract suite runs against both); each operation is atomic under one
-lock, as a transaction is in DynamoDB, and objects go in and out as copies."""
+"""The data versioning's storage in memory: :class:`~chalicelib.dataversion.ports.DatasetCatalog`,
+:class:`~chalicelib.dataversion.ports.LineageStore` and
+:class:`~chalicelib.dataversion.ports.ObjectStore` for tests of the versioning and lineage logic
+without AWS (the pattern of Chalice's ``InMemoryTodoDB``). Same results and errors as the
+DynamoDB repository and the S3 store (one contract suite runs against both); each operation is
+atomic under one lock, as a transaction is in DynamoDB, and objects go in and out as copies."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chalicelib.core.clock import utc_now
 from chalicelib.core.errors import Conflict
 from chalicelib.dataversion.errors import (
     DatasetNotFound,
@@ -23,6 +27,7 @@ from chalicelib.dataversion.errors import (
     VersionNumberTaken,
 )
 from chalicelib.dataversion.models import Dataset, DatasetVersion, LineageEdge, LineageNode
+from chalicelib.dataversion.storage import CHUNK_BYTES, TMP_PREFIX, ObjectInfo
 
 
 @dataclass
@@ -335,3 +340,112 @@ class InMemoryLineageRepository:
         with self._lock:
             found = self._edges.get(key, {})
             return [found[other] for other in sorted(found)]
+
+
+@dataclass(frozen=True)
+class _Blob:
+    data: bytes
+    version_id: str
+    modified: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str:
+        return hashlib.md5(self.data, usedforsecurity=False).hexdigest()
+
+
+class InMemoryObjectStore:
+    """The data bucket in a dict (:class:`~chalicelib.dataversion.ports.ObjectStore`): each
+    write keeps the earlier versions of its key, readable by version id as in a versioned
+    bucket; ETags are the content's MD5, as S3's for a single-part upload.
+
+    Args:
+        bucket: The name reported as the bucket.
+        chunk_bytes: Size of the chunks ``iter_object`` yields.
+    """
+
+    def __init__(self, bucket: str = "memory-data", chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.bucket = bucket
+        self.chunk_bytes = chunk_bytes
+        self._objects: dict[str, list[_Blob]] = {}
+        self._lock = threading.Lock()
+
+    def _find(self, key: str, version_id: str | None = None) -> _Blob | None:
+        with self._lock:
+            versions = self._objects.get(key, [])
+            if version_id is None:
+                return versions[-1] if versions else None
+            return next((b for b in versions if b.version_id == version_id), None)
+
+    def _found(self, key: str, version_id: str | None = None) -> _Blob:
+        blob = self._find(key, version_id)
+        if blob is None:
+            raise KeyError(f"no object {key}")
+        return blob
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        """Size, ETag and metadata of ``key`` (``None`` when absent)."""
+        blob = self._find(key, version_id)
+        if blob is None:
+            return None
+        return ObjectInfo(
+            key, len(blob.data), blob.etag, blob.version_id if version_id else None,
+            dict(blob.metadata),
+        )  # fmt: skip
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+        return self._find(key) is not None
+
+    def iter_object(self, key: str, version_id: str | None = None) -> Iterator[bytes]:
+        """The object's bytes in chunks of ``chunk_bytes``."""
+        data = self._found(key, version_id).data
+        for start in range(0, len(data), self.chunk_bytes):
+            yield data[start : start + self.chunk_bytes]
+
+    def read(self, key: str) -> bytes:
+        """The whole object."""
+        return self._found(key).data
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Stores ``data`` at ``key`` (a new version of it)."""
+        self._write(key, bytes(data), {})
+
+    def _write(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
+        blob = _Blob(data, uuid.uuid4().hex, utc_now(), metadata)
+        with self._lock:
+            self._objects.setdefault(key, []).append(blob)
+
+    def upload_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Writes the chunks to a new temporary key; returns it and the bytes written."""
+        key = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        data = b"".join(chunks)
+        self.put(key, data)
+        return key, len(data)
+
+    def copy(
+        self, source_key: str, target_key: str, size: int, source_version: str | None = None
+    ) -> None:
+        """Copies an object (the given version, else the latest) to another key."""
+        blob = self._found(source_key, source_version)
+        self._write(target_key, blob.data, dict(blob.metadata))
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """(key, last modified) of every object under ``prefix``, by key."""
+        with self._lock:
+            found = [(k, v[-1].modified) for k, v in self._objects.items() if v]
+        yield from sorted(item for item in found if item[0].startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        """Removes ``key`` (nothing if absent)."""
+        with self._lock:
+            self._objects.pop(key, None)
+
+    def delete_if_unchanged(self, key: str, etag: str) -> bool:
+        """Removes ``key`` only while it holds the object with ``etag``; whether it did."""
+        with self._lock:
+            versions = self._objects.get(key)
+            if not versions or versions[-1].etag != etag:
+                return False
+            del self._objects[key]
+            return True

@@ -1,6 +1,7 @@
 """The interfaces of the data versioning's storage: datasets and their versions with the
 reservations and reference index written with them, and the lineage DAG's adjacency items
-(DynamoDB in :mod:`chalicelib.dataversion.repository`), with in-memory implementations in
+(DynamoDB in :mod:`chalicelib.dataversion.repository`) and the data bucket's objects (S3 in
+:mod:`chalicelib.dataversion.storage`), with in-memory implementations in
 :mod:`chalicelib.dataversion.memory` for tests of the versioning and lineage logic that need no
 AWS.
 
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chalicelib.dataversion.models import Dataset, DatasetVersion, LineageEdge, LineageNode
+
+if TYPE_CHECKING:
+    from chalicelib.dataversion.storage import ObjectInfo
 
 
 class DatasetCatalog(Protocol):
@@ -144,3 +148,44 @@ class LineageStore(Protocol):
     def edges(self, node_id: str, direction: str) -> list[LineageEdge]:
         """A node's edges ``up`` (to parents) or ``down`` (to children), ordered by the id of
         the node at their other end."""
+
+
+class ObjectStore(Protocol):
+    """The data bucket as the versioning engine uses it (S3 in
+    :class:`~chalicelib.dataversion.storage.DataStore`): content-addressed objects written by
+    streaming, read back in chunks, copied, listed and deleted (conditionally on their ETag)."""
+
+    bucket: str
+    chunk_bytes: int
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        """Size, ETag and metadata of ``key`` (``None`` when absent)."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+
+    def iter_object(self, key: str, version_id: str | None = None) -> Iterator[bytes]:
+        """The object's bytes in chunks of ``chunk_bytes``."""
+
+    def read(self, key: str) -> bytes:
+        """The whole object."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Stores ``data`` at ``key``."""
+
+    def upload_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Writes the chunks to a new temporary key; returns it and the bytes written."""
+
+    def copy(
+        self, source_key: str, target_key: str, size: int, source_version: str | None = None
+    ) -> None:
+        """Copies an object to another key."""
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """(key, last modified) of every object under ``prefix``, by key."""
+
+    def delete(self, key: str) -> None:
+        """Removes ``key`` (nothing if absent)."""
+
+    def delete_if_unchanged(self, key: str, etag: str) -> bool:
+        """Removes ``key`` only while it holds the object with ``etag``; whether it did."""

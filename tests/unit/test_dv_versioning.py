@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -16,13 +15,19 @@ from chalicelib.dataversion.errors import (
     SchemaEvolutionError,
     SchemaMismatch,
 )
+from chalicelib.dataversion.lineage import LineageGraph
+from chalicelib.dataversion.memory import (
+    InMemoryDatasetRepository,
+    InMemoryLineageRepository,
+    InMemoryObjectStore,
+)
 from chalicelib.dataversion.models import (
     PICKLE_WARNING,
     CompatibilityMode,
     DatasetFormat,
     DatasetSchema,
 )
-from chalicelib.dataversion.storage import DataStore, cas_key
+from chalicelib.dataversion.storage import cas_key
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
 
 CSV = b"id,amount,label\n1,2.5,true\n2,3.0,false\n3,,true\n"
@@ -39,18 +44,20 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def engine(aws: Any, bus: RecordingEventBus, clock: FixedClock) -> DatasetVersioningEngine:
+def engine(bus: RecordingEventBus, clock: FixedClock) -> DatasetVersioningEngine:
+    """The engine on in-memory storage (the S3 store's own behaviour is contract-tested in
+    ``test_repository_contracts.py``)."""
     return DatasetVersioningEngine(
-        store=DataStore(chunk_bytes=5 * 1024 * 1024), event_bus=bus, clock=clock
+        repository=InMemoryDatasetRepository(),
+        store=InMemoryObjectStore(chunk_bytes=64 * 1024),
+        lineage=LineageGraph(InMemoryLineageRepository()),
+        event_bus=bus,
+        clock=clock,
     )
 
 
-def _objects(prefix: str) -> list[str]:
-    from chalicelib.core import aws as clients
-    from chalicelib.core.config import get_settings
-
-    found = clients.client("s3").list_objects_v2(Bucket=get_settings().data_bucket, Prefix=prefix)
-    return [item["Key"] for item in found.get("Contents", [])]
+def _objects(engine: DatasetVersioningEngine, prefix: str) -> list[str]:
+    return [key for key, _ in engine.store.list_objects(prefix)]
 
 
 def test_version_is_stored_at_its_sha256_content_address(engine: DatasetVersioningEngine) -> None:
@@ -62,7 +69,7 @@ def test_version_is_stored_at_its_sha256_content_address(engine: DatasetVersioni
     assert engine.store.read(version.storage_key) == CSV
     assert version.size_bytes == len(CSV)
     assert version.version_number == 1
-    assert _objects("tmp/") == []
+    assert _objects(engine, "tmp/") == []
 
 
 def test_identical_content_returns_the_existing_version(
@@ -74,7 +81,7 @@ def test_identical_content_returns_the_existing_version(
     assert again.version_id == first.version_id
     assert engine.list_versions(dataset.dataset_id)[1] == 1
     assert len(bus.of_type("DatasetVersionCreated")) == 1
-    assert _objects("cas/") == [first.storage_key]
+    assert _objects(engine, "cas/") == [first.storage_key]
 
 
 def test_same_bytes_in_two_datasets_share_one_stored_object(
@@ -84,7 +91,7 @@ def test_same_bytes_in_two_datasets_share_one_stored_object(
     b = engine.create_version(engine.create_dataset("b", "alice").dataset_id, CSV)
     assert a.version_id != b.version_id
     assert a.storage_key == b.storage_key
-    assert _objects("cas/") == [a.storage_key]
+    assert _objects(engine, "cas/") == [a.storage_key]
 
 
 def test_large_content_streams_through_multipart_in_chunks(

@@ -1152,6 +1152,52 @@ def test_a_canary_check_counts_once_per_tick_and_failures_in_a_row(canary_checks
     assert canary_checks.get(experiment_id) == passed
 
 
+# ---- dataversion: ObjectStore ---------------------------------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def objects(request: pytest.FixtureRequest) -> Any:
+    return _implementation(
+        request, "dataversion", "storage.DataStore", "memory.InMemoryObjectStore"
+    )
+
+
+def test_streamed_content_reads_back_whole_and_in_chunks(objects: Any) -> None:
+    data = bytes(range(256)) * 50_000  # 12.8 MB: more than one chunk of either store
+    key, size = objects.upload_stream(data[i : i + 1_000_000] for i in range(0, len(data), 10**6))
+    assert key.startswith("tmp/") and size == len(data)
+    chunks = list(objects.iter_object(key))
+    assert b"".join(chunks) == data and all(len(c) <= objects.chunk_bytes for c in chunks)
+    assert objects.read(key) == data
+    info = objects.head(key)
+    assert (info.key, info.size, info.version_id) == (key, len(data), None)
+    assert objects.exists(key) and not objects.exists(_unique("cas/missing"))
+    assert objects.head(_unique("cas/missing")) is None
+
+
+def test_a_copy_holds_the_source_and_a_put_replaces_it(objects: Any) -> None:
+    prefix = _unique("contract")
+    objects.put(f"{prefix}/a", b"first")
+    objects.copy(f"{prefix}/a", f"{prefix}/b", 5)
+    objects.put(f"{prefix}/a", b"second")
+    assert objects.read(f"{prefix}/b") == b"first" and objects.read(f"{prefix}/a") == b"second"
+    assert objects.head(f"{prefix}/a").etag != objects.head(f"{prefix}/b").etag
+    assert [key for key, _ in objects.list_objects(f"{prefix}/")] == [f"{prefix}/a", f"{prefix}/b"]
+    assert all(when.tzinfo is not None for _, when in objects.list_objects(f"{prefix}/"))
+
+
+def test_a_conditional_delete_removes_only_the_object_it_names(objects: Any) -> None:
+    key = _unique("contract/x")
+    objects.put(key, b"one")
+    stale = objects.head(key).etag
+    objects.put(key, b"two")
+    assert objects.delete_if_unchanged(key, stale) is False and objects.read(key) == b"two"
+    assert objects.delete_if_unchanged(key, objects.head(key).etag) is True
+    assert not objects.exists(key) and objects.delete_if_unchanged(key, stale) is False
+    objects.delete(key)  # absent: nothing happens
+    assert list(objects.list_objects(key)) == []
+
+
 # ---- every interface, both implementations ---------------------------------------------------
 
 # (Protocol, DynamoDB/S3 implementation, in-memory implementation, whether the Protocol covers
@@ -1182,6 +1228,8 @@ INTERFACES = [
      "dataversion.memory.InMemoryDatasetRepository", False),
     ("dataversion.ports.LineageStore", "dataversion.repository.LineageRepository",
      "dataversion.memory.InMemoryLineageRepository", True),
+    ("dataversion.ports.ObjectStore", "dataversion.storage.DataStore",
+     "dataversion.memory.InMemoryObjectStore", False),
     ("explainability.ports.ExplanationCacheStore",
      "explainability.repository.ExplanationRepository",
      "explainability.in_memory.InMemoryExplanationRepository", False),
