@@ -24,9 +24,16 @@ from chalicelib.dataversion.errors import (
     DuplicateContent,
     DuplicateSource,
     ObjectCollected,
+    TransformationNotFound,
     VersionNumberTaken,
 )
-from chalicelib.dataversion.models import Dataset, DatasetVersion, LineageEdge, LineageNode
+from chalicelib.dataversion.models import (
+    Dataset,
+    DatasetVersion,
+    LineageEdge,
+    LineageNode,
+    TransformationRecord,
+)
 from chalicelib.dataversion.storage import CHUNK_BYTES, TMP_PREFIX, ObjectInfo
 
 
@@ -58,7 +65,26 @@ class InMemoryDatasetRepository:
         self._profiles: dict[str, bytes] = {}
         self._objects: dict[str, _StoredObject] = {}
         self._contents: dict[str, set[str]] = {}
+        self._transformations: dict[str, TransformationRecord] = {}
         self._lock = threading.RLock()
+
+    # ---- transformations ------------------------------------------------------------------
+    def save_transformation(self, record: TransformationRecord) -> None:
+        """Stores (or completes: the same id again replaces it) a transformation record."""
+        with self._lock:
+            self._transformations[record.transformation_id] = copy.deepcopy(record)
+
+    def get_transformation(self, transformation_id: str) -> TransformationRecord:
+        """One transformation record.
+
+        Raises:
+            TransformationNotFound: Unknown id.
+        """
+        with self._lock:
+            found = self._transformations.get(transformation_id)
+        if found is None:
+            raise TransformationNotFound(f"transformation {transformation_id} does not exist")
+        return copy.deepcopy(found)
 
     # ---- datasets -------------------------------------------------------------------------
     def create_dataset(self, dataset: Dataset) -> None:

@@ -14,7 +14,13 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from chalicelib.dataversion.models import Dataset, DatasetVersion, LineageEdge, LineageNode
+from chalicelib.dataversion.models import (
+    Dataset,
+    DatasetVersion,
+    LineageEdge,
+    LineageNode,
+    TransformationRecord,
+)
 
 if TYPE_CHECKING:
     from chalicelib.dataversion.storage import ObjectInfo
@@ -130,6 +136,16 @@ class DatasetCatalog(Protocol):
 
     def release_object(self, storage_key: str, token: str, deleted: bool) -> None:
         """Ends ``token``'s claim; a deleted object's generation moves on."""
+
+    def save_transformation(self, record: TransformationRecord) -> None:
+        """Stores (or completes: the same id again replaces it) a transformation record."""
+
+    def get_transformation(self, transformation_id: str) -> TransformationRecord:
+        """One transformation record.
+
+        Raises:
+            TransformationNotFound: Unknown id.
+        """
 
 
 class LineageStore(Protocol):

@@ -11,6 +11,12 @@ from chalicelib.core.clock import FixedClock
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.events import RecordingEventBus
 from chalicelib.dataversion.errors import NotReplayable, TransformError
+from chalicelib.dataversion.lineage import LineageGraph
+from chalicelib.dataversion.memory import (
+    InMemoryDatasetRepository,
+    InMemoryLineageRepository,
+    InMemoryObjectStore,
+)
 from chalicelib.dataversion.models import DatasetFormat
 from chalicelib.dataversion.pipeline import TransformationService
 from chalicelib.dataversion.reconstruction import DatasetReconstructor
@@ -138,8 +144,14 @@ def test_json_lines_sources_are_tabular() -> None:
 
 
 @pytest.fixture
-def services(aws: Any) -> tuple[DatasetVersioningEngine, TransformationService, Any]:
-    engine = DatasetVersioningEngine(event_bus=RecordingEventBus(), clock=FixedClock())
+def services() -> tuple[DatasetVersioningEngine, TransformationService, Any]:
+    engine = DatasetVersioningEngine(
+        repository=InMemoryDatasetRepository(),
+        store=InMemoryObjectStore(),
+        lineage=LineageGraph(InMemoryLineageRepository()),
+        event_bus=RecordingEventBus(),
+        clock=FixedClock(),
+    )
     transforms = TransformationService(engine)
     return engine, transforms, DatasetReconstructor(engine, transforms)
 

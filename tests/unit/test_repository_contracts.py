@@ -1152,6 +1152,24 @@ def test_a_canary_check_counts_once_per_tick_and_failures_in_a_row(canary_checks
     assert canary_checks.get(experiment_id) == passed
 
 
+def test_a_transformation_record_reads_back_and_a_second_save_completes_it(catalog: Any) -> None:
+    from chalicelib.dataversion.errors import TransformationNotFound
+    from chalicelib.dataversion.models import TransformationRecord, TransformationType
+
+    record = TransformationRecord(
+        _unique("tr"), TransformationType.FILTER, {"predicates": [{"column": "a", "op": "gt"}]},
+        ["v-1", "v-2"], {}, {"mean": {"a": 1.5}}, True, None, "alice",
+        utc_now().replace(microsecond=0),
+    )  # fmt: skip
+    catalog.save_transformation(record)
+    assert catalog.get_transformation(record.transformation_id) == record
+    done = dataclasses.replace(record, output_version_ids={"output": "v-3"})
+    catalog.save_transformation(done)
+    assert catalog.get_transformation(record.transformation_id) == done
+    with pytest.raises(TransformationNotFound):
+        catalog.get_transformation(_unique("tr"))
+
+
 # ---- dataversion: ObjectStore ---------------------------------------------------------------
 
 
