@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetSchema,
 )
-from chalicelib.dataversion.storage import cas_key
+from chalicelib.dataversion.storage import DataStore, cas_key
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
 
 CSV = b"id,amount,label\n1,2.5,true\n2,3.0,false\n3,,true\n"
@@ -95,8 +96,13 @@ def test_same_bytes_in_two_datasets_share_one_stored_object(
 
 
 def test_large_content_streams_through_multipart_in_chunks(
-    engine: DatasetVersioningEngine,
+    aws: Any, engine: DatasetVersioningEngine
 ) -> None:
+    """On S3 (moto) itself: 12 MiB in 5 MiB parts."""
+    engine = DatasetVersioningEngine(
+        repository=engine.repository, store=DataStore(chunk_bytes=5 * 1024 * 1024),
+        lineage=engine.lineage, event_bus=engine.event_bus, clock=engine.clock,
+    )  # fmt: skip
     dataset = engine.create_dataset("big", "alice")
     row = b"1,2.5,true\n"
     body = b"id,amount,label\n" + row * (12 * 1024 * 1024 // len(row))
