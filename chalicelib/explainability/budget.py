@@ -425,11 +425,13 @@ def estimate(work: Work, speed: ModelSpeed | None = None, rates: Rates = RATES) 
         work: What the request asks for.
         speed: The model's measured speed (``None``: the floor). For TreeSHAP a "model row"
             is one input explained, measured by a pilot on a few rows; its calls are counted
-            as the engine splits the rows under the running request's deadline, if any.
+            as the engine splits the rows under the running request's deadline, if any (inside
+            :func:`counted_under`, under that block's deadline instead).
         rates: The method rates.
     """
     used = speed if speed is not None else floor_speed(work.row_values, rates)
-    counted = _count(work, rates, used, seconds_left())
+    planned = _COUNTED_LEFT.get()
+    counted = _count(work, rates, used, seconds_left() if planned is None else planned)
     model = counted.calls * used.call_seconds + counted.rows * used.row_seconds
     return Estimate(
         seconds=counted.own_seconds + model,
@@ -443,6 +445,21 @@ def estimate(work: Work, speed: ModelSpeed | None = None, rates: Rates = RATES) 
         peak_values=max(counted.peak_values, work.row_values),
         summary=describe(work, counted.rows),
     )
+
+
+_COUNTED_LEFT: ContextVar[float | None] = ContextVar("explanation_counted_left", default=None)
+
+
+@contextmanager
+def counted_under(seconds: float) -> Iterator[None]:
+    """Estimates made in the block count TreeSHAP's calls as work with ``seconds`` before its
+    deadline would make them (a job's, for a request estimated before it is submitted as one),
+    whatever the running request's own deadline; the work of estimating is not stopped by it."""
+    token = _COUNTED_LEFT.set(seconds)
+    try:
+        yield
+    finally:
+        _COUNTED_LEFT.reset(token)
 
 
 def describe(work: Work, rows: int) -> str:

@@ -48,6 +48,7 @@ from chalicelib.explainability.budget import (
     Limits,
     admit,
     bounded,
+    counted_under,
     current,
     decide,
     on_compute,
@@ -370,7 +371,11 @@ class ExplanationService:
             return self._submitted(request, submitter, over.estimate)
 
     def _submit(self, request: ExplanationQuery, submitter: Submitter) -> Submitted:
-        """Submits a job once its measured estimate fits what a job may do (else 422)."""
+        """Submits a job once its measured estimate fits what a job may do (else 422).
+
+        The request is estimated as the job will run it (the ``plan`` operation counts
+        TreeSHAP's calls under a job's deadline): the job's own estimate is the same when its
+        function has the job limit left, and counts no fewer calls when it has less."""
         measured = Estimate.from_dict(self.backend.run(PlanRequest(request)))
         refuse_if_over_job(measured, self.limits.job_seconds)
         return self._submitted(request, submitter, measured)
@@ -512,8 +517,9 @@ class ExplanationService:
             raise out_of_memory() from None
 
     def _compute(self, work: Work) -> Any:
-        if isinstance(work, PlanRequest):
-            return self.plan(work.request).to_dict()
+        if isinstance(work, PlanRequest):  # the estimate of a job about to be submitted
+            with counted_under(self._job_limits().job_seconds):
+                return self.plan(work.request).to_dict()
         if isinstance(work, ExplanationRequest):
             return self.explain_here(work).to_dict()
         if isinstance(work, BatchRequest):

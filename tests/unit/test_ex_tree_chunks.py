@@ -149,3 +149,52 @@ def test_the_estimate_plans_the_parts_the_engine_makes(
         in_timed_chunks(compute, np.zeros((rows, 1)), 256, row_values)
     assert planned == sizes
     assert sum(sizes) == rows and len(sizes) > 1
+
+
+def test_the_estimate_a_job_is_submitted_with_is_the_one_the_job_runs_under() -> None:
+    """A batch submitted as a job is estimated as the job will run it: under the job's
+    deadline (a first TreeSHAP call of SHAP_CHUNK rows, then larger ones), not as if there were
+    none (one call). The submitted estimate, the job's own and the calls the job makes agree
+    when the job's function has at least the job limit left."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tests.helpers.explain import memory_context, register
+
+    ctx = memory_context()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 20))
+    forest = RandomForestClassifier(5, max_depth=3, random_state=0).fit(X, X[:, 0] > 0)
+    names = [f"f{i}" for i in range(20)]
+    model = register(ctx.reg, forest, "classification", names, X[:20])
+    planned: list[budget.Estimate] = []
+    measured = ctx.svc.planner.measured
+
+    def recording(*args: object, **kwargs: object) -> budget.Estimate:
+        planned.append(measured(*args, **kwargs))
+        return planned[-1]
+
+    ctx.svc.planner.measured = recording
+    inputs = [dict(zip(names, row, strict=True)) for row in X.tolist()]
+    submitted = ctx.svc.explain_batch(
+        {
+            "model_id": model.model_id,
+            "model_version": model.version,
+            "explanation_type": "shap",
+            "inputs": inputs,
+        }
+    )
+    loaded = ctx.svc.model_loader.load(model.model_id, model.version)
+    explainer = ctx.svc.shap.tree_explainer(loaded)
+    calls = {"made": 0}
+    method = explainer.shap_values
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls["made"] += 1
+        return method(*args, **kwargs)
+
+    explainer.shap_values = counting
+    assert ctx.svc.jobs.run(submitted.job.job_id) == "succeeded"
+    before, during = planned
+    # 2,000 rows under a deadline: 256, 1,024, then 720 rows (one call without a deadline).
+    assert before.model_calls == during.model_calls == calls["made"] == 3
+    assert submitted.estimated_seconds == before.seconds
