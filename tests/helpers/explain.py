@@ -185,3 +185,17 @@ def run_queued_jobs(client: Any) -> int:
         invoke_worker(event)
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return len(messages)
+
+
+def count_shap_values(explainer: Any) -> dict[str, int]:
+    """Counts the ``shap_values`` calls made on ``explainer`` from now on (``["calls"]``): the
+    method is wrapped on the instance."""
+    counted = {"calls": 0}
+    method = explainer.shap_values
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        counted["calls"] += 1
+        return method(*args, **kwargs)
+
+    explainer.shap_values = call
+    return counted

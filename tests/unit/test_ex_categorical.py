@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
-from tests.helpers.explain import MemoryContext, memory_context, register
+from tests.helpers.explain import MemoryContext, count_shap_values, memory_context, register
 
 NAMES = ["color", "size", "city", "age"]
 
@@ -134,19 +134,6 @@ def test_a_categorical_pipeline_whose_last_step_is_not_a_tree_is_422(ctx: Any) -
         ctx.svc.shap.explain_prediction(model.model_id, model.version, _rows(frame, 1)[0])
 
 
-def _counting(explainer: Any) -> dict[str, int]:
-    """Counts the ``shap_values`` calls made on ``explainer`` (an instance attribute)."""
-    counted = {"calls": 0}
-    method = explainer.shap_values
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        counted["calls"] += 1
-        return method(*args, **kwargs)
-
-    explainer.shap_values = call
-    return counted
-
-
 @pytest.mark.parametrize(("rows", "background"), [(1, "rows"), (300, "zeros"), (1000, "rows")])
 def test_the_estimate_of_a_categorical_pipeline_counts_the_tree_shap_it_runs(
     ctx: Any, rows: int, background: str
@@ -177,7 +164,7 @@ def test_the_estimate_of_a_categorical_pipeline_counts_the_tree_shap_it_runs(
         )
         with budget.bounded(allowance):
             planned = ctx.svc.planner.measured(request, descriptor)
-            counted = _counting(ctx.svc.shap.tree_explainer(loaded))
+            counted = count_shap_values(ctx.svc.shap.tree_explainer(loaded))
             batch = ctx.svc.shap.explain_batch(model.model_id, model.version, inputs)
         assert {e.algorithm for e in batch} == {"tree"}
         assert planned.model_rows == rows, allowance

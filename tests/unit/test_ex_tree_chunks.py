@@ -158,7 +158,7 @@ def test_the_estimate_a_job_is_submitted_with_is_the_one_the_job_runs_under() ->
     when the job's function has at least the job limit left."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from tests.helpers.explain import memory_context, register
+    from tests.helpers.explain import count_shap_values, memory_context, register
 
     ctx = memory_context()
     rng = np.random.default_rng(0)
@@ -184,17 +184,9 @@ def test_the_estimate_a_job_is_submitted_with_is_the_one_the_job_runs_under() ->
         }
     )
     loaded = ctx.svc.model_loader.load(model.model_id, model.version)
-    explainer = ctx.svc.shap.tree_explainer(loaded)
-    calls = {"made": 0}
-    method = explainer.shap_values
-
-    def counting(*args: object, **kwargs: object) -> object:
-        calls["made"] += 1
-        return method(*args, **kwargs)
-
-    explainer.shap_values = counting
+    counted = count_shap_values(ctx.svc.shap.tree_explainer(loaded))
     assert ctx.svc.jobs.run(submitted.job.job_id) == "succeeded"
     before, during = planned
     # 2,000 rows under a deadline: 256, 1,024, then 720 rows (one call without a deadline).
-    assert before.model_calls == during.model_calls == calls["made"] == 3
+    assert before.model_calls == during.model_calls == counted["calls"] == 3
     assert submitted.estimated_seconds == before.seconds
