@@ -22,6 +22,7 @@ reason if it would not finish.
 
 from __future__ import annotations
 
+import cmath
 import json
 import math
 from dataclasses import dataclass, fields, replace
@@ -728,7 +729,9 @@ def require_finite(result: Any) -> Any:
     pending: list[tuple[Any, str]] = [(result, "")]
     while pending:
         value, where = pending.pop()
-        if isinstance(value, float) and not math.isfinite(value):
+        if hasattr(value, "tolist"):  # a numpy array or scalar: its Python values
+            value = value.tolist()
+        if not isinstance(value, _CONTAINERS) and not _finite(value):
             raise UnprocessableEntity(
                 f"the explanation is not finite ({where.lstrip('.')} is {value}): input or "
                 "background values this large overflow the model's floating-point arithmetic",
@@ -742,6 +745,7 @@ def require_finite(result: Any) -> Any:
 
 
 _SCALARS = (str, int, bool, type(None))
+_CONTAINERS = (*_SCALARS, dict, list, tuple)  # what the named walk looks into or skips
 
 
 def _all_finite(result: Any) -> bool:
@@ -755,14 +759,27 @@ def _all_finite(result: Any) -> bool:
         kind = type(value)
         if kind in _SCALARS:
             continue
-        if kind is float or isinstance(value, float):
+        if kind is float:
             if not isfinite(value):
                 return False
         elif kind is dict or isinstance(value, dict):
             extend(value.values())
         elif isinstance(value, list | tuple):
             extend(value)
+        elif hasattr(value, "tolist"):  # a numpy array or scalar
+            extend((value.tolist(),))
+        elif not _finite(value):
+            return False
     return True
+
+
+def _finite(value: Any) -> bool:
+    """Whether a value that is neither a container, a string, an int nor ``None`` is finite:
+    any number (a float subclass, a Decimal, a complex); ``True`` for what is not a number."""
+    try:
+        return cmath.isfinite(complex(value))
+    except (TypeError, ValueError, OverflowError):
+        return True
 
 
 def check_type(explanation_type: ExplanationType) -> None:

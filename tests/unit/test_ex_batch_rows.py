@@ -10,6 +10,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import asdict
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -212,6 +213,11 @@ def test_an_explanations_dict_is_what_asdict_gives_with_nothing_shared(fields: d
             "explanations[1].feature_contributions[0].contribution.x[1]",
         ),
         (_Row([0.5, float("-inf")]), "explanations[1].feature_contributions[0].contribution[1]"),
+        # Numbers that are not Python floats: a numpy float32, a numpy array, a Decimal.
+        (np.float32("nan"), "explanations[1].feature_contributions[0].contribution"),
+        (np.array([[0.5, np.inf]]), "explanations[1].feature_contributions[0].contribution[0][1]"),
+        (Decimal("NaN"), "explanations[1].feature_contributions[0].contribution"),
+        (Decimal("-Infinity"), "explanations[1].feature_contributions[0].contribution"),
     ],
 )
 def test_a_result_with_a_number_that_is_not_finite_is_refused_naming_it(
@@ -219,7 +225,7 @@ def test_a_result_with_a_number_that_is_not_finite_is_refused_naming_it(
 ) -> None:
     """Results are first checked without keeping paths (the common, finite case of a large
     batch); a value that is not finite, however nested (dict and list subclasses, tuples,
-    numpy floats), is then named."""
+    numpy floats, numpy arrays and scalars of any width, Decimals), is then named."""
     from chalicelib.core.errors import UnprocessableEntity
     from chalicelib.explainability.service import require_finite
 
