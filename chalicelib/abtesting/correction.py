@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["METHODS", "adjust", "benjamini_hochberg", "holm"]
+__all__ = ["METHODS", "adjust", "adjust_tested", "benjamini_hochberg", "holm"]
 
 METHODS = ("holm", "bh", "none")
 
@@ -68,3 +68,20 @@ def adjust(p_values: Sequence[float], method: str) -> list[float]:
     if method == "none":
         return _check(p_values)
     raise ValueError(f"unknown correction {method!r}; use one of {', '.join(METHODS)}")
+
+
+def adjust_tested(p_values: Sequence[float], tested: Sequence[bool], method: str) -> list[float]:
+    """Adjusted p-values over the tests that ran; a test that could not run (no data) is left
+    out of the family and keeps 1.0.
+
+    A test without data can never reject, so counting it in the family size would only make
+    the others more conservative; the family-wise (Holm) and false-discovery (BH) guarantees
+    hold over the tests that ran.
+
+    Raises:
+        ValueError: An unknown method, a p-value outside [0, 1] or lengths that differ.
+    """
+    if len(p_values) != len(tested):
+        raise ValueError("one tested flag per p-value")
+    adjusted = iter(adjust([p for p, ran in zip(p_values, tested, strict=True) if ran], method))
+    return [next(adjusted) if ran else 1.0 for ran in tested]

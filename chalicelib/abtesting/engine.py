@@ -13,7 +13,6 @@ import json
 import math
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -60,6 +59,7 @@ from chalicelib.abtesting.models import (
     RecommendedAction,
     SegmentSettings,
     TrafficAllocationStrategy,
+    new_experiment_id,
 )
 from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
 from chalicelib.abtesting.ports import ExperimentRecords, OutcomeCounters
@@ -195,6 +195,15 @@ def _check_analysis(analysis: AnalysisSettings) -> None:
         )
     _check_decision(analysis.decision)
     _check_declared_metrics(analysis.metrics, analysis.correction)
+
+
+def _check_no_twin(primary: str, specs: Sequence[MetricSpec]) -> None:
+    """Refuses a declared metric named as the primary metric (it would be tested twice)."""
+    if any(spec.name == primary for spec in specs):
+        raise InvalidExperiment(
+            f"metric '{primary}' is the primary metric, tested already; declare it under "
+            "another name (with source) or leave it out"
+        )
 
 
 def _check_spec(spec: MetricSpec) -> None:
@@ -413,6 +422,7 @@ class ABTestingEngine:
         targeting: dict[str, Any] | None = None,
         segments: SegmentSettings | None = None,
         covariate_source: CovariateSource | None = None,
+        experiment_id: str | None = None,
     ) -> Experiment:
         """Validates and stores a draft experiment.
 
@@ -428,6 +438,8 @@ class ABTestingEngine:
                 segment tests (see :mod:`chalicelib.abtesting.segments`).
             covariate_source: A dataset version CUPED covariates are joined from by user id
                 (see :mod:`chalicelib.abtesting.covariates`); read and checked here.
+            experiment_id: The id to store it under (default a new one, :func:`new_experiment_id`):
+                given when something is recorded for it before it is stored.
 
         Raises:
             InvalidExperiment: Not exactly one control, weights not summing to exactly 1, an
@@ -444,6 +456,7 @@ class ABTestingEngine:
         _check_metrics(primary_metric, guardrail_metrics)
         analysis = analysis or AnalysisSettings()
         _check_analysis(analysis)
+        _check_no_twin(primary_metric, analysis.metrics)
         segments = segments or SegmentSettings()
         check_settings(segments)
         if strategy is TrafficAllocationStrategy.RAMPING:
@@ -458,7 +471,7 @@ class ABTestingEngine:
         if covariate_source is not None:
             self.covariates.table(covariate_source)  # a version that cannot serve: 413/422
         now = self.clock.now()
-        experiment_id = f"exp-{uuid.uuid4().hex[:16]}"
+        experiment_id = experiment_id or new_experiment_id()
         experiment = Experiment(
             experiment_id=experiment_id,
             name=name.strip(),

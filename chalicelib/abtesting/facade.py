@@ -16,7 +16,8 @@ them within that time, as a pause does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Unpack
 
 from chalicelib.abtesting.errors import (
@@ -41,6 +42,7 @@ from chalicelib.abtesting.models import (
     Outcome,
     OutcomeReceipt,
     RollbackPolicy,
+    new_experiment_id,
 )
 from chalicelib.abtesting.segments import SegmentAnalysis
 from chalicelib.abtesting.statistics import ExperimentAnalysis
@@ -179,28 +181,41 @@ def create_experiment(
         _check_layer(principal, layer)
         if request is not None:
             _covariate_source(principal, request)
-        experiment = _engine().create_experiment(
-            name=name,
-            variants=variants,
-            owner=principal.principal,
-            access_groups=groups,
-            **settings,
-        )
+        experiment_id = new_experiment_id()
+        with _covariate_usage(principal, settings.get("covariate_source"), experiment_id):
+            experiment = _engine().create_experiment(
+                name=name,
+                variants=variants,
+                owner=principal.principal,
+                access_groups=groups,
+                experiment_id=experiment_id,
+                **settings,
+            )
         held.bind(experiment.experiment_id)
-    _record_covariate_usage(principal, experiment)
     return experiment
 
 
-def _record_covariate_usage(principal: Principal, experiment: Experiment) -> None:
-    """Records the experiment's use of its covariate version, so the version is kept while
-    outcomes are joined with it (deleting it is 409, as for any version an experiment used)."""
+@contextmanager
+def _covariate_usage(
+    principal: Principal, source: CovariateSource | None, experiment_id: str
+) -> Iterator[None]:
+    """Records the experiment's use of its covariate version *before* the experiment is
+    stored, so the version is kept while outcomes are joined with it (deleting it is 409, as
+    for any version an experiment used) from the moment the experiment exists; removes it
+    again if the experiment is not stored (nothing half-written)."""
+    if source is None:
+        yield
+        return
     from chalicelib.dataversion import facade as datasets
 
-    source = experiment.covariate_source
-    if source is not None:
-        datasets.record_usage_as_system(
-            source.version_id, experiment.experiment_id, COVARIATE_USAGE, principal.principal
-        )
+    usage = datasets.record_usage_as_system(
+        source.version_id, experiment_id, COVARIATE_USAGE, principal.principal
+    )
+    try:
+        yield
+    except BaseException:
+        datasets.remove_usage_as_system(usage)
+        raise
 
 
 COVARIATE_USAGE = "cuped_covariates"

@@ -47,6 +47,7 @@ __all__ = [
     "Estimate",
     "MetricComparison",
     "compare",
+    "beside_primary",
     "compare_all",
     "estimate",
     "ratio_estimate",
@@ -328,6 +329,15 @@ def lower_is_better(spec: MetricSpec) -> bool:
     return (spec.source or spec.name) in LOWER_IS_BETTER
 
 
+def beside_primary(specs: Sequence[MetricSpec], primary: str) -> list[MetricSpec]:
+    """The declared metrics tested beside the primary metric.
+
+    A declared metric named as the primary metric is the primary metric: creation refuses it,
+    and for an experiment stored before that it is left out, so each metric is tested once.
+    """
+    return [spec for spec in specs if spec.name != primary]
+
+
 def compare_all(
     specs: Sequence[MetricSpec],
     pairs: Mapping[str, tuple[ExperimentMetrics, ExperimentMetrics]],
@@ -359,7 +369,9 @@ def compare_all(
         for variant_id, (control, treatment) in pairs.items()
         for spec in specs
     ]
-    adjusted = correction.adjust([item.p_value for item in raw], correction_method)
+    adjusted = correction.adjust_tested(
+        [item.p_value for item in raw], [item.test != "no_data" for item in raw], correction_method
+    )
     found = []
     for item, p_adj in zip(raw, adjusted, strict=True):
         spec = next(s for s in specs if s.name == item.metric_name)

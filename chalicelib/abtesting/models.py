@@ -7,6 +7,7 @@ timezone-aware UTC.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -966,3 +967,8 @@ class CanaryState:
     checks: int
     checked_at: datetime
     variants: tuple[dict[str, object], ...] = ()
+
+
+def new_experiment_id() -> str:
+    """A new experiment id: ``exp-`` and 16 random hex digits."""
+    return f"exp-{uuid.uuid4().hex[:16]}"

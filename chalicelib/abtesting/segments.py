@@ -16,10 +16,12 @@ Analysis (:func:`analyze_segments`): for every (dimension, value, treatment) the
 is compared with the control by the experiment's method (sequential or fixed, stratified by
 allocation phase, as the overall analysis), without the split over treatments, and so is every
 declared proportion, mean and ratio metric (totals of the comparable phases, as ``/analysis``
-compares declared metrics). Then one correction (Holm or Benjamini-Hochberg, declared) runs over
-every test of the analysis: metrics x segments x treatments. A test is *flagged* when its
-corrected result disagrees with the overall one of the same metric: significant with the
-opposite sign, or significant where the overall comparison is not.
+compares declared metrics; a declared metric named as the primary one is the primary metric,
+tested once). Then one correction (Holm or Benjamini-Hochberg, declared) runs over every test
+of the analysis that has data: metrics x segments x treatments; a test where an arm has no
+data (``no_data``, p = 1) is left out of the family and keeps adjusted p = 1. A test is
+*flagged* when its corrected result disagrees with the overall one of the same metric:
+significant with the opposite sign, or significant where the overall comparison is not.
 
 Declared quantile metrics are not tested per segment (:data:`QUANTILE_UNTESTED`): a quantile
 needs a histogram per segment value (hundreds of buckets each), which the segment counter items
@@ -270,7 +272,8 @@ def analyze_segments(
     """
     chosen = AnalysisMethod(method or experiment.analysis.method)
     alpha = round(1.0 - experiment.confidence_level, 12)
-    specs = [s for s in experiment.analysis.metrics if s.kind != "quantile"]
+    listed = declared.beside_primary(experiment.analysis.metrics, experiment.primary_metric)
+    specs = [s for s in listed if s.kind != "quantile"]
     raw: list[_Raw] = []
     totals: dict[str, dict[str, dict[str, ExperimentMetrics]]] = {}
     for dimension in experiment.segments.dimensions:
@@ -281,7 +284,9 @@ def analyze_segments(
             totals[dimension.name][value] = _totals(experiment, phases)
             raw += _segment_tests(experiment, dimension.name, value, phases, chosen, specs)
     method_name = experiment.segments.correction
-    adjusted = correction.adjust([_p(item.result) for item in raw], method_name)
+    adjusted = correction.adjust_tested(
+        [_p(item.result) for item in raw], [_ran(item.result) for item in raw], method_name
+    )
     verdicts = _overall_verdicts(overall, experiment.primary_metric, chosen)
     tests = [
         _test(item, p_adj, alpha, verdicts.get((item.metric, item.variant_id)))
@@ -301,7 +306,7 @@ def analyze_segments(
         metrics=(experiment.primary_metric, *(s.name for s in specs)),
         untested=tuple(
             UntestedMetric(s.name, s.kind, QUANTILE_UNTESTED)
-            for s in experiment.analysis.metrics
+            for s in listed
             if s.kind == "quantile"
         ),
     )
@@ -395,6 +400,12 @@ def top_segments(tests: Sequence[SegmentTest], count: int = TOP_SEGMENTS) -> lis
 def _p(result: SignificanceResult) -> float:
     value = result.p_value
     return 1.0 if value is None or math.isnan(value) else value
+
+
+def _ran(result: SignificanceResult) -> bool:
+    """Whether the test ran: both arms had data (a test without data is left out of the
+    correction's family and keeps p = 1)."""
+    return "no_data" not in (result.test, result.decision)
 
 
 def _empty(variant_id: str) -> ExperimentMetrics:

@@ -1116,7 +1116,7 @@ def _declared(
     experiment: Experiment, raw: Sequence[tuple[Any, ...]], method: AnalysisMethod
 ) -> list[declared.MetricComparison]:
     """Every declared metric for every treatment (totals of the comparable phases)."""
-    specs = experiment.analysis.metrics
+    specs = declared.beside_primary(experiment.analysis.metrics, experiment.primary_metric)
     if not specs:
         return []
     pairs = {item[0]: (item[2], item[3]) for item in raw}

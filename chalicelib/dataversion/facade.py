@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.errors import NotFound
 from chalicelib.core.principal import Principal
-from chalicelib.dataversion.models import DatasetVersion
+from chalicelib.dataversion.models import DatasetUsage, DatasetVersion
 
 if TYPE_CHECKING:
     from chalicelib.dataversion.reader import RecordSample
@@ -59,7 +59,7 @@ def version_as_system(version_id: str) -> DatasetVersion:
 
 def record_usage_as_system(
     version_id: str, experiment_id: str, purpose: str, recorded_by: str
-) -> None:
+) -> DatasetUsage:
     """Records that an experiment uses a version, for work whose reference to it was checked
     with its caller's rights just before: the version is then kept (deleting it is 409, retention
     skips it; an erasure still deletes it) and listed among the experiment's usages.
@@ -69,9 +69,15 @@ def record_usage_as_system(
     """
     service = _service()
     version = service.engine.get_version_by_id(version_id)
-    service.reconstructor.record_usage(
+    return service.reconstructor.record_usage(
         version.dataset_id, version.version_id, experiment_id, purpose, recorded_by
     )
+
+
+def remove_usage_as_system(usage: DatasetUsage) -> None:
+    """Removes a usage :func:`record_usage_as_system` recorded for an experiment whose creation
+    then failed (nothing half-written)."""
+    _service().reconstructor.remove_usage(usage)
 
 
 def access_groups_as_system(dataset_id: str) -> list[str] | None:

@@ -134,6 +134,10 @@ class DatasetReconstructor:
         self.engine.repository.record_usage(usage)
         return usage
 
+    def remove_usage(self, usage: DatasetUsage) -> None:
+        """Removes a usage recorded for an experiment that was then not created."""
+        self.engine.repository.remove_usage(usage)
+
     def reconstruct_for_experiment(
         self, experiment_id: str, dataset_id: str
     ) -> list[Reconstruction]:

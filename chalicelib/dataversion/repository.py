@@ -873,6 +873,12 @@ class DatasetRepository:
             recorded_at=usage.recorded_at,
         ).save()
 
+    def remove_usage(self, usage: DatasetUsage) -> None:
+        """Deletes a usage (for an experiment whose creation failed; absent is fine)."""
+        DatasetUsageTable(
+            usage.experiment_id, f"{usage.dataset_id}#{usage.version_id}#{usage.purpose}"
+        ).delete()
+
     def usages(self, experiment_id: str, dataset_id: str | None = None) -> list[DatasetUsage]:
         """An experiment's usages (optionally of one dataset), oldest first."""
         condition = None

@@ -373,3 +373,55 @@ def test_a_covariate_version_is_read_as_its_two_columns_only(http: Http) -> None
 
     assert found.columns == list(wide) and found.total == 5
     assert found.records == [{"user": f"u{i}", "pre_revenue": f"{float(i)}"} for i in range(5)]
+
+
+def test_a_delete_landing_while_the_experiment_is_stored_finds_the_version_in_use(
+    http: Http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usage is written before the experiment: a delete injected between the two steps is
+    409, and the experiment is stored with its version kept."""
+    from chalicelib.abtesting.engine import get_ab_engine
+
+    dataset_id = _dataset(http, _csv([("u1", 1.0)]))
+    engine = get_ab_engine()
+    store = engine.repository.create
+    deletes: list[int] = []
+
+    def delete_then_store(experiment: Any) -> None:
+        deletes.append(http.call("DELETE", f"/datasets/{dataset_id}/versions/1").status_code)
+        store(experiment)
+
+    monkeypatch.setattr(engine.repository, "create", delete_then_store)
+    experiment_id = _joined_experiment(http, dataset_id)
+
+    assert deletes == [409]
+    assert http.call("GET", f"/datasets/{dataset_id}/versions/1").status_code == 200
+    usages = http.call("GET", f"/datasets/{dataset_id}/usages?experiment_id={experiment_id}")
+    assert [u["purpose"] for u in usages.data["usages"]] == ["cuped_covariates"]
+
+
+def test_a_failed_experiment_write_leaves_no_usage_of_the_covariate_version(
+    http: Http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.abtesting.engine import get_ab_engine
+    from chalicelib.abtesting.errors import InvalidExperiment
+
+    dataset_id = _dataset(http, _csv([("u1", 1.0)]))
+    engine = get_ab_engine()
+    written: list[str] = []
+
+    def fail(experiment: Any) -> None:
+        written.append(experiment.experiment_id)
+        raise InvalidExperiment("injected failure of the experiment write")
+
+    monkeypatch.setattr(engine.repository, "create", fail)
+    created = http.call(
+        "POST", "/experiments", _body(http_model_with_versions(http), _source(dataset_id))
+    )
+    monkeypatch.undo()
+
+    assert created.status_code == 422, created.data
+    from chalicelib.dataversion.service import get_dataset_service
+
+    assert get_dataset_service().engine.repository.usages(written[0], dataset_id) == []
+    assert http.call("DELETE", f"/datasets/{dataset_id}/versions/1").status_code == 200

@@ -128,6 +128,34 @@ def test_guardrail_direction_and_joint_correction() -> None:
     assert by_key[("t2", "revenue")].direction == "none"
 
 
+@pytest.mark.parametrize(("method", "oracle"), [("holm", "holm"), ("bh", "fdr_bh")])
+def test_declared_comparisons_without_data_are_left_out_of_the_family(
+    method: str, oracle: str
+) -> None:
+    """A metric no arm of a treatment carries (``no_data``, p = 1) does not count in the family
+    size: the others are adjusted as statsmodels adjusts them alone."""
+    from chalicelib.abtesting.models import SufficientStats
+
+    specs = [MetricSpec("revenue", "mean"), MetricSpec("basket", "mean")]
+    rng = np.random.default_rng(3)
+
+    def arm(*names: str) -> ExperimentMetrics:
+        stats = {n: SufficientStats.from_values(rng.normal(10, 2, 400).tolist()) for n in names}
+        return ExperimentMetrics("x", 400, custom_stats=stats)
+
+    pairs = {"t1": (arm("revenue", "basket"), arm("revenue", "basket")),
+             "t2": (arm("revenue"), arm("revenue")), "t3": (arm(), arm("revenue"))}  # fmt: skip
+    found = metrics.compare_all(specs, pairs, method, method="fixed")
+    empty = [(i.variant_id, i.metric_name) for i in found if i.test == "no_data"]
+    assert empty == [("t2", "basket"), ("t3", "revenue"), ("t3", "basket")]
+    assert all(
+        i.adjusted_p_value == 1.0 and not i.significant for i in found if i.test == "no_data"
+    )
+    tested = [i for i in found if i.test != "no_data"]
+    expected = multipletests([i.p_value for i in tested], method=oracle)[1]
+    assert [i.adjusted_p_value for i in tested] == pytest.approx(expected.tolist(), abs=1e-15)
+
+
 # ------------------------------------------------------------------ declared on an experiment
 
 
@@ -248,6 +276,7 @@ def test_a_failing_declared_guardrail_blocks_promotion(engine: Any) -> None:
         (MetricSpec("p", "quantile", quantile=1.0),),
         (MetricSpec("a", "mean", cap_lower=5.0, cap_upper=1.0),),
         (MetricSpec("a", "median"),),
+        (MetricSpec("conversion_rate", "proportion"),),  # the primary metric, tested already
     ],
 )
 def test_inconsistent_declarations_are_refused_and_store_nothing(engine: Any, specs: tuple) -> None:

@@ -293,3 +293,75 @@ def test_with_no_effect_on_any_declared_metric_experiments_with_a_flag_stay_with
     assert found.metrics == ("error_rate", "revenue", "clicked", "ctr")
     # measured: 6 of 300
     assert flagged <= ALLOWED
+
+
+def _declared_segments(
+    rng: np.random.Generator, values: int, without_revenue: frozenset[int] = frozenset()
+) -> dict[str, list[PhaseMetrics]]:
+    """``values`` segments of 300 outcomes an arm; the ones in ``without_revenue`` carry none."""
+    found = {}
+    for i in range(values):
+        arms = {v: _declared_arm(v, rng, 300) for v in WEIGHTS}
+        if i in without_revenue:
+            arms = {v: replace(m, custom_stats={}) for v, m in arms.items()}
+        found[f"s{i}"] = [PhaseMetrics(PHASE, arms)]
+    return found
+
+
+def _analyse_declared(
+    experiment: Experiment, segments: dict[str, list[PhaseMetrics]]
+) -> tuple[ExperimentAnalysis, SegmentAnalysis]:
+    analyzer = StatisticalAnalyzer(0.95, 100, experiment.analysis)
+    totals = {v: merge_metrics(v, [s[0].metrics[v] for s in segments.values()]) for v in WEIGHTS}
+    overall = analyzer.analyze(experiment, totals, [PhaseMetrics(PHASE, totals)])
+    return overall, analyze_segments(experiment, overall, {"country": segments})
+
+
+@pytest.mark.usefixtures("without_the_bayesian_reading")
+@pytest.mark.parametrize(("method", "oracle"), [("holm", "holm"), ("bh", "fdr_bh")])
+def test_a_stored_declared_twin_of_the_primary_metric_is_tested_once(
+    method: str, oracle: str
+) -> None:
+    """An experiment stored before a declared metric named as the primary one was refused: the
+    twin is the primary metric, tested once per segment and left out of /analysis' declared
+    family; the family is the deduplicated set, as statsmodels adjusts it."""
+    base = _experiment(4, method, "fixed")
+    twin = (MetricSpec("error_rate", "proportion"), MetricSpec("revenue", "mean"))
+    experiment = replace(base, analysis=replace(base.analysis, metrics=twin, correction=method))
+    overall, found = _analyse_declared(experiment, _declared_segments(np.random.default_rng(5), 4))
+
+    assert found.metrics == ("error_rate", "revenue")
+    assert [(t.value, t.metric, t.kind) for t in found.tests] == [
+        (f"s{i}", metric, kind)
+        for i in range(4)
+        for metric, kind in (("error_rate", "primary"), ("revenue", "mean"))
+    ]
+    raw = [t.significance.p_value for t in found.tests]
+    expected = multipletests(raw, alpha=0.05, method=oracle)[1]
+    assert [t.adjusted_p_value for t in found.tests] == pytest.approx(list(expected))
+    assert [m.metric_name for m in overall.metrics] == ["revenue"]
+    assert overall.metrics[0].adjusted_p_value == pytest.approx(overall.metrics[0].p_value)
+
+
+@pytest.mark.usefixtures("without_the_bayesian_reading")
+@pytest.mark.parametrize(("method", "oracle"), [("holm", "holm"), ("bh", "fdr_bh")])
+def test_tests_without_data_are_left_out_of_the_correction_family(method: str, oracle: str) -> None:
+    """Segments where a metric has no data (p = 1, ``no_data``) do not count in the family
+    size: the others are adjusted as statsmodels adjusts them alone, the empty ones stay at 1."""
+    base = _experiment(6, method, "fixed")
+    specs = (MetricSpec("revenue", "mean"), MetricSpec("clicked", "proportion"))
+    experiment = replace(base, analysis=replace(base.analysis, metrics=specs))
+    segments = _declared_segments(np.random.default_rng(8), 6, frozenset({1, 3, 4}))
+    segments["s5"] = [PhaseMetrics(PHASE, {v: ExperimentMetrics(v) for v in WEIGHTS})]
+    _, found = _analyse_declared(experiment, segments)
+
+    empty = [t for t in found.tests if t.difference is None]
+    assert {(t.value, t.metric) for t in empty} == {
+        *((f"s{i}", m) for i in (1, 3, 4) for m in ("revenue", "clicked")),
+        *(("s5", m) for m in ("error_rate", "revenue", "clicked")),
+    }
+    assert all(t.adjusted_p_value == 1.0 and not t.significant for t in empty)
+    tested = [t for t in found.tests if t.difference is not None]
+    assert len(tested) == 18 - len(empty)
+    expected = multipletests([t.significance.p_value for t in tested], method=oracle)[1]
+    assert [t.adjusted_p_value for t in tested] == pytest.approx(list(expected))

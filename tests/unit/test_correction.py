@@ -33,3 +33,11 @@ def test_nothing_to_adjust_is_an_empty_list() -> None:
 def test_an_unknown_method_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown correction"):
         correction.adjust([0.1], "bonferroni")
+
+
+def test_adjust_tested_needs_one_flag_per_p_value() -> None:
+    from chalicelib.abtesting.correction import adjust_tested
+
+    with pytest.raises(ValueError, match="one tested flag"):
+        adjust_tested([0.1, 0.2], [True], "holm")
+    assert adjust_tested([0.01, 1.0, 0.04], [True, False, True], "holm") == [0.02, 1.0, 0.04]
