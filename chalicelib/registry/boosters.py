@@ -550,7 +550,8 @@ class BoosterModel:
             return np.asarray(self.booster.predict(data, raw_score=margin), dtype=float)
         import xgboost
 
-        matrix = xgboost.DMatrix(data)
+        # One thread, as the booster: a default DMatrix starts an OpenMP team (see path_dependent).
+        matrix = xgboost.DMatrix(data, nthread=1)
         return np.asarray(self.booster.predict(matrix, output_margin=margin), dtype=float)
 
     def decision_function(self, X: Any) -> np.ndarray:

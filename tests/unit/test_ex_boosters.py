@@ -168,6 +168,33 @@ def test_lightgbm_interaction_values_equal_shaps(ctx: Any, kind: str) -> None:
     np.testing.assert_array_equal(np.asarray(explanation.interactions["matrix"]), expected)
 
 
+def test_xgboost_data_is_read_by_one_thread_on_every_path(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DMatrix left at its default starts an OpenMP team whose idle worker spins for a core
+    after each call (on a busy machine, ~30 ms more per single-row request in the bench): the
+    booster is loaded with one thread, and so is every DMatrix the service or shap builds."""
+    threads: list[Any] = []
+
+    class Recorded(xgboost.core.DMatrix):  # type: ignore[misc]
+        def __init__(self, data: Any, *args: Any, **kwargs: Any) -> None:
+            threads.append(kwargs.get("nthread"))
+            super().__init__(data, *args, **kwargs)
+
+    _, data = xgb_file("binary")
+    X, _ = _data()
+    model_id, version = register_booster(
+        ctx.reg, "xgboost_json", data, "binary", background_sample=tuple(map(tuple, X[:30]))
+    )
+    rows = [dict(zip(NAMES, X[i].tolist(), strict=True)) for i in range(3)]
+    monkeypatch.setattr(xgboost, "DMatrix", Recorded)
+    ctx.svc.shap.explain_prediction(model_id, version, rows[0], include_interactions=True)
+    ctx.svc.shap.explain_batch(model_id, version, rows[1:])
+    ctx.svc.lime.explain_prediction(model_id, version, rows[0], num_samples=50)
+    # Interaction values, the batch's values and LIME's predictions each build one at least.
+    assert len(threads) >= 3 and set(threads) == {1}, threads
+
+
 def test_lime_and_kernel_shap_explain_boosters_too(ctx: Any) -> None:
     booster, data = lgb_file("binary")
     X, _ = _data()

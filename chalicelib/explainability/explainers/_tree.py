@@ -61,7 +61,13 @@ def path_dependent(estimator: Any) -> Any:
     if native_tree.supports(model):
         return native_tree.NativeTreeExplainer(model)
     shap = import_shap()
-    return shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    explainer = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    if explainer.model.model_type == "xgboost":
+        # shap builds each call's DMatrix with these (its route for XGBClassifier's n_jobs). A
+        # DMatrix left at its default starts an OpenMP team whose idle worker spins for a core
+        # after every call; on a busy machine that took the CPU from the request's own work.
+        explainer.model._xgb_dmatrix_props = {"nthread": 1}
+    return explainer
 
 
 def tree_values(
@@ -83,9 +89,24 @@ def tree_values(
         picks = [0 if c is None else c for c in chosen]
         first = max(1, SHAP_CHUNK // m)
         source = interaction_explainer(engine, loaded, explainer)
-        raw = in_timed_chunks(source.shap_interaction_values, X, first, m * m * k)
+        raw = in_timed_chunks(
+            lambda part: source.shap_interaction_values(one_thread(source, part)),
+            X,
+            first,
+            m * m * k,
+        )
         interactions = per_class_interactions(raw, outputs.shape[1])[np.arange(len(X)), :, :, picks]
     return picked(values, base, outputs, chosen, "tree", space, 0, interactions)
+
+
+def one_thread(explainer: Any, X: np.ndarray) -> Any:
+    """``X`` as shap's explainer should read it: for XGBoost a one-thread DMatrix (shap builds a
+    default one for interaction values, ignoring the properties ``path_dependent`` sets)."""
+    if getattr(explainer.model, "model_type", None) != "xgboost":
+        return X
+    import xgboost
+
+    return xgboost.DMatrix(X, **explainer.model._xgb_dmatrix_props)
 
 
 def grouped_values(
