@@ -16,6 +16,7 @@ refused (TreeSHAP cannot explain them exactly).
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -584,6 +585,9 @@ def load_booster(fmt: str, data: bytes, report: BoosterReport) -> BoosterModel:
 
             booster: Any = lightgbm.Booster(model_str=data.decode("utf-8"))
             _check_loaded_lightgbm(booster, report)
+            # Every prediction (ours and shap's pred_contrib) on one thread, as XGBoost's: an
+            # OpenMP team at its default waits for a second core on a busy machine.
+            booster.predict = functools.partial(booster.predict, num_threads=1)
         else:
             import xgboost
 

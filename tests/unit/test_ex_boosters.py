@@ -195,6 +195,31 @@ def test_xgboost_data_is_read_by_one_thread_on_every_path(
     assert len(threads) >= 3 and set(threads) == {1}, threads
 
 
+def test_lightgbm_predicts_on_one_thread_on_every_path(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As XGBoost's: LightGBM's predictions (shap's pred_contrib, ours) at their default start
+    an OpenMP team; the service asks for one thread on each."""
+    threads: list[Any] = []
+    real = lightgbm.Booster.predict
+
+    def recorded(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        threads.append(kwargs.get("num_threads"))
+        return real(self, data, *args, **kwargs)
+
+    _, data = lgb_file("binary")
+    X, _ = _data()
+    model_id, version = register_booster(
+        ctx.reg, "lightgbm_text", data, "binary", background_sample=tuple(map(tuple, X[:30]))
+    )
+    rows = [dict(zip(NAMES, X[i].tolist(), strict=True)) for i in range(3)]
+    monkeypatch.setattr(lightgbm.Booster, "predict", recorded)
+    ctx.svc.shap.explain_prediction(model_id, version, rows[0], include_interactions=True)
+    ctx.svc.shap.explain_batch(model_id, version, rows[1:])
+    ctx.svc.lime.explain_prediction(model_id, version, rows[0], num_samples=50)
+    assert len(threads) >= 3 and set(threads) == {1}, threads
+
+
 def test_lime_and_kernel_shap_explain_boosters_too(ctx: Any) -> None:
     booster, data = lgb_file("binary")
     X, _ = _data()
