@@ -227,8 +227,8 @@ class CovariateSourceIn(_Strict):
     version: str = Field(
         min_length=1, max_length=128, description="a version number, id (dv-…) or tag"
     )
-    user_column: str = Field(min_length=1, max_length=256)
-    covariate_column: str = Field(min_length=1, max_length=256)
+    user_column: Name = Field(min_length=1, max_length=256)
+    covariate_column: Name = Field(min_length=1, max_length=256)
 
 
 class CovariateSourceOut(DomainOut):
