@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -344,7 +345,9 @@ def test_asynchronous_requests_are_jobs_and_say_what_they_will_cost(
     accepted = http.call("POST", "/explanations", body)
     assert accepted.status_code == 202, accepted.data
     assert accepted.headers["Location"] == accepted.data["status_url"]
-    assert 0 < accepted.data["estimated_seconds"] < 10
+    # A measured estimate: positive and finite (how large depends on the machine, so no bound).
+    estimate = accepted.data["estimated_seconds"]
+    assert isinstance(estimate, int | float) and math.isfinite(estimate) and estimate > 0
     assert _run_jobs() == [{"jobs": 1}]
     assert _job(http, accepted.data["job_id"])["result"]["algorithm"] == "linear"
     # Now cached: a cached answer is immediate even when asked for asynchronously.
@@ -377,7 +380,8 @@ def test_a_job_over_the_time_its_function_has_left_fails_at_once_with_the_reason
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert failed["error"]["error"] == "too_expensive" and failed["error"]["status"] == 422
     assert "the time this job has left" in failed["error"]["message"]
-    assert 0 < failed["error"]["details"]["limit_seconds"] <= 0.9  # 1 s less the safety margin
+    limit = failed["error"]["details"]["limit_seconds"]
+    assert 0 < limit <= 0.9  # what the function had left (at most 1 s) less the safety margin
 
 
 def test_a_job_that_reaches_its_deadline_stops_and_records_why(
