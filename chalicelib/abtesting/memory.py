@@ -50,7 +50,7 @@ from chalicelib.abtesting.outcomes_repository import (
     segment_deltas,
     variant_deltas,
 )
-from chalicelib.core.errors import Conflict
+from chalicelib.core.rows import Rows
 
 T = TypeVar("T")
 
@@ -101,7 +101,9 @@ class InMemoryExperimentRepository:
     """Experiments and rollback policies in dicts."""
 
     def __init__(self) -> None:
-        self._experiments: dict[str, Experiment] = {}
+        self._experiments: Rows[str, Experiment] = Rows(
+            lambda key: ExperimentNotFound(f"experiment {key} does not exist")
+        )
         self._policies: dict[str, RollbackPolicy] = {}
         self._lock = threading.Lock()
 
@@ -111,10 +113,9 @@ class InMemoryExperimentRepository:
         Raises:
             Conflict: The id is taken.
         """
+        taken = f"experiment {experiment.experiment_id} already exists"
         with self._lock:
-            if experiment.experiment_id in self._experiments:
-                raise Conflict(f"experiment {experiment.experiment_id} already exists")
-            self._experiments[experiment.experiment_id] = _as_created(experiment)
+            self._experiments.add(experiment.experiment_id, _as_created(experiment), taken)
 
     def get(self, experiment_id: str) -> Experiment:
         """The experiment.
@@ -123,13 +124,7 @@ class InMemoryExperimentRepository:
             ExperimentNotFound: Unknown id.
         """
         with self._lock:
-            return _copy(self._stored(experiment_id))
-
-    def _stored(self, experiment_id: str) -> Experiment:
-        found = self._experiments.get(experiment_id)
-        if found is None:
-            raise ExperimentNotFound(f"experiment {experiment_id} does not exist")
-        return found
+            return self._experiments.read(experiment_id)
 
     def running_ids(self) -> list[str]:
         """Ids of every running experiment."""
@@ -150,7 +145,9 @@ class InMemoryExperimentRepository:
         """
         with self._lock:
             changed = dataclasses.replace(
-                self._stored(experiment_id), access_groups=tuple(access_groups), updated_at=when
+                self._experiments.stored(experiment_id),
+                access_groups=tuple(access_groups),
+                updated_at=when,
             )
             self._experiments[experiment_id] = changed
             return _copy(changed)
@@ -180,7 +177,7 @@ class InMemoryExperimentRepository:
         """
         allowed_values = [status.value for status in allowed]
         with self._lock:
-            current = self._stored(experiment_id)
+            current = self._experiments.stored(experiment_id)
             if if_layer is not None and current.layer != if_layer:
                 raise slice_changed(experiment_id)
             if current.status.value not in allowed_values:
@@ -239,8 +236,12 @@ class InMemoryLayerRepository:
     """Layers and holdouts in dicts."""
 
     def __init__(self) -> None:
-        self._layers: dict[str, Layer] = {}
-        self._holdouts: dict[str, Holdout] = {}
+        self._layers: Rows[str, Layer] = Rows(
+            lambda key: LayerNotFound(f"layer {key} does not exist")
+        )
+        self._holdouts: Rows[str, Holdout] = Rows(
+            lambda key: HoldoutNotFound(f"holdout {key} does not exist")
+        )
         self._lock = threading.Lock()
 
     def create_layer(self, layer: Layer) -> None:
@@ -249,10 +250,9 @@ class InMemoryLayerRepository:
         Raises:
             Conflict: The id is taken.
         """
+        stored = dataclasses.replace(_copy(layer), slices={}, revision=0)
         with self._lock:
-            if layer.layer_id in self._layers:
-                raise Conflict(f"layer {layer.layer_id} already exists")
-            self._layers[layer.layer_id] = dataclasses.replace(_copy(layer), slices={}, revision=0)
+            self._layers.add(layer.layer_id, stored, f"layer {layer.layer_id} already exists")
 
     def get_layer(self, layer_id: str) -> Layer:
         """The layer.
@@ -261,10 +261,7 @@ class InMemoryLayerRepository:
             LayerNotFound: Unknown id.
         """
         with self._lock:
-            found = self._layers.get(layer_id)
-        if found is None:
-            raise LayerNotFound(f"layer {layer_id} does not exist")
-        return _copy(found)
+            return self._layers.read(layer_id)
 
     def list_layers(self) -> list[Layer]:
         """Every layer, newest first."""
@@ -303,10 +300,9 @@ class InMemoryLayerRepository:
         Raises:
             Conflict: The id is taken.
         """
+        taken = f"holdout {holdout.holdout_id} already exists"
         with self._lock:
-            if holdout.holdout_id in self._holdouts:
-                raise Conflict(f"holdout {holdout.holdout_id} already exists")
-            self._holdouts[holdout.holdout_id] = _copy(holdout)
+            self._holdouts.add(holdout.holdout_id, _copy(holdout), taken)
 
     def get_holdout(self, holdout_id: str) -> Holdout:
         """The holdout.
@@ -315,10 +311,7 @@ class InMemoryLayerRepository:
             HoldoutNotFound: Unknown id.
         """
         with self._lock:
-            found = self._holdouts.get(holdout_id)
-        if found is None:
-            raise HoldoutNotFound(f"holdout {holdout_id} does not exist")
-        return _copy(found)
+            return self._holdouts.read(holdout_id)
 
     def list_holdouts(self) -> list[Holdout]:
         """Every holdout, oldest first."""
@@ -333,8 +326,7 @@ class InMemoryLayerRepository:
             HoldoutNotFound: Unknown id.
         """
         with self._lock:
-            if self._holdouts.pop(holdout_id, None) is None:
-                raise HoldoutNotFound(f"holdout {holdout_id} does not exist")
+            self._holdouts.remove(holdout_id)
 
 
 Counters = dict[str, Decimal]

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from chalicelib.core.clock import utc_now
 from chalicelib.core.errors import Conflict
+from chalicelib.core.rows import Rows
 from chalicelib.dataversion.errors import (
     DatasetNotFound,
     DatasetVersionNotFound,
@@ -56,16 +57,22 @@ class InMemoryDatasetRepository:
     reference index of stored objects and contents, in dicts."""
 
     def __init__(self) -> None:
-        self._datasets: dict[str, Dataset] = {}
+        self._datasets: Rows[str, Dataset] = Rows(
+            lambda key: DatasetNotFound(f"dataset {key} does not exist")
+        )
         self._names: dict[str, str] = {}
-        self._versions: dict[tuple[str, int], DatasetVersion] = {}
+        self._versions: Rows[tuple[str, int], DatasetVersion] = Rows(
+            lambda key: DatasetVersionNotFound(f"dataset {key[0]} has no version {key[1]}")
+        )
         self._by_id: dict[str, tuple[str, int]] = {}
         self._by_content: dict[tuple[str, str], str] = {}  # (dataset, sha256) -> version id
         self._by_source: dict[str, tuple[str, int]] = {}
         self._profiles: dict[str, bytes] = {}
         self._objects: dict[str, _StoredObject] = {}
         self._contents: dict[str, set[str]] = {}
-        self._transformations: dict[str, TransformationRecord] = {}
+        self._transformations: Rows[str, TransformationRecord] = Rows(
+            lambda key: TransformationNotFound(f"transformation {key} does not exist")
+        )
         self._lock = threading.RLock()
 
     # ---- transformations ------------------------------------------------------------------
@@ -81,10 +88,7 @@ class InMemoryDatasetRepository:
             TransformationNotFound: Unknown id.
         """
         with self._lock:
-            found = self._transformations.get(transformation_id)
-        if found is None:
-            raise TransformationNotFound(f"transformation {transformation_id} does not exist")
-        return copy.deepcopy(found)
+            return self._transformations.read(transformation_id)
 
     # ---- datasets -------------------------------------------------------------------------
     def create_dataset(self, dataset: Dataset) -> None:
@@ -107,10 +111,7 @@ class InMemoryDatasetRepository:
             DatasetNotFound: Unknown id.
         """
         with self._lock:
-            found = self._datasets.get(dataset_id)
-            if found is None:
-                raise DatasetNotFound(f"dataset {dataset_id} does not exist")
-            return copy.deepcopy(found)
+            return self._datasets.read(dataset_id)
 
     def find_dataset(self, id_or_name: str) -> Dataset | None:
         """A dataset by id or by name, or ``None``."""
@@ -228,12 +229,7 @@ class InMemoryDatasetRepository:
             DatasetVersionNotFound: Unknown number.
         """
         with self._lock:
-            found = self._versions.get((dataset_id, int(version_number)))
-            if found is None:
-                raise DatasetVersionNotFound(
-                    f"dataset {dataset_id} has no version {version_number}"
-                )
-            return copy.deepcopy(found)
+            return self._versions.read((dataset_id, int(version_number)))
 
     def get_version_by_id(self, version_id: str) -> DatasetVersion:
         """One version by id.

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.core.errors import Conflict
+from chalicelib.core.rows import Rows
 from chalicelib.explainability.errors import ExplanationJobNotFound
 from chalicelib.explainability.repository import CachedItem, JobRecord, cache_blob
 
@@ -31,7 +32,9 @@ class InMemoryExplanationRepository:
     def __init__(self) -> None:
         self._items: dict[tuple[str, str], CachedItem] = {}
         self._generations: dict[tuple[str, int | None], int] = {}
-        self._jobs: dict[str, JobRecord] = {}
+        self._jobs: Rows[str, JobRecord] = Rows(
+            lambda key: ExplanationJobNotFound(f"explanation job '{key}' not found")
+        )
         self.queued: list[str] = []
         self._lock = threading.Lock()
 
@@ -102,9 +105,7 @@ class InMemoryExplanationRepository:
             lease_until=None,
         )  # fmt: skip
         with self._lock:
-            if record.job_id in self._jobs:
-                raise Conflict(f"job '{record.job_id}' already exists")
-            self._jobs[record.job_id] = stored
+            self._jobs.add(record.job_id, stored, f"job '{record.job_id}' already exists")
 
     def delete_job(self, job_id: str) -> None:
         """Removes a job (no error if absent)."""
@@ -118,9 +119,7 @@ class InMemoryExplanationRepository:
             ExplanationJobNotFound: Unknown id.
         """
         with self._lock:
-            found = self._jobs.get(job_id)
-        if found is None:
-            raise ExplanationJobNotFound(f"explanation job '{job_id}' not found")
+            found = self._jobs.stored(job_id)
         return dataclasses.replace(
             found, request=_json(found.request), result=_json(found.result),
             error=_json(found.error),
