@@ -177,7 +177,8 @@ class LocalExperiment:
             BadRequest: An id ``POST /route`` refuses (empty, over 256 characters, a lone
                 surrogate).
         """
-        _check_id("user_id", user_id)
+        if not (0 < len(user_id) <= MAX_ID and user_id.isascii()):  # the common case inline
+            _check_id("user_id", user_id)
         if self._monotonic() >= self._expires:
             self.refresh()
         picker = self._for_user
