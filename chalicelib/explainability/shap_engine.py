@@ -12,9 +12,10 @@ Algorithm per model (recorded in every explanation as ``algorithm``):
 * ``exact`` (at most ``EXACT_MAX_FEATURES`` features) or ``kernel``: model-agnostic, in
   probability space for classifiers with ``predict_proba`` (margin otherwise), raw for regressors.
   ``exact`` evaluates every coalition (2^M - 2) with the Shapley kernel, which gives exact
-  Shapley values for the background; it runs through ``KernelExplainer`` because shap's
+  Shapley values for the background; it runs through the KernelSHAP code because shap's
   ``ExactExplainer`` JIT-compiles with numba on first use (seconds on a cold Lambda).
-  ``kernel`` samples coalitions (shap's ``auto`` count) with a seeded generator.
+  ``kernel`` samples coalitions (shap's ``auto`` count) with a seeded generator. Both are
+  shap's ``KernelExplainer`` algorithm written in numpy (shap's numbers, without importing it).
 
 Each algorithm is its own module in :mod:`.explainers` (``_tree``, ``_linear``, ``_exact``,
 ``_kernel``); this module chooses one and builds the explanations. Contributions always add up

@@ -6,7 +6,8 @@
   shap's C kernel, without importing shap (an explainer's cold start).
 * :mod:`._linear`: LinearSHAP (``shap.LinearExplainer``, interventional) over the whole
   background.
-* :mod:`._kernel`: KernelSHAP, each row seeded from its own values.
+* :mod:`._kernel`: KernelSHAP, each row seeded from its own values, computed by
+  :mod:`._shapley_kernel` (shap's ``KernelExplainer`` algorithm in numpy, without shap).
 * :mod:`._exact`: every coalition through the kernel machinery (exact Shapley values).
 * :mod:`._common`: the options, the result and the output spaces they share.
 

@@ -1,10 +1,12 @@
-"""KernelSHAP: ``shap.KernelExplainer`` on the model's outputs, a row at a time.
+"""KernelSHAP: shap's ``KernelExplainer`` algorithm on the model's outputs, a row at a time.
 
 Model-agnostic, in probability space for classifiers with ``predict_proba`` (margin otherwise),
 the prediction for regressors. A background larger than ``background_sample_size`` is
-summarized (k-means centres or a seeded random subsample). shap samples coalitions with numpy's
-global generator; every row is reseeded from the request's ``seed`` and its own values
-(:func:`row_seed`), so a row's answer is the same alone and in any batch.
+summarized (k-means centres or a seeded random subsample). The values come from
+:mod:`._shapley_kernel` (shap's algorithm in numpy: no shap, numba or pandas on a cold
+start); every row draws its coalitions with a seed from the request's ``seed`` and its own
+values (:func:`row_seed`), so a row's answer is the same alone and in any batch, and equals
+``shap.KernelExplainer``'s with numpy's global generator seeded the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from chalicelib.explainability.explainers._common import (
     model_outputs,
     require_background,
 )
-from chalicelib.explainability.jit_cache import import_shap
+from chalicelib.explainability.explainers._shapley_kernel import KernelShap, kmeans_background
 from chalicelib.explainability.loading import LoadedModel
 
 if TYPE_CHECKING:
@@ -74,21 +76,18 @@ def kernel_values(
 
 
 def row_by_row(
-    explainer: Any, X: np.ndarray, seed: int, nsamples: Any
+    explainer: KernelShap, X: np.ndarray, seed: int, nsamples: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """KernelSHAP values row by row, each row's coalitions drawn with its own seed.
 
-    shap samples coalitions with numpy's global generator, continuing from row to row; a
-    row's answer would depend on the rows before it in a batch. Reseeding from
-    :func:`row_seed` before every row makes a batch equal the single explanations.
+    A generator continuing from row to row would make a row's answer depend on the rows
+    before it in a batch; seeding from :func:`row_seed` for every row makes a batch equal the
+    single explanations.
     """
     values = np.empty(X.shape, dtype=float)
     for i in range(len(X)):
-        np.random.seed(row_seed(X[i], seed))
-        found = explainer.shap_values(X[i : i + 1], nsamples=nsamples, silent=True, l1_reg=False)
-        values[i] = np.asarray(found, dtype=float).reshape(-1)
-    expected = float(np.asarray(explainer.expected_value).reshape(-1)[0])
-    return values, np.full(len(X), expected)
+        values[i] = explainer.shap_values(X[i : i + 1], nsamples, row_seed(X[i], seed))
+    return values, np.full(len(X), explainer.expected_value)
 
 
 def kernel_explainer(
@@ -99,7 +98,7 @@ def kernel_explainer(
     space: str,
     column: int,
 ) -> tuple[Any, int]:
-    """shap's KernelExplainer of one output column over the summarized background (cached)
+    """The KernelSHAP explainer of one output column over the summarized background (cached)
     and the background rows it uses."""
     background = require_background(loaded)
     descriptor, estimator = loaded.descriptor, loaded.estimator
@@ -110,9 +109,7 @@ def kernel_explainer(
             :, column
         ]
 
-    def build() -> tuple[Any, int]:
-        shap = import_shap()
-
+    def build() -> tuple[KernelShap, int]:
         weighted = algorithm == "kernel"
         data, rows = summarize_background(
             background,
@@ -121,7 +118,7 @@ def kernel_explainer(
             options.seed,
             weighted,
         )
-        return shap.KernelExplainer(predict, data), rows
+        return KernelShap(predict, *data), rows
 
     key = (
         *model_key(descriptor, algorithm),
@@ -135,7 +132,7 @@ def kernel_explainer(
 
 def summarize_background(
     background: np.ndarray, size: int, method: str, seed: int, weighted: bool
-) -> tuple[Any, int]:
+) -> tuple[tuple[np.ndarray, np.ndarray | None], int]:
     """The background actually used: all rows, a seeded random subsample or k-means centres.
 
     Args:
@@ -143,19 +140,17 @@ def summarize_background(
         size: Rows wanted.
         method: ``kmeans`` or ``random``.
         seed: Subsampling seed.
-        weighted: Whether the consumer accepts shap's weighted ``DenseData`` (KernelSHAP).
+        weighted: Whether the consumer accepts weighted rows (KernelSHAP).
 
     Returns:
-        The background object and how many rows it has.
+        The rows and their weights (``None``: equal), and how many rows there are.
     """
     if len(background) <= size:
-        return background, len(background)
+        return (background, None), len(background)
     if method == "kmeans" and weighted:
-        shap = import_shap()
-
-        return shap.kmeans(background, size), size
+        return kmeans_background(background, size), size
     chosen = np.random.default_rng(seed).choice(len(background), size=size, replace=False)
-    return background[np.sort(chosen)], size
+    return (background[np.sort(chosen)], None), size
 
 
 def row_seed(row: np.ndarray, seed: int) -> int:

@@ -1,0 +1,167 @@
+"""KernelSHAP in numpy (issue 17, the explainer's cold start): the numbers ``shap.KernelExplainer``
+gives, without importing shap.
+
+Oracle: ``shap.KernelExplainer`` on the same model and background, ``l1_reg=False`` (what the
+engine asks), numpy's global generator seeded with the seed ours draws from. The tolerance is
+none: the same draws, the same model calls on the same arrays and the same arithmetic in the
+same order give the same doubles (``np.array_equal``); a change that reorders a sum shows here.
+Independent of both: efficiency (values add up to ``f(x) - E[f]``), exact enumeration against
+Shapley values computed from their definition, and a feature no row varies getting 0. That the
+cold path loads no shap, numba or pandas is shown in a fresh interpreter by
+``tests/integration/test_explainer_cold_path.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from math import factorial
+from typing import Any
+
+import numpy as np
+import pytest
+
+from chalicelib.explainability.explainers._kernel import row_seed
+from chalicelib.explainability.explainers._shapley_kernel import KernelShap, kmeans_background
+from tests.helpers.explain import memory_context, register, tabular_data
+
+
+def _classifier(features: int, seed: int = 0) -> tuple[Any, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    rows = np.random.default_rng(seed).normal(size=(300, features))
+    labels = (rows[:, 0] - rows[:, 1] + rows[:, -1] * rows[:, 0] > 0).astype(int)
+    model = LogisticRegression().fit(rows, labels)
+    return lambda data: model.predict_proba(data)[:, 1], rows
+
+
+def _shap(predict: Any, background: Any, x: np.ndarray, nsamples: Any, seed: int) -> np.ndarray:
+    import shap
+
+    np.random.seed(seed)
+    found = shap.KernelExplainer(predict, background).shap_values(
+        x, nsamples=nsamples, silent=True, l1_reg=False
+    )
+    return np.asarray(found, dtype=float).reshape(-1)
+
+
+@pytest.mark.parametrize(
+    ("features", "background_rows", "nsamples"),
+    [(20, 100, "auto"), (12, 50, 300), (5, 30, "auto"), (3, 10, "auto"), (30, 20, "auto")],
+)
+def test_kernel_shap_equals_shaps_kernel_explainer_bit_for_bit(
+    features: int, background_rows: int, nsamples: Any
+) -> None:
+    predict, rows = _classifier(features)
+    background = rows[:background_rows]
+    ours = KernelShap(predict, background)
+    for seed, index in enumerate(range(100, 104)):
+        x = rows[index : index + 1].copy()
+        if seed == 1:
+            x[0, : features - 2] = background[0, : features - 2]  # most features do not vary
+        expected = _shap(predict, background, x, nsamples, seed)
+        assert np.array_equal(ours.shap_values(x, nsamples, seed), expected)
+    assert ours.expected_value == pytest.approx(float(np.mean(predict(background))), abs=1e-12)
+
+
+def test_a_kmeans_background_is_shaps_summary_and_gives_shaps_values() -> None:
+    import shap
+    from sklearn.ensemble import RandomForestRegressor
+
+    rows = np.random.default_rng(3).normal(size=(300, 6))
+    rows[::17, 2] = np.nan  # imputed with the column mean, as shap.kmeans does
+    target = np.nan_to_num(rows[:, 0] * rows[:, 1])
+    model = RandomForestRegressor(10, random_state=0).fit(np.nan_to_num(rows), target)
+    centres, weights = kmeans_background(rows, 10)
+    summary = shap.kmeans(rows, 10)
+    assert np.array_equal(centres, summary.data)
+    assert np.array_equal(weights / weights.sum(), summary.weights)
+    ours = KernelShap(model.predict, centres, weights)
+    x = np.nan_to_num(rows[5:6])
+    assert np.array_equal(
+        ours.shap_values(x, "auto", 3), _shap(model.predict, summary, x, "auto", 3)
+    )
+
+
+def _shapley_by_definition(predict: Any, background: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Shapley values of ``v(S) = mean over the background of f(x on S, background elsewhere)``."""
+    m = x.shape[1]
+
+    def value(subset: tuple[int, ...]) -> float:
+        data = background.copy()
+        data[:, list(subset)] = x[0, list(subset)]
+        return float(np.mean(predict(data)))
+
+    phi = np.zeros(m)
+    for i in range(m):
+        others = [j for j in range(m) if j != i]
+        for size in range(m):
+            weight = factorial(size) * factorial(m - size - 1) / factorial(m)
+            for subset in itertools.combinations(others, size):
+                phi[i] += weight * (value((*subset, i)) - value(subset))
+    return phi
+
+
+def test_enumerating_every_coalition_gives_the_shapley_values_of_their_definition() -> None:
+    predict, rows = _classifier(5, seed=1)
+    background, x = rows[:25], rows[200:201]
+    found = KernelShap(predict, background).shap_values(x, 2**5 - 2, seed=0)
+    np.testing.assert_allclose(found, _shapley_by_definition(predict, background, x), atol=1e-12)
+
+
+def test_values_add_up_and_features_no_row_varies_get_zero() -> None:
+    predict, rows = _classifier(8, seed=2)
+    background = rows[:40].copy()
+    background[:, 3] = 1.5
+    x = rows[250:251].copy()
+    x[0, 3] = 1.5
+    ours = KernelShap(predict, background)
+    values = ours.shap_values(x, "auto", 11)
+    assert values[3] == 0.0
+    assert values.sum() == pytest.approx(predict(x)[0] - ours.expected_value, abs=1e-12)
+    same = KernelShap(predict, np.repeat(background[:1], 5, axis=0))  # one row, five times
+    assert not same.shap_values(background[:1], "auto", 0).any()  # nothing varies
+    only = background[:1].copy()
+    only[0, 6] = 9.0  # one feature varies: it gets the whole difference
+    single = same.shap_values(only, "auto", 0)
+    assert np.count_nonzero(single) == 1
+    assert single[6] == pytest.approx(predict(only)[0] - same.expected_value, abs=1e-15)
+
+
+def test_singular_normal_equations_fall_back_to_least_squares_as_shap_does() -> None:
+    rows = np.random.default_rng(5).normal(size=(30, 4))
+    background = np.repeat(rows[:1], 3, axis=0)
+    background[1:, 0] += 1.0
+
+    def predict(data: np.ndarray) -> np.ndarray:
+        return data[:, 0] * 2 + data[:, 1] * data[:, 2]
+
+    x = rows[7:8]
+    # Four varying features and two coalitions: the normal equations cannot be solved.
+    with pytest.warns(UserWarning, match="singular"):
+        expected = _shap(predict, background, x, 2, 4)
+    found = KernelShap(predict, background).shap_values(x, 2, 4)
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_the_engine_answers_what_shap_answers_with_the_rows_seed() -> None:
+    from sklearn.neural_network import MLPClassifier
+
+    X, names = tabular_data(200, 11, seed=6)
+    labels = (X[:, 0] + X[:, 3] > 0).astype(int)
+    ctx = memory_context()
+    mlp = MLPClassifier((8,), max_iter=300, random_state=0).fit(X, labels)
+    model = register(ctx.reg, mlp, "classification", names, X, ["n", "y"], X[:40])
+    batch = ctx.svc.shap.explain_batch(
+        model.model_id, model.version, [model.row(i) for i in (150, 151)], seed=9
+    )
+    for explanation, index in zip(batch, (150, 151), strict=True):
+        assert explanation.algorithm == "kernel"
+        column = ["n", "y"].index(explanation.explained_class)
+
+        def predict(data: np.ndarray, column: int = column) -> np.ndarray:
+            return mlp.predict_proba(data)[:, column]
+
+        x = X[index : index + 1]
+        expected = _shap(predict, X[:40], x, "auto", row_seed(X[index], 9))
+        found = explanation.contribution_map()
+        assert [found[name] for name in names] == expected.tolist()
