@@ -26,13 +26,13 @@ run: $(STAMP)
 PYTEST_COV := --cov=chalicelib --cov=synapse_local --cov=synapse_client --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=85
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_COV)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_COV)
 	@if [ -n "$(STRICT_COVERAGE)" ]; then \
 		$(BIN)/python -m coverage report --fail-under=100 --include="$(STRICT_COVERAGE)"; fi
 
 # A quick loop while working: no coverage, without the tests marked slow or e2e (make test runs all).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cov -m "not slow and not e2e"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -p no:cov -m "not slow and not e2e"
 
 # Longer API fuzzing and load than `make test` runs (examples per pass, load seconds).
 FUZZ_EXAMPLES ?= 200

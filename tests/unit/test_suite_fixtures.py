@@ -11,7 +11,13 @@ from moto import mock_aws
 
 from chalicelib.core import aws as aws_clients
 from chalicelib.core.singleton import reset_all
-from tests.conftest import SLOW_MODULES, SLOW_TESTS, bootstrapped_aws
+from tests.conftest import (
+    LONGEST_MODULES,
+    SLOW_MODULES,
+    SLOW_TESTS,
+    bootstrapped_aws,
+    longest_modules_first,
+)
 
 
 def _described() -> dict[str, Any]:
@@ -70,8 +76,35 @@ def test_each_aws_fixture_starts_with_empty_tables_whatever_the_last_test_wrote(
 
 def test_every_test_marked_slow_exists() -> None:
     root = Path(__file__).resolve().parents[2]
-    for module in SLOW_MODULES:
+    for module in (*SLOW_MODULES, *LONGEST_MODULES):
         assert (root / module).is_file(), module
     for test in SLOW_TESTS:
         module, name = test.split("::")
         assert f"def {name}(" in (root / module).read_text(encoding="utf-8"), test
+
+
+def test_the_longest_modules_start_first_and_every_module_keeps_its_tests_in_order() -> None:
+    from types import SimpleNamespace
+
+    longest, second = LONGEST_MODULES[:2]
+    names = [
+        "tests/unit/a.py::one", f"{second}::first", "tests/unit/b.py::one",
+        "tests/unit/b.py::two[1]", f"{longest}::first", "tests/unit/a.py::two",
+        f"{second}::second", "tests/unit/b.py::three", f"{longest}::second",
+    ]  # fmt: skip
+    items = [SimpleNamespace(nodeid=name) for name in names]
+
+    ordered = [item.nodeid for item in longest_modules_first(items)]
+
+    assert ordered == [
+        f"{longest}::first", f"{longest}::second", f"{second}::first", f"{second}::second",
+        "tests/unit/b.py::one", "tests/unit/b.py::two[1]", "tests/unit/b.py::three",
+        "tests/unit/a.py::one", "tests/unit/a.py::two",
+    ]  # fmt: skip
+
+
+def test_make_test_hands_out_whole_modules_in_the_suites_order() -> None:
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text(encoding="utf-8")
+    for target in ("test", "test-fast"):
+        recipe = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+        assert "--dist loadfile --no-loadscope-reorder" in recipe, target
