@@ -57,7 +57,6 @@ _TYPE_NAMES = {
 # Parquet physical type (index) → our column type. Logical types are not consulted.
 _PHYSICAL_TYPES = ("bool", "int", "long", "string", "float", "double", "string", "string")
 _REQUIRED, _OPTIONAL, _REPEATED = 0, 1, 2
-_I32_RANGE = range(-(2**31), 2**31)
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ def parse_footer(metadata: bytes, file_size: int | None = None) -> ParquetMetada
             is missing, the schema is inconsistent, it has more than ``MAX_COLUMNS`` leaves, or
             its row counts are not what the row groups (and the file) can hold.
     """
-    fields = _read_struct(_Reader(metadata), _FILE_FIELDS, depth=0)
+    fields = _read_file_metadata(bytes(metadata))
     if 2 not in fields or not fields[2]:
         raise UnreadableContent("Parquet footer has no schema")
     if 3 not in fields:
@@ -188,95 +187,92 @@ def parse_footer(metadata: bytes, file_size: int | None = None) -> ParquetMetada
     )
 
 
-class _Reader:
-    """A cursor over Thrift compact-protocol bytes that never reads past the end."""
+# ---- the Thrift compact protocol ------------------------------------------------------------
+#
+# The decoder works on ``(data, pos)`` pairs with the common cases (one-byte varints, scalar
+# fields nobody asked for) handled inline: a 1.4 MB footer holds about half a million fields,
+# and a method call per byte made the parse take a second. Reading past the end of ``data``
+# raises IndexError, which ``parse_footer`` reports as a truncated footer.
 
-    __slots__ = ("_data", "_pos")
+_FieldReader = Callable[["_Source", int, int], tuple[Any, int]]
+# field id → (compact type, reader); a ``None`` reader reads an integer (an i32 is
+# range-checked) or a binary inline.
+_FieldSpec = dict[int, tuple[int, "_FieldReader | None"]]
+_INTEGERS = (_I16, _I32, _I64)
+# List elements skipped in a tight loop.
+_FAST_ELEMENTS = (*_INTEGERS, _BINARY, _STRUCT)
+_I32_LOW, _I32_HIGH = -(2**31), 2**31
 
-    def __init__(self, data: bytes) -> None:
-        self._data = bytes(data)
-        self._pos = 0
 
-    def remaining(self) -> int:
-        """Bytes not yet read."""
-        return len(self._data) - self._pos
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned LEB128 varint of at most 64 bits at ``pos``: (value, next position)."""
+    result = 0
+    for shift in range(0, 70, 7):
+        octet = data[pos]
+        pos += 1
+        result |= (octet & 0x7F) << shift
+        if octet < 0x80:
+            if result >> 64:
+                break
+            return result, pos
+    raise UnreadableContent("Parquet footer has a varint longer than 64 bits")
 
-    def byte(self) -> int:
-        """One unsigned byte."""
-        if self._pos >= len(self._data):
-            raise UnreadableContent("Parquet footer is truncated")
-        self._pos += 1
-        return self._data[self._pos - 1]
 
-    def take(self, size: int) -> bytes:
-        """``size`` raw bytes."""
-        if size > self.remaining():
-            raise UnreadableContent(
-                f"Parquet footer is truncated: {size} bytes needed, {self.remaining()} left"
-            )
-        self._pos += size
-        return self._data[self._pos - size : self._pos]
+def _zigzag(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag-encoded signed integer (i16, i32 and i64 share the encoding)."""
+    octet = data[pos]
+    if octet < 0x80:
+        return (octet >> 1) ^ -(octet & 1), pos + 1
+    value, pos = _varint(data, pos)
+    return (value >> 1) ^ -(value & 1), pos
 
-    def varint(self) -> int:
-        """An unsigned LEB128 varint of at most 64 bits."""
-        result = 0
-        for shift in range(0, 70, 7):
-            octet = self.byte()
-            result |= (octet & 0x7F) << shift
-            if octet < 0x80:
-                if result >> 64:
-                    break
-                return result
-        raise UnreadableContent("Parquet footer has a varint longer than 64 bits")
 
-    def zigzag(self) -> int:
-        """A zigzag-encoded signed integer (i16, i32 and i64 share the encoding)."""
-        value = self.varint()
-        return (value >> 1) ^ -(value & 1)
+def _skip_varint(data: bytes, pos: int) -> int:
+    """The position after a varint (still checked for its 64-bit bound)."""
+    if data[pos] < 0x80:
+        return pos + 1
+    return _varint(data, pos)[1]
 
-    def i32(self) -> int:
-        """A zigzag-encoded i32, range-checked."""
-        value = self.zigzag()
-        if value not in _I32_RANGE:
-            raise UnreadableContent(f"Parquet footer has an i32 out of range ({value})")
-        return value
 
-    def binary(self) -> bytes:
-        """A length-prefixed byte string."""
-        return self.take(self.varint())
+def _end_of(data: bytes, pos: int, size: int) -> int:
+    """The position after ``size`` raw bytes at ``pos``."""
+    left = len(data) - pos
+    if size > left:
+        raise UnreadableContent(f"Parquet footer is truncated: {size} bytes needed, {left} left")
+    return pos + size
 
-    def size(self, size: int) -> int:
-        """Checks a container size: every element takes at least one byte."""
-        if size > self.remaining():
-            raise UnreadableContent(
-                f"Parquet footer has a container of {size} elements in {self.remaining()} bytes"
-            )
-        return size
 
-    def list_header(self) -> tuple[int, int]:
-        """The element type and size of a list or set."""
-        header = self.byte()
-        size = header >> 4
-        if size == 15:
-            size = self.varint()
-        return _check_type(header & 0x0F), self.size(size)
+def _binary(data: bytes, pos: int) -> tuple[bytes, int]:
+    """A length-prefixed byte string."""
+    size = data[pos]
+    if size < 0x80:
+        pos += 1
+    else:
+        size, pos = _varint(data, pos)
+    end = pos + size
+    if end > len(data):
+        _end_of(data, pos, size)
+    return data[pos:end], end
 
-    def map_header(self) -> tuple[int, int, int]:
-        """The key type, value type and size of a map."""
-        size = self.size(self.varint())
-        if size == 0:
-            return _STOP, _STOP, 0
-        types = self.byte()
-        return _check_type(types >> 4), _check_type(types & 0x0F), size
 
-    def field_header(self, last_id: int) -> tuple[int, int]:
-        """The compact type and id of the next struct field (type ``_STOP`` at the end)."""
-        header = self.byte()
-        ctype = header & 0x0F
-        if ctype == _STOP:
-            return _STOP, 0
-        delta = header >> 4
-        return _check_type(ctype), last_id + delta if delta else self.zigzag()
+def _check_size(data: bytes, pos: int, size: int) -> int:
+    """Checks a container size: every element takes at least one byte."""
+    left = len(data) - pos
+    if size > left:
+        raise UnreadableContent(
+            f"Parquet footer has a container of {size} elements in {left} bytes"
+        )
+    return size
+
+
+def _list_header(data: bytes, pos: int) -> tuple[int, int, int]:
+    """The element type and size of a list or set, and the position after the header."""
+    header = data[pos]
+    pos += 1
+    size = header >> 4
+    if size == 15:
+        size, pos = _varint(data, pos)
+    return _check_type(header & 0x0F), _check_size(data, pos, size), pos
 
 
 def _check_type(ctype: int) -> int:
@@ -292,108 +288,224 @@ def _check_depth(depth: int) -> None:
         raise UnreadableContent(f"Parquet footer is nested deeper than {MAX_DEPTH} levels")
 
 
-def _skip(reader: _Reader, ctype: int, depth: int) -> None:
+def _field_id(data: bytes, pos: int, header: int, last_id: int) -> tuple[int, int]:
+    """A field header's id: a delta from the last id, or a zigzag varint after the header."""
+    delta = header >> 4
+    if delta:
+        return last_id + delta, pos
+    return _zigzag(data, pos)
+
+
+def _skip(data: bytes, pos: int, ctype: int, depth: int) -> int:
     """Skips one value of a struct field; booleans live in the field header and take no byte."""
     _check_depth(depth)
-    if ctype in (_I16, _I32, _I64):
-        reader.varint()
-    elif ctype == _I8:
-        reader.take(1)
-    elif ctype == _DOUBLE:
-        reader.take(8)
-    elif ctype == _BINARY:
-        reader.binary()
-    elif ctype in (_LIST, _SET):
-        _skip_list(reader, depth)
-    elif ctype == _MAP:
-        _skip_map(reader, depth)
-    elif ctype == _STRUCT:
-        _read_struct(reader, {}, depth)
+    if ctype in _INTEGERS:
+        return _skip_varint(data, pos)
+    if ctype == _BINARY:
+        size, pos = _varint(data, pos)
+        return _end_of(data, pos, size)
+    if ctype == _STRUCT:
+        return _skip_struct(data, pos, depth)
+    if ctype in (_LIST, _SET):
+        return _skip_list(data, pos, depth)
+    if ctype == _MAP:
+        return _skip_map(data, pos, depth)
+    if ctype == _I8:
+        return _end_of(data, pos, 1)
+    if ctype == _DOUBLE:
+        return _end_of(data, pos, 8)
+    return pos
 
 
-def _skip_element(reader: _Reader, ctype: int, depth: int) -> None:
+def _skip_element(data: bytes, pos: int, ctype: int, depth: int) -> int:
     """Skips one element of a list, set or map; a boolean element is one byte."""
     if ctype in _BOOLS:
-        reader.take(1)
+        return _end_of(data, pos, 1)
+    return _skip(data, pos, ctype, depth)
+
+
+def _skip_list(data: bytes, pos: int, depth: int) -> int:
+    """Skips a list or set; lists of integers, strings and structs in a tight loop."""
+    header = data[pos]
+    size = header >> 4
+    etype = header & 0x0F
+    if size == 15 or etype not in _FAST_ELEMENTS:
+        etype, size, pos = _list_header(data, pos)
     else:
-        _skip(reader, ctype, depth)
-
-
-def _skip_list(reader: _Reader, depth: int) -> None:
-    """Skips a list or set."""
-    etype, size = reader.list_header()
+        pos += 1
+    if not size or etype not in _FAST_ELEMENTS:
+        for _ in range(size):
+            pos = _skip_element(data, pos, etype, depth + 1)
+        return pos
+    _check_size(data, pos, size)
+    _check_depth(depth + 1)
+    if etype == _STRUCT:
+        for _ in range(size):
+            pos = _skip_struct(data, pos, depth + 1)
+        return pos
+    end = len(data)
     for _ in range(size):
-        _skip_element(reader, etype, depth + 1)
-
-
-def _skip_map(reader: _Reader, depth: int) -> None:
-    """Skips a map."""
-    ktype, vtype, size = reader.map_header()
-    for _ in range(size):
-        _skip_element(reader, ktype, depth + 1)
-        _skip_element(reader, vtype, depth + 1)
-
-
-_FieldSpec = dict[int, tuple[int, Callable[[_Reader, int], Any]]]
-
-
-def _read_struct(reader: _Reader, spec: _FieldSpec, depth: int) -> dict[int, Any]:
-    """Reads a struct: the fields in ``spec`` (id → compact type, reader), skipping the rest."""
-    _check_depth(depth)
-    values: dict[int, Any] = {}
-    ctype, field_id = reader.field_header(0)
-    while ctype != _STOP:
-        if field_id in spec:
-            values[field_id] = _read_field(reader, spec[field_id], ctype, field_id, depth)
+        octet = data[pos]
+        if octet < 0x80:
+            pos += 1
         else:
-            _skip(reader, ctype, depth + 1)
-        ctype, field_id = reader.field_header(field_id)
-    return values
+            octet, pos = _varint(data, pos)
+        if etype == _BINARY:
+            if octet > end - pos:
+                _end_of(data, pos, octet)
+            pos += octet
+    return pos
 
 
-def _read_field(
-    reader: _Reader,
-    expected: tuple[int, Callable[[_Reader, int], Any]],
+def _skip_map(data: bytes, pos: int, depth: int) -> int:
+    """Skips a map."""
+    size, pos = _varint(data, pos)
+    _check_size(data, pos, size)
+    if size == 0:
+        return pos
+    types = data[pos]
+    pos += 1
+    ktype, vtype = _check_type(types >> 4), _check_type(types & 0x0F)
+    for _ in range(size):
+        pos = _skip_element(data, pos, ktype, depth + 1)
+        pos = _skip_element(data, pos, vtype, depth + 1)
+    return pos
+
+
+def _skip_struct(data: bytes, pos: int, depth: int) -> int:
+    """Skips a struct (its depth already checked): every field, scalars inline."""
+    inner = depth + 1
+    shallow = inner <= MAX_DEPTH
+    while True:
+        header = data[pos]
+        pos += 1
+        ctype = header & 0x0F
+        if not ctype:
+            return pos
+        if ctype > _STRUCT:
+            _check_type(ctype)
+        if not header >> 4:  # a long field header: the id follows as a zigzag varint
+            pos = pos + 1 if data[pos] < 0x80 else _varint(data, pos)[1]
+        if shallow and ctype in _INTEGERS:
+            pos = pos + 1 if data[pos] < 0x80 else _varint(data, pos)[1]
+        elif not shallow or ctype not in _BOOLS:
+            pos = _skip(data, pos, ctype, inner)
+
+
+class _Source:
+    """The footer's bytes, and the last value skipped for each (field id, type, depth).
+
+    Column chunks repeat what the parse skips (encodings, encoding statistics, page-size
+    histograms), often byte for byte. Skipping reads nothing but the value's own bytes and
+    depends on nothing but them, its type and its depth, so bytes equal to a value skipped
+    before, at the same depth and type, skip by its length without being decoded again.
+    """
+
+    __slots__ = ("data", "skipped")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.skipped: dict[tuple[int, int, int], bytes] = {}
+
+    def skip(self, pos: int, ctype: int, depth: int, field_id: int) -> int:
+        """Skips the value of a field the parse does not use."""
+        data = self.data
+        if depth <= MAX_DEPTH:
+            if ctype in _INTEGERS:
+                return pos + 1 if data[pos] < 0x80 else _varint(data, pos)[1]
+            if ctype in _BOOLS:
+                return pos
+        if ctype < _LIST:  # a scalar costs less to skip than to remember
+            return _skip(data, pos, ctype, depth)
+        key = (field_id, ctype, depth)
+        seen = self.skipped.get(key)
+        if seen is not None and data.startswith(seen, pos):
+            return pos + len(seen)
+        end = _skip(data, pos, ctype, depth)
+        self.skipped[key] = data[pos:end]
+        return end
+
+
+def _read_struct(
+    src: _Source, pos: int, spec: _FieldSpec, depth: int
+) -> tuple[dict[int, Any], int]:
+    """Reads a struct: the fields in ``spec``, skipping the rest."""
+    _check_depth(depth)
+    data = src.data
+    values: dict[int, Any] = {}
+    last_id = 0
+    while True:
+        header = data[pos]
+        ctype = header & 0x0F
+        if not ctype:
+            return values, pos + 1
+        if ctype > _STRUCT:
+            _check_type(ctype)
+        if header >> 4:
+            last_id += header >> 4
+            pos += 1
+        else:
+            last_id, pos = _zigzag(data, pos + 1)
+        expected = spec.get(last_id)
+        if expected is None:
+            pos = src.skip(pos, ctype, depth + 1, last_id)
+        elif expected[1] is None and ctype == expected[0]:
+            values[last_id], pos = _scalar(data, pos, ctype)
+        else:
+            values[last_id], pos = _known(src, pos, ctype, expected, depth + 1, last_id)
+
+
+def _known(
+    src: _Source,
+    pos: int,
     ctype: int,
-    fid: int,
+    expected: tuple[int, _FieldReader | None],
     depth: int,
-) -> Any:
-    """Reads one known field after checking its compact type."""
+    field_id: int,
+) -> tuple[Any, int]:
+    """Reads one known field (not an integer) after checking its compact type."""
     want, read = expected
     if ctype != want:
         raise UnreadableContent(
-            f"Parquet footer field {fid} is a {_TYPE_NAMES[ctype]}, expected {_TYPE_NAMES[want]}"
+            f"Parquet footer field {field_id} is a {_TYPE_NAMES[ctype]}, "
+            f"expected {_TYPE_NAMES[want]}"
         )
-    return read(reader, depth + 1)
+    assert read is not None  # a scalar of the expected type is read by _read_struct
+    return read(src, pos, depth)
 
 
-def _read_i32(reader: _Reader, depth: int) -> int:
-    """An i32 field value."""
-    return reader.i32()
+def _scalar(data: bytes, pos: int, ctype: int) -> tuple[Any, int]:
+    """A binary or a zigzag-encoded integer (an i32 range-checked)."""
+    if ctype == _BINARY:
+        return _binary(data, pos)
+    value = 0
+    for shift in range(0, 63, 7):  # up to 9 bytes here; longer ones are checked by _varint
+        octet = data[pos]
+        pos += 1
+        value |= (octet & 0x7F) << shift
+        if octet < 0x80:
+            break
+    else:
+        value, pos = _varint(data, pos - 9)
+    value = (value >> 1) ^ -(value & 1)
+    if ctype == _I32 and not _I32_LOW <= value < _I32_HIGH:
+        raise UnreadableContent(f"Parquet footer has an i32 out of range ({value})")
+    return value, pos
 
 
-def _read_i64(reader: _Reader, depth: int) -> int:
-    """An i64 field value."""
-    return reader.zigzag()
-
-
-def _read_name(reader: _Reader, depth: int) -> str:
+def _read_name(src: _Source, pos: int, depth: int) -> tuple[str, int]:
     """A schema element name: strict UTF-8."""
-    raw = reader.binary()
+    raw, pos = _binary(src.data, pos)
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), pos
     except UnicodeDecodeError:
         raise UnreadableContent("Parquet schema has a column name that is not UTF-8") from None
 
 
-def _read_text(reader: _Reader, depth: int) -> str:
+def _read_text(src: _Source, pos: int, depth: int) -> tuple[str, int]:
     """Free text (``created_by``): invalid UTF-8 is replaced, not rejected."""
-    return reader.binary().decode("utf-8", errors="replace")
-
-
-def _read_bytes(reader: _Reader, depth: int) -> bytes:
-    """A binary field value (a statistic's encoded value)."""
-    return reader.binary()
+    raw, pos = _binary(src.data, pos)
+    return raw.decode("utf-8", errors="replace"), pos
 
 
 @dataclass(frozen=True)
@@ -412,16 +524,16 @@ class _Element:
 
 
 _ELEMENT_FIELDS: _FieldSpec = {
-    1: (_I32, _read_i32),
-    3: (_I32, _read_i32),
+    1: (_I32, None),
+    3: (_I32, None),
     4: (_BINARY, _read_name),
-    5: (_I32, _read_i32),
+    5: (_I32, None),
 }
 
 
-def _read_element(reader: _Reader, depth: int) -> _Element:
+def _read_element(src: _Source, pos: int, depth: int) -> tuple[_Element, int]:
     """Reads and validates one ``SchemaElement``."""
-    fields = _read_struct(reader, _ELEMENT_FIELDS, depth)
+    fields, pos = _read_struct(src, pos, _ELEMENT_FIELDS, depth)
     if 4 not in fields:
         raise UnreadableContent("Parquet schema element has no name")
     element = _Element(fields[4], fields.get(1), fields.get(3), fields.get(5, 0))
@@ -435,19 +547,23 @@ def _read_element(reader: _Reader, depth: int) -> _Element:
         )
     if element.num_children < 0:
         raise UnreadableContent(f"Parquet group {element.name!r} has negative num_children")
-    return element
+    return element, pos
 
 
-def _read_schema(reader: _Reader, depth: int) -> list[_Element]:
+def _read_schema(src: _Source, pos: int, depth: int) -> tuple[list[_Element], int]:
     """Reads ``list<SchemaElement>``."""
-    etype, size = reader.list_header()
+    etype, size, pos = _list_header(src.data, pos)
     if etype != _STRUCT:
         raise UnreadableContent(f"Parquet schema is a list of {_TYPE_NAMES[etype]}, not structs")
     if size > MAX_SCHEMA_ELEMENTS:
         raise UnreadableContent(
             f"Parquet schema has {size} elements (at most {MAX_SCHEMA_ELEMENTS})"
         )
-    return [_read_element(reader, depth + 1) for _ in range(size)]
+    elements = []
+    for _ in range(size):
+        element, pos = _read_element(src, pos, depth + 1)
+        elements.append(element)
+    return elements, pos
 
 
 # ---- row groups: what the file physically holds ---------------------------------------------
@@ -481,8 +597,8 @@ class _Chunks:
         self.stats.append((None, None, 0) if meta is None else (meta.get(1), meta.get(12), 0))
         if meta is None:  # an encrypted column: its metadata is not in plaintext
             return
-        missing = [name for fid, name in _REQUIRED_META.items() if fid not in meta]
-        if missing:
+        if 5 not in meta or 7 not in meta or 9 not in meta:
+            missing = [name for fid, name in _REQUIRED_META.items() if fid not in meta]
             raise UnreadableContent(f"Parquet column chunk metadata lacks {', '.join(missing)}")
         values, size, data_offset = meta[5], meta[7], meta[9]
         dictionary_offset = meta.get(11, 0)
@@ -504,7 +620,9 @@ class _Chunks:
 
 
 # Physical types whose statistics decode to numbers: INT32, INT64, FLOAT, DOUBLE.
-_NUMERIC_FORMATS = {1: "<i", 2: "<q", 4: "<f", 5: "<d"}
+_NUMERIC_FORMATS = {
+    kind: struct.Struct(layout) for kind, layout in enumerate("?iq?fd") if kind in (1, 2, 4, 5)
+}
 
 
 class _ColumnTotals:
@@ -543,9 +661,9 @@ class _ColumnTotals:
 def _decoded(physical: int | None, raw: bytes | None) -> float | None:
     """A numeric statistic (plain-encoded, little-endian) as a float; ``None`` otherwise."""
     layout = _NUMERIC_FORMATS.get(physical or -1)
-    if layout is None or raw is None or len(raw) != struct.calcsize(layout):
+    if layout is None or raw is None or len(raw) != layout.size:
         return None
-    value = float(struct.unpack(layout, raw)[0])
+    value = float(layout.unpack(raw)[0])
     return value if math.isfinite(value) else None
 
 
@@ -572,32 +690,32 @@ class _RowGroups(list[tuple[int, "_Chunks"]]):
 
 _REQUIRED_META = {5: "num_values", 7: "total_compressed_size", 9: "data_page_offset"}
 _STATISTICS_FIELDS: _FieldSpec = {
-    1: (_BINARY, _read_bytes),
-    2: (_BINARY, _read_bytes),
-    3: (_I64, _read_i64),
-    5: (_BINARY, _read_bytes),
-    6: (_BINARY, _read_bytes),
+    1: (_BINARY, None),
+    2: (_BINARY, None),
+    3: (_I64, None),
+    5: (_BINARY, None),
+    6: (_BINARY, None),
 }
 
 
-def _read_statistics(reader: _Reader, depth: int) -> dict[int, Any]:
+def _read_statistics(src: _Source, pos: int, depth: int) -> tuple[dict[int, Any], int]:
     """A chunk's ``Statistics``: null count and encoded min/max (new and legacy fields)."""
-    return _read_struct(reader, _STATISTICS_FIELDS, depth)
+    return _read_struct(src, pos, _STATISTICS_FIELDS, depth)
 
 
 _META_FIELDS: _FieldSpec = {
-    1: (_I32, _read_i32),
-    5: (_I64, _read_i64),
-    7: (_I64, _read_i64),
-    9: (_I64, _read_i64),
-    11: (_I64, _read_i64),
+    1: (_I32, None),
+    5: (_I64, None),
+    7: (_I64, None),
+    9: (_I64, None),
+    11: (_I64, None),
     12: (_STRUCT, _read_statistics),
 }
 
 
-def _read_column_meta(reader: _Reader, depth: int) -> dict[int, Any]:
+def _read_column_meta(src: _Source, pos: int, depth: int) -> tuple[dict[int, Any], int]:
     """The counts, size and offsets of one ``ColumnMetaData``."""
-    return _read_struct(reader, _META_FIELDS, depth)
+    return _read_struct(src, pos, _META_FIELDS, depth)
 
 
 _CHUNK_FIELDS: _FieldSpec = {
@@ -606,35 +724,44 @@ _CHUNK_FIELDS: _FieldSpec = {
 }
 
 
-def _read_chunks(reader: _Reader, depth: int) -> _Chunks:
+def _read_chunks(src: _Source, pos: int, depth: int) -> tuple[_Chunks, int]:
     """Reads ``list<ColumnChunk>`` into totals."""
-    etype, size = reader.list_header()
+    etype, size, pos = _list_header(src.data, pos)
     if etype != _STRUCT:
         raise UnreadableContent(f"Parquet row group columns are {_TYPE_NAMES[etype]}, not structs")
     totals = _Chunks()
     for _ in range(size):
-        totals.add(_read_struct(reader, _CHUNK_FIELDS, depth + 1))
-    return totals
+        chunk, pos = _read_struct(src, pos, _CHUNK_FIELDS, depth + 1)
+        totals.add(chunk)
+    return totals, pos
 
 
 _ROW_GROUP_FIELDS: _FieldSpec = {
     1: (_LIST, _read_chunks),
-    3: (_I64, _read_i64),
+    3: (_I64, None),
 }
 
 
-def _read_row_groups(reader: _Reader, depth: int) -> _RowGroups:
+def _read_row_groups(src: _Source, pos: int, depth: int) -> tuple[_RowGroups, int]:
     """Reads ``list<RowGroup>``: (num_rows, column chunk totals) of each."""
-    etype, size = reader.list_header()
+    etype, size, pos = _list_header(src.data, pos)
     if etype != _STRUCT:
         raise UnreadableContent(f"Parquet row groups are {_TYPE_NAMES[etype]}, not structs")
     groups = _RowGroups()
     for index in range(size):
-        fields = _read_struct(reader, _ROW_GROUP_FIELDS, depth + 1)
+        fields, pos = _read_struct(src, pos, _ROW_GROUP_FIELDS, depth + 1)
         if 1 not in fields or 3 not in fields:
             raise UnreadableContent(f"Parquet row group {index} lacks its columns or num_rows")
         groups.add(fields[3], fields[1])
-    return groups
+    return groups, pos
+
+
+def _read_file_metadata(data: bytes) -> dict[int, Any]:
+    """The ``FileMetaData`` fields the parse uses; reading past the end is a truncated footer."""
+    try:
+        return _read_struct(_Source(data), 0, _FILE_FIELDS, depth=0)[0]
+    except IndexError:
+        raise UnreadableContent("Parquet footer is truncated") from None
 
 
 def _check_row_groups(
@@ -691,7 +818,7 @@ def _check_extent(groups: list[tuple[int, _Chunks]], data_end: int) -> None:
 
 _FILE_FIELDS: _FieldSpec = {
     2: (_LIST, _read_schema),
-    3: (_I64, _read_i64),
+    3: (_I64, None),
     4: (_LIST, _read_row_groups),
     6: (_BINARY, _read_text),
 }

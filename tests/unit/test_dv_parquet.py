@@ -364,6 +364,37 @@ def test_unknown_fields_of_every_type_are_skipped():
     assert got == ParquetMetadata(5, {"n": "string"}, [], None)
 
 
+def _chunk_with_encoding_stats(encoding_stats: bytes) -> bytes:
+    """A column chunk whose metadata carries an unknown-to-us list (field 13, as pyarrow's
+    encoding statistics), which the parse skips."""
+    meta = [(1, I32, zz(2)), (5, I64, zz(1)), (7, I64, zz(1)), (9, I64, zz(4))]
+    return struct((3, STRUCT, struct(*meta, (13, LIST, encoding_stats))))
+
+
+GOOD_STATS = lst(STRUCT, [struct((1, I32, zz(0)), (2, I32, zz(1)))] * 2)
+
+
+def _repeated_chunks(last: bytes = GOOD_STATS) -> bytes:
+    chunks = [_chunk_with_encoding_stats(GOOD_STATS)] * 2 + [_chunk_with_encoding_stats(last)]
+    groups = [row_group(1, [chunk]) for chunk in chunks]
+    return footer([root(1), INT_COLUMN], num_rows=3, groups=groups)
+
+
+def test_a_value_skipped_again_byte_for_byte_reads_as_the_first_time():
+    """The parse skips a value equal to one skipped before by its length; one that differs,
+    even after an identical start, is decoded and checked in full."""
+    got = parse_footer(_repeated_chunks())
+    assert got == ParquetMetadata(3, {"n": "long"}, [], None)
+    bad = lst(STRUCT, [struct((1, I32, zz(0)), (2, I32, zz(1))), b"\x1d"])
+    unreadable(_repeated_chunks(last=bad), "unknown Thrift compact type id 13")
+    short = lst(STRUCT, [struct((1, I32, zz(0)), (2, I32, zz(1)))] * 3)
+    assert parse_footer(_repeated_chunks(last=short)) == got
+    metadata = _repeated_chunks()
+    for cut in range(len(metadata)):
+        with pytest.raises(UnreadableContent):
+            parse_footer(metadata[:cut])
+
+
 def test_trailing_bytes_after_the_struct_are_ignored():
     assert parse_footer(footer([root(1), INT_COLUMN]) + b"signature").columns == {"n": "long"}
 
@@ -419,6 +450,11 @@ def test_typed_element_with_children_is_a_group():
         (b"\x16" + b"\xff" * 10 + b"\x01", "longer than 64 bits"),
         (b"\x16" + b"\xff" * 9 + b"\x7f", "longer than 64 bits"),
         (b"", "truncated"),
+        # unknown lists skipped in a tight loop check each element as any other skip does
+        (struct((9, LIST, lst(BINARY, [text("ok"), uvarint(50) + b"ab"]))), "50 bytes needed"),
+        (struct((9, LIST, lst(I64, [zz(1), b"\xff" * 10 + b"\x01"]))), "longer than 64 bits"),
+        (struct((9, SET, lst(STRUCT, [struct(), b"\x1d"]))), "compact type id 13"),
+        (struct((9, LIST, b"\xfc\x05" + struct())), "container of 5 elements in 2 bytes"),
     ],
 )
 def test_malformed_footers(metadata, match):
@@ -434,6 +470,10 @@ def test_deeply_nested_unknown_values_are_bounded():
     for _ in range(200):
         nested_lists = lst(LIST, [nested_lists])
     unreadable(struct((9, LIST, nested_lists)), "deeper than 64")
+    nested_structs = lst(STRUCT, [struct()])
+    for _ in range(200):
+        nested_structs = lst(STRUCT, [struct((1, LIST, nested_structs))])
+    unreadable(struct((9, LIST, nested_structs)), "deeper than 64")
 
 
 def test_deeply_nested_schema_is_bounded():
