@@ -242,12 +242,11 @@ def rows_for(found: dict[str, Any]) -> list[dict[str, Any]]:
                 "ratio": round(cached / cold, 2),
                 "unit": "s",
                 "target": "no recompilation in a second fresh process",
-                "met": set().union(*(r["compiled"] for r in found[f"{kind} cached"]))
-                <= {"lower_credit"},
+                "met": not set().union(*(r["compiled"] for r in found[f"{kind} cached"])),
                 "note": f"numba compilations {_median(found, kind, 'compilations'):.0f} → "
                 f"{compiles:.0f} ({_median(found, kind, 'compile_seconds'):.2f} s → "
-                f"{_median(found, f'{kind} cached', 'compile_seconds'):.2f} s compiling); still "
-                "compiled: shap's lower_credit (numba cannot load its cache)",
+                f"{_median(found, f'{kind} cached', 'compile_seconds'):.2f} s compiling); "
+                "shap's recursive lower_credit replaced by a cached copy walking with a stack",
             }
         )
     return rows

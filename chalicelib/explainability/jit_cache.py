@@ -7,7 +7,9 @@ would write next to shap's sources). The explainer image runs :func:`warm` at bu
 the cache in the image (``layers/explainer/Dockerfile``); numba needs a writable cache directory,
 so at run time ``NUMBA_CACHE_DIR`` is in ``/tmp`` and the built cache is copied there from
 ``SYNAPSE_NUMBA_CACHE_SEED`` before the first compilation. ``NUMBA_CPU_NAME=generic`` makes the
-cached code run on whatever CPU the function lands on.
+cached code run on whatever CPU the function lands on. Two shap functions numba cannot cache
+as shap calls them are routed to cacheable copies (:mod:`chalicelib.explainability.jit_kernels`),
+so a second fresh process compiles nothing.
 
 ``python -m chalicelib.explainability.jit_cache`` warms the cache (a text, an image and a
 KernelSHAP explanation of small models) and prints the numba compilations it made.
@@ -45,6 +47,7 @@ def import_shap() -> ModuleType:
                     _seed(cache_directory(), os.environ.get(SEED_ENV, ""))
                     cache_dispatchers("shap")
                     _cacheable_single_output()
+                    _cacheable_lower_credit()
     return shap
 
 
@@ -126,6 +129,18 @@ def _cacheable_single_output() -> None:
         _masked_model._build_fixed_single_output = single_output(current, links.identity)
 
 
+def _cacheable_lower_credit() -> None:
+    """Routes the Partition explainer's ``lower_credit`` (recursive: numba cannot load its
+    cache) to the cached copy that walks the tree with a stack (see
+    :mod:`chalicelib.explainability.jit_kernels`)."""
+    from shap.explainers import _partition
+
+    from chalicelib.explainability.jit_kernels import cached_lower_credit
+
+    if not hasattr(_partition.lower_credit, "original"):
+        _partition.lower_credit = cached_lower_credit(_partition.lower_credit)
+
+
 def _cache_class() -> type:
     """numba's disk cache, except for compilations that take a jitted function as an argument
     (typed by its identity: never found again in a new process)."""
@@ -149,7 +164,8 @@ def _cache_class() -> type:
 def _loads_badly(function: Any) -> bool:
     """Functions numba writes a cache for that a new process crashes loading (a segmentation
     fault, with numba 0.61): shap's recursive ``lower_credit`` (its other recursive function,
-    ``_rec_fill_masks``, loads well). Checked by ``tests/unit/test_ex_jit_cache.py``."""
+    ``_rec_fill_masks``, loads well), which :func:`_cacheable_lower_credit` replaces.
+    Checked by ``tests/unit/test_ex_jit_cache.py``."""
     return f"{function.__module__}.{function.__qualname__}" in UNCACHEABLE
 
 
