@@ -879,6 +879,37 @@ def test_both_implementations_count_the_same_sums_segments_and_folds(module_aws:
     assert reads[1][0]["treatment"]["sums"]["cv:n"] == 15  # n = 3, 9, ..., 87 carry x and y
 
 
+def test_both_implementations_count_the_same_declared_sources_and_ratio_sums_per_segment(
+    module_aws: Any,
+) -> None:
+    from dataclasses import replace
+
+    from chalicelib.abtesting.memory import InMemoryOutcomeStore
+    from chalicelib.abtesting.metrics import increments
+    from chalicelib.abtesting.models import Dimension, MetricSpec
+    from chalicelib.abtesting.outcomes_repository import OutcomeStore, SegmentPlan
+
+    ctr = MetricSpec("ctr", "ratio", numerator="clicks", denominator="sessions")
+    plan = SegmentPlan((Dimension("country", 3),), sources=("basket",), ratios=("ctr",))
+    batch = []
+    for outcome in _outcomes(90):
+        n = int(outcome.request_id[2:])
+        values = {"clicks": float(n % 4), "sessions": float(n % 3 + 1), "basket": n % 13 * 1.75}
+        batch.append(replace(outcome, custom_metrics=values, declared=increments(values, ctr)))
+    experiment_id, now = _unique("exp"), utc_now()
+    reads = []
+    for store in (OutcomeStore(), InMemoryOutcomeStore()):
+        for start in range(0, 90, 30):
+            store.record(experiment_id, batch[start : start + 30], now, None, plan)
+        reads.append(store.read_segments(experiment_id))
+    assert reads[0] == reads[1]
+    us = reads[1]["country"]["US"][1]["treatment"]  # phase 1: n = 3, 33, 63 (n % 30 == 3)
+    assert us["sums"]["request_count"] == 3
+    assert {k for k in us["sums"] if k.startswith("r:ctr:")} and any(
+        "basket" in k for k in us["sums"]
+    )
+
+
 # ---- abtesting: ExplanationInputRecords ------------------------------------------------------
 
 
