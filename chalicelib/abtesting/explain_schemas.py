@@ -9,16 +9,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from chalicelib.abtesting.explain_guardrails import (
     DEFAULT_SAMPLE,
     ExplanationEvaluation,
     ExplanationGuardrails,
 )
+from chalicelib.core.schema import Schema
 
 
-class _Strict(BaseModel):
+class _Strict(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -57,7 +58,7 @@ class ExplanationGuardrailsBody(_Strict):
     )
 
 
-class GuardrailResultOut(BaseModel):
+class GuardrailResultOut(Schema):
     """One guardrail on one treatment."""
 
     variant_id: str
@@ -67,7 +68,7 @@ class GuardrailResultOut(BaseModel):
     reason: str
 
 
-class EvaluationOut(BaseModel):
+class EvaluationOut(Schema):
     """The latest evaluation of the declaration."""
 
     revision: str
@@ -85,7 +86,7 @@ class EvaluationOut(BaseModel):
     previous: str | None
 
 
-class ExplanationGuardrailsOut(BaseModel):
+class ExplanationGuardrailsOut(Schema):
     """The declared guardrails and their latest evaluation (``null`` before the monitor's
     first tick after the declaration)."""
 
@@ -116,7 +117,7 @@ class ExplanationInputsBody(_Strict):
     inputs: list[PostedInputIn] = Field(min_length=1, max_length=500)
 
 
-class PostedReceiptOut(BaseModel):
+class PostedReceiptOut(Schema):
     """Rows received, written to the sample now, and held by the sample after the post."""
 
     received: int

@@ -18,11 +18,12 @@ from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from chalicelib.abtesting.bayes import BayesianResult
 from chalicelib.abtesting.cuped import CupedResult
 from chalicelib.abtesting.models import LAYER_BUCKETS
+from chalicelib.core.schema import Schema
 from chalicelib.core.shaping import mirrored
 from chalicelib.core.text import Name, Text
 
@@ -31,7 +32,7 @@ NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 StatusName = Literal["draft", "running", "paused", "concluded", "rolled_back"]
 
 
-class _Strict(BaseModel):
+class _Strict(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -51,7 +52,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-class DomainOut(BaseModel):
+class DomainOut(Schema):
     """A response schema built from the domain object it shows (the one way responses are
     built: ``XOut.from_domain(obj).body()``)."""
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from chalicelib.core.schema import Schema
 from chalicelib.core.text import Name, Text
 
 RoleName = Literal["reader", "writer", "admin"]
 
 
-class CreateKeyBody(BaseModel):
+class CreateKeyBody(Schema):
     """Body of ``POST /auth/keys``."""
 
     principal: Name = Field(min_length=1, max_length=200)
@@ -25,7 +26,7 @@ class CreateKeyBody(BaseModel):
     description: Text = Field(default="", max_length=500)
 
 
-class KeyOut(BaseModel):
+class KeyOut(Schema):
     """API key metadata."""
 
     key_id: str
@@ -43,13 +44,13 @@ class IssuedKeyOut(KeyOut):
     token: str
 
 
-class KeyList(BaseModel):
+class KeyList(Schema):
     """All keys."""
 
     keys: list[KeyOut]
 
 
-class WhoAmI(BaseModel):
+class WhoAmI(Schema):
     """The authenticated caller."""
 
     principal: str

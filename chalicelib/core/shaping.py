@@ -16,11 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
+from chalicelib.core.schema import Schema
+
 __all__ = ["mirrored", "shaped"]
 
 
 def mirrored(
-    source: type, base: type[BaseModel] = BaseModel, *, exclude: Collection[str] = (), **shown: Any
+    source: type, base: type[BaseModel] = Schema, *, exclude: Collection[str] = (), **shown: Any
 ) -> Any:
     """The fields of a response model that shows a domain dataclass, derived from it.
 
@@ -33,7 +35,7 @@ def mirrored(
 
     Args:
         source: The dataclass.
-        base: The model to extend (``BaseModel``, or a domain's base such as ``DomainOut``).
+        base: The model to extend (``Schema``, or a domain's base such as ``DomainOut``).
         exclude: Fields of ``source`` the response leaves out.
         **shown: Field name → type, replacing or adding fields.
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from chalicelib.core.schema import Schema
 from chalicelib.core.shaping import mirrored
 from chalicelib.core.shaping import shaped as shaped  # re-exported for the routes
 from chalicelib.core.text import Name, Text, name_pattern
@@ -37,7 +38,7 @@ Tags = dict[
 DatasetName = Annotated[Name, Field(json_schema_extra={"pattern": name_pattern("/")})]
 
 
-class SchemaIn(BaseModel):
+class SchemaIn(Schema):
     """A declared schema."""
 
     columns: dict[ColumnName, ColumnType] = Field(min_length=1, max_length=2000)
@@ -50,7 +51,7 @@ class SchemaIn(BaseModel):
         return DatasetSchema.from_dict(self.model_dump())
 
 
-class SchemaOut(BaseModel):
+class SchemaOut(Schema):
     """A schema with its order-independent hash."""
 
     columns: dict[str, str]
@@ -61,7 +62,7 @@ class SchemaOut(BaseModel):
     hash: str
 
 
-class CreateDatasetBody(BaseModel):
+class CreateDatasetBody(Schema):
     """Body of ``POST /datasets``."""
 
     name: DatasetName = Field(min_length=1, max_length=200, pattern=r"^[^/]+$")
@@ -83,13 +84,13 @@ class CreateDatasetBody(BaseModel):
     drift_limits: DriftLimitsIn | None = None
 
 
-class AccessBody(BaseModel):
+class AccessBody(Schema):
     """Body of ``PUT /datasets/{id}/access``: who may see the dataset besides its owner."""
 
     access_groups: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(max_length=50)
 
 
-class DriftLimitsIn(BaseModel):
+class DriftLimitsIn(Schema):
     """Drift limits: a new version whose drift from the version it follows exceeds them (per
     column, as ``GET /datasets/{id}/drift`` computes it) is created with a warning and a
     ``DatasetDriftDetected`` event. At least one of ``psi`` and ``p_value``."""
@@ -107,7 +108,7 @@ class DriftLimitsIn(BaseModel):
         return DriftLimits(self.psi, self.p_value, list(self.columns))
 
 
-class RetentionIn(BaseModel):
+class RetentionIn(Schema):
     """A retention policy: versions neither among the ``keep_last`` newest nor younger than
     ``keep_days`` days are deleted by the scheduled retention job (the latest, tagged and
     experiment-used versions are always kept)."""
@@ -116,14 +117,14 @@ class RetentionIn(BaseModel):
     keep_days: int | None = Field(default=None, ge=1, le=36_500)
 
 
-class VersionRefOut(BaseModel):
+class VersionRefOut(Schema):
     """A version named in a drift report."""
 
     version_id: str
     version_number: int
 
 
-class SchemaDiffOut(BaseModel):
+class SchemaDiffOut(Schema):
     """Columns added and removed from a to b, every change, and those the dataset's mode
     forbids."""
 
@@ -133,7 +134,7 @@ class SchemaDiffOut(BaseModel):
     incompatible: list[str]
 
 
-class ColumnDriftOut(BaseModel):
+class ColumnDriftOut(Schema):
     """Drift of one column present in both versions."""
 
     column: str
@@ -145,14 +146,14 @@ class ColumnDriftOut(BaseModel):
     nulls: dict[str, float]
 
 
-class TopValueOut(BaseModel):
+class TopValueOut(Schema):
     """A frequent value of a column among the profiled records."""
 
     value: str
     count: int
 
 
-class HistogramOut(BaseModel):
+class HistogramOut(Schema):
     """Equal-width bins between a numeric column's minimum and maximum (``counts[i]``: values
     in ``[edges[i], edges[i + 1])``, the last bin closed)."""
 
@@ -160,7 +161,7 @@ class HistogramOut(BaseModel):
     counts: list[int]
 
 
-class ColumnProfileOut(BaseModel):
+class ColumnProfileOut(Schema):
     """The profile of one column."""
 
     name: str
@@ -180,7 +181,7 @@ class ColumnProfileOut(BaseModel):
     top: list[TopValueOut]
 
 
-class ProfileOut(BaseModel):
+class ProfileOut(Schema):
     """The column profile of a version, computed at ingest from the records drawn while it was
     hashed (every record, or a seeded uniform sample of ``profiled_rows`` when ``sampled``); for
     Parquet, from the footer's column statistics over every row (``note`` says what is
@@ -196,7 +197,7 @@ class ProfileOut(BaseModel):
     note: str | None
 
 
-class DriftOut(BaseModel):
+class DriftOut(Schema):
     """Per-column drift from version a to version b, on seeded uniform samples."""
 
     a: VersionRefOut
@@ -207,7 +208,7 @@ class DriftOut(BaseModel):
     columns: list[ColumnDriftOut]
 
 
-class EraseOut(BaseModel):
+class EraseOut(Schema):
     """What an erasure did."""
 
     sha256: str
@@ -215,7 +216,7 @@ class EraseOut(BaseModel):
     deleted_objects: list[str]
 
 
-class DatasetOut(BaseModel):
+class DatasetOut(Schema):
     """A dataset."""
 
     dataset_id: str
@@ -231,7 +232,7 @@ class DatasetOut(BaseModel):
     drift_limits: DriftLimitsIn | None = None
 
 
-class DatasetList(BaseModel):
+class DatasetList(Schema):
     """A page of the datasets the caller may see, by name; ``next_token`` asks for the next
     page (``null``: this is the last)."""
 
@@ -239,14 +240,14 @@ class DatasetList(BaseModel):
     next_token: str | None = None
 
 
-class DatasetListQuery(BaseModel):
+class DatasetListQuery(Schema):
     """Query of ``GET /datasets``: page size and the token of the page to continue from."""
 
     limit: int = Field(default=100, ge=1, le=1000)
     next_token: str | None = Field(default=None, max_length=2000)
 
 
-class VersionOut(BaseModel):
+class VersionOut(Schema):
     """A dataset version."""
 
     version_id: str
@@ -271,7 +272,7 @@ class VersionOut(BaseModel):
     created: bool | None = None
 
 
-class VersionList(BaseModel):
+class VersionList(Schema):
     """A page of versions."""
 
     versions: list[VersionOut]
@@ -281,7 +282,7 @@ class VersionList(BaseModel):
     next_offset: int | None
 
 
-class CreateVersionBody(BaseModel):
+class CreateVersionBody(Schema):
     """Body of ``POST /datasets/{id}/versions``: inline content (text or base64)."""
 
     data: str | None = Field(default=None, description="UTF-8 content (CSV, JSON lines)")
@@ -292,7 +293,7 @@ class CreateVersionBody(BaseModel):
     tags: Tags = Field(default_factory=dict, max_length=50)
 
 
-class UploadBody(BaseModel):
+class UploadBody(Schema):
     """Body of ``POST /datasets/{id}/uploads``.
 
     Give ``sha256`` (the file's digest) for a direct upload: new content goes straight into
@@ -306,7 +307,7 @@ class UploadBody(BaseModel):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
-class UploadOut(BaseModel):
+class UploadOut(Schema):
     """What to upload: ``url`` (one PUT with exactly ``headers``), ``part_urls`` (multipart),
     or nothing (``status`` ``exists``: the dataset has this content as ``version_id``)."""
 
@@ -323,14 +324,14 @@ class UploadOut(BaseModel):
     version_id: str | None
 
 
-class PartIn(BaseModel):
+class PartIn(Schema):
     """One uploaded part: its number and the ETag S3 returned for it."""
 
     part_number: int = Field(ge=1, le=10_000)
     etag: str = Field(min_length=1, max_length=200)
 
 
-class CompleteUploadBody(BaseModel):
+class CompleteUploadBody(Schema):
     """Body of ``POST /datasets/{id}/uploads/complete``."""
 
     key: str = Field(min_length=1, max_length=1024)
@@ -338,14 +339,14 @@ class CompleteUploadBody(BaseModel):
     parts: list[PartIn] = Field(min_length=1, max_length=10_000)
 
 
-class CompleteUploadOut(BaseModel):
+class CompleteUploadOut(Schema):
     """A completed multipart upload (the S3 trigger ingests it)."""
 
     key: str
     status: str
 
 
-class ContentOut(BaseModel):
+class ContentOut(Schema):
     """A presigned GET of a version's content."""
 
     version_id: str
@@ -355,7 +356,7 @@ class ContentOut(BaseModel):
     expires_in: int
 
 
-class VersionsQuery(BaseModel):
+class VersionsQuery(Schema):
     """Query of ``GET /datasets/{id}/versions``."""
 
     limit: int = Field(default=50, ge=1, le=500)
@@ -363,7 +364,7 @@ class VersionsQuery(BaseModel):
     as_of: datetime | None = None
 
 
-class VersionQuery(BaseModel):
+class VersionQuery(Schema):
     """Query of ``GET /datasets/{id}/versions/{version}``."""
 
     as_of: datetime | None = Field(
@@ -371,7 +372,7 @@ class VersionQuery(BaseModel):
     )
 
 
-class TagBody(BaseModel):
+class TagBody(Schema):
     """Body of ``PUT /datasets/{id}/tags/{tag}``."""
 
     version: str = Field(
@@ -386,7 +387,7 @@ class TagOut(_TagFields):
     """Where a tag points, from its last move."""
 
 
-class TagList(BaseModel):
+class TagList(Schema):
     """The tags of a dataset."""
 
     tags: list[TagOut]
@@ -398,14 +399,14 @@ class TagHistoryOut(TagOut):
     history: list[TagOut]
 
 
-class CompareQuery(BaseModel):
+class CompareQuery(Schema):
     """Query of the compare route: version numbers or ids."""
 
     a: str = Field(min_length=1)
     b: str = Field(min_length=1)
 
 
-class CompareOut(BaseModel):
+class CompareOut(Schema):
     """Differences between two versions."""
 
     a: str
@@ -417,14 +418,14 @@ class CompareOut(BaseModel):
     rows_note: str | None
 
 
-class LineageQuery(BaseModel):
+class LineageQuery(Schema):
     """Query of ``GET /lineage/{version_id}``."""
 
     direction: Literal["upstream", "downstream", "both"] = "upstream"
     max_depth: int | None = Field(default=None, ge=0, le=100)
 
 
-class LineageNodeOut(BaseModel):
+class LineageNodeOut(Schema):
     """A version in a lineage view (``visible`` false: another team's version, redacted)."""
 
     version_id: str
@@ -437,7 +438,7 @@ class LineageNodeOut(BaseModel):
     deleted_at: datetime | None = None
 
 
-class LineageEdgeOut(BaseModel):
+class LineageEdgeOut(Schema):
     """A derivation."""
 
     parent_id: str
@@ -446,7 +447,7 @@ class LineageEdgeOut(BaseModel):
     transformation_type: str | None
 
 
-class LineageViewOut(BaseModel):
+class LineageViewOut(Schema):
     """One direction of lineage."""
 
     nodes: list[LineageNodeOut]
@@ -454,7 +455,7 @@ class LineageViewOut(BaseModel):
     truncated: bool
 
 
-class LineageOut(BaseModel):
+class LineageOut(Schema):
     """Upstream and/or downstream lineage of a version."""
 
     version_id: str
@@ -462,7 +463,7 @@ class LineageOut(BaseModel):
     downstream: LineageViewOut | None = None
 
 
-class TransformationBody(BaseModel):
+class TransformationBody(Schema):
     """Body of ``POST /datasets/{id}/transformations``."""
 
     transformation: dict[str, Any] = Field(description="a declarative spec; see the docs")
@@ -481,7 +482,7 @@ class TransformationOut(_TransformationFields):
     """A recorded transformation and its output versions."""
 
 
-class ReplayBody(BaseModel):
+class ReplayBody(Schema):
     """Body of ``POST /versions/{version_id}/replay``."""
 
     source_version_id: str
@@ -489,7 +490,7 @@ class ReplayBody(BaseModel):
     data_version_id: str | None = Field(default=None, description="or a stored version")
 
 
-class ReplayOut(BaseModel):
+class ReplayOut(Schema):
     """The outcome of a replay."""
 
     target_version_id: str
@@ -509,7 +510,7 @@ class ReproducibilityOut(_ReproducibilityFields):
     """Whether a version can be rebuilt from its roots."""
 
 
-class UsageBody(BaseModel):
+class UsageBody(Schema):
     """Body of the usages route."""
 
     experiment_id: str = Field(min_length=1, max_length=200)
@@ -523,19 +524,19 @@ class UsageOut(_UsageFields):
     """A recorded usage."""
 
 
-class UsagesQuery(BaseModel):
+class UsagesQuery(Schema):
     """Query of ``GET /datasets/{id}/usages``."""
 
     experiment_id: str = Field(min_length=1)
 
 
-class UsageList(BaseModel):
+class UsageList(Schema):
     """Usages of a dataset by one experiment."""
 
     usages: list[UsageOut]
 
 
-class ReconstructQuery(BaseModel):
+class ReconstructQuery(Schema):
     """Query of ``GET /datasets/{id}/reconstruct``: at most one of ``as_of`` (default: now) and
     ``experiment_id``."""
 
@@ -543,7 +544,7 @@ class ReconstructQuery(BaseModel):
     experiment_id: str | None = None
 
 
-class ReconstructionOut(BaseModel):
+class ReconstructionOut(Schema):
     """A version to rebuild from and its download URL."""
 
     version: VersionOut
@@ -551,7 +552,7 @@ class ReconstructionOut(BaseModel):
     usage: UsageOut | None
 
 
-class ReconstructList(BaseModel):
+class ReconstructList(Schema):
     """Versions to rebuild from."""
 
     reconstructions: list[ReconstructionOut]
@@ -564,13 +565,13 @@ class RejectionOut(_RejectionFields):
     """An incoming file that was moved to ``rejected/`` instead of becoming a version."""
 
 
-class RejectionList(BaseModel):
+class RejectionList(Schema):
     """Recent rejections."""
 
     rejections: list[RejectionOut]
 
 
-class RejectionsQuery(BaseModel):
+class RejectionsQuery(Schema):
     """Query of ``GET /dataset-rejections``."""
 
     limit: int = Field(default=100, ge=1, le=1000)

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from chalicelib.core.schema import Schema
 from chalicelib.dataversion.errors import TransformError, UnreadableContent
 from chalicelib.dataversion.models import DatasetFormat, DatasetSchema, TransformationType
 from chalicelib.dataversion.schema import (
@@ -42,7 +43,7 @@ NUMERIC = frozenset({"int", "long", "float", "double"})
 # ---- specs ----------------------------------------------------------------------------------
 
 
-class _Spec(BaseModel):
+class _Spec(Schema):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 

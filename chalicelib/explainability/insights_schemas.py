@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from chalicelib.core.schema import Schema
 from chalicelib.core.text import Name
 
 MAX_ROWS = 1_000
@@ -20,7 +21,7 @@ SIDE_ROWS = 50
 Row = dict[str, Any]
 
 
-class ModelRef(BaseModel):
+class ModelRef(Schema):
     """A model version (``None``: the production version)."""
 
     model_id: str = Field(min_length=1, max_length=200)
@@ -36,7 +37,7 @@ class Side(ModelRef):
     max_rows: int = Field(default=SIDE_ROWS, ge=1, le=SIDE_ROWS)
 
 
-class DriftBody(BaseModel):
+class DriftBody(Schema):
     """Body of ``POST /explanations/drift``."""
 
     baseline: Side
@@ -46,7 +47,7 @@ class DriftBody(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
-class FeatureChange(BaseModel):
+class FeatureChange(Schema):
     """One feature's attributions on both sides."""
 
     feature: str
@@ -57,7 +58,7 @@ class FeatureChange(BaseModel):
     current_rank: int | None
 
 
-class DriftOut(BaseModel):
+class DriftOut(Schema):
     """Clarify's NDCG between two global attributions, with per-feature changes."""
 
     ndcg: float
@@ -94,7 +95,7 @@ class BiasBody(ModelRef):
     positive_label: Name | float | int
 
 
-class BiasOut(BaseModel):
+class BiasOut(Schema):
     """Clarify's pre- and post-training bias metrics."""
 
     facet: str
@@ -112,7 +113,7 @@ class PermutationBody(LabelledBody):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
-class PermutationOut(BaseModel):
+class PermutationOut(Schema):
     """Mean and standard deviation of the score's drop per shuffled feature."""
 
     model_id: str
@@ -134,7 +135,7 @@ class DependenceBody(ModelRef):
     class_name: str | None = Field(default=None, max_length=200)
 
 
-class DependenceOut(BaseModel):
+class DependenceOut(Schema):
     """The partial dependence (``average``) and every input's ICE curve (``individual``)."""
 
     model_id: str

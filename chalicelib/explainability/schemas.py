@@ -12,8 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from chalicelib.core.schema import Schema
 from chalicelib.core.shaping import mirrored
 from chalicelib.explainability.models import MAX_JOB_ROWS, PredictionExplanation
 
@@ -21,7 +22,7 @@ TypeName = Literal["shap", "lime", "integrated_gradients", "attention"]
 MethodName = Literal["mean", "median", "max", "percentile_95"]
 
 
-class ShapParams(BaseModel):
+class ShapParams(Schema):
     """Parameters of SHAP explanations."""
 
     background_sample_size: int = Field(default=100, ge=1, le=10_000)
@@ -98,7 +99,7 @@ class DependenceBody(ShapParams):
     asynchronous: bool = False
 
 
-class ContributionOut(BaseModel):
+class ContributionOut(Schema):
     """One feature's contribution."""
 
     feature_name: str
@@ -118,14 +119,14 @@ class ExplanationOut(_ExplanationFields):
     feature_contributions: list[ContributionOut]
 
 
-class BatchOut(BaseModel):
+class BatchOut(Schema):
     """Explanations of a batch, in input order."""
 
     count: int
     explanations: list[ExplanationOut]
 
 
-class StabilityOut(BaseModel):
+class StabilityOut(Schema):
     """Top-k stability of feature rankings."""
 
     top_k: int
@@ -134,7 +135,7 @@ class StabilityOut(BaseModel):
     mean_pairwise_jaccard: float | None
 
 
-class InteractionOut(BaseModel):
+class InteractionOut(Schema):
     """Two features whose contributions are correlated across explanations."""
 
     feature_a: str
@@ -142,7 +143,7 @@ class InteractionOut(BaseModel):
     correlation: float
 
 
-class SegmentOut(BaseModel):
+class SegmentOut(Schema):
     """Importances within one range of predictions."""
 
     lower: float
@@ -151,7 +152,7 @@ class SegmentOut(BaseModel):
     feature_importances: dict[str, float]
 
 
-class GlobalOut(BaseModel):
+class GlobalOut(Schema):
     """Global importance with stability and interactions."""
 
     model_id: str
@@ -168,7 +169,7 @@ class GlobalOut(BaseModel):
     computation_time_ms: float
 
 
-class DependenceOut(BaseModel):
+class DependenceOut(Schema):
     """The data of a SHAP dependence plot."""
 
     model_id: str
@@ -184,7 +185,7 @@ class DependenceOut(BaseModel):
     base_value: float
 
 
-class JobAcceptedOut(BaseModel):
+class JobAcceptedOut(Schema):
     """A submitted job, with the request's estimated seconds of computation."""
 
     job_id: str
@@ -194,7 +195,7 @@ class JobAcceptedOut(BaseModel):
     estimated_seconds: float | None = None
 
 
-class JobOut(BaseModel):
+class JobOut(Schema):
     """A job's status and, once it succeeded, its result."""
 
     job_id: str
@@ -207,13 +208,13 @@ class JobOut(BaseModel):
     error: dict[str, Any] | None = None
 
 
-class InvalidateQuery(BaseModel):
+class InvalidateQuery(Schema):
     """Query of ``DELETE /models/{model_id}/explanations``."""
 
     version: int | None = Field(default=None, ge=1)
 
 
-class InvalidateOut(BaseModel):
+class InvalidateOut(Schema):
     """How many cached explanations were removed."""
 
     model_id: str
@@ -221,7 +222,7 @@ class InvalidateOut(BaseModel):
     removed: int
 
 
-class CacheStatsOut(BaseModel):
+class CacheStatsOut(Schema):
     """Cache statistics of the answering instance."""
 
     hits: int

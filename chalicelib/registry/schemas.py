@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from chalicelib.core.schema import Schema
 from chalicelib.core.text import Name, Text
 
 Scalar = float | int | str | bool | None
@@ -20,7 +21,7 @@ Scalar = float | int | str | bool | None
 GroupName = Annotated[Name, Field(min_length=1, max_length=200)]
 
 
-class CreateModelBody(BaseModel):
+class CreateModelBody(Schema):
     """Body of ``POST /models`` (``access_groups`` default: the caller's groups)."""
 
     name: Name = Field(min_length=1, max_length=200)
@@ -28,13 +29,13 @@ class CreateModelBody(BaseModel):
     access_groups: list[GroupName] | None = Field(default=None, max_length=50)
 
 
-class AccessBody(BaseModel):
+class AccessBody(Schema):
     """Body of ``PUT /models/{model_id}/access``: who may see the model besides its owner."""
 
     access_groups: list[GroupName] = Field(max_length=50)
 
 
-class ModelOut(BaseModel):
+class ModelOut(Schema):
     """A registered model."""
 
     model_id: str
@@ -49,13 +50,13 @@ class ModelOut(BaseModel):
     updated_at: datetime
 
 
-class ModelList(BaseModel):
+class ModelList(Schema):
     """All models."""
 
     models: list[ModelOut]
 
 
-class RegisterVersionBody(BaseModel):
+class RegisterVersionBody(Schema):
     """Body of ``POST /models/{model_id}/versions``: the artifact inline or by upload key."""
 
     artifact_base64: str | None = Field(default=None, description="skops file, base64")
@@ -78,7 +79,7 @@ class RegisterVersionBody(BaseModel):
     ] = Field(default_factory=dict, max_length=100)
 
 
-class VersionOut(BaseModel):
+class VersionOut(Schema):
     """A model version."""
 
     model_id: str
@@ -98,19 +99,19 @@ class VersionOut(BaseModel):
     updated_at: datetime
 
 
-class VersionList(BaseModel):
+class VersionList(Schema):
     """Every version of a model."""
 
     versions: list[VersionOut]
 
 
-class StageBody(BaseModel):
+class StageBody(Schema):
     """Body of the stage route."""
 
     stage: Literal["staging", "production", "archived"]
 
 
-class UploadOut(BaseModel):
+class UploadOut(Schema):
     """A presigned upload for a large artifact."""
 
     upload_key: str

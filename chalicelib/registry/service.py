@@ -27,7 +27,6 @@ from chalicelib.core.errors import Conflict, UnprocessableEntity, ValidationErro
 from chalicelib.core.events import EventBus, get_event_bus
 from chalicelib.core.imports import import_clean_without
 from chalicelib.core.singleton import lazy
-from chalicelib.registry.boosters import check_booster, load_booster
 from chalicelib.registry.errors import UnsafeArtifactError
 from chalicelib.registry.integrity import check_loaded
 from chalicelib.registry.models import (
@@ -109,6 +108,8 @@ def _check_booster_file(fmt: str, data: bytes, task: ModelTask, spec: VersionSpe
         UnsafeArtifactError: The file is refused.
         UnprocessableEntity: It does not predict what the version declares.
     """
+    from chalicelib.registry.boosters import check_booster  # numpy: not at every cold start
+
     report = check_booster(fmt, data, len(spec.feature_names), max_model_bytes())
     wanted = "regression" if report.kind == "regression" else "classification"
     if task.value != wanted:
@@ -478,6 +479,8 @@ def load_checked(
             "the stored artifact is not the one registered (its sha256 differs); it is refused"
         )
     if fmt != ArtifactFormat.SKOPS.value:
+        from chalicelib.registry.boosters import check_booster, load_booster  # numpy, lazily
+
         booster = check_booster(fmt, data, n_features or None, max_model_bytes())
         with reserve(booster.load_bytes, what):
             return load_booster(fmt, data, booster)

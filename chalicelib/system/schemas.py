@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from chalicelib.core.schema import Schema
 
 
-class Health(BaseModel):
+class Health(Schema):
     """Liveness answer."""
 
     status: str

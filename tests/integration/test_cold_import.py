@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("shap", "lime", "sklearn", "numba", "pandas", "skimage")
@@ -14,11 +15,22 @@ HEAVY = ("shap", "lime", "sklearn", "numba", "pandas", "skimage")
 PROBE = """
 import json, sys
 import app
-print(json.dumps({"app": type(app.app).__name__, "modules": sorted(sys.modules)}))
+from pydantic import BaseModel
+
+def subclasses(model):
+    for found in model.__subclasses__():
+        yield found
+        yield from subclasses(found)
+
+schemas = [m for m in set(subclasses(BaseModel)) if m.__module__.startswith("chalicelib.")]
+built = sorted(m.__qualname__ for m in schemas if m.__pydantic_complete__)
+print(json.dumps({"app": type(app.app).__name__, "modules": sorted(sys.modules),
+                  "schemas": len(schemas), "built": built}))
 """
 
 
-def test_importing_app_in_a_fresh_interpreter_loads_no_heavy_library() -> None:
+def _import_app() -> dict[str, Any]:
+    """What a fresh interpreter holds after ``import app``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST_"))}
     result = subprocess.run(
         [sys.executable, "-c", PROBE],
@@ -31,8 +43,23 @@ def test_importing_app_in_a_fresh_interpreter_loads_no_heavy_library() -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return found
+
+
+def test_importing_app_in_a_fresh_interpreter_loads_no_heavy_library() -> None:
+    found = _import_app()
     assert found["app"] == "Chalice"
     loaded = {name.split(".")[0] for name in found["modules"]}
     assert "chalicelib" in loaded
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_importing_app_builds_no_schema_and_loads_no_numpy() -> None:
+    """A cold start pays only for what its first request uses: the ~200 request and response
+    schemas are declared but not built (``chalicelib.core.schema.Schema``'s ``defer_build``), and
+    numpy (booster files only) is not imported."""
+    found = _import_app()
+    assert found["schemas"] > 100
+    assert found["built"] == []
+    assert "numpy" not in {name.split(".")[0] for name in found["modules"]}
