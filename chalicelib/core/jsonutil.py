@@ -80,6 +80,11 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _BACKSLASHES = re.compile(r"\\\\")
 _ESCAPED_QUOTE = re.compile(r'\\"')
+# Any of the three escapes above, in one scan: text without one (most bodies, and inline CSV
+# with its thousands of "\n") skips the other two scans.
+_NOTABLE_ESCAPE = re.compile(r'\\(?:[\\"]|u[dD][89a-fA-F])')
+# Quotes found one by one before the rest of a text is split in C (see _outside_strings).
+_FEW_QUOTES = 256
 _NEWLINE = 10
 
 
@@ -107,7 +112,8 @@ def loads(
     """
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode(json.detect_encoding(text))
-    skeleton = _skeleton(text)
+    escaped = _has_notable_escape(text)
+    skeleton = _skeleton(text, escaped)
     _check_depth(skeleton, max_depth)
     shape = skeleton.translate(_SHAPE)
     if max_digits is not None and b"0" * (max_digits + 1) in shape:
@@ -115,7 +121,7 @@ def loads(
     if finite and (b"e000" in shape or b"e+000" in shape):
         _check_range(skeleton)
     value = json.loads(text, parse_constant=_refuse_constant if finite else None)
-    if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+    if escaped and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise JsonLimitExceeded("a string holds a lone UTF-16 surrogate (not valid Unicode)")
     return value
 
@@ -207,22 +213,52 @@ def nesting_depth(text: str, limit: int) -> int:
     return _bracket_depth(_skeleton(text), limit)
 
 
-def _skeleton(text: str) -> bytes:
+def _has_notable_escape(text: str) -> bool:
+    """Whether ``text`` holds an escaped backslash, an escaped quote or a surrogate escape
+    (``"\\"`` in text is a memchr; the pattern is searched with re, many times faster than
+    str's search)."""
+    return "\\" in text and _NOTABLE_ESCAPE.search(text) is not None
+
+
+def _skeleton(text: str, escaped: bool | None = None) -> bytes:
     """The text outside JSON strings (as UTF-8), every string reduced to ``""``.
 
     Escaped backslashes, then escaped quotes, are dropped first, so every quote left delimits a
     string and the pieces between quotes alternate outside/inside. All of it runs in C: the cost
-    is a few copies of the text, whatever its shape. (In text that is not JSON the pieces may
-    be misread, but only after the point where the parser itself stops.)
+    is a few copies of the text outside strings, whatever its shape. (In text that is not JSON
+    the pieces may be misread, but only after the point where the parser itself stops.)
+
+    Args:
+        text: The JSON text.
+        escaped: What :func:`_has_notable_escape` says of ``text``, when already known.
     """
-    # Each replace copies the text: only when there is something to drop. ("\\" in text is a
-    # memchr; longer needles are searched with re, many times faster than str's search.)
-    if "\\" in text and _BACKSLASHES.search(text):
+    # Each replace copies the text: only when there is something to drop.
+    if escaped is None:
+        escaped = _has_notable_escape(text)
+    if escaped and _BACKSLASHES.search(text):
         text = text.replace("\\\\", "")
-    if "\\" in text and _ESCAPED_QUOTE.search(text):
+    if escaped and _ESCAPED_QUOTE.search(text):
         text = text.replace('\\"', "")
-    pieces = text.split('"')
-    return '""'.join(pieces[::2]).encode("utf-8", "surrogatepass")
+    return '""'.join(_outside_strings(text)).encode("utf-8", "surrogatepass")
+
+
+def _outside_strings(text: str) -> list[str]:
+    """The pieces of ``text`` before the first quote, between each closing quote and the next
+    opening one, and after the last closing one: ``text.split('"')[::2]``. The first
+    ``_FEW_QUOTES`` quotes are found with memchr and only the pieces outside strings copied, so
+    a long string (an inline CSV, a base64 artifact) costs no copy; text with more quotes is
+    split in C from there."""
+    pieces, start = [], 0
+    for _ in range(_FEW_QUOTES // 2):
+        opening = text.find('"', start)
+        if opening < 0:
+            pieces.append(text[start:])
+            return pieces
+        pieces.append(text[start:opening])
+        start = text.find('"', opening + 1) + 1
+        if not start:  # an unclosed string runs to the end
+            return pieces
+    return pieces + text[start:].split('"')[::2]
 
 
 def _bracket_depth(skeleton: bytes, limit: int) -> int:

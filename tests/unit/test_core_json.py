@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -111,6 +112,30 @@ def test_bounded_loads_agrees_with_json_loads_and_measures_depth_exactly(
     if depth:
         with pytest.raises(jsonutil.JsonLimitExceeded, match=f"deeper than {depth - 1} levels"):
             jsonutil.loads(text, max_depth=depth - 1)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(value=_json_values, few=st.sampled_from([0, 1, 2, 3, 256]))
+def test_strings_are_found_alike_quote_by_quote_and_by_one_split(value: object, few: int) -> None:
+    """The first quotes are found one by one, the rest of the text split at once; wherever
+    the switch falls, what lies outside strings is the standard library's reading."""
+    text = json.dumps(value)
+    with patch.object(jsonutil, "_FEW_QUOTES", few):
+        assert jsonutil.nesting_depth(text, 64) == min(_depth(value), 65)
+        assert jsonutil.loads(text, max_depth=65) == json.loads(text)
+        assert jsonutil._outside_strings(text) == text.split('"')[::2]
+
+
+def test_a_deep_body_after_many_strings_or_one_long_one_is_still_refused() -> None:
+    deep = "[" * 65 + "1" + "]" * 65
+    many = json.dumps({"names": [f"n{i}" for i in range(1_000)]})[:-1] + ', "x": ' + deep + "}"
+    long_csv = json.dumps({"data": "1,2\n" * 100_000 + "[" * 100})[:-1] + ', "x": ' + deep + "}"
+    for text in (many, long_csv):
+        with pytest.raises(jsonutil.JsonLimitExceeded, match="deeper than 64 levels"):
+            jsonutil.loads(text)
+    fine = json.dumps({"data": "a\nb\n" * 1_000 + '\\"' + "[" * 100, "n": [[1]]})
+    assert jsonutil.nesting_depth(fine, 64) == 3
+    assert jsonutil.loads(fine) == json.loads(fine)
 
 
 @pytest.mark.parametrize("depth", [64, 65, 3_000, 100_000])
