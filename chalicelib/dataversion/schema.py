@@ -15,7 +15,8 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import filterfalse, zip_longest
+from typing import Any, cast
 
 from chalicelib.core import jsonutil
 from chalicelib.core.config import max_json_depth
@@ -68,6 +69,57 @@ def value_type(text: str) -> str | None:
     except ValueError:
         return "string"
     return "float"
+
+
+def cell_types(cells: Iterable[str | None]) -> set[str | None]:
+    """The types :func:`value_type` gives the cells (``None`` cells are left out), each
+    distinct cell typed once and each test run over all of them at once: a column's type is
+    the merge of these (:func:`merge_types` does not depend on the order), and a column of
+    10,000 rows typed cell by cell cost ~2 µs a cell on every ingest."""
+    distinct = set(cells)
+    distinct.discard(None)
+    kinds: set[str | None] = set()
+    if "" in distinct:
+        distinct.discard("")
+        kinds.add(None)
+    texts = cast(set[str], distinct)
+    other = list(filterfalse(_INT.match, texts))
+    if len(other) < len(texts):
+        kinds.add("int")
+    if not other:
+        return kinds
+    if _all_floats(other):  # no bool among them: "true" and "false" are no floats
+        kinds.add("float")
+        return kinds
+    rest = [text for text in other if text.lower() not in _BOOLS]
+    if len(rest) < len(other):
+        kinds.add("bool")
+    if rest:  # a text that is no float is a string, which a merge with any type gives
+        kinds.add("float" if _all_floats(rest) else "string")
+    return kinds
+
+
+def _all_floats(texts: list[str]) -> bool:
+    """Whether every text reads as a float."""
+    try:
+        deque(map(float, texts), maxlen=0)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_schema(header: list[str], rows: list[list[str]]) -> DatasetSchema:
+    """The schema inferred from CSV rows under ``header``: each column's type merges the
+    types of its cells (cells past the header, and a short row's missing ones, are not
+    read; an empty cell makes the column nullable; a repeated name merges its columns)."""
+    stats = _ColumnStats()
+    for name in header:
+        stats.types[name] = None
+    columns = zip_longest(*rows, fillvalue=None) if rows else iter(())
+    for name, cells in zip(header, columns, strict=False):
+        for kind in cell_types(cells):
+            stats.see(name, kind)
+    return stats.schema()
 
 
 def merge_types(current: str | None, seen: str | None) -> str | None:
@@ -223,14 +275,8 @@ class ContentInspector:
             if records and head.skipped[0] is None:
                 _first_line_too_long(self.format)
             header, rows = parse_csv_records(head.skipped[0] if records else None, pieces)
-            stats = _ColumnStats()
-            for name in header:
-                stats.types[name] = None
-            for row in rows:
-                for name, cell in zip(header, row, strict=False):
-                    stats.see(name, value_type(cell))
             total = max(records - 1, 0)
-            schema = stats.schema() if header else None
+            schema = csv_schema(header, rows) if header else None
             read = len(rows)
         else:
             if 0 in head.too_long:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, UnreadableContent
 from chalicelib.dataversion.models import CompatibilityMode, DatasetFormat, DatasetSchema
@@ -15,9 +18,11 @@ from chalicelib.dataversion.schema import (
     check_declared,
     decode_pieces,
     evolution_report,
+    merge_types,
     parse_json_record,
     parse_json_records,
     validate_schema_evolution,
+    value_type,
 )
 
 B, F, FULL, NONE = (
@@ -129,6 +134,58 @@ def test_inference_types_and_nullability() -> None:
     assert count == 2 and sampled is None
     assert inferred.columns == {"a": "int", "b": "float", "c": "bool", "d": "string", "e": "string"}
     assert inferred.nullable == ["d", "e"]
+
+
+CELLS = st.sampled_from(
+    ["", "7", "-3", "+5", "\u0663", "12\n", "1.5", " 2 ", "1e999", "nan", "1_000", "TRUE"]
+    + ["false", "True ", "x", "1.2.3", "inf", "0x1A", '"q"']
+)
+
+
+def one_by_one(header: list[str], rows: list[list[str]]) -> tuple[dict[str, str], list[str]]:
+    """The rule read literally: every cell typed by value_type, merged in row order."""
+    kinds: dict[str, str | None] = dict.fromkeys(header)
+    nullable: set[str] = set()
+    for row in rows:
+        for name, cell in zip(header, row, strict=False):
+            kind = value_type(cell)
+            if kind is None:
+                nullable.add(name)
+            kinds[name] = merge_types(kinds[name], kind)
+    return {n: k or "string" for n, k in kinds.items()}, [n for n in kinds if n in nullable]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    header=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True),
+    rows=st.lists(st.lists(CELLS, min_size=4, max_size=4), min_size=1, max_size=30),
+)
+def test_inferred_csv_types_are_each_cells_type_merged(
+    header: list[str], rows: list[list[str]]
+) -> None:
+    """Columns typed over their distinct cells at once give what typing every cell and merging
+    in row order gives, for a CSV written by ``csv.writer`` (empty cells, Unicode digits, a
+    cell ending in a line end, floats Python reads that look like nothing else)."""
+    rows = [row[: len(header)] for row in rows]
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows([header, *rows])
+    _, inferred, _ = inspect(out.getvalue().encode())
+    read = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+    columns, nullable = one_by_one(read[0], read[1:])
+    assert inferred.columns == columns and inferred.nullable == nullable
+
+
+def test_merging_types_does_not_depend_on_their_order() -> None:
+    kinds = [None, "int", "bool", "float", "string"]
+    for size in range(1, 5):
+        for combination in itertools.product(kinds, repeat=size):
+            merged = set()
+            for order in itertools.permutations(combination):
+                result: str | None = None
+                for kind in order:
+                    result = merge_types(result, kind)
+                merged.add(result)
+            assert len(merged) == 1, combination
 
 
 def test_rows_are_counted_beyond_the_inference_sample() -> None:
