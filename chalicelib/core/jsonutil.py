@@ -76,6 +76,9 @@ def _shape_table() -> bytes:
 _SHAPE = _shape_table()
 # A number whose exponent has three or more digits may leave the range of a double.
 _WIDE_EXPONENT = re.compile(rb"(?<![\d.])-?\d++(?:\.\d++)?[eE][+-]?\d{3,}+")
+# The same in a number's shape ("e000" or "e+000"): one re scan, where bytes' own search for
+# such short needles crawls through text of long runs of "0" (a matrix of floats).
+_WIDE_EXPONENT_SHAPE = re.compile(rb"e\+?000")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _BACKSLASHES = re.compile(r"\\\\")
@@ -118,7 +121,7 @@ def loads(
     shape = skeleton.translate(_SHAPE)
     if max_digits is not None and b"0" * (max_digits + 1) in shape:
         raise JsonLimitExceeded(f"a number has more than {max_digits} digits")
-    if finite and (b"e000" in shape or b"e+000" in shape):
+    if finite and _WIDE_EXPONENT_SHAPE.search(shape):
         _check_range(skeleton)
     value = json.loads(text, parse_constant=_refuse_constant if finite else None)
     if escaped and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
@@ -158,7 +161,7 @@ def loads_lines(
             shape = skeleton.translate(_SHAPE)
             if max_digits is not None and b"0" * (max_digits + 1) in shape:
                 return None
-            if finite and (b"e000" in shape or b"e+000" in shape):
+            if finite and _WIDE_EXPONENT_SHAPE.search(shape):
                 _check_range(skeleton)
         values = json.loads(array, parse_constant=_refuse_constant if finite else None)
     except ValueError:  # JsonLimitExceeded and JSONDecodeError included
