@@ -165,3 +165,33 @@ def test_the_engine_answers_what_shap_answers_with_the_rows_seed() -> None:
         expected = _shap(predict, X[:40], x, "auto", row_seed(X[index], 9))
         found = explanation.contribution_map()
         assert [found[name] for name in names] == expected.tolist()
+
+
+def test_a_background_with_fewer_distinct_rows_than_centres_is_summarized_by_the_rows_it_has() -> (
+    None
+):
+    """k-means finds only as many clusters as distinct rows; shap.kmeans (and our copy) gave
+    weights for those and centres for all ``k``, and the explainer failed on the mismatch."""
+    from sklearn.neural_network import MLPRegressor
+
+    X, names = tabular_data(200, 5, seed=6)
+    background = np.repeat(X[:3], 70, axis=0)  # 210 rows, 3 distinct
+    centres, weights = kmeans_background(background, 10)
+    assert len(centres) == len(weights) == 3
+    assert sorted(weights.tolist()) == [70.0, 70.0, 70.0]
+    ctx = memory_context()
+    mlp = MLPRegressor(hidden_layer_sizes=(4,), max_iter=50, random_state=0).fit(X, X[:, 0])
+    model = register(ctx.reg, mlp, "regression", names, X, None, background)
+    for size in (10, 100):
+        found = ctx.svc.shap.explain_batch(
+            model.model_id,
+            model.version,
+            [model.row(150)],
+            algorithm="kernel",
+            background_sample_size=size,
+        )[0]
+        # 5 features: every coalition is enumerated, so these are the definition's values
+        # over the whole background (each distinct row weighted by its 70 copies).
+        expected = _shapley_by_definition(mlp.predict, background, X[150:151])
+        values = found.contribution_map()
+        np.testing.assert_allclose([values[n] for n in names], expected, atol=1e-12)

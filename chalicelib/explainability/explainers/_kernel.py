@@ -148,7 +148,8 @@ def summarize_background(
     if len(background) <= size:
         return (background, None), len(background)
     if method == "kmeans" and weighted:
-        return kmeans_background(background, size), size
+        centres, weights = kmeans_background(background, size)
+        return (centres, weights), len(centres)
     chosen = np.random.default_rng(seed).choice(len(background), size=size, replace=False)
     return (background[np.sort(chosen)], None), size
 

@@ -38,12 +38,19 @@ def kmeans_background(background: np.ndarray, size: int) -> tuple[np.ndarray, np
     """shap's ``kmeans`` summary: k-means centres (missing values imputed with the mean, each
     coordinate moved to the nearest value the column holds) and the rows each one stands for.
 
+    A background with fewer distinct rows than ``size`` is its own exact summary: its
+    distinct rows, each weighted by its copies (there k-means finds fewer clusters than asked
+    and scikit-learn's centres no longer match its labels; shap's ``kmeans`` fails on it).
+
     Returns:
         The centres and their weights (rows per centre).
     """
     from sklearn.cluster import KMeans
 
     rows = _mean_imputed(background)
+    distinct, copies = np.unique(rows, axis=0, return_counts=True)
+    if len(distinct) < size:
+        return distinct, 1.0 * copies
     fitted = KMeans(n_clusters=size, random_state=0, n_init=10).fit(rows)
     centres = fitted.cluster_centers_
     for i in range(size):
