@@ -86,8 +86,10 @@ _ESCAPED_QUOTE = re.compile(r'\\"')
 # Any of the three escapes above, in one scan: text without one (most bodies, and inline CSV
 # with its thousands of "\n") skips the other two scans.
 _NOTABLE_ESCAPE = re.compile(r'\\(?:[\\"]|u[dD][89a-fA-F])')
-# Quotes found one by one before the rest of a text is split in C (see _outside_strings).
+# Up to this many quotes, the text outside strings is cut out quote by quote (see _quotes).
 _FEW_QUOTES = 256
+# A skeleton read from a few strings' quotes alone is at most this fraction of the text.
+_FEW_STRINGS_SHARE = 64
 _NEWLINE = 10
 
 
@@ -115,8 +117,7 @@ def loads(
     """
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode(json.detect_encoding(text))
-    escaped = _has_notable_escape(text)
-    skeleton = _skeleton(text, escaped)
+    skeleton, escaped = _read_skeleton(text)
     _check_depth(skeleton, max_depth)
     shape = skeleton.translate(_SHAPE)
     if max_digits is not None and b"0" * (max_digits + 1) in shape:
@@ -124,9 +125,30 @@ def loads(
     if finite and _WIDE_EXPONENT_SHAPE.search(shape):
         _check_range(skeleton)
     value = json.loads(text, parse_constant=_refuse_constant if finite else None)
-    if escaped and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+    if _lone_surrogate_in(text, value, escaped):
         raise JsonLimitExceeded("a string holds a lone UTF-16 surrogate (not valid Unicode)")
     return value
+
+
+def _read_skeleton(text: str) -> tuple[bytes, bool | None]:
+    """The skeleton of ``text``, and whether it holds a notable escape (``None``: not looked
+    for, the skeleton having been read from a few strings' quotes alone)."""
+    quick = _few_strings_skeleton(text)
+    if quick is not None:
+        return quick, None
+    escaped = _has_notable_escape(text)
+    return _skeleton(text, escaped), escaped
+
+
+def _lone_surrogate_in(text: str, value: Any, escaped: bool | None) -> bool:
+    """Whether a string of ``value`` holds a lone surrogate that came from an escape."""
+    if escaped is None:  # a few strings in a long text: their values cost less than a scan
+        return (
+            "\\" in text
+            and _has_lone_surrogate(value)
+            and _SURROGATE_ESCAPE.search(text) is not None
+        )
+    return escaped and _SURROGATE_ESCAPE.search(text) is not None and _has_lone_surrogate(value)
 
 
 def loads_lines(
@@ -245,23 +267,54 @@ def _skeleton(text: str, escaped: bool | None = None) -> bytes:
     return '""'.join(_outside_strings(text)).encode("utf-8", "surrogatepass")
 
 
+def _few_strings_skeleton(text: str) -> bytes | None:
+    """The skeleton of a text with backslashes whose few strings hold nearly all of it (an
+    inline CSV and its thousands of ``\\n``), read from its quotes without scanning the
+    strings for escapes: when no quote follows a backslash none is escaped, and dropping
+    escaped backslashes could change no string's extent, only what lies inside strings (or
+    outside them, which is then checked to hold no backslash). ``None`` when that does not
+    hold, when there are more than ``_FEW_QUOTES`` quotes, or when the skeleton is more than
+    ``1 / _FEW_STRINGS_SHARE`` of the text (so that walking the parsed value is cheap)."""
+    if "\\" not in text:
+        return None  # nothing to scan for: the ordinary reading costs no scan
+    quotes = _quotes(text)
+    if quotes is None or any(text[quote - 1 : quote] == "\\" for quote in quotes):
+        return None
+    outside = '""'.join(_pieces_outside(text, quotes))
+    if "\\" in outside or len(outside) * _FEW_STRINGS_SHARE > len(text):
+        return None
+    return outside.encode("utf-8", "surrogatepass")
+
+
 def _outside_strings(text: str) -> list[str]:
     """The pieces of ``text`` before the first quote, between each closing quote and the next
-    opening one, and after the last closing one: ``text.split('"')[::2]``. The first
-    ``_FEW_QUOTES`` quotes are found with memchr and only the pieces outside strings copied, so
-    a long string (an inline CSV, a base64 artifact) costs no copy; text with more quotes is
-    split in C from there."""
-    pieces, start = [], 0
-    for _ in range(_FEW_QUOTES // 2):
-        opening = text.find('"', start)
-        if opening < 0:
-            pieces.append(text[start:])
-            return pieces
-        pieces.append(text[start:opening])
-        start = text.find('"', opening + 1) + 1
-        if not start:  # an unclosed string runs to the end
-            return pieces
-    return pieces + text[start:].split('"')[::2]
+    opening one, and after the last closing one: ``text.split('"')[::2]``, without copying
+    the strings when there are few (a long string, an inline CSV or a base64 artifact, is
+    then never copied)."""
+    quotes = _quotes(text)
+    if quotes is None:
+        return text.split('"')[::2]
+    return _pieces_outside(text, quotes)
+
+
+def _quotes(text: str) -> list[int] | None:
+    """Where the quotes of ``text`` are (found with memchr), when there are at most
+    ``_FEW_QUOTES`` of them; ``None`` when there are more."""
+    found: list[int] = []
+    pos = text.find('"')
+    while pos >= 0:
+        if len(found) == _FEW_QUOTES:
+            return None
+        found.append(pos)
+        pos = text.find('"', pos + 1)
+    return found
+
+
+def _pieces_outside(text: str, quotes: list[int]) -> list[str]:
+    """The pieces of ``text`` outside the strings its ``quotes`` delimit (the pieces of
+    ``text.split('"')`` at even places)."""
+    bounds = [-1, *quotes, len(text)]
+    return [text[bounds[i] + 1 : bounds[i + 1]] for i in range(0, len(bounds) - 1, 2)]
 
 
 def _bracket_depth(skeleton: bytes, limit: int) -> int:
@@ -301,7 +354,7 @@ def _has_lone_surrogate(value: Any) -> bool:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if _LONE_SURROGATE.search(item):
+            if not item.isascii() and _LONE_SURROGATE.search(item):
                 return True
         elif isinstance(item, dict):
             pending.extend(item.keys())

@@ -126,6 +126,35 @@ def test_strings_are_found_alike_quote_by_quote_and_by_one_split(value: object, 
         assert jsonutil._outside_strings(text) == text.split('"')[::2]
 
 
+@settings(max_examples=100, deadline=None, database=None)
+@given(value=_json_values, ascii_only=st.booleans())
+def test_a_value_beside_one_long_string_of_escapes_reads_as_the_standard_library_reads_it(
+    value: object, ascii_only: bool
+) -> None:
+    """Text whose few strings hold nearly all of it (an inline CSV) is read from its quotes
+    without a scan for escapes; what it parses to and how deep it nests stay exact."""
+    text = json.dumps({"csv": "1,2\n" * 5_000, "v": value}, ensure_ascii=ascii_only)
+    depth = _depth(value) + 1
+    assert jsonutil.nesting_depth(text, 64) == min(depth, 65)
+    assert jsonutil.loads(text, max_depth=depth) == json.loads(text)
+    with pytest.raises(jsonutil.JsonLimitExceeded, match=f"deeper than {depth - 1} levels"):
+        jsonutil.loads(text, max_depth=depth - 1)
+
+
+def test_a_long_string_of_escapes_is_still_checked_for_lone_surrogates_and_long_numbers() -> None:
+    csv = json.dumps("1,2\n" * 5_000)[1:-1]
+    lone = '{"data": "' + csv + '\\ud800"}'
+    with pytest.raises(jsonutil.JsonLimitExceeded, match="lone UTF-16 surrogate"):
+        jsonutil.loads(lone)
+    paired = '{"data": "' + csv + '\\ud83d\\ude00", "k": "\\u00e9"}'
+    assert jsonutil.loads(paired) == json.loads(paired)
+    # Outside strings (not JSON), an escaped backslash is dropped before digits are counted,
+    # as in any other text: the two runs of 20 digits are one of 40.
+    digits = '{"data": "' + csv + '", "n": ' + "1" * 20 + "\\\\" + "1" * 20 + "}"
+    with pytest.raises(jsonutil.JsonLimitExceeded, match="more than 38 digits"):
+        jsonutil.loads(digits)
+
+
 def test_a_deep_body_after_many_strings_or_one_long_one_is_still_refused() -> None:
     deep = "[" * 65 + "1" + "]" * 65
     many = json.dumps({"names": [f"n{i}" for i in range(1_000)]})[:-1] + ', "x": ' + deep + "}"
