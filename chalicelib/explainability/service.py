@@ -416,7 +416,7 @@ class ExplanationService:
         from chalicelib.dataversion import facade as datasets
         from chalicelib.registry import facade as registry
 
-        registry.readable_model(principal, model_id)
+        registry.require_readable_model(principal, model_id)
         if dataset_version_id is not None:
             datasets.readable_version(principal, dataset_version_id)
         descriptor = self.model_loader.describe(model_id, model_version)

@@ -60,6 +60,16 @@ def readable_model(principal: Principal, model_id: str) -> RegisteredModel:
     return access.require_read(principal, _registry().get_model(model_id), _missing(model_id))
 
 
+def require_readable_model(principal: Principal, model_id: str) -> None:
+    """Checks that the caller may read the model, as :func:`readable_model` does, reading only
+    its owner and access groups (for a check whose answer does not need the model).
+
+    Raises:
+        ModelNotFound: Unknown or not readable (the same answer).
+    """
+    access.require_read(principal, _registry().get_model_access(model_id), _missing(model_id))
+
+
 def writable_model(principal: Principal, model_id: str) -> RegisteredModel:
     """The model if the caller may change it.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from chalicelib.core.errors import Conflict, NotFound, PayloadTooLarge
 from chalicelib.registry.errors import ModelNotFound, ModelVersionNotFound
-from chalicelib.registry.models import ModelStage, ModelVersion, RegisteredModel
+from chalicelib.registry.models import ModelAccess, ModelStage, ModelVersion, RegisteredModel
 
 
 class InMemoryRegistryRepository:
@@ -51,6 +51,15 @@ class InMemoryRegistryRepository:
         """
         with self._lock:
             return self._model(model_id)
+
+    def get_model_access(self, model_id: str) -> ModelAccess:
+        """The model's owner and access groups.
+
+        Raises:
+            ModelNotFound: Unknown id.
+        """
+        model = self.get_model(model_id)
+        return ModelAccess(model.model_id, model.owner, model.access_groups)
 
     def _model(self, model_id: str) -> RegisteredModel:
         found = self._models.get(model_id)

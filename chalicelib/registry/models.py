@@ -68,6 +68,22 @@ class RegisteredModel:
 
 
 @dataclass(frozen=True)
+class ModelAccess:
+    """Who may read a model: the part of a :class:`RegisteredModel` that an access check reads
+    (an explanation's cache hit checks it on every request, so only these are read).
+
+    Attributes:
+        model_id: The model.
+        owner: Principal that created it.
+        access_groups: Groups whose members may read it; see :mod:`chalicelib.core.access`.
+    """
+
+    model_id: str
+    owner: str
+    access_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     """One immutable artifact of a model.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.registry.models import ModelStage, ModelVersion, RegisteredModel
+from chalicelib.registry.models import ModelAccess, ModelStage, ModelVersion, RegisteredModel
 
 
 class RegistryRecords(Protocol):
@@ -33,6 +33,14 @@ class RegistryRecords(Protocol):
 
     def set_access_groups(self, model_id: str, access_groups: list[str], when: datetime) -> None:
         """Replaces a model's access groups.
+
+        Raises:
+            ModelNotFound: Unknown id.
+        """
+
+    def get_model_access(self, model_id: str) -> ModelAccess:
+        """The model's owner and access groups (what an access check reads), read as
+        :meth:`get_model` reads them.
 
         Raises:
             ModelNotFound: Unknown id.

@@ -24,7 +24,16 @@ from chalicelib.core.tables import (
     transaction_connection,
 )
 from chalicelib.registry.errors import ModelNotFound, ModelVersionNotFound
-from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
+from chalicelib.registry.models import (
+    ModelAccess,
+    ModelStage,
+    ModelTask,
+    ModelVersion,
+    RegisteredModel,
+)
+
+# What an access check reads of a model item (GetItem's projection).
+_ACCESS = ["model_id", "owner", "access_groups"]
 
 
 class ModelTable(Model):
@@ -159,6 +168,18 @@ class RegistryRepository:
             return ModelTable.get(model_id, consistent_read=True).to_domain()
         except DoesNotExist:
             raise ModelNotFound(f"model {model_id} does not exist") from None
+
+    def get_model_access(self, model_id: str) -> ModelAccess:
+        """The model's owner and access groups (a strongly consistent read of those only).
+
+        Raises:
+            ModelNotFound: Unknown id.
+        """
+        try:
+            item = ModelTable.get(model_id, consistent_read=True, attributes_to_get=_ACCESS)
+        except DoesNotExist:
+            raise ModelNotFound(f"model {model_id} does not exist") from None
+        return ModelAccess(model_id, item.owner or "", tuple(item.access_groups or ()))
 
     def set_access_groups(self, model_id: str, access_groups: list[str], when: datetime) -> None:
         """Replaces a model's access groups.

@@ -32,6 +32,7 @@ from chalicelib.registry.integrity import check_loaded
 from chalicelib.registry.models import (
     REFUSED_FORMATS,
     ArtifactFormat,
+    ModelAccess,
     ModelStage,
     ModelTask,
     ModelVersion,
@@ -230,6 +231,10 @@ class ModelRegistry:
     def get_model(self, model_id: str) -> RegisteredModel:
         """A model (404 if unknown)."""
         return self.repository.get_model(model_id)
+
+    def get_model_access(self, model_id: str) -> ModelAccess:
+        """A model's owner and access groups (404 if unknown)."""
+        return self.repository.get_model_access(model_id)
 
     def set_access_groups(self, model_id: str, access_groups: Sequence[str]) -> RegisteredModel:
         """Replaces who may see a model (its owner stays).

@@ -16,7 +16,13 @@ import pytest
 from chalicelib.core.clock import utc_now
 from chalicelib.core.errors import Conflict, NotFound, PayloadTooLarge
 from chalicelib.registry.errors import ModelNotFound, ModelVersionNotFound
-from chalicelib.registry.models import ModelStage, ModelTask, ModelVersion, RegisteredModel
+from chalicelib.registry.models import (
+    ModelAccess,
+    ModelStage,
+    ModelTask,
+    ModelVersion,
+    RegisteredModel,
+)
 
 IMPLEMENTATIONS = ["aws", "memory"]
 
@@ -149,6 +155,20 @@ def test_a_model_reads_back_and_unknown_ids_are_not_found(records: Any) -> None:
     assert records.get_model(model.model_id) == model
     with pytest.raises(ModelNotFound):
         records.get_model(_unique("missing"))
+
+
+def test_a_models_access_reads_back_as_the_model_has_it_and_unknown_ids_are_not_found(
+    records: Any,
+) -> None:
+    model = _model(owner="bob", access_groups=("ml", "risk"))
+    records.create_model(model)
+    assert records.get_model_access(model.model_id) == ModelAccess(
+        model.model_id, "bob", ("ml", "risk")
+    )
+    records.set_access_groups(model.model_id, [], model.created_at + timedelta(minutes=1))
+    assert records.get_model_access(model.model_id) == ModelAccess(model.model_id, "bob", ())
+    with pytest.raises(ModelNotFound):
+        records.get_model_access(_unique("missing"))
 
 
 def test_a_taken_name_is_a_conflict_and_the_second_model_is_not_stored(records: Any) -> None:
