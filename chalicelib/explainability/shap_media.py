@@ -211,11 +211,14 @@ class MediaShap:
             return np.asarray(estimator.predict_proba([str(t) for t in texts]))[:, label]
 
         masker = shap.maskers.Text(TOKEN_PATTERN)
-        explainer = shap.PartitionExplainer(predict, masker)
-        result = explainer([text], max_evals=opts.max_evals, silent=True)
-        _COMPILED.set()
-        tokens = [str(token) for token in np.asarray(result.data[0], dtype=object)]
-        attribution = _attribution(result, predict([text])[0])
+        if len(masker.token_segments(text)[0]) < 2:
+            tokens, attribution = [text], _one_token(predict, masker, text)
+        else:
+            explainer = shap.PartitionExplainer(predict, masker)
+            result = explainer([text], max_evals=opts.max_evals, silent=True)
+            _COMPILED.set()
+            tokens = [str(token) for token in np.asarray(result.data[0], dtype=object)]
+            attribution = _attribution(result, predict([text])[0])
         contributions = _word_contributions(tokens, attribution.values)
         return self._explanation(
             descriptor, loaded, "text", prediction_id, label, attribution, contributions, opts
@@ -307,6 +310,15 @@ def _attribution(result: Any, actual: float) -> _Attribution:
     values = np.asarray(result.values[0], dtype=float).reshape(-1)
     base = float(np.asarray(result.base_values, dtype=float).reshape(-1)[0])
     return _Attribution(values, base, float(actual))
+
+
+def _one_token(predict: Callable[[Any], np.ndarray], masker: Any, text: str) -> _Attribution:
+    """The attribution of a text of one token (shap's masker cannot cluster fewer than two):
+    with one feature its Shapley value is ``f(text) - f(masked text)``, the masked text being
+    the one the Partition explainer takes its base value from."""
+    masked = masker(np.zeros(1, dtype=bool), text)[0]
+    base, actual = (float(v) for v in predict([str(masked[0]), text]))
+    return _Attribution(np.array([actual - base]), base, actual)
 
 
 def _word_contributions(tokens: list[str], values: np.ndarray) -> list[FeatureContribution]:

@@ -197,3 +197,23 @@ def test_image_shap_is_deterministic_and_honours_hide_color_and_size(ctx: Any) -
     rgb = np.repeat(image[:, :, None], 3, axis=2)
     with pytest.raises(ValidationError, match="expects 144"):
         explain(model.model_id, model.version, rgb.tolist())
+
+
+@pytest.mark.parametrize("text", ["excellent", "awful!", "!!!", "🙂"])
+def test_a_text_of_one_token_gets_the_whole_difference_from_the_masked_text(
+    ctx: Any, text: str
+) -> None:
+    """shap's text masker cannot cluster fewer than two tokens (numpy's max of an empty
+    array, a 500); with one feature its Shapley value is, by definition, f(text) − f(masked)."""
+    model = _text_model(ctx)
+    explanation = ctx.svc.shap.explain_text_prediction(model.model_id, model.version, text)
+    proba = model.estimator.predict_proba([text])[0]
+    label = int(np.argmax(proba))
+    masked = model.estimator.predict_proba([""])[0][label]  # no word left, as "..."
+    assert explanation.explained_class == ["neg", "pos"][label]
+    assert explanation.actual_prediction == pytest.approx(proba[label], abs=1e-12)
+    assert explanation.base_prediction == pytest.approx(masked, abs=1e-12)
+    [only] = explanation.feature_contributions
+    assert only.feature_name == (text.rstrip("!") or text)
+    assert only.contribution == pytest.approx(proba[label] - masked, abs=1e-12)
+    assert explanation.parameters["n_tokens"] == 1
