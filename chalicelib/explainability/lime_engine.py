@@ -283,8 +283,12 @@ class LIMEExplainer(ExplainerBase):
     def _text(
         self, descriptor: ModelDescriptor, text: str, prediction_id: str | None, opts: LimeOptions
     ) -> PredictionExplanation:
-        from lime.lime_text import LimeTextExplainer
+        from lime.lime_text import IndexedString, LimeTextExplainer
 
+        if not IndexedString(text, bow=True).num_words():
+            raise UnprocessableEntity(
+                "input_data.text has no word for LIME to leave out (only separators)"
+            )
         loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
         estimator = loaded.estimator
         targets = self._targets(loaded, opts)

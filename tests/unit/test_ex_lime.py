@@ -165,3 +165,22 @@ def test_unimplemented_types_on_a_text_model_are_422(ctx: Any) -> None:
     bad = ExplanationRequest(model.model_id, model.version, ExplanationType.LIME, {"text": " "})
     with pytest.raises(ValidationError, match="input_data.text"):
         ctx.svc.explain(bad)
+
+
+@pytest.mark.parametrize("text", ["!!!", "🙂", "-- ?"])
+def test_lime_on_a_text_without_words_is_422_not_a_crash(ctx: Any, text: str) -> None:
+    """LIME perturbs a text by removing words; with none (its splitter finds only separators)
+    it drew a count of words from an empty range (numpy's ``low >= high``, a 500)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TEXTS, LABELS)
+    model = register(ctx.reg, pipeline, "text_classification", [], np.zeros((0, 0)))
+    request = ExplanationRequest(
+        model.model_id, model.version, ExplanationType.LIME, {"text": text}
+    )
+    with pytest.raises(UnprocessableEntity, match="no word"):
+        ctx.svc.explain(request)
+    fine = ExplanationRequest(model.model_id, model.version, ExplanationType.LIME, {"text": "fun!"})
+    assert [c.feature_name for c in ctx.svc.explain(fine).feature_contributions] == ["fun"]
