@@ -118,12 +118,18 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 # The modules that ran longest alone (``pytest -p no:cov -n 0 --durations`` per module on the
 # shared 2-core machine, load 5-7, December 2026), longest first: ``make test`` starts them first.
 LONGEST_MODULES = (
+    "tests/integration/test_invocation_costs.py",  # 127 s: 1,000 outcomes x 5 metrics in moto
+    "tests/client/test_local_assignment.py",  # 123 s: 100,000 users, five phases, two tests
     "tests/integration/test_ab_segments.py",  # 175 s, 92 s once its statistics ran in memory
-    "tests/client/test_local_assignment.py",  # 123 s
     "tests/integration/test_packaging.py",  # 88 s: chalice package 61 s, cfn-lint 19 s
     "tests/unit/test_ex_jit_cache.py",  # 85 s
     "tests/security/test_artifact_boosters.py",  # 65 s
-    "tests/client/test_data.py",  # 35 s
+    "tests/security/test_bounded_rows.py",  # 49 s
+    "tests/unit/test_ex_budget.py",  # 43 s
+    "tests/unit/test_ex_correctness.py",  # 33 s
+    "tests/security/test_bounded_probe.py",  # 31 s
+    "tests/integration/test_local_motofix.py",  # 30 s
+    "tests/client/test_data.py",  # 26 s
 )
 
 
