@@ -63,3 +63,56 @@ def test_importing_app_builds_no_schema_and_loads_no_numpy() -> None:
     assert found["schemas"] > 100
     assert found["built"] == []
     assert "numpy" not in {name.split(".")[0] for name in found["modules"]}
+
+
+CONCURRENT_FIRST_USE = """
+import json, threading
+import app
+from pydantic import BaseModel, ValidationError
+
+def subclasses(model):
+    for found in model.__subclasses__():
+        yield found
+        yield from subclasses(found)
+
+schemas = sorted(
+    (m for m in set(subclasses(BaseModel))
+     if m.__module__.startswith("chalicelib.") and not m.__pydantic_complete__
+     and any(field.is_required() for field in m.model_fields.values())),
+    key=lambda m: (m.__module__, m.__qualname__),
+)
+start = threading.Barrier(8)
+wrong = []
+
+def first_use():
+    start.wait()
+    for model in schemas:
+        try:
+            model.model_validate({})
+        except ValidationError:
+            continue
+        wrong.append(model.__qualname__)
+
+threads = [threading.Thread(target=first_use) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps({"schemas": len(schemas), "wrong": sorted(set(wrong))}))
+"""
+
+
+def test_schemas_built_by_concurrent_first_requests_validate_with_their_own_fields() -> None:
+    """The local stack serves requests on threads, so a deferred schema can be built by two
+    requests at once. pydantic (2.14, pinned) rebuilds under a lock; releases without it let a thread
+    validate with the parent's validator while another rebuilt the class, so a body missing
+    every required field passed. Eight threads use each schema for the first time together."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_FIRST_USE],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["schemas"] > 50
+    assert found["wrong"] == []
