@@ -104,9 +104,10 @@ print(json.dumps({"schemas": len(schemas), "wrong": sorted(set(wrong))}))
 
 def test_schemas_built_by_concurrent_first_requests_validate_with_their_own_fields() -> None:
     """The local stack serves requests on threads, so a deferred schema can be built by two
-    requests at once. pydantic (2.14, pinned) rebuilds under a lock; releases without it let a thread
-    validate with the parent's validator while another rebuilt the class, so a body missing
-    every required field passed. Eight threads use each schema for the first time together."""
+    requests at once. pydantic (2.14, pinned) rebuilds under a lock; releases without it let a
+    thread validate with the parent's validator while another rebuilt the class, so a body
+    missing every required field passed. Eight threads use each schema for the first time
+    together."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST_"))}
     result = subprocess.run(
         [sys.executable, "-c", CONCURRENT_FIRST_USE],
