@@ -17,8 +17,12 @@ both ways a client can, each into a fresh dataset with empty storage:
    In both, a fresh subprocess runs the local stack's ``S3EventPump`` over the app's
    ``@app.on_s3_event`` handlers and reports its wall time, the time spent hashing/inspecting
    and its peak RSS (``VmHWM``: the worker's own high-water mark).
-3. **Raw sha256**: ``hashlib.sha256`` over the same bytes (8 MiB chunks from the page cache;
-   only the ``update`` calls are timed).
+3. **Raw sha256**, the floor of the hashing row: in the same ingest worker, ``hashlib.sha256``
+   over each chunk the ingest observes, timed in the same seconds (before the observer on every
+   other chunk, after it on the rest), so ours and the floor hash the same bytes from the same
+   download under the same load (moto serves it from the other core for both). The file's own
+   sha256 from the page cache (8 MiB chunks, only the ``update`` calls timed) checks both
+   digests and is shown for scale.
 4. **Peer**: ``dvc add`` + ``dvc push`` of the same file to a bucket on the same moto server,
    with DVC from ``bench/.dvc-venv`` or ``DVC_BIN`` (DVC pins an older botocore than this
    project, so it lives in its own virtualenv; see ``requirements-bench.txt``).
@@ -120,13 +124,29 @@ import app
 from chalicelib.dataversion import content
 from synapse_local.pumps import S3EventPump
 
-spent = [0.0, 0]
+import hashlib
+# The floor is timed here, over the very chunks the ingest sees, in the same process and the
+# same seconds (moto serving the download on the other core for both): hashlib.sha256 of each
+# chunk, before the observer on odd chunks and after it on even ones (so neither always finds
+# the chunk warm in the cache).
+spent = [0.0, 0, 0.0, 0]  # observer seconds, bytes, raw sha256 seconds, chunks
+floor = hashlib.sha256()
 original = content.ContentObserver.see
+def raw(chunk):
+    started = time.perf_counter()
+    floor.update(chunk)
+    spent[2] += time.perf_counter() - started
 def timed(self, chunk):
+    raw_first = spent[3] % 2 == 1
+    if raw_first:
+        raw(chunk)
     started = time.perf_counter()
     original(self, chunk)
     spent[0] += time.perf_counter() - started
+    if not raw_first:
+        raw(chunk)
     spent[1] += len(chunk)
+    spent[3] += 1
 content.ContentObserver.see = timed
 
 def peak_rss():
@@ -151,6 +171,8 @@ print(json.dumps({
     "seconds": seconds,
     "inspect_seconds": spent[0],
     "inspected_bytes": spent[1],
+    "raw_sha256_seconds": spent[2],
+    "raw_sha256": floor.hexdigest(),
     "maxrss_bytes": peak_rss(),
 }))
 """
@@ -317,8 +339,8 @@ def measure_size(
         raise RuntimeError(f"expected a direct upload, got {direct['mode']}")
     sha_seconds, expected = raw_sha256(path)
     for run in (staged, direct):
-        if run.pop("version").sha256 != expected:
-            raise RuntimeError("ingested hash differs from the file's sha256")
+        if run.pop("version").sha256 != expected or run["raw_sha256"] != expected:
+            raise RuntimeError("ingested (or floor) hash differs from the file's sha256")
     dvc_seconds, dvc_error = None, None
     if dvc:
         try:
@@ -373,9 +395,11 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
     smallest = results[min(results)]
     size = largest["bytes"]
     label = f"{size / MIB:.0f} MiB"
-    staged = largest["staged"]
+    staged, direct = largest["staged"], largest["direct"]
     hashing = mb_per_s(staged["inspected_bytes"], staged["inspect_seconds"])
-    raw = mb_per_s(size, largest["raw_sha256_seconds"])
+    raw = mb_per_s(staged["inspected_bytes"], staged["raw_sha256_seconds"])
+    direct_share = direct["raw_sha256_seconds"] / direct["inspect_seconds"]
+    page_cache = mb_per_s(size, largest["raw_sha256_seconds"])
     return [
         end_to_end_row(largest, "direct", dvc, headline=True),
         end_to_end_row(largest, "staged", dvc, headline=False),
@@ -392,11 +416,14 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
             "figure": "Hashing + row counting during ingest vs raw hashlib.sha256, MB/s",
             "ours": round(hashing, 1),
             "peer": round(raw, 1),
-            "peer_name": "hashlib.sha256",
+            "peer_name": "hashlib.sha256 over the same chunks, same worker, same seconds",
             "ratio": round(hashing / raw, 2),
             "unit": "MB/s",
             "target": f">= {TARGET_HASH_SHARE:.0%} of raw",
             "met": hashing / raw >= TARGET_HASH_SHARE,
+            "note": f"staged ingest ({label}, profiles on); the direct ingest's ratio "
+            f"{direct_share:.2f}; sha256 of the file from the page cache, alone, "
+            f"{page_cache:.0f} MB/s",
         },
         {
             "figure": f"Peak RSS of ingest, {smallest['bytes'] / MIB:.0f} MiB vs {label}",
