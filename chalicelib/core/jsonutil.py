@@ -206,12 +206,15 @@ def _plain_lines_fit(text: str, max_depth: int) -> bool:
     raw = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     if not len(raw):
         return True
-    steps = np.zeros(256, dtype=np.int8)
-    steps[list(b"[{")], steps[list(b"]}")] = 1, -1
-    outside = (np.cumsum(raw == ord('"'), dtype=np.int64) & 1) == 0
-    depth = np.cumsum(np.where(outside, steps[raw], 0), dtype=np.int64)
+    inside = np.bitwise_xor.accumulate((raw == ord('"')).view(np.uint8))  # 1 within a string
+    folded = raw | 0x20  # "[" -> "{", "]" -> "}" (no other byte lands on either)
+    steps = (folded == ord("{")).view(np.int8) - (folded == ord("}")).view(np.int8)
+    steps &= inside.view(np.int8) - 1  # brackets inside strings step 0
+    # Steps of one: a depth that wraps in int8 first passes max_depth + 1 <= 127 or -1, which
+    # fails the check as the exact depth would, so one byte per position is enough below 127.
+    depth = np.cumsum(steps, dtype=np.int8 if max_depth < 127 else np.int64)
     ends = np.append(np.flatnonzero(raw == _NEWLINE), len(raw) - 1)
-    ends_outside = outside[ends] & (depth[ends] == 0)
+    ends_outside = (inside[ends] == 0) & (depth[ends] == 0)
     return bool(ends_outside.all() and depth.min() >= 0 and depth.max() <= max_depth)
 
 
