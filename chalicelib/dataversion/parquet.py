@@ -57,6 +57,8 @@ _TYPE_NAMES = {
 # Parquet physical type (index) → our column type. Logical types are not consulted.
 _PHYSICAL_TYPES = ("bool", "int", "long", "string", "float", "double", "string", "string")
 _REQUIRED, _OPTIONAL, _REPEATED = 0, 1, 2
+# ConvertedType UINT_8, UINT_16, UINT_32, UINT_64: INT32/INT64 ordered as unsigned numbers.
+_UNSIGNED = frozenset({11, 12, 13, 14})
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,9 @@ class ColumnStatistics:
     Attributes:
         nulls: Null values in the column, summed over the row groups (``None``: a row group's
             statistics do not say).
-        low: Its smallest value, for the numeric physical types (INT32, INT64, FLOAT, DOUBLE,
-            read as signed numbers; ``None``: unknown, or no value).
+        low: Its smallest value, for the numeric physical types (INT32, INT64, FLOAT, DOUBLE;
+            integers annotated unsigned read as unsigned, from the ``min_value`` written in
+            their order; ``None``: unknown, or no value).
         high: Its largest value, likewise.
     """
 
@@ -178,7 +181,7 @@ def parse_footer(metadata: bytes, file_size: int | None = None) -> ParquetMetada
     groups = fields.get(4, _RowGroups())
     _check_row_groups(fields[3], groups, data_end)
     statistics = {
-        name: found.statistics()
+        name: found.statistics(name in flattener.unsigned)
         for name, found in zip(flattener.columns, groups.columns, strict=False)
         if name not in flattener.repeated and found.known
     }
@@ -516,6 +519,7 @@ class _Element:
     physical: int | None
     repetition: int | None
     num_children: int
+    unsigned: bool = False
 
     @property
     def is_leaf(self) -> bool:
@@ -528,6 +532,7 @@ _ELEMENT_FIELDS: _FieldSpec = {
     3: (_I32, None),
     4: (_BINARY, _read_name),
     5: (_I32, None),
+    6: (_I32, None),
 }
 
 
@@ -536,7 +541,9 @@ def _read_element(src: _Source, pos: int, depth: int) -> tuple[_Element, int]:
     fields, pos = _read_struct(src, pos, _ELEMENT_FIELDS, depth)
     if 4 not in fields:
         raise UnreadableContent("Parquet schema element has no name")
-    element = _Element(fields[4], fields.get(1), fields.get(3), fields.get(5, 0))
+    element = _Element(
+        fields[4], fields.get(1), fields.get(3), fields.get(5, 0), fields.get(6) in _UNSIGNED
+    )
     if element.physical is not None and not 0 <= element.physical < len(_PHYSICAL_TYPES):
         raise UnreadableContent(
             f"Parquet column {element.name!r} has unknown type {element.physical}"
@@ -625,6 +632,9 @@ _NUMERIC_FORMATS = {
 }
 
 
+_INTEGER_SIZES = {1: 4, 2: 8}  # INT32, INT64: bytes of a plain-encoded statistic
+
+
 class _ColumnTotals:
     """One leaf column's statistics merged over the row groups read so far."""
 
@@ -634,6 +644,9 @@ class _ColumnTotals:
         self.ranged = True  # every chunk with values so far carried a decodable min and max
         self.low: float | None = None
         self.high: float | None = None
+        # An integer chunk's min_value and max_value, read as unsigned only for a column
+        # annotated so (the deprecated min/max were written in signed order even for those).
+        self.integer_bounds: list[tuple[bytes | None, bytes | None]] = []
 
     def merge(self, physical: int | None, stats: dict[int, Any] | None, values: int) -> None:
         """Adds one column chunk's statistics."""
@@ -643,6 +656,8 @@ class _ColumnTotals:
         self.nulls += stats[3]
         if values - stats[3] <= 0:
             return  # no value: no range to add
+        if physical in _INTEGER_SIZES:
+            self.integer_bounds.append((stats.get(6), stats.get(5)))
         low = _decoded(physical, stats.get(6, stats.get(2)))
         high = _decoded(physical, stats.get(5, stats.get(1)))
         if low is None or high is None:
@@ -651,8 +666,10 @@ class _ColumnTotals:
         self.low = low if self.low is None else min(self.low, low)
         self.high = high if self.high is None else max(self.high, high)
 
-    def statistics(self) -> ColumnStatistics:
-        """The merged statistics."""
+    def statistics(self, unsigned: bool = False) -> ColumnStatistics:
+        """The merged statistics (``unsigned``: of a column annotated unsigned)."""
+        if unsigned:
+            return ColumnStatistics(self.nulls, *_unsigned_range(self.integer_bounds))
         if not self.ranged:
             return ColumnStatistics(self.nulls)
         return ColumnStatistics(self.nulls, self.low, self.high)
@@ -665,6 +682,20 @@ def _decoded(physical: int | None, raw: bytes | None) -> float | None:
         return None
     value = float(layout.unpack(raw)[0])
     return value if math.isfinite(value) else None
+
+
+def _unsigned_range(
+    bounds: list[tuple[bytes | None, bytes | None]],
+) -> tuple[float, float] | tuple[()]:
+    """The smallest and largest of the chunks' bounds read as unsigned integers; nothing when
+    a chunk lacks them (or they are not 4 or 8 bytes) or there is no chunk."""
+    lows, highs = [], []
+    for low, high in bounds:
+        if low is None or high is None or len(low) not in (4, 8) or len(high) != len(low):
+            return ()
+        lows.append(int.from_bytes(low, "little"))
+        highs.append(int.from_bytes(high, "little"))
+    return (float(min(lows)), float(max(highs))) if lows else ()
 
 
 class _RowGroups(list[tuple[int, "_Chunks"]]):
@@ -842,6 +873,7 @@ class _Flattener:
         self.columns: dict[str, str] = {}
         self.nullable: list[str] = []
         self.repeated: set[str] = set()
+        self.unsigned: set[str] = set()
 
     def children(self, count: int, scope: _Scope, depth: int) -> None:
         """Consumes the next ``count`` subtrees, which are the children of one group."""
@@ -862,6 +894,8 @@ class _Flattener:
         )
         if element.is_leaf:
             self.leaf(child, _PHYSICAL_TYPES[element.physical or 0])
+            if element.unsigned:
+                self.unsigned.add(child.prefix)
         else:
             self.children(
                 element.num_children, replace(child, prefix=child.prefix + "."), depth + 1

@@ -595,3 +595,27 @@ def test_a_top_level_dotted_column_beside_a_struct_field_of_the_same_path_is_rea
     assert list(got.columns) == _arrow_leaf_paths(list(read_back.schema)) == ["`a.b`", "a.b"]
     assert got.columns == {"`a.b`": "long", "a.b": "string"} and got.num_rows == 2
     assert parquet._segment("x`y") == "`x``y`"
+
+
+def test_unsigned_columns_statistics_are_their_unsigned_minimum_and_maximum():
+    """Unsigned integers are stored in INT32/INT64 and ordered unsigned: their statistics read
+    as signed gave a uint32 column holding 5 and 4,000,000,000 the range 5 to -294,967,296.
+    Oracle: the data's own min and max (pyarrow.compute) over two row groups whose signed
+    order disagrees with the unsigned one."""
+    import pyarrow.compute as pc
+
+    table = pa.table(
+        {
+            "u8": pa.array([3, 250, 7, 200], pa.uint8()),
+            "u32": pa.array([5, 4_000_000_000, 2**31, 9], pa.uint32()),
+            "u64": pa.array([2**64 - 1, 12, 2**63, 40], pa.uint64()),
+            "i64": pa.array([-(2**63), 12, 2**63 - 1, -1], pa.int64()),
+        }
+    )
+    statistics = read_metadata(write(table, row_group_size=2)).statistics
+    for name in table.column_names:
+        bounds = pc.min_max(table[name]).as_py()
+        assert (statistics[name].low, statistics[name].high) == (
+            float(bounds["min"]),
+            float(bounds["max"]),
+        ), name
