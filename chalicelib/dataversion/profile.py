@@ -160,8 +160,11 @@ def _unit(largest: float) -> float:
     return math.ldexp(1.0, min(math.frexp(largest)[1], 1023))  # 2**1024 is not a float
 
 
-def _present(values: list[Any]) -> list[Any]:
-    if set(map(type, values)) <= _TEXT_OR_NONE:  # CSV cells: the falsy ones are "" and None
+def _present(values: list[Any], kinds: set[type]) -> list[Any]:
+    """The values that are neither ``None`` nor ``""`` (``kinds``: the values' types)."""
+    if kinds.isdisjoint(_TEXT_OR_NONE):  # numbers, booleans, lists, objects: all present
+        return values
+    if kinds <= _TEXT_OR_NONE:  # CSV cells: the falsy ones are "" and None
         return list(filter(None, values))
     return [value for value in values if value not in (None, "")]
 
@@ -169,10 +172,9 @@ def _present(values: list[Any]) -> list[Any]:
 _TEXT_OR_NONE = frozenset({str, type(None)})
 
 
-def _numbers(values: list[Any]) -> np.ndarray | None:
+def _numbers(values: list[Any], kinds: set[type]) -> np.ndarray | None:
     """The values as float64 if every one is a number (or a string ``float`` reads without
-    ``_``), else ``None``."""
-    kinds = set(map(type, values))
+    ``_``), else ``None`` (``kinds``: the values' types)."""
     if kinds - {str, int, float}:  # bool, dict, list: not numbers
         return None
     texts = values if kinds == {str} else [v for v in values if type(v) is str]
@@ -262,8 +264,9 @@ def categorical_profile(values: list[Any]) -> dict[str, Any]:
 
 def column_profile(name: str, values: list[Any]) -> dict[str, Any]:
     """The profile of one column from its profiled values (``None``/``""``: empty)."""
-    present = _present(values)
-    numbers = _numbers(present) if present else None
+    kinds = set(map(type, values))
+    present = _present(values, kinds)
+    numbers = _numbers(present, kinds - {type(None)}) if present else None
     found: dict[str, Any] = {
         "name": name,
         "count": len(present),
