@@ -222,3 +222,29 @@ def test_the_tolerance_still_tells_another_draw_apart() -> None:
     assert np.abs(_ours(ours, x, "auto", 1) - expected).max() > 1e-6
     skewed = KernelShap(predict, background, np.linspace(1.0, 1.000001, len(background)))
     assert np.abs(_ours(skewed, x, "auto", 0) - expected).max() > 1e3 * TOLERANCE
+
+
+def test_a_feature_near_every_background_value_still_varies() -> None:
+    """shap tells a varying feature with ``np.allclose`` (rtol 1e-5): a Unix timestamp three
+    hours from every background row (1.7e9 * 1e-5 = 4.7 hours) counted as not varying, got 0,
+    and its credit went to the other feature (or, alone, nowhere: values no longer added up).
+    Oracle: a linear model's Shapley values, ``coef * (x - mean of the background)``."""
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([1.7e9 + rng.integers(0, 86_400 * 30, 300), rng.normal(size=300)])
+    model = LinearRegression().fit(X, (X[:, 0] - 1.7e9) / 86_400 + X[:, 1])
+    background = X[:50].copy()
+    background[:, 0] = 1.7e9 + 86_400 * 10  # every background row at one moment
+    ctx = memory_context()
+    registered = register(ctx.reg, model, "regression", ["ts", "x"], X, None, background)
+    for other in (0.5, background[0, 1]):  # the second: only the timestamp differs
+        x = np.array([[background[0, 0] + 3 * 3600, other]])
+        found = ctx.svc.shap.explain_batch(
+            registered.model_id,
+            registered.version,
+            [{"ts": x[0, 0], "x": x[0, 1]}],
+            algorithm="kernel",
+        )[0].contribution_map()
+        expected = model.coef_ * (x[0] - background.mean(axis=0))
+        np.testing.assert_allclose([found["ts"], found["x"]], expected, atol=1e-9)

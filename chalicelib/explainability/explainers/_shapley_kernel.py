@@ -6,8 +6,9 @@ for what the engine asks of it (a dense background, a model with one output colu
 identity link, no l1 regularization), step for step so that the same seed gives the same
 answer:
 
-1. features whose value equals every background row's (``np.allclose``) get 0; with one
-   varying feature it gets ``f(x) - E[f]``;
+1. features whose value equals every background row's get 0 (compared exactly, where shap
+   uses ``np.allclose`` and its relative tolerance of 1e-5); with one varying feature it gets
+   ``f(x) - E[f]``;
 2. coalition sizes are weighted with the Shapley kernel ``(M - 1) / (s (M - s))``; sizes whose
    every coalition (and complement) fits in the remaining budget are enumerated, the rest are
    drawn (one ``choice`` of sizes, one ``permutation`` per draw, complements paired, repeats
@@ -113,9 +114,16 @@ class KernelShap:
 
 
 def _differs(value: np.ndarray, column: np.ndarray) -> bool:
-    if np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.bool_):
-        return not np.allclose(value, column, equal_nan=True)
-    return not bool(np.all(value == column))
+    """Whether the row's value differs from some background row's (missing equals missing).
+
+    Exactly, not with shap's ``np.allclose`` (relative tolerance 1e-5): that counted a Unix
+    timestamp hours away from every background row (1.7e9 * 1e-5 s) as not varying, gave it
+    0 and its credit to other features.
+    """
+    same = value == column
+    if np.issubdtype(value.dtype, np.inexact) and np.issubdtype(column.dtype, np.inexact):
+        same |= np.isnan(value) & np.isnan(column)
+    return not bool(np.all(same))
 
 
 class _Coalitions:
