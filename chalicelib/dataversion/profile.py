@@ -252,8 +252,13 @@ def _category(value: Any) -> str:
 
 def categorical_profile(values: list[Any]) -> dict[str, Any]:
     """The categorical part of a column profile."""
-    plain = set(map(type, values)) == {str}  # CSV cells, JSON strings
-    counts = Counter(values if plain else map(_category, values))
+    kinds = set(map(type, values))
+    if kinds == {str}:  # CSV cells, JSON strings
+        counts = Counter(values)
+    elif kinds == {bool}:  # JSON flags: counted as they are, named once per value
+        counts = Counter({_BOOLEANS[flag]: count for flag, count in Counter(values).items()})
+    else:
+        counts = Counter(map(_category, values))
     top = heapq.nsmallest(TOP_VALUES, counts.items(), key=lambda item: (-item[1], item[0]))
     return {
         "kind": "categorical",
