@@ -248,3 +248,20 @@ def test_a_feature_near_every_background_value_still_varies() -> None:
         )[0].contribution_map()
         expected = model.coef_ * (x[0] - background.mean(axis=0))
         np.testing.assert_allclose([found["ts"], found["x"]], expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-300])
+def test_a_model_of_tiny_outputs_keeps_its_values(scale: float) -> None:
+    """shap sets values under 1e-10 to 0: a model whose outputs are that small (a rare class's
+    probability, a quantity in small units) got all zeros, adding up to nothing. Oracle: a
+    linear model's Shapley values, ``coef * (x - mean of the background)``; values at ordinary
+    scales are still rounded as shap rounds them (the oracle tests above)."""
+    coef = np.array([2.0, 1.0, -1.0]) * scale
+    rows = np.random.default_rng(4).normal(size=(40, 3))
+    background, x = rows[:30], rows[35:36]
+
+    def predict(data: np.ndarray) -> np.ndarray:
+        return data @ coef
+
+    found = KernelShap(predict, background).shap_values(x, "auto", 0)
+    np.testing.assert_allclose(found, coef * (x[0] - background.mean(axis=0)), rtol=1e-9)

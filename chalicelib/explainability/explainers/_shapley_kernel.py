@@ -17,7 +17,9 @@ answer:
    the coalition holds the feature); each coalition's expected output is the weighted mean over
    the background rows, summed in shap's order;
 4. the values solve the weighted least squares constrained to add up to ``f(x) - E[f]`` (one
-   variable eliminated; ``lstsq`` when the normal equations are singular).
+   variable eliminated; ``lstsq`` when the normal equations are singular); values under 1e-10
+   are set to 0 as shap does, except that for a model whose values are all under 1e-6 the
+   cut shrinks with them (shap's zeroed every value of such a model).
 
 ``tests/unit/test_ex_kernel_numpy.py`` compares it with ``shap.KernelExplainer`` (same seed,
 sampled and enumerated) and checks efficiency.
@@ -33,6 +35,9 @@ from scipy.special import binom
 
 Predict = Callable[[np.ndarray], np.ndarray]
 ROUNDING = 1e-10  # shap sets values smaller than this to 0
+# Below this scale (the largest value or f(x) - E[f]) the cut shrinks with it: shap's absolute
+# 1e-10 zeroed every value of a model whose outputs are that small.
+ROUNDING_SCALE = 1e-6
 
 
 def kmeans_background(background: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,5 +265,6 @@ class _Coalitions:
         phi = np.zeros(self.M)
         phi[:last] = w
         phi[last] = gap - sum(w)
-        phi[np.abs(phi) < ROUNDING] = 0
+        scale = max(abs(gap), float(np.abs(phi).max()))
+        phi[np.abs(phi) < ROUNDING * min(1.0, scale / ROUNDING_SCALE)] = 0
         return phi
