@@ -75,8 +75,19 @@ def hidden_value(image: np.ndarray, hide_color: float | None) -> np.ndarray | fl
     if hide_color is not None:
         return float(hide_color)
     if image.ndim == 3:
-        return image.reshape(-1, image.shape[2]).mean(axis=0)
-    return float(image.mean())
+        return _mean(image.reshape(-1, image.shape[2]))
+    return float(_mean(image.reshape(-1, 1))[0])
+
+
+def _mean(pixels: np.ndarray) -> np.ndarray:
+    """Each column's mean, without overflow: pixels near the largest double summed to inf
+    (and the masked images then held inf), so such a column is averaged scaled down."""
+    with np.errstate(over="ignore"):
+        found = pixels.mean(axis=0)
+    if np.isfinite(found).all():
+        return found
+    scale = np.abs(pixels).max(axis=0)
+    return (pixels / np.where(scale > 0, scale, 1.0)).mean(axis=0) * scale
 
 
 def _segmenter(segmentation: str, n_segments: int, seed: int) -> Any:

@@ -217,3 +217,32 @@ def test_a_text_of_one_token_gets_the_whole_difference_from_the_masked_text(
     assert only.feature_name == (text.rstrip("!") or text)
     assert only.contribution == pytest.approx(proba[label] - masked, abs=1e-12)
     assert explanation.parameters["n_tokens"] == 1
+
+
+@pytest.mark.parametrize("kind", [ExplanationType.SHAP, ExplanationType.LIME])
+@pytest.mark.parametrize("pixel", [1e308, 5e307, -5e307])
+def test_an_image_of_the_largest_doubles_is_explained_not_a_500(
+    ctx: Any, kind: ExplanationType, pixel: float
+) -> None:
+    """Switched-off superpixels take the image's mean, which summed 36 pixels of 1e308 to inf
+    (scikit-learn then refused the masked images: a 500). A constant image is its own mean:
+    hiding any superpixel changes nothing, so every contribution is 0 and the base is the
+    prediction."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 6, 6))
+    classifier = LogisticRegression().fit(images.reshape(40, -1), np.arange(40) % 2)
+    model = register(ctx.reg, classifier, "image_classification", [], images, ["a", "b"])
+    image = np.full((6, 6), pixel)
+    request = ExplanationRequest(model.model_id, model.version, kind, {"image": image.tolist()})
+    explanation = ctx.svc.explain(request)
+    label = ["a", "b"].index(explanation.explained_class)
+    assert not any(c.contribution for c in explanation.feature_contributions)
+    assert explanation.actual_prediction == classifier.predict_proba(image.reshape(1, -1))[0][label]
+    # Where the model's own arithmetic overflows (inf - inf inside its decision function),
+    # the answer is the clean 422 every explanation gives for non-finite outputs.
+    image = np.full((6, 6), -1.7e308)
+    request = ExplanationRequest(model.model_id, model.version, kind, {"image": image.tolist()})
+    with pytest.raises(UnprocessableEntity, match="not finite"):
+        ctx.svc.explain(request)
