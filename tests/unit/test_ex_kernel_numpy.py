@@ -265,3 +265,35 @@ def test_a_model_of_tiny_outputs_keeps_its_values(scale: float) -> None:
 
     found = KernelShap(predict, background).shap_values(x, "auto", 0)
     np.testing.assert_allclose(found, coef * (x[0] - background.mean(axis=0)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_a_background_of_extreme_magnitude_is_summarized_as_at_ordinary_scale(scale: float) -> None:
+    """k-means' squared distances overflow (1e200) or underflow (1e-200): every row fell in
+    one cluster, 20 centres had one weight, and the explainer failed (IndexError, a 500;
+    shap.kmeans fails the same way). Oracle: shap.KernelExplainer over shap.kmeans of the same
+    data at scale 1 (4 features: every coalition enumerated), whose values the linear model's
+    scaled twin must reproduce."""
+    import shap
+    from sklearn.linear_model import LinearRegression
+
+    rows = np.random.default_rng(0).normal(size=(300, 4))
+    target = rows[:, 0] + 2 * rows[:, 1]
+    ordinary = LinearRegression().fit(rows, target)
+    scaled = LinearRegression().fit(rows * scale, target)
+    ctx = memory_context()
+    model = register(
+        ctx.reg, scaled, "regression", list("abcd"), rows * scale, None, rows[:200] * scale
+    )
+    found = ctx.svc.shap.explain_batch(
+        model.model_id,
+        model.version,
+        [model.row(250)],
+        algorithm="kernel",
+        background_sample_size=20,
+    )[0].contribution_map()
+    summary = shap.kmeans(rows[:200], 20)
+    expected = shap.KernelExplainer(ordinary.predict, summary).shap_values(
+        rows[250:251], silent=True, l1_reg=False
+    )
+    np.testing.assert_allclose([found[n] for n in "abcd"], np.ravel(expected), rtol=1e-6, atol=1e-9)

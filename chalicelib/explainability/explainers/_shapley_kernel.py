@@ -44,6 +44,7 @@ def kmeans_background(background: np.ndarray, size: int) -> tuple[np.ndarray, np
     """shap's ``kmeans`` summary: k-means centres (missing values imputed with the mean, each
     coordinate moved to the nearest value the column holds) and the rows each one stands for.
 
+    Rows of extreme magnitude are clustered scaled by a power of two (:func:`_power_of_two_scale`).
     A background with fewer distinct rows than ``size`` is its own exact summary: its
     distinct rows, each weighted by its copies (there k-means finds fewer clusters than asked
     and scikit-learn's centres no longer match its labels; shap's ``kmeans`` fails on it).
@@ -57,12 +58,24 @@ def kmeans_background(background: np.ndarray, size: int) -> tuple[np.ndarray, np
     distinct, copies = np.unique(rows, axis=0, return_counts=True)
     if len(distinct) < size:
         return distinct, 1.0 * copies
-    fitted = KMeans(n_clusters=size, random_state=0, n_init=10).fit(rows)
-    centres = fitted.cluster_centers_
+    power = _power_of_two_scale(rows)
+    fitted = KMeans(n_clusters=size, random_state=0, n_init=10).fit(np.ldexp(rows, -power))
+    centres = np.ldexp(fitted.cluster_centers_, power)
     for i in range(size):
         for j in range(rows.shape[1]):
             centres[i, j] = rows[np.argmin(np.abs(rows[:, j] - centres[i, j])), j]
     return centres, 1.0 * np.bincount(fitted.labels_)
+
+
+def _power_of_two_scale(rows: np.ndarray) -> int:
+    """The power of two k-means' rows are divided by: 0 at ordinary magnitudes (shap's
+    numbers), else what brings the largest to about 1, where squared distances neither
+    overflow (1e200) nor underflow (1e-200). Dividing by a power of two is exact, so the
+    clustering is the one of the same data at scale 1."""
+    largest = float(np.abs(rows).max(initial=0.0))
+    if largest == 0.0 or 2.0**-100 < largest < 2.0**100:
+        return 0
+    return int(np.frexp(largest)[1])
 
 
 def _mean_imputed(background: np.ndarray) -> np.ndarray:
