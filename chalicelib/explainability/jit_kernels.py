@@ -107,12 +107,47 @@ def lower_credit_iterative(
         top += 2
 
 
+@njit(cache=True)
+def lower_credit_rows(
+    root: Any, value: Any, M: Any, values: Any, clustering: Any
+) -> None:  # pragma: no cover - compiled by numba (coverage cannot see inside)
+    """:func:`lower_credit_iterative` for a model with several outputs: ``values`` holds a row
+    per node, and each share is a row (``value`` is added to every output of ``root``)."""
+    nodes = np.empty(len(values) + 1, dtype=np.int64)
+    shares = np.empty((len(values) + 1, values.shape[1]), dtype=np.float64)
+    nodes[0] = root
+    shares[0, :] = value
+    top = 1
+    while top > 0:
+        top -= 1
+        i = nodes[top]
+        values[i] += shares[top]
+        if i < M:
+            continue
+        li = int(clustering[i - M, 0])
+        ri = int(clustering[i - M, 1])
+        group_size = int(clustering[i - M, 3])
+        lsize = int(clustering[li - M, 3]) if li >= M else 1
+        rsize = int(clustering[ri - M, 3]) if ri >= M else 1
+        assert lsize + rsize == group_size
+        nodes[top] = ri
+        shares[top] = values[i] * rsize / group_size
+        nodes[top + 1] = li
+        shares[top + 1] = values[i] * lsize / group_size
+        top += 2
+
+
 def cached_lower_credit(original: Any) -> Any:
     """A drop-in for shap's ``lower_credit`` (``original``, kept as ``.original``): the cached
     copy, with ``value`` read as a float so one compiled signature also serves shap's first
-    call, which passes the integer 0."""
+    call, which passes the integer 0. Values of a model with several outputs (a row per node)
+    go to :func:`lower_credit_rows` (shap's own function can no longer be called once it is
+    replaced: its recursion finds this one under its name)."""
 
     def lower_credit(i: int, value: float, M: int, values: Any, clustering: Any) -> None:
+        if values.ndim != 1:  # a model with several outputs: a row of values per node
+            lower_credit_rows(i, float(value), M, values, clustering)
+            return
         lower_credit_iterative(i, float(value), M, values, clustering)
 
     lower_credit.original = original  # type: ignore[attr-defined]

@@ -109,6 +109,23 @@ def test_the_cached_lower_credit_hands_down_what_shaps_recursive_one_does() -> N
     assert ours.original is original
 
 
+def test_the_cached_lower_credit_hands_down_several_outputs_as_shaps_does() -> None:
+    """shap's Partition explainer of a model with several outputs hands down a row of values
+    per node; the stack copy holds one number per node and failed to compile on it (numba
+    TypingError, in every process with ``NUMBA_CACHE_DIR`` set: the patch is global)."""
+    from chalicelib.explainability.jit_kernels import cached_lower_credit
+
+    original = _shaps_lower_credit()
+    ours = cached_lower_credit(original)
+    rng = np.random.default_rng(12)
+    clustering = _clustering(rng, 9)
+    theirs = rng.normal(size=(17, 3))
+    mine = theirs.copy()
+    original(16, 0, 9, theirs, clustering)  # type: ignore[operator]
+    ours(16, 0, 9, mine, clustering)
+    np.testing.assert_array_equal(mine, theirs)
+
+
 def test_text_and_image_shap_with_the_cached_lower_credit_equal_shaps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
