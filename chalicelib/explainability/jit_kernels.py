@@ -9,7 +9,7 @@ explanation here uses the identity link, so this copy (shap 0.51's code with ``l
 
 shap's Partition explainer hands its values down its clustering tree with ``lower_credit``, a
 recursive function: numba writes its cache, but a new process crashes loading it, so it was
-compiled again on every cold start. :func:`lower_credit_iterative` walks the same tree with a
+compiled again on every cold start. :func:`lower_credit_rows` walks the same tree with a
 stack instead of recursion; each node's share depends only on its parent's value, so the order
 of the walk changes no number. ``tests/unit/test_ex_jit_cache.py`` compares each copy with
 shap's function, and text and image explanations made with each.
@@ -80,39 +80,13 @@ def single_output(original: Any, identity: Any) -> Any:
 
 
 @njit(cache=True)
-def lower_credit_iterative(
+def lower_credit_rows(
     root: Any, value: Any, M: Any, values: Any, clustering: Any
 ) -> None:  # pragma: no cover - compiled by numba (coverage cannot see inside)
     """shap's ``lower_credit`` with a stack instead of recursion (fills ``values`` in place):
     ``value`` is added to node ``root`` and each internal node's total is split between its
-    two children in proportion to their sizes, down to the leaves (``i < M``)."""
-    nodes = np.empty(len(values) + 1, dtype=np.int64)
-    shares = np.empty(len(values) + 1, dtype=np.float64)
-    nodes[0], shares[0] = root, value
-    top = 1
-    while top > 0:
-        top -= 1
-        i, share = nodes[top], shares[top]
-        values[i] += share
-        if i < M:
-            continue
-        li = int(clustering[i - M, 0])
-        ri = int(clustering[i - M, 1])
-        group_size = int(clustering[i - M, 3])
-        lsize = int(clustering[li - M, 3]) if li >= M else 1
-        rsize = int(clustering[ri - M, 3]) if ri >= M else 1
-        assert lsize + rsize == group_size
-        nodes[top], shares[top] = ri, values[i] * rsize / group_size
-        nodes[top + 1], shares[top + 1] = li, values[i] * lsize / group_size
-        top += 2
-
-
-@njit(cache=True)
-def lower_credit_rows(
-    root: Any, value: Any, M: Any, values: Any, clustering: Any
-) -> None:  # pragma: no cover - compiled by numba (coverage cannot see inside)
-    """:func:`lower_credit_iterative` for a model with several outputs: ``values`` holds a row
-    per node, and each share is a row (``value`` is added to every output of ``root``)."""
+    two children in proportion to their sizes, down to the leaves (``i < M``). ``values``
+    holds a row per node (one column for a model with one output), each share a row."""
     nodes = np.empty(len(values) + 1, dtype=np.int64)
     shares = np.empty((len(values) + 1, values.shape[1]), dtype=np.float64)
     nodes[0] = root
@@ -140,15 +114,12 @@ def lower_credit_rows(
 def cached_lower_credit(original: Any) -> Any:
     """A drop-in for shap's ``lower_credit`` (``original``, kept as ``.original``): the cached
     copy, with ``value`` read as a float so one compiled signature also serves shap's first
-    call, which passes the integer 0. Values of a model with several outputs (a row per node)
-    go to :func:`lower_credit_rows` (shap's own function can no longer be called once it is
-    replaced: its recursion finds this one under its name)."""
+    call, which passes the integer 0, and one compiled signature serves one output (a column
+    view of the values) and several (a row per node)."""
 
     def lower_credit(i: int, value: float, M: int, values: Any, clustering: Any) -> None:
-        if values.ndim != 1:  # a model with several outputs: a row of values per node
-            lower_credit_rows(i, float(value), M, values, clustering)
-            return
-        lower_credit_iterative(i, float(value), M, values, clustering)
+        rows = values.reshape(-1, 1) if values.ndim == 1 else values  # a view: written through
+        lower_credit_rows(i, float(value), M, rows, clustering)
 
     lower_credit.original = original  # type: ignore[attr-defined]
     return lower_credit

@@ -202,6 +202,6 @@ def test_a_second_process_seeded_with_the_built_cache_does_not_recompile(tmp_pat
 
     assert "_rec_fill_masks" in built["compiled"]  # text and image SHAP reach numba
     assert built["compilations"] > 10
-    assert "lower_credit_iterative" in built["compiled"]  # shap's recursive one is not used
+    assert "lower_credit_rows" in built["compiled"]  # shap's recursive one is not used
     assert seeded["compiled"] == [], seeded
     assert seeded["compilations"] == 0
