@@ -26,7 +26,7 @@ from chalicelib.core.config import max_json_depth
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
-from chalicelib.dataversion.schema import decode_pieces, parse_json_records
+from chalicelib.dataversion.schema import decode_pieces, decode_record, parse_json_records
 from chalicelib.dataversion.storage import DataStore
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def records_of(sampler: RecordSampler, total: int, fmt: DatasetFormat) -> Record
         return RecordSample.of_rows(columns, rows, numbers, max(total - 1, 0))
     pieces = [piece for _, piece in picked]
     records = parse_json_records(
-        pieces, [index + 1 for index, _ in picked], max_json_depth(), _text
+        pieces, [index + 1 for index, _ in picked], max_json_depth(), decode_record
     )
     return RecordSample.of_records(_columns(records), records, numbers, total)
 
@@ -196,16 +196,9 @@ def _csv_rows(
     if header is None:
         return [], []
     pieces = [header, *(piece for _, piece in picked)]
-    text = decode_pieces([piece.lstrip(b"\r\n") for piece in pieces], _text)
+    text = decode_pieces([piece.lstrip(b"\r\n") for piece in pieces], decode_record)
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise UnprocessableEntity(f"CSV is malformed: {exc}") from None
     return rows[0], rows[1:]
-
-
-def _text(piece: bytes) -> str:
-    try:
-        return piece.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UnprocessableEntity(f"content is not UTF-8 text: {exc}") from None

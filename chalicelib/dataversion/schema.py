@@ -283,7 +283,7 @@ class ContentInspector:
                 _first_line_too_long(self.format)
             depth = max_json_depth()
             numbers = range(1, len(pieces) + 1)
-            records_read = parse_json_records(pieces, numbers, depth, _decode)
+            records_read = parse_json_records(pieces, numbers, depth, decode_record)
             schema = _json_schema(records_read)
             total = records
             read = len(records_read)
@@ -372,6 +372,15 @@ def _decode(data: bytes) -> str:
         raise UnreadableContent(f"content is not UTF-8 text: {exc}") from None
 
 
+def decode_record(data: bytes) -> str:
+    """One record cut by the scanner, which dropped the stream's byte-order mark: a later
+    one is a character (``csv`` keeps it in the cell, ``json`` refuses the line)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableContent(f"content is not UTF-8 text: {exc}") from None
+
+
 def parse_csv_sample(data: bytes, limit: int, complete: bool) -> tuple[list[str], list[list[str]]]:
     """Parses the header and up to ``limit`` rows of a CSV prefix.
 
@@ -416,7 +425,7 @@ def parse_csv_records(
     """
     if header is None:
         return [], []
-    text = decode_pieces([piece.lstrip(b"\r\n") for piece in [header, *pieces]], _decode)
+    text = decode_pieces([piece.lstrip(b"\r\n") for piece in [header, *pieces]], decode_record)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         names = next(reader, [])

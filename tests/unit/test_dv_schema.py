@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -138,7 +139,7 @@ def test_inference_types_and_nullability() -> None:
 
 CELLS = st.sampled_from(
     ["", "7", "-3", "+5", "\u0663", "12\n", "1.5", " 2 ", "1e999", "nan", "1_000", "TRUE"]
-    + ["false", "True ", "x", "1.2.3", "inf", "0x1A", '"q"']
+    + ["false", "True ", "x", "1.2.3", "inf", "0x1A", '"q"', "\ufeff2"]
 )
 
 
@@ -173,6 +174,22 @@ def test_inferred_csv_types_are_each_cells_type_merged(
     read = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     columns, nullable = one_by_one(read[0], read[1:])
     assert inferred.columns == columns and inferred.nullable == nullable
+
+
+def test_a_byte_order_mark_after_the_first_bytes_is_read_as_csv_and_json_read_it() -> None:
+    """Only the stream's first bytes can be a byte-order mark (the scanner drops it); at the
+    start of a later record it is a character: ``csv`` keeps it in the cell (``\ufeff2`` is
+    no int) and ``json`` refuses the line, so the version is refused as for any bad record."""
+    body = b"a\n1\n\xef\xbb\xbf2\n"
+    read = list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline="")))
+    assert one_by_one(read[0], read[1:]) == ({"a": "string"}, [])
+    _, inferred, _ = inspect(body)
+    assert inferred is not None and inferred.columns == {"a": "string"}
+    lines = b'{"a": 1}\n\xef\xbb\xbf{"a": 2}\n'
+    with pytest.raises(json.JSONDecodeError, match="BOM"):
+        [json.loads(line) for line in lines.decode("utf-8-sig").splitlines()]
+    with pytest.raises(UnreadableContent, match="JSON record 2 is not valid JSON"):
+        inspect(lines, DatasetFormat.JSON)
 
 
 def test_merging_types_does_not_depend_on_their_order() -> None:
