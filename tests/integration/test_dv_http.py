@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
+import json
 from typing import Any
 
 import pytest
@@ -183,3 +186,43 @@ def test_unknown_ids_are_404(http: Http) -> None:
     assert http.call("GET", "/datasets/ds-nope").status_code == 404
     assert http.call("GET", "/lineage/dv-nope").status_code == 404
     assert http.call("GET", "/versions/dv-nope/reproducibility").status_code == 404
+
+
+HOSTILE_CSV = [
+    'a,b\r\n1,"x\r\ny"\r\n\r\n2,"""q"""\r',  # CRLF inside quotes, a blank line, a lone CR
+    "a\r1\r\r\ufeff2\r-0\r1e5\rNaN\rinf",  # one column, CR only, a BOM inside, no final end
+    'a,b\n01,5"\n 1,TRUE\n,\n' + "9" * 40 + ",x",  # stray quote, whitespace, huge integer
+    "a,b\n,\n,\n",  # all-null columns
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_CSV)
+def test_inline_csv_versions_count_and_type_as_csv_reads_each_cell(
+    http: Http, dataset: dict, body: str
+) -> None:
+    """Over HTTP, the row count is what ``csv`` reads (blank lines left out) and each column's
+    type merges the types of the cells ``csv`` reads, one by one."""
+    from chalicelib.dataversion.schema import merge_types, value_type
+
+    header, *rows = [row for row in csv.reader(io.StringIO(body, newline="")) if row]
+    kinds: dict[str, str | None] = dict.fromkeys(header)
+    for row in rows:
+        for name, cell in zip(header, row, strict=True):
+            kinds[name] = merge_types(kinds[name], value_type(cell))
+    created = add(http, dataset["dataset_id"], body)
+    assert created.status_code == 201, created.data
+    assert created.data["row_count"] == len(rows)
+    assert created.data["schema"]["columns"] == {n: k or "string" for n, k in kinds.items()}
+
+
+def test_a_json_line_json_refuses_for_its_inner_bom_is_422_and_writes_nothing(
+    http: Http, dataset: dict
+) -> None:
+    body = '{"a": 1}\n\ufeff{"a": 2}\n'
+    with pytest.raises(json.JSONDecodeError):
+        [json.loads(line) for line in body.splitlines()]
+    refused = add(http, dataset["dataset_id"], body, format="json")
+    assert refused.status_code == 422 and refused.data["error"] == "unreadable_content"
+    assert "JSON record 2" in refused.data["message"]
+    listed = http.call("GET", f"/datasets/{dataset['dataset_id']}/versions")
+    assert listed.status_code == 200 and listed.data["versions"] == []
