@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
@@ -26,7 +25,12 @@ from chalicelib.core.config import max_json_depth
 from chalicelib.core.errors import UnprocessableEntity
 from chalicelib.dataversion.errors import ContentIntegrityError, DatasetVersionGone
 from chalicelib.dataversion.models import DatasetFormat, DatasetVersion
-from chalicelib.dataversion.schema import decode_pieces, decode_record, parse_json_records
+from chalicelib.dataversion.schema import (
+    csv_reader,
+    decode_pieces,
+    decode_record,
+    parse_json_records,
+)
 from chalicelib.dataversion.storage import DataStore
 
 if TYPE_CHECKING:
@@ -198,7 +202,7 @@ def _csv_rows(
     pieces = [header, *(piece for _, piece in picked)]
     text = decode_pieces([piece.lstrip(b"\r\n") for piece in pieces], decode_record)
     try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        rows = list(csv_reader(text))
     except csv.Error as exc:
         raise UnprocessableEntity(f"CSV is malformed: {exc}") from None
     return rows[0], rows[1:]

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import filterfalse, zip_longest
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.core import jsonutil
 from chalicelib.core.config import max_json_depth
@@ -29,6 +29,9 @@ from chalicelib.dataversion.models import (
     DatasetFormat,
     DatasetSchema,
 )
+
+if TYPE_CHECKING:
+    import _csv
 
 _BOM = b"\xef\xbb\xbf"  # what utf-8-sig strips from the start of a piece
 DEFAULT_SAMPLE_ROWS = 10_000
@@ -381,6 +384,15 @@ def decode_record(data: bytes) -> str:
         raise UnreadableContent(f"content is not UTF-8 text: {exc}") from None
 
 
+def csv_reader(text: str) -> _csv.Reader:
+    """``csv.reader`` over ``text`` (excel dialect, read with ``newline=""``) that reads a
+    field as long as a record the scanner samples (:data:`MAX_SAMPLE_BYTES`): the module's
+    limit is process-wide and 128 KiB unless something raised it."""
+    if csv.field_size_limit() < MAX_SAMPLE_BYTES:
+        csv.field_size_limit(MAX_SAMPLE_BYTES)
+    return csv.reader(io.StringIO(text, newline=""))
+
+
 def parse_csv_sample(data: bytes, limit: int, complete: bool) -> tuple[list[str], list[list[str]]]:
     """Parses the header and up to ``limit`` rows of a CSV prefix.
 
@@ -392,7 +404,7 @@ def parse_csv_sample(data: bytes, limit: int, complete: bool) -> tuple[list[str]
     if not complete:
         cut = data.rfind(b"\n")
         data = data[: cut + 1] if cut >= 0 else b""
-    reader = csv.reader(io.StringIO(_decode(data), newline=""))
+    reader = csv_reader(_decode(data))
     try:
         header = next(reader, [])
         rows = []
@@ -426,7 +438,7 @@ def parse_csv_records(
     if header is None:
         return [], []
     text = decode_pieces([piece.lstrip(b"\r\n") for piece in [header, *pieces]], decode_record)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv_reader(text)
     try:
         names = next(reader, [])
         rows = []

@@ -192,6 +192,27 @@ def test_a_byte_order_mark_after_the_first_bytes_is_read_as_csv_and_json_read_it
         inspect(lines, DatasetFormat.JSON)
 
 
+def test_a_field_longer_than_the_csv_modules_default_limit_is_read() -> None:
+    """``csv`` refuses a field over 128 KiB unless the process raised its limit (a global that
+    some tests raise, so the outcome hung on test order): the service reads fields as long as
+    a record it samples, whatever the setting was, in the schema's head and the profile."""
+    from chalicelib.dataversion.content import ContentObserver
+    from chalicelib.dataversion.profile import decode_profile
+
+    previous = csv.field_size_limit(131_072)
+    try:
+        body = b"a,b\n1," + b"x" * 200_000 + b"\n2,y\n"
+        count, inferred, _ = inspect(body, chunk=65_536)
+        assert count == 2 and inferred is not None
+        assert inferred.columns == {"a": "int", "b": "string"}
+        observer = ContentObserver(DatasetFormat.CSV, 100, 100)
+        observer.see(body)
+        profile = decode_profile(observer.result().profile or b"")
+        assert profile["note"] is None and profile["columns"][1]["distinct"] == 2
+    finally:
+        csv.field_size_limit(previous)
+
+
 def test_merging_types_does_not_depend_on_their_order() -> None:
     kinds = [None, "int", "bool", "float", "string"]
     for size in range(1, 5):
