@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from datetime import timedelta
@@ -262,3 +263,48 @@ def test_compare_versions_reports_schema_rows_and_changed_rows(
     assert (rows["added"], rows["removed"], rows["changed"]) == (1, 1, 1)
     assert rows["changed_sample"][0]["after"]["amount"] == "9.0"
     assert diff["schema"]["same"] is True
+
+
+def _at(body: bytes, position: int, filler: bytes) -> bytes:
+    """``body`` grown by rows ``<n>,ppp…`` and one ``x,<filler…>`` so that the next record
+    starts at ``position``."""
+    rows, number = [body], 0
+    size = len(body)
+    while position - size > 100:
+        row = b"%d,%s\n" % (number, b"p" * 60)
+        rows.append(row)
+        size, number = size + len(row), number + 1
+    rows.append(b"x," + filler * (position - size - 3) + b"\n")
+    return b"".join(rows)
+
+
+def test_records_across_slice_boundaries_count_type_and_sample_as_csv_reads_them(
+    engine: DatasetVersioningEngine,
+) -> None:
+    """Through the Python API (64 KiB chunks, 1 MiB slices): a quoted CRLF whose CR ends the
+    first slice, a blank line straddling the second boundary, a quoted field opening on the
+    third, and a last record ended by a lone CR. Count, schema (the head's cells typed one by
+    one) and samples (uniform, and every record) are what ``csv`` reads."""
+    from chalicelib.dataversion.reader import sample_records
+    from chalicelib.dataversion.schema import merge_types, value_type
+
+    mib = 1 << 20
+    body = _at(b"id,text\n", mib - 4, b"q") + b'6,"\r\n"\n'
+    body = _at(body, 2 * mib - 1, b"r") + b"\n\n"
+    body = _at(body, 3 * mib - 2, b"s") + b'7,"a\n""b"""\r\r8,\r'
+    assert body[mib - 1 : mib + 1] == b"\r\n" and body[3 * mib] == ord('"')
+    header, *rows = [row for row in csv.reader(io.StringIO(body.decode(), newline="")) if row]
+    kinds: dict[str, str | None] = dict.fromkeys(header)
+    for row in rows[:10_000]:
+        for name, cell in zip(header, row, strict=True):
+            kinds[name] = merge_types(kinds[name], value_type(cell))
+    version = engine.create_version(engine.create_dataset("edges", "alice").dataset_id, body)
+    assert version.row_count == len(rows) and version.schema is not None
+    assert version.schema.columns == {name: kind or "string" for name, kind in kinds.items()}
+    for max_rows in (500, len(rows)):
+        sample = sample_records(engine.store, version, max_rows=max_rows, seed=3)
+        assert sample.records == [
+            dict(zip(header, rows[n], strict=True)) for n in sample.row_numbers
+        ]
+    assert {"id": "6", "text": "\r\n"} in sample.records
+    assert sample.records[-2:] == [{"id": "7", "text": 'a\n"b"'}, {"id": "8", "text": ""}]
