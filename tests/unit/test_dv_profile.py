@@ -29,6 +29,7 @@ from chalicelib.dataversion.profile import (
     QUANTILES,
     TOP_VALUES,
     Moments,
+    column_profile,
     decode_profile,
     encode_profile,
     profile_of_scan,
@@ -304,6 +305,22 @@ def test_a_spread_whose_square_is_outside_float64_still_has_its_standard_deviati
     halves = Moments.of(np.array(values[:1])).merge(Moments.of(np.array(values[1:])))
     assert halves.std is not None
     assert math.isclose(halves.std, statistics.stdev(values), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("huge", [1e300, 1e20, 2.0**60])
+def test_a_mean_whose_large_values_cancel_keeps_the_small_ones(huge: float) -> None:
+    """Huge values of both signs that cancel (``1e300,-1e300`` beside ordinary numbers): a
+    float sum, numpy's pairwise one included, loses the small values and answered means as
+    wrong as 2.7e283 for 0.69; the mean is the correctly rounded one ``statistics.fmean``
+    gives (over every value, however many blocks they were merged from), and the profile
+    shows it."""
+    rng = np.random.default_rng(5)
+    values = rng.permutation(np.concatenate(([huge, -huge] * 40, rng.normal(3.0, 1.0, 53))))
+    exact = statistics.fmean(values.tolist())
+    assert Moments.of(values).mean == pytest.approx(exact, rel=1e-12)
+    found = column_profile("x", [repr(value) for value in values.tolist()])
+    assert found["mean"] == pytest.approx(exact, rel=1e-12)
+    assert found["std"] == pytest.approx(statistics.stdev(values.tolist()), rel=1e-9)
 
 
 def test_a_csv_sample_reads_columns_from_its_rows_as_its_records_would() -> None:
