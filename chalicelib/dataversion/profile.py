@@ -107,18 +107,22 @@ class Moments:
                 found = found.merge(cls._block(shifted[start : start + MOMENT_BLOCK]))
         if math.isfinite(shift):
             found.mean += shift
-        found.mean = _uncancelled_mean(values, found.mean)
+        exact = _uncancelled_mean(values, found.mean)
+        if exact is not None:  # the float sums cancelled: deviations from the exact mean
+            with np.errstate(over="ignore", invalid="ignore"):
+                found = cls._block(values, exact)
         return found
 
     @classmethod
-    def _block(cls, block: np.ndarray) -> Moments:
+    def _block(cls, block: np.ndarray, exact: float | None = None) -> Moments:
         """One block's moments by the corrected two-pass sum (the rounding of the mean is
-        taken back out), its deviations summed in units of their largest."""
-        mean = float(np.mean(block))
+        taken back out) or around its ``exact`` mean, its deviations summed in units of their
+        largest."""
+        mean = float(np.mean(block)) if exact is None else exact
         deviations = block - mean
         scale = _unit(float(np.max(np.abs(deviations))))
         scaled = deviations / (scale or 1.0)
-        drift = float(np.sum(scaled))
+        drift = float(np.sum(scaled)) if exact is None else 0.0
         m2 = float(np.sum(scaled**2)) - drift * drift / len(block)
         return cls(len(block), mean + drift * scale / len(block), m2, scale)
 
@@ -151,19 +155,21 @@ class Moments:
         return self.scale * math.sqrt(max(self.m2, 0.0) / (self.count - 1))
 
 
-def _uncancelled_mean(values: np.ndarray, mean: float) -> float:
-    """``mean`` or, when the values reach far above it (``1e300`` and ``-1e300`` beside
-    ordinary numbers), their correctly rounded mean (:func:`math.fsum`): a float sum of large
-    values that cancel loses the small ones (numpy's pairwise sum answered 9e282 for 0.69).
-    Below a ratio of 2**20 the pairwise sums keep the mean to about 1e-9."""
+def _uncancelled_mean(values: np.ndarray, mean: float) -> float | None:
+    """The values' correctly rounded mean (:func:`math.fsum`) when they reach far above the
+    ``mean`` float sums gave (``1e300`` and ``-1e300`` beside ordinary numbers: such a sum,
+    numpy's pairwise one included, loses the small ones and answered 9e282 for 0.69) or when
+    it overflowed over finite values; ``None`` when ``mean`` stands (below a ratio of 2**20
+    the pairwise sums keep it to about 1e-9)."""
     with np.errstate(over="ignore", invalid="ignore"):
         largest = float(np.max(np.abs(values)))
-    if not math.isfinite(mean) or largest <= abs(mean) * 2.0**20:
-        return mean
+    if not math.isfinite(largest) or (math.isfinite(mean) and largest <= abs(mean) * 2.0**20):
+        return None
     try:
         return math.fsum(values.tolist()) / len(values)
-    except OverflowError:  # the exact sum is outside float64 (values near 1.8e308)
-        return mean
+    except OverflowError:  # a partial sum passed 1.8e308: sum the values scaled to fit
+        scale = 2.0 ** -len(values).bit_length()  # exact but for subnormals' last bits
+        return math.fsum((values * scale).tolist()) / scale / len(values)
 
 
 def _unit(largest: float) -> float:

@@ -13,6 +13,7 @@ import os
 import random
 import statistics
 from collections import Counter
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -307,16 +308,16 @@ def test_a_spread_whose_square_is_outside_float64_still_has_its_standard_deviati
     assert math.isclose(halves.std, statistics.stdev(values), rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("huge", [1e300, 1e20, 2.0**60])
+@pytest.mark.parametrize("huge", [1e308, 1e300, 1e20, 2.0**60])
 def test_a_mean_whose_large_values_cancel_keeps_the_small_ones(huge: float) -> None:
     """Huge values of both signs that cancel (``1e300,-1e300`` beside ordinary numbers): a
     float sum, numpy's pairwise one included, loses the small values and answered means as
-    wrong as 2.7e283 for 0.69; the mean is the correctly rounded one ``statistics.fmean``
-    gives (over every value, however many blocks they were merged from), and the profile
-    shows it."""
+    wrong as 2.7e283 for 0.69, and at 1e308 no mean or std at all. The mean is the exact one
+    (``fractions``) over every value, however many blocks they were merged from, the standard
+    deviation the exact one (``statistics``) to 1e-9, and the profile shows both."""
     rng = np.random.default_rng(5)
     values = rng.permutation(np.concatenate(([huge, -huge] * 40, rng.normal(3.0, 1.0, 53))))
-    exact = statistics.fmean(values.tolist())
+    exact = float(sum(map(Fraction, values.tolist())) / len(values))
     assert Moments.of(values).mean == pytest.approx(exact, rel=1e-12)
     found = column_profile("x", [repr(value) for value in values.tolist()])
     assert found["mean"] == pytest.approx(exact, rel=1e-12)
