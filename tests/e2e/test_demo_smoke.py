@@ -49,11 +49,18 @@ def test_monitor_rolls_the_failing_canary_back_with_its_reason(
     assert experiment["status"] == "rolled_back"
     assert experiment["rollback_details"]["metric"] == "error_rate"
     details = experiment["rollback_details"]
-    # The judge's failing criterion: the canary's error rate against the control's with the
-    # relative tolerance, its confidence sequence entirely above zero.
-    assert details["kind"] == "versus_control", details
-    assert details["observed"] > details["reference"] * (1 + details["threshold"])
-    assert details["lower_bound"] > 0
+    # The judge's first failing criterion. The policy sets both: the canary's error rate
+    # against the control's with the relative tolerance, and the absolute cap (0.05). Which one
+    # is shown first depends on where the monitor's ticks fall in the threaded traffic (both
+    # failing in one check, the cap is listed first), so either is the right answer; each must
+    # have failed for its own reason: its always-valid interval entirely above zero.
+    assert details["kind"] in ("versus_control", "cap"), details
+    if details["kind"] == "versus_control":
+        assert details["observed"] > details["reference"] * (1 + details["threshold"]), details
+    else:
+        assert details["reference"] == details["threshold"] == 0.05, details
+        assert details["observed"] > details["threshold"], details
+    assert details["lower_bound"] > 0, details
     assert "error_rate" in experiment["rollback_reason"]
     assert set(canary["routing_after"]) == {"control"}
     assert {v["variant_id"]: v["effective_weight"] for v in experiment["variants"]} == {
