@@ -221,7 +221,19 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], info: dict[
             f"| {run['bench']} | {run['status']} | {run['seconds']:.0f} | "
             f"{', '.join(run['json']) or '–'} | {run['log']} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + kept_analyses()
+
+
+ANALYSES = "## Analyses from separate runs"
+
+
+def kept_analyses() -> str:
+    """The hand-written section of the current ``results.md`` (figures measured outside a
+    ``make bench`` run, each with its date and load), carried over to the new file."""
+    path = BENCH / "results.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start = text.find(ANALYSES)
+    return "" if start < 0 else "\n" + text[start:].rstrip("\n") + "\n"
 
 
 def report_only() -> int:
