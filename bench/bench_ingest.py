@@ -17,8 +17,9 @@ both ways a client can, each into a fresh dataset with empty storage:
    In both, a fresh subprocess runs the local stack's ``S3EventPump`` over the app's
    ``@app.on_s3_event`` handlers and reports its wall time, the time spent hashing/inspecting
    and its peak RSS (``VmHWM``: the worker's own high-water mark).
-3. **Raw sha256**, the floor of the hashing row: in the same ingest worker, ``hashlib.sha256``
-   over each chunk the ingest observes, timed in the same seconds (before the observer on every
+3. **Raw sha256**, the floor of the hashing row: in the staged run's ingest worker (not the
+   direct run's, whose wall time carries the headline), ``hashlib.sha256`` over each chunk the
+   ingest observes, timed in the same seconds (before the observer on every
    other chunk, after it on the rest), so ours and the floor hash the same bytes from the same
    download under the same load (moto serves it from the other core for both). The file's own
    sha256 from the page cache (8 MiB chunks, only the ``update`` calls timed) checks both
@@ -120,6 +121,7 @@ def raw_sha256(path: Path) -> tuple[float, str]:
 WORKER = r"""
 import json, resource, sys, time
 queue_url = sys.argv[1]
+with_floor = sys.argv[2] == "floor"
 import app
 from chalicelib.dataversion import content
 from synapse_local.pumps import S3EventPump
@@ -137,13 +139,13 @@ def raw(chunk):
     floor.update(chunk)
     spent[2] += time.perf_counter() - started
 def timed(self, chunk):
-    raw_first = spent[3] % 2 == 1
+    raw_first = with_floor and spent[3] % 2 == 1
     if raw_first:
         raw(chunk)
     started = time.perf_counter()
     original(self, chunk)
     spent[0] += time.perf_counter() - started
-    if not raw_first:
+    if with_floor and not raw_first:
         raw(chunk)
     spent[1] += len(chunk)
     spent[3] += 1
@@ -172,15 +174,18 @@ print(json.dumps({
     "inspect_seconds": spent[0],
     "inspected_bytes": spent[1],
     "raw_sha256_seconds": spent[2],
-    "raw_sha256": floor.hexdigest(),
+    "raw_sha256": floor.hexdigest() if with_floor else None,
     "maxrss_bytes": peak_rss(),
 }))
 """
 
 
-def run_worker(env: dict[str, str], queue_url: str) -> dict[str, Any]:
+def run_worker(env: dict[str, str], queue_url: str, floor: bool) -> dict[str, Any]:
+    """Runs the triggered ingest in a fresh process; with ``floor`` it also hashes every chunk
+    with raw ``hashlib.sha256`` (the hashing row's floor), work that is not the product's and
+    that then sits inside the worker's wall time."""
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, queue_url],
+        [sys.executable, "-c", WORKER, queue_url, "floor" if floor else "plain"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -239,12 +244,10 @@ def upload_session() -> Any:
 
 
 def file_sha256(path: Path) -> str:
-    """The client's side of a direct upload: the file's digest, read from disk."""
-    digest = hashlib.sha256()
+    """The client's side of a direct upload: the file's digest, read from disk into one reused
+    buffer (``hashlib.file_digest``), not a fresh 8 MiB ``bytes`` per read."""
     with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def upload_file(service: Any, admin: Any, dataset_id: str, path: Path, declare: bool) -> str:
@@ -313,7 +316,9 @@ def version_once(
     started = time.perf_counter()
     mode = upload_file(service, admin, dataset.dataset_id, path, declare)
     upload_seconds = time.perf_counter() - started
-    worker = run_worker(env, queue_url)
+    # The floor's extra sha256 rides along the staged ingest only: the direct run carries the
+    # headline figure, so its wall time holds the product's work and nothing else.
+    worker = run_worker(env, queue_url, floor=not declare)
     if not worker["delivered"] or worker["failures"]:
         raise RuntimeError(f"ingest did not complete: {worker}")
     version = service.engine.get_version(dataset.dataset_id)
@@ -339,7 +344,7 @@ def measure_size(
         raise RuntimeError(f"expected a direct upload, got {direct['mode']}")
     sha_seconds, expected = raw_sha256(path)
     for run in (staged, direct):
-        if run.pop("version").sha256 != expected or run["raw_sha256"] != expected:
+        if run.pop("version").sha256 != expected or run["raw_sha256"] not in (None, expected):
             raise RuntimeError("ingested (or floor) hash differs from the file's sha256")
     dvc_seconds, dvc_error = None, None
     if dvc:
@@ -386,8 +391,17 @@ def end_to_end_row(result: dict[str, Any], path: str, dvc: str | None, headline:
         "unit": "MB/s",
         "target": f">= {TARGET_RATIO}x DVC" if headline else "informational",
         "met": None if ratio is None or not headline else ratio >= TARGET_RATIO,
-        "note": f"upload {run['upload_seconds']:.1f} s + ingest {run['seconds']:.1f} s",
+        "note": f"upload {run['upload_seconds']:.1f} s + ingest {run['seconds']:.1f} s"
+        + floor_note(run),
     }
+
+
+def floor_note(run: dict[str, Any]) -> str:
+    """Names the bench's own floor hashing inside a run's ingest time, if it ran there."""
+    if run["raw_sha256"] is None:
+        return ""
+    seconds = run["raw_sha256_seconds"]
+    return f" (the ingest includes the floor's raw sha256 of every chunk, {seconds:.1f} s)"
 
 
 def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[str, Any]]:
@@ -398,7 +412,7 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
     staged, direct = largest["staged"], largest["direct"]
     hashing = mb_per_s(staged["inspected_bytes"], staged["inspect_seconds"])
     raw = mb_per_s(staged["inspected_bytes"], staged["raw_sha256_seconds"])
-    direct_share = direct["raw_sha256_seconds"] / direct["inspect_seconds"]
+    direct_hashing = mb_per_s(direct["inspected_bytes"], direct["inspect_seconds"])
     page_cache = mb_per_s(size, largest["raw_sha256_seconds"])
     return [
         end_to_end_row(largest, "direct", dvc, headline=True),
@@ -421,8 +435,8 @@ def rows_for(results: dict[int, dict[str, Any]], dvc: str | None) -> list[dict[s
             "unit": "MB/s",
             "target": f">= {TARGET_HASH_SHARE:.0%} of raw",
             "met": hashing / raw >= TARGET_HASH_SHARE,
-            "note": f"staged ingest ({label}, profiles on); the direct ingest's ratio "
-            f"{direct_share:.2f}; sha256 of the file from the page cache, alone, "
+            "note": f"staged ingest ({label}, profiles on); the direct ingest (no floor beside "
+            f"it) {direct_hashing:.0f} MB/s; sha256 of the file from the page cache, alone, "
             f"{page_cache:.0f} MB/s",
         },
         {
