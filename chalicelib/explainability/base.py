@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import threading
 import time
 import uuid
@@ -238,6 +239,8 @@ class RankedRows:
     @classmethod
     def of(cls, values: np.ndarray, X: np.ndarray, names: list[str]) -> RankedRows:
         """Ranks ``values`` (rows × features) of the inputs ``X`` (same shape)."""
+        if len(values) == 1:
+            return cls._of_one(values[0].tolist(), X[0].tolist(), names)
         order = np.argsort(-np.abs(values), axis=1, kind="stable")
         ranked = np.take_along_axis(values, order, axis=1)
         return cls(
@@ -246,6 +249,23 @@ class RankedRows:
             values=ranked.tolist(),
             positive=(ranked > 0).tolist(),
             negative=(ranked < 0).tolist(),
+        )
+
+    @classmethod
+    def _of_one(cls, values: list[float], inputs: list[Any], names: list[str]) -> RankedRows:
+        """One row ranked in Python (a single request: cheaper than numpy's calls on 1 row).
+
+        Python's sort is stable as numpy's ``kind="stable"``, and ``-abs(v)`` orders as
+        ``-np.abs(v)`` does for finite values (the only ones ranked here), so the order is the
+        same."""
+        order = sorted(range(len(values)), key=[-abs(v) for v in values].__getitem__)
+        ranked = [values[i] for i in order]
+        return cls(
+            names=[[names[i] for i in order]],
+            inputs=[[inputs[i] for i in order]],
+            values=[ranked],
+            positive=[[v > 0 for v in ranked]],
+            negative=[[v < 0 for v in ranked]],
         )
 
     def contributions(self) -> list[list[FeatureContribution]]:
@@ -282,8 +302,16 @@ def batch_ids(count: int) -> list[str]:
     """
     if count > 1 << 32:
         raise ValueError("at most 2**32 ids in one batch")
-    base = uuid.uuid4().int
+    base = _uuid4_int()
     return [f"{base ^ i:032x}" for i in range(count)]
+
+
+def _uuid4_int() -> int:
+    """``uuid.uuid4().int`` without building a ``UUID`` (its checks cost as much as the random
+    bytes): 16 random bytes with the RFC 4122 variant and version 4 set, as ``UUID`` sets them."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
+    return (value & ~(0xF000 << 64)) | (4 << 76)
 
 
 _PAUSE_LOCK = threading.Lock()

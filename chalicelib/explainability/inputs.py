@@ -40,6 +40,9 @@ def _check_value(name: str, value: Any, where: str, allow_text: bool = False) ->
     return number
 
 
+_FLOAT_ONLY = {float}
+
+
 def tabular_row(
     data: Any, feature_names: tuple[str, ...] | list[str], where: str = "", allow_text: bool = False
 ) -> list[Any]:
@@ -66,7 +69,7 @@ def tabular_row(
             values = None
         if (
             values is not None
-            and all(type(v) is float for v in values)
+            and set(map(type, values)) == _FLOAT_ONLY
             and all(map(math.isfinite, values))
         ):
             return values

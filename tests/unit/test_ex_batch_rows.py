@@ -40,15 +40,20 @@ def _oracle(names: list[str], row: list[float], values: list[float]) -> dict:
     }
 
 
+def _tied_rows(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Contributions of small integers with both signs (ties everywhere; the first row has x and
+    -x, several zeros, 0.0 and -0.0), inputs and 12 feature names."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-3, 4, size=(rows, 12)).astype(float)
+    values[0] = [0.0, -0.0, 2.0, -2.0, 2.0, -0.0, 1.0, -1.0, -2.0, 0.0, 3.0, -3.0]
+    return values, rng.normal(size=values.shape), [f"f{j}" for j in range(12)]
+
+
 def test_ranking_a_batch_at_once_equals_pythons_stable_sort_on_ties() -> None:
     """Small integers with both signs make ties everywhere (x and -x, several zeros, 0.0 and
     -0.0): one argsort over the matrix orders each row as Python's stable sort does, and the top
     negative features equal a stable sort on the signed value."""
-    rng = np.random.default_rng(11)
-    values = rng.integers(-3, 4, size=(300, 12)).astype(float)
-    values[0] = [0.0, -0.0, 2.0, -2.0, 2.0, -0.0, 1.0, -1.0, -2.0, 0.0, 3.0, -3.0]
-    X = rng.normal(size=values.shape)
-    names = [f"f{j}" for j in range(12)]
+    values, X, names = _tied_rows(11, 300)
     ranked = RankedRows.of(values, X, names)
     contributions = ranked.contributions()
     positive, negative = ranked.top_positive(), ranked.top_negative()
@@ -61,6 +66,35 @@ def test_ranking_a_batch_at_once_equals_pythons_stable_sort_on_ties() -> None:
         assert negative[i] == expected["negative"]
         ties += len(set(np.abs(values[i]).tolist())) < 12
     assert ties == len(values)  # every row had ties: the comparison is not vacuous
+
+
+def test_a_single_row_ranked_alone_equals_pythons_stable_sort_and_the_batch_ranking() -> None:
+    """A single request ranks its row without numpy's argsort: the same order on ties (x and
+    -x, 0.0 and -0.0), the same top features and plain Python numbers, as in a batch."""
+    values, X, names = _tied_rows(12, 60)
+    batch = RankedRows.of(values, X, names)
+    for i in range(len(values)):
+        alone = RankedRows.of(values[i : i + 1], X[i : i + 1], names)
+        expected = _oracle(names, X[i].tolist(), values[i].tolist())
+        (found,) = alone.contributions()
+        assert [(c.feature_name, c.feature_value, c.contribution) for c in found] == expected[
+            "order"
+        ]
+        assert all(type(c.contribution) is float for c in found)
+        assert all(type(c.feature_value) is float for c in found)
+        assert alone.top_positive() == [expected["positive"]] == [batch.top_positive()[i]]
+        assert alone.top_negative() == [expected["negative"]] == [batch.top_negative()[i]]
+        assert alone.contributions() == [batch.contributions()[i]]
+    text = np.empty((1, 3), dtype=object)
+    text[:] = [["red", 1.5, 2]]
+    (found,) = RankedRows.of(
+        np.array([[0.1, -0.3, 0.3]]), text, ["colour", "size", "count"]
+    ).contributions()
+    assert [(c.feature_name, c.feature_value) for c in found] == [
+        ("size", 1.5),
+        ("count", 2),
+        ("colour", "red"),
+    ]
 
 
 def test_ranking_keeps_text_inputs_of_an_object_matrix() -> None:
@@ -86,6 +120,9 @@ def test_batch_ids_are_distinct_version_4_uuids_in_a_batch_and_across_batches() 
     for found in first[:3] + first[-3:] + second[:3]:
         parsed = uuid.UUID(hex=found)
         assert parsed.hex == found and len(found) == 32
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    for _ in range(2_000):  # a single request's id: every random bit drawn, the fixed ones set
+        parsed = uuid.UUID(hex=batch_ids(1)[0])
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
     with pytest.raises(ValueError):
         batch_ids((1 << 32) + 1)

@@ -165,7 +165,10 @@ def model_outputs(estimator: Any, X: np.ndarray, space: str, is_classifier: bool
 def as_class_columns(margin: np.ndarray) -> np.ndarray:
     """A binary model's single margin as two columns (class 0 gets the negated margin)."""
     if margin.ndim == 1:
-        return np.stack([-margin, margin], axis=1)
+        columns = np.empty((len(margin), 2), dtype=margin.dtype)
+        np.negative(margin, out=columns[:, 0])
+        columns[:, 1] = margin
+        return columns
     return margin
 
 
@@ -215,11 +218,17 @@ def picked(
 ) -> ShapResult:
     """Per-class values, bases and outputs narrowed to each row's explained class."""
     picks = [0 if c is None else c for c in chosen]
-    rows = np.arange(len(outputs))
+    if len(picks) == 1:
+        # One row (a single request): basic slices give the same numbers without fancy indexing.
+        pick = picks[0]
+        values, base, actual = values[:, :, pick], base[pick : pick + 1], outputs[:, pick]
+    else:
+        rows = np.arange(len(outputs))
+        values, base, actual = values[rows, :, picks], base[picks], outputs[rows, picks]
     return ShapResult(
-        values=values[rows, :, picks],
-        base=base[picks],
-        actual=outputs[rows, picks],
+        values=values,
+        base=base,
+        actual=actual,
         classes=chosen,
         algorithm=algorithm,
         output_space=space,
@@ -257,6 +266,10 @@ def in_timed_chunks(compute: Any, X: np.ndarray, first: int, row_values: int) ->
     call on ``X`` (a per-class list of arrays is put together class by class). The estimate
     counts the same calls (:func:`~chalicelib.explainability.budget.planned_parts`).
     """
+    if len(X) == 1:
+        # One row is one call under any deadline and memory bound (every part holds >= 1 row).
+        checkpoint()
+        return compute(X)
     cap = part_cap(row_values)
     rows = first_part_rows(first, cap, seconds_left())
     parts: list[Any] = []
