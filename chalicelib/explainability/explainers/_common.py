@@ -176,6 +176,12 @@ def per_class(values: Any, expected: Any, n_outputs: int) -> tuple[np.ndarray, n
     """SHAP output as (rows, features, outputs) and base values as (outputs,)."""
     array = np.asarray(values, dtype=float)
     base = np.atleast_1d(np.asarray(expected, dtype=float)).reshape(-1)
+    if array.ndim == 2 and n_outputs == 2:
+        # One output of a binary model: class 0 gets its negation (filled in place).
+        both = np.empty((*array.shape, 2))
+        np.negative(array, out=both[:, :, 0])
+        both[:, :, 1] = array
+        return both, np.concatenate((-base, base))
     if array.ndim == 2:
         array = array[:, :, None]
     if array.shape[2] == 1 and n_outputs == 2:
@@ -202,7 +208,7 @@ def chosen_classes(
     if requested is not None:
         return [requested] * len(X)
     if from_outputs:
-        return [int(i) for i in np.argmax(outputs, axis=1)]
+        return outputs.argmax(axis=1).tolist()
     return [int(i) for i in predicted_indices(loaded.estimator, X)]
 
 
