@@ -35,6 +35,7 @@ This module imports numpy only; shap, lime and scikit-learn are never imported h
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -140,10 +141,15 @@ class Rates:
         lime_text_sample: LIME text per sample; ``lime_text_token`` per sample and token.
         lime_image_value: LIME image per sample and RGB value (building the masked image);
             ``lime_image_segment`` per sample and superpixel (distances, regression).
-        partition_eval: Partition SHAP per evaluation; ``partition_text_token`` per evaluation
-            and token; ``partition_text_pair`` per pair of tokens (shap's text clustering);
-            ``partition_image_value`` per evaluation and pixel value; ``partition_first_call``
-            once per process (numba compiles shap's partition code on its first call).
+        partition_eval: Partition SHAP on images per evaluation; ``partition_image_value`` per
+            evaluation and pixel value; ``partition_first_call`` once per process (numba
+            compiles shap's partition code on its first call).
+        partition_text_eval: Partition SHAP on text per evaluated mask (shap's queue and
+            masked model); ``partition_text_token`` per mask and token (shap's Text masker
+            joins the kept tokens in Python); ``partition_text_pair`` per pair of tokens (the
+            Text masker's clustering, once per text). Measured with a constant model
+            (``bench/bench_explain_budget.py``): 6.1e-5 s per mask at 20 tokens, 2.4e-4 at
+            1,000; clustering 5.4–5.8e-7 s per pair from 50 to 1,000 tokens.
         segment_pixel: Segmentation per pixel, by algorithm.
     """
 
@@ -164,8 +170,9 @@ class Rates:
     lime_image_value: float = 1.3e-8
     lime_image_segment: float = 1e-7
     partition_eval: float = 5e-4
-    partition_text_token: float = 2e-6
-    partition_text_pair: float = 4e-6
+    partition_text_eval: float = 6e-5
+    partition_text_token: float = 1.8e-7
+    partition_text_pair: float = 5.6e-7
     partition_image_value: float = 1e-8
     partition_first_call: float = 3.0
     segment_pixel: dict[str, float] = field(
@@ -209,6 +216,9 @@ class Work:
         interactions: TreeSHAP interaction values.
         outputs: Outputs TreeSHAP explains per row (a classifier's classes, 2 for a binary
             one; 1 for a regressor or when unknown).
+        hierarchy_masks: Partition SHAP on text: the masks that exhaust the text's own
+            hierarchy (:func:`hierarchy_masks`; 0: unknown, counted as a balanced one's, the
+            fewest any hierarchy of that many tokens takes).
     """
 
     method: str
@@ -221,6 +231,7 @@ class Work:
     segmentation: str = "slic"
     interactions: bool = False
     outputs: int = 1
+    hierarchy_masks: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -321,6 +332,59 @@ def partition_evaluations(features: int, max_evals: int) -> int:
     return max(1, min(max_evals, math.ceil(1.25 * features * features) + 2 * features + 4))
 
 
+# Masks shap's Partition explainer sends per model call on text: its Text masker's default batch
+# size is 5, and masks are added in pairs while a batch holds fewer.
+TEXT_MASKS_PER_CALL = 6
+# Calls (of one row each) the text engine makes besides the Partition explainer's batches: the
+# predicted class, shap's base value (every token masked) and full value, and the explained
+# prediction. A text of one token makes 2 calls of 3 rows (the class, then masked and whole).
+TEXT_EXTRA_CALLS = 4
+
+
+def balanced_hierarchy_masks(leaves: int) -> int:
+    """Masks shap's Partition explainer evaluates to exhaust a balanced hierarchy of ``leaves``:
+    the fewest of any hierarchy of that many leaves (each node costs 2 masks per visit and is
+    visited twice as often as its parent, and that cost is convex in the leaves)."""
+    visits = _balanced_visits(max(1, leaves))
+    return 2 * visits
+
+
+@functools.lru_cache(maxsize=4096)
+def _balanced_visits(leaves: int) -> int:
+    if leaves < 2:
+        return 0
+    half = leaves // 2
+    return 1 + 2 * _balanced_visits(half) + 2 * _balanced_visits(leaves - half)
+
+
+def hierarchy_masks(linkage: np.ndarray) -> int:
+    """Masks shap's Partition explainer evaluates to exhaust a hierarchy (a linkage matrix as
+    shap's maskers give it: children in the first two columns, a negative distance in the third
+    marks a node shap does not split). A split costs 2 masks and reaches each child twice, once
+    with its sibling hidden and once shown, so a node at depth d is split 2^d times."""
+    leaves = len(linkage) + 1
+    total = 0
+    stack = [(2 * leaves - 2, 1)]
+    while stack:
+        node, visits = stack.pop()
+        if node < leaves or (linkage.shape[1] >= 3 and linkage[node - leaves, 2] < 0):
+            continue
+        total += 2 * visits
+        left, right = (int(v) for v in linkage[node - leaves, :2])
+        stack += [(left, 2 * visits), (right, 2 * visits)]
+    return total
+
+
+def partition_text_masks(tokens: int, max_evals: int, hierarchy: int = 0) -> int:
+    """Masks shap's Partition explainer evaluates on a text of ``tokens`` tokens: those that
+    exhaust its hierarchy (``hierarchy``; 0: a balanced one's), or the ``max_evals`` − 2 it is
+    given after the base and full values, rounded up to a pair (0 for one token: no hierarchy)."""
+    if tokens < 2:
+        return 0
+    cap = 2 * math.ceil((max_evals - 2) / 2)
+    return max(0, min(hierarchy or balanced_hierarchy_masks(tokens), cap))
+
+
 def image_batch_size(num_samples: int, values_per_image: int) -> int:
     """Perturbed images LIME builds per model call: up to 500, and at most ``CHUNK_VALUES``
     values (a batch of 500 RGB 512×512 images would be 3 GB)."""
@@ -382,16 +446,30 @@ def _count(work: Work, rates: Rates, speed: ModelSpeed, left: float | None) -> _
         own = n * (rates.lime_input + segmenting + samples * per_sample) + results
         calls = n * math.ceil(samples / image_batch_size(samples, rgb))
         return _Count(calls, n * samples, own, samples * m)
+    if method == "partition_text":
+        return _partition_text(work, rates, results)
     evaluations = partition_evaluations(m, samples)
     calls = n * (evaluations // 10 + 3)
-    if method == "partition_text":
-        per_eval = rates.partition_eval + rates.partition_text_token * m
-        own = n * (rates.partition_text_pair * m * m + evaluations * per_eval) + results
-        return _Count(calls, n * evaluations, own, max(evaluations * m, m * m))
     per_eval = rates.partition_eval + rates.partition_image_value * width
     own = n * (segmenting + evaluations * per_eval) + results
     # scipy's Ward linkage of the superpixels holds m·(m−1)/2 distances.
     return _Count(calls, n * evaluations, own, max(evaluations * m, m * (m - 1) // 2))
+
+
+def _partition_text(work: Work, rates: Rates, results: float) -> _Count:
+    """Text SHAP: the masks shap evaluates (:func:`partition_text_masks`) in its calls of
+    :data:`TEXT_MASKS_PER_CALL` (the root's split alone first), the engine's
+    :data:`TEXT_EXTRA_CALLS`; own work: the clustering, and per mask its queue and masking."""
+    n, m = work.inputs, work.features
+    masks = partition_text_masks(m, work.samples, work.hierarchy_masks)
+    if masks:
+        calls = 1 + math.ceil((masks - 2) / TEXT_MASKS_PER_CALL) + TEXT_EXTRA_CALLS
+        rows = masks + TEXT_EXTRA_CALLS
+    else:
+        calls, rows = 2, 3
+    per_mask = rates.partition_text_eval + rates.partition_text_token * m
+    own = n * (rates.partition_text_pair * m * m + masks * per_mask) + results
+    return _Count(n * calls, n * rows, own, max(masks * m, m * m))
 
 
 def _tree_calls(work: Work, speed: ModelSpeed, left: float | None) -> int:

@@ -39,8 +39,10 @@ from chalicelib.explainability.budget import (
     Estimate,
     ModelSpeed,
     Work,
+    balanced_hierarchy_masks,
     combine,
     estimate,
+    hierarchy_masks,
     image_counts,
     measure_rows,
     measure_speed,
@@ -223,6 +225,8 @@ class CostPlanner:
         if loaded is not None and isinstance(text, str):
             characters = max(characters, declared_text_values(loaded.estimator, text))
         work = Work(method, 1, tokens, samples, 0, characters)
+        if not lime and loaded is not None and isinstance(text, str):
+            work = dataclasses.replace(work, hierarchy_masks=_text_hierarchy(text, samples))
         first = not lime and loaded is not None
         speed = None
         if (
@@ -393,6 +397,20 @@ def _input_matrix(loaded: LoadedModel, inputs: list[Any] | None) -> np.ndarray |
     except (SynapseError, TypeError, ValueError):
         return None
     return matrix if matrix.ndim == 2 and len(matrix) else None
+
+
+def _text_hierarchy(text: str, max_evals: int) -> int:
+    """Masks that exhaust the hierarchy shap's Text masker builds for ``text`` (as the engine
+    masks it), or 0 when even a balanced hierarchy of its tokens would not be exhausted within
+    ``max_evals`` (then ``max_evals`` counts, and clustering a long text is not done twice)."""
+    from chalicelib.explainability.jit_cache import import_shap
+    from chalicelib.explainability.shap_media import TOKEN_PATTERN
+
+    masker = import_shap().maskers.Text(TOKEN_PATTERN)
+    tokens = len(masker.token_segments(text)[0])
+    if tokens < 2 or balanced_hierarchy_masks(tokens) >= max_evals - 2:
+        return 0
+    return hierarchy_masks(np.asarray(masker.clustering(text)))
 
 
 def _with_compilation(cost: Estimate, partition: bool) -> Estimate:

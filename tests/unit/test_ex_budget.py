@@ -335,14 +335,65 @@ def test_model_rows_of_lime_and_shap_on_text_are_what_they_evaluate(engines: Any
         model, lambda: engines.lime.explain_text_prediction("text", 1, text, num_samples=400)
     )
     assert planned.model_rows == counted == 400
-    shap = {"explanation_type": "shap", "input_data": {"text": text}, "max_evals": 5000}
-    planned = engines.planner.measured(_request("explain", shap), descriptor)
-    _, counted = _counted(
-        model, lambda: engines.shap.explain_text_prediction("text", 1, text, max_evals=5000)
+
+
+@pytest.mark.parametrize(
+    ("text", "max_evals"),
+    [
+        ("a great plot with an awful ending and a great cast", 5000),  # hierarchy exhausted
+        ("a great plot with an awful ending and a great cast", 40),  # max_evals reached
+        ("great, fun... and yet: an awful, awful bore! " * 12, 700),
+        ("great, fun... and yet: an awful, awful bore! " * 12, 10_000),
+        ("great", 500),  # one token: no hierarchy
+    ],
+)
+def test_text_shap_estimate_counts_the_model_rows_and_calls_the_engine_makes(
+    engines: Any, text: str, max_evals: int
+) -> None:
+    texts = ["great fun", "a great story", "awful bore", "an awful plot"] * 5
+    model = CountingTextModel(texts, [1, 1, 0, 0] * 5)
+    engines.loader.add("text", model, "text_classification", 0, None)
+    shap = {"explanation_type": "shap", "input_data": {"text": text}, "max_evals": max_evals}
+    planned = engines.planner.measured(
+        _request("explain", shap), engines.loader.describe("text", 1)
     )
-    # The partition hierarchy is exhausted before max_evals: the count is an upper bound.
-    tokens = text_counts(text)[0]
-    assert counted <= planned.model_rows <= budget.partition_evaluations(tokens, 5000)
+    calls, rows = _counted(
+        model, lambda: engines.shap.explain_text_prediction("text", 1, text, max_evals=max_evals)
+    )
+    assert (planned.model_rows, planned.model_calls) == (rows, calls)
+    static = engines.planner.static(_request("explain", shap), engines.loader.describe("text", 1))
+    assert static.model_rows <= rows  # without the model: a balanced hierarchy, the fewest
+
+
+def _partition_masks_shap_evaluates(linkage: np.ndarray) -> int:
+    """The masks shap's Partition explainer evaluates to exhaust ``linkage`` (the oracle)."""
+    from chalicelib.explainability.jit_cache import import_shap
+
+    shap = import_shap()
+    leaves = len(linkage) + 1
+    masker = shap.maskers.Partition(np.zeros((1, leaves)), clustering=linkage)
+    weights = np.linspace(0.1, 1.0, leaves)
+    explainer = shap.PartitionExplainer(lambda masks: np.asarray(masks) @ weights, masker)
+    explainer(np.ones((1, leaves)), max_evals=10**9, silent=True)
+    return int(explainer.last_eval_count)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    leaves=st.integers(2, 24),
+    seed=st.integers(0, 2**32 - 1),
+    method=st.sampled_from(["ward", "single", "complete", "average"]),
+)
+def test_hierarchy_masks_are_what_shaps_partition_explainer_evaluates(
+    leaves: int, seed: int, method: str
+) -> None:
+    from scipy.cluster.hierarchy import linkage
+
+    points = np.random.default_rng(seed).normal(size=(leaves, 2))
+    tree = linkage(points, method=method)
+    counted = budget.hierarchy_masks(tree)
+    assert counted == _partition_masks_shap_evaluates(tree)
+    assert counted >= budget.balanced_hierarchy_masks(leaves)
 
 
 def test_model_rows_of_lime_and_shap_on_images_are_what_they_evaluate(engines: Any) -> None:
