@@ -226,7 +226,8 @@ class CostPlanner:
             characters = max(characters, declared_text_values(loaded.estimator, text))
         work = Work(method, 1, tokens, samples, 0, characters)
         if not lime and loaded is not None and isinstance(text, str):
-            work = dataclasses.replace(work, hierarchy_masks=_text_hierarchy(text, samples))
+            hierarchy = _text_hierarchy(text, tokens, samples)
+            work = dataclasses.replace(work, hierarchy_masks=hierarchy)
         first = not lime and loaded is not None
         speed = None
         if (
@@ -399,10 +400,14 @@ def _input_matrix(loaded: LoadedModel, inputs: list[Any] | None) -> np.ndarray |
     return matrix if matrix.ndim == 2 and len(matrix) else None
 
 
-def _text_hierarchy(text: str, max_evals: int) -> int:
+def _text_hierarchy(text: str, counted: int, max_evals: int) -> int:
     """Masks that exhaust the hierarchy shap's Text masker builds for ``text`` (as the engine
     masks it), or 0 when even a balanced hierarchy of its tokens would not be exhausted within
-    ``max_evals`` (then ``max_evals`` counts, and clustering a long text is not done twice)."""
+    ``max_evals`` (then ``max_evals`` counts, and clustering a long text is not done twice).
+    ``counted`` (the tokens :func:`.budget.text_counts` found, which shap's tokenizer may see
+    one fewer of) spares a long text even shap's tokenizing."""
+    if balanced_hierarchy_masks(counted - 1) >= max_evals - 2:
+        return 0
     from chalicelib.explainability.jit_cache import import_shap
     from chalicelib.explainability.shap_media import TOKEN_PATTERN
 
