@@ -154,3 +154,23 @@ def test_one_bad_value_in_a_batch_is_named_by_row_and_feature(bad: dict, message
         tabular_matrix([{"a": 1.0, "b": 1.0}] * 2 + [[1.0, 2.0]], ("a", "b"))
     with pytest.raises(ValidationError, match=r"inputs\[1\]: missing feature 'b'"):
         tabular_matrix([{"a": 1.0, "b": 1.0}, {"a": 1.0}], ("a", "b"))
+
+
+def test_default_shap_options_given_in_other_types_equal_the_validated_ones() -> None:
+    """The usual request's options are shared, not rebuilt: equal arguments of other numeric
+    types give the same options, and any other value is still validated and normalized."""
+    shared = shap_options()
+    assert shared is shap_options(100, "kmeans", "auto", None, 0, False)
+    assert shap_options(100.0, "kmeans", "auto", None, np.int64(0), False) == shared
+    assert type(shap_options(100.0).background_sample_size) is int
+    assert shap_options(include_interactions=1).include_interactions is True
+    assert shap_options(seed=np.int64(7)).seed == 7 and type(shap_options(seed=7.0).seed) is int
+    assert shared.as_parameters() == {
+        "background_sample_size": 100,
+        "background_method": "kmeans",
+        "algorithm": "auto",
+        "class_name": None,
+        "include_interactions": False,
+        "seed": 0,
+        "nsamples": None,
+    }

@@ -103,6 +103,10 @@ class ShapResult:
     interactions: np.ndarray | None = None
 
 
+_DEFAULT_OPTIONS = ShapOptions()
+_DEFAULT_ARGUMENTS = (100, "kmeans", "auto", None, 0)
+
+
 def shap_options(
     background_sample_size: int = 100,
     background_method: str = "kmeans",
@@ -116,6 +120,9 @@ def shap_options(
     Raises:
         ValidationError: A value out of range or an unknown name.
     """
+    given = (background_sample_size, background_method, algorithm, class_name, seed)
+    if given == _DEFAULT_ARGUMENTS and include_interactions is False:
+        return _DEFAULT_OPTIONS  # the usual request: frozen, so one shared instance serves
     if not 1 <= int(background_sample_size) <= 10_000:
         raise ValidationError("background_sample_size must be between 1 and 10000")
     if background_method not in BACKGROUND_METHODS:
@@ -227,7 +234,8 @@ def picked(
     if len(picks) == 1:
         # One row (a single request): basic slices give the same numbers without fancy indexing.
         pick = picks[0]
-        values, base, actual = values[:, :, pick], base[pick : pick + 1], outputs[:, pick]
+        values = np.ascontiguousarray(values[:, :, pick])  # summed as the batch's copy is
+        base, actual = base[pick : pick + 1], outputs[:, pick]
     else:
         rows = np.arange(len(outputs))
         values, base, actual = values[rows, :, picks], base[picks], outputs[rows, picks]
