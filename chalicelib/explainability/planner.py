@@ -24,6 +24,7 @@ explanation may build is refused before the model is even called on a batch.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -420,12 +421,31 @@ def _text_hierarchy(text: str, counted: int, max_evals: int) -> int:
 
 def _with_compilation(cost: Estimate, partition: bool) -> Estimate:
     """Adds the Partition explainer's one-off numba compilation when this process has not paid
-    it yet (measured estimates only: the API cannot know the explanation function's state)."""
+    it yet (measured estimates only: the API cannot know the explanation function's state), or
+    only loading it when numba's disk cache holds it (:func:`_partition_cached`)."""
     from chalicelib.explainability.shap_media import partition_compiled
 
     if not partition or partition_compiled():
         return cost
-    return dataclasses.replace(cost, seconds=cost.seconds + RATES.partition_first_call)
+    first = RATES.partition_cached_call if _partition_cached() else RATES.partition_first_call
+    return dataclasses.replace(cost, seconds=cost.seconds + first)
+
+
+def _partition_cached() -> bool:
+    """Whether numba's disk cache (the explainer image's, seeded when shap is imported) holds
+    the Partition explainer's compiled code: its stack walk of the clustering tree is compiled
+    only by a Partition explanation, and :func:`.jit_cache.warm` runs text and image ones."""
+    from chalicelib.explainability import jit_cache
+
+    jit_cache.import_shap()  # copies the image's cache to the writable directory
+    directory = jit_cache.cache_directory()
+    if not directory or not os.path.isdir(directory):
+        return False
+    return any(
+        name.startswith("jit_kernels.lower_credit_rows") and name.endswith(".nbi")
+        for _, _, names in os.walk(directory)
+        for name in names
+    )
 
 
 def _scaled(cost: Estimate, ratio: float) -> Estimate:

@@ -695,3 +695,31 @@ def test_an_allowance_crosses_the_lambda_boundary_as_plain_json(
 def _request(operation: str, payload: dict[str, Any]) -> ExplanationQuery:
     """The typed request of a payload (the planner never reads the model id)."""
     return parse_request(operation, {"model_id": "planned", **payload})
+
+
+def test_the_first_text_shap_of_a_process_counts_loading_when_numba_cached_it(
+    engines: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from chalicelib.explainability import jit_cache, planner, shap_media
+
+    texts = ["great fun", "a great story", "awful bore", "an awful plot"] * 5
+    model = CountingTextModel(texts, [1, 1, 0, 0] * 5)
+    engines.loader.add("text", model, "text_classification", 0, None)
+    descriptor = engines.loader.describe("text", 1)
+    request = _request(
+        "explain",
+        {"explanation_type": "shap", "input_data": {"text": "a great cast"}, "max_evals": 50},
+    )
+    # No clock: the three estimates differ only by what the first call in a process adds.
+    monkeypatch.setattr(planner, "measure_speed", lambda *_, **__: ModelSpeed(0.0, 0.0))
+    monkeypatch.setattr(shap_media, "partition_compiled", lambda: True)
+    warm = engines.planner.measured(request, descriptor).seconds
+    monkeypatch.setattr(shap_media, "partition_compiled", lambda: False)
+    monkeypatch.setattr(jit_cache, "cache_directory", lambda: str(tmp_path))
+    compiling = engines.planner.measured(request, descriptor).seconds
+    cached = tmp_path / "explainability_0"
+    cached.mkdir()
+    (cached / "jit_kernels.lower_credit_rows-82.py311.nbi").write_bytes(b"")
+    loading = engines.planner.measured(request, descriptor).seconds
+    assert compiling == pytest.approx(warm + budget.RATES.partition_first_call)
+    assert loading == pytest.approx(warm + budget.RATES.partition_cached_call)
