@@ -580,11 +580,13 @@ class SHAPExplainer(ExplainerBase):
 
 def _finite_result(result: ShapResult, totals: np.ndarray) -> bool:
     """Whether every number of a batch's explanations is finite: values, bases, outputs,
-    additivity errors (|total - output|, which can overflow) and interaction values."""
-    errors = np.abs(totals - result.actual)
-    # One check over the (small) per-row numbers; np.isfinite itself never warns.
-    flat = np.concatenate((result.values.ravel(), result.base, result.actual, errors))
-    if not np.isfinite(flat).all():
+    additivity errors (|total - output|, which can overflow) and interaction values.
+
+    ``totals`` is ``base + values.sum(axis=1)``: an infinite or NaN value or base makes its
+    row's total infinite or NaN (IEEE sums never turn one finite), and so does its error
+    ``|total - output|``, as an output that is not finite does. So the errors alone being
+    finite means every value, base, output and error is."""
+    if not np.isfinite(np.abs(totals - result.actual)).all():
         return False
     return result.interactions is None or bool(np.isfinite(result.interactions).all())
 
