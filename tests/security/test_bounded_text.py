@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,6 +129,20 @@ def test_a_model_slow_on_the_requests_text_is_timed_on_one_copy_and_becomes_a_jo
     slow = text_model("CountVectorizer", analyzer="char", ngram_range=(1, 30))
     model_id, registered = _register(module_http, slow)
     assert registered.status_code == 201, registered.data
+    # Slow on any machine: every text costs more than the probe may spend (character n-grams up
+    # to 30 over 20,000 characters took about 0.3 s a text under load but less when the machine
+    # was idle, and the probe then timed 4 copies).
+    from sklearn.pipeline import Pipeline
+
+    from chalicelib.explainability.budget import PROBE_SECONDS
+
+    counted = Pipeline.predict_proba
+
+    def slower(self: Any, X: Any, **params: Any) -> Any:
+        time.sleep(PROBE_SECONDS * 1.2 * len(X))
+        return counted(self, X, **params)
+
+    monkeypatch.setattr(Pipeline, "predict_proba", slower)
     monkeypatch.setenv("SYNAPSE_EXPLAIN_SYNC_SECONDS", "1")
     monkeypatch.setenv("SYNAPSE_EXPLAIN_SYNC_DEADLINE", "2")
     request = {"model_id": model_id, "model_version": 1, "explanation_type": "lime"}
