@@ -104,7 +104,14 @@ class ShapResult:
 
 
 _DEFAULT_OPTIONS = ShapOptions()
-_DEFAULT_ARGUMENTS = (100, "kmeans", "auto", None, 0)
+# The usual request's arguments, read from the defaults above (one place states them).
+_DEFAULT_ARGUMENTS = (
+    _DEFAULT_OPTIONS.background_sample_size,
+    _DEFAULT_OPTIONS.background_method,
+    _DEFAULT_OPTIONS.algorithm,
+    _DEFAULT_OPTIONS.class_name,
+    _DEFAULT_OPTIONS.seed,
+)
 
 
 def shap_options(
