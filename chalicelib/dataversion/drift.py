@@ -11,12 +11,11 @@ same answer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from chalicelib.dataversion.models import CompatibilityMode, DatasetVersion
+from chalicelib.dataversion.models import ColumnDrift, CompatibilityMode, DatasetVersion
 from chalicelib.dataversion.reader import RecordSample, sample_records
 from chalicelib.dataversion.schema import evolution_report
 from chalicelib.dataversion.storage import DataStore
@@ -26,29 +25,6 @@ PSI_BINS = 10
 PSI_FLOOR = 1e-4  # share given to an empty bin, so that the index stays finite
 MAX_CATEGORIES = 50
 OTHER = "(other)"
-
-
-@dataclass
-class ColumnDrift:
-    """Drift of one column present in both versions.
-
-    Attributes:
-        column: Its name.
-        kind: ``numeric`` (every non-empty value a number in both) or ``categorical``.
-        psi: Population stability index of b against a (bins: deciles of a, or categories).
-        test: ``ks`` (two-sample Kolmogorov-Smirnov) or ``chi2`` (chi-square of homogeneity).
-        statistic: The test statistic.
-        p_value: Its p-value (``None`` when a side has no values).
-        nulls: Share of empty values in each sample.
-    """
-
-    column: str
-    kind: str
-    psi: float | None
-    test: str
-    statistic: float | None
-    p_value: float | None
-    nulls: dict[str, float]
 
 
 def _values(sample: RecordSample, column: str) -> tuple[list[Any], int]:

@@ -430,3 +430,26 @@ class RetentionPolicy:
 
     def to_dict(self) -> dict[str, int | None]:
         return {"keep_last": self.keep_last, "keep_days": self.keep_days}
+
+
+@dataclass
+class ColumnDrift:
+    """Drift of one column present in both versions.
+
+    Attributes:
+        column: Its name.
+        kind: ``numeric`` (every non-empty value a number in both) or ``categorical``.
+        psi: Population stability index of b against a (bins: deciles of a, or categories).
+        test: ``ks`` (two-sample Kolmogorov-Smirnov) or ``chi2`` (chi-square of homogeneity).
+        statistic: The test statistic.
+        p_value: Its p-value (``None`` when a side has no values).
+        nulls: Share of empty values in each sample.
+    """
+
+    column: str
+    kind: str
+    psi: float | None
+    test: str
+    statistic: float | None
+    p_value: float | None
+    nulls: dict[str, float]

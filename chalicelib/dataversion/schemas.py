@@ -18,6 +18,7 @@ from chalicelib.core.shaping import mirrored
 from chalicelib.core.shaping import shaped as shaped  # re-exported for the routes
 from chalicelib.core.text import Name, Text, name_pattern
 from chalicelib.dataversion.models import (
+    ColumnDrift,
     DatasetSchema,
     DatasetUsage,
     DriftLimits,
@@ -134,16 +135,13 @@ class SchemaDiffOut(Schema):
     incompatible: list[str]
 
 
-class ColumnDriftOut(Schema):
-    """Drift of one column present in both versions."""
+_ColumnDriftFields: Any = mirrored(
+    ColumnDrift, kind=Literal["numeric", "categorical"], test=Literal["ks", "chi2"]
+)
 
-    column: str
-    kind: Literal["numeric", "categorical"]
-    psi: float | None
-    test: Literal["ks", "chi2"]
-    statistic: float | None
-    p_value: float | None
-    nulls: dict[str, float]
+
+class ColumnDriftOut(_ColumnDriftFields):
+    """Drift of one column present in both versions."""
 
 
 class TopValueOut(Schema):

@@ -17,36 +17,12 @@ Signed as Clarify signs them (positive: ``a`` is favoured). A ratio or rate over
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from chalicelib.core.errors import UnprocessableEntity
-
-
-@dataclass
-class BiasReport:
-    """Clarify's pre- and post-training bias metrics for one facet.
-
-    Attributes:
-        facet: The facet column; ``facet_values``: the values forming group ``d``.
-        counts: Rows in ``a`` and ``d``.
-        pre_training: ``CI`` and ``DPL``.
-        post_training: ``DPPL``, ``DI`` and ``EOD`` (absent without predictions).
-        undefined: Metrics that are ``None`` and why.
-    """
-
-    facet: str
-    facet_values: list[Any]
-    counts: dict[str, int]
-    pre_training: dict[str, float | None]
-    post_training: dict[str, float | None] = field(default_factory=dict)
-    undefined: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data."""
-        return dict(self.__dict__)
+from chalicelib.explainability.models import BiasReport
 
 
 def _share(values: np.ndarray) -> float | None:

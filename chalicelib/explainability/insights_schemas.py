@@ -1,7 +1,7 @@
 """Request and response schemas of the global views and of explanations watched over time
 (the routes are in :mod:`chalicelib.explainability.insights_api`); responses are built with
 :func:`~chalicelib.core.shaping.shaped` from the domain results (a
-:class:`~chalicelib.explainability.bias.BiasReport`, the drift, permutation and partial
+:class:`~chalicelib.explainability.models.BiasReport`, the drift, permutation and partial
 dependence results).
 
 This module imports no shap, lime, scikit-learn or numpy.
@@ -14,7 +14,9 @@ from typing import Any
 from pydantic import Field
 
 from chalicelib.core.schema import Schema
+from chalicelib.core.shaping import mirrored
 from chalicelib.core.text import Name
+from chalicelib.explainability.models import BiasReport
 
 MAX_ROWS = 1_000
 SIDE_ROWS = 50
@@ -95,15 +97,11 @@ class BiasBody(ModelRef):
     positive_label: Name | float | int
 
 
-class BiasOut(Schema):
-    """Clarify's pre- and post-training bias metrics."""
+_BiasFields: Any = mirrored(BiasReport)
 
-    facet: str
-    facet_values: list[Any]
-    counts: dict[str, int]
-    pre_training: dict[str, float | None]
-    post_training: dict[str, float | None]
-    undefined: dict[str, str]
+
+class BiasOut(_BiasFields):
+    """Clarify's pre- and post-training bias metrics."""
 
 
 class PermutationBody(LabelledBody):

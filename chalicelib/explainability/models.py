@@ -474,3 +474,27 @@ class Submitted:
 
     job: Any
     estimated_seconds: float | None = None
+
+
+@dataclass
+class BiasReport:
+    """Clarify's pre- and post-training bias metrics for one facet.
+
+    Attributes:
+        facet: The facet column; ``facet_values``: the values forming group ``d``.
+        counts: Rows in ``a`` and ``d``.
+        pre_training: ``CI`` and ``DPL``.
+        post_training: ``DPPL``, ``DI`` and ``EOD`` (absent without predictions).
+        undefined: Metrics that are ``None`` and why.
+    """
+
+    facet: str
+    facet_values: list[Any]
+    counts: dict[str, int]
+    pre_training: dict[str, float | None]
+    post_training: dict[str, float | None] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return dict(self.__dict__)

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 
 from chalicelib.core import jsonutil
 from chalicelib.core.shaping import shaped
-from chalicelib.explainability.bias import BiasReport
 from chalicelib.explainability.insights_schemas import BiasOut
-from chalicelib.explainability.models import FeatureContribution, PredictionExplanation
+from chalicelib.explainability.models import BiasReport, FeatureContribution, PredictionExplanation
 from chalicelib.explainability.repository import JobRecord
 from chalicelib.explainability.schemas import ExplanationOut, JobAcceptedOut, JobOut
 
