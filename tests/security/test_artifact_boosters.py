@@ -24,8 +24,10 @@ import base64
 import copy
 import json
 import re
+import select
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -133,33 +135,79 @@ FORGED: dict[str, Callable[[str], str]] = {
 }
 
 
+ROWS = np.zeros((8, 3)) + np.arange(8)[:, None] - 4
+ANSWER = "PREDICTION "
+CHILD_LIMIT = 120
+"""Seconds a child may take to answer and then to exit before it counts as hung."""
+
+
 @pytest.mark.parametrize("name", ["a block after a blank line", "num_tree_per_iteration of 10^6"])
 def test_plain_lightgbm_crashes_on_the_forgery(tmp_path: Path, name: str) -> None:
-    path = tmp_path / "forged.txt"
+    import lightgbm
+
+    path, rows = tmp_path / "forged.txt", tmp_path / "rows.npy"
     path.write_text(FORGED[name](REAL))
+    np.save(rows, ROWS)
     script = textwrap.dedent(
         f"""
-        import numpy as np, lightgbm
+        import json, numpy as np, lightgbm
         booster = lightgbm.Booster(model_str=open({str(path)!r}).read())
-        print(booster.predict(np.zeros((8, 3)) + np.arange(8)[:, None] - 4))
-        print("SURVIVED")
+        prediction = booster.predict(np.load({str(rows)!r}))
+        print({ANSWER!r} + json.dumps(prediction.tolist()), flush=True)
         """
     )
-    _assert_the_plain_library_does_not_survive(script)
+    genuine = lightgbm.Booster(model_str=REAL).predict(ROWS)
+    _assert_the_plain_library_does_not_survive(script, genuine)
 
 
-def _assert_the_plain_library_does_not_survive(script: str) -> None:
-    """Runs ``script`` (a plain library predicting on a forged file) in a child process, which
-    must not come through: it is killed by a signal (SIGSEGV, SIGABRT on heap corruption),
-    sometimes only at exit after printing a garbage prediction (LightGBM with
-    ``num_tree_per_iteration`` of 10^6 answered zeros, then SIGSEGV or, in a clean-clone run,
-    hung at exit), or, its memory corrupted, hangs (once seen blocked on a lock), or fails. What
-    it must not do is exit normally."""
-    try:
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return  # hung, before or after a garbage prediction: it did not exit
-    assert done.returncode != 0, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+def _assert_the_plain_library_does_not_survive(script: str, genuine: np.ndarray) -> None:
+    """Runs ``script`` (a plain library predicting on a forged file and printing its answer)
+    in a child process, which must not come through: it answers something other than the
+    genuine model's prediction (LightGBM with ``num_tree_per_iteration`` of 10^6 answered
+    zeros, then crashed with SIGSEGV or hung at exit), or it is killed by a signal (SIGSEGV,
+    SIGABRT on heap corruption), or, its memory corrupted, hangs (once seen blocked on a lock),
+    or fails. What it must not do is give the genuine answer and exit normally. A wrong answer
+    settles it at once: the child is not waited for."""
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as child,
+    ):
+        try:
+            answer = _answer(child)
+            if answer is not None and _differs(answer, genuine):
+                return  # a garbage prediction: the forged file changed what the library computes
+            returncode = child.wait(CHILD_LIMIT)
+        except subprocess.TimeoutExpired:
+            return  # hung, before or after its prediction: it did not exit
+        finally:
+            child.kill()
+        errors.seek(0)
+        assert returncode != 0, (returncode, answer, errors.read()[-2000:])
+
+
+def _answer(child: subprocess.Popen[str]) -> str | None:
+    """The child's printed prediction (``None``: it closed its output without one).
+
+    Raises:
+        subprocess.TimeoutExpired: Nothing came for ``CHILD_LIMIT`` seconds.
+    """
+    assert child.stdout is not None
+    while True:
+        ready, _, _ = select.select([child.stdout], [], [], CHILD_LIMIT)
+        if not ready:
+            raise subprocess.TimeoutExpired(child.args, CHILD_LIMIT)
+        line = child.stdout.readline()
+        if not line:
+            return None
+        if line.startswith(ANSWER):
+            return line[len(ANSWER) :]
+
+
+def _differs(answer: str, genuine: np.ndarray) -> bool:
+    found = np.asarray(json.loads(answer), dtype=float)
+    return found.shape != genuine.shape or not np.allclose(found, genuine, rtol=1e-9, atol=0)
 
 
 def test_the_genuine_model_passes_the_check() -> None:
@@ -218,6 +266,7 @@ def _xgb_document() -> dict[str, Any]:
 
 
 XGB = _xgb_document()
+XGB_ROWS = np.random.default_rng(1).normal(size=(50, 3))
 
 
 def _xgb_forged(change: Callable[[dict[str, Any]], None]) -> bytes:
@@ -243,19 +292,24 @@ XGB_FORGED: dict[str, Callable[[dict[str, Any]], None]] = {
 
 @pytest.mark.parametrize("name", ["tree_info beyond the classes", "a parent beyond the nodes"])
 def test_plain_xgboost_crashes_on_the_forged_indices(tmp_path: Path, name: str) -> None:
-    path = tmp_path / "forged.json"
+    import xgboost
+
+    path, rows = tmp_path / "forged.json", tmp_path / "rows.npy"
     path.write_bytes(_xgb_forged(XGB_FORGED[name]))
+    np.save(rows, XGB_ROWS)
     script = textwrap.dedent(
         f"""
-        import numpy as np, xgboost
+        import json, numpy as np, xgboost
         booster = xgboost.Booster()
         booster.load_model(bytearray(open({str(path)!r}, "rb").read()))
-        rows = np.random.default_rng(1).normal(size=(50, 3))
-        print(booster.predict(xgboost.DMatrix(rows)))
-        print("SURVIVED")
+        prediction = booster.predict(xgboost.DMatrix(np.load({str(rows)!r})))
+        print({ANSWER!r} + json.dumps(prediction.tolist()), flush=True)
         """
     )
-    _assert_the_plain_library_does_not_survive(script)
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(json.dumps(XGB).encode()))
+    genuine = booster.predict(xgboost.DMatrix(XGB_ROWS))
+    _assert_the_plain_library_does_not_survive(script, genuine)
 
 
 def test_the_genuine_xgboost_model_passes_the_check() -> None:
