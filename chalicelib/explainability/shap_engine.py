@@ -25,6 +25,7 @@ remaining difference is reported as ``additivity_error``. shap is imported on fi
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any
 
@@ -436,9 +437,10 @@ class SHAPExplainer(ExplainerBase):
         }
         explained = [None if chosen is None else labels[chosen] for chosen in result.classes]
         sums = result.base + result.values.sum(axis=1)
-        # The whole batch is checked and ranked at once (numpy); a batch with a number that is
-        # not finite goes through the per-row check, which names it (a 422).
-        if not _finite_result(result, sums):
+        errors = np.abs(sums - result.actual).tolist()
+        # The whole batch is checked and ranked at once; a batch with a number that is not
+        # finite goes through the per-row check, which names it (a 422).
+        if not _finite_result(result, errors):
             return self._checked_rows(X, result, prediction_ids, explained, names, sums, fields)
         n = len(prediction_ids)
         # One row allocates a few dozen objects: pausing the collector costs more than it saves.
@@ -450,7 +452,7 @@ class SHAPExplainer(ExplainerBase):
                 explained,
                 result.base.tolist(),
                 result.actual.tolist(),
-                np.abs(sums - result.actual).tolist(),
+                errors,
                 [_interactions(result.interactions, i, names) for i in range(n)],
                 ranked.contributions(),
                 ranked.top_positive(),
@@ -578,15 +580,15 @@ class SHAPExplainer(ExplainerBase):
         return names[candidates[0]] if candidates else None
 
 
-def _finite_result(result: ShapResult, totals: np.ndarray) -> bool:
+def _finite_result(result: ShapResult, errors: list[float]) -> bool:
     """Whether every number of a batch's explanations is finite: values, bases, outputs,
     additivity errors (|total - output|, which can overflow) and interaction values.
 
-    ``totals`` is ``base + values.sum(axis=1)``: an infinite or NaN value or base makes its
-    row's total infinite or NaN (IEEE sums never turn one finite), and so does its error
-    ``|total - output|``, as an output that is not finite does. So the errors alone being
-    finite means every value, base, output and error is."""
-    if not np.isfinite(np.abs(totals - result.actual)).all():
+    ``errors`` are ``|base + values.sum(axis=1) - output|``: an infinite or NaN value or base
+    makes its row's total infinite or NaN (IEEE sums never turn one finite), and so its
+    error, as an output that is not finite does. So the errors alone being finite means every
+    value, base, output and error is."""
+    if not all(map(math.isfinite, errors)):
         return False
     return result.interactions is None or bool(np.isfinite(result.interactions).all())
 

@@ -369,3 +369,44 @@ def test_checking_a_booster_file_imports_neither_library() -> None:
             [sys.executable, "-c", script], capture_output=True, text=True, check=True
         )
     assert found.stdout.strip() == "[]"
+
+
+# What two computations of one explanation do not share: its id, time and duration.
+UNSHARED = {"explanation_id": "", "created_at": "", "computation_time_ms": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("library", "fmt"), [("xgboost", "xgboost_ubj"), ("lightgbm", "lightgbm_text")]
+)
+def test_a_single_row_of_a_binary_booster_equals_shap_and_its_batch_row_for_either_class(
+    ctx: Any, library: str, fmt: str
+) -> None:
+    """A single request takes only its class's numbers (class 1 the booster's own, class 0
+    their negation) and builds its margin's two columns from the number: the same values,
+    base, output, error, order and top features as the batch's row, and shap's values."""
+    import shap
+
+    booster, data = xgb_file("binary", "ubj") if library == "xgboost" else lgb_file("binary")
+    model_id, version = register_booster(ctx.reg, fmt, data, "binary")
+    ctx.svc.shap.cache = None  # each single request computed, not answered from the batch
+    X, _ = _data()
+    X[3, 1] = np.nan  # a missing value: the trees' default side
+    rows = [dict(zip(NAMES, X[i].tolist(), strict=True)) for i in range(8)]
+    rows[3]["f1"] = 0.0  # the service refuses NaN inputs; the oracle row below is this one
+    X[3, 1] = 0.0
+    oracle = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
+    expected = np.asarray(oracle.shap_values(X[:8]), dtype=float)
+    predicted = []
+    for options in ({}, {"class_name": "0"}, {"class_name": "1"}):
+        batch = ctx.svc.shap.explain_batch(model_id, version, rows, **options)
+        for i, row in enumerate(rows):
+            single = ctx.svc.shap.explain_prediction(model_id, version, row, **options)
+            pair = (single, batch[i])
+            first, second = ({**e.to_dict(), **UNSHARED} for e in pair)
+            assert first == second
+            sign = 1.0 if single.explained_class == "1" else -1.0
+            found = [single.contribution_map()[name] for name in NAMES]
+            assert found == (sign * expected[i]).tolist()
+            predicted.append(single.explained_class)
+    # The predicted class is each of the two for some rows: both branches ran unasked too.
+    assert set(predicted[:8]) == {"0", "1"}

@@ -119,3 +119,65 @@ def test_loading_the_kernel_without_shap_installed_says_so(monkeypatch: Any) -> 
     monkeypatch.setattr(native_tree.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match="shap._cext"):
         native_tree.load_cext()
+
+
+def _shap_ensembles() -> list[Any]:
+    """Tree models shap reads into its own ``TreeEnsemble`` (not the native arrays)."""
+    import lightgbm
+    import xgboost
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+    )
+
+    from chalicelib.explainability.explainers._tree import tree_model
+
+    X, classes, target, _ = _data()
+    clean = np.nan_to_num(X)
+    params = {"max_depth": 3, "seed": 0, "nthread": 1}
+    return [
+        xgboost.train(
+            {**params, "objective": "binary:logistic"},
+            xgboost.DMatrix(X, label=classes > 0),
+            num_boost_round=8,
+        ),
+        xgboost.train(
+            {**params, "objective": "multi:softprob", "num_class": 3},
+            xgboost.DMatrix(X, label=classes),
+            num_boost_round=4,
+        ),
+        lightgbm.train(
+            {"objective": "binary", "num_leaves": 8, "verbose": -1, "seed": 0},
+            lightgbm.Dataset(X, label=classes > 0),
+            8,
+        ),
+        lightgbm.train(
+            {"objective": "multiclass", "num_class": 3, "num_leaves": 8, "verbose": -1},
+            lightgbm.Dataset(X, label=classes),
+            4,
+        ),
+        HistGradientBoostingClassifier(max_iter=8, random_state=0).fit(X, classes),
+        GradientBoostingRegressor(n_estimators=8, random_state=0).fit(clean, target),
+        tree_model(GradientBoostingClassifier(n_estimators=4, random_state=0).fit(clean, classes)),
+    ]
+
+
+@pytest.mark.parametrize("model", _shap_ensembles(), ids=lambda m: type(m).__name__)
+def test_the_bound_tree_predictor_equals_shaps_predict_bit_for_bit(model: Any) -> None:
+    """The engine's outputs come from shap's C function with the trees' arrays bound once:
+    the same numbers as shap's ``TreeEnsemble.predict`` for one row and many, missing values
+    included."""
+    import shap
+
+    inputs = _data()[3]
+    ensemble = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").model
+    predict = native_tree.dense_predictor(ensemble)
+    assert predict is not None
+    for rows in (inputs, inputs[:1], inputs[4:5], inputs[2]):
+        expected = ensemble.predict(rows if rows.ndim == 2 else rows[None, :])
+        found = predict(rows)
+        assert found.shape == np.shape(expected) and found.dtype == np.float64
+        assert np.array_equal(found, expected, equal_nan=True)
+    ensemble.model_output = "probability"  # shap's own predict answers other outputs
+    assert native_tree.dense_predictor(ensemble) is None

@@ -178,6 +178,9 @@ def model_outputs(estimator: Any, X: np.ndarray, space: str, is_classifier: bool
 
 def as_class_columns(margin: np.ndarray) -> np.ndarray:
     """A binary model's single margin as two columns (class 0 gets the negated margin)."""
+    if margin.shape == (1,):  # one row (a single request): built from the number itself
+        value = margin.item()
+        return np.array([[-value, value]], dtype=margin.dtype)
     if margin.ndim == 1:
         columns = np.empty((len(margin), 2), dtype=margin.dtype)
         np.negative(margin, out=columns[:, 0])
@@ -226,9 +229,9 @@ def chosen_classes(
     return [int(i) for i in predicted_indices(loaded.estimator, X)]
 
 
-def picked(
-    values: np.ndarray,
-    base: np.ndarray,
+def class_result(
+    raw: Any,
+    expected: Any,
     outputs: np.ndarray,
     chosen: list[int | None],
     algorithm: str,
@@ -236,26 +239,50 @@ def picked(
     background_rows: int,
     interactions: np.ndarray | None = None,
 ) -> ShapResult:
-    """Per-class values, bases and outputs narrowed to each row's explained class."""
+    """An explainer's output (``raw``, base ``expected``; values already per class pass
+    :func:`per_class` unchanged) narrowed to each row's explained class.
+
+    One row of a binary model's single output (a single request to a booster or a logistic
+    model) takes only its explained class's numbers: the output's own for class 1, their
+    negation for class 0, as :func:`per_class` fills them (the same numbers)."""
+    narrowed = _one_binary_row(raw, expected, outputs, chosen)
+    if narrowed is None:
+        narrowed = _narrowed(*per_class(raw, expected, outputs.shape[1]), outputs, chosen)
+    return ShapResult(*narrowed, chosen, algorithm, space, background_rows, interactions)
+
+
+Narrowed = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _narrowed(
+    values: np.ndarray, base: np.ndarray, outputs: np.ndarray, chosen: list[int | None]
+) -> Narrowed:
+    """Values, base and output of each row's explained class."""
     picks = [0 if c is None else c for c in chosen]
     if len(picks) == 1:
         # One row (a single request): basic slices give the same numbers without fancy indexing.
         pick = picks[0]
-        values = np.ascontiguousarray(values[:, :, pick])  # summed as the batch's copy is
-        base, actual = base[pick : pick + 1], outputs[:, pick]
-    else:
-        rows = np.arange(len(outputs))
-        values, base, actual = values[rows, :, picks], base[picks], outputs[rows, picks]
-    return ShapResult(
-        values=values,
-        base=base,
-        actual=actual,
-        classes=chosen,
-        algorithm=algorithm,
-        output_space=space,
-        background_rows=background_rows,
-        interactions=interactions,
-    )
+        one = np.ascontiguousarray(values[:, :, pick])  # summed as the batch's copy is
+        return one, base[pick : pick + 1], outputs[:, pick]
+    rows = np.arange(len(outputs))
+    return values[rows, :, picks], base[picks], outputs[rows, picks]
+
+
+def _one_binary_row(
+    raw: Any, expected: Any, outputs: np.ndarray, chosen: list[int | None]
+) -> Narrowed | None:
+    """:func:`_narrowed` of :func:`per_class` for one row of one output explained as two
+    classes, or ``None`` for any other shape."""
+    if len(chosen) != 1 or outputs.shape[1] != 2 or np.ndim(raw) != 2:
+        return None
+    base = np.asarray(expected, dtype=float).reshape(-1)
+    if base.shape != (1,):
+        return None
+    values = np.asarray(raw, dtype=float)
+    pick = chosen[0]
+    if pick:  # class 1: the output's own numbers
+        return np.ascontiguousarray(values), base, outputs[:, 1]
+    return np.negative(values), np.negative(base), outputs[:, 0]
 
 
 def in_row_chunks(compute: Any, X: np.ndarray, step: int) -> Any:

@@ -16,11 +16,10 @@ from chalicelib.explainability.explainers._common import (
     ShapOptions,
     ShapResult,
     chosen_classes,
+    class_result,
     in_row_chunks,
     model_key,
     model_outputs,
-    per_class,
-    picked,
     require_background,
 )
 from chalicelib.explainability.jit_cache import import_shap
@@ -51,6 +50,5 @@ def linear_values(
     explainer, rows = linear_explainer(engine, loaded)
     outputs = model_outputs(loaded.estimator, X, space, descriptor.is_classifier)
     raw = in_row_chunks(lambda part: explainer.shap_values(part), X, SHAP_CHUNK)
-    values, base = per_class(raw, explainer.expected_value, outputs.shape[1])
     chosen = chosen_classes(loaded, X, options, outputs, from_outputs=True)
-    return picked(values, base, outputs, chosen, "linear", space, rows)
+    return class_result(raw, explainer.expected_value, outputs, chosen, "linear", space, rows)

@@ -19,6 +19,8 @@ import importlib.machinery
 import importlib.util
 import sys
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -115,33 +117,18 @@ class NativeEnsemble:
         self.node_sample_weight = _stacked(trees, "weights", shape, 0, self.internal_dtype)
         self.max_depth = max(int(tree["depth"]) for tree in trees)
         self.base_offset = np.zeros(self.num_outputs, dtype=self.internal_dtype)
+        predict = dense_predictor(self)
+        assert predict is not None  # the raw output of trees that are not XGBoost's
+        self._predict = predict
 
     def inputs(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """``X`` as the C code reads it (shap's input dtype) and its missing-value mask."""
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X.reshape(1, -1)
-        if X.dtype != self.input_dtype:
-            X = X.astype(self.input_dtype)
-        return X, np.isnan(X, dtype=bool)
+        return as_rows(X, self.input_dtype)
 
     def predict(self, X: Any) -> np.ndarray:
         """The trees' raw output (``TreeEnsemble.predict``): one value per row, or one column
         per output."""
-        X, missing = self.inputs(X)
-        out = np.zeros((X.shape[0], self.num_outputs))
-        load_cext().dense_tree_predict(
-            *self._nodes(),
-            self.max_depth,
-            len(self.values),
-            self.base_offset,
-            IDENTITY,
-            X,
-            missing,
-            None,
-            out,
-        )
-        return out.flatten() if self.num_outputs == 1 else out
+        return self._predict(X)
 
     def phi(self, X: Any, interactions: bool) -> np.ndarray:
         """shap's ``phi``: per row, each feature's value (or pair's) and the bias last."""
@@ -178,6 +165,62 @@ class NativeEnsemble:
             self.threshold_types,
             self.values,
         )
+
+
+def as_rows(X: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` as shap's C code reads it (rows of ``dtype``) and its missing-value mask."""
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X.reshape(1, -1)
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    return X, np.isnan(X, dtype=bool)
+
+
+def dense_predictor(ensemble: Any) -> Callable[[Any], np.ndarray] | None:
+    """``ensemble.predict`` for the trees' raw output, its arrays bound to shap's C function
+    once: each call converts the rows, masks the missing values and makes that one call, as
+    ``TreeEnsemble.predict`` does (the same numbers; a single row skips its Python checks).
+
+    Args:
+        ensemble: :class:`NativeEnsemble` or a ``shap.TreeExplainer``'s ``TreeEnsemble``.
+
+    Returns:
+        The function, or ``None`` where shap's own ``predict`` must answer (an output other
+        than the raw one, or an XGBoost model shap does not predict: boosted random forests).
+    """
+    if getattr(ensemble, "model_output", "raw") != "raw":
+        return None
+    xgboost = getattr(ensemble, "model_type", None) == "xgboost"
+    if xgboost and ensemble.num_stacked_models != ensemble.num_outputs:
+        return None  # shap refuses to predict it (boosted random forests)
+    trees = len(ensemble.values)
+    limit = getattr(ensemble, "tree_limit", None)
+    if limit is None or not 0 <= limit <= trees:
+        limit = trees  # shap's default: every tree
+    call = partial(
+        load_cext().dense_tree_predict,
+        ensemble.children_left,
+        ensemble.children_right,
+        ensemble.children_default,
+        ensemble.features,
+        ensemble.thresholds,
+        ensemble.threshold_types,
+        ensemble.values,
+        ensemble.max_depth,
+        limit,
+        ensemble.base_offset,
+        IDENTITY,
+    )
+    dtype, outputs = ensemble.input_dtype, int(ensemble.num_outputs)
+
+    def predict(X: Any) -> np.ndarray:
+        X, missing = as_rows(X, dtype)
+        out = np.zeros((X.shape[0], outputs))
+        call(X, missing, None, out)
+        return out.reshape(-1) if outputs == 1 else out
+
+    return predict
 
 
 class NativeTreeExplainer:

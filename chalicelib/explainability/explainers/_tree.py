@@ -27,11 +27,11 @@ from chalicelib.explainability.explainers._common import (
     ShapResult,
     as_class_columns,
     chosen_classes,
+    class_result,
     in_timed_chunks,
     model_key,
     output_space,
     per_class,
-    picked,
 )
 from chalicelib.explainability.jit_cache import import_shap
 from chalicelib.explainability.loading import LoadedModel
@@ -82,21 +82,21 @@ def tree_values(
     raw = in_timed_chunks(
         lambda part: explainer.shap_values(part, check_additivity=False), X, SHAP_CHUNK, m * k
     )
-    values, base = per_class(raw, explainer.expected_value, k)
+    base = explainer.expected_value  # read before interaction values (they may set it again)
     chosen = chosen_classes(loaded, X, options, outputs, from_outputs=True)
     interactions = None
     if options.include_interactions:
         picks = [0 if c is None else c for c in chosen]
         first = max(1, SHAP_CHUNK // m)
         source = interaction_explainer(engine, loaded, explainer)
-        raw = in_timed_chunks(
+        pairs = in_timed_chunks(
             lambda part: source.shap_interaction_values(one_thread(source, part)),
             X,
             first,
             m * m * k,
         )
-        interactions = per_class_interactions(raw, outputs.shape[1])[np.arange(len(X)), :, :, picks]
-    return picked(values, base, outputs, chosen, "tree", space, 0, interactions)
+        interactions = per_class_interactions(pairs, k)[np.arange(len(X)), :, :, picks]
+    return class_result(raw, base, outputs, chosen, "tree", space, 0, interactions)
 
 
 def one_thread(explainer: Any, X: np.ndarray) -> Any:
@@ -135,7 +135,7 @@ def grouped_values(
     grouped = np.stack([values[:, group, :].sum(axis=1) for group in groups], axis=1)
     chosen = chosen_classes(loaded, encoded, options, outputs, from_outputs=True)
     space = output_space(final, "tree", descriptor.is_classifier)
-    return picked(grouped, base, outputs, chosen, "tree", space, 0)
+    return class_result(grouped, base, outputs, chosen, "tree", space, 0)
 
 
 def grouped_algorithm(pipeline: Any, requested: str) -> str:
@@ -219,12 +219,22 @@ def tree_outputs(explainer: Any, estimator: Any, X: np.ndarray, is_classifier: b
     """The trees' raw output (the space TreeSHAP explains), computed from the same trees; for
     XGBoost and LightGBM, the library's own margin (shap's copy of a multiclass XGBoost model
     does not hold its base scores)."""
-    raw = np.asarray(explainer.model.predict(X), dtype=float)
+    raw = np.asarray(trees_predict(explainer)(X), dtype=float)
     if type(estimator).__name__ == "BoosterModel":
         raw = _booster_margin(explainer, estimator, X, raw, is_classifier)
     if not is_classifier:
         return np.asarray(raw, dtype=float).reshape(len(X), 1)
     return as_class_columns(np.asarray(raw, dtype=float))
+
+
+def trees_predict(explainer: Any) -> Any:
+    """``explainer.model.predict``, through :func:`._native_tree.dense_predictor` where it
+    applies (built once per explainer: the same numbers, without shap's per-call checks)."""
+    found = getattr(explainer, "synapse_predict", None)
+    if found is None:
+        found = native_tree.dense_predictor(explainer.model) or explainer.model.predict
+        explainer.synapse_predict = found
+    return found
 
 
 def _booster_margin(
@@ -238,7 +248,7 @@ def _booster_margin(
     offset = getattr(explainer, "synapse_offset", None)
     if offset is None:
         probe = np.zeros((1, X.shape[1]))
-        expected, copied = np.asarray(library(probe)), np.asarray(explainer.model.predict(probe))
+        expected, copied = np.asarray(library(probe)), np.asarray(trees_predict(explainer)(probe))
         offset = expected - copied if expected.shape == copied.shape else False
         explainer.synapse_offset = offset
     if offset is False or raw.shape[1:] != np.shape(offset)[1:]:
