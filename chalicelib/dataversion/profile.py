@@ -40,6 +40,7 @@ from chalicelib.core.moments import merged_moments
 from chalicelib.dataversion.models import DatasetFormat
 from chalicelib.dataversion.reader import DEFAULT_SAMPLE_ROWS, RecordSample, records_of
 from chalicelib.dataversion.records import RecordSampler
+from chalicelib.dataversion.schema import cell_types, cell_value
 
 PROFILE_SAMPLE_ROWS = DEFAULT_SAMPLE_ROWS  # the reader's (and the drift route's) sample
 MAX_PROFILED_COLUMNS = 64
@@ -195,17 +196,24 @@ _TEXT_OR_NONE = frozenset({str, type(None)})
 
 
 def _numbers(values: list[Any], kinds: set[type]) -> np.ndarray | None:
-    """The values as float64 if every one is a number (or a string ``float`` reads without
-    ``_``), else ``None`` (``kinds``: the values' types)."""
+    """The values as float64 if every one is a number (or a string the schema types as a
+    number: :func:`~chalicelib.dataversion.schema.cell_types`, ASCII digits only), else
+    ``None`` (``kinds``: the values' types)."""
     if kinds - {str, int, float}:  # bool, dict, list: not numbers
         return None
     texts = values if kinds == {str} else [v for v in values if type(v) is str]
-    if texts and "_" in "\x00".join(texts):
+    if texts and not cell_types(texts) <= {"int", "float"}:
         return None
     try:
         return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
+    except ValueError:  # a hexadecimal int: read as the schema reads it
+        return np.array([_number(value) for value in values], dtype=np.float64)
+    except (TypeError, OverflowError):
         return None
+
+
+def _number(value: Any) -> float:
+    return cell_value(value, "float") if type(value) is str else float(value)
 
 
 def _shown(value: Any) -> str:

@@ -29,11 +29,12 @@ from chalicelib.core.schema import Schema
 from chalicelib.dataversion.errors import TransformError, UnreadableContent
 from chalicelib.dataversion.models import DatasetFormat, DatasetSchema, TransformationType
 from chalicelib.dataversion.schema import (
+    cell_value,
+    column_type,
     json_value_type,
     merge_types,
     parse_csv_sample,
     parse_jsonl_sample,
-    value_type,
 )
 
 MAX_TRANSFORM_BYTES = 200 * 1024 * 1024
@@ -198,15 +199,13 @@ def _cast(text: str, kind: str, column: str) -> Any:
     if text == "":
         return None
     try:
-        if kind in ("int", "long"):
-            return int(text)
-        if kind in ("float", "double"):
-            return float(text)
-        if kind == "bool":
-            return {"true": True, "false": False}[text.lower()]
-    except (ValueError, KeyError):
+        return cell_value(text, kind)
+    except ValueError:
         raise TransformError(f"column '{column}': '{text}' is not a {kind}") from None
-    return text
+    except OverflowError:
+        raise TransformError(
+            f"column '{column}' holds a number too large to compute with (beyond a double's range)"
+        ) from None
 
 
 def load_table(data: bytes, fmt: DatasetFormat, schema: DatasetSchema | None = None) -> Table:
@@ -227,10 +226,7 @@ def load_table(data: bytes, fmt: DatasetFormat, schema: DatasetSchema | None = N
         types = dict(schema.columns) if schema else {}
         for position, name in enumerate(header):
             if name not in types:
-                kind: str | None = None
-                for row in raw:
-                    kind = merge_types(kind, value_type(row[position]))
-                types[name] = kind or "string"
+                types[name] = column_type(row[position] for row in raw)
         kinds = [types[name] for name in header]
         rows = [[_cast(cell, kinds[i], header[i]) for i, cell in enumerate(row)] for row in raw]
         return Table(list(header), rows, {name: types[name] for name in header})

@@ -215,6 +215,24 @@ def test_inline_csv_versions_count_and_type_as_csv_reads_each_cell(
     assert created.data["schema"]["columns"] == {n: k or "string" for n, k in kinds.items()}
 
 
+def test_inline_csv_columns_are_typed_as_pyarrow_reads_them(http: Http, dataset: dict) -> None:
+    """Over HTTP, spellings Python's ``float()``/``int()`` read and pyarrow does not
+    (``1_000``, Arabic-Indic and full-width digits, a no-break space) are strings; padded
+    ints, ``+5`` and hexadecimal are typed as pyarrow types them."""
+    import pyarrow.csv as pacsv
+
+    body = "a,b,c,d,e,f\n1_000,\u0661\u0662\u0663, 12 ,+5,0x10,\uff11\n2,3,4,5,6,12\u00a0\n"
+    table = pacsv.read_csv(io.BytesIO(body.encode()))
+    names = {"int64": "int", "double": "float"}
+    expected = {f.name: names.get(str(f.type), "string") for f in table.schema}
+    assert expected == {"a": "string", "b": "string", "c": "int", "d": "float", "e": "int"} | {
+        "f": "string"
+    }
+    created = add(http, dataset["dataset_id"], body)
+    assert created.status_code == 201, created.data
+    assert created.data["schema"]["columns"] == expected
+
+
 def test_a_json_line_json_refuses_for_its_inner_bom_is_422_and_writes_nothing(
     http: Http, dataset: dict
 ) -> None:

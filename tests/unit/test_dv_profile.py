@@ -63,14 +63,38 @@ def profile_of(data: bytes, fmt: DatasetFormat, chunk: int, head: int = 10_000) 
 
 
 def as_number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
+    numbers = column_numbers([value]) if value not in (None, "") else None
+    return numbers[0] if numbers else None
+
+
+def arrow_numbers(texts: list[str]) -> list[float] | None:
+    """The cells as numbers if pyarrow's CSV reader types their column int64 or float64 (only
+    an empty cell null), else ``None``."""
+    import pyarrow.csv as pacsv
+
+    if not texts:
+        return []
+    body = "a\n" + "".join('"' + text.replace('"', '""') + '"\n' for text in texts)
+    table = pacsv.read_csv(
+        io.BytesIO(body.encode()),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(null_values=[""]),
+    )
+    if str(table.schema.field("a").type) not in ("int64", "double"):
         return None
-    if isinstance(value, str) and "_" in value:
+    return [float(number) for number in table.column("a").to_pylist()]
+
+
+def column_numbers(present: list[Any]) -> list[float] | None:
+    """A column's present values as numbers, strings read as pyarrow reads their column."""
+    if any(isinstance(v, bool) or not isinstance(v, int | float | str) for v in present):
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
+    texts = [v for v in present if isinstance(v, str)]
+    found = arrow_numbers(texts)
+    if found is None:
         return None
+    read = iter(found)
+    return [next(read) if isinstance(v, str) else float(v) for v in present]
 
 
 def histogram(finite: list[float]) -> dict[str, list] | None:
@@ -87,8 +111,8 @@ def expected_column(values: list[Any]) -> dict[str, Any]:
     """The profile of a column, computed the plain way."""
     present = [v for v in values if v not in (None, "")]
     found: dict[str, Any] = {"count": len(present), "nulls": len(values) - len(present)}
-    numbers = [as_number(v) for v in present]
-    if present and all(n is not None for n in numbers):
+    numbers = column_numbers(present)
+    if present and numbers is not None:
         finite = [n for n in numbers if n is not None and math.isfinite(n)]
         found.update(kind="numeric", non_finite=len(present) - len(finite))
         found["distinct"] = len({("nan" if n != n else n) for n in numbers})
@@ -338,3 +362,18 @@ def test_a_csv_sample_reads_columns_from_its_rows_as_its_records_would() -> None
             assert sample.values(name) == [record.get(name) for record in expected]
         assert sample.size == len(rows) and fresh.records == expected
         assert fresh.values("a") == sample.values("a")  # from the dicts once they exist
+
+
+def test_a_column_of_digits_pyarrow_reads_as_text_is_profiled_as_text() -> None:
+    """Unicode digits (``float()`` and numpy read ``١٢٣`` as 123) and ``1_000`` are text, as
+    pyarrow reads them; padded and hexadecimal ints are numbers, with pyarrow's values."""
+    body = "a,b,c\n\u0661\u0662\u0663, 12 ,0x10\n1_000,-3,0xFFFFFFFFFFFFFFFF\n".encode()
+    columns = {c["name"]: c for c in profile_of(body, DatasetFormat.CSV, 5)["columns"]}
+    assert arrow_numbers(["\u0661\u0662\u0663", "1_000"]) is None
+    assert columns["a"]["kind"] == "categorical"
+    assert columns["b"]["kind"] == "numeric" and columns["b"]["min"] == -3.0
+    assert arrow_numbers(["0x10", "0xFFFFFFFFFFFFFFFF"]) == [16.0, -1.0]
+    assert (columns["c"]["min"], columns["c"]["max"]) == (-1.0, 16.0)
+    lines = '{"a": "\u0661\u0662\u0663", "b": "12"}\n'.encode()
+    columns = {c["name"]: c for c in profile_of(lines, DatasetFormat.JSON, 3)["columns"]}
+    assert columns["a"]["kind"] == "categorical" and columns["b"]["kind"] == "numeric"

@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import math
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from chalicelib.dataversion.errors import SchemaEvolutionError, SchemaMismatch, 
 from chalicelib.dataversion.models import CompatibilityMode, DatasetFormat, DatasetSchema
 from chalicelib.dataversion.schema import (
     ContentInspector,
+    cell_value,
     check_declared,
     decode_pieces,
     evolution_report,
@@ -23,7 +25,6 @@ from chalicelib.dataversion.schema import (
     parse_json_record,
     parse_json_records,
     validate_schema_evolution,
-    value_type,
 )
 
 B, F, FULL, NONE = (
@@ -137,43 +138,143 @@ def test_inference_types_and_nullability() -> None:
     assert inferred.nullable == ["d", "e"]
 
 
-CELLS = st.sampled_from(
-    ["", "7", "-3", "+5", "\u0663", "12\n", "1.5", " 2 ", "1e999", "nan", "1_000", "TRUE"]
-    + ["false", "True ", "x", "1.2.3", "inf", "0x1A", '"q"', "\ufeff2"]
-)
+DIGITS = "0123456789"
+# Digits Python's int() and float() read and pyarrow does not: Arabic-Indic, full-width,
+# Devanagari, mathematical bold.
+UNICODE_DIGITS = "\u0660\u0663\u0669\uff10\uff11\uff19\u0966\u096f\U0001d7ce\U0001d7d7"
+PADDING = st.sampled_from(["", "", " ", "  ", "\t", " \t", "\xa0", "\u2003", "\r", "\x0b"])
+WORDS = ["nan", "inf", "infinity", "true", "false", "infin", "na"]
 
 
-def one_by_one(header: list[str], rows: list[list[str]]) -> tuple[dict[str, str], list[str]]:
-    """The rule read literally: every cell typed by value_type, merged in row order."""
-    kinds: dict[str, str | None] = dict.fromkeys(header)
-    nullable: set[str] = set()
-    for row in rows:
-        for name, cell in zip(header, row, strict=False):
-            kind = value_type(cell)
-            if kind is None:
-                nullable.add(name)
-            kinds[name] = merge_types(kinds[name], kind)
-    return {n: k or "string" for n, k in kinds.items()}, [n for n in kinds if n in nullable]
+def _any_case(word: str, flips: list[bool]) -> str:
+    return "".join(c.upper() if flip else c for c, flip in zip(word, flips, strict=False))
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@st.composite
+def numeric_looking_cells(draw: st.DrawFn) -> str:
+    """Cells that look like numbers to someone: signs, underscores, padding, exponents,
+    special words in any case, hexadecimal, Unicode digits, int64 limits."""
+    digits = st.text(st.sampled_from(DIGITS + "_" + UNICODE_DIGITS[:3]), min_size=1, max_size=4)
+    body = draw(
+        st.one_of(
+            digits,
+            st.builds(lambda a, b: f"{a}.{b}", digits, digits | st.just("")),
+            st.builds(lambda b: f".{b}", digits),
+            st.builds(lambda a, e, x: f"{a}{e}{x}", digits, st.sampled_from("eE"), digits),
+            st.builds(
+                lambda x: f"0{x}", st.text(st.sampled_from("xX"), min_size=1, max_size=1)
+            ).flatmap(
+                lambda p: st.text(st.sampled_from("0123456789abcdefABCDEFg"), max_size=18).map(
+                    lambda h: p + h
+                )
+            ),
+            st.builds(_any_case, st.sampled_from(WORDS), st.lists(st.booleans(), max_size=8)),
+            st.sampled_from(
+                [
+                    "0",
+                    "1",
+                    "00",
+                    "True",
+                    "FALSE",
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "18446744073709551616",
+                    "0" * 25 + "7",
+                    "1e5_0",
+                    "1__0",
+                    "1_000",
+                    "2024-01-01",
+                    "12:00",
+                    "x",
+                    "",
+                ]
+            ),
+            st.text(st.sampled_from(UNICODE_DIGITS + "٫."), min_size=1, max_size=3),
+        )
+    )
+    sign = draw(st.sampled_from(["", "", "-", "+"]))
+    return draw(PADDING) + sign + body + draw(PADDING)
+
+
+def pyarrow_csv(body: bytes) -> Any:
+    """The table pyarrow reads, with only an empty cell null (as here)."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(
+        io.BytesIO(body),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(null_values=[""]),
+    )
+
+
+OURS_FOR_ARROW = {"int64": "int", "double": "float", "bool": "bool"}  # any other: string
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(
-    header=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True),
-    rows=st.lists(st.lists(CELLS, min_size=4, max_size=4), min_size=1, max_size=30),
+    columns=st.lists(
+        st.lists(numeric_looking_cells(), min_size=1, max_size=4), min_size=1, max_size=4
+    )
 )
-def test_inferred_csv_types_are_each_cells_type_merged(
-    header: list[str], rows: list[list[str]]
-) -> None:
-    """Columns typed over their distinct cells at once give what typing every cell and merging
-    in row order gives, for a CSV written by ``csv.writer`` (empty cells, Unicode digits, a
-    cell ending in a line end, floats Python reads that look like nothing else)."""
-    rows = [row[: len(header)] for row in rows]
+def test_inferred_csv_types_are_what_pyarrow_infers(columns: list[list[str]]) -> None:
+    """Each column's type is the one pyarrow's CSV reader infers for the same bytes (its
+    date and time types are strings here): ``1_000``, ``+5``, padded numbers, any-case
+    ``nan``/``inf``, hexadecimal, Unicode digits, ``1``/``0`` beside ``true``, int64 limits.
+    An int or float cell's value is pyarrow's too."""
+    header = [f"c{i}" for i in range(len(columns))]
+    rows = list(itertools.zip_longest(*columns, fillvalue=""))
     out = io.StringIO(newline="")
     csv.writer(out).writerows([header, *rows])
-    _, inferred, _ = inspect(out.getvalue().encode())
-    read = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
-    columns, nullable = one_by_one(read[0], read[1:])
-    assert inferred.columns == columns and inferred.nullable == nullable
+    body = out.getvalue().encode()
+    table = pyarrow_csv(body)
+    _, inferred, _ = inspect(body)
+    assert inferred is not None
+    for name in header:
+        arrow = OURS_FOR_ARROW.get(str(table.schema.field(name).type), "string")
+        assert inferred.columns[name] == arrow, (name, table.column(name).to_pylist())
+        if arrow in ("int", "float"):
+            cells = [row[header.index(name)] for row in rows]
+            ours = [value_or_overflow(cell, arrow) for cell in cells]
+            assert json.dumps(ours) == json.dumps(table.column(name).to_pylist())
+
+
+def value_or_overflow(cell: str, kind: str) -> Any:
+    """Our value of a cell (``None`` if empty); digits beyond a double (pyarrow: an infinity)
+    are refused with ``OverflowError``, shown here as the infinity."""
+    try:
+        return cell_value(cell, kind) if cell else None
+    except OverflowError:
+        return -math.inf if "-" in cell else math.inf
+
+
+def test_python_only_number_spellings_are_strings_as_pyarrow_reads_them() -> None:
+    """The attacker's cells: ``float()`` and ``int()`` read them, pyarrow does not."""
+    for cell in ["1_000", "1__0", "١٢٣", "１２", "12\xa0", "0x1.8p1"]:
+        body = f"a\n{cell}\n".encode()
+        assert str(pyarrow_csv(body).schema.field("a").type) == "string"
+        assert inspect(body)[1].columns == {"a": "string"}, cell
+    _, inferred, _ = inspect(b"a,b,c,d\n 12 ,+5,0x10,1\n-3,nan,0XfF,true\n")
+    assert inferred.columns == {"a": "int", "b": "float", "c": "int", "d": "bool"}
+
+
+def test_json_lines_numbers_are_ascii_and_strings_of_digits_stay_strings() -> None:
+    """JSON's grammar has ASCII digits only: a number written in Arabic-Indic digits is refused
+    (as ``json`` and pyarrow refuse it, nothing written), a string of them is a string, as
+    pyarrow.json types it."""
+    import pyarrow.json as pajson
+
+    lines = '{"a": "\u0661\u0662\u0663", "b": "12", "c": 12, "d": "1_000", "e": 1.5}\n'
+    table = pajson.read_json(io.BytesIO(lines.encode()))
+    arrow = {f.name: OURS_FOR_ARROW.get(str(f.type), "string") for f in table.schema}
+    assert inspect(lines.encode(), DatasetFormat.JSON)[1].columns == arrow
+    assert arrow == {"a": "string", "b": "string", "c": "int", "d": "string", "e": "float"}
+    bad = '{"a": \u0661\u0662\u0663}\n'.encode()
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(bad)
+    with pytest.raises(Exception, match="JSON"):  # pyarrow.lib.ArrowInvalid
+        pajson.read_json(io.BytesIO(bad))
+    with pytest.raises(UnreadableContent, match="JSON record 1 is not valid JSON"):
+        inspect(bad, DatasetFormat.JSON)
 
 
 def test_a_byte_order_mark_after_the_first_bytes_is_read_as_csv_and_json_read_it() -> None:
@@ -182,7 +283,7 @@ def test_a_byte_order_mark_after_the_first_bytes_is_read_as_csv_and_json_read_it
     no int) and ``json`` refuses the line, so the version is refused as for any bad record."""
     body = b"a\n1\n\xef\xbb\xbf2\n"
     read = list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline="")))
-    assert one_by_one(read[0], read[1:]) == ({"a": "string"}, [])
+    assert read[2] == ["\ufeff2"]
     _, inferred, _ = inspect(body)
     assert inferred is not None and inferred.columns == {"a": "string"}
     lines = b'{"a": 1}\n\xef\xbb\xbf{"a": 2}\n'
