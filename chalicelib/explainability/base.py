@@ -227,15 +227,11 @@ class RankedRows:
         names: Per row, the feature names in rank order.
         inputs: Per row, the input values in rank order.
         values: Per row, the contributions in rank order.
-        positive: Per row, whether each ranked contribution is > 0.
-        negative: Per row, whether each ranked contribution is < 0.
     """
 
     names: list[list[str]]
     inputs: list[list[Any]]
     values: list[list[float]]
-    positive: list[list[bool]]
-    negative: list[list[bool]]
 
     @classmethod
     def of(cls, values: np.ndarray, X: np.ndarray, names: list[str]) -> RankedRows:
@@ -248,8 +244,6 @@ class RankedRows:
             names=np.asarray(names, dtype=object)[order].tolist(),
             inputs=np.take_along_axis(X, order, axis=1).tolist(),
             values=ranked.tolist(),
-            positive=(ranked > 0).tolist(),
-            negative=(ranked < 0).tolist(),
         )
 
     @classmethod
@@ -262,14 +256,7 @@ class RankedRows:
         order = sorted(range(len(values)), key=list(map(abs, values)).__getitem__, reverse=True)
         # itemgetter of one index gives the item itself: one feature is its own order.
         take: Callable[[list[Any]], Any] = itemgetter(*order) if len(order) > 1 else tuple
-        ranked = list(take(values))
-        return cls(
-            names=[list(take(names))],
-            inputs=[list(take(inputs))],
-            values=[ranked],
-            positive=[[v > 0 for v in ranked]],
-            negative=[[v < 0 for v in ranked]],
-        )
+        return cls([list(take(names))], [list(take(inputs))], [list(take(values))])
 
     def contributions(self) -> list[list[FeatureContribution]]:
         """Every row's ``feature_contributions``, in rank order."""
@@ -281,18 +268,21 @@ class RankedRows:
 
     def top_positive(self) -> list[list[str]]:
         """Every row's ``top_positive_features``: its largest positive contributions."""
-        return [
-            list(islice(compress(names, positive), TOP_FEATURES))
-            for names, positive in zip(self.names, self.positive, strict=True)
-        ]
+        return self._first_names((0.0).__lt__)
 
     def top_negative(self) -> list[list[str]]:
         """Every row's ``top_negative_features``. Among negative contributions a larger |c| is
         a smaller c, so rank order is already most negative first, ties in feature order (what
         a stable sort by c gives)."""
+        return self._first_names((0.0).__gt__)
+
+    def _first_names(self, wanted: Callable[[float], bool]) -> list[list[str]]:
+        """Every row's first :data:`TOP_FEATURES` names in rank order whose value is
+        ``wanted`` (``0.0 < v``: positive; ``0.0 > v``: negative), tested in C up to the last
+        one taken."""
         return [
-            list(islice(compress(names, negative), TOP_FEATURES))
-            for names, negative in zip(self.names, self.negative, strict=True)
+            list(islice(compress(names, map(wanted, values)), TOP_FEATURES))
+            for names, values in zip(self.names, self.values, strict=True)
         ]
 
 

@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,12 +46,13 @@ class ModelDescriptor:
     artifact_sha256: str
     background_dataset_version_id: str | None = None
 
-    @property
+    # Read several times per request; the task never changes, so each is worked out once.
+    @cached_property
     def is_tabular(self) -> bool:
         """Whether inputs are feature vectors."""
         return self.task in TABULAR_TASKS
 
-    @property
+    @cached_property
     def is_classifier(self) -> bool:
         """Whether the model predicts classes."""
         return self.task in CLASSIFIER_TASKS

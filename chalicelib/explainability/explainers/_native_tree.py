@@ -174,7 +174,7 @@ def as_rows(X: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         X = X.reshape(1, -1)
     if X.dtype != dtype:
         X = X.astype(dtype)
-    return X, np.isnan(X, dtype=bool)
+    return X, np.isnan(X)  # a bool array
 
 
 def dense_predictor(ensemble: Any) -> Callable[[Any], np.ndarray] | None:
