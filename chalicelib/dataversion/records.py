@@ -29,18 +29,20 @@ backgrounds see a uniform sample without reading the content twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from chalicelib.dataversion.sample_store import SampleStore
+from chalicelib.dataversion.sample_store import SampleStore, last_of_each
 
 SLICE_BYTES = 1 << 20
 QUOTE, COMMA, LF, CR, SPACE, TAB = 34, 44, 10, 13, 32, 9
 BOM = b"\xef\xbb\xbf"
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE, _TOP = np.uint64(1), np.uint64(63)
+_PREFIX = np.uint64(0x0101010101010101)  # times 8 byte counts: their running sums, bytewise
+_SEARCH_OR_LIST = 16  # a binary search per wanted end costs about as much as 16 words listed
 # The k-th set bit (counting from the least significant) of every byte value: where the k-th
 # line end lies inside a byte of a packed mask.
 _NTH_BIT = np.full((256, 8), 8, dtype=np.int64)
@@ -80,28 +82,141 @@ class _Ends:
         found._words, found._per_word = words, per_word
         return found
 
-    def locate(self, indices: np.ndarray) -> np.ndarray:
-        """The positions of the ``indices``-th ends (0-based, ascending)."""
+    def packed(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The ends as packed words and the set bits of each word (``None``: they are listed
+        as positions)."""
         if self._positions is None and self.lazy is not None:
             # Packing the mask and counting bits per word finds a few ends 3-4x faster than
             # listing every end of the slice.
             self._words, self.lazy = _words(self.lazy), None
             self._per_word = np.bitwise_count(self._words)
         if self._positions is not None:
-            return self._positions[indices]
+            return None
         assert self._words is not None and self._per_word is not None
-        if len(indices) >= self.count:  # every end wanted: unpacking them all is as cheap
-            self._positions = _bit_positions(self._words)
+        return self._words, self._per_word
+
+    def locate(self, indices: np.ndarray) -> np.ndarray:
+        """The positions of the ``indices``-th ends (0-based, ascending)."""
+        packed = self.packed()
+        if packed is None:
+            assert self._positions is not None
             return self._positions[indices]
-        cumulative = np.cumsum(self._per_word, dtype=np.int64)
+        if len(indices) >= self.count:  # every end wanted: unpacking them all is as cheap
+            self._positions = _bit_positions(packed[0])
+            return self._positions[indices]
+        return _nth_set_bits(*packed, indices)
+
+
+def _nth_set_bits(words: np.ndarray, per_word: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The positions of the ``indices``-th set bits of packed ``words`` (``per_word``: the
+    set bits of each)."""
+    cumulative = np.cumsum(per_word, dtype=np.int64)
+    if len(indices) * _SEARCH_OR_LIST < len(per_word):
         word = np.searchsorted(cumulative, indices, side="right")
-        rank = indices - cumulative[word] + self._per_word[word]
-        octets = self._words[word].view(np.uint8).reshape(-1, 8)
-        per_octet = np.cumsum(np.bitwise_count(octets).astype(np.int64), axis=1)
-        octet = (per_octet <= rank[:, None]).sum(axis=1)
-        earlier = np.where(octet > 0, per_octet[np.arange(len(word)), np.maximum(octet - 1, 0)], 0)
-        bit = _NTH_BIT[octets[np.arange(len(word)), octet], rank - earlier]
-        return word * 64 + octet * 8 + bit
+    else:  # many wanted: listing each end's word is cheaper than a search for each
+        word = np.repeat(np.arange(len(per_word)), per_word)[indices]
+    rank = indices - cumulative[word] + per_word[word]  # of the bit wanted in its word
+    octets = words[word].view(np.uint8).reshape(-1, 8)
+    # Set bits per octet, summed octet by octet in one multiplication (no sum passes 64, so
+    # none carries into the next octet): octet k of ``through`` counts octets 0..k.
+    through = (np.bitwise_count(octets).view("<u8").ravel() * _PREFIX).view(np.uint8)
+    through = through.reshape(-1, 8)
+    # The octet holding the bit: how many octets end at or before it (a row of 8 flags read
+    # as one word and counted).
+    octet = np.bitwise_count((through <= rank[:, None]).view("<u8").ravel()).astype(np.int64)
+    rows = np.arange(len(word))
+    earlier = np.where(octet > 0, through[rows, np.maximum(octet - 1, 0)], 0)
+    bit = _NTH_BIT[octets[rows, octet], rank - earlier]
+    return word * 64 + octet * 8 + bit
+
+
+@dataclass
+class RangeClaim:
+    """Wanted records that end in one slice (and lie in its chunk), handed to a sampler
+    before they are located: where they start and stop is looked up at the end of the chunk
+    for the records that stay in the sample, for all claims at once
+    (:func:`claimed_ranges`), a few numpy calls per chunk instead of per slice.
+
+    Attributes:
+        ends: The slice's record ends.
+        local: The records' ends among them (ascending).
+        lo: Where the slice starts in the chunk.
+        first_start: Where the first record starts relative to the slice when it is the
+            slice's first (after the previous slice's last end: in this slice, or before it
+            in the same chunk), else ``None``.
+        most_bytes: The bytes from the first record's start to the slice's end: no record
+            is longer, nor all of them together.
+        skip_blank: Moves starts past blank lines (the scanner's, for its format).
+        exact_bytes: The records' bytes, once counted.
+    """
+
+    ends: _Ends
+    local: np.ndarray
+    lo: int
+    first_start: int | None
+    most_bytes: int
+    skip_blank: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+    exact_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        self.ends.packed()  # a plain slice's mask of bytes is packed now, not held
+
+
+def claimed_ranges(
+    claims: list[RangeClaim], data: bytes, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the claimed records that ``keep`` marks (one flag per record, the claims' end to
+    end) start in the chunk ``data`` and how long they are, in order; blank lines before a
+    record are skipped as ``lstrip`` skips them."""
+    sizes = [len(claim.local) for claim in claims]
+    flags = np.split(keep, np.cumsum(sizes)[:-1])
+    chosen = [claim.local[flag] for claim, flag in zip(claims, flags, strict=True)]
+    found = _find_ends(claims, [np.concatenate((at, np.maximum(at - 1, 0))) for at in chosen])
+    counts = np.array([len(at) for at in chosen], dtype=np.int64)
+    positions = np.concatenate(found)
+    positions += np.repeat(np.array([claim.lo for claim in claims], dtype=np.int64), 2 * counts)
+    own = np.repeat(np.tile([True, False], len(claims)), np.repeat(counts, 2))
+    stops, starts = positions[own], positions[~own] + 1
+    offsets = (np.cumsum(counts) - counts).tolist()
+    for claim, flag, offset in zip(claims, flags, offsets, strict=True):
+        if claim.first_start is not None and len(flag) and flag[0]:
+            starts[offset] = claim.lo + claim.first_start
+    if len(claims):
+        claims[0].skip_blank(np.frombuffer(data, dtype=np.uint8), starts, stops)
+    return starts, stops - starts
+
+
+def _find_ends(claims: list[RangeClaim], wanted: list[np.ndarray]) -> list[np.ndarray]:
+    """The positions in their slices of the ``wanted`` ends of each claim: listed ends looked
+    up, packed ones found by one search over the words of those slices laid end to end."""
+    found: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(claims)
+    packed_at = [at for at, claim in enumerate(claims) if claim.ends.packed() is not None]
+    for at, claim in enumerate(claims):
+        if at not in packed_at or len(packed_at) == 1:
+            found[at] = claim.ends.locate(wanted[at])
+    if len(packed_at) < 2:
+        return found
+    packed = [_packed(claims[at].ends) for at in packed_at]
+    word_counts = np.array([len(words) for words, _ in packed], dtype=np.int64)
+    end_counts = np.array([claims[at].ends.count for at in packed_at], dtype=np.int64)
+    sizes = [len(wanted[at]) for at in packed_at]
+    indices = np.concatenate([wanted[at] for at in packed_at])
+    indices += np.repeat(np.cumsum(end_counts) - end_counts, sizes)
+    positions = _nth_set_bits(
+        np.concatenate([words for words, _ in packed]),
+        np.concatenate([per_word for _, per_word in packed]),
+        indices,
+    )
+    positions -= np.repeat((np.cumsum(word_counts) - word_counts) * 64, sizes)
+    for at, part in zip(packed_at, np.split(positions, np.cumsum(sizes)[:-1]), strict=True):
+        found[at] = part
+    return found
+
+
+def _packed(ends: _Ends) -> tuple[np.ndarray, np.ndarray]:
+    packed = ends.packed()
+    assert packed is not None
+    return packed
 
 
 def _as_numbers(numbers: Iterable[int]) -> np.ndarray:
@@ -278,7 +393,7 @@ class RecordScanner:
             if not len(wanted):
                 break
             start = int(wanted[-1]) + 1
-            if wanted[0] == first and self._record_start < base:  # begun in an earlier slice
+            if wanted[0] == first and self._record_start < base - lo:  # in an earlier chunk
                 sampler.take_many([first], self._cut(ends, wanted[:1] - first, data, lo, base))
                 wanted = wanted[1:]
             if len(wanted) and not self._hand_ranges(ends, wanted, first, (data, lo, view), base):
@@ -297,7 +412,8 @@ class RecordScanner:
         base: int,
     ) -> bool:
         """Hands the wanted records to a uniform sampler past its head as byte ranges of the
-        chunk (no ``bytes`` object per record), when each lies wholly in this slice.
+        chunk (no ``bytes`` object per record): each ends in this slice and lies wholly in
+        the chunk.
 
         Args:
             where: The chunk's bytes, where the slice starts in them, and the slice's array.
@@ -308,13 +424,11 @@ class RecordScanner:
         if not isinstance(sampler, RecordSampler) or sampler.filling:
             return False
         local = wanted - first
-        count = len(local)
-        found = ends.locate(np.concatenate((local, np.maximum(local - 1, 0))))
-        stops, starts = found[:count], found[count:] + 1
-        if local[0] == 0:  # (one begun in an earlier slice was handed on alone)
-            starts[0] = self._record_start - base
-        self._skip_blank_lines(view, starts, stops)
-        return sampler.take_ranges(wanted, data, starts + lo, stops - starts)
+        # (one begun in an earlier chunk was handed on alone)
+        first_start = self._record_start - base if local[0] == 0 else None
+        most = len(view) - min(first_start or 0, 0)
+        claim = RangeClaim(ends, local, lo, first_start, most, self._skip_blank_lines)
+        return sampler.take_ranges(wanted, data, claim)
 
     def _skip_blank_lines(self, view: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> None:
         """Moves each record's start past the blank lines before it (what ``lstrip`` does to
@@ -614,7 +728,7 @@ class RecordSampler:
         self._held = 0
         self._store: SampleStore | None = None  # the sample past the head
         # Records handed over as ranges of the current chunk, copied in at its end.
-        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray, RangeClaim]] = []
         self._pending_data: bytes | None = None
         self._pending_bytes = 0
         self._next = -1
@@ -710,43 +824,59 @@ class RecordSampler:
         self._store.put_pieces(self._slot[cursor : cursor + len(numbers)], numbers, whole)
         self._held, self._cursor = self._store.live, cursor + len(numbers)
 
-    def take_ranges(
-        self, numbers: np.ndarray, data: bytes, starts: np.ndarray, lengths: np.ndarray
-    ) -> bool:
-        """Receives the wanted records ``numbers`` (ascending) as the byte ranges
-        ``data[starts[i] : starts[i] + lengths[i]]``, copying only those that stay in the
-        sample, when they are exactly the reservoir's next picks, none is too long and all of
-        them together keep the sample within ``max_sample_bytes`` (so that none would be
-        refused one by one); ``False`` (nothing taken) otherwise: hand them to
-        :meth:`take_many`.
+    def take_ranges(self, numbers: np.ndarray, data: bytes, claim: RangeClaim) -> bool:
+        """Receives the wanted records ``numbers`` (ascending) as byte ranges of ``data``
+        (``claim``: where they end, located when the chunk's records are copied), copying
+        only those that stay in the sample, when they are exactly the reservoir's next picks,
+        none is too long and all of them together keep the sample within
+        ``max_sample_bytes`` (so that none would be refused one by one); ``False`` (nothing
+        taken) otherwise: hand them to :meth:`take_many`.
         """
         if self.filling or self._rng is None or int(numbers[0]) < self.skip:
             return False
         if data is not self._pending_data:
             self.flush()
-        if not self._fits(lengths):
-            return False
+        most = claim.most_bytes
+        if most > self.max_record_bytes or not self._fits_bytes(most):
+            # Near a limit: the claim's own lengths decide, against exact pending bytes.
+            self._settle(data)
+            lengths = claimed_ranges([claim], data, np.ones(len(numbers), dtype=bool))[1]
+            if not self._fits(lengths):
+                return False
+            claim.exact_bytes = most = int(lengths.sum())
         cursor = self._picks_are(numbers)
         if cursor < 0:
             return False
         end = cursor + len(numbers)
-        self._pending.append((self._slot[cursor:end], numbers, starts, lengths))
+        self._pending.append((self._slot[cursor:end], numbers, claim))
         self._pending_data = data
-        self._pending_bytes += int(lengths.sum())
+        self._pending_bytes += most
         self._cursor = end
         return True
+
+    def _settle(self, data: bytes) -> None:
+        """Counts the exact bytes of the pending claims (they counted as their slices)."""
+        for _, numbers, claim in self._pending:
+            if claim.exact_bytes is None:
+                keep = np.ones(len(numbers), dtype=bool)
+                claim.exact_bytes = int(claimed_ranges([claim], data, keep)[1].sum())
+                self._pending_bytes += claim.exact_bytes - claim.most_bytes
 
     def flush(self) -> None:
         """Copies the records handed over as byte ranges into the sample, in one batch per
         chunk (the scanner calls it before the chunk's bytes go; every other way in calls it
-        first, so records arrive in order)."""
+        first, so records arrive in order). Only the last record picked for each slot is
+        located and copied: the earlier ones would be replaced at once."""
         if not self._pending:
             return
         assert self._store is not None and self._pending_data is not None
-        slots, numbers, starts, lengths = (
-            np.concatenate(part) for part in zip(*self._pending, strict=True)
-        )
-        self._store.put_ranges(slots, numbers, self._pending_data, starts, lengths)
+        slots = np.concatenate([slots for slots, _, _ in self._pending])
+        numbers = np.concatenate([numbers for _, numbers, _ in self._pending])
+        keep = np.zeros(len(slots), dtype=bool)
+        keep[last_of_each(slots)] = True
+        claims = [claim for _, _, claim in self._pending]
+        starts, lengths = claimed_ranges(claims, self._pending_data, keep)
+        self._store.put_distinct(slots[keep], numbers[keep], self._pending_data, starts, lengths)
         self._pending, self._pending_data, self._pending_bytes = [], None, 0
         self._held = self._store.live
 
@@ -759,6 +889,11 @@ class RecordSampler:
         if not np.array_equal(self._at[cursor : cursor + len(numbers)], numbers):
             return -1
         return cursor
+
+    def _fits_bytes(self, most: int) -> bool:
+        """Whether ``most`` more bytes keep the sample within its byte limit even if nothing
+        they replace were given back."""
+        return self._held + self._pending_bytes + most <= self.max_sample_bytes
 
     def _fits(self, lengths: np.ndarray) -> bool:
         """Whether records of these lengths may all replace members (none too long, the
@@ -808,33 +943,62 @@ class RecordSampler:
         self._next = last
 
     def _extend(self, until: int) -> None:
-        """Draws picks (record number, slot) in batches until one lies at or past ``until``."""
+        """Draws picks (record number, slot) until one lies at or past ``until``, and about as
+        many again ahead (to ``2 * until``), several batches at a time."""
         if self._rng is None or self._next >= until:
             return
-        size = len(self._slots)
         found_at, found_slot = [self._at[self._cursor :]], [self._slot[self._cursor :]]
         while self._next < until:
-            rng = self._rng
-            skips_u = np.maximum(rng.random(_BATCH), _TINY)
-            weights_u = np.maximum(rng.random(_BATCH), _TINY)
-            slots = rng.integers(0, size, _BATCH)
-            steps = np.log(weights_u) / size
-            log_w = self._log_w + np.concatenate(([0.0], np.cumsum(steps)[:-1]))
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                gaps = np.floor(np.log(skips_u) / np.log1p(-np.exp(log_w)))
-            gaps = np.clip(np.nan_to_num(gaps, nan=_FAR, posinf=_FAR), 0, _FAR).astype(np.int64)
-            picks = self._next + np.cumsum(gaps + 1)
-            self._log_w = float(log_w[-1] + steps[-1])
-            self._next = int(picks[-1])
+            picks, slots = self._draw(_batches_to(self._next, 2 * until, len(self._slots)))
             found_at.append(picks)
-            found_slot.append(slots.astype(np.int64))
+            found_slot.append(slots)
         self._at, self._slot = np.concatenate(found_at), np.concatenate(found_slot)
         self._cursor = 0
+
+    def _draw(self, batches: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``batches`` batches of Algorithm L's picks, each of :data:`_BATCH`: the
+        random numbers drawn batch by batch in the same order, the arithmetic done for all
+        batches at once row by row (the same operations on the same numbers, so the same
+        picks as drawing one batch at a time; only the running weight is carried across
+        rows, in Python, as it was across calls)."""
+        rng, size = self._rng, len(self._slots)
+        assert rng is not None
+        skips_u = np.empty((batches, _BATCH))
+        weights_u = np.empty((batches, _BATCH))
+        slots = np.empty((batches, _BATCH), dtype=np.int64)
+        for row in range(batches):
+            rng.random(out=skips_u[row])
+            rng.random(out=weights_u[row])
+            slots[row] = rng.integers(0, size, _BATCH)
+        steps = np.log(np.maximum(weights_u, _TINY)) / size
+        within = np.cumsum(steps, axis=1)  # each row's running sum, as the row alone gives
+        log_w = np.zeros((batches, _BATCH))
+        log_w[:, 1:] = within[:, :-1]
+        carry = self._log_w
+        for row in range(batches):  # a row starts where the previous one's weight ended
+            log_w[row] += carry
+            carry = float(log_w[row, -1] + steps[row, -1])
+        self._log_w = carry
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            gaps = np.floor(np.log(np.maximum(skips_u, _TINY)) / np.log1p(-np.exp(log_w)))
+        gaps = np.clip(np.nan_to_num(gaps, nan=_FAR, posinf=_FAR), 0, _FAR).astype(np.int64)
+        picks = self._next + np.cumsum(gaps.ravel() + 1)
+        self._next = int(picks[-1])
+        return picks, slots.ravel()
 
     def sample(self) -> list[tuple[int, bytes]]:
         """The sampled records (number, bytes) in stream order."""
         self.flush()
         return self._store.records() if self._store is not None else sorted(self._slots)
+
+    def sample_columns(self) -> tuple[list[int], list[bytes]]:
+        """The sampled records' numbers and bytes, in stream order (:meth:`sample` as two
+        lists, without a tuple per record)."""
+        self.flush()
+        if self._store is not None:
+            return self._store.columns()
+        ordered = sorted(self._slots)
+        return [number for number, _ in ordered], [piece for _, piece in ordered]
 
     @property
     def complete(self) -> bool:
@@ -938,6 +1102,14 @@ _BLANK_ROUNDS = 3  # blank bytes before a record skipped for all records at once
 _TINY = 1e-300
 _FAR = 2**40  # a gap of a trillion records: no later record is picked
 _BATCH = 1024
+_MOST_BATCHES = 32
+
+
+def _batches_to(start: int, target: int, size: int) -> int:
+    """About how many batches of Algorithm L's picks take a sample of ``size`` from record
+    ``start`` to record ``target`` (``size · ln(target / start)`` picks), at least 1."""
+    expected = size * math.log(max(target, 1) / max(start, 1, size))
+    return min(max(math.ceil(expected / _BATCH), 1), _MOST_BATCHES)
 
 
 __all__ = ["HeadView", "RecordSampler", "RecordScanner", "TeeSampler"]

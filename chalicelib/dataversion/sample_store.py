@@ -46,12 +46,12 @@ class SampleStore:
 
     def put_pieces(self, slots: np.ndarray, numbers: np.ndarray, pieces: list[bytes]) -> None:
         """Puts records in slots, in order (a slot named twice keeps the later record)."""
-        keep = _last_of_each(slots)
+        keep = last_of_each(slots)
         chosen = [pieces[at] for at in keep.tolist()]
         lengths = np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen))
         self._add(slots[keep], numbers[keep], b"".join(chosen), lengths)
 
-    def put_ranges(
+    def put_distinct(
         self,
         slots: np.ndarray,
         numbers: np.ndarray,
@@ -59,10 +59,8 @@ class SampleStore:
         starts: np.ndarray,
         lengths: np.ndarray,
     ) -> None:
-        """Puts the records ``data[starts[i] : starts[i] + lengths[i]]`` in ``slots[i]``, in
-        order (a slot named twice keeps the later record), copying only the kept bytes."""
-        keep = _last_of_each(slots)
-        starts, lengths = starts[keep], lengths[keep]
+        """Puts the records ``data[starts[i] : starts[i] + lengths[i]]`` in ``slots[i]``, each
+        slot named once."""
         # Slicing and joining bytes beats a numpy gather here: an index per byte is 8 bytes.
         blob = b"".join(
             [
@@ -70,7 +68,7 @@ class SampleStore:
                 for start, stop in zip(starts.tolist(), (starts + lengths).tolist(), strict=True)
             ]
         )
-        self._add(slots[keep], numbers[keep], blob, lengths)
+        self._add(slots, numbers, blob, lengths)
 
     def _add(
         self, slots: np.ndarray, numbers: np.ndarray, blob: bytes, lengths: np.ndarray
@@ -89,6 +87,21 @@ class SampleStore:
         """The members (record number, bytes) in record order."""
         return self._members(np.argsort(self.index, kind="stable"))
 
+    def columns(self) -> tuple[list[int], list[bytes]]:
+        """The members' record numbers and bytes, in record order."""
+        order = np.argsort(self.index, kind="stable")
+        buffers = self._buffers
+        pieces = [
+            buffers[buffer][offset:stop]
+            for buffer, offset, stop in zip(
+                self._buffer[order].tolist(),
+                self._offset[order].tolist(),
+                (self._offset[order] + self.length[order]).tolist(),
+                strict=True,
+            )
+        ]
+        return self.index[order].tolist(), pieces
+
     def _members(self, order: np.ndarray | slice) -> list[tuple[int, bytes]]:
         buffers = self._buffers
         return [
@@ -103,10 +116,10 @@ class SampleStore:
         ]
 
 
-def _last_of_each(slots: np.ndarray) -> np.ndarray:
+def last_of_each(slots: np.ndarray) -> np.ndarray:
     """The positions in ``slots`` of the last occurrence of each slot named."""
     first_from_end = np.unique(slots[::-1], return_index=True)[1]
     return len(slots) - 1 - first_from_end
 
 
-__all__ = ["SampleStore"]
+__all__ = ["SampleStore", "last_of_each"]

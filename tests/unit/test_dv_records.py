@@ -409,3 +409,65 @@ def test_a_head_ended_by_its_byte_limit_hands_on_only_the_reservoirs_picks() -> 
         scan(body, "csv", chunk, single)
         assert batched.head == single.head and len(batched.head) < 60
         assert batched.sample() == single.sample()
+
+
+def one_batch_at_a_time(records: int, size: int, seed: int) -> list[int]:
+    """The record numbers a seeded reservoir of ``size`` keeps of ``records`` (numbered from
+    0), by Algorithm L with its skips drawn 1,024 at a time, one batch after another: the
+    draws that define which records a seed picks, replayed record by record."""
+    members = list(range(min(size, records)))
+    if records <= size:
+        return members
+    rng = np.random.default_rng(seed)
+    log_w = math.log(max(rng.random(), 1e-300)) / size
+    last = size - 1
+    while True:
+        skips = np.maximum(rng.random(1024), 1e-300)
+        weights = np.maximum(rng.random(1024), 1e-300)
+        slots = rng.integers(0, size, 1024)
+        steps = np.log(weights) / size
+        running = log_w + np.concatenate(([0.0], np.cumsum(steps)[:-1]))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            gaps = np.floor(np.log(skips) / np.log1p(-np.exp(running)))
+        gaps = np.clip(np.nan_to_num(gaps, nan=2**40, posinf=2**40), 0, 2**40).astype(np.int64)
+        log_w = float(running[-1] + steps[-1])
+        for gap, slot in zip(gaps.tolist(), slots.tolist(), strict=True):
+            last += gap + 1
+            if last >= records:
+                return sorted(members)
+            members[slot] = last
+
+
+@pytest.mark.parametrize("size", [1, 7, 300])
+def test_the_reservoir_keeps_the_records_its_batches_drawn_one_at_a_time_pick(size: int) -> None:
+    """Picks drawn several batches at once, ahead of the stream, are the picks drawn one
+    batch at a time when the stream reaches them (the same records for the same seed)."""
+    for records_count in (size + 1, 5_000, 200_000):
+        body = b"".join(b"%d\n" % i for i in range(records_count))
+        for seed in (0, 11):
+            sampler = RecordSampler(size=size, seed=seed)
+            scan(body, "csv", 1 << 16, sampler)
+            kept = [int(piece) for _, piece in sampler.sample()]
+            assert kept == one_batch_at_a_time(records_count, size, seed)
+
+
+def test_picks_located_for_many_slices_at_once_are_the_records_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks of many slices (4 KiB slices in 64 KiB chunks; records spanning slices; dense
+    picks early, sparse later): the records located at the end of each chunk are the ones
+    taken one by one and the ones cut as bytes."""
+    monkeypatch.setattr(records, "SLICE_BYTES", 4096)
+    for fmt, body in (
+        ("csv", b"".join(b'%d,"v\n%s"\r\n' % (i, b"w" * (i % 13)) for i in range(60_000))),
+        (
+            "json",
+            b"".join(b'{"i": %d, "s": "%s"}\n\n' % (i, b"x" * (i % 9)) for i in range(60_000)),
+        ),
+    ):
+        for seed in (1, 2):
+            ranges, pieces = RecordSampler(size=50, seed=seed), PieceSampler(size=50, seed=seed)
+            single = CountingSampler(size=50, seed=seed)
+            for sampler in (ranges, pieces, single):
+                assert scan(body, fmt, 1 << 16, sampler) == 60_000
+            assert ranges.sample() == pieces.sample() == single.sample()
