@@ -25,7 +25,6 @@ are not in a footer and are left empty (``note`` says so). Opaque formats are no
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import zlib
@@ -280,6 +279,18 @@ def _category(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _most_frequent(counts: Counter[str]) -> list[tuple[str, int]]:
+    """The :data:`TOP_VALUES` most frequent values, ties by value: sorted among the values
+    counted at least as often as the :data:`TOP_VALUES`-th count (sorting the counts alone is
+    a C sort; only those candidates are keyed in Python)."""
+    if len(counts) > TOP_VALUES:
+        least = sorted(counts.values(), reverse=True)[TOP_VALUES - 1]
+        candidates = [item for item in counts.items() if item[1] >= least]
+    else:
+        candidates = list(counts.items())
+    return sorted(candidates, key=lambda item: (-item[1], item[0]))[:TOP_VALUES]
+
+
 def categorical_profile(values: list[Any]) -> dict[str, Any]:
     """The categorical part of a column profile."""
     kinds = set(map(type, values))
@@ -289,7 +300,7 @@ def categorical_profile(values: list[Any]) -> dict[str, Any]:
         counts = Counter({_BOOLEANS[flag]: count for flag, count in Counter(values).items()})
     else:
         counts = Counter(map(_category, values))
-    top = heapq.nsmallest(TOP_VALUES, counts.items(), key=lambda item: (-item[1], item[0]))
+    top = _most_frequent(counts)
     return {
         "kind": "categorical",
         "distinct": len(counts),

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +95,8 @@ class RecordSample:
         ``record.get(name)`` over :attr:`records`)."""
         rows = self._rows
         if rows is None or self._records is not None or self._narrowest() < len(self.columns):
-            return [record.get(name) for record in self.records]  # short rows: as dicts read
+            # record.get(name) for each record (short CSV rows: as dicts read them)
+            return list(map(dict.get, self.records, repeat(name)))
         where = {column: index for index, column in enumerate(self.columns)}  # a name's last
         if name not in where:
             return [None] * len(rows)
@@ -174,14 +174,13 @@ def records_of(sampler: RecordSampler, total: int, fmt: DatasetFormat) -> Record
     Raises:
         UnprocessableEntity: Content that is not UTF-8 or not valid records.
     """
-    picked = sampler.sample()
-    numbers = [index - sampler.skip for index, _ in picked]
+    indices, pieces = sampler.sample_columns()
+    numbers = [index - sampler.skip for index in indices]
     if fmt is DatasetFormat.CSV:
-        columns, rows = _csv_rows(sampler.skipped[0] if sampler.skipped else None, picked)
+        columns, rows = _csv_rows(sampler.skipped[0] if sampler.skipped else None, pieces)
         return RecordSample.of_rows(columns, rows, numbers, max(total - 1, 0))
-    pieces = [piece for _, piece in picked]
     records = parse_json_records(
-        pieces, [index + 1 for index, _ in picked], max_json_depth(), decode_record
+        pieces, [index + 1 for index in indices], max_json_depth(), decode_record
     )
     return RecordSample.of_records(_columns(records), records, numbers, total)
 
@@ -194,13 +193,12 @@ def _columns(records: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(chain.from_iterable(records)))
 
 
-def _csv_rows(
-    header: bytes | None, picked: Iterable[tuple[int, bytes]]
-) -> tuple[list[str], list[list[str]]]:
+def _csv_rows(header: bytes | None, pieces: list[bytes]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows ``csv`` reads from records cut by the scanner (which already left
+    out the line ends before each record)."""
     if header is None:
         return [], []
-    pieces = [header, *(piece for _, piece in picked)]
-    text = decode_pieces([piece.lstrip(b"\r\n") for piece in pieces], decode_record)
+    text = decode_pieces([header, *pieces], decode_record)
     try:
         rows = list(csv_reader(text))
     except csv.Error as exc:
