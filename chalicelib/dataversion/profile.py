@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from chalicelib.core.moments import merged_moments
 from chalicelib.dataversion.models import DatasetFormat
 from chalicelib.dataversion.reader import DEFAULT_SAMPLE_ROWS, RecordSample, records_of
 from chalicelib.dataversion.records import RecordSampler
-from chalicelib.dataversion.schema import cell_types, cell_value
+from chalicelib.dataversion.schema import cell_types, cell_value, value_type
 
 PROFILE_SAMPLE_ROWS = DEFAULT_SAMPLE_ROWS  # the reader's (and the drift route's) sample
 MAX_PROFILED_COLUMNS = 64
@@ -201,7 +202,7 @@ def _numbers(values: list[Any], kinds: set[type]) -> np.ndarray | None:
     if kinds - {str, int, float}:  # bool, dict, list: not numbers
         return None
     texts = values if kinds == {str} else [v for v in values if type(v) is str]
-    if texts and not cell_types(texts) <= {"int", "float"}:
+    if texts and not _typed_as_numbers(texts):
         return None
     try:
         return np.array(values, dtype=np.float64)
@@ -209,6 +210,25 @@ def _numbers(values: list[Any], kinds: set[type]) -> np.ndarray | None:
         return np.array([_number(value) for value in values], dtype=np.float64)
     except (TypeError, OverflowError):
         return None
+
+
+def _typed_as_numbers(texts: list[str]) -> bool:
+    """Whether the schema types a column of these cells as int or float
+    (:func:`~chalicelib.dataversion.schema.cell_types`), decided without typing each distinct
+    cell when every one is a plain decimal number (``-12``, ``3.25``, ``1e-5``: ints and
+    floats in any mix) or when the first is no number (a cell that is neither an int nor a
+    float keeps the column from both)."""
+    joined = "\n".join(texts)
+    if joined.count("\n") == len(texts) - 1 and _PLAIN_NUMBERS.fullmatch(joined):
+        return True
+    if value_type(texts[0]) not in _NUMERIC_KINDS:
+        return False
+    return cell_types(texts) <= _NUMERIC_KINDS
+
+
+_PLAIN = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_PLAIN_NUMBERS = re.compile(rf"{_PLAIN}(?:\n{_PLAIN})*")  # one per line, ASCII digits
+_NUMERIC_KINDS = frozenset({"int", "float"})
 
 
 def _number(value: Any) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.dataversion.models import DatasetFormat
@@ -377,3 +377,33 @@ def test_a_column_of_digits_pyarrow_reads_as_text_is_profiled_as_text() -> None:
     lines = '{"a": "\u0661\u0662\u0663", "b": "12"}\n'.encode()
     columns = {c["name"]: c for c in profile_of(lines, DatasetFormat.JSON, 3)["columns"]}
     assert columns["a"]["kind"] == "categorical" and columns["b"]["kind"] == "numeric"
+
+
+PLAIN_OR_NOT = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(-1e30, 1e30, allow_nan=False).map(repr),
+    st.sampled_from(
+        [" 5", "0x1F", "1_000", "\u0661", "1\n2", "3\n", "nan", "+5", ".5", "5.", "1e5"]
+        + ["true", "1", "0", "-", "", "x", "12a", "1.5.2", "--1", "1e", "\n"]
+    ),
+)
+
+
+@SETTINGS
+@given(cells=st.lists(PLAIN_OR_NOT, min_size=1, max_size=30))
+@example(cells=["1", "1\n2", "3"])
+@example(cells=["x", "1", "2"])
+@example(cells=["1", "0", "1.5"])
+def test_a_column_is_numeric_exactly_when_pyarrow_reads_its_cells_as_numbers(
+    cells: list[str],
+) -> None:
+    """Plain decimal cells are recognised at once, a column whose first cell is no number at
+    once too: the column is numeric exactly when pyarrow's CSV reader types it int64 or
+    float64 (a cell holding a line end among plain numbers, padded, hexadecimal, ``1_000``
+    and Unicode digits, booleans as ``1``/``0`` beside ``true``)."""
+    present = [cell for cell in cells if cell != ""]
+    kind = column_profile("a", cells)["kind"]
+    if not present:
+        assert kind == "empty"
+    else:
+        assert (kind == "numeric") == (arrow_numbers(present) is not None), present
