@@ -11,14 +11,19 @@ of warm repetitions:
   ExplanationCompleted event (moto in-process, so AWS round-trips are not representative).
 * ``cache hit``: a repeated request answered from the in-memory cache level.
 * ``service's own cost``: the compute path with the library call replaced by its recorded result
-  (see :func:`stubbed_overhead`); ``overhead`` is that cost over ``direct``. The wall-clock
+  (see :func:`stubbed_overhead`); ``overhead`` is that cost over ``direct``. For the single
+  TreeSHAP rows both are timed warm in alternating blocks of calls, in thread CPU time
+  (:func:`warm_overhead`); the direct booster calls predict on one thread and skip shap's
+  additivity check, as the service's calls do (:func:`one_thread_explainer`), and the service
+  gets its input dict built once, as the direct call gets its array. The wall-clock
   difference ``service - direct`` is shown too, but on a shared 2-vCPU machine its noise is
   larger than the overhead being measured; for the booster batches the same pairs are also
   timed in process CPU time (``CPU-time difference``: both sides run on one thread, so time
   spent descheduled by other processes does not count).
 
-Usage: ``.venv/bin/python bench/bench_explanations.py [--quick] [--only boosters ...]``
-(sections: tree, boosters, kernel, lime); prints a markdown table and
+Usage: ``.venv/bin/python bench/bench_explanations.py [--quick] [--only boosters ...] [--single]``
+(sections: tree, boosters, kernel, lime; ``--single``: no batch rows and no cache hit, so
+``--only tree boosters --single`` runs the three single TreeSHAP rows); prints a markdown table and
 writes ``bench/results/explanations.json`` in the shared row format (figure, ours, peer, ratio,
 unit, target, met): ours is the full service path with the cache miss, the peer the direct call;
 each row keeps the measurements behind it (``case``, ``direct_ms``, ``overhead_pct``, ...).
@@ -125,6 +130,39 @@ def paired_overhead(
     return own_ms, peer_ms
 
 
+def warm_overhead(
+    call: Callable[[], Any],
+    owner: Any,
+    attr: str,
+    peer: Callable[[], Any],
+    repeat: int,
+    block: int = 20,
+) -> tuple[float, float]:
+    """``(own, peer)`` per-call medians (ms of the calling thread's CPU time) of a single-row
+    call: the service's own cost (as :func:`stubbed_overhead`) and the direct library call,
+    each timed over ``block`` consecutive calls, the blocks alternating.
+
+    Both sides run warm, each after its own kind of call: a call timed right after the other
+    side's runs with the caches the other left (the service's own work after a booster's
+    library call took 2-4 times its warm time here, the direct call after the service's up to
+    a third more), so alternating single calls would weigh each side by the other's footprint.
+    Both run on this thread (one-thread boosters and forests), so CPU time leaves out the time
+    other processes' load takes from either, which moved wall-clock medians of 8 blocks by
+    half between runs at load 4.
+    """
+
+    def blocks(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(block):
+                fn()
+
+        return run
+
+    with replaying(owner, attr, call):
+        own_ms, peer_ms = paired([blocks(call), blocks(peer)], repeat, 1, time.thread_time)
+    return own_ms / block, peer_ms / block
+
+
 @contextlib.contextmanager
 def replaying(owner: Any, attr: str, call: Callable[[], Any]) -> Iterator[None]:
     """``owner.attr`` records its results on one real ``call``, then replays them in order."""
@@ -173,7 +211,7 @@ def cached_explainer(engine: Any, model_id: str, version: int = 1) -> Any:
 class Setup:
     """Trained and registered models plus a service with and without a cache."""
 
-    def __init__(self) -> None:
+    def __init__(self, single_only: bool = False) -> None:
         from chalicelib.core.events import get_event_bus
         from chalicelib.explainability.cache import ExplanationCache
         from chalicelib.explainability.loading import RegistryModelLoader
@@ -183,6 +221,7 @@ class Setup:
         from synapse_local.bootstrap import bootstrap
 
         bootstrap()
+        self.single_only = single_only  # single-row rows only (no batches, no cache hit)
         self.registry = ModelRegistry()
         loader = RegistryModelLoader(self.registry)
         repository = ExplanationRepository()
@@ -236,24 +275,22 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
     direct = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
     x = setup.X[1000:1001]
     counter = iter(range(1000, 4000))
+    given = setup.row(1000)  # built once, as the direct call's array is
+
+    def direct_single() -> None:
+        direct.shap_values(x, check_additivity=False)
+
+    def single() -> None:
+        setup.uncached.shap.explain_prediction(model_id, version, given)
 
     def service_miss() -> None:
         setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter)))
 
     rows = []
-    direct_ms, service_ms, miss_ms = paired(
-        [
-            lambda: direct.shap_values(x, check_additivity=False),
-            lambda: setup.uncached.shap.explain_prediction(model_id, version, setup.row(1000)),
-            service_miss,
-        ],
-        repeat,
-    )
-    single = lambda: setup.uncached.shap.explain_prediction(  # noqa: E731
-        model_id, version, setup.row(1000)
-    )
+    direct_ms, service_ms, miss_ms = paired([direct_single, single, service_miss], repeat)
     explainer = cached_explainer(setup.uncached.shap, model_id, version)
-    own_ms = stubbed_overhead(single, explainer, "shap_values", repeat)
+    own_single, direct_warm = warm_overhead(single, explainer, "shap_values", direct_single, repeat)
+    own_ms = own_single / direct_warm * direct_ms
     rows.append(
         row(
             "single TreeSHAP",
@@ -264,6 +301,8 @@ def bench_tree(setup: Setup, repeat: int) -> list[dict[str, Any]]:
             own_ms,
         )
     )
+    if setup.single_only:
+        return rows
     batch = setup.X[:1000]
     inputs = [setup.row(i) for i in range(1000)]
     rng = np.random.default_rng(7)
@@ -363,26 +402,54 @@ def bench_boosters(setup: Setup, repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
+def one_thread_explainer(booster: Any) -> Any:
+    """shap's TreeExplainer of ``booster`` predicting on one thread, as the service's boosters
+    do (``chalicelib.registry.boosters.load_booster``, ``_tree.path_dependent``): at their
+    default an OpenMP team waits for a second core on a busy machine (medians of 7-38 ms
+    against 0.5-1.3 ms at load 5), which the service's calls do not pay."""
+    import functools
+
+    import shap
+
+    explainer = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
+    if explainer.model.model_type == "xgboost":
+        explainer.model._xgb_dmatrix_props = {"nthread": 1}
+    else:
+        original = explainer.model.original_model
+        original.predict = functools.partial(original.predict, num_threads=1)
+    return explainer
+
+
 def _booster_rows(
     setup: Setup, library: str, fmt: str, booster: Any, model_id: str, version: int, repeat: int
 ) -> list[dict[str, Any]]:
-    import shap
-
-    direct = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
+    # The direct call skips shap's additivity check, as the service's call does (for XGBoost
+    # it is a second margin prediction); the service's own check is part of its own cost.
+    direct = one_thread_explainer(booster)
     x = setup.X[1000:1001]
     counter = iter(range(1000, 4000))
+    given = setup.row(1000)  # built once, as the direct call's array is
+
+    def direct_single() -> None:
+        direct.shap_values(x, check_additivity=False)
 
     def single() -> None:
-        setup.uncached.shap.explain_prediction(model_id, version, setup.row(1000))
+        setup.uncached.shap.explain_prediction(model_id, version, given)
 
     def miss() -> None:
         setup.service.shap.explain_prediction(model_id, version, setup.row(next(counter)))
 
-    direct_ms, service_ms, miss_ms = paired([lambda: direct.shap_values(x), single, miss], repeat)
+    direct_ms, service_ms, miss_ms = paired([direct_single, single, miss], repeat)
     explainer = cached_explainer(setup.uncached.shap, model_id, version)
-    own_ms = stubbed_overhead(single, explainer, "shap_values", repeat)
+    # The own cost and the direct call are timed warm in alternating blocks (the ratio divides
+    # two figures measured under the same load); the own-cost column shows it at the scale of
+    # the direct call measured above.
+    own_single, direct_warm = warm_overhead(single, explainer, "shap_values", direct_single, repeat)
+    own_ms = own_single / direct_warm * direct_ms
     trees = f"{library} 100 trees, 20 features ({fmt})"
     rows = [row(f"{library} single TreeSHAP", trees, direct_ms, service_ms, miss_ms, own_ms)]
+    if setup.single_only:
+        return rows
     batch, inputs = setup.X[:1000], [setup.row(i) for i in range(1000)]
     # Batches are the figure the overhead target is about: more pairs than the other batch row.
     batch_repeat = max(5, repeat // 4)
@@ -390,18 +457,21 @@ def _booster_rows(
     def service_batch() -> None:
         setup.uncached.shap.explain_batch(model_id, version, inputs)
 
-    timings = paired([lambda: direct.shap_values(batch), service_batch], batch_repeat, 1)
+    def direct_batch() -> None:
+        direct.shap_values(batch, check_additivity=False)
+
+    timings = paired([direct_batch, service_batch], batch_repeat, 1)
     # The own cost is timed in alternation with the direct call, and the overhead is their
     # ratio; the own-cost column shows it at the scale of the direct call measured above.
-    own_batch, direct_batch = paired_overhead(
-        service_batch, explainer, "shap_values", lambda: direct.shap_values(batch), batch_repeat
+    own_batch, direct_paired = paired_overhead(
+        service_batch, explainer, "shap_values", direct_batch, batch_repeat
     )
     direct_per_row, service_per_row = (ms / 1000 for ms in timings)
-    own = own_batch / direct_batch * direct_per_row
+    own = own_batch / direct_paired * direct_per_row
     # The same pairs in process CPU time: both calls run on one thread (nthread=1 boosters), so
     # time the process spends descheduled by other processes' load does not count.
     direct_cpu, service_cpu = paired(
-        [lambda: direct.shap_values(batch), service_batch], batch_repeat, 1, time.process_time
+        [direct_batch, service_batch], batch_repeat, 1, time.process_time
     )
     found = row(
         f"{library} batch TreeSHAP (per row)",
@@ -613,16 +683,23 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="+", choices=sorted(SECTIONS), help="run these sections only"
     )
+    parser.add_argument(
+        "--single",
+        action="store_true",
+        help="single-row rows only (no batch rows, no cache hit): with --only tree boosters, "
+        "the single TreeSHAP rows alone",
+    )
     args = parser.parse_args()
     repeat = 8 if args.quick else 40
     from moto import mock_aws
 
     sections = args.only or list(SECTIONS)
     with mock_aws():
-        setup = Setup()
+        setup = Setup(single_only=args.single)
         rows = [found for name in sections for found in SECTIONS[name](setup, repeat)]
     print(table(rows))
     meta = {**machine_meta(), "repeat": repeat, "statistic": "median", "sections": sections}
+    meta["single_rows_only"] = args.single
     report("explanations", rows, meta)
 
 
