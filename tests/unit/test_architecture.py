@@ -13,12 +13,33 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CHALICELIB = REPO / "chalicelib"
 DOMAINS = {"auth", "registry", "abtesting", "dataversion", "explainability", "system"}
 DEV_TOOLING = ("synapse_local", "demo", "bench", "tests", "moto")
+
+
+@functools.cache
+def source_of(path: Path) -> str:
+    """The text of ``path``, read once per process (every check below reads the same files)."""
+    return path.read_text(encoding="utf-8")
+
+
+@functools.cache
+def syntax_tree(source: str) -> ast.Module:
+    """``ast.parse(source)``, once per process per text: parsing ``chalicelib`` and ``tests``
+    (about 3 MB) was most of this module's time, paid again by every check. The trees are only
+    read, never changed."""
+    return ast.parse(source)
+
+
+@functools.cache
+def all_nodes(source: str) -> tuple[ast.AST, ...]:
+    """Every node of ``source``'s tree (``ast.walk``), listed once per text."""
+    return tuple(ast.walk(syntax_tree(source)))
 
 
 def module_name(path: Path) -> str:
@@ -28,8 +49,8 @@ def module_name(path: Path) -> str:
 
 def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
     """Modules imported by ``path``; ``from a import b`` yields both ``a`` and ``a.b``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    source = source_of(path)
+    nodes = syntax_tree(source).body if top_level_only else all_nodes(source)
     found: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -40,8 +61,13 @@ def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
     return found
 
 
+@functools.cache
+def _chalicelib_paths() -> tuple[tuple[str, Path], ...]:
+    return tuple((module_name(p), p) for p in sorted(CHALICELIB.rglob("*.py")))
+
+
 def chalicelib_modules() -> dict[str, Path]:
-    return {module_name(p): p for p in CHALICELIB.rglob("*.py")}
+    return dict(_chalicelib_paths())
 
 
 def test_core_imports_no_domain() -> None:
@@ -69,7 +95,7 @@ def foreign_imports(module: str, source: str) -> list[str]:
     public face, at any depth (lazy imports inside functions count)."""
     own = module.split(".")[1]
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in all_nodes(source):
         if isinstance(node, ast.Import):
             targets = [alias.name.split(".") for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -109,7 +135,7 @@ def test_the_public_face_check_catches_a_reach_into_another_domain() -> None:
 
 def test_domains_use_each_other_only_through_their_public_face() -> None:
     offenders = {
-        name: foreign_imports(name, path.read_text(encoding="utf-8"))
+        name: foreign_imports(name, source_of(path))
         for name, path in chalicelib_modules().items()
         if name.split(".")[1:2] and name.split(".")[1] in DOMAINS
     }
@@ -172,7 +198,7 @@ ROUTE_MODULES = {"api", "insights_api", "layers_api"}
 
 def declared_classes(source: str) -> list[str]:
     """The classes a module declares at its top level."""
-    return [node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)]
+    return [node.name for node in syntax_tree(source).body if isinstance(node, ast.ClassDef)]
 
 
 def test_route_modules_declare_no_schema() -> None:
@@ -180,7 +206,7 @@ def test_route_modules_declare_no_schema() -> None:
     routes (issue 13 item 5); a route module declares routes only."""
     assert declared_classes("class XOut(BaseModel):\n    a: int\ndef f(): pass\n") == ["XOut"]
     offenders = {
-        name: declared_classes(path.read_text(encoding="utf-8"))
+        name: declared_classes(source_of(path))
         for name, path in chalicelib_modules().items()
         if name.rsplit(".", 1)[-1] in ROUTE_MODULES
     }
@@ -194,7 +220,7 @@ def app_reaches_too_deep(source: str) -> list[str]:
     """The ``chalicelib`` modules ``app.py``'s source imports below the entry layer (routes,
     handlers, core's HTTP plumbing and the auth service's authenticator)."""
     modules = []
-    for node in ast.walk(ast.parse(source)):
+    for node in all_nodes(source):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             base = node.module
             modules += [f"{base}.{a.name}" if base.count(".") == 1 else base for a in node.names]
@@ -262,11 +288,11 @@ CLOCKS = {"perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time"
 ORDERINGS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 
 
-def _clock_names(tree: ast.AST) -> set[str]:
+def _clock_names(nodes: tuple[ast.AST, ...]) -> set[str]:
     """Names bound to a clock by ``from time import perf_counter`` (and the like)."""
     return {
         alias.asname or alias.name
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.ImportFrom) and node.module == "time"
         for alias in node.names
         if alias.name in CLOCKS
@@ -291,13 +317,13 @@ class _Clocks:
     """What a module reads from clocks: readings (``t0 = perf_counter()``) and durations (a
     difference with a reading on one side, and anything computed from a duration)."""
 
-    def __init__(self, tree: ast.AST) -> None:
-        self.clocks = _clock_names(tree)
+    def __init__(self, nodes: tuple[ast.AST, ...]) -> None:
+        self.clocks = _clock_names(nodes)
         self.readings: set[str] = set()
         self.durations: set[str] = set()
         assignments = [
             (target, node.value)
-            for node in ast.walk(tree)
+            for node in nodes
             if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign)
             and node.value is not None
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
@@ -340,17 +366,22 @@ def wall_clock_assertions(source: str) -> list[int]:
     under any import name), anything computed from one, or a name that says it is one
     (``elapsed``, ``duration``, ``took``). Comparing a reading with a deadline or a timestamp
     with the readings around it measures no speed and passes."""
-    tree = ast.parse(source)
-    clocks = _Clocks(tree)
+    nodes = all_nodes(source)
+    orderings = [
+        (node.lineno, compare)
+        for node in nodes
+        if isinstance(node, ast.Assert)
+        for compare in ast.walk(node.test)
+        if isinstance(compare, ast.Compare) and any(isinstance(op, ORDERINGS) for op in compare.ops)
+    ]
+    if not orderings:  # nothing to check: spare the module's clock analysis
+        return []
+    clocks = _Clocks(nodes)
     return sorted(
         {
-            node.lineno
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Assert)
-            for compare in ast.walk(node.test)
-            if isinstance(compare, ast.Compare)
-            and any(isinstance(op, ORDERINGS) for op in compare.ops)
-            and any(clocks.is_duration(side) for side in [compare.left, *compare.comparators])
+            line
+            for line, compare in orderings
+            if any(clocks.is_duration(side) for side in [compare.left, *compare.comparators])
         }
     )
 
@@ -378,7 +409,7 @@ def test_the_wall_clock_check_catches_timings_under_any_name() -> None:
 def test_the_suite_asserts_no_wall_clock_timings() -> None:
     offenders = []
     for path in (REPO / "tests").rglob("*.py"):
-        lines = wall_clock_assertions(path.read_text(encoding="utf-8"))
+        lines = wall_clock_assertions(source_of(path))
         offenders += [f"{path.relative_to(REPO)}:{line}" for line in lines]
     assert offenders == [], "move timings to bench/"
 
@@ -391,7 +422,7 @@ def suite_import_violations(module: str, source: str) -> list[str]:
     module, anything from a ``test_*`` module (test modules are not libraries: shared builders go
     to ``tests/helpers`` or a fixture) or a conftest other than the root one."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in all_nodes(source):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             pairs = [(node.module, alias.name) for alias in node.names]
         elif isinstance(node, ast.Import):
@@ -441,7 +472,7 @@ def test_the_suite_import_check_catches_private_and_test_module_imports() -> Non
 def test_test_modules_share_code_only_through_helpers_and_fixtures() -> None:
     offenders = {}
     for path in (REPO / "tests").rglob("*.py"):
-        found = suite_import_violations(module_name(path), path.read_text(encoding="utf-8"))
+        found = suite_import_violations(module_name(path), source_of(path))
         if found:
             offenders[module_name(path)] = found
     assert offenders == {}
