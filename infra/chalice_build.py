@@ -13,6 +13,9 @@ the local stack's S3 pump delivers.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from chalice.cli.factory import CLIFactory
 from chalice.deploy import models
 from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
 from chalice.deploy.deployer import create_build_stage
+from chalice.deploy.packager import LambdaDeploymentPackager
 from chalice.deploy.swagger import CFNSwaggerGenerator
 from chalice.package import (
     AppPackager,
@@ -109,6 +113,64 @@ class SynapseSAMGenerator(SAMTemplateGenerator):
         function_cfn["Properties"]["Events"] = {
             event_name: {"Type": "S3", "Properties": properties}
         }
+
+
+def zip_dependencies(vendor: Path, target: Path) -> Path:
+    """A deflated zip of ``vendor``'s files, as Chalice adds a project's ``vendor/`` to its
+    deployment zip (every file, symlinks followed, paths relative to ``vendor``, Chalice's
+    normalised times and permissions).
+
+    Written once per ``target`` (name it after the content it holds, as
+    :func:`infra.package.cached_install` names ``vendor``) and atomically, so concurrent builds
+    sharing the cache see a whole file or none.
+    """
+    if target.is_file():
+        return target
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    with OSUtils().open_zip(str(partial), "w", zipfile.ZIP_DEFLATED) as archive:
+        for root, _, filenames in os.walk(vendor, followlinks=True):
+            for filename in filenames:
+                full = Path(root) / filename
+                archive.write(full, str(full.relative_to(vendor)))
+    os.replace(partial, target)
+    return target
+
+
+def seed_deployment_package(project_dir: Path, stage: str, dependencies_zip: Path) -> Path:
+    """Puts the zip Chalice's packager would build for ``project_dir`` where that packager looks
+    for a previous build of the same sources (``.chalice/deployments/<hash>-<python>.zip``, the
+    hash of the app's files and ``vendor/``), so ``package_chalice_app`` reuses it.
+
+    The zip is a copy of ``dependencies_zip`` (:func:`zip_dependencies`, made once per
+    dependency set) with the app's files added by Chalice's own list of them
+    (``app.py``, ``chalicelib/``, Chalice's runtime): deflating ~200 MB of numpy and scipy again
+    for every change to the app was most of a package's time.
+
+    Args:
+        project_dir: The staged Chalice project (its ``vendor/`` holds the dependencies).
+        stage: Chalice stage name.
+        dependencies_zip: The zip of ``project_dir / "vendor"``.
+    """
+    config = CLIFactory(project_dir=str(project_dir)).create_config_obj(chalice_stage_name=stage)
+    if config.automatic_layer:
+        raise PackagingError("seeding is only for a single deployment zip (no automatic layer)")
+    packager = LambdaDeploymentPackager(
+        OSUtils(),
+        None,
+        UI(),
+        architecture=config.lambda_architecture,  # type: ignore[arg-type]
+    )
+    target = Path(
+        packager.deployment_package_filename(str(project_dir), config.lambda_python_version)
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".seed")
+    shutil.copyfile(dependencies_zip, partial)
+    with OSUtils().open_zip(str(partial), "a", zipfile.ZIP_DEFLATED) as archive:
+        for full_path, zip_path in packager._iter_app_filenames(str(project_dir)):
+            archive.write(full_path, zip_path)
+    os.replace(partial, target)
+    return target
 
 
 def package_chalice_app(

@@ -45,6 +45,20 @@ STAGED_DIRS = ("chalicelib",)
 _FOREIGN_ENV = re.compile(r"^(SYNAPSE_|AWS_ENDPOINT_URL)|(_TABLE|_BUCKET|_QUEUE|_FUNCTION)$")
 
 
+def shared_cache() -> Path:
+    """A build cache outside the working tree, shared by every clone on this machine:
+    ``$SYNAPSE_BUILD_CACHE``, else ``$XDG_CACHE_HOME/synapsenet`` (``~/.cache/synapsenet``).
+
+    Everything put in it is named after what it was built from (requirement files, platforms,
+    template bytes and tool versions), so a fresh clone either finds exactly its own inputs' build
+    or builds it.
+    """
+    if os.environ.get("SYNAPSE_BUILD_CACHE"):
+        return Path(os.environ["SYNAPSE_BUILD_CACHE"])
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return home / "synapsenet"
+
+
 def stage_environment(stage: str, project: Path = REPO) -> dict[str, str]:
     """The stage's environment variables: the global ones overridden by the stage's."""
     config = json.loads((project / ".chalice" / "config.json").read_text())
@@ -207,13 +221,15 @@ def build(stage: str, out: Path, cache: Path, region: str) -> dict[str, Any]:
     env = stage_environment(stage)
     apply_environment(env, region)
     from chalicelib.domains import all_table_models
-    from infra.chalice_build import package_chalice_app
+    from infra.chalice_build import package_chalice_app, seed_deployment_package, zip_dependencies
     from infra.template import StackSettings, build_template
 
     check_explainer_entrypoint(REPO)
     vendor = cached_install([LIGHT_REQUIREMENTS], cache, "vendor")
     stage_dir = out / ".project"
     stage_project(REPO, stage_dir, vendor)
+    dependencies = zip_dependencies(vendor, cache / f"{vendor.name}.zip")
+    seed_deployment_package(stage_dir, stage, dependencies)
     out.mkdir(parents=True, exist_ok=True)
     buckets = {env["DATA_BUCKET"]: "DataBucket", env["MODELS_BUCKET"]: "ModelsBucket"}
     chalice = package_chalice_app(stage_dir, stage, out, buckets)

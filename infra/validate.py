@@ -10,6 +10,7 @@ template is also expanded with ``aws-sam-translator`` (the library CloudFormatio
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -56,8 +57,37 @@ def lint(path: Path, regions: list[str] | None = None) -> list[str]:
     ]
 
 
-def validate(template_path: Path) -> list[str]:
-    """Lints the SAM template and its expansion (written next to it as ``*.expanded.json``)."""
+def clean_marker(template_path: Path, cache: Path) -> Path:
+    """Where :func:`validate` notes that a template was found clean: named after the template's
+    bytes, the cfn-lint and SAM translator versions and this module's code (anything that could
+    change the findings)."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(template_path.read_bytes())
+    tools = (version("cfn-lint"), version("aws-sam-translator"))
+    for part in (*tools, Path(__file__).read_text(encoding="utf-8")):
+        digest.update(b"\0" + part.encode())
+    return cache / f"cfn-lint-clean-{digest.hexdigest()[:32]}"
+
+
+def validate(template_path: Path, cache: Path | None = None) -> list[str]:
+    """Lints the SAM template and its expansion (written next to it as ``*.expanded.json``).
+
+    With ``cache``, a template whose exact bytes were found clean before by the same linters is
+    not linted again (about 8 s); findings are never cached, so a failing template is always
+    linted and reported afresh.
+    """
+    marker = clean_marker(template_path, cache) if cache is not None else None
+    if marker is not None and marker.is_file():
+        return []
+    findings = _validate(template_path)
+    if marker is not None and not findings:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(template_path.name + "\n")
+    return findings
+
+
+def _validate(template_path: Path) -> list[str]:
     findings = lint(template_path)
     template = json.loads(template_path.read_text())
     expanded_path = template_path.with_suffix(".expanded.json")

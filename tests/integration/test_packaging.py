@@ -2,7 +2,9 @@
 
 The package and template are built once per session from the current app and tables (``python -m
 infra.package`` in a subprocess, as ``make package`` runs it), so a new table, handler or queue
-is covered without touching these tests. Dependencies are installed once into ``dist/.cache``.
+is covered without touching these tests. The Lambda dependencies are installed and zipped once
+per requirement set into the machine's build cache (``infra.package.shared_cache``, outside the
+clone), and a template's clean cfn-lint is remembered there by its bytes and the linters' versions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from typing import Any
 import pytest
 
 from infra import access as access_module
-from infra.chalice_build import PackagingError, SynapseSAMGenerator
+from infra.chalice_build import (
+    PackagingError,
+    SynapseSAMGenerator,
+    package_chalice_app,
+    seed_deployment_package,
+    zip_dependencies,
+)
+from infra.package import shared_cache
 from infra.sizes import ZIP_UNZIPPED_LIMIT, zip_function_total, zip_unzipped_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,10 +50,13 @@ FUNCTION_TYPE = "AWS::Serverless::Function"
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``python -m infra.package --stage prod`` into a temporary directory."""
+    """``python -m infra.package --stage prod`` into a temporary directory, with the machine's
+    build cache (:func:`infra.package.shared_cache`: the Lambda dependencies and their zip,
+    named after the requirements, are installed and deflated once, not once per clone)."""
     out = tmp_path_factory.mktemp("dist")
+    command = [sys.executable, "-m", "infra.package", "--stage", STAGE, "--out", str(out)]
     result = subprocess.run(
-        [sys.executable, "-m", "infra.package", "--stage", STAGE, "--out", str(out)],
+        [*command, "--cache", str(shared_cache())],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -240,7 +252,101 @@ def test_size_report_breaks_the_explainer_image_down_by_library(
 def test_template_and_its_sam_expansion_are_cfn_lint_clean(packaged: Path) -> None:
     from infra.validate import validate
 
-    assert validate(packaged / "template.json") == []
+    # The machine's cache remembers templates found clean (by their bytes and the linters'
+    # versions): an unchanged template is not linted again, a changed one always is.
+    assert validate(packaged / "template.json", cache=shared_cache()) == []
+
+
+def test_only_a_clean_lint_of_the_same_bytes_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra import validate as validate_module
+
+    template = tmp_path / "template.json"
+    template.write_text('{"Resources": {}}\n')
+    cache = tmp_path / "cache"
+    linted: list[str] = []
+    findings = ["E3001 a finding"]
+
+    def lint_twice(path: Path) -> list[str]:
+        linted.append(path.read_text())
+        return list(findings)
+
+    monkeypatch.setattr(validate_module, "_validate", lint_twice)
+    assert validate_module.validate(template, cache) == findings
+    assert validate_module.validate(template, cache) == findings  # findings are not remembered
+    assert len(linted) == 2 and not cache.exists()
+    findings.clear()
+    assert validate_module.validate(template, cache) == []
+    assert validate_module.validate(template, cache) == []  # remembered: not linted again
+    assert len(linted) == 3
+    template.write_text('{"Resources": {} }\n')  # one byte more
+    assert validate_module.validate(template, cache) == []
+    assert len(linted) == 4
+    assert validate_module.validate(template) == [] and len(linted) == 5  # no cache: always
+
+
+def test_a_seeded_deployment_zip_holds_exactly_what_chalices_own_build_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``infra.package`` hands Chalice a zip made from the dependencies' zip (made once per
+    dependency set) plus the app's files; Chalice's packager reuses it. Built both ways for a
+    small project, the two zips hold the same members with the same bytes, times and modes."""
+    # Chalice imports the project's app.py as ``app``: this process's own app module is put
+    # back (or the small one removed) afterwards.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    own_app = sys.modules.pop("app", None)
+    try:
+        own, seeded, seed = _package_both_ways(tmp_path)
+    finally:
+        sys.modules.pop("app", None)
+        if own_app is not None:
+            sys.modules["app"] = own_app
+    assert seeded.read_bytes() == seed.read_bytes()  # Chalice reused the seed, built nothing
+    assert _members(seeded) == _members(own)
+    assert {"app.py", "chalicelib/__init__.py", "chalice/app.py", "dep/sub/data.bin"} <= set(
+        _members(seed)
+    )
+
+
+def _members(path: Path) -> dict[str, tuple[Any, ...]]:
+    with zipfile.ZipFile(path) as archive:
+        return {
+            i.filename: (archive.read(i), i.compress_type, i.date_time, i.external_attr)
+            for i in archive.infolist()
+        }
+
+
+def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A small Chalice project packaged by Chalice alone, then from a seeded zip: the two
+    ``deployment.zip`` files and the seed."""
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    (project / ".chalice" / "config.json").write_text(
+        json.dumps({"version": "2.0", "app_name": "seeded", "stages": {STAGE: {}}})
+    )
+    (project / "app.py").write_text(
+        "from chalice import Chalice\n\napp = Chalice('seeded')\n\n\n"
+        "@app.lambda_function()\ndef handler(event, context):\n    return event\n"
+    )
+    (project / "chalicelib").mkdir()
+    (project / "chalicelib" / "__init__.py").write_text("ANSWER = 42\n")
+    vendor = tmp_path / "site"
+    (vendor / "dep" / "sub").mkdir(parents=True)
+    (vendor / "dep" / "__init__.py").write_text("x = 1\n" * 1000)
+    (vendor / "dep" / "sub" / "data.bin").write_bytes(bytes(range(256)) * 64)
+    (vendor / "dep-1.0.dist-info").mkdir()
+    (vendor / "dep-1.0.dist-info" / "RECORD").write_text("dep/__init__.py,,\n")
+    (vendor / "dep" / "tool.sh").write_text("#!/bin/sh\n")
+    (vendor / "dep" / "tool.sh").chmod(0o755)
+    (project / "vendor").symlink_to(vendor, target_is_directory=True)
+
+    own = tmp_path / "own"
+    package_chalice_app(project, STAGE, own, {})
+    seeded = tmp_path / "seeded"
+    seed = seed_deployment_package(project, STAGE, zip_dependencies(vendor, tmp_path / "site.zip"))
+    package_chalice_app(project, STAGE, seeded, {})
+    return own / "deployment.zip", seeded / "deployment.zip", seed
 
 
 # --- Template covers the app -----------------------------------------------------------------
