@@ -110,13 +110,23 @@ class _Ends:
 def _nth_set_bits(words: np.ndarray, per_word: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """The positions of the ``indices``-th set bits of packed ``words`` (``per_word``: the
     set bits of each)."""
+    word, rank = _word_and_rank(per_word, indices)
+    return word * 64 + _bit_in_word(words[word], rank)
+
+
+def _word_and_rank(per_word: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The word holding each ``indices``-th set bit and the bit's rank among its word's."""
     cumulative = np.cumsum(per_word, dtype=np.int64)
     if len(indices) * _SEARCH_OR_LIST < len(per_word):
         word = np.searchsorted(cumulative, indices, side="right")
     else:  # many wanted: listing each end's word is cheaper than a search for each
         word = np.repeat(np.arange(len(per_word)), per_word)[indices]
-    rank = indices - cumulative[word] + per_word[word]  # of the bit wanted in its word
-    octets = words[word].view(np.uint8).reshape(-1, 8)
+    return word, indices - cumulative[word] + per_word[word]
+
+
+def _bit_in_word(values: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """The position of the ``rank``-th set bit in each of the words ``values``."""
+    octets = values.view(np.uint8).reshape(-1, 8)
     # Set bits per octet, summed octet by octet in one multiplication (no sum passes 64, so
     # none carries into the next octet): octet k of ``through`` counts octets 0..k.
     through = (np.bitwise_count(octets).view("<u8").ravel() * _PREFIX).view(np.uint8)
@@ -124,10 +134,9 @@ def _nth_set_bits(words: np.ndarray, per_word: np.ndarray, indices: np.ndarray) 
     # The octet holding the bit: how many octets end at or before it (a row of 8 flags read
     # as one word and counted).
     octet = np.bitwise_count((through <= rank[:, None]).view("<u8").ravel()).astype(np.int64)
-    rows = np.arange(len(word))
+    rows = np.arange(len(values))
     earlier = np.where(octet > 0, through[rows, np.maximum(octet - 1, 0)], 0)
-    bit = _NTH_BIT[octets[rows, octet], rank - earlier]
-    return word * 64 + octet * 8 + bit
+    return octet * 8 + _NTH_BIT[octets[rows, octet], rank - earlier]
 
 
 @dataclass
@@ -197,18 +206,19 @@ def _find_ends(claims: list[RangeClaim], wanted: list[np.ndarray]) -> list[np.nd
     if len(packed_at) < 2:
         return found
     packed = [_packed(claims[at].ends) for at in packed_at]
-    word_counts = np.array([len(words) for words, _ in packed], dtype=np.int64)
     end_counts = np.array([claims[at].ends.count for at in packed_at], dtype=np.int64)
     sizes = [len(wanted[at]) for at in packed_at]
     indices = np.concatenate([wanted[at] for at in packed_at])
     indices += np.repeat(np.cumsum(end_counts) - end_counts, sizes)
-    positions = _nth_set_bits(
-        np.concatenate([words for words, _ in packed]),
-        np.concatenate([per_word for _, per_word in packed]),
-        indices,
-    )
-    positions -= np.repeat((np.cumsum(word_counts) - word_counts) * 64, sizes)
-    for at, part in zip(packed_at, np.split(positions, np.cumsum(sizes)[:-1]), strict=True):
+    per_word = np.concatenate([per_word for _, per_word in packed])
+    word_counts = np.array([len(per_word) for _, per_word in packed], dtype=np.int64)
+    word, rank = _word_and_rank(per_word, indices)
+    word -= np.repeat(np.cumsum(word_counts) - word_counts, sizes)  # in its own slice
+    cuts = np.cumsum(sizes)[:-1]
+    each = np.split(word, cuts)
+    values = np.concatenate([words[at] for (words, _), at in zip(packed, each, strict=True)])
+    positions = word * 64 + _bit_in_word(values, rank)
+    for at, part in zip(packed_at, np.split(positions, cuts), strict=True):
         found[at] = part
     return found
 

@@ -117,9 +117,13 @@ class SampleStore:
 
 
 def last_of_each(slots: np.ndarray) -> np.ndarray:
-    """The positions in ``slots`` of the last occurrence of each slot named."""
-    first_from_end = np.unique(slots[::-1], return_index=True)[1]
-    return len(slots) - 1 - first_from_end
+    """The positions in ``slots`` of the last occurrence of each slot named, by slot (the
+    largest position naming each slot, kept by ``maximum.at``: no sort)."""
+    if not len(slots):
+        return np.empty(0, dtype=np.int64)
+    last = np.full(int(slots.max()) + 1, -1, dtype=np.int64)
+    np.maximum.at(last, slots, np.arange(len(slots), dtype=np.int64))
+    return last[last >= 0]
 
 
 __all__ = ["SampleStore", "last_of_each"]
