@@ -372,6 +372,14 @@ def class_labels(estimator: Any, descriptor: ModelDescriptor) -> list[str]:
     return classes
 
 
+def loaded_labels(loaded: LoadedModel) -> list[str]:
+    """:func:`class_labels` of a loaded model, worked out once (shared: not to be changed)."""
+    labels: list[str] = loaded.remembered(
+        ("class-labels",), lambda: class_labels(loaded.estimator, loaded.descriptor)
+    )
+    return labels
+
+
 def class_index(estimator: Any, descriptor: ModelDescriptor, class_name: str | None) -> int | None:
     """The index of ``class_name`` in ``estimator.classes_`` (``None``: not given).
 

@@ -62,13 +62,23 @@ class ModelDescriptor:
 class LoadedModel:
     """A loaded estimator with its descriptor and background rows (``None`` if it has none).
 
-    ``explainers`` holds the explainers built for it, so they leave memory with it.
+    ``explainers`` holds the explainers built for it, so they leave memory with it; ``memo``
+    what requests work out from the model alone (its class labels, the algorithm chosen for a
+    requested one), kept with it as well: a model registered again is loaded anew.
     """
 
     estimator: Any
     descriptor: ModelDescriptor
     background: np.ndarray | None
     explainers: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def remembered(self, key: tuple[Any, ...], work_out: Callable[[], Any]) -> Any:
+        """``work_out()``, once per model and ``key`` (a failure is not remembered)."""
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = work_out()
+        return found
 
 
 class ModelLoader(Protocol):

@@ -39,6 +39,7 @@ from chalicelib.explainability.base import (
     class_index,
     class_labels,
     collection_paused,
+    loaded_labels,
     require,
 )
 from chalicelib.explainability.categorical import check_row_types, text_columns
@@ -402,14 +403,16 @@ class SHAPExplainer(ExplainerBase):
         estimator, descriptor = loaded.estimator, loaded.descriptor
         if descriptor.is_classifier:
             class_index(estimator, descriptor, options.class_name)  # 400 before any work
-        algorithm = choose_algorithm(estimator, X.shape[1], options.algorithm)
-        if text_columns(estimator):
+        algorithm, space = loaded.remembered(
+            ("shap-algorithm", options.algorithm, X.shape[1]),
+            lambda: _algorithm_and_space(loaded, X.shape[1], options.algorithm),
+        )
+        if space is None:
             return grouped_values(self, loaded, X, options)
         require(
             not options.include_interactions or algorithm == "tree",
             "interaction values are available for tree models only",
         )
-        space = output_space(estimator, algorithm, descriptor.is_classifier)
         return EXPLAINERS[algorithm](self, loaded, X, options, space)
 
     def _explain_rows(
@@ -421,7 +424,7 @@ class SHAPExplainer(ExplainerBase):
     ) -> list[PredictionExplanation]:
         loaded = self.model_loader.load(descriptor.model_id, descriptor.version)
         result = self.shap_values(loaded, X, options)
-        labels = class_labels(loaded.estimator, descriptor) if descriptor.is_classifier else []
+        labels = loaded_labels(loaded) if descriptor.is_classifier else []
         names = list(descriptor.feature_names)
         fields: dict[str, Any] = {
             "model_id": descriptor.model_id,
@@ -556,14 +559,14 @@ class SHAPExplainer(ExplainerBase):
 
     def _tabular_descriptor(self, model_id: str, model_version: int | None) -> ModelDescriptor:
         descriptor = self.model_loader.describe(model_id, model_version)
-        require(
-            descriptor.is_tabular,
+        if descriptor.is_tabular:  # the message is built only when it is needed
+            return descriptor
+        raise UnprocessableEntity(
             f"model '{model_id}' is {descriptor.task}: dependence plots and global importance "
             "over a dataset version need a tabular model; explain text and image inputs with "
             "POST /explanations or /explanations/batch (text also with /explanations/global "
-            "and inputs)",
+            "and inputs)"
         )
-        return descriptor
 
     @staticmethod
     def _interaction_feature(
@@ -578,6 +581,17 @@ class SHAPExplainer(ExplainerBase):
         order = shap.utils.approximate_interactions(index, values, X)
         candidates = [int(i) for i in order if int(i) != index]
         return names[candidates[0]] if candidates else None
+
+
+def _algorithm_and_space(loaded: LoadedModel, width: int, requested: str) -> tuple[str, str | None]:
+    """The algorithm :func:`choose_algorithm` picks for ``requested`` and the output space it
+    explains in (``None``: a pipeline with categorical columns, explained by
+    :func:`grouped_values`)."""
+    estimator = loaded.estimator
+    algorithm = choose_algorithm(estimator, width, requested)
+    if text_columns(estimator):
+        return algorithm, None
+    return algorithm, output_space(estimator, algorithm, loaded.descriptor.is_classifier)
 
 
 def _finite_result(result: ShapResult, errors: list[float]) -> bool:

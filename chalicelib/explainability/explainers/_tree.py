@@ -221,10 +221,10 @@ def tree_outputs(explainer: Any, estimator: Any, X: np.ndarray, is_classifier: b
     does not hold its base scores)."""
     raw = np.asarray(trees_predict(explainer)(X), dtype=float)
     if type(estimator).__name__ == "BoosterModel":
-        raw = _booster_margin(explainer, estimator, X, raw, is_classifier)
+        raw = _booster_margin(explainer, estimator, X, raw, is_classifier)  # floats too
     if not is_classifier:
-        return np.asarray(raw, dtype=float).reshape(len(X), 1)
-    return as_class_columns(np.asarray(raw, dtype=float))
+        return raw.reshape(len(X), 1)
+    return as_class_columns(raw)
 
 
 def trees_predict(explainer: Any) -> Any:
