@@ -26,7 +26,6 @@ remaining difference is reported as ``additivity_error``. shap is imported on fi
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -432,12 +431,10 @@ class SHAPExplainer(ExplainerBase):
             "input_kind": "tabular",
             "algorithm": result.algorithm,
             "output_space": result.output_space,
-            "parameters": {
-                **options.as_parameters(),
-                "background_rows_used": result.background_rows,
-            },
+            "parameters": options.as_parameters(),  # a fresh dict
             "created_at": self.clock.now(),  # one time for the whole batch
         }
+        fields["parameters"]["background_rows_used"] = result.background_rows
         explained = [None if chosen is None else labels[chosen] for chosen in result.classes]
         sums = result.base + result.values.sum(axis=1)
         errors = np.abs(sums - result.actual).tolist()
@@ -446,8 +443,26 @@ class SHAPExplainer(ExplainerBase):
         if not _finite_result(result, errors):
             return self._checked_rows(X, result, prediction_ids, explained, names, sums, fields)
         n = len(prediction_ids)
-        # One row allocates a few dozen objects: pausing the collector costs more than it saves.
-        with collection_paused() if n > 1 else nullcontext():
+        if n == 1:
+            # A single request: one row allocates a few dozen objects (pausing the collector
+            # costs more than it saves) and needs none of the batch's per-row lists.
+            ranked = RankedRows.of(result.values, X, names)
+            return [
+                self._ranked_explanation(
+                    fields,
+                    batch_ids(1)[0],
+                    prediction_ids[0],
+                    explained[0],
+                    result.base.item(),
+                    result.actual.item(),
+                    errors[0],
+                    _interactions(result.interactions, 0, names),
+                    ranked.contributions()[0],
+                    ranked.top_positive()[0],
+                    ranked.top_negative()[0],
+                )
+            ]
+        with collection_paused():
             ranked = RankedRows.of(result.values, X, names)
             rows = zip(
                 batch_ids(n),
