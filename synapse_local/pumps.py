@@ -144,9 +144,15 @@ class QueuePump:
         self._thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Asks the thread to stop after its current long poll, without waiting for it: a caller
+        stopping several pumps asks them all first, so their polls end together rather than one
+        after another (:meth:`stop` then waits)."""
+        self._stop.set()
+
     def stop(self, timeout: float | None = None) -> None:
         """Asks the thread to stop and waits for it (at most ``timeout`` seconds)."""
-        self._stop.set()
+        self.request_stop()
         if self._thread is not None:
             limit = timeout if timeout is not None else self.wait_seconds + 30
             self._thread.join(limit)

@@ -361,7 +361,10 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stops the workers, the HTTP server and moto; restores the environment (idempotent)."""
-        for pump in [*self.sqs_pumps, *([self.s3_pump] if self.s3_pump else [])]:
+        pumps = [*self.sqs_pumps, *([self.s3_pump] if self.s3_pump else [])]
+        for pump in pumps:  # every long poll ends at once, not one after the other's
+            pump.request_stop()
+        for pump in pumps:
             pump.stop()
         self.sqs_pumps, self.s3_pump = [], None
         if self.scheduler is not None:

@@ -132,10 +132,13 @@ def test_state_survives_ctrl_c_and_kill_9_and_reset_starts_empty(tmp_path: Path)
         api.record_outcomes(experiment_id, _outcomes("b", 10))
         api.create_version(dataset_id, data="id,radius\n1,2.0\n2,3.0\n")
         after = snapshot(api, experiment_id, dataset_id, tmp_path)
-        saved = (state / "state.json").stat().st_mtime
+        # Wait for the flush after the last change: the saved state names the newest version's
+        # hash. (Waiting for state.json's time to change after reading it waited the whole
+        # minute whenever that flush had come before the reading: nothing changed after it.)
+        newest = after["versions"][-1][1]
         deadline = time.monotonic() + 60
-        while (state / "state.json").stat().st_mtime == saved and time.monotonic() < deadline:
-            time.sleep(FLUSH_SECONDS / 4)  # wait for the flush after the last change
+        while newest not in (state / "state.json").read_text() and time.monotonic() < deadline:
+            time.sleep(FLUSH_SECONDS / 4)
         time.sleep(FLUSH_SECONDS)
         second.process.send_signal(signal.SIGKILL)
         second.process.wait(30)

@@ -47,6 +47,32 @@ def test_stop_restores_the_environment_and_closes_the_port() -> None:
         requests.get(f"{url}/health", timeout=5)
 
 
+def test_stop_asks_every_pump_to_stop_before_waiting_for_any() -> None:
+    """Each pump's thread may sit in a long poll: asked all at once, the polls end together
+    (waiting for one pump at a time let the others keep polling, a poll's wait each)."""
+    calls: list[tuple[str, str]] = []
+
+    class Pump:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def request_stop(self) -> None:
+            calls.append(("asked", self.name))
+
+        def stop(self) -> None:
+            calls.append(("waited", self.name))
+
+    stack = LocalStack(run_schedules=False)
+    stack.sqs_pumps = [Pump("jobs"), Pump("monitor")]  # type: ignore[list-item]
+    stack.s3_pump = Pump("s3")  # type: ignore[assignment]
+    stack.stop()
+    assert calls == [
+        ("asked", "jobs"), ("asked", "monitor"), ("asked", "s3"),
+        ("waited", "jobs"), ("waited", "monitor"), ("waited", "s3"),
+    ]  # fmt: skip
+    assert stack.sqs_pumps == [] and stack.s3_pump is None
+
+
 def test_too_short_admin_token_fails_the_start_and_leaves_nothing_running() -> None:
     before = os.environ.get("AWS_ENDPOINT_URL")
     stack = LocalStack(admin_token="short", run_schedules=False, run_pumps=False)

@@ -49,12 +49,15 @@ def test_tables_copied_from_the_template_describe_as_created_ones() -> None:
     @contextmanager
     def created() -> Any:
         with mock_aws():
-            create_all_tables()
+            names = create_all_tables()
+            assert create_all_tables() == names  # a second call finds them all: idempotent
             yield
 
     by_api = _fresh_account(created)
     assert len(by_api) == len(all_table_models())
-    assert any(ttl["TimeToLiveStatus"] == "ENABLED" for _, ttl in by_api.values())
+    expiring = {model.Meta.table_name for model in all_table_models() if model._ttl_attribute()}
+    enabled = {name for name, (_, ttl) in by_api.items() if ttl["TimeToLiveStatus"] == "ENABLED"}
+    assert expiring and enabled == expiring  # every TTL attribute declared, and only those
     assert any(table.get("GlobalSecondaryIndexes") for table, _ in by_api.values())
     for _ in range(2):  # the first may make the template, the second copies it
         assert _fresh_account(bootstrapped_aws) == by_api
