@@ -201,7 +201,10 @@ def _numbers(values: list[Any], kinds: set[type]) -> np.ndarray | None:
     ``None`` (``kinds``: the values' types)."""
     if kinds - {str, int, float}:  # bool, dict, list: not numbers
         return None
-    texts = values if kinds == {str} else [v for v in values if type(v) is str]
+    if str not in kinds:  # JSON numbers: no text to type
+        texts: list[str] = []
+    else:
+        texts = values if kinds == {str} else [v for v in values if type(v) is str]
     if texts and not _typed_as_numbers(texts):
         return None
     try:

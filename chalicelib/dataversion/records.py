@@ -177,50 +177,68 @@ def claimed_ranges(
     """Where the claimed records that ``keep`` marks (one flag per record, the claims' end to
     end) start in the chunk ``data`` and how long they are, in order; blank lines before a
     record are skipped as ``lstrip`` skips them."""
-    sizes = [len(claim.local) for claim in claims]
-    flags = np.split(keep, np.cumsum(sizes)[:-1])
-    chosen = [claim.local[flag] for claim, flag in zip(claims, flags, strict=True)]
-    found = _find_ends(claims, [np.concatenate((at, np.maximum(at - 1, 0))) for at in chosen])
-    counts = np.array([len(at) for at in chosen], dtype=np.int64)
-    positions = np.concatenate(found)
-    positions += np.repeat(np.array([claim.lo for claim in claims], dtype=np.int64), 2 * counts)
-    own = np.repeat(np.tile([True, False], len(claims)), np.repeat(counts, 2))
-    stops, starts = positions[own], positions[~own] + 1
-    offsets = (np.cumsum(counts) - counts).tolist()
-    for claim, flag, offset in zip(claims, flags, offsets, strict=True):
-        if claim.first_start is not None and len(flag) and flag[0]:
-            starts[offset] = claim.lo + claim.first_start
-    if len(claims):
+    sizes = np.array([len(claim.local) for claim in claims], dtype=np.int64)
+    owner = np.repeat(np.arange(len(claims)), sizes)[keep]
+    chosen = np.concatenate([claim.local for claim in claims])[keep]
+    count = len(chosen)
+    # Each record's own end, then the end before it (where it starts).
+    whose = np.concatenate((owner, owner))
+    found = _find_ends(
+        [claim.ends for claim in claims], np.concatenate((chosen, np.maximum(chosen - 1, 0))), whose
+    )
+    found += np.array([claim.lo for claim in claims], dtype=np.int64)[whose]
+    stops, starts = found[:count], found[count:] + 1
+    overridden = [at for at, claim in enumerate(claims) if claim.first_start is not None]
+    if overridden and count:
+        kept_before = np.cumsum(keep) - 1  # a record's place among the kept ones
+        firsts = (np.cumsum(sizes) - sizes)[overridden].tolist()
+        for at, first in zip(overridden, firsts, strict=True):
+            if keep[first]:
+                claim = claims[at]
+                starts[kept_before[first]] = claim.lo + (claim.first_start or 0)
+    if claims:
         claims[0].skip_blank(np.frombuffer(data, dtype=np.uint8), starts, stops)
     return starts, stops - starts
 
 
-def _find_ends(claims: list[RangeClaim], wanted: list[np.ndarray]) -> list[np.ndarray]:
-    """The positions in their slices of the ``wanted`` ends of each claim: listed ends looked
-    up, packed ones found by one search over the words of those slices laid end to end."""
-    found: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(claims)
-    packed_at = [at for at, claim in enumerate(claims) if claim.ends.packed() is not None]
-    for at, claim in enumerate(claims):
-        if at not in packed_at or len(packed_at) == 1:
-            found[at] = claim.ends.locate(wanted[at])
-    if len(packed_at) < 2:
-        return found
-    packed = [_packed(claims[at].ends) for at in packed_at]
-    end_counts = np.array([claims[at].ends.count for at in packed_at], dtype=np.int64)
-    sizes = [len(wanted[at]) for at in packed_at]
-    indices = np.concatenate([wanted[at] for at in packed_at])
-    indices += np.repeat(np.cumsum(end_counts) - end_counts, sizes)
-    per_word = np.concatenate([per_word for _, per_word in packed])
-    word_counts = np.array([len(per_word) for _, per_word in packed], dtype=np.int64)
-    word, rank = _word_and_rank(per_word, indices)
-    word -= np.repeat(np.cumsum(word_counts) - word_counts, sizes)  # in its own slice
-    cuts = np.cumsum(sizes)[:-1]
-    each = np.split(word, cuts)
-    values = np.concatenate([words[at] for (words, _), at in zip(packed, each, strict=True)])
-    positions = word * 64 + _bit_in_word(values, rank)
-    for at, part in zip(packed_at, np.split(positions, cuts), strict=True):
-        found[at] = part
+def _find_ends(ends: list[_Ends], indices: np.ndarray, whose: np.ndarray) -> np.ndarray:
+    """The positions of the ``indices``-th ends of the slices ``whose`` names (each in its
+    own slice): listed ends looked up in their lists laid end to end, packed ones found by
+    one search over the words of those slices laid end to end."""
+    if len(ends) == 1:
+        return ends[0].locate(indices)
+    found = np.empty(len(indices), dtype=np.int64)
+    listed = np.array([part.packed() is None for part in ends])
+    by_list = listed[whose]
+    for wanted, group in ((by_list, np.flatnonzero(listed)), (~by_list, np.flatnonzero(~listed))):
+        if not len(group) or not wanted.any():
+            continue
+        parts = [ends[at] for at in group.tolist()]
+        counts = np.array([part.count for part in parts], dtype=np.int64)
+        place = np.zeros(len(ends), dtype=np.int64)
+        place[group] = np.arange(len(group))
+        where = place[whose[wanted]]
+        at = indices[wanted] + (np.cumsum(counts) - counts)[where]
+        found[wanted] = _lay_out(parts, at, where, listed[group[0]])
     return found
+
+
+def _lay_out(parts: list[_Ends], at: np.ndarray, where: np.ndarray, listed: bool) -> np.ndarray:
+    """The ``at``-th ends of ``parts`` laid end to end, each as a position in its own slice
+    (``where``: the part each belongs to)."""
+    if listed:
+        lists = [part._positions for part in parts if part._positions is not None]
+        return np.concatenate(lists)[at]
+    packed = [_packed(part) for part in parts]
+    per_word = np.concatenate([counts for _, counts in packed])
+    word_counts = np.array([len(counts) for _, counts in packed], dtype=np.int64)
+    word, rank = _word_and_rank(per_word, at)
+    word -= (np.cumsum(word_counts) - word_counts)[where]  # in its own slice
+    values = np.empty(len(word), dtype=np.uint64)
+    for part, (words, _) in enumerate(packed):  # each slice's words read where they are
+        mine = where == part
+        values[mine] = words[word[mine]]
+    return word * 64 + _bit_in_word(values, rank)
 
 
 def _packed(ends: _Ends) -> tuple[np.ndarray, np.ndarray]:
@@ -748,6 +766,8 @@ class RecordSampler:
         self._at = np.empty(0, dtype=np.int64)
         self._slot = np.empty(0, dtype=np.int64)
         self._cursor = 0
+        # The picks wanted() last offered: the drawn picks, where they started, the offer.
+        self._offered: tuple[np.ndarray, int, np.ndarray] = (self._at, 0, self._at)
 
     def wants_any(self, first: int, count: int) -> bool:
         """Whether any record numbered ``first`` … ``first + count - 1`` is wanted."""
@@ -773,7 +793,8 @@ class RecordSampler:
         self._extend(first + count)
         self._pass(first)
         end = int(np.searchsorted(self._at, first + count))
-        return self._at[self._cursor : end]
+        self._offered = (self._at, self._cursor, self._at[self._cursor : end])
+        return self._offered[2]
 
     def _pass(self, index: int) -> None:
         """Drops the picks before record ``index`` (records that were not delivered)."""
@@ -893,6 +914,9 @@ class RecordSampler:
     def _picks_are(self, numbers: np.ndarray) -> int:
         """Where the picks ``numbers`` (ascending) start among the drawn ones, or -1 if they
         are not exactly the next picks."""
+        drawn, cursor, offered = self._offered
+        if numbers is offered and drawn is self._at and cursor == self._cursor:
+            return cursor  # handed back as wanted() offered them
         self._extend(int(numbers[-1]) + 1)
         self._pass(int(numbers[0]))
         cursor = self._cursor

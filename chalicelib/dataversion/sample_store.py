@@ -61,10 +61,12 @@ class SampleStore:
     ) -> None:
         """Puts the records ``data[starts[i] : starts[i] + lengths[i]]`` in ``slots[i]``, each
         slot named once."""
-        # Slicing and joining bytes beats a numpy gather here: an index per byte is 8 bytes.
+        # Slicing and joining beats a numpy gather here (an index per byte is 8 bytes), and
+        # slices of a memoryview (no copy each, one copy by join) beat slices of the bytes.
+        view = memoryview(data)
         blob = b"".join(
             [
-                data[start:stop]
+                view[start:stop]
                 for start, stop in zip(starts.tolist(), (starts + lengths).tolist(), strict=True)
             ]
         )
