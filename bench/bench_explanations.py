@@ -13,9 +13,10 @@ of warm repetitions:
 * ``service's own cost``: the compute path with the library call replaced by its recorded result
   (see :func:`stubbed_overhead`); ``overhead`` is that cost over ``direct``. For the single
   TreeSHAP rows both are timed warm in alternating blocks of calls, in thread CPU time
-  (:func:`warm_overhead`); the direct booster calls predict on one thread and skip shap's
-  additivity check, as the service's calls do (:func:`one_thread_explainer`), and the service
-  gets its input dict built once, as the direct call gets its array. The wall-clock
+  (:func:`warm_overhead`), the direct single-row booster call predicting on one thread as the
+  service's does (:func:`one_thread_explainer`), and the service gets its input dict built
+  once, as the direct call gets its array. Every direct booster call skips shap's additivity
+  check, as the service's call does (its own check is part of its own cost). The wall-clock
   difference ``service - direct`` is shown too, but on a shared 2-vCPU machine its noise is
   larger than the overhead being measured; for the booster batches the same pairs are also
   timed in process CPU time (``CPU-time difference``: both sides run on one thread, so time
@@ -136,31 +137,34 @@ def warm_overhead(
     attr: str,
     peer: Callable[[], Any],
     repeat: int,
-    block: int = 20,
+    blocks: tuple[int, int] = (200, 20),
 ) -> tuple[float, float]:
     """``(own, peer)`` per-call medians (ms of the calling thread's CPU time) of a single-row
-    call: the service's own cost (as :func:`stubbed_overhead`) and the direct library call,
-    each timed over ``block`` consecutive calls, the blocks alternating.
+    call: the service's own cost (as :func:`stubbed_overhead`, ``blocks[0]`` consecutive calls
+    a block) and the direct library call (``blocks[1]`` a block), the blocks alternating.
 
     Both sides run warm, each after its own kind of call: a call timed right after the other
     side's runs with the caches the other left (the service's own work after a booster's
     library call took 2-4 times its warm time here, the direct call after the service's up to
     a third more), so alternating single calls would weigh each side by the other's footprint.
-    Both run on this thread (one-thread boosters and forests), so CPU time leaves out the time
-    other processes' load takes from either, which moved wall-clock medians of 8 blocks by
-    half between runs at load 4.
+    The blocks last a few milliseconds each (about 7 and 10 for a booster), so the other
+    processes' interruptions fall on both alike. Both run on this thread (one-thread boosters
+    and forests), so CPU time leaves out the time the machine's load takes from either, which
+    moved wall-clock medians of 8 blocks by half between runs at load 4.
     """
 
-    def blocks(fn: Callable[[], Any]) -> Callable[[], None]:
+    def repeated(fn: Callable[[], Any], times: int) -> Callable[[], None]:
         def run() -> None:
-            for _ in range(block):
+            for _ in range(times):
                 fn()
 
         return run
 
+    own_block, peer_block = blocks
+    timed_blocks = [repeated(call, own_block), repeated(peer, peer_block)]
     with replaying(owner, attr, call):
-        own_ms, peer_ms = paired([blocks(call), blocks(peer)], repeat, 1, time.thread_time)
-    return own_ms / block, peer_ms / block
+        own_ms, peer_ms = paired(timed_blocks, repeat, 1, time.thread_time)
+    return own_ms / own_block, peer_ms / peer_block
 
 
 @contextlib.contextmanager
@@ -403,35 +407,39 @@ def bench_boosters(setup: Setup, repeat: int) -> list[dict[str, Any]]:
 
 
 def one_thread_explainer(booster: Any) -> Any:
-    """shap's TreeExplainer of ``booster`` predicting on one thread, as the service's boosters
-    do (``chalicelib.registry.boosters.load_booster``, ``_tree.path_dependent``): at their
-    default an OpenMP team waits for a second core on a busy machine (medians of 7-38 ms
-    against 0.5-1.3 ms at load 5), which the service's calls do not pay."""
+    """shap's TreeExplainer of ``booster`` (a LightGBM booster: a copy of it) predicting on one
+    thread, as the service's boosters do (``chalicelib.registry.boosters.load_booster``,
+    ``_tree.path_dependent``): for one row an OpenMP team only waits, for a second core on a
+    busy machine (medians of 7-38 ms against 0.5-1.3 ms at load 5), which the service's calls
+    do not pay. The batch rows keep the libraries' default threads (a script's)."""
     import functools
 
     import shap
 
+    if type(booster).__module__.startswith("lightgbm"):
+        booster = type(booster)(model_str=booster.model_to_string())
+        booster.predict = functools.partial(booster.predict, num_threads=1)
     explainer = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
     if explainer.model.model_type == "xgboost":
         explainer.model._xgb_dmatrix_props = {"nthread": 1}
-    else:
-        original = explainer.model.original_model
-        original.predict = functools.partial(original.predict, num_threads=1)
     return explainer
 
 
 def _booster_rows(
     setup: Setup, library: str, fmt: str, booster: Any, model_id: str, version: int, repeat: int
 ) -> list[dict[str, Any]]:
+    import shap
+
     # The direct call skips shap's additivity check, as the service's call does (for XGBoost
     # it is a second margin prediction); the service's own check is part of its own cost.
-    direct = one_thread_explainer(booster)
+    direct = shap.TreeExplainer(booster, feature_perturbation="tree_path_dependent")
+    one_row = one_thread_explainer(booster)
     x = setup.X[1000:1001]
     counter = iter(range(1000, 4000))
     given = setup.row(1000)  # built once, as the direct call's array is
 
     def direct_single() -> None:
-        direct.shap_values(x, check_additivity=False)
+        one_row.shap_values(x, check_additivity=False)
 
     def single() -> None:
         setup.uncached.shap.explain_prediction(model_id, version, given)
