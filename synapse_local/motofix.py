@@ -42,6 +42,15 @@ transaction (the request's checks, then the update itself); :func:`install` reme
 of recent update expressions as it does conditions. moto only reads a parsed tree: its
 validator works on a deep copy, and the request checks only search it.
 
+**Walks, copies and errors.** Validating an update, moto deep-copies its tree and walks it
+ten times, asking each walker for a new node map at every node; and its executor raises and
+catches an error for every ``ADD``/``SET`` of an attribute the item does not have yet, each
+error rendering an XML body that its JSON class replaces at once. :func:`install` walks with one
+map per walk, copies a plain tree node by node (anything else by ``copy.deepcopy``) and gives a
+JSON error its JSON body straight away: 150 updates of 70 ``ADD`` actions took 2.3 s of CPU
+instead of 3.4 s, with moto's own items and errors (tested on random updates against moto's
+walk, copy and error construction).
+
 **Revisions.** An item changes in place only through ``update_item``; :func:`install` stamps the
 item it updates with a new :func:`item_revision`, so the local stack's snapshots serialize an
 item again only when it changed (:mod:`synapse_local.persistence`).
@@ -385,6 +394,140 @@ def _validate_update_expressions_once() -> None:
         validator.traverse = traverse  # type: ignore[method-assign]
 
 
+_MOTO_WALK = ("traverse_node_recursively", "process", "nodes_to_be_processed")
+
+
+def _walk_with_one_map() -> None:
+    """moto's depth-first walk of an expression tree, with the walker's node map built once.
+
+    ``DepthFirstTraverser`` asks ``_processing_map()`` (a new dict each time) for every node it
+    meets and again for every node it processes; an update of 70 actions meets ~5,000 nodes in
+    each of its ten walks. This walk visits, calls ``pre_processing_of_child`` and replaces
+    nodes exactly as moto's does, with one map per walk (the maps name fixed node classes).
+    A walker that overrides a part of the walk keeps moto's own.
+    """
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node
+
+    original = DepthFirstTraverser.traverse
+    if getattr(original, "_one_map", False):
+        return
+
+    def traverse(self: Any, node: Any) -> Any:
+        cls = type(self)
+        if any(getattr(cls, name) is not getattr(DepthFirstTraverser, name) for name in _MOTO_WALK):
+            return original(self, node)
+        handlers = tuple(self._processing_map().items())
+        kinds = tuple(kind for kind, _ in handlers)
+        before_child = self.pre_processing_of_child
+
+        def walk(node: Any, child_id: int) -> Any:
+            if isinstance(node, Node):
+                parent_node = node.parent
+                if node.children is not None:
+                    for i, child_node in enumerate(node.children):
+                        before_child(node, i)
+                        walk(child_node, i)
+                if isinstance(node, kinds):
+                    node = next(h for k, h in handlers if isinstance(node, k))(node)
+                    node.parent = parent_node
+                    if parent_node:
+                        parent_node.children[child_id] = node
+            return node
+
+        return walk(node, -1)
+
+    traverse._one_map = True  # type: ignore[attr-defined]
+    traverse.__wrapped__ = original  # type: ignore[attr-defined]
+    DepthFirstTraverser.traverse = traverse  # type: ignore[method-assign]
+
+
+class _NotATree(Exception):
+    """A node met twice, or whose ``parent`` is not the node holding it."""
+
+
+def _copy_tree(node: Any, parent: Any, memo: dict[int, Any]) -> Any:
+    """A deep copy of an expression tree whose every node's ``parent`` is its holder: what
+    ``copy.deepcopy`` makes of it, without its generic walk over every attribute."""
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    if id(node) in memo:
+        raise _NotATree
+    twin = memo[id(node)] = object.__new__(type(node))
+    for name, value in node.__dict__.items():
+        if name == "children" and value is not None:
+            copied = []
+            for child in value:
+                if isinstance(child, Node):
+                    if child.parent is not node:
+                        raise _NotATree
+                    copied.append(_copy_tree(child, twin, memo))
+                else:
+                    copied.append(copy.deepcopy(child, memo))
+            value = copied
+        elif name == "parent":
+            value = parent
+        elif name != "children":
+            value = copy.deepcopy(value, memo)
+        twin.__dict__[name] = value
+    return twin
+
+
+def _copy_update_trees_directly() -> None:
+    """The update-expression validator's deep copy of the tree, by :func:`_copy_tree`.
+
+    moto copies the (remembered) tree for every update it validates; ``copy.deepcopy`` took a
+    quarter of moto's time for a batch of 1,000 outcomes with five metrics. Anything that is not
+    a plain tree (a node shared, a root with a parent) is copied by ``copy.deepcopy``.
+    """
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    original = validators.deepcopy
+    if getattr(original, "_trees", False):
+        return
+
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        if memo is None and isinstance(value, Node) and value.parent is None:
+            try:
+                return _copy_tree(value, None, {})
+            except _NotATree:
+                pass
+        return original(value, memo)
+
+    deepcopy._trees = True  # type: ignore[attr-defined]
+    validators.deepcopy = deepcopy  # type: ignore[attr-defined]
+
+
+def _json_errors_without_xml() -> None:
+    """moto's JSON errors (every DynamoDB error) without the XML body they throw away.
+
+    ``_RESTError.__init__`` renders an XML error document with xmltodict, which
+    ``JsonRESTError.__init__`` replaces by its JSON one at once. moto's update executor raises
+    and catches such an error for every ``ADD``/``SET`` to an attribute the item does not have
+    yet: 30,000 XML renderings, a fifth of moto's time, for one wide batch of outcomes. A JSON
+    error gets the JSON body and content type straight away; any other error is unchanged.
+    """
+    from moto.core import exceptions
+
+    original = exceptions._RESTError.__init__
+    if getattr(original, "_json_only", False):
+        return
+
+    def __init__(self: Any, error_type: str, message: str, _: str = "", **kwargs: Any) -> None:
+        if not isinstance(self, exceptions.JsonRESTError):
+            original(self, error_type, message, _, **kwargs)
+            return
+        exceptions.HTTPException.__init__(self)
+        self.error_type = error_type
+        self.message = message
+        self.description = json.dumps({"__type": error_type, "message": message})
+        self.content_type = "application/json"
+
+    __init__._json_only = True  # type: ignore[attr-defined]
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    exceptions._RESTError.__init__ = __init__  # type: ignore[method-assign]
+
+
 def _plain_number_sums() -> None:
     """``ADD`` of numbers writes the sum in plain notation, as DynamoDB returns numbers.
 
@@ -415,6 +558,9 @@ def install() -> bool:
     _stop_instance_tracking()
     _remember_parsed_conditions()
     _stamped_updates()
+    _walk_with_one_map()
+    _copy_update_trees_directly()
+    _json_errors_without_xml()
     _validate_update_expressions_once()
     _remember_parsed_updates()
     return _undo_logged_transactions()

@@ -7,6 +7,7 @@ Memory is measured with tracemalloc in bytes (never in seconds): what stays allo
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 import tracemalloc
@@ -398,3 +399,124 @@ def test_sums_of_tiny_numbers_stay_addable(aws: Any) -> None:
 
     stored = client.get_item(TableName=table, Key=key)["Item"]["ss"]["N"]
     assert Decimal(stored) == Decimal("0.0000000019")
+
+
+# ---- the walk with one map, the direct tree copy and JSON-only errors ----------------------
+
+START_ATTRIBUTES: dict[str, list[Any]] = {
+    "a": [{"N": "1"}, {"M": {"b": {"N": "2"}}}, {"S": "text"}],
+    "n": [{"M": {"c": {"M": {"d": {"N": "3"}}}}}, {"N": "4"}],
+    "m": [{"L": [{"N": "5"}]}, {"SS": ["p", "q"]}],
+    "x": [{"S": "x"}, {"NS": ["1", "2"]}],
+    "y": [{"M": {"z": {"N": "6"}}}],
+}
+VALUES = [{"N": "7"}, {"S": "s"}, {"SS": ["r"]}, {"NS": ["9"]}, {"L": [{"N": "8"}]}]
+
+
+def _update_case(rng: random.Random) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    item = {"pk": {"S": "case"}}
+    for name, choices in START_ATTRIBUTES.items():
+        if rng.random() < 0.6:
+            item[name] = rng.choice(choices)
+    expression = _random_update_expression(rng) if rng.random() < 0.3 else _distinct_paths(rng)
+    if rng.random() < 0.3:
+        expression += rng.choice([" SET q = if_not_exists(q, :v)", " SET l = list_append(m, :v)"])
+    return item, expression, rng.choice(VALUES)
+
+
+def _distinct_paths(rng: random.Random) -> str:
+    """An update whose actions name paths that do not overlap (most are valid)."""
+    paths = rng.sample(["a", "#n.c", "m[0]", "x", "y.z", "w"], rng.randint(1, 5))
+    kinds = rng.sample(["SET", "ADD", "REMOVE"], rng.randint(1, min(3, len(paths))))
+    clauses: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for index, path in enumerate(paths):
+        clauses[kinds[index % len(kinds)]].append(path)
+    actions = {"SET": "{} = :v", "ADD": "{} :v", "REMOVE": "{}"}
+    return " ".join(
+        f"{kind} {', '.join(actions[kind].format(p) for p in chosen)}"
+        for kind, chosen in clauses.items()
+    )
+
+
+def _updated(client: Any, case: tuple[dict[str, Any], str, dict[str, Any]]) -> Any:
+    item, expression, value = case
+    client.put_item(TableName="t", Item=item)
+    names = {name: target for name, target in (("#n", "n"), ("#m", "a")) if name in expression}
+    try:
+        client.update_item(
+            TableName="t", Key={"pk": {"S": "case"}}, UpdateExpression=expression,
+            ExpressionAttributeValues={":v": value},
+            **({"ExpressionAttributeNames": names} if names else {}),
+        )  # fmt: skip
+    except client.exceptions.ClientError as exc:
+        return exc.response["Error"]["Code"], exc.response["Error"]["Message"]
+    except (TypeError, ValueError, AttributeError) as exc:  # moto's own failures, met as they are
+        return type(exc).__name__, str(exc)
+    return client.get_item(TableName="t", Key={"pk": {"S": "case"}})["Item"]
+
+
+def test_updates_walked_with_one_map_copied_directly_and_erring_in_json_are_moto_s_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """300 random updates of random items: the items and the errors (code and message) are
+    what moto's own walk, ``copy.deepcopy`` and error construction give."""
+    from moto.core import exceptions
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser
+
+    rng = random.Random(6)
+    cases = [_update_case(rng) for _ in range(300)]
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        )  # fmt: skip
+        ours = [_updated(client, case) for case in cases]
+        assert DepthFirstTraverser.traverse._one_map and validators.deepcopy._trees
+        monkeypatch.setattr(
+            DepthFirstTraverser, "traverse", DepthFirstTraverser.traverse.__wrapped__
+        )
+        monkeypatch.setattr(validators, "deepcopy", copy.deepcopy)
+        monkeypatch.setattr(
+            exceptions._RESTError, "__init__", exceptions._RESTError.__init__.__wrapped__
+        )
+        theirs = [_updated(client, case) for case in cases]
+    assert ours == theirs
+    errors = {found[1].split(";")[0][:40] for found in ours if isinstance(found, tuple)}
+    assert sum(isinstance(found, dict) for found in ours) >= 25 and len(errors) >= 5, errors
+
+
+def test_a_json_error_is_built_as_moto_builds_it_without_the_xml_it_replaces() -> None:
+    from moto.core import exceptions
+    from moto.dynamodb import exceptions as dynamodb_errors
+
+    built = [
+        lambda: dynamodb_errors.ProvidedKeyDoesNotExist(),
+        lambda: dynamodb_errors.MockValidationException("a message"),
+        lambda: dynamodb_errors.ConditionalCheckFailed(),
+        lambda: exceptions.JsonRESTError("SomeError", "json"),
+        lambda: exceptions.AccessDeniedError("user", "action"),  # XML: built by moto's own code
+    ]
+    ours = [vars(make()) for make in built]
+    original = exceptions._RESTError.__init__
+    exceptions._RESTError.__init__ = original.__wrapped__  # type: ignore[method-assign]
+    try:
+        theirs = [vars(make()) for make in built]
+    finally:
+        exceptions._RESTError.__init__ = original  # type: ignore[method-assign]
+    assert ours == theirs
+    assert ours[-1]["description"].startswith("<?xml")
+
+
+def test_a_tree_that_shares_a_node_is_copied_by_deepcopy_keeping_the_sharing() -> None:
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    tree = UpdateExpressionParser.make("SET a = :v, b = :w")
+    assert _shape(validators.deepcopy(tree)) == _shape(tree)
+    shared = tree.children[0]
+    tree.children.append(shared)  # one node held twice
+    copied = validators.deepcopy(tree)
+    assert copied.children[0] is copied.children[-1] and copied.children[0] is not shared
