@@ -343,6 +343,17 @@ def _shape(node: Any) -> Any:
     return repr(node)
 
 
+def _table_t() -> Any:
+    """A DynamoDB client of the mocked account with table ``t`` (hash key ``pk``) created."""
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    client.create_table(
+        TableName="t", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+    )  # fmt: skip
+    return client
+
+
 def test_remembered_update_trees_are_freshly_parsed_ones_and_stay_unchanged_by_updates() -> None:
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
@@ -353,12 +364,7 @@ def test_remembered_update_trees_are_freshly_parsed_ones_and_stay_unchanged_by_u
         ours = UpdateExpressionParser.make(expression)
         assert _shape(ours) == _shape(fresh_make(UpdateExpressionParser, expression))
     with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="t", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )  # fmt: skip
+        dynamodb = _table_t()
         dynamodb.put_item(
             TableName="t", Item={"pk": {"S": "a"}, "m": {"M": {}}, "gone": {"S": "x"}}
         )
@@ -467,12 +473,7 @@ def test_updates_walked_with_one_map_copied_directly_and_erring_in_json_are_moto
     rng = random.Random(6)
     cases = [_update_case(rng) for _ in range(300)]
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="t", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )  # fmt: skip
+        client = _table_t()
         ours = [_updated(client, case) for case in cases]
         assert DepthFirstTraverser.traverse._one_map and validators.deepcopy._trees
         monkeypatch.setattr(
