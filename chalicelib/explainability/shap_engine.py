@@ -436,32 +436,15 @@ class SHAPExplainer(ExplainerBase):
         }
         fields["parameters"]["background_rows_used"] = result.background_rows
         explained = [None if chosen is None else labels[chosen] for chosen in result.classes]
+        n = len(prediction_ids)
+        if n == 1:
+            return [self._one_row(X, result, prediction_ids[0], explained[0], names, fields)]
         sums = result.base + result.values.sum(axis=1)
         errors = np.abs(sums - result.actual).tolist()
         # The whole batch is checked and ranked at once; a batch with a number that is not
         # finite goes through the per-row check, which names it (a 422).
         if not _finite_result(result, errors):
             return self._checked_rows(X, result, prediction_ids, explained, names, sums, fields)
-        n = len(prediction_ids)
-        if n == 1:
-            # A single request: one row allocates a few dozen objects (pausing the collector
-            # costs more than it saves) and needs none of the batch's per-row lists.
-            ranked = RankedRows.of(result.values, X, names)
-            return [
-                self._ranked_explanation(
-                    fields,
-                    batch_ids(1)[0],
-                    prediction_ids[0],
-                    explained[0],
-                    result.base.item(),
-                    result.actual.item(),
-                    errors[0],
-                    _interactions(result.interactions, 0, names),
-                    ranked.contributions()[0],
-                    ranked.top_positive()[0],
-                    ranked.top_negative()[0],
-                )
-            ]
         with collection_paused():
             ranked = RankedRows.of(result.values, X, names)
             rows = zip(
@@ -478,6 +461,40 @@ class SHAPExplainer(ExplainerBase):
                 strict=True,
             )
             return [self._ranked_explanation(fields, *row) for row in rows]
+
+    def _one_row(
+        self,
+        X: np.ndarray,
+        result: ShapResult,
+        prediction_id: str | None,
+        explained_class: str | None,
+        names: list[str],
+        fields: dict[str, Any],
+    ) -> PredictionExplanation:
+        """A single request's explanation: a batch's numbers for its one row, the base, output
+        and additivity error in Python floats (the same IEEE additions as numpy's on one
+        number, without its calls) and none of the batch's per-row lists. One row allocates a
+        few dozen objects: pausing the collector would cost more than it saves."""
+        base, actual = result.base.item(), result.actual.item()
+        total = base + result.values.sum(axis=1).item()  # numpy's sum of the row, as a batch's
+        error = abs(total - actual)
+        if not _finite_result(result, [error]):
+            ids, classes, sums = [prediction_id], [explained_class], np.array([total])
+            return self._checked_rows(X, result, ids, classes, names, sums, fields)[0]
+        ranked = RankedRows.of(result.values, X, names)
+        return self._ranked_explanation(
+            fields,
+            batch_ids(1)[0],
+            prediction_id,
+            explained_class,
+            base,
+            actual,
+            error,
+            _interactions(result.interactions, 0, names),
+            ranked.contributions()[0],
+            ranked.top_positive()[0],
+            ranked.top_negative()[0],
+        )
 
     def _ranked_explanation(
         self,
