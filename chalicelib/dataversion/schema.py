@@ -285,7 +285,8 @@ class ContentInspector:
             self._head = HeadView(uniform, sample_rows)
         elif uniform is not None:
             sampler = TeeSampler(head, uniform)
-        self._scanner = RecordScanner(fmt.value, sampler) if self.active else None
+        csv_fields = fmt is DatasetFormat.CSV
+        self._scanner = RecordScanner(fmt.value, sampler, csv_fields) if self.active else None
         self.records = 0  # records scanned (a CSV header included), once finished
         self.parquet: Any = None  # the Parquet footer (a parquet.ParquetMetadata), once finished
 
@@ -323,6 +324,7 @@ class ContentInspector:
         if self.format is DatasetFormat.CSV:
             if records and head.skipped[0] is None:
                 _first_line_too_long(self.format)
+            _check_fields(self._scanner.fields)
             header, rows = parse_csv_records(head.skipped[0] if records else None, pieces)
             total = max(records - 1, 0)
             schema = csv_schema(header, rows) if header else None
@@ -362,6 +364,20 @@ def _check_column_names(schema: DatasetSchema | None) -> None:
             raise UnreadableContent(
                 f"the column name {visible(name)!r} holds a {problem}; rename the column"
             )
+
+
+def _check_fields(fields: Any) -> None:
+    """Refuses a CSV stream with a record whose field count differs from the header's, found
+    anywhere in it (a ``records.FieldCheck``).
+
+    Raises:
+        UnreadableContent: Naming the first such record (counted from 1 after the header).
+    """
+    if fields is not None and fields.bad is not None:
+        number, found = fields.bad
+        raise UnreadableContent(
+            f"CSV record {number} has {found} fields; the header has {fields.expected + 1}"
+        )
 
 
 def _first_line_too_long(fmt: DatasetFormat) -> None:

@@ -233,6 +233,22 @@ def test_inline_csv_columns_are_typed_as_pyarrow_reads_them(http: Http, dataset:
     assert created.data["schema"]["columns"] == expected
 
 
+def test_a_ragged_row_past_the_schema_head_is_422_naming_it(http: Http, dataset: dict) -> None:
+    """Over HTTP, a row with a field too few 10,000 rows past the schema's head is refused as
+    pyarrow and ``csv`` read it, naming its record, and no version is written."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    body = "a,b\n" + "1,2\n" * 20_000 + '"x,y"\n' + "3,4\n"
+    with pytest.raises(pa.ArrowInvalid, match="Expected 2 columns, got 1"):
+        pacsv.read_csv(io.BytesIO(body.encode()))
+    refused = add(http, dataset["dataset_id"], body)
+    assert refused.status_code == 422 and refused.data["error"] == "unreadable_content"
+    assert refused.data["message"] == "CSV record 20001 has 1 fields; the header has 2"
+    listed = http.call("GET", f"/datasets/{dataset['dataset_id']}/versions").data
+    assert listed["versions"] == []
+
+
 def test_a_json_line_json_refuses_for_its_inner_bom_is_422_and_writes_nothing(
     http: Http, dataset: dict
 ) -> None:

@@ -197,6 +197,24 @@ def test_content_breaking_the_schema_is_rejected_not_lost(client: Any, http: Htt
     assert keys("rejected/") == ["rejected/clicks/2.csv"]
 
 
+def test_a_ragged_row_anywhere_in_an_incoming_file_rejects_it_and_writes_nothing(
+    client: Any, http: Http
+) -> None:
+    """The S3 trigger refuses a file with a row of the wrong width 15,000 rows in, as it
+    refuses one in the schema's head: the file moves to rejected/, no version, nothing under
+    cas/."""
+    dataset = create_dataset(http, "clicks")
+    rows = [b"%d,0.5\n" % i for i in range(20_000)]
+    rows[15_000] = b"1,2,3\n"
+    put("incoming/clicks/deep.csv", b"id,score\n" + b"".join(rows))
+    deliver(client, "incoming/clicks/deep.csv")
+    put("incoming/clicks/head.csv", b"id,score\n1,0.5\n1,2,3\n")
+    deliver(client, "incoming/clicks/head.csv")
+    assert versions(http, dataset["dataset_id"]) == []
+    assert keys("rejected/") == ["rejected/clicks/deep.csv", "rejected/clicks/head.csv"]
+    assert keys("cas/") == [] and keys("incoming/") == []
+
+
 def test_presigned_upload_then_trigger_makes_a_version(
     client: Any, http: Http, tokens: Tokens
 ) -> None:

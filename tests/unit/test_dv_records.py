@@ -471,3 +471,71 @@ def test_picks_located_for_many_slices_at_once_are_the_records_one_by_one(
             for sampler in (ranges, pieces, single):
                 assert scan(body, fmt, 1 << 16, sampler) == 60_000
             assert ranges.sample() == pieces.sample() == single.sample()
+
+
+def first_ragged(rows: list[list[str]]) -> tuple[int, int] | None:
+    """The first record after the header whose field count differs from the header's, as
+    ``csv`` reads them: (its number from 1, its fields)."""
+    for number, row in enumerate(rows[1:], start=1):
+        if len(row) != len(rows[0]):
+            return number, len(row)
+    return None
+
+
+def scan_fields(data: bytes, chunk: int) -> tuple[int, RecordScanner]:
+    scanner = RecordScanner("csv", fields=True)
+    for part in chunks(data, chunk):
+        scanner.feed(part)
+    return scanner.finish(), scanner
+
+
+@SETTINGS
+@given(parts=st.lists(CSV_PIECES, max_size=120), chunk=st.integers(1, 300))
+def test_csv_field_counts_are_checked_as_csv_reads_them(
+    slices: int, parts: list[bytes], chunk: int
+) -> None:
+    """Any stream of CSV pieces (stray quotes, quoted commas and line ends, blank lines, CR,
+    CRLF): the first record with a field count other than the header's is the one ``csv``
+    reads so, wherever the chunks and slices cut it."""
+    data = b"".join(parts)
+    expected = csv_rows(data)
+    count, scanner = scan_fields(data, chunk)
+    assert count == len(expected) and scanner.fields is not None
+    assert scanner.fields.bad == first_ragged(expected)
+
+
+CELL_TEXT = st.text(alphabet='ab,"\r\n 1', max_size=6)
+
+
+@SETTINGS
+@given(
+    width=st.integers(1, 5),
+    rows=st.lists(st.lists(CELL_TEXT, min_size=5, max_size=5), min_size=1, max_size=60),
+    ragged=st.none() | st.tuples(st.integers(0, 59), st.sampled_from([-1, 1, 2])),
+    ending=st.sampled_from(["\n", "\r\n", "\r"]),
+    blank=st.booleans(),
+    chunk=st.integers(1, 500),
+)
+def test_a_ragged_record_is_found_wherever_it_lies_as_csv_reads_it(
+    slices: int,
+    width: int,
+    rows: list[list[str]],
+    ragged: tuple[int, int] | None,
+    ending: str,
+    blank: bool,
+    chunk: int,
+) -> None:
+    """Files ``csv.writer`` writes (quoted commas, quotes and line ends in cells; LF, CRLF or
+    CR line ends; blank lines between records), right or with one record a field short or
+    long: the scanner finds what ``csv`` reads, across 64-byte and 1 MiB slices."""
+    table = [row[:width] for row in [[f"c{i}" for i in range(5)], *rows]]
+    if ragged is not None and ragged[0] < len(rows) and width + ragged[1] >= 1:
+        row = table[ragged[0] + 1]
+        table[ragged[0] + 1] = (row + ["x", "y"])[: width + ragged[1]]
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator=ending + (ending if blank else ""))
+    writer.writerows(table)
+    data = out.getvalue().encode()
+    expected = csv_rows(data)
+    _, scanner = scan_fields(data, chunk)
+    assert scanner.fields is not None and scanner.fields.bad == first_ragged(expected)

@@ -16,6 +16,7 @@ from chalicelib.dataversion.errors import (
     DatasetVersionNotFound,
     SchemaEvolutionError,
     SchemaMismatch,
+    UnreadableContent,
 )
 from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.memory import (
@@ -308,3 +309,38 @@ def test_records_across_slice_boundaries_count_type_and_sample_as_csv_reads_them
         ]
     assert {"id": "6", "text": "\r\n"} in sample.records
     assert sample.records[-2:] == [{"id": "7", "text": 'a\n"b"'}, {"id": "8", "text": ""}]
+
+
+def _ragged_past_the_head(at: int = 12_345) -> bytes:
+    """A CSV whose record ``at`` (counted after the header) has a field too many, far past
+    the schema's 10,000-row head."""
+    rows = [f"{i},{i % 7}\n" for i in range(1, 20_001)]
+    rows[at - 1] = f"{at},1,extra\n"
+    return ("id,group\n" + "".join(rows)).encode()
+
+
+def test_a_ragged_record_anywhere_is_refused_naming_it_and_nothing_is_written(
+    engine: DatasetVersioningEngine,
+) -> None:
+    """Through the Python API: a record past the schema's head with a field too many is
+    refused (422, named), as ``csv`` reads it and pyarrow refuses it; no version, no lineage
+    node, no stored object beyond what a refusal in the head leaves."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    body = _ragged_past_the_head()
+    rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert [n for n, row in enumerate(rows) if len(row) != 2] == [12_345]
+    with pytest.raises(pa.ArrowInvalid, match="Expected 2 columns, got 3"):
+        pacsv.read_csv(io.BytesIO(body))
+    dataset = engine.create_dataset("ragged", "alice")
+    with pytest.raises(UnreadableContent) as raised:
+        engine.create_version(dataset.dataset_id, body)
+    assert raised.value.status == 422
+    assert raised.value.message == "CSV record 12345 has 3 fields; the header has 2"
+    left = sorted(key for key, _ in engine.store.list_objects(""))
+    with pytest.raises(UnreadableContent, match="CSV record 2 has 3 fields"):
+        engine.create_version(dataset.dataset_id, b"id,group\n1,2\n2,1,extra\n")
+    assert sorted(key for key, _ in engine.store.list_objects("")) == left
+    assert engine.list_versions(dataset.dataset_id)[1] == 0
+    assert engine.lineage.repository._nodes == {}  # the in-memory DAG holds no node
