@@ -322,6 +322,8 @@ def newcomb_p_value(
         return math.erfc(high / math.sqrt(2.0)), high
     for _ in range(100):
         middle = (low + high) / 2
+        if middle in (low, high):  # adjacent floats (after ~57 halvings): nothing moves any more
+            break
         low, high = (middle, high) if excludes_zero(middle) else (low, middle)
     return math.erfc(high / math.sqrt(2.0)), high
 
