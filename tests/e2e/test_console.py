@@ -168,7 +168,7 @@ def test_sign_in_and_walk_experiments_datasets_and_models(
     assert "country = BR" in segments.text and "country = US" in segments.text
     phases = wait_for(browser, "section.card", "Allocation over time")
     assert "start" in phases.text and "control 0.5" in phases.text  # the server's phase record
-    time.sleep(5.5)  # one automatic refresh: a second point on the interval chart
+    # One automatic refresh: a second point on the interval chart (polled for, not slept for).
     wait_for(browser, "p.muted", "refresh this tab made (2)")
     shots(browser, "console-experiment")
 
