@@ -539,3 +539,16 @@ def test_a_ragged_record_is_found_wherever_it_lies_as_csv_reads_it(
     expected = csv_rows(data)
     _, scanner = scan_fields(data, chunk)
     assert scanner.fields is not None and scanner.fields.bad == first_ragged(expected)
+
+
+def test_a_ragged_record_among_thousands_of_columns_is_found() -> None:
+    """2,500 columns (the running sum is then kept in 64-bit integers): a record with one
+    field short, past the first 1 MiB slice, is found as ``csv`` reads it."""
+    row = ",".join(["7"] * 2_500).encode() + b"\n"
+    body = row * 300 + b",".join([b"7"] * 2_499) + b"\n" + row * 3
+    expected = csv_rows(body)
+    assert first_ragged(expected) == (300, 2_499)
+    _, scanner = scan_fields(body, 1 << 16)
+    assert scanner.fields is not None and scanner.fields.bad == (300, 2_499)
+    _, scanner = scan_fields(row * 400, 1 << 16)
+    assert scanner.fields is not None and scanner.fields.bad is None

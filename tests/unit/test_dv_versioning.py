@@ -344,3 +344,27 @@ def test_a_ragged_record_anywhere_is_refused_naming_it_and_nothing_is_written(
     assert sorted(key for key, _ in engine.store.list_objects("")) == left
     assert engine.list_versions(dataset.dataset_id)[1] == 0
     assert engine.lineage.repository._nodes == {}  # the in-memory DAG holds no node
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_field_counts_across_real_slice_boundaries_are_what_csv_reads(
+    engine: DatasetVersioningEngine, ragged: bool
+) -> None:
+    """1 MiB slices (64 KiB chunks): a quoted field holding a comma and a CRLF that straddles
+    the first boundary is one field; a record starting right at the second boundary with a
+    field too many (or not) is refused (or not) as ``csv`` reads the file."""
+    mib = 1 << 20
+    body = _at(b"id,text\n", mib - 5, b"q") + b'6,",\r\n,"\n'
+    body = _at(body, 2 * mib, b"r") + (b"7,a,b\n" if ragged else b"7,a\n") + b"8,z\n"
+    assert body[mib - 2 : mib + 1] == b",\r\n" and body[2 * mib : 2 * mib + 2] == b"7,"
+    rows = [row for row in csv.reader(io.StringIO(body.decode(), newline="")) if row]
+    wrong = [n for n, row in enumerate(rows) if len(row) != 2]
+    dataset = engine.create_dataset("edges", "alice")
+    if not ragged:
+        assert wrong == []
+        version = engine.create_version(dataset.dataset_id, body)
+        assert version.row_count == len(rows) - 1
+        return
+    with pytest.raises(UnreadableContent) as raised:
+        engine.create_version(dataset.dataset_id, body)
+    assert raised.value.message == f"CSV record {wrong[0]} has 3 fields; the header has 2"
