@@ -360,7 +360,7 @@ class RecordScanner:
             self._slice(data, view[start:end], start, end)
         self._chunk = None
         if isinstance(self.sampler, RecordSampler):
-            self.sampler.flush()  # before the chunk's bytes go
+            self.sampler.end_chunk()  # copies (or holds) what it takes of the chunk's bytes
 
     def _strip_bom(self, data: bytes) -> bytes:
         self._prefix += data
@@ -799,7 +799,11 @@ class RecordSampler:
         # Records handed over as ranges of the current chunk, copied in at its end.
         self._pending: list[tuple[np.ndarray, np.ndarray, RangeClaim]] = []
         self._pending_data: bytes | None = None
-        self._pending_bytes = 0
+        self._pending_bytes = 0  # of the pending and the previous chunk's records
+        # The previous chunk's records (and bytes, and their count), held until this chunk's
+        # picks are known: a slot picked again needs no copy of its earlier record.
+        self._previous: tuple[list[tuple[np.ndarray, np.ndarray, RangeClaim]], bytes, int]
+        self._previous = ([], b"", 0)
         self._next = -1
         self._log_w = 0.0
         self._rng: np.random.Generator | None = None
@@ -906,7 +910,7 @@ class RecordSampler:
         """
         if self.filling or self._rng is None or int(numbers[0]) < self.skip:
             return False
-        if data is not self._pending_data:
+        if self._pending and data is not self._pending_data:
             self.flush()
         most = claim.most_bytes
         if most > self.max_record_bytes or not self._fits_bytes(most):
@@ -927,7 +931,9 @@ class RecordSampler:
         return True
 
     def _settle(self, data: bytes) -> None:
-        """Counts the exact bytes of the pending claims (they counted as their slices)."""
+        """Copies the previous chunk's records (all of them, as a flush at its end would have)
+        and counts the exact bytes of the pending claims (they counted as their slices)."""
+        self._copy_previous(drop_picked_again=False)
         for _, numbers, claim in self._pending:
             if claim.exact_bytes is None:
                 keep = np.ones(len(numbers), dtype=bool)
@@ -935,21 +941,55 @@ class RecordSampler:
                 self._pending_bytes += claim.exact_bytes - claim.most_bytes
 
     def flush(self) -> None:
-        """Copies the records handed over as byte ranges into the sample, in one batch per
-        chunk (the scanner calls it before the chunk's bytes go; every other way in calls it
-        first, so records arrive in order). Only the last record picked for each slot is
-        located and copied: the earlier ones would be replaced at once."""
-        if not self._pending:
+        """Copies the records handed over as byte ranges into the sample (every way in but
+        :meth:`take_ranges` calls it first, so records arrive in order): the previous chunk's,
+        then the pending ones."""
+        self._copy_previous(drop_picked_again=True)
+        if self._pending:
+            assert self._pending_data is not None
+            self._put(self._pending, self._pending_data, [])
+        self._pending, self._pending_data, self._pending_bytes = [], None, 0
+
+    def end_chunk(self) -> None:
+        """The scanner's chunk ends: the previous chunk's records are copied, but those whose
+        slots this chunk picked again (they would be replaced at once); this chunk's are held
+        (with its bytes) until the next chunk's picks are known."""
+        self._copy_previous(drop_picked_again=True)
+        if self._pending:
+            assert self._pending_data is not None
+            self._previous = (self._pending, self._pending_data, self._pending_bytes)
+            self._pending, self._pending_data = [], None
+
+    def _copy_previous(self, drop_picked_again: bool) -> None:
+        entries, data, size = self._previous
+        if not entries:
             return
-        assert self._store is not None and self._pending_data is not None
-        slots = np.concatenate([slots for slots, _, _ in self._pending])
-        numbers = np.concatenate([numbers for _, numbers, _ in self._pending])
+        self._previous = ([], b"", 0)
+        later = [slots for slots, _, _ in self._pending] if drop_picked_again else []
+        self._put(entries, data, later)
+        self._pending_bytes -= size
+
+    def _put(
+        self,
+        entries: list[tuple[np.ndarray, np.ndarray, RangeClaim]],
+        data: bytes,
+        later: list[np.ndarray],
+    ) -> None:
+        """Locates and copies the last record picked for each slot of ``entries``, but for
+        slots the ``later`` picks take again."""
+        assert self._store is not None
+        slots = np.concatenate([slots for slots, _, _ in entries])
+        numbers = np.concatenate([numbers for _, numbers, _ in entries])
         keep = np.zeros(len(slots), dtype=bool)
         keep[last_of_each(slots)] = True
-        claims = [claim for _, _, claim in self._pending]
-        starts, lengths = claimed_ranges(claims, self._pending_data, keep)
-        self._store.put_distinct(slots[keep], numbers[keep], self._pending_data, starts, lengths)
-        self._pending, self._pending_data, self._pending_bytes = [], None, 0
+        if later:
+            again = np.zeros(len(self._slots), dtype=bool)
+            again[np.concatenate(later)] = True
+            keep &= ~again[slots]
+        if keep.any():
+            claims = [claim for _, _, claim in entries]
+            starts, lengths = claimed_ranges(claims, data, keep)
+            self._store.put_distinct(slots[keep], numbers[keep], data, starts, lengths)
         self._held = self._store.live
 
     def _picks_are(self, numbers: np.ndarray) -> int:
