@@ -83,8 +83,11 @@ def test_a_200_mb_push_shows_progress_and_makes_a_verified_version(
 
 
 def test_an_interrupted_multipart_push_resumes_with_only_the_missing_parts(
-    env: Path, admin: Client, big: Path
+    env: Path, admin: Client, tmp_path: Path
 ) -> None:
+    # Over 64 MiB, so 16 MiB parts: five, two of them sent before the interruption. (The
+    # 200 MB file took 12 parts and a 200 MB ingest to show the same.)
+    big = csv_file(tmp_path / "multipart.csv", 70 * MB, "multipart-1")
     dataset_id = admin.create_dataset("big-multipart")["dataset_id"]
     stop = Interrupt(limit=40 * MB)
     with pytest.raises(KeyboardInterrupt):
