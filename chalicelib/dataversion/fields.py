@@ -105,7 +105,8 @@ class FieldCheck:
             np.add(work.start, np.bitwise_count(below, out=count), out=work.step)
             if index:
                 work.step -= k * index
-            wrong |= np.not_equal(work.step, k, out=work.spare) & (low != 0)
+            off = np.not_equal(work.step, k, out=work.spare)
+            np.logical_or(wrong, np.logical_and(off, low, out=off), out=wrong)  # where an end
             if not np.bitwise_xor(rest, low, out=rest).any():
                 break
         return not wrong.any()
