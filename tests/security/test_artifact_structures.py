@@ -338,13 +338,20 @@ _NOT_CRASHING = {
 _CRASHING = sorted(set(FORGED) - _NOT_CRASHING)
 
 
-def _run_plain(path: Path, use: str, limit_bytes: int | None = None) -> Any:
+# With numpy, scipy and scikit-learn imported, the child's address space may grow by this much
+# over the peak the imports reached (``VmPeak``), and no more.
+_HEADROOM = """
+import resource, sklearn, skops.io, scipy.sparse
+peak = next(r for r in open("/proc/self/status") if r.startswith("VmPeak")).split()[1]
+limit = int(peak) * 1024 + {headroom}
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+"""
+
+
+def _run_plain(path: Path, use: str, headroom_bytes: int | None = None) -> Any:
     script = textwrap.dedent(_PLAIN.format(path=str(path), use=use))
-    if limit_bytes is not None:
-        script = (
-            "import resource\n"
-            f"resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes}))\n" + script
-        )
+    if headroom_bytes is not None:
+        script = _HEADROOM.format(headroom=headroom_bytes) + script
     return subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
 
 
@@ -364,11 +371,7 @@ def test_the_shared_member_file_takes_far_more_memory_than_it_declares(tmp_path:
     path.write_bytes(data)
     # 40 copies of a 16 MiB array (plus a 16 MiB buffer each) do not fit in 600 MiB over the
     # interpreter with numpy, scipy and scikit-learn imported; one copy does.
-    probe = "import sklearn, skops.io, scipy.sparse; print(open('/proc/self/status').read())"
-    status = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    line = next(row for row in status.stdout.splitlines() if row.startswith("VmPeak"))
-    baseline = int(line.split()[1]) * 1024
-    done = _run_plain(path, "pass", limit_bytes=baseline + (600 << 20))
+    done = _run_plain(path, "pass", headroom_bytes=600 << 20)
     assert done.returncode != 0 and b"MemoryError" in done.stderr, done.stderr[-2000:]
 
 
