@@ -142,9 +142,10 @@ def cell_value(text: str, kind: str) -> Any:
         OverflowError: A float written with digits beyond a double's range (pyarrow reads
             it as an infinity; computing with it here is refused instead).
     """
-    if kind in _NUMERIC_RANK and _is_int(text):
-        value = _int_value(text.strip(_PADDING))
-        return value if kind in ("int", "long") else float(value)
+    if kind in ("int", "long") and _is_int(text):
+        return _int_value(text.strip(_PADDING))
+    if kind in ("float", "double") and _is_hex(text) and _is_int(text):
+        return float(_int_value(text.strip(_PADDING)))
     if kind in ("float", "double") and _FLOAT.fullmatch(text):
         number = float(text.strip(_PADDING))
         if math.isinf(number) and not text.strip(_PADDING + "+-").isalpha():
