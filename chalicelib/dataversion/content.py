@@ -73,6 +73,7 @@ class ScannedContent:
     sampled_rows: int | None
     profile: bytes | None = None
     sample: Any = None  # the records profiled (a reader.RecordSample), for the drift limits
+    csv_head: tuple[list[str], list[list[str]]] | None = None  # a CSV's header, typed rows
 
 
 def iter_chunks(data: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -146,4 +147,5 @@ class ContentObserver:
 
             profile = encode_profile(footer_profile(self.inspector.parquet))
         digest = self.digest.hexdigest()
-        return ScannedContent(digest, self.size, rows, schema, sampled, profile, sample)
+        head = self.inspector.csv_head
+        return ScannedContent(digest, self.size, rows, schema, sampled, profile, sample, head)

@@ -249,6 +249,8 @@ class DatasetVersion:
         deleted_at: When the version was deleted (a tombstone: its reads answer 410).
         deleted_by: Who deleted it (``retention`` for the retention policy, ``erasure`` for a
             content erasure).
+        cell_typing: The rule its CSV schema's cells were typed by (``pyarrow``); ``None`` for
+            other formats and for versions stored before that rule.
     """
 
     version_id: str
@@ -271,6 +273,7 @@ class DatasetVersion:
     restored_from: str | None = None
     deleted_at: datetime | None = None
     deleted_by: str | None = None
+    cell_typing: str | None = None
 
     @property
     def deleted(self) -> bool:

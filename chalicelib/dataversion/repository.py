@@ -163,6 +163,7 @@ class DatasetVersionTable(Model):
     restored_from = UnicodeAttribute(null=True)
     deleted_at = UTCDateTimeAttribute(null=True)
     deleted_by = UnicodeAttribute(null=True)
+    cell_typing = UnicodeAttribute(null=True)
 
     def to_domain(self) -> DatasetVersion:
         return DatasetVersion(
@@ -188,6 +189,7 @@ class DatasetVersionTable(Model):
             restored_from=self.restored_from,
             deleted_at=self.deleted_at,
             deleted_by=self.deleted_by,
+            cell_typing=self.cell_typing,
         )
 
     @classmethod
@@ -213,6 +215,7 @@ class DatasetVersionTable(Model):
             restored_from=version.restored_from,
             deleted_at=version.deleted_at,
             deleted_by=version.deleted_by,
+            cell_typing=version.cell_typing,
         )
 
 

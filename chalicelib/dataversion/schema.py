@@ -290,6 +290,8 @@ class ContentInspector:
         self._scanner = RecordScanner(fmt.value, sampler, csv_fields) if self.active else None
         self.records = 0  # records scanned (a CSV header included), once finished
         self.parquet: Any = None  # the Parquet footer (a parquet.ParquetMetadata), once finished
+        # A CSV's header and the rows its types came from, once finished.
+        self.csv_head: tuple[list[str], list[list[str]]] | None = None
 
     def feed(self, chunk: bytes) -> None:
         """Takes the next chunk of the stream."""
@@ -329,6 +331,7 @@ class ContentInspector:
             header, rows = parse_csv_records(head.skipped[0] if records else None, pieces)
             total = max(records - 1, 0)
             schema = csv_schema(header, rows) if header else None
+            self.csv_head = (header, rows) if header else None
             read = len(rows)
         else:
             if 0 in head.too_long:

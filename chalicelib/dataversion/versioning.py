@@ -41,6 +41,7 @@ from chalicelib.dataversion.errors import (
     VersionNumberTaken,
 )
 from chalicelib.dataversion.ingest import IngestOutcome, ObjectIngest
+from chalicelib.dataversion.legacy_typing import CELL_TYPING, legacy_csv_types, retyped
 from chalicelib.dataversion.lineage import LineageGraph
 from chalicelib.dataversion.models import (
     PICKLE_WARNING,
@@ -324,6 +325,7 @@ class DatasetVersioningEngine:
             warnings=[PICKLE_WARNING] if fmt is DatasetFormat.PICKLE else [],
             source_key=request.source_key,
             schema_sampled_rows=content.sampled_rows,
+            cell_typing=CELL_TYPING if fmt is DatasetFormat.CSV else None,
         )
 
         def follow(predecessor: DatasetVersion | None) -> DatasetSchema | None:
@@ -462,17 +464,23 @@ class DatasetVersioningEngine:
                 check_declared(declared, content.schema)
             schema: DatasetSchema | None = declared
         elif content.schema is not None:
-            schema = reconcile_inferred(latest.schema if latest else None, content.schema)
+            previous = _typed_as_now(latest, content) if latest else None
+            schema = reconcile_inferred(previous, content.schema)
         else:
             schema = None
-        self._check_evolution(dataset, latest, schema)
+        self._check_evolution(dataset, latest, schema, content)
         return schema
 
     def _check_evolution(
-        self, dataset: Dataset, latest: DatasetVersion | None, schema: DatasetSchema | None
+        self,
+        dataset: Dataset,
+        latest: DatasetVersion | None,
+        schema: DatasetSchema | None,
+        content: ScannedContent | None = None,
     ) -> None:
         """Checks ``schema`` against the version it follows (every earlier version for the
-        transitive modes).
+        transitive modes), a CSV schema stored before pyarrow's typing rule as that rule types
+        data of the kind ``content`` holds.
 
         Raises:
             SchemaEvolutionError: The dataset's mode forbids a change (422).
@@ -481,13 +489,13 @@ class DatasetVersioningEngine:
             return
         if dataset.compatibility.transitive:
             earlier = [
-                found.schema
+                found
                 for found in self.repository.versions_descending(dataset.dataset_id)
                 if found.version_number <= latest.version_number
             ]
-            history = list(reversed(earlier))
+            history = [_typed_as_now(found, content) for found in reversed(earlier)]
         else:
-            history = [latest.schema]
+            history = [_typed_as_now(latest, content)]
         validate_against_history(history, schema, dataset.compatibility)
 
     def _allocate(
@@ -732,6 +740,18 @@ class DatasetVersioningEngine:
         from chalicelib.dataversion.compare import compare_versions
 
         return compare_versions(self.store, a, b, sample)
+
+
+def _typed_as_now(version: DatasetVersion, content: ScannedContent | None) -> DatasetSchema | None:
+    """``version``'s schema; for a CSV version stored before pyarrow's typing rule, its
+    columns as that rule types new data of the kind the old rule typed as they are stored
+    (``legacy_typing.retyped``), so that more of the same data is no change."""
+    head = content.csv_head if content is not None else None
+    if version.cell_typing is not None or version.format is not DatasetFormat.CSV:
+        return version.schema
+    if version.schema is None or head is None or content is None or content.schema is None:
+        return version.schema
+    return retyped(version.schema, legacy_csv_types(*head), content.schema)
 
 
 def _version_event(version: DatasetVersion) -> dict[str, Any]:

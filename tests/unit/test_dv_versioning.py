@@ -368,3 +368,96 @@ def test_field_counts_across_real_slice_boundaries_are_what_csv_reads(
     with pytest.raises(UnreadableContent) as raised:
         engine.create_version(dataset.dataset_id, body)
     assert raised.value.message == f"CSV record {wrong[0]} has 3 fields; the header has 2"
+
+
+# Cells and the type the CSV typing before pyarrow's rule (3414e60) gave a column of them: what
+# versions stored until then hold in their schemas.
+TYPED_BEFORE_PYARROW = [
+    ("١٢٣", "int"),  # Arabic-Indic digits: int() read them; pyarrow reads text
+    ("+5", "int"),  # pyarrow: a float
+    ("99999999999999999999", "int"),  # beyond int64: pyarrow reads a float
+    ("1_000", "float"),  # float() read it; pyarrow reads text
+    ("tRuE", "bool"),  # any case was a bool; pyarrow reads text
+]
+
+
+def _pyarrow_type(body: bytes, column: str) -> str:
+    """The type pyarrow's CSV reader infers for ``column`` of ``body`` (only "" null)."""
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(io.BytesIO(body), convert_options=pacsv.ConvertOptions(null_values=[""]))
+    found = str(table.schema.field(column).type)
+    return {"int64": "int", "double": "float", "bool": "bool"}.get(found, "string")
+
+
+def _stored_before_pyarrow_typing(
+    engine: DatasetVersioningEngine, dataset_id: str, body: bytes, columns: dict[str, str]
+) -> None:
+    """Version 1 as the service stored it before CSV cells were typed as pyarrow types them:
+    its schema the old rule's, no mark of the typing rule."""
+    from chalicelib.dataversion.models import DatasetVersion
+
+    digest = hashlib.sha256(body).hexdigest()
+    engine.store.put(cas_key(digest), body)
+    engine.repository.add_version(
+        DatasetVersion(
+            version_id="dv-legacy0000000001",
+            dataset_id=dataset_id,
+            version_number=1,
+            sha256=digest,
+            size_bytes=len(body),
+            storage_key=cas_key(digest),
+            format=DatasetFormat.CSV,
+            schema=DatasetSchema(columns=columns),
+            row_count=body.count(b"\n") - 1,
+            parent_version_ids=[],
+            transformation_id=None,
+            tags={},
+            created_by="alice",
+            created_at=FixedClock().now() - timedelta(days=30),
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", ["backward", "forward", "full", "full_transitive"])
+@pytest.mark.parametrize(("cell", "typed_before"), TYPED_BEFORE_PYARROW)
+def test_data_of_the_same_kind_may_follow_a_version_typed_before_pyarrows_rule(
+    engine: DatasetVersioningEngine, mode: str, cell: str, typed_before: str
+) -> None:
+    """A dataset whose version 1 was typed by the rule before pyarrow's takes more data of the
+    same kind in every mode: the change is in the typing, not in the data. The new version's
+    column has the type pyarrow gives the same bytes."""
+    dataset = engine.create_dataset("legacy", "alice", compatibility=mode)
+    first = f"id,x\n1,{cell}\n2,{cell}\n".encode()
+    _stored_before_pyarrow_typing(
+        engine, dataset.dataset_id, first, {"id": "int", "x": typed_before}
+    )
+    body = f"id,x\n1,{cell}\n2,{cell}\n3,{cell}\n".encode()
+    second = engine.create_version(dataset.dataset_id, body)
+    assert second.version_number == 2
+    assert second.schema is not None
+    assert second.schema.columns["x"] == _pyarrow_type(body, "x")
+    third = engine.create_version(dataset.dataset_id, body + f"4,{cell}\n".encode())
+    assert third.version_number == 3
+
+
+@pytest.mark.parametrize(("cell", "typed_before"), TYPED_BEFORE_PYARROW)
+def test_a_real_type_change_is_refused_after_a_version_typed_before_pyarrows_rule(
+    engine: DatasetVersioningEngine, cell: str, typed_before: str
+) -> None:
+    """The allowance covers the typing rule only: text that neither rule reads as the old type
+    is a type change after an old version, and the same cells are one after a version typed by
+    pyarrow's rule from plain digits."""
+    dataset = engine.create_dataset("legacy", "alice", compatibility="full")
+    first = f"id,x\n1,{cell}\n".encode()
+    _stored_before_pyarrow_typing(
+        engine, dataset.dataset_id, first, {"id": "int", "x": typed_before}
+    )
+    with pytest.raises(SchemaEvolutionError, match="column 'x'"):
+        engine.create_version(dataset.dataset_id, b"id,x\n1,abc\n2,def\n")
+    fresh = engine.create_dataset("fresh", "alice", compatibility="full")
+    plain = {"int": "12", "float": "1.5", "bool": "true"}[typed_before]
+    engine.create_version(fresh.dataset_id, f"id,x\n1,{plain}\n".encode())
+    if _pyarrow_type(f"x\n{cell}\n".encode(), "x") != typed_before:
+        with pytest.raises(SchemaEvolutionError, match="column 'x'"):
+            engine.create_version(fresh.dataset_id, f"id,x\n1,{cell}\n2,{cell}\n".encode())

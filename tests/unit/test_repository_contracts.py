@@ -992,6 +992,7 @@ def _dataset_version(dataset: Any, number: int, **changes: Any) -> Any:
         _unique("v"), dataset.dataset_id, number, sha, 10 * number, f"data/{sha}",
         DatasetFormat.CSV, DatasetSchema({"a": "int"}), 3, [], None, {"k": "v"}, "alice",
         utc_now(), warnings=["w"], source_key="uploads/x.csv", schema_sampled_rows=3,
+        cell_typing="pyarrow",
     )  # fmt: skip
     return dataclasses.replace(version, **changes)
 
