@@ -22,10 +22,8 @@ CELL_TYPING = "pyarrow"
 _INT = re.compile(r"^[+-]?\d+$")
 
 
-def legacy_value_type(text: str) -> str | None:
-    """The type the rule before pyarrow's gave one CSV cell (``None``: empty)."""
-    if text == "":
-        return None
+def _legacy_value_type(text: str) -> str:
+    """The type the rule before pyarrow's gave one non-empty CSV cell."""
     if _INT.match(text):
         return "int"
     if text.lower() in ("true", "false"):
@@ -45,7 +43,7 @@ def legacy_csv_types(header: list[str], rows: list[list[str]]) -> dict[str, str]
     for name, cells in zip(header, columns, strict=False):
         for cell in set(cells):
             if cell:
-                types[name] = merge_types(types[name], legacy_value_type(cell))
+                types[name] = merge_types(types[name], _legacy_value_type(cell))
     return {name: kind or "string" for name, kind in types.items()}
 
 
@@ -60,4 +58,4 @@ def retyped(stored: DatasetSchema, legacy: dict[str, str], now: DatasetSchema) -
     return replace(stored, columns=columns)
 
 
-__all__ = ["CELL_TYPING", "legacy_csv_types", "legacy_value_type", "retyped"]
+__all__ = ["CELL_TYPING", "legacy_csv_types", "retyped"]
