@@ -8,7 +8,7 @@ from typing import Any
 from chalicelib.dataversion.models import TABULAR_FORMATS, DatasetSchema, DatasetVersion
 from chalicelib.dataversion.reader import read_verified
 from chalicelib.dataversion.storage import DataStore
-from chalicelib.dataversion.transforms import MAX_TRANSFORM_BYTES, Table, _text, load_table
+from chalicelib.dataversion.transforms import MAX_TRANSFORM_BYTES, Table, _text, load_version_table
 
 
 def schema_diff(a: DatasetSchema | None, b: DatasetSchema | None) -> dict[str, Any]:
@@ -108,8 +108,8 @@ def compare_versions(
     if max(a.size_bytes, b.size_bytes) > MAX_TRANSFORM_BYTES:
         result["rows_note"] = f"row-level comparison is limited to {MAX_TRANSFORM_BYTES} bytes"
         return result
-    left = load_table(read_verified(store, a), a.format, a.schema)
-    right = load_table(read_verified(store, b), b.format, b.schema)
+    left = load_version_table(read_verified(store, a), a)
+    right = load_version_table(read_verified(store, b), b)
     key = (b.schema.primary_key if b.schema else []) or (a.schema.primary_key if a.schema else [])
     result["rows"] = row_diff(left, right, list(key), sample)
     return result

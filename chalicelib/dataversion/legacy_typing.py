@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from itertools import zip_longest
+from typing import Any
 
 from chalicelib.dataversion.models import DatasetSchema
 from chalicelib.dataversion.schema import merge_types
@@ -20,13 +21,14 @@ from chalicelib.dataversion.schema import merge_types
 # The rule a version's schema was typed by; versions stored before it carry none.
 CELL_TYPING = "pyarrow"
 _INT = re.compile(r"^[+-]?\d+$")
+_BOOLS = {"true": True, "false": False}
 
 
 def _legacy_value_type(text: str) -> str:
     """The type the rule before pyarrow's gave one non-empty CSV cell."""
     if _INT.match(text):
         return "int"
-    if text.lower() in ("true", "false"):
+    if text.lower() in _BOOLS:
         return "bool"
     try:
         float(text)
@@ -47,6 +49,24 @@ def legacy_csv_types(header: list[str], rows: list[list[str]]) -> dict[str, str]
     return {name: kind or "string" for name, kind in types.items()}
 
 
+def legacy_cell_value(text: str, kind: str) -> Any:
+    """A non-empty CSV cell's value as the rule before pyarrow's read it in a column of type
+    ``kind``: Python's ``int()`` and ``float()``, a boolean in any case.
+
+    Raises:
+        ValueError: The cell is not of that type.
+    """
+    if kind in ("int", "long"):
+        return int(text)
+    if kind in ("float", "double"):
+        return float(text)
+    if kind == "bool":
+        if text.lower() not in _BOOLS:
+            raise ValueError(f"{text!r} is not a bool")
+        return _BOOLS[text.lower()]
+    return text
+
+
 def retyped(stored: DatasetSchema, legacy: dict[str, str], now: DatasetSchema) -> DatasetSchema:
     """A schema typed by the rule before pyarrow's, as pyarrow's rule types data of the kind
     new data is: a column whose stored type the old rule gives the new data takes the type
@@ -58,4 +78,4 @@ def retyped(stored: DatasetSchema, legacy: dict[str, str], now: DatasetSchema) -
     return replace(stored, columns=columns)
 
 
-__all__ = ["CELL_TYPING", "legacy_csv_types", "retyped"]
+__all__ = ["CELL_TYPING", "legacy_cell_value", "legacy_csv_types", "retyped"]

@@ -21,7 +21,7 @@ from chalicelib.dataversion.transforms import (
     Table,
     check_size,
     is_replayable,
-    load_table,
+    load_version_table,
     parse_spec,
     run,
     spec_type,
@@ -68,7 +68,7 @@ class TransformationService:
             )
         check_size(version.size_bytes)
         data = read_verified(self.engine.store, version)
-        return load_table(data, version.format, version.schema)
+        return load_version_table(data, version)
 
     def apply(
         self,

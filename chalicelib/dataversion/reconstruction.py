@@ -19,7 +19,14 @@ from chalicelib.dataversion.models import (
     TransformationRecord,
 )
 from chalicelib.dataversion.pipeline import TransformationService
-from chalicelib.dataversion.transforms import Table, load_table, parse_spec, run, to_csv_bytes
+from chalicelib.dataversion.transforms import (
+    Table,
+    load_table,
+    load_version_table,
+    parse_spec,
+    run,
+    to_csv_bytes,
+)
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
 
 
@@ -175,7 +182,7 @@ class DatasetReconstructor:
         source = self.engine.get_version_by_id(source_version_id)
         target = self.engine.get_version_by_id(target_version_id)
         data = _as_bytes(new_source_data)
-        fresh = load_table(data, source.format, source.schema)
+        fresh = load_version_table(data, source)
         run_state = _Replay(self, source.version_id, fresh)
         if target.version_id == source.version_id or not run_state.depends(target):
             raise ValidationError(

@@ -27,7 +27,13 @@ from pydantic import ConfigDict, Field
 
 from chalicelib.core.schema import Schema
 from chalicelib.dataversion.errors import TransformError, UnreadableContent
-from chalicelib.dataversion.models import DatasetFormat, DatasetSchema, TransformationType
+from chalicelib.dataversion.legacy_typing import legacy_cell_value
+from chalicelib.dataversion.models import (
+    DatasetFormat,
+    DatasetSchema,
+    DatasetVersion,
+    TransformationType,
+)
 from chalicelib.dataversion.schema import (
     cell_value,
     column_type,
@@ -195,11 +201,11 @@ class Table:
             ) from None
 
 
-def _cast(text: str, kind: str, column: str) -> Any:
+def _cast(text: str, kind: str, column: str, read: Callable[[str, str], Any]) -> Any:
     if text == "":
         return None
     try:
-        return cell_value(text, kind)
+        return read(text, kind)
     except ValueError:
         raise TransformError(f"column '{column}': '{text}' is not a {kind}") from None
     except OverflowError:
@@ -208,13 +214,28 @@ def _cast(text: str, kind: str, column: str) -> Any:
         ) from None
 
 
-def load_table(data: bytes, fmt: DatasetFormat, schema: DatasetSchema | None = None) -> Table:
+def load_version_table(data: bytes, version: DatasetVersion) -> Table:
+    """``data`` as a table typed by ``version``'s schema, its CSV cells read by the rule that
+    typed that schema (a version stored before pyarrow's rule: as that earlier rule read them).
+    """
+    earlier = version.format is DatasetFormat.CSV and version.cell_typing is None
+    read = legacy_cell_value if earlier else cell_value
+    return load_table(data, version.format, version.schema, read)
+
+
+def load_table(
+    data: bytes,
+    fmt: DatasetFormat,
+    schema: DatasetSchema | None = None,
+    read: Callable[[str, str], Any] = cell_value,
+) -> Table:
     """Parses CSV or JSON-lines content into a typed table.
 
     Args:
         data: The content.
         fmt: ``csv`` or ``json``.
         schema: Types to cast to (default: inferred from every row).
+        read: How a non-empty CSV cell is read as a type (``schema.cell_value``).
 
     Raises:
         PayloadTooLarge: Over :data:`MAX_TRANSFORM_BYTES`.
@@ -228,7 +249,9 @@ def load_table(data: bytes, fmt: DatasetFormat, schema: DatasetSchema | None = N
             if name not in types:
                 types[name] = column_type(row[position] for row in raw)
         kinds = [types[name] for name in header]
-        rows = [[_cast(cell, kinds[i], header[i]) for i, cell in enumerate(row)] for row in raw]
+        rows = [
+            [_cast(cell, kinds[i], header[i], read) for i, cell in enumerate(row)] for row in raw
+        ]
         return Table(list(header), rows, {name: types[name] for name in header})
     if fmt is DatasetFormat.JSON:
         return _json_table(parse_jsonl_sample(data, len(data) + 1, complete=True))

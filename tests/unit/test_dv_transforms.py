@@ -22,6 +22,7 @@ from chalicelib.dataversion.pipeline import TransformationService
 from chalicelib.dataversion.reconstruction import DatasetReconstructor
 from chalicelib.dataversion.transforms import load_table, parse_spec, run, to_csv_bytes
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
+from tests.helpers.dataversion import stored_before_pyarrow_typing
 
 DATA = b"id,group,value,flag\n1,a,10,true\n2,b,20,false\n3,a,,true\n4,c,40,false\n5,b,50,true\n"
 
@@ -210,3 +211,29 @@ def test_replay_refuses_external_steps(services: Any) -> None:
             {"type": "feature_engineering", "code_hash": "sha256:0123456789"},
             [source.version_id],
         )
+
+
+def test_a_version_typed_before_pyarrows_rule_is_read_as_that_rule_read_it(
+    services: Any,
+) -> None:
+    """A version stored before CSV cells were typed as pyarrow types them keeps the schema
+    the earlier rule gave it; a transformation over it (a replay of one recorded then) reads
+    its cells as that rule did, Python's int() and float() and booleans in any case, instead
+    of refusing cells pyarrow's rule reads as another type."""
+    engine, transforms, _ = services
+    raw = engine.create_dataset("legacy", "alice")
+    out = engine.create_dataset("out", "alice", compatibility="none")
+    cells = [("+5", "١٢٣", "1_000", "tRuE"), ("-7", "٤", "2.5", "FaLsE"), ("", "", "", "")]
+    body = "i,a,f,b\n" + "".join(",".join(row) + "\n" for row in cells)
+    columns = {"i": "int", "a": "int", "f": "float", "b": "bool"}
+    source = stored_before_pyarrow_typing(engine, raw.dataset_id, body.encode(), columns)
+    applied = transforms.apply(
+        out.dataset_id,
+        {"type": "filter", "predicates": [{"column": "i", "op": "not_null"}]},
+        [source.version_id],
+    )
+    table = load_table(
+        engine.store.read(applied.outputs["output"].version.storage_key), DatasetFormat.CSV
+    )
+    oracle = [[int(i), int(a), float(f), b.lower() == "true"] for i, a, f, b in cells[:2]]
+    assert table.rows == oracle

@@ -32,6 +32,7 @@ from chalicelib.dataversion.models import (
 )
 from chalicelib.dataversion.storage import DataStore, cas_key
 from chalicelib.dataversion.versioning import DatasetVersioningEngine
+from tests.helpers.dataversion import stored_before_pyarrow_typing
 
 CSV = b"id,amount,label\n1,2.5,true\n2,3.0,false\n3,,true\n"
 
@@ -390,35 +391,6 @@ def _pyarrow_type(body: bytes, column: str) -> str:
     return {"int64": "int", "double": "float", "bool": "bool"}.get(found, "string")
 
 
-def _stored_before_pyarrow_typing(
-    engine: DatasetVersioningEngine, dataset_id: str, body: bytes, columns: dict[str, str]
-) -> None:
-    """Version 1 as the service stored it before CSV cells were typed as pyarrow types them:
-    its schema the old rule's, no mark of the typing rule."""
-    from chalicelib.dataversion.models import DatasetVersion
-
-    digest = hashlib.sha256(body).hexdigest()
-    engine.store.put(cas_key(digest), body)
-    engine.repository.add_version(
-        DatasetVersion(
-            version_id="dv-legacy0000000001",
-            dataset_id=dataset_id,
-            version_number=1,
-            sha256=digest,
-            size_bytes=len(body),
-            storage_key=cas_key(digest),
-            format=DatasetFormat.CSV,
-            schema=DatasetSchema(columns=columns),
-            row_count=body.count(b"\n") - 1,
-            parent_version_ids=[],
-            transformation_id=None,
-            tags={},
-            created_by="alice",
-            created_at=FixedClock().now() - timedelta(days=30),
-        )
-    )
-
-
 @pytest.mark.parametrize("mode", ["backward", "forward", "full", "full_transitive"])
 @pytest.mark.parametrize(("cell", "typed_before"), TYPED_BEFORE_PYARROW)
 def test_data_of_the_same_kind_may_follow_a_version_typed_before_pyarrows_rule(
@@ -429,7 +401,7 @@ def test_data_of_the_same_kind_may_follow_a_version_typed_before_pyarrows_rule(
     column has the type pyarrow gives the same bytes."""
     dataset = engine.create_dataset("legacy", "alice", compatibility=mode)
     first = f"id,x\n1,{cell}\n2,{cell}\n".encode()
-    _stored_before_pyarrow_typing(
+    stored_before_pyarrow_typing(
         engine, dataset.dataset_id, first, {"id": "int", "x": typed_before}
     )
     body = f"id,x\n1,{cell}\n2,{cell}\n3,{cell}\n".encode()
@@ -450,7 +422,7 @@ def test_a_real_type_change_is_refused_after_a_version_typed_before_pyarrows_rul
     pyarrow's rule from plain digits."""
     dataset = engine.create_dataset("legacy", "alice", compatibility="full")
     first = f"id,x\n1,{cell}\n".encode()
-    _stored_before_pyarrow_typing(
+    stored_before_pyarrow_typing(
         engine, dataset.dataset_id, first, {"id": "int", "x": typed_before}
     )
     with pytest.raises(SchemaEvolutionError, match="column 'x'"):
