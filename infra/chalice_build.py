@@ -12,9 +12,11 @@ the local stack's S3 pump delivers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,24 +117,62 @@ class SynapseSAMGenerator(SAMTemplateGenerator):
         }
 
 
-def zip_dependencies(vendor: Path, target: Path) -> Path:
+def _vendor_files(vendor: Path) -> list[tuple[Path, str]]:
+    """Every file of ``vendor`` with its name in the zip, as Chalice walks a ``vendor/``."""
+    return [
+        (Path(root) / filename, str((Path(root) / filename).relative_to(vendor)))
+        for root, _, filenames in os.walk(vendor, followlinks=True)
+        for filename in filenames
+    ]
+
+
+def _signature(files: list[tuple[Path, str]]) -> str:
+    """A digest of each file's name, size, modification time and mode (what a reinstall or
+    any edit changes): a stat of each file, not a read of ~200 MB."""
+    digest = hashlib.sha256()
+    for full, name in sorted(files, key=lambda pair: pair[1]):
+        stat = full.stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_mode}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _holds_exactly(path: Path, names: set[str]) -> bool:
+    """Whether the zip at ``path`` is readable and lists exactly ``names``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist()) == names
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def zip_dependencies(vendor: Path, cache: Path) -> Path:
     """A deflated zip of ``vendor``'s files, as Chalice adds a project's ``vendor/`` to its
     deployment zip (every file, symlinks followed, paths relative to ``vendor``, Chalice's
-    normalised times and permissions).
+    normalised times and permissions), kept in ``cache``.
 
-    Written once per ``target`` (name it after the content it holds, as
-    :func:`infra.package.cached_install` names ``vendor``) and atomically, so concurrent builds
-    sharing the cache see a whole file or none.
+    The zip is named after ``vendor`` and the name, size, time and mode of every file in it,
+    so a vendor directory reinstalled or edited gets a new zip. One that is cut short or does
+    not list exactly those files is written again. Each build writes its own temporary file,
+    flushed to disk before it atomically takes the zip's name, so builds sharing the cache see a
+    whole file or none.
     """
-    if target.is_file():
+    files = _vendor_files(vendor)
+    target = cache / f"{vendor.name}-{_signature(files)}.zip"
+    if _holds_exactly(target, {name for _, name in files}):
         return target
-    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with OSUtils().open_zip(str(partial), "w", zipfile.ZIP_DEFLATED) as archive:
-        for root, _, filenames in os.walk(vendor, followlinks=True):
-            for filename in filenames:
-                full = Path(root) / filename
-                archive.write(full, str(full.relative_to(vendor)))
-    os.replace(partial, target)
+    cache.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".tmp", dir=cache)
+    os.close(handle)
+    try:
+        with OSUtils().open_zip(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for full, name in files:
+                archive.write(full, name)
+        with open(partial, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return target
 
 

@@ -228,7 +228,7 @@ def build(stage: str, out: Path, cache: Path, region: str) -> dict[str, Any]:
     vendor = cached_install([LIGHT_REQUIREMENTS], cache, "vendor")
     stage_dir = out / ".project"
     stage_project(REPO, stage_dir, vendor)
-    dependencies = zip_dependencies(vendor, cache / f"{vendor.name}.zip")
+    dependencies = zip_dependencies(vendor, cache)
     seed_deployment_package(stage_dir, stage, dependencies)
     out.mkdir(parents=True, exist_ok=True)
     buckets = {env["DATA_BUCKET"]: "DataBucket", env["MODELS_BUCKET"]: "ModelsBucket"}

@@ -317,6 +317,16 @@ def _members(path: Path) -> dict[str, tuple[Any, ...]]:
         }
 
 
+def _small_vendor(root: Path) -> Path:
+    vendor = root / "vendor-python3.12-0123456789abcdef"
+    (vendor / "dep" / "sub").mkdir(parents=True)
+    (vendor / "dep" / "__init__.py").write_text("x = 1\n" * 1000)
+    (vendor / "dep" / "sub" / "data.bin").write_bytes(bytes(range(256)) * 64)
+    (vendor / "dep-1.0.dist-info").mkdir()
+    (vendor / "dep-1.0.dist-info" / "RECORD").write_text("dep/__init__.py,,\n")
+    return vendor
+
+
 def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A small Chalice project packaged by Chalice alone, then from a seeded zip: the two
     ``deployment.zip`` files and the seed."""
@@ -331,12 +341,7 @@ def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
     )
     (project / "chalicelib").mkdir()
     (project / "chalicelib" / "__init__.py").write_text("ANSWER = 42\n")
-    vendor = tmp_path / "site"
-    (vendor / "dep" / "sub").mkdir(parents=True)
-    (vendor / "dep" / "__init__.py").write_text("x = 1\n" * 1000)
-    (vendor / "dep" / "sub" / "data.bin").write_bytes(bytes(range(256)) * 64)
-    (vendor / "dep-1.0.dist-info").mkdir()
-    (vendor / "dep-1.0.dist-info" / "RECORD").write_text("dep/__init__.py,,\n")
+    vendor = _small_vendor(tmp_path)
     (vendor / "dep" / "tool.sh").write_text("#!/bin/sh\n")
     (vendor / "dep" / "tool.sh").chmod(0o755)
     (project / "vendor").symlink_to(vendor, target_is_directory=True)
@@ -344,9 +349,110 @@ def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
     own = tmp_path / "own"
     package_chalice_app(project, STAGE, own, {})
     seeded = tmp_path / "seeded"
-    seed = seed_deployment_package(project, STAGE, zip_dependencies(vendor, tmp_path / "site.zip"))
+    seed = seed_deployment_package(project, STAGE, zip_dependencies(vendor, tmp_path / "cache"))
     package_chalice_app(project, STAGE, seeded, {})
     return own / "deployment.zip", seeded / "deployment.zip", seed
+
+
+def _chalice_vendor_members(vendor: Path, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
+    """The members Chalice's own packager writes for a project's ``vendor/`` (the oracle)."""
+    from chalice.deploy.packager import LambdaDeploymentPackager
+    from chalice.utils import UI, OSUtils
+
+    path = tmp_path / "chalice-vendor.zip"
+    with OSUtils().open_zip(str(path), "w", zipfile.ZIP_DEFLATED) as archive:
+        LambdaDeploymentPackager(OSUtils(), None, UI())._add_vendor_files(archive, str(vendor))
+    return _members(path)
+
+
+def test_the_dependencies_zip_follows_the_vendor_directory_it_was_made_from(
+    tmp_path: Path,
+) -> None:
+    """A vendor directory reinstalled, or with a file changed, deleted, added or made
+    executable, gets a zip of what it holds now (as Chalice would zip it), never the zip of what
+    it held before; an unchanged one reuses its zip without writing it again."""
+    vendor, cache = _small_vendor(tmp_path), tmp_path / "cache"
+    first = zip_dependencies(vendor, cache)
+    written = first.stat().st_mtime_ns
+    assert zip_dependencies(vendor, cache) == first and first.stat().st_mtime_ns == written
+    assert _members(first) == _chalice_vendor_members(vendor, tmp_path)
+    changes = (
+        lambda: (vendor / "dep" / "__init__.py").write_text("x = 2\n" * 999),
+        lambda: (vendor / "dep" / "sub" / "data.bin").unlink(),
+        lambda: (vendor / "dep" / "new.py").write_text("y = 1\n"),
+        lambda: (vendor / "dep" / "new.py").chmod(0o755),
+    )
+    for change in changes:
+        change()
+        assert _members(zip_dependencies(vendor, cache)) == _chalice_vendor_members(
+            vendor, tmp_path
+        )
+
+
+def test_a_truncated_or_interrupted_dependencies_zip_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached zip cut short (a crash before its bytes reached the disk) is made again instead
+    of failing the package; a build interrupted mid-write leaves no zip and no partial file."""
+    from chalice.utils import ChaliceZipFile
+
+    vendor, cache = _small_vendor(tmp_path), tmp_path / "cache"
+    target = zip_dependencies(vendor, cache)
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    assert _members(zip_dependencies(vendor, cache)) == _chalice_vendor_members(vendor, tmp_path)
+    target.unlink()
+    real_write, calls = ChaliceZipFile.write, []
+
+    def interrupted(self: Any, filename: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(filename)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_write(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(ChaliceZipFile, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        zip_dependencies(vendor, cache)
+    assert list(cache.iterdir()) == []
+    monkeypatch.setattr(ChaliceZipFile, "write", real_write)
+    assert _members(zip_dependencies(vendor, cache)) == _chalice_vendor_members(vendor, tmp_path)
+
+
+def test_two_builders_filling_the_dependencies_zip_at_once_each_get_a_whole_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds that find no zip and write it at the same moment (two threads here; two
+    containers sharing the cache can have the same pid) each end with a whole zip."""
+    import threading
+
+    from chalice.utils import OSUtils
+
+    vendor, cache = _small_vendor(tmp_path), tmp_path / "cache"
+    both_writing = threading.Barrier(2, timeout=60)
+    real_open_zip = OSUtils.open_zip
+
+    def open_together(self: Any, *args: Any, **kwargs: Any) -> Any:
+        archive = real_open_zip(self, *args, **kwargs)
+        both_writing.wait()  # both have opened their partial file before either writes
+        return archive
+
+    monkeypatch.setattr(OSUtils, "open_zip", open_together)
+    results: list[Any] = [None, None]
+
+    def build(slot: int) -> None:
+        try:
+            results[slot] = zip_dependencies(vendor, cache)
+        except BaseException as error:  # reported below, with the other builder's outcome
+            results[slot] = error
+
+    threads = [threading.Thread(target=build, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(isinstance(result, Path) for result in results), results
+    monkeypatch.setattr(OSUtils, "open_zip", real_open_zip)
+    expected = _chalice_vendor_members(vendor, tmp_path)
+    assert [_members(result) for result in results] == [expected, expected]
 
 
 # --- Template covers the app -----------------------------------------------------------------
