@@ -70,14 +70,28 @@ def clean_marker(template_path: Path, cache: Path) -> Path:
     return cache / f"cfn-lint-clean-{digest.hexdigest()[:32]}"
 
 
+def lint_configuration() -> list[Path]:
+    """The cfn-lint configuration files a lint reads: ``.cfnlintrc`` (or ``.yaml``/``.yml``) in
+    the home directory and in the current one, as cfn-lint looks them up."""
+    names = (".cfnlintrc", ".cfnlintrc.yaml", ".cfnlintrc.yml")
+    return [
+        base / name
+        for base in (Path.home(), Path.cwd())
+        for name in names
+        if (base / name).is_file()
+    ]
+
+
 def validate(template_path: Path, cache: Path | None = None) -> list[str]:
     """Lints the SAM template and its expansion (written next to it as ``*.expanded.json``).
 
     With ``cache``, a template whose exact bytes were found clean before by the same linters is
     not linted again (about 8 s); findings are never cached, so a failing template is always
-    linted and reported afresh.
+    linted and reported afresh. Nor is anything remembered or recalled while a cfn-lint
+    configuration file is present (:func:`lint_configuration`): it can add rules, from files
+    of their own, that no key would see change.
     """
-    marker = clean_marker(template_path, cache) if cache is not None else None
+    marker = None if cache is None or lint_configuration() else clean_marker(template_path, cache)
     if marker is not None and marker.is_file():
         return []
     findings = _validate(template_path)

@@ -286,6 +286,64 @@ def test_only_a_clean_lint_of_the_same_bytes_is_remembered(
     assert validate_module.validate(template) == [] and len(linted) == 5  # no cache: always
 
 
+def test_a_remembered_clean_lint_is_not_used_once_the_linters_or_their_rules_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another cfn-lint or SAM translator version, or another validate.py, lints the same bytes
+    again; so does any cfn-lint configuration file (``.cfnlintrc`` in the home or the current
+    directory, which can add rules from files no key sees): with one present, a lint is never
+    taken from memory, and the rule it adds finds what it finds."""
+    import importlib.metadata
+
+    from infra import validate as validate_module
+
+    monkeypatch.chdir(tmp_path)
+    template = tmp_path / "template.json"
+    template.write_text(
+        '{"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"Queue": '
+        '{"Type": "AWS::SQS::Queue", "Properties": {"VisibilityTimeout": 30}}}}\n'
+    )
+    cache, linted = tmp_path / "cache", []
+    real_validate, real_version, real_read = (
+        validate_module._validate,
+        importlib.metadata.version,
+        Path.read_text,
+    )
+    monkeypatch.setattr(validate_module, "_validate", lambda path: linted.append(path) or [])
+    assert (
+        validate_module.validate(template, cache) == [] == validate_module.validate(template, cache)
+    )
+    assert len(linted) == 1
+    for tool in ("cfn-lint", "aws-sam-translator"):
+        linted.clear()
+        monkeypatch.setattr(
+            importlib.metadata,
+            "version",
+            lambda name, tool=tool: "99.0" if name == tool else real_version(name),
+        )
+        assert validate_module.validate(template, cache) == [] and len(linted) == 1
+        monkeypatch.setattr(importlib.metadata, "version", real_version)
+        validate_module.validate(template, cache)
+        assert len(linted) == 1  # the same versions again: remembered
+    linted.clear()
+    edited = Path(validate_module.__file__)
+
+    def read_edited(path: Path, *args: Any, **kwargs: Any) -> str:
+        text = real_read(path, *args, **kwargs)
+        return text + "# edited\n" if path == edited else text
+
+    monkeypatch.setattr(Path, "read_text", read_edited)
+    assert validate_module.validate(template, cache) == [] and len(linted) == 1
+    monkeypatch.setattr(Path, "read_text", real_read)
+    monkeypatch.setattr(validate_module, "_validate", real_validate)
+    (tmp_path / "rules.txt").write_text('AWS::SQS::Queue VisibilityTimeout < 10 ERROR "too long"\n')
+    (tmp_path / ".cfnlintrc").write_text("custom_rules: rules.txt\n")
+    assert validate_module.validate(template, cache) == [
+        f"E9001 too long ({template}:1)",
+        f"E9001 too long ({template.with_suffix('.expanded.json')}:6)",
+    ]
+
+
 def test_a_seeded_deployment_zip_holds_exactly_what_chalices_own_build_holds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
