@@ -178,11 +178,12 @@ class Persistence:
 
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            started = time.time()  # the snapshot holds every change completed before this
             with DYNAMODB_LOCK:
                 tables = self._dump_tables()
             head = {
                 "format": FORMAT,
-                "saved_at": time.time(),
+                "saved_at": started,
                 "region": self.region,
                 "s3": self._dump_buckets(),
                 "sqs": self._dump_queues(),
