@@ -19,7 +19,7 @@ def stored_before_pyarrow_typing(
     digest = hashlib.sha256(body).hexdigest()
     engine.store.put(cas_key(digest), body)
     version = DatasetVersion(
-        version_id="dv-legacy0000000001",
+        version_id=f"dv-{digest[:16]}",
         dataset_id=dataset_id,
         version_number=1,
         sha256=digest,

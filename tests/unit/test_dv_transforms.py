@@ -237,3 +237,9 @@ def test_a_version_typed_before_pyarrows_rule_is_read_as_that_rule_read_it(
     )
     oracle = [[int(i), int(a), float(f), b.lower() == "true"] for i, a, f, b in cells[:2]]
     assert table.rows == oracle
+    other = engine.create_dataset("legacy-flags", "alice")
+    flags = stored_before_pyarrow_typing(
+        engine, other.dataset_id, b"s,b\nx,TRUE\ny,yes\n", {"s": "string", "b": "bool"}
+    )
+    with pytest.raises(TransformError, match="'yes' is not a bool"):
+        transforms.apply(out.dataset_id, {"type": "map", "select": ["s"]}, [flags.version_id])
