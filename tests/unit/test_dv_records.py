@@ -312,6 +312,35 @@ def test_a_batch_past_the_byte_limit_is_taken_one_by_one_as_before() -> None:
         assert sum(len(piece) for _, piece in limited.sample()) <= max(limit, 250)
 
 
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, 10_000),
+    size=st.integers(3, 30),
+    room=st.floats(0.8, 1.4),
+    chunk=st.sampled_from([4096, 65536]),
+)
+def test_records_of_varied_length_near_the_byte_limit_give_the_one_by_one_sample(
+    monkeypatch: pytest.MonkeyPatch, seed: int, size: int, room: float, chunk: int
+) -> None:
+    """A byte limit about what ``size`` records of 1 to 120 bytes hold keeps the sample near
+    it for the whole pass: picks handed over as byte ranges, held for the next chunk and
+    copied in full near the limit, keep the records ``take`` one by one keeps."""
+    monkeypatch.setattr(records, "SLICE_BYTES", 64)
+    lengths = np.random.default_rng(seed).integers(0, 120, size=3_000)
+    body = b"".join(b"%d,%s\n" % (i, b"x" * int(n)) for i, n in enumerate(lengths))
+    limit = int(size * 65 * room)
+    held = RecordSampler(size=size, seed=seed, max_sample_bytes=limit)
+    single = CountingSampler(size=size, seed=seed, max_sample_bytes=limit)
+    scan(body, "csv", chunk, held)
+    scan(body, "csv", chunk, single)
+    assert held.sample() == single.sample()
+
+
 def test_the_batched_reservoir_is_uniform() -> None:
     """The records placed a slice at a time (byte ranges, a slot picked twice keeping its
     later record): over 300 seeds, 20,000 records in 64 KiB chunks, 20 kept, every tenth of
