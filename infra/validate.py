@@ -13,6 +13,8 @@ import copy
 import hashlib
 import json
 import os
+import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +59,34 @@ def lint(path: Path, regions: list[str] | None = None) -> list[str]:
     ]
 
 
+LINTERS = ("cfn-lint", "aws-sam-translator")
+
+
+def linter_versions() -> list[str]:
+    """``name==version`` of the Python, the linters and every library they require (their
+    schema validation, graphs and YAML reading come from those)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    names = list(LINTERS)
+    for linter in LINTERS:
+        for requirement in requires(linter) or []:
+            if "extra ==" not in requirement:
+                names.append(re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0])
+    found = [f"python=={platform.python_version()}"]
+    for name in dict.fromkeys(names):
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} absent")
+    return found
+
+
 def clean_marker(template_path: Path, cache: Path) -> Path:
     """Where :func:`validate` notes that a template was found clean: named after the template's
-    bytes, the cfn-lint and SAM translator versions and this module's code (anything that could
-    change the findings)."""
-    from importlib.metadata import version
-
+    bytes, the linters' and their libraries' versions (:func:`linter_versions`) and this
+    module's code (anything that could change the findings)."""
     digest = hashlib.sha256(template_path.read_bytes())
-    tools = (version("cfn-lint"), version("aws-sam-translator"))
-    for part in (*tools, Path(__file__).read_text(encoding="utf-8")):
+    for part in (*linter_versions(), Path(__file__).read_text(encoding="utf-8")):
         digest.update(b"\0" + part.encode())
     return cache / f"cfn-lint-clean-{digest.hexdigest()[:32]}"
 

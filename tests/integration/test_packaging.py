@@ -289,11 +289,13 @@ def test_only_a_clean_lint_of_the_same_bytes_is_remembered(
 def test_a_remembered_clean_lint_is_not_used_once_the_linters_or_their_rules_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another cfn-lint or SAM translator version, or another validate.py, lints the same bytes
-    again; so does any cfn-lint configuration file (``.cfnlintrc`` in the home or the current
-    directory, which can add rules from files no key sees): with one present, a lint is never
-    taken from memory, and the rule it adds finds what it finds."""
+    """Another cfn-lint or SAM translator version, or of a library either requires, another
+    Python, or another validate.py, lints the same bytes again; so does any cfn-lint
+    configuration file (``.cfnlintrc`` in the home or the current directory, which can add rules
+    from files no key sees): with one present, a lint is never taken from memory, and the rule
+    it adds finds what it finds."""
     import importlib.metadata
+    import platform
 
     from infra import validate as validate_module
 
@@ -314,7 +316,7 @@ def test_a_remembered_clean_lint_is_not_used_once_the_linters_or_their_rules_cha
         validate_module.validate(template, cache) == [] == validate_module.validate(template, cache)
     )
     assert len(linted) == 1
-    for tool in ("cfn-lint", "aws-sam-translator"):
+    for tool in ("cfn-lint", "aws-sam-translator", "jsonschema", "networkx"):
         linted.clear()
         monkeypatch.setattr(
             importlib.metadata,
@@ -325,6 +327,11 @@ def test_a_remembered_clean_lint_is_not_used_once_the_linters_or_their_rules_cha
         monkeypatch.setattr(importlib.metadata, "version", real_version)
         validate_module.validate(template, cache)
         assert len(linted) == 1  # the same versions again: remembered
+    linted.clear()
+    real_python = platform.python_version
+    monkeypatch.setattr(platform, "python_version", lambda: "3.99.0")
+    assert validate_module.validate(template, cache) == [] and len(linted) == 1
+    monkeypatch.setattr(platform, "python_version", real_python)
     linted.clear()
     edited = Path(validate_module.__file__)
 
