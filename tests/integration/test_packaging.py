@@ -374,6 +374,52 @@ def test_a_seeded_deployment_zip_holds_exactly_what_chalices_own_build_holds(
     )
 
 
+def test_a_project_staged_again_after_edits_packages_as_chalice_builds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make package`` stages the project into the same ``dist/.project`` every time: after a
+    chalicelib file is deleted, another added, app.py changed and the requirements changed (a
+    new vendor directory), the seeded zip holds what Chalice's own build of the edited project
+    holds, and nothing of the first build."""
+    from infra.package import stage_project
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    own_app = sys.modules.pop("app", None)
+    project, vendor = _small_project(tmp_path)
+    (project / "chalicelib" / "old.py").write_text("GONE = True\n")
+    stage, cache = tmp_path / "dist" / ".project", tmp_path / "cache"
+
+    def build(source: Path, out: Path, dependencies: Path | None) -> dict[str, Any]:
+        sys.modules.pop("app", None)  # Chalice imports each project's app.py as ``app``
+        if dependencies is not None:
+            stage_project(project, stage, dependencies)
+            seed_deployment_package(stage, STAGE, zip_dependencies(dependencies, cache))
+        package_chalice_app(source, STAGE, out, {})
+        return _members(out / "deployment.zip")
+
+    try:
+        first = build(stage, tmp_path / "first", vendor)
+        assert "chalicelib/old.py" in first
+        (project / "chalicelib" / "old.py").unlink()
+        (project / "chalicelib" / "new").mkdir()
+        (project / "chalicelib" / "new" / "sub.py").write_text("ADDED = True\n")
+        (project / "app.py").write_text((project / "app.py").read_text() + "# edited\n")
+        other = tmp_path / "vendor-python3.12-fedcba9876543210"
+        (other / "dep2").mkdir(parents=True)
+        (other / "dep2" / "__init__.py").write_text("z = 3\n")
+        (project / "vendor").unlink()
+        (project / "vendor").symlink_to(other, target_is_directory=True)
+        seeded = build(stage, tmp_path / "second", other)
+        own = build(project, tmp_path / "own", None)
+    finally:
+        sys.modules.pop("app", None)
+        if own_app is not None:
+            sys.modules["app"] = own_app
+    assert seeded == own
+    assert "chalicelib/new/sub.py" in own and "dep2/__init__.py" in own
+    assert seeded["app.py"] != first["app.py"]
+
+
 def _members(path: Path) -> dict[str, tuple[Any, ...]]:
     with zipfile.ZipFile(path) as archive:
         return {
@@ -392,9 +438,9 @@ def _small_vendor(root: Path) -> Path:
     return vendor
 
 
-def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A small Chalice project packaged by Chalice alone, then from a seeded zip: the two
-    ``deployment.zip`` files and the seed."""
+def _small_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A small Chalice project (app, chalicelib, config) whose ``vendor`` links to a small
+    dependency directory: both paths."""
     project = tmp_path / "project"
     (project / ".chalice").mkdir(parents=True)
     (project / ".chalice" / "config.json").write_text(
@@ -410,7 +456,13 @@ def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
     (vendor / "dep" / "tool.sh").write_text("#!/bin/sh\n")
     (vendor / "dep" / "tool.sh").chmod(0o755)
     (project / "vendor").symlink_to(vendor, target_is_directory=True)
+    return project, vendor
 
+
+def _package_both_ways(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A small Chalice project packaged by Chalice alone, then from a seeded zip: the two
+    ``deployment.zip`` files and the seed."""
+    project, vendor = _small_project(tmp_path)
     own = tmp_path / "own"
     package_chalice_app(project, STAGE, own, {})
     seeded = tmp_path / "seeded"
