@@ -176,7 +176,7 @@ def zip_dependencies(vendor: Path, cache: Path) -> Path:
     return target
 
 
-def seed_deployment_package(project_dir: Path, stage: str, dependencies_zip: Path) -> Path:
+def seed_deployment_package(project_dir: Path, stage: str, dependencies_zip: Path) -> Path | None:
     """Puts the zip Chalice's packager would build for ``project_dir`` where that packager looks
     for a previous build of the same sources (``.chalice/deployments/<hash>-<python>.zip``, the
     hash of the app's files and ``vendor/``), so ``package_chalice_app`` reuses it.
@@ -190,10 +190,14 @@ def seed_deployment_package(project_dir: Path, stage: str, dependencies_zip: Pat
         project_dir: The staged Chalice project (its ``vendor/`` holds the dependencies).
         stage: Chalice stage name.
         dependencies_zip: The zip of ``project_dir / "vendor"``.
+
+    Returns:
+        The seeded zip; ``None`` for a stage with Chalice's automatic layer, which is not seeded
+        (Chalice builds its app zip and ``layer-deployment.zip`` itself).
     """
     config = CLIFactory(project_dir=str(project_dir)).create_config_obj(chalice_stage_name=stage)
     if config.automatic_layer:
-        raise PackagingError("seeding is only for a single deployment zip (no automatic layer)")
+        return None
     packager = LambdaDeploymentPackager(
         OSUtils(),
         None,

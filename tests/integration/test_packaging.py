@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -351,22 +352,27 @@ def test_a_remembered_clean_lint_is_not_used_once_the_linters_or_their_rules_cha
     ]
 
 
+@pytest.fixture
+def small_apps_imported(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Chalice imports a packaged project's app.py as ``app`` (from the project's directory,
+    put on ``sys.path``): this process's own app module is put back, the small one removed,
+    and ``sys.path`` restored afterwards."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    own_app = sys.modules.pop("app", None)
+    yield
+    sys.modules.pop("app", None)
+    if own_app is not None:
+        sys.modules["app"] = own_app
+
+
+@pytest.mark.usefixtures("small_apps_imported")
 def test_a_seeded_deployment_zip_holds_exactly_what_chalices_own_build_holds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """``infra.package`` hands Chalice a zip made from the dependencies' zip (made once per
     dependency set) plus the app's files; Chalice's packager reuses it. Built both ways for a
     small project, the two zips hold the same members with the same bytes, times and modes."""
-    # Chalice imports the project's app.py as ``app``: this process's own app module is put
-    # back (or the small one removed) afterwards.
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    own_app = sys.modules.pop("app", None)
-    try:
-        own, seeded, seed = _package_both_ways(tmp_path)
-    finally:
-        sys.modules.pop("app", None)
-        if own_app is not None:
-            sys.modules["app"] = own_app
+    own, seeded, seed = _package_both_ways(tmp_path)
     assert seeded.read_bytes() == seed.read_bytes()  # Chalice reused the seed, built nothing
     assert _members(seeded) == _members(own)
     assert {"app.py", "chalicelib/__init__.py", "chalice/app.py", "dep/sub/data.bin"} <= set(
@@ -374,17 +380,14 @@ def test_a_seeded_deployment_zip_holds_exactly_what_chalices_own_build_holds(
     )
 
 
-def test_a_project_staged_again_after_edits_packages_as_chalice_builds_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("small_apps_imported")
+def test_a_project_staged_again_after_edits_packages_as_chalice_builds_it(tmp_path: Path) -> None:
     """``make package`` stages the project into the same ``dist/.project`` every time: after a
     chalicelib file is deleted, another added, app.py changed and the requirements changed (a
     new vendor directory), the seeded zip holds what Chalice's own build of the edited project
     holds, and nothing of the first build."""
     from infra.package import stage_project
 
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    own_app = sys.modules.pop("app", None)
     project, vendor = _small_project(tmp_path)
     (project / "chalicelib" / "old.py").write_text("GONE = True\n")
     stage, cache = tmp_path / "dist" / ".project", tmp_path / "cache"
@@ -397,27 +400,44 @@ def test_a_project_staged_again_after_edits_packages_as_chalice_builds_it(
         package_chalice_app(source, STAGE, out, {})
         return _members(out / "deployment.zip")
 
-    try:
-        first = build(stage, tmp_path / "first", vendor)
-        assert "chalicelib/old.py" in first
-        (project / "chalicelib" / "old.py").unlink()
-        (project / "chalicelib" / "new").mkdir()
-        (project / "chalicelib" / "new" / "sub.py").write_text("ADDED = True\n")
-        (project / "app.py").write_text((project / "app.py").read_text() + "# edited\n")
-        other = tmp_path / "vendor-python3.12-fedcba9876543210"
-        (other / "dep2").mkdir(parents=True)
-        (other / "dep2" / "__init__.py").write_text("z = 3\n")
-        (project / "vendor").unlink()
-        (project / "vendor").symlink_to(other, target_is_directory=True)
-        seeded = build(stage, tmp_path / "second", other)
-        own = build(project, tmp_path / "own", None)
-    finally:
-        sys.modules.pop("app", None)
-        if own_app is not None:
-            sys.modules["app"] = own_app
+    first = build(stage, tmp_path / "first", vendor)
+    assert "chalicelib/old.py" in first
+    (project / "chalicelib" / "old.py").unlink()
+    (project / "chalicelib" / "new").mkdir()
+    (project / "chalicelib" / "new" / "sub.py").write_text("ADDED = True\n")
+    (project / "app.py").write_text((project / "app.py").read_text() + "# edited\n")
+    other = tmp_path / "vendor-python3.12-fedcba9876543210"
+    (other / "dep2").mkdir(parents=True)
+    (other / "dep2" / "__init__.py").write_text("z = 3\n")
+    (project / "vendor").unlink()
+    (project / "vendor").symlink_to(other, target_is_directory=True)
+    seeded = build(stage, tmp_path / "second", other)
+    own = build(project, tmp_path / "own", None)
     assert seeded == own
     assert "chalicelib/new/sub.py" in own and "dep2/__init__.py" in own
     assert seeded["app.py"] != first["app.py"]
+
+
+@pytest.mark.usefixtures("small_apps_imported")
+def test_a_stage_with_chalices_automatic_layer_still_packages_through_the_seeding_step(
+    tmp_path: Path,
+) -> None:
+    """``infra.package`` seeds before Chalice packages; a stage whose ``automatic_layer`` is on
+    (Chalice then builds ``layer-deployment.zip`` beside the app's zip) is not seeded, and
+    Chalice builds both zips as before the seeding step existed."""
+    project, vendor = _small_project(tmp_path)
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    (project / ".chalice" / "config.json").write_text(
+        json.dumps({**config, "automatic_layer": True})
+    )
+    seed = seed_deployment_package(project, STAGE, zip_dependencies(vendor, tmp_path / "c"))
+    package_chalice_app(project, STAGE, tmp_path / "out", {})
+    assert seed is None
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.zip")) == [
+        "deployment.zip",
+        "layer-deployment.zip",
+    ]
+    assert "chalicelib/__init__.py" in _members(tmp_path / "out" / "deployment.zip")
 
 
 def _members(path: Path) -> dict[str, tuple[Any, ...]]:
