@@ -36,12 +36,16 @@ class _Work:
         self.wide = wide
         self.step: np.ndarray = np.empty(size, dtype=wide)
         self.start: np.ndarray = np.empty(size, dtype=wide)
+        self.value: np.ndarray = np.empty(size, dtype=wide)
+        self.need = np.empty(size, dtype=np.uint8)
+        self.delimiters = np.empty(size, dtype=np.uint8)
+        self.ends = np.empty(size, dtype=np.uint8)
         self.count = np.empty(size, dtype=np.uint8)
-        self.low = np.empty(size, dtype=_UNIT)
-        self.small = np.empty(size, dtype=_UNIT)
-        self.flags = np.empty(size, dtype=bool)
-        self.spare = np.empty(size, dtype=bool)
+        self.below = np.empty(size, dtype=_UNIT)
+        self.mask = np.empty(size, dtype=_UNIT)
         self.rest = np.empty(size, dtype=_UNIT)
+        self.off = np.empty(size, dtype=bool)
+        self.more = np.empty(size, dtype=bool)
 
 
 class FieldCheck:
@@ -71,17 +75,20 @@ class FieldCheck:
             return
         opened, k = self.open, self.expected
         units_d, units_e = delimiters.view(_UNIT), ends.view(_UNIT)
+        if not len(units_e):
+            return
         bound = abs(opened) + (k + 1) * _UNIT_BITS * len(units_e)
         work = self._work(len(units_e), np.int64 if bound >= 2**31 else np.int32)
-        step, start, count = work.step, work.start, work.count
-        np.copyto(step, np.bitwise_count(units_d, out=count))
-        ends_k = np.multiply(np.bitwise_count(units_e, out=count), k, out=start, dtype=work.wide)
-        np.subtract(step, ends_k, out=step)
-        np.cumsum(step, out=start)
-        self.open = opened + int(start[-1]) if len(start) else opened
-        np.subtract(start, step, out=start)
-        if opened:
-            start += opened
+        step, start = work.step, work.start
+        per_e = np.bitwise_count(units_e, out=work.ends)
+        np.multiply(per_e, k, out=step, dtype=work.wide)
+        np.subtract(np.bitwise_count(units_d, out=work.delimiters), step, out=step)
+        # S at each unit's start: the steps before it, from the open record's delimiters.
+        step[0] += opened
+        start[0] = opened
+        np.cumsum(step[:-1], out=start[1:], dtype=work.wide)
+        last = int(step[-1]) if len(step) > 1 else int(step[0]) - opened
+        self.open = int(start[-1]) + last
         if not self._units_right(units_d, units_e, work, k):
             self.open = opened
             self.positions(_positions(delimiters), _positions(ends), first)
@@ -95,21 +102,36 @@ class FieldCheck:
     def _units_right(units_d: np.ndarray, units_e: np.ndarray, work: _Work, k: int) -> bool:
         """Whether ``S`` is ``k`` before every end (``work.start``: ``S`` at each unit's
         start), a round per end of a unit: the first ends of all units, then the second, …
-        (each round over all units: cheaper than listing the units that have one more)."""
-        rest, low, below, count, wrong = work.rest, work.low, work.small, work.count, work.flags
-        np.copyto(rest, units_e)
-        wrong[:] = False
-        for index in range(_UNIT_BITS):
-            np.bitwise_and(rest, np.negative(rest, out=low), out=low)  # each unit's next end
-            np.bitwise_and(units_d, np.subtract(low, 1, out=below), out=below)
-            np.add(work.start, np.bitwise_count(below, out=count), out=work.step)
-            if index:
-                work.step -= k * index
-            off = np.not_equal(work.step, k, out=work.spare)
-            np.logical_or(wrong, np.logical_and(off, low, out=off), out=wrong)  # where an end
-            if not np.bitwise_xor(rest, low, out=rest).any():
-                break
-        return not wrong.any()
+        (each round over all units: cheaper than listing the units that have one more).
+
+        ``S`` at a unit's start lies in ``0 … k`` while every record so far was right (it is
+        the delimiters of a record in progress), else a record is wrong (the exact check
+        finds which). Then the ``r``-th end of a unit (from 0) is right when the delimiters
+        below it in the unit are ``k·(r+1) − S``, which fits a byte for small ``k``; ends
+        and delimiters never share a byte, so ``d & (e − 1)`` holds exactly the delimiters
+        below the lowest end. While every unit has one more end no round needs a mask of
+        the units that do."""
+        per_e, start = work.ends, work.start
+        rounds, unmasked = int(per_e.max()), int(per_e.min())
+        if not rounds:
+            return True
+        if int(start.min()) < 0 or int(start.max()) > k:
+            return False
+        need = work.need if k * rounds < 256 else work.value
+        np.subtract(k, start, out=need, casting="unsafe")
+        rest, below, count = units_e, work.below, work.count
+        for index in range(rounds):
+            np.subtract(rest, 1, out=below)  # each unit's lowest end cleared, the bits below set
+            np.bitwise_count(np.bitwise_and(units_d, below, out=work.mask), out=count)
+            off = np.not_equal(count, need, out=work.off)
+            if index >= unmasked:  # only the units that have this end
+                np.logical_and(off, np.greater(per_e, index, out=work.more), out=off)
+            if off.any():
+                return False
+            if index + 1 < rounds:  # the next end becomes the lowest
+                need += k
+                rest = np.bitwise_and(rest, below, out=work.rest)
+        return True
 
     def positions(self, delimiters: np.ndarray, ends: np.ndarray, first: int) -> None:
         """Checks a slice given as the ascending positions of its delimiters outside quotes

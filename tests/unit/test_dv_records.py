@@ -581,3 +581,30 @@ def test_a_ragged_record_among_thousands_of_columns_is_found() -> None:
     assert scanner.fields is not None and scanner.fields.bad == (300, 2_499)
     _, scanner = scan_fields(row * 400, 1 << 16)
     assert scanner.fields is not None and scanner.fields.bad is None
+
+
+def short_rows(rng: np.random.Generator, count: int) -> list[list[str]]:
+    """Rows of four cells of 0-9 characters (4-40 bytes a record: 1 to 16 record ends in a
+    64-byte unit, so units with fewer ends than the slice's most)."""
+    return [["x" * int(size) for size in rng.integers(0, 10, size=4)] for _ in range(count)]
+
+
+@pytest.mark.parametrize("extra", [-1, 1, 256, -3])
+def test_a_ragged_record_among_short_rows_of_any_length_is_found(slices: int, extra: int) -> None:
+    """Rows of four fields and 4-40 bytes, one of them a field short, a field long, 256
+    fields long (its delimiters, counted in a byte, would wrap around to the right count)
+    or with a single field: at 40 seeded places, the first ragged record is the one ``csv``
+    reads."""
+    rng = np.random.default_rng(extra + 1000)
+    for _ in range(40):
+        table = [["a", "b", "c", "d"], *short_rows(rng, 300)]
+        at = int(rng.integers(1, len(table)))
+        table[at] = (table[at] + ["y"] * max(extra, 0))[: 4 + extra]
+        out = io.StringIO(newline="")
+        csv.writer(out, lineterminator="\n").writerows(table)
+        data = out.getvalue().encode()
+        expected = first_ragged(csv_rows(data))
+        assert expected == (at, 4 + extra)
+        for chunk in (1 << 16, 777):
+            _, scanner = scan_fields(data, chunk)
+            assert scanner.fields is not None and scanner.fields.bad == expected
