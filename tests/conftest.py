@@ -34,11 +34,24 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib.core import aws as aws_clients  # noqa: E402
 from chalicelib.core.singleton import reset_all  # noqa: E402
 from synapse_local.motofix import install as install_moto_fixes  # noqa: E402
+
+# Property tests draw the same examples on every run (derived from each test's source), and no
+# example fails for time on a loaded machine: no deadline, no ``too_slow`` health check. A
+# test's own ``@settings`` inherit this (test_suite_fixtures checks it).
+settings.register_profile(
+    "suite",
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
+settings.load_profile("suite")
 
 # moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper. This is
 # the suite's only serialization of moto: tests needing DynamoDB's per-request atomicity rely on

@@ -128,6 +128,9 @@ def _try_generated(api: Api, schema: Any, spec: RouteSpec, pool: Pool, tries: in
         max_examples=tries,
         deadline=None,
         database=None,
+        # New draws for every route and round (best effort: the suite's profile would give
+        # each round the same few cases; the fuzz passes themselves are derandomized).
+        derandomize=False,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )

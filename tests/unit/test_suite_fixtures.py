@@ -111,3 +111,27 @@ def test_make_test_hands_out_whole_modules_in_the_suites_order() -> None:
     for target in ("test", "test-fast"):
         recipe = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
         assert "--dist loadfile --no-loadscope-reorder" in recipe, target
+
+
+def test_property_tests_draw_the_same_examples_every_run_and_are_never_timed() -> None:
+    """Hypothesis runs derandomized (the examples follow from each test's source, so a failure
+    is seen on every run or on none), with no per-example deadline and without the ``too_slow``
+    health check (generation time on a loaded machine): a test's own ``@settings`` inherit
+    this unless they say otherwise."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    own = settings(max_examples=30)
+    assert own.derandomize is True and own.deadline is None
+    assert HealthCheck.too_slow in own.suppress_health_check
+    drawn: list[list[int]] = []
+
+    @own
+    @given(st.lists(st.integers()))
+    def draw(values: list[int]) -> None:
+        drawn.append(values)
+
+    draw()
+    first, drawn[:] = list(drawn), []
+    draw()
+    assert drawn == first and len(first) == 30
