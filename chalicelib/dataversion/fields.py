@@ -39,7 +39,7 @@ class _Work:
         self.value: np.ndarray = np.empty(size, dtype=wide)
         self.need = np.empty(size, dtype=np.uint8)
         self.delimiters = np.empty(size, dtype=np.uint8)
-        self.ends = np.empty(size, dtype=np.uint8)
+        self.per_e = np.empty(0, dtype=np.uint8)  # the set bits of each word of the ends
         self.count = np.empty(size, dtype=np.uint8)
         self.below = np.empty(size, dtype=_UNIT)
         self.mask = np.empty(size, dtype=_UNIT)
@@ -62,13 +62,17 @@ class FieldCheck:
         """Whether a wrong record was found (later slices need no check)."""
         return self.bad is not None
 
-    def words(self, delimiters: np.ndarray, ends: np.ndarray, first: int) -> None:
+    def words(
+        self, delimiters: np.ndarray, ends: np.ndarray, first: int, ends_per_word: np.ndarray
+    ) -> None:
         """Checks a slice given as packed words (bit ``i`` of word ``w``: byte ``64 * w + i``).
 
         Args:
             delimiters: Delimiters outside quoted fields.
             ends: Record ends (one bit per record, blank lines excluded).
             first: The number of the first record ending in the slice (0: the header).
+            ends_per_word: The set bits of each 64-bit word of ``ends`` (the scanner
+                counts them for its own use: ``np.bitwise_count``).
         """
         if self.expected is None:  # the header ends here (or later): count it exactly
             self.positions(_positions(delimiters), _positions(ends), first)
@@ -80,7 +84,7 @@ class FieldCheck:
         bound = abs(opened) + (k + 1) * _UNIT_BITS * len(units_e)
         work = self._work(len(units_e), np.int64 if bound >= 2**31 else np.int32)
         step, start = work.step, work.start
-        per_e = np.bitwise_count(units_e, out=work.ends)
+        per_e = work.per_e = ends_per_word
         np.multiply(per_e, k, out=step, dtype=work.wide)
         np.subtract(np.bitwise_count(units_d, out=work.delimiters), step, out=step)
         # S at each unit's start: the steps before it, from the open record's delimiters.
@@ -111,7 +115,7 @@ class FieldCheck:
         and delimiters never share a byte, so ``d & (e − 1)`` holds exactly the delimiters
         below the lowest end. While every unit has one more end no round needs a mask of
         the units that do."""
-        per_e, start = work.ends, work.start
+        per_e, start = work.per_e, work.start
         rounds, unmasked = int(per_e.max()), int(per_e.min())
         if not rounds:
             return True

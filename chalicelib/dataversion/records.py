@@ -549,14 +549,14 @@ class RecordScanner:
             terms &= ~quoted
         else:
             in_quote = False
-        counted = terms & ~_before(terms, carry.prev_term)
+        ends = _Ends.of_words(terms & ~_before(terms, carry.prev_term))
         if self._checks_fields():
-            self._fields_of_words(view, counted, quoted)
+            self._fields_of_words(view, ends, quoted)
         size = hi - lo
         carry.prev_term = bool((int(terms[(size - 1) // 64]) >> ((size - 1) % 64)) & 1)
         carry.in_quote, carry.last_byte = in_quote, data[hi - 1]
         last = _last_set(terms, size) if self.sampler is not None else -1
-        return _Ends.of_words(counted), last
+        return ends, last
 
     def _plain_ends(
         self, data: bytes, view: np.ndarray, lo: int, hi: int
@@ -571,7 +571,7 @@ class RecordScanner:
             return None
         ends = _Ends.of_words(newlines)
         if self._checks_fields():
-            self._fields_of_words(view, newlines, None)
+            self._fields_of_words(view, ends, None)
         carry.prev_term = data[hi - 1] == LF
         carry.last_byte = data[hi - 1]
         return ends, (data.rfind(b"\n", lo, hi) - lo if ends.count else -1)
@@ -586,16 +586,15 @@ class RecordScanner:
     def _checks_fields(self) -> bool:
         return self.fields is not None and not self.fields.done
 
-    def _fields_of_words(
-        self, view: np.ndarray, ends: np.ndarray, inside: np.ndarray | None
-    ) -> None:
+    def _fields_of_words(self, view: np.ndarray, ends: _Ends, inside: np.ndarray | None) -> None:
         """Checks the field counts of the records ending in a slice, given as packed words
         (``inside``: the bytes inside quoted fields, if any)."""
         commas = _words(self._equal(view, COMMA))
         if inside is not None:
             commas &= ~inside
         assert self.fields is not None
-        self.fields.words(commas, ends, self.records)
+        words, per_word = _packed(ends)
+        self.fields.words(commas, words, self.records, per_word)
 
     def _parity_inside(self, view: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, bool] | None:
         """Which bytes lie inside quoted fields, by the parity of the quotes before them, if
