@@ -39,6 +39,8 @@ from chalice.package import (
 )
 from chalice.utils import UI, OSUtils, to_cfn_resource_name
 
+from infra.cache_files import sweep_stale
+
 
 class PackagingError(Exception):
     """The app cannot be packaged as declared (the message says what to change)."""
@@ -154,13 +156,14 @@ def zip_dependencies(vendor: Path, cache: Path) -> Path:
     so a vendor directory reinstalled or edited gets a new zip. One that is cut short or does
     not list exactly those files is written again. Each build writes its own temporary file,
     flushed to disk before it atomically takes the zip's name, so builds sharing the cache see a
-    whole file or none.
+    whole file or none; temporary files a killed build left a day ago or more are deleted.
     """
     files = _vendor_files(vendor)
     target = cache / f"{vendor.name}-{_signature(files)}.zip"
     if _holds_exactly(target, {name for _, name in files}):
         return target
     cache.mkdir(parents=True, exist_ok=True)
+    sweep_stale(cache, f"{vendor.name}-*.zip.*.tmp")  # left by builds killed mid-write
     handle, partial = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".tmp", dir=cache)
     os.close(handle)
     try:

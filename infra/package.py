@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from infra.cache_files import sweep_stale
+
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME = "python3.12"
 PYTHON_VERSION = "3.12"
@@ -176,6 +178,9 @@ def cached_install(
     target = cache / f"{label}-{RUNTIME}-{key}"
     if not target.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
+        # install_for_lambda's temporary directories (``<target name>.<random>``) left by killed
+        # builds; the key is 16 hex digits, so no finished install matches.
+        sweep_stale(cache, f"{label}-{RUNTIME}-{'[0-9a-f]' * 16}.*")
         names = ", ".join(str(p.relative_to(REPO)) for p in requirements)
         print(f"installing {names} for {RUNTIME} into {target}")
         install_for_lambda(requirements, target, cache / "wheelhouse", extra, bytecode)

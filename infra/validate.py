@@ -43,7 +43,7 @@ def expand_sam(template: dict[str, Any], region: str = "us-east-1") -> dict[str,
             properties["CodeUri"] = PLACEHOLDER_CODE
         if resource["Type"] == "AWS::Serverless::LayerVersion":
             properties["ContentUri"] = PLACEHOLDER_CODE
-    os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)  # see expansion_region()
     return transform(document, {"ExplainerImageUri": PLACEHOLDER_IMAGE}, _NoManagedPolicies())
 
 
@@ -81,12 +81,21 @@ def linter_versions() -> list[str]:
     return found
 
 
+def expansion_region() -> str:
+    """The region the SAM expansion runs in (:func:`expand_sam` keeps ``AWS_DEFAULT_REGION`` when
+    set): its partition (``aws``, ``aws-cn``, ``aws-us-gov``...) is written into the ARNs the
+    expansion generates, which the second lint reads."""
+    return os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+
+
 def clean_marker(template_path: Path, cache: Path) -> Path:
     """Where :func:`validate` notes that a template was found clean: named after the template's
-    bytes, the linters' and their libraries' versions (:func:`linter_versions`) and this
-    module's code (anything that could change the findings)."""
+    bytes, the linters' and their libraries' versions (:func:`linter_versions`), the expansion's
+    region (:func:`expansion_region`) and this module's code (anything that could change the
+    findings)."""
     digest = hashlib.sha256(template_path.read_bytes())
-    for part in (*linter_versions(), Path(__file__).read_text(encoding="utf-8")):
+    parts = (*linter_versions(), expansion_region(), Path(__file__).read_text(encoding="utf-8"))
+    for part in parts:
         digest.update(b"\0" + part.encode())
     return cache / f"cfn-lint-clean-{digest.hexdigest()[:32]}"
 

@@ -352,6 +352,28 @@ def test_a_remembered_clean_lint_is_not_used_once_the_linters_or_their_rules_cha
     ]
 
 
+def test_a_clean_lint_remembered_in_one_region_is_linted_again_in_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SAM expansion writes the region's partition into its ARNs (``aws-cn`` in
+    ``cn-north-1``), so a template found clean with one ``AWS_DEFAULT_REGION`` is linted again
+    with another, and remembered for each."""
+    from infra import validate as validate_module
+
+    template, cache, linted = tmp_path / "template.json", tmp_path / "cache", []
+    template.write_text('{"Resources": {}}\n')
+    monkeypatch.setattr(validate_module, "_validate", lambda path: linted.append(path) or [])
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    assert validate_module.validate(template, cache) == [] and len(linted) == 1
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # what an unset region expands in
+    assert validate_module.validate(template, cache) == [] and len(linted) == 1
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "cn-north-1")
+    assert validate_module.validate(template, cache) == [] and len(linted) == 2
+    assert validate_module.validate(template, cache) == [] and len(linted) == 2
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-gov-west-1")
+    assert validate_module.validate(template, cache) == [] and len(linted) == 3
+
+
 @pytest.fixture
 def small_apps_imported(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Chalice imports a packaged project's app.py as ``app`` (from the project's directory,
