@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from itertools import zip_longest
 from typing import Any
 
 from chalicelib.dataversion.models import DatasetSchema
-from chalicelib.dataversion.schema import merge_types
+from chalicelib.dataversion.schema import header_columns, merge_types
 
 # The rule a version's schema was typed by; versions stored before it carry none.
 CELL_TYPING = "pyarrow"
@@ -41,8 +40,7 @@ def legacy_csv_types(header: list[str], rows: list[list[str]]) -> dict[str, str]
     """Each column's type by the rule before pyarrow's (a repeated name merges its columns;
     an all-empty column is ``string``), each distinct cell typed once."""
     types: dict[str, str | None] = dict.fromkeys(header)
-    columns = zip_longest(*rows, fillvalue=None) if rows else iter(())
-    for name, cells in zip(header, columns, strict=False):
+    for name, cells in header_columns(header, rows):
         for cell in set(cells):
             if cell:
                 types[name] = merge_types(types[name], _legacy_value_type(cell))

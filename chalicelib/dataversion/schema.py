@@ -14,7 +14,7 @@ import io
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any, cast
@@ -165,11 +165,19 @@ def csv_schema(header: list[str], rows: list[list[str]]) -> DatasetSchema:
     stats = _ColumnStats()
     for name in header:
         stats.types[name] = None
-    columns = zip_longest(*rows, fillvalue=None) if rows else iter(())
-    for name, cells in zip(header, columns, strict=False):
+    for name, cells in header_columns(header, rows):
         for kind in cell_types(cells):
             stats.see(name, kind)
     return stats.schema()
+
+
+def header_columns(
+    header: list[str], rows: list[list[str]]
+) -> Iterator[tuple[str, tuple[str | None, ...]]]:
+    """Each header name with its column's cells, one per row (``None`` where a row is short;
+    cells past the header are not read)."""
+    columns = zip_longest(*rows, fillvalue=None) if rows else iter(())
+    return zip(header, columns, strict=False)
 
 
 def merge_types(current: str | None, seen: str | None) -> str | None:
