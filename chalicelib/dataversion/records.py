@@ -43,7 +43,7 @@ BOM = b"\xef\xbb\xbf"
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE, _TOP = np.uint64(1), np.uint64(63)
 _PREFIX = np.uint64(0x0101010101010101)  # times 8 byte counts: their running sums, bytewise
-_SEARCH_OR_LIST = 16  # a binary search per wanted end costs about as much as 16 words listed
+_UNIT_BITS = 64  # bits of a packed word
 # The k-th set bit (counting from the least significant) of every byte value: where the k-th
 # line end lies inside a byte of a packed mask.
 _NTH_BIT = np.full((256, 8), 8, dtype=np.int64)
@@ -110,12 +110,14 @@ def _nth_set_bits(words: np.ndarray, per_word: np.ndarray, indices: np.ndarray) 
 
 
 def _word_and_rank(per_word: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The word holding each ``indices``-th set bit and the bit's rank among its word's."""
-    cumulative = np.cumsum(per_word, dtype=np.int64)
-    if len(indices) * _SEARCH_OR_LIST < len(per_word):
-        word = np.searchsorted(cumulative, indices, side="right")
-    else:  # many wanted: listing each end's word is cheaper than a search for each
-        word = np.repeat(np.arange(len(per_word)), per_word)[indices]
+    """The word holding each ``indices``-th set bit and the bit's rank among its word's.
+
+    The running count is held in 32 bits while it fits (a chunk's 131,072 words: 70 µs,
+    where a fresh 64-bit one took about 1 ms, most of it page faults), and searched with
+    indices of its own type (else numpy converts the whole count to compare them)."""
+    wide = np.int32 if len(per_word) * _UNIT_BITS < 2**31 else np.int64
+    cumulative = np.cumsum(per_word, dtype=wide)
+    word = np.searchsorted(cumulative, indices.astype(wide, copy=False), side="right")
     return word, indices - cumulative[word] + per_word[word]
 
 
@@ -880,6 +882,11 @@ class RecordSampler:
         self.flush()
         taken = 0
         while taken < len(indices) and (self.filling or indices[taken] < self.skip):
+            if indices[taken] >= self.skip:  # the head: filled in one step while all fit
+                filled = self._fill_many(indices, pieces, taken)
+                if filled > taken:
+                    taken = filled
+                    continue
             self.take(indices[taken], pieces[taken])
             taken += 1
         if taken:  # the rest came after the head (all of them: it was still filling)
@@ -1036,6 +1043,26 @@ class RecordSampler:
         self._pass(indices[0])
         chosen = np.flatnonzero(np.isin(np.asarray(indices), self._at[self._cursor :])).tolist()
         return [indices[at] for at in chosen], [pieces[at] for at in chosen]
+
+    def _fill_many(self, indices: list[int], pieces: list[bytes | None], taken: int) -> int:
+        """Puts the records from ``taken`` on in the head at once, as :meth:`take` would one
+        by one (up to the record that fills it), when none is missing or too long; returns
+        where the records left start (``taken``: nothing was put)."""
+        whole = _whole(pieces[taken:])
+        if not whole:
+            return taken
+        lengths = _lengths(whole)
+        if int(lengths.max()) > self.max_record_bytes:
+            return taken
+        held = self._held + np.cumsum(lengths)
+        full = int(np.searchsorted(held, self.head_bytes))  # the first to reach head_bytes
+        last = min(self.size - len(self._slots) - 1, full, len(whole) - 1)
+        end = taken + last + 1
+        self._slots.extend(zip(indices[taken:end], whole[: last + 1], strict=True))
+        self._held = int(held[last])
+        if len(self._slots) >= self.size or self._held >= self.head_bytes:
+            self._end_head(indices[end - 1])
+        return end
 
     def _fill(self, index: int, piece: bytes) -> None:
         self._slots.append((index, piece))
