@@ -226,6 +226,26 @@ def test_records_handed_over_in_batches_give_the_sample_one_by_one_gives() -> No
         assert batched.sample() == single.sample() and batched.head == single.head
 
 
+def test_a_head_filled_in_one_batch_holds_what_take_one_by_one_puts_in_it() -> None:
+    """More records than the head has room for, in one take_many, some of them too long or
+    missing: the head, its end and the reservoir's picks after it are take()'s."""
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        size, head_bytes = int(rng.integers(1, 40)), int(rng.integers(1, 400))
+        count = int(rng.integers(1, 80))
+        pieces: list[bytes | None] = [b"x" * int(n) for n in rng.integers(0, 30, count)]
+        if case % 3 == 0:  # a record too long (or cut off) somewhere in the batch
+            pieces[int(rng.integers(0, count))] = None if case % 2 else b"y" * 50
+        kwargs = {"size": size, "seed": case, "skip": 1, "head_bytes": head_bytes}
+        batched = RecordSampler(**kwargs, max_record_bytes=40)
+        single = CountingSampler(**kwargs, max_record_bytes=40)
+        batched.take_many(list(range(count)), pieces)
+        single.take_many(list(range(count)), pieces)
+        assert (batched.head, batched.head_records) == (single.head, single.head_records)
+        assert (batched.filling, batched.too_long) == (single.filling, single.too_long)
+        assert batched.sample() == single.sample() and batched.skipped == single.skipped
+
+
 def test_the_reservoir_is_uniform_and_replaces_as_often_as_algorithm_r() -> None:
     """Over 300 seeds, 5,000 records, 20 kept: every tenth of the stream holds a tenth of the
     sample (chi-square, 9 degrees of freedom, p > 0.001), and replacements average
