@@ -483,10 +483,82 @@ def test_updates_walked_with_one_map_copied_directly_and_erring_in_json_are_moto
         monkeypatch.setattr(
             exceptions._RESTError, "__init__", exceptions._RESTError.__init__.__wrapped__
         )
+        _undo_kept_item_sizes(monkeypatch)
         theirs = [_updated(client, case) for case in cases]
     assert ours == theirs
     errors = {found[1].split(";")[0][:40] for found in ours if isinstance(found, tuple)}
     assert sum(isinstance(found, dict) for found in ours) >= 25 and len(errors) >= 5, errors
+
+
+def _undo_kept_item_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gives moto back its own item-size check at every assignment."""
+    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+    from moto.dynamodb.parsing.executors import UpdateExpressionExecutor
+
+    assert LimitedSizeDict.__setitem__._kept  # type: ignore[attr-defined]
+    monkeypatch.setattr(LimitedSizeDict, "__setitem__", LimitedSizeDict.__setitem__.__wrapped__)
+    monkeypatch.setattr(
+        UpdateExpressionExecutor, "execute", UpdateExpressionExecutor.execute.__wrapped__
+    )
+
+
+def _near_the_size_limit(rng: random.Random) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """An item of 300-400 KB in ten strings (sometimes a set or map among them) and an update
+    of a few SETs, an ADD (of a number or a string set) and a REMOVE, in any order, whose new
+    strings may take it over moto's limit."""
+    item: dict[str, Any] = {"pk": {"S": "case"}}
+    for index in range(10):
+        item[f"a{index}"] = {"S": "é" * rng.randint(15_000, 20_000)}
+    if rng.random() < 0.3:
+        item[f"a{rng.randrange(10)}"] = rng.choice([{"SS": ["p", "q"]}, {"M": {"b": {"N": "2"}}}])
+    sets = [
+        f"{rng.choice(['a', 'b'])}{rng.randrange(10)} = :s{i}" for i in range(rng.randint(1, 3))
+    ]
+    parts = ["SET " + ", ".join(dict.fromkeys(sets))]
+    if rng.random() < 0.7:
+        parts.append(f"ADD c{rng.randrange(3)} :n" if rng.random() < 0.4 else "ADD d :ss")
+    if rng.random() < 0.4:
+        parts.append(f"REMOVE a{rng.randrange(10)}")
+    rng.shuffle(parts)  # moto runs the clauses in their order: a REMOVE before a SET too
+    values: dict[str, Any] = {
+        ":n": {"N": str(rng.randint(1, 9))},
+        ":ss": {"SS": ["y" * rng.choice([10, 30_000, 60_000])]},
+    }
+    for index in range(3):
+        values[f":s{index}"] = {"S": "x" * rng.choice([10, 20_000, 60_000, 120_000])}
+    return item, " ".join(parts), values
+
+
+def _updated_with(client: Any, case: tuple[dict[str, Any], str, dict[str, Any]]) -> Any:
+    item, expression, values = case
+    client.put_item(TableName="t", Item=item)
+    used = {name: value for name, value in values.items() if name in expression}
+    try:
+        client.update_item(
+            TableName="t", Key={"pk": {"S": "case"}}, UpdateExpression=expression,
+            ExpressionAttributeValues=used,
+        )  # fmt: skip
+    except client.exceptions.ClientError as exc:
+        return exc.response["Error"]["Code"], exc.response["Error"]["Message"]
+    return client.get_item(TableName="t", Key={"pk": {"S": "case"}})["Item"]
+
+
+def test_item_sizes_kept_during_an_update_refuse_and_keep_what_moto_s_own_check_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """120 updates of items near moto's 405,000-byte limit: the same items (moto leaves the
+    actions before the refused one applied, and so do we) and the same errors as moto's own
+    check of the whole item at every assignment."""
+    rng = random.Random(11)
+    cases = [_near_the_size_limit(rng) for _ in range(120)]
+    with mock_aws():
+        client = _table_t()
+        ours = [_updated_with(client, case) for case in cases]
+        _undo_kept_item_sizes(monkeypatch)
+        theirs = [_updated_with(client, case) for case in cases]
+    assert ours == theirs
+    refused = sum(isinstance(found, tuple) for found in ours)
+    assert 20 <= refused <= 100, refused  # both sides of the limit are met
 
 
 def test_a_json_error_is_built_as_moto_builds_it_without_the_xml_it_replaces() -> None:
