@@ -204,18 +204,25 @@ def test_outcomes_stored_in_sqlite_retain_no_memory_per_outcome(attached: Any) -
 # ---- snapshots and restores ----------------------------------------------------------------
 
 
+def _write_in_batches(client: Any, table: str, requests: list[dict[str, Any]]) -> None:
+    for start in range(0, len(requests), 25):
+        answer = client.batch_write_item(RequestItems={table: requests[start : start + 25]})
+        assert not answer["UnprocessedItems"]
+
+
 def test_a_snapshot_streams_sqlite_tables_and_a_restore_puts_every_item_back(
     attached: Any, tmp_path: Path
 ) -> None:
     backend, _ = attached
     client = boto3.client("dynamodb", region_name=REGION)
     dedup = OutcomeDedupTable.Meta.table_name
-    for index in range(2500):
-        client.put_item(
-            TableName=dedup,
-            Item={"pk": {"S": f"e#{index}"}, "variant_id": {"S": "control"},
-                  "blob": {"B": bytes([index % 256])}},
-        )  # fmt: skip
+    # 2,500 items: more than one SQLite fetch (2,000) and one state.json batch (1,000); written
+    # and deleted 25 to a request (the requests are not what is tested).
+    _write_in_batches(client, dedup, [
+        {"PutRequest": {"Item": {"pk": {"S": f"e#{index}"}, "variant_id": {"S": "control"},
+                                 "blob": {"B": bytes([index % 256])}}}}
+        for index in range(2500)
+    ])  # fmt: skip
     keeper = Persistence(tmp_path / "state", REGION)
     keeper.save()
     saved = json.loads((tmp_path / "state" / "state.json").read_text())
@@ -224,8 +231,9 @@ def test_a_snapshot_streams_sqlite_tables_and_a_restore_puts_every_item_back(
     assert sorted(json.dumps(item, separators=(",", ":")) for item in saved["dynamodb"][dedup]) == (
         expected
     )
-    for index in range(2500):
-        client.delete_item(TableName=dedup, Key={"pk": {"S": f"e#{index}"}})
+    _write_in_batches(
+        client, dedup, [{"DeleteRequest": {"Key": {"pk": {"S": f"e#{i}"}}}} for i in range(2500)]
+    )
     assert len(backend.tables[dedup].items) == 0
     assert keeper.restore_items(keeper.load() or {}) >= 2500
     got = client.get_item(TableName=dedup, Key={"pk": {"S": "e#300"}}, ConsistentRead=True)
