@@ -349,9 +349,11 @@ def test_records_of_varied_length_near_the_byte_limit_give_the_one_by_one_sample
 ) -> None:
     """A byte limit about what ``size`` records of 1 to 120 bytes hold keeps the sample near
     it for the whole pass: picks handed over as byte ranges, held for the next chunk and
-    copied in full near the limit, keep the records ``take`` one by one keeps."""
+    copied in full near the limit, keep the records ``take`` one by one keeps. 1,000 records
+    (66 KiB: 2 or 17 chunks) find a ``_fits_bytes`` or ``_fits`` that forgets the held bytes as
+    often per example as 3,000 did."""
     monkeypatch.setattr(records, "SLICE_BYTES", 64)
-    lengths = np.random.default_rng(seed).integers(0, 120, size=3_000)
+    lengths = np.random.default_rng(seed).integers(0, 120, size=1_000)
     body = b"".join(b"%d,%s\n" % (i, b"x" * int(n)) for i, n in enumerate(lengths))
     limit = int(size * 65 * room)
     held = RecordSampler(size=size, seed=seed, max_sample_bytes=limit)
