@@ -22,6 +22,7 @@ from chalicelib.abtesting.models import (
 )
 from chalicelib.abtesting.outcomes_repository import _VariantDelta
 from chalicelib.abtesting.statistics import StatisticalAnalyzer
+from tests.helpers.abtesting import latency_histogram
 
 FIXED = StatisticalAnalyzer(minimum_sample_size=1, settings=AnalysisSettings(AnalysisMethod.FIXED))
 
@@ -122,6 +123,24 @@ def test_interpolated_percentiles_are_within_one_percent_of_numpy(size: int) -> 
             found = sketch.quantile(counts, q)
             exact = float(np.percentile(values, q * 100))
             assert found is not None and abs(found - exact) <= 0.01 * exact
+
+
+def test_the_tests_vectorised_histogram_is_sketch_histogram() -> None:
+    """The simulations' ``latency_histogram`` (numpy) buckets every value as ``sketch`` does:
+    random spreads, clamped values and the bucket bounds ``gamma^i`` with their neighbours."""
+    rng = np.random.default_rng(5)
+    bounds = sketch.GAMMA ** np.arange(-sketch.OFFSET, 1700, dtype=float)
+    values = np.concatenate(
+        [
+            rng.lognormal(3.0, 1.0, 20_000),
+            rng.lognormal(0.0, 8.0, 20_000),
+            [-1.0, 0.0, 1e-9, sketch.MIN_VALUE, sketch.MAX_VALUE, 1e12],
+            bounds,
+            np.nextafter(bounds, 0.0),
+            np.nextafter(bounds, np.inf),
+        ]
+    )
+    assert latency_histogram(values) == sketch.histogram(values.tolist())
 
 
 def test_the_median_of_10_and_100_is_55_not_10() -> None:

@@ -6,16 +6,14 @@ Seeded simulations; rates are asserted with binomial tolerances (Clopper-Pearson
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pytest
 
-from chalicelib.abtesting import sketch
 from chalicelib.abtesting.judge import CheckOutcome, judge_canary, worse_than
 from chalicelib.abtesting.models import ExperimentMetrics, RollbackPolicy
-from tests.helpers.abtesting import clopper_pearson_upper
+from tests.helpers.abtesting import clopper_pearson_upper, latency_histogram
 
 POLICY = RollbackPolicy("exp")  # the defaults: tolerance 20 %, alpha 0.05, no caps
 
@@ -24,14 +22,6 @@ def _arm(variant: str, requests: int, errors: int, histogram: dict[int, int] | N
     return ExperimentMetrics(
         variant, requests, requests - errors, errors, latency_histogram=histogram or {}
     )
-
-
-def _histogram(values: np.ndarray) -> dict[int, int]:
-    """``sketch.histogram`` vectorised (same bucket formula)."""
-    clamped = np.clip(values, sketch.MIN_VALUE, sketch.MAX_VALUE)
-    indices = np.ceil(np.log(clamped) / math.log(sketch.GAMMA)).astype(int) + sketch.OFFSET
-    found, counts = np.unique(indices, return_counts=True)
-    return dict(zip(found.tolist(), counts.tolist(), strict=True))
 
 
 def _rolled_back(
@@ -73,8 +63,8 @@ def test_aa_canary_false_rollbacks_over_60_checks_are_at_most_one_percent(rate: 
 
 def test_control_with_3_requests_against_100_gives_no_decision() -> None:
     rng = np.random.default_rng(0)
-    control = _arm("control", 3, 0, _histogram(np.array([40.0, 41.0, 42.0])))
-    canary = _arm("canary", 100, 30, _histogram(rng.lognormal(np.log(400), 0.3, 100)))
+    control = _arm("control", 3, 0, latency_histogram(np.array([40.0, 41.0, 42.0])))
+    canary = _arm("canary", 100, 30, latency_histogram(rng.lognormal(np.log(400), 0.3, 100)))
     check = judge_canary("canary", [(control, canary)], POLICY)
     assert check.outcome is CheckOutcome.INCONCLUSIVE and check.criteria == ()
     assert "each arm needs 100 requests (control 3, canary 100)" in check.reason
@@ -94,7 +84,7 @@ def _cumulative_histograms(values: np.ndarray) -> list[dict[int, int]]:
     found: list[dict[int, int]] = []
     total: dict[int, int] = {}
     for row in values:
-        for bucket, count in _histogram(row).items():
+        for bucket, count in latency_histogram(row).items():
             total[bucket] = total.get(bucket, 0) + count
         found.append(dict(total))
     return found
@@ -120,8 +110,8 @@ def test_a_latency_aa_is_not_rolled_back_by_the_histogram_test() -> None:
 
 def test_a_latency_regression_fails_naming_the_histogram_test_and_its_bound() -> None:
     rng = np.random.default_rng(9)
-    control = _arm("control", 2000, 20, _histogram(rng.lognormal(np.log(40), 0.3, 2000)))
-    canary = _arm("canary", 300, 3, _histogram(rng.lognormal(np.log(60), 0.3, 300)))
+    control = _arm("control", 2000, 20, latency_histogram(rng.lognormal(np.log(40), 0.3, 2000)))
+    canary = _arm("canary", 300, 3, latency_histogram(rng.lognormal(np.log(60), 0.3, 300)))
     check = judge_canary("canary", [(control, canary)], POLICY)
     assert check.outcome is CheckOutcome.FAIL
     [failed] = check.failed
@@ -133,7 +123,7 @@ def test_a_latency_regression_fails_naming_the_histogram_test_and_its_bound() ->
 
 def test_pass_needs_evidence_that_the_canary_is_not_worse() -> None:
     rng = np.random.default_rng(4)
-    latency = _histogram(rng.lognormal(np.log(40), 0.3, 50000))
+    latency = latency_histogram(rng.lognormal(np.log(40), 0.3, 50000))
     big = judge_canary("canary", [(_arm("control", 50000, 1000, latency),
                                    _arm("canary", 50000, 975, latency))], POLICY)  # fmt: skip
     assert big.outcome is CheckOutcome.PASS
@@ -163,14 +153,14 @@ def test_absolute_caps_are_opt_in_and_need_a_lower_bound_above_the_cap() -> None
 
 def test_a_latency_cap_fails_only_with_evidence() -> None:
     rng = np.random.default_rng(8)
-    control = _arm("control", 1000, 0, _histogram(rng.lognormal(np.log(40), 0.3, 1000)))
-    slow = _arm("canary", 1000, 0, _histogram(rng.lognormal(np.log(120), 0.3, 1000)))
+    control = _arm("control", 1000, 0, latency_histogram(rng.lognormal(np.log(40), 0.3, 1000)))
+    slow = _arm("canary", 1000, 0, latency_histogram(rng.lognormal(np.log(120), 0.3, 1000)))
     policy = RollbackPolicy("exp", latency_threshold_ms=100.0, latency_degradation_threshold=5.0)
     check = judge_canary("canary", [(control, slow)], policy)
     cap = next(c for c in check.criteria if c.kind == "cap")
     assert cap.outcome is CheckOutcome.FAIL and check.outcome is CheckOutcome.FAIL
     assert "above the 100 ms cap" in cap.reason
-    fast = _arm("canary", 1000, 0, _histogram(rng.lognormal(np.log(40), 0.3, 1000)))
+    fast = _arm("canary", 1000, 0, latency_histogram(rng.lognormal(np.log(40), 0.3, 1000)))
     ok = judge_canary("canary", [(control, fast)], policy)
     assert next(c for c in ok.criteria if c.kind == "cap").outcome is CheckOutcome.PASS
 

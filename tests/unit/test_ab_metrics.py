@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from chalicelib.abtesting import correction, metrics, sketch
+from chalicelib.abtesting import correction, metrics
 from chalicelib.abtesting.models import ExperimentMetrics, MetricSpec
+from tests.helpers.abtesting import latency_histogram
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -88,8 +89,8 @@ def test_quantile_difference_interval_covers_the_truth_at_about_95_percent(q: fl
     for _ in range(400):
         c = rng.lognormal(3, 1, 2000)
         t = 1.1 * rng.lognormal(3, 1, 2000)
-        found = metrics.compare(spec, "t", metrics.quantile_estimate(sketch.histogram(c), q),
-                                metrics.quantile_estimate(sketch.histogram(t), q),
+        found = metrics.compare(spec, "t", metrics.quantile_estimate(latency_histogram(c), q),
+                                metrics.quantile_estimate(latency_histogram(t), q),
                                 method="fixed")  # fmt: skip
         covered += found.interval[0] <= truth <= found.interval[1]
     assert covered / 400 >= 0.92
