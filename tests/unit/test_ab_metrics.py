@@ -13,7 +13,7 @@ from statsmodels.stats.multitest import multipletests
 
 from chalicelib.abtesting import correction, metrics
 from chalicelib.abtesting.models import ExperimentMetrics, MetricSpec
-from tests.helpers.abtesting import latency_histogram
+from tests.helpers.abtesting import latency_histogram, memory_engine, memory_manager
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -172,7 +172,18 @@ class _Registry:
 
 
 @pytest.fixture
-def engine(aws: Any) -> Any:
+def engine() -> Any:
+    """The engine over in-memory stores: declarations, validation, analysis and the monitor's
+    decisions are logic (the DynamoDB counters pass the same contract,
+    ``test_repository_contracts.py``, and the next fixture runs them here once)."""
+    from chalicelib.core.clock import FixedClock
+    from chalicelib.core.events import RecordingEventBus
+
+    return memory_engine(_Registry(), RecordingEventBus(), FixedClock())
+
+
+@pytest.fixture
+def dynamodb_engine(aws: Any) -> Any:
     from chalicelib.abtesting.engine import ABTestingEngine
     from chalicelib.core.clock import FixedClock
     from chalicelib.core.events import RecordingEventBus
@@ -200,15 +211,16 @@ def _start(engine: Any, specs: tuple = DECLARED, method: str = "bh", **extra: An
     return engine.start_experiment(created.experiment_id).experiment_id
 
 
-def test_declared_metrics_are_analysed_together_through_dynamodb(engine: Any) -> None:
+def test_declared_metrics_are_analysed_together_through_dynamodb(dynamodb_engine: Any) -> None:
     from chalicelib.abtesting.models import Outcome
 
+    engine = dynamodb_engine
     eid = _start(engine)
     rng = np.random.default_rng(21)
     raw: dict[str, dict[str, np.ndarray]] = {}
     outcomes = []
     for arm, lift in (("v0", 0.0), ("v1", 2.0)):
-        n = 800
+        n = 400
         revenue = np.round(rng.exponential(20, n) + lift, 6)
         revenue[:3] = 1e6  # heavy tail, capped at 100 when recorded
         sessions = rng.poisson(3, n) + 1.0
@@ -314,30 +326,26 @@ def _crash_outcomes(control: float, treatment: float, n: int = 1000) -> list:
 
 
 def test_a_rollback_guardrail_rolls_the_canary_back_through_the_monitor(engine: Any) -> None:
-    from chalicelib.abtesting.rollback import AutoRollbackManager
-
     specs = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True,
                         rollback=True),)  # fmt: skip
     eid = _start(engine, specs, "holm")
     engine.record_outcomes(eid, _crash_outcomes(0.02, 0.30))
-    manager = AutoRollbackManager(engine)
+    manager = memory_manager(engine)
     decision = manager.evaluate(engine.get_experiment(eid))
     assert decision is not None and decision.metric == "crashed"
     assert decision.details["kind"] == "declared_guardrail"
 
 
 def test_a_guardrail_without_rollback_or_without_evidence_rolls_nothing_back(engine: Any) -> None:
-    from chalicelib.abtesting.rollback import AutoRollbackManager
-
     blocking = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True),)
     eid = _start(engine, blocking, "holm")
     engine.record_outcomes(eid, _crash_outcomes(0.02, 0.30))
-    assert AutoRollbackManager(engine).evaluate(engine.get_experiment(eid)) is None
+    assert memory_manager(engine).evaluate(engine.get_experiment(eid)) is None
     rolling = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True,
                           rollback=True),)  # fmt: skip
     same = _start(engine, rolling, "holm")
     engine.record_outcomes(same, _crash_outcomes(0.02, 0.02))
-    checks = AutoRollbackManager(engine).judge(engine.get_experiment(same))
+    checks = memory_manager(engine).judge(engine.get_experiment(same))
     crit = [c for c in checks[0].criteria if c.metric == "crashed"]
     assert crit and crit[0].outcome.value == "inconclusive"
     assert checks[0].outcome.value != "fail"
