@@ -14,12 +14,14 @@ import base64
 import copy
 import hashlib
 import io
+import os
 import re
+import select
 import subprocess
 import sys
 import textwrap
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -348,30 +350,108 @@ resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 """
 
 
-def _run_plain(path: Path, use: str, headroom_bytes: int | None = None) -> Any:
+# One interpreter imports numpy, scipy, scikit-learn, skops and shap once and forks a child per
+# case (an interpreter start with those imports took 2-5 s of each case on a loaded machine). A
+# child runs the case's script with its stdout and stderr in files and exits; the parent reports
+# the child's exit code, negative for a signal, as subprocess does. One BLAS thread: a forked
+# child has no thread pool to hand work to.
+_FORK_SERVER = """
+import os, sys, traceback
+import numpy, scipy.sparse, sklearn, sklearn.tree, sklearn.svm, sklearn.linear_model
+import sklearn.ensemble, sklearn.neighbors, skops.io, shap
+print("READY", flush=True)
+for line in sys.stdin:
+    script = line.strip()
+    pid = os.fork()
+    if pid == 0:
+        for fd, suffix in ((1, ".out"), (2, ".err")):
+            os.dup2(os.open(script + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        code = 0
+        try:
+            exec(compile(open(script).read(), script, "exec"), {"__name__": "__main__"})
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+os._exit(0)  # no slow interpreter teardown of everything imported above
+"""
+
+
+class _Plain:
+    """Runs scripts in children forked from :data:`_FORK_SERVER` (``subprocess.run``'s result)."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        assert self._line() == "READY"
+
+    def _line(self) -> str:
+        assert self.server.stdout is not None
+        ready, _, _ = select.select([self.server.stdout], [], [], 300)
+        assert ready, "the fork server gave no answer in 300 s"
+        return self.server.stdout.readline().strip()
+
+    def run(self, script: str, where: Path) -> subprocess.CompletedProcess[bytes]:
+        path = where / "case.py"
+        path.write_text(script)
+        assert self.server.stdin is not None
+        self.server.stdin.write(f"{path}\n")
+        self.server.stdin.flush()
+        code = int(self._line())
+        out, err = (Path(f"{path}{suffix}").read_bytes() for suffix in (".out", ".err"))
+        return subprocess.CompletedProcess([str(path)], code, out, err)
+
+    def close(self) -> None:
+        assert self.server.stdin is not None
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def plain() -> Iterator[_Plain]:
+    server = _Plain()
+    yield server
+    server.close()
+
+
+def _run_plain(
+    plain: _Plain, path: Path, use: str, headroom_bytes: int | None = None
+) -> subprocess.CompletedProcess[bytes]:
     script = textwrap.dedent(_PLAIN.format(path=str(path), use=use))
     if headroom_bytes is not None:
         script = _HEADROOM.format(headroom=headroom_bytes) + script
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    return plain.run(script, path.parent)
 
 
 @pytest.mark.parametrize("name", _CRASHING)
-def test_the_forged_file_crashes_plain_scikit_learn(tmp_path: Path, name: str) -> None:
+def test_the_forged_file_crashes_plain_scikit_learn(
+    plain: _Plain, tmp_path: Path, name: str
+) -> None:
     builder, width, _ = FORGED[name]
     path = tmp_path / "forged.skops"
     path.write_bytes(builder())
     use = _USE.get(name, f"model.predict(np.full((64, {width}), 0.1))")
-    done = _run_plain(path, use)
+    done = _run_plain(plain, path, use)
     assert done.returncode < 0, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
 
 
-def test_the_shared_member_file_takes_far_more_memory_than_it_declares(tmp_path: Path) -> None:
+def test_the_shared_member_file_takes_far_more_memory_than_it_declares(
+    plain: _Plain, tmp_path: Path
+) -> None:
     data = one_member_read_by_40_arrays()
     path = tmp_path / "forged.skops"
     path.write_bytes(data)
     # 40 copies of a 16 MiB array (plus a 16 MiB buffer each) do not fit in 600 MiB over the
     # interpreter with numpy, scipy and scikit-learn imported; one copy does.
-    done = _run_plain(path, "pass", headroom_bytes=600 << 20)
+    done = _run_plain(plain, path, "pass", headroom_bytes=600 << 20)
     assert done.returncode != 0 and b"MemoryError" in done.stderr, done.stderr[-2000:]
 
 
@@ -447,7 +527,9 @@ def test_a_tree_one_level_over_the_limit_is_refused() -> None:
         inspect_artifact(chain_tree(MAX_TREE_DEPTH + 1))
 
 
-def test_a_tree_at_the_depth_limit_is_accepted_and_treeshap_explains_it(tmp_path: Path) -> None:
+def test_a_tree_at_the_depth_limit_is_accepted_and_treeshap_explains_it(
+    plain: _Plain, tmp_path: Path
+) -> None:
     data = chain_tree(MAX_TREE_DEPTH)
     inspect_artifact(data)
     path = tmp_path / "chain.skops"
@@ -456,7 +538,7 @@ def test_a_tree_at_the_depth_limit_is_accepted_and_treeshap_explains_it(tmp_path
         "import shap\n"
         "print(shap.TreeExplainer(model).shap_values(np.zeros((2, 3)), check_additivity=False))"
     )
-    done = _run_plain(path, use)
+    done = _run_plain(plain, path, use)
     assert done.returncode == 0 and b"SURVIVED" in done.stdout, done.stderr[-2000:]
 
 
