@@ -484,6 +484,10 @@ def test_updates_walked_with_one_map_copied_directly_and_erring_in_json_are_moto
             exceptions._RESTError, "__init__", exceptions._RESTError.__init__.__wrapped__
         )
         _undo_kept_item_sizes(monkeypatch)
+        assert validators.Validator.validate._with_work  # type: ignore[attr-defined]
+        monkeypatch.setattr(
+            validators.Validator, "validate", validators.Validator.validate.__wrapped__
+        )
         theirs = [_updated(client, case) for case in cases]
     assert ours == theirs
     errors = {found[1].split(";")[0][:40] for found in ours if isinstance(found, tuple)}
@@ -536,7 +540,7 @@ def _updated_with(client: Any, case: tuple[dict[str, Any], str, dict[str, Any]])
     try:
         client.update_item(
             TableName="t", Key={"pk": {"S": "case"}}, UpdateExpression=expression,
-            ExpressionAttributeValues=used,
+            **({"ExpressionAttributeValues": used} if used else {}),
         )  # fmt: skip
     except client.exceptions.ClientError as exc:
         return exc.response["Error"]["Code"], exc.response["Error"]["Message"]
@@ -559,6 +563,40 @@ def test_item_sizes_kept_during_an_update_refuse_and_keep_what_moto_s_own_check_
     assert ours == theirs
     refused = sum(isinstance(found, tuple) for found in ours)
     assert 20 <= refused <= 100, refused  # both sides of the limit are met
+
+
+WALKER_ITEM = {"pk": {"S": "case"}, "a": {"N": "1"}, "m": {"L": [{"N": "5"}]},
+               "t": {"S": "text"}, "ns": {"NS": ["1", "2"]}}  # fmt: skip
+WALKER_VALUES = {":v": {"N": "7"}, ":e": {"S": ""}, ":str": {"S": "x"},
+                 ":lst": {"L": [{"N": "8"}]}, ":set": {"NS": ["2"]}}  # fmt: skip
+# Each of the validator's walkers has something to do in some of these (a function, a path
+# (zz) that does not exist, arithmetic, a key, an empty string, a type mismatch) and nothing
+# in others.
+WALKER_UPDATES = [
+    "SET q = zz + :v", "SET q = a + :v", "SET q = a - :v, r = :v REMOVE t",
+    "SET q = if_not_exists(zz, :v)", "SET q = if_not_exists(a, :v) + :v",
+    "SET q = list_append(m, :lst)", "SET q = list_append(zz, :lst)", "SET q = zz",
+    "SET q = a + zz", "SET q = :v + :v", "SET pk = :str", "SET pk = :e", "SET a = :e",
+    "ADD a :v", "ADD t :v", "ADD q :v", "DELETE ns :set", "REMOVE zz", "SET m[0] = :v",
+    "SET q = m[0] + :v", "SET a = :str ADD q :v",
+]  # fmt: skip
+
+
+def test_walks_skipped_where_a_walker_has_nothing_to_do_give_moto_s_own_items_and_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto.dynamodb.parsing import validators
+
+    cases = [(WALKER_ITEM, expression, WALKER_VALUES) for expression in WALKER_UPDATES]
+    with mock_aws():
+        client = _table_t()
+        ours = [_updated_with(client, case) for case in cases]
+        monkeypatch.setattr(
+            validators.Validator, "validate", validators.Validator.validate.__wrapped__
+        )
+        theirs = [_updated_with(client, case) for case in cases]
+    assert ours == theirs
+    assert sum(isinstance(found, tuple) for found in ours) == 7  # refused ones too
 
 
 def test_a_json_error_is_built_as_moto_builds_it_without_the_xml_it_replaces() -> None:
