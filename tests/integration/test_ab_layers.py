@@ -181,63 +181,70 @@ def _deep(levels: int) -> dict[str, Any]:
     return node
 
 
-@pytest.mark.parametrize(
-    ("targeting", "status"),
-    [
-        (_deep(3), 201),
-        (_deep(4), 422),
-        (_deep(200), 400),  # the JSON reader refuses it before the grammar
-        ({"any": [{"attribute": "a", "equals": i} for i in range(64)]}, 422),
-        ({"attribute": "a", "in": list(range(101))}, 422),
-        ({"attribute": "a", "in": []}, 422),
-        ({"attribute": "a", "equals": "x" * 257}, 422),
-        ({"attribute": "a", "equals": [1]}, 422),
-        ({"attribute": "a", "gt": "5"}, 422),
-        ({"attribute": "a", "gt": 1, "gte": 2}, 422),
-        ({"attribute": "a", "equals": 1, "in": [1]}, 422),
-        ({"attribute": "not a name!", "equals": 1}, 422),
-        ({"all": []}, 422),
-        ({"all": {"attribute": "a", "equals": 1}}, 422),
-        ({"none": [{"attribute": "a", "equals": 1}]}, 422),
-        ({"attribute": "a", "equals": 2**60}, 422),
-        ({"any": [{"attribute": "a", "in": [f"{i:0256d}" for i in range(100)]}] * 2}, 422),
-    ],
-)
+# (targeting, status): one experiment's creation each, in one account with one model.
+_TARGETING_CASES: list[tuple[dict[str, Any], int]] = [
+    (_deep(3), 201),
+    (_deep(4), 422),
+    (_deep(200), 400),  # the JSON reader refuses it before the grammar
+    ({"any": [{"attribute": "a", "equals": i} for i in range(64)]}, 422),
+    ({"attribute": "a", "in": list(range(101))}, 422),
+    ({"attribute": "a", "in": []}, 422),
+    ({"attribute": "a", "equals": "x" * 257}, 422),
+    ({"attribute": "a", "equals": [1]}, 422),
+    ({"attribute": "a", "gt": "5"}, 422),
+    ({"attribute": "a", "gt": 1, "gte": 2}, 422),
+    ({"attribute": "a", "equals": 1, "in": [1]}, 422),
+    ({"attribute": "not a name!", "equals": 1}, 422),
+    ({"all": []}, 422),
+    ({"all": {"attribute": "a", "equals": 1}}, 422),
+    ({"none": [{"attribute": "a", "equals": 1}]}, 422),
+    ({"attribute": "a", "equals": 2**60}, 422),
+    ({"any": [{"attribute": "a", "in": [f"{i:0256d}" for i in range(100)]}] * 2}, 422),
+]
+
+
 def test_targeting_outside_the_grammar_is_refused_with_a_4xx_and_nothing_stored(
-    http: Http, model_id: str, targeting: dict[str, Any], status: int
+    http: Http, model_id: str, subtests: pytest.Subtests
 ) -> None:
-    before = len(http.call("GET", "/experiments").data["experiments"])
-    answer = http.call("POST", "/experiments", _body(model_id, targeting=targeting))
-    assert answer.status_code == status, answer.data
-    stored = len(http.call("GET", "/experiments").data["experiments"]) - before
-    assert stored == (1 if status == 201 else 0)
-    if status == 422:
-        assert answer.data["error"] == "invalid_targeting", answer.data
+    for case, (targeting, status) in enumerate(_TARGETING_CASES):
+        with subtests.test(case=case, status=status):
+            before = len(http.call("GET", "/experiments").data["experiments"])
+            answer = http.call("POST", "/experiments", _body(model_id, targeting=targeting))
+            assert answer.status_code == status, answer.data
+            stored = len(http.call("GET", "/experiments").data["experiments"]) - before
+            assert stored == (1 if status == 201 else 0)
+            if status == 422:
+                assert answer.data["error"] == "invalid_targeting", answer.data
 
 
-@pytest.mark.parametrize(
-    "attributes",
-    [
-        {f"k{i}": 1 for i in range(51)},
-        {"a": "x" * 257},
-        {"a": [1, 2]},
-        {"a": {"b": 1}},
-        {"bad name": 1},
-        {"a": 2**60},
-        # One past 2**53: float() would round it onto 2**53 and admit it where local
-        # assignment, comparing the exact integer, does not.
-        {"a": 2**53 + 1},
-        {"a": -(2**53) - 1},
-    ],
-)
+# Route attributes refused with 400, each posted to one started experiment.
+_HOSTILE_ATTRIBUTES: list[dict[str, Any]] = [
+    {f"k{i}": 1 for i in range(51)},
+    {"a": "x" * 257},
+    {"a": [1, 2]},
+    {"a": {"b": 1}},
+    {"bad name": 1},
+    {"a": 2**60},
+    # One past 2**53: float() would round it onto 2**53 and admit it where local
+    # assignment, comparing the exact integer, does not.
+    {"a": 2**53 + 1},
+    {"a": -(2**53) - 1},
+]
+
+
 def test_hostile_route_attributes_are_a_400(
-    http: Http, model_id: str, attributes: dict[str, Any]
+    http: Http, model_id: str, subtests: pytest.Subtests
 ) -> None:
     experiment_id = http.call("POST", "/experiments", _body(model_id)).data["experiment_id"]
-    http.call("POST", f"/experiments/{experiment_id}/start")
-    body = {"request_id": "r", "user_id": "u", "attributes": attributes}
-    answer = http.call("POST", f"/experiments/{experiment_id}/route", body)
-    assert answer.status_code == 400, answer.data
+    assert http.call("POST", f"/experiments/{experiment_id}/start").status_code == 200
+    for case, attributes in enumerate(_HOSTILE_ATTRIBUTES):
+        with subtests.test(case=case):
+            body = {"request_id": "r", "user_id": "u", "attributes": attributes}
+            answer = http.call("POST", f"/experiments/{experiment_id}/route", body)
+            assert answer.status_code == 400, answer.data
+    # the same experiment routes the same request with fair attributes
+    body = {"request_id": "r", "user_id": "u", "attributes": {"a": 2**53}}
+    assert http.call("POST", f"/experiments/{experiment_id}/route", body).status_code == 200
 
 
 def test_holdout_users_see_the_control_and_are_counted_as_the_holdout(
