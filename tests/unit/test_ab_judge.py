@@ -33,18 +33,31 @@ def _rolled_back(
     seed: int,
     policy: RollbackPolicy = POLICY,
 ) -> list[int | None]:
-    """Canary requests seen when each simulated canary was rolled back (``None``: never)."""
+    """Canary requests seen when each simulated canary was rolled back (``None``: never).
+
+    The judge is a pure function of the counts, and many simulated canaries reach the same
+    error counts at the same check: each distinct (check, control errors, canary errors) is
+    judged once (31,900-43,500 judge calls instead of 60,000 for 1,000 canaries x 60 checks).
+    """
     rng = np.random.default_rng(seed)
     n_c, n_t = per_check
     control = rng.binomial(n_c, rate_control, (sims, checks)).cumsum(axis=1)
     canary = rng.binomial(n_t, rate_canary, (sims, checks)).cumsum(axis=1)
+    fails: dict[tuple[int, int, int], bool] = {}
+
+    def fail(check: int, errors_control: int, errors_canary: int) -> bool:
+        key = (check, errors_control, errors_canary)
+        if key not in fails:
+            pair = (_arm("control", n_c * (check + 1), errors_control),
+                    _arm("canary", n_t * (check + 1), errors_canary))  # fmt: skip
+            fails[key] = judge_canary("canary", [pair], policy).outcome is CheckOutcome.FAIL
+        return fails[key]
+
     found: list[int | None] = []
     for sim in range(sims):
         when = None
         for check in range(checks):
-            pair = (_arm("control", n_c * (check + 1), int(control[sim, check])),
-                    _arm("canary", n_t * (check + 1), int(canary[sim, check])))  # fmt: skip
-            if judge_canary("canary", [pair], policy).outcome is CheckOutcome.FAIL:
+            if fail(check, int(control[sim, check]), int(canary[sim, check])):
                 when = n_t * (check + 1)
                 break
         found.append(when)
