@@ -363,6 +363,24 @@ def test_records_of_varied_length_near_the_byte_limit_give_the_one_by_one_sample
     assert held.sample() == single.sample()
 
 
+@pytest.mark.parametrize("size", [1, 7])
+def test_a_replacement_that_fills_the_sample_to_its_byte_limit_exactly_is_kept(size: int) -> None:
+    """Records of one length, a byte limit of exactly ``size`` of them: every replacement
+    keeps the sample at the limit, so the sample is the unlimited one; one byte less refuses
+    every replacement, so the sample stays the head. One by one and in batches alike."""
+    body = b"".join(b"%05d\n" % i for i in range(3_000))
+    free = RecordSampler(size=size, seed=5)
+    scan(body, "csv", 4096, free)
+    width = len(free.sample()[0][1])
+    assert {len(piece) for _, piece in free.sample()} == {width}
+    assert free.sample() != free.head  # the reservoir replaced something
+    for limit, expected in ((size * width, free.sample()), (size * width - 1, free.head)):
+        for sampler in (RecordSampler, CountingSampler):
+            bounded = sampler(size=size, seed=5, max_sample_bytes=limit)
+            scan(body, "csv", 4096, bounded)
+            assert bounded.sample() == expected, (sampler.__name__, limit)
+
+
 def test_the_batched_reservoir_is_uniform() -> None:
     """The records placed a slice at a time (byte ranges, a slot picked twice keeping its
     later record): over 300 seeds, 20,000 records in 64 KiB chunks, 20 kept, every tenth of
