@@ -336,6 +336,29 @@ def test_a_rollback_guardrail_rolls_the_canary_back_through_the_monitor(engine: 
     assert decision.details["kind"] == "declared_guardrail"
 
 
+def test_a_rollback_guardrail_waits_for_the_policys_requests_per_arm(engine: Any) -> None:
+    """The decisive crash rates that roll the canary back, 1,000 control requests and 1,500
+    canary ones, under a policy that needs 1,001 per arm before a check may fail: the declared
+    guardrail is inconclusive and nothing rolls back; at 1,000 it rolls back."""
+    from chalicelib.abtesting.models import Outcome
+
+    specs = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True,
+                        rollback=True),)  # fmt: skip
+    eid = _start(engine, specs, "holm")
+    more = [Outcome("v1", f"v1-more-{i}", True, 10.0, custom_metrics={"crashed": float(i % 3 == 0)})
+            for i in range(500)]  # fmt: skip
+    engine.record_outcomes(eid, _crash_outcomes(0.02, 0.30) + more)
+    manager = memory_manager(engine)
+    manager.register_experiment(eid, min_requests_before_rollback=1001)
+    assert manager.evaluate(engine.get_experiment(eid)) is None
+    crit = [c for c in manager.judge(engine.get_experiment(eid))[0].criteria
+            if c.metric == "crashed"]  # fmt: skip
+    assert [c.outcome.value for c in crit] == ["inconclusive"]
+    manager.register_experiment(eid, min_requests_before_rollback=1000)
+    decision = manager.evaluate(engine.get_experiment(eid))
+    assert decision is not None and decision.details["kind"] == "declared_guardrail"
+
+
 def test_a_guardrail_without_rollback_or_without_evidence_rolls_nothing_back(engine: Any) -> None:
     blocking = (MetricSpec("crashed", "proportion", "guardrail", lower_is_better=True),)
     eid = _start(engine, blocking, "holm")
