@@ -6,13 +6,27 @@ scikit-learn trees, the model's own ``decision_function``/``predict``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from chalicelib.core.errors import UnprocessableEntity, ValidationError
 from tests.helpers.explain import MemoryContext, memory_context, register, tabular_data
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_openmp_thread() -> Iterator[None]:
+    """scikit-learn's histogram boosting fits and predicts with an OpenMP thread per core; on
+    the shared, loaded 2-core machine those threads wait on each other (three 300-row fits took
+    10 s of a test instead of about 0.3). Every oracle here explains the model that was fitted,
+    whatever its thread count."""
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the limit applies to)
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture
