@@ -565,6 +565,33 @@ def test_item_sizes_kept_during_an_update_refuse_and_keep_what_moto_s_own_check_
     assert 20 <= refused <= 100, refused  # both sides of the limit are met
 
 
+def test_an_update_that_fills_an_item_to_moto_s_limit_exactly_is_kept_one_byte_more_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two SETs in one update (the second checked against the kept total) taking the item to
+    moto's limit exactly, and to one byte over it, or the same over one byte less room: the
+    items and errors of moto's own check, the item kept at the limit and refused past it."""
+
+    def size(**attrs: dict[str, str]) -> int:  # moto's count for these attributes
+        return sum(len(key) + DynamoType(value).size() for key, value in attrs.items())
+
+    item = {"pk": {"S": "case"}, "a0": {"S": "x" * 150_000}}
+    first = {"S": "y" * 150_000}
+    room = motofix.ITEM_SIZE_LIMIT - size(**item, a1=first) - len("a2")
+    cases = [
+        (item, "SET a1 = :s0, a2 = :s1", {":s0": first, ":s1": {"S": "z" * (room + extra)}})
+        for extra in (0, 1, -1)
+    ]
+    with mock_aws():
+        client = _table_t()
+        ours = [_updated_with(client, case) for case in cases]
+        _undo_kept_item_sizes(monkeypatch)
+        theirs = [_updated_with(client, case) for case in cases]
+    assert ours == theirs
+    assert [isinstance(found, tuple) for found in ours] == [False, True, False]
+    assert size(**ours[0]) == motofix.ITEM_SIZE_LIMIT
+
+
 WALKER_ITEM = {"pk": {"S": "case"}, "a": {"N": "1"}, "m": {"L": [{"N": "5"}]},
                "t": {"S": "text"}, "ns": {"NS": ["1", "2"]}}  # fmt: skip
 WALKER_VALUES = {":v": {"N": "7"}, ":e": {"S": ""}, ":str": {"S": "x"},
