@@ -547,6 +547,20 @@ def _updated_with(client: Any, case: tuple[dict[str, Any], str, dict[str, Any]])
     return client.get_item(TableName="t", Key={"pk": {"S": "case"}})["Item"]
 
 
+def _ours_equal_moto_s_own(
+    monkeypatch: pytest.MonkeyPatch, cases: list[tuple[dict[str, Any], str, dict[str, Any]]]
+) -> list[Any]:
+    """The items (or errors) of ``cases`` with the kept item sizes, checked equal to those of
+    moto's own check of the whole item at every assignment."""
+    with mock_aws():
+        client = _table_t()
+        ours = [_updated_with(client, case) for case in cases]
+        _undo_kept_item_sizes(monkeypatch)
+        theirs = [_updated_with(client, case) for case in cases]
+    assert ours == theirs
+    return ours
+
+
 def test_item_sizes_kept_during_an_update_refuse_and_keep_what_moto_s_own_check_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -555,12 +569,7 @@ def test_item_sizes_kept_during_an_update_refuse_and_keep_what_moto_s_own_check_
     check of the whole item at every assignment."""
     rng = random.Random(11)
     cases = [_near_the_size_limit(rng) for _ in range(120)]
-    with mock_aws():
-        client = _table_t()
-        ours = [_updated_with(client, case) for case in cases]
-        _undo_kept_item_sizes(monkeypatch)
-        theirs = [_updated_with(client, case) for case in cases]
-    assert ours == theirs
+    ours = _ours_equal_moto_s_own(monkeypatch, cases)
     refused = sum(isinstance(found, tuple) for found in ours)
     assert 20 <= refused <= 100, refused  # both sides of the limit are met
 
@@ -582,12 +591,7 @@ def test_an_update_that_fills_an_item_to_moto_s_limit_exactly_is_kept_one_byte_m
         (item, "SET a1 = :s0, a2 = :s1", {":s0": first, ":s1": {"S": "z" * (room + extra)}})
         for extra in (0, 1, -1)
     ]
-    with mock_aws():
-        client = _table_t()
-        ours = [_updated_with(client, case) for case in cases]
-        _undo_kept_item_sizes(monkeypatch)
-        theirs = [_updated_with(client, case) for case in cases]
-    assert ours == theirs
+    ours = _ours_equal_moto_s_own(monkeypatch, cases)
     assert [isinstance(found, tuple) for found in ours] == [False, True, False]
     assert size(**ours[0]) == motofix.ITEM_SIZE_LIMIT
 
