@@ -55,11 +55,11 @@ The walk asks abc whether a node is a ``Node`` (an ABC) once per class, makes no
 child that is no node, or a leaf without a handler, when the walker has no hook (moto's walk
 visits it and changes nothing), and a validator skips a walker whose handled classes the tree
 does not hold (an ``ADD``-only update has nothing for five of the ten: tested on updates that
-give each walker work, and nothing, against moto's own validation). moto's item-size check sums the whole item at every assignment: while
-one update expression executes, :func:`install` keeps the item's running total when all its
-values are scalars (nothing changes them in place) and checks each assignment against it as
-moto does, with moto's items and errors at and over the limit (tested against moto's own check
-on updates of items near it).
+give each walker work, and nothing, against moto's own validation). moto's item-size check
+sums the whole item at every assignment: while one update expression executes, :func:`install`
+keeps the item's running total when all its values are scalars (nothing changes them in place)
+and checks each assignment against it as moto does, with moto's items and errors at and over
+the limit (tested against moto's own check on updates of items near it).
 
 **Revisions.** An item changes in place only through ``update_item``; :func:`install` stamps the
 item it updates with a new :func:`item_revision`, so the local stack's snapshots serialize an
