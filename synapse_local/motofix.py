@@ -1,10 +1,22 @@
-"""Fixes to moto for the local stack and the tests: atomic DynamoDB requests, transactions that
-cost what they touch, and no moto object kept alive after moto dropped it.
+"""Fixes to moto for the local stack and the tests: atomic DynamoDB and S3 requests,
+transactions that cost what they touch, and no moto object kept alive after moto dropped it.
 
 **Atomicity.** moto applies a conditional write or a transaction as several unlocked Python steps,
 so two threads of the moto server could both pass the same condition: lost updates that real
 DynamoDB, which applies each request atomically, cannot produce. :func:`install` serializes
 moto's DynamoDB request handling (one request at a time inside moto; the app is not serialized).
+
+**S3 atomicity.** moto's S3 is not thread-safe either: a DeleteObject (or DeleteObjects, or a
+PutObject replacing the object) closes the deleted object's buffer at once, so a CopyObject,
+PutObject or CompleteMultipartUpload still building its response from that object, or a
+GetObject still reading it, failed with ``ValueError: I/O operation on closed file`` (the
+garbage collector of dataset versions racing with uploads did). Real S3 applies each request
+atomically: a copy completes, a later delete removes its object. :func:`install` makes moto's
+S3 object and bucket requests atomic with respect to each other with one lock
+(:data:`S3_LOCK`): a request that changes a bucket's keys holds it alone, reads (GetObject,
+HeadObject, listings, UploadPartCopy's source) hold it together, and UploadPart, which only
+touches its own upload's part, does not take it, so parallel parts of a multipart upload (the
+ingest benchmark's 1 GiB files) stay parallel.
 
 **Transactions.** moto's ``transact_write_items`` backs up every table it writes to with
 ``copy.deepcopy(table)`` (once per *action*), so that it can put the backup in place when an
@@ -80,12 +92,14 @@ plain notation, as DynamoDB stores them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
 import threading
+import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -246,6 +260,136 @@ def _serialize_requests() -> None:
 
     call_action._serialized = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+class SharedExclusiveLock:
+    """A lock held by many threads at a time on its shared side, or by one on its exclusive side.
+
+    The exclusive side is reentrant, and a thread holding it may take the shared side too; a
+    thread holding the shared side may take it again, but not the exclusive side (no upgrade:
+    two such threads would wait for each other). A thread waiting for the exclusive side keeps
+    new shared holders waiting, so a stream of reads cannot starve a write.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._sharing = 0
+        self._writers_waiting = 0
+        self._readers_waiting = 0
+        self._shared = threading.local()
+
+    @property
+    def waiting(self) -> int:
+        """How many threads wait for either side now."""
+        with self._changed:
+            return self._writers_waiting + self._readers_waiting
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Holds the exclusive side (no other thread holds either side meanwhile).
+
+        Raises:
+            RuntimeError: The thread holds the shared side only.
+        """
+        me = threading.get_ident()
+        with self._changed:
+            if self._owner != me:
+                if getattr(self._shared, "depth", 0):
+                    raise RuntimeError("a shared holder cannot take the exclusive side")
+                self._writers_waiting += 1
+                try:
+                    self._changed.wait_for(lambda: self._owner is None and not self._sharing)
+                finally:
+                    self._writers_waiting -= 1
+                self._owner = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._depth -= 1
+                if not self._depth:
+                    self._owner = None
+                    self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Holds the shared side (other threads may hold it too, none the exclusive side)."""
+        me = threading.get_ident()
+        depth = getattr(self._shared, "depth", 0)
+        if depth or self._owner == me:  # already inside: waiting could only deadlock
+            self._shared.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._shared.depth -= 1
+            return
+        with self._changed:
+            self._readers_waiting += 1
+            try:
+                self._changed.wait_for(lambda: self._owner is None and not self._writers_waiting)
+            finally:
+                self._readers_waiting -= 1
+            self._sharing += 1
+        self._shared.depth = 1
+        try:
+            yield
+        finally:
+            self._shared.depth = 0
+            with self._changed:
+                self._sharing -= 1
+                if not self._sharing:
+                    self._changed.notify_all()
+
+
+# Taken by moto's S3 object requests: exclusive for those that change a bucket's keys (or the
+# bucket), shared for those that read them; UploadPart takes neither (see _s3_side).
+S3_LOCK = SharedExclusiveLock()
+_EXCLUSIVE, _SHARED = "exclusive", "shared"
+
+
+def _s3_side(method: str, full_url: str, headers: Any, key_request: bool) -> str | None:
+    """Which side of :data:`S3_LOCK` an S3 request takes (``None``: none).
+
+    UploadPart writes one part of an upload that no other request reads until its
+    CompleteMultipartUpload, so parallel parts stay parallel. UploadPartCopy only reads its
+    source object (shared). Reads (GET, HEAD) share; every other request that names a bucket
+    changes its keys or the bucket and is exclusive.
+    """
+    if method in ("GET", "HEAD"):
+        return _SHARED
+    if method == "OPTIONS":
+        return None
+    if key_request and method == "PUT":
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(full_url).query)
+        if query.get("uploadId") and query.get("partNumber"):
+            return _SHARED if "x-amz-copy-source" in headers else None
+    return _EXCLUSIVE
+
+
+def _s3_atomic(original: Callable[..., Any], key_request: bool) -> Callable[..., Any]:
+    def respond(self: Any, request: Any, full_url: str) -> Any:
+        side = _s3_side(request.method, full_url, request.headers, key_request)
+        if side is None:
+            return original(self, request, full_url)
+        with S3_LOCK.exclusive() if side == _EXCLUSIVE else S3_LOCK.shared():
+            return original(self, request, full_url)
+
+    respond._atomic = True  # type: ignore[attr-defined]
+    respond.__wrapped__ = original  # type: ignore[attr-defined]
+    return respond
+
+
+def _atomic_s3_requests() -> None:
+    """moto's S3 key and bucket requests, each under :data:`S3_LOCK` (see :func:`_s3_side`)."""
+    from moto.s3.responses import S3Response
+
+    for name, key_request in (("_key_response", True), ("_bucket_response", False)):
+        original = getattr(S3Response, name)
+        if not getattr(original, "_atomic", False):
+            setattr(S3Response, name, _s3_atomic(original, key_request))
 
 
 def _stop_instance_tracking() -> None:
@@ -797,6 +941,7 @@ def install() -> bool:
     """Patches moto (idempotent); returns whether the transaction fix was newly installed."""
     _plain_number_sums()
     _serialize_requests()
+    _atomic_s3_requests()
     _stop_instance_tracking()
     _remember_parsed_conditions()
     _stamped_updates()

@@ -10,18 +10,23 @@ from __future__ import annotations
 import copy
 import gc
 import random
+import threading
+import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.s3.models import FakeKey, S3Backend
+from moto.s3.responses import S3Response
 
 from chalicelib.abtesting.models import Outcome
 from chalicelib.abtesting.outcomes_repository import OutcomeStore
@@ -662,3 +667,284 @@ def test_a_tree_that_shares_a_node_is_copied_by_deepcopy_keeping_the_sharing() -
     tree.children.append(shared)  # one node held twice
     copied = validators.deepcopy(tree)
     assert copied.children[0] is copied.children[-1] and copied.children[0] is not shared
+
+
+# ---- S3: each object request atomic with respect to the others ------------------------------
+
+RACE_BUCKET = "motofix-race"
+SOURCE, TARGET = "staging/upload", "objects/sha256-of-it"
+PAYLOAD = b"a content-addressed object\n" * 100
+RACE_WAIT = 30.0  # a bound for a hung race, never reached when the test passes
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """A moto S3 client with one bucket holding the source object."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=RACE_BUCKET)
+        client.put_object(Bucket=RACE_BUCKET, Key=SOURCE, Body=PAYLOAD)
+        yield client
+
+
+@pytest.fixture
+def stock_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's own S3 request handling, without the lock of ``motofix``."""
+    for name in ("_key_response", "_bucket_response"):
+        monkeypatch.setattr(S3Response, name, getattr(S3Response, name).__wrapped__)
+
+
+def _race(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: type,
+    pause_after: str,
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """Runs ``first`` until ``owner.<pause_after>`` returned inside it and holds it there;
+    then runs ``second`` until it is done or waits for ``motofix.S3_LOCK``, and lets ``first``
+    go on. Returns each request's result or exception, and the order in which they ended."""
+    original = getattr(owner, pause_after)
+    reached, go = threading.Event(), threading.Event()
+    outcomes: dict[str, Any] = {}
+    ended: list[str] = []
+
+    def paused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        found = original(self, *args, **kwargs)
+        if threading.current_thread().name == "first" and not reached.is_set():
+            reached.set()
+            go.wait(RACE_WAIT)
+        return found
+
+    def run(name: str, request: Callable[[], Any]) -> None:
+        try:
+            outcomes[name] = request()
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            outcomes[name] = error
+        ended.append(name)
+
+    monkeypatch.setattr(owner, pause_after, paused)
+    threads = [threading.Thread(target=run, args=(n, r), name=n) for n, r in [("first", first)]]
+    threads[0].start()
+    assert reached.wait(RACE_WAIT), "the first request never got to the pause"
+    threads.append(threading.Thread(target=run, args=("second", second), name="second"))
+    threads[1].start()
+    deadline = time.monotonic() + RACE_WAIT
+    while threads[1].is_alive() and not motofix.S3_LOCK.waiting:
+        assert time.monotonic() < deadline, "the second request neither ended nor waited"
+        time.sleep(0.001)
+    go.set()
+    for thread in threads:
+        thread.join(RACE_WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes, ended
+
+
+def _exists(client: Any, key: str) -> bool:
+    try:
+        client.head_object(Bucket=RACE_BUCKET, Key=key)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "404"
+        return False
+    return True
+
+
+def _copy(client: Any) -> Callable[[], Any]:
+    source = {"Bucket": RACE_BUCKET, "Key": SOURCE}
+    return lambda: client.copy_object(Bucket=RACE_BUCKET, Key=TARGET, CopySource=source)
+
+
+def _deletes(client: Any) -> dict[str, Callable[[], Any]]:
+    one = {"Objects": [{"Key": TARGET}]}
+    return {
+        "DeleteObject": lambda: client.delete_object(Bucket=RACE_BUCKET, Key=TARGET),
+        "DeleteObjects": lambda: client.delete_objects(Bucket=RACE_BUCKET, Delete=one),
+    }
+
+
+def _complete_multipart(client: Any) -> Callable[[], Any]:
+    def upload() -> Any:
+        started = client.create_multipart_upload(Bucket=RACE_BUCKET, Key=TARGET)["UploadId"]
+        part = client.upload_part(
+            Bucket=RACE_BUCKET, Key=TARGET, UploadId=started, PartNumber=1, Body=PAYLOAD
+        )
+        return client.complete_multipart_upload(
+            Bucket=RACE_BUCKET,
+            Key=TARGET,
+            UploadId=started,
+            MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+        )
+
+    return upload
+
+
+def _writes(client: Any) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """Each request that creates TARGET, with the backend step after which it is paused (the
+    object is in the bucket; the response is not built yet)."""
+    return {
+        "CopyObject": ("copy_object", _copy(client)),
+        "PutObject": (
+            "put_object",
+            lambda: client.put_object(Bucket=RACE_BUCKET, Key=TARGET, Body=PAYLOAD),
+        ),
+        "CompleteMultipartUpload": ("put_object", _complete_multipart(client)),
+    }
+
+
+WRITES = ["CopyObject", "PutObject", "CompleteMultipartUpload"]
+DELETES = ["DeleteObject", "DeleteObjects"]
+
+
+@pytest.mark.parametrize("at_acl", [False, True], ids=["object-stored", "acl-set"])
+@pytest.mark.parametrize("delete", DELETES)
+@pytest.mark.parametrize("write", WRITES)
+def test_a_delete_racing_a_write_of_the_same_key_waits_and_then_removes_the_object(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, write: str, delete: str, at_acl: bool
+) -> None:
+    """The garbage collector's delete arrives while moto builds the write's response from the
+    object (paused once the object is stored, or later once its ACL is set): as in S3, the
+    write completes and the later delete removes its object."""
+    pause_after, request = _writes(s3)[write]
+    owner: type = FakeKey if at_acl else S3Backend
+
+    outcomes, ended = _race(
+        monkeypatch, owner, "set_acl" if at_acl else pause_after, request, _deletes(s3)[delete]
+    )
+
+    assert not isinstance(outcomes["first"], Exception), outcomes["first"]
+    assert not isinstance(outcomes["second"], Exception), outcomes["second"]
+    assert ended == ["first", "second"]  # the delete waited for the whole write
+    assert not _exists(s3, TARGET)
+    assert s3.get_object(Bucket=RACE_BUCKET, Key=SOURCE)["Body"].read() == PAYLOAD
+
+
+@pytest.mark.parametrize("write", ["CopyObject", "PutObject"])
+def test_stock_moto_fails_a_write_whose_object_is_deleted_while_its_response_is_built(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, stock_s3: None, write: str
+) -> None:
+    """The race above without the lock: moto's delete closes the object's buffer and the
+    write's response reads its ETag from it (the flaky garbage-collection test's error)."""
+    _, request = _writes(s3)[write]
+
+    outcomes, ended = _race(monkeypatch, FakeKey, "set_acl", request, _deletes(s3)["DeleteObject"])
+
+    assert ended == ["second", "first"]
+    assert isinstance(outcomes["first"], ValueError)
+    assert "closed file" in str(outcomes["first"])
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_write_racing_a_delete_of_the_same_key_waits_and_then_leaves_its_object(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    """The other order: the delete is under way when the write arrives; the object the write
+    made is there afterwards, with its bytes."""
+    s3.put_object(Bucket=RACE_BUCKET, Key=TARGET, Body=b"the object before")
+    _, request = _writes(s3)[write]
+
+    outcomes, ended = _race(
+        monkeypatch, S3Backend, "delete_object", _deletes(s3)["DeleteObject"], request
+    )
+
+    assert not isinstance(outcomes["first"], Exception), outcomes["first"]
+    assert not isinstance(outcomes["second"], Exception), outcomes["second"]
+    assert ended == ["first", "second"]
+    assert s3.get_object(Bucket=RACE_BUCKET, Key=TARGET)["Body"].read() == PAYLOAD
+
+
+def _read(client: Any, key: str) -> Callable[[], bytes]:
+    return lambda: client.get_object(Bucket=RACE_BUCKET, Key=key)["Body"].read()
+
+
+def test_a_delete_racing_a_read_waits_and_the_read_gets_the_whole_object(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes, ended = _race(
+        monkeypatch,
+        S3Response,
+        "_get_key",
+        _read(s3, SOURCE),
+        lambda: s3.delete_object(Bucket=RACE_BUCKET, Key=SOURCE),
+    )
+
+    assert outcomes["first"] == PAYLOAD
+    assert ended == ["first", "second"]
+    assert not _exists(s3, SOURCE)
+
+
+def test_stock_moto_fails_a_read_whose_object_is_deleted_while_it_is_read(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, stock_s3: None
+) -> None:
+    outcomes, ended = _race(
+        monkeypatch,
+        S3Response,
+        "_get_key",
+        _read(s3, SOURCE),
+        lambda: s3.delete_object(Bucket=RACE_BUCKET, Key=SOURCE),
+    )
+
+    assert ended == ["second", "first"]
+    assert isinstance(outcomes["first"], ValueError)
+
+
+def test_reads_and_upload_parts_go_on_while_a_read_is_under_way(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads share the lock and UploadPart does not take it: neither waits for a read."""
+    s3.put_object(Bucket=RACE_BUCKET, Key=TARGET, Body=b"another object")
+    started = s3.create_multipart_upload(Bucket=RACE_BUCKET, Key="big")["UploadId"]
+
+    def read_and_upload() -> bytes:
+        s3.upload_part(Bucket=RACE_BUCKET, Key="big", UploadId=started, PartNumber=1, Body=PAYLOAD)
+        return _read(s3, TARGET)()
+
+    outcomes, ended = _race(monkeypatch, S3Response, "_get_key", _read(s3, SOURCE), read_and_upload)
+
+    assert ended == ["second", "first"]
+    assert outcomes == {"first": PAYLOAD, "second": b"another object"}
+
+
+def test_upload_parts_go_on_while_a_write_holds_the_lock(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest's parallel multipart parts are never held up by other uploads' writes."""
+    started = s3.create_multipart_upload(Bucket=RACE_BUCKET, Key="big")["UploadId"]
+
+    def upload_part() -> Any:
+        return s3.upload_part(
+            Bucket=RACE_BUCKET, Key="big", UploadId=started, PartNumber=1, Body=PAYLOAD
+        )
+
+    outcomes, ended = _race(monkeypatch, S3Backend, "copy_object", _copy(s3), upload_part)
+
+    assert ended == ["second", "first"]
+    assert not isinstance(outcomes["second"], Exception), outcomes["second"]
+    assert _exists(s3, TARGET)
+
+
+def test_the_s3_lock_is_reentrant_but_refuses_an_upgrade() -> None:
+    lock = motofix.SharedExclusiveLock()
+    with lock.exclusive(), lock.exclusive(), lock.shared():
+        pass
+    with lock.shared(), lock.shared(), pytest.raises(RuntimeError), lock.exclusive():
+        pass
+    taken = threading.Event()
+
+    def take() -> None:
+        with lock.exclusive():
+            taken.set()
+
+    other = threading.Thread(target=take)  # everything above was released
+    other.start()
+    other.join(RACE_WAIT)
+    assert taken.is_set()
+    assert lock.waiting == 0
+
+
+def test_s3_requests_are_wrapped_once() -> None:
+    motofix.install()
+
+    for name in ("_key_response", "_bucket_response"):
+        wrapped = getattr(S3Response, name)
+        assert wrapped._atomic
+        assert not getattr(wrapped.__wrapped__, "_atomic", False)
