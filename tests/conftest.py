@@ -53,9 +53,11 @@ settings.register_profile(
 )
 settings.load_profile("suite")
 
-# moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper. This is
-# the suite's only serialization of moto: tests needing DynamoDB's per-request atomicity rely on
-# it (``moto_is_atomic`` below checks it is in place).
+# moto's DynamoDB made atomic per request (as DynamoDB is) and its transactions cheaper, and its
+# S3 object requests atomic with respect to each other (as S3's are). These are the suite's only
+# serializations of moto: tests needing DynamoDB's per-request atomicity rely on them
+# (``moto_is_atomic`` below checks it is in place), and so do tests racing S3 deletes against
+# copies and uploads (the dataset garbage collector's).
 install_moto_fixes()
 
 
