@@ -7,7 +7,7 @@ PORT ?= 8000
 # Modules held at 100% line coverage.
 STRICT_COVERAGE ?= chalicelib/explainability/aggregator.py,chalicelib/dataversion/lineage.py,chalicelib/abtesting/routing.py,chalicelib/abtesting/assignment.py
 
-.PHONY: run test test-fast lint format clean venv fuzz package deploy demo bench trusted-types
+.PHONY: run test coverage-audit test-fast lint format clean venv fuzz package deploy demo bench trusted-types
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_COV)
 	@if [ -n "$(STRICT_COVERAGE)" ]; then \
 		$(BIN)/python -m coverage report --fail-under=100 --include="$(STRICT_COVERAGE)"; fi
+
+# Every test traced, a coverage context per test: names any line only the tests that `make test`
+# runs untraced (tests/conftest.py UNTRACED_TESTS) cover, and fails if there is one.
+coverage-audit: $(STAMP)
+	SYNAPSE_TRACE_ALL=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder \
+		$(PYTEST_COV) --cov-context=test
+	$(BIN)/python -m tests.helpers.coverage_audit .coverage
 
 # A quick loop while working: no coverage, without the tests marked slow or e2e (make test runs all).
 test-fast: $(STAMP)

@@ -1,11 +1,20 @@
-"""Coverage paused in one thread: for a test whose own thread runs only test and third-party
-code while the product runs in other threads of the process (a local stack over loopback)."""
+"""Coverage paused: in one thread, or in one thread and every thread it starts meanwhile.
+
+For a test whose own thread runs only test and third-party code while the product runs in
+other threads (a local stack over loopback), and for the tests ``tests/conftest.py`` runs
+untraced (:data:`tests.conftest.UNTRACED_TESTS`)."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# What ``make test`` measures (its ``--cov`` options).
+MEASURED_PACKAGES = ("chalicelib", "synapse_local", "synapse_client")
 
 
 @contextmanager
@@ -28,3 +37,61 @@ def coverage_paused_in_this_thread() -> Iterator[None]:
         yield
     finally:
         start()
+
+
+@contextmanager
+def coverage_paused_for_new_threads_too() -> Iterator[None]:
+    """:func:`coverage_paused_in_this_thread`, and threads started in the block run untraced.
+
+    Threads that were running before keep their tracer (a module's local stack stays
+    measured); threads started after the block are traced again.
+    """
+    installer = threading.gettrace()
+    threading.settrace(None)
+    try:
+        with coverage_paused_in_this_thread():
+            yield
+    finally:
+        threading.settrace(installer)
+
+
+def _tracing() -> bool:
+    tracer = sys.gettrace()
+    return hasattr(tracer, "stop") and hasattr(tracer, "start")
+
+
+def import_measured_modules() -> list[str]:
+    """Imports ``app`` and every module of :data:`MEASURED_PACKAGES` (not ``__main__``), under
+    coverage when it runs; returns their names.
+
+    A module's body runs once per process: if an untraced test were the first to import one,
+    its ``def`` and constant lines would go unmeasured in that worker, whichever tests later
+    run its functions. Importing them all before the first untraced test keeps the report
+    independent of which worker runs which module.
+    """
+    names = ["app"]
+    importlib.import_module("app")
+    for package in MEASURED_PACKAGES:
+        root = importlib.import_module(package)
+        names.append(package)
+        for module in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if module.name.rsplit(".", 1)[-1] != "__main__":
+                importlib.import_module(module.name)
+                names.append(module.name)
+    return names
+
+
+_imported = False
+
+
+@contextmanager
+def untraced_test() -> Iterator[None]:
+    """How ``tests/conftest.py`` runs a test marked ``untraced``: the first time in a process
+    that coverage runs, :func:`import_measured_modules` (traced), then the test under
+    :func:`coverage_paused_for_new_threads_too`."""
+    global _imported
+    if not _imported and _tracing():
+        import_measured_modules()
+        _imported = True
+    with coverage_paused_for_new_threads_too():
+        yield

@@ -15,6 +15,7 @@ from tests.conftest import (
     LONGEST_MODULES,
     SLOW_MODULES,
     SLOW_TESTS,
+    UNTRACED_TESTS,
     bootstrapped_aws,
     longest_modules_first,
 )
@@ -81,7 +82,7 @@ def test_every_test_marked_slow_exists() -> None:
     root = Path(__file__).resolve().parents[2]
     for module in (*SLOW_MODULES, *LONGEST_MODULES):
         assert (root / module).is_file(), module
-    for test in SLOW_TESTS:
+    for test in (*SLOW_TESTS, *UNTRACED_TESTS):
         module, name = test.split("::")
         assert f"def {name}(" in (root / module).read_text(encoding="utf-8"), test
 
@@ -135,3 +136,18 @@ def test_property_tests_draw_the_same_examples_every_run_and_are_never_timed() -
     first, drawn[:] = list(drawn), []
     draw()
     assert drawn == first and len(first) == 30
+
+
+def test_the_audit_names_exactly_the_lines_only_untraced_tests_cover() -> None:
+    from tests.helpers.coverage_audit import lines_only_these_cover
+
+    untraced = {"tests/a.py::test_slow", "tests/b.py::test_sim"}
+    by_line = {
+        ("m.py", 1): {"tests/a.py::test_slow|run"},  # only an untraced test
+        ("m.py", 2): {"tests/a.py::test_slow[7]|run", "tests/b.py::test_sim|setup"},  # only both
+        ("m.py", 3): {"tests/a.py::test_slow|run", "tests/c.py::test_fast|run"},  # also traced
+        ("m.py", 4): {"", "tests/b.py::test_sim|run"},  # run at import: covered anyway
+        ("m.py", 5): {"tests/c.py::test_fast|teardown"},
+        ("m.py", 6): set(),  # measured, never run
+    }
+    assert lines_only_these_cover(by_line, untraced) == [("m.py", 1), ("m.py", 2)]
