@@ -198,6 +198,34 @@ def test_a_bandit_stops_reweighting_when_its_history_is_full(
     assert len(engine.get_experiment(eid).phases) == 2
 
 
+def test_a_pause_without_room_for_its_resume_and_the_end_is_refused_and_changes_nothing(
+    engine: Any, clock: FixedClock, bus: RecordingEventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause adds a phase and needs room for two more (its resume and the end), so with at
+    most 5 phases one pause/resume cycle fits (start, pause, resume) and the next pause is a 409
+    naming the history's length; the experiment keeps running and still concludes."""
+    import chalicelib.abtesting.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "MAX_PHASES", 5)
+    eid = _running(engine, "0.5", "0.5").experiment_id
+    engine.pause_experiment(eid)
+    engine.resume_experiment(eid)
+    before = engine.get_experiment(eid)
+    with pytest.raises(ExperimentStateConflict) as refused:
+        engine.pause_experiment(eid)
+    assert str(refused.value) == (
+        "the allocation history is full (3 phases): the experiment cannot be paused any more; "
+        "conclude it or roll it back"
+    )
+    after = engine.get_experiment(eid)
+    assert after.status is ExperimentStatus.RUNNING and after.revision == before.revision
+    assert [p.reason for p in after.phases] == [PhaseReason.START, PhaseReason.PAUSE,
+                                                PhaseReason.RESUME]  # fmt: skip
+    assert len(bus.of_type("ExperimentPaused")) == 1
+    concluded = engine.conclude_experiment(eid)
+    assert concluded.status is ExperimentStatus.CONCLUDED and len(concluded.phases) == 4
+
+
 def test_a_full_history_refuses_pauses_and_still_concludes_within_the_item_limit(
     dynamo_engine: Any, clock: FixedClock, bus: RecordingEventBus
 ) -> None:

@@ -41,3 +41,16 @@ def test_adjust_tested_needs_one_flag_per_p_value() -> None:
     with pytest.raises(ValueError, match="one tested flag"):
         adjust_tested([0.1, 0.2], [True], "holm")
     assert adjust_tested([0.01, 1.0, 0.04], [True, False, True], "holm") == [0.02, 1.0, 0.04]
+
+
+def test_no_correction_returns_the_raw_p_values_in_order_and_still_checks_them() -> None:
+    """``none`` adjusts nothing (not even the cap Holm and BH apply), but a p-value outside
+    [0, 1] is refused as by the other methods."""
+    raw = [0.04, 0.01, 1.0, 0.03]
+
+    assert correction.adjust(raw, "none") == [0.04, 0.01, 1.0, 0.03]
+    assert correction.adjust(raw, "holm") != raw  # the corrections do change these
+    with pytest.raises(ValueError, match=r"p-values must be in \[0, 1\]"):
+        correction.adjust([0.2, 1.5], "none")
+    with pytest.raises(ValueError, match=r"p-values must be in \[0, 1\]"):
+        correction.adjust([float("nan")], "none")
