@@ -167,6 +167,19 @@ def test_merged_metrics_read_percentiles_from_the_merged_histogram() -> None:
     assert sketch.count_above(sketch.histogram([1.0, 2.0, 50.0]), 2.5) == 1
 
 
+def test_a_floor_finer_than_a_basis_point_is_kept_exactly_in_quanta_of_its_own_size() -> None:
+    """Weights are whole quanta of 0.0001, or of 10**e when the floor has e < -4 decimals: a
+    0.00005 floor in quanta of 0.0001 would be rounded up to 0.0001."""
+    weights = quantize_weights([0.0, 1.0], Decimal("0.00005"))
+
+    assert weights == [Decimal("0.00005"), Decimal("0.99995")]
+    assert [w.as_tuple().exponent for w in weights] == [-5, -5]
+    # trailing zeros do not make a floor finer: 0.0100 keeps the 0.0001 quantum
+    coarse = quantize_weights([0.0, 1.0], Decimal("0.0100000"))
+    assert coarse == [Decimal("0.01"), Decimal("0.99")]
+    assert [w.as_tuple().exponent for w in coarse] == [-4, -4]
+
+
 def test_bandit_floors_are_never_violated_in_20000_fuzz_cases() -> None:
     rng = np.random.default_rng(0)
     checked = 0

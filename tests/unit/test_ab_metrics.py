@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from chalicelib.abtesting import correction, metrics
+from chalicelib.abtesting import correction, metrics, sketch
 from chalicelib.abtesting.models import ExperimentMetrics, MetricSpec
 from tests.helpers.abtesting import latency_histogram, memory_engine, memory_manager
 
@@ -101,6 +101,45 @@ def test_estimates_read_built_in_rates_and_named_values() -> None:
     conversion = metrics.estimate(arm, MetricSpec("conv", "proportion", source="conversion_rate"))
     assert conversion.value == 0.3 and conversion.variance == pytest.approx(0.3 * 0.7 / 100)
     assert metrics.estimate(arm, MetricSpec("revenue", "mean")) is None
+
+
+def test_a_quantile_metric_counts_one_bucket_per_outcome_and_reads_its_own_buckets_back() -> None:
+    """Each outcome adds 1 to the counter ``q:<metric>:<bucket>`` of its value's sketch bucket
+    (nothing without the value); the arm's estimate is the quantile of the histogram those
+    counters make, within the sketch's 1 % of numpy's, and ignores other metrics' counters."""
+    spec = MetricSpec("ttfb_p90", "quantile", source="ttfb", quantile=0.9)
+    values = np.random.default_rng(8).lognormal(4.0, 0.7, 300)
+    sums: dict[str, Decimal] = {"q:ttfb_p9:40": Decimal(7), "r:ttfb_p90:n": Decimal(5)}
+    for value in values:
+        added = metrics.increments({"ttfb": float(value), "other": 1.0}, spec)
+        assert added == {f"q:ttfb_p90:{sketch.bucket_index(float(value))}": Decimal(1)}
+        for name, count in added.items():
+            sums[name] = sums.get(name, Decimal(0)) + count
+    assert metrics.increments({"other": 1.0}, spec) == {}
+    assert metrics.quantile_attribute("ttfb_p90", 412) == "q:ttfb_p90:412"
+
+    found = metrics.estimate(ExperimentMetrics("t", len(values), declared_sums=sums), spec)
+    assert found is not None and found.n == len(values)
+    assert found.value == pytest.approx(float(np.percentile(values, 90)), rel=0.01)
+    assert found.variance > 0
+
+
+def test_ratio_and_quantile_estimates_need_two_units_and_a_ratio_a_nonzero_denominator() -> None:
+    """With fewer than two units there is no variance, and ``sum a / sum b`` with ``sum b = 0``
+    has no value: no estimate (``None``, so the comparison is left out of the family)."""
+    bucket = sketch.bucket_index(120.0)
+    assert metrics.quantile_estimate({}, 0.5) is None
+    assert metrics.quantile_estimate({bucket: 1}, 0.5) is None
+    assert metrics.quantile_estimate({bucket: 2}, 0.5) is not None
+
+    def sums(**parts: int) -> dict[str, Decimal]:
+        return {metrics.ratio_attribute("ctr", k): Decimal(v) for k, v in parts.items()}
+
+    # units as (clicks, sessions): one unit (2, 4); three units (1, 0), (1, 0), (0, 0)
+    assert metrics.ratio_estimate(sums(n=1, a=2, b=4, aa=4, bb=16, ab=8), "ctr") is None
+    assert metrics.ratio_estimate(sums(n=3, a=2, b=0, aa=2, bb=0, ab=0), "ctr") is None
+    two = metrics.ratio_estimate(sums(n=2, a=3, b=8, aa=5, bb=32, ab=12), "ctr")  # (1, 4), (2, 4)
+    assert two is not None and (two.value, two.n) == (3 / 8, 2)
 
 
 def test_guardrail_direction_and_joint_correction() -> None:
