@@ -723,3 +723,60 @@ def test_the_first_text_shap_of_a_process_counts_loading_when_numba_cached_it(
     loading = engines.planner.measured(request, descriptor).seconds
     assert compiling == pytest.approx(warm + budget.RATES.partition_first_call)
     assert loading == pytest.approx(warm + budget.RATES.partition_cached_call)
+
+
+LONG_TEXT = "great, fun... and yet: an awful, awful bore! " * 12  # 96 tokens
+
+
+def _long_text_shap(engines: Any, monkeypatch: pytest.MonkeyPatch, max_evals: int) -> Any:
+    """A text model, shap stubbed by an object without maskers (building shap's Text masker
+    fails) and no clock; the planner's request for text SHAP of :data:`LONG_TEXT`."""
+    from types import SimpleNamespace
+
+    from chalicelib.explainability import jit_cache, planner
+
+    texts = ["great fun", "a great story", "awful bore", "an awful plot"] * 5
+    engines.loader.add("text", CountingTextModel(texts, [1, 1, 0, 0] * 5), "text_classification",
+                       0, None)  # fmt: skip
+    monkeypatch.setattr(jit_cache, "import_shap", lambda: SimpleNamespace())
+    monkeypatch.setattr(planner, "measure_speed", lambda *_, **__: ModelSpeed(0.0, 0.0))
+    payload = {"explanation_type": "shap", "input_data": {"text": LONG_TEXT}}
+    return _request("explain", {**payload, "max_evals": max_evals})
+
+
+def test_a_text_too_long_to_exhaust_within_max_evals_is_counted_at_max_evals_without_shap(
+    engines: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even a balanced hierarchy of 95 tokens (one fewer, as shap's tokenizer may see) needs
+    far more than 100 masks, so shap stops at max_evals: the planner counts max_evals - 2 masks
+    without tokenizing or clustering the text (the stub would fail)."""
+    from chalicelib.explainability import shap_media
+
+    monkeypatch.setattr(shap_media, "partition_compiled", lambda: True)
+    request = _long_text_shap(engines, monkeypatch, 100)
+    assert text_counts(LONG_TEXT)[0] == 96 and budget.balanced_hierarchy_masks(95) > 98
+
+    planned = engines.planner.measured(request, engines.loader.describe("text", 1))
+    masks = 98
+    assert planned.model_rows == masks + budget.TEXT_EXTRA_CALLS
+    assert planned.model_calls == (
+        1 + -(-(masks - 2) // budget.TEXT_MASKS_PER_CALL) + budget.TEXT_EXTRA_CALLS
+    )
+
+
+def test_the_first_text_shap_of_a_process_without_a_numba_cache_directory_counts_compiling(
+    engines: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """No cache directory (numba not loaded, ``NUMBA_CACHE_DIR`` unset) or one that does not
+    exist: nothing can be loaded, so the first Partition explanation compiles."""
+    from chalicelib.explainability import jit_cache, shap_media
+
+    request = _long_text_shap(engines, monkeypatch, 100)
+    descriptor = engines.loader.describe("text", 1)
+    monkeypatch.setattr(shap_media, "partition_compiled", lambda: True)
+    warm = engines.planner.measured(request, descriptor).seconds
+    monkeypatch.setattr(shap_media, "partition_compiled", lambda: False)
+    for directory in ("", str(tmp_path / "missing")):
+        monkeypatch.setattr(jit_cache, "cache_directory", lambda found=directory: found)
+        first = engines.planner.measured(request, descriptor).seconds
+        assert first == pytest.approx(warm + budget.RATES.partition_first_call), directory
