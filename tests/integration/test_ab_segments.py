@@ -286,7 +286,7 @@ def test_a_regression_in_one_segment_is_flagged_over_http(http: Http) -> None:
     assert flagged["direction"] == "worse" and flagged["difference"] > 0
     assert "overall result is not significant" in flagged["flag_reason"]
     assert data["top"][0]["value"] == "BR"
-    from statsmodels.stats.multitest import multipletests
+    from tests.helpers.oracles import multipletests
 
     raw = [t["p_value"] for t in data["tests"]]
     expected = multipletests(raw, alpha=0.05, method="holm")[1]
@@ -426,12 +426,12 @@ def _oracle(spec: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[float, fl
 def test_every_declared_metric_is_tested_per_segment_against_numpy_and_statsmodels(
     http: Http,
 ) -> None:
-    from statsmodels.stats.multitest import multipletests
     from statsmodels.stats.proportion import test_proportions_2indep
     from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
     from chalicelib.abtesting.engine import ABTestingEngine, get_ab_engine
     from chalicelib.abtesting.memory import InMemoryOutcomeStore
+    from tests.helpers.oracles import multipletests
 
     # The statistics under test, over the in-memory outcome counters: writing these 2,400
     # outcomes' segment counters through moto took 90 of the module's 175 s. The DynamoDB store

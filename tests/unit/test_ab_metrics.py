@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from statsmodels.stats.multitest import multipletests
 
 from chalicelib.abtesting import correction, metrics, sketch
 from chalicelib.abtesting.models import ExperimentMetrics, MetricSpec
 from tests.helpers.abtesting import latency_histogram, memory_engine, memory_manager
+from tests.helpers.oracles import multipletests
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -10,7 +10,6 @@ from decimal import Decimal
 import numpy as np
 import pytest
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from chalicelib.abtesting.aggregate import merge_metrics
 from chalicelib.abtesting.errors import InvalidExperiment
@@ -39,6 +38,7 @@ from chalicelib.abtesting.segments import (
     check_settings,
 )
 from chalicelib.abtesting.statistics import ExperimentAnalysis, PhaseMetrics, StatisticalAnalyzer
+from tests.helpers.oracles import multipletests
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 WEIGHTS = {"control": Decimal("0.5"), "treatment": Decimal("0.5")}

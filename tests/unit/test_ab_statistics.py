@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import (
     confint_proportions_2indep,
@@ -38,6 +37,7 @@ from chalicelib.core.errors import UnprocessableEntity
 from tests.helpers.abtesting import NOW
 from tests.helpers.abtesting import analysis_experiment as _experiment
 from tests.helpers.abtesting import rate_metrics as _rates
+from tests.helpers.oracles import multipletests
 
 
 def _continuous(variant: str, values: np.ndarray) -> ExperimentMetrics:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from statsmodels.stats.multitest import multipletests
 
 from chalicelib.abtesting import correction
+from tests.helpers.oracles import multipletests
 
 CASES = [
     [0.01],
