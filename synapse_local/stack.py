@@ -31,7 +31,8 @@ from synapse_local.scheduler import ScheduleRunner
 
 log = logging.getLogger("synapse.local")
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+# The repository: app.py and .chalice/ (this file is synapse_local/stack.py).
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

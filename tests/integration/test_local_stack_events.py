@@ -3,10 +3,13 @@ with Lambda's event shapes; it starts and stops cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,7 +19,7 @@ from chalice import Chalice, Cron, Rate
 
 from chalicelib.core.config import get_settings
 from chalicelib.core.errors import ValidationError
-from synapse_local.stack import LocalStack
+from synapse_local.stack import PROJECT_DIR, LocalStack
 
 
 def wait_for(predicate: Callable[[], bool], limit: float = 15.0) -> bool:
@@ -71,6 +74,25 @@ def test_stop_asks_every_pump_to_stop_before_waiting_for_any() -> None:
         ("waited", "jobs"), ("waited", "monitor"), ("waited", "s3"),
     ]  # fmt: skip
     assert stack.sqs_pumps == [] and stack.s3_pump is None
+
+
+def test_the_app_module_is_imported_from_the_project_directory_wherever_the_stack_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``python -m synapse_local`` names the app module (``"app"``): started from another
+    directory, the stack puts the project directory first on ``sys.path``, and serves it with
+    the project's ``.chalice/config.json`` (its ``local`` stage)."""
+    import app as app_module
+
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != str(PROJECT_DIR)])
+    stack = LocalStack(app="app", run_schedules=False, run_pumps=False)
+    stack._load_app()
+    assert sys.path[0] == str(PROJECT_DIR)
+    assert Path(app_module.__file__).resolve() == PROJECT_DIR / "app.py"
+    assert stack.app is app_module.app
+    local = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["local"]
+    config = stack._chalice_config()
+    assert (config.chalice_stage, config.lambda_timeout) == ("local", local["lambda_timeout"])
 
 
 def test_too_short_admin_token_fails_the_start_and_leaves_nothing_running() -> None:
