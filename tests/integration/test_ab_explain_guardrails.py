@@ -11,6 +11,7 @@ import pytest
 from chalicelib.core.events import RecordingEventBus
 from tests.conftest import Http, Tokens
 from tests.helpers.abtesting import experiment_request as _body
+from tests.helpers.abtesting import http_model_with_versions
 from tests.helpers.abtesting import outcome_body as _outcome
 from tests.helpers.abtesting import start_over_http as _create_running
 from tests.helpers.explain import register_over_http, run_queued_jobs
@@ -186,6 +187,18 @@ def test_an_unreadable_sample_is_an_error_that_holds_the_ramp(
     assert evaluation["status"] == "error"
     assert "has no column 'tenure'" in evaluation["reason"]
     assert run_monitor(client, TICKS[2])["ramped"] == []
+
+
+def test_removing_guardrails_an_experiment_never_had_is_404_naming_it(http: Http) -> None:
+    created = http.call("POST", "/experiments", _body(http_model_with_versions(http)))
+    assert created.status_code == 201, created.data
+    experiment_id = created.data["experiment_id"]
+    response = http.call("DELETE", f"/experiments/{experiment_id}/explanation-guardrails")
+    assert response.status_code == 404
+    assert response.data == {
+        "error": "explanation_guardrails_not_found",
+        "message": f"experiment {experiment_id} has no explanation guardrails",
+    }
 
 
 BAD = {

@@ -62,6 +62,19 @@ def test_binary_content_with_base64(http: Http, dataset: dict) -> None:
     assert response.data["format"] == "numpy" and response.data["row_count"] is None
 
 
+def test_content_must_be_given_exactly_once_as_text_or_base64(http: Http, dataset: dict) -> None:
+    path = f"/datasets/{dataset['dataset_id']}/versions"
+    both = {"data": CSV, "data_base64": base64.b64encode(CSV.encode()).decode()}
+    for body in (both, {"format": "csv"}):
+        response = http.call("POST", path, body)
+        assert response.status_code == 400, body
+        assert response.data == {
+            "error": "invalid_request",
+            "message": "give exactly one of 'data' or 'data_base64'",
+        }
+    assert http.call("GET", path).data["versions"] == []
+
+
 def test_duplicate_name_is_409(http: Http, dataset: dict) -> None:
     response = http.call("POST", "/datasets", {"name": "clicks"})
     assert response.status_code == 409

@@ -135,6 +135,22 @@ def test_retention_policy_over_http_and_the_scheduled_job(http: Http, dataset: s
     assert [bool(v["deleted_at"]) for v in listed] == [True, True, False]
 
 
+def test_a_retention_policy_of_two_nulls_keeps_every_version(http: Http, dataset: str) -> None:
+    made = http.call("PUT", f"/datasets/{dataset}/retention", {"keep_last": 1})
+    assert made.status_code == 200 and made.data["retention"] == {"keep_last": 1, "keep_days": None}
+    cleared = http.call(
+        "PUT", f"/datasets/{dataset}/retention", {"keep_last": None, "keep_days": None}
+    )
+    assert cleared.status_code == 200, cleared.data
+    assert cleared.data["retention"] is None
+    assert http.call("GET", f"/datasets/{dataset}").data["retention"] is None
+    from chalicelib.dataversion.handlers import run_retention
+
+    assert run_retention()["versions_deleted"] == 0
+    listed = http.call("GET", f"/datasets/{dataset}/versions").data["versions"]
+    assert [bool(v["deleted_at"]) for v in listed] == [False, False, False]
+
+
 def test_garbage_collection_deletes_only_what_no_live_version_points_to(aws: Any) -> None:
     engine = DatasetVersioningEngine(store=DataStore(), event_bus=RecordingEventBus())
     one = engine.create_dataset("one", "alice")

@@ -48,6 +48,21 @@ def test_revoked_token_is_401(http: Http, tokens: Tokens) -> None:
     assert "revoked" in response.data["message"]
 
 
+def test_admin_lists_every_key_without_its_secret(http: Http, tokens: Tokens) -> None:
+    response = http.call("GET", "/auth/keys", token=tokens.admin)
+    assert response.status_code == 200
+    keys = response.data["keys"]
+    assert sorted(k["principal"] for k in keys) == ["admin", "alice", "bob", "rita"]
+    by_principal = {k["principal"]: k for k in keys}
+    assert by_principal["alice"]["roles"] == ["writer"] and by_principal["alice"]["groups"] == [
+        "ml"
+    ]
+    issued = {getattr(tokens, role) for role in ("admin", "writer", "reader", "other_writer")}
+    assert {k["key_id"] for k in keys} == {token.split("_", 2)[1] for token in issued}
+    text = response.body if isinstance(response.body, str) else response.body.decode()
+    assert not any(token.split("_", 2)[2] in text for token in issued)
+
+
 def test_non_admin_cannot_create_keys(http: Http, tokens: Tokens) -> None:
     response = http.call(
         "POST", "/auth/keys", {"principal": "x", "roles": ["admin"]}, token=tokens.writer

@@ -82,6 +82,14 @@ def test_pickle_bytes_disguised_as_skops_are_refused(http: Http) -> None:
     assert response.data["error"] == "unsafe_artifact"
 
 
+def test_an_empty_artifact_is_refused_with_422_and_stores_nothing(http: Http) -> None:
+    model_id = _create_model(http)
+    response = http.call("POST", f"/models/{model_id}/versions", _register_body(b""))
+    assert response.status_code == 422
+    assert response.data == {"error": "unprocessable", "message": "the artifact is empty"}
+    assert http.call("GET", f"/models/{model_id}/versions").data["versions"] == []
+
+
 def test_duplicate_model_name_is_409(http: Http) -> None:
     _create_model(http, "same")
     response = http.call("POST", "/models", {"name": "same"})

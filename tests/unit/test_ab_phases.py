@@ -4,6 +4,7 @@ stratified by phase, explicit conclusions, and exact statistics through storage.
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
@@ -14,14 +15,17 @@ from scipy import stats
 from chalicelib.abtesting.engine import MAX_PHASES, ABTestingEngine
 from chalicelib.abtesting.errors import ExperimentStateConflict, InvalidExperiment
 from chalicelib.abtesting.models import (
+    AllocationPhase,
     AnalysisMethod,
     AnalysisSettings,
     BanditConfig,
+    Dimension,
     ExperimentStatus,
     ModelVariant,
     Outcome,
     PhaseReason,
     RampSchedule,
+    SegmentSettings,
 )
 from chalicelib.abtesting.outcomes_repository import parse_shard_key, shard_key
 from chalicelib.abtesting.repository import HISTORY_BYTES, history_bytes
@@ -282,3 +286,34 @@ def test_fixed_analysis_of_a_custom_metric_near_1e9_matches_scipy_through_dynamo
     assert result.test == "welch_t"
     assert result.p_value == pytest.approx(expected.pvalue, rel=1e-6)
     assert result.statistic == pytest.approx(expected.statistic, rel=1e-6)
+
+
+def test_an_experiment_stored_without_phases_reads_as_one_phase_at_its_current_weights(
+    engine: Any,
+) -> None:
+    segments = SegmentSettings((Dimension("country"),))
+    experiment = _running(engine, "0.75", "0.25", segments=segments)
+    eid = experiment.experiment_id
+    engine.record_outcomes(eid, [
+        Outcome("v0", "a", True, 1.0, attributes={"country": "BR"}),
+        Outcome("v0", "b", False, 1.0, attributes={"country": "BR"}),
+        Outcome("v1", "c", True, 1.0, attributes={"country": "PT"}),
+    ])  # fmt: skip
+    # As an experiment stored before allocation phases existed reads back: no history.
+    legacy = dataclasses.replace(engine.get_experiment(eid), phases=())
+    assert legacy.start_time is not None
+    expected = AllocationPhase(0, legacy.start_time, PhaseReason.START,
+                               {"v0": Decimal("0.75"), "v1": Decimal("0.25")})  # fmt: skip
+
+    _, totals, (only,) = engine.experiment_data(eid, legacy)
+    assert only.phase == expected
+    assert only.metrics == totals
+    assert [totals[v].request_count for v in ("v0", "v1")] == [2, 1]
+    assert totals["v0"].error_count == 1
+
+    by_segment = engine.segment_phases(legacy)
+    assert set(by_segment) == {"country"} and set(by_segment["country"]) == {"BR", "PT"}
+    for value, requests in (("BR", [2, 0]), ("PT", [0, 1])):
+        (phase_metrics,) = by_segment["country"][value]
+        assert phase_metrics.phase == expected
+        assert [phase_metrics.metrics[v].request_count for v in ("v0", "v1")] == requests

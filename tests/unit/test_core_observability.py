@@ -146,3 +146,26 @@ def test_request_lines_failures_at_info_successes_at_debug_with_the_correlation_
         first = next(line for line in lines.lines if line["message"] == "request")
         assert first["correlation_id"] == "ok-0001"
     assert all(line.get("correlation_id") for line in lines.lines)
+
+
+def test_redact_logs_installs_the_redacting_filter_once_on_each_named_logger() -> None:
+    names = ("tests.redact_logs.one", "tests.redact_logs.two")
+    targets = [logging.getLogger(name) for name in names]
+    for target in targets:
+        target.filters.clear()  # a logger no stack has touched yet
+    records: list[logging.LogRecord] = []
+    sink = logging.Handler()
+    sink.emit = records.append  # type: ignore[method-assign]
+    targets[0].addHandler(sink)
+    try:
+        observability.redact_logs(*names)
+        observability.redact_logs(*names)  # idempotent: not installed twice
+        assert [list(target.filters) for target in targets] == [[observability._filter]] * 2
+        targets[0].warning("GET /x?access_token=%s with Bearer %s", "s3cr3t", "snk_k1_abc")
+    finally:
+        targets[0].removeHandler(sink)
+        for target in targets:
+            target.filters.clear()
+
+    (record,) = records
+    assert record.getMessage() == "GET /x?access_token=*** with Bearer ***"

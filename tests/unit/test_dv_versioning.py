@@ -235,6 +235,16 @@ def test_point_in_time_lookup_returns_the_version_current_then(
     assert total == 2 and [v.version_number for v in page] == [1, 2]
 
 
+def test_versions_listed_as_of_a_time_before_the_first_version_are_none(
+    engine: DatasetVersioningEngine, clock: FixedClock
+) -> None:
+    dataset = engine.create_dataset("clicks", "alice")
+    before = clock.now() - timedelta(seconds=1)
+    engine.create_version(dataset.dataset_id, CSV)
+    assert engine.list_versions(dataset.dataset_id, as_of=before) == ([], 0)
+    assert engine.list_versions(dataset.dataset_id, as_of=clock.now())[1] == 1
+
+
 def test_versions_page_with_limit_and_offset(engine: DatasetVersioningEngine) -> None:
     dataset = engine.create_dataset("clicks", "alice")
     for i in range(5):

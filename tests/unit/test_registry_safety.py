@@ -86,3 +86,18 @@ def test_an_oversized_schema_is_refused_before_it_is_read(monkeypatch: pytest.Mo
     assert len(buffer.getvalue()) < 1_000  # small on the wire, large when expanded
     with pytest.raises(UnsafeArtifactError, match="larger than 100 bytes"):
         check_artifact(buffer.getvalue())
+
+
+def test_the_allow_list_is_the_committed_json_as_frozen_sets() -> None:
+    from chalicelib.registry import safety
+
+    committed = json.loads(safety.ALLOW_LIST_PATH.read_text(encoding="utf-8"))
+    # The loader's body without its per-process cache (which stays as it was).
+    loaded = safety.allow_list.__wrapped__()
+    kinds = ("estimators", "helpers", "dicts", "trees", "losses", "numpy_scalars", "sparse",
+             "bit_generators")  # fmt: skip
+    for kind in kinds:
+        assert getattr(loaded, kind) == frozenset(committed[kind]), kind
+        assert isinstance(getattr(loaded, kind), frozenset) and committed[kind], kind
+    assert loaded.restricted_parameters == committed["restricted_parameters"]
+    assert loaded == safety.allow_list()
