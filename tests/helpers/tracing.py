@@ -10,8 +10,9 @@ import importlib
 import pkgutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 # What ``make test`` measures (its ``--cov`` options).
 MEASURED_PACKAGES = ("chalicelib", "synapse_local", "synapse_client")
@@ -41,18 +42,40 @@ def coverage_paused_in_this_thread() -> Iterator[None]:
 
 @contextmanager
 def coverage_paused_for_new_threads_too() -> Iterator[None]:
-    """:func:`coverage_paused_in_this_thread`, and threads started in the block run untraced.
+    """:func:`coverage_paused_in_this_thread`, and threads started in the block run untraced
+    while it lasts.
 
     Threads that were running before keep their tracer (a module's local stack stays
-    measured); threads started after the block are traced again.
+    measured); threads started after the block are traced again. A thread started in the
+    block that outlives it (a keep-alive connection's handler thread in a local stack, a pool
+    kept by a singleton) is traced again from its first function call after the block: it may
+    serve later tests, whose lines must be measured. Until then its trace function is
+    :func:`_deferred_installer`'s, which costs one Python call per function call in that
+    thread and no line event.
     """
     installer = threading.gettrace()
-    threading.settrace(None)
+    threading.settrace(_deferred_installer(installer) if installer is not None else None)
     try:
         with coverage_paused_in_this_thread():
             yield
     finally:
         threading.settrace(installer)
+
+
+def _deferred_installer(installer: Callable[..., Any]) -> Callable[..., Any]:
+    """A thread's trace function that installs ``installer`` (coverage's hook for new threads,
+    which starts a tracer in the calling thread) at the first function call made while it is
+    ``threading``'s hook again, and traces nothing before."""
+    gettrace = threading.gettrace
+
+    def deferred(frame: Any, event: Any, arg: Any) -> Any:
+        # Still paused, or coverage paused (pytest-cov's no_cover): not this call. ``!=``, not
+        # ``is``: coverage sets a new bound method as the hook when it resumes.
+        if gettrace() != installer:
+            return None
+        return installer(frame, event, arg)
+
+    return deferred
 
 
 def _tracing() -> bool:

@@ -28,28 +28,73 @@ class _Tracer:
         self.running = True
 
 
-def _hook_in_a_new_thread() -> object:
-    seen: list[object] = []
-    thread = threading.Thread(target=lambda: seen.append(sys.gettrace()))
+class _Installer:
+    """Stands in for coverage's hook for new threads: starts a tracer in the calling thread."""
+
+    def __init__(self) -> None:
+        self.tracer = _Tracer()
+        self.threads: set[int] = set()
+
+    def __call__(self, frame: object, event: str, arg: object) -> _Tracer:
+        sys.settrace(self.tracer)
+        self.threads.add(threading.get_ident())
+        return self.tracer
+
+
+def _traced_in_a_new_thread(installer: _Installer) -> bool:
+    thread = threading.Thread(target=lambda: None)
     thread.start()
     thread.join()
-    return seen[0]
+    return thread.ident in installer.threads
 
 
 def test_the_pause_stops_this_threads_tracer_and_new_threads_start_untraced() -> None:
-    tracer, installer = _Tracer(), _Tracer()
+    tracer, installer = _Tracer(), _Installer()
     previous_trace, previous_hook = sys.gettrace(), threading.gettrace()
     sys.settrace(tracer)
     threading.settrace(installer)
     try:
-        assert _hook_in_a_new_thread() is installer
+        assert _traced_in_a_new_thread(installer)
         with coverage_paused_for_new_threads_too():
             assert not tracer.running
-            assert threading.gettrace() is None
-            assert _hook_in_a_new_thread() is None
+            assert threading.gettrace() is not installer
+            assert not _traced_in_a_new_thread(installer)
         assert tracer.running
         assert threading.gettrace() is installer
-        assert _hook_in_a_new_thread() is installer
+        assert _traced_in_a_new_thread(installer)
+    finally:
+        sys.settrace(previous_trace)
+        threading.settrace(previous_hook)
+
+
+def test_a_thread_started_in_the_pause_is_traced_again_after_it() -> None:
+    """A keep-alive connection's handler thread started by an untraced test serves the later
+    tests of its module: their requests are measured (they were not: 4,846 lines of
+    tests/client/test_client_methods.py's traced tests, in the four strict modules too)."""
+    installer = _Installer()
+    requests: list[threading.Event] = [threading.Event() for _ in range(2)]
+    served: list[threading.Event] = [threading.Event() for _ in range(2)]
+
+    def serve() -> None:
+        for request, answer in zip(requests, served, strict=True):
+            request.wait(10)
+            (lambda: None)()  # a request's first call
+            answer.set()
+
+    previous_trace, previous_hook = sys.gettrace(), threading.gettrace()
+    sys.settrace(_Tracer())
+    threading.settrace(installer)
+    try:
+        with coverage_paused_for_new_threads_too():
+            thread = threading.Thread(target=serve, daemon=True)
+            thread.start()
+            requests[0].set()
+            assert served[0].wait(10)
+            assert thread.ident not in installer.threads  # the untraced test's request
+        requests[1].set()
+        assert served[1].wait(10)
+        assert thread.ident in installer.threads  # a later test's request
+        thread.join(10)
     finally:
         sys.settrace(previous_trace)
         threading.settrace(previous_hook)
