@@ -98,6 +98,16 @@ def test_beta_chance_to_win_risk_and_lift_match_monte_carlo(case: tuple) -> None
     assert found.risk_treatment == pytest.approx(found.expected_loss_treatment / control.mean)
 
 
+def test_the_quadrature_integrates_polynomials_of_its_degree_exactly_on_the_unit_interval() -> None:
+    """Calls the cached rule's body itself (``__wrapped__``): it runs once per process, and
+    the first test to reach it in a worker may be one ``make test`` runs untraced."""
+    nodes, weights = bayes._legendre.__wrapped__()
+    assert len(nodes) == len(weights) == bayes.QUADRATURE_NODES
+    assert nodes.min() > 0 and nodes.max() < 1
+    for degree in (0, 1, 7, 2 * bayes.QUADRATURE_NODES - 1):
+        assert float(np.dot(weights, nodes**degree)) == pytest.approx(1 / (degree + 1), rel=1e-9)
+
+
 def test_lower_is_better_swaps_the_chance_and_the_losses() -> None:
     control, treatment = bayes.BetaPosterior(21, 981), bayes.BetaPosterior(11, 991)
     higher = bayes.compare(control, treatment, "error_rate")
