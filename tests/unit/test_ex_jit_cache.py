@@ -205,3 +205,21 @@ def test_a_second_process_seeded_with_the_built_cache_does_not_recompile(tmp_pat
     assert "lower_credit_rows" in built["compiled"]  # shap's recursive one is not used
     assert seeded["compiled"] == [], seeded
     assert seeded["compilations"] == 0
+
+
+def test_the_first_shap_import_of_a_process_prepares_the_numba_cache_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a process's first :func:`import_shap` does (its preparation runs once per process,
+    and the first call in a worker may be a test ``make test`` runs untraced): without a
+    cache directory nothing is seeded nor routed, and a second call prepares nothing."""
+    from chalicelib.explainability import jit_cache
+
+    seeded: list[tuple[str, str]] = []
+    monkeypatch.setattr(jit_cache, "_prepared", [])
+    monkeypatch.setattr(jit_cache, "cache_directory", lambda: "")
+    monkeypatch.setattr(jit_cache, "_seed", lambda *args: seeded.append(args))
+    shap = jit_cache.import_shap()
+    assert jit_cache._prepared == [""] and not seeded
+    assert jit_cache.import_shap() is shap
+    assert jit_cache._prepared == [""]
