@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,26 @@ def test_every_measured_module_is_imported_before_an_untraced_test() -> None:
     imported = import_measured_modules()
     assert set(imported) == on_disk | {"app"}
     assert all(name in sys.modules for name in imported)
+
+
+def test_the_comparison_names_the_lines_a_traced_run_covers_and_make_test_does_not() -> None:
+    from tests.helpers.coverage_audit import lines_not_measured
+
+    traced = {"m.py": {1, 2, 3}, "n.py": {4}, "o.py": set()}
+    measured = {"m.py": {1, 3, 9}, "p.py": {5}}
+    assert lines_not_measured(traced, measured) == [("m.py", 2), ("n.py", 4)]
+    assert lines_not_measured(measured, measured) == []
+
+
+def test_the_comparison_reads_two_runs_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from coverage import CoverageData
+
+    from tests.helpers.coverage_audit import compare
+
+    for name, lines in (("traced", {"/x/m.py": [1, 2, 3]}), ("measured", {"/x/m.py": [1, 3]})):
+        data = CoverageData(str(tmp_path / name))
+        data.add_lines(lines)
+        data.write()
+    assert compare(str(tmp_path / "traced"), str(tmp_path / "measured")) == 1
+    assert "/x/m.py:2 is covered when every test is traced only" in capsys.readouterr().out
+    assert compare(str(tmp_path / "traced"), str(tmp_path / "traced")) == 0
