@@ -126,12 +126,14 @@ SLOW_MODULES = (
 )
 
 
-# Tests run with coverage's tracer paused (in the test's thread and the threads it starts; a
-# module's stack already running stays measured), listed with the reason in
-# ``tests/untraced_tests.txt``: the rest of the suite covers every line they do, so the report
-# is the same without tracing them, and tracing made the code they run (numpy, scipy, moto,
-# shap, our loops) 1.5-3x slower. ``SYNAPSE_TRACE_ALL=1`` traces them (``make coverage-audit``).
-# ``tests/unit/test_suite_fixtures.py`` fails when an entry names no test.
+# Tests run with coverage's tracer paused, listed with the reason in ``tests/untraced_tests.txt``:
+# in the test's thread and in the threads it starts, until the test ends (a thread started in it
+# that outlives it, such as a keep-alive connection's handler in a module's local stack, is
+# traced again from its first call after the test; threads running before it keep their tracer).
+# Tracing made the code they run (numpy, scipy, moto, shap, our loops) 1.5-3x slower. What the
+# report can lose, and how to check it: ``tests/helpers/coverage_audit.py``. ``SYNAPSE_TRACE_ALL=1``
+# traces them (``make coverage-audit``). ``tests/unit/test_suite_fixtures.py`` fails when an
+# entry names no test.
 UNTRACED_TESTS = tuple(
     line
     for line in (Path(__file__).with_name("untraced_tests.txt")).read_text("utf-8").splitlines()
