@@ -34,11 +34,12 @@ class _Installer:
 
     def __init__(self) -> None:
         self.tracer = _Tracer()
-        self.threads: set[int] = set()
+        # Thread objects, not idents: an ended thread's ident is reused by the next one.
+        self.threads: list[threading.Thread] = []
 
     def __call__(self, frame: object, event: str, arg: object) -> _Tracer:
         sys.settrace(self.tracer)
-        self.threads.add(threading.get_ident())
+        self.threads.append(threading.current_thread())
         return self.tracer
 
 
@@ -46,7 +47,7 @@ def _traced_in_a_new_thread(installer: _Installer) -> bool:
     thread = threading.Thread(target=lambda: None)
     thread.start()
     thread.join()
-    return thread.ident in installer.threads
+    return any(seen is thread for seen in installer.threads)
 
 
 def test_the_pause_stops_this_threads_tracer_and_new_threads_start_untraced() -> None:
@@ -91,10 +92,10 @@ def test_a_thread_started_in_the_pause_is_traced_again_after_it() -> None:
             thread.start()
             requests[0].set()
             assert served[0].wait(10)
-            assert thread.ident not in installer.threads  # the untraced test's request
+            assert all(seen is not thread for seen in installer.threads)  # untraced request
         requests[1].set()
         assert served[1].wait(10)
-        assert thread.ident in installer.threads  # a later test's request
+        assert any(seen is thread for seen in installer.threads)  # a later, traced request
         thread.join(10)
     finally:
         sys.settrace(previous_trace)
