@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import gc
 import random
+import re
 import threading
 import time
 import tracemalloc
@@ -948,3 +949,92 @@ def test_s3_requests_are_wrapped_once() -> None:
         wrapped = getattr(S3Response, name)
         assert wrapped._atomic
         assert not getattr(wrapped.__wrapped__, "_atomic", False)
+
+
+# --- responses --------------------------------------------------------------------------------
+
+# Attribute names that are spellings moto's picker tries (a member's name, its snake_case, a
+# shape's name): as names of an item's attributes they must stay attributes, never members.
+SPELLINGS = ("S", "s", "N", "L", "l", "M", "NULL", "null", "BOOL", "ListAttributeValue", "a.b")
+
+
+def _attribute_value(rng: random.Random, depth: int = 0) -> dict[str, Any]:
+    kinds = ["S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS"] + (["M", "L"] if depth < 3 else [])
+    kind = rng.choice(kinds)
+    if kind == "S":
+        return {"S": rng.choice(SPELLINGS + ("", "x" * rng.randint(1, 40)))}
+    if kind == "N":
+        return {"N": str(rng.choice([0, -3, 12.5, 10**20, Decimal("1e-9")]))}
+    if kind == "B":
+        return {"B": rng.randbytes(rng.randint(1, 12))}
+    if kind == "BOOL":
+        return {"BOOL": rng.random() < 0.5}
+    if kind == "NULL":
+        return {"NULL": True}
+    if kind == "SS":
+        return {"SS": sorted({rng.choice(SPELLINGS) for _ in range(3)})}
+    if kind == "NS":
+        return {"NS": sorted({str(rng.randint(-50, 50)) for _ in range(3)})}
+    if kind == "BS":
+        return {"BS": list({rng.randbytes(4) for _ in range(2)})}
+    count = rng.randint(0, 4)
+    if kind == "M":
+        names = rng.sample(SPELLINGS, count)
+        return {"M": {name: _attribute_value(rng, depth + 1) for name in names}}
+    return {"L": [_attribute_value(rng, depth + 1) for _ in range(count)]}
+
+
+def _responses(client: Any, rng: random.Random) -> list[str]:
+    """The raw bodies moto answers to reads and writes of random items (and to errors)."""
+    bodies: list[str] = []
+
+    def keep(http_response: Any, **_: Any) -> None:
+        # the table's creation time and id differ between the two runs
+        bodies.append(re.sub(r'("\w*(DateTime|TableId)": )[^,}]+', r"\1_", http_response.text))
+
+    client.meta.events.register("after-call.dynamodb", keep)
+    client.create_table(
+        TableName="spellings",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for number in range(60):
+        item = {name: _attribute_value(rng) for name in rng.sample(SPELLINGS, 5)}
+        item["pk"] = {"S": f"item-{number}"}
+        client.put_item(TableName="spellings", Item=item, ReturnValues="ALL_OLD")
+        client.put_item(TableName="spellings", Item=item, ReturnValues="ALL_OLD")
+        client.get_item(TableName="spellings", Key={"pk": item["pk"]})
+    client.scan(TableName="spellings", ReturnConsumedCapacity="TOTAL")
+    keys = [{"pk": {"S": f"item-{number}"}} for number in range(0, 60, 7)]
+    client.batch_get_item(RequestItems={"spellings": {"Keys": keys}})
+    client.describe_table(TableName="spellings")
+    client.list_tables()
+    with pytest.raises(ClientError):
+        client.get_item(TableName="missing", Key={"pk": {"S": "x"}})
+    with pytest.raises(ClientError):
+        client.put_item(
+            TableName="spellings",
+            Item={"pk": {"S": "item-1"}},
+            ConditionExpression="attribute_not_exists(pk)",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    return bodies
+
+
+def test_json_responses_built_from_remembered_spellings_are_moto_s_own_bodies() -> None:
+    from moto.core.serialize import JSONSerializer
+
+    with mock_aws():
+        ours = _responses(boto3.client("dynamodb", region_name="us-east-1"), random.Random(9))
+    patched = JSONSerializer._serialize_structure_member
+    JSONSerializer._serialize_structure_member = patched.__wrapped__  # type: ignore[method-assign]
+    try:
+        with mock_aws():
+            theirs = _responses(boto3.client("dynamodb", region_name="us-east-1"), random.Random(9))
+    finally:
+        JSONSerializer._serialize_structure_member = patched  # type: ignore[method-assign]
+    assert ours == theirs
+    assert len(ours) == 1 + 60 * 3 + 6
+    assert sum('"ListAttributeValue"' in body for body in ours) > 10  # names stay names
+    assert sum('"L": [' in body for body in ours) > 10 and '"Item": {' in ours[3]
