@@ -74,10 +74,11 @@ def string_list(null: bool = False) -> Any:
 
 
 def transaction_connection() -> Any:
-    """A PynamoDB connection for ``TransactWrite`` in the configured region and endpoint."""
-    from pynamodb.connection import Connection
+    """The PynamoDB connection for ``TransactWrite`` in the configured region and endpoint
+    (one per process, dropped with the clients by :func:`chalicelib.core.aws.reset_clients`)."""
+    from chalicelib.core import aws
 
-    return Connection(region=region(), host=endpoint_url())
+    return aws.transaction_connection()
 
 
 def cancellation_codes(exc: Any) -> list[str]:

@@ -31,3 +31,26 @@ def test_every_service_client_comes_from_one_session_until_the_clients_are_reset
     aws.reset_clients()
     assert aws.client("s3") is not s3 and aws.client("dynamodb") is not None
     assert len(made) == 2
+
+
+def test_transactions_share_one_connection_and_client_until_the_clients_are_reset(
+    module_aws: Any,
+) -> None:
+    """A connection makes a botocore client on first use (5 ms of CPU): transactions share
+    one, in every thread, and a reset makes a new one (endpoint and credentials read again)."""
+    import threading
+
+    from chalicelib.core.tables import transaction_connection
+
+    aws.reset_clients()
+    first = transaction_connection()
+    seen: list[Any] = []
+    worker = threading.Thread(target=lambda: seen.append(transaction_connection()))
+    worker.start()
+    worker.join()
+    assert seen == [first] and transaction_connection() is first
+    assert first.client is first.client
+    aws.reset_clients()
+    again = transaction_connection()
+    assert again is not first and again.client is not first.client
+    assert again.client.list_tables()["TableNames"]  # it reaches the tables of module_aws
