@@ -704,7 +704,9 @@ def _race(
 ) -> tuple[dict[str, Any], list[str]]:
     """Runs ``first`` until ``owner.<pause_after>`` returned inside it and holds it there;
     then runs ``second`` until it is done or waits for ``motofix.S3_LOCK``, and lets ``first``
-    go on. Returns each request's result or exception, and the order in which they ended."""
+    go on. Returns each request's result or exception, the order in which they ended, and
+    whether ``second`` was waiting for the lock when ``first`` was let go (once both run, which
+    of the two clients gets its response first is a race: only the wait shows the order)."""
     original = getattr(owner, pause_after)
     reached, go = threading.Event(), threading.Event()
     outcomes: dict[str, Any] = {}
@@ -734,11 +736,12 @@ def _race(
     while threads[1].is_alive() and not motofix.S3_LOCK.waiting:
         assert time.monotonic() < deadline, "the second request neither ended nor waited"
         time.sleep(0.001)
+    waited = threads[1].is_alive()
     go.set()
     for thread in threads:
         thread.join(RACE_WAIT)
     assert not any(thread.is_alive() for thread in threads)
-    return outcomes, ended
+    return outcomes, ended, waited
 
 
 def _exists(client: Any, key: str) -> bool:
@@ -808,13 +811,13 @@ def test_a_delete_racing_a_write_of_the_same_key_waits_and_then_removes_the_obje
     pause_after, request = _writes(s3)[write]
     owner: type = FakeKey if at_acl else S3Backend
 
-    outcomes, ended = _race(
+    outcomes, ended, waited = _race(
         monkeypatch, owner, "set_acl" if at_acl else pause_after, request, _deletes(s3)[delete]
     )
 
     assert not isinstance(outcomes["first"], Exception), outcomes["first"]
     assert not isinstance(outcomes["second"], Exception), outcomes["second"]
-    assert ended == ["first", "second"]  # the delete waited for the whole write
+    assert waited  # the delete waited for the whole write
     assert not _exists(s3, TARGET)
     assert s3.get_object(Bucket=RACE_BUCKET, Key=SOURCE)["Body"].read() == PAYLOAD
 
@@ -827,9 +830,11 @@ def test_stock_moto_fails_a_write_whose_object_is_deleted_while_its_response_is_
     write's response reads its ETag from it (the flaky garbage-collection test's error)."""
     _, request = _writes(s3)[write]
 
-    outcomes, ended = _race(monkeypatch, FakeKey, "set_acl", request, _deletes(s3)["DeleteObject"])
+    outcomes, ended, waited = _race(
+        monkeypatch, FakeKey, "set_acl", request, _deletes(s3)["DeleteObject"]
+    )
 
-    assert ended == ["second", "first"]
+    assert not waited and ended == ["second", "first"]
     assert isinstance(outcomes["first"], ValueError)
     assert "closed file" in str(outcomes["first"])
 
@@ -843,13 +848,13 @@ def test_a_write_racing_a_delete_of_the_same_key_waits_and_then_leaves_its_objec
     s3.put_object(Bucket=RACE_BUCKET, Key=TARGET, Body=b"the object before")
     _, request = _writes(s3)[write]
 
-    outcomes, ended = _race(
+    outcomes, ended, waited = _race(
         monkeypatch, S3Backend, "delete_object", _deletes(s3)["DeleteObject"], request
     )
 
     assert not isinstance(outcomes["first"], Exception), outcomes["first"]
     assert not isinstance(outcomes["second"], Exception), outcomes["second"]
-    assert ended == ["first", "second"]
+    assert waited
     assert s3.get_object(Bucket=RACE_BUCKET, Key=TARGET)["Body"].read() == PAYLOAD
 
 
@@ -860,7 +865,7 @@ def _read(client: Any, key: str) -> Callable[[], bytes]:
 def test_a_delete_racing_a_read_waits_and_the_read_gets_the_whole_object(
     s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outcomes, ended = _race(
+    outcomes, ended, waited = _race(
         monkeypatch,
         S3Response,
         "_get_key",
@@ -869,14 +874,14 @@ def test_a_delete_racing_a_read_waits_and_the_read_gets_the_whole_object(
     )
 
     assert outcomes["first"] == PAYLOAD
-    assert ended == ["first", "second"]
+    assert waited
     assert not _exists(s3, SOURCE)
 
 
 def test_stock_moto_fails_a_read_whose_object_is_deleted_while_it_is_read(
     s3: Any, monkeypatch: pytest.MonkeyPatch, stock_s3: None
 ) -> None:
-    outcomes, ended = _race(
+    outcomes, ended, waited = _race(
         monkeypatch,
         S3Response,
         "_get_key",
@@ -884,7 +889,7 @@ def test_stock_moto_fails_a_read_whose_object_is_deleted_while_it_is_read(
         lambda: s3.delete_object(Bucket=RACE_BUCKET, Key=SOURCE),
     )
 
-    assert ended == ["second", "first"]
+    assert not waited and ended == ["second", "first"]
     assert isinstance(outcomes["first"], ValueError)
 
 
@@ -899,9 +904,11 @@ def test_reads_and_upload_parts_go_on_while_a_read_is_under_way(
         s3.upload_part(Bucket=RACE_BUCKET, Key="big", UploadId=started, PartNumber=1, Body=PAYLOAD)
         return _read(s3, TARGET)()
 
-    outcomes, ended = _race(monkeypatch, S3Response, "_get_key", _read(s3, SOURCE), read_and_upload)
+    outcomes, ended, waited = _race(
+        monkeypatch, S3Response, "_get_key", _read(s3, SOURCE), read_and_upload
+    )
 
-    assert ended == ["second", "first"]
+    assert not waited and ended == ["second", "first"]
     assert outcomes == {"first": PAYLOAD, "second": b"another object"}
 
 
@@ -916,9 +923,9 @@ def test_upload_parts_go_on_while_a_write_holds_the_lock(
             Bucket=RACE_BUCKET, Key="big", UploadId=started, PartNumber=1, Body=PAYLOAD
         )
 
-    outcomes, ended = _race(monkeypatch, S3Backend, "copy_object", _copy(s3), upload_part)
+    outcomes, ended, waited = _race(monkeypatch, S3Backend, "copy_object", _copy(s3), upload_part)
 
-    assert ended == ["second", "first"]
+    assert not waited and ended == ["second", "first"]
     assert not isinstance(outcomes["second"], Exception), outcomes["second"]
     assert _exists(s3, TARGET)
 

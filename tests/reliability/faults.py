@@ -212,9 +212,16 @@ def inject_faults() -> Iterator[FaultInjector]:
             _drop_new_clients(aws, all_table_models(), existing)
 
 
+def _botocore_client(cached: Any) -> Any:
+    """A cached boto3 client itself; for the transactions' PynamoDB connection
+    (``aws.transaction_connection``), its botocore client if it made one yet, else None."""
+    return cached if hasattr(cached, "meta") else getattr(cached, "_client", None)
+
+
 def _existing_clients(aws: Any, models: list[Any]) -> list[Any]:
     """Clients already created (hooked in place: re-creating them costs seconds)."""
-    found = list(aws._clients.values())
+    found = [_botocore_client(value) for value in aws._clients.values()]
+    found = [client for client in found if client is not None]
     for model in models:
         connection = getattr(model._connection, "connection", None)
         client = getattr(connection, "_client", None)
@@ -227,8 +234,8 @@ def _drop_new_clients(aws: Any, models: list[Any], existing: list[Any]) -> None:
     """Forgets clients created while faults were active (they carry the hook)."""
     keep = {id(client) for client in existing}
     with aws._lock:
-        for name, client in list(aws._clients.items()):
-            if id(client) not in keep:
+        for name, value in list(aws._clients.items()):
+            if id(_botocore_client(value)) not in keep:
                 del aws._clients[name]
     for model in models:
         connection = getattr(model._connection, "connection", None)
