@@ -167,33 +167,33 @@ def pytest_runtest_call(item: Any) -> Iterator[None]:
         yield
 
 
-# The modules that took longest in a ``make test`` run (with coverage, ``--durations=0`` summed per
-# module, 2 workers, load 4-5, 2026-12-02 12:12 UTC; later cuts that afternoon in brackets),
-# longest first: ``make test`` starts them first, so no long module starts near the end.
+# The modules that took longest in a ``make test`` run (a clean clone's ``.ci/run`` with
+# ``PYTEST_ADDOPTS=--durations=0``, summed per module, 2 workers, quiet machine, 2026-12-02 17:14
+# UTC), longest first: ``make test`` starts them first, so no long module starts near the end.
 LONGEST_MODULES = (
-    "tests/unit/test_dv_records.py",  # 170 s (one test 20 -> 6 s)
-    "tests/integration/test_ab_segments.py",  # 150 s (wide batches 57 -> 39 s CPU)
-    "tests/integration/test_local_diskitems.py",  # 140 s (snapshot 16 -> 7 s CPU)
-    "tests/reliability/test_api_fuzz.py",  # 136 s (coverage paused in its thread: -24 s CPU)
-    "tests/unit/test_ab_metrics.py",  # 120 s (-35 s CPU)
-    "tests/integration/test_invocation_costs.py",  # 100 s (-13 s CPU)
-    "tests/integration/test_ab_explain_guardrails.py",  # 73 s
-    "tests/integration/test_ab_cuped_join.py",  # 71 s
-    "tests/client/test_local_assignment.py",  # 70 s: 100,000 users, five phases, two tests
-    "tests/integration/test_dv_lifecycle.py",  # 60 s
-    "tests/security/test_access_matrix.py",  # 59 s
-    "tests/security/test_artifact_structures.py",  # 100 s (-24 s CPU, wall 79 -> 25 s)
-    "tests/integration/test_ab_layers.py",  # 69 s (-11 s CPU)
-    "tests/unit/test_ab_judge.py",  # 64 s (-8 s CPU)
-    "tests/integration/test_dv_pipeline.py",  # 52 s
-    "tests/e2e/test_demo_smoke.py",  # 47 s
-    "tests/unit/test_ex_jit_cache.py",  # 44 s: numba compiles
-    "tests/unit/test_ex_correctness.py",  # 48 s (-6 s CPU)
-    "tests/integration/test_local_motofix.py",  # 44 s
-    "tests/integration/test_ab_analysis_http.py",  # 40 s (-7 s CPU)
-    # 11 s with the machine's build cache (dependencies zipped, template linted before); 55 s
+    "tests/reliability/test_api_fuzz.py",  # 70 s
+    "tests/integration/test_local_motofix.py",  # 32 s
+    "tests/e2e/test_demo_smoke.py",  # 29 s
+    "tests/client/test_local_assignment.py",  # 28 s
+    "tests/unit/test_ex_jit_cache.py",  # 27 s
+    "tests/e2e/test_console.py",  # 27 s
+    "tests/unit/test_dv_records.py",  # 26 s
+    "tests/integration/test_ab_segments.py",  # 25 s
+    "tests/client/test_data.py",  # 24 s
+    "tests/integration/test_invocation_costs.py",  # 24 s
+    # 9 s with the machine's build cache (dependencies zipped, template linted before); 55 s
     # on a machine's first run (pip install 25 s, zip 15 s, cfn-lint 12 s).
     "tests/integration/test_packaging.py",
+    "tests/security/test_access_matrix.py",  # 22 s
+    "tests/integration/test_dv_lifecycle.py",  # 21 s
+    "tests/integration/test_ab_cuped_join.py",  # 18 s
+    "tests/integration/test_ab_explain_guardrails.py",  # 17 s
+    "tests/e2e/test_local_persistence.py",  # 17 s
+    "tests/integration/test_ab_layers.py",  # 17 s
+    "tests/unit/test_ex_budget.py",  # 17 s
+    "tests/security/test_bounded_probe.py",  # 16 s
+    "tests/client/test_cli.py",  # 15 s
+    "tests/integration/test_dv_concurrency.py",  # 14 s
 )
 
 
