@@ -46,6 +46,7 @@ def _install_hook() -> None:
         client.meta.events.register("before-call", _on_before_call)
         return client
 
+    create_client.__wrapped__ = original  # type: ignore[attr-defined]
     ClientCreator.create_client = create_client  # type: ignore[method-assign]
     _installed = True
 

@@ -55,8 +55,10 @@ def test_the_call_counter_hooks_clients_made_after_it_is_installed_once(
     from synapse_local import awscalls
 
     monkeypatch.setattr(awscalls, "_installed", False)
-    # restored after the test: the hook below replaces it
-    monkeypatch.setattr(ClientCreator, "create_client", ClientCreator.create_client)
+    # botocore's own create_client (an earlier test of this process may have hooked it),
+    # restored with the hook after the test
+    hooked = ClientCreator.create_client
+    monkeypatch.setattr(ClientCreator, "create_client", getattr(hooked, "__wrapped__", hooked))
     with mock_aws():
         awscalls._install_hook()
         awscalls._install_hook()  # idempotent: a second call adds no second hook
