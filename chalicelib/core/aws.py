@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.core.config import endpoint_url, region
@@ -19,38 +20,47 @@ _lock = threading.Lock()
 _TRANSACTIONS = "pynamodb:transactions"  # the key of the transactions' connection in _clients
 
 
+def _cached(key: str, make: Callable[[], Any]) -> Any:
+    """Returns ``_clients[key]``, made once by ``make`` under the lock when missing."""
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = _clients[key] = make()
+    return found
+
+
 def client(service: str) -> Any:
     """Returns a cached boto3 client for ``service`` in the configured region and endpoint.
 
     boto3 is imported on first use so that importing the app stays cheap.
     """
-    found = _clients.get(service)
-    if found is not None:
-        return found
-    with _lock:
-        found = _clients.get(service)
-        if found is None:
-            import boto3
-            from botocore.config import Config
+    return _cached(service, lambda: _make_client(service))
 
-            config = Config(
-                retries={"total_max_attempts": MAX_ATTEMPTS.get(service, 4), "mode": "adaptive"},
-                s3={"addressing_style": "path"},
-                # SigV4 everywhere: without it botocore presigns us-east-1 URLs with SigV2, which
-                # S3 refuses for buckets created since 2020 and which carries no X-Amz-Expires.
-                signature_version="s3v4" if service == "s3" else None,
-                max_pool_connections=32,
-            )
-            if not _session:
-                # One session for every service: its loader reads botocore's endpoint,
-                # partition and default-config files once, not once per client (a cold
-                # ingest's four clients took 1.4 s to make with a session each, 0.7 s shared).
-                _session.append(boto3.session.Session())
-            found = _session[0].client(
-                service, region_name=region(), endpoint_url=endpoint_url(), config=config
-            )
-            _clients[service] = found
-    return found
+
+def _make_client(service: str) -> Any:
+    """Makes the boto3 client of ``service``; called under the lock."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"total_max_attempts": MAX_ATTEMPTS.get(service, 4), "mode": "adaptive"},
+        s3={"addressing_style": "path"},
+        # SigV4 everywhere: without it botocore presigns us-east-1 URLs with SigV2, which
+        # S3 refuses for buckets created since 2020 and which carries no X-Amz-Expires.
+        signature_version="s3v4" if service == "s3" else None,
+        max_pool_connections=32,
+    )
+    if not _session:
+        # One session for every service: its loader reads botocore's endpoint, partition and
+        # default-config files once, not once per client (a cold ingest's four clients took
+        # 1.4 s to make with a session each, 0.7 s shared).
+        _session.append(boto3.session.Session())
+    return _session[0].client(
+        service, region_name=region(), endpoint_url=endpoint_url(), config=config
+    )
 
 
 def transaction_connection() -> Any:
@@ -62,16 +72,14 @@ def transaction_connection() -> Any:
     clients above, the one connection (and its client) serves every thread, as each PynamoDB
     model's own connection does.
     """
-    found = _clients.get(_TRANSACTIONS)
-    if found is not None:
-        return found
-    with _lock:
-        found = _clients.get(_TRANSACTIONS)
-        if found is None:
-            from pynamodb.connection import Connection
+    return _cached(_TRANSACTIONS, _make_transaction_connection)
 
-            found = _clients[_TRANSACTIONS] = Connection(region=region(), host=endpoint_url())
-    return found
+
+def _make_transaction_connection() -> Any:
+    """Makes the PynamoDB connection of ``transaction_connection``; called under the lock."""
+    from pynamodb.connection import Connection
+
+    return Connection(region=region(), host=endpoint_url())
 
 
 def reset_clients() -> None:
