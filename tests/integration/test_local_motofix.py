@@ -701,7 +701,7 @@ def _race(
     pause_after: str,
     first: Callable[[], Any],
     second: Callable[[], Any],
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[str], bool]:
     """Runs ``first`` until ``owner.<pause_after>`` returned inside it and holds it there;
     then runs ``second`` until it is done or waits for ``motofix.S3_LOCK``, and lets ``first``
     go on. Returns each request's result or exception, the order in which they ended, and
@@ -862,16 +862,23 @@ def _read(client: Any, key: str) -> Callable[[], bytes]:
     return lambda: client.get_object(Bucket=RACE_BUCKET, Key=key)["Body"].read()
 
 
-def test_a_delete_racing_a_read_waits_and_the_read_gets_the_whole_object(
+def _delete_racing_a_read(
     s3: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    outcomes, ended, waited = _race(
+) -> tuple[dict[str, Any], list[str], bool]:
+    """Deletes SOURCE while a GetObject of it is inside moto's key read."""
+    return _race(
         monkeypatch,
         S3Response,
         "_get_key",
         _read(s3, SOURCE),
         lambda: s3.delete_object(Bucket=RACE_BUCKET, Key=SOURCE),
     )
+
+
+def test_a_delete_racing_a_read_waits_and_the_read_gets_the_whole_object(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes, ended, waited = _delete_racing_a_read(s3, monkeypatch)
 
     assert outcomes["first"] == PAYLOAD
     assert waited
@@ -881,13 +888,7 @@ def test_a_delete_racing_a_read_waits_and_the_read_gets_the_whole_object(
 def test_stock_moto_fails_a_read_whose_object_is_deleted_while_it_is_read(
     s3: Any, monkeypatch: pytest.MonkeyPatch, stock_s3: None
 ) -> None:
-    outcomes, ended, waited = _race(
-        monkeypatch,
-        S3Response,
-        "_get_key",
-        _read(s3, SOURCE),
-        lambda: s3.delete_object(Bucket=RACE_BUCKET, Key=SOURCE),
-    )
+    outcomes, ended, waited = _delete_racing_a_read(s3, monkeypatch)
 
     assert not waited and ended == ["second", "first"]
     assert isinstance(outcomes["first"], ValueError)
