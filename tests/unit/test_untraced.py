@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,12 +53,23 @@ def _traced_in_a_new_thread(installer: _Installer) -> bool:
     return any(seen is thread for seen in installer.threads)
 
 
-def test_the_pause_stops_this_threads_tracer_and_new_threads_start_untraced() -> None:
-    tracer, installer = _Tracer(), _Installer()
+@contextmanager
+def _installed(tracer: Any, hook: Any) -> Iterator[None]:
+    """Makes ``tracer`` this thread's trace function and ``hook`` new threads' for the block,
+    and puts back whatever ran before (coverage's own tracer in a traced run), even on failure."""
     previous_trace, previous_hook = sys.gettrace(), threading.gettrace()
     sys.settrace(tracer)
-    threading.settrace(installer)
+    threading.settrace(hook)
     try:
+        yield
+    finally:
+        sys.settrace(previous_trace)
+        threading.settrace(previous_hook)
+
+
+def test_the_pause_stops_this_threads_tracer_and_new_threads_start_untraced() -> None:
+    tracer, installer = _Tracer(), _Installer()
+    with _installed(tracer, installer):
         assert _traced_in_a_new_thread(installer)
         with coverage_paused_for_new_threads_too():
             assert not tracer.running
@@ -64,9 +78,6 @@ def test_the_pause_stops_this_threads_tracer_and_new_threads_start_untraced() ->
         assert tracer.running
         assert threading.gettrace() is installer
         assert _traced_in_a_new_thread(installer)
-    finally:
-        sys.settrace(previous_trace)
-        threading.settrace(previous_hook)
 
 
 def test_a_thread_started_in_the_pause_is_traced_again_after_it() -> None:
@@ -83,10 +94,7 @@ def test_a_thread_started_in_the_pause_is_traced_again_after_it() -> None:
             (lambda: None)()  # a request's first call
             answer.set()
 
-    previous_trace, previous_hook = sys.gettrace(), threading.gettrace()
-    sys.settrace(_Tracer())
-    threading.settrace(installer)
-    try:
+    with _installed(_Tracer(), installer):
         with coverage_paused_for_new_threads_too():
             thread = threading.Thread(target=serve, daemon=True)
             thread.start()
@@ -97,23 +105,14 @@ def test_a_thread_started_in_the_pause_is_traced_again_after_it() -> None:
         assert served[1].wait(10)
         assert any(seen is thread for seen in installer.threads)  # a later, traced request
         thread.join(10)
-    finally:
-        sys.settrace(previous_trace)
-        threading.settrace(previous_hook)
 
 
 def test_the_pause_restores_the_tracer_when_the_test_fails() -> None:
     tracer, installer = _Tracer(), _Tracer()
-    previous_trace, previous_hook = sys.gettrace(), threading.gettrace()
-    sys.settrace(tracer)
-    threading.settrace(installer)
-    try:
+    with _installed(tracer, installer):
         with pytest.raises(AssertionError), coverage_paused_for_new_threads_too():
             raise AssertionError("the test failed")
         assert tracer.running and threading.gettrace() is installer
-    finally:
-        sys.settrace(previous_trace)
-        threading.settrace(previous_hook)
 
 
 def test_the_listed_tests_are_marked_untraced(request: pytest.FixtureRequest) -> None:
