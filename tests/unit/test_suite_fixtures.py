@@ -151,3 +151,42 @@ def test_the_audit_names_exactly_the_lines_only_untraced_tests_cover() -> None:
         ("m.py", 6): set(),  # measured, never run
     }
     assert lines_only_these_cover(by_line, untraced) == [("m.py", 1), ("m.py", 2)]
+
+
+def test_the_proposal_keeps_every_line_covered_by_a_traced_test_longest_first(
+    tmp_path: Path,
+) -> None:
+    from tests.helpers.coverage_audit import lines_only_these_cover, seconds_per_test, untraceable
+
+    log = tmp_path / "durations.log"
+    log.write_text(
+        "3.00s call     tests/a.py::test_long[1]\n"
+        "2.00s call     tests/a.py::test_long[2]\n"
+        "0.50s setup    tests/a.py::test_long[1]\n"
+        "4.00s call     tests/b.py::test_mid\n"
+        "1.00s call     tests/c.py::test_short\n"
+        "0.10s call     tests/d.py::test_tiny\n"
+        "noise that is not a duration\n"
+    )
+    seconds = seconds_per_test(str(log))
+    assert seconds == {
+        "tests/a.py::test_long": 5.5, "tests/b.py::test_mid": 4.0,
+        "tests/c.py::test_short": 1.0, "tests/d.py::test_tiny": 0.1,
+    }  # fmt: skip
+    by_line = {
+        ("m.py", 1): {"tests/a.py::test_long[1]|run", "tests/b.py::test_mid|run"},
+        ("m.py", 2): {"tests/b.py::test_mid|run", "tests/c.py::test_short|run"},
+        ("m.py", 3): {"tests/c.py::test_short|run", "tests/d.py::test_tiny|run"},
+        ("m.py", 4): {"", "tests/c.py::test_short|run"},  # run at import too
+        ("m.py", 5): {"tests/e.py::test_old|run", "tests/c.py::test_short|run"},
+        ("m.py", 6): set(),
+    }
+    # test_long goes first (line 1 keeps test_mid); then test_mid cannot (line 1 would have
+    # no traced test left); test_short can (line 2: test_mid, line 3: test_tiny); test_tiny
+    # is under the minimum. test_old is untraced already: line 5 counts test_short only.
+    taken = untraceable(by_line, {"tests/e.py::test_old"}, seconds, 0.5)
+    assert taken == ["tests/a.py::test_long"]
+    assert untraceable(by_line, set(), seconds, 0.5) == [
+        "tests/a.py::test_long", "tests/c.py::test_short",
+    ]  # fmt: skip
+    assert lines_only_these_cover(by_line, {*taken, "tests/e.py::test_old"}) == []
