@@ -4,6 +4,7 @@ items."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,71 @@ def test_tables_copied_from_the_template_describe_as_created_ones() -> None:
     assert any(table.get("GlobalSecondaryIndexes") for table, _ in by_api.values())
     for _ in range(2):  # the first may make the template, the second copies it
         assert _fresh_account(bootstrapped_aws) == by_api
+
+
+def _resources_described_and_exercised() -> dict[str, Any]:
+    """The account's buckets, notifications, queues (timestamps aside) and event buses, and where
+    an object put under ``incoming/`` is announced: on the S3 events queue, then, after more
+    receives than its redrive policy allows, on that queue's dead-letter queue."""
+    from synapse_local.bootstrap import S3_EVENT_ATTEMPTS
+
+    s3, sqs, events = (aws_clients.client(name) for name in ("s3", "sqs", "events"))
+    buckets = sorted(bucket["Name"] for bucket in s3.list_buckets()["Buckets"])
+    found: dict[str, Any] = {
+        "buses": sorted(b["Name"] for b in events.list_event_buses()["EventBuses"])
+    }
+    for bucket in buckets:
+        notified = s3.get_bucket_notification_configuration(Bucket=bucket)
+        notified.pop("ResponseMetadata")
+        for configuration in notified.get("QueueConfigurations", []):
+            configuration.pop("Id")  # random, made when the configuration is put
+        found[f"s3:{bucket}"] = notified
+    urls = sorted(sqs.list_queues()["QueueUrls"])
+    for url in urls:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        for stamp in ("CreatedTimestamp", "LastModifiedTimestamp"):
+            attributes.pop(stamp)
+        found[f"sqs:{url}"] = attributes
+    s3.put_object(Bucket=buckets[0], Key="incoming/d/a.csv", Body=b"x\n1\n")
+
+    def received(url: str) -> list[str]:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        bodies = [json.loads(message["Body"]) for message in got.get("Messages", [])]
+        return sorted(
+            body.get("Event") or body["Records"][0]["s3"]["object"]["key"] for body in bodies
+        )
+
+    events_url = next(url for url in urls if url.endswith("synapse-s3-events"))
+    found["received"] = [received(events_url) for _ in range(S3_EVENT_ATTEMPTS + 1)]
+    found["dead-lettered"] = received(f"{events_url}-dlq")
+    return found
+
+
+def test_buckets_queues_and_buses_copied_from_the_first_bootstrap_behave_as_made_ones() -> None:
+    from contextlib import contextmanager
+
+    from synapse_local.bootstrap import S3_EVENT_ATTEMPTS, bootstrap
+
+    @contextmanager
+    def made() -> Any:
+        with mock_aws():
+            yield bootstrap()
+
+    def described(build: Any) -> tuple[Any, dict[str, Any]]:
+        reset_all()
+        aws_clients.reset_clients()
+        with build() as resources:
+            return resources, _resources_described_and_exercised()
+
+    by_api = described(made)
+    received = ["incoming%2Fd%2Fa.csv", "s3:TestEvent"]  # S3 URL-encodes keys in events
+    assert by_api[1]["received"] == [received] * S3_EVENT_ATTEMPTS + [[]]
+    assert by_api[1]["dead-lettered"] == received
+    assert len([key for key in by_api[1] if key.startswith("sqs:")]) == 6
+    for _ in range(2):  # the first may make the template, the second copies it
+        assert described(bootstrapped_aws) == by_api
+    reset_all()
+    aws_clients.reset_clients()
 
 
 def test_each_aws_fixture_starts_with_empty_tables_whatever_the_last_test_wrote() -> None:
