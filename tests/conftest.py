@@ -259,7 +259,8 @@ def _tables_from_template() -> list[str]:
 
 
 # What ``synapse_local.bootstrap`` made the first time in this process, by account, region,
-# settings and table names: its ``Resources`` and copies of moto's buckets, queues and event buses.
+# settings, S3 events queue and table names: its ``Resources`` and copies of moto's buckets,
+# queues and event buses.
 _BOOTSTRAPS: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
 
 
@@ -324,9 +325,10 @@ def bootstrapped_aws() -> Iterator[Any]:
     from synapse_local import bootstrap as bootstrap_module
 
     tables = tuple(model.Meta.table_name for model in all_table_models())
-    key = (DEFAULT_ACCOUNT_ID, region(), get_settings(), bootstrap_module.s3_events_queue_name())
+    events_queue = bootstrap_module.s3_events_queue_name()
+    key = (DEFAULT_ACCOUNT_ID, region(), get_settings(), events_queue, tables)
     with mock_aws():
-        kept = _BOOTSTRAPS.get((*key, tables))
+        kept = _BOOTSTRAPS.get(key)
         backends = _moto_backends()
         if kept is None or backends["s3"].buckets or backends["sqs"].queues:
             with mock.patch.object(bootstrap_module, "create_all_tables", _tables_from_template):
@@ -337,7 +339,7 @@ def bootstrapped_aws() -> Iterator[Any]:
                     "queues": backends["sqs"].queues,
                     "buses": backends["events"].event_buses,
                 }
-                _BOOTSTRAPS[(*key, tables)] = (resources, _copied(made))
+                _BOOTSTRAPS[key] = (resources, _copied(made))
         else:
             resources, made = kept
             _tables_from_template()
