@@ -313,9 +313,11 @@ def bootstrapped_aws() -> Iterator[Any]:
     through boto3, as the local stack does, its tables copied from this process's template (see
     :func:`_tables_from_template`), and keeps a copy of the buckets, queues and event buses it
     made; later calls put a copy of that copy in place (2 ms instead of 60-180 ms, most of it
-    making the S3, SQS and EventBridge clients a test may never use).
+    making the S3, SQS and EventBridge clients a test may never use). A copy keeps the creation
+    times of the first bootstrap's resources (no test reads them).
     ``tests/unit/test_suite_fixtures.py`` checks the copies describe and behave as made ones.
     """
+    import copy
     from unittest import mock
 
     from moto.core import DEFAULT_ACCOUNT_ID
@@ -341,9 +343,9 @@ def bootstrapped_aws() -> Iterator[Any]:
                 }
                 _BOOTSTRAPS[key] = (resources, _copied(made))
         else:
-            resources, made = kept
+            resources = copy.deepcopy(kept[0])  # its lists are a test's own, too
             _tables_from_template()
-            _restore(made)
+            _restore(kept[1])
         yield resources
 
 

@@ -256,3 +256,18 @@ def test_the_proposal_keeps_every_line_covered_by_a_traced_test_longest_first(
         "tests/a.py::test_long", "tests/c.py::test_short",
     ]  # fmt: skip
     assert lines_only_these_cover(by_line, {*taken, "tests/e.py::test_old"}) == []
+
+
+def test_each_aws_fixture_gets_resources_of_its_own() -> None:
+    """A test that changes the ``Resources`` it was given changes nothing the next one gets."""
+    for _ in range(2):  # the first may make the template, the second copies it
+        reset_all()
+        aws_clients.reset_clients()
+        with bootstrapped_aws() as resources:
+            assert "left-behind" not in resources.buckets
+            resources.buckets.append("left-behind")
+            resources.tables.clear()
+    with bootstrapped_aws() as resources:
+        assert "left-behind" not in resources.buckets and resources.tables
+    reset_all()
+    aws_clients.reset_clients()
