@@ -5,6 +5,7 @@ items."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,13 @@ def _described() -> dict[str, Any]:
     return found
 
 
-def _fresh_account(build: Any) -> dict[str, Any]:
+def _fresh_account(build: Any, describe: Callable[[Any], Any] | None = None) -> Any:
+    """What ``describe`` (default: the tables, :func:`_described`) finds in the account ``build``
+    makes, given what ``build`` yields; the app's singletons and clients are reset around it."""
     reset_all()
     aws_clients.reset_clients()
-    with build() as _:
-        described = _described()
+    with build() as resources:
+        described = describe(resources) if describe else _described()
     reset_all()
     aws_clients.reset_clients()
     return described
@@ -113,21 +116,16 @@ def test_buckets_queues_and_buses_copied_from_the_first_bootstrap_behave_as_made
         with mock_aws():
             yield bootstrap()
 
-    def described(build: Any) -> tuple[Any, dict[str, Any]]:
-        reset_all()
-        aws_clients.reset_clients()
-        with build() as resources:
-            return resources, _resources_described_and_exercised()
+    def described(resources: Any) -> tuple[Any, dict[str, Any]]:
+        return resources, _resources_described_and_exercised()
 
-    by_api = described(made)
+    by_api = _fresh_account(made, described)
     received = ["incoming%2Fd%2Fa.csv", "s3:TestEvent"]  # S3 URL-encodes keys in events
     assert by_api[1]["received"] == [received] * S3_EVENT_ATTEMPTS + [[]]
     assert by_api[1]["dead-lettered"] == received
     assert len([key for key in by_api[1] if key.startswith("sqs:")]) == 6
     for _ in range(2):  # the first may make the template, the second copies it
-        assert described(bootstrapped_aws) == by_api
-    reset_all()
-    aws_clients.reset_clients()
+        assert _fresh_account(bootstrapped_aws, described) == by_api
 
 
 def test_each_aws_fixture_starts_with_empty_tables_whatever_the_last_test_wrote() -> None:
